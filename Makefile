@@ -1,0 +1,42 @@
+# Front door for the README's commands. The real build is Meson (build/).
+# As root on a fresh Debian 12 machine, `make demo` and `make check` first
+# install whatever Debian packages are missing.
+
+BUILD ?= build
+MESON_OPTS ?=
+DEMO_ARGS ?=
+
+# Debian packages the build, the tests and the demo need.
+DEB_PKGS = meson ninja-build pkgconf gcc clang libxxhash-dev libjson-c-dev \
+	libcmocka-dev libzstd-dev liblz4-dev libgnutls28-dev libclang-rt-14-dev \
+	iproute2 python3
+
+.PHONY: all deps build demo check test-unit test-integration clean bench help
+
+all: build
+
+help:
+	@echo "make demo    - install missing packages (as root), build, migrate a running guest, print the report"
+	@echo "make check   - install missing packages (as root), build, run every test"
+	@echo "make build   - configure and build into $(BUILD)/"
+	@echo "make clean   - remove $(BUILD)/"
+
+deps:
+	@./scripts/install-deps.sh $(DEB_PKGS)
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+demo: build
+	$(BUILD)/tools/ferry demo $(DEMO_ARGS)
+
+# Runs the whole suite and ends with "N passed, M failed" from Meson's
+# own summary, so a reader (or CI) can tell that tests really ran.
+check: build
+	@./scripts/check.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine.h - internals shared by the engine's files: the session object,
+ * channels (record I/O on one connection) and the helpers the sender and
+ * receiver both use.
+ */
+#ifndef FY_ENGINE_H
+#define FY_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "ferry.h"
+#include "memory/memory.h"
+#include "wire/wire.h"
+
+/* The public buffer type is the wire layer's growable buffer. */
+struct ferry_buf {
+	struct fy_buf b;
+};
+
+/* How often blocked socket calls come back to look at the cancel flag. */
+#define FY_TICK_MS 100
+/* A peer that sends nothing for this long is considered gone. */
+#define FY_IDLE_TIMEOUT_MS 60000
+
+struct ferry_session {
+	struct ferry_config cfg;
+	struct ferry_vmm_ops ops;
+	struct fy_region regions[FY_MAX_REGIONS];
+	size_t nregions;
+	uint64_t ram_bytes;
+
+	atomic_bool cancel;
+	atomic_bool busy; /* a send or receive is running */
+
+	pthread_mutex_t lock; /* protects stats and errmsg */
+	struct ferry_stats stats;
+	char errmsg[512];
+	uint64_t t_start_ns;
+	uint64_t t_progress_ns; /* last progress event */
+};
+
+/* A connection carrying records, with its own checksum state. */
+struct fy_chan {
+	ferry_session *s;
+	int fd;
+	struct fy_csum csum;
+	struct fy_buf out; /* encoding scratch for control records */
+	struct fy_buf in;  /* received control bodies */
+	uint64_t wire_bytes;
+	uint64_t last_rx_ns;
+};
+
+uint64_t fy_now_ns(void);
+static inline double fy_ms(uint64_t ns)
+{
+	return (double)ns / 1e6;
+}
+
+/* session.c */
+int fy_session_begin(ferry_session *s, enum ferry_state first);
+void fy_session_set_state(ferry_session *s, enum ferry_state st);
+/* Record the first error (later ones keep the first message). Returns
+ * @code for convenience. printf-style message. */
+int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void fy_session_log(ferry_session *s, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void fy_session_event(ferry_session *s, enum ferry_event_kind kind);
+/* Emit a progress event if the period has passed. */
+void fy_session_progress(ferry_session *s);
+static inline bool fy_cancelled(ferry_session *s)
+{
+	return atomic_load_explicit(&s->cancel, memory_order_relaxed);
+}
+
+/* chan.c */
+int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd);
+void fy_chan_close(struct fy_chan *c);
+int fy_chan_write_all(struct fy_chan *c, struct iovec *iov, int n);
+int fy_chan_read_full(struct fy_chan *c, void *buf, size_t n);
+int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
+		     const void *body, size_t len);
+int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
+		     const struct fy_mem_hdr *m, bool csum_data);
+int fy_chan_recv_hdr(struct fy_chan *c, struct fy_rec_hdr *h, int idle_ms);
+/* Read a control body into c->in (bounded), padding and trailer, and
+ * verify the checksum. */
+int fy_chan_recv_body(struct fy_chan *c, const struct fy_rec_hdr *h);
+/* Read a memory record body straight into guest memory after validating
+ * the range against @regions. @m receives the header. */
+int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
+		     const struct fy_region *regions, size_t nregions,
+		     struct fy_mem_hdr *m, char *err, size_t errlen);
+int fy_chan_skip_body(struct fy_chan *c, const struct fy_rec_hdr *h);
+
+#endif /* FY_ENGINE_H */

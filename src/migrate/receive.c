@@ -1,0 +1,439 @@
+// SPDX-License-Identifier: MIT
+/*
+ * receive.c - the destination side: accept one migration, validate every
+ * record against the protocol state machine and the configured regions,
+ * receive memory straight into guest memory, load state, and run the guest
+ * once the source has released it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "migrate/engine.h"
+#include "proto/proto.h"
+#include "transport/transport.h"
+
+struct receiver {
+	ferry_session *s;
+	struct fy_chan ch;
+	struct fy_recv_sm sm;
+	struct fy_pass_begin pass;
+	uint64_t pass_records;
+	uint64_t pass_bytes;
+	uint64_t t_final; /* final pass began: the source is paused */
+	bool resumed;
+	char err[384];
+};
+
+static int respond_ok(struct receiver *x, uint32_t seq, const struct fy_buf *b)
+{
+	return fy_chan_send_rec(&x->ch, FY_REC_OK, seq, b ? b->data : NULL,
+				b ? b->len : 0);
+}
+
+/* Answer with ERROR; the caller then aborts this attempt. */
+static void respond_error(struct receiver *x, uint32_t seq, int code,
+			  const char *msg)
+{
+	struct fy_error_msg e = { .code = code };
+	struct fy_buf b;
+
+	snprintf(e.message, sizeof(e.message), "%s", msg);
+	fy_buf_init(&b);
+	if (!fy_error_encode(&b, &e))
+		fy_chan_send_rec(&x->ch, FY_REC_ERROR, seq, b.data, b.len);
+	fy_buf_free(&b);
+}
+
+static void read_boot_id(char *out, size_t len)
+{
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+	out[0] = 0;
+	if (f) {
+		if (fgets(out, (int)len, f))
+			out[strcspn(out, "\n")] = 0;
+		fclose(f);
+	}
+}
+
+static int on_hello(struct receiver *x, struct fy_buf *reply)
+{
+	ferry_session *s = x->s;
+	struct fy_hello h;
+	struct fy_hello_reply r = { 0 };
+	uint32_t ours = s->cfg.version_max ? s->cfg.version_max
+					   : FY_PROTO_VERSION_MAX;
+
+	if (fy_hello_decode(x->ch.in.data, x->ch.in.len, &h)) {
+		snprintf(x->err, sizeof(x->err), "malformed HELLO");
+		return -EBADMSG;
+	}
+	/* The highest version both sides speak. */
+	r.version = h.version_max < ours ? h.version_max : ours;
+	if (r.version < h.version_min || r.version < FY_PROTO_VERSION_MIN) {
+		snprintf(x->err, sizeof(x->err),
+			 "no common protocol version: source speaks %u-%u, destination %u-%u",
+			 h.version_min, h.version_max, FY_PROTO_VERSION_MIN,
+			 ours);
+		return FERRY_EVERSION;
+	}
+	r.capabilities = h.capabilities & s->cfg.capabilities;
+	if (getrandom(&r.session_id, sizeof(r.session_id), 0) < 0 ||
+	    getrandom(r.token, sizeof(r.token), 0) < 0)
+		return -errno;
+	read_boot_id(r.boot_id, sizeof(r.boot_id));
+	snprintf(r.software, sizeof(r.software), "ferry %s",
+		 FERRY_VERSION_STRING);
+	pthread_mutex_lock(&s->lock);
+	s->stats.version = r.version;
+	s->stats.capabilities = r.capabilities;
+	pthread_mutex_unlock(&s->lock);
+	fy_session_log(s, 2, "source is %s, protocol version %u", h.software,
+		       r.version);
+	return fy_hello_reply_encode(reply, &r);
+}
+
+static int on_config(struct receiver *x)
+{
+	ferry_session *s = x->s;
+	struct fy_config_msg m;
+
+	if (fy_config_decode(x->ch.in.data, x->ch.in.len, &m)) {
+		snprintf(x->err, sizeof(x->err), "malformed CONFIG");
+		return -EBADMSG;
+	}
+	if (m.page_size != FY_PAGE_SIZE) {
+		snprintf(x->err, sizeof(x->err),
+			 "source uses %u-byte pages, destination %u",
+			 m.page_size, FY_PAGE_SIZE);
+		return FERRY_EMISMATCH;
+	}
+	if (m.nregions != s->nregions) {
+		snprintf(x->err, sizeof(x->err),
+			 "source has %u memory regions, destination %zu",
+			 m.nregions, s->nregions);
+		return FERRY_EMISMATCH;
+	}
+	for (uint32_t i = 0; i < m.nregions; i++) {
+		const struct fy_region *r = &s->regions[i];
+
+		if (m.regions[i].gpa != r->gpa || m.regions[i].size != r->size) {
+			snprintf(x->err, sizeof(x->err),
+				 "region %u (%s): source has %llu bytes at 0x%llx, destination %llu bytes at 0x%llx",
+				 i, r->name,
+				 (unsigned long long)m.regions[i].size,
+				 (unsigned long long)m.regions[i].gpa,
+				 (unsigned long long)r->size,
+				 (unsigned long long)r->gpa);
+			return FERRY_EMISMATCH;
+		}
+	}
+	fy_session_set_state(s, FERRY_STATE_PRECOPY);
+	return 0;
+}
+
+static int on_pass_begin(struct receiver *x)
+{
+	ferry_session *s = x->s;
+
+	if (fy_pass_begin_decode(x->ch.in.data, x->ch.in.len, &x->pass)) {
+		snprintf(x->err, sizeof(x->err), "malformed PASS_BEGIN");
+		return -EBADMSG;
+	}
+	x->pass_records = 0;
+	x->pass_bytes = 0;
+	if (x->pass.final && !x->t_final) {
+		x->t_final = fy_now_ns();
+		fy_session_set_state(s, FERRY_STATE_STOPPED);
+	}
+	pthread_mutex_lock(&s->lock);
+	s->stats.pass = x->pass.pass;
+	s->stats.pass_bytes = 0;
+	s->stats.pass_total = x->pass.planned;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static int on_memory(struct receiver *x, const struct fy_rec_hdr *h)
+{
+	ferry_session *s = x->s;
+	struct fy_mem_hdr m;
+	int rc = fy_chan_recv_mem(&x->ch, h, s->regions, s->nregions, &m,
+				  x->err, sizeof(x->err));
+
+	if (rc) {
+		if (!x->err[0])
+			snprintf(x->err, sizeof(x->err),
+				 "receiving memory: %s", ferry_strerror(rc));
+		return rc;
+	}
+	x->pass_records++;
+	x->pass_bytes += m.length;
+	pthread_mutex_lock(&s->lock);
+	s->stats.bytes += m.length;
+	s->stats.pass_bytes += m.length;
+	s->stats.wire_bytes = x->ch.wire_bytes;
+	pthread_mutex_unlock(&s->lock);
+	fy_session_progress(s);
+	return 0;
+}
+
+static int on_pass_end(struct receiver *x)
+{
+	struct fy_pass_end e;
+
+	if (fy_pass_end_decode(x->ch.in.data, x->ch.in.len, &e)) {
+		snprintf(x->err, sizeof(x->err), "malformed PASS_END");
+		return -EBADMSG;
+	}
+	if (e.pass != x->pass.pass || e.records != x->pass_records ||
+	    e.bytes != x->pass_bytes) {
+		snprintf(x->err, sizeof(x->err),
+			 "pass %u: source sent %llu records / %llu bytes, destination received %llu / %llu in pass %u",
+			 e.pass, (unsigned long long)e.records,
+			 (unsigned long long)e.bytes,
+			 (unsigned long long)x->pass_records,
+			 (unsigned long long)x->pass_bytes, x->pass.pass);
+		return FERRY_EPROTO;
+	}
+	fy_session_event(x->s, FERRY_EVENT_PASS);
+	return 0;
+}
+
+static int on_state(struct receiver *x)
+{
+	ferry_session *s = x->s;
+	int rc = s->ops.load_state(s->cfg.opaque, x->ch.in.data, x->ch.in.len);
+
+	if (rc) {
+		snprintf(x->err, sizeof(x->err), "load_state failed: %s",
+			 ferry_strerror(rc));
+		return FERRY_EVMM;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->stats.bytes += x->ch.in.len;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/* The point of no return has passed on the source: take over and run. */
+static int on_released(struct receiver *x, struct fy_buf *reply)
+{
+	ferry_session *s = x->s;
+	struct fy_running run = { 0 };
+	int rc = 0;
+
+	if (s->ops.acquire)
+		rc = s->ops.acquire(s->cfg.opaque);
+	if (rc) {
+		snprintf(x->err, sizeof(x->err), "acquire failed: %s",
+			 ferry_strerror(rc));
+		return FERRY_EVMM;
+	}
+	rc = s->ops.resume(s->cfg.opaque);
+	if (rc) {
+		snprintf(x->err, sizeof(x->err), "resume failed: %s",
+			 ferry_strerror(rc));
+		return FERRY_EVMM;
+	}
+	x->resumed = true;
+	run.resumed_ns = fy_now_ns();
+	pthread_mutex_lock(&s->lock);
+	if (x->t_final)
+		s->stats.downtime_ms = fy_ms(run.resumed_ns - x->t_final);
+	pthread_mutex_unlock(&s->lock);
+	if (s->ops.running_note)
+		s->ops.running_note(s->cfg.opaque, run.note, sizeof(run.note));
+	run.note[sizeof(run.note) - 1] = 0;
+	return fy_running_encode(reply, &run);
+}
+
+/* Perform one classified record; fills @reply for requests answered OK. */
+static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
+		    const struct fy_recv_step *st, struct fy_buf *reply)
+{
+	struct fy_error_msg e;
+	int rc;
+
+	if (st->action == FY_RA_MEMORY)
+		return on_memory(x, h);
+	rc = fy_chan_recv_body(&x->ch, h);
+	if (rc) {
+		snprintf(x->err, sizeof(x->err), "reading %s body: %s",
+			 fy_rec_name(h->type, (char[32]){ 0 }, 32),
+			 ferry_strerror(rc));
+		return rc;
+	}
+	switch (st->action) {
+	case FY_RA_SKIP:
+		return 0;
+	case FY_RA_HELLO:
+		return on_hello(x, reply);
+	case FY_RA_CONFIG:
+		return on_config(x);
+	case FY_RA_PASS_BEGIN:
+		return on_pass_begin(x);
+	case FY_RA_PASS_END:
+		return on_pass_end(x);
+	case FY_RA_STATE:
+		return on_state(x);
+	case FY_RA_SWITCHOVER:
+		fy_session_set_state(x->s, FERRY_STATE_SWITCHOVER);
+		return 0;
+	case FY_RA_RELEASED:
+		return on_released(x, reply);
+	case FY_RA_ABORT:
+		if (fy_error_decode(x->ch.in.data, x->ch.in.len, &e))
+			snprintf(e.message, sizeof(e.message), "(no reason)");
+		snprintf(x->err, sizeof(x->err), "source aborted: %s",
+			 e.message);
+		return FERRY_EPEER;
+	default:
+		snprintf(x->err, sizeof(x->err), "internal: action %d",
+			 st->action);
+		return -EINVAL;
+	}
+}
+
+/* Serve records until the guest runs here or the attempt fails. */
+static int serve(struct receiver *x)
+{
+	struct fy_buf reply;
+	int rc = 0;
+
+	fy_buf_init(&reply);
+	while (x->sm.state != FY_RS_RUNNING) {
+		struct fy_rec_hdr h;
+		struct fy_recv_step st;
+
+		rc = fy_chan_recv_hdr(&x->ch, &h, FY_IDLE_TIMEOUT_MS);
+		if (rc) {
+			snprintf(x->err, sizeof(x->err), "%s",
+				 rc == -EBADMSG || rc == -EMSGSIZE
+					 ? "malformed record header"
+					 : ferry_strerror(rc));
+			if (rc == -EBADMSG || rc == -EMSGSIZE)
+				respond_error(x, 0, rc, x->err);
+			break;
+		}
+		fy_recv_sm_step(&x->sm, h.type, h.seq, &st);
+		if (st.action == FY_RA_REJECT) {
+			snprintf(x->err, sizeof(x->err), "%s", st.msg);
+			respond_error(x, h.seq, st.code, st.msg);
+			rc = st.code;
+			break;
+		}
+		fy_buf_reset(&reply);
+		x->err[0] = 0;
+		rc = dispatch(x, &h, &st, &reply);
+		if (rc) {
+			if (st.action == FY_RA_ABORT)
+				respond_ok(x, h.seq, NULL);
+			else if (rc != -ECONNRESET && rc != FERRY_ECANCELED)
+				respond_error(x, st.respond ? h.seq : 0, rc,
+					      x->err[0] ? x->err
+							: ferry_strerror(rc));
+			break;
+		}
+		if (st.respond) {
+			rc = respond_ok(x, h.seq, &reply);
+			/* Once resumed, the guest runs here whether or not
+			 * the source hears "running". */
+			if (rc && x->resumed) {
+				fy_session_log(x->s, 0,
+					       "guest runs here, but the source did not get the confirmation: %s",
+					       ferry_strerror(rc));
+				rc = 0;
+			}
+			if (rc) {
+				snprintf(x->err, sizeof(x->err),
+					 "answering: %s", ferry_strerror(rc));
+				break;
+			}
+		}
+		fy_recv_sm_commit(&x->sm, &st, h.seq);
+	}
+	fy_buf_free(&reply);
+	if (rc)
+		fy_recv_sm_fail(&x->sm);
+	return rc;
+}
+
+static int accept_one(ferry_session *s, const char *uri, int *fd)
+{
+	struct fy_uri u;
+	char err[384];
+	int lfd, rc;
+
+	rc = fy_uri_parse(uri, &u, err, sizeof(err));
+	if (!rc)
+		rc = fy_transport_listen(&u, &lfd, err, sizeof(err));
+	if (rc)
+		return fy_session_fail(s, rc, "%s", err);
+	do {
+		rc = fy_transport_accept(lfd, fd, FY_TICK_MS);
+		if (rc == -ETIMEDOUT && fy_cancelled(s))
+			rc = FERRY_ECANCELED;
+	} while (rc == -ETIMEDOUT);
+	close(lfd);
+	fy_transport_unlink(&u);
+	if (rc)
+		return fy_session_fail(s, rc, "accepting on %s: %s", uri,
+				       ferry_strerror(rc));
+	return 0;
+}
+
+FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
+{
+	struct receiver x = { .s = s, .ch = { .fd = -1 } };
+	uint8_t sh[FY_STREAM_HDR_SIZE];
+	uint16_t ver;
+	int fd, rc;
+
+	if (!s || !uri)
+		return -EINVAL;
+	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
+	if (rc)
+		return rc;
+	atomic_store(&s->cancel, false);
+	fy_recv_sm_init(&x.sm);
+	rc = accept_one(s, uri, &fd);
+	if (rc)
+		goto done;
+	fy_transport_tune(fd, FY_TICK_MS);
+	rc = fy_chan_init(&x.ch, s, fd);
+	if (rc) {
+		close(fd);
+		x.ch.fd = -1;
+		fy_session_fail(s, rc, "out of memory");
+		goto done;
+	}
+	fy_session_set_state(s, FERRY_STATE_NEGOTIATING);
+	rc = fy_chan_read_full(&x.ch, sh, sizeof(sh));
+	if (!rc)
+		rc = fy_stream_hdr_decode(sh, &ver);
+	if (rc) {
+		fy_session_fail(s, rc, "not a ferry stream: %s",
+				ferry_strerror(rc));
+		respond_error(&x, 0, rc, "not a ferry stream");
+		goto done;
+	}
+	rc = serve(&x);
+	if (rc)
+		fy_session_fail(s, rc, "%s", x.err[0] ? x.err : ferry_strerror(rc));
+done:
+	fy_chan_close(&x.ch);
+	pthread_mutex_lock(&s->lock);
+	if (rc && !s->stats.error)
+		s->stats.error = rc;
+	rc = s->stats.error;
+	pthread_mutex_unlock(&s->lock);
+	fy_session_set_state(s, !rc ? FERRY_STATE_COMPLETED
+			     : rc == FERRY_ECANCELED ? FERRY_STATE_CANCELLED
+						     : FERRY_STATE_FAILED);
+	atomic_store(&s->busy, false);
+	return rc;
+}

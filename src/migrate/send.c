@@ -1,0 +1,631 @@
+// SPDX-License-Identifier: MIT
+/*
+ * send.c - the source side: precopy passes until the predicted downtime
+ * fits the limit, then pause, final pass, state and the switchover
+ * handshake. Any failure before "released" resumes the guest untouched.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "migrate/engine.h"
+#include "proto/proto.h"
+#include "transport/transport.h"
+
+struct sender {
+	ferry_session *s;
+	struct fy_chan ch;
+	struct fy_send_sm sm;
+	struct fy_dirty dirty;
+	bool tracking;
+	struct fy_ranges ranges;
+	struct fy_hello_reply peer;
+	bool same_host;
+	bool csum_data;	      /* negotiated: final pass checksums page data */
+	bool paused;
+	bool released_ok;     /* VMM's release() succeeded */
+	bool peer_refused;    /* the destination said it will not run */
+	double bw;	      /* bytes per second, last pass */
+	uint64_t rtt_ns;      /* control round trip on an idle channel */
+	uint64_t t_collect;   /* time of the last dirty collect */
+	uint64_t t_pause;
+	uint64_t state_bytes; /* size of the state blob, once known */
+};
+
+static void read_boot_id(char *out, size_t len)
+{
+	int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+	ssize_t n = -1;
+
+	out[0] = 0;
+	if (fd >= 0) {
+		n = read(fd, out, len - 1);
+		close(fd);
+	}
+	if (n > 0) {
+		out[n] = 0;
+		out[strcspn(out, "\n")] = 0;
+	}
+}
+
+/* The receiver may have explained a broken connection with an ERROR
+ * record before closing: read it, briefly, to report its words. */
+static void salvage_peer_error(struct sender *x)
+{
+	struct fy_rec_hdr h;
+	struct fy_error_msg e;
+
+	if (x->ch.fd < 0 || fy_chan_recv_hdr(&x->ch, &h, 500))
+		return;
+	if (fy_rec_number(h.type) != FY_REC_ERROR ||
+	    fy_chan_recv_body(&x->ch, &h) ||
+	    fy_error_decode(x->ch.in.data, x->ch.in.len, &e))
+		return;
+	fy_session_fail(x->s, FERRY_EPEER, "destination: %s (%s)", e.message,
+			ferry_strerror(e.code));
+}
+
+static int io_fail(struct sender *x, int rc, const char *what)
+{
+	if (rc == FERRY_ECANCELED)
+		return fy_session_fail(x->s, rc, "cancelled during %s", what);
+	salvage_peer_error(x);
+	return fy_session_fail(x->s, rc, "%s: %s", what, ferry_strerror(rc));
+}
+
+/* Wait for the response to the outstanding request; body in x->ch.in. */
+static int await_response(struct sender *x, const char *what)
+{
+	struct fy_rec_hdr h;
+	struct fy_error_msg e;
+	char name[32];
+	int rc;
+
+	for (;;) {
+		rc = fy_chan_recv_hdr(&x->ch, &h, FY_IDLE_TIMEOUT_MS);
+		if (!rc)
+			rc = fy_chan_recv_body(&x->ch, &h);
+		if (rc)
+			return io_fail(x, rc, what);
+		if (fy_rec_optional(h.type) &&
+		    fy_rec_number(h.type) != FY_REC_OK &&
+		    fy_rec_number(h.type) != FY_REC_ERROR)
+			continue; /* an optional record we do not know */
+		break;
+	}
+	rc = fy_send_sm_response(&x->sm, fy_rec_number(h.type), h.seq);
+	if (rc == FERRY_EPEER) {
+		if (fy_error_decode(x->ch.in.data, x->ch.in.len, &e))
+			snprintf(e.message, sizeof(e.message), "(undecodable)");
+		return fy_session_fail(x->s, FERRY_EPEER,
+				       "destination refused %s: %s", what,
+				       e.message);
+	}
+	if (rc)
+		return fy_session_fail(x->s, FERRY_EPROTO,
+				       "unexpected %s (seq %u) while waiting for the answer to %s",
+				       fy_rec_name(h.type, name, sizeof(name)),
+				       h.seq, what);
+	return 0;
+}
+
+static int request(struct sender *x, uint32_t type, const struct fy_buf *body,
+		   const char *what)
+{
+	uint32_t seq;
+	int rc = fy_send_sm_request(&x->sm, type, &seq);
+
+	if (rc)
+		return fy_session_fail(x->s, FERRY_EPROTO,
+				       "internal: %s not valid in state %s", what,
+				       fy_send_state_name(x->sm.state));
+	rc = fy_chan_send_rec(&x->ch, type, seq, body ? body->data : NULL,
+			      body ? body->len : 0);
+	if (rc)
+		return io_fail(x, rc, what);
+	return await_response(x, what);
+}
+
+static int negotiate(struct sender *x)
+{
+	ferry_session *s = x->s;
+	struct fy_hello hello = { 0 };
+	struct fy_config_msg cm = { 0 };
+	struct fy_buf b;
+	char mine[40];
+	int rc;
+
+	fy_buf_init(&b);
+	hello.version_min = FY_PROTO_VERSION_MIN;
+	hello.version_max = s->cfg.version_max ? s->cfg.version_max
+					       : FY_PROTO_VERSION_MAX;
+	hello.capabilities = s->cfg.capabilities;
+	read_boot_id(hello.boot_id, sizeof(hello.boot_id));
+	snprintf(hello.software, sizeof(hello.software), "ferry %s",
+		 FERRY_VERSION_STRING);
+	snprintf(mine, sizeof(mine), "%s", hello.boot_id);
+	rc = fy_hello_encode(&b, &hello);
+	if (!rc)
+		rc = request(x, FY_REC_HELLO, &b, "HELLO");
+	if (rc)
+		goto out;
+	rc = fy_hello_reply_decode(x->ch.in.data, x->ch.in.len, &x->peer);
+	if (rc || x->peer.version < hello.version_min ||
+	    x->peer.version > hello.version_max) {
+		rc = fy_session_fail(s, FERRY_EPROTO,
+				     "bad HELLO answer (version %u)",
+				     x->peer.version);
+		goto out;
+	}
+	x->same_host = mine[0] && !strcmp(mine, x->peer.boot_id);
+	x->csum_data = x->peer.capabilities & FERRY_CAP_DATA_CHECKSUM;
+	pthread_mutex_lock(&s->lock);
+	s->stats.version = x->peer.version;
+	s->stats.capabilities = x->peer.capabilities;
+	pthread_mutex_unlock(&s->lock);
+
+	cm.page_size = FY_PAGE_SIZE;
+	cm.nregions = (uint32_t)s->nregions;
+	for (size_t i = 0; i < s->nregions; i++) {
+		cm.regions[i].gpa = s->regions[i].gpa;
+		cm.regions[i].size = s->regions[i].size;
+		snprintf(cm.regions[i].name, sizeof(cm.regions[i].name), "%s",
+			 s->regions[i].name);
+	}
+	fy_buf_reset(&b);
+	rc = fy_config_encode(&b, &cm);
+	if (!rc)
+		rc = request(x, FY_REC_CONFIG, &b, "CONFIG");
+out:
+	fy_buf_free(&b);
+	return rc;
+}
+
+static void stats_add(ferry_session *s, uint64_t bytes, uint64_t wire)
+{
+	pthread_mutex_lock(&s->lock);
+	s->stats.bytes += bytes;
+	s->stats.pass_bytes += bytes;
+	s->stats.wire_bytes = wire;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int send_ranges(struct sender *x, uint64_t *records)
+{
+	ferry_session *s = x->s;
+	uint64_t chunk = s->cfg.chunk_bytes;
+	int rc;
+
+	for (size_t i = 0; i < x->ranges.n; i++) {
+		const struct fy_range *r = &x->ranges.v[i];
+		const struct fy_region *reg = &s->regions[r->region];
+
+		for (uint64_t off = 0; off < r->length; off += chunk) {
+			struct fy_mem_hdr m = {
+				.region = r->region,
+				.offset = r->offset + off,
+				.length = r->length - off < chunk
+						  ? r->length - off : chunk,
+			};
+
+			if (fy_cancelled(s))
+				return fy_session_fail(s, FERRY_ECANCELED,
+						       "cancelled during a memory pass");
+			rc = fy_send_sm_data(&x->sm);
+			if (!rc)
+				rc = fy_chan_send_mem(&x->ch, reg, &m,
+						      x->paused && x->csum_data);
+			if (rc)
+				return io_fail(x, rc, "sending memory");
+			(*records)++;
+			stats_add(s, m.length, x->ch.wire_bytes);
+			fy_session_progress(s);
+		}
+	}
+	return 0;
+}
+
+/* One pass over x->ranges, framed by the PASS_BEGIN/PASS_END barrier. */
+static int send_pass(struct sender *x, uint32_t pass)
+{
+	ferry_session *s = x->s;
+	struct fy_pass_begin pb = { pass, x->paused, x->ranges.bytes };
+	struct fy_pass_end pe = { .pass = pass };
+	struct fy_buf b;
+	uint64_t t0, t1, t2;
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	s->stats.pass = pass;
+	s->stats.pass_bytes = 0;
+	s->stats.pass_total = x->ranges.bytes;
+	pthread_mutex_unlock(&s->lock);
+
+	fy_buf_init(&b);
+	t0 = fy_now_ns();
+	rc = fy_pass_begin_encode(&b, &pb);
+	if (!rc)
+		rc = request(x, FY_REC_PASS_BEGIN, &b, "PASS_BEGIN");
+	if (rc)
+		goto out;
+	t1 = fy_now_ns();
+	x->rtt_ns = t1 - t0; /* the channel was idle: a clean round trip */
+	rc = send_ranges(x, &pe.records);
+	if (rc)
+		goto out;
+	pe.bytes = x->ranges.bytes;
+	fy_buf_reset(&b);
+	rc = fy_pass_end_encode(&b, &pe);
+	if (!rc)
+		rc = request(x, FY_REC_PASS_END, &b, "PASS_END");
+	if (rc)
+		goto out;
+	t2 = fy_now_ns();
+	/* Bandwidth over the whole barrier: what the destination confirmed
+	 * having, not what sat in socket buffers. */
+	if (pe.bytes >= (4u << 20) || x->bw == 0)
+		x->bw = pe.bytes ? (double)pe.bytes * 1e9 / (double)(t2 - t1)
+				 : x->bw;
+	pthread_mutex_lock(&s->lock);
+	s->stats.mb_per_s = x->bw / 1e6;
+	s->stats.wire_bytes = x->ch.wire_bytes;
+	pthread_mutex_unlock(&s->lock);
+	fy_session_event(s, FERRY_EVENT_PASS);
+out:
+	fy_buf_free(&b);
+	return rc;
+}
+
+/* Collect the pages written since the last collect into x->ranges. */
+static int collect(struct sender *x)
+{
+	uint64_t now;
+	int rc;
+
+	fy_ranges_clear(&x->ranges);
+	if (!x->tracking)
+		return fy_ranges_all(&x->ranges, x->s->regions,
+				     x->s->nregions);
+	rc = fy_dirty_collect(&x->dirty, &x->ranges);
+	if (rc)
+		return fy_session_fail(x->s, rc, "dirty tracking: %s",
+				       x->dirty.err);
+	now = fy_now_ns();
+	pthread_mutex_lock(&x->s->lock);
+	x->s->stats.dirty_bytes = x->ranges.bytes;
+	x->s->stats.dirty_mb_per_s =
+		(double)x->ranges.bytes * 1e3 / (double)(now - x->t_collect);
+	pthread_mutex_unlock(&x->s->lock);
+	x->t_collect = now;
+	return 0;
+}
+
+/*
+ * Predicted downtime if we paused now: the dirty bytes and the state over
+ * the measured bandwidth, plus the switchover itself: five control round
+ * trips (final pass barrier, state, switchover, released) and a
+ * millisecond for pausing and resuming vCPUs.
+ */
+static double predict_ms(const struct sender *x)
+{
+	double bytes = (double)x->ranges.bytes +
+		       (double)(x->state_bytes ? x->state_bytes : 65536);
+	double xfer = x->bw > 0 ? bytes / x->bw * 1e3 : 1e9;
+
+	return xfer + 5.0 * fy_ms(x->rtt_ns) + 1.0;
+}
+
+static int start_tracking(struct sender *x)
+{
+	ferry_session *s = x->s;
+	enum ferry_dirty_mode mode = s->cfg.dirty_mode;
+	char why[160] = "";
+	int rc;
+
+	if (mode != FERRY_DIRTY_BITMAP) {
+		rc = fy_dirty_start(&x->dirty, FY_DIRTY_UFFD, s->regions,
+				    s->nregions, NULL, NULL);
+		if (!rc)
+			goto ok;
+		snprintf(why, sizeof(why), "%s", x->dirty.err);
+		fy_dirty_stop(&x->dirty);
+		if (mode == FERRY_DIRTY_UFFD)
+			return fy_session_fail(s, rc, "dirty tracking: %s", why);
+	}
+	if (s->ops.get_dirty_bitmap) {
+		rc = fy_dirty_start(&x->dirty, FY_DIRTY_BITMAP, s->regions,
+				    s->nregions, s->ops.get_dirty_bitmap,
+				    s->cfg.opaque);
+		if (rc)
+			return fy_session_fail(s, rc, "dirty bitmap: %s",
+					       x->dirty.err);
+		goto ok;
+	}
+	/* Nothing can track writes: stop and copy. */
+	fy_session_log(s, 1,
+		       "no dirty tracking (%s); pausing for a stop-and-copy",
+		       why);
+	return 0;
+ok:
+	x->tracking = true;
+	x->t_collect = fy_now_ns();
+	return 0;
+}
+
+static int do_pause(struct sender *x)
+{
+	ferry_session *s = x->s;
+	int rc = s->ops.pause(s->cfg.opaque);
+
+	if (rc)
+		return fy_session_fail(s, FERRY_EVMM, "pause failed: %s",
+				       ferry_strerror(rc));
+	x->paused = true;
+	x->t_pause = fy_now_ns();
+	fy_session_set_state(s, FERRY_STATE_STOPPED);
+	return 0;
+}
+
+/* Passes while the guest runs, until the rest fits the downtime limit. */
+static int precopy(struct sender *x, uint32_t *pass)
+{
+	ferry_session *s = x->s;
+	const struct ferry_config *c = &s->cfg;
+	int rc;
+
+	fy_session_set_state(s, FERRY_STATE_PRECOPY);
+	rc = fy_ranges_all(&x->ranges, s->regions, s->nregions);
+	if (rc)
+		return fy_session_fail(s, rc, "out of memory");
+	for (;;) {
+		double expect, elapsed;
+
+		rc = send_pass(x, ++*pass);
+		if (!rc)
+			rc = collect(x);
+		if (rc)
+			return rc;
+		expect = predict_ms(x);
+		elapsed = fy_ms(fy_now_ns() - s->t_start_ns);
+		pthread_mutex_lock(&s->lock);
+		s->stats.expected_downtime_ms = expect;
+		pthread_mutex_unlock(&s->lock);
+		if (expect <= c->downtime_limit_ms)
+			return 0;
+		if (*pass < c->max_passes &&
+		    (!c->max_precopy_ms || elapsed < c->max_precopy_ms))
+			continue;
+		if (c->timeout_strategy == FERRY_TIMEOUT_SWITCHOVER) {
+			fy_session_log(s, 1,
+				       "not converged after %u passes (expected downtime %.1f ms); switching over anyway",
+				       *pass, expect);
+			return 0;
+		}
+		return fy_session_fail(s, FERRY_ETIMEOUT,
+				       "did not converge after %u passes in %.0f ms: expected downtime %.1f ms > limit %u ms (dirty %.1f MB/s, link %.1f MB/s)",
+				       *pass, elapsed, expect, c->downtime_limit_ms,
+				       s->stats.dirty_mb_per_s, x->bw / 1e6);
+	}
+}
+
+static int send_state(struct sender *x)
+{
+	ferry_session *s = x->s;
+	struct ferry_buf st;
+	int rc;
+
+	fy_buf_init(&st.b);
+	rc = s->ops.save_state(s->cfg.opaque, &st);
+	if (rc) {
+		rc = fy_session_fail(s, FERRY_EVMM, "save_state failed: %s",
+				     ferry_strerror(rc));
+		goto out;
+	}
+	if (st.b.len > FY_REC_MAX_BODY) {
+		rc = fy_session_fail(s, -EMSGSIZE,
+				     "device state of %zu bytes exceeds the %u byte record limit",
+				     st.b.len, FY_REC_MAX_BODY);
+		goto out;
+	}
+	x->state_bytes = st.b.len;
+	rc = request(x, FY_REC_STATE, &st.b, "STATE");
+	if (!rc) {
+		pthread_mutex_lock(&s->lock);
+		s->stats.bytes += st.b.len;
+		pthread_mutex_unlock(&s->lock);
+	}
+out:
+	fy_buf_free(&st.b);
+	return rc;
+}
+
+/* ready -> released -> running. */
+static int handshake(struct sender *x)
+{
+	ferry_session *s = x->s;
+	struct fy_running run;
+	int rc;
+
+	fy_session_set_state(s, FERRY_STATE_SWITCHOVER);
+	rc = request(x, FY_REC_SWITCHOVER, NULL, "SWITCHOVER");
+	if (rc)
+		return rc;
+	if (s->ops.release) {
+		rc = s->ops.release(s->cfg.opaque);
+		if (rc)
+			return fy_session_fail(s, FERRY_EVMM,
+					       "release failed: %s",
+					       ferry_strerror(rc));
+		x->released_ok = true;
+	}
+	rc = request(x, FY_REC_RELEASED, NULL, "RELEASED");
+	if (rc) {
+		/* An ERROR answer is positive confirmation that the
+		 * destination did not start the guest. */
+		x->peer_refused = x->sm.state == FY_SS_FAILED &&
+				  s->stats.error == FERRY_EPEER;
+		return rc;
+	}
+	if (fy_running_decode(x->ch.in.data, x->ch.in.len, &run))
+		memset(&run, 0, sizeof(run));
+	pthread_mutex_lock(&s->lock);
+	if (x->same_host && run.resumed_ns > x->t_pause)
+		s->stats.downtime_ms = fy_ms(run.resumed_ns - x->t_pause);
+	else
+		s->stats.downtime_ms = fy_ms(fy_now_ns() - x->t_pause);
+	snprintf(s->stats.peer_note, sizeof(s->stats.peer_note), "%s",
+		 run.note);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static int stop_and_switch(struct sender *x, uint32_t pass)
+{
+	ferry_session *s = x->s;
+	uint64_t t1, t2;
+	int rc = do_pause(x);
+
+	if (!rc)
+		rc = collect(x);
+	if (!rc)
+		rc = send_pass(x, pass + 1);
+	if (rc)
+		return rc;
+	t1 = fy_now_ns();
+	rc = send_state(x);
+	if (rc)
+		return rc;
+	t2 = fy_now_ns();
+	rc = handshake(x);
+	pthread_mutex_lock(&s->lock);
+	s->stats.final_pass_ms = fy_ms(t1 - x->t_pause);
+	s->stats.state_ms = fy_ms(t2 - t1);
+	s->stats.switchover_ms = fy_ms(fy_now_ns() - t2);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/* Tell the destination why we stop, without waiting long for it. */
+static void send_abort(struct sender *x, int code)
+{
+	struct fy_error_msg e = { .code = code };
+	struct fy_buf b;
+	uint32_t seq;
+
+	if (x->ch.fd < 0 || fy_send_sm_request(&x->sm, FY_REC_ABORT, &seq))
+		return;
+	ferry_session_errmsg(x->s, e.message, sizeof(e.message));
+	fy_buf_init(&b);
+	if (!fy_error_encode(&b, &e))
+		fy_chan_send_rec(&x->ch, FY_REC_ABORT, seq, b.data, b.len);
+	fy_buf_free(&b);
+}
+
+/*
+ * Undo what a failed attempt did to the source. Before the point of no
+ * return the guest runs again here; after it, only a refusal from the
+ * destination allows that.
+ */
+static int unwind(struct sender *x, int rc)
+{
+	ferry_session *s = x->s;
+	bool past = fy_send_sm_past_release(&x->sm);
+
+	if (!past)
+		send_abort(x, rc);
+	if (past && !x->peer_refused) {
+		char why[256];
+
+		/* This outcome replaces whatever broke the connection: it is
+		 * what the operator must act on. */
+		ferry_session_errmsg(s, why, sizeof(why));
+		pthread_mutex_lock(&s->lock);
+		s->stats.error = FERRY_EUNCONFIRMED;
+		snprintf(s->errmsg, sizeof(s->errmsg),
+			 "released, but the destination never confirmed running (%s); the guest stays paused here",
+			 why);
+		pthread_mutex_unlock(&s->lock);
+		return FERRY_EUNCONFIRMED;
+	}
+	if (x->released_ok && s->ops.reacquire &&
+	    s->ops.reacquire(s->cfg.opaque))
+		fy_session_log(s, 0, "reacquire failed after a failed handover");
+	if (x->paused) {
+		int r2 = s->ops.resume(s->cfg.opaque);
+
+		if (r2)
+			fy_session_log(s, 0, "resume failed: %s",
+				       ferry_strerror(r2));
+		else
+			x->paused = false;
+	}
+	return rc;
+}
+
+FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
+{
+	struct sender x = { .s = s, .ch = { .fd = -1 } };
+	struct fy_uri u;
+	uint8_t sh[FY_STREAM_HDR_SIZE];
+	struct iovec iov = { sh, sizeof(sh) };
+	uint32_t pass = 0;
+	char err[256];
+	int fd, rc;
+
+	if (!s || !uri)
+		return -EINVAL;
+	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
+	if (rc)
+		return rc;
+	atomic_store(&s->cancel, false);
+	fy_send_sm_init(&x.sm);
+	fy_ranges_init(&x.ranges);
+
+	rc = fy_uri_parse(uri, &u, err, sizeof(err));
+	if (!rc)
+		rc = fy_transport_connect(&u, &fd, err, sizeof(err));
+	if (rc) {
+		fy_session_fail(s, rc, "%s", err);
+		goto done;
+	}
+	fy_transport_tune(fd, FY_TICK_MS);
+	rc = fy_chan_init(&x.ch, s, fd);
+	if (rc) {
+		close(fd);
+		x.ch.fd = -1;
+		fy_session_fail(s, rc, "out of memory");
+		goto done;
+	}
+	fy_session_set_state(s, FERRY_STATE_NEGOTIATING);
+	fy_stream_hdr_encode(sh);
+	rc = fy_chan_write_all(&x.ch, &iov, 1);
+	if (rc)
+		io_fail(&x, rc, "stream header");
+	if (!rc)
+		rc = negotiate(&x);
+	if (!rc)
+		rc = start_tracking(&x);
+	if (!rc && x.tracking)
+		rc = precopy(&x, &pass);
+	if (!rc)
+		rc = stop_and_switch(&x, pass);
+	if (rc)
+		rc = unwind(&x, rc);
+done:
+	fy_dirty_stop(&x.dirty);
+	fy_ranges_free(&x.ranges);
+	fy_chan_close(&x.ch);
+	pthread_mutex_lock(&s->lock);
+	if (rc && !s->stats.error)
+		s->stats.error = rc;
+	rc = s->stats.error;
+	pthread_mutex_unlock(&s->lock);
+	fy_session_set_state(s, !rc ? FERRY_STATE_COMPLETED
+			     : rc == FERRY_ECANCELED ? FERRY_STATE_CANCELLED
+						     : FERRY_STATE_FAILED);
+	atomic_store(&s->busy, false);
+	return rc;
+}

@@ -1,0 +1,316 @@
+// SPDX-License-Identifier: MIT
+/*
+ * session.c - the session object: configuration, regions, statistics,
+ * events, errors. Everything here is safe to call from any thread where the
+ * header says so.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "migrate/engine.h"
+
+/**
+ * fy_now_ns() - CLOCK_MONOTONIC in nanoseconds.
+ */
+uint64_t fy_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+FERRY_API const char *ferry_strerror(int err)
+{
+	switch (err) {
+	case 0:
+		return "success";
+	case FERRY_EPROTO:
+		return "protocol violation by the peer";
+	case FERRY_ECHECKSUM:
+		return "record checksum mismatch";
+	case FERRY_EVERSION:
+		return "no common protocol version";
+	case FERRY_EMISMATCH:
+		return "memory layout differs between source and destination";
+	case FERRY_EPEER:
+		return "the peer reported an error";
+	case FERRY_ECANCELED:
+		return "cancelled";
+	case FERRY_ETIMEOUT:
+		return "did not converge within the limits";
+	case FERRY_EVMM:
+		return "a VMM callback failed";
+	case FERRY_EUNCONFIRMED:
+		return "released, but the destination did not confirm it runs";
+	case FERRY_EUNKNOWN:
+		return "unknown mandatory record";
+	}
+	if (err < 0 && err > -4096)
+		return strerror(-err);
+	return "unknown error";
+}
+
+FERRY_API const char *ferry_state_name(enum ferry_state state)
+{
+	static const char *const names[] = {
+		[FERRY_STATE_NONE] = "none",
+		[FERRY_STATE_CONNECTING] = "connecting",
+		[FERRY_STATE_NEGOTIATING] = "negotiating",
+		[FERRY_STATE_PRECOPY] = "precopy",
+		[FERRY_STATE_STOPPED] = "stopped",
+		[FERRY_STATE_SWITCHOVER] = "switchover",
+		[FERRY_STATE_COMPLETED] = "completed",
+		[FERRY_STATE_FAILED] = "failed",
+		[FERRY_STATE_CANCELLED] = "cancelled",
+	};
+
+	if ((unsigned)state < sizeof(names) / sizeof(names[0]))
+		return names[state];
+	return "unknown";
+}
+
+FERRY_API void ferry_config_init(struct ferry_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->struct_size = sizeof(*cfg);
+	cfg->downtime_limit_ms = 300;
+	cfg->max_passes = 30;
+	cfg->timeout_strategy = FERRY_TIMEOUT_CANCEL;
+	cfg->dirty_mode = FERRY_DIRTY_AUTO;
+	cfg->chunk_bytes = 1u << 20;
+	cfg->capabilities = FERRY_CAP_DATA_CHECKSUM;
+	cfg->progress_ms = 200;
+}
+
+static int config_check(const struct ferry_config *cfg)
+{
+	const struct ferry_vmm_ops *o = cfg->ops;
+
+	if (cfg->struct_size != sizeof(*cfg) || !o)
+		return -EINVAL;
+	if (!o->pause || !o->resume || !o->save_state || !o->load_state)
+		return -EINVAL;
+	if (cfg->chunk_bytes < FY_PAGE_SIZE ||
+	    cfg->chunk_bytes > FY_REC_MAX_BODY - FY_MEM_HDR_SIZE ||
+	    cfg->chunk_bytes % FY_PAGE_SIZE)
+		return -EINVAL;
+	if (cfg->dirty_mode == FERRY_DIRTY_BITMAP && !o->get_dirty_bitmap)
+		return -EINVAL;
+	if ((unsigned)cfg->timeout_strategy > FERRY_TIMEOUT_SWITCHOVER)
+		return -EINVAL;
+	return 0;
+}
+
+FERRY_API int ferry_session_new(const struct ferry_config *cfg,
+				ferry_session **out)
+{
+	ferry_session *s;
+	int rc;
+
+	if (!cfg || !out)
+		return -EINVAL;
+	rc = config_check(cfg);
+	if (rc)
+		return rc;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->cfg = *cfg;
+	s->ops = *cfg->ops;
+	s->cfg.ops = &s->ops;
+	if (!s->cfg.max_passes)
+		s->cfg.max_passes = 30;
+	if (!s->cfg.progress_ms)
+		s->cfg.progress_ms = 200;
+	pthread_mutex_init(&s->lock, NULL);
+	*out = s;
+	return 0;
+}
+
+FERRY_API void ferry_session_destroy(ferry_session *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+FERRY_API int ferry_session_add_region(ferry_session *s,
+				       const struct ferry_region *r)
+{
+	struct fy_region *d;
+
+	if (!s || !r || !r->host || !r->size)
+		return -EINVAL;
+	if (atomic_load(&s->busy) || s->nregions >= FY_MAX_REGIONS)
+		return -EINVAL;
+	if (r->size % FY_PAGE_SIZE || r->gpa % FY_PAGE_SIZE ||
+	    (uintptr_t)r->host % FY_PAGE_SIZE || r->gpa + r->size < r->gpa)
+		return -EINVAL;
+	for (size_t i = 0; i < s->nregions; i++) {
+		const struct fy_region *o = &s->regions[i];
+
+		if (r->gpa < o->gpa + o->size && o->gpa < r->gpa + r->size)
+			return -EINVAL;
+	}
+	d = &s->regions[s->nregions];
+	memset(d, 0, sizeof(*d));
+	d->gpa = r->gpa;
+	d->size = r->size;
+	d->host = r->host;
+	d->fd = r->fd;
+	d->fd_offset = r->fd_offset;
+	snprintf(d->name, sizeof(d->name), "%s",
+		 r->name ? r->name : "region");
+	s->nregions++;
+	s->ram_bytes += r->size;
+	return 0;
+}
+
+FERRY_API void ferry_session_cancel(ferry_session *s)
+{
+	if (s)
+		atomic_store(&s->cancel, true);
+}
+
+FERRY_API void ferry_session_stats(ferry_session *s, struct ferry_stats *out)
+{
+	if (!s || !out)
+		return;
+	pthread_mutex_lock(&s->lock);
+	*out = s->stats;
+	if (atomic_load(&s->busy) && s->t_start_ns)
+		out->total_ms = fy_ms(fy_now_ns() - s->t_start_ns);
+	pthread_mutex_unlock(&s->lock);
+}
+
+FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
+					   size_t len)
+{
+	if (!buf || !len)
+		return "";
+	buf[0] = 0;
+	if (!s)
+		return buf;
+	pthread_mutex_lock(&s->lock);
+	snprintf(buf, len, "%s", s->errmsg);
+	pthread_mutex_unlock(&s->lock);
+	return buf;
+}
+
+FERRY_API int ferry_buf_append(struct ferry_buf *buf, const void *data,
+			       size_t len)
+{
+	if (!buf || (!data && len))
+		return -EINVAL;
+	return fy_buf_put(&buf->b, data, len);
+}
+
+/**
+ * fy_session_begin() - reset per-migration state; refuses a second
+ * concurrent run on the same session.
+ */
+int fy_session_begin(ferry_session *s, enum ferry_state first)
+{
+	bool expected = false;
+
+	if (!atomic_compare_exchange_strong(&s->busy, &expected, true))
+		return -EBUSY;
+	if (!s->nregions) {
+		atomic_store(&s->busy, false);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&s->lock);
+	memset(&s->stats, 0, sizeof(s->stats));
+	s->stats.ram_bytes = s->ram_bytes;
+	s->errmsg[0] = 0;
+	s->t_start_ns = fy_now_ns();
+	s->t_progress_ns = s->t_start_ns;
+	pthread_mutex_unlock(&s->lock);
+	fy_session_set_state(s, first);
+	return 0;
+}
+
+/**
+ * fy_session_set_state() - change the reported state and tell the VMM.
+ */
+void fy_session_set_state(ferry_session *s, enum ferry_state st)
+{
+	pthread_mutex_lock(&s->lock);
+	s->stats.state = st;
+	s->stats.total_ms = fy_ms(fy_now_ns() - s->t_start_ns);
+	pthread_mutex_unlock(&s->lock);
+	fy_session_event(s, FERRY_EVENT_STATE);
+}
+
+/**
+ * fy_session_fail() - remember why the session failed. The first error
+ * wins: later ones are usually consequences of it.
+ */
+int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&s->lock);
+	if (!s->stats.error) {
+		s->stats.error = code;
+		va_start(ap, fmt);
+		vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&s->lock);
+	fy_session_log(s, 0, "%s", s->errmsg);
+	return code;
+}
+
+/**
+ * fy_session_log() - format a message for the VMM's log callback, if any.
+ */
+void fy_session_log(ferry_session *s, int level, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (!s->cfg.on_log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	s->cfg.on_log(s->cfg.opaque, level, msg);
+}
+
+/**
+ * fy_session_event() - deliver an event with a snapshot of the stats.
+ */
+void fy_session_event(ferry_session *s, enum ferry_event_kind kind)
+{
+	struct ferry_stats st;
+	struct ferry_event ev;
+
+	if (!s->cfg.on_event)
+		return;
+	ferry_session_stats(s, &st);
+	ev.kind = kind;
+	ev.state = st.state;
+	ev.stats = &st;
+	s->cfg.on_event(s->cfg.opaque, &ev);
+}
+
+/**
+ * fy_session_progress() - periodic progress event, at most once per
+ * configured period; cheap to call per chunk.
+ */
+void fy_session_progress(ferry_session *s)
+{
+	uint64_t now = fy_now_ns();
+
+	if (now - s->t_progress_ns < (uint64_t)s->cfg.progress_ms * 1000000)
+		return;
+	s->t_progress_ns = now;
+	fy_session_event(s, FERRY_EVENT_PROGRESS);
+}

@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proto.c - the sender and receiver protocol state machines.
+ *
+ * Both machines are tables plus a few rules that apply to every row (seq
+ * numbers, responses, unknown records, ABORT). They only classify: the
+ * engine performs the action and then commits or fails the step, so a
+ * state never advances past an action that did not happen.
+ */
+#include "proto/proto.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ferry.h"
+#include "wire/wire.h"
+
+/* ---- receiver ---- */
+
+/* The requests (and the one data record) the receiver accepts, per state.
+ * ABORT is not listed: it is valid in every live state. */
+static const struct recv_rule {
+	enum fy_recv_state state;
+	uint32_t type;
+	enum fy_recv_action action;
+	enum fy_recv_state next;
+} recv_rules[] = {
+	{ FY_RS_WAIT_HELLO, FY_REC_HELLO, FY_RA_HELLO, FY_RS_WAIT_CONFIG },
+	{ FY_RS_WAIT_CONFIG, FY_REC_CONFIG, FY_RA_CONFIG, FY_RS_IDLE },
+	{ FY_RS_IDLE, FY_REC_PASS_BEGIN, FY_RA_PASS_BEGIN, FY_RS_PASS },
+	{ FY_RS_IDLE, FY_REC_STATE, FY_RA_STATE, FY_RS_LOADED },
+	{ FY_RS_PASS, FY_REC_MEMORY, FY_RA_MEMORY, FY_RS_PASS },
+	{ FY_RS_PASS, FY_REC_PASS_END, FY_RA_PASS_END, FY_RS_IDLE },
+	{ FY_RS_LOADED, FY_REC_SWITCHOVER, FY_RA_SWITCHOVER, FY_RS_READY },
+	{ FY_RS_READY, FY_REC_RELEASED, FY_RA_RELEASED, FY_RS_RUNNING },
+};
+
+/**
+ * fy_recv_sm_init() - a receiver waiting for HELLO, no request seen yet.
+ * @sm: the machine.
+ */
+void fy_recv_sm_init(struct fy_recv_sm *sm)
+{
+	sm->state = FY_RS_WAIT_HELLO;
+	sm->last_seq = 0;
+}
+
+/* Live states are those in which the attempt may still complete. */
+static bool recv_live(enum fy_recv_state s)
+{
+	return (unsigned)s <= FY_RS_READY;
+}
+
+/* Types with a meaning in this protocol version, by exact value. */
+static bool rec_known(uint32_t type)
+{
+	switch (type) {
+	case FY_REC_HELLO:
+	case FY_REC_CONFIG:
+	case FY_REC_PASS_BEGIN:
+	case FY_REC_PASS_END:
+	case FY_REC_STATE:
+	case FY_REC_SWITCHOVER:
+	case FY_REC_RELEASED:
+	case FY_REC_ABORT:
+	case FY_REC_OK:
+	case FY_REC_ERROR:
+	case FY_REC_MEMORY:
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Fill @out as a rejection. Every REJECT is answered and ends the attempt,
+ * so the message is what the source's operator will read: it names the
+ * record and the state.
+ */
+__attribute__((format(printf, 3, 4)))
+static void recv_reject(struct fy_recv_step *out, int code, const char *fmt,
+			...)
+{
+	va_list ap;
+
+	out->action = FY_RA_REJECT;
+	out->next = FY_RS_ABORTED;
+	out->respond = true;
+	out->code = code;
+	va_start(ap, fmt);
+	vsnprintf(out->msg, sizeof(out->msg), fmt, ap);
+	va_end(ap);
+}
+
+/* The table row for (@state, @type), with ABORT valid in any live state. */
+static bool recv_lookup(enum fy_recv_state state, uint32_t type,
+			struct fy_recv_step *out)
+{
+	if (type == FY_REC_ABORT) {
+		out->action = FY_RA_ABORT;
+		out->next = FY_RS_ABORTED;
+		return true;
+	}
+	for (size_t i = 0; i < sizeof(recv_rules) / sizeof(recv_rules[0]); i++) {
+		if (recv_rules[i].state == state && recv_rules[i].type == type) {
+			out->action = recv_rules[i].action;
+			out->next = recv_rules[i].next;
+			return true;
+		}
+	}
+	return false;
+}
+
+/**
+ * fy_recv_sm_step() - classify one incoming record.
+ * @sm: the machine (not modified).
+ * @type: the record type as on the wire (with the optional bit).
+ * @seq: its seq.
+ * @out: receives the action, the next state, whether the action is
+ *       answered, and for REJECT the code and message.
+ *
+ * Checks run from the most general to the most specific: a finished
+ * session accepts nothing; responses never travel towards the receiver;
+ * unknown records are skipped or rejected by their optional bit; a known
+ * record must be valid in the state; only then is its seq checked (data
+ * carries 0, requests strictly increase, so a replayed or duplicated
+ * request cannot be acted on twice).
+ */
+void fy_recv_sm_step(const struct fy_recv_sm *sm, uint32_t type, uint32_t seq,
+		     struct fy_recv_step *out)
+{
+	const char *st = fy_recv_state_name(sm->state);
+	char nbuf[16];
+	const char *name = fy_rec_name(type, nbuf, sizeof(nbuf));
+
+	memset(out, 0, sizeof(*out));
+	out->next = sm->state;
+	if (!recv_live(sm->state)) {
+		recv_reject(out, FERRY_EPROTO, "%s is not valid in state %s",
+			    name, st);
+	} else if (type == FY_REC_OK || type == FY_REC_ERROR) {
+		recv_reject(out, FERRY_EPROTO,
+			    "%s is a response; the destination accepts only requests",
+			    name);
+	} else if (!rec_known(type) && fy_rec_optional(type)) {
+		out->action = FY_RA_SKIP;
+	} else if (!rec_known(type)) {
+		recv_reject(out, FERRY_EUNKNOWN,
+			    "unknown mandatory record %s in state %s", name, st);
+	} else if (!recv_lookup(sm->state, type, out)) {
+		recv_reject(out, FERRY_EPROTO, "%s is not valid in state %s",
+			    name, st);
+	} else if (type == FY_REC_MEMORY && seq != 0) {
+		recv_reject(out, FERRY_EPROTO,
+			    "%s is data and must carry seq 0, not %u", name,
+			    (unsigned)seq);
+	} else if (type != FY_REC_MEMORY && seq <= sm->last_seq) {
+		recv_reject(out, FERRY_EPROTO,
+			    "%s seq %u is not greater than the last request seq %u",
+			    name, (unsigned)seq, (unsigned)sm->last_seq);
+	} else {
+		out->respond = out->action != FY_RA_MEMORY;
+	}
+}
+
+/**
+ * fy_recv_sm_commit() - the action of @step succeeded: move to its next
+ * state and remember the request's seq.
+ * @sm: the machine.
+ * @step: the step fy_recv_sm_step() returned for this record.
+ * @seq: the record's seq.
+ *
+ * last_seq only ever grows: a skipped optional record had its seq
+ * unchecked, and must not lower the bar for the requests after it.
+ */
+void fy_recv_sm_commit(struct fy_recv_sm *sm, const struct fy_recv_step *step,
+		       uint32_t seq)
+{
+	sm->state = step->next;
+	if (seq > sm->last_seq)
+		sm->last_seq = seq;
+}
+
+/**
+ * fy_recv_sm_fail() - the action failed or the connection broke: the
+ * attempt is over (ABORTED is terminal).
+ * @sm: the machine.
+ */
+void fy_recv_sm_fail(struct fy_recv_sm *sm)
+{
+	sm->state = FY_RS_ABORTED;
+}
+
+/**
+ * fy_recv_state_name() - a short lowercase name for a receiver state.
+ * @s: the state.
+ *
+ * Return: a static string; "unknown" for a value outside the enum.
+ */
+const char *fy_recv_state_name(enum fy_recv_state s)
+{
+	switch (s) {
+	case FY_RS_WAIT_HELLO:	return "wait_hello";
+	case FY_RS_WAIT_CONFIG:	return "wait_config";
+	case FY_RS_IDLE:	return "idle";
+	case FY_RS_PASS:	return "pass";
+	case FY_RS_LOADED:	return "loaded";
+	case FY_RS_READY:	return "ready";
+	case FY_RS_RUNNING:	return "running";
+	case FY_RS_ABORTED:	return "aborted";
+	}
+	return "unknown";
+}
+
+/* ---- sender ---- */
+
+/* The requests the sender may make, per state (ABORT aside). */
+static const struct send_rule {
+	enum fy_send_state state;
+	uint32_t type;
+} send_rules[] = {
+	{ FY_SS_START, FY_REC_HELLO },
+	{ FY_SS_NEGOTIATED, FY_REC_CONFIG },
+	{ FY_SS_CONFIGURED, FY_REC_PASS_BEGIN },
+	{ FY_SS_CONFIGURED, FY_REC_STATE },
+	{ FY_SS_IN_PASS, FY_REC_PASS_END },
+	{ FY_SS_STATE_SENT, FY_REC_SWITCHOVER },
+	{ FY_SS_READY, FY_REC_RELEASED },
+};
+
+/**
+ * fy_send_sm_init() - a sender that has sent nothing.
+ * @sm: the machine.
+ */
+void fy_send_sm_init(struct fy_send_sm *sm)
+{
+	sm->state = FY_SS_START;
+	sm->next_seq = 1;
+	sm->pending_type = 0;
+	sm->pending_seq = 0;
+	sm->released = false;
+}
+
+static bool send_allowed(enum fy_send_state state, uint32_t type)
+{
+	for (size_t i = 0; i < sizeof(send_rules) / sizeof(send_rules[0]); i++)
+		if (send_rules[i].state == state && send_rules[i].type == type)
+			return true;
+	return false;
+}
+
+/**
+ * fy_send_sm_request() - the engine wants to send a request of @type.
+ * @sm: the machine.
+ * @type: the request type.
+ * @seq: receives the seq to put in the record; may be NULL.
+ *
+ * One request is outstanding at a time, except that ABORT may replace any
+ * pending request: giving up must not wait for an answer that may never
+ * come. Sending RELEASED is the point of no return, so the machine records
+ * it here, before any answer, and never forgets it.
+ *
+ * Return: 0, or -EPROTO (not valid in this state, another request is
+ * outstanding, the session is over, or the seq space is exhausted). The
+ * machine is unchanged on failure.
+ */
+int fy_send_sm_request(struct fy_send_sm *sm, uint32_t type, uint32_t *seq)
+{
+	if (sm->state == FY_SS_DONE || sm->state == FY_SS_FAILED)
+		return -EPROTO;
+	if (type != FY_REC_ABORT &&
+	    (sm->pending_type != 0 || !send_allowed(sm->state, type)))
+		return -EPROTO;
+	/* seq 0 means "data"; after 2^32 - 1 requests there is no valid one
+	 * left. */
+	if (sm->next_seq == 0)
+		return -EPROTO;
+	sm->pending_type = type;
+	sm->pending_seq = sm->next_seq++;
+	if (seq)
+		*seq = sm->pending_seq;
+	if (type == FY_REC_RELEASED) {
+		sm->state = FY_SS_RELEASED;
+		sm->released = true;
+	}
+	return 0;
+}
+
+/**
+ * fy_send_sm_data() - may a memory record be sent now?
+ * @sm: the machine.
+ *
+ * Only inside a pass whose PASS_BEGIN was acknowledged and whose PASS_END
+ * has not been sent: data after the barrier would not be counted in it.
+ *
+ * Return: 0, or -EPROTO.
+ */
+int fy_send_sm_data(const struct fy_send_sm *sm)
+{
+	return sm->state == FY_SS_IN_PASS && sm->pending_type == 0 ? 0 : -EPROTO;
+}
+
+/* The state an OK to a request of @type leads to. */
+static enum fy_send_state send_ok_next(uint32_t type)
+{
+	switch (type) {
+	case FY_REC_HELLO:	return FY_SS_NEGOTIATED;
+	case FY_REC_CONFIG:	return FY_SS_CONFIGURED;
+	case FY_REC_PASS_BEGIN:	return FY_SS_IN_PASS;
+	case FY_REC_PASS_END:	return FY_SS_CONFIGURED;
+	case FY_REC_STATE:	return FY_SS_STATE_SENT;
+	case FY_REC_SWITCHOVER:	return FY_SS_READY;
+	case FY_REC_RELEASED:	return FY_SS_DONE;
+	}
+	return FY_SS_FAILED; /* ABORT, and anything that cannot be pending */
+}
+
+/**
+ * fy_send_sm_response() - a response record arrived.
+ * @sm: the machine.
+ * @type: its type.
+ * @seq: its seq.
+ *
+ * An ERROR with seq 0 is the receiver rejecting a data record (which has
+ * no request to echo); it is reported like any other ERROR so that the
+ * peer's message reaches the user.
+ *
+ * Return: 0 for OK answering the pending request (state advanced),
+ * FERRY_EPEER for ERROR (state FAILED), FERRY_EPROTO for anything that does
+ * not answer the pending request (state FAILED).
+ */
+int fy_send_sm_response(struct fy_send_sm *sm, uint32_t type, uint32_t seq)
+{
+	bool answers = sm->pending_type != 0 && seq == sm->pending_seq;
+	uint32_t pending = sm->pending_type;
+
+	if (type == FY_REC_ERROR && (answers || seq == 0)) {
+		fy_send_sm_fail(sm);
+		return FERRY_EPEER;
+	}
+	if (type != FY_REC_OK || !answers) {
+		fy_send_sm_fail(sm);
+		return FERRY_EPROTO;
+	}
+	sm->pending_type = 0;
+	sm->pending_seq = 0;
+	sm->state = send_ok_next(pending);
+	return 0;
+}
+
+/**
+ * fy_send_sm_fail() - any fatal failure: FAILED. The released flag is kept:
+ * whether the source may resume its guest depends on it.
+ * @sm: the machine.
+ */
+void fy_send_sm_fail(struct fy_send_sm *sm)
+{
+	sm->state = FY_SS_FAILED;
+	sm->pending_type = 0;
+	sm->pending_seq = 0;
+}
+
+/**
+ * fy_send_sm_past_release() - has RELEASED been sent?
+ * @sm: the machine.
+ *
+ * Return: true once RELEASED was sent, whatever happened after; a failure
+ * then must not resume the source (FERRY_EUNCONFIRMED).
+ */
+bool fy_send_sm_past_release(const struct fy_send_sm *sm)
+{
+	return sm->released;
+}
+
+/**
+ * fy_send_state_name() - a short lowercase name for a sender state.
+ * @s: the state.
+ *
+ * Return: a static string; "unknown" for a value outside the enum.
+ */
+const char *fy_send_state_name(enum fy_send_state s)
+{
+	switch (s) {
+	case FY_SS_START:	return "start";
+	case FY_SS_NEGOTIATED:	return "negotiated";
+	case FY_SS_CONFIGURED:	return "configured";
+	case FY_SS_IN_PASS:	return "in_pass";
+	case FY_SS_STATE_SENT:	return "state_sent";
+	case FY_SS_READY:	return "ready";
+	case FY_SS_RELEASED:	return "released";
+	case FY_SS_DONE:	return "done";
+	case FY_SS_FAILED:	return "failed";
+	}
+	return "unknown";
+}

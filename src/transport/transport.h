@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport.h - opening the byte streams a migration runs over. Knows URIs
+ * and sockets, nothing about the protocol.
+ *
+ * URIs: "tcp:HOST:PORT" (HOST may be a name, an IPv4 address or an IPv6
+ * address in brackets) and "unix:PATH".
+ */
+#ifndef FY_TRANSPORT_H
+#define FY_TRANSPORT_H
+
+#include <stddef.h>
+
+enum fy_uri_kind {
+	FY_URI_TCP = 1,
+	FY_URI_UNIX = 2,
+};
+
+struct fy_uri {
+	enum fy_uri_kind kind;
+	char host[256];
+	char port[16];
+	char path[108]; /* sizeof(sun_path) */
+};
+
+/* Parse @s. Return 0 or -EINVAL with a reason in @err. */
+int fy_uri_parse(const char *s, struct fy_uri *u, char *err, size_t errlen);
+
+/* Connect; *fd is a blocking socket. 0 or negative errno with @err set. */
+int fy_transport_connect(const struct fy_uri *u, int *fd, char *err,
+			 size_t errlen);
+
+/* Listen (a stale UNIX socket file is replaced). */
+int fy_transport_listen(const struct fy_uri *u, int *fd, char *err,
+			size_t errlen);
+
+/*
+ * fy_transport_accept() - wait up to @timeout_ms for a connection.
+ * Return: 0 with *fd set, -ETIMEDOUT, or another negative errno.
+ */
+int fy_transport_accept(int lfd, int *fd, int timeout_ms);
+
+/*
+ * fy_transport_tune() - settings every migration socket gets: no Nagle
+ * delay for the small control records, and send/receive timeouts of
+ * @tick_ms so a blocked call returns regularly to check for cancellation.
+ */
+void fy_transport_tune(int fd, int tick_ms);
+
+/* Remove the socket file of a UNIX listener. */
+void fy_transport_unlink(const struct fy_uri *u);
+
+#endif /* FY_TRANSPORT_H */

@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wire.h - the byte layout of a ferry stream: stream header, record framing
+ * and every message body. Pure code: no I/O, no allocation except where a
+ * function says so. See docs/stream-format.md for the specification.
+ *
+ * Stream header (16 bytes, sent once by the source at the start of the main
+ * connection):
+ *   0  u8[8] magic "FERRYMIG"
+ *   8  u16   format version (FY_FORMAT_VERSION)
+ *  10  u16   flags (0)
+ *  12  u32   xxh32 (seed 0) of bytes 0..11
+ *
+ * Record (every message in both directions):
+ *   0  u32   type; bit 31 set = optional (an unknown optional record is
+ *            skipped, an unknown mandatory one is an error)
+ *   4  u32   length of the body in bytes (without padding)
+ *   8  u32   seq: request sequence number; a response echoes its request's,
+ *            data records carry 0
+ *  12  u32   flags (FY_RF_*)
+ *  16  body[length], then zero padding to a multiple of 8
+ *  ..  u64   checksum: XXH3-64 (seed 0) over the 16 header bytes followed by
+ *            the covered body bytes: the whole body, or only its first
+ *            FY_MEM_HDR_SIZE bytes when FY_RF_CSUM_HEAD is set
+ * Total on the wire: 16 + pad8(length) + 8.
+ */
+#ifndef FY_WIRE_H
+#define FY_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FY_MAGIC "FERRYMIG"
+#define FY_FORMAT_VERSION 1
+#define FY_STREAM_HDR_SIZE 16
+#define FY_REC_HDR_SIZE 16
+#define FY_REC_TRAILER_SIZE 8
+/* Largest body a reader accepts; bigger lengths are rejected unread. */
+#define FY_REC_MAX_BODY (64u << 20)
+
+/* Protocol versions this build speaks. */
+#define FY_PROTO_VERSION_MIN 1
+#define FY_PROTO_VERSION_MAX 1
+
+#define FY_REC_OPTIONAL 0x80000000u
+
+/*
+ * Record numbers. Ranges are reserved up front:
+ *   0x0000-0x00ff control requests (source -> destination)
+ *   0x0100-0x01ff responses (destination -> source)
+ *   0x0200-0x02ff memory data
+ *   0x0300-0x03ff device state (issue 3: schemas and values)
+ *   0x0400-0x04ff postcopy and recovery (reserved)
+ *   0x0500-0x05ff external resources (reserved: TCP handoff)
+ *   0x7000-0x7fff vendor/experimental
+ */
+enum fy_rec_type {
+	FY_REC_HELLO = 0x0001,	    /* req: version range, capabilities */
+	FY_REC_CONFIG = 0x0002,	    /* req: regions and page size */
+	FY_REC_PASS_BEGIN = 0x0003, /* req: a memory pass starts */
+	FY_REC_PASS_END = 0x0004,   /* req: barrier; counts of the pass */
+	FY_REC_STATE = 0x0005,	    /* req: VMM state blob */
+	FY_REC_SWITCHOVER = 0x0006, /* req: source paused, all sent; reply OK =
+				       "loaded, ready to run" */
+	FY_REC_RELEASED = 0x0007,   /* req: point of no return; OK = "running" */
+	FY_REC_ABORT = 0x0008,	    /* req: source gives up; code + message */
+
+	FY_REC_OK = 0x0100,    /* resp: seq echoes the request; body per req */
+	FY_REC_ERROR = 0x0101, /* resp: code + message; connection closes */
+
+	FY_REC_MEMORY = 0x0200, /* data: a range of guest memory */
+};
+
+/* Record flags. */
+#define FY_RF_CSUM_HEAD 0x1u /* checksum covers only the memory header */
+
+/* Memory record body: a fixed header followed by the page bytes. */
+#define FY_MEM_HDR_SIZE 24
+struct fy_mem_hdr {
+	uint32_t region; /* index into the configured regions */
+	uint32_t flags;	 /* 0 for now (issue 4: zero/compressed kinds) */
+	uint64_t offset; /* byte offset within the region, page aligned */
+	uint64_t length; /* bytes of page data that follow, page multiple */
+};
+
+/* Little-endian helpers: the only way integers touch a buffer. */
+static inline void fy_put_u16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+static inline void fy_put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void fy_put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t fy_get_u16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t fy_get_u32(const uint8_t *p)
+{
+	uint32_t v = 0;
+	for (int i = 3; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+static inline uint64_t fy_get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static inline size_t fy_pad8(size_t n)
+{
+	return (n + 7) & ~(size_t)7;
+}
+
+/*
+ * A growable byte buffer for encoding (also the implementation behind the
+ * public struct ferry_buf).
+ */
+struct fy_buf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+};
+void fy_buf_init(struct fy_buf *b);
+void fy_buf_free(struct fy_buf *b);
+void fy_buf_reset(struct fy_buf *b);
+int fy_buf_reserve(struct fy_buf *b, size_t extra); /* 0 or -ENOMEM */
+int fy_buf_put(struct fy_buf *b, const void *p, size_t n);
+int fy_buf_put_u32(struct fy_buf *b, uint32_t v);
+int fy_buf_put_u64(struct fy_buf *b, uint64_t v);
+int fy_buf_put_str(struct fy_buf *b, const char *s); /* u32 len + bytes */
+
+/*
+ * A bounds-checked cursor for decoding a body. Every getter returns 0 or
+ * -EBADMSG when the body is too short; once a getter fails the cursor stays
+ * failed, so callers may check once at the end (fy_cur_done).
+ */
+struct fy_cur {
+	const uint8_t *p;
+	size_t len;
+	size_t off;
+	bool bad;
+};
+void fy_cur_init(struct fy_cur *c, const void *p, size_t len);
+int fy_cur_u32(struct fy_cur *c, uint32_t *v);
+int fy_cur_u64(struct fy_cur *c, uint64_t *v);
+int fy_cur_i32(struct fy_cur *c, int32_t *v);
+/* A string (u32 length + bytes) copied NUL-terminated into @out; longer
+ * strings than @cap-1 are an error. */
+int fy_cur_str(struct fy_cur *c, char *out, size_t cap);
+/* A byte run of @n bytes; *out points into the body. */
+int fy_cur_bytes(struct fy_cur *c, const uint8_t **out, size_t n);
+/* 0 when every byte was consumed and nothing failed, else -EBADMSG. */
+int fy_cur_done(const struct fy_cur *c);
+
+/* ---- stream header ---- */
+void fy_stream_hdr_encode(uint8_t out[FY_STREAM_HDR_SIZE]);
+/* 0, -EBADMSG (bad magic or checksum), FERRY_EVERSION (format version). */
+int fy_stream_hdr_decode(const uint8_t in[FY_STREAM_HDR_SIZE],
+			 uint16_t *version);
+
+/* ---- record framing ---- */
+struct fy_rec_hdr {
+	uint32_t type; /* including FY_REC_OPTIONAL */
+	uint32_t length;
+	uint32_t seq;
+	uint32_t flags;
+};
+void fy_rec_hdr_encode(const struct fy_rec_hdr *h,
+		       uint8_t out[FY_REC_HDR_SIZE]);
+/* Decodes and validates: length <= FY_REC_MAX_BODY, known flag bits only,
+ * FY_RF_CSUM_HEAD only on memory records. 0 or -EBADMSG/-EMSGSIZE. */
+int fy_rec_hdr_decode(const uint8_t in[FY_REC_HDR_SIZE],
+		      struct fy_rec_hdr *h);
+static inline bool fy_rec_optional(uint32_t type)
+{
+	return (type & FY_REC_OPTIONAL) != 0;
+}
+static inline uint32_t fy_rec_number(uint32_t type)
+{
+	return type & ~FY_REC_OPTIONAL;
+}
+/* Size on the wire of a record with a body of @length bytes. */
+static inline size_t fy_rec_wire_size(uint32_t length)
+{
+	return FY_REC_HDR_SIZE + fy_pad8(length) + FY_REC_TRAILER_SIZE;
+}
+/* Bytes of the body the checksum covers. */
+size_t fy_rec_csum_len(const struct fy_rec_hdr *h);
+
+/*
+ * Checksum of a record, computed incrementally so that a body received in
+ * pieces (straight into guest memory) never needs to be contiguous.
+ */
+struct fy_csum {
+	void *state; /* XXH3_state_t, allocated by fy_csum_init */
+};
+int fy_csum_init(struct fy_csum *c); /* 0 or -ENOMEM */
+void fy_csum_free(struct fy_csum *c);
+void fy_csum_reset(struct fy_csum *c, const uint8_t hdr[FY_REC_HDR_SIZE]);
+void fy_csum_update(struct fy_csum *c, const void *p, size_t n);
+uint64_t fy_csum_digest(struct fy_csum *c);
+/* One-shot: checksum over header + body[0..covered). */
+uint64_t fy_rec_csum(const uint8_t hdr[FY_REC_HDR_SIZE], const void *body,
+		     size_t covered);
+
+/*
+ * Encode a whole small record (control messages) into @out: header, body,
+ * padding and checksum. The body is copied. 0 or -ENOMEM/-EMSGSIZE.
+ */
+int fy_rec_encode(struct fy_buf *out, uint32_t type, uint32_t seq,
+		  uint32_t flags, const void *body, size_t len);
+
+/*
+ * Decode a whole record from a contiguous buffer (used by tests, fuzzers
+ * and file readers). On success *consumed is the wire size and *body points
+ * into @in. Errors: -EAGAIN (need more bytes), -EBADMSG, -EMSGSIZE,
+ * FERRY_ECHECKSUM.
+ */
+int fy_rec_decode(const uint8_t *in, size_t len, struct fy_rec_hdr *h,
+		  const uint8_t **body, size_t *consumed);
+
+/* ---- message bodies ---- */
+#define FY_NAME_MAX 64
+#define FY_MSG_MAX 256
+#define FY_MAX_REGIONS 64
+
+struct fy_hello {
+	uint32_t version_min;
+	uint32_t version_max;
+	uint64_t capabilities;
+	char boot_id[40];  /* /proc/sys/kernel/random/boot_id, or "" */
+	char software[FY_NAME_MAX]; /* "ferry 0.1.0" */
+};
+/* Reply to HELLO (body of OK). */
+struct fy_hello_reply {
+	uint32_t version; /* chosen: highest common */
+	uint64_t capabilities; /* intersection */
+	uint64_t session_id;
+	uint8_t token[16]; /* for extra channels (issue 4) */
+	char boot_id[40];
+	char software[FY_NAME_MAX];
+};
+struct fy_region_desc {
+	uint64_t gpa;
+	uint64_t size;
+	char name[FY_NAME_MAX];
+};
+struct fy_config_msg {
+	uint32_t page_size;
+	uint32_t nregions; /* <= FY_MAX_REGIONS */
+	struct fy_region_desc regions[FY_MAX_REGIONS];
+};
+struct fy_pass_begin {
+	uint32_t pass;	     /* 1-based */
+	uint32_t final;	     /* 1 when the guest is paused */
+	uint64_t planned;    /* memory bytes the sender intends to send */
+};
+struct fy_pass_end {
+	uint32_t pass;
+	uint32_t reserved;
+	uint64_t records; /* memory records sent in this pass */
+	uint64_t bytes;	  /* page bytes sent in this pass */
+};
+/* STATE body: the whole body is the VMM's state blob (issue 3 replaces
+ * it with self-describing device-state records). */
+struct fy_error_msg {
+	int32_t code; /* negative ferry/errno code */
+	char message[FY_MSG_MAX];
+};
+/* OK body for RELEASED: the destination's resume time and its note. */
+struct fy_running {
+	uint64_t resumed_ns; /* CLOCK_MONOTONIC of the destination */
+	char note[256];
+};
+
+int fy_hello_encode(struct fy_buf *b, const struct fy_hello *m);
+int fy_hello_decode(const uint8_t *p, size_t n, struct fy_hello *m);
+int fy_hello_reply_encode(struct fy_buf *b, const struct fy_hello_reply *m);
+int fy_hello_reply_decode(const uint8_t *p, size_t n,
+			  struct fy_hello_reply *m);
+int fy_config_encode(struct fy_buf *b, const struct fy_config_msg *m);
+int fy_config_decode(const uint8_t *p, size_t n, struct fy_config_msg *m);
+int fy_pass_begin_encode(struct fy_buf *b, const struct fy_pass_begin *m);
+int fy_pass_begin_decode(const uint8_t *p, size_t n,
+			 struct fy_pass_begin *m);
+int fy_pass_end_encode(struct fy_buf *b, const struct fy_pass_end *m);
+int fy_pass_end_decode(const uint8_t *p, size_t n, struct fy_pass_end *m);
+int fy_error_encode(struct fy_buf *b, const struct fy_error_msg *m);
+int fy_error_decode(const uint8_t *p, size_t n, struct fy_error_msg *m);
+int fy_running_encode(struct fy_buf *b, const struct fy_running *m);
+int fy_running_decode(const uint8_t *p, size_t n, struct fy_running *m);
+void fy_mem_hdr_encode(const struct fy_mem_hdr *m,
+		       uint8_t out[FY_MEM_HDR_SIZE]);
+void fy_mem_hdr_decode(const uint8_t in[FY_MEM_HDR_SIZE],
+		       struct fy_mem_hdr *m);
+
+/* A short name for a record type ("HELLO", "MEMORY", "0x7123?"). Static
+ * storage for known types; @buf for unknown ones. */
+const char *fy_rec_name(uint32_t type, char *buf, size_t len);
+
+#endif /* FY_WIRE_H */

@@ -1,0 +1,76 @@
+# Shared helpers for the integration tests: real ferry-vm processes, real
+# sockets, driven through the ferry command line like a user would.
+# Each test sources this with FERRY and FERRY_VM set by Meson.
+set -uo pipefail
+
+: "${FERRY:?}" "${FERRY_VM:?}"
+T=$(mktemp -d /tmp/ferry-it.XXXXXX)
+PIDS=()
+
+cleanup() {
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $T"; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	for f in "$T"/*.log; do
+		[ -f "$f" ] && { echo "--- $f"; tail -n 20 "$f"; } >&2
+	done
+	exit 1
+}
+
+pass() { echo "ok: $*"; }
+
+# A free loopback TCP port.
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_vm NAME ARGS... : start ferry-vm with an API socket $T/NAME.sock
+start_vm() {
+	local name=$1; shift
+	"$FERRY_VM" --api-socket "$T/$name.sock" "$@" >"$T/$name.log" 2>&1 &
+	PIDS+=($!)
+	eval "PID_$name=$!"
+	for _ in $(seq 1 200); do
+		"$FERRY" status "$T/$name.sock" --json >/dev/null 2>&1 && return 0
+		kill -0 "$!" 2>/dev/null || fail "$name exited at start"
+		sleep 0.05
+	done
+	fail "$name did not answer on its API socket"
+}
+
+# status_field NAME EXPR : a field of the VM's status, via python's json
+status_field() {
+	"$FERRY" status "$T/$1.sock" --json 2>/dev/null |
+		python3 -c "import json,sys; d=json.load(sys.stdin); print(json.dumps($2))"
+}
+
+# json_field FILE EXPR : a field of the last JSON line of FILE
+json_field() {
+	tail -n 1 "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); print(json.dumps($2))"
+}
+
+# wait_until SECONDS CMD... : poll until CMD succeeds
+wait_until() {
+	local limit=$1; shift
+	local end=$(( $(date +%s) + limit ))
+	while [ "$(date +%s)" -le "$end" ]; do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# Guest progress (total steps), to show a guest really runs.
+steps() { status_field "$1" 'd["guest"]["steps"]'; }
+
+# guest_runs NAME : its step counter moves within a second
+guest_runs() {
+	local a b
+	a=$(steps "$1"); sleep 0.5; b=$(steps "$1")
+	[ -n "$a" ] && [ -n "$b" ] && [ "$b" -gt "$a" ]
+}

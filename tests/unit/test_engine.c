@@ -1,0 +1,480 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_engine.c - the engine end to end inside one process: a source and a
+ * destination session in two threads over a real UNIX socket, with a fake
+ * VMM whose "vCPU" is a thread writing memory. Checks what a VMM would
+ * notice: the destination's memory and state equal the source's at pause,
+ * failures resume the source, the destination survives garbage.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "ferry.h"
+
+#define MEM (32u << 20)
+#define PAGE 4096u
+
+struct fake_vm {
+	uint8_t *mem;
+	size_t size;
+	pthread_t writer;
+	atomic_bool run_writer;	 /* the vCPU is allowed to run */
+	atomic_bool writer_live; /* the thread exists */
+	atomic_bool quit;
+	atomic_ulong writes;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool parked;
+	int pauses, resumes, releases, reacquires;
+	uint64_t state_token;	/* "device state" */
+	int fail_load;		/* destination: load_state fails */
+	int fail_resume;	/* destination: resume fails */
+	bool loaded;
+	char note[64];
+};
+
+static void *writer_main(void *arg)
+{
+	struct fake_vm *vm = arg;
+	uint64_t seed = 88172645463325252ull;
+
+	while (!atomic_load(&vm->quit)) {
+		pthread_mutex_lock(&vm->lock);
+		while (!atomic_load(&vm->run_writer) && !atomic_load(&vm->quit)) {
+			vm->parked = true;
+			pthread_cond_broadcast(&vm->cond);
+			pthread_cond_wait(&vm->cond, &vm->lock);
+		}
+		vm->parked = false;
+		pthread_mutex_unlock(&vm->lock);
+		for (int i = 0; i < 64; i++) {
+			seed ^= seed << 13;
+			seed ^= seed >> 7;
+			seed ^= seed << 17;
+			size_t page = (size_t)(seed % (vm->size / PAGE));
+			uint64_t *p = (uint64_t *)(vm->mem + page * PAGE);
+
+			p[0]++;
+			p[1] = seed;
+			atomic_fetch_add(&vm->writes, 1);
+		}
+		struct timespec ts = { 0, 100000 };
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+static void vm_init(struct fake_vm *vm, size_t size, bool fill, bool writer)
+{
+	memset(vm, 0, sizeof(*vm));
+	vm->size = size;
+	vm->mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(vm->mem != MAP_FAILED);
+	if (fill)
+		for (size_t i = 0; i < size; i += 8)
+			*(uint64_t *)(vm->mem + i) = i * 0x9e3779b97f4a7c15ull;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	vm->state_token = fill ? 0x1234abcdull : 0;
+	if (writer) {
+		atomic_store(&vm->run_writer, true);
+		atomic_store(&vm->writer_live, true);
+		pthread_create(&vm->writer, NULL, writer_main, vm);
+	}
+}
+
+static void vm_free(struct fake_vm *vm)
+{
+	if (atomic_load(&vm->writer_live)) {
+		pthread_mutex_lock(&vm->lock);
+		atomic_store(&vm->quit, true);
+		pthread_cond_broadcast(&vm->cond);
+		pthread_mutex_unlock(&vm->lock);
+		pthread_join(vm->writer, NULL);
+	}
+	munmap(vm->mem, vm->size);
+}
+
+static int op_pause(void *o)
+{
+	struct fake_vm *vm = o;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->pauses++;
+	atomic_store(&vm->run_writer, false);
+	while (atomic_load(&vm->writer_live) && !vm->parked)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+	return 0;
+}
+
+static int op_resume(void *o)
+{
+	struct fake_vm *vm = o;
+
+	if (vm->fail_resume)
+		return -EIO;
+	pthread_mutex_lock(&vm->lock);
+	vm->resumes++;
+	atomic_store(&vm->run_writer, true);
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	return 0;
+}
+
+static int op_save(void *o, struct ferry_buf *out)
+{
+	struct fake_vm *vm = o;
+
+	return ferry_buf_append(out, &vm->state_token, sizeof(vm->state_token));
+}
+
+static int op_load(void *o, const void *data, size_t len)
+{
+	struct fake_vm *vm = o;
+
+	if (vm->fail_load || len != sizeof(vm->state_token))
+		return -EINVAL;
+	memcpy(&vm->state_token, data, len);
+	vm->loaded = true;
+	return 0;
+}
+
+static int op_release(void *o)
+{
+	((struct fake_vm *)o)->releases++;
+	return 0;
+}
+
+static int op_reacquire(void *o)
+{
+	((struct fake_vm *)o)->reacquires++;
+	return 0;
+}
+
+static void op_note(void *o, char *note, size_t len)
+{
+	snprintf(note, len, "{\"verified\":true}");
+}
+
+static const struct ferry_vmm_ops ops = {
+	.pause = op_pause,
+	.resume = op_resume,
+	.save_state = op_save,
+	.load_state = op_load,
+	.release = op_release,
+	.reacquire = op_reacquire,
+	.running_note = op_note,
+};
+
+static ferry_session *session_for(struct fake_vm *vm, uint32_t downtime_ms)
+{
+	struct ferry_config cfg;
+	struct ferry_region r = { .gpa = 0, .size = vm->size, .host = vm->mem,
+				  .fd = -1, .name = "ram0" };
+	ferry_session *s;
+
+	ferry_config_init(&cfg);
+	cfg.ops = &ops;
+	cfg.opaque = vm;
+	cfg.downtime_limit_ms = downtime_ms;
+	assert_int_equal(ferry_session_new(&cfg, &s), 0);
+	assert_int_equal(ferry_session_add_region(s, &r), 0);
+	return s;
+}
+
+struct recv_job {
+	ferry_session *s;
+	char uri[200];
+	int rc;
+	pthread_t t;
+};
+
+static void *recv_main(void *arg)
+{
+	struct recv_job *j = arg;
+
+	j->rc = ferry_session_receive(j->s, j->uri);
+	return NULL;
+}
+
+static void uri_for(char *uri, size_t len, const char *tag)
+{
+	snprintf(uri, len, "unix:/tmp/ferry-test-%d-%s.sock", getpid(), tag);
+}
+
+/* Start the receiver and wait until its socket exists. */
+static void recv_start(struct recv_job *j, ferry_session *s, const char *tag)
+{
+	j->s = s;
+	uri_for(j->uri, sizeof(j->uri), tag);
+	unlink(j->uri + 5);
+	pthread_create(&j->t, NULL, recv_main, j);
+	for (int i = 0; i < 500 && access(j->uri + 5, F_OK); i++)
+		usleep(2000);
+}
+
+/* Send, printing the session's message when the result is unexpected. */
+static int send_verbose(ferry_session *s, const char *uri, int expect)
+{
+	char msg[512];
+	int rc = ferry_session_send(s, uri);
+
+	if (rc != expect)
+		print_message("send returned %d (%s): %s\n", rc,
+			      ferry_strerror(rc),
+			      ferry_session_errmsg(s, msg, sizeof(msg)));
+	return rc;
+}
+
+static void test_idle_guest_migrates(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+	struct ferry_stats st;
+
+	vm_init(&src, MEM, true, false);
+	vm_init(&dst, MEM, false, false);
+	ferry_session *ss = session_for(&src, 300), *ds = session_for(&dst, 300);
+
+	recv_start(&j, ds, "idle");
+	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, 0);
+	assert_memory_equal(src.mem, dst.mem, MEM);
+	assert_true(dst.loaded);
+	assert_int_equal(dst.state_token, 0x1234abcdull);
+	assert_int_equal(dst.resumes, 1);
+	assert_int_equal(src.pauses, 1);
+	assert_int_equal(src.resumes, 0); /* handed over: stays paused */
+	assert_int_equal(src.releases, 1);
+	ferry_session_stats(ss, &st);
+	assert_int_equal(st.state, FERRY_STATE_COMPLETED);
+	assert_true(st.pass >= 2); /* full pass + final pass */
+	assert_true(st.bytes >= MEM);
+	assert_string_equal(st.peer_note, "{\"verified\":true}");
+	assert_true(st.downtime_ms > 0);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
+static void test_running_guest_converges(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+
+	vm_init(&src, MEM, true, true);
+	vm_init(&dst, MEM, false, false);
+	ferry_session *ss = session_for(&src, 50), *ds = session_for(&dst, 50);
+
+	usleep(20000);
+	recv_start(&j, ds, "dirty");
+	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, 0);
+	assert_true(atomic_load(&src.writes) > 0);
+	/* The source's writer is parked since the pause: the images must be
+	 * identical, including pages written during precopy. */
+	assert_memory_equal(src.mem, dst.mem, MEM);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
+static void test_mismatch_is_refused_and_source_runs(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+	char msg[512];
+
+	vm_init(&src, MEM, true, true);
+	vm_init(&dst, MEM / 2, false, false);
+	ferry_session *ss = session_for(&src, 300), *ds = session_for(&dst, 300);
+
+	recv_start(&j, ds, "mismatch");
+	assert_int_equal(send_verbose(ss, j.uri, FERRY_EPEER), FERRY_EPEER);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, FERRY_EMISMATCH);
+	ferry_session_errmsg(ss, msg, sizeof(msg));
+	assert_non_null(strstr(msg, "ram0"));
+	assert_int_equal(src.pauses, 0);
+	assert_true(atomic_load(&src.run_writer));
+	assert_int_equal(dst.resumes, 0);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
+static void test_load_failure_resumes_source(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+
+	vm_init(&src, MEM, true, true);
+	vm_init(&dst, MEM, false, false);
+	dst.fail_load = 1;
+	ferry_session *ss = session_for(&src, 300), *ds = session_for(&dst, 300);
+
+	recv_start(&j, ds, "loadfail");
+	assert_int_equal(send_verbose(ss, j.uri, FERRY_EPEER), FERRY_EPEER);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, FERRY_EVMM);
+	assert_int_equal(src.pauses, 1);
+	assert_int_equal(src.resumes, 1);
+	assert_int_equal(src.releases, 0);
+	assert_true(atomic_load(&src.run_writer));
+	assert_int_equal(dst.resumes, 0);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
+static void test_refused_release_reacquires(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+
+	vm_init(&src, MEM, true, false);
+	vm_init(&dst, MEM, false, false);
+	dst.fail_resume = 1;
+	ferry_session *ss = session_for(&src, 300), *ds = session_for(&dst, 300);
+
+	recv_start(&j, ds, "refuse");
+	/* The destination answers RELEASED with an error: positive
+	 * confirmation that it does not run the guest, so the source may. */
+	assert_int_equal(send_verbose(ss, j.uri, FERRY_EPEER), FERRY_EPEER);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, FERRY_EVMM);
+	assert_int_equal(src.releases, 1);
+	assert_int_equal(src.reacquires, 1);
+	assert_int_equal(src.resumes, 1);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
+static void *cancel_main(void *arg)
+{
+	ferry_session *s = arg;
+	struct ferry_stats st;
+
+	/* Wait until memory is moving, then cancel from another thread. */
+	for (int i = 0; i < 5000; i++) {
+		ferry_session_stats(s, &st);
+		if (st.state == FERRY_STATE_PRECOPY && st.pass >= 2)
+			break;
+		usleep(1000);
+	}
+	ferry_session_cancel(s);
+	return NULL;
+}
+
+static void test_cancel_resumes_source(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+	struct ferry_stats st;
+	pthread_t t;
+	char msg[512];
+
+	vm_init(&src, MEM, true, true);
+	vm_init(&dst, MEM, false, false);
+	/* A zero downtime limit never converges; the cancel ends it. */
+	ferry_session *ss = session_for(&src, 0), *ds = session_for(&dst, 300);
+
+	recv_start(&j, ds, "cancel");
+	pthread_create(&t, NULL, cancel_main, ss);
+	assert_int_equal(send_verbose(ss, j.uri, FERRY_ECANCELED), FERRY_ECANCELED);
+	pthread_join(t, NULL);
+	pthread_join(j.t, NULL);
+	ferry_session_stats(ss, &st);
+	assert_int_equal(st.state, FERRY_STATE_CANCELLED);
+	/* The guest never stopped, or was resumed: it runs. */
+	assert_int_equal(src.pauses, src.resumes);
+	assert_true(atomic_load(&src.run_writer));
+	/* The destination was told why and never ran the guest. */
+	assert_int_equal(j.rc, FERRY_EPEER);
+	ferry_session_errmsg(ds, msg, sizeof(msg));
+	assert_non_null(strstr(msg, "cancel"));
+	assert_int_equal(dst.resumes, 0);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
+static void test_garbage_then_real_migration(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char reply[256];
+	int fd;
+
+	vm_init(&src, MEM, true, false);
+	vm_init(&dst, MEM, false, false);
+	ferry_session *ss = session_for(&src, 300), *ds = session_for(&dst, 300);
+
+	recv_start(&j, ds, "garbage");
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", j.uri + 5);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(write(fd, "GET / HTTP/1.0\r\n\r\n", 18), 18);
+	/* The destination answers with an error record, then closes. */
+	ssize_t n = read(fd, reply, sizeof(reply));
+	assert_true(n >= 16);
+	assert_int_equal(reply[0], 0x01); /* ERROR = 0x0101, little-endian */
+	assert_int_equal(reply[1], 0x01);
+	close(fd);
+	pthread_join(j.t, NULL);
+	assert_true(j.rc < 0);
+	assert_int_equal(dst.resumes, 0);
+
+	/* The same session receives a real migration afterwards. */
+	recv_start(&j, ds, "garbage");
+	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, 0);
+	assert_memory_equal(src.mem, dst.mem, MEM);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_idle_guest_migrates),
+		cmocka_unit_test(test_running_guest_converges),
+		cmocka_unit_test(test_mismatch_is_refused_and_source_runs),
+		cmocka_unit_test(test_load_failure_resumes_source),
+		cmocka_unit_test(test_refused_release_reacquires),
+		cmocka_unit_test(test_cancel_resumes_source),
+		cmocka_unit_test(test_garbage_then_real_migration),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

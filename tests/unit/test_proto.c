@@ -1,0 +1,658 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_proto.c - the sender and receiver state machines.
+ *
+ * The expected tables below are written out cell by cell from the tables in
+ * proto.h, independently of the implementation's own tables, and every
+ * (state, record) pair is checked against them.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ferry.h"
+#include "proto/proto.h"
+#include "wire/wire.h"
+
+#define UNK_OPT (FY_REC_OPTIONAL | 0x7123u)
+#define UNK_MAND 0x7123u
+
+/* Record types fed to the receiver, in the column order of the table. */
+static const uint32_t recv_types[] = {
+	FY_REC_HELLO, FY_REC_CONFIG, FY_REC_PASS_BEGIN, FY_REC_PASS_END,
+	FY_REC_STATE, FY_REC_SWITCHOVER, FY_REC_RELEASED, FY_REC_ABORT,
+	FY_REC_MEMORY, FY_REC_OK, FY_REC_ERROR, UNK_OPT, UNK_MAND,
+};
+#define NTYPES (sizeof(recv_types) / sizeof(recv_types[0]))
+#define NRSTATES 8
+
+struct expect {
+	enum fy_recv_action action;
+	enum fy_recv_state next;
+	bool respond;
+};
+
+#define X { FY_RA_REJECT, FY_RS_ABORTED, true }
+#define AB { FY_RA_ABORT, FY_RS_ABORTED, true }
+#define SK(st) { FY_RA_SKIP, FY_RS_##st, false }
+#define GO(act, st) { FY_RA_##act, FY_RS_##st, true }
+#define MEM { FY_RA_MEMORY, FY_RS_PASS, false }
+
+/* clang-format off */
+static const struct expect recv_table[NRSTATES][NTYPES] = {
+	/* columns: HELLO CONFIG PASS_BEGIN PASS_END STATE SWITCHOVER RELEASED
+	 *          ABORT MEMORY OK ERROR UNK_OPT UNK_MAND */
+	[FY_RS_WAIT_HELLO]  = { GO(HELLO, WAIT_CONFIG), X, X, X, X, X, X, AB, X, X, X, SK(WAIT_HELLO), X },
+	[FY_RS_WAIT_CONFIG] = { X, GO(CONFIG, IDLE), X, X, X, X, X, AB, X, X, X, SK(WAIT_CONFIG), X },
+	[FY_RS_IDLE]        = { X, X, GO(PASS_BEGIN, PASS), X, GO(STATE, LOADED), X, X, AB, X, X, X, SK(IDLE), X },
+	[FY_RS_PASS]        = { X, X, X, GO(PASS_END, IDLE), X, X, X, AB, MEM, X, X, SK(PASS), X },
+	[FY_RS_LOADED]      = { X, X, X, X, X, GO(SWITCHOVER, READY), X, AB, X, X, X, SK(LOADED), X },
+	[FY_RS_READY]       = { X, X, X, X, X, X, GO(RELEASED, RUNNING), AB, X, X, X, SK(READY), X },
+	[FY_RS_RUNNING]     = { X, X, X, X, X, X, X, X, X, X, X, X, X },
+	[FY_RS_ABORTED]     = { X, X, X, X, X, X, X, X, X, X, X, X, X },
+};
+/* clang-format on */
+
+static bool live(enum fy_recv_state s)
+{
+	return s != FY_RS_RUNNING && s != FY_RS_ABORTED;
+}
+
+static void test_recv_table(void **state)
+{
+	for (int s = 0; s < NRSTATES; s++) {
+		for (size_t t = 0; t < NTYPES; t++) {
+			const struct expect *e = &recv_table[s][t];
+			uint32_t type = recv_types[t];
+			uint32_t seq = type == FY_REC_MEMORY ? 0 : 11;
+			struct fy_recv_sm sm = { (enum fy_recv_state)s, 10 };
+			struct fy_recv_step st;
+			char what[96];
+
+			snprintf(what, sizeof(what), "state %d type 0x%x", s,
+				 (unsigned)type);
+			fy_recv_sm_step(&sm, type, seq, &st);
+			if (st.action != e->action || st.next != e->next ||
+			    st.respond != e->respond)
+				fail_msg("%s: got action %d next %d respond %d, "
+					 "want %d %d %d (%s)", what, st.action,
+					 st.next, st.respond, e->action, e->next,
+					 e->respond, st.msg);
+			/* Classification never changes the machine. */
+			assert_int_equal(sm.state, s);
+			assert_int_equal(sm.last_seq, 10);
+			if (e->action != FY_RA_REJECT) {
+				assert_int_equal(st.code, 0);
+				continue;
+			}
+			assert_int_equal(st.code,
+					 live(s) && type == UNK_MAND ?
+					 FERRY_EUNKNOWN : FERRY_EPROTO);
+			assert_true(strlen(st.msg) > 0);
+			/* The message names the state it was refused in. */
+			if (type != FY_REC_OK && type != FY_REC_ERROR)
+				assert_non_null(strstr(st.msg,
+					fy_recv_state_name((enum fy_recv_state)s)));
+		}
+	}
+}
+
+static void test_recv_messages(void **state)
+{
+	struct fy_recv_sm sm = { FY_RS_IDLE, 3 };
+	struct fy_recv_step st;
+
+	fy_recv_sm_step(&sm, FY_REC_PASS_END, 4, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_string_equal(st.msg, "PASS_END is not valid in state idle");
+
+	fy_recv_sm_step(&sm, UNK_MAND, 4, &st);
+	assert_int_equal(st.code, FERRY_EUNKNOWN);
+	assert_non_null(strstr(st.msg, "0x7123"));
+
+	fy_recv_sm_step(&sm, FY_REC_OK, 4, &st);
+	assert_int_equal(st.code, FERRY_EPROTO);
+	assert_non_null(strstr(st.msg, "OK"));
+	assert_non_null(strstr(st.msg, "response"));
+
+	/* A known number with the optional bit is not that known type. */
+	fy_recv_sm_step(&sm, FY_REC_PASS_BEGIN | FY_REC_OPTIONAL, 4, &st);
+	assert_int_equal(st.action, FY_RA_SKIP);
+	assert_int_equal(st.next, FY_RS_IDLE);
+}
+
+static void test_recv_seq(void **state)
+{
+	struct fy_recv_sm sm;
+	struct fy_recv_step st;
+
+	fy_recv_sm_init(&sm);
+	assert_int_equal(sm.state, FY_RS_WAIT_HELLO);
+	assert_int_equal(sm.last_seq, 0);
+
+	/* A request must carry seq > 0 even first. */
+	fy_recv_sm_step(&sm, FY_REC_HELLO, 0, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_int_equal(st.code, FERRY_EPROTO);
+	assert_non_null(strstr(st.msg, "seq"));
+
+	/* Gaps are fine; only increase matters. */
+	fy_recv_sm_step(&sm, FY_REC_HELLO, 5, &st);
+	assert_int_equal(st.action, FY_RA_HELLO);
+	fy_recv_sm_commit(&sm, &st, 5);
+	assert_int_equal(sm.state, FY_RS_WAIT_CONFIG);
+	assert_int_equal(sm.last_seq, 5);
+
+	/* Equal (a duplicate) and lower (a replay) are refused. */
+	fy_recv_sm_step(&sm, FY_REC_CONFIG, 5, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_non_null(strstr(st.msg, "seq"));
+	fy_recv_sm_step(&sm, FY_REC_CONFIG, 4, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	fy_recv_sm_step(&sm, FY_REC_ABORT, 5, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	fy_recv_sm_step(&sm, FY_REC_CONFIG, 6, &st);
+	assert_int_equal(st.action, FY_RA_CONFIG);
+	fy_recv_sm_commit(&sm, &st, 6);
+
+	fy_recv_sm_step(&sm, FY_REC_PASS_BEGIN, 7, &st);
+	fy_recv_sm_commit(&sm, &st, 7);
+	assert_int_equal(sm.state, FY_RS_PASS);
+
+	/* Data carries seq 0 and does not move last_seq. */
+	fy_recv_sm_step(&sm, FY_REC_MEMORY, 0, &st);
+	assert_int_equal(st.action, FY_RA_MEMORY);
+	assert_false(st.respond);
+	fy_recv_sm_commit(&sm, &st, 0);
+	assert_int_equal(sm.last_seq, 7);
+	fy_recv_sm_step(&sm, FY_REC_MEMORY, 8, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_true(st.respond);
+	assert_non_null(strstr(st.msg, "seq 0"));
+
+	/* A skipped record's seq never lowers the bar. */
+	fy_recv_sm_step(&sm, UNK_OPT, 2, &st);
+	assert_int_equal(st.action, FY_RA_SKIP);
+	fy_recv_sm_commit(&sm, &st, 2);
+	assert_int_equal(sm.last_seq, 7);
+	assert_int_equal(sm.state, FY_RS_PASS);
+	fy_recv_sm_step(&sm, FY_REC_PASS_END, 7, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+
+	/* The largest seq is a valid request seq. */
+	fy_recv_sm_step(&sm, FY_REC_PASS_END, UINT32_MAX, &st);
+	assert_int_equal(st.action, FY_RA_PASS_END);
+	fy_recv_sm_commit(&sm, &st, UINT32_MAX);
+	assert_int_equal(sm.last_seq, UINT32_MAX);
+	fy_recv_sm_step(&sm, FY_REC_ABORT, UINT32_MAX, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+}
+
+/* Step and commit one record, asserting the action. */
+static void feed(struct fy_recv_sm *sm, uint32_t type, uint32_t seq,
+		 enum fy_recv_action want)
+{
+	struct fy_recv_step st;
+
+	fy_recv_sm_step(sm, type, seq, &st);
+	if (st.action != want)
+		fail_msg("type 0x%x seq %u in %s: action %d, want %d (%s)",
+			 (unsigned)type, (unsigned)seq,
+			 fy_recv_state_name(sm->state), st.action, want, st.msg);
+	fy_recv_sm_commit(sm, &st, seq);
+}
+
+static void test_recv_happy_path(void **state)
+{
+	struct fy_recv_sm sm;
+	struct fy_recv_step st;
+	uint32_t seq = 0;
+
+	fy_recv_sm_init(&sm);
+	feed(&sm, FY_REC_HELLO, ++seq, FY_RA_HELLO);
+	feed(&sm, UNK_OPT, 0, FY_RA_SKIP);
+	feed(&sm, FY_REC_CONFIG, ++seq, FY_RA_CONFIG);
+	assert_int_equal(sm.state, FY_RS_IDLE);
+	for (int pass = 0; pass < 3; pass++) {
+		feed(&sm, FY_REC_PASS_BEGIN, ++seq, FY_RA_PASS_BEGIN);
+		for (int i = 0; i < 5 - pass; i++)
+			feed(&sm, FY_REC_MEMORY, 0, FY_RA_MEMORY);
+		feed(&sm, UNK_OPT, 0, FY_RA_SKIP);
+		feed(&sm, FY_REC_PASS_END, ++seq, FY_RA_PASS_END);
+		assert_int_equal(sm.state, FY_RS_IDLE);
+	}
+	/* An empty pass is allowed. */
+	feed(&sm, FY_REC_PASS_BEGIN, ++seq, FY_RA_PASS_BEGIN);
+	feed(&sm, FY_REC_PASS_END, ++seq, FY_RA_PASS_END);
+	feed(&sm, FY_REC_STATE, ++seq, FY_RA_STATE);
+	assert_int_equal(sm.state, FY_RS_LOADED);
+	feed(&sm, FY_REC_SWITCHOVER, ++seq, FY_RA_SWITCHOVER);
+	assert_int_equal(sm.state, FY_RS_READY);
+	feed(&sm, FY_REC_RELEASED, ++seq, FY_RA_RELEASED);
+	assert_int_equal(sm.state, FY_RS_RUNNING);
+	assert_int_equal(sm.last_seq, seq);
+
+	/* Once running, nothing more is accepted, not even ABORT. */
+	fy_recv_sm_step(&sm, FY_REC_ABORT, ++seq, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	fy_recv_sm_step(&sm, UNK_OPT, 0, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+}
+
+static void test_recv_abort_and_fail(void **state)
+{
+	struct fy_recv_sm sm;
+	struct fy_recv_step st;
+
+	/* ABORT mid-pass ends the attempt; then everything is refused. */
+	fy_recv_sm_init(&sm);
+	feed(&sm, FY_REC_HELLO, 1, FY_RA_HELLO);
+	feed(&sm, FY_REC_CONFIG, 2, FY_RA_CONFIG);
+	feed(&sm, FY_REC_PASS_BEGIN, 3, FY_RA_PASS_BEGIN);
+	feed(&sm, FY_REC_ABORT, 4, FY_RA_ABORT);
+	assert_int_equal(sm.state, FY_RS_ABORTED);
+	fy_recv_sm_step(&sm, FY_REC_HELLO, 5, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_true(st.respond);
+
+	/* A failed action aborts from any state. */
+	for (int s = 0; s < NRSTATES; s++) {
+		sm.state = (enum fy_recv_state)s;
+		fy_recv_sm_fail(&sm);
+		assert_int_equal(sm.state, FY_RS_ABORTED);
+	}
+
+	/* Committing a REJECT lands in ABORTED too. */
+	fy_recv_sm_init(&sm);
+	fy_recv_sm_step(&sm, FY_REC_CONFIG, 1, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	fy_recv_sm_commit(&sm, &st, 1);
+	assert_int_equal(sm.state, FY_RS_ABORTED);
+}
+
+static void test_state_names(void **state)
+{
+	const char *seen[16];
+	int n = 0;
+
+	for (int s = 0; s < NRSTATES; s++) {
+		const char *name = fy_recv_state_name((enum fy_recv_state)s);
+
+		assert_non_null(name);
+		assert_true(strlen(name) > 0);
+		for (int i = 0; i < n; i++)
+			assert_string_not_equal(seen[i], name);
+		seen[n++] = name;
+	}
+	assert_string_equal(fy_recv_state_name(FY_RS_IDLE), "idle");
+	assert_non_null(fy_recv_state_name((enum fy_recv_state)99));
+
+	n = 0;
+	for (int s = 0; s <= FY_SS_FAILED; s++) {
+		const char *name = fy_send_state_name((enum fy_send_state)s);
+
+		assert_non_null(name);
+		assert_true(strlen(name) > 0);
+		for (int i = 0; i < n; i++)
+			assert_string_not_equal(seen[i], name);
+		seen[n++] = name;
+	}
+	assert_non_null(fy_send_state_name((enum fy_send_state)99));
+}
+
+/* ---- sender ---- */
+
+static const uint32_t send_types[] = {
+	FY_REC_HELLO, FY_REC_CONFIG, FY_REC_PASS_BEGIN, FY_REC_PASS_END,
+	FY_REC_STATE, FY_REC_SWITCHOVER, FY_REC_RELEASED, FY_REC_ABORT,
+	FY_REC_MEMORY, FY_REC_OK, FY_REC_ERROR, UNK_OPT, UNK_MAND,
+};
+#define NSTYPES (sizeof(send_types) / sizeof(send_types[0]))
+#define NSSTATES (FY_SS_FAILED + 1)
+
+/*
+ * For each state and request type: -1 when the request is refused, else the
+ * state an OK to it leads to.
+ */
+#define NO (-1)
+/* clang-format off */
+static const int send_table[NSSTATES][NSTYPES] = {
+	/* columns as in recv_table */
+	[FY_SS_START]      = { FY_SS_NEGOTIATED, NO, NO, NO, NO, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO },
+	[FY_SS_NEGOTIATED] = { NO, FY_SS_CONFIGURED, NO, NO, NO, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO },
+	[FY_SS_CONFIGURED] = { NO, NO, FY_SS_IN_PASS, NO, FY_SS_STATE_SENT, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO },
+	[FY_SS_IN_PASS]    = { NO, NO, NO, FY_SS_CONFIGURED, NO, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO },
+	[FY_SS_STATE_SENT] = { NO, NO, NO, NO, NO, FY_SS_READY, NO, FY_SS_FAILED, NO, NO, NO, NO, NO },
+	[FY_SS_READY]      = { NO, NO, NO, NO, NO, NO, FY_SS_DONE, FY_SS_FAILED, NO, NO, NO, NO, NO },
+	[FY_SS_RELEASED]   = { NO, NO, NO, NO, NO, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO },
+	[FY_SS_DONE]       = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_FAILED]     = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+};
+/* clang-format on */
+
+static struct fy_send_sm sender_in(enum fy_send_state s, bool released)
+{
+	struct fy_send_sm sm;
+
+	fy_send_sm_init(&sm);
+	sm.state = s;
+	sm.next_seq = 40;
+	sm.released = released;
+	return sm;
+}
+
+/* Field by field: the struct has padding after @released. */
+static void assert_sender_equal(const struct fy_send_sm *a,
+				const struct fy_send_sm *b)
+{
+	assert_int_equal(a->state, b->state);
+	assert_int_equal(a->next_seq, b->next_seq);
+	assert_int_equal(a->pending_type, b->pending_type);
+	assert_int_equal(a->pending_seq, b->pending_seq);
+	assert_int_equal(a->released, b->released);
+}
+
+static void test_send_table(void **state)
+{
+	for (int s = 0; s < (int)NSSTATES; s++) {
+		for (size_t t = 0; t < NSTYPES; t++) {
+			bool rel = s == FY_SS_RELEASED;
+			struct fy_send_sm sm = sender_in((enum fy_send_state)s, rel);
+			struct fy_send_sm before = sm;
+			int want = send_table[s][t];
+			uint32_t seq = 0;
+			int rc;
+
+			rc = fy_send_sm_request(&sm, send_types[t], &seq);
+			if (want == NO) {
+				if (rc != -EPROTO)
+					fail_msg("state %s type 0x%x: rc %d, want -EPROTO",
+						 fy_send_state_name(s),
+						 (unsigned)send_types[t], rc);
+				assert_sender_equal(&sm, &before);
+				continue;
+			}
+			if (rc != 0)
+				fail_msg("state %s type 0x%x: rc %d, want 0",
+					 fy_send_state_name(s),
+					 (unsigned)send_types[t], rc);
+			assert_int_equal(seq, 40);
+			assert_int_equal(sm.next_seq, 41);
+			assert_int_equal(sm.pending_type, send_types[t]);
+			assert_int_equal(sm.pending_seq, 40);
+			if (send_types[t] == FY_REC_RELEASED) {
+				/* The send itself is the point of no return. */
+				assert_int_equal(sm.state, FY_SS_RELEASED);
+				assert_true(sm.released);
+				assert_true(fy_send_sm_past_release(&sm));
+			} else {
+				assert_int_equal(sm.state, s);
+				assert_int_equal(sm.released, rel);
+			}
+			/* The matching OK lands where the table says. */
+			assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, 40), 0);
+			assert_int_equal(sm.state, want);
+			assert_int_equal(sm.pending_type, 0);
+		}
+	}
+}
+
+static void test_send_one_outstanding(void **state)
+{
+	struct fy_send_sm sm;
+	uint32_t seq;
+
+	fy_send_sm_init(&sm);
+	assert_int_equal(sm.next_seq, 1);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_HELLO, &seq), 0);
+	assert_int_equal(seq, 1);
+	/* Not even the same request again while one is outstanding. */
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_HELLO, &seq), -EPROTO);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_CONFIG, &seq), -EPROTO);
+	assert_int_equal(sm.pending_seq, 1);
+	assert_int_equal(sm.next_seq, 2);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, 1), 0);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_CONFIG, NULL), 0);
+	assert_int_equal(sm.pending_seq, 2);
+}
+
+static void test_send_response_matching(void **state)
+{
+	static const struct {
+		uint32_t type;
+		uint32_t seq;	/* 0: send seq 0; else the pending seq + delta */
+		int32_t delta;
+		int rc;
+	} cases[] = {
+		{ FY_REC_OK, 1, 0, 0 },
+		{ FY_REC_OK, 1, 1, FERRY_EPROTO },   /* answers nothing */
+		{ FY_REC_OK, 1, -1, FERRY_EPROTO },  /* a stale answer */
+		{ FY_REC_OK, 0, 0, FERRY_EPROTO },   /* seq 0 answers nothing */
+		{ FY_REC_ERROR, 1, 0, FERRY_EPEER },
+		{ FY_REC_ERROR, 0, 0, FERRY_EPEER }, /* refused data record */
+		{ FY_REC_ERROR, 1, 1, FERRY_EPROTO },
+		{ FY_REC_HELLO, 1, 0, FERRY_EPROTO },
+		{ FY_REC_MEMORY, 1, 0, FERRY_EPROTO },
+		{ FY_REC_OK | FY_REC_OPTIONAL, 1, 0, FERRY_EPROTO },
+		{ UNK_MAND, 1, 0, FERRY_EPROTO },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct fy_send_sm sm = sender_in(FY_SS_CONFIGURED, false);
+		uint32_t seq, rseq;
+		int rc;
+
+		assert_int_equal(fy_send_sm_request(&sm, FY_REC_PASS_BEGIN, &seq), 0);
+		rseq = cases[i].seq ? seq + (uint32_t)cases[i].delta : 0;
+		rc = fy_send_sm_response(&sm, cases[i].type, rseq);
+		if (rc != cases[i].rc)
+			fail_msg("case %zu: rc %d, want %d", i, rc, cases[i].rc);
+		assert_int_equal(sm.state, rc ? FY_SS_FAILED : FY_SS_IN_PASS);
+		assert_int_equal(sm.pending_type, 0);
+		assert_false(sm.released);
+	}
+
+	/* Nothing outstanding: any OK is a protocol error. */
+	struct fy_send_sm sm = sender_in(FY_SS_IN_PASS, false);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, 39), FERRY_EPROTO);
+	assert_int_equal(sm.state, FY_SS_FAILED);
+	/* ... and a response after the end is too. */
+	sm = sender_in(FY_SS_DONE, true);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, 39), FERRY_EPROTO);
+	assert_true(fy_send_sm_past_release(&sm));
+}
+
+static void test_send_abort_while_pending(void **state)
+{
+	struct fy_send_sm sm = sender_in(FY_SS_IN_PASS, false);
+	uint32_t end_seq, abort_seq;
+
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_PASS_END, &end_seq), 0);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_ABORT, &abort_seq), 0);
+	assert_int_equal(abort_seq, end_seq + 1);
+	assert_int_equal(sm.pending_type, FY_REC_ABORT);
+	assert_int_equal(sm.pending_seq, abort_seq);
+	/* Only one ABORT after another... still allowed, it replaces. */
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_ABORT, &abort_seq), 0);
+	assert_int_equal(abort_seq, end_seq + 2);
+	/* The OK to the abort ends the session as failed (cancelled). */
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, abort_seq), 0);
+	assert_int_equal(sm.state, FY_SS_FAILED);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_ABORT, NULL), -EPROTO);
+
+	/* The answer to the replaced request no longer matches anything. */
+	sm = sender_in(FY_SS_IN_PASS, false);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_PASS_END, &end_seq), 0);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_ABORT, &abort_seq), 0);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, end_seq),
+			 FERRY_EPROTO);
+	assert_int_equal(sm.state, FY_SS_FAILED);
+
+	/* An ERROR to the abort is still the peer's error. */
+	sm = sender_in(FY_SS_START, false);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_ABORT, &abort_seq), 0);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_ERROR, abort_seq),
+			 FERRY_EPEER);
+	assert_int_equal(sm.state, FY_SS_FAILED);
+}
+
+static void test_send_released_sticky(void **state)
+{
+	struct fy_send_sm sm = sender_in(FY_SS_READY, false);
+	uint32_t seq;
+
+	assert_false(fy_send_sm_past_release(&sm));
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_RELEASED, &seq), 0);
+	assert_true(fy_send_sm_past_release(&sm));
+	assert_int_equal(sm.state, FY_SS_RELEASED);
+	/* The destination's refusal does not undo the release. */
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_ERROR, seq), FERRY_EPEER);
+	assert_int_equal(sm.state, FY_SS_FAILED);
+	assert_true(fy_send_sm_past_release(&sm));
+	fy_send_sm_fail(&sm);
+	assert_true(fy_send_sm_past_release(&sm));
+
+	/* Nor does a broken connection, nor an abort after it. */
+	sm = sender_in(FY_SS_READY, false);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_RELEASED, &seq), 0);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_ABORT, &seq), 0);
+	assert_true(fy_send_sm_past_release(&sm));
+	fy_send_sm_fail(&sm);
+	assert_int_equal(sm.state, FY_SS_FAILED);
+	assert_int_equal(sm.pending_type, 0);
+	assert_true(fy_send_sm_past_release(&sm));
+
+	/* Failing before the release leaves the source free to resume. */
+	sm = sender_in(FY_SS_STATE_SENT, false);
+	fy_send_sm_fail(&sm);
+	assert_false(fy_send_sm_past_release(&sm));
+}
+
+static void test_send_data(void **state)
+{
+	for (int s = 0; s < (int)NSSTATES; s++) {
+		struct fy_send_sm sm = sender_in((enum fy_send_state)s, false);
+
+		assert_int_equal(fy_send_sm_data(&sm),
+				 s == FY_SS_IN_PASS ? 0 : -EPROTO);
+	}
+	/* Not before PASS_BEGIN is acknowledged, not after PASS_END is sent. */
+	struct fy_send_sm sm = sender_in(FY_SS_CONFIGURED, false);
+	uint32_t seq;
+
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_PASS_BEGIN, &seq), 0);
+	assert_int_equal(fy_send_sm_data(&sm), -EPROTO);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, seq), 0);
+	assert_int_equal(fy_send_sm_data(&sm), 0);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_PASS_END, &seq), 0);
+	assert_int_equal(fy_send_sm_data(&sm), -EPROTO);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, seq), 0);
+	assert_int_equal(fy_send_sm_data(&sm), -EPROTO);
+}
+
+static void test_send_happy_path(void **state)
+{
+	struct fy_send_sm sm;
+	uint32_t seq, expect = 0;
+
+#define REQ_OK(type, after)                                                  \
+	do {                                                                 \
+		assert_int_equal(fy_send_sm_request(&sm, type, &seq), 0);    \
+		assert_int_equal(seq, ++expect);                             \
+		assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, seq), 0); \
+		assert_int_equal(sm.state, after);                           \
+	} while (0)
+
+	fy_send_sm_init(&sm);
+	REQ_OK(FY_REC_HELLO, FY_SS_NEGOTIATED);
+	REQ_OK(FY_REC_CONFIG, FY_SS_CONFIGURED);
+	for (int pass = 0; pass < 3; pass++) {
+		REQ_OK(FY_REC_PASS_BEGIN, FY_SS_IN_PASS);
+		assert_int_equal(fy_send_sm_data(&sm), 0);
+		REQ_OK(FY_REC_PASS_END, FY_SS_CONFIGURED);
+	}
+	REQ_OK(FY_REC_STATE, FY_SS_STATE_SENT);
+	REQ_OK(FY_REC_SWITCHOVER, FY_SS_READY);
+	assert_false(fy_send_sm_past_release(&sm));
+	REQ_OK(FY_REC_RELEASED, FY_SS_DONE);
+	assert_true(fy_send_sm_past_release(&sm));
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_ABORT, &seq), -EPROTO);
+#undef REQ_OK
+}
+
+/* The two machines agree: every request the sender may make in the happy
+ * path is accepted by the receiver with the seq the sender assigned. */
+static void test_both_sides(void **state)
+{
+	static const uint32_t script[] = {
+		FY_REC_HELLO, FY_REC_CONFIG, FY_REC_PASS_BEGIN, FY_REC_MEMORY,
+		FY_REC_MEMORY, FY_REC_PASS_END, FY_REC_PASS_BEGIN, FY_REC_MEMORY,
+		FY_REC_PASS_END, FY_REC_STATE, FY_REC_SWITCHOVER, FY_REC_RELEASED,
+	};
+	struct fy_send_sm tx;
+	struct fy_recv_sm rx;
+
+	fy_send_sm_init(&tx);
+	fy_recv_sm_init(&rx);
+	for (size_t i = 0; i < sizeof(script) / sizeof(script[0]); i++) {
+		struct fy_recv_step st;
+		uint32_t seq = 0;
+
+		if (script[i] == FY_REC_MEMORY)
+			assert_int_equal(fy_send_sm_data(&tx), 0);
+		else
+			assert_int_equal(fy_send_sm_request(&tx, script[i], &seq), 0);
+		fy_recv_sm_step(&rx, script[i], seq, &st);
+		assert_int_not_equal(st.action, FY_RA_REJECT);
+		fy_recv_sm_commit(&rx, &st, seq);
+		if (st.respond)
+			assert_int_equal(fy_send_sm_response(&tx, FY_REC_OK, seq), 0);
+	}
+	assert_int_equal(tx.state, FY_SS_DONE);
+	assert_int_equal(rx.state, FY_RS_RUNNING);
+}
+
+static void test_send_seq_exhausted(void **state)
+{
+	struct fy_send_sm sm = sender_in(FY_SS_START, false);
+	uint32_t seq;
+
+	sm.next_seq = UINT32_MAX;
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_HELLO, &seq), 0);
+	assert_int_equal(seq, UINT32_MAX);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, seq), 0);
+	/* seq 0 is reserved for data: no request can be numbered now. */
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_CONFIG, &seq), -EPROTO);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_ABORT, &seq), -EPROTO);
+	assert_int_equal(sm.state, FY_SS_NEGOTIATED);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_recv_table),
+		cmocka_unit_test(test_recv_messages),
+		cmocka_unit_test(test_recv_seq),
+		cmocka_unit_test(test_recv_happy_path),
+		cmocka_unit_test(test_recv_abort_and_fail),
+		cmocka_unit_test(test_state_names),
+		cmocka_unit_test(test_send_table),
+		cmocka_unit_test(test_send_one_outstanding),
+		cmocka_unit_test(test_send_response_matching),
+		cmocka_unit_test(test_send_abort_while_pending),
+		cmocka_unit_test(test_send_released_sticky),
+		cmocka_unit_test(test_send_data),
+		cmocka_unit_test(test_send_happy_path),
+		cmocka_unit_test(test_both_sides),
+		cmocka_unit_test(test_send_seq_exhausted),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

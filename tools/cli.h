@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli.h - what the subcommands of the ferry command line share: exit codes,
+ * argument parsing helpers, interrupt handling, the migration follower with
+ * its progress display, and report printing (all in ferry.c).
+ */
+#ifndef FERRY_TOOLS_CLI_H
+#define FERRY_TOOLS_CLI_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct api_client;
+struct json_object;
+
+/* Exit codes shared by every subcommand. */
+enum {
+	CLI_EXIT_OK = 0,
+	CLI_EXIT_FAIL = 1,	  /* the operation failed or was cancelled */
+	CLI_EXIT_USAGE = 2,	  /* bad command line */
+	CLI_EXIT_UNREACHABLE = 3, /* the API socket cannot be reached */
+	CLI_EXIT_INTERRUPTED = 130,
+};
+
+/* How long a command may wait for its reply, in milliseconds. */
+#define CLI_REPLY_TIMEOUT_MS 10000
+
+int cli_parse_size(const char *s, uint64_t *out);
+int cli_parse_uint(const char *s, uint64_t max, uint64_t *out);
+void cli_format_bytes(double bytes, char *buf, size_t len);
+
+void cli_signals_install(void);
+const volatile sig_atomic_t *cli_interrupt_counter(void);
+bool cli_interrupted(void);
+
+/* How cli_follow_migration() behaves. */
+struct cli_follow_opts {
+	bool cancel_on_interrupt; /* first Ctrl-C cancels, the second gives up;
+				     else the first gives up */
+	int timeout_ms;		  /* overall limit, -1 for none */
+	/* Called about once a second and after each batch of events; a
+	 * negative return ends the wait (the callback fills @err). */
+	int (*tick)(void *opaque, char *err, size_t errlen);
+	void *opaque;
+};
+
+int cli_follow_migration(struct api_client *c, struct json_object *args,
+			 const struct cli_follow_opts *opts,
+			 struct json_object **report, char *err, size_t errlen);
+struct json_object *cli_failed_report(const char *error);
+void cli_print_report(FILE *out, struct json_object *report);
+void cli_print_json(struct json_object *obj);
+bool cli_report_completed(struct json_object *report);
+struct json_object *cli_get(struct json_object *obj, const char *path);
+
+int cmd_demo(int argc, char **argv);
+extern const char cli_demo_usage[];
+
+#endif /* FERRY_TOOLS_CLI_H */

@@ -1,0 +1,1037 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ferry.c - the ferry command line: dispatch, help, the commands that drive
+ * a running ferry-vm over its API socket (migrate, status, cancel), and
+ * the pieces the demo shares (migration follower, progress, report).
+ */
+#include "cli.h"
+
+#include "apiclient.h"
+#include "ferry.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h> /* NAN and isnan() only: ferry is not linked with libm */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+/* Counts SIGINT/SIGTERM/SIGHUP; the only mutable global, for the handler. */
+static volatile sig_atomic_t cli_interrupts;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	cli_interrupts++;
+}
+
+/**
+ * cli_signals_install() - count SIGINT, SIGTERM and SIGHUP instead of dying,
+ * and ignore SIGPIPE. Blocking calls are not restarted, so waits notice.
+ */
+void cli_signals_install(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/**
+ * cli_interrupt_counter() - the counter the signal handler increments, for
+ * api_client_set_interrupt().
+ */
+const volatile sig_atomic_t *cli_interrupt_counter(void)
+{
+	return &cli_interrupts;
+}
+
+/**
+ * cli_interrupted() - whether a terminating signal arrived.
+ */
+bool cli_interrupted(void)
+{
+	return cli_interrupts != 0;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- parsing and formatting ------------------------------------------ */
+
+/**
+ * cli_parse_uint() - parse a decimal number no larger than @max.
+ *
+ * Return: 0, or -EINVAL (not a number, trailing junk, too large).
+ */
+int cli_parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/**
+ * cli_parse_size() - parse a size such as "256M", "1G", "4096" or "512KiB".
+ *
+ * Suffixes K, M, G, T (optionally followed by "B" or "iB", any case) are
+ * powers of 1024; no suffix means bytes.
+ *
+ * Return: 0, or -EINVAL (malformed, zero, or overflowing).
+ */
+int cli_parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGT";
+	unsigned long long v;
+	const char *u;
+	char *end;
+	int shift = 0;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || v == 0)
+		return -EINVAL;
+	if (*end) {
+		u = strchr(units, end[0] & ~0x20);
+		if (!u || !end[0])
+			return -EINVAL;
+		shift = 10 * (int)(u - units + 1);
+		end++;
+		if (strcasecmp(end, "") && strcasecmp(end, "B") &&
+		    strcasecmp(end, "iB"))
+			return -EINVAL;
+	} 
+	if (shift && v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+/**
+ * cli_format_bytes() - three significant digits: "1.50 GiB", "51.2 MiB",
+ * "512 MiB", "12 B".
+ */
+void cli_format_bytes(double bytes, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	unsigned i = 0;
+
+	while (bytes >= 1024 && i < 4) {
+		bytes /= 1024;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, len, "%.0f B", bytes);
+	else
+		snprintf(buf, len, bytes < 10 ? "%.2f %s" :
+				   bytes < 100 ? "%.1f %s" : "%.0f %s",
+			 bytes, units[i]);
+}
+
+/**
+ * cli_get() - look up a dotted path ("guest.settled") in a JSON object.
+ *
+ * Return: the member (borrowed), or NULL when absent or JSON null.
+ */
+struct json_object *cli_get(struct json_object *obj, const char *path)
+{
+	char key[64];
+	const char *dot;
+	size_t n;
+
+	while (obj && *path) {
+		dot = strchr(path, '.');
+		n = dot ? (size_t)(dot - path) : strlen(path);
+		if (n >= sizeof(key))
+			return NULL;
+		memcpy(key, path, n);
+		key[n] = '\0';
+		if (!json_object_is_type(obj, json_type_object) ||
+		    !json_object_object_get_ex(obj, key, &obj))
+			return NULL;
+		path += n + (dot ? 1 : 0);
+	}
+	return obj;
+}
+
+static double get_num(json_object *obj, const char *path, double dflt)
+{
+	json_object *v = cli_get(obj, path);
+
+	if (!v || !(json_object_is_type(v, json_type_int) ||
+		    json_object_is_type(v, json_type_double)))
+		return dflt;
+	return json_object_get_double(v);
+}
+
+static const char *get_str(json_object *obj, const char *path,
+			   const char *dflt)
+{
+	json_object *v = cli_get(obj, path);
+
+	return v && json_object_is_type(v, json_type_string) ?
+		       json_object_get_string(v) : dflt;
+}
+
+/* "yes", "no", or "-" when null/absent. */
+static const char *get_yesno(json_object *obj, const char *path)
+{
+	json_object *v = cli_get(obj, path);
+
+	if (!v || !json_object_is_type(v, json_type_boolean))
+		return "-";
+	return json_object_get_boolean(v) ? "yes" : "no";
+}
+
+/* Format a millisecond figure, "-" when absent. */
+static const char *fmt_ms(json_object *obj, const char *path, char *buf,
+			  size_t len)
+{
+	double v = get_num(obj, path, NAN);
+
+	if (isnan(v))
+		snprintf(buf, len, "-");
+	else
+		snprintf(buf, len, "%.1f ms", v);
+	return buf;
+}
+
+/* ---- progress display ------------------------------------------------ */
+
+/* Width of the progress bar, when the terminal leaves room for it. */
+#define BAR_MIN 6
+#define BAR_MAX 30
+
+struct progress {
+	bool tty;
+	bool drawn;		/* a bar is on the screen */
+	int64_t start, last_draw;
+	char state[24];
+	double rate;		/* smoothed bytes per second, 0 = unknown */
+	double prev_bytes, prev_ms;
+	bool have_prev;
+};
+
+static void progress_init(struct progress *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->tty = isatty(STDERR_FILENO);
+	p->start = now_ms();
+	snprintf(p->state, sizeof(p->state), "starting");
+}
+
+static void progress_clear(struct progress *p)
+{
+	if (p->tty && p->drawn)
+		fputs("\r\033[K", stderr);
+	p->drawn = false;
+}
+
+static int term_columns(void)
+{
+	struct winsize ws;
+
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20)
+		return ws.ws_col;
+	return 80;
+}
+
+/* Track the transfer rate from successive samples of bytes moved. */
+static void progress_sample(struct progress *p, json_object *stats)
+{
+	double bytes = get_num(stats, "bytes", NAN);
+	double ms = get_num(stats, "total_ms", NAN);
+	double inst;
+
+	if (isnan(bytes) || isnan(ms))
+		return;
+	if (p->have_prev && ms - p->prev_ms >= 50 && bytes >= p->prev_bytes) {
+		inst = (bytes - p->prev_bytes) * 1000 / (ms - p->prev_ms);
+		p->rate = p->rate > 0 ? 0.5 * p->rate + 0.5 * inst : inst;
+	}
+	if (!p->have_prev || ms - p->prev_ms >= 50) {
+		p->prev_bytes = bytes;
+		p->prev_ms = ms;
+		p->have_prev = true;
+	}
+}
+
+/* "pass 3", "stopped pass 9", or just the state before the first pass. */
+static void progress_prefix(struct progress *p, json_object *stats, char *buf,
+			    size_t len)
+{
+	double pass = get_num(stats, "pass", 0);
+
+	if (pass < 1)
+		snprintf(buf, len, "%s", p->state);
+	else if (!strcmp(p->state, "precopy"))
+		snprintf(buf, len, "pass %.0f", pass);
+	else
+		snprintf(buf, len, "%s pass %.0f", p->state, pass);
+}
+
+/* The bar takes whatever room the text leaves, within limits. */
+static int bar_width(int cols, size_t text)
+{
+	int room = cols - 1 - (int)text - 4; /* " [" "] " */
+
+	if (room < BAR_MIN)
+		return 0;
+	return room > BAR_MAX ? BAR_MAX : room;
+}
+
+static void progress_draw(struct progress *p, json_object *stats)
+{
+	double done = get_num(stats, "pass_bytes", 0);
+	double total = get_num(stats, "pass_total", 0);
+	double rate = p->rate > 0 ? p->rate : get_num(stats, "mb_per_s", 0) * 1e6;
+	char prefix[48], text[160], bar[BAR_MAX + 1], moved[32], eta[24];
+	double frac = 0;
+	int cols = term_columns(), width, filled;
+
+	if (total > 0)
+		frac = done >= total ? 1.0 : done / total;
+	progress_prefix(p, stats, prefix, sizeof(prefix));
+	cli_format_bytes(get_num(stats, "bytes", 0), moved, sizeof(moved));
+	if (rate > 0 && total > done)
+		snprintf(eta, sizeof(eta), "%.1fs", (total - done) / rate);
+	else
+		snprintf(eta, sizeof(eta), "-");
+	snprintf(text, sizeof(text), "%3.0f%% %s %.0f MB/s dirty %.1f MB/s "
+		 "ETA %s downtime ~%.1fms", frac * 100, moved, rate / 1e6,
+		 get_num(stats, "dirty_mb_per_s", 0), eta,
+		 get_num(stats, "expected_downtime_ms", 0));
+	width = get_num(stats, "pass", 0) < 1 ? 0 :
+		bar_width(cols, strlen(prefix) + strlen(text));
+	filled = (int)(frac * width);
+	memset(bar, '#', (size_t)filled);
+	memset(bar + filled, '.', (size_t)(width - filled));
+	bar[width] = '\0';
+	/* A line that wraps can no longer be redrawn in place: cut it. */
+	if (get_num(stats, "pass", 0) < 1)
+		fprintf(stderr, "\r%.*s\033[K", cols - 1, prefix);
+	else if (width)
+		fprintf(stderr, "\r%s [%s] %.*s\033[K", prefix, bar,
+			cols - 5 - (int)strlen(prefix) - width, text);
+	else
+		fprintf(stderr, "\r%s %.*s\033[K", prefix,
+			cols - 2 - (int)strlen(prefix), text);
+	fflush(stderr);
+	p->drawn = true;
+	p->last_draw = now_ms();
+}
+
+static void progress_plain(struct progress *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void progress_plain(struct progress *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "[%7.2f s] ", (double)(now_ms() - p->start) / 1000);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static void progress_state(struct progress *p, json_object *data)
+{
+	json_object *stats = cli_get(data, "stats");
+	const char *state = get_str(data, "state",
+				    get_str(stats, "state", "?"));
+
+	if (!strcmp(state, p->state))
+		return;
+	snprintf(p->state, sizeof(p->state), "%s", state);
+	if (p->tty)
+		progress_draw(p, stats);
+	else
+		progress_plain(p, "state %s", state);
+}
+
+static void progress_pass(struct progress *p, json_object *stats)
+{
+	char moved[32], dirty[32];
+
+	progress_sample(p, stats);
+	if (p->tty) {
+		progress_draw(p, stats);
+		return;
+	}
+	cli_format_bytes(get_num(stats, "bytes", 0), moved, sizeof(moved));
+	cli_format_bytes(get_num(stats, "dirty_bytes", 0), dirty, sizeof(dirty));
+	progress_plain(p, "pass %.0f done: %s moved, %.0f MB/s, %s dirty "
+		       "(%.1f MB/s), expected downtime %.1f ms",
+		       get_num(stats, "pass", 0), moved,
+		       get_num(stats, "mb_per_s", 0), dirty,
+		       get_num(stats, "dirty_mb_per_s", 0),
+		       get_num(stats, "expected_downtime_ms", 0));
+}
+
+static void progress_update(struct progress *p, json_object *stats)
+{
+	progress_sample(p, stats);
+	/* Redraw at most ten times a second. */
+	if (p->tty && now_ms() - p->last_draw >= 100)
+		progress_draw(p, stats);
+}
+
+/* ---- following a migration ------------------------------------------- */
+
+struct follow {
+	struct progress prog;
+	json_object *report;	/* from DONE */
+};
+
+static void follow_event(void *opaque, const char *event, json_object *data)
+{
+	struct follow *f = opaque;
+	json_object *stats = cli_get(data, "stats");
+
+	if (f->report)
+		return; /* DONE is the last event of a migration */
+	if (!strcmp(event, "DONE")) {
+		progress_clear(&f->prog);
+		f->report = data ? json_object_get(data) : cli_failed_report(
+						"DONE event without a report");
+	} else if (!strcmp(event, "STATE")) {
+		progress_state(&f->prog, data);
+	} else if (!strcmp(event, "PASS")) {
+		progress_pass(&f->prog, stats);
+	} else if (!strcmp(event, "PROGRESS")) {
+		progress_update(&f->prog, stats);
+	}
+}
+
+/* Ask for the status when events are quiet: proves ferry-vm is alive and
+ * keeps the display fresh. */
+static int follow_refresh(struct api_client *c, struct follow *f)
+{
+	json_object *st;
+	int ret;
+
+	ret = api_client_execute(c, "status", NULL, CLI_REPLY_TIMEOUT_MS, &st);
+	if (ret < 0)
+		return ret;
+	if (!f->report && f->prog.tty && cli_get(st, "migration"))
+		progress_update(&f->prog, cli_get(st, "migration"));
+	json_object_put(st);
+	return 0;
+}
+
+/* The first interrupt cancels (when asked to), the next one gives up. */
+static int follow_interrupt(struct api_client *c, struct follow *f,
+			    const struct cli_follow_opts *o, int *count)
+{
+	int ret;
+
+	if (!o->cancel_on_interrupt || ++*count > 1)
+		return -EINTR;
+	progress_clear(&f->prog);
+	fprintf(stderr, "ferry: interrupted, cancelling the migration "
+			"(interrupt again to stop waiting)\n");
+	ret = api_client_execute(c, "cancel", NULL, CLI_REPLY_TIMEOUT_MS, NULL);
+	return ret == -EREMOTEIO ? 0 : ret; /* maybe it just ended */
+}
+
+static int follow_loop(struct api_client *c, struct follow *f,
+		       const struct cli_follow_opts *o, char *err,
+		       size_t errlen)
+{
+	int64_t deadline = o->timeout_ms < 0 ? -1 : now_ms() + o->timeout_ms;
+	int ret, interrupts = 0;
+
+	while (!f->report) {
+		ret = api_client_wait(c, 1000);
+		if (ret == -ETIMEDOUT)
+			ret = follow_refresh(c, f);
+		if (ret == -EINTR)
+			ret = follow_interrupt(c, f, o, &interrupts);
+		if (ret == -EINTR) {
+			snprintf(err, errlen, "interrupted");
+			return ret;
+		}
+		if (ret < 0 && !f->report) {
+			snprintf(err, errlen, "%s", api_client_errmsg(c));
+			return ret;
+		}
+		if (f->report)
+			break;
+		if (o->tick && (ret = o->tick(o->opaque, err, errlen)) < 0)
+			return ret;
+		if (deadline >= 0 && now_ms() > deadline) {
+			snprintf(err, errlen, "the migration did not finish within %d s",
+				 o->timeout_ms / 1000);
+			return -ETIMEDOUT;
+		}
+	}
+	return 0;
+}
+
+/**
+ * cli_follow_migration() - start a migration and follow it to its end.
+ * @c: a client connected to the source ferry-vm.
+ * @args: the arguments of the migrate command; consumed.
+ * @opts: behaviour on interrupt, overall timeout, periodic check.
+ * @report: receives the report of the DONE event (a new reference).
+ * @err: receives a one-line message on failure.
+ * @errlen: size of @err.
+ *
+ * Shows progress on stderr: a bar redrawn in place on a terminal, else a
+ * line per state change and per pass.
+ *
+ * Return: 0 with a report (whatever its status); negative when the
+ * migration could not be started or followed (no report).
+ */
+int cli_follow_migration(struct api_client *c, struct json_object *args,
+			 const struct cli_follow_opts *opts,
+			 struct json_object **report, char *err, size_t errlen)
+{
+	struct follow f;
+	int ret;
+
+	*report = NULL;
+	progress_init(&f.prog);
+	f.report = NULL;
+	api_client_set_events(c, follow_event, &f);
+	api_client_set_interrupt(c, cli_interrupt_counter());
+	ret = api_client_execute(c, "migrate", args, CLI_REPLY_TIMEOUT_MS, NULL);
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot start the migration: %s",
+			 api_client_errmsg(c));
+	} else {
+		ret = follow_loop(c, &f, opts, err, errlen);
+	}
+	progress_clear(&f.prog);
+	api_client_set_events(c, NULL, NULL);
+	if (ret < 0) {
+		json_object_put(f.report);
+		return ret;
+	}
+	*report = f.report;
+	return 0;
+}
+
+/* ---- reports --------------------------------------------------------- */
+
+/**
+ * cli_failed_report() - a report for a migration that produced none (it
+ * could not start, or the connection was lost), shaped like the real one.
+ */
+struct json_object *cli_failed_report(const char *error)
+{
+	static const char *const nulls[] = {
+		"workload", "ram_bytes", "total_ms", "downtime_ms",
+		"guest_stall_ms", "bytes", "passes", "mb_per_s", "verified",
+		"final_pass_ms", "state_ms", "switchover_ms", "verify_ms",
+	};
+	json_object *r = json_object_new_object();
+
+	json_object_object_add(r, "status", json_object_new_string("failed"));
+	json_object_object_add(r, "error", json_object_new_string(error));
+	for (size_t i = 0; i < sizeof(nulls) / sizeof(nulls[0]); i++)
+		json_object_object_add(r, nulls[i], NULL);
+	return r;
+}
+
+/**
+ * cli_report_completed() - whether a report says "completed".
+ */
+bool cli_report_completed(struct json_object *report)
+{
+	return !strcmp(get_str(report, "status", ""), "completed");
+}
+
+/**
+ * cli_print_json() - print @obj as one line on stdout.
+ */
+void cli_print_json(struct json_object *obj)
+{
+	printf("%s\n", json_object_to_json_string_ext(obj,
+		       JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	fflush(stdout);
+}
+
+/**
+ * cli_print_report() - print a migration report for humans.
+ */
+void cli_print_report(FILE *out, struct json_object *report)
+{
+	char a[32], b[32], c[32], d[32], bytes[32];
+	const char *verified = get_yesno(report, "verified");
+
+	fprintf(out, "status        %s\n", get_str(report, "status", "?"));
+	if (cli_get(report, "error"))
+		fprintf(out, "error         %s\n", get_str(report, "error", "?"));
+	if (cli_get(report, "ram_bytes")) {
+		cli_format_bytes(get_num(report, "ram_bytes", 0), a, sizeof(a));
+		fprintf(out, "guest         %s, workload %s\n", a,
+			get_str(report, "workload", "-"));
+	}
+	fprintf(out, "total         %s\n", fmt_ms(report, "total_ms", a, sizeof(a)));
+	fprintf(out, "downtime      %s (final pass %s, state %s, switchover %s)\n",
+		fmt_ms(report, "downtime_ms", a, sizeof(a)),
+		fmt_ms(report, "final_pass_ms", b, sizeof(b)),
+		fmt_ms(report, "state_ms", c, sizeof(c)),
+		fmt_ms(report, "switchover_ms", d, sizeof(d)));
+	fprintf(out, "guest stall   %s\n",
+		fmt_ms(report, "guest_stall_ms", a, sizeof(a)));
+	cli_format_bytes(get_num(report, "bytes", 0), bytes, sizeof(bytes));
+	fprintf(out, "moved         %s in %.0f passes, %.1f MB/s\n", bytes,
+		get_num(report, "passes", 0), get_num(report, "mb_per_s", 0));
+	if (cli_get(report, "verify_ms"))
+		fprintf(out, "verified      %s (check %s)\n", verified,
+			fmt_ms(report, "verify_ms", a, sizeof(a)));
+	else
+		fprintf(out, "verified      %s\n", verified);
+	fflush(out);
+}
+
+/* ---- commands -------------------------------------------------------- */
+
+struct command {
+	const char *name;
+	const char *summary;
+	const char *usage;
+	int (*run)(int argc, char **argv);
+};
+
+static const char migrate_usage[] =
+	"Usage: ferry migrate SOCKET URI [OPTIONS]\n"
+	"\n"
+	"Migrate the guest of the ferry-vm whose API socket is SOCKET to URI\n"
+	"(tcp:HOST:PORT or unix:PATH, where a destination ferry-vm started with\n"
+	"--incoming listens), showing progress until the migration ends.\n"
+	"\n"
+	"Options:\n"
+	"  --downtime-ms N          longest acceptable pause (default: ferry-vm's)\n"
+	"  --max-passes N           most precopy passes before the timeout strategy\n"
+	"  --max-precopy-ms N       longest precopy phase before it\n"
+	"  --timeout-strategy S     cancel (give up, the source keeps running) or\n"
+	"                           switchover (pause anyway and finish)\n"
+	"  --json                   print the report as one JSON object on stdout\n"
+	"  -h, --help               show this help\n"
+	"\n"
+	"Progress goes to stderr. Ctrl-C cancels the migration; a second Ctrl-C\n"
+	"stops waiting for it.\n"
+	"Exit status: 0 completed, 1 failed or cancelled, 2 usage error,\n"
+	"3 SOCKET cannot be reached.\n";
+
+static const char status_usage[] =
+	"Usage: ferry status SOCKET [--json]\n"
+	"\n"
+	"Show the guest and migration status of the ferry-vm whose API socket is\n"
+	"SOCKET (source or destination).\n"
+	"\n"
+	"Options:\n"
+	"  --json       print the status object as one line of JSON\n"
+	"  -h, --help   show this help\n"
+	"\n"
+	"Exit status: 0 ok, 1 error reply, 2 usage error, 3 SOCKET cannot be reached.\n";
+
+static const char cancel_usage[] =
+	"Usage: ferry cancel SOCKET\n"
+	"\n"
+	"Cancel the migration running on the ferry-vm whose API socket is SOCKET.\n"
+	"The source keeps running its guest unless the destination already owns\n"
+	"it. The client that started the migration reports how it ended.\n"
+	"\n"
+	"Exit status: 0 requested, 1 refused, 2 usage error, 3 SOCKET cannot be\n"
+	"reached.\n";
+
+static const char help_usage[] =
+	"Usage: ferry help [COMMAND]\n"
+	"\n"
+	"Show the list of commands, or the help of COMMAND.\n";
+
+__attribute__((format(printf, 2, 3)))
+static int usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "ferry %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'ferry %s --help'.\n", cmd);
+	return CLI_EXIT_USAGE;
+}
+
+/* Report what getopt_long() did not like. */
+static int option_error(const char *cmd, int c, char **argv)
+{
+	const char *opt = argv[optind - 1];
+
+	if (c == ':')
+		return usage_error(cmd, "option '%s' needs a value", opt);
+	return usage_error(cmd, "unknown option '%s'", opt);
+}
+
+static int open_client(const char *cmd, const char *path,
+		       struct api_client **c)
+{
+	char err[300];
+
+	if (api_client_open(path, CLI_REPLY_TIMEOUT_MS, c, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ferry %s: %s\n", cmd, err);
+		return -1;
+	}
+	return 0;
+}
+
+static int add_uint_arg(json_object *args, const char *key, const char *opt,
+			const char *val)
+{
+	uint64_t v;
+
+	if (cli_parse_uint(val, INT32_MAX, &v) < 0)
+		return usage_error("migrate", "%s wants a whole number, not '%s'",
+				   opt, val);
+	json_object_object_add(args, key, json_object_new_int64((int64_t)v));
+	return 0;
+}
+
+/* Parse the options of migrate into the arguments of the command. */
+static int migrate_options(int argc, char **argv, json_object *args,
+			   bool *json)
+{
+	static const struct option opts[] = {
+		{ "downtime-ms", required_argument, NULL, 'd' },
+		{ "max-passes", required_argument, NULL, 'p' },
+		{ "max-precopy-ms", required_argument, NULL, 'P' },
+		{ "timeout-strategy", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c, ret = 0;
+
+	while (ret == 0 && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			ret = add_uint_arg(args, "downtime_ms", "--downtime-ms", optarg);
+			break;
+		case 'p':
+			ret = add_uint_arg(args, "max_passes", "--max-passes", optarg);
+			break;
+		case 'P':
+			ret = add_uint_arg(args, "max_precopy_ms", "--max-precopy-ms",
+					   optarg);
+			break;
+		case 's':
+			if (strcmp(optarg, "cancel") && strcmp(optarg, "switchover"))
+				return usage_error("migrate", "--timeout-strategy is "
+						   "cancel or switchover, not '%s'", optarg);
+			json_object_object_add(args, "timeout_strategy",
+					       json_object_new_string(optarg));
+			break;
+		case 'j':
+			*json = true;
+			break;
+		case 'h':
+			fputs(migrate_usage, stdout);
+			return -1;
+		default:
+			return option_error("migrate", c, argv);
+		}
+	}
+	if (ret == 0 && argc - optind != 2)
+		return usage_error("migrate", "expected SOCKET and URI");
+	return ret;
+}
+
+static int cmd_migrate(int argc, char **argv)
+{
+	const struct cli_follow_opts fo = { .cancel_on_interrupt = true,
+					    .timeout_ms = -1 };
+	json_object *args = json_object_new_object(), *report = NULL;
+	struct api_client *c = NULL;
+	bool json = false;
+	char err[300];
+	int ret;
+
+	ret = migrate_options(argc, argv, args, &json);
+	if (ret != 0) {
+		json_object_put(args);
+		return ret < 0 ? CLI_EXIT_OK : ret;
+	}
+	json_object_object_add(args, "uri", json_object_new_string(argv[optind + 1]));
+	cli_signals_install();
+	if (api_client_open(argv[optind], CLI_REPLY_TIMEOUT_MS, &c, err,
+			    sizeof(err)) < 0) {
+		json_object_put(args);
+		fprintf(stderr, "ferry migrate: %s\n", err);
+		if (json) {
+			report = cli_failed_report(err);
+			cli_print_json(report);
+			json_object_put(report);
+		}
+		return CLI_EXIT_UNREACHABLE;
+	}
+	ret = cli_follow_migration(c, args, &fo, &report, err, sizeof(err));
+	api_client_close(c);
+	if (ret < 0) {
+		fprintf(stderr, "ferry migrate: %s\n", err);
+		report = cli_failed_report(err);
+	} else if (!json) {
+		cli_print_report(stdout, report);
+	}
+	if (json)
+		cli_print_json(report);
+	if (ret == -EINTR)
+		ret = CLI_EXIT_INTERRUPTED;
+	else
+		ret = cli_report_completed(report) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+	json_object_put(report);
+	return ret;
+}
+
+static void print_guest(json_object *g)
+{
+	char mem[32];
+	json_object *settled = cli_get(g, "settled");
+
+	cli_format_bytes(get_num(g, "memory", 0), mem, sizeof(mem));
+	printf("guest         %s, workload %s, %s, %.0f vCPUs, %.0f steps, "
+	       "%.0f check errors%s\n",
+	       !strcmp(get_yesno(g, "running"), "yes") ? "running" : "paused",
+	       get_str(g, "workload", "?"), mem, get_num(g, "vcpus", 0),
+	       get_num(g, "steps", 0), get_num(g, "check_errors", 0),
+	       settled && !json_object_get_boolean(settled) ? ", settling" : "");
+}
+
+static void print_migration(json_object *m)
+{
+	const char *state = get_str(m, "state", "none");
+	char moved[32], wire[32];
+
+	if (!strcmp(state, "none")) {
+		printf("migration     none\n");
+		return;
+	}
+	cli_format_bytes(get_num(m, "bytes", 0), moved, sizeof(moved));
+	cli_format_bytes(get_num(m, "wire_bytes", 0), wire, sizeof(wire));
+	printf("migration     %s, pass %.0f, %s moved (%s on the wire), "
+	       "%.1f s elapsed\n", state, get_num(m, "pass", 0), moved, wire,
+	       get_num(m, "total_ms", 0) / 1000);
+	printf("rates         %.1f MB/s, dirty %.1f MB/s, expected downtime "
+	       "%.1f ms\n", get_num(m, "mb_per_s", 0),
+	       get_num(m, "dirty_mb_per_s", 0),
+	       get_num(m, "expected_downtime_ms", 0));
+	if (cli_get(m, "error"))
+		printf("error         %s\n", get_str(m, "error", "?"));
+}
+
+static void print_status(json_object *greeting, json_object *st)
+{
+	json_object *r = cli_get(st, "report");
+	char ms[32];
+
+	printf("ferry-vm      %s, pid %.0f, %s\n",
+	       get_str(greeting, "version", "?"), get_num(greeting, "pid", 0),
+	       get_str(st, "role", get_str(greeting, "role", "?")));
+	if (cli_get(st, "guest"))
+		print_guest(cli_get(st, "guest"));
+	print_migration(cli_get(st, "migration"));
+	printf("verified      %s\n", get_yesno(st, "verified"));
+	if (r)
+		printf("last report   %s in %s, downtime %.1f ms, %.0f passes, "
+		       "%.1f MB/s, verified %s\n", get_str(r, "status", "?"),
+		       fmt_ms(r, "total_ms", ms, sizeof(ms)),
+		       get_num(r, "downtime_ms", 0), get_num(r, "passes", 0),
+		       get_num(r, "mb_per_s", 0), get_yesno(r, "verified"));
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct api_client *c;
+	json_object *st;
+	bool json = false;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(status_usage, stdout);
+			return CLI_EXIT_OK;
+		}
+		if (opt != 'j')
+			return option_error("status", opt, argv);
+		json = true;
+	}
+	if (argc - optind != 1)
+		return usage_error("status", "expected SOCKET");
+	if (open_client("status", argv[optind], &c) < 0)
+		return CLI_EXIT_UNREACHABLE;
+	if (api_client_execute(c, "status", NULL, CLI_REPLY_TIMEOUT_MS, &st) < 0) {
+		fprintf(stderr, "ferry status: %s\n", api_client_errmsg(c));
+		api_client_close(c);
+		return CLI_EXIT_FAIL;
+	}
+	if (json)
+		cli_print_json(st);
+	else
+		print_status(api_client_greeting(c), st);
+	json_object_put(st);
+	api_client_close(c);
+	return CLI_EXIT_OK;
+}
+
+static int cmd_cancel(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct api_client *c;
+	int opt, ret;
+
+	while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		if (opt != 'h')
+			return option_error("cancel", opt, argv);
+		fputs(cancel_usage, stdout);
+		return CLI_EXIT_OK;
+	}
+	if (argc - optind != 1)
+		return usage_error("cancel", "expected SOCKET");
+	if (open_client("cancel", argv[optind], &c) < 0)
+		return CLI_EXIT_UNREACHABLE;
+	ret = api_client_execute(c, "cancel", NULL, CLI_REPLY_TIMEOUT_MS, NULL);
+	if (ret < 0)
+		fprintf(stderr, "ferry cancel: %s\n", api_client_errmsg(c));
+	else
+		printf("cancel requested\n");
+	api_client_close(c);
+	return ret < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+}
+
+static int cmd_help(int argc, char **argv);
+
+/*
+ * The subcommands. The offline stream tools (inspect: decode and check a
+ * stream or snapshot file; schema: print the device-state schemas as JSON)
+ * join this table when they exist.
+ */
+static const struct command commands[] = {
+	{ "migrate", "migrate a running ferry-vm's guest to a destination",
+	  migrate_usage, cmd_migrate },
+	{ "status", "show a ferry-vm's guest and migration status",
+	  status_usage, cmd_status },
+	{ "cancel", "cancel a ferry-vm's running migration",
+	  cancel_usage, cmd_cancel },
+	{ "demo", "start two ferry-vms, migrate between them, verify",
+	  cli_demo_usage, cmd_demo },
+	{ "help", "show help for a command", help_usage, cmd_help },
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (!strcmp(commands[i].name, name))
+			return &commands[i];
+	return NULL;
+}
+
+static void print_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: ferry COMMAND [ARGS...]\n"
+		"\n"
+		"ferry moves a running virtual machine between hosts. This command\n"
+		"drives the reference VMM, ferry-vm, over its API socket.\n"
+		"\n"
+		"Commands:\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out,
+		"\n"
+		"Run 'ferry help COMMAND' or 'ferry COMMAND --help' for details.\n"
+		"Options: -h, --help (this help), -V, --version.\n");
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	const struct command *cmd;
+
+	if (argc < 2) {
+		print_usage(stdout);
+		return CLI_EXIT_OK;
+	}
+	if (argc > 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(help_usage, argc > 2 ? stderr : stdout);
+		return argc > 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+	}
+	cmd = find_command(argv[1]);
+	if (!cmd) {
+		fprintf(stderr, "ferry help: no command '%s'. Commands: ", argv[1]);
+		for (size_t i = 0; i < N_COMMANDS; i++)
+			fprintf(stderr, "%s%s", i ? ", " : "", commands[i].name);
+		fputs(".\n", stderr);
+		return CLI_EXIT_USAGE;
+	}
+	fputs(cmd->usage, stdout);
+	return CLI_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	const struct command *cmd;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (argc < 2) {
+		print_usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		print_usage(stdout);
+		return CLI_EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+		printf("ferry %s\n", FERRY_VERSION_STRING);
+		return CLI_EXIT_OK;
+	}
+	cmd = find_command(argv[1]);
+	if (!cmd) {
+		fprintf(stderr, "ferry: unknown command '%s'\n"
+				"Try 'ferry --help'.\n", argv[1]);
+		return CLI_EXIT_USAGE;
+	}
+	/* getopt_long() prints nothing itself (':' and opterr 0); the
+	 * command's own name leads every message. */
+	opterr = 0;
+	optind = 1;
+	return cmd->run(argc - 1, argv + 1);
+}

@@ -1,0 +1,953 @@
+// SPDX-License-Identifier: MIT
+/*
+ * guest.c - the guest of ferry-vm: RAM in a memfd, vCPU threads running a
+ * memory workload, the pause handshake, and the checks that tell whether an
+ * image of the guest is consistent.
+ *
+ * Every workload writes content a checker can recognise after a migration:
+ *
+ * - ab: each vCPU sweeps its share of pages in order. A page holds a counter
+ *   at offset 0 and its own guest address at offset 8. Sweep s turns every
+ *   counter from s into s + 1, so a consistent image has s + 1 before the
+ *   vCPU's cursor and s from the cursor on.
+ * - random: each vCPU rewrites random pages of its share. A written page
+ *   carries a checksum, its address, a generation, the vCPU number and a
+ *   body derived from (address, generation).
+ * - fill: the vCPUs fill their share once with pseudo-random data (a
+ *   function of the page number), then only tick.
+ * - idle: the vCPUs only tick.
+ *
+ * A tick is one unit of progress (a page step or a 1 ms heartbeat); the gap
+ * between ticks is how the guest itself sees a pause.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "vm.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Random-workload page header: checksum, address, generation, vCPU, magic. */
+#define RP_HDR 32u
+#define RP_MAGIC 0x31475052u /* "RPG1" */
+#define FILL_SEED 0x66696c6c5f763121ull
+#define DIGEST_BLOCK (8ull << 20)
+/* Unpaced workloads look at the pause flag after every step anyway; this
+ * only bounds how long one period runs before the loop comes round. */
+#define UNPACED_BATCH 64
+
+/**
+ * vm_now_ns() - CLOCK_MONOTONIC in nanoseconds.
+ *
+ * Return: the current time.
+ */
+uint64_t vm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static const char *const wl_names[] = {
+	[VM_WL_AB] = "ab",
+	[VM_WL_RANDOM] = "random",
+	[VM_WL_FILL] = "fill",
+	[VM_WL_IDLE] = "idle",
+};
+
+/**
+ * vm_workload_name() - the command-line name of a workload.
+ * @w: the workload.
+ *
+ * Return: a static string ("ab"), "unknown" for an invalid value.
+ */
+const char *vm_workload_name(enum vm_workload w)
+{
+	if ((unsigned)w < sizeof(wl_names) / sizeof(wl_names[0]))
+		return wl_names[w];
+	return "unknown";
+}
+
+/**
+ * vm_workload_parse() - parse a workload name.
+ * @s: the name.
+ * @out: receives the workload.
+ *
+ * Return: 0, or -EINVAL for an unknown name.
+ */
+int vm_workload_parse(const char *s, enum vm_workload *out)
+{
+	unsigned i;
+
+	for (i = 0; i < sizeof(wl_names) / sizeof(wl_names[0]); i++) {
+		if (!strcmp(s, wl_names[i])) {
+			*out = (enum vm_workload)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* --- small helpers ------------------------------------------------------ */
+
+static inline uint64_t wyrand(uint64_t *s)
+{
+	__uint128_t m;
+
+	*s += 0xa0761d6478bd642full;
+	m = (__uint128_t)*s * (*s ^ 0xe7037ed1a0b428dbull);
+	return (uint64_t)(m >> 64) ^ (uint64_t)m;
+}
+
+/* splitmix64's finaliser: spreads nearby seeds far apart. */
+static inline uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static inline uint8_t *page_ptr(struct guest *g, uint64_t pg)
+{
+	return g->ram + pg * VM_PAGE_SIZE;
+}
+
+static void pattern_fill(uint8_t *dst, size_t len, uint64_t seed)
+{
+	uint64_t s = seed;
+	size_t i;
+
+	for (i = 0; i + 8 <= len; i += 8)
+		vm_put_le64(dst + i, wyrand(&s));
+}
+
+static bool pattern_check(const uint8_t *p, size_t len, uint64_t seed)
+{
+	uint64_t s = seed;
+	size_t i;
+
+	for (i = 0; i + 8 <= len; i += 8) {
+		if (vm_get_le64(p + i) != wyrand(&s))
+			return false;
+	}
+	return true;
+}
+
+static bool all_zero(const uint8_t *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i + 8 <= len; i += 8) {
+		if (vm_get_le64(p + i))
+			return false;
+	}
+	return true;
+}
+
+static inline bool pause_requested(struct guest *g)
+{
+	return __atomic_load_n(&g->pause_word, __ATOMIC_RELAXED) != 0;
+}
+
+static void futex_wake_all(int *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Sleep until @deadline_ns (CLOCK_MONOTONIC) or until *word != 0. */
+static void futex_sleep_until(int *word, uint64_t deadline_ns)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)(deadline_ns / 1000000000ull),
+		.tv_nsec = (long)(deadline_ns % 1000000000ull),
+	};
+
+	syscall(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, 0, &ts, NULL,
+		FUTEX_BITSET_MATCH_ANY);
+}
+
+static inline void mark_dirty(struct guest *g, uint64_t pg)
+{
+	/* After the store: a scan that clears the bit before this point
+	 * will see it set again, so no write is lost. */
+	atomic_fetch_or_explicit(&g->dirty[pg >> 6], 1ull << (pg & 63),
+				 memory_order_release);
+}
+
+static inline void check_error(struct guest *g)
+{
+	atomic_fetch_add_explicit(&g->check_errors, 1, memory_order_relaxed);
+}
+
+/* --- page formats ------------------------------------------------------- */
+
+static inline uint64_t fill_seed(uint64_t pg)
+{
+	return mix64(FILL_SEED ^ pg);
+}
+
+static void random_page_write(uint8_t *p, uint64_t gpa, uint64_t gen,
+			      unsigned vcpu)
+{
+	vm_put_le64(p + 8, gpa);
+	vm_put_le64(p + 16, gen);
+	vm_put_le32(p + 24, vcpu);
+	vm_put_le32(p + 28, RP_MAGIC);
+	pattern_fill(p + RP_HDR, VM_PAGE_SIZE - RP_HDR, mix64(gpa ^ mix64(gen)));
+	vm_put_le64(p, XXH3_64bits(p + 8, VM_PAGE_SIZE - 8));
+}
+
+/* 0: never written (zero header), 1: valid, -1: bad. */
+static int random_page_check(const uint8_t *p, uint64_t gpa, unsigned vcpu,
+			     uint64_t max_gen)
+{
+	uint64_t gen;
+
+	if (all_zero(p, RP_HDR))
+		return 0;
+	if (vm_get_le64(p + 8) != gpa || vm_get_le32(p + 24) != vcpu ||
+	    vm_get_le32(p + 28) != RP_MAGIC)
+		return -1;
+	gen = vm_get_le64(p + 16);
+	if (!gen || gen > max_gen)
+		return -1;
+	if (vm_get_le64(p) != XXH3_64bits(p + 8, VM_PAGE_SIZE - 8))
+		return -1;
+	return 1;
+}
+
+static bool ab_page_ok(const uint8_t *p, uint64_t gpa, uint64_t expect)
+{
+	uint64_t cnt = vm_get_le64(p), addr = vm_get_le64(p + 8);
+
+	if (cnt != expect)
+		return false;
+	return addr == gpa || (cnt == 0 && addr == 0);
+}
+
+/* --- workload steps ----------------------------------------------------- */
+
+static void ab_step(struct vcpu *c)
+{
+	struct guest *g = c->g;
+	uint64_t pg = c->first + c->cursor;
+	uint8_t *p = page_ptr(g, pg);
+
+	if (!ab_page_ok(p, pg * VM_PAGE_SIZE, c->sweep))
+		check_error(g);
+	vm_put_le64(p, c->sweep + 1);
+	vm_put_le64(p + 8, pg * VM_PAGE_SIZE);
+	mark_dirty(g, pg);
+	if (++c->cursor == c->npages) {
+		c->cursor = 0;
+		c->sweep++;
+	}
+}
+
+static void random_step(struct vcpu *c)
+{
+	struct guest *g = c->g;
+	uint64_t pg = c->first +
+		      (uint64_t)(((__uint128_t)wyrand(&c->prng) * c->npages) >> 64);
+	uint8_t *p = page_ptr(g, pg);
+
+	if (random_page_check(p, pg * VM_PAGE_SIZE, c->idx, c->sweep) < 0)
+		check_error(g);
+	c->sweep++;
+	random_page_write(p, pg * VM_PAGE_SIZE, c->sweep, c->idx);
+	mark_dirty(g, pg);
+}
+
+static void fill_step(struct vcpu *c)
+{
+	struct guest *g = c->g;
+	uint64_t pg = c->first + c->fill_done;
+
+	pattern_fill(page_ptr(g, pg), VM_PAGE_SIZE, fill_seed(pg));
+	mark_dirty(g, pg);
+	if (++c->fill_done == c->npages)
+		atomic_fetch_sub(&g->fill_pending, 1);
+}
+
+static bool vcpu_has_work(const struct vcpu *c)
+{
+	switch (c->g->workload) {
+	case VM_WL_AB:
+	case VM_WL_RANDOM:
+		return true;
+	case VM_WL_FILL:
+		return c->fill_done < c->npages;
+	default:
+		return false;
+	}
+}
+
+static void vcpu_step(struct vcpu *c)
+{
+	switch (c->g->workload) {
+	case VM_WL_AB:
+		ab_step(c);
+		break;
+	case VM_WL_RANDOM:
+		random_step(c);
+		break;
+	case VM_WL_FILL:
+		fill_step(c);
+		break;
+	default:
+		return;
+	}
+	atomic_fetch_add_explicit(&c->steps, 1, memory_order_relaxed);
+}
+
+/* --- the vCPU thread ---------------------------------------------------- */
+
+static inline void vcpu_tick(struct vcpu *c, uint64_t now)
+{
+	if (c->last_tick_ns && now > c->last_tick_ns &&
+	    now - c->last_tick_ns > c->max_gap_ns)
+		c->max_gap_ns = now - c->last_tick_ns;
+	c->last_tick_ns = now;
+	if (c->await_first) {
+		c->await_first = false;
+		atomic_store_explicit(&c->stall_ns,
+				      c->resume_from_ns && now > c->resume_from_ns ?
+					      now - c->resume_from_ns : 0,
+				      memory_order_relaxed);
+		atomic_store_explicit(&c->first_tick_ns, now,
+				      memory_order_release);
+	}
+}
+
+/* Park until resumed. Returns false when the guest is being stopped. */
+static bool vcpu_park(struct vcpu *c)
+{
+	struct guest *g = c->g;
+	uint64_t now;
+	bool stop;
+
+	pthread_mutex_lock(&g->lock);
+	g->parked++;
+	pthread_cond_broadcast(&g->parked_cond);
+	while (__atomic_load_n(&g->pause_word, __ATOMIC_ACQUIRE) && !g->stop)
+		pthread_cond_wait(&g->run_cond, &g->lock);
+	g->parked--;
+	stop = g->stop;
+	pthread_mutex_unlock(&g->lock);
+	if (stop)
+		return false;
+
+	/* The last tick before the pause may come from a loaded state: the
+	 * stall then spans the whole migration, on one monotonic clock. */
+	now = vm_now_ns();
+	c->resume_from_ns = c->last_tick_ns;
+	c->await_first = true;
+	c->next_ns = now;
+	c->pace_ns = now;
+	c->credit = 0;
+	return true;
+}
+
+/* Page steps due now under the --dirty-rate pacing. */
+static uint64_t vcpu_budget(struct vcpu *c, uint64_t now)
+{
+	double rate = c->g->pages_per_ns, cap = rate * 4e6 + 1;
+	uint64_t n;
+
+	if (now > c->pace_ns)
+		c->credit += (double)(now - c->pace_ns) * rate;
+	c->pace_ns = now;
+	if (c->credit > cap)
+		c->credit = cap; /* after a stall, do not burst */
+	n = (uint64_t)c->credit;
+	c->credit -= (double)n;
+	return n;
+}
+
+static void vcpu_sleep(struct vcpu *c, uint64_t now)
+{
+	c->next_ns += VM_NS_PER_MS;
+	if (c->next_ns <= now)
+		c->next_ns = now + VM_NS_PER_MS;
+	futex_sleep_until(&c->g->pause_word, c->next_ns);
+}
+
+/* One period: the steps that are due (each a tick), or a heartbeat tick,
+ * then sleep until the next millisecond. Unpaced work does not sleep. */
+static void vcpu_period(struct vcpu *c)
+{
+	struct guest *g = c->g;
+	uint64_t now = vm_now_ns(), n;
+
+	if (!vcpu_has_work(c)) {
+		vcpu_tick(c, now);
+		vcpu_sleep(c, now);
+		return;
+	}
+	if (g->workload == VM_WL_FILL || g->pages_per_ns <= 0) {
+		for (n = 0; n < UNPACED_BATCH && vcpu_has_work(c) &&
+			    !pause_requested(g); n++) {
+			vcpu_step(c);
+			vcpu_tick(c, vm_now_ns());
+		}
+		c->next_ns = vm_now_ns();
+		return;
+	}
+	n = vcpu_budget(c, now);
+	if (!n)
+		vcpu_tick(c, now);
+	while (n-- && !pause_requested(g)) {
+		vcpu_step(c);
+		vcpu_tick(c, vm_now_ns());
+	}
+	vcpu_sleep(c, now);
+}
+
+static void *vcpu_main(void *arg)
+{
+	struct vcpu *c = arg;
+
+	c->next_ns = c->pace_ns = vm_now_ns();
+	for (;;) {
+		if (pause_requested(c->g)) {
+			if (!vcpu_park(c))
+				break;
+			continue;
+		}
+		vcpu_period(c);
+	}
+	return NULL;
+}
+
+/* --- lifecycle ---------------------------------------------------------- */
+
+static int ram_map(struct guest *g)
+{
+	uint64_t pg;
+	volatile uint8_t *v;
+
+	g->memfd = memfd_create("ferry-guest", MFD_CLOEXEC);
+	if (g->memfd < 0)
+		return -errno;
+	if (ftruncate(g->memfd, (off_t)g->mem_size) < 0)
+		return -errno;
+	g->ram = mmap(NULL, g->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      g->memfd, 0);
+	if (g->ram == MAP_FAILED) {
+		g->ram = NULL;
+		return -errno;
+	}
+	/* Take every first-touch cost now (shmem allocation, and on this
+	 * virtualised machine the host's own faults) rather than inside a
+	 * migration's downtime, where the digest reads all of RAM. */
+	v = g->ram;
+	if (madvise(g->ram, g->mem_size, MADV_POPULATE_WRITE) < 0) {
+		for (pg = 0; pg < g->npages; pg++)
+			v[pg * VM_PAGE_SIZE] = 0;
+	}
+	for (pg = 0; pg < g->npages; pg++)
+		(void)v[pg * VM_PAGE_SIZE];
+	return 0;
+}
+
+static void shares_init(struct guest *g)
+{
+	uint64_t base = g->npages / g->nvcpus, rem = g->npages % g->nvcpus;
+	unsigned i;
+
+	for (i = 0; i < g->nvcpus; i++) {
+		struct vcpu *c = &g->vcpus[i];
+
+		c->g = g;
+		c->idx = i;
+		c->npages = base + (i < rem);
+		c->first = i * base + (i < rem ? i : rem);
+		c->prng = mix64(0x72616e646f6dull + i);
+	}
+}
+
+/**
+ * guest_init() - create guest RAM and the (not yet started) vCPUs.
+ * @g: the guest, zeroed or not; everything is initialised here.
+ * @o: the options (memory size, vCPUs, workload, dirty rate).
+ *
+ * Return: 0, or a negative errno. On failure guest_fini() cleans up.
+ */
+int guest_init(struct guest *g, const struct vm_opts *o)
+{
+	double rate = o->dirty_rate;
+
+	memset(g, 0, sizeof(*g));
+	g->memfd = -1;
+	g->mem_size = o->mem_size;
+	g->npages = o->mem_size / VM_PAGE_SIZE;
+	g->nvcpus = o->nvcpus;
+	g->workload = o->workload;
+	if (rate < 0)
+		rate = o->workload == VM_WL_AB ? 50 :
+		       o->workload == VM_WL_RANDOM ? 100 : 0;
+	g->dirty_rate = rate;
+	g->pages_per_ns = rate * 1e6 / VM_PAGE_SIZE / g->nvcpus / 1e9;
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->parked_cond, NULL);
+	pthread_cond_init(&g->run_cond, NULL);
+	atomic_init(&g->fill_pending, o->workload == VM_WL_FILL ? g->nvcpus : 0);
+
+	g->dirty_words = (g->npages + 63) / 64;
+	g->dirty = calloc(g->dirty_words, sizeof(*g->dirty));
+	g->vcpus = calloc(g->nvcpus, sizeof(*g->vcpus));
+	if (!g->dirty || !g->vcpus)
+		return -ENOMEM;
+	shares_init(g);
+	return ram_map(g);
+}
+
+/**
+ * guest_start() - start the vCPU threads.
+ * @g: an initialised guest.
+ * @parked: start paused (a destination waits for its state).
+ *
+ * Return: 0, or a negative errno (threads already started are stopped).
+ */
+int guest_start(struct guest *g, bool parked)
+{
+	unsigned i;
+	int rc;
+
+	__atomic_store_n(&g->pause_word, parked ? 1 : 0, __ATOMIC_SEQ_CST);
+	atomic_store(&g->running, !parked);
+	for (i = 0; i < g->nvcpus; i++) {
+		rc = pthread_create(&g->vcpus[i].thread, NULL, vcpu_main,
+				    &g->vcpus[i]);
+		if (rc) {
+			guest_stop(g);
+			return -rc;
+		}
+		g->vcpus[i].started = true;
+	}
+	if (parked) {
+		pthread_mutex_lock(&g->lock);
+		while (g->parked < g->nvcpus)
+			pthread_cond_wait(&g->parked_cond, &g->lock);
+		pthread_mutex_unlock(&g->lock);
+	}
+	return 0;
+}
+
+static unsigned started_vcpus(struct guest *g)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < g->nvcpus; i++)
+		n += g->vcpus[i].started;
+	return n;
+}
+
+/**
+ * guest_pause() - park every vCPU. When it returns no vCPU touches guest
+ * memory or its registers until guest_resume(). Idempotent.
+ * @g: the guest.
+ */
+void guest_pause(struct guest *g)
+{
+	unsigned n = started_vcpus(g);
+
+	pthread_mutex_lock(&g->lock);
+	__atomic_store_n(&g->pause_word, 1, __ATOMIC_SEQ_CST);
+	futex_wake_all(&g->pause_word);
+	while (g->parked < n && !g->stop)
+		pthread_cond_wait(&g->parked_cond, &g->lock);
+	atomic_store(&g->running, false);
+	pthread_mutex_unlock(&g->lock);
+}
+
+/**
+ * guest_resume() - let the vCPUs run again. Does nothing while running.
+ * @g: the guest.
+ */
+void guest_resume(struct guest *g)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&g->lock);
+	if (__atomic_load_n(&g->pause_word, __ATOMIC_RELAXED) && !g->stop) {
+		for (i = 0; i < g->nvcpus; i++)
+			atomic_store(&g->vcpus[i].first_tick_ns, 0);
+		__atomic_store_n(&g->pause_word, 0, __ATOMIC_SEQ_CST);
+		atomic_store(&g->running, true);
+		pthread_cond_broadcast(&g->run_cond);
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
+/**
+ * guest_stop() - stop and join every vCPU thread. Safe to call twice.
+ * @g: the guest.
+ */
+void guest_stop(struct guest *g)
+{
+	unsigned i;
+
+	if (!g->vcpus)
+		return;
+	pthread_mutex_lock(&g->lock);
+	g->stop = true;
+	__atomic_store_n(&g->pause_word, 1, __ATOMIC_SEQ_CST);
+	futex_wake_all(&g->pause_word);
+	pthread_cond_broadcast(&g->run_cond);
+	pthread_cond_broadcast(&g->parked_cond);
+	pthread_mutex_unlock(&g->lock);
+	for (i = 0; i < g->nvcpus; i++) {
+		if (g->vcpus[i].started)
+			pthread_join(g->vcpus[i].thread, NULL);
+		g->vcpus[i].started = false;
+	}
+	atomic_store(&g->running, false);
+}
+
+/**
+ * guest_fini() - free guest RAM and the vCPUs (after guest_stop()).
+ * @g: the guest.
+ */
+void guest_fini(struct guest *g)
+{
+	guest_stop(g);
+	if (g->ram)
+		munmap(g->ram, g->mem_size);
+	if (g->memfd >= 0)
+		close(g->memfd);
+	free(g->dirty);
+	free(g->vcpus);
+	g->ram = NULL;
+	g->memfd = -1;
+	g->dirty = NULL;
+	g->vcpus = NULL;
+	pthread_cond_destroy(&g->run_cond);
+	pthread_cond_destroy(&g->parked_cond);
+	pthread_mutex_destroy(&g->lock);
+}
+
+/* --- accessors ---------------------------------------------------------- */
+
+/**
+ * guest_running() - whether the vCPUs run (not paused). Any thread.
+ * @g: the guest.
+ *
+ * Return: true while running.
+ */
+bool guest_running(struct guest *g)
+{
+	return atomic_load(&g->running);
+}
+
+/**
+ * guest_settled() - whether the workload reached its steady state (the
+ * fill is complete); always true for the other workloads. Any thread.
+ * @g: the guest.
+ *
+ * Return: true once settled.
+ */
+bool guest_settled(struct guest *g)
+{
+	return atomic_load(&g->fill_pending) == 0;
+}
+
+/**
+ * guest_steps() - page steps done by all vCPUs so far. Any thread.
+ * @g: the guest.
+ *
+ * Return: the sum of the vCPUs' step counters.
+ */
+uint64_t guest_steps(struct guest *g)
+{
+	uint64_t n = 0;
+	unsigned i;
+
+	for (i = 0; i < g->nvcpus; i++)
+		n += atomic_load_explicit(&g->vcpus[i].steps,
+					  memory_order_relaxed);
+	return n;
+}
+
+/**
+ * guest_check_errors() - pages the running guest found inconsistent.
+ * @g: the guest.
+ *
+ * Return: the count, including the source's when the state was loaded.
+ */
+uint64_t guest_check_errors(struct guest *g)
+{
+	return atomic_load_explicit(&g->check_errors, memory_order_relaxed);
+}
+
+/**
+ * guest_reset_derived() - recompute what follows from the vCPU registers
+ * after they were loaded (the pending fills). Guest paused.
+ * @g: the guest.
+ */
+void guest_reset_derived(struct guest *g)
+{
+	unsigned i, pending = 0;
+
+	if (g->workload == VM_WL_FILL) {
+		for (i = 0; i < g->nvcpus; i++)
+			pending += g->vcpus[i].fill_done < g->vcpus[i].npages;
+	}
+	atomic_store(&g->fill_pending, pending);
+}
+
+/**
+ * guest_dirty_bitmap() - hand the pages written since the last call to the
+ * engine and clear the log (the get_dirty_bitmap callback).
+ * @g: the guest.
+ * @bitmap: one bit per page, zeroed by the caller.
+ * @pages: pages in the region; must match guest RAM.
+ *
+ * Return: 0, or -EINVAL for a size mismatch.
+ */
+int guest_dirty_bitmap(struct guest *g, uint64_t *bitmap, size_t pages)
+{
+	size_t i;
+
+	if (pages != g->npages)
+		return -EINVAL;
+	for (i = 0; i < g->dirty_words; i++)
+		bitmap[i] = atomic_exchange_explicit(&g->dirty[i], 0,
+						     memory_order_acquire);
+	return 0;
+}
+
+/**
+ * guest_wait_first_ticks() - after a resume, wait until every vCPU ticked
+ * once and measure the stall the guest saw.
+ * @g: the guest, just resumed.
+ * @timeout_ms: how long to wait at most.
+ * @stall_ms: receives max over vCPUs of (first tick after the resume - last
+ *            tick before the pause).
+ *
+ * Return: 0, or -ETIMEDOUT if some vCPU did not tick in time (the stall is
+ * then over the vCPUs that did).
+ */
+int guest_wait_first_ticks(struct guest *g, int timeout_ms, double *stall_ms)
+{
+	uint64_t deadline = vm_now_ns() + (uint64_t)timeout_ms * VM_NS_PER_MS;
+	uint64_t worst = 0;
+	unsigned i, ticked;
+	struct timespec nap = { 0, 100000 };
+
+	for (;;) {
+		ticked = 0;
+		for (i = 0; i < g->nvcpus; i++)
+			ticked += atomic_load_explicit(&g->vcpus[i].first_tick_ns,
+						       memory_order_acquire) != 0;
+		if (ticked == g->nvcpus || vm_now_ns() >= deadline)
+			break;
+		nanosleep(&nap, NULL);
+	}
+	for (i = 0; i < g->nvcpus; i++) {
+		struct vcpu *c = &g->vcpus[i];
+
+		if (atomic_load_explicit(&c->first_tick_ns, memory_order_acquire) &&
+		    atomic_load(&c->stall_ns) > worst)
+			worst = atomic_load(&c->stall_ns);
+	}
+	*stall_ms = (double)worst / 1e6;
+	return ticked == g->nvcpus ? 0 : -ETIMEDOUT;
+}
+
+/* --- whole-image checks (guest paused) ---------------------------------- */
+
+/* Run fn(ctx, i) for i in [0, n) on a few threads: the checks run while
+ * the guest is paused, so they are part of the downtime and every core
+ * helps. */
+struct par {
+	void (*fn)(void *ctx, size_t i);
+	void *ctx;
+	size_t n;
+	atomic_size_t next;
+};
+
+static void *par_worker(void *arg)
+{
+	struct par *p = arg;
+	size_t i;
+
+	while ((i = atomic_fetch_add(&p->next, 1)) < p->n)
+		p->fn(p->ctx, i);
+	return NULL;
+}
+
+static void par_run(size_t n, void (*fn)(void *, size_t), void *ctx)
+{
+	struct par p = { .fn = fn, .ctx = ctx, .n = n };
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	pthread_t th[7];
+	size_t want, started = 0, i;
+
+	atomic_init(&p.next, 0);
+	want = cpus > 1 ? (size_t)cpus : 1;
+	if (want > n)
+		want = n;
+	if (want > 8)
+		want = 8;
+	for (i = 1; i < want; i++) {
+		if (pthread_create(&th[started], NULL, par_worker, &p))
+			break;
+		started++;
+	}
+	par_worker(&p);
+	for (i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+}
+
+struct digest_ctx {
+	struct guest *g;
+	uint64_t *hashes;
+};
+
+static void digest_block(void *arg, size_t i)
+{
+	struct digest_ctx *d = arg;
+	uint64_t off = i * DIGEST_BLOCK, len = d->g->mem_size - off;
+
+	if (len > DIGEST_BLOCK)
+		len = DIGEST_BLOCK;
+	d->hashes[i] = XXH3_64bits(d->g->ram + off, len);
+}
+
+/**
+ * guest_digest() - digest of all of guest RAM: XXH3_64bits over the
+ * little-endian XXH3_64bits of each 8 MiB block, so blocks hash in
+ * parallel. Guest paused.
+ * @g: the guest.
+ *
+ * Return: the digest (0 if memory for the block hashes ran out).
+ */
+uint64_t guest_digest(struct guest *g)
+{
+	size_t n = (g->mem_size + DIGEST_BLOCK - 1) / DIGEST_BLOCK, i;
+	struct digest_ctx d = { .g = g };
+	uint8_t *le;
+	uint64_t h;
+
+	d.hashes = calloc(n, sizeof(uint64_t));
+	le = calloc(n, sizeof(uint64_t));
+	if (!d.hashes || !le) {
+		free(d.hashes);
+		free(le);
+		return 0;
+	}
+	par_run(n, digest_block, &d);
+	for (i = 0; i < n; i++)
+		vm_put_le64(le + i * 8, d.hashes[i]);
+	h = XXH3_64bits(le, n * 8);
+	free(d.hashes);
+	free(le);
+	return h;
+}
+
+struct inv_ctx {
+	struct guest *g;
+	atomic_bool ok;
+	atomic_uint_fast64_t pages;
+};
+
+static void inv_report(struct vcpu *c, uint64_t pg, const char *what)
+{
+	const uint8_t *p = page_ptr(c->g, pg);
+
+	fprintf(stderr,
+		"ferry-vm: invariant: vcpu %u page 0x%llx: %s (words %016llx %016llx %016llx)\n",
+		c->idx, (unsigned long long)(pg * VM_PAGE_SIZE), what,
+		(unsigned long long)vm_get_le64(p),
+		(unsigned long long)vm_get_le64(p + 8),
+		(unsigned long long)vm_get_le64(p + 16));
+}
+
+/* Check one vCPU's share; returns the first bad page or UINT64_MAX. */
+static uint64_t inv_share(struct vcpu *c, const char **what)
+{
+	struct guest *g = c->g;
+	uint64_t i, pg;
+
+	for (i = 0; i < c->npages; i++) {
+		pg = c->first + i;
+		switch (g->workload) {
+		case VM_WL_AB:
+			*what = "ab counter or address";
+			if (!ab_page_ok(page_ptr(g, pg), pg * VM_PAGE_SIZE,
+					i < c->cursor ? c->sweep + 1 : c->sweep))
+				return pg;
+			break;
+		case VM_WL_RANDOM:
+			*what = "random page header or checksum";
+			if (random_page_check(page_ptr(g, pg), pg * VM_PAGE_SIZE,
+					      c->idx, c->sweep) < 0)
+				return pg;
+			break;
+		case VM_WL_FILL:
+			*what = i < c->fill_done ? "fill pattern" : "unfilled page not zero";
+			if (i < c->fill_done ?
+				    !pattern_check(page_ptr(g, pg), VM_PAGE_SIZE,
+						   fill_seed(pg)) :
+				    !all_zero(page_ptr(g, pg), VM_PAGE_SIZE))
+				return pg;
+			break;
+		default:
+			return UINT64_MAX;
+		}
+	}
+	return UINT64_MAX;
+}
+
+static void inv_vcpu(void *arg, size_t i)
+{
+	struct inv_ctx *x = arg;
+	struct vcpu *c = &x->g->vcpus[i];
+	const char *what = "";
+	uint64_t bad = inv_share(c, &what);
+
+	if (bad != UINT64_MAX) {
+		atomic_store(&x->ok, false);
+		inv_report(c, bad, what);
+	}
+	atomic_fetch_add(&x->pages, bad == UINT64_MAX ? c->npages : bad - c->first + 1);
+}
+
+/**
+ * guest_check_invariant() - check the workload's invariant on every page
+ * against the vCPU registers (ab: s + 1 before the cursor, s after, right
+ * addresses; random: every page unwritten or valid with a generation the
+ * vCPU reached; fill: the filled prefix regenerates, the rest is zero;
+ * idle: nothing to check). Guest paused. Reports the first bad page of
+ * each vCPU on stderr.
+ * @g: the guest.
+ * @pages_checked: receives the number of pages looked at.
+ *
+ * Return: true if the invariant held on every page.
+ */
+bool guest_check_invariant(struct guest *g, uint64_t *pages_checked)
+{
+	struct inv_ctx x = { .g = g };
+
+	atomic_init(&x.ok, true);
+	atomic_init(&x.pages, 0);
+	if (g->workload != VM_WL_IDLE)
+		par_run(g->nvcpus, inv_vcpu, &x);
+	*pages_checked = atomic_load(&x.pages);
+	return atomic_load(&x.ok);
+}

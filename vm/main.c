@@ -1,0 +1,991 @@
+// SPDX-License-Identifier: MIT
+/*
+ * main.c - ferry-vm's command line, its device-state blob, and the
+ * migration threads that drive libferry (send on a source, a receive loop
+ * on a destination).
+ *
+ * The state blob is what a real VMM would send as vCPU and device state:
+ * the workload registers of every vCPU, written with explicit
+ * little-endian helpers. When verification is on it also carries a digest
+ * of guest memory taken on the paused source and a digest of the blob
+ * itself; the destination compares the first with its own image and
+ * checks the workload invariant on every page.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "vm.h"
+
+#define STATE_MAGIC 0x53564d46u /* "FMVS" */
+#define STATE_VERSION 1u
+#define STATE_F_DIGEST 1u /* ram digest and blob digest follow */
+#define STATE_HDR 40u
+#define STATE_VCPU 56u
+#define STATE_TRAILER 16u
+
+#define MAX_VCPUS 64u
+#define MAX_MEMORY (1ull << 40)
+
+/* --- command line ------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ferry-vm [options]\n"
+		"\n"
+		"The reference VMM of ferry: vCPU threads run a memory workload over\n"
+		"guest RAM (a memfd) so live migration can be shown and verified.\n"
+		"\n"
+		"  --memory SIZE        guest RAM, K/M/G suffixes, a multiple of 4K,\n"
+		"                       at least 1M (default 256M)\n"
+		"  --vcpus N            vCPU threads, 1-%u (default 2)\n"
+		"  --workload W         ab | random | fill | idle (default ab)\n"
+		"                         ab: sweep pages incrementing a counter\n"
+		"                         random: rewrite random self-checking pages\n"
+		"                         fill: fill RAM once with random data, then idle\n"
+		"                         idle: no writes\n"
+		"  --dirty-rate MB/s    pages written per second, whole guest (default\n"
+		"                       50 for ab, 100 for random; 0 = unpaced)\n"
+		"  --api-socket PATH    listen for JSON commands on a UNIX socket\n"
+		"                       (see docs/api-socket.md)\n"
+		"  --incoming URI       be a destination: vCPUs start paused and the VM\n"
+		"                       waits for a migration on URI (tcp:HOST:PORT,\n"
+		"                       unix:PATH)\n"
+		"  --downtime-ms N      downtime limit for migrations (default 300)\n"
+		"  --no-verify          skip memory digests and invariant checks\n"
+		"  --self-test          pause/save/load/verify in-process, then exit\n"
+		"  --help               this text\n"
+		"\n"
+		"Environment: FERRY_VM_LOG=0..3 prints engine log messages up to that\n"
+		"level on stderr.\n",
+		MAX_VCPUS);
+}
+
+static int bad_arg(const char *fmt, const char *what)
+{
+	fprintf(stderr, "ferry-vm: ");
+	fprintf(stderr, fmt, what);
+	fprintf(stderr, "\nTry 'ferry-vm --help'.\n");
+	return 2;
+}
+
+/* "256M", "1G", "65536", "512KiB". */
+static int parse_size(const char *s, uint64_t *out)
+{
+	uint64_t v = 0, mult = 1;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return -ERANGE;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	switch (*p) {
+	case 'k': case 'K': mult = 1ull << 10; p++; break;
+	case 'm': case 'M': mult = 1ull << 20; p++; break;
+	case 'g': case 'G': mult = 1ull << 30; p++; break;
+	case 't': case 'T': mult = 1ull << 40; p++; break;
+	default: break;
+	}
+	if (mult > 1 && (!strcmp(p, "iB") || !strcmp(p, "B")))
+		p += strlen(p);
+	if (*p)
+		return -EINVAL;
+	if (v > UINT64_MAX / mult)
+		return -ERANGE;
+	*out = v * mult;
+	return 0;
+}
+
+static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_opt(struct vm_opts *o, int opt, const char *arg)
+{
+	uint64_t v;
+	char *end;
+
+	switch (opt) {
+	case 'm':
+		if (parse_size(arg, &o->mem_size) || o->mem_size < (1u << 20) ||
+		    o->mem_size % VM_PAGE_SIZE || o->mem_size > MAX_MEMORY)
+			return bad_arg("--memory '%s': need a size like 256M, a multiple of 4K, 1M to 1T", arg);
+		return 0;
+	case 'c':
+		if (parse_uint(arg, 1, MAX_VCPUS, &v))
+			return bad_arg("--vcpus '%s': need an integer from 1 to 64", arg);
+		o->nvcpus = (unsigned)v;
+		return 0;
+	case 'w':
+		if (vm_workload_parse(arg, &o->workload))
+			return bad_arg("--workload '%s': need ab, random, fill or idle", arg);
+		return 0;
+	case 'r':
+		errno = 0;
+		o->dirty_rate = strtod(arg, &end);
+		if (errno || end == arg || *end || !isfinite(o->dirty_rate) ||
+		    o->dirty_rate < 0 || o->dirty_rate > 1e6)
+			return bad_arg("--dirty-rate '%s': need MB/s from 0 to 1000000", arg);
+		return 0;
+	case 'd':
+		if (parse_uint(arg, 1, 3600000, &v))
+			return bad_arg("--downtime-ms '%s': need milliseconds from 1 to 3600000", arg);
+		o->downtime_ms = (uint32_t)v;
+		return 0;
+	case 's':
+		if (!*arg || strlen(arg) >= 108)
+			return bad_arg("--api-socket '%s': need a path shorter than 108 bytes", arg);
+		o->api_path = arg;
+		return 0;
+	case 'i':
+		if (!*arg || strlen(arg) >= 4096)
+			return bad_arg("--incoming '%s': need a URI (tcp:HOST:PORT, unix:PATH)", arg);
+		o->incoming = arg;
+		return 0;
+	case 'n':
+		o->verify = false;
+		return 0;
+	case 'T':
+		o->self_test = true;
+		return 0;
+	default:
+		return bad_arg("%s", "invalid option");
+	}
+}
+
+/* Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, struct vm_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "memory", required_argument, NULL, 'm' },
+		{ "vcpus", required_argument, NULL, 'c' },
+		{ "workload", required_argument, NULL, 'w' },
+		{ "dirty-rate", required_argument, NULL, 'r' },
+		{ "api-socket", required_argument, NULL, 's' },
+		{ "incoming", required_argument, NULL, 'i' },
+		{ "downtime-ms", required_argument, NULL, 'd' },
+		{ "no-verify", no_argument, NULL, 'n' },
+		{ "self-test", no_argument, NULL, 'T' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int opt, rc;
+
+	o->mem_size = 256ull << 20;
+	o->nvcpus = 2;
+	o->workload = VM_WL_AB;
+	o->dirty_rate = -1;
+	o->verify = true;
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			usage(stdout);
+			return 0;
+		}
+		if (opt == '?') {
+			fprintf(stderr, "Try 'ferry-vm --help'.\n");
+			return 2;
+		}
+		rc = parse_opt(o, opt, optarg);
+		if (rc)
+			return rc;
+	}
+	if (optind < argc)
+		return bad_arg("unexpected argument '%s'", argv[optind]);
+	if (o->mem_size / VM_PAGE_SIZE < o->nvcpus)
+		return bad_arg("%s", "--memory is too small for that many vCPUs");
+	return -1;
+}
+
+/* --- state blob --------------------------------------------------------- */
+
+static void vcpu_encode(const struct vcpu *c, uint8_t *p)
+{
+	vm_put_le64(p + 0, c->cursor);
+	vm_put_le64(p + 8, c->sweep);
+	vm_put_le64(p + 16, c->prng);
+	vm_put_le64(p + 24, atomic_load(&c->steps));
+	vm_put_le64(p + 32, c->fill_done);
+	vm_put_le64(p + 40, c->last_tick_ns);
+	vm_put_le64(p + 48, c->max_gap_ns);
+}
+
+/* Serialise the paused guest into a malloc'ed blob. */
+static int state_encode(struct vm *vm, uint8_t **out, size_t *outlen)
+{
+	struct guest *g = &vm->guest;
+	bool digest = vm->opts.verify;
+	size_t len = STATE_HDR + (size_t)g->nvcpus * STATE_VCPU +
+		     (digest ? STATE_TRAILER : 0);
+	uint8_t *b = calloc(1, len), *p;
+	unsigned i;
+
+	if (!b)
+		return -ENOMEM;
+	vm_put_le32(b + 0, STATE_MAGIC);
+	vm_put_le32(b + 4, STATE_VERSION);
+	vm_put_le32(b + 8, digest ? STATE_F_DIGEST : 0);
+	vm_put_le32(b + 12, g->workload);
+	vm_put_le32(b + 16, g->nvcpus);
+	vm_put_le32(b + 20, 0);
+	vm_put_le64(b + 24, g->mem_size);
+	vm_put_le64(b + 32, guest_check_errors(g));
+	p = b + STATE_HDR;
+	for (i = 0; i < g->nvcpus; i++, p += STATE_VCPU)
+		vcpu_encode(&g->vcpus[i], p);
+	if (digest) {
+		vm_put_le64(p, guest_digest(g));
+		vm_put_le64(p + 8, XXH3_64bits(b, len - 8));
+	}
+	*out = b;
+	*outlen = len;
+	return 0;
+}
+
+static int state_reject(struct vm *vm, const char *why)
+{
+	pthread_mutex_lock(&vm->mig.lock);
+	snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err), "state: %s", why);
+	pthread_mutex_unlock(&vm->mig.lock);
+	return -EINVAL;
+}
+
+/* Check a blob against this guest; sets *digest when it carries digests. */
+static int state_check(struct vm *vm, const uint8_t *b, size_t len,
+		       bool *digest)
+{
+	struct guest *g = &vm->guest;
+	size_t want;
+	uint32_t flags;
+	const uint8_t *p;
+	unsigned i;
+
+	if (len < STATE_HDR || vm_get_le32(b) != STATE_MAGIC)
+		return state_reject(vm, "bad magic");
+	if (vm_get_le32(b + 4) != STATE_VERSION)
+		return state_reject(vm, "unsupported version");
+	flags = vm_get_le32(b + 8);
+	if (flags & ~STATE_F_DIGEST)
+		return state_reject(vm, "unknown flags");
+	if (vm_get_le32(b + 12) != (uint32_t)g->workload)
+		return state_reject(vm, "workload differs from this VM's");
+	if (vm_get_le32(b + 16) != g->nvcpus)
+		return state_reject(vm, "vCPU count differs from this VM's");
+	if (vm_get_le64(b + 24) != g->mem_size)
+		return state_reject(vm, "memory size differs from this VM's");
+	*digest = flags & STATE_F_DIGEST;
+	want = STATE_HDR + (size_t)g->nvcpus * STATE_VCPU +
+	       (*digest ? STATE_TRAILER : 0);
+	if (len != want)
+		return state_reject(vm, "bad length");
+	if (*digest && vm_get_le64(b + len - 8) != XXH3_64bits(b, len - 8))
+		return state_reject(vm, "blob digest mismatch");
+	p = b + STATE_HDR;
+	for (i = 0; i < g->nvcpus; i++, p += STATE_VCPU) {
+		if (vm_get_le64(p) >= g->vcpus[i].npages ||
+		    vm_get_le64(p + 32) > g->vcpus[i].npages)
+			return state_reject(vm, "vCPU register out of range");
+	}
+	return 0;
+}
+
+static void state_apply(struct vm *vm, const uint8_t *b)
+{
+	struct guest *g = &vm->guest;
+	const uint8_t *p = b + STATE_HDR;
+	unsigned i;
+
+	for (i = 0; i < g->nvcpus; i++, p += STATE_VCPU) {
+		struct vcpu *c = &g->vcpus[i];
+
+		c->cursor = vm_get_le64(p + 0);
+		c->sweep = vm_get_le64(p + 8);
+		c->prng = vm_get_le64(p + 16);
+		atomic_store(&c->steps, vm_get_le64(p + 24));
+		c->fill_done = vm_get_le64(p + 32);
+		c->last_tick_ns = vm_get_le64(p + 40);
+		c->max_gap_ns = vm_get_le64(p + 48);
+	}
+	atomic_store(&g->check_errors, vm_get_le64(b + 32));
+	guest_reset_derived(g);
+}
+
+/* Load a blob into the paused guest and, if both sides verify, check the
+ * image: digest of memory, then the workload invariant on every page. */
+static int state_load(struct vm *vm, const uint8_t *b, size_t len)
+{
+	struct guest *g = &vm->guest;
+	struct guest_verify v = { 0 };
+	bool digest = false;
+	uint64_t t0;
+	int rc, verified = -1;
+
+	rc = state_check(vm, b, len, &digest);
+	if (rc)
+		return rc;
+	state_apply(vm, b);
+	if (digest && vm->opts.verify) {
+		t0 = vm_now_ns();
+		v.digest_match = guest_digest(g) ==
+				 vm_get_le64(b + len - STATE_TRAILER);
+		v.invariant_ok = guest_check_invariant(g, &v.pages_checked);
+		v.verify_ms = (double)(vm_now_ns() - t0) / 1e6;
+		v.done = true;
+		verified = v.digest_match && v.invariant_ok &&
+			   guest_check_errors(g) == 0;
+		if (!v.digest_match)
+			fprintf(stderr, "ferry-vm: memory digest differs from the source's\n");
+	}
+	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.check = v;
+	vm->mig.verified = verified;
+	pthread_mutex_unlock(&vm->mig.lock);
+	return 0;
+}
+
+/* --- engine callbacks --------------------------------------------------- */
+
+static int cb_pause(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	guest_pause(&vm->guest);
+	return 0;
+}
+
+static int cb_resume(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	guest_resume(&vm->guest);
+	return 0;
+}
+
+static int cb_save_state(void *opaque, struct ferry_buf *out)
+{
+	struct vm *vm = opaque;
+	uint8_t *b;
+	size_t len;
+	int rc;
+
+	rc = state_encode(vm, &b, &len);
+	if (rc)
+		return rc;
+	rc = ferry_buf_append(out, b, len);
+	free(b);
+	return rc;
+}
+
+static int cb_load_state(void *opaque, const void *data, size_t len)
+{
+	return state_load(opaque, data, len);
+}
+
+static int cb_dirty_bitmap(void *opaque, uint32_t region, uint64_t *bitmap,
+			   size_t pages)
+{
+	struct vm *vm = opaque;
+
+	if (region != 0)
+		return -EINVAL;
+	return guest_dirty_bitmap(&vm->guest, bitmap, pages);
+}
+
+static json_object *tri_bool(int v)
+{
+	return v < 0 ? NULL : json_object_new_boolean(v);
+}
+
+/* Destination, after resume: the verification result and the stall the
+ * guest saw, as a JSON object that travels back to the source. */
+static void cb_running_note(void *opaque, char *note, size_t len)
+{
+	struct vm *vm = opaque;
+	struct guest_verify v;
+	json_object *o = json_object_new_object();
+	const char *s;
+	double stall = 0;
+	int verified;
+
+	guest_wait_first_ticks(&vm->guest, 1000, &stall);
+	verified = vm_verified(vm);
+	pthread_mutex_lock(&vm->mig.lock);
+	v = vm->mig.check;
+	pthread_mutex_unlock(&vm->mig.lock);
+	json_object_object_add(o, "verified", tri_bool(verified));
+	json_object_object_add(o, "guest_stall_ms", api_double(stall));
+	json_object_object_add(o, "verify_ms", v.done ? api_double(v.verify_ms) : NULL);
+	json_object_object_add(o, "digest_match", v.done ? json_object_new_boolean(v.digest_match) : NULL);
+	json_object_object_add(o, "invariant_ok", v.done ? json_object_new_boolean(v.invariant_ok) : NULL);
+	json_object_object_add(o, "pages_checked", json_object_new_int64((int64_t)v.pages_checked));
+	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	if (len && strlen(s) < len)
+		memcpy(note, s, strlen(s) + 1);
+	else if (len)
+		note[0] = '\0';
+	pthread_mutex_lock(&vm->mig.lock);
+	snprintf(vm->mig.note, sizeof(vm->mig.note), "%s", s);
+	pthread_mutex_unlock(&vm->mig.lock);
+	json_object_put(o);
+}
+
+static void cb_event(void *opaque, const struct ferry_event *ev)
+{
+	struct vm *vm = opaque;
+
+	api_event(vm, vm->mig.client, ev);
+}
+
+static void cb_log(void *opaque, int level, const char *msg)
+{
+	struct vm *vm = opaque;
+
+	if (level <= vm->log_level)
+		fprintf(stderr, "ferry-vm: engine: %s\n", msg);
+}
+
+/**
+ * vm_verified() - the verification verdict as the status shows it.
+ * @vm: the VM.
+ *
+ * On a destination: the check of the loaded image, turned false by any
+ * later check error of the running guest. On a source: the destination's
+ * verdict from its note.
+ *
+ * Return: -1 (not checked), 0 or 1.
+ */
+int vm_verified(struct vm *vm)
+{
+	int v;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	v = vm->mig.verified;
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (v == 1 && vm->opts.incoming && guest_check_errors(&vm->guest))
+		v = 0;
+	return v;
+}
+
+/* --- migration threads -------------------------------------------------- */
+
+static void config_base(struct vm *vm, struct ferry_config *cfg)
+{
+	ferry_config_init(cfg);
+	cfg->ops = &vm->ops;
+	cfg->opaque = vm;
+	cfg->on_event = cb_event;
+	cfg->on_log = cb_log;
+	if (vm->opts.downtime_ms)
+		cfg->downtime_limit_ms = vm->opts.downtime_ms;
+}
+
+static int session_make(struct vm *vm, ferry_session **out)
+{
+	struct ferry_region r = {
+		.gpa = 0,
+		.size = vm->guest.mem_size,
+		.host = vm->guest.ram,
+		.fd = vm->guest.memfd,
+		.fd_offset = 0,
+		.name = "ram0",
+	};
+	ferry_session *s;
+	int rc;
+
+	rc = ferry_session_new(&vm->mig.cfg, &s);
+	if (rc)
+		return rc;
+	rc = ferry_session_add_region(s, &r);
+	if (rc) {
+		ferry_session_destroy(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+/* Run one send or receive; fills @st and @errmsg whatever happens. */
+static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
+		       char *errmsg, size_t errlen)
+{
+	ferry_session *s = NULL;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	errmsg[0] = '\0';
+	rc = session_make(vm, &s);
+	if (rc) {
+		st->state = FERRY_STATE_FAILED;
+		st->error = rc;
+		st->ram_bytes = vm->guest.mem_size;
+		snprintf(errmsg, errlen, "cannot create a session");
+		return rc;
+	}
+	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.session = s;
+	vm->mig.vmm_err[0] = '\0';
+	if (vm->mig.cancel_requested || vm->mig.stopping)
+		ferry_session_cancel(s);
+	pthread_mutex_unlock(&vm->mig.lock);
+
+	rc = send ? ferry_session_send(s, vm->mig.uri) :
+		    ferry_session_receive(s, vm->mig.uri);
+
+	ferry_session_stats(s, st);
+	ferry_session_errmsg(s, errmsg, errlen);
+	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.session = NULL;
+	vm->mig.last = *st;
+	vm->mig.have_last = true;
+	if (rc && vm->mig.vmm_err[0]) {
+		size_t n = strlen(errmsg);
+
+		snprintf(errmsg + n, errlen - n, "%s(%s)", n ? " " : "",
+			 vm->mig.vmm_err);
+	}
+	snprintf(vm->mig.last_err, sizeof(vm->mig.last_err), "%s", errmsg);
+	pthread_mutex_unlock(&vm->mig.lock);
+	ferry_session_destroy(s);
+	return rc;
+}
+
+static int note_verified(const char *note)
+{
+	json_object *o = json_tokener_parse(note), *v;
+	int r = -1;
+
+	if (o && json_object_object_get_ex(o, "verified", &v) &&
+	    json_object_is_type(v, json_type_boolean))
+		r = json_object_get_boolean(v);
+	json_object_put(o);
+	return r;
+}
+
+static void log_result(struct vm *vm, const char *what, int rc,
+		       const struct ferry_stats *st, const char *errmsg,
+		       json_object *report)
+{
+	json_object *v;
+	double stall = -1;
+
+	if (rc) {
+		fprintf(stderr, "ferry-vm: %s %s: %s%s%s\n", what,
+			st->state == FERRY_STATE_CANCELLED ? "cancelled" : "failed",
+			ferry_strerror(rc), *errmsg ? ": " : "", errmsg);
+		return;
+	}
+	if (json_object_object_get_ex(report, "guest_stall_ms", &v) && v)
+		stall = json_object_get_double(v);
+	json_object_object_get_ex(report, "verified", &v);
+	fprintf(stderr,
+		"ferry-vm: %s completed: %.1f ms total, downtime %.1f ms, guest stall %.1f ms, %" PRIu64 " bytes in %u passes, verified %s\n",
+		what, st->total_ms, st->downtime_ms, stall, st->bytes, st->pass,
+		v ? (json_object_get_boolean(v) ? "true" : "false") : "null");
+}
+
+static void mig_store_report(struct vm *vm, json_object *report, int verified,
+			     bool migrated)
+{
+	pthread_mutex_lock(&vm->mig.lock);
+	json_object_put(vm->mig.report);
+	vm->mig.report = report;
+	if (verified != -2)
+		vm->mig.verified = verified;
+	if (migrated)
+		vm->mig.migrated = true;
+	pthread_mutex_unlock(&vm->mig.lock);
+}
+
+static void *send_main(void *arg)
+{
+	struct vm *vm = arg;
+	uint64_t client = vm->mig.client;
+	struct ferry_stats st;
+	char errmsg[768];
+	json_object *report, *event;
+	int rc;
+
+	rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
+	report = api_report(vm, rc, &st, errmsg, st.peer_note);
+	log_result(vm, "migration", rc, &st, errmsg, report);
+	event = json_object_new_object();
+	json_object_object_add(event, "event", json_object_new_string("DONE"));
+	/* A copy: json-c reference counts are not atomic and the stored
+	 * report is shared with the API thread's status replies. */
+	json_object_object_add(event, "data", json_object_deep_copy(report));
+	mig_store_report(vm, report, rc ? -1 : note_verified(st.peer_note), !rc);
+
+	/* A new migrate may start as soon as the client sees DONE. */
+	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.active = false;
+	pthread_mutex_unlock(&vm->mig.lock);
+	api_send(vm, client, event);
+	json_object_put(event);
+	return NULL;
+}
+
+/* Wait before listening again after a quick failure, so a permanent error
+ * (address in use) does not spin; returns false when stopping. */
+static bool recv_backoff(struct vm *vm, uint64_t started, unsigned *fails)
+{
+	uint64_t ms, dl;
+	struct timespec ts;
+	bool stop;
+
+	if (vm_now_ns() - started > 1000 * VM_NS_PER_MS)
+		*fails = 0;
+	ms = 100ull << (*fails < 5 ? *fails : 5);
+	if (ms > 2000)
+		ms = 2000;
+	(*fails)++;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	dl = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
+	     ms * VM_NS_PER_MS;
+	ts.tv_sec = (time_t)(dl / 1000000000ull);
+	ts.tv_nsec = (long)(dl % 1000000000ull);
+	pthread_mutex_lock(&vm->mig.lock);
+	while (!vm->mig.stopping &&
+	       pthread_cond_timedwait(&vm->mig.cond, &vm->mig.lock, &ts) == 0)
+		;
+	stop = vm->mig.stopping;
+	pthread_mutex_unlock(&vm->mig.lock);
+	return !stop;
+}
+
+static void *recv_main(void *arg)
+{
+	struct vm *vm = arg;
+	struct ferry_stats st;
+	char errmsg[768];
+	unsigned fails = 0;
+	uint64_t started;
+	bool stop;
+	int rc;
+
+	for (;;) {
+		pthread_mutex_lock(&vm->mig.lock);
+		stop = vm->mig.stopping;
+		vm->mig.cancel_requested = false;
+		vm->mig.verified = -1;
+		memset(&vm->mig.check, 0, sizeof(vm->mig.check));
+		pthread_mutex_unlock(&vm->mig.lock);
+		if (stop)
+			break;
+		started = vm_now_ns();
+		rc = session_run(vm, false, &st, errmsg, sizeof(errmsg));
+		if (!rc) {
+			json_object *report = api_report(vm, 0, &st, "", vm->mig.note);
+
+			log_result(vm, "incoming migration", 0, &st, errmsg, report);
+			mig_store_report(vm, report, -2, false);
+			break;
+		}
+		pthread_mutex_lock(&vm->mig.lock);
+		stop = vm->mig.stopping;
+		pthread_mutex_unlock(&vm->mig.lock);
+		if (stop)
+			break;
+		log_result(vm, "incoming migration", rc, &st, errmsg, NULL);
+		if (!recv_backoff(vm, started, &fails))
+			break;
+	}
+	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.active = false;
+	pthread_mutex_unlock(&vm->mig.lock);
+	return NULL;
+}
+
+static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
+{
+	struct ferry_config *cfg = &vm->mig.cfg;
+
+	config_base(vm, cfg);
+	if (a->downtime_ms >= 0)
+		cfg->downtime_limit_ms = (uint32_t)a->downtime_ms;
+	if (a->max_passes >= 0)
+		cfg->max_passes = (uint32_t)a->max_passes;
+	if (a->max_precopy_ms >= 0)
+		cfg->max_precopy_ms = (uint32_t)a->max_precopy_ms;
+	if (a->timeout_strategy >= 0)
+		cfg->timeout_strategy = (enum ferry_timeout_strategy)a->timeout_strategy;
+	if (a->dirty_mode >= 0)
+		cfg->dirty_mode = (enum ferry_dirty_mode)a->dirty_mode;
+	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", a->uri);
+}
+
+/**
+ * vm_migrate_start() - start migrating the guest in the background.
+ * @vm: the VM (a source).
+ * @a: the migrate command's arguments, already type-checked.
+ * @client: the API client that receives the events (0 for none).
+ * @err: receives the reason on failure.
+ * @errlen: size of @err.
+ *
+ * Return: VM_OK, VM_ERR_STATE when a migration cannot start now, or
+ * VM_ERR_GENERIC.
+ */
+enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
+			     uint64_t client, char *err, size_t errlen)
+{
+	enum vm_err e = VM_OK;
+	int rc;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	if (vm->opts.incoming) {
+		snprintf(err, errlen, "this VM is a migration destination");
+		e = VM_ERR_STATE;
+	} else if (vm->mig.active) {
+		snprintf(err, errlen, "a migration is already running");
+		e = VM_ERR_STATE;
+	} else if (vm->mig.migrated) {
+		snprintf(err, errlen, "the guest was migrated away");
+		e = VM_ERR_STATE;
+	} else if (!guest_running(&vm->guest)) {
+		snprintf(err, errlen, "the guest is not running");
+		e = VM_ERR_STATE;
+	}
+	if (e)
+		goto out;
+	if (vm->mig.joinable) {
+		/* The last thread cleared "active" as its final use of the
+		 * lock, so joining here cannot deadlock. */
+		pthread_join(vm->mig.thread, NULL);
+		vm->mig.joinable = false;
+	}
+	args_to_config(vm, a);
+	vm->mig.client = client;
+	vm->mig.cancel_requested = false;
+	vm->mig.active = true;
+	rc = pthread_create(&vm->mig.thread, NULL, send_main, vm);
+	if (rc) {
+		vm->mig.active = false;
+		snprintf(err, errlen, "cannot start the migration thread: %s",
+			 strerror(rc));
+		e = VM_ERR_GENERIC;
+		goto out;
+	}
+	vm->mig.joinable = true;
+out:
+	pthread_mutex_unlock(&vm->mig.lock);
+	return e;
+}
+
+/**
+ * vm_migrate_cancel() - cancel the running migration (on a destination:
+ * the incoming attempt, after which it listens again).
+ * @vm: the VM.
+ * @err: receives the reason on failure.
+ * @errlen: size of @err.
+ *
+ * Return: VM_OK, or VM_ERR_STATE when nothing runs.
+ */
+enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen)
+{
+	enum vm_err e = VM_OK;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	if (!vm->mig.active) {
+		snprintf(err, errlen, "no migration is running");
+		e = VM_ERR_STATE;
+	} else {
+		vm->mig.cancel_requested = true;
+		if (vm->mig.session)
+			ferry_session_cancel(vm->mig.session);
+	}
+	pthread_mutex_unlock(&vm->mig.lock);
+	return e;
+}
+
+static int incoming_start(struct vm *vm)
+{
+	int rc;
+
+	config_base(vm, &vm->mig.cfg);
+	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", vm->opts.incoming);
+	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.active = true;
+	rc = pthread_create(&vm->mig.thread, NULL, recv_main, vm);
+	if (rc)
+		vm->mig.active = false;
+	else
+		vm->mig.joinable = true;
+	pthread_mutex_unlock(&vm->mig.lock);
+	return -rc;
+}
+
+static void mig_shutdown(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.stopping = true;
+	if (vm->mig.session)
+		ferry_session_cancel(vm->mig.session);
+	pthread_cond_broadcast(&vm->mig.cond);
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (vm->mig.joinable)
+		pthread_join(vm->mig.thread, NULL);
+	vm->mig.joinable = false;
+}
+
+/* --- self test ---------------------------------------------------------- */
+
+/* Pause/resume latency, then a save/load round trip in this process with
+ * the full verification, then a short run to see the guest still agrees
+ * with its memory. */
+static int self_test(struct vm *vm)
+{
+	struct guest *g = &vm->guest;
+	struct timespec run = { 0, 300000000 };
+	uint64_t t, worst = 0, total = 0;
+	uint8_t *blob;
+	size_t len;
+	int i, rc, v;
+
+	nanosleep(&run, NULL);
+	for (i = 0; i < 50; i++) {
+		t = vm_now_ns();
+		guest_pause(g);
+		t = vm_now_ns() - t;
+		total += t;
+		worst = t > worst ? t : worst;
+		guest_resume(g);
+		nanosleep(&(struct timespec){ 0, 2000000 }, NULL);
+	}
+	printf("pause: mean %.1f us, max %.1f us over 50\n",
+	       (double)total / 50 / 1e3, (double)worst / 1e3);
+	guest_pause(g);
+	t = vm_now_ns();
+	rc = state_encode(vm, &blob, &len);
+	printf("save_state: %zu bytes in %.1f ms (rc %d)\n", len,
+	       (double)(vm_now_ns() - t) / 1e6, rc);
+	if (rc)
+		return 1;
+	rc = state_load(vm, blob, len);
+	free(blob);
+	guest_resume(g);
+	nanosleep(&run, NULL);
+	v = vm_verified(vm);
+	printf("load_state: rc %d, digest_match %d, invariant_ok %d, pages %" PRIu64
+	       ", verify %.1f ms, steps %" PRIu64 ", check_errors %" PRIu64
+	       ", settled %d, verified %d\n",
+	       rc, vm->mig.check.digest_match, vm->mig.check.invariant_ok,
+	       vm->mig.check.pages_checked, vm->mig.check.verify_ms,
+	       guest_steps(g), guest_check_errors(g), guest_settled(g), v);
+	return rc || (vm->opts.verify && v != 1) || guest_check_errors(g) ? 1 : 0;
+}
+
+/* --- main --------------------------------------------------------------- */
+
+static void vm_setup(struct vm *vm)
+{
+	const char *lvl = getenv("FERRY_VM_LOG");
+	pthread_condattr_t ca;
+
+	pthread_mutex_init(&vm->mig.lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->mig.cond, &ca);
+	pthread_condattr_destroy(&ca);
+	vm->mig.verified = -1;
+	vm->log_level = lvl && *lvl ? atoi(lvl) : -1;
+	vm->ops.pause = cb_pause;
+	vm->ops.resume = cb_resume;
+	vm->ops.save_state = cb_save_state;
+	vm->ops.load_state = cb_load_state;
+	vm->ops.get_dirty_bitmap = cb_dirty_bitmap;
+	vm->ops.running_note = cb_running_note;
+}
+
+static void log_startup(struct vm *vm)
+{
+	const struct vm_opts *o = &vm->opts;
+
+	fprintf(stderr,
+		"ferry-vm: pid %d, %s, %" PRIu64 " MiB, %u vcpus, workload %s",
+		(int)getpid(), o->incoming ? "destination" : "source",
+		o->mem_size >> 20, o->nvcpus, vm_workload_name(o->workload));
+	if (vm->guest.dirty_rate > 0 &&
+	    (o->workload == VM_WL_AB || o->workload == VM_WL_RANDOM))
+		fprintf(stderr, " at %.0f MB/s", vm->guest.dirty_rate);
+	if (o->incoming)
+		fprintf(stderr, ", incoming %s", o->incoming);
+	if (o->api_path)
+		fprintf(stderr, ", api %s", o->api_path);
+	fprintf(stderr, "%s\n", o->verify ? "" : ", no verify");
+}
+
+int main(int argc, char **argv)
+{
+	struct vm vm = { 0 };
+	sigset_t sigs;
+	int rc;
+
+	rc = parse_args(argc, argv, &vm.opts);
+	if (rc >= 0)
+		return rc;
+	/* Signals are read from a signalfd by the API loop, so every thread
+	 * started from here on must have them blocked. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	vm_setup(&vm);
+
+	rc = guest_init(&vm.guest, &vm.opts);
+	if (rc) {
+		fprintf(stderr, "ferry-vm: cannot create guest RAM: %s\n",
+			strerror(-rc));
+		goto out_guest;
+	}
+	rc = api_open(&vm);
+	if (rc)
+		goto out_guest;
+	rc = guest_start(&vm.guest, vm.opts.incoming != NULL);
+	if (rc) {
+		fprintf(stderr, "ferry-vm: cannot start vCPUs: %s\n", strerror(-rc));
+		goto out_api;
+	}
+	if (vm.opts.self_test) {
+		rc = self_test(&vm);
+		goto out_stop;
+	}
+	if (vm.opts.incoming && (rc = incoming_start(&vm))) {
+		fprintf(stderr, "ferry-vm: cannot start receiving: %s\n",
+			strerror(-rc));
+		goto out_stop;
+	}
+	log_startup(&vm);
+	rc = api_run(&vm);
+out_stop:
+	mig_shutdown(&vm);
+	guest_stop(&vm.guest);
+out_api:
+	api_close(&vm);
+out_guest:
+	guest_fini(&vm.guest);
+	json_object_put(vm.mig.report);
+	pthread_cond_destroy(&vm.mig.cond);
+	pthread_mutex_destroy(&vm.mig.lock);
+	return rc ? 1 : 0;
+}

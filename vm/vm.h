@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vm.h - the reference VMM's one VM object and what its three files share.
+ *
+ * ferry-vm is split by subsystem: guest.c owns guest RAM, the vCPU threads
+ * and their workloads (and the checks of what they wrote); main.c owns the
+ * command line, the device-state blob and the migration threads that drive
+ * libferry; api.c owns the API socket. Everything mutable lives in one
+ * struct vm that is passed around; there are no other globals.
+ */
+#ifndef FERRY_VM_H
+#define FERRY_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <endian.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "ferry.h"
+
+#define VM_PAGE_SIZE 4096u
+#define VM_NS_PER_MS 1000000ull
+
+/* Explicit little-endian access, for page headers and the state blob. */
+static inline uint64_t vm_get_le64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
+}
+
+static inline uint32_t vm_get_le32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le32toh(v);
+}
+
+static inline void vm_put_le64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static inline void vm_put_le32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+enum vm_workload {
+	VM_WL_AB = 0,
+	VM_WL_RANDOM = 1,
+	VM_WL_FILL = 2,
+	VM_WL_IDLE = 3,
+};
+
+struct guest;
+
+/*
+ * One vCPU. The "registers" below are the workload's state: they are
+ * touched by the vCPU thread while it runs and by other threads only while
+ * it is parked (the park handshake under guest.lock orders the accesses).
+ * Counters read while the vCPU runs are atomics.
+ */
+struct vcpu {
+	struct guest *g;
+	unsigned idx;
+	pthread_t thread;
+	bool started;
+	uint64_t first; /* first page of this vCPU's share */
+	uint64_t npages; /* pages in the share */
+
+	/* Workload registers (migrated). */
+	uint64_t cursor; /* ab: next page of the sweep (share-relative) */
+	uint64_t sweep;	 /* ab: sweep number s; random: write generation */
+	uint64_t prng;	 /* random: page-choice PRNG state */
+	uint64_t fill_done; /* fill: pages of the share already filled */
+	uint64_t last_tick_ns; /* CLOCK_MONOTONIC of the last progress tick */
+	uint64_t max_gap_ns;   /* largest gap between consecutive ticks */
+	atomic_uint_fast64_t steps; /* page steps done */
+
+	/* Pacing (not migrated: restarts at every resume). */
+	uint64_t next_ns;
+	uint64_t pace_ns;
+	double credit;
+
+	/* Stall measurement across a pause: the last tick before it, and the
+	 * first tick after the resume (0 until it happened). */
+	uint64_t resume_from_ns;
+	bool await_first;
+	atomic_uint_fast64_t stall_ns;
+	atomic_uint_fast64_t first_tick_ns;
+};
+
+/* Result of checking a loaded image (destination). */
+struct guest_verify {
+	bool done;	   /* a check ran on the last loaded state */
+	bool digest_match; /* memory digest equal to the source's */
+	bool invariant_ok; /* the workload invariant held on every page */
+	uint64_t pages_checked;
+	double verify_ms;
+};
+
+struct guest {
+	uint64_t mem_size;
+	uint64_t npages;
+	unsigned nvcpus;
+	enum vm_workload workload;
+	double dirty_rate; /* MB/s (10^6 B/s) for the whole guest; 0 = no cap */
+	double pages_per_ns; /* the same, per vCPU, in pages per nanosecond */
+
+	int memfd;
+	uint8_t *ram;
+
+	/* One bit per page, set after every store to the page; handed to the
+	 * engine (and cleared) by guest_dirty_bitmap(). */
+	atomic_uint_fast64_t *dirty;
+	size_t dirty_words;
+
+	struct vcpu *vcpus;
+
+	/* Pause handshake. pause_word is a futex word: 1 asks every vCPU to
+	 * park; vCPUs sleep on it between paced steps so a pause wakes them. */
+	int pause_word;
+	pthread_mutex_t lock;
+	pthread_cond_t parked_cond; /* a vCPU parked (to the pauser) */
+	pthread_cond_t run_cond;    /* resume or stop (to the vCPUs) */
+	unsigned parked;
+	bool stop;
+	atomic_bool running;
+
+	atomic_uint_fast64_t check_errors;
+	atomic_uint fill_pending; /* vCPUs whose fill is not complete */
+};
+
+/* The engine session currently driven by a migration thread, and the
+ * results of the last one. Protected by mig.lock. */
+struct vm_mig {
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* stop requested (wakes the receive back-off) */
+	ferry_session *session; /* live, or NULL */
+	bool active;		/* a send or receive thread runs */
+	bool joinable;
+	bool cancel_requested;
+	bool stopping; /* the process is exiting */
+	bool migrated; /* source: the destination owns the guest now */
+	pthread_t thread;
+	uint64_t client; /* API client that started it (0 = none) */
+
+	/* Arguments of the running migration. */
+	char uri[4096];
+	struct ferry_config cfg;
+
+	struct ferry_stats last; /* stats when no session is live */
+	bool have_last;
+	char last_err[512];
+	json_object *report; /* the last report, owned */
+	int verified;	     /* -1 unknown (null), 0 false, 1 true */
+	struct guest_verify check; /* destination: last load check */
+	char note[256];		   /* destination: the note we sent */
+	char vmm_err[256];	   /* why our last callback failed */
+};
+
+struct vm_api;
+
+/* Arguments of the migrate command; negative numbers mean "not given". */
+struct vm_migrate_args {
+	const char *uri;
+	int64_t downtime_ms;
+	int64_t max_passes;
+	int64_t max_precopy_ms;
+	int timeout_strategy; /* enum ferry_timeout_strategy, or -1 */
+	int dirty_mode;	      /* enum ferry_dirty_mode, or -1 */
+};
+
+/* Why a command could not be carried out (maps to the API error class). */
+enum vm_err {
+	VM_OK = 0,
+	VM_ERR_STATE,	/* InvalidState */
+	VM_ERR_GENERIC, /* GenericError */
+};
+
+struct vm_opts {
+	uint64_t mem_size;
+	unsigned nvcpus;
+	enum vm_workload workload;
+	double dirty_rate; /* < 0: workload default */
+	const char *api_path;
+	const char *incoming;
+	uint32_t downtime_ms;
+	bool verify;
+	bool self_test;
+};
+
+struct vm {
+	struct vm_opts opts;
+	struct guest guest;
+	struct vm_mig mig;
+	struct vm_api *api;
+	struct ferry_vmm_ops ops;
+	int log_level; /* engine log messages up to this level go to stderr */
+};
+
+/* guest.c */
+int guest_init(struct guest *g, const struct vm_opts *o);
+int guest_start(struct guest *g, bool parked);
+void guest_pause(struct guest *g);
+void guest_resume(struct guest *g);
+void guest_stop(struct guest *g);
+void guest_fini(struct guest *g);
+bool guest_running(struct guest *g);
+bool guest_settled(struct guest *g);
+uint64_t guest_steps(struct guest *g);
+uint64_t guest_check_errors(struct guest *g);
+void guest_reset_derived(struct guest *g);
+int guest_dirty_bitmap(struct guest *g, uint64_t *bitmap, size_t pages);
+uint64_t guest_digest(struct guest *g);
+bool guest_check_invariant(struct guest *g, uint64_t *pages_checked);
+int guest_wait_first_ticks(struct guest *g, int timeout_ms, double *stall_ms);
+uint64_t vm_now_ns(void);
+const char *vm_workload_name(enum vm_workload w);
+int vm_workload_parse(const char *s, enum vm_workload *out);
+
+/* main.c */
+enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
+			     uint64_t client, char *err, size_t errlen);
+enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen);
+int vm_verified(struct vm *vm);
+
+/* api.c */
+int api_open(struct vm *vm);
+int api_run(struct vm *vm);
+void api_close(struct vm *vm);
+void api_send(struct vm *vm, uint64_t client, json_object *msg);
+void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev);
+json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
+			const char *errmsg, const char *note);
+json_object *api_double(double v);
+
+#endif /* FERRY_VM_H */
