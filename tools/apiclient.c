@@ -417,11 +417,11 @@ static int take_reply(struct api_client *c, const char *command,
 	if (json_object_object_get_ex(msg, "error", &val)) {
 		json_object_object_get_ex(val, "class", &cls);
 		json_object_object_get_ex(val, "desc", &desc);
-		return fail(c, -EREMOTEIO, "%s: %s (%s)", command,
+		return fail(c, -EREMOTEIO, "%s (%s)",
 			    desc ? json_object_get_string(desc) : "failed",
 			    cls ? json_object_get_string(cls) : "error");
 	}
-	return fail(c, -EPROTO, "%s: malformed reply from ferry-vm", command);
+	return fail(c, -EPROTO, "malformed reply from ferry-vm to %s", command);
 }
 
 /* Is @msg the reply to the command with @id? */
@@ -527,7 +527,7 @@ int api_client_wait(struct api_client *c, int timeout_ms)
 	int n = 0, err;
 
 	do {
-		err = read_object(c, n ? 0 : deadline, &msg);
+		err = read_object(c, deadline, &msg);
 		if (err < 0)
 			return n ? n : err;
 		if (dispatch_event(c, msg))

@@ -32,7 +32,7 @@
 
 #include <json-c/json.h>
 
-#define READY_TIMEOUT_MS 10000	   /* both API sockets answer */
+#define READY_TIMEOUT_MS 10000	   /* both API sockets answer (+2 s/GiB) */
 #define SETTLE_EXTRA_MS 500	   /* running time after the guest settled */
 #define DST_RUN_MS 300		   /* destination runs before the check */
 #define VERIFY_TIMEOUT_MS 5000	   /* destination publishes its verdict */
@@ -71,6 +71,7 @@ struct demo_opts {
 
 struct vm_proc {
 	const char *name;	/* "source", "destination" */
+	const char *tag;	/* "src", "dst": the files' names */
 	pid_t pid;		/* 0 once reaped */
 	int status;		/* wait status once reaped */
 	char sock[PATH_MAX];
@@ -84,6 +85,7 @@ struct demo {
 	char dir[64];
 	int port;
 	struct vm_proc src, dst;
+	bool src_migrated;	/* the source may exit from now on */
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -261,8 +263,12 @@ static int find_ferry_vm(char *out, size_t len, char *err, size_t errlen)
 		    executable(out))
 			return 0;
 		if ((size_t)snprintf(out, len, "%s/../vm/ferry-vm", self) < len &&
-		    executable(out))
+		    executable(out)) {
+			/* Shown to the user: "build/vm/ferry-vm" reads better. */
+			if (realpath(out, self))
+				snprintf(out, len, "%s", self);
 			return 0;
+		}
 	}
 	if (find_in_path(out, len))
 		return 0;
@@ -379,8 +385,7 @@ static void show_log_tail(const struct vm_proc *vm)
 	fprintf(stderr, "last lines of the %s's log (%s):\n", vm->name, vm->log);
 	for (; *line; line = p) {
 		p = strchrnul(line, '\n');
-		fprintf(stderr, "  %s| %.*s\n", vm->name[0] == 's' ? "src" : "dst",
-			(int)(p - line), line);
+		fprintf(stderr, "  %s| %.*s\n", vm->tag, (int)(p - line), line);
 		if (*p)
 			p++;
 	}
@@ -392,7 +397,8 @@ static bool vm_exited(struct vm_proc *vm, char *err, size_t errlen)
 	int st;
 
 	if (vm->pid == 0)
-		return true;
+		return demo_fail(err, errlen, "the %s ferry-vm is not running",
+				 vm->name) < 0;
 	if (waitpid(vm->pid, &st, WNOHANG) != vm->pid)
 		return false;
 	vm->pid = 0;
@@ -411,7 +417,8 @@ static int check_vms(struct demo *d, char *err, size_t errlen)
 {
 	if (cli_interrupted())
 		return demo_fail(err, errlen, "interrupted");
-	if (vm_exited(&d->dst, err, errlen) || vm_exited(&d->src, err, errlen))
+	if (vm_exited(&d->dst, err, errlen) ||
+	    (!d->src_migrated && vm_exited(&d->src, err, errlen)))
 		return -1;
 	return 0;
 }
@@ -443,7 +450,9 @@ static int demo_sleep(struct demo *d, int ms, char *err, size_t errlen)
 static int connect_vm(struct demo *d, struct vm_proc *vm, const char *role,
 		      char *err, size_t errlen)
 {
-	int64_t deadline = now_ms() + READY_TIMEOUT_MS;
+	/* ferry-vm allocates and touches guest RAM before it listens. */
+	int timeout = READY_TIMEOUT_MS + (int)(d->o.memory >> 30) * 2000;
+	int64_t deadline = now_ms() + timeout;
 	char cerr[300] = "";
 	int ret;
 
@@ -456,7 +465,7 @@ static int connect_vm(struct demo *d, struct vm_proc *vm, const char *role,
 		if (now_ms() > deadline)
 			return demo_fail(err, errlen, "the %s ferry-vm did not answer "
 					 "on %s within %d s (%s)", vm->name,
-					 vm->sock, READY_TIMEOUT_MS / 1000, cerr);
+					 vm->sock, timeout / 1000, cerr);
 		if (demo_sleep(d, 50, err, errlen) < 0)
 			return -1;
 	}
@@ -523,10 +532,10 @@ static int make_dir(struct demo *d, char *err, size_t errlen)
 		return demo_fail(err, errlen, "cannot create a directory in %s: %s",
 				 tmp, strerror(errno));
 	}
-	snprintf(d->dst.sock, sizeof(d->dst.sock), "%s/dst.sock", d->dir);
-	snprintf(d->dst.log, sizeof(d->dst.log), "%s/dst.log", d->dir);
-	snprintf(d->src.sock, sizeof(d->src.sock), "%s/src.sock", d->dir);
-	snprintf(d->src.log, sizeof(d->src.log), "%s/src.log", d->dir);
+	snprintf(d->dst.sock, sizeof(d->dst.sock), "%s/%s.sock", d->dir, d->dst.tag);
+	snprintf(d->dst.log, sizeof(d->dst.log), "%s/%s.log", d->dir, d->dst.tag);
+	snprintf(d->src.sock, sizeof(d->src.sock), "%s/%s.sock", d->dir, d->src.tag);
+	snprintf(d->src.log, sizeof(d->src.log), "%s/%s.log", d->dir, d->src.tag);
 	return 0;
 }
 
@@ -612,9 +621,7 @@ static int demo_migrate(struct demo *d, json_object **report,
 	if (!cli_report_completed(*report))
 		return 0;
 	/* The destination owns the guest now; the source may go its way. */
-	api_client_close(d->src.api);
-	d->src.api = NULL;
-	d->src.name = "(migrated) source";
+	d->src_migrated = true;
 	return destination_verdict(d, dst_st, err, errlen);
 }
 
@@ -651,18 +658,45 @@ static json_object *demo_report(struct demo *d, json_object *report,
 	return r;
 }
 
-static void print_demo_report(json_object *r)
+/* "stream digest matched, destination verified, 0 bad pages ..." */
+static void describe_checks(json_object *r, char *buf, size_t len)
 {
 	json_object *dv = cli_get(r, "destination_verified");
 	json_object *rv = cli_get(r, "report_verified");
 	json_object *errs = cli_get(r, "destination_check_errors");
 
+	snprintf(buf, len, "stream digest %s, destination %s, %s bad pages "
+		 "found by the running guest",
+		 rv ? (json_object_get_boolean(rv) ? "matched" : "MISMATCH") : "-",
+		 dv ? (json_object_get_boolean(dv) ? "verified" : "FAILED") : "-",
+		 errs ? json_object_get_string(errs) : "-");
+}
+
+static void print_demo_report(json_object *r)
+{
+	char checks[160];
+
+	describe_checks(r, checks, sizeof(checks));
 	cli_print_report(stdout, r);
-	printf("checks        stream digest %s, destination %s, %s bad pages "
-	       "found by the running guest\n",
-	       rv ? (json_object_get_boolean(rv) ? "matched" : "MISMATCH") : "-",
-	       dv ? (json_object_get_boolean(dv) ? "verified" : "FAILED") : "-",
-	       errs ? json_object_get_string(errs) : "-");
+	printf("checks        %s\n", checks);
+}
+
+/* With --json, stderr still says in words why the demo did not succeed. */
+static void explain_failure(json_object *r)
+{
+	char checks[160];
+
+	if (!cli_report_completed(r)) {
+		fprintf(stderr, "ferry demo: migration %s: %s\n",
+			json_object_get_string(cli_get(r, "status")),
+			cli_get(r, "error") ?
+				json_object_get_string(cli_get(r, "error")) :
+				"no reason given");
+	} else if (!json_object_get_boolean(cli_get(r, "verified"))) {
+		describe_checks(r, checks, sizeof(checks));
+		fprintf(stderr, "ferry demo: the guest was not verified: %s\n",
+			checks);
+	}
 }
 
 /* Stop a VM: "quit" and a grace period when @gently, else SIGKILL. */
@@ -700,8 +734,8 @@ static void stop_vm(struct vm_proc *vm, bool gently)
  */
 int cmd_demo(int argc, char **argv)
 {
-	struct demo d = { .src = { .name = "source" },
-			  .dst = { .name = "destination" } };
+	struct demo d = { .src = { .name = "source", .tag = "src" },
+			  .dst = { .name = "destination", .tag = "dst" } };
 	json_object *report = NULL, *dst_st = NULL, *out = NULL;
 	char err[600] = "";
 	int ret;
@@ -726,6 +760,8 @@ int cmd_demo(int argc, char **argv)
 		out = cli_failed_report(err);
 	} else {
 		out = demo_report(&d, report, dst_st);
+		if (d.o.json)
+			explain_failure(out);
 		if (!cli_report_completed(report)) {
 			show_log_tail(&d.src);
 			show_log_tail(&d.dst);

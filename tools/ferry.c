@@ -11,7 +11,7 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <inttypes.h>
+#include <ctype.h>
 #include <math.h> /* NAN and isnan() only: ferry is not linked with libm */
 #include <stdarg.h>
 #include <stdlib.h>
@@ -117,15 +117,12 @@ int cli_parse_size(const char *s, uint64_t *out)
 	if (errno || v == 0)
 		return -EINVAL;
 	if (*end) {
-		u = strchr(units, end[0] & ~0x20);
-		if (!u || !end[0])
+		u = strchr(units, toupper((unsigned char)*end));
+		if (!u || (end[1] && strcasecmp(end + 1, "B") &&
+			   strcasecmp(end + 1, "iB")))
 			return -EINVAL;
 		shift = 10 * (int)(u - units + 1);
-		end++;
-		if (strcasecmp(end, "") && strcasecmp(end, "B") &&
-		    strcasecmp(end, "iB"))
-			return -EINVAL;
-	} 
+	}
 	if (shift && v > (UINT64_MAX >> shift))
 		return -EINVAL;
 	*out = (uint64_t)v << shift;
@@ -224,7 +221,7 @@ static const char *fmt_ms(json_object *obj, const char *path, char *buf,
 /* ---- progress display ------------------------------------------------ */
 
 /* Width of the progress bar, when the terminal leaves room for it. */
-#define BAR_MIN 6
+#define BAR_MIN 5
 #define BAR_MAX 30
 
 struct progress {
@@ -322,13 +319,14 @@ static void progress_draw(struct progress *p, json_object *stats)
 		snprintf(eta, sizeof(eta), "%.1fs", (total - done) / rate);
 	else
 		snprintf(eta, sizeof(eta), "-");
-	snprintf(text, sizeof(text), "%3.0f%% %s %.0f MB/s dirty %.1f MB/s "
-		 "ETA %s downtime ~%.1fms", frac * 100, moved, rate / 1e6,
+	/* Fixed-width fields keep the line (and the bar) from jittering. */
+	snprintf(text, sizeof(text), "%3.0f%% %8s %4.0f MB/s dirty %4.1f MB/s "
+		 "ETA %4s downtime %.1fms", frac * 100, moved, rate / 1e6,
 		 get_num(stats, "dirty_mb_per_s", 0), eta,
 		 get_num(stats, "expected_downtime_ms", 0));
 	width = get_num(stats, "pass", 0) < 1 ? 0 :
 		bar_width(cols, strlen(prefix) + strlen(text));
-	filled = (int)(frac * width);
+	filled = (int)(frac * width + 0.5);
 	memset(bar, '#', (size_t)filled);
 	memset(bar + filled, '.', (size_t)(width - filled));
 	bar[width] = '\0';
@@ -475,11 +473,13 @@ static int follow_loop(struct api_client *c, struct follow *f,
 		if (ret == -EINTR)
 			ret = follow_interrupt(c, f, o, &interrupts);
 		if (ret == -EINTR) {
-			snprintf(err, errlen, "interrupted");
+			snprintf(err, errlen, "interrupted%s", interrupts ?
+				 " (cancel requested; see 'ferry status')" : "");
 			return ret;
 		}
 		if (ret < 0 && !f->report) {
-			snprintf(err, errlen, "%s", api_client_errmsg(c));
+			snprintf(err, errlen, "lost track of the migration: %s",
+				 api_client_errmsg(c));
 			return ret;
 		}
 		if (f->report)
@@ -586,6 +586,7 @@ void cli_print_report(FILE *out, struct json_object *report)
 {
 	char a[32], b[32], c[32], d[32], bytes[32];
 	const char *verified = get_yesno(report, "verified");
+	double passes;
 
 	fprintf(out, "status        %s\n", get_str(report, "status", "?"));
 	if (cli_get(report, "error"))
@@ -604,8 +605,9 @@ void cli_print_report(FILE *out, struct json_object *report)
 	fprintf(out, "guest stall   %s\n",
 		fmt_ms(report, "guest_stall_ms", a, sizeof(a)));
 	cli_format_bytes(get_num(report, "bytes", 0), bytes, sizeof(bytes));
-	fprintf(out, "moved         %s in %.0f passes, %.1f MB/s\n", bytes,
-		get_num(report, "passes", 0), get_num(report, "mb_per_s", 0));
+	passes = get_num(report, "passes", 0);
+	fprintf(out, "moved         %s in %.0f pass%s, %.1f MB/s\n", bytes, passes,
+		passes == 1 ? "" : "es", get_num(report, "mb_per_s", 0));
 	if (cli_get(report, "verify_ms"))
 		fprintf(out, "verified      %s (check %s)\n", verified,
 			fmt_ms(report, "verify_ms", a, sizeof(a)));
@@ -803,6 +805,10 @@ static int cmd_migrate(int argc, char **argv)
 	} else if (!json) {
 		cli_print_report(stdout, report);
 	}
+	if (json && ret == 0 && !cli_report_completed(report))
+		fprintf(stderr, "ferry migrate: migration %s: %s\n",
+			get_str(report, "status", "?"),
+			get_str(report, "error", "no reason given"));
 	if (json)
 		cli_print_json(report);
 	if (ret == -EINTR)

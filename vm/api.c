@@ -1,1 +1,913 @@
-/* placeholder: being written */
+// SPDX-License-Identifier: MIT
+/*
+ * api.c - ferry-vm's API socket (docs/api-socket.md): JSON lines over a
+ * UNIX stream socket, served by the main thread with poll().
+ *
+ * Output to a client is buffered per client and written without blocking,
+ * so neither a slow reader nor one that vanished can stall the API thread
+ * or the migration thread, which sends its events through api_send() from
+ * the engine's callbacks. One lock (api.lock) protects the client list and
+ * the output buffers; it is always the innermost lock. Clients are only
+ * freed by the API thread, under that lock, and other threads refer to
+ * them by id.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "vm.h"
+
+#define API_LINE_MAX 65536u	 /* longest request line, newline included */
+#define API_OUT_MAX (4u << 20)	 /* a client that lets more pile up is dropped */
+#define API_MAX_CLIENTS 64u
+#define API_QUIT_FLUSH_MS 500
+
+struct api_client {
+	int fd;
+	uint64_t id;
+	bool dead;
+	size_t in_len;
+	char *in; /* API_LINE_MAX bytes */
+	char *out;
+	size_t out_len, out_cap;
+};
+
+struct vm_api {
+	int listen_fd;
+	int sig_fd;
+	int wake_fd;
+	bool bound; /* we created the socket file */
+	bool quit;
+	pthread_mutex_t lock;
+	struct api_client *clients[API_MAX_CLIENTS];
+	unsigned nclients;
+	uint64_t next_id;
+};
+
+/* --- JSON helpers ------------------------------------------------------- */
+
+/**
+ * api_double() - a JSON number with at most three decimals (json-c would
+ * print 17 significant digits).
+ * @v: the value.
+ *
+ * Return: a new object, or NULL (JSON null) for NaN and infinities.
+ */
+json_object *api_double(double v)
+{
+	char buf[64];
+	size_t n;
+
+	if (!isfinite(v))
+		return NULL;
+	n = (size_t)snprintf(buf, sizeof(buf), "%.3f", v);
+	while (n > 2 && buf[n - 1] == '0' && buf[n - 2] != '.')
+		buf[--n] = '\0';
+	return json_object_new_double_s(v, buf);
+}
+
+/**
+ * api_copy() - deep copy of a JSON value.
+ * @o: the value (NULL copies to NULL).
+ *
+ * Return: a new object, or NULL.
+ */
+json_object *api_copy(json_object *o)
+{
+	json_object *dst = NULL;
+
+	if (!o || json_object_deep_copy(o, &dst, NULL) < 0)
+		return NULL;
+	return dst;
+}
+
+static json_object *jstr(const char *s)
+{
+	return json_object_new_string(s);
+}
+
+static json_object *ju64(uint64_t v)
+{
+	return json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v);
+}
+
+static json_object *error_string(int code, const char *detail)
+{
+	char buf[1024];
+
+	if (!code)
+		return NULL;
+	if (detail && *detail)
+		snprintf(buf, sizeof(buf), "%s: %s", ferry_strerror(code), detail);
+	else
+		snprintf(buf, sizeof(buf), "%s", ferry_strerror(code));
+	return jstr(buf);
+}
+
+static json_object *stats_json(const struct ferry_stats *st, const char *err)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "state", jstr(ferry_state_name(st->state)));
+	json_object_object_add(o, "pass", ju64(st->pass));
+	json_object_object_add(o, "bytes", ju64(st->bytes));
+	json_object_object_add(o, "wire_bytes", ju64(st->wire_bytes));
+	json_object_object_add(o, "pass_bytes", ju64(st->pass_bytes));
+	json_object_object_add(o, "pass_total", ju64(st->pass_total));
+	json_object_object_add(o, "dirty_bytes", ju64(st->dirty_bytes));
+	json_object_object_add(o, "ram_bytes", ju64(st->ram_bytes));
+	json_object_object_add(o, "mb_per_s", api_double(st->mb_per_s));
+	json_object_object_add(o, "dirty_mb_per_s", api_double(st->dirty_mb_per_s));
+	json_object_object_add(o, "expected_downtime_ms",
+			       api_double(st->expected_downtime_ms));
+	json_object_object_add(o, "total_ms", api_double(st->total_ms));
+	json_object_object_add(o, "downtime_ms", api_double(st->downtime_ms));
+	json_object_object_add(o, "final_pass_ms", api_double(st->final_pass_ms));
+	json_object_object_add(o, "state_ms", api_double(st->state_ms));
+	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
+	json_object_object_add(o, "error", error_string(st->error, err));
+	return o;
+}
+
+/* A member of the destination's note, copied, or NULL. */
+static json_object *note_get(json_object *note, const char *key,
+			     enum json_type type)
+{
+	json_object *v;
+
+	if (!note || !json_object_object_get_ex(note, key, &v) ||
+	    !json_object_is_type(v, type))
+		return NULL;
+	if (type == json_type_double)
+		return api_double(json_object_get_double(v));
+	return api_copy(v);
+}
+
+static const char *report_status(int rc, const struct ferry_stats *st)
+{
+	if (!rc)
+		return "completed";
+	if (st->state == FERRY_STATE_CANCELLED ||
+	    (rc == FERRY_ECANCELED && st->state != FERRY_STATE_FAILED))
+		return "cancelled";
+	return "failed";
+}
+
+/**
+ * api_report() - build a migration report (docs/api-socket.md, "Report").
+ * @vm: the VM.
+ * @rc: what send/receive returned.
+ * @st: the session's final statistics.
+ * @errmsg: the session's error detail ("" if none).
+ * @note: the destination's note (a JSON object, may be empty).
+ *
+ * Return: a new object owned by the caller.
+ */
+json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
+			const char *errmsg, const char *note)
+{
+	json_object *o = json_object_new_object();
+	json_object *n = note && *note ? json_tokener_parse(note) : NULL;
+	json_object *stall;
+
+	if (n && !json_object_is_type(n, json_type_object)) {
+		json_object_put(n);
+		n = NULL;
+	}
+	/* json-c types 12.0 as double but 12 as int: accept either. */
+	stall = note_get(n, "guest_stall_ms", json_type_double);
+	if (!stall)
+		stall = note_get(n, "guest_stall_ms", json_type_int);
+	json_object_object_add(o, "status", jstr(report_status(rc, st)));
+	json_object_object_add(o, "error", rc ? error_string(rc, errmsg) : NULL);
+	json_object_object_add(o, "workload", jstr(vm_workload_name(vm->guest.workload)));
+	json_object_object_add(o, "ram_bytes", ju64(st->ram_bytes ? st->ram_bytes :
+						     vm->guest.mem_size));
+	json_object_object_add(o, "total_ms", api_double(st->total_ms));
+	json_object_object_add(o, "downtime_ms", api_double(st->downtime_ms));
+	json_object_object_add(o, "guest_stall_ms", rc ? NULL : stall);
+	json_object_object_add(o, "bytes", ju64(st->bytes));
+	json_object_object_add(o, "passes", ju64(st->pass));
+	json_object_object_add(o, "mb_per_s", api_double(st->mb_per_s));
+	json_object_object_add(o, "verified",
+			       rc ? NULL : note_get(n, "verified", json_type_boolean));
+	json_object_object_add(o, "final_pass_ms", api_double(st->final_pass_ms));
+	json_object_object_add(o, "state_ms", api_double(st->state_ms));
+	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
+	json_object_object_add(o, "verify_ms",
+			       rc ? NULL : note_get(n, "verify_ms", json_type_double));
+	if (rc)
+		json_object_put(stall);
+	json_object_put(n);
+	return o;
+}
+
+/* The migration member of the status: the live session, else the last. */
+static json_object *migration_json(struct vm *vm)
+{
+	struct ferry_stats st;
+	char err[512] = "";
+
+	memset(&st, 0, sizeof(st));
+	pthread_mutex_lock(&vm->mig.lock);
+	if (vm->mig.session) {
+		ferry_session_stats(vm->mig.session, &st);
+		if (st.error)
+			ferry_session_errmsg(vm->mig.session, err, sizeof(err));
+	} else if (vm->mig.have_last) {
+		st = vm->mig.last;
+		snprintf(err, sizeof(err), "%s", vm->mig.last_err);
+	} else {
+		st.state = FERRY_STATE_NONE;
+		st.ram_bytes = vm->guest.mem_size;
+	}
+	pthread_mutex_unlock(&vm->mig.lock);
+	return stats_json(&st, err);
+}
+
+static json_object *status_json(struct vm *vm)
+{
+	struct guest *g = &vm->guest;
+	json_object *o = json_object_new_object();
+	json_object *gj = json_object_new_object(), *report = NULL;
+	int verified = vm_verified(vm);
+
+	json_object_object_add(gj, "running", json_object_new_boolean(guest_running(g)));
+	json_object_object_add(gj, "workload", jstr(vm_workload_name(g->workload)));
+	json_object_object_add(gj, "memory", ju64(g->mem_size));
+	json_object_object_add(gj, "vcpus", ju64(g->nvcpus));
+	json_object_object_add(gj, "steps", ju64(guest_steps(g)));
+	json_object_object_add(gj, "check_errors", ju64(guest_check_errors(g)));
+	json_object_object_add(gj, "settled", json_object_new_boolean(guest_settled(g)));
+
+	json_object_object_add(o, "role", jstr(vm->opts.incoming ? "destination" : "source"));
+	json_object_object_add(o, "guest", gj);
+	json_object_object_add(o, "migration", migration_json(vm));
+	json_object_object_add(o, "verified",
+			       verified < 0 ? NULL : json_object_new_boolean(verified));
+	pthread_mutex_lock(&vm->mig.lock);
+	if (vm->mig.report)
+		report = api_copy(vm->mig.report);
+	pthread_mutex_unlock(&vm->mig.lock);
+	json_object_object_add(o, "report", report);
+	return o;
+}
+
+/* --- client output ------------------------------------------------------ */
+
+static void wake_loop(struct vm_api *api)
+{
+	uint64_t one = 1;
+	ssize_t n = write(api->wake_fd, &one, sizeof(one));
+
+	(void)n; /* a full counter already means "wake up" */
+}
+
+/* Write what the socket takes now. Caller holds api->lock. */
+static void client_flush(struct api_client *c)
+{
+	ssize_t n;
+
+	while (c->out_len && !c->dead) {
+		n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			memmove(c->out, c->out + n, c->out_len - (size_t)n);
+			c->out_len -= (size_t)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			break;
+		} else {
+			c->dead = true;
+		}
+	}
+}
+
+/* Queue one line. Caller holds api->lock. */
+static void client_queue(struct api_client *c, const char *s, size_t len)
+{
+	size_t need = c->out_len + len + 1, cap;
+	char *p;
+
+	if (c->dead)
+		return;
+	if (need > API_OUT_MAX) {
+		c->dead = true; /* not reading its replies: drop it */
+		return;
+	}
+	if (need > c->out_cap) {
+		cap = c->out_cap ? c->out_cap : 4096;
+		while (cap < need)
+			cap *= 2;
+		p = realloc(c->out, cap);
+		if (!p) {
+			c->dead = true;
+			return;
+		}
+		c->out = p;
+		c->out_cap = cap;
+	}
+	memcpy(c->out + c->out_len, s, len);
+	c->out[c->out_len + len] = '\n';
+	c->out_len += len + 1;
+	client_flush(c);
+}
+
+static struct api_client *client_find(struct vm_api *api, uint64_t id)
+{
+	unsigned i;
+
+	for (i = 0; i < api->nclients; i++) {
+		if (api->clients[i]->id == id)
+			return api->clients[i];
+	}
+	return NULL;
+}
+
+/**
+ * api_send() - send one JSON message to a client, if still connected.
+ * Any thread; never blocks on the socket.
+ * @vm: the VM.
+ * @client: the client id (0: nobody).
+ * @msg: the message; not consumed.
+ */
+void api_send(struct vm *vm, uint64_t client, json_object *msg)
+{
+	struct vm_api *api = vm->api;
+	struct api_client *c;
+	const char *s;
+	size_t len;
+
+	if (!api || !client)
+		return;
+	s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN |
+							JSON_C_TO_STRING_NOSLASHESCAPE);
+	len = strlen(s);
+	pthread_mutex_lock(&api->lock);
+	c = client_find(api, client);
+	if (c) {
+		client_queue(c, s, len);
+		if (c->out_len || c->dead)
+			wake_loop(api);
+	}
+	pthread_mutex_unlock(&api->lock);
+}
+
+/**
+ * api_event() - forward an engine event to the client that started the
+ * migration (the on_event callback). Migration thread.
+ * @vm: the VM.
+ * @client: the client id (0: nobody).
+ * @ev: the event.
+ */
+void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev)
+{
+	static const char *const names[] = {
+		[FERRY_EVENT_STATE] = "STATE",
+		[FERRY_EVENT_PASS] = "PASS",
+		[FERRY_EVENT_PROGRESS] = "PROGRESS",
+	};
+	json_object *msg, *data;
+	char err[512] = "";
+
+	if (!client || !ev || !ev->stats || (unsigned)ev->kind >= 4 ||
+	    !names[ev->kind])
+		return;
+	/* Events come from the thread that drives the session, the only one
+	 * that sets mig.session: it can be read here without the lock (and
+	 * no lock of ours is taken inside an engine callback). */
+	if (ev->stats->error && vm->mig.session)
+		ferry_session_errmsg(vm->mig.session, err, sizeof(err));
+	msg = json_object_new_object();
+	data = json_object_new_object();
+	if (ev->kind == FERRY_EVENT_STATE)
+		json_object_object_add(data, "state", jstr(ferry_state_name(ev->state)));
+	json_object_object_add(data, "stats", stats_json(ev->stats, err));
+	json_object_object_add(msg, "event", jstr(names[ev->kind]));
+	json_object_object_add(msg, "data", data);
+	api_send(vm, client, msg);
+	json_object_put(msg);
+}
+
+/* Reply to a client from the API thread. Consumes @msg. */
+static void reply(struct vm *vm, struct api_client *c, json_object *msg)
+{
+	api_send(vm, c->id, msg);
+	json_object_put(msg);
+}
+
+/* --- commands ----------------------------------------------------------- */
+
+static json_object *make_return(json_object *ret, json_object *id)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "return", ret ? ret : json_object_new_object());
+	if (id)
+		json_object_object_add(o, "id", json_object_get(id));
+	return o;
+}
+
+static json_object *make_error(const char *cls, const char *desc,
+			       json_object *id)
+{
+	json_object *o = json_object_new_object(), *e = json_object_new_object();
+
+	json_object_object_add(e, "class", jstr(cls));
+	json_object_object_add(e, "desc", jstr(desc));
+	json_object_object_add(o, "error", e);
+	if (id)
+		json_object_object_add(o, "id", json_object_get(id));
+	return o;
+}
+
+/* An optional non-negative integer argument; -1 when absent or null. */
+static int arg_int(json_object *args, const char *key, int64_t max,
+		   int64_t *out, char *err, size_t errlen)
+{
+	json_object *v;
+	int64_t n;
+
+	*out = -1;
+	if (!json_object_object_get_ex(args, key, &v) || !v)
+		return 0;
+	if (!json_object_is_type(v, json_type_int)) {
+		snprintf(err, errlen, "'%s' must be an integer", key);
+		return -1;
+	}
+	errno = 0;
+	n = json_object_get_int64(v);
+	if (errno || n < 0 || n > max) {
+		snprintf(err, errlen, "'%s' must be from 0 to %lld", key,
+			 (long long)max);
+		return -1;
+	}
+	*out = n;
+	return 0;
+}
+
+/* An optional enumerated string argument; -1 when absent or null. */
+static int arg_enum(json_object *args, const char *key,
+		    const char *const *names, int n, int *out, char *err,
+		    size_t errlen)
+{
+	json_object *v;
+	int i;
+
+	*out = -1;
+	if (!json_object_object_get_ex(args, key, &v) || !v)
+		return 0;
+	for (i = 0; json_object_is_type(v, json_type_string) && i < n; i++) {
+		if (!strcmp(json_object_get_string(v), names[i])) {
+			*out = i;
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "'%s' must be one of: %s%s%s%s%s", key, names[0],
+		 n > 1 ? ", " : "", n > 1 ? names[1] : "", n > 2 ? ", " : "",
+		 n > 2 ? names[2] : "");
+	return -1;
+}
+
+static int migrate_args(json_object *args, struct vm_migrate_args *a,
+			char *err, size_t errlen)
+{
+	static const char *const strategies[] = { "cancel", "switchover" };
+	static const char *const modes[] = { "auto", "uffd", "bitmap" };
+	static const char *const known[] = { "uri", "downtime_ms", "max_passes",
+					     "max_precopy_ms", "timeout_strategy",
+					     "dirty_mode" };
+	json_object *uri;
+	unsigned i;
+
+	json_object_object_foreach(args, key, val) {
+		(void)val;
+		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+			if (!strcmp(key, known[i]))
+				break;
+		}
+		if (i == sizeof(known) / sizeof(known[0])) {
+			snprintf(err, errlen, "unknown argument '%.64s'", key);
+			return -1;
+		}
+	}
+	if (!json_object_object_get_ex(args, "uri", &uri) ||
+	    !json_object_is_type(uri, json_type_string) ||
+	    !json_object_get_string_len(uri) ||
+	    json_object_get_string_len(uri) >= 4096 ||
+	    strlen(json_object_get_string(uri)) !=
+		    (size_t)json_object_get_string_len(uri)) {
+		snprintf(err, errlen, "'uri' (a string like tcp:HOST:PORT) is required");
+		return -1;
+	}
+	a->uri = json_object_get_string(uri);
+	if (arg_int(args, "downtime_ms", 3600000, &a->downtime_ms, err, errlen) ||
+	    arg_int(args, "max_passes", 1000000, &a->max_passes, err, errlen) ||
+	    arg_int(args, "max_precopy_ms", UINT32_MAX, &a->max_precopy_ms, err, errlen) ||
+	    arg_enum(args, "timeout_strategy", strategies, 2, &a->timeout_strategy, err, errlen) ||
+	    arg_enum(args, "dirty_mode", modes, 3, &a->dirty_mode, err, errlen))
+		return -1;
+	if (a->downtime_ms == 0 || a->max_passes == 0) {
+		snprintf(err, errlen, "'%s' must be at least 1",
+			 a->downtime_ms == 0 ? "downtime_ms" : "max_passes");
+		return -1;
+	}
+	return 0;
+}
+
+static const char *err_class(enum vm_err e)
+{
+	return e == VM_ERR_STATE ? "InvalidState" : "GenericError";
+}
+
+static json_object *cmd_migrate(struct vm *vm, struct api_client *c,
+				json_object *args, json_object *id)
+{
+	struct vm_migrate_args a;
+	char err[256];
+	enum vm_err e;
+
+	if (vm->opts.incoming)
+		return make_error("InvalidState", "this VM is a migration destination", id);
+	if (!args) {
+		return make_error("InvalidArgument",
+				  "'uri' (a string like tcp:HOST:PORT) is required", id);
+	}
+	if (migrate_args(args, &a, err, sizeof(err)))
+		return make_error("InvalidArgument", err, id);
+	e = vm_migrate_start(vm, &a, c->id, err, sizeof(err));
+	if (e)
+		return make_error(err_class(e), err, id);
+	return make_return(NULL, id);
+}
+
+/* Run one parsed request and return its reply. */
+static json_object *dispatch(struct vm *vm, struct api_client *c,
+			     json_object *req)
+{
+	json_object *id = NULL, *cmd, *args = NULL;
+	const char *name;
+	char err[256];
+	enum vm_err e;
+
+	json_object_object_get_ex(req, "id", &id);
+	if (!json_object_object_get_ex(req, "execute", &cmd) ||
+	    !json_object_is_type(cmd, json_type_string))
+		return make_error("GenericError", "'execute' (a command name string) is required", id);
+	if (json_object_object_get_ex(req, "arguments", &args) && args &&
+	    !json_object_is_type(args, json_type_object))
+		return make_error("InvalidArgument", "'arguments' must be an object", id);
+	name = json_object_get_string(cmd);
+	if (!strcmp(name, "migrate"))
+		return cmd_migrate(vm, c, args, id);
+	if (!strcmp(name, "status"))
+		return make_return(status_json(vm), id);
+	if (!strcmp(name, "cancel")) {
+		e = vm_migrate_cancel(vm, err, sizeof(err));
+		return e ? make_error(err_class(e), err, id) : make_return(NULL, id);
+	}
+	if (!strcmp(name, "quit")) {
+		vm->api->quit = true;
+		return make_return(NULL, id);
+	}
+	snprintf(err, sizeof(err), "unknown command '%.64s'", name);
+	return make_error("CommandNotFound", err, id);
+}
+
+static void handle_line(struct vm *vm, struct api_client *c, char *line,
+			size_t len)
+{
+	json_tokener *tok;
+	json_object *req = NULL;
+	bool ok;
+
+	while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' ||
+		       line[len - 1] == '\t'))
+		len--;
+	while (len && (*line == ' ' || *line == '\t')) {
+		line++;
+		len--;
+	}
+	if (!len)
+		return; /* blank lines are not requests */
+	tok = json_tokener_new_ex(32);
+	if (tok && !memchr(line, '\0', len)) {
+		json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
+						    JSON_TOKENER_VALIDATE_UTF8);
+		req = json_tokener_parse_ex(tok, line, (int)len);
+	}
+	ok = req && json_tokener_get_error(tok) == json_tokener_success &&
+	     json_tokener_get_parse_end(tok) == len &&
+	     json_object_is_type(req, json_type_object);
+	if (tok)
+		json_tokener_free(tok);
+	if (!ok)
+		reply(vm, c, make_error("ParseError", "not a JSON object", NULL));
+	else
+		reply(vm, c, dispatch(vm, c, req));
+	json_object_put(req);
+}
+
+/* --- connections -------------------------------------------------------- */
+
+static void client_greet(struct vm *vm, struct api_client *c)
+{
+	json_object *o = json_object_new_object(), *g = json_object_new_object();
+
+	json_object_object_add(g, "version", jstr(FERRY_VERSION_STRING));
+	json_object_object_add(g, "role", jstr(vm->opts.incoming ? "destination" : "source"));
+	json_object_object_add(g, "pid", json_object_new_int((int)getpid()));
+	json_object_object_add(o, "ferry-vm", g);
+	reply(vm, c, o);
+}
+
+static void client_accept(struct vm *vm)
+{
+	struct vm_api *api = vm->api;
+	struct api_client *c;
+	int fd;
+
+	fd = accept4(api->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	c = calloc(1, sizeof(*c));
+	if (c)
+		c->in = malloc(API_LINE_MAX);
+	if (!c || !c->in || api->nclients == API_MAX_CLIENTS) {
+		if (c)
+			free(c->in);
+		free(c);
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	pthread_mutex_lock(&api->lock);
+	c->id = ++api->next_id;
+	api->clients[api->nclients++] = c;
+	pthread_mutex_unlock(&api->lock);
+	client_greet(vm, c);
+}
+
+/* Read what is there and run every complete line. */
+static void client_read(struct vm *vm, struct api_client *c)
+{
+	char *nl, *start;
+	ssize_t n;
+	size_t used;
+
+	n = read(c->fd, c->in + c->in_len, API_LINE_MAX - c->in_len);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		c->dead = true; /* EOF or error: a partial line is dropped */
+		return;
+	}
+	c->in_len += (size_t)n;
+	start = c->in;
+	while (!c->dead && !vm->api->quit &&
+	       (nl = memchr(start, '\n', c->in_len - (size_t)(start - c->in)))) {
+		*nl = '\0';
+		handle_line(vm, c, start, (size_t)(nl - start));
+		start = nl + 1;
+	}
+	used = (size_t)(start - c->in);
+	memmove(c->in, start, c->in_len - used);
+	c->in_len -= used;
+	if (c->in_len == API_LINE_MAX)
+		c->dead = true; /* a line longer than we accept */
+}
+
+/* Free dead clients. API thread only. */
+static void clients_reap(struct vm_api *api)
+{
+	unsigned i = 0;
+
+	pthread_mutex_lock(&api->lock);
+	while (i < api->nclients) {
+		struct api_client *c = api->clients[i];
+
+		if (!c->dead) {
+			i++;
+			continue;
+		}
+		close(c->fd);
+		free(c->in);
+		free(c->out);
+		free(c);
+		api->clients[i] = api->clients[--api->nclients];
+	}
+	pthread_mutex_unlock(&api->lock);
+}
+
+/* Fixed slots in the poll array before the clients. */
+enum { PFD_SIG, PFD_WAKE, PFD_LISTEN, PFD_CLIENTS };
+
+static nfds_t poll_setup(struct vm_api *api, struct pollfd *p,
+			 struct api_client **who)
+{
+	nfds_t n = PFD_CLIENTS;
+	unsigned i;
+
+	p[PFD_SIG] = (struct pollfd){ .fd = api->sig_fd, .events = POLLIN };
+	p[PFD_WAKE] = (struct pollfd){ .fd = api->wake_fd, .events = POLLIN };
+	p[PFD_LISTEN] = (struct pollfd){ .fd = api->listen_fd, .events = POLLIN };
+	pthread_mutex_lock(&api->lock);
+	for (i = 0; i < api->nclients; i++, n++) {
+		who[n] = api->clients[i];
+		p[n] = (struct pollfd){ .fd = who[n]->fd, .events = POLLIN };
+		if (who[n]->out_len)
+			p[n].events |= POLLOUT;
+	}
+	pthread_mutex_unlock(&api->lock);
+	return n;
+}
+
+static void poll_clients(struct vm *vm, struct pollfd *p, nfds_t n,
+			 struct api_client **who)
+{
+	struct vm_api *api = vm->api;
+	nfds_t i;
+
+	for (i = PFD_CLIENTS; i < n; i++) {
+		if (p[i].revents & POLLOUT) {
+			pthread_mutex_lock(&api->lock);
+			client_flush(who[i]);
+			pthread_mutex_unlock(&api->lock);
+		}
+		if (p[i].revents & (POLLIN | POLLHUP | POLLERR) && !api->quit)
+			client_read(vm, who[i]);
+		else if (p[i].revents & (POLLHUP | POLLERR))
+			who[i]->dead = true;
+	}
+}
+
+/* After quit: give the replies a moment to leave. */
+static void flush_before_exit(struct vm_api *api)
+{
+	uint64_t deadline = vm_now_ns() + API_QUIT_FLUSH_MS * VM_NS_PER_MS;
+	struct pollfd p[API_MAX_CLIENTS];
+	unsigned i, n;
+
+	for (;;) {
+		n = 0;
+		pthread_mutex_lock(&api->lock);
+		for (i = 0; i < api->nclients; i++) {
+			client_flush(api->clients[i]);
+			if (api->clients[i]->out_len && !api->clients[i]->dead)
+				p[n++] = (struct pollfd){ .fd = api->clients[i]->fd,
+							  .events = POLLOUT };
+		}
+		pthread_mutex_unlock(&api->lock);
+		if (!n || vm_now_ns() >= deadline)
+			return;
+		poll(p, n, 20);
+	}
+}
+
+/**
+ * api_run() - serve the API socket (if any) until quit or SIGINT/SIGTERM.
+ * Runs on the main thread.
+ * @vm: the VM, after api_open().
+ *
+ * Return: 0 on a requested exit, -errno if polling failed.
+ */
+int api_run(struct vm *vm)
+{
+	struct vm_api *api = vm->api;
+	struct pollfd p[PFD_CLIENTS + API_MAX_CLIENTS];
+	struct api_client *who[PFD_CLIENTS + API_MAX_CLIENTS];
+	struct signalfd_siginfo si;
+	uint64_t cnt;
+	nfds_t n;
+
+	while (!api->quit) {
+		n = poll_setup(api, p, who);
+		if (poll(p, n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if ((p[PFD_SIG].revents & POLLIN) &&
+		    read(api->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+			fprintf(stderr, "ferry-vm: %s, exiting\n", strsignal((int)si.ssi_signo));
+			api->quit = true;
+		}
+		if ((p[PFD_WAKE].revents & POLLIN) &&
+		    read(api->wake_fd, &cnt, sizeof(cnt)) < 0)
+			cnt = 0;
+		if (p[PFD_LISTEN].revents & POLLIN)
+			client_accept(vm);
+		poll_clients(vm, p, n, who);
+		clients_reap(api);
+	}
+	flush_before_exit(api);
+	return 0;
+}
+
+static int listen_socket(struct vm *vm, const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat stb;
+	int fd, probe;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	/* A socket file nobody listens on is a leftover: replace it. One
+	 * somebody answers on belongs to a running VM: refuse. */
+	if (lstat(path, &stb) == 0 && S_ISSOCK(stb.st_mode)) {
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(probe);
+			fprintf(stderr, "ferry-vm: %s: in use by another process\n", path);
+			return -EADDRINUSE;
+		}
+		if (probe >= 0)
+			close(probe);
+		unlink(path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+		int err = errno;
+
+		fprintf(stderr, "ferry-vm: %s: %s\n", path, strerror(err));
+		close(fd);
+		return -err;
+	}
+	vm->api->bound = true;
+	vm->api->listen_fd = fd;
+	return 0;
+}
+
+/**
+ * api_open() - set up the main loop: the signal fd, the wake-up fd and, with
+ * --api-socket, the listening socket. Signals must already be blocked.
+ * @vm: the VM.
+ *
+ * Return: 0, or a negative errno (a message was printed).
+ */
+int api_open(struct vm *vm)
+{
+	struct vm_api *api = calloc(1, sizeof(*api));
+	sigset_t sigs;
+
+	if (!api)
+		return -ENOMEM;
+	vm->api = api;
+	pthread_mutex_init(&api->lock, NULL);
+	api->listen_fd = -1;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	api->sig_fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+	api->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (api->sig_fd < 0 || api->wake_fd < 0) {
+		fprintf(stderr, "ferry-vm: cannot set up the main loop: %s\n",
+			strerror(errno));
+		return -errno;
+	}
+	if (vm->opts.api_path)
+		return listen_socket(vm, vm->opts.api_path);
+	return 0;
+}
+
+/**
+ * api_close() - close every connection and remove the socket file. Call
+ * after the migration threads are joined.
+ * @vm: the VM.
+ */
+void api_close(struct vm *vm)
+{
+	struct vm_api *api = vm->api;
+	unsigned i;
+
+	if (!api)
+		return;
+	for (i = 0; i < api->nclients; i++) {
+		close(api->clients[i]->fd);
+		free(api->clients[i]->in);
+		free(api->clients[i]->out);
+		free(api->clients[i]);
+	}
+	if (api->listen_fd >= 0)
+		close(api->listen_fd);
+	if (api->bound)
+		unlink(vm->opts.api_path);
+	if (api->sig_fd >= 0)
+		close(api->sig_fd);
+	if (api->wake_fd >= 0)
+		close(api->wake_fd);
+	pthread_mutex_destroy(&api->lock);
+	free(api);
+	vm->api = NULL;
+}

@@ -633,7 +633,7 @@ static void *send_main(void *arg)
 	json_object_object_add(event, "event", json_object_new_string("DONE"));
 	/* A copy: json-c reference counts are not atomic and the stored
 	 * report is shared with the API thread's status replies. */
-	json_object_object_add(event, "data", json_object_deep_copy(report));
+	json_object_object_add(event, "data", api_copy(report));
 	mig_store_report(vm, report, rc ? -1 : note_verified(st.peer_note), !rc);
 
 	/* A new migrate may start as soon as the client sees DONE. */

@@ -244,5 +244,6 @@ void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev);
 json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 			const char *errmsg, const char *note);
 json_object *api_double(double v);
+json_object *api_copy(json_object *o);
 
 #endif /* FERRY_VM_H */

@@ -16,6 +16,14 @@
  * proportional to the page tables walked, not to the pages of guest memory
  * touched, and there is no per-page system call.
  *
+ * What the uffd back end does not see, because write-protection lives in
+ * this process's page tables and not in the memory itself (checked on
+ * 6.18): writes to a memfd through another mapping, another process or
+ * pwrite(2) on the fd; and memory freed by FALLOC_FL_PUNCH_HOLE on a memfd
+ * (it reads back as zeroes but is not reported). MADV_DONTNEED on
+ * anonymous memory is reported. Anonymous transparent huge pages are split
+ * by their first write, which is reported as one 4 KiB page.
+ *
  * bitmap: the VMM keeps its own dirty log (a hypervisor's KVM dirty
  * bitmap, say) and hands it over through a callback; we scan it a word at
  * a time with fy_bitmap_to_ranges().

@@ -44,6 +44,8 @@ void fy_ranges_free(struct fy_ranges *r);
 void fy_ranges_clear(struct fy_ranges *r); /* keeps the allocation */
 int fy_ranges_add(struct fy_ranges *r, uint32_t region, uint64_t offset,
 		  uint64_t length); /* 0 or -ENOMEM */
+/* Sort and merge overlapping or adjacent ranges; recomputes bytes. */
+void fy_ranges_normalize(struct fy_ranges *r);
 /* All of every region, one range each. */
 int fy_ranges_all(struct fy_ranges *r, const struct fy_region *regions,
 		  size_t nregions);

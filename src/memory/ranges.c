@@ -196,3 +196,46 @@ int fy_bitmap_to_ranges(struct fy_ranges *r, uint32_t region,
 		return add_pages(r, region, run_start, pages - run_start);
 	return 0;
 }
+
+static int range_cmp(const void *a, const void *b)
+{
+	const struct fy_range *x = a, *y = b;
+
+	if (x->region != y->region)
+		return x->region < y->region ? -1 : 1;
+	if (x->offset != y->offset)
+		return x->offset < y->offset ? -1 : 1;
+	return 0;
+}
+
+/**
+ * fy_ranges_normalize() - sort the list and merge overlapping or touching
+ * ranges, so that a union of two dirty sets sends every page once.
+ */
+void fy_ranges_normalize(struct fy_ranges *r)
+{
+	size_t out = 0;
+
+	if (r->n < 2)
+		return;
+	qsort(r->v, r->n, sizeof(r->v[0]), range_cmp);
+	r->bytes = r->v[0].length;
+	for (size_t i = 1; i < r->n; i++) {
+		struct fy_range *last = &r->v[out];
+		const struct fy_range *cur = &r->v[i];
+		uint64_t end = last->offset + last->length;
+
+		if (cur->region == last->region && cur->offset <= end) {
+			uint64_t cend = cur->offset + cur->length;
+
+			if (cend > end) {
+				r->bytes += cend - end;
+				last->length = cend - last->offset;
+			}
+			continue;
+		}
+		r->v[++out] = *cur;
+		r->bytes += cur->length;
+	}
+	r->n = out + 1;
+}

@@ -279,13 +279,18 @@ out:
 	return rc;
 }
 
-/* Collect the pages written since the last collect into x->ranges. */
-static int collect(struct sender *x)
+/*
+ * Collect the pages written since the last collect into x->ranges. With
+ * @keep the new pages are added to the ranges still unsent (the last
+ * precopy pass's dirty set, before the final pass), else they replace them.
+ */
+static int collect(struct sender *x, bool keep)
 {
 	uint64_t now;
 	int rc;
 
-	fy_ranges_clear(&x->ranges);
+	if (!keep)
+		fy_ranges_clear(&x->ranges);
 	if (!x->tracking)
 		return fy_ranges_all(&x->ranges, x->s->regions,
 				     x->s->nregions);
@@ -293,6 +298,8 @@ static int collect(struct sender *x)
 	if (rc)
 		return fy_session_fail(x->s, rc, "dirty tracking: %s",
 				       x->dirty.err);
+	if (keep)
+		fy_ranges_normalize(&x->ranges);
 	now = fy_now_ns();
 	pthread_mutex_lock(&x->s->lock);
 	x->s->stats.dirty_bytes = x->ranges.bytes;
@@ -385,7 +392,7 @@ static int precopy(struct sender *x, uint32_t *pass)
 
 		rc = send_pass(x, ++*pass);
 		if (!rc)
-			rc = collect(x);
+			rc = collect(x, false);
 		if (rc)
 			return rc;
 		expect = predict_ms(x);
@@ -488,8 +495,9 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 	uint64_t t1, t2;
 	int rc = do_pause(x);
 
+	/* The last precopy pass's dirty set is still unsent: add to it. */
 	if (!rc)
-		rc = collect(x);
+		rc = collect(x, true);
 	if (!rc)
 		rc = send_pass(x, pass + 1);
 	if (rc)

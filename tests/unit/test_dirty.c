@@ -91,7 +91,8 @@ static void assert_pages(const struct fy_ranges *got, uint32_t region,
 	size_t i;
 
 	assert_non_null(sorted);
-	memcpy(sorted, pages, n * sizeof(*sorted));
+	if (n)
+		memcpy(sorted, pages, n * sizeof(*sorted));
 	qsort(sorted, n, sizeof(*sorted), cmp_u64);
 	fy_ranges_init(&want);
 	for (i = 0; i < n; i++)

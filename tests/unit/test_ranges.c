@@ -340,6 +340,43 @@ static void test_bitmap_appends_and_coalesces(void **state)
 	fy_ranges_free(&r);
 }
 
+/* Two dirty sets appended out of order merge into a union that sends
+ * every page exactly once. */
+static void test_normalize_unions_overlaps(void **state)
+{
+	struct fy_ranges r;
+	const uint64_t P = FY_PAGE_SIZE;
+
+	(void)state;
+	fy_ranges_init(&r);
+	/* first set: pages 10-11 and 20 of region 0, page 0 of region 1 */
+	assert_int_equal(fy_ranges_add(&r, 0, 10 * P, 2 * P), 0);
+	assert_int_equal(fy_ranges_add(&r, 0, 20 * P, P), 0);
+	assert_int_equal(fy_ranges_add(&r, 1, 0, P), 0);
+	/* second set: pages 5, 11-13 (overlaps), 21 (touches) of region 0 */
+	assert_int_equal(fy_ranges_add(&r, 0, 5 * P, P), 0);
+	assert_int_equal(fy_ranges_add(&r, 0, 11 * P, 3 * P), 0);
+	assert_int_equal(fy_ranges_add(&r, 0, 21 * P, P), 0);
+	fy_ranges_normalize(&r);
+	assert_int_equal(r.n, 4);
+	assert_int_equal(r.v[0].region, 0);
+	assert_int_equal(r.v[0].offset, 5 * P);
+	assert_int_equal(r.v[0].length, P);
+	assert_int_equal(r.v[1].offset, 10 * P);
+	assert_int_equal(r.v[1].length, 4 * P);
+	assert_int_equal(r.v[2].offset, 20 * P);
+	assert_int_equal(r.v[2].length, 2 * P);
+	assert_int_equal(r.v[3].region, 1);
+	assert_int_equal(r.v[3].offset, 0);
+	assert_int_equal(r.bytes, 8 * P);
+	/* a range wholly inside another adds nothing */
+	assert_int_equal(fy_ranges_add(&r, 0, 11 * P, P), 0);
+	fy_ranges_normalize(&r);
+	assert_int_equal(r.n, 4);
+	assert_int_equal(r.bytes, 8 * P);
+	fy_ranges_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -353,6 +390,7 @@ int main(void)
 		cmocka_unit_test(test_bitmap_all_zero),
 		cmocka_unit_test(test_bitmap_runs_across_words),
 		cmocka_unit_test(test_bitmap_appends_and_coalesces),
+		cmocka_unit_test(test_normalize_unions_overlaps),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
