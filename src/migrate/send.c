@@ -33,6 +33,7 @@ struct sender {
 	uint64_t t_collect;   /* time of the last dirty collect */
 	uint64_t t_pause;
 	uint64_t state_bytes; /* size of the state blob, once known */
+	uint64_t last_pass_bytes; /* memory bytes of the last pass */
 };
 
 static void read_boot_id(char *out, size_t len)
@@ -257,6 +258,7 @@ static int send_pass(struct sender *x, uint32_t pass)
 	if (rc)
 		goto out;
 	pe.bytes = x->ranges.bytes;
+	x->last_pass_bytes = pe.bytes;
 	fy_buf_reset(&b);
 	rc = fy_pass_end_encode(&b, &pe);
 	if (!rc)
@@ -298,8 +300,11 @@ static int collect(struct sender *x, bool keep)
 	if (rc)
 		return fy_session_fail(x->s, rc, "dirty tracking: %s",
 				       x->dirty.err);
-	if (keep)
+	if (keep) {
+		/* A union of two sets says nothing about the dirty rate. */
 		fy_ranges_normalize(&x->ranges);
+		return 0;
+	}
 	now = fy_now_ns();
 	pthread_mutex_lock(&x->s->lock);
 	x->s->stats.dirty_bytes = x->ranges.bytes;
@@ -376,6 +381,21 @@ static int do_pause(struct sender *x)
 	return 0;
 }
 
+/*
+ * Once the rest fits the limit, one more pass is still worth it while
+ * passes halve what is left: each costs the guest nothing but time, and
+ * cuts the pause in half. It stops when the prediction is already below
+ * FY_DOWNTIME_FLOOR_MS or the dirty rate keeps up with the link.
+ */
+#define FY_DOWNTIME_FLOOR_MS 5.0
+
+static bool worth_another_pass(const struct sender *x, double expect,
+			       uint32_t pass)
+{
+	return pass < x->s->cfg.max_passes && expect > FY_DOWNTIME_FLOOR_MS &&
+	       x->ranges.bytes * 2 < x->last_pass_bytes;
+}
+
 /* Passes while the guest runs, until the rest fits the downtime limit. */
 static int precopy(struct sender *x, uint32_t *pass)
 {
@@ -400,8 +420,11 @@ static int precopy(struct sender *x, uint32_t *pass)
 		pthread_mutex_lock(&s->lock);
 		s->stats.expected_downtime_ms = expect;
 		pthread_mutex_unlock(&s->lock);
-		if (expect <= c->downtime_limit_ms)
+		if (expect <= c->downtime_limit_ms &&
+		    !worth_another_pass(x, expect, *pass))
 			return 0;
+		if (expect <= c->downtime_limit_ms)
+			continue;
 		if (*pass < c->max_passes &&
 		    (!c->max_precopy_ms || elapsed < c->max_precopy_ms))
 			continue;

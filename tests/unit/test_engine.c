@@ -46,6 +46,7 @@ struct fake_vm {
 	int fail_resume;	/* destination: resume fails */
 	bool loaded;
 	char note[64];
+	uint64_t *log;		/* dirty log for FERRY_DIRTY_BITMAP, or NULL */
 };
 
 static void *writer_main(void *arg)
@@ -71,6 +72,10 @@ static void *writer_main(void *arg)
 
 			p[0]++;
 			p[1] = seed;
+			if (vm->log)
+				__atomic_fetch_or(&vm->log[page / 64],
+						  1ull << (page % 64),
+						  __ATOMIC_RELAXED);
 			atomic_fetch_add(&vm->writes, 1);
 		}
 		struct timespec ts = { 0, 100000 };
@@ -168,6 +173,18 @@ static int op_reacquire(void *o)
 	return 0;
 }
 
+/* Hand over the log and clear it, like KVM_GET_DIRTY_LOG. */
+static int op_bitmap(void *o, uint32_t region, uint64_t *bitmap, size_t pages)
+{
+	struct fake_vm *vm = o;
+
+	if (region != 0 || pages != vm->size / PAGE)
+		return -EINVAL;
+	for (size_t w = 0; w < (pages + 63) / 64; w++)
+		bitmap[w] = __atomic_exchange_n(&vm->log[w], 0, __ATOMIC_RELAXED);
+	return 0;
+}
+
 static void op_note(void *o, char *note, size_t len)
 {
 	snprintf(note, len, "{\"verified\":true}");
@@ -181,6 +198,7 @@ static const struct ferry_vmm_ops ops = {
 	.release = op_release,
 	.reacquire = op_reacquire,
 	.running_note = op_note,
+	.get_dirty_bitmap = op_bitmap,
 };
 
 static ferry_session *session_for(struct fake_vm *vm, uint32_t downtime_ms)
@@ -201,7 +219,7 @@ static ferry_session *session_for(struct fake_vm *vm, uint32_t downtime_ms)
 
 struct recv_job {
 	ferry_session *s;
-	char uri[200];
+	char uri[100];
 	int rc;
 	pthread_t t;
 };
@@ -297,6 +315,44 @@ static void test_running_guest_converges(void **state)
 	ferry_session_destroy(ss);
 	ferry_session_destroy(ds);
 	vm_free(&src);
+	vm_free(&dst);
+}
+
+static void test_vmm_bitmap_mode_converges(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+	struct ferry_config cfg;
+	struct ferry_region r;
+	ferry_session *ss, *ds;
+
+	vm_init(&src, MEM, true, false);
+	src.log = calloc(MEM / PAGE / 64, sizeof(uint64_t));
+	atomic_store(&src.run_writer, true);
+	atomic_store(&src.writer_live, true);
+	pthread_create(&src.writer, NULL, writer_main, &src);
+	vm_init(&dst, MEM, false, false);
+	ferry_config_init(&cfg);
+	cfg.ops = &ops;
+	cfg.opaque = &src;
+	cfg.dirty_mode = FERRY_DIRTY_BITMAP;
+	cfg.downtime_limit_ms = 50;
+	assert_int_equal(ferry_session_new(&cfg, &ss), 0);
+	r = (struct ferry_region){ 0, MEM, src.mem, -1, 0, "ram0" };
+	assert_int_equal(ferry_session_add_region(ss, &r), 0);
+	ds = session_for(&dst, 50);
+
+	usleep(20000);
+	recv_start(&j, ds, "bitmap");
+	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, 0);
+	assert_true(atomic_load(&src.writes) > 0);
+	assert_memory_equal(src.mem, dst.mem, MEM);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	free(src.log);
 	vm_free(&dst);
 }
 
@@ -469,6 +525,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_guest_migrates),
 		cmocka_unit_test(test_running_guest_converges),
+		cmocka_unit_test(test_vmm_bitmap_mode_converges),
 		cmocka_unit_test(test_mismatch_is_refused_and_source_runs),
 		cmocka_unit_test(test_load_failure_resumes_source),
 		cmocka_unit_test(test_refused_release_reacquires),
