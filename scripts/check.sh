@@ -7,7 +7,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 meson test -C "$build" --print-errorlogs --num-processes 2 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-num() { sed -n "s/^$1:[[:space:]]*\([0-9][0-9]*\)\$/\1/p" "$log" | tail -n1; }
+num() { sed -n "s/^$1:[[:space:]]*\([0-9][0-9]*\)[[:space:]]*\$/\1/p" "$log" | tail -n1; }
 ok=$(num Ok); fail=$(num Fail); xfail=$(num "Expected Fail")
 unexp=$(num "Unexpected Pass"); skip=$(num Skipped); tmo=$(num Timeout)
 passed=$(( ${ok:-0} + ${xfail:-0} ))

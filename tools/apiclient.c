@@ -276,13 +276,15 @@ static int connect_unix(const char *path, int *fdp, char *err, size_t errlen)
 static int read_greeting(struct api_client *c, const char *path,
 			 int timeout_ms)
 {
+	char why[sizeof(c->err)];
 	json_object *msg, *vm;
 	int ret;
 
 	ret = read_object(c, deadline_of(timeout_ms), &msg);
-	if (ret < 0)
-		return fail(c, ret, "%s: no greeting from ferry-vm (%s)", path,
-			    c->err);
+	if (ret < 0) {
+		snprintf(why, sizeof(why), "%s", c->err);
+		return fail(c, ret, "%s: no greeting from ferry-vm (%s)", path, why);
+	}
 	if (!json_object_object_get_ex(msg, "ferry-vm", &vm) ||
 	    !json_object_is_type(vm, json_type_object)) {
 		json_object_put(msg);

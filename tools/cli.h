@@ -27,7 +27,6 @@ enum {
 /* How long a command may wait for its reply, in milliseconds. */
 #define CLI_REPLY_TIMEOUT_MS 10000
 
-int cli_parse_size(const char *s, uint64_t *out);
 int cli_parse_uint(const char *s, uint64_t max, uint64_t *out);
 void cli_format_bytes(double bytes, char *buf, size_t len);
 

@@ -17,12 +17,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ctype.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -109,6 +111,41 @@ static int64_t now_ms(void)
 
 /* ---- options --------------------------------------------------------- */
 
+/*
+ * Parse a size such as "256M", "1G", "4096" or "512KiB".
+ *
+ * Suffixes K, M, G, T (optionally followed by "B" or "iB", any case) are
+ * powers of 1024; no suffix means bytes.
+ *
+ * Return: 0, or -EINVAL (malformed, zero, or overflowing).
+ */
+static int parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGT";
+	unsigned long long v;
+	const char *u;
+	char *end;
+	int shift = 0;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || v == 0)
+		return -EINVAL;
+	if (*end) {
+		u = strchr(units, toupper((unsigned char)*end));
+		if (!u || (end[1] && strcasecmp(end + 1, "B") &&
+			   strcasecmp(end + 1, "iB")))
+			return -EINVAL;
+		shift = 10 * (int)(u - units + 1);
+	}
+	if (shift && v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
 /* ferry-vm takes sizes with a suffix; give it the shortest exact one. */
 static void format_size_arg(uint64_t v, char *buf, size_t len)
 {
@@ -133,13 +170,26 @@ static int demo_usage_error(const char *fmt, const char *arg)
 	return CLI_EXIT_USAGE;
 }
 
+/* A dirty rate in MB/s: a non-negative decimal number. */
+static bool valid_rate(const char *s)
+{
+	char *end;
+	double v;
+
+	if (!strchr("0123456789.", s[0]))
+		return false;
+	errno = 0;
+	v = strtod(s, &end);
+	return !errno && !*end && end != s && v >= 0;
+}
+
 static int demo_option(struct demo_opts *o, int c, char **argv)
 {
 	uint64_t v;
 
 	switch (c) {
 	case 'm':
-		if (cli_parse_size(optarg, &o->memory) < 0 || o->memory % 4096)
+		if (parse_size(optarg, &o->memory) < 0 || o->memory % 4096)
 			return demo_usage_error("--memory wants a size such as 256M "
 						"or 1G (whole pages), not '%s'", optarg);
 		break;
@@ -156,7 +206,7 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 		o->workload = optarg;
 		break;
 	case 'r':
-		if (strtod(optarg, NULL) < 0 || !strchr("0123456789.", optarg[0]))
+		if (!valid_rate(optarg))
 			return demo_usage_error("--dirty-rate wants MB/s, not '%s'",
 						optarg);
 		o->dirty_rate = optarg;

@@ -11,12 +11,10 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <ctype.h>
 #include <math.h> /* NAN and isnan() only: ferry is not linked with libm */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -91,41 +89,6 @@ int cli_parse_uint(const char *s, uint64_t max, uint64_t *out)
 	if (errno || *end || v > max)
 		return -EINVAL;
 	*out = v;
-	return 0;
-}
-
-/**
- * cli_parse_size() - parse a size such as "256M", "1G", "4096" or "512KiB".
- *
- * Suffixes K, M, G, T (optionally followed by "B" or "iB", any case) are
- * powers of 1024; no suffix means bytes.
- *
- * Return: 0, or -EINVAL (malformed, zero, or overflowing).
- */
-int cli_parse_size(const char *s, uint64_t *out)
-{
-	static const char units[] = "KMGT";
-	unsigned long long v;
-	const char *u;
-	char *end;
-	int shift = 0;
-
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || v == 0)
-		return -EINVAL;
-	if (*end) {
-		u = strchr(units, toupper((unsigned char)*end));
-		if (!u || (end[1] && strcasecmp(end + 1, "B") &&
-			   strcasecmp(end + 1, "iB")))
-			return -EINVAL;
-		shift = 10 * (int)(u - units + 1);
-	}
-	if (shift && v > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
 	return 0;
 }
 

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -212,6 +213,67 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	return o;
 }
 
+/**
+ * api_note() - the destination's running note: a JSON object with the
+ * verification result and the stall the guest saw.
+ * @verified: -1 (not checked), 0 or 1.
+ * @stall_ms: the guest's stall across the migration.
+ * @v: the check of the loaded image.
+ * @note: receives the NUL-terminated JSON text ("" if it does not fit).
+ * @len: size of @note.
+ */
+void api_note(int verified, double stall_ms, const struct guest_verify *v,
+	      char *note, size_t len)
+{
+	json_object *o = json_object_new_object();
+	const char *s;
+
+	json_object_object_add(o, "verified",
+			       verified < 0 ? NULL : json_object_new_boolean(verified));
+	json_object_object_add(o, "guest_stall_ms", api_double(stall_ms));
+	json_object_object_add(o, "verify_ms", v->done ? api_double(v->verify_ms) : NULL);
+	json_object_object_add(o, "digest_match",
+			       v->done ? json_object_new_boolean(v->digest_match) : NULL);
+	json_object_object_add(o, "invariant_ok",
+			       v->done ? json_object_new_boolean(v->invariant_ok) : NULL);
+	json_object_object_add(o, "pages_checked", ju64(v->pages_checked));
+	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	if (len && strlen(s) < len)
+		memcpy(note, s, strlen(s) + 1);
+	else if (len)
+		note[0] = '\0';
+	json_object_put(o);
+}
+
+/**
+ * api_log_result() - the one stderr line that tells how a migration ended.
+ * @what: "migration" or "incoming migration".
+ * @rc: what send/receive returned.
+ * @st: the session's final statistics.
+ * @errmsg: the error detail when it failed.
+ * @report: the report (api_report()) when it completed; else unused.
+ */
+void api_log_result(const char *what, int rc, const struct ferry_stats *st,
+		    const char *errmsg, json_object *report)
+{
+	json_object *v;
+	double stall = -1;
+
+	if (rc) {
+		fprintf(stderr, "ferry-vm: %s %s: %s%s%s\n", what,
+			st->state == FERRY_STATE_CANCELLED ? "cancelled" : "failed",
+			ferry_strerror(rc), *errmsg ? ": " : "", errmsg);
+		return;
+	}
+	if (json_object_object_get_ex(report, "guest_stall_ms", &v) && v)
+		stall = json_object_get_double(v);
+	json_object_object_get_ex(report, "verified", &v);
+	fprintf(stderr,
+		"ferry-vm: %s completed: %.1f ms total, downtime %.1f ms, guest stall %.1f ms, %" PRIu64 " bytes in %u passes, verified %s\n",
+		what, st->total_ms, st->downtime_ms, stall, st->bytes, st->pass,
+		v ? (json_object_get_boolean(v) ? "true" : "false") : "null");
+}
+
 /* The migration member of the status: the live session, else the last. */
 static json_object *migration_json(struct vm *vm)
 {
@@ -343,13 +405,14 @@ static struct api_client *client_find(struct vm_api *api, uint64_t id)
  */
 void api_send(struct vm *vm, uint64_t client, json_object *msg)
 {
-	struct vm_api *api = vm->api;
+	struct vm_api *api;
 	struct api_client *c;
 	const char *s;
 	size_t len;
 
-	if (!api || !client)
-		return;
+	if (!client)
+		return; /* before any client could exist, vm->api may be unset */
+	api = vm->api;
 	s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN |
 							JSON_C_TO_STRING_NOSLASHESCAPE);
 	len = strlen(s);
@@ -408,26 +471,21 @@ static void reply(struct vm *vm, struct api_client *c, json_object *msg)
 
 /* --- commands ----------------------------------------------------------- */
 
-static json_object *make_return(json_object *ret, json_object *id)
+static json_object *make_return(json_object *ret)
 {
 	json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "return", ret ? ret : json_object_new_object());
-	if (id)
-		json_object_object_add(o, "id", json_object_get(id));
 	return o;
 }
 
-static json_object *make_error(const char *cls, const char *desc,
-			       json_object *id)
+static json_object *make_error(const char *cls, const char *desc)
 {
 	json_object *o = json_object_new_object(), *e = json_object_new_object();
 
 	json_object_object_add(e, "class", jstr(cls));
 	json_object_object_add(e, "desc", jstr(desc));
 	json_object_object_add(o, "error", e);
-	if (id)
-		json_object_object_add(o, "id", json_object_get(id));
 	return o;
 }
 
@@ -531,57 +589,56 @@ static const char *err_class(enum vm_err e)
 }
 
 static json_object *cmd_migrate(struct vm *vm, struct api_client *c,
-				json_object *args, json_object *id)
+				json_object *args)
 {
 	struct vm_migrate_args a;
 	char err[256];
 	enum vm_err e;
 
 	if (vm->opts.incoming)
-		return make_error("InvalidState", "this VM is a migration destination", id);
+		return make_error("InvalidState", "this VM is a migration destination");
 	if (!args) {
 		return make_error("InvalidArgument",
-				  "'uri' (a string like tcp:HOST:PORT) is required", id);
+				  "'uri' (a string like tcp:HOST:PORT) is required");
 	}
 	if (migrate_args(args, &a, err, sizeof(err)))
-		return make_error("InvalidArgument", err, id);
+		return make_error("InvalidArgument", err);
 	e = vm_migrate_start(vm, &a, c->id, err, sizeof(err));
 	if (e)
-		return make_error(err_class(e), err, id);
-	return make_return(NULL, id);
+		return make_error(err_class(e), err);
+	return make_return(NULL);
 }
 
 /* Run one parsed request and return its reply. */
 static json_object *dispatch(struct vm *vm, struct api_client *c,
 			     json_object *req)
 {
-	json_object *id = NULL, *cmd, *args = NULL;
+	json_object *cmd, *args = NULL;
 	const char *name;
 	char err[256];
 	enum vm_err e;
 
-	json_object_object_get_ex(req, "id", &id);
 	if (!json_object_object_get_ex(req, "execute", &cmd) ||
 	    !json_object_is_type(cmd, json_type_string))
-		return make_error("GenericError", "'execute' (a command name string) is required", id);
+		return make_error("GenericError", "'execute' (a command name string) is required");
 	if (json_object_object_get_ex(req, "arguments", &args) && args &&
 	    !json_object_is_type(args, json_type_object))
-		return make_error("InvalidArgument", "'arguments' must be an object", id);
+		return make_error("InvalidArgument", "'arguments' must be an object");
 	name = json_object_get_string(cmd);
 	if (!strcmp(name, "migrate"))
-		return cmd_migrate(vm, c, args, id);
+		return cmd_migrate(vm, c, args);
 	if (!strcmp(name, "status"))
-		return make_return(status_json(vm), id);
+		return make_return(status_json(vm));
 	if (!strcmp(name, "cancel")) {
 		e = vm_migrate_cancel(vm, err, sizeof(err));
-		return e ? make_error(err_class(e), err, id) : make_return(NULL, id);
+		return e ? make_error(err_class(e), err) : make_return(NULL);
 	}
 	if (!strcmp(name, "quit")) {
 		vm->api->quit = true;
-		return make_return(NULL, id);
+		return make_return(NULL);
 	}
 	snprintf(err, sizeof(err), "unknown command '%.64s'", name);
-	return make_error("CommandNotFound", err, id);
+	return make_error("CommandNotFound", err);
 }
 
 static void handle_line(struct vm *vm, struct api_client *c, char *line,
@@ -611,10 +668,16 @@ static void handle_line(struct vm *vm, struct api_client *c, char *line,
 	     json_object_is_type(req, json_type_object);
 	if (tok)
 		json_tokener_free(tok);
-	if (!ok)
-		reply(vm, c, make_error("ParseError", "not a JSON object", NULL));
-	else
-		reply(vm, c, dispatch(vm, c, req));
+	if (!ok) {
+		reply(vm, c, make_error("ParseError", "not a JSON object"));
+	} else {
+		json_object *r = dispatch(vm, c, req), *id;
+
+		/* The id comes back as given, null included. */
+		if (json_object_object_get_ex(req, "id", &id))
+			json_object_object_add(r, "id", json_object_get(id));
+		reply(vm, c, r);
+	}
 	json_object_put(req);
 }
 

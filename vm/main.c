@@ -65,7 +65,8 @@ static void usage(FILE *f)
 		"  --help               this text\n"
 		"\n"
 		"Environment: FERRY_VM_LOG=0..3 prints engine log messages up to that\n"
-		"level on stderr.\n",
+		"level on stderr. FERRY_VM_FAULT=lose-writes (tests only) makes the\n"
+		"dirty bitmap report nothing, so verification must fail.\n",
 		MAX_VCPUS);
 }
 
@@ -333,8 +334,10 @@ static void state_apply(struct vm *vm, const uint8_t *b)
 
 /* Load a blob into the paused guest and, if both sides verify, check the
  * image: digest of memory, then the workload invariant on every page. */
-static int state_load(struct vm *vm, const uint8_t *b, size_t len)
+static int state_load(void *opaque, const void *data, size_t len)
 {
+	struct vm *vm = opaque;
+	const uint8_t *b = data;
 	struct guest *g = &vm->guest;
 	struct guest_verify v = { 0 };
 	bool digest = false;
@@ -397,34 +400,27 @@ static int cb_save_state(void *opaque, struct ferry_buf *out)
 	return rc;
 }
 
-static int cb_load_state(void *opaque, const void *data, size_t len)
-{
-	return state_load(opaque, data, len);
-}
-
 static int cb_dirty_bitmap(void *opaque, uint32_t region, uint64_t *bitmap,
 			   size_t pages)
 {
 	struct vm *vm = opaque;
+	int rc;
 
 	if (region != 0)
 		return -EINVAL;
-	return guest_dirty_bitmap(&vm->guest, bitmap, pages);
-}
-
-static json_object *tri_bool(int v)
-{
-	return v < 0 ? NULL : json_object_new_boolean(v);
+	rc = guest_dirty_bitmap(&vm->guest, bitmap, pages);
+	/* Test hook: lose every write, so tests can see verification fail. */
+	if (!rc && vm->fault_lose_writes)
+		memset(bitmap, 0, (pages + 63) / 64 * sizeof(uint64_t));
+	return rc;
 }
 
 /* Destination, after resume: the verification result and the stall the
- * guest saw, as a JSON object that travels back to the source. */
+ * guest saw travel back to the source in the note. */
 static void cb_running_note(void *opaque, char *note, size_t len)
 {
 	struct vm *vm = opaque;
 	struct guest_verify v;
-	json_object *o = json_object_new_object();
-	const char *s;
 	double stall = 0;
 	int verified;
 
@@ -433,27 +429,21 @@ static void cb_running_note(void *opaque, char *note, size_t len)
 	pthread_mutex_lock(&vm->mig.lock);
 	v = vm->mig.check;
 	pthread_mutex_unlock(&vm->mig.lock);
-	json_object_object_add(o, "verified", tri_bool(verified));
-	json_object_object_add(o, "guest_stall_ms", api_double(stall));
-	json_object_object_add(o, "verify_ms", v.done ? api_double(v.verify_ms) : NULL);
-	json_object_object_add(o, "digest_match", v.done ? json_object_new_boolean(v.digest_match) : NULL);
-	json_object_object_add(o, "invariant_ok", v.done ? json_object_new_boolean(v.invariant_ok) : NULL);
-	json_object_object_add(o, "pages_checked", json_object_new_int64((int64_t)v.pages_checked));
-	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	if (len && strlen(s) < len)
-		memcpy(note, s, strlen(s) + 1);
-	else if (len)
-		note[0] = '\0';
+	api_note(verified, stall, &v, note, len);
 	pthread_mutex_lock(&vm->mig.lock);
-	snprintf(vm->mig.note, sizeof(vm->mig.note), "%s", s);
+	snprintf(vm->mig.note, sizeof(vm->mig.note), "%s", len ? note : "");
 	pthread_mutex_unlock(&vm->mig.lock);
-	json_object_put(o);
 }
 
 static void cb_event(void *opaque, const struct ferry_event *ev)
 {
 	struct vm *vm = opaque;
 
+	/* A cancel that arrived before send/receive started may have been
+	 * lost (they clear the flag when they begin): repeat it. Only this
+	 * thread sets mig.session, so it is read here without the lock. */
+	if (atomic_load(&vm->mig.cancel_requested) && vm->mig.session)
+		ferry_session_cancel(vm->mig.session);
 	api_event(vm, vm->mig.client, ev);
 }
 
@@ -545,7 +535,7 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.session = s;
 	vm->mig.vmm_err[0] = '\0';
-	if (vm->mig.cancel_requested || vm->mig.stopping)
+	if (atomic_load(&vm->mig.cancel_requested) || vm->mig.stopping)
 		ferry_session_cancel(s);
 	pthread_mutex_unlock(&vm->mig.lock);
 
@@ -570,40 +560,6 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 	return rc;
 }
 
-static int note_verified(const char *note)
-{
-	json_object *o = json_tokener_parse(note), *v;
-	int r = -1;
-
-	if (o && json_object_object_get_ex(o, "verified", &v) &&
-	    json_object_is_type(v, json_type_boolean))
-		r = json_object_get_boolean(v);
-	json_object_put(o);
-	return r;
-}
-
-static void log_result(struct vm *vm, const char *what, int rc,
-		       const struct ferry_stats *st, const char *errmsg,
-		       json_object *report)
-{
-	json_object *v;
-	double stall = -1;
-
-	if (rc) {
-		fprintf(stderr, "ferry-vm: %s %s: %s%s%s\n", what,
-			st->state == FERRY_STATE_CANCELLED ? "cancelled" : "failed",
-			ferry_strerror(rc), *errmsg ? ": " : "", errmsg);
-		return;
-	}
-	if (json_object_object_get_ex(report, "guest_stall_ms", &v) && v)
-		stall = json_object_get_double(v);
-	json_object_object_get_ex(report, "verified", &v);
-	fprintf(stderr,
-		"ferry-vm: %s completed: %.1f ms total, downtime %.1f ms, guest stall %.1f ms, %" PRIu64 " bytes in %u passes, verified %s\n",
-		what, st->total_ms, st->downtime_ms, stall, st->bytes, st->pass,
-		v ? (json_object_get_boolean(v) ? "true" : "false") : "null");
-}
-
 static void mig_store_report(struct vm *vm, json_object *report, int verified,
 			     bool migrated)
 {
@@ -623,18 +579,19 @@ static void *send_main(void *arg)
 	uint64_t client = vm->mig.client;
 	struct ferry_stats st;
 	char errmsg[768];
-	json_object *report, *event;
+	json_object *report, *event, *v;
 	int rc;
 
 	rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
 	report = api_report(vm, rc, &st, errmsg, st.peer_note);
-	log_result(vm, "migration", rc, &st, errmsg, report);
+	api_log_result("migration", rc, &st, errmsg, report);
 	event = json_object_new_object();
 	json_object_object_add(event, "event", json_object_new_string("DONE"));
 	/* A copy: json-c reference counts are not atomic and the stored
 	 * report is shared with the API thread's status replies. */
 	json_object_object_add(event, "data", api_copy(report));
-	mig_store_report(vm, report, rc ? -1 : note_verified(st.peer_note), !rc);
+	v = json_object_object_get(report, "verified");
+	mig_store_report(vm, report, v ? json_object_get_boolean(v) : -1, !rc);
 
 	/* A new migrate may start as soon as the client sees DONE. */
 	pthread_mutex_lock(&vm->mig.lock);
@@ -645,23 +602,35 @@ static void *send_main(void *arg)
 	return NULL;
 }
 
-/* Wait before listening again after a quick failure, so a permanent error
- * (address in use) does not spin; returns false when stopping. */
-static bool recv_backoff(struct vm *vm, uint64_t started, unsigned *fails)
+/* Errors that mean we could not listen at all (or never will): listening
+ * again at once would only fail again. */
+static bool listen_error(int rc)
+{
+	return rc == -EADDRINUSE || rc == -EADDRNOTAVAIL || rc == -EACCES ||
+	       rc == -EPERM || rc == -EINVAL || rc == -ENOENT ||
+	       rc == -EAFNOSUPPORT || rc == -ENOSYS || rc == -ENOMEM ||
+	       rc == -EMFILE;
+}
+
+/* After a failed attempt: listen again at once, so a real migration can
+ * follow a bad one, unless listening itself failed; then back off (0.1 s
+ * doubling to 2 s) so a permanent error does not spin. Returns false when
+ * stopping. */
+static bool recv_backoff(struct vm *vm, int rc, unsigned *fails)
 {
 	uint64_t ms, dl;
 	struct timespec ts;
 	bool stop;
 
-	if (vm_now_ns() - started > 1000 * VM_NS_PER_MS)
+	if (!listen_error(rc)) {
 		*fails = 0;
+		return true;
+	}
 	ms = 100ull << (*fails < 5 ? *fails : 5);
 	if (ms > 2000)
 		ms = 2000;
 	(*fails)++;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	dl = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
-	     ms * VM_NS_PER_MS;
+	dl = vm_now_ns() + ms * VM_NS_PER_MS;
 	ts.tv_sec = (time_t)(dl / 1000000000ull);
 	ts.tv_nsec = (long)(dl % 1000000000ull);
 	pthread_mutex_lock(&vm->mig.lock);
@@ -679,25 +648,23 @@ static void *recv_main(void *arg)
 	struct ferry_stats st;
 	char errmsg[768];
 	unsigned fails = 0;
-	uint64_t started;
 	bool stop;
 	int rc;
 
 	for (;;) {
 		pthread_mutex_lock(&vm->mig.lock);
 		stop = vm->mig.stopping;
-		vm->mig.cancel_requested = false;
+		atomic_store(&vm->mig.cancel_requested, false);
 		vm->mig.verified = -1;
 		memset(&vm->mig.check, 0, sizeof(vm->mig.check));
 		pthread_mutex_unlock(&vm->mig.lock);
 		if (stop)
 			break;
-		started = vm_now_ns();
 		rc = session_run(vm, false, &st, errmsg, sizeof(errmsg));
 		if (!rc) {
 			json_object *report = api_report(vm, 0, &st, "", vm->mig.note);
 
-			log_result(vm, "incoming migration", 0, &st, errmsg, report);
+			api_log_result("incoming migration", 0, &st, errmsg, report);
 			mig_store_report(vm, report, -2, false);
 			break;
 		}
@@ -706,8 +673,10 @@ static void *recv_main(void *arg)
 		pthread_mutex_unlock(&vm->mig.lock);
 		if (stop)
 			break;
-		log_result(vm, "incoming migration", rc, &st, errmsg, NULL);
-		if (!recv_backoff(vm, started, &fails))
+		/* A listener that keeps failing the same way says so once. */
+		if (!fails || !listen_error(rc))
+			api_log_result("incoming migration", rc, &st, errmsg, NULL);
+		if (!recv_backoff(vm, rc, &fails))
 			break;
 	}
 	pthread_mutex_lock(&vm->mig.lock);
@@ -775,7 +744,7 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 	}
 	args_to_config(vm, a);
 	vm->mig.client = client;
-	vm->mig.cancel_requested = false;
+	atomic_store(&vm->mig.cancel_requested, false);
 	vm->mig.active = true;
 	rc = pthread_create(&vm->mig.thread, NULL, send_main, vm);
 	if (rc) {
@@ -809,7 +778,7 @@ enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "no migration is running");
 		e = VM_ERR_STATE;
 	} else {
-		vm->mig.cancel_requested = true;
+		atomic_store(&vm->mig.cancel_requested, true);
 		if (vm->mig.session)
 			ferry_session_cancel(vm->mig.session);
 	}
@@ -838,6 +807,7 @@ static void mig_shutdown(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.stopping = true;
+	atomic_store(&vm->mig.cancel_requested, true);
 	if (vm->mig.session)
 		ferry_session_cancel(vm->mig.session);
 	pthread_cond_broadcast(&vm->mig.cond);
@@ -849,6 +819,40 @@ static void mig_shutdown(struct vm *vm)
 
 /* --- self test ---------------------------------------------------------- */
 
+/* Latency of pause (until every vCPU parked) and of resume (until every
+ * vCPU ticked again). */
+static void self_test_pause(struct guest *g)
+{
+	enum { N = 200 };
+	uint64_t sum[2] = { 0 }, max[2] = { 0 }, lat[2], t, r;
+	struct timespec gap = { 0, 2000000 };
+	double stall;
+	unsigned i, k, v;
+
+	for (i = 0; i < N; i++) {
+		t = vm_now_ns();
+		guest_pause(g);
+		lat[0] = vm_now_ns() - t;
+		t = vm_now_ns();
+		guest_resume(g);
+		guest_wait_first_ticks(g, 1000, &stall);
+		for (lat[1] = 0, v = 0; v < g->nvcpus; v++) {
+			r = atomic_load(&g->vcpus[v].first_tick_ns);
+			if (r > t && r - t > lat[1])
+				lat[1] = r - t;
+		}
+		for (k = 0; k < 2; k++) {
+			sum[k] += lat[k];
+			max[k] = lat[k] > max[k] ? lat[k] : max[k];
+		}
+		nanosleep(&gap, NULL);
+	}
+	for (k = 0; k < 2; k++)
+		printf("%s: mean %.1f us, max %.1f us over %d\n",
+		       k ? "resume" : "pause", (double)sum[k] / N / 1e3,
+		       (double)max[k] / 1e3, N);
+}
+
 /* Pause/resume latency, then a save/load round trip in this process with
  * the full verification, then a short run to see the guest still agrees
  * with its memory. */
@@ -856,23 +860,13 @@ static int self_test(struct vm *vm)
 {
 	struct guest *g = &vm->guest;
 	struct timespec run = { 0, 300000000 };
-	uint64_t t, worst = 0, total = 0;
+	uint64_t t;
 	uint8_t *blob;
 	size_t len;
-	int i, rc, v;
+	int rc, v;
 
 	nanosleep(&run, NULL);
-	for (i = 0; i < 50; i++) {
-		t = vm_now_ns();
-		guest_pause(g);
-		t = vm_now_ns() - t;
-		total += t;
-		worst = t > worst ? t : worst;
-		guest_resume(g);
-		nanosleep(&(struct timespec){ 0, 2000000 }, NULL);
-	}
-	printf("pause: mean %.1f us, max %.1f us over 50\n",
-	       (double)total / 50 / 1e3, (double)worst / 1e3);
+	self_test_pause(g);
 	guest_pause(g);
 	t = vm_now_ns();
 	rc = state_encode(vm, &blob, &len);
@@ -899,6 +893,7 @@ static int self_test(struct vm *vm)
 static void vm_setup(struct vm *vm)
 {
 	const char *lvl = getenv("FERRY_VM_LOG");
+	const char *fault = getenv("FERRY_VM_FAULT");
 	pthread_condattr_t ca;
 
 	pthread_mutex_init(&vm->mig.lock, NULL);
@@ -908,10 +903,11 @@ static void vm_setup(struct vm *vm)
 	pthread_condattr_destroy(&ca);
 	vm->mig.verified = -1;
 	vm->log_level = lvl && *lvl ? atoi(lvl) : -1;
+	vm->fault_lose_writes = fault && !strcmp(fault, "lose-writes");
 	vm->ops.pause = cb_pause;
 	vm->ops.resume = cb_resume;
 	vm->ops.save_state = cb_save_state;
-	vm->ops.load_state = cb_load_state;
+	vm->ops.load_state = state_load;
 	vm->ops.get_dirty_bitmap = cb_dirty_bitmap;
 	vm->ops.running_note = cb_running_note;
 }
@@ -958,29 +954,30 @@ int main(int argc, char **argv)
 			strerror(-rc));
 		goto out_guest;
 	}
-	rc = api_open(&vm);
-	if (rc)
-		goto out_guest;
 	rc = guest_start(&vm.guest, vm.opts.incoming != NULL);
 	if (rc) {
 		fprintf(stderr, "ferry-vm: cannot start vCPUs: %s\n", strerror(-rc));
-		goto out_api;
+		goto out_guest;
 	}
 	if (vm.opts.self_test) {
 		rc = self_test(&vm);
 		goto out_stop;
 	}
+	/* Listen for the migration before the API socket appears, so that
+	 * whoever waits for the socket finds the destination ready. */
 	if (vm.opts.incoming && (rc = incoming_start(&vm))) {
 		fprintf(stderr, "ferry-vm: cannot start receiving: %s\n",
 			strerror(-rc));
 		goto out_stop;
 	}
-	log_startup(&vm);
-	rc = api_run(&vm);
+	rc = api_open(&vm);
+	if (!rc) {
+		log_startup(&vm);
+		rc = api_run(&vm);
+	}
 out_stop:
 	mig_shutdown(&vm);
 	guest_stop(&vm.guest);
-out_api:
 	api_close(&vm);
 out_guest:
 	guest_fini(&vm.guest);

@@ -149,7 +149,7 @@ struct vm_mig {
 	ferry_session *session; /* live, or NULL */
 	bool active;		/* a send or receive thread runs */
 	bool joinable;
-	bool cancel_requested;
+	atomic_bool cancel_requested; /* re-applied at every engine event */
 	bool stopping; /* the process is exiting */
 	bool migrated; /* source: the destination owns the guest now */
 	pthread_t thread;
@@ -207,6 +207,7 @@ struct vm {
 	struct vm_api *api;
 	struct ferry_vmm_ops ops;
 	int log_level; /* engine log messages up to this level go to stderr */
+	bool fault_lose_writes; /* test hook: the dirty bitmap reports nothing */
 };
 
 /* guest.c */
@@ -245,5 +246,9 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 			const char *errmsg, const char *note);
 json_object *api_double(double v);
 json_object *api_copy(json_object *o);
+void api_log_result(const char *what, int rc, const struct ferry_stats *st,
+		    const char *errmsg, json_object *report);
+void api_note(int verified, double stall_ms, const struct guest_verify *v,
+	      char *note, size_t len);
 
 #endif /* FERRY_VM_H */
