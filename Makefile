@@ -19,6 +19,7 @@ help:
 	@echo "make demo    - install missing packages (as root), build, migrate a running guest, print the report"
 	@echo "make check   - install missing packages (as root), build, run every test"
 	@echo "make build   - configure and build into $(BUILD)/"
+	@echo "make bench   - throughput benchmarks against raw sockets (minutes)"
 	@echo "make clean   - remove $(BUILD)/"
 
 deps:
@@ -37,6 +38,11 @@ demo: build
 # own summary, so a reader (or CI) can tell that tests really ran.
 check: build
 	@./scripts/check.sh $(BUILD)
+
+# Benchmarks are not tests: they take minutes and print tables with the
+# commands that produced them (docs/benchmarks.md).
+bench: build
+	bench/throughput.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -261,9 +261,11 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri);
 FERRY_API int ferry_session_receive(ferry_session *s, const char *uri);
 
 /**
- * ferry_session_cancel() - ask a running send or receive to stop. Safe from
- * any thread and from signal handlers. The source resumes its guest unless
- * the point of no return was passed.
+ * ferry_session_cancel() - ask the running send or receive to stop; a
+ * cancel made before it starts stops it as soon as it does. The request is
+ * cleared when the run ends. Safe from any thread and from signal
+ * handlers. The source resumes its guest unless the point of no return was
+ * passed.
  */
 FERRY_API void ferry_session_cancel(ferry_session *s);
 

@@ -601,6 +601,8 @@ static const char migrate_usage[] =
 	"  --max-precopy-ms N       longest precopy phase before it\n"
 	"  --timeout-strategy S     cancel (give up, the source keeps running) or\n"
 	"                           switchover (pause anyway and finish)\n"
+	"  --dirty-mode M           auto, uffd (userfaultfd + PAGEMAP_SCAN) or\n"
+	"                           bitmap (the VMM's own dirty log)\n"
 	"  --json                   print the report as one JSON object on stdout\n"
 	"  -h, --help               show this help\n"
 	"\n"
@@ -692,6 +694,7 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		{ "max-passes", required_argument, NULL, 'p' },
 		{ "max-precopy-ms", required_argument, NULL, 'P' },
 		{ "timeout-strategy", required_argument, NULL, 's' },
+		{ "dirty-mode", required_argument, NULL, 'D' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -715,6 +718,14 @@ static int migrate_options(int argc, char **argv, json_object *args,
 				return usage_error("migrate", "--timeout-strategy is "
 						   "cancel or switchover, not '%s'", optarg);
 			json_object_object_add(args, "timeout_strategy",
+					       json_object_new_string(optarg));
+			break;
+		case 'D':
+			if (strcmp(optarg, "auto") && strcmp(optarg, "uffd") &&
+			    strcmp(optarg, "bitmap"))
+				return usage_error("migrate", "--dirty-mode is "
+						   "auto, uffd or bitmap, not '%s'", optarg);
+			json_object_object_add(args, "dirty_mode",
 					       json_object_new_string(optarg));
 			break;
 		case 'j':

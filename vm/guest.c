@@ -437,11 +437,35 @@ static void *vcpu_main(void *arg)
 
 /* --- lifecycle ---------------------------------------------------------- */
 
+/* MemAvailable in bytes, or UINT64_MAX if unknown. */
+static uint64_t mem_available(void)
+{
+	unsigned long long kb;
+	char line[128];
+	uint64_t avail = UINT64_MAX;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (!f)
+		return avail;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+			avail = (uint64_t)kb << 10;
+			break;
+		}
+	}
+	fclose(f);
+	return avail;
+}
+
 static int ram_map(struct guest *g)
 {
 	uint64_t pg;
 	volatile uint8_t *v;
 
+	/* RAM is populated below: asking for more than the host has would
+	 * wake the OOM killer instead of failing. */
+	if (g->mem_size > mem_available())
+		return -ENOMEM;
 	g->memfd = memfd_create("ferry-guest", MFD_CLOEXEC);
 	if (g->memfd < 0)
 		return -errno;
@@ -458,7 +482,9 @@ static int ram_map(struct guest *g)
 	 * migration's downtime, where the digest reads all of RAM. */
 	v = g->ram;
 	if (madvise(g->ram, g->mem_size, MADV_POPULATE_WRITE) < 0) {
-		for (pg = 0; pg < g->npages; pg++)
+		if (errno != EINVAL)
+			return -errno; /* out of memory: say so, do not fault */
+		for (pg = 0; pg < g->npages; pg++) /* kernel before 5.14 */
 			v[pg * VM_PAGE_SIZE] = 0;
 	}
 	for (pg = 0; pg < g->npages; pg++)

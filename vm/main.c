@@ -439,11 +439,6 @@ static void cb_event(void *opaque, const struct ferry_event *ev)
 {
 	struct vm *vm = opaque;
 
-	/* A cancel that arrived before send/receive started may have been
-	 * lost (they clear the flag when they begin): repeat it. Only this
-	 * thread sets mig.session, so it is read here without the lock. */
-	if (atomic_load(&vm->mig.cancel_requested) && vm->mig.session)
-		ferry_session_cancel(vm->mig.session);
 	api_event(vm, vm->mig.client, ev);
 }
 
@@ -560,6 +555,8 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 	return rc;
 }
 
+/* Keep @report as the last one; @verified -2 leaves the verdict as it is
+ * (a destination set it when it checked the loaded image). */
 static void mig_store_report(struct vm *vm, json_object *report, int verified,
 			     bool migrated)
 {
@@ -950,8 +947,8 @@ int main(int argc, char **argv)
 
 	rc = guest_init(&vm.guest, &vm.opts);
 	if (rc) {
-		fprintf(stderr, "ferry-vm: cannot create guest RAM: %s\n",
-			strerror(-rc));
+		fprintf(stderr, "ferry-vm: cannot create %" PRIu64 " MiB of guest RAM: %s\n",
+			vm.opts.mem_size >> 20, strerror(-rc));
 		goto out_guest;
 	}
 	rc = guest_start(&vm.guest, vm.opts.incoming != NULL);

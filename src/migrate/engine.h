@@ -63,6 +63,7 @@ static inline double fy_ms(uint64_t ns)
 
 /* session.c */
 int fy_session_begin(ferry_session *s, enum ferry_state first);
+int fy_session_end(ferry_session *s, int rc);
 void fy_session_set_state(ferry_session *s, enum ferry_state st);
 /* Record the first error (later ones keep the first message). Returns
  * @code for convenience. printf-style message. */

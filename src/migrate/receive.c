@@ -398,7 +398,6 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
 	if (rc)
 		return rc;
-	atomic_store(&s->cancel, false);
 	fy_recv_sm_init(&x.sm);
 	rc = accept_one(s, uri, &fd);
 	if (rc)
@@ -426,14 +425,5 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 		fy_session_fail(s, rc, "%s", x.err[0] ? x.err : ferry_strerror(rc));
 done:
 	fy_chan_close(&x.ch);
-	pthread_mutex_lock(&s->lock);
-	if (rc && !s->stats.error)
-		s->stats.error = rc;
-	rc = s->stats.error;
-	pthread_mutex_unlock(&s->lock);
-	fy_session_set_state(s, !rc ? FERRY_STATE_COMPLETED
-			     : rc == FERRY_ECANCELED ? FERRY_STATE_CANCELLED
-						     : FERRY_STATE_FAILED);
-	atomic_store(&s->busy, false);
-	return rc;
+	return fy_session_end(s, rc);
 }

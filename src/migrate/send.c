@@ -596,6 +596,31 @@ static int unwind(struct sender *x, int rc)
 	return rc;
 }
 
+/*
+ * A destination that is still starting refuses connections for a moment;
+ * retry those briefly instead of failing a migration that would work.
+ */
+#define FY_CONNECT_PATIENCE_MS 3000
+
+static int connect_patiently(ferry_session *s, const struct fy_uri *u, int *fd,
+			     char *err, size_t errlen)
+{
+	uint64_t until = fy_now_ns() + FY_CONNECT_PATIENCE_MS * 1000000ull;
+	int rc;
+
+	for (;;) {
+		rc = fy_transport_connect(u, fd, err, errlen);
+		if ((rc != -ECONNREFUSED && rc != -ENOENT) ||
+		    fy_now_ns() > until)
+			return rc;
+		if (fy_cancelled(s)) {
+			snprintf(err, errlen, "cancelled while connecting");
+			return FERRY_ECANCELED;
+		}
+		usleep(50 * 1000);
+	}
+}
+
 FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 {
 	struct sender x = { .s = s, .ch = { .fd = -1 } };
@@ -611,13 +636,12 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
 	if (rc)
 		return rc;
-	atomic_store(&s->cancel, false);
 	fy_send_sm_init(&x.sm);
 	fy_ranges_init(&x.ranges);
 
 	rc = fy_uri_parse(uri, &u, err, sizeof(err));
 	if (!rc)
-		rc = fy_transport_connect(&u, &fd, err, sizeof(err));
+		rc = connect_patiently(s, &u, &fd, err, sizeof(err));
 	if (rc) {
 		fy_session_fail(s, rc, "%s", err);
 		goto done;
@@ -649,14 +673,5 @@ done:
 	fy_dirty_stop(&x.dirty);
 	fy_ranges_free(&x.ranges);
 	fy_chan_close(&x.ch);
-	pthread_mutex_lock(&s->lock);
-	if (rc && !s->stats.error)
-		s->stats.error = rc;
-	rc = s->stats.error;
-	pthread_mutex_unlock(&s->lock);
-	fy_session_set_state(s, !rc ? FERRY_STATE_COMPLETED
-			     : rc == FERRY_ECANCELED ? FERRY_STATE_CANCELLED
-						     : FERRY_STATE_FAILED);
-	atomic_store(&s->busy, false);
-	return rc;
+	return fy_session_end(s, rc);
 }

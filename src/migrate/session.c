@@ -237,6 +237,28 @@ int fy_session_begin(ferry_session *s, enum ferry_state first)
 }
 
 /**
+ * fy_session_end() - finish a run: settle the error, report the final
+ * state, and make the session ready for another run. A cancel is kept
+ * until here, so one that arrives before a run starts still stops it.
+ *
+ * Return: the session's error (0 when completed).
+ */
+int fy_session_end(ferry_session *s, int rc)
+{
+	pthread_mutex_lock(&s->lock);
+	if (rc && !s->stats.error)
+		s->stats.error = rc;
+	rc = s->stats.error;
+	pthread_mutex_unlock(&s->lock);
+	fy_session_set_state(s, !rc ? FERRY_STATE_COMPLETED
+			     : rc == FERRY_ECANCELED ? FERRY_STATE_CANCELLED
+						     : FERRY_STATE_FAILED);
+	atomic_store(&s->cancel, false);
+	atomic_store(&s->busy, false);
+	return rc;
+}
+
+/**
  * fy_session_set_state() - change the reported state and tell the VMM.
  */
 void fy_session_set_state(ferry_session *s, enum ferry_state st)
