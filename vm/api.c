@@ -179,7 +179,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 {
 	json_object *o = json_object_new_object();
 	json_object *n = note && *note ? json_tokener_parse(note) : NULL;
-	json_object *stall;
+	json_object *stall, *verify;
 
 	if (n && !json_object_is_type(n, json_type_object)) {
 		json_object_put(n);
@@ -199,14 +199,27 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object_object_add(o, "guest_stall_ms", rc ? NULL : stall);
 	json_object_object_add(o, "bytes", ju64(st->bytes));
 	json_object_object_add(o, "passes", ju64(st->pass));
-	json_object_object_add(o, "mb_per_s", api_double(st->mb_per_s));
+	/* The average over the whole migration, what a user compares. */
+	json_object_object_add(o, "mb_per_s",
+			       api_double(st->total_ms > 0
+						  ? (double)st->bytes / st->total_ms / 1e3
+						  : 0));
 	json_object_object_add(o, "verified",
 			       rc ? NULL : note_get(n, "verified", json_type_boolean));
 	json_object_object_add(o, "final_pass_ms", api_double(st->final_pass_ms));
 	json_object_object_add(o, "state_ms", api_double(st->state_ms));
 	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
-	json_object_object_add(o, "verify_ms",
-			       rc ? NULL : note_get(n, "verify_ms", json_type_double));
+	/* Both sides' checks run inside the pause: the destination's (from
+	 * its note) and the source's digest of RAM. */
+	verify = rc ? NULL : note_get(n, "verify_ms", json_type_double);
+	if (verify) {
+		double ms = json_object_get_double(verify) +
+			    vm->mig.src_digest_ms;
+
+		json_object_put(verify);
+		verify = api_double(ms);
+	}
+	json_object_object_add(o, "verify_ms", verify);
 	if (rc)
 		json_object_put(stall);
 	json_object_put(n);

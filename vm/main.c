@@ -256,7 +256,10 @@ static int state_encode(struct vm *vm, uint8_t **out, size_t *outlen)
 	for (i = 0; i < g->nvcpus; i++, p += STATE_VCPU)
 		vcpu_encode(&g->vcpus[i], p);
 	if (digest) {
+		uint64_t t0 = vm_now_ns();
+
 		vm_put_le64(p, guest_digest(g));
+		vm->mig.src_digest_ms = (double)(vm_now_ns() - t0) / 1e6;
 		vm_put_le64(p + 8, XXH3_64bits(b, len - 8));
 	}
 	*out = b;

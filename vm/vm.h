@@ -149,7 +149,7 @@ struct vm_mig {
 	ferry_session *session; /* live, or NULL */
 	bool active;		/* a send or receive thread runs */
 	bool joinable;
-	atomic_bool cancel_requested; /* re-applied at every engine event */
+	atomic_bool cancel_requested; /* applied when the session exists */
 	bool stopping; /* the process is exiting */
 	bool migrated; /* source: the destination owns the guest now */
 	pthread_t thread;
@@ -167,6 +167,7 @@ struct vm_mig {
 	struct guest_verify check; /* destination: last load check */
 	char note[256];		   /* destination: the note we sent */
 	char vmm_err[256];	   /* why our last callback failed */
+	double src_digest_ms;	   /* source: hashing RAM inside the pause */
 };
 
 struct vm_api;

@@ -32,6 +32,7 @@ struct sender {
 	uint64_t rtt_ns;      /* control round trip on an idle channel */
 	uint64_t t_collect;   /* time of the last dirty collect */
 	uint64_t t_pause;
+	uint64_t t_resumed;   /* destination resumed (its clock if shared) */
 	uint64_t state_bytes; /* size of the state blob, once known */
 	uint64_t last_pass_bytes; /* memory bytes of the last pass */
 };
@@ -275,7 +276,6 @@ static int send_pass(struct sender *x, uint32_t pass)
 	s->stats.mb_per_s = x->bw / 1e6;
 	s->stats.wire_bytes = x->ch.wire_bytes;
 	pthread_mutex_unlock(&s->lock);
-	fy_session_event(s, FERRY_EVENT_PASS);
 out:
 	fy_buf_free(&b);
 	return rc;
@@ -420,6 +420,8 @@ static int precopy(struct sender *x, uint32_t *pass)
 		pthread_mutex_lock(&s->lock);
 		s->stats.expected_downtime_ms = expect;
 		pthread_mutex_unlock(&s->lock);
+		/* After the scan, so the event carries what this pass left. */
+		fy_session_event(s, FERRY_EVENT_PASS);
 		if (expect <= c->downtime_limit_ms &&
 		    !worth_another_pass(x, expect, *pass))
 			return 0;
@@ -501,11 +503,10 @@ static int handshake(struct sender *x)
 	}
 	if (fy_running_decode(x->ch.in.data, x->ch.in.len, &run))
 		memset(&run, 0, sizeof(run));
+	x->t_resumed = x->same_host && run.resumed_ns > x->t_pause
+			       ? run.resumed_ns : fy_now_ns();
 	pthread_mutex_lock(&s->lock);
-	if (x->same_host && run.resumed_ns > x->t_pause)
-		s->stats.downtime_ms = fy_ms(run.resumed_ns - x->t_pause);
-	else
-		s->stats.downtime_ms = fy_ms(fy_now_ns() - x->t_pause);
+	s->stats.downtime_ms = fy_ms(x->t_resumed - x->t_pause);
 	snprintf(s->stats.peer_note, sizeof(s->stats.peer_note), "%s",
 		 run.note);
 	pthread_mutex_unlock(&s->lock);
@@ -525,6 +526,7 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 		rc = send_pass(x, pass + 1);
 	if (rc)
 		return rc;
+	fy_session_event(s, FERRY_EVENT_PASS);
 	t1 = fy_now_ns();
 	rc = send_state(x);
 	if (rc)
@@ -534,7 +536,7 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 	pthread_mutex_lock(&s->lock);
 	s->stats.final_pass_ms = fy_ms(t1 - x->t_pause);
 	s->stats.state_ms = fy_ms(t2 - t1);
-	s->stats.switchover_ms = fy_ms(fy_now_ns() - t2);
+	s->stats.switchover_ms = x->t_resumed > t2 ? fy_ms(x->t_resumed - t2) : 0;
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
