@@ -116,6 +116,7 @@ struct ferry_stats {
 	uint32_t version;	  /* negotiated protocol version */
 	uint64_t capabilities;	  /* negotiated capabilities */
 	char peer_note[256];	  /* destination's note sent with "running" */
+	uint32_t connections;	  /* data connections in use */
 };
 
 struct ferry_event {
@@ -196,6 +197,7 @@ struct ferry_config {
 	uint32_t version_max;	     /* cap the protocol version (0 = ours) */
 	uint64_t capabilities;	     /* capabilities offered, default all */
 	uint32_t progress_ms;	     /* progress event period, default 200 */
+	uint32_t connections;	     /* data connections, 1..64, default 1 */
 };
 
 /**
@@ -283,6 +285,307 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
 
 /* Capabilities (bit numbers in ferry_config.capabilities). */
 #define FERRY_CAP_DATA_CHECKSUM (1ull << 0) /* checksums cover page data */
+#define FERRY_CAP_MULTI_CHANNEL (1ull << 1) /* extra data connections */
+#define FERRY_CAP_ALL (FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL)
+
+/* ---- device state (src/state) ---- */
+/*
+ * Self-describing device state (docs/state-format.md).
+ *
+ * A VMM describes each device type once, as a visit function that names
+ * every field of the device with one ferry_visit_*() call. The same function
+ * captures the type's schema, saves an instance, loads one (by field name,
+ * from whatever version the source ran) and prints one as JSON:
+ *
+ *	static int console_visit(ferry_visitor *v, void *dev)
+ *	{
+ *		struct console *c = dev;
+ *		uint32_t n = c->nregs;
+ *
+ *		ferry_visit_u32(v, "head", &c->head, 0, FERRY_FIELD_MUST);
+ *		ferry_visit_bytes(v, "ring", c->ring, sizeof(c->ring),
+ *				  FERRY_FIELD_MUST);
+ *		ferry_visit_bool(v, "echo", &c->echo, false,
+ *				 FERRY_FIELD_SKIPPABLE);
+ *		if (ferry_visit_struct_begin(v, "uart", FERRY_FIELD_MUST) == 0) {
+ *			ferry_visit_u8(v, "lsr", &c->uart.lsr, 0x60,
+ *				       FERRY_FIELD_MUST);
+ *			ferry_visit_struct_end(v);
+ *		}
+ *		if (ferry_visit_array_begin(v, "regs", &n, 8,
+ *					    FERRY_FIELD_MUST) == 0) {
+ *			for (uint32_t i = 0; i < n; i++)
+ *				ferry_visit_u32(v, NULL, &c->regs[i], 0, 0);
+ *			ferry_visit_array_end(v);
+ *		}
+ *		c->nregs = n;
+ *		return ferry_visit_error(v);
+ *	}
+ *
+ * Rules for a visit function:
+ * - It must visit the same fields, in the same order, with the same sizes
+ *   whatever the object holds: the schema is captured by running it on a
+ *   zeroed object of ferry_device_type.size bytes (so it must not follow
+ *   pointers stored in the object), and saving checks every visit against
+ *   that capture. Only array counts and lengths may vary.
+ * - Array elements are visited in a loop bounded by the count that
+ *   *_array_begin() left in *count (it is 1 during schema capture, the
+ *   stream's count when loading). Elements take no name (NULL) and no flag.
+ * - Named fields take a name ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes,
+ *   unique within its struct) and exactly one of FERRY_FIELD_MUST or
+ *   FERRY_FIELD_SKIPPABLE.
+ * - The default is what a field gets when loading a stream whose schema
+ *   lacks it. Bytes default to zeros (variable ones to length 0), variable
+ *   arrays to no elements, fixed arrays to elements visited in default mode.
+ * - Errors are sticky: after the first one every visit does nothing and
+ *   returns it, so a function may check once, at the end, by returning
+ *   ferry_visit_error(). Calling an _end() after a failed _begin() is
+ *   harmless. Apart from the *count of fixed arrays, the visitor only
+ *   writes through the pointers it is given while loading.
+ *
+ * Loading rules (the sender's schema travels in the stream; fields match by
+ * name, at every nesting level):
+ * - a field only the stream has: ignored if skippable; FERRY_EUNKNOWN if
+ *   must-understand, naming device and field;
+ * - a field only this side has: its default;
+ * - a field whose type differs (kind, integer width or signedness, fixed vs
+ *   variable, fixed size): FERRY_EMISMATCH naming device and field;
+ * - a string, bytes or array value longer than this side's capacity:
+ *   -ERANGE; nothing is ever written past a capacity.
+ * Versions in ferry_device_type are informational (shown in messages and
+ * exports): any version of a type with the same name loads by these rules.
+ *
+ * Thread safety: no global state; every function may run concurrently on
+ * different objects. A visitor exists only during one call and belongs to
+ * the thread that made it.
+ */
+#include <stdbool.h>
+
+typedef struct ferry_visitor ferry_visitor;
+
+/* Field flags: exactly one of the two for every named field. */
+#define FERRY_FIELD_MUST 0x1u	   /* a reader that lacks it must fail */
+#define FERRY_FIELD_SKIPPABLE 0x2u /* a reader that lacks it ignores it */
+
+/* Device type flags. */
+#define FERRY_DEVICE_OPTIONAL 0x1u /* a destination that has no such
+				      instance drops it instead of failing */
+
+/* A device type. Everything it points to must outlive the calls using it. */
+struct ferry_device_type {
+	const char *name;   /* type name, [A-Za-z0-9_.:-]{1,63} */
+	uint32_t version;   /* informational, see above */
+	size_t size;	    /* sizeof the object visit() receives (> 0) */
+	int (*visit)(ferry_visitor *v, void *dev);
+	uint32_t flags;	    /* FERRY_DEVICE_* */
+};
+
+/*
+ * Visit one field. @name: the field name (NULL for array elements). @val:
+ * the field in the object. @def: its default. @flags: FERRY_FIELD_*.
+ * Return: 0 or the visitor's first error (negative).
+ */
+FERRY_API int ferry_visit_u8(ferry_visitor *v, const char *name,
+			     uint8_t *val, uint8_t def, unsigned flags);
+FERRY_API int ferry_visit_u16(ferry_visitor *v, const char *name,
+			      uint16_t *val, uint16_t def, unsigned flags);
+FERRY_API int ferry_visit_u32(ferry_visitor *v, const char *name,
+			      uint32_t *val, uint32_t def, unsigned flags);
+FERRY_API int ferry_visit_u64(ferry_visitor *v, const char *name,
+			      uint64_t *val, uint64_t def, unsigned flags);
+FERRY_API int ferry_visit_i8(ferry_visitor *v, const char *name,
+			     int8_t *val, int8_t def, unsigned flags);
+FERRY_API int ferry_visit_i16(ferry_visitor *v, const char *name,
+			      int16_t *val, int16_t def, unsigned flags);
+FERRY_API int ferry_visit_i32(ferry_visitor *v, const char *name,
+			      int32_t *val, int32_t def, unsigned flags);
+FERRY_API int ferry_visit_i64(ferry_visitor *v, const char *name,
+			      int64_t *val, int64_t def, unsigned flags);
+FERRY_API int ferry_visit_bool(ferry_visitor *v, const char *name,
+			       bool *val, bool def, unsigned flags);
+
+/**
+ * ferry_visit_string() - a NUL-terminated string in a @cap-byte buffer
+ * (at most @cap - 1 bytes of text). @def may be NULL ("").
+ */
+FERRY_API int ferry_visit_string(ferry_visitor *v, const char *name,
+				 char *buf, size_t cap, const char *def,
+				 unsigned flags);
+
+/**
+ * ferry_visit_bytes() - exactly @size bytes at @buf (default: zeros).
+ */
+FERRY_API int ferry_visit_bytes(ferry_visitor *v, const char *name,
+				void *buf, size_t size, unsigned flags);
+
+/**
+ * ferry_visit_bytes_var() - *@len bytes at @buf, at most @cap (default:
+ * length 0). Saving reads *@len; loading sets it.
+ */
+FERRY_API int ferry_visit_bytes_var(ferry_visitor *v, const char *name,
+				    void *buf, uint32_t *len, size_t cap,
+				    unsigned flags);
+
+/**
+ * ferry_visit_struct_begin() - open a nested struct; its fields follow,
+ * then ferry_visit_struct_end(). Inside an array it is an element (NULL
+ * name).
+ */
+FERRY_API int ferry_visit_struct_begin(ferry_visitor *v, const char *name,
+				       unsigned flags);
+FERRY_API int ferry_visit_struct_end(ferry_visitor *v);
+
+/**
+ * ferry_visit_array_begin() - open a variable array of at most @max
+ * elements. Saving: *@count is the number of elements (<= @max) and is not
+ * changed. Loading: *@count is set to the stream's count. Schema capture:
+ * set to 1. Visit exactly *@count elements, then ferry_visit_array_end().
+ */
+FERRY_API int ferry_visit_array_begin(ferry_visitor *v, const char *name,
+				      uint32_t *count, uint32_t max,
+				      unsigned flags);
+
+/**
+ * ferry_visit_array_fixed_begin() - open an array of exactly @n elements.
+ * *@count is set to the number of elements to visit: @n, or 1 during schema
+ * capture.
+ */
+FERRY_API int ferry_visit_array_fixed_begin(ferry_visitor *v,
+					    const char *name, uint32_t *count,
+					    uint32_t n, unsigned flags);
+FERRY_API int ferry_visit_array_end(ferry_visitor *v);
+
+/**
+ * ferry_visit_fail() - record a VMM-detected error (e.g. a loaded value the
+ * device cannot accept). The message is prefixed with the device and the
+ * current path. @err must be negative (else -EINVAL is recorded).
+ *
+ * Return: the visitor's first error.
+ */
+FERRY_API int ferry_visit_fail(ferry_visitor *v, int err, const char *fmt,
+			       ...) __attribute__((format(printf, 3, 4)));
+
+/**
+ * ferry_visit_error() - the first error of the visitor, or 0.
+ */
+FERRY_API int ferry_visit_error(const ferry_visitor *v);
+
+/**
+ * ferry_visitor_errmsg() - the message of the first error, naming the
+ * device and the field path ("console0.uart.lsr: ..."), or "". Valid until
+ * the visitor goes away (the end of the ferry_state_* call).
+ */
+FERRY_API const char *ferry_visitor_errmsg(const ferry_visitor *v);
+
+/**
+ * ferry_state_save() - append one device instance to a state section.
+ * @out: the buffer of save_state(); it must hold only state records.
+ * @type: the device type.
+ * @instance: the instance name, unique in the section ([A-Za-z0-9_.:-]).
+ * @dev: the object; only read.
+ * @err, @errlen: receives a message naming the device and field on
+ * failure (may be NULL/0).
+ *
+ * The first instance of a type in @out also appends the type's schema.
+ * After the last instance, call ferry_state_end(). On failure @out is left
+ * as it was.
+ *
+ * Return: 0, -EINVAL (bad arguments, a visit function breaking the rules,
+ * an instance saved twice, a type name reused with another schema, a
+ * section already ended), -ENOMEM, or the visit function's error.
+ */
+FERRY_API int ferry_state_save(struct ferry_buf *out,
+			       const struct ferry_device_type *type,
+			       const char *instance, void *dev, char *err,
+			       size_t errlen);
+
+/**
+ * ferry_state_end() - close the section in @out (appends the END record;
+ * a section without one is rejected as truncated).
+ *
+ * Return: 0, -EINVAL (not a section, or already ended), -ENOMEM.
+ */
+FERRY_API int ferry_state_end(struct ferry_buf *out);
+
+/* Binding flags. */
+#define FERRY_BINDING_OPTIONAL 0x1u /* may be absent from the stream; the
+				       object is then left untouched */
+
+/* A device instance the destination expects, and where to load it. */
+struct ferry_state_binding {
+	const struct ferry_device_type *type;
+	const char *instance;
+	void *dev;
+	uint32_t flags; /* FERRY_BINDING_* */
+};
+
+/**
+ * ferry_state_load() - load a state section into the bound objects.
+ * @data, @len: the section (the load_state() arguments).
+ * @bindings, @n: the instances this side has; instance names unique.
+ * @err, @errlen: receives a message naming the device and field on failure
+ * (may be NULL/0).
+ *
+ * Every non-optional binding must be in the stream; every instance in the
+ * stream must be bound unless its type is FERRY_DEVICE_OPTIONAL on the
+ * source. On failure some objects may be partly loaded: the destination
+ * must not run the guest (the engine guarantees it; the source resumes).
+ *
+ * Return: 0, -EBADMSG/FERRY_ECHECKSUM/-EMSGSIZE (malformed or truncated),
+ * FERRY_EUNKNOWN (unknown mandatory record, unknown instance, unknown
+ * must-understand field), FERRY_EMISMATCH (type changed, instance of
+ * another type, expected instance missing), -ERANGE (value exceeds a
+ * capacity here), -EINVAL (bad bindings), -ENOMEM, or a visit function's
+ * own error.
+ */
+FERRY_API int ferry_state_load(const void *data, size_t len,
+			       const struct ferry_state_binding *bindings,
+			       size_t n, char *err, size_t errlen);
+
+/**
+ * ferry_state_print_json() - the values of @dev as a JSON object, field
+ * names as keys (bytes as lowercase hex strings). *@json receives a
+ * NUL-terminated string to free(). @err, @errlen as ferry_state_save().
+ *
+ * Return: 0, -EINVAL, -ENOMEM, or the visit function's error.
+ */
+FERRY_API int ferry_state_print_json(const struct ferry_device_type *type,
+				     void *dev, char **json, char *err,
+				     size_t errlen);
+
+/**
+ * ferry_state_schema_json() - the schema of @type as JSON Schema (draft
+ * 2020-12) describing what ferry_state_print_json() prints. *@json
+ * receives a NUL-terminated string to free(). @err, @errlen as
+ * ferry_state_save().
+ *
+ * Return: 0, -EINVAL, -ENOMEM.
+ */
+FERRY_API int ferry_state_schema_json(const struct ferry_device_type *type,
+				      char **json, char *err, size_t errlen);
+
+/**
+ * ferry_state_dump_json() - decode and check a state section without any
+ * local device types (the schemas come from the stream), e.g. the body of
+ * a STATE record found by an inspector. *@json receives a NUL-terminated
+ * string to free(): {"types": [...], "devices": [...], "skipped": [...]}.
+ *
+ * Return: 0, or the errors of ferry_state_load() for malformed sections
+ * (with a message in @err).
+ */
+FERRY_API int ferry_state_dump_json(const void *data, size_t len,
+				    char **json, char *err, size_t errlen);
+
+/**
+ * ferry_state_dump_schemas_json() - the schemas a state section carries,
+ * as a JSON object mapping each type name to its JSON Schema.
+ *
+ * Return: as ferry_state_dump_json().
+ */
+FERRY_API int ferry_state_dump_schemas_json(const void *data, size_t len,
+					    char **json, char *err,
+					    size_t errlen);
+/* ---- end device state ---- */
 
 #ifdef __cplusplus
 }

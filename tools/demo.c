@@ -53,6 +53,7 @@ const char cli_demo_usage[] =
 	"  --workload W         ab, random, fill or idle (default ab)\n"
 	"  --dirty-rate R       the source guest's write rate in MB/s\n"
 	"  --downtime-ms N      longest acceptable pause\n"
+	"  --connections N      data connections, 1 to 64 (default 1)\n"
 	"  --json               print the report as one JSON object on stdout\n"
 	"  --keep-logs          keep the temporary directory with the VMs' logs\n"
 	"  -h, --help           show this help\n"
@@ -68,6 +69,7 @@ struct demo_opts {
 	const char *workload;
 	const char *dirty_rate; /* NULL: the workload's default */
 	int64_t downtime_ms;	/* -1: ferry-vm's default */
+	int64_t connections;	/* -1: ferry-vm's default */
 	bool json, keep_logs;
 };
 
@@ -217,6 +219,12 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 						"not '%s'", optarg);
 		o->downtime_ms = (int64_t)v;
 		break;
+	case 'n':
+		if (cli_parse_uint(optarg, 64, &v) < 0 || v == 0)
+			return demo_usage_error("--connections wants 1 to 64, "
+						"not '%s'", optarg);
+		o->connections = (int64_t)v;
+		break;
 	case 'j':
 		o->json = true;
 		break;
@@ -243,6 +251,7 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 		{ "workload", required_argument, NULL, 'w' },
 		{ "dirty-rate", required_argument, NULL, 'r' },
 		{ "downtime-ms", required_argument, NULL, 'd' },
+		{ "connections", required_argument, NULL, 'n' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "keep-logs", no_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
@@ -251,7 +260,8 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 	int c, ret;
 
 	*o = (struct demo_opts){ .memory = 1ull << 30, .vcpus = 2,
-				 .workload = "ab", .downtime_ms = -1 };
+				 .workload = "ab", .downtime_ms = -1,
+				 .connections = -1 };
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		ret = demo_option(o, c, argv);
 		if (ret)
@@ -666,6 +676,9 @@ static int demo_migrate(struct demo *d, json_object **report,
 	if (d->o.downtime_ms >= 0)
 		json_object_object_add(args, "downtime_ms",
 				       json_object_new_int64(d->o.downtime_ms));
+	if (d->o.connections > 0)
+		json_object_object_add(args, "connections",
+				       json_object_new_int64(d->o.connections));
 	if (cli_follow_migration(d->src.api, args, &fo, report, err, errlen) < 0)
 		return -1;
 	if (!cli_report_completed(*report))

@@ -512,7 +512,8 @@ struct json_object *cli_failed_report(const char *error)
 {
 	static const char *const nulls[] = {
 		"workload", "ram_bytes", "total_ms", "downtime_ms",
-		"guest_stall_ms", "bytes", "passes", "mb_per_s", "verified",
+		"guest_stall_ms", "bytes", "passes", "connections", "mb_per_s",
+		"verified",
 		"final_pass_ms", "state_ms", "switchover_ms", "verify_ms",
 	};
 	json_object *r = json_object_new_object();
@@ -601,6 +602,7 @@ static const char migrate_usage[] =
 	"  --max-precopy-ms N       longest precopy phase before it\n"
 	"  --timeout-strategy S     cancel (give up, the source keeps running) or\n"
 	"                           switchover (pause anyway and finish)\n"
+	"  --connections N          data connections, 1 to 64 (default 1)\n"
 	"  --dirty-mode M           auto, uffd (userfaultfd + PAGEMAP_SCAN) or\n"
 	"                           bitmap (the VMM's own dirty log)\n"
 	"  --json                   print the report as one JSON object on stdout\n"
@@ -695,6 +697,7 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		{ "max-precopy-ms", required_argument, NULL, 'P' },
 		{ "timeout-strategy", required_argument, NULL, 's' },
 		{ "dirty-mode", required_argument, NULL, 'D' },
+		{ "connections", required_argument, NULL, 'n' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -719,6 +722,10 @@ static int migrate_options(int argc, char **argv, json_object *args,
 						   "cancel or switchover, not '%s'", optarg);
 			json_object_object_add(args, "timeout_strategy",
 					       json_object_new_string(optarg));
+			break;
+		case 'n':
+			ret = add_uint_arg(args, "connections", "--connections",
+					   optarg);
 			break;
 		case 'D':
 			if (strcmp(optarg, "auto") && strcmp(optarg, "uffd") &&

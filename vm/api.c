@@ -199,6 +199,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object_object_add(o, "guest_stall_ms", rc ? NULL : stall);
 	json_object_object_add(o, "bytes", ju64(st->bytes));
 	json_object_object_add(o, "passes", ju64(st->pass));
+	json_object_object_add(o, "connections", ju64(st->connections));
 	/* The average over the whole migration, what a user compares. */
 	json_object_object_add(o, "mb_per_s",
 			       api_double(st->total_ms > 0
@@ -557,7 +558,7 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 	static const char *const modes[] = { "auto", "uffd", "bitmap" };
 	static const char *const known[] = { "uri", "downtime_ms", "max_passes",
 					     "max_precopy_ms", "timeout_strategy",
-					     "dirty_mode" };
+					     "dirty_mode", "connections" };
 	json_object *uri;
 	unsigned i;
 
@@ -586,8 +587,13 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 	    arg_int(args, "max_passes", 1000000, &a->max_passes, err, errlen) ||
 	    arg_int(args, "max_precopy_ms", UINT32_MAX, &a->max_precopy_ms, err, errlen) ||
 	    arg_enum(args, "timeout_strategy", strategies, 2, &a->timeout_strategy, err, errlen) ||
-	    arg_enum(args, "dirty_mode", modes, 3, &a->dirty_mode, err, errlen))
+	    arg_enum(args, "dirty_mode", modes, 3, &a->dirty_mode, err, errlen) ||
+	    arg_int(args, "connections", 64, &a->connections, err, errlen))
 		return -1;
+	if (a->connections == 0) {
+		snprintf(err, errlen, "'connections' must be 1 to 64");
+		return -1;
+	}
 	if (a->downtime_ms == 0 || a->max_passes == 0) {
 		snprintf(err, errlen, "'%s' must be at least 1",
 			 a->downtime_ms == 0 ? "downtime_ms" : "max_passes");

@@ -700,6 +700,8 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 		cfg->timeout_strategy = (enum ferry_timeout_strategy)a->timeout_strategy;
 	if (a->dirty_mode >= 0)
 		cfg->dirty_mode = (enum ferry_dirty_mode)a->dirty_mode;
+	if (a->connections > 0)
+		cfg->connections = (uint32_t)a->connections;
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", a->uri);
 }
 

@@ -180,6 +180,7 @@ struct vm_migrate_args {
 	int64_t max_precopy_ms;
 	int timeout_strategy; /* enum ferry_timeout_strategy, or -1 */
 	int dirty_mode;	      /* enum ferry_dirty_mode, or -1 */
+	int64_t connections;  /* data connections, or -1 */
 };
 
 /* Why a command could not be carried out (maps to the API error class). */

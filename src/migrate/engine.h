@@ -24,6 +24,8 @@ struct ferry_buf {
 
 /* How often blocked socket calls come back to look at the cancel flag. */
 #define FY_TICK_MS 100
+/* Most data connections of one session. */
+#define FY_MAX_CHANNELS 64
 /* A peer that sends nothing for this long is considered gone. */
 #define FY_IDLE_TIMEOUT_MS 60000
 
@@ -69,9 +71,12 @@ void fy_session_set_state(ferry_session *s, enum ferry_state st);
  * @code for convenience. printf-style message. */
 int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+void fy_session_clear_error(ferry_session *s);
 void fy_session_log(ferry_session *s, int level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void fy_session_event(ferry_session *s, enum ferry_event_kind kind);
+/* Add memory bytes moved (any thread). */
+void fy_session_count_bytes(ferry_session *s, uint64_t n);
 /* Emit a progress event if the period has passed. */
 void fy_session_progress(ferry_session *s);
 static inline bool fy_cancelled(ferry_session *s)

@@ -11,6 +11,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "migrate/channels.h"
 #include "migrate/engine.h"
 #include "proto/proto.h"
 #include "transport/transport.h"
@@ -18,6 +19,7 @@
 struct receiver {
 	ferry_session *s;
 	struct fy_chan ch;
+	struct fy_recv_pool pool; /* extra data connections */
 	struct fy_recv_sm sm;
 	struct fy_pass_begin pass;
 	uint64_t pass_records;
@@ -39,6 +41,8 @@ static void respond_error(struct receiver *x, uint32_t seq, int code,
 {
 	struct fy_error_msg e = { .code = code };
 	struct fy_buf b;
+
+	fy_recv_pool_close_door(&x->pool);
 
 	snprintf(e.message, sizeof(e.message), "%s", msg);
 	fy_buf_init(&b);
@@ -87,6 +91,8 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	read_boot_id(r.boot_id, sizeof(r.boot_id));
 	snprintf(r.software, sizeof(r.software), "ferry %s",
 		 FERRY_VERSION_STRING);
+	if (x->pool.started)
+		fy_recv_pool_set_session(&x->pool, r.session_id, r.token);
 	pthread_mutex_lock(&s->lock);
 	s->stats.version = r.version;
 	s->stats.capabilities = r.capabilities;
@@ -145,6 +151,8 @@ static int on_pass_begin(struct receiver *x)
 	}
 	x->pass_records = 0;
 	x->pass_bytes = 0;
+	if (x->pool.started)
+		fy_recv_pool_begin_pass(&x->pool);
 	if (x->pass.final && !x->t_final) {
 		x->t_final = fy_now_ns();
 		fy_session_set_state(s, FERRY_STATE_STOPPED);
@@ -188,6 +196,19 @@ static int on_pass_end(struct receiver *x)
 	if (fy_pass_end_decode(x->ch.in.data, x->ch.in.len, &e)) {
 		snprintf(x->err, sizeof(x->err), "malformed PASS_END");
 		return -EBADMSG;
+	}
+	/* What the main connection did not carry, the others must have. */
+	if (fy_recv_pool_channels(&x->pool) && e.pass == x->pass.pass &&
+	    e.records >= x->pass_records && e.bytes >= x->pass_bytes) {
+		int rc = fy_recv_pool_end_pass(&x->pool,
+					       e.records - x->pass_records,
+					       e.bytes - x->pass_bytes, x->err,
+					       sizeof(x->err));
+
+		if (rc)
+			return rc;
+		x->pass_records = e.records;
+		x->pass_bytes = e.bytes;
 	}
 	if (e.pass != x->pass.pass || e.records != x->pass_records ||
 	    e.bytes != x->pass_bytes) {
@@ -311,6 +332,16 @@ static int serve(struct receiver *x)
 
 		rc = fy_chan_recv_hdr(&x->ch, &h, FY_IDLE_TIMEOUT_MS);
 		if (rc) {
+			int prc = fy_recv_pool_error(&x->pool, x->err,
+						     sizeof(x->err));
+
+			/* A failed data connection shut our reading side to
+			 * get here: answer with its reason. */
+			if (prc) {
+				rc = prc;
+				respond_error(x, 0, rc, x->err);
+				break;
+			}
 			snprintf(x->err, sizeof(x->err), "%s",
 				 rc == -EBADMSG || rc == -EMSGSIZE
 					 ? "malformed record header"
@@ -362,27 +393,27 @@ static int serve(struct receiver *x)
 	return rc;
 }
 
-static int accept_one(ferry_session *s, const char *uri, int *fd)
+/* Accept the main connection; the listener stays open for extra ones. */
+static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
+		      int *fd)
 {
-	struct fy_uri u;
-	char err[384];
-	int lfd, rc;
+	char err[256];
+	int rc;
 
-	rc = fy_uri_parse(uri, &u, err, sizeof(err));
-	if (!rc)
-		rc = fy_transport_listen(&u, &lfd, err, sizeof(err));
+	rc = fy_transport_listen(u, lfd, err, sizeof(err));
 	if (rc)
 		return fy_session_fail(s, rc, "%s", err);
 	do {
-		rc = fy_transport_accept(lfd, fd, FY_TICK_MS);
+		rc = fy_transport_accept(*lfd, fd, FY_TICK_MS);
 		if (rc == -ETIMEDOUT && fy_cancelled(s))
 			rc = FERRY_ECANCELED;
 	} while (rc == -ETIMEDOUT);
-	close(lfd);
-	fy_transport_unlink(&u);
-	if (rc)
-		return fy_session_fail(s, rc, "accepting on %s: %s", uri,
+	if (rc) {
+		close(*lfd);
+		*lfd = -1;
+		return fy_session_fail(s, rc, "accepting a migration: %s",
 				       ferry_strerror(rc));
+	}
 	return 0;
 }
 
@@ -390,8 +421,9 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 {
 	struct receiver x = { .s = s, .ch = { .fd = -1 } };
 	uint8_t sh[FY_STREAM_HDR_SIZE];
+	struct fy_uri u;
 	uint16_t ver;
-	int fd, rc;
+	int fd, lfd = -1, rc;
 
 	if (!s || !uri)
 		return -EINVAL;
@@ -399,10 +431,18 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	if (rc)
 		return rc;
 	fy_recv_sm_init(&x.sm);
-	rc = accept_one(s, uri, &fd);
+	rc = fy_uri_parse(uri, &u, x.err, sizeof(x.err));
+	if (rc) {
+		fy_session_fail(s, rc, "%s", x.err);
+		goto done;
+	}
+	rc = accept_one(s, &u, &lfd, &fd);
 	if (rc)
 		goto done;
 	fy_transport_tune(fd, FY_TICK_MS);
+	if (!(s->cfg.capabilities & FERRY_CAP_MULTI_CHANNEL) ||
+	    fy_recv_pool_start(&x.pool, s, lfd, fd))
+		close(lfd);
 	rc = fy_chan_init(&x.ch, s, fd);
 	if (rc) {
 		close(fd);
@@ -424,6 +464,12 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	if (rc)
 		fy_session_fail(s, rc, "%s", x.err[0] ? x.err : ferry_strerror(rc));
 done:
+	pthread_mutex_lock(&s->lock);
+	s->stats.connections = 1 + fy_recv_pool_channels(&x.pool);
+	pthread_mutex_unlock(&s->lock);
+	fy_recv_pool_stop(&x.pool);
 	fy_chan_close(&x.ch);
+	if (lfd >= 0)
+		fy_transport_unlink(&u);
 	return fy_session_end(s, rc);
 }

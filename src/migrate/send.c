@@ -11,13 +11,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "migrate/channels.h"
 #include "migrate/engine.h"
 #include "proto/proto.h"
 #include "transport/transport.h"
 
 struct sender {
 	ferry_session *s;
-	struct fy_chan ch;
+	struct fy_chan ch; /* the main connection: control and data */
+	struct fy_chan extra[FY_MAX_CHANNELS - 1]; /* data only */
+	unsigned nextra;
+	struct fy_send_pool pool; /* when there are extra connections */
 	struct fy_send_sm sm;
 	struct fy_dirty dirty;
 	bool tracking;
@@ -186,13 +190,14 @@ out:
 	return rc;
 }
 
-static void stats_add(ferry_session *s, uint64_t bytes, uint64_t wire)
+/* Bytes on the wire over every connection; read while no worker runs. */
+static uint64_t wire_total(const struct sender *x)
 {
-	pthread_mutex_lock(&s->lock);
-	s->stats.bytes += bytes;
-	s->stats.pass_bytes += bytes;
-	s->stats.wire_bytes = wire;
-	pthread_mutex_unlock(&s->lock);
+	uint64_t n = x->ch.wire_bytes;
+
+	for (unsigned i = 0; i < x->nextra; i++)
+		n += x->extra[i].wire_bytes;
+	return n;
 }
 
 static int send_ranges(struct sender *x, uint64_t *records)
@@ -223,7 +228,7 @@ static int send_ranges(struct sender *x, uint64_t *records)
 			if (rc)
 				return io_fail(x, rc, "sending memory");
 			(*records)++;
-			stats_add(s, m.length, x->ch.wire_bytes);
+			fy_session_count_bytes(s, m.length);
 			fy_session_progress(s);
 		}
 	}
@@ -255,9 +260,24 @@ static int send_pass(struct sender *x, uint32_t pass)
 		goto out;
 	t1 = fy_now_ns();
 	x->rtt_ns = t1 - t0; /* the channel was idle: a clean round trip */
-	rc = send_ranges(x, &pe.records);
-	if (rc)
-		goto out;
+	if (x->nextra) {
+		unsigned chan;
+
+		rc = fy_send_pool_pass(&x->pool, &x->ranges, s->cfg.chunk_bytes,
+				       x->paused && x->csum_data, &pe.records,
+				       &pe.bytes, &chan);
+		if (rc) {
+			rc = chan ? fy_session_fail(s, rc,
+						    "data connection %u: %s",
+						    chan, ferry_strerror(rc))
+				  : io_fail(x, rc, "sending memory");
+			goto out;
+		}
+	} else {
+		rc = send_ranges(x, &pe.records);
+		if (rc)
+			goto out;
+	}
 	pe.bytes = x->ranges.bytes;
 	x->last_pass_bytes = pe.bytes;
 	fy_buf_reset(&b);
@@ -274,7 +294,7 @@ static int send_pass(struct sender *x, uint32_t pass)
 				 : x->bw;
 	pthread_mutex_lock(&s->lock);
 	s->stats.mb_per_s = x->bw / 1e6;
-	s->stats.wire_bytes = x->ch.wire_bytes;
+	s->stats.wire_bytes = wire_total(x);
 	pthread_mutex_unlock(&s->lock);
 out:
 	fy_buf_free(&b);
@@ -328,6 +348,117 @@ static double predict_ms(const struct sender *x)
 	double xfer = x->bw > 0 ? bytes / x->bw * 1e3 : 1e9;
 
 	return xfer + 5.0 * fy_ms(x->rtt_ns) + 1.0;
+}
+
+/* Read the answer to JOIN on an extra connection, within a few seconds:
+ * a destination that accepts the connection but never answers is one that
+ * does not take extra connections. */
+static int join_answer(struct fy_chan *c, uint32_t seq, char *why, size_t len)
+{
+	struct fy_rec_hdr h;
+	struct fy_error_msg e;
+	int rc = fy_chan_recv_hdr(c, &h, 5000);
+
+	if (!rc)
+		rc = fy_chan_recv_body(c, &h);
+	if (rc) {
+		snprintf(why, len, "no answer to JOIN: %s", ferry_strerror(rc));
+		return rc;
+	}
+	if (fy_rec_number(h.type) == FY_REC_OK && h.seq == seq)
+		return 0;
+	if (fy_rec_number(h.type) == FY_REC_ERROR &&
+	    !fy_error_decode(c->in.data, c->in.len, &e))
+		snprintf(why, len, "%s", e.message);
+	else
+		snprintf(why, len, "unexpected answer to JOIN");
+	return FERRY_EPEER;
+}
+
+static int join_one(struct sender *x, const struct fy_uri *u, unsigned idx,
+		    unsigned total, char *why, size_t len)
+{
+	struct fy_chan *c = &x->extra[x->nextra];
+	struct fy_join j = { x->peer.session_id, { 0 }, idx, total };
+	uint8_t sh[FY_STREAM_HDR_SIZE];
+	struct iovec iov = { sh, sizeof(sh) };
+	struct fy_buf b;
+	int fd, rc;
+
+	rc = fy_transport_connect(u, &fd, why, len);
+	if (rc)
+		return rc;
+	fy_transport_tune(fd, FY_TICK_MS);
+	rc = fy_chan_init(c, x->s, fd);
+	if (rc) {
+		fy_chan_close(c);
+		return rc;
+	}
+	memcpy(j.token, x->peer.token, sizeof(j.token));
+	fy_stream_hdr_encode(sh);
+	fy_buf_init(&b);
+	rc = fy_chan_write_all(c, &iov, 1);
+	if (!rc)
+		rc = fy_join_encode(&b, &j);
+	if (!rc)
+		rc = fy_chan_send_rec(c, FY_REC_JOIN, 1, b.data, b.len);
+	if (rc)
+		snprintf(why, len, "sending JOIN: %s", ferry_strerror(rc));
+	else
+		rc = join_answer(c, 1, why, len);
+	fy_buf_free(&b);
+	if (rc) {
+		fy_chan_close(c);
+		return rc == FERRY_EPEER || rc == -ETIMEDOUT ? FERRY_EPEER : rc;
+	}
+	x->nextra++;
+	return 0;
+}
+
+/*
+ * Open the extra data connections the config asks for. A connection that
+ * cannot be opened leaves the migration on fewer (and says so); one the
+ * destination refuses after accepting it means the two sides disagree, and
+ * that fails the migration.
+ */
+static int open_extra(struct sender *x, const struct fy_uri *u)
+{
+	ferry_session *s = x->s;
+	unsigned want = s->cfg.connections;
+	struct fy_chan *all[FY_MAX_CHANNELS];
+	char why[256];
+	int rc;
+
+	if (want > 1 && !(x->peer.capabilities & FERRY_CAP_MULTI_CHANNEL)) {
+		fy_session_log(s, 1,
+			       "destination takes no extra connections; using one");
+		want = 1;
+	}
+	for (unsigned i = 1; i < want; i++) {
+		rc = join_one(x, u, i, want, why, sizeof(why));
+		if (rc == FERRY_EPEER)
+			return fy_session_fail(s, FERRY_EPEER,
+					       "destination refused data connection %u of %u: %s",
+					       i + 1, want, why);
+		if (rc) {
+			fy_session_log(s, 1,
+				       "opened %u of %u connections (%s); continuing with them",
+				       i, want, why);
+			break;
+		}
+	}
+	pthread_mutex_lock(&s->lock);
+	s->stats.connections = 1 + x->nextra;
+	pthread_mutex_unlock(&s->lock);
+	if (!x->nextra)
+		return 0;
+	all[0] = &x->ch;
+	for (unsigned i = 0; i < x->nextra; i++)
+		all[i + 1] = &x->extra[i];
+	rc = fy_send_pool_start(&x->pool, s, all, 1 + x->nextra);
+	if (rc)
+		return fy_session_fail(s, rc, "cannot start sender threads");
+	return 0;
 }
 
 static int start_tracking(struct sender *x)
@@ -623,15 +754,63 @@ static int connect_patiently(ferry_session *s, const struct fy_uri *u, int *fd,
 	}
 }
 
+/* Connect, send the stream header and negotiate, once. */
+static int open_main_once(struct sender *x, const struct fy_uri *u)
+{
+	uint8_t sh[FY_STREAM_HDR_SIZE];
+	struct iovec iov = { sh, sizeof(sh) };
+	char err[256];
+	int fd, rc;
+
+	rc = connect_patiently(x->s, u, &fd, err, sizeof(err));
+	if (rc)
+		return fy_session_fail(x->s, rc, "%s", err);
+	fy_transport_tune(fd, FY_TICK_MS);
+	rc = fy_chan_init(&x->ch, x->s, fd);
+	if (rc) {
+		fy_chan_close(&x->ch);
+		return fy_session_fail(x->s, rc, "out of memory");
+	}
+	fy_session_set_state(x->s, FERRY_STATE_NEGOTIATING);
+	fy_stream_hdr_encode(sh);
+	rc = fy_chan_write_all(&x->ch, &iov, 1);
+	if (rc)
+		return io_fail(x, rc, "stream header");
+	return negotiate(x);
+}
+
+/*
+ * A destination that is restarting its listener (after a failed attempt)
+ * may accept a connection and reset it before reading a byte. Nothing has
+ * been transferred until HELLO is answered, so such a reset is retried
+ * within the connect patience; any other failure is final.
+ */
+static int open_main(struct sender *x, const struct fy_uri *u)
+{
+	uint64_t until = fy_now_ns() + FY_CONNECT_PATIENCE_MS * 1000000ull;
+	int rc;
+
+	for (;;) {
+		rc = open_main_once(x, u);
+		if (!rc || (rc != -EPIPE && rc != -ECONNRESET) ||
+		    x->sm.state != FY_SS_START || fy_now_ns() > until ||
+		    fy_cancelled(x->s))
+			return rc;
+		fy_session_log(x->s, 2, "connection reset before HELLO was answered; retrying");
+		fy_chan_close(&x->ch);
+		fy_send_sm_init(&x->sm);
+		fy_session_clear_error(x->s);
+		usleep(50 * 1000);
+	}
+}
+
 FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 {
 	struct sender x = { .s = s, .ch = { .fd = -1 } };
 	struct fy_uri u;
-	uint8_t sh[FY_STREAM_HDR_SIZE];
-	struct iovec iov = { sh, sizeof(sh) };
 	uint32_t pass = 0;
 	char err[256];
-	int fd, rc;
+	int rc;
 
 	if (!s || !uri)
 		return -EINVAL;
@@ -642,27 +821,13 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	fy_ranges_init(&x.ranges);
 
 	rc = fy_uri_parse(uri, &u, err, sizeof(err));
-	if (!rc)
-		rc = connect_patiently(s, &u, &fd, err, sizeof(err));
 	if (rc) {
 		fy_session_fail(s, rc, "%s", err);
 		goto done;
 	}
-	fy_transport_tune(fd, FY_TICK_MS);
-	rc = fy_chan_init(&x.ch, s, fd);
-	if (rc) {
-		close(fd);
-		x.ch.fd = -1;
-		fy_session_fail(s, rc, "out of memory");
-		goto done;
-	}
-	fy_session_set_state(s, FERRY_STATE_NEGOTIATING);
-	fy_stream_hdr_encode(sh);
-	rc = fy_chan_write_all(&x.ch, &iov, 1);
-	if (rc)
-		io_fail(&x, rc, "stream header");
+	rc = open_main(&x, &u);
 	if (!rc)
-		rc = negotiate(&x);
+		rc = open_extra(&x, &u);
 	if (!rc)
 		rc = start_tracking(&x);
 	if (!rc && x.tracking)
@@ -672,6 +837,9 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	if (rc)
 		rc = unwind(&x, rc);
 done:
+	fy_send_pool_stop(&x.pool);
+	for (unsigned i = 0; i < x.nextra; i++)
+		fy_chan_close(&x.extra[i]);
 	fy_dirty_stop(&x.dirty);
 	fy_ranges_free(&x.ranges);
 	fy_chan_close(&x.ch);

@@ -83,8 +83,9 @@ FERRY_API void ferry_config_init(struct ferry_config *cfg)
 	cfg->timeout_strategy = FERRY_TIMEOUT_CANCEL;
 	cfg->dirty_mode = FERRY_DIRTY_AUTO;
 	cfg->chunk_bytes = 1u << 20;
-	cfg->capabilities = FERRY_CAP_DATA_CHECKSUM;
+	cfg->capabilities = FERRY_CAP_ALL;
 	cfg->progress_ms = 200;
+	cfg->connections = 1;
 }
 
 static int config_check(const struct ferry_config *cfg)
@@ -102,6 +103,8 @@ static int config_check(const struct ferry_config *cfg)
 	if (cfg->dirty_mode == FERRY_DIRTY_BITMAP && !o->get_dirty_bitmap)
 		return -EINVAL;
 	if ((unsigned)cfg->timeout_strategy > FERRY_TIMEOUT_SWITCHOVER)
+		return -EINVAL;
+	if (cfg->connections > FY_MAX_CHANNELS)
 		return -EINVAL;
 	return 0;
 }
@@ -127,6 +130,8 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 		s->cfg.max_passes = 30;
 	if (!s->cfg.progress_ms)
 		s->cfg.progress_ms = 200;
+	if (!s->cfg.connections)
+		s->cfg.connections = 1;
 	pthread_mutex_init(&s->lock, NULL);
 	*out = s;
 	return 0;
@@ -291,6 +296,17 @@ int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
 }
 
 /**
+ * fy_session_clear_error() - forget a failure that is being retried.
+ */
+void fy_session_clear_error(ferry_session *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->stats.error = 0;
+	s->errmsg[0] = 0;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/**
  * fy_session_log() - format a message for the VMM's log callback, if any.
  */
 void fy_session_log(ferry_session *s, int level, const char *fmt, ...)
@@ -321,6 +337,18 @@ void fy_session_event(ferry_session *s, enum ferry_event_kind kind)
 	ev.state = st.state;
 	ev.stats = &st;
 	s->cfg.on_event(s->cfg.opaque, &ev);
+}
+
+/**
+ * fy_session_count_bytes() - account memory bytes moved; called per chunk
+ * by whichever thread moved them.
+ */
+void fy_session_count_bytes(ferry_session *s, uint64_t n)
+{
+	pthread_mutex_lock(&s->lock);
+	s->stats.bytes += n;
+	s->stats.pass_bytes += n;
+	pthread_mutex_unlock(&s->lock);
 }
 
 /**

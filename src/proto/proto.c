@@ -65,6 +65,7 @@ static bool rec_known(uint32_t type)
 	case FY_REC_SWITCHOVER:
 	case FY_REC_RELEASED:
 	case FY_REC_ABORT:
+	case FY_REC_JOIN:
 	case FY_REC_OK:
 	case FY_REC_ERROR:
 	case FY_REC_MEMORY:
@@ -393,4 +394,41 @@ const char *fy_send_state_name(enum fy_send_state s)
 	case FY_SS_FAILED:	return "failed";
 	}
 	return "unknown";
+}
+
+/**
+ * fy_data_sm_step() - classify a record on an extra data connection.
+ * @state: the connection's state; JOINED after an accepted JOIN.
+ * @type: the record type as on the wire.
+ * @seq: its seq.
+ * @out: receives the action (JOIN, MEMORY, SKIP or REJECT) and, for
+ *       REJECT, the code and message.
+ *
+ * An extra connection carries one JOIN request (seq 1) and then memory
+ * data only; everything else belongs on the main connection.
+ */
+void fy_data_sm_step(enum fy_data_state state, uint32_t type, uint32_t seq,
+		     struct fy_recv_step *out)
+{
+	char nbuf[16];
+	const char *name = fy_rec_name(type, nbuf, sizeof(nbuf));
+
+	memset(out, 0, sizeof(*out));
+	out->next = FY_RS_IDLE; /* unused on data connections */
+	if (state == FY_DS_WAIT_JOIN && type == FY_REC_JOIN && seq == 1) {
+		out->action = FY_RA_JOIN;
+		out->respond = true;
+		return;
+	}
+	if (state == FY_DS_JOINED && type == FY_REC_MEMORY && seq == 0) {
+		out->action = FY_RA_MEMORY;
+		return;
+	}
+	if (state == FY_DS_JOINED && fy_rec_optional(type) && !rec_known(type)) {
+		out->action = FY_RA_SKIP;
+		return;
+	}
+	recv_reject(out, rec_known(type) ? FERRY_EPROTO : FERRY_EUNKNOWN,
+		    "%s (seq %u) is not valid on a data connection %s", name,
+		    seq, state == FY_DS_WAIT_JOIN ? "before JOIN" : "after JOIN");
 }

@@ -56,6 +56,7 @@ enum fy_recv_action {
 	FY_RA_SWITCHOVER,
 	FY_RA_RELEASED,
 	FY_RA_ABORT,
+	FY_RA_JOIN, /* data connection: credentials of an extra channel */
 };
 
 struct fy_recv_sm {
@@ -144,5 +145,18 @@ void fy_send_sm_fail(struct fy_send_sm *sm);
 /* True once RELEASED has been sent: failures no longer resume the source. */
 bool fy_send_sm_past_release(const struct fy_send_sm *sm);
 const char *fy_send_state_name(enum fy_send_state s);
+
+/*
+ * Extra data connections (issue 4): the first record must be JOIN (seq 1)
+ * with the session id and token from HELLO's answer; after an OK only
+ * MEMORY data (and unknown optional records) may follow. Anything else is
+ * answered with ERROR and the connection closed.
+ */
+enum fy_data_state {
+	FY_DS_WAIT_JOIN = 0,
+	FY_DS_JOINED,
+};
+void fy_data_sm_step(enum fy_data_state state, uint32_t type, uint32_t seq,
+		     struct fy_recv_step *out);
 
 #endif /* FY_PROTO_H */

@@ -968,6 +968,55 @@ int fy_running_decode(const uint8_t *p, size_t n, struct fy_running *m)
 }
 
 /**
+ * fy_join_encode() - encode the body of JOIN.
+ * @b: the buffer to append to.
+ * @m: the message.
+ *
+ * Return: 0, or -ENOMEM.
+ */
+int fy_join_encode(struct fy_buf *b, const struct fy_join *m)
+{
+	size_t start = b->len;
+	int rc;
+
+	rc = fy_buf_put_u64(b, m->session_id);
+	if (!rc)
+		rc = fy_buf_put(b, m->token, sizeof(m->token));
+	if (!rc)
+		rc = fy_buf_put_u32(b, m->index);
+	if (!rc)
+		rc = fy_buf_put_u32(b, m->channels);
+	return enc_finish(b, start, rc);
+}
+
+/**
+ * fy_join_decode() - decode the body of JOIN.
+ * @p: the body.
+ * @n: its length.
+ * @m: receives the message.
+ *
+ * Return: 0, or -EBADMSG (also for an index outside 1..channels-1 or more
+ * than 64 channels).
+ */
+int fy_join_decode(const uint8_t *p, size_t n, struct fy_join *m)
+{
+	const uint8_t *tok;
+	struct fy_cur c;
+
+	memset(m, 0, sizeof(*m));
+	fy_cur_init(&c, p, n);
+	fy_cur_u64(&c, &m->session_id);
+	if (!fy_cur_bytes(&c, &tok, sizeof(m->token)))
+		memcpy(m->token, tok, sizeof(m->token));
+	fy_cur_u32(&c, &m->index);
+	fy_cur_u32(&c, &m->channels);
+	if (fy_cur_done(&c) || m->channels > 64 || m->index == 0 ||
+	    m->index >= m->channels)
+		return -EBADMSG;
+	return 0;
+}
+
+/**
  * fy_mem_hdr_encode() - write the fixed header of a memory record body.
  * @m: the header.
  * @out: receives FY_MEM_HDR_SIZE bytes.
@@ -1021,6 +1070,7 @@ const char *fy_rec_name(uint32_t type, char *buf, size_t len)
 	case FY_REC_SWITCHOVER:	return "SWITCHOVER";
 	case FY_REC_RELEASED:	return "RELEASED";
 	case FY_REC_ABORT:	return "ABORT";
+	case FY_REC_JOIN:	return "JOIN";
 	case FY_REC_OK:		return "OK";
 	case FY_REC_ERROR:	return "ERROR";
 	case FY_REC_MEMORY:	return "MEMORY";

@@ -66,6 +66,8 @@ enum fy_rec_type {
 				       "loaded, ready to run" */
 	FY_REC_RELEASED = 0x0007,   /* req: point of no return; OK = "running" */
 	FY_REC_ABORT = 0x0008,	    /* req: source gives up; code + message */
+	FY_REC_JOIN = 0x0009,	    /* req, first on an extra data connection:
+				       session id + token */
 
 	FY_REC_OK = 0x0100,    /* resp: seq echoes the request; body per req */
 	FY_REC_ERROR = 0x0101, /* resp: code + message; connection closes */
@@ -281,6 +283,13 @@ struct fy_error_msg {
 	int32_t code; /* negative ferry/errno code */
 	char message[FY_MSG_MAX];
 };
+/* JOIN: an extra data connection presents the session's credentials. */
+struct fy_join {
+	uint64_t session_id;
+	uint8_t token[16];
+	uint32_t index; /* 1..channels-1 (0 is the main connection) */
+	uint32_t channels;
+};
 /* OK body for RELEASED: the destination's resume time and its note. */
 struct fy_running {
 	uint64_t resumed_ns; /* CLOCK_MONOTONIC of the destination */
@@ -301,6 +310,8 @@ int fy_pass_end_encode(struct fy_buf *b, const struct fy_pass_end *m);
 int fy_pass_end_decode(const uint8_t *p, size_t n, struct fy_pass_end *m);
 int fy_error_encode(struct fy_buf *b, const struct fy_error_msg *m);
 int fy_error_decode(const uint8_t *p, size_t n, struct fy_error_msg *m);
+int fy_join_encode(struct fy_buf *b, const struct fy_join *m);
+int fy_join_decode(const uint8_t *p, size_t n, struct fy_join *m);
 int fy_running_encode(struct fy_buf *b, const struct fy_running *m);
 int fy_running_decode(const uint8_t *p, size_t n, struct fy_running *m);
 void fy_mem_hdr_encode(const struct fy_mem_hdr *m,

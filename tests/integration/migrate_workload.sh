@@ -3,11 +3,17 @@
 # verifies: digests equal, invariant on every page, guest continues.
 . "$(dirname "$0")/lib.sh"
 W=${1:?workload}
+shift
 out="$T/report.json"
-"$FERRY" demo --memory 256M --workload "$W" --json >"$out" 2>"$T/demo.log" ||
+"$FERRY" demo --memory 256M --workload "$W" "$@" --json >"$out" 2>"$T/demo.log" ||
 	fail "demo exited $? for $W: $(tail -n 3 "$out")"
 [ "$(json_field "$out" 'd["status"]')" = '"completed"' ] || fail "status: $(tail -n1 "$out")"
 [ "$(json_field "$out" 'd["verified"]')" = true ] || fail "not verified: $(tail -n1 "$out")"
 [ "$(json_field "$out" 'd["passes"] >= 2')" = true ] || fail "passes: $(tail -n1 "$out")"
 [ "$(json_field "$out" 'd["bytes"] >= 256<<20')" = true ] || fail "bytes: $(tail -n1 "$out")"
-pass "$W: $(tail -n 1 "$out")"
+if [ $# -gt 0 ]; then
+	want=$(printf '%s\n' "$@" | sed -n '/^--connections$/{n;p}')
+	[ -z "$want" ] || [ "$(json_field "$out" 'd["connections"]')" = "$want" ] ||
+		fail "connections: $(tail -n1 "$out")"
+fi
+pass "$W $*: $(tail -n 1 "$out")"

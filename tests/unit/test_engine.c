@@ -212,6 +212,12 @@ static ferry_session *session_for(struct fake_vm *vm, uint32_t downtime_ms)
 	cfg.ops = &ops;
 	cfg.opaque = vm;
 	cfg.downtime_limit_ms = downtime_ms;
+	/* These tests are about what arrives, not about convergence, which
+	 * depends on how loaded the machine is: never time out. A zero limit
+	 * (the cancel test) never converges and never switches over. */
+	cfg.timeout_strategy = FERRY_TIMEOUT_SWITCHOVER;
+	if (!downtime_ms)
+		cfg.max_passes = 1000000;
 	assert_int_equal(ferry_session_new(&cfg, &s), 0);
 	assert_int_equal(ferry_session_add_region(s, &r), 0);
 	return s;
@@ -337,6 +343,7 @@ static void test_vmm_bitmap_mode_converges(void **state)
 	cfg.opaque = &src;
 	cfg.dirty_mode = FERRY_DIRTY_BITMAP;
 	cfg.downtime_limit_ms = 50;
+	cfg.timeout_strategy = FERRY_TIMEOUT_SWITCHOVER;
 	assert_int_equal(ferry_session_new(&cfg, &ss), 0);
 	r = (struct ferry_region){ 0, MEM, src.mem, -1, 0, "ram0" };
 	assert_int_equal(ferry_session_add_region(ss, &r), 0);
@@ -353,6 +360,81 @@ static void test_vmm_bitmap_mode_converges(void **state)
 	ferry_session_destroy(ds);
 	vm_free(&src);
 	free(src.log);
+	vm_free(&dst);
+}
+
+static ferry_session *session_conns(struct fake_vm *vm, uint32_t conns,
+				     uint64_t caps)
+{
+	struct ferry_config cfg;
+	struct ferry_region r = { .gpa = 0, .size = vm->size, .host = vm->mem,
+				  .fd = -1, .name = "ram0" };
+	ferry_session *s;
+
+	ferry_config_init(&cfg);
+	cfg.ops = &ops;
+	cfg.opaque = vm;
+	cfg.downtime_limit_ms = 50;
+	cfg.timeout_strategy = FERRY_TIMEOUT_SWITCHOVER;
+	cfg.connections = conns;
+	cfg.capabilities = caps;
+	assert_int_equal(ferry_session_new(&cfg, &s), 0);
+	assert_int_equal(ferry_session_add_region(s, &r), 0);
+	return s;
+}
+
+static void test_four_connections_converge(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+	struct ferry_stats ss_st, ds_st;
+
+	vm_init(&src, MEM, true, true);
+	vm_init(&dst, MEM, false, false);
+	ferry_session *ss = session_conns(&src, 4, FERRY_CAP_ALL);
+	ferry_session *ds = session_conns(&dst, 1, FERRY_CAP_ALL);
+
+	usleep(20000);
+	recv_start(&j, ds, "conns");
+	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, 0);
+	ferry_session_stats(ss, &ss_st);
+	ferry_session_stats(ds, &ds_st);
+	assert_int_equal(ss_st.connections, 4);
+	assert_int_equal(ds_st.connections, 4);
+	assert_true(ss_st.bytes >= MEM);
+	assert_memory_equal(src.mem, dst.mem, MEM);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
+/* A destination that does not offer extra connections: the source says
+ * so and migrates over the one it has. */
+static void test_extra_connections_declined(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+	struct ferry_stats st;
+
+	vm_init(&src, MEM, true, false);
+	vm_init(&dst, MEM, false, false);
+	ferry_session *ss = session_conns(&src, 4, FERRY_CAP_ALL);
+	ferry_session *ds = session_conns(&dst, 1, FERRY_CAP_DATA_CHECKSUM);
+
+	recv_start(&j, ds, "declined");
+	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, 0);
+	ferry_session_stats(ss, &st);
+	assert_int_equal(st.connections, 1);
+	assert_int_equal(st.capabilities, FERRY_CAP_DATA_CHECKSUM);
+	assert_memory_equal(src.mem, dst.mem, MEM);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
 	vm_free(&dst);
 }
 
@@ -526,6 +608,8 @@ int main(void)
 		cmocka_unit_test(test_idle_guest_migrates),
 		cmocka_unit_test(test_running_guest_converges),
 		cmocka_unit_test(test_vmm_bitmap_mode_converges),
+		cmocka_unit_test(test_four_connections_converge),
+		cmocka_unit_test(test_extra_connections_declined),
 		cmocka_unit_test(test_mismatch_is_refused_and_source_runs),
 		cmocka_unit_test(test_load_failure_resumes_source),
 		cmocka_unit_test(test_refused_release_reacquires),

@@ -634,6 +634,47 @@ static void test_send_seq_exhausted(void **state)
 	assert_int_equal(sm.state, FY_SS_NEGOTIATED);
 }
 
+/* Extra data connections: JOIN first (seq 1), then memory only. */
+static void test_data_connection(void **state)
+{
+	struct fy_recv_step st;
+
+	(void)state;
+	fy_data_sm_step(FY_DS_WAIT_JOIN, FY_REC_JOIN, 1, &st);
+	assert_int_equal(st.action, FY_RA_JOIN);
+	assert_true(st.respond);
+	/* memory before JOIN, JOIN with another seq, a second JOIN */
+	fy_data_sm_step(FY_DS_WAIT_JOIN, FY_REC_MEMORY, 0, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_int_equal(st.code, FERRY_EPROTO);
+	assert_non_null(strstr(st.msg, "before JOIN"));
+	fy_data_sm_step(FY_DS_WAIT_JOIN, FY_REC_JOIN, 2, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	fy_data_sm_step(FY_DS_JOINED, FY_REC_JOIN, 1, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	/* after JOIN: memory (seq 0) only; control belongs on main */
+	fy_data_sm_step(FY_DS_JOINED, FY_REC_MEMORY, 0, &st);
+	assert_int_equal(st.action, FY_RA_MEMORY);
+	assert_false(st.respond);
+	fy_data_sm_step(FY_DS_JOINED, FY_REC_MEMORY, 3, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	fy_data_sm_step(FY_DS_JOINED, FY_REC_PASS_END, 2, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_non_null(strstr(st.msg, "PASS_END"));
+	fy_data_sm_step(FY_DS_JOINED, 0x80007777u, 0, &st);
+	assert_int_equal(st.action, FY_RA_SKIP);
+	fy_data_sm_step(FY_DS_JOINED, 0x7777u, 0, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_int_equal(st.code, FERRY_EUNKNOWN);
+	/* and JOIN on the main connection is a protocol error there */
+	struct fy_recv_sm sm;
+
+	fy_recv_sm_init(&sm);
+	fy_recv_sm_step(&sm, FY_REC_JOIN, 1, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_int_equal(st.code, FERRY_EPROTO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -652,6 +693,7 @@ int main(void)
 		cmocka_unit_test(test_send_happy_path),
 		cmocka_unit_test(test_both_sides),
 		cmocka_unit_test(test_send_seq_exhausted),
+		cmocka_unit_test(test_data_connection),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1035,6 +1035,35 @@ static void test_rec_name(void **state)
 	assert_non_null(fy_rec_name(0x7123, buf, 0));
 }
 
+static void test_join_round_trip(void **state)
+{
+	struct fy_join in = { 0x1122334455667788ull, { 0 }, 3, 4 }, out;
+	struct fy_buf b;
+
+	(void)state;
+	for (int i = 0; i < 16; i++)
+		in.token[i] = (uint8_t)(0xa0 + i);
+	fy_buf_init(&b);
+	assert_int_equal(fy_join_encode(&b, &in), 0);
+	assert_int_equal(b.len, 8 + 16 + 4 + 4);
+	assert_int_equal(fy_join_decode(b.data, b.len, &out), 0);
+	assert_int_equal(out.session_id, in.session_id);
+	assert_memory_equal(out.token, in.token, 16);
+	assert_int_equal(out.index, 3);
+	assert_int_equal(out.channels, 4);
+	for (size_t n = 0; n < b.len; n++)
+		assert_int_equal(fy_join_decode(b.data, n, &out), -EBADMSG);
+	/* index 0 is the main connection; index must be below channels */
+	fy_put_u32(b.data + 24, 0);
+	assert_int_equal(fy_join_decode(b.data, b.len, &out), -EBADMSG);
+	fy_put_u32(b.data + 24, 4);
+	assert_int_equal(fy_join_decode(b.data, b.len, &out), -EBADMSG);
+	fy_put_u32(b.data + 24, 1);
+	fy_put_u32(b.data + 28, 65);
+	assert_int_equal(fy_join_decode(b.data, b.len, &out), -EBADMSG);
+	fy_buf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1061,6 +1090,7 @@ int main(void)
 		cmocka_unit_test(test_csum_incremental),
 		cmocka_unit_test(test_stream_hdr),
 		cmocka_unit_test(test_rec_name),
+		cmocka_unit_test(test_join_round_trip),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
