@@ -172,6 +172,13 @@ struct ferry_vmm_ops {
 	void (*running_note)(void *opaque, char *note, size_t len);
 };
 
+/* Compression of memory records; used only when both sides offer it. */
+enum ferry_compress {
+	FERRY_COMPRESS_NONE = 0,
+	FERRY_COMPRESS_LZ4 = 1,
+	FERRY_COMPRESS_ZSTD = 2,
+};
+
 enum ferry_dirty_mode {
 	FERRY_DIRTY_AUTO = 0,	/* userfaultfd if it works, else bitmap */
 	FERRY_DIRTY_UFFD = 1,	/* userfaultfd write-protect + PAGEMAP_SCAN */
@@ -198,6 +205,9 @@ struct ferry_config {
 	uint64_t capabilities;	     /* capabilities offered, default all */
 	uint32_t progress_ms;	     /* progress event period, default 200 */
 	uint32_t connections;	     /* data connections, 1..64, default 1 */
+	enum ferry_compress compress; /* default none; a chunk that does not
+					 shrink is sent raw */
+	int compress_level;	     /* 0 = the codec's default */
 };
 
 /**
@@ -286,7 +296,12 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
 /* Capabilities (bit numbers in ferry_config.capabilities). */
 #define FERRY_CAP_DATA_CHECKSUM (1ull << 0) /* checksums cover page data */
 #define FERRY_CAP_MULTI_CHANNEL (1ull << 1) /* extra data connections */
-#define FERRY_CAP_ALL (FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL)
+#define FERRY_CAP_ZERO_PAGES (1ull << 2)    /* zero pages travel as a map */
+#define FERRY_CAP_LZ4 (1ull << 3)	    /* lz4-compressed memory */
+#define FERRY_CAP_ZSTD (1ull << 4)	    /* zstd-compressed memory */
+#define FERRY_CAP_ALL                                                  \
+	(FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL |            \
+	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD)
 
 /* ---- device state (src/state) ---- */
 /*
@@ -360,6 +375,12 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
  * the thread that made it.
  */
 #include <stdbool.h>
+
+#if defined(__GNUC__)
+#define FERRY_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define FERRY_PRINTF(fmt, args)
+#endif
 
 typedef struct ferry_visitor ferry_visitor;
 
@@ -463,7 +484,7 @@ FERRY_API int ferry_visit_array_end(ferry_visitor *v);
  * Return: the visitor's first error.
  */
 FERRY_API int ferry_visit_fail(ferry_visitor *v, int err, const char *fmt,
-			       ...) __attribute__((format(printf, 3, 4)));
+			       ...) FERRY_PRINTF(3, 4);
 
 /**
  * ferry_visit_error() - the first error of the visitor, or 0.

@@ -54,6 +54,7 @@ const char cli_demo_usage[] =
 	"  --dirty-rate R       the source guest's write rate in MB/s\n"
 	"  --downtime-ms N      longest acceptable pause\n"
 	"  --connections N      data connections, 1 to 64 (default 1)\n"
+	"  --compress C         none, lz4 or zstd (default none)\n"
 	"  --json               print the report as one JSON object on stdout\n"
 	"  --keep-logs          keep the temporary directory with the VMs' logs\n"
 	"  -h, --help           show this help\n"
@@ -70,6 +71,7 @@ struct demo_opts {
 	const char *dirty_rate; /* NULL: the workload's default */
 	int64_t downtime_ms;	/* -1: ferry-vm's default */
 	int64_t connections;	/* -1: ferry-vm's default */
+	const char *compress;	/* NULL: ferry-vm's default */
 	bool json, keep_logs;
 };
 
@@ -225,6 +227,13 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 						"not '%s'", optarg);
 		o->connections = (int64_t)v;
 		break;
+	case 'z':
+		if (strcmp(optarg, "none") && strcmp(optarg, "lz4") &&
+		    strcmp(optarg, "zstd"))
+			return demo_usage_error("--compress is none, lz4 or zstd, "
+						"not '%s'", optarg);
+		o->compress = optarg;
+		break;
 	case 'j':
 		o->json = true;
 		break;
@@ -252,6 +261,7 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 		{ "dirty-rate", required_argument, NULL, 'r' },
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "connections", required_argument, NULL, 'n' },
+		{ "compress", required_argument, NULL, 'z' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "keep-logs", no_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
@@ -676,6 +686,9 @@ static int demo_migrate(struct demo *d, json_object **report,
 	if (d->o.downtime_ms >= 0)
 		json_object_object_add(args, "downtime_ms",
 				       json_object_new_int64(d->o.downtime_ms));
+	if (d->o.compress)
+		json_object_object_add(args, "compress",
+				       json_object_new_string(d->o.compress));
 	if (d->o.connections > 0)
 		json_object_object_add(args, "connections",
 				       json_object_new_int64(d->o.connections));

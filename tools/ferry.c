@@ -512,7 +512,8 @@ struct json_object *cli_failed_report(const char *error)
 {
 	static const char *const nulls[] = {
 		"workload", "ram_bytes", "total_ms", "downtime_ms",
-		"guest_stall_ms", "bytes", "passes", "connections", "mb_per_s",
+		"guest_stall_ms", "bytes", "wire_bytes", "passes", "connections",
+		"mb_per_s",
 		"verified",
 		"final_pass_ms", "state_ms", "switchover_ms", "verify_ms",
 	};
@@ -603,6 +604,8 @@ static const char migrate_usage[] =
 	"  --timeout-strategy S     cancel (give up, the source keeps running) or\n"
 	"                           switchover (pause anyway and finish)\n"
 	"  --connections N          data connections, 1 to 64 (default 1)\n"
+	"  --compress C             none, lz4 or zstd (default none)\n"
+	"  --compress-level N       the codec's level (default: its own)\n"
 	"  --dirty-mode M           auto, uffd (userfaultfd + PAGEMAP_SCAN) or\n"
 	"                           bitmap (the VMM's own dirty log)\n"
 	"  --json                   print the report as one JSON object on stdout\n"
@@ -698,6 +701,8 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		{ "timeout-strategy", required_argument, NULL, 's' },
 		{ "dirty-mode", required_argument, NULL, 'D' },
 		{ "connections", required_argument, NULL, 'n' },
+		{ "compress", required_argument, NULL, 'z' },
+		{ "compress-level", required_argument, NULL, 'L' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -726,6 +731,18 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		case 'n':
 			ret = add_uint_arg(args, "connections", "--connections",
 					   optarg);
+			break;
+		case 'z':
+			if (strcmp(optarg, "none") && strcmp(optarg, "lz4") &&
+			    strcmp(optarg, "zstd"))
+				return usage_error("migrate", "--compress is none, "
+						   "lz4 or zstd, not '%s'", optarg);
+			json_object_object_add(args, "compress",
+					       json_object_new_string(optarg));
+			break;
+		case 'L':
+			ret = add_uint_arg(args, "compress_level",
+					   "--compress-level", optarg);
 			break;
 		case 'D':
 			if (strcmp(optarg, "auto") && strcmp(optarg, "uffd") &&

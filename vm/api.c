@@ -200,6 +200,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object_object_add(o, "bytes", ju64(st->bytes));
 	json_object_object_add(o, "passes", ju64(st->pass));
 	json_object_object_add(o, "connections", ju64(st->connections));
+	json_object_object_add(o, "wire_bytes", ju64(st->wire_bytes));
 	/* The average over the whole migration, what a user compares. */
 	json_object_object_add(o, "mb_per_s",
 			       api_double(st->total_ms > 0
@@ -556,9 +557,11 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 {
 	static const char *const strategies[] = { "cancel", "switchover" };
 	static const char *const modes[] = { "auto", "uffd", "bitmap" };
+	static const char *const codecs[] = { "none", "lz4", "zstd" };
 	static const char *const known[] = { "uri", "downtime_ms", "max_passes",
 					     "max_precopy_ms", "timeout_strategy",
-					     "dirty_mode", "connections" };
+					     "dirty_mode", "connections", "compress",
+					     "compress_level" };
 	json_object *uri;
 	unsigned i;
 
@@ -588,7 +591,9 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 	    arg_int(args, "max_precopy_ms", UINT32_MAX, &a->max_precopy_ms, err, errlen) ||
 	    arg_enum(args, "timeout_strategy", strategies, 2, &a->timeout_strategy, err, errlen) ||
 	    arg_enum(args, "dirty_mode", modes, 3, &a->dirty_mode, err, errlen) ||
-	    arg_int(args, "connections", 64, &a->connections, err, errlen))
+	    arg_int(args, "connections", 64, &a->connections, err, errlen) ||
+	    arg_enum(args, "compress", codecs, 3, &a->compress, err, errlen) ||
+	    arg_int(args, "compress_level", 22, &a->compress_level, err, errlen))
 		return -1;
 	if (a->connections == 0) {
 		snprintf(err, errlen, "'connections' must be 1 to 64");

@@ -702,6 +702,10 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 		cfg->dirty_mode = (enum ferry_dirty_mode)a->dirty_mode;
 	if (a->connections > 0)
 		cfg->connections = (uint32_t)a->connections;
+	if (a->compress >= 0)
+		cfg->compress = (enum ferry_compress)a->compress;
+	if (a->compress_level >= 0)
+		cfg->compress_level = (int)a->compress_level;
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", a->uri);
 }
 

@@ -181,6 +181,8 @@ struct vm_migrate_args {
 	int timeout_strategy; /* enum ferry_timeout_strategy, or -1 */
 	int dirty_mode;	      /* enum ferry_dirty_mode, or -1 */
 	int64_t connections;  /* data connections, or -1 */
+	int compress;	      /* enum ferry_compress, or -1 */
+	int64_t compress_level; /* or -1 */
 };
 
 /* Why a command could not be carried out (maps to the API error class). */

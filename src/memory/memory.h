@@ -110,4 +110,56 @@ int fy_dirty_collect(struct fy_dirty *d, struct fy_ranges *out);
 /* Stop tracking and release everything. Safe on a zeroed struct. */
 void fy_dirty_stop(struct fy_dirty *d);
 
+/*
+ * Zero pages (zero.c). A zero page travels as a page kind, not as data.
+ */
+/* Whether the FY_PAGE_SIZE bytes at @page (any alignment) are all zero. */
+bool fy_page_is_zero(const void *page);
+/*
+ * Set bit i of @bitmap ((@npages + 63) / 64 words, zeroed by the caller)
+ * for every all-zero page i of @p; returns the number of zero pages.
+ */
+size_t fy_zero_scan(const uint8_t *p, size_t npages, uint64_t *bitmap);
+
+/*
+ * Per-chunk compression (codec.c) with liblz4 and libzstd. A struct
+ * fy_codec holds the library contexts and is reused across calls; it is
+ * not thread-safe, so each worker owns one. (The enum is fy_codec_kind
+ * because C puts struct and enum tags in one namespace.)
+ *
+ * Levels (0 = the codec's default):
+ *  lz4:  1 (default) .. 2 fast; -N = fast with acceleration N + 1 (faster,
+ *        larger); 3 .. 12 = LZ4 HC (slow to compress, same decoder).
+ *  zstd: 1 (default) .. ZSTD_maxCLevel(); negative levels are faster.
+ */
+enum fy_codec_kind {
+	FY_CODEC_NONE = 0,
+	FY_CODEC_LZ4 = 1,
+	FY_CODEC_ZSTD = 2,
+};
+struct fy_codec;
+
+/* Create a codec; 0, -EINVAL (kind or level) or -ENOMEM. */
+int fy_codec_new(enum fy_codec_kind kind, int level, struct fy_codec **out);
+void fy_codec_free(struct fy_codec *c); /* NULL is harmless */
+enum fy_codec_kind fy_codec_kind_of(const struct fy_codec *c);
+/* Worst-case compressed size of @n bytes (0 if @n is too large). */
+size_t fy_codec_bound(enum fy_codec_kind kind, size_t n);
+/*
+ * Compress @n bytes into @dst. Returns the compressed size, 0 when the
+ * result would not be smaller than @n or does not fit in @cap (send the
+ * chunk raw), or a negative errno. A @cap of @n is always enough.
+ */
+long fy_codec_compress(struct fy_codec *c, const void *src, size_t n,
+		       void *dst, size_t cap);
+/*
+ * Decompress untrusted @src into exactly @expect bytes at @dst. Returns 0,
+ * or -EBADMSG for corrupt, short or long input; never writes past
+ * @dst + @expect.
+ */
+int fy_codec_decompress(struct fy_codec *c, const void *src, size_t n,
+			void *dst, size_t expect);
+const char *fy_codec_name(enum fy_codec_kind kind); /* "none", "lz4", "zstd" */
+int fy_codec_parse(const char *name, enum fy_codec_kind *out); /* 0 or -EINVAL */
+
 #endif /* FY_MEMORY_H */

@@ -10,11 +10,83 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "memory/memory.h"
 
 /* First allocation, in ranges; doubled from there. */
 #define FY_RANGES_MIN_CAP 64
+/* Lists from this size on are mapped with transparent huge pages. */
+#define FY_HUGE_SIZE (2u << 20)
+#define FY_HUGE_MIN (8u << 20)
+
+/*
+ * A dirty pass over a large guest can produce tens of millions of ranges
+ * (hundreds of MiB). With 4 KiB pages, first-touching such a list costs a
+ * fault per 170 ranges and walking it a TLB miss per page, both expensive
+ * on a virtualised host. So a list from FY_HUGE_MIN bytes on lives in its
+ * own anonymous mapping, advised to use transparent huge pages and grown
+ * with mremap() (no copy). It cannot be malloc memory advised in place:
+ * the advice splits the mapping and glibc's realloc() then falls back to
+ * copying. Whether a list is mapped follows from its capacity alone.
+ */
+static bool ranges_mapped(size_t cap)
+{
+	return cap * sizeof(struct fy_range) >= FY_HUGE_MIN;
+}
+
+static size_t ranges_map_len(size_t cap)
+{
+	return (cap * sizeof(struct fy_range) + FY_HUGE_SIZE - 1) &
+	       ~(size_t)(FY_HUGE_SIZE - 1);
+}
+
+static void ranges_release(struct fy_range *v, size_t cap)
+{
+	if (v && ranges_mapped(cap))
+		munmap(v, ranges_map_len(cap));
+	else
+		free(v);
+}
+
+static struct fy_range *ranges_resize(struct fy_range *old, size_t n,
+				      size_t old_cap, size_t cap)
+{
+	void *p;
+
+	if (!ranges_mapped(cap))
+		return realloc(old, cap * sizeof(*old));
+	if (ranges_mapped(old_cap)) {
+		p = mremap(old, ranges_map_len(old_cap), ranges_map_len(cap),
+			   MREMAP_MAYMOVE);
+		return p == MAP_FAILED ? NULL : p;
+	}
+	p = mmap(NULL, ranges_map_len(cap), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Only a hint: without THP the list simply uses small pages. */
+	(void)madvise(p, ranges_map_len(cap), MADV_HUGEPAGE);
+	if (n)
+		memcpy(p, old, n * sizeof(*old));
+	free(old);
+	return p;
+}
+
+static int ranges_grow(struct fy_ranges *r)
+{
+	size_t cap = r->cap ? r->cap * 2 : FY_RANGES_MIN_CAP;
+	struct fy_range *v;
+
+	if (cap < r->cap || cap > SIZE_MAX / 2 / sizeof(*v))
+		return -ENOMEM;
+	v = ranges_resize(r->v, r->n, r->cap, cap);
+	if (!v)
+		return -ENOMEM;
+	r->v = v;
+	r->cap = cap;
+	return 0;
+}
 
 /**
  * fy_ranges_init() - make @r an empty list that owns no memory.
@@ -33,7 +105,7 @@ void fy_ranges_free(struct fy_ranges *r)
 {
 	if (!r)
 		return;
-	free(r->v);
+	ranges_release(r->v, r->cap);
 	fy_ranges_init(r);
 }
 
@@ -46,21 +118,6 @@ void fy_ranges_clear(struct fy_ranges *r)
 {
 	r->n = 0;
 	r->bytes = 0;
-}
-
-static int ranges_grow(struct fy_ranges *r)
-{
-	size_t cap = r->cap ? r->cap * 2 : FY_RANGES_MIN_CAP;
-	struct fy_range *v;
-
-	if (cap < r->cap || cap > SIZE_MAX / sizeof(*v))
-		return -ENOMEM;
-	v = realloc(r->v, cap * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	r->v = v;
-	r->cap = cap;
-	return 0;
 }
 
 /**
@@ -124,11 +181,146 @@ int fy_ranges_all(struct fy_ranges *r, const struct fy_region *regions,
 	return 0;
 }
 
-static int add_pages(struct fy_ranges *r, uint32_t region, uint64_t first,
-		     uint64_t count)
+/*
+ * Bitmap scanning. The bitmap is read eight words at a time: a block with
+ * nothing to report (all clear outside a run, all set inside one) is
+ * skipped with one test, so clean stretches go at memory speed. Other
+ * words are turned into "edges", the page numbers where the state
+ * changes, without a data-dependent branch per bit or per run: the edges
+ * of word x are the set bits of x ^ (x << 1 | carry), and the first four
+ * are stored unconditionally (the buffer advances by their count), since
+ * a sparse, spread-out bitmap makes every per-run branch a coin toss.
+ * Edges alternate start, end, start...; pairs become ranges when the
+ * buffer fills and at the end.
+ */
+#define SCAN_EDGES 2048u
+#define SCAN_BLOCK 8u
+/* Edges one block can add: 64 per word. */
+#define SCAN_FLUSH (SCAN_EDGES - SCAN_BLOCK * 64u)
+
+struct bscan {
+	struct fy_ranges *r;
+	uint32_t region;
+	bool first;	/* the next range may merge with the list's last */
+	uint64_t carry; /* 1 while inside a run (last bit seen was set) */
+	size_t ne;
+	uint64_t e[SCAN_EDGES];
+};
+
+/* Turn the complete (start, end) pairs of the edge buffer into ranges; an
+ * unpaired start stays for the next flush. */
+static int scan_flush(struct bscan *s)
 {
-	return fy_ranges_add(r, region, first * FY_PAGE_SIZE,
-			     count * FY_PAGE_SIZE);
+	struct fy_ranges *r = s->r;
+	size_t pairs = s->ne / 2, k = 0;
+	uint64_t bytes = 0;
+	int rc;
+
+	if (pairs && s->first) {
+		s->first = false;
+		rc = fy_ranges_add(r, s->region, s->e[0] * FY_PAGE_SIZE,
+				   (s->e[1] - s->e[0]) * FY_PAGE_SIZE);
+		if (rc)
+			return rc;
+		k = 1;
+	}
+	/*
+	 * Runs found by one scan are separated by a clear bit and never
+	 * touch, so only the first may merge; the rest are stored as is.
+	 */
+	while (r->cap - r->n < pairs - k) {
+		rc = ranges_grow(r);
+		if (rc)
+			return rc;
+	}
+	for (; k < pairs; k++) {
+		uint64_t len = (s->e[2 * k + 1] - s->e[2 * k]) * FY_PAGE_SIZE;
+
+		r->v[r->n++] = (struct fy_range){
+			.region = s->region,
+			.offset = s->e[2 * k] * FY_PAGE_SIZE,
+			.length = len,
+		};
+		bytes += len;
+	}
+	r->bytes += bytes;
+	if (s->ne % 2)
+		s->e[0] = s->e[s->ne - 1];
+	s->ne %= 2;
+	return 0;
+}
+
+/* Append the edges of word @x, whose bit 0 is page @base. */
+static inline __attribute__((always_inline)) void
+scan_word(struct bscan *s, uint64_t x, uint64_t base)
+{
+	/* Bit 63 forced on only keeps ctz defined for an empty mask; those
+	 * stores are beyond the count and overwritten later. */
+	const uint64_t top = UINT64_C(1) << 63;
+	uint64_t edges = x ^ (x << 1 | s->carry);
+	unsigned int cnt = (unsigned int)__builtin_popcountll(edges);
+	uint64_t *o = s->e + s->ne;
+
+	s->carry = x >> 63;
+	o[0] = base + (uint64_t)__builtin_ctzll(edges | top);
+	edges &= edges - 1;
+	o[1] = base + (uint64_t)__builtin_ctzll(edges | top);
+	edges &= edges - 1;
+	o[2] = base + (uint64_t)__builtin_ctzll(edges | top);
+	edges &= edges - 1;
+	o[3] = base + (uint64_t)__builtin_ctzll(edges | top);
+	edges &= edges - 1;
+	for (o += 4; edges; edges &= edges - 1)
+		*o++ = base + (uint64_t)__builtin_ctzll(edges);
+	s->ne += cnt;
+}
+
+static inline __attribute__((always_inline)) int
+scan_body(struct bscan *s, const uint64_t *bm, size_t pages)
+{
+	size_t full = pages / 64, w = 0, k;
+	unsigned int tail = pages % 64;
+	int rc;
+
+	while (w + SCAN_BLOCK <= full) {
+		const uint64_t *b = bm + w;
+		uint64_t o = b[0] | b[1] | b[2] | b[3] | b[4] | b[5] | b[6] | b[7];
+		uint64_t a = b[0] & b[1] & b[2] & b[3] & b[4] & b[5] & b[6] & b[7];
+
+		if (s->carry ? !~a : !o) {
+			w += SCAN_BLOCK;
+			continue;
+		}
+		for (k = 0; k < SCAN_BLOCK; k++)
+			scan_word(s, b[k], (uint64_t)(w + k) * 64);
+		w += SCAN_BLOCK;
+		if (s->ne > SCAN_FLUSH && (rc = scan_flush(s)))
+			return rc;
+	}
+	for (; w < full; w++)
+		scan_word(s, bm[w], (uint64_t)w * 64);
+	/* Bits past @pages are forced clear, so a run reaching the end of
+	 * the bitmap closes exactly at @pages. */
+	if (tail)
+		scan_word(s, bm[full] & ((UINT64_C(1) << tail) - 1),
+			  (uint64_t)full * 64);
+	else if (s->carry)
+		s->e[s->ne++] = pages;
+	return scan_flush(s);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The same scan with POPCNT and TZCNT, which x86-64's baseline lacks. */
+__attribute__((target("popcnt,bmi"))) static int
+scan_fast(struct bscan *s, const uint64_t *bm, size_t pages)
+{
+	return scan_body(s, bm, pages);
+}
+#endif
+
+static int scan_generic(struct bscan *s, const uint64_t *bm, size_t pages)
+{
+	return scan_body(s, bm, pages);
 }
 
 /**
@@ -138,63 +330,28 @@ static int add_pages(struct fy_ranges *r, uint32_t region, uint64_t first,
  * @bitmap: bit i (bit i % 64 of word i / 64) is page i
  * @pages:  number of meaningful bits; bits beyond it are ignored
  *
- * The scan looks for the next change of state (clear to set, set to clear)
- * with __builtin_ctzll, so its cost is proportional to the number of words
- * plus the number of runs, not to the number of set bits. Words with
- * nothing to report (all clear outside a run, all set inside one) are
- * skipped with a single comparison.
+ * The cost is proportional to the number of words plus the number of
+ * runs, not to the number of set bits; blocks of eight words with nothing
+ * to report are skipped with one test (see above). The first range may
+ * merge with the last one already in @r, as with fy_ranges_add().
  *
- * Return: 0 or -ENOMEM.
+ * Return: 0 or -ENOMEM (some of the ranges may have been appended).
  */
 int fy_bitmap_to_ranges(struct fy_ranges *r, uint32_t region,
 			const uint64_t *bitmap, size_t pages)
 {
-	size_t nwords = (pages + 63) / 64;
-	unsigned int tail = pages % 64;
-	uint64_t run_start = 0;
-	bool in_run = false;
-	size_t w;
-	int rc;
+	struct bscan s;
 
-	for (w = 0; w < nwords; w++) {
-		uint64_t word = bitmap[w];
-		uint64_t base = (uint64_t)w * 64;
-		unsigned int pos = 0;
-
-		/*
-		 * Bits past @pages are forced clear, so a run reaching the
-		 * end of the bitmap closes exactly at @pages below.
-		 */
-		if (tail && w == nwords - 1)
-			word &= (UINT64_C(1) << tail) - 1;
-		if (!in_run && !word)
-			continue;
-		if (in_run && word == ~UINT64_C(0))
-			continue;
-
-		for (;;) {
-			/* Bits that differ from the current state. */
-			uint64_t look = (in_run ? ~word : word) >> pos;
-			unsigned int b;
-
-			if (!look)
-				break;
-			b = pos + (unsigned int)__builtin_ctzll(look);
-			if (in_run) {
-				rc = add_pages(r, region, run_start,
-					       base + b - run_start);
-				if (rc)
-					return rc;
-			} else {
-				run_start = base + b;
-			}
-			in_run = !in_run;
-			pos = b;
-		}
-	}
-	if (in_run)
-		return add_pages(r, region, run_start, pages - run_start);
-	return 0;
+	s.r = r;
+	s.region = region;
+	s.first = true;
+	s.carry = 0;
+	s.ne = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (__builtin_cpu_supports("popcnt") && __builtin_cpu_supports("bmi"))
+		return scan_fast(&s, bitmap, pages);
+#endif
+	return scan_generic(&s, bitmap, pages);
 }
 
 static int range_cmp(const void *a, const void *b)

@@ -7,6 +7,7 @@
  * stalled call comes back regularly to check the session's cancel flag and
  * the peer's idle limit without a poll() per record on the hot path.
  */
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,7 +16,10 @@
 
 #include "migrate/engine.h"
 
-static const uint8_t zeros[8];
+static const uint8_t zero_pad[8];
+
+/* Most iovecs of one memory record before its pages are gathered. */
+#define FY_MAX_IOV 64
 
 /**
  * fy_chan_init() - wrap a connected socket.
@@ -27,6 +31,8 @@ int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd)
 	c->fd = fd;
 	fy_buf_init(&c->out);
 	fy_buf_init(&c->in);
+	fy_buf_init(&c->gather);
+	fy_buf_init(&c->packed);
 	c->last_rx_ns = fy_now_ns();
 	return fy_csum_init(&c->csum);
 }
@@ -42,6 +48,14 @@ void fy_chan_close(struct fy_chan *c)
 	fy_csum_free(&c->csum);
 	fy_buf_free(&c->out);
 	fy_buf_free(&c->in);
+	fy_buf_free(&c->gather);
+	fy_buf_free(&c->packed);
+	fy_codec_free(c->codec);
+	c->codec = NULL;
+	for (int i = 0; i < 3; i++) {
+		fy_codec_free(c->dcodec[i]);
+		c->dcodec[i] = NULL;
+	}
 }
 
 /* A blocked call timed out: decide whether to keep waiting. */
@@ -148,40 +162,141 @@ int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
 	return fy_chan_write_all(c, &iov, 1);
 }
 
+/* Is page @i marked zero in the map? */
+static inline bool zbit(const uint64_t *zmap, size_t i)
+{
+	return (zmap[i / 64] >> (i % 64)) & 1;
+}
+
+/*
+ * Append the runs of non-zero pages of @data as iovecs (straight from guest
+ * memory), or, with @dst, copy them there. Returns the iovecs used.
+ */
+static int nonzero_runs(const uint8_t *data, size_t pages, const uint64_t *zmap,
+			struct iovec *iov, int max, uint8_t *dst)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < pages;) {
+		size_t j = i;
+
+		if (zbit(zmap, i)) {
+			i++;
+			continue;
+		}
+		while (j < pages && !zbit(zmap, j))
+			j++;
+		if (dst) {
+			memcpy(dst, data + i * FY_PAGE_SIZE, (j - i) * FY_PAGE_SIZE);
+			dst += (j - i) * FY_PAGE_SIZE;
+		} else if (n < max) {
+			iov[n].iov_base = (void *)(data + i * FY_PAGE_SIZE);
+			iov[n].iov_len = (j - i) * FY_PAGE_SIZE;
+		}
+		n++;
+		i = j;
+	}
+	return n;
+}
+
+/* Compress the non-zero pages into c->packed; 0 when it does not pay. */
+static long pack(struct fy_chan *c, const uint8_t *data, size_t pages,
+		 size_t nonzero, bool zmap)
+{
+	size_t raw = nonzero * FY_PAGE_SIZE;
+	const uint8_t *src = data;
+	long n;
+
+	if (zmap) {
+		if (fy_buf_reserve(&c->gather, raw))
+			return 0;
+		nonzero_runs(data, pages, c->zmap, NULL, 0, c->gather.data);
+		src = c->gather.data;
+	}
+	fy_buf_reset(&c->packed);
+	if (fy_buf_reserve(&c->packed, raw))
+		return 0;
+	n = fy_codec_compress(c->codec, src, raw, c->packed.data, raw);
+	return n > 0 ? n : 0;
+}
+
 /**
- * fy_chan_send_mem() - send one memory record straight from guest memory.
- * @csum_data: the checksum covers the page bytes too. Only sound while the
+ * fy_chan_send_mem() - send one memory record, from guest memory.
+ * @csum_data: the checksum covers the payload too. Only sound while the
  * guest is paused: a running guest may change a page between hashing and
  * sending, and such a page is sent again in the next pass anyway.
+ *
+ * Zero pages (when c->zero_pages) travel as bits of a map; the other pages
+ * go raw, straight from guest memory with no copy, or compressed when
+ * c->codec is set and compression shrinks them.
  */
 int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
-		     const struct fy_mem_hdr *m, bool csum_data)
+		     const struct fy_mem_hdr *m_in, bool csum_data)
 {
 	uint8_t head[FY_REC_HDR_SIZE + FY_MEM_HDR_SIZE], tail[16];
-	size_t body = FY_MEM_HDR_SIZE + m->length;
-	size_t pad = fy_pad8(body) - body;
-	struct fy_rec_hdr h = {
-		.type = FY_REC_MEMORY,
-		.length = (uint32_t)body,
-		.seq = 0,
-		.flags = csum_data ? 0 : FY_RF_CSUM_HEAD,
-	};
-	struct iovec iov[3];
-	uint8_t *data = r->host + m->offset;
+	struct fy_mem_hdr m = *m_in;
+	const uint8_t *data = r->host + m.offset;
+	size_t pages = m.length / FY_PAGE_SIZE, words = (pages + 63) / 64;
+	size_t zeros = 0, meta, payload, body, pad;
+	struct iovec iov[FY_MAX_IOV];
+	long packed = 0;
+	int n = 0, first;
+
+	m.flags = 0;
+	if (c->zero_pages) {
+		memset(c->zmap, 0, words * 8);
+		zeros = fy_zero_scan(data, pages, c->zmap);
+		if (zeros)
+			m.flags |= FY_MEMF_ZMAP;
+	}
+	if (c->codec && zeros < pages)
+		packed = pack(c, data, pages, pages - zeros, zeros);
+	if (packed)
+		m.flags |= (uint32_t)fy_codec_kind_of(c->codec)
+			   << FY_MEMF_CODEC_SHIFT;
+	meta = fy_mem_meta_len(&m);
+	payload = packed ? (size_t)packed : (pages - zeros) * FY_PAGE_SIZE;
+	body = meta + payload;
+	pad = fy_pad8(body) - body;
+
+	struct fy_rec_hdr h = { FY_REC_MEMORY, (uint32_t)body, 0,
+				csum_data ? 0 : FY_RF_CSUM_HEAD };
 
 	fy_rec_hdr_encode(&h, head);
-	fy_mem_hdr_encode(m, head + FY_REC_HDR_SIZE);
+	fy_mem_hdr_encode(&m, head + FY_REC_HDR_SIZE);
+	iov[n++] = (struct iovec){ head, sizeof(head) };
+	if (zeros)
+		iov[n++] = (struct iovec){ c->zmap, words * 8 };
+	first = n; /* payload iovecs from here */
+	if (packed)
+		iov[n++] = (struct iovec){ c->packed.data, (size_t)packed };
+	else if (!zeros)
+		iov[n++] = (struct iovec){ (void *)data, m.length };
+	else if (nonzero_runs(data, pages, c->zmap, NULL, 0, NULL) <=
+		 FY_MAX_IOV - 4)
+		n += nonzero_runs(data, pages, c->zmap, iov + n,
+				  FY_MAX_IOV - 4, NULL);
+	else {
+		/* Too fragmented for one sendmsg: gather instead. */
+		if (fy_buf_reserve(&c->gather, payload))
+			return -ENOMEM;
+		nonzero_runs(data, pages, c->zmap, NULL, 0, c->gather.data);
+		iov[n++] = (struct iovec){ c->gather.data, payload };
+	}
+	/* The map goes little-endian on the wire (runs are computed). */
+	for (size_t w = 0; zeros && w < words; w++)
+		c->zmap[w] = htole64(c->zmap[w]);
+
 	fy_csum_reset(&c->csum, head);
 	fy_csum_update(&c->csum, head + FY_REC_HDR_SIZE, FY_MEM_HDR_SIZE);
-	if (csum_data)
-		fy_csum_update(&c->csum, data, m->length);
+	if (zeros)
+		fy_csum_update(&c->csum, c->zmap, words * 8);
+	for (int i = first; csum_data && i < n; i++)
+		fy_csum_update(&c->csum, iov[i].iov_base, iov[i].iov_len);
 	memset(tail, 0, sizeof(tail));
 	fy_put_u64(tail + pad, fy_csum_digest(&c->csum));
-
-	iov[0] = (struct iovec){ head, sizeof(head) };
-	iov[1] = (struct iovec){ data, m->length };
-	iov[2] = (struct iovec){ tail, pad + FY_REC_TRAILER_SIZE };
-	return fy_chan_write_all(c, iov, 3);
+	iov[n++] = (struct iovec){ tail, pad + FY_REC_TRAILER_SIZE };
+	return fy_chan_write_all(c, iov, n);
 }
 
 /**
@@ -212,7 +327,7 @@ static int finish_record(struct fy_chan *c, size_t body_len)
 
 	if (rc)
 		return rc;
-	if (memcmp(tail, zeros, pad))
+	if (memcmp(tail, zero_pad, pad))
 		return -EBADMSG;
 	if (fy_get_u64(tail + pad) != fy_csum_digest(&c->csum))
 		return FERRY_ECHECKSUM;
@@ -234,7 +349,7 @@ int fy_chan_recv_body(struct fy_chan *c, const struct fy_rec_hdr *h)
 	if (rc)
 		return rc;
 	c->in.len = h->length;
-	fy_csum_update(&c->csum, c->in.data, fy_rec_csum_len(h));
+	fy_csum_update(&c->csum, c->in.data, fy_rec_csum_len(h, c->in.data));
 	return finish_record(c, h->length);
 }
 
@@ -252,12 +367,11 @@ static int check_range(const struct fy_rec_hdr *h, const struct fy_mem_hdr *m,
 		       char *err, size_t errlen)
 {
 	const struct fy_region *r;
+	unsigned codec = (m->flags & FY_MEMF_CODEC_MASK) >> FY_MEMF_CODEC_SHIFT;
 
-	if (h->length < FY_MEM_HDR_SIZE ||
-	    m->length != h->length - FY_MEM_HDR_SIZE) {
-		snprintf(err, errlen,
-			 "memory record length %u does not match its range of %llu bytes",
-			 h->length, (unsigned long long)m->length);
+	if (m->flags & ~FY_MEMF_KNOWN || codec > FY_CODEC_ZSTD) {
+		snprintf(err, errlen, "memory record with unknown flags 0x%x",
+			 m->flags);
 		return -EBADMSG;
 	}
 	if (m->region >= nregions) {
@@ -275,26 +389,107 @@ static int check_range(const struct fy_rec_hdr *h, const struct fy_mem_hdr *m,
 			 (unsigned long long)r->size);
 		return -ERANGE;
 	}
-	if (m->flags) {
-		snprintf(err, errlen, "memory record with unknown flags 0x%x",
-			 m->flags);
+	if (fy_mem_meta_len(m) > h->length ||
+	    (m->length / FY_PAGE_SIZE + 63) / 64 > sizeof(((struct fy_chan *)0)->zmap) / 8) {
+		snprintf(err, errlen,
+			 "memory record of %u bytes cannot describe %llu bytes of memory",
+			 h->length, (unsigned long long)m->length);
 		return -EBADMSG;
 	}
 	return 0;
 }
 
+/* Count the zero pages of a received map, rejecting bits past the end. */
+static int zmap_count(const uint64_t *zmap, size_t pages, size_t *zeros)
+{
+	size_t words = (pages + 63) / 64, n = 0;
+
+	for (size_t w = 0; w < words; w++)
+		n += (size_t)__builtin_popcountll(zmap[w]);
+	if (pages % 64 && zmap[words - 1] >> (pages % 64))
+		return -EBADMSG;
+	*zeros = n;
+	return 0;
+}
+
+/* Receive raw non-zero pages straight into guest memory, run by run. */
+static int recv_runs(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
+		     bool hash)
+{
+	for (size_t i = 0; i < pages;) {
+		size_t j = i;
+
+		if (map && zbit(c->zmap, i)) {
+			i++;
+			continue;
+		}
+		while (j < pages && !(map && zbit(c->zmap, j)))
+			j++;
+		/* Hash in pieces as they arrive, while they are in cache. */
+		for (size_t p = i; p < j;) {
+			size_t k = j - p < 64 ? j - p : 64;
+			uint8_t *at = dst + p * FY_PAGE_SIZE;
+			int rc = fy_chan_read_full(c, at, k * FY_PAGE_SIZE);
+
+			if (rc)
+				return rc;
+			if (hash)
+				fy_csum_update(&c->csum, at, k * FY_PAGE_SIZE);
+			p += k;
+		}
+		i = j;
+	}
+	return 0;
+}
+
+/* Receive a compressed payload and unpack its pages into guest memory. */
+static int recv_packed(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
+		       unsigned kind, size_t n, size_t nonzero, bool hash)
+{
+	size_t raw = nonzero * FY_PAGE_SIZE, at = 0;
+	int rc;
+
+	/* Compression that does not shrink is never sent. */
+	if (!n || n >= raw)
+		return -EBADMSG;
+	if (!c->dcodec[kind] && fy_codec_new(kind, 0, &c->dcodec[kind]))
+		return -ENOMEM;
+	fy_buf_reset(&c->packed);
+	if (fy_buf_reserve(&c->packed, n) || fy_buf_reserve(&c->gather, raw))
+		return -ENOMEM;
+	rc = fy_chan_read_full(c, c->packed.data, n);
+	if (rc)
+		return rc;
+	if (hash)
+		fy_csum_update(&c->csum, c->packed.data, n);
+	rc = fy_codec_decompress(c->dcodec[kind], c->packed.data, n,
+				 c->gather.data, raw);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < pages; i++) {
+		if (map && zbit(c->zmap, i))
+			continue;
+		memcpy(dst + i * FY_PAGE_SIZE, c->gather.data + at, FY_PAGE_SIZE);
+		at += FY_PAGE_SIZE;
+	}
+	return 0;
+}
+
 /**
- * fy_chan_recv_mem() - receive one memory record directly into guest
- * memory. The range is validated before a single byte is written, so a
- * hostile sender can never write outside the configured regions.
+ * fy_chan_recv_mem() - receive one memory record into guest memory. The
+ * range, the flags and the sizes are validated before a single byte is
+ * written, so a hostile sender can never write outside the configured
+ * regions. Raw pages are received straight into guest memory; zero pages
+ * are written only where the destination's page is not already zero.
  */
 int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
 		     const struct fy_region *regions, size_t nregions,
 		     struct fy_mem_hdr *m, char *err, size_t errlen)
 {
-	uint8_t raw[FY_MEM_HDR_SIZE];
-	uint8_t *dst;
-	size_t left;
+	uint8_t raw[FY_MEM_HDR_SIZE], *dst;
+	bool hash = !(h->flags & FY_RF_CSUM_HEAD), map;
+	size_t pages, words, zeros = 0, payload;
+	unsigned kind;
 	int rc;
 
 	if (h->length < FY_MEM_HDR_SIZE) {
@@ -310,21 +505,41 @@ int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
 	rc = check_range(h, m, regions, nregions, err, errlen);
 	if (rc)
 		return rc;
-
-	dst = regions[m->region].host + m->offset;
-	left = m->length;
-	/* Hash in pieces as they arrive, while they are still in cache. */
-	while (left) {
-		size_t n = left < (256u << 10) ? left : (256u << 10);
-
-		rc = fy_chan_read_full(c, dst, n);
+	pages = m->length / FY_PAGE_SIZE;
+	words = (pages + 63) / 64;
+	map = m->flags & FY_MEMF_ZMAP;
+	kind = (m->flags & FY_MEMF_CODEC_MASK) >> FY_MEMF_CODEC_SHIFT;
+	if (map) {
+		rc = fy_chan_read_full(c, c->zmap, words * 8);
 		if (rc)
 			return rc;
-		if (!(h->flags & FY_RF_CSUM_HEAD))
-			fy_csum_update(&c->csum, dst, n);
-		dst += n;
-		left -= n;
+		fy_csum_update(&c->csum, c->zmap, words * 8);
+		for (size_t w = 0; w < words; w++)
+			c->zmap[w] = le64toh(c->zmap[w]);
+		if (zmap_count(c->zmap, pages, &zeros)) {
+			snprintf(err, errlen, "zero map marks pages past the range");
+			return -EBADMSG;
+		}
 	}
+	payload = h->length - fy_mem_meta_len(m);
+	dst = regions[m->region].host + m->offset;
+	if (!kind && payload != (pages - zeros) * FY_PAGE_SIZE) {
+		snprintf(err, errlen,
+			 "memory record carries %zu bytes for %zu non-zero pages",
+			 payload, pages - zeros);
+		return -EBADMSG;
+	}
+	rc = kind ? recv_packed(c, dst, pages, map, kind, payload, pages - zeros,
+				hash)
+		  : recv_runs(c, dst, pages, map, hash);
+	if (rc == -EBADMSG)
+		snprintf(err, errlen, "corrupt compressed memory at %s+0x%llx",
+			 regions[m->region].name, (unsigned long long)m->offset);
+	if (rc)
+		return rc;
+	for (size_t i = 0; map && i < pages; i++)
+		if (zbit(c->zmap, i) && !fy_page_is_zero(dst + i * FY_PAGE_SIZE))
+			memset(dst + i * FY_PAGE_SIZE, 0, FY_PAGE_SIZE);
 	rc = finish_record(c, h->length);
 	if (rc == FERRY_ECHECKSUM)
 		snprintf(err, errlen, "checksum mismatch in memory record at %s+0x%llx",

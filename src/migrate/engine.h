@@ -55,6 +55,13 @@ struct fy_chan {
 	struct fy_buf in;  /* received control bodies */
 	uint64_t wire_bytes;
 	uint64_t last_rx_ns;
+	/* Memory encoding: set by the sender after negotiation. */
+	bool zero_pages;	    /* send zero pages as a map */
+	struct fy_codec *codec;	    /* compress with it, or NULL */
+	struct fy_codec *dcodec[3]; /* receive: one per kind, on demand */
+	struct fy_buf gather;	    /* non-zero pages, contiguous */
+	struct fy_buf packed;	    /* compressed payload */
+	uint64_t zmap[(FY_REC_MAX_BODY / 4096 + 63) / 64];
 };
 
 uint64_t fy_now_ns(void);

@@ -350,6 +350,36 @@ static double predict_ms(const struct sender *x)
 	return xfer + 5.0 * fy_ms(x->rtt_ns) + 1.0;
 }
 
+/*
+ * How memory travels on a connection, from what both sides offered: zero
+ * pages as a map, and the configured codec if the destination has it.
+ */
+static int set_encoding(struct sender *x, struct fy_chan *c)
+{
+	ferry_session *s = x->s;
+	static const uint64_t cap_of[] = { 0, FERRY_CAP_LZ4, FERRY_CAP_ZSTD };
+	enum ferry_compress want = s->cfg.compress;
+	int rc;
+
+	c->zero_pages = x->peer.capabilities & FERRY_CAP_ZERO_PAGES;
+	if (want == FERRY_COMPRESS_NONE || c->codec)
+		return 0;
+	if (!(x->peer.capabilities & cap_of[want])) {
+		if (c == &x->ch)
+			fy_session_log(s, 1,
+				       "destination does not take %s; sending memory uncompressed",
+				       fy_codec_name((enum fy_codec_kind)want));
+		return 0;
+	}
+	rc = fy_codec_new((enum fy_codec_kind)want, s->cfg.compress_level,
+			  &c->codec);
+	if (rc)
+		return fy_session_fail(s, rc, "cannot set up %s level %d: %s",
+				       fy_codec_name((enum fy_codec_kind)want),
+				       s->cfg.compress_level, ferry_strerror(rc));
+	return 0;
+}
+
 /* Read the answer to JOIN on an extra connection, within a few seconds:
  * a destination that accepts the connection but never answers is one that
  * does not take extra connections. */
@@ -412,7 +442,7 @@ static int join_one(struct sender *x, const struct fy_uri *u, unsigned idx,
 		return rc == FERRY_EPEER || rc == -ETIMEDOUT ? FERRY_EPEER : rc;
 	}
 	x->nextra++;
-	return 0;
+	return set_encoding(x, c);
 }
 
 /*
@@ -826,6 +856,8 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 		goto done;
 	}
 	rc = open_main(&x, &u);
+	if (!rc)
+		rc = set_encoding(&x, &x.ch);
 	if (!rc)
 		rc = open_extra(&x, &u);
 	if (!rc)

@@ -106,6 +106,8 @@ static int config_check(const struct ferry_config *cfg)
 		return -EINVAL;
 	if (cfg->connections > FY_MAX_CHANNELS)
 		return -EINVAL;
+	if ((unsigned)cfg->compress > FERRY_COMPRESS_ZSTD)
+		return -EINVAL;
 	return 0;
 }
 

@@ -441,11 +441,32 @@ int fy_rec_hdr_decode(const uint8_t in[FY_REC_HDR_SIZE], struct fy_rec_hdr *h)
  *
  * Return: the whole length, or at most FY_MEM_HDR_SIZE with FY_RF_CSUM_HEAD.
  */
-size_t fy_rec_csum_len(const struct fy_rec_hdr *h)
+size_t fy_rec_csum_len(const struct fy_rec_hdr *h, const uint8_t *body)
 {
-	if ((h->flags & FY_RF_CSUM_HEAD) && h->length > FY_MEM_HDR_SIZE)
+	struct fy_mem_hdr m;
+	size_t meta;
+
+	if (!(h->flags & FY_RF_CSUM_HEAD) || h->length <= FY_MEM_HDR_SIZE)
+		return h->length;
+	fy_mem_hdr_decode(body, &m);
+	meta = fy_mem_meta_len(&m);
+	return meta < h->length ? meta : h->length;
+}
+
+/**
+ * fy_mem_meta_len() - the header and, with FY_MEMF_ZMAP, the zero map.
+ * @m: a decoded memory header (its length need not be valid yet; an
+ *     absurd length gives a meta longer than any record).
+ */
+size_t fy_mem_meta_len(const struct fy_mem_hdr *m)
+{
+	uint64_t pages = m->length / FY_MEM_PAGE;
+
+	if (!(m->flags & FY_MEMF_ZMAP))
 		return FY_MEM_HDR_SIZE;
-	return h->length;
+	if (pages > ((uint64_t)FY_REC_MAX_BODY << 3))
+		return (size_t)FY_REC_MAX_BODY + 1;
+	return FY_MEM_HDR_SIZE + (size_t)((pages + 63) / 64) * 8;
 }
 
 /**
@@ -564,7 +585,7 @@ int fy_rec_encode(struct fy_buf *out, uint32_t type, uint32_t seq,
 		memcpy(p + FY_REC_HDR_SIZE, body, len);
 	memset(p + FY_REC_HDR_SIZE + len, 0, padded - len);
 	fy_put_u64(p + FY_REC_HDR_SIZE + padded,
-		   fy_rec_csum(p, p + FY_REC_HDR_SIZE, fy_rec_csum_len(&h)));
+		   fy_rec_csum(p, p + FY_REC_HDR_SIZE, fy_rec_csum_len(&h, p + FY_REC_HDR_SIZE)));
 	out->len += fy_rec_wire_size(h.length);
 	return 0;
 }
@@ -605,7 +626,7 @@ int fy_rec_decode(const uint8_t *in, size_t len, struct fy_rec_hdr *h,
 	for (size_t i = h->length; i < padded; i++)
 		if (b[i] != 0)
 			return -EBADMSG;
-	if (fy_get_u64(b + padded) != fy_rec_csum(in, b, fy_rec_csum_len(h)))
+	if (fy_get_u64(b + padded) != fy_rec_csum(in, b, fy_rec_csum_len(h, b)))
 		return FERRY_ECHECKSUM;
 	*body = b;
 	*consumed = wire;

@@ -78,11 +78,23 @@ enum fy_rec_type {
 /* Record flags. */
 #define FY_RF_CSUM_HEAD 0x1u /* checksum covers only the memory header */
 
-/* Memory record body: a fixed header followed by the page bytes. */
+/*
+ * Memory record body: a fixed header, then (FY_MEMF_ZMAP) a map of the zero
+ * pages, one bit per page of the range in u64 words, set = the page is all
+ * zero and carries no data; then the payload: the non-zero pages in order,
+ * raw, or compressed with the codec in bits 8-11 of the flags.
+ * The header and the map are the record's "meta": with FY_RF_CSUM_HEAD the
+ * checksum covers exactly the meta.
+ */
 #define FY_MEM_HDR_SIZE 24
+#define FY_MEMF_ZMAP 0x1u
+#define FY_MEMF_CODEC_SHIFT 8
+#define FY_MEMF_CODEC_MASK 0xf00u /* 0 raw, 1 lz4, 2 zstd */
+#define FY_MEMF_KNOWN (FY_MEMF_ZMAP | FY_MEMF_CODEC_MASK)
+#define FY_MEM_PAGE 4096u /* page size of memory records, protocol v1 */
 struct fy_mem_hdr {
 	uint32_t region; /* index into the configured regions */
-	uint32_t flags;	 /* 0 for now (issue 4: zero/compressed kinds) */
+	uint32_t flags;	 /* FY_MEMF_* */
 	uint64_t offset; /* byte offset within the region, page aligned */
 	uint64_t length; /* bytes of page data that follow, page multiple */
 };
@@ -200,8 +212,10 @@ static inline size_t fy_rec_wire_size(uint32_t length)
 {
 	return FY_REC_HDR_SIZE + fy_pad8(length) + FY_REC_TRAILER_SIZE;
 }
-/* Bytes of the body the checksum covers. */
-size_t fy_rec_csum_len(const struct fy_rec_hdr *h);
+/* Bytes of the body the checksum covers: the whole body, or for
+ * FY_RF_CSUM_HEAD the memory meta, which needs the body's first bytes
+ * (@body may be NULL when the record is not FY_RF_CSUM_HEAD). */
+size_t fy_rec_csum_len(const struct fy_rec_hdr *h, const uint8_t *body);
 
 /*
  * Checksum of a record, computed incrementally so that a body received in
@@ -318,6 +332,8 @@ void fy_mem_hdr_encode(const struct fy_mem_hdr *m,
 		       uint8_t out[FY_MEM_HDR_SIZE]);
 void fy_mem_hdr_decode(const uint8_t in[FY_MEM_HDR_SIZE],
 		       struct fy_mem_hdr *m);
+/* Bytes of the meta (header and zero map) of a record with header @m. */
+size_t fy_mem_meta_len(const struct fy_mem_hdr *m);
 
 /* A short name for a record type ("HELLO", "MEMORY", "0x7123?"). Static
  * storage for known types; @buf for unknown ones. */

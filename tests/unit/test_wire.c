@@ -801,7 +801,7 @@ static void test_rec_csum_head(void **state)
 		    ref_csum(b.data, FY_MEM_HDR_SIZE));
 	assert_int_equal(fy_rec_decode(b.data, b.len, &h, &pb, &used), 0);
 	assert_int_equal(h.flags, FY_RF_CSUM_HEAD);
-	assert_int_equal(fy_rec_csum_len(&h), FY_MEM_HDR_SIZE);
+	assert_int_equal(fy_rec_csum_len(&h, pb), FY_MEM_HDR_SIZE);
 
 	/* Page data is not covered: a changed byte passes... */
 	for (size_t i = FY_MEM_HDR_SIZE; i < FY_MEM_HDR_SIZE + data; i += 511) {
@@ -827,16 +827,29 @@ static void test_rec_csum_head(void **state)
 			 FERRY_ECHECKSUM);
 
 	/* csum_len for short bodies and for the flag's absence. */
+	uint8_t zh[FY_MEM_HDR_SIZE + 8];
+	struct fy_mem_hdr zm = { 0, 0, 0, 8 * FY_MEM_PAGE };
+
+	fy_mem_hdr_encode(&zm, zh);
 	h.type = FY_REC_MEMORY;
 	h.flags = FY_RF_CSUM_HEAD;
 	h.length = 10;
-	assert_int_equal(fy_rec_csum_len(&h), 10);
+	assert_int_equal(fy_rec_csum_len(&h, zh), 10);
 	h.length = FY_MEM_HDR_SIZE;
-	assert_int_equal(fy_rec_csum_len(&h), FY_MEM_HDR_SIZE);
+	assert_int_equal(fy_rec_csum_len(&h, zh), FY_MEM_HDR_SIZE);
 	h.length = 1000;
-	assert_int_equal(fy_rec_csum_len(&h), FY_MEM_HDR_SIZE);
+	assert_int_equal(fy_rec_csum_len(&h, zh), FY_MEM_HDR_SIZE);
+	/* with a zero map, the map is part of the covered meta */
+	zm.flags = FY_MEMF_ZMAP;
+	fy_mem_hdr_encode(&zm, zh);
+	assert_int_equal(fy_mem_meta_len(&zm), FY_MEM_HDR_SIZE + 8);
+	assert_int_equal(fy_rec_csum_len(&h, zh), FY_MEM_HDR_SIZE + 8);
+	zm.length = 65 * FY_MEM_PAGE;
+	assert_int_equal(fy_mem_meta_len(&zm), FY_MEM_HDR_SIZE + 16);
+	zm.length = UINT64_MAX;
+	assert_true(fy_mem_meta_len(&zm) > FY_REC_MAX_BODY);
 	h.flags = 0;
-	assert_int_equal(fy_rec_csum_len(&h), 1000);
+	assert_int_equal(fy_rec_csum_len(&h, NULL), 1000);
 
 	/* The flag is refused on anything but memory records. */
 	fy_buf_reset(&b);
