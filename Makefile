@@ -20,6 +20,7 @@ help:
 	@echo "make check   - install missing packages (as root), build, run every test"
 	@echo "make build   - configure and build into $(BUILD)/"
 	@echo "make bench   - throughput benchmarks against raw sockets (minutes)"
+	@echo "make fuzz    - build the libFuzzer harnesses with clang, run each FUZZ_SECONDS (60) on its corpus"
 	@echo "make clean   - remove $(BUILD)/"
 
 deps:
@@ -46,3 +47,11 @@ bench: build
 
 clean:
 	rm -rf $(BUILD)
+
+# libFuzzer harnesses (tests/fuzz), built with clang in their own directory
+# and run one after the other; prints executions and executions/s of each.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: deps
+	tests/fuzz/run.sh --build $(FUZZ_BUILD) --seconds $(FUZZ_SECONDS)

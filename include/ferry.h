@@ -201,10 +201,14 @@ struct ferry_config {
 	enum ferry_timeout_strategy timeout_strategy; /* default CANCEL */
 	enum ferry_dirty_mode dirty_mode;	      /* default AUTO */
 	uint32_t chunk_bytes;	     /* memory record size, default 1 MiB */
+	uint32_t version_min;	     /* refuse older peers (0 = ours) */
 	uint32_t version_max;	     /* cap the protocol version (0 = ours) */
 	uint64_t capabilities;	     /* capabilities offered, default all */
 	uint32_t progress_ms;	     /* progress event period, default 200 */
 	uint32_t connections;	     /* data connections, 1..64, default 1 */
+	const char *record_stream;   /* source: also write the main connection's
+					bytes to this file (copied); forces a
+					single connection */
 	enum ferry_compress compress; /* default none; a chunk that does not
 					 shrink is sent raw */
 	int compress_level;	     /* 0 = the codec's default */
@@ -256,7 +260,10 @@ FERRY_API int ferry_session_add_region(ferry_session *s,
 
 /**
  * ferry_session_send() - migrate the guest to @uri ("tcp:HOST:PORT",
- * "unix:PATH"). Blocks until the migration ends.
+ * "unix:PATH"), or snapshot it to "file:PATH" (the guest is paused, all of
+ * memory and the state are written, and the file — renamed into place only
+ * when complete — then owns the guest: the source stays paused). Blocks
+ * until the migration ends.
  *
  * Return: 0 when the destination runs the guest. On any failure before
  * the destination acknowledged "released" the source guest has been resumed
@@ -266,7 +273,8 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri);
 
 /**
  * ferry_session_receive() - listen on @uri, accept one migration and run
- * the guest when it completes. Blocks until then.
+ * the guest when it completes, or restore from "file:PATH" (a snapshot
+ * written by ferry_session_send). Blocks until then.
  *
  * Return: 0 when the guest runs here; on failure the guest never ran here.
  */
@@ -499,6 +507,33 @@ FERRY_API int ferry_visit_error(const ferry_visitor *v);
 FERRY_API const char *ferry_visitor_errmsg(const ferry_visitor *v);
 
 /**
+ * ferry_buf_new() - a buffer of the caller's own, for building a state
+ * section outside a migration (a self-test, a VMM's own snapshot). Inside
+ * save_state() use the buffer the engine passes instead.
+ *
+ * Return: an empty buffer to release with ferry_buf_free(), or NULL
+ * (out of memory).
+ */
+FERRY_API struct ferry_buf *ferry_buf_new(void);
+
+/**
+ * ferry_buf_free() - release a buffer from ferry_buf_new(). NULL is
+ * harmless. Never call it on the buffer of save_state().
+ */
+FERRY_API void ferry_buf_free(struct ferry_buf *buf);
+
+/**
+ * ferry_buf_data() - the bytes a buffer holds.
+ * @buf: the buffer.
+ * @len: receives their count.
+ *
+ * Return: a pointer valid until the buffer changes or is freed (NULL when
+ * empty).
+ */
+FERRY_API const void *ferry_buf_data(const struct ferry_buf *buf,
+				     size_t *len);
+
+/**
  * ferry_state_save() - append one device instance to a state section.
  * @out: the buffer of save_state(); it must hold only state records.
  * @type: the device type.
@@ -607,6 +642,115 @@ FERRY_API int ferry_state_dump_schemas_json(const void *data, size_t len,
 					    char **json, char *err,
 					    size_t errlen);
 /* ---- end device state ---- */
+
+/* ---- stream inspection ---- */
+/*
+ * Decoding and checking a ferry stream offline (docs/stream-format.md): the
+ * capture of a migration's main connection (ferry_config.record_stream), a
+ * snapshot file, or a data connection (one that starts with JOIN). This is
+ * what `ferry inspect` prints.
+ *
+ * The stream is read once, front to back, through a bounded buffer: memory
+ * payloads are checksummed (and, when checking, decompressed) and dropped,
+ * never kept, so a capture of any size can be inspected, from a pipe too.
+ *
+ * For each thing found, the callback receives a ferry_inspect_item whose
+ * @json is a JSON object describing it:
+ *
+ *   HEADER   {"magic": "FERRYMIG", "format_version": 1, "flags": 0}
+ *   RECORD   the decoded body: HELLO {"version_min", "version_max",
+ *            "capabilities": ["zero-pages", ...], "capability_bits",
+ *            "boot_id", "software"}; CONFIG {"page_size", "regions":
+ *            [{"index", "name", "gpa", "size"}]}; PASS_BEGIN {"pass",
+ *            "final", "planned"}; PASS_END {"pass", "records", "bytes"};
+ *            MEMORY {"region", "offset", "length", "pages", "zero_pages",
+ *            "codec", "payload"}; STATE {"bytes", "section": the
+ *            ferry_state_dump_json() object}; ABORT and ERROR {"code",
+ *            "error", "message"}; JOIN {"session_id", "token", "index",
+ *            "channels"}; snapshot INDEX {"entries", "state_offset"} and
+ *            FOOTER {"index_offset", "index_size"}; an unknown optional
+ *            record {"skipped": true}; empty bodies {}
+ *   PASS     after a pass's PASS_END (or at the end of the stream inside
+ *            a pass): {"pass", "final", "records", "bytes", "pages",
+ *            "zero_pages", "payload_bytes", "compressed_records",
+ *            "compressed_bytes", "ended", "regions": [{"region", "name",
+ *            "records", "bytes", "first", "last", "end"}]}
+ *   SUMMARY  last: {"records", "stream_bytes", "memory_records",
+ *            "memory_bytes", "passes", "state_bytes", "skipped",
+ *            "final_state", "complete"}
+ *
+ * Checks (all of them when FERRY_INSPECT_CHECK is set): the stream header;
+ * record framing, flags and every checksum (with the CSUM_HEAD rule);
+ * zero padding; the record order against the receiver's state machine;
+ * HELLO's version range and CONFIG's regions; every memory range within a
+ * configured region, its flags, zero map and payload size (compressed
+ * payloads must decompress to exactly the pages they stand for) and its
+ * encodings among those HELLO offered; PASS_END's counts against the
+ * records of the pass; the STATE section decodes; a snapshot's index and
+ * footer point where they should; the stream ends in a final state
+ * (state loaded, running, or aborted) at a record boundary.
+ *
+ * Without the flag, a problem that does not stop decoding is reported in
+ * the item's @problem and inspection goes on; with it, the first problem
+ * ends the inspection. Problems that make the rest unreadable (bad stream
+ * header, malformed record header, truncation) always end it.
+ *
+ * Thread safety: no global state; concurrent calls on different fds are
+ * fine.
+ */
+#define FERRY_INSPECT_CHECK 0x1u /* stop at the first problem */
+
+enum ferry_inspect_what {
+	FERRY_INSPECT_HEADER = 1,  /* the stream header */
+	FERRY_INSPECT_RECORD = 2,  /* one record */
+	FERRY_INSPECT_PASS = 3,	   /* summary of one memory pass */
+	FERRY_INSPECT_SUMMARY = 4, /* totals; the last item of a whole read */
+};
+
+/* One thing found in the stream. Everything it points to is valid only
+ * during the callback. */
+struct ferry_inspect_item {
+	enum ferry_inspect_what what;
+	uint64_t offset;  /* stream offset: the header, the record, the
+			     pass's PASS_BEGIN, or (SUMMARY) the end */
+	uint32_t type;	  /* RECORD: the type as on the wire */
+	const char *name; /* RECORD: "HELLO", "MEMORY", "0x7123?" (an
+			     unknown type; '?' = optional); else "" */
+	uint32_t flags;	  /* RECORD: the record flags */
+	uint32_t seq;	  /* RECORD: the seq */
+	uint32_t length;  /* RECORD: body bytes, without padding */
+	const char *json; /* a JSON object, never NULL (see above) */
+	const char *problem; /* what is wrong with it, or NULL */
+};
+
+/* Return 0 to go on; anything else ends the inspection with that code. */
+typedef int (*ferry_inspect_fn)(void *opaque,
+				const struct ferry_inspect_item *item);
+
+/**
+ * ferry_inspect_fd() - decode (and check) the stream read from @fd.
+ * @fd: a file, pipe or socket positioned at the stream header; read to
+ *      its end, never seeked, not closed.
+ * @flags: FERRY_INSPECT_CHECK or 0.
+ * @cb: called for every item, in stream order; may be NULL.
+ * @opaque: passed to @cb.
+ * @err_offset: receives the stream offset of the problem that ended the
+ *              inspection (may be NULL).
+ * @err: receives "offset N: what is wrong" on failure (may be NULL/0).
+ * @errlen: size of @err.
+ *
+ * Return: 0 when the whole stream was decoded (and, with
+ * FERRY_INSPECT_CHECK, passed every check); -EBADMSG (malformed or
+ * truncated), FERRY_ECHECKSUM, FERRY_EVERSION (a format this library does
+ * not know), FERRY_EPROTO (records out of order, counts that do not
+ * match), FERRY_EUNKNOWN (unknown mandatory record), -ERANGE (memory
+ * outside the configured regions), -EMSGSIZE, -EIO or another -errno from
+ * reading, -ENOMEM, -EINVAL (bad arguments), or the callback's code.
+ */
+FERRY_API int ferry_inspect_fd(int fd, unsigned flags, ferry_inspect_fn cb,
+			       void *opaque, uint64_t *err_offset, char *err,
+			       size_t errlen);
+/* ---- end stream inspection ---- */
 
 #ifdef __cplusplus
 }

@@ -605,6 +605,8 @@ static const char migrate_usage[] =
 	"                           switchover (pause anyway and finish)\n"
 	"  --connections N          data connections, 1 to 64 (default 1)\n"
 	"  --compress C             none, lz4 or zstd (default none)\n"
+	"  --record-stream FILE     also write the stream to FILE (ferry inspect\n"
+	"                           reads it); uses a single connection\n"
 	"  --compress-level N       the codec's level (default: its own)\n"
 	"  --dirty-mode M           auto, uffd (userfaultfd + PAGEMAP_SCAN) or\n"
 	"                           bitmap (the VMM's own dirty log)\n"
@@ -703,6 +705,7 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		{ "connections", required_argument, NULL, 'n' },
 		{ "compress", required_argument, NULL, 'z' },
 		{ "compress-level", required_argument, NULL, 'L' },
+		{ "record-stream", required_argument, NULL, 'R' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -738,6 +741,10 @@ static int migrate_options(int argc, char **argv, json_object *args,
 				return usage_error("migrate", "--compress is none, "
 						   "lz4 or zstd, not '%s'", optarg);
 			json_object_object_add(args, "compress",
+					       json_object_new_string(optarg));
+			break;
+		case 'R':
+			json_object_object_add(args, "record_stream",
 					       json_object_new_string(optarg));
 			break;
 		case 'L':

@@ -561,7 +561,7 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 	static const char *const known[] = { "uri", "downtime_ms", "max_passes",
 					     "max_precopy_ms", "timeout_strategy",
 					     "dirty_mode", "connections", "compress",
-					     "compress_level" };
+					     "compress_level", "record_stream" };
 	json_object *uri;
 	unsigned i;
 
@@ -586,6 +586,16 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 		return -1;
 	}
 	a->uri = json_object_get_string(uri);
+	a->record_stream = NULL;
+	if (json_object_object_get_ex(args, "record_stream", &uri) && uri) {
+		if (!json_object_is_type(uri, json_type_string) ||
+		    !json_object_get_string_len(uri) ||
+		    json_object_get_string_len(uri) >= 4096) {
+			snprintf(err, errlen, "'record_stream' must be a file path");
+			return -1;
+		}
+		a->record_stream = json_object_get_string(uri);
+	}
 	if (arg_int(args, "downtime_ms", 3600000, &a->downtime_ms, err, errlen) ||
 	    arg_int(args, "max_passes", 1000000, &a->max_passes, err, errlen) ||
 	    arg_int(args, "max_precopy_ms", UINT32_MAX, &a->max_precopy_ms, err, errlen) ||

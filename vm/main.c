@@ -42,10 +42,15 @@ static void usage(FILE *f)
 		"usage: ferry-vm [options]\n"
 		"\n"
 		"The reference VMM of ferry: vCPU threads run a memory workload over\n"
-		"guest RAM (a memfd) so live migration can be shown and verified.\n"
+		"guest RAM so live migration can be shown and verified.\n"
 		"\n"
 		"  --memory SIZE        guest RAM, K/M/G suffixes, a multiple of 4K,\n"
 		"                       at least 1M (default 256M)\n"
+		"  --memory-backend B   memfd | anon | hugetlb (default memfd)\n"
+		"                         memfd: shared memfd (4 KiB pages here)\n"
+		"                         anon: private memory, transparent huge pages\n"
+		"                         hugetlb: 2 MiB hugetlb memfd; grows the\n"
+		"                         pool (root) if it is too small\n"
 		"  --vcpus N            vCPU threads, 1-%u (default 2)\n"
 		"  --workload W         ab | random | fill | idle (default ab)\n"
 		"                         ab: sweep pages incrementing a counter\n"
@@ -134,6 +139,10 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		    o->mem_size % VM_PAGE_SIZE || o->mem_size > MAX_MEMORY)
 			return bad_arg("--memory '%s': need a size like 256M, a multiple of 4K, 1M to 1T", arg);
 		return 0;
+	case 'b':
+		if (vm_backend_parse(arg, &o->backend))
+			return bad_arg("--memory-backend '%s': need memfd, anon or hugetlb", arg);
+		return 0;
 	case 'c':
 		if (parse_uint(arg, 1, MAX_VCPUS, &v))
 			return bad_arg("--vcpus '%s': need an integer from 1 to 64", arg);
@@ -181,6 +190,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 {
 	static const struct option longopts[] = {
 		{ "memory", required_argument, NULL, 'm' },
+		{ "memory-backend", required_argument, NULL, 'b' },
 		{ "vcpus", required_argument, NULL, 'c' },
 		{ "workload", required_argument, NULL, 'w' },
 		{ "dirty-rate", required_argument, NULL, 'r' },
@@ -195,6 +205,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	int opt, rc;
 
 	o->mem_size = 256ull << 20;
+	o->backend = VM_MEM_MEMFD;
 	o->nvcpus = 2;
 	o->workload = VM_WL_AB;
 	o->dirty_rate = -1;
@@ -676,6 +687,13 @@ static void *recv_main(void *arg)
 		/* A listener that keeps failing the same way says so once. */
 		if (!fails || !listen_error(rc))
 			api_log_result("incoming migration", rc, &st, errmsg, NULL);
+		/* A snapshot file restores once: reading it again changes
+		 * nothing. The failure stays in the status. */
+		if (!strncmp(vm->mig.uri, "file:", 5)) {
+			mig_store_report(vm, api_report(vm, rc, &st, errmsg, ""),
+					 -2, false);
+			break;
+		}
 		if (!recv_backoff(vm, rc, &fails))
 			break;
 	}
@@ -704,6 +722,12 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 		cfg->connections = (uint32_t)a->connections;
 	if (a->compress >= 0)
 		cfg->compress = (enum ferry_compress)a->compress;
+	/* Copied by ferry_session_new(), which runs before args go away. */
+	cfg->record_stream = NULL;
+	snprintf(vm->mig.record, sizeof(vm->mig.record), "%s",
+		 a->record_stream ? a->record_stream : "");
+	if (vm->mig.record[0])
+		cfg->record_stream = vm->mig.record;
 	if (a->compress_level >= 0)
 		cfg->compress_level = (int)a->compress_level;
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", a->uri);
@@ -923,9 +947,10 @@ static void log_startup(struct vm *vm)
 	const struct vm_opts *o = &vm->opts;
 
 	fprintf(stderr,
-		"ferry-vm: pid %d, %s, %" PRIu64 " MiB, %u vcpus, workload %s",
+		"ferry-vm: pid %d, %s, %" PRIu64 " MiB %s, %u vcpus, workload %s",
 		(int)getpid(), o->incoming ? "destination" : "source",
-		o->mem_size >> 20, o->nvcpus, vm_workload_name(o->workload));
+		o->mem_size >> 20, vm_backend_name(o->backend), o->nvcpus,
+		vm_workload_name(o->workload));
 	if (vm->guest.dirty_rate > 0 &&
 	    (o->workload == VM_WL_AB || o->workload == VM_WL_RANDOM))
 		fprintf(stderr, " at %.0f MB/s", vm->guest.dirty_rate);

@@ -62,6 +62,15 @@ enum vm_workload {
 	VM_WL_IDLE = 3,
 };
 
+/* What guest RAM is made of (--memory-backend). */
+enum vm_backend {
+	VM_MEM_MEMFD = 0,   /* shared memfd, 4 KiB pages here (the default) */
+	VM_MEM_ANON = 1,    /* private anonymous, MADV_HUGEPAGE; no fd */
+	VM_MEM_HUGETLB = 2, /* memfd of 2 MiB hugetlb pages */
+};
+
+#define VM_HUGE_SIZE (2ull << 20)
+
 struct guest;
 
 /*
@@ -117,8 +126,10 @@ struct guest {
 	double dirty_rate; /* MB/s (10^6 B/s) for the whole guest; 0 = no cap */
 	double pages_per_ns; /* the same, per vCPU, in pages per nanosecond */
 
-	int memfd;
+	enum vm_backend backend;
+	int memfd; /* -1 for anon */
 	uint8_t *ram;
+	uint64_t huge_added; /* hugetlb pages this guest added to the pool */
 
 	/* One bit per page, set after every store to the page; handed to the
 	 * engine (and cleared) by guest_dirty_bitmap(). */
@@ -168,6 +179,7 @@ struct vm_mig {
 	char note[256];		   /* destination: the note we sent */
 	char vmm_err[256];	   /* why our last callback failed */
 	double src_digest_ms;	   /* source: hashing RAM inside the pause */
+	char record[4096];	   /* source: --record-stream path, or "" */
 };
 
 struct vm_api;
@@ -182,6 +194,7 @@ struct vm_migrate_args {
 	int dirty_mode;	      /* enum ferry_dirty_mode, or -1 */
 	int64_t connections;  /* data connections, or -1 */
 	int compress;	      /* enum ferry_compress, or -1 */
+	const char *record_stream; /* or NULL */
 	int64_t compress_level; /* or -1 */
 };
 
@@ -194,6 +207,7 @@ enum vm_err {
 
 struct vm_opts {
 	uint64_t mem_size;
+	enum vm_backend backend;
 	unsigned nvcpus;
 	enum vm_workload workload;
 	double dirty_rate; /* < 0: workload default */
@@ -233,6 +247,8 @@ int guest_wait_first_ticks(struct guest *g, int timeout_ms, double *stall_ms);
 uint64_t vm_now_ns(void);
 const char *vm_workload_name(enum vm_workload w);
 int vm_workload_parse(const char *s, enum vm_workload *out);
+const char *vm_backend_name(enum vm_backend b);
+int vm_backend_parse(const char *s, enum vm_backend *out);
 
 /* main.c */
 enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,

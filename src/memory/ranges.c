@@ -284,10 +284,13 @@ scan_body(struct bscan *s, const uint64_t *bm, size_t pages)
 
 	while (w + SCAN_BLOCK <= full) {
 		const uint64_t *b = bm + w;
-		uint64_t o = b[0] | b[1] | b[2] | b[3] | b[4] | b[5] | b[6] | b[7];
-		uint64_t a = b[0] & b[1] & b[2] & b[3] & b[4] & b[5] & b[6] & b[7];
 
-		if (s->carry ? !~a : !o) {
+		if (!s->carry) {
+			if (!(b[0] | b[1] | b[2] | b[3] | b[4] | b[5] | b[6] | b[7])) {
+				w += SCAN_BLOCK;
+				continue;
+			}
+		} else if (!~(b[0] & b[1] & b[2] & b[3] & b[4] & b[5] & b[6] & b[7])) {
 			w += SCAN_BLOCK;
 			continue;
 		}

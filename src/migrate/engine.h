@@ -42,6 +42,7 @@ struct ferry_session {
 	pthread_mutex_t lock; /* protects stats and errmsg */
 	struct ferry_stats stats;
 	char errmsg[512];
+	char record_path[4096]; /* cfg.record_stream, copied */
 	uint64_t t_start_ns;
 	uint64_t t_progress_ns; /* last progress event */
 };
@@ -55,6 +56,8 @@ struct fy_chan {
 	struct fy_buf in;  /* received control bodies */
 	uint64_t wire_bytes;
 	uint64_t last_rx_ns;
+	bool is_file;	/* a snapshot file: plain read/write, no answers */
+	int tee_fd;	/* --record-stream: a copy of what is sent, or -1 */
 	/* Memory encoding: set by the sender after negotiation. */
 	bool zero_pages;	    /* send zero pages as a map */
 	struct fy_codec *codec;	    /* compress with it, or NULL */

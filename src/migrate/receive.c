@@ -6,6 +6,7 @@
  * once the source has released it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -70,6 +71,8 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	struct fy_hello_reply r = { 0 };
 	uint32_t ours = s->cfg.version_max ? s->cfg.version_max
 					   : FY_PROTO_VERSION_MAX;
+	uint32_t min = s->cfg.version_min ? s->cfg.version_min
+					  : FY_PROTO_VERSION_MIN;
 
 	if (fy_hello_decode(x->ch.in.data, x->ch.in.len, &h)) {
 		snprintf(x->err, sizeof(x->err), "malformed HELLO");
@@ -77,14 +80,14 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	}
 	/* The highest version both sides speak. */
 	r.version = h.version_max < ours ? h.version_max : ours;
-	if (r.version < h.version_min || r.version < FY_PROTO_VERSION_MIN) {
+	if (r.version < h.version_min || r.version < min) {
 		snprintf(x->err, sizeof(x->err),
 			 "no common protocol version: source speaks %u-%u, destination %u-%u",
-			 h.version_min, h.version_max, FY_PROTO_VERSION_MIN,
-			 ours);
+			 h.version_min, h.version_max, min, ours);
 		return FERRY_EVERSION;
 	}
-	r.capabilities = h.capabilities & s->cfg.capabilities;
+	r.capabilities = h.capabilities & s->cfg.capabilities &
+			 fy_version_caps(r.version);
 	if (getrandom(&r.session_id, sizeof(r.session_id), 0) < 0 ||
 	    getrandom(r.token, sizeof(r.token), 0) < 0)
 		return -errno;
@@ -419,7 +422,7 @@ static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
 
 FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 {
-	struct receiver x = { .s = s, .ch = { .fd = -1 } };
+	struct receiver x = { .s = s, .ch = { .fd = -1, .tee_fd = -1 } };
 	uint8_t sh[FY_STREAM_HDR_SIZE];
 	struct fy_uri u;
 	uint16_t ver;
@@ -436,13 +439,22 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 		fy_session_fail(s, rc, "%s", x.err);
 		goto done;
 	}
-	rc = accept_one(s, &u, &lfd, &fd);
-	if (rc)
-		goto done;
-	fy_transport_tune(fd, FY_TICK_MS);
-	if (!(s->cfg.capabilities & FERRY_CAP_MULTI_CHANNEL) ||
-	    fy_recv_pool_start(&x.pool, s, lfd, fd))
-		close(lfd);
+	if (u.kind == FY_URI_FILE) {
+		fd = open(u.path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			rc = fy_session_fail(s, -errno, "cannot open %s: %s",
+					     u.path, strerror(errno));
+			goto done;
+		}
+	} else {
+		rc = accept_one(s, &u, &lfd, &fd);
+		if (rc)
+			goto done;
+		fy_transport_tune(fd, FY_TICK_MS);
+		if (!(s->cfg.capabilities & FERRY_CAP_MULTI_CHANNEL) ||
+		    fy_recv_pool_start(&x.pool, s, lfd, fd))
+			close(lfd);
+	}
 	rc = fy_chan_init(&x.ch, s, fd);
 	if (rc) {
 		close(fd);
@@ -450,6 +462,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 		fy_session_fail(s, rc, "out of memory");
 		goto done;
 	}
+	x.ch.is_file = u.kind == FY_URI_FILE;
 	fy_session_set_state(s, FERRY_STATE_NEGOTIATING);
 	rc = fy_chan_read_full(&x.ch, sh, sizeof(sh));
 	if (!rc)

@@ -39,6 +39,10 @@ struct sender {
 	uint64_t t_resumed;   /* destination resumed (its clock if shared) */
 	uint64_t state_bytes; /* size of the state blob, once known */
 	uint64_t last_pass_bytes; /* memory bytes of the last pass */
+	bool to_file;	      /* a snapshot: nobody answers */
+	char tmp_path[4200];  /* the snapshot until it is complete */
+	struct fy_buf index;  /* snapshot: where each memory record is */
+	uint64_t state_off;   /* snapshot: file offset of the STATE record */
 };
 
 static void read_boot_id(char *out, size_t len)
@@ -132,6 +136,11 @@ static int request(struct sender *x, uint32_t type, const struct fy_buf *body,
 			      body ? body->len : 0);
 	if (rc)
 		return io_fail(x, rc, what);
+	if (x->to_file) {
+		/* A file takes everything; the answer is implied. */
+		fy_buf_reset(&x->ch.in);
+		return fy_send_sm_response(&x->sm, FY_REC_OK, seq);
+	}
 	return await_response(x, what);
 }
 
@@ -145,10 +154,13 @@ static int negotiate(struct sender *x)
 	int rc;
 
 	fy_buf_init(&b);
-	hello.version_min = FY_PROTO_VERSION_MIN;
+	hello.version_min = s->cfg.version_min ? s->cfg.version_min
+					       : FY_PROTO_VERSION_MIN;
 	hello.version_max = s->cfg.version_max ? s->cfg.version_max
 					       : FY_PROTO_VERSION_MAX;
 	hello.capabilities = s->cfg.capabilities;
+	if (x->to_file) /* a file has one connection */
+		hello.capabilities &= ~FERRY_CAP_MULTI_CHANNEL;
 	read_boot_id(hello.boot_id, sizeof(hello.boot_id));
 	snprintf(hello.software, sizeof(hello.software), "ferry %s",
 		 FERRY_VERSION_STRING);
@@ -158,12 +170,22 @@ static int negotiate(struct sender *x)
 		rc = request(x, FY_REC_HELLO, &b, "HELLO");
 	if (rc)
 		goto out;
-	rc = fy_hello_reply_decode(x->ch.in.data, x->ch.in.len, &x->peer);
+	if (x->to_file) {
+		x->peer.version = hello.version_max;
+		x->peer.capabilities = hello.capabilities;
+		rc = 0;
+	} else {
+		rc = fy_hello_reply_decode(x->ch.in.data, x->ch.in.len,
+					   &x->peer);
+	}
+	x->peer.capabilities &= fy_version_caps(x->peer.version);
 	if (rc || x->peer.version < hello.version_min ||
-	    x->peer.version > hello.version_max) {
+	    x->peer.version > hello.version_max ||
+	    (x->peer.capabilities & ~hello.capabilities)) {
 		rc = fy_session_fail(s, FERRY_EPROTO,
-				     "bad HELLO answer (version %u)",
-				     x->peer.version);
+				     "bad HELLO answer (version %u, capabilities 0x%llx)",
+				     x->peer.version,
+				     (unsigned long long)x->peer.capabilities);
 		goto out;
 	}
 	x->same_host = mine[0] && !strcmp(mine, x->peer.boot_id);
@@ -200,6 +222,18 @@ static uint64_t wire_total(const struct sender *x)
 	return n;
 }
 
+/* Snapshot: remember where this memory record starts in the file. */
+static int index_add(struct sender *x, const struct fy_mem_hdr *m)
+{
+	uint8_t e[FY_INDEX_ENTRY_SIZE] = { 0 };
+
+	fy_put_u32(e, m->region);
+	fy_put_u64(e + 8, m->offset);
+	fy_put_u64(e + 16, m->length);
+	fy_put_u64(e + 24, x->ch.wire_bytes);
+	return fy_buf_put(&x->index, e, sizeof(e));
+}
+
 static int send_ranges(struct sender *x, uint64_t *records)
 {
 	ferry_session *s = x->s;
@@ -222,6 +256,8 @@ static int send_ranges(struct sender *x, uint64_t *records)
 				return fy_session_fail(s, FERRY_ECANCELED,
 						       "cancelled during a memory pass");
 			rc = fy_send_sm_data(&x->sm);
+			if (!rc && x->to_file)
+				rc = index_add(x, &m);
 			if (!rc)
 				rc = fy_chan_send_mem(&x->ch, reg, &m,
 						      x->paused && x->csum_data);
@@ -624,6 +660,7 @@ static int send_state(struct sender *x)
 		goto out;
 	}
 	x->state_bytes = st.b.len;
+	x->state_off = x->ch.wire_bytes;
 	rc = request(x, FY_REC_STATE, &st.b, "STATE");
 	if (!rc) {
 		pthread_mutex_lock(&s->lock);
@@ -726,7 +763,8 @@ static void send_abort(struct sender *x, int code)
 static int unwind(struct sender *x, int rc)
 {
 	ferry_session *s = x->s;
-	bool past = fy_send_sm_past_release(&x->sm);
+	/* A snapshot owns the guest only once it is renamed into place. */
+	bool past = fy_send_sm_past_release(&x->sm) && !x->to_file;
 
 	if (!past)
 		send_abort(x, rc);
@@ -784,6 +822,21 @@ static int connect_patiently(ferry_session *s, const struct fy_uri *u, int *fd,
 	}
 }
 
+/* A snapshot is written under a temporary name and renamed when whole. */
+static int open_snapshot(struct sender *x, const struct fy_uri *u, int *fd)
+{
+	snprintf(x->tmp_path, sizeof(x->tmp_path), "%s.partial", u->path);
+	*fd = open(x->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (*fd < 0) {
+		int rc = -errno;
+
+		x->tmp_path[0] = 0;
+		return fy_session_fail(x->s, rc, "cannot create %s: %s",
+				       u->path, ferry_strerror(rc));
+	}
+	return 0;
+}
+
 /* Connect, send the stream header and negotiate, once. */
 static int open_main_once(struct sender *x, const struct fy_uri *u)
 {
@@ -792,11 +845,28 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 	char err[256];
 	int fd, rc;
 
-	rc = connect_patiently(x->s, u, &fd, err, sizeof(err));
-	if (rc)
-		return fy_session_fail(x->s, rc, "%s", err);
-	fy_transport_tune(fd, FY_TICK_MS);
+	if (x->to_file) {
+		rc = open_snapshot(x, u, &fd);
+		if (rc)
+			return rc;
+	} else {
+		rc = connect_patiently(x->s, u, &fd, err, sizeof(err));
+		if (rc)
+			return fy_session_fail(x->s, rc, "%s", err);
+		fy_transport_tune(fd, FY_TICK_MS);
+	}
 	rc = fy_chan_init(&x->ch, x->s, fd);
+	x->ch.is_file = x->to_file;
+	if (!rc && x->s->cfg.record_stream) {
+		x->ch.tee_fd = open(x->s->cfg.record_stream,
+				    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+				    0644);
+		if (x->ch.tee_fd < 0)
+			return fy_session_fail(x->s, -errno,
+					       "cannot create %s: %s",
+					       x->s->cfg.record_stream,
+					       strerror(errno));
+	}
 	if (rc) {
 		fy_chan_close(&x->ch);
 		return fy_session_fail(x->s, rc, "out of memory");
@@ -827,16 +897,60 @@ static int open_main(struct sender *x, const struct fy_uri *u)
 		    fy_cancelled(x->s))
 			return rc;
 		fy_session_log(x->s, 2, "connection reset before HELLO was answered; retrying");
+		if (x->ch.tee_fd >= 0)
+			close(x->ch.tee_fd);
 		fy_chan_close(&x->ch);
+		x->ch.tee_fd = -1;
 		fy_send_sm_init(&x->sm);
 		fy_session_clear_error(x->s);
 		usleep(50 * 1000);
 	}
 }
 
+/*
+ * The end of a snapshot: the index of every memory record and the state,
+ * a fixed-size footer pointing at it, then fsync and rename into place —
+ * the moment the file, not the source, owns the guest.
+ */
+static int finish_snapshot(struct sender *x, const struct fy_uri *u)
+{
+	uint8_t hdr[FY_INDEX_HDR_SIZE], foot[FY_FOOTER_BODY_SIZE];
+	uint64_t at = x->ch.wire_bytes;
+	struct fy_buf body;
+	int rc;
+
+	fy_buf_init(&body);
+	fy_put_u32(hdr, (uint32_t)(x->index.len / FY_INDEX_ENTRY_SIZE));
+	fy_put_u32(hdr + 4, 0);
+	fy_put_u64(hdr + 8, x->state_off);
+	rc = fy_buf_put(&body, hdr, sizeof(hdr));
+	if (!rc)
+		rc = fy_buf_put(&body, x->index.data, x->index.len);
+	if (!rc && body.len > FY_REC_MAX_BODY)
+		rc = -EMSGSIZE;
+	if (!rc)
+		rc = fy_chan_send_rec(&x->ch, FY_REC_INDEX, 0, body.data,
+				      body.len);
+	fy_put_u64(foot, at);
+	fy_put_u64(foot + 8, x->ch.wire_bytes - at);
+	if (!rc)
+		rc = fy_chan_send_rec(&x->ch, FY_REC_FOOTER, 0, foot,
+				      sizeof(foot));
+	fy_buf_free(&body);
+	if (!rc && fsync(x->ch.fd))
+		rc = -errno;
+	if (!rc && rename(x->tmp_path, u->path))
+		rc = -errno;
+	if (rc)
+		return fy_session_fail(x->s, rc, "writing %s: %s", u->path,
+				       ferry_strerror(rc));
+	x->tmp_path[0] = 0;
+	return 0;
+}
+
 FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 {
-	struct sender x = { .s = s, .ch = { .fd = -1 } };
+	struct sender x = { .s = s, .ch = { .fd = -1, .tee_fd = -1 } };
 	struct fy_uri u;
 	uint32_t pass = 0;
 	char err[256];
@@ -850,22 +964,27 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	fy_send_sm_init(&x.sm);
 	fy_ranges_init(&x.ranges);
 
+	fy_buf_init(&x.index);
 	rc = fy_uri_parse(uri, &u, err, sizeof(err));
 	if (rc) {
 		fy_session_fail(s, rc, "%s", err);
 		goto done;
 	}
+	x.to_file = u.kind == FY_URI_FILE;
 	rc = open_main(&x, &u);
 	if (!rc)
 		rc = set_encoding(&x, &x.ch);
-	if (!rc)
+	/* A recording holds one connection's bytes: keep it complete. */
+	if (!rc && !x.to_file && !s->cfg.record_stream)
 		rc = open_extra(&x, &u);
-	if (!rc)
+	if (!rc && !x.to_file)
 		rc = start_tracking(&x);
 	if (!rc && x.tracking)
 		rc = precopy(&x, &pass);
 	if (!rc)
 		rc = stop_and_switch(&x, pass);
+	if (!rc && x.to_file)
+		rc = finish_snapshot(&x, &u);
 	if (rc)
 		rc = unwind(&x, rc);
 done:
@@ -874,6 +993,11 @@ done:
 		fy_chan_close(&x.extra[i]);
 	fy_dirty_stop(&x.dirty);
 	fy_ranges_free(&x.ranges);
+	fy_buf_free(&x.index);
+	if (x.ch.tee_fd >= 0)
+		close(x.ch.tee_fd);
 	fy_chan_close(&x.ch);
+	if (x.tmp_path[0])
+		unlink(x.tmp_path); /* an incomplete snapshot is no snapshot */
 	return fy_session_end(s, rc);
 }

@@ -134,6 +134,11 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 		s->cfg.progress_ms = 200;
 	if (!s->cfg.connections)
 		s->cfg.connections = 1;
+	if (cfg->record_stream) {
+		snprintf(s->record_path, sizeof(s->record_path), "%s",
+			 cfg->record_stream);
+		s->cfg.record_stream = s->record_path;
+	}
 	pthread_mutex_init(&s->lock, NULL);
 	*out = s;
 	return 0;
@@ -235,6 +240,7 @@ int fy_session_begin(ferry_session *s, enum ferry_state first)
 	pthread_mutex_lock(&s->lock);
 	memset(&s->stats, 0, sizeof(s->stats));
 	s->stats.ram_bytes = s->ram_bytes;
+	s->stats.connections = 1;
 	s->errmsg[0] = 0;
 	s->t_start_ns = fy_now_ns();
 	s->t_progress_ns = s->t_start_ns;

@@ -122,6 +122,24 @@ static void js_str(struct js *j, const void *s, size_t n)
 	js_lit(j, "\"");
 }
 
+/**
+ * fy_json_put_str() - append @n bytes of any content to @out as a JSON
+ * string, escaped as the values of a dump are (invalid UTF-8 becomes
+ * U+FFFD), for other layers that print what a stream holds.
+ * @out: the buffer.
+ * @s: the bytes.
+ * @n: their count.
+ *
+ * Return: 0 or -ENOMEM.
+ */
+int fy_json_put_str(struct fy_buf *out, const void *s, size_t n)
+{
+	struct js j = { .b = out, .err = 0 };
+
+	js_str(&j, s, n);
+	return j.err;
+}
+
 static void js_hex(struct js *j, const uint8_t *p, size_t n)
 {
 	static const char digits[] = "0123456789abcdef";

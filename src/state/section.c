@@ -30,6 +30,33 @@ struct ferry_buf {
 	struct fy_buf b;
 };
 
+/* ---- buffers of the VMM's own ---- */
+
+FERRY_API struct ferry_buf *ferry_buf_new(void)
+{
+	struct ferry_buf *b = malloc(sizeof(*b));
+
+	if (b)
+		fy_buf_init(&b->b);
+	return b;
+}
+
+FERRY_API void ferry_buf_free(struct ferry_buf *buf)
+{
+	if (!buf)
+		return;
+	fy_buf_free(&buf->b);
+	free(buf);
+}
+
+FERRY_API const void *ferry_buf_data(const struct ferry_buf *buf,
+				     size_t *len)
+{
+	if (len)
+		*len = buf ? buf->b.len : 0;
+	return buf && buf->b.len ? buf->b.data : NULL;
+}
+
 /* ---- saving ---- */
 
 /* What a section under construction already holds. */

@@ -191,6 +191,9 @@ int fy_state_values_json(const struct fy_schema *s, const uint8_t *vals,
 			 size_t n, struct fy_buf *out);
 int fy_schema_to_json(const struct fy_schema *s, struct fy_buf *out);
 
+/* Any bytes as a JSON string (for src/inspect). 0 or -ENOMEM. */
+int fy_json_put_str(struct fy_buf *out, const void *s, size_t n);
+
 /* ---- messages ---- */
 void fy_state_msg(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

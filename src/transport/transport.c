@@ -33,6 +33,15 @@ int fy_uri_parse(const char *s, struct fy_uri *u, char *err, size_t errlen)
 		snprintf(err, errlen, "no URI given");
 		return -EINVAL;
 	}
+	if (strncmp(s, "file:", 5) == 0) {
+		if (!s[5] || strlen(s + 5) >= sizeof(u->path)) {
+			snprintf(err, errlen, "bad file path in '%s'", s);
+			return -EINVAL;
+		}
+		u->kind = FY_URI_FILE;
+		strcpy(u->path, s + 5);
+		return 0;
+	}
 	if (strncmp(s, "unix:", 5) == 0) {
 		const char *p = s + 5;
 
@@ -77,7 +86,8 @@ bad_tcp:
 		return -EINVAL;
 	}
 	snprintf(err, errlen,
-		 "unknown URI '%s' (expected tcp:HOST:PORT or unix:PATH)", s);
+		 "unknown URI '%s' (expected tcp:HOST:PORT, unix:PATH or file:PATH)",
+		 s);
 	return -EINVAL;
 }
 

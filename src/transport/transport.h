@@ -14,6 +14,7 @@
 enum fy_uri_kind {
 	FY_URI_TCP = 1,
 	FY_URI_UNIX = 2,
+	FY_URI_FILE = 3, /* a snapshot: written by a source, read by restore */
 };
 
 struct fy_uri {
@@ -23,7 +24,8 @@ struct fy_uri {
 	char path[108]; /* sizeof(sun_path) */
 };
 
-/* Parse @s. Return 0 or -EINVAL with a reason in @err. */
+/* Parse @s ("tcp:HOST:PORT", "unix:PATH", "file:PATH"). Return 0 or
+ * -EINVAL with a reason in @err. */
 int fy_uri_parse(const char *s, struct fy_uri *u, char *err, size_t errlen);
 
 /* Connect; *fd is a blocking socket. 0 or negative errno with @err set. */

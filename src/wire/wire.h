@@ -40,9 +40,19 @@
 /* Largest body a reader accepts; bigger lengths are rejected unread. */
 #define FY_REC_MAX_BODY (64u << 20)
 
-/* Protocol versions this build speaks. */
+/*
+ * Protocol versions this build speaks. Version 1: one connection, raw
+ * memory records, data-checksum. Version 2 adds extra data connections
+ * (JOIN), zero-page maps and compressed memory records.
+ */
 #define FY_PROTO_VERSION_MIN 1
-#define FY_PROTO_VERSION_MAX 1
+#define FY_PROTO_VERSION_MAX 2
+
+/* The capability bits a protocol version can carry at all. */
+static inline uint64_t fy_version_caps(uint32_t version)
+{
+	return version >= 2 ? 0x1full : 0x1ull;
+}
 
 #define FY_REC_OPTIONAL 0x80000000u
 
@@ -73,7 +83,20 @@ enum fy_rec_type {
 	FY_REC_ERROR = 0x0101, /* resp: code + message; connection closes */
 
 	FY_REC_MEMORY = 0x0200, /* data: a range of guest memory */
+
+	/* Snapshot files (0x0600-0x06ff), optional: a live receiver skips
+	 * them. */
+	FY_REC_INDEX = 0x80000600u,  /* where each memory record and the state
+					are in the file */
+	FY_REC_FOOTER = 0x80000601u, /* last 40 bytes: where the index is */
 };
+
+/* INDEX body: u32 count, u32 reserved, u64 state record offset, then per
+ * memory record: u32 region, u32 reserved, u64 offset, u64 length, u64 file
+ * offset of the record. FOOTER body: u64 index offset, u64 index size. */
+#define FY_INDEX_HDR_SIZE 16
+#define FY_INDEX_ENTRY_SIZE 32
+#define FY_FOOTER_BODY_SIZE 16
 
 /* Record flags. */
 #define FY_RF_CSUM_HEAD 0x1u /* checksum covers only the memory header */
