@@ -74,3 +74,24 @@ guest_runs() {
 	a=$(steps "$1"); sleep 0.5; b=$(steps "$1")
 	[ -n "$a" ] && [ -n "$b" ] && [ "$b" -gt "$a" ]
 }
+
+# migrate_in_background SRC URI: start a migration that will not converge
+# on its own (1 ms limit, endless passes) and wait until its second pass,
+# so a test can break it in the middle. Sets $MIG to the ferry pid.
+migrate_in_background() {
+	local src=$1 uri=$2
+	"$FERRY" migrate "$T/$src.sock" "$uri" --downtime-ms 1 \
+		--max-passes 100000 --json >"$T/m1.json" 2>"$T/m1.log" &
+	MIG=$!
+	wait_until 20 in_second_pass "$src" || fail "migration never reached its second pass"
+}
+
+in_second_pass() {
+	[ "$(status_field "$1" 'd["migration"]["state"] == "precopy" and d["migration"]["pass"] >= 2')" = true ]
+}
+
+# The source's guest runs and found no bad page.
+source_intact() {
+	guest_runs "$1" || fail "$1 guest does not run"
+	[ "$(status_field "$1" 'd["guest"]["check_errors"]')" = 0 ] || fail "$1 guest found bad pages"
+}

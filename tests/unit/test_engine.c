@@ -202,26 +202,39 @@ static const struct ferry_vmm_ops ops = {
 	.get_dirty_bitmap = op_bitmap,
 };
 
-static ferry_session *session_for(struct fake_vm *vm, uint32_t downtime_ms)
+/* The config every test starts from. These tests are about what arrives,
+ * not about convergence, which depends on how loaded the machine is: they
+ * switch over rather than time out. */
+static void base_config(struct ferry_config *cfg, struct fake_vm *vm)
 {
-	struct ferry_config cfg;
+	ferry_config_init(cfg);
+	cfg->ops = &ops;
+	cfg->opaque = vm;
+	cfg->timeout_strategy = FERRY_TIMEOUT_SWITCHOVER;
+}
+
+static ferry_session *session_with(struct fake_vm *vm,
+				   const struct ferry_config *cfg)
+{
 	struct ferry_region r = { .gpa = 0, .size = vm->size, .host = vm->mem,
 				  .fd = -1, .name = "ram0" };
 	ferry_session *s;
 
-	ferry_config_init(&cfg);
-	cfg.ops = &ops;
-	cfg.opaque = vm;
-	cfg.downtime_limit_ms = downtime_ms;
-	/* These tests are about what arrives, not about convergence, which
-	 * depends on how loaded the machine is: never time out. A zero limit
-	 * (the cancel test) never converges and never switches over. */
-	cfg.timeout_strategy = FERRY_TIMEOUT_SWITCHOVER;
-	if (!downtime_ms)
-		cfg.max_passes = 1000000;
-	assert_int_equal(ferry_session_new(&cfg, &s), 0);
+	assert_int_equal(ferry_session_new(cfg, &s), 0);
 	assert_int_equal(ferry_session_add_region(s, &r), 0);
 	return s;
+}
+
+static ferry_session *session_for(struct fake_vm *vm, uint32_t downtime_ms)
+{
+	struct ferry_config cfg;
+
+	base_config(&cfg, vm);
+	cfg.downtime_limit_ms = downtime_ms;
+	/* A zero limit (the cancel test) never converges nor switches. */
+	if (!downtime_ms)
+		cfg.max_passes = 1000000;
+	return session_with(vm, &cfg);
 }
 
 struct recv_job {
@@ -330,7 +343,6 @@ static void test_vmm_bitmap_mode_converges(void **state)
 	struct fake_vm src, dst;
 	struct recv_job j;
 	struct ferry_config cfg;
-	struct ferry_region r;
 	ferry_session *ss, *ds;
 
 	vm_init(&src, MEM, true, false);
@@ -339,15 +351,10 @@ static void test_vmm_bitmap_mode_converges(void **state)
 	atomic_store(&src.writer_live, true);
 	pthread_create(&src.writer, NULL, writer_main, &src);
 	vm_init(&dst, MEM, false, false);
-	ferry_config_init(&cfg);
-	cfg.ops = &ops;
-	cfg.opaque = &src;
+	base_config(&cfg, &src);
 	cfg.dirty_mode = FERRY_DIRTY_BITMAP;
 	cfg.downtime_limit_ms = 50;
-	cfg.timeout_strategy = FERRY_TIMEOUT_SWITCHOVER;
-	assert_int_equal(ferry_session_new(&cfg, &ss), 0);
-	r = (struct ferry_region){ 0, MEM, src.mem, -1, 0, "ram0" };
-	assert_int_equal(ferry_session_add_region(ss, &r), 0);
+	ss = session_with(&src, &cfg);
 	ds = session_for(&dst, 50);
 
 	usleep(20000);
@@ -368,20 +375,12 @@ static ferry_session *session_conns(struct fake_vm *vm, uint32_t conns,
 				     uint64_t caps)
 {
 	struct ferry_config cfg;
-	struct ferry_region r = { .gpa = 0, .size = vm->size, .host = vm->mem,
-				  .fd = -1, .name = "ram0" };
-	ferry_session *s;
 
-	ferry_config_init(&cfg);
-	cfg.ops = &ops;
-	cfg.opaque = vm;
+	base_config(&cfg, vm);
 	cfg.downtime_limit_ms = 50;
-	cfg.timeout_strategy = FERRY_TIMEOUT_SWITCHOVER;
 	cfg.connections = conns;
 	cfg.capabilities = caps;
-	assert_int_equal(ferry_session_new(&cfg, &s), 0);
-	assert_int_equal(ferry_session_add_region(s, &r), 0);
-	return s;
+	return session_with(vm, &cfg);
 }
 
 static void test_four_connections_converge(void **state)
@@ -469,20 +468,15 @@ static void migrate_mixed(enum ferry_compress codec, uint64_t *wire)
 	struct fake_vm src, dst;
 	struct recv_job j;
 	struct ferry_config cfg;
-	struct ferry_region r;
 	struct ferry_stats st;
 	ferry_session *ss, *ds;
 
 	vm_init(&src, MEM, false, false);
 	vm_init(&dst, MEM, false, false);
 	fill_mixed(&src, &dst);
-	ferry_config_init(&cfg);
-	cfg.ops = &ops;
-	cfg.opaque = &src;
+	base_config(&cfg, &src);
 	cfg.compress = codec;
-	assert_int_equal(ferry_session_new(&cfg, &ss), 0);
-	r = (struct ferry_region){ 0, MEM, src.mem, -1, 0, "ram0" };
-	assert_int_equal(ferry_session_add_region(ss, &r), 0);
+	ss = session_with(&src, &cfg);
 	ds = session_for(&dst, 300);
 	recv_start(&j, ds, "mixed");
 	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
@@ -519,22 +513,14 @@ static ferry_session *session_ver(struct fake_vm *vm, uint32_t vmin,
 				   uint32_t vmax, const char *record)
 {
 	struct ferry_config cfg;
-	struct ferry_region r = { .gpa = 0, .size = vm->size, .host = vm->mem,
-				  .fd = -1, .name = "ram0" };
-	ferry_session *s;
 
-	ferry_config_init(&cfg);
-	cfg.ops = &ops;
-	cfg.opaque = vm;
+	base_config(&cfg, vm);
 	cfg.version_min = vmin;
 	cfg.version_max = vmax;
 	cfg.connections = 4;
 	cfg.compress = FERRY_COMPRESS_LZ4;
 	cfg.record_stream = record;
-	cfg.timeout_strategy = FERRY_TIMEOUT_SWITCHOVER;
-	assert_int_equal(ferry_session_new(&cfg, &s), 0);
-	assert_int_equal(ferry_session_add_region(s, &r), 0);
-	return s;
+	return session_with(vm, &cfg);
 }
 
 /* A snapshot to a file restores into an identical guest; the file appears
