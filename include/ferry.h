@@ -170,6 +170,11 @@ struct ferry_vmm_ops {
 	 * verification result) that travels back to the source with the
 	 * "running" message and appears in its stats as peer_note. */
 	void (*running_note)(void *opaque, char *note, size_t len);
+	/* Optional: the detail of the last failure of save_state or
+	 * load_state, asked right after it failed; it is added to the
+	 * session's message and, on a destination, to the ERROR the source
+	 * receives. */
+	void (*errmsg)(void *opaque, char *buf, size_t len);
 };
 
 /* Compression of memory records; used only when both sides offer it. */
@@ -663,13 +668,15 @@ FERRY_API int ferry_state_dump_schemas_json(const void *data, size_t len,
  *            "boot_id", "software"}; CONFIG {"page_size", "regions":
  *            [{"index", "name", "gpa", "size"}]}; PASS_BEGIN {"pass",
  *            "final", "planned"}; PASS_END {"pass", "records", "bytes"};
- *            MEMORY {"region", "offset", "length", "pages", "zero_pages",
- *            "codec", "payload"}; STATE {"bytes", "section": the
- *            ferry_state_dump_json() object}; ABORT and ERROR {"code",
- *            "error", "message"}; JOIN {"session_id", "token", "index",
+ *            MEMORY {"region", "name" (with CONFIG), "offset", "length",
+ *            "pages", "zero_pages", "codec", "payload"}; STATE {"bytes",
+ *            "section": the ferry_state_dump_json() object, or "error"
+ *            when it does not decode}; ABORT and ERROR {"code", "error",
+ *            "message"}; JOIN {"session_id", "token", "index",
  *            "channels"}; snapshot INDEX {"entries", "state_offset"} and
  *            FOOTER {"index_offset", "index_size"}; an unknown optional
- *            record {"skipped": true}; empty bodies {}
+ *            record {"skipped": true}, an unknown mandatory one
+ *            {"unknown": true}; empty bodies {}
  *   PASS     after a pass's PASS_END (or at the end of the stream inside
  *            a pass): {"pass", "final", "records", "bytes", "pages",
  *            "zero_pages", "payload_bytes", "compressed_records",

@@ -56,5 +56,12 @@ struct json_object *cli_get(struct json_object *obj, const char *path);
 
 int cmd_demo(int argc, char **argv);
 extern const char cli_demo_usage[];
+int cli_find_ferry_vm(char *out, size_t len, char *err, size_t errlen);
+
+/* inspect.c: the offline stream tools */
+int cmd_inspect(int argc, char **argv);
+int cmd_schema(int argc, char **argv);
+extern const char cli_inspect_usage[];
+extern const char cli_schema_usage[];
 
 #endif /* FERRY_TOOLS_CLI_H */

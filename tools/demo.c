@@ -308,9 +308,18 @@ static bool find_in_path(char *out, size_t len)
 	return false;
 }
 
-/* $FERRY_VM, else beside this program (installed, or the build tree's
- * tools/ferry next to vm/ferry-vm), else $PATH. */
-static int find_ferry_vm(char *out, size_t len, char *err, size_t errlen)
+/**
+ * cli_find_ferry_vm() - where ferry-vm is: $FERRY_VM, else beside this
+ * program (installed, or the build tree's tools/ferry next to
+ * vm/ferry-vm), else $PATH.
+ * @out: receives the path.
+ * @len: size of @out.
+ * @err: receives the reason on failure.
+ * @errlen: size of @err.
+ *
+ * Return: 0, or -1 with @err set.
+ */
+int cli_find_ferry_vm(char *out, size_t len, char *err, size_t errlen)
 {
 	const char *env = getenv("FERRY_VM");
 	char self[PATH_MAX], *slash;
@@ -820,7 +829,7 @@ int cmd_demo(int argc, char **argv)
 	if (ret)
 		return ret < 0 ? CLI_EXIT_OK : ret;
 	cli_signals_install();
-	if (find_ferry_vm(d.vm_path, sizeof(d.vm_path), err, sizeof(err)) < 0) {
+	if (cli_find_ferry_vm(d.vm_path, sizeof(d.vm_path), err, sizeof(err)) < 0) {
 		fprintf(stderr, "ferry demo: %s\n", err);
 		return CLI_EXIT_FAIL;
 	}

@@ -950,9 +950,8 @@ static int cmd_cancel(int argc, char **argv)
 static int cmd_help(int argc, char **argv);
 
 /*
- * The subcommands. The offline stream tools (inspect: decode and check a
- * stream or snapshot file; schema: print the device-state schemas as JSON)
- * join this table when they exist.
+ * The subcommands. inspect and schema (tools/inspect.c) work offline, on
+ * streams and on ferry-vm's device descriptions.
  */
 static const struct command commands[] = {
 	{ "migrate", "migrate a running ferry-vm's guest to a destination",
@@ -963,6 +962,10 @@ static const struct command commands[] = {
 	  cancel_usage, cmd_cancel },
 	{ "demo", "start two ferry-vms, migrate between them, verify",
 	  cli_demo_usage, cmd_demo },
+	{ "inspect", "decode and check a recorded stream or a snapshot file",
+	  cli_inspect_usage, cmd_inspect },
+	{ "schema", "show the device-state schemas of ferry-vm's devices",
+	  cli_schema_usage, cmd_schema },
 	{ "help", "show help for a command", help_usage, cmd_help },
 };
 

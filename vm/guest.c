@@ -434,6 +434,8 @@ static void *vcpu_main(void *arg)
 			continue;
 		}
 		vcpu_period(c);
+		if (c->idx == 0 && c->g->tick_hook)
+			c->g->tick_hook(c->g->tick_opaque, c, c->last_tick_ns);
 	}
 	return NULL;
 }
@@ -576,28 +578,40 @@ static uint64_t hugetlb_spare(void)
 }
 
 /* Make @need default-size huge pages spare, growing the pool as root if
- * it is too small; what was added is given back by guest_fini(). */
-static int hugetlb_pool(struct guest *g, uint64_t need)
+ * it is too small; what was added is given back by guest_fini(). A guest
+ * populating its pages meanwhile can skew one reading, hence the retries. */
+static int hugetlb_pool(struct guest *g, uint64_t need, uint64_t page)
 {
-	uint64_t spare = hugetlb_spare(), total = meminfo_kb("HugePages_Total");
-	int rc;
+	uint64_t first = meminfo_kb("HugePages_Total"), total = first, spare = 0;
+	const char *why = "the kernel found too little memory";
+	int rc = 0, tries;
 
+	if (first == UINT64_MAX)
+		return -ENOSYS;
+	for (tries = 0; tries < 3; tries++) {
+		spare = hugetlb_spare();
+		if (spare >= need)
+			break;
+		/* The kernel would take what it can and starve the host. */
+		if ((need - spare) * page > mem_available()) {
+			why = "that is more than the host has available";
+			break;
+		}
+		rc = nr_hugepages_set(total + need - spare);
+		total = meminfo_kb("HugePages_Total");
+		if (rc || total == UINT64_MAX) {
+			why = rc ? strerror(-rc) : "cannot read /proc/meminfo";
+			break;
+		}
+	}
+	if (total != UINT64_MAX && total > first)
+		g->huge_added = total - first;
 	if (spare >= need)
 		return 0;
-	if (total == UINT64_MAX)
-		return -ENOSYS;
-	rc = nr_hugepages_set(total + need - spare);
-	if (!rc && hugetlb_spare() >= need) {
-		g->huge_added = need - spare;
-		return 0;
-	}
-	(void)nr_hugepages_set(total); /* the kernel found only part */
 	fprintf(stderr,
-		"ferry-vm: hugetlb: need %llu free huge pages, %llu spare and "
-		"raising /proc/sys/vm/nr_hugepages to %llu %s\n",
-		(unsigned long long)need, (unsigned long long)spare,
-		(unsigned long long)(total + need - spare),
-		rc ? strerror(-rc) : "found too little memory");
+		"ferry-vm: hugetlb: need %llu free huge pages, %llu spare, and "
+		"growing the pool (/proc/sys/vm/nr_hugepages) failed: %s\n",
+		(unsigned long long)need, (unsigned long long)spare, why);
 	return rc ? rc : -ENOMEM;
 }
 
@@ -630,7 +644,7 @@ static int ram_hugetlb(struct guest *g)
 		return -EINVAL;
 	}
 	lock = hugetlb_lock();
-	rc = hugetlb_pool(g, g->mem_size / (kb << 10));
+	rc = hugetlb_pool(g, g->mem_size / (kb << 10), kb << 10);
 	if (!rc)
 		rc = ram_memfd(g, MFD_HUGETLB);
 	if (lock >= 0)

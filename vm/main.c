@@ -1,15 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * main.c - ferry-vm's command line, its device-state blob, and the
- * migration threads that drive libferry (send on a source, a receive loop
- * on a destination).
- *
- * The state blob is what a real VMM would send as vCPU and device state:
- * the workload registers of every vCPU, written with explicit
- * little-endian helpers. When verification is on it also carries a digest
- * of guest memory taken on the paused source and a digest of the blob
- * itself; the destination compares the first with its own image and
- * checks the workload invariant on every page.
+ * main.c - ferry-vm's command line and the migration threads that drive
+ * libferry (send on a source, a receive loop on a destination). The vCPU
+ * and device state, and its verification, are state.c's.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,16 +13,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
 #include "vm.h"
-
-#define STATE_MAGIC 0x53564d46u /* "FMVS" */
-#define STATE_VERSION 1u
-#define STATE_F_DIGEST 1u /* ram digest and blob digest follow */
-#define STATE_HDR 40u
-#define STATE_VCPU 56u
-#define STATE_TRAILER 16u
 
 #define MAX_VCPUS 64u
 #define MAX_MEMORY (1ull << 40)
@@ -67,6 +51,8 @@ static void usage(FILE *f)
 		"  --downtime-ms N      downtime limit for migrations (default 300)\n"
 		"  --no-verify          skip memory digests and invariant checks\n"
 		"  --self-test          pause/save/load/verify in-process, then exit\n"
+		"  --print-schemas      print the device-state schemas as JSON Schema\n"
+		"                       (one object keyed by device type), then exit\n"
 		"  --help               this text\n"
 		"\n"
 		"Environment: FERRY_VM_LOG=0..3 prints engine log messages up to that\n"
@@ -199,6 +185,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "no-verify", no_argument, NULL, 'n' },
 		{ "self-test", no_argument, NULL, 'T' },
+		{ "print-schemas", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -215,6 +202,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			usage(stdout);
 			return 0;
 		}
+		if (opt == 'S')
+			return vm_state_print_schemas() ? 1 : 0;
 		if (opt == '?') {
 			fprintf(stderr, "Try 'ferry-vm --help'.\n");
 			return 2;
@@ -228,157 +217,6 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	if (o->mem_size / VM_PAGE_SIZE < o->nvcpus)
 		return bad_arg("%s", "--memory is too small for that many vCPUs");
 	return -1;
-}
-
-/* --- state blob --------------------------------------------------------- */
-
-static void vcpu_encode(const struct vcpu *c, uint8_t *p)
-{
-	vm_put_le64(p + 0, c->cursor);
-	vm_put_le64(p + 8, c->sweep);
-	vm_put_le64(p + 16, c->prng);
-	vm_put_le64(p + 24, atomic_load(&c->steps));
-	vm_put_le64(p + 32, c->fill_done);
-	vm_put_le64(p + 40, c->last_tick_ns);
-	vm_put_le64(p + 48, c->max_gap_ns);
-}
-
-/* Serialise the paused guest into a malloc'ed blob. */
-static int state_encode(struct vm *vm, uint8_t **out, size_t *outlen)
-{
-	struct guest *g = &vm->guest;
-	bool digest = vm->opts.verify;
-	size_t len = STATE_HDR + (size_t)g->nvcpus * STATE_VCPU +
-		     (digest ? STATE_TRAILER : 0);
-	uint8_t *b = calloc(1, len), *p;
-	unsigned i;
-
-	if (!b)
-		return -ENOMEM;
-	vm_put_le32(b + 0, STATE_MAGIC);
-	vm_put_le32(b + 4, STATE_VERSION);
-	vm_put_le32(b + 8, digest ? STATE_F_DIGEST : 0);
-	vm_put_le32(b + 12, g->workload);
-	vm_put_le32(b + 16, g->nvcpus);
-	vm_put_le32(b + 20, 0);
-	vm_put_le64(b + 24, g->mem_size);
-	vm_put_le64(b + 32, guest_check_errors(g));
-	p = b + STATE_HDR;
-	for (i = 0; i < g->nvcpus; i++, p += STATE_VCPU)
-		vcpu_encode(&g->vcpus[i], p);
-	if (digest) {
-		uint64_t t0 = vm_now_ns();
-
-		vm_put_le64(p, guest_digest(g));
-		vm->mig.src_digest_ms = (double)(vm_now_ns() - t0) / 1e6;
-		vm_put_le64(p + 8, XXH3_64bits(b, len - 8));
-	}
-	*out = b;
-	*outlen = len;
-	return 0;
-}
-
-static int state_reject(struct vm *vm, const char *why)
-{
-	pthread_mutex_lock(&vm->mig.lock);
-	snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err), "state: %s", why);
-	pthread_mutex_unlock(&vm->mig.lock);
-	return -EINVAL;
-}
-
-/* Check a blob against this guest; sets *digest when it carries digests. */
-static int state_check(struct vm *vm, const uint8_t *b, size_t len,
-		       bool *digest)
-{
-	struct guest *g = &vm->guest;
-	size_t want;
-	uint32_t flags;
-	const uint8_t *p;
-	unsigned i;
-
-	if (len < STATE_HDR || vm_get_le32(b) != STATE_MAGIC)
-		return state_reject(vm, "bad magic");
-	if (vm_get_le32(b + 4) != STATE_VERSION)
-		return state_reject(vm, "unsupported version");
-	flags = vm_get_le32(b + 8);
-	if (flags & ~STATE_F_DIGEST)
-		return state_reject(vm, "unknown flags");
-	if (vm_get_le32(b + 12) != (uint32_t)g->workload)
-		return state_reject(vm, "workload differs from this VM's");
-	if (vm_get_le32(b + 16) != g->nvcpus)
-		return state_reject(vm, "vCPU count differs from this VM's");
-	if (vm_get_le64(b + 24) != g->mem_size)
-		return state_reject(vm, "memory size differs from this VM's");
-	*digest = flags & STATE_F_DIGEST;
-	want = STATE_HDR + (size_t)g->nvcpus * STATE_VCPU +
-	       (*digest ? STATE_TRAILER : 0);
-	if (len != want)
-		return state_reject(vm, "bad length");
-	if (*digest && vm_get_le64(b + len - 8) != XXH3_64bits(b, len - 8))
-		return state_reject(vm, "blob digest mismatch");
-	p = b + STATE_HDR;
-	for (i = 0; i < g->nvcpus; i++, p += STATE_VCPU) {
-		if (vm_get_le64(p) >= g->vcpus[i].npages ||
-		    vm_get_le64(p + 32) > g->vcpus[i].npages)
-			return state_reject(vm, "vCPU register out of range");
-	}
-	return 0;
-}
-
-static void state_apply(struct vm *vm, const uint8_t *b)
-{
-	struct guest *g = &vm->guest;
-	const uint8_t *p = b + STATE_HDR;
-	unsigned i;
-
-	for (i = 0; i < g->nvcpus; i++, p += STATE_VCPU) {
-		struct vcpu *c = &g->vcpus[i];
-
-		c->cursor = vm_get_le64(p + 0);
-		c->sweep = vm_get_le64(p + 8);
-		c->prng = vm_get_le64(p + 16);
-		atomic_store(&c->steps, vm_get_le64(p + 24));
-		c->fill_done = vm_get_le64(p + 32);
-		c->last_tick_ns = vm_get_le64(p + 40);
-		c->max_gap_ns = vm_get_le64(p + 48);
-	}
-	atomic_store(&g->check_errors, vm_get_le64(b + 32));
-	guest_reset_derived(g);
-}
-
-/* Load a blob into the paused guest and, if both sides verify, check the
- * image: digest of memory, then the workload invariant on every page. */
-static int state_load(void *opaque, const void *data, size_t len)
-{
-	struct vm *vm = opaque;
-	const uint8_t *b = data;
-	struct guest *g = &vm->guest;
-	struct guest_verify v = { 0 };
-	bool digest = false;
-	uint64_t t0;
-	int rc, verified = -1;
-
-	rc = state_check(vm, b, len, &digest);
-	if (rc)
-		return rc;
-	state_apply(vm, b);
-	if (digest && vm->opts.verify) {
-		t0 = vm_now_ns();
-		v.digest_match = guest_digest(g) ==
-				 vm_get_le64(b + len - STATE_TRAILER);
-		v.invariant_ok = guest_check_invariant(g, &v.pages_checked);
-		v.verify_ms = (double)(vm_now_ns() - t0) / 1e6;
-		v.done = true;
-		verified = v.digest_match && v.invariant_ok &&
-			   guest_check_errors(g) == 0;
-		if (!v.digest_match)
-			fprintf(stderr, "ferry-vm: memory digest differs from the source's\n");
-	}
-	pthread_mutex_lock(&vm->mig.lock);
-	vm->mig.check = v;
-	vm->mig.verified = verified;
-	pthread_mutex_unlock(&vm->mig.lock);
-	return 0;
 }
 
 /* --- engine callbacks --------------------------------------------------- */
@@ -397,21 +235,6 @@ static int cb_resume(void *opaque)
 
 	guest_resume(&vm->guest);
 	return 0;
-}
-
-static int cb_save_state(void *opaque, struct ferry_buf *out)
-{
-	struct vm *vm = opaque;
-	uint8_t *b;
-	size_t len;
-	int rc;
-
-	rc = state_encode(vm, &b, &len);
-	if (rc)
-		return rc;
-	rc = ferry_buf_append(out, b, len);
-	free(b);
-	return rc;
 }
 
 static int cb_dirty_bitmap(void *opaque, uint32_t region, uint64_t *bitmap,
@@ -557,12 +380,6 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 	vm->mig.session = NULL;
 	vm->mig.last = *st;
 	vm->mig.have_last = true;
-	if (rc && vm->mig.vmm_err[0]) {
-		size_t n = strlen(errmsg);
-
-		snprintf(errmsg + n, errlen - n, "%s(%s)", n ? " " : "",
-			 vm->mig.vmm_err);
-	}
 	snprintf(vm->mig.last_err, sizeof(vm->mig.last_err), "%s", errmsg);
 	pthread_mutex_unlock(&vm->mig.lock);
 	ferry_session_destroy(s);
@@ -651,6 +468,16 @@ static bool recv_backoff(struct vm *vm, int rc, unsigned *fails)
 	stop = vm->mig.stopping;
 	pthread_mutex_unlock(&vm->mig.lock);
 	return !stop;
+}
+
+/* The engine asks why save_state/load_state failed, to tell both sides. */
+static void cb_errmsg(void *opaque, char *buf, size_t len)
+{
+	struct vm *vm = opaque;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	snprintf(buf, len, "%s", vm->mig.vmm_err);
+	pthread_mutex_unlock(&vm->mig.lock);
 }
 
 static void *recv_main(void *arg)
@@ -890,22 +717,26 @@ static int self_test(struct vm *vm)
 {
 	struct guest *g = &vm->guest;
 	struct timespec run = { 0, 300000000 };
+	struct ferry_buf *buf = ferry_buf_new();
+	const void *sec;
 	uint64_t t;
-	uint8_t *blob;
-	size_t len;
+	size_t len = 0;
 	int rc, v;
 
 	nanosleep(&run, NULL);
 	self_test_pause(g);
 	guest_pause(g);
 	t = vm_now_ns();
-	rc = state_encode(vm, &blob, &len);
+	rc = buf ? vm_state_save(vm, buf) : -ENOMEM;
+	sec = ferry_buf_data(buf, &len);
 	printf("save_state: %zu bytes in %.1f ms (rc %d)\n", len,
 	       (double)(vm_now_ns() - t) / 1e6, rc);
-	if (rc)
+	if (rc) {
+		ferry_buf_free(buf);
 		return 1;
-	rc = state_load(vm, blob, len);
-	free(blob);
+	}
+	rc = vm_state_load(vm, sec, len);
+	ferry_buf_free(buf);
 	guest_resume(g);
 	nanosleep(&run, NULL);
 	v = vm_verified(vm);
@@ -936,10 +767,11 @@ static void vm_setup(struct vm *vm)
 	vm->fault_lose_writes = fault && !strcmp(fault, "lose-writes");
 	vm->ops.pause = cb_pause;
 	vm->ops.resume = cb_resume;
-	vm->ops.save_state = cb_save_state;
-	vm->ops.load_state = state_load;
+	vm->ops.save_state = vm_state_save;
+	vm->ops.load_state = vm_state_load;
 	vm->ops.get_dirty_bitmap = cb_dirty_bitmap;
 	vm->ops.running_note = cb_running_note;
+	vm->ops.errmsg = cb_errmsg;
 }
 
 static void log_startup(struct vm *vm)
@@ -985,6 +817,12 @@ int main(int argc, char **argv)
 			vm.opts.mem_size >> 20, strerror(-rc));
 		goto out_guest;
 	}
+	rc = vm_state_init(&vm);
+	if (rc) {
+		fprintf(stderr, "ferry-vm: cannot create the devices: %s\n",
+			strerror(-rc));
+		goto out_guest;
+	}
 	rc = guest_start(&vm.guest, vm.opts.incoming != NULL);
 	if (rc) {
 		fprintf(stderr, "ferry-vm: cannot start vCPUs: %s\n", strerror(-rc));
@@ -1012,6 +850,7 @@ out_stop:
 	api_close(&vm);
 out_guest:
 	guest_fini(&vm.guest);
+	vm_state_fini(&vm);
 	json_object_put(vm.mig.report);
 	pthread_cond_destroy(&vm.mig.cond);
 	pthread_mutex_destroy(&vm.mig.lock);

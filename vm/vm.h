@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vm.h - the reference VMM's one VM object and what its three files share.
+ * vm.h - the reference VMM's one VM object and what its files share.
  *
  * ferry-vm is split by subsystem: guest.c owns guest RAM, the vCPU threads
- * and their workloads (and the checks of what they wrote); main.c owns the
- * command line, the device-state blob and the migration threads that drive
- * libferry; api.c owns the API socket. Everything mutable lives in one
+ * and their workloads (and the checks of what they wrote); state.c owns the
+ * devices (vCPU registers, the machine, the console) as libferry's
+ * self-describing state; main.c owns the command line and the migration
+ * threads that drive libferry; api.c owns the API socket. Everything mutable lives in one
  * struct vm that is passed around; there are no other globals.
  */
 #ifndef FERRY_VM_H
@@ -26,7 +27,7 @@
 #define VM_PAGE_SIZE 4096u
 #define VM_NS_PER_MS 1000000ull
 
-/* Explicit little-endian access, for page headers and the state blob. */
+/* Explicit little-endian access, for the workloads' page headers. */
 static inline uint64_t vm_get_le64(const uint8_t *p)
 {
 	uint64_t v;
@@ -150,6 +151,11 @@ struct guest {
 
 	atomic_uint_fast64_t check_errors;
 	atomic_uint fill_pending; /* vCPUs whose fill is not complete */
+
+	/* Called by vCPU 0 after each period while it runs (the console
+	 * prints through it); set between guest_init() and guest_start(). */
+	void (*tick_hook)(void *opaque, const struct vcpu *c, uint64_t now);
+	void *tick_opaque;
 };
 
 /* The engine session currently driven by a migration thread, and the
@@ -183,6 +189,7 @@ struct vm_mig {
 };
 
 struct vm_api;
+struct vm_console;
 
 /* Arguments of the migrate command; negative numbers mean "not given". */
 struct vm_migrate_args {
@@ -223,6 +230,7 @@ struct vm {
 	struct guest guest;
 	struct vm_mig mig;
 	struct vm_api *api;
+	struct vm_console *console; /* state.c */
 	struct ferry_vmm_ops ops;
 	int log_level; /* engine log messages up to this level go to stderr */
 	bool fault_lose_writes; /* test hook: the dirty bitmap reports nothing */
@@ -249,6 +257,13 @@ const char *vm_workload_name(enum vm_workload w);
 int vm_workload_parse(const char *s, enum vm_workload *out);
 const char *vm_backend_name(enum vm_backend b);
 int vm_backend_parse(const char *s, enum vm_backend *out);
+
+/* state.c */
+int vm_state_init(struct vm *vm);
+void vm_state_fini(struct vm *vm);
+int vm_state_save(void *opaque, struct ferry_buf *out);
+int vm_state_load(void *opaque, const void *data, size_t len);
+int vm_state_print_schemas(void);
 
 /* main.c */
 enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,

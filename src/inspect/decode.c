@@ -48,7 +48,7 @@ void fy_insp_caps(struct fy_js *j, const char *key, uint64_t caps)
 static void malformed(struct fy_insp *x, const char *what)
 {
 	fy_insp_problem(x, FY_P_CONTENT, -EBADMSG, "malformed %s body%s%s",
-			fy_rec_name(x->h.type, NULL, 0), what ? ": " : "",
+			fy_insp_rec_name(x->h.type, NULL, 0), what ? ": " : "",
 			what ? what : "");
 }
 
@@ -290,7 +290,7 @@ static void empty_json(struct fy_insp *x)
 	if (x->body.len)
 		fy_insp_problem(x, FY_P_CONTENT, -EBADMSG,
 				"a %u-byte body; %s has none", x->h.length,
-				fy_rec_name(x->h.type, NULL, 0));
+				fy_insp_rec_name(x->h.type, NULL, 0));
 }
 
 static void other_json(struct fy_insp *x, struct fy_js *j)
@@ -318,20 +318,18 @@ static void other_json(struct fy_insp *x, struct fy_js *j)
 /**
  * fy_insp_control() - read a non-memory record's body and describe it.
  * @x: the inspector, its record header read.
- * @st: what the protocol machine made of the record.
  *
  * The body is read whole (at most FY_REC_MAX_BODY bytes) and checksummed.
  *
  * Return: 0, -ENOMEM, -EBADMSG (the stream ends inside the body) or a
  * read error.
  */
-int fy_insp_control(struct fy_insp *x, const struct fy_recv_step *st)
+int fy_insp_control(struct fy_insp *x)
 {
 	struct fy_js *j = &x->js;
 	size_t covered = x->h.length;
 	int rc;
 
-	(void)st;
 	fy_buf_reset(&x->body);
 	if (fy_buf_reserve(&x->body, x->h.length))
 		return -ENOMEM;

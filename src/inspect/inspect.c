@@ -193,31 +193,68 @@ static int record_header(struct fy_insp *x, struct fail *f)
 	if (h->length > FY_REC_MAX_BODY)
 		return fail(f, x->rec_off + 4, rc,
 			    "%s record of %u bytes exceeds the %u-byte limit",
-			    fy_rec_name(h->type, nb, sizeof(nb)), h->length,
+			    fy_insp_rec_name(h->type, nb, sizeof(nb)), h->length,
 			    FY_REC_MAX_BODY);
 	if (h->flags & ~FY_RF_CSUM_HEAD)
 		return fail(f, x->rec_off + 12, rc,
 			    "%s record with unknown flags 0x%x",
-			    fy_rec_name(h->type, nb, sizeof(nb)), h->flags);
+			    fy_insp_rec_name(h->type, nb, sizeof(nb)), h->flags);
 	return fail(f, x->rec_off + 12, rc,
 		    "CSUM_HEAD on a %s record (only MEMORY records may carry it)",
-		    fy_rec_name(h->type, nb, sizeof(nb)));
+		    fy_insp_rec_name(h->type, nb, sizeof(nb)));
 }
 
-/* Ask the protocol machine what the record means here. */
+/* The records only snapshot files have, after the migration's last. */
+static bool file_record(uint32_t type)
+{
+#ifdef FY_INDEX_HDR_SIZE
+	return type == FY_REC_INDEX || type == FY_REC_FOOTER;
+#else
+	(void)type;
+	return false;
+#endif
+}
+
+/**
+ * fy_insp_rec_name() - fy_rec_name(), knowing the snapshot records too.
+ * @type: the record type.
+ * @buf: room for the name of an unknown type (may be NULL).
+ * @len: its size.
+ *
+ * Return: the name.
+ */
+const char *fy_insp_rec_name(uint32_t type, char *buf, size_t len)
+{
+#ifdef FY_INDEX_HDR_SIZE
+	if (type == FY_REC_INDEX)
+		return "INDEX";
+	if (type == FY_REC_FOOTER)
+		return "FOOTER";
+#endif
+	return fy_rec_name(type, buf, len);
+}
+
+/* Ask the protocol machine what the record means here. A snapshot's
+ * INDEX and FOOTER follow RELEASED, where a live stream has nothing. */
 static void classify(struct fy_insp *x, struct fy_recv_step *st)
 {
 	if (x->records == 0 && x->h.type == FY_REC_JOIN)
 		x->data_conn = true;
-	if (x->data_conn)
+	if (x->data_conn) {
 		fy_data_sm_step(x->ds, x->h.type, x->h.seq, st);
-	else
+	} else if (file_record(x->h.type) && x->sm.state == FY_RS_RUNNING) {
+		memset(st, 0, sizeof(*st));
+		st->action = FY_RA_SKIP;
+		st->next = FY_RS_RUNNING;
+	} else {
 		fy_recv_sm_step(&x->sm, x->h.type, x->h.seq, st);
-	if (st->action == FY_RA_REJECT)
-		fy_insp_problem(x, FY_P_ORDER, st->code, "%s", st->msg);
-	else if (x->have_footer)
+	}
+	if (x->have_footer)
 		fy_insp_problem(x, FY_P_ORDER, FERRY_EPROTO,
-				"a record after the snapshot footer");
+				"a record after the snapshot footer (it ends "
+				"the file)");
+	else if (st->action == FY_RA_REJECT)
+		fy_insp_problem(x, FY_P_ORDER, st->code, "%s", st->msg);
 }
 
 static void commit(struct fy_insp *x, const struct fy_recv_step *st)
@@ -275,10 +312,10 @@ static int record_body(struct fy_insp *x, const struct fy_recv_step *st,
 	if (x->h.type == FY_REC_MEMORY)
 		rc = fy_insp_memory(x, x->in_pass && st->action == FY_RA_MEMORY);
 	else
-		rc = fy_insp_control(x, st);
+		rc = fy_insp_control(x);
 	if (rc == -EBADMSG)
 		return fail(f, x->in.off, rc, "stream ends inside a %s record",
-			    fy_rec_name(x->h.type, nb, sizeof(nb)));
+			    fy_insp_rec_name(x->h.type, nb, sizeof(nb)));
 	if (rc == -ENOMEM)
 		return fail(f, x->rec_off, rc, "out of memory");
 	if (rc)
@@ -348,7 +385,7 @@ static int read_record(struct fy_insp *x, struct fail *f)
 	pass_open(x, &st);
 	it.offset = x->rec_off;
 	it.type = x->h.type;
-	it.name = fy_rec_name(x->h.type, nb, sizeof(nb));
+	it.name = fy_insp_rec_name(x->h.type, nb, sizeof(nb));
 	it.flags = x->h.flags;
 	it.seq = x->h.seq;
 	it.length = x->h.length;
@@ -369,7 +406,7 @@ static const char *final_state(const struct fy_insp *x, bool *complete)
 {
 	if (x->data_conn) {
 		*complete = x->ds == FY_DS_JOINED;
-		return x->ds == FY_DS_JOINED ? "joined" : "wait-join";
+		return x->ds == FY_DS_JOINED ? "joined" : "wait_join";
 	}
 	switch (x->sm.state) {
 	case FY_RS_LOADED: /* a snapshot: memory and state, nobody to run */

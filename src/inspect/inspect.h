@@ -156,11 +156,12 @@ void fy_insp_problem(struct fy_insp *x, enum fy_prank rank, int code,
  * (truncated, message in @err) or a read error. */
 int fy_insp_body(struct fy_insp *x, void *dst, size_t n, size_t *covered);
 bool fy_insp_checking(const struct fy_insp *x);
+const char *fy_insp_rec_name(uint32_t type, char *buf, size_t len);
 
 /* ---- decode.c ---- */
 
 /* Read and decode a control record's body into x->js; problems noted. */
-int fy_insp_control(struct fy_insp *x, const struct fy_recv_step *st);
+int fy_insp_control(struct fy_insp *x);
 /* Check PASS_END against the pass (content problems). */
 void fy_insp_pass_end(struct fy_insp *x, const struct fy_pass_end *e);
 /* The capability names of @caps as a JSON array member. */

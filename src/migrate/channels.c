@@ -342,6 +342,9 @@ static void *recv_worker(void *arg)
 	if (rc && st == FY_DS_JOINED && rc != -EACCES)
 		pool_fail(p, rc, "data connection %u failed: %s", c->index,
 			  ferry_strerror(rc));
+	/* Done with this connection: let the peer see it close now, not
+	 * when the session ends (the descriptor is freed then). */
+	shutdown(c->ch.fd, SHUT_RDWR);
 	return NULL;
 }
 

@@ -233,8 +233,13 @@ static int on_state(struct receiver *x)
 	int rc = s->ops.load_state(s->cfg.opaque, x->ch.in.data, x->ch.in.len);
 
 	if (rc) {
-		snprintf(x->err, sizeof(x->err), "load_state failed: %s",
-			 ferry_strerror(rc));
+		char why[256] = "";
+
+		if (s->ops.errmsg)
+			s->ops.errmsg(s->cfg.opaque, why, sizeof(why));
+		why[sizeof(why) - 1] = 0;
+		snprintf(x->err, sizeof(x->err), "load_state failed: %s%s%s",
+			 ferry_strerror(rc), why[0] ? ": " : "", why);
 		return FERRY_EVMM;
 	}
 	pthread_mutex_lock(&s->lock);

@@ -649,8 +649,13 @@ static int send_state(struct sender *x)
 	fy_buf_init(&st.b);
 	rc = s->ops.save_state(s->cfg.opaque, &st);
 	if (rc) {
-		rc = fy_session_fail(s, FERRY_EVMM, "save_state failed: %s",
-				     ferry_strerror(rc));
+		char why[256] = "";
+
+		if (s->ops.errmsg)
+			s->ops.errmsg(s->cfg.opaque, why, sizeof(why));
+		why[sizeof(why) - 1] = 0;
+		rc = fy_session_fail(s, FERRY_EVMM, "save_state failed: %s%s%s",
+				     ferry_strerror(rc), why[0] ? ": " : "", why);
 		goto out;
 	}
 	if (st.b.len > FY_REC_MAX_BODY) {

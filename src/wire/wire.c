@@ -1092,6 +1092,8 @@ const char *fy_rec_name(uint32_t type, char *buf, size_t len)
 	case FY_REC_RELEASED:	return "RELEASED";
 	case FY_REC_ABORT:	return "ABORT";
 	case FY_REC_JOIN:	return "JOIN";
+	case FY_REC_INDEX:	return "INDEX";
+	case FY_REC_FOOTER:	return "FOOTER";
 	case FY_REC_OK:		return "OK";
 	case FY_REC_ERROR:	return "ERROR";
 	case FY_REC_MEMORY:	return "MEMORY";

@@ -71,7 +71,7 @@ enum fy_rec_type {
 	FY_REC_CONFIG = 0x0002,	    /* req: regions and page size */
 	FY_REC_PASS_BEGIN = 0x0003, /* req: a memory pass starts */
 	FY_REC_PASS_END = 0x0004,   /* req: barrier; counts of the pass */
-	FY_REC_STATE = 0x0005,	    /* req: VMM state blob */
+	FY_REC_STATE = 0x0005,	    /* req: device-state section (state.h) */
 	FY_REC_SWITCHOVER = 0x0006, /* req: source paused, all sent; reply OK =
 				       "loaded, ready to run" */
 	FY_REC_RELEASED = 0x0007,   /* req: point of no return; OK = "running" */
@@ -314,8 +314,8 @@ struct fy_pass_end {
 	uint64_t records; /* memory records sent in this pass */
 	uint64_t bytes;	  /* page bytes sent in this pass */
 };
-/* STATE body: the whole body is the VMM's state blob (issue 3 replaces
- * it with self-describing device-state records). */
+/* STATE body: a device-state section, records 0x0300-0x0302 of
+ * src/state (docs/state-format.md), produced by the VMM's save_state. */
 struct fy_error_msg {
 	int32_t code; /* negative ferry/errno code */
 	char message[FY_MSG_MAX];

@@ -1,0 +1,652 @@
+// SPDX-License-Identifier: MIT
+/*
+ * state.c - ferry-vm's vCPU and device state, described to libferry's
+ * self-describing state layer (docs/state-format.md), and its console.
+ *
+ * Three device types, saved in this order by save_state:
+ *
+ *   machine   "machine"   what the guest is (workload, memory, vCPUs), its
+ *                         check errors, and the verification digests
+ *   vcpu      "vcpuN"     one per vCPU: the workload's registers
+ *   console   "console0"  a serial console: a byte ring, its indexes, the
+ *                         registers of a 16550-style UART, and the most
+ *                         recent lines
+ *
+ * The console is a real device of the guest: vCPU 0 prints a progress line
+ * into it every CON_PERIOD_NS of its own time, so its state differs from
+ * one pause to the next and a migration that lost or garbled it would be
+ * noticed. Only vCPU 0 writes it, only while running; save and load run
+ * while every vCPU is parked, so the park handshake orders the accesses.
+ *
+ * Verification: with --verify on both sides the machine carries a digest of
+ * guest RAM taken on the paused source and a digest of the state itself
+ * (the JSON text of every device, machine digests zeroed); the destination
+ * recomputes both from what it loaded. Loading goes into scratch objects
+ * and is applied only when the whole section loaded and fits this VM.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <xxhash.h>
+
+#include "vm.h"
+
+#define MUST FERRY_FIELD_MUST
+#define SKIP FERRY_FIELD_SKIPPABLE
+
+#define CON_RING 4096u
+#define CON_LINES 8u
+#define CON_TEXT 96u
+#define CON_PERIOD_NS (100ull * VM_NS_PER_MS)
+#define STATE_ERR_LEN 512
+
+/* UART registers (16550 names); the guest transmits, nothing receives. */
+struct con_uart {
+	uint8_t ier, iir, lcr, mcr, lsr, msr, scr;
+	uint16_t divisor;
+	uint64_t tx_bytes;
+};
+
+/* Where a recent line is in the ring. */
+struct con_line {
+	uint64_t seq;
+	uint64_t time_ns; /* vCPU 0's tick when it printed the line */
+	uint32_t at;	  /* ring index of its first byte */
+	uint16_t len;
+	uint8_t vcpu;
+};
+
+/* The console device. Plain data: the state layer visits it directly. */
+struct vm_console {
+	uint8_t ring[CON_RING];
+	uint32_t head;	  /* where the next byte goes: written % CON_RING */
+	uint32_t tail;	  /* the oldest byte kept: 0, or head once full */
+	uint64_t written; /* bytes ever written */
+	uint64_t printed; /* lines ever printed */
+	struct con_uart uart;
+	uint32_t nlines;
+	struct con_line lines[CON_LINES]; /* oldest first */
+	char last[CON_TEXT];		  /* the last line, without newline */
+	uint64_t next_ns; /* when vCPU 0 prints next */
+};
+
+/* A vCPU's registers as a plain object (struct vcpu holds atomics). */
+struct vcpu_regs {
+	uint64_t cursor, sweep, prng, steps, fill_done;
+	uint64_t last_tick_ns, max_gap_ns;
+	uint64_t npages; /* not migrated: the limit a loaded cursor must
+			    respect (0 = unchecked) */
+};
+
+struct machine_state {
+	char workload[16];
+	uint64_t memory;
+	uint32_t vcpus;
+	uint64_t check_errors;
+	bool verify;
+	uint64_t ram_digest;
+	uint64_t state_digest;
+};
+
+/* ---- device descriptions ---- */
+
+static int vcpu_visit(ferry_visitor *v, void *dev)
+{
+	struct vcpu_regs *r = dev;
+
+	ferry_visit_u64(v, "cursor", &r->cursor, 0, MUST);
+	ferry_visit_u64(v, "sweep", &r->sweep, 0, MUST);
+	ferry_visit_u64(v, "prng", &r->prng, 0, MUST);
+	ferry_visit_u64(v, "steps", &r->steps, 0, MUST);
+	ferry_visit_u64(v, "fill_done", &r->fill_done, 0, MUST);
+	ferry_visit_u64(v, "last_tick_ns", &r->last_tick_ns, 0, SKIP);
+	ferry_visit_u64(v, "max_gap_ns", &r->max_gap_ns, 0, SKIP);
+	if (r->npages && (r->cursor >= r->npages || r->fill_done > r->npages))
+		ferry_visit_fail(v, -ERANGE,
+				 "cursor %" PRIu64 " or fill_done %" PRIu64
+				 " is beyond this vCPU's %" PRIu64 " pages",
+				 r->cursor, r->fill_done, r->npages);
+	return ferry_visit_error(v);
+}
+
+static int machine_visit(ferry_visitor *v, void *dev)
+{
+	struct machine_state *m = dev;
+
+	ferry_visit_string(v, "workload", m->workload, sizeof(m->workload),
+			   "ab", MUST);
+	ferry_visit_u64(v, "memory", &m->memory, 0, MUST);
+	ferry_visit_u32(v, "vcpus", &m->vcpus, 0, MUST);
+	ferry_visit_u64(v, "check_errors", &m->check_errors, 0, SKIP);
+	if (ferry_visit_struct_begin(v, "verify", SKIP) == 0) {
+		ferry_visit_bool(v, "enabled", &m->verify, false, SKIP);
+		ferry_visit_u64(v, "ram_digest", &m->ram_digest, 0, SKIP);
+		ferry_visit_u64(v, "state_digest", &m->state_digest, 0, SKIP);
+		ferry_visit_struct_end(v);
+	}
+	return ferry_visit_error(v);
+}
+
+static void uart_visit(ferry_visitor *v, struct con_uart *u)
+{
+	ferry_visit_u8(v, "ier", &u->ier, 0, MUST);
+	ferry_visit_u8(v, "iir", &u->iir, 0x01, MUST);
+	ferry_visit_u8(v, "lcr", &u->lcr, 0x03, MUST);
+	ferry_visit_u8(v, "mcr", &u->mcr, 0, MUST);
+	ferry_visit_u8(v, "lsr", &u->lsr, 0x60, MUST);
+	ferry_visit_u8(v, "msr", &u->msr, 0xb0, MUST);
+	ferry_visit_u8(v, "scr", &u->scr, 0, SKIP);
+	ferry_visit_u16(v, "divisor", &u->divisor, 1, MUST);
+	ferry_visit_u64(v, "tx_bytes", &u->tx_bytes, 0, SKIP);
+}
+
+static void line_visit(ferry_visitor *v, struct con_line *l)
+{
+	if (ferry_visit_struct_begin(v, NULL, 0))
+		return;
+	ferry_visit_u64(v, "seq", &l->seq, 0, MUST);
+	ferry_visit_u64(v, "time_ns", &l->time_ns, 0, MUST);
+	ferry_visit_u32(v, "at", &l->at, 0, MUST);
+	ferry_visit_u16(v, "len", &l->len, 0, MUST);
+	ferry_visit_u8(v, "vcpu", &l->vcpu, 0, SKIP);
+	ferry_visit_struct_end(v);
+}
+
+/* The ring's indexes follow from the bytes written; lines lie inside. */
+static void console_check(ferry_visitor *v, const struct vm_console *c)
+{
+	uint32_t i;
+
+	if (c->head != c->written % CON_RING ||
+	    c->tail != (c->written >= CON_RING ? c->head : 0))
+		ferry_visit_fail(v, -EINVAL,
+				 "head %u and tail %u do not follow from %" PRIu64
+				 " bytes written to a %u-byte ring",
+				 c->head, c->tail, c->written, CON_RING);
+	for (i = 0; i < c->nlines && i < CON_LINES; i++)
+		if (c->lines[i].at >= CON_RING || c->lines[i].len > CON_TEXT)
+			ferry_visit_fail(v, -EINVAL,
+					 "line %u at %u (%u bytes) is not in the ring",
+					 i, c->lines[i].at, c->lines[i].len);
+}
+
+static int console_visit(ferry_visitor *v, void *dev)
+{
+	struct vm_console *c = dev;
+	uint32_t n = c->nlines, i;
+
+	ferry_visit_bytes(v, "ring", c->ring, sizeof(c->ring), MUST);
+	ferry_visit_u32(v, "head", &c->head, 0, MUST);
+	ferry_visit_u32(v, "tail", &c->tail, 0, MUST);
+	ferry_visit_u64(v, "written", &c->written, 0, MUST);
+	ferry_visit_u64(v, "printed", &c->printed, 0, SKIP);
+	if (ferry_visit_struct_begin(v, "uart", MUST) == 0) {
+		uart_visit(v, &c->uart);
+		ferry_visit_struct_end(v);
+	}
+	if (ferry_visit_array_begin(v, "lines", &n, CON_LINES, SKIP) == 0) {
+		for (i = 0; i < n; i++)
+			line_visit(v, &c->lines[i]);
+		ferry_visit_array_end(v);
+	}
+	if (c->nlines != n) /* loading, or capturing the schema */
+		c->nlines = n;
+	ferry_visit_string(v, "last", c->last, sizeof(c->last), NULL, SKIP);
+	ferry_visit_u64(v, "next_ns", &c->next_ns, 0, SKIP);
+	console_check(v, c);
+	return ferry_visit_error(v);
+}
+
+static const struct ferry_device_type machine_type = {
+	.name = "machine", .version = 1,
+	.size = sizeof(struct machine_state), .visit = machine_visit,
+};
+static const struct ferry_device_type vcpu_type = {
+	.name = "vcpu", .version = 1,
+	.size = sizeof(struct vcpu_regs), .visit = vcpu_visit,
+};
+static const struct ferry_device_type console_type = {
+	.name = "console", .version = 1,
+	.size = sizeof(struct vm_console), .visit = console_visit,
+};
+
+static const struct ferry_device_type *const all_types[] = {
+	&machine_type, &vcpu_type, &console_type,
+};
+
+/* ---- the console ---- */
+
+static void console_putc(struct vm_console *c, uint8_t b)
+{
+	c->ring[c->head] = b;
+	c->written++;
+	c->head = (uint32_t)(c->written % CON_RING);
+	c->tail = c->written >= CON_RING ? c->head : 0;
+	c->uart.scr = b;
+	c->uart.tx_bytes++;
+	c->uart.lsr = 0x60; /* transmitter empty again: a fast line */
+	c->uart.iir = c->uart.ier & 0x02 ? 0x02 : 0x01;
+}
+
+static void console_line(struct vm_console *c, const struct vcpu *cpu,
+			 uint64_t now)
+{
+	uint64_t seq = c->printed++;
+	struct con_line *l;
+	char text[CON_TEXT];
+	int n;
+
+	n = snprintf(text, sizeof(text), "[%6" PRIu64 "] vcpu%u: %" PRIu64
+		     " steps, sweep %" PRIu64 ", cursor %" PRIu64, seq,
+		     cpu->idx, (uint64_t)atomic_load(&cpu->steps), cpu->sweep,
+		     cpu->cursor);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(text))
+		n = sizeof(text) - 1;
+	if (c->nlines == CON_LINES) {
+		memmove(c->lines, c->lines + 1,
+			sizeof(c->lines[0]) * (CON_LINES - 1));
+		c->nlines--;
+	}
+	l = &c->lines[c->nlines++];
+	l->seq = seq;
+	l->time_ns = now;
+	l->at = c->head;
+	l->len = (uint16_t)(n + 1);
+	l->vcpu = (uint8_t)cpu->idx;
+	memcpy(c->last, text, (size_t)n + 1);
+	for (int i = 0; i < n; i++)
+		console_putc(c, (uint8_t)text[i]);
+	console_putc(c, '\n');
+}
+
+/* vCPU 0's tick hook: a line every CON_PERIOD_NS of guest time. A time
+ * far ahead of now comes from another host's clock: print and resync. */
+static void console_tick(void *opaque, const struct vcpu *cpu, uint64_t now)
+{
+	struct vm_console *c = opaque;
+
+	if (now < c->next_ns && c->next_ns - now <= CON_PERIOD_NS)
+		return;
+	c->next_ns = now + CON_PERIOD_NS;
+	console_line(c, cpu, now);
+}
+
+/**
+ * vm_state_init() - create the devices and attach the console to vCPU 0.
+ * @vm: the VM, its guest initialised but not started.
+ *
+ * Return: 0 or -ENOMEM.
+ */
+int vm_state_init(struct vm *vm)
+{
+	struct vm_console *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->uart.ier = 0x02; /* transmitter-empty interrupts */
+	c->uart.iir = 0x01;
+	c->uart.lcr = 0x03; /* 8N1 */
+	c->uart.mcr = 0x0b; /* DTR, RTS, OUT2 */
+	c->uart.lsr = 0x60;
+	c->uart.msr = 0xb0;
+	c->uart.divisor = 1; /* 115200 baud */
+	vm->console = c;
+	vm->guest.tick_hook = console_tick;
+	vm->guest.tick_opaque = c;
+	return 0;
+}
+
+/**
+ * vm_state_fini() - free the devices (after the vCPUs stopped).
+ * @vm: the VM.
+ */
+void vm_state_fini(struct vm *vm)
+{
+	free(vm->console);
+	vm->console = NULL;
+}
+
+/* ---- saving and loading ---- */
+
+/* Why a save or load failed: on stderr (the engine carries only the code)
+ * and in the migration's error message. */
+static int state_fail(struct vm *vm, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int state_fail(struct vm *vm, int rc, const char *fmt, ...)
+{
+	char msg[STATE_ERR_LEN];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "ferry-vm: state: %s\n", msg);
+	pthread_mutex_lock(&vm->mig.lock);
+	snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err), "state: %.240s", msg);
+	pthread_mutex_unlock(&vm->mig.lock);
+	return rc;
+}
+
+/* Every device of a VM, as plain objects the state layer visits. */
+struct devices {
+	struct machine_state machine;
+	struct vm_console *console;
+	unsigned nvcpus;
+	struct vcpu_regs vcpus[];
+};
+
+static struct devices *devices_new(unsigned nvcpus)
+{
+	struct devices *d = calloc(1, sizeof(*d) + nvcpus * sizeof(d->vcpus[0]));
+
+	if (d)
+		d->nvcpus = nvcpus;
+	return d;
+}
+
+static void devices_from_vm(struct vm *vm, struct devices *d)
+{
+	struct guest *g = &vm->guest;
+
+	snprintf(d->machine.workload, sizeof(d->machine.workload), "%s",
+		 vm_workload_name(g->workload));
+	d->machine.memory = g->mem_size;
+	d->machine.vcpus = g->nvcpus;
+	d->machine.check_errors = guest_check_errors(g);
+	for (unsigned i = 0; i < g->nvcpus; i++) {
+		const struct vcpu *c = &g->vcpus[i];
+
+		d->vcpus[i] = (struct vcpu_regs){
+			.cursor = c->cursor, .sweep = c->sweep, .prng = c->prng,
+			.steps = atomic_load(&c->steps),
+			.fill_done = c->fill_done,
+			.last_tick_ns = c->last_tick_ns,
+			.max_gap_ns = c->max_gap_ns,
+		};
+	}
+	d->console = vm->console;
+}
+
+static int hash_device(XXH3_state_t *h, const struct ferry_device_type *t,
+		       void *dev, char *err, size_t errlen)
+{
+	char *json;
+	int rc = ferry_state_print_json(t, dev, &json, err, errlen);
+
+	if (rc)
+		return rc;
+	XXH3_64bits_update(h, json, strlen(json) + 1);
+	free(json);
+	return 0;
+}
+
+/* The digest of the state: the JSON text of every device in save order,
+ * the machine's digests left out. */
+static int state_digest(struct devices *d, uint64_t *out, char *err,
+			size_t errlen)
+{
+	struct machine_state m = d->machine;
+	XXH3_state_t *h = XXH3_createState();
+	int rc;
+
+	if (!h)
+		return -ENOMEM;
+	XXH3_64bits_reset(h);
+	m.state_digest = 0;
+	rc = hash_device(h, &machine_type, &m, err, errlen);
+	for (unsigned i = 0; !rc && i < d->nvcpus; i++)
+		rc = hash_device(h, &vcpu_type, &d->vcpus[i], err, errlen);
+	if (!rc)
+		rc = hash_device(h, &console_type, d->console, err, errlen);
+	*out = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
+	return rc;
+}
+
+static int save_all(struct devices *d, struct ferry_buf *out, char *err,
+		    size_t errlen)
+{
+	char name[32];
+	int rc;
+
+	rc = ferry_state_save(out, &machine_type, "machine", &d->machine, err,
+			      errlen);
+	for (unsigned i = 0; !rc && i < d->nvcpus; i++) {
+		snprintf(name, sizeof(name), "vcpu%u", i);
+		rc = ferry_state_save(out, &vcpu_type, name, &d->vcpus[i], err,
+				      errlen);
+	}
+	if (!rc)
+		rc = ferry_state_save(out, &console_type, "console0", d->console,
+				      err, errlen);
+	if (!rc)
+		rc = ferry_state_end(out);
+	return rc;
+}
+
+/**
+ * vm_state_save() - the save_state callback: every device of the paused
+ * guest into a state section, with the digests when verifying.
+ * @opaque: the VM.
+ * @out: the section.
+ *
+ * Return: 0, or the state layer's code (its message on stderr).
+ */
+int vm_state_save(void *opaque, struct ferry_buf *out)
+{
+	struct vm *vm = opaque;
+	struct devices *d = devices_new(vm->guest.nvcpus);
+	char err[STATE_ERR_LEN] = "";
+	uint64_t t0;
+	int rc = 0;
+
+	if (!d)
+		return state_fail(vm, -ENOMEM, "out of memory");
+	devices_from_vm(vm, d);
+	if (vm->opts.verify) {
+		t0 = vm_now_ns();
+		d->machine.verify = true;
+		d->machine.ram_digest = guest_digest(&vm->guest);
+		vm->mig.src_digest_ms = (double)(vm_now_ns() - t0) / 1e6;
+		rc = state_digest(d, &d->machine.state_digest, err, sizeof(err));
+	}
+	if (!rc)
+		rc = save_all(d, out, err, sizeof(err));
+	free(d);
+	if (rc)
+		return state_fail(vm, rc, "saving: %s", err[0] ? err :
+				  ferry_strerror(rc));
+	return 0;
+}
+
+/* Whether the machine in the stream is this one. */
+static int machine_fits(struct vm *vm, const struct machine_state *m)
+{
+	const struct guest *g = &vm->guest;
+
+	if (strcmp(m->workload, vm_workload_name(g->workload)))
+		return state_fail(vm, -EINVAL, "machine.workload: the stream "
+				  "has %s, this VM runs %s", m->workload,
+				  vm_workload_name(g->workload));
+	if (m->memory != g->mem_size)
+		return state_fail(vm, -EINVAL, "machine.memory: the stream has "
+				  "%" PRIu64 " bytes, this VM %" PRIu64,
+				  m->memory, g->mem_size);
+	if (m->vcpus != g->nvcpus)
+		return state_fail(vm, -EINVAL, "machine.vcpus: the stream has "
+				  "%u, this VM %u", m->vcpus, g->nvcpus);
+	return 0;
+}
+
+static void devices_to_vm(struct vm *vm, const struct devices *d)
+{
+	struct guest *g = &vm->guest;
+
+	for (unsigned i = 0; i < g->nvcpus; i++) {
+		const struct vcpu_regs *r = &d->vcpus[i];
+		struct vcpu *c = &g->vcpus[i];
+
+		c->cursor = r->cursor;
+		c->sweep = r->sweep;
+		c->prng = r->prng;
+		atomic_store(&c->steps, r->steps);
+		c->fill_done = r->fill_done;
+		c->last_tick_ns = r->last_tick_ns;
+		c->max_gap_ns = r->max_gap_ns;
+	}
+	atomic_store(&g->check_errors, d->machine.check_errors);
+	memcpy(vm->console, d->console, sizeof(*vm->console));
+	guest_reset_derived(g);
+}
+
+/* The loaded image against the source's digests, then the workload
+ * invariant on every page. */
+static void verify_loaded(struct vm *vm, struct devices *d)
+{
+	struct guest *g = &vm->guest;
+	struct guest_verify v = { 0 };
+	char err[STATE_ERR_LEN] = "";
+	uint64_t t0, sd = 0;
+	bool state_ok;
+	int verified = -1;
+
+	if (d->machine.verify && vm->opts.verify) {
+		t0 = vm_now_ns();
+		v.digest_match = guest_digest(g) == d->machine.ram_digest;
+		state_ok = !state_digest(d, &sd, err, sizeof(err)) &&
+			   sd == d->machine.state_digest;
+		v.invariant_ok = guest_check_invariant(g, &v.pages_checked);
+		v.verify_ms = (double)(vm_now_ns() - t0) / 1e6;
+		v.done = true;
+		if (!v.digest_match)
+			fprintf(stderr, "ferry-vm: memory digest differs from the source's\n");
+		if (!state_ok)
+			fprintf(stderr, "ferry-vm: device state digest differs from the source's%s%s\n",
+				err[0] ? ": " : "", err);
+		v.digest_match = v.digest_match && state_ok;
+		verified = v.digest_match && v.invariant_ok &&
+			   guest_check_errors(g) == 0;
+	}
+	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.check = v;
+	vm->mig.verified = verified;
+	pthread_mutex_unlock(&vm->mig.lock);
+}
+
+/* What this VM expects in a section, and where each instance goes. */
+static struct ferry_state_binding *bindings_new(struct vm *vm,
+						struct devices *d,
+						char (*names)[16], size_t *n)
+{
+	const struct guest *g = &vm->guest;
+	struct ferry_state_binding *b = calloc(g->nvcpus + 2, sizeof(*b));
+
+	if (!b)
+		return NULL;
+	b[0] = (struct ferry_state_binding){ &machine_type, "machine",
+					     &d->machine, 0 };
+	for (unsigned i = 0; i < g->nvcpus; i++) {
+		snprintf(names[i], sizeof(names[i]), "vcpu%u", i);
+		d->vcpus[i].npages = g->vcpus[i].npages;
+		b[i + 1] = (struct ferry_state_binding){ &vcpu_type, names[i],
+							 &d->vcpus[i], 0 };
+	}
+	b[g->nvcpus + 1] = (struct ferry_state_binding){ &console_type,
+							 "console0", d->console,
+							 0 };
+	*n = g->nvcpus + 2;
+	return b;
+}
+
+/**
+ * vm_state_load() - the load_state callback: load a section into this
+ * paused guest and, when both sides verify, check the loaded image.
+ * @opaque: the VM.
+ * @data: the section.
+ * @len: its size.
+ *
+ * Nothing of the VM changes unless the whole section loads and describes
+ * this machine.
+ *
+ * Return: 0, or the state layer's code, or -EINVAL for another machine
+ * (the message on stderr and in the migration's error).
+ */
+int vm_state_load(void *opaque, const void *data, size_t len)
+{
+	struct vm *vm = opaque;
+	struct devices *d = devices_new(vm->guest.nvcpus);
+	char (*names)[16] = calloc(vm->guest.nvcpus, sizeof(*names));
+	struct ferry_state_binding *b = NULL;
+	char err[STATE_ERR_LEN] = "";
+	size_t n = 0;
+	int rc = -ENOMEM;
+
+	if (d)
+		d->console = calloc(1, sizeof(*d->console));
+	if (d && d->console && names)
+		b = bindings_new(vm, d, names, &n);
+	if (!b) {
+		state_fail(vm, rc, "out of memory");
+		goto out;
+	}
+	rc = ferry_state_load(data, len, b, n, err, sizeof(err));
+	if (rc)
+		state_fail(vm, rc, "%s", err[0] ? err : ferry_strerror(rc));
+	else
+		rc = machine_fits(vm, &d->machine);
+	if (!rc) {
+		devices_to_vm(vm, d);
+		verify_loaded(vm, d);
+	}
+out:
+	free(b);
+	free(names);
+	if (d)
+		free(d->console);
+	free(d);
+	return rc;
+}
+
+/**
+ * vm_state_print_schemas() - print the JSON Schema of every device type
+ * on stdout, as one object keyed by type name (ferry-vm --print-schemas).
+ *
+ * Return: 0, or a negative code (a message on stderr).
+ */
+int vm_state_print_schemas(void)
+{
+	json_object *all = json_object_new_object(), *one;
+	char err[STATE_ERR_LEN] = "", *json;
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < sizeof(all_types) / sizeof(all_types[0]); i++) {
+		rc = ferry_state_schema_json(all_types[i], &json, err,
+					     sizeof(err));
+		if (rc)
+			break;
+		one = json_tokener_parse(json);
+		free(json);
+		if (!one) {
+			rc = -EINVAL;
+			snprintf(err, sizeof(err), "not JSON");
+			break;
+		}
+		json_object_object_add(all, all_types[i]->name, one);
+	}
+	if (rc)
+		fprintf(stderr, "ferry-vm: schema of %s: %s\n",
+			all_types[i]->name, err);
+	else
+		printf("%s\n", json_object_to_json_string_ext(all,
+			       JSON_C_TO_STRING_PLAIN |
+			       JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(all);
+	return rc;
+}
