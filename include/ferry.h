@@ -185,7 +185,8 @@ enum ferry_compress {
 };
 
 enum ferry_dirty_mode {
-	FERRY_DIRTY_AUTO = 0,	/* userfaultfd if it works, else bitmap */
+	FERRY_DIRTY_AUTO = 0,	/* the VMM's bitmap if it has one, else
+				   userfaultfd, else stop-and-copy */
 	FERRY_DIRTY_UFFD = 1,	/* userfaultfd write-protect + PAGEMAP_SCAN */
 	FERRY_DIRTY_BITMAP = 2, /* the VMM's get_dirty_bitmap() */
 };

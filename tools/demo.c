@@ -55,6 +55,7 @@ const char cli_demo_usage[] =
 	"  --downtime-ms N      longest acceptable pause\n"
 	"  --connections N      data connections, 1 to 64 (default 1)\n"
 	"  --compress C         none, lz4 or zstd (default none)\n"
+	"  --dirty-mode M       auto, uffd or bitmap (default auto)\n"
 	"  --json               print the report as one JSON object on stdout\n"
 	"  --keep-logs          keep the temporary directory with the VMs' logs\n"
 	"  -h, --help           show this help\n"
@@ -72,6 +73,7 @@ struct demo_opts {
 	int64_t downtime_ms;	/* -1: ferry-vm's default */
 	int64_t connections;	/* -1: ferry-vm's default */
 	const char *compress;	/* NULL: ferry-vm's default */
+	const char *dirty_mode;	/* NULL: auto */
 	bool json, keep_logs;
 };
 
@@ -234,6 +236,13 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 						"not '%s'", optarg);
 		o->compress = optarg;
 		break;
+	case 'D':
+		if (strcmp(optarg, "auto") && strcmp(optarg, "uffd") &&
+		    strcmp(optarg, "bitmap"))
+			return demo_usage_error("--dirty-mode is auto, uffd or "
+						"bitmap, not '%s'", optarg);
+		o->dirty_mode = optarg;
+		break;
 	case 'j':
 		o->json = true;
 		break;
@@ -262,6 +271,7 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "connections", required_argument, NULL, 'n' },
 		{ "compress", required_argument, NULL, 'z' },
+		{ "dirty-mode", required_argument, NULL, 'D' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "keep-logs", no_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
@@ -695,6 +705,9 @@ static int demo_migrate(struct demo *d, json_object **report,
 	if (d->o.downtime_ms >= 0)
 		json_object_object_add(args, "downtime_ms",
 				       json_object_new_int64(d->o.downtime_ms));
+	if (d->o.dirty_mode)
+		json_object_object_add(args, "dirty_mode",
+				       json_object_new_string(d->o.dirty_mode));
 	if (d->o.compress)
 		json_object_object_add(args, "compress",
 				       json_object_new_string(d->o.compress));

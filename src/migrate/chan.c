@@ -173,6 +173,16 @@ int fy_chan_read_full(struct fy_chan *c, void *buf, size_t n)
 }
 
 /**
+ * fy_chan_read_within() - read exactly @n bytes, allowing @idle_ms of
+ * silence (for peers that must speak promptly, like a joining connection).
+ */
+int fy_chan_read_within(struct fy_chan *c, void *buf, size_t n, int idle_ms)
+{
+	c->last_rx_ns = fy_now_ns();
+	return read_full(c, buf, n, idle_ms);
+}
+
+/**
  * fy_chan_send_rec() - send one control record.
  */
 int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,

@@ -253,7 +253,9 @@ static int on_join(struct fy_recv_pool *p, struct rx_chan *rc_,
 		       "data connection refused: wrong session or token");
 		return -EACCES;
 	}
+	pthread_mutex_lock(&p->lock);
 	rc_->index = j.index;
+	pthread_mutex_unlock(&p->lock);
 	return fy_chan_send_rec(ch, FY_REC_OK, h->seq, NULL, 0);
 }
 
@@ -295,7 +297,8 @@ static void *recv_worker(void *arg)
 	uint16_t ver;
 	int rc;
 
-	rc = fy_chan_read_full(&c->ch, sh, sizeof(sh));
+	/* A stranger gets a few seconds to show its credentials. */
+	rc = fy_chan_read_within(&c->ch, sh, sizeof(sh), FY_JOIN_WAIT_MS);
 	if (!rc) {
 		rc = fy_stream_hdr_decode(sh, &ver);
 		if (rc)
@@ -305,7 +308,8 @@ static void *recv_worker(void *arg)
 		struct fy_rec_hdr h;
 		struct fy_recv_step step;
 
-		rc = fy_chan_recv_hdr(&c->ch, &h, FY_IDLE_TIMEOUT_MS);
+		rc = fy_chan_recv_hdr(&c->ch, &h, st == FY_DS_JOINED
+						  ? FY_IDLE_TIMEOUT_MS : FY_JOIN_WAIT_MS);
 		if (rc == -EBADMSG || rc == -EMSGSIZE)
 			refuse(&c->ch, 0, rc, "malformed record header");
 		if (rc)
@@ -345,7 +349,30 @@ static void *recv_worker(void *arg)
 	/* Done with this connection: let the peer see it close now, not
 	 * when the session ends (the descriptor is freed then). */
 	shutdown(c->ch.fd, SHUT_RDWR);
+	atomic_store(&c->done, true);
 	return NULL;
+}
+
+/* Free the slots of connections whose worker ended (refused strangers,
+ * closed channels), so they cannot use up the session's channels. */
+static void reap(struct fy_recv_pool *p)
+{
+	unsigned keep = 0;
+
+	for (unsigned i = 0; i < p->n; i++) {
+		struct rx_chan *c = p->chans[i];
+
+		if (!atomic_load(&c->done)) {
+			p->chans[keep++] = c;
+			continue;
+		}
+		pthread_join(c->thread, NULL);
+		if (c->index)
+			p->joined_ended++;
+		fy_chan_close(&c->ch);
+		free(c);
+	}
+	p->n = keep;
 }
 
 static void *acceptor(void *arg)
@@ -361,6 +388,7 @@ static void *acceptor(void *arg)
 		if (rc)
 			break;
 		pthread_mutex_lock(&p->lock);
+		reap(p);
 		if (p->n >= FY_MAX_CHANNELS - 1 || atomic_load(&p->stop)) {
 			pthread_mutex_unlock(&p->lock);
 			close(fd);
@@ -518,7 +546,9 @@ unsigned fy_recv_pool_channels(struct fy_recv_pool *p)
 	if (!p->started)
 		return 0;
 	pthread_mutex_lock(&p->lock);
-	n = p->n;
+	n = p->joined_ended;
+	for (unsigned i = 0; i < p->n; i++)
+		n += p->chans[i]->index != 0;
 	pthread_mutex_unlock(&p->lock);
 	return n;
 }

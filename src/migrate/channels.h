@@ -12,6 +12,8 @@
 /* Chunks queued ahead of the workers: enough to keep every connection
  * busy, small enough that a slow connection cannot hoard work. */
 #define FY_QUEUE_LEN 64
+/* How long a new data connection may take to present JOIN. */
+#define FY_JOIN_WAIT_MS 5000
 
 struct fy_job {
 	const struct fy_region *reg;
@@ -59,6 +61,7 @@ struct rx_chan {
 	pthread_t thread;
 	struct fy_recv_pool *pool;
 	uint32_t index; /* from JOIN */
+	atomic_bool done; /* the worker ended: the acceptor may reap it */
 };
 
 struct fy_recv_pool {
@@ -71,6 +74,7 @@ struct fy_recv_pool {
 	pthread_cond_t cv;
 	struct rx_chan *chans[FY_MAX_CHANNELS];
 	unsigned n;
+	unsigned joined_ended; /* joined connections already reaped */
 	atomic_bool stop;
 	atomic_bool in_pass;
 	bool have_session;

@@ -99,6 +99,7 @@ int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd);
 void fy_chan_close(struct fy_chan *c);
 int fy_chan_write_all(struct fy_chan *c, struct iovec *iov, int n);
 int fy_chan_read_full(struct fy_chan *c, void *buf, size_t n);
+int fy_chan_read_within(struct fy_chan *c, void *buf, size_t n, int idle_ms);
 int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
 		     const void *body, size_t len);
 int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,

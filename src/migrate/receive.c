@@ -26,6 +26,7 @@ struct receiver {
 	uint64_t pass_records;
 	uint64_t pass_bytes;
 	uint64_t t_final; /* final pass began: the source is paused */
+	bool final_done;  /* a final pass completed: STATE may follow */
 	bool resumed;
 	char err[384];
 };
@@ -223,6 +224,7 @@ static int on_pass_end(struct receiver *x)
 			 (unsigned long long)x->pass_bytes, x->pass.pass);
 		return FERRY_EPROTO;
 	}
+	x->final_done = x->pass.final;
 	fy_session_event(x->s, FERRY_EVENT_PASS);
 	return 0;
 }
@@ -230,8 +232,16 @@ static int on_pass_end(struct receiver *x)
 static int on_state(struct receiver *x)
 {
 	ferry_session *s = x->s;
-	int rc = s->ops.load_state(s->cfg.opaque, x->ch.in.data, x->ch.in.len);
+	int rc;
 
+	/* Without a complete final pass, memory may be missing: a guest
+	 * loaded now could run on a partial image. */
+	if (!x->final_done) {
+		snprintf(x->err, sizeof(x->err),
+			 "STATE before a complete final memory pass");
+		return FERRY_EPROTO;
+	}
+	rc = s->ops.load_state(s->cfg.opaque, x->ch.in.data, x->ch.in.len);
 	if (rc) {
 		char why[256] = "";
 

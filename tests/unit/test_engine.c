@@ -199,6 +199,17 @@ static const struct ferry_vmm_ops ops = {
 	.release = op_release,
 	.reacquire = op_reacquire,
 	.running_note = op_note,
+};
+
+/* The same VMM with its own dirty log, for FERRY_DIRTY_BITMAP. */
+static const struct ferry_vmm_ops ops_bitmap = {
+	.pause = op_pause,
+	.resume = op_resume,
+	.save_state = op_save,
+	.load_state = op_load,
+	.release = op_release,
+	.reacquire = op_reacquire,
+	.running_note = op_note,
 	.get_dirty_bitmap = op_bitmap,
 };
 
@@ -352,6 +363,7 @@ static void test_vmm_bitmap_mode_converges(void **state)
 	pthread_create(&src.writer, NULL, writer_main, &src);
 	vm_init(&dst, MEM, false, false);
 	base_config(&cfg, &src);
+	cfg.ops = &ops_bitmap;
 	cfg.dirty_mode = FERRY_DIRTY_BITMAP;
 	cfg.downtime_limit_ms = 50;
 	ss = session_with(&src, &cfg);
