@@ -115,6 +115,19 @@ static json_object *error_string(int code, const char *detail)
 	return jstr(buf);
 }
 
+/* The negotiated capabilities by name, as the spec calls them. */
+static json_object *caps_array(uint64_t caps)
+{
+	static const char *const names[] = { "data-checksum", "multi-channel",
+					     "zero-pages", "lz4", "zstd" };
+	json_object *a = json_object_new_array();
+
+	for (unsigned i = 0; i < 5; i++)
+		if (caps & (1ull << i))
+			json_object_array_add(a, json_object_new_string(names[i]));
+	return a;
+}
+
 static json_object *stats_json(const struct ferry_stats *st, const char *err)
 {
 	json_object *o = json_object_new_object();
@@ -123,6 +136,8 @@ static json_object *stats_json(const struct ferry_stats *st, const char *err)
 	json_object_object_add(o, "pass", ju64(st->pass));
 	json_object_object_add(o, "bytes", ju64(st->bytes));
 	json_object_object_add(o, "wire_bytes", ju64(st->wire_bytes));
+	json_object_object_add(o, "protocol_version", ju64(st->version));
+	json_object_object_add(o, "capabilities", caps_array(st->capabilities));
 	json_object_object_add(o, "pass_bytes", ju64(st->pass_bytes));
 	json_object_object_add(o, "pass_total", ju64(st->pass_total));
 	json_object_object_add(o, "dirty_bytes", ju64(st->dirty_bytes));
@@ -201,6 +216,8 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object_object_add(o, "passes", ju64(st->pass));
 	json_object_object_add(o, "connections", ju64(st->connections));
 	json_object_object_add(o, "wire_bytes", ju64(st->wire_bytes));
+	json_object_object_add(o, "protocol_version", ju64(st->version));
+	json_object_object_add(o, "capabilities", caps_array(st->capabilities));
 	/* The average over the whole migration, what a user compares. */
 	json_object_object_add(o, "mb_per_s",
 			       api_double(st->total_ms > 0

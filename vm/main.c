@@ -50,6 +50,10 @@ static void usage(FILE *f)
 		"                       unix:PATH)\n"
 		"  --downtime-ms N      downtime limit for migrations (default 300)\n"
 		"  --no-verify          skip memory digests and invariant checks\n"
+		"  --proto-version-min N, --proto-version-max N\n"
+		"                       speak only these protocol versions (1 or 2)\n"
+		"  --disable-cap NAME   do not offer a capability: data-checksum,\n"
+		"                       multi-channel, zero-pages, lz4, zstd (repeatable)\n"
 		"  --self-test          pause/save/load/verify in-process, then exit\n"
 		"  --print-schemas      print the device-state schemas as JSON Schema\n"
 		"                       (one object keyed by device type), then exit\n"
@@ -163,6 +167,26 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'n':
 		o->verify = false;
 		return 0;
+	case 'V':
+	case 'X':
+		if (strcmp(arg, "1") && strcmp(arg, "2"))
+			return bad_arg("protocol version '%s': 1 or 2", arg);
+		if (opt == 'V')
+			o->version_min = (uint32_t)(arg[0] - '0');
+		else
+			o->version_max = (uint32_t)(arg[0] - '0');
+		return 0;
+	case 'C': {
+		static const char *const names[] = { "data-checksum",
+			"multi-channel", "zero-pages", "lz4", "zstd" };
+
+		for (unsigned i = 0; i < 5; i++)
+			if (!strcmp(arg, names[i])) {
+				o->disabled_caps |= 1ull << i;
+				return 0;
+			}
+		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4 or zstd", arg);
+	}
 	case 'T':
 		o->self_test = true;
 		return 0;
@@ -184,6 +208,9 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "no-verify", no_argument, NULL, 'n' },
+		{ "proto-version-min", required_argument, NULL, 'V' },
+		{ "proto-version-max", required_argument, NULL, 'X' },
+		{ "disable-cap", required_argument, NULL, 'C' },
 		{ "self-test", no_argument, NULL, 'T' },
 		{ "print-schemas", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
@@ -320,6 +347,9 @@ static void config_base(struct vm *vm, struct ferry_config *cfg)
 	cfg->on_log = cb_log;
 	if (vm->opts.downtime_ms)
 		cfg->downtime_limit_ms = vm->opts.downtime_ms;
+	cfg->version_min = vm->opts.version_min;
+	cfg->version_max = vm->opts.version_max;
+	cfg->capabilities &= ~vm->opts.disabled_caps;
 }
 
 static int session_make(struct vm *vm, ferry_session **out)

@@ -221,6 +221,9 @@ struct vm_opts {
 	const char *api_path;
 	const char *incoming;
 	uint32_t downtime_ms;
+	uint32_t version_min;	 /* protocol versions: 0 = the library's */
+	uint32_t version_max;
+	uint64_t disabled_caps;	 /* capabilities not offered */
 	bool verify;
 	bool self_test;
 };
