@@ -458,6 +458,18 @@ static int bitmap_start(struct fy_dirty *d)
 	d->bitmap = calloc(words ? words : 1, sizeof(uint64_t));
 	if (!d->bitmap)
 		return dirty_fail(d, -ENOMEM, "out of memory");
+	/* Tracking starts now: what the log holds from before (every write
+	 * since the VMM started, say) is covered by the first full pass. */
+	for (i = 0; i < d->nregions; i++) {
+		size_t pages = (size_t)(d->regions[i].size / FY_PAGE_SIZE);
+		int rc;
+
+		memset(d->bitmap, 0, (pages + 63) / 64 * sizeof(uint64_t));
+		rc = d->bitmap_fn(d->bitmap_opaque, (uint32_t)i, d->bitmap, pages);
+		if (rc < 0)
+			return dirty_fail(d, rc, "dirty bitmap of region %zu (%s): %s",
+					  i, d->regions[i].name, strerror(-rc));
+	}
 	return 0;
 }
 

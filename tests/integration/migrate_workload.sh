@@ -11,6 +11,10 @@ out="$T/report.json"
 [ "$(json_field "$out" 'd["verified"]')" = true ] || fail "not verified: $(tail -n1 "$out")"
 [ "$(json_field "$out" 'd["passes"] >= 2')" = true ] || fail "passes: $(tail -n1 "$out")"
 [ "$(json_field "$out" 'd["bytes"] >= 256<<20')" = true ] || fail "bytes: $(tail -n1 "$out")"
+# An idle guest crosses once: nothing it wrote before the migration may be
+# sent a second time.
+[ "$W" != idle ] || [ "$(json_field "$out" 'd["bytes"] <= (256<<20) * 1.02')" = true ] ||
+	fail "idle guest sent more than once: $(tail -n1 "$out")"
 if [ $# -gt 0 ]; then
 	want=$(printf '%s\n' "$@" | sed -n '/^--connections$/{n;p}')
 	[ -z "$want" ] || [ "$(json_field "$out" 'd["connections"]')" = "$want" ] ||

@@ -607,9 +607,12 @@ static void test_bitmap_backend(void **state)
 
 	assert_int_equal(fy_dirty_start(&d, FY_DIRTY_BITMAP, rg, 2, NULL, NULL), -EINVAL);
 	assert_int_equal(fy_dirty_start(&d, FY_DIRTY_BITMAP, rg, 2, fake_bitmap, &v), 0);
+	/* Start drains the VMM's log once per region: writes from before
+	 * tracking began are covered by the first full pass. */
+	assert_int_equal(v.calls, 2);
 	fy_ranges_init(&got);
 	assert_int_equal(fy_dirty_collect(&d, &got), 0);
-	assert_int_equal(v.calls, 2);
+	assert_int_equal(v.calls, 4);
 	assert_int_equal(got.n, 4);
 	assert_int_equal(got.v[0].region, 0);
 	assert_int_equal(got.v[0].offset, 0);
