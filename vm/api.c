@@ -128,6 +128,16 @@ static json_object *caps_array(uint64_t caps)
 	return a;
 }
 
+/* What the two sides agreed on and what crossed: shared by status and
+ * report. */
+static void add_link_fields(json_object *o, const struct ferry_stats *st)
+{
+	json_object_object_add(o, "connections", ju64(st->connections));
+	json_object_object_add(o, "wire_bytes", ju64(st->wire_bytes));
+	json_object_object_add(o, "protocol_version", ju64(st->version));
+	json_object_object_add(o, "capabilities", caps_array(st->capabilities));
+}
+
 static json_object *stats_json(const struct ferry_stats *st, const char *err)
 {
 	json_object *o = json_object_new_object();
@@ -135,9 +145,7 @@ static json_object *stats_json(const struct ferry_stats *st, const char *err)
 	json_object_object_add(o, "state", jstr(ferry_state_name(st->state)));
 	json_object_object_add(o, "pass", ju64(st->pass));
 	json_object_object_add(o, "bytes", ju64(st->bytes));
-	json_object_object_add(o, "wire_bytes", ju64(st->wire_bytes));
-	json_object_object_add(o, "protocol_version", ju64(st->version));
-	json_object_object_add(o, "capabilities", caps_array(st->capabilities));
+	add_link_fields(o, st);
 	json_object_object_add(o, "pass_bytes", ju64(st->pass_bytes));
 	json_object_object_add(o, "pass_total", ju64(st->pass_total));
 	json_object_object_add(o, "dirty_bytes", ju64(st->dirty_bytes));
@@ -214,10 +222,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object_object_add(o, "guest_stall_ms", rc ? NULL : stall);
 	json_object_object_add(o, "bytes", ju64(st->bytes));
 	json_object_object_add(o, "passes", ju64(st->pass));
-	json_object_object_add(o, "connections", ju64(st->connections));
-	json_object_object_add(o, "wire_bytes", ju64(st->wire_bytes));
-	json_object_object_add(o, "protocol_version", ju64(st->version));
-	json_object_object_add(o, "capabilities", caps_array(st->capabilities));
+	add_link_fields(o, st);
 	/* The average over the whole migration, what a user compares. */
 	json_object_object_add(o, "mb_per_s",
 			       api_double(st->total_ms > 0
