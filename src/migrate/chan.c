@@ -282,7 +282,7 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 	size_t zeros = 0, meta, payload, body, pad;
 	struct iovec iov[FY_MAX_IOV];
 	long packed = 0;
-	int n = 0, first;
+	int n = 0, first, runs;
 
 	m.flags = 0;
 	if (c->zero_pages) {
@@ -314,10 +314,9 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 		iov[n++] = (struct iovec){ c->packed.data, (size_t)packed };
 	else if (!zeros)
 		iov[n++] = (struct iovec){ (void *)data, m.length };
-	else if (nonzero_runs(data, pages, c->zmap, NULL, 0, NULL) <=
-		 FY_MAX_IOV - 4)
-		n += nonzero_runs(data, pages, c->zmap, iov + n,
-				  FY_MAX_IOV - 4, NULL);
+	else if ((runs = nonzero_runs(data, pages, c->zmap, iov + n,
+				      FY_MAX_IOV - 4, NULL)) <= FY_MAX_IOV - 4)
+		n += runs;
 	else {
 		/* Too fragmented for one sendmsg: gather instead. */
 		if (fy_buf_reserve(&c->gather, payload))
@@ -393,6 +392,21 @@ int fy_chan_recv_body(struct fy_chan *c, const struct fy_rec_hdr *h)
 	c->in.len = h->length;
 	fy_csum_update(&c->csum, c->in.data, fy_rec_csum_len(h, c->in.data));
 	return finish_record(c, h->length);
+}
+
+/**
+ * fy_chan_send_error() - send ERROR (an answer) or ABORT (the source's
+ * request) with a code and a message. Best effort: it precedes a close.
+ */
+void fy_chan_send_error(struct fy_chan *c, uint32_t type, uint32_t seq,
+			int code, const char *msg)
+{
+	struct fy_error_msg e = { .code = code };
+
+	snprintf(e.message, sizeof(e.message), "%s", msg);
+	fy_buf_reset(&c->in);
+	if (!fy_error_encode(&c->in, &e))
+		fy_chan_send_rec(c, type, seq, c->in.data, c->in.len);
 }
 
 /**
@@ -504,6 +518,9 @@ static int recv_packed(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
 		return rc;
 	if (hash)
 		fy_csum_update(&c->csum, c->packed.data, n);
+	/* Unpack aside, not in place: a corrupt payload found halfway must
+	 * leave guest memory holding only what was validly sent. The copy
+	 * runs at memcpy speed, several times faster than the decoder. */
 	rc = fy_codec_decompress(c->dcodec[kind], c->packed.data, n,
 				 c->gather.data, raw);
 	if (rc)

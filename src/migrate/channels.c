@@ -219,18 +219,6 @@ static void pool_fail(struct fy_recv_pool *p, int code, const char *fmt, ...)
 	pthread_mutex_unlock(&p->lock);
 }
 
-static void refuse(struct fy_chan *ch, uint32_t seq, int code, const char *msg)
-{
-	struct fy_error_msg e = { .code = code };
-	struct fy_buf b;
-
-	snprintf(e.message, sizeof(e.message), "%s", msg);
-	fy_buf_init(&b);
-	if (!fy_error_encode(&b, &e))
-		fy_chan_send_rec(ch, FY_REC_ERROR, seq, b.data, b.len);
-	fy_buf_free(&b);
-}
-
 /* JOIN: the credentials must be this session's, compared in constant time. */
 static int on_join(struct fy_recv_pool *p, struct rx_chan *rc_,
 		   const struct fy_rec_hdr *h)
@@ -243,13 +231,13 @@ static int on_join(struct fy_recv_pool *p, struct rx_chan *rc_,
 	if (rc)
 		return rc;
 	if (fy_join_decode(ch->in.data, ch->in.len, &j)) {
-		refuse(ch, h->seq, -EBADMSG, "malformed JOIN");
+		fy_chan_send_error(ch, FY_REC_ERROR, h->seq, -EBADMSG, "malformed JOIN");
 		return -EBADMSG;
 	}
 	for (size_t i = 0; i < sizeof(j.token); i++)
 		diff |= j.token[i] ^ p->token[i];
 	if (diff || j.session_id != p->session_id || !p->have_session) {
-		refuse(ch, h->seq, -EACCES,
+		fy_chan_send_error(ch, FY_REC_ERROR, h->seq, -EACCES,
 		       "data connection refused: wrong session or token");
 		return -EACCES;
 	}
@@ -302,7 +290,7 @@ static void *recv_worker(void *arg)
 	if (!rc) {
 		rc = fy_stream_hdr_decode(sh, &ver);
 		if (rc)
-			refuse(&c->ch, 0, rc, "not a ferry stream");
+			fy_chan_send_error(&c->ch, FY_REC_ERROR, 0, rc, "not a ferry stream");
 	}
 	while (!rc && !atomic_load(&p->stop)) {
 		struct fy_rec_hdr h;
@@ -311,7 +299,7 @@ static void *recv_worker(void *arg)
 		rc = fy_chan_recv_hdr(&c->ch, &h, st == FY_DS_JOINED
 						  ? FY_IDLE_TIMEOUT_MS : FY_JOIN_WAIT_MS);
 		if (rc == -EBADMSG || rc == -EMSGSIZE)
-			refuse(&c->ch, 0, rc, "malformed record header");
+			fy_chan_send_error(&c->ch, FY_REC_ERROR, 0, rc, "malformed record header");
 		if (rc)
 			break;
 		fy_data_sm_step(st, h.type, h.seq, &step);
@@ -329,12 +317,12 @@ static void *recv_worker(void *arg)
 		default:
 			/* A new source knocking while this session runs. */
 			if (st == FY_DS_WAIT_JOIN && h.type == FY_REC_HELLO) {
-				refuse(&c->ch, h.seq, -EBUSY,
+				fy_chan_send_error(&c->ch, FY_REC_ERROR, h.seq, -EBUSY,
 				       "destination is busy with another migration");
 				rc = -EBUSY;
 				break;
 			}
-			refuse(&c->ch, h.seq, step.code, step.msg);
+			fy_chan_send_error(&c->ch, FY_REC_ERROR, h.seq, step.code, step.msg);
 			if (st == FY_DS_JOINED)
 				pool_fail(p, step.code, "data connection %u: %s",
 					  c->index, step.msg);

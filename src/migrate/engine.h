@@ -68,6 +68,8 @@ struct fy_chan {
 };
 
 uint64_t fy_now_ns(void);
+/* This boot's id, "" if unknown: equal ids mean a shared monotonic clock. */
+void fy_read_boot_id(char *out, size_t len);
 static inline double fy_ms(uint64_t ns)
 {
 	return (double)ns / 1e6;
@@ -114,5 +116,8 @@ int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
 		     const struct fy_region *regions, size_t nregions,
 		     struct fy_mem_hdr *m, char *err, size_t errlen);
 int fy_chan_skip_body(struct fy_chan *c, const struct fy_rec_hdr *h);
+/* Send an ERROR (or ABORT) record carrying @code and @msg; best effort. */
+void fy_chan_send_error(struct fy_chan *c, uint32_t type, uint32_t seq,
+			int code, const char *msg);
 
 #endif /* FY_ENGINE_H */

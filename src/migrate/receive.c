@@ -41,28 +41,8 @@ static int respond_ok(struct receiver *x, uint32_t seq, const struct fy_buf *b)
 static void respond_error(struct receiver *x, uint32_t seq, int code,
 			  const char *msg)
 {
-	struct fy_error_msg e = { .code = code };
-	struct fy_buf b;
-
 	fy_recv_pool_close_door(&x->pool);
-
-	snprintf(e.message, sizeof(e.message), "%s", msg);
-	fy_buf_init(&b);
-	if (!fy_error_encode(&b, &e))
-		fy_chan_send_rec(&x->ch, FY_REC_ERROR, seq, b.data, b.len);
-	fy_buf_free(&b);
-}
-
-static void read_boot_id(char *out, size_t len)
-{
-	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
-
-	out[0] = 0;
-	if (f) {
-		if (fgets(out, (int)len, f))
-			out[strcspn(out, "\n")] = 0;
-		fclose(f);
-	}
+	fy_chan_send_error(&x->ch, FY_REC_ERROR, seq, code, msg);
 }
 
 static int on_hello(struct receiver *x, struct fy_buf *reply)
@@ -92,7 +72,7 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	if (getrandom(&r.session_id, sizeof(r.session_id), 0) < 0 ||
 	    getrandom(r.token, sizeof(r.token), 0) < 0)
 		return -errno;
-	read_boot_id(r.boot_id, sizeof(r.boot_id));
+	fy_read_boot_id(r.boot_id, sizeof(r.boot_id));
 	snprintf(r.software, sizeof(r.software), "ferry %s",
 		 FERRY_VERSION_STRING);
 	if (x->pool.started)

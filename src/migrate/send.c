@@ -45,22 +45,6 @@ struct sender {
 	uint64_t state_off;   /* snapshot: file offset of the STATE record */
 };
 
-static void read_boot_id(char *out, size_t len)
-{
-	int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
-	ssize_t n = -1;
-
-	out[0] = 0;
-	if (fd >= 0) {
-		n = read(fd, out, len - 1);
-		close(fd);
-	}
-	if (n > 0) {
-		out[n] = 0;
-		out[strcspn(out, "\n")] = 0;
-	}
-}
-
 /* The receiver may have explained a broken connection with an ERROR
  * record before closing: read it, briefly, to report its words. */
 static void salvage_peer_error(struct sender *x)
@@ -161,7 +145,7 @@ static int negotiate(struct sender *x)
 	hello.capabilities = s->cfg.capabilities;
 	if (x->to_file) /* a file has one connection */
 		hello.capabilities &= ~FERRY_CAP_MULTI_CHANNEL;
-	read_boot_id(hello.boot_id, sizeof(hello.boot_id));
+	fy_read_boot_id(hello.boot_id, sizeof(hello.boot_id));
 	snprintf(hello.software, sizeof(hello.software), "ferry %s",
 		 FERRY_VERSION_STRING);
 	snprintf(mine, sizeof(mine), "%s", hello.boot_id);
@@ -752,17 +736,13 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 /* Tell the destination why we stop, without waiting long for it. */
 static void send_abort(struct sender *x, int code)
 {
-	struct fy_error_msg e = { .code = code };
-	struct fy_buf b;
+	char msg[FY_MSG_MAX];
 	uint32_t seq;
 
 	if (x->ch.fd < 0 || fy_send_sm_request(&x->sm, FY_REC_ABORT, &seq))
 		return;
-	ferry_session_errmsg(x->s, e.message, sizeof(e.message));
-	fy_buf_init(&b);
-	if (!fy_error_encode(&b, &e))
-		fy_chan_send_rec(&x->ch, FY_REC_ABORT, seq, b.data, b.len);
-	fy_buf_free(&b);
+	ferry_session_errmsg(x->s, msg, sizeof(msg));
+	fy_chan_send_error(&x->ch, FY_REC_ABORT, seq, code, msg);
 }
 
 /*

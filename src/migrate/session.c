@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "migrate/engine.h"
 
@@ -22,6 +24,25 @@ uint64_t fy_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/**
+ * fy_read_boot_id() - /proc/sys/kernel/random/boot_id without the newline.
+ */
+void fy_read_boot_id(char *out, size_t len)
+{
+	int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+	ssize_t n = -1;
+
+	out[0] = 0;
+	if (fd >= 0) {
+		n = read(fd, out, len - 1);
+		close(fd);
+	}
+	if (n > 0) {
+		out[n] = 0;
+		out[strcspn(out, "\n")] = 0;
+	}
 }
 
 FERRY_API const char *ferry_strerror(int err)
