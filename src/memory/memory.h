@@ -44,6 +44,18 @@ void fy_ranges_free(struct fy_ranges *r);
 void fy_ranges_clear(struct fy_ranges *r); /* keeps the allocation */
 int fy_ranges_add(struct fy_ranges *r, uint32_t region, uint64_t offset,
 		  uint64_t length); /* 0 or -ENOMEM */
+/*
+ * A walk over a range list in chunks of at most @chunk bytes: start with a
+ * zeroed cursor; each call fills @out with the next chunk and returns
+ * false at the end.
+ */
+struct fy_chunk_cursor {
+	size_t i;     /* range */
+	uint64_t off; /* within it */
+};
+bool fy_ranges_next_chunk(const struct fy_ranges *r, struct fy_chunk_cursor *c,
+			  uint64_t chunk, struct fy_range *out);
+
 /* Sort and merge overlapping or adjacent ranges; recomputes bytes. */
 void fy_ranges_normalize(struct fy_ranges *r);
 /* All of every region, one range each. */

@@ -399,3 +399,23 @@ void fy_ranges_normalize(struct fy_ranges *r)
 	}
 	r->n = out + 1;
 }
+
+/**
+ * fy_ranges_next_chunk() - the next chunk of at most @chunk bytes.
+ */
+bool fy_ranges_next_chunk(const struct fy_ranges *r, struct fy_chunk_cursor *c,
+			  uint64_t chunk, struct fy_range *out)
+{
+	while (c->i < r->n && c->off >= r->v[c->i].length) {
+		c->i++;
+		c->off = 0;
+	}
+	if (c->i >= r->n)
+		return false;
+	out->region = r->v[c->i].region;
+	out->offset = r->v[c->i].offset + c->off;
+	out->length = r->v[c->i].length - c->off < chunk
+			      ? r->v[c->i].length - c->off : chunk;
+	c->off += out->length;
+	return true;
+}

@@ -63,7 +63,6 @@ static void *send_worker(void *arg)
 			} else if (!rc) {
 				p->records++;
 				p->bytes += job.length;
-				p->chan_bytes[wa->idx] += job.length;
 				fy_session_count_bytes(p->s, job.length);
 			}
 		}
@@ -163,21 +162,15 @@ int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
 	p->records = 0;
 	p->bytes = 0;
 	pthread_mutex_unlock(&p->lock);
-	for (size_t i = 0; i < ranges->n && !rc; i++) {
-		const struct fy_range *r = &ranges->v[i];
+	struct fy_chunk_cursor cur = { 0 };
+	struct fy_range r;
 
-		for (uint64_t off = 0; off < r->length && !rc; off += chunk) {
-			struct fy_job job = {
-				.reg = &s->regions[r->region],
-				.region = r->region,
-				.offset = r->offset + off,
-				.length = r->length - off < chunk
-						  ? r->length - off : chunk,
-			};
+	while (!rc && fy_ranges_next_chunk(ranges, &cur, chunk, &r)) {
+		struct fy_job job = { &s->regions[r.region], r.region, r.offset,
+				      r.length };
 
-			rc = fy_cancelled(s) ? FERRY_ECANCELED : push(p, &job);
-			fy_session_progress(s);
-		}
+		rc = fy_cancelled(s) ? FERRY_ECANCELED : push(p, &job);
+		fy_session_progress(s);
 	}
 	pthread_mutex_lock(&p->lock);
 	if (rc && !p->err) {

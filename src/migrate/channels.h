@@ -45,7 +45,6 @@ struct fy_send_pool {
 	int err;
 	unsigned err_chan;
 	uint64_t records, bytes;		/* this pass */
-	uint64_t chan_bytes[FY_MAX_CHANNELS]; /* whole migration */
 };
 
 int fy_send_pool_start(struct fy_send_pool *p, ferry_session *s,

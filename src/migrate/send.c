@@ -221,36 +221,27 @@ static int index_add(struct sender *x, const struct fy_mem_hdr *m)
 static int send_ranges(struct sender *x, uint64_t *records)
 {
 	ferry_session *s = x->s;
-	uint64_t chunk = s->cfg.chunk_bytes;
+	struct fy_chunk_cursor cur = { 0 };
+	struct fy_range r;
 	int rc;
 
-	for (size_t i = 0; i < x->ranges.n; i++) {
-		const struct fy_range *r = &x->ranges.v[i];
-		const struct fy_region *reg = &s->regions[r->region];
+	while (fy_ranges_next_chunk(&x->ranges, &cur, s->cfg.chunk_bytes, &r)) {
+		struct fy_mem_hdr m = { r.region, 0, r.offset, r.length };
 
-		for (uint64_t off = 0; off < r->length; off += chunk) {
-			struct fy_mem_hdr m = {
-				.region = r->region,
-				.offset = r->offset + off,
-				.length = r->length - off < chunk
-						  ? r->length - off : chunk,
-			};
-
-			if (fy_cancelled(s))
-				return fy_session_fail(s, FERRY_ECANCELED,
-						       "cancelled during a memory pass");
-			rc = fy_send_sm_data(&x->sm);
-			if (!rc && x->to_file)
-				rc = index_add(x, &m);
-			if (!rc)
-				rc = fy_chan_send_mem(&x->ch, reg, &m,
-						      x->paused && x->csum_data);
-			if (rc)
-				return io_fail(x, rc, "sending memory");
-			(*records)++;
-			fy_session_count_bytes(s, m.length);
-			fy_session_progress(s);
-		}
+		if (fy_cancelled(s))
+			return fy_session_fail(s, FERRY_ECANCELED,
+					       "cancelled during a memory pass");
+		rc = fy_send_sm_data(&x->sm);
+		if (!rc && x->to_file)
+			rc = index_add(x, &m);
+		if (!rc)
+			rc = fy_chan_send_mem(&x->ch, &s->regions[r.region], &m,
+					      x->paused && x->csum_data);
+		if (rc)
+			return io_fail(x, rc, "sending memory");
+		(*records)++;
+		fy_session_count_bytes(s, m.length);
+		fy_session_progress(s);
 	}
 	return 0;
 }

@@ -377,6 +377,38 @@ static void test_normalize_unions_overlaps(void **state)
 	fy_ranges_free(&r);
 }
 
+/* Chunks cover every byte once, never cross a range, never exceed the
+ * chunk size. */
+static void test_next_chunk(void **state)
+{
+	struct fy_ranges r;
+	struct fy_chunk_cursor cur = { 0 };
+	struct fy_range c;
+	const uint64_t P = FY_PAGE_SIZE;
+	uint64_t total = 0;
+	size_t n = 0;
+
+	(void)state;
+	fy_ranges_init(&r);
+	assert_int_equal(fy_ranges_add(&r, 0, 0, 5 * P), 0);
+	assert_int_equal(fy_ranges_add(&r, 0, 10 * P, 2 * P), 0);
+	assert_int_equal(fy_ranges_add(&r, 1, 0, P), 0);
+	while (fy_ranges_next_chunk(&r, &cur, 2 * P, &c)) {
+		assert_true(c.length > 0 && c.length <= 2 * P);
+		total += c.length;
+		n++;
+	}
+	/* 5 pages -> 2+2+1, 2 pages -> 2, 1 page -> 1 */
+	assert_int_equal(n, 5);
+	assert_int_equal(total, r.bytes);
+	assert_int_equal(c.region, 1);
+	/* an empty list yields nothing */
+	fy_ranges_clear(&r);
+	memset(&cur, 0, sizeof(cur));
+	assert_false(fy_ranges_next_chunk(&r, &cur, 2 * P, &c));
+	fy_ranges_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -391,6 +423,7 @@ int main(void)
 		cmocka_unit_test(test_bitmap_runs_across_words),
 		cmocka_unit_test(test_bitmap_appends_and_coalesces),
 		cmocka_unit_test(test_normalize_unions_overlaps),
+		cmocka_unit_test(test_next_chunk),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
