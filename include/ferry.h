@@ -25,6 +25,7 @@
 #ifndef FERRY_H
 #define FERRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -92,6 +93,7 @@ enum ferry_event_kind {
 	FERRY_EVENT_STATE = 1, /* the state changed */
 	FERRY_EVENT_PASS = 2,  /* a memory pass ended */
 	FERRY_EVENT_PROGRESS = 3, /* periodic progress within a pass */
+	FERRY_EVENT_THROTTLE = 4, /* auto-converge changed the vCPU throttle */
 };
 
 /* Statistics of one session. All times are milliseconds. */
@@ -117,6 +119,8 @@ struct ferry_stats {
 	uint64_t capabilities;	  /* negotiated capabilities */
 	char peer_note[256];	  /* destination's note sent with "running" */
 	uint32_t connections;	  /* data connections in use */
+	uint32_t throttle_pct;	  /* vCPU throttle now applied (auto-converge) */
+	uint32_t throttle_peak_pct; /* highest throttle of the session */
 };
 
 struct ferry_event {
@@ -175,6 +179,11 @@ struct ferry_vmm_ops {
 	 * session's message and, on a destination, to the ERROR the source
 	 * receives. */
 	void (*errmsg)(void *opaque, char *buf, size_t len);
+	/* Source, optional, for auto-converge: hold every vCPU off the CPU
+	 * for @percent (0..99) of its time until the next call; 0 lifts the
+	 * throttle. The library always lifts a throttle it set before the
+	 * session ends (after pausing the guest when it hands it over). */
+	int (*throttle)(void *opaque, uint32_t percent);
 };
 
 /* Compression of memory records; used only when both sides offer it. */
@@ -218,6 +227,19 @@ struct ferry_config {
 	enum ferry_compress compress; /* default none; a chunk that does not
 					 shrink is sent raw */
 	int compress_level;	     /* 0 = the codec's default */
+	uint32_t window;	     /* chunks in flight per connection
+					(socket buffering and queue depth);
+					0 = the measured default */
+	uint64_t max_bandwidth;	     /* source: cap on bytes per second sent,
+					all connections together and every
+					pass, the final one included (models
+					a slower link); 0 = no cap */
+	bool auto_converge;	     /* default true: when passes stop shrinking,
+					throttle the vCPUs through
+					ops->throttle (if the VMM has one) */
+	uint32_t throttle_initial_pct; /* first throttle, default 20 */
+	uint32_t throttle_step_pct;  /* added at each step, default 10 */
+	uint32_t throttle_max_pct;   /* ceiling, default 99 (at most 99) */
 };
 
 /**

@@ -26,6 +26,10 @@ struct ferry_buf {
 #define FY_TICK_MS 100
 /* Most data connections of one session. */
 #define FY_MAX_CHANNELS 64
+/* Chunks in flight per connection (ferry_config.window): the default and
+ * the most a config may ask for. */
+#define FY_DEFAULT_WINDOW 4
+#define FY_MAX_WINDOW 64
 /* A peer that sends nothing for this long is considered gone. */
 #define FY_IDLE_TIMEOUT_MS 60000
 

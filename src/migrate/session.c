@@ -107,6 +107,10 @@ FERRY_API void ferry_config_init(struct ferry_config *cfg)
 	cfg->capabilities = FERRY_CAP_ALL;
 	cfg->progress_ms = 200;
 	cfg->connections = 1;
+	cfg->auto_converge = true;
+	cfg->throttle_initial_pct = 20;
+	cfg->throttle_step_pct = 10;
+	cfg->throttle_max_pct = 99;
 }
 
 static int config_check(const struct ferry_config *cfg)
@@ -128,6 +132,11 @@ static int config_check(const struct ferry_config *cfg)
 	if (cfg->connections > FY_MAX_CHANNELS)
 		return -EINVAL;
 	if ((unsigned)cfg->compress > FERRY_COMPRESS_ZSTD)
+		return -EINVAL;
+	if (cfg->window > FY_MAX_WINDOW)
+		return -EINVAL;
+	if (cfg->throttle_max_pct > 99 ||
+	    cfg->throttle_initial_pct > cfg->throttle_max_pct)
 		return -EINVAL;
 	return 0;
 }
@@ -155,6 +164,8 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 		s->cfg.progress_ms = 200;
 	if (!s->cfg.connections)
 		s->cfg.connections = 1;
+	if (!s->cfg.window)
+		s->cfg.window = FY_DEFAULT_WINDOW;
 	if (cfg->record_stream) {
 		snprintf(s->record_path, sizeof(s->record_path), "%s",
 			 cfg->record_stream);
