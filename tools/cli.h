@@ -9,6 +9,8 @@
 
 #include <signal.h>
 #include <stdbool.h>
+#include <getopt.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -28,6 +30,24 @@ enum {
 #define CLI_REPLY_TIMEOUT_MS 10000
 
 int cli_parse_uint(const char *s, uint64_t max, uint64_t *out);
+int cli_parse_size(const char *s, uint64_t *out);
+
+/* Options that tune a migration, shared by migrate and demo: the table
+ * (ends with a zero entry), its help lines, and the parser. Long-only
+ * options use codes above any character. */
+enum {
+	CLI_OPT_CHUNK = 0x100,
+	CLI_OPT_WINDOW,
+	CLI_OPT_MAX_BW,
+	CLI_OPT_NO_AC,
+};
+
+extern const struct option cli_tuning_options[];
+extern const char cli_tuning_usage[];
+int cli_tuning_option(const char *cmd, int c, const char *val,
+		      struct json_object *args);
+void cli_options_join(struct option *out, size_t cap,
+		      const struct option *own);
 void cli_format_bytes(double bytes, char *buf, size_t len);
 
 void cli_signals_install(void);

@@ -52,13 +52,17 @@ const char cli_demo_usage[] =
 	"  --vcpus N            vCPUs (default 2)\n"
 	"  --workload W         ab, random, fill or idle (default ab)\n"
 	"  --dirty-rate R       the source guest's write rate in MB/s\n"
-	"  --downtime-ms N      longest acceptable pause\n"
-	"  --connections N      data connections, 1 to 64 (default 1)\n"
-	"  --compress C         none, lz4 or zstd (default none)\n"
-	"  --dirty-mode M       auto, uffd or bitmap (default auto)\n"
+	"  --memory-backend B   memfd, anon (transparent huge pages) or hugetlb\n"
+	"                       (default memfd)\n"
+	"  --no-verify          skip the digests and checks of guest memory\n"
+	"                       (they run inside the pause; for benchmarks)\n"
 	"  --json               print the report as one JSON object on stdout\n"
 	"  --keep-logs          keep the temporary directory with the VMs' logs\n"
 	"  -h, --help           show this help\n"
+	"\n"
+	"Migration options, as for ferry migrate:\n";
+
+static const char demo_usage_tail[] =
 	"\n"
 	"ferry-vm is found through $FERRY_VM, then next to this program (and in\n"
 	"../vm/ of a build tree), then in $PATH.\n"
@@ -70,11 +74,9 @@ struct demo_opts {
 	uint64_t vcpus;
 	const char *workload;
 	const char *dirty_rate; /* NULL: the workload's default */
-	int64_t downtime_ms;	/* -1: ferry-vm's default */
-	int64_t connections;	/* -1: ferry-vm's default */
-	const char *compress;	/* NULL: ferry-vm's default */
-	const char *dirty_mode;	/* NULL: auto */
-	bool json, keep_logs;
+	const char *backend;	/* NULL: ferry-vm's default */
+	json_object *margs;	/* the migrate command's arguments (tuning) */
+	bool verify, json, keep_logs;
 };
 
 struct vm_proc {
@@ -117,41 +119,6 @@ static int64_t now_ms(void)
 
 /* ---- options --------------------------------------------------------- */
 
-/*
- * Parse a size such as "256M", "1G", "4096" or "512KiB".
- *
- * Suffixes K, M, G, T (optionally followed by "B" or "iB", any case) are
- * powers of 1024; no suffix means bytes.
- *
- * Return: 0, or -EINVAL (malformed, zero, or overflowing).
- */
-static int parse_size(const char *s, uint64_t *out)
-{
-	static const char units[] = "KMGT";
-	unsigned long long v;
-	const char *u;
-	char *end;
-	int shift = 0;
-
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || v == 0)
-		return -EINVAL;
-	if (*end) {
-		u = strchr(units, toupper((unsigned char)*end));
-		if (!u || (end[1] && strcasecmp(end + 1, "B") &&
-			   strcasecmp(end + 1, "iB")))
-			return -EINVAL;
-		shift = 10 * (int)(u - units + 1);
-	}
-	if (shift && v > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
-
 /* ferry-vm takes sizes with a suffix; give it the shortest exact one. */
 static void format_size_arg(uint64_t v, char *buf, size_t len)
 {
@@ -191,11 +158,9 @@ static bool valid_rate(const char *s)
 
 static int demo_option(struct demo_opts *o, int c, char **argv)
 {
-	uint64_t v;
-
 	switch (c) {
 	case 'm':
-		if (parse_size(optarg, &o->memory) < 0 || o->memory % 4096)
+		if (cli_parse_size(optarg, &o->memory) < 0 || o->memory % 4096)
 			return demo_usage_error("--memory wants a size such as 256M "
 						"or 1G (whole pages), not '%s'", optarg);
 		break;
@@ -217,31 +182,15 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 						optarg);
 		o->dirty_rate = optarg;
 		break;
-	case 'd':
-		if (cli_parse_uint(optarg, INT32_MAX, &v) < 0)
-			return demo_usage_error("--downtime-ms wants a whole number, "
-						"not '%s'", optarg);
-		o->downtime_ms = (int64_t)v;
+	case 'B':
+		if (strcmp(optarg, "memfd") && strcmp(optarg, "anon") &&
+		    strcmp(optarg, "hugetlb"))
+			return demo_usage_error("--memory-backend is memfd, anon or "
+						"hugetlb, not '%s'", optarg);
+		o->backend = optarg;
 		break;
-	case 'n':
-		if (cli_parse_uint(optarg, 64, &v) < 0 || v == 0)
-			return demo_usage_error("--connections wants 1 to 64, "
-						"not '%s'", optarg);
-		o->connections = (int64_t)v;
-		break;
-	case 'z':
-		if (strcmp(optarg, "none") && strcmp(optarg, "lz4") &&
-		    strcmp(optarg, "zstd"))
-			return demo_usage_error("--compress is none, lz4 or zstd, "
-						"not '%s'", optarg);
-		o->compress = optarg;
-		break;
-	case 'D':
-		if (strcmp(optarg, "auto") && strcmp(optarg, "uffd") &&
-		    strcmp(optarg, "bitmap"))
-			return demo_usage_error("--dirty-mode is auto, uffd or "
-						"bitmap, not '%s'", optarg);
-		o->dirty_mode = optarg;
+	case 'V':
+		o->verify = false;
 		break;
 	case 'j':
 		o->json = true;
@@ -251,11 +200,19 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 		break;
 	case 'h':
 		fputs(cli_demo_usage, stdout);
+		fputs(cli_tuning_usage, stdout);
+		fputs(demo_usage_tail, stdout);
 		return -1;
 	case ':':
 		return demo_usage_error("option '%s' needs a value", argv[optind - 1]);
-	default:
+	case '?':
 		return demo_usage_error("unknown option '%s'", argv[optind - 1]);
+	default:
+		c = cli_tuning_option("demo", c, optarg, o->margs);
+		if (c == 1)
+			return demo_usage_error("unknown option '%s'",
+						argv[optind - 1]);
+		return c;
 	}
 	return 0;
 }
@@ -263,25 +220,25 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 /* Return: 0 to run, -1 when help was printed, else an exit code. */
 static int demo_options(int argc, char **argv, struct demo_opts *o)
 {
-	static const struct option opts[] = {
+	static const struct option own[] = {
 		{ "memory", required_argument, NULL, 'm' },
 		{ "vcpus", required_argument, NULL, 'c' },
 		{ "workload", required_argument, NULL, 'w' },
 		{ "dirty-rate", required_argument, NULL, 'r' },
-		{ "downtime-ms", required_argument, NULL, 'd' },
-		{ "connections", required_argument, NULL, 'n' },
-		{ "compress", required_argument, NULL, 'z' },
-		{ "dirty-mode", required_argument, NULL, 'D' },
+		{ "memory-backend", required_argument, NULL, 'B' },
+		{ "no-verify", no_argument, NULL, 'V' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "keep-logs", no_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	struct option opts[32];
 	int c, ret;
 
 	*o = (struct demo_opts){ .memory = 1ull << 30, .vcpus = 2,
-				 .workload = "ab", .downtime_ms = -1,
-				 .connections = -1 };
+				 .workload = "ab", .verify = true,
+				 .margs = json_object_new_object() };
+	cli_options_join(opts, 32, own);
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		ret = demo_option(o, c, argv);
 		if (ret)
@@ -414,7 +371,7 @@ static int spawn_vm(struct demo *d, struct vm_proc *vm, bool incoming,
 		    char *err, size_t errlen)
 {
 	char vcpus[16], uri[64];
-	const char *argv[16];
+	const char *argv[24];
 	pid_t parent = getpid();
 	int n = 0;
 
@@ -434,6 +391,12 @@ static int spawn_vm(struct demo *d, struct vm_proc *vm, bool incoming,
 		argv[n++] = "--dirty-rate";
 		argv[n++] = d->o.dirty_rate;
 	}
+	if (d->o.backend) {
+		argv[n++] = "--memory-backend";
+		argv[n++] = d->o.backend;
+	}
+	if (!d->o.verify)
+		argv[n++] = "--no-verify";
 	argv[n++] = "--api-socket";
 	argv[n++] = vm->sock;
 	argv[n] = NULL;
@@ -678,7 +641,8 @@ static int destination_verdict(struct demo *d, json_object **dst_st,
 
 	if (demo_sleep(d, DST_RUN_MS, err, errlen) < 0)
 		return -1;
-	deadline = now_ms() + VERIFY_TIMEOUT_MS;
+	/* With --no-verify there is no verdict to wait for. */
+	deadline = now_ms() + (d->o.verify ? VERIFY_TIMEOUT_MS : 0);
 	for (;;) {
 		if (query_status(&d->dst, &st, err, errlen) < 0)
 			return -1;
@@ -702,18 +666,8 @@ static int demo_migrate(struct demo *d, json_object **report,
 
 	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", d->port);
 	json_object_object_add(args, "uri", json_object_new_string(uri));
-	if (d->o.downtime_ms >= 0)
-		json_object_object_add(args, "downtime_ms",
-				       json_object_new_int64(d->o.downtime_ms));
-	if (d->o.dirty_mode)
-		json_object_object_add(args, "dirty_mode",
-				       json_object_new_string(d->o.dirty_mode));
-	if (d->o.compress)
-		json_object_object_add(args, "compress",
-				       json_object_new_string(d->o.compress));
-	if (d->o.connections > 0)
-		json_object_object_add(args, "connections",
-				       json_object_new_int64(d->o.connections));
+	json_object_object_foreach(d->o.margs, key, val)
+		json_object_object_add(args, key, json_object_get(val));
 	if (cli_follow_migration(d->src.api, args, &fo, report, err, errlen) < 0)
 		return -1;
 	if (!cli_report_completed(*report))
@@ -745,7 +699,9 @@ static json_object *demo_report(struct demo *d, json_object *report,
 		   rv && json_object_get_boolean(rv) &&
 		   dv && json_object_get_boolean(dv) &&
 		   errs && json_object_get_int64(errs) == 0;
-	json_object_object_add(r, "verified", json_object_new_boolean(verified));
+	/* --no-verify: nothing was checked, so there is no verdict. */
+	json_object_object_add(r, "verified", d->o.verify ?
+			       json_object_new_boolean(verified) : NULL);
 	json_object_object_add(r, "report_verified", copy_or_null(rv));
 	json_object_object_add(r, "destination_verified", copy_or_null(dv));
 	json_object_object_add(r, "destination_check_errors", copy_or_null(errs));
@@ -763,6 +719,10 @@ static void describe_checks(json_object *r, char *buf, size_t len)
 	json_object *rv = cli_get(r, "report_verified");
 	json_object *errs = cli_get(r, "destination_check_errors");
 
+	if (!cli_get(r, "verified") && cli_report_completed(r)) {
+		snprintf(buf, len, "skipped (--no-verify)");
+		return;
+	}
 	snprintf(buf, len, "stream digest %s, destination %s, %s bad pages "
 		 "found by the running guest",
 		 rv ? (json_object_get_boolean(rv) ? "matched" : "MISMATCH") : "-",
@@ -790,7 +750,8 @@ static void explain_failure(json_object *r)
 			cli_get(r, "error") ?
 				json_object_get_string(cli_get(r, "error")) :
 				"no reason given");
-	} else if (!json_object_get_boolean(cli_get(r, "verified"))) {
+	} else if (cli_get(r, "verified") &&
+		   !json_object_get_boolean(cli_get(r, "verified"))) {
 		describe_checks(r, checks, sizeof(checks));
 		fprintf(stderr, "ferry demo: the guest was not verified: %s\n",
 			checks);
@@ -839,8 +800,10 @@ int cmd_demo(int argc, char **argv)
 	int ret;
 
 	ret = demo_options(argc, argv, &d.o);
-	if (ret)
+	if (ret) {
+		json_object_put(d.o.margs);
 		return ret < 0 ? CLI_EXIT_OK : ret;
+	}
 	cli_signals_install();
 	if (cli_find_ferry_vm(d.vm_path, sizeof(d.vm_path), err, sizeof(err)) < 0) {
 		fprintf(stderr, "ferry demo: %s\n", err);
@@ -880,10 +843,12 @@ int cmd_demo(int argc, char **argv)
 		ret = CLI_EXIT_INTERRUPTED;
 	else
 		ret = cli_report_completed(out) &&
-		      json_object_get_boolean(cli_get(out, "verified")) ?
+		      (!d.o.verify ||
+		       json_object_get_boolean(cli_get(out, "verified"))) ?
 			      CLI_EXIT_OK : CLI_EXIT_FAIL;
 	json_object_put(report);
 	json_object_put(dst_st);
 	json_object_put(out);
+	json_object_put(d.o.margs);
 	return ret;
 }

@@ -9,6 +9,7 @@
 #include "apiclient.h"
 #include "ferry.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h> /* NAN and isnan() only: ferry is not linked with libm */
@@ -89,6 +90,41 @@ int cli_parse_uint(const char *s, uint64_t max, uint64_t *out)
 	if (errno || *end || v > max)
 		return -EINVAL;
 	*out = v;
+	return 0;
+}
+
+/**
+ * cli_parse_size() - parse a size such as "256M", "1G", "4096" or "512KiB".
+ *
+ * Suffixes K, M, G, T (optionally followed by "B" or "iB", any case) are
+ * powers of 1024; no suffix means bytes.
+ *
+ * Return: 0, or -EINVAL (malformed, zero, or overflowing).
+ */
+int cli_parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGT";
+	unsigned long long v;
+	const char *u;
+	char *end;
+	int shift = 0;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || v == 0)
+		return -EINVAL;
+	if (*end) {
+		u = strchr(units, toupper((unsigned char)*end));
+		if (!u || (end[1] && strcasecmp(end + 1, "B") &&
+			   strcasecmp(end + 1, "iB")))
+			return -EINVAL;
+		shift = 10 * (int)(u - units + 1);
+	}
+	if (shift && v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
 	return 0;
 }
 
@@ -179,6 +215,140 @@ static const char *fmt_ms(json_object *obj, const char *path, char *buf,
 	else
 		snprintf(buf, len, "%.1f ms", v);
 	return buf;
+}
+
+/* ---- migration tuning options (migrate and demo) ---------------------- */
+
+const char cli_tuning_usage[] =
+	"  --downtime-ms N          longest acceptable pause (default 300)\n"
+	"  --connections N          data connections, 1 to 64 (default 1)\n"
+	"  --compress C             none, lz4 or zstd (default none)\n"
+	"  --compress-level N       the codec's level (default: its own)\n"
+	"  --dirty-mode M           auto, uffd (userfaultfd + PAGEMAP_SCAN) or\n"
+	"                           bitmap (the VMM's own dirty log)\n"
+	"  --chunk-size SIZE        memory record size, 4K to 16M (default 1M)\n"
+	"  --window N               chunks in flight per connection, 1 to 64\n"
+	"                           (default: the measured one)\n"
+	"  --max-bandwidth MB/s     cap what the source sends (10^6 bytes/s, all\n"
+	"                           connections, every pass); default no cap\n"
+	"  --no-auto-converge       never throttle the vCPUs when passes stop\n"
+	"                           shrinking (default: throttle progressively)\n";
+
+const struct option cli_tuning_options[] = {
+	{ "downtime-ms", required_argument, NULL, 'd' },
+	{ "connections", required_argument, NULL, 'n' },
+	{ "compress", required_argument, NULL, 'z' },
+	{ "compress-level", required_argument, NULL, 'L' },
+	{ "dirty-mode", required_argument, NULL, 'D' },
+	{ "chunk-size", required_argument, NULL, CLI_OPT_CHUNK },
+	{ "window", required_argument, NULL, CLI_OPT_WINDOW },
+	{ "max-bandwidth", required_argument, NULL, CLI_OPT_MAX_BW },
+	{ "no-auto-converge", no_argument, NULL, CLI_OPT_NO_AC },
+	{ 0 },
+};
+
+__attribute__((format(printf, 2, 3)))
+static int tuning_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "ferry %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'ferry %s --help'.\n", cmd);
+	return CLI_EXIT_USAGE;
+}
+
+static int tuning_uint(const char *cmd, json_object *args, const char *key,
+		       const char *opt, const char *val, uint64_t lo,
+		       uint64_t hi)
+{
+	uint64_t v;
+
+	if (cli_parse_uint(val, hi, &v) < 0 || v < lo)
+		return tuning_error(cmd, "%s wants a whole number from %llu to "
+				    "%llu, not '%s'", opt,
+				    (unsigned long long)lo,
+				    (unsigned long long)hi, val);
+	json_object_object_add(args, key, json_object_new_int64((int64_t)v));
+	return 0;
+}
+
+static int tuning_name(const char *cmd, json_object *args, const char *key,
+		       const char *opt, const char *val,
+		       const char *const names[3])
+{
+	for (int i = 0; i < 3; i++) {
+		if (!strcmp(val, names[i])) {
+			json_object_object_add(args, key,
+					       json_object_new_string(val));
+			return 0;
+		}
+	}
+	return tuning_error(cmd, "%s is %s, %s or %s, not '%s'", opt, names[0],
+			    names[1], names[2], val);
+}
+
+/**
+ * cli_tuning_option() - apply one of cli_tuning_options to the migrate
+ * command's arguments.
+ * @cmd: the subcommand, for messages.
+ * @c: the option's code from getopt_long().
+ * @val: its argument (optarg).
+ * @args: the migrate command's arguments (JSON object) to add to.
+ *
+ * Return: 0 applied, 1 not a tuning option, CLI_EXIT_USAGE after printing
+ * what is wrong.
+ */
+int cli_tuning_option(const char *cmd, int c, const char *val, json_object *args)
+{
+	static const char *const codecs[3] = { "none", "lz4", "zstd" };
+	static const char *const modes[3] = { "auto", "uffd", "bitmap" };
+	uint64_t v;
+	double mb;
+	char *end;
+
+	switch (c) {
+	case 'd':
+		return tuning_uint(cmd, args, "downtime_ms", "--downtime-ms", val,
+				   1, 3600000);
+	case 'n':
+		return tuning_uint(cmd, args, "connections", "--connections", val,
+				   1, 64);
+	case 'z':
+		return tuning_name(cmd, args, "compress", "--compress", val, codecs);
+	case 'L':
+		return tuning_uint(cmd, args, "compress_level", "--compress-level",
+				   val, 0, 22);
+	case 'D':
+		return tuning_name(cmd, args, "dirty_mode", "--dirty-mode", val,
+				   modes);
+	case CLI_OPT_WINDOW:
+		return tuning_uint(cmd, args, "window", "--window", val, 1, 64);
+	case CLI_OPT_CHUNK:
+		if (cli_parse_size(val, &v) < 0 || v % 4096 || v > (16u << 20))
+			return tuning_error(cmd, "--chunk-size wants whole pages "
+					    "from 4K to 16M, such as 256K, not '%s'",
+					    val);
+		json_object_object_add(args, "chunk_bytes",
+				       json_object_new_int64((int64_t)v));
+		return 0;
+	case CLI_OPT_MAX_BW:
+		errno = 0;
+		mb = strtod(val, &end);
+		if (errno || end == val || *end || !(mb > 0) || mb > 1e9)
+			return tuning_error(cmd, "--max-bandwidth wants MB/s above "
+					    "0, such as 100 or 12.5, not '%s'", val);
+		json_object_object_add(args, "max_bandwidth",
+				       json_object_new_int64((int64_t)(mb * 1e6)));
+		return 0;
+	case CLI_OPT_NO_AC:
+		json_object_object_add(args, "auto_converge",
+				       json_object_new_boolean(false));
+		return 0;
+	}
+	return 1;
 }
 
 /* ---- progress display ------------------------------------------------ */
@@ -586,7 +756,6 @@ void cli_print_report(FILE *out, struct json_object *report)
 struct command {
 	const char *name;
 	const char *summary;
-	const char *usage;
 	int (*run)(int argc, char **argv);
 };
 
@@ -598,20 +767,16 @@ static const char migrate_usage[] =
 	"--incoming listens), showing progress until the migration ends.\n"
 	"\n"
 	"Options:\n"
-	"  --downtime-ms N          longest acceptable pause (default: ferry-vm's)\n"
 	"  --max-passes N           most precopy passes before the timeout strategy\n"
 	"  --max-precopy-ms N       longest precopy phase before it\n"
 	"  --timeout-strategy S     cancel (give up, the source keeps running) or\n"
 	"                           switchover (pause anyway and finish)\n"
-	"  --connections N          data connections, 1 to 64 (default 1)\n"
-	"  --compress C             none, lz4 or zstd (default none)\n"
 	"  --record-stream FILE     also write the stream to FILE (ferry inspect\n"
 	"                           reads it); uses a single connection\n"
-	"  --compress-level N       the codec's level (default: its own)\n"
-	"  --dirty-mode M           auto, uffd (userfaultfd + PAGEMAP_SCAN) or\n"
-	"                           bitmap (the VMM's own dirty log)\n"
 	"  --json                   print the report as one JSON object on stdout\n"
-	"  -h, --help               show this help\n"
+	"  -h, --help               show this help\n";
+
+static const char migrate_usage_tail[] =
 	"\n"
 	"Progress goes to stderr. Ctrl-C cancels the migration; a second Ctrl-C\n"
 	"stops waiting for it.\n"
@@ -692,31 +857,37 @@ static int add_uint_arg(json_object *args, const char *key, const char *opt,
 	return 0;
 }
 
+/* getopt_long's table: @own options, then the shared tuning ones. */
+void cli_options_join(struct option *out, size_t cap, const struct option *own)
+{
+	size_t n = 0;
+
+	for (; own->name && n + 1 < cap; own++)
+		out[n++] = *own;
+	for (own = cli_tuning_options; own->name && n + 1 < cap; own++)
+		out[n++] = *own;
+	out[n] = (struct option){ 0 };
+}
+
 /* Parse the options of migrate into the arguments of the command. */
 static int migrate_options(int argc, char **argv, json_object *args,
 			   bool *json)
 {
-	static const struct option opts[] = {
-		{ "downtime-ms", required_argument, NULL, 'd' },
+	static const struct option own[] = {
 		{ "max-passes", required_argument, NULL, 'p' },
 		{ "max-precopy-ms", required_argument, NULL, 'P' },
 		{ "timeout-strategy", required_argument, NULL, 's' },
-		{ "dirty-mode", required_argument, NULL, 'D' },
-		{ "connections", required_argument, NULL, 'n' },
-		{ "compress", required_argument, NULL, 'z' },
-		{ "compress-level", required_argument, NULL, 'L' },
 		{ "record-stream", required_argument, NULL, 'R' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	struct option opts[32];
 	int c, ret = 0;
 
+	cli_options_join(opts, 32, own);
 	while (ret == 0 && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
-		case 'd':
-			ret = add_uint_arg(args, "downtime_ms", "--downtime-ms", optarg);
-			break;
 		case 'p':
 			ret = add_uint_arg(args, "max_passes", "--max-passes", optarg);
 			break;
@@ -731,32 +902,8 @@ static int migrate_options(int argc, char **argv, json_object *args,
 			json_object_object_add(args, "timeout_strategy",
 					       json_object_new_string(optarg));
 			break;
-		case 'n':
-			ret = add_uint_arg(args, "connections", "--connections",
-					   optarg);
-			break;
-		case 'z':
-			if (strcmp(optarg, "none") && strcmp(optarg, "lz4") &&
-			    strcmp(optarg, "zstd"))
-				return usage_error("migrate", "--compress is none, "
-						   "lz4 or zstd, not '%s'", optarg);
-			json_object_object_add(args, "compress",
-					       json_object_new_string(optarg));
-			break;
 		case 'R':
 			json_object_object_add(args, "record_stream",
-					       json_object_new_string(optarg));
-			break;
-		case 'L':
-			ret = add_uint_arg(args, "compress_level",
-					   "--compress-level", optarg);
-			break;
-		case 'D':
-			if (strcmp(optarg, "auto") && strcmp(optarg, "uffd") &&
-			    strcmp(optarg, "bitmap"))
-				return usage_error("migrate", "--dirty-mode is "
-						   "auto, uffd or bitmap, not '%s'", optarg);
-			json_object_object_add(args, "dirty_mode",
 					       json_object_new_string(optarg));
 			break;
 		case 'j':
@@ -764,9 +911,16 @@ static int migrate_options(int argc, char **argv, json_object *args,
 			break;
 		case 'h':
 			fputs(migrate_usage, stdout);
+			fputs(cli_tuning_usage, stdout);
+			fputs(migrate_usage_tail, stdout);
 			return -1;
-		default:
+		case ':':
+		case '?':
 			return option_error("migrate", c, argv);
+		default:
+			ret = cli_tuning_option("migrate", c, optarg, args);
+			if (ret == 1)
+				return option_error("migrate", c, argv);
 		}
 	}
 	if (ret == 0 && argc - optind != 2)
@@ -955,18 +1109,18 @@ static int cmd_help(int argc, char **argv);
  */
 static const struct command commands[] = {
 	{ "migrate", "migrate a running ferry-vm's guest to a destination",
-	  migrate_usage, cmd_migrate },
+	  cmd_migrate },
 	{ "status", "show a ferry-vm's guest and migration status",
-	  status_usage, cmd_status },
+	  cmd_status },
 	{ "cancel", "cancel a ferry-vm's running migration",
-	  cancel_usage, cmd_cancel },
+	  cmd_cancel },
 	{ "demo", "start two ferry-vms, migrate between them, verify",
-	  cli_demo_usage, cmd_demo },
+	  cmd_demo },
 	{ "inspect", "decode and check a recorded stream or a snapshot file",
-	  cli_inspect_usage, cmd_inspect },
+	  cmd_inspect },
 	{ "schema", "show the device-state schemas of ferry-vm's devices",
-	  cli_schema_usage, cmd_schema },
-	{ "help", "show help for a command", help_usage, cmd_help },
+	  cmd_schema },
+	{ "help", "show help for a command", cmd_help },
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -1016,8 +1170,13 @@ static int cmd_help(int argc, char **argv)
 		fputs(".\n", stderr);
 		return CLI_EXIT_USAGE;
 	}
-	fputs(cmd->usage, stdout);
-	return CLI_EXIT_OK;
+	/* Each command prints its own help, shared parts included. */
+	{
+		char *args[] = { argv[1], "--help", NULL };
+
+		optind = 0;
+		return cmd->run(2, args);
+	}
 }
 
 int main(int argc, char **argv)

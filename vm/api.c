@@ -551,6 +551,23 @@ static int arg_int(json_object *args, const char *key, int64_t max,
 	return 0;
 }
 
+/* An optional boolean argument; -1 when absent or null. */
+static int arg_bool(json_object *args, const char *key, int *out, char *err,
+		    size_t errlen)
+{
+	json_object *v;
+
+	*out = -1;
+	if (!json_object_object_get_ex(args, key, &v) || !v)
+		return 0;
+	if (!json_object_is_type(v, json_type_boolean)) {
+		snprintf(err, errlen, "'%s' must be true or false", key);
+		return -1;
+	}
+	*out = json_object_get_boolean(v);
+	return 0;
+}
+
 /* An optional enumerated string argument; -1 when absent or null. */
 static int arg_enum(json_object *args, const char *key,
 		    const char *const *names, int n, int *out, char *err,
@@ -583,7 +600,9 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 	static const char *const known[] = { "uri", "downtime_ms", "max_passes",
 					     "max_precopy_ms", "timeout_strategy",
 					     "dirty_mode", "connections", "compress",
-					     "compress_level", "record_stream" };
+					     "compress_level", "record_stream",
+					     "window", "chunk_bytes", "max_bandwidth",
+					     "auto_converge" };
 	json_object *uri;
 	unsigned i;
 
@@ -625,8 +644,22 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 	    arg_enum(args, "dirty_mode", modes, 3, &a->dirty_mode, err, errlen) ||
 	    arg_int(args, "connections", 64, &a->connections, err, errlen) ||
 	    arg_enum(args, "compress", codecs, 3, &a->compress, err, errlen) ||
-	    arg_int(args, "compress_level", 22, &a->compress_level, err, errlen))
+	    arg_int(args, "compress_level", 22, &a->compress_level, err, errlen) ||
+	    arg_int(args, "window", 64, &a->window, err, errlen) ||
+	    arg_int(args, "chunk_bytes", 16u << 20, &a->chunk_bytes, err, errlen) ||
+	    arg_int(args, "max_bandwidth", INT64_MAX, &a->max_bandwidth, err, errlen) ||
+	    arg_bool(args, "auto_converge", &a->auto_converge, err, errlen))
 		return -1;
+	if (a->chunk_bytes >= 0 &&
+	    (a->chunk_bytes < VM_PAGE_SIZE || a->chunk_bytes % VM_PAGE_SIZE)) {
+		snprintf(err, errlen, "'chunk_bytes' must be a multiple of %u from %u to %u",
+			 VM_PAGE_SIZE, VM_PAGE_SIZE, 16u << 20);
+		return -1;
+	}
+	if (a->window == 0) {
+		snprintf(err, errlen, "'window' must be 1 to 64");
+		return -1;
+	}
 	if (a->connections == 0) {
 		snprintf(err, errlen, "'connections' must be 1 to 64");
 		return -1;

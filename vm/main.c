@@ -587,6 +587,14 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 		cfg->record_stream = vm->mig.record;
 	if (a->compress_level >= 0)
 		cfg->compress_level = (int)a->compress_level;
+	if (a->window > 0)
+		cfg->window = (uint32_t)a->window;
+	if (a->chunk_bytes > 0)
+		cfg->chunk_bytes = (uint32_t)a->chunk_bytes;
+	if (a->max_bandwidth >= 0)
+		cfg->max_bandwidth = (uint64_t)a->max_bandwidth;
+	if (a->auto_converge >= 0)
+		cfg->auto_converge = a->auto_converge;
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", a->uri);
 }
 

@@ -203,6 +203,10 @@ struct vm_migrate_args {
 	int compress;	      /* enum ferry_compress, or -1 */
 	const char *record_stream; /* or NULL */
 	int64_t compress_level; /* or -1 */
+	int64_t window;		/* chunks in flight per connection, or -1 */
+	int64_t chunk_bytes;	/* memory record size, or -1 */
+	int64_t max_bandwidth;	/* bytes per second, 0 = none, or -1 */
+	int auto_converge;	/* 0 or 1, or -1 */
 };
 
 /* Why a command could not be carried out (maps to the API error class). */
