@@ -526,6 +526,20 @@ static void progress_pass(struct progress *p, json_object *stats)
 		       get_num(stats, "expected_downtime_ms", 0));
 }
 
+static void progress_throttle(struct progress *p, json_object *stats)
+{
+	double pct = get_num(stats, "throttle_pct", 0);
+
+	if (p->tty)
+		progress_clear(p);
+	if (pct > 0)
+		progress_plain(p, "auto-converge: vCPUs throttled to %.0f%%", pct);
+	else
+		progress_plain(p, "auto-converge: throttle lifted");
+	if (p->tty)
+		progress_draw(p, stats);
+}
+
 static void progress_update(struct progress *p, json_object *stats)
 {
 	progress_sample(p, stats);
@@ -558,6 +572,8 @@ static void follow_event(void *opaque, const char *event, json_object *data)
 		progress_pass(&f->prog, stats);
 	} else if (!strcmp(event, "PROGRESS")) {
 		progress_update(&f->prog, stats);
+	} else if (!strcmp(event, "THROTTLE")) {
+		progress_throttle(&f->prog, stats);
 	}
 }
 
@@ -743,6 +759,9 @@ void cli_print_report(FILE *out, struct json_object *report)
 	passes = get_num(report, "passes", 0);
 	fprintf(out, "moved         %s in %.0f pass%s, %.1f MB/s\n", bytes, passes,
 		passes == 1 ? "" : "es", get_num(report, "mb_per_s", 0));
+	if (get_num(report, "throttle_peak_pct", 0) > 0)
+		fprintf(out, "throttled     vCPUs held up to %.0f%% of the time "
+			"(auto-converge)\n", get_num(report, "throttle_peak_pct", 0));
 	if (cli_get(report, "verify_ms"))
 		fprintf(out, "verified      %s (check %s)\n", verified,
 			fmt_ms(report, "verify_ms", a, sizeof(a)));

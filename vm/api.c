@@ -128,14 +128,16 @@ static json_object *caps_array(uint64_t caps)
 	return a;
 }
 
-/* What the two sides agreed on and what crossed: shared by status and
- * report. */
+/* What the two sides agreed on, what crossed, and what the guest paid
+ * for it in throttled CPU time: shared by status and report. */
 static void add_link_fields(json_object *o, const struct ferry_stats *st)
 {
 	json_object_object_add(o, "connections", ju64(st->connections));
 	json_object_object_add(o, "wire_bytes", ju64(st->wire_bytes));
 	json_object_object_add(o, "protocol_version", ju64(st->version));
 	json_object_object_add(o, "capabilities", caps_array(st->capabilities));
+	json_object_object_add(o, "throttle_pct", ju64(st->throttle_pct));
+	json_object_object_add(o, "throttle_peak_pct", ju64(st->throttle_peak_pct));
 }
 
 static json_object *stats_json(const struct ferry_stats *st, const char *err)
@@ -347,6 +349,7 @@ static json_object *status_json(struct vm *vm)
 	json_object_object_add(gj, "vcpus", ju64(g->nvcpus));
 	json_object_object_add(gj, "steps", ju64(guest_steps(g)));
 	json_object_object_add(gj, "check_errors", ju64(guest_check_errors(g)));
+	json_object_object_add(gj, "throttle_pct", ju64(atomic_load(&g->throttle_pct)));
 	json_object_object_add(gj, "settled", json_object_new_boolean(guest_settled(g)));
 
 	json_object_object_add(o, "role", jstr(vm->opts.incoming ? "destination" : "source"));
@@ -476,11 +479,13 @@ void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev)
 		[FERRY_EVENT_STATE] = "STATE",
 		[FERRY_EVENT_PASS] = "PASS",
 		[FERRY_EVENT_PROGRESS] = "PROGRESS",
+		[FERRY_EVENT_THROTTLE] = "THROTTLE",
 	};
 	json_object *msg, *data;
 	char err[512] = "";
 
-	if (!client || !ev || !ev->stats || (unsigned)ev->kind >= 4 ||
+	if (!client || !ev || !ev->stats ||
+	    (unsigned)ev->kind >= sizeof(names) / sizeof(names[0]) ||
 	    !names[ev->kind])
 		return;
 	/* Events come from the thread that drives the session, the only one

@@ -20,6 +20,12 @@
  *
  * A tick is one unit of progress (a page step or a 1 ms heartbeat); the gap
  * between ticks is how the guest itself sees a pause.
+ *
+ * Throttling (auto-converge) works like a hypervisor's: a throttled vCPU
+ * runs a THROTTLE_SLICE_NS slice, then is held off for pct/(100-pct) of a
+ * slice. A paced workload earns no write credit while held, so its dirty
+ * rate drops to (100-pct)% of the configured one, as a CPU-bound guest's
+ * would.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +57,7 @@
  * only bounds how long one period runs before the loop comes round. */
 #define UNPACED_BATCH 64
 #define PAUSE_SPIN_NS 300000ull
+#define THROTTLE_SLICE_NS (10 * VM_NS_PER_MS)
 
 /**
  * vm_now_ns() - CLOCK_MONOTONIC in nanoseconds.
@@ -422,6 +429,32 @@ static void vcpu_period(struct vcpu *c)
 	vcpu_sleep(c, now);
 }
 
+/* Hold the vCPU off the CPU once its slice is used up, if throttled. */
+static void vcpu_throttle(struct vcpu *c)
+{
+	unsigned pct = atomic_load_explicit(&c->g->throttle_pct,
+					    memory_order_relaxed);
+	uint64_t now, until;
+
+	if (!pct) {
+		c->slice_end_ns = 0;
+		return;
+	}
+	now = vm_now_ns();
+	if (!c->slice_end_ns)
+		c->slice_end_ns = now + THROTTLE_SLICE_NS;
+	if (now < c->slice_end_ns)
+		return;
+	until = now + THROTTLE_SLICE_NS * pct / (100 - pct);
+	while (now < until && !pause_requested(c->g)) {
+		futex_sleep_until(&c->g->pause_word, until);
+		now = vm_now_ns();
+	}
+	/* Held time earns no credit: the work it would have done is lost. */
+	c->pace_ns = c->next_ns = now;
+	c->slice_end_ns = now + THROTTLE_SLICE_NS;
+}
+
 static void *vcpu_main(void *arg)
 {
 	struct vcpu *c = arg;
@@ -433,6 +466,7 @@ static void *vcpu_main(void *arg)
 				break;
 			continue;
 		}
+		vcpu_throttle(c);
 		vcpu_period(c);
 		if (c->idx == 0 && c->g->tick_hook)
 			c->g->tick_hook(c->g->tick_opaque, c, c->last_tick_ns);
@@ -892,6 +926,16 @@ void guest_fini(struct guest *g)
 }
 
 /* --- accessors ---------------------------------------------------------- */
+
+/**
+ * guest_throttle() - hold every vCPU off the CPU for @pct (0..99) percent
+ * of its time from now on; 0 lifts it. Any thread.
+ */
+void guest_throttle(struct guest *g, unsigned pct)
+{
+	atomic_store_explicit(&g->throttle_pct, pct > 99 ? 99 : pct,
+			      memory_order_relaxed);
+}
 
 /**
  * guest_running() - whether the vCPUs run (not paused). Any thread.

@@ -256,6 +256,14 @@ static int cb_pause(void *opaque)
 	return 0;
 }
 
+static int cb_throttle(void *opaque, uint32_t percent)
+{
+	struct vm *vm = opaque;
+
+	guest_throttle(&vm->guest, percent);
+	return 0;
+}
+
 static int cb_resume(void *opaque)
 {
 	struct vm *vm = opaque;
@@ -810,6 +818,7 @@ static void vm_setup(struct vm *vm)
 	vm->ops.get_dirty_bitmap = cb_dirty_bitmap;
 	vm->ops.running_note = cb_running_note;
 	vm->ops.errmsg = cb_errmsg;
+	vm->ops.throttle = cb_throttle;
 }
 
 static void log_startup(struct vm *vm)

@@ -101,6 +101,7 @@ struct vcpu {
 	uint64_t next_ns;
 	uint64_t pace_ns;
 	double credit;
+	uint64_t slice_end_ns; /* throttled: end of the running slice */
 
 	/* Stall measurement across a pause: the last tick before it, and the
 	 * first tick after the resume (0 until it happened). */
@@ -148,6 +149,7 @@ struct guest {
 	unsigned parked;
 	bool stop;
 	atomic_bool running;
+	atomic_uint throttle_pct; /* auto-converge: % of time vCPUs are held */
 
 	atomic_uint_fast64_t check_errors;
 	atomic_uint fill_pending; /* vCPUs whose fill is not complete */
@@ -251,6 +253,7 @@ void guest_resume(struct guest *g);
 void guest_stop(struct guest *g);
 void guest_fini(struct guest *g);
 bool guest_running(struct guest *g);
+void guest_throttle(struct guest *g, unsigned pct);
 bool guest_settled(struct guest *g);
 uint64_t guest_steps(struct guest *g);
 uint64_t guest_check_errors(struct guest *g);

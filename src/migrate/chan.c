@@ -95,7 +95,15 @@ static int tee_all(int fd, const struct iovec *iov, int n)
  */
 int fy_chan_write_all(struct fy_chan *c, struct iovec *iov, int n)
 {
-	uint64_t since = fy_now_ns();
+	uint64_t since, total = 0;
+	int rc;
+
+	for (int i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	rc = fy_session_pace(c->s, total);
+	if (rc)
+		return rc;
+	since = fy_now_ns();
 
 	/* The recording is what the connection carries; for page data of a
 	 * running guest it may differ from the socket's copy in bytes that no
@@ -108,8 +116,6 @@ int fy_chan_write_all(struct fy_chan *c, struct iovec *iov, int n)
 				       : sendmsg(c->fd, &mh, MSG_NOSIGNAL);
 
 		if (w < 0) {
-			int rc;
-
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK)

@@ -49,6 +49,7 @@ struct ferry_session {
 	char record_path[4096]; /* cfg.record_stream, copied */
 	uint64_t t_start_ns;
 	uint64_t t_progress_ns; /* last progress event */
+	uint64_t pace_next_ns;	/* cfg.max_bandwidth: when the link is free */
 };
 
 /* A connection carrying records, with its own checksum state. */
@@ -93,6 +94,8 @@ void fy_session_log(ferry_session *s, int level, const char *fmt, ...)
 void fy_session_event(ferry_session *s, enum ferry_event_kind kind);
 /* Add memory bytes moved (any thread). */
 void fy_session_count_bytes(ferry_session *s, uint64_t n);
+/* Wait until @bytes may go out under cfg.max_bandwidth (any thread). */
+int fy_session_pace(ferry_session *s, uint64_t bytes);
 /* Emit a progress event if the period has passed. */
 void fy_session_progress(ferry_session *s);
 static inline bool fy_cancelled(ferry_session *s)

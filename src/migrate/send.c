@@ -32,6 +32,7 @@ struct sender {
 	bool paused;
 	bool released_ok;     /* VMM's release() succeeded */
 	bool peer_refused;    /* the destination said it will not run */
+	uint32_t throttle;    /* auto-converge: vCPU throttle applied, % */
 	double bw;	      /* bytes per second, last pass */
 	uint64_t rtt_ns;      /* control round trip on an idle channel */
 	uint64_t t_collect;   /* time of the last dirty collect */
@@ -573,6 +574,60 @@ static bool worth_another_pass(const struct sender *x, double expect,
 	       x->ranges.bytes * 2 < x->last_pass_bytes;
 }
 
+/* Ask the VMM for a vCPU throttle of @pct and publish it. */
+static int set_throttle(struct sender *x, uint32_t pct)
+{
+	ferry_session *s = x->s;
+	int rc = s->ops.throttle(s->cfg.opaque, pct);
+
+	if (rc)
+		return fy_session_fail(s, FERRY_EVMM,
+				       "throttling the vCPUs to %u%% failed: %s",
+				       pct, ferry_strerror(rc));
+	x->throttle = pct;
+	pthread_mutex_lock(&s->lock);
+	s->stats.throttle_pct = pct;
+	if (pct > s->stats.throttle_peak_pct)
+		s->stats.throttle_peak_pct = pct;
+	pthread_mutex_unlock(&s->lock);
+	fy_session_event(s, FERRY_EVENT_THROTTLE);
+	return 0;
+}
+
+/* Give the vCPUs their full time back (guest paused, or migration over). */
+static void lift_throttle(struct sender *x)
+{
+	if (x->throttle && set_throttle(x, 0))
+		fy_session_log(x->s, 0, "could not lift the vCPU throttle");
+}
+
+/*
+ * Auto-converge. A pass that did not halve what is left means the guest
+ * dirties memory about as fast as the link carries it: more passes alone
+ * will not get the pause under the limit. Take CPU time from the vCPUs
+ * then, a step per such pass, as QEMU's cpu-throttle does; a pass that
+ * still halves the rest is given its chance first.
+ */
+static int auto_converge(struct sender *x)
+{
+	const struct ferry_config *c = &x->s->cfg;
+	uint32_t next;
+
+	if (!c->auto_converge || !x->s->ops.throttle ||
+	    x->ranges.bytes * 2 <= x->last_pass_bytes ||
+	    x->throttle >= c->throttle_max_pct)
+		return 0;
+	next = x->throttle ? x->throttle + c->throttle_step_pct
+			   : c->throttle_initial_pct;
+	if (next > c->throttle_max_pct || next <= x->throttle)
+		next = c->throttle_max_pct;
+	fy_session_log(x->s, 1,
+		       "auto-converge: throttling the vCPUs to %u%% (%.1f MiB left of a %.1f MiB pass, link %.1f MB/s)",
+		       next, (double)x->ranges.bytes / (1 << 20),
+		       (double)x->last_pass_bytes / (1 << 20), x->bw / 1e6);
+	return set_throttle(x, next);
+}
+
 /* Passes while the guest runs, until the rest fits the downtime limit. */
 static int precopy(struct sender *x, uint32_t *pass)
 {
@@ -604,6 +659,9 @@ static int precopy(struct sender *x, uint32_t *pass)
 			return 0;
 		if (expect <= c->downtime_limit_ms)
 			continue;
+		rc = auto_converge(x);
+		if (rc)
+			return rc;
 		if (*pass < c->max_passes &&
 		    (!c->max_precopy_ms || elapsed < c->max_precopy_ms))
 			continue;
@@ -702,6 +760,10 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 	uint64_t t1, t2;
 	int rc = do_pause(x);
 
+	/* Paused, the throttle has no more work; a resume after a failure
+	 * must find the vCPUs at full speed. */
+	if (!rc)
+		lift_throttle(x);
 	/* The last precopy pass's dirty set is still unsent: add to it. */
 	if (!rc)
 		rc = collect(x, true);
@@ -763,6 +825,7 @@ static int unwind(struct sender *x, int rc)
 		pthread_mutex_unlock(&s->lock);
 		return FERRY_EUNCONFIRMED;
 	}
+	lift_throttle(x);
 	if (x->released_ok && s->ops.reacquire &&
 	    s->ops.reacquire(s->cfg.opaque))
 		fy_session_log(s, 0, "reacquire failed after a failed handover");

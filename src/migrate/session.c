@@ -255,6 +255,53 @@ FERRY_API int ferry_buf_append(struct ferry_buf *buf, const void *data,
 	return fy_buf_put(&buf->b, data, len);
 }
 
+/* Credit the pacer keeps across idle time and sleep overshoots. */
+#define FY_PACE_SLACK_NS (2 * 1000000ull)
+
+/**
+ * fy_session_pace() - hold a sender until the capped link has room.
+ * @s: the session; its cfg.max_bandwidth is the cap (0: none).
+ * @bytes: what the caller is about to write.
+ *
+ * The link is a virtual clock shared by every connection: each write
+ * books the interval its bytes take at the cap, starting when the link
+ * is next free, and waits for that start. Idle time earns at most
+ * FY_PACE_SLACK_NS of credit.
+ *
+ * Return: 0, or FERRY_ECANCELED if the session was cancelled meanwhile.
+ */
+int fy_session_pace(ferry_session *s, uint64_t bytes)
+{
+	uint64_t rate = s->cfg.max_bandwidth, now, start;
+
+	if (!rate || !bytes)
+		return 0;
+	now = fy_now_ns();
+	pthread_mutex_lock(&s->lock);
+	/* A sleep overshoots by the timer slack; a little credit (bounded,
+	 * so no burst exceeds the cap by more than FY_PACE_SLACK_NS of bytes)
+	 * gives that back instead of losing it on every small record. */
+	if (s->pace_next_ns + FY_PACE_SLACK_NS < now)
+		s->pace_next_ns = now - FY_PACE_SLACK_NS;
+	start = s->pace_next_ns;
+	s->pace_next_ns += (uint64_t)((double)bytes * 1e9 / (double)rate);
+	pthread_mutex_unlock(&s->lock);
+	while (now < start) {
+		uint64_t ns = start - now;
+		struct timespec ts;
+
+		if (fy_cancelled(s))
+			return FERRY_ECANCELED;
+		if (ns > FY_TICK_MS * 1000000ull)
+			ns = FY_TICK_MS * 1000000ull;
+		ts.tv_sec = (time_t)(ns / 1000000000ull);
+		ts.tv_nsec = (long)(ns % 1000000000ull);
+		nanosleep(&ts, NULL);
+		now = fy_now_ns();
+	}
+	return 0;
+}
+
 /**
  * fy_session_begin() - reset per-migration state; refuses a second
  * concurrent run on the same session.
@@ -276,6 +323,7 @@ int fy_session_begin(ferry_session *s, enum ferry_state first)
 	s->errmsg[0] = 0;
 	s->t_start_ns = fy_now_ns();
 	s->t_progress_ns = s->t_start_ns;
+	s->pace_next_ns = 0;
 	pthread_mutex_unlock(&s->lock);
 	fy_session_set_state(s, first);
 	return 0;
