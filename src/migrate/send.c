@@ -33,6 +33,7 @@ struct sender {
 	bool released_ok;     /* VMM's release() succeeded */
 	bool peer_refused;    /* the destination said it will not run */
 	uint32_t throttle;    /* auto-converge: vCPU throttle applied, % */
+	uint32_t slow_passes; /* consecutive passes that did not halve */
 	double bw;	      /* bytes per second, last pass */
 	uint64_t rtt_ns;      /* control round trip on an idle channel */
 	uint64_t t_collect;   /* time of the last dirty collect */
@@ -602,19 +603,25 @@ static void lift_throttle(struct sender *x)
 }
 
 /*
- * Auto-converge. A pass that did not halve what is left means the guest
+ * Auto-converge. Passes that do not halve what is left mean the guest
  * dirties memory about as fast as the link carries it: more passes alone
  * will not get the pause under the limit. Take CPU time from the vCPUs
- * then, a step per such pass, as QEMU's cpu-throttle does; a pass that
- * still halves the rest is given its chance first.
+ * then, as QEMU's cpu-throttle does: the first step after two such passes
+ * in a row (one can be a hiccup, and throttling costs the guest), then a
+ * step per such pass. A pass that halves the rest is given its chance.
  */
 static int auto_converge(struct sender *x)
 {
 	const struct ferry_config *c = &x->s->cfg;
 	uint32_t next;
 
+	if (x->ranges.bytes * 2 <= x->last_pass_bytes) {
+		x->slow_passes = 0;
+		return 0;
+	}
+	x->slow_passes++;
 	if (!c->auto_converge || !x->s->ops.throttle ||
-	    x->ranges.bytes * 2 <= x->last_pass_bytes ||
+	    (!x->throttle && x->slow_passes < 2) ||
 	    x->throttle >= c->throttle_max_pct)
 		return 0;
 	next = x->throttle ? x->throttle + c->throttle_step_pct
