@@ -19,7 +19,8 @@ help:
 	@echo "make demo    - install missing packages (as root), build, migrate a running guest, print the report"
 	@echo "make check   - install missing packages (as root), build, run every test"
 	@echo "make build   - configure and build into $(BUILD)/"
-	@echo "make bench   - throughput benchmarks against raw sockets (minutes)"
+	@echo "make bench   - the benchmarks of docs/benchmarks.md, tables with median and range"
+	@echo "               (about 10-15 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
 	@echo "make fuzz    - build the libFuzzer harnesses with clang, run each FUZZ_SECONDS (60) on its corpus"
 	@echo "make clean   - remove $(BUILD)/"
 
@@ -41,9 +42,12 @@ check: build
 	@./scripts/check.sh $(BUILD)
 
 # Benchmarks are not tests: they take minutes and print tables with the
-# commands that produced them (docs/benchmarks.md).
+# commands that produced them (docs/benchmarks.md). BENCH=3 (or "1 5")
+# picks some; QUICK=1 runs fewer and smaller runs (about a minute each).
+BENCH ?=
+QUICK ?=
 bench: build
-	bench/throughput.sh $(BUILD)
+	bench/run.sh --build $(BUILD) $(if $(filter 1 yes,$(QUICK)),--quick) $(BENCH)
 
 clean:
 	rm -rf $(BUILD)

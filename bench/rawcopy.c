@@ -3,6 +3,10 @@
  * rawcopy - the ceiling for moving memory over loopback: a plain C program
  * that sends one region and receives it into another over N TCP sockets
  * with nothing but send()/recv(). ferry's throughput is reported next to it.
+ * Each socket has its own sender and receiver thread and carries one
+ * contiguous slice of the region; the time runs from the first send() to
+ * the last byte received (connections are set up before, the regions are
+ * populated before, the final comparison is after).
  *
  * usage: rawcopy [--size MiB] [--sockets N] [--backing anon|thp|memfd]
  * prints one JSON line: {"tool":"rawcopy","bytes":..,"sockets":..,
@@ -92,11 +96,21 @@ static void *receiver(void *arg)
 static void connect_pair(int lfd, struct sockaddr_in *sa, int *s, int *r)
 {
 	*s = socket(AF_INET, SOCK_STREAM, 0);
-	if (connect(*s, (struct sockaddr *)sa, sizeof(*sa)) < 0) {
-		perror("connect");
+	if (*s < 0 || connect(*s, (struct sockaddr *)sa, sizeof(*sa)) < 0) {
+		perror("rawcopy: connect");
 		exit(1);
 	}
 	*r = accept(lfd, NULL, NULL);
+	if (*r < 0) {
+		perror("rawcopy: accept");
+		exit(1);
+	}
+}
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: rawcopy [--size MiB] [--sockets N (1-64)] [--backing anon|thp|memfd]\n");
+	return 2;
 }
 
 int main(int argc, char **argv)
@@ -104,18 +118,22 @@ int main(int argc, char **argv)
 	size_t mib = 2048, n = 1;
 	const char *backing = "memfd";
 
-	for (int i = 1; i + 1 < argc; i += 2) {
+	for (int i = 1; i < argc; i += 2) {
+		if (i + 1 == argc)
+			return usage();
 		if (!strcmp(argv[i], "--size"))
 			mib = strtoul(argv[i + 1], NULL, 0);
 		else if (!strcmp(argv[i], "--sockets"))
 			n = strtoul(argv[i + 1], NULL, 0);
 		else if (!strcmp(argv[i], "--backing"))
 			backing = argv[i + 1];
+		else
+			return usage();
 	}
-	if (!mib || !n || n > 64) {
-		fprintf(stderr, "usage: rawcopy [--size MiB] [--sockets N] [--backing anon|thp|memfd]\n");
-		return 2;
-	}
+	if (!mib || !n || n > 64 ||
+	    (strcmp(backing, "anon") && strcmp(backing, "thp") &&
+	     strcmp(backing, "memfd")))
+		return usage();
 	size_t size = mib << 20;
 	uint8_t *a = map(size, backing), *b = map(size, backing);
 
@@ -135,9 +153,12 @@ int main(int argc, char **argv)
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t sl = sizeof(sa);
 
-	bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
-	listen(lfd, 64);
-	getsockname(lfd, (struct sockaddr *)&sa, &sl);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(lfd, 64) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0) {
+		perror("rawcopy: listen on 127.0.0.1");
+		return 1;
+	}
 
 	struct part parts[64];
 	pthread_t ts[64], tr[64];
@@ -151,8 +172,11 @@ int main(int argc, char **argv)
 	}
 	double t0 = now_ms();
 	for (size_t i = 0; i < n; i++) {
-		pthread_create(&tr[i], NULL, receiver, &parts[i]);
-		pthread_create(&ts[i], NULL, sender, &parts[i]);
+		if (pthread_create(&tr[i], NULL, receiver, &parts[i]) ||
+		    pthread_create(&ts[i], NULL, sender, &parts[i])) {
+			fprintf(stderr, "rawcopy: cannot start threads\n");
+			return 1;
+		}
 	}
 	for (size_t i = 0; i < n; i++) {
 		pthread_join(ts[i], NULL);

@@ -50,7 +50,9 @@ const char cli_demo_usage[] =
 	"Options:\n"
 	"  --memory SIZE        guest memory, e.g. 256M, 1G (default 1G)\n"
 	"  --vcpus N            vCPUs (default 2)\n"
-	"  --workload W         ab, random, fill or idle (default ab)\n"
+	"  --workload W         ab, random, fill, text or idle (default ab);\n"
+	"                       fill and text write RAM once (random data,\n"
+	"                       compressible words), then idle\n"
 	"  --dirty-rate R       the source guest's write rate in MB/s\n"
 	"  --memory-backend B   memfd, anon (transparent huge pages) or hugetlb\n"
 	"                       (default memfd)\n"
@@ -171,9 +173,10 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 		break;
 	case 'w':
 		if (strcmp(optarg, "ab") && strcmp(optarg, "random") &&
-		    strcmp(optarg, "fill") && strcmp(optarg, "idle"))
-			return demo_usage_error("--workload is ab, random, fill or "
-						"idle, not '%s'", optarg);
+		    strcmp(optarg, "fill") && strcmp(optarg, "text") &&
+		    strcmp(optarg, "idle"))
+			return demo_usage_error("--workload is ab, random, fill, "
+						"text or idle, not '%s'", optarg);
 		o->workload = optarg;
 		break;
 	case 'r':

@@ -36,10 +36,12 @@ static void usage(FILE *f)
 		"                         hugetlb: 2 MiB hugetlb memfd; grows the\n"
 		"                         pool (root) if it is too small\n"
 		"  --vcpus N            vCPU threads, 1-%u (default 2)\n"
-		"  --workload W         ab | random | fill | idle (default ab)\n"
+		"  --workload W         ab | random | fill | text | idle (default ab)\n"
 		"                         ab: sweep pages incrementing a counter\n"
 		"                         random: rewrite random self-checking pages\n"
 		"                         fill: fill RAM once with random data, then idle\n"
+		"                         text: fill RAM once with text-like words\n"
+		"                         (compressible), then idle\n"
 		"                         idle: no writes\n"
 		"  --dirty-rate MB/s    pages written per second, whole guest (default\n"
 		"                       50 for ab, 100 for random; 0 = unpaced)\n"
@@ -140,7 +142,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		return 0;
 	case 'w':
 		if (vm_workload_parse(arg, &o->workload))
-			return bad_arg("--workload '%s': need ab, random, fill or idle", arg);
+			return bad_arg("--workload '%s': need ab, random, fill, text or idle", arg);
 		return 0;
 	case 'r':
 		errno = 0;

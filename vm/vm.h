@@ -61,6 +61,7 @@ enum vm_workload {
 	VM_WL_RANDOM = 1,
 	VM_WL_FILL = 2,
 	VM_WL_IDLE = 3,
+	VM_WL_TEXT = 4,
 };
 
 /* What guest RAM is made of (--memory-backend). */
@@ -92,7 +93,7 @@ struct vcpu {
 	uint64_t cursor; /* ab: next page of the sweep (share-relative) */
 	uint64_t sweep;	 /* ab: sweep number s; random: write generation */
 	uint64_t prng;	 /* random: page-choice PRNG state */
-	uint64_t fill_done; /* fill: pages of the share already filled */
+	uint64_t fill_done; /* fill, text: pages of the share already filled */
 	uint64_t last_tick_ns; /* CLOCK_MONOTONIC of the last progress tick */
 	uint64_t max_gap_ns;   /* largest gap between consecutive ticks */
 	atomic_uint_fast64_t steps; /* page steps done */

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Benchmark 1: throughput of an incompressible guest over loopback.
+#
+# A 2 GiB `fill` guest (random data, idle once filled) on anonymous THP
+# memory migrated by `ferry demo` with 1, 2 and 4 connections, next to the
+# ceiling, bench/rawcopy moving the same bytes between two THP regions with
+# plain send()/recv() over 1, 2 and 4 sockets (one thread each way per
+# socket), and next to QEMU's own migration of 2 GiB of random RAM with 1
+# channel and with 4 multifd channels (bench/qemu-peer.sh; installs
+# qemu-system-x86 when run as root). Each round runs every configuration
+# once, interleaved, so the machine's noise is shared; ratios are of the
+# medians, with the range of the per-round ratios.
+# Targets: ferry >= 85% of the ceiling at each connection count, and the
+# best ferry configuration >= 4x the best QEMU one. One more ferry run with
+# verification (4 connections) must verify.
+#
+# usage: bench/b1-throughput.sh [--quick] [--build DIR] [--runs N] [--out DIR]
+#   full: 5 rounds of 2048 MiB; --quick: 2 rounds of 512 MiB.
+#   QEMU_PEER=0 leaves QEMU out (reported as skipped); FERRY_BACKEND=memfd
+#   runs ferry's guest on a memfd instead of anonymous THP memory.
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_init b1 "$@"
+
+MIB=$(pick 512 2048)
+ROUNDS=${RUNS:-$(pick 2 5)}
+BACKEND=${FERRY_BACKEND:-anon}
+QEMU_PEER=${QEMU_PEER:-$BENCH_DIR/qemu-peer.sh}
+RAW=$BUILD/bench/rawcopy
+need_memory $((MIB * 2 + 512))
+if [ "$QEMU_PEER" != 0 ]; then
+	[ -x "$QEMU_PEER" ] || die "$QEMU_PEER is missing (QEMU_PEER=0 skips QEMU)"
+	if ! command -v qemu-system-x86_64 >/dev/null 2>&1 && [ "$(id -u)" != 0 ]; then
+		die "qemu-system-x86_64 not found: install the Debian package qemu-system-x86 (or QEMU_PEER=0)"
+	fi
+fi
+
+echo "[b1] $ROUNDS rounds of $MIB MiB: rawcopy, ferry ($BACKEND) and QEMU, interleaved" >&2
+for round in $(seq 1 "$ROUNDS"); do
+	for n in 1 2 4; do
+		measure "ceiling-$n" "$round" "$RAW" --size "$MIB" --sockets "$n" --backing thp
+		measure "ferry-$n" "$round" "$FERRY" demo --json --memory "${MIB}M" \
+			--workload fill --memory-backend "$BACKEND" --no-verify --connections "$n"
+	done
+	if [ "$QEMU_PEER" != 0 ]; then
+		for ch in 1 4; do
+			# A fresh port each time: the last one may still be in use.
+			measure "qemu-$ch" "$round" "$QEMU_PEER" "$MIB" "$ch" "$(free_port)"
+		done
+	fi
+done
+measure verified 1 "$FERRY" demo --json --memory "${MIB}M" --workload fill \
+	--memory-backend "$BACKEND" --connections 4
+report "$MIB" "$BACKEND"

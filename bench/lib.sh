@@ -1,0 +1,129 @@
+# shellcheck shell=bash
+# Shared by bench/b*.sh (sourced, not run): the common options, the checks
+# that the tools exist, running one measurement and keeping its JSON.
+#
+# Every benchmark script takes the same options:
+#   --quick        fewer runs and smaller guests (about a minute each)
+#   --build DIR    the Meson build directory (default build, or $BUILD)
+#   --runs N       override the number of runs (rounds)
+#   --out DIR      where raw results and logs go (default: a new
+#                  directory under /tmp, or $BENCH_OUT)
+# Results: DIR/bN.jsonl holds one record per measurement (the command line,
+# its exit status and its JSON), DIR/bN.log the tools' stderr; the table is
+# printed by bench/report.py from the .jsonl, so it can be printed again.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# As short as it can be, for the commands printed under the tables.
+BENCH_DIR=$(realpath --relative-to="$PWD" "$BENCH_DIR")
+BUILD=${BUILD:-build}
+QUICK=${QUICK:-0}
+RUNS=${RUNS:-}
+BENCH_OUT=${BENCH_OUT:-}
+
+# The calling script's header comment is its help.
+bench_usage() {
+	awk 'NR > 1 && /^# shellcheck/ { exit } NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+	exit "${1:-0}"
+}
+
+die() {
+	echo "$BENCH_NAME: $*" >&2
+	exit 2
+}
+
+# bench_init NAME "$@": parse the common options, check the build and set
+# FERRY, FERRY_VM, OUT, JSONL and LOG.
+bench_init() {
+	BENCH_NAME=$1
+	shift
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--quick) QUICK=1 ;;
+		--build) BUILD=${2:?--build needs a directory}; shift ;;
+		--runs) RUNS=${2:?--runs needs a number}; shift ;;
+		--out) BENCH_OUT=${2:?--out needs a directory}; shift ;;
+		-h | --help) bench_usage 0 ;;
+		*) echo "$BENCH_NAME: unknown option '$1'" >&2; bench_usage 2 ;;
+		esac
+		shift
+	done
+	case $RUNS in '' | [1-9] | [1-9][0-9]) ;; *) die "--runs wants 1 to 99, not '$RUNS'" ;; esac
+	need_cmd python3 "the Debian package python3"
+	FERRY=$BUILD/tools/ferry
+	FERRY_VM=$BUILD/vm/ferry-vm
+	for f in "$FERRY" "$FERRY_VM" "$BUILD/bench/rawcopy" "$BUILD/bench/dirtyscan"; do
+		[ -x "$f" ] || die "$f is missing: build first (make build, or ninja -C $BUILD), or pass --build DIR"
+	done
+	export FERRY FERRY_VM
+	if [ -z "$BENCH_OUT" ]; then
+		BENCH_OUT=$(mktemp -d /tmp/ferry-bench.XXXXXX)
+	fi
+	mkdir -p "$BENCH_OUT" || die "cannot create $BENCH_OUT"
+	OUT=$BENCH_OUT
+	JSONL=$OUT/$BENCH_NAME.jsonl
+	LOG=$OUT/$BENCH_NAME.log
+	: >"$JSONL"
+	: >"$LOG"
+}
+
+# need_cmd CMD WHAT: fail clearly when CMD is not installed.
+need_cmd() {
+	command -v "$1" >/dev/null 2>&1 || die "$1 not found: install $2"
+}
+
+# need_memory MIB: fail clearly unless MIB MiB are available now.
+need_memory() {
+	local avail
+	avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+	[ "$avail" -ge "$1" ] ||
+		die "needs ${1} MiB of available memory, the machine has ${avail} MiB now (other jobs running?)"
+}
+
+# pick: the quick value or the full one.
+pick() {
+	if [ "$QUICK" = 1 ]; then echo "$1"; else echo "$2"; fi
+}
+
+# free_port: a TCP port free on 127.0.0.1 right now.
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# measure WHAT ROUND CMD...: run CMD, take the last line of its stdout as
+# its JSON result and append a record {"what", "round", "cmd", "rc", "r"}
+# to JSONL. A command that fails still leaves a record (with its exit
+# status, and "r" null when it printed no JSON), so a failed run shows in
+# the table instead of vanishing. Prints a one-line summary on stderr.
+measure() {
+	local what=$1 round=$2 line rc=0
+	shift 2
+	printf '$ %s\n' "$*" >>"$LOG"
+	line=$("$@" 2>>"$LOG" | tail -n 1) || rc=$?
+	python3 - "$what" "$round" "$rc" "$line" "$*" >>"$JSONL" <<'PY'
+import json, sys
+what, rnd, rc, line, cmd = sys.argv[1:6]
+try:
+    r = json.loads(line)
+except ValueError:
+    r = None
+print(json.dumps({"what": what, "round": int(rnd), "cmd": cmd, "rc": int(rc), "r": r}))
+PY
+	python3 - "$BENCH_NAME" "$what" "$round" "$rc" "$line" >&2 <<'PY'
+import json, sys
+name, what, rnd, rc, line = sys.argv[1:6]
+try:
+    r = json.loads(line)
+except ValueError:
+    r = {}
+keys = ("status", "total_ms", "ms", "downtime_ms", "mb_per_s", "passes")
+brief = " ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None)
+print(f"[{name}] {what} #{rnd}: rc {rc} {brief or '(no JSON output)'}")
+PY
+}
+
+# report: print this benchmark's table from its records.
+report() {
+	python3 "$BENCH_DIR/report.py" "$BENCH_NAME" "$JSONL" "$@"
+	echo "raw results: $JSONL, tool output: $LOG"
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# One migration between two ferry-vm processes driven by `ferry migrate`
+# rather than `ferry demo`, for the options only `migrate` has
+# (--max-passes, --max-precopy-ms, --timeout-strategy). Prints the
+# migration report as one JSON line, plus "verified" (null with
+# --no-verify; else the report's and the destination's verdicts and its
+# bad-page count together, as `ferry demo` does it).
+#
+# usage: bench/pair-migrate.sh [--build DIR] [VM OPTIONS] -- [MIGRATE OPTIONS]
+#   --build DIR: take ferry and ferry-vm from this build directory
+#               (default: $FERRY and $FERRY_VM if set, else build/)
+#   VM OPTIONS: --memory SIZE --workload W [--dirty-rate R]
+#               [--memory-backend B] [--no-verify]
+# Exit status: that of `ferry migrate` (0 completed, 1 failed or cancelled),
+# 2 for a usage error or a missing program.
+set -euo pipefail
+build=build vm=() src_only=() verify=1
+while [ $# -gt 0 ] && [ "$1" != -- ]; do
+	case $1 in
+	--build) build=$2; FERRY=''; FERRY_VM=''; shift ;;
+	--dirty-rate) src_only+=("$1" "$2"); shift ;;
+	--no-verify) vm+=("$1"); verify=0 ;;
+	--memory | --workload | --memory-backend) vm+=("$1" "$2"); shift ;;
+	*) echo "pair-migrate: unknown VM option '$1'" >&2; exit 2 ;;
+	esac
+	shift
+done
+[ "${1:-}" = -- ] && shift
+FERRY=${FERRY:-$build/tools/ferry}
+FERRY_VM=${FERRY_VM:-$build/vm/ferry-vm}
+for f in "$FERRY" "$FERRY_VM"; do
+	[ -x "$f" ] || { echo "pair-migrate: $f is missing: build first, or pass --build DIR" >&2; exit 2; }
+done
+
+d=$(mktemp -d /tmp/ferry-pair.XXXXXX)
+SRC='' DST=''
+cleanup() {
+	local p
+	for p in $SRC $DST; do kill "$p" 2>/dev/null || true; done
+	for p in $SRC $DST; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$d"
+}
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$FERRY_VM" "${vm[@]}" --incoming "tcp:127.0.0.1:$port" --api-socket "$d/dst.sock" >"$d/dst.log" 2>&1 &
+DST=$!
+"$FERRY_VM" "${vm[@]}" "${src_only[@]}" --api-socket "$d/src.sock" >"$d/src.log" 2>&1 &
+SRC=$!
+for _ in $(seq 1 600); do
+	"$FERRY" status "$d/src.sock" >/dev/null 2>&1 &&
+		"$FERRY" status "$d/dst.sock" >/dev/null 2>&1 && break
+	if ! kill -0 "$SRC" 2>/dev/null || ! kill -0 "$DST" 2>/dev/null; then
+		break
+	fi
+	sleep 0.1
+done
+if ! "$FERRY" status "$d/src.sock" >/dev/null 2>&1 ||
+	! "$FERRY" status "$d/dst.sock" >/dev/null 2>&1; then
+	echo "pair-migrate: the ferry-vm processes did not start:" >&2
+	tail -n 3 "$d/src.log" "$d/dst.log" >&2
+	exit 1
+fi
+sleep 1 # let the guest's workload run before the migration, as the demo does
+rc=0
+report=$("$FERRY" migrate "$d/src.sock" "tcp:127.0.0.1:$port" --json "$@" | tail -n 1) || rc=$?
+dst=null
+if [ "$verify" = 1 ] && [ "$rc" = 0 ]; then
+	sleep 0.5 # the destination guest runs and publishes its verdict
+	dst=$("$FERRY" status "$d/dst.sock" --json 2>/dev/null | tail -n 1) || dst=null
+fi
+python3 - "$report" "$dst" "$verify" <<'PY'
+import json, sys
+try:
+    r = json.loads(sys.argv[1])
+except ValueError:
+    r = {"status": "failed", "error": "ferry migrate printed no report"}
+try:
+    d = json.loads(sys.argv[2]) or {}
+except ValueError:
+    d = {}
+if sys.argv[3] == "1":
+    errs = (d.get("guest") or {}).get("check_errors")
+    r["destination_verified"] = d.get("verified")
+    r["verified"] = bool(r.get("status") == "completed" and r.get("verified")
+                         and d.get("verified") and errs == 0)
+else:
+    r["verified"] = None
+print(json.dumps(r))
+PY
+exit "$rc"

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs ferry's benchmarks (docs/benchmarks.md) and prints their tables.
+#
+#   1 throughput: 2 GiB incompressible guest, 1/2/4 connections, against
+#     send/recv over 1/2/4 sockets and QEMU's migration (b1-throughput.sh)
+#   2 an 8 GiB mostly zero guest (b2-zero.sh)
+#   3 ten runs of a 2 GiB guest dirtying 200 MB/s, downtime (b3-dirty.sh)
+#   4 a guest dirtying faster than a capped link: auto-converge on and off
+#     (b4-converge.sh)
+#   5 a compressible guest: none, lz4, zstd (b5-compress.sh)
+#   6 the dirty-bitmap scan micro-benchmark (b6-dirtyscan.sh)
+#
+# usage: bench/run.sh [--quick] [--build DIR] [--out DIR] [N...]
+#   N...     which benchmarks (default all; also BENCH="3" or BENCH="1 5")
+#   --quick  fewer runs and smaller guests: about a minute per benchmark
+# Each script also runs alone with the same options. The tables are also
+# written to OUT/report.txt, next to the raw records (OUT/bN.jsonl) and the
+# tools' output (OUT/bN.log). Exit status: 0 if every script ran (a missed
+# target is reported in the table, not in the status), 1 if one failed,
+# 2 for a usage error.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+opts=() sel=()
+export BENCH_OUT=${BENCH_OUT:-}
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) opts+=(--quick) ;;
+	--build) opts+=(--build "${2:?--build needs a directory}"); shift ;;
+	--out) BENCH_OUT=${2:?--out needs a directory}; shift ;;
+	[1-6]) sel+=("$1") ;;
+	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+	*) echo "bench/run.sh: unknown argument '$1' (benchmarks are 1 to 6)" >&2; exit 2 ;;
+	esac
+	shift
+done
+if [ ${#sel[@]} = 0 ]; then
+	# shellcheck disable=SC2206
+	sel=(${BENCH:-1 2 3 4 5 6})
+fi
+for n in "${sel[@]}"; do
+	case $n in [1-6]) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 6)" >&2; exit 2 ;; esac
+done
+[ -n "$BENCH_OUT" ] || BENCH_OUT=$(mktemp -d /tmp/ferry-bench.XXXXXX)
+mkdir -p "$BENCH_OUT"
+
+scripts=("" b1-throughput b2-zero b3-dirty b4-converge b5-compress b6-dirtyscan)
+{
+	rc=0
+	echo "ferry benchmarks $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$here" diff --quiet HEAD 2>/dev/null || echo '+changes')"
+	echo "machine: $(nproc) cores, $(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "options: ${opts[*]:-(full)}; results in $BENCH_OUT"
+	for n in "${sel[@]}"; do
+		"$here/${scripts[$n]}.sh" "${opts[@]}" || {
+			echo "benchmark $n (${scripts[$n]}.sh) failed, exit $?" >&2
+			rc=1
+		}
+	done
+	echo
+	echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+	exit $rc
+} | tee "$BENCH_OUT/report.txt"
