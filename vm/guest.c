@@ -13,7 +13,8 @@
  *   vCPU's cursor and s from the cursor on.
  * - random: each vCPU rewrites random pages of its share. A written page
  *   carries a checksum, its address, a generation, the vCPU number and a
- *   body derived from (address, generation).
+ *   body derived from (address, generation). A source starts with every
+ *   page written once (generation 1), like a guest that has run a while.
  * - fill: the vCPUs fill their share once with pseudo-random data (a
  *   function of the page number), then only tick.
  * - text: like fill, but with text-like content (words of a small built-in
@@ -561,6 +562,8 @@ static void *vcpu_main(void *arg)
 	return NULL;
 }
 
+static void random_prefill(struct guest *g);
+
 /* --- lifecycle ---------------------------------------------------------- */
 
 /* A /proc/meminfo field ("MemAvailable") in kB, or UINT64_MAX. */
@@ -895,6 +898,11 @@ int guest_start(struct guest *g, bool parked)
 	unsigned i;
 	int rc;
 
+	/* A source's random guest starts with all of RAM holding data, as a
+	 * guest that has run for a while does; a destination's RAM comes
+	 * from the migration. */
+	if (!parked && g->workload == VM_WL_RANDOM)
+		random_prefill(g);
 	__atomic_store_n(&g->pause_word, parked ? 1 : 0, __ATOMIC_SEQ_CST);
 	atomic_store(&g->running, !parked);
 	for (i = 0; i < g->nvcpus; i++) {
@@ -1206,6 +1214,33 @@ struct digest_ctx {
 	struct guest *g;
 	uint64_t *hashes;
 };
+
+static void prefill_block(void *arg, size_t i)
+{
+	struct guest *g = arg;
+	uint64_t per = DIGEST_BLOCK / VM_PAGE_SIZE;
+	uint64_t lo = i * per, hi = lo + per;
+
+	if (hi > g->npages)
+		hi = g->npages;
+	for (unsigned v = 0; v < g->nvcpus; v++) {
+		const struct vcpu *c = &g->vcpus[v];
+		uint64_t a = lo > c->first ? lo : c->first;
+		uint64_t b = hi < c->first + c->npages ? hi : c->first + c->npages;
+
+		for (uint64_t pg = a; pg < b; pg++)
+			random_page_write(page_ptr(g, pg), pg * VM_PAGE_SIZE, 1, v);
+	}
+}
+
+/* Write every page of a random guest once (generation 1), in parallel. */
+static void random_prefill(struct guest *g)
+{
+	par_run((size_t)((g->mem_size + DIGEST_BLOCK - 1) / DIGEST_BLOCK),
+		prefill_block, g);
+	for (unsigned v = 0; v < g->nvcpus; v++)
+		g->vcpus[v].sweep = 1;
+}
 
 static void digest_block(void *arg, size_t i)
 {

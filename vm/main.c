@@ -39,6 +39,7 @@ static void usage(FILE *f)
 		"  --workload W         ab | random | fill | text | idle (default ab)\n"
 		"                         ab: sweep pages incrementing a counter\n"
 		"                         random: rewrite random self-checking pages\n"
+		"                           (every page holds one from the start)\n"
 		"                         fill: fill RAM once with random data, then idle\n"
 		"                         text: fill RAM once with text-like words\n"
 		"                         (compressible), then idle\n"
