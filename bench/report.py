@@ -267,23 +267,27 @@ def b4(recs, mib, rate, cap, limit_ms):
 
 # --- 5. compression -------------------------------------------------------
 
-def b5(recs, mib, backend):
+def b5(recs, mib, backend, cap="250"):
     rounds = max((x["round"] for x in recs if x["what"] != "verified"), default=0)
     print(f"\n== 5. Compressible guest: {mib} MiB text guest, {backend}, 1 connection, "
-          f"{plural(rounds, 'round')} interleaved ==")
+          f"{plural(rounds, 'round')} interleaved; loopback, then a {cap} MB/s link ==")
     rows = []
-    base_t = med(values(of(recs, "none"), "total_ms"))
-    base_w = med(values(of(recs, "none"), "wire_bytes"))
-    for codec in ("none", "lz4", "zstd"):
-        rs = of(recs, codec)
-        t = values(rs, "total_ms")
-        w = values(rs, "wire_bytes")
-        b = values(rs, "bytes")
-        m, rg = spread(t)
-        rows.append([codec, num(med(w) / 2**20 if w else None), ratio(med(b), med(w)),
-                     m, rg, num(med(values(rs, "mb_per_s"))),
-                     ratio(med(t), base_t), ratio(med(w), base_w), runs_ok(rs)])
-    table(["codec", "wire MiB", "guest/wire", "total ms", "range", "MB/s guest",
+    for link in ("", f"@{cap}"):
+        base_t = med(values(of(recs, "none" + link), "total_ms"))
+        base_w = med(values(of(recs, "none" + link), "wire_bytes"))
+        for codec in ("none", "lz4", "zstd"):
+            rs = of(recs, codec + link)
+            if not rs:
+                continue
+            t = values(rs, "total_ms")
+            w = values(rs, "wire_bytes")
+            b = values(rs, "bytes")
+            m, rg = spread(t)
+            rows.append([codec, f"{cap} MB/s" if link else "loopback",
+                         num(med(w) / 2**20 if w else None), ratio(med(b), med(w)),
+                         m, rg, num(med(values(rs, "mb_per_s"))),
+                         ratio(med(t), base_t), ratio(med(w), base_w), runs_ok(rs)])
+    table(["codec", "link", "wire MiB", "guest/wire", "total ms", "range", "MB/s guest",
            "time vs none", "wire vs none", "ok"], rows)
     verified_line(recs)
     failures(recs)
