@@ -174,4 +174,40 @@ int fy_codec_decompress(struct fy_codec *c, const void *src, size_t n,
 const char *fy_codec_name(enum fy_codec_kind kind); /* "none", "lz4", "zstd" */
 int fy_codec_parse(const char *name, enum fy_codec_kind *out); /* 0 or -EINVAL */
 
+/*
+ * Bulk buffers (bulk.c): the large scratch buffers of the engine's hot
+ * path (gathering non-zero pages, compressed payloads), allocated once at
+ * their largest size and backed by huge pages when the system has them,
+ * so the copy and codec loops over them take few TLB misses. Buffers of
+ * less than half a huge page use 4 KiB pages: a huge page would waste
+ * more memory than it saves misses.
+ */
+enum fy_bulk_kind {
+	FY_BULK_NONE = 0,    /* not allocated */
+	FY_BULK_HUGETLB = 1, /* MAP_HUGETLB, from the reserved 2 MiB pool */
+	FY_BULK_THP = 2,     /* madvise(MADV_HUGEPAGE): transparent huge pages */
+	FY_BULK_PLAIN = 3,   /* 4 KiB pages */
+};
+#define FY_BULK_KINDS 4
+#define FY_HUGE_PAGE_SIZE (2u << 20)
+
+struct fy_bulk {
+	uint8_t *data;
+	size_t size; /* usable bytes: at least what was asked, rounded up */
+	enum fy_bulk_kind kind;
+};
+
+/*
+ * fy_bulk_alloc() - map at least @want bytes: hugetlb pages when the pool
+ * has enough free, else memory advised for transparent huge pages, else
+ * plain pages. Return: 0, -EINVAL (@want is 0) or -ENOMEM.
+ */
+int fy_bulk_alloc(struct fy_bulk *b, size_t want);
+/* The same with one kind only (tests, and callers that must know). */
+int fy_bulk_alloc_as(struct fy_bulk *b, size_t want, enum fy_bulk_kind kind);
+/* Unmap; safe on a zeroed or already freed buffer. */
+void fy_bulk_free(struct fy_bulk *b);
+/* "hugetlb", "thp", "plain" or "none". */
+const char *fy_bulk_kind_name(enum fy_bulk_kind kind);
+
 #endif /* FY_MEMORY_H */

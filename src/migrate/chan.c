@@ -32,8 +32,6 @@ int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd)
 	c->tee_fd = -1;
 	fy_buf_init(&c->out);
 	fy_buf_init(&c->in);
-	fy_buf_init(&c->gather);
-	fy_buf_init(&c->packed);
 	c->last_rx_ns = fy_now_ns();
 	return fy_csum_init(&c->csum);
 }
@@ -49,14 +47,54 @@ void fy_chan_close(struct fy_chan *c)
 	fy_csum_free(&c->csum);
 	fy_buf_free(&c->out);
 	fy_buf_free(&c->in);
-	fy_buf_free(&c->gather);
-	fy_buf_free(&c->packed);
+	fy_bulk_free(&c->gather);
+	fy_bulk_free(&c->packed);
 	fy_codec_free(c->codec);
 	c->codec = NULL;
 	for (int i = 0; i < 3; i++) {
 		fy_codec_free(c->dcodec[i]);
 		c->dcodec[i] = NULL;
 	}
+}
+
+/*
+ * Make @b hold at least @n bytes. The first call maps it at the size of a
+ * whole chunk (the most a record of ours needs), so on the sender this
+ * happens once per connection, before the first pass; a receiver maps it
+ * when the first compressed record arrives, and again only if a peer
+ * with larger chunks sends a record that does not fit.
+ */
+static int bulk_fit(struct fy_chan *c, struct fy_bulk *b, size_t n)
+{
+	size_t want = n > c->s->cfg.chunk_bytes ? n : c->s->cfg.chunk_bytes;
+	int rc;
+
+	if (b->size >= n)
+		return 0;
+	fy_bulk_free(b);
+	rc = fy_bulk_alloc(b, want);
+	if (rc)
+		return rc;
+	atomic_fetch_add(&c->s->bulk_count[b->kind], 1);
+	atomic_fetch_add(&c->s->bulk_bytes, b->size);
+	return 0;
+}
+
+/**
+ * fy_chan_prepare() - map the sender's scratch buffers for the encoding
+ * set on @c: a gather buffer when zero maps or a codec may need one, a
+ * payload buffer for a codec. Each holds one chunk.
+ */
+int fy_chan_prepare(struct fy_chan *c)
+{
+	size_t chunk = c->s->cfg.chunk_bytes;
+	int rc = 0;
+
+	if (c->zero_pages || c->codec)
+		rc = bulk_fit(c, &c->gather, chunk);
+	if (!rc && c->codec)
+		rc = bulk_fit(c, &c->packed, chunk);
+	return rc;
 }
 
 /* A blocked call timed out: decide whether to keep waiting. */
@@ -256,13 +294,12 @@ static long pack(struct fy_chan *c, const uint8_t *data, size_t pages,
 	long n;
 
 	if (zmap) {
-		if (fy_buf_reserve(&c->gather, raw))
+		if (bulk_fit(c, &c->gather, raw))
 			return 0;
 		nonzero_runs(data, pages, c->zmap, NULL, 0, c->gather.data);
 		src = c->gather.data;
 	}
-	fy_buf_reset(&c->packed);
-	if (fy_buf_reserve(&c->packed, raw))
+	if (bulk_fit(c, &c->packed, raw))
 		return 0;
 	n = fy_codec_compress(c->codec, src, raw, c->packed.data, raw);
 	return n > 0 ? n : 0;
@@ -325,7 +362,7 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 		n += runs;
 	else {
 		/* Too fragmented for one sendmsg: gather instead. */
-		if (fy_buf_reserve(&c->gather, payload))
+		if (bulk_fit(c, &c->gather, payload))
 			return -ENOMEM;
 		nonzero_runs(data, pages, c->zmap, NULL, 0, c->gather.data);
 		iov[n++] = (struct iovec){ c->gather.data, payload };
@@ -347,7 +384,8 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 }
 
 /**
- * fy_chan_recv_hdr() - wait up to @idle_ms of silence for a record header.
+ * fy_chan_recv_hdr() - wait up to @idle_ms of silence (0: no limit, only
+ * the cancel flag) for a record header.
  */
 int fy_chan_recv_hdr(struct fy_chan *c, struct fy_rec_hdr *h, int idle_ms)
 {
@@ -516,8 +554,7 @@ static int recv_packed(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
 		return -EBADMSG;
 	if (!c->dcodec[kind] && fy_codec_new(kind, 0, &c->dcodec[kind]))
 		return -ENOMEM;
-	fy_buf_reset(&c->packed);
-	if (fy_buf_reserve(&c->packed, n) || fy_buf_reserve(&c->gather, raw))
+	if (bulk_fit(c, &c->packed, n) || bulk_fit(c, &c->gather, raw))
 		return -ENOMEM;
 	rc = fy_chan_read_full(c, c->packed.data, n);
 	if (rc)

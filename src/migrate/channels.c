@@ -2,17 +2,21 @@
 /*
  * channels.c - memory over several connections.
  *
- * Source: one shared, bounded queue of chunks feeds a worker thread per
- * connection, so a slow connection simply takes fewer chunks instead of
- * buffering a share of its own. Nothing waits per chunk: the only window is
- * the socket's send buffer, and the only barrier is PASS_END on the main
- * connection.
+ * Source: one shared, bounded queue of chunks (window x connections deep)
+ * feeds a worker thread per connection, so a slow connection simply takes
+ * fewer chunks instead of buffering a share of its own. Nothing waits per
+ * chunk: the window is the socket's send buffer, sized to the window's
+ * chunks, and the only barrier is PASS_END on the main connection. An
+ * extra connection that breaks is given up and every chunk it took in the
+ * pass goes again over the others.
  *
  * Destination: the listener stays open after the main connection; extra
  * connections join with the session id and token from HELLO's answer and
  * then carry MEMORY records only, received straight into guest memory. The
- * main connection's PASS_END waits until all connections together have
- * delivered what the source says it sent in the pass.
+ * main connection's PASS_END waits until each connection has delivered
+ * what the source says it handed to it in the pass, and until connections
+ * the source gave up have ended; one that broke short of its share is
+ * named in the answer, and the source sends that share again.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -30,54 +34,153 @@
 /* ------------------------------------------------------------------ */
 /* source                                                              */
 
+/* Work left for the workers: chunks to send again, or queued ones. */
+static bool have_work(const struct fy_send_pool *p)
+{
+	return p->redo_left || p->count;
+}
+
+/* Take the next chunk, those of a broken connection first. Locked. */
+static bool take(struct fy_send_pool *p, struct fy_job *job)
+{
+	struct fy_range r;
+
+	if (p->redo_left) {
+		if (fy_ranges_next_chunk(&p->redo, &p->redo_at, p->chunk, &r)) {
+			*job = (struct fy_job){ &p->s->regions[r.region],
+						r.region, r.offset, r.length };
+			p->redo_left -= r.length < p->redo_left ? r.length
+								 : p->redo_left;
+			return true;
+		}
+		p->redo_left = 0; /* cannot happen: the walk ends with it */
+	}
+	if (!p->count)
+		return false;
+	*job = p->q[p->head];
+	p->head = (p->head + 1) % p->qlen;
+	p->count--;
+	pthread_cond_signal(&p->space);
+	return true;
+}
+
+/*
+ * Stop using extra connection @idx: it takes no more chunks, and every
+ * chunk it took in this pass is added to @again, since the destination
+ * may hold all, some or none of them. Shutting the socket down tells the
+ * destination, which then stops applying what the connection still had
+ * buffered before it answers this pass's PASS_END. Locked.
+ *
+ * Return: 0, or -ENOMEM (the connection is then still in use).
+ */
+static int give_up(struct fy_send_pool *p, unsigned idx, int why,
+		   struct fy_ranges *again)
+{
+	struct fy_send_conn *c = &p->conn[idx];
+
+	for (size_t i = 0; i < c->taken.n; i++) {
+		const struct fy_range *r = &c->taken.v[i];
+		int rc = fy_ranges_add(again, r->region, r->offset, r->length);
+
+		if (rc)
+			return rc;
+	}
+	c->dead = true;
+	c->why = why;
+	c->records = 0;
+	c->bytes = 0;
+	fy_ranges_clear(&c->taken);
+	p->alive--;
+	shutdown(p->chans[idx]->fd, SHUT_RDWR);
+	pthread_mutex_lock(&p->s->lock);
+	p->s->stats.connections = p->alive;
+	pthread_mutex_unlock(&p->s->lock);
+	pthread_cond_broadcast(&p->more); /* its worker leaves */
+	return 0;
+}
+
+/*
+ * A worker's send failed. An extra connection that broke costs only
+ * itself: its chunks of the pass go to the connections left (the main one
+ * always stays). Anything else, or a broken main connection, ends the
+ * pass with the error. Locked.
+ */
+static void send_failed(struct fy_send_pool *p, unsigned idx, int rc)
+{
+	if (idx && fy_conn_broke(rc) && !p->err && !fy_cancelled(p->s)) {
+		uint64_t before = p->redo.bytes;
+
+		rc = give_up(p, idx, rc, &p->redo);
+		p->redo_left += p->redo.bytes - before;
+		if (!rc)
+			return;
+	}
+	if (!p->err) {
+		p->err = rc;
+		p->err_chan = idx;
+	}
+}
+
 static void *send_worker(void *arg)
 {
 	struct worker_arg *wa = arg;
 	struct fy_send_pool *p = wa->pool;
+	struct fy_send_conn *me = &p->conn[wa->idx];
 	struct fy_chan *ch = p->chans[wa->idx];
 
 	pthread_mutex_lock(&p->lock);
-	for (;;) {
+	while (!me->dead) {
 		struct fy_job job;
+		bool sent = false;
 		int rc = 0;
 
-		while (!p->count && !p->closing)
+		while (!have_work(p) && !p->closing && !me->dead)
 			pthread_cond_wait(&p->more, &p->lock);
-		if (!p->count)
+		if (me->dead || !take(p, &job))
 			break;
-		job = p->q[p->head];
-		p->head = (p->head + 1) % FY_QUEUE_LEN;
-		p->count--;
 		p->active++;
-		pthread_cond_signal(&p->space);
-		if (!p->err) {
+		/* Noted before sending: a connection that breaks in the
+		 * middle of a record must have that chunk sent again. */
+		if (!p->err)
+			rc = fy_ranges_add(&me->taken, job.region, job.offset,
+					   job.length);
+		if (!p->err && !rc) {
 			struct fy_mem_hdr m = { job.region, 0, job.offset,
 						job.length };
 
 			pthread_mutex_unlock(&p->lock);
 			rc = fy_chan_send_mem(ch, job.reg, &m, p->csum);
 			pthread_mutex_lock(&p->lock);
-			if (rc && !p->err) {
-				p->err = rc;
-				p->err_chan = wa->idx;
-			} else if (!rc) {
-				p->records++;
-				p->bytes += job.length;
-				fy_session_count_bytes(p->s, job.length);
-			}
+			sent = !rc;
+		}
+		if (rc)
+			send_failed(p, wa->idx, rc);
+		else if (sent && !me->dead) {
+			me->records++;
+			me->bytes += job.length;
+			fy_session_count_bytes(p->s, job.length);
 		}
 		p->active--;
-		if (!p->count && !p->active)
+		if (!have_work(p) && !p->active)
 			pthread_cond_broadcast(&p->idle);
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
 
+/* Queue depth: every connection's window, at least one chunk each. */
+static unsigned queue_len(const ferry_session *s, unsigned n)
+{
+	uint64_t len = (uint64_t)fy_window(&s->cfg) * n;
+
+	return len > FY_QUEUE_MAX ? FY_QUEUE_MAX : (unsigned)len;
+}
+
 /**
  * fy_send_pool_start() - start one worker per connection.
  * @chans: the connections; chans[0] is the main one, borrowed while a pass
- *         runs (the main thread only waits then).
+ *         runs (the main thread only waits then), chans[i] the one that
+ *         joined with index i.
  */
 int fy_send_pool_start(struct fy_send_pool *p, ferry_session *s,
 		       struct fy_chan *const *chans, unsigned n)
@@ -86,6 +189,14 @@ int fy_send_pool_start(struct fy_send_pool *p, ferry_session *s,
 	p->s = s;
 	memcpy(p->chans, chans, n * sizeof(chans[0]));
 	p->n = n;
+	p->alive = n;
+	p->qlen = queue_len(s, n);
+	p->q = calloc(p->qlen, sizeof(*p->q));
+	if (!p->q)
+		return -ENOMEM;
+	fy_ranges_init(&p->redo);
+	for (unsigned i = 0; i < n; i++)
+		fy_ranges_init(&p->conn[i].taken);
 	p->started = true;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->more, NULL);
@@ -121,6 +232,11 @@ void fy_send_pool_stop(struct fy_send_pool *p)
 	pthread_cond_destroy(&p->space);
 	pthread_cond_destroy(&p->idle);
 	pthread_mutex_destroy(&p->lock);
+	for (unsigned i = 0; i < p->n; i++)
+		fy_ranges_free(&p->conn[i].taken);
+	fy_ranges_free(&p->redo);
+	free(p->q);
+	p->q = NULL;
 	p->started = false;
 }
 
@@ -130,11 +246,11 @@ static int push(struct fy_send_pool *p, const struct fy_job *job)
 	int rc;
 
 	pthread_mutex_lock(&p->lock);
-	while (p->count == FY_QUEUE_LEN && !p->err)
+	while (p->count == p->qlen && !p->err)
 		pthread_cond_wait(&p->space, &p->lock);
 	rc = p->err;
 	if (!rc) {
-		p->q[(p->head + p->count) % FY_QUEUE_LEN] = *job;
+		p->q[(p->head + p->count) % p->qlen] = *job;
 		p->count++;
 		pthread_cond_signal(&p->more);
 	}
@@ -142,29 +258,88 @@ static int push(struct fy_send_pool *p, const struct fy_job *job)
 	return rc;
 }
 
+/* A new pass: nothing taken, nothing to send again. Locked. */
+static void pass_reset(struct fy_send_pool *p, uint32_t chunk, bool csum)
+{
+	p->csum = csum;
+	p->chunk = chunk;
+	fy_ranges_clear(&p->redo);
+	p->redo_at = (struct fy_chunk_cursor){ 0 };
+	p->redo_left = 0;
+	for (unsigned i = 0; i < p->n; i++) {
+		p->conn[i].records = 0;
+		p->conn[i].bytes = 0;
+		fy_ranges_clear(&p->conn[i].taken);
+	}
+}
+
+/* PASS_END's counts: one entry per connection still in use. Locked. */
+static void pass_counts(const struct fy_send_pool *p, struct fy_pass_end *pe)
+{
+	pe->nconn = 0;
+	pe->records = 0;
+	pe->bytes = 0;
+	for (unsigned i = 0; i < p->n; i++) {
+		const struct fy_send_conn *c = &p->conn[i];
+
+		if (c->dead)
+			continue;
+		pe->conn[pe->nconn++] = (struct fy_pass_conn){ i, c->records,
+							       c->bytes };
+		pe->records += c->records;
+		pe->bytes += c->bytes;
+	}
+}
+
+/* Tell the log about connections given up since it last heard (here, on
+ * the thread that drives the session, as callbacks must be). */
+static void log_drops(struct fy_send_pool *p)
+{
+	unsigned idx[FY_MAX_CHANNELS], k = 0, alive;
+	int why[FY_MAX_CHANNELS];
+
+	pthread_mutex_lock(&p->lock);
+	for (unsigned i = 0; i < p->n; i++) {
+		struct fy_send_conn *c = &p->conn[i];
+
+		if (c->dead && !c->logged) {
+			c->logged = true;
+			idx[k] = i;
+			why[k++] = c->why;
+		}
+	}
+	alive = p->alive;
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned j = 0; j < k; j++)
+		fy_session_log(p->s, 1,
+			       "data connection %u broke (%s); its chunks of this pass went again over the %u connection%s left",
+			       idx[j], ferry_strerror(why[j]), alive,
+			       alive == 1 ? "" : "s");
+}
+
 /**
  * fy_send_pool_pass() - send every range in chunks over all connections and
  * wait until the workers have handed all of them to their sockets.
  * @csum: checksums cover page data (guest paused).
- * @records, @bytes: what was sent, for PASS_END.
+ * @pe: receives the counts for PASS_END, per connection still in use.
+ *
+ * An extra connection that breaks meanwhile is given up and its chunks of
+ * the pass are sent again over the others.
  *
  * Return: 0, or the first worker's error (*chan says which connection).
  */
 int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
-		      uint32_t chunk, bool csum, uint64_t *records,
-		      uint64_t *bytes, unsigned *chan)
+		      uint32_t chunk, bool csum, struct fy_pass_end *pe,
+		      unsigned *chan)
 {
 	ferry_session *s = p->s;
+	struct fy_chunk_cursor cur = { 0 };
+	struct fy_range r;
 	int rc = 0;
 
 	pthread_mutex_lock(&p->lock);
-	p->csum = csum;
-	p->records = 0;
-	p->bytes = 0;
+	pass_reset(p, chunk, csum);
 	pthread_mutex_unlock(&p->lock);
-	struct fy_chunk_cursor cur = { 0 };
-	struct fy_range r;
-
 	while (!rc && fy_ranges_next_chunk(ranges, &cur, chunk, &r)) {
 		struct fy_job job = { &s->regions[r.region], r.region, r.offset,
 				      r.length };
@@ -177,13 +352,36 @@ int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
 		p->err = rc;
 		p->err_chan = 0;
 	}
-	while (p->count || p->active)
+	while (have_work(p) || p->active)
 		pthread_cond_wait(&p->idle, &p->lock);
 	rc = p->err;
 	*chan = p->err_chan;
-	*records = p->records;
-	*bytes = p->bytes;
 	p->err = 0;
+	pass_counts(p, pe);
+	pthread_mutex_unlock(&p->lock);
+	log_drops(p);
+	return rc;
+}
+
+/**
+ * fy_send_pool_lost() - the destination says extra connection @index broke
+ * before delivering its part of the pass just ended (after the source had
+ * handed it to the socket). Give the connection up and add every chunk it
+ * took in that pass to @again, to be sent in a later pass.
+ *
+ * Return: 0, FERRY_EPROTO when @index was not in the pass's PASS_END, or
+ * -ENOMEM.
+ */
+int fy_send_pool_lost(struct fy_send_pool *p, uint32_t index,
+		      struct fy_ranges *again)
+{
+	int rc = FERRY_EPROTO;
+
+	pthread_mutex_lock(&p->lock);
+	if (index && index < p->n && !p->conn[index].dead) {
+		rc = give_up(p, index, -ECONNRESET, again);
+		p->conn[index].logged = true; /* the caller says it */
+	}
 	pthread_mutex_unlock(&p->lock);
 	return rc;
 }
@@ -219,6 +417,7 @@ static int on_join(struct fy_recv_pool *p, struct rx_chan *rc_,
 	struct fy_chan *ch = &rc_->ch;
 	struct fy_join j;
 	unsigned diff = 0;
+	bool taken = false;
 	int rc = fy_chan_recv_body(ch, h);
 
 	if (rc)
@@ -234,9 +433,18 @@ static int on_join(struct fy_recv_pool *p, struct rx_chan *rc_,
 		       "data connection refused: wrong session or token");
 		return -EACCES;
 	}
+	/* PASS_END counts by index: one connection per index. */
 	pthread_mutex_lock(&p->lock);
-	rc_->index = j.index;
+	for (unsigned i = 0; i < p->n; i++)
+		taken |= p->chans[i] != rc_ && p->chans[i]->index == j.index;
+	if (!taken)
+		rc_->index = j.index;
 	pthread_mutex_unlock(&p->lock);
+	if (taken) {
+		fy_chan_send_error(ch, FY_REC_ERROR, h->seq, -EEXIST,
+				   "data connection index already joined");
+		return -EEXIST;
+	}
 	return fy_chan_send_rec(ch, FY_REC_OK, h->seq, NULL, 0);
 }
 
@@ -256,11 +464,16 @@ static int on_data(struct fy_recv_pool *p, struct rx_chan *c,
 	rc = fy_chan_recv_mem(&c->ch, h, p->s->regions, p->s->nregions, &m,
 			      err, sizeof(err));
 	if (rc) {
-		pool_fail(p, rc, "data connection %u: %s", c->index,
-			  err[0] ? err : ferry_strerror(rc));
+		/* A broken connection costs only itself (recv_worker); bad
+		 * bytes on it are the sender's fault and end the attempt. */
+		if (!fy_conn_broke(rc))
+			pool_fail(p, rc, "data connection %u: %s", c->index,
+				  err[0] ? err : ferry_strerror(rc));
 		return rc;
 	}
 	pthread_mutex_lock(&p->lock);
+	c->records++;
+	c->bytes += m.length;
 	p->records++;
 	p->bytes += m.length;
 	pthread_cond_broadcast(&p->cv);
@@ -289,8 +502,12 @@ static void *recv_worker(void *arg)
 		struct fy_rec_hdr h;
 		struct fy_recv_step step;
 
+		/* A joined connection may rightly idle for long (passes of a
+		 * few chunks need not reach every connection): the main
+		 * connection and the pass barrier watch for a silent source,
+		 * and a record once begun must still arrive in time. */
 		rc = fy_chan_recv_hdr(&c->ch, &h, st == FY_DS_JOINED
-						  ? FY_IDLE_TIMEOUT_MS : FY_JOIN_WAIT_MS);
+						  ? 0 : FY_JOIN_WAIT_MS);
 		if (rc == -EBADMSG || rc == -EMSGSIZE)
 			fy_chan_send_error(&c->ch, FY_REC_ERROR, 0, rc, "malformed record header");
 		if (rc)
@@ -322,20 +539,32 @@ static void *recv_worker(void *arg)
 			rc = step.code;
 		}
 	}
-	/* A joined connection that breaks mid-migration loses data; one that
-	 * never joined is just a refused stranger. */
-	if (rc && st == FY_DS_JOINED && rc != -EACCES)
+	/* A joined connection that breaks is given up: the source sends
+	 * what it carried again, and PASS_END says what to wait for. Bad
+	 * records on it end the attempt; a connection that never joined is
+	 * just a refused stranger. */
+	if (rc && st == FY_DS_JOINED && rc != -EACCES && rc != -EEXIST &&
+	    !fy_conn_broke(rc))
 		pool_fail(p, rc, "data connection %u failed: %s", c->index,
 			  ferry_strerror(rc));
 	/* Done with this connection: let the peer see it close now, not
 	 * when the session ends (the descriptor is freed then). */
 	shutdown(c->ch.fd, SHUT_RDWR);
+	pthread_mutex_lock(&p->lock);
+	if (rc && c->index && fy_conn_broke(rc)) {
+		c->broke = rc;
+		if (!p->data_done && !atomic_load(&p->stop))
+			p->dropped++;
+	}
 	atomic_store(&c->done, true);
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
 
-/* Free the slots of connections whose worker ended (refused strangers,
- * closed channels), so they cannot use up the session's channels. */
+/* Free the slots of refused strangers whose worker ended, so they cannot
+ * use up the session's channels. Joined connections stay to the end of
+ * the session, ended or not: PASS_END accounts for them by index. */
 static void reap(struct fy_recv_pool *p)
 {
 	unsigned keep = 0;
@@ -343,13 +572,11 @@ static void reap(struct fy_recv_pool *p)
 	for (unsigned i = 0; i < p->n; i++) {
 		struct rx_chan *c = p->chans[i];
 
-		if (!atomic_load(&c->done)) {
+		if (!atomic_load(&c->done) || c->index) {
 			p->chans[keep++] = c;
 			continue;
 		}
 		pthread_join(c->thread, NULL);
-		if (c->index)
-			p->joined_ended++;
 		fy_chan_close(&c->ch);
 		free(c);
 	}
@@ -440,8 +667,35 @@ void fy_recv_pool_begin_pass(struct fy_recv_pool *p)
 	pthread_mutex_lock(&p->lock);
 	p->records = 0;
 	p->bytes = 0;
+	for (unsigned i = 0; i < p->n; i++) {
+		p->chans[i]->records = 0;
+		p->chans[i]->bytes = 0;
+	}
 	atomic_store(&p->in_pass, true);
 	pthread_mutex_unlock(&p->lock);
+}
+
+/* A joined connection that broke, or NULL. Locked. */
+static const struct rx_chan *broken(const struct fy_recv_pool *p)
+{
+	for (unsigned i = 0; i < p->n; i++)
+		if (p->chans[i]->broke)
+			return p->chans[i];
+	return NULL;
+}
+
+/* Sleep until a connection reports progress, or a tick. Locked. */
+static void wait_tick(struct fy_recv_pool *p)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += FY_TICK_MS * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&p->cv, &p->lock, &ts);
 }
 
 /**
@@ -459,8 +713,16 @@ int fy_recv_pool_end_pass(struct fy_recv_pool *p, uint64_t records,
 
 	pthread_mutex_lock(&p->lock);
 	while (!p->err && (p->records < records || p->bytes < bytes)) {
-		struct timespec ts;
+		const struct rx_chan *gone = broken(p);
 
+		/* Totals alone cannot say what a broken one carried. */
+		if (gone) {
+			rc = gone->broke;
+			snprintf(err, errlen,
+				 "data connection %u broke in the pass: %s",
+				 gone->index, ferry_strerror(rc));
+			break;
+		}
 		if (p->records != seen) {
 			seen = p->records;
 			quiet_since = fy_now_ns();
@@ -473,13 +735,7 @@ int fy_recv_pool_end_pass(struct fy_recv_pool *p, uint64_t records,
 			rc = -ETIMEDOUT;
 			break;
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += FY_TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&p->cv, &p->lock, &ts);
+		wait_tick(p);
 	}
 	if (p->err) {
 		rc = p->err;
@@ -500,6 +756,182 @@ int fy_recv_pool_end_pass(struct fy_recv_pool *p, uint64_t records,
 	return rc;
 }
 
+/* The joined connection with JOIN index @index, or NULL. Locked. */
+static struct rx_chan *by_index(struct fy_recv_pool *p, uint32_t index)
+{
+	for (unsigned i = 0; i < p->n; i++)
+		if (index && p->chans[i]->index == index)
+			return p->chans[i];
+	return NULL;
+}
+
+/* PASS_END's entry for @index, or NULL. */
+static const struct fy_pass_conn *entry(const struct fy_pass_end *e,
+					uint32_t index)
+{
+	for (uint32_t i = 0; i < e->nconn; i++)
+		if (e->conn[i].index == index)
+			return &e->conn[i];
+	return NULL;
+}
+
+/*
+ * Where the barrier stands. 1: still waiting; 0: every listed connection
+ * applied its count or ended short of it, and every joined connection the
+ * source no longer lists has ended; negative: a connection applied more
+ * than the source says it sent. Locked.
+ */
+static int barrier(struct fy_recv_pool *p, const struct fy_pass_end *e,
+		   char *err, size_t errlen)
+{
+	int wait = 0;
+
+	for (unsigned i = 0; i < p->n; i++) {
+		const struct rx_chan *c = p->chans[i];
+		const struct fy_pass_conn *want = entry(e, c->index);
+		bool done = atomic_load(&c->done);
+
+		if (!c->index)
+			continue;
+		if (!want) {
+			wait |= !done;
+			continue;
+		}
+		if (c->records > want->records || c->bytes > want->bytes ||
+		    (c->records == want->records && c->bytes != want->bytes)) {
+			snprintf(err, errlen,
+				 "data connection %u delivered %llu records / %llu bytes in the pass, source says %llu / %llu",
+				 c->index, (unsigned long long)c->records,
+				 (unsigned long long)c->bytes,
+				 (unsigned long long)want->records,
+				 (unsigned long long)want->bytes);
+			return FERRY_EPROTO;
+		}
+		wait |= c->records < want->records && !done;
+	}
+	return wait;
+}
+
+/* Log connections that ended since the log last heard, on the session's
+ * thread (the caller's), as callbacks must be. */
+static void log_closed(struct fy_recv_pool *p)
+{
+	uint32_t idx[FY_MAX_CHANNELS];
+	int why[FY_MAX_CHANNELS];
+	unsigned k = 0;
+
+	pthread_mutex_lock(&p->lock);
+	for (unsigned i = 0; i < p->n; i++) {
+		struct rx_chan *c = p->chans[i];
+
+		if (c->broke && !c->logged) {
+			c->logged = true;
+			idx[k] = c->index;
+			why[k++] = c->broke;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned j = 0; j < k; j++)
+		fy_session_log(p->s, 1,
+			       "data connection %u closed (%s); continuing without it",
+			       idx[j], ferry_strerror(why[j]));
+}
+
+/**
+ * fy_recv_pool_end_pass_conns() - the barrier with the source's counts per
+ * connection (@e, main connection checked by the caller): wait until each
+ * listed extra connection applied exactly its count, or ended short of it
+ * (lost: its index goes into @ack, and the source sends its part again),
+ * and until each joined connection the source no longer lists has ended.
+ * The source gave those up and sent their chunks again on the others: an
+ * older copy they still had buffered must not land after this pass.
+ *
+ * Return: 0, or a negative code with the reason in @err.
+ */
+int fy_recv_pool_end_pass_conns(struct fy_recv_pool *p,
+				const struct fy_pass_end *e,
+				struct fy_pass_ack *ack, char *err,
+				size_t errlen)
+{
+	uint64_t progress = UINT64_MAX, quiet_since = fy_now_ns();
+	int rc = 0;
+
+	memset(ack, 0, sizeof(*ack));
+	if (!p->started) {
+		for (uint32_t i = 0; i < e->nconn; i++)
+			if (e->conn[i].index) {
+				snprintf(err, errlen,
+					 "PASS_END counts data connection %u, but none joined",
+					 e->conn[i].index);
+				return FERRY_EPROTO;
+			}
+		return 0;
+	}
+	pthread_mutex_lock(&p->lock);
+	for (uint32_t i = 0; i < e->nconn && !rc; i++)
+		if (e->conn[i].index && !by_index(p, e->conn[i].index)) {
+			snprintf(err, errlen,
+				 "PASS_END counts data connection %u, which never joined",
+				 e->conn[i].index);
+			rc = FERRY_EPROTO;
+		}
+	/* Connections the source gave up: end them, should it not have. */
+	for (unsigned i = 0; i < p->n && !rc; i++)
+		if (p->chans[i]->index && !entry(e, p->chans[i]->index))
+			shutdown(p->chans[i]->ch.fd, SHUT_RDWR);
+	while (!rc && !p->err) {
+		uint64_t now = p->records;
+
+		rc = barrier(p, e, err, errlen);
+		if (rc <= 0)
+			break;
+		rc = 0;
+		for (unsigned i = 0; i < p->n; i++)
+			now += atomic_load(&p->chans[i]->done);
+		if (now != progress) {
+			progress = now;
+			quiet_since = fy_now_ns();
+		}
+		if (fy_cancelled(p->s)) {
+			rc = FERRY_ECANCELED;
+			snprintf(err, errlen, "cancelled in the pass barrier");
+		} else if (fy_now_ns() - quiet_since >
+			   FY_IDLE_TIMEOUT_MS * 1000000ull) {
+			rc = -ETIMEDOUT;
+			snprintf(err, errlen, "data connections stalled in the pass barrier");
+		} else {
+			wait_tick(p);
+		}
+	}
+	if (p->err) {
+		rc = p->err;
+		snprintf(err, errlen, "%s", p->errmsg);
+	}
+	for (uint32_t i = 0; !rc && i < e->nconn; i++) {
+		const struct rx_chan *c = by_index(p, e->conn[i].index);
+
+		if (c && c->records < e->conn[i].records)
+			ack->lost[ack->nlost++] = c->index;
+	}
+	atomic_store(&p->in_pass, false);
+	pthread_mutex_unlock(&p->lock);
+	log_closed(p);
+	return rc;
+}
+
+/**
+ * fy_recv_pool_data_done() - the final pass is complete: a data connection
+ * that closes from now on lost nothing and is not counted as dropped.
+ */
+void fy_recv_pool_data_done(struct fy_recv_pool *p)
+{
+	if (!p->started)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->data_done = true;
+	pthread_mutex_unlock(&p->lock);
+}
+
 /**
  * fy_recv_pool_error() - the first data connection failure, if any.
  */
@@ -518,18 +950,19 @@ int fy_recv_pool_error(struct fy_recv_pool *p, char *err, size_t errlen)
 }
 
 /**
- * fy_recv_pool_channels() - how many data connections joined.
+ * fy_recv_pool_channels() - how many extra data connections joined and did
+ * not break before the final pass was complete.
  */
 unsigned fy_recv_pool_channels(struct fy_recv_pool *p)
 {
-	unsigned n;
+	unsigned n = 0;
 
 	if (!p->started)
 		return 0;
 	pthread_mutex_lock(&p->lock);
-	n = p->joined_ended;
 	for (unsigned i = 0; i < p->n; i++)
 		n += p->chans[i]->index != 0;
+	n -= p->dropped < n ? p->dropped : n;
 	pthread_mutex_unlock(&p->lock);
 	return n;
 }

@@ -9,9 +9,10 @@
 
 #include "migrate/engine.h"
 
-/* Chunks queued ahead of the workers: enough to keep every connection
- * busy, small enough that a slow connection cannot hoard work. */
-#define FY_QUEUE_LEN 64
+/* Most chunks queued ahead of the workers. The queue holds window x
+ * connections chunks, enough to keep every connection's window full, and
+ * never more than this, so the producer cannot run far ahead. */
+#define FY_QUEUE_MAX 1024
 /* How long a new data connection may take to present JOIN. */
 #define FY_JOIN_WAIT_MS 5000
 
@@ -28,30 +29,46 @@ struct worker_arg {
 	unsigned idx;
 };
 
+/* One connection's part of the current pass, on the source. */
+struct fy_send_conn {
+	bool dead;		/* broke: takes no more chunks */
+	bool logged;		/* its end was reported to the log */
+	int why;		/* the error it broke with */
+	uint64_t records, bytes; /* handed to its socket in this pass */
+	struct fy_ranges taken;	/* every chunk it took in this pass */
+};
+
 struct fy_send_pool {
 	ferry_session *s;
-	struct fy_chan *chans[FY_MAX_CHANNELS]; /* [0] is the main one */
+	struct fy_chan *chans[FY_MAX_CHANNELS]; /* [i] joined as index i */
+	struct fy_send_conn conn[FY_MAX_CHANNELS];
 	bool started;
-	unsigned n;
+	unsigned n, alive;
 	pthread_t threads[FY_MAX_CHANNELS];
 	struct worker_arg args[FY_MAX_CHANNELS];
 	unsigned nthreads;
 	pthread_mutex_t lock;
 	pthread_cond_t more, space, idle;
-	struct fy_job q[FY_QUEUE_LEN];
-	unsigned head, count, active;
+	struct fy_job *q;	/* ring of qlen chunks */
+	unsigned qlen, head, count, active;
+	/* Chunks of connections that broke in this pass, sent again first. */
+	struct fy_ranges redo;
+	struct fy_chunk_cursor redo_at;
+	uint64_t redo_left;	/* bytes of redo not taken yet */
+	uint32_t chunk;
 	bool closing;
 	bool csum;
 	int err;
 	unsigned err_chan;
-	uint64_t records, bytes;		/* this pass */
 };
 
 int fy_send_pool_start(struct fy_send_pool *p, ferry_session *s,
 		       struct fy_chan *const *chans, unsigned n);
 int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
-		      uint32_t chunk, bool csum, uint64_t *records,
-		      uint64_t *bytes, unsigned *chan);
+		      uint32_t chunk, bool csum, struct fy_pass_end *pe,
+		      unsigned *chan);
+int fy_send_pool_lost(struct fy_send_pool *p, uint32_t index,
+		      struct fy_ranges *again);
 void fy_send_pool_stop(struct fy_send_pool *p);
 
 struct fy_recv_pool;
@@ -59,8 +76,11 @@ struct rx_chan {
 	struct fy_chan ch;
 	pthread_t thread;
 	struct fy_recv_pool *pool;
-	uint32_t index; /* from JOIN */
-	atomic_bool done; /* the worker ended: the acceptor may reap it */
+	uint32_t index; /* from JOIN, 0 until then */
+	uint64_t records, bytes; /* applied in this pass */
+	int broke;	/* the connection broke (an fy_conn_broke() code) */
+	bool logged;	/* its end was reported to the log */
+	atomic_bool done; /* the worker ended: applies nothing any more */
 };
 
 struct fy_recv_pool {
@@ -73,7 +93,8 @@ struct fy_recv_pool {
 	pthread_cond_t cv;
 	struct rx_chan *chans[FY_MAX_CHANNELS];
 	unsigned n;
-	unsigned joined_ended; /* joined connections already reaped */
+	unsigned dropped; /* joined connections that broke mid-migration */
+	bool data_done;	  /* the final pass is complete: drops no longer count */
 	atomic_bool stop;
 	atomic_bool in_pass;
 	bool have_session;
@@ -91,6 +112,11 @@ void fy_recv_pool_set_session(struct fy_recv_pool *p, uint64_t id,
 void fy_recv_pool_begin_pass(struct fy_recv_pool *p);
 int fy_recv_pool_end_pass(struct fy_recv_pool *p, uint64_t records,
 			  uint64_t bytes, char *err, size_t errlen);
+int fy_recv_pool_end_pass_conns(struct fy_recv_pool *p,
+				const struct fy_pass_end *e,
+				struct fy_pass_ack *ack, char *err,
+				size_t errlen);
+void fy_recv_pool_data_done(struct fy_recv_pool *p);
 int fy_recv_pool_error(struct fy_recv_pool *p, char *err, size_t errlen);
 unsigned fy_recv_pool_channels(struct fy_recv_pool *p);
 void fy_recv_pool_close_door(struct fy_recv_pool *p);

@@ -7,6 +7,7 @@
 #ifndef FY_ENGINE_H
 #define FY_ENGINE_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -27,8 +28,9 @@ struct ferry_buf {
 /* Most data connections of one session. */
 #define FY_MAX_CHANNELS 64
 /* Chunks in flight per connection (ferry_config.window): the default and
- * the most a config may ask for. */
-#define FY_DEFAULT_WINDOW 4
+ * the most a config may ask for. The default is measured, see
+ * docs/design-notes.md ("The window, measured"). */
+#define FY_DEFAULT_WINDOW 2
 #define FY_MAX_WINDOW 64
 /* A peer that sends nothing for this long is considered gone. */
 #define FY_IDLE_TIMEOUT_MS 60000
@@ -47,6 +49,9 @@ struct ferry_session {
 	struct ferry_stats stats;
 	char errmsg[512];
 	char record_path[4096]; /* cfg.record_stream, copied */
+	/* Bulk buffers mapped in this run, by kind, for the debug log. */
+	atomic_uint bulk_count[FY_BULK_KINDS];
+	atomic_ullong bulk_bytes;
 	uint64_t t_start_ns;
 	uint64_t t_progress_ns; /* last progress event */
 	uint64_t pace_next_ns;	/* cfg.max_bandwidth: when the link is free */
@@ -67,10 +72,49 @@ struct fy_chan {
 	bool zero_pages;	    /* send zero pages as a map */
 	struct fy_codec *codec;	    /* compress with it, or NULL */
 	struct fy_codec *dcodec[3]; /* receive: one per kind, on demand */
-	struct fy_buf gather;	    /* non-zero pages, contiguous */
-	struct fy_buf packed;	    /* compressed payload */
+	/* Scratch of a chunk's size, mapped once (on huge pages if any): */
+	struct fy_bulk gather;	    /* non-zero pages, contiguous */
+	struct fy_bulk packed;	    /* compressed payload */
 	uint64_t zmap[(FY_REC_MAX_BODY / 4096 + 63) / 64];
 };
+
+/* Chunks in flight per connection that a config asks for. */
+static inline uint32_t fy_window(const struct ferry_config *cfg)
+{
+	return cfg->window ? cfg->window : FY_DEFAULT_WINDOW;
+}
+
+/* Bytes one memory record of @chunk page bytes takes on the wire at most:
+ * headers, a full zero map, padding and trailer. */
+static inline size_t fy_chunk_wire_size(uint32_t chunk)
+{
+	return FY_REC_HDR_SIZE + FY_MEM_HDR_SIZE +
+	       (chunk / FY_PAGE_SIZE + 63) / 64 * 8 + chunk +
+	       FY_REC_TRAILER_SIZE;
+}
+
+/*
+ * Did an I/O error end the connection itself (the peer went away, the
+ * link broke or stayed silent too long), rather than the bytes on it? On
+ * an extra data connection such an error costs only that connection.
+ */
+static inline bool fy_conn_broke(int rc)
+{
+	switch (rc) {
+	case -ECONNRESET:
+	case -ECONNABORTED:
+	case -EPIPE:
+	case -ETIMEDOUT:
+	case -ENOTCONN:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+	case -ENETDOWN:
+	case -EHOSTDOWN:
+		return true;
+	default:
+		return false;
+	}
+}
 
 uint64_t fy_now_ns(void);
 /* This boot's id, "" if unknown: equal ids mean a shared monotonic clock. */
@@ -105,6 +149,9 @@ static inline bool fy_cancelled(ferry_session *s)
 
 /* chan.c */
 int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd);
+/* Sender, after the encoding is set: map the scratch buffers it needs, at
+ * their full size, so that no chunk allocates. */
+int fy_chan_prepare(struct fy_chan *c);
 void fy_chan_close(struct fy_chan *c);
 int fy_chan_write_all(struct fy_chan *c, struct iovec *iov, int n);
 int fy_chan_read_full(struct fy_chan *c, void *buf, size_t n);

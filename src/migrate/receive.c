@@ -173,22 +173,59 @@ static int on_memory(struct receiver *x, const struct fy_rec_hdr *h)
 	return 0;
 }
 
-static int on_pass_end(struct receiver *x)
+/*
+ * PASS_END with the source's counts per connection: the main connection's
+ * must match what it carried here, the extra ones' are the pool's barrier.
+ * A listed connection that broke short of its count lost part of the
+ * pass: @ack names it, and the pass does not complete the memory.
+ */
+static int pass_end_conns(struct receiver *x, const struct fy_pass_end *e,
+			  struct fy_pass_ack *ack)
+{
+	/* Entries go by increasing index: the main one's (0) is first. */
+	const struct fy_pass_conn *m = e->conn[0].index ? NULL : &e->conn[0];
+	uint64_t records = m ? m->records : 0, bytes = m ? m->bytes : 0;
+
+	if (records != x->pass_records || bytes != x->pass_bytes) {
+		snprintf(x->err, sizeof(x->err),
+			 "pass %u: source sent %llu records / %llu bytes on the main connection, destination received %llu / %llu",
+			 e->pass, (unsigned long long)records,
+			 (unsigned long long)bytes,
+			 (unsigned long long)x->pass_records,
+			 (unsigned long long)x->pass_bytes);
+		return FERRY_EPROTO;
+	}
+	return fy_recv_pool_end_pass_conns(&x->pool, e, ack, x->err,
+					   sizeof(x->err));
+}
+
+static int on_pass_end(struct receiver *x, struct fy_buf *reply)
 {
 	struct fy_pass_end e;
+	struct fy_pass_ack ack = { 0 };
+	int rc;
 
 	if (fy_pass_end_decode(x->ch.in.data, x->ch.in.len, &e)) {
 		snprintf(x->err, sizeof(x->err), "malformed PASS_END");
 		return -EBADMSG;
 	}
-	/* What the main connection did not carry, the others must have. */
-	if (fy_recv_pool_channels(&x->pool) && e.pass == x->pass.pass &&
-	    e.records >= x->pass_records && e.bytes >= x->pass_bytes) {
-		int rc = fy_recv_pool_end_pass(&x->pool,
-					       e.records - x->pass_records,
-					       e.bytes - x->pass_bytes, x->err,
-					       sizeof(x->err));
-
+	if (e.nconn && e.pass == x->pass.pass) {
+		rc = pass_end_conns(x, &e, &ack);
+		if (rc)
+			return rc;
+		for (uint32_t i = 0; i < ack.nlost; i++)
+			fy_session_log(x->s, 1,
+				       "data connection %u broke with part of pass %u; the source sends that part again",
+				       ack.lost[i], e.pass);
+		x->pass_records = e.records;
+		x->pass_bytes = e.bytes;
+	} else if (fy_recv_pool_channels(&x->pool) && e.pass == x->pass.pass &&
+		   e.records >= x->pass_records && e.bytes >= x->pass_bytes) {
+		/* Totals only: what the main connection did not carry, the
+		 * others together must have. */
+		rc = fy_recv_pool_end_pass(&x->pool, e.records - x->pass_records,
+					   e.bytes - x->pass_bytes, x->err,
+					   sizeof(x->err));
 		if (rc)
 			return rc;
 		x->pass_records = e.records;
@@ -204,9 +241,12 @@ static int on_pass_end(struct receiver *x)
 			 (unsigned long long)x->pass_bytes, x->pass.pass);
 		return FERRY_EPROTO;
 	}
-	x->final_done = x->pass.final;
+	/* A final pass with a lost part is followed by another one. */
+	x->final_done = x->pass.final && !ack.nlost;
+	if (x->final_done)
+		fy_recv_pool_data_done(&x->pool);
 	fy_session_event(x->s, FERRY_EVENT_PASS);
-	return 0;
+	return fy_pass_ack_encode(reply, &ack);
 }
 
 static int on_state(struct receiver *x)
@@ -296,7 +336,7 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 	case FY_RA_PASS_BEGIN:
 		return on_pass_begin(x);
 	case FY_RA_PASS_END:
-		return on_pass_end(x);
+		return on_pass_end(x, reply);
 	case FY_RA_STATE:
 		return on_state(x);
 	case FY_RA_SWITCHOVER:
@@ -391,6 +431,23 @@ static int serve(struct receiver *x)
 	return rc;
 }
 
+/*
+ * Receive buffers: the kernel grows a TCP receive buffer to what the
+ * sender keeps in flight, up to net.ipv4.tcp_rmem's ceiling, and a sized
+ * buffer stops that growth, so it is sized only when this side's window
+ * (the same default as a source's) needs more than the ceiling. Set on the
+ * listener, so the connections accepted from it inherit it and announce a
+ * window scale to match.
+ */
+static void size_rcvbuf(ferry_session *s, int lfd)
+{
+	size_t want = (size_t)fy_window(&s->cfg) *
+		      fy_chunk_wire_size(s->cfg.chunk_bytes);
+
+	if (want > fy_transport_rcvbuf_ceiling())
+		fy_transport_set_buffer(lfd, false, want);
+}
+
 /* Accept the main connection; the listener stays open for extra ones. */
 static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
 		      int *fd)
@@ -401,6 +458,7 @@ static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
 	rc = fy_transport_listen(u, lfd, err, sizeof(err));
 	if (rc)
 		return fy_session_fail(s, rc, "%s", err);
+	size_rcvbuf(s, *lfd);
 	do {
 		rc = fy_transport_accept(*lfd, fd, FY_TICK_MS);
 		if (rc == -ETIMEDOUT && fy_cancelled(s))

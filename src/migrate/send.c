@@ -26,6 +26,7 @@ struct sender {
 	struct fy_dirty dirty;
 	bool tracking;
 	struct fy_ranges ranges;
+	struct fy_ranges carry; /* lost with a broken connection: send again */
 	struct fy_hello_reply peer;
 	bool same_host;
 	bool csum_data;	      /* negotiated: final pass checksums page data */
@@ -248,6 +249,34 @@ static int send_ranges(struct sender *x, uint64_t *records)
 	return 0;
 }
 
+/*
+ * The answer to PASS_END names the extra connections that broke before
+ * delivering their part of the pass, after this side handed it to their
+ * sockets: give them up, and carry what they took into the next pass.
+ */
+static int take_lost(struct sender *x, uint32_t pass)
+{
+	struct fy_pass_ack ack;
+	int rc;
+
+	if (fy_pass_ack_decode(x->ch.in.data, x->ch.in.len, &ack))
+		return fy_session_fail(x->s, FERRY_EPROTO,
+				       "malformed answer to PASS_END");
+	for (uint32_t i = 0; i < ack.nlost; i++) {
+		rc = fy_send_pool_lost(&x->pool, ack.lost[i], &x->carry);
+		if (rc == FERRY_EPROTO)
+			return fy_session_fail(x->s, rc,
+					       "destination lost data connection %u, which carried nothing in pass %u",
+					       ack.lost[i], pass);
+		if (rc)
+			return fy_session_fail(x->s, rc, "out of memory");
+		fy_session_log(x->s, 1,
+			       "data connection %u broke with part of pass %u; sending that part again",
+			       ack.lost[i], pass);
+	}
+	return 0;
+}
+
 /* One pass over x->ranges, framed by the PASS_BEGIN/PASS_END barrier. */
 static int send_pass(struct sender *x, uint32_t pass)
 {
@@ -277,8 +306,7 @@ static int send_pass(struct sender *x, uint32_t pass)
 		unsigned chan;
 
 		rc = fy_send_pool_pass(&x->pool, &x->ranges, s->cfg.chunk_bytes,
-				       x->paused && x->csum_data, &pe.records,
-				       &pe.bytes, &chan);
+				       x->paused && x->csum_data, &pe, &chan);
 		if (rc) {
 			rc = chan ? fy_session_fail(s, rc,
 						    "data connection %u: %s",
@@ -290,13 +318,15 @@ static int send_pass(struct sender *x, uint32_t pass)
 		rc = send_ranges(x, &pe.records);
 		if (rc)
 			goto out;
+		pe.bytes = x->ranges.bytes;
 	}
-	pe.bytes = x->ranges.bytes;
-	x->last_pass_bytes = pe.bytes;
+	x->last_pass_bytes = x->ranges.bytes;
 	fy_buf_reset(&b);
 	rc = fy_pass_end_encode(&b, &pe);
 	if (!rc)
 		rc = request(x, FY_REC_PASS_END, &b, "PASS_END");
+	if (!rc && x->nextra)
+		rc = take_lost(x, pass);
 	if (rc)
 		goto out;
 	t2 = fy_now_ns();
@@ -319,7 +349,7 @@ out:
  * @keep the new pages are added to the ranges still unsent (the last
  * precopy pass's dirty set, before the final pass), else they replace them.
  */
-static int collect(struct sender *x, bool keep)
+static int collect_dirty(struct sender *x, bool keep)
 {
 	uint64_t now;
 	int rc;
@@ -348,6 +378,33 @@ static int collect(struct sender *x, bool keep)
 	return 0;
 }
 
+/* Move what broken connections took along into x->ranges. */
+static int take_carry(struct sender *x)
+{
+	for (size_t i = 0; i < x->carry.n; i++) {
+		const struct fy_range *r = &x->carry.v[i];
+		int rc = fy_ranges_add(&x->ranges, r->region, r->offset,
+				       r->length);
+
+		if (rc)
+			return fy_session_fail(x->s, rc, "out of memory");
+	}
+	fy_ranges_normalize(&x->ranges);
+	fy_ranges_clear(&x->carry);
+	return 0;
+}
+
+/* The next pass's ranges: the dirty pages, and whatever a connection that
+ * broke may not have delivered (no write marked those pages dirty). */
+static int collect(struct sender *x, bool keep)
+{
+	int rc = collect_dirty(x, keep);
+
+	if (!rc && x->carry.n)
+		rc = take_carry(x);
+	return rc;
+}
+
 /*
  * Predicted downtime if we paused now: the dirty bytes and the state over
  * the measured bandwidth, plus the switchover itself: five control round
@@ -367,7 +424,7 @@ static double predict_ms(const struct sender *x)
  * How memory travels on a connection, from what both sides offered: zero
  * pages as a map, and the configured codec if the destination has it.
  */
-static int set_encoding(struct sender *x, struct fy_chan *c)
+static int choose_encoding(struct sender *x, struct fy_chan *c)
 {
 	ferry_session *s = x->s;
 	static const uint64_t cap_of[] = { 0, FERRY_CAP_LZ4, FERRY_CAP_ZSTD };
@@ -391,6 +448,42 @@ static int set_encoding(struct sender *x, struct fy_chan *c)
 				       fy_codec_name((enum fy_codec_kind)want),
 				       s->cfg.compress_level, ferry_strerror(rc));
 	return 0;
+}
+
+/* The encoding of @c, and the buffers it needs, mapped before any pass. */
+static int set_encoding(struct sender *x, struct fy_chan *c)
+{
+	int rc = choose_encoding(x, c);
+
+	if (!rc && fy_chan_prepare(c))
+		rc = fy_session_fail(x->s, -ENOMEM,
+				     "out of memory for the connection's buffers");
+	return rc;
+}
+
+/*
+ * The window made real: a data connection's send buffer holds the
+ * window's chunks, so its sender blocks in sendmsg() once that many are in
+ * flight, and waits for nothing else. The kernel stops growing a buffer
+ * that was sized, so this (doubled for its bookkeeping) is also the most
+ * it ever holds.
+ */
+static void size_window(struct sender *x, int fd, unsigned idx)
+{
+	ferry_session *s = x->s;
+	size_t want = (size_t)fy_window(&s->cfg) *
+		      fy_chunk_wire_size(s->cfg.chunk_bytes);
+	int got = fy_transport_set_buffer(fd, true, want);
+	char name[80];
+
+	fy_transport_local_name(fd, name, sizeof(name));
+	if (got < 0)
+		fy_session_log(s, 2, "connection %u from %s: cannot size the send buffer: %s",
+			       idx, name, ferry_strerror(got));
+	else
+		fy_session_log(s, 2, "connection %u from %s: send buffer %zu KiB for a window of %u chunks (kernel: %d KiB)",
+			       idx, name, want >> 10, fy_window(&s->cfg),
+			       got >> 10);
 }
 
 /* Read the answer to JOIN on an extra connection, within a few seconds:
@@ -432,6 +525,7 @@ static int join_one(struct sender *x, const struct fy_uri *u, unsigned idx,
 	if (rc)
 		return rc;
 	fy_transport_tune(fd, FY_TICK_MS);
+	size_window(x, fd, idx);
 	rc = fy_chan_init(c, x->s, fd);
 	if (rc) {
 		fy_chan_close(c);
@@ -775,7 +869,16 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 	if (!rc)
 		rc = collect(x, true);
 	if (!rc)
-		rc = send_pass(x, pass + 1);
+		rc = send_pass(x, ++pass);
+	/* A connection broke with part of the final pass: another final
+	 * pass sends that part. Each such pass gives one connection up, so
+	 * this ends. */
+	while (!rc && x->carry.n) {
+		fy_ranges_clear(&x->ranges);
+		rc = take_carry(x);
+		if (!rc)
+			rc = send_pass(x, ++pass);
+	}
 	if (rc)
 		return rc;
 	fy_session_event(s, FERRY_EVENT_PASS);
@@ -905,6 +1008,7 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 		if (rc)
 			return fy_session_fail(x->s, rc, "%s", err);
 		fy_transport_tune(fd, FY_TICK_MS);
+		size_window(x, fd, 0);
 	}
 	rc = fy_chan_init(&x->ch, x->s, fd);
 	x->ch.is_file = x->to_file;
@@ -1014,6 +1118,7 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 		return rc;
 	fy_send_sm_init(&x.sm);
 	fy_ranges_init(&x.ranges);
+	fy_ranges_init(&x.carry);
 
 	fy_buf_init(&x.index);
 	rc = fy_uri_parse(uri, &u, err, sizeof(err));
@@ -1044,6 +1149,7 @@ done:
 		fy_chan_close(&x.extra[i]);
 	fy_dirty_stop(&x.dirty);
 	fy_ranges_free(&x.ranges);
+	fy_ranges_free(&x.carry);
 	fy_buf_free(&x.index);
 	if (x.ch.tee_fd >= 0)
 		close(x.ch.tee_fd);

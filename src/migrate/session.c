@@ -325,8 +325,27 @@ int fy_session_begin(ferry_session *s, enum ferry_state first)
 	s->t_progress_ns = s->t_start_ns;
 	s->pace_next_ns = 0;
 	pthread_mutex_unlock(&s->lock);
+	for (int k = 0; k < FY_BULK_KINDS; k++)
+		atomic_store(&s->bulk_count[k], 0);
+	atomic_store(&s->bulk_bytes, 0);
 	fy_session_set_state(s, first);
 	return 0;
+}
+
+/* Which pages backed the run's bulk buffers (huge pages are a request
+ * the system may refuse): the debug log says. */
+static void log_bulk(ferry_session *s)
+{
+	unsigned n[FY_BULK_KINDS];
+
+	for (int k = 0; k < FY_BULK_KINDS; k++)
+		n[k] = atomic_load(&s->bulk_count[k]);
+	if (!n[FY_BULK_HUGETLB] && !n[FY_BULK_THP] && !n[FY_BULK_PLAIN])
+		return;
+	fy_session_log(s, 3,
+		       "engine buffers: %u on hugetlb pages, %u on transparent huge pages, %u on 4 KiB pages (%llu KiB)",
+		       n[FY_BULK_HUGETLB], n[FY_BULK_THP], n[FY_BULK_PLAIN],
+		       (unsigned long long)atomic_load(&s->bulk_bytes) >> 10);
 }
 
 /**
@@ -338,6 +357,7 @@ int fy_session_begin(ferry_session *s, enum ferry_state first)
  */
 int fy_session_end(ferry_session *s, int rc)
 {
+	log_bulk(s);
 	pthread_mutex_lock(&s->lock);
 	if (rc && !s->stats.error)
 		s->stats.error = rc;

@@ -5,6 +5,7 @@
 #include "transport/transport.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -272,6 +273,76 @@ void fy_transport_tune(int fd, int tick_ms)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+/**
+ * fy_transport_set_buffer() - size a socket's send (@send) or receive
+ * buffer to hold @bytes of data.
+ *
+ * SO_SNDBUFFORCE / SO_RCVBUFFORCE go past net.core.wmem_max / rmem_max
+ * when the process may (CAP_NET_ADMIN); otherwise the plain option gets
+ * what the limit allows. Either way the kernel doubles the value for its
+ * bookkeeping and stops tuning that buffer by itself.
+ *
+ * Return: the size the kernel settled on (as getsockopt reports it), or a
+ * negative errno.
+ */
+int fy_transport_set_buffer(int fd, bool send, size_t bytes)
+{
+	int val = bytes > INT_MAX / 2 ? INT_MAX / 2 : (int)bytes;
+	int force = send ? SO_SNDBUFFORCE : SO_RCVBUFFORCE;
+	int plain = send ? SO_SNDBUF : SO_RCVBUF;
+	socklen_t len = sizeof(val);
+
+	if (setsockopt(fd, SOL_SOCKET, force, &val, sizeof(val)) &&
+	    setsockopt(fd, SOL_SOCKET, plain, &val, sizeof(val)))
+		return -errno;
+	if (getsockopt(fd, SOL_SOCKET, plain, &val, &len))
+		return -errno;
+	return val;
+}
+
+/**
+ * fy_transport_local_name() - "ADDR:PORT" of the socket's own end, for
+ * logs (an operator matches it against ss or a firewall log); "unix" for
+ * a UNIX socket, "?" when unknown.
+ */
+void fy_transport_local_name(int fd, char *buf, size_t len)
+{
+	struct sockaddr_storage sa;
+	socklen_t salen = sizeof(sa);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+
+	snprintf(buf, len, "?");
+	if (getsockname(fd, (struct sockaddr *)&sa, &salen))
+		return;
+	if (sa.ss_family == AF_UNIX) {
+		snprintf(buf, len, "unix");
+		return;
+	}
+	if (getnameinfo((struct sockaddr *)&sa, salen, host, sizeof(host),
+			port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV))
+		return;
+	snprintf(buf, len, sa.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
+		 host, port);
+}
+
+/**
+ * fy_transport_rcvbuf_ceiling() - the most the kernel's receive buffer
+ * autotuning gives a TCP socket (the third field of net.ipv4.tcp_rmem);
+ * 6 MiB, the kernel's default, when it cannot be read.
+ */
+size_t fy_transport_rcvbuf_ceiling(void)
+{
+	unsigned long lo, def, max = 6ul << 20;
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_rmem", "re");
+
+	if (f) {
+		if (fscanf(f, "%lu %lu %lu", &lo, &def, &max) != 3)
+			max = 6ul << 20;
+		fclose(f);
+	}
+	return max;
 }
 
 /**

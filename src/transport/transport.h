@@ -9,6 +9,7 @@
 #ifndef FY_TRANSPORT_H
 #define FY_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum fy_uri_kind {
@@ -48,6 +49,19 @@ int fy_transport_accept(int lfd, int *fd, int timeout_ms);
  * @tick_ms so a blocked call returns regularly to check for cancellation.
  */
 void fy_transport_tune(int fd, int tick_ms);
+
+/*
+ * fy_transport_set_buffer() - size the send (@send) or receive buffer of
+ * @fd for @bytes of data, past the unprivileged limit when permitted.
+ * Return: the size the kernel reports, or a negative errno.
+ */
+int fy_transport_set_buffer(int fd, bool send, size_t bytes);
+
+/* "ADDR:PORT" of the socket's own end (logs); "unix" or "?" otherwise. */
+void fy_transport_local_name(int fd, char *buf, size_t len);
+
+/* The kernel's ceiling for receive buffers it sizes itself (tcp_rmem). */
+size_t fy_transport_rcvbuf_ceiling(void);
 
 /* Remove the socket file of a UNIX listener. */
 void fy_transport_unlink(const struct fy_uri *u);

@@ -870,25 +870,61 @@ int fy_pass_begin_decode(const uint8_t *p, size_t n, struct fy_pass_begin *m)
 }
 
 /**
- * fy_pass_end_encode() - append a PASS_END body.
+ * fy_pass_end_encode() - append a PASS_END body: pass, number of
+ * connection entries, totals, then the entries.
  * @b: the buffer.
- * @m: the message.
+ * @m: the message; m->nconn entries of m->conn are written.
  *
- * Return: 0, or -ENOMEM.
+ * Return: 0, -ENOMEM, or -EINVAL for more than FY_PASS_MAX_CONN entries.
  */
 int fy_pass_end_encode(struct fy_buf *b, const struct fy_pass_end *m)
 {
 	size_t start = b->len;
 	int rc;
 
+	if (m->nconn > FY_PASS_MAX_CONN)
+		return -EINVAL;
 	rc = fy_buf_put_u32(b, m->pass);
 	if (!rc)
-		rc = fy_buf_put_u32(b, m->reserved);
+		rc = fy_buf_put_u32(b, m->nconn);
 	if (!rc)
 		rc = fy_buf_put_u64(b, m->records);
 	if (!rc)
 		rc = fy_buf_put_u64(b, m->bytes);
+	for (uint32_t i = 0; !rc && i < m->nconn; i++) {
+		rc = fy_buf_put_u32(b, m->conn[i].index);
+		if (!rc)
+			rc = fy_buf_put_u32(b, 0);
+		if (!rc)
+			rc = fy_buf_put_u64(b, m->conn[i].records);
+		if (!rc)
+			rc = fy_buf_put_u64(b, m->conn[i].bytes);
+	}
 	return enc_finish(b, start, rc);
+}
+
+/* The entries of PASS_END: each connection once, by increasing index,
+ * reserved words zero, and adding up to the totals. */
+static int pass_conns_valid(const struct fy_pass_end *m,
+			    const uint32_t *reserved)
+{
+	uint64_t records = 0, bytes = 0;
+
+	for (uint32_t i = 0; i < m->nconn; i++) {
+		const struct fy_pass_conn *e = &m->conn[i];
+
+		if (reserved[i] || e->index >= FY_PASS_MAX_CONN ||
+		    (i && e->index <= m->conn[i - 1].index))
+			return -EBADMSG;
+		if (e->records > UINT64_MAX - records ||
+		    e->bytes > UINT64_MAX - bytes)
+			return -EBADMSG;
+		records += e->records;
+		bytes += e->bytes;
+	}
+	if (m->nconn && (records != m->records || bytes != m->bytes))
+		return -EBADMSG;
+	return 0;
 }
 
 /**
@@ -897,18 +933,85 @@ int fy_pass_end_encode(struct fy_buf *b, const struct fy_pass_end *m)
  * @n: its length.
  * @m: receives the message.
  *
- * Return: 0, or -EBADMSG.
+ * Return: 0, or -EBADMSG (also for entries out of order, duplicated, with
+ * reserved bits set, or not adding up to the totals).
  */
 int fy_pass_end_decode(const uint8_t *p, size_t n, struct fy_pass_end *m)
 {
+	uint32_t reserved[FY_PASS_MAX_CONN];
 	struct fy_cur c;
 
 	memset(m, 0, sizeof(*m));
 	fy_cur_init(&c, p, n);
 	fy_cur_u32(&c, &m->pass);
-	fy_cur_u32(&c, &m->reserved);
+	fy_cur_u32(&c, &m->nconn);
 	fy_cur_u64(&c, &m->records);
 	fy_cur_u64(&c, &m->bytes);
+	if (c.bad || m->nconn > FY_PASS_MAX_CONN)
+		return -EBADMSG;
+	for (uint32_t i = 0; i < m->nconn; i++) {
+		fy_cur_u32(&c, &m->conn[i].index);
+		fy_cur_u32(&c, &reserved[i]);
+		fy_cur_u64(&c, &m->conn[i].records);
+		fy_cur_u64(&c, &m->conn[i].bytes);
+	}
+	if (fy_cur_done(&c))
+		return -EBADMSG;
+	return pass_conns_valid(m, reserved);
+}
+
+/**
+ * fy_pass_ack_encode() - append the OK body answering PASS_END: the count
+ * of lost connections, then their indices; nothing at all when none was
+ * lost (the answer of a single connection, and of version-1 peers).
+ * @b: the buffer.
+ * @m: the message.
+ *
+ * Return: 0, -ENOMEM, or -EINVAL for too many entries.
+ */
+int fy_pass_ack_encode(struct fy_buf *b, const struct fy_pass_ack *m)
+{
+	size_t start = b->len;
+	int rc;
+
+	if (m->nlost > FY_PASS_MAX_CONN - 1)
+		return -EINVAL;
+	if (!m->nlost)
+		return 0;
+	rc = fy_buf_put_u32(b, m->nlost);
+	for (uint32_t i = 0; !rc && i < m->nlost; i++)
+		rc = fy_buf_put_u32(b, m->lost[i]);
+	return enc_finish(b, start, rc);
+}
+
+/**
+ * fy_pass_ack_decode() - decode the OK body answering PASS_END. An empty
+ * body means nothing was lost.
+ * @p: the body.
+ * @n: its length.
+ * @m: receives the message.
+ *
+ * Return: 0, or -EBADMSG (also for a count of 0, which is written as an
+ * empty body, the main connection's index 0, an index past the last
+ * connection, or indices not strictly increasing).
+ */
+int fy_pass_ack_decode(const uint8_t *p, size_t n, struct fy_pass_ack *m)
+{
+	struct fy_cur c;
+
+	memset(m, 0, sizeof(*m));
+	if (!n)
+		return 0;
+	fy_cur_init(&c, p, n);
+	fy_cur_u32(&c, &m->nlost);
+	if (c.bad || !m->nlost || m->nlost > FY_PASS_MAX_CONN - 1)
+		return -EBADMSG;
+	for (uint32_t i = 0; i < m->nlost; i++) {
+		fy_cur_u32(&c, &m->lost[i]);
+		if (c.bad || !m->lost[i] || m->lost[i] >= FY_PASS_MAX_CONN ||
+		    (i && m->lost[i] <= m->lost[i - 1]))
+			return -EBADMSG;
+	}
 	return fy_cur_done(&c);
 }
 

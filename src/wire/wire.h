@@ -308,11 +308,34 @@ struct fy_pass_begin {
 	uint32_t final;	     /* 1 when the guest is paused */
 	uint64_t planned;    /* memory bytes the sender intends to send */
 };
+/*
+ * PASS_END. With extra data connections the body goes on with one entry
+ * per connection the source still uses: what it handed to that connection
+ * in the pass. The totals are then the sums of the entries, and a
+ * connection without an entry carried nothing the destination may wait
+ * for (the source gave up on it and sent its chunks again elsewhere).
+ */
+#define FY_PASS_MAX_CONN 64
+struct fy_pass_conn {
+	uint32_t index;	  /* 0 the main connection, else its JOIN index */
+	uint64_t records;
+	uint64_t bytes;
+};
 struct fy_pass_end {
 	uint32_t pass;
-	uint32_t reserved;
+	uint32_t nconn;	  /* entries in conn[]; 0 = the totals only */
 	uint64_t records; /* memory records sent in this pass */
 	uint64_t bytes;	  /* page bytes sent in this pass */
+	struct fy_pass_conn conn[FY_PASS_MAX_CONN]; /* by increasing index */
+};
+/*
+ * OK body answering PASS_END (empty when nothing was lost): the data
+ * connections listed in PASS_END that broke before delivering their
+ * share. The source sends what it gave them in the pass again, later.
+ */
+struct fy_pass_ack {
+	uint32_t nlost;
+	uint32_t lost[FY_PASS_MAX_CONN - 1]; /* JOIN indices, increasing */
 };
 /* STATE body: a device-state section, records 0x0300-0x0302 of
  * src/state (docs/state-format.md), produced by the VMM's save_state. */
@@ -345,6 +368,8 @@ int fy_pass_begin_decode(const uint8_t *p, size_t n,
 			 struct fy_pass_begin *m);
 int fy_pass_end_encode(struct fy_buf *b, const struct fy_pass_end *m);
 int fy_pass_end_decode(const uint8_t *p, size_t n, struct fy_pass_end *m);
+int fy_pass_ack_encode(struct fy_buf *b, const struct fy_pass_ack *m);
+int fy_pass_ack_decode(const uint8_t *p, size_t n, struct fy_pass_ack *m);
 int fy_error_encode(struct fy_buf *b, const struct fy_error_msg *m);
 int fy_error_decode(const uint8_t *p, size_t n, struct fy_error_msg *m);
 int fy_join_encode(struct fy_buf *b, const struct fy_join *m);

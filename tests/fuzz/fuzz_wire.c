@@ -34,7 +34,7 @@ static void same_bytes(const char *what, const struct fy_buf *enc, int rc,
 {
 	FZ_ASSERT(rc == 0, "%s: decoded body does not encode again (%d)", what,
 		  rc);
-	FZ_ASSERT(enc->len == n && !memcmp(enc->data, p, n),
+	FZ_ASSERT(enc->len == n && (!n || !memcmp(enc->data, p, n)),
 		  "%s: decoded body encodes to different bytes (%zu vs %zu)",
 		  what, enc->len, n);
 }
@@ -105,6 +105,16 @@ static void try_pass_end(const uint8_t *p, size_t n, struct fy_buf *b)
 		same_bytes("PASS_END", b, fy_pass_end_encode(b, &m), p, n);
 }
 
+static void try_pass_ack(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	struct fy_pass_ack m;
+	int rc = fy_pass_ack_decode(p, n, &m);
+
+	decoded_rc("PASS_END answer", rc);
+	if (!rc)
+		same_bytes("PASS_END answer", b, fy_pass_ack_encode(b, &m), p, n);
+}
+
 static void try_error(const uint8_t *p, size_t n, struct fy_buf *b)
 {
 	struct fy_error_msg m;
@@ -159,7 +169,7 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 {
 	static const try_fn all[] = {
 		try_hello, try_hello_reply, try_config, try_pass_begin,
-		try_pass_end, try_error, try_running, try_join,
+		try_pass_end, try_pass_ack, try_error, try_running, try_join,
 	};
 	struct fy_buf b;
 
@@ -188,6 +198,8 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 		try_hello_reply(p, n, &b);
 		fy_buf_reset(&b);
 		try_running(p, n, &b);
+		fy_buf_reset(&b);
+		try_pass_ack(p, n, &b);
 		break;
 	case FY_REC_MEMORY:
 		try_mem_hdr(p, n);

@@ -201,8 +201,8 @@ static void c_join_after_strangers(struct ctx *c)
 			 FY_MAX_CHANNELS + 1, refused);
 		return;
 	}
-	/* Abort first: a joined connection that drops mid-session fails
-	 * the session, which is not what this case is about. */
+	/* End the session first: how it takes its data connection's
+	 * close is not what this case is about. */
 	abort_main(c);
 	data_close(c, d);
 }
@@ -259,6 +259,134 @@ static void c_data_join_twice(struct ctx *c)
 	fy_buf_init(&b);
 	b_join(&b, c, 0, 1);
 	data_case(c, true, &b, FERRY_EPROTO, "data connection");
+}
+
+/* PASS_END with counts per connection; the totals are their sums. */
+static void b_pass_end_conns(struct fy_buf *b, uint32_t seq, uint32_t pass,
+			     const struct fy_pass_conn *e, uint32_t n)
+{
+	struct fy_pass_end m = { .pass = pass, .nconn = n };
+	struct fy_buf body;
+
+	for (uint32_t i = 0; i < n; i++) {
+		m.conn[i] = e[i];
+		m.records += e[i].records;
+		m.bytes += e[i].bytes;
+	}
+	fy_buf_init(&body);
+	fy_pass_end_encode(&body, &m);
+	b_body_rec(b, FY_REC_PASS_END, seq, &body);
+}
+
+/* In pass 1 with page 0 on the main connection and a joined data
+ * connection that sent @npages pages at page 1 as one record. */
+static struct ctx *data_in_pass(struct ctx *c, uint64_t npages, uint64_t tag)
+{
+	struct ctx *d;
+	struct fy_buf b;
+
+	if (!in_pass(c))
+		return NULL;
+	d = data_join(c);
+	if (!d)
+		return NULL;
+	fy_buf_init(&b);
+	b_mem(&b, 0, 0, PAGE, npages * PAGE, npages * PAGE, tag, 0);
+	put_buf(d, &b);
+	fy_buf_free(&b);
+	if (c->shadow)
+		page_fill(c->shadow + PAGE, npages * PAGE, tag);
+	return d;
+}
+
+/*
+ * A data connection breaks after the source handed it more than arrived:
+ * the pass completes, and the answer to PASS_END names the connection so
+ * that the source sends its part again. What it did deliver stays.
+ */
+static void c_data_lost_in_pass(struct ctx *c)
+{
+	struct fy_pass_conn e[2] = { { 0, 1, PAGE }, { 1, 2, 2 * PAGE } };
+	struct fy_pass_ack ack;
+	struct ctx *d = data_in_pass(c, 1, 41);
+	uint8_t body[256];
+	struct fy_buf b;
+	size_t n;
+
+	if (!d)
+		return;
+	close(d->fd); /* one record arrived, the second never will */
+	d->fd = -1;
+	data_close(c, d);
+	fy_buf_init(&b);
+	b_pass_end_conns(&b, ++c->seq, c->pass, e, 2);
+	put_buf(c, &b);
+	fy_buf_free(&b);
+	if (!expect_ok(c, c->seq, body, sizeof(body), &n))
+		return;
+	CHECK(c, !fy_pass_ack_decode(body, n, &ack) && ack.nlost == 1 &&
+		 ack.lost[0] == 1,
+	      "the answer to PASS_END does not name the broken connection (%zu bytes)",
+	      n);
+	abort_main(c);
+}
+
+/*
+ * A joined connection that PASS_END does not list was given up by the
+ * source: the destination ends it (whatever it still sends must not land
+ * after the pass) and answers without waiting for it.
+ */
+static void c_data_unlisted_is_ended(struct ctx *c)
+{
+	struct fy_pass_conn e[1] = { { 0, 1, PAGE } };
+	struct ctx *d = data_in_pass(c, 1, 42);
+	uint8_t body[256];
+	struct fy_buf b;
+	size_t n;
+
+	if (!d)
+		return;
+	/* Whether its record lands before the end is up to the scheduler. */
+	if (c->shadow)
+		c->dontcare[1] = true;
+	fy_buf_init(&b);
+	b_pass_end_conns(&b, ++c->seq, c->pass, e, 1);
+	put_buf(c, &b);
+	fy_buf_free(&b);
+	if (expect_ok(c, c->seq, body, sizeof(body), &n)) {
+		CHECK(c, n == 0, "the answer to PASS_END names lost connections");
+		if (expect_eof(d))
+			abort_main(c);
+	}
+	data_close(c, d);
+}
+
+/* PASS_END counts a connection that never joined. */
+static void c_pass_end_counts_stranger(struct ctx *c)
+{
+	struct fy_pass_conn e[2] = { { 0, 1, PAGE }, { 5, 0, 0 } };
+	struct fy_buf b;
+
+	if (!in_pass(c))
+		return;
+	fy_buf_init(&b);
+	b_pass_end_conns(&b, ++c->seq, c->pass, e, 2);
+	hostile(c, &b, c->seq, FERRY_EPROTO, "joined");
+}
+
+/* A data connection delivered other bytes than PASS_END says it did. */
+static void c_pass_end_conn_bytes(struct ctx *c)
+{
+	struct fy_pass_conn e[2] = { { 0, 1, PAGE }, { 1, 1, PAGE } };
+	struct ctx *d = data_in_pass(c, 2, 43);
+	struct fy_buf b;
+
+	if (!d)
+		return;
+	fy_buf_init(&b);
+	b_pass_end_conns(&b, ++c->seq, c->pass, e, 2);
+	hostile(c, &b, c->seq, FERRY_EPROTO, "delivered");
+	data_close(c, d);
 }
 #endif
 
@@ -812,6 +940,10 @@ const struct hcase hostile_cases[] = {
 	CASE(data_memory_outside_pass, 0),
 	CASE(data_control_record, 0),
 	CASE(data_join_twice, 0),
+	CASE(data_lost_in_pass, 0),
+	CASE(data_unlisted_is_ended, 0),
+	CASE(pass_end_counts_stranger, 0),
+	CASE(pass_end_conn_bytes, 0),
 #endif
 	CASE(pass_end_records, 0),
 	CASE(pass_end_bytes, 0),

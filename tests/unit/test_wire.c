@@ -535,8 +535,8 @@ static void test_pass_roundtrip(void **state)
 	for (size_t i = 0; i < 4; i++) {
 		struct fy_pass_begin pb = { (uint32_t)vals[i], (uint32_t)vals[3 - i],
 					    vals[i] };
-		struct fy_pass_end pe = { (uint32_t)vals[3 - i], (uint32_t)vals[i],
-					  vals[i], vals[3 - i] };
+		struct fy_pass_end pe = { (uint32_t)vals[3 - i], 0, vals[i],
+					  vals[3 - i] };
 		struct fy_pass_begin pb2;
 		struct fy_pass_end pe2;
 
@@ -568,6 +568,164 @@ static void test_pass_roundtrip(void **state)
 	assert_int_equal(fy_pass_begin_encode(&b, &pb), 0);
 	assert_memory_equal(b.data, "\x03\0\0\0" "\x01\0\0\0"
 			    "\xef\xcd\xab\0\0\0\0\0", 16);
+	fy_buf_free(&b);
+}
+
+/* A PASS_END body written field by field, entries as (index, reserved,
+ * records, bytes) quadruples. */
+static void pass_end_raw(struct fy_buf *b, uint32_t nconn, uint64_t records,
+			 uint64_t bytes, const uint64_t (*e)[4], size_t ne)
+{
+	fy_buf_reset(b);
+	fy_buf_put_u32(b, 9);
+	fy_buf_put_u32(b, nconn);
+	fy_buf_put_u64(b, records);
+	fy_buf_put_u64(b, bytes);
+	for (size_t i = 0; i < ne; i++) {
+		fy_buf_put_u32(b, (uint32_t)e[i][0]);
+		fy_buf_put_u32(b, (uint32_t)e[i][1]);
+		fy_buf_put_u64(b, e[i][2]);
+		fy_buf_put_u64(b, e[i][3]);
+	}
+}
+
+static int pass_end_raw_rc(uint32_t nconn, uint64_t records, uint64_t bytes,
+			   const uint64_t (*e)[4], size_t ne)
+{
+	struct fy_buf b;
+	uint8_t *q;
+	int rc;
+
+	fy_buf_init(&b);
+	pass_end_raw(&b, nconn, records, bytes, e, ne);
+	q = dup_exact(b.data, b.len);
+	rc = dec_pass_end(q, b.len);
+	free(q);
+	fy_buf_free(&b);
+	return rc;
+}
+
+/* PASS_END with the counts per connection: the layout, and every way the
+ * entries can be inconsistent. */
+static void test_pass_end_conns(void **state)
+{
+	struct fy_pass_end pe = { 4, 3, 8, 8 * 4096 }, pe2;
+	struct fy_buf b;
+
+	pe.conn[0] = (struct fy_pass_conn){ 0, 5, 5 * 4096 };
+	pe.conn[1] = (struct fy_pass_conn){ 2, 3, 3 * 4096 };
+	pe.conn[2] = (struct fy_pass_conn){ 63, 0, 0 };
+	fy_buf_init(&b);
+	assert_int_equal(fy_pass_end_encode(&b, &pe), 0);
+	assert_int_equal(b.len, 24 + 3 * 24);
+	assert_memory_equal(b.data + 24 + 24,
+			    "\x02\0\0\0" "\0\0\0\0"
+			    "\x03\0\0\0\0\0\0\0"
+			    "\0\x30\0\0\0\0\0\0", 24);
+	assert_int_equal(fy_pass_end_decode(b.data, b.len, &pe2), 0);
+	assert_memory_equal(&pe, &pe2, sizeof(pe));
+	check_strict(dec_pass_end, b.data, b.len);
+
+	/* All 64 connections fit; one more does not encode. */
+	memset(&pe, 0, sizeof(pe));
+	pe.nconn = FY_PASS_MAX_CONN;
+	for (uint32_t i = 0; i < FY_PASS_MAX_CONN; i++) {
+		pe.conn[i] = (struct fy_pass_conn){ i, i, i * 4096ull };
+		pe.records += i;
+		pe.bytes += i * 4096ull;
+	}
+	fy_buf_reset(&b);
+	assert_int_equal(fy_pass_end_encode(&b, &pe), 0);
+	assert_int_equal(fy_pass_end_decode(b.data, b.len, &pe2), 0);
+	assert_memory_equal(&pe, &pe2, sizeof(pe));
+	pe.nconn = FY_PASS_MAX_CONN + 1;
+	fy_buf_reset(&b);
+	assert_int_equal(fy_pass_end_encode(&b, &pe), -EINVAL);
+	assert_int_equal(b.len, 0);
+	fy_buf_free(&b);
+
+	static const uint64_t ok[2][4] = { { 0, 0, 1, 4096 }, { 1, 0, 2, 8192 } };
+	static const uint64_t swapped[2][4] = { { 1, 0, 2, 8192 }, { 0, 0, 1, 4096 } };
+	static const uint64_t twice[2][4] = { { 1, 0, 1, 4096 }, { 1, 0, 2, 8192 } };
+	static const uint64_t past[2][4] = { { 0, 0, 1, 4096 }, { 64, 0, 2, 8192 } };
+	static const uint64_t rsvd[2][4] = { { 0, 1, 1, 4096 }, { 1, 0, 2, 8192 } };
+	static const uint64_t wrap[2][4] = { { 0, 0, UINT64_MAX, 0 }, { 1, 0, 2, 0 } };
+
+	assert_int_equal(pass_end_raw_rc(2, 3, 3 * 4096, ok, 2), 0);
+	assert_int_equal(pass_end_raw_rc(2, 3, 3 * 4096, swapped, 2), -EBADMSG);
+	assert_int_equal(pass_end_raw_rc(2, 3, 3 * 4096, twice, 2), -EBADMSG);
+	assert_int_equal(pass_end_raw_rc(2, 3, 3 * 4096, past, 2), -EBADMSG);
+	assert_int_equal(pass_end_raw_rc(2, 3, 3 * 4096, rsvd, 2), -EBADMSG);
+	assert_int_equal(pass_end_raw_rc(2, 1, 0, wrap, 2), -EBADMSG);
+	/* Entries that do not add up to the totals. */
+	assert_int_equal(pass_end_raw_rc(2, 4, 3 * 4096, ok, 2), -EBADMSG);
+	assert_int_equal(pass_end_raw_rc(2, 3, 4 * 4096, ok, 2), -EBADMSG);
+	/* A count the body does not hold, either way. */
+	assert_int_equal(pass_end_raw_rc(1, 3, 3 * 4096, ok, 2), -EBADMSG);
+	assert_int_equal(pass_end_raw_rc(3, 3, 3 * 4096, ok, 2), -EBADMSG);
+	assert_int_equal(pass_end_raw_rc(FY_PASS_MAX_CONN + 1, 0, 0, NULL, 0),
+			 -EBADMSG);
+	/* Totals only (no entries) are what a single connection sends. */
+	assert_int_equal(pass_end_raw_rc(0, 3, 3 * 4096, NULL, 0), 0);
+}
+
+static int ack_rc(const uint8_t *p, size_t n)
+{
+	struct fy_pass_ack m;
+	uint8_t *q = dup_exact(p, n);
+	int rc = fy_pass_ack_decode(q, n, &m);
+
+	free(q);
+	return rc;
+}
+
+/* The answer to PASS_END: empty when nothing was lost, else the lost
+ * connections' indices. */
+static void test_pass_ack(void **state)
+{
+	struct fy_pass_ack a = { 3, { 1, 7, 63 } }, a2;
+	struct fy_buf b;
+
+	fy_buf_init(&b);
+	assert_int_equal(fy_pass_ack_encode(&b, &a), 0);
+	assert_int_equal(b.len, 16);
+	assert_memory_equal(b.data, "\x03\0\0\0" "\x01\0\0\0" "\x07\0\0\0"
+			    "\x3f\0\0\0", 16);
+	assert_int_equal(fy_pass_ack_decode(b.data, b.len, &a2), 0);
+	assert_memory_equal(&a, &a2, sizeof(a));
+	/* Every non-empty prefix and any trailing byte is refused. */
+	for (size_t n = 1; n < b.len; n++)
+		assert_int_equal(ack_rc(b.data, n), -EBADMSG);
+	fy_buf_put_u32(&b, 0);
+	assert_int_equal(ack_rc(b.data, b.len), -EBADMSG);
+
+	/* Nothing lost: an empty body, both ways. */
+	memset(&a, 0, sizeof(a));
+	fy_buf_reset(&b);
+	assert_int_equal(fy_pass_ack_encode(&b, &a), 0);
+	assert_int_equal(b.len, 0);
+	a2.nlost = 5;
+	assert_int_equal(fy_pass_ack_decode(b.data, 0, &a2), 0);
+	assert_int_equal(a2.nlost, 0);
+
+	static const uint32_t bad[][3] = {
+		{ 0, 0, 0 },  /* a count of 0 is written as an empty body */
+		{ 1, 0, 0 },  /* the main connection cannot be lost */
+		{ 1, 64, 0 }, /* past the last connection */
+		{ 2, 5, 5 },  /* twice */
+		{ 2, 6, 5 },  /* out of order */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		fy_buf_reset(&b);
+		for (uint32_t k = 0; k <= bad[i][0] && k < 3; k++)
+			fy_buf_put_u32(&b, bad[i][k]);
+		assert_int_equal(ack_rc(b.data, b.len), -EBADMSG);
+	}
+	fy_buf_reset(&b);
+	fy_buf_put_u32(&b, FY_PASS_MAX_CONN);
+	assert_int_equal(ack_rc(b.data, b.len), -EBADMSG);
+	a.nlost = FY_PASS_MAX_CONN;
+	assert_int_equal(fy_pass_ack_encode(&b, &a), -EINVAL);
 	fy_buf_free(&b);
 }
 
@@ -1091,6 +1249,8 @@ int main(void)
 		cmocka_unit_test(test_config_roundtrip),
 		cmocka_unit_test(test_config_rejects),
 		cmocka_unit_test(test_pass_roundtrip),
+		cmocka_unit_test(test_pass_end_conns),
+		cmocka_unit_test(test_pass_ack),
 		cmocka_unit_test(test_error_roundtrip),
 		cmocka_unit_test(test_running_roundtrip),
 		cmocka_unit_test(test_mem_hdr),
