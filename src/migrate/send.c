@@ -656,9 +656,12 @@ static int do_pause(struct sender *x)
 
 /*
  * Once the rest fits the limit, one more pass is still worth it while
- * passes halve what is left: each costs the guest nothing but time, and
- * cuts the pause in half. It stops when the prediction is already below
- * FY_DOWNTIME_FLOOR_MS or the dirty rate keeps up with the link.
+ * passes shrink what is left by a quarter or more: each costs the guest
+ * nothing but time, and shortens the pause as much. It stops when the
+ * prediction is already below FY_DOWNTIME_FLOOR_MS or the dirty rate
+ * nearly keeps up with the link. (Halving was the first rule; passes of
+ * scattered pages here shrink by 40-60 %, so half of them stopped a pass
+ * early, with a pause twice as long as the next pass would have left.)
  */
 #define FY_DOWNTIME_FLOOR_MS 5.0
 
@@ -666,7 +669,7 @@ static bool worth_another_pass(const struct sender *x, double expect,
 			       uint32_t pass)
 {
 	return pass < x->s->cfg.max_passes && expect > FY_DOWNTIME_FLOOR_MS &&
-	       x->ranges.bytes * 2 < x->last_pass_bytes;
+	       x->ranges.bytes * 4 < x->last_pass_bytes * 3;
 }
 
 /* Ask the VMM for a vCPU throttle of @pct and publish it. */
