@@ -247,8 +247,9 @@ const struct option cli_tuning_options[] = {
 	{ 0 },
 };
 
+/* "ferry CMD: what is wrong", and where to look; the usage exit code. */
 __attribute__((format(printf, 2, 3)))
-static int tuning_error(const char *cmd, const char *fmt, ...)
+static int usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -267,7 +268,7 @@ static int tuning_uint(const char *cmd, json_object *args, const char *key,
 	uint64_t v;
 
 	if (cli_parse_uint(val, hi, &v) < 0 || v < lo)
-		return tuning_error(cmd, "%s wants a whole number from %llu to "
+		return usage_error(cmd, "%s wants a whole number from %llu to "
 				    "%llu, not '%s'", opt,
 				    (unsigned long long)lo,
 				    (unsigned long long)hi, val);
@@ -286,7 +287,7 @@ static int tuning_name(const char *cmd, json_object *args, const char *key,
 			return 0;
 		}
 	}
-	return tuning_error(cmd, "%s is %s, %s or %s, not '%s'", opt, names[0],
+	return usage_error(cmd, "%s is %s, %s or %s, not '%s'", opt, names[0],
 			    names[1], names[2], val);
 }
 
@@ -328,7 +329,7 @@ int cli_tuning_option(const char *cmd, int c, const char *val, json_object *args
 		return tuning_uint(cmd, args, "window", "--window", val, 1, 64);
 	case CLI_OPT_CHUNK:
 		if (cli_parse_size(val, &v) < 0 || v % 4096 || v > (16u << 20))
-			return tuning_error(cmd, "--chunk-size wants whole pages "
+			return usage_error(cmd, "--chunk-size wants whole pages "
 					    "from 4K to 16M, such as 256K, not '%s'",
 					    val);
 		json_object_object_add(args, "chunk_bytes",
@@ -338,7 +339,7 @@ int cli_tuning_option(const char *cmd, int c, const char *val, json_object *args
 		errno = 0;
 		mb = strtod(val, &end);
 		if (errno || end == val || *end || !(mb > 0) || mb > 1e9)
-			return tuning_error(cmd, "--max-bandwidth wants MB/s above "
+			return usage_error(cmd, "--max-bandwidth wants MB/s above "
 					    "0, such as 100 or 12.5, not '%s'", val);
 		json_object_object_add(args, "max_bandwidth",
 				       json_object_new_int64((int64_t)(mb * 1e6)));
@@ -828,19 +829,6 @@ static const char help_usage[] =
 	"Usage: ferry help [COMMAND]\n"
 	"\n"
 	"Show the list of commands, or the help of COMMAND.\n";
-
-__attribute__((format(printf, 2, 3)))
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "ferry %s: ", cmd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'ferry %s --help'.\n", cmd);
-	return CLI_EXIT_USAGE;
-}
 
 /* Report what getopt_long() did not like. */
 static int option_error(const char *cmd, int c, char **argv)
