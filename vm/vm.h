@@ -2,12 +2,13 @@
 /*
  * vm.h - the reference VMM's one VM object and what its files share.
  *
- * ferry-vm is split by subsystem: guest.c owns guest RAM, the vCPU threads
- * and their workloads (and the checks of what they wrote); state.c owns the
- * devices (vCPU registers, the machine, the console) as libferry's
- * self-describing state; main.c owns the command line and the migration
- * threads that drive libferry; api.c owns the API socket. Everything mutable lives in one
- * struct vm that is passed around; there are no other globals.
+ * ferry-vm is split by subsystem: ram.c makes guest RAM; guest.c owns the
+ * vCPU threads and their workloads (and the checks of what they wrote);
+ * state.c owns the devices (vCPU registers, the machine, the console) as
+ * libferry's self-describing state; main.c owns the command line and the
+ * migration threads that drive libferry; api.c owns the API socket.
+ * Everything mutable lives in one struct vm that is passed around; there
+ * are no other globals.
  */
 #ifndef FERRY_VM_H
 #define FERRY_VM_H
@@ -245,6 +246,10 @@ struct vm {
 	int log_level; /* engine log messages up to this level go to stderr */
 	bool fault_lose_writes; /* test hook: the dirty bitmap reports nothing */
 };
+
+/* ram.c */
+int guest_ram_map(struct guest *g);
+void guest_ram_unpool(struct guest *g);
 
 /* guest.c */
 int guest_init(struct guest *g, const struct vm_opts *o);
