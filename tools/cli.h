@@ -31,6 +31,11 @@ enum {
 
 int cli_parse_uint(const char *s, uint64_t max, uint64_t *out);
 int cli_parse_size(const char *s, uint64_t *out);
+int cli_parse_rate(const char *s, double *out);
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int cli_check_name(const char *cmd, const char *opt, const char *val,
+		   const char *const *names);
 
 /* Options that tune a migration, shared by migrate and demo: the table
  * (ends with a zero entry), its help lines, and the parser. Long-only
@@ -44,8 +49,9 @@ enum {
 
 extern const struct option cli_tuning_options[];
 extern const char cli_tuning_usage[];
-int cli_tuning_option(const char *cmd, int c, const char *val,
+int cli_tuning_option(const char *cmd, int c, char **argv,
 		      struct json_object *args);
+int cli_option_error(const char *cmd, int c, char **argv);
 void cli_options_join(struct option *out, size_t cap,
 		      const struct option *own);
 void cli_format_bytes(double bytes, char *buf, size_t len);

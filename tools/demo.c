@@ -137,61 +137,37 @@ static void format_size_arg(uint64_t v, char *buf, size_t len)
 		snprintf(buf, len, "%llu%c", (unsigned long long)v, units[i]);
 }
 
-static int demo_usage_error(const char *fmt, const char *arg)
-{
-	fprintf(stderr, "ferry demo: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\nTry 'ferry demo --help'.\n");
-	return CLI_EXIT_USAGE;
-}
-
-/* A dirty rate in MB/s: a non-negative decimal number. */
-static bool valid_rate(const char *s)
-{
-	char *end;
-	double v;
-
-	if (!strchr("0123456789.", s[0]))
-		return false;
-	errno = 0;
-	v = strtod(s, &end);
-	return !errno && !*end && end != s && v >= 0;
-}
-
 static int demo_option(struct demo_opts *o, int c, char **argv)
 {
+	static const char *const workloads[] = { "ab", "random", "fill", "text",
+						 "idle", NULL };
+	static const char *const backends[] = { "memfd", "anon", "hugetlb", NULL };
+	double rate;
+
 	switch (c) {
 	case 'm':
 		if (cli_parse_size(optarg, &o->memory) < 0 || o->memory % 4096)
-			return demo_usage_error("--memory wants a size such as 256M "
-						"or 1G (whole pages), not '%s'", optarg);
+			return cli_usage_error("demo", "--memory wants a size such as "
+					       "256M or 1G (whole pages), not '%s'",
+					       optarg);
 		break;
 	case 'c':
 		if (cli_parse_uint(optarg, 1024, &o->vcpus) < 0 || !o->vcpus)
-			return demo_usage_error("--vcpus wants a number from 1 to "
-						"1024, not '%s'", optarg);
+			return cli_usage_error("demo", "--vcpus wants a number from 1 "
+					       "to 1024, not '%s'", optarg);
 		break;
 	case 'w':
-		if (strcmp(optarg, "ab") && strcmp(optarg, "random") &&
-		    strcmp(optarg, "fill") && strcmp(optarg, "text") &&
-		    strcmp(optarg, "idle"))
-			return demo_usage_error("--workload is ab, random, fill, "
-						"text or idle, not '%s'", optarg);
 		o->workload = optarg;
-		break;
+		return cli_check_name("demo", "--workload", optarg, workloads);
 	case 'r':
-		if (!valid_rate(optarg))
-			return demo_usage_error("--dirty-rate wants MB/s, not '%s'",
-						optarg);
+		if (cli_parse_rate(optarg, &rate) < 0)
+			return cli_usage_error("demo", "--dirty-rate wants MB/s, "
+					       "not '%s'", optarg);
 		o->dirty_rate = optarg;
 		break;
 	case 'B':
-		if (strcmp(optarg, "memfd") && strcmp(optarg, "anon") &&
-		    strcmp(optarg, "hugetlb"))
-			return demo_usage_error("--memory-backend is memfd, anon or "
-						"hugetlb, not '%s'", optarg);
 		o->backend = optarg;
-		break;
+		return cli_check_name("demo", "--memory-backend", optarg, backends);
 	case 'V':
 		o->verify = false;
 		break;
@@ -206,16 +182,8 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 		fputs(cli_tuning_usage, stdout);
 		fputs(demo_usage_tail, stdout);
 		return -1;
-	case ':':
-		return demo_usage_error("option '%s' needs a value", argv[optind - 1]);
-	case '?':
-		return demo_usage_error("unknown option '%s'", argv[optind - 1]);
 	default:
-		c = cli_tuning_option("demo", c, optarg, o->margs);
-		if (c == 1)
-			return demo_usage_error("unknown option '%s'",
-						argv[optind - 1]);
-		return c;
+		return cli_tuning_option("demo", c, argv, o->margs);
 	}
 	return 0;
 }
@@ -248,7 +216,8 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 			return ret;
 	}
 	if (optind < argc)
-		return demo_usage_error("unexpected argument '%s'", argv[optind]);
+		return cli_usage_error("demo", "unexpected argument '%s'",
+				       argv[optind]);
 	format_size_arg(o->memory, o->memory_arg, sizeof(o->memory_arg));
 	return 0;
 }

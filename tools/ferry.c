@@ -247,9 +247,12 @@ const struct option cli_tuning_options[] = {
 	{ 0 },
 };
 
-/* "ferry CMD: what is wrong", and where to look; the usage exit code. */
-__attribute__((format(printf, 2, 3)))
-static int usage_error(const char *cmd, const char *fmt, ...)
+/**
+ * cli_usage_error() - print "ferry CMD: what is wrong" and where to look.
+ *
+ * Return: CLI_EXIT_USAGE.
+ */
+int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -261,6 +264,51 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 	return CLI_EXIT_USAGE;
 }
 
+/**
+ * cli_check_name() - is @val one of @names (NULL-terminated)?
+ * @cmd: the subcommand, for the message.
+ * @opt: the option ("--compress").
+ *
+ * Return: 0, or CLI_EXIT_USAGE after saying "OPT is a, b or c, not 'VAL'".
+ */
+int cli_check_name(const char *cmd, const char *opt, const char *val,
+		   const char *const *names)
+{
+	char list[160] = "";
+	size_t n = 0, len;
+
+	for (; names[n]; n++)
+		if (!strcmp(val, names[n]))
+			return 0;
+	for (size_t i = 0; i < n; i++) {
+		len = strlen(list);
+		snprintf(list + len, sizeof(list) - len, "%s%s",
+			 i == 0 ? "" : i + 1 == n ? " or " : ", ", names[i]);
+	}
+	return cli_usage_error(cmd, "%s is %s, not '%s'", opt, list, val);
+}
+
+/**
+ * cli_parse_rate() - parse a rate in MB/s: a non-negative decimal number
+ * ("100", "12.5").
+ *
+ * Return: 0, or -EINVAL.
+ */
+int cli_parse_rate(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	if (!s || !s[0] || !strchr("0123456789.", s[0]))
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0) || v > 1e9)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 static int tuning_uint(const char *cmd, json_object *args, const char *key,
 		       const char *opt, const char *val, uint64_t lo,
 		       uint64_t hi)
@@ -268,7 +316,7 @@ static int tuning_uint(const char *cmd, json_object *args, const char *key,
 	uint64_t v;
 
 	if (cli_parse_uint(val, hi, &v) < 0 || v < lo)
-		return usage_error(cmd, "%s wants a whole number from %llu to "
+		return cli_usage_error(cmd, "%s wants a whole number from %llu to "
 				    "%llu, not '%s'", opt,
 				    (unsigned long long)lo,
 				    (unsigned long long)hi, val);
@@ -276,19 +324,16 @@ static int tuning_uint(const char *cmd, json_object *args, const char *key,
 	return 0;
 }
 
+/* A name from @names (NULL-terminated) as the value of @key. */
 static int tuning_name(const char *cmd, json_object *args, const char *key,
 		       const char *opt, const char *val,
-		       const char *const names[3])
+		       const char *const *names)
 {
-	for (int i = 0; i < 3; i++) {
-		if (!strcmp(val, names[i])) {
-			json_object_object_add(args, key,
-					       json_object_new_string(val));
-			return 0;
-		}
-	}
-	return usage_error(cmd, "%s is %s, %s or %s, not '%s'", opt, names[0],
-			    names[1], names[2], val);
+	int rc = cli_check_name(cmd, opt, val, names);
+
+	if (!rc)
+		json_object_object_add(args, key, json_object_new_string(val));
+	return rc;
 }
 
 /**
@@ -296,19 +341,19 @@ static int tuning_name(const char *cmd, json_object *args, const char *key,
  * command's arguments.
  * @cmd: the subcommand, for messages.
  * @c: the option's code from getopt_long().
- * @val: its argument (optarg).
+ * @argv: the arguments getopt_long() is parsing; its value is optarg.
  * @args: the migrate command's arguments (JSON object) to add to.
  *
- * Return: 0 applied, 1 not a tuning option, CLI_EXIT_USAGE after printing
- * what is wrong.
+ * Return: 0 applied, else CLI_EXIT_USAGE after printing what is wrong
+ * (also for an option that is not one of them).
  */
-int cli_tuning_option(const char *cmd, int c, const char *val, json_object *args)
+int cli_tuning_option(const char *cmd, int c, char **argv, json_object *args)
 {
-	static const char *const codecs[3] = { "none", "lz4", "zstd" };
-	static const char *const modes[3] = { "auto", "uffd", "bitmap" };
+	static const char *const codecs[] = { "none", "lz4", "zstd", NULL };
+	static const char *const modes[] = { "auto", "uffd", "bitmap", NULL };
+	const char *val = optarg;
 	uint64_t v;
 	double mb;
-	char *end;
 
 	switch (c) {
 	case 'd':
@@ -329,17 +374,15 @@ int cli_tuning_option(const char *cmd, int c, const char *val, json_object *args
 		return tuning_uint(cmd, args, "window", "--window", val, 1, 64);
 	case CLI_OPT_CHUNK:
 		if (cli_parse_size(val, &v) < 0 || v % 4096 || v > (16u << 20))
-			return usage_error(cmd, "--chunk-size wants whole pages "
+			return cli_usage_error(cmd, "--chunk-size wants whole pages "
 					    "from 4K to 16M, such as 256K, not '%s'",
 					    val);
 		json_object_object_add(args, "chunk_bytes",
 				       json_object_new_int64((int64_t)v));
 		return 0;
 	case CLI_OPT_MAX_BW:
-		errno = 0;
-		mb = strtod(val, &end);
-		if (errno || end == val || *end || !(mb > 0) || mb > 1e9)
-			return usage_error(cmd, "--max-bandwidth wants MB/s above "
+		if (cli_parse_rate(val, &mb) < 0 || mb == 0)
+			return cli_usage_error(cmd, "--max-bandwidth wants MB/s above "
 					    "0, such as 100 or 12.5, not '%s'", val);
 		json_object_object_add(args, "max_bandwidth",
 				       json_object_new_int64((int64_t)(mb * 1e6)));
@@ -349,7 +392,7 @@ int cli_tuning_option(const char *cmd, int c, const char *val, json_object *args
 				       json_object_new_boolean(false));
 		return 0;
 	}
-	return 1;
+	return cli_option_error(cmd, c, argv);
 }
 
 /* ---- progress display ------------------------------------------------ */
@@ -830,14 +873,19 @@ static const char help_usage[] =
 	"\n"
 	"Show the list of commands, or the help of COMMAND.\n";
 
-/* Report what getopt_long() did not like. */
-static int option_error(const char *cmd, int c, char **argv)
+/**
+ * cli_option_error() - report what getopt_long() did not like: a missing
+ * value (':') or an unknown option (anything else).
+ *
+ * Return: CLI_EXIT_USAGE.
+ */
+int cli_option_error(const char *cmd, int c, char **argv)
 {
 	const char *opt = argv[optind - 1];
 
 	if (c == ':')
-		return usage_error(cmd, "option '%s' needs a value", opt);
-	return usage_error(cmd, "unknown option '%s'", opt);
+		return cli_usage_error(cmd, "option '%s' needs a value", opt);
+	return cli_usage_error(cmd, "unknown option '%s'", opt);
 }
 
 static int open_client(const char *cmd, const char *path,
@@ -849,18 +897,6 @@ static int open_client(const char *cmd, const char *path,
 		fprintf(stderr, "ferry %s: %s\n", cmd, err);
 		return -1;
 	}
-	return 0;
-}
-
-static int add_uint_arg(json_object *args, const char *key, const char *opt,
-			const char *val)
-{
-	uint64_t v;
-
-	if (cli_parse_uint(val, INT32_MAX, &v) < 0)
-		return usage_error("migrate", "%s wants a whole number, not '%s'",
-				   opt, val);
-	json_object_object_add(args, key, json_object_new_int64((int64_t)v));
 	return 0;
 }
 
@@ -880,6 +916,7 @@ void cli_options_join(struct option *out, size_t cap, const struct option *own)
 static int migrate_options(int argc, char **argv, json_object *args,
 			   bool *json)
 {
+	static const char *const strategies[] = { "cancel", "switchover", NULL };
 	static const struct option own[] = {
 		{ "max-passes", required_argument, NULL, 'p' },
 		{ "max-precopy-ms", required_argument, NULL, 'P' },
@@ -896,18 +933,16 @@ static int migrate_options(int argc, char **argv, json_object *args,
 	while (ret == 0 && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
-			ret = add_uint_arg(args, "max_passes", "--max-passes", optarg);
+			ret = tuning_uint("migrate", args, "max_passes",
+					  "--max-passes", optarg, 1, 1000000);
 			break;
 		case 'P':
-			ret = add_uint_arg(args, "max_precopy_ms", "--max-precopy-ms",
-					   optarg);
+			ret = tuning_uint("migrate", args, "max_precopy_ms",
+					  "--max-precopy-ms", optarg, 0, UINT32_MAX);
 			break;
 		case 's':
-			if (strcmp(optarg, "cancel") && strcmp(optarg, "switchover"))
-				return usage_error("migrate", "--timeout-strategy is "
-						   "cancel or switchover, not '%s'", optarg);
-			json_object_object_add(args, "timeout_strategy",
-					       json_object_new_string(optarg));
+			ret = tuning_name("migrate", args, "timeout_strategy",
+					  "--timeout-strategy", optarg, strategies);
 			break;
 		case 'R':
 			json_object_object_add(args, "record_stream",
@@ -921,17 +956,12 @@ static int migrate_options(int argc, char **argv, json_object *args,
 			fputs(cli_tuning_usage, stdout);
 			fputs(migrate_usage_tail, stdout);
 			return -1;
-		case ':':
-		case '?':
-			return option_error("migrate", c, argv);
 		default:
-			ret = cli_tuning_option("migrate", c, optarg, args);
-			if (ret == 1)
-				return option_error("migrate", c, argv);
+			ret = cli_tuning_option("migrate", c, argv, args);
 		}
 	}
 	if (ret == 0 && argc - optind != 2)
-		return usage_error("migrate", "expected SOCKET and URI");
+		return cli_usage_error("migrate", "expected SOCKET and URI");
 	return ret;
 }
 
@@ -1059,11 +1089,11 @@ static int cmd_status(int argc, char **argv)
 			return CLI_EXIT_OK;
 		}
 		if (opt != 'j')
-			return option_error("status", opt, argv);
+			return cli_option_error("status", opt, argv);
 		json = true;
 	}
 	if (argc - optind != 1)
-		return usage_error("status", "expected SOCKET");
+		return cli_usage_error("status", "expected SOCKET");
 	if (open_client("status", argv[optind], &c) < 0)
 		return CLI_EXIT_UNREACHABLE;
 	if (api_client_execute(c, "status", NULL, CLI_REPLY_TIMEOUT_MS, &st) < 0) {
@@ -1091,12 +1121,12 @@ static int cmd_cancel(int argc, char **argv)
 
 	while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		if (opt != 'h')
-			return option_error("cancel", opt, argv);
+			return cli_option_error("cancel", opt, argv);
 		fputs(cancel_usage, stdout);
 		return CLI_EXIT_OK;
 	}
 	if (argc - optind != 1)
-		return usage_error("cancel", "expected SOCKET");
+		return cli_usage_error("cancel", "expected SOCKET");
 	if (open_client("cancel", argv[optind], &c) < 0)
 		return CLI_EXIT_UNREACHABLE;
 	ret = api_client_execute(c, "cancel", NULL, CLI_REPLY_TIMEOUT_MS, NULL);
