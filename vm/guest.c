@@ -87,9 +87,7 @@ static const char *const wl_names[] = {
  */
 const char *vm_workload_name(enum vm_workload w)
 {
-	if ((unsigned)w < sizeof(wl_names) / sizeof(wl_names[0]))
-		return wl_names[w];
-	return "unknown";
+	return vm_name_of(wl_names, sizeof(wl_names) / sizeof(wl_names[0]), w);
 }
 
 /**
@@ -101,15 +99,12 @@ const char *vm_workload_name(enum vm_workload w)
  */
 int vm_workload_parse(const char *s, enum vm_workload *out)
 {
-	unsigned i;
+	int v = vm_name_find(wl_names, sizeof(wl_names) / sizeof(wl_names[0]), s);
 
-	for (i = 0; i < sizeof(wl_names) / sizeof(wl_names[0]); i++) {
-		if (!strcmp(s, wl_names[i])) {
-			*out = (enum vm_workload)i;
-			return 0;
-		}
-	}
-	return -EINVAL;
+	if (v < 0)
+		return v;
+	*out = (enum vm_workload)v;
+	return 0;
 }
 
 /* --- small helpers ------------------------------------------------------ */

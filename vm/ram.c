@@ -62,9 +62,7 @@ static const char *const backend_names[] = {
  */
 const char *vm_backend_name(enum vm_backend b)
 {
-	if ((unsigned)b < sizeof(backend_names) / sizeof(backend_names[0]))
-		return backend_names[b];
-	return "unknown";
+	return vm_name_of(backend_names, sizeof(backend_names) / sizeof(backend_names[0]), b);
 }
 
 /**
@@ -76,15 +74,12 @@ const char *vm_backend_name(enum vm_backend b)
  */
 int vm_backend_parse(const char *s, enum vm_backend *out)
 {
-	unsigned i;
+	int v = vm_name_find(backend_names, sizeof(backend_names) / sizeof(backend_names[0]), s);
 
-	for (i = 0; i < sizeof(backend_names) / sizeof(backend_names[0]); i++) {
-		if (!strcmp(s, backend_names[i])) {
-			*out = (enum vm_backend)i;
-			return 0;
-		}
-	}
-	return -EINVAL;
+	if (v < 0)
+		return v;
+	*out = (enum vm_backend)v;
+	return 0;
 }
 
 /* memfd (and hugetlb): shared file memory, so it can also be handed to a

@@ -19,6 +19,7 @@
 #include <endian.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <errno.h>
 #include <string.h>
 
 #include <json-c/json.h>
@@ -73,6 +74,23 @@ enum vm_backend {
 };
 
 #define VM_HUGE_SIZE (2ull << 20)
+
+/* Command-line names of an enum's values, indexed by value. */
+static inline const char *vm_name_of(const char *const *names, size_t n,
+				     unsigned v)
+{
+	return v < n && names[v] ? names[v] : "unknown";
+}
+
+/* The value whose name is @s, or -EINVAL. */
+static inline int vm_name_find(const char *const *names, size_t n,
+			       const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (names[i] && !strcmp(s, names[i]))
+			return (int)i;
+	return -EINVAL;
+}
 
 struct guest;
 

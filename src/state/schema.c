@@ -36,6 +36,25 @@ void fy_state_msg(char *err, size_t errlen, const char *fmt, ...)
 
 /* ---- names and kinds ---- */
 
+/* 1..63 bytes of [A-Za-z0-9_] and the characters in @extra. */
+static bool name_chars_ok(const char *s, const char *extra)
+{
+	size_t i;
+
+	if (!s || !s[0])
+		return false;
+	for (i = 0; s[i]; i++) {
+		char c = s[i];
+
+		if (i >= FY_STATE_NAME_MAX - 1)
+			return false;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_' || strchr(extra, c)))
+			return false;
+	}
+	return true;
+}
+
 /**
  * fy_state_field_name_ok() - is @s a valid field name?
  * @s: the name.
@@ -48,20 +67,7 @@ void fy_state_msg(char *err, size_t errlen, const char *fmt, ...)
  */
 bool fy_state_field_name_ok(const char *s)
 {
-	size_t i;
-
-	if (!s || !s[0] || (s[0] >= '0' && s[0] <= '9'))
-		return false;
-	for (i = 0; s[i]; i++) {
-		char c = s[i];
-
-		if (i >= FY_STATE_NAME_MAX - 1)
-			return false;
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_'))
-			return false;
-	}
-	return true;
+	return name_chars_ok(s, "") && !(s[0] >= '0' && s[0] <= '9');
 }
 
 /**
@@ -72,21 +78,7 @@ bool fy_state_field_name_ok(const char *s)
  */
 bool fy_state_name_ok(const char *s)
 {
-	size_t i;
-
-	if (!s || !s[0])
-		return false;
-	for (i = 0; s[i]; i++) {
-		char c = s[i];
-
-		if (i >= FY_STATE_NAME_MAX - 1)
-			return false;
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-		      c == ':' || c == '-'))
-			return false;
-	}
-	return true;
+	return name_chars_ok(s, ".:-");
 }
 
 static const char *const kind_names[] = {
