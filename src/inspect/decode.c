@@ -155,6 +155,17 @@ static void pass_end_json(struct fy_insp *x, struct fy_js *j)
 	fy_js_u64(j, "pass", m.pass);
 	fy_js_u64(j, "records", m.records);
 	fy_js_u64(j, "bytes", m.bytes);
+	/* What each connection carried, when the source listed it. */
+	fy_js_key(j, "connections");
+	fy_js_open(j, '[');
+	for (uint32_t i = 0; i < m.nconn; i++) {
+		fy_js_open(j, '{');
+		fy_js_u64(j, "index", m.conn[i].index);
+		fy_js_u64(j, "records", m.conn[i].records);
+		fy_js_u64(j, "bytes", m.conn[i].bytes);
+		fy_js_close(j, '}');
+	}
+	fy_js_close(j, ']');
 	fy_insp_pass_end(x, &m);
 }
 
