@@ -25,7 +25,13 @@ bench_init b1 "$@"
 MIB=$(pick 512 2048)
 ROUNDS=${RUNS:-$(pick 2 5)}
 BACKEND=${FERRY_BACKEND:-anon}
-QEMU_PEER=${QEMU_PEER:-$BENCH_DIR/qemu-peer.sh}
+# The project's shared peer script is the reference; the copy in bench/
+# serves a checkout that has no ../shared next to it.
+shared_peer=$BENCH_DIR/../../shared/bench/qemu-peer.sh
+if [ -z "${QEMU_PEER:-}" ]; then
+	QEMU_PEER=$BENCH_DIR/qemu-peer.sh
+	[ -x "$shared_peer" ] && QEMU_PEER=$shared_peer
+fi
 RAW=$BUILD/bench/rawcopy
 need_memory $((MIB * 2 + 512))
 if [ "$QEMU_PEER" != 0 ]; then
