@@ -34,13 +34,17 @@
 /* ------------------------------------------------------------------ */
 /* source                                                              */
 
-/* Work left for the workers: chunks to send again, or queued ones. */
+/* Work left for the workers: chunks to send again, or the pass's own. */
 static bool have_work(const struct fy_send_pool *p)
 {
-	return p->redo_left || p->count;
+	return p->redo_left || p->ranges;
 }
 
-/* Take the next chunk, those of a broken connection first. Locked. */
+/*
+ * Take the next chunk, those of a broken connection first, else the next
+ * one of the pass: the pass's ranges, read through one shared cursor, are
+ * the work queue. Locked.
+ */
 static bool take(struct fy_send_pool *p, struct fy_job *job)
 {
 	struct fy_range r;
@@ -55,12 +59,14 @@ static bool take(struct fy_send_pool *p, struct fy_job *job)
 		}
 		p->redo_left = 0; /* cannot happen: the walk ends with it */
 	}
-	if (!p->count)
+	if (!p->ranges)
 		return false;
-	*job = p->q[p->head];
-	p->head = (p->head + 1) % p->qlen;
-	p->count--;
-	pthread_cond_signal(&p->space);
+	if (!fy_ranges_next_chunk(p->ranges, &p->at, p->chunk, &r)) {
+		p->ranges = NULL; /* the pass is all taken */
+		return false;
+	}
+	*job = (struct fy_job){ &p->s->regions[r.region], r.region, r.offset,
+				r.length };
 	return true;
 }
 
@@ -99,6 +105,18 @@ static int give_up(struct fy_send_pool *p, unsigned idx, int why,
 	return 0;
 }
 
+/* End the pass with @rc (the first error counts): nothing more is taken.
+ * Locked. */
+static void pass_fail(struct fy_send_pool *p, int rc, unsigned idx)
+{
+	if (!p->err) {
+		p->err = rc;
+		p->err_chan = idx;
+	}
+	p->ranges = NULL;
+	p->redo_left = 0;
+}
+
 /*
  * A worker's send failed. An extra connection that broke costs only
  * itself: its chunks of the pass go to the connections left (the main one
@@ -115,10 +133,7 @@ static void send_failed(struct fy_send_pool *p, unsigned idx, int rc)
 		if (!rc)
 			return;
 	}
-	if (!p->err) {
-		p->err = rc;
-		p->err_chan = idx;
-	}
+	pass_fail(p, rc, idx);
 }
 
 static void *send_worker(void *arg)
@@ -136,15 +151,21 @@ static void *send_worker(void *arg)
 
 		while (!have_work(p) && !p->closing && !me->dead)
 			pthread_cond_wait(&p->more, &p->lock);
-		if (me->dead || !take(p, &job))
-			break;
+		if (me->dead || !have_work(p))
+			break; /* given up, or the pool closes */
+		if (fy_cancelled(p->s))
+			pass_fail(p, FERRY_ECANCELED, 0);
+		if (!take(p, &job)) {
+			if (!p->active)
+				pthread_cond_broadcast(&p->idle);
+			continue;
+		}
 		p->active++;
 		/* Noted before sending: a connection that breaks in the
 		 * middle of a record must have that chunk sent again. */
-		if (!p->err)
-			rc = fy_ranges_add(&me->taken, job.region, job.offset,
-					   job.length);
-		if (!p->err && !rc) {
+		rc = fy_ranges_add(&me->taken, job.region, job.offset,
+				   job.length);
+		if (!rc) {
 			struct fy_mem_hdr m = { job.region, 0, job.offset,
 						job.length };
 
@@ -168,14 +189,6 @@ static void *send_worker(void *arg)
 	return NULL;
 }
 
-/* Queue depth: every connection's window, at least one chunk each. */
-static unsigned queue_len(const ferry_session *s, unsigned n)
-{
-	uint64_t len = (uint64_t)fy_window(&s->cfg) * n;
-
-	return len > FY_QUEUE_MAX ? FY_QUEUE_MAX : (unsigned)len;
-}
-
 /**
  * fy_send_pool_start() - start one worker per connection.
  * @chans: the connections; chans[0] is the main one, borrowed while a pass
@@ -190,17 +203,12 @@ int fy_send_pool_start(struct fy_send_pool *p, ferry_session *s,
 	memcpy(p->chans, chans, n * sizeof(chans[0]));
 	p->n = n;
 	p->alive = n;
-	p->qlen = queue_len(s, n);
-	p->q = calloc(p->qlen, sizeof(*p->q));
-	if (!p->q)
-		return -ENOMEM;
 	fy_ranges_init(&p->redo);
 	for (unsigned i = 0; i < n; i++)
 		fy_ranges_init(&p->conn[i].taken);
 	p->started = true;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->more, NULL);
-	pthread_cond_init(&p->space, NULL);
 	pthread_cond_init(&p->idle, NULL);
 	for (unsigned i = 0; i < n; i++) {
 		p->args[i].pool = p;
@@ -229,33 +237,12 @@ void fy_send_pool_stop(struct fy_send_pool *p)
 	for (unsigned i = 0; i < p->nthreads; i++)
 		pthread_join(p->threads[i], NULL);
 	pthread_cond_destroy(&p->more);
-	pthread_cond_destroy(&p->space);
 	pthread_cond_destroy(&p->idle);
 	pthread_mutex_destroy(&p->lock);
 	for (unsigned i = 0; i < p->n; i++)
 		fy_ranges_free(&p->conn[i].taken);
 	fy_ranges_free(&p->redo);
-	free(p->q);
-	p->q = NULL;
 	p->started = false;
-}
-
-/* Queue one chunk, waiting for room; stops early once a worker failed. */
-static int push(struct fy_send_pool *p, const struct fy_job *job)
-{
-	int rc;
-
-	pthread_mutex_lock(&p->lock);
-	while (p->count == p->qlen && !p->err)
-		pthread_cond_wait(&p->space, &p->lock);
-	rc = p->err;
-	if (!rc) {
-		p->q[(p->head + p->count) % p->qlen] = *job;
-		p->count++;
-		pthread_cond_signal(&p->more);
-	}
-	pthread_mutex_unlock(&p->lock);
-	return rc;
 }
 
 /* A new pass: nothing taken, nothing to send again. Locked. */
@@ -333,30 +320,35 @@ int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
 		      unsigned *chan)
 {
 	ferry_session *s = p->s;
-	struct fy_chunk_cursor cur = { 0 };
-	struct fy_range r;
-	int rc = 0;
+	int rc;
 
 	pthread_mutex_lock(&p->lock);
 	pass_reset(p, chunk, csum);
-	pthread_mutex_unlock(&p->lock);
-	while (!rc && fy_ranges_next_chunk(ranges, &cur, chunk, &r)) {
-		struct fy_job job = { &s->regions[r.region], r.region, r.offset,
-				      r.length };
+	p->ranges = ranges->n ? ranges : NULL;
+	p->at = (struct fy_chunk_cursor){ 0 };
+	pthread_cond_broadcast(&p->more);
+	/* The workers take the chunks themselves; this thread only reports
+	 * progress (callbacks belong to it) until they are done. */
+	while (have_work(p) || p->active) {
+		struct timespec until;
 
-		rc = fy_cancelled(s) ? FERRY_ECANCELED : push(p, &job);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += FY_POOL_TICK_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&p->idle, &p->lock, &until);
+		pthread_mutex_unlock(&p->lock);
 		fy_session_progress(s);
+		pthread_mutex_lock(&p->lock);
+		if (fy_cancelled(s))
+			pass_fail(p, FERRY_ECANCELED, 0);
 	}
-	pthread_mutex_lock(&p->lock);
-	if (rc && !p->err) {
-		p->err = rc;
-		p->err_chan = 0;
-	}
-	while (have_work(p) || p->active)
-		pthread_cond_wait(&p->idle, &p->lock);
 	rc = p->err;
 	*chan = p->err_chan;
 	p->err = 0;
+	p->ranges = NULL;
 	pass_counts(p, pe);
 	pthread_mutex_unlock(&p->lock);
 	log_drops(p);

@@ -9,10 +9,9 @@
 
 #include "migrate/engine.h"
 
-/* Most chunks queued ahead of the workers. The queue holds window x
- * connections chunks, enough to keep every connection's window full, and
- * never more than this, so the producer cannot run far ahead. */
-#define FY_QUEUE_MAX 1024
+/* How often the thread driving a pass reports progress while the
+ * workers send. */
+#define FY_POOL_TICK_MS 50
 /* How long a new data connection may take to present JOIN. */
 #define FY_JOIN_WAIT_MS 5000
 
@@ -48,9 +47,12 @@ struct fy_send_pool {
 	struct worker_arg args[FY_MAX_CHANNELS];
 	unsigned nthreads;
 	pthread_mutex_t lock;
-	pthread_cond_t more, space, idle;
-	struct fy_job *q;	/* ring of qlen chunks */
-	unsigned qlen, head, count, active;
+	pthread_cond_t more, idle;
+	/* The work queue: the pass's ranges, taken a chunk at a time by the
+	 * workers through one cursor (NULL: all taken, or between passes). */
+	const struct fy_ranges *ranges;
+	struct fy_chunk_cursor at;
+	unsigned active;	/* workers sending a chunk */
 	/* Chunks of connections that broke in this pass, sent again first. */
 	struct fy_ranges redo;
 	struct fy_chunk_cursor redo_at;

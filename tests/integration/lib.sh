@@ -75,13 +75,15 @@ guest_runs() {
 	[ -n "$a" ] && [ -n "$b" ] && [ "$b" -gt "$a" ]
 }
 
-# migrate_in_background SRC URI: start a migration that will not converge
-# on its own (1 ms limit, endless passes) and wait until its second pass,
-# so a test can break it in the middle. Sets $MIG to the ferry pid.
+# migrate_in_background SRC URI [OPTIONS...]: start a migration that will
+# not converge on its own (1 ms limit, endless passes) and wait until its
+# second pass, so a test can break it in the middle. Sets $MIG to the
+# ferry pid.
 migrate_in_background() {
 	local src=$1 uri=$2
+	shift 2
 	"$FERRY" migrate "$T/$src.sock" "$uri" --downtime-ms 1 \
-		--max-passes 100000 --json >"$T/m1.json" 2>"$T/m1.log" &
+		--max-passes 100000 --json "$@" >"$T/m1.json" 2>"$T/m1.log" &
 	MIG=$!
 	wait_until 20 in_second_pass "$src" || fail "migration never reached its second pass"
 }
