@@ -136,6 +136,21 @@ static void send_failed(struct fy_send_pool *p, unsigned idx, int rc)
 	pass_fail(p, rc, idx);
 }
 
+/* Hand what connection @idx batched to its socket, before the pass can
+ * end: the worker counts as busy meanwhile. Locked. */
+static void flush_batch(struct fy_send_pool *p, unsigned idx)
+{
+	int rc;
+
+	p->active++;
+	pthread_mutex_unlock(&p->lock);
+	rc = fy_chan_flush(p->chans[idx]);
+	pthread_mutex_lock(&p->lock);
+	p->active--;
+	if (rc)
+		send_failed(p, idx, rc);
+}
+
 static void *send_worker(void *arg)
 {
 	struct worker_arg *wa = arg;
@@ -156,7 +171,9 @@ static void *send_worker(void *arg)
 		if (fy_cancelled(p->s))
 			pass_fail(p, FERRY_ECANCELED, 0);
 		if (!take(p, &job)) {
-			if (!p->active)
+			/* Another connection took the last chunk. */
+			flush_batch(p, wa->idx);
+			if (!have_work(p) && !p->active)
 				pthread_cond_broadcast(&p->idle);
 			continue;
 		}
@@ -182,6 +199,9 @@ static void *send_worker(void *arg)
 			fy_session_count_bytes(p->s, job.length);
 		}
 		p->active--;
+		/* Nothing left to take: what was batched goes out now. */
+		if (!have_work(p) && !me->dead)
+			flush_batch(p, wa->idx);
 		if (!have_work(p) && !p->active)
 			pthread_cond_broadcast(&p->idle);
 	}

@@ -76,6 +76,11 @@ struct fy_chan {
 	struct fy_bulk gather;	    /* non-zero pages, contiguous */
 	struct fy_bulk packed;	    /* compressed payload */
 	uint64_t zmap[(FY_REC_MAX_BODY / 4096 + 63) / 64];
+	/* Read ahead: bytes received past what a read asked for. */
+	uint8_t *rbuf;
+	uint32_t rpos, rlen;
+	/* Sender: small memory records not handed to the socket yet. */
+	struct fy_batch *batch;
 };
 
 /* Chunks in flight per connection that a config asks for. */
@@ -154,6 +159,7 @@ int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd);
 int fy_chan_prepare(struct fy_chan *c);
 void fy_chan_close(struct fy_chan *c);
 int fy_chan_write_all(struct fy_chan *c, struct iovec *iov, int n);
+int fy_chan_flush(struct fy_chan *c);
 int fy_chan_read_full(struct fy_chan *c, void *buf, size_t n);
 int fy_chan_read_within(struct fy_chan *c, void *buf, size_t n, int idle_ms);
 int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
