@@ -5,7 +5,9 @@
 # memory migrated by `ferry demo` with 1, 2 and 4 connections, next to the
 # ceiling, bench/rawcopy moving the same bytes between two THP regions with
 # plain send()/recv() over 1, 2 and 4 sockets (one thread each way per
-# socket), and next to QEMU's own migration of 2 GiB of random RAM with 1
+# socket; once in one process, the ceiling the targets use, and once with
+# the receiving end in a second process, as a migration's destination is),
+# and next to QEMU's own migration of 2 GiB of random RAM with 1
 # channel and with 4 multifd channels (bench/qemu-peer.sh; installs
 # qemu-system-x86 when run as root). Each round runs every configuration
 # once, interleaved, so the machine's noise is shared; ratios are of the
@@ -45,6 +47,7 @@ echo "[b1] $ROUNDS rounds of $MIB MiB: rawcopy, ferry ($BACKEND) and QEMU, inter
 for round in $(seq 1 "$ROUNDS"); do
 	for n in 1 2 4; do
 		measure "ceiling-$n" "$round" "$RAW" --size "$MIB" --sockets "$n" --backing thp
+		measure "ceiling2-$n" "$round" "$RAW" --size "$MIB" --sockets "$n" --backing thp --processes 2
 		measure "ferry-$n" "$round" "$FERRY" demo --json --memory "${MIB}M" \
 			--workload fill --memory-backend "$BACKEND" --no-verify --connections "$n"
 	done
