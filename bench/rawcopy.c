@@ -180,6 +180,32 @@ static void run_receiver(struct part *parts, size_t n, size_t size,
 	_exit(0);
 }
 
+/* Both ends in this process; returns the milliseconds. */
+static double run_one(struct part *parts, size_t n, size_t size,
+		      const uint8_t *a, const uint8_t *b)
+{
+	pthread_t ts[64], tr[64];
+	double t0 = now_ms(), ms;
+
+	for (size_t i = 0; i < n; i++) {
+		if (pthread_create(&tr[i], NULL, receiver, &parts[i]) ||
+		    pthread_create(&ts[i], NULL, sender, &parts[i])) {
+			fprintf(stderr, "rawcopy: cannot start threads\n");
+			exit(1);
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		pthread_join(ts[i], NULL);
+		pthread_join(tr[i], NULL);
+	}
+	ms = now_ms() - t0;
+	if (memcmp(a, b, size)) {
+		fprintf(stderr, "rawcopy: copy differs\n");
+		exit(1);
+	}
+	return ms;
+}
+
 /* The sending end of --processes 2; returns the milliseconds. */
 static double run_two(struct part *parts, size_t n, size_t size, size_t per,
 		      const char *backing, uint8_t *a, uint8_t *b)
@@ -277,7 +303,6 @@ int main(int argc, char **argv)
 	}
 
 	struct part parts[64];
-	pthread_t ts[64], tr[64];
 	size_t per = (size / n) & ~(size_t)4095;
 
 	for (size_t i = 0; i < n; i++) {
@@ -286,32 +311,10 @@ int main(int argc, char **argv)
 		parts[i].len = i + 1 == n ? size - i * per : per;
 		connect_pair(lfd, &sa, &parts[i].sfd, &parts[i].rfd);
 	}
-	if (procs == 2) {
-		double ms = run_two(parts, n, size, per, backing, a, b);
+	double ms = procs == 2 ? run_two(parts, n, size, per, backing, a, b)
+			       : run_one(parts, n, size, a, b);
 
-		printf("{\"tool\":\"rawcopy\",\"bytes\":%zu,\"sockets\":%zu,\"processes\":2,\"backing\":\"%s\",\"ms\":%.1f,\"mb_per_s\":%.0f}\n",
-		       size, n, backing, ms, size / ms / 1e3);
-		return 0;
-	}
-	double t0 = now_ms();
-	for (size_t i = 0; i < n; i++) {
-		if (pthread_create(&tr[i], NULL, receiver, &parts[i]) ||
-		    pthread_create(&ts[i], NULL, sender, &parts[i])) {
-			fprintf(stderr, "rawcopy: cannot start threads\n");
-			return 1;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		pthread_join(ts[i], NULL);
-		pthread_join(tr[i], NULL);
-	}
-	double ms = now_ms() - t0;
-
-	if (memcmp(a, b, size)) {
-		fprintf(stderr, "rawcopy: copy differs\n");
-		return 1;
-	}
-	printf("{\"tool\":\"rawcopy\",\"bytes\":%zu,\"sockets\":%zu,\"processes\":1,\"backing\":\"%s\",\"ms\":%.1f,\"mb_per_s\":%.0f}\n",
-	       size, n, backing, ms, size / ms / 1e3);
+	printf("{\"tool\":\"rawcopy\",\"bytes\":%zu,\"sockets\":%zu,\"processes\":%zu,\"backing\":\"%s\",\"ms\":%.1f,\"mb_per_s\":%.0f}\n",
+	       size, n, procs, backing, ms, size / ms / 1e3);
 	return 0;
 }

@@ -235,20 +235,24 @@ static int write_iov(struct fy_chan *c, struct iovec *iov, int n)
 	return 0;
 }
 
+static void batch_empty(struct fy_batch *b)
+{
+	b->niov = 0;
+	b->nrec = 0;
+	b->bytes = 0;
+}
+
 /**
  * fy_chan_flush() - hand the batched small records to the socket.
  */
 int fy_chan_flush(struct fy_chan *c)
 {
-	struct fy_batch *b = c->batch;
 	int rc;
 
-	if (!b || !b->nrec)
+	if (!c->batch || !c->batch->nrec)
 		return 0;
-	rc = write_iov(c, b->iov, b->niov);
-	b->niov = 0;
-	b->nrec = 0;
-	b->bytes = 0;
+	rc = write_iov(c, c->batch->iov, c->batch->niov);
+	batch_empty(c->batch);
 	return rc;
 }
 
@@ -599,7 +603,7 @@ void fy_chan_send_error(struct fy_chan *c, uint32_t type, uint32_t seq,
 
 	/* Records still batched would only delay the news. */
 	if (c->batch)
-		c->batch->nrec = c->batch->niov = 0, c->batch->bytes = 0;
+		batch_empty(c->batch);
 	snprintf(e.message, sizeof(e.message), "%s", msg);
 	fy_buf_reset(&c->in);
 	if (!fy_error_encode(&c->in, &e))
