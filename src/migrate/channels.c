@@ -31,6 +31,18 @@
 #include "proto/proto.h"
 #include "transport/transport.h"
 
+/* Wait on @cv (default clock) for at most @ms. */
+static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *lock, long ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += ms * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	pthread_cond_timedwait(cv, lock, &until);
+}
+
 /* ------------------------------------------------------------------ */
 /* source                                                              */
 
@@ -350,15 +362,7 @@ int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
 	/* The workers take the chunks themselves; this thread only reports
 	 * progress (callbacks belong to it) until they are done. */
 	while (have_work(p) || p->active) {
-		struct timespec until;
-
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += FY_POOL_TICK_MS * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&p->idle, &p->lock, &until);
+		cond_wait_ms(&p->idle, &p->lock, FY_POOL_TICK_MS);
 		pthread_mutex_unlock(&p->lock);
 		fy_session_progress(s);
 		pthread_mutex_lock(&p->lock);
@@ -699,15 +703,7 @@ static const struct rx_chan *broken(const struct fy_recv_pool *p)
 /* Sleep until a connection reports progress, or a tick. Locked. */
 static void wait_tick(struct fy_recv_pool *p)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += FY_TICK_MS * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_cond_timedwait(&p->cv, &p->lock, &ts);
+	cond_wait_ms(&p->cv, &p->lock, FY_TICK_MS);
 }
 
 /**
