@@ -53,33 +53,38 @@ static bool have_work(const struct fy_send_pool *p)
 }
 
 /*
- * Take the next chunk, those of a broken connection first, else the next
- * one of the pass: the pass's ranges, read through one shared cursor, are
- * the work queue. Locked.
+ * The next piece of the pass, those of a broken connection first: the
+ * pass's ranges, read through one shared cursor, are the work queue.
+ * Locked.
  */
-static bool take(struct fy_send_pool *p, struct fy_job *job)
+static bool take_one(struct fy_send_pool *p, struct fy_range *r)
 {
-	struct fy_range r;
-
 	if (p->redo_left) {
-		if (fy_ranges_next_chunk(&p->redo, &p->redo_at, p->chunk, &r)) {
-			*job = (struct fy_job){ &p->s->regions[r.region],
-						r.region, r.offset, r.length };
-			p->redo_left -= r.length < p->redo_left ? r.length
-								 : p->redo_left;
+		if (fy_ranges_next_chunk(&p->redo, &p->redo_at, p->chunk, r)) {
+			p->redo_left -= r->length < p->redo_left ? r->length
+								  : p->redo_left;
 			return true;
 		}
 		p->redo_left = 0; /* cannot happen: the walk ends with it */
 	}
 	if (!p->ranges)
 		return false;
-	if (!fy_ranges_next_chunk(p->ranges, &p->at, p->chunk, &r)) {
+	if (!fy_ranges_next_chunk(p->ranges, &p->at, p->chunk, r)) {
 		p->ranges = NULL; /* the pass is all taken */
 		return false;
 	}
-	*job = (struct fy_job){ &p->s->regions[r.region], r.region, r.offset,
-				r.length };
 	return true;
+}
+
+/* Take pieces up to a chunk's worth (a whole chunk is one). Locked. */
+static bool take(struct fy_send_pool *p, struct fy_job *job)
+{
+	job->n = 0;
+	job->bytes = 0;
+	while (job->n < FY_JOB_PIECES && job->bytes < p->chunk &&
+	       take_one(p, &job->piece[job->n]))
+		job->bytes += job->piece[job->n++].length;
+	return job->n > 0;
 }
 
 /*
@@ -173,7 +178,6 @@ static void *send_worker(void *arg)
 	pthread_mutex_lock(&p->lock);
 	while (!me->dead) {
 		struct fy_job job;
-		bool sent = false;
 		int rc = 0;
 
 		while (!have_work(p) && !p->closing && !me->dead)
@@ -192,23 +196,28 @@ static void *send_worker(void *arg)
 		p->active++;
 		/* Noted before sending: a connection that breaks in the
 		 * middle of a record must have that chunk sent again. */
-		rc = fy_ranges_add(&me->taken, job.region, job.offset,
-				   job.length);
+		for (unsigned i = 0; i < job.n && !rc; i++)
+			rc = fy_ranges_add(&me->taken, job.piece[i].region,
+					   job.piece[i].offset,
+					   job.piece[i].length);
 		if (!rc) {
-			struct fy_mem_hdr m = { job.region, 0, job.offset,
-						job.length };
-
 			pthread_mutex_unlock(&p->lock);
-			rc = fy_chan_send_mem(ch, job.reg, &m, p->csum);
+			for (unsigned i = 0; i < job.n && !rc; i++) {
+				const struct fy_range *r = &job.piece[i];
+				struct fy_mem_hdr m = { r->region, 0, r->offset,
+							r->length };
+
+				rc = fy_chan_send_mem(ch, &p->s->regions[r->region],
+						      &m, p->csum);
+			}
 			pthread_mutex_lock(&p->lock);
-			sent = !rc;
 		}
 		if (rc)
 			send_failed(p, wa->idx, rc);
-		else if (sent && !me->dead) {
-			me->records++;
-			me->bytes += job.length;
-			fy_session_count_bytes(p->s, job.length);
+		else if (!me->dead) {
+			me->records += job.n;
+			me->bytes += job.bytes;
+			fy_session_count_bytes(p->s, job.bytes);
 		}
 		p->active--;
 		/* Nothing left to take: what was batched goes out now. */

@@ -15,11 +15,16 @@
 /* How long a new data connection may take to present JOIN. */
 #define FY_JOIN_WAIT_MS 5000
 
+/* Most pieces one connection takes at once: a pass of scattered pages is
+ * taken many pages per lock round trip, and they leave in one batch. */
+#define FY_JOB_PIECES 64
+
+/* A connection's next piece of work: one whole chunk, or up to a chunk's
+ * worth of smaller ranges. */
 struct fy_job {
-	const struct fy_region *reg;
-	uint32_t region;
-	uint64_t offset;
-	uint64_t length;
+	unsigned n;
+	uint64_t bytes;
+	struct fy_range piece[FY_JOB_PIECES];
 };
 
 struct fy_send_pool;
