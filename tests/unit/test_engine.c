@@ -48,6 +48,8 @@ struct fake_vm {
 	bool loaded;
 	char note[64];
 	uint64_t *log;		/* dirty log for FERRY_DIRTY_BITMAP, or NULL */
+	bool zeroing;		/* the writer also zeroes pages, in clusters */
+	atomic_ulong zeroed;	/* pages it zeroed */
 };
 
 static void *writer_main(void *arg)
@@ -71,6 +73,23 @@ static void *writer_main(void *arg)
 			size_t page = (size_t)(seed % (vm->size / PAGE));
 			uint64_t *p = (uint64_t *)(vm->mem + page * PAGE);
 
+			if (vm->zeroing && page + 8 <= vm->size / PAGE) {
+				/* A few neighbours, some freed to zero: small
+				 * ranges that mix zero and data pages. */
+				for (size_t k = 0; k < 1 + seed % 8; k++) {
+					uint64_t *q = p + k * (PAGE / 8);
+
+					if ((seed >> (8 + k)) & 1) {
+						memset(q, 0, PAGE);
+						atomic_fetch_add(&vm->zeroed, 1);
+					} else {
+						q[0]++;
+						q[1] = seed;
+					}
+				}
+				atomic_fetch_add(&vm->writes, 1);
+				continue;
+			}
 			p[0]++;
 			p[1] = seed;
 			if (vm->log)
@@ -416,6 +435,36 @@ static void test_four_connections_converge(void **state)
 	assert_int_equal(ss_st.connections, 4);
 	assert_int_equal(ds_st.connections, 4);
 	assert_true(ss_st.bytes >= MEM);
+	assert_memory_equal(src.mem, dst.mem, MEM);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
+/* Passes of small ranges that mix freed (zero) pages with data, over four
+ * connections: such records travel in batches with a zero map each, and
+ * the destination must clear pages it holds data for. */
+static void test_zeroed_pages_in_small_records(void **state)
+{
+	struct fake_vm src, dst;
+	struct recv_job j;
+
+	vm_init(&src, MEM, true, false);
+	src.zeroing = true;
+	atomic_store(&src.run_writer, true);
+	atomic_store(&src.writer_live, true);
+	pthread_create(&src.writer, NULL, writer_main, &src);
+	vm_init(&dst, MEM, false, false);
+	ferry_session *ss = session_conns(&src, 4, FERRY_CAP_ALL);
+	ferry_session *ds = session_conns(&dst, 1, FERRY_CAP_ALL);
+
+	usleep(20000);
+	recv_start(&j, ds, "zeroing");
+	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, 0);
+	assert_true(atomic_load(&src.zeroed) > 0);
 	assert_memory_equal(src.mem, dst.mem, MEM);
 	ferry_session_destroy(ss);
 	ferry_session_destroy(ds);
@@ -808,6 +857,7 @@ int main(void)
 		cmocka_unit_test(test_running_guest_converges),
 		cmocka_unit_test(test_vmm_bitmap_mode_converges),
 		cmocka_unit_test(test_four_connections_converge),
+		cmocka_unit_test(test_zeroed_pages_in_small_records),
 		cmocka_unit_test(test_extra_connections_declined),
 		cmocka_unit_test(test_zero_pages_and_codecs),
 		cmocka_unit_test(test_snapshot_and_restore),
