@@ -44,6 +44,8 @@ void fy_ranges_free(struct fy_ranges *r);
 void fy_ranges_clear(struct fy_ranges *r); /* keeps the allocation */
 int fy_ranges_add(struct fy_ranges *r, uint32_t region, uint64_t offset,
 		  uint64_t length); /* 0 or -ENOMEM */
+/* Append every range of @src. */
+int fy_ranges_add_all(struct fy_ranges *r, const struct fy_ranges *src); /* 0 or -ENOMEM */
 /*
  * A walk over a range list in chunks of at most @chunk bytes: start with a
  * zeroed cursor; each call fills @out with the next chunk and returns

@@ -160,6 +160,24 @@ int fy_ranges_add(struct fy_ranges *r, uint32_t region, uint64_t offset,
 }
 
 /**
+ * fy_ranges_add_all() - append every range of @src to @r (merging as
+ * fy_ranges_add() does).
+ *
+ * Return: 0, or -ENOMEM (@r then holds part of @src).
+ */
+int fy_ranges_add_all(struct fy_ranges *r, const struct fy_ranges *src)
+{
+	for (size_t i = 0; i < src->n; i++) {
+		const struct fy_range *x = &src->v[i];
+		int rc = fy_ranges_add(r, x->region, x->offset, x->length);
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/**
  * fy_ranges_all() - append every region whole, one range per region.
  * @r:        list
  * @regions:  region table

@@ -682,9 +682,10 @@ static int recv_runs(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
 		}
 		while (j < pages && !(map && zbit(c->zmap, j)))
 			j++;
-		/* Hash in pieces as they arrive, while they are in cache. */
+		/* Hashed, in pieces as they arrive, while they are in
+		 * cache; else the whole run in one read. */
 		for (size_t p = i; p < j;) {
-			size_t k = j - p < 64 ? j - p : 64;
+			size_t k = hash && j - p > 64 ? 64 : j - p;
 			uint8_t *at = dst + p * FY_PAGE_SIZE;
 			int rc = fy_chan_read_full(c, at, k * FY_PAGE_SIZE);
 

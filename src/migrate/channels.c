@@ -100,14 +100,10 @@ static int give_up(struct fy_send_pool *p, unsigned idx, int why,
 		   struct fy_ranges *again)
 {
 	struct fy_send_conn *c = &p->conn[idx];
+	int rc = fy_ranges_add_all(again, &c->taken);
 
-	for (size_t i = 0; i < c->taken.n; i++) {
-		const struct fy_range *r = &c->taken.v[i];
-		int rc = fy_ranges_add(again, r->region, r->offset, r->length);
-
-		if (rc)
-			return rc;
-	}
+	if (rc)
+		return rc;
 	c->dead = true;
 	c->why = why;
 	c->records = 0;

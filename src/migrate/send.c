@@ -381,14 +381,10 @@ static int collect_dirty(struct sender *x, bool keep)
 /* Move what broken connections took along into x->ranges. */
 static int take_carry(struct sender *x)
 {
-	for (size_t i = 0; i < x->carry.n; i++) {
-		const struct fy_range *r = &x->carry.v[i];
-		int rc = fy_ranges_add(&x->ranges, r->region, r->offset,
-				       r->length);
+	int rc = fy_ranges_add_all(&x->ranges, &x->carry);
 
-		if (rc)
-			return fy_session_fail(x->s, rc, "out of memory");
-	}
+	if (rc)
+		return fy_session_fail(x->s, rc, "out of memory");
 	fy_ranges_normalize(&x->ranges);
 	fy_ranges_clear(&x->carry);
 	return 0;

@@ -51,6 +51,30 @@ static void test_add_coalesces_contiguous(void **state)
 	fy_ranges_free(&r); /* twice is harmless */
 }
 
+/* Appending a list: the first range joins the last one where they touch,
+ * the rest keep their gaps, and the source is left as it was. */
+static void test_add_all_appends_a_list(void **state)
+{
+	struct fy_ranges r, src;
+
+	fy_ranges_init(&r);
+	fy_ranges_init(&src);
+	assert_int_equal(fy_ranges_add(&r, 0, 0, PG), 0);
+	assert_int_equal(fy_ranges_add(&src, 0, PG, PG), 0);
+	assert_int_equal(fy_ranges_add(&src, 0, 4 * PG, 2 * PG), 0);
+	assert_int_equal(fy_ranges_add(&src, 1, 0, PG), 0);
+	assert_int_equal(fy_ranges_add_all(&r, &src), 0);
+	assert_int_equal(r.n, 3);
+	assert_range(&r, 0, 0, 0, 2 * PG);
+	assert_range(&r, 1, 0, 4 * PG, 2 * PG);
+	assert_range(&r, 2, 1, 0, PG);
+	assert_int_equal(r.bytes, 5 * PG);
+	assert_int_equal(src.n, 3);
+	assert_int_equal(src.bytes, 4 * PG);
+	fy_ranges_free(&r);
+	fy_ranges_free(&src);
+}
+
 static void test_add_keeps_gaps(void **state)
 {
 	struct fy_ranges r;
@@ -413,6 +437,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_add_coalesces_contiguous),
+		cmocka_unit_test(test_add_all_appends_a_list),
 		cmocka_unit_test(test_add_keeps_gaps),
 		cmocka_unit_test(test_add_never_merges_across_regions),
 		cmocka_unit_test(test_add_many_and_clear),
