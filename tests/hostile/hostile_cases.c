@@ -278,6 +278,18 @@ static void b_pass_end_conns(struct fy_buf *b, uint32_t seq, uint32_t pass,
 	b_body_rec(b, FY_REC_PASS_END, seq, &body);
 }
 
+/* Send the next PASS_END of this pass with counts per connection. */
+static void put_pass_end_conns(struct ctx *c, const struct fy_pass_conn *e,
+			       uint32_t n)
+{
+	struct fy_buf b;
+
+	fy_buf_init(&b);
+	b_pass_end_conns(&b, ++c->seq, c->pass, e, n);
+	put_buf(c, &b);
+	fy_buf_free(&b);
+}
+
 /* In pass 1 with page 0 on the main connection and a joined data
  * connection that sent @npages pages at page 1 as one record. */
 static struct ctx *data_in_pass(struct ctx *c, uint64_t npages, uint64_t tag)
@@ -310,7 +322,6 @@ static void c_data_lost_in_pass(struct ctx *c)
 	struct fy_pass_ack ack;
 	struct ctx *d = data_in_pass(c, 1, 41);
 	uint8_t body[256];
-	struct fy_buf b;
 	size_t n;
 
 	if (!d)
@@ -318,10 +329,7 @@ static void c_data_lost_in_pass(struct ctx *c)
 	close(d->fd); /* one record arrived, the second never will */
 	d->fd = -1;
 	data_close(c, d);
-	fy_buf_init(&b);
-	b_pass_end_conns(&b, ++c->seq, c->pass, e, 2);
-	put_buf(c, &b);
-	fy_buf_free(&b);
+	put_pass_end_conns(c, e, 2);
 	if (!expect_ok(c, c->seq, body, sizeof(body), &n))
 		return;
 	CHECK(c, !fy_pass_ack_decode(body, n, &ack) && ack.nlost == 1 &&
@@ -341,7 +349,6 @@ static void c_data_unlisted_is_ended(struct ctx *c)
 	struct fy_pass_conn e[1] = { { 0, 1, PAGE } };
 	struct ctx *d = data_in_pass(c, 1, 42);
 	uint8_t body[256];
-	struct fy_buf b;
 	size_t n;
 
 	if (!d)
@@ -349,10 +356,7 @@ static void c_data_unlisted_is_ended(struct ctx *c)
 	/* Whether its record lands before the end is up to the scheduler. */
 	if (c->shadow)
 		c->dontcare[1] = true;
-	fy_buf_init(&b);
-	b_pass_end_conns(&b, ++c->seq, c->pass, e, 1);
-	put_buf(c, &b);
-	fy_buf_free(&b);
+	put_pass_end_conns(c, e, 1);
 	if (expect_ok(c, c->seq, body, sizeof(body), &n)) {
 		CHECK(c, n == 0, "the answer to PASS_END names lost connections");
 		if (expect_eof(d))

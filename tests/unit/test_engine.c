@@ -104,6 +104,14 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+/* Start the guest's vCPU: it writes pages until paused. */
+static void start_writer(struct fake_vm *vm)
+{
+	atomic_store(&vm->run_writer, true);
+	atomic_store(&vm->writer_live, true);
+	pthread_create(&vm->writer, NULL, writer_main, vm);
+}
+
 static void vm_init(struct fake_vm *vm, size_t size, bool fill, bool writer)
 {
 	memset(vm, 0, sizeof(*vm));
@@ -117,11 +125,8 @@ static void vm_init(struct fake_vm *vm, size_t size, bool fill, bool writer)
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);
 	vm->state_token = fill ? 0x1234abcdull : 0;
-	if (writer) {
-		atomic_store(&vm->run_writer, true);
-		atomic_store(&vm->writer_live, true);
-		pthread_create(&vm->writer, NULL, writer_main, vm);
-	}
+	if (writer)
+		start_writer(vm);
 }
 
 static void vm_free(struct fake_vm *vm)
@@ -311,21 +316,45 @@ static int send_verbose(ferry_session *s, const char *uri, int expect)
 	return rc;
 }
 
+/*
+ * Migrate @ss into @ds, expecting both sides to succeed; @dst's memory
+ * must then equal @src's. A running guest first gets a moment to dirty
+ * pages.
+ */
+static void migrate_equal(ferry_session *ss, ferry_session *ds,
+			  const char *tag, const struct fake_vm *src,
+			  const struct fake_vm *dst)
+{
+	struct recv_job j;
+
+	if (atomic_load(&src->writer_live))
+		usleep(20000);
+	recv_start(&j, ds, tag);
+	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, 0);
+	assert_memory_equal(src->mem, dst->mem, src->size);
+}
+
+static void end_pair(ferry_session *ss, ferry_session *ds,
+		     struct fake_vm *src, struct fake_vm *dst)
+{
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(src);
+	vm_free(dst);
+}
+
 static void test_idle_guest_migrates(void **state)
 {
 	struct fake_vm src, dst;
-	struct recv_job j;
 	struct ferry_stats st;
 
 	vm_init(&src, MEM, true, false);
 	vm_init(&dst, MEM, false, false);
 	ferry_session *ss = session_for(&src, 300), *ds = session_for(&dst, 300);
 
-	recv_start(&j, ds, "idle");
-	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
-	pthread_join(j.t, NULL);
-	assert_int_equal(j.rc, 0);
-	assert_memory_equal(src.mem, dst.mem, MEM);
+	migrate_equal(ss, ds, "idle", &src, &dst);
 	assert_true(dst.loaded);
 	assert_int_equal(dst.state_token, 0x1234abcdull);
 	assert_int_equal(dst.resumes, 1);
@@ -338,48 +367,33 @@ static void test_idle_guest_migrates(void **state)
 	assert_true(st.bytes >= MEM);
 	assert_string_equal(st.peer_note, "{\"verified\":true}");
 	assert_true(st.downtime_ms > 0);
-	ferry_session_destroy(ss);
-	ferry_session_destroy(ds);
-	vm_free(&src);
-	vm_free(&dst);
+	end_pair(ss, ds, &src, &dst);
 }
 
 static void test_running_guest_converges(void **state)
 {
 	struct fake_vm src, dst;
-	struct recv_job j;
 
 	vm_init(&src, MEM, true, true);
 	vm_init(&dst, MEM, false, false);
 	ferry_session *ss = session_for(&src, 50), *ds = session_for(&dst, 50);
 
-	usleep(20000);
-	recv_start(&j, ds, "dirty");
-	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
-	pthread_join(j.t, NULL);
-	assert_int_equal(j.rc, 0);
-	assert_true(atomic_load(&src.writes) > 0);
-	/* The source's writer is parked since the pause: the images must be
+	/* The source's writer is parked since the pause: the images are
 	 * identical, including pages written during precopy. */
-	assert_memory_equal(src.mem, dst.mem, MEM);
-	ferry_session_destroy(ss);
-	ferry_session_destroy(ds);
-	vm_free(&src);
-	vm_free(&dst);
+	migrate_equal(ss, ds, "dirty", &src, &dst);
+	assert_true(atomic_load(&src.writes) > 0);
+	end_pair(ss, ds, &src, &dst);
 }
 
 static void test_vmm_bitmap_mode_converges(void **state)
 {
 	struct fake_vm src, dst;
-	struct recv_job j;
 	struct ferry_config cfg;
 	ferry_session *ss, *ds;
 
 	vm_init(&src, MEM, true, false);
 	src.log = calloc(MEM / PAGE / 64, sizeof(uint64_t));
-	atomic_store(&src.run_writer, true);
-	atomic_store(&src.writer_live, true);
-	pthread_create(&src.writer, NULL, writer_main, &src);
+	start_writer(&src);
 	vm_init(&dst, MEM, false, false);
 	base_config(&cfg, &src);
 	cfg.ops = &ops_bitmap;
@@ -388,18 +402,10 @@ static void test_vmm_bitmap_mode_converges(void **state)
 	ss = session_with(&src, &cfg);
 	ds = session_for(&dst, 50);
 
-	usleep(20000);
-	recv_start(&j, ds, "bitmap");
-	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
-	pthread_join(j.t, NULL);
-	assert_int_equal(j.rc, 0);
+	migrate_equal(ss, ds, "bitmap", &src, &dst);
 	assert_true(atomic_load(&src.writes) > 0);
-	assert_memory_equal(src.mem, dst.mem, MEM);
-	ferry_session_destroy(ss);
-	ferry_session_destroy(ds);
-	vm_free(&src);
+	end_pair(ss, ds, &src, &dst);
 	free(src.log);
-	vm_free(&dst);
 }
 
 static ferry_session *session_conns(struct fake_vm *vm, uint32_t conns,
@@ -417,7 +423,6 @@ static ferry_session *session_conns(struct fake_vm *vm, uint32_t conns,
 static void test_four_connections_converge(void **state)
 {
 	struct fake_vm src, dst;
-	struct recv_job j;
 	struct ferry_stats ss_st, ds_st;
 
 	vm_init(&src, MEM, true, true);
@@ -425,21 +430,13 @@ static void test_four_connections_converge(void **state)
 	ferry_session *ss = session_conns(&src, 4, FERRY_CAP_ALL);
 	ferry_session *ds = session_conns(&dst, 1, FERRY_CAP_ALL);
 
-	usleep(20000);
-	recv_start(&j, ds, "conns");
-	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
-	pthread_join(j.t, NULL);
-	assert_int_equal(j.rc, 0);
+	migrate_equal(ss, ds, "conns", &src, &dst);
 	ferry_session_stats(ss, &ss_st);
 	ferry_session_stats(ds, &ds_st);
 	assert_int_equal(ss_st.connections, 4);
 	assert_int_equal(ds_st.connections, 4);
 	assert_true(ss_st.bytes >= MEM);
-	assert_memory_equal(src.mem, dst.mem, MEM);
-	ferry_session_destroy(ss);
-	ferry_session_destroy(ds);
-	vm_free(&src);
-	vm_free(&dst);
+	end_pair(ss, ds, &src, &dst);
 }
 
 /* Passes of small ranges that mix freed (zero) pages with data, over four
@@ -448,28 +445,17 @@ static void test_four_connections_converge(void **state)
 static void test_zeroed_pages_in_small_records(void **state)
 {
 	struct fake_vm src, dst;
-	struct recv_job j;
 
 	vm_init(&src, MEM, true, false);
 	src.zeroing = true;
-	atomic_store(&src.run_writer, true);
-	atomic_store(&src.writer_live, true);
-	pthread_create(&src.writer, NULL, writer_main, &src);
+	start_writer(&src);
 	vm_init(&dst, MEM, false, false);
 	ferry_session *ss = session_conns(&src, 4, FERRY_CAP_ALL);
 	ferry_session *ds = session_conns(&dst, 1, FERRY_CAP_ALL);
 
-	usleep(20000);
-	recv_start(&j, ds, "zeroing");
-	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
-	pthread_join(j.t, NULL);
-	assert_int_equal(j.rc, 0);
+	migrate_equal(ss, ds, "zeroing", &src, &dst);
 	assert_true(atomic_load(&src.zeroed) > 0);
-	assert_memory_equal(src.mem, dst.mem, MEM);
-	ferry_session_destroy(ss);
-	ferry_session_destroy(ds);
-	vm_free(&src);
-	vm_free(&dst);
+	end_pair(ss, ds, &src, &dst);
 }
 
 /* A destination that does not offer extra connections: the source says
@@ -477,7 +463,6 @@ static void test_zeroed_pages_in_small_records(void **state)
 static void test_extra_connections_declined(void **state)
 {
 	struct fake_vm src, dst;
-	struct recv_job j;
 	struct ferry_stats st;
 
 	vm_init(&src, MEM, true, false);
@@ -485,18 +470,11 @@ static void test_extra_connections_declined(void **state)
 	ferry_session *ss = session_conns(&src, 4, FERRY_CAP_ALL);
 	ferry_session *ds = session_conns(&dst, 1, FERRY_CAP_DATA_CHECKSUM);
 
-	recv_start(&j, ds, "declined");
-	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
-	pthread_join(j.t, NULL);
-	assert_int_equal(j.rc, 0);
+	migrate_equal(ss, ds, "declined", &src, &dst);
 	ferry_session_stats(ss, &st);
 	assert_int_equal(st.connections, 1);
 	assert_int_equal(st.capabilities, FERRY_CAP_DATA_CHECKSUM);
-	assert_memory_equal(src.mem, dst.mem, MEM);
-	ferry_session_destroy(ss);
-	ferry_session_destroy(ds);
-	vm_free(&src);
-	vm_free(&dst);
+	end_pair(ss, ds, &src, &dst);
 }
 
 /* A third of the pages zero, a third text-like, a third random; the
@@ -527,7 +505,6 @@ static void fill_mixed(struct fake_vm *src, struct fake_vm *dst)
 static void migrate_mixed(enum ferry_compress codec, uint64_t *wire)
 {
 	struct fake_vm src, dst;
-	struct recv_job j;
 	struct ferry_config cfg;
 	struct ferry_stats st;
 	ferry_session *ss, *ds;
@@ -539,18 +516,11 @@ static void migrate_mixed(enum ferry_compress codec, uint64_t *wire)
 	cfg.compress = codec;
 	ss = session_with(&src, &cfg);
 	ds = session_for(&dst, 300);
-	recv_start(&j, ds, "mixed");
-	assert_int_equal(send_verbose(ss, j.uri, 0), 0);
-	pthread_join(j.t, NULL);
-	assert_int_equal(j.rc, 0);
-	assert_memory_equal(src.mem, dst.mem, MEM);
+	migrate_equal(ss, ds, "mixed", &src, &dst);
 	ferry_session_stats(ss, &st);
 	assert_true(st.bytes >= MEM); /* guest bytes covered */
 	*wire = st.wire_bytes;
-	ferry_session_destroy(ss);
-	ferry_session_destroy(ds);
-	vm_free(&src);
-	vm_free(&dst);
+	end_pair(ss, ds, &src, &dst);
 }
 
 static void test_zero_pages_and_codecs(void **state)
