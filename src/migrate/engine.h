@@ -83,12 +83,6 @@ struct fy_chan {
 	struct fy_batch *batch;
 };
 
-/* Chunks in flight per connection that a config asks for. */
-static inline uint32_t fy_window(const struct ferry_config *cfg)
-{
-	return cfg->window ? cfg->window : FY_DEFAULT_WINDOW;
-}
-
 /* Bytes one memory record of @chunk page bytes takes on the wire at most:
  * headers, a full zero map, padding and trailer. */
 static inline size_t fy_chunk_wire_size(uint32_t chunk)

@@ -441,7 +441,7 @@ static int serve(struct receiver *x)
  */
 static void size_rcvbuf(ferry_session *s, int lfd)
 {
-	size_t want = (size_t)fy_window(&s->cfg) *
+	size_t want = (size_t)s->cfg.window *
 		      fy_chunk_wire_size(s->cfg.chunk_bytes);
 
 	if (want > fy_transport_rcvbuf_ceiling())

@@ -467,7 +467,7 @@ static int set_encoding(struct sender *x, struct fy_chan *c)
 static void size_window(struct sender *x, int fd, unsigned idx)
 {
 	ferry_session *s = x->s;
-	size_t want = (size_t)fy_window(&s->cfg) *
+	size_t want = (size_t)s->cfg.window *
 		      fy_chunk_wire_size(s->cfg.chunk_bytes);
 	int got = fy_transport_set_buffer(fd, true, want);
 	char name[80];
@@ -478,7 +478,7 @@ static void size_window(struct sender *x, int fd, unsigned idx)
 			       idx, name, ferry_strerror(got));
 	else
 		fy_session_log(s, 2, "connection %u from %s: send buffer %zu KiB for a window of %u chunks (kernel: %d KiB)",
-			       idx, name, want >> 10, fy_window(&s->cfg),
+			       idx, name, want >> 10, s->cfg.window,
 			       got >> 10);
 }
 
