@@ -36,6 +36,23 @@ static const uint8_t zero_pad[8];
 #define FY_RBUF_AFTER_BULK 256
 
 /*
+ * Wake-ups. A reader blocked in recvmsg() is woken, by default, by every
+ * segment that arrives: on loopback that is every 64 KiB, and between two
+ * processes each wake-up is a cross-CPU interrupt and a switch of address
+ * space. While a large read waits for page data, the socket's low-water
+ * mark (SO_RCVLOWAT) holds the wake-up back until this much has arrived;
+ * for the small reads between it is lowered again.
+ *
+ * The mark is at most half of what the read still needs. A recvmsg()
+ * that took part of what it needs and waits for the rest is woken only
+ * once a whole mark's worth more has arrived, and it waits only while it
+ * has taken less than the mark: so with a mark of up to half, what is
+ * still to come always reaches the mark, and a read never waits for
+ * bytes the peer has no reason to send yet.
+ */
+#define FY_RCVLOWAT_BULK (256 * 1024)
+
+/*
  * Batches. Small memory records (a dirty page or a few) are gathered and
  * handed to the socket several per sendmsg(): a pass of scattered 4 KiB
  * pages otherwise costs a system call per page on the sender and a
@@ -267,6 +284,22 @@ int fy_chan_write_all(struct fy_chan *c, struct iovec *iov, int n)
 	return rc ? rc : write_iov(c, iov, n);
 }
 
+/* Set the socket's low-water mark for a read that still needs @n bytes
+ * (see FY_RCVLOWAT_BULK); a system call only when the mark must change. */
+static void set_lowat(struct fy_chan *c, size_t n)
+{
+	int want = n < FY_RBUF_BULK ? 0
+		   : n / 2 < FY_RCVLOWAT_BULK ? (int)(n / 2) : FY_RCVLOWAT_BULK;
+	int v = want ? want : 1;
+
+	/* Above half of @n the read could stall; a mark merely lower than
+	 * it could be costs a few more wake-ups. */
+	if (c->lowat <= (int)(n / 2) && !(want && want >= 2 * c->lowat))
+		return;
+	if (!setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)))
+		c->lowat = want;
+}
+
 /* Read exactly @n bytes, or fail; @limit_ms bounds silence from the peer.
  * What was read ahead goes first, then the socket, asked for a little more
  * each time (see FY_RBUF_SIZE). */
@@ -293,6 +326,8 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
 			continue;
 		}
 		c->rpos = c->rlen = 0;
+		if (!c->is_file)
+			set_lowat(c, n);
 		r = c->is_file ? readv(c->fd, iov, 2) : recvmsg(c->fd, &mh, 0);
 
 		if (r == 0)
