@@ -288,13 +288,17 @@ int fy_chan_write_all(struct fy_chan *c, struct iovec *iov, int n)
  * (see FY_RCVLOWAT_BULK); a system call only when the mark must change. */
 static void set_lowat(struct fy_chan *c, size_t n)
 {
+	size_t half = n / 2;
 	int want = n < FY_RBUF_BULK ? 0
-		   : n / 2 < FY_RCVLOWAT_BULK ? (int)(n / 2) : FY_RCVLOWAT_BULK;
+		   : half < FY_RCVLOWAT_BULK ? (int)half : FY_RCVLOWAT_BULK;
 	int v = want ? want : 1;
-
 	/* Above half of @n the read could stall; a mark merely lower than
-	 * it could be costs a few more wake-ups. */
-	if (c->lowat <= (int)(n / 2) && !(want && want >= 2 * c->lowat))
+	 * it could be costs only a few more wake-ups, so it is raised only
+	 * when that doubles it. */
+	bool too_high = (size_t)c->lowat > half;
+	bool worth_raising = want && want >= 2 * c->lowat;
+
+	if (!too_high && !worth_raising)
 		return;
 	if (!setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)))
 		c->lowat = want;
@@ -567,8 +571,7 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 		return fy_chan_write_all(c, iov, n);
 	c->batch->nrec++;
 	c->batch->niov += n;
-	c->batch->bytes += sizeof(meta->head) + (zeros ? 8 : 0) + payload +
-			   pad + FY_REC_TRAILER_SIZE;
+	c->batch->bytes += FY_REC_HDR_SIZE + body + pad + FY_REC_TRAILER_SIZE;
 	return c->batch->bytes >= FY_BATCH_BYTES ? fy_chan_flush(c) : 0;
 }
 
