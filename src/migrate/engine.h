@@ -79,7 +79,6 @@ struct fy_chan {
 	/* Read ahead: bytes received past what a read asked for. */
 	uint8_t *rbuf;
 	uint32_t rpos, rlen;
-	bool bulk_records; /* the record being read carries page data in bulk */
 	int lowat;	/* receiver: SO_RCVLOWAT as last set (0: the default, 1) */
 	/* Sender: small memory records not handed to the socket yet. */
 	struct fy_batch *batch;
