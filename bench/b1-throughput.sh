@@ -16,6 +16,13 @@
 # best ferry configuration >= 4x the best QEMU one. One more ferry run with
 # verification (4 connections) must verify.
 #
+# TCP congestion control: ferry runs with its automatic choice (the
+# system's default, except that a pacing algorithm such as BBR gives way to
+# cubic on a connection within the host) and rawcopy with the algorithm
+# that choice gives, so the ceiling moves bytes under the same rules;
+# TCP_CC=NAME runs both with NAME. QEMU has no such setting and runs under
+# the system's default. The table shows the algorithm of every row.
+#
 # usage: bench/b1-throughput.sh [--quick] [--build DIR] [--runs N] [--out DIR]
 #   full: 5 rounds of 2048 MiB; --quick: 2 rounds of 512 MiB.
 #   QEMU_PEER=0 leaves QEMU out (reported as skipped); FERRY_BACKEND=memfd
@@ -35,6 +42,14 @@ if [ -z "${QEMU_PEER:-}" ]; then
 	[ -x "$shared_peer" ] && QEMU_PEER=$shared_peer
 fi
 RAW=$BUILD/bench/rawcopy
+SYS_CC=$(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown)
+if [ -n "${TCP_CC:-}" ]; then
+	FERRY_CC=(--congestion-control "$TCP_CC")
+	RAW_CC=$TCP_CC
+else
+	FERRY_CC=()
+	case $SYS_CC in bbr*) RAW_CC=cubic ;; *) RAW_CC=$SYS_CC ;; esac
+fi
 need_memory $((MIB * 2 + 512))
 if [ "$QEMU_PEER" != 0 ]; then
 	[ -x "$QEMU_PEER" ] || die "$QEMU_PEER is missing (QEMU_PEER=0 skips QEMU)"
@@ -43,13 +58,16 @@ if [ "$QEMU_PEER" != 0 ]; then
 	fi
 fi
 
-echo "[b1] $ROUNDS rounds of $MIB MiB: rawcopy, ferry ($BACKEND) and QEMU, interleaved" >&2
+echo "[b1] $ROUNDS rounds of $MIB MiB: rawcopy, ferry ($BACKEND) and QEMU, interleaved; congestion control: system default $SYS_CC, ferry ${TCP_CC:-automatic}, rawcopy $RAW_CC" >&2
 for round in $(seq 1 "$ROUNDS"); do
 	for n in 1 2 4; do
-		measure "ceiling-$n" "$round" "$RAW" --size "$MIB" --sockets "$n" --backing thp
-		measure "ceiling2-$n" "$round" "$RAW" --size "$MIB" --sockets "$n" --backing thp --processes 2
+		measure "ceiling-$n" "$round" "$RAW" --size "$MIB" --sockets "$n" --backing thp \
+			--congestion-control "$RAW_CC"
+		measure "ceiling2-$n" "$round" "$RAW" --size "$MIB" --sockets "$n" --backing thp \
+			--processes 2 --congestion-control "$RAW_CC"
 		measure "ferry-$n" "$round" "$FERRY" demo --json --memory "${MIB}M" \
-			--workload fill --memory-backend "$BACKEND" --no-verify --connections "$n"
+			--workload fill --memory-backend "$BACKEND" --no-verify --connections "$n" \
+			${FERRY_CC[@]+"${FERRY_CC[@]}"}
 	done
 	if [ "$QEMU_PEER" != 0 ]; then
 		for ch in 1 4; do
@@ -59,5 +77,5 @@ for round in $(seq 1 "$ROUNDS"); do
 	fi
 done
 measure verified 1 "$FERRY" demo --json --memory "${MIB}M" --workload fill \
-	--memory-backend "$BACKEND" --connections 4
-report "$MIB" "$BACKEND"
+	--memory-backend "$BACKEND" --connections 4 ${FERRY_CC[@]+"${FERRY_CC[@]}"}
+report "$MIB" "$BACKEND" "$SYS_CC"

@@ -13,13 +13,19 @@
  * crosses address spaces, and the two ends' threads share the CPUs as two
  * VMM processes on one machine do. The comparison is then of a checksum.
  *
+ * --congestion-control NAME sets the sockets' TCP congestion control (both
+ * ends); without it they keep the system's default. The one in use is
+ * reported, so a comparison can show both sides ran under the same.
+ *
  * usage: rawcopy [--size MiB] [--sockets N] [--backing anon|thp|memfd]
- *                [--processes 1|2]
+ *                [--processes 1|2] [--congestion-control NAME]
  * prints one JSON line: {"tool":"rawcopy","bytes":..,"sockets":..,
- *   "processes":..,"backing":..,"ms":..,"mb_per_s":..}
+ *   "processes":..,"backing":..,"congestion_control":..,"ms":..,
+ *   "mb_per_s":..}
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -101,7 +107,17 @@ static void *receiver(void *arg)
 	return NULL;
 }
 
-static void connect_pair(int lfd, struct sockaddr_in *sa, int *s, int *r)
+static void set_cc(int fd, const char *cc)
+{
+	if (cc && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, strlen(cc))) {
+		fprintf(stderr, "rawcopy: congestion control '%s': %s\n", cc,
+			strerror(errno));
+		exit(1);
+	}
+}
+
+static void connect_pair(int lfd, struct sockaddr_in *sa, int *s, int *r,
+			 const char *cc)
 {
 	*s = socket(AF_INET, SOCK_STREAM, 0);
 	if (*s < 0 || connect(*s, (struct sockaddr *)sa, sizeof(*sa)) < 0) {
@@ -113,11 +129,13 @@ static void connect_pair(int lfd, struct sockaddr_in *sa, int *s, int *r)
 		perror("rawcopy: accept");
 		exit(1);
 	}
+	set_cc(*s, cc);
+	set_cc(*r, cc);
 }
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: rawcopy [--size MiB] [--sockets N (1-64)] [--backing anon|thp|memfd] [--processes 1|2]\n");
+	fprintf(stderr, "usage: rawcopy [--size MiB] [--sockets N (1-64)] [--backing anon|thp|memfd] [--processes 1|2] [--congestion-control NAME]\n");
 	return 2;
 }
 
@@ -256,7 +274,9 @@ static double run_two(struct part *parts, size_t n, size_t size, size_t per,
 int main(int argc, char **argv)
 {
 	size_t mib = 2048, n = 1, procs = 1;
-	const char *backing = "memfd";
+	const char *backing = "memfd", *cc = NULL;
+	char used[16] = "";
+	socklen_t ul = sizeof(used) - 1;
 
 	for (int i = 1; i < argc; i += 2) {
 		if (i + 1 == argc)
@@ -269,6 +289,8 @@ int main(int argc, char **argv)
 			backing = argv[i + 1];
 		else if (!strcmp(argv[i], "--processes"))
 			procs = strtoul(argv[i + 1], NULL, 0);
+		else if (!strcmp(argv[i], "--congestion-control"))
+			cc = argv[i + 1];
 		else
 			return usage();
 	}
@@ -309,12 +331,13 @@ int main(int argc, char **argv)
 		parts[i].src = a + i * per;
 		parts[i].dst = b + i * per;
 		parts[i].len = i + 1 == n ? size - i * per : per;
-		connect_pair(lfd, &sa, &parts[i].sfd, &parts[i].rfd);
+		connect_pair(lfd, &sa, &parts[i].sfd, &parts[i].rfd, cc);
 	}
+	getsockopt(parts[0].sfd, IPPROTO_TCP, TCP_CONGESTION, used, &ul);
 	double ms = procs == 2 ? run_two(parts, n, size, per, backing, a, b)
 			       : run_one(parts, n, size, a, b);
 
-	printf("{\"tool\":\"rawcopy\",\"bytes\":%zu,\"sockets\":%zu,\"processes\":%zu,\"backing\":\"%s\",\"ms\":%.1f,\"mb_per_s\":%.0f}\n",
-	       size, n, procs, backing, ms, size / ms / 1e3);
+	printf("{\"tool\":\"rawcopy\",\"bytes\":%zu,\"sockets\":%zu,\"processes\":%zu,\"backing\":\"%s\",\"congestion_control\":\"%s\",\"ms\":%.1f,\"mb_per_s\":%.0f}\n",
+	       size, n, procs, backing, used, ms, size / ms / 1e3);
 	return 0;
 }

@@ -118,10 +118,18 @@ def runs_ok(recs):
 
 # --- 1. throughput --------------------------------------------------------
 
-def b1(recs, mib, backend):
+def cc_of(rs):
+    """The TCP congestion control the runs report, joined if they differ."""
+    seen = sorted({x["r"]["congestion_control"] for x in rs
+                   if x["r"] and x["r"].get("congestion_control")})
+    return "/".join(seen) or "-"
+
+
+def b1(recs, mib, backend, sys_cc="unknown"):
     rounds = max((x["round"] for x in recs), default=0)
     print(f"\n== 1. Throughput: {mib} MiB incompressible guest over loopback, "
           f"{plural(rounds, 'round')} interleaved ==")
+    print(f"the system's default TCP congestion control: {sys_cc}")
     rows = []
     for n in (1, 2, 4):
         for what, label, ms in ((f"ceiling-{n}", "send/recv ceiling, THP", "ms"),
@@ -132,17 +140,19 @@ def b1(recs, mib, backend):
                 continue
             rs = of(recs, what)
             m, rg = spread(values(rs, "mb_per_s"))
-            rows.append([label, n, m, rg, num(med(values(rs, ms))), runs_ok(rs)])
+            rows.append([label, n, cc_of(rs), m, rg, num(med(values(rs, ms))),
+                         runs_ok(rs)])
     for ch in (1, 4):
         rs = of(recs, f"qemu-{ch}")
         if not rs:
             rows.append([f"QEMU, random RAM{', multifd' if ch > 1 else ''}", ch,
-                         "skipped", "", "", ""])
+                         "", "skipped", "", "", ""])
             continue
         m, rg = spread(values(rs, "mb_per_s"))
-        rows.append([f"QEMU, random RAM{', multifd' if ch > 1 else ''}", ch, m, rg,
-                     num(med(values(rs, "total_ms"))), runs_ok(rs)])
-    table(["what", "conns", "MB/s median", "range", "ms median", "ok"], rows)
+        rows.append([f"QEMU, random RAM{', multifd' if ch > 1 else ''}", ch,
+                     sys_cc, m, rg, num(med(values(rs, "total_ms"))), runs_ok(rs)])
+    table(["what", "conns", "tcp cc", "MB/s median", "range", "ms median", "ok"],
+          rows)
     print()
     rrows, all_met = [], True
     for n in (1, 2, 4):
@@ -170,6 +180,11 @@ def b1(recs, mib, backend):
         rrows.append([f"ferry best ({fbest[1]} conn) / QEMU best ({qbest[1]} ch)",
                       ratio(fbest[0], qbest[0]), ""])
     table(["ratio (of medians)", "value", "per round"], rrows)
+    for n in (1, 2, 4):
+        f, c = cc_of(of(recs, f"ferry-{n}")), cc_of(of(recs, f"ceiling-{n}"))
+        if f != c:
+            print(f"note: at {n} conn ferry ran under {f}, the ceiling under {c}: "
+                  f"not the same rules")
     target("ferry >= 0.85 x ceiling at 1, 2 and 4 connections", all_met)
     if qbest and qbest[0]:
         target("ferry best >= 4 x QEMU best", fbest[0] >= 4 * qbest[0])

@@ -121,6 +121,8 @@ struct ferry_stats {
 	uint32_t connections;	  /* data connections in use */
 	uint32_t throttle_pct;	  /* vCPU throttle now applied (auto-converge) */
 	uint32_t throttle_peak_pct; /* highest throttle of the session */
+	char congestion_control[16]; /* source: TCP congestion control of the
+					connections ("" for UNIX sockets) */
 };
 
 struct ferry_event {
@@ -240,6 +242,15 @@ struct ferry_config {
 	uint32_t throttle_initial_pct; /* first throttle, default 20 */
 	uint32_t throttle_step_pct;  /* added at each step, default 10 */
 	uint32_t throttle_max_pct;   /* ceiling, default 99 (at most 99) */
+	const char *congestion_control; /* source: TCP congestion control of
+					   every connection ("cubic", "bbr",
+					   ...; copied). NULL: automatic, a
+					   pacing algorithm (BBR) is replaced
+					   on connections within the host and
+					   the system's default kept
+					   elsewhere. A name the kernel
+					   refuses fails the migration before
+					   it starts. */
 };
 
 /**

@@ -45,6 +45,7 @@ enum {
 	CLI_OPT_WINDOW,
 	CLI_OPT_MAX_BW,
 	CLI_OPT_NO_AC,
+	CLI_OPT_CC,
 };
 
 extern const struct option cli_tuning_options[];

@@ -232,7 +232,12 @@ const char cli_tuning_usage[] =
 	"  --max-bandwidth MB/s     cap what the source sends (10^6 bytes/s, all\n"
 	"                           connections, every pass); default no cap\n"
 	"  --no-auto-converge       never throttle the vCPUs when passes stop\n"
-	"                           shrinking (default: throttle progressively)\n";
+	"                           shrinking (default: throttle progressively)\n"
+	"  --congestion-control CC  TCP congestion control of the source's\n"
+	"                           connections (cubic, bbr, reno, ...: see\n"
+	"                           net.ipv4.tcp_available_congestion_control);\n"
+	"                           default: the system's, except that a pacing\n"
+	"                           one (bbr) gives way to cubic within the host\n";
 
 const struct option cli_tuning_options[] = {
 	{ "downtime-ms", required_argument, NULL, 'd' },
@@ -244,6 +249,7 @@ const struct option cli_tuning_options[] = {
 	{ "window", required_argument, NULL, CLI_OPT_WINDOW },
 	{ "max-bandwidth", required_argument, NULL, CLI_OPT_MAX_BW },
 	{ "no-auto-converge", no_argument, NULL, CLI_OPT_NO_AC },
+	{ "congestion-control", required_argument, NULL, CLI_OPT_CC },
 	{ 0 },
 };
 
@@ -390,6 +396,11 @@ int cli_tuning_option(const char *cmd, int c, char **argv, json_object *args)
 	case CLI_OPT_NO_AC:
 		json_object_object_add(args, "auto_converge",
 				       json_object_new_boolean(false));
+		return 0;
+	case CLI_OPT_CC:
+		/* The source's VMM checks the name, its kernel decides. */
+		json_object_object_add(args, "congestion_control",
+				       json_object_new_string(val));
 		return 0;
 	}
 	return cli_option_error(cmd, c, argv);
@@ -803,6 +814,11 @@ void cli_print_report(FILE *out, struct json_object *report)
 	passes = get_num(report, "passes", 0);
 	fprintf(out, "moved         %s in %.0f pass%s, %.1f MB/s\n", bytes, passes,
 		passes == 1 ? "" : "es", get_num(report, "mb_per_s", 0));
+	if (get_str(report, "congestion_control", "")[0])
+		fprintf(out, "link          %.0f connection%s, TCP congestion "
+			"control %s\n", get_num(report, "connections", 1),
+			get_num(report, "connections", 1) == 1 ? "" : "s",
+			get_str(report, "congestion_control", ""));
 	if (get_num(report, "throttle_peak_pct", 0) > 0)
 		fprintf(out, "throttled     vCPUs held up to %.0f%% of the time "
 			"(auto-converge)\n", get_num(report, "throttle_peak_pct", 0));

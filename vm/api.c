@@ -138,6 +138,10 @@ static void add_link_fields(json_object *o, const struct ferry_stats *st)
 	json_object_object_add(o, "capabilities", caps_array(st->capabilities));
 	json_object_object_add(o, "throttle_pct", ju64(st->throttle_pct));
 	json_object_object_add(o, "throttle_peak_pct", ju64(st->throttle_peak_pct));
+	json_object_object_add(o, "congestion_control",
+			       st->congestion_control[0] ?
+				       json_object_new_string(st->congestion_control) :
+				       NULL);
 }
 
 static json_object *stats_json(const struct ferry_stats *st, const char *err)
@@ -607,7 +611,7 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 					     "dirty_mode", "connections", "compress",
 					     "compress_level", "record_stream",
 					     "window", "chunk_bytes", "max_bandwidth",
-					     "auto_converge" };
+					     "auto_converge", "congestion_control" };
 	json_object *uri;
 	unsigned i;
 
@@ -641,6 +645,19 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 			return -1;
 		}
 		a->record_stream = json_object_get_string(uri);
+	}
+	a->congestion_control = NULL;
+	if (json_object_object_get_ex(args, "congestion_control", &uri) && uri) {
+		if (!json_object_is_type(uri, json_type_string) ||
+		    !json_object_get_string_len(uri) ||
+		    json_object_get_string_len(uri) > 15 ||
+		    strspn(json_object_get_string(uri),
+			   "abcdefghijklmnopqrstuvwxyz0123456789_-") !=
+			    (size_t)json_object_get_string_len(uri)) {
+			snprintf(err, errlen, "'congestion_control' must be the name of a kernel algorithm, such as cubic");
+			return -1;
+		}
+		a->congestion_control = json_object_get_string(uri);
 	}
 	if (arg_int(args, "downtime_ms", 3600000, &a->downtime_ms, err, errlen) ||
 	    arg_int(args, "max_passes", 1000000, &a->max_passes, err, errlen) ||

@@ -606,6 +606,9 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 		cfg->max_bandwidth = (uint64_t)a->max_bandwidth;
 	if (a->auto_converge >= 0)
 		cfg->auto_converge = a->auto_converge;
+	snprintf(vm->mig.cc, sizeof(vm->mig.cc), "%s",
+		 a->congestion_control ? a->congestion_control : "");
+	cfg->congestion_control = vm->mig.cc[0] ? vm->mig.cc : NULL;
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", a->uri);
 }
 

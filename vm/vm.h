@@ -208,6 +208,7 @@ struct vm_mig {
 	char vmm_err[256];	   /* why our last callback failed */
 	double src_digest_ms;	   /* source: hashing RAM inside the pause */
 	char record[4096];	   /* source: --record-stream path, or "" */
+	char cc[16];		   /* source: congestion control, or "" */
 };
 
 struct vm_api;
@@ -229,6 +230,7 @@ struct vm_migrate_args {
 	int64_t chunk_bytes;	/* memory record size, or -1 */
 	int64_t max_bandwidth;	/* bytes per second, 0 = none, or -1 */
 	int auto_converge;	/* 0 or 1, or -1 */
+	const char *congestion_control; /* or NULL: automatic */
 };
 
 /* Why a command could not be carried out (maps to the API error class). */

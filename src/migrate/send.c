@@ -458,28 +458,46 @@ static int set_encoding(struct sender *x, struct fy_chan *c)
 }
 
 /*
- * The window made real: a data connection's send buffer holds the
- * window's chunks, so its sender blocks in sendmsg() once that many are in
- * flight, and waits for nothing else. The kernel stops growing a buffer
- * that was sized, so this (doubled for its bookkeeping) is also the most
- * it ever holds.
+ * Settings of a new connection (@idx 0 is the main one): the common ones,
+ * the congestion control, and the window made real: a data connection's
+ * send buffer holds the window's chunks, so its sender blocks in sendmsg()
+ * once that many are in flight, and waits for nothing else. The kernel
+ * stops growing a buffer that was sized, so this (doubled for its
+ * bookkeeping) is also the most it ever holds.
+ *
+ * Return: 0, or the kernel's refusal of the configured congestion control
+ * with the reason in @why.
  */
-static void size_window(struct sender *x, int fd, unsigned idx)
+static int setup_socket(struct sender *x, int fd, unsigned idx, char *why,
+			size_t len)
 {
 	ferry_session *s = x->s;
 	size_t want = (size_t)s->cfg.window *
 		      fy_chunk_wire_size(s->cfg.chunk_bytes);
-	int got = fy_transport_set_buffer(fd, true, want);
-	char name[80];
+	char name[80], cc[sizeof(s->stats.congestion_control)];
+	int got, rc;
 
+	fy_transport_tune(fd, FY_TICK_MS);
+	rc = fy_transport_congestion(fd, s->cfg.congestion_control, cc,
+				     sizeof(cc), why, len);
+	if (rc)
+		return rc;
+	if (idx == 0) {
+		pthread_mutex_lock(&s->lock);
+		memcpy(s->stats.congestion_control, cc, sizeof(cc));
+		pthread_mutex_unlock(&s->lock);
+	}
+	got = fy_transport_set_buffer(fd, true, want);
 	fy_transport_local_name(fd, name, sizeof(name));
 	if (got < 0)
 		fy_session_log(s, 2, "connection %u from %s: cannot size the send buffer: %s",
 			       idx, name, ferry_strerror(got));
 	else
-		fy_session_log(s, 2, "connection %u from %s: send buffer %zu KiB for a window of %u chunks (kernel: %d KiB)",
+		fy_session_log(s, 2, "connection %u from %s: send buffer %zu KiB for a window of %u chunks (kernel: %d KiB), congestion control %s%s",
 			       idx, name, want >> 10, s->cfg.window,
-			       got >> 10);
+			       got >> 10, cc[0] ? cc : "none (not TCP)",
+			       s->cfg.congestion_control ? "" : " (automatic)");
+	return 0;
 }
 
 /* Read the answer to JOIN on an extra connection, within a few seconds:
@@ -520,8 +538,11 @@ static int join_one(struct sender *x, const struct fy_uri *u, unsigned idx,
 	rc = fy_transport_connect(u, &fd, why, len);
 	if (rc)
 		return rc;
-	fy_transport_tune(fd, FY_TICK_MS);
-	size_window(x, fd, idx);
+	rc = setup_socket(x, fd, idx, why, len);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
 	rc = fy_chan_init(c, x->s, fd);
 	if (rc) {
 		fy_chan_close(c);
@@ -1003,11 +1024,21 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 		if (rc)
 			return rc;
 	} else {
+		rc = u->kind == FY_URI_TCP && x->s->cfg.congestion_control ?
+			     fy_transport_congestion_check(
+				     x->s->cfg.congestion_control, err,
+				     sizeof(err)) :
+			     0;
+		if (rc)
+			return fy_session_fail(x->s, rc, "%s", err);
 		rc = connect_patiently(x->s, u, &fd, err, sizeof(err));
 		if (rc)
 			return fy_session_fail(x->s, rc, "%s", err);
-		fy_transport_tune(fd, FY_TICK_MS);
-		size_window(x, fd, 0);
+		rc = setup_socket(x, fd, 0, err, sizeof(err));
+		if (rc) {
+			close(fd);
+			return fy_session_fail(x->s, rc, "%s", err);
+		}
 	}
 	rc = fy_chan_init(&x->ch, x->s, fd);
 	x->ch.is_file = x->to_file;

@@ -113,6 +113,16 @@ FERRY_API void ferry_config_init(struct ferry_config *cfg)
 	cfg->throttle_max_pct = 99;
 }
 
+/* A kernel congestion control name: 1 to 15 of [a-z0-9_-]. */
+static bool cc_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (!n || n >= sizeof(((ferry_session *)0)->cc_name))
+		return false;
+	return strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
 static int config_check(const struct ferry_config *cfg)
 {
 	const struct ferry_vmm_ops *o = cfg->ops;
@@ -137,6 +147,8 @@ static int config_check(const struct ferry_config *cfg)
 		return -EINVAL;
 	if (cfg->throttle_max_pct > 99 ||
 	    cfg->throttle_initial_pct > cfg->throttle_max_pct)
+		return -EINVAL;
+	if (cfg->congestion_control && !cc_name_ok(cfg->congestion_control))
 		return -EINVAL;
 	return 0;
 }
@@ -170,6 +182,11 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 		snprintf(s->record_path, sizeof(s->record_path), "%s",
 			 cfg->record_stream);
 		s->cfg.record_stream = s->record_path;
+	}
+	if (cfg->congestion_control) {
+		snprintf(s->cc_name, sizeof(s->cc_name), "%s",
+			 cfg->congestion_control);
+		s->cfg.congestion_control = s->cc_name;
 	}
 	pthread_mutex_init(&s->lock, NULL);
 	*out = s;

@@ -57,6 +57,28 @@ void fy_transport_tune(int fd, int tick_ms);
  */
 int fy_transport_set_buffer(int fd, bool send, size_t bytes);
 
+/*
+ * fy_transport_congestion() - choose @fd's TCP congestion control.
+ * @name: an algorithm the kernel offers ("cubic", "bbr", ...), or NULL
+ *	  for the automatic choice: on a loopback connection a window-based
+ *	  algorithm without pacing (see docs/design-notes.md), elsewhere the
+ *	  system's default, left as it is.
+ * @used: receives the algorithm the socket then uses ("" for UNIX sockets).
+ *
+ * Return: 0; or, for a @name the kernel refuses, a negative errno with
+ * the reason and what the host offers in @err. The automatic choice never
+ * fails: when the kernel refuses it, the default stays.
+ */
+int fy_transport_congestion(int fd, const char *name, char *used,
+			    size_t usedlen, char *err, size_t errlen);
+
+/*
+ * fy_transport_congestion_check() - would the kernel give a TCP socket
+ * the algorithm @name? Asked before connecting, so a refused name never
+ * reaches the peer. Return: 0, or a negative errno with the reason in @err.
+ */
+int fy_transport_congestion_check(const char *name, char *err, size_t errlen);
+
 /* "ADDR:PORT" of the socket's own end (logs); "unix" or "?" otherwise. */
 void fy_transport_local_name(int fd, char *buf, size_t len);
 

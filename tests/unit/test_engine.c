@@ -345,6 +345,35 @@ static void end_pair(ferry_session *ss, ferry_session *ds,
 	vm_free(dst);
 }
 
+/* The config takes kernel algorithm names only; over a UNIX socket, which
+ * has no congestion control, a named one is not applied and none is
+ * reported. */
+static void test_congestion_control_config(void **state)
+{
+	static const char *const bad[] = { "", "BBR", "cubic!", "a b",
+					   "sixteen-chars-xx" };
+	struct ferry_config cfg;
+	struct ferry_stats st;
+	struct fake_vm src, dst;
+	ferry_session *ss, *ds;
+
+	(void)state;
+	vm_init(&src, MEM, true, false);
+	vm_init(&dst, MEM, false, false);
+	base_config(&cfg, &src);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cfg.congestion_control = bad[i];
+		assert_int_equal(ferry_session_new(&cfg, &ss), -EINVAL);
+	}
+	cfg.congestion_control = "reno";
+	ss = session_with(&src, &cfg);
+	ds = session_for(&dst, 300);
+	migrate_equal(ss, ds, "cc", &src, &dst);
+	ferry_session_stats(ss, &st);
+	assert_string_equal(st.congestion_control, "");
+	end_pair(ss, ds, &src, &dst);
+}
+
 static void test_idle_guest_migrates(void **state)
 {
 	struct fake_vm src, dst;
@@ -824,6 +853,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_guest_migrates),
+		cmocka_unit_test(test_congestion_control_config),
 		cmocka_unit_test(test_running_guest_converges),
 		cmocka_unit_test(test_vmm_bitmap_mode_converges),
 		cmocka_unit_test(test_four_connections_converge),
