@@ -13,12 +13,17 @@
  * crosses address spaces, and the two ends' threads share the CPUs as two
  * VMM processes on one machine do. The comparison is then of a checksum.
  *
+ * --rcvlowat BYTES makes each receiving recv() wait for that many bytes
+ * (SO_RCVLOWAT, dropped for the tail), as ferry's receiver does, instead
+ * of waking for every arriving segment.
+ *
  * --congestion-control NAME sets the sockets' TCP congestion control (both
  * ends); without it they keep the system's default. The one in use is
  * reported, so a comparison can show both sides ran under the same.
  *
  * usage: rawcopy [--size MiB] [--sockets N] [--backing anon|thp|memfd]
  *                [--processes 1|2] [--congestion-control NAME]
+ *                [--rcvlowat BYTES]
  * prints one JSON line: {"tool":"rawcopy","bytes":..,"sockets":..,
  *   "processes":..,"backing":..,"congestion_control":..,"ms":..,
  *   "mb_per_s":..}
@@ -44,6 +49,7 @@ struct part {
 	uint8_t *src, *dst;
 	size_t len;
 	int sfd, rfd;
+	int lowat; /* SO_RCVLOWAT for the receiver, 0 = the kernel's 1 */
 };
 
 static double now_ms(void)
@@ -94,8 +100,21 @@ static void *sender(void *arg)
 static void *receiver(void *arg)
 {
 	struct part *p = arg;
+	int lowat = 0;
 
 	for (size_t off = 0; off < p->len;) {
+		size_t left = p->len - off;
+		/* The kernel wakes a reader when the mark is queued, not
+		 * counting what that reader already took: the tail would
+		 * wait for bytes that never come unless the mark is at most
+		 * half of what is left. */
+		int want = (size_t)p->lowat <= left / 2 ? p->lowat : 1;
+
+		if (want != lowat && p->lowat) {
+			setsockopt(p->rfd, SOL_SOCKET, SO_RCVLOWAT, &want,
+				   sizeof(want));
+			lowat = want;
+		}
 		ssize_t r = recv(p->rfd, p->dst + off, p->len - off, 0);
 
 		if (r <= 0) {
@@ -135,7 +154,7 @@ static void connect_pair(int lfd, struct sockaddr_in *sa, int *s, int *r,
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: rawcopy [--size MiB] [--sockets N (1-64)] [--backing anon|thp|memfd] [--processes 1|2] [--congestion-control NAME]\n");
+	fprintf(stderr, "usage: rawcopy [--size MiB] [--sockets N (1-64)] [--backing anon|thp|memfd] [--processes 1|2] [--congestion-control NAME] [--rcvlowat BYTES]\n");
 	return 2;
 }
 
@@ -273,7 +292,7 @@ static double run_two(struct part *parts, size_t n, size_t size, size_t per,
 
 int main(int argc, char **argv)
 {
-	size_t mib = 2048, n = 1, procs = 1;
+	size_t mib = 2048, n = 1, procs = 1, lowat = 0;
 	const char *backing = "memfd", *cc = NULL;
 	char used[16] = "";
 	socklen_t ul = sizeof(used) - 1;
@@ -289,12 +308,14 @@ int main(int argc, char **argv)
 			backing = argv[i + 1];
 		else if (!strcmp(argv[i], "--processes"))
 			procs = strtoul(argv[i + 1], NULL, 0);
+		else if (!strcmp(argv[i], "--rcvlowat"))
+			lowat = strtoul(argv[i + 1], NULL, 0);
 		else if (!strcmp(argv[i], "--congestion-control"))
 			cc = argv[i + 1];
 		else
 			return usage();
 	}
-	if (!mib || !n || n > 64 || (procs != 1 && procs != 2) ||
+	if (!mib || !n || n > 64 || lowat > (64u << 20) || (procs != 1 && procs != 2) ||
 	    (strcmp(backing, "anon") && strcmp(backing, "thp") &&
 	     strcmp(backing, "memfd")))
 		return usage();
@@ -331,13 +352,14 @@ int main(int argc, char **argv)
 		parts[i].src = a + i * per;
 		parts[i].dst = b + i * per;
 		parts[i].len = i + 1 == n ? size - i * per : per;
+		parts[i].lowat = (int)lowat;
 		connect_pair(lfd, &sa, &parts[i].sfd, &parts[i].rfd, cc);
 	}
 	getsockopt(parts[0].sfd, IPPROTO_TCP, TCP_CONGESTION, used, &ul);
 	double ms = procs == 2 ? run_two(parts, n, size, per, backing, a, b)
 			       : run_one(parts, n, size, a, b);
 
-	printf("{\"tool\":\"rawcopy\",\"bytes\":%zu,\"sockets\":%zu,\"processes\":%zu,\"backing\":\"%s\",\"congestion_control\":\"%s\",\"ms\":%.1f,\"mb_per_s\":%.0f}\n",
-	       size, n, procs, backing, used, ms, size / ms / 1e3);
+	printf("{\"tool\":\"rawcopy\",\"bytes\":%zu,\"sockets\":%zu,\"processes\":%zu,\"backing\":\"%s\",\"congestion_control\":\"%s\",\"rcvlowat\":%zu,\"ms\":%.1f,\"mb_per_s\":%.0f}\n",
+	       size, n, procs, backing, used, lowat, ms, size / ms / 1e3);
 	return 0;
 }

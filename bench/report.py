@@ -133,10 +133,12 @@ def b1(recs, mib, backend, sys_cc="unknown"):
     rows = []
     for n in (1, 2, 4):
         for what, label, ms in ((f"ceiling-{n}", "send/recv ceiling, THP", "ms"),
+                                (f"ceilinglw-{n}", "  same, 256 KiB receive mark",
+                                 "ms"),
                                 (f"ceiling2-{n}", "  same, two processes", "ms"),
                                 (f"ferry-{n}", f"ferry, fill guest, {backend}",
                                  "total_ms")):
-            if what.startswith("ceiling2") and not of(recs, what):
+            if what.startswith(("ceiling2", "ceilinglw")) and not of(recs, what):
                 continue
             rs = of(recs, what)
             m, rg = spread(values(rs, "mb_per_s"))
@@ -157,15 +159,18 @@ def b1(recs, mib, backend, sys_cc="unknown"):
     rrows, all_met = [], True
     for n in (1, 2, 4):
         f = med(values(of(recs, f"ferry-{n}"), "mb_per_s"))
-        c = med(values(of(recs, f"ceiling-{n}"), "mb_per_s"))
+        # The ceiling is the faster one-process variant, by median.
+        c, cw = max((med(values(of(recs, f"{w}-{n}"), "mb_per_s")) or 0, w)
+                    for w in ("ceiling", "ceilinglw"))
         per = []
         for rnd in range(1, rounds + 1):
             fv = values([x for x in of(recs, f"ferry-{n}") if x["round"] == rnd], "mb_per_s")
-            cv = values([x for x in of(recs, f"ceiling-{n}") if x["round"] == rnd], "mb_per_s")
+            cv = values([x for x in of(recs, f"{cw}-{n}") if x["round"] == rnd], "mb_per_s")
             if fv and cv:
                 per.append(fv[0] / cv[0])
         all_met &= bool(f and c and f / c >= 0.85)
-        rrows.append([f"ferry / ceiling, {n} conn", ratio(f, c),
+        which = "receive mark" if cw == "ceilinglw" else "per segment"
+        rrows.append([f"ferry / ceiling ({which}), {n} conn", ratio(f, c),
                       f"{min(per):.2f}-{max(per):.2f}" if per else "-"])
         c2 = med(values(of(recs, f"ceiling2-{n}"), "mb_per_s"))
         if c2:
@@ -185,7 +190,7 @@ def b1(recs, mib, backend, sys_cc="unknown"):
         if f != c:
             print(f"note: at {n} conn ferry ran under {f}, the ceiling under {c}: "
                   f"not the same rules")
-    target("ferry >= 0.85 x ceiling at 1, 2 and 4 connections", all_met)
+    target("ferry >= 0.85 x the faster ceiling at 1, 2 and 4 connections", all_met)
     if qbest and qbest[0]:
         target("ferry best >= 4 x QEMU best", fbest[0] >= 4 * qbest[0])
     else:

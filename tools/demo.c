@@ -34,7 +34,7 @@
 
 #include <json-c/json.h>
 
-#define READY_TIMEOUT_MS 10000	   /* both API sockets answer (+2 s/GiB) */
+#define READY_TIMEOUT_MS 10000	   /* both API sockets answer (+5 s/GiB) */
 #define SETTLE_EXTRA_MS 500	   /* running time after the guest settled */
 #define DST_RUN_MS 300		   /* destination runs before the check */
 #define VERIFY_TIMEOUT_MS 5000	   /* destination publishes its verdict */
@@ -474,8 +474,11 @@ static int demo_sleep(struct demo *d, int ms, char *err, size_t errlen)
 static int connect_vm(struct demo *d, struct vm_proc *vm, const char *role,
 		      char *err, size_t errlen)
 {
-	/* ferry-vm allocates and touches guest RAM before it listens. */
-	int timeout = READY_TIMEOUT_MS + (int)(d->o.memory >> 30) * 2000;
+	/* ferry-vm allocates and touches guest RAM before it listens. On
+	 * this virtualised machine, memory another process just freed took
+	 * over 3 s/GiB to touch again; the wait only matters for a VM that
+	 * hangs, since one that dies is noticed at once. */
+	int timeout = READY_TIMEOUT_MS + (int)(d->o.memory >> 30) * 5000;
 	int64_t deadline = now_ms() + timeout;
 	char cerr[300] = "";
 	int ret;
