@@ -60,9 +60,9 @@ int fy_transport_set_buffer(int fd, bool send, size_t bytes);
 /*
  * fy_transport_congestion() - choose @fd's TCP congestion control.
  * @name: an algorithm the kernel offers ("cubic", "bbr", ...), or NULL
- *	  for the automatic choice: on a loopback connection a window-based
- *	  algorithm without pacing (see docs/design-notes.md), elsewhere the
- *	  system's default, left as it is.
+ *	  for the automatic choice: the system's default, except that a
+ *	  pacing one (BBR) gives way to cubic, or reno, on a connection
+ *	  within the host (see docs/design-notes.md).
  * @used: receives the algorithm the socket then uses ("" for UNIX sockets).
  *
  * Return: 0; or, for a @name the kernel refuses, a negative errno with
