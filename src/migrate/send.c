@@ -459,29 +459,23 @@ static int set_encoding(struct sender *x, struct fy_chan *c)
 
 /*
  * Settings of a new connection (@idx 0 is the main one): the common ones,
- * the congestion control, and the window made real: a data connection's
- * send buffer holds the window's chunks, so its sender blocks in sendmsg()
- * once that many are in flight, and waits for nothing else. The kernel
- * stops growing a buffer that was sized, so this (doubled for its
- * bookkeeping) is also the most it ever holds.
- *
- * Return: 0, or the kernel's refusal of the configured congestion control
- * with the reason in @why.
+ * the automatic congestion control (a configured one was set before it
+ * connected), and the window made real: a data connection's send buffer
+ * holds the window's chunks, so its sender blocks in sendmsg() once that
+ * many are in flight, and waits for nothing else. The kernel stops growing
+ * a buffer that was sized, so this (doubled for its bookkeeping) is also
+ * the most it ever holds.
  */
-static int setup_socket(struct sender *x, int fd, unsigned idx, char *why,
-			size_t len)
+static void setup_socket(struct sender *x, int fd, unsigned idx)
 {
 	ferry_session *s = x->s;
 	size_t want = (size_t)s->cfg.window *
 		      fy_chunk_wire_size(s->cfg.chunk_bytes);
 	char name[80], cc[sizeof(s->stats.congestion_control)];
-	int got, rc;
+	int got;
 
 	fy_transport_tune(fd, FY_TICK_MS);
-	rc = fy_transport_congestion(fd, s->cfg.congestion_control, cc,
-				     sizeof(cc), why, len);
-	if (rc)
-		return rc;
+	fy_transport_congestion(fd, !s->cfg.congestion_control, cc, sizeof(cc));
 	if (idx == 0) {
 		pthread_mutex_lock(&s->lock);
 		memcpy(s->stats.congestion_control, cc, sizeof(cc));
@@ -497,7 +491,6 @@ static int setup_socket(struct sender *x, int fd, unsigned idx, char *why,
 			       idx, name, want >> 10, s->cfg.window,
 			       got >> 10, cc[0] ? cc : "none (not TCP)",
 			       s->cfg.congestion_control ? "" : " (automatic)");
-	return 0;
 }
 
 /* Read the answer to JOIN on an extra connection, within a few seconds:
@@ -535,14 +528,11 @@ static int join_one(struct sender *x, const struct fy_uri *u, unsigned idx,
 	struct fy_buf b;
 	int fd, rc;
 
-	rc = fy_transport_connect(u, &fd, why, len);
+	rc = fy_transport_connect(u, x->s->cfg.congestion_control, &fd, why,
+				  len);
 	if (rc)
 		return rc;
-	rc = setup_socket(x, fd, idx, why, len);
-	if (rc) {
-		close(fd);
-		return rc;
-	}
+	setup_socket(x, fd, idx);
 	rc = fy_chan_init(c, x->s, fd);
 	if (rc) {
 		fy_chan_close(c);
@@ -984,7 +974,8 @@ static int connect_patiently(ferry_session *s, const struct fy_uri *u, int *fd,
 	int rc;
 
 	for (;;) {
-		rc = fy_transport_connect(u, fd, err, errlen);
+		rc = fy_transport_connect(u, s->cfg.congestion_control, fd, err,
+					  errlen);
 		if ((rc != -ECONNREFUSED && rc != -ENOENT) ||
 		    fy_now_ns() > until)
 			return rc;
@@ -1024,21 +1015,10 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 		if (rc)
 			return rc;
 	} else {
-		rc = u->kind == FY_URI_TCP && x->s->cfg.congestion_control ?
-			     fy_transport_congestion_check(
-				     x->s->cfg.congestion_control, err,
-				     sizeof(err)) :
-			     0;
-		if (rc)
-			return fy_session_fail(x->s, rc, "%s", err);
 		rc = connect_patiently(x->s, u, &fd, err, sizeof(err));
 		if (rc)
 			return fy_session_fail(x->s, rc, "%s", err);
-		rc = setup_socket(x, fd, 0, err, sizeof(err));
-		if (rc) {
-			close(fd);
-			return fy_session_fail(x->s, rc, "%s", err);
-		}
+		setup_socket(x, fd, 0);
 	}
 	rc = fy_chan_init(&x->ch, x->s, fd);
 	x->ch.is_file = x->to_file;

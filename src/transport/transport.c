@@ -118,11 +118,108 @@ static int tcp_resolve(const struct fy_uri *u, int passive,
 	return 0;
 }
 
+#ifndef TCP_CA_NAME_MAX
+#define TCP_CA_NAME_MAX 16
+#endif
+
+/* One line of /proc/sys/net/ipv4/ for an error message: "?" if unread. */
+static void read_sysctl(const char *name, char *buf, size_t len)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/%s", name);
+	snprintf(buf, len, "?");
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	if (fgets(buf, (int)len, f))
+		buf[strcspn(buf, "\n")] = 0;
+	fclose(f);
+}
+
+/* Both ends on this host: a loopback peer, or a peer at our own address
+ * (the kernel carries that over the loopback device too). */
+static bool peer_is_local(int fd)
+{
+	struct sockaddr_storage me, peer;
+	socklen_t ml = sizeof(me), pl = sizeof(peer);
+
+	if (getsockname(fd, (struct sockaddr *)&me, &ml) ||
+	    getpeername(fd, (struct sockaddr *)&peer, &pl))
+		return false;
+	if (peer.ss_family == AF_INET) {
+		const struct sockaddr_in *p = (const void *)&peer;
+		const struct sockaddr_in *m = (const void *)&me;
+
+		return (ntohl(p->sin_addr.s_addr) >> 24) == 127 ||
+		       p->sin_addr.s_addr == m->sin_addr.s_addr;
+	}
+	if (peer.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *p = (const void *)&peer;
+		const struct sockaddr_in6 *m = (const void *)&me;
+
+		return IN6_IS_ADDR_LOOPBACK(&p->sin6_addr) ||
+		       (IN6_IS_ADDR_V4MAPPED(&p->sin6_addr) &&
+			p->sin6_addr.s6_addr[12] == 127) ||
+		       !memcmp(&p->sin6_addr, &m->sin6_addr,
+			       sizeof(p->sin6_addr));
+	}
+	return false;
+}
+
+static int set_cc(int fd, const char *name)
+{
+	return setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name,
+			  (socklen_t)strlen(name)) ? -errno : 0;
+}
+
+/* The algorithm @fd uses, into @buf (TCP_CA_NAME_MAX + 1 bytes). */
+static int get_cc(int fd, char *buf)
+{
+	socklen_t len = TCP_CA_NAME_MAX;
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, buf, &len))
+		return -errno;
+	buf[len < TCP_CA_NAME_MAX ? len : TCP_CA_NAME_MAX] = 0;
+	return 0;
+}
+
+/* Set @name or say why the kernel refused it. */
+static int set_named_cc(int fd, const char *name, char *err, size_t errlen)
+{
+	char offered[256];
+	int rc = set_cc(fd, name);
+
+	if (rc == -ENOENT) {
+		read_sysctl("tcp_available_congestion_control", offered,
+			    sizeof(offered));
+		snprintf(err, errlen,
+			 "congestion control '%s' is not available on this host (it offers: %s)",
+			 name, offered);
+		return -EINVAL;
+	}
+	if (rc == -EPERM) {
+		read_sysctl("tcp_allowed_congestion_control", offered,
+			    sizeof(offered));
+		snprintf(err, errlen,
+			 "congestion control '%s' is not allowed for this process (net.ipv4.tcp_allowed_congestion_control: %s)",
+			 name, offered);
+		return rc;
+	}
+	if (rc)
+		snprintf(err, errlen, "cannot set congestion control '%s': %s",
+			 name, strerror(-rc));
+	return rc;
+}
+
 /**
- * fy_transport_connect() - open a connection to @u.
+ * fy_transport_connect() - open a connection to @u, a TCP one with the
+ * congestion control @cc (set before connecting, so a name the kernel
+ * refuses never reaches the peer).
  */
-int fy_transport_connect(const struct fy_uri *u, int *fd, char *err,
-			 size_t errlen)
+int fy_transport_connect(const struct fy_uri *u, const char *cc, int *fd,
+			 char *err, size_t errlen)
 {
 	int s, rc;
 
@@ -156,6 +253,14 @@ int fy_transport_connect(const struct fy_uri *u, int *fd, char *err,
 		if (s < 0) {
 			rc = -errno;
 			continue;
+		}
+		if (cc) {
+			rc = set_named_cc(s, cc, err, errlen);
+			if (rc) {
+				close(s);
+				freeaddrinfo(res);
+				return rc;
+			}
 		}
 		if (connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
 			freeaddrinfo(res);
@@ -327,118 +432,9 @@ void fy_transport_local_name(int fd, char *buf, size_t len)
 		 host, port);
 }
 
-#ifndef TCP_CA_NAME_MAX
-#define TCP_CA_NAME_MAX 16
-#endif
-
-/* One line of /proc/sys/net/ipv4/ for an error message: "?" if unread. */
-static void read_sysctl(const char *name, char *buf, size_t len)
-{
-	char path[128];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/%s", name);
-	snprintf(buf, len, "?");
-	f = fopen(path, "re");
-	if (!f)
-		return;
-	if (fgets(buf, (int)len, f))
-		buf[strcspn(buf, "\n")] = 0;
-	fclose(f);
-}
-
-/* Both ends on this host: a loopback peer, or a peer at our own address
- * (the kernel carries that over the loopback device too). */
-static bool peer_is_local(int fd)
-{
-	struct sockaddr_storage me, peer;
-	socklen_t ml = sizeof(me), pl = sizeof(peer);
-
-	if (getsockname(fd, (struct sockaddr *)&me, &ml) ||
-	    getpeername(fd, (struct sockaddr *)&peer, &pl))
-		return false;
-	if (peer.ss_family == AF_INET) {
-		const struct sockaddr_in *p = (const void *)&peer;
-		const struct sockaddr_in *m = (const void *)&me;
-
-		return (ntohl(p->sin_addr.s_addr) >> 24) == 127 ||
-		       p->sin_addr.s_addr == m->sin_addr.s_addr;
-	}
-	if (peer.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *p = (const void *)&peer;
-		const struct sockaddr_in6 *m = (const void *)&me;
-
-		return IN6_IS_ADDR_LOOPBACK(&p->sin6_addr) ||
-		       (IN6_IS_ADDR_V4MAPPED(&p->sin6_addr) &&
-			p->sin6_addr.s6_addr[12] == 127) ||
-		       !memcmp(&p->sin6_addr, &m->sin6_addr,
-			       sizeof(p->sin6_addr));
-	}
-	return false;
-}
-
-static int set_cc(int fd, const char *name)
-{
-	return setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name,
-			  (socklen_t)strlen(name)) ? -errno : 0;
-}
-
-/* The algorithm @fd uses, into @buf (TCP_CA_NAME_MAX + 1 bytes). */
-static int get_cc(int fd, char *buf)
-{
-	socklen_t len = TCP_CA_NAME_MAX;
-
-	if (getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, buf, &len))
-		return -errno;
-	buf[len < TCP_CA_NAME_MAX ? len : TCP_CA_NAME_MAX] = 0;
-	return 0;
-}
-
-/* Set @name or say why the kernel refused it. */
-static int set_named_cc(int fd, const char *name, char *err, size_t errlen)
-{
-	char offered[256];
-	int rc = set_cc(fd, name);
-
-	if (rc == -ENOENT) {
-		read_sysctl("tcp_available_congestion_control", offered,
-			    sizeof(offered));
-		snprintf(err, errlen,
-			 "congestion control '%s' is not available on this host (it offers: %s)",
-			 name, offered);
-		return -EINVAL;
-	}
-	if (rc == -EPERM) {
-		read_sysctl("tcp_allowed_congestion_control", offered,
-			    sizeof(offered));
-		snprintf(err, errlen,
-			 "congestion control '%s' is not allowed for this process (net.ipv4.tcp_allowed_congestion_control: %s)",
-			 name, offered);
-		return rc;
-	}
-	if (rc)
-		snprintf(err, errlen, "cannot set congestion control '%s': %s",
-			 name, strerror(-rc));
-	return rc;
-}
-
 /**
- * fy_transport_congestion_check() - try @name on a TCP socket of our own.
- */
-int fy_transport_congestion_check(const char *name, char *err, size_t errlen)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), rc;
-
-	if (fd < 0)
-		return 0; /* no IPv4 here: the real socket will tell */
-	rc = set_named_cc(fd, name, err, errlen);
-	close(fd);
-	return rc;
-}
-
-/**
- * fy_transport_congestion() - set (or choose) a TCP socket's congestion
- * control and report the one in use.
+ * fy_transport_congestion() - the automatic choice of a connected TCP
+ * socket's congestion control, and the one it uses.
  *
  * BBR, the default on some hosts, paces every segment with a timer to the
  * bandwidth it estimates; on a connection within the host there is no
@@ -446,27 +442,22 @@ int fy_transport_congestion_check(const char *name, char *err, size_t errlen)
  * here. The automatic choice therefore replaces a pacing algorithm with
  * cubic (reno where cubic is not allowed) on local connections only.
  */
-int fy_transport_congestion(int fd, const char *name, char *used,
-			    size_t usedlen, char *err, size_t errlen)
+void fy_transport_congestion(int fd, bool automatic, char *used,
+			     size_t usedlen)
 {
 	char cur[TCP_CA_NAME_MAX + 1];
-	int rc;
 
 	snprintf(used, usedlen, "%s", "");
 	if (get_cc(fd, cur))
-		return 0; /* not TCP: nothing to choose */
-	if (name) {
-		rc = set_named_cc(fd, name, err, errlen);
-		if (rc)
-			return rc;
-	} else if (!strncmp(cur, "bbr", 3) && peer_is_local(fd)) {
+		return; /* not TCP: nothing to choose */
+	if (automatic && !strncmp(cur, "bbr", 3) && peer_is_local(fd)) {
 		/* Refused both: the default stays. */
 		if (set_cc(fd, "cubic"))
 			set_cc(fd, "reno");
+		if (get_cc(fd, cur))
+			return;
 	}
-	if (!get_cc(fd, cur))
-		snprintf(used, usedlen, "%s", cur);
-	return 0;
+	snprintf(used, usedlen, "%s", cur);
 }
 
 /**

@@ -29,9 +29,12 @@ struct fy_uri {
  * -EINVAL with a reason in @err. */
 int fy_uri_parse(const char *s, struct fy_uri *u, char *err, size_t errlen);
 
-/* Connect; *fd is a blocking socket. 0 or negative errno with @err set. */
-int fy_transport_connect(const struct fy_uri *u, int *fd, char *err,
-			 size_t errlen);
+/* Connect; *fd is a blocking socket. A TCP socket gets the congestion
+ * control @cc (NULL: the system's default) before it connects; a name the
+ * kernel refuses is an error that says what it offers. 0 or negative errno
+ * with @err set. */
+int fy_transport_connect(const struct fy_uri *u, const char *cc, int *fd,
+			 char *err, size_t errlen);
 
 /* Listen (a stale UNIX socket file is replaced). */
 int fy_transport_listen(const struct fy_uri *u, int *fd, char *err,
@@ -58,26 +61,15 @@ void fy_transport_tune(int fd, int tick_ms);
 int fy_transport_set_buffer(int fd, bool send, size_t bytes);
 
 /*
- * fy_transport_congestion() - choose @fd's TCP congestion control.
- * @name: an algorithm the kernel offers ("cubic", "bbr", ...), or NULL
- *	  for the automatic choice: the system's default, except that a
- *	  pacing one (BBR) gives way to cubic, or reno, on a connection
- *	  within the host (see docs/design-notes.md).
- * @used: receives the algorithm the socket then uses ("" for UNIX sockets).
- *
- * Return: 0; or, for a @name the kernel refuses, a negative errno with
- * the reason and what the host offers in @err. The automatic choice never
- * fails: when the kernel refuses it, the default stays.
+ * fy_transport_congestion() - the congestion control of a connected socket:
+ * with @automatic (no name was configured), the system's default, except
+ * that a pacing one (BBR) gives way to cubic, or reno, on a connection
+ * within the host (see docs/design-notes.md); never fails, the default
+ * stays if the kernel refuses. @used receives the algorithm the socket
+ * then uses ("" for UNIX sockets).
  */
-int fy_transport_congestion(int fd, const char *name, char *used,
-			    size_t usedlen, char *err, size_t errlen);
-
-/*
- * fy_transport_congestion_check() - would the kernel give a TCP socket
- * the algorithm @name? Asked before connecting, so a refused name never
- * reaches the peer. Return: 0, or a negative errno with the reason in @err.
- */
-int fy_transport_congestion_check(const char *name, char *err, size_t errlen);
+void fy_transport_congestion(int fd, bool automatic, char *used,
+			     size_t usedlen);
 
 /* "ADDR:PORT" of the socket's own end (logs); "unix" or "?" otherwise. */
 void fy_transport_local_name(int fd, char *buf, size_t len);

@@ -54,7 +54,7 @@ bool peer_connect(struct ctx *c)
 		return false;
 	}
 	for (;;) {
-		rc = fy_transport_connect(&u, &c->fd, err, sizeof(err));
+		rc = fy_transport_connect(&u, NULL, &c->fd, err, sizeof(err));
 		if (!rc)
 			return true;
 		if ((rc != -ECONNREFUSED && rc != -ENOENT &&
