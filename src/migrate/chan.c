@@ -29,15 +29,19 @@ static const uint8_t zero_pad[8];
  * small records) come from memory rather than from a system call each.
  * After a large read (page data, received straight into guest memory)
  * only a little is read ahead: enough for the trailer and the next
- * headers, without copying much of the next payload twice. The small
- * reads between two large ones still read fully ahead: with 1 MiB records
- * over four connections 1 % of the page data goes through the buffer
- * that way, a second copy too small to be worth a rule that must also
- * serve records whose pages alternate with zero pages.
+ * headers, without copying much of the next payload twice. A read is
+ * large by what it asks for as a whole, so the last pieces of one do not
+ * read ahead fully either; and the first small read after a large one
+ * reads ahead only what the headers of a memory record need, since what
+ * follows them is most likely the next record's pages. (With 1 MiB
+ * records over one connection, 5.5 % of the page data went through this
+ * buffer before both rules; now 0.1 %.) Small reads after that read
+ * fully ahead again.
  */
 #define FY_RBUF_SIZE (64 * 1024)
 #define FY_RBUF_BULK (16 * 1024)	/* a read this large is "large" */
 #define FY_RBUF_AFTER_BULK 256
+#define FY_RBUF_AFTER_HEADERS 1024 /* headers, a full zero map, a trailer */
 
 /*
  * Wake-ups. A reader blocked in recvmsg() is woken, by default, by every
@@ -314,12 +318,16 @@ static void set_lowat(struct fy_chan *c, size_t n)
 static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
 {
 	uint8_t *p = buf;
+	bool bulk = n >= FY_RBUF_BULK;
 
 	while (n) {
 		size_t have = c->rlen - c->rpos;
+		size_t ahead = bulk ? FY_RBUF_AFTER_BULK
+			       : c->after_bulk ? FY_RBUF_AFTER_HEADERS
+					       : FY_RBUF_SIZE;
 		struct iovec iov[2] = {
 			{ p, n },
-			{ c->rbuf, n < FY_RBUF_BULK ? FY_RBUF_SIZE : FY_RBUF_AFTER_BULK },
+			{ c->rbuf, ahead },
 		};
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
 		ssize_t r;
@@ -354,6 +362,7 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
 		}
 		c->last_rx_ns = fy_now_ns();
 		c->wire_bytes += (uint64_t)r;
+		c->after_bulk = bulk;
 		if ((size_t)r > n) {
 			c->rlen = (uint32_t)((size_t)r - n);
 			r = (ssize_t)n;

@@ -80,6 +80,7 @@ struct fy_chan {
 	/* Read ahead: bytes received past what a read asked for. */
 	uint8_t *rbuf;
 	uint32_t rpos, rlen;
+	bool after_bulk; /* the last read from the socket was a large one */
 	int lowat;	/* receiver: SO_RCVLOWAT as last set (0: the default, 1) */
 	/* Sender: small memory records not handed to the socket yet. */
 	struct fy_batch *batch;
