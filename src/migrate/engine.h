@@ -84,6 +84,11 @@ struct fy_chan {
 	int lowat;	/* receiver: SO_RCVLOWAT as last set (0: the default, 1) */
 	/* Sender: small memory records not handed to the socket yet. */
 	struct fy_batch *batch;
+	/* Sender: large runs of guest pages are spliced to the socket, by
+	 * reference, through this pipe (opened on first use, else -1) while
+	 * splice is set, unless the kernel refused once (splice_failed). */
+	int pipe[2];
+	bool splice, splice_failed;
 };
 
 /* Bytes one memory record of @chunk page bytes takes on the wire at most:

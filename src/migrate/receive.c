@@ -368,7 +368,11 @@ static int serve(struct receiver *x)
 		struct fy_rec_hdr h;
 		struct fy_recv_step st;
 
-		rc = fy_chan_recv_hdr(&x->ch, &h, FY_IDLE_TIMEOUT_MS);
+		/* A cancel is seen between records, not only once the
+		 * stream goes quiet. */
+		rc = fy_cancelled(x->s)
+			     ? FERRY_ECANCELED
+			     : fy_chan_recv_hdr(&x->ch, &h, FY_IDLE_TIMEOUT_MS);
 		if (rc) {
 			int prc = fy_recv_pool_error(&x->pool, x->err,
 						     sizeof(x->err));
@@ -384,7 +388,9 @@ static int serve(struct receiver *x)
 				 rc == -EBADMSG || rc == -EMSGSIZE
 					 ? "malformed record header"
 					 : ferry_strerror(rc));
-			if (rc == -EBADMSG || rc == -EMSGSIZE)
+			/* Tell the source why, unless the connection went. */
+			if (rc == -EBADMSG || rc == -EMSGSIZE ||
+			    rc == FERRY_ECANCELED)
 				respond_error(x, 0, rc, x->err);
 			break;
 		}

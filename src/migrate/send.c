@@ -1143,6 +1143,8 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	/* A recording holds one connection's bytes: keep it complete. */
 	if (!rc && !x.to_file && !s->cfg.record_stream)
 		rc = open_extra(&x, &u);
+	/* Over one connection the pages go by reference (see chan.c). */
+	x.ch.splice = !x.to_file && !x.nextra;
 	if (!rc && !x.to_file)
 		rc = start_tracking(&x);
 	if (!rc && x.tracking)

@@ -6,9 +6,12 @@
  * notice: the destination's memory and state equal the source's at pause,
  * failures resume the source, the destination survives garbage.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -849,6 +852,71 @@ static void test_garbage_then_real_migration(void **state)
 	vm_free(&dst);
 }
 
+/* The destination's receiving thread, in its first progress event during
+ * memory: it stops reading for a while, so that the source fills the
+ * connection and blocks handing it pages, then cancels its session. */
+static ferry_session *stalled_dst;
+static atomic_bool stalled;
+
+static void stall_then_cancel(void *opaque, const struct ferry_event *ev)
+{
+	(void)opaque;
+	if (ev->kind != FERRY_EVENT_PROGRESS || ev->stats->bytes < (1u << 20) ||
+	    atomic_exchange(&stalled, true))
+		return;
+	usleep(300000);
+	ferry_session_cancel(stalled_dst);
+}
+
+/*
+ * Over one connection the source hands large runs of pages to the socket
+ * by reference with splice(), which raises SIGPIPE when the peer has gone
+ * (it has no MSG_NOSIGNAL). A VMM that leaves SIGPIPE at its default must
+ * not be killed by a destination that goes away mid-pass: the migration
+ * fails, the guest runs on, and no SIGPIPE is left pending.
+ */
+static void test_destination_gone_while_splicing(void **state)
+{
+	struct fake_vm src, dst;
+	struct ferry_config cfg;
+	struct recv_job j = { 0 };
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	sigset_t pending;
+	int fd, rc;
+
+	signal(SIGPIPE, SIG_DFL);
+	vm_init(&src, MEM, true, true);
+	vm_init(&dst, MEM, false, false);
+	base_config(&cfg, &dst);
+	cfg.on_event = stall_then_cancel;
+	cfg.progress_ms = 1;
+	ferry_session *ss = session_for(&src, 300), *ds = session_with(&dst, &cfg);
+
+	/* TCP: a UNIX socket takes spliced pages without waiting. */
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	close(fd);
+	snprintf(j.uri, sizeof(j.uri), "tcp:127.0.0.1:%u", ntohs(sa.sin_port));
+	j.s = ds;
+	stalled_dst = ds;
+	pthread_create(&j.t, NULL, recv_main, &j);
+	rc = send_verbose(ss, j.uri, FERRY_EPEER);
+	pthread_join(j.t, NULL);
+	assert_true(atomic_load(&stalled));
+	assert_true(rc < 0);
+	assert_int_equal(j.rc, FERRY_ECANCELED);
+	assert_int_equal(src.pauses, src.resumes);
+	assert_true(atomic_load(&src.run_writer));
+	assert_int_equal(dst.resumes, 0);
+	assert_int_equal(sigpending(&pending), 0);
+	assert_false(sigismember(&pending, SIGPIPE));
+	signal(SIGPIPE, SIG_IGN);
+	end_pair(ss, ds, &src, &dst);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -867,6 +935,7 @@ int main(void)
 		cmocka_unit_test(test_refused_release_reacquires),
 		cmocka_unit_test(test_cancel_resumes_source),
 		cmocka_unit_test(test_garbage_then_real_migration),
+		cmocka_unit_test(test_destination_gone_while_splicing),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
