@@ -286,6 +286,28 @@ static int write_prepare(struct fy_chan *c, const struct iovec *iov, int n)
 	return 0;
 }
 
+/*
+ * What a write that returned @w means: 1 when it wrote (counted, and the
+ * idle clock restarts at @since), 0 to try again (interrupted, or no room
+ * yet and the peer not overdue), else the error.
+ */
+static int wrote(struct fy_chan *c, ssize_t w, uint64_t *since)
+{
+	int rc;
+
+	if (w >= 0) {
+		*since = fy_now_ns();
+		c->wire_bytes += (uint64_t)w;
+		return 1;
+	}
+	if (errno == EINTR)
+		return 0;
+	if (errno != EAGAIN && errno != EWOULDBLOCK)
+		return -errno;
+	rc = tick(c, *since, FY_IDLE_TIMEOUT_MS);
+	return rc < 0 ? rc : 0;
+}
+
 /* Copy every byte of @iov (which it consumes) to the connection; @more:
  * more of the record follows (MSG_MORE). */
 static int send_iov(struct fy_chan *c, struct iovec *iov, int n, bool more)
@@ -298,18 +320,11 @@ static int send_iov(struct fy_chan *c, struct iovec *iov, int n, bool more)
 		ssize_t w = c->is_file ? writev(c->fd, iov, n)
 				       : sendmsg(c->fd, &mh, flags);
 
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				return -errno;
-			rc = tick(c, since, FY_IDLE_TIMEOUT_MS);
-			if (rc)
-				return rc;
+		rc = wrote(c, w, &since);
+		if (rc < 0)
+			return rc;
+		if (!rc)
 			continue;
-		}
-		since = fy_now_ns();
-		c->wire_bytes += (uint64_t)w;
 		while (n > 0 && (size_t)w >= iov->iov_len) {
 			w -= (ssize_t)iov->iov_len;
 			iov++;
@@ -331,28 +346,21 @@ static int write_iov(struct fy_chan *c, struct iovec *iov, int n)
 	return rc ? rc : send_iov(c, iov, n, false);
 }
 
-/* Move @len bytes from the pipe to the socket. */
-static int pipe_drain(struct fy_chan *c, size_t len, bool more, size_t *sent)
+/* Move @len bytes from the pipe to the socket (the record's trailer
+ * follows); @sent counts what the socket took. */
+static int pipe_drain(struct fy_chan *c, size_t len, size_t *sent)
 {
 	uint64_t since = fy_now_ns();
-	unsigned flags = more ? SPLICE_F_MORE : 0;
 
 	while (len) {
-		ssize_t w = splice(c->pipe[0], NULL, c->fd, NULL, len, flags);
-		int rc;
+		ssize_t w = splice(c->pipe[0], NULL, c->fd, NULL, len,
+				   SPLICE_F_MORE);
+		int rc = wrote(c, w, &since);
 
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				return -errno;
-			rc = tick(c, since, FY_IDLE_TIMEOUT_MS);
-			if (rc)
-				return rc;
+		if (rc < 0)
+			return rc;
+		if (!rc)
 			continue;
-		}
-		since = fy_now_ns();
-		c->wire_bytes += (uint64_t)w;
 		*sent += (size_t)w;
 		len -= (size_t)w;
 	}
@@ -396,7 +404,7 @@ static int splice_pages(struct fy_chan *c, struct iovec *iov, int n)
 			c->splice_failed = true; /* the pipe is still empty */
 			continue;
 		}
-		rc = pipe_drain(c, (size_t)v, true, &sent);
+		rc = pipe_drain(c, (size_t)v, &sent);
 		if (rc == -EINVAL || rc == -EOPNOTSUPP) {
 			/* The socket takes no pages: copy what the pipe
 			 * held from where the socket stopped. */
