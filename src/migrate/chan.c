@@ -293,8 +293,6 @@ static int write_prepare(struct fy_chan *c, const struct iovec *iov, int n)
  */
 static int wrote(struct fy_chan *c, ssize_t w, uint64_t *since)
 {
-	int rc;
-
 	if (w >= 0) {
 		*since = fy_now_ns();
 		c->wire_bytes += (uint64_t)w;
@@ -304,8 +302,7 @@ static int wrote(struct fy_chan *c, ssize_t w, uint64_t *since)
 		return 0;
 	if (errno != EAGAIN && errno != EWOULDBLOCK)
 		return -errno;
-	rc = tick(c, *since, FY_IDLE_TIMEOUT_MS);
-	return rc < 0 ? rc : 0;
+	return tick(c, *since, FY_IDLE_TIMEOUT_MS);
 }
 
 /* Copy every byte of @iov (which it consumes) to the connection; @more:
