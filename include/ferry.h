@@ -97,6 +97,11 @@ enum ferry_event_kind {
 };
 
 /* Statistics of one session. All times are milliseconds. */
+/* The longest TCP congestion control name the kernel keeps (it cuts a
+ * longer one short): ferry_config.congestion_control is 1 to this many
+ * bytes. */
+#define FERRY_CONGESTION_CONTROL_MAX 15
+
 struct ferry_stats {
 	enum ferry_state state;
 	int error;		  /* 0, or the code the session ended with */
@@ -121,7 +126,7 @@ struct ferry_stats {
 	uint32_t connections;	  /* data connections in use */
 	uint32_t throttle_pct;	  /* vCPU throttle now applied (auto-converge) */
 	uint32_t throttle_peak_pct; /* highest throttle of the session */
-	char congestion_control[16]; /* source: TCP congestion control of the
+	char congestion_control[FERRY_CONGESTION_CONTROL_MAX + 1]; /* source: TCP congestion control of the
 					connections ("" for UNIX sockets) */
 };
 

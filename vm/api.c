@@ -650,7 +650,8 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 	if (json_object_object_get_ex(args, "congestion_control", &uri) && uri) {
 		if (!json_object_is_type(uri, json_type_string) ||
 		    !json_object_get_string_len(uri) ||
-		    json_object_get_string_len(uri) > 15) {
+		    json_object_get_string_len(uri) >
+			    FERRY_CONGESTION_CONTROL_MAX) {
 			snprintf(err, errlen, "'congestion_control' must be the name of a kernel algorithm (1 to 15 characters), such as cubic");
 			return -1;
 		}

