@@ -96,12 +96,12 @@ enum ferry_event_kind {
 	FERRY_EVENT_THROTTLE = 4, /* auto-converge changed the vCPU throttle */
 };
 
-/* Statistics of one session. All times are milliseconds. */
 /* The longest TCP congestion control name the kernel keeps (it cuts a
  * longer one short): ferry_config.congestion_control is 1 to this many
  * bytes. */
 #define FERRY_CONGESTION_CONTROL_MAX 15
 
+/* Statistics of one session. All times are milliseconds. */
 struct ferry_stats {
 	enum ferry_state state;
 	int error;		  /* 0, or the code the session ended with */
@@ -126,8 +126,9 @@ struct ferry_stats {
 	uint32_t connections;	  /* data connections in use */
 	uint32_t throttle_pct;	  /* vCPU throttle now applied (auto-converge) */
 	uint32_t throttle_peak_pct; /* highest throttle of the session */
-	char congestion_control[FERRY_CONGESTION_CONTROL_MAX + 1]; /* source: TCP congestion control of the
-					connections ("" for UNIX sockets) */
+	/* source: TCP congestion control of the connections ("" for UNIX
+	 * sockets) */
+	char congestion_control[FERRY_CONGESTION_CONTROL_MAX + 1];
 };
 
 struct ferry_event {

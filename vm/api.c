@@ -652,7 +652,8 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 		    !json_object_get_string_len(uri) ||
 		    json_object_get_string_len(uri) >
 			    FERRY_CONGESTION_CONTROL_MAX) {
-			snprintf(err, errlen, "'congestion_control' must be the name of a kernel algorithm (1 to 15 characters), such as cubic");
+			snprintf(err, errlen, "'congestion_control' must be the name of a kernel algorithm (1 to %d characters), such as cubic",
+				 FERRY_CONGESTION_CONTROL_MAX);
 			return -1;
 		}
 		a->congestion_control = json_object_get_string(uri);

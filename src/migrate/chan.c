@@ -398,7 +398,8 @@ static int splice_pages(struct fy_chan *c, struct iovec *iov, int n)
 		if (v <= 0) {
 			if (v < 0 && errno == EINTR)
 				continue;
-			c->splice_failed = true; /* the pipe is still empty */
+			pipe_close(c); /* still empty, and not needed again */
+			c->splice_failed = true;
 			continue;
 		}
 		rc = pipe_drain(c, (size_t)v, &sent);

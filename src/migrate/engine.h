@@ -49,7 +49,8 @@ struct ferry_session {
 	struct ferry_stats stats;
 	char errmsg[512];
 	char record_path[4096]; /* cfg.record_stream, copied */
-	char cc_name[FERRY_CONGESTION_CONTROL_MAX + 1]; /* cfg.congestion_control, copied */
+	/* cfg.congestion_control, copied */
+	char cc_name[FERRY_CONGESTION_CONTROL_MAX + 1];
 	/* Bulk buffers mapped in this run, by kind, for the debug log. */
 	atomic_uint bulk_count[FY_BULK_KINDS];
 	atomic_ullong bulk_bytes;
