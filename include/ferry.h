@@ -237,7 +237,8 @@ struct ferry_config {
 	int compress_level;	     /* 0 = the codec's default */
 	uint32_t window;	     /* chunks in flight per connection
 					(socket buffering and queue depth);
-					0 = the measured default */
+					0 = the measured default: 1 when
+					both ends share the host, else 2 */
 	uint64_t max_bandwidth;	     /* source: cap on bytes per second sent,
 					all connections together and every
 					pass, the final one included (models

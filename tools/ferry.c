@@ -228,7 +228,7 @@ const char cli_tuning_usage[] =
 	"                           bitmap (the VMM's own dirty log)\n"
 	"  --chunk-size SIZE        memory record size, 4K to 16M (default 1M)\n"
 	"  --window N               chunks in flight per connection, 1 to 64\n"
-	"                           (default: the measured one)\n"
+	"                           (default: 1 within the host, else 2)\n"
 	"  --max-bandwidth MB/s     cap what the source sends (10^6 bytes/s, all\n"
 	"                           connections, every pass); default no cap\n"
 	"  --no-auto-converge       never throttle the vCPUs when passes stop\n"

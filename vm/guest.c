@@ -630,6 +630,7 @@ int guest_init(struct guest *g, const struct vm_opts *o)
  */
 int guest_start(struct guest *g, bool parked)
 {
+	char name[16];
 	unsigned i;
 	int rc;
 
@@ -647,6 +648,8 @@ int guest_start(struct guest *g, bool parked)
 			guest_stop(g);
 			return -rc;
 		}
+		snprintf(name, sizeof(name), "vcpu/%u", i);
+		pthread_setname_np(g->vcpus[i].thread, name);
 		g->vcpus[i].started = true;
 	}
 	if (parked) {

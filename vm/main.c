@@ -663,6 +663,7 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 		e = VM_ERR_GENERIC;
 		goto out;
 	}
+	pthread_setname_np(vm->mig.thread, "migrate-out");
 	vm->mig.joinable = true;
 out:
 	pthread_mutex_unlock(&vm->mig.lock);
@@ -704,10 +705,12 @@ static int incoming_start(struct vm *vm)
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.active = true;
 	rc = pthread_create(&vm->mig.thread, NULL, recv_main, vm);
-	if (rc)
+	if (rc) {
 		vm->mig.active = false;
-	else
+	} else {
+		pthread_setname_np(vm->mig.thread, "migrate-in");
 		vm->mig.joinable = true;
+	}
 	pthread_mutex_unlock(&vm->mig.lock);
 	return -rc;
 }

@@ -31,6 +31,16 @@
 #include "proto/proto.h"
 #include "transport/transport.h"
 
+/* Names a worker "fy-send/2" and the like, for top -H, ps and perf. */
+static void name_thread(pthread_t t, const char *role, unsigned idx)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), "%s/%u", role, idx);
+	name[15] = '\0';	/* the kernel's limit */
+	pthread_setname_np(t, name);
+}
+
 /* Wait on @cv (default clock) for at most @ms. */
 static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *lock, long ms)
 {
@@ -255,6 +265,7 @@ int fy_send_pool_start(struct fy_send_pool *p, ferry_session *s,
 			fy_send_pool_stop(p);
 			return -EAGAIN;
 		}
+		name_thread(p->threads[i], "fy-send", i);
 		p->nthreads++;
 	}
 	return 0;
@@ -638,6 +649,8 @@ static void *acceptor(void *arg)
 			free(c);
 			continue;
 		}
+		/* Numbered in order of arrival; the main connection is 0. */
+		name_thread(c->thread, "fy-recv", p->n + 1);
 		p->chans[p->n++] = c;
 		pthread_mutex_unlock(&p->lock);
 	}
@@ -663,6 +676,7 @@ int fy_recv_pool_start(struct fy_recv_pool *p, ferry_session *s, int lfd,
 		p->lfd = -1;
 		return -EAGAIN;
 	}
+	pthread_setname_np(p->acceptor, "fy-accept");
 	p->started = true;
 	return 0;
 }

@@ -27,16 +27,19 @@ struct ferry_buf {
 #define FY_TICK_MS 100
 /* Most data connections of one session. */
 #define FY_MAX_CHANNELS 64
-/* Chunks in flight per connection (ferry_config.window): the default and
- * the most a config may ask for. The default is measured, see
- * docs/design-notes.md ("The window, measured"). */
+/* Chunks in flight per connection (ferry_config.window): the default, the
+ * default when both ends share the host, and the most a config may ask
+ * for. The defaults are measured, see docs/design-notes.md ("The window,
+ * measured"). */
 #define FY_DEFAULT_WINDOW 2
+#define FY_LOCAL_WINDOW 1
 #define FY_MAX_WINDOW 64
 /* A peer that sends nothing for this long is considered gone. */
 #define FY_IDLE_TIMEOUT_MS 60000
 
 struct ferry_session {
 	struct ferry_config cfg;
+	bool window_auto; /* cfg.window was left to ferry (0) */
 	struct ferry_vmm_ops ops;
 	struct fy_region regions[FY_MAX_REGIONS];
 	size_t nregions;

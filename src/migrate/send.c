@@ -29,6 +29,7 @@ struct sender {
 	struct fy_ranges carry; /* lost with a broken connection: send again */
 	struct fy_hello_reply peer;
 	bool same_host;
+	uint32_t window;      /* chunks in flight per connection */
 	bool csum_data;	      /* negotiated: final pass checksums page data */
 	bool paused;
 	bool released_ok;     /* VMM's release() succeeded */
@@ -131,6 +132,9 @@ static int request(struct sender *x, uint32_t type, const struct fy_buf *body,
 	return await_response(x, what);
 }
 
+static void size_send_buffer(struct sender *x, int fd, unsigned idx,
+			     const char *more);
+
 static int negotiate(struct sender *x)
 {
 	ferry_session *s = x->s;
@@ -176,6 +180,12 @@ static int negotiate(struct sender *x)
 		goto out;
 	}
 	x->same_host = mine[0] && !strcmp(mine, x->peer.boot_id);
+	if (x->same_host && s->window_auto && !x->to_file &&
+	    x->window != FY_LOCAL_WINDOW) {
+		x->window = FY_LOCAL_WINDOW;
+		fy_session_log(s, 2, "the destination runs on this host: fewer bytes in flight");
+		size_send_buffer(x, x->ch.fd, 0, "");
+	}
 	x->csum_data = x->peer.capabilities & FERRY_CAP_DATA_CHECKSUM;
 	pthread_mutex_lock(&s->lock);
 	s->stats.version = x->peer.version;
@@ -458,21 +468,39 @@ static int set_encoding(struct sender *x, struct fy_chan *c)
 }
 
 /*
+ * The window made real: a data connection's send buffer holds the
+ * window's chunks, so its sender blocks in sendmsg() once that many are in
+ * flight, and waits for nothing else. The kernel stops growing a buffer
+ * that was sized, so this (doubled for its bookkeeping) is also the most
+ * it ever holds. @more ends the log line.
+ */
+static void size_send_buffer(struct sender *x, int fd, unsigned idx,
+			     const char *more)
+{
+	size_t want = (size_t)x->window *
+		      fy_chunk_wire_size(x->s->cfg.chunk_bytes);
+	int got = fy_transport_set_buffer(fd, true, want);
+	char name[80];
+
+	fy_transport_local_name(fd, name, sizeof(name));
+	if (got < 0)
+		fy_session_log(x->s, 2, "connection %u from %s: cannot size the send buffer: %s%s",
+			       idx, name, ferry_strerror(got), more);
+	else
+		fy_session_log(x->s, 2, "connection %u from %s: send buffer %zu KiB for a window of %u chunk%s (kernel: %d KiB)%s",
+			       idx, name, want >> 10, x->window,
+			       x->window == 1 ? "" : "s", got >> 10, more);
+}
+
+/*
  * Settings of a new connection (@idx 0 is the main one): the common ones,
  * the automatic congestion control (a configured one was set before it
- * connected), and the window made real: a data connection's send buffer
- * holds the window's chunks, so its sender blocks in sendmsg() once that
- * many are in flight, and waits for nothing else. The kernel stops growing
- * a buffer that was sized, so this (doubled for its bookkeeping) is also
- * the most it ever holds.
+ * connected) and the send buffer.
  */
 static void setup_socket(struct sender *x, int fd, unsigned idx)
 {
 	ferry_session *s = x->s;
-	size_t want = (size_t)s->cfg.window *
-		      fy_chunk_wire_size(s->cfg.chunk_bytes);
-	char name[80], cc[sizeof(s->stats.congestion_control)];
-	int got;
+	char cc[sizeof(s->stats.congestion_control)], more[64];
 
 	fy_transport_tune(fd, FY_TICK_MS);
 	fy_transport_congestion(fd, !s->cfg.congestion_control, cc, sizeof(cc));
@@ -481,16 +509,10 @@ static void setup_socket(struct sender *x, int fd, unsigned idx)
 		memcpy(s->stats.congestion_control, cc, sizeof(cc));
 		pthread_mutex_unlock(&s->lock);
 	}
-	got = fy_transport_set_buffer(fd, true, want);
-	fy_transport_local_name(fd, name, sizeof(name));
-	if (got < 0)
-		fy_session_log(s, 2, "connection %u from %s: cannot size the send buffer: %s",
-			       idx, name, ferry_strerror(got));
-	else
-		fy_session_log(s, 2, "connection %u from %s: send buffer %zu KiB for a window of %u chunks (kernel: %d KiB), congestion control %s%s",
-			       idx, name, want >> 10, s->cfg.window,
-			       got >> 10, cc[0] ? cc : "none (not TCP)",
-			       s->cfg.congestion_control ? "" : " (automatic)");
+	snprintf(more, sizeof(more), ", congestion control %s%s",
+		 cc[0] ? cc : "none (not TCP)",
+		 s->cfg.congestion_control ? "" : " (automatic)");
+	size_send_buffer(x, fd, idx, more);
 }
 
 /* Read the answer to JOIN on an extra connection, within a few seconds:
@@ -1115,7 +1137,8 @@ static int finish_snapshot(struct sender *x, const struct fy_uri *u)
 
 FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 {
-	struct sender x = { .s = s, .ch = { .fd = -1, .tee_fd = -1 } };
+	struct sender x = { .s = s, .window = s ? s->cfg.window : 0,
+			    .ch = { .fd = -1, .tee_fd = -1 } };
 	struct fy_uri u;
 	uint32_t pass = 0;
 	char err[256];
