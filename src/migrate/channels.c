@@ -649,7 +649,7 @@ static void *acceptor(void *arg)
 			free(c);
 			continue;
 		}
-		/* Numbered in order of arrival; the main connection is 0. */
+		/* Numbered by slot; the main connection is 0. */
 		name_thread(c->thread, "fy-recv", p->n + 1);
 		p->chans[p->n++] = c;
 		pthread_mutex_unlock(&p->lock);
