@@ -39,7 +39,6 @@ struct ferry_buf {
 
 struct ferry_session {
 	struct ferry_config cfg;
-	bool window_auto; /* cfg.window was left to ferry (0) */
 	struct ferry_vmm_ops ops;
 	struct fy_region regions[FY_MAX_REGIONS];
 	size_t nregions;

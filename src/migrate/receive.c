@@ -447,7 +447,8 @@ static int serve(struct receiver *x)
  */
 static void size_rcvbuf(ferry_session *s, int lfd)
 {
-	size_t want = (size_t)s->cfg.window *
+	size_t want = (size_t)(s->cfg.window ? s->cfg.window
+					      : FY_DEFAULT_WINDOW) *
 		      fy_chunk_wire_size(s->cfg.chunk_bytes);
 
 	if (want > fy_transport_rcvbuf_ceiling())

@@ -29,7 +29,7 @@ struct sender {
 	struct fy_ranges carry; /* lost with a broken connection: send again */
 	struct fy_hello_reply peer;
 	bool same_host;
-	uint32_t window;      /* chunks in flight per connection */
+	uint32_t window;      /* chunks in flight per connection (HELLO) */
 	bool csum_data;	      /* negotiated: final pass checksums page data */
 	bool paused;
 	bool released_ok;     /* VMM's release() succeeded */
@@ -132,8 +132,7 @@ static int request(struct sender *x, uint32_t type, const struct fy_buf *body,
 	return await_response(x, what);
 }
 
-static void size_send_buffer(struct sender *x, int fd, unsigned idx,
-			     const char *more);
+static void size_send_buffer(struct sender *x, int fd, unsigned idx);
 
 static int negotiate(struct sender *x)
 {
@@ -180,12 +179,12 @@ static int negotiate(struct sender *x)
 		goto out;
 	}
 	x->same_host = mine[0] && !strcmp(mine, x->peer.boot_id);
-	if (x->same_host && s->window_auto && !x->to_file &&
-	    x->window != FY_LOCAL_WINDOW) {
-		x->window = FY_LOCAL_WINDOW;
-		fy_session_log(s, 2, "the destination runs on this host: fewer bytes in flight");
-		size_send_buffer(x, x->ch.fd, 0, "");
-	}
+	/* Within the host there is no round trip to cover, and fewer bytes
+	 * queued stay in the caches the two ends share (see design-notes). */
+	x->window = s->cfg.window ? s->cfg.window
+		    : x->same_host ? FY_LOCAL_WINDOW : FY_DEFAULT_WINDOW;
+	if (!x->to_file)
+		size_send_buffer(x, x->ch.fd, 0);
 	x->csum_data = x->peer.capabilities & FERRY_CAP_DATA_CHECKSUM;
 	pthread_mutex_lock(&s->lock);
 	s->stats.version = x->peer.version;
@@ -472,10 +471,9 @@ static int set_encoding(struct sender *x, struct fy_chan *c)
  * window's chunks, so its sender blocks in sendmsg() once that many are in
  * flight, and waits for nothing else. The kernel stops growing a buffer
  * that was sized, so this (doubled for its bookkeeping) is also the most
- * it ever holds. @more ends the log line.
+ * it ever holds. Sized once the window is known, after HELLO.
  */
-static void size_send_buffer(struct sender *x, int fd, unsigned idx,
-			     const char *more)
+static void size_send_buffer(struct sender *x, int fd, unsigned idx)
 {
 	size_t want = (size_t)x->window *
 		      fy_chunk_wire_size(x->s->cfg.chunk_bytes);
@@ -484,23 +482,25 @@ static void size_send_buffer(struct sender *x, int fd, unsigned idx,
 
 	fy_transport_local_name(fd, name, sizeof(name));
 	if (got < 0)
-		fy_session_log(x->s, 2, "connection %u from %s: cannot size the send buffer: %s%s",
-			       idx, name, ferry_strerror(got), more);
+		fy_session_log(x->s, 2, "connection %u from %s: cannot size the send buffer: %s",
+			       idx, name, ferry_strerror(got));
 	else
-		fy_session_log(x->s, 2, "connection %u from %s: send buffer %zu KiB for a window of %u chunk%s (kernel: %d KiB)%s",
-			       idx, name, want >> 10, x->window,
-			       x->window == 1 ? "" : "s", got >> 10, more);
+		fy_session_log(x->s, 2, "connection %u from %s: send buffer %zu KiB for %s window of %u chunk%s (kernel: %d KiB)",
+			       idx, name, want >> 10,
+			       x->s->cfg.window ? "a" : "the automatic",
+			       x->window, x->window == 1 ? "" : "s",
+			       got >> 10);
 }
 
 /*
- * Settings of a new connection (@idx 0 is the main one): the common ones,
- * the automatic congestion control (a configured one was set before it
- * connected) and the send buffer.
+ * Settings of a new connection (@idx 0 is the main one): the common ones
+ * and the automatic congestion control (a configured one was set before it
+ * connected). Its send buffer waits for the window (size_send_buffer()).
  */
 static void setup_socket(struct sender *x, int fd, unsigned idx)
 {
 	ferry_session *s = x->s;
-	char cc[sizeof(s->stats.congestion_control)], more[64];
+	char cc[sizeof(s->stats.congestion_control)];
 
 	fy_transport_tune(fd, FY_TICK_MS);
 	fy_transport_congestion(fd, !s->cfg.congestion_control, cc, sizeof(cc));
@@ -509,10 +509,9 @@ static void setup_socket(struct sender *x, int fd, unsigned idx)
 		memcpy(s->stats.congestion_control, cc, sizeof(cc));
 		pthread_mutex_unlock(&s->lock);
 	}
-	snprintf(more, sizeof(more), ", congestion control %s%s",
-		 cc[0] ? cc : "none (not TCP)",
-		 s->cfg.congestion_control ? "" : " (automatic)");
-	size_send_buffer(x, fd, idx, more);
+	fy_session_log(s, 2, "connection %u: congestion control %s%s", idx,
+		       cc[0] ? cc : "none (not TCP)",
+		       s->cfg.congestion_control ? "" : " (automatic)");
 }
 
 /* Read the answer to JOIN on an extra connection, within a few seconds:
@@ -555,6 +554,7 @@ static int join_one(struct sender *x, const struct fy_uri *u, unsigned idx,
 	if (rc)
 		return rc;
 	setup_socket(x, fd, idx);
+	size_send_buffer(x, fd, idx);
 	rc = fy_chan_init(c, x->s, fd);
 	if (rc) {
 		fy_chan_close(c);
@@ -1137,8 +1137,7 @@ static int finish_snapshot(struct sender *x, const struct fy_uri *u)
 
 FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 {
-	struct sender x = { .s = s, .window = s ? s->cfg.window : 0,
-			    .ch = { .fd = -1, .tee_fd = -1 } };
+	struct sender x = { .s = s, .ch = { .fd = -1, .tee_fd = -1 } };
 	struct fy_uri u;
 	uint32_t pass = 0;
 	char err[256];

@@ -170,9 +170,6 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 		s->cfg.progress_ms = 200;
 	if (!s->cfg.connections)
 		s->cfg.connections = 1;
-	s->window_auto = !s->cfg.window;
-	if (!s->cfg.window)
-		s->cfg.window = FY_DEFAULT_WINDOW;
 	if (cfg->record_stream) {
 		snprintf(s->record_path, sizeof(s->record_path), "%s",
 			 cfg->record_stream);
