@@ -83,7 +83,8 @@ struct fy_chan {
 	/* Read ahead: bytes received past what a read asked for. */
 	uint8_t *rbuf;
 	uint32_t rpos, rlen;
-	bool after_bulk; /* the last read from the socket was a large one */
+	bool after_bulk; /* the socket was last read for page data, or for
+			  * framing since then */
 	int lowat;	/* receiver: SO_RCVLOWAT as last set (0: the default, 1) */
 	/* Sender: small memory records not handed to the socket yet. */
 	struct fy_batch *batch;
