@@ -37,13 +37,14 @@ static const uint8_t zero_pad[8];
  * read ahead fully either. The framing between two records' pages (the
  * trailer, the next record header, memory header and zero map) is read
  * from the socket after a large read with only what that framing needs
- * ahead, since what follows it is most likely the next record's pages;
- * this holds until a read of anything else. (With 1 MiB records over one
- * connection, 5.5 % of the page data went through this buffer before
- * these rules, and 4-6 % of the receiving thread's time was that copy
- * while the trailer was still read fully ahead.) All other small reads
- * read fully ahead, so the runs of a record whose pages alternate with
- * zero pages are read as before.
+ * ahead, since what follows it is most likely the next record's pages.
+ * This holds until a read of anything else, or until a record with no
+ * pages (all zero), whose framing is followed by more framing. All other
+ * small reads read fully ahead, so the runs of a record whose pages
+ * alternate with zero pages are read as before. (Over one connection
+ * with 1 MiB records, the page data that went through this buffer and
+ * was copied twice: 5.5 % before these rules, 0.5 % while a trailer read
+ * still read fully ahead, 0.03 % now.)
  */
 #define FY_RBUF_SIZE (64 * 1024)
 #define FY_RBUF_BULK (16 * 1024)	/* a read this large is "large" */
@@ -1049,6 +1050,9 @@ int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
 	}
 	payload = h->length - fy_mem_meta_len(m);
 	dst = regions[m->region].host + m->offset;
+	/* No pages follow: what does is framing again, read fully ahead. */
+	if (!payload)
+		c->after_bulk = false;
 	if (!kind && payload != (pages - zeros) * FY_PAGE_SIZE) {
 		snprintf(err, errlen,
 			 "memory record carries %zu bytes for %zu non-zero pages",
