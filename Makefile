@@ -20,7 +20,7 @@ help:
 	@echo "make check   - install missing packages (as root), build, run every test"
 	@echo "make build   - configure and build into $(BUILD)/"
 	@echo "make bench   - the benchmarks of docs/benchmarks.md, tables with median and range"
-	@echo "               (about 10-15 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
+	@echo "               (about 15-20 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
 	@echo "make fuzz    - build the libFuzzer harnesses with clang, run each FUZZ_SECONDS (60) on its corpus"
 	@echo "make clean   - remove $(BUILD)/"
 
