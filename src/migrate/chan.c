@@ -43,8 +43,8 @@ static const uint8_t zero_pad[8];
  * small reads read fully ahead, so the runs of a record whose pages
  * alternate with zero pages are read as before. (Over one connection
  * with 1 MiB records, the page data that went through this buffer and
- * was copied twice: 5.5 % before these rules, 0.5 % while a trailer read
- * still read fully ahead, 0.03 % now.)
+ * was copied twice: 5.5 % before these rules, up to 0.5 % while a
+ * trailer read still read fully ahead, 0.03 % now.)
  */
 #define FY_RBUF_SIZE (64 * 1024)
 #define FY_RBUF_BULK (16 * 1024)	/* a read this large is "large" */
