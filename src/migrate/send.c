@@ -132,7 +132,31 @@ static int request(struct sender *x, uint32_t type, const struct fy_buf *body,
 	return await_response(x, what);
 }
 
-static void size_send_buffer(struct sender *x, int fd, unsigned idx);
+/*
+ * The window made real: a data connection's send buffer holds the
+ * window's chunks, so its sender blocks in sendmsg() once that many are in
+ * flight, and waits for nothing else. The kernel stops growing a buffer
+ * that was sized, so this (doubled for its bookkeeping) is also the most
+ * it ever holds. Sized once the window is known, after HELLO.
+ */
+static void size_send_buffer(struct sender *x, int fd, unsigned idx)
+{
+	size_t want = (size_t)x->window *
+		      fy_chunk_wire_size(x->s->cfg.chunk_bytes);
+	int got = fy_transport_set_buffer(fd, true, want);
+	char name[80];
+
+	fy_transport_local_name(fd, name, sizeof(name));
+	if (got < 0)
+		fy_session_log(x->s, 2, "connection %u from %s: cannot size the send buffer: %s",
+			       idx, name, ferry_strerror(got));
+	else
+		fy_session_log(x->s, 2, "connection %u from %s: send buffer %zu KiB for %s window of %u chunk%s (kernel: %d KiB)",
+			       idx, name, want >> 10,
+			       x->s->cfg.window ? "a" : "the automatic",
+			       x->window, x->window == 1 ? "" : "s",
+			       got >> 10);
+}
 
 static int negotiate(struct sender *x)
 {
@@ -464,32 +488,6 @@ static int set_encoding(struct sender *x, struct fy_chan *c)
 		rc = fy_session_fail(x->s, -ENOMEM,
 				     "out of memory for the connection's buffers");
 	return rc;
-}
-
-/*
- * The window made real: a data connection's send buffer holds the
- * window's chunks, so its sender blocks in sendmsg() once that many are in
- * flight, and waits for nothing else. The kernel stops growing a buffer
- * that was sized, so this (doubled for its bookkeeping) is also the most
- * it ever holds. Sized once the window is known, after HELLO.
- */
-static void size_send_buffer(struct sender *x, int fd, unsigned idx)
-{
-	size_t want = (size_t)x->window *
-		      fy_chunk_wire_size(x->s->cfg.chunk_bytes);
-	int got = fy_transport_set_buffer(fd, true, want);
-	char name[80];
-
-	fy_transport_local_name(fd, name, sizeof(name));
-	if (got < 0)
-		fy_session_log(x->s, 2, "connection %u from %s: cannot size the send buffer: %s",
-			       idx, name, ferry_strerror(got));
-	else
-		fy_session_log(x->s, 2, "connection %u from %s: send buffer %zu KiB for %s window of %u chunk%s (kernel: %d KiB)",
-			       idx, name, want >> 10,
-			       x->s->cfg.window ? "a" : "the automatic",
-			       x->window, x->window == 1 ? "" : "s",
-			       got >> 10);
 }
 
 /*
