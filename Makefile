@@ -19,8 +19,9 @@ help:
 	@echo "make demo    - install missing packages (as root), build, migrate a running guest, print the report"
 	@echo "make check   - install missing packages (as root), build, run every test"
 	@echo "make build   - configure and build into $(BUILD)/"
-	@echo "make bench   - the benchmarks of docs/benchmarks.md, tables with median and range"
-	@echo "               (about 15-20 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
+	@echo "make bench   - the benchmarks of docs/benchmarks.md (1-7), tables with median and"
+	@echo "               range, ferry's defaults against its best setting side by side"
+	@echo "               (about 20-25 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
 	@echo "make fuzz    - build the libFuzzer harnesses with clang, run each FUZZ_SECONDS (60) on its corpus"
 	@echo "make clean   - remove $(BUILD)/"
 
@@ -42,8 +43,10 @@ check: build
 	@./scripts/check.sh $(BUILD)
 
 # Benchmarks are not tests: they take minutes and print tables with the
-# commands that produced them (docs/benchmarks.md). BENCH=3 (or "1 5")
-# picks some; QUICK=1 runs fewer and smaller runs (about a minute each).
+# commands that produced them (docs/benchmarks.md). They run ferry on its
+# defaults and, beside them, with the best setting. BENCH=3 (or "1 5",
+# 1 to 7) picks some; QUICK=1 runs fewer and smaller runs (about a minute
+# each).
 BENCH ?=
 QUICK ?=
 bench: build

@@ -6,7 +6,9 @@
 # with 0.1%, 1% and 5% of the pages dirty, spread (independent bits) or
 # clustered (runs of 64-512 pages); the clean and 1% cases also bit by bit
 # for contrast. Printed next to the reference: a Rust VMM reported 16 ms
-# for the clean bitmap and about 380 ms at 1%.
+# for the clean bitmap and about 380 ms at 1%. No defaults or best rows:
+# this micro-benchmark calls one library function, with no setting a user
+# chooses.
 #
 # usage: bench/b6-dirtyscan.sh [--quick] [--build DIR] [--runs N] [--out DIR]
 #   full: 7 runs per case, 3 for the bit-by-bit loop; --quick: 3 runs, no

@@ -11,6 +11,13 @@
 # Results: DIR/bN.jsonl holds one record per measurement (the command line,
 # its exit status and its JSON), DIR/bN.log the tools' stderr; the table is
 # printed by bench/report.py from the .jsonl, so it can be printed again.
+#
+# "The default is what we measure": a benchmark runs ferry as a user types
+# it (the "defaults" row: no --memory-backend, verification on) and, in
+# the same run, with the best setting (the "best" row: the fastest memory
+# backing this host offers, --no-verify), unless it is about a setting,
+# and then its table says so. FERRY_BACKEND=B makes B the best row's
+# backing instead of the one best_backend() picks.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -120,6 +127,75 @@ keys = ("status", "total_ms", "ms", "downtime_ms", "mb_per_s", "passes")
 brief = " ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None)
 print(f"[{name}] {what} #{rnd}: rc {rc} {brief or '(no JSON output)'}")
 PY
+}
+
+# default_backend: the memory backing ferry-vm uses when none is given, as
+# its --help states it ("?" if the text does not say).
+default_backend() {
+	local help
+	help=$("$FERRY_VM" --help 2>/dev/null) || true
+	awk '/--memory-backend/ { on = 2 } on-- > 0 && match($0, /default [a-z]+/) {
+			print substr($0, RSTART + 8, RLENGTH - 8); found = 1; exit }
+			END { if (!found) print "?" }' <<<"$help"
+}
+
+# best_backend MIB: set BEST_BACKEND to the fastest guest memory backing
+# this host offers for MIB MiB (both ferry-vm processes together), and
+# BEST_WHY to the reason: hugetlb when enough huge pages are reserved and
+# free, else anonymous memory with transparent huge pages. FERRY_BACKEND
+# overrides the choice.
+best_backend() {
+	local need=$1 free_mib
+	if [ -n "${FERRY_BACKEND:-}" ]; then
+		BEST_BACKEND=$FERRY_BACKEND
+		BEST_WHY="FERRY_BACKEND=$FERRY_BACKEND"
+		return
+	fi
+	free_mib=$(awk '/^HugePages_Free:/ { n = $2 } /^Hugepagesize:/ { kb = $2 }
+		END { print int(n * kb / 1024) }' /proc/meminfo)
+	if [ "$free_mib" -ge "$need" ]; then
+		BEST_BACKEND=hugetlb
+		BEST_WHY="$free_mib MiB of huge pages free, $need needed"
+	else
+		BEST_BACKEND=anon
+		BEST_WHY="hugetlb needs $need MiB of reserved huge pages, $free_mib free"
+	fi
+}
+
+# meta KEY VALUE...: record facts about the run (the settings of its rows)
+# for bench/report.py, as a {"meta": {...}} line in JSONL.
+meta() {
+	python3 - "$@" >>"$JSONL" <<'PY'
+import json, sys
+a = sys.argv[1:]
+print(json.dumps({"meta": dict(zip(a[::2], a[1::2]))}))
+PY
+}
+
+# settings MIB: choose the best row's backing for two guests of MIB MiB,
+# set BEST (the best row's options) and record both rows' settings.
+settings() {
+	DEFAULT_BACKEND=$(default_backend)
+	best_backend $(($1 * 2))
+	BEST=(--memory-backend "$BEST_BACKEND" --no-verify)
+	meta default_backend "$DEFAULT_BACKEND" best "${BEST[*]}" best_why "$BEST_WHY"
+	echo "[$BENCH_NAME] defaults: ferry-vm's default backing ($DEFAULT_BACKEND), verification on; best: ${BEST[*]} ($BEST_WHY)" >&2
+}
+
+# both_rows ROUND SUFFIX CMD...: measure CMD as "defaults" and CMD plus the
+# best setting as "best" (each followed by SUFFIX), defaults first in odd
+# rounds and second in even ones, so neither always runs right after the
+# other's memory was freed.
+both_rows() {
+	local round=$1 suffix=$2
+	shift 2
+	if [ $((round % 2)) = 1 ]; then
+		measure "defaults$suffix" "$round" "$@"
+		measure "best$suffix" "$round" "$@" "${BEST[@]}"
+	else
+		measure "best$suffix" "$round" "$@" "${BEST[@]}"
+		measure "defaults$suffix" "$round" "$@"
+	fi
 }
 
 # report: print this benchmark's table from its records.

@@ -10,7 +10,8 @@
 #   --build DIR: take ferry and ferry-vm from this build directory
 #               (default: $FERRY and $FERRY_VM if set, else build/)
 #   VM OPTIONS: --memory SIZE --workload W [--dirty-rate R]
-#               [--memory-backend B] [--no-verify]
+#               [--memory-backend B] [--no-verify] (without --memory-backend
+#               ferry-vm's default backing)
 # Exit status: that of `ferry migrate` (0 completed, 1 failed or cancelled),
 # 2 for a usage error or a missing program.
 set -euo pipefail
@@ -60,13 +61,35 @@ if ! "$FERRY" status "$d/src.sock" >/dev/null 2>&1 ||
 	tail -n 3 "$d/src.log" "$d/dst.log" >&2
 	exit 1
 fi
+# guest_state SOCK: the guest's "state" in the VM's status ("" when the VM
+# predates the field, and then it answers only once its RAM is ready).
+guest_state() {
+	"$FERRY" status "$1" --json 2>/dev/null | tail -n 1 | python3 -c '
+import json, sys
+try:
+    print((json.load(sys.stdin).get("guest") or {}).get("state") or "")
+except ValueError:
+    print("?")'
+}
+# ferry-vm answers at once and prepares guest RAM after: wait until both
+# are past that, as a user who reads `ferry status` would.
+for _ in $(seq 1 1200); do
+	s=$(guest_state "$d/src.sock") t=$(guest_state "$d/dst.sock")
+	case "$s $t" in *initializing*) sleep 0.1 ;; *) break ;; esac
+done
 sleep 1 # let the guest's workload run before the migration, as the demo does
 rc=0
 report=$("$FERRY" migrate "$d/src.sock" "tcp:127.0.0.1:$port" --json "$@" | tail -n 1) || rc=$?
 dst=null
 if [ "$verify" = 1 ] && [ "$rc" = 0 ]; then
-	sleep 0.5 # the destination guest runs and publishes its verdict
-	dst=$("$FERRY" status "$d/dst.sock" --json 2>/dev/null | tail -n 1) || dst=null
+	# The destination guest runs and publishes its verdict when its checks
+	# end, which may be after it resumed: wait for it, 10 s at most.
+	sleep 0.3
+	for _ in $(seq 1 100); do
+		dst=$("$FERRY" status "$d/dst.sock" --json 2>/dev/null | tail -n 1) || dst=null
+		python3 -c 'import json, sys; sys.exit(json.loads(sys.argv[1] or "null") is None or json.loads(sys.argv[1]).get("verified") is None)' "$dst" 2>/dev/null && break
+		sleep 0.1
+	done
 fi
 python3 - "$report" "$dst" "$verify" <<'PY'
 import json, sys
