@@ -209,6 +209,7 @@ static int on_pass_end(struct receiver *x, struct fy_buf *reply)
 		snprintf(x->err, sizeof(x->err), "malformed PASS_END");
 		return -EBADMSG;
 	}
+	/* With extra connections, PASS_END counts what each one carried. */
 	if (e.nconn && e.pass == x->pass.pass) {
 		rc = pass_end_conns(x, &e, &ack);
 		if (rc)
@@ -217,17 +218,6 @@ static int on_pass_end(struct receiver *x, struct fy_buf *reply)
 			fy_session_log(x->s, 1,
 				       "data connection %u broke with part of pass %u; the source sends that part again",
 				       ack.lost[i], e.pass);
-		x->pass_records = e.records;
-		x->pass_bytes = e.bytes;
-	} else if (fy_recv_pool_channels(&x->pool) && e.pass == x->pass.pass &&
-		   e.records >= x->pass_records && e.bytes >= x->pass_bytes) {
-		/* Totals only: what the main connection did not carry, the
-		 * others together must have. */
-		rc = fy_recv_pool_end_pass(&x->pool, e.records - x->pass_records,
-					   e.bytes - x->pass_bytes, x->err,
-					   sizeof(x->err));
-		if (rc)
-			return rc;
 		x->pass_records = e.records;
 		x->pass_bytes = e.bytes;
 	}
@@ -394,6 +384,7 @@ static int serve(struct receiver *x)
 				respond_error(x, 0, rc, x->err);
 			break;
 		}
+		fy_recv_pool_log(&x->pool);
 		fy_recv_sm_step(&x->sm, h.type, h.seq, &st);
 		if (st.action == FY_RA_REJECT) {
 			snprintf(x->err, sizeof(x->err), "%s", st.msg);

@@ -22,7 +22,7 @@
 
 #ifdef FERRY_CAP_MULTI_CHANNEL
 /* A second connection to the same destination, as a data connection. */
-static struct ctx *data_open(struct ctx *c)
+struct ctx *data_open(struct ctx *c)
 {
 	struct ctx *d = calloc(1, sizeof(*d));
 
@@ -39,7 +39,7 @@ static struct ctx *data_open(struct ctx *c)
 }
 
 /* Close the data connection; its failure is the case's failure. */
-static void data_close(struct ctx *c, struct ctx *d)
+void data_close(struct ctx *c, struct ctx *d)
 {
 	if (!d)
 		return;
@@ -262,8 +262,8 @@ static void c_data_join_twice(struct ctx *c)
 }
 
 /* PASS_END with counts per connection; the totals are their sums. */
-static void b_pass_end_conns(struct fy_buf *b, uint32_t seq, uint32_t pass,
-			     const struct fy_pass_conn *e, uint32_t n)
+void b_pass_end_conns(struct fy_buf *b, uint32_t seq, uint32_t pass,
+		      const struct fy_pass_conn *e, uint32_t n)
 {
 	struct fy_pass_end m = { .pass = pass, .nconn = n };
 	struct fy_buf body;
@@ -279,8 +279,8 @@ static void b_pass_end_conns(struct fy_buf *b, uint32_t seq, uint32_t pass,
 }
 
 /* Send the next PASS_END of this pass with counts per connection. */
-static void put_pass_end_conns(struct ctx *c, const struct fy_pass_conn *e,
-			       uint32_t n)
+void put_pass_end_conns(struct ctx *c, const struct fy_pass_conn *e,
+			uint32_t n)
 {
 	struct fy_buf b;
 
@@ -948,6 +948,17 @@ const struct hcase hostile_cases[] = {
 	CASE(data_unlisted_is_ended, 0),
 	CASE(pass_end_counts_stranger, 0),
 	CASE(pass_end_conn_bytes, 0),
+	CASE(stranger_garbage, INPROC | SUCCEEDS),
+	CASE(stranger_join_bad_checksum, INPROC | SUCCEEDS),
+	CASE(stranger_join_index_0, INPROC | SUCCEEDS),
+	CASE(stranger_join_index_out_of_range, INPROC | SUCCEEDS),
+	CASE(stranger_join_other_channel_count, INPROC | SUCCEEDS),
+	CASE(stranger_join_duplicate_index, INPROC | SUCCEEDS),
+	CASE(stranger_join_wrong_token, INPROC | SUCCEEDS),
+	CASE(stranger_join_replayed, INPROC | SUCCEEDS),
+	CASE(stranger_join_long_body, INPROC | SUCCEEDS),
+	CASE(stranger_silent, INPROC | SUCCEEDS),
+	CASE(stranger_silent_flood, INPROC | SUCCEEDS),
 #endif
 	CASE(pass_end_records, 0),
 	CASE(pass_end_bytes, 0),

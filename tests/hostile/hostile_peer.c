@@ -108,8 +108,8 @@ void put_eof(struct ctx *c)
  * record (which is a failure of the destination: its responses are
  * records like any other).
  */
-static int next_rec_within(struct ctx *c, struct fy_rec_hdr *h, uint8_t *body,
-			   size_t cap, size_t *blen, int timeout_ms)
+int next_rec_within(struct ctx *c, struct fy_rec_hdr *h, uint8_t *body,
+		    size_t cap, size_t *blen, int timeout_ms)
 {
 	uint64_t end = now_ms() + (uint64_t)timeout_ms;
 
