@@ -159,6 +159,7 @@ static inline bool fy_cancelled(ferry_session *s)
 }
 
 /* chan.c */
+void fy_chan_clear(struct fy_chan *c);
 int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd);
 /* Sender, after the encoding is set: map the scratch buffers it needs, at
  * their full size, so that no chunk allocates. */

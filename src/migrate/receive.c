@@ -473,14 +473,17 @@ static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
 
 FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 {
-	struct receiver x = { .s = s, .ch = { .fd = -1, .tee_fd = -1 } };
+	struct receiver x = { .s = s };
 	uint8_t sh[FY_STREAM_HDR_SIZE];
 	struct fy_uri u;
 	uint16_t ver;
-	int fd, lfd = -1, rc;
+	int fd = -1, lfd = -1, rc;
 
 	if (!s || !uri)
 		return -EINVAL;
+	fy_chan_clear(&x.ch);
+	x.pool.lfd = -1;
+	x.pool.main_fd = -1;
 	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
 	if (rc)
 		return rc;

@@ -1133,9 +1133,48 @@ static int finish_snapshot(struct sender *x, const struct fy_uri *u)
 	return 0;
 }
 
+/* A sender with every descriptor -1. It is large (a channel per possible
+ * connection, about 160 KiB), so it lives on the heap, not on the stack
+ * of whichever thread the VMM runs the migration on. */
+static struct sender *sender_new(ferry_session *s)
+{
+	struct sender *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return NULL;
+	x->s = s;
+	fy_chan_clear(&x->ch);
+	for (unsigned i = 0; i < FY_MAX_CHANNELS - 1; i++)
+		fy_chan_clear(&x->extra[i]);
+	x->dirty.uffd = -1;
+	x->dirty.pagemap_fd = -1;
+	fy_send_sm_init(&x->sm);
+	fy_ranges_init(&x->ranges);
+	fy_ranges_init(&x->carry);
+	fy_buf_init(&x->index);
+	return x;
+}
+
+static void sender_free(struct sender *x)
+{
+	fy_send_pool_stop(&x->pool);
+	for (unsigned i = 0; i < x->nextra; i++)
+		fy_chan_close(&x->extra[i]);
+	fy_dirty_stop(&x->dirty);
+	fy_ranges_free(&x->ranges);
+	fy_ranges_free(&x->carry);
+	fy_buf_free(&x->index);
+	if (x->ch.tee_fd >= 0)
+		close(x->ch.tee_fd);
+	fy_chan_close(&x->ch);
+	if (x->tmp_path[0])
+		unlink(x->tmp_path); /* an incomplete snapshot is no snapshot */
+	free(x);
+}
+
 FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 {
-	struct sender x = { .s = s, .ch = { .fd = -1, .tee_fd = -1 } };
+	struct sender *x;
 	struct fy_uri u;
 	uint32_t pass = 0;
 	char err[256];
@@ -1146,47 +1185,36 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
 	if (rc)
 		return rc;
-	fy_send_sm_init(&x.sm);
-	fy_ranges_init(&x.ranges);
-	fy_ranges_init(&x.carry);
-
-	fy_buf_init(&x.index);
+	x = sender_new(s);
+	if (!x) {
+		rc = fy_session_fail(s, -ENOMEM, "out of memory");
+		return fy_session_end(s, rc);
+	}
 	rc = fy_uri_parse(uri, &u, err, sizeof(err));
 	if (rc) {
 		fy_session_fail(s, rc, "%s", err);
 		goto done;
 	}
-	x.to_file = u.kind == FY_URI_FILE;
-	rc = open_main(&x, &u);
+	x->to_file = u.kind == FY_URI_FILE;
+	rc = open_main(x, &u);
 	if (!rc)
-		rc = set_encoding(&x, &x.ch);
+		rc = set_encoding(x, &x->ch);
 	/* A recording holds one connection's bytes: keep it complete. */
-	if (!rc && !x.to_file && !s->cfg.record_stream)
-		rc = open_extra(&x, &u);
+	if (!rc && !x->to_file && !s->cfg.record_stream)
+		rc = open_extra(x, &u);
 	/* Over one connection the pages go by reference (see chan.c). */
-	x.ch.splice = !x.to_file && !x.nextra;
-	if (!rc && !x.to_file)
-		rc = start_tracking(&x);
-	if (!rc && x.tracking)
-		rc = precopy(&x, &pass);
+	x->ch.splice = !x->to_file && !x->nextra;
+	if (!rc && !x->to_file)
+		rc = start_tracking(x);
+	if (!rc && x->tracking)
+		rc = precopy(x, &pass);
 	if (!rc)
-		rc = stop_and_switch(&x, pass);
-	if (!rc && x.to_file)
-		rc = finish_snapshot(&x, &u);
+		rc = stop_and_switch(x, pass);
+	if (!rc && x->to_file)
+		rc = finish_snapshot(x, &u);
 	if (rc)
-		rc = unwind(&x, rc);
+		rc = unwind(x, rc);
 done:
-	fy_send_pool_stop(&x.pool);
-	for (unsigned i = 0; i < x.nextra; i++)
-		fy_chan_close(&x.extra[i]);
-	fy_dirty_stop(&x.dirty);
-	fy_ranges_free(&x.ranges);
-	fy_ranges_free(&x.carry);
-	fy_buf_free(&x.index);
-	if (x.ch.tee_fd >= 0)
-		close(x.ch.tee_fd);
-	fy_chan_close(&x.ch);
-	if (x.tmp_path[0])
-		unlink(x.tmp_path); /* an incomplete snapshot is no snapshot */
+	sender_free(x);
 	return fy_session_end(s, rc);
 }

@@ -815,6 +815,67 @@ static void test_cancel_resumes_source(void **state)
 	vm_free(&dst);
 }
 
+/* Whether descriptor 0 is still the pipe end with inode @ino. */
+static bool fd0_is(ino_t ino)
+{
+	struct stat st;
+
+	return fstat(0, &st) == 0 && st.st_ino == ino;
+}
+
+/*
+ * Migrations that fail before they connect (a bad URI, nobody listening, a
+ * missing directory, a cancel while waiting) must close only what they
+ * opened. Descriptor 0 is the VMM's (here a pipe standing in for, say, an
+ * API client accepted on it): it must still be open and the same after
+ * each failure.
+ */
+static void test_early_failures_leave_fd0_alone(void **state)
+{
+	static const char *const send_uris[] = {
+		"bogus:nothing", "tcp:127.0.0.1:1",
+		"file:/nonexistent-ferry-dir/snap", "unix:/nonexistent-ferry-dir/s",
+	};
+	static const char *const recv_uris[] = {
+		"bogus:nothing", "file:/nonexistent-ferry-dir/snap",
+		"unix:/nonexistent-ferry-dir/s",
+	};
+	struct fake_vm vm;
+	ferry_session *s;
+	struct stat st;
+	int p[2], saved = dup(0);
+
+	(void)state;
+	assert_true(saved >= 0);
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(dup2(p[0], 0), 0);
+	assert_int_equal(fstat(0, &st), 0);
+	vm_init(&vm, MEM, false, false);
+	s = session_for(&vm, 300);
+	for (size_t i = 0; i < sizeof(send_uris) / sizeof(send_uris[0]); i++) {
+		/* A cancel before the run stops it while it waits to connect. */
+		if (i == 1)
+			ferry_session_cancel(s);
+		assert_true(ferry_session_send(s, send_uris[i]) < 0);
+		assert_true(fd0_is(st.st_ino));
+	}
+	for (size_t i = 0; i < sizeof(recv_uris) / sizeof(recv_uris[0]); i++) {
+		assert_true(ferry_session_receive(s, recv_uris[i]) < 0);
+		assert_true(fd0_is(st.st_ino));
+	}
+	/* A destination cancelled while it waits for the source. */
+	ferry_session_cancel(s);
+	assert_int_equal(ferry_session_receive(s, "tcp:127.0.0.1:0"),
+			 FERRY_ECANCELED);
+	assert_true(fd0_is(st.st_ino));
+	ferry_session_destroy(s);
+	vm_free(&vm);
+	dup2(saved, 0);
+	close(saved);
+	close(p[0]);
+	close(p[1]);
+}
+
 static void test_garbage_then_real_migration(void **state)
 {
 	struct fake_vm src, dst;
@@ -1012,6 +1073,7 @@ int main(void)
 		cmocka_unit_test(test_refused_release_reacquires),
 		cmocka_unit_test(test_cancel_resumes_source),
 		cmocka_unit_test(test_garbage_then_real_migration),
+		cmocka_unit_test(test_early_failures_leave_fd0_alone),
 		cmocka_unit_test(test_destination_gone_while_splicing),
 		cmocka_unit_test(test_splice_refused_copies),
 	};
