@@ -55,6 +55,8 @@ enum {
 				       confirmed it runs: neither side runs
 				       the guest until an operator decides */
 	FERRY_EUNKNOWN = -1009,	    /* unknown mandatory record */
+	FERRY_ELAST = FERRY_EUNKNOWN, /* the lowest code above (not an error
+					 of its own): a new code moves it */
 };
 
 /**
@@ -82,6 +84,7 @@ enum ferry_state {
 	FERRY_STATE_COMPLETED,	 /* the destination runs the guest */
 	FERRY_STATE_FAILED,	 /* failed; see the error */
 	FERRY_STATE_CANCELLED,	 /* cancelled; the source runs the guest */
+	FERRY_STATE_COUNT,	 /* how many states there are; not a state */
 };
 
 /**

@@ -18,6 +18,7 @@
  * capacity handed to them is exactly the size the record announced, and
  * the result must be exactly that size.
  */
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -48,6 +49,8 @@ static const char *const codec_names[] = {
 	[FY_CODEC_LZ4] = "lz4",
 	[FY_CODEC_ZSTD] = "zstd",
 };
+static_assert(sizeof(codec_names) / sizeof(codec_names[0]) == FY_CODEC_KINDS,
+	      "every codec kind has a name");
 
 /**
  * fy_codec_name() - the configuration name of a codec kind.

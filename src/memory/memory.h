@@ -150,6 +150,7 @@ enum fy_codec_kind {
 	FY_CODEC_NONE = 0,
 	FY_CODEC_LZ4 = 1,
 	FY_CODEC_ZSTD = 2,
+	FY_CODEC_KINDS, /* how many kinds there are */
 };
 struct fy_codec;
 

@@ -4,6 +4,7 @@
  * fits the limit, then pause, final pass, state and the switchover
  * handshake. Any failure before "released" resumes the guest untouched.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -456,7 +457,16 @@ static double predict_ms(const struct sender *x)
 static int choose_encoding(struct sender *x, struct fy_chan *c)
 {
 	ferry_session *s = x->s;
-	static const uint64_t cap_of[] = { 0, FERRY_CAP_LZ4, FERRY_CAP_ZSTD };
+	static const uint64_t cap_of[] = {
+		[FY_CODEC_NONE] = 0,
+		[FY_CODEC_LZ4] = FERRY_CAP_LZ4,
+		[FY_CODEC_ZSTD] = FERRY_CAP_ZSTD,
+	};
+	/* The config's compress values are the codec kinds. */
+	static_assert(sizeof(cap_of) / sizeof(cap_of[0]) == FY_CODEC_KINDS &&
+			      (int)FERRY_COMPRESS_LZ4 == (int)FY_CODEC_LZ4 &&
+			      (int)FERRY_COMPRESS_ZSTD == (int)FY_CODEC_ZSTD,
+		      "a capability for every codec kind");
 	enum ferry_compress want = s->cfg.compress;
 	int rc;
 

@@ -4,6 +4,7 @@
  * events, errors. Everything here is safe to call from any thread where the
  * header says so.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,32 +46,31 @@ void fy_read_boot_id(char *out, size_t len)
 	}
 }
 
+/* The text of each ferry code, by its distance from FERRY_EPROTO. */
+static const char *const error_texts[] = {
+	[FERRY_EPROTO - FERRY_EPROTO] = "protocol violation by the peer",
+	[FERRY_EPROTO - FERRY_ECHECKSUM] = "record checksum mismatch",
+	[FERRY_EPROTO - FERRY_EVERSION] = "no common protocol version",
+	[FERRY_EPROTO - FERRY_EMISMATCH] =
+		"memory layout differs between source and destination",
+	[FERRY_EPROTO - FERRY_EPEER] = "the peer reported an error",
+	[FERRY_EPROTO - FERRY_ECANCELED] = "cancelled",
+	[FERRY_EPROTO - FERRY_ETIMEOUT] = "did not converge within the limits",
+	[FERRY_EPROTO - FERRY_EVMM] = "a VMM callback failed",
+	[FERRY_EPROTO - FERRY_EUNCONFIRMED] =
+		"released, but the destination did not confirm it runs",
+	[FERRY_EPROTO - FERRY_EUNKNOWN] = "unknown mandatory record",
+};
+static_assert(sizeof(error_texts) / sizeof(error_texts[0]) ==
+		      FERRY_EPROTO - FERRY_ELAST + 1,
+	      "every ferry error code has a text");
+
 FERRY_API const char *ferry_strerror(int err)
 {
-	switch (err) {
-	case 0:
+	if (err == 0)
 		return "success";
-	case FERRY_EPROTO:
-		return "protocol violation by the peer";
-	case FERRY_ECHECKSUM:
-		return "record checksum mismatch";
-	case FERRY_EVERSION:
-		return "no common protocol version";
-	case FERRY_EMISMATCH:
-		return "memory layout differs between source and destination";
-	case FERRY_EPEER:
-		return "the peer reported an error";
-	case FERRY_ECANCELED:
-		return "cancelled";
-	case FERRY_ETIMEOUT:
-		return "did not converge within the limits";
-	case FERRY_EVMM:
-		return "a VMM callback failed";
-	case FERRY_EUNCONFIRMED:
-		return "released, but the destination did not confirm it runs";
-	case FERRY_EUNKNOWN:
-		return "unknown mandatory record";
-	}
+	if (err <= FERRY_EPROTO && err >= FERRY_ELAST)
+		return error_texts[FERRY_EPROTO - err];
 	if (err < 0 && err > -4096)
 		return strerror(-err);
 	return "unknown error";
@@ -89,6 +89,8 @@ FERRY_API const char *ferry_state_name(enum ferry_state state)
 		[FERRY_STATE_FAILED] = "failed",
 		[FERRY_STATE_CANCELLED] = "cancelled",
 	};
+	static_assert(sizeof(names) / sizeof(names[0]) == FERRY_STATE_COUNT,
+		      "every state has a name");
 
 	if ((unsigned)state < sizeof(names) / sizeof(names[0]))
 		return names[state];
@@ -398,17 +400,26 @@ void fy_session_set_state(ferry_session *s, enum ferry_state st)
  */
 int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
 {
+	char msg[sizeof(s->errmsg)];
+	bool first = false;
 	va_list ap;
 
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
 	pthread_mutex_lock(&s->lock);
 	if (!s->stats.error) {
 		s->stats.error = code;
-		va_start(ap, fmt);
-		vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
-		va_end(ap);
+		memcpy(s->errmsg, msg, sizeof(msg));
+		first = true;
 	}
 	pthread_mutex_unlock(&s->lock);
-	fy_session_log(s, 0, "%s", s->errmsg);
+	/* A later failure is usually a consequence: the log hears it as
+	 * such, and the first one is not repeated. */
+	if (first)
+		fy_session_log(s, 0, "%s", msg);
+	else
+		fy_session_log(s, 2, "then: %s", msg);
 	return code;
 }
 
