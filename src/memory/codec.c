@@ -87,6 +87,22 @@ int fy_codec_parse(const char *name, enum fy_codec_kind *out)
 	return -EINVAL;
 }
 
+/**
+ * fy_codec_levels() - the compression levels @kind takes, besides 0 (the
+ * default): @min to @max; 0 to 0 for none or an unknown kind.
+ */
+void fy_codec_levels(enum fy_codec_kind kind, int *min, int *max)
+{
+	*min = *max = 0;
+	if (kind == FY_CODEC_LZ4) {
+		*min = LZ4_LEVEL_MIN;
+		*max = LZ4HC_CLEVEL_MAX;
+	} else if (kind == FY_CODEC_ZSTD) {
+		*min = ZSTD_minCLevel();
+		*max = ZSTD_maxCLevel();
+	}
+}
+
 /* Resolve level 0 to the default and check the range for @kind. */
 static int codec_level(enum fy_codec_kind kind, int level, int *out)
 {

@@ -488,6 +488,9 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	if (rc)
 		return rc;
 	fy_recv_sm_init(&x.sm);
+	rc = fy_session_check_role(s, false);
+	if (rc)
+		goto done;
 	rc = fy_uri_parse(uri, &u, x.err, sizeof(x.err));
 	if (rc) {
 		fy_session_fail(s, rc, "%s", x.err);

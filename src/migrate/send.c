@@ -1195,6 +1195,9 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
 	if (rc)
 		return rc;
+	rc = fy_session_check_role(s, true);
+	if (rc)
+		return fy_session_end(s, rc);
 	x = sender_new(s);
 	if (!x) {
 		rc = fy_session_fail(s, -ENOMEM, "out of memory");
