@@ -97,12 +97,19 @@ enum ferry_event_kind {
 	FERRY_EVENT_PASS = 2,  /* a memory pass ended */
 	FERRY_EVENT_PROGRESS = 3, /* periodic progress within a pass */
 	FERRY_EVENT_THROTTLE = 4, /* auto-converge changed the vCPU throttle */
+	FERRY_EVENT_LISTENING = 5, /* destination: listening, at
+				      stats->listen_uri (the port chosen for
+				      "tcp:HOST:0" included) */
 };
 
 /* The longest TCP congestion control name the kernel keeps (it cuts a
  * longer one short): ferry_config.congestion_control is 1 to this many
  * bytes. */
 #define FERRY_CONGESTION_CONTROL_MAX 15
+
+/* The longest URI the library reports (ferry_stats.listen_uri), NUL
+ * included. */
+#define FERRY_URI_MAX 288
 
 /* Statistics of one session. All times are milliseconds. */
 struct ferry_stats {
@@ -132,6 +139,10 @@ struct ferry_stats {
 	/* source: TCP congestion control of the connections ("" for UNIX
 	 * sockets) */
 	char congestion_control[FERRY_CONGESTION_CONTROL_MAX + 1];
+	/* destination: where it listens for this run ("tcp:127.0.0.1:40123",
+	 * "unix:PATH", "fd:N"), set before FERRY_EVENT_LISTENING; "" before
+	 * that, and for a connected fd: or a file: */
+	char listen_uri[FERRY_URI_MAX];
 };
 
 struct ferry_event {

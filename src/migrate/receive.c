@@ -69,6 +69,10 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	}
 	r.capabilities = h.capabilities & s->cfg.capabilities &
 			 fy_version_caps(r.version);
+	/* Extra connections need a listener to come through (not so on a
+	 * connected fd:N, or when the acceptor could not start). */
+	if (!x->pool.started)
+		r.capabilities &= ~FERRY_CAP_MULTI_CHANNEL;
 	if (getrandom(&r.session_id, sizeof(r.session_id), 0) < 0 ||
 	    getrandom(r.token, sizeof(r.token), 0) < 0)
 		return -errno;
@@ -446,17 +450,59 @@ static void size_rcvbuf(ferry_session *s, int lfd)
 		fy_transport_set_buffer(lfd, false, want);
 }
 
-/* Accept the main connection; the listener stays open for extra ones. */
-static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
-		      int *fd)
+/* Tell the log, the stats and the event callback where this run listens
+ * (with the port the kernel chose for "tcp:HOST:0"), so that an embedder
+ * need not guess when to connect. */
+static void announce(ferry_session *s, const struct fy_uri *u, int lfd)
+{
+	char where[FERRY_URI_MAX];
+
+	fy_transport_listen_uri(u, lfd, where, sizeof(where));
+	pthread_mutex_lock(&s->lock);
+	memcpy(s->stats.listen_uri, where, sizeof(where));
+	pthread_mutex_unlock(&s->lock);
+	fy_session_log(s, 2, "listening on %s", where);
+	fy_session_event(s, FERRY_EVENT_LISTENING);
+}
+
+/*
+ * The listener: our own for tcp: and unix:, or a duplicate of the caller's
+ * for "fd:N" (*@borrowed: it must not be shut down). A connected fd:N is
+ * the main connection itself: *@fd is set and *@lfd stays -1.
+ */
+static int open_listener(ferry_session *s, const struct fy_uri *u, int *lfd,
+			 int *fd, bool *borrowed)
 {
 	char err[256];
-	int rc;
+	bool listening = true;
+	int dfd, rc;
 
-	rc = fy_transport_listen(u, lfd, err, sizeof(err));
+	if (u->kind != FY_URI_FD) {
+		rc = fy_transport_listen(u, lfd, err, sizeof(err));
+		return rc ? fy_session_fail(s, rc, "%s", err) : 0;
+	}
+	rc = fy_transport_borrow(u, &dfd, &listening, err, sizeof(err));
 	if (rc)
 		return fy_session_fail(s, rc, "%s", err);
+	*borrowed = listening;
+	if (listening)
+		*lfd = dfd;
+	else
+		*fd = dfd;
+	return 0;
+}
+
+/* Accept the main connection; the listener stays open for extra ones. */
+static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
+		      int *fd, bool *borrowed)
+{
+	int rc;
+
+	rc = open_listener(s, u, lfd, fd, borrowed);
+	if (rc || *lfd < 0)
+		return rc;
 	size_rcvbuf(s, *lfd);
+	announce(s, u, *lfd);
 	do {
 		rc = fy_transport_accept(*lfd, fd, FY_TICK_MS);
 		if (rc == -ETIMEDOUT && fy_cancelled(s))
@@ -478,6 +524,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	struct fy_uri u;
 	uint16_t ver;
 	int fd = -1, lfd = -1, rc;
+	bool borrowed = false;
 
 	if (!s || !uri)
 		return -EINVAL;
@@ -504,12 +551,13 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 			goto done;
 		}
 	} else {
-		rc = accept_one(s, &u, &lfd, &fd);
+		rc = accept_one(s, &u, &lfd, &fd, &borrowed);
 		if (rc)
 			goto done;
 		fy_transport_tune(fd, FY_TICK_MS);
-		if (!(s->cfg.capabilities & FERRY_CAP_MULTI_CHANNEL) ||
-		    fy_recv_pool_start(&x.pool, s, lfd, fd))
+		/* Extra connections come through the listener, if any. */
+		if (lfd >= 0 && (!(s->cfg.capabilities & FERRY_CAP_MULTI_CHANNEL) ||
+				 fy_recv_pool_start(&x.pool, s, lfd, fd, borrowed)))
 			close(lfd);
 	}
 	rc = fy_chan_init(&x.ch, s, fd);

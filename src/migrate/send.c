@@ -603,6 +603,12 @@ static int open_extra(struct sender *x, const struct fy_uri *u)
 	char why[256];
 	int rc;
 
+	if (want > 1 && u->kind == FY_URI_FD) {
+		fy_session_log(s, 1,
+			       "fd:%d is one connection and there is no address to open more; using one",
+			       u->fd);
+		want = 1;
+	}
 	if (want > 1 && !(x->peer.capabilities & FERRY_CAP_MULTI_CHANNEL)) {
 		fy_session_log(s, 1,
 			       "destination takes no extra connections; using one");
@@ -993,7 +999,9 @@ static int unwind(struct sender *x, int rc)
 
 /*
  * A destination that is still starting refuses connections for a moment;
- * retry those briefly instead of failing a migration that would work.
+ * retry those briefly instead of failing a migration that would work. An
+ * "fd:N" URI is the caller's connected socket, used through a duplicate
+ * (the caller's descriptor stays open).
  */
 #define FY_CONNECT_PATIENCE_MS 3000
 
@@ -1003,6 +1011,20 @@ static int connect_patiently(ferry_session *s, const struct fy_uri *u, int *fd,
 	uint64_t until = fy_now_ns() + FY_CONNECT_PATIENCE_MS * 1000000ull;
 	int rc;
 
+	if (u->kind == FY_URI_FD) {
+		bool listening;
+
+		rc = fy_transport_borrow(u, fd, &listening, err, errlen);
+		if (!rc && listening) {
+			close(*fd);
+			*fd = -1;
+			snprintf(err, errlen,
+				 "fd:%d is a listening socket; a source needs a connected one",
+				 u->fd);
+			rc = -EINVAL;
+		}
+		return rc;
+	}
 	for (;;) {
 		rc = fy_transport_connect(u, s->cfg.congestion_control, fd, err,
 					  errlen);
@@ -1087,7 +1109,9 @@ static int open_main(struct sender *x, const struct fy_uri *u)
 
 	for (;;) {
 		rc = open_main_once(x, u);
+		/* The caller's own socket (fd:N) cannot be opened again. */
 		if (!rc || (rc != -EPIPE && rc != -ECONNRESET) ||
+		    u->kind == FY_URI_FD ||
 		    x->sm.state != FY_SS_START || fy_now_ns() > until ||
 		    fy_cancelled(x->s))
 			return rc;
