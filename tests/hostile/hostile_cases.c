@@ -21,8 +21,8 @@
 /* ---- cases: extra data connections (multi-channel) ---- */
 
 #ifdef FERRY_CAP_MULTI_CHANNEL
-/* A second connection to the same destination, as a data connection. */
-struct ctx *data_open(struct ctx *c)
+/* A second connection to the same destination that has sent nothing. */
+struct ctx *data_connect(struct ctx *c)
 {
 	struct ctx *d = calloc(1, sizeof(*d));
 
@@ -34,7 +34,21 @@ struct ctx *data_open(struct ctx *c)
 	d->external = c->external;
 	d->size = c->size;
 	d->fd = -1;
-	start(d);
+	peer_connect(d);
+	return d;
+}
+
+/* A second connection to the same destination, as a data connection:
+ * connected, with the stream header sent. */
+struct ctx *data_open(struct ctx *c)
+{
+	struct ctx *d = data_connect(c);
+	uint8_t sh[FY_STREAM_HDR_SIZE];
+
+	if (d && !d->failed) {
+		fy_stream_hdr_encode(sh);
+		put(d, sh, sizeof(sh));
+	}
 	return d;
 }
 
@@ -825,9 +839,6 @@ static void c_unknown_optional_skipped(struct ctx *c)
 {
 	static const char blob[] = "state-after-optional-records";
 	struct fy_buf b;
-	uint8_t body[512];
-	size_t n;
-	struct fy_running run;
 
 	if (!start(c))
 		return;
@@ -868,15 +879,7 @@ static void c_unknown_optional_skipped(struct ctx *c)
 	if (!do_simple(c, FY_REC_SWITCHOVER, NULL, 0))
 		return;
 	optional_rec(c, 0x0001, 0, 3);
-	fy_buf_init(&b);
-	b_rec(&b, FY_REC_RELEASED, ++c->seq, 0, NULL, 0);
-	put_buf(c, &b);
-	fy_buf_free(&b);
-	if (!expect_ok(c, c->seq, body, sizeof(body), &n))
-		return;
-	CHECK(c, fy_running_decode(body, n, &run) == 0,
-	      "malformed answer to RELEASED");
-	expect_eof(c);
+	do_released(c);
 }
 
 /* ---- the table ---- */
@@ -953,7 +956,6 @@ const struct hcase hostile_cases[] = {
 	CASE(stranger_join_index_0, INPROC | SUCCEEDS),
 	CASE(stranger_join_index_out_of_range, INPROC | SUCCEEDS),
 	CASE(stranger_join_other_channel_count, INPROC | SUCCEEDS),
-	CASE(stranger_join_duplicate_index, INPROC | SUCCEEDS),
 	CASE(stranger_join_wrong_token, INPROC | SUCCEEDS),
 	CASE(stranger_join_replayed, INPROC | SUCCEEDS),
 	CASE(stranger_join_long_body, INPROC | SUCCEEDS),

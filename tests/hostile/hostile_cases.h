@@ -78,6 +78,7 @@ void c_zstd_valid_then_error(struct ctx *c);
  * strangers (hostile_strangers.c). */
 struct fy_buf;
 struct fy_pass_conn;
+struct ctx *data_connect(struct ctx *c);
 struct ctx *data_open(struct ctx *c);
 void data_close(struct ctx *c, struct ctx *d);
 void b_pass_end_conns(struct fy_buf *b, uint32_t seq, uint32_t pass,
@@ -92,7 +93,6 @@ void c_stranger_join_bad_checksum(struct ctx *c);
 void c_stranger_join_index_0(struct ctx *c);
 void c_stranger_join_index_out_of_range(struct ctx *c);
 void c_stranger_join_other_channel_count(struct ctx *c);
-void c_stranger_join_duplicate_index(struct ctx *c);
 void c_stranger_join_wrong_token(struct ctx *c);
 void c_stranger_join_replayed(struct ctx *c);
 void c_stranger_join_long_body(struct ctx *c);

@@ -580,6 +580,27 @@ bool loaded(struct ctx *c)
 	       do_simple(c, FY_REC_STATE, blob, sizeof(blob) - 1);
 }
 
+/* RELEASED, answered OK with a valid "running" body, then the close. */
+bool do_released(struct ctx *c)
+{
+	struct fy_buf b;
+	uint8_t body[512];
+	size_t n;
+	struct fy_running run;
+
+	fy_buf_init(&b);
+	b_rec(&b, FY_REC_RELEASED, ++c->seq, 0, NULL, 0);
+	put_buf(c, &b);
+	fy_buf_free(&b);
+	if (!expect_ok(c, c->seq, body, sizeof(body), &n))
+		return false;
+	if (fy_running_decode(body, n, &run)) {
+		FAIL(c, "malformed answer to RELEASED");
+		return false;
+	}
+	return expect_eof(c);
+}
+
 /* Send @b (the hostile part) and expect ERROR. */
 void hostile(struct ctx *c, struct fy_buf *b, uint32_t seq, int code,
 	     const char *text)

@@ -132,6 +132,7 @@ bool do_pass_begin(struct ctx *c, uint32_t final);
 void do_mem(struct ctx *c, uint64_t page, uint64_t npages, uint64_t tag);
 bool do_pass_end(struct ctx *c);
 bool do_simple(struct ctx *c, uint32_t type, const void *body, size_t len);
+bool do_released(struct ctx *c);
 bool configured(struct ctx *c);
 bool in_pass(struct ctx *c);
 bool loaded(struct ctx *c);

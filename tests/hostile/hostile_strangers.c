@@ -54,26 +54,10 @@ static void b_join_as(struct fy_buf *b, const struct ctx *c, uint8_t flip,
 	b_body_rec(b, FY_REC_JOIN, 1, &body);
 }
 
-/* A connection to the destination's port that has sent nothing yet. */
-static struct ctx *connect_only(struct ctx *c)
-{
-	struct ctx *d = calloc(1, sizeof(*d));
-
-	if (!d) {
-		FAIL(c, "out of memory");
-		return NULL;
-	}
-	d->uri = c->uri;
-	d->size = c->size;
-	d->fd = -1;
-	peer_connect(d);
-	return d;
-}
-
 /* Data connection @index joins (within a second: nothing may hold it up). */
 static struct ctx *join_as(struct ctx *c, uint32_t index)
 {
-	struct ctx *d = connect_only(c);
+	struct ctx *d = data_connect(c);
 	uint64_t t0 = ms_now();
 	struct fy_buf b;
 
@@ -138,24 +122,11 @@ static bool pass3(struct ctx *c, struct ctx *d1, struct ctx *d2, uint64_t page,
 static void finish(struct ctx *c, struct ctx *d1, struct ctx *d2)
 {
 	static const char blob[] = "state-despite-strangers";
-	struct fy_buf b;
-	uint8_t body[512];
-	size_t n;
-	struct fy_running run;
 
-	if (!pass3(c, d1, d2, 8, 1) ||
-	    !do_simple(c, FY_REC_STATE, blob, sizeof(blob) - 1) ||
-	    !do_simple(c, FY_REC_SWITCHOVER, NULL, 0))
-		return;
-	fy_buf_init(&b);
-	b_rec(&b, FY_REC_RELEASED, ++c->seq, 0, NULL, 0);
-	put_buf(c, &b);
-	fy_buf_free(&b);
-	if (!expect_ok(c, c->seq, body, sizeof(body), &n))
-		return;
-	CHECK(c, fy_running_decode(body, n, &run) == 0,
-	      "malformed answer to RELEASED");
-	expect_eof(c);
+	if (pass3(c, d1, d2, 8, 1) &&
+	    do_simple(c, FY_REC_STATE, blob, sizeof(blob) - 1) &&
+	    do_simple(c, FY_REC_SWITCHOVER, NULL, 0))
+		do_released(c);
 }
 
 /* The stranger's connection ends within @ms; an ERROR before the close
@@ -182,15 +153,50 @@ static void dropped_within(struct ctx *c, struct ctx *x, int code, int ms)
 }
 
 /*
- * The frame of every case: a migration on three connections with
- * @stranger acting between the first data connection's JOIN and the
- * second's, in the middle of pass 1. @stranger returns the stranger's
- * connection (or NULL), already checked as dropped unless @late.
+ * One stranger: what it sends (@act, or else a JOIN with this session's
+ * credentials but for the bits in @flip, @index and @channels), how it is
+ * refused (@code: the ERROR's code, ANY_CODE when it may simply be
+ * closed), whether it is checked only after the pass (@late: silent ones,
+ * closed after FY_JOIN_WAIT_MS), and what the destination's log says.
  */
-static void with_stranger(struct ctx *c,
-			  struct ctx *(*stranger)(struct ctx *c,
-						  struct ctx *d1),
-			  bool late, const char *logged)
+struct stranger {
+	struct ctx *(*act)(struct ctx *c);
+	uint8_t flip;
+	uint32_t index, channels;
+	int code;
+	bool late;
+	const char *logged;
+};
+
+/* A stranger that sends @b, and is dropped (ERROR @code first, if any). */
+static struct ctx *send_and_drop(struct ctx *c, struct fy_buf *b, int code)
+{
+	struct ctx *x = data_connect(c);
+
+	if (x && !x->failed) {
+		put_buf(x, b);
+		dropped_within(c, x, code, IO_TIMEOUT_MS);
+	}
+	fy_buf_free(b);
+	return x;
+}
+
+/* The stranger's JOIN, as @s describes it. */
+static struct ctx *join_stranger(struct ctx *c, const struct stranger *s)
+{
+	struct fy_buf b;
+
+	fy_buf_init(&b);
+	b_join_as(&b, c, s->flip, s->index, s->channels);
+	return send_and_drop(c, &b, s->code);
+}
+
+/*
+ * The frame of every case: a migration on three connections with the
+ * stranger @s acting between the first data connection's JOIN and the
+ * second's, in the middle of pass 1.
+ */
+static void with_stranger(struct ctx *c, const struct stranger *s)
 {
 	struct ctx *d1 = NULL, *d2 = NULL, *x = NULL;
 	/* The second data connection joined late: it carried nothing. */
@@ -203,223 +209,113 @@ static void with_stranger(struct ctx *c,
 		goto out;
 	do_mem(c, 0, 1, 50);
 	data_mem(c, d1, 1, 2, 51);
-	x = stranger(c, d1);
+	x = s->act ? s->act(c) : join_stranger(c, s);
 	if (c->failed || !(d2 = join_as(c, 2)))
 		goto out;
 	put_pass_end_conns(c, e, CHANNELS);
 	if (!expect_ok(c, c->seq, body, sizeof(body), &n))
 		goto out;
 	CHECK(c, n == 0, "the answer to PASS_END names lost connections");
-	if (late && x)
+	if (s->late && x)
 		dropped_within(c, x, ANY_CODE, FY_JOIN_WAIT_MS + 3000);
 	if (!c->failed && pass3(c, d1, d2, 3, 0))
 		finish(c, d1, d2);
-	if (!c->failed && c->dst && logged)
-		CHECK(c, fake_vmm_logged(c->dst, logged),
-		      "the destination's log does not mention \"%s\"", logged);
+	if (!c->failed && c->dst)
+		CHECK(c, fake_vmm_logged(c->dst, s->logged),
+		      "the destination's log does not mention \"%s\"",
+		      s->logged);
 out:
 	data_close(c, x);
 	data_close(c, d1);
 	data_close(c, d2);
 }
 
-/* A stranger that sends @b, and is dropped (ERROR @code first, if any). */
-static struct ctx *send_and_drop(struct ctx *c, struct fy_buf *b, int code)
-{
-	struct ctx *x = connect_only(c);
-
-	if (x && !x->failed) {
-		put_buf(x, b);
-		dropped_within(c, x, code, IO_TIMEOUT_MS);
+#define STRANGER(name, ...)                                         \
+	void c_stranger_##name(struct ctx *c)                       \
+	{                                                           \
+		static const struct stranger s = { __VA_ARGS__ };   \
+		with_stranger(c, &s);                               \
 	}
-	fy_buf_free(b);
-	return x;
-}
 
-static struct ctx *s_garbage(struct ctx *c, struct ctx *d1)
+static struct ctx *s_garbage(struct ctx *c)
 {
 	struct fy_buf b;
 	uint8_t junk[333];
 
-	(void)d1;
 	for (size_t i = 0; i < sizeof(junk); i++)
 		junk[i] = (uint8_t)(i * 37 + 11);
 	fy_buf_init(&b);
 	fy_buf_put(&b, junk, sizeof(junk));
 	return send_and_drop(c, &b, ANY_CODE);
 }
-
-void c_stranger_garbage(struct ctx *c)
-{
-	with_stranger(c, s_garbage, false, "not a ferry stream");
-}
+STRANGER(garbage, .act = s_garbage, .logged = "not a ferry stream")
 
 /* A JOIN that would be valid (index 2, the right token) but for its
  * checksum: were it believed, it would take the second connection's
  * place. */
-static struct ctx *s_bad_checksum(struct ctx *c, struct ctx *d1)
+static struct ctx *s_bad_checksum(struct ctx *c)
 {
 	struct fy_buf b;
 
-	(void)d1;
 	fy_buf_init(&b);
 	b_join_as(&b, c, 0, 2, CHANNELS);
 	b.data[b.len - 1] ^= 0x40;
 	return send_and_drop(c, &b, ANY_CODE);
 }
+STRANGER(join_bad_checksum, .act = s_bad_checksum,
+	 .logged = "JOIN unreadable")
 
-void c_stranger_join_bad_checksum(struct ctx *c)
-{
-	with_stranger(c, s_bad_checksum, false, "JOIN unreadable");
-}
-
-static struct ctx *s_index_0(struct ctx *c, struct ctx *d1)
-{
-	struct fy_buf b;
-
-	(void)d1;
-	fy_buf_init(&b);
-	b_join_as(&b, c, 0, 0, CHANNELS);
-	return send_and_drop(c, &b, -EBADMSG);
-}
-
-void c_stranger_join_index_0(struct ctx *c)
-{
-	with_stranger(c, s_index_0, false, "malformed JOIN");
-}
-
-static struct ctx *s_index_range(struct ctx *c, struct ctx *d1)
-{
-	struct fy_buf b;
-
-	(void)d1;
-	fy_buf_init(&b);
-	b_join_as(&b, c, 0, CHANNELS, CHANNELS);
-	return send_and_drop(c, &b, -EBADMSG);
-}
-
-void c_stranger_join_index_out_of_range(struct ctx *c)
-{
-	with_stranger(c, s_index_range, false, "malformed JOIN");
-}
-
-/* The right credentials, but another number of connections than the
- * source's own JOIN gave. */
-static struct ctx *s_channel_count(struct ctx *c, struct ctx *d1)
-{
-	struct fy_buf b;
-
-	(void)d1;
-	fy_buf_init(&b);
-	b_join_as(&b, c, 0, 5, 8);
-	return send_and_drop(c, &b, -ERANGE);
-}
-
-void c_stranger_join_other_channel_count(struct ctx *c)
-{
-	with_stranger(c, s_channel_count, false, "number of connections");
-}
-
-static struct ctx *s_duplicate(struct ctx *c, struct ctx *d1)
-{
-	struct fy_buf b;
-
-	(void)d1;
-	fy_buf_init(&b);
-	b_join_as(&b, c, 0, 1, CHANNELS);
-	return send_and_drop(c, &b, -EEXIST);
-}
-
-void c_stranger_join_duplicate_index(struct ctx *c)
-{
-	with_stranger(c, s_duplicate, false, "already joined");
-}
-
-static struct ctx *s_wrong_token(struct ctx *c, struct ctx *d1)
-{
-	struct fy_buf b;
-
-	(void)d1;
-	fy_buf_init(&b);
-	b_join_as(&b, c, 0x20, 2, CHANNELS);
-	return send_and_drop(c, &b, -EACCES);
-}
-
-void c_stranger_join_wrong_token(struct ctx *c)
-{
-	with_stranger(c, s_wrong_token, false, "wrong session or token");
-}
-
-/* The very bytes the first data connection opened with, sent again. */
-static struct ctx *s_replayed(struct ctx *c, struct ctx *d1)
-{
-	struct fy_buf b;
-
-	(void)d1;
-	fy_buf_init(&b);
-	b_join_as(&b, c, 0, 1, CHANNELS);
-	return send_and_drop(c, &b, -EEXIST);
-}
-
-void c_stranger_join_replayed(struct ctx *c)
-{
-	with_stranger(c, s_replayed, false, "already joined");
-}
+/* The right credentials throughout, so that nothing but the checked
+ * field can be why the JOIN is refused. */
+STRANGER(join_index_0, .index = 0, .channels = CHANNELS, .code = -EBADMSG,
+	 .logged = "malformed JOIN")
+STRANGER(join_index_out_of_range, .index = CHANNELS, .channels = CHANNELS,
+	 .code = -EBADMSG, .logged = "malformed JOIN")
+/* Another number of connections than the source's own JOIN gave. */
+STRANGER(join_other_channel_count, .index = 5, .channels = 8,
+	 .code = -ERANGE, .logged = "number of connections")
+STRANGER(join_wrong_token, .flip = 0x20, .index = 2, .channels = CHANNELS,
+	 .code = -EACCES, .logged = "wrong session or token")
+/* The very bytes the first data connection opened with, sent again: a
+ * replay, and a JOIN for an index already taken. */
+STRANGER(join_replayed, .index = 1, .channels = CHANNELS, .code = -EEXIST,
+	 .logged = "already joined")
 
 /* A JOIN header announcing a megabyte of body, then nothing: the
  * destination must not wait for (or make room for) the body. */
-static struct ctx *s_long_body(struct ctx *c, struct ctx *d1)
+static struct ctx *s_long_body(struct ctx *c)
 {
 	uint8_t sh[FY_STREAM_HDR_SIZE];
 	struct fy_buf b;
 
-	(void)d1;
 	fy_buf_init(&b);
 	fy_stream_hdr_encode(sh);
 	fy_buf_put(&b, sh, sizeof(sh));
 	b_hdr(&b, FY_REC_JOIN, 1u << 20, 1, 0);
 	return send_and_drop(c, &b, -EBADMSG);
 }
-
-void c_stranger_join_long_body(struct ctx *c)
-{
-	with_stranger(c, s_long_body, false, "malformed JOIN");
-}
+STRANGER(join_long_body, .act = s_long_body, .logged = "malformed JOIN")
 
 /* Connects and says nothing: the second data connection still joins at
  * once, and the stranger is closed within FY_JOIN_WAIT_MS. */
-static struct ctx *s_silent(struct ctx *c, struct ctx *d1)
-{
-	(void)d1;
-	return connect_only(c);
-}
-
-void c_stranger_silent(struct ctx *c)
-{
-	with_stranger(c, s_silent, true, "no JOIN");
-}
+STRANGER(silent, .act = data_connect, .late = true, .logged = "no JOIN")
 
 /* More silent strangers than may wait at once: the oldest make room, and
  * the source's own connection still joins at once. */
-static struct ctx *s_silent_flood(struct ctx *c, struct ctx *d1)
+static struct ctx *s_silent_flood(struct ctx *c)
 {
 	struct ctx *x[FY_MAX_PENDING + 4];
-	struct ctx *last;
+	size_t n = sizeof(x) / sizeof(x[0]);
 
-	(void)d1;
-	for (size_t i = 0; i < sizeof(x) / sizeof(x[0]); i++)
-		x[i] = connect_only(c);
+	for (size_t i = 0; i < n; i++)
+		x[i] = data_connect(c);
 	/* The first ones are closed to make room for the later ones. */
 	dropped_within(c, x[0], ANY_CODE, IO_TIMEOUT_MS);
-	last = x[sizeof(x) / sizeof(x[0]) - 1];
-	for (size_t i = 0; i + 1 < sizeof(x) / sizeof(x[0]); i++)
+	for (size_t i = 0; i + 1 < n; i++)
 		data_close(c, x[i]);
-	return last;
+	return x[n - 1];
 }
-
-void c_stranger_silent_flood(struct ctx *c)
-{
-	with_stranger(c, s_silent_flood, true, "no JOIN");
-}
+STRANGER(silent_flood, .act = s_silent_flood, .late = true,
+	 .logged = "no JOIN")
 
 #endif /* FERRY_CAP_MULTI_CHANNEL */

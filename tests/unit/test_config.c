@@ -141,11 +141,22 @@ static void test_defaults_pass(void **state)
 	assert_int_equal(ferry_config_check(NULL, NULL, 0), -EINVAL);
 }
 
+/* A session with @ops and the default config. */
+static ferry_session *session_of(const struct ferry_vmm_ops *ops)
+{
+	struct ferry_config cfg;
+	ferry_session *s = NULL;
+
+	ferry_config_init(&cfg);
+	cfg.ops = ops;
+	assert_int_equal(ferry_session_new(&cfg, &s), 0);
+	return s;
+}
+
 /* A destination-only VMM (no pause, no save_state) gets a session and
  * may receive; sending with it fails with the missing callback named. */
 static void test_destination_needs_no_source_callbacks(void **state)
 {
-	struct ferry_config cfg;
 	ferry_session *s;
 	char msg[256];
 	size_t size = 1u << 20;
@@ -155,9 +166,7 @@ static void test_destination_needs_no_source_callbacks(void **state)
 				  .name = "ram0" };
 
 	(void)state;
-	ferry_config_init(&cfg);
-	cfg.ops = &dest_ops;
-	assert_int_equal(ferry_session_new(&cfg, &s), 0);
+	s = session_of(&dest_ops);
 	assert_int_equal(ferry_session_add_region(s, &r), 0);
 	assert_int_equal(ferry_session_send(s, "unix:/nonexistent/x"), -EINVAL);
 	ferry_session_errmsg(s, msg, sizeof(msg));
@@ -186,7 +195,6 @@ static void test_region_refusals(void **state)
 		{ { .gpa = 8u << 20, .size = 4096, .fd = 9999,
 		    .flags = FERRY_REGION_FD }, "not an open descriptor" },
 	};
-	struct ferry_config cfg;
 	ferry_session *s;
 	char msg[256];
 	size_t size = 2u << 20;
@@ -196,9 +204,7 @@ static void test_region_refusals(void **state)
 				   .host = mem, .name = "low" };
 
 	(void)state;
-	ferry_config_init(&cfg);
-	cfg.ops = &all_ops;
-	assert_int_equal(ferry_session_new(&cfg, &s), 0);
+	s = session_of(&all_ops);
 	/* fd left 0 without the flag: accepted, and not taken as fd 0. */
 	assert_int_equal(ferry_session_add_region(s, &ok), 0);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -865,6 +865,16 @@ static void recv_listening(struct recv_job *j, ferry_session *ds,
 	pthread_mutex_unlock(&heard_lock);
 }
 
+/* Send @ss to @uri while @j receives: both succeed, memory arrives. */
+static void send_joined(ferry_session *ss, const char *uri, struct recv_job *j,
+			const struct fake_vm *src, const struct fake_vm *dst)
+{
+	assert_int_equal(send_verbose(ss, uri, 0), 0);
+	pthread_join(j->t, NULL);
+	assert_int_equal(j->rc, 0);
+	assert_memory_equal(src->mem, dst->mem, src->size);
+}
+
 /*
  * "tcp:127.0.0.1:0": the destination listens on a port the kernel picks,
  * says which in the LISTENING event and the stats, and the source (with
@@ -889,10 +899,7 @@ static void test_tcp_port_0_is_reported(void **state)
 	assert_true(port > 0 && port < 65536);
 	ferry_session_stats(ds, &st);
 	assert_string_equal(st.listen_uri, where);
-	assert_int_equal(send_verbose(ss, where, 0), 0);
-	pthread_join(j.t, NULL);
-	assert_int_equal(j.rc, 0);
-	assert_memory_equal(src.mem, dst.mem, MEM);
+	send_joined(ss, where, &j, &src, &dst);
 	ferry_session_stats(ds, &st);
 	assert_int_equal(st.connections, 3);
 	end_pair(ss, ds, &src, &dst);
@@ -933,10 +940,7 @@ static void test_fd_uris(void **state)
 	j.s = ds;
 	pthread_create(&j.t, NULL, recv_main, &j);
 	snprintf(uri, sizeof(uri), "fd:%d", sp[0]);
-	assert_int_equal(send_verbose(ss, uri, 0), 0);
-	pthread_join(j.t, NULL);
-	assert_int_equal(j.rc, 0);
-	assert_memory_equal(src.mem, dst.mem, MEM);
+	send_joined(ss, uri, &j, &src, &dst);
 	ferry_session_stats(ss, &st);
 	assert_int_equal(st.connections, 1);
 	assert_true(still_open(sp[0]) && still_open(sp[1]));
@@ -954,10 +958,7 @@ static void test_fd_uris(void **state)
 	recv_listening(&j, ds, uri, where, sizeof(where));
 	assert_string_equal(where, uri);
 	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%u", ntohs(sa.sin_port));
-	assert_int_equal(send_verbose(ss, uri, 0), 0);
-	pthread_join(j.t, NULL);
-	assert_int_equal(j.rc, 0);
-	assert_memory_equal(src.mem, dst.mem, MEM);
+	send_joined(ss, uri, &j, &src, &dst);
 	ferry_session_stats(ds, &st);
 	assert_int_equal(st.connections, 4);
 	/* The VMM's listener still takes connections. */
