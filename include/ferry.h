@@ -55,6 +55,8 @@ enum {
 				       confirmed it runs: neither side runs
 				       the guest until an operator decides */
 	FERRY_EUNKNOWN = -1009,	    /* unknown mandatory record */
+	FERRY_ELAST = FERRY_EUNKNOWN, /* the lowest code above (not an error
+					 of its own): a new code moves it */
 };
 
 /**
@@ -82,6 +84,7 @@ enum ferry_state {
 	FERRY_STATE_COMPLETED,	 /* the destination runs the guest */
 	FERRY_STATE_FAILED,	 /* failed; see the error */
 	FERRY_STATE_CANCELLED,	 /* cancelled; the source runs the guest */
+	FERRY_STATE_COUNT,	 /* how many states there are; not a state */
 };
 
 /**
@@ -94,12 +97,19 @@ enum ferry_event_kind {
 	FERRY_EVENT_PASS = 2,  /* a memory pass ended */
 	FERRY_EVENT_PROGRESS = 3, /* periodic progress within a pass */
 	FERRY_EVENT_THROTTLE = 4, /* auto-converge changed the vCPU throttle */
+	FERRY_EVENT_LISTENING = 5, /* destination: listening, at
+				      stats->listen_uri (the port chosen for
+				      "tcp:HOST:0" included) */
 };
 
 /* The longest TCP congestion control name the kernel keeps (it cuts a
  * longer one short): ferry_config.congestion_control is 1 to this many
  * bytes. */
 #define FERRY_CONGESTION_CONTROL_MAX 15
+
+/* The longest URI the library reports (ferry_stats.listen_uri), NUL
+ * included. */
+#define FERRY_URI_MAX 288
 
 /* Statistics of one session. All times are milliseconds. */
 struct ferry_stats {
@@ -116,7 +126,7 @@ struct ferry_stats {
 	double dirty_mb_per_s;	  /* measured dirty rate (10^6 B/s) */
 	double expected_downtime_ms; /* prediction at the last decision */
 	double total_ms;	  /* start to completion (or now) */
-	double downtime_ms;	  /* pause to resume, see docs/protocol.md */
+	double downtime_ms;	  /* pause to resume, see docs/stream-format.md, "Downtime" */
 	double final_pass_ms;	  /* the part of downtime spent on the last pass */
 	double state_ms;	  /* ... saving, sending and loading state */
 	double switchover_ms;	  /* ... the ready/released/running handshake */
@@ -129,6 +139,10 @@ struct ferry_stats {
 	/* source: TCP congestion control of the connections ("" for UNIX
 	 * sockets) */
 	char congestion_control[FERRY_CONGESTION_CONTROL_MAX + 1];
+	/* destination: where it listens for this run ("tcp:127.0.0.1:40123",
+	 * "unix:PATH", "fd:N"), set before FERRY_EVENT_LISTENING; "" before
+	 * that, and for a connected fd: or a file: */
+	char listen_uri[FERRY_URI_MAX];
 };
 
 struct ferry_event {
@@ -218,27 +232,41 @@ struct ferry_config {
 	void *opaque;		     /* passed to every callback */
 	ferry_event_fn on_event;     /* optional */
 	ferry_log_fn on_log;	     /* optional; level 0 error .. 3 debug */
-	uint32_t downtime_limit_ms;  /* default 300 */
-	uint32_t max_passes;	     /* default 30 (precopy passes) */
+	uint32_t downtime_limit_ms;  /* default 300; 0 = never predicted to
+					fit: passes go on to max_passes or
+					max_precopy_ms */
+	uint32_t max_passes;	     /* default 30 (precopy passes); 0 = 30 */
 	uint32_t max_precopy_ms;     /* default 0 = no time limit */
 	enum ferry_timeout_strategy timeout_strategy; /* default CANCEL */
 	enum ferry_dirty_mode dirty_mode;	      /* default AUTO */
-	uint32_t chunk_bytes;	     /* memory record size, default 1 MiB */
-	uint32_t version_min;	     /* refuse older peers (0 = ours) */
-	uint32_t version_max;	     /* cap the protocol version (0 = ours) */
-	uint64_t capabilities;	     /* capabilities offered, default all */
-	uint32_t progress_ms;	     /* progress event period, default 200 */
-	uint32_t connections;	     /* data connections, 1..64, default 1 */
+	uint32_t chunk_bytes;	     /* memory record size, default 1 MiB;
+					4 KiB .. 64 MiB - 4 KiB, a multiple
+					of 4 KiB */
+	uint32_t version_min;	     /* refuse older peers (0 = the oldest
+					this library speaks) */
+	uint32_t version_max;	     /* cap the protocol version (0 = the
+					newest); both within the library's
+					range, min <= max */
+	uint64_t capabilities;	     /* FERRY_CAP_* masks offered, default
+					all; unknown bits are refused */
+	uint32_t progress_ms;	     /* progress event period, default 200;
+					0 = 200 */
+	uint32_t connections;	     /* connections, 1..64, default 1 (the
+					main one; more add data connections);
+					0 is refused */
 	const char *record_stream;   /* source: also write the main connection's
 					bytes to this file (copied); forces a
 					single connection */
 	enum ferry_compress compress; /* default none; a chunk that does not
 					 shrink is sent raw */
-	int compress_level;	     /* 0 = the codec's default */
+	int compress_level;	     /* 0 = the codec's default; else lz4
+					-65537..12, zstd its min..max level;
+					with no compression only 0 */
 	uint32_t window;	     /* chunks in flight per connection
-					(socket buffering and queue depth);
-					0 = the measured default: 1 when
-					both ends share the host, else 2 */
+					(socket buffering and queue depth),
+					0..64; 0 = the measured default: 1
+					when both ends share the host, else
+					2 */
 	uint64_t max_bandwidth;	     /* source: cap on bytes per second sent,
 					all connections together and every
 					pass, the final one included (models
@@ -246,8 +274,10 @@ struct ferry_config {
 	bool auto_converge;	     /* default true: when passes stop shrinking,
 					throttle the vCPUs through
 					ops->throttle (if the VMM has one) */
-	uint32_t throttle_initial_pct; /* first throttle, default 20 */
-	uint32_t throttle_step_pct;  /* added at each step, default 10 */
+	uint32_t throttle_initial_pct; /* first throttle, default 20; at most
+					  throttle_max_pct */
+	uint32_t throttle_step_pct;  /* added at each step, default 10; at
+					most throttle_max_pct */
 	uint32_t throttle_max_pct;   /* ceiling, default 99 (at most 99) */
 	const char *congestion_control; /* source: TCP congestion control of
 					   every connection ("cubic", "bbr",
@@ -268,9 +298,34 @@ FERRY_API void ferry_config_init(struct ferry_config *cfg);
 typedef struct ferry_session ferry_session;
 
 /**
+ * ferry_config_check() - whether ferry_session_new() would take @cfg, and
+ * if not, why.
+ * @cfg: the configuration.
+ * @err: receives the reason ("connections is 0: it must be from 1 to
+ *       64"), NUL-terminated, or "" when the config is good; may be NULL.
+ * @errlen: size of @err.
+ *
+ * Checks every field against its documented range and what it needs from
+ * @cfg->ops. Only what both roles need is required here (ops and its
+ * resume); the callbacks of one role (pause and save_state for a source,
+ * load_state for a destination) are checked when the session is used in
+ * that role, and ferry_session_send()/ferry_session_receive() then fail
+ * with -EINVAL and the missing callback named in the session's message.
+ * Any thread; no side effects.
+ *
+ * Return: 0, or -EINVAL.
+ */
+FERRY_API int ferry_config_check(const struct ferry_config *cfg, char *err,
+				 size_t errlen);
+
+/**
  * ferry_session_new() - create a session.
  * @cfg: the configuration; copied.
  * @out: receives the session.
+ *
+ * A refused config (ferry_config_check()) is explained through
+ * @cfg->on_log (level 0) when it has one, since there is no session yet
+ * to hold the message; call ferry_config_check() to get it in a buffer.
  *
  * Return: 0, -EINVAL for a bad config, -ENOMEM.
  */
@@ -288,18 +343,30 @@ struct ferry_region {
 	uint64_t gpa;	/* guest-physical address */
 	uint64_t size;	/* bytes, a multiple of the page size */
 	void *host;	/* where the VMM maps it */
-	int fd;		/* backing fd (memfd, hugetlbfs) or -1 */
+	/* Backing fd (memfd, hugetlbfs) and the region's offset in it:
+	 * reserved for local migration by fd passing (a later version); this
+	 * version never uses, duplicates or closes it. Read only when flags
+	 * has FERRY_REGION_FD, so a region that leaves both zero does not
+	 * name descriptor 0; set fd to -1 when there is none. */
+	int fd;
 	uint64_t fd_offset;
 	const char *name; /* copied; shown in errors ("ram0") */
+	uint32_t flags;	  /* FERRY_REGION_* */
 };
+
+/* ferry_region.fd is meaningful: an open descriptor backing the region. */
+#define FERRY_REGION_FD 0x1u
 
 /**
  * ferry_session_add_region() - describe one region of guest memory.
  *
  * Regions must be added before send/receive, in the same order and with the
- * same sizes on both sides.
+ * same sizes on both sides. With FERRY_REGION_FD in @r->flags, @r->fd must
+ * be an open descriptor (checked with fcntl); without it, fd is ignored.
+ * The session's message says why a region is refused.
  *
- * Return: 0, -EINVAL (unaligned, overlapping, too many), -ENOMEM.
+ * Return: 0, -EINVAL (unaligned, overlapping, too many, unknown flags, a
+ * closed fd), -EBUSY (a migration runs), -ENOMEM.
  */
 FERRY_API int ferry_session_add_region(ferry_session *s,
 				       const struct ferry_region *r);
@@ -347,7 +414,8 @@ FERRY_API void ferry_session_stats(ferry_session *s, struct ferry_stats *out);
 FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
 					   size_t len);
 
-/* Capabilities (bit numbers in ferry_config.capabilities). */
+/* Capabilities: masks, or-ed into ferry_config.capabilities (bit n of
+ * the wire's u64 is 1ull << n; docs/stream-format.md lists them). */
 #define FERRY_CAP_DATA_CHECKSUM (1ull << 0) /* checksums cover page data */
 #define FERRY_CAP_MULTI_CHANNEL (1ull << 1) /* extra data connections */
 #define FERRY_CAP_ZERO_PAGES (1ull << 2)    /* zero pages travel as a map */

@@ -340,6 +340,22 @@ static json_object *migration_json(struct vm *vm)
 	return stats_json(&st, err);
 }
 
+/* A destination waiting for its source: where it listens (the port the
+ * kernel chose for --incoming tcp:HOST:0 included), else null. */
+static json_object *listening_json(struct vm *vm)
+{
+	struct ferry_stats st;
+	bool waiting = false;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	if (vm->mig.session) {
+		ferry_session_stats(vm->mig.session, &st);
+		waiting = st.state == FERRY_STATE_CONNECTING && st.listen_uri[0];
+	}
+	pthread_mutex_unlock(&vm->mig.lock);
+	return waiting ? jstr(st.listen_uri) : NULL;
+}
+
 static json_object *status_json(struct vm *vm)
 {
 	struct guest *g = &vm->guest;
@@ -357,6 +373,8 @@ static json_object *status_json(struct vm *vm)
 	json_object_object_add(gj, "settled", json_object_new_boolean(guest_settled(g)));
 
 	json_object_object_add(o, "role", jstr(vm->opts.incoming ? "destination" : "source"));
+	if (vm->opts.incoming)
+		json_object_object_add(o, "listening", listening_json(vm));
 	json_object_object_add(o, "guest", gj);
 	json_object_object_add(o, "migration", migration_json(vm));
 	json_object_object_add(o, "verified",

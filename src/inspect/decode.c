@@ -7,6 +7,7 @@
 #include "inspect/inspect.h"
 #include "state/state.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,6 +19,9 @@
 static const char *const cap_names[] = {
 	"data-checksum", "multi-channel", "zero-pages", "lz4", "zstd",
 };
+static_assert((1ull << (sizeof(cap_names) / sizeof(cap_names[0]))) - 1 ==
+		      FERRY_CAP_ALL,
+	      "every capability bit has a name");
 
 /**
  * fy_insp_caps() - a member listing capability bits by name ("bit 9" for

@@ -18,6 +18,7 @@
  * capacity handed to them is exactly the size the record announced, and
  * the result must be exactly that size.
  */
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -48,6 +49,8 @@ static const char *const codec_names[] = {
 	[FY_CODEC_LZ4] = "lz4",
 	[FY_CODEC_ZSTD] = "zstd",
 };
+static_assert(sizeof(codec_names) / sizeof(codec_names[0]) == FY_CODEC_KINDS,
+	      "every codec kind has a name");
 
 /**
  * fy_codec_name() - the configuration name of a codec kind.
@@ -82,6 +85,22 @@ int fy_codec_parse(const char *name, enum fy_codec_kind *out)
 		}
 	}
 	return -EINVAL;
+}
+
+/**
+ * fy_codec_levels() - the compression levels @kind takes, besides 0 (the
+ * default): @min to @max; 0 to 0 for none or an unknown kind.
+ */
+void fy_codec_levels(enum fy_codec_kind kind, int *min, int *max)
+{
+	*min = *max = 0;
+	if (kind == FY_CODEC_LZ4) {
+		*min = LZ4_LEVEL_MIN;
+		*max = LZ4HC_CLEVEL_MAX;
+	} else if (kind == FY_CODEC_ZSTD) {
+		*min = ZSTD_minCLevel();
+		*max = ZSTD_maxCLevel();
+	}
 }
 
 /* Resolve level 0 to the default and check the range for @kind. */

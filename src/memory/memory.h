@@ -150,6 +150,7 @@ enum fy_codec_kind {
 	FY_CODEC_NONE = 0,
 	FY_CODEC_LZ4 = 1,
 	FY_CODEC_ZSTD = 2,
+	FY_CODEC_KINDS, /* how many kinds there are */
 };
 struct fy_codec;
 
@@ -174,6 +175,8 @@ long fy_codec_compress(struct fy_codec *c, const void *src, size_t n,
 int fy_codec_decompress(struct fy_codec *c, const void *src, size_t n,
 			void *dst, size_t expect);
 const char *fy_codec_name(enum fy_codec_kind kind); /* "none", "lz4", "zstd" */
+/* The levels @kind takes (0, the default, aside); 0..0 for none. */
+void fy_codec_levels(enum fy_codec_kind kind, int *min, int *max);
 int fy_codec_parse(const char *name, enum fy_codec_kind *out); /* 0 or -EINVAL */
 
 /*

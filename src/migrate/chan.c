@@ -148,15 +148,26 @@ static bool pipe_open(struct fy_chan *c)
 }
 
 /**
+ * fy_chan_clear() - make @c an unopened channel: every descriptor -1,
+ * nothing allocated, so that fy_chan_close() on it closes nothing (a
+ * zeroed one would close descriptor 0).
+ */
+void fy_chan_clear(struct fy_chan *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
+	c->tee_fd = -1;
+	c->pipe[0] = c->pipe[1] = -1;
+}
+
+/**
  * fy_chan_init() - wrap a connected socket.
  */
 int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd)
 {
-	memset(c, 0, sizeof(*c));
+	fy_chan_clear(c);
 	c->s = s;
 	c->fd = fd;
-	c->tee_fd = -1;
-	c->pipe[0] = c->pipe[1] = -1;
 	fy_buf_init(&c->out);
 	fy_buf_init(&c->in);
 	c->last_rx_ns = fy_now_ns();

@@ -442,42 +442,79 @@ static void pool_fail(struct fy_recv_pool *p, int code, const char *fmt, ...)
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* JOIN: the credentials must be this session's, compared in constant time. */
-static int on_join(struct fy_recv_pool *p, struct rx_chan *rc_,
-		   const struct fy_rec_hdr *h)
-{
-	struct fy_chan *ch = &rc_->ch;
-	struct fy_join j;
-	unsigned diff = 0;
-	bool taken = false;
-	int rc = fy_chan_recv_body(ch, h);
+/* A JOIN body is 32 bytes: a longer one announced is not read in. */
+#define FY_JOIN_MAX_BODY 64
 
-	if (rc)
-		return rc;
-	if (fy_join_decode(ch->in.data, ch->in.len, &j)) {
-		fy_chan_send_error(ch, FY_REC_ERROR, h->seq, -EBADMSG, "malformed JOIN");
-		return -EBADMSG;
-	}
-	for (size_t i = 0; i < sizeof(j.token); i++)
-		diff |= j.token[i] ^ p->token[i];
-	if (diff || j.session_id != p->session_id || !p->have_session) {
-		fy_chan_send_error(ch, FY_REC_ERROR, h->seq, -EACCES,
-		       "data connection refused: wrong session or token");
+/*
+ * Whether @j lets @c join: this session's credentials (compared in
+ * constant time), an index no other connection holds, and the number of
+ * connections the first JOIN gave. 0, or a negative code with the reason
+ * in *@why. Locked.
+ */
+static int join_check(const struct fy_recv_pool *p, const struct rx_chan *c,
+		      const struct fy_join *j, const char **why)
+{
+	unsigned diff = j->session_id != p->session_id;
+
+	for (size_t i = 0; i < sizeof(j->token); i++)
+		diff |= j->token[i] ^ p->token[i];
+	if (diff || !p->have_session) {
+		*why = "data connection refused: wrong session or token";
 		return -EACCES;
 	}
-	/* PASS_END counts by index: one connection per index. */
-	pthread_mutex_lock(&p->lock);
-	for (unsigned i = 0; i < p->n; i++)
-		taken |= p->chans[i] != rc_ && p->chans[i]->index == j.index;
-	if (!taken)
-		rc_->index = j.index;
-	pthread_mutex_unlock(&p->lock);
-	if (taken) {
-		fy_chan_send_error(ch, FY_REC_ERROR, h->seq, -EEXIST,
-				   "data connection index already joined");
-		return -EEXIST;
+	if (c->evicted) {
+		*why = "data connection refused: JOIN came too late";
+		return -ETIMEDOUT;
 	}
+	if (p->channels && j->channels != p->channels) {
+		*why = "data connection refused: another number of connections than the first JOIN's";
+		return -ERANGE;
+	}
+	/* PASS_END counts by index: one connection per index. */
+	for (unsigned i = 0; i < p->n; i++)
+		if (p->chans[i] != c && p->chans[i]->index == j->index) {
+			*why = "data connection index already joined";
+			return -EEXIST;
+		}
+	return 0;
+}
+
+/* JOIN: a connection becomes one of the session's data connections, or is
+ * refused on its own (the session goes on). */
+static int on_join(struct fy_recv_pool *p, struct rx_chan *c,
+		   const struct fy_rec_hdr *h)
+{
+	struct fy_chan *ch = &c->ch;
+	struct fy_join j;
+	int rc;
+
+	c->why = "malformed JOIN";
+	if (h->length > FY_JOIN_MAX_BODY) {
+		rc = -EBADMSG;
+		goto refuse;
+	}
+	rc = fy_chan_recv_body(ch, h);
+	if (rc) {
+		c->why = "JOIN unreadable";
+		return rc;
+	}
+	rc = -EBADMSG;
+	if (fy_join_decode(ch->in.data, ch->in.len, &j))
+		goto refuse;
+	pthread_mutex_lock(&p->lock);
+	rc = join_check(p, c, &j, &c->why);
+	if (!rc) {
+		c->index = j.index;
+		p->channels = j.channels;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (rc)
+		goto refuse;
+	c->why = NULL;
 	return fy_chan_send_rec(ch, FY_REC_OK, h->seq, NULL, 0);
+refuse:
+	fy_chan_send_error(ch, FY_REC_ERROR, h->seq, rc, c->why);
+	return rc;
 }
 
 static int on_data(struct fy_recv_pool *p, struct rx_chan *c,
@@ -514,6 +551,24 @@ static int on_data(struct fy_recv_pool *p, struct rx_chan *c,
 	return 0;
 }
 
+/* Keep a line for the log about a connection dropped before it joined
+ * (the log hears it on the session's thread). Locked. */
+static void note_stranger(struct fy_recv_pool *p, const struct rx_chan *c,
+			  int rc)
+{
+	unsigned k = atomic_load(&p->nnotes);
+
+	if (k == FY_STRANGER_NOTES) {
+		p->notes_lost++;
+		return;
+	}
+	snprintf(p->notes[k], sizeof(p->notes[k]),
+		 "dropped a connection that did not join the session: %s%s%s",
+		 c->why ? c->why : c->evicted ? "no JOIN in time" : "no JOIN",
+		 rc ? ": " : "", rc ? ferry_strerror(rc) : "");
+	atomic_store(&p->nnotes, k + 1);
+}
+
 static void *recv_worker(void *arg)
 {
 	struct rx_chan *c = arg;
@@ -527,8 +582,10 @@ static void *recv_worker(void *arg)
 	rc = fy_chan_read_within(&c->ch, sh, sizeof(sh), FY_JOIN_WAIT_MS);
 	if (!rc) {
 		rc = fy_stream_hdr_decode(sh, &ver);
-		if (rc)
-			fy_chan_send_error(&c->ch, FY_REC_ERROR, 0, rc, "not a ferry stream");
+		if (rc) {
+			c->why = "not a ferry stream";
+			fy_chan_send_error(&c->ch, FY_REC_ERROR, 0, rc, c->why);
+		}
 	}
 	while (!rc && !atomic_load(&p->stop)) {
 		struct fy_rec_hdr h;
@@ -548,7 +605,8 @@ static void *recv_worker(void *arg)
 		switch (step.action) {
 		case FY_RA_JOIN:
 			rc = on_join(p, c, &h);
-			st = FY_DS_JOINED;
+			if (!rc)
+				st = FY_DS_JOINED;
 			break;
 		case FY_RA_MEMORY:
 			rc = on_data(p, c, &h);
@@ -559,11 +617,13 @@ static void *recv_worker(void *arg)
 		default:
 			/* A new source knocking while this session runs. */
 			if (st == FY_DS_WAIT_JOIN && h.type == FY_REC_HELLO) {
-				fy_chan_send_error(&c->ch, FY_REC_ERROR, h.seq, -EBUSY,
-				       "destination is busy with another migration");
+				c->why = "destination is busy with another migration";
+				fy_chan_send_error(&c->ch, FY_REC_ERROR, h.seq,
+						   -EBUSY, c->why);
 				rc = -EBUSY;
 				break;
 			}
+			c->why = "a record other than JOIN";
 			fy_chan_send_error(&c->ch, FY_REC_ERROR, h.seq, step.code, step.msg);
 			if (st == FY_DS_JOINED)
 				pool_fail(p, step.code, "data connection %u: %s",
@@ -573,10 +633,9 @@ static void *recv_worker(void *arg)
 	}
 	/* A joined connection that breaks is given up: the source sends
 	 * what it carried again, and PASS_END says what to wait for. Bad
-	 * records on it end the attempt; a connection that never joined is
-	 * just a refused stranger. */
-	if (rc && st == FY_DS_JOINED && rc != -EACCES && rc != -EEXIST &&
-	    !fy_conn_broke(rc))
+	 * records on it end the attempt. A connection that never joined is a
+	 * stranger: it is dropped and logged, and the session goes on. */
+	if (rc && st == FY_DS_JOINED && !fy_conn_broke(rc))
 		pool_fail(p, rc, "data connection %u failed: %s", c->index,
 			  ferry_strerror(rc));
 	/* Done with this connection: let the peer see it close now, not
@@ -588,15 +647,17 @@ static void *recv_worker(void *arg)
 		if (!p->data_done && !atomic_load(&p->stop))
 			p->dropped++;
 	}
+	if (st != FY_DS_JOINED && !atomic_load(&p->stop))
+		note_stranger(p, c, rc);
 	atomic_store(&c->done, true);
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
 
-/* Free the slots of refused strangers whose worker ended, so they cannot
- * use up the session's channels. Joined connections stay to the end of
- * the session, ended or not: PASS_END accounts for them by index. */
+/* Free the slots of strangers whose reader ended, so they cannot use up
+ * the session's room. Joined connections stay to the end of the session,
+ * ended or not: PASS_END accounts for them by index. Locked. */
 static void reap(struct fy_recv_pool *p)
 {
 	unsigned keep = 0;
@@ -615,43 +676,90 @@ static void reap(struct fy_recv_pool *p)
 	p->n = keep;
 }
 
+/* End a connection that has not joined: its reader sees the socket shut. */
+static void evict(struct rx_chan *c)
+{
+	c->evicted = true;
+	shutdown(c->ch.fd, SHUT_RDWR);
+}
+
+/*
+ * Make room for a new connection: end the ones that have not joined
+ * within FY_JOIN_WAIT_MS of being accepted, however they trickle bytes,
+ * and the oldest waiting one when FY_MAX_PENDING wait. Whether the new one
+ * fits. Locked.
+ */
+static bool make_room(struct fy_recv_pool *p)
+{
+	uint64_t now = fy_now_ns();
+	struct rx_chan *oldest = NULL;
+	unsigned pending = 0, joined = 0;
+
+	reap(p);
+	for (unsigned i = 0; i < p->n; i++) {
+		struct rx_chan *c = p->chans[i];
+
+		if (c->index) {
+			joined++;
+			continue;
+		}
+		if (c->evicted || atomic_load(&c->done))
+			continue;
+		if (now - c->since_ns > FY_JOIN_WAIT_MS * 1000000ull) {
+			evict(c);
+			continue;
+		}
+		pending++;
+		if (!oldest)
+			oldest = c;
+	}
+	if (pending >= FY_MAX_PENDING)
+		evict(oldest);
+	return joined < FY_MAX_CHANNELS - 1 && p->n < FY_RECV_SLOTS;
+}
+
+/* Take connection @fd as a candidate data connection, with a reader of
+ * its own. Locked. */
+static void admit(struct fy_recv_pool *p, int fd)
+{
+	struct rx_chan *c = calloc(1, sizeof(*c));
+
+	if (!c || fy_chan_init(&c->ch, p->s, fd)) {
+		free(c);
+		close(fd);
+		return;
+	}
+	fy_transport_tune(fd, FY_TICK_MS);
+	c->pool = p;
+	c->since_ns = fy_now_ns();
+	if (pthread_create(&c->thread, NULL, recv_worker, c)) {
+		fy_chan_close(&c->ch);
+		free(c);
+		return;
+	}
+	/* Numbered by slot; the main connection is 0. */
+	name_thread(c->thread, "fy-recv", p->n + 1);
+	p->chans[p->n++] = c;
+}
+
 static void *acceptor(void *arg)
 {
 	struct fy_recv_pool *p = arg;
 
 	while (!atomic_load(&p->stop)) {
-		struct rx_chan *c;
-		int fd, rc = fy_transport_accept(p->lfd, &fd, FY_TICK_MS);
+		int fd = -1, rc = fy_transport_accept(p->lfd, &fd, FY_TICK_MS);
 
-		if (rc == -ETIMEDOUT)
-			continue;
-		if (rc)
+		if (rc && rc != -ETIMEDOUT)
 			break;
 		pthread_mutex_lock(&p->lock);
-		reap(p);
-		if (p->n >= FY_MAX_CHANNELS - 1 || atomic_load(&p->stop)) {
-			pthread_mutex_unlock(&p->lock);
-			close(fd);
-			continue;
+		/* Every tick, so that a silent stranger's time runs out
+		 * even when nobody else connects. */
+		if (!make_room(p) || atomic_load(&p->stop)) {
+			if (fd >= 0)
+				close(fd);
+		} else if (fd >= 0) {
+			admit(p, fd);
 		}
-		c = calloc(1, sizeof(*c));
-		if (!c || fy_chan_init(&c->ch, p->s, fd)) {
-			pthread_mutex_unlock(&p->lock);
-			free(c);
-			close(fd);
-			continue;
-		}
-		fy_transport_tune(fd, FY_TICK_MS);
-		c->pool = p;
-		if (pthread_create(&c->thread, NULL, recv_worker, c)) {
-			pthread_mutex_unlock(&p->lock);
-			fy_chan_close(&c->ch);
-			free(c);
-			continue;
-		}
-		/* Numbered by slot; the main connection is 0. */
-		name_thread(c->thread, "fy-recv", p->n + 1);
-		p->chans[p->n++] = c;
 		pthread_mutex_unlock(&p->lock);
 	}
 	return NULL;
@@ -659,20 +767,26 @@ static void *acceptor(void *arg)
 
 /**
  * fy_recv_pool_start() - keep accepting extra data connections on @lfd
- * (which the pool now owns) for the session whose main connection is
- * @main_fd.
+ * for the session whose main connection is @main_fd. On success the pool
+ * owns @lfd (fy_recv_pool_stop() closes it); on failure the caller still
+ * does. A @borrowed listener (a duplicate of the caller's) is never shut
+ * down: that would end the caller's listener too.
+ *
+ * Return: 0, or -EAGAIN when the acceptor thread cannot start.
  */
 int fy_recv_pool_start(struct fy_recv_pool *p, ferry_session *s, int lfd,
-		       int main_fd)
+		       int main_fd, bool borrowed)
 {
 	memset(p, 0, sizeof(*p));
 	p->s = s;
 	p->lfd = lfd;
+	p->borrowed = borrowed;
 	p->main_fd = main_fd;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cv, NULL);
 	if (pthread_create(&p->acceptor, NULL, acceptor, p)) {
-		close(lfd);
+		pthread_cond_destroy(&p->cv);
+		pthread_mutex_destroy(&p->lock);
 		p->lfd = -1;
 		return -EAGAIN;
 	}
@@ -710,77 +824,10 @@ void fy_recv_pool_begin_pass(struct fy_recv_pool *p)
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* A joined connection that broke, or NULL. Locked. */
-static const struct rx_chan *broken(const struct fy_recv_pool *p)
-{
-	for (unsigned i = 0; i < p->n; i++)
-		if (p->chans[i]->broke)
-			return p->chans[i];
-	return NULL;
-}
-
 /* Sleep until a connection reports progress, or a tick. Locked. */
 static void wait_tick(struct fy_recv_pool *p)
 {
 	cond_wait_ms(&p->cv, &p->lock, FY_TICK_MS);
-}
-
-/**
- * fy_recv_pool_end_pass() - the barrier: wait until the extra connections
- * delivered @records/@bytes (what the source sent there), a connection
- * failed, the session was cancelled, or nothing arrived for the idle limit.
- *
- * Return: 0, or a negative code with the reason in @err.
- */
-int fy_recv_pool_end_pass(struct fy_recv_pool *p, uint64_t records,
-			  uint64_t bytes, char *err, size_t errlen)
-{
-	uint64_t seen = 0, quiet_since = fy_now_ns();
-	int rc = 0;
-
-	pthread_mutex_lock(&p->lock);
-	while (!p->err && (p->records < records || p->bytes < bytes)) {
-		const struct rx_chan *gone = broken(p);
-
-		/* Totals alone cannot say what a broken one carried. */
-		if (gone) {
-			rc = gone->broke;
-			snprintf(err, errlen,
-				 "data connection %u broke in the pass: %s",
-				 gone->index, ferry_strerror(rc));
-			break;
-		}
-		if (p->records != seen) {
-			seen = p->records;
-			quiet_since = fy_now_ns();
-		}
-		if (fy_cancelled(p->s)) {
-			rc = FERRY_ECANCELED;
-			break;
-		}
-		if (fy_now_ns() - quiet_since > FY_IDLE_TIMEOUT_MS * 1000000ull) {
-			rc = -ETIMEDOUT;
-			break;
-		}
-		wait_tick(p);
-	}
-	if (p->err) {
-		rc = p->err;
-		snprintf(err, errlen, "%s", p->errmsg);
-	} else if (!rc && (p->records != records || p->bytes != bytes)) {
-		rc = FERRY_EPROTO;
-	}
-	if (rc == FERRY_EPROTO && !p->err)
-		snprintf(err, errlen,
-			 "data connections delivered %llu records / %llu bytes, source says %llu / %llu",
-			 (unsigned long long)p->records,
-			 (unsigned long long)p->bytes,
-			 (unsigned long long)records, (unsigned long long)bytes);
-	else if (rc == -ETIMEDOUT)
-		snprintf(err, errlen, "data connections stalled in the pass barrier");
-	atomic_store(&p->in_pass, false);
-	pthread_mutex_unlock(&p->lock);
-	return rc;
 }
 
 /* The joined connection with JOIN index @index, or NULL. Locked. */
@@ -943,7 +990,35 @@ int fy_recv_pool_end_pass_conns(struct fy_recv_pool *p,
 	atomic_store(&p->in_pass, false);
 	pthread_mutex_unlock(&p->lock);
 	log_closed(p);
+	fy_recv_pool_log(p);
 	return rc;
+}
+
+/**
+ * fy_recv_pool_log() - tell the log about connections dropped before they
+ * joined, on the session's thread (the caller's), as callbacks must be.
+ * Cheap when there is nothing to say: called between records.
+ */
+void fy_recv_pool_log(struct fy_recv_pool *p)
+{
+	char notes[FY_STRANGER_NOTES][160];
+	unsigned k, lost;
+
+	if (!p->started || !atomic_load(&p->nnotes))
+		return;
+	pthread_mutex_lock(&p->lock);
+	k = atomic_load(&p->nnotes);
+	memcpy(notes, p->notes, sizeof(notes));
+	lost = p->notes_lost;
+	p->notes_lost = 0;
+	atomic_store(&p->nnotes, 0);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned i = 0; i < k; i++)
+		fy_session_log(p->s, 1, "%s", notes[i]);
+	if (lost)
+		fy_session_log(p->s, 1,
+			       "dropped %u more connections that did not join the session",
+			       lost);
 }
 
 /**
@@ -1004,7 +1079,9 @@ void fy_recv_pool_close_door(struct fy_recv_pool *p)
 {
 	if (!p->started || atomic_exchange(&p->stop, true))
 		return;
-	shutdown(p->lfd, SHUT_RDWR);
+	/* The acceptor sees the stop flag within a tick either way. */
+	if (!p->borrowed)
+		shutdown(p->lfd, SHUT_RDWR);
 }
 
 /**
@@ -1025,6 +1102,7 @@ void fy_recv_pool_stop(struct fy_recv_pool *p)
 		fy_chan_close(&p->chans[i]->ch);
 		free(p->chans[i]);
 	}
+	fy_recv_pool_log(p);
 	close(p->lfd);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->lock);

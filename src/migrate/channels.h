@@ -12,8 +12,16 @@
 /* How often the thread driving a pass reports progress while the
  * workers send. */
 #define FY_POOL_TICK_MS 50
-/* How long a new data connection may take to present JOIN. */
+/* How long a new connection may take, in all, to present JOIN. */
 #define FY_JOIN_WAIT_MS 5000
+/* Connections that have not joined yet, at most, at once: a flood of
+ * strangers evicts its own oldest instead of keeping the source out. */
+#define FY_MAX_PENDING 16
+/* Room for every joined connection, the pending ones, and evicted ones
+ * whose reader has not ended yet. */
+#define FY_RECV_SLOTS (FY_MAX_CHANNELS + 2 * FY_MAX_PENDING)
+/* Dropped strangers the log hears about in detail, between two reads. */
+#define FY_STRANGER_NOTES 8
 
 /* Most pieces one connection takes at once: a pass of scattered pages is
  * taken many pages per lock round trip, and they leave in one batch. */
@@ -84,6 +92,9 @@ struct rx_chan {
 	pthread_t thread;
 	struct fy_recv_pool *pool;
 	uint32_t index; /* from JOIN, 0 until then */
+	uint64_t since_ns; /* accepted at: JOIN is due FY_JOIN_WAIT_MS later */
+	bool evicted;	/* not joined in time, or pushed out by newer ones */
+	const char *why; /* why its JOIN was refused, for the log */
 	uint64_t records, bytes; /* applied in this pass */
 	int broke;	/* the connection broke (an fy_conn_broke() code) */
 	bool logged;	/* its end was reported to the log */
@@ -93,13 +104,20 @@ struct rx_chan {
 struct fy_recv_pool {
 	ferry_session *s;
 	int lfd;
+	bool borrowed;	/* lfd duplicates the caller's listener (fd:N) */
 	int main_fd;
 	bool started;
 	pthread_t acceptor;
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
-	struct rx_chan *chans[FY_MAX_CHANNELS];
+	struct rx_chan *chans[FY_RECV_SLOTS];
 	unsigned n;
+	uint32_t channels; /* from the first JOIN: the source's connections */
+	/* Connections dropped before joining, for the log (flushed on the
+	 * session's thread by fy_recv_pool_log()). */
+	atomic_uint nnotes;
+	unsigned notes_lost;
+	char notes[FY_STRANGER_NOTES][160];
 	unsigned dropped; /* joined connections that broke mid-migration */
 	bool data_done;	  /* the final pass is complete: drops no longer count */
 	atomic_bool stop;
@@ -113,17 +131,16 @@ struct fy_recv_pool {
 };
 
 int fy_recv_pool_start(struct fy_recv_pool *p, ferry_session *s, int lfd,
-		       int main_fd);
+		       int main_fd, bool borrowed);
 void fy_recv_pool_set_session(struct fy_recv_pool *p, uint64_t id,
 			      const uint8_t token[16]);
 void fy_recv_pool_begin_pass(struct fy_recv_pool *p);
-int fy_recv_pool_end_pass(struct fy_recv_pool *p, uint64_t records,
-			  uint64_t bytes, char *err, size_t errlen);
 int fy_recv_pool_end_pass_conns(struct fy_recv_pool *p,
 				const struct fy_pass_end *e,
 				struct fy_pass_ack *ack, char *err,
 				size_t errlen);
 void fy_recv_pool_data_done(struct fy_recv_pool *p);
+void fy_recv_pool_log(struct fy_recv_pool *p);
 int fy_recv_pool_error(struct fy_recv_pool *p, char *err, size_t errlen);
 unsigned fy_recv_pool_channels(struct fy_recv_pool *p);
 void fy_recv_pool_close_door(struct fy_recv_pool *p);

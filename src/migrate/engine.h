@@ -141,6 +141,7 @@ int fy_session_end(ferry_session *s, int rc);
 void fy_session_set_state(ferry_session *s, enum ferry_state st);
 /* Record the first error (later ones keep the first message). Returns
  * @code for convenience. printf-style message. */
+int fy_session_check_role(ferry_session *s, bool source);
 int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void fy_session_clear_error(ferry_session *s);
@@ -159,6 +160,7 @@ static inline bool fy_cancelled(ferry_session *s)
 }
 
 /* chan.c */
+void fy_chan_clear(struct fy_chan *c);
 int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd);
 /* Sender, after the encoding is set: map the scratch buffers it needs, at
  * their full size, so that no chunk allocates. */

@@ -69,6 +69,10 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	}
 	r.capabilities = h.capabilities & s->cfg.capabilities &
 			 fy_version_caps(r.version);
+	/* Extra connections need a listener to come through (not so on a
+	 * connected fd:N, or when the acceptor could not start). */
+	if (!x->pool.started)
+		r.capabilities &= ~FERRY_CAP_MULTI_CHANNEL;
 	if (getrandom(&r.session_id, sizeof(r.session_id), 0) < 0 ||
 	    getrandom(r.token, sizeof(r.token), 0) < 0)
 		return -errno;
@@ -209,6 +213,7 @@ static int on_pass_end(struct receiver *x, struct fy_buf *reply)
 		snprintf(x->err, sizeof(x->err), "malformed PASS_END");
 		return -EBADMSG;
 	}
+	/* With extra connections, PASS_END counts what each one carried. */
 	if (e.nconn && e.pass == x->pass.pass) {
 		rc = pass_end_conns(x, &e, &ack);
 		if (rc)
@@ -217,17 +222,6 @@ static int on_pass_end(struct receiver *x, struct fy_buf *reply)
 			fy_session_log(x->s, 1,
 				       "data connection %u broke with part of pass %u; the source sends that part again",
 				       ack.lost[i], e.pass);
-		x->pass_records = e.records;
-		x->pass_bytes = e.bytes;
-	} else if (fy_recv_pool_channels(&x->pool) && e.pass == x->pass.pass &&
-		   e.records >= x->pass_records && e.bytes >= x->pass_bytes) {
-		/* Totals only: what the main connection did not carry, the
-		 * others together must have. */
-		rc = fy_recv_pool_end_pass(&x->pool, e.records - x->pass_records,
-					   e.bytes - x->pass_bytes, x->err,
-					   sizeof(x->err));
-		if (rc)
-			return rc;
 		x->pass_records = e.records;
 		x->pass_bytes = e.bytes;
 	}
@@ -394,6 +388,7 @@ static int serve(struct receiver *x)
 				respond_error(x, 0, rc, x->err);
 			break;
 		}
+		fy_recv_pool_log(&x->pool);
 		fy_recv_sm_step(&x->sm, h.type, h.seq, &st);
 		if (st.action == FY_RA_REJECT) {
 			snprintf(x->err, sizeof(x->err), "%s", st.msg);
@@ -455,17 +450,59 @@ static void size_rcvbuf(ferry_session *s, int lfd)
 		fy_transport_set_buffer(lfd, false, want);
 }
 
-/* Accept the main connection; the listener stays open for extra ones. */
-static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
-		      int *fd)
+/* Tell the log, the stats and the event callback where this run listens
+ * (with the port the kernel chose for "tcp:HOST:0"), so that an embedder
+ * need not guess when to connect. */
+static void announce(ferry_session *s, const struct fy_uri *u, int lfd)
+{
+	char where[FERRY_URI_MAX];
+
+	fy_transport_listen_uri(u, lfd, where, sizeof(where));
+	pthread_mutex_lock(&s->lock);
+	memcpy(s->stats.listen_uri, where, sizeof(where));
+	pthread_mutex_unlock(&s->lock);
+	fy_session_log(s, 2, "listening on %s", where);
+	fy_session_event(s, FERRY_EVENT_LISTENING);
+}
+
+/*
+ * The listener: our own for tcp: and unix:, or a duplicate of the caller's
+ * for "fd:N" (*@borrowed: it must not be shut down). A connected fd:N is
+ * the main connection itself: *@fd is set and *@lfd stays -1.
+ */
+static int open_listener(ferry_session *s, const struct fy_uri *u, int *lfd,
+			 int *fd, bool *borrowed)
 {
 	char err[256];
-	int rc;
+	bool listening = true;
+	int dfd, rc;
 
-	rc = fy_transport_listen(u, lfd, err, sizeof(err));
+	if (u->kind != FY_URI_FD) {
+		rc = fy_transport_listen(u, lfd, err, sizeof(err));
+		return rc ? fy_session_fail(s, rc, "%s", err) : 0;
+	}
+	rc = fy_transport_borrow(u, &dfd, &listening, err, sizeof(err));
 	if (rc)
 		return fy_session_fail(s, rc, "%s", err);
+	*borrowed = listening;
+	if (listening)
+		*lfd = dfd;
+	else
+		*fd = dfd;
+	return 0;
+}
+
+/* Accept the main connection; the listener stays open for extra ones. */
+static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
+		      int *fd, bool *borrowed)
+{
+	int rc;
+
+	rc = open_listener(s, u, lfd, fd, borrowed);
+	if (rc || *lfd < 0)
+		return rc;
 	size_rcvbuf(s, *lfd);
+	announce(s, u, *lfd);
 	do {
 		rc = fy_transport_accept(*lfd, fd, FY_TICK_MS);
 		if (rc == -ETIMEDOUT && fy_cancelled(s))
@@ -482,18 +519,25 @@ static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
 
 FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 {
-	struct receiver x = { .s = s, .ch = { .fd = -1, .tee_fd = -1 } };
+	struct receiver x = { .s = s };
 	uint8_t sh[FY_STREAM_HDR_SIZE];
 	struct fy_uri u;
 	uint16_t ver;
-	int fd, lfd = -1, rc;
+	int fd = -1, lfd = -1, rc;
+	bool borrowed = false;
 
 	if (!s || !uri)
 		return -EINVAL;
+	fy_chan_clear(&x.ch);
+	x.pool.lfd = -1;
+	x.pool.main_fd = -1;
 	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
 	if (rc)
 		return rc;
 	fy_recv_sm_init(&x.sm);
+	rc = fy_session_check_role(s, false);
+	if (rc)
+		goto done;
 	rc = fy_uri_parse(uri, &u, x.err, sizeof(x.err));
 	if (rc) {
 		fy_session_fail(s, rc, "%s", x.err);
@@ -507,12 +551,13 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 			goto done;
 		}
 	} else {
-		rc = accept_one(s, &u, &lfd, &fd);
+		rc = accept_one(s, &u, &lfd, &fd, &borrowed);
 		if (rc)
 			goto done;
 		fy_transport_tune(fd, FY_TICK_MS);
-		if (!(s->cfg.capabilities & FERRY_CAP_MULTI_CHANNEL) ||
-		    fy_recv_pool_start(&x.pool, s, lfd, fd))
+		/* Extra connections come through the listener, if any. */
+		if (lfd >= 0 && (!(s->cfg.capabilities & FERRY_CAP_MULTI_CHANNEL) ||
+				 fy_recv_pool_start(&x.pool, s, lfd, fd, borrowed)))
 			close(lfd);
 	}
 	rc = fy_chan_init(&x.ch, s, fd);

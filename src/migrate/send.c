@@ -4,6 +4,7 @@
  * fits the limit, then pause, final pass, state and the switchover
  * handshake. Any failure before "released" resumes the guest untouched.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -456,7 +457,16 @@ static double predict_ms(const struct sender *x)
 static int choose_encoding(struct sender *x, struct fy_chan *c)
 {
 	ferry_session *s = x->s;
-	static const uint64_t cap_of[] = { 0, FERRY_CAP_LZ4, FERRY_CAP_ZSTD };
+	static const uint64_t cap_of[] = {
+		[FY_CODEC_NONE] = 0,
+		[FY_CODEC_LZ4] = FERRY_CAP_LZ4,
+		[FY_CODEC_ZSTD] = FERRY_CAP_ZSTD,
+	};
+	/* The config's compress values are the codec kinds. */
+	static_assert(sizeof(cap_of) / sizeof(cap_of[0]) == FY_CODEC_KINDS &&
+			      (int)FERRY_COMPRESS_LZ4 == (int)FY_CODEC_LZ4 &&
+			      (int)FERRY_COMPRESS_ZSTD == (int)FY_CODEC_ZSTD,
+		      "a capability for every codec kind");
 	enum ferry_compress want = s->cfg.compress;
 	int rc;
 
@@ -593,6 +603,12 @@ static int open_extra(struct sender *x, const struct fy_uri *u)
 	char why[256];
 	int rc;
 
+	if (want > 1 && u->kind == FY_URI_FD) {
+		fy_session_log(s, 1,
+			       "fd:%d is one connection and there is no address to open more; using one",
+			       u->fd);
+		want = 1;
+	}
 	if (want > 1 && !(x->peer.capabilities & FERRY_CAP_MULTI_CHANNEL)) {
 		fy_session_log(s, 1,
 			       "destination takes no extra connections; using one");
@@ -983,7 +999,9 @@ static int unwind(struct sender *x, int rc)
 
 /*
  * A destination that is still starting refuses connections for a moment;
- * retry those briefly instead of failing a migration that would work.
+ * retry those briefly instead of failing a migration that would work. An
+ * "fd:N" URI is the caller's connected socket, used through a duplicate
+ * (the caller's descriptor stays open).
  */
 #define FY_CONNECT_PATIENCE_MS 3000
 
@@ -993,6 +1011,20 @@ static int connect_patiently(ferry_session *s, const struct fy_uri *u, int *fd,
 	uint64_t until = fy_now_ns() + FY_CONNECT_PATIENCE_MS * 1000000ull;
 	int rc;
 
+	if (u->kind == FY_URI_FD) {
+		bool listening;
+
+		rc = fy_transport_borrow(u, fd, &listening, err, errlen);
+		if (!rc && listening) {
+			close(*fd);
+			*fd = -1;
+			snprintf(err, errlen,
+				 "fd:%d is a listening socket; a source needs a connected one",
+				 u->fd);
+			rc = -EINVAL;
+		}
+		return rc;
+	}
 	for (;;) {
 		rc = fy_transport_connect(u, s->cfg.congestion_control, fd, err,
 					  errlen);
@@ -1077,7 +1109,9 @@ static int open_main(struct sender *x, const struct fy_uri *u)
 
 	for (;;) {
 		rc = open_main_once(x, u);
+		/* The caller's own socket (fd:N) cannot be opened again. */
 		if (!rc || (rc != -EPIPE && rc != -ECONNRESET) ||
+		    u->kind == FY_URI_FD ||
 		    x->sm.state != FY_SS_START || fy_now_ns() > until ||
 		    fy_cancelled(x->s))
 			return rc;
@@ -1133,9 +1167,48 @@ static int finish_snapshot(struct sender *x, const struct fy_uri *u)
 	return 0;
 }
 
+/* A sender with every descriptor -1. It is large (a channel per possible
+ * connection, about 160 KiB), so it lives on the heap, not on the stack
+ * of whichever thread the VMM runs the migration on. */
+static struct sender *sender_new(ferry_session *s)
+{
+	struct sender *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return NULL;
+	x->s = s;
+	fy_chan_clear(&x->ch);
+	for (unsigned i = 0; i < FY_MAX_CHANNELS - 1; i++)
+		fy_chan_clear(&x->extra[i]);
+	x->dirty.uffd = -1;
+	x->dirty.pagemap_fd = -1;
+	fy_send_sm_init(&x->sm);
+	fy_ranges_init(&x->ranges);
+	fy_ranges_init(&x->carry);
+	fy_buf_init(&x->index);
+	return x;
+}
+
+static void sender_free(struct sender *x)
+{
+	fy_send_pool_stop(&x->pool);
+	for (unsigned i = 0; i < x->nextra; i++)
+		fy_chan_close(&x->extra[i]);
+	fy_dirty_stop(&x->dirty);
+	fy_ranges_free(&x->ranges);
+	fy_ranges_free(&x->carry);
+	fy_buf_free(&x->index);
+	if (x->ch.tee_fd >= 0)
+		close(x->ch.tee_fd);
+	fy_chan_close(&x->ch);
+	if (x->tmp_path[0])
+		unlink(x->tmp_path); /* an incomplete snapshot is no snapshot */
+	free(x);
+}
+
 FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 {
-	struct sender x = { .s = s, .ch = { .fd = -1, .tee_fd = -1 } };
+	struct sender *x;
 	struct fy_uri u;
 	uint32_t pass = 0;
 	char err[256];
@@ -1146,47 +1219,39 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
 	if (rc)
 		return rc;
-	fy_send_sm_init(&x.sm);
-	fy_ranges_init(&x.ranges);
-	fy_ranges_init(&x.carry);
-
-	fy_buf_init(&x.index);
+	rc = fy_session_check_role(s, true);
+	if (rc)
+		return fy_session_end(s, rc);
+	x = sender_new(s);
+	if (!x) {
+		rc = fy_session_fail(s, -ENOMEM, "out of memory");
+		return fy_session_end(s, rc);
+	}
 	rc = fy_uri_parse(uri, &u, err, sizeof(err));
 	if (rc) {
 		fy_session_fail(s, rc, "%s", err);
 		goto done;
 	}
-	x.to_file = u.kind == FY_URI_FILE;
-	rc = open_main(&x, &u);
+	x->to_file = u.kind == FY_URI_FILE;
+	rc = open_main(x, &u);
 	if (!rc)
-		rc = set_encoding(&x, &x.ch);
+		rc = set_encoding(x, &x->ch);
 	/* A recording holds one connection's bytes: keep it complete. */
-	if (!rc && !x.to_file && !s->cfg.record_stream)
-		rc = open_extra(&x, &u);
+	if (!rc && !x->to_file && !s->cfg.record_stream)
+		rc = open_extra(x, &u);
 	/* Over one connection the pages go by reference (see chan.c). */
-	x.ch.splice = !x.to_file && !x.nextra;
-	if (!rc && !x.to_file)
-		rc = start_tracking(&x);
-	if (!rc && x.tracking)
-		rc = precopy(&x, &pass);
+	x->ch.splice = !x->to_file && !x->nextra;
+	if (!rc && !x->to_file)
+		rc = start_tracking(x);
+	if (!rc && x->tracking)
+		rc = precopy(x, &pass);
 	if (!rc)
-		rc = stop_and_switch(&x, pass);
-	if (!rc && x.to_file)
-		rc = finish_snapshot(&x, &u);
+		rc = stop_and_switch(x, pass);
+	if (!rc && x->to_file)
+		rc = finish_snapshot(x, &u);
 	if (rc)
-		rc = unwind(&x, rc);
+		rc = unwind(x, rc);
 done:
-	fy_send_pool_stop(&x.pool);
-	for (unsigned i = 0; i < x.nextra; i++)
-		fy_chan_close(&x.extra[i]);
-	fy_dirty_stop(&x.dirty);
-	fy_ranges_free(&x.ranges);
-	fy_ranges_free(&x.carry);
-	fy_buf_free(&x.index);
-	if (x.ch.tee_fd >= 0)
-		close(x.ch.tee_fd);
-	fy_chan_close(&x.ch);
-	if (x.tmp_path[0])
-		unlink(x.tmp_path); /* an incomplete snapshot is no snapshot */
+	sender_free(x);
 	return fy_session_end(s, rc);
 }

@@ -4,7 +4,9 @@
  * events, errors. Everything here is safe to call from any thread where the
  * header says so.
  */
+#include <assert.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,32 +47,31 @@ void fy_read_boot_id(char *out, size_t len)
 	}
 }
 
+/* The text of each ferry code, by its distance from FERRY_EPROTO. */
+static const char *const error_texts[] = {
+	[FERRY_EPROTO - FERRY_EPROTO] = "protocol violation by the peer",
+	[FERRY_EPROTO - FERRY_ECHECKSUM] = "record checksum mismatch",
+	[FERRY_EPROTO - FERRY_EVERSION] = "no common protocol version",
+	[FERRY_EPROTO - FERRY_EMISMATCH] =
+		"memory layout differs between source and destination",
+	[FERRY_EPROTO - FERRY_EPEER] = "the peer reported an error",
+	[FERRY_EPROTO - FERRY_ECANCELED] = "cancelled",
+	[FERRY_EPROTO - FERRY_ETIMEOUT] = "did not converge within the limits",
+	[FERRY_EPROTO - FERRY_EVMM] = "a VMM callback failed",
+	[FERRY_EPROTO - FERRY_EUNCONFIRMED] =
+		"released, but the destination did not confirm it runs",
+	[FERRY_EPROTO - FERRY_EUNKNOWN] = "unknown mandatory record",
+};
+static_assert(sizeof(error_texts) / sizeof(error_texts[0]) ==
+		      FERRY_EPROTO - FERRY_ELAST + 1,
+	      "every ferry error code has a text");
+
 FERRY_API const char *ferry_strerror(int err)
 {
-	switch (err) {
-	case 0:
+	if (err == 0)
 		return "success";
-	case FERRY_EPROTO:
-		return "protocol violation by the peer";
-	case FERRY_ECHECKSUM:
-		return "record checksum mismatch";
-	case FERRY_EVERSION:
-		return "no common protocol version";
-	case FERRY_EMISMATCH:
-		return "memory layout differs between source and destination";
-	case FERRY_EPEER:
-		return "the peer reported an error";
-	case FERRY_ECANCELED:
-		return "cancelled";
-	case FERRY_ETIMEOUT:
-		return "did not converge within the limits";
-	case FERRY_EVMM:
-		return "a VMM callback failed";
-	case FERRY_EUNCONFIRMED:
-		return "released, but the destination did not confirm it runs";
-	case FERRY_EUNKNOWN:
-		return "unknown mandatory record";
-	}
+	if (err <= FERRY_EPROTO && err >= FERRY_ELAST)
+		return error_texts[FERRY_EPROTO - err];
 	if (err < 0 && err > -4096)
 		return strerror(-err);
 	return "unknown error";
@@ -89,62 +90,12 @@ FERRY_API const char *ferry_state_name(enum ferry_state state)
 		[FERRY_STATE_FAILED] = "failed",
 		[FERRY_STATE_CANCELLED] = "cancelled",
 	};
+	static_assert(sizeof(names) / sizeof(names[0]) == FERRY_STATE_COUNT,
+		      "every state has a name");
 
 	if ((unsigned)state < sizeof(names) / sizeof(names[0]))
 		return names[state];
 	return "unknown";
-}
-
-FERRY_API void ferry_config_init(struct ferry_config *cfg)
-{
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->struct_size = sizeof(*cfg);
-	cfg->downtime_limit_ms = 300;
-	cfg->max_passes = 30;
-	cfg->timeout_strategy = FERRY_TIMEOUT_CANCEL;
-	cfg->dirty_mode = FERRY_DIRTY_AUTO;
-	cfg->chunk_bytes = 1u << 20;
-	cfg->capabilities = FERRY_CAP_ALL;
-	cfg->progress_ms = 200;
-	cfg->connections = 1;
-	cfg->auto_converge = true;
-	cfg->throttle_initial_pct = 20;
-	cfg->throttle_step_pct = 10;
-	cfg->throttle_max_pct = 99;
-}
-
-static int config_check(const struct ferry_config *cfg)
-{
-	const struct ferry_vmm_ops *o = cfg->ops;
-
-	if (cfg->struct_size != sizeof(*cfg) || !o)
-		return -EINVAL;
-	if (!o->pause || !o->resume || !o->save_state || !o->load_state)
-		return -EINVAL;
-	if (cfg->chunk_bytes < FY_PAGE_SIZE ||
-	    cfg->chunk_bytes > FY_REC_MAX_BODY - FY_MEM_HDR_SIZE ||
-	    cfg->chunk_bytes % FY_PAGE_SIZE)
-		return -EINVAL;
-	if (cfg->dirty_mode == FERRY_DIRTY_BITMAP && !o->get_dirty_bitmap)
-		return -EINVAL;
-	if ((unsigned)cfg->timeout_strategy > FERRY_TIMEOUT_SWITCHOVER)
-		return -EINVAL;
-	if (cfg->connections > FY_MAX_CHANNELS)
-		return -EINVAL;
-	if ((unsigned)cfg->compress > FERRY_COMPRESS_ZSTD)
-		return -EINVAL;
-	if (cfg->window > FY_MAX_WINDOW)
-		return -EINVAL;
-	if (cfg->throttle_max_pct > 99 ||
-	    cfg->throttle_initial_pct > cfg->throttle_max_pct)
-		return -EINVAL;
-	/* The kernel judges the name, but cuts one of 16 or more bytes short
-	 * without a word. */
-	if (cfg->congestion_control &&
-	    (!cfg->congestion_control[0] ||
-	     strlen(cfg->congestion_control) > FERRY_CONGESTION_CONTROL_MAX))
-		return -EINVAL;
-	return 0;
 }
 
 FERRY_API int ferry_session_new(const struct ferry_config *cfg,
@@ -153,11 +104,19 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 	ferry_session *s;
 	int rc;
 
+	char err[256];
+
 	if (!cfg || !out)
 		return -EINVAL;
-	rc = config_check(cfg);
-	if (rc)
+	rc = ferry_config_check(cfg, err, sizeof(err));
+	if (rc) {
+		/* There is no session to keep the message: the log hears it. */
+		if (cfg->struct_size >= offsetof(struct ferry_config, on_log) +
+					       sizeof(cfg->on_log) &&
+		    cfg->on_log)
+			cfg->on_log(cfg->opaque, 0, err);
 		return rc;
+	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -168,8 +127,6 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 		s->cfg.max_passes = 30;
 	if (!s->cfg.progress_ms)
 		s->cfg.progress_ms = 200;
-	if (!s->cfg.connections)
-		s->cfg.connections = 1;
 	if (cfg->record_stream) {
 		snprintf(s->record_path, sizeof(s->record_path), "%s",
 			 cfg->record_stream);
@@ -193,31 +150,76 @@ FERRY_API void ferry_session_destroy(ferry_session *s)
 	free(s);
 }
 
-FERRY_API int ferry_session_add_region(ferry_session *s,
-				       const struct ferry_region *r)
-{
-	struct fy_region *d;
+static int refuse_call(ferry_session *s, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
-	if (!s || !r || !r->host || !r->size)
-		return -EINVAL;
-	if (atomic_load(&s->busy) || s->nregions >= FY_MAX_REGIONS)
-		return -EINVAL;
+/* A call refused outside a run: the session's message says why (the
+ * error of the last run is not touched), and the log hears it. */
+static int refuse_call(ferry_session *s, int code, const char *fmt, ...)
+{
+	char msg[sizeof(s->errmsg)];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&s->lock);
+	memcpy(s->errmsg, msg, sizeof(msg));
+	pthread_mutex_unlock(&s->lock);
+	fy_session_log(s, 0, "%s", msg);
+	return code;
+}
+
+/* Why region @r cannot join the session's regions, or NULL. */
+static const char *region_problem(const ferry_session *s,
+				  const struct ferry_region *r)
+{
+	if (!r->host || !r->size)
+		return "it has no host mapping or no size";
+	if (s->nregions >= FY_MAX_REGIONS)
+		return "the session has its maximum of regions";
 	if (r->size % FY_PAGE_SIZE || r->gpa % FY_PAGE_SIZE ||
-	    (uintptr_t)r->host % FY_PAGE_SIZE || r->gpa + r->size < r->gpa)
-		return -EINVAL;
+	    (uintptr_t)r->host % FY_PAGE_SIZE)
+		return "its gpa, size and host address must be page multiples";
+	if (r->gpa + r->size < r->gpa)
+		return "it wraps around the guest-physical address space";
+	if (r->flags & ~FERRY_REGION_FD)
+		return "its flags have bits this library does not know";
+	if ((r->flags & FERRY_REGION_FD) &&
+	    (r->fd < 0 || fcntl(r->fd, F_GETFD) < 0))
+		return "FERRY_REGION_FD is set, but fd is not an open descriptor";
 	for (size_t i = 0; i < s->nregions; i++) {
 		const struct fy_region *o = &s->regions[i];
 
 		if (r->gpa < o->gpa + o->size && o->gpa < r->gpa + r->size)
-			return -EINVAL;
+			return "it overlaps a region added before";
 	}
+	return NULL;
+}
+
+FERRY_API int ferry_session_add_region(ferry_session *s,
+				       const struct ferry_region *r)
+{
+	struct fy_region *d;
+	const char *why;
+
+	if (!s || !r)
+		return -EINVAL;
+	if (atomic_load(&s->busy))
+		return refuse_call(s, -EBUSY,
+				   "region %s: regions cannot change while a migration runs",
+				   r->name ? r->name : "");
+	why = region_problem(s, r);
+	if (why)
+		return refuse_call(s, -EINVAL, "region %s refused: %s",
+				   r->name ? r->name : "(unnamed)", why);
 	d = &s->regions[s->nregions];
 	memset(d, 0, sizeof(*d));
 	d->gpa = r->gpa;
 	d->size = r->size;
 	d->host = r->host;
-	d->fd = r->fd;
-	d->fd_offset = r->fd_offset;
+	d->fd = r->flags & FERRY_REGION_FD ? r->fd : -1;
+	d->fd_offset = r->flags & FERRY_REGION_FD ? r->fd_offset : 0;
 	snprintf(d->name, sizeof(d->name), "%s",
 		 r->name ? r->name : "region");
 	s->nregions++;
@@ -323,7 +325,8 @@ int fy_session_begin(ferry_session *s, enum ferry_state first)
 		return -EBUSY;
 	if (!s->nregions) {
 		atomic_store(&s->busy, false);
-		return -EINVAL;
+		return refuse_call(s, -EINVAL,
+				   "no memory regions: add them with ferry_session_add_region()");
 	}
 	pthread_mutex_lock(&s->lock);
 	memset(&s->stats, 0, sizeof(s->stats));
@@ -398,17 +401,26 @@ void fy_session_set_state(ferry_session *s, enum ferry_state st)
  */
 int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
 {
+	char msg[sizeof(s->errmsg)];
+	bool first = false;
 	va_list ap;
 
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
 	pthread_mutex_lock(&s->lock);
 	if (!s->stats.error) {
 		s->stats.error = code;
-		va_start(ap, fmt);
-		vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
-		va_end(ap);
+		memcpy(s->errmsg, msg, sizeof(msg));
+		first = true;
 	}
 	pthread_mutex_unlock(&s->lock);
-	fy_session_log(s, 0, "%s", s->errmsg);
+	/* A later failure is usually a consequence: the log hears it as
+	 * such, and the first one is not repeated. */
+	if (first)
+		fy_session_log(s, 0, "%s", msg);
+	else
+		fy_session_log(s, 2, "then: %s", msg);
 	return code;
 }
 

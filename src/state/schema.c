@@ -11,6 +11,7 @@
  */
 #include "state/state.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -88,6 +89,8 @@ static const char *const kind_names[] = {
 	[FY_K_STRING] = "string", [FY_K_BYTES] = "bytes", [FY_K_ARRAY] = "array",
 	[FY_K_STRUCT] = "struct",
 };
+static_assert(sizeof(kind_names) / sizeof(kind_names[0]) == FY_K_MAX + 1,
+	      "every field kind has a name");
 
 /**
  * fy_kind_name() - the name of a field kind ("u32"), "?" if unknown.

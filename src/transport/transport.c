@@ -4,13 +4,16 @@
  */
 #include "transport/transport.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -55,6 +58,22 @@ int fy_uri_parse(const char *s, struct fy_uri *u, char *err, size_t errlen)
 		strcpy(u->path, p);
 		return 0;
 	}
+	if (strncmp(s, "fd:", 3) == 0) {
+		char *end;
+		long n;
+
+		errno = 0;
+		n = strtol(s + 3, &end, 10);
+		if (s[3] < '0' || s[3] > '9' || *end || errno || n > INT_MAX) {
+			snprintf(err, errlen,
+				 "bad descriptor in '%s' (expected fd:N, N >= 0)",
+				 s);
+			return -EINVAL;
+		}
+		u->kind = FY_URI_FD;
+		u->fd = (int)n;
+		return 0;
+	}
 	if (strncmp(s, "tcp:", 4) == 0) {
 		const char *p = s + 4, *colon;
 		size_t hl;
@@ -87,7 +106,7 @@ bad_tcp:
 		return -EINVAL;
 	}
 	snprintf(err, errlen,
-		 "unknown URI '%s' (expected tcp:HOST:PORT, unix:PATH or file:PATH)",
+		 "unknown URI '%s' (expected tcp:HOST:PORT, unix:PATH, file:PATH or fd:N)",
 		 s);
 	return -EINVAL;
 }
@@ -476,6 +495,77 @@ size_t fy_transport_rcvbuf_ceiling(void)
 		fclose(f);
 	}
 	return max;
+}
+
+/**
+ * fy_transport_borrow() - duplicate the caller's socket of an "fd:N" URI.
+ */
+int fy_transport_borrow(const struct fy_uri *u, int *fd, bool *listening,
+			char *err, size_t errlen)
+{
+	int type = 0, acc = 0, s, rc;
+	socklen_t len = sizeof(type);
+
+	if (getsockopt(u->fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+	    type != SOCK_STREAM) {
+		rc = errno == EBADF ? -EBADF : -ENOTSOCK;
+		snprintf(err, errlen, "fd:%d is not %s", u->fd,
+			 rc == -EBADF ? "an open descriptor" : "a stream socket");
+		return rc;
+	}
+	len = sizeof(acc);
+	if (getsockopt(u->fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0)
+		acc = 0;
+	s = fcntl(u->fd, F_DUPFD_CLOEXEC, 0);
+	if (s < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "duplicating fd:%d: %s", u->fd,
+			 strerror(-rc));
+		return rc;
+	}
+	*fd = s;
+	*listening = acc != 0;
+	return 0;
+}
+
+/**
+ * fy_transport_listen_uri() - where a listener can be reached.
+ */
+void fy_transport_listen_uri(const struct fy_uri *u, int lfd, char *buf,
+			     size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (u->kind == FY_URI_UNIX) {
+		snprintf(buf, len, "unix:%s", u->path);
+		return;
+	}
+	if (u->kind == FY_URI_FD) {
+		snprintf(buf, len, "fd:%d", u->fd);
+		return;
+	}
+	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) < 0) {
+		snprintf(buf, len, "tcp:%s:%s", u->host, u->port);
+		return;
+	}
+	if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)&ss;
+
+		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+		port = ntohs(a->sin6_port);
+		snprintf(buf, len, "tcp:[%s]:%u", host, port);
+		return;
+	}
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)&ss;
+
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+		port = ntohs(a->sin_port);
+	}
+	snprintf(buf, len, "tcp:%s:%u", host, port);
 }
 
 /**

@@ -4,7 +4,8 @@
  * and sockets, nothing about the protocol.
  *
  * URIs: "tcp:HOST:PORT" (HOST may be a name, an IPv4 address or an IPv6
- * address in brackets) and "unix:PATH".
+ * address in brackets; PORT 0 on a listener picks a free one), "unix:PATH",
+ * "file:PATH" and "fd:N" (a socket the caller already opened).
  */
 #ifndef FY_TRANSPORT_H
 #define FY_TRANSPORT_H
@@ -16,6 +17,7 @@ enum fy_uri_kind {
 	FY_URI_TCP = 1,
 	FY_URI_UNIX = 2,
 	FY_URI_FILE = 3, /* a snapshot: written by a source, read by restore */
+	FY_URI_FD = 4,	 /* a descriptor the caller owns */
 };
 
 struct fy_uri {
@@ -23,10 +25,11 @@ struct fy_uri {
 	char host[256];
 	char port[16];
 	char path[108]; /* sizeof(sun_path) */
+	int fd;		/* FY_URI_FD */
 };
 
-/* Parse @s ("tcp:HOST:PORT", "unix:PATH", "file:PATH"). Return 0 or
- * -EINVAL with a reason in @err. */
+/* Parse @s ("tcp:HOST:PORT", "unix:PATH", "file:PATH", "fd:N"). Return 0
+ * or -EINVAL with a reason in @err. */
 int fy_uri_parse(const char *s, struct fy_uri *u, char *err, size_t errlen);
 
 /* Connect; *fd is a blocking socket. A TCP socket gets the congestion
@@ -76,6 +79,22 @@ void fy_transport_local_name(int fd, char *buf, size_t len);
 
 /* The kernel's ceiling for receive buffers it sizes itself (tcp_rmem). */
 size_t fy_transport_rcvbuf_ceiling(void);
+
+/*
+ * fy_transport_borrow() - a descriptor of our own for the caller's socket
+ * @u->fd ("fd:N"), to use and close without closing the caller's: a
+ * duplicate (close-on-exec). *@listening says whether it is a listening
+ * socket. 0, or a negative errno with @err set (not open, not a stream
+ * socket).
+ */
+int fy_transport_borrow(const struct fy_uri *u, int *fd, bool *listening,
+			char *err, size_t errlen);
+
+/* The URI a listener @lfd of @u can be reached at, with the port the
+ * kernel chose for "tcp:HOST:0" ("tcp:127.0.0.1:40123", "unix:PATH",
+ * "fd:N"). */
+void fy_transport_listen_uri(const struct fy_uri *u, int lfd, char *buf,
+			     size_t len);
 
 /* Remove the socket file of a UNIX listener. */
 void fy_transport_unlink(const struct fy_uri *u);

@@ -1185,7 +1185,9 @@ void fy_mem_hdr_decode(const uint8_t in[FY_MEM_HDR_SIZE], struct fy_mem_hdr *m)
  */
 const char *fy_rec_name(uint32_t type, char *buf, size_t len)
 {
-	switch (type) {
+	/* On the enum, so that a record type without a name does not
+	 * compile (-Wswitch). */
+	switch ((enum fy_rec_type)type) {
 	case FY_REC_HELLO:	return "HELLO";
 	case FY_REC_CONFIG:	return "CONFIG";
 	case FY_REC_PASS_BEGIN:	return "PASS_BEGIN";

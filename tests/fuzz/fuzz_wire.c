@@ -24,6 +24,7 @@
 
 #include "ferry.h"
 #include "fuzz_common.h"
+#include "transport/transport.h"
 #include "wire/wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -292,10 +293,38 @@ static void walk(const uint8_t *p, size_t n)
 	}
 }
 
+/*
+ * The input as a migration URI (up to its first NUL): parsed or refused
+ * with a reason, and a parsed one has a kind and its parts in bounds.
+ */
+static void try_uri(const uint8_t *data, size_t size)
+{
+	char s[600], err[256] = "";
+	struct fy_uri u;
+	size_t n = size < sizeof(s) - 1 ? size : sizeof(s) - 1;
+	int rc;
+
+	memcpy(s, data, n);
+	s[n] = 0;
+	rc = fy_uri_parse(s, &u, err, sizeof(err));
+	FZ_ASSERT(rc == 0 || (rc == -EINVAL && err[0]),
+		  "URI parser returned %d (\"%s\")", rc, err);
+	if (rc)
+		return;
+	FZ_ASSERT(u.kind >= FY_URI_TCP && u.kind <= FY_URI_FD,
+		  "URI parsed to kind %d", (int)u.kind);
+	FZ_ASSERT(memchr(u.host, 0, sizeof(u.host)) &&
+		  memchr(u.port, 0, sizeof(u.port)) &&
+		  memchr(u.path, 0, sizeof(u.path)),
+		  "URI part not terminated");
+	FZ_ASSERT(u.kind != FY_URI_FD || u.fd >= 0, "fd:%d parsed", u.fd);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	uint8_t *copy;
 
+	try_uri(data, size);
 	walk(data, size);
 	copy = malloc(size ? size : 1);
 	if (!copy)

@@ -28,6 +28,7 @@ int fake_vmm_init(struct fake_vmm *vm, size_t size)
 	}
 	vm->mem = vm->map + 2 * FAKE_PAGE;
 	vm->size = size;
+	pthread_mutex_init(&vm->log_lock, NULL);
 	if (mprotect(vm->mem - FAKE_PAGE, size + 2 * FAKE_PAGE,
 		     PROT_READ | PROT_WRITE)) {
 		int rc = -errno;
@@ -95,6 +96,38 @@ void fake_vmm_reset_counters(struct fake_vmm *vm)
 	atomic_store(&vm->acquires, 0);
 	atomic_store(&vm->releases, 0);
 	atomic_store(&vm->reacquires, 0);
+	pthread_mutex_lock(&vm->log_lock);
+	vm->log_len = 0;
+	vm->log[0] = 0;
+	pthread_mutex_unlock(&vm->log_lock);
+}
+
+static void op_log(void *o, int level, const char *msg)
+{
+	struct fake_vmm *vm = o;
+	size_t n = strlen(msg) + 1;
+
+	(void)level;
+	if (n >= sizeof(vm->log))
+		return;
+	pthread_mutex_lock(&vm->log_lock);
+	if (vm->log_len + n >= sizeof(vm->log))
+		vm->log_len = 0;
+	memcpy(vm->log + vm->log_len, msg, n - 1);
+	vm->log[vm->log_len + n - 1] = '\n';
+	vm->log_len += n;
+	vm->log[vm->log_len] = 0;
+	pthread_mutex_unlock(&vm->log_lock);
+}
+
+bool fake_vmm_logged(struct fake_vmm *vm, const char *text)
+{
+	bool found;
+
+	pthread_mutex_lock(&vm->log_lock);
+	found = strstr(vm->log, text) != NULL;
+	pthread_mutex_unlock(&vm->log_lock);
+	return found;
 }
 
 static int op_pause(void *o)
@@ -173,6 +206,7 @@ ferry_session *fake_vmm_session(struct fake_vmm *vm, bool source, bool multi)
 	ferry_config_init(&cfg);
 	cfg.ops = &fake_ops;
 	cfg.opaque = vm;
+	cfg.on_log = op_log;
 	if (source)
 		cfg.dirty_mode = FERRY_DIRTY_BITMAP;
 #ifdef FERRY_CAP_MULTI_CHANNEL

@@ -14,6 +14,7 @@
 #ifndef FERRY_TEST_FAKE_VMM_H
 #define FERRY_TEST_FAKE_VMM_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,13 +33,21 @@ struct fake_vmm {
 	atomic_int pauses, resumes, loads, acquires, releases, reacquires;
 	uint8_t state[FAKE_STATE_MAX]; /* what save_state sends / load got */
 	size_t state_len;
+	/* What the session said through its log callback since the last
+	 * reset (the oldest lines are dropped when it fills). */
+	pthread_mutex_t log_lock;
+	char log[8192];
+	size_t log_len;
 };
 
 /* Map a @size-byte region (page multiple) between canary and guard
  * pages. 0 or -errno. */
 int fake_vmm_init(struct fake_vmm *vm, size_t size);
 void fake_vmm_free(struct fake_vmm *vm);
+/* Zero the counters and forget the log. */
 void fake_vmm_reset_counters(struct fake_vmm *vm);
+/* Whether a line of the session's log contains @text. Any thread. */
+bool fake_vmm_logged(struct fake_vmm *vm, const char *text);
 /*
  * Whether both canary pages still hold their pattern; if not, *@where
  * (when given) is the offset of the first changed byte from the region's

@@ -184,6 +184,7 @@ static void run_inproc(struct ctx *c, const struct hcase *hc, struct env *e,
 	fake_vmm_canaries_rearm(&e->dst);
 	memcpy(e->shadow, e->dst.mem, REGION_SIZE);
 	c->shadow = e->shadow;
+	c->dst = &e->dst;
 	recv_start(&j, e->ds, e->uri);
 	hc->fn(c);
 	if (c->fd >= 0)

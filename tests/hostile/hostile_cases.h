@@ -6,6 +6,7 @@
 #define FERRY_TEST_HOSTILE_CASES_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct ctx;
 
@@ -72,6 +73,31 @@ void c_zstd_unpacks_too_long(struct ctx *c);
 void c_zstd_cut_payload(struct ctx *c);
 void c_packed_not_smaller(struct ctx *c);
 void c_zstd_valid_then_error(struct ctx *c);
+
+/* Extra data connections (hostile_cases.c), shared with the cases about
+ * strangers (hostile_strangers.c). */
+struct fy_buf;
+struct fy_pass_conn;
+struct ctx *data_connect(struct ctx *c);
+struct ctx *data_open(struct ctx *c);
+void data_close(struct ctx *c, struct ctx *d);
+void b_pass_end_conns(struct fy_buf *b, uint32_t seq, uint32_t pass,
+		      const struct fy_pass_conn *e, uint32_t n);
+void put_pass_end_conns(struct ctx *c, const struct fy_pass_conn *e,
+			uint32_t n);
+
+/* Strangers on the destination's port during a migration
+ * (hostile_strangers.c). */
+void c_stranger_garbage(struct ctx *c);
+void c_stranger_join_bad_checksum(struct ctx *c);
+void c_stranger_join_index_0(struct ctx *c);
+void c_stranger_join_index_out_of_range(struct ctx *c);
+void c_stranger_join_other_channel_count(struct ctx *c);
+void c_stranger_join_wrong_token(struct ctx *c);
+void c_stranger_join_replayed(struct ctx *c);
+void c_stranger_join_long_body(struct ctx *c);
+void c_stranger_silent(struct ctx *c);
+void c_stranger_silent_flood(struct ctx *c);
 
 extern const struct hcase hostile_cases[];
 extern const size_t hostile_ncases;

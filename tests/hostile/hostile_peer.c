@@ -108,8 +108,8 @@ void put_eof(struct ctx *c)
  * record (which is a failure of the destination: its responses are
  * records like any other).
  */
-static int next_rec_within(struct ctx *c, struct fy_rec_hdr *h, uint8_t *body,
-			   size_t cap, size_t *blen, int timeout_ms)
+int next_rec_within(struct ctx *c, struct fy_rec_hdr *h, uint8_t *body,
+		    size_t cap, size_t *blen, int timeout_ms)
 {
 	uint64_t end = now_ms() + (uint64_t)timeout_ms;
 
@@ -578,6 +578,27 @@ bool loaded(struct ctx *c)
 	do_mem(c, 2, 2, 7);
 	return do_pass_end(c) &&
 	       do_simple(c, FY_REC_STATE, blob, sizeof(blob) - 1);
+}
+
+/* RELEASED, answered OK with a valid "running" body, then the close. */
+bool do_released(struct ctx *c)
+{
+	struct fy_buf b;
+	uint8_t body[512];
+	size_t n;
+	struct fy_running run;
+
+	fy_buf_init(&b);
+	b_rec(&b, FY_REC_RELEASED, ++c->seq, 0, NULL, 0);
+	put_buf(c, &b);
+	fy_buf_free(&b);
+	if (!expect_ok(c, c->seq, body, sizeof(body), &n))
+		return false;
+	if (fy_running_decode(body, n, &run)) {
+		FAIL(c, "malformed answer to RELEASED");
+		return false;
+	}
+	return expect_eof(c);
 }
 
 /* Send @b (the hostile part) and expect ERROR. */

@@ -45,8 +45,10 @@ struct ctx {
 	/* From the answer to HELLO: what an extra data connection presents. */
 	uint64_t session_id;
 	uint8_t token[16];
-	/* In-process only: what the region must hold afterwards. */
+	/* In-process only: what the region must hold afterwards, and the
+	 * destination's VMM (its log). */
 	uint8_t *shadow;
+	struct fake_vmm *dst;
 	bool dontcare[REGION_SIZE / PAGE];
 	bool failed;
 	char why[1024];
@@ -83,6 +85,8 @@ const char *rc_name(int rc);
  * -ETIMEDOUT, or another negative code for a malformed or cut record. */
 int next_rec(struct ctx *c, struct fy_rec_hdr *h, uint8_t *body, size_t cap,
 	     size_t *blen);
+int next_rec_within(struct ctx *c, struct fy_rec_hdr *h, uint8_t *body,
+		    size_t cap, size_t *blen, int timeout_ms);
 bool expect_eof(struct ctx *c);
 bool expect_error(struct ctx *c, uint32_t seq, int code, const char *text);
 bool expect_cut(struct ctx *c);
@@ -128,6 +132,7 @@ bool do_pass_begin(struct ctx *c, uint32_t final);
 void do_mem(struct ctx *c, uint64_t page, uint64_t npages, uint64_t tag);
 bool do_pass_end(struct ctx *c);
 bool do_simple(struct ctx *c, uint32_t type, const void *body, size_t len);
+bool do_released(struct ctx *c);
 bool configured(struct ctx *c);
 bool in_pass(struct ctx *c);
 bool loaded(struct ctx *c);

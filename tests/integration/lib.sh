@@ -2,6 +2,10 @@
 # sockets, driven through the ferry command line like a user would.
 # Each test sources this with FERRY and FERRY_VM set by Meson.
 set -uo pipefail
+# Run with standard input closed, not /dev/null: the first descriptor a
+# program opens is then 0, and closing 0 by mistake (a zeroed fd field)
+# breaks something a test sees.
+exec 0<&-
 
 : "${FERRY:?}" "${FERRY_VM:?}"
 T=$(mktemp -d /tmp/ferry-it.XXXXXX)
@@ -32,7 +36,7 @@ free_port() {
 # start_vm NAME ARGS... : start ferry-vm with an API socket $T/NAME.sock
 start_vm() {
 	local name=$1; shift
-	"$FERRY_VM" --api-socket "$T/$name.sock" "$@" >"$T/$name.log" 2>&1 &
+	"$FERRY_VM" --api-socket "$T/$name.sock" "$@" <&- >"$T/$name.log" 2>&1 &
 	PIDS+=($!)
 	eval "PID_$name=$!"
 	for _ in $(seq 1 200); do

@@ -815,6 +815,229 @@ static void test_cancel_resumes_source(void **state)
 	vm_free(&dst);
 }
 
+/* What the destination's LISTENING event said, for the thread that waits
+ * for it instead of sleeping. */
+static pthread_mutex_t heard_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t heard_cond = PTHREAD_COND_INITIALIZER;
+static char heard_uri[FERRY_URI_MAX];
+
+static void on_listening(void *opaque, const struct ferry_event *ev)
+{
+	(void)opaque;
+	if (ev->kind != FERRY_EVENT_LISTENING)
+		return;
+	pthread_mutex_lock(&heard_lock);
+	snprintf(heard_uri, sizeof(heard_uri), "%s", ev->stats->listen_uri);
+	pthread_cond_broadcast(&heard_cond);
+	pthread_mutex_unlock(&heard_lock);
+}
+
+/* A destination that announces where it listens. */
+static ferry_session *listening_dst(struct fake_vm *vm)
+{
+	struct ferry_config cfg;
+
+	base_config(&cfg, vm);
+	cfg.on_event = on_listening;
+	return session_with(vm, &cfg);
+}
+
+/* Start receiving on @uri and wait for the LISTENING event (10 s at most);
+ * the URI it gave is copied to @where. */
+static void recv_listening(struct recv_job *j, ferry_session *ds,
+			   const char *uri, char *where, size_t len)
+{
+	struct timespec until;
+
+	pthread_mutex_lock(&heard_lock);
+	heard_uri[0] = 0;
+	pthread_mutex_unlock(&heard_lock);
+	j->s = ds;
+	snprintf(j->uri, sizeof(j->uri), "%s", uri);
+	pthread_create(&j->t, NULL, recv_main, j);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	pthread_mutex_lock(&heard_lock);
+	while (!heard_uri[0] &&
+	       !pthread_cond_timedwait(&heard_cond, &heard_lock, &until))
+		;
+	snprintf(where, len, "%s", heard_uri);
+	pthread_mutex_unlock(&heard_lock);
+}
+
+/* Send @ss to @uri while @j receives: both succeed, memory arrives. */
+static void send_joined(ferry_session *ss, const char *uri, struct recv_job *j,
+			const struct fake_vm *src, const struct fake_vm *dst)
+{
+	assert_int_equal(send_verbose(ss, uri, 0), 0);
+	pthread_join(j->t, NULL);
+	assert_int_equal(j->rc, 0);
+	assert_memory_equal(src->mem, dst->mem, src->size);
+}
+
+/*
+ * "tcp:127.0.0.1:0": the destination listens on a port the kernel picks,
+ * says which in the LISTENING event and the stats, and the source (with
+ * extra connections, which come through the same port) migrates to it.
+ */
+static void test_tcp_port_0_is_reported(void **state)
+{
+	struct fake_vm src, dst;
+	struct ferry_stats st;
+	struct recv_job j;
+	char where[FERRY_URI_MAX];
+	unsigned port = 0;
+
+	(void)state;
+	vm_init(&src, MEM, true, false);
+	vm_init(&dst, MEM, false, false);
+	ferry_session *ss = session_conns(&src, 3, FERRY_CAP_ALL);
+	ferry_session *ds = listening_dst(&dst);
+
+	recv_listening(&j, ds, "tcp:127.0.0.1:0", where, sizeof(where));
+	assert_int_equal(sscanf(where, "tcp:127.0.0.1:%u", &port), 1);
+	assert_true(port > 0 && port < 65536);
+	ferry_session_stats(ds, &st);
+	assert_string_equal(st.listen_uri, where);
+	send_joined(ss, where, &j, &src, &dst);
+	ferry_session_stats(ds, &st);
+	assert_int_equal(st.connections, 3);
+	end_pair(ss, ds, &src, &dst);
+}
+
+/* Whether @fd is still an open descriptor. */
+static bool still_open(int fd)
+{
+	return fcntl(fd, F_GETFD) >= 0;
+}
+
+/*
+ * "fd:N" with sockets the VMM opened itself: a connected pair (the source
+ * sends on one end, the destination receives on the other, over one
+ * connection whatever the config asks), and a listening socket (extra
+ * connections come through it). The library uses duplicates: the VMM's
+ * descriptors stay open, and its listener still listens afterwards.
+ */
+static void test_fd_uris(void **state)
+{
+	struct fake_vm src, dst;
+	struct ferry_stats st;
+	struct recv_job j;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	char uri[64], where[FERRY_URI_MAX], msg[512];
+	int sp[2], lfd, c;
+
+	(void)state;
+	vm_init(&src, MEM, true, false);
+	vm_init(&dst, MEM, false, false);
+	ferry_session *ss = session_conns(&src, 4, FERRY_CAP_ALL);
+	ferry_session *ds = listening_dst(&dst);
+
+	/* A connected pair. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+	snprintf(j.uri, sizeof(j.uri), "fd:%d", sp[1]);
+	j.s = ds;
+	pthread_create(&j.t, NULL, recv_main, &j);
+	snprintf(uri, sizeof(uri), "fd:%d", sp[0]);
+	send_joined(ss, uri, &j, &src, &dst);
+	ferry_session_stats(ss, &st);
+	assert_int_equal(st.connections, 1);
+	assert_true(still_open(sp[0]) && still_open(sp[1]));
+	close(sp[0]);
+	close(sp[1]);
+
+	/* A listening socket of the VMM's. */
+	memset(src.mem, 0x5a, PAGE * 7);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(uri, sizeof(uri), "fd:%d", lfd);
+	recv_listening(&j, ds, uri, where, sizeof(where));
+	assert_string_equal(where, uri);
+	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%u", ntohs(sa.sin_port));
+	send_joined(ss, uri, &j, &src, &dst);
+	ferry_session_stats(ds, &st);
+	assert_int_equal(st.connections, 4);
+	/* The VMM's listener still takes connections. */
+	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(c);
+	close(lfd);
+
+	/* Not a descriptor, not a socket, not a number. */
+	assert_int_equal(ferry_session_receive(ds, "fd:9999"), -EBADF);
+	ferry_session_errmsg(ds, msg, sizeof(msg));
+	assert_non_null(strstr(msg, "fd:9999 is not an open descriptor"));
+	assert_int_equal(ferry_session_send(ss, "fd:0x1"), -EINVAL);
+	ferry_session_errmsg(ss, msg, sizeof(msg));
+	assert_non_null(strstr(msg, "expected fd:N"));
+	end_pair(ss, ds, &src, &dst);
+}
+
+/* Whether descriptor 0 is still the pipe end with inode @ino. */
+static bool fd0_is(ino_t ino)
+{
+	struct stat st;
+
+	return fstat(0, &st) == 0 && st.st_ino == ino;
+}
+
+/*
+ * Migrations that fail before they connect (a bad URI, nobody listening, a
+ * missing directory, a cancel while waiting) must close only what they
+ * opened. Descriptor 0 is the VMM's (here a pipe standing in for, say, an
+ * API client accepted on it): it must still be open and the same after
+ * each failure.
+ */
+static void test_early_failures_leave_fd0_alone(void **state)
+{
+	static const char *const send_uris[] = {
+		"bogus:nothing", "tcp:127.0.0.1:1",
+		"file:/nonexistent-ferry-dir/snap", "unix:/nonexistent-ferry-dir/s",
+	};
+	static const char *const recv_uris[] = {
+		"bogus:nothing", "file:/nonexistent-ferry-dir/snap",
+		"unix:/nonexistent-ferry-dir/s",
+	};
+	struct fake_vm vm;
+	ferry_session *s;
+	struct stat st;
+	int p[2], saved = dup(0);
+
+	(void)state;
+	assert_true(saved >= 0);
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(dup2(p[0], 0), 0);
+	assert_int_equal(fstat(0, &st), 0);
+	vm_init(&vm, MEM, false, false);
+	s = session_for(&vm, 300);
+	for (size_t i = 0; i < sizeof(send_uris) / sizeof(send_uris[0]); i++) {
+		/* A cancel before the run stops it while it waits to connect. */
+		if (i == 1)
+			ferry_session_cancel(s);
+		assert_true(ferry_session_send(s, send_uris[i]) < 0);
+		assert_true(fd0_is(st.st_ino));
+	}
+	for (size_t i = 0; i < sizeof(recv_uris) / sizeof(recv_uris[0]); i++) {
+		assert_true(ferry_session_receive(s, recv_uris[i]) < 0);
+		assert_true(fd0_is(st.st_ino));
+	}
+	/* A destination cancelled while it waits for the source. */
+	ferry_session_cancel(s);
+	assert_int_equal(ferry_session_receive(s, "tcp:127.0.0.1:0"),
+			 FERRY_ECANCELED);
+	assert_true(fd0_is(st.st_ino));
+	ferry_session_destroy(s);
+	vm_free(&vm);
+	dup2(saved, 0);
+	close(saved);
+	close(p[0]);
+	close(p[1]);
+}
+
 static void test_garbage_then_real_migration(void **state)
 {
 	struct fake_vm src, dst;
@@ -1012,6 +1235,9 @@ int main(void)
 		cmocka_unit_test(test_refused_release_reacquires),
 		cmocka_unit_test(test_cancel_resumes_source),
 		cmocka_unit_test(test_garbage_then_real_migration),
+		cmocka_unit_test(test_early_failures_leave_fd0_alone),
+		cmocka_unit_test(test_tcp_port_0_is_reported),
+		cmocka_unit_test(test_fd_uris),
 		cmocka_unit_test(test_destination_gone_while_splicing),
 		cmocka_unit_test(test_splice_refused_copies),
 	};

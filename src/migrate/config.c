@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT
+/*
+ * config.c - a session's configuration: its defaults, and the check that
+ * says, in words, why a config is refused (there is no session yet to hold
+ * the message, so it goes to the caller's buffer and the log callback).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "memory/memory.h"
+#include "migrate/engine.h"
+#include "wire/wire.h"
+
+FERRY_API void ferry_config_init(struct ferry_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->struct_size = sizeof(*cfg);
+	cfg->downtime_limit_ms = 300;
+	cfg->max_passes = 30;
+	cfg->timeout_strategy = FERRY_TIMEOUT_CANCEL;
+	cfg->dirty_mode = FERRY_DIRTY_AUTO;
+	cfg->chunk_bytes = 1u << 20;
+	cfg->capabilities = FERRY_CAP_ALL;
+	cfg->progress_ms = 200;
+	cfg->connections = 1;
+	cfg->auto_converge = true;
+	cfg->throttle_initial_pct = 20;
+	cfg->throttle_step_pct = 10;
+	cfg->throttle_max_pct = 99;
+}
+
+static int refuse(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Say why in @err; -EINVAL. */
+static int refuse(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+/* A value of @name outside @lo..@hi. */
+#define OUT_OF(name, v, lo, hi)                                              \
+	refuse(err, errlen, "%s is %lld: it must be from %lld to %lld", name, \
+	       (long long)(v), (long long)(lo), (long long)(hi))
+
+/* The numbers: each within its range. */
+static int check_numbers(const struct ferry_config *cfg, char *err,
+			 size_t errlen)
+{
+	const uint32_t chunk_max = (FY_REC_MAX_BODY - FY_MEM_HDR_SIZE) &
+				   ~(FY_PAGE_SIZE - 1);
+
+	if (cfg->chunk_bytes < FY_PAGE_SIZE || cfg->chunk_bytes > chunk_max)
+		return OUT_OF("chunk_bytes", cfg->chunk_bytes, FY_PAGE_SIZE,
+			      chunk_max);
+	if (cfg->chunk_bytes % FY_PAGE_SIZE)
+		return refuse(err, errlen,
+			      "chunk_bytes is %u: it must be a multiple of %u",
+			      cfg->chunk_bytes, FY_PAGE_SIZE);
+	if (cfg->connections < 1 || cfg->connections > FY_MAX_CHANNELS)
+		return OUT_OF("connections", cfg->connections, 1,
+			      FY_MAX_CHANNELS);
+	if (cfg->window > FY_MAX_WINDOW)
+		return OUT_OF("window (0: the default)", cfg->window, 0,
+			      FY_MAX_WINDOW);
+	if (cfg->throttle_max_pct > 99)
+		return OUT_OF("throttle_max_pct", cfg->throttle_max_pct, 0, 99);
+	if (cfg->throttle_initial_pct > cfg->throttle_max_pct)
+		return OUT_OF("throttle_initial_pct", cfg->throttle_initial_pct,
+			      0, cfg->throttle_max_pct);
+	if (cfg->throttle_step_pct > cfg->throttle_max_pct)
+		return OUT_OF("throttle_step_pct", cfg->throttle_step_pct, 0,
+			      cfg->throttle_max_pct);
+	if (cfg->version_max &&
+	    (cfg->version_max < FY_PROTO_VERSION_MIN ||
+	     cfg->version_max > FY_PROTO_VERSION_MAX))
+		return OUT_OF("version_max (0: the newest)", cfg->version_max,
+			      FY_PROTO_VERSION_MIN, FY_PROTO_VERSION_MAX);
+	if (cfg->version_min &&
+	    (cfg->version_min < FY_PROTO_VERSION_MIN ||
+	     cfg->version_min > (cfg->version_max ? cfg->version_max
+						  : FY_PROTO_VERSION_MAX)))
+		return OUT_OF("version_min (0: the oldest)", cfg->version_min,
+			      FY_PROTO_VERSION_MIN,
+			      cfg->version_max ? cfg->version_max
+					       : FY_PROTO_VERSION_MAX);
+	return 0;
+}
+
+/* The choices: known values, and what they need. */
+static int check_choices(const struct ferry_config *cfg, char *err,
+			 size_t errlen)
+{
+	int lo, hi;
+
+	if ((unsigned)cfg->timeout_strategy > FERRY_TIMEOUT_SWITCHOVER)
+		return OUT_OF("timeout_strategy", cfg->timeout_strategy,
+			      FERRY_TIMEOUT_CANCEL, FERRY_TIMEOUT_SWITCHOVER);
+	if ((unsigned)cfg->dirty_mode > FERRY_DIRTY_BITMAP)
+		return OUT_OF("dirty_mode", cfg->dirty_mode, FERRY_DIRTY_AUTO,
+			      FERRY_DIRTY_BITMAP);
+	if (cfg->dirty_mode == FERRY_DIRTY_BITMAP &&
+	    !cfg->ops->get_dirty_bitmap)
+		return refuse(err, errlen,
+			      "dirty_mode is FERRY_DIRTY_BITMAP, but ops has no get_dirty_bitmap");
+	if ((unsigned)cfg->compress > FERRY_COMPRESS_ZSTD)
+		return OUT_OF("compress", cfg->compress, FERRY_COMPRESS_NONE,
+			      FERRY_COMPRESS_ZSTD);
+	fy_codec_levels((enum fy_codec_kind)cfg->compress, &lo, &hi);
+	if (cfg->compress_level &&
+	    (cfg->compress_level < lo || cfg->compress_level > hi))
+		return refuse(err, errlen,
+			      "compress_level is %d: for %s it must be from %d to %d (0: the default)",
+			      cfg->compress_level,
+			      fy_codec_name((enum fy_codec_kind)cfg->compress),
+			      lo, hi);
+	if (cfg->capabilities & ~FERRY_CAP_ALL)
+		return refuse(err, errlen,
+			      "capabilities 0x%llx has bits this library does not know (it knows 0x%llx)",
+			      (unsigned long long)cfg->capabilities,
+			      (unsigned long long)FERRY_CAP_ALL);
+	/* The kernel judges the name, but cuts one of 16 or more bytes short
+	 * without a word. */
+	if (cfg->congestion_control &&
+	    (!cfg->congestion_control[0] ||
+	     strlen(cfg->congestion_control) > FERRY_CONGESTION_CONTROL_MAX))
+		return refuse(err, errlen,
+			      "congestion_control \"%.40s\": a name of 1 to %d characters, or NULL",
+			      cfg->congestion_control,
+			      FERRY_CONGESTION_CONTROL_MAX);
+	return 0;
+}
+
+FERRY_API int ferry_config_check(const struct ferry_config *cfg, char *err,
+				 size_t errlen)
+{
+	int rc;
+
+	if (err && errlen)
+		err[0] = 0;
+	if (!cfg)
+		return refuse(err, errlen, "no config");
+	if (cfg->struct_size != sizeof(*cfg))
+		return refuse(err, errlen,
+			      "struct_size is %u, this library's ferry_config has %zu: initialise it with ferry_config_init()",
+			      cfg->struct_size, sizeof(*cfg));
+	if (!cfg->ops)
+		return refuse(err, errlen, "ops is NULL: the VMM's callbacks are required");
+	if (!cfg->ops->resume)
+		return refuse(err, errlen,
+			      "ops has no resume: both a source and a destination need it");
+	rc = check_numbers(cfg, err, errlen);
+	if (!rc)
+		rc = check_choices(cfg, err, errlen);
+	return rc;
+}
+
+/**
+ * fy_session_check_role() - the callbacks a role needs: a source pauses
+ * and saves state, a destination loads it. Fails the session with the
+ * missing one named.
+ *
+ * Return: 0, or -EINVAL.
+ */
+int fy_session_check_role(ferry_session *s, bool source)
+{
+	const struct ferry_vmm_ops *o = &s->ops;
+	const char *missing = NULL;
+
+	if (source)
+		missing = !o->pause ? "pause" : !o->save_state ? "save_state" : NULL;
+	else
+		missing = !o->load_state ? "load_state" : NULL;
+	if (!missing)
+		return 0;
+	return fy_session_fail(s, -EINVAL, "ops has no %s: a %s needs it",
+			       missing, source ? "source" : "destination");
+}

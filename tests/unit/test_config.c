@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_config.c - what a VMM is told when its configuration or a region is
+ * refused: ferry_config_check() names the field and its range, and
+ * ferry_session_new() says the same through the log callback; a role's
+ * callbacks are asked for only when the session takes that role.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "ferry.h"
+
+static int op_ok(void *o)
+{
+	(void)o;
+	return 0;
+}
+
+static int op_save(void *o, struct ferry_buf *b)
+{
+	(void)o;
+	(void)b;
+	return 0;
+}
+
+static int op_load(void *o, const void *d, size_t n)
+{
+	(void)o;
+	(void)d;
+	(void)n;
+	return 0;
+}
+
+static const struct ferry_vmm_ops all_ops = {
+	.pause = op_ok, .resume = op_ok, .save_state = op_save,
+	.load_state = op_load,
+};
+/* What a destination-only VMM has. */
+static const struct ferry_vmm_ops dest_ops = {
+	.resume = op_ok, .load_state = op_load,
+};
+
+static char logged[512];
+
+static void on_log(void *o, int level, const char *msg)
+{
+	(void)o;
+	if (level == 0)
+		snprintf(logged, sizeof(logged), "%s", msg);
+}
+
+/* @set changes a default config; it must be refused with a message that
+ * contains @want, both from ferry_config_check() and, through the log,
+ * from ferry_session_new(). */
+static void refused(void (*set)(struct ferry_config *), const char *want)
+{
+	struct ferry_config cfg;
+	ferry_session *s = NULL;
+	char err[256];
+
+	ferry_config_init(&cfg);
+	cfg.ops = &all_ops;
+	cfg.on_log = on_log;
+	set(&cfg);
+	assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), -EINVAL);
+	if (!strstr(err, want))
+		fail_msg("message \"%s\" does not say \"%s\"", err, want);
+	logged[0] = 0;
+	assert_int_equal(ferry_session_new(&cfg, &s), -EINVAL);
+	assert_null(s);
+	assert_string_equal(logged, err);
+}
+
+#define REFUSED(name, body, want)                            \
+	static void set_##name(struct ferry_config *c) { body; } \
+	static void test_##name(void **state)                \
+	{                                                    \
+		(void)state;                                 \
+		refused(set_##name, want);                   \
+	}
+
+REFUSED(no_ops, c->ops = NULL, "ops is NULL")
+static const struct ferry_vmm_ops no_resume_ops = { .pause = op_ok };
+REFUSED(no_resume, c->ops = &no_resume_ops, "no resume")
+REFUSED(struct_size, c->struct_size -= 8, "ferry_config_init")
+REFUSED(connections_0, c->connections = 0,
+	"connections is 0: it must be from 1 to 64")
+REFUSED(connections_65, c->connections = 65,
+	"connections is 65: it must be from 1 to 64")
+REFUSED(window, c->window = 1000,
+	"window (0: the default) is 1000: it must be from 0 to 64")
+REFUSED(chunk_small, c->chunk_bytes = 512, "chunk_bytes is 512: it must be from 4096")
+REFUSED(chunk_huge, c->chunk_bytes = 1u << 30, "chunk_bytes is 1073741824")
+REFUSED(chunk_unaligned, c->chunk_bytes = 65536 + 512,
+	"must be a multiple of 4096")
+REFUSED(throttle_max, c->throttle_max_pct = 100,
+	"throttle_max_pct is 100: it must be from 0 to 99")
+REFUSED(throttle_initial, (c->throttle_max_pct = 50, c->throttle_initial_pct = 60),
+	"throttle_initial_pct is 60: it must be from 0 to 50")
+REFUSED(throttle_step, c->throttle_step_pct = 200,
+	"throttle_step_pct is 200: it must be from 0 to 99")
+REFUSED(compress, c->compress = (enum ferry_compress)7, "compress is 7")
+REFUSED(compress_level_lz4, (c->compress = FERRY_COMPRESS_LZ4, c->compress_level = 99),
+	"compress_level is 99: for lz4 it must be from")
+REFUSED(compress_level_none, c->compress_level = 3,
+	"compress_level is 3: for none it must be from 0 to 0")
+REFUSED(version_max, c->version_max = 9, "version_max (0: the newest) is 9")
+REFUSED(version_min, (c->version_max = 1, c->version_min = 2),
+	"version_min (0: the oldest) is 2: it must be from 1 to 1")
+REFUSED(capabilities, c->capabilities = 1ull << 40, "capabilities 0x")
+REFUSED(timeout_strategy, c->timeout_strategy = (enum ferry_timeout_strategy)9,
+	"timeout_strategy is 9")
+REFUSED(dirty_mode, c->dirty_mode = (enum ferry_dirty_mode)5, "dirty_mode is 5")
+REFUSED(bitmap_without_callback, c->dirty_mode = FERRY_DIRTY_BITMAP,
+	"no get_dirty_bitmap")
+REFUSED(congestion_control, c->congestion_control = "much-longer-than-sixteen",
+	"a name of 1 to 15 characters")
+
+/* The defaults pass, and the message is empty. */
+static void test_defaults_pass(void **state)
+{
+	struct ferry_config cfg;
+	char err[64] = "junk";
+
+	(void)state;
+	ferry_config_init(&cfg);
+	cfg.ops = &all_ops;
+	assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), 0);
+	assert_string_equal(err, "");
+	assert_int_equal(ferry_config_check(NULL, NULL, 0), -EINVAL);
+}
+
+/* A session with @ops and the default config. */
+static ferry_session *session_of(const struct ferry_vmm_ops *ops)
+{
+	struct ferry_config cfg;
+	ferry_session *s = NULL;
+
+	ferry_config_init(&cfg);
+	cfg.ops = ops;
+	assert_int_equal(ferry_session_new(&cfg, &s), 0);
+	return s;
+}
+
+/* A destination-only VMM (no pause, no save_state) gets a session and
+ * may receive; sending with it fails with the missing callback named. */
+static void test_destination_needs_no_source_callbacks(void **state)
+{
+	ferry_session *s;
+	char msg[256];
+	size_t size = 1u << 20;
+	void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct ferry_region r = { .size = size, .host = mem, .fd = -1,
+				  .name = "ram0" };
+
+	(void)state;
+	s = session_of(&dest_ops);
+	assert_int_equal(ferry_session_add_region(s, &r), 0);
+	assert_int_equal(ferry_session_send(s, "unix:/nonexistent/x"), -EINVAL);
+	ferry_session_errmsg(s, msg, sizeof(msg));
+	assert_non_null(strstr(msg, "ops has no pause: a source needs it"));
+	/* Receiving gets past the check: it fails on the missing directory. */
+	assert_true(ferry_session_receive(s, "unix:/nonexistent-ferry/x") < 0);
+	ferry_session_errmsg(s, msg, sizeof(msg));
+	assert_null(strstr(msg, "ops has no"));
+	ferry_session_destroy(s);
+	munmap(mem, size);
+}
+
+/* Regions: each refusal says why; an fd is read only with
+ * FERRY_REGION_FD, and then must be open. */
+static void test_region_refusals(void **state)
+{
+	static const struct {
+		struct ferry_region r;
+		const char *want;
+	} bad[] = {
+		{ { .gpa = 0, .size = 4096 * 3 + 1 }, "page multiples" },
+		{ { .gpa = 1u << 20, .size = 4096 }, "overlaps" },
+		{ { .gpa = 8u << 20, .size = 4096, .flags = 0x80 }, "flags" },
+		{ { .gpa = 8u << 20, .size = 4096, .fd = -1,
+		    .flags = FERRY_REGION_FD }, "not an open descriptor" },
+		{ { .gpa = 8u << 20, .size = 4096, .fd = 9999,
+		    .flags = FERRY_REGION_FD }, "not an open descriptor" },
+	};
+	ferry_session *s;
+	char msg[256];
+	size_t size = 2u << 20;
+	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct ferry_region ok = { .gpa = 1u << 20, .size = 1u << 20,
+				   .host = mem, .name = "low" };
+
+	(void)state;
+	s = session_of(&all_ops);
+	/* fd left 0 without the flag: accepted, and not taken as fd 0. */
+	assert_int_equal(ferry_session_add_region(s, &ok), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ferry_region r = bad[i].r;
+
+		r.host = mem + (1u << 20);
+		r.name = "bad";
+		assert_int_equal(ferry_session_add_region(s, &r), -EINVAL);
+		ferry_session_errmsg(s, msg, sizeof(msg));
+		if (!strstr(msg, bad[i].want))
+			fail_msg("region %zu: \"%s\" does not say \"%s\"", i,
+				 msg, bad[i].want);
+	}
+	/* With the flag and an open descriptor, it is taken. */
+	ok.gpa = 16u << 20;
+	ok.host = mem + (1u << 20);
+	ok.fd = 1;
+	ok.flags = FERRY_REGION_FD;
+	assert_int_equal(ferry_session_add_region(s, &ok), 0);
+	ferry_session_destroy(s);
+	munmap(mem, size);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults_pass),
+		cmocka_unit_test(test_no_ops),
+		cmocka_unit_test(test_no_resume),
+		cmocka_unit_test(test_struct_size),
+		cmocka_unit_test(test_connections_0),
+		cmocka_unit_test(test_connections_65),
+		cmocka_unit_test(test_window),
+		cmocka_unit_test(test_chunk_small),
+		cmocka_unit_test(test_chunk_huge),
+		cmocka_unit_test(test_chunk_unaligned),
+		cmocka_unit_test(test_throttle_max),
+		cmocka_unit_test(test_throttle_initial),
+		cmocka_unit_test(test_throttle_step),
+		cmocka_unit_test(test_compress),
+		cmocka_unit_test(test_compress_level_lz4),
+		cmocka_unit_test(test_compress_level_none),
+		cmocka_unit_test(test_version_max),
+		cmocka_unit_test(test_version_min),
+		cmocka_unit_test(test_capabilities),
+		cmocka_unit_test(test_timeout_strategy),
+		cmocka_unit_test(test_dirty_mode),
+		cmocka_unit_test(test_bitmap_without_callback),
+		cmocka_unit_test(test_congestion_control),
+		cmocka_unit_test(test_destination_needs_no_source_callbacks),
+		cmocka_unit_test(test_region_refusals),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
