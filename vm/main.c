@@ -63,8 +63,10 @@ static void usage(FILE *f)
 		"  --help               this text\n"
 		"\n"
 		"Environment: FERRY_VM_LOG=0..3 prints engine log messages up to that\n"
-		"level on stderr. FERRY_VM_FAULT=lose-writes (tests only) makes the\n"
-		"dirty bitmap report nothing, so verification must fail.\n",
+		"level on stderr. FERRY_VM_API_IDLE_TIMEOUT=S drops an API client\n"
+		"quiet for S seconds (default 60, 0 = never). FERRY_VM_FAULT=lose-writes\n"
+		"(tests only) makes the dirty bitmap report nothing, so verification\n"
+		"must fail.\n",
 		MAX_VCPUS);
 }
 
