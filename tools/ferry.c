@@ -8,6 +8,7 @@
 
 #include "apiclient.h"
 #include "ferry.h"
+#include "migrate_args.h" /* ferry-vm's migrate arguments and their ranges */
 
 #include <ctype.h>
 #include <errno.h>
@@ -315,18 +316,20 @@ int cli_parse_rate(const char *s, double *out)
 	return 0;
 }
 
-static int tuning_uint(const char *cmd, json_object *args, const char *key,
-		       const char *opt, const char *val, uint64_t lo,
-		       uint64_t hi)
+/* A whole number within the range ferry-vm declares for @id. */
+static int tuning_uint(const char *cmd, json_object *args, enum vm_arg_id id,
+		       const char *val)
 {
+	const struct vm_arg_range *r = &vm_arg_ranges[id];
+	char range[96];
 	uint64_t v;
 
-	if (cli_parse_uint(val, hi, &v) < 0 || v < lo)
-		return cli_usage_error(cmd, "%s wants a whole number from %llu to "
-				    "%llu, not '%s'", opt,
-				    (unsigned long long)lo,
-				    (unsigned long long)hi, val);
-	json_object_object_add(args, key, json_object_new_int64((int64_t)v));
+	if (cli_parse_uint(val, (uint64_t)r->max, &v) < 0 ||
+	    !vm_arg_ok(id, (int64_t)v))
+		return cli_usage_error(cmd, "%s must be %s, not '%s'", r->option,
+				       vm_arg_range_text(id, range, sizeof(range)),
+				       val);
+	json_object_object_add(args, r->key, json_object_new_int64((int64_t)v));
 	return 0;
 }
 
@@ -358,31 +361,32 @@ int cli_tuning_option(const char *cmd, int c, char **argv, json_object *args)
 	static const char *const codecs[] = { "none", "lz4", "zstd", NULL };
 	static const char *const modes[] = { "auto", "uffd", "bitmap", NULL };
 	const char *val = optarg;
+	char range[96];
 	uint64_t v;
 	double mb;
 
 	switch (c) {
 	case 'd':
-		return tuning_uint(cmd, args, "downtime_ms", "--downtime-ms", val,
-				   1, 3600000);
+		return tuning_uint(cmd, args, VM_ARG_DOWNTIME, val);
 	case 'n':
-		return tuning_uint(cmd, args, "connections", "--connections", val,
-				   1, 64);
+		return tuning_uint(cmd, args, VM_ARG_CONNECTIONS, val);
 	case 'z':
 		return tuning_name(cmd, args, "compress", "--compress", val, codecs);
 	case 'L':
-		return tuning_uint(cmd, args, "compress_level", "--compress-level",
-				   val, 0, 22);
+		return tuning_uint(cmd, args, VM_ARG_COMPRESS_LEVEL, val);
 	case 'D':
 		return tuning_name(cmd, args, "dirty_mode", "--dirty-mode", val,
 				   modes);
 	case CLI_OPT_WINDOW:
-		return tuning_uint(cmd, args, "window", "--window", val, 1, 64);
+		return tuning_uint(cmd, args, VM_ARG_WINDOW, val);
 	case CLI_OPT_CHUNK:
-		if (cli_parse_size(val, &v) < 0 || v % 4096 || v > (16u << 20))
-			return cli_usage_error(cmd, "--chunk-size wants whole pages "
-					    "from 4K to 16M, such as 256K, not '%s'",
-					    val);
+		if (cli_parse_size(val, &v) < 0 || v > INT64_MAX ||
+		    !vm_arg_ok(VM_ARG_CHUNK, (int64_t)v))
+			return cli_usage_error(cmd, "--chunk-size must be %s (such "
+					       "as 256K), not '%s'",
+					       vm_arg_range_text(VM_ARG_CHUNK, range,
+								 sizeof(range)),
+					       val);
 		json_object_object_add(args, "chunk_bytes",
 				       json_object_new_int64((int64_t)v));
 		return 0;
@@ -949,12 +953,10 @@ static int migrate_options(int argc, char **argv, json_object *args,
 	while (ret == 0 && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
-			ret = tuning_uint("migrate", args, "max_passes",
-					  "--max-passes", optarg, 1, 1000000);
+			ret = tuning_uint("migrate", args, VM_ARG_MAX_PASSES, optarg);
 			break;
 		case 'P':
-			ret = tuning_uint("migrate", args, "max_precopy_ms",
-					  "--max-precopy-ms", optarg, 0, UINT32_MAX);
+			ret = tuning_uint("migrate", args, VM_ARG_MAX_PRECOPY, optarg);
 			break;
 		case 's':
 			ret = tuning_name("migrate", args, "timeout_strategy",

@@ -26,6 +26,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "migrate_args.h"
 #include "vm.h"
 
 #define API_LINE_MAX 65536u	 /* longest request line, newline included */
@@ -106,17 +107,27 @@ static json_object *ju64(uint64_t v)
 	return json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v);
 }
 
+/* "what failed: detail", saying it once: a detail that already starts
+ * with the code's text ("cancelled during a memory pass") stands alone. */
+static const char *error_text(int code, const char *detail, char *buf,
+			      size_t len)
+{
+	const char *what = ferry_strerror(code);
+
+	if (!detail || !*detail)
+		snprintf(buf, len, "%s", what);
+	else if (!strncmp(detail, what, strlen(what)))
+		snprintf(buf, len, "%s", detail);
+	else
+		snprintf(buf, len, "%s: %s", what, detail);
+	return buf;
+}
+
 static json_object *error_string(int code, const char *detail)
 {
 	char buf[1024];
 
-	if (!code)
-		return NULL;
-	if (detail && *detail)
-		snprintf(buf, sizeof(buf), "%s: %s", ferry_strerror(code), detail);
-	else
-		snprintf(buf, sizeof(buf), "%s", ferry_strerror(code));
-	return jstr(buf);
+	return code ? jstr(error_text(code, detail, buf, sizeof(buf))) : NULL;
 }
 
 /* The negotiated capabilities by name, as the spec calls them. */
@@ -305,11 +316,12 @@ void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 {
 	json_object *v;
 	double stall = -1;
+	char buf[1024];
 
 	if (rc) {
-		fprintf(stderr, "ferry-vm: %s %s: %s%s%s\n", what,
+		fprintf(stderr, "ferry-vm: %s %s: %s\n", what,
 			st->state == FERRY_STATE_CANCELLED ? "cancelled" : "failed",
-			ferry_strerror(rc), *errmsg ? ": " : "", errmsg);
+			error_text(rc, errmsg, buf, sizeof(buf)));
 		return;
 	}
 	if (json_object_object_get_ex(report, "guest_stall_ms", &v) && v)
@@ -540,25 +552,24 @@ static json_object *make_error(const char *cls, const char *desc)
 	return o;
 }
 
-/* An optional non-negative integer argument; -1 when absent or null. */
-static int arg_int(json_object *args, const char *key, int64_t max,
-		   int64_t *out, char *err, size_t errlen)
+/* An optional integer argument within its range (migrate_args.h); -1
+ * when absent or null. Every way of missing the range gets one message. */
+static int arg_int(json_object *args, enum vm_arg_id id, int64_t *out,
+		   char *err, size_t errlen)
 {
+	const char *key = vm_arg_ranges[id].key;
+	char range[96];
 	json_object *v;
 	int64_t n;
 
 	*out = -1;
 	if (!json_object_object_get_ex(args, key, &v) || !v)
 		return 0;
-	if (!json_object_is_type(v, json_type_int)) {
-		snprintf(err, errlen, "'%s' must be an integer", key);
-		return -1;
-	}
 	errno = 0;
-	n = json_object_get_int64(v);
-	if (errno || n < 0 || n > max) {
-		snprintf(err, errlen, "'%s' must be from 0 to %lld", key,
-			 (long long)max);
+	n = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+	if (!json_object_is_type(v, json_type_int) || errno || !vm_arg_ok(id, n)) {
+		snprintf(err, errlen, "'%s' must be %s", key,
+			 vm_arg_range_text(id, range, sizeof(range)));
 		return -1;
 	}
 	*out = n;
@@ -663,38 +674,19 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 		}
 		a->congestion_control = json_object_get_string(uri);
 	}
-	if (arg_int(args, "downtime_ms", 3600000, &a->downtime_ms, err, errlen) ||
-	    arg_int(args, "max_passes", 1000000, &a->max_passes, err, errlen) ||
-	    arg_int(args, "max_precopy_ms", UINT32_MAX, &a->max_precopy_ms, err, errlen) ||
+	if (arg_int(args, VM_ARG_DOWNTIME, &a->downtime_ms, err, errlen) ||
+	    arg_int(args, VM_ARG_MAX_PASSES, &a->max_passes, err, errlen) ||
+	    arg_int(args, VM_ARG_MAX_PRECOPY, &a->max_precopy_ms, err, errlen) ||
 	    arg_enum(args, "timeout_strategy", strategies, 2, &a->timeout_strategy, err, errlen) ||
 	    arg_enum(args, "dirty_mode", modes, 3, &a->dirty_mode, err, errlen) ||
-	    arg_int(args, "connections", 64, &a->connections, err, errlen) ||
+	    arg_int(args, VM_ARG_CONNECTIONS, &a->connections, err, errlen) ||
 	    arg_enum(args, "compress", codecs, 3, &a->compress, err, errlen) ||
-	    arg_int(args, "compress_level", 22, &a->compress_level, err, errlen) ||
-	    arg_int(args, "window", 64, &a->window, err, errlen) ||
-	    arg_int(args, "chunk_bytes", 16u << 20, &a->chunk_bytes, err, errlen) ||
-	    arg_int(args, "max_bandwidth", INT64_MAX, &a->max_bandwidth, err, errlen) ||
+	    arg_int(args, VM_ARG_COMPRESS_LEVEL, &a->compress_level, err, errlen) ||
+	    arg_int(args, VM_ARG_WINDOW, &a->window, err, errlen) ||
+	    arg_int(args, VM_ARG_CHUNK, &a->chunk_bytes, err, errlen) ||
+	    arg_int(args, VM_ARG_MAX_BANDWIDTH, &a->max_bandwidth, err, errlen) ||
 	    arg_bool(args, "auto_converge", &a->auto_converge, err, errlen))
 		return -1;
-	if (a->chunk_bytes >= 0 &&
-	    (a->chunk_bytes < VM_PAGE_SIZE || a->chunk_bytes % VM_PAGE_SIZE)) {
-		snprintf(err, errlen, "'chunk_bytes' must be a multiple of %u from %u to %u",
-			 VM_PAGE_SIZE, VM_PAGE_SIZE, 16u << 20);
-		return -1;
-	}
-	if (a->window == 0) {
-		snprintf(err, errlen, "'window' must be 1 to 64");
-		return -1;
-	}
-	if (a->connections == 0) {
-		snprintf(err, errlen, "'connections' must be 1 to 64");
-		return -1;
-	}
-	if (a->downtime_ms == 0 || a->max_passes == 0) {
-		snprintf(err, errlen, "'%s' must be at least 1",
-			 a->downtime_ms == 0 ? "downtime_ms" : "max_passes");
-		return -1;
-	}
 	return 0;
 }
 

@@ -959,9 +959,11 @@ static int unwind(struct sender *x, int rc)
 		ferry_session_errmsg(s, why, sizeof(why));
 		pthread_mutex_lock(&s->lock);
 		s->stats.error = FERRY_EUNCONFIRMED;
+		/* The detail only: ferry_strerror() already says "released,
+		 * but the destination did not confirm it runs". */
 		snprintf(s->errmsg, sizeof(s->errmsg),
-			 "released, but the destination never confirmed running (%s); the guest stays paused here",
-			 why);
+			 "%s; the guest stays paused here",
+			 why[0] ? why : "no answer");
 		pthread_mutex_unlock(&s->lock);
 		return FERRY_EUNCONFIRMED;
 	}

@@ -3,7 +3,8 @@
 # `ferry status` or `ferry cancel` (the quietest idle client is evicted,
 # never the one following the migration); a quiet client is dropped after
 # the idle timeout while a busy one stays; an over-long line gets an error
-# reply and the connection goes on.
+# reply and the connection goes on; an argument out of its range gets one
+# message whichever side it misses, from ferry-vm and from the CLI.
 . "$(dirname "$0")/lib.sh"
 port=$(free_port)
 start_vm dst --memory 64M --workload random --incoming "tcp:127.0.0.1:$port"
@@ -92,5 +93,26 @@ assert r == {"error": {"class": "GenericError",
 r = request(s, f, b'{"execute":"status","id":7}')
 assert "return" in r and r["id"] == 7, f"no resync after the long line: {r}"
 print("over-long line: error reply, then the next request answered")
+
+# A value below its range and one above it get the same message.
+for key, low, high, text in (
+        ("connections", 0, 1000, "a whole number from 1 to 64"),
+        ("window", 0, 65, "a whole number from 1 to 64"),
+        ("max_passes", 0, 10**7, "a whole number from 1 to 1000000"),
+        ("downtime_ms", 0, 10**8, "a whole number from 1 to 3600000 ms"),
+        ("chunk_bytes", 4095, 1 << 25,
+         "a multiple of 4096 from 4096 to 16777216 bytes")):
+    for v in (low, high, "x"):
+        r = request(s, f, json.dumps({"execute": "migrate", "arguments":
+                                      {"uri": "tcp:127.0.0.1:1", key: v}}).encode())
+        assert r["error"]["desc"] == f"'{key}' must be {text}", r
+print("range errors: one message per argument")
 PY
-pass "idle client dropped, busy client kept, over-long line answered"
+# The command line says the same for its options, on both sides of a range.
+for v in 0 1000; do
+	out=$("$FERRY" migrate "$T/idle.sock" tcp:127.0.0.1:1 --connections "$v" 2>&1) &&
+		fail "--connections $v accepted"
+	grep -q -- "--connections must be a whole number from 1 to 64, not '$v'" <<<"$out" ||
+		fail "--connections $v: $out"
+done
+pass "idle client dropped, busy client kept, over-long line answered, one range message"
