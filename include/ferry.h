@@ -129,6 +129,10 @@ struct ferry_stats {
 	/* source: TCP congestion control of the connections ("" for UNIX
 	 * sockets) */
 	char congestion_control[FERRY_CONGESTION_CONTROL_MAX + 1];
+	/* source: how dirty pages were tracked: "bitmap" (the VMM's log),
+	 * "uffd" (userfaultfd write-protect + PAGEMAP_SCAN), "none"
+	 * (stop-and-copy), or "" before tracking started */
+	char dirty_mode[16];
 };
 
 struct ferry_event {

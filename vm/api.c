@@ -157,6 +157,8 @@ static void add_link_fields(json_object *o, const struct ferry_stats *st)
 			       st->congestion_control[0] ?
 				       json_object_new_string(st->congestion_control) :
 				       NULL);
+	json_object_object_add(o, "dirty_mode",
+			       st->dirty_mode[0] ? jstr(st->dirty_mode) : NULL);
 }
 
 static json_object *stats_json(const struct ferry_stats *st, const char *err)
@@ -240,6 +242,10 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 						     vm->guest.mem_size));
 	json_object_object_add(o, "total_ms", api_double(st->total_ms));
 	json_object_object_add(o, "downtime_ms", api_double(st->downtime_ms));
+	/* The limit is the source's: a destination does not know it. */
+	json_object_object_add(o, "downtime_limit_ms",
+			       vm->opts.incoming ? NULL :
+			       ju64(vm->mig.cfg.downtime_limit_ms));
 	json_object_object_add(o, "guest_stall_ms", rc ? NULL : stall);
 	json_object_object_add(o, "bytes", ju64(st->bytes));
 	json_object_object_add(o, "passes", ju64(st->pass));

@@ -625,6 +625,14 @@ static int open_extra(struct sender *x, const struct fy_uri *u)
 	return 0;
 }
 
+/* Say in the statistics how dirty pages are tracked. */
+static void set_dirty_mode(ferry_session *s, const char *mode)
+{
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->stats.dirty_mode, sizeof(s->stats.dirty_mode), "%s", mode);
+	pthread_mutex_unlock(&s->lock);
+}
+
 static int start_tracking(struct sender *x)
 {
 	ferry_session *s = x->s;
@@ -660,10 +668,12 @@ static int start_tracking(struct sender *x)
 	fy_session_log(s, 1,
 		       "no dirty tracking (%s); pausing for a stop-and-copy",
 		       why);
+	set_dirty_mode(s, "none");
 	return 0;
 ok:
 	x->tracking = true;
 	x->t_collect = fy_now_ns();
+	set_dirty_mode(s, x->dirty.kind == FY_DIRTY_UFFD ? "uffd" : "bitmap");
 	return 0;
 }
 
