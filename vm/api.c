@@ -10,6 +10,11 @@
  * the output buffers; it is always the innermost lock. Clients are only
  * freed by the API thread, under that lock, and other threads refer to
  * them by id.
+ *
+ * Clients are few and local, but a leak of idle connections must not lock
+ * the operator out: a newcomer always gets a slot (the client quiet
+ * longest gives up its own), and a client quiet for the idle timeout is
+ * dropped; the one following a running migration is exempt from both.
  */
 #include <errno.h>
 #include <fcntl.h>
