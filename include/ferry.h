@@ -143,6 +143,10 @@ struct ferry_stats {
 	 * "unix:PATH", "fd:N"), set before FERRY_EVENT_LISTENING; "" before
 	 * that, and for a connected fd: or a file: */
 	char listen_uri[FERRY_URI_MAX];
+	/* source: how dirty pages were tracked: "bitmap" (the VMM's log),
+	 * "uffd" (userfaultfd write-protect + PAGEMAP_SCAN), "none"
+	 * (stop-and-copy), or "" before tracking started */
+	char dirty_mode[16];
 };
 
 struct ferry_event {

@@ -503,11 +503,32 @@ static int connect_vm(struct demo *d, struct vm_proc *vm, const char *role,
 	return 0;
 }
 
+/* Connect again after ferry-vm dropped a quiet client, as it does with
+ * the destination's connection when a migration outlasts its idle
+ * timeout (docs/api-socket.md, "Connections"). */
+static int reconnect_vm(struct vm_proc *vm)
+{
+	struct api_client *c = NULL;
+	char cerr[300];
+
+	if (api_client_open(vm->sock, 2000, &c, cerr, sizeof(cerr)) < 0)
+		return -1;
+	api_client_close(vm->api);
+	vm->api = c;
+	api_client_set_interrupt(vm->api, cli_interrupt_counter());
+	return 0;
+}
+
 static int query_status(struct vm_proc *vm, json_object **st, char *err,
 			size_t errlen)
 {
-	if (api_client_execute(vm->api, "status", NULL, CLI_REPLY_TIMEOUT_MS,
-			       st) < 0)
+	int ret;
+
+	ret = api_client_execute(vm->api, "status", NULL, CLI_REPLY_TIMEOUT_MS, st);
+	if (ret < 0 && ret != -EINTR && reconnect_vm(vm) == 0)
+		ret = api_client_execute(vm->api, "status", NULL,
+					 CLI_REPLY_TIMEOUT_MS, st);
+	if (ret < 0)
 		return demo_fail(err, errlen, "%s ferry-vm: %s", vm->name,
 				 api_client_errmsg(vm->api));
 	return 0;
@@ -636,9 +657,15 @@ static int demo_migrate(struct demo *d, json_object **report,
 {
 	const struct cli_follow_opts fo = { .timeout_ms = MIGRATE_TIMEOUT_MS,
 					    .tick = check_vms_tick, .opaque = d };
-	json_object *args = json_object_new_object();
+	json_object *args, *st;
 	char uri[64];
 
+	/* A status first: it connects again if ferry-vm dropped the
+	 * connection while the guest settled. */
+	if (query_status(&d->src, &st, err, errlen) < 0)
+		return -1;
+	json_object_put(st);
+	args = json_object_new_object();
 	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", d->port);
 	json_object_object_add(args, "uri", json_object_new_string(uri));
 	json_object_object_foreach(d->o.margs, key, val)

@@ -8,6 +8,7 @@
 
 #include "apiclient.h"
 #include "ferry.h"
+#include "migrate_args.h" /* ferry-vm's migrate arguments and their ranges */
 
 #include <ctype.h>
 #include <errno.h>
@@ -315,18 +316,20 @@ int cli_parse_rate(const char *s, double *out)
 	return 0;
 }
 
-static int tuning_uint(const char *cmd, json_object *args, const char *key,
-		       const char *opt, const char *val, uint64_t lo,
-		       uint64_t hi)
+/* A whole number within the range ferry-vm declares for @id. */
+static int tuning_uint(const char *cmd, json_object *args, enum vm_arg_id id,
+		       const char *val)
 {
+	const struct vm_arg_range *r = &vm_arg_ranges[id];
+	char range[96];
 	uint64_t v;
 
-	if (cli_parse_uint(val, hi, &v) < 0 || v < lo)
-		return cli_usage_error(cmd, "%s wants a whole number from %llu to "
-				    "%llu, not '%s'", opt,
-				    (unsigned long long)lo,
-				    (unsigned long long)hi, val);
-	json_object_object_add(args, key, json_object_new_int64((int64_t)v));
+	if (cli_parse_uint(val, (uint64_t)r->max, &v) < 0 ||
+	    !vm_arg_ok(id, (int64_t)v))
+		return cli_usage_error(cmd, "%s must be %s, not '%s'", r->option,
+				       vm_arg_range_text(id, range, sizeof(range)),
+				       val);
+	json_object_object_add(args, r->key, json_object_new_int64((int64_t)v));
 	return 0;
 }
 
@@ -358,31 +361,32 @@ int cli_tuning_option(const char *cmd, int c, char **argv, json_object *args)
 	static const char *const codecs[] = { "none", "lz4", "zstd", NULL };
 	static const char *const modes[] = { "auto", "uffd", "bitmap", NULL };
 	const char *val = optarg;
+	char range[96];
 	uint64_t v;
 	double mb;
 
 	switch (c) {
 	case 'd':
-		return tuning_uint(cmd, args, "downtime_ms", "--downtime-ms", val,
-				   1, 3600000);
+		return tuning_uint(cmd, args, VM_ARG_DOWNTIME, val);
 	case 'n':
-		return tuning_uint(cmd, args, "connections", "--connections", val,
-				   1, 64);
+		return tuning_uint(cmd, args, VM_ARG_CONNECTIONS, val);
 	case 'z':
 		return tuning_name(cmd, args, "compress", "--compress", val, codecs);
 	case 'L':
-		return tuning_uint(cmd, args, "compress_level", "--compress-level",
-				   val, 0, 22);
+		return tuning_uint(cmd, args, VM_ARG_COMPRESS_LEVEL, val);
 	case 'D':
 		return tuning_name(cmd, args, "dirty_mode", "--dirty-mode", val,
 				   modes);
 	case CLI_OPT_WINDOW:
-		return tuning_uint(cmd, args, "window", "--window", val, 1, 64);
+		return tuning_uint(cmd, args, VM_ARG_WINDOW, val);
 	case CLI_OPT_CHUNK:
-		if (cli_parse_size(val, &v) < 0 || v % 4096 || v > (16u << 20))
-			return cli_usage_error(cmd, "--chunk-size wants whole pages "
-					    "from 4K to 16M, such as 256K, not '%s'",
-					    val);
+		if (cli_parse_size(val, &v) < 0 || v > INT64_MAX ||
+		    !vm_arg_ok(VM_ARG_CHUNK, (int64_t)v))
+			return cli_usage_error(cmd, "--chunk-size must be %s (such "
+					       "as 256K), not '%s'",
+					       vm_arg_range_text(VM_ARG_CHUNK, range,
+								 sizeof(range)),
+					       val);
 		json_object_object_add(args, "chunk_bytes",
 				       json_object_new_int64((int64_t)v));
 		return 0;
@@ -420,6 +424,7 @@ struct progress {
 	double rate;		/* smoothed bytes per second, 0 = unknown */
 	double prev_bytes, prev_ms;
 	bool have_prev;
+	double stopped_ms;	/* the migration's clock when the guest paused */
 };
 
 static void progress_init(struct progress *p)
@@ -480,6 +485,12 @@ static void progress_prefix(struct progress *p, json_object *stats, char *buf,
 		snprintf(buf, len, "%s pass %.0f", p->state, pass);
 }
 
+/* The pass under way is the final one, sent with the guest paused. */
+static bool final_pass(const struct progress *p)
+{
+	return !strcmp(p->state, "stopped");
+}
+
 /* The bar takes whatever room the text leaves, within limits. */
 static int bar_width(int cols, size_t text)
 {
@@ -507,11 +518,17 @@ static void progress_draw(struct progress *p, json_object *stats)
 		snprintf(eta, sizeof(eta), "%.1fs", (total - done) / rate);
 	else
 		snprintf(eta, sizeof(eta), "-");
-	/* Fixed-width fields keep the line (and the bar) from jittering. */
-	snprintf(text, sizeof(text), "%3.0f%% %8s %4.0f MB/s dirty %4.1f MB/s "
-		 "ETA %4s downtime %.1fms", frac * 100, moved, rate / 1e6,
-		 get_num(stats, "dirty_mb_per_s", 0), eta,
-		 get_num(stats, "expected_downtime_ms", 0));
+	/* Fixed-width fields keep the line (and the bar) from jittering.
+	 * Once the guest is paused, the dirty rate and the predicted
+	 * downtime are those of the last precopy pass: not shown again. */
+	if (final_pass(p))
+		snprintf(text, sizeof(text), "%3.0f%% %8s %4.0f MB/s guest paused",
+			 frac * 100, moved, rate / 1e6);
+	else
+		snprintf(text, sizeof(text), "%3.0f%% %8s %4.0f MB/s dirty %4.1f MB/s "
+			 "ETA %4s downtime %.1fms", frac * 100, moved, rate / 1e6,
+			 get_num(stats, "dirty_mb_per_s", 0), eta,
+			 get_num(stats, "expected_downtime_ms", 0));
 	width = get_num(stats, "pass", 0) < 1 ? 0 :
 		bar_width(cols, strlen(prefix) + strlen(text));
 	filled = (int)(frac * width + 0.5);
@@ -556,6 +573,8 @@ static void progress_state(struct progress *p, json_object *data)
 	if (!strcmp(state, p->state))
 		return;
 	snprintf(p->state, sizeof(p->state), "%s", state);
+	if (final_pass(p))
+		p->stopped_ms = get_num(stats, "total_ms", 0);
 	if (p->tty)
 		progress_draw(p, stats);
 	else
@@ -572,6 +591,18 @@ static void progress_pass(struct progress *p, json_object *stats)
 		return;
 	}
 	cli_format_bytes(get_num(stats, "bytes", 0), moved, sizeof(moved));
+	if (final_pass(p)) {
+		/* The rates and the prediction in @stats are still those of
+		 * the last precopy pass; what is new is this pass's size and
+		 * how long it kept the guest paused so far. */
+		cli_format_bytes(get_num(stats, "pass_bytes", 0), dirty,
+				 sizeof(dirty));
+		progress_plain(p, "pass %.0f done (final, guest paused): %s in "
+			       "%.1f ms, %s moved", get_num(stats, "pass", 0),
+			       dirty, get_num(stats, "total_ms", 0) - p->stopped_ms,
+			       moved);
+		return;
+	}
 	cli_format_bytes(get_num(stats, "dirty_bytes", 0), dirty, sizeof(dirty));
 	progress_plain(p, "pass %.0f done: %s moved, %.0f MB/s, %s dirty "
 		       "(%.1f MB/s), expected downtime %.1f ms",
@@ -753,8 +784,9 @@ struct json_object *cli_failed_report(const char *error)
 {
 	static const char *const nulls[] = {
 		"workload", "ram_bytes", "total_ms", "downtime_ms",
-		"guest_stall_ms", "bytes", "wire_bytes", "passes", "connections",
-		"mb_per_s",
+		"downtime_limit_ms", "guest_stall_ms", "bytes", "wire_bytes",
+		"passes", "connections", "protocol_version", "capabilities",
+		"dirty_mode", "mb_per_s",
 		"verified",
 		"final_pass_ms", "state_ms", "switchover_ms", "verify_ms",
 	};
@@ -785,6 +817,44 @@ void cli_print_json(struct json_object *obj)
 	fflush(stdout);
 }
 
+/* How the two sides talked: connections, protocol, dirty tracking. */
+static void print_link(FILE *out, json_object *report)
+{
+	static const struct { const char *mode, *what; } modes[] = {
+		{ "bitmap", "the VMM's dirty log (bitmap)" },
+		{ "uffd", "userfaultfd write-protect + PAGEMAP_SCAN (uffd)" },
+		{ "none", "none: stop-and-copy" },
+	};
+	json_object *caps = cli_get(report, "capabilities");
+	const char *mode = get_str(report, "dirty_mode", "");
+	double n = get_num(report, "connections", 0);
+	size_t i, len;
+
+	if (n >= 1) {
+		fprintf(out, "link          %.0f connection%s", n, n == 1 ? "" : "s");
+		if (get_str(report, "congestion_control", "")[0])
+			fprintf(out, ", TCP congestion control %s",
+				get_str(report, "congestion_control", ""));
+		fputc('\n', out);
+	}
+	if (get_num(report, "protocol_version", 0) >= 1) {
+		fprintf(out, "protocol      version %.0f, capabilities ",
+			get_num(report, "protocol_version", 0));
+		len = caps && json_object_is_type(caps, json_type_array) ?
+			      json_object_array_length(caps) : 0;
+		for (i = 0; i < len; i++)
+			fprintf(out, "%s%s", i ? ", " : "", json_object_get_string(
+					json_object_array_get_idx(caps, i)));
+		fputs(len ? "\n" : "none\n", out);
+	}
+	for (i = 0; *mode && i < sizeof(modes) / sizeof(modes[0]); i++)
+		if (!strcmp(mode, modes[i].mode))
+			break;
+	if (*mode)
+		fprintf(out, "dirty pages   %s\n",
+			i < sizeof(modes) / sizeof(modes[0]) ? modes[i].what : mode);
+}
+
 /**
  * cli_print_report() - print a migration report for humans.
  */
@@ -803,8 +873,11 @@ void cli_print_report(FILE *out, struct json_object *report)
 			get_str(report, "workload", "-"));
 	}
 	fprintf(out, "total         %s\n", fmt_ms(report, "total_ms", a, sizeof(a)));
-	fprintf(out, "downtime      %s (final pass %s, state %s, switchover %s)\n",
-		fmt_ms(report, "downtime_ms", a, sizeof(a)),
+	fprintf(out, "downtime      %s", fmt_ms(report, "downtime_ms", a, sizeof(a)));
+	if (cli_get(report, "downtime_limit_ms"))
+		fprintf(out, ", limit %.0f ms",
+			get_num(report, "downtime_limit_ms", 0));
+	fprintf(out, " (final pass %s, state %s, switchover %s)\n",
 		fmt_ms(report, "final_pass_ms", b, sizeof(b)),
 		fmt_ms(report, "state_ms", c, sizeof(c)),
 		fmt_ms(report, "switchover_ms", d, sizeof(d)));
@@ -814,11 +887,7 @@ void cli_print_report(FILE *out, struct json_object *report)
 	passes = get_num(report, "passes", 0);
 	fprintf(out, "moved         %s in %.0f pass%s, %.1f MB/s\n", bytes, passes,
 		passes == 1 ? "" : "es", get_num(report, "mb_per_s", 0));
-	if (get_str(report, "congestion_control", "")[0])
-		fprintf(out, "link          %.0f connection%s, TCP congestion "
-			"control %s\n", get_num(report, "connections", 1),
-			get_num(report, "connections", 1) == 1 ? "" : "s",
-			get_str(report, "congestion_control", ""));
+	print_link(out, report);
 	if (get_num(report, "throttle_peak_pct", 0) > 0)
 		fprintf(out, "throttled     vCPUs held up to %.0f%% of the time "
 			"(auto-converge)\n", get_num(report, "throttle_peak_pct", 0));
@@ -841,9 +910,13 @@ struct command {
 static const char migrate_usage[] =
 	"Usage: ferry migrate SOCKET URI [OPTIONS]\n"
 	"\n"
-	"Migrate the guest of the ferry-vm whose API socket is SOCKET to URI\n"
-	"(tcp:HOST:PORT or unix:PATH, where a destination ferry-vm started with\n"
-	"--incoming listens), showing progress until the migration ends.\n"
+	"Migrate the guest of the ferry-vm whose API socket is SOCKET to URI,\n"
+	"showing progress until the migration ends. URI is one of:\n"
+	"  tcp:HOST:PORT, unix:PATH  where a destination ferry-vm started with\n"
+	"                            --incoming URI listens\n"
+	"  file:PATH                 a snapshot: the paused guest is written to\n"
+	"                            PATH (renamed into place only when complete);\n"
+	"                            'ferry-vm --incoming file:PATH' restores it\n"
 	"\n"
 	"Options:\n"
 	"  --max-passes N           most precopy passes before the timeout strategy\n"
@@ -949,12 +1022,10 @@ static int migrate_options(int argc, char **argv, json_object *args,
 	while (ret == 0 && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
-			ret = tuning_uint("migrate", args, "max_passes",
-					  "--max-passes", optarg, 1, 1000000);
+			ret = tuning_uint("migrate", args, VM_ARG_MAX_PASSES, optarg);
 			break;
 		case 'P':
-			ret = tuning_uint("migrate", args, "max_precopy_ms",
-					  "--max-precopy-ms", optarg, 0, UINT32_MAX);
+			ret = tuning_uint("migrate", args, VM_ARG_MAX_PRECOPY, optarg);
 			break;
 		case 's':
 			ret = tuning_name("migrate", args, "timeout_strategy",

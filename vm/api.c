@@ -10,6 +10,11 @@
  * the output buffers; it is always the innermost lock. Clients are only
  * freed by the API thread, under that lock, and other threads refer to
  * them by id.
+ *
+ * Clients are few and local, but a leak of idle connections must not lock
+ * the operator out: a newcomer always gets a slot (the client quiet
+ * longest gives up its own), and a client quiet for the idle timeout is
+ * dropped; the one following a running migration is exempt from both.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,17 +31,21 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "migrate_args.h"
 #include "vm.h"
 
 #define API_LINE_MAX 65536u	 /* longest request line, newline included */
 #define API_OUT_MAX (4u << 20)	 /* a client that lets more pile up is dropped */
 #define API_MAX_CLIENTS 64u
 #define API_QUIT_FLUSH_MS 500
+#define API_IDLE_DEFAULT_S 60.0 /* FERRY_VM_API_IDLE_TIMEOUT overrides it */
 
 struct api_client {
 	int fd;
 	uint64_t id;
 	bool dead;
+	bool skipping;	    /* discarding the rest of an over-long line */
+	uint64_t active_ns; /* last request taken or message queued */
 	size_t in_len;
 	char *in; /* API_LINE_MAX bytes */
 	char *out;
@@ -53,6 +62,7 @@ struct vm_api {
 	struct api_client *clients[API_MAX_CLIENTS];
 	unsigned nclients;
 	uint64_t next_id;
+	uint64_t idle_ns; /* drop a client quiet for this long; 0: never */
 };
 
 /* --- JSON helpers ------------------------------------------------------- */
@@ -102,17 +112,27 @@ static json_object *ju64(uint64_t v)
 	return json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v);
 }
 
+/* "what failed: detail", saying it once: a detail that already starts
+ * with the code's text ("cancelled during a memory pass") stands alone. */
+static const char *error_text(int code, const char *detail, char *buf,
+			      size_t len)
+{
+	const char *what = ferry_strerror(code);
+
+	if (!detail || !*detail)
+		snprintf(buf, len, "%s", what);
+	else if (!strncmp(detail, what, strlen(what)))
+		snprintf(buf, len, "%s", detail);
+	else
+		snprintf(buf, len, "%s: %s", what, detail);
+	return buf;
+}
+
 static json_object *error_string(int code, const char *detail)
 {
 	char buf[1024];
 
-	if (!code)
-		return NULL;
-	if (detail && *detail)
-		snprintf(buf, sizeof(buf), "%s: %s", ferry_strerror(code), detail);
-	else
-		snprintf(buf, sizeof(buf), "%s", ferry_strerror(code));
-	return jstr(buf);
+	return code ? jstr(error_text(code, detail, buf, sizeof(buf))) : NULL;
 }
 
 /* The negotiated capabilities by name, as the spec calls them. */
@@ -142,6 +162,8 @@ static void add_link_fields(json_object *o, const struct ferry_stats *st)
 			       st->congestion_control[0] ?
 				       json_object_new_string(st->congestion_control) :
 				       NULL);
+	json_object_object_add(o, "dirty_mode",
+			       st->dirty_mode[0] ? jstr(st->dirty_mode) : NULL);
 }
 
 static json_object *stats_json(const struct ferry_stats *st, const char *err)
@@ -225,6 +247,10 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 						     vm->guest.mem_size));
 	json_object_object_add(o, "total_ms", api_double(st->total_ms));
 	json_object_object_add(o, "downtime_ms", api_double(st->downtime_ms));
+	/* The limit is the source's: a destination does not know it. */
+	json_object_object_add(o, "downtime_limit_ms",
+			       vm->opts.incoming ? NULL :
+			       ju64(vm->mig.cfg.downtime_limit_ms));
 	json_object_object_add(o, "guest_stall_ms", rc ? NULL : stall);
 	json_object_object_add(o, "bytes", ju64(st->bytes));
 	json_object_object_add(o, "passes", ju64(st->pass));
@@ -301,11 +327,12 @@ void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 {
 	json_object *v;
 	double stall = -1;
+	char buf[1024];
 
 	if (rc) {
-		fprintf(stderr, "ferry-vm: %s %s: %s%s%s\n", what,
+		fprintf(stderr, "ferry-vm: %s %s: %s\n", what,
 			st->state == FERRY_STATE_CANCELLED ? "cancelled" : "failed",
-			ferry_strerror(rc), *errmsg ? ": " : "", errmsg);
+			error_text(rc, errmsg, buf, sizeof(buf)));
 		return;
 	}
 	if (json_object_object_get_ex(report, "guest_stall_ms", &v) && v)
@@ -444,6 +471,7 @@ static void client_queue(struct api_client *c, const char *s, size_t len)
 	memcpy(c->out + c->out_len, s, len);
 	c->out[c->out_len + len] = '\n';
 	c->out_len += len + 1;
+	c->active_ns = vm_now_ns();
 	client_flush(c);
 }
 
@@ -553,25 +581,24 @@ static json_object *make_error(const char *cls, const char *desc)
 	return o;
 }
 
-/* An optional non-negative integer argument; -1 when absent or null. */
-static int arg_int(json_object *args, const char *key, int64_t max,
-		   int64_t *out, char *err, size_t errlen)
+/* An optional integer argument within its range (migrate_args.h); -1
+ * when absent or null. Every way of missing the range gets one message. */
+static int arg_int(json_object *args, enum vm_arg_id id, int64_t *out,
+		   char *err, size_t errlen)
 {
+	const char *key = vm_arg_ranges[id].key;
+	char range[96];
 	json_object *v;
 	int64_t n;
 
 	*out = -1;
 	if (!json_object_object_get_ex(args, key, &v) || !v)
 		return 0;
-	if (!json_object_is_type(v, json_type_int)) {
-		snprintf(err, errlen, "'%s' must be an integer", key);
-		return -1;
-	}
 	errno = 0;
-	n = json_object_get_int64(v);
-	if (errno || n < 0 || n > max) {
-		snprintf(err, errlen, "'%s' must be from 0 to %lld", key,
-			 (long long)max);
+	n = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+	if (!json_object_is_type(v, json_type_int) || errno || !vm_arg_ok(id, n)) {
+		snprintf(err, errlen, "'%s' must be %s", key,
+			 vm_arg_range_text(id, range, sizeof(range)));
 		return -1;
 	}
 	*out = n;
@@ -676,38 +703,19 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 		}
 		a->congestion_control = json_object_get_string(uri);
 	}
-	if (arg_int(args, "downtime_ms", 3600000, &a->downtime_ms, err, errlen) ||
-	    arg_int(args, "max_passes", 1000000, &a->max_passes, err, errlen) ||
-	    arg_int(args, "max_precopy_ms", UINT32_MAX, &a->max_precopy_ms, err, errlen) ||
+	if (arg_int(args, VM_ARG_DOWNTIME, &a->downtime_ms, err, errlen) ||
+	    arg_int(args, VM_ARG_MAX_PASSES, &a->max_passes, err, errlen) ||
+	    arg_int(args, VM_ARG_MAX_PRECOPY, &a->max_precopy_ms, err, errlen) ||
 	    arg_enum(args, "timeout_strategy", strategies, 2, &a->timeout_strategy, err, errlen) ||
 	    arg_enum(args, "dirty_mode", modes, 3, &a->dirty_mode, err, errlen) ||
-	    arg_int(args, "connections", 64, &a->connections, err, errlen) ||
+	    arg_int(args, VM_ARG_CONNECTIONS, &a->connections, err, errlen) ||
 	    arg_enum(args, "compress", codecs, 3, &a->compress, err, errlen) ||
-	    arg_int(args, "compress_level", 22, &a->compress_level, err, errlen) ||
-	    arg_int(args, "window", 64, &a->window, err, errlen) ||
-	    arg_int(args, "chunk_bytes", 16u << 20, &a->chunk_bytes, err, errlen) ||
-	    arg_int(args, "max_bandwidth", INT64_MAX, &a->max_bandwidth, err, errlen) ||
+	    arg_int(args, VM_ARG_COMPRESS_LEVEL, &a->compress_level, err, errlen) ||
+	    arg_int(args, VM_ARG_WINDOW, &a->window, err, errlen) ||
+	    arg_int(args, VM_ARG_CHUNK, &a->chunk_bytes, err, errlen) ||
+	    arg_int(args, VM_ARG_MAX_BANDWIDTH, &a->max_bandwidth, err, errlen) ||
 	    arg_bool(args, "auto_converge", &a->auto_converge, err, errlen))
 		return -1;
-	if (a->chunk_bytes >= 0 &&
-	    (a->chunk_bytes < VM_PAGE_SIZE || a->chunk_bytes % VM_PAGE_SIZE)) {
-		snprintf(err, errlen, "'chunk_bytes' must be a multiple of %u from %u to %u",
-			 VM_PAGE_SIZE, VM_PAGE_SIZE, 16u << 20);
-		return -1;
-	}
-	if (a->window == 0) {
-		snprintf(err, errlen, "'window' must be 1 to 64");
-		return -1;
-	}
-	if (a->connections == 0) {
-		snprintf(err, errlen, "'connections' must be 1 to 64");
-		return -1;
-	}
-	if (a->downtime_ms == 0 || a->max_passes == 0) {
-		snprintf(err, errlen, "'%s' must be at least 1",
-			 a->downtime_ms == 0 ? "downtime_ms" : "max_passes");
-		return -1;
-	}
 	return 0;
 }
 
@@ -822,63 +830,48 @@ static void client_greet(struct vm *vm, struct api_client *c)
 	reply(vm, c, o);
 }
 
-static void client_accept(struct vm *vm)
+/* The client that started the running migration, or 0: it follows the
+ * events until DONE, however long the migration takes, so it is never
+ * idle and never evicted. */
+static uint64_t migration_owner(struct vm *vm)
 {
-	struct vm_api *api = vm->api;
-	struct api_client *c;
-	int fd;
+	uint64_t id;
 
-	fd = accept4(api->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0)
-		return;
-	c = calloc(1, sizeof(*c));
-	if (c)
-		c->in = malloc(API_LINE_MAX);
-	if (!c || !c->in || api->nclients == API_MAX_CLIENTS) {
-		if (c)
-			free(c->in);
-		free(c);
-		close(fd);
-		return;
-	}
-	c->fd = fd;
-	pthread_mutex_lock(&api->lock);
-	c->id = ++api->next_id;
-	api->clients[api->nclients++] = c;
-	pthread_mutex_unlock(&api->lock);
-	client_greet(vm, c);
+	pthread_mutex_lock(&vm->mig.lock);
+	id = vm->mig.active ? vm->mig.client : 0;
+	pthread_mutex_unlock(&vm->mig.lock);
+	return id;
 }
 
-/* Read what is there and run every complete line. */
-static void client_read(struct vm *vm, struct api_client *c)
+/* Tell a client why it is dropped, then drop it. It is an event, not an
+ * error reply, because it answers no request. Caller holds api->lock. */
+static void client_bye(struct api_client *c, const char *reason,
+		       const char *desc)
 {
-	char *nl, *start;
-	ssize_t n;
-	size_t used;
+	json_object *o = json_object_new_object(), *d = json_object_new_object();
+	const char *s;
 
-	n = read(c->fd, c->in + c->in_len, API_LINE_MAX - c->in_len);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n <= 0) {
-		c->dead = true; /* EOF or error: a partial line is dropped */
-		return;
-	}
-	c->in_len += (size_t)n;
-	start = c->in;
-	while (!c->dead && !vm->api->quit &&
-	       (nl = memchr(start, '\n', c->in_len - (size_t)(start - c->in)))) {
-		*nl = '\0';
-		handle_line(vm, c, start, (size_t)(nl - start));
-		start = nl + 1;
-	}
-	used = (size_t)(start - c->in);
-	memmove(c->in, start, c->in_len - used);
-	c->in_len -= used;
-	if (c->in_len == API_LINE_MAX)
-		c->dead = true; /* a line longer than we accept */
+	json_object_object_add(d, "reason", jstr(reason));
+	json_object_object_add(d, "desc", jstr(desc));
+	json_object_object_add(o, "event", jstr("CLOSED"));
+	json_object_object_add(o, "data", d);
+	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	client_queue(c, s, strlen(s));
+	json_object_put(o);
+	c->dead = true;
 }
 
-/* Free dead clients. API thread only. */
+static void client_free(struct api_client *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->in);
+	free(c->out);
+	free(c);
+}
+
+/* Free dead clients. API thread only, and never while a poll array from
+ * poll_setup() is still in use. */
 static void clients_reap(struct vm_api *api)
 {
 	unsigned i = 0;
@@ -891,13 +884,160 @@ static void clients_reap(struct vm_api *api)
 			i++;
 			continue;
 		}
-		close(c->fd);
-		free(c->in);
-		free(c->out);
-		free(c);
+		client_free(c);
 		api->clients[i] = api->clients[--api->nclients];
 	}
 	pthread_mutex_unlock(&api->lock);
+}
+
+/* The table is full: drop the client that has been quiet longest, other
+ * than the one following a migration, so a newcomer (a `cancel`, say)
+ * always gets in. Caller holds api->lock. */
+static void client_evict(struct vm_api *api, uint64_t owner)
+{
+	struct api_client *victim = NULL, *c;
+	char desc[128];
+	unsigned i;
+
+	for (i = 0; i < api->nclients; i++) {
+		c = api->clients[i];
+		if (c->dead)
+			return; /* a slot frees up anyway */
+		if (c->id != owner && (!victim || c->active_ns < victim->active_ns))
+			victim = c;
+	}
+	if (!victim)
+		return;
+	snprintf(desc, sizeof(desc),
+		 "%u clients are connected; a new one takes the slot of the one quiet longest",
+		 API_MAX_CLIENTS);
+	client_bye(victim, "evicted", desc);
+}
+
+static void client_accept(struct vm *vm)
+{
+	struct vm_api *api = vm->api;
+	uint64_t owner = migration_owner(vm);
+	struct api_client *c;
+	int fd = -1;
+
+	fd = accept4(api->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	c = calloc(1, sizeof(*c));
+	if (!c || !(c->in = malloc(API_LINE_MAX))) {
+		free(c);
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	pthread_mutex_lock(&api->lock);
+	if (api->nclients == API_MAX_CLIENTS)
+		client_evict(api, owner);
+	pthread_mutex_unlock(&api->lock);
+	clients_reap(api);
+	pthread_mutex_lock(&api->lock);
+	if (api->nclients == API_MAX_CLIENTS) {
+		pthread_mutex_unlock(&api->lock);
+		client_free(c); /* only if nobody could be evicted */
+		return;
+	}
+	c->id = ++api->next_id;
+	c->active_ns = vm_now_ns();
+	api->clients[api->nclients++] = c;
+	pthread_mutex_unlock(&api->lock);
+	client_greet(vm, c);
+}
+
+/* Drop the clients quiet for longer than the idle timeout (with a CLOSED
+ * event saying so). Returns the poll() timeout until the next one could
+ * expire, -1 for none. API thread only. */
+static int clients_expire(struct vm *vm)
+{
+	struct vm_api *api = vm->api;
+	uint64_t owner, now, end, next = UINT64_MAX;
+	char desc[96];
+	unsigned i;
+
+	if (!api->idle_ns)
+		return -1;
+	owner = migration_owner(vm);
+	now = vm_now_ns();
+	snprintf(desc, sizeof(desc), "no command for %g s",
+		 (double)api->idle_ns / 1e9);
+	pthread_mutex_lock(&api->lock);
+	for (i = 0; i < api->nclients; i++) {
+		struct api_client *c = api->clients[i];
+
+		if (c->dead || c->id == owner)
+			continue;
+		end = c->active_ns + api->idle_ns;
+		if (end <= now)
+			client_bye(c, "idle", desc);
+		else if (end < next)
+			next = end;
+	}
+	pthread_mutex_unlock(&api->lock);
+	if (next == UINT64_MAX)
+		return -1;
+	next = (next - now + VM_NS_PER_MS - 1) / VM_NS_PER_MS;
+	return next > INT32_MAX ? INT32_MAX : (int)next;
+}
+
+/* Discard input through the end of an over-long line. Returns true when
+ * the line ended and what follows may be read as requests. */
+static bool client_skip(struct api_client *c)
+{
+	char *nl = memchr(c->in, '\n', c->in_len);
+	size_t used;
+
+	if (!nl) {
+		c->in_len = 0;
+		return false;
+	}
+	used = (size_t)(nl - c->in) + 1;
+	memmove(c->in, nl + 1, c->in_len - used);
+	c->in_len -= used;
+	c->skipping = false;
+	return true;
+}
+
+/* Read what is there and run every complete line. A line longer than
+ * API_LINE_MAX gets an error reply and is skipped to its newline, so the
+ * connection stays usable. */
+static void client_read(struct vm *vm, struct api_client *c)
+{
+	char *nl, *start, err[96];
+	ssize_t n;
+	size_t used;
+
+	n = read(c->fd, c->in + c->in_len, API_LINE_MAX - c->in_len);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		c->dead = true; /* EOF or error: a partial line is dropped */
+		return;
+	}
+	c->in_len += (size_t)n;
+	if (c->skipping && !client_skip(c))
+		return;
+	start = c->in;
+	while (!c->dead && !vm->api->quit &&
+	       (nl = memchr(start, '\n', c->in_len - (size_t)(start - c->in)))) {
+		*nl = '\0';
+		handle_line(vm, c, start, (size_t)(nl - start));
+		start = nl + 1;
+	}
+	used = (size_t)(start - c->in);
+	memmove(c->in, start, c->in_len - used);
+	c->in_len -= used;
+	if (c->in_len == API_LINE_MAX) {
+		snprintf(err, sizeof(err), "command line longer than %u bytes",
+			 API_LINE_MAX);
+		reply(vm, c, make_error("GenericError", err));
+		c->in_len = 0;
+		c->skipping = true;
+	}
 }
 
 /* Fixed slots in the poll array before the clients. */
@@ -980,10 +1120,13 @@ int api_run(struct vm *vm)
 	struct signalfd_siginfo si;
 	uint64_t cnt;
 	nfds_t n;
+	int timeout;
 
 	while (!api->quit) {
+		timeout = clients_expire(vm);
+		clients_reap(api);
 		n = poll_setup(api, p, who);
-		if (poll(p, n, -1) < 0) {
+		if (poll(p, n, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
@@ -996,10 +1139,10 @@ int api_run(struct vm *vm)
 		if ((p[PFD_WAKE].revents & POLLIN) &&
 		    read(api->wake_fd, &cnt, sizeof(cnt)) < 0)
 			cnt = 0;
+		poll_clients(vm, p, n, who);
+		/* Last: accepting may evict and free a client in who[]. */
 		if (p[PFD_LISTEN].revents & POLLIN)
 			client_accept(vm);
-		poll_clients(vm, p, n, who);
-		clients_reap(api);
 	}
 	flush_before_exit(api);
 	return 0;
@@ -1040,6 +1183,27 @@ static int listen_socket(struct vm *vm, const char *path)
 	return 0;
 }
 
+/* FERRY_VM_API_IDLE_TIMEOUT: seconds (fractions allowed, 0 = never) a
+ * client may stay quiet before it is dropped. */
+static int idle_timeout(uint64_t *ns)
+{
+	const char *env = getenv("FERRY_VM_API_IDLE_TIMEOUT");
+	double s = API_IDLE_DEFAULT_S;
+	char *end;
+
+	if (env && *env) {
+		errno = 0;
+		s = strtod(env, &end);
+		if (errno || *end || !(s >= 0 && s <= 1e6)) {
+			fprintf(stderr, "ferry-vm: FERRY_VM_API_IDLE_TIMEOUT='%s': need seconds from 0 (never) to 1000000\n",
+				env);
+			return -1;
+		}
+	}
+	*ns = (uint64_t)(s * 1e9);
+	return 0;
+}
+
 /**
  * api_open() - set up the main loop: the signal fd, the wake-up fd and, with
  * --api-socket, the listening socket. Signals must already be blocked.
@@ -1056,7 +1220,9 @@ int api_open(struct vm *vm)
 		return -ENOMEM;
 	vm->api = api;
 	pthread_mutex_init(&api->lock, NULL);
-	api->listen_fd = -1;
+	api->listen_fd = api->sig_fd = api->wake_fd = -1;
+	if (idle_timeout(&api->idle_ns))
+		return -EINVAL;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
@@ -1084,12 +1250,8 @@ void api_close(struct vm *vm)
 
 	if (!api)
 		return;
-	for (i = 0; i < api->nclients; i++) {
-		close(api->clients[i]->fd);
-		free(api->clients[i]->in);
-		free(api->clients[i]->out);
-		free(api->clients[i]);
-	}
+	for (i = 0; i < api->nclients; i++)
+		client_free(api->clients[i]);
 	if (api->listen_fd >= 0)
 		close(api->listen_fd);
 	if (api->bound)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "migrate_args.h"
 #include "vm.h"
 
 #define MAX_VCPUS 64u
@@ -50,7 +51,8 @@ static void usage(FILE *f)
 		"                       (see docs/api-socket.md)\n"
 		"  --incoming URI       be a destination: vCPUs start paused and the VM\n"
 		"                       waits for a migration on URI (tcp:HOST:PORT,\n"
-		"                       unix:PATH)\n"
+		"                       unix:PATH), or restores the snapshot file:PATH\n"
+		"                       that 'ferry migrate SOCKET file:PATH' wrote\n"
 		"  --downtime-ms N      downtime limit for migrations (default 300)\n"
 		"  --no-verify          skip memory digests and invariant checks\n"
 		"  --proto-version-min N, --proto-version-max N\n"
@@ -63,8 +65,10 @@ static void usage(FILE *f)
 		"  --help               this text\n"
 		"\n"
 		"Environment: FERRY_VM_LOG=0..3 prints engine log messages up to that\n"
-		"level on stderr. FERRY_VM_FAULT=lose-writes (tests only) makes the\n"
-		"dirty bitmap report nothing, so verification must fail.\n",
+		"level on stderr. FERRY_VM_API_IDLE_TIMEOUT=S drops an API client\n"
+		"quiet for S seconds (default 60, 0 = never). FERRY_VM_FAULT=lose-writes\n"
+		"(tests only) makes the dirty bitmap report nothing, so verification\n"
+		"must fail.\n",
 		MAX_VCPUS);
 }
 
@@ -152,11 +156,18 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		    o->dirty_rate < 0 || o->dirty_rate > 1e6)
 			return bad_arg("--dirty-rate '%s': need MB/s from 0 to 1000000", arg);
 		return 0;
-	case 'd':
-		if (parse_uint(arg, 1, 3600000, &v))
-			return bad_arg("--downtime-ms '%s': need milliseconds from 1 to 3600000", arg);
+	case 'd': {
+		const struct vm_arg_range *r = &vm_arg_ranges[VM_ARG_DOWNTIME];
+		char range[96];
+
+		if (parse_uint(arg, (uint64_t)r->min, (uint64_t)r->max, &v)) {
+			fprintf(stderr, "ferry-vm: --downtime-ms must be %s, not '%s'\nTry 'ferry-vm --help'.\n",
+				vm_arg_range_text(VM_ARG_DOWNTIME, range, sizeof(range)), arg);
+			return 2;
+		}
 		o->downtime_ms = (uint32_t)v;
 		return 0;
+	}
 	case 's':
 		if (!*arg || strlen(arg) >= 108)
 			return bad_arg("--api-socket '%s': need a path shorter than 108 bytes", arg);

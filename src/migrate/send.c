@@ -641,6 +641,14 @@ static int open_extra(struct sender *x, const struct fy_uri *u)
 	return 0;
 }
 
+/* Say in the statistics how dirty pages are tracked. */
+static void set_dirty_mode(ferry_session *s, const char *mode)
+{
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->stats.dirty_mode, sizeof(s->stats.dirty_mode), "%s", mode);
+	pthread_mutex_unlock(&s->lock);
+}
+
 static int start_tracking(struct sender *x)
 {
 	ferry_session *s = x->s;
@@ -676,10 +684,12 @@ static int start_tracking(struct sender *x)
 	fy_session_log(s, 1,
 		       "no dirty tracking (%s); pausing for a stop-and-copy",
 		       why);
+	set_dirty_mode(s, "none");
 	return 0;
 ok:
 	x->tracking = true;
 	x->t_collect = fy_now_ns();
+	set_dirty_mode(s, x->dirty.kind == FY_DIRTY_UFFD ? "uffd" : "bitmap");
 	return 0;
 }
 
@@ -975,9 +985,11 @@ static int unwind(struct sender *x, int rc)
 		ferry_session_errmsg(s, why, sizeof(why));
 		pthread_mutex_lock(&s->lock);
 		s->stats.error = FERRY_EUNCONFIRMED;
+		/* The detail only: ferry_strerror() already says "released,
+		 * but the destination did not confirm it runs". */
 		snprintf(s->errmsg, sizeof(s->errmsg),
-			 "released, but the destination never confirmed running (%s); the guest stays paused here",
-			 why);
+			 "%s; the guest stays paused here",
+			 why[0] ? why : "no answer");
 		pthread_mutex_unlock(&s->lock);
 		return FERRY_EUNCONFIRMED;
 	}
