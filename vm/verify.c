@@ -468,16 +468,36 @@ void vm_verify_loaded_page_fault(struct vm *vm)
 		(unsigned long long)(g->npages / 2 * VM_PAGE_SIZE));
 }
 
-/* Take a finished background result into the VM's check, waiting up to
- * @timeout_ms for it. */
+/* The destination's verdict once both halves of a background check are
+ * known, whichever thread learns the second. Under mig.lock. */
+static void settle(struct vm *vm)
+{
+	struct guest_verify *v = &vm->mig.check;
+
+	if (v->background && v->done && v->state_done)
+		vm->mig.verified = v->state_ok && v->invariant_ok;
+}
+
+/* Take the background results into the VM's check: the state digest
+ * deferred from the load, then the pages, waiting up to @timeout_ms. */
 static void collect(struct vm *vm, int timeout_ms)
 {
 	struct vfy_result r;
 	bool want;
+	int st;
 
 	pthread_mutex_lock(&vm->mig.lock);
-	want = vm->mig.check.background && !vm->mig.check.done &&
-	       !vm->mig.check.pending;
+	if (!vm->mig.check.background || vm->mig.check.pending) {
+		pthread_mutex_unlock(&vm->mig.lock);
+		return;
+	}
+	st = vm_state_check_loaded(vm);
+	if (st >= 0) {
+		vm->mig.check.state_ok = st;
+		vm->mig.check.state_done = true;
+		settle(vm);
+	}
+	want = vm->mig.check.background && !vm->mig.check.done;
 	pthread_mutex_unlock(&vm->mig.lock);
 	if (!want || verifier_wait(&vm->guest, timeout_ms, &r))
 		return;
@@ -490,7 +510,7 @@ static void collect(struct vm *vm, int timeout_ms)
 		v->pages_checked = r.pages;
 		v->verify_ms = r.ms;
 		v->ram_digest = r.digest;
-		vm->mig.verified = v->state_ok && v->invariant_ok;
+		settle(vm);
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
 }

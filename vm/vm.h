@@ -149,6 +149,7 @@ struct guest_verify {
 	bool background;   /* armed at resume; done once every page is hashed */
 	bool pending;	   /* loaded: to be armed at the next resume */
 	bool state_ok;	   /* device-state digest equal to the source's */
+	bool state_done;   /* state_ok is known (background: after resume) */
 	bool ram_at_source; /* the source compares ram_digest (after release) */
 	uint64_t ram_digest; /* this side's page digest, when ram_at_source */
 };
@@ -231,6 +232,8 @@ struct vm_mig {
 	struct guest_verify check; /* destination: last load check */
 	char note[256];		   /* destination: the note we sent */
 	char vmm_err[256];	   /* why our last callback failed */
+	struct devices *loaded;	   /* destination: the state as loaded, for a
+				      state digest compared after resume */
 	double src_digest_ms;	   /* source: hashing RAM inside the pause */
 	double src_verify_ms;	   /* source: hashing RAM after release */
 	int src_ram_match;	   /* source: -1 not compared, 0, 1 */
@@ -240,6 +243,7 @@ struct vm_mig {
 
 struct vm_api;
 struct vm_console;
+struct devices;
 
 /* Arguments of the migrate command; negative numbers mean "not given". */
 struct vm_migrate_args {
@@ -334,6 +338,7 @@ void vm_state_fini(struct vm *vm);
 int vm_state_save(void *opaque, struct ferry_buf *out);
 int vm_state_load(void *opaque, const void *data, size_t len);
 int vm_state_print_schemas(void);
+int vm_state_check_loaded(struct vm *vm);
 
 /* verify.c */
 void guest_verifier_page(struct guest *g, uint64_t pg);
