@@ -232,6 +232,9 @@ static json_object *verify_json(struct vm *vm, json_object *n,
 	json_object_object_add(o, "source_ms", strcmp(method, "off") ?
 				  api_double(src_pause + src_after) : NULL);
 	json_object_object_add(o, "in_pause", json_object_new_boolean(in_pause));
+	/* How long the destination held its "running" answer back for the
+	 * check; the engine's total includes it, the report's does not. */
+	json_object_object_add(o, "wait_ms", note_get(n, "wait_ms", json_type_double));
 	*pause_ms = src_pause + (in_pause && dst ? json_object_get_double(dst) : 0);
 	return o;
 }
@@ -261,14 +264,20 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 {
 	json_object *o = json_object_new_object();
 	json_object *n = note && *note ? json_tokener_parse(note) : NULL;
-	json_object *stall, *verify;
-	double pause_ms = 0;
+	json_object *stall, *verify, *wait;
+	double pause_ms = 0, total_ms = st->total_ms;
 
 	if (n && !json_object_is_type(n, json_type_object)) {
 		json_object_put(n);
 		n = NULL;
 	}
 	/* json-c types 12.0 as double but 12 as int: accept either. */
+	/* total_ms ends when the destination runs the guest, not when its
+	 * background check let it answer. */
+	wait = note_get(n, "wait_ms", json_type_double);
+	if (!rc && wait && json_object_get_double(wait) < total_ms)
+		total_ms -= json_object_get_double(wait);
+	json_object_put(wait);
 	stall = note_get(n, "guest_stall_ms", json_type_double);
 	if (!stall)
 		stall = note_get(n, "guest_stall_ms", json_type_int);
@@ -277,7 +286,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object_object_add(o, "workload", jstr(vm_workload_name(vm->guest.workload)));
 	json_object_object_add(o, "ram_bytes", ju64(st->ram_bytes ? st->ram_bytes :
 						     vm->guest.mem_size));
-	json_object_object_add(o, "total_ms", api_double(st->total_ms));
+	json_object_object_add(o, "total_ms", api_double(total_ms));
 	json_object_object_add(o, "downtime_ms", api_double(st->downtime_ms));
 	json_object_object_add(o, "guest_stall_ms", rc ? NULL : stall);
 	json_object_object_add(o, "bytes", ju64(st->bytes));
@@ -285,8 +294,8 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	add_link_fields(o, st);
 	/* The average over the whole migration, what a user compares. */
 	json_object_object_add(o, "mb_per_s",
-			       api_double(st->total_ms > 0
-						  ? (double)st->bytes / st->total_ms / 1e3
+			       api_double(total_ms > 0
+						  ? (double)st->bytes / total_ms / 1e3
 						  : 0));
 	json_object_object_add(o, "verified", rc ? NULL : report_verified(vm, n));
 	json_object_object_add(o, "final_pass_ms", api_double(st->final_pass_ms));
@@ -336,6 +345,8 @@ void api_note(int verified, double stall_ms, const struct guest_verify *v,
 	json_object_object_add(o, "invariant_ok",
 			       v->done ? json_object_new_boolean(v->invariant_ok) : NULL);
 	json_object_object_add(o, "pages_checked", ju64(v->pages_checked));
+	if (v->background)
+		json_object_object_add(o, "wait_ms", api_double(v->wait_ms));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	if (len && strlen(s) < len)
 		memcpy(note, s, strlen(s) + 1);

@@ -78,6 +78,7 @@ struct guest_verifier {
 	pthread_mutex_t join_lock; /* the walker threads' handles */
 	pthread_t walkers[VFY_MAX_WALKERS];
 	unsigned nwalkers;
+	bool to_start;		/* armed, walkers not started yet */
 
 	pthread_mutex_t lock;	/* status and result */
 	pthread_cond_t cond;	/* status left VFY_RUNNING */
@@ -351,12 +352,15 @@ static int verifier_arm(struct guest *g)
 	atomic_store(&v->invariant_ok, true);
 	atomic_store(&v->reported, false);
 	v->t0 = vm_now_ns();
+	pthread_mutex_lock(&v->join_lock);
+	v->to_start = true;
+	pthread_mutex_unlock(&v->join_lock);
 	publish(v, VFY_RUNNING, NULL);
 	atomic_store(&g->verify_armed, true);
 	return 0;
 }
 
-/* Start the walkers of an armed verification (the guest may run). */
+/* Start the walkers of an armed verification, once (the guest runs). */
 static void verifier_start(struct guest *g)
 {
 	struct guest_verifier *v = g->verifier;
@@ -364,9 +368,16 @@ static void verifier_start(struct guest *g)
 	unsigned want = cpus > 1 ? (unsigned)cpus : 1, i;
 	char name[16];
 
+	if (!v)
+		return;
 	if (want > VFY_MAX_WALKERS)
 		want = VFY_MAX_WALKERS;
 	pthread_mutex_lock(&v->join_lock);
+	if (!v->to_start) {
+		pthread_mutex_unlock(&v->join_lock);
+		return;
+	}
+	v->to_start = false;
 	atomic_store(&v->walkers_left, want);
 	for (i = 0; i < want; i++) {
 		if (pthread_create(&v->walkers[i], NULL, walker_main, g))
@@ -419,6 +430,9 @@ static void verifier_cancel(struct guest *g)
 	if (!v)
 		return;
 	atomic_store(&v->cancel, true);
+	pthread_mutex_lock(&v->join_lock);
+	v->to_start = false;
+	pthread_mutex_unlock(&v->join_lock);
 	walkers_join(v);
 	pthread_mutex_lock(&v->lock);
 	running = v->status == VFY_RUNNING;
@@ -517,9 +531,11 @@ static void collect(struct vm *vm, int timeout_ms)
 
 /**
  * vm_verify_resume() - the resume callback's verification part: arm the
- * background check of a just loaded guest while it is still paused,
- * resume the guest, then start the walkers. Without one pending, only
- * resumes.
+ * background check of a just loaded guest while it is still paused, then
+ * resume the guest. The walkers start with the running note, once the
+ * vCPUs ran: started here, they would compete with the vCPUs and with
+ * this thread for the CPUs just when the engine takes the resume time.
+ * Without a check pending, only resumes.
  * @vm: the VM.
  */
 void vm_verify_resume(struct vm *vm)
@@ -536,8 +552,6 @@ void vm_verify_resume(struct vm *vm)
 		arm = false;
 	}
 	guest_resume(g);
-	if (arm)
-		verifier_start(g);
 }
 
 /**
@@ -582,12 +596,16 @@ void vm_verify_note(struct vm *vm, char *note, size_t len)
 {
 	struct guest_verify v;
 	double stall = 0;
+	uint64_t t0;
 	int verified;
 
 	guest_wait_first_ticks(&vm->guest, 1000, &stall);
+	verifier_start(&vm->guest);
+	t0 = vm_now_ns();
 	collect(vm, VFY_NOTE_WAIT_MS);
 	verified = vm_verified(vm);
 	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.check.wait_ms = (double)(vm_now_ns() - t0) / 1e6;
 	v = vm->mig.check;
 	pthread_mutex_unlock(&vm->mig.lock);
 	if (v.background && !v.done)

@@ -152,6 +152,7 @@ struct guest_verify {
 	bool state_done;   /* state_ok is known (background: after resume) */
 	bool ram_at_source; /* the source compares ram_digest (after release) */
 	uint64_t ram_digest; /* this side's page digest, when ram_at_source */
+	double wait_ms;	     /* the running note waited this long for it */
 };
 
 /* A vCPU's workload registers as the invariant needs them. */
