@@ -270,10 +270,12 @@ static inline void mark_dirty(struct guest *g, uint64_t pg)
 
 /* Before the first write to a page after a migration, while background
  * verification runs: the page as it arrived is hashed and checked first.
- * Otherwise one relaxed load. */
+ * Otherwise one load: acquire, so that a vCPU that sees the verifier
+ * disarmed also sees it done reading every page (on x86 as cheap as a
+ * relaxed load). */
 static inline void before_write(struct guest *g, uint64_t pg)
 {
-	if (atomic_load_explicit(&g->verify_armed, memory_order_relaxed))
+	if (atomic_load_explicit(&g->verify_armed, memory_order_acquire))
 		guest_verifier_page(g, pg);
 }
 
