@@ -184,7 +184,8 @@ static json_object *note_get(json_object *note, const char *key,
 }
 
 /* The verdict: the destination's, and with the page digest in its note,
- * the source's comparison of it (null until both are known). */
+ * on the source its comparison of it (null until both are known). A
+ * destination's own report gives its own verdict, as its status does. */
 static json_object *report_verified(struct vm *vm, json_object *n)
 {
 	json_object *v = note_get(n, "verified", json_type_boolean), *d;
@@ -195,6 +196,8 @@ static json_object *report_verified(struct vm *vm, json_object *n)
 	pthread_mutex_lock(&vm->mig.lock);
 	match = vm->mig.src_ram_match;
 	pthread_mutex_unlock(&vm->mig.lock);
+	if (match == -2)
+		return v;
 	if (match < 0) {
 		json_object_put(v);
 		return NULL;

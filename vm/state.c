@@ -620,6 +620,7 @@ static void verify_loaded(struct vm *vm, struct devices *d)
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.check = v;
 	vm->mig.verified = verified;
+	vm->mig.src_ram_match = -2;
 	old = vm->mig.loaded;
 	vm->mig.loaded = keep;
 	pthread_mutex_unlock(&vm->mig.lock);

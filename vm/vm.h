@@ -237,7 +237,8 @@ struct vm_mig {
 				      state digest compared after resume */
 	double src_digest_ms;	   /* source: hashing RAM inside the pause */
 	double src_verify_ms;	   /* source: hashing RAM after release */
-	int src_ram_match;	   /* source: -1 not compared, 0, 1 */
+	int src_ram_match;	   /* source: -1 not compared, 0, 1; -2 on a
+				      destination (its source compares) */
 	char record[4096];	   /* source: --record-stream path, or "" */
 	char cc[16];		   /* source: congestion control, or "" */
 };
