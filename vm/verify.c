@@ -542,14 +542,22 @@ void vm_verify_resume(struct vm *vm)
 {
 	struct guest *g = &vm->guest;
 	bool arm;
+	int rc;
 
 	pthread_mutex_lock(&vm->mig.lock);
 	arm = vm->mig.check.pending;
-	vm->mig.check.pending = false;
 	pthread_mutex_unlock(&vm->mig.lock);
-	if (arm && verifier_arm(g)) {
-		fprintf(stderr, "ferry-vm: no memory for the background verification; the verdict stays null\n");
-		arm = false;
+	if (arm) {
+		/* Only once it is armed (g->verifier set) may another thread
+		 * wait for the result: "pending" says not yet. */
+		rc = verifier_arm(g);
+		if (rc)
+			fprintf(stderr, "ferry-vm: no memory for the background verification; the verdict stays null\n");
+		pthread_mutex_lock(&vm->mig.lock);
+		vm->mig.check.pending = false;
+		if (rc)
+			vm->mig.check.background = false;
+		pthread_mutex_unlock(&vm->mig.lock);
 	}
 	guest_resume(g);
 }
