@@ -56,8 +56,11 @@ const char cli_demo_usage[] =
 	"  --dirty-rate R       the source guest's write rate in MB/s\n"
 	"  --memory-backend B   memfd, anon (transparent huge pages) or hugetlb\n"
 	"                       (default memfd)\n"
-	"  --no-verify          skip the digests and checks of guest memory\n"
-	"                       (they run inside the pause; for benchmarks)\n"
+	"  --verify MODE        how both VMs check the migrated guest: background\n"
+	"                       (default: after the pause, so the downtime does\n"
+	"                       not include it), strict (inside the pause, as part\n"
+	"                       of the downtime) or off\n"
+	"  --no-verify          the same as --verify off\n"
 	"  --json               print the report as one JSON object on stdout\n"
 	"  --keep-logs          keep the temporary directory with the VMs' logs\n"
 	"  -h, --help           show this help\n"
@@ -78,6 +81,7 @@ struct demo_opts {
 	const char *dirty_rate; /* NULL: the workload's default */
 	const char *backend;	/* NULL: ferry-vm's default */
 	json_object *margs;	/* the migrate command's arguments (tuning) */
+	const char *verify_mode; /* background, strict or off */
 	bool verify, json, keep_logs;
 };
 
@@ -142,6 +146,8 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 	static const char *const workloads[] = { "ab", "random", "fill", "text",
 						 "idle", NULL };
 	static const char *const backends[] = { "memfd", "anon", "hugetlb", NULL };
+	static const char *const verify_modes[] = { "background", "strict",
+						    "off", NULL };
 	double rate;
 
 	switch (c) {
@@ -169,8 +175,13 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 		o->backend = optarg;
 		return cli_check_name("demo", "--memory-backend", optarg, backends);
 	case 'V':
+		o->verify_mode = "off";
 		o->verify = false;
 		break;
+	case 'v':
+		o->verify_mode = optarg;
+		o->verify = strcmp(optarg, "off") != 0;
+		return cli_check_name("demo", "--verify", optarg, verify_modes);
 	case 'j':
 		o->json = true;
 		break;
@@ -198,6 +209,7 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 		{ "dirty-rate", required_argument, NULL, 'r' },
 		{ "memory-backend", required_argument, NULL, 'B' },
 		{ "no-verify", no_argument, NULL, 'V' },
+		{ "verify", required_argument, NULL, 'v' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "keep-logs", no_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
@@ -208,6 +220,7 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 
 	*o = (struct demo_opts){ .memory = 1ull << 30, .vcpus = 2,
 				 .workload = "ab", .verify = true,
+				 .verify_mode = "background",
 				 .margs = json_object_new_object() };
 	cli_options_join(opts, 32, own);
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -343,7 +356,7 @@ static int spawn_vm(struct demo *d, struct vm_proc *vm, bool incoming,
 		    char *err, size_t errlen)
 {
 	char vcpus[16], uri[64];
-	const char *argv[24];
+	const char *argv[26];
 	pid_t parent = getpid();
 	int n = 0;
 
@@ -367,8 +380,8 @@ static int spawn_vm(struct demo *d, struct vm_proc *vm, bool incoming,
 		argv[n++] = "--memory-backend";
 		argv[n++] = d->o.backend;
 	}
-	if (!d->o.verify)
-		argv[n++] = "--no-verify";
+	argv[n++] = "--verify";
+	argv[n++] = d->o.verify_mode;
 	argv[n++] = "--api-socket";
 	argv[n++] = vm->sock;
 	argv[n] = NULL;

@@ -891,9 +891,15 @@ void cli_print_report(FILE *out, struct json_object *report)
 	if (get_num(report, "throttle_peak_pct", 0) > 0)
 		fprintf(out, "throttled     vCPUs held up to %.0f%% of the time "
 			"(auto-converge)\n", get_num(report, "throttle_peak_pct", 0));
-	if (cli_get(report, "verify_ms"))
-		fprintf(out, "verified      %s (check %s)\n", verified,
-			fmt_ms(report, "verify_ms", a, sizeof(a)));
+	if (cli_get(report, "verify.destination_ms") &&
+	    !strcmp(get_str(report, "verify.method", ""), "background"))
+		fprintf(out, "verified      %s (after the pause: destination %s, "
+			"source %s)\n", verified,
+			fmt_ms(report, "verify.destination_ms", a, sizeof(a)),
+			fmt_ms(report, "verify.source_ms", b, sizeof(b)));
+	else if (cli_get(report, "verify_ms"))
+		fprintf(out, "verified      %s (check %s, inside the pause)\n",
+			verified, fmt_ms(report, "verify_ms", a, sizeof(a)));
 	else
 		fprintf(out, "verified      %s\n", verified);
 	fflush(out);

@@ -205,6 +205,65 @@ static json_object *note_get(json_object *note, const char *key,
 	return api_copy(v);
 }
 
+/* The verdict: the destination's, and with the page digest in its note,
+ * on the source its comparison of it (null until both are known). A
+ * destination's own report gives its own verdict, as its status does. */
+static json_object *report_verified(struct vm *vm, json_object *n)
+{
+	json_object *v = note_get(n, "verified", json_type_boolean), *d;
+	int match;
+
+	if (!v || !json_object_object_get_ex(n, "ram_digest", &d))
+		return v;
+	pthread_mutex_lock(&vm->mig.lock);
+	match = vm->mig.src_ram_match;
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (match == -2)
+		return v;
+	if (match < 0) {
+		json_object_put(v);
+		return NULL;
+	}
+	if (!match) {
+		json_object_put(v);
+		v = json_object_new_boolean(false);
+	}
+	return v;
+}
+
+/* The report's "verify": how the guest was checked and what it cost on
+ * each side; *pause_ms receives the part spent inside the pause. */
+static json_object *verify_json(struct vm *vm, json_object *n,
+				double *pause_ms)
+{
+	json_object *o = json_object_new_object(), *m;
+	json_object *dst = note_get(n, "verify_ms", json_type_double);
+	const char *method = "off";
+	double src_pause, src_after;
+	bool in_pause;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	src_pause = vm->mig.src_digest_ms;
+	src_after = vm->mig.src_verify_ms;
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (n && json_object_object_get_ex(n, "verify_method", &m) &&
+	    json_object_is_type(m, json_type_string))
+		method = json_object_get_string(m);
+	else if (dst) /* a destination that names no method checks in load */
+		method = "in-pause";
+	in_pause = !strcmp(method, "in-pause");
+	json_object_object_add(o, "method", jstr(method));
+	json_object_object_add(o, "destination_ms", dst);
+	json_object_object_add(o, "source_ms", strcmp(method, "off") ?
+				  api_double(src_pause + src_after) : NULL);
+	json_object_object_add(o, "in_pause", json_object_new_boolean(in_pause));
+	/* How long the destination held its "running" answer back for the
+	 * check; the engine's total includes it, the report's does not. */
+	json_object_object_add(o, "wait_ms", note_get(n, "wait_ms", json_type_double));
+	*pause_ms = src_pause + (in_pause && dst ? json_object_get_double(dst) : 0);
+	return o;
+}
+
 static const char *report_status(int rc, const struct ferry_stats *st)
 {
 	if (!rc)
@@ -230,13 +289,20 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 {
 	json_object *o = json_object_new_object();
 	json_object *n = note && *note ? json_tokener_parse(note) : NULL;
-	json_object *stall, *verify;
+	json_object *stall, *verify, *wait;
+	double pause_ms = 0, total_ms = st->total_ms;
 
 	if (n && !json_object_is_type(n, json_type_object)) {
 		json_object_put(n);
 		n = NULL;
 	}
 	/* json-c types 12.0 as double but 12 as int: accept either. */
+	/* total_ms ends when the destination runs the guest, not when its
+	 * background check let it answer. */
+	wait = note_get(n, "wait_ms", json_type_double);
+	if (!rc && wait && json_object_get_double(wait) < total_ms)
+		total_ms -= json_object_get_double(wait);
+	json_object_put(wait);
 	stall = note_get(n, "guest_stall_ms", json_type_double);
 	if (!stall)
 		stall = note_get(n, "guest_stall_ms", json_type_int);
@@ -245,7 +311,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object_object_add(o, "workload", jstr(vm_workload_name(vm->guest.workload)));
 	json_object_object_add(o, "ram_bytes", ju64(st->ram_bytes ? st->ram_bytes :
 						     vm->guest.mem_size));
-	json_object_object_add(o, "total_ms", api_double(st->total_ms));
+	json_object_object_add(o, "total_ms", api_double(total_ms));
 	json_object_object_add(o, "downtime_ms", api_double(st->downtime_ms));
 	/* The limit is the source's: a destination does not know it. */
 	json_object_object_add(o, "downtime_limit_ms",
@@ -257,25 +323,17 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	add_link_fields(o, st);
 	/* The average over the whole migration, what a user compares. */
 	json_object_object_add(o, "mb_per_s",
-			       api_double(st->total_ms > 0
-						  ? (double)st->bytes / st->total_ms / 1e3
+			       api_double(total_ms > 0
+						  ? (double)st->bytes / total_ms / 1e3
 						  : 0));
-	json_object_object_add(o, "verified",
-			       rc ? NULL : note_get(n, "verified", json_type_boolean));
+	json_object_object_add(o, "verified", rc ? NULL : report_verified(vm, n));
 	json_object_object_add(o, "final_pass_ms", api_double(st->final_pass_ms));
 	json_object_object_add(o, "state_ms", api_double(st->state_ms));
 	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
-	/* Both sides' checks run inside the pause: the destination's (from
-	 * its note) and the source's digest of RAM. */
-	verify = rc ? NULL : note_get(n, "verify_ms", json_type_double);
-	if (verify) {
-		double ms = json_object_get_double(verify) +
-			    vm->mig.src_digest_ms;
-
-		json_object_put(verify);
-		verify = api_double(ms);
-	}
-	json_object_object_add(o, "verify_ms", verify);
+	/* verify_ms: the part of the pause spent verifying, both sides. */
+	verify = rc ? NULL : verify_json(vm, n, &pause_ms);
+	json_object_object_add(o, "verify_ms", verify ? api_double(pause_ms) : NULL);
+	json_object_object_add(o, "verify", verify);
 	if (rc)
 		json_object_put(stall);
 	json_object_put(n);
@@ -295,17 +353,29 @@ void api_note(int verified, double stall_ms, const struct guest_verify *v,
 	      char *note, size_t len)
 {
 	json_object *o = json_object_new_object();
+	char hex[17];
 	const char *s;
 
 	json_object_object_add(o, "verified",
 			       verified < 0 ? NULL : json_object_new_boolean(verified));
 	json_object_object_add(o, "guest_stall_ms", api_double(stall_ms));
+	json_object_object_add(o, "verify_method",
+			       jstr(v->background ? "background" :
+				    v->in_pause ? "in-pause" : "off"));
 	json_object_object_add(o, "verify_ms", v->done ? api_double(v->verify_ms) : NULL);
-	json_object_object_add(o, "digest_match",
-			       v->done ? json_object_new_boolean(v->digest_match) : NULL);
+	/* With ram_digest the source compares; otherwise this side did. */
+	if (v->done && v->ram_at_source) {
+		snprintf(hex, sizeof(hex), "%016" PRIx64, v->ram_digest);
+		json_object_object_add(o, "ram_digest", jstr(hex));
+	} else {
+		json_object_object_add(o, "digest_match",
+				       v->done ? json_object_new_boolean(v->digest_match) : NULL);
+	}
 	json_object_object_add(o, "invariant_ok",
 			       v->done ? json_object_new_boolean(v->invariant_ok) : NULL);
 	json_object_object_add(o, "pages_checked", ju64(v->pages_checked));
+	if (v->background)
+		json_object_object_add(o, "wait_ms", api_double(v->wait_ms));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	if (len && strlen(s) < len)
 		memcpy(note, s, strlen(s) + 1);

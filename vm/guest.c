@@ -268,6 +268,17 @@ static inline void mark_dirty(struct guest *g, uint64_t pg)
 				 memory_order_release);
 }
 
+/* Before the first write to a page after a migration, while background
+ * verification runs: the page as it arrived is hashed and checked first.
+ * Otherwise one load: acquire, so that a vCPU that sees the verifier
+ * disarmed also sees it done reading every page (on x86 as cheap as a
+ * relaxed load). */
+static inline void before_write(struct guest *g, uint64_t pg)
+{
+	if (atomic_load_explicit(&g->verify_armed, memory_order_acquire))
+		guest_verifier_page(g, pg);
+}
+
 static inline void check_error(struct guest *g)
 {
 	atomic_fetch_add_explicit(&g->check_errors, 1, memory_order_relaxed);
@@ -338,6 +349,7 @@ static void ab_step(struct vcpu *c)
 	uint64_t pg = c->first + c->cursor;
 	uint8_t *p = page_ptr(g, pg);
 
+	before_write(g, pg);
 	if (!ab_page_ok(p, pg * VM_PAGE_SIZE, c->sweep))
 		check_error(g);
 	vm_put_le64(p, c->sweep + 1);
@@ -356,6 +368,7 @@ static void random_step(struct vcpu *c)
 		      (uint64_t)(((__uint128_t)wyrand(&c->prng) * c->npages) >> 64);
 	uint8_t *p = page_ptr(g, pg);
 
+	before_write(g, pg);
 	if (random_page_check(p, pg * VM_PAGE_SIZE, c->idx, c->sweep) < 0)
 		check_error(g);
 	c->sweep++;
@@ -368,6 +381,7 @@ static void fill_step(struct vcpu *c)
 	struct guest *g = c->g;
 	uint64_t pg = c->first + c->fill_done;
 
+	before_write(g, pg);
 	if (g->workload == VM_WL_TEXT)
 		text_fill(page_ptr(g, pg), VM_PAGE_SIZE, text_seed(pg));
 	else
@@ -498,7 +512,7 @@ static void vcpu_period(struct vcpu *c)
 		vcpu_sleep(c, now, IDLE_PERIOD_NS);
 		return;
 	}
-	if (g->workload == VM_WL_FILL || g->pages_per_ns <= 0) {
+	if (g->pages_per_ns <= 0) {
 		for (n = 0; n < UNPACED_BATCH && vcpu_has_work(c) &&
 			    !pause_requested(g); n++) {
 			vcpu_step(c);
@@ -604,9 +618,9 @@ int guest_init(struct guest *g, const struct vm_opts *o)
 		rate = o->workload == VM_WL_AB ? 50 :
 		       o->workload == VM_WL_RANDOM ? 100 : 0;
 	g->dirty_rate = rate;
-	/* fill and text write their RAM once, unpaced. */
-	g->pages_per_ns = fills_once(o->workload) ? 0 :
-			  rate * 1e6 / VM_PAGE_SIZE / g->nvcpus / 1e9;
+	/* fill and text write their RAM once, unpaced unless a rate is
+	 * given. */
+	g->pages_per_ns = rate * 1e6 / VM_PAGE_SIZE / g->nvcpus / 1e9;
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_cond_init(&g->parked_cond, NULL);
 	pthread_cond_init(&g->run_cond, NULL);
@@ -749,6 +763,7 @@ void guest_stop(struct guest *g)
 void guest_fini(struct guest *g)
 {
 	guest_stop(g);
+	guest_verifier_stop(g);
 	if (g->ram)
 		munmap(g->ram, g->mem_size);
 	if (g->memfd >= 0)
@@ -905,9 +920,8 @@ int guest_wait_first_ticks(struct guest *g, int timeout_ms, double *stall_ms)
 
 /* --- whole-image checks (guest paused) ---------------------------------- */
 
-/* Run fn(ctx, i) for i in [0, n) on a few threads: the checks run while
- * the guest is paused, so they are part of the downtime and every core
- * helps. */
+/* Run fn(ctx, i) for i in [0, n) on a few threads: checks that run while
+ * the guest is paused are part of the downtime, so every core helps. */
 struct par {
 	void (*fn)(void *ctx, size_t i);
 	void *ctx;
@@ -925,7 +939,14 @@ static void *par_worker(void *arg)
 	return NULL;
 }
 
-static void par_run(size_t n, void (*fn)(void *, size_t), void *ctx)
+/**
+ * vm_par_run() - run fn(ctx, i) for every i in [0, n) on up to one thread
+ * per online CPU (at most 8), the caller's included.
+ * @n: the number of items.
+ * @fn: the work on one item; called from several threads at once.
+ * @ctx: passed to @fn.
+ */
+void vm_par_run(size_t n, void (*fn)(void *, size_t), void *ctx)
 {
 	struct par p = { .fn = fn, .ctx = ctx, .n = n };
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -974,7 +995,7 @@ static void prefill_block(void *arg, size_t i)
 /* Write every page of a random guest once (generation 1), in parallel. */
 static void random_prefill(struct guest *g)
 {
-	par_run((size_t)((g->mem_size + DIGEST_BLOCK - 1) / DIGEST_BLOCK),
+	vm_par_run((size_t)((g->mem_size + DIGEST_BLOCK - 1) / DIGEST_BLOCK),
 		prefill_block, g);
 	for (unsigned v = 0; v < g->nvcpus; v++)
 		g->vcpus[v].sweep = 1;
@@ -1012,7 +1033,7 @@ uint64_t guest_digest(struct guest *g)
 		free(le);
 		return 0;
 	}
-	par_run(n, digest_block, &d);
+	vm_par_run(n, digest_block, &d);
 	for (i = 0; i < n; i++)
 		vm_put_le64(le + i * 8, d.hashes[i]);
 	h = XXH3_64bits(le, n * 8);
@@ -1027,59 +1048,93 @@ struct inv_ctx {
 	atomic_uint_fast64_t pages;
 };
 
-static void inv_report(struct vcpu *c, uint64_t pg, const char *what)
+/**
+ * guest_page_report() - say on stderr which page broke the invariant.
+ * @g: the guest.
+ * @vcpu: the vCPU whose share holds the page.
+ * @pg: the page number.
+ * @what: what was wrong.
+ */
+void guest_page_report(struct guest *g, unsigned vcpu, uint64_t pg,
+		       const char *what)
 {
-	const uint8_t *p = page_ptr(c->g, pg);
+	const uint8_t *p = page_ptr(g, pg);
 
 	fprintf(stderr,
 		"ferry-vm: invariant: vcpu %u page 0x%llx: %s (words %016llx %016llx %016llx)\n",
-		c->idx, (unsigned long long)(pg * VM_PAGE_SIZE), what,
+		vcpu, (unsigned long long)(pg * VM_PAGE_SIZE), what,
 		(unsigned long long)vm_get_le64(p),
 		(unsigned long long)vm_get_le64(p + 8),
 		(unsigned long long)vm_get_le64(p + 16));
 }
 
+/**
+ * guest_page_vcpu() - the vCPU whose share holds a page.
+ * @g: the guest.
+ * @pg: a page number below g->npages.
+ *
+ * Return: the vCPU's index (shares_init(): the first npages % nvcpus
+ * shares have one page more).
+ */
+unsigned guest_page_vcpu(const struct guest *g, uint64_t pg)
+{
+	uint64_t base = g->npages / g->nvcpus, rem = g->npages % g->nvcpus;
+
+	if (pg < rem * (base + 1))
+		return (unsigned)(pg / (base + 1));
+	return (unsigned)(rem + (pg - rem * (base + 1)) / base);
+}
+
+/**
+ * guest_page_ok() - check one page against the workload's invariant.
+ * @g: the guest.
+ * @r: the registers of the vCPU whose share holds @pg, as they were when
+ *     the page was last written.
+ * @pg: the page number.
+ * @what: receives what was checked, for a report.
+ *
+ * Return: true if the page is consistent with @r (always for idle).
+ */
+bool guest_page_ok(struct guest *g, const struct guest_regs *r, uint64_t pg,
+		   const char **what)
+{
+	unsigned v = guest_page_vcpu(g, pg);
+	uint64_t i = pg - g->vcpus[v].first;
+	const uint8_t *p = page_ptr(g, pg);
+
+	switch (g->workload) {
+	case VM_WL_AB:
+		*what = "ab counter or address";
+		return ab_page_ok(p, pg * VM_PAGE_SIZE,
+				  i < r->cursor ? r->sweep + 1 : r->sweep);
+	case VM_WL_RANDOM:
+		*what = "random page header or checksum";
+		return random_page_check(p, pg * VM_PAGE_SIZE, v, r->sweep) >= 0;
+	case VM_WL_FILL:
+		*what = i < r->fill_done ? "fill pattern" : "unfilled page not zero";
+		return i < r->fill_done ?
+			       pattern_check(p, VM_PAGE_SIZE, fill_seed(pg)) :
+			       all_zero(p, VM_PAGE_SIZE);
+	case VM_WL_TEXT:
+		*what = i < r->fill_done ? "text content" : "unfilled page not zero";
+		return i < r->fill_done ?
+			       text_check(p, VM_PAGE_SIZE, text_seed(pg)) :
+			       all_zero(p, VM_PAGE_SIZE);
+	default:
+		*what = "";
+		return true;
+	}
+}
+
 /* Check one vCPU's share; returns the first bad page or UINT64_MAX. */
 static uint64_t inv_share(struct vcpu *c, const char **what)
 {
-	struct guest *g = c->g;
-	uint64_t i, pg;
+	struct guest_regs r = { c->cursor, c->sweep, c->fill_done };
+	uint64_t i;
 
-	for (i = 0; i < c->npages; i++) {
-		pg = c->first + i;
-		switch (g->workload) {
-		case VM_WL_AB:
-			*what = "ab counter or address";
-			if (!ab_page_ok(page_ptr(g, pg), pg * VM_PAGE_SIZE,
-					i < c->cursor ? c->sweep + 1 : c->sweep))
-				return pg;
-			break;
-		case VM_WL_RANDOM:
-			*what = "random page header or checksum";
-			if (random_page_check(page_ptr(g, pg), pg * VM_PAGE_SIZE,
-					      c->idx, c->sweep) < 0)
-				return pg;
-			break;
-		case VM_WL_FILL:
-			*what = i < c->fill_done ? "fill pattern" : "unfilled page not zero";
-			if (i < c->fill_done ?
-				    !pattern_check(page_ptr(g, pg), VM_PAGE_SIZE,
-						   fill_seed(pg)) :
-				    !all_zero(page_ptr(g, pg), VM_PAGE_SIZE))
-				return pg;
-			break;
-		case VM_WL_TEXT:
-			*what = i < c->fill_done ? "text content" : "unfilled page not zero";
-			if (i < c->fill_done ?
-				    !text_check(page_ptr(g, pg), VM_PAGE_SIZE,
-						text_seed(pg)) :
-				    !all_zero(page_ptr(g, pg), VM_PAGE_SIZE))
-				return pg;
-			break;
-		default:
-			return UINT64_MAX;
-		}
-	}
+	for (i = 0; i < c->npages; i++)
+		if (!guest_page_ok(c->g, &r, c->first + i, what))
+			return c->first + i;
 	return UINT64_MAX;
 }
 
@@ -1092,7 +1147,7 @@ static void inv_vcpu(void *arg, size_t i)
 
 	if (bad != UINT64_MAX) {
 		atomic_store(&x->ok, false);
-		inv_report(c, bad, what);
+		guest_page_report(c->g, c->idx, bad, what);
 	}
 	atomic_fetch_add(&x->pages, bad == UINT64_MAX ? c->npages : bad - c->first + 1);
 }
@@ -1116,7 +1171,7 @@ bool guest_check_invariant(struct guest *g, uint64_t *pages_checked)
 	atomic_init(&x.ok, true);
 	atomic_init(&x.pages, 0);
 	if (g->workload != VM_WL_IDLE)
-		par_run(g->nvcpus, inv_vcpu, &x);
+		vm_par_run(g->nvcpus, inv_vcpu, &x);
 	*pages_checked = atomic_load(&x.pages);
 	return atomic_load(&x.ok);
 }

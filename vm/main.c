@@ -46,7 +46,8 @@ static void usage(FILE *f)
 		"                         (compressible), then idle\n"
 		"                         idle: no writes\n"
 		"  --dirty-rate MB/s    pages written per second, whole guest (default\n"
-		"                       50 for ab, 100 for random; 0 = unpaced)\n"
+		"                       50 for ab, 100 for random, fill and text\n"
+		"                       unpaced; 0 = unpaced)\n"
 		"  --api-socket PATH    listen for JSON commands on a UNIX socket\n"
 		"                       (see docs/api-socket.md)\n"
 		"  --incoming URI       be a destination: vCPUs start paused and the VM\n"
@@ -54,7 +55,16 @@ static void usage(FILE *f)
 		"                       unix:PATH), or restores the snapshot file:PATH\n"
 		"                       that 'ferry migrate SOCKET file:PATH' wrote\n"
 		"  --downtime-ms N      downtime limit for migrations (default 300)\n"
-		"  --no-verify          skip memory digests and invariant checks\n"
+		"  --verify MODE        background | strict | off (default background):\n"
+		"                       how a migrated guest is checked (memory digests\n"
+		"                       on both sides, the workload invariant on every\n"
+		"                       page, the device state)\n"
+		"                         background: after the pause; the destination\n"
+		"                           hashes each page before the guest's first\n"
+		"                           write to it, the source after release\n"
+		"                         strict: inside the pause (part of the downtime;\n"
+		"                           snapshots to a file are always checked so)\n"
+		"  --no-verify          the same as --verify off\n"
 		"  --proto-version-min N, --proto-version-max N\n"
 		"                       speak only these protocol versions (1 or 2)\n"
 		"  --disable-cap NAME   do not offer a capability: data-checksum,\n"
@@ -68,7 +78,8 @@ static void usage(FILE *f)
 		"level on stderr. FERRY_VM_API_IDLE_TIMEOUT=S drops an API client\n"
 		"quiet for S seconds (default 60, 0 = never). FERRY_VM_FAULT=lose-writes\n"
 		"(tests only) makes the dirty bitmap report nothing, so verification\n"
-		"must fail.\n",
+		"must fail; FERRY_VM_FAULT=corrupt-page (tests only) flips a byte of a\n"
+		"page a destination just loaded, which verification must catch.\n",
 		MAX_VCPUS);
 }
 
@@ -179,7 +190,11 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		o->incoming = arg;
 		return 0;
 	case 'n':
-		o->verify = false;
+		o->verify = VM_VERIFY_OFF;
+		return 0;
+	case 'v':
+		if (vm_verify_mode_parse(arg, &o->verify))
+			return bad_arg("--verify '%s': need background, strict or off", arg);
 		return 0;
 	case 'V':
 	case 'X':
@@ -222,6 +237,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "no-verify", no_argument, NULL, 'n' },
+		{ "verify", required_argument, NULL, 'v' },
 		{ "proto-version-min", required_argument, NULL, 'V' },
 		{ "proto-version-max", required_argument, NULL, 'X' },
 		{ "disable-cap", required_argument, NULL, 'C' },
@@ -237,7 +253,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	o->nvcpus = 2;
 	o->workload = VM_WL_AB;
 	o->dirty_rate = -1;
-	o->verify = true;
+	o->verify = VM_VERIFY_BACKGROUND;
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		if (opt == 'h') {
 			usage(stdout);
@@ -267,6 +283,7 @@ static int cb_pause(void *opaque)
 	struct vm *vm = opaque;
 
 	guest_pause(&vm->guest);
+	vm_verify_pause(vm);
 	return 0;
 }
 
@@ -282,7 +299,7 @@ static int cb_resume(void *opaque)
 {
 	struct vm *vm = opaque;
 
-	guest_resume(&vm->guest);
+	vm_verify_resume(vm);
 	return 0;
 }
 
@@ -305,20 +322,7 @@ static int cb_dirty_bitmap(void *opaque, uint32_t region, uint64_t *bitmap,
  * guest saw travel back to the source in the note. */
 static void cb_running_note(void *opaque, char *note, size_t len)
 {
-	struct vm *vm = opaque;
-	struct guest_verify v;
-	double stall = 0;
-	int verified;
-
-	guest_wait_first_ticks(&vm->guest, 1000, &stall);
-	verified = vm_verified(vm);
-	pthread_mutex_lock(&vm->mig.lock);
-	v = vm->mig.check;
-	pthread_mutex_unlock(&vm->mig.lock);
-	api_note(verified, stall, &v, note, len);
-	pthread_mutex_lock(&vm->mig.lock);
-	snprintf(vm->mig.note, sizeof(vm->mig.note), "%s", len ? note : "");
-	pthread_mutex_unlock(&vm->mig.lock);
+	vm_verify_note(opaque, note, len);
 }
 
 static void cb_event(void *opaque, const struct ferry_event *ev)
@@ -350,6 +354,7 @@ int vm_verified(struct vm *vm)
 {
 	int v;
 
+	vm_verify_poll(vm);
 	pthread_mutex_lock(&vm->mig.lock);
 	v = vm->mig.verified;
 	pthread_mutex_unlock(&vm->mig.lock);
@@ -463,6 +468,7 @@ static void *send_main(void *arg)
 	int rc;
 
 	rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
+	vm_verify_source(vm, rc, st.peer_note);
 	report = api_report(vm, rc, &st, errmsg, st.peer_note);
 	api_log_result("migration", rc, &st, errmsg, report);
 	event = json_object_new_object();
@@ -789,6 +795,11 @@ static int self_test(struct vm *vm)
 	size_t len = 0;
 	int rc, v;
 
+	/* Both ends of the round trip are this guest: the source's RAM
+	 * cannot be hashed after the destination ran, so check in the
+	 * pause. */
+	if (vm->opts.verify)
+		vm->opts.verify = VM_VERIFY_STRICT;
 	nanosleep(&run, NULL);
 	self_test_pause(g);
 	guest_pause(g);
@@ -829,8 +840,10 @@ static void vm_setup(struct vm *vm)
 	pthread_cond_init(&vm->mig.cond, &ca);
 	pthread_condattr_destroy(&ca);
 	vm->mig.verified = -1;
+	vm->mig.src_ram_match = -1;
 	vm->log_level = lvl && *lvl ? atoi(lvl) : -1;
 	vm->fault_lose_writes = fault && !strcmp(fault, "lose-writes");
+	vm->fault_corrupt_page = fault && !strcmp(fault, "corrupt-page");
 	vm->ops.pause = cb_pause;
 	vm->ops.resume = cb_resume;
 	vm->ops.save_state = vm_state_save;
@@ -850,14 +863,13 @@ static void log_startup(struct vm *vm)
 		(int)getpid(), o->incoming ? "destination" : "source",
 		o->mem_size >> 20, vm_backend_name(o->backend), o->nvcpus,
 		vm_workload_name(o->workload));
-	if (vm->guest.dirty_rate > 0 &&
-	    (o->workload == VM_WL_AB || o->workload == VM_WL_RANDOM))
+	if (vm->guest.dirty_rate > 0 && o->workload != VM_WL_IDLE)
 		fprintf(stderr, " at %.0f MB/s", vm->guest.dirty_rate);
 	if (o->incoming)
 		fprintf(stderr, ", incoming %s", o->incoming);
 	if (o->api_path)
 		fprintf(stderr, ", api %s", o->api_path);
-	fprintf(stderr, "%s\n", o->verify ? "" : ", no verify");
+	fprintf(stderr, ", verify %s\n", vm_verify_mode_name(o->verify));
 }
 
 int main(int argc, char **argv)

@@ -131,6 +131,13 @@ struct vcpu {
 	atomic_uint_fast64_t first_tick_ns;
 };
 
+/* How ferry-vm checks a migrated guest (--verify). */
+enum vm_verify_mode {
+	VM_VERIFY_OFF = 0,
+	VM_VERIFY_BACKGROUND = 1, /* hashed after the pause (verify.c) */
+	VM_VERIFY_STRICT = 2,	  /* hashed inside the pause */
+};
+
 /* Result of checking a loaded image (destination). */
 struct guest_verify {
 	bool done;	   /* a check ran on the last loaded state */
@@ -138,7 +145,22 @@ struct guest_verify {
 	bool invariant_ok; /* the workload invariant held on every page */
 	uint64_t pages_checked;
 	double verify_ms;
+	bool in_pause;	   /* the check ran inside the pause */
+	bool background;   /* armed at resume; done once every page is hashed */
+	bool pending;	   /* loaded: to be armed at the next resume */
+	bool state_ok;	   /* device-state digest equal to the source's */
+	bool state_done;   /* state_ok is known (background: after resume) */
+	bool ram_at_source; /* the source compares ram_digest (after release) */
+	uint64_t ram_digest; /* this side's page digest, when ram_at_source */
+	double wait_ms;	     /* the running note waited this long for it */
 };
+
+/* A vCPU's workload registers as the invariant needs them. */
+struct guest_regs {
+	uint64_t cursor, sweep, fill_done;
+};
+
+struct guest_verifier;
 
 struct guest {
 	uint64_t mem_size;
@@ -174,6 +196,11 @@ struct guest {
 	atomic_uint_fast64_t check_errors;
 	atomic_uint fill_pending; /* vCPUs whose fill is not complete */
 
+	/* Background verification (verify.c): while armed, a vCPU hands every
+	 * page to the verifier before its first write to it. */
+	atomic_bool verify_armed;
+	struct guest_verifier *verifier; /* or NULL; lives with the guest */
+
 	/* Called by vCPU 0 after each period while it runs (the console
 	 * prints through it); set between guest_init() and guest_start(). */
 	void (*tick_hook)(void *opaque, const struct vcpu *c, uint64_t now);
@@ -206,13 +233,19 @@ struct vm_mig {
 	struct guest_verify check; /* destination: last load check */
 	char note[256];		   /* destination: the note we sent */
 	char vmm_err[256];	   /* why our last callback failed */
+	struct devices *loaded;	   /* destination: the state as loaded, for a
+				      state digest compared after resume */
 	double src_digest_ms;	   /* source: hashing RAM inside the pause */
+	double src_verify_ms;	   /* source: hashing RAM after release */
+	int src_ram_match;	   /* source: -1 not compared, 0, 1; -2 on a
+				      destination (its source compares) */
 	char record[4096];	   /* source: --record-stream path, or "" */
 	char cc[16];		   /* source: congestion control, or "" */
 };
 
 struct vm_api;
 struct vm_console;
+struct devices;
 
 /* Arguments of the migrate command; negative numbers mean "not given". */
 struct vm_migrate_args {
@@ -252,7 +285,7 @@ struct vm_opts {
 	uint32_t version_min;	 /* protocol versions: 0 = the library's */
 	uint32_t version_max;
 	uint64_t disabled_caps;	 /* capabilities not offered */
-	bool verify;
+	enum vm_verify_mode verify;
 	bool self_test;
 };
 
@@ -265,6 +298,7 @@ struct vm {
 	struct ferry_vmm_ops ops;
 	int log_level; /* engine log messages up to this level go to stderr */
 	bool fault_lose_writes; /* test hook: the dirty bitmap reports nothing */
+	bool fault_corrupt_page; /* test hook: a loaded page is damaged */
 };
 
 /* ram.c */
@@ -287,6 +321,12 @@ void guest_reset_derived(struct guest *g);
 int guest_dirty_bitmap(struct guest *g, uint64_t *bitmap, size_t pages);
 uint64_t guest_digest(struct guest *g);
 bool guest_check_invariant(struct guest *g, uint64_t *pages_checked);
+unsigned guest_page_vcpu(const struct guest *g, uint64_t pg);
+bool guest_page_ok(struct guest *g, const struct guest_regs *r, uint64_t pg,
+		   const char **what);
+void guest_page_report(struct guest *g, unsigned vcpu, uint64_t pg,
+		       const char *what);
+void vm_par_run(size_t n, void (*fn)(void *, size_t), void *ctx);
 int guest_wait_first_ticks(struct guest *g, int timeout_ms, double *stall_ms);
 uint64_t vm_now_ns(void);
 const char *vm_workload_name(enum vm_workload w);
@@ -300,6 +340,20 @@ void vm_state_fini(struct vm *vm);
 int vm_state_save(void *opaque, struct ferry_buf *out);
 int vm_state_load(void *opaque, const void *data, size_t len);
 int vm_state_print_schemas(void);
+int vm_state_check_loaded(struct vm *vm);
+
+/* verify.c */
+void guest_verifier_page(struct guest *g, uint64_t pg);
+void guest_verifier_stop(struct guest *g);
+uint64_t guest_page_digest(struct guest *g);
+int vm_verify_mode_parse(const char *s, enum vm_verify_mode *out);
+const char *vm_verify_mode_name(enum vm_verify_mode m);
+void vm_verify_loaded_page_fault(struct vm *vm);
+void vm_verify_resume(struct vm *vm);
+void vm_verify_pause(struct vm *vm);
+void vm_verify_note(struct vm *vm, char *note, size_t len);
+void vm_verify_poll(struct vm *vm);
+void vm_verify_source(struct vm *vm, int rc, const char *note);
 
 /* main.c */
 enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
