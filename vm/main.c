@@ -30,11 +30,15 @@ static void usage(FILE *f)
 		"\n"
 		"  --memory SIZE        guest RAM, K/M/G suffixes, a multiple of 4K,\n"
 		"                       at least 1M (default 256M)\n"
-		"  --memory-backend B   memfd | anon | hugetlb (default memfd)\n"
-		"                         memfd: shared memfd (4 KiB pages here)\n"
-		"                         anon: private memory, transparent huge pages\n"
-		"                         hugetlb: 2 MiB hugetlb memfd; grows the\n"
-		"                         pool (root) if it is too small\n"
+		"  --memory-backend B   anon | memfd | hugetlb (default anon)\n"
+		"                         anon: private memory with transparent huge\n"
+		"                         pages; fastest, needs no host setup\n"
+		"                         memfd: shared memfd (4 KiB pages unless\n"
+		"                         shmem THP is enabled); shared memory\n"
+		"                         hugetlb: shared 2 MiB hugetlb memfd; grows\n"
+		"                         the pool (root) if it is too small\n"
+		"                       Local migration by passing the RAM's fd (not\n"
+		"                       yet) will need a shared one: memfd or hugetlb\n"
 		"  --vcpus N            vCPU threads, 1-%u (default 2)\n"
 		"  --workload W         ab | random | fill | text | idle (default ab)\n"
 		"                         ab: sweep pages incrementing a counter\n"
@@ -134,7 +138,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		return 0;
 	case 'b':
 		if (vm_backend_parse(arg, &o->backend))
-			return bad_arg("--memory-backend '%s': need memfd, anon or hugetlb", arg);
+			return bad_arg("--memory-backend '%s': need anon, memfd or hugetlb", arg);
 		return 0;
 	case 'c':
 		if (parse_uint(arg, 1, MAX_VCPUS, &v))
@@ -222,7 +226,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	int opt, rc;
 
 	o->mem_size = 256ull << 20;
-	o->backend = VM_MEM_MEMFD;
+	o->backend = VM_MEM_ANON;
 	o->nvcpus = 2;
 	o->workload = VM_WL_AB;
 	o->dirty_rate = -1;

@@ -68,8 +68,9 @@ enum vm_workload {
 
 /* What guest RAM is made of (--memory-backend). */
 enum vm_backend {
-	VM_MEM_MEMFD = 0,   /* shared memfd, 4 KiB pages here (the default) */
-	VM_MEM_ANON = 1,    /* private anonymous, MADV_HUGEPAGE; no fd */
+	VM_MEM_MEMFD = 0,   /* shared memfd, 4 KiB pages here */
+	VM_MEM_ANON = 1,    /* private anonymous, MADV_HUGEPAGE; no fd (the
+			       default: the fastest that needs no setup) */
 	VM_MEM_HUGETLB = 2, /* memfd of 2 MiB hugetlb pages */
 };
 
