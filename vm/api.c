@@ -346,7 +346,13 @@ static json_object *status_json(struct vm *vm)
 	json_object *o = json_object_new_object();
 	json_object *gj = json_object_new_object(), *report = NULL;
 	int verified = vm_verified(vm);
+	char err[256];
+	unsigned pct;
+	const char *state = vm_guest_state(vm, &pct, err, sizeof(err));
 
+	json_object_object_add(gj, "state", jstr(state));
+	json_object_object_add(gj, "populated_pct", ju64(pct));
+	json_object_object_add(gj, "error", err[0] ? jstr(err) : NULL);
 	json_object_object_add(gj, "running", json_object_new_boolean(guest_running(g)));
 	json_object_object_add(gj, "workload", jstr(vm_workload_name(g->workload)));
 	json_object_object_add(gj, "memory", ju64(g->mem_size));
@@ -377,6 +383,17 @@ static void wake_loop(struct vm_api *api)
 	ssize_t n = write(api->wake_fd, &one, sizeof(one));
 
 	(void)n; /* a full counter already means "wake up" */
+}
+
+/**
+ * api_wake() - wake the API loop so it looks at the VM again (it exits
+ * when initialisation failed). Any thread; nothing before api_open().
+ * @vm: the VM.
+ */
+void api_wake(struct vm *vm)
+{
+	if (vm->api)
+		wake_loop(vm->api);
 }
 
 /* Write what the socket takes now. Caller holds api->lock. */
@@ -978,6 +995,9 @@ int api_run(struct vm *vm)
 		if ((p[PFD_WAKE].revents & POLLIN) &&
 		    read(api->wake_fd, &cnt, sizeof(cnt)) < 0)
 			cnt = 0;
+		/* A guest that cannot start ends the process (main.c). */
+		if (atomic_load(&vm->init.state) == VM_INIT_FAILED)
+			api->quit = true;
 		if (p[PFD_LISTEN].revents & POLLIN)
 			client_accept(vm);
 		poll_clients(vm, p, n, who);

@@ -583,7 +583,8 @@ static void shares_init(struct guest *g)
 }
 
 /**
- * guest_init() - create guest RAM and the (not yet started) vCPUs.
+ * guest_init() - create guest RAM (mapped; guest_ram_populate() allocates
+ * it) and the (not yet started) vCPUs.
  * @g: the guest, zeroed or not; everything is initialised here.
  * @o: the options (memory size, vCPUs, workload, dirty rate).
  *

@@ -446,6 +446,35 @@ static void mig_store_report(struct vm *vm, json_object *report, int verified,
 	pthread_mutex_unlock(&vm->mig.lock);
 }
 
+/* A migrate sent while the guest initialises waits here until it is
+ * ready (a cancel ends the wait; the session then sees it). Returns 0 to
+ * go on, or FERRY_EVMM with @st and @errmsg filled when it never will. */
+static int init_wait(struct vm *vm, struct ferry_stats *st, char *errmsg,
+		     size_t errlen)
+{
+	int state;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	while ((state = atomic_load(&vm->init.state)) == VM_INIT_RUNNING &&
+	       !atomic_load(&vm->mig.cancel_requested) && !vm->mig.stopping)
+		pthread_cond_wait(&vm->mig.cond, &vm->mig.lock);
+	if (state == VM_INIT_FAILED) {
+		memset(st, 0, sizeof(*st));
+		st->state = FERRY_STATE_FAILED;
+		st->error = FERRY_EVMM;
+		st->ram_bytes = vm->guest.mem_size;
+		snprintf(errmsg, errlen, "the guest failed to initialize%s%s",
+			 vm->init.err[0] ? ": " : "", vm->init.err);
+		vm->mig.last = *st;
+		vm->mig.have_last = true;
+		snprintf(vm->mig.last_err, sizeof(vm->mig.last_err),
+			 "the guest failed to initialize%s%.400s",
+			 vm->init.err[0] ? ": " : "", vm->init.err);
+	}
+	pthread_mutex_unlock(&vm->mig.lock);
+	return state == VM_INIT_FAILED ? FERRY_EVMM : 0;
+}
+
 static void *send_main(void *arg)
 {
 	struct vm *vm = arg;
@@ -455,7 +484,9 @@ static void *send_main(void *arg)
 	json_object *report, *event, *v;
 	int rc;
 
-	rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
+	rc = init_wait(vm, &st, errmsg, sizeof(errmsg));
+	if (!rc)
+		rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
 	report = api_report(vm, rc, &st, errmsg, st.peer_note);
 	api_log_result("migration", rc, &st, errmsg, report);
 	event = json_object_new_object();
@@ -643,7 +674,12 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 	} else if (vm->mig.migrated) {
 		snprintf(err, errlen, "the guest was migrated away");
 		e = VM_ERR_STATE;
-	} else if (!guest_running(&vm->guest)) {
+	} else if (atomic_load(&vm->init.state) == VM_INIT_FAILED) {
+		snprintf(err, errlen, "the guest failed to initialize");
+		e = VM_ERR_STATE;
+	} else if (atomic_load(&vm->init.state) == VM_INIT_DONE &&
+		   !guest_running(&vm->guest)) {
+		/* While it initialises, the migration thread waits for it. */
 		snprintf(err, errlen, "the guest is not running");
 		e = VM_ERR_STATE;
 	}
@@ -695,6 +731,7 @@ enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen)
 		atomic_store(&vm->mig.cancel_requested, true);
 		if (vm->mig.session)
 			ferry_session_cancel(vm->mig.session);
+		pthread_cond_broadcast(&vm->mig.cond); /* a wait for init */
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
 	return e;
@@ -731,6 +768,109 @@ static void mig_shutdown(struct vm *vm)
 	if (vm->mig.joinable)
 		pthread_join(vm->mig.thread, NULL);
 	vm->mig.joinable = false;
+}
+
+/* --- start-up ----------------------------------------------------------- */
+
+/* Everything slow about starting: populate RAM and, on a source, start
+ * the vCPUs (a random guest writes all of its RAM first). */
+static int init_guest(struct vm *vm, char *err, size_t errlen)
+{
+	int rc;
+
+	rc = guest_ram_populate(&vm->guest, &vm->init.abort);
+	if (rc) {
+		snprintf(err, errlen, "cannot populate %" PRIu64 " MiB of guest RAM: %s",
+			 vm->guest.mem_size >> 20, strerror(-rc));
+		return rc;
+	}
+	if (vm->opts.incoming)
+		return 0; /* started parked, and listening, by main() */
+	rc = guest_start(&vm->guest, false);
+	if (rc)
+		snprintf(err, errlen, "cannot start vCPUs: %s", strerror(-rc));
+	return rc;
+}
+
+/* The init thread: the API already answers while it runs. A failure ends
+ * the process (the API loop is woken to exit), with the reason on stderr
+ * and in the status meanwhile. */
+static void *init_main(void *arg)
+{
+	struct vm *vm = arg;
+	char err[sizeof(vm->init.err)] = "";
+	int rc = init_guest(vm, err, sizeof(err));
+
+	if (rc && rc != -ECANCELED)
+		fprintf(stderr, "ferry-vm: %s\n", err);
+	pthread_mutex_lock(&vm->mig.lock);
+	snprintf(vm->init.err, sizeof(vm->init.err), "%s", err);
+	atomic_store(&vm->init.state, rc ? VM_INIT_FAILED : VM_INIT_DONE);
+	pthread_cond_broadcast(&vm->mig.cond);
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (rc)
+		api_wake(vm);
+	return NULL;
+}
+
+static int init_start(struct vm *vm)
+{
+	int rc = pthread_create(&vm->init.thread, NULL, init_main, vm);
+
+	if (rc) {
+		fprintf(stderr, "ferry-vm: cannot start the init thread: %s\n",
+			strerror(rc));
+		return -rc;
+	}
+	pthread_setname_np(vm->init.thread, "init");
+	vm->init.joinable = true;
+	return 0;
+}
+
+/* Stop populating (the process is exiting) and wait for the thread. */
+static void init_join(struct vm *vm)
+{
+	atomic_store(&vm->init.abort, true);
+	if (vm->init.joinable)
+		pthread_join(vm->init.thread, NULL);
+	vm->init.joinable = false;
+}
+
+/**
+ * vm_guest_state() - the guest's state as the status shows it.
+ * @vm: the VM.
+ * @populated_pct: receives how much of RAM is populated, in percent.
+ * @err: receives why initialisation failed ("" otherwise).
+ * @errlen: size of @err.
+ *
+ * Return: "initializing" (a source populating RAM), "failed", "incoming"
+ * (a destination waiting for its guest), "running", "paused" or
+ * "migrated" (the guest now runs at the destination).
+ */
+const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
+			   char *err, size_t errlen)
+{
+	struct guest *g = &vm->guest;
+	int st = atomic_load(&vm->init.state);
+	uint64_t done = atomic_load(&g->populated);
+	bool migrated, arrived;
+
+	*populated_pct = g->mem_size ? (unsigned)(done * 100 / g->mem_size) : 100;
+	pthread_mutex_lock(&vm->mig.lock);
+	snprintf(err, errlen, "%s", st == VM_INIT_FAILED ? vm->init.err : "");
+	migrated = vm->mig.migrated;
+	arrived = vm->mig.arrived;
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (st == VM_INIT_FAILED)
+		return "failed";
+	/* A destination receives while it populates. */
+	if (st == VM_INIT_RUNNING && !vm->opts.incoming)
+		return "initializing";
+	if (guest_running(g))
+		return "running";
+	if (migrated)
+		return "migrated";
+	return vm->opts.incoming && !arrived ? "incoming" : "paused";
 }
 
 /* --- self test ---------------------------------------------------------- */
@@ -883,28 +1023,46 @@ int main(int argc, char **argv)
 			strerror(-rc));
 		goto out_guest;
 	}
-	rc = guest_start(&vm.guest, vm.opts.incoming != NULL);
-	if (rc) {
-		fprintf(stderr, "ferry-vm: cannot start vCPUs: %s\n", strerror(-rc));
-		goto out_guest;
-	}
 	if (vm.opts.self_test) {
-		rc = self_test(&vm);
+		init_main(&vm);
+		rc = atomic_load(&vm.init.state) == VM_INIT_DONE ? self_test(&vm) : 1;
 		goto out_stop;
 	}
-	/* Listen for the migration before the API socket appears, so that
-	 * whoever waits for the socket finds the destination ready. */
-	if (vm.opts.incoming && (rc = incoming_start(&vm))) {
-		fprintf(stderr, "ferry-vm: cannot start receiving: %s\n",
-			strerror(-rc));
-		goto out_stop;
+	/* A destination's vCPUs start parked, which is quick, and it listens
+	 * for the migration before the API socket appears, so whoever waits
+	 * for the socket finds it ready. Receiving while the init thread
+	 * populates RAM is safe: population never changes what a page holds,
+	 * and nothing else writes a destination's RAM before its state is
+	 * loaded. */
+	if (vm.opts.incoming) {
+		rc = guest_start(&vm.guest, true);
+		if (rc) {
+			fprintf(stderr, "ferry-vm: cannot start vCPUs: %s\n",
+				strerror(-rc));
+			goto out_stop;
+		}
+		rc = incoming_start(&vm);
+		if (rc) {
+			fprintf(stderr, "ferry-vm: cannot start receiving: %s\n",
+				strerror(-rc));
+			goto out_stop;
+		}
 	}
+	/* The API answers at once, whatever the memory size: populating RAM
+	 * and starting a source's vCPUs happen on the init thread, and the
+	 * status says "initializing" until they are done. */
 	rc = api_open(&vm);
+	if (!rc)
+		rc = init_start(&vm);
 	if (!rc) {
 		log_startup(&vm);
 		rc = api_run(&vm);
 	}
+	if (atomic_load(&vm.init.state) == VM_INIT_FAILED &&
+	    !atomic_load(&vm.init.abort))
+		rc = 1;
 out_stop:
+	init_join(&vm);
 	mig_shutdown(&vm);
 	guest_stop(&vm.guest);
 	api_close(&vm);
