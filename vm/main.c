@@ -54,7 +54,10 @@ static void usage(FILE *f)
 		"                       (see docs/api-socket.md)\n"
 		"  --incoming URI       be a destination: vCPUs start paused and the VM\n"
 		"                       waits for a migration on URI (tcp:HOST:PORT,\n"
-		"                       unix:PATH)\n"
+		"                       unix:PATH); the guest then runs the workload\n"
+		"                       and dirty rate the stream says (--workload is\n"
+		"                       ignored, with a note); --memory and --vcpus\n"
+		"                       must match the source's\n"
 		"  --downtime-ms N      downtime limit for migrations (default 300)\n"
 		"  --no-verify          skip memory digests and invariant checks\n"
 		"  --proto-version-min N, --proto-version-max N\n"
@@ -148,6 +151,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'w':
 		if (vm_workload_parse(arg, &o->workload))
 			return bad_arg("--workload '%s': need ab, random, fill, text or idle", arg);
+		o->workload_given = true;
 		return 0;
 	case 'r':
 		errno = 0;

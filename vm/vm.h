@@ -250,6 +250,7 @@ struct vm_opts {
 	enum vm_backend backend;
 	unsigned nvcpus;
 	enum vm_workload workload;
+	bool workload_given; /* --workload was on the command line */
 	double dirty_rate; /* < 0: workload default */
 	const char *api_path;
 	const char *incoming;
@@ -307,6 +308,8 @@ bool guest_settled(struct guest *g);
 uint64_t guest_steps(struct guest *g);
 uint64_t guest_check_errors(struct guest *g);
 void guest_reset_derived(struct guest *g);
+double guest_default_rate(enum vm_workload w);
+void guest_set_workload(struct guest *g, enum vm_workload w, double rate);
 int guest_dirty_bitmap(struct guest *g, uint64_t *bitmap, size_t pages);
 uint64_t guest_digest(struct guest *g);
 bool guest_check_invariant(struct guest *g, uint64_t *pages_checked);

@@ -20,7 +20,7 @@ wait "$PID_big" 2>/dev/null
 
 # Migrate such a guest at once.
 port=$(free_port)
-start_vm dst --memory 1G --workload random --incoming "tcp:127.0.0.1:$port"
+start_vm dst --memory 1G --incoming "tcp:127.0.0.1:$port"
 start_vm_nowait src --memory 1G --workload random
 [ "$(first_state src)" = initializing ] || fail "first status of the source: $(cat "$T/src.first.json")"
 "$FERRY" migrate "$T/src.sock" "tcp:127.0.0.1:$port" --json >"$T/m.json" 2>"$T/m.log" ||
