@@ -362,7 +362,7 @@ static json_object *status_json(struct vm *vm)
 	json_object_object_add(gj, "throttle_pct", ju64(atomic_load(&g->throttle_pct)));
 	json_object_object_add(gj, "settled", json_object_new_boolean(guest_settled(g)));
 
-	json_object_object_add(o, "role", jstr(vm->opts.incoming ? "destination" : "source"));
+	json_object_object_add(o, "role", jstr(vm_role(vm)));
 	json_object_object_add(o, "guest", gj);
 	json_object_object_add(o, "migration", migration_json(vm));
 	json_object_object_add(o, "verified",
@@ -722,8 +722,6 @@ static json_object *cmd_migrate(struct vm *vm, struct api_client *c,
 	char err[256];
 	enum vm_err e;
 
-	if (vm->opts.incoming)
-		return make_error("InvalidState", "this VM is a migration destination");
 	if (!args) {
 		return make_error("InvalidArgument",
 				  "'uri' (a string like tcp:HOST:PORT) is required");
@@ -815,7 +813,7 @@ static void client_greet(struct vm *vm, struct api_client *c)
 	json_object *o = json_object_new_object(), *g = json_object_new_object();
 
 	json_object_object_add(g, "version", jstr(FERRY_VERSION_STRING));
-	json_object_object_add(g, "role", jstr(vm->opts.incoming ? "destination" : "source"));
+	json_object_object_add(g, "role", jstr(vm_role(vm)));
 	json_object_object_add(g, "pid", json_object_new_int((int)getpid()));
 	json_object_object_add(o, "ferry-vm", g);
 	reply(vm, c, o);

@@ -334,6 +334,23 @@ static void cb_log(void *opaque, int level, const char *msg)
 }
 
 /**
+ * vm_role() - "destination" while the VM waits for its guest to arrive,
+ * else "source" (a destination whose guest arrived may migrate on).
+ * @vm: the VM.
+ *
+ * Return: a static string.
+ */
+const char *vm_role(struct vm *vm)
+{
+	bool arrived;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	arrived = vm->mig.arrived;
+	pthread_mutex_unlock(&vm->mig.lock);
+	return vm->opts.incoming && !arrived ? "destination" : "source";
+}
+
+/**
  * vm_verified() - the verification verdict as the status shows it.
  * @vm: the VM.
  *
@@ -584,6 +601,11 @@ static void *recv_main(void *arg)
 
 			api_log_result("incoming migration", 0, &st, errmsg, report);
 			mig_store_report(vm, report, -2, false);
+			/* The guest runs here now: an ordinary VM, which
+			 * may migrate on. */
+			pthread_mutex_lock(&vm->mig.lock);
+			vm->mig.arrived = true;
+			pthread_mutex_unlock(&vm->mig.lock);
 			break;
 		}
 		pthread_mutex_lock(&vm->mig.lock);
@@ -669,8 +691,9 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 	int rc;
 
 	pthread_mutex_lock(&vm->mig.lock);
-	if (vm->opts.incoming) {
-		snprintf(err, errlen, "this VM is a migration destination");
+	if (vm->opts.incoming && !vm->mig.arrived) {
+		snprintf(err, errlen, "this VM is a migration destination waiting "
+			 "for its guest");
 		e = VM_ERR_STATE;
 	} else if (vm->mig.active) {
 		snprintf(err, errlen, "a migration is already running");

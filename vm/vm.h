@@ -332,6 +332,7 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 			     uint64_t client, char *err, size_t errlen);
 enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen);
 int vm_verified(struct vm *vm);
+const char *vm_role(struct vm *vm);
 const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
 			   char *err, size_t errlen);
 
