@@ -317,14 +317,17 @@ void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 		v ? (json_object_get_boolean(v) ? "true" : "false") : "null");
 }
 
-/* The migration member of the status: the live session, else the last. */
+/* The migration member of the status: the live session, else the last;
+ * on a destination also its last failed attempt. */
 static json_object *migration_json(struct vm *vm)
 {
 	struct ferry_stats st;
 	char err[512] = "";
+	json_object *o, *failure;
 
 	memset(&st, 0, sizeof(st));
 	pthread_mutex_lock(&vm->mig.lock);
+	failure = api_copy(vm->mig.last_failure);
 	if (vm->mig.session) {
 		ferry_session_stats(vm->mig.session, &st);
 		if (st.error)
@@ -337,7 +340,9 @@ static json_object *migration_json(struct vm *vm)
 		st.ram_bytes = vm->guest.mem_size;
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
-	return stats_json(&st, err);
+	o = stats_json(&st, err);
+	json_object_object_add(o, "last_failure", failure);
+	return o;
 }
 
 static json_object *status_json(struct vm *vm)

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vm.h"
@@ -577,6 +578,36 @@ static void cb_errmsg(void *opaque, char *buf, size_t len)
 	pthread_mutex_unlock(&vm->mig.lock);
 }
 
+/* A failed (or cancelled) incoming attempt: its report becomes the last
+ * report, and the status's migration object shows it as last_failure,
+ * with the time, while the destination listens again. */
+static void recv_failed(struct vm *vm, int rc, const struct ferry_stats *st,
+			const char *errmsg)
+{
+	json_object *report = api_report(vm, rc, st, errmsg, "");
+	json_object *f = json_object_new_object(), *v;
+	struct timespec now;
+	struct tm tm;
+	char at[64];
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(at + strlen(at), sizeof(at) - strlen(at), ".%03ldZ",
+		 now.tv_nsec / 1000000);
+	v = json_object_object_get(report, "status");
+	json_object_object_add(f, "state", api_copy(v));
+	v = json_object_object_get(report, "error");
+	json_object_object_add(f, "error", api_copy(v));
+	json_object_object_add(f, "at", json_object_new_string(at));
+	json_object_object_add(f, "report", api_copy(report));
+	pthread_mutex_lock(&vm->mig.lock);
+	json_object_put(vm->mig.last_failure);
+	vm->mig.last_failure = f;
+	pthread_mutex_unlock(&vm->mig.lock);
+	mig_store_report(vm, report, -2, false);
+}
+
 static void *recv_main(void *arg)
 {
 	struct vm *vm = arg;
@@ -616,13 +647,11 @@ static void *recv_main(void *arg)
 		/* A listener that keeps failing the same way says so once. */
 		if (!fails || !listen_error(rc))
 			api_log_result("incoming migration", rc, &st, errmsg, NULL);
+		recv_failed(vm, rc, &st, errmsg);
 		/* A snapshot file restores once: reading it again changes
 		 * nothing. The failure stays in the status. */
-		if (!strncmp(vm->mig.uri, "file:", 5)) {
-			mig_store_report(vm, api_report(vm, rc, &st, errmsg, ""),
-					 -2, false);
+		if (!strncmp(vm->mig.uri, "file:", 5))
 			break;
-		}
 		if (!recv_backoff(vm, rc, &fails))
 			break;
 	}
@@ -1097,6 +1126,7 @@ out_guest:
 	guest_fini(&vm.guest);
 	vm_state_fini(&vm);
 	json_object_put(vm.mig.report);
+	json_object_put(vm.mig.last_failure);
 	pthread_cond_destroy(&vm.mig.cond);
 	pthread_mutex_destroy(&vm.mig.lock);
 	return rc ? 1 : 0;

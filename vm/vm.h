@@ -207,6 +207,8 @@ struct vm_mig {
 	bool have_last;
 	char last_err[512];
 	json_object *report; /* the last report, owned */
+	json_object *last_failure; /* destination: the last failed or cancelled
+				      attempt (state, error, at, report), owned */
 	int verified;	     /* -1 unknown (null), 0 false, 1 true */
 	struct guest_verify check; /* destination: last load check */
 	char note[256];		   /* destination: the note we sent */
