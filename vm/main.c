@@ -929,6 +929,26 @@ const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
 	return vm->opts.incoming && !arrived ? "incoming" : "paused";
 }
 
+/* A destination's vCPUs start parked, which is quick, and it listens for
+ * the migration before the API socket appears, so whoever waits for the
+ * socket finds it ready. Receiving while the init thread populates RAM is
+ * safe: population never changes what a page holds, and nothing else
+ * writes a destination's RAM before its state is loaded. */
+static int incoming_setup(struct vm *vm)
+{
+	int rc = guest_start(&vm->guest, true);
+
+	if (rc) {
+		fprintf(stderr, "ferry-vm: cannot start vCPUs: %s\n", strerror(-rc));
+		return rc;
+	}
+	rc = incoming_start(vm);
+	if (rc)
+		fprintf(stderr, "ferry-vm: cannot start receiving: %s\n",
+			strerror(-rc));
+	return rc;
+}
+
 /* --- self test ---------------------------------------------------------- */
 
 /* Latency of pause (until every vCPU parked) and of resume (until every
@@ -1084,26 +1104,8 @@ int main(int argc, char **argv)
 		rc = atomic_load(&vm.init.state) == VM_INIT_DONE ? self_test(&vm) : 1;
 		goto out_stop;
 	}
-	/* A destination's vCPUs start parked, which is quick, and it listens
-	 * for the migration before the API socket appears, so whoever waits
-	 * for the socket finds it ready. Receiving while the init thread
-	 * populates RAM is safe: population never changes what a page holds,
-	 * and nothing else writes a destination's RAM before its state is
-	 * loaded. */
-	if (vm.opts.incoming) {
-		rc = guest_start(&vm.guest, true);
-		if (rc) {
-			fprintf(stderr, "ferry-vm: cannot start vCPUs: %s\n",
-				strerror(-rc));
-			goto out_stop;
-		}
-		rc = incoming_start(&vm);
-		if (rc) {
-			fprintf(stderr, "ferry-vm: cannot start receiving: %s\n",
-				strerror(-rc));
-			goto out_stop;
-		}
-	}
+	if (vm.opts.incoming && (rc = incoming_setup(&vm)))
+		goto out_stop;
 	/* The API answers at once, whatever the memory size: populating RAM
 	 * and starting a source's vCPUs happen on the init thread, and the
 	 * status says "initializing" until they are done. */
