@@ -54,8 +54,8 @@ const char cli_demo_usage[] =
 	"                       fill and text write RAM once (random data,\n"
 	"                       compressible words), then idle\n"
 	"  --dirty-rate R       the source guest's write rate in MB/s\n"
-	"  --memory-backend B   memfd, anon (transparent huge pages) or hugetlb\n"
-	"                       (default memfd)\n"
+	"  --memory-backend B   anon (transparent huge pages), memfd or hugetlb\n"
+	"                       (default anon, as ferry-vm's)\n"
 	"  --verify MODE        how both VMs check the migrated guest: background\n"
 	"                       (default: after the pause, so the downtime does\n"
 	"                       not include it), strict (inside the pause, as part\n"
@@ -487,11 +487,9 @@ static int demo_sleep(struct demo *d, int ms, char *err, size_t errlen)
 static int connect_vm(struct demo *d, struct vm_proc *vm, const char *role,
 		      char *err, size_t errlen)
 {
-	/* ferry-vm allocates and touches guest RAM before it listens. On
-	 * this virtualised machine, memory another process just freed took
-	 * over 3 s/GiB to touch again; the wait only matters for a VM that
+	/* ferry-vm answers at once; the wait only matters for a VM that
 	 * hangs, since one that dies is noticed at once. */
-	int timeout = READY_TIMEOUT_MS + (int)(d->o.memory >> 30) * 5000;
+	int timeout = READY_TIMEOUT_MS;
 	int64_t deadline = now_ms() + timeout;
 	char cerr[300] = "";
 	int ret;
@@ -545,6 +543,46 @@ static int query_status(struct vm_proc *vm, json_object **st, char *err,
 		return demo_fail(err, errlen, "%s ferry-vm: %s", vm->name,
 				 api_client_errmsg(vm->api));
 	return 0;
+}
+
+/* Wait until the VM finished initializing: its guest runs, or on a
+ * destination waits for the migration ("incoming"). ferry-vm populates
+ * guest RAM after its API answers. On this virtualised machine, memory
+ * another process just freed took over 3 s/GiB to touch again. A
+ * ferry-vm that does not say (no "guest.state") is taken as ready. */
+static int wait_ready(struct demo *d, struct vm_proc *vm, char *err,
+		      size_t errlen)
+{
+	int timeout = READY_TIMEOUT_MS + (int)(d->o.memory >> 30) * 5000;
+	int64_t start = now_ms();
+	json_object *st, *v;
+	const char *state;
+	bool ready;
+
+	for (;;) {
+		if (check_vms(d, err, errlen) < 0 ||
+		    query_status(vm, &st, err, errlen) < 0)
+			return -1;
+		v = cli_get(st, "guest.state");
+		state = v ? json_object_get_string(v) : "running";
+		ready = strcmp(state, "initializing") != 0;
+		if (!strcmp(state, "failed")) {
+			v = cli_get(st, "guest.error");
+			demo_fail(err, errlen, "the %s ferry-vm failed to initialize: %s",
+				  vm->name, v ? json_object_get_string(v) : "?");
+			json_object_put(st);
+			return -1;
+		}
+		json_object_put(st);
+		if (ready)
+			return 0;
+		if (now_ms() - start > timeout)
+			return demo_fail(err, errlen, "the %s ferry-vm did not "
+					 "initialize within %d s", vm->name,
+					 timeout / 1000);
+		if (demo_sleep(d, 20, err, errlen) < 0)
+			return -1;
+	}
 }
 
 /* Wait until the source workload reached its steady state (fill writes
@@ -636,7 +674,9 @@ static int demo_setup(struct demo *d, char *err, size_t errlen)
 	    spawn_vm(d, &d->src, false, err, errlen) < 0)
 		return -1;
 	if (connect_vm(d, &d->dst, "destination", err, errlen) < 0 ||
-	    connect_vm(d, &d->src, "source", err, errlen) < 0)
+	    connect_vm(d, &d->src, "source", err, errlen) < 0 ||
+	    wait_ready(d, &d->dst, err, errlen) < 0 ||
+	    wait_ready(d, &d->src, err, errlen) < 0)
 		return -1;
 	return wait_settled(d, err, errlen);
 }

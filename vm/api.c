@@ -414,14 +414,17 @@ void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 		v ? (json_object_get_boolean(v) ? "true" : "false") : "null");
 }
 
-/* The migration member of the status: the live session, else the last. */
+/* The migration member of the status: the live session, else the last;
+ * on a destination also its last failed attempt. */
 static json_object *migration_json(struct vm *vm)
 {
 	struct ferry_stats st;
 	char err[512] = "";
+	json_object *o, *failure;
 
 	memset(&st, 0, sizeof(st));
 	pthread_mutex_lock(&vm->mig.lock);
+	failure = api_copy(vm->mig.last_failure);
 	if (vm->mig.session) {
 		ferry_session_stats(vm->mig.session, &st);
 		if (st.error)
@@ -434,7 +437,9 @@ static json_object *migration_json(struct vm *vm)
 		st.ram_bytes = vm->guest.mem_size;
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
-	return stats_json(&st, err);
+	o = stats_json(&st, err);
+	json_object_object_add(o, "last_failure", failure);
+	return o;
 }
 
 /* A destination waiting for its source: where it listens (the port the
@@ -459,7 +464,13 @@ static json_object *status_json(struct vm *vm)
 	json_object *o = json_object_new_object();
 	json_object *gj = json_object_new_object(), *report = NULL;
 	int verified = vm_verified(vm);
+	char err[256];
+	unsigned pct;
+	const char *state = vm_guest_state(vm, &pct, err, sizeof(err));
 
+	json_object_object_add(gj, "state", jstr(state));
+	json_object_object_add(gj, "populated_pct", ju64(pct));
+	json_object_object_add(gj, "error", err[0] ? jstr(err) : NULL);
 	json_object_object_add(gj, "running", json_object_new_boolean(guest_running(g)));
 	json_object_object_add(gj, "workload", jstr(vm_workload_name(g->workload)));
 	json_object_object_add(gj, "memory", ju64(g->mem_size));
@@ -469,7 +480,7 @@ static json_object *status_json(struct vm *vm)
 	json_object_object_add(gj, "throttle_pct", ju64(atomic_load(&g->throttle_pct)));
 	json_object_object_add(gj, "settled", json_object_new_boolean(guest_settled(g)));
 
-	json_object_object_add(o, "role", jstr(vm->opts.incoming ? "destination" : "source"));
+	json_object_object_add(o, "role", jstr(vm_role(vm)));
 	if (vm->opts.incoming)
 		json_object_object_add(o, "listening", listening_json(vm));
 	json_object_object_add(o, "guest", gj);
@@ -492,6 +503,17 @@ static void wake_loop(struct vm_api *api)
 	ssize_t n = write(api->wake_fd, &one, sizeof(one));
 
 	(void)n; /* a full counter already means "wake up" */
+}
+
+/**
+ * api_wake() - wake the API loop so it looks at the VM again (it exits
+ * when initialisation failed). Any thread; nothing before api_open().
+ * @vm: the VM.
+ */
+void api_wake(struct vm *vm)
+{
+	if (vm->api)
+		wake_loop(vm->api);
 }
 
 /* Write what the socket takes now. Caller holds api->lock. */
@@ -801,8 +823,6 @@ static json_object *cmd_migrate(struct vm *vm, struct api_client *c,
 	char err[256];
 	enum vm_err e;
 
-	if (vm->opts.incoming)
-		return make_error("InvalidState", "this VM is a migration destination");
 	if (!args) {
 		return make_error("InvalidArgument",
 				  "'uri' (a string like tcp:HOST:PORT) is required");
@@ -894,7 +914,7 @@ static void client_greet(struct vm *vm, struct api_client *c)
 	json_object *o = json_object_new_object(), *g = json_object_new_object();
 
 	json_object_object_add(g, "version", jstr(FERRY_VERSION_STRING));
-	json_object_object_add(g, "role", jstr(vm->opts.incoming ? "destination" : "source"));
+	json_object_object_add(g, "role", jstr(vm_role(vm)));
 	json_object_object_add(g, "pid", json_object_new_int((int)getpid()));
 	json_object_object_add(o, "ferry-vm", g);
 	reply(vm, c, o);
@@ -1210,6 +1230,9 @@ int api_run(struct vm *vm)
 		    read(api->wake_fd, &cnt, sizeof(cnt)) < 0)
 			cnt = 0;
 		poll_clients(vm, p, n, who);
+		/* A guest that cannot start ends the process (main.c). */
+		if (atomic_load(&vm->init.state) == VM_INIT_FAILED)
+			api->quit = true;
 		/* Last: accepting may evict and free a client in who[]. */
 		if (p[PFD_LISTEN].revents & POLLIN)
 			client_accept(vm);

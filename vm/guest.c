@@ -597,7 +597,40 @@ static void shares_init(struct guest *g)
 }
 
 /**
- * guest_init() - create guest RAM and the (not yet started) vCPUs.
+ * guest_default_rate() - the dirty rate a workload runs at unless told.
+ * @w: the workload.
+ *
+ * Return: MB/s (10^6 B/s) for the whole guest; 0 for an unpaced one.
+ */
+double guest_default_rate(enum vm_workload w)
+{
+	return w == VM_WL_AB ? 50 : w == VM_WL_RANDOM ? 100 : 0;
+}
+
+/**
+ * guest_set_workload() - set what the guest runs and how fast, and the
+ * pacing that follows. Before guest_start(), or with the guest paused
+ * (a destination adopting the stream's workload); guest_reset_derived()
+ * then recomputes the pending fills.
+ * @g: the guest, nvcpus set.
+ * @w: the workload.
+ * @rate: MB/s for the whole guest, 0 = unpaced, < 0 = the workload's
+ *        default.
+ */
+void guest_set_workload(struct guest *g, enum vm_workload w, double rate)
+{
+	if (rate < 0)
+		rate = guest_default_rate(w);
+	g->workload = w;
+	g->dirty_rate = rate;
+	/* fill and text write their RAM once, unpaced unless a rate is
+	 * given. */
+	g->pages_per_ns = rate * 1e6 / VM_PAGE_SIZE / g->nvcpus / 1e9;
+}
+
+/**
+ * guest_init() - create guest RAM (mapped; guest_ram_populate() allocates
+ * it) and the (not yet started) vCPUs.
  * @g: the guest, zeroed or not; everything is initialised here.
  * @o: the options (memory size, vCPUs, workload, dirty rate).
  *
@@ -605,22 +638,13 @@ static void shares_init(struct guest *g)
  */
 int guest_init(struct guest *g, const struct vm_opts *o)
 {
-	double rate = o->dirty_rate;
-
 	memset(g, 0, sizeof(*g));
 	g->memfd = -1;
 	g->backend = o->backend;
 	g->mem_size = o->mem_size;
 	g->npages = o->mem_size / VM_PAGE_SIZE;
 	g->nvcpus = o->nvcpus;
-	g->workload = o->workload;
-	if (rate < 0)
-		rate = o->workload == VM_WL_AB ? 50 :
-		       o->workload == VM_WL_RANDOM ? 100 : 0;
-	g->dirty_rate = rate;
-	/* fill and text write their RAM once, unpaced unless a rate is
-	 * given. */
-	g->pages_per_ns = rate * 1e6 / VM_PAGE_SIZE / g->nvcpus / 1e9;
+	guest_set_workload(g, o->workload, o->dirty_rate);
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_cond_init(&g->parked_cond, NULL);
 	pthread_cond_init(&g->run_cond, NULL);

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "migrate_args.h"
@@ -31,11 +32,15 @@ static void usage(FILE *f)
 		"\n"
 		"  --memory SIZE        guest RAM, K/M/G suffixes, a multiple of 4K,\n"
 		"                       at least 1M (default 256M)\n"
-		"  --memory-backend B   memfd | anon | hugetlb (default memfd)\n"
-		"                         memfd: shared memfd (4 KiB pages here)\n"
-		"                         anon: private memory, transparent huge pages\n"
-		"                         hugetlb: 2 MiB hugetlb memfd; grows the\n"
-		"                         pool (root) if it is too small\n"
+		"  --memory-backend B   anon | memfd | hugetlb (default anon)\n"
+		"                         anon: private memory with transparent huge\n"
+		"                         pages; fastest, needs no host setup\n"
+		"                         memfd: shared memfd (4 KiB pages unless\n"
+		"                         shmem THP is enabled); shared memory\n"
+		"                         hugetlb: shared 2 MiB hugetlb memfd; grows\n"
+		"                         the pool (root) if it is too small\n"
+		"                       Local migration by passing the RAM's fd (not\n"
+		"                       yet) will need a shared one: memfd or hugetlb\n"
 		"  --vcpus N            vCPU threads, 1-%u (default 2)\n"
 		"  --workload W         ab | random | fill | text | idle (default ab)\n"
 		"                         ab: sweep pages incrementing a counter\n"
@@ -53,7 +58,11 @@ static void usage(FILE *f)
 		"  --incoming URI       be a destination: vCPUs start paused and the VM\n"
 		"                       waits for a migration on URI (tcp:HOST:PORT,\n"
 		"                       unix:PATH), or restores the snapshot file:PATH\n"
-		"                       that 'ferry migrate SOCKET file:PATH' wrote\n"
+		"                       that 'ferry migrate SOCKET file:PATH' wrote; the\n"
+		"                       guest then runs the workload and dirty rate the\n"
+		"                       stream says (--workload is ignored, with a\n"
+		"                       note); --memory and --vcpus must match the\n"
+		"                       source's\n"
 		"  --downtime-ms N      downtime limit for migrations (default 300)\n"
 		"  --verify MODE        background | strict | off (default background):\n"
 		"                       how a migrated guest is checked (memory digests\n"
@@ -149,7 +158,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		return 0;
 	case 'b':
 		if (vm_backend_parse(arg, &o->backend))
-			return bad_arg("--memory-backend '%s': need memfd, anon or hugetlb", arg);
+			return bad_arg("--memory-backend '%s': need anon, memfd or hugetlb", arg);
 		return 0;
 	case 'c':
 		if (parse_uint(arg, 1, MAX_VCPUS, &v))
@@ -159,6 +168,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'w':
 		if (vm_workload_parse(arg, &o->workload))
 			return bad_arg("--workload '%s': need ab, random, fill, text or idle", arg);
+		o->workload_given = true;
 		return 0;
 	case 'r':
 		errno = 0;
@@ -249,7 +259,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	int opt, rc;
 
 	o->mem_size = 256ull << 20;
-	o->backend = VM_MEM_MEMFD;
+	o->backend = VM_MEM_ANON;
 	o->nvcpus = 2;
 	o->workload = VM_WL_AB;
 	o->dirty_rate = -1;
@@ -338,6 +348,23 @@ static void cb_log(void *opaque, int level, const char *msg)
 
 	if (level <= vm->log_level)
 		fprintf(stderr, "ferry-vm: engine: %s\n", msg);
+}
+
+/**
+ * vm_role() - "destination" while the VM waits for its guest to arrive,
+ * else "source" (a destination whose guest arrived may migrate on).
+ * @vm: the VM.
+ *
+ * Return: a static string.
+ */
+const char *vm_role(struct vm *vm)
+{
+	bool arrived;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	arrived = vm->mig.arrived;
+	pthread_mutex_unlock(&vm->mig.lock);
+	return vm->opts.incoming && !arrived ? "destination" : "source";
 }
 
 /**
@@ -458,6 +485,35 @@ static void mig_store_report(struct vm *vm, json_object *report, int verified,
 	pthread_mutex_unlock(&vm->mig.lock);
 }
 
+/* A migrate sent while the guest initialises waits here until it is
+ * ready (a cancel ends the wait; the session then sees it). Returns 0 to
+ * go on, or FERRY_EVMM with @st and @errmsg filled when it never will. */
+static int init_wait(struct vm *vm, struct ferry_stats *st, char *errmsg,
+		     size_t errlen)
+{
+	int state;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	while ((state = atomic_load(&vm->init.state)) == VM_INIT_RUNNING &&
+	       !atomic_load(&vm->mig.cancel_requested) && !vm->mig.stopping)
+		pthread_cond_wait(&vm->mig.cond, &vm->mig.lock);
+	if (state == VM_INIT_FAILED) {
+		memset(st, 0, sizeof(*st));
+		st->state = FERRY_STATE_FAILED;
+		st->error = FERRY_EVMM;
+		st->ram_bytes = vm->guest.mem_size;
+		snprintf(errmsg, errlen, "the guest failed to initialize%s%s",
+			 vm->init.err[0] ? ": " : "", vm->init.err);
+		vm->mig.last = *st;
+		vm->mig.have_last = true;
+		snprintf(vm->mig.last_err, sizeof(vm->mig.last_err),
+			 "the guest failed to initialize%s%.400s",
+			 vm->init.err[0] ? ": " : "", vm->init.err);
+	}
+	pthread_mutex_unlock(&vm->mig.lock);
+	return state == VM_INIT_FAILED ? FERRY_EVMM : 0;
+}
+
 static void *send_main(void *arg)
 {
 	struct vm *vm = arg;
@@ -467,7 +523,9 @@ static void *send_main(void *arg)
 	json_object *report, *event, *v;
 	int rc;
 
-	rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
+	rc = init_wait(vm, &st, errmsg, sizeof(errmsg));
+	if (!rc)
+		rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
 	vm_verify_source(vm, rc, st.peer_note);
 	report = api_report(vm, rc, &st, errmsg, st.peer_note);
 	api_log_result("migration", rc, &st, errmsg, report);
@@ -538,6 +596,36 @@ static void cb_errmsg(void *opaque, char *buf, size_t len)
 	pthread_mutex_unlock(&vm->mig.lock);
 }
 
+/* A failed (or cancelled) incoming attempt: its report becomes the last
+ * report, and the status's migration object shows it as last_failure,
+ * with the time, while the destination listens again. */
+static void recv_failed(struct vm *vm, int rc, const struct ferry_stats *st,
+			const char *errmsg)
+{
+	json_object *report = api_report(vm, rc, st, errmsg, "");
+	json_object *f = json_object_new_object(), *v;
+	struct timespec now;
+	struct tm tm;
+	char at[64];
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(at + strlen(at), sizeof(at) - strlen(at), ".%03ldZ",
+		 now.tv_nsec / 1000000);
+	v = json_object_object_get(report, "status");
+	json_object_object_add(f, "state", api_copy(v));
+	v = json_object_object_get(report, "error");
+	json_object_object_add(f, "error", api_copy(v));
+	json_object_object_add(f, "at", json_object_new_string(at));
+	json_object_object_add(f, "report", api_copy(report));
+	pthread_mutex_lock(&vm->mig.lock);
+	json_object_put(vm->mig.last_failure);
+	vm->mig.last_failure = f;
+	pthread_mutex_unlock(&vm->mig.lock);
+	mig_store_report(vm, report, -2, false);
+}
+
 static void *recv_main(void *arg)
 {
 	struct vm *vm = arg;
@@ -562,6 +650,11 @@ static void *recv_main(void *arg)
 
 			api_log_result("incoming migration", 0, &st, errmsg, report);
 			mig_store_report(vm, report, -2, false);
+			/* The guest runs here now: an ordinary VM, which
+			 * may migrate on. */
+			pthread_mutex_lock(&vm->mig.lock);
+			vm->mig.arrived = true;
+			pthread_mutex_unlock(&vm->mig.lock);
 			break;
 		}
 		pthread_mutex_lock(&vm->mig.lock);
@@ -572,13 +665,11 @@ static void *recv_main(void *arg)
 		/* A listener that keeps failing the same way says so once. */
 		if (!fails || !listen_error(rc))
 			api_log_result("incoming migration", rc, &st, errmsg, NULL);
+		recv_failed(vm, rc, &st, errmsg);
 		/* A snapshot file restores once: reading it again changes
 		 * nothing. The failure stays in the status. */
-		if (!strncmp(vm->mig.uri, "file:", 5)) {
-			mig_store_report(vm, api_report(vm, rc, &st, errmsg, ""),
-					 -2, false);
+		if (!strncmp(vm->mig.uri, "file:", 5))
 			break;
-		}
 		if (!recv_backoff(vm, rc, &fails))
 			break;
 	}
@@ -647,8 +738,9 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 	int rc;
 
 	pthread_mutex_lock(&vm->mig.lock);
-	if (vm->opts.incoming) {
-		snprintf(err, errlen, "this VM is a migration destination");
+	if (vm->opts.incoming && !vm->mig.arrived) {
+		snprintf(err, errlen, "this VM is a migration destination waiting "
+			 "for its guest");
 		e = VM_ERR_STATE;
 	} else if (vm->mig.active) {
 		snprintf(err, errlen, "a migration is already running");
@@ -656,7 +748,12 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 	} else if (vm->mig.migrated) {
 		snprintf(err, errlen, "the guest was migrated away");
 		e = VM_ERR_STATE;
-	} else if (!guest_running(&vm->guest)) {
+	} else if (atomic_load(&vm->init.state) == VM_INIT_FAILED) {
+		snprintf(err, errlen, "the guest failed to initialize");
+		e = VM_ERR_STATE;
+	} else if (atomic_load(&vm->init.state) == VM_INIT_DONE &&
+		   !guest_running(&vm->guest)) {
+		/* While it initialises, the migration thread waits for it. */
 		snprintf(err, errlen, "the guest is not running");
 		e = VM_ERR_STATE;
 	}
@@ -708,6 +805,7 @@ enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen)
 		atomic_store(&vm->mig.cancel_requested, true);
 		if (vm->mig.session)
 			ferry_session_cancel(vm->mig.session);
+		pthread_cond_broadcast(&vm->mig.cond); /* a wait for init */
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
 	return e;
@@ -744,6 +842,129 @@ static void mig_shutdown(struct vm *vm)
 	if (vm->mig.joinable)
 		pthread_join(vm->mig.thread, NULL);
 	vm->mig.joinable = false;
+}
+
+/* --- start-up ----------------------------------------------------------- */
+
+/* Everything slow about starting: populate RAM and, on a source, start
+ * the vCPUs (a random guest writes all of its RAM first). */
+static int init_guest(struct vm *vm, char *err, size_t errlen)
+{
+	int rc;
+
+	rc = guest_ram_populate(&vm->guest, &vm->init.abort);
+	if (rc) {
+		snprintf(err, errlen, "cannot populate %" PRIu64 " MiB of guest RAM: %s",
+			 vm->guest.mem_size >> 20, strerror(-rc));
+		return rc;
+	}
+	if (vm->opts.incoming)
+		return 0; /* started parked, and listening, by main() */
+	rc = guest_start(&vm->guest, false);
+	if (rc)
+		snprintf(err, errlen, "cannot start vCPUs: %s", strerror(-rc));
+	return rc;
+}
+
+/* The init thread: the API already answers while it runs. A failure ends
+ * the process (the API loop is woken to exit), with the reason on stderr
+ * and in the status meanwhile. */
+static void *init_main(void *arg)
+{
+	struct vm *vm = arg;
+	char err[sizeof(vm->init.err)] = "";
+	int rc = init_guest(vm, err, sizeof(err));
+
+	if (rc && rc != -ECANCELED)
+		fprintf(stderr, "ferry-vm: %s\n", err);
+	pthread_mutex_lock(&vm->mig.lock);
+	snprintf(vm->init.err, sizeof(vm->init.err), "%s", err);
+	atomic_store(&vm->init.state, rc ? VM_INIT_FAILED : VM_INIT_DONE);
+	pthread_cond_broadcast(&vm->mig.cond);
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (rc)
+		api_wake(vm);
+	return NULL;
+}
+
+static int init_start(struct vm *vm)
+{
+	int rc = pthread_create(&vm->init.thread, NULL, init_main, vm);
+
+	if (rc) {
+		fprintf(stderr, "ferry-vm: cannot start the init thread: %s\n",
+			strerror(rc));
+		return -rc;
+	}
+	pthread_setname_np(vm->init.thread, "init");
+	vm->init.joinable = true;
+	return 0;
+}
+
+/* Stop populating (the process is exiting) and wait for the thread. */
+static void init_join(struct vm *vm)
+{
+	atomic_store(&vm->init.abort, true);
+	if (vm->init.joinable)
+		pthread_join(vm->init.thread, NULL);
+	vm->init.joinable = false;
+}
+
+/**
+ * vm_guest_state() - the guest's state as the status shows it.
+ * @vm: the VM.
+ * @populated_pct: receives how much of RAM is populated, in percent.
+ * @err: receives why initialisation failed ("" otherwise).
+ * @errlen: size of @err.
+ *
+ * Return: "initializing" (a source populating RAM), "failed", "incoming"
+ * (a destination waiting for its guest), "running", "paused" or
+ * "migrated" (the guest now runs at the destination).
+ */
+const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
+			   char *err, size_t errlen)
+{
+	struct guest *g = &vm->guest;
+	int st = atomic_load(&vm->init.state);
+	uint64_t done = atomic_load(&g->populated);
+	bool migrated, arrived;
+
+	*populated_pct = g->mem_size ? (unsigned)(done * 100 / g->mem_size) : 100;
+	pthread_mutex_lock(&vm->mig.lock);
+	snprintf(err, errlen, "%s", st == VM_INIT_FAILED ? vm->init.err : "");
+	migrated = vm->mig.migrated;
+	arrived = vm->mig.arrived;
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (st == VM_INIT_FAILED)
+		return "failed";
+	/* A destination receives while it populates. */
+	if (st == VM_INIT_RUNNING && !vm->opts.incoming)
+		return "initializing";
+	if (guest_running(g))
+		return "running";
+	if (migrated)
+		return "migrated";
+	return vm->opts.incoming && !arrived ? "incoming" : "paused";
+}
+
+/* A destination's vCPUs start parked, which is quick, and it listens for
+ * the migration before the API socket appears, so whoever waits for the
+ * socket finds it ready. Receiving while the init thread populates RAM is
+ * safe: population never changes what a page holds, and nothing else
+ * writes a destination's RAM before its state is loaded. */
+static int incoming_setup(struct vm *vm)
+{
+	int rc = guest_start(&vm->guest, true);
+
+	if (rc) {
+		fprintf(stderr, "ferry-vm: cannot start vCPUs: %s\n", strerror(-rc));
+		return rc;
+	}
+	rc = incoming_start(vm);
+	if (rc)
+		fprintf(stderr, "ferry-vm: cannot start receiving: %s\n",
+			strerror(-rc));
+	return rc;
 }
 
 /* --- self test ---------------------------------------------------------- */
@@ -902,28 +1123,28 @@ int main(int argc, char **argv)
 			strerror(-rc));
 		goto out_guest;
 	}
-	rc = guest_start(&vm.guest, vm.opts.incoming != NULL);
-	if (rc) {
-		fprintf(stderr, "ferry-vm: cannot start vCPUs: %s\n", strerror(-rc));
-		goto out_guest;
-	}
 	if (vm.opts.self_test) {
-		rc = self_test(&vm);
+		init_main(&vm);
+		rc = atomic_load(&vm.init.state) == VM_INIT_DONE ? self_test(&vm) : 1;
 		goto out_stop;
 	}
-	/* Listen for the migration before the API socket appears, so that
-	 * whoever waits for the socket finds the destination ready. */
-	if (vm.opts.incoming && (rc = incoming_start(&vm))) {
-		fprintf(stderr, "ferry-vm: cannot start receiving: %s\n",
-			strerror(-rc));
+	if (vm.opts.incoming && (rc = incoming_setup(&vm)))
 		goto out_stop;
-	}
+	/* The API answers at once, whatever the memory size: populating RAM
+	 * and starting a source's vCPUs happen on the init thread, and the
+	 * status says "initializing" until they are done. */
 	rc = api_open(&vm);
+	if (!rc)
+		rc = init_start(&vm);
 	if (!rc) {
 		log_startup(&vm);
 		rc = api_run(&vm);
 	}
+	if (atomic_load(&vm.init.state) == VM_INIT_FAILED &&
+	    !atomic_load(&vm.init.abort))
+		rc = 1;
 out_stop:
+	init_join(&vm);
 	mig_shutdown(&vm);
 	guest_stop(&vm.guest);
 	api_close(&vm);
@@ -931,6 +1152,7 @@ out_guest:
 	guest_fini(&vm.guest);
 	vm_state_fini(&vm);
 	json_object_put(vm.mig.report);
+	json_object_put(vm.mig.last_failure);
 	pthread_cond_destroy(&vm.mig.cond);
 	pthread_mutex_destroy(&vm.mig.lock);
 	return rc ? 1 : 0;

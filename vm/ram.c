@@ -2,7 +2,7 @@
 /*
  * ram.c - guest RAM of ferry-vm: the three backings (memfd, anonymous
  * memory with transparent huge pages, hugetlb memfd), sizing the hugetlb
- * pool, and populating RAM up front (docs/memory-backends.md).
+ * pool, and populating RAM after start-up (docs/memory-backends.md).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +18,13 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
+
+/* Population goes this far between progress updates and abort checks.
+ * MADV_POPULATE_WRITE holds the mmap lock while it runs, so every mmap,
+ * munmap or brk of the other threads (the API's, a receiver's) waits for
+ * the slice: on this virtualised host touching memory that another
+ * process just freed costs up to 3 s/GiB, about 25 ms per slice. */
+#define POPULATE_SLICE (8ull << 20)
 
 /* A /proc/meminfo field ("MemAvailable") in kB, or UINT64_MAX. */
 static uint64_t meminfo_kb(const char *key)
@@ -253,38 +260,60 @@ void guest_ram_unpool(struct guest *g)
 }
 
 /**
- * guest_ram_map() - create and populate guest RAM of g->backend.
+ * guest_ram_map() - create guest RAM of g->backend, without touching it:
+ * anonymous and memfd pages are allocated when first touched (or by
+ * guest_ram_populate()), hugetlb pages are reserved here.
  * @g: the guest; mem_size, npages and backend set.
  *
  * Return: 0, or a negative errno (-ENOMEM when the host has too little).
  */
 int guest_ram_map(struct guest *g)
 {
-	uint64_t pg;
-	volatile uint8_t *v;
-	int rc;
-
-	/* RAM is populated below: asking for more than the host has would
-	 * wake the OOM killer instead of failing. (The hugetlb pool is sized
-	 * and reserved up front instead.) */
+	/* RAM is populated later: asking for more than the host has would
+	 * wake the OOM killer then instead of failing now. (The hugetlb pool
+	 * is sized and reserved up front instead.) */
 	if (g->backend != VM_MEM_HUGETLB && g->mem_size > mem_available())
 		return -ENOMEM;
-	rc = g->backend == VM_MEM_ANON	  ? ram_anon(g) :
-	     g->backend == VM_MEM_HUGETLB ? ram_hugetlb(g) :
-					    ram_memfd(g, 0);
-	if (rc)
-		return rc;
+	return g->backend == VM_MEM_ANON    ? ram_anon(g) :
+	       g->backend == VM_MEM_HUGETLB ? ram_hugetlb(g) :
+					      ram_memfd(g, 0);
+}
+
+/**
+ * guest_ram_populate() - allocate and touch every page of guest RAM, a
+ * slice at a time, counting the bytes done in g->populated.
+ * @g: the guest, its RAM mapped.
+ * @abort: stop early when it becomes true (the process is exiting).
+ *
+ * Population never changes what RAM holds (MADV_POPULATE_WRITE leaves
+ * present pages as they are, and the fallback adds 0 atomically), so a
+ * migration may receive into RAM meanwhile.
+ *
+ * Return: 0, -ECANCELED when aborted, or a negative errno (-ENOMEM when
+ * the host ran out of memory).
+ */
+int guest_ram_populate(struct guest *g, const atomic_bool *abort)
+{
+	uint64_t off, len, pg;
+
 	/* Take every first-touch cost now (shmem allocation, and on this
 	 * virtualised machine the host's own faults) rather than inside a
 	 * migration's downtime, where the digest reads all of RAM. */
-	v = g->ram;
-	if (madvise(g->ram, g->mem_size, MADV_POPULATE_WRITE) < 0) {
-		if (errno != EINVAL)
-			return -errno; /* out of memory: say so, do not fault */
-		for (pg = 0; pg < g->npages; pg++) /* kernel before 5.14 */
-			v[pg * VM_PAGE_SIZE] = 0;
+	for (off = 0; off < g->mem_size; off += len) {
+		if (atomic_load(abort))
+			return -ECANCELED;
+		len = g->mem_size - off < POPULATE_SLICE ? g->mem_size - off :
+							   POPULATE_SLICE;
+		if (madvise(g->ram + off, len, MADV_POPULATE_WRITE) < 0) {
+			if (errno != EINVAL)
+				return -errno; /* out of memory: say so, do not fault */
+			/* A kernel before 5.14: write-touch each page with
+			 * an atomic add of 0, which cannot undo a store
+			 * that races with it. */
+			for (pg = off; pg < off + len; pg += VM_PAGE_SIZE)
+				__atomic_fetch_add(&g->ram[pg], 0, __ATOMIC_RELAXED);
+		}
+		atomic_store(&g->populated, off + len);
 	}
-	for (pg = 0; pg < g->npages; pg++)
-		(void)v[pg * VM_PAGE_SIZE];
 	return 0;
 }

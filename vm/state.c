@@ -5,8 +5,10 @@
  *
  * Three device types, saved in this order by save_state:
  *
- *   machine   "machine"   what the guest is (workload, memory, vCPUs), its
- *                         check errors, and the verification digests
+ *   machine   "machine"   what the guest is (workload and dirty rate, which
+ *                         a destination adopts; memory and vCPUs, which
+ *                         must match), its check errors, and the
+ *                         verification digests
  *   vcpu      "vcpuN"     one per vCPU: the workload's registers
  *   console   "console0"  a serial console: a byte ring, its indexes, the
  *                         registers of a 16550-style UART, and the most
@@ -85,10 +87,20 @@ struct vcpu_regs {
 	uint64_t last_tick_ns, max_gap_ns;
 	uint64_t npages; /* not migrated: the limit a loaded cursor must
 			    respect (0 = unchecked) */
+	bool present;	 /* not migrated: the stream had this vCPU */
 };
+
+/* A destination binds this many vCPUs (ferry-vm's --vcpus limit), each
+ * optional, so a stream with another count loads far enough for the
+ * machine's check to name both counts. */
+#define LOAD_VCPUS 64u
+
+/* "Not in the stream": an old source ran its workload's default rate. */
+#define RATE_DEFAULT UINT64_MAX
 
 struct machine_state {
 	char workload[16];
+	uint64_t dirty_rate; /* bytes per second, or RATE_DEFAULT */
 	uint64_t memory;
 	uint32_t vcpus;
 	uint64_t check_errors;
@@ -111,6 +123,7 @@ static int vcpu_visit(ferry_visitor *v, void *dev)
 	ferry_visit_u64(v, "fill_done", &r->fill_done, 0, MUST);
 	ferry_visit_u64(v, "last_tick_ns", &r->last_tick_ns, 0, SKIP);
 	ferry_visit_u64(v, "max_gap_ns", &r->max_gap_ns, 0, SKIP);
+	r->present = true; /* visited: saved, or found in the stream */
 	if (r->npages && (r->cursor >= r->npages || r->fill_done > r->npages))
 		ferry_visit_fail(v, -ERANGE,
 				 "cursor %" PRIu64 " or fill_done %" PRIu64
@@ -119,12 +132,15 @@ static int vcpu_visit(ferry_visitor *v, void *dev)
 	return ferry_visit_error(v);
 }
 
-static int machine_visit(ferry_visitor *v, void *dev)
+static void machine_fields(ferry_visitor *v, struct machine_state *m,
+			   bool rate)
 {
-	struct machine_state *m = dev;
-
 	ferry_visit_string(v, "workload", m->workload, sizeof(m->workload),
 			   "ab", MUST);
+	/* What the guest runs is guest state: the destination adopts it. */
+	if (rate)
+		ferry_visit_u64(v, "dirty_rate", &m->dirty_rate, RATE_DEFAULT,
+				SKIP);
 	ferry_visit_u64(v, "memory", &m->memory, 0, MUST);
 	ferry_visit_u32(v, "vcpus", &m->vcpus, 0, MUST);
 	ferry_visit_u64(v, "check_errors", &m->check_errors, 0, SKIP);
@@ -136,6 +152,19 @@ static int machine_visit(ferry_visitor *v, void *dev)
 				 false, SKIP);
 		ferry_visit_struct_end(v);
 	}
+}
+
+static int machine_visit(ferry_visitor *v, void *dev)
+{
+	machine_fields(v, dev, true);
+	return ferry_visit_error(v);
+}
+
+/* The machine as the state digest sees it: without the dirty rate, which
+ * older sources did not send, so their digests still compare equal. */
+static int machine_digest_visit(ferry_visitor *v, void *dev)
+{
+	machine_fields(v, dev, false);
 	return ferry_visit_error(v);
 }
 
@@ -212,6 +241,10 @@ static int console_visit(ferry_visitor *v, void *dev)
 static const struct ferry_device_type machine_type = {
 	.name = "machine", .version = 1,
 	.size = sizeof(struct machine_state), .visit = machine_visit,
+};
+static const struct ferry_device_type machine_digest_type = {
+	.name = "machine", .version = 1,
+	.size = sizeof(struct machine_state), .visit = machine_digest_visit,
 };
 static const struct ferry_device_type vcpu_type = {
 	.name = "vcpu", .version = 1,
@@ -374,6 +407,7 @@ static void devices_from_vm(struct vm *vm, struct devices *d)
 
 	snprintf(d->machine.workload, sizeof(d->machine.workload), "%s",
 		 vm_workload_name(g->workload));
+	d->machine.dirty_rate = (uint64_t)(g->dirty_rate * 1e6 + 0.5);
 	d->machine.memory = g->mem_size;
 	d->machine.vcpus = g->nvcpus;
 	d->machine.check_errors = guest_check_errors(g);
@@ -417,7 +451,7 @@ static int state_digest(struct devices *d, uint64_t *out, char *err,
 		return -ENOMEM;
 	XXH3_64bits_reset(h);
 	m.state_digest = 0;
-	rc = hash_device(h, &machine_type, &m, err, errlen);
+	rc = hash_device(h, &machine_digest_type, &m, err, errlen);
 	for (unsigned i = 0; !rc && i < d->nvcpus; i++)
 		rc = hash_device(h, &vcpu_type, &d->vcpus[i], err, errlen);
 	if (!rc)
@@ -490,28 +524,55 @@ int vm_state_save(void *opaque, struct ferry_buf *out)
 	return 0;
 }
 
-/* Whether the machine in the stream is this one. */
+/* Whether the machine in the stream has this VM's shape (what it runs
+ * is adopted from the stream, not checked). */
 static int machine_fits(struct vm *vm, const struct machine_state *m)
 {
 	const struct guest *g = &vm->guest;
+	enum vm_workload w;
 
-	if (strcmp(m->workload, vm_workload_name(g->workload)))
+	if (vm_workload_parse(m->workload, &w))
 		return state_fail(vm, -EINVAL, "machine.workload: the stream "
-				  "has %s, this VM runs %s", m->workload,
-				  vm_workload_name(g->workload));
+				  "runs '%s', a workload this ferry-vm does not "
+				  "know", m->workload);
 	if (m->memory != g->mem_size)
 		return state_fail(vm, -EINVAL, "machine.memory: the stream has "
 				  "%" PRIu64 " bytes, this VM %" PRIu64,
 				  m->memory, g->mem_size);
 	if (m->vcpus != g->nvcpus)
-		return state_fail(vm, -EINVAL, "machine.vcpus: the stream has "
-				  "%u, this VM %u", m->vcpus, g->nvcpus);
+		return state_fail(vm, -EINVAL, "machine.vcpus: the guest has "
+				  "%u vCPUs, this VM %u", m->vcpus, g->nvcpus);
 	return 0;
+}
+
+/* The guest runs what the stream says; a --workload or --dirty-rate given
+ * to this destination that says otherwise is ignored, with a note. */
+static void machine_adopt(struct vm *vm, const struct machine_state *m)
+{
+	struct guest *g = &vm->guest;
+	enum vm_workload w = g->workload;
+	double rate;
+
+	vm_workload_parse(m->workload, &w); /* checked by machine_fits() */
+	rate = m->dirty_rate == RATE_DEFAULT ? guest_default_rate(w) :
+					       (double)m->dirty_rate / 1e6;
+	if (vm->opts.workload_given && w != vm->opts.workload)
+		fprintf(stderr, "ferry-vm: note: ignoring --workload %s: the "
+			"guest runs %s, as the stream says\n",
+			vm_workload_name(vm->opts.workload), m->workload);
+	else if (vm->opts.dirty_rate >= 0 &&
+		 (rate > g->dirty_rate + 1e-6 || rate < g->dirty_rate - 1e-6))
+		fprintf(stderr, "ferry-vm: note: ignoring --dirty-rate %g: the "
+			"guest writes %g MB/s, as the stream says\n",
+			vm->opts.dirty_rate, rate);
+	guest_set_workload(g, w, rate);
 }
 
 static void devices_to_vm(struct vm *vm, const struct devices *d)
 {
 	struct guest *g = &vm->guest;
+
+	machine_adopt(vm, &d->machine);
 
 	for (unsigned i = 0; i < g->nvcpus; i++) {
 		const struct vcpu_regs *r = &d->vcpus[i];
@@ -656,22 +717,23 @@ static struct ferry_state_binding *bindings_new(struct vm *vm,
 						char (*names)[16], size_t *n)
 {
 	const struct guest *g = &vm->guest;
-	struct ferry_state_binding *b = calloc(g->nvcpus + 2, sizeof(*b));
+	struct ferry_state_binding *b = calloc(LOAD_VCPUS + 2, sizeof(*b));
 
 	if (!b)
 		return NULL;
 	b[0] = (struct ferry_state_binding){ &machine_type, "machine",
 					     &d->machine, 0 };
-	for (unsigned i = 0; i < g->nvcpus; i++) {
+	for (unsigned i = 0; i < LOAD_VCPUS; i++) {
 		snprintf(names[i], sizeof(names[i]), "vcpu%u", i);
-		d->vcpus[i].npages = g->vcpus[i].npages;
+		d->vcpus[i].npages = i < g->nvcpus ? g->vcpus[i].npages : 0;
 		b[i + 1] = (struct ferry_state_binding){ &vcpu_type, names[i],
-							 &d->vcpus[i], 0 };
+							 &d->vcpus[i],
+							 FERRY_BINDING_OPTIONAL };
 	}
-	b[g->nvcpus + 1] = (struct ferry_state_binding){ &console_type,
-							 "console0", d->console,
-							 0 };
-	*n = g->nvcpus + 2;
+	b[LOAD_VCPUS + 1] = (struct ferry_state_binding){ &console_type,
+							  "console0", d->console,
+							  0 };
+	*n = LOAD_VCPUS + 2;
 	return b;
 }
 
@@ -691,8 +753,8 @@ static struct ferry_state_binding *bindings_new(struct vm *vm,
 int vm_state_load(void *opaque, const void *data, size_t len)
 {
 	struct vm *vm = opaque;
-	struct devices *d = devices_new(vm->guest.nvcpus);
-	char (*names)[16] = calloc(vm->guest.nvcpus, sizeof(*names));
+	struct devices *d = devices_new(LOAD_VCPUS);
+	char (*names)[16] = calloc(LOAD_VCPUS, sizeof(*names));
 	struct ferry_state_binding *b = NULL;
 	char err[STATE_ERR_LEN] = "";
 	size_t n = 0;
@@ -711,7 +773,12 @@ int vm_state_load(void *opaque, const void *data, size_t len)
 		state_fail(vm, rc, "%s", err[0] ? err : ferry_strerror(rc));
 	else
 		rc = machine_fits(vm, &d->machine);
+	for (unsigned i = 0; !rc && i < vm->guest.nvcpus; i++)
+		if (!d->vcpus[i].present)
+			rc = state_fail(vm, FERRY_EMISMATCH, "device vcpu%u "
+					"(type vcpu) is missing from the stream", i);
 	if (!rc) {
+		d->nvcpus = vm->guest.nvcpus;
 		devices_to_vm(vm, d);
 		vm_verify_loaded_page_fault(vm);
 		verify_loaded(vm, d);

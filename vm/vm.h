@@ -68,8 +68,9 @@ enum vm_workload {
 
 /* What guest RAM is made of (--memory-backend). */
 enum vm_backend {
-	VM_MEM_MEMFD = 0,   /* shared memfd, 4 KiB pages here (the default) */
-	VM_MEM_ANON = 1,    /* private anonymous, MADV_HUGEPAGE; no fd */
+	VM_MEM_MEMFD = 0,   /* shared memfd, 4 KiB pages here */
+	VM_MEM_ANON = 1,    /* private anonymous, MADV_HUGEPAGE; no fd (the
+			       default: the fastest that needs no setup) */
 	VM_MEM_HUGETLB = 2, /* memfd of 2 MiB hugetlb pages */
 };
 
@@ -174,6 +175,7 @@ struct guest {
 	int memfd; /* -1 for anon */
 	uint8_t *ram;
 	uint64_t huge_added; /* hugetlb pages this guest added to the pool */
+	atomic_uint_fast64_t populated; /* bytes of RAM populated so far */
 
 	/* One bit per page, set after every store to the page; handed to the
 	 * engine (and cleared) by guest_dirty_bitmap(). */
@@ -211,13 +213,16 @@ struct guest {
  * results of the last one. Protected by mig.lock. */
 struct vm_mig {
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* stop requested (wakes the receive back-off) */
+	pthread_cond_t cond; /* stop or cancel requested, or init done (wakes
+				the receive back-off and a wait for init) */
 	ferry_session *session; /* live, or NULL */
 	bool active;		/* a send or receive thread runs */
 	bool joinable;
 	atomic_bool cancel_requested; /* applied when the session exists */
 	bool stopping; /* the process is exiting */
 	bool migrated; /* source: the destination owns the guest now */
+	bool arrived;  /* destination: the guest arrived; now it is an
+			  ordinary VM that may migrate on */
 	pthread_t thread;
 	uint64_t client; /* API client that started it (0 = none) */
 
@@ -229,6 +234,8 @@ struct vm_mig {
 	bool have_last;
 	char last_err[512];
 	json_object *report; /* the last report, owned */
+	json_object *last_failure; /* destination: the last failed or cancelled
+				      attempt (state, error, at, report), owned */
 	int verified;	     /* -1 unknown (null), 0 false, 1 true */
 	struct guest_verify check; /* destination: last load check */
 	char note[256];		   /* destination: the note we sent */
@@ -278,6 +285,7 @@ struct vm_opts {
 	enum vm_backend backend;
 	unsigned nvcpus;
 	enum vm_workload workload;
+	bool workload_given; /* --workload was on the command line */
 	double dirty_rate; /* < 0: workload default */
 	const char *api_path;
 	const char *incoming;
@@ -289,9 +297,26 @@ struct vm_opts {
 	bool self_test;
 };
 
+/* Where the VM is in its start-up (main.c): the API answers from the
+ * start, RAM is populated and the vCPUs started by the init thread. */
+enum vm_init_state {
+	VM_INIT_RUNNING = 0, /* populating RAM, starting vCPUs */
+	VM_INIT_DONE = 1,    /* the guest exists (running or waiting) */
+	VM_INIT_FAILED = 2,  /* see vm_init.err; the process exits */
+};
+
+struct vm_init {
+	pthread_t thread;
+	bool joinable;
+	atomic_int state;    /* enum vm_init_state; err is set before FAILED */
+	atomic_bool abort;   /* the process is exiting: stop populating */
+	char err[256];	     /* why initialisation failed */
+};
+
 struct vm {
 	struct vm_opts opts;
 	struct guest guest;
+	struct vm_init init;
 	struct vm_mig mig;
 	struct vm_api *api;
 	struct vm_console *console; /* state.c */
@@ -303,6 +328,7 @@ struct vm {
 
 /* ram.c */
 int guest_ram_map(struct guest *g);
+int guest_ram_populate(struct guest *g, const atomic_bool *abort);
 void guest_ram_unpool(struct guest *g);
 
 /* guest.c */
@@ -318,6 +344,8 @@ bool guest_settled(struct guest *g);
 uint64_t guest_steps(struct guest *g);
 uint64_t guest_check_errors(struct guest *g);
 void guest_reset_derived(struct guest *g);
+double guest_default_rate(enum vm_workload w);
+void guest_set_workload(struct guest *g, enum vm_workload w, double rate);
 int guest_dirty_bitmap(struct guest *g, uint64_t *bitmap, size_t pages);
 uint64_t guest_digest(struct guest *g);
 bool guest_check_invariant(struct guest *g, uint64_t *pages_checked);
@@ -360,11 +388,15 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 			     uint64_t client, char *err, size_t errlen);
 enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen);
 int vm_verified(struct vm *vm);
+const char *vm_role(struct vm *vm);
+const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
+			   char *err, size_t errlen);
 
 /* api.c */
 int api_open(struct vm *vm);
 int api_run(struct vm *vm);
 void api_close(struct vm *vm);
+void api_wake(struct vm *vm);
 void api_send(struct vm *vm, uint64_t client, json_object *msg);
 void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev);
 json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,

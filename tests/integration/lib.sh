@@ -33,18 +33,42 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_vm NAME ARGS... : start ferry-vm with an API socket $T/NAME.sock
-start_vm() {
+# start_vm_nowait NAME ARGS... : start ferry-vm with an API socket
+# $T/NAME.sock and wait until the socket answers (the guest may still be
+# initializing); its first status is kept in $T/NAME.first.json
+start_vm_nowait() {
 	local name=$1; shift
 	"$FERRY_VM" --api-socket "$T/$name.sock" "$@" <&- >"$T/$name.log" 2>&1 &
 	PIDS+=($!)
 	eval "PID_$name=$!"
 	for _ in $(seq 1 200); do
-		"$FERRY" status "$T/$name.sock" --json >/dev/null 2>&1 && return 0
+		"$FERRY" status "$T/$name.sock" --json >"$T/$name.first.json" 2>/dev/null && return 0
 		kill -0 "$!" 2>/dev/null || fail "$name exited at start"
 		sleep 0.05
 	done
 	fail "$name did not answer on its API socket"
+}
+
+# guest_state NAME : the guest's state ("running", "initializing", ...)
+guest_state() { status_field "$1" 'd["guest"]["state"]' | tr -d '"'; }
+
+# start_vm NAME ARGS... : start ferry-vm and wait until its guest is ready:
+# running, or on a destination listening for its guest ("incoming")
+start_vm() {
+	local name=$1 pid st
+	start_vm_nowait "$@"
+	pid=$(eval echo "\$PID_$name")
+	for _ in $(seq 1 600); do
+		st=$(guest_state "$name")
+		case $st in
+		initializing) ;;
+		failed) fail "$name failed to initialize: $(status_field "$name" 'd["guest"]["error"]')" ;;
+		?*) return 0 ;;
+		esac
+		kill -0 "$pid" 2>/dev/null || fail "$name exited while initializing"
+		sleep 0.05
+	done
+	fail "$name did not finish initializing"
 }
 
 # status_field NAME EXPR : a field of the VM's status, via python's json
