@@ -67,7 +67,10 @@ guest_state() {
 	"$FERRY" status "$1" --json 2>/dev/null | tail -n 1 | python3 -c '
 import json, sys
 try:
-    print((json.load(sys.stdin).get("guest") or {}).get("state") or "")
+    g = json.load(sys.stdin).get("guest") or {}
+    # A destination listens while it populates: not ready until 100 %.
+    pct = g.get("populated_pct")
+    print("initializing" if pct is not None and pct < 100 else g.get("state") or "")
 except ValueError:
     print("?")'
 }

@@ -546,8 +546,8 @@ static int query_status(struct vm_proc *vm, json_object **st, char *err,
 }
 
 /* Wait until the VM finished initializing: its guest runs, or on a
- * destination waits for the migration ("incoming"). ferry-vm populates
- * guest RAM after its API answers. On this virtualised machine, memory
+ * destination waits for the migration ("incoming"), with all of its RAM
+ * populated. ferry-vm populates guest RAM after its API answers. On this virtualised machine, memory
  * another process just freed took over 3 s/GiB to touch again. A
  * ferry-vm that does not say (no "guest.state") is taken as ready. */
 static int wait_ready(struct demo *d, struct vm_proc *vm, char *err,
@@ -566,6 +566,12 @@ static int wait_ready(struct demo *d, struct vm_proc *vm, char *err,
 		v = cli_get(st, "guest.state");
 		state = v ? json_object_get_string(v) : "running";
 		ready = strcmp(state, "initializing") != 0;
+		/* A destination listens while it populates, and a migration
+		 * would then pay the first touch of every page: the demo
+		 * measures VMs that are ready. */
+		v = cli_get(st, "guest.populated_pct");
+		if (v && json_object_get_int(v) < 100)
+			ready = false;
 		if (!strcmp(state, "failed")) {
 			v = cli_get(st, "guest.error");
 			demo_fail(err, errlen, "the %s ferry-vm failed to initialize: %s",
