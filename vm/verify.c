@@ -9,9 +9,9 @@
  *
  * - The destination arms a verification at resume, while its vCPUs are
  *   still parked: a state byte per page (untouched, being hashed, done), the
- *   hash array and a copy of the vCPU registers as loaded. Both arrays come
- *   from calloc, which for large sizes maps zero pages lazily, so arming
- *   costs nothing proportional to RAM. Then the vCPUs run. Before a vCPU's
+ *   hash array and a copy of the vCPU registers as loaded. Both arrays are
+ *   anonymous mappings, zero pages until touched, so arming costs nothing
+ *   proportional to RAM. Then the vCPUs run. Before a vCPU's
  *   first write to a page (guest.c, before_write()) it hashes the page and
  *   checks the workload invariant on it against the registers as loaded:
  *   software copy-on-write, as a VMM would do with userfaultfd
@@ -32,6 +32,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -223,11 +224,31 @@ void guest_verifier_page(struct guest *g, uint64_t pg)
 	atomic_fetch_sub_explicit(&v->inflight, 1, memory_order_release);
 }
 
-/* Free the per-page arrays; no vCPU may be inside guest_verifier_page(). */
-static void arrays_free(struct guest_verifier *v)
+/*
+ * Zeroed memory that costs nothing until touched: an anonymous mapping of
+ * its own. calloc maps a block of its own only while the block is above
+ * malloc's mmap threshold, which rises as large blocks are freed; below
+ * it, calloc clears heap memory (4 MiB for a 2 GiB guest's hashes).
+ */
+static void *lazy_zalloc(size_t len)
 {
-	free((void *)v->state);
-	free(v->hash);
+	void *p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void lazy_free(void *p, size_t len)
+{
+	if (p)
+		munmap(p, len ? len : 1);
+}
+
+/* Free the per-page arrays; no vCPU may be inside guest_verifier_page(). */
+static void arrays_free(struct guest *g, struct guest_verifier *v)
+{
+	lazy_free((void *)v->state, g->npages * sizeof(*v->state));
+	lazy_free(v->hash, g->npages * sizeof(*v->hash));
 	free(v->regs);
 	v->state = NULL;
 	v->hash = NULL;
@@ -261,7 +282,7 @@ static void finish(struct guest *g, struct guest_verifier *v)
 	atomic_store(&g->verify_armed, false);
 	while (atomic_load(&v->inflight))
 		sched_yield();
-	arrays_free(v);
+	arrays_free(g, v);
 	r.ms = (double)(vm_now_ns() - v->t0) / 1e6;
 	publish(v, VFY_DONE, &r);
 }
@@ -325,7 +346,7 @@ static struct guest_verifier *verifier_get(struct guest *g)
 
 /*
  * Arm a verification of the paused guest with its registers as loaded.
- * Nothing here is proportional to RAM: calloc maps large arrays lazily.
+ * Nothing here is proportional to RAM: the arrays are mapped lazily.
  */
 static int verifier_arm(struct guest *g)
 {
@@ -334,11 +355,11 @@ static int verifier_arm(struct guest *g)
 	if (!v)
 		return -ENOMEM;
 	walkers_join(v);
-	v->state = calloc(g->npages, sizeof(*v->state));
-	v->hash = calloc(g->npages, sizeof(*v->hash));
+	v->state = lazy_zalloc(g->npages * sizeof(*v->state));
+	v->hash = lazy_zalloc(g->npages * sizeof(*v->hash));
 	v->regs = calloc(g->nvcpus, sizeof(*v->regs));
 	if (!v->state || !v->hash || !v->regs) {
-		arrays_free(v);
+		arrays_free(g, v);
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < g->nvcpus; i++)
@@ -440,7 +461,7 @@ static void verifier_cancel(struct guest *g)
 	if (!running)
 		return;
 	atomic_store(&g->verify_armed, false);
-	arrays_free(v);
+	arrays_free(g, v);
 	publish(v, VFY_CANCELLED, NULL);
 }
 
