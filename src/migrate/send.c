@@ -978,19 +978,21 @@ static int unwind(struct sender *x, int rc)
 	if (!past)
 		send_abort(x, rc);
 	if (past && !x->peer_refused) {
-		char why[256];
+		char why[256], msg[sizeof(s->errmsg)];
 
 		/* This outcome replaces whatever broke the connection: it is
 		 * what the operator must act on. */
 		ferry_session_errmsg(s, why, sizeof(why));
+		/* ferry_strerror() already says "released, but ...": the
+		 * message gives what it does not. */
 		pthread_mutex_lock(&s->lock);
 		s->stats.error = FERRY_EUNCONFIRMED;
-		/* The detail only: ferry_strerror() already says "released,
-		 * but the destination did not confirm it runs". */
 		snprintf(s->errmsg, sizeof(s->errmsg),
-			 "%s; the guest stays paused here",
-			 why[0] ? why : "no answer");
+			 "no answer to RELEASED (%s); the guest stays paused here until an operator decides which side runs it",
+			 why);
+		memcpy(msg, s->errmsg, sizeof(msg));
 		pthread_mutex_unlock(&s->lock);
+		fy_session_log(s, 0, "%s", msg);
 		return FERRY_EUNCONFIRMED;
 	}
 	lift_throttle(x);
