@@ -1110,16 +1110,24 @@ static int cmd_migrate(int argc, char **argv)
 
 static void print_guest(json_object *g)
 {
-	char mem[32];
+	char mem[32], pop[48] = "";
 	json_object *settled = cli_get(g, "settled");
+	const char *state = get_str(g, "state", NULL);
+	double pct = get_num(g, "populated_pct", 100);
 
+	/* ferry-vm before guest.state said only running or not. */
+	if (!state)
+		state = !strcmp(get_yesno(g, "running"), "yes") ? "running" : "paused";
+	if (pct < 100)
+		snprintf(pop, sizeof(pop), ", RAM %.0f%% populated", pct);
 	cli_format_bytes(get_num(g, "memory", 0), mem, sizeof(mem));
-	printf("guest         %s, workload %s, %s, %.0f vCPUs, %.0f steps, "
-	       "%.0f check errors%s\n",
-	       !strcmp(get_yesno(g, "running"), "yes") ? "running" : "paused",
+	printf("guest         %s%s, workload %s, %s, %.0f vCPUs, %.0f steps, "
+	       "%.0f check errors%s\n", state, pop,
 	       get_str(g, "workload", "?"), mem, get_num(g, "vcpus", 0),
 	       get_num(g, "steps", 0), get_num(g, "check_errors", 0),
 	       settled && !json_object_get_boolean(settled) ? ", settling" : "");
+	if (cli_get(g, "error"))
+		printf("guest error   %s\n", get_str(g, "error", "?"));
 }
 
 static void print_migration(json_object *m)
@@ -1154,7 +1162,14 @@ static void print_status(json_object *greeting, json_object *st)
 	       get_str(st, "role", get_str(greeting, "role", "?")));
 	if (cli_get(st, "guest"))
 		print_guest(cli_get(st, "guest"));
+	if (cli_get(st, "listening"))
+		printf("listening     %s\n", get_str(st, "listening", "?"));
 	print_migration(cli_get(st, "migration"));
+	if (cli_get(st, "migration.last_failure"))
+		printf("last failure  %s at %s: %s\n",
+		       get_str(cli_get(st, "migration.last_failure"), "state", "?"),
+		       get_str(cli_get(st, "migration.last_failure"), "at", "?"),
+		       get_str(cli_get(st, "migration.last_failure"), "error", "?"));
 	printf("verified      %s\n", get_yesno(st, "verified"));
 	if (r)
 		printf("last report   %s in %s, downtime %.1f ms, %.0f passes, "

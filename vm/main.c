@@ -57,7 +57,10 @@ static void usage(FILE *f)
 		"                       (see docs/api-socket.md)\n"
 		"  --incoming URI       be a destination: vCPUs start paused and the VM\n"
 		"                       waits for a migration on URI (tcp:HOST:PORT,\n"
-		"                       unix:PATH), or restores the snapshot file:PATH\n"
+		"                       where port 0 lets the kernel choose one and\n"
+		"                       'ferry status' shows it; unix:PATH; fd:N, a\n"
+		"                       socket inherited from whoever started ferry-vm),\n"
+		"                       or restores the snapshot file:PATH\n"
 		"                       that 'ferry migrate SOCKET file:PATH' wrote; the\n"
 		"                       guest then runs the workload and dirty rate the\n"
 		"                       stream says (--workload is ignored, with a\n"
@@ -196,7 +199,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		return 0;
 	case 'i':
 		if (!*arg || strlen(arg) >= 4096)
-			return bad_arg("--incoming '%s': need a URI (tcp:HOST:PORT, unix:PATH)", arg);
+			return bad_arg("--incoming '%s': need a URI (tcp:HOST:PORT, unix:PATH, fd:N, file:PATH)", arg);
 		o->incoming = arg;
 		return 0;
 	case 'n':
