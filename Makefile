@@ -21,7 +21,7 @@ help:
 	@echo "make build   - configure and build into $(BUILD)/"
 	@echo "make bench   - the benchmarks of docs/benchmarks.md (1-7), tables with median and"
 	@echo "               range, ferry's defaults against its best setting side by side"
-	@echo "               (about 20-25 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
+	@echo "               (about 40-45 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
 	@echo "make fuzz    - build the libFuzzer harnesses with clang, run each FUZZ_SECONDS (60) on its corpus"
 	@echo "make clean   - remove $(BUILD)/"
 
