@@ -769,18 +769,17 @@ static void *acceptor(void *arg)
  * fy_recv_pool_start() - keep accepting extra data connections on @lfd
  * for the session whose main connection is @main_fd. On success the pool
  * owns @lfd (fy_recv_pool_stop() closes it); on failure the caller still
- * does. A @borrowed listener (a duplicate of the caller's) is never shut
- * down: that would end the caller's listener too.
+ * does. @lfd is the session's own listener, never the caller's: the
+ * pool shuts it down to stop.
  *
  * Return: 0, or -EAGAIN when the acceptor thread cannot start.
  */
 int fy_recv_pool_start(struct fy_recv_pool *p, ferry_session *s, int lfd,
-		       int main_fd, bool borrowed)
+		       int main_fd)
 {
 	memset(p, 0, sizeof(*p));
 	p->s = s;
 	p->lfd = lfd;
-	p->borrowed = borrowed;
 	p->main_fd = main_fd;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cv, NULL);
@@ -1080,8 +1079,7 @@ void fy_recv_pool_close_door(struct fy_recv_pool *p)
 	if (!p->started || atomic_exchange(&p->stop, true))
 		return;
 	/* The acceptor sees the stop flag within a tick either way. */
-	if (!p->borrowed)
-		shutdown(p->lfd, SHUT_RDWR);
+	shutdown(p->lfd, SHUT_RDWR);
 }
 
 /**

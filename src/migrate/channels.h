@@ -104,7 +104,6 @@ struct rx_chan {
 struct fy_recv_pool {
 	ferry_session *s;
 	int lfd;
-	bool borrowed;	/* lfd duplicates the caller's listener (fd:N) */
 	int main_fd;
 	bool started;
 	pthread_t acceptor;
@@ -131,7 +130,7 @@ struct fy_recv_pool {
 };
 
 int fy_recv_pool_start(struct fy_recv_pool *p, ferry_session *s, int lfd,
-		       int main_fd, bool borrowed);
+		       int main_fd);
 void fy_recv_pool_set_session(struct fy_recv_pool *p, uint64_t id,
 			      const uint8_t token[16]);
 void fy_recv_pool_begin_pass(struct fy_recv_pool *p);

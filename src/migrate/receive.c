@@ -69,8 +69,8 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	}
 	r.capabilities = h.capabilities & s->cfg.capabilities &
 			 fy_version_caps(r.version);
-	/* Extra connections need a listener to come through (not so on a
-	 * connected fd:N, or when the acceptor could not start). */
+	/* Extra connections need a listener of our own to come through
+	 * (not so with fd:N, or when the acceptor could not start). */
 	if (!x->pool.started)
 		r.capabilities &= ~FERRY_CAP_MULTI_CHANNEL;
 	if (getrandom(&r.session_id, sizeof(r.session_id), 0) < 0 ||
@@ -501,7 +501,9 @@ static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
 	rc = open_listener(s, u, lfd, fd, borrowed);
 	if (rc || *lfd < 0)
 		return rc;
-	size_rcvbuf(s, *lfd);
+	/* A borrowed listener is the caller's socket: its options stay. */
+	if (!*borrowed)
+		size_rcvbuf(s, *lfd);
 	announce(s, u, *lfd);
 	do {
 		rc = fy_transport_accept(*lfd, fd, FY_TICK_MS);
@@ -555,9 +557,12 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 		if (rc)
 			goto done;
 		fy_transport_tune(fd, FY_TICK_MS);
-		/* Extra connections come through the listener, if any. */
-		if (lfd >= 0 && (!(s->cfg.capabilities & FERRY_CAP_MULTI_CHANNEL) ||
-				 fy_recv_pool_start(&x.pool, s, lfd, fd, borrowed)))
+		/* Extra connections come through our own listener. Not a
+		 * borrowed one: the caller may accept on it too, and an
+		 * acceptor blocked in accept() there would never wake. */
+		if (lfd >= 0 && (borrowed ||
+				 !(s->cfg.capabilities & FERRY_CAP_MULTI_CHANNEL) ||
+				 fy_recv_pool_start(&x.pool, s, lfd, fd)))
 			close(lfd);
 	}
 	rc = fy_chan_init(&x.ch, s, fd);

@@ -205,10 +205,13 @@ FERRY_API int ferry_session_add_region(ferry_session *s,
 
 	if (!s || !r)
 		return -EINVAL;
-	if (atomic_load(&s->busy))
-		return refuse_call(s, -EBUSY,
-				   "region %s: regions cannot change while a migration runs",
-				   r->name ? r->name : "");
+	/* Only logged: the session's message belongs to the running
+	 * migration. */
+	if (atomic_load(&s->busy)) {
+		fy_session_log(s, 0, "region %s: regions cannot change while a migration runs",
+			       r->name ? r->name : "");
+		return -EBUSY;
+	}
 	why = region_problem(s, r);
 	if (why)
 		return refuse_call(s, -EINVAL, "region %s refused: %s",
@@ -324,9 +327,11 @@ int fy_session_begin(ferry_session *s, enum ferry_state first)
 	if (!atomic_compare_exchange_strong(&s->busy, &expected, true))
 		return -EBUSY;
 	if (!s->nregions) {
+		/* The message is set while the session is still ours. */
+		refuse_call(s, -EINVAL,
+			    "no memory regions: add them with ferry_session_add_region()");
 		atomic_store(&s->busy, false);
-		return refuse_call(s, -EINVAL,
-				   "no memory regions: add them with ferry_session_add_region()");
+		return -EINVAL;
 	}
 	pthread_mutex_lock(&s->lock);
 	memset(&s->stats, 0, sizeof(s->stats));

@@ -534,10 +534,7 @@ int fy_transport_borrow(const struct fy_uri *u, int *fd, bool *listening,
 void fy_transport_listen_uri(const struct fy_uri *u, int lfd, char *buf,
 			     size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
+	char name[NI_MAXHOST + NI_MAXSERV + 4];
 
 	if (u->kind == FY_URI_UNIX) {
 		snprintf(buf, len, "unix:%s", u->path);
@@ -547,25 +544,11 @@ void fy_transport_listen_uri(const struct fy_uri *u, int lfd, char *buf,
 		snprintf(buf, len, "fd:%d", u->fd);
 		return;
 	}
-	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) < 0) {
+	fy_transport_local_name(lfd, name, sizeof(name));
+	if (!strcmp(name, "?"))
 		snprintf(buf, len, "tcp:%s:%s", u->host, u->port);
-		return;
-	}
-	if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)&ss;
-
-		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-		port = ntohs(a->sin6_port);
-		snprintf(buf, len, "tcp:[%s]:%u", host, port);
-		return;
-	}
-	if (ss.ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const void *)&ss;
-
-		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-		port = ntohs(a->sin_port);
-	}
-	snprintf(buf, len, "tcp:%s:%u", host, port);
+	else
+		snprintf(buf, len, "tcp:%s", name);
 }
 
 /**
