@@ -21,8 +21,8 @@
 # range of the per-round ratios. QEMU runs in the first three rounds only
 # (QEMU_ROUNDS=N changes that): at about 30 times slower it is far from
 # its target, and its 17 s a round are better spent on more rounds of the
-# configurations that are near theirs. Seven rounds by default (nine
-# before both ferry rows ran), so the whole takes about as long as before.
+# configurations that are near theirs. Seven rounds by default: each
+# round runs ferry twice (defaults and best setting).
 # Targets, for each ferry row: >= 85% of the ceiling (the faster of the
 # two one-process variants, by median) at each connection count, and the
 # row's best connection count >= 4x the best QEMU one. Every defaults run

@@ -878,6 +878,15 @@ static void *init_main(void *arg)
 	char err[sizeof(vm->init.err)] = "";
 	int rc = init_guest(vm, err, sizeof(err));
 
+	/* On a destination populating only saves the receive its first
+	 * touches, and the guest may already have arrived and run here:
+	 * ending the process would lose it. The pages fault in as used. */
+	if (rc && rc != -ECANCELED && vm->opts.incoming) {
+		fprintf(stderr, "ferry-vm: warning: %s; pages are populated as "
+			"they are first used instead\n", err);
+		rc = 0;
+		err[0] = '\0';
+	}
 	if (rc && rc != -ECANCELED)
 		fprintf(stderr, "ferry-vm: %s\n", err);
 	pthread_mutex_lock(&vm->mig.lock);

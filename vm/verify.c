@@ -510,7 +510,8 @@ static void settle(struct vm *vm)
 	struct guest_verify *v = &vm->mig.check;
 
 	if (v->background && v->done && v->state_done)
-		vm->mig.verified = v->state_ok && v->invariant_ok;
+		vm->mig.verified = v->state_ok && v->invariant_ok &&
+				   guest_check_errors(&vm->guest) == 0;
 }
 
 /* Take the background results into the VM's check: the state digest
@@ -684,8 +685,13 @@ void vm_verify_source(struct vm *vm, int rc, const char *note)
 		t0 = vm_now_ns();
 		mine = guest_page_digest(&vm->guest);
 		ms = (double)(vm_now_ns() - t0) / 1e6;
-		match = mine && mine == theirs;
-		if (!match)
+		match = mine == theirs;
+		if (!mine) /* no memory for the page hashes: not compared */
+			fprintf(stderr, "ferry-vm: cannot hash RAM to compare with "
+				"the destination: %s\n", strerror(ENOMEM));
+		if (!mine)
+			match = -1;
+		else if (!match)
 			fprintf(stderr, "ferry-vm: memory digest %016" PRIx64
 				" differs from the destination's %016" PRIx64 "\n",
 				mine, theirs);

@@ -34,7 +34,7 @@ struct fake_vmm {
 	uint8_t state[FAKE_STATE_MAX]; /* what save_state sends / load got */
 	size_t state_len;
 	/* What the session said through its log callback since the last
-	 * reset (the oldest lines are dropped when it fills). */
+	 * reset (when it fills, it starts over with the new line). */
 	pthread_mutex_t log_lock;
 	char log[8192];
 	size_t log_len;
