@@ -84,6 +84,9 @@ enum ferry_state {
 	FERRY_STATE_COMPLETED,	 /* the destination runs the guest */
 	FERRY_STATE_FAILED,	 /* failed; see the error */
 	FERRY_STATE_CANCELLED,	 /* cancelled; the source runs the guest */
+	FERRY_STATE_POSTCOPY,	 /* destination: the guest runs here while
+				    its memory still arrives on demand (a
+				    lazy restore from a file; postcopy) */
 	FERRY_STATE_COUNT,	 /* how many states there are; not a state */
 };
 
@@ -147,6 +150,20 @@ struct ferry_stats {
 	 * "uffd" (userfaultfd write-protect + PAGEMAP_SCAN), "none"
 	 * (stop-and-copy), or "" before tracking started */
 	char dirty_mode[16];
+	/* Snapshot files: XXH3-64 over the per-page hashes of the image
+	 * (docs/stream-format.md, "Snapshot files"): what the source wrote,
+	 * what the destination read. 0 when there is none. */
+	uint64_t image_digest;
+	/* Destination, lazy restore: pages to place, pages placed, faults a
+	 * vCPU waited on, how long it waited (from the fault being read to
+	 * the page placed), and the time from resume to the last page. */
+	uint64_t lazy_pages;
+	uint64_t lazy_placed;
+	uint64_t page_faults;
+	double page_wait_p50_ms;
+	double page_wait_p99_ms;
+	double page_wait_max_ms;
+	double lazy_complete_ms;
 };
 
 struct ferry_event {
@@ -292,6 +309,22 @@ struct ferry_config {
 					   elsewhere. A name the kernel
 					   refuses fails the migration before
 					   it starts. */
+	bool keep_running;	     /* source, "file:" only: resume the guest
+					once its last pages and state are
+					written (a checkpoint: the file is a
+					copy). Default false: the file takes
+					the guest over and the source stays
+					paused, as after a migration. */
+	uint32_t io_threads;	     /* "file:" only: threads reading or
+					writing the file, 1..64; 0 = 4 */
+	bool lazy;		     /* destination, "file:" only: run the
+					guest as soon as its state is loaded
+					and place memory on demand through
+					userfaultfd while a background reader
+					fills the rest (needs ops->pause: a
+					damaged page stops the guest). The
+					receive returns once every page is
+					in. */
 };
 
 /**
@@ -428,6 +461,51 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
 #define FERRY_CAP_ALL                                                  \
 	(FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL |            \
 	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD)
+
+/* ---- snapshot files ---- */
+
+/* Most memory regions a snapshot file holds. */
+#define FERRY_SNAPSHOT_MAX_REGIONS 40
+
+/* What a snapshot file says about the guest it holds. */
+struct ferry_snapshot_info {
+	uint32_t format_version; /* of the mapped layout */
+	uint32_t page_size;
+	uint32_t nregions;
+	struct {
+		uint64_t gpa;
+		uint64_t size;
+		uint64_t data_pages; /* pages with data; the rest are zero */
+		char name[64];
+	} regions[FERRY_SNAPSHOT_MAX_REGIONS];
+	uint64_t pages;		/* of every region */
+	uint64_t data_pages;
+	uint64_t file_bytes;
+	uint64_t image_digest;	/* see ferry_stats.image_digest */
+	uint64_t created_ns;	/* CLOCK_REALTIME when completed */
+	uint32_t passes;	/* memory passes written (1: stop-and-copy) */
+	char software[32];	/* "ferry 0.1.0" */
+};
+
+/**
+ * ferry_snapshot_describe() - read a snapshot file's description and its
+ * device state, so a VMM can be set up from the file alone.
+ * @path: the file.
+ * @info: receives the description.
+ * @state, @state_len: receive a malloc()ed copy of the device-state
+ *	section (free() it; ferry_state_dump_json() decodes it without
+ *	device types), checked against its checksum; may be NULL.
+ * @err, @errlen: what is wrong.
+ *
+ * Return: 0; -ENOENT and other -errno of opening or reading; -EBADMSG
+ * (not a snapshot file, or a damaged description; a stream-format
+ * snapshot of an older ferry says so), FERRY_ECHECKSUM, FERRY_EVERSION,
+ * -ENOMEM, -EINVAL.
+ */
+FERRY_API int ferry_snapshot_describe(const char *path,
+				      struct ferry_snapshot_info *info,
+				      void **state, size_t *state_len,
+				      char *err, size_t errlen);
 
 /* ---- device state (src/state) ---- */
 /*

@@ -69,6 +69,9 @@ static int check_numbers(const struct ferry_config *cfg, char *err,
 	if (cfg->connections < 1 || cfg->connections > FY_MAX_CHANNELS)
 		return OUT_OF("connections", cfg->connections, 1,
 			      FY_MAX_CHANNELS);
+	if (cfg->io_threads > FY_MAX_CHANNELS)
+		return OUT_OF("io_threads (0: the default)", cfg->io_threads,
+			      0, FY_MAX_CHANNELS);
 	if (cfg->window > FY_MAX_WINDOW)
 		return OUT_OF("window (0: the default)", cfg->window, 0,
 			      FY_MAX_WINDOW);

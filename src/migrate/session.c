@@ -89,6 +89,7 @@ FERRY_API const char *ferry_state_name(enum ferry_state state)
 		[FERRY_STATE_COMPLETED] = "completed",
 		[FERRY_STATE_FAILED] = "failed",
 		[FERRY_STATE_CANCELLED] = "cancelled",
+		[FERRY_STATE_POSTCOPY] = "postcopy",
 	};
 	static_assert(sizeof(names) / sizeof(names[0]) == FERRY_STATE_COUNT,
 		      "every state has a name");

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lazy.h - guest memory filled on demand through userfaultfd (missing
+ * mode): the engine component behind a lazy restore from a snapshot file
+ * and behind postcopy, where only the page source differs (a file's
+ * slots, or the network).
+ *
+ * The regions must be mapped and not yet populated (fresh anonymous
+ * memory, a fresh memfd or hugetlb memfd, or MADV_DONTNEED'd / punched)
+ * when fy_lazy_start() registers them. From then on a thread that touches
+ * a missing page blocks in the kernel until the page is placed. The fault
+ * thread reads each fault, asks the source for the page's unit (one page,
+ * or the whole huge page of a hugetlb mapping), and places it atomically
+ * with UFFDIO_COPY (UFFDIO_ZEROPAGE for a zero unit where the kernel
+ * allows it, a copy of zeros on hugetlb). Background threads walk every
+ * unit not yet placed, in large batches, and place them the same way; a
+ * unit placed by one path is never placed again (the kernel answers
+ * EEXIST, which counts as done), so a page is never placed twice or torn.
+ *
+ * A source error (a slot that failed its checksum) stops the loader: the
+ * failing unit is never placed, so any thread touching it stays blocked
+ * for as long as the loader exists, and fy_lazy_wait() returns the error
+ * with the source's message. The VMM stops its guest; only fy_lazy_free()
+ * releases the registration (a blocked thread would then see zeros, so a
+ * VMM frees it only when its vCPUs are gone for good).
+ *
+ * Thread safety: start/wait/finish/free from one thread; fy_lazy_place(),
+ * fy_lazy_stats() and fy_lazy_cancel() from any thread.
+ */
+#ifndef FY_LAZY_H
+#define FY_LAZY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "memory/memory.h"
+
+struct fy_lazy;
+
+/*
+ * Where pages come from. fetch() fills @buf with @len bytes of region
+ * @region starting at @offset (both multiples of the region's unit; @len
+ * at most the config's batch) and sets bit i of @zero (ceil(len/4096/64)
+ * words, zeroed by the caller) for each 4 KiB page i that is all zero,
+ * whose bytes in @buf are then unspecified. It is called concurrently
+ * from the fault thread and every background thread. Return 0, or a
+ * negative code with a message in @err naming the page (the loader stops).
+ */
+struct fy_lazy_source {
+	int (*fetch)(void *opaque, uint32_t region, uint64_t offset,
+		     uint64_t len, void *buf, uint64_t *zero, char *err,
+		     size_t errlen);
+	void *opaque;
+};
+
+struct fy_lazy_config {
+	const struct fy_region *regions; /* host, size; read at start */
+	size_t nregions;
+	struct fy_lazy_source source;
+	/* Threads filling what was not asked for, 0 = none (postcopy pushes
+	 * from the outside with fy_lazy_place()); default for a file: 2. */
+	unsigned background_threads;
+	/* Bytes a background thread fetches at once (a multiple of every
+	 * unit; 0 = 2 MiB). */
+	uint64_t batch_bytes;
+};
+
+/* What the loader did so far. Wait times are from the moment the fault
+ * thread read the fault to the moment the page was placed (the vCPU wakes
+ * then), in microseconds. */
+struct fy_lazy_stats {
+	uint64_t pages;	       /* 4 KiB pages to place, in all */
+	uint64_t placed;       /* of them, placed (by any path) */
+	uint64_t faults;       /* faults served (a vCPU waited) */
+	uint64_t fault_pages;  /* pages placed because of a fault */
+	uint64_t zero_pages;   /* pages placed as zeros */
+	double wait_p50_us, wait_p99_us, wait_max_us;
+	double complete_ms;    /* start to the last page placed, or 0 */
+	int error;	       /* the error that stopped it, or 0 */
+	char errmsg[256];
+};
+
+/*
+ * fy_lazy_start() - register @cfg's regions with a new userfaultfd in
+ * missing mode and start the fault thread and background threads. The
+ * unit of each region is its mapping's page size (read from
+ * /proc/self/smaps: 2 MiB on hugetlb, else 4 KiB).
+ *
+ * Return: 0 and *@out; -ENOSYS/-EPERM/-EINVAL when userfaultfd or a
+ * feature the backing needs is missing (shmem, hugetlb), -ENOMEM; @err
+ * says which.
+ */
+int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
+		  char *err, size_t errlen);
+
+/*
+ * fy_lazy_place() - place pages that arrived from elsewhere (postcopy's
+ * background stream): @len bytes at @offset of @region, @zero as in
+ * fetch(). Units already placed are skipped. Any thread.
+ * Return: 0, or a negative code (the loader has stopped, or a range that
+ * is not unit-aligned or outside the region: -EINVAL).
+ */
+int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
+		  uint64_t len, const void *buf, const uint64_t *zero);
+
+/* Whether the unit holding byte @offset of @region is placed. */
+bool fy_lazy_has(struct fy_lazy *l, uint32_t region, uint64_t offset);
+
+/*
+ * fy_lazy_wait() - wait until every page is placed, the loader stopped
+ * on an error, or @timeout_ms passed (-1: no limit).
+ * Return: 0 (complete), -ETIMEDOUT, or the error that stopped it.
+ */
+int fy_lazy_wait(struct fy_lazy *l, int timeout_ms);
+
+/* Stop serving faults and filling (threads exit); the registration
+ * stays, so touched missing pages keep their threads blocked. Any
+ * thread. */
+void fy_lazy_cancel(struct fy_lazy *l);
+
+void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out);
+
+/*
+ * fy_lazy_finish() - after a complete load: stop the threads, unregister
+ * the regions and close the userfaultfd; the memory is then plain memory.
+ * Return: 0, or -EBUSY when not every page is placed (nothing changes).
+ */
+int fy_lazy_finish(struct fy_lazy *l);
+
+/* Stop the threads and release everything (see the header comment). NULL
+ * is harmless. */
+void fy_lazy_free(struct fy_lazy *l);
+
+#endif /* FY_LAZY_H */
