@@ -511,12 +511,22 @@ static void test_faults_then_place(void **state)
 	struct mem m;
 	struct fy_lazy *l;
 	unsigned i, wrong = 0;
+	uint8_t page[PG];
+	int pfd[2];
 
 	mem_map(&m, b, b == HUGETLB ? 16 * MIB : 32 * MIB);
 	per = m.unit / PG;
 	units = m.size / m.unit;
 	tsrc_init(&s, m.size / PG, NO_PAGE);
 	l = start(&m, &s, 0);
+	/* A fault taken in the kernel (write(2) reading guest memory, as a
+	 * VMM's I/O or KVM does) is served too: unit 0's middle page. */
+	assert_int_equal(pipe(pfd), 0);
+	assert_int_equal(write(pfd[1], m.p + per / 2 * PG, PG), PG);
+	assert_int_equal(read(pfd[0], page, PG), PG);
+	assert_true(page_ok(page, per / 2));
+	close(pfd[0]);
+	close(pfd[1]);
 	for (i = 0; i < 4; i++) {
 		rd[i] = (struct reader){ .m = &m, .first = i, .stride = stride };
 		assert_int_equal(pthread_create(&rd[i].t, NULL, reader_units, &rd[i]), 0);
