@@ -88,8 +88,9 @@ struct fy_lazy_stats {
  * /proc/self/smaps: 2 MiB on hugetlb, else 4 KiB).
  *
  * Return: 0 and *@out; -ENOSYS/-EPERM/-EINVAL when userfaultfd or a
- * feature the backing needs is missing (shmem, hugetlb), -ENOMEM; @err
- * says which.
+ * feature the backing needs is missing (shmem, hugetlb), -EINVAL also for
+ * a region not aligned to its pages or with a page already populated
+ * (it would never be fetched), -ENOMEM; @err says which.
  */
 int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 		  char *err, size_t errlen);

@@ -675,6 +675,21 @@ static void test_rejects(void **state)
 	cfg.batch_bytes = 6000;
 	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "batch"));
+	cfg.batch_bytes = 0;
+	/* A page already there would never be asked for: refused (a read
+	 * maps the zero page, or with THP the huge zero page: offset 0). */
+	assert_int_equal(m.p[5 * PG + 1], 0);
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "is already populated"));
+	assert_int_equal(madvise(m.p, m.size, MADV_DONTNEED), 0);
+	assert_false(uffd_missing_armed(m.p));
+	mem_unmap(&m);
+
+	mem_map(&m, MEMFD, 4 * MIB);
+	rg = (struct fy_region){ .host = m.p, .size = m.size, .fd = m.fd, .name = "r" };
+	assert_int_equal(pwrite(m.fd, "x", 1, 9 * PG), 1);
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "offset 0x9000 is already populated"));
 	assert_false(uffd_missing_armed(m.p));
 	fy_lazy_free(NULL);
 	free(s.count);
