@@ -1200,6 +1200,15 @@ static void lz_join(struct fy_lazy *l)
 	}
 }
 
+/* fy_lazy_stop() - cancel, and join the loader's threads (see lazy.h). */
+void fy_lazy_stop(struct fy_lazy *l)
+{
+	if (!l)
+		return;
+	fy_lazy_cancel(l);
+	lz_join(l);
+}
+
 /*
  * fy_lazy_finish() - after a complete load: stop the threads, unregister
  * and close the userfaultfd. Return: 0, or -EBUSY when incomplete.

@@ -122,6 +122,11 @@ int fy_lazy_wait(struct fy_lazy *l, int timeout_ms);
  * Any thread. */
 void fy_lazy_cancel(struct fy_lazy *l);
 
+/* fy_lazy_cancel(), then wait until no thread of the loader runs, so the
+ * page source may go away while the registration stays. From the thread
+ * that started it. */
+void fy_lazy_stop(struct fy_lazy *l);
+
 void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out);
 
 /*

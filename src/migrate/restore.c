@@ -566,7 +566,8 @@ static int restore_lazy(struct restorer *x)
 					       ferry_strerror(rc));
 		return 0;
 	}
-	fy_lazy_cancel(l);
+	/* The file goes away with this run: no thread may read it later. */
+	fy_lazy_stop(l);
 	s->lazy = l;
 	if (s->ops.pause(s->cfg.opaque))
 		fy_session_log(s, 0, "pausing the guest failed; its vCPUs that touch a missing page stay blocked");
