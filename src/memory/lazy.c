@@ -380,7 +380,7 @@ static int lz_place_kind(struct fy_lazy *l, struct lz_run *run,
 }
 
 /*
- * Place the units of [off, off + len) of region @ri that the bitmap says
+ * Place the units of [off, off + len) of region @r that the bitmap says
  * are missing, from @buf (bytes of the range; the bytes of a zero page need
  * not be zero unless the unit is also data, see lz_scrub) and @zero (bit i
  * = page i of the range is zero). Consecutive units of one kind go in one
