@@ -433,6 +433,7 @@ static void check_finish(struct fy_lazy *l, struct mem *m)
 static void test_fill(void **state)
 {
 	enum backing b = *(enum backing *)*state;
+	struct fy_lazy_stats st;
 	struct reader rd[4];
 	struct tsrc s;
 	struct mem m;
@@ -455,6 +456,11 @@ static void test_fill(void **state)
 	assert_int_equal(fy_lazy_wait(l, 20000), 0);
 	check_all_pages(&m);
 	check_complete_stats(l, &m);
+	fy_lazy_stats(l, &st);
+	print_message("[ INFO     ] %s with 2 background threads: %llu faults, wait p50 %.1f us "
+		      "p99 %.1f us max %.1f us, complete in %.1f ms\n", backing_name[b],
+		      (unsigned long long)st.faults, st.wait_p50_us, st.wait_p99_us,
+		      st.wait_max_us, st.complete_ms);
 	assert_false(atomic_load(&s.bad));
 	for (pg = 0; pg < s.pages; pg++) {
 		assert_true(s.count[pg] >= 1);
