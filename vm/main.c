@@ -506,6 +506,7 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 	}
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.session = s;
+	vm->mig.receiving = !send;
 	vm->mig.vmm_err[0] = '\0';
 	if (atomic_load(&vm->mig.cancel_requested) || vm->mig.stopping)
 		ferry_session_cancel(s);

@@ -264,9 +264,9 @@ int vm_snapshot_options(struct vm_opts *o, struct vm_snap *snap)
 				"file: %s\n", err[0] ? err : path);
 			return 2;
 		}
-		fprintf(stderr, "ferry-vm: note: %s; restoring it as a "
-			"stream-format snapshot, which needs --memory, --vcpus and "
-			"--memory-backend as the source had\n", err[0] ? err : path);
+		fprintf(stderr, "ferry-vm: note: %s; restoring it as a stream, "
+			"with --memory, --vcpus and --memory-backend as given "
+			"(they must be the source's)\n", err[0] ? err : path);
 		return -1;
 	}
 	if (rc) {

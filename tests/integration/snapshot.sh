@@ -12,7 +12,8 @@ start_vm src --memory 64M --workload random --dirty-rate 50
 	fail "snapshot failed: $(tail -n1 "$T/m.json")"
 [ -s "$snap" ] || fail "no snapshot file"
 [ ! -e "$snap.partial" ] || fail "partial file left behind"
-[ "$(json_field "$T/m.json" 'd["keep_running"]')" = true ] || fail "not a checkpoint: $(cat "$T/m.json")"
+[ "$(json_field "$T/m.json" '[d["keep_running"], d["snapshot"]]')" = '[true, "written"]' ] ||
+	fail "not a checkpoint: $(cat "$T/m.json")"
 [ "$(json_field "$T/m.json" 'len(d["image_digest"] or "")')" = 16 ] ||
 	fail "no image digest in the report: $(cat "$T/m.json")"
 [ "$(json_field "$T/m.json" 'd["wire_bytes"] == '"$(stat -c %s "$snap")")" = true ] ||
@@ -27,8 +28,8 @@ wait_until 30 sh -c "[ \"\$($FERRY status $T/dst.sock --json | python3 -c 'impor
 	fail "restored guest not verified: $("$FERRY" status "$T/dst.sock" --json)"
 [ "$(status_field dst '[d["guest"]["memory"], d["guest"]["vcpus"], d["guest"]["workload"]]')" = '[67108864, 2, "random"]' ] ||
 	fail "restored guest's shape: $(status_field dst 'd["guest"]')"
-[ "$(status_field dst 'd["migration"]["image_digest"]')" = "$(json_field "$T/m.json" 'd["image_digest"]')" ] ||
-	fail "image digest read differs from the one written"
+[ "$(status_field dst '[d["migration"]["snapshot"], d["migration"]["image_digest"]]')" = "[\"read\", $(json_field "$T/m.json" 'd["image_digest"]')]" ] ||
+	fail "image digest read differs from the one written: $(status_field dst 'd["migration"]')"
 guest_runs dst || fail "restored guest does not run"
 pass "restored from the file alone (64 MiB, 2 vCPUs, random) and verified"
 
