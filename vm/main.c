@@ -879,6 +879,12 @@ enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen)
 	if (!vm->mig.active) {
 		snprintf(err, errlen, "no migration is running");
 		e = VM_ERR_STATE;
+	} else if (atomic_load(&vm->mig.lazy_ran) && !vm->mig.arrived) {
+		/* There is no source to go back to: the guest would stop
+		 * for good with its memory half loaded. */
+		snprintf(err, errlen, "the guest already runs from the snapshot "
+			 "while its memory loads; cancelling would stop it for good");
+		e = VM_ERR_STATE;
 	} else {
 		atomic_store(&vm->mig.cancel_requested, true);
 		if (vm->mig.session)
