@@ -252,8 +252,12 @@ static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 	uint64_t u, first = off / r->unit, end = (off + len) / r->unit;
 	uint64_t per = r->unit / FY_PAGE_SIZE, fresh = 0, zeros = 0, total;
 
+	/* Two paths can finish the same unit (one placed it, the other got
+	 * EEXIST): only the one that sets its bit counts it. */
 	for (u = first; u < end; u++) {
-		if (unit_placed(r, u))
+		uint64_t bit = UINT64_C(1) << (u % 64);
+
+		if (atomic_fetch_or(&r->placed[u / 64], bit) & bit)
 			continue;
 		if (zero)
 			zeros += bits_count(zero, zp + (u - first) * per, per);
@@ -263,13 +267,6 @@ static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 		atomic_fetch_add(&l->zero_pages, zeros);
 	if (fault && fresh)
 		atomic_fetch_add(&l->fault_pages, fresh * per);
-	fresh = 0;
-	for (u = first; u < end; u++) {
-		uint64_t bit = UINT64_C(1) << (u % 64);
-
-		if (!(atomic_fetch_or(&r->placed[u / 64], bit) & bit))
-			fresh++;
-	}
 	if (!fresh)
 		return;
 	total = atomic_fetch_add(&l->placed, fresh * per) + fresh * per;
