@@ -938,8 +938,10 @@ static int init_guest(struct vm *vm, char *err, size_t errlen)
 	int rc = 0;
 
 	/* userfaultfd's missing mode needs memory that is not there yet: a
-	 * lazy restore places every page itself. */
-	if (!vm->opts.lazy)
+	 * lazy restore places every page itself. A full restore from a file
+	 * writes every page that has data anyway, and populating first only
+	 * competes with its reads for the memory map's lock. */
+	if (!vm_restoring_file(vm))
 		rc = guest_ram_populate(&vm->guest, &vm->init.abort);
 	if (rc) {
 		snprintf(err, errlen, "cannot populate %" PRIu64 " MiB of guest RAM: %s",
@@ -1034,15 +1036,19 @@ const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
 	migrated = vm->mig.migrated;
 	arrived = vm->mig.arrived;
 	lost = vm->mig.lost[0];
-	/* A lazy restore populates RAM as it places pages. */
-	if (vm->opts.lazy) {
+	/* A restore from a file populates RAM as it places or reads pages. */
+	if (vm_restoring_file(vm)) {
 		memset(&ms, 0, sizeof(ms));
 		if (vm->mig.session)
 			ferry_session_stats(vm->mig.session, &ms);
 		else if (vm->mig.have_last)
 			ms = vm->mig.last;
-		*populated_pct = arrived ? 100 : ms.lazy_pages ?
-				 (unsigned)(ms.lazy_placed * 100 / ms.lazy_pages) : 0;
+		if (vm->opts.lazy)
+			*populated_pct = arrived ? 100 : ms.lazy_pages ?
+					 (unsigned)(ms.lazy_placed * 100 / ms.lazy_pages) : 0;
+		else
+			*populated_pct = arrived ? 100 : ms.ram_bytes ?
+					 (unsigned)(ms.pass_bytes * 100 / ms.ram_bytes) : 0;
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
 	if (st == VM_INIT_FAILED || lost)
