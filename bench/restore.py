@@ -2,7 +2,7 @@
 """One restore of a snapshot file, timed from the start of the process.
 
 Starts `ferry-vm --api-socket SOCK --incoming file:PATH [--lazy]` and asks
-its API socket for `status` every millisecond or so: the time to its first
+its API socket for `status` every millisecond: the time to its first
 answer, to the first status whose guest runs, and (lazy) to the first whose
 migration says every page is in; then it waits for the guest's verdict and
 ends the VM. Prints one JSON line: {"status", "mode", "first_answer_ms",
@@ -80,7 +80,7 @@ def main():
             break
         st = status(sock)
         if st is None:
-            time.sleep(0.0005)
+            time.sleep(0.001)
             continue
         now = ms()
         if out["first_answer_ms"] is None:
@@ -95,7 +95,7 @@ def main():
             out["all_in_ms"] = now
             break
         # Fast while the start is timed, gentler while pages stream in.
-        time.sleep(0.0005 if out["running_ms"] is None else 0.005)
+        time.sleep(0.001 if out["running_ms"] is None else 0.005)
     # The verdict comes once the guest has been checked.
     while out["status"] == "ok" and time.monotonic() - t0 < limit:
         st = status(sock) or st
