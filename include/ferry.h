@@ -877,6 +877,32 @@ FERRY_API int ferry_state_dump_schemas_json(const void *data, size_t len,
  *            "memory_bytes", "passes", "state_bytes", "skipped",
  *            "final_state", "complete"}
  *
+ * A snapshot file in the mapped layout (magic "FERRYSNP", the one
+ * ferry_session_send writes to "file:PATH") is read by offset instead, so
+ * @fd must then be a regular file; its items are:
+ *
+ *   HEADER   the superblock: {"magic", "format_version", "flags",
+ *            "page_size", "regions" (how many), "pages", "data_pages",
+ *            "table_offset", "map_offset", "state_offset", "state_bytes",
+ *            "file_bytes", "table_hash", "map_hash", "state_hash" (hex
+ *            strings; table_hash is the image digest), "passes",
+ *            "software", "created_ns", "created" (UTC, ISO 8601)}
+ *   REGION   one per region, @name its name, @offset its first slot:
+ *            {"index", "name", "gpa", "size", "pages", "first_page",
+ *            "slot_offset", "data_pages", "zero_pages", "checked"}
+ *   RECORD   STATE at the state section's offset, as a STATE record
+ *   SUMMARY  {"format": "mapped", "regions", "pages", "data_pages",
+ *            "zero_pages", "memory_bytes", "file_bytes", "state_bytes",
+ *            "passes", "image_digest", "pages_checked", "complete"}
+ *
+ * Its checks: the superblock (every field, its checksum), the file's size,
+ * the data map's hash and its bits past the last page, the data_pages
+ * counts against the map, the page table's hash, the state's hash and that
+ * it decodes; with FERRY_INSPECT_CHECK also every page: a data page's slot
+ * against its table entry, a zero page's entry against the hash of a zero
+ * page. Problems name the part and the file offset ("offset 2170880: page
+ * 18 of region ram0 (global page 18): slot does not match its checksum").
+ *
  * Checks (all of them when FERRY_INSPECT_CHECK is set): the stream header;
  * record framing, flags and every checksum (with the CSUM_HEAD rule);
  * zero padding; the record order against the receiver's state machine;
@@ -903,6 +929,7 @@ enum ferry_inspect_what {
 	FERRY_INSPECT_RECORD = 2,  /* one record */
 	FERRY_INSPECT_PASS = 3,	   /* summary of one memory pass */
 	FERRY_INSPECT_SUMMARY = 4, /* totals; the last item of a whole read */
+	FERRY_INSPECT_REGION = 5,  /* a mapped snapshot's memory region */
 };
 
 /* One thing found in the stream. Everything it points to is valid only
@@ -913,7 +940,8 @@ struct ferry_inspect_item {
 			     pass's PASS_BEGIN, or (SUMMARY) the end */
 	uint32_t type;	  /* RECORD: the type as on the wire */
 	const char *name; /* RECORD: "HELLO", "MEMORY", "0x7123?" (an
-			     unknown type; '?' = optional); else "" */
+			     unknown type; '?' = optional); REGION: the
+			     region's name; else "" */
 	uint32_t flags;	  /* RECORD: the record flags */
 	uint32_t seq;	  /* RECORD: the seq */
 	uint32_t length;  /* RECORD: body bytes, without padding */
@@ -928,7 +956,9 @@ typedef int (*ferry_inspect_fn)(void *opaque,
 /**
  * ferry_inspect_fd() - decode (and check) the stream read from @fd.
  * @fd: a file, pipe or socket positioned at the stream header; read to
- *      its end, never seeked, not closed.
+ *      its end, never seeked, not closed. A mapped snapshot file (magic
+ *      "FERRYSNP" at the position) is read with pread, its position left
+ *      alone; from a pipe or socket it is refused (-EBADMSG).
  * @flags: FERRY_INSPECT_CHECK or 0.
  * @cb: called for every item, in stream order; may be NULL.
  * @opaque: passed to @cb.

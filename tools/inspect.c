@@ -12,6 +12,7 @@
 
 #include "ferry.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -37,12 +38,21 @@ const char cli_inspect_usage[] =
 	"body says; memory records are summarised per pass, the device state is\n"
 	"decoded field by field.\n"
 	"\n"
+	"A snapshot file in the mapped layout (magic FERRYSNP) is read by offset,\n"
+	"so it must be a file, not '-': shows its superblock (regions, pages,\n"
+	"where the page table, data map and state are, passes, software, when it\n"
+	"was written), one line per region, the device state and a summary.\n"
+	"Stream-format snapshot files of older ferry versions are decoded as\n"
+	"streams.\n"
+	"\n"
 	"Options:\n"
 	"  --check      validate everything (framing, checksums, record order,\n"
 	"               memory ranges and encodings, pass counts, the state) and\n"
-	"               stop at the first problem, naming its offset\n"
+	"               stop at the first problem, naming its offset; for a\n"
+	"               mapped snapshot every page against the page table, the\n"
+	"               table, map and state hashes, the data-page counts\n"
 	"  --json       one JSON object per line and item (header, record, pass,\n"
-	"               summary, error) instead of text\n"
+	"               region, summary, error) instead of text\n"
 	"  --records    list every memory record too\n"
 	"  -h, --help   show this help\n"
 	"\n"
@@ -267,11 +277,52 @@ static void text_pass(json_object *p)
 	}
 }
 
+/* The superblock of a mapped snapshot file. */
+static void text_snapshot_header(json_object *b)
+{
+	char a[32], c[32];
+
+	printf("snapshot file (mapped layout): format version %" PRIu64
+	       ", %" PRIu64 " region%s, %" PRIu64 " pages of %" PRIu64
+	       " bytes (%" PRIu64 " with data), %s\n",
+	       get_u64(b, "format_version"), get_u64(b, "regions"),
+	       get_u64(b, "regions") == 1 ? "" : "s", get_u64(b, "pages"),
+	       get_u64(b, "page_size"), get_u64(b, "data_pages"),
+	       bytes(get_u64(b, "file_bytes"), a, sizeof(a)));
+	printf("  written by \"%s\" at %s in %" PRIu64 " memory pass%s; "
+	       "image digest %s\n", get_s(b, "software"), get_s(b, "created"),
+	       get_u64(b, "passes"), get_u64(b, "passes") == 1 ? "" : "es",
+	       get_s(b, "table_hash"));
+	printf("  page table at %" PRIu64 ", data map at %" PRIu64
+	       ", state at %" PRIu64 " (%s)\n", get_u64(b, "table_offset"),
+	       get_u64(b, "map_offset"), get_u64(b, "state_offset"),
+	       bytes(get_u64(b, "state_bytes"), c, sizeof(c)));
+	printf("%10s  %s\n", "offset", "part");
+}
+
+static void text_region(json_object *b)
+{
+	char sz[32];
+
+	printf("region %" PRIu64 " %s: gpa 0x%" PRIx64 ", %s, %" PRIu64
+	       " pages from global page %" PRIu64 ": %" PRIu64 " data, %" PRIu64
+	       " zero%s\n", get_u64(b, "index"), get_s(b, "name"),
+	       get_u64(b, "gpa"), bytes(get_u64(b, "size"), sz, sizeof(sz)),
+	       get_u64(b, "pages"), get_u64(b, "first_page"),
+	       get_u64(b, "data_pages"), get_u64(b, "zero_pages"),
+	       json_object_get_boolean(get(b, "checked")) ?
+		       ", every page checked" : "");
+}
+
 static void text_item(const struct ferry_inspect_item *it, json_object *b,
 		      struct inspect_opts *o)
 {
 	switch (it->what) {
 	case FERRY_INSPECT_HEADER:
+		if (!strcmp(get_s(b, "magic"), "FERRYSNP")) {
+			text_snapshot_header(b);
+			break;
+		}
 		printf("stream header: %s, format version %" PRIu64 ", flags %" PRIu64 "\n",
 		       get_s(b, "magic"), get_u64(b, "format_version"),
 		       get_u64(b, "flags"));
@@ -290,6 +341,10 @@ static void text_item(const struct ferry_inspect_item *it, json_object *b,
 	case FERRY_INSPECT_PASS:
 		text_pass(b);
 		break;
+	case FERRY_INSPECT_REGION:
+		printf("%10" PRIu64 "  ", it->offset);
+		text_region(b);
+		break;
 	case FERRY_INSPECT_SUMMARY:
 		break;
 	}
@@ -302,7 +357,10 @@ static void text_item(const struct ferry_inspect_item *it, json_object *b,
 static void json_item(const struct ferry_inspect_item *it, json_object *b)
 {
 	static const char *const what[] = { "?", "header", "record", "pass",
-					    "summary" };
+					    "summary", "region" };
+	static_assert(sizeof(what) / sizeof(what[0]) ==
+			      FERRY_INSPECT_REGION + 1,
+		      "a name for every kind of item");
 	json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "what", json_object_new_string(what[it->what]));
@@ -339,7 +397,24 @@ static int on_item(void *opaque, const struct ferry_inspect_item *it)
 		json_item(it, b);
 	else if (it->what != FERRY_INSPECT_SUMMARY)
 		text_item(it, b, o);
-	if (it->what == FERRY_INSPECT_SUMMARY && !o->json) {
+	if (it->what == FERRY_INSPECT_SUMMARY && !o->json &&
+	    !strcmp(get_s(b, "format"), "mapped")) {
+		char sz[32], mem[32];
+
+		printf("%s: snapshot of %" PRIu64 " region%s, %s of memory "
+		       "(%" PRIu64 " data pages, %" PRIu64 " zero), state %" PRIu64
+		       " bytes, file %s, image digest %s%s\n",
+		       o->check ? "ok" : "end", get_u64(b, "regions"),
+		       get_u64(b, "regions") == 1 ? "" : "s",
+		       bytes(get_u64(b, "memory_bytes"), mem, sizeof(mem)),
+		       get_u64(b, "data_pages"), get_u64(b, "zero_pages"),
+		       get_u64(b, "state_bytes"),
+		       bytes(get_u64(b, "file_bytes"), sz, sizeof(sz)),
+		       get_s(b, "image_digest"),
+		       json_object_get_boolean(get(b, "pages_checked")) ?
+			       ", every page checked" :
+			       " (pages not checked: --check reads them)");
+	} else if (it->what == FERRY_INSPECT_SUMMARY && !o->json) {
 		char sz[32], mem[32];
 
 		printf("%s: %" PRIu64 " records, %s, %" PRIu64 " pass%s with %" PRIu64

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <xxhash.h>
 
@@ -143,6 +144,11 @@ static int read_stream_header(struct fy_insp *x, struct fail *f)
 
 	if (rc)
 		return fail(f, 0, rc, "cannot read: %s", strerror(-rc));
+	if (fy_snap_is_mapped(h, got))
+		return fail(f, 0, -EBADMSG,
+			    "a mapped snapshot file (magic " FY_SNAP_MAGIC
+			    ") is read by offset: inspect the file itself, "
+			    "not a pipe or socket");
 	if (got < sizeof(h))
 		return fail(f, 0, -EBADMSG,
 			    "stream header truncated: %zu of %d bytes", got,
@@ -508,12 +514,31 @@ static void insp_free(struct fy_insp *x)
 	free(x);
 }
 
+/*
+ * Whether @fd is seekable and holds a mapped snapshot at its position
+ * (*@base). pread leaves the position alone, so a stream file is then
+ * read from where it was.
+ */
+static bool mapped_at(int fd, uint64_t *base)
+{
+	off_t at = lseek(fd, 0, SEEK_CUR);
+	uint8_t magic[8];
+	size_t got;
+
+	if (at < 0 || fy_pread_full(fd, magic, sizeof(magic), (uint64_t)at,
+				    &got))
+		return false;
+	*base = (uint64_t)at;
+	return fy_snap_is_mapped(magic, got);
+}
+
 FERRY_API int ferry_inspect_fd(int fd, unsigned flags, ferry_inspect_fn cb,
 			       void *opaque, uint64_t *err_offset, char *err,
 			       size_t errlen)
 {
 	struct fy_insp *x;
 	struct fail f = { 0 };
+	uint64_t base;
 	int rc;
 
 	if (err && errlen)
@@ -522,6 +547,9 @@ FERRY_API int ferry_inspect_fd(int fd, unsigned flags, ferry_inspect_fn cb,
 		*err_offset = 0;
 	if (fd < 0 || (flags & ~FERRY_INSPECT_CHECK))
 		return -EINVAL;
+	if (mapped_at(fd, &base))
+		return fy_insp_mapped(fd, base, flags, cb, opaque, err_offset,
+				      err, errlen);
 	rc = insp_new(&x, fd, flags);
 	if (rc) {
 		fail(&f, 0, rc, "out of memory");

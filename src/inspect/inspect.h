@@ -19,6 +19,9 @@
  *   decode.c   control message bodies, snapshot index and footer
  *   memory.c   memory records: ranges, zero maps, payload sizes, codecs
  *   json.c     a small JSON writer on top of fy_buf
+ *   snapinfo.c positioned reads, the superblock of a mapped snapshot file,
+ *              ferry_snapshot_describe()
+ *   mapped.c   inspecting and checking a mapped snapshot file
  */
 #ifndef FY_INSPECT_H
 #define FY_INSPECT_H
@@ -30,6 +33,7 @@
 #include "ferry.h"
 #include "memory/memory.h"
 #include "proto/proto.h"
+#include "wire/snapfile.h"
 #include "wire/wire.h"
 
 /* ---- reader.c ---- */
@@ -176,5 +180,25 @@ void fy_insp_index_add(struct fy_insp *x, const struct fy_mem_hdr *m,
 int fy_insp_memory(struct fy_insp *x, bool in_pass);
 void fy_insp_pass_json(struct fy_insp *x, struct fy_js *j, bool ended);
 void fy_insp_mem_free(struct fy_insp *x);
+
+/* ---- snapinfo.c ---- */
+
+/* pread until @n bytes or the end of the file; *got says how many. 0 or a
+ * negative errno. */
+int fy_pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got);
+/* Read and decode the superblock at @base of @fd; @size is the bytes from
+ * @base to the end of the file (UINT64_MAX: unchecked). A stream-format
+ * file is refused saying so. 0, -EBADMSG, FERRY_EVERSION, FERRY_ECHECKSUM,
+ * -ENOMEM or a read error, with @err set. */
+int fy_snap_read_sb(int fd, uint64_t base, uint64_t size,
+		    struct fy_snap_sb *sb, char *err, size_t errlen);
+
+/* ---- mapped.c ---- */
+
+/* ferry_inspect_fd() for a mapped snapshot file starting at offset @base
+ * of the seekable @fd (offsets in items and messages count from @base). */
+int fy_insp_mapped(int fd, uint64_t base, unsigned flags, ferry_inspect_fn cb,
+		   void *opaque, uint64_t *err_offset, char *err,
+		   size_t errlen);
 
 #endif /* FY_INSPECT_H */

@@ -62,7 +62,7 @@ struct fy_lazy_config {
 	 * from the outside with fy_lazy_place()); default for a file: 2. */
 	unsigned background_threads;
 	/* Bytes a background thread fetches at once (a multiple of every
-	 * unit; 0 = 2 MiB). */
+	 * unit; 0 = 2 MiB, or the largest unit if that is larger). */
 	uint64_t batch_bytes;
 };
 
@@ -88,8 +88,9 @@ struct fy_lazy_stats {
  * /proc/self/smaps: 2 MiB on hugetlb, else 4 KiB).
  *
  * Return: 0 and *@out; -ENOSYS/-EPERM/-EINVAL when userfaultfd or a
- * feature the backing needs is missing (shmem, hugetlb), -ENOMEM; @err
- * says which.
+ * feature the backing needs is missing (shmem, hugetlb), -EINVAL also for
+ * a region not aligned to its pages or with a page already populated
+ * (it would never be fetched), -ENOMEM; @err says which.
  */
 int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 		  char *err, size_t errlen);
@@ -97,7 +98,8 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 /*
  * fy_lazy_place() - place pages that arrived from elsewhere (postcopy's
  * background stream): @len bytes at @offset of @region, @zero as in
- * fetch(). Units already placed are skipped. Any thread.
+ * fetch(). Units already placed are skipped; a @buf that is not page
+ * aligned (UFFDIO_COPY needs it) costs a copy. Any thread.
  * Return: 0, or a negative code (the loader has stopped, or a range that
  * is not unit-aligned or outside the region: -EINVAL).
  */
@@ -115,9 +117,15 @@ bool fy_lazy_has(struct fy_lazy *l, uint32_t region, uint64_t offset);
 int fy_lazy_wait(struct fy_lazy *l, int timeout_ms);
 
 /* Stop serving faults and filling (threads exit); the registration
- * stays, so touched missing pages keep their threads blocked. Any
- * thread. */
+ * stays, so touched missing pages keep their threads blocked. Before
+ * completion this stops the loader with -ECANCELED (what wait returns).
+ * Any thread. */
 void fy_lazy_cancel(struct fy_lazy *l);
+
+/* fy_lazy_cancel(), then wait until no thread of the loader runs, so the
+ * page source may go away while the registration stays. From the thread
+ * that started it. */
+void fy_lazy_stop(struct fy_lazy *l);
 
 void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out);
 

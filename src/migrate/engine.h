@@ -59,6 +59,9 @@ struct ferry_session {
 	uint64_t t_start_ns;
 	uint64_t t_progress_ns; /* last progress event */
 	uint64_t pace_next_ns;	/* cfg.max_bandwidth: when the link is free */
+	/* A lazy restore stopped on a damaged page: kept so that vCPUs
+	 * blocked on missing pages stay blocked; freed with the session. */
+	struct fy_lazy *lazy;
 };
 
 /* A connection carrying records, with its own checksum state. */

@@ -14,6 +14,7 @@
 
 #include "migrate/channels.h"
 #include "migrate/engine.h"
+#include "migrate/snapfile.h"
 #include "proto/proto.h"
 #include "transport/transport.h"
 
@@ -492,6 +493,17 @@ static int open_listener(ferry_session *s, const struct fy_uri *u, int *lfd,
 	return 0;
 }
 
+/* Whether the file at @fd is in the mapped layout (a newer snapshot) rather
+ * than a stream; reads its first bytes and rewinds. */
+static bool is_mapped(int fd)
+{
+	uint8_t m[8];
+	bool yes = pread(fd, m, sizeof(m), 0) == (ssize_t)sizeof(m) &&
+		   fy_snap_is_mapped(m, sizeof(m));
+
+	return yes;
+}
+
 /* Accept the main connection; the listener stays open for extra ones. */
 static int accept_one(ferry_session *s, const struct fy_uri *u, int *lfd,
 		      int *fd, bool *borrowed)
@@ -545,11 +557,31 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 		fy_session_fail(s, rc, "%s", x.err);
 		goto done;
 	}
+	if (s->cfg.lazy && u.kind != FY_URI_FILE) {
+		rc = fy_session_fail(s, -EINVAL,
+				     "lazy loading is for file: snapshots (%s is a migration)",
+				     uri);
+		goto done;
+	}
 	if (u.kind == FY_URI_FILE) {
 		fd = open(u.path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
 			rc = fy_session_fail(s, -errno, "cannot open %s: %s",
 					     u.path, strerror(errno));
+			goto done;
+		}
+		if (is_mapped(fd)) {
+			close(fd);
+			fd = -1;
+			rc = fy_snap_restore(s, u.path);
+			goto done;
+		}
+		if (s->cfg.lazy) {
+			close(fd);
+			fd = -1;
+			rc = fy_session_fail(s, -EINVAL,
+					     "%s is a stream-format snapshot of an older ferry: it restores only eagerly (without lazy)",
+					     u.path);
 			goto done;
 		}
 	} else {

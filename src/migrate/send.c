@@ -14,6 +14,7 @@
 
 #include "migrate/channels.h"
 #include "migrate/engine.h"
+#include "migrate/snapfile.h"
 #include "proto/proto.h"
 #include "transport/transport.h"
 
@@ -44,10 +45,8 @@ struct sender {
 	uint64_t t_resumed;   /* destination resumed (its clock if shared) */
 	uint64_t state_bytes; /* size of the state blob, once known */
 	uint64_t last_pass_bytes; /* memory bytes of the last pass */
-	bool to_file;	      /* a snapshot: nobody answers */
-	char tmp_path[4200];  /* the snapshot until it is complete */
-	struct fy_buf index;  /* snapshot: where each memory record is */
-	uint64_t state_off;   /* snapshot: file offset of the STATE record */
+	bool to_file;	      /* a snapshot: memory goes into page slots */
+	struct fy_snapw *snap; /* the snapshot file being written */
 };
 
 /* The receiver may have explained a broken connection with an ERROR
@@ -125,11 +124,6 @@ static int request(struct sender *x, uint32_t type, const struct fy_buf *body,
 			      body ? body->len : 0);
 	if (rc)
 		return io_fail(x, rc, what);
-	if (x->to_file) {
-		/* A file takes everything; the answer is implied. */
-		fy_buf_reset(&x->ch.in);
-		return fy_send_sm_response(&x->sm, FY_REC_OK, seq);
-	}
 	return await_response(x, what);
 }
 
@@ -174,8 +168,6 @@ static int negotiate(struct sender *x)
 	hello.version_max = s->cfg.version_max ? s->cfg.version_max
 					       : FY_PROTO_VERSION_MAX;
 	hello.capabilities = s->cfg.capabilities;
-	if (x->to_file) /* a file has one connection */
-		hello.capabilities &= ~FERRY_CAP_MULTI_CHANNEL;
 	fy_read_boot_id(hello.boot_id, sizeof(hello.boot_id));
 	snprintf(hello.software, sizeof(hello.software), "ferry %s",
 		 FERRY_VERSION_STRING);
@@ -185,14 +177,7 @@ static int negotiate(struct sender *x)
 		rc = request(x, FY_REC_HELLO, &b, "HELLO");
 	if (rc)
 		goto out;
-	if (x->to_file) {
-		x->peer.version = hello.version_max;
-		x->peer.capabilities = hello.capabilities;
-		rc = 0;
-	} else {
-		rc = fy_hello_reply_decode(x->ch.in.data, x->ch.in.len,
-					   &x->peer);
-	}
+	rc = fy_hello_reply_decode(x->ch.in.data, x->ch.in.len, &x->peer);
 	x->peer.capabilities &= fy_version_caps(x->peer.version);
 	if (rc || x->peer.version < hello.version_min ||
 	    x->peer.version > hello.version_max ||
@@ -208,8 +193,7 @@ static int negotiate(struct sender *x)
 	 * queued stay in the caches the two ends share (see design-notes). */
 	x->window = s->cfg.window ? s->cfg.window
 		    : x->same_host ? FY_LOCAL_WINDOW : FY_DEFAULT_WINDOW;
-	if (!x->to_file)
-		size_send_buffer(x, x->ch.fd, 0);
+	size_send_buffer(x, x->ch.fd, 0);
 	x->csum_data = x->peer.capabilities & FERRY_CAP_DATA_CHECKSUM;
 	pthread_mutex_lock(&s->lock);
 	s->stats.version = x->peer.version;
@@ -243,18 +227,6 @@ static uint64_t wire_total(const struct sender *x)
 	return n;
 }
 
-/* Snapshot: remember where this memory record starts in the file. */
-static int index_add(struct sender *x, const struct fy_mem_hdr *m)
-{
-	uint8_t e[FY_INDEX_ENTRY_SIZE] = { 0 };
-
-	fy_put_u32(e, m->region);
-	fy_put_u64(e + 8, m->offset);
-	fy_put_u64(e + 16, m->length);
-	fy_put_u64(e + 24, x->ch.wire_bytes);
-	return fy_buf_put(&x->index, e, sizeof(e));
-}
-
 static int send_ranges(struct sender *x, uint64_t *records)
 {
 	ferry_session *s = x->s;
@@ -269,8 +241,6 @@ static int send_ranges(struct sender *x, uint64_t *records)
 			return fy_session_fail(s, FERRY_ECANCELED,
 					       "cancelled during a memory pass");
 		rc = fy_send_sm_data(&x->sm);
-		if (!rc && x->to_file)
-			rc = index_add(x, &m);
 		if (!rc)
 			rc = fy_chan_send_mem(&x->ch, &s->regions[r.region], &m,
 					      x->paused && x->csum_data);
@@ -311,6 +281,40 @@ static int take_lost(struct sender *x, uint32_t pass)
 	return 0;
 }
 
+/* Publish the start of pass @pass. */
+static void pass_starts(struct sender *x, uint32_t pass)
+{
+	ferry_session *s = x->s;
+
+	pthread_mutex_lock(&s->lock);
+	s->stats.pass = pass;
+	s->stats.pass_bytes = 0;
+	s->stats.pass_total = x->ranges.bytes;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* One pass into a snapshot file: every page of x->ranges into its slot.
+ * The bandwidth is the file's, measured over the pass. */
+static int file_pass(struct sender *x, uint32_t pass)
+{
+	ferry_session *s = x->s;
+	double secs;
+	int rc;
+
+	pass_starts(x, pass);
+	rc = fy_snapw_pass(x->snap, &x->ranges, &secs);
+	if (rc)
+		return rc;
+	x->last_pass_bytes = x->ranges.bytes;
+	if ((x->ranges.bytes >= (4u << 20) || x->bw == 0) && secs > 0 &&
+	    x->ranges.bytes)
+		x->bw = (double)x->ranges.bytes / secs;
+	pthread_mutex_lock(&s->lock);
+	s->stats.mb_per_s = x->bw / 1e6;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
 /* One pass over x->ranges, framed by the PASS_BEGIN/PASS_END barrier. */
 static int send_pass(struct sender *x, uint32_t pass)
 {
@@ -321,11 +325,9 @@ static int send_pass(struct sender *x, uint32_t pass)
 	uint64_t t0, t1, t2;
 	int rc;
 
-	pthread_mutex_lock(&s->lock);
-	s->stats.pass = pass;
-	s->stats.pass_bytes = 0;
-	s->stats.pass_total = x->ranges.bytes;
-	pthread_mutex_unlock(&s->lock);
+	if (x->snap)
+		return file_pass(x, pass);
+	pass_starts(x, pass);
 
 	fy_buf_init(&b);
 	t0 = fy_now_ns();
@@ -835,40 +837,88 @@ static int precopy(struct sender *x, uint32_t *pass)
 	}
 }
 
-static int send_state(struct sender *x)
+/* The VMM's state of the paused guest, into @st (initialised). */
+static int save_state(struct sender *x, struct ferry_buf *st)
 {
 	ferry_session *s = x->s;
-	struct ferry_buf st;
-	int rc;
+	int rc = s->ops.save_state(s->cfg.opaque, st);
 
-	fy_buf_init(&st.b);
-	rc = s->ops.save_state(s->cfg.opaque, &st);
 	if (rc) {
 		char why[256] = "";
 
 		if (s->ops.errmsg)
 			s->ops.errmsg(s->cfg.opaque, why, sizeof(why));
 		why[sizeof(why) - 1] = 0;
-		rc = fy_session_fail(s, FERRY_EVMM, "save_state failed: %s%s%s",
-				     ferry_strerror(rc), why[0] ? ": " : "", why);
-		goto out;
+		return fy_session_fail(s, FERRY_EVMM, "save_state failed: %s%s%s",
+				       ferry_strerror(rc), why[0] ? ": " : "",
+				       why);
 	}
-	if (st.b.len > FY_REC_MAX_BODY) {
-		rc = fy_session_fail(s, -EMSGSIZE,
-				     "device state of %zu bytes exceeds the %u byte record limit",
-				     st.b.len, FY_REC_MAX_BODY);
-		goto out;
-	}
-	x->state_bytes = st.b.len;
-	x->state_off = x->ch.wire_bytes;
-	rc = request(x, FY_REC_STATE, &st.b, "STATE");
-	if (!rc) {
-		pthread_mutex_lock(&s->lock);
-		s->stats.bytes += st.b.len;
-		pthread_mutex_unlock(&s->lock);
-	}
-out:
+	if (st->b.len > FY_REC_MAX_BODY)
+		return fy_session_fail(s, -EMSGSIZE,
+				       "device state of %zu bytes exceeds the %u byte record limit",
+				       st->b.len, FY_REC_MAX_BODY);
+	x->state_bytes = st->b.len;
+	pthread_mutex_lock(&s->lock);
+	s->stats.bytes += st->b.len;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static int send_state(struct sender *x)
+{
+	struct ferry_buf st;
+	int rc;
+
+	fy_buf_init(&st.b);
+	rc = save_state(x, &st);
+	if (!rc)
+		rc = request(x, FY_REC_STATE, &st.b, "STATE");
 	fy_buf_free(&st.b);
+	return rc;
+}
+
+/*
+ * The end of a snapshot, the guest paused and its last pages written:
+ * save the state; a checkpoint (keep_running) resumes the guest right
+ * away, since nothing more is read from its memory; then the file's table,
+ * map, state and superblock, and the rename that makes it valid. Without
+ * keep_running the file takes the guest over once renamed, and the pause
+ * is reported up to then.
+ */
+static int file_end(struct sender *x, uint64_t t1)
+{
+	ferry_session *s = x->s;
+	struct ferry_buf st;
+	uint64_t t2, t_run = 0;
+	int rc;
+
+	fy_buf_init(&st.b);
+	rc = save_state(x, &st);
+	t2 = fy_now_ns();
+	if (!rc && s->cfg.keep_running) {
+		rc = s->ops.resume(s->cfg.opaque);
+		if (rc)
+			rc = fy_session_fail(s, FERRY_EVMM, "resume failed: %s",
+					     ferry_strerror(rc));
+		else
+			x->paused = false;
+		t_run = fy_now_ns();
+	}
+	if (!rc)
+		rc = fy_snapw_finish(x->snap, st.b.data, st.b.len);
+	fy_buf_free(&st.b);
+	if (!t_run)
+		t_run = fy_now_ns();
+	pthread_mutex_lock(&s->lock);
+	s->stats.final_pass_ms = fy_ms(t1 - x->t_pause);
+	s->stats.state_ms = fy_ms(t2 - t1);
+	s->stats.switchover_ms = 0;
+	if (!rc) {
+		s->stats.downtime_ms = fy_ms(t_run - x->t_pause);
+		s->stats.wire_bytes = fy_snapw_size(x->snap);
+		s->stats.image_digest = fy_snapw_digest(x->snap);
+	}
+	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
 
@@ -939,6 +989,8 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 		return rc;
 	fy_session_event(s, FERRY_EVENT_PASS);
 	t1 = fy_now_ns();
+	if (x->snap)
+		return file_end(x, t1);
 	rc = send_state(x);
 	if (rc)
 		return rc;
@@ -973,7 +1025,7 @@ static int unwind(struct sender *x, int rc)
 {
 	ferry_session *s = x->s;
 	/* A snapshot owns the guest only once it is renamed into place. */
-	bool past = fy_send_sm_past_release(&x->sm) && !x->to_file;
+	bool past = fy_send_sm_past_release(&x->sm);
 
 	if (!past)
 		send_abort(x, rc);
@@ -1053,21 +1105,6 @@ static int connect_patiently(ferry_session *s, const struct fy_uri *u, int *fd,
 	}
 }
 
-/* A snapshot is written under a temporary name and renamed when whole. */
-static int open_snapshot(struct sender *x, const struct fy_uri *u, int *fd)
-{
-	snprintf(x->tmp_path, sizeof(x->tmp_path), "%s.partial", u->path);
-	*fd = open(x->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (*fd < 0) {
-		int rc = -errno;
-
-		x->tmp_path[0] = 0;
-		return fy_session_fail(x->s, rc, "cannot create %s: %s",
-				       u->path, ferry_strerror(rc));
-	}
-	return 0;
-}
-
 /* Connect, send the stream header and negotiate, once. */
 static int open_main_once(struct sender *x, const struct fy_uri *u)
 {
@@ -1076,18 +1113,11 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 	char err[256];
 	int fd, rc;
 
-	if (x->to_file) {
-		rc = open_snapshot(x, u, &fd);
-		if (rc)
-			return rc;
-	} else {
-		rc = connect_patiently(x->s, u, &fd, err, sizeof(err));
-		if (rc)
-			return fy_session_fail(x->s, rc, "%s", err);
-		setup_socket(x, fd, 0);
-	}
+	rc = connect_patiently(x->s, u, &fd, err, sizeof(err));
+	if (rc)
+		return fy_session_fail(x->s, rc, "%s", err);
+	setup_socket(x, fd, 0);
 	rc = fy_chan_init(&x->ch, x->s, fd);
-	x->ch.is_file = x->to_file;
 	if (!rc && x->s->cfg.record_stream) {
 		x->ch.tee_fd = open(x->s->cfg.record_stream,
 				    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
@@ -1108,6 +1138,22 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 	if (rc)
 		return io_fail(x, rc, "stream header");
 	return negotiate(x);
+}
+
+/* A snapshot file: pages go into slots, nothing is negotiated. */
+static int open_file(struct sender *x, const struct fy_uri *u)
+{
+	ferry_session *s = x->s;
+
+	if (s->cfg.record_stream)
+		fy_session_log(s, 1,
+			       "a snapshot file is not a stream: nothing is recorded to %s",
+			       s->cfg.record_stream);
+	fy_session_set_state(s, FERRY_STATE_NEGOTIATING);
+	pthread_mutex_lock(&s->lock);
+	s->stats.connections = 1;
+	pthread_mutex_unlock(&s->lock);
+	return fy_snapw_open(s, u->path, &x->snap);
 }
 
 /*
@@ -1140,47 +1186,6 @@ static int open_main(struct sender *x, const struct fy_uri *u)
 	}
 }
 
-/*
- * The end of a snapshot: the index of every memory record and the state,
- * a fixed-size footer pointing at it, then fsync and rename into place —
- * the moment the file, not the source, owns the guest.
- */
-static int finish_snapshot(struct sender *x, const struct fy_uri *u)
-{
-	uint8_t hdr[FY_INDEX_HDR_SIZE], foot[FY_FOOTER_BODY_SIZE];
-	uint64_t at = x->ch.wire_bytes;
-	struct fy_buf body;
-	int rc;
-
-	fy_buf_init(&body);
-	fy_put_u32(hdr, (uint32_t)(x->index.len / FY_INDEX_ENTRY_SIZE));
-	fy_put_u32(hdr + 4, 0);
-	fy_put_u64(hdr + 8, x->state_off);
-	rc = fy_buf_put(&body, hdr, sizeof(hdr));
-	if (!rc)
-		rc = fy_buf_put(&body, x->index.data, x->index.len);
-	if (!rc && body.len > FY_REC_MAX_BODY)
-		rc = -EMSGSIZE;
-	if (!rc)
-		rc = fy_chan_send_rec(&x->ch, FY_REC_INDEX, 0, body.data,
-				      body.len);
-	fy_put_u64(foot, at);
-	fy_put_u64(foot + 8, x->ch.wire_bytes - at);
-	if (!rc)
-		rc = fy_chan_send_rec(&x->ch, FY_REC_FOOTER, 0, foot,
-				      sizeof(foot));
-	fy_buf_free(&body);
-	if (!rc && fsync(x->ch.fd))
-		rc = -errno;
-	if (!rc && rename(x->tmp_path, u->path))
-		rc = -errno;
-	if (rc)
-		return fy_session_fail(x->s, rc, "writing %s: %s", u->path,
-				       ferry_strerror(rc));
-	x->tmp_path[0] = 0;
-	return 0;
-}
-
 /* A sender with every descriptor -1. It is large (a channel per possible
  * connection, about 160 KiB), so it lives on the heap, not on the stack
  * of whichever thread the VMM runs the migration on. */
@@ -1199,7 +1204,6 @@ static struct sender *sender_new(ferry_session *s)
 	fy_send_sm_init(&x->sm);
 	fy_ranges_init(&x->ranges);
 	fy_ranges_init(&x->carry);
-	fy_buf_init(&x->index);
 	return x;
 }
 
@@ -1211,12 +1215,10 @@ static void sender_free(struct sender *x)
 	fy_dirty_stop(&x->dirty);
 	fy_ranges_free(&x->ranges);
 	fy_ranges_free(&x->carry);
-	fy_buf_free(&x->index);
+	fy_snapw_free(x->snap);
 	if (x->ch.tee_fd >= 0)
 		close(x->ch.tee_fd);
 	fy_chan_close(&x->ch);
-	if (x->tmp_path[0])
-		unlink(x->tmp_path); /* an incomplete snapshot is no snapshot */
 	free(x);
 }
 
@@ -1247,22 +1249,25 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 		goto done;
 	}
 	x->to_file = u.kind == FY_URI_FILE;
-	rc = open_main(x, &u);
-	if (!rc)
+	if (s->cfg.keep_running && !x->to_file) {
+		rc = fy_session_fail(s, -EINVAL,
+				     "keep_running is for file: snapshots; a migration hands the guest over");
+		goto done;
+	}
+	rc = x->to_file ? open_file(x, &u) : open_main(x, &u);
+	if (!rc && !x->to_file)
 		rc = set_encoding(x, &x->ch);
 	/* A recording holds one connection's bytes: keep it complete. */
 	if (!rc && !x->to_file && !s->cfg.record_stream)
 		rc = open_extra(x, &u);
 	/* Over one connection the pages go by reference (see chan.c). */
-	x->ch.splice = !x->to_file && !x->nextra;
-	if (!rc && !x->to_file)
+	x->ch.splice = !x->nextra;
+	if (!rc)
 		rc = start_tracking(x);
 	if (!rc && x->tracking)
 		rc = precopy(x, &pass);
 	if (!rc)
 		rc = stop_and_switch(x, pass);
-	if (!rc && x->to_file)
-		rc = finish_snapshot(x, &u);
 	if (rc)
 		rc = unwind(x, rc);
 done:

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "memory/lazy.h"
 #include "migrate/engine.h"
 
 /**
@@ -147,6 +148,7 @@ FERRY_API void ferry_session_destroy(ferry_session *s)
 {
 	if (!s)
 		return;
+	fy_lazy_free(s->lazy);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -182,7 +182,7 @@ uint64_t fy_snap_page_hash(const void *page, uint64_t global_page);
 
 /*
  * fy_snap_find_page() - which region and page a global page number is.
- * Return: 0 and *@region/*@page set, or -ERANGE.
+ * Return: 0 and *@region and *@page set, or -ERANGE.
  */
 int fy_snap_find_page(const struct fy_snap_sb *sb, uint64_t global_page,
 		      uint32_t *region, uint64_t *page);

@@ -4,7 +4,8 @@
  * real streams and sections built with the src/wire and src/state
  * encoders, for a destination with one 64 KiB region (fuzz_receive's).
  *
- *   gen_seeds DIR      writes DIR/fuzz_wire, DIR/fuzz_receive, DIR/fuzz_state
+ *   gen_seeds DIR      writes DIR/fuzz_wire, DIR/fuzz_receive, DIR/fuzz_state,
+ *                      DIR/fuzz_snapfile
  *
  * (`ninja -C build fuzz-seeds` runs it on tests/fuzz/corpus.) The output is
  * deterministic. Most seeds carry placeholder checksums (eight zero bytes,
@@ -19,6 +20,7 @@
 
 #include "ferry.h"
 #include "memory/memory.h"
+#include "wire/snapfile.h"
 #include "wire/wire.h"
 #ifdef FZ_HAVE_STATE
 #include "state/state.h"
@@ -449,6 +451,50 @@ static void state_seeds(void)
 }
 #endif
 
+/* ---- snapshot superblocks ---- */
+
+/* A laid-out superblock of @n regions of @pages pages each, every other
+ * page data, written with a placeholder checksum unless @real. */
+static void snap_seed(const char *name, uint32_t n, uint64_t pages, bool real)
+{
+	static struct fy_snap_sb sb;
+	struct fy_buf b;
+
+	memset(&sb, 0, sizeof(sb));
+	sb.nregions = n;
+	for (uint32_t i = 0; i < n; i++) {
+		sb.regions[i].gpa = (uint64_t)i << 32;
+		sb.regions[i].size = pages * PAGE;
+		sb.regions[i].data_pages = pages / 2;
+		snprintf(sb.regions[i].name, sizeof(sb.regions[i].name),
+			 "ram%u", i);
+		sb.data_pages += pages / 2;
+	}
+	check(fy_snap_layout(&sb, 4096), "fy_snap_layout");
+	sb.table_hash = 0x0123456789abcdefull;
+	sb.map_hash = 0xfedcba9876543210ull;
+	sb.state_hash = 0x1122334455667788ull;
+	sb.created_ns = 1765000000000000000ull;
+	sb.passes = 3;
+	strcpy(sb.software, "ferry 0.1.0");
+	fy_buf_init(&b);
+	check(fy_buf_reserve(&b, FY_SNAP_SB_SIZE), "fy_buf_reserve");
+	fy_snap_sb_encode(b.data, &sb);
+	b.len = FY_SNAP_SB_SIZE;
+	if (!real)
+		memset(b.data + FY_SNAP_SB_SIZE - 8, 0, 8);
+	write_seed("fuzz_snapfile", name, &b);
+	fy_buf_free(&b);
+}
+
+static void snap_seeds(void)
+{
+	snap_seed("one-region-real-checksum", 1, 16, true);
+	snap_seed("one-region", 1, 16, false);
+	snap_seed("three-regions", 3, 513, false);
+	snap_seed("most-regions", FY_SNAP_MAX_REGIONS, 1, false);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -460,6 +506,7 @@ int main(int argc, char **argv)
 		die(root);
 	receive_seeds();
 	wire_seeds();
+	snap_seeds();
 #ifdef FZ_HAVE_STATE
 	state_seeds();
 #endif

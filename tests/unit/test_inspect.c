@@ -25,9 +25,11 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "ferry.h"
 #include "memory/memory.h"
+#include "wire/snapfile.h"
 #include "wire/wire.h"
 
 #define PAGE FY_MEM_PAGE
@@ -253,8 +255,10 @@ static void resum(struct sb *s, uint64_t off)
 /* ---- running the inspector ---- */
 
 struct seen {
-	unsigned headers, records, passes, summaries, problems;
+	unsigned headers, records, passes, summaries, problems, regions;
 	char types[MAX_RECS][16];
+	char *header_json;
+	char *region_json[2];
 	char *pass_json[4];
 	char *state_json;
 	char *summary_json;
@@ -271,6 +275,13 @@ static int collect(void *opaque, const struct ferry_inspect_item *it)
 	switch (it->what) {
 	case FERRY_INSPECT_HEADER:
 		s->headers++;
+		free(s->header_json);
+		s->header_json = strdup(it->json);
+		break;
+	case FERRY_INSPECT_REGION:
+		if (s->regions < 2)
+			s->region_json[s->regions] = strdup(it->json);
+		s->regions++;
 		break;
 	case FERRY_INSPECT_RECORD:
 		if (s->records < MAX_RECS)
@@ -296,6 +307,9 @@ static void seen_free(struct seen *s)
 {
 	for (int i = 0; i < 4; i++)
 		free(s->pass_json[i]);
+	for (int i = 0; i < 2; i++)
+		free(s->region_json[i]);
+	free(s->header_json);
 	free(s->state_json);
 	free(s->summary_json);
 }
@@ -884,6 +898,446 @@ static void test_abort_ends_the_stream(void **state)
 		       "SWITCHOVER is not valid in state aborted");
 }
 
+/* ---- mapped snapshot files ---- */
+
+/*
+ * A mapped snapshot file written the way snapfile.h describes, with the
+ * layout and superblock from the codec and every hash computed here with
+ * XXH3: ram0, 32 pages at gpa 0 (every fourth page, 3, 7, ..., is zero),
+ * and ram1, 8 pages at 4 GiB (pages 0-3 data, 4-7 zero); the uart's state
+ * section. Page bytes depend on the global page number, so no two data
+ * pages are alike.
+ */
+#define SNAP_RAM0 32u
+#define SNAP_RAM1 8u
+
+struct snapf {
+	struct fy_snap_sb sb;
+	uint8_t *f;
+	size_t len;
+};
+
+static bool snap_data_page(uint64_t g)
+{
+	return g < SNAP_RAM0 ? g % 4 != 3 : g - SNAP_RAM0 < 4;
+}
+
+/* Encode the superblock of @s again, after a test changed a field. */
+static void snap_seal(struct snapf *s)
+{
+	fy_snap_sb_encode(s->f, &s->sb);
+}
+
+/* Recompute the map and table hashes (after a test changed them). */
+static void snap_rehash(struct snapf *s)
+{
+	s->sb.table_hash = XXH3_64bits(s->f + s->sb.table_offset,
+				       fy_snap_table_bytes(s->sb.pages));
+	s->sb.map_hash = XXH3_64bits(s->f + s->sb.map_offset,
+				     fy_snap_map_bytes(s->sb.pages));
+	s->sb.state_hash = XXH3_64bits(s->f + s->sb.state_offset,
+				       s->sb.state_bytes);
+	snap_seal(s);
+}
+
+static void snap_build(struct snapf *s)
+{
+	static const uint8_t zero[PAGE];
+	struct ferry_buf *sec = ferry_buf_new();
+	struct uart u = { 0x21, 7, "hello" };
+	struct fy_snap_sb *sb = &s->sb;
+	const void *state;
+	size_t slen;
+
+	memset(s, 0, sizeof(*s));
+	assert_non_null(sec);
+	assert_int_equal(ferry_state_save(sec, &uart_type, "com1", &u, NULL, 0),
+			 0);
+	assert_int_equal(ferry_state_end(sec), 0);
+	state = ferry_buf_data(sec, &slen);
+	sb->nregions = 2;
+	sb->regions[0] = (struct fy_snap_region){ .gpa = 0,
+						  .size = SNAP_RAM0 * PAGE,
+						  .name = "ram0" };
+	sb->regions[1] = (struct fy_snap_region){ .gpa = 1ull << 32,
+						  .size = SNAP_RAM1 * PAGE,
+						  .name = "ram1" };
+	assert_int_equal(fy_snap_layout(sb, slen), 0);
+	s->len = fy_snap_file_size(sb);
+	s->f = calloc(1, s->len);
+	assert_non_null(s->f);
+	for (uint64_t g = 0; g < sb->pages; g++) {
+		uint32_t r = g < SNAP_RAM0 ? 0 : 1;
+		uint64_t p = r ? g - SNAP_RAM0 : g;
+		uint8_t *slot = s->f + sb->regions[r].slot_offset + p * PAGE;
+		const uint8_t *bytes = zero;
+
+		if (snap_data_page(g)) {
+			for (unsigned i = 0; i < PAGE; i++)
+				slot[i] = (uint8_t)(g * 31 + i * 7 + 1);
+			bytes = slot;
+			s->f[sb->map_offset + g / 8] |= (uint8_t)(1u << (g % 8));
+			sb->regions[r].data_pages++;
+			sb->data_pages++;
+		}
+		fy_put_u64(s->f + sb->table_offset + g * 8,
+			   XXH3_64bits_withSeed(bytes, PAGE, g));
+	}
+	memcpy(s->f + sb->state_offset, state, slen);
+	sb->created_ns = 1765000000000000000ull;
+	sb->passes = 3;
+	strcpy(sb->software, "ferry test");
+	snap_rehash(s);
+	ferry_buf_free(sec);
+}
+
+/* Inspect @s (its first @len bytes) from a memfd, like run(). */
+static int snap_run(struct snapf *s, size_t len, unsigned flags,
+		    struct seen *seen, uint64_t *off, char *err, size_t errlen)
+{
+	return run(s->f, len, flags, seen, off, err, errlen);
+}
+
+/* Check @s and expect @code at @off with @what in the message. */
+static void snap_expect(struct snapf *s, size_t len, int code, uint64_t off,
+			const char *what)
+{
+	char err[640], want[64];
+	uint64_t at = 12345;
+	int rc = snap_run(s, len, FERRY_INSPECT_CHECK, NULL, &at, err,
+			  sizeof(err));
+
+	if (rc != code || at != off)
+		fail_msg("expected %d at %llu, got %d at %llu: %s", code,
+			 (unsigned long long)off, rc, (unsigned long long)at,
+			 err);
+	snprintf(want, sizeof(want), "offset %llu: ", (unsigned long long)off);
+	assert_contains(err, want);
+	assert_contains(err, what);
+}
+
+static void test_mapped_good_file(void **state)
+{
+	struct seen seen;
+	struct snapf s;
+	char err[640];
+	int rc;
+
+	(void)state;
+	snap_build(&s);
+	for (int check = 0; check < 2; check++) {
+		rc = snap_run(&s, s.len, check ? FERRY_INSPECT_CHECK : 0, &seen,
+			      NULL, err, sizeof(err));
+		if (rc)
+			fail_msg("%d: %s", rc, err);
+		assert_int_equal(seen.problems, 0);
+		assert_int_equal(seen.headers, 1);
+		assert_contains(seen.header_json, "\"magic\":\"FERRYSNP\"");
+		assert_contains(seen.header_json, "\"regions\":2,\"pages\":40,"
+				"\"data_pages\":28");
+		assert_contains(seen.header_json, "\"passes\":3,\"software\":"
+				"\"ferry test\"");
+		assert_contains(seen.header_json,
+				"\"created\":\"2025-12-06T05:46:40.000000000Z\"");
+		assert_int_equal(seen.regions, 2);
+		assert_contains(seen.region_json[0], "\"name\":\"ram0\"");
+		assert_contains(seen.region_json[0], "\"pages\":32,"
+				"\"first_page\":0,\"slot_offset\":2097152,"
+				"\"data_pages\":24,\"zero_pages\":8");
+		assert_contains(seen.region_json[1], "\"gpa\":4294967296");
+		assert_contains(seen.region_json[1], "\"first_page\":32,"
+				"\"slot_offset\":4194304,\"data_pages\":4,"
+				"\"zero_pages\":4");
+		assert_int_equal(seen.records, 1);
+		assert_string_equal(seen.types[0], "STATE");
+		assert_contains(seen.state_json, "\"com1\"");
+		assert_contains(seen.summary_json, check ?
+				"\"pages_checked\":true" :
+				"\"pages_checked\":false");
+		seen_free(&seen);
+	}
+	free(s.f);
+}
+
+/* A flipped byte in a data slot: only --check reads the slots. */
+static void test_mapped_bad_slot(void **state)
+{
+	struct snapf s;
+	uint64_t at;
+
+	(void)state;
+	snap_build(&s);
+	at = s.sb.regions[0].slot_offset + 18 * PAGE + 100;
+	s.f[at] ^= 0x01;
+	assert_int_equal(snap_run(&s, s.len, 0, NULL, NULL, NULL, 0), 0);
+	snap_expect(&s, s.len, FERRY_ECHECKSUM, 2170880,
+		    "page 18 of region ram0 (global page 18): slot does not "
+		    "match its checksum");
+	s.f[at] ^= 0x01;
+	/* In the second region the global page counts the first's. */
+	s.f[s.sb.regions[1].slot_offset + 1 * PAGE] ^= 0x80;
+	snap_expect(&s, s.len, FERRY_ECHECKSUM, 4194304 + PAGE,
+		    "page 1 of region ram1 (global page 33): slot does not "
+		    "match");
+	free(s.f);
+}
+
+static void test_mapped_bad_table(void **state)
+{
+	struct snapf s;
+	uint64_t entry;
+
+	(void)state;
+	snap_build(&s);
+	entry = s.sb.table_offset + 5 * 8;
+	s.f[entry] ^= 0x04;
+	snap_expect(&s, s.len, FERRY_ECHECKSUM, s.sb.table_offset,
+		    "page table: checksum");
+	/* The same entry with the table's hash made to match: the page
+	 * check finds the slot that no longer matches its entry. */
+	snap_rehash(&s);
+	snap_expect(&s, s.len, FERRY_ECHECKSUM,
+		    s.sb.regions[0].slot_offset + 5 * PAGE,
+		    "page 5 of region ram0 (global page 5): slot does not "
+		    "match its checksum");
+	s.f[entry] ^= 0x04;
+	/* A zero page's entry (ram1 page 6) that is not a zero page's. */
+	entry = s.sb.table_offset + 38 * 8;
+	s.f[entry + 7] ^= 0x40;
+	snap_rehash(&s);
+	snap_expect(&s, s.len, FERRY_ECHECKSUM, entry,
+		    "page 6 of region ram1 (global page 38): the table entry "
+		    "of a zero page");
+	free(s.f);
+}
+
+static void test_mapped_bad_map(void **state)
+{
+	struct snapf s;
+	uint64_t map;
+
+	(void)state;
+	snap_build(&s);
+	map = s.sb.map_offset;
+	s.f[map + 1] ^= 0x02;
+	snap_expect(&s, s.len, FERRY_ECHECKSUM, map, "data map: checksum");
+	/* With the hash made to match, the counts no longer do. */
+	snap_rehash(&s);
+	snap_expect(&s, s.len, -EBADMSG, map,
+		    "data map: 27 pages hold data, the superblock's data_pages "
+		    "says 28");
+	s.f[map + 1] ^= 0x02;
+	/* A bit moved from ram0 (page 0) to ram1 (page 4): the total holds,
+	 * each region's count does not. */
+	s.f[map] &= (uint8_t)~1u;
+	s.f[map + 4] |= 0x10;
+	snap_rehash(&s);
+	snap_expect(&s, s.len, -EBADMSG,
+		    FY_SNAP_REGIONS_AT + 24,
+		    "region 0 (ram0): data_pages 24 in the superblock, the "
+		    "data map sets 23");
+	s.f[map] |= 1;
+	s.f[map + 4] &= (uint8_t)~0x10u;
+	/* Bit 45 is past the 40 pages. */
+	s.f[map + 5] |= 0x20;
+	snap_rehash(&s);
+	snap_expect(&s, s.len, -EBADMSG, map, "bits past the last page (39)");
+	free(s.f);
+}
+
+static void test_mapped_bad_state(void **state)
+{
+	char err[640], why[512], msg[600], *dump = NULL;
+	struct seen seen;
+	struct snapf s;
+	uint64_t st;
+	int code;
+
+	(void)state;
+	snap_build(&s);
+	st = s.sb.state_offset;
+	s.f[st + 20] ^= 0x10;
+	snap_expect(&s, s.len, FERRY_ECHECKSUM, st, "state section: checksum");
+	/* Without --check the problem is shown with the STATE item. */
+	assert_int_equal(snap_run(&s, s.len, 0, &seen, NULL, err, sizeof(err)),
+			 0);
+	assert_int_equal(seen.problems, 1);
+	assert_contains(seen.first_problem, "state section: checksum");
+	assert_int_equal(seen.summaries, 1);
+	seen_free(&seen);
+	/* A section that matches its hash but does not decode fails with
+	 * the state decoder's code and message. */
+	memset(s.f + st, 0xee, s.sb.state_bytes);
+	snap_rehash(&s);
+	code = ferry_state_dump_json(s.f + st, s.sb.state_bytes, &dump, why,
+				     sizeof(why));
+	assert_true(code < 0);
+	snprintf(msg, sizeof(msg), "state section: %s", why);
+	snap_expect(&s, s.len, code, st, msg);
+	free(s.f);
+}
+
+static void test_mapped_truncated_and_superblock(void **state)
+{
+	struct seen seen;
+	struct snapf s;
+	char err[640], want[128];
+
+	(void)state;
+	snap_build(&s);
+	snprintf(want, sizeof(want), "the file is %zu bytes, its layout needs "
+		 "%zu (truncated)", s.len - 100, s.len);
+	snap_expect(&s, s.len - 100, -EBADMSG, s.len - 100, want);
+	/* Truncation ends it without --check too, after the header. */
+	assert_int_equal(snap_run(&s, s.len - 100, 0, &seen, NULL, err,
+				  sizeof(err)),
+			 -EBADMSG);
+	assert_int_equal(seen.headers, 1);
+	assert_int_equal(seen.regions, 0);
+	seen_free(&seen);
+	snap_expect(&s, 4000, -EBADMSG, 0, "shorter than its 4096-byte "
+		    "superblock");
+	/* A damaged superblock. */
+	s.f[30] ^= 1;
+	snap_expect(&s, s.len, FERRY_ECHECKSUM, 0, "superblock: superblock "
+		    "checksum");
+	s.f[30] ^= 1;
+	s.sb.passes = 7;
+	s.f[200] ^= 1;
+	snap_expect(&s, s.len, FERRY_ECHECKSUM, 0, "checksum");
+	free(s.f);
+}
+
+static void *snap_pipe_writer(void *arg)
+{
+	int *fds = arg;
+
+	(void)!write(fds[1], "FERRYSNP", 8);
+	close(fds[1]);
+	return NULL;
+}
+
+/* From a pipe a mapped file cannot be read by offset: a clear refusal. */
+static void test_mapped_from_a_pipe(void **state)
+{
+	pthread_t t;
+	char err[640];
+	int fds[2];
+
+	(void)state;
+	assert_int_equal(pipe(fds), 0);
+	assert_int_equal(pthread_create(&t, NULL, snap_pipe_writer, fds), 0);
+	assert_int_equal(ferry_inspect_fd(fds[0], 0, NULL, NULL, NULL, err,
+					  sizeof(err)),
+			 -EBADMSG);
+	assert_contains(err, "mapped snapshot file (magic FERRYSNP) is read by "
+			"offset");
+	pthread_join(t, NULL);
+	close(fds[0]);
+}
+
+/* ---- ferry_snapshot_describe ---- */
+
+/* Write @n bytes of @p to a new temporary file; its path into @path. */
+static void temp_file(char *path, size_t cap, const void *p, size_t n)
+{
+	const char *dir = getenv("TMPDIR");
+	int fd;
+
+	snprintf(path, cap, "%s/ferry-test-XXXXXX", dir ? dir : "/tmp");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, p, n), (ssize_t)n);
+	close(fd);
+}
+
+static void test_describe(void **state)
+{
+	struct ferry_snapshot_info info;
+	struct snapf s;
+	char path[256], err[600];
+	void *st = NULL;
+	size_t slen = 0;
+	int rc;
+
+	(void)state;
+	snap_build(&s);
+	temp_file(path, sizeof(path), s.f, s.len);
+	rc = ferry_snapshot_describe(path, &info, &st, &slen, err, sizeof(err));
+	if (rc)
+		fail_msg("%d: %s", rc, err);
+	assert_int_equal(info.format_version, 1);
+	assert_int_equal(info.page_size, PAGE);
+	assert_int_equal(info.nregions, 2);
+	assert_string_equal(info.regions[0].name, "ram0");
+	assert_int_equal(info.regions[0].size, SNAP_RAM0 * PAGE);
+	assert_int_equal(info.regions[0].data_pages, 24);
+	assert_string_equal(info.regions[1].name, "ram1");
+	assert_int_equal(info.regions[1].gpa, 1ull << 32);
+	assert_int_equal(info.regions[1].data_pages, 4);
+	assert_int_equal(info.pages, 40);
+	assert_int_equal(info.data_pages, 28);
+	assert_int_equal(info.file_bytes, s.len);
+	assert_int_equal(info.image_digest,
+			 XXH3_64bits(s.f + s.sb.table_offset, 40 * 8));
+	assert_int_equal(info.created_ns, s.sb.created_ns);
+	assert_int_equal(info.passes, 3);
+	assert_string_equal(info.software, "ferry test");
+	assert_int_equal(slen, s.sb.state_bytes);
+	assert_memory_equal(st, s.f + s.sb.state_offset, slen);
+	free(st);
+	/* The state is optional. */
+	assert_int_equal(ferry_snapshot_describe(path, &info, NULL, NULL, err,
+						 sizeof(err)),
+			 0);
+	/* A damaged state section is refused even when not asked for. */
+	s.f[s.sb.state_offset + 3] ^= 1;
+	unlink(path);
+	temp_file(path, sizeof(path), s.f, s.len);
+	assert_int_equal(ferry_snapshot_describe(path, &info, &st, &slen, err,
+						 sizeof(err)),
+			 FERRY_ECHECKSUM);
+	assert_contains(err, "state section: checksum");
+	assert_null(st);
+	assert_int_equal(slen, 0);
+	/* A truncated file. */
+	unlink(path);
+	temp_file(path, sizeof(path), s.f, s.len - 1);
+	assert_int_equal(ferry_snapshot_describe(path, &info, NULL, NULL, err,
+						 sizeof(err)),
+			 -EBADMSG);
+	assert_contains(err, "(truncated)");
+	unlink(path);
+	free(s.f);
+	assert_int_equal(ferry_snapshot_describe(path, &info, NULL, NULL, err,
+						 sizeof(err)),
+			 -ENOENT);
+	assert_contains(err, path);
+	assert_int_equal(ferry_snapshot_describe(path, &info, &st, NULL, err,
+						 sizeof(err)),
+			 -EINVAL);
+}
+
+/* An older ferry's snapshot is a stream: describe says what it is. */
+static void test_describe_stream_snapshot(void **state)
+{
+	struct ferry_snapshot_info info;
+	char path[256], err[600];
+	struct sb s;
+
+	(void)state;
+	sb_good(&s);
+	sb_snapshot_tail(&s, 0, 0);
+	temp_file(path, sizeof(path), s.b.data, s.b.len);
+	assert_int_equal(ferry_snapshot_describe(path, &info, NULL, NULL, err,
+						 sizeof(err)),
+			 -EBADMSG);
+	assert_contains(err, "stream-format snapshot");
+	assert_contains(err, "VM's options");
+	unlink(path);
+	fy_buf_free(&s.b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -904,6 +1358,15 @@ int main(void)
 		cmocka_unit_test(test_data_connection),
 		cmocka_unit_test(test_snapshot_index_and_footer),
 		cmocka_unit_test(test_abort_ends_the_stream),
+		cmocka_unit_test(test_mapped_good_file),
+		cmocka_unit_test(test_mapped_bad_slot),
+		cmocka_unit_test(test_mapped_bad_table),
+		cmocka_unit_test(test_mapped_bad_map),
+		cmocka_unit_test(test_mapped_bad_state),
+		cmocka_unit_test(test_mapped_truncated_and_superblock),
+		cmocka_unit_test(test_mapped_from_a_pipe),
+		cmocka_unit_test(test_describe),
+		cmocka_unit_test(test_describe_stream_snapshot),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

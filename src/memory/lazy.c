@@ -1,0 +1,1272 @@
+// SPDX-License-Identifier: MIT
+/*
+ * lazy.c - guest memory filled on demand through userfaultfd (missing
+ * mode). See lazy.h for the contract.
+ *
+ * Every region is cut into units, the page size of its mapping (4 KiB, or
+ * the huge page of a hugetlb mapping, which the kernel places only whole).
+ * A bitmap per region holds one bit per unit placed, set with an atomic OR
+ * after the kernel has placed the unit (or told us it was already there,
+ * EEXIST), so the bitmap only ever lags the page tables and never claims a
+ * unit that is missing. It is what lets the paths skip work: the fault
+ * thread wakes instead of fetching a unit already placed, and background
+ * threads fetch only the runs of a batch still missing. Two paths can still
+ * fetch the same unit when they race; the kernel then places it once and
+ * answers the other with EEXIST, so a page is never placed twice or torn.
+ *
+ * The placed count rises when a bit goes from clear to set, whoever sets
+ * it; the loader is complete when it reaches the number of pages.
+ *
+ * UFFDIO_COPY and UFFDIO_ZEROPAGE may place only part of a range: they
+ * then fail (EAGAIN, or the error that stopped them) and report the bytes
+ * placed in their result field. A placement resumes after those bytes,
+ * steps over a unit that exists (EEXIST), and retries on EAGAIN (the
+ * address space was changing, e.g. during a fork).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "memory/lazy.h"
+
+/* Debian 12's kernel headers (6.1) have all of missing mode; only the
+ * /dev/userfaultfd ioctl may be absent from older ones. */
+#ifndef USERFAULTFD_IOC
+#define USERFAULTFD_IOC 0xAA
+#endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(USERFAULTFD_IOC, 0x00)
+#endif
+#ifndef UFFD_FEATURE_MISSING_HUGETLBFS
+#define UFFD_FEATURE_MISSING_HUGETLBFS (1 << 4)
+#endif
+#ifndef UFFD_FEATURE_MISSING_SHMEM
+#define UFFD_FEATURE_MISSING_SHMEM (1 << 5)
+#endif
+
+#define LZ_DEFAULT_BATCH (2ull << 20)
+#define LZ_MSGS 64 /* fault messages read at once */
+
+/*
+ * Whether background threads wake waiters when they place a run. They
+ * need not: a thread that faulted on a unit stays queued on the
+ * userfaultfd until the fault thread reads its fault, and the fault thread
+ * wakes after every fault it serves, whether it placed the unit, found its
+ * bit set, or got EEXIST. Waking is not free either: the kernel's wake
+ * check calls cond_resched() on every placement, which on a busy machine
+ * hands the filling thread's CPU away (a 256 MiB fill takes about 1.5x as
+ * long with it).
+ */
+#define LZ_BG_WAKE false
+
+/*
+ * Wait-time histogram, log-linear over nanoseconds: values below 16 have a
+ * bucket each, then 16 buckets per power of two (at most 6% wide).
+ */
+#define LZ_HIST_SUB 16
+#define LZ_HIST_BUCKETS (61 * LZ_HIST_SUB)
+
+struct lz_region {
+	uint8_t *host;
+	uint64_t size;
+	uint64_t unit;	    /* bytes, the mapping's page size */
+	uint64_t units;
+	bool hugetlb;
+	bool shared;
+	bool zeropage;	    /* UFFDIO_ZEROPAGE allowed on it */
+	uint64_t batch0;    /* its first batch in the background walk */
+	_Atomic uint64_t *placed; /* bit per unit */
+	char name[64];
+};
+
+/* A thread of the loader and its buffers. */
+struct lz_worker {
+	struct fy_lazy *l;
+	pthread_t thread;
+	bool started;
+	uint8_t *buf;	    /* page aligned, mmap'd */
+	uint64_t buflen;
+	uint64_t *zero;	    /* buflen / 4 KiB bits */
+	char err[256];	    /* the source's message */
+};
+
+struct fy_lazy {
+	struct lz_region *rg;
+	size_t nrg;
+	struct fy_lazy_source src;
+	uint64_t batch;
+	uint64_t max_unit;
+	int uffd;
+	int cancel_fd;	    /* eventfd: readable once the threads must stop */
+	struct lz_worker *w; /* w[0] serves faults, the rest fill */
+	size_t nw;
+	uint8_t *zeros;	    /* read-only zeros for hugetlb zero units */
+	uint64_t zeros_len;
+	uint64_t nbatches;
+	uint64_t pages;
+	uint64_t t0_ns;
+	bool finished;
+
+	atomic_bool stop;
+	_Atomic uint64_t next_batch;
+	_Atomic uint64_t placed, faults, fault_pages, zero_pages;
+	_Atomic uint64_t wait_max_ns;
+	_Atomic uint64_t hist[LZ_HIST_BUCKETS];
+
+	pthread_mutex_t lock; /* guards what follows */
+	pthread_cond_t cond;
+	bool complete;
+	double complete_ms;
+	int error;
+	char errmsg[256];
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+__attribute__((format(printf, 4, 5)))
+static int lz_err(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* Wake the threads' poll and make every loop stop at its next check. */
+static void lz_signal_stop(struct fy_lazy *l)
+{
+	uint64_t one = 1;
+
+	atomic_store(&l->stop, true);
+	if (l->cancel_fd >= 0 && write(l->cancel_fd, &one, sizeof(one)) < 0) {
+		/* The counter cannot overflow from a handful of writes; a
+		 * failed write leaves the stop flag, which loops check. */
+	}
+}
+
+/*
+ * Stop the loader on its first error: later errors are consequences. The
+ * message is kept verbatim, since it is the source's (naming the page).
+ */
+static int lz_fail(struct fy_lazy *l, int code, const char *msg)
+{
+	pthread_mutex_lock(&l->lock);
+	if (!l->error) {
+		l->error = code;
+		snprintf(l->errmsg, sizeof(l->errmsg), "%s", msg);
+	}
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	lz_signal_stop(l);
+	return code;
+}
+
+__attribute__((format(printf, 3, 4)))
+static int lz_failf(struct fy_lazy *l, int code, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return lz_fail(l, code, msg);
+}
+
+/* ---------------------------------------------------------------------- */
+/* bits                                                                   */
+/* ---------------------------------------------------------------------- */
+
+static bool unit_placed(const struct lz_region *r, uint64_t u)
+{
+	return atomic_load_explicit(&r->placed[u / 64], memory_order_acquire) &
+	       (UINT64_C(1) << (u % 64));
+}
+
+/* Number of set bits among bits [first, first + n) of @bits. */
+static uint64_t bits_count(const uint64_t *bits, uint64_t first, uint64_t n)
+{
+	uint64_t c = 0, end = first + n, w, lo, hi, mask;
+
+	while (first < end) {
+		w = first / 64;
+		lo = first % 64;
+		hi = end - w * 64 < 64 ? end - w * 64 : 64;
+		mask = (hi == 64 ? ~UINT64_C(0) : (UINT64_C(1) << hi) - 1) &
+		       ~((UINT64_C(1) << lo) - 1);
+		c += (uint64_t)__builtin_popcountll(bits[w] & mask);
+		first = w * 64 + hi;
+	}
+	return c;
+}
+
+static void lz_complete(struct fy_lazy *l)
+{
+	pthread_mutex_lock(&l->lock);
+	if (!l->complete) {
+		l->complete = true;
+		l->complete_ms = (double)(now_ns() - l->t0_ns) / 1e6;
+	}
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+}
+
+/*
+ * Units [off, off + len) of @r are present: set their bits and count the
+ * ones that were clear. @ours: we placed them (not EEXIST), so they also
+ * count as zero pages (bits of @zero from page @zp) and fault pages.
+ */
+static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
+		    uint64_t len, bool ours, const uint64_t *zero, uint64_t zp,
+		    bool fault)
+{
+	uint64_t u, fresh = 0, per = r->unit / FY_PAGE_SIZE, total;
+
+	for (u = off / r->unit; u < (off + len) / r->unit; u++) {
+		uint64_t bit = UINT64_C(1) << (u % 64);
+
+		if (!(atomic_fetch_or(&r->placed[u / 64], bit) & bit))
+			fresh++;
+	}
+	if (ours) {
+		if (zero)
+			atomic_fetch_add(&l->zero_pages,
+					 bits_count(zero, zp, len / FY_PAGE_SIZE));
+		if (fault)
+			atomic_fetch_add(&l->fault_pages, len / FY_PAGE_SIZE);
+	}
+	if (!fresh)
+		return;
+	total = atomic_fetch_add(&l->placed, fresh * per) + fresh * per;
+	if (total == l->pages)
+		lz_complete(l);
+}
+
+/* ---------------------------------------------------------------------- */
+/* placement                                                              */
+/* ---------------------------------------------------------------------- */
+
+/* What one placement ioctl works on: a run of units of one kind. */
+struct lz_run {
+	struct lz_region *r;
+	uint64_t off, len;
+	const uint8_t *src; /* NULL: UFFDIO_ZEROPAGE */
+	const uint64_t *zero;
+	uint64_t zp;	    /* page of @zero at @off */
+	bool fault, wake;
+};
+
+/* One UFFDIO_COPY or UFFDIO_ZEROPAGE: bytes placed, and errno if short. */
+static uint64_t lz_ioctl(struct fy_lazy *l, const struct lz_run *run, int *err)
+{
+	uint64_t dst = (uintptr_t)run->r->host + run->off;
+
+	*err = 0;
+	if (run->src) {
+		struct uffdio_copy c = {
+			.dst = dst, .src = (uintptr_t)run->src, .len = run->len,
+			.mode = run->wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE,
+		};
+
+		if (!ioctl(l->uffd, UFFDIO_COPY, &c))
+			return run->len;
+		*err = errno;
+		return c.copy > 0 ? (uint64_t)c.copy : 0;
+	} else {
+		struct uffdio_zeropage z = {
+			.range = { .start = dst, .len = run->len },
+			.mode = run->wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+		};
+
+		if (!ioctl(l->uffd, UFFDIO_ZEROPAGE, &z))
+			return run->len;
+		*err = errno;
+		return z.zeropage > 0 ? (uint64_t)z.zeropage : 0;
+	}
+}
+
+/*
+ * Place a run, resuming after partial placements, stepping over units
+ * that exist and retrying when the address space was changing.
+ */
+static int lz_place_run(struct fy_lazy *l, struct lz_run *run)
+{
+	struct lz_region *r = run->r;
+	uint64_t n, step;
+	int err;
+
+	while (run->len) {
+		n = lz_ioctl(l, run, &err);
+		step = n;
+		if (n) {
+			lz_done(l, r, run->off, n, true, run->zero, run->zp,
+				run->fault);
+		} else if (err == EEXIST) {
+			step = r->unit;
+			lz_done(l, r, run->off, step, false, NULL, 0, false);
+		} else if (err == EAGAIN) {
+			if (atomic_load(&l->stop))
+				return -ECANCELED;
+			continue;
+		} else {
+			return lz_failf(l, -err, "%s region %s offset %#" PRIx64 ": %s",
+					run->src ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE",
+					r->name, run->off, strerror(err));
+		}
+		run->off += step;
+		run->len -= step;
+		run->zp += step / FY_PAGE_SIZE;
+		if (run->src)
+			run->src += step;
+	}
+	return 0;
+}
+
+enum lz_kind { LZ_DATA, LZ_ZERO, LZ_ZERO_COPY };
+
+static enum lz_kind unit_kind(const struct lz_region *r, const uint64_t *zero,
+			      uint64_t zp)
+{
+	uint64_t per = r->unit / FY_PAGE_SIZE;
+
+	if (!zero || bits_count(zero, zp, per) != per)
+		return LZ_DATA;
+	return r->zeropage ? LZ_ZERO : LZ_ZERO_COPY;
+}
+
+/* Place a run of one kind; zero copies come from l->zeros in pieces. */
+static int lz_place_kind(struct fy_lazy *l, struct lz_run *run,
+			 enum lz_kind kind, const uint8_t *buf)
+{
+	uint64_t total = run->len, piece;
+	int rc = 0;
+
+	if (kind != LZ_ZERO_COPY) {
+		run->src = kind == LZ_DATA ? buf : NULL;
+		return lz_place_run(l, run);
+	}
+	while (total && !rc) {
+		piece = total < l->zeros_len ? total : l->zeros_len;
+		run->src = l->zeros;
+		run->len = piece;
+		rc = lz_place_run(l, run);
+		total -= piece;
+	}
+	return rc;
+}
+
+/*
+ * Place the units of [off, off + len) of region @ri that the bitmap says
+ * are missing, from @buf (bytes of the range; the bytes of a zero page need
+ * not be zero unless the unit is also data, see lz_scrub) and @zero (bit i
+ * = page i of the range is zero). Consecutive units of one kind go in one
+ * ioctl.
+ */
+static int lz_place_range(struct fy_lazy *l, struct lz_region *r, uint64_t off,
+			  uint64_t len, const uint8_t *buf, const uint64_t *zero,
+			  bool fault, bool wake)
+{
+	struct lz_run run = { .r = r, .zero = zero, .fault = fault, .wake = wake };
+	uint64_t u, end = (off + len) / r->unit, first = 0, pos;
+	enum lz_kind kind = LZ_DATA, k;
+	bool open = false;
+	int rc = 0;
+
+	for (u = off / r->unit; u <= end && !rc; u++) {
+		bool missing = u < end && !unit_placed(r, u);
+
+		pos = u * r->unit - off;
+		k = missing ? unit_kind(r, zero, pos / FY_PAGE_SIZE) : kind;
+		if (open && (!missing || k != kind)) {
+			run.off = off + first;
+			run.len = pos - first;
+			run.zp = first / FY_PAGE_SIZE;
+			rc = lz_place_kind(l, &run, kind, buf + first);
+			open = false;
+		}
+		if (missing && !open) {
+			open = true;
+			first = pos;
+			kind = k;
+		}
+	}
+	return rc;
+}
+
+/*
+ * A hugetlb unit is placed whole, so one with both zero and data pages is
+ * copied as data: give its zero pages zero bytes (the source left them
+ * unspecified).
+ */
+static void lz_scrub(const struct lz_region *r, uint8_t *buf, uint64_t len,
+		     const uint64_t *zero)
+{
+	uint64_t per = r->unit / FY_PAGE_SIZE, p, u, n;
+
+	if (r->unit == FY_PAGE_SIZE || !zero)
+		return;
+	for (u = 0; u < len / r->unit; u++) {
+		n = bits_count(zero, u * per, per);
+		if (!n || n == per)
+			continue;
+		for (p = u * per; p < (u + 1) * per; p++)
+			if (zero[p / 64] & (UINT64_C(1) << (p % 64)))
+				memset(buf + p * FY_PAGE_SIZE, 0, FY_PAGE_SIZE);
+	}
+}
+
+/* Ask the source for [off, off + len) of region @ri into @w's buffer. */
+static int lz_fetch(struct fy_lazy *l, struct lz_worker *w, uint32_t ri,
+		    uint64_t off, uint64_t len)
+{
+	struct lz_region *r = &l->rg[ri];
+	int rc;
+
+	memset(w->zero, 0, (len / FY_PAGE_SIZE + 63) / 64 * sizeof(uint64_t));
+	w->err[0] = '\0';
+	rc = l->src.fetch(l->src.opaque, ri, off, len, w->buf, w->zero, w->err,
+			  sizeof(w->err));
+	if (rc < 0) {
+		if (!w->err[0])
+			snprintf(w->err, sizeof(w->err),
+				 "page source failed at region %s offset %#" PRIx64 ": %s",
+				 r->name, off, strerror(-rc));
+		return lz_fail(l, rc, w->err);
+	}
+	if (rc > 0)
+		return lz_failf(l, -EINVAL, "page source returned %d", rc);
+	lz_scrub(r, w->buf, len, w->zero);
+	return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* threads                                                                */
+/* ---------------------------------------------------------------------- */
+
+static void lz_hist_add(struct fy_lazy *l, uint64_t ns)
+{
+	uint64_t max = atomic_load(&l->wait_max_ns);
+	unsigned idx, e;
+
+	if (ns < LZ_HIST_SUB) {
+		idx = (unsigned)ns;
+	} else {
+		e = 63u - (unsigned)__builtin_clzll(ns);
+		idx = (e - 3) * LZ_HIST_SUB +
+		      (unsigned)((ns >> (e - 4)) & (LZ_HIST_SUB - 1));
+	}
+	if (idx >= LZ_HIST_BUCKETS)
+		idx = LZ_HIST_BUCKETS - 1;
+	atomic_fetch_add_explicit(&l->hist[idx], 1, memory_order_relaxed);
+	while (ns > max &&
+	       !atomic_compare_exchange_weak(&l->wait_max_ns, &max, ns))
+		;
+}
+
+/* The middle of bucket @idx, in nanoseconds. */
+static double lz_hist_value(unsigned idx)
+{
+	unsigned e, sub;
+
+	if (idx < LZ_HIST_SUB)
+		return idx;
+	e = idx / LZ_HIST_SUB + 3;
+	sub = idx % LZ_HIST_SUB;
+	return (double)((uint64_t)(LZ_HIST_SUB + sub) << (e - 4)) +
+	       (double)(UINT64_C(1) << (e - 4)) / 2;
+}
+
+static struct lz_region *lz_region_of(struct fy_lazy *l, uint64_t addr,
+				      uint32_t *ri)
+{
+	size_t i;
+
+	for (i = 0; i < l->nrg; i++) {
+		uint64_t base = (uintptr_t)l->rg[i].host;
+
+		if (addr >= base && addr - base < l->rg[i].size) {
+			*ri = (uint32_t)i;
+			return &l->rg[i];
+		}
+	}
+	return NULL;
+}
+
+static int lz_wake(struct fy_lazy *l, struct lz_region *r, uint64_t off)
+{
+	struct uffdio_range range = {
+		.start = (uintptr_t)r->host + off, .len = r->unit,
+	};
+	int err;
+
+	if (!ioctl(l->uffd, UFFDIO_WAKE, &range))
+		return 0;
+	err = errno;
+	return lz_failf(l, -err, "UFFDIO_WAKE region %s offset %#" PRIx64 ": %s",
+			r->name, off, strerror(err));
+}
+
+/*
+ * Serve one fault read at @t0: fetch and place its unit unless another
+ * path did, then wake. The placement does not wake by itself, so that the
+ * statistics and fy_lazy_has() already count the unit when the faulting
+ * thread runs again.
+ */
+static int lz_serve(struct fy_lazy *l, struct lz_worker *w, uint64_t addr,
+		    uint64_t t0)
+{
+	struct lz_region *r;
+	uint64_t off;
+	uint32_t ri;
+	int rc;
+
+	r = lz_region_of(l, addr, &ri);
+	if (!r)
+		return lz_failf(l, -EFAULT, "fault at %#" PRIx64 " outside every region",
+				addr);
+	off = (addr - (uintptr_t)r->host) / r->unit * r->unit;
+	if (!unit_placed(r, off / r->unit)) {
+		rc = lz_fetch(l, w, ri, off, r->unit);
+		if (rc)
+			return rc;
+		rc = lz_place_range(l, r, off, r->unit, w->buf, w->zero, true,
+				    false);
+		if (rc)
+			return rc;
+	}
+	atomic_fetch_add(&l->faults, 1);
+	lz_hist_add(l, now_ns() - t0);
+	return lz_wake(l, r, off);
+}
+
+static void *lz_fault_main(void *arg)
+{
+	struct lz_worker *w = arg;
+	struct fy_lazy *l = w->l;
+	struct uffd_msg msg[LZ_MSGS];
+	struct pollfd pfd[2] = {
+		{ .fd = l->uffd, .events = POLLIN },
+		{ .fd = l->cancel_fd, .events = POLLIN },
+	};
+	ssize_t n, i;
+	uint64_t t0;
+	int err;
+
+	while (!atomic_load(&l->stop)) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			err = errno;
+			lz_failf(l, -err, "poll on the userfaultfd: %s", strerror(err));
+			break;
+		}
+		if (pfd[1].revents || atomic_load(&l->stop))
+			break;
+		if (pfd[0].revents & (POLLERR | POLLNVAL)) {
+			lz_failf(l, -EIO, "the userfaultfd reports an error");
+			break;
+		}
+		n = read(l->uffd, msg, sizeof(msg));
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			err = errno;
+			lz_failf(l, -err, "reading the userfaultfd: %s", strerror(err));
+			break;
+		}
+		t0 = now_ns();
+		for (i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
+			if (atomic_load(&l->stop))
+				break;
+			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			if (lz_serve(l, w, msg[i].arg.pagefault.address, t0))
+				break;
+		}
+	}
+	return NULL;
+}
+
+/* Batch @idx of the background walk: region and byte range. */
+static struct lz_region *lz_batch(struct fy_lazy *l, uint64_t idx, uint32_t *ri,
+				  uint64_t *off, uint64_t *len)
+{
+	size_t i = l->nrg;
+
+	while (i-- > 0)
+		if (idx >= l->rg[i].batch0)
+			break;
+	*ri = (uint32_t)i;
+	*off = (idx - l->rg[i].batch0) * l->batch;
+	*len = l->rg[i].size - *off < l->batch ? l->rg[i].size - *off : l->batch;
+	return &l->rg[i];
+}
+
+/* Fetch and place each run of missing units of one batch. */
+static int lz_fill_batch(struct fy_lazy *l, struct lz_worker *w, uint64_t idx)
+{
+	uint64_t off, len, u, end, first;
+	struct lz_region *r;
+	uint32_t ri;
+	int rc;
+
+	r = lz_batch(l, idx, &ri, &off, &len);
+	end = (off + len) / r->unit;
+	for (u = off / r->unit; u < end; u++) {
+		if (atomic_load(&l->stop))
+			return -ECANCELED;
+		if (unit_placed(r, u))
+			continue;
+		first = u;
+		while (u + 1 < end && !unit_placed(r, u + 1))
+			u++;
+		rc = lz_fetch(l, w, ri, first * r->unit, (u + 1 - first) * r->unit);
+		if (rc)
+			return rc;
+		rc = lz_place_range(l, r, first * r->unit, (u + 1 - first) * r->unit,
+				    w->buf, w->zero, false, LZ_BG_WAKE);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static void *lz_fill_main(void *arg)
+{
+	struct lz_worker *w = arg;
+	struct fy_lazy *l = w->l;
+	uint64_t idx;
+
+	while (!atomic_load(&l->stop)) {
+		idx = atomic_fetch_add(&l->next_batch, 1);
+		if (idx >= l->nbatches || lz_fill_batch(l, w, idx))
+			break;
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* start                                                                  */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Read the page size and kind of the mapping holding @addr from
+ * /proc/self/smaps. The file is produced one mapping at a time as it is
+ * read, so stopping at ours spares the walk over the rest.
+ */
+static int lz_probe(struct lz_region *r, char *err, size_t errlen)
+{
+	uint64_t addr = (uintptr_t)r->host, lo, hi, kb;
+	bool inside = false, found = false;
+	char *line = NULL;
+	size_t cap = 0;
+	FILE *f;
+	int n;
+
+	f = fopen("/proc/self/smaps", "re");
+	if (!f)
+		return lz_err(err, errlen, -errno, "/proc/self/smaps: %s",
+			      strerror(errno));
+	while (getline(&line, &cap, f) > 0) {
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %n", &lo, &hi, &n) == 2 &&
+		    n > 0) {
+			if (found)
+				break;
+			inside = addr >= lo && addr < hi;
+			continue;
+		}
+		if (!inside)
+			continue;
+		if (sscanf(line, "KernelPageSize: %" SCNu64 " kB", &kb) == 1) {
+			r->unit = kb * 1024;
+			found = true;
+		} else if (!strncmp(line, "VmFlags:", 8)) {
+			r->shared = strstr(line, " sh") != NULL;
+			r->hugetlb = strstr(line, " ht") != NULL;
+			break;
+		}
+	}
+	free(line);
+	fclose(f);
+	if (!found)
+		return lz_err(err, errlen, -EINVAL,
+			      "region %s: %p is not mapped", r->name, (void *)r->host);
+	if (r->unit < FY_PAGE_SIZE || r->unit & (r->unit - 1))
+		return lz_err(err, errlen, -EINVAL, "region %s: page size %" PRIu64,
+			      r->name, r->unit);
+	return 0;
+}
+
+/*
+ * A unit that is present when the region is registered never faults, so
+ * the source would never be asked for it and the guest would run on
+ * whatever it holds (zeros, say, after a stray read mapped the zero page):
+ * refuse such a region. A shmem file answers SEEK_DATA from its page cache
+ * at once, whatever its size; other memory is asked with mincore(2), which
+ * skips empty page tables (8 GiB of fresh anonymous memory: about 2 ms).
+ */
+static int lz_check_fresh(const struct lz_region *r, const struct fy_region *in,
+			  char *err, size_t errlen)
+{
+	unsigned char vec[4096];
+	uint64_t off, n, i;
+	off_t data;
+
+	if (in->fd >= 0 && r->shared && !r->hugetlb) {
+		data = lseek(in->fd, (off_t)in->fd_offset, SEEK_DATA);
+		if (data < 0 && errno == ENXIO)
+			return 0;
+		if (data >= 0 && (uint64_t)data - in->fd_offset >= r->size)
+			return 0;
+		if (data >= 0) {
+			off = (uint64_t)data - in->fd_offset;
+			goto populated;
+		}
+	}
+	for (off = 0; off < r->size; off += n * FY_PAGE_SIZE) {
+		n = (r->size - off) / FY_PAGE_SIZE;
+		if (n > sizeof(vec))
+			n = sizeof(vec);
+		if (mincore(r->host + off, n * FY_PAGE_SIZE, vec))
+			return lz_err(err, errlen, -errno, "mincore region %s: %s",
+				      r->name, strerror(errno));
+		for (i = 0; i < n; i++)
+			if (vec[i] & 1) {
+				off += i * FY_PAGE_SIZE;
+				goto populated;
+			}
+	}
+	return 0;
+populated:
+	return lz_err(err, errlen, -EINVAL,
+		      "region %s: the page at offset %#" PRIx64 " is already populated "
+		      "(lazy loading needs memory never touched, or dropped first)",
+		      r->name, off);
+}
+
+/*
+ * Open a userfaultfd that also serves faults taken in the kernel (a
+ * read(2) into guest memory, KVM's accesses): UFFD_USER_MODE_ONLY would
+ * turn those into EFAULT, so it is not a fallback here.
+ */
+static int lz_uffd_open(char *err, size_t errlen)
+{
+	int flags = O_CLOEXEC | O_NONBLOCK, fd, dev, e;
+
+	fd = (int)syscall(SYS_userfaultfd, flags);
+	if (fd >= 0)
+		return fd;
+	e = errno;
+	if (e == ENOSYS)
+		return lz_err(err, errlen, -ENOSYS,
+			      "userfaultfd: not supported by this kernel (CONFIG_USERFAULTFD)");
+	if (e != EPERM)
+		return lz_err(err, errlen, -e, "userfaultfd: %s", strerror(e));
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+		close(dev);
+		if (fd >= 0)
+			return fd;
+	}
+	return lz_err(err, errlen, -EPERM,
+		      "userfaultfd: %s (lazy loading serves kernel faults too: needs root, "
+		      "vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd)",
+		      strerror(EPERM));
+}
+
+/*
+ * Open l->uffd with the features the regions need. UFFDIO_API may be
+ * issued once per descriptor and fails outright on an unknown feature, so
+ * the available set is read on a throwaway descriptor first, which lets
+ * the error name the feature.
+ */
+static int lz_uffd_setup(struct fy_lazy *l, char *err, size_t errlen)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	uint64_t need = 0;
+	size_t i;
+	int fd, e;
+
+	for (i = 0; i < l->nrg; i++) {
+		if (l->rg[i].hugetlb)
+			need |= UFFD_FEATURE_MISSING_HUGETLBFS;
+		else if (l->rg[i].shared)
+			need |= UFFD_FEATURE_MISSING_SHMEM;
+	}
+	fd = lz_uffd_open(err, errlen);
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		e = errno;
+		close(fd);
+		return lz_err(err, errlen, -e, "UFFDIO_API: %s", strerror(e));
+	}
+	close(fd);
+	if (need & ~api.features & UFFD_FEATURE_MISSING_HUGETLBFS)
+		return lz_err(err, errlen, -EINVAL,
+			      "userfaultfd: no UFFD_FEATURE_MISSING_HUGETLBFS (hugetlb backing)");
+	if (need & ~api.features & UFFD_FEATURE_MISSING_SHMEM)
+		return lz_err(err, errlen, -EINVAL,
+			      "userfaultfd: no UFFD_FEATURE_MISSING_SHMEM (shared memory backing)");
+
+	l->uffd = lz_uffd_open(err, errlen);
+	if (l->uffd < 0)
+		return l->uffd;
+	api = (struct uffdio_api){ .api = UFFD_API, .features = need };
+	if (ioctl(l->uffd, UFFDIO_API, &api)) {
+		e = errno;
+		return lz_err(err, errlen, -e, "UFFDIO_API (features %#" PRIx64 "): %s",
+			      need, strerror(e));
+	}
+	return 0;
+}
+
+static int lz_register(struct fy_lazy *l, struct lz_region *r, char *err,
+		       size_t errlen)
+{
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)r->host, .len = r->size },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	int e;
+
+	if (ioctl(l->uffd, UFFDIO_REGISTER, &reg)) {
+		e = errno;
+		return lz_err(err, errlen, -e, "UFFDIO_REGISTER region %s: %s%s",
+			      r->name, strerror(e),
+			      e == EINVAL ? " (missing mode takes anonymous, shmem or "
+					    "hugetlb memory only)" : "");
+	}
+	if (!(reg.ioctls & (UINT64_C(1) << _UFFDIO_COPY)))
+		return lz_err(err, errlen, -EINVAL,
+			      "region %s: UFFDIO_COPY not available on this memory",
+			      r->name);
+	r->zeropage = reg.ioctls & (UINT64_C(1) << _UFFDIO_ZEROPAGE);
+	return 0;
+}
+
+/* Copy and check the regions; size the batch, the bitmaps and the walk. */
+static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
+		      char *err, size_t errlen)
+{
+	size_t i;
+	int rc;
+
+	l->rg = calloc(cfg->nregions ? cfg->nregions : 1, sizeof(*l->rg));
+	if (!l->rg)
+		return lz_err(err, errlen, -ENOMEM, "out of memory");
+	l->nrg = cfg->nregions;
+	for (i = 0; i < l->nrg; i++) {
+		struct lz_region *r = &l->rg[i];
+
+		r->host = cfg->regions[i].host;
+		r->size = cfg->regions[i].size;
+		snprintf(r->name, sizeof(r->name), "%s", cfg->regions[i].name[0] ?
+			 cfg->regions[i].name : "?");
+		if (!r->host || !r->size)
+			return lz_err(err, errlen, -EINVAL, "region %zu (%s) is empty",
+				      i, r->name);
+		rc = lz_probe(r, err, errlen);
+		if (rc)
+			return rc;
+		if ((uintptr_t)r->host % r->unit || r->size % r->unit)
+			return lz_err(err, errlen, -EINVAL,
+				      "region %s: not aligned to its %" PRIu64 "-byte pages",
+				      r->name, r->unit);
+		rc = lz_check_fresh(r, &cfg->regions[i], err, errlen);
+		if (rc)
+			return rc;
+		r->units = r->size / r->unit;
+		r->placed = calloc((r->units + 63) / 64, sizeof(uint64_t));
+		if (!r->placed)
+			return lz_err(err, errlen, -ENOMEM, "out of memory");
+		if (r->unit > l->max_unit)
+			l->max_unit = r->unit;
+		l->pages += r->size / FY_PAGE_SIZE;
+	}
+	/* The default batch grows to a unit larger than itself (1 GiB
+	 * pages); a batch the caller sets must hold whole units. */
+	l->batch = cfg->batch_bytes ? cfg->batch_bytes :
+		   (LZ_DEFAULT_BATCH > l->max_unit ? LZ_DEFAULT_BATCH : l->max_unit);
+	for (i = 0; i < l->nrg; i++) {
+		if (l->batch % l->rg[i].unit)
+			return lz_err(err, errlen, -EINVAL,
+				      "batch %" PRIu64 " is not a multiple of region %s's "
+				      "%" PRIu64 "-byte pages", l->batch, l->rg[i].name,
+				      l->rg[i].unit);
+		l->rg[i].batch0 = l->nbatches;
+		l->nbatches += (l->rg[i].size + l->batch - 1) / l->batch;
+	}
+	return 0;
+}
+
+static void *lz_map(uint64_t len, int prot, int flags)
+{
+	void *p = mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* Buffers of the fault thread (one unit) and the fillers (one batch). */
+static int lz_workers(struct fy_lazy *l, unsigned fillers, char *err,
+		      size_t errlen)
+{
+	size_t i;
+
+	l->nw = 1 + fillers;
+	l->w = calloc(l->nw, sizeof(*l->w));
+	if (!l->w)
+		return lz_err(err, errlen, -ENOMEM, "out of memory");
+	for (i = 0; i < l->nw; i++) {
+		struct lz_worker *w = &l->w[i];
+
+		w->l = l;
+		w->buflen = i ? l->batch : l->max_unit;
+		/* Populated now, so that the first faults, the ones a lazy
+		 * restore's first vCPU waits for, do not fault on it. */
+		w->buf = lz_map(w->buflen, PROT_READ | PROT_WRITE, MAP_POPULATE);
+		w->zero = calloc((w->buflen / FY_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+		if (!w->buf || !w->zero)
+			return lz_err(err, errlen, -ENOMEM, "out of memory");
+	}
+	/* Never written, so it costs no memory: reads map the zero page. */
+	l->zeros_len = l->batch;
+	l->zeros = lz_map(l->zeros_len, PROT_READ, 0);
+	if (!l->zeros)
+		return lz_err(err, errlen, -ENOMEM, "out of memory");
+	return 0;
+}
+
+static int lz_threads(struct fy_lazy *l, char *err, size_t errlen)
+{
+	size_t i;
+	int e;
+
+	for (i = 0; i < l->nw; i++) {
+		e = pthread_create(&l->w[i].thread, NULL,
+				   i ? lz_fill_main : lz_fault_main, &l->w[i]);
+		if (e)
+			return lz_err(err, errlen, -e, "starting a loader thread: %s",
+				      strerror(e));
+		l->w[i].started = true;
+	}
+	return 0;
+}
+
+/*
+ * fy_lazy_start() - register the regions in missing mode and start the
+ * fault thread and the background threads (see lazy.h).
+ */
+int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
+		  char *err, size_t errlen)
+{
+	pthread_condattr_t ca;
+	struct fy_lazy *l;
+	size_t i;
+	int rc;
+
+	if (err && errlen)
+		err[0] = '\0';
+	*out = NULL;
+	if (!cfg || !cfg->source.fetch || (cfg->nregions && !cfg->regions))
+		return lz_err(err, errlen, -EINVAL, "lazy loader: no regions or no source");
+	if (sysconf(_SC_PAGESIZE) != FY_PAGE_SIZE)
+		return lz_err(err, errlen, -EINVAL, "page size %ld is not %u",
+			      sysconf(_SC_PAGESIZE), FY_PAGE_SIZE);
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return lz_err(err, errlen, -ENOMEM, "out of memory");
+	l->uffd = -1;
+	l->cancel_fd = -1;
+	l->src = cfg->source;
+	l->t0_ns = now_ns();
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&l->cond, &ca);
+	pthread_condattr_destroy(&ca);
+
+	rc = lz_regions(l, cfg, err, errlen);
+	if (!rc)
+		rc = lz_workers(l, cfg->background_threads, err, errlen);
+	if (rc)
+		goto fail;
+	l->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->cancel_fd < 0) {
+		rc = lz_err(err, errlen, -errno, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	rc = lz_uffd_setup(l, err, errlen);
+	for (i = 0; !rc && i < l->nrg; i++)
+		rc = lz_register(l, &l->rg[i], err, errlen);
+	if (!rc && !l->pages)
+		lz_complete(l);
+	if (!rc)
+		rc = lz_threads(l, err, errlen);
+	if (rc)
+		goto fail;
+	*out = l;
+	return 0;
+fail:
+	fy_lazy_free(l);
+	return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the rest of the interface                                              */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * fy_lazy_place() - place pages that arrived from elsewhere (see lazy.h).
+ * UFFDIO_COPY reads from page-aligned addresses only, and a hugetlb unit
+ * with both zero and data pages needs zero bytes where the zero pages are,
+ * so those two cases go through a copy.
+ */
+int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
+		  uint64_t len, const void *buf, const uint64_t *zero)
+{
+	struct lz_region *r;
+	uint8_t *bounce = NULL;
+	uint64_t per, u;
+	bool mixed = false;
+	int rc;
+
+	if (!l || region >= l->nrg)
+		return -EINVAL;
+	r = &l->rg[region];
+	if (offset % r->unit || len % r->unit || offset > r->size ||
+	    len > r->size - offset || (!buf && len))
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	rc = l->error;
+	pthread_mutex_unlock(&l->lock);
+	if (rc)
+		return rc;
+	per = r->unit / FY_PAGE_SIZE;
+	for (u = 0; zero && per > 1 && u < len / r->unit && !mixed; u++) {
+		uint64_t n = bits_count(zero, u * per, per);
+
+		mixed = n && n != per;
+	}
+	if (mixed || (uintptr_t)buf % FY_PAGE_SIZE) {
+		bounce = lz_map(len, PROT_READ | PROT_WRITE, 0);
+		if (!bounce)
+			return -ENOMEM;
+		memcpy(bounce, buf, len);
+		lz_scrub(r, bounce, len, zero);
+		buf = bounce;
+	}
+	rc = lz_place_range(l, r, offset, len, buf, zero, false, true);
+	if (bounce)
+		munmap(bounce, len);
+	return rc;
+}
+
+/* fy_lazy_has() - whether the unit holding @offset of @region is placed. */
+bool fy_lazy_has(struct fy_lazy *l, uint32_t region, uint64_t offset)
+{
+	struct lz_region *r;
+
+	if (!l || region >= l->nrg || offset >= l->rg[region].size)
+		return false;
+	r = &l->rg[region];
+	return unit_placed(r, offset / r->unit);
+}
+
+/*
+ * fy_lazy_wait() - wait for completion, an error or @timeout_ms.
+ * Return: 0, -ETIMEDOUT, or the error that stopped the loader.
+ */
+int fy_lazy_wait(struct fy_lazy *l, int timeout_ms)
+{
+	struct timespec ts;
+	int rc = 0;
+
+	if (!l)
+		return -EINVAL;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (timeout_ms > 0) {
+		ts.tv_sec += timeout_ms / 1000;
+		ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+	}
+	pthread_mutex_lock(&l->lock);
+	while (!l->complete && !l->error && rc != ETIMEDOUT) {
+		if (timeout_ms < 0)
+			pthread_cond_wait(&l->cond, &l->lock);
+		else
+			rc = pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+	}
+	rc = l->complete ? 0 : l->error ? l->error : -ETIMEDOUT;
+	pthread_mutex_unlock(&l->lock);
+	return rc;
+}
+
+/*
+ * fy_lazy_cancel() - stop serving faults and filling; the registration
+ * stays. A loader cancelled before it completed reports -ECANCELED.
+ */
+void fy_lazy_cancel(struct fy_lazy *l)
+{
+	bool complete;
+
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->lock);
+	complete = l->complete;
+	pthread_mutex_unlock(&l->lock);
+	if (complete)
+		lz_signal_stop(l);
+	else
+		lz_fail(l, -ECANCELED, "lazy loading cancelled");
+}
+
+/* fy_lazy_stats() - what the loader did so far (see lazy.h). */
+void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out)
+{
+	uint64_t h[LZ_HIST_BUCKETS], n = 0, c, q50, q99;
+	double max;
+	unsigned i;
+
+	memset(out, 0, sizeof(*out));
+	if (!l)
+		return;
+	out->pages = l->pages;
+	out->placed = atomic_load(&l->placed);
+	out->faults = atomic_load(&l->faults);
+	out->fault_pages = atomic_load(&l->fault_pages);
+	out->zero_pages = atomic_load(&l->zero_pages);
+	for (i = 0; i < LZ_HIST_BUCKETS; i++) {
+		h[i] = atomic_load_explicit(&l->hist[i], memory_order_relaxed);
+		n += h[i];
+	}
+	max = (double)atomic_load(&l->wait_max_ns);
+	out->wait_max_us = max / 1e3;
+	q50 = (n + 1) / 2;
+	q99 = n - n / 100;
+	for (i = 0, c = 0; n && i < LZ_HIST_BUCKETS; i++) {
+		if (c < q50 && c + h[i] >= q50)
+			out->wait_p50_us = (lz_hist_value(i) < max ?
+					    lz_hist_value(i) : max) / 1e3;
+		if (c < q99 && c + h[i] >= q99)
+			out->wait_p99_us = (lz_hist_value(i) < max ?
+					    lz_hist_value(i) : max) / 1e3;
+		c += h[i];
+	}
+	pthread_mutex_lock(&l->lock);
+	out->complete_ms = l->complete ? l->complete_ms : 0;
+	out->error = l->error;
+	snprintf(out->errmsg, sizeof(out->errmsg), "%s", l->errmsg);
+	pthread_mutex_unlock(&l->lock);
+}
+
+static void lz_join(struct fy_lazy *l)
+{
+	size_t i;
+
+	lz_signal_stop(l);
+	for (i = 0; l->w && i < l->nw; i++) {
+		if (l->w[i].started)
+			pthread_join(l->w[i].thread, NULL);
+		l->w[i].started = false;
+	}
+}
+
+/* fy_lazy_stop() - cancel, and join the loader's threads (see lazy.h). */
+void fy_lazy_stop(struct fy_lazy *l)
+{
+	if (!l)
+		return;
+	fy_lazy_cancel(l);
+	lz_join(l);
+}
+
+/*
+ * fy_lazy_finish() - after a complete load: stop the threads, unregister
+ * and close the userfaultfd. Return: 0, or -EBUSY when incomplete.
+ */
+int fy_lazy_finish(struct fy_lazy *l)
+{
+	size_t i;
+
+	if (!l)
+		return -EINVAL;
+	if (l->finished)
+		return 0;
+	if (atomic_load(&l->placed) != l->pages)
+		return -EBUSY;
+	lz_join(l);
+	/* Closing would unregister too, but not while a forked child holds
+	 * a copy of the descriptor. */
+	for (i = 0; i < l->nrg; i++) {
+		struct uffdio_range range = {
+			.start = (uintptr_t)l->rg[i].host, .len = l->rg[i].size,
+		};
+
+		ioctl(l->uffd, UFFDIO_UNREGISTER, &range);
+	}
+	close(l->uffd);
+	l->uffd = -1;
+	l->finished = true;
+	return 0;
+}
+
+/*
+ * fy_lazy_free() - stop the threads and release everything. Closing the
+ * userfaultfd releases the registration: a thread blocked on a missing
+ * page retries its fault on plain memory.
+ */
+void fy_lazy_free(struct fy_lazy *l)
+{
+	size_t i;
+
+	if (!l)
+		return;
+	lz_join(l);
+	if (l->uffd >= 0)
+		close(l->uffd);
+	if (l->cancel_fd >= 0)
+		close(l->cancel_fd);
+	for (i = 0; l->w && i < l->nw; i++) {
+		if (l->w[i].buf)
+			munmap(l->w[i].buf, l->w[i].buflen);
+		free(l->w[i].zero);
+	}
+	free(l->w);
+	if (l->zeros)
+		munmap(l->zeros, l->zeros_len);
+	for (i = 0; l->rg && i < l->nrg; i++)
+		free(l->rg[i].placed);
+	free(l->rg);
+	pthread_cond_destroy(&l->cond);
+	pthread_mutex_destroy(&l->lock);
+	free(l);
+}

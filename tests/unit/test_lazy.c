@@ -1,0 +1,773 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_lazy.c - the userfaultfd lazy loader on real memory with real
+ * threads: anonymous memory with transparent huge pages, a memfd mapped
+ * shared, and a hugetlb memfd (2 MiB units), each filled from a page
+ * source that serves known content and counts what it is asked for.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "memory/lazy.h"
+
+#define PG FY_PAGE_SIZE
+#define MIB (1024ull * 1024)
+#define HUGE_SZ (2 * MIB)
+#define NO_PAGE UINT64_MAX
+
+enum backing { ANON, MEMFD, HUGETLB };
+
+static const char *const backing_name[] = { "anon", "memfd", "hugetlb" };
+
+struct mem {
+	enum backing b;
+	uint8_t *p;
+	size_t size;
+	int fd;
+	uint64_t unit;
+	long pool_added; /* huge pages we added to the pool */
+};
+
+/* ---------------------------------------------------------------------- */
+/* content                                                                */
+/* ---------------------------------------------------------------------- */
+
+/* Some scattered zero pages and every fifth 2 MiB block whole. */
+static bool page_is_zero(uint64_t pg)
+{
+	return pg % 7 == 3 || (pg / 512) % 5 == 2;
+}
+
+static void page_fill(uint8_t *dst, uint64_t pg)
+{
+	uint64_t *w = (uint64_t *)dst;
+	size_t i;
+
+	for (i = 0; i < PG / 8; i++)
+		w[i] = (pg + 1) * 0x9E3779B97F4A7C15ull ^ i * 0x100000001b3ull;
+}
+
+static bool page_ok(const uint8_t *p, uint64_t pg)
+{
+	uint8_t want[PG];
+
+	if (page_is_zero(pg))
+		memset(want, 0, PG);
+	else
+		page_fill(want, pg);
+	return !memcmp(p, want, PG);
+}
+
+static uint64_t expected_zero_pages(uint64_t pages)
+{
+	uint64_t pg, n = 0;
+
+	for (pg = 0; pg < pages; pg++)
+		n += page_is_zero(pg);
+	return n;
+}
+
+/* The page source: known content, a fetch count per page, optional failure. */
+struct tsrc {
+	uint64_t pages;
+	uint64_t fail_page;
+	_Atomic uint32_t *count;
+	atomic_bool bad; /* asked for something outside the contract */
+};
+
+static int tsrc_fetch(void *opaque, uint32_t region, uint64_t offset,
+		      uint64_t len, void *buf, uint64_t *zero, char *err,
+		      size_t errlen)
+{
+	struct tsrc *s = opaque;
+	uint8_t *b = buf;
+	uint64_t i, pg;
+
+	if (region != 0 || offset % PG || len % PG || !len ||
+	    offset / PG + len / PG > s->pages) {
+		atomic_store(&s->bad, true);
+		return -EINVAL;
+	}
+	for (i = 0; i < len / PG; i++) {
+		pg = offset / PG + i;
+		if (pg == s->fail_page) {
+			snprintf(err, errlen, "page %llu: slot checksum mismatch",
+				 (unsigned long long)pg);
+			return -EIO;
+		}
+	}
+	for (i = 0; i < len / PG; i++) {
+		pg = offset / PG + i;
+		atomic_fetch_add(&s->count[pg], 1);
+		if (page_is_zero(pg)) {
+			zero[i / 64] |= UINT64_C(1) << (i % 64);
+			/* Unspecified bytes: the loader must not copy them. */
+			memset(b + i * PG, 0xAA, PG);
+		} else {
+			page_fill(b + i * PG, pg);
+		}
+	}
+	return 0;
+}
+
+static void tsrc_init(struct tsrc *s, uint64_t pages, uint64_t fail_page)
+{
+	s->pages = pages;
+	s->fail_page = fail_page;
+	s->count = calloc(pages, sizeof(*s->count));
+	assert_non_null(s->count);
+	atomic_store(&s->bad, false);
+}
+
+/* ---------------------------------------------------------------------- */
+/* memory                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static long read_long(const char *path)
+{
+	char buf[64] = "";
+	long v = -1;
+	FILE *f = fopen(path, "r");
+
+	if (f) {
+		if (fgets(buf, sizeof(buf), f))
+			v = strtol(buf, NULL, 10);
+		fclose(f);
+	}
+	return v;
+}
+
+static bool write_long(const char *path, long v)
+{
+	FILE *f = fopen(path, "w");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fprintf(f, "%ld\n", v) > 0;
+	return fclose(f) == 0 && ok;
+}
+
+#define NR_HUGE "/proc/sys/vm/nr_hugepages"
+#define FREE_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+
+/* Huge pages this process added to the pool and has not given back (a
+ * failed test leaves its own; the group teardown gives them back). */
+static long pool_added_total;
+
+/* Shrink the pool by what we added, leaving others' additions alone. */
+static void huge_release(long added)
+{
+	long nr = read_long(NR_HUGE);
+
+	if (added <= 0 || nr < 0)
+		return;
+	write_long(NR_HUGE, nr > added ? nr - added : 0);
+	pool_added_total -= added;
+}
+
+/*
+ * Make @need free 2 MiB pages, raising the pool by what is missing. The
+ * pool shrinks back in mem_unmap(). Returns false with the reason printed.
+ */
+static bool huge_reserve(struct mem *m, long need)
+{
+	long nr = read_long(NR_HUGE), avail = read_long(FREE_HUGE);
+
+	m->pool_added = 0;
+	if (nr < 0 || avail < 0) {
+		print_message("[ SKIP     ] hugetlb: no 2 MiB pool (%s)\n", FREE_HUGE);
+		return false;
+	}
+	if (avail >= need)
+		return true;
+	if (!write_long(NR_HUGE, nr + need - avail)) {
+		print_message("[ SKIP     ] hugetlb: cannot raise %s: %s\n", NR_HUGE,
+			      strerror(errno));
+		return false;
+	}
+	m->pool_added = need - avail;
+	pool_added_total += m->pool_added;
+	if (read_long(FREE_HUGE) < need) {
+		print_message("[ SKIP     ] hugetlb: the kernel found only %ld of %ld "
+			      "free huge pages\n", read_long(FREE_HUGE), need);
+		huge_release(m->pool_added);
+		m->pool_added = 0;
+		return false;
+	}
+	return true;
+}
+
+/* Map fresh memory of @size; skips the test (reason printed) if it cannot. */
+static void mem_map(struct mem *m, enum backing b, size_t size)
+{
+	memset(m, 0, sizeof(*m));
+	m->b = b;
+	m->fd = -1;
+	m->size = size;
+	m->unit = b == HUGETLB ? HUGE_SZ : PG;
+	if (b == ANON) {
+		m->p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		assert_true(m->p != MAP_FAILED);
+		madvise(m->p, size, MADV_HUGEPAGE);
+		return;
+	}
+	if (b == HUGETLB && !huge_reserve(m, (long)(size / HUGE_SZ)))
+		skip();
+	m->fd = memfd_create("test-lazy", MFD_CLOEXEC | (b == HUGETLB ? MFD_HUGETLB : 0));
+	if (m->fd < 0 && b == HUGETLB) {
+		print_message("[ SKIP     ] hugetlb memfd: %s\n", strerror(errno));
+		huge_release(m->pool_added);
+		skip();
+	}
+	assert_true(m->fd >= 0);
+	assert_int_equal(ftruncate(m->fd, (off_t)size), 0);
+	m->p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+	assert_true(m->p != MAP_FAILED);
+}
+
+static void mem_unmap(struct mem *m)
+{
+	munmap(m->p, m->size);
+	if (m->fd >= 0)
+		close(m->fd);
+	huge_release(m->pool_added);
+}
+
+/* Give back the unit at @off: it reads as zeros afterwards. */
+static void mem_drop(struct mem *m, uint64_t off)
+{
+	if (m->b == ANON)
+		assert_int_equal(madvise(m->p + off, m->unit, MADV_DONTNEED), 0);
+	else
+		assert_int_equal(fallocate(m->fd, FALLOC_FL_PUNCH_HOLE |
+					   FALLOC_FL_KEEP_SIZE, (off_t)off,
+					   (off_t)m->unit), 0);
+}
+
+/* Whether the mapping at @p is registered for missing faults ("um"). */
+static bool uffd_missing_armed(const void *p)
+{
+	char line[512];
+	unsigned long lo, hi;
+	bool inside = false, armed = false;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
+			inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+			continue;
+		}
+		if (inside && !strncmp(line, "VmFlags:", 8)) {
+			armed = strstr(line, " um") != NULL;
+			break;
+		}
+	}
+	fclose(f);
+	return armed;
+}
+
+static struct fy_lazy *start(struct mem *m, struct tsrc *s, unsigned threads)
+{
+	struct fy_region rg = { .host = m->p, .size = m->size, .fd = m->fd };
+	struct fy_lazy_config cfg = {
+		.regions = &rg,
+		.nregions = 1,
+		.source = { .fetch = tsrc_fetch, .opaque = s },
+		.background_threads = threads,
+	};
+	struct fy_lazy *l = NULL;
+	char err[256] = "";
+	int rc;
+
+	snprintf(rg.name, sizeof(rg.name), "%s", backing_name[m->b]);
+	rc = fy_lazy_start(&l, &cfg, err, sizeof(err));
+	if (rc == -EPERM || rc == -ENOSYS) {
+		print_message("[ SKIP     ] userfaultfd: %s\n", err);
+		mem_unmap(m);
+		skip();
+	}
+	if (rc)
+		print_message("fy_lazy_start: %s\n", err);
+	assert_int_equal(rc, 0);
+	assert_non_null(l);
+	return l;
+}
+
+/* ---------------------------------------------------------------------- */
+/* threads touching guest memory                                          */
+/* ---------------------------------------------------------------------- */
+
+struct reader {
+	pthread_t t;
+	const struct mem *m;
+	unsigned seed;
+	unsigned reads;
+	uint64_t stride, first; /* touch units first, first + stride, ... */
+	unsigned wrong;
+};
+
+/* Read random pages and check their bytes, while the background fills. */
+static void *reader_random(void *arg)
+{
+	struct reader *r = arg;
+	uint64_t pages = r->m->size / PG, pg;
+	unsigned i;
+
+	for (i = 0; i < r->reads; i++) {
+		pg = (uint64_t)rand_r(&r->seed) % pages;
+		r->wrong += !page_ok(r->m->p + pg * PG, pg);
+	}
+	return NULL;
+}
+
+/* Touch one page in the middle of each of a fixed set of units. */
+static void *reader_units(void *arg)
+{
+	struct reader *r = arg;
+	uint64_t per = r->m->unit / PG, units = r->m->size / r->m->unit, u, pg;
+
+	for (u = r->first; u < units; u += r->stride) {
+		pg = u * per + per / 2;
+		r->wrong += !page_ok(r->m->p + pg * PG, pg);
+	}
+	return NULL;
+}
+
+struct toucher {
+	pthread_t t;
+	volatile uint8_t *p;
+	atomic_bool done;
+	uint8_t seen;
+};
+
+static void *touch_main(void *arg)
+{
+	struct toucher *t = arg;
+
+	t->seen = *t->p;
+	atomic_store(&t->done, true);
+	return NULL;
+}
+
+/* Whether @t's thread is still blocked @ms from now. */
+static bool still_blocked(struct toucher *t, int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	if (pthread_timedjoin_np(t->t, NULL, &ts) == 0)
+		return false;
+	return !atomic_load(&t->done);
+}
+
+/* ---------------------------------------------------------------------- */
+/* checks                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static void check_all_pages(const struct mem *m)
+{
+	uint64_t pg, wrong = 0;
+
+	for (pg = 0; pg < m->size / PG; pg++)
+		wrong += !page_ok(m->p + pg * PG, pg);
+	assert_int_equal(wrong, 0);
+}
+
+static void check_complete_stats(struct fy_lazy *l, const struct mem *m)
+{
+	struct fy_lazy_stats st;
+
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.pages, m->size / PG);
+	assert_int_equal(st.placed, st.pages);
+	assert_int_equal(st.zero_pages, expected_zero_pages(st.pages));
+	assert_int_equal(st.error, 0);
+	assert_true(st.complete_ms > 0);
+	assert_true(st.fault_pages <= st.pages);
+}
+
+/* finish leaves plain memory: no longer registered, a dropped unit reads 0. */
+static void check_finish(struct fy_lazy *l, struct mem *m)
+{
+	assert_true(uffd_missing_armed(m->p));
+	assert_int_equal(fy_lazy_finish(l), 0);
+	assert_false(uffd_missing_armed(m->p));
+	mem_drop(m, m->size - m->unit);
+	assert_int_equal(m->p[m->size - 1], 0);
+	m->p[m->size - 1] = 7;
+	assert_int_equal(m->p[m->size - 1], 7);
+}
+
+/* ---------------------------------------------------------------------- */
+/* tests                                                                  */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Readers touch random pages while two background threads fill: every
+ * read sees the right bytes, every page ends correct, each page is
+ * fetched once or twice (a fault racing with the background), never more.
+ */
+static void test_fill(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	struct reader rd[4];
+	struct tsrc s;
+	struct mem m;
+	struct fy_lazy *l;
+	uint64_t pg, units;
+	unsigned i, wrong = 0;
+
+	mem_map(&m, b, b == HUGETLB ? 16 * MIB : 32 * MIB);
+	tsrc_init(&s, m.size / PG, NO_PAGE);
+	l = start(&m, &s, 2);
+	for (i = 0; i < 4; i++) {
+		rd[i] = (struct reader){ .m = &m, .seed = 17 + i, .reads = 300 };
+		assert_int_equal(pthread_create(&rd[i].t, NULL, reader_random, &rd[i]), 0);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(rd[i].t, NULL);
+		wrong += rd[i].wrong;
+	}
+	assert_int_equal(wrong, 0);
+	assert_int_equal(fy_lazy_wait(l, 20000), 0);
+	check_all_pages(&m);
+	check_complete_stats(l, &m);
+	assert_false(atomic_load(&s.bad));
+	for (pg = 0; pg < s.pages; pg++) {
+		assert_true(s.count[pg] >= 1);
+		assert_true(s.count[pg] <= 2);
+	}
+	units = m.size / m.unit;
+	for (pg = 0; pg < units; pg++)
+		assert_true(fy_lazy_has(l, 0, pg * m.unit));
+	check_finish(l, &m);
+	fy_lazy_free(l);
+	free(s.count);
+	mem_unmap(&m);
+}
+
+/* Place the whole region from outside in 1 MiB (or unit) pieces, some
+ * from buffers that are not page aligned. */
+static void place_all(struct fy_lazy *l, const struct mem *m, struct tsrc *s)
+{
+	uint64_t piece = m->unit > MIB ? m->unit : MIB, off;
+	uint8_t *buf = mmap(NULL, piece + PG, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t zero[MIB / PG / 64 * 2];
+	struct tsrc remote = *s;
+	_Atomic uint32_t *count = calloc(s->pages, sizeof(*count));
+	char err[128];
+	uint8_t *at;
+
+	assert_true(buf != MAP_FAILED);
+	assert_non_null(count);
+	remote.count = count; /* the caller's counts are the loader's fetches */
+	for (off = 0; off < m->size; off += piece) {
+		at = (off / piece) % 2 ? buf + 8 : buf;
+		memset(zero, 0, sizeof(zero));
+		assert_int_equal(tsrc_fetch(&remote, 0, off, piece, at, zero, err,
+					    sizeof(err)), 0);
+		assert_int_equal(fy_lazy_place(l, 0, off, piece, at, zero), 0);
+	}
+	munmap(buf, piece + PG);
+	free(count);
+}
+
+/*
+ * No background: threads that touch pages fault, and exactly their units
+ * are fetched and placed by the fault path; the rest arrives through
+ * fy_lazy_place() (postcopy's background stream).
+ */
+static void test_faults_then_place(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t per, units, u, touched = 0, stride = 64;
+	struct fy_lazy_stats st;
+	struct reader rd[4];
+	struct tsrc s;
+	struct mem m;
+	struct fy_lazy *l;
+	unsigned i, wrong = 0;
+	uint8_t page[PG];
+	int pfd[2];
+
+	mem_map(&m, b, b == HUGETLB ? 16 * MIB : 32 * MIB);
+	per = m.unit / PG;
+	units = m.size / m.unit;
+	tsrc_init(&s, m.size / PG, NO_PAGE);
+	l = start(&m, &s, 0);
+	/* A fault taken in the kernel (write(2) reading guest memory, as a
+	 * VMM's I/O or KVM does) is served too: unit 0's middle page. */
+	assert_int_equal(pipe(pfd), 0);
+	assert_int_equal(write(pfd[1], m.p + per / 2 * PG, PG), PG);
+	assert_int_equal(read(pfd[0], page, PG), PG);
+	assert_true(page_ok(page, per / 2));
+	close(pfd[0]);
+	close(pfd[1]);
+	for (i = 0; i < 4; i++) {
+		rd[i] = (struct reader){ .m = &m, .first = i, .stride = stride };
+		assert_int_equal(pthread_create(&rd[i].t, NULL, reader_units, &rd[i]), 0);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(rd[i].t, NULL);
+		wrong += rd[i].wrong;
+	}
+	assert_int_equal(wrong, 0);
+	for (u = 0; u < units; u++) {
+		bool t = u % stride < 4;
+
+		touched += t;
+		assert_int_equal(fy_lazy_has(l, 0, u * m.unit), t);
+		assert_int_equal(s.count[u * per], t); /* fetched once, or never */
+	}
+	fy_lazy_stats(l, &st);
+	assert_true(st.faults >= touched);
+	assert_int_equal(st.fault_pages, touched * per);
+	assert_int_equal(st.placed, touched * per);
+	assert_true(st.wait_p50_us > 0);
+	assert_true(st.wait_p50_us <= st.wait_p99_us);
+	assert_true(st.wait_p99_us <= st.wait_max_us);
+	assert_true(st.complete_ms == 0);
+	print_message("[ INFO     ] %s: %llu faults, wait p50 %.1f us p99 %.1f us max %.1f us\n",
+		      backing_name[b], (unsigned long long)st.faults, st.wait_p50_us,
+		      st.wait_p99_us, st.wait_max_us);
+	assert_int_equal(fy_lazy_wait(l, 50), -ETIMEDOUT);
+	assert_int_equal(fy_lazy_finish(l), -EBUSY);
+
+	/* Misplaced ranges are refused. */
+	assert_int_equal(fy_lazy_place(l, 1, 0, m.unit, m.p, NULL), -EINVAL);
+	assert_int_equal(fy_lazy_place(l, 0, m.unit / 2, m.unit, m.p, NULL), -EINVAL);
+	assert_int_equal(fy_lazy_place(l, 0, m.size, m.unit, m.p, NULL), -EINVAL);
+
+	/* The rest arrives while readers fault on random pages. */
+	for (i = 0; i < 4; i++) {
+		rd[i] = (struct reader){ .m = &m, .seed = 31 + i, .reads = 200 };
+		assert_int_equal(pthread_create(&rd[i].t, NULL, reader_random, &rd[i]), 0);
+	}
+	place_all(l, &m, &s);
+	for (i = 0; i < 4; i++) {
+		pthread_join(rd[i].t, NULL);
+		wrong += rd[i].wrong;
+	}
+	assert_int_equal(wrong, 0);
+	assert_int_equal(fy_lazy_wait(l, 5000), 0);
+	check_all_pages(&m);
+	check_complete_stats(l, &m);
+	/* Placing again is harmless and changes nothing. */
+	place_all(l, &m, &s);
+	check_all_pages(&m);
+	check_finish(l, &m);
+	fy_lazy_free(l);
+	free(s.count);
+	mem_unmap(&m);
+}
+
+/*
+ * A source that fails for one page stops the loader with its error and
+ * message; the page is never placed, a thread touching it stays blocked
+ * until fy_lazy_free().
+ */
+static void test_source_error(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	const uint64_t bad = 3000; /* in the sixth 2 MiB block */
+	struct fy_lazy_stats st;
+	struct toucher t = { 0 };
+	struct tsrc s;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, 16 * MIB);
+	tsrc_init(&s, m.size / PG, bad);
+	l = start(&m, &s, 2);
+	t.p = m.p + bad * PG + 100;
+	assert_int_equal(pthread_create(&t.t, NULL, touch_main, &t), 0);
+	assert_int_equal(fy_lazy_wait(l, 20000), -EIO);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.error, -EIO);
+	assert_string_equal(st.errmsg, "page 3000: slot checksum mismatch");
+	assert_true(st.placed < st.pages);
+	assert_false(fy_lazy_has(l, 0, bad * PG));
+	assert_true(still_blocked(&t, 200));
+	assert_int_equal(fy_lazy_place(l, 0, 0, m.unit, m.p, NULL), -EIO);
+	assert_int_equal(fy_lazy_finish(l), -EBUSY);
+	assert_true(still_blocked(&t, 10));
+	fy_lazy_free(l);
+	assert_int_equal(pthread_join(t.t, NULL), 0);
+	assert_true(atomic_load(&t.done));
+	free(s.count);
+	mem_unmap(&m);
+}
+
+/* Cancel stops serving faults: wait reports it, a toucher stays blocked
+ * until fy_lazy_free(). */
+static void test_cancel(void **state)
+{
+	struct toucher t = { 0 };
+	struct fy_lazy_stats st;
+	struct tsrc s;
+	struct mem m;
+	struct fy_lazy *l;
+
+	(void)state;
+	mem_map(&m, ANON, 4 * MIB);
+	tsrc_init(&s, m.size / PG, NO_PAGE);
+	l = start(&m, &s, 0);
+	fy_lazy_cancel(l);
+	assert_int_equal(fy_lazy_wait(l, 1000), -ECANCELED);
+	t.p = m.p + 5 * PG;
+	assert_int_equal(pthread_create(&t.t, NULL, touch_main, &t), 0);
+	assert_true(still_blocked(&t, 100));
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.faults, 0);
+	assert_int_equal(st.error, -ECANCELED);
+	fy_lazy_free(l);
+	assert_int_equal(pthread_join(t.t, NULL), 0);
+	assert_int_equal(t.seen, 0);
+	free(s.count);
+	mem_unmap(&m);
+}
+
+/* Bad configurations are refused with a message, nothing registered. */
+static void test_rejects(void **state)
+{
+	struct tsrc s;
+	struct mem m;
+	struct fy_region rg;
+	struct fy_lazy_config cfg = { .regions = &rg, .nregions = 1 };
+	struct fy_lazy *l = (struct fy_lazy *)&cfg;
+	char err[256];
+
+	(void)state;
+	mem_map(&m, ANON, 4 * MIB);
+	tsrc_init(&s, m.size / PG, NO_PAGE);
+	rg = (struct fy_region){ .host = m.p, .size = m.size, .fd = -1, .name = "r" };
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_null(l);
+	cfg.source = (struct fy_lazy_source){ .fetch = tsrc_fetch, .opaque = &s };
+	rg.size = m.size - 100;
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "aligned"));
+	rg.size = m.size;
+	cfg.batch_bytes = 6000;
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "batch"));
+	cfg.batch_bytes = 0;
+	/* A page already there would never be asked for: refused (a read
+	 * maps the zero page, or with THP the huge zero page: offset 0). */
+	assert_int_equal(m.p[5 * PG + 1], 0);
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "is already populated"));
+	assert_int_equal(madvise(m.p, m.size, MADV_DONTNEED), 0);
+	assert_false(uffd_missing_armed(m.p));
+	mem_unmap(&m);
+
+	mem_map(&m, MEMFD, 4 * MIB);
+	rg = (struct fy_region){ .host = m.p, .size = m.size, .fd = m.fd, .name = "r" };
+	assert_int_equal(pwrite(m.fd, "x", 1, 9 * PG), 1);
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "offset 0x9000 is already populated"));
+	assert_false(uffd_missing_armed(m.p));
+	fy_lazy_free(NULL);
+	free(s.count);
+	mem_unmap(&m);
+}
+
+/* A source as cheap as a memcpy: what the loader itself costs. */
+static int fast_fetch(void *opaque, uint32_t region, uint64_t offset,
+		      uint64_t len, void *buf, uint64_t *zero, char *err,
+		      size_t errlen)
+{
+	memset(buf, (int)(offset / MIB) | 1, len);
+	return 0;
+}
+
+/* 256 MiB of anonymous memory through the background path (printed). */
+static void test_fill_throughput(void **state)
+{
+	struct fy_region rg = { .size = 256 * MIB, .fd = -1, .name = "big" };
+	struct fy_lazy_config cfg = {
+		.regions = &rg, .nregions = 1,
+		.source = { .fetch = fast_fetch },
+	};
+	struct fy_lazy_stats st;
+	struct fy_lazy *l;
+	char err[256];
+	unsigned threads;
+	uint64_t off;
+
+	(void)state;
+	for (threads = 1; threads <= 2; threads++) {
+		rg.host = mmap(NULL, rg.size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		assert_true(rg.host != MAP_FAILED);
+		madvise(rg.host, rg.size, MADV_HUGEPAGE);
+		cfg.background_threads = threads;
+		if (fy_lazy_start(&l, &cfg, err, sizeof(err))) {
+			print_message("[ SKIP     ] %s\n", err);
+			munmap(rg.host, rg.size);
+			skip();
+		}
+		assert_int_equal(fy_lazy_wait(l, 30000), 0);
+		fy_lazy_stats(l, &st);
+		print_message("[ INFO     ] fill 256 MiB anon, %u background thread%s: "
+			      "%.1f ms, %.0f MiB/s\n", threads, threads > 1 ? "s" : "",
+			      st.complete_ms, 256 / (st.complete_ms / 1000));
+		for (off = 0; off < rg.size; off += MIB)
+			assert_int_equal(rg.host[off + 4095], (int)(off / MIB) | 1);
+		assert_int_equal(fy_lazy_finish(l), 0);
+		fy_lazy_free(l);
+		munmap(rg.host, rg.size);
+	}
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	huge_release(pool_added_total);
+	return 0;
+}
+
+static enum backing anon = ANON, memfd = MEMFD, hugetlb = HUGETLB;
+
+#define ALL_BACKINGS(fn) \
+	cmocka_unit_test_prestate(fn, &anon), \
+	cmocka_unit_test_prestate(fn, &memfd), \
+	cmocka_unit_test_prestate(fn, &hugetlb)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		ALL_BACKINGS(test_fill),
+		ALL_BACKINGS(test_faults_then_place),
+		ALL_BACKINGS(test_source_error),
+		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_rejects),
+		cmocka_unit_test(test_fill_throughput),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, group_teardown);
+}
