@@ -85,6 +85,9 @@ int cmd_demo(int argc, char **argv);
 extern const char cli_demo_usage[];
 int cli_find_ferry_vm(char *out, size_t len, char *err, size_t errlen);
 
+/* snapshot.c: live snapshots into a file */
+int cmd_snapshot(int argc, char **argv);
+
 /* inspect.c: the offline stream tools */
 int cmd_inspect(int argc, char **argv);
 int cmd_schema(int argc, char **argv);

@@ -789,6 +789,9 @@ struct json_object *cli_failed_report(const char *error)
 		"dirty_mode", "mb_per_s",
 		"verified",
 		"final_pass_ms", "state_ms", "switchover_ms", "verify_ms",
+		"keep_running", "image_digest", "lazy_pages", "lazy_placed",
+		"page_faults", "page_wait_p50_ms", "page_wait_p99_ms",
+		"page_wait_max_ms", "lazy_complete_ms",
 	};
 	json_object *r = json_object_new_object();
 
@@ -855,6 +858,39 @@ static void print_link(FILE *out, json_object *report)
 			i < sizeof(modes) / sizeof(modes[0]) ? modes[i].what : mode);
 }
 
+/* Snapshot files (a report, or the status's migration object): what the
+ * file holds and, for a lazy restore, how far it is and how long the
+ * guest waited for pages. Nothing for other migrations. */
+static void print_snapshot(FILE *out, json_object *o)
+{
+	json_object *keep = cli_get(o, "keep_running");
+	char size[32], a[32], b[32], c[32];
+
+	if (cli_get(o, "image_digest")) {
+		cli_format_bytes(get_num(o, "wire_bytes", 0), size, sizeof(size));
+		fprintf(out, "snapshot      file %s, %.0f pass%s, pause %s, image "
+			"digest %s%s\n", size, get_num(o, "passes", get_num(o, "pass", 0)),
+			get_num(o, "passes", get_num(o, "pass", 0)) == 1 ? "" : "es",
+			fmt_ms(o, "downtime_ms", a, sizeof(a)),
+			get_str(o, "image_digest", "?"),
+			!keep ? "" : json_object_get_boolean(keep) ?
+			", the guest runs on (checkpoint)" :
+			", the guest stays paused here (handed over to the file)");
+	}
+	if (!cli_get(o, "lazy_pages"))
+		return;
+	fprintf(out, "lazy restore  %.0f of %.0f pages placed, %.0f page faults, "
+		"page wait p50 %s, p99 %s, max %s", get_num(o, "lazy_placed", 0),
+		get_num(o, "lazy_pages", 0), get_num(o, "page_faults", 0),
+		fmt_ms(o, "page_wait_p50_ms", a, sizeof(a)),
+		fmt_ms(o, "page_wait_p99_ms", b, sizeof(b)),
+		fmt_ms(o, "page_wait_max_ms", c, sizeof(c)));
+	if (cli_get(o, "lazy_complete_ms"))
+		fprintf(out, ", all in after %s",
+			fmt_ms(o, "lazy_complete_ms", a, sizeof(a)));
+	fputc('\n', out);
+}
+
 /**
  * cli_print_report() - print a migration report for humans.
  */
@@ -888,6 +924,7 @@ void cli_print_report(FILE *out, struct json_object *report)
 	fprintf(out, "moved         %s in %.0f pass%s, %.1f MB/s\n", bytes, passes,
 		passes == 1 ? "" : "es", get_num(report, "mb_per_s", 0));
 	print_link(out, report);
+	print_snapshot(out, report);
 	if (get_num(report, "throttle_peak_pct", 0) > 0)
 		fprintf(out, "throttled     vCPUs held up to %.0f%% of the time "
 			"(auto-converge)\n", get_num(report, "throttle_peak_pct", 0));
@@ -897,6 +934,13 @@ void cli_print_report(FILE *out, struct json_object *report)
 			"source %s)\n", verified,
 			fmt_ms(report, "verify.destination_ms", a, sizeof(a)),
 			fmt_ms(report, "verify.source_ms", b, sizeof(b)));
+	else if (!strcmp(get_str(report, "verify.method", ""), "image"))
+		fprintf(out, "verified      %s (the source's RAM against the "
+			"image it wrote, after the pause: %s)\n", verified,
+			fmt_ms(report, "verify.source_ms", a, sizeof(a)));
+	else if (cli_get(report, "verify.note"))
+		fprintf(out, "verified      %s (%s)\n", verified,
+			get_str(report, "verify.note", ""));
 	else if (cli_get(report, "verify_ms"))
 		fprintf(out, "verified      %s (check %s, inside the pause)\n",
 			verified, fmt_ms(report, "verify_ms", a, sizeof(a)));
@@ -920,9 +964,12 @@ static const char migrate_usage[] =
 	"showing progress until the migration ends. URI is one of:\n"
 	"  tcp:HOST:PORT, unix:PATH  where a destination ferry-vm started with\n"
 	"                            --incoming URI listens\n"
-	"  file:PATH                 a snapshot: the paused guest is written to\n"
-	"                            PATH (renamed into place only when complete);\n"
-	"                            'ferry-vm --incoming file:PATH' restores it\n"
+	"  file:PATH                 a snapshot: the guest is written to PATH in\n"
+	"                            passes while it runs, then stays paused (the\n"
+	"                            file takes it over; 'ferry snapshot' writes\n"
+	"                            one and lets the guest run on). PATH appears\n"
+	"                            only when complete; 'ferry-vm --incoming\n"
+	"                            file:PATH' restores it\n"
 	"\n"
 	"Options:\n"
 	"  --max-passes N           most precopy passes before the timeout strategy\n"
@@ -1148,6 +1195,7 @@ static void print_migration(json_object *m)
 	       "%.1f ms\n", get_num(m, "mb_per_s", 0),
 	       get_num(m, "dirty_mb_per_s", 0),
 	       get_num(m, "expected_downtime_ms", 0));
+	print_snapshot(stdout, m);
 	if (cli_get(m, "error"))
 		printf("error         %s\n", get_str(m, "error", "?"));
 }
@@ -1255,6 +1303,8 @@ static int cmd_help(int argc, char **argv);
 static const struct command commands[] = {
 	{ "migrate", "migrate a running ferry-vm's guest to a destination",
 	  cmd_migrate },
+	{ "snapshot", "save a running ferry-vm's guest to a file while it runs",
+	  cmd_snapshot },
 	{ "status", "show a ferry-vm's guest and migration status",
 	  cmd_status },
 	{ "cancel", "cancel a ferry-vm's running migration",

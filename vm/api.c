@@ -166,6 +166,40 @@ static void add_link_fields(json_object *o, const struct ferry_stats *st)
 			       st->dirty_mode[0] ? jstr(st->dirty_mode) : NULL);
 }
 
+/* A 64-bit digest as 16 hex digits (JSON numbers lose bits past 2^53),
+ * null when there is none. */
+static json_object *digest_json(uint64_t d)
+{
+	char hex[17];
+
+	if (!d)
+		return NULL;
+	snprintf(hex, sizeof(hex), "%016" PRIx64, d);
+	return jstr(hex);
+}
+
+/* Snapshot files: the image digest, and for a lazy restore how far it is
+ * and how long the guest waited for pages (null when not lazy). Shared by
+ * status and report. */
+static void add_snapshot_fields(json_object *o, const struct ferry_stats *st)
+{
+	bool lazy = st->lazy_pages > 0;
+
+	json_object_object_add(o, "image_digest", digest_json(st->image_digest));
+	json_object_object_add(o, "lazy_pages", lazy ? ju64(st->lazy_pages) : NULL);
+	json_object_object_add(o, "lazy_placed", lazy ? ju64(st->lazy_placed) : NULL);
+	json_object_object_add(o, "page_faults", lazy ? ju64(st->page_faults) : NULL);
+	json_object_object_add(o, "page_wait_p50_ms",
+			       lazy ? api_double(st->page_wait_p50_ms) : NULL);
+	json_object_object_add(o, "page_wait_p99_ms",
+			       lazy ? api_double(st->page_wait_p99_ms) : NULL);
+	json_object_object_add(o, "page_wait_max_ms",
+			       lazy ? api_double(st->page_wait_max_ms) : NULL);
+	json_object_object_add(o, "lazy_complete_ms",
+			       lazy && st->lazy_complete_ms > 0 ?
+				       api_double(st->lazy_complete_ms) : NULL);
+}
+
 static json_object *stats_json(const struct ferry_stats *st, const char *err)
 {
 	json_object *o = json_object_new_object();
@@ -187,6 +221,7 @@ static json_object *stats_json(const struct ferry_stats *st, const char *err)
 	json_object_object_add(o, "final_pass_ms", api_double(st->final_pass_ms));
 	json_object_object_add(o, "state_ms", api_double(st->state_ms));
 	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
+	add_snapshot_fields(o, st);
 	json_object_object_add(o, "error", error_string(st->error, err));
 	return o;
 }
@@ -264,6 +299,46 @@ static json_object *verify_json(struct vm *vm, json_object *n,
 	return o;
 }
 
+/* The report's "verify" of a snapshot written by this VM: its frozen RAM
+ * against the image digest of the file (after the pause), or nothing for
+ * a checkpoint, whose guest runs on. */
+static json_object *snapshot_verify_json(struct vm *vm, double *pause_ms)
+{
+	json_object *o = json_object_new_object();
+	double in_pause, after;
+	int match;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	in_pause = vm->mig.src_digest_ms;
+	after = vm->mig.src_verify_ms;
+	match = vm->mig.src_ram_match;
+	pthread_mutex_unlock(&vm->mig.lock);
+	json_object_object_add(o, "method", jstr(match >= 0 ? "image" : "off"));
+	json_object_object_add(o, "destination_ms", NULL);
+	json_object_object_add(o, "source_ms", match >= 0 || in_pause > 0 ?
+				  api_double(in_pause + after) : NULL);
+	json_object_object_add(o, "in_pause", json_object_new_boolean(in_pause > 0));
+	json_object_object_add(o, "wait_ms", NULL);
+	if (vm->mig.keep_running)
+		json_object_object_add(o, "note", jstr(
+			"checkpoint: the guest ran on, so its RAM is not compared "
+			"with the image; restoring the file verifies it"));
+	*pause_ms = in_pause;
+	return o;
+}
+
+/* A snapshot writer's verdict: its RAM against the image (null when not
+ * compared). */
+static json_object *snapshot_verified(struct vm *vm)
+{
+	int match;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	match = vm->mig.src_ram_match;
+	pthread_mutex_unlock(&vm->mig.lock);
+	return match < 0 ? NULL : json_object_new_boolean(match);
+}
+
 static const char *report_status(int rc, const struct ferry_stats *st)
 {
 	if (!rc)
@@ -291,6 +366,8 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object *n = note && *note ? json_tokener_parse(note) : NULL;
 	json_object *stall, *verify, *wait;
 	double pause_ms = 0, total_ms = st->total_ms;
+	bool snap_out = !strncmp(vm->mig.uri, "file:", 5) &&
+			!strcmp(vm_role(vm), "source");
 
 	if (n && !json_object_is_type(n, json_type_object)) {
 		json_object_put(n);
@@ -326,14 +403,19 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 			       api_double(total_ms > 0
 						  ? (double)st->bytes / total_ms / 1e3
 						  : 0));
-	json_object_object_add(o, "verified", rc ? NULL : report_verified(vm, n));
+	json_object_object_add(o, "verified", rc ? NULL : snap_out ?
+			       snapshot_verified(vm) : report_verified(vm, n));
 	json_object_object_add(o, "final_pass_ms", api_double(st->final_pass_ms));
 	json_object_object_add(o, "state_ms", api_double(st->state_ms));
 	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
 	/* verify_ms: the part of the pause spent verifying, both sides. */
-	verify = rc ? NULL : verify_json(vm, n, &pause_ms);
+	verify = rc ? NULL : snap_out ? snapshot_verify_json(vm, &pause_ms) :
+		     verify_json(vm, n, &pause_ms);
 	json_object_object_add(o, "verify_ms", verify ? api_double(pause_ms) : NULL);
 	json_object_object_add(o, "verify", verify);
+	json_object_object_add(o, "keep_running", snap_out ?
+			       json_object_new_boolean(vm->mig.keep_running) : NULL);
+	add_snapshot_fields(o, st);
 	if (rc)
 		json_object_put(stall);
 	json_object_put(n);
@@ -396,8 +478,7 @@ void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 		    const char *errmsg, json_object *report)
 {
 	json_object *v;
-	double stall = -1;
-	char buf[1024];
+	char buf[1024], stall[48] = "";
 
 	if (rc) {
 		fprintf(stderr, "ferry-vm: %s %s: %s\n", what,
@@ -406,10 +487,11 @@ void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 		return;
 	}
 	if (json_object_object_get_ex(report, "guest_stall_ms", &v) && v)
-		stall = json_object_get_double(v);
+		snprintf(stall, sizeof(stall), "guest stall %.1f ms, ",
+			 json_object_get_double(v));
 	json_object_object_get_ex(report, "verified", &v);
 	fprintf(stderr,
-		"ferry-vm: %s completed: %.1f ms total, downtime %.1f ms, guest stall %.1f ms, %" PRIu64 " bytes in %u passes, verified %s\n",
+		"ferry-vm: %s completed: %.1f ms total, downtime %.1f ms, %s%" PRIu64 " bytes in %u passes, verified %s\n",
 		what, st->total_ms, st->downtime_ms, stall, st->bytes, st->pass,
 		v ? (json_object_get_boolean(v) ? "true" : "false") : "null");
 }
@@ -748,7 +830,8 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 					     "dirty_mode", "connections", "compress",
 					     "compress_level", "record_stream",
 					     "window", "chunk_bytes", "max_bandwidth",
-					     "auto_converge", "congestion_control" };
+					     "auto_converge", "congestion_control",
+					     "keep_running", "io_threads" };
 	json_object *uri;
 	unsigned i;
 
@@ -806,8 +889,17 @@ static int migrate_args(json_object *args, struct vm_migrate_args *a,
 	    arg_int(args, VM_ARG_WINDOW, &a->window, err, errlen) ||
 	    arg_int(args, VM_ARG_CHUNK, &a->chunk_bytes, err, errlen) ||
 	    arg_int(args, VM_ARG_MAX_BANDWIDTH, &a->max_bandwidth, err, errlen) ||
-	    arg_bool(args, "auto_converge", &a->auto_converge, err, errlen))
+	    arg_bool(args, "auto_converge", &a->auto_converge, err, errlen) ||
+	    arg_bool(args, "keep_running", &a->keep_running, err, errlen) ||
+	    arg_int(args, VM_ARG_IO_THREADS, &a->io_threads, err, errlen))
 		return -1;
+	/* They shape how a snapshot file is written; a stream has none. */
+	if (strncmp(a->uri, "file:", 5) &&
+	    (a->keep_running >= 0 || a->io_threads >= 0)) {
+		snprintf(err, errlen, "'%s' applies to a snapshot (a file:PATH uri) only",
+			 a->keep_running >= 0 ? "keep_running" : "io_threads");
+		return -1;
+	}
 	return 0;
 }
 

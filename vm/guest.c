@@ -455,10 +455,12 @@ static bool vcpu_park(struct vcpu *c)
 	vcpu_tick(c, vm_now_ns());
 	pthread_mutex_lock(&g->lock);
 	__atomic_add_fetch(&g->parked, 1, __ATOMIC_RELEASE);
+	atomic_store(&c->parked_now, true);
 	pthread_cond_broadcast(&g->parked_cond);
 	while (__atomic_load_n(&g->pause_word, __ATOMIC_ACQUIRE) && !g->stop)
 		pthread_cond_wait(&g->run_cond, &g->lock);
 	__atomic_sub_fetch(&g->parked, 1, __ATOMIC_RELAXED);
+	atomic_store(&c->parked_now, false);
 	stop = g->stop;
 	pthread_mutex_unlock(&g->lock);
 	if (stop)
@@ -638,6 +640,8 @@ void guest_set_workload(struct guest *g, enum vm_workload w, double rate)
  */
 int guest_init(struct guest *g, const struct vm_opts *o)
 {
+	pthread_condattr_t ca;
+
 	memset(g, 0, sizeof(*g));
 	g->memfd = -1;
 	g->backend = o->backend;
@@ -646,7 +650,11 @@ int guest_init(struct guest *g, const struct vm_opts *o)
 	g->nvcpus = o->nvcpus;
 	guest_set_workload(g, o->workload, o->dirty_rate);
 	pthread_mutex_init(&g->lock, NULL);
-	pthread_cond_init(&g->parked_cond, NULL);
+	/* guest_pause_bounded() waits on it against CLOCK_MONOTONIC. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&g->parked_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&g->run_cond, NULL);
 	atomic_init(&g->fill_pending, fills_once(o->workload) ? g->nvcpus : 0);
 
@@ -734,6 +742,65 @@ void guest_pause(struct guest *g)
 		pthread_cond_wait(&g->parked_cond, &g->lock);
 	atomic_store(&g->running, false);
 	pthread_mutex_unlock(&g->lock);
+}
+
+/**
+ * guest_pause_bounded() - park every vCPU, waiting at most @timeout_ms for
+ * them. A vCPU of a lazy restore can be blocked in a page fault that is
+ * never served (its page failed its checksum): it cannot park, and it
+ * cannot run on either, so the guest counts as stopped when the others
+ * parked. Those that did not are marked stuck for good (never joined).
+ * @g: the guest.
+ * @timeout_ms: how long to wait for the last vCPU.
+ * @stuck: receives the vCPUs that did not park ("vcpu1, vcpu3"), or "".
+ * @len: size of @stuck.
+ *
+ * Return: 0 when every vCPU parked, -ETIMEDOUT otherwise.
+ */
+int guest_pause_bounded(struct guest *g, int timeout_ms, char *stuck,
+			size_t len)
+{
+	unsigned n = started_vcpus(g), i, left;
+	uint64_t dl = vm_now_ns() + (uint64_t)timeout_ms * VM_NS_PER_MS;
+	struct timespec ts = { (time_t)(dl / 1000000000ull),
+			       (long)(dl % 1000000000ull) };
+	size_t at = 0;
+
+	stuck[0] = '\0';
+	pthread_mutex_lock(&g->lock);
+	__atomic_store_n(&g->pause_word, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&g->lock);
+	futex_wake_all(&g->pause_word);
+	pthread_mutex_lock(&g->lock);
+	while (g->parked < n && !g->stop &&
+	       pthread_cond_timedwait(&g->parked_cond, &g->lock, &ts) == 0)
+		;
+	left = n > g->parked ? n - g->parked : 0;
+	atomic_store(&g->running, false);
+	pthread_mutex_unlock(&g->lock);
+	if (!left)
+		return 0;
+	for (i = 0; i < g->nvcpus; i++) {
+		if (!g->vcpus[i].started || atomic_load(&g->vcpus[i].parked_now))
+			continue;
+		if (at < len)
+			at += (size_t)snprintf(stuck + at, len - at, "%svcpu%u",
+					       at ? ", " : "", i);
+	}
+	atomic_store(&g->stuck, left);
+	return -ETIMEDOUT;
+}
+
+/**
+ * guest_is_stuck() - whether a bounded pause left vCPUs unparked: the
+ * guest can then never be resumed, stopped or freed.
+ * @g: the guest.
+ *
+ * Return: true if so.
+ */
+bool guest_is_stuck(struct guest *g)
+{
+	return atomic_load(&g->stuck) != 0;
 }
 
 /**

@@ -17,8 +17,9 @@
 #include "migrate_args.h"
 #include "vm.h"
 
-#define MAX_VCPUS 64u
-#define MAX_MEMORY (1ull << 40)
+#define MAX_VCPUS VM_MAX_VCPUS
+#define MAX_MEMORY VM_MAX_MEMORY
+#define LAZY_PAUSE_MS 200 /* a lazy restore's pause waits this long */
 
 /* --- command line ------------------------------------------------------- */
 
@@ -59,13 +60,26 @@ static void usage(FILE *f)
 		"                       waits for a migration on URI (tcp:HOST:PORT,\n"
 		"                       where port 0 lets the kernel choose one and\n"
 		"                       'ferry status' shows it; unix:PATH; fd:N, a\n"
-		"                       socket inherited from whoever started ferry-vm),\n"
-		"                       or restores the snapshot file:PATH\n"
-		"                       that 'ferry migrate SOCKET file:PATH' wrote; the\n"
-		"                       guest then runs the workload and dirty rate the\n"
-		"                       stream says (--workload is ignored, with a\n"
-		"                       note); --memory and --vcpus must match the\n"
-		"                       source's\n"
+		"                       socket inherited from whoever started ferry-vm);\n"
+		"                       the guest runs the workload and dirty rate the\n"
+		"                       source ran (--workload is ignored, with a note);\n"
+		"                       --memory and --vcpus must match the source's.\n"
+		"                       Or restore the snapshot file:PATH that 'ferry\n"
+		"                       snapshot' or 'ferry migrate SOCKET file:PATH'\n"
+		"                       wrote: it needs no other option, memory size,\n"
+		"                       vCPUs, workload, dirty rate and backing come from\n"
+		"                       the file (an option that contradicts it is\n"
+		"                       refused, except --memory-backend, which picks\n"
+		"                       another backing); the memory is checked against\n"
+		"                       the file's image digest. A stream-format file of\n"
+		"                       an older ferry needs the options as before\n"
+		"  --lazy               with --incoming file:PATH: run the guest as soon\n"
+		"                       as its state is loaded and load memory on demand\n"
+		"                       (userfaultfd): a page the guest touches is read\n"
+		"                       from the file then, a background reader fills the\n"
+		"                       rest; 'ferry status' shows pages placed and how\n"
+		"                       long the guest waited for them. A damaged page\n"
+		"                       stops the guest for good with an error naming it\n"
 		"  --downtime-ms N      downtime limit for migrations (default 300)\n"
 		"  --verify MODE        background | strict | off (default background):\n"
 		"                       how a migrated guest is checked (memory digests\n"
@@ -74,8 +88,7 @@ static void usage(FILE *f)
 		"                         background: after the pause; the destination\n"
 		"                           hashes each page before the guest's first\n"
 		"                           write to it, the source after release\n"
-		"                         strict: inside the pause (part of the downtime;\n"
-		"                           snapshots to a file are always checked so)\n"
+		"                         strict: inside the pause (part of the downtime)\n"
 		"  --no-verify          the same as --verify off\n"
 		"  --proto-version-min N, --proto-version-max N\n"
 		"                       speak only these protocol versions (1 or 2)\n"
@@ -158,15 +171,19 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		if (parse_size(arg, &o->mem_size) || o->mem_size < (1u << 20) ||
 		    o->mem_size % VM_PAGE_SIZE || o->mem_size > MAX_MEMORY)
 			return bad_arg("--memory '%s': need a size like 256M, a multiple of 4K, 1M to 1T", arg);
+		o->memory_given = true;
+		o->memory_arg = arg;
 		return 0;
 	case 'b':
 		if (vm_backend_parse(arg, &o->backend))
 			return bad_arg("--memory-backend '%s': need anon, memfd or hugetlb", arg);
+		o->backend_given = true;
 		return 0;
 	case 'c':
 		if (parse_uint(arg, 1, MAX_VCPUS, &v))
 			return bad_arg("--vcpus '%s': need an integer from 1 to 64", arg);
 		o->nvcpus = (unsigned)v;
+		o->vcpus_given = true;
 		return 0;
 	case 'w':
 		if (vm_workload_parse(arg, &o->workload))
@@ -232,6 +249,9 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'T':
 		o->self_test = true;
 		return 0;
+	case 'l':
+		o->lazy = true;
+		return 0;
 	default:
 		return bad_arg("%s", "invalid option");
 	}
@@ -254,6 +274,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "proto-version-min", required_argument, NULL, 'V' },
 		{ "proto-version-max", required_argument, NULL, 'X' },
 		{ "disable-cap", required_argument, NULL, 'C' },
+		{ "lazy", no_argument, NULL, 'l' },
 		{ "self-test", no_argument, NULL, 'T' },
 		{ "print-schemas", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
@@ -284,6 +305,9 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	}
 	if (optind < argc)
 		return bad_arg("unexpected argument '%s'", argv[optind]);
+	if (o->lazy && (!o->incoming || strncmp(o->incoming, "file:", 5)))
+		return bad_arg("%s", "--lazy restores a snapshot file: it needs "
+			       "--incoming file:PATH");
 	if (o->mem_size / VM_PAGE_SIZE < o->nvcpus)
 		return bad_arg("%s", "--memory is too small for that many vCPUs");
 	return -1;
@@ -291,10 +315,36 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 
 /* --- engine callbacks --------------------------------------------------- */
 
+/* A lazy restore is under way: the guest may run while pages arrive. */
+static bool lazy_loading(struct vm *vm)
+{
+	bool arrived;
+
+	if (!vm->opts.lazy)
+		return false;
+	pthread_mutex_lock(&vm->mig.lock);
+	arrived = vm->mig.arrived;
+	pthread_mutex_unlock(&vm->mig.lock);
+	return !arrived;
+}
+
+/* The engine pauses a lazily restored guest only to stop it for good (a
+ * page failed its checksum): a vCPU blocked on a page that never comes
+ * must not hang the pause, nor a verifier thread blocked the same way. */
 static int cb_pause(void *opaque)
 {
 	struct vm *vm = opaque;
+	char stuck[256];
 
+	if (lazy_loading(vm)) {
+		if (guest_pause_bounded(&vm->guest, LAZY_PAUSE_MS, stuck,
+					sizeof(stuck)))
+			fprintf(stderr, "ferry-vm: pause: %s did not park within "
+				"%d ms (waiting for a page that is not in); it "
+				"stays stopped there\n", stuck, LAZY_PAUSE_MS);
+		vm_verify_abandon(vm);
+		return 0;
+	}
 	guest_pause(&vm->guest);
 	vm_verify_pause(vm);
 	return 0;
@@ -312,6 +362,8 @@ static int cb_resume(void *opaque)
 {
 	struct vm *vm = opaque;
 
+	if (lazy_loading(vm))
+		atomic_store(&vm->mig.lazy_ran, true);
 	vm_verify_resume(vm);
 	return 0;
 }
@@ -439,6 +491,7 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 		       char *errmsg, size_t errlen)
 {
 	ferry_session *s = NULL;
+	bool keep;
 	int rc;
 
 	memset(st, 0, sizeof(*st));
@@ -463,13 +516,26 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 
 	ferry_session_stats(s, st);
 	ferry_session_errmsg(s, errmsg, errlen);
+	/* A lazy restore that failed after the guest ran: its session is
+	 * never destroyed, because that would release the userfaultfd and a
+	 * vCPU waiting for a page would run on zeros. */
+	keep = rc && !send && atomic_load(&vm->mig.lazy_ran);
+	if (keep)
+		fprintf(stderr, "ferry-vm: the guest stopped for good: %s\n",
+			errmsg[0] ? errmsg : ferry_strerror(rc));
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.session = NULL;
 	vm->mig.last = *st;
 	vm->mig.have_last = true;
 	snprintf(vm->mig.last_err, sizeof(vm->mig.last_err), "%s", errmsg);
+	if (keep) {
+		vm->mig.kept = s;
+		snprintf(vm->mig.lost, sizeof(vm->mig.lost), "%s",
+			 errmsg[0] ? errmsg : ferry_strerror(rc));
+	}
 	pthread_mutex_unlock(&vm->mig.lock);
-	ferry_session_destroy(s);
+	if (!keep)
+		ferry_session_destroy(s);
 	return rc;
 }
 
@@ -529,7 +595,7 @@ static void *send_main(void *arg)
 	rc = init_wait(vm, &st, errmsg, sizeof(errmsg));
 	if (!rc)
 		rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
-	vm_verify_source(vm, rc, st.peer_note);
+	vm_verify_source(vm, rc, &st);
 	report = api_report(vm, rc, &st, errmsg, st.peer_note);
 	api_log_result("migration", rc, &st, errmsg, report);
 	event = json_object_new_object();
@@ -538,7 +604,9 @@ static void *send_main(void *arg)
 	 * report is shared with the API thread's status replies. */
 	json_object_object_add(event, "data", api_copy(report));
 	v = json_object_object_get(report, "verified");
-	mig_store_report(vm, report, v ? json_object_get_boolean(v) : -1, !rc);
+	/* A checkpoint leaves the guest running here. */
+	mig_store_report(vm, report, v ? json_object_get_boolean(v) : -1,
+			 !rc && !vm->mig.keep_running);
 
 	/* A new migrate may start as soon as the client sees DONE. */
 	pthread_mutex_lock(&vm->mig.lock);
@@ -648,6 +716,8 @@ static void *recv_main(void *arg)
 		if (stop)
 			break;
 		rc = session_run(vm, false, &st, errmsg, sizeof(errmsg));
+		if (!rc && vm_restoring_file(vm))
+			vm_verify_restored(vm, &st);
 		if (!rc) {
 			json_object *report = api_report(vm, 0, &st, "", vm->mig.note);
 
@@ -720,6 +790,10 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 	snprintf(vm->mig.cc, sizeof(vm->mig.cc), "%s",
 		 a->congestion_control ? a->congestion_control : "");
 	cfg->congestion_control = vm->mig.cc[0] ? vm->mig.cc : NULL;
+	cfg->keep_running = a->keep_running > 0;
+	vm->mig.keep_running = cfg->keep_running;
+	if (a->io_threads > 0)
+		cfg->io_threads = (uint32_t)a->io_threads;
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", a->uri);
 }
 
@@ -819,6 +893,7 @@ static int incoming_start(struct vm *vm)
 	int rc;
 
 	config_base(vm, &vm->mig.cfg);
+	vm->mig.cfg.lazy = vm->opts.lazy;
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", vm->opts.incoming);
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.active = true;
@@ -853,9 +928,12 @@ static void mig_shutdown(struct vm *vm)
  * the vCPUs (a random guest writes all of its RAM first). */
 static int init_guest(struct vm *vm, char *err, size_t errlen)
 {
-	int rc;
+	int rc = 0;
 
-	rc = guest_ram_populate(&vm->guest, &vm->init.abort);
+	/* userfaultfd's missing mode needs memory that is not there yet: a
+	 * lazy restore places every page itself. */
+	if (!vm->opts.lazy)
+		rc = guest_ram_populate(&vm->guest, &vm->init.abort);
 	if (rc) {
 		snprintf(err, errlen, "cannot populate %" PRIu64 " MiB of guest RAM: %s",
 			 vm->guest.mem_size >> 20, strerror(-rc));
@@ -939,15 +1017,28 @@ const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
 	struct guest *g = &vm->guest;
 	int st = atomic_load(&vm->init.state);
 	uint64_t done = atomic_load(&g->populated);
-	bool migrated, arrived;
+	struct ferry_stats ms;
+	bool migrated, arrived, lost;
 
 	*populated_pct = g->mem_size ? (unsigned)(done * 100 / g->mem_size) : 100;
 	pthread_mutex_lock(&vm->mig.lock);
-	snprintf(err, errlen, "%s", st == VM_INIT_FAILED ? vm->init.err : "");
+	snprintf(err, errlen, "%s", st == VM_INIT_FAILED ? vm->init.err :
+		 vm->mig.lost[0] ? vm->mig.lost : "");
 	migrated = vm->mig.migrated;
 	arrived = vm->mig.arrived;
+	lost = vm->mig.lost[0];
+	/* A lazy restore populates RAM as it places pages. */
+	if (vm->opts.lazy) {
+		memset(&ms, 0, sizeof(ms));
+		if (vm->mig.session)
+			ferry_session_stats(vm->mig.session, &ms);
+		else if (vm->mig.have_last)
+			ms = vm->mig.last;
+		*populated_pct = arrived ? 100 : ms.lazy_pages ?
+				 (unsigned)(ms.lazy_placed * 100 / ms.lazy_pages) : 0;
+	}
 	pthread_mutex_unlock(&vm->mig.lock);
-	if (st == VM_INIT_FAILED)
+	if (st == VM_INIT_FAILED || lost)
 		return "failed";
 	/* A destination receives while it populates. */
 	if (st == VM_INIT_RUNNING && !vm->opts.incoming)
@@ -1112,6 +1203,8 @@ int main(int argc, char **argv)
 	int rc;
 
 	rc = parse_args(argc, argv, &vm.opts);
+	if (rc < 0 && vm.opts.incoming && !strncmp(vm.opts.incoming, "file:", 5))
+		rc = vm_snapshot_options(&vm.opts, &vm.snap);
 	if (rc >= 0)
 		return rc;
 	/* Signals are read from a signalfd by the API loop, so every thread
@@ -1158,6 +1251,13 @@ int main(int argc, char **argv)
 out_stop:
 	init_join(&vm);
 	mig_shutdown(&vm);
+	/* A guest stopped for good by a failed lazy restore may have vCPUs
+	 * and verifier threads blocked on pages that never come: they can be
+	 * neither joined nor unmapped under, so the process ends with them. */
+	if (vm.mig.kept || guest_is_stuck(&vm.guest)) {
+		api_close(&vm);
+		return 1;
+	}
 	guest_stop(&vm.guest);
 	api_close(&vm);
 out_guest:

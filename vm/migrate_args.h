@@ -30,7 +30,8 @@
 	X(CHUNK, "chunk_bytes", "--chunk-size", 4096, 16u << 20, 4096,          \
 	  " bytes")                                                            \
 	X(MAX_BANDWIDTH, "max_bandwidth", "--max-bandwidth", 0, INT64_MAX, 1,   \
-	  " bytes/s")
+	  " bytes/s")                                                          \
+	X(IO_THREADS, "io_threads", "--io-threads", 1, 64, 1, "")
 
 #define VM_ARG_ENUM(id, key, opt, lo, hi, step, unit) VM_ARG_##id,
 enum vm_arg_id { VM_MIGRATE_ARGS(VM_ARG_ENUM) VM_ARG_COUNT };

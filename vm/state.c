@@ -26,10 +26,11 @@
  * one of two ways. By default (verify.c) the machine says
  * ram_after_release and carries no RAM digest ("enabled" stays false, so an
  * older destination, which would compare a digest, checks nothing): the
- * destination hashes its RAM after it resumed and the source compares.
- * With --verify strict, and for snapshots to a file, "enabled" is set and
- * ram_digest is guest_digest() of the paused source, which the destination
- * compares while it is still paused. Loading goes into scratch objects and
+ * destination hashes its RAM after it resumed and the source compares, or,
+ * restoring a snapshot file, the destination compares with the file's
+ * image digest. With --verify strict "enabled" is set and ram_digest is
+ * guest_digest() of the paused source, which the destination compares
+ * while it is still paused. Loading goes into scratch objects and
  * is applied only when the whole section loaded and fits this VM.
  */
 #include <errno.h>
@@ -104,6 +105,7 @@ struct machine_state {
 	uint64_t memory;
 	uint32_t vcpus;
 	uint64_t check_errors;
+	char backing[16]; /* "anon", "memfd", "hugetlb"; "" when not said */
 	bool verify; /* ram_digest is compared by the destination, in load */
 	bool ram_after_release; /* the source compares RAM after release */
 	uint64_t ram_digest;
@@ -133,17 +135,22 @@ static int vcpu_visit(ferry_visitor *v, void *dev)
 }
 
 static void machine_fields(ferry_visitor *v, struct machine_state *m,
-			   bool rate)
+			   bool full)
 {
 	ferry_visit_string(v, "workload", m->workload, sizeof(m->workload),
 			   "ab", MUST);
 	/* What the guest runs is guest state: the destination adopts it. */
-	if (rate)
+	if (full)
 		ferry_visit_u64(v, "dirty_rate", &m->dirty_rate, RATE_DEFAULT,
 				SKIP);
 	ferry_visit_u64(v, "memory", &m->memory, 0, MUST);
 	ferry_visit_u32(v, "vcpus", &m->vcpus, 0, MUST);
 	ferry_visit_u64(v, "check_errors", &m->check_errors, 0, SKIP);
+	/* What guest RAM was made of: a snapshot restored from the file
+	 * alone uses it again (snapshot.c); absent, the default. */
+	if (full)
+		ferry_visit_string(v, "backing", m->backing,
+				   sizeof(m->backing), "", SKIP);
 	if (ferry_visit_struct_begin(v, "verify", SKIP) == 0) {
 		ferry_visit_bool(v, "enabled", &m->verify, false, SKIP);
 		ferry_visit_u64(v, "ram_digest", &m->ram_digest, 0, SKIP);
@@ -160,8 +167,9 @@ static int machine_visit(ferry_visitor *v, void *dev)
 	return ferry_visit_error(v);
 }
 
-/* The machine as the state digest sees it: without the dirty rate, which
- * older sources did not send, so their digests still compare equal. */
+/* The machine as the state digest sees it: without the dirty rate and the
+ * backing, which older sources did not send, so their digests still
+ * compare equal. */
 static int machine_digest_visit(ferry_visitor *v, void *dev)
 {
 	machine_fields(v, dev, false);
@@ -410,6 +418,8 @@ static void devices_from_vm(struct vm *vm, struct devices *d)
 	d->machine.dirty_rate = (uint64_t)(g->dirty_rate * 1e6 + 0.5);
 	d->machine.memory = g->mem_size;
 	d->machine.vcpus = g->nvcpus;
+	snprintf(d->machine.backing, sizeof(d->machine.backing), "%s",
+		 vm_backend_name(g->backend));
 	d->machine.check_errors = guest_check_errors(g);
 	for (unsigned i = 0; i < g->nvcpus; i++) {
 		const struct vcpu *c = &g->vcpus[i];
@@ -502,10 +512,7 @@ int vm_state_save(void *opaque, struct ferry_buf *out)
 		return state_fail(vm, -ENOMEM, "out of memory");
 	devices_from_vm(vm, d);
 	vm->mig.src_digest_ms = 0;
-	if (vm->opts.verify == VM_VERIFY_STRICT ||
-	    (vm->opts.verify && !strncmp(vm->mig.uri, "file:", 5))) {
-		/* A snapshot's pause is the whole snapshot: nothing follows
-		 * the save to compare with later. */
+	if (vm->opts.verify == VM_VERIFY_STRICT) {
 		t0 = vm_now_ns();
 		d->machine.verify = true;
 		d->machine.ram_digest = guest_digest(&vm->guest);
@@ -629,7 +636,10 @@ static void verify_ram_later(struct vm *vm, struct guest_verify *v)
 {
 	struct guest *g = &vm->guest;
 
-	v->ram_at_source = true;
+	/* A mapped snapshot file carries the digest of its image: the
+	 * restore compares with it itself. */
+	v->ram_vs_image = vm_restoring_file(vm) && vm->snap.mapped;
+	v->ram_at_source = !v->ram_vs_image;
 	if (vm->opts.verify != VM_VERIFY_STRICT) {
 		v->background = true;
 		v->pending = true;
@@ -637,6 +647,10 @@ static void verify_ram_later(struct vm *vm, struct guest_verify *v)
 	}
 	v->in_pause = true;
 	v->ram_digest = guest_page_digest(g);
+	v->digest_match = v->ram_vs_image &&
+			  v->ram_digest == vm->snap.image_digest;
+	if (v->ram_vs_image && !v->digest_match)
+		fprintf(stderr, "ferry-vm: memory digest differs from the snapshot's image digest\n");
 	v->invariant_ok = guest_check_invariant(g, &v->pages_checked);
 	v->done = true;
 }

@@ -23,12 +23,21 @@
  *   guest is frozen for good and the destination is done hashing, and
  *   compares the two digests (vm_verify_source()).
  *
+ * - A snapshot restore compares its digest with the image digest of the
+ *   file (the same per-page digest, computed by whoever wrote the file),
+ *   so the check needs no source. A lazy restore arms it the same way:
+ *   reading a page that is not in yet faults it in. Its walkers start once
+ *   every page is in, so that the faults the restore counts are the
+ *   guest's own.
+ *
  * "strict" (--verify strict) keeps both in the pause, with the block
- * digest of guest_digest(), as do snapshots to a file and streams from a
- * source that does not offer the background check.
+ * digest of guest_digest(), as do streams from a source that does not
+ * offer the background check (and stream-format snapshots of older
+ * versions).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,8 +226,12 @@ void guest_verifier_page(struct guest *g, uint64_t pg)
 		if (try_page(g, v, pg))
 			atomic_fetch_add_explicit(&v->done, 1,
 						  memory_order_acq_rel);
+		/* A cancelled verification may have left the page to a
+		 * walker blocked for good (a lazy restore that failed): the
+		 * vCPU then goes on to its write, which blocks it the same
+		 * way, instead of spinning. */
 		while (atomic_load_explicit(&v->state[pg], memory_order_acquire) !=
-		       PG_DONE)
+		       PG_DONE && !atomic_load(&v->cancel))
 			sched_yield();
 	}
 	atomic_fetch_sub_explicit(&v->inflight, 1, memory_order_release);
@@ -511,7 +524,19 @@ static void settle(struct vm *vm)
 
 	if (v->background && v->done && v->state_done)
 		vm->mig.verified = v->state_ok && v->invariant_ok &&
+				   (!v->ram_vs_image || v->digest_match) &&
 				   guest_check_errors(&vm->guest) == 0;
+}
+
+/* A snapshot restore's RAM digest against the file's image digest. */
+static bool image_match(struct vm *vm, uint64_t digest)
+{
+	if (digest == vm->snap.image_digest)
+		return true;
+	fprintf(stderr, "ferry-vm: memory digest %016" PRIx64 " differs from "
+		"the snapshot's image digest %016" PRIx64 "\n", digest,
+		vm->snap.image_digest);
+	return false;
 }
 
 /* Take the background results into the VM's check: the state digest
@@ -546,6 +571,8 @@ static void collect(struct vm *vm, int timeout_ms)
 		v->pages_checked = r.pages;
 		v->verify_ms = r.ms;
 		v->ram_digest = r.digest;
+		if (v->ram_vs_image)
+			v->digest_match = image_match(vm, r.digest);
 		settle(vm);
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
@@ -629,6 +656,17 @@ void vm_verify_note(struct vm *vm, char *note, size_t len)
 	uint64_t t0;
 	int verified;
 
+	/* A snapshot restore has nobody to tell: vm_verify_restored() takes
+	 * the verdict once the receive returns. A lazy one starts no walker
+	 * before every page is in, so that the page faults counted are the
+	 * guest's own. */
+	if (vm_restoring_file(vm)) {
+		if (!vm->opts.lazy)
+			verifier_start(&vm->guest);
+		if (len)
+			note[0] = '\0';
+		return;
+	}
 	guest_wait_first_ticks(&vm->guest, 1000, &stall);
 	verifier_start(&vm->guest);
 	t0 = vm_now_ns();
@@ -666,38 +704,122 @@ static bool note_digest(const char *note, uint64_t *out)
 	return ok;
 }
 
+/* The digest this frozen source's RAM is compared with: the
+ * destination's from its note, or for a snapshot that took the guest
+ * over the image digest of the file written. A checkpoint's guest runs
+ * on and writes its RAM again: nothing to compare. */
+static bool source_expects(struct vm *vm, const struct ferry_stats *st,
+			   uint64_t *out)
+{
+	bool file = !strncmp(vm->mig.uri, "file:", 5);
+
+	if (!file)
+		return note_digest(st->peer_note, out);
+	if (vm->mig.keep_running || !st->image_digest)
+		return false;
+	*out = st->image_digest;
+	return true;
+}
+
 /**
  * vm_verify_source() - after a migration from this VM: when the
- * destination's note carries its page digest, hash this (now frozen)
- * guest's RAM the same way and compare. Outside the pause: the guest
- * stays paused here for good. Migration thread.
+ * destination's note carries its page digest, or a snapshot that took the
+ * guest over says what it wrote, hash this (now frozen) guest's RAM the
+ * same way and compare. Outside the pause: the guest stays paused here
+ * for good. A checkpoint (keep_running) compares nothing. Migration
+ * thread.
  * @vm: the VM (a source).
  * @rc: what the send returned; only 0 compares.
- * @note: the destination's running note.
+ * @st: the send's statistics (the destination's note, the image digest).
  */
-void vm_verify_source(struct vm *vm, int rc, const char *note)
+void vm_verify_source(struct vm *vm, int rc, const struct ferry_stats *st)
 {
 	uint64_t theirs, mine, t0;
 	int match = -1;
 	double ms = 0;
 
-	if (!rc && vm->opts.verify && note_digest(note, &theirs)) {
+	if (!rc && vm->opts.verify && source_expects(vm, st, &theirs)) {
 		t0 = vm_now_ns();
 		mine = guest_page_digest(&vm->guest);
 		ms = (double)(vm_now_ns() - t0) / 1e6;
 		match = mine == theirs;
 		if (!mine) /* no memory for the page hashes: not compared */
 			fprintf(stderr, "ferry-vm: cannot hash RAM to compare with "
-				"the destination: %s\n", strerror(ENOMEM));
+				"the %s: %s\n", st->image_digest ? "snapshot" :
+				"destination", strerror(ENOMEM));
 		if (!mine)
 			match = -1;
 		else if (!match)
 			fprintf(stderr, "ferry-vm: memory digest %016" PRIx64
-				" differs from the destination's %016" PRIx64 "\n",
-				mine, theirs);
+				" differs from the %s's %016" PRIx64 "\n",
+				mine, st->image_digest ? "snapshot" :
+				"destination", theirs);
 	}
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.src_ram_match = match;
 	vm->mig.src_verify_ms = ms;
+	pthread_mutex_unlock(&vm->mig.lock);
+}
+
+/**
+ * vm_verify_abandon() - a lazy restore stopped the guest for good: cancel
+ * the background verification without waiting for its threads, which may
+ * be blocked on pages that never come (they are never joined, and what
+ * they use is never freed). The verdict stays as it is.
+ * @vm: the VM, its guest stopped.
+ */
+void vm_verify_abandon(struct vm *vm)
+{
+	struct guest_verifier *v = vm->guest.verifier;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.check.background = false;
+	vm->mig.check.pending = false;
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (!v)
+		return;
+	atomic_store(&v->cancel, true);
+	atomic_store(&vm->guest.verify_armed, false);
+}
+
+/**
+ * vm_verify_restored() - after a snapshot restore completed (every page
+ * in): start the background check if nothing did, wait for it (bounded),
+ * and keep the note the report is built from. The RAM digest is compared
+ * with the file's image digest, which the engine read too. Migration
+ * thread.
+ * @vm: the VM, its guest running.
+ * @st: the receive's statistics.
+ */
+void vm_verify_restored(struct vm *vm, const struct ferry_stats *st)
+{
+	struct guest_verify v;
+	char note[sizeof(vm->mig.note)];
+	int verified;
+
+	if (vm->snap.mapped && st->image_digest != vm->snap.image_digest) {
+		fprintf(stderr, "ferry-vm: the engine read image digest %016"
+			PRIx64 ", the file's description says %016" PRIx64 "\n",
+			st->image_digest, vm->snap.image_digest);
+		pthread_mutex_lock(&vm->mig.lock);
+		vm->snap.image_digest = 0; /* no digest can match now */
+		vm->mig.check.digest_match = false;
+		settle(vm);
+		pthread_mutex_unlock(&vm->mig.lock);
+	}
+	verifier_start(&vm->guest);
+	collect(vm, VFY_NOTE_WAIT_MS);
+	verified = vm_verified(vm);
+	pthread_mutex_lock(&vm->mig.lock);
+	v = vm->mig.check;
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (v.background && !v.done)
+		fprintf(stderr, "ferry-vm: background verification still running after %d ms; the verdict is pending\n",
+			VFY_NOTE_WAIT_MS);
+	/* The guest's stall across a snapshot spans the time the file lay
+	 * on disk: not a figure of the restore. */
+	api_note(verified, NAN, &v, note, sizeof(note));
+	pthread_mutex_lock(&vm->mig.lock);
+	snprintf(vm->mig.note, sizeof(vm->mig.note), "%s", note);
 	pthread_mutex_unlock(&vm->mig.lock);
 }

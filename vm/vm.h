@@ -27,6 +27,8 @@
 #include "ferry.h"
 
 #define VM_PAGE_SIZE 4096u
+#define VM_MAX_VCPUS 64u
+#define VM_MAX_MEMORY (1ull << 40)
 #define VM_NS_PER_MS 1000000ull
 
 /* Explicit little-endian access, for the workloads' page headers. */
@@ -130,6 +132,7 @@ struct vcpu {
 	bool await_first;
 	atomic_uint_fast64_t stall_ns;
 	atomic_uint_fast64_t first_tick_ns;
+	atomic_bool parked_now; /* in vcpu_park(), for a bounded pause */
 };
 
 /* How ferry-vm checks a migrated guest (--verify). */
@@ -152,7 +155,10 @@ struct guest_verify {
 	bool state_ok;	   /* device-state digest equal to the source's */
 	bool state_done;   /* state_ok is known (background: after resume) */
 	bool ram_at_source; /* the source compares ram_digest (after release) */
-	uint64_t ram_digest; /* this side's page digest, when ram_at_source */
+	bool ram_vs_image;  /* a snapshot restore: ram_digest is compared with
+			       the image digest of the file, here */
+	uint64_t ram_digest; /* this side's page digest (ram_at_source,
+				ram_vs_image) */
 	double wait_ms;	     /* the running note waited this long for it */
 };
 
@@ -197,6 +203,9 @@ struct guest {
 
 	atomic_uint_fast64_t check_errors;
 	atomic_uint fill_pending; /* vCPUs whose fill is not complete */
+	atomic_uint stuck; /* vCPUs a bounded pause left unparked (blocked
+			      for good on a page a lazy restore never
+			      placed): they are never joined */
 
 	/* Background verification (verify.c): while armed, a vCPU hands every
 	 * page to the verifier before its first write to it. */
@@ -247,6 +256,13 @@ struct vm_mig {
 	int src_ram_match;	   /* source: -1 not compared, 0, 1; -2 on a
 				      destination (its source compares) */
 	char record[4096];	   /* source: --record-stream path, or "" */
+	bool keep_running;	   /* source: the running send is a checkpoint */
+	char lost[512];		   /* destination: why a lazy restore stopped
+				      the guest for good, or "" */
+	atomic_bool lazy_ran;	   /* a lazy restore resumed the guest */
+	ferry_session *kept;	   /* that restore's session, never destroyed:
+				      its userfaultfd keeps the vCPUs that wait
+				      for a page blocked */
 	char cc[16];		   /* source: congestion control, or "" */
 };
 
@@ -271,6 +287,8 @@ struct vm_migrate_args {
 	int64_t max_bandwidth;	/* bytes per second, 0 = none, or -1 */
 	int auto_converge;	/* 0 or 1, or -1 */
 	const char *congestion_control; /* or NULL: automatic */
+	int keep_running;	/* file: only; 0 or 1, or -1 */
+	int64_t io_threads;	/* file: only; or -1 */
 };
 
 /* Why a command could not be carried out (maps to the API error class). */
@@ -286,7 +304,10 @@ struct vm_opts {
 	unsigned nvcpus;
 	enum vm_workload workload;
 	bool workload_given; /* --workload was on the command line */
+	bool memory_given, vcpus_given, backend_given; /* the same */
+	const char *memory_arg; /* --memory as given, for messages */
 	double dirty_rate; /* < 0: workload default */
+	bool lazy;	   /* --lazy: restore the snapshot on demand */
 	const char *api_path;
 	const char *incoming;
 	uint32_t downtime_ms;
@@ -313,8 +334,17 @@ struct vm_init {
 	char err[256];	     /* why initialisation failed */
 };
 
+/* What the snapshot file of --incoming file:PATH says (snapshot.c). */
+struct vm_snap {
+	bool mapped;	       /* described: a mapped snapshot file */
+	uint64_t image_digest; /* its RAM's page digest */
+	uint64_t file_bytes;
+	uint32_t passes;
+};
+
 struct vm {
 	struct vm_opts opts;
+	struct vm_snap snap;
 	struct guest guest;
 	struct vm_init init;
 	struct vm_mig mig;
@@ -326,6 +356,10 @@ struct vm {
 	bool fault_corrupt_page; /* test hook: a loaded page is damaged */
 };
 
+/* snapshot.c */
+int vm_snapshot_options(struct vm_opts *o, struct vm_snap *snap);
+bool vm_restoring_file(const struct vm *vm);
+
 /* ram.c */
 int guest_ram_map(struct guest *g);
 int guest_ram_populate(struct guest *g, const atomic_bool *abort);
@@ -335,6 +369,9 @@ void guest_ram_unpool(struct guest *g);
 int guest_init(struct guest *g, const struct vm_opts *o);
 int guest_start(struct guest *g, bool parked);
 void guest_pause(struct guest *g);
+int guest_pause_bounded(struct guest *g, int timeout_ms, char *stuck,
+			size_t len);
+bool guest_is_stuck(struct guest *g);
 void guest_resume(struct guest *g);
 void guest_stop(struct guest *g);
 void guest_fini(struct guest *g);
@@ -381,7 +418,9 @@ void vm_verify_resume(struct vm *vm);
 void vm_verify_pause(struct vm *vm);
 void vm_verify_note(struct vm *vm, char *note, size_t len);
 void vm_verify_poll(struct vm *vm);
-void vm_verify_source(struct vm *vm, int rc, const char *note);
+void vm_verify_source(struct vm *vm, int rc, const struct ferry_stats *st);
+void vm_verify_abandon(struct vm *vm);
+void vm_verify_restored(struct vm *vm, const struct ferry_stats *st);
 
 /* main.c */
 enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,

@@ -329,9 +329,6 @@ int fy_snapw_pass(struct fy_snapw *w, const struct fy_ranges *ranges,
 		return fy_session_fail(w->s, -EAGAIN,
 				       "cannot start the file's I/O threads");
 	w->sb.passes++;
-	/* Start writing out what went through the page cache now, so the
-	 * sync at the end finds little left to do. */
-	(void)sync_file_range(w->bfd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	rc = w->err;
 	if (rc)
 		return fy_session_fail(w->s, rc, "%s", w->errmsg);

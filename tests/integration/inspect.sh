@@ -70,13 +70,33 @@ grep -q 'offset 16: HELLO: checksum mismatch' "$T/bad.log" ||
 	fail "damage not located: $(cat "$T/bad.log")"
 pass "damaged recording: $(cat "$T/bad.log")"
 
-# A snapshot file: the same records, then INDEX and FOOTER.
+# A snapshot file (the mapped layout): superblock, regions, every page
+# checked against its table entry; a flipped byte in a page slot and a cut
+# file are named with their offset.
 start_vm snap --memory 64M --workload ab --dirty-rate 20
 sleep 0.3
 "$FERRY" migrate "$T/snap.sock" "file:$T/guest.snap" --json >"$T/s.json" 2>"$T/s.log" ||
 	fail "snapshot failed: $(tail -n1 "$T/s.json")"
 "$FERRY" inspect --check "$T/guest.snap" >"$T/snap.txt" 2>"$T/snap.log" ||
 	fail "inspect --check of the snapshot: $(cat "$T/snap.log")"
-grep -q 'INDEX' "$T/snap.txt" && grep -q 'FOOTER' "$T/snap.txt" ||
-	fail "no index or footer: $(tail -n 5 "$T/snap.txt")"
+grep -q 'snapshot file (mapped layout)' "$T/snap.txt" &&
+	grep -q 'every page checked' "$T/snap.txt" ||
+	fail "not checked as a mapped snapshot: $(tail -n 3 "$T/snap.txt")"
 pass "snapshot: $(tail -n 1 "$T/snap.txt")"
+# The ab workload writes the first pages of each vCPU's share: page 1 has
+# data. Its slot starts at 2 MiB + 4 KiB.
+cp "$T/guest.snap" "$T/flip.snap"
+printf '\x7f' | dd of="$T/flip.snap" bs=1 seek=$((2 * 1048576 + 4096 + 9)) conv=notrunc status=none
+if "$FERRY" inspect --check "$T/flip.snap" >/dev/null 2>"$T/flip.log"; then
+	fail "a damaged page slot passed --check"
+fi
+grep -q 'offset 2101248: page 1 of region ram0' "$T/flip.log" ||
+	fail "damaged page not located: $(cat "$T/flip.log")"
+pass "damaged snapshot: $(cat "$T/flip.log")"
+truncate -s 30000000 "$T/flip.snap"
+if "$FERRY" inspect --check "$T/flip.snap" >/dev/null 2>"$T/cut.log"; then
+	fail "a cut snapshot passed --check"
+fi
+grep -q 'offset 30000000: the file is 30000000 bytes' "$T/cut.log" ||
+	fail "cut snapshot not located: $(cat "$T/cut.log")"
+pass "cut snapshot: $(cat "$T/cut.log")"
