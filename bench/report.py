@@ -511,6 +511,14 @@ def qemu_probe(recs):
           f"{'accepted' if p.get('file_uri') else 'refused (added in QEMU 8.2): ' + str(p.get('file_uri_error'))}")
 
 
+def snap_verified(rs):
+    """"checkpoint" when no run compared the guest with the file (its
+    guest ran on), else how many verified."""
+    if all(x["r"] and (x["r"].get("verify") or {}).get("method") == "off" for x in rs):
+        return "checkpoint"
+    return verified_of(rs)
+
+
 def b8(recs):
     sizes = META.get("sizes", "").split()
     rounds = max((x["round"] for x in recs), default=0)
@@ -525,7 +533,7 @@ def b8(recs):
     rows, rrows, met = [], [], {}
     for size in sizes:
         if META.get(f"skip_{size}"):
-            rows.append([size, "skipped: " + META[f"skip_{size}"]] + [""] * 9)
+            rows.append([size, "skipped: " + META[f"skip_{size}"]] + [""] * 11)
             continue
         ram = float(int(size[:-1]) << (30 if size[-1] == "G" else 20))
         for key, text in SNAP_ROWS:
@@ -540,10 +548,11 @@ def b8(recs):
             pm, prg = spread(values(rs, "downtime_ms"), 1)
             tm, trg = spread(values(rs, "total_ms"))
             rows.append([size, text, runs_ok(rs), pm, prg, tm, trg,
+                         num(med(values(rs, "passes"))) if key == "ferry" else "",
                          ratio(med(fb), ram, 3) if fb and ram and key != "dd-direct"
                          and key != "dd-fsync" else "",
                          ratio(med(fa), ram, 3) if fa and ram else "", m, rg,
-                         verified_of(rs) if key == "ferry" else ""])
+                         snap_verified(rs) if key == "ferry" else ""])
         f = of(recs, f"ferry-{size}")
         for key in ("dd-direct", "dd-fsync", "qemu-exec", "qemu-background-snapshot",
                     "qemu-mapped-ram"):
@@ -566,10 +575,12 @@ def b8(recs):
                 dt = values(f, "downtime_ms")
                 met[f"{size} pause <= 50 ms (every run)"] = \
                     bool(dt) and len(dt) == len(f) and max(dt) <= 50
-    table(["size", "what", "ok", "pause ms", "range", "total ms", "range",
+    table(["size", "what", "ok", "pause ms", "range", "total ms", "range", "passes",
            "file/RAM", "alloc/RAM", "MB/s", "range", "verified"], rows)
     print("pause: downtime_ms (QEMU: its downtime); MB/s: file bytes / total time; "
-          "alloc: blocks the file system allocated")
+          "alloc: blocks the file system allocated; verified: a checkpoint's guest "
+          "runs on, so its RAM is not compared with the file (benchmark 9's restores "
+          "verify the files)")
     q = [x for x in recs if x["what"].startswith("qemu-") and x["what"] != "qemu-probe"
          and completed(x)]
     if q:
@@ -660,7 +671,7 @@ def b9(recs):
     table(["size", "what", "ok", "running ms", "range", "all in ms", "range",
            "engine total ms", "MB/s", "range", "verified"], rows)
     print("running / all in: from the process start to the first status whose guest "
-          "runs / has every page; MB/s: file bytes / all in (dd: its own)")
+          "runs / has every page (dd: its time); MB/s: file bytes / all in (dd: its own)")
     if lrows:
         print()
         table(["size", "page faults", "wait p50 ms", "range", "p99 ms", "range",
