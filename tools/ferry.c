@@ -789,7 +789,8 @@ struct json_object *cli_failed_report(const char *error)
 		"dirty_mode", "mb_per_s",
 		"verified",
 		"final_pass_ms", "state_ms", "switchover_ms", "verify_ms",
-		"keep_running", "image_digest", "lazy_pages", "lazy_placed",
+		"keep_running", "snapshot", "image_digest", "lazy_pages",
+		"lazy_placed",
 		"page_faults", "page_wait_p50_ms", "page_wait_p99_ms",
 		"page_wait_max_ms", "lazy_complete_ms",
 	};
@@ -866,7 +867,12 @@ static void print_snapshot(FILE *out, json_object *o)
 	json_object *keep = cli_get(o, "keep_running");
 	char size[32], a[32], b[32], c[32];
 
-	if (cli_get(o, "image_digest")) {
+	if (cli_get(o, "image_digest") &&
+	    !strcmp(get_str(o, "snapshot", ""), "read")) {
+		cli_format_bytes(get_num(o, "wire_bytes", 0), size, sizeof(size));
+		fprintf(out, "snapshot      restored from a file (%s read), image "
+			"digest %s\n", size, get_str(o, "image_digest", "?"));
+	} else if (cli_get(o, "image_digest")) {
 		cli_format_bytes(get_num(o, "wire_bytes", 0), size, sizeof(size));
 		fprintf(out, "snapshot      file %s, %.0f pass%s, pause %s, image "
 			"digest %s%s\n", size, get_num(o, "passes", get_num(o, "pass", 0)),

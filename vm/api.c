@@ -181,10 +181,14 @@ static json_object *digest_json(uint64_t d)
 /* Snapshot files: the image digest, and for a lazy restore how far it is
  * and how long the guest waited for pages (null when not lazy). Shared by
  * status and report. */
-static void add_snapshot_fields(json_object *o, const struct ferry_stats *st)
+static void add_snapshot_fields(json_object *o, const struct ferry_stats *st,
+				bool in)
 {
 	bool lazy = st->lazy_pages > 0;
 
+	/* Which side of a snapshot file this VM was: it wrote it or read it. */
+	json_object_object_add(o, "snapshot", !st->image_digest ? NULL :
+			       jstr(in ? "read" : "written"));
 	json_object_object_add(o, "image_digest", digest_json(st->image_digest));
 	json_object_object_add(o, "lazy_pages", lazy ? ju64(st->lazy_pages) : NULL);
 	json_object_object_add(o, "lazy_placed", lazy ? ju64(st->lazy_placed) : NULL);
@@ -200,7 +204,8 @@ static void add_snapshot_fields(json_object *o, const struct ferry_stats *st)
 				       api_double(st->lazy_complete_ms) : NULL);
 }
 
-static json_object *stats_json(const struct ferry_stats *st, const char *err)
+static json_object *stats_json(const struct ferry_stats *st, const char *err,
+			       bool in)
 {
 	json_object *o = json_object_new_object();
 
@@ -221,7 +226,7 @@ static json_object *stats_json(const struct ferry_stats *st, const char *err)
 	json_object_object_add(o, "final_pass_ms", api_double(st->final_pass_ms));
 	json_object_object_add(o, "state_ms", api_double(st->state_ms));
 	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
-	add_snapshot_fields(o, st);
+	add_snapshot_fields(o, st, in);
 	json_object_object_add(o, "error", error_string(st->error, err));
 	return o;
 }
@@ -415,7 +420,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object_object_add(o, "verify", verify);
 	json_object_object_add(o, "keep_running", snap_out ?
 			       json_object_new_boolean(vm->mig.keep_running) : NULL);
-	add_snapshot_fields(o, st);
+	add_snapshot_fields(o, st, !snap_out);
 	if (rc)
 		json_object_put(stall);
 	json_object_put(n);
@@ -503,10 +508,12 @@ static json_object *migration_json(struct vm *vm)
 	struct ferry_stats st;
 	char err[512] = "";
 	json_object *o, *failure;
+	bool in;
 
 	memset(&st, 0, sizeof(st));
 	pthread_mutex_lock(&vm->mig.lock);
 	failure = api_copy(vm->mig.last_failure);
+	in = vm->mig.receiving;
 	if (vm->mig.session) {
 		ferry_session_stats(vm->mig.session, &st);
 		if (st.error)
@@ -519,7 +526,7 @@ static json_object *migration_json(struct vm *vm)
 		st.ram_bytes = vm->guest.mem_size;
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
-	o = stats_json(&st, err);
+	o = stats_json(&st, err, in);
 	json_object_object_add(o, "last_failure", failure);
 	return o;
 }
@@ -721,7 +728,8 @@ void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev)
 	data = json_object_new_object();
 	if (ev->kind == FERRY_EVENT_STATE)
 		json_object_object_add(data, "state", jstr(ferry_state_name(ev->state)));
-	json_object_object_add(data, "stats", stats_json(ev->stats, err));
+	json_object_object_add(data, "stats", stats_json(ev->stats, err,
+							 vm->mig.receiving));
 	json_object_object_add(msg, "event", jstr(names[ev->kind]));
 	json_object_object_add(msg, "data", data);
 	api_send(vm, client, msg);

@@ -506,6 +506,7 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 	}
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.session = s;
+	vm->mig.receiving = !send;
 	vm->mig.vmm_err[0] = '\0';
 	if (atomic_load(&vm->mig.cancel_requested) || vm->mig.stopping)
 		ferry_session_cancel(s);
@@ -877,6 +878,12 @@ enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen)
 	pthread_mutex_lock(&vm->mig.lock);
 	if (!vm->mig.active) {
 		snprintf(err, errlen, "no migration is running");
+		e = VM_ERR_STATE;
+	} else if (atomic_load(&vm->mig.lazy_ran) && !vm->mig.arrived) {
+		/* There is no source to go back to: the guest would stop
+		 * for good with its memory half loaded. */
+		snprintf(err, errlen, "the guest already runs from the snapshot "
+			 "while its memory loads; cancelling would stop it for good");
 		e = VM_ERR_STATE;
 	} else {
 		atomic_store(&vm->mig.cancel_requested, true);

@@ -232,10 +232,6 @@ static int adopt(struct vm_opts *o, const char *path,
 	return 0;
 }
 
-/* Until libferry has it, ferry-vm builds without it and treats every file
- * as a stream-format one. */
-#pragma weak ferry_snapshot_describe
-
 /**
  * vm_snapshot_options() - for --incoming file:PATH, set the guest's memory
  * size, vCPUs, workload, dirty rate and backing from the snapshot file,
@@ -253,36 +249,36 @@ int vm_snapshot_options(struct vm_opts *o, struct vm_snap *snap)
 	char err[512] = "";
 	void *state = NULL;
 	size_t len = 0;
-	int rc = -ENOSYS;
+	int rc;
 
 	memset(snap, 0, sizeof(*snap));
 	if (!info) {
 		fprintf(stderr, "ferry-vm: %s\n", strerror(ENOMEM));
 		return 1;
 	}
-	if (ferry_snapshot_describe)
-		rc = ferry_snapshot_describe(path, info, &state, &len, err,
-					     sizeof(err));
-	if (!rc)
-		rc = machine_decode(state, len, &m, err, sizeof(err));
-	free(state);
-	if (rc == -EBADMSG || rc == -ENOSYS) {
+	rc = ferry_snapshot_describe(path, info, &state, &len, err, sizeof(err));
+	if (rc == -EBADMSG) {
 		free(info);
 		if (o->lazy) {
 			fprintf(stderr, "ferry-vm: --lazy restores a mapped snapshot "
-				"file; %s is not one%s%s\n", path, err[0] ? ": " : "", err);
+				"file: %s\n", err[0] ? err : path);
 			return 2;
 		}
-		fprintf(stderr, "ferry-vm: note: %s is not a mapped snapshot%s%s%s; "
-			"restoring it as a stream-format snapshot, which needs "
-			"--memory, --vcpus and --memory-backend as the source "
-			"had\n", path, err[0] ? " (" : "", err, err[0] ? ")" : "");
+		fprintf(stderr, "ferry-vm: note: %s; restoring it as a stream, "
+			"with --memory, --vcpus and --memory-backend as given "
+			"(they must be the source's)\n", err[0] ? err : path);
 		return -1;
 	}
 	if (rc) {
 		free(info);
-		fprintf(stderr, "ferry-vm: cannot restore %s: %s\n", path,
-			err[0] ? err : ferry_strerror(rc));
+		fprintf(stderr, "ferry-vm: cannot restore %s\n", err[0] ? err : path);
+		return 1;
+	}
+	rc = machine_decode(state, len, &m, err, sizeof(err));
+	free(state);
+	if (rc) {
+		free(info);
+		fprintf(stderr, "ferry-vm: cannot restore %s: %s\n", path, err);
 		return 1;
 	}
 	rc = adopt(o, path, info, &m);

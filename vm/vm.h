@@ -257,6 +257,7 @@ struct vm_mig {
 				      destination (its source compares) */
 	char record[4096];	   /* source: --record-stream path, or "" */
 	bool keep_running;	   /* source: the running send is a checkpoint */
+	bool receiving;		   /* the live or last session is a receive */
 	char lost[512];		   /* destination: why a lazy restore stopped
 				      the guest for good, or "" */
 	atomic_bool lazy_ran;	   /* a lazy restore resumed the guest */

@@ -6,16 +6,21 @@
  * Every region is cut into units, the page size of its mapping (4 KiB, or
  * the huge page of a hugetlb mapping, which the kernel places only whole).
  * A bitmap per region holds one bit per unit placed, set with an atomic OR
- * after the kernel has placed the unit (or told us it was already there,
- * EEXIST), so the bitmap only ever lags the page tables and never claims a
- * unit that is missing. It is what lets the paths skip work: the fault
- * thread wakes instead of fetching a unit already placed, and background
- * threads fetch only the runs of a batch still missing. Two paths can still
- * fetch the same unit when they race; the kernel then places it once and
- * answers the other with EEXIST, so a page is never placed twice or torn.
+ * by the path whose UFFDIO_COPY or UFFDIO_ZEROPAGE placed the unit, after
+ * the kernel did, so the bitmap only ever lags the page tables and never
+ * claims a unit that is missing. It is what lets the paths skip work: the
+ * fault thread wakes instead of fetching a unit already placed, and
+ * background threads fetch only the runs of a batch still missing. Two
+ * paths can still fetch the same unit when they race; the kernel then
+ * places it once and answers the other with EEXIST, so a page is never
+ * placed twice or torn.
  *
- * The placed count rises when a bit goes from clear to set, whoever sets
- * it; the loader is complete when it reaches the number of pages.
+ * The placed count rises when a bit goes from clear to set. Only the
+ * placing path sets bits, after it has counted its zero and fault pages,
+ * so when the last bit is set (the loader is complete) every count is in.
+ * A path answered EEXIST leaves the bit to the placer: setting it could
+ * complete the loader before the placer has counted. start refuses regions
+ * with pages already present, so every unit has a placer.
  *
  * UFFDIO_COPY and UFFDIO_ZEROPAGE may place only part of a range: they
  * then fail (EAGAIN, or the error that stopped them) and report the bytes
@@ -236,28 +241,34 @@ static void lz_complete(struct fy_lazy *l)
 }
 
 /*
- * Units [off, off + len) of @r are present: set their bits and count the
- * ones that were clear. @ours: we placed them (not EEXIST), so they also
- * count as zero pages (bits of @zero from page @zp) and fault pages.
+ * We placed units [off, off + len) of @r: count their zero pages (bits of
+ * @zero from page @zp) and, for the fault path, fault pages; then set
+ * their bits and count the ones that were clear. A unit placed again after
+ * the VMM dropped it already has its bit and was counted the first time.
  */
 static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
-		    uint64_t len, bool ours, const uint64_t *zero, uint64_t zp,
-		    bool fault)
+		    uint64_t len, const uint64_t *zero, uint64_t zp, bool fault)
 {
-	uint64_t u, fresh = 0, per = r->unit / FY_PAGE_SIZE, total;
+	uint64_t u, first = off / r->unit, end = (off + len) / r->unit;
+	uint64_t per = r->unit / FY_PAGE_SIZE, fresh = 0, zeros = 0, total;
 
-	for (u = off / r->unit; u < (off + len) / r->unit; u++) {
+	for (u = first; u < end; u++) {
+		if (unit_placed(r, u))
+			continue;
+		if (zero)
+			zeros += bits_count(zero, zp + (u - first) * per, per);
+		fresh++;
+	}
+	if (zeros)
+		atomic_fetch_add(&l->zero_pages, zeros);
+	if (fault && fresh)
+		atomic_fetch_add(&l->fault_pages, fresh * per);
+	fresh = 0;
+	for (u = first; u < end; u++) {
 		uint64_t bit = UINT64_C(1) << (u % 64);
 
 		if (!(atomic_fetch_or(&r->placed[u / 64], bit) & bit))
 			fresh++;
-	}
-	if (ours) {
-		if (zero)
-			atomic_fetch_add(&l->zero_pages,
-					 bits_count(zero, zp, len / FY_PAGE_SIZE));
-		if (fault)
-			atomic_fetch_add(&l->fault_pages, len / FY_PAGE_SIZE);
 	}
 	if (!fresh)
 		return;
@@ -323,11 +334,9 @@ static int lz_place_run(struct fy_lazy *l, struct lz_run *run)
 		n = lz_ioctl(l, run, &err);
 		step = n;
 		if (n) {
-			lz_done(l, r, run->off, n, true, run->zero, run->zp,
-				run->fault);
+			lz_done(l, r, run->off, n, run->zero, run->zp, run->fault);
 		} else if (err == EEXIST) {
 			step = r->unit;
-			lz_done(l, r, run->off, step, false, NULL, 0, false);
 		} else if (err == EAGAIN) {
 			if (atomic_load(&l->stop))
 				return -ECANCELED;
@@ -380,7 +389,7 @@ static int lz_place_kind(struct fy_lazy *l, struct lz_run *run,
 }
 
 /*
- * Place the units of [off, off + len) of region @ri that the bitmap says
+ * Place the units of [off, off + len) of region @r that the bitmap says
  * are missing, from @buf (bytes of the range; the bytes of a zero page need
  * not be zero unless the unit is also data, see lz_scrub) and @zero (bit i
  * = page i of the range is zero). Consecutive units of one kind go in one
@@ -531,6 +540,21 @@ static int lz_wake(struct fy_lazy *l, struct lz_region *r, uint64_t off)
 }
 
 /*
+ * Whether the page at @addr is in memory. A unit whose bit is set is,
+ * unless the VMM dropped it since (MADV_DONTNEED, a punched hole): its
+ * next touch faults again, and waking alone would only repeat the fault.
+ */
+static bool lz_resident(uint64_t addr)
+{
+	unsigned char v = 0;
+
+	if (mincore((void *)(uintptr_t)(addr / FY_PAGE_SIZE * FY_PAGE_SIZE),
+		    FY_PAGE_SIZE, &v))
+		return false; /* placing again is safe: EEXIST if present */
+	return v & 1;
+}
+
+/*
  * Serve one fault read at @t0: fetch and place its unit unless another
  * path did, then wake. The placement does not wake by itself, so that the
  * statistics and fy_lazy_has() already count the unit when the faulting
@@ -539,8 +563,8 @@ static int lz_wake(struct fy_lazy *l, struct lz_region *r, uint64_t off)
 static int lz_serve(struct fy_lazy *l, struct lz_worker *w, uint64_t addr,
 		    uint64_t t0)
 {
+	struct lz_run run = { .zero = w->zero, .fault = true };
 	struct lz_region *r;
-	uint64_t off;
 	uint32_t ri;
 	int rc;
 
@@ -548,19 +572,20 @@ static int lz_serve(struct fy_lazy *l, struct lz_worker *w, uint64_t addr,
 	if (!r)
 		return lz_failf(l, -EFAULT, "fault at %#" PRIx64 " outside every region",
 				addr);
-	off = (addr - (uintptr_t)r->host) / r->unit * r->unit;
-	if (!unit_placed(r, off / r->unit)) {
-		rc = lz_fetch(l, w, ri, off, r->unit);
+	run.r = r;
+	run.off = (addr - (uintptr_t)r->host) / r->unit * r->unit;
+	run.len = r->unit;
+	if (!unit_placed(r, run.off / r->unit) || !lz_resident(addr)) {
+		rc = lz_fetch(l, w, ri, run.off, r->unit);
 		if (rc)
 			return rc;
-		rc = lz_place_range(l, r, off, r->unit, w->buf, w->zero, true,
-				    false);
+		rc = lz_place_kind(l, &run, unit_kind(r, w->zero, 0), w->buf);
 		if (rc)
 			return rc;
 	}
 	atomic_fetch_add(&l->faults, 1);
 	lz_hist_add(l, now_ns() - t0);
-	return lz_wake(l, r, off);
+	return lz_wake(l, r, (addr - (uintptr_t)r->host) / r->unit * r->unit);
 }
 
 static void *lz_fault_main(void *arg)

@@ -172,12 +172,35 @@ static bool get_name(const uint8_t *in, size_t n, char *out)
 		return -EBADMSG;                                  \
 	} while (0)
 
+/* Reserved bytes, the software string, and the bytes after the last
+ * region (@sb->nregions is checked already). */
+static int check_reserved(const uint8_t *in, struct fy_snap_sb *sb,
+			  char *err, size_t errlen)
+{
+	uint64_t end;
+
+	if (fy_get_u32(in + 20))
+		FAIL("reserved bytes 20..23 are not zero");
+	if (fy_get_u32(in + 108))
+		FAIL("reserved bytes 108..111 are not zero");
+	if (!all_zero(in + 144, 48))
+		FAIL("reserved bytes 144..191 are not zero");
+	if (!get_name(in + 112, sizeof(sb->software), sb->software))
+		FAIL("software: not NUL-terminated and NUL-padded");
+	end = FY_SNAP_REGIONS_AT + (uint64_t)sb->nregions * FY_SNAP_REGION_SIZE;
+	if (!all_zero(in + end, FY_SNAP_SB_SIZE - 8 - end))
+		FAIL("reserved bytes %" PRIu64 "..%u after region %u are not "
+		     "zero", end, FY_SNAP_SB_SIZE - 9, sb->nregions - 1);
+	return 0;
+}
+
 /* The fixed fields before the regions: magic, version, flags, checksum,
  * page size, nregions, reserved bytes, software. */
 static int decode_fixed(const uint8_t *in, size_t len, struct fy_snap_sb *sb,
 			char *err, size_t errlen)
 {
 	uint64_t want, have;
+	int rc;
 
 	if (len < FY_SNAP_SB_SIZE)
 		FAIL("superblock: %zu bytes, a superblock is %u", len,
@@ -216,18 +239,9 @@ static int decode_fixed(const uint8_t *in, size_t len, struct fy_snap_sb *sb,
 	if (sb->nregions == 0 || sb->nregions > FY_SNAP_MAX_REGIONS)
 		FAIL("nregions %u (must be 1..%u)", sb->nregions,
 		     FY_SNAP_MAX_REGIONS);
-	if (fy_get_u32(in + 20))
-		FAIL("reserved bytes 20..23 are not zero");
-	if (fy_get_u32(in + 108))
-		FAIL("reserved bytes 108..111 are not zero");
-	if (!all_zero(in + 144, 48))
-		FAIL("reserved bytes 144..191 are not zero");
-	if (!get_name(in + 112, sizeof(sb->software), sb->software))
-		FAIL("software: not NUL-terminated and NUL-padded");
-	want = FY_SNAP_REGIONS_AT + (uint64_t)sb->nregions * FY_SNAP_REGION_SIZE;
-	if (!all_zero(in + want, FY_SNAP_SB_SIZE - 8 - want))
-		FAIL("reserved bytes %" PRIu64 "..%u after region %u are not "
-		     "zero", want, FY_SNAP_SB_SIZE - 9, sb->nregions - 1);
+	rc = check_reserved(in, sb, err, errlen);
+	if (rc)
+		return rc;
 	sb->pages = fy_get_u64(in + 24);
 	sb->data_pages = fy_get_u64(in + 32);
 	sb->table_offset = fy_get_u64(in + 40);

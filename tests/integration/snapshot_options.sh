@@ -42,3 +42,22 @@ done
 out=$("$FERRY" snapshot "$T/src.sock" 2>&1); [ $? = 2 ] || fail "snapshot without PATH: $out"
 [ ! -e "$T/x.snap" ] || fail "a refused snapshot wrote a file"
 pass "keep_running and io_threads only for file:, --io-threads range checked"
+
+# A stream-format file (here a recorded migration stream, which is what
+# older ferry versions wrote as snapshots) does not describe its guest:
+# it restores with the options, as before, and says they are needed.
+start_vm rsrc --memory 16M --workload random
+start_vm rdst --memory 16M --incoming "unix:$T/r.mig"
+"$FERRY" migrate "$T/rsrc.sock" "unix:$T/r.mig" --record-stream "$T/old.ferry" \
+	>"$T/r.txt" 2>&1 || fail "recording failed: $(cat "$T/r.txt")"
+start_vm old --incoming "file:$T/old.ferry"
+wait_until 20 sh -c "$FERRY status $T/old.sock --json | grep -q '\"state\": *\"failed\"'" ||
+	fail "a stream restored without its options: $("$FERRY" status "$T/old.sock" --json)"
+grep -q "note: .*stream-format snapshot.*restoring it as a stream, with --memory, --vcpus and --memory-backend as given" "$T/old.log" ||
+	fail "no note that the options are needed: $(cat "$T/old.log")"
+start_vm old16 --memory 16M --incoming "file:$T/old.ferry"
+wait_until 20 sh -c "[ \"\$($FERRY status $T/old16.sock --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"verified\"])')\" = True ]" ||
+	fail "a stream with its options not restored: $("$FERRY" status "$T/old16.sock" --json)"
+out=$("$FERRY_VM" --incoming "file:$T/old.ferry" --memory 16M --lazy 2>&1) && fail "--lazy with a stream file accepted"
+grep -q -- "--lazy restores a mapped snapshot file: .*stream-format" <<<"$out" || fail "--lazy with a stream: $out"
+pass "a stream-format file restores with its options, says they are needed; --lazy refuses it"
