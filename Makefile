@@ -19,9 +19,9 @@ help:
 	@echo "make demo    - install missing packages (as root), build, migrate a running guest, print the report"
 	@echo "make check   - install missing packages (as root), build, run every test"
 	@echo "make build   - configure and build into $(BUILD)/"
-	@echo "make bench   - the benchmarks of docs/benchmarks.md (1-7), tables with median and"
+	@echo "make bench   - the benchmarks of docs/benchmarks.md (1-9), tables with median and"
 	@echo "               range, ferry's defaults against its best setting side by side"
-	@echo "               (about 40-45 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
+	@echo "               (1-7: about 40-45 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
 	@echo "make fuzz    - build the libFuzzer harnesses with clang, run each FUZZ_SECONDS (60) on its corpus"
 	@echo "make clean   - remove $(BUILD)/"
 
@@ -45,7 +45,7 @@ check: build
 # Benchmarks are not tests: they take minutes and print tables with the
 # commands that produced them (docs/benchmarks.md). They run ferry on its
 # defaults and, beside them, with the best setting. BENCH=3 (or "1 5",
-# 1 to 7) picks some; QUICK=1 runs fewer and smaller runs (about a minute
+# 1 to 9) picks some; QUICK=1 runs fewer and smaller runs (about a minute
 # each).
 BENCH ?=
 QUICK ?=

@@ -203,3 +203,146 @@ report() {
 	python3 "$BENCH_DIR/report.py" "$BENCH_NAME" "$JSONL" "$@"
 	echo "raw results: $JSONL, tool output: $LOG"
 }
+
+# --- snapshots (benchmarks 8 and 9) ----------------------------------------
+
+# snap_dir: set SNAP_DIR to where snapshot and dd files go, create it and
+# describe its file system in SNAP_FS. SNAP_DIR=DIR chooses it; the default
+# is a new directory in the build directory, on the repository's own file
+# system (a tmpfs would measure memory, not a disk). snap_cleanup removes
+# it again (or, in a SNAP_DIR given, the files this benchmark made).
+SNAP_OWN=''
+snap_dir() {
+	if [ -z "${SNAP_DIR:-}" ]; then
+		mkdir -p "$BUILD" || die "cannot create $BUILD"
+		SNAP_DIR=$(mktemp -d "$BUILD/bench-snap.XXXXXX") || die "cannot create a directory in $BUILD"
+		SNAP_OWN=$SNAP_DIR
+	fi
+	mkdir -p "$SNAP_DIR" || die "cannot create $SNAP_DIR"
+	SNAP_FS=$(df -PT "$SNAP_DIR" | awk 'NR == 2 { print $2 " on " $1 ", mounted on " $7 }')
+	case $SNAP_FS in
+	tmpfs* | ramfs*) echo "[$BENCH_NAME] WARNING: $SNAP_DIR is on $SNAP_FS: memory, not a disk" >&2 ;;
+	esac
+}
+
+# snap_cleanup: stop the VM and remove this benchmark's files (at exit).
+snap_cleanup() {
+	vm_stop
+	if [ -n "$SNAP_OWN" ]; then
+		rm -rf "$SNAP_OWN"
+	elif [ -n "${SNAP_DIR:-}" ]; then
+		rm -f "$SNAP_DIR/$BENCH_NAME"-*
+	fi
+	rm -f /dev/shm/ferry-"$BENCH_NAME"-$$-*
+}
+
+# avail_mib: MiB of memory available now.
+avail_mib() {
+	awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo
+}
+
+# free_mib DIR: MiB free for an unprivileged writer on DIR's file system.
+free_mib() {
+	df -Pk "$1" | awk 'NR == 2 { print int($4 / 1024) }'
+}
+
+# size_mib SIZE: "256M", "1G" as MiB.
+size_mib() {
+	case $1 in
+	*G) echo $((${1%G} * 1024)) ;;
+	*M) echo "${1%M}" ;;
+	*) die "size '$1': want NNNM or NG" ;;
+	esac
+}
+
+# drop_caches: write back and drop the page cache, so the next read comes
+# from the disk. Returns 1 (and changes nothing) when not root.
+drop_caches() {
+	sync
+	[ "$(id -u)" = 0 ] || return 1
+	echo 3 >/proc/sys/vm/drop_caches
+}
+
+# dd_json: run dd "$@" and print its result as one JSON line {"status",
+# "bytes", "total_ms", "mb_per_s"} (MB = 10^6 bytes, as ferry reports).
+dd_json() {
+	local out rc=0
+	out=$(LC_ALL=C dd "$@" 2>&1) || rc=$?
+	python3 - "$rc" "$out" <<'PY'
+import json, re, sys
+rc, out = int(sys.argv[1]), sys.argv[2]
+m = re.search(r"^(\d+) bytes .* copied, ([0-9.e+-]+) s", out, re.M)
+if rc or not m:
+    print(json.dumps({"status": "failed", "error": out.strip().splitlines()[-1:] or None}))
+    sys.exit(1)
+n, s = int(m.group(1)), float(m.group(2))
+print(json.dumps({"status": "completed", "bytes": n, "total_ms": round(s * 1e3, 1),
+                  "mb_per_s": round(n / s / 1e6, 1) if s else None}))
+PY
+}
+
+# snapshot_run SOCK FILE MIB: `ferry snapshot SOCK FILE --json`; its report
+# plus the file's size, apparent and allocated, and the write rate.
+snapshot_run() {
+	local rc=0 line
+	line=$("$FERRY" snapshot "$1" "$2" --json | tail -n 1) || rc=$?
+	python3 - "$line" "$2" "$3" <<'PY'
+import json, os, sys
+line, path, mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    r = json.loads(line)
+except ValueError:
+    r = {"status": "failed", "error": "ferry snapshot printed no report"}
+try:
+    st = os.stat(path)
+    r["file_bytes"], r["file_alloc_bytes"] = st.st_size, st.st_blocks * 512
+except OSError:
+    r["file_bytes"] = None
+r["ram_bytes"] = r.get("ram_bytes") or mib << 20
+t = r.get("total_ms")
+if r.get("file_bytes") and t:
+    r["file_mb_per_s"] = round(r["file_bytes"] / (t / 1e3) / 1e6, 1)
+print(json.dumps(r))
+PY
+	return "$rc"
+}
+
+# guest_state SOCK: the guest's "state" in ferry status ("" when there is
+# no answer).
+guest_state() {
+	"$FERRY" status "$1" --json 2>/dev/null | tail -n 1 | python3 -c '
+import json, sys
+try:
+    print((json.load(sys.stdin).get("guest") or {}).get("state") or "")
+except ValueError:
+    print("")' 2>/dev/null || true
+}
+
+# vm_start SOCK ARGS...: start ferry-vm --api-socket SOCK ARGS in the
+# background (VM_PID) and wait until its guest runs (RAM populated, the
+# random workload's pages written), 10 minutes at most. Its stderr goes
+# to LOG.
+vm_start() {
+	local sock=$1 s
+	shift
+	rm -f "$sock"
+	printf '$ %s\n' "$FERRY_VM --api-socket $sock $*" >>"$LOG"
+	"$FERRY_VM" --api-socket "$sock" "$@" >/dev/null 2>>"$LOG" &
+	VM_PID=$!
+	for _ in $(seq 1 6000); do
+		kill -0 "$VM_PID" 2>/dev/null || { VM_PID=''; return 1; }
+		s=$(guest_state "$sock")
+		case $s in running) return 0 ;; failed) vm_stop; return 1 ;; esac
+		sleep 0.1
+	done
+	vm_stop
+	return 1
+}
+
+# vm_stop: end the ferry-vm vm_start started.
+vm_stop() {
+	[ -n "${VM_PID:-}" ] || return 0
+	kill "$VM_PID" 2>/dev/null || true
+	wait "$VM_PID" 2>/dev/null || true
+	VM_PID=''
+}

@@ -467,12 +467,230 @@ def b6(recs):
     print("reference: a Rust VMM reported 16 ms for the clean bitmap and about 380 ms at 1%.")
     commands(recs)
 
+# --- 8. live snapshots ----------------------------------------------------
+
+SNAP_ROWS = (("ferry", "ferry snapshot (live)"),
+             ("dd-direct", "dd oflag=direct conv=fsync"),
+             ("dd-fsync", "dd buffered, conv=fsync"),
+             ("qemu-exec", "QEMU exec:cat, paused guest"),
+             ("qemu-background-snapshot", "QEMU background-snapshot"),
+             ("qemu-mapped-ram", "QEMU file: + mapped-ram"))
+
+
+def rate_of(rec):
+    """Bytes written per second of the file (MB/s): ferry's file bytes
+    over its total time, dd's and QEMU's own figure."""
+    r = rec["r"] or {}
+    v = r.get("file_mb_per_s", r.get("mb_per_s"))
+    return float(v) if v is not None and completed(rec) else None
+
+
+def rates(rs):
+    return [v for v in map(rate_of, rs) if v is not None]
+
+
+def round_ratios(a, b):
+    """Per-round ratios rate(a) / rate(b) of the rounds where both ran."""
+    per = []
+    for x in a:
+        y = [z for z in b if z["round"] == x["round"]]
+        if y and rate_of(x) and rate_of(y[0]):
+            per.append(rate_of(x) / rate_of(y[0]))
+    return per
+
+
+def qemu_probe(recs):
+    p = [x["r"] for x in of(recs, "qemu-probe") if x["r"]]
+    if not p:
+        print("QEMU: not run")
+        return
+    p = p[0]
+    print(f"QEMU {p.get('qemu_version')}: mapped-ram capability "
+          f"{'present' if p.get('mapped_ram') else 'absent (added in QEMU 9.0)'} "
+          f"in query-migrate-capabilities; migrate to a file: URI "
+          f"{'accepted' if p.get('file_uri') else 'refused (added in QEMU 8.2): ' + str(p.get('file_uri_error'))}")
+
+
+def snap_verified(rs):
+    """"checkpoint" when no run compared the guest with the file (its
+    guest ran on), else how many verified."""
+    if all(x["r"] and (x["r"].get("verify") or {}).get("method") == "off" for x in rs):
+        return "checkpoint"
+    return verified_of(rs)
+
+
+def b8(recs):
+    sizes = META.get("sizes", "").split()
+    rounds = max((x["round"] for x in recs), default=0)
+    print(f"\n== 8. Live snapshot into a file: random guest writing "
+          f"{META.get('rate', '?')} MB/s, {' '.join(sizes)}, "
+          f"{plural(rounds, 'round')} ==")
+    print(f"file system: {META.get('snap_fs', '?')} ({META.get('snap_dir', '?')})")
+    print(f"ferry-vm's defaults (backing {META.get('default_backend', '?')}, "
+          "verification on); dd from random data in /dev/shm, 1 MiB blocks, the "
+          "snapshot's size; QEMU: TCG, RAM of random data")
+    qemu_probe(recs)
+    rows, rrows, met = [], [], {}
+    for size in sizes:
+        if META.get(f"skip_{size}"):
+            rows.append([size, "skipped: " + META[f"skip_{size}"]] + [""] * 11)
+            continue
+        ram = float(int(size[:-1]) << (30 if size[-1] == "G" else 20))
+        for key, text in SNAP_ROWS:
+            rs = of(recs, f"{key}-{size}")
+            if not rs:
+                continue
+            ok = [x for x in rs if completed(x)]
+            fb = [float(x["r"]["file_bytes"]) for x in ok if x["r"].get("file_bytes")]
+            fa = [float(x["r"]["file_alloc_bytes"]) for x in ok
+                  if x["r"].get("file_alloc_bytes")]
+            m, rg = spread(rates(rs))
+            pm, prg = spread(values(rs, "downtime_ms"), 1)
+            tm, trg = spread(values(rs, "total_ms"))
+            rows.append([size, text, runs_ok(rs), pm, prg, tm, trg,
+                         num(med(values(rs, "passes"))) if key == "ferry" else "",
+                         ratio(med(fb), ram, 3) if fb and ram and key != "dd-direct"
+                         and key != "dd-fsync" else "",
+                         ratio(med(fa), ram, 3) if fa and ram else "", m, rg,
+                         snap_verified(rs) if key == "ferry" else ""])
+        f = of(recs, f"ferry-{size}")
+        for key in ("dd-direct", "dd-fsync", "qemu-exec", "qemu-background-snapshot",
+                    "qemu-mapped-ram"):
+            d = of(recs, f"{key}-{size}")
+            if not f or not d:
+                continue
+            per = round_ratios(f, d)
+            rrows.append([f"{size}: ferry / {key}", ratio(med(rates(f)), med(rates(d))),
+                          f"{min(per):.2f}-{max(per):.2f}" if per else "-"])
+            if key == "dd-direct":
+                r = med(rates(f)) / med(rates(d)) if rates(f) and rates(d) else 0
+                met[f"{size} write throughput >= 0.8 x dd oflag=direct"] = r >= 0.8
+        if f:
+            ok = [x for x in f if completed(x)]
+            sz = [x["r"]["file_bytes"] / x["r"]["ram_bytes"] for x in ok
+                  if x["r"].get("file_bytes") and x["r"].get("ram_bytes")]
+            met[f"{size} file <= 1.05 x RAM (every run)"] = \
+                bool(sz) and len(sz) == len(f) and max(sz) <= 1.05
+            if size in ("1G", "1024M"):
+                dt = values(f, "downtime_ms")
+                met[f"{size} pause <= 50 ms (every run)"] = \
+                    bool(dt) and len(dt) == len(f) and max(dt) <= 50
+    table(["size", "what", "ok", "pause ms", "range", "total ms", "range", "passes",
+           "file/RAM", "alloc/RAM", "MB/s", "range", "verified"], rows)
+    print("pause: downtime_ms (QEMU: its downtime); MB/s: file bytes / total time; "
+          "alloc: blocks the file system allocated; verified: a checkpoint's guest "
+          "runs on, so its RAM is not compared with the file (benchmark 9's restores "
+          "verify the files)")
+    q = [x for x in recs if x["what"].startswith("qemu-") and x["what"] != "qemu-probe"
+         and completed(x)]
+    if q:
+        print("QEMU's sync after the save (it does not flush the file), ms: " +
+              ", ".join(f"{x['what']} #{x['round']} {num(x['r'].get('sync_ms'))}"
+                        for x in q))
+    print()
+    if rrows:
+        table(["write throughput ratio (of medians)", "value", "per round"], rrows)
+    for text, ok in met.items():
+        target(text, ok)
+    for k, v in META.items():
+        if k.startswith("fail_"):
+            print(f"FAILED: {k[5:]}: {v}")
+    failures(recs)
+    commands(recs)
+
+# --- 9. restore -----------------------------------------------------------
+
+def eng(rec, key):
+    """A figure of the engine's, from the restore's `ferry status`."""
+    r = rec["r"] or {}
+    v = (r.get("migration") or {}).get(key)
+    return float(v) if v is not None and completed(rec) else None
+
+
+def restore_rate(rec):
+    r = rec["r"] or {}
+    v = r.get("restore_mb_per_s", r.get("mb_per_s"))
+    return float(v) if v is not None and completed(rec) else None
+
+
+def b9(recs):
+    sizes = META.get("sizes", "").split()
+    rounds = max((x["round"] for x in recs), default=0)
+    print(f"\n== 9. Restore from a snapshot file: random guest written at "
+          f"{META.get('rate', '?')} MB/s, {' '.join(sizes)}, "
+          f"{plural(rounds, 'round')} ==")
+    print(f"file system: {META.get('snap_fs', '?')}; page cache: {META.get('caches', '?')}")
+    rows, lrows, rrows, met = [], [], [], {}
+    for size in sizes:
+        if META.get(f"skip_{size}"):
+            rows.append([size, "skipped: " + META[f"skip_{size}"]] + [""] * 9)
+            continue
+        snap = [x["r"] for x in of(recs, f"snapshot-{size}") if x["r"]]
+        fb = snap[0].get("file_bytes") if snap else None
+        dd = of(recs, f"dd-read-{size}")
+        if dd:
+            m, rg = spread([v for v in map(restore_rate, dd) if v is not None])
+            tm, trg = spread(values(dd, "total_ms"))
+            rows.append([size, "dd iflag=direct", runs_ok(dd), "", "", tm, trg, "", m, rg, ""])
+        for mode, text in (("eager", "full restore"), ("lazy", "lazy restore")):
+            rs = of(recs, f"{mode}-{size}")
+            if not rs:
+                continue
+            run, runrg = spread(values(rs, "running_ms"), 1)
+            allin, allrg = spread(values(rs, "all_in_ms"))
+            et = med([v for v in (eng(x, "total_ms") for x in rs) if v is not None])
+            m, rg = spread([v for v in map(restore_rate, rs) if v is not None])
+            rows.append([size, text, runs_ok(rs), run, runrg, allin, allrg, num(et), m, rg,
+                         verified_of(rs)])
+            per = []
+            for x in rs:
+                y = [z for z in dd if z["round"] == x["round"]]
+                if y and restore_rate(x) and restore_rate(y[0]):
+                    per.append(restore_rate(x) / restore_rate(y[0]))
+            a = med([v for v in map(restore_rate, rs) if v is not None])
+            b = med([v for v in map(restore_rate, dd) if v is not None])
+            if dd:
+                rrows.append([f"{size}: {text} / dd iflag=direct", ratio(a, b),
+                              f"{min(per):.2f}-{max(per):.2f}" if per else "-"])
+            if mode == "eager" and dd:
+                met[f"{size} full restore throughput >= 0.8 x dd iflag=direct"] = \
+                    bool(a and b and a / b >= 0.8)
+            if mode == "lazy":
+                line = [size, num(med(values(rs, "page_faults")))]
+                for k in ("page_wait_p50_ms", "page_wait_p99_ms", "page_wait_max_ms"):
+                    line += spread(values(rs, k), 3)
+                line += [num(med(values(rs, "lazy_complete_ms")))]
+                lrows.append(line)
+                t = values(rs, "running_ms")
+                if size in ("8G", "8192M"):
+                    met[f"{size} lazy restore: guest running <= 100 ms after the "
+                        f"process start (every run)"] = \
+                        bool(t) and len(t) == len(rs) and max(t) <= 100
+        if fb:
+            print(f"{size}: snapshot file {fb / 2**20:,.0f} MiB")
+    table(["size", "what", "ok", "running ms", "range", "all in ms", "range",
+           "engine total ms", "MB/s", "range", "verified"], rows)
+    print("running / all in: from the process start to the first status whose guest "
+          "runs / has every page (dd: its time); MB/s: file bytes / all in (dd: its own)")
+    if lrows:
+        print()
+        table(["size", "page faults", "wait p50 ms", "range", "p99 ms", "range",
+               "max ms", "range", "lazy_complete_ms"], lrows)
+    print()
+    if rrows:
+        table(["throughput ratio (of medians)", "value", "per round"], rrows)
+    for text, ok in met.items():
+        target(text, ok)
+    failures(recs)
+    commands(recs)
+
 
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     name, recs = sys.argv[1], load(sys.argv[2])
-    fn = {"b1": b1, "b2": b2, "b3": b3, "b4": b4, "b5": b5, "b6": b6}.get(name)
+    fn = {"b1": b1, "b2": b2, "b3": b3, "b4": b4, "b5": b5, "b6": b6,
+          "b8": b8, "b9": b9}.get(name)
     if not fn:
         sys.exit(f"report.py: unknown benchmark {name}")
     if not recs:
