@@ -426,7 +426,10 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri);
  * the guest when it completes, or restore from "file:PATH" (a snapshot
  * written by ferry_session_send). Blocks until then.
  *
- * Return: 0 when the guest runs here; on failure the guest never ran here.
+ * Return: 0 when the guest runs here; on failure the guest never ran
+ * here, except after a lazy restore (ferry_config.lazy) that found a
+ * damaged page once the guest ran: the guest is then paused and stays
+ * stopped (the session refuses further runs until it is destroyed).
  */
 FERRY_API int ferry_session_receive(ferry_session *s, const char *uri);
 

@@ -992,7 +992,7 @@ static const char migrate_usage_tail[] =
 	"Progress goes to stderr. Ctrl-C cancels the migration; a second Ctrl-C\n"
 	"stops waiting for it.\n"
 	"Exit status: 0 completed, 1 failed or cancelled, 2 usage error,\n"
-	"3 SOCKET cannot be reached.\n";
+	"3 SOCKET cannot be reached, 130 a second Ctrl-C stopped waiting.\n";
 
 static const char status_usage[] =
 	"Usage: ferry status SOCKET [--json]\n"

@@ -45,7 +45,7 @@ static const char snapshot_usage[] =
 	"Progress goes to stderr. Ctrl-C cancels the snapshot (the guest runs\n"
 	"on); a second Ctrl-C stops waiting for it.\n"
 	"Exit status: 0 written, 1 failed or cancelled, 2 usage error, 3 SOCKET\n"
-	"cannot be reached.\n";
+	"cannot be reached, 130 a second Ctrl-C stopped waiting.\n";
 
 /* A whole number within the range ferry-vm declares for @id. */
 static int snapshot_uint(json_object *args, enum vm_arg_id id, const char *val)

@@ -308,6 +308,11 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	if (o->lazy && (!o->incoming || strncmp(o->incoming, "file:", 5)))
 		return bad_arg("%s", "--lazy restores a snapshot file: it needs "
 			       "--incoming file:PATH");
+	if (o->lazy && o->verify == VM_VERIFY_STRICT)
+		return bad_arg("%s", "--lazy with --verify strict: a strict check "
+			       "hashes all of RAM before the guest runs, which "
+			       "would load every page first; use --verify "
+			       "background (the default)");
 	if (o->mem_size / VM_PAGE_SIZE < o->nvcpus)
 		return bad_arg("%s", "--memory is too small for that many vCPUs");
 	return -1;
@@ -323,7 +328,7 @@ static bool lazy_loading(struct vm *vm)
 	if (!vm->opts.lazy)
 		return false;
 	pthread_mutex_lock(&vm->mig.lock);
-	arrived = vm->mig.arrived;
+	arrived = vm->mig.arrived || vm->mig.lazy_done;
 	pthread_mutex_unlock(&vm->mig.lock);
 	return !arrived;
 }
@@ -717,7 +722,13 @@ static void *recv_main(void *arg)
 		if (stop)
 			break;
 		rc = session_run(vm, false, &st, errmsg, sizeof(errmsg));
-		if (!rc && vm_restoring_file(vm))
+		/* Every page is in: the verdict may take a while, but nothing
+		 * is loading any more (a cancel or a pause is ordinary). */
+		pthread_mutex_lock(&vm->mig.lock);
+		vm->mig.lazy_done = !rc;
+		stop = vm->mig.stopping;
+		pthread_mutex_unlock(&vm->mig.lock);
+		if (!rc && vm_restoring_file(vm) && !stop)
 			vm_verify_restored(vm, &st);
 		if (!rc) {
 			json_object *report = api_report(vm, 0, &st, "", vm->mig.note);
@@ -879,7 +890,8 @@ enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen)
 	if (!vm->mig.active) {
 		snprintf(err, errlen, "no migration is running");
 		e = VM_ERR_STATE;
-	} else if (atomic_load(&vm->mig.lazy_ran) && !vm->mig.arrived) {
+	} else if (atomic_load(&vm->mig.lazy_ran) && !vm->mig.arrived &&
+		   !vm->mig.lazy_done) {
 		/* There is no source to go back to: the guest would stop
 		 * for good with its memory half loaded. */
 		snprintf(err, errlen, "the guest already runs from the snapshot "

@@ -232,6 +232,20 @@ static int adopt(struct vm_opts *o, const char *path,
 	return 0;
 }
 
+/* Whether @path starts with a ferry stream's magic (an older ferry's
+ * stop-and-copy snapshot). */
+static bool is_stream_file(const char *path)
+{
+	char m[8];
+	FILE *f = fopen(path, "rbe");
+	bool yes = f && fread(m, 1, sizeof(m), f) == sizeof(m) &&
+		   !memcmp(m, "FERRYMIG", sizeof(m));
+
+	if (f)
+		fclose(f);
+	return yes;
+}
+
 /**
  * vm_snapshot_options() - for --incoming file:PATH, set the guest's memory
  * size, vCPUs, workload, dirty rate and backing from the snapshot file,
@@ -257,7 +271,9 @@ int vm_snapshot_options(struct vm_opts *o, struct vm_snap *snap)
 		return 1;
 	}
 	rc = ferry_snapshot_describe(path, info, &state, &len, err, sizeof(err));
-	if (rc == -EBADMSG) {
+	/* Only a stream file restores without a description; a damaged or
+	 * foreign one is refused now rather than started as a stream. */
+	if (rc == -EBADMSG && is_stream_file(path)) {
 		free(info);
 		if (o->lazy) {
 			fprintf(stderr, "ferry-vm: --lazy restores a mapped snapshot "

@@ -666,10 +666,16 @@ static void verify_loaded(struct vm *vm, struct devices *d)
 	uint64_t t0;
 	int verified = -1;
 
-	if ((d->machine.verify || d->machine.ram_after_release) &&
-	    vm->opts.verify) {
+	/* A mapped snapshot carries its own image digest: compare with that,
+	 * whatever the source's machine says (a strict source's in-pause
+	 * digest would hash, and so fault in, all of a lazy guest's memory
+	 * before it runs). */
+	bool later = d->machine.ram_after_release ||
+		     (vm_restoring_file(vm) && vm->snap.mapped);
+
+	if ((d->machine.verify || later) && vm->opts.verify) {
 		t0 = vm_now_ns();
-		if (d->machine.ram_after_release)
+		if (later)
 			verify_ram_later(vm, &v);
 		/* In the background even the state digest waits for the
 		 * resume: 0.2-0.4 ms here, for nothing the pause needs. */
@@ -677,7 +683,7 @@ static void verify_loaded(struct vm *vm, struct devices *d)
 			keep = devices_copy(d);
 		if (!keep)
 			state_check(d, &v);
-		if (!d->machine.ram_after_release) {
+		if (!later) {
 			v.in_pause = true;
 			v.digest_match = guest_digest(g) == d->machine.ram_digest;
 			if (!v.digest_match)

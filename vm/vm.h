@@ -261,6 +261,7 @@ struct vm_mig {
 	char lost[512];		   /* destination: why a lazy restore stopped
 				      the guest for good, or "" */
 	atomic_bool lazy_ran;	   /* a lazy restore resumed the guest */
+	bool lazy_done;		   /* a lazy restore placed every page (lock) */
 	ferry_session *kept;	   /* that restore's session, never destroyed:
 				      its userfaultfd keeps the vCPUs that wait
 				      for a page blocked */

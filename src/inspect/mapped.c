@@ -438,7 +438,7 @@ static int summary(struct mapped *m)
 
 static int run(struct mapped *m)
 {
-	char why[512];
+	char why[512] = "";
 	struct stat st;
 	uint64_t size;
 	int rc;

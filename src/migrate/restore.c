@@ -330,6 +330,18 @@ static int read_memory(struct restorer *x)
 			break;
 	if (!n)
 		eager_worker(x);
+	/* Progress while they read: the last worker ends the wait. */
+	for (;;) {
+		bool done;
+
+		pthread_mutex_lock(&x->lock);
+		done = x->err || x->next_region >= x->sb.nregions;
+		pthread_mutex_unlock(&x->lock);
+		if (done)
+			break;
+		fy_session_progress(s);
+		usleep(2000); /* short: the restore ends at the next look */
+	}
 	for (unsigned i = 0; i < n; i++)
 		pthread_join(t[i], NULL);
 	if (x->err)
@@ -490,6 +502,10 @@ static void publish_lazy(ferry_session *s, struct fy_lazy *l,
 	s->stats.page_wait_p99_ms = ls->wait_p99_us / 1e3;
 	s->stats.page_wait_max_ms = ls->wait_max_us / 1e3;
 	s->stats.lazy_complete_ms = ls->complete_ms;
+	s->stats.pass_bytes = ls->placed * FY_PAGE_SIZE;
+	if (ls->complete_ms > 0)
+		s->stats.mb_per_s = (double)ls->pages * FY_PAGE_SIZE /
+				    ls->complete_ms / 1e3;
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -570,7 +586,10 @@ static int restore_lazy(struct restorer *x)
 	fy_lazy_stop(l);
 	s->lazy = l;
 	if (s->ops.pause(s->cfg.opaque))
-		fy_session_log(s, 0, "pausing the guest failed; its vCPUs that touch a missing page stay blocked");
+		return fy_session_fail(s, rc,
+				       "%s; pausing the guest failed: its vCPUs that touch a missing page stay blocked",
+				       ls.errmsg[0] ? ls.errmsg
+						    : ferry_strerror(rc));
 	return fy_session_fail(s, rc, "%s; the guest is stopped",
 			       ls.errmsg[0] ? ls.errmsg : ferry_strerror(rc));
 }

@@ -896,6 +896,10 @@ static int file_end(struct sender *x, uint64_t t1)
 	rc = save_state(x, &st);
 	t2 = fy_now_ns();
 	if (!rc && s->cfg.keep_running) {
+		/* Nothing more is read from its memory: the guest's writes
+		 * need not be tracked (and slowed) any longer. */
+		fy_dirty_stop(&x->dirty);
+		x->tracking = false;
 		rc = s->ops.resume(s->cfg.opaque);
 		if (rc)
 			rc = fy_session_fail(s, FERRY_EVMM, "resume failed: %s",
@@ -903,6 +907,17 @@ static int file_end(struct sender *x, uint64_t t1)
 		else
 			x->paused = false;
 		t_run = fy_now_ns();
+	}
+	/* A handover gives the external resources up with the guest, as a
+	 * migration does before its point of no return; a failure before the
+	 * rename takes them back (unwind()). */
+	if (!rc && !s->cfg.keep_running && s->ops.release) {
+		rc = s->ops.release(s->cfg.opaque);
+		if (rc)
+			rc = fy_session_fail(s, FERRY_EVMM, "release failed: %s",
+					     ferry_strerror(rc));
+		else
+			x->released_ok = true;
 	}
 	if (!rc)
 		rc = fy_snapw_finish(x->snap, st.b.data, st.b.len);

@@ -329,6 +329,14 @@ int fy_session_begin(ferry_session *s, enum ferry_state first)
 
 	if (!atomic_compare_exchange_strong(&s->busy, &expected, true))
 		return -EBUSY;
+	if (s->lazy) {
+		/* Its memory is still registered for a load that stopped:
+		 * anything touching a missing page would block for ever. */
+		refuse_call(s, -EBUSY,
+			    "this session's guest was stopped by a failed lazy restore; its memory stays registered until the session is destroyed");
+		atomic_store(&s->busy, false);
+		return -EBUSY;
+	}
 	if (!s->nregions) {
 		/* The message is set while the session is still ours. */
 		refuse_call(s, -EINVAL,

@@ -43,6 +43,7 @@ struct fy_snapw {
 	char path[4096];
 	char tmp[4200];	  /* PATH.partial until renamed, then "" */
 	struct fy_snap_sb sb;
+	struct fy_snap_sb check;	    /* sb as a reader decodes it */
 	uint64_t base[FY_SNAP_MAX_REGIONS]; /* first global page of each */
 	uint64_t *table;		    /* mapped, table bytes */
 	_Atomic uint64_t *map;		    /* mapped, map bytes */
@@ -82,8 +83,15 @@ static int layout(struct fy_snapw *w)
 	for (size_t i = 0; i < s->nregions; i++) {
 		w->sb.regions[i].gpa = s->regions[i].gpa;
 		w->sb.regions[i].size = s->regions[i].size;
-		snprintf(w->sb.regions[i].name, sizeof(w->sb.regions[i].name),
-			 "%s", s->regions[i].name);
+		/* A file names every region (its reader refuses an empty
+		 * name); the session allows one. */
+		if (s->regions[i].name[0])
+			snprintf(w->sb.regions[i].name,
+				 sizeof(w->sb.regions[i].name), "%s",
+				 s->regions[i].name);
+		else
+			snprintf(w->sb.regions[i].name,
+				 sizeof(w->sb.regions[i].name), "region%zu", i);
 		w->base[i] = g;
 		g += s->regions[i].size / FY_PAGE_SIZE;
 	}
@@ -150,7 +158,8 @@ int fy_snapw_open(ferry_session *s, const char *path, struct fy_snapw **out)
  * synchronous trip to the device (about 40 us for 4 KiB here), a cached
  * one a copy (a few us), and the scattered pages of late passes, the
  * final one inside the pause, are mostly single pages. fdatasync() at the
- * end, after the guest runs again, writes them out.
+ * end writes them out: after the guest runs again for a checkpoint, inside
+ * the pause that then never ends for a handover.
  */
 #define FY_SNAP_DIRECT_MIN (256u << 10)
 
@@ -379,17 +388,19 @@ static void count_data(struct fy_snapw *w)
 }
 
 /* The directory entry of the rename must reach the disk too. */
-static void sync_dir(const char *path)
+static int sync_dir(const char *path)
 {
 	char copy[4096];
-	int fd;
+	int fd, rc = 0;
 
 	snprintf(copy, sizeof(copy), "%s", path);
 	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		(void)fsync(fd);
-		close(fd);
-	}
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		rc = -errno;
+	close(fd);
+	return rc;
 }
 
 /**
@@ -398,6 +409,7 @@ static void sync_dir(const char *path)
 int fy_snapw_finish(struct fy_snapw *w, const void *state, size_t len)
 {
 	uint8_t sb[FY_SNAP_SB_SIZE];
+	char why[256];
 	struct timespec now;
 	int rc;
 
@@ -426,6 +438,13 @@ int fy_snapw_finish(struct fy_snapw *w, const void *state, size_t len)
 	if (!rc && fdatasync(w->bfd))
 		rc = -errno;
 	fy_snap_sb_encode(sb, &w->sb);
+	/* What a reader will check, checked before the file can exist: a
+	 * writer bug fails the snapshot while the guest can still resume. */
+	if (!rc && fy_snap_sb_decode(sb, sizeof(sb), fy_snap_file_size(&w->sb),
+				     &w->check, why, sizeof(why)))
+		return fy_session_fail(w->s, -EINVAL,
+				       "internal: the snapshot's superblock does not check: %s",
+				       why);
 	if (!rc)
 		rc = write_buffered(w->bfd, sb, sizeof(sb), 0);
 	if (!rc && fdatasync(w->bfd))
@@ -436,7 +455,11 @@ int fy_snapw_finish(struct fy_snapw *w, const void *state, size_t len)
 		return fy_session_fail(w->s, rc, "writing %s: %s", w->path,
 				       ferry_strerror(rc));
 	w->tmp[0] = 0;
-	sync_dir(w->path);
+	rc = sync_dir(w->path);
+	if (rc)
+		fy_session_log(w->s, 0,
+			       "%s is complete, but syncing its directory failed (%s): a crash now may lose its name",
+			       w->path, ferry_strerror(rc));
 	return 0;
 }
 
