@@ -103,6 +103,9 @@ dd_round() {
 	measure "dd-fsync-$size" "$round" dd_json if="$SRC" of="$file" bs=1M count="$n" \
 		conv=fsync
 	rm -f "$file"
+	# The source is as large as the guest's RAM: never beside a guest
+	# (qemu_round makes it again).
+	rm -f "$SRC"
 }
 
 # qemu_round SIZE ROUND: QEMU's snapshots of the same RAM size.

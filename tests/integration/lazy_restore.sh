@@ -7,7 +7,7 @@
 # naming the page and does not run on.
 . "$(dirname "$0")/lib.sh"
 backing=${1:?backing: anon, memfd, hugetlb or damaged}
-[ "$(id -u)" = 0 ] || { echo "skip: userfaultfd for shmem and hugetlb needs root here"; exit 77; }
+[ "$(id -u)" = 0 ] || { echo "skip: a lazy restore needs userfaultfd to serve faults taken in the kernel too, which needs root (or /dev/userfaultfd access) here"; exit 77; }
 mem=64M
 be=$backing
 [ "$backing" = damaged ] && be=anon
