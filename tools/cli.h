@@ -76,6 +76,9 @@ int cli_follow_migration(struct api_client *c, struct json_object *args,
 			 const struct cli_follow_opts *opts,
 			 struct json_object **report, char *err, size_t errlen);
 struct json_object *cli_failed_report(const char *error);
+struct api_client;
+int cli_open_for_report(const char *cmd, const char *sock, bool json,
+			struct json_object *args, struct api_client **c);
 void cli_print_report(FILE *out, struct json_object *report);
 void cli_print_json(struct json_object *obj);
 bool cli_report_completed(struct json_object *report);

@@ -777,6 +777,32 @@ int cli_follow_migration(struct api_client *c, struct json_object *args,
 /* ---- reports --------------------------------------------------------- */
 
 /**
+ * cli_open_for_report() - open the API socket at @sock for @cmd
+ * ("migrate"); when it cannot be reached, say why on stderr and, with
+ * @json, print a failed report, and release @args.
+ *
+ * Return: 0 with *@c open, or CLI_EXIT_UNREACHABLE.
+ */
+int cli_open_for_report(const char *cmd, const char *sock, bool json,
+			struct json_object *args, struct api_client **c)
+{
+	json_object *report;
+	char err[512];
+
+	if (api_client_open(sock, CLI_REPLY_TIMEOUT_MS, c, err,
+			    sizeof(err)) >= 0)
+		return 0;
+	json_object_put(args);
+	fprintf(stderr, "ferry %s: %s\n", cmd, err);
+	if (json) {
+		report = cli_failed_report(err);
+		cli_print_json(report);
+		json_object_put(report);
+	}
+	return CLI_EXIT_UNREACHABLE;
+}
+
+/**
  * cli_failed_report() - a report for a migration that produced none (it
  * could not start, or the connection was lost), shaped like the real one.
  */
@@ -1128,17 +1154,9 @@ static int cmd_migrate(int argc, char **argv)
 	}
 	json_object_object_add(args, "uri", json_object_new_string(argv[optind + 1]));
 	cli_signals_install();
-	if (api_client_open(argv[optind], CLI_REPLY_TIMEOUT_MS, &c, err,
-			    sizeof(err)) < 0) {
-		json_object_put(args);
-		fprintf(stderr, "ferry migrate: %s\n", err);
-		if (json) {
-			report = cli_failed_report(err);
-			cli_print_json(report);
-			json_object_put(report);
-		}
-		return CLI_EXIT_UNREACHABLE;
-	}
+	ret = cli_open_for_report("migrate", argv[optind], json, args, &c);
+	if (ret)
+		return ret;
 	ret = cli_follow_migration(c, args, &fo, &report, err, sizeof(err));
 	api_client_close(c);
 	if (ret < 0) {

@@ -161,17 +161,9 @@ int cmd_snapshot(int argc, char **argv)
 	snprintf(err, sizeof(err), "file:%s", argv[optind + 1]);
 	json_object_object_add(args, "uri", json_object_new_string(err));
 	cli_signals_install();
-	if (api_client_open(argv[optind], CLI_REPLY_TIMEOUT_MS, &c, err,
-			    sizeof(err)) < 0) {
-		json_object_put(args);
-		fprintf(stderr, "ferry snapshot: %s\n", err);
-		if (json) {
-			report = cli_failed_report(err);
-			cli_print_json(report);
-			json_object_put(report);
-		}
-		return CLI_EXIT_UNREACHABLE;
-	}
+	ret = cli_open_for_report("snapshot", argv[optind], json, args, &c);
+	if (ret)
+		return ret;
 	ret = cli_follow_migration(c, args, &fo, &report, err, sizeof(err));
 	api_client_close(c);
 	return snapshot_finish(report, ret, json, err);

@@ -148,6 +148,9 @@ int fy_session_check_role(ferry_session *s, bool source);
 int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void fy_session_clear_error(ferry_session *s);
+/* A VMM callback (@what, "save_state") failed with @rc: FERRY_EVMM, with
+ * the VMM's own detail (ops->errmsg) in the message. */
+int fy_session_vmm_fail(ferry_session *s, int rc, const char *what);
 void fy_session_log(ferry_session *s, int level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void fy_session_event(ferry_session *s, enum ferry_event_kind kind);

@@ -359,16 +359,8 @@ static int load_state(struct restorer *x)
 	ferry_session *s = x->s;
 	int rc = s->ops.load_state(s->cfg.opaque, x->state, x->sb.state_bytes);
 
-	if (rc) {
-		char why[256] = "";
-
-		if (s->ops.errmsg)
-			s->ops.errmsg(s->cfg.opaque, why, sizeof(why));
-		why[sizeof(why) - 1] = 0;
-		return fy_session_fail(s, FERRY_EVMM, "load_state failed: %s%s%s",
-				       ferry_strerror(rc), why[0] ? ": " : "",
-				       why);
-	}
+	if (rc)
+		return fy_session_vmm_fail(s, rc, "load_state");
 	pthread_mutex_lock(&s->lock);
 	s->stats.bytes += x->sb.state_bytes;
 	pthread_mutex_unlock(&s->lock);

@@ -843,16 +843,8 @@ static int save_state(struct sender *x, struct ferry_buf *st)
 	ferry_session *s = x->s;
 	int rc = s->ops.save_state(s->cfg.opaque, st);
 
-	if (rc) {
-		char why[256] = "";
-
-		if (s->ops.errmsg)
-			s->ops.errmsg(s->cfg.opaque, why, sizeof(why));
-		why[sizeof(why) - 1] = 0;
-		return fy_session_fail(s, FERRY_EVMM, "save_state failed: %s%s%s",
-				       ferry_strerror(rc), why[0] ? ": " : "",
-				       why);
-	}
+	if (rc)
+		return fy_session_vmm_fail(s, rc, "save_state");
 	if (st->b.len > FY_REC_MAX_BODY)
 		return fy_session_fail(s, -EMSGSIZE,
 				       "device state of %zu bytes exceeds the %u byte record limit",

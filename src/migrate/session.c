@@ -400,6 +400,20 @@ int fy_session_end(ferry_session *s, int rc)
 }
 
 /**
+ * fy_session_vmm_fail() - see engine.h.
+ */
+int fy_session_vmm_fail(ferry_session *s, int rc, const char *what)
+{
+	char why[256] = "";
+
+	if (s->ops.errmsg)
+		s->ops.errmsg(s->cfg.opaque, why, sizeof(why));
+	why[sizeof(why) - 1] = 0;
+	return fy_session_fail(s, FERRY_EVMM, "%s failed: %s%s%s", what,
+			       ferry_strerror(rc), why[0] ? ": " : "", why);
+}
+
+/**
  * fy_session_set_state() - change the reported state and tell the VMM.
  */
 void fy_session_set_state(ferry_session *s, enum ferry_state st)
