@@ -410,10 +410,12 @@ FERRY_API int ferry_session_add_region(ferry_session *s,
 
 /**
  * ferry_session_send() - migrate the guest to @uri ("tcp:HOST:PORT",
- * "unix:PATH"), or snapshot it to "file:PATH" (the guest is paused, all of
- * memory and the state are written, and the file — renamed into place only
- * when complete — then owns the guest: the source stays paused). Blocks
- * until the migration ends.
+ * "unix:PATH"), or snapshot it to "file:PATH": a live migration into a
+ * file (passes write pages into fixed slots while the guest runs; it
+ * pauses for the last pages and the state), renamed into place only when
+ * complete. The file then owns the guest and the source stays paused,
+ * unless cfg.keep_running made it a checkpoint (the guest resumes once its
+ * last pages and state are written). Blocks until the migration ends.
  *
  * Return: 0 when the destination runs the guest. On any failure before
  * the destination acknowledged "released" the source guest has been resumed

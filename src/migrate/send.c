@@ -1031,7 +1031,9 @@ static void send_abort(struct sender *x, int code)
 static int unwind(struct sender *x, int rc)
 {
 	ferry_session *s = x->s;
-	/* A snapshot owns the guest only once it is renamed into place. */
+	/* A snapshot file never passes "released": until its rename, a failure
+	 * resumes the guest here like any failure before the point of no
+	 * return. */
 	bool past = fy_send_sm_past_release(&x->sm);
 
 	if (!past)
