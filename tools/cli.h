@@ -76,6 +76,9 @@ int cli_follow_migration(struct api_client *c, struct json_object *args,
 			 const struct cli_follow_opts *opts,
 			 struct json_object **report, char *err, size_t errlen);
 struct json_object *cli_failed_report(const char *error);
+int cli_finish_report(const char *cmd, const char *what,
+		      struct json_object *report, int ret, bool json,
+		      const char *err);
 struct api_client;
 int cli_open_for_report(const char *cmd, const char *sock, bool json,
 			struct json_object *args, struct api_client **c);

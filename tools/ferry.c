@@ -777,6 +777,41 @@ int cli_follow_migration(struct api_client *c, struct json_object *args,
 /* ---- reports --------------------------------------------------------- */
 
 /**
+ * cli_finish_report() - show how a followed migration or snapshot ended
+ * and turn it into the exit code.
+ * @cmd: the command ("migrate"), for messages.
+ * @what: what it ran ("migration"), for messages.
+ * @report: its report (owned; released here), or NULL when @ret < 0.
+ * @ret: what cli_follow_migration() returned.
+ * @json: print the report as JSON on stdout instead of for humans.
+ * @err: why, when @ret < 0.
+ *
+ * Return: CLI_EXIT_OK (completed), CLI_EXIT_FAIL, CLI_EXIT_INTERRUPTED.
+ */
+int cli_finish_report(const char *cmd, const char *what, json_object *report,
+		      int ret, bool json, const char *err)
+{
+	if (ret < 0) {
+		fprintf(stderr, "ferry %s: %s\n", cmd, err);
+		report = cli_failed_report(err);
+	} else if (!json) {
+		cli_print_report(stdout, report);
+	}
+	if (json && ret == 0 && !cli_report_completed(report))
+		fprintf(stderr, "ferry %s: %s %s: %s\n", cmd, what,
+			get_str(report, "status", "?"),
+			get_str(report, "error", "no reason given"));
+	if (json)
+		cli_print_json(report);
+	if (ret == -EINTR)
+		ret = CLI_EXIT_INTERRUPTED;
+	else
+		ret = cli_report_completed(report) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+	json_object_put(report);
+	return ret;
+}
+
+/**
  * cli_open_for_report() - open the API socket at @sock for @cmd
  * ("migrate"); when it cannot be reached, say why on stderr and, with
  * @json, print a failed report, and release @args.
@@ -1159,24 +1194,7 @@ static int cmd_migrate(int argc, char **argv)
 		return ret;
 	ret = cli_follow_migration(c, args, &fo, &report, err, sizeof(err));
 	api_client_close(c);
-	if (ret < 0) {
-		fprintf(stderr, "ferry migrate: %s\n", err);
-		report = cli_failed_report(err);
-	} else if (!json) {
-		cli_print_report(stdout, report);
-	}
-	if (json && ret == 0 && !cli_report_completed(report))
-		fprintf(stderr, "ferry migrate: migration %s: %s\n",
-			get_str(report, "status", "?"),
-			get_str(report, "error", "no reason given"));
-	if (json)
-		cli_print_json(report);
-	if (ret == -EINTR)
-		ret = CLI_EXIT_INTERRUPTED;
-	else
-		ret = cli_report_completed(report) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-	json_object_put(report);
-	return ret;
+	return cli_finish_report("migrate", "migration", report, ret, json, err);
 }
 
 static void print_guest(json_object *g)

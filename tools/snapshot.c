@@ -109,33 +109,6 @@ static int snapshot_options(int argc, char **argv, json_object *args,
 	return ret;
 }
 
-/* The report, or a failed one when there is none: on stdout as JSON, or
- * for humans. Returns the exit code. */
-static int snapshot_finish(json_object *report, int ret, bool json,
-			   const char *err)
-{
-	if (ret < 0) {
-		fprintf(stderr, "ferry snapshot: %s\n", err);
-		report = cli_failed_report(err);
-	} else if (!json) {
-		cli_print_report(stdout, report);
-	}
-	if (json && ret == 0 && !cli_report_completed(report))
-		fprintf(stderr, "ferry snapshot: snapshot %s: %s\n",
-			json_object_get_string(cli_get(report, "status")),
-			cli_get(report, "error") ?
-			json_object_get_string(cli_get(report, "error")) :
-			"no reason given");
-	if (json)
-		cli_print_json(report);
-	if (ret == -EINTR)
-		ret = CLI_EXIT_INTERRUPTED;
-	else
-		ret = cli_report_completed(report) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-	json_object_put(report);
-	return ret;
-}
-
 /**
  * cmd_snapshot() - `ferry snapshot SOCKET PATH`: a live snapshot.
  * @argc: arguments, the command's name first.
@@ -166,5 +139,5 @@ int cmd_snapshot(int argc, char **argv)
 		return ret;
 	ret = cli_follow_migration(c, args, &fo, &report, err, sizeof(err));
 	api_client_close(c);
-	return snapshot_finish(report, ret, json, err);
+	return cli_finish_report("snapshot", "snapshot", report, ret, json, err);
 }

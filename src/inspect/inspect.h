@@ -26,6 +26,7 @@
 #ifndef FY_INSPECT_H
 #define FY_INSPECT_H
 
+#include "transport/transport.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -185,7 +186,6 @@ void fy_insp_mem_free(struct fy_insp *x);
 
 /* pread until @n bytes or the end of the file; *got says how many. 0 or a
  * negative errno. */
-int fy_pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got);
 /* Read and decode the superblock at @base of @fd; @size is the bytes from
  * @base to the end of the file (UINT64_MAX: unchecked). A stream-format
  * file is refused saying so. 0, -EBADMSG, FERRY_EVERSION, FERRY_ECHECKSUM,

@@ -9,6 +9,7 @@
  * the superblock gives, so a reader goes straight to it.
  */
 #include "inspect/inspect.h"
+#include "transport/transport.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -21,35 +22,6 @@
 #include <unistd.h>
 
 #include <xxhash.h>
-
-/**
- * fy_pread_full() - read @n bytes at @off unless the file ends first.
- * @fd: the file.
- * @buf: where to put them.
- * @n: how many.
- * @off: the file offset.
- * @got: receives how many were read (less than @n at the end of the file).
- *
- * Return: 0, or a negative errno from pread(2).
- */
-int fy_pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got)
-{
-	uint8_t *p = buf;
-	ssize_t r;
-
-	*got = 0;
-	while (*got < n) {
-		r = pread(fd, p + *got, n - *got, (off_t)(off + *got));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			break;
-		*got += (size_t)r;
-	}
-	return 0;
-}
 
 /**
  * fy_snap_read_sb() - read and decode the superblock of a mapped file.

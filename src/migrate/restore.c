@@ -32,6 +32,7 @@
 
 #include "memory/lazy.h"
 #include "migrate/snapfile.h"
+#include "transport/transport.h"
 
 struct restorer {
 	ferry_session *s;
@@ -51,24 +52,13 @@ struct restorer {
 	char errmsg[320];
 };
 
+/* @len bytes at @off: -ENODATA when the file ends first. */
 static int read_at(int fd, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *p = buf;
+	size_t got;
+	int rc = fy_pread_full(fd, buf, len, off, &got);
 
-	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ENODATA;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	return rc ? rc : got < len ? -ENODATA : 0;
 }
 
 static bool map_bit(const uint64_t *map, uint64_t g)

@@ -35,6 +35,7 @@
 #include <xxhash.h>
 
 #include "migrate/snapfile.h"
+#include "transport/transport.h"
 
 struct fy_snapw {
 	ferry_session *s;
@@ -167,25 +168,13 @@ int fy_snapw_open(ferry_session *s, const char *path, struct fy_snapw **out)
 static int write_at(struct fy_snapw *w, const void *buf, size_t len,
 		    uint64_t off)
 {
-	const uint8_t *p = buf;
-	int fd = w->dfd >= 0 && len >= FY_SNAP_DIRECT_MIN ? w->dfd : w->bfd;
+	int rc;
 
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EINVAL && fd == w->dfd) {
-			fd = w->bfd; /* alignment the device does not take */
-			continue;
-		}
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	if (w->dfd < 0 || len < FY_SNAP_DIRECT_MIN)
+		return fy_pwrite_full(w->bfd, buf, len, off);
+	rc = fy_pwrite_full(w->dfd, buf, len, off);
+	/* An alignment the device does not take: the same bytes, cached. */
+	return rc == -EINVAL ? fy_pwrite_full(w->bfd, buf, len, off) : rc;
 }
 
 static void fail_pass(struct fy_snapw *w, int rc, const char *fmt, ...)
@@ -206,60 +195,72 @@ static void fail_pass(struct fy_snapw *w, int rc, const char *fmt, ...)
 	pthread_mutex_unlock(&w->lock);
 }
 
-/* Page @p of @r was data and is zero now: its slot becomes a hole. */
-static void drop_slot(struct fy_snapw *w, uint64_t off)
+/* Pages that held data and are zero now: their slots become a hole.
+ * Space only: the cleared map bits are what make them zero pages. */
+static void drop_slots(struct fy_snapw *w, uint64_t off, uint64_t pages)
 {
-	/* Space only: the cleared map bit is what makes it a zero page. */
-	(void)fallocate(w->bfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			(off_t)off, FY_PAGE_SIZE);
+	if (pages)
+		(void)fallocate(w->bfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				(off_t)off, (off_t)(pages * FY_PAGE_SIZE));
 }
 
-/* Write one chunk: hashes, map bits, data runs, holes. */
+/* Write pages [run, run + n) of range @r, whose host bytes start at @base. */
+static int write_run(struct fy_snapw *w, const struct fy_range *r,
+		     const uint8_t *base, uint64_t run, uint64_t n)
+{
+	uint64_t off = w->sb.regions[r->region].slot_offset + r->offset +
+		       run * FY_PAGE_SIZE;
+	int rc = n ? write_at(w, base + run * FY_PAGE_SIZE, n * FY_PAGE_SIZE,
+			      off) : 0;
+
+	if (rc)
+		fail_pass(w, rc, "writing %llu pages of %s at file offset %llu: %s",
+			  (unsigned long long)n, w->s->regions[r->region].name,
+			  (unsigned long long)off, ferry_strerror(rc));
+	return rc;
+}
+
+/* Write one chunk: hashes, map bits, runs of data pages with one write
+ * each, runs of pages that turned zero with one punch each. */
 static int write_range(struct fy_snapw *w, const struct fy_range *r)
 {
-	const struct fy_region *reg = &w->s->regions[r->region];
-	const uint8_t *base = reg->host + r->offset;
+	const uint8_t *base = w->s->regions[r->region].host + r->offset;
 	uint64_t npages = r->length / FY_PAGE_SIZE;
 	uint64_t g0 = w->base[r->region] + r->offset / FY_PAGE_SIZE;
 	uint64_t file0 = w->sb.regions[r->region].slot_offset + r->offset;
-	uint64_t run = 0, runlen = 0;
+	uint64_t run = 0, runlen = 0, hole = 0, holelen = 0;
 	int rc;
 
-	for (uint64_t p = 0; p <= npages; p++) {
+	for (uint64_t p = 0; p < npages; p++) {
 		const uint8_t *pg = base + p * FY_PAGE_SIZE;
 		uint64_t g = g0 + p, bit = 1ull << (g % 64);
-		bool zero = p < npages && fy_page_is_zero(pg);
 
-		if (p < npages && !zero) {
+		w->table[g] = fy_snap_page_hash(pg, g);
+		if (!fy_page_is_zero(pg)) {
 			if (!runlen)
 				run = p;
 			runlen++;
-			w->table[g] = fy_snap_page_hash(pg, g);
 			atomic_fetch_or_explicit(&w->map[g / 64], bit,
 						 memory_order_relaxed);
 			continue;
 		}
-		if (runlen) {
-			rc = write_at(w, base + run * FY_PAGE_SIZE,
-				      runlen * FY_PAGE_SIZE,
-				      file0 + run * FY_PAGE_SIZE);
-			if (rc) {
-				fail_pass(w, rc, "writing %llu pages of %s at file offset %llu: %s",
-					  (unsigned long long)runlen, reg->name,
-					  (unsigned long long)(file0 + run * FY_PAGE_SIZE),
-					  ferry_strerror(rc));
-				return rc;
-			}
-			runlen = 0;
+		rc = write_run(w, r, base, run, runlen);
+		if (rc)
+			return rc;
+		runlen = 0;
+		if (!(atomic_fetch_and_explicit(&w->map[g / 64], ~bit,
+						memory_order_relaxed) & bit))
+			continue;
+		if (holelen && hole + holelen != p) {
+			drop_slots(w, file0 + hole * FY_PAGE_SIZE, holelen);
+			holelen = 0;
 		}
-		if (p == npages)
-			break;
-		w->table[g] = fy_snap_page_hash(pg, g);
-		if (atomic_fetch_and_explicit(&w->map[g / 64], ~bit,
-					      memory_order_relaxed) & bit)
-			drop_slot(w, file0 + p * FY_PAGE_SIZE);
+		if (!holelen)
+			hole = p;
+		holelen++;
 	}
-	return 0;
+	drop_slots(w, file0 + hole * FY_PAGE_SIZE, holelen);
+	return write_run(w, r, base, run, runlen);
 }
 
 static void *pass_worker(void *arg)
@@ -344,24 +345,6 @@ int fy_snapw_pass(struct fy_snapw *w, const struct fy_ranges *ranges,
 	return 0;
 }
 
-static int write_buffered(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 /* Count the map's bits per region and in all. */
 static void count_data(struct fy_snapw *w)
 {
@@ -426,13 +409,13 @@ int fy_snapw_finish(struct fy_snapw *w, const void *state, size_t len)
 	clock_gettime(CLOCK_REALTIME, &now);
 	w->sb.created_ns = (uint64_t)now.tv_sec * 1000000000ull +
 			   (uint64_t)now.tv_nsec;
-	rc = write_buffered(w->bfd, w->table, w->table_len,
+	rc = fy_pwrite_full(w->bfd, w->table, w->table_len,
 			    w->sb.table_offset);
 	if (!rc)
-		rc = write_buffered(w->bfd, (const void *)w->map, w->map_len,
+		rc = fy_pwrite_full(w->bfd, (const void *)w->map, w->map_len,
 				    w->sb.map_offset);
 	if (!rc)
-		rc = write_buffered(w->bfd, state, len, w->sb.state_offset);
+		rc = fy_pwrite_full(w->bfd, state, len, w->sb.state_offset);
 	/* Everything else is on disk before the superblock that makes the
 	 * file valid, and the superblock before the name. */
 	if (!rc && fdatasync(w->bfd))
@@ -446,7 +429,7 @@ int fy_snapw_finish(struct fy_snapw *w, const void *state, size_t len)
 				       "internal: the snapshot's superblock does not check: %s",
 				       why);
 	if (!rc)
-		rc = write_buffered(w->bfd, sb, sizeof(sb), 0);
+		rc = fy_pwrite_full(w->bfd, sb, sizeof(sb), 0);
 	if (!rc && fdatasync(w->bfd))
 		rc = -errno;
 	if (!rc && rename(w->tmp, w->path))

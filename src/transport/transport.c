@@ -559,3 +559,59 @@ void fy_transport_unlink(const struct fy_uri *u)
 	if (u->kind == FY_URI_UNIX)
 		unlink(u->path);
 }
+
+/**
+ * fy_pread_full() - read @n bytes at @off unless the file ends first.
+ * @fd: the file.
+ * @buf: where to put them.
+ * @n: how many.
+ * @off: the file offset.
+ * @got: receives how many were read (less than @n at the end of the file).
+ *
+ * Return: 0, or a negative errno from pread(2).
+ */
+int fy_pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got)
+{
+	uint8_t *p = buf;
+	ssize_t r;
+
+	*got = 0;
+	while (*got < n) {
+		r = pread(fd, p + *got, n - *got, (off_t)(off + *got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		*got += (size_t)r;
+	}
+	return 0;
+}
+
+/**
+ * fy_pwrite_full() - write all @n bytes of @buf at @off.
+ * @fd: the file.
+ * @buf: the bytes.
+ * @n: how many.
+ * @off: the file offset.
+ *
+ * Return: 0, or a negative errno from pwrite(2) (-EIO if it wrote nothing).
+ */
+int fy_pwrite_full(int fd, const void *buf, size_t n, uint64_t off)
+{
+	const uint8_t *p = buf;
+	ssize_t r;
+
+	while (n) {
+		r = pwrite(fd, p, n, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		p += r;
+		n -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum fy_uri_kind {
 	FY_URI_TCP = 1,
@@ -98,5 +99,11 @@ void fy_transport_listen_uri(const struct fy_uri *u, int lfd, char *buf,
 
 /* Remove the socket file of a UNIX listener. */
 void fy_transport_unlink(const struct fy_uri *u);
+
+/* Files read and written by offset (snapshots): whole buffers, EINTR
+ * retried. fy_pread_full() stops early only at the end of the file
+ * (*got < n). */
+int fy_pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got);
+int fy_pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
 
 #endif /* FY_TRANSPORT_H */
