@@ -56,21 +56,29 @@ static int mfail(struct mapped *m, uint64_t off, int code, const char *fmt,
 static void note(struct mapped *m, int code, uint64_t off, const char *fmt,
 		 ...) __attribute__((format(printf, 4, 5)));
 
+/* The problem at file offset @off, as "offset N: ...". */
+static void set_problem(struct mapped *m, int code, uint64_t off,
+			const char *fmt, va_list ap)
+{
+	int n;
+
+	m->pcode = code;
+	m->poff = off;
+	n = snprintf(m->problem, sizeof(m->problem), "offset %" PRIu64 ": ",
+		     off);
+	vsnprintf(m->problem + n, sizeof(m->problem) - (size_t)n, fmt, ap);
+}
+
 /* End the inspection with @code: the message becomes the problem. */
 static int mfail(struct mapped *m, uint64_t off, int code, const char *fmt,
 		 ...)
 {
 	va_list ap;
-	int n;
 
-	m->pcode = code;
-	m->poff = off;
-	m->fatal = true;
-	n = snprintf(m->problem, sizeof(m->problem), "offset %" PRIu64 ": ",
-		     off);
 	va_start(ap, fmt);
-	vsnprintf(m->problem + n, sizeof(m->problem) - (size_t)n, fmt, ap);
+	set_problem(m, code, off, fmt, ap);
 	va_end(ap);
+	m->fatal = true;
 	return code;
 }
 
@@ -79,16 +87,11 @@ static void note(struct mapped *m, int code, uint64_t off, const char *fmt,
 		 ...)
 {
 	va_list ap;
-	int n;
 
 	if (m->pcode)
 		return;
-	m->pcode = code;
-	m->poff = off;
-	n = snprintf(m->problem, sizeof(m->problem), "offset %" PRIu64 ": ",
-		     off);
 	va_start(ap, fmt);
-	vsnprintf(m->problem + n, sizeof(m->problem) - (size_t)n, fmt, ap);
+	set_problem(m, code, off, fmt, ap);
 	va_end(ap);
 }
 
