@@ -4,14 +4,23 @@
 #
 # For each size (1, 4 and 8 GiB) a `random` guest writing 100 MB/s
 # (ferry-vm's defaults otherwise) runs 2 s and is saved once with `ferry
-# snapshot SOCK FILE --json`; then each round, with the page cache dropped
-# before each measurement (as root; otherwise the table says the reads may
-# come from memory), in an order that rotates from round to round:
+# snapshot SOCK FILE --json`; then each round, in an order that rotates
+# from round to round, each measurement from a cold start: the page cache
+# dropped (as root) and SETTLE_S (8) seconds of quiet, so that this
+# machine's kernel has handed the freed memory back to its host (free page
+# reporting, /proc/cmdline's page_reporting.page_reporting_order):
 # - dd reading the file: `dd if=FILE of=/dev/null bs=1M iflag=direct`;
+# - freshmem (bench/freshmem.c): the guest's size of fresh memory, as
+#   ferry-vm allocates it, populated by 4 threads (what memory alone
+#   costs), and the file read into it by 4 threads with 8 MiB direct reads
+#   and nothing else (the ceiling of an eager restore on this machine);
 # - a full restore: `ferry-vm --api-socket SOCK --incoming file:FILE`
 #   (no other option), timed from the start of the process to the first
 #   status whose guest runs (bench/restore.py polls the API socket), with
 #   the engine's own figures (total_ms, mb_per_s) from `ferry status`;
+#   then at once a second one ("warm"), which gets the memory the first
+#   one freed before the host took it back: what a restore does on a host
+#   whose free memory stays backed (any machine that is not such a guest);
 # - a lazy restore: the same with --lazy, timed to the guest running, then
 #   to every page in (lazy_placed = lazy_pages, or lazy_complete_ms), with
 #   the page waits the engine measured (page_faults, page_wait_p50_ms,
@@ -36,6 +45,8 @@ ROUNDS=${RUNS:-$(pick 2 3)}
 read -r -a SIZES <<<"${SNAP_SIZES:-$(pick "256M 1G" "1G 4G 8G")}"
 RATE=100
 WARM=2
+SETTLE_S=${SETTLE_S:-8}
+FRESHMEM=$BUILD/bench/freshmem
 snap_dir
 trap snap_cleanup EXIT
 if [ "$(id -u)" = 0 ]; then
@@ -43,12 +54,16 @@ if [ "$(id -u)" = 0 ]; then
 else
 	CACHES="NOT dropped (not root): reads may come from the page cache"
 fi
+REPORTING=$(cat /sys/module/page_reporting/parameters/page_reporting_order 2>/dev/null || echo none)
 meta sizes "${SIZES[*]}" rate "$RATE" snap_fs "$SNAP_FS" snap_dir "$SNAP_DIR" \
-	caches "$CACHES" default_backend "$(default_backend)"
+	caches "$CACHES" default_backend "$(default_backend)" settle_s "$SETTLE_S" \
+	page_reporting_order "$REPORTING"
 
-# cold: drop the page cache (as root) before a measurement.
+# cold: drop the page cache (as root), then let the host take back the
+# memory freed so far, before a measurement.
 cold() {
 	drop_caches || true
+	sleep "$SETTLE_S"
 }
 
 echo "[b9] $ROUNDS rounds of each of ${SIZES[*]}: restore (full, lazy) and dd from one snapshot in $SNAP_DIR ($SNAP_FS); caches $CACHES" >&2
@@ -82,12 +97,22 @@ for size in "${SIZES[@]}"; do
 		continue
 	fi
 	for round in $(seq 1 "$ROUNDS"); do
-		# Rotate the order: dd, eager, lazy; eager, lazy, dd; ...
-		order=(dd eager lazy dd eager)
-		for what in "${order[@]:$(((round - 1) % 3)):3}"; do
+		# Rotate the order: dd, fresh, eager, lazy; fresh, eager, lazy, dd; ...
+		order=(dd fresh eager lazy dd fresh eager)
+		for what in "${order[@]:$(((round - 1) % 4)):4}"; do
 			cold
 			case $what in
 			dd) measure "dd-read-$size" "$round" dd_json if="$file" of=/dev/null bs=1M iflag=direct ;;
+			fresh)
+				measure "fresh-mem-$size" "$round" "$FRESHMEM" --size "$mib" --threads 4
+				cold
+				measure "fresh-read-$size" "$round" "$FRESHMEM" --size "$mib" --threads 4 --read "$file"
+				;;
+			eager)
+				measure "eager-$size" "$round" python3 "$BENCH_DIR/restore.py" "$FERRY_VM" "$sock" "$file" eager
+				drop_caches || true
+				measure "eager-warm-$size" "$round" python3 "$BENCH_DIR/restore.py" "$FERRY_VM" "$sock" "$file" eager
+				;;
 			*) measure "$what-$size" "$round" python3 "$BENCH_DIR/restore.py" "$FERRY_VM" "$sock" \
 				"$file" "$what" ;;
 			esac
@@ -101,5 +126,7 @@ cat <<EOF
 the snapshot: $FERRY snapshot SOCK FILE --json (snapshot_run), of a guest started as
   $FERRY_VM --api-socket SOCK --memory SIZE --workload random --dirty-rate $RATE
   (running, then $WARM s of its workload); restore.py starts
-  $FERRY_VM --api-socket SOCK --incoming file:FILE [--lazy]; dd_json ARGS = dd ARGS
+  $FERRY_VM --api-socket SOCK --incoming file:FILE [--lazy]; dd_json ARGS = dd ARGS;
+  fresh memory: $FRESHMEM --size MIB --threads 4 [--read FILE];
+  cold = sync; echo 3 > /proc/sys/vm/drop_caches; sleep $SETTLE_S
 EOF

@@ -59,7 +59,7 @@ bench_init() {
 	need_cmd python3 "the Debian package python3"
 	FERRY=$BUILD/tools/ferry
 	FERRY_VM=$BUILD/vm/ferry-vm
-	for f in "$FERRY" "$FERRY_VM" "$BUILD/bench/rawcopy" "$BUILD/bench/dirtyscan"; do
+	for f in "$FERRY" "$FERRY_VM" "$BUILD/bench/rawcopy" "$BUILD/bench/dirtyscan" "$BUILD/bench/freshmem"; do
 		[ -x "$f" ] || die "$f is missing: build first (make build, or ninja -C $BUILD), or pass --build DIR"
 	done
 	export FERRY FERRY_VM

@@ -649,6 +649,22 @@ static void damage_copy(const char *from, const char *to, off_t off)
 	close(fd);
 }
 
+/* Where the page table of snapshot file @path starts (superblock byte 40,
+ * little-endian; docs/stream-format.md, "Snapshot files"). */
+static uint64_t table_offset(const char *path)
+{
+	uint8_t b[8];
+	uint64_t v = 0;
+	int fd = open(path, O_RDONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, b, 8, 40), 8);
+	close(fd);
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | b[i];
+	return v;
+}
+
 /*
  * A snapshot of a running guest is a live migration into a file: passes
  * while the guest writes, and the restored memory is the source's at the
@@ -715,6 +731,22 @@ static void test_snapshot_and_restore(void **state)
 				 FERRY_ECHECKSUM);
 		assert_non_null(strstr(msg, "page 5 of region ram0"));
 		assert_int_equal(bad.pauses, 1);
+		vm_free(&bad);
+	}
+	/* A damaged page table, read in pieces by several threads: nothing
+	 * is trusted, neither eagerly nor lazily, and the guest never runs. */
+	damage_copy(path, bpath, table_offset(path) + MEM / PAGE * 8 - 1000);
+	assert_int_equal(restore_into(&bad, buri, false, msg, sizeof(msg)),
+			 FERRY_ECHECKSUM);
+	assert_non_null(strstr(msg, "page table"));
+	assert_int_equal(bad.resumes, 0);
+	vm_free(&bad);
+	if (lazy_ok) {
+		assert_int_equal(restore_into(&bad, buri, true, msg,
+					      sizeof(msg)),
+				 FERRY_ECHECKSUM);
+		assert_non_null(strstr(msg, "page table"));
+		assert_int_equal(bad.resumes, 0);
 		vm_free(&bad);
 	}
 	/* Cut in the middle of its memory. */
