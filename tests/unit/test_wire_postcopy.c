@@ -561,6 +561,11 @@ static void test_caps(void **state)
 					FERRY_CAP_MULTI_CHANNEL),
 			 FERRY_CAP_POSTCOPY | FERRY_CAP_MULTI_CHANNEL);
 	assert_int_equal(fy_caps_settle(FERRY_CAP_ALL), FERRY_CAP_ALL);
+	/* Until the engine runs postcopy, a session does not offer it. */
+	struct ferry_config cfg;
+
+	ferry_config_init(&cfg);
+	assert_int_equal(cfg.capabilities & FERRY_CAP_POSTCOPY, 0);
 }
 
 static void test_names(void **state)
