@@ -19,18 +19,32 @@
  *   PASS         | PASS_END            | PASS_END      | IDLE
  *   LOADED       | SWITCHOVER          | SWITCHOVER    | READY
  *   READY        | RELEASED            | RELEASED      | RUNNING
- *   any live     | ABORT               | ABORT         | ABORTED
+ *   postcopy only (capability negotiated, sm->postcopy):
+ *   IDLE, PC_DISCARD | DISCARD         | DISCARD       | PC_DISCARD
+ *   PC_DISCARD   | STATE               | STATE         | PC_LOADED
+ *   PC_LOADED    | POSTCOPY            | POSTCOPY      | POSTCOPY *
+ *   POSTCOPY     | MEMORY (data)       | MEMORY        | POSTCOPY
+ *   POSTCOPY     | POSTCOPY_END        | POSTCOPY_END  | RUNNING
+ *   WAIT_RESUME  | RESUME              | RESUME        | POSTCOPY
+ *   live, not *  | ABORT               | ABORT         | ABORTED
  *   any live     | unknown optional    | SKIP          | (same)
- *   any          | anything else       | REJECT        | ABORTED
+ *   any          | anything else       | REJECT        | ABORTED / PC_PAUSED
  *
  * Every REJECT is answered with an ERROR response naming the record and the
  * state, the payload is consumed or the connection closed, and the
- * destination discards the attempt (its guest never runs).
+ * destination discards the attempt (its guest never runs) -- except after
+ * the transition (*: POSTCOPY, PC_PAUSED, WAIT_RESUME), where the guest may
+ * have run here and its missing memory is at the source. There nothing
+ * the source sends, ABORT included, and no failure discards the guest: a
+ * REJECT or fy_recv_sm_fail() leads to PC_PAUSED, and a recovery
+ * connection starts a machine in WAIT_RESUME (fy_recv_sm_init_resume()).
+ * The destination sends PAGE_REQ (one-way) only in POSTCOPY.
  */
 #ifndef FY_PROTO_H
 #define FY_PROTO_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum fy_recv_state {
@@ -42,7 +56,14 @@ enum fy_recv_state {
 	FY_RS_READY,
 	FY_RS_RUNNING,
 	FY_RS_ABORTED,
+	/* postcopy, appended so the values above keep their meaning */
+	FY_RS_PC_DISCARD,  /* DISCARD(s) applied: committed to postcopy */
+	FY_RS_PC_LOADED,   /* state loaded, memory registered, not running */
+	FY_RS_POSTCOPY,	   /* after the transition: the guest runs here */
+	FY_RS_PC_PAUSED,   /* the link is gone; the guest waits for pages */
+	FY_RS_WAIT_RESUME, /* a recovery connection, before its RESUME */
 };
+#define FY_RS_COUNT (FY_RS_WAIT_RESUME + 1)
 
 enum fy_recv_action {
 	FY_RA_REJECT = 0, /* answer ERROR (code/msg in the step), abort */
@@ -57,11 +78,16 @@ enum fy_recv_action {
 	FY_RA_RELEASED,
 	FY_RA_ABORT,
 	FY_RA_JOIN, /* data connection: credentials of an extra channel */
+	FY_RA_DISCARD,
+	FY_RA_POSTCOPY,	    /* the transition: load, register, resume */
+	FY_RA_POSTCOPY_END,
+	FY_RA_RESUME,	    /* recovery: check credentials, send the have-map */
 };
 
 struct fy_recv_sm {
 	enum fy_recv_state state;
 	uint32_t last_seq; /* last request seq seen; requests must increase */
+	bool postcopy;	   /* FERRY_CAP_POSTCOPY negotiated (set after HELLO) */
 };
 
 struct fy_recv_step {
@@ -85,8 +111,13 @@ void fy_recv_sm_step(const struct fy_recv_sm *sm, uint32_t type, uint32_t seq,
 /* The action succeeded: move to step->next and remember the seq. */
 void fy_recv_sm_commit(struct fy_recv_sm *sm, const struct fy_recv_step *step,
 		       uint32_t seq);
-/* The action failed or the connection broke: ABORTED (terminal). */
+/* The action failed or the connection broke: ABORTED (terminal), or
+ * PC_PAUSED after the transition. */
 void fy_recv_sm_fail(struct fy_recv_sm *sm);
+/* A machine for a recovery connection of a postcopy session: WAIT_RESUME. */
+void fy_recv_sm_init_resume(struct fy_recv_sm *sm);
+/* May the destination send PAGE_REQ now? (only in POSTCOPY) */
+bool fy_recv_sm_may_request(const struct fy_recv_sm *sm);
 const char *fy_recv_state_name(enum fy_recv_state s);
 
 /*
@@ -94,15 +125,28 @@ const char *fy_recv_state_name(enum fy_recv_state s);
  * that the request is valid now and that each response answers the
  * outstanding request.
  *
- *   state       | may send            | on OK         | on ERROR
- *   ------------+---------------------+---------------+---------
- *   START       | HELLO               | NEGOTIATED    | FAILED
- *   NEGOTIATED  | CONFIG              | CONFIGURED    | FAILED
- *   CONFIGURED  | PASS_BEGIN, STATE   | IN_PASS/STATE_SENT | FAILED
- *   IN_PASS     | MEMORY (data), PASS_END | CONFIGURED | FAILED
- *   STATE_SENT  | SWITCHOVER          | READY         | FAILED
- *   READY       | RELEASED            | DONE          | FAILED
- *   any live    | ABORT               | FAILED        | FAILED
+ *   state       | may send                | on OK         | on ERROR
+ *   ------------+-------------------------+---------------+---------
+ *   START       | HELLO                   | NEGOTIATED    | FAILED
+ *   NEGOTIATED  | CONFIG                  | CONFIGURED    | FAILED
+ *   CONFIGURED  | PASS_BEGIN, STATE       | IN_PASS/STATE_SENT | FAILED
+ *   IN_PASS     | MEMORY (data), PASS_END | CONFIGURED    | FAILED
+ *   STATE_SENT  | SWITCHOVER              | READY         | FAILED
+ *   READY       | RELEASED                | DONE          | FAILED
+ *   postcopy only (sm->postcopy):
+ *   CONFIGURED, PC_DISCARD | DISCARD      | PC_DISCARD    | FAILED
+ *   PC_DISCARD  | STATE                   | PC_LOADED     | FAILED
+ *   PC_LOADED   | POSTCOPY -> POSTCOPY *  | POSTCOPY      | PC_PAUSED
+ *   POSTCOPY    | MEMORY (data), POSTCOPY_END | DONE      | PC_PAUSED
+ *   PC_PAUSED   | RESUME -> PC_RESUMING   | POSTCOPY      | PC_PAUSED
+ *   live, not * | ABORT                   | FAILED        | FAILED
+ *
+ * *: sending POSTCOPY is the transition (Xen's postcopy_transitioned):
+ * recorded before the answer and never forgotten, except by an ERROR
+ * with FY_ERR_NOT_RUN answering POSTCOPY itself (fy_send_sm_not_run()).
+ * After it, every failure leads to PC_PAUSED, never to FAILED, and ABORT
+ * is refused. PAGE_REQ arrives (fy_send_sm_input()) only in POSTCOPY
+ * after the OK; MEMORY answers it, unacknowledged, like the push.
  */
 enum fy_send_state {
 	FY_SS_START = 0,
@@ -114,7 +158,14 @@ enum fy_send_state {
 	FY_SS_RELEASED, /* RELEASED sent: the point of no return */
 	FY_SS_DONE,
 	FY_SS_FAILED,
+	/* postcopy, appended so the values above keep their meaning */
+	FY_SS_PC_DISCARD,  /* DISCARD answered: committed to postcopy */
+	FY_SS_PC_LOADED,   /* STATE answered after DISCARD */
+	FY_SS_POSTCOPY,	   /* POSTCOPY sent: the transition */
+	FY_SS_PC_PAUSED,   /* a failure after the transition */
+	FY_SS_PC_RESUMING, /* RESUME sent on a recovery connection */
 };
+#define FY_SS_COUNT (FY_SS_PC_RESUMING + 1)
 
 struct fy_send_sm {
 	enum fy_send_state state;
@@ -122,6 +173,9 @@ struct fy_send_sm {
 	uint32_t pending_type;	/* request awaiting its response, or 0 */
 	uint32_t pending_seq;
 	bool released;		/* RELEASED was sent (sticky, even if FAILED) */
+	bool postcopy;		/* FERRY_CAP_POSTCOPY negotiated */
+	bool transitioned;	/* POSTCOPY was sent (sticky but for NOT_RUN) */
+	uint32_t refused_type;	/* request an ERROR just answered, or 0 */
 };
 
 void fy_send_sm_init(struct fy_send_sm *sm);
@@ -144,7 +198,41 @@ int fy_send_sm_response(struct fy_send_sm *sm, uint32_t type, uint32_t seq);
 void fy_send_sm_fail(struct fy_send_sm *sm);
 /* True once RELEASED has been sent: failures no longer resume the source. */
 bool fy_send_sm_past_release(const struct fy_send_sm *sm);
+/*
+ * fy_send_sm_not_run() - the ERROR that just answered POSTCOPY carries
+ * FY_ERR_NOT_RUN: the destination positively did not run the guest. Clears
+ * the transition (the source owns its guest again) and leaves FAILED.
+ * Return: 0, or -EPROTO when the last answer was not an ERROR to POSTCOPY
+ * (an answer to RESUME never gives the guest back: see stream-format.md).
+ */
+int fy_send_sm_not_run(struct fy_send_sm *sm);
+
+/* What a record arriving at the source means. */
+enum fy_send_input {
+	FY_SI_REJECT = 0, /* a protocol error: fail (PC_PAUSED after *) */
+	FY_SI_RESPONSE,	  /* OK or ERROR: pass to fy_send_sm_response() */
+	FY_SI_PAGE_REQ,	  /* serve the pages on this connection */
+	FY_SI_SKIP,	  /* consume, nothing to do */
+};
+enum fy_send_input fy_send_sm_input(const struct fy_send_sm *sm,
+				    uint32_t type, uint32_t seq, char *msg,
+				    size_t len);
 const char *fy_send_state_name(enum fy_send_state s);
+
+/*
+ * Who may run the guest. One definition for the engine, the statistics
+ * and the JSON reports of both sides.
+ */
+enum fy_owner {
+	FY_OWNER_NONE = 0,    /* no guest in the session's care yet */
+	FY_OWNER_SOURCE,
+	FY_OWNER_DESTINATION, /* including "may have run there": unknown */
+};
+const char *fy_owner_name(enum fy_owner o);
+enum fy_owner fy_send_owner(enum fy_send_state state, bool released,
+			    bool transitioned);
+enum fy_owner fy_send_sm_owner(const struct fy_send_sm *sm);
+enum fy_owner fy_recv_owner(enum fy_recv_state state);
 
 /*
  * Extra data connections (issue 4): the first record must be JOIN (seq 1)

@@ -1202,6 +1202,11 @@ const char *fy_rec_name(uint32_t type, char *buf, size_t len)
 	case FY_REC_OK:		return "OK";
 	case FY_REC_ERROR:	return "ERROR";
 	case FY_REC_MEMORY:	return "MEMORY";
+	case FY_REC_DISCARD:	return "DISCARD";
+	case FY_REC_POSTCOPY:	return "POSTCOPY";
+	case FY_REC_PAGE_REQ:	return "PAGE_REQ";
+	case FY_REC_POSTCOPY_END: return "POSTCOPY_END";
+	case FY_REC_RESUME:	return "RESUME";
 	}
 	if (!buf || len == 0)
 		return "?";

@@ -48,11 +48,23 @@
 #define FY_PROTO_VERSION_MIN 1
 #define FY_PROTO_VERSION_MAX 2
 
-/* The capability bits a protocol version can carry at all. */
+/*
+ * The capability bits a protocol version can carry at all. Version 2
+ * carries postcopy (bit 5) too: an older version-2 peer never offers it,
+ * so the intersection drops it, and postcopy needs the data connections
+ * that only version 2 has.
+ */
 static inline uint64_t fy_version_caps(uint32_t version)
 {
-	return version >= 2 ? 0x1full : 0x1ull;
+	return version >= 2 ? 0x3full : 0x1ull;
 }
+
+/*
+ * The negotiated set as both sides use it: postcopy pushes memory over at
+ * least one data connection, so without multi-channel (e.g. a destination
+ * handed one connected socket) it is dropped as well.
+ */
+uint64_t fy_caps_settle(uint64_t caps);
 
 #define FY_REC_OPTIONAL 0x80000000u
 
@@ -62,7 +74,8 @@ static inline uint64_t fy_version_caps(uint32_t version)
  *   0x0100-0x01ff responses (destination -> source)
  *   0x0200-0x02ff memory data
  *   0x0300-0x03ff device state (issue 3: schemas and values)
- *   0x0400-0x04ff postcopy and recovery (reserved)
+ *   0x0400-0x04ff postcopy and recovery (only with the postcopy
+ *                 capability; see the postcopy section below)
  *   0x0500-0x05ff external resources (reserved: TCP handoff)
  *   0x7000-0x7fff vendor/experimental
  */
@@ -83,6 +96,15 @@ enum fy_rec_type {
 	FY_REC_ERROR = 0x0101, /* resp: code + message; connection closes */
 
 	FY_REC_MEMORY = 0x0200, /* data: a range of guest memory */
+
+	FY_REC_DISCARD = 0x0400,  /* req: pages the destination must drop */
+	FY_REC_POSTCOPY = 0x0401, /* req: the transition; OK = "running" */
+	FY_REC_PAGE_REQ = 0x0402, /* data, destination -> source: pages a
+				     vCPU waits for; unanswered */
+	FY_REC_POSTCOPY_END = 0x0403, /* req: every missing page was sent;
+					 OK = all placed, complete */
+	FY_REC_RESUME = 0x0404,	  /* req, first on a recovery connection:
+				     credentials + generation; OK = have-map */
 
 	/* Snapshot files (0x0600-0x06ff), optional: a live receiver skips
 	 * them. */
@@ -382,6 +404,118 @@ void fy_mem_hdr_decode(const uint8_t in[FY_MEM_HDR_SIZE],
 		       struct fy_mem_hdr *m);
 /* Bytes of the meta (header and zero map) of a record with header @m. */
 size_t fy_mem_meta_len(const struct fy_mem_hdr *m);
+
+/*
+ * ---- postcopy (src/wire/postcopy.c; docs/stream-format.md, "Postcopy") ----
+ *
+ * DISCARD and PAGE_REQ carry a list of page ranges in 4 KiB protocol pages:
+ *   0  u32 count, 4 u32 reserved (0), then count entries of 24 bytes:
+ *   0  u32 region, 4 u32 reserved (0), 8 u64 first page, 16 u64 pages
+ * Entries are sorted by (region, first page), do not overlap (touching is
+ * allowed), have pages >= 1 and do not wrap. DISCARD may be empty; a
+ * PAGE_REQ has 1..FY_PAGE_REQ_MAX entries of at most FY_PAGE_REQ_MAX_PAGES
+ * pages each. Decoders validate the whole list and then return a view
+ * into the body: nothing is copied or allocated.
+ */
+#define FY_PAGE_RANGE_SIZE 24
+#define FY_PAGE_LIST_HDR 8
+#define FY_DISCARD_MAX ((FY_REC_MAX_BODY - FY_PAGE_LIST_HDR) / FY_PAGE_RANGE_SIZE)
+#define FY_PAGE_REQ_MAX 1024u
+#define FY_PAGE_REQ_MAX_PAGES (1u << 18) /* 1 GiB, the largest huge page */
+struct fy_page_range {
+	uint32_t region;
+	uint64_t first; /* page number within the region (offset / 4096) */
+	uint64_t pages;
+};
+struct fy_page_list {
+	const uint8_t *entries; /* into the decoded body */
+	uint32_t count;
+	uint64_t pages; /* sum over the entries */
+};
+int fy_discard_encode(struct fy_buf *b, const struct fy_page_range *r,
+		      uint32_t n);
+int fy_discard_decode(const uint8_t *p, size_t n, struct fy_page_list *l,
+		      char *err, size_t errlen);
+int fy_page_req_encode(struct fy_buf *b, const struct fy_page_range *r,
+		       uint32_t n);
+int fy_page_req_decode(const uint8_t *p, size_t n, struct fy_page_list *l,
+		       char *err, size_t errlen);
+/* Entry @i (< l->count) of a decoded list. */
+void fy_page_list_get(const struct fy_page_list *l, uint32_t i,
+		      struct fy_page_range *r);
+/* Every entry inside the regions of @region_pages (pages per region):
+ * 0, or -ERANGE naming the first entry that is not. */
+int fy_page_list_check(const struct fy_page_list *l,
+		       const uint64_t *region_pages, uint32_t nregions,
+		       char *err, size_t errlen);
+
+/* POSTCOPY: u64 discarded = distinct pages the DISCARD records named (the
+ * destination checks its own count against it). OK body: struct
+ * fy_running, as for RELEASED. */
+struct fy_postcopy {
+	uint64_t discarded;
+};
+/* POSTCOPY_END: MEMORY records and page bytes sent since the OK of
+ * POSTCOPY or of the last RESUME, over every connection. */
+struct fy_postcopy_end {
+	uint64_t records;
+	uint64_t bytes; /* a multiple of 4096 */
+};
+/* RESUME: the session's credentials (as JOIN) and the attempt number. */
+struct fy_resume {
+	uint64_t session_id;
+	uint8_t token[16];
+	uint32_t generation; /* >= 1, greater than any accepted before */
+};
+/*
+ * OK body answering RESUME: the destination's state and the pages it has.
+ *   0 u32 flags (FY_HAVE_*), 4 u32 nregions (1..64), 8 u64 missing (the
+ *   clear bits of all regions), then per region: u64 pages (1..), then
+ *   ceil(pages / 64) u64 words, bit i of word w = page 64w + i is placed;
+ *   bits past the last page are 0. The total is at most FY_HAVE_MAX_PAGES
+ *   (2 TiB less 256 MiB of 4 KiB pages) so that the body stays under
+ *   FY_REC_MAX_BODY; a source does not offer postcopy for a larger guest.
+ */
+#define FY_HAVE_RAN 0x1u     /* the guest has run at the destination */
+#define FY_HAVE_RUNNING 0x2u /* its vCPUs run now (but those on a fault) */
+#define FY_HAVE_KNOWN (FY_HAVE_RAN | FY_HAVE_RUNNING)
+#define FY_HAVE_MAX_PAGES ((1ull << 29) - (1ull << 16))
+struct fy_have_map {
+	uint32_t flags;
+	uint32_t nregions;
+	uint64_t missing;
+	uint64_t pages[FY_MAX_REGIONS];
+	/* Encoding: host-order words per region. Decoding: unused. */
+	const uint64_t *bits[FY_MAX_REGIONS];
+	/* Decoding: each region's little-endian words within the body. */
+	const uint8_t *words[FY_MAX_REGIONS];
+};
+/*
+ * The code of an ERROR that says positively "the guest did not run here
+ * and the destination has dropped it": only an ERROR answering POSTCOPY on
+ * the session's own main connection, with this code, gives the guest back
+ * to the source (the message carries the cause). Not a ferry_* code: the
+ * engine maps it.
+ */
+#define FY_ERR_NOT_RUN (-1100)
+
+int fy_postcopy_encode(struct fy_buf *b, const struct fy_postcopy *m);
+int fy_postcopy_decode(const uint8_t *p, size_t n, struct fy_postcopy *m);
+int fy_postcopy_end_encode(struct fy_buf *b, const struct fy_postcopy_end *m);
+int fy_postcopy_end_decode(const uint8_t *p, size_t n,
+			   struct fy_postcopy_end *m);
+int fy_resume_encode(struct fy_buf *b, const struct fy_resume *m);
+int fy_resume_decode(const uint8_t *p, size_t n, struct fy_resume *m);
+/* Encodes from m->bits and computes "missing" itself (m->missing is
+ * ignored). 0, -ENOMEM, -EINVAL (a count or flag out of range, a bit past
+ * a region's last page), -EMSGSIZE (over FY_HAVE_MAX_PAGES). */
+int fy_have_map_encode(struct fy_buf *b, const struct fy_have_map *m);
+int fy_have_map_decode(const uint8_t *p, size_t n, struct fy_have_map *m,
+		       char *err, size_t errlen);
+/* Is page @page of region @region placed, in a decoded map? (false when
+ * out of range). */
+bool fy_have_map_test(const struct fy_have_map *m, uint32_t region,
+		      uint64_t page);
 
 /* A short name for a record type ("HELLO", "MEMORY", "0x7123?"). Static
  * storage for known types; @buf for unknown ones. */

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * fuzz_wire.c - libFuzzer harness for the record decoder and every message
- * decoder of src/wire.
+ * decoder of src/wire, the postcopy ones (src/wire/postcopy.c) included.
  *
  * The input is read as a stream of records (after a stream header if it
  * starts with the magic), twice: as it is, which mostly exercises framing
@@ -11,7 +11,10 @@
  * to all of them.
  *
  * Properties checked beyond "no crash, no sanitizer report":
- *  - every decoder error is one of the documented codes;
+ *  - every decoder error is one of the documented codes, and the decoders
+ *    that explain their refusals always do;
+ *  - decoded page lists are sorted, disjoint and within their limits, and
+ *    a decoded have-map's count agrees with its bits;
  *  - an accepted record re-encodes (fy_rec_encode) to exactly its bytes,
  *    and the incremental checksum equals the one-shot one;
  *  - an accepted body re-encodes to exactly its bytes: decoders accept
@@ -164,6 +167,155 @@ static void try_mem_hdr(const uint8_t *p, size_t n)
 		  "MEMORY header does not encode back to its bytes");
 }
 
+/* A decoder that explains a refusal must explain every one. */
+static void refused_with_reason(const char *what, int rc, const char *err)
+{
+	FZ_ASSERT(rc == 0 || rc == -EBADMSG, "%s decoder returned %d", what, rc);
+	FZ_ASSERT(rc == 0 || err[0], "%s refused without a reason", what);
+}
+
+/* A decoded page list is what its decoder promised: sorted, disjoint,
+ * non-empty ranges within the limits, summing to l->pages. */
+static void check_list(const char *what, const struct fy_page_list *l,
+		       uint32_t max_count, uint64_t max_pages, size_t n)
+{
+	struct fy_page_range r, prev = { 0 };
+	uint64_t sum = 0;
+
+	FZ_ASSERT(l->count <= max_count, "%s: %u entries", what, l->count);
+	FZ_ASSERT(n == FY_PAGE_LIST_HDR + (size_t)l->count * FY_PAGE_RANGE_SIZE,
+		  "%s: %u entries in %zu bytes", what, l->count, n);
+	for (uint32_t i = 0; i < l->count; i++) {
+		fy_page_list_get(l, i, &r);
+		FZ_ASSERT(r.pages && r.pages <= max_pages &&
+				  r.first <= UINT64_MAX - r.pages,
+			  "%s: entry %u accepted with %llu+%llu", what, i,
+			  (unsigned long long)r.first,
+			  (unsigned long long)r.pages);
+		FZ_ASSERT(!i || r.region > prev.region ||
+				  (r.region == prev.region &&
+				   r.first >= prev.first + prev.pages),
+			  "%s: entry %u out of order accepted", what, i);
+		sum += r.pages;
+		prev = r;
+	}
+	FZ_ASSERT(sum == l->pages, "%s: total %llu, entries sum to %llu", what,
+		  (unsigned long long)l->pages, (unsigned long long)sum);
+}
+
+/* Decode, check, encode again from the entries: the same bytes. */
+static void try_list(const char *what, bool req, const uint8_t *p, size_t n,
+		     struct fy_buf *b)
+{
+	struct fy_page_range *r;
+	struct fy_page_list l;
+	char err[256] = "";
+	int rc = req ? fy_page_req_decode(p, n, &l, err, sizeof(err))
+		     : fy_discard_decode(p, n, &l, err, sizeof(err));
+
+	refused_with_reason(what, rc, err);
+	if (rc)
+		return;
+	check_list(what, &l, req ? FY_PAGE_REQ_MAX : FY_DISCARD_MAX,
+		   req ? FY_PAGE_REQ_MAX_PAGES : UINT64_MAX, n);
+	/* Bounded by the body: 24 bytes per entry. */
+	r = calloc(l.count ? l.count : 1, sizeof(*r));
+	if (!r)
+		return;
+	for (uint32_t i = 0; i < l.count; i++)
+		fy_page_list_get(&l, i, &r[i]);
+	same_bytes(what, b, req ? fy_page_req_encode(b, r, l.count)
+				: fy_discard_encode(b, r, l.count), p, n);
+	free(r);
+}
+
+static void try_discard(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	try_list("DISCARD", false, p, n, b);
+}
+
+static void try_page_req(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	try_list("PAGE_REQ", true, p, n, b);
+}
+
+static void try_postcopy(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	struct fy_postcopy m;
+	int rc = fy_postcopy_decode(p, n, &m);
+
+	decoded_rc("POSTCOPY", rc);
+	if (!rc)
+		same_bytes("POSTCOPY", b, fy_postcopy_encode(b, &m), p, n);
+}
+
+static void try_postcopy_end(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	struct fy_postcopy_end m;
+	int rc = fy_postcopy_end_decode(p, n, &m);
+
+	decoded_rc("POSTCOPY_END", rc);
+	if (!rc)
+		same_bytes("POSTCOPY_END", b, fy_postcopy_end_encode(b, &m), p,
+			   n);
+}
+
+static void try_resume(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	struct fy_resume m;
+	int rc = fy_resume_decode(p, n, &m);
+
+	decoded_rc("RESUME", rc);
+	if (rc)
+		return;
+	FZ_ASSERT(m.generation > 0, "RESUME: generation 0 accepted");
+	same_bytes("RESUME", b, fy_resume_encode(b, &m), p, n);
+}
+
+/* The have-map: its count agrees with its bits, its bits stay within the
+ * regions, and it encodes back from host-order copies of its words. */
+static void try_have_map(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	static struct fy_have_map m, again;
+	uint64_t total = 0;
+	uint64_t *words[FY_MAX_REGIONS] = { 0 };
+	char err[256] = "";
+	int rc = fy_have_map_decode(p, n, &m, err, sizeof(err));
+
+	refused_with_reason("RESUME answer", rc, err);
+	if (rc)
+		return;
+	FZ_ASSERT(m.nregions >= 1 && m.nregions <= FY_MAX_REGIONS,
+		  "have-map: %u regions accepted", m.nregions);
+	again = m;
+	for (uint32_t r = 0; r < m.nregions; r++) {
+		uint64_t nw = (m.pages[r] + 63) / 64;
+
+		total += m.pages[r];
+		/* Bounded by the body: the words are in it. */
+		words[r] = malloc(nw * 8);
+		if (!words[r])
+			goto out;
+		for (uint64_t w = 0; w < nw; w++)
+			words[r][w] = fy_get_u64(m.words[r] + w * 8);
+		for (uint64_t pg = 0; pg < m.pages[r] && pg < 256; pg++)
+			FZ_ASSERT(fy_have_map_test(&m, r, pg) ==
+					  (bool)((words[r][pg / 64] >> (pg % 64)) & 1),
+				  "have-map: page %llu of region %u tests wrong",
+				  (unsigned long long)pg, r);
+		FZ_ASSERT(!fy_have_map_test(&m, r, m.pages[r]),
+			  "have-map: a page past region %u is placed", r);
+		again.bits[r] = words[r];
+	}
+	FZ_ASSERT(total <= FY_HAVE_MAX_PAGES && m.missing <= total,
+		  "have-map: %llu missing of %llu pages",
+		  (unsigned long long)m.missing, (unsigned long long)total);
+	same_bytes("RESUME answer", b, fy_have_map_encode(b, &again), p, n);
+out:
+	for (uint32_t r = 0; r < FY_MAX_REGIONS; r++)
+		free(words[r]);
+}
+
 typedef void (*try_fn)(const uint8_t *p, size_t n, struct fy_buf *b);
 
 static void body(uint32_t type, const uint8_t *p, size_t n)
@@ -171,6 +323,8 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 	static const try_fn all[] = {
 		try_hello, try_hello_reply, try_config, try_pass_begin,
 		try_pass_end, try_pass_ack, try_error, try_running, try_join,
+		try_discard, try_page_req, try_postcopy, try_postcopy_end,
+		try_resume, try_have_map,
 	};
 	struct fy_buf b;
 
@@ -201,6 +355,23 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 		try_running(p, n, &b);
 		fy_buf_reset(&b);
 		try_pass_ack(p, n, &b);
+		fy_buf_reset(&b);
+		try_have_map(p, n, &b);
+		break;
+	case FY_REC_DISCARD:
+		try_discard(p, n, &b);
+		break;
+	case FY_REC_PAGE_REQ:
+		try_page_req(p, n, &b);
+		break;
+	case FY_REC_POSTCOPY:
+		try_postcopy(p, n, &b);
+		break;
+	case FY_REC_POSTCOPY_END:
+		try_postcopy_end(p, n, &b);
+		break;
+	case FY_REC_RESUME:
+		try_resume(p, n, &b);
 		break;
 	case FY_REC_MEMORY:
 		try_mem_hdr(p, n);

@@ -5,7 +5,7 @@
  * encoders, for a destination with one 64 KiB region (fuzz_receive's).
  *
  *   gen_seeds DIR      writes DIR/fuzz_wire, DIR/fuzz_receive, DIR/fuzz_state,
- *                      DIR/fuzz_snapfile
+ *                      DIR/fuzz_snapfile, DIR/fuzz_proto
  *
  * (`ninja -C build fuzz-seeds` runs it on tests/fuzz/corpus.) The output is
  * deterministic. Most seeds carry placeholder checksums (eight zero bytes,
@@ -22,6 +22,7 @@
 #include "memory/memory.h"
 #include "wire/snapfile.h"
 #include "wire/wire.h"
+#include "proto_script.h"
 #ifdef FZ_HAVE_STATE
 #include "state/state.h"
 #include "state_dev.h"
@@ -394,6 +395,177 @@ static void wire_seeds(void)
 	fy_buf_free(&b);
 }
 
+/* ---- postcopy records (fuzz_wire) ---- */
+
+static void page_list(struct fy_buf *out, uint32_t type, bool req)
+{
+	static const struct fy_page_range r[] = {
+		{ 0, 0, 1 }, { 0, 3, 2 }, { 0, 9, 7 },
+	};
+	struct fy_buf b;
+
+	fy_buf_init(&b);
+	check(req ? fy_page_req_encode(&b, r, 2)
+		  : fy_discard_encode(&b, r, 3), "page list");
+	rec(out, type, req ? 0 : 9, 0, &b);
+	fy_buf_free(&b);
+}
+
+static void have_map(struct fy_buf *out, uint32_t seq)
+{
+	static uint64_t w0[1] = { 0xfff0ull }, w1[2] = { ~0ull, 0x3ull };
+	struct fy_have_map m = { .flags = FY_HAVE_RAN | FY_HAVE_RUNNING,
+				 .nregions = 2 };
+	struct fy_buf b;
+
+	m.pages[0] = REGION / PAGE;
+	m.bits[0] = w0;
+	m.pages[1] = 66;
+	m.bits[1] = w1;
+	fy_buf_init(&b);
+	check(fy_have_map_encode(&b, &m), "have-map");
+	rec(out, FY_REC_OK, seq, 0, &b);
+	fy_buf_free(&b);
+}
+
+static void postcopy_wire_seeds(void)
+{
+	struct fy_postcopy pc = { 6 };
+	struct fy_postcopy_end end = { 3, 5 * PAGE };
+	struct fy_resume rs = { 42, { 16, 15, 14 }, 2 };
+	struct fy_running run = { 123456789, "" };
+	struct fy_buf b, body;
+
+	fy_buf_init(&b);
+	fy_buf_init(&body);
+#define ONE(name, stmt)                                    \
+	do {                                               \
+		fy_buf_reset(&b);                          \
+		fy_buf_reset(&body);                       \
+		stmt;                                      \
+		placeholders(&b, 0);                       \
+		write_seed("fuzz_wire", name, &b);         \
+	} while (0)
+	ONE("discard", page_list(&b, FY_REC_DISCARD, false));
+	ONE("discard-empty", check(fy_discard_encode(&body, NULL, 0), "discard");
+	    rec(&b, FY_REC_DISCARD, 9, 0, &body));
+	ONE("page-req", page_list(&b, FY_REC_PAGE_REQ, true));
+	ONE("postcopy", check(fy_postcopy_encode(&body, &pc), "postcopy");
+	    rec(&b, FY_REC_POSTCOPY, 11, 0, &body));
+	ONE("postcopy-end", check(fy_postcopy_end_encode(&body, &end), "end");
+	    rec(&b, FY_REC_POSTCOPY_END, 12, 0, &body));
+	ONE("resume", check(fy_resume_encode(&body, &rs), "resume");
+	    rec(&b, FY_REC_RESUME, 1, 0, &body));
+	ONE("ok-have-map", have_map(&b, 1));
+	/* The main connection of a postcopy switch, both directions in one
+	 * stream: DISCARD, STATE, POSTCOPY, its OK, a request, the page. */
+	ONE("stream-postcopy",
+	    page_list(&b, FY_REC_DISCARD, false); state(&b, 10);
+	    check(fy_postcopy_encode(&body, &pc), "postcopy");
+	    rec(&b, FY_REC_POSTCOPY, 11, 0, &body); fy_buf_reset(&body);
+	    check(fy_running_encode(&body, &run), "running");
+	    rec(&b, FY_REC_OK, 11, 0, &body);
+	    page_list(&b, FY_REC_PAGE_REQ, true); memory(&b, 3, 2, false);
+	    fy_buf_reset(&body);
+	    check(fy_postcopy_end_encode(&body, &end), "end");
+	    rec(&b, FY_REC_POSTCOPY_END, 12, 0, &body));
+#undef ONE
+	fy_buf_free(&body);
+	fy_buf_free(&b);
+}
+
+/* ---- protocol scripts (fuzz_proto, proto_script.h) ---- */
+
+static void ev(struct fy_buf *b, enum fz_proto_op op, uint32_t type,
+	       uint8_t seq)
+{
+	uint8_t e[3] = { (uint8_t)op, 0, seq };
+
+	for (size_t i = 0; i < FZ_PROTO_NTYPES; i++)
+		if (fz_proto_types[i] == type)
+			e[1] = (uint8_t)i;
+	check(fy_buf_put(b, e, sizeof(e)), "event");
+}
+
+/* A request both machines see, answered OK (or ERROR). */
+static void exchange(struct fy_buf *b, uint32_t type, bool error)
+{
+	ev(b, FZ_TX_REQUEST, type, 0);
+	ev(b, FZ_RX_RECORD, type, FZ_SEQ_NEXT);
+	ev(b, FZ_TX_RESPONSE, error ? FY_REC_ERROR : FY_REC_OK, FZ_SEQ_LAST);
+}
+
+static void to_postcopy_loaded(struct fy_buf *b)
+{
+	exchange(b, FY_REC_HELLO, false);
+	exchange(b, FY_REC_CONFIG, false);
+	exchange(b, FY_REC_PASS_BEGIN, false);
+	ev(b, FZ_RX_RECORD, FY_REC_MEMORY, FZ_SEQ_ZERO);
+	exchange(b, FY_REC_PASS_END, false);
+	exchange(b, FY_REC_DISCARD, false);
+	exchange(b, FY_REC_DISCARD, false);
+	exchange(b, FY_REC_STATE, false);
+}
+
+static void proto_seeds(void)
+{
+	const uint8_t both = 3, none = 0;
+	struct fy_buf b;
+
+	fy_buf_init(&b);
+	check(fy_buf_put(&b, &both, 1), "caps");
+	to_postcopy_loaded(&b);
+	exchange(&b, FY_REC_POSTCOPY, false);
+	ev(&b, FZ_TX_INPUT, FY_REC_PAGE_REQ, FZ_SEQ_ZERO);
+	ev(&b, FZ_RX_RECORD, FY_REC_MEMORY, FZ_SEQ_ZERO);
+	ev(&b, FZ_TX_FAIL, 0, 0);
+	ev(&b, FZ_RX_FAIL, 0, 0);
+	ev(&b, FZ_RX_RECONNECT, 0, 0);
+	ev(&b, FZ_TX_REQUEST, FY_REC_RESUME, 0);
+	ev(&b, FZ_TX_FAIL, 0, 0);
+	ev(&b, FZ_RX_FAIL, 0, 0);
+	ev(&b, FZ_RX_RECONNECT, 0, 0);
+	exchange(&b, FY_REC_RESUME, false);
+	ev(&b, FZ_RX_RECORD, FY_REC_MEMORY, FZ_SEQ_ZERO);
+	exchange(&b, FY_REC_POSTCOPY_END, false);
+	write_seed("fuzz_proto", "postcopy-two-cuts", &b);
+
+	fy_buf_reset(&b);
+	check(fy_buf_put(&b, &both, 1), "caps");
+	to_postcopy_loaded(&b);
+	/* The destination fails before it commits the transition, and says
+	 * so: the source has its guest back. */
+	ev(&b, FZ_TX_REQUEST, FY_REC_POSTCOPY, 0);
+	ev(&b, FZ_RX_FAIL, 0, 0);
+	ev(&b, FZ_TX_RESPONSE, FY_REC_ERROR, FZ_SEQ_LAST);
+	ev(&b, FZ_TX_NOT_RUN, 0, 0);
+	write_seed("fuzz_proto", "postcopy-not-run", &b);
+
+	fy_buf_reset(&b);
+	check(fy_buf_put(&b, &both, 1), "caps");
+	to_postcopy_loaded(&b);
+	exchange(&b, FY_REC_POSTCOPY, false);
+	exchange(&b, FY_REC_ABORT, false);
+	ev(&b, FZ_RX_RECONNECT, 0, 0);
+	ev(&b, FZ_RX_RECORD, FY_REC_HELLO, FZ_SEQ_NEXT);
+	write_seed("fuzz_proto", "postcopy-abort-refused", &b);
+
+	fy_buf_reset(&b);
+	check(fy_buf_put(&b, &none, 1), "caps");
+	exchange(&b, FY_REC_HELLO, false);
+	exchange(&b, FY_REC_CONFIG, false);
+	exchange(&b, FY_REC_PASS_BEGIN, false);
+	ev(&b, FZ_RX_RECORD, FY_REC_MEMORY, FZ_SEQ_ZERO);
+	exchange(&b, FY_REC_PASS_END, false);
+	exchange(&b, FY_REC_STATE, false);
+	exchange(&b, FY_REC_SWITCHOVER, false);
+	exchange(&b, FY_REC_RELEASED, false);
+	/* Without the capability a DISCARD is refused on both sides. */
+	exchange(&b, FY_REC_DISCARD, false);
+	write_seed("fuzz_proto", "precopy", &b);
+	fy_buf_free(&b);
+}
+
 #ifdef FZ_HAVE_STATE
 static void save(struct fy_buf *b, const struct ferry_device_type *t,
 		 const char *instance, void *dev)
@@ -506,6 +678,8 @@ int main(int argc, char **argv)
 		die(root);
 	receive_seeds();
 	wire_seeds();
+	postcopy_wire_seeds();
+	proto_seeds();
 	snap_seeds();
 #ifdef FZ_HAVE_STATE
 	state_seeds();

@@ -675,6 +675,501 @@ static void test_data_connection(void **state)
 	assert_int_equal(st.code, FERRY_EPROTO);
 }
 
+/* ---- postcopy ---- */
+
+/* Every record a postcopy session can see, old and new, in column order. */
+static const uint32_t pc_types[] = {
+	FY_REC_HELLO, FY_REC_CONFIG, FY_REC_PASS_BEGIN, FY_REC_PASS_END,
+	FY_REC_STATE, FY_REC_SWITCHOVER, FY_REC_RELEASED, FY_REC_ABORT,
+	FY_REC_MEMORY, FY_REC_OK, FY_REC_ERROR, UNK_OPT, UNK_MAND,
+	FY_REC_DISCARD, FY_REC_POSTCOPY, FY_REC_PAGE_REQ, FY_REC_POSTCOPY_END,
+	FY_REC_RESUME,
+};
+#define NPCTYPES (sizeof(pc_types) / sizeof(pc_types[0]))
+
+#define P { FY_RA_REJECT, FY_RS_PC_PAUSED, true }
+#define PMEM { FY_RA_MEMORY, FY_RS_POSTCOPY, false }
+
+/* clang-format off */
+/* The receiver with the capability negotiated, written from proto.h. */
+static const struct expect pc_recv_table[FY_RS_COUNT][NPCTYPES] = {
+	/* columns: HELLO CONFIG PASS_BEGIN PASS_END STATE SWITCHOVER RELEASED
+	 *          ABORT MEMORY OK ERROR UNK_OPT UNK_MAND
+	 *          DISCARD POSTCOPY PAGE_REQ POSTCOPY_END RESUME */
+	[FY_RS_WAIT_HELLO]  = { GO(HELLO, WAIT_CONFIG), X, X, X, X, X, X, AB, X, X, X, SK(WAIT_HELLO), X, X, X, X, X, X },
+	[FY_RS_WAIT_CONFIG] = { X, GO(CONFIG, IDLE), X, X, X, X, X, AB, X, X, X, SK(WAIT_CONFIG), X, X, X, X, X, X },
+	[FY_RS_IDLE]        = { X, X, GO(PASS_BEGIN, PASS), X, GO(STATE, LOADED), X, X, AB, X, X, X, SK(IDLE), X, GO(DISCARD, PC_DISCARD), X, X, X, X },
+	[FY_RS_PASS]        = { X, X, X, GO(PASS_END, IDLE), X, X, X, AB, MEM, X, X, SK(PASS), X, X, X, X, X, X },
+	[FY_RS_LOADED]      = { X, X, X, X, X, GO(SWITCHOVER, READY), X, AB, X, X, X, SK(LOADED), X, X, X, X, X, X },
+	[FY_RS_READY]       = { X, X, X, X, X, X, GO(RELEASED, RUNNING), AB, X, X, X, SK(READY), X, X, X, X, X, X },
+	[FY_RS_RUNNING]     = { X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X },
+	[FY_RS_ABORTED]     = { X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X },
+	[FY_RS_PC_DISCARD]  = { X, X, X, X, GO(STATE, PC_LOADED), X, X, AB, X, X, X, SK(PC_DISCARD), X, GO(DISCARD, PC_DISCARD), X, X, X, X },
+	[FY_RS_PC_LOADED]   = { X, X, X, X, X, X, X, AB, X, X, X, SK(PC_LOADED), X, X, GO(POSTCOPY, POSTCOPY), X, X, X },
+	[FY_RS_POSTCOPY]    = { P, P, P, P, P, P, P, P, PMEM, P, P, SK(POSTCOPY), P, P, P, P, GO(POSTCOPY_END, RUNNING), P },
+	[FY_RS_PC_PAUSED]   = { P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P },
+	[FY_RS_WAIT_RESUME] = { P, P, P, P, P, P, P, P, P, P, P, SK(WAIT_RESUME), P, P, P, P, P, GO(RESUME, POSTCOPY) },
+};
+/* clang-format on */
+
+static void test_pc_recv_table(void **state)
+{
+	(void)state;
+	for (int s = 0; s < FY_RS_COUNT; s++) {
+		for (size_t t = 0; t < NPCTYPES; t++) {
+			const struct expect *e = &pc_recv_table[s][t];
+			uint32_t type = pc_types[t];
+			bool data = type == FY_REC_MEMORY ||
+				    type == FY_REC_PAGE_REQ;
+			uint32_t seq = data ? 0 : 11;
+			struct fy_recv_sm sm = { (enum fy_recv_state)s, 10, true };
+			struct fy_recv_step st;
+
+			fy_recv_sm_step(&sm, type, seq, &st);
+			if (st.action != e->action || st.next != e->next ||
+			    st.respond != e->respond)
+				fail_msg("state %s type 0x%x: action %d next %s respond %d, want %d %s %d",
+					 fy_recv_state_name(s), (unsigned)type,
+					 st.action, fy_recv_state_name(st.next),
+					 st.respond, e->action,
+					 fy_recv_state_name(e->next), e->respond);
+			if (st.action == FY_RA_REJECT)
+				assert_true(st.msg[0] != 0);
+		}
+	}
+}
+
+/* Without the capability, postcopy records are refused in every state
+ * as before, and the old records keep the old table. */
+static void test_pc_recv_not_negotiated(void **state)
+{
+	static const uint32_t pc_only[] = {
+		FY_REC_DISCARD, FY_REC_POSTCOPY, FY_REC_PAGE_REQ,
+		FY_REC_POSTCOPY_END, FY_REC_RESUME,
+	};
+
+	(void)state;
+	for (int s = 0; s <= FY_RS_READY; s++) {
+		for (size_t t = 0; t < sizeof(pc_only) / sizeof(pc_only[0]); t++) {
+			struct fy_recv_sm sm = { (enum fy_recv_state)s, 10, false };
+			struct fy_recv_step st;
+
+			fy_recv_sm_step(&sm, pc_only[t], 11, &st);
+			assert_int_equal(st.action, FY_RA_REJECT);
+			assert_int_equal(st.next, FY_RS_ABORTED);
+			assert_int_equal(st.code, FERRY_EPROTO);
+			assert_non_null(strstr(st.msg, "did not negotiate"));
+		}
+		for (size_t t = 0; t < NTYPES; t++) {
+			struct fy_recv_sm on = { (enum fy_recv_state)s, 10, true };
+			struct fy_recv_step a, b;
+			uint32_t seq = recv_types[t] == FY_REC_MEMORY ? 0 : 11;
+
+			fy_recv_sm_step(&on, recv_types[t], seq, &a);
+			assert_int_equal(a.action, recv_table[s][t].action);
+			assert_int_equal(a.next, recv_table[s][t].next);
+			on.postcopy = false;
+			fy_recv_sm_step(&on, recv_types[t], seq, &b);
+			assert_int_equal(b.action, a.action);
+		}
+	}
+}
+
+static void test_pc_recv_messages(void **state)
+{
+	struct fy_recv_sm sm = { FY_RS_POSTCOPY, 5, true };
+	struct fy_recv_step st;
+
+	(void)state;
+	fy_recv_sm_step(&sm, FY_REC_ABORT, 6, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_int_equal(st.next, FY_RS_PC_PAUSED);
+	assert_non_null(strstr(st.msg, "ABORT after POSTCOPY"));
+	assert_non_null(strstr(st.msg, "the destination keeps it"));
+	fy_recv_sm_step(&sm, FY_REC_PAGE_REQ, 0, &st);
+	assert_string_equal(st.msg,
+			    "PAGE_REQ travels from the destination to the source");
+	/* Data carries seq 0, requests increase, also after the switch. */
+	fy_recv_sm_step(&sm, FY_REC_MEMORY, 6, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_int_equal(st.next, FY_RS_PC_PAUSED);
+	fy_recv_sm_step(&sm, FY_REC_POSTCOPY_END, 5, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_non_null(strstr(st.msg, "not greater"));
+	/* Before the switch the same ABORT ends the attempt. */
+	sm.state = FY_RS_PC_LOADED;
+	fy_recv_sm_step(&sm, FY_REC_ABORT, 6, &st);
+	assert_int_equal(st.action, FY_RA_ABORT);
+	assert_int_equal(st.next, FY_RS_ABORTED);
+}
+
+static void test_pc_recv_fail_and_resume(void **state)
+{
+	struct fy_recv_sm sm;
+
+	(void)state;
+	for (int s = 0; s < FY_RS_COUNT; s++) {
+		bool after = s == FY_RS_POSTCOPY || s == FY_RS_PC_PAUSED ||
+			     s == FY_RS_WAIT_RESUME;
+
+		sm = (struct fy_recv_sm){ (enum fy_recv_state)s, 3, true };
+		assert_int_equal(fy_recv_sm_may_request(&sm), s == FY_RS_POSTCOPY);
+		fy_recv_sm_fail(&sm);
+		assert_int_equal(sm.state,
+				 after ? FY_RS_PC_PAUSED : FY_RS_ABORTED);
+		assert_false(fy_recv_sm_may_request(&sm));
+	}
+	fy_recv_sm_init_resume(&sm);
+	assert_int_equal(sm.state, FY_RS_WAIT_RESUME);
+	assert_int_equal(sm.last_seq, 0);
+	assert_true(sm.postcopy);
+	assert_int_equal(fy_recv_owner(sm.state), FY_OWNER_DESTINATION);
+}
+
+/* A whole postcopy migration through both machines, with two cuts: one
+ * during the postcopy phase, one during the recovery handshake. */
+static void test_pc_both_sides(void **state)
+{
+	struct fy_send_sm tx;
+	struct fy_recv_sm rx, rx2;
+	struct fy_recv_step st;
+	uint32_t seq;
+
+	(void)state;
+	fy_send_sm_init(&tx);
+	fy_recv_sm_init(&rx);
+	tx.postcopy = rx.postcopy = true;
+#define SEND(sm_rx, type, want_next)                                        \
+	do {                                                                \
+		assert_int_equal(fy_send_sm_request(&tx, type, &seq), 0);   \
+		fy_recv_sm_step(&(sm_rx), type, seq, &st);                   \
+		assert_int_not_equal(st.action, FY_RA_REJECT);              \
+		fy_recv_sm_commit(&(sm_rx), &st, seq);                       \
+		assert_int_equal((sm_rx).state, want_next);                  \
+		assert_int_equal(fy_send_sm_response(&tx, FY_REC_OK, seq), 0); \
+	} while (0)
+#define DATA(sm_rx)                                                         \
+	do {                                                                \
+		assert_int_equal(fy_send_sm_data(&tx), 0);                  \
+		fy_recv_sm_step(&(sm_rx), FY_REC_MEMORY, 0, &st);            \
+		assert_int_equal(st.action, FY_RA_MEMORY);                  \
+		assert_false(st.respond);                                   \
+		fy_recv_sm_commit(&(sm_rx), &st, 0);                         \
+	} while (0)
+	SEND(rx, FY_REC_HELLO, FY_RS_WAIT_CONFIG);
+	SEND(rx, FY_REC_CONFIG, FY_RS_IDLE);
+	SEND(rx, FY_REC_PASS_BEGIN, FY_RS_PASS);
+	DATA(rx);
+	SEND(rx, FY_REC_PASS_END, FY_RS_IDLE);
+	SEND(rx, FY_REC_DISCARD, FY_RS_PC_DISCARD);
+	assert_int_equal(tx.state, FY_SS_PC_DISCARD);
+	SEND(rx, FY_REC_DISCARD, FY_RS_PC_DISCARD);
+	/* Committed to postcopy: no final pass, no SWITCHOVER now. */
+	assert_int_equal(fy_send_sm_request(&tx, FY_REC_PASS_BEGIN, &seq), -EPROTO);
+	SEND(rx, FY_REC_STATE, FY_RS_PC_LOADED);
+	assert_int_equal(tx.state, FY_SS_PC_LOADED);
+	assert_int_equal(fy_send_sm_request(&tx, FY_REC_SWITCHOVER, &seq), -EPROTO);
+	assert_int_equal(fy_send_sm_owner(&tx), FY_OWNER_SOURCE);
+	assert_int_equal(fy_recv_owner(rx.state), FY_OWNER_SOURCE);
+	SEND(rx, FY_REC_POSTCOPY, FY_RS_POSTCOPY);
+	assert_int_equal(fy_send_sm_owner(&tx), FY_OWNER_DESTINATION);
+	assert_int_equal(fy_recv_owner(rx.state), FY_OWNER_DESTINATION);
+	assert_true(fy_recv_sm_may_request(&rx));
+	assert_int_equal(fy_send_sm_input(&tx, FY_REC_PAGE_REQ, 0, NULL, 0),
+			 FY_SI_PAGE_REQ);
+	DATA(rx);
+	/* Cut: both pause; the source may not give up. */
+	fy_send_sm_fail(&tx);
+	fy_recv_sm_fail(&rx);
+	assert_int_equal(tx.state, FY_SS_PC_PAUSED);
+	assert_int_equal(rx.state, FY_RS_PC_PAUSED);
+	assert_int_equal(fy_send_sm_request(&tx, FY_REC_ABORT, &seq), -EPROTO);
+	assert_int_equal(fy_send_sm_data(&tx), -EPROTO);
+	/* Recovery attempt 1 is cut during its handshake. */
+	fy_recv_sm_init_resume(&rx2);
+	assert_int_equal(fy_send_sm_request(&tx, FY_REC_RESUME, &seq), 0);
+	assert_int_equal(seq, 1);
+	assert_int_equal(tx.state, FY_SS_PC_RESUMING);
+	fy_send_sm_fail(&tx);
+	fy_recv_sm_fail(&rx2);
+	assert_int_equal(tx.state, FY_SS_PC_PAUSED);
+	assert_int_equal(rx2.state, FY_RS_PC_PAUSED);
+	/* Attempt 2 is refused (say, a stale generation): still paused. */
+	assert_int_equal(fy_send_sm_request(&tx, FY_REC_RESUME, &seq), 0);
+	assert_int_equal(fy_send_sm_response(&tx, FY_REC_ERROR, seq), FERRY_EPEER);
+	assert_int_equal(tx.state, FY_SS_PC_PAUSED);
+	assert_int_equal(fy_send_sm_not_run(&tx), -EPROTO);
+	assert_int_equal(fy_send_sm_owner(&tx), FY_OWNER_DESTINATION);
+	/* Attempt 3 succeeds; seq numbers start again on its connection. */
+	fy_recv_sm_init_resume(&rx2);
+	SEND(rx2, FY_REC_RESUME, FY_RS_POSTCOPY);
+	assert_int_equal(seq, 1);
+	assert_int_equal(tx.state, FY_SS_POSTCOPY);
+	DATA(rx2);
+	SEND(rx2, FY_REC_POSTCOPY_END, FY_RS_RUNNING);
+	assert_int_equal(tx.state, FY_SS_DONE);
+	assert_int_equal(fy_send_sm_owner(&tx), FY_OWNER_DESTINATION);
+	assert_int_equal(fy_recv_owner(rx2.state), FY_OWNER_DESTINATION);
+#undef SEND
+#undef DATA
+}
+
+/* The sender with the capability: every (state, request) pair. -1 refused,
+ * else the state after OK. */
+/* clang-format off */
+static const int pc_send_table[FY_SS_COUNT][NPCTYPES] = {
+	/* columns as in pc_recv_table (MEMORY..UNK_MAND and PAGE_REQ are
+	 * never requests) */
+	[FY_SS_START]       = { FY_SS_NEGOTIATED, NO, NO, NO, NO, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_NEGOTIATED]  = { NO, FY_SS_CONFIGURED, NO, NO, NO, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_CONFIGURED]  = { NO, NO, FY_SS_IN_PASS, NO, FY_SS_STATE_SENT, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, FY_SS_PC_DISCARD, NO, NO, NO, NO },
+	[FY_SS_IN_PASS]     = { NO, NO, NO, FY_SS_CONFIGURED, NO, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_STATE_SENT]  = { NO, NO, NO, NO, NO, FY_SS_READY, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_READY]       = { NO, NO, NO, NO, NO, NO, FY_SS_DONE, FY_SS_FAILED, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_RELEASED]    = { NO, NO, NO, NO, NO, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_DONE]        = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_FAILED]      = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_PC_DISCARD]  = { NO, NO, NO, NO, FY_SS_PC_LOADED, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, FY_SS_PC_DISCARD, NO, NO, NO, NO },
+	[FY_SS_PC_LOADED]   = { NO, NO, NO, NO, NO, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, NO, FY_SS_POSTCOPY, NO, NO, NO },
+	[FY_SS_POSTCOPY]    = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, FY_SS_DONE, NO },
+	[FY_SS_PC_PAUSED]   = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, FY_SS_POSTCOPY },
+	[FY_SS_PC_RESUMING] = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+};
+/* clang-format on */
+
+static bool pc_transitioned(int s)
+{
+	return s == FY_SS_POSTCOPY || s == FY_SS_PC_PAUSED ||
+	       s == FY_SS_PC_RESUMING;
+}
+
+static void test_pc_send_table(void **state)
+{
+	(void)state;
+	for (int s = 0; s < FY_SS_COUNT; s++) {
+		for (size_t t = 0; t < NPCTYPES; t++) {
+			struct fy_send_sm sm = sender_in((enum fy_send_state)s,
+							 s == FY_SS_RELEASED);
+			uint32_t type = pc_types[t], seq = 0;
+			int want = pc_send_table[s][t], rc;
+
+			sm.postcopy = true;
+			sm.transitioned = pc_transitioned(s);
+			rc = fy_send_sm_request(&sm, type, &seq);
+			if (want == NO) {
+				if (rc != -EPROTO)
+					fail_msg("state %s type 0x%x: rc %d, want -EPROTO",
+						 fy_send_state_name(s),
+						 (unsigned)type, rc);
+				assert_int_equal(sm.state, s);
+				assert_int_equal(sm.next_seq, 40);
+				continue;
+			}
+			assert_int_equal(rc, 0);
+			assert_int_equal(seq, type == FY_REC_RESUME ? 1 : 40);
+			if (type == FY_REC_POSTCOPY)
+				assert_true(sm.transitioned);
+			assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, seq), 0);
+			if ((int)sm.state != want)
+				fail_msg("state %s type 0x%x: OK leads to %s, want %s",
+					 fy_send_state_name(s), (unsigned)type,
+					 fy_send_state_name(sm.state),
+					 fy_send_state_name(want));
+		}
+	}
+	/* Without the capability none of the postcopy requests is valid. */
+	for (int s = 0; s < FY_SS_COUNT; s++) {
+		struct fy_send_sm sm = sender_in((enum fy_send_state)s, false);
+		uint32_t seq;
+
+		assert_int_equal(fy_send_sm_request(&sm, FY_REC_DISCARD, &seq),
+				 -EPROTO);
+		assert_int_equal(fy_send_sm_request(&sm, FY_REC_RESUME, &seq),
+				 -EPROTO);
+	}
+}
+
+/* Only an ERROR answering POSTCOPY itself can give the guest back. */
+static void test_pc_not_run(void **state)
+{
+	struct fy_send_sm sm;
+	uint32_t seq;
+
+	(void)state;
+	sm = sender_in(FY_SS_PC_LOADED, false);
+	sm.postcopy = true;
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_POSTCOPY, &seq), 0);
+	assert_int_equal(sm.state, FY_SS_POSTCOPY);
+	assert_int_equal(fy_send_sm_owner(&sm), FY_OWNER_DESTINATION);
+	/* No data and no PAGE_REQ before the OK. */
+	assert_int_equal(fy_send_sm_data(&sm), -EPROTO);
+	assert_int_equal(fy_send_sm_input(&sm, FY_REC_PAGE_REQ, 0, NULL, 0),
+			 FY_SI_REJECT);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_ERROR, seq), FERRY_EPEER);
+	/* Any ERROR alone leaves the guest to the destination, paused. */
+	assert_int_equal(sm.state, FY_SS_PC_PAUSED);
+	assert_int_equal(fy_send_sm_owner(&sm), FY_OWNER_DESTINATION);
+	assert_int_equal(fy_send_sm_not_run(&sm), 0);
+	assert_int_equal(sm.state, FY_SS_FAILED);
+	assert_false(sm.transitioned);
+	assert_int_equal(fy_send_sm_owner(&sm), FY_OWNER_SOURCE);
+	assert_int_equal(fy_send_sm_not_run(&sm), -EPROTO);
+
+	/* A cut after POSTCOPY was sent: no answer, nothing to undo it. */
+	sm = sender_in(FY_SS_PC_LOADED, false);
+	sm.postcopy = true;
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_POSTCOPY, &seq), 0);
+	fy_send_sm_fail(&sm);
+	assert_int_equal(fy_send_sm_not_run(&sm), -EPROTO);
+	assert_int_equal(fy_send_sm_owner(&sm), FY_OWNER_DESTINATION);
+	/* An ERROR to POSTCOPY_END is no "not run" either. */
+	sm = sender_in(FY_SS_POSTCOPY, false);
+	sm.postcopy = sm.transitioned = true;
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_POSTCOPY_END, &seq), 0);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_ERROR, seq), FERRY_EPEER);
+	assert_int_equal(sm.state, FY_SS_PC_PAUSED);
+	assert_int_equal(fy_send_sm_not_run(&sm), -EPROTO);
+	/* Nor an ERROR to a request before the transition. */
+	sm = sender_in(FY_SS_PC_DISCARD, false);
+	sm.postcopy = true;
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_STATE, &seq), 0);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_ERROR, seq), FERRY_EPEER);
+	assert_int_equal(sm.state, FY_SS_FAILED);
+	assert_int_equal(fy_send_sm_not_run(&sm), -EPROTO);
+	assert_int_equal(fy_send_sm_owner(&sm), FY_OWNER_SOURCE);
+}
+
+static void test_pc_send_input(void **state)
+{
+	struct fy_send_sm sm = sender_in(FY_SS_POSTCOPY, false);
+	char msg[200];
+	uint32_t seq;
+
+	(void)state;
+	sm.postcopy = sm.transitioned = true;
+	assert_int_equal(fy_send_sm_input(&sm, FY_REC_PAGE_REQ, 0, msg,
+					  sizeof(msg)), FY_SI_PAGE_REQ);
+	assert_int_equal(fy_send_sm_input(&sm, FY_REC_PAGE_REQ, 3, msg,
+					  sizeof(msg)), FY_SI_REJECT);
+	assert_non_null(strstr(msg, "seq 3"));
+	assert_int_equal(fy_send_sm_input(&sm, FY_REC_OK, 9, msg, sizeof(msg)),
+			 FY_SI_RESPONSE);
+	assert_int_equal(fy_send_sm_input(&sm, FY_REC_ERROR, 0, msg, sizeof(msg)),
+			 FY_SI_RESPONSE);
+	assert_int_equal(fy_send_sm_input(&sm, UNK_OPT, 0, msg, sizeof(msg)),
+			 FY_SI_SKIP);
+	assert_int_equal(fy_send_sm_input(&sm, UNK_MAND, 0, msg, sizeof(msg)),
+			 FY_SI_REJECT);
+	/* Requests never travel towards the source. */
+	assert_int_equal(fy_send_sm_input(&sm, FY_REC_POSTCOPY_END, 4, msg,
+					  sizeof(msg)), FY_SI_REJECT);
+	assert_non_null(strstr(msg, "POSTCOPY_END is not valid towards the source"));
+	/* A request crossing POSTCOPY_END is skipped, not an error. */
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_POSTCOPY_END, &seq), 0);
+	assert_int_equal(fy_send_sm_input(&sm, FY_REC_PAGE_REQ, 0, msg,
+					  sizeof(msg)), FY_SI_SKIP);
+	assert_non_null(strstr(msg, "crossed POSTCOPY_END"));
+	/* Anywhere else, PAGE_REQ is a protocol error. */
+	for (int s = 0; s < FY_SS_COUNT; s++) {
+		struct fy_send_sm o = sender_in((enum fy_send_state)s, false);
+
+		o.postcopy = true;
+		if (s == FY_SS_POSTCOPY)
+			continue;
+		assert_int_equal(fy_send_sm_input(&o, FY_REC_PAGE_REQ, 0, NULL, 0),
+				 FY_SI_REJECT);
+	}
+	sm.postcopy = false;
+	sm.pending_type = 0;
+	assert_int_equal(fy_send_sm_input(&sm, FY_REC_PAGE_REQ, 0, NULL, 0),
+			 FY_SI_REJECT);
+}
+
+/* Who owns the guest in every state, on both sides. */
+static void test_owner(void **state)
+{
+	static const enum fy_owner recv_owner[FY_RS_COUNT] = {
+		[FY_RS_WAIT_HELLO] = FY_OWNER_NONE,
+		[FY_RS_WAIT_CONFIG] = FY_OWNER_SOURCE,
+		[FY_RS_IDLE] = FY_OWNER_SOURCE,
+		[FY_RS_PASS] = FY_OWNER_SOURCE,
+		[FY_RS_LOADED] = FY_OWNER_SOURCE,
+		[FY_RS_READY] = FY_OWNER_SOURCE,
+		[FY_RS_RUNNING] = FY_OWNER_DESTINATION,
+		[FY_RS_ABORTED] = FY_OWNER_SOURCE,
+		[FY_RS_PC_DISCARD] = FY_OWNER_SOURCE,
+		[FY_RS_PC_LOADED] = FY_OWNER_SOURCE,
+		[FY_RS_POSTCOPY] = FY_OWNER_DESTINATION,
+		[FY_RS_PC_PAUSED] = FY_OWNER_DESTINATION,
+		[FY_RS_WAIT_RESUME] = FY_OWNER_DESTINATION,
+	};
+
+	(void)state;
+	assert_string_equal(fy_owner_name(FY_OWNER_SOURCE), "source");
+	assert_string_equal(fy_owner_name(FY_OWNER_DESTINATION), "destination");
+	assert_string_equal(fy_owner_name(FY_OWNER_NONE), "none");
+	assert_string_equal(fy_owner_name((enum fy_owner)42), "none");
+	for (int s = 0; s < FY_RS_COUNT; s++)
+		if (fy_recv_owner((enum fy_recv_state)s) != recv_owner[s])
+			fail_msg("receiver %s: owner %s, want %s",
+				 fy_recv_state_name(s),
+				 fy_owner_name(fy_recv_owner(s)),
+				 fy_owner_name(recv_owner[s]));
+	assert_int_equal(fy_recv_owner((enum fy_recv_state)99), FY_OWNER_NONE);
+	/* The source: whatever the state, the flags decide -- RELEASED or
+	 * POSTCOPY sent, and the destination owns it, DONE and FAILED
+	 * included. */
+	for (int s = 0; s < FY_SS_COUNT; s++) {
+		for (int f = 0; f < 4; f++) {
+			bool rel = f & 1, tr = f & 2;
+			enum fy_owner want = rel || tr ? FY_OWNER_DESTINATION
+						       : FY_OWNER_SOURCE;
+
+			assert_int_equal(fy_send_owner(s, rel, tr), want);
+		}
+	}
+	assert_int_equal(fy_send_owner((enum fy_send_state)99, true, true),
+			 FY_OWNER_NONE);
+	/* And walking the machine, the owner changes at the send of
+	 * RELEASED, not at its answer. */
+	struct fy_send_sm sm = sender_in(FY_SS_READY, false);
+	uint32_t seq;
+
+	assert_int_equal(fy_send_sm_owner(&sm), FY_OWNER_SOURCE);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_RELEASED, &seq), 0);
+	assert_int_equal(fy_send_sm_owner(&sm), FY_OWNER_DESTINATION);
+	fy_send_sm_fail(&sm);
+	assert_int_equal(sm.state, FY_SS_FAILED);
+	assert_int_equal(fy_send_sm_owner(&sm), FY_OWNER_DESTINATION);
+}
+
+static void test_pc_state_names(void **state)
+{
+	const char *seen[32];
+	int n = 0;
+
+	(void)state;
+	for (int s = 0; s < FY_RS_COUNT; s++) {
+		const char *name = fy_recv_state_name((enum fy_recv_state)s);
+
+		assert_string_not_equal(name, "unknown");
+		for (int i = 0; i < n; i++)
+			assert_string_not_equal(seen[i], name);
+		seen[n++] = name;
+	}
+	assert_string_equal(fy_recv_state_name(FY_RS_PC_PAUSED), "postcopy_paused");
+	n = 0;
+	for (int s = 0; s < FY_SS_COUNT; s++) {
+		const char *name = fy_send_state_name((enum fy_send_state)s);
+
+		assert_string_not_equal(name, "unknown");
+		for (int i = 0; i < n; i++)
+			assert_string_not_equal(seen[i], name);
+		seen[n++] = name;
+	}
+	assert_string_equal(fy_send_state_name(FY_SS_PC_PAUSED), "postcopy_paused");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -694,6 +1189,16 @@ int main(void)
 		cmocka_unit_test(test_both_sides),
 		cmocka_unit_test(test_send_seq_exhausted),
 		cmocka_unit_test(test_data_connection),
+		cmocka_unit_test(test_pc_recv_table),
+		cmocka_unit_test(test_pc_recv_not_negotiated),
+		cmocka_unit_test(test_pc_recv_messages),
+		cmocka_unit_test(test_pc_recv_fail_and_resume),
+		cmocka_unit_test(test_pc_both_sides),
+		cmocka_unit_test(test_pc_send_table),
+		cmocka_unit_test(test_pc_not_run),
+		cmocka_unit_test(test_pc_send_input),
+		cmocka_unit_test(test_owner),
+		cmocka_unit_test(test_pc_state_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
