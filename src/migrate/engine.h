@@ -145,6 +145,8 @@ void fy_session_set_state(ferry_session *s, enum ferry_state st);
 /* Record the first error (later ones keep the first message). Returns
  * @code for convenience. printf-style message. */
 int fy_session_check_role(ferry_session *s, bool source);
+int fy_ops_copy(struct ferry_vmm_ops *dst, const struct ferry_vmm_ops *src,
+		char *err, size_t errlen);
 int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void fy_session_clear_error(ferry_session *s);

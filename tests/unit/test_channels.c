@@ -334,6 +334,7 @@ static int op_load(void *o, const void *data, size_t len)
 }
 
 static const struct ferry_vmm_ops ops = {
+	FERRY_VMM_OPS_INIT,
 	.pause = op_ok,
 	.resume = op_ok,
 	.save_state = op_save,
