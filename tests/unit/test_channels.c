@@ -11,12 +11,17 @@
  * pass after a precopy pass, in another final pass after a final one. The
  * guest is idle, so nothing but that re-send can bring the thrown-away
  * pages over, and the memory comparison at the end shows it happened.
+ *
+ * Below that, one connection (chan.c) on its own, over loopback TCP: its
+ * two directions used by two threads at once, as a postcopy return path
+ * uses them.
  */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,6 +30,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +39,8 @@
 #include <cmocka.h>
 
 #include "ferry.h"
+#include "migrate/engine.h"
+#include "transport/transport.h"
 #include "wire/wire.h"
 
 #define MEM (16u << 20)
@@ -443,10 +452,197 @@ static void test_lost_parts_are_sent_again(void **state)
 	munmap(src, MEM);
 }
 
+/* Two ends of a loopback TCP connection, each wrapped as a channel. */
+#define CMEM (8u << 20)
+#define CREC (64u << 10)
+
+struct conn_pair {
+	ferry_session *s;
+	struct fy_chan a, b;	/* a: the source's end, b: the destination's */
+	struct fy_region src, dst;
+};
+
+static void pair_open(struct conn_pair *p, uint32_t chunk)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	struct ferry_config cfg;
+	int l, fd[2];
+
+	ferry_config_init(&cfg);
+	cfg.ops = &ops;
+	cfg.chunk_bytes = chunk;
+	assert_int_equal(ferry_session_new(&cfg, &p->s), 0);
+	l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(l >= 0);
+	assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l, 1), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+	fd[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(fd[0], (struct sockaddr *)&sa, len), 0);
+	fd[1] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(fd[1] >= 0);
+	close(l);
+	/* As the engine's sockets: blocked calls come back to look at the
+	 * cancel flag, which a failing thread of a test raises. */
+	fy_transport_tune(fd[0], FY_TICK_MS);
+	fy_transport_tune(fd[1], FY_TICK_MS);
+	assert_int_equal(fy_chan_init(&p->a, p->s, fd[0]), 0);
+	assert_int_equal(fy_chan_init(&p->b, p->s, fd[1]), 0);
+	p->src = (struct fy_region){ .size = CMEM, .fd = -1, .name = "ram0" };
+	p->dst = p->src;
+	p->src.host = mmap(NULL, CMEM, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	p->dst.host = mmap(NULL, CMEM, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(p->src.host != MAP_FAILED && p->dst.host != MAP_FAILED);
+	/* Every 4th page zero, the rest a pattern that compresses somewhat. */
+	for (size_t i = 0; i < CMEM; i += 8)
+		if ((i / 4096) % 4 != 3)
+			*(uint64_t *)(p->src.host + i) = (i / 64) * 0x9e37ull;
+}
+
+static void pair_close(struct conn_pair *p)
+{
+	fy_chan_close(&p->a);
+	fy_chan_close(&p->b);
+	munmap(p->src.host, CMEM);
+	munmap(p->dst.host, CMEM);
+	ferry_session_destroy(p->s);
+}
+
+/* Send every record of the source's memory, @rounds times, and flush. */
+static int send_all(struct conn_pair *p, unsigned rounds)
+{
+	for (unsigned r = 0; r < rounds; r++)
+		for (uint64_t off = 0; off < CMEM; off += CREC) {
+			struct fy_mem_hdr m = { 0, 0, off, CREC };
+			int rc = fy_chan_send_mem(&p->a, &p->src, &m, true);
+
+			if (rc)
+				return rc;
+		}
+	return fy_chan_flush(&p->a);
+}
+
+struct duplex {
+	struct conn_pair *p;
+	unsigned rounds;
+	atomic_bool pages_done;	/* the destination has every page record */
+	uint32_t requests;	/* sent while the pages flowed */
+	int rc_pages, rc_recv, rc_requests;
+	char err[256];
+};
+
+/* The last request: its seq says the stream of requests is over. */
+#define LAST_REQUEST UINT32_MAX
+
+static void *pages_out(void *arg)
+{
+	struct duplex *d = arg;
+
+	d->rc_pages = send_all(d->p, d->rounds);
+	return NULL;
+}
+
+/* The destination's receiver: every memory record into its memory. */
+static void *pages_in(void *arg)
+{
+	struct duplex *d = arg;
+	unsigned want = d->rounds * (CMEM / CREC);
+
+	for (unsigned i = 0; i < want && !d->rc_recv; i++) {
+		struct fy_rec_hdr h;
+		struct fy_mem_hdr m;
+
+		d->rc_recv = fy_chan_recv_hdr(&d->p->b, &h, WAIT_MS);
+		if (!d->rc_recv && h.type != FY_REC_MEMORY)
+			d->rc_recv = -EPROTO;
+		if (!d->rc_recv)
+			d->rc_recv = fy_chan_recv_mem(&d->p->b, &h, &d->p->dst, 1,
+						      &m, d->err, sizeof(d->err));
+	}
+	if (d->rc_recv) /* the source's thread must not wait for it forever */
+		atomic_store(&d->p->s->cancel, true);
+	atomic_store(&d->pages_done, true);
+	return NULL;
+}
+
+/* The destination's requests, the other way on the same connection, for
+ * as long as the pages flow. */
+static void *requests_out(void *arg)
+{
+	struct duplex *d = arg;
+	uint8_t body[40];
+	uint32_t i;
+
+	for (i = 0; !atomic_load(&d->pages_done) && !d->rc_requests; i++) {
+		memset(body, (int)(i & 0xff), sizeof(body));
+		d->rc_requests = fy_chan_send_rec(&d->p->b, FY_REC_OK, i, body,
+						  sizeof(body));
+	}
+	d->requests = i;
+	if (!d->rc_requests)
+		d->rc_requests = fy_chan_send_rec(&d->p->b, FY_REC_OK,
+						  LAST_REQUEST, NULL, 0);
+	return NULL;
+}
+
+/*
+ * Pages flow one way while requests flow the other, each direction driven
+ * by its own thread: every record on both sides arrives whole and passes
+ * its checksum, and the memory arrives intact. With one checksum state
+ * for both directions, the sender's hashing of a page record and the
+ * receiver's hashing of a request would mix, and checksums would fail.
+ */
+static void test_both_directions_at_once(void **state)
+{
+	struct conn_pair p;
+	struct duplex d = { .p = &p, .rounds = 8 };
+	struct fy_rec_hdr h;
+	pthread_t t[3];
+	uint32_t got = 0;
+
+	(void)state;
+	pair_open(&p, CREC);
+	p.a.tx.zero_pages = true;
+	assert_int_equal(fy_chan_prepare(&p.a), 0);
+	assert_int_equal(pthread_create(&t[0], NULL, pages_out, &d), 0);
+	assert_int_equal(pthread_create(&t[1], NULL, pages_in, &d), 0);
+	assert_int_equal(pthread_create(&t[2], NULL, requests_out, &d), 0);
+	for (;; got++) {
+		uint8_t want[40];
+
+		assert_int_equal(fy_chan_recv_hdr(&p.a, &h, WAIT_MS), 0);
+		assert_int_equal(fy_chan_recv_body(&p.a, &h), 0);
+		if (h.seq == LAST_REQUEST)
+			break;
+		assert_int_equal(h.seq, got);
+		memset(want, (int)(got & 0xff), sizeof(want));
+		assert_int_equal(p.a.rx.in.len, sizeof(want));
+		assert_memory_equal(p.a.rx.in.data, want, sizeof(want));
+	}
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(got, d.requests);
+	/* The requests did flow while the pages did. */
+	assert_true(got > 100);
+	if (d.rc_recv)
+		fail_msg("receive: %s: %s", ferry_strerror(d.rc_recv), d.err);
+	assert_int_equal(d.rc_pages, 0);
+	assert_int_equal(d.rc_requests, 0);
+	assert_memory_equal(p.dst.host, p.src.host, CMEM);
+	/* Each side counted what it sent and what it received. */
+	assert_int_equal(fy_chan_wire_bytes(&p.a), fy_chan_wire_bytes(&p.b));
+	pair_close(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lost_parts_are_sent_again),
+		cmocka_unit_test(test_both_directions_at_once),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
