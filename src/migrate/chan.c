@@ -1003,58 +1003,30 @@ static int recv_runs(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
 	return 0;
 }
 
-/* Receive a compressed payload and unpack its pages into guest memory. */
-static int recv_packed(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
-		       unsigned kind, size_t n, size_t nonzero, bool hash)
-{
-	size_t raw = nonzero * FY_PAGE_SIZE, at = 0;
-	int rc;
+/* What the framing of a memory record says about its payload. */
+struct mem_meta {
+	size_t pages, zeros, payload;
+	unsigned kind;	/* codec: 0 raw */
+	bool map;	/* rx.zmap holds its zero map, in host order */
+	bool hash;	/* the checksum covers the payload */
+};
 
-	/* Compression that does not shrink is never sent. */
-	if (!n || n >= raw)
-		return -EBADMSG;
-	if (!c->rx.dcodec[kind] && fy_codec_new(kind, 0, &c->rx.dcodec[kind]))
-		return -ENOMEM;
-	if (bulk_fit(c, &c->rx.packed, n) || bulk_fit(c, &c->rx.gather, raw))
-		return -ENOMEM;
-	rc = fy_chan_read_full(c, c->rx.packed.data, n);
-	if (rc)
-		return rc;
-	if (hash)
-		fy_csum_update(&c->rx.csum, c->rx.packed.data, n);
-	/* Unpack aside, not in place: a corrupt payload found halfway must
-	 * leave guest memory holding only what was validly sent. The copy
-	 * runs at memcpy speed, several times faster than the decoder. */
-	rc = fy_codec_decompress(c->rx.dcodec[kind], c->rx.packed.data, n,
-				 c->rx.gather.data, raw);
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < pages; i++) {
-		if (map && zbit(c->rx.zmap, i))
-			continue;
-		memcpy(dst + i * FY_PAGE_SIZE, c->rx.gather.data + at, FY_PAGE_SIZE);
-		at += FY_PAGE_SIZE;
-	}
-	return 0;
-}
-
-/**
- * fy_chan_recv_mem() - receive one memory record into guest memory. The
- * range, the flags and the sizes are validated before a single byte is
- * written, so a hostile sender can never write outside the configured
- * regions. Raw pages are received straight into guest memory; zero pages
- * are written only where the destination's page is not already zero.
+/*
+ * Read a memory record's header and zero map, validate them against
+ * @regions and the record's length, and describe its payload in @mm.
+ * Nothing is written outside the connection's own state.
  */
-int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
-		     const struct fy_region *regions, size_t nregions,
-		     struct fy_mem_hdr *m, char *err, size_t errlen)
+static int recv_mem_meta(struct fy_chan *c, const struct fy_rec_hdr *h,
+			 const struct fy_region *regions, size_t nregions,
+			 struct fy_mem_hdr *m, struct mem_meta *mm, char *err,
+			 size_t errlen)
 {
-	uint8_t raw[FY_MEM_HDR_SIZE], *dst;
-	bool hash = !(h->flags & FY_RF_CSUM_HEAD), map;
-	size_t pages, words, zeros = 0, payload;
-	unsigned kind;
+	uint8_t raw[FY_MEM_HDR_SIZE];
+	size_t words;
 	int rc;
 
+	memset(mm, 0, sizeof(*mm));
+	mm->hash = !(h->flags & FY_RF_CSUM_HEAD);
 	if (h->length < FY_MEM_HDR_SIZE) {
 		snprintf(err, errlen, "memory record of %u bytes is too short",
 			 h->length);
@@ -1068,42 +1040,130 @@ int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
 	rc = check_range(h, m, regions, nregions, err, errlen);
 	if (rc)
 		return rc;
-	pages = m->length / FY_PAGE_SIZE;
-	words = (pages + 63) / 64;
-	map = m->flags & FY_MEMF_ZMAP;
-	kind = (m->flags & FY_MEMF_CODEC_MASK) >> FY_MEMF_CODEC_SHIFT;
-	if (map) {
+	mm->pages = m->length / FY_PAGE_SIZE;
+	words = (mm->pages + 63) / 64;
+	mm->map = m->flags & FY_MEMF_ZMAP;
+	mm->kind = (m->flags & FY_MEMF_CODEC_MASK) >> FY_MEMF_CODEC_SHIFT;
+	if (mm->map) {
 		rc = read_full(c, c->rx.zmap, words * 8, FY_IDLE_TIMEOUT_MS, true);
 		if (rc)
 			return rc;
 		fy_csum_update(&c->rx.csum, c->rx.zmap, words * 8);
 		for (size_t w = 0; w < words; w++)
 			c->rx.zmap[w] = le64toh(c->rx.zmap[w]);
-		if (zmap_count(c->rx.zmap, pages, &zeros)) {
+		if (zmap_count(c->rx.zmap, mm->pages, &mm->zeros)) {
 			snprintf(err, errlen, "zero map marks pages past the range");
 			return -EBADMSG;
 		}
 	}
-	payload = h->length - fy_mem_meta_len(m);
-	dst = regions[m->region].host + m->offset;
+	mm->payload = h->length - fy_mem_meta_len(m);
 	/* No pages follow: what does is framing again, read fully ahead. */
-	if (!payload)
+	if (!mm->payload)
 		c->rx.after_bulk = false;
-	if (!kind && payload != (pages - zeros) * FY_PAGE_SIZE) {
+	if (!mm->kind && mm->payload != (mm->pages - mm->zeros) * FY_PAGE_SIZE) {
 		snprintf(err, errlen,
 			 "memory record carries %zu bytes for %zu non-zero pages",
-			 payload, pages - zeros);
+			 mm->payload, mm->pages - mm->zeros);
 		return -EBADMSG;
 	}
-	rc = kind ? recv_packed(c, dst, pages, map, kind, payload, pages - zeros,
-				hash)
-		  : recv_runs(c, dst, pages, map, hash);
-	if (rc == -EBADMSG)
-		snprintf(err, errlen, "corrupt compressed memory at %s+0x%llx",
-			 regions[m->region].name, (unsigned long long)m->offset);
+	return 0;
+}
+
+/* Read a compressed payload into rx.packed, hashed if the checksum
+ * covers it. */
+static int recv_packed(struct fy_chan *c, const struct mem_meta *mm)
+{
+	size_t raw = (mm->pages - mm->zeros) * FY_PAGE_SIZE, n = mm->payload;
+	int rc;
+
+	/* Compression that does not shrink is never sent. */
+	if (!n || n >= raw)
+		return -EBADMSG;
+	if (!c->rx.dcodec[mm->kind] &&
+	    fy_codec_new(mm->kind, 0, &c->rx.dcodec[mm->kind]))
+		return -ENOMEM;
+	if (bulk_fit(c, &c->rx.packed, n))
+		return -ENOMEM;
+	rc = fy_chan_read_full(c, c->rx.packed.data, n);
+	if (!rc && mm->hash)
+		fy_csum_update(&c->rx.csum, c->rx.packed.data, n);
+	return rc;
+}
+
+/*
+ * Unpack rx.packed's pages to their places in @dst. With @aside, or when
+ * zero pages sit between them, through rx.gather: a corrupt payload found
+ * halfway must leave guest memory holding only what was validly sent.
+ * The copy runs at memcpy speed, several times faster than the decoder.
+ */
+static int unpack(struct fy_chan *c, const struct mem_meta *mm, uint8_t *dst,
+		  bool aside)
+{
+	size_t raw = (mm->pages - mm->zeros) * FY_PAGE_SIZE, at = 0;
+	struct fy_codec *codec = c->rx.dcodec[mm->kind];
+	int rc;
+
+	if (!aside && !mm->map)
+		return fy_codec_decompress(codec, c->rx.packed.data,
+					   mm->payload, dst, raw);
+	if (bulk_fit(c, &c->rx.gather, raw))
+		return -ENOMEM;
+	rc = fy_codec_decompress(codec, c->rx.packed.data, mm->payload,
+				 c->rx.gather.data, raw);
 	if (rc)
 		return rc;
-	for (size_t i = 0; map && i < pages; i++)
+	for (size_t i = 0; i < mm->pages; i++) {
+		if (mm->map && zbit(c->rx.zmap, i))
+			continue;
+		memcpy(dst + i * FY_PAGE_SIZE, c->rx.gather.data + at, FY_PAGE_SIZE);
+		at += FY_PAGE_SIZE;
+	}
+	return 0;
+}
+
+/* Name the record whose compressed payload did not decode. */
+static int say_corrupt(int rc, const struct fy_region *r,
+		   const struct fy_mem_hdr *m, char *err, size_t errlen)
+{
+	if (rc == -EBADMSG)
+		snprintf(err, errlen, "corrupt compressed memory at %s+0x%llx",
+			 r->name, (unsigned long long)m->offset);
+	return rc;
+}
+
+/**
+ * fy_chan_recv_mem() - receive one memory record into guest memory. The
+ * range, the flags and the sizes are validated before a single byte is
+ * written, so a hostile sender can never write outside the configured
+ * regions. Raw pages are received straight into guest memory; zero pages
+ * are written only where the destination's page is not already zero.
+ *
+ * The checksum is checked after the pages are written: this is the fast
+ * path for a guest that cannot run (precopy, the destination paused). A
+ * running guest needs fy_chan_recv_staged().
+ */
+int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
+		     const struct fy_region *regions, size_t nregions,
+		     struct fy_mem_hdr *m, char *err, size_t errlen)
+{
+	struct mem_meta mm;
+	uint8_t *dst;
+	int rc;
+
+	rc = recv_mem_meta(c, h, regions, nregions, m, &mm, err, errlen);
+	if (rc)
+		return rc;
+	dst = regions[m->region].host + m->offset;
+	if (mm.kind) {
+		rc = recv_packed(c, &mm);
+		if (!rc)
+			rc = unpack(c, &mm, dst, true);
+	} else {
+		rc = recv_runs(c, dst, mm.pages, mm.map, mm.hash);
+	}
+	if (rc)
+		return say_corrupt(rc, &regions[m->region], m, err, errlen);
+	for (size_t i = 0; mm.map && i < mm.pages; i++)
 		if (zbit(c->rx.zmap, i) && !fy_page_is_zero(dst + i * FY_PAGE_SIZE))
 			memset(dst + i * FY_PAGE_SIZE, 0, FY_PAGE_SIZE);
 	rc = finish_record(c, h->length);
@@ -1111,4 +1171,94 @@ int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
 		snprintf(err, errlen, "checksum mismatch in memory record at %s+0x%llx",
 			 regions[m->region].name, (unsigned long long)m->offset);
 	return rc;
+}
+
+/* Refuse a staging buffer that UFFDIO_COPY could not take, or a record
+ * it cannot verify or hold, before any payload byte is read. */
+static int stage_check(const struct fy_stage *st, const struct fy_rec_hdr *h,
+		       const struct fy_mem_hdr *m, const struct fy_region *r,
+		       char *err, size_t errlen)
+{
+	if (!st->buf || !st->place || (uintptr_t)st->buf % FY_PAGE_SIZE ||
+	    st->size % FY_PAGE_SIZE) {
+		snprintf(err, errlen,
+			 "staging buffer must be page-aligned, a whole number of pages, with a place callback");
+		return -EINVAL;
+	}
+	if (h->flags & FY_RF_CSUM_HEAD) {
+		snprintf(err, errlen,
+			 "memory record at %s+0x%llx has a checksum over its header only: its pages cannot be verified before they are placed",
+			 r->name, (unsigned long long)m->offset);
+		return FERRY_EPROTO;
+	}
+	if (m->length > st->size) {
+		snprintf(err, errlen,
+			 "memory record at %s+0x%llx carries 0x%llx bytes of memory, more than the staging buffer's 0x%zx: a record is verified whole before any of it is placed",
+			 r->name, (unsigned long long)m->offset,
+			 (unsigned long long)m->length, st->size);
+		return -EMSGSIZE;
+	}
+	return 0;
+}
+
+/**
+ * fy_chan_recv_staged() - receive one memory record for a guest that may
+ * be running: its pages go to @st->buf (page i of the record at byte
+ * i * 4096; a zero page's bytes are left as they were), the record's
+ * checksum is verified, and only then @st->place() gets the record's
+ * range, the buffer and its zero map (bit i set: page i is zero), to
+ * place it atomically. Guest memory is never written here.
+ *
+ * A record whose checksum fails, or whose payload is corrupt, is never
+ * handed to @st->place(): FERRY_ECHECKSUM (or -EBADMSG) with the record
+ * named in @err. A record whose checksum covers only its header
+ * (FY_RF_CSUM_HEAD) cannot be verified and is refused (FERRY_EPROTO), and
+ * so is one larger than the buffer (-EMSGSIZE): a record is verified
+ * whole, so it cannot be placed in pieces. On those two refusals and on a
+ * bad @st (-EINVAL) the record is left half read: the connection cannot
+ * go on. A failure of @st->place() is returned as it is, after the whole
+ * record was read.
+ *
+ * Return: 0, or a negative code with @err set for anything but I/O.
+ */
+int fy_chan_recv_staged(struct fy_chan *c, const struct fy_rec_hdr *h,
+			const struct fy_region *regions, size_t nregions,
+			const struct fy_stage *st, struct fy_mem_hdr *m,
+			char *err, size_t errlen)
+{
+	struct mem_meta mm;
+	const struct fy_region *r;
+	int rc;
+
+	rc = recv_mem_meta(c, h, regions, nregions, m, &mm, err, errlen);
+	if (rc)
+		return rc;
+	r = &regions[m->region];
+	rc = stage_check(st, h, m, r, err, errlen);
+	if (rc)
+		return rc;
+	/* Raw pages land in the buffer as they arrive; a compressed payload
+	 * is verified before it is decoded. */
+	rc = mm.kind ? recv_packed(c, &mm)
+		     : recv_runs(c, st->buf, mm.pages, mm.map, true);
+	if (rc)
+		return say_corrupt(rc, r, m, err, errlen);
+	rc = finish_record(c, h->length);
+	if (rc == FERRY_ECHECKSUM)
+		snprintf(err, errlen,
+			 "checksum mismatch in memory record at %s+0x%llx (0x%llx bytes): nothing placed",
+			 r->name, (unsigned long long)m->offset,
+			 (unsigned long long)m->length);
+	else if (rc == -EBADMSG)
+		snprintf(err, errlen,
+			 "memory record at %s+0x%llx has padding that is not zero: nothing placed",
+			 r->name, (unsigned long long)m->offset);
+	if (!rc && mm.kind)
+		rc = say_corrupt(unpack(c, &mm, st->buf, false), r, m, err, errlen);
+	if (rc)
+		return rc;
+	if (!mm.map)
+		memset(c->rx.zmap, 0, (mm.pages + 63) / 64 * 8);
+	return st->place(st->opaque, m->region, m->offset, m->length, st->buf,
+			 c->rx.zmap);
 }

@@ -236,6 +236,23 @@ int fy_chan_recv_body(struct fy_chan *c, const struct fy_rec_hdr *h);
 int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
 		     const struct fy_region *regions, size_t nregions,
 		     struct fy_mem_hdr *m, char *err, size_t errlen);
+/* Where a staged memory record goes (fy_chan_recv_staged()): @buf is
+ * page-aligned and @size a page multiple, at least the largest record's
+ * memory; place() gets a verified record's pages, as fy_lazy_place()
+ * takes them, and returns 0 or a negative code. */
+struct fy_stage {
+	uint8_t *buf;
+	size_t size;
+	int (*place)(void *opaque, uint32_t region, uint64_t offset,
+		     uint64_t len, const void *buf, const uint64_t *zero);
+	void *opaque;
+};
+/* Receive a memory record into @st->buf, verify its checksum, and only
+ * then hand its pages to @st->place(); guest memory is not written. */
+int fy_chan_recv_staged(struct fy_chan *c, const struct fy_rec_hdr *h,
+			const struct fy_region *regions, size_t nregions,
+			const struct fy_stage *st, struct fy_mem_hdr *m,
+			char *err, size_t errlen);
 int fy_chan_skip_body(struct fy_chan *c, const struct fy_rec_hdr *h);
 /* Send an ERROR (or ABORT) record carrying @code and @msg; best effort. */
 void fy_chan_send_error(struct fy_chan *c, uint32_t type, uint32_t seq,
