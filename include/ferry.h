@@ -372,7 +372,8 @@ typedef struct ferry_session ferry_session;
  * @errlen: size of @err.
  *
  * Checks every field against its documented range and what it needs from
- * @cfg->ops. Only what both roles need is required here (ops and its
+ * @cfg->ops, whose struct_size must be one this library takes (see struct
+ * ferry_vmm_ops). Only what both roles need is required here (ops and its
  * resume); the callbacks of one role (pause and save_state for a source,
  * load_state for a destination) are checked when the session is used in
  * that role, and ferry_session_send()/ferry_session_receive() then fail
