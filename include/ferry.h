@@ -188,8 +188,29 @@ FERRY_API int ferry_buf_append(struct ferry_buf *buf, const void *data,
  * callback ends the migration with FERRY_EVMM and its code in the message.
  * All are called from the thread that runs send/receive. @opaque is the
  * pointer given in the config.
+ *
+ * The table grows: new callbacks are added at its end, never in between.
+ * The VMM sets struct_size to sizeof(struct ferry_vmm_ops) as its header
+ * knows it (FERRY_VMM_OPS_INIT does), and the library copies that much:
+ * - a table shorter than the library's (the VMM was built against an older
+ *   header) is taken, and the callbacks it does not have are NULL;
+ * - a longer one (a newer header) is taken when every callback this
+ *   library does not know is NULL, and refused otherwise, naming the
+ *   slot: the VMM asks for something this library cannot do;
+ * - 0, a size that ends inside a callback, one that ends before resume
+ *   (the callback every session needs), or one over
+ *   FERRY_VMM_OPS_MAX_SIZE is refused by ferry_config_check() and
+ *   ferry_session_new() with a message that says to set it.
+ * A zero size is refused rather than read as "the oldest layout", because
+ * a table with a callback the library knows but cannot see (its size says
+ * it ends earlier) would silently never be called, and because a binary
+ * built before the field existed has its pause pointer where the size is:
+ * refusing 0 and sizes outside the range turns that into a clear error
+ * instead of calls through the wrong slots.
  */
 struct ferry_vmm_ops {
+	/* sizeof(struct ferry_vmm_ops) of the VMM's header; required */
+	uint32_t struct_size;
 	/* Source: stop every vCPU; memory must not change after it returns. */
 	int (*pause)(void *opaque);
 	/* Source after a failure before "released", destination after
@@ -227,7 +248,14 @@ struct ferry_vmm_ops {
 	 * throttle. The library always lifts a throttle it set before the
 	 * session ends (after pausing the guest when it hands it over). */
 	int (*throttle)(void *opaque, uint32_t percent);
+	/* New callbacks go here, at the end. */
 };
+
+/* Sets struct_size in an initialiser:
+ * static const struct ferry_vmm_ops ops = { FERRY_VMM_OPS_INIT, .pause = ... }; */
+#define FERRY_VMM_OPS_INIT .struct_size = sizeof(struct ferry_vmm_ops)
+/* The largest struct_size taken: anything above is not a size. */
+#define FERRY_VMM_OPS_MAX_SIZE 4096
 
 /* Compression of memory records; used only when both sides offer it. */
 enum ferry_compress {
@@ -249,7 +277,8 @@ typedef void (*ferry_log_fn)(void *opaque, int level, const char *msg);
 /* Session configuration. Always initialise with ferry_config_init(). */
 struct ferry_config {
 	uint32_t struct_size;	     /* set by ferry_config_init() */
-	const struct ferry_vmm_ops *ops; /* required; copied */
+	const struct ferry_vmm_ops *ops; /* required; copied (its
+					    struct_size bytes) */
 	void *opaque;		     /* passed to every callback */
 	ferry_event_fn on_event;     /* optional */
 	ferry_log_fn on_log;	     /* optional; level 0 error .. 3 debug */
@@ -343,7 +372,8 @@ typedef struct ferry_session ferry_session;
  * @errlen: size of @err.
  *
  * Checks every field against its documented range and what it needs from
- * @cfg->ops. Only what both roles need is required here (ops and its
+ * @cfg->ops, whose struct_size must be one this library takes (see struct
+ * ferry_vmm_ops). Only what both roles need is required here (ops and its
  * resume); the callbacks of one role (pause and save_state for a source,
  * load_state for a destination) are checked when the session is used in
  * that role, and ferry_session_send()/ferry_session_receive() then fail

@@ -1193,6 +1193,7 @@ static void vm_setup(struct vm *vm)
 	vm->log_level = lvl && *lvl ? atoi(lvl) : -1;
 	vm->fault_lose_writes = fault && !strcmp(fault, "lose-writes");
 	vm->fault_corrupt_page = fault && !strcmp(fault, "corrupt-page");
+	vm->ops.struct_size = sizeof(vm->ops);
 	vm->ops.pause = cb_pause;
 	vm->ops.resume = cb_resume;
 	vm->ops.save_state = vm_state_save;

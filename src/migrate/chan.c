@@ -6,6 +6,13 @@
  * Sockets are blocking with short send/receive timeouts (FY_TICK_MS), so a
  * stalled call comes back regularly to check the session's cancel flag and
  * the peer's idle limit without a poll() per record on the hot path.
+ *
+ * The two directions of a connection keep apart everything they change
+ * (c->tx: checksum, encoding scratch, batch, splice pipe; c->rx: checksum,
+ * read-ahead, unpacking scratch, zero map), so that one thread may send
+ * while another receives, as a return path needs: the destination asks
+ * for pages while the source's pages arrive. Two senders, or two
+ * receivers, on one connection at once are not allowed.
  */
 #include <endian.h>
 #include <errno.h>
@@ -98,7 +105,7 @@ static const uint8_t zero_pad[8];
  * reused) are copied as before, and so is everything written to a file.
  *
  * The sender splices only while one connection carries the pass
- * (c->splice): there its thread is the bottleneck and splicing lifts a
+ * (c->tx.splice): there its thread is the bottleneck and splicing lifts a
  * 2 GiB migration by about 30 %, while over several connections the
  * receiving side's CPU time doubled (docs/design-notes.md).
  */
@@ -122,9 +129,9 @@ struct fy_batch {
 static void pipe_close(struct fy_chan *c)
 {
 	for (int i = 0; i < 2; i++) {
-		if (c->pipe[i] >= 0)
-			close(c->pipe[i]);
-		c->pipe[i] = -1;
+		if (c->tx.pipe[i] >= 0)
+			close(c->tx.pipe[i]);
+		c->tx.pipe[i] = -1;
 	}
 }
 
@@ -136,14 +143,14 @@ static void pipe_close(struct fy_chan *c)
  */
 static bool pipe_open(struct fy_chan *c)
 {
-	if (c->pipe[0] >= 0)
+	if (c->tx.pipe[0] >= 0)
 		return true;
-	if (pipe2(c->pipe, O_CLOEXEC)) {
-		c->splice_failed = true;
+	if (pipe2(c->tx.pipe, O_CLOEXEC)) {
+		c->tx.splice_failed = true;
 		return false;
 	}
-	if (fcntl(c->pipe[1], F_SETPIPE_SZ, (int)c->s->cfg.chunk_bytes) < 0)
-		fcntl(c->pipe[1], F_SETPIPE_SZ, 1 << 20);
+	if (fcntl(c->tx.pipe[1], F_SETPIPE_SZ, (int)c->s->cfg.chunk_bytes) < 0)
+		fcntl(c->tx.pipe[1], F_SETPIPE_SZ, 1 << 20);
 	return true;
 }
 
@@ -156,29 +163,44 @@ void fy_chan_clear(struct fy_chan *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
-	c->tee_fd = -1;
-	c->pipe[0] = c->pipe[1] = -1;
+	c->tx.tee_fd = -1;
+	c->tx.pipe[0] = c->tx.pipe[1] = -1;
 }
 
 /**
- * fy_chan_init() - wrap a connected socket.
+ * fy_chan_init() - wrap a connected socket: both directions idle, each
+ * with its own checksum state and buffers.
  */
 int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd)
 {
+	int rc;
+
 	fy_chan_clear(c);
 	c->s = s;
 	c->fd = fd;
-	fy_buf_init(&c->out);
-	fy_buf_init(&c->in);
-	c->last_rx_ns = fy_now_ns();
-	c->rbuf = malloc(FY_RBUF_SIZE);
-	if (!c->rbuf)
+	fy_buf_init(&c->tx.out);
+	fy_buf_init(&c->rx.in);
+	c->rx.last_rx_ns = fy_now_ns();
+	c->rx.rbuf = malloc(FY_RBUF_SIZE);
+	if (!c->rx.rbuf)
 		return -ENOMEM;
-	return fy_csum_init(&c->csum);
+	rc = fy_csum_init(&c->tx.csum);
+	return rc ? rc : fy_csum_init(&c->rx.csum);
+}
+
+/* Free what one direction holds; both sides have scratch and a codec. */
+static void dir_free(struct fy_csum *csum, struct fy_bulk *gather,
+		     struct fy_bulk *packed)
+{
+	fy_csum_free(csum);
+	fy_bulk_free(gather);
+	fy_bulk_free(packed);
 }
 
 /**
- * fy_chan_close() - close the socket and free the buffers. Idempotent.
+ * fy_chan_close() - close the socket and free the buffers of both
+ * directions. Idempotent. Neither direction may be in use: the threads
+ * that send and receive on @c have stopped.
  */
 void fy_chan_close(struct fy_chan *c)
 {
@@ -186,21 +208,20 @@ void fy_chan_close(struct fy_chan *c)
 		close(c->fd);
 	c->fd = -1;
 	pipe_close(c);
-	fy_csum_free(&c->csum);
-	fy_buf_free(&c->out);
-	fy_buf_free(&c->in);
-	fy_bulk_free(&c->gather);
-	fy_bulk_free(&c->packed);
-	free(c->rbuf);
-	c->rbuf = NULL;
-	c->rpos = c->rlen = 0;
-	free(c->batch);
-	c->batch = NULL;
-	fy_codec_free(c->codec);
-	c->codec = NULL;
+	dir_free(&c->tx.csum, &c->tx.gather, &c->tx.packed);
+	dir_free(&c->rx.csum, &c->rx.gather, &c->rx.packed);
+	fy_buf_free(&c->tx.out);
+	fy_buf_free(&c->rx.in);
+	free(c->rx.rbuf);
+	c->rx.rbuf = NULL;
+	c->rx.rpos = c->rx.rlen = 0;
+	free(c->tx.batch);
+	c->tx.batch = NULL;
+	fy_codec_free(c->tx.codec);
+	c->tx.codec = NULL;
 	for (int i = 0; i < 3; i++) {
-		fy_codec_free(c->dcodec[i]);
-		c->dcodec[i] = NULL;
+		fy_codec_free(c->rx.dcodec[i]);
+		c->rx.dcodec[i] = NULL;
 	}
 }
 
@@ -239,13 +260,13 @@ int fy_chan_prepare(struct fy_chan *c)
 	size_t chunk = c->s->cfg.chunk_bytes;
 	int rc = 0;
 
-	if (c->zero_pages || c->codec)
-		rc = bulk_fit(c, &c->gather, chunk);
-	if (!rc && c->codec)
-		rc = bulk_fit(c, &c->packed, chunk);
-	if (!rc && !c->is_file && !c->batch) {
-		c->batch = calloc(1, sizeof(*c->batch));
-		if (!c->batch)
+	if (c->tx.zero_pages || c->tx.codec)
+		rc = bulk_fit(c, &c->tx.gather, chunk);
+	if (!rc && c->tx.codec)
+		rc = bulk_fit(c, &c->tx.packed, chunk);
+	if (!rc && !c->is_file && !c->tx.batch) {
+		c->tx.batch = calloc(1, sizeof(*c->tx.batch));
+		if (!c->tx.batch)
 			rc = -ENOMEM;
 	}
 	return rc;
@@ -296,7 +317,7 @@ static int write_prepare(struct fy_chan *c, const struct iovec *iov, int n)
 	/* The recording is what the connection carries; for page data of a
 	 * running guest it may differ from the socket's copy in bytes that no
 	 * checksum covers (see docs/stream-format.md). */
-	if (c->tee_fd >= 0 && tee_all(c->tee_fd, iov, n))
+	if (c->tx.tee_fd >= 0 && tee_all(c->tx.tee_fd, iov, n))
 		return -EIO;
 	return 0;
 }
@@ -310,7 +331,7 @@ static int wrote(struct fy_chan *c, ssize_t w, uint64_t *since)
 {
 	if (w >= 0) {
 		*since = fy_now_ns();
-		c->wire_bytes += (uint64_t)w;
+		fy_chan_count(&c->tx.wire_bytes, (uint64_t)w);
 		return 1;
 	}
 	if (errno == EINTR)
@@ -365,7 +386,7 @@ static int pipe_drain(struct fy_chan *c, size_t len, size_t *sent)
 	uint64_t since = fy_now_ns();
 
 	while (len) {
-		ssize_t w = splice(c->pipe[0], NULL, c->fd, NULL, len,
+		ssize_t w = splice(c->tx.pipe[0], NULL, c->fd, NULL, len,
 				   SPLICE_F_MORE);
 		int rc = wrote(c, w, &since);
 
@@ -407,14 +428,14 @@ static int splice_pages(struct fy_chan *c, struct iovec *iov, int n)
 		ssize_t v;
 		int rc;
 
-		if (c->splice_failed || !pipe_open(c))
+		if (c->tx.splice_failed || !pipe_open(c))
 			return send_iov(c, iov, n, true);
-		v = vmsplice(c->pipe[1], iov, (unsigned long)n, 0);
+		v = vmsplice(c->tx.pipe[1], iov, (unsigned long)n, 0);
 		if (v <= 0) {
 			if (v < 0 && errno == EINTR)
 				continue;
 			pipe_close(c); /* still empty, and not needed again */
-			c->splice_failed = true;
+			c->tx.splice_failed = true;
 			continue;
 		}
 		rc = pipe_drain(c, (size_t)v, &sent);
@@ -422,7 +443,7 @@ static int splice_pages(struct fy_chan *c, struct iovec *iov, int n)
 			/* The socket takes no pages: copy what the pipe
 			 * held from where the socket stopped. */
 			pipe_close(c);
-			c->splice_failed = true;
+			c->tx.splice_failed = true;
 			n = iov_skip(&iov, n, sent);
 			continue;
 		}
@@ -492,10 +513,10 @@ int fy_chan_flush(struct fy_chan *c)
 {
 	int rc;
 
-	if (!c->batch || !c->batch->nrec)
+	if (!c->tx.batch || !c->tx.batch->nrec)
 		return 0;
-	rc = write_iov(c, c->batch->iov, c->batch->niov);
-	batch_empty(c->batch);
+	rc = write_iov(c, c->tx.batch->iov, c->tx.batch->niov);
+	batch_empty(c->tx.batch);
 	return rc;
 }
 
@@ -521,13 +542,13 @@ static void set_lowat(struct fy_chan *c, size_t n)
 	/* Above half of @n the read could stall; a mark merely lower than
 	 * it could be costs only a few more wake-ups, so it is raised only
 	 * when that doubles it. */
-	bool too_high = (size_t)c->lowat > half;
-	bool worth_raising = want && want >= 2 * c->lowat;
+	bool too_high = (size_t)c->rx.lowat > half;
+	bool worth_raising = want && want >= 2 * c->rx.lowat;
 
 	if (!too_high && !worth_raising)
 		return;
 	if (!setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)))
-		c->lowat = want;
+		c->rx.lowat = want;
 }
 
 /* Read exactly @n bytes, or fail; @limit_ms bounds silence from the peer.
@@ -541,13 +562,13 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 	bool bulk = n >= FY_RBUF_BULK;
 
 	while (n) {
-		size_t have = c->rlen - c->rpos;
+		size_t have = c->rx.rlen - c->rx.rpos;
 		size_t ahead = bulk ? FY_RBUF_AFTER_BULK
-			       : framing && c->after_bulk ? FY_RBUF_AFTER_HEADERS
+			       : framing && c->rx.after_bulk ? FY_RBUF_AFTER_HEADERS
 							 : FY_RBUF_SIZE;
 		struct iovec iov[2] = {
 			{ p, n },
-			{ c->rbuf, ahead },
+			{ c->rx.rbuf, ahead },
 		};
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
 		ssize_t r;
@@ -555,13 +576,13 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 		if (have) {
 			if (have > n)
 				have = n;
-			memcpy(p, c->rbuf + c->rpos, have);
-			c->rpos += (uint32_t)have;
+			memcpy(p, c->rx.rbuf + c->rx.rpos, have);
+			c->rx.rpos += (uint32_t)have;
 			p += have;
 			n -= have;
 			continue;
 		}
-		c->rpos = c->rlen = 0;
+		c->rx.rpos = c->rx.rlen = 0;
 		if (!c->is_file)
 			set_lowat(c, n);
 		r = c->is_file ? readv(c->fd, iov, 2) : recvmsg(c->fd, &mh, 0);
@@ -575,16 +596,16 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
 				return -errno;
-			rc = tick(c, c->last_rx_ns, limit_ms);
+			rc = tick(c, c->rx.last_rx_ns, limit_ms);
 			if (rc)
 				return rc;
 			continue;
 		}
-		c->last_rx_ns = fy_now_ns();
-		c->wire_bytes += (uint64_t)r;
-		c->after_bulk = bulk || (framing && c->after_bulk);
+		c->rx.last_rx_ns = fy_now_ns();
+		fy_chan_count(&c->rx.wire_bytes, (uint64_t)r);
+		c->rx.after_bulk = bulk || (framing && c->rx.after_bulk);
 		if ((size_t)r > n) {
-			c->rlen = (uint32_t)((size_t)r - n);
+			c->rx.rlen = (uint32_t)((size_t)r - n);
 			r = (ssize_t)n;
 		}
 		p += r;
@@ -607,7 +628,7 @@ int fy_chan_read_full(struct fy_chan *c, void *buf, size_t n)
  */
 int fy_chan_read_within(struct fy_chan *c, void *buf, size_t n, int idle_ms)
 {
-	c->last_rx_ns = fy_now_ns();
+	c->rx.last_rx_ns = fy_now_ns();
 	return read_full(c, buf, n, idle_ms, false);
 }
 
@@ -624,12 +645,12 @@ int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
 	if (c->is_file && (type == FY_REC_OK || type == FY_REC_ERROR))
 		return 0;
 
-	fy_buf_reset(&c->out);
-	rc = fy_rec_encode(&c->out, type, seq, 0, body, len);
+	fy_buf_reset(&c->tx.out);
+	rc = fy_rec_encode(&c->tx.out, type, seq, 0, body, len);
 	if (rc)
 		return rc;
-	iov.iov_base = c->out.data;
-	iov.iov_len = c->out.len;
+	iov.iov_base = c->tx.out.data;
+	iov.iov_len = c->tx.out.len;
 	return fy_chan_write_all(c, &iov, 1);
 }
 
@@ -670,7 +691,7 @@ static int nonzero_runs(const uint8_t *data, size_t pages, const uint64_t *zmap,
 	return n;
 }
 
-/* Compress the non-zero pages into c->packed; 0 when it does not pay. */
+/* Compress the non-zero pages into c->tx.packed; 0 when it does not pay. */
 static long pack(struct fy_chan *c, const uint8_t *data, size_t pages,
 		 size_t nonzero, bool zmap)
 {
@@ -679,14 +700,14 @@ static long pack(struct fy_chan *c, const uint8_t *data, size_t pages,
 	long n;
 
 	if (zmap) {
-		if (bulk_fit(c, &c->gather, raw))
+		if (bulk_fit(c, &c->tx.gather, raw))
 			return 0;
-		nonzero_runs(data, pages, c->zmap, NULL, 0, c->gather.data);
-		src = c->gather.data;
+		nonzero_runs(data, pages, c->tx.zmap, NULL, 0, c->tx.gather.data);
+		src = c->tx.gather.data;
 	}
-	if (bulk_fit(c, &c->packed, raw))
+	if (bulk_fit(c, &c->tx.packed, raw))
 		return 0;
-	n = fy_codec_compress(c->codec, src, raw, c->packed.data, raw);
+	n = fy_codec_compress(c->tx.codec, src, raw, c->tx.packed.data, raw);
 	return n > 0 ? n : 0;
 }
 
@@ -698,7 +719,7 @@ static long pack(struct fy_chan *c, const uint8_t *data, size_t pages,
 static int record_place(struct fy_chan *c, bool small, struct fy_rec_meta **meta,
 			struct iovec **iov, int *max)
 {
-	struct fy_batch *b = c->batch;
+	struct fy_batch *b = c->tx.batch;
 	int rc;
 
 	if (!small || !b)
@@ -721,9 +742,9 @@ static int record_place(struct fy_chan *c, bool small, struct fy_rec_meta **meta
  * guest is paused: a running guest may change a page between hashing and
  * sending, and such a page is sent again in the next pass anyway.
  *
- * Zero pages (when c->zero_pages) travel as bits of a map; the other pages
+ * Zero pages (when c->tx.zero_pages) travel as bits of a map; the other pages
  * go raw, straight from guest memory with no copy, or compressed when
- * c->codec is set and compression shrinks them. A small raw record may
+ * c->tx.codec is set and compression shrinks them. A small raw record may
  * wait in the connection's batch until fy_chan_flush() or the next write.
  */
 int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
@@ -735,29 +756,29 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 	size_t pages = m.length / FY_PAGE_SIZE, words = (pages + 63) / 64;
 	size_t zeros = 0, meta_len, payload, body, pad;
 	struct iovec own_iov[FY_MAX_IOV], *iov = own_iov;
-	uint64_t *zmap = c->zmap;
+	uint64_t *zmap = c->tx.zmap;
 	long packed = 0;
 	int n = 0, first, runs, max = FY_MAX_IOV, batched;
 	bool from_guest = true; /* the payload iovecs point at guest pages */
 
 	m.flags = 0;
-	if (c->zero_pages) {
-		memset(c->zmap, 0, words * 8);
-		zeros = fy_zero_scan(data, pages, c->zmap);
+	if (c->tx.zero_pages) {
+		memset(c->tx.zmap, 0, words * 8);
+		zeros = fy_zero_scan(data, pages, c->tx.zmap);
 		if (zeros)
 			m.flags |= FY_MEMF_ZMAP;
 	}
-	if (c->codec && zeros < pages)
+	if (c->tx.codec && zeros < pages)
 		packed = pack(c, data, pages, pages - zeros, zeros);
 	if (packed)
-		m.flags |= (uint32_t)fy_codec_kind_of(c->codec)
+		m.flags |= (uint32_t)fy_codec_kind_of(c->tx.codec)
 			   << FY_MEMF_CODEC_SHIFT;
 	batched = record_place(c, !packed && m.length <= FY_BATCH_REC_MAX,
 			       &meta, &iov, &max);
 	if (batched < 0)
 		return batched;
 	if (batched) {
-		meta->zmap = c->zmap[0]; /* one word: at most 16 pages */
+		meta->zmap = c->tx.zmap[0]; /* one word: at most 16 pages */
 		zmap = &meta->zmap;
 	}
 	meta_len = fy_mem_meta_len(&m);
@@ -775,43 +796,43 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 		iov[n++] = (struct iovec){ zmap, words * 8 };
 	first = n; /* payload iovecs from here */
 	if (packed) {
-		iov[n++] = (struct iovec){ c->packed.data, (size_t)packed };
+		iov[n++] = (struct iovec){ c->tx.packed.data, (size_t)packed };
 		from_guest = false;
 	} else if (!zeros)
 		iov[n++] = (struct iovec){ (void *)data, m.length };
-	else if ((runs = nonzero_runs(data, pages, c->zmap, iov + n,
+	else if ((runs = nonzero_runs(data, pages, c->tx.zmap, iov + n,
 				      max - 4, NULL)) <= max - 4)
 		n += runs;
 	else {
 		/* Too fragmented for one sendmsg: gather instead. */
 		from_guest = false;
-		if (bulk_fit(c, &c->gather, payload))
+		if (bulk_fit(c, &c->tx.gather, payload))
 			return -ENOMEM;
-		nonzero_runs(data, pages, c->zmap, NULL, 0, c->gather.data);
-		iov[n++] = (struct iovec){ c->gather.data, payload };
+		nonzero_runs(data, pages, c->tx.zmap, NULL, 0, c->tx.gather.data);
+		iov[n++] = (struct iovec){ c->tx.gather.data, payload };
 	}
 	/* The map goes little-endian on the wire (runs are computed). */
 	for (size_t w = 0; zeros && w < words; w++)
 		zmap[w] = htole64(zmap[w]);
 
-	fy_csum_reset(&c->csum, meta->head);
-	fy_csum_update(&c->csum, meta->head + FY_REC_HDR_SIZE, FY_MEM_HDR_SIZE);
+	fy_csum_reset(&c->tx.csum, meta->head);
+	fy_csum_update(&c->tx.csum, meta->head + FY_REC_HDR_SIZE, FY_MEM_HDR_SIZE);
 	if (zeros)
-		fy_csum_update(&c->csum, zmap, words * 8);
+		fy_csum_update(&c->tx.csum, zmap, words * 8);
 	for (int i = first; csum_data && i < n; i++)
-		fy_csum_update(&c->csum, iov[i].iov_base, iov[i].iov_len);
+		fy_csum_update(&c->tx.csum, iov[i].iov_base, iov[i].iov_len);
 	memset(meta->tail, 0, sizeof(meta->tail));
-	fy_put_u64(meta->tail + pad, fy_csum_digest(&c->csum));
+	fy_put_u64(meta->tail + pad, fy_csum_digest(&c->tx.csum));
 	iov[n++] = (struct iovec){ meta->tail, pad + FY_REC_TRAILER_SIZE };
-	if (!batched && from_guest && c->splice && !c->splice_failed &&
+	if (!batched && from_guest && c->tx.splice && !c->tx.splice_failed &&
 	    payload >= FY_SPLICE_MIN)
 		return send_spliced(c, iov, n, first, n - 1);
 	if (!batched)
 		return fy_chan_write_all(c, iov, n);
-	c->batch->nrec++;
-	c->batch->niov += n;
-	c->batch->bytes += FY_REC_HDR_SIZE + body + pad + FY_REC_TRAILER_SIZE;
-	return c->batch->bytes >= FY_BATCH_BYTES ? fy_chan_flush(c) : 0;
+	c->tx.batch->nrec++;
+	c->tx.batch->niov += n;
+	c->tx.batch->bytes += FY_REC_HDR_SIZE + body + pad + FY_REC_TRAILER_SIZE;
+	return c->tx.batch->bytes >= FY_BATCH_BYTES ? fy_chan_flush(c) : 0;
 }
 
 /**
@@ -823,14 +844,14 @@ int fy_chan_recv_hdr(struct fy_chan *c, struct fy_rec_hdr *h, int idle_ms)
 	uint8_t raw[FY_REC_HDR_SIZE];
 	int rc;
 
-	c->last_rx_ns = fy_now_ns();
+	c->rx.last_rx_ns = fy_now_ns();
 	rc = read_full(c, raw, sizeof(raw), idle_ms, true);
 	if (rc)
 		return rc;
 	rc = fy_rec_hdr_decode(raw, h);
 	if (rc)
 		return rc;
-	fy_csum_reset(&c->csum, raw);
+	fy_csum_reset(&c->rx.csum, raw);
 	return 0;
 }
 
@@ -846,27 +867,27 @@ static int finish_record(struct fy_chan *c, size_t body_len)
 		return rc;
 	if (memcmp(tail, zero_pad, pad))
 		return -EBADMSG;
-	if (fy_get_u64(tail + pad) != fy_csum_digest(&c->csum))
+	if (fy_get_u64(tail + pad) != fy_csum_digest(&c->rx.csum))
 		return FERRY_ECHECKSUM;
 	return 0;
 }
 
 /**
- * fy_chan_recv_body() - read a control record's body into c->in.
+ * fy_chan_recv_body() - read a control record's body into c->rx.in.
  */
 int fy_chan_recv_body(struct fy_chan *c, const struct fy_rec_hdr *h)
 {
 	int rc;
 
-	fy_buf_reset(&c->in);
-	rc = fy_buf_reserve(&c->in, h->length);
+	fy_buf_reset(&c->rx.in);
+	rc = fy_buf_reserve(&c->rx.in, h->length);
 	if (rc)
 		return rc;
-	rc = fy_chan_read_full(c, c->in.data, h->length);
+	rc = fy_chan_read_full(c, c->rx.in.data, h->length);
 	if (rc)
 		return rc;
-	c->in.len = h->length;
-	fy_csum_update(&c->csum, c->in.data, fy_rec_csum_len(h, c->in.data));
+	c->rx.in.len = h->length;
+	fy_csum_update(&c->rx.csum, c->rx.in.data, fy_rec_csum_len(h, c->rx.in.data));
 	return finish_record(c, h->length);
 }
 
@@ -878,14 +899,18 @@ void fy_chan_send_error(struct fy_chan *c, uint32_t type, uint32_t seq,
 			int code, const char *msg)
 {
 	struct fy_error_msg e = { .code = code };
+	struct fy_buf body;
 
 	/* Records still batched would only delay the news. */
-	if (c->batch)
-		batch_empty(c->batch);
+	if (c->tx.batch)
+		batch_empty(c->tx.batch);
 	snprintf(e.message, sizeof(e.message), "%s", msg);
-	fy_buf_reset(&c->in);
-	if (!fy_error_encode(&c->in, &e))
-		fy_chan_send_rec(c, type, seq, c->in.data, c->in.len);
+	/* Encoded aside: the receiving direction's buffers belong to the
+	 * thread that receives, which may be in the middle of a record. */
+	fy_buf_init(&body);
+	if (!fy_error_encode(&body, &e))
+		fy_chan_send_rec(c, type, seq, body.data, body.len);
+	fy_buf_free(&body);
 }
 
 /**
@@ -925,7 +950,7 @@ static int check_range(const struct fy_rec_hdr *h, const struct fy_mem_hdr *m,
 		return -ERANGE;
 	}
 	if (fy_mem_meta_len(m) > h->length ||
-	    (m->length / FY_PAGE_SIZE + 63) / 64 > sizeof(((struct fy_chan *)0)->zmap) / 8) {
+	    (m->length / FY_PAGE_SIZE + 63) / 64 > sizeof(((struct fy_chan *)0)->rx.zmap) / 8) {
 		snprintf(err, errlen,
 			 "memory record of %u bytes cannot describe %llu bytes of memory",
 			 h->length, (unsigned long long)m->length);
@@ -954,11 +979,11 @@ static int recv_runs(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
 	for (size_t i = 0; i < pages;) {
 		size_t j = i;
 
-		if (map && zbit(c->zmap, i)) {
+		if (map && zbit(c->rx.zmap, i)) {
 			i++;
 			continue;
 		}
-		while (j < pages && !(map && zbit(c->zmap, j)))
+		while (j < pages && !(map && zbit(c->rx.zmap, j)))
 			j++;
 		/* Hashed, in pieces as they arrive, while they are in
 		 * cache; else the whole run in one read. */
@@ -970,7 +995,7 @@ static int recv_runs(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
 			if (rc)
 				return rc;
 			if (hash)
-				fy_csum_update(&c->csum, at, k * FY_PAGE_SIZE);
+				fy_csum_update(&c->rx.csum, at, k * FY_PAGE_SIZE);
 			p += k;
 		}
 		i = j;
@@ -978,58 +1003,30 @@ static int recv_runs(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
 	return 0;
 }
 
-/* Receive a compressed payload and unpack its pages into guest memory. */
-static int recv_packed(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
-		       unsigned kind, size_t n, size_t nonzero, bool hash)
-{
-	size_t raw = nonzero * FY_PAGE_SIZE, at = 0;
-	int rc;
+/* What the framing of a memory record says about its payload. */
+struct mem_meta {
+	size_t pages, zeros, payload;
+	unsigned kind;	/* codec: 0 raw */
+	bool map;	/* rx.zmap holds its zero map, in host order */
+	bool hash;	/* the checksum covers the payload */
+};
 
-	/* Compression that does not shrink is never sent. */
-	if (!n || n >= raw)
-		return -EBADMSG;
-	if (!c->dcodec[kind] && fy_codec_new(kind, 0, &c->dcodec[kind]))
-		return -ENOMEM;
-	if (bulk_fit(c, &c->packed, n) || bulk_fit(c, &c->gather, raw))
-		return -ENOMEM;
-	rc = fy_chan_read_full(c, c->packed.data, n);
-	if (rc)
-		return rc;
-	if (hash)
-		fy_csum_update(&c->csum, c->packed.data, n);
-	/* Unpack aside, not in place: a corrupt payload found halfway must
-	 * leave guest memory holding only what was validly sent. The copy
-	 * runs at memcpy speed, several times faster than the decoder. */
-	rc = fy_codec_decompress(c->dcodec[kind], c->packed.data, n,
-				 c->gather.data, raw);
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < pages; i++) {
-		if (map && zbit(c->zmap, i))
-			continue;
-		memcpy(dst + i * FY_PAGE_SIZE, c->gather.data + at, FY_PAGE_SIZE);
-		at += FY_PAGE_SIZE;
-	}
-	return 0;
-}
-
-/**
- * fy_chan_recv_mem() - receive one memory record into guest memory. The
- * range, the flags and the sizes are validated before a single byte is
- * written, so a hostile sender can never write outside the configured
- * regions. Raw pages are received straight into guest memory; zero pages
- * are written only where the destination's page is not already zero.
+/*
+ * Read a memory record's header and zero map, validate them against
+ * @regions and the record's length, and describe its payload in @mm.
+ * Nothing is written outside the connection's own state.
  */
-int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
-		     const struct fy_region *regions, size_t nregions,
-		     struct fy_mem_hdr *m, char *err, size_t errlen)
+static int recv_mem_meta(struct fy_chan *c, const struct fy_rec_hdr *h,
+			 const struct fy_region *regions, size_t nregions,
+			 struct fy_mem_hdr *m, struct mem_meta *mm, char *err,
+			 size_t errlen)
 {
-	uint8_t raw[FY_MEM_HDR_SIZE], *dst;
-	bool hash = !(h->flags & FY_RF_CSUM_HEAD), map;
-	size_t pages, words, zeros = 0, payload;
-	unsigned kind;
+	uint8_t raw[FY_MEM_HDR_SIZE];
+	size_t words;
 	int rc;
 
+	memset(mm, 0, sizeof(*mm));
+	mm->hash = !(h->flags & FY_RF_CSUM_HEAD);
 	if (h->length < FY_MEM_HDR_SIZE) {
 		snprintf(err, errlen, "memory record of %u bytes is too short",
 			 h->length);
@@ -1038,52 +1035,230 @@ int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
 	rc = read_full(c, raw, sizeof(raw), FY_IDLE_TIMEOUT_MS, true);
 	if (rc)
 		return rc;
-	fy_csum_update(&c->csum, raw, sizeof(raw));
+	fy_csum_update(&c->rx.csum, raw, sizeof(raw));
 	fy_mem_hdr_decode(raw, m);
 	rc = check_range(h, m, regions, nregions, err, errlen);
 	if (rc)
 		return rc;
-	pages = m->length / FY_PAGE_SIZE;
-	words = (pages + 63) / 64;
-	map = m->flags & FY_MEMF_ZMAP;
-	kind = (m->flags & FY_MEMF_CODEC_MASK) >> FY_MEMF_CODEC_SHIFT;
-	if (map) {
-		rc = read_full(c, c->zmap, words * 8, FY_IDLE_TIMEOUT_MS, true);
+	mm->pages = m->length / FY_PAGE_SIZE;
+	words = (mm->pages + 63) / 64;
+	mm->map = m->flags & FY_MEMF_ZMAP;
+	mm->kind = (m->flags & FY_MEMF_CODEC_MASK) >> FY_MEMF_CODEC_SHIFT;
+	if (mm->map) {
+		rc = read_full(c, c->rx.zmap, words * 8, FY_IDLE_TIMEOUT_MS, true);
 		if (rc)
 			return rc;
-		fy_csum_update(&c->csum, c->zmap, words * 8);
+		fy_csum_update(&c->rx.csum, c->rx.zmap, words * 8);
 		for (size_t w = 0; w < words; w++)
-			c->zmap[w] = le64toh(c->zmap[w]);
-		if (zmap_count(c->zmap, pages, &zeros)) {
+			c->rx.zmap[w] = le64toh(c->rx.zmap[w]);
+		if (zmap_count(c->rx.zmap, mm->pages, &mm->zeros)) {
 			snprintf(err, errlen, "zero map marks pages past the range");
 			return -EBADMSG;
 		}
 	}
-	payload = h->length - fy_mem_meta_len(m);
-	dst = regions[m->region].host + m->offset;
+	mm->payload = h->length - fy_mem_meta_len(m);
 	/* No pages follow: what does is framing again, read fully ahead. */
-	if (!payload)
-		c->after_bulk = false;
-	if (!kind && payload != (pages - zeros) * FY_PAGE_SIZE) {
+	if (!mm->payload)
+		c->rx.after_bulk = false;
+	if (!mm->kind && mm->payload != (mm->pages - mm->zeros) * FY_PAGE_SIZE) {
 		snprintf(err, errlen,
 			 "memory record carries %zu bytes for %zu non-zero pages",
-			 payload, pages - zeros);
+			 mm->payload, mm->pages - mm->zeros);
 		return -EBADMSG;
 	}
-	rc = kind ? recv_packed(c, dst, pages, map, kind, payload, pages - zeros,
-				hash)
-		  : recv_runs(c, dst, pages, map, hash);
-	if (rc == -EBADMSG)
-		snprintf(err, errlen, "corrupt compressed memory at %s+0x%llx",
-			 regions[m->region].name, (unsigned long long)m->offset);
+	return 0;
+}
+
+/* Read a compressed payload into rx.packed, hashed if the checksum
+ * covers it. */
+static int recv_packed(struct fy_chan *c, const struct mem_meta *mm)
+{
+	size_t raw = (mm->pages - mm->zeros) * FY_PAGE_SIZE, n = mm->payload;
+	int rc;
+
+	/* Compression that does not shrink is never sent. */
+	if (!n || n >= raw)
+		return -EBADMSG;
+	if (!c->rx.dcodec[mm->kind] &&
+	    fy_codec_new(mm->kind, 0, &c->rx.dcodec[mm->kind]))
+		return -ENOMEM;
+	if (bulk_fit(c, &c->rx.packed, n))
+		return -ENOMEM;
+	rc = fy_chan_read_full(c, c->rx.packed.data, n);
+	if (!rc && mm->hash)
+		fy_csum_update(&c->rx.csum, c->rx.packed.data, n);
+	return rc;
+}
+
+/*
+ * Unpack rx.packed's pages to their places in @dst. With @aside, or when
+ * zero pages sit between them, through rx.gather: a corrupt payload found
+ * halfway must leave guest memory holding only what was validly sent.
+ * The copy runs at memcpy speed, several times faster than the decoder.
+ */
+static int unpack(struct fy_chan *c, const struct mem_meta *mm, uint8_t *dst,
+		  bool aside)
+{
+	size_t raw = (mm->pages - mm->zeros) * FY_PAGE_SIZE, at = 0;
+	struct fy_codec *codec = c->rx.dcodec[mm->kind];
+	int rc;
+
+	if (!aside && !mm->map)
+		return fy_codec_decompress(codec, c->rx.packed.data,
+					   mm->payload, dst, raw);
+	if (bulk_fit(c, &c->rx.gather, raw))
+		return -ENOMEM;
+	rc = fy_codec_decompress(codec, c->rx.packed.data, mm->payload,
+				 c->rx.gather.data, raw);
 	if (rc)
 		return rc;
-	for (size_t i = 0; map && i < pages; i++)
-		if (zbit(c->zmap, i) && !fy_page_is_zero(dst + i * FY_PAGE_SIZE))
+	for (size_t i = 0; i < mm->pages; i++) {
+		if (mm->map && zbit(c->rx.zmap, i))
+			continue;
+		memcpy(dst + i * FY_PAGE_SIZE, c->rx.gather.data + at, FY_PAGE_SIZE);
+		at += FY_PAGE_SIZE;
+	}
+	return 0;
+}
+
+/* Name the record whose compressed payload did not decode. */
+static int say_corrupt(int rc, const struct fy_region *r,
+		   const struct fy_mem_hdr *m, char *err, size_t errlen)
+{
+	if (rc == -EBADMSG)
+		snprintf(err, errlen, "corrupt compressed memory at %s+0x%llx",
+			 r->name, (unsigned long long)m->offset);
+	return rc;
+}
+
+/**
+ * fy_chan_recv_mem() - receive one memory record into guest memory. The
+ * range, the flags and the sizes are validated before a single byte is
+ * written, so a hostile sender can never write outside the configured
+ * regions. Raw pages are received straight into guest memory; zero pages
+ * are written only where the destination's page is not already zero.
+ *
+ * The checksum is checked after the pages are written: this is the fast
+ * path for a guest that cannot run (precopy, the destination paused). A
+ * running guest needs fy_chan_recv_staged().
+ */
+int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
+		     const struct fy_region *regions, size_t nregions,
+		     struct fy_mem_hdr *m, char *err, size_t errlen)
+{
+	struct mem_meta mm;
+	uint8_t *dst;
+	int rc;
+
+	rc = recv_mem_meta(c, h, regions, nregions, m, &mm, err, errlen);
+	if (rc)
+		return rc;
+	dst = regions[m->region].host + m->offset;
+	if (mm.kind) {
+		rc = recv_packed(c, &mm);
+		if (!rc)
+			rc = unpack(c, &mm, dst, true);
+	} else {
+		rc = recv_runs(c, dst, mm.pages, mm.map, mm.hash);
+	}
+	if (rc)
+		return say_corrupt(rc, &regions[m->region], m, err, errlen);
+	for (size_t i = 0; mm.map && i < mm.pages; i++)
+		if (zbit(c->rx.zmap, i) && !fy_page_is_zero(dst + i * FY_PAGE_SIZE))
 			memset(dst + i * FY_PAGE_SIZE, 0, FY_PAGE_SIZE);
 	rc = finish_record(c, h->length);
 	if (rc == FERRY_ECHECKSUM)
 		snprintf(err, errlen, "checksum mismatch in memory record at %s+0x%llx",
 			 regions[m->region].name, (unsigned long long)m->offset);
 	return rc;
+}
+
+/* Refuse a staging buffer that UFFDIO_COPY could not take, or a record
+ * it cannot verify or hold, before any payload byte is read. */
+static int stage_check(const struct fy_stage *st, const struct fy_rec_hdr *h,
+		       const struct fy_mem_hdr *m, const struct fy_region *r,
+		       char *err, size_t errlen)
+{
+	if (!st->buf || !st->place || (uintptr_t)st->buf % FY_PAGE_SIZE ||
+	    st->size % FY_PAGE_SIZE) {
+		snprintf(err, errlen,
+			 "staging buffer must be page-aligned, a whole number of pages, with a place callback");
+		return -EINVAL;
+	}
+	if (h->flags & FY_RF_CSUM_HEAD) {
+		snprintf(err, errlen,
+			 "memory record at %s+0x%llx has a checksum over its header only: its pages cannot be verified before they are placed",
+			 r->name, (unsigned long long)m->offset);
+		return FERRY_EPROTO;
+	}
+	if (m->length > st->size) {
+		snprintf(err, errlen,
+			 "memory record at %s+0x%llx carries 0x%llx bytes of memory, more than the staging buffer's 0x%zx: a record is verified whole before any of it is placed",
+			 r->name, (unsigned long long)m->offset,
+			 (unsigned long long)m->length, st->size);
+		return -EMSGSIZE;
+	}
+	return 0;
+}
+
+/**
+ * fy_chan_recv_staged() - receive one memory record for a guest that may
+ * be running: its pages go to @st->buf (page i of the record at byte
+ * i * 4096; a zero page's bytes are left as they were), the record's
+ * checksum is verified, and only then @st->place() gets the record's
+ * range, the buffer and its zero map (bit i set: page i is zero), to
+ * place it atomically. Guest memory is never written here.
+ *
+ * A record whose checksum fails, or whose payload is corrupt, is never
+ * handed to @st->place(): FERRY_ECHECKSUM (or -EBADMSG) with the record
+ * named in @err. A record whose checksum covers only its header
+ * (FY_RF_CSUM_HEAD) cannot be verified and is refused (FERRY_EPROTO), and
+ * so is one larger than the buffer (-EMSGSIZE): a record is verified
+ * whole, so it cannot be placed in pieces. On those two refusals and on a
+ * bad @st (-EINVAL) the record is left half read: the connection cannot
+ * go on. A failure of @st->place() is returned as it is, after the whole
+ * record was read.
+ *
+ * Return: 0, or a negative code with @err set for anything but I/O.
+ */
+int fy_chan_recv_staged(struct fy_chan *c, const struct fy_rec_hdr *h,
+			const struct fy_region *regions, size_t nregions,
+			const struct fy_stage *st, struct fy_mem_hdr *m,
+			char *err, size_t errlen)
+{
+	struct mem_meta mm;
+	const struct fy_region *r;
+	int rc;
+
+	rc = recv_mem_meta(c, h, regions, nregions, m, &mm, err, errlen);
+	if (rc)
+		return rc;
+	r = &regions[m->region];
+	rc = stage_check(st, h, m, r, err, errlen);
+	if (rc)
+		return rc;
+	/* Raw pages land in the buffer as they arrive; a compressed payload
+	 * is verified before it is decoded. */
+	rc = mm.kind ? recv_packed(c, &mm)
+		     : recv_runs(c, st->buf, mm.pages, mm.map, true);
+	if (rc)
+		return say_corrupt(rc, r, m, err, errlen);
+	rc = finish_record(c, h->length);
+	if (rc == FERRY_ECHECKSUM)
+		snprintf(err, errlen,
+			 "checksum mismatch in memory record at %s+0x%llx (0x%llx bytes): nothing placed",
+			 r->name, (unsigned long long)m->offset,
+			 (unsigned long long)m->length);
+	else if (rc == -EBADMSG)
+		snprintf(err, errlen,
+			 "memory record at %s+0x%llx has padding that is not zero: nothing placed",
+			 r->name, (unsigned long long)m->offset);
+	if (!rc && mm.kind)
+		rc = say_corrupt(unpack(c, &mm, st->buf, false), r, m, err, errlen);
+	if (rc)
+		return rc;
+	if (!mm.map)
+		memset(c->rx.zmap, 0, (mm.pages + 63) / 64 * 8);
+	return st->place(st->opaque, m->region, m->offset, m->length, st->buf,
+			 c->rx.zmap);
 }

@@ -499,7 +499,7 @@ static int on_join(struct fy_recv_pool *p, struct rx_chan *c,
 		return rc;
 	}
 	rc = -EBADMSG;
-	if (fy_join_decode(ch->in.data, ch->in.len, &j))
+	if (fy_join_decode(ch->rx.in.data, ch->rx.in.len, &j))
 		goto refuse;
 	pthread_mutex_lock(&p->lock);
 	rc = join_check(p, c, &j, &c->why);

@@ -4,8 +4,10 @@
  * says, in words, why a config is refused (there is no session yet to hold
  * the message, so it goes to the caller's buffer and the log callback).
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -99,8 +101,56 @@ static int check_numbers(const struct ferry_config *cfg, char *err,
 	return 0;
 }
 
+/* Every member after struct_size is one callback slot of the same size,
+ * so a size is valid when it ends on a slot boundary. */
+static_assert((sizeof(struct ferry_vmm_ops) -
+	       offsetof(struct ferry_vmm_ops, pause)) %
+			      sizeof(((struct ferry_vmm_ops *)0)->pause) == 0,
+	      "ferry_vmm_ops is struct_size and whole callback slots");
+
+/**
+ * fy_ops_copy() - copy the VMM's callback table into @dst by its
+ * struct_size: a shorter (older) table leaves the callbacks it lacks
+ * NULL; a longer (newer) one is taken only when every slot this library
+ * does not know is NULL. @dst->struct_size becomes the library's size.
+ *
+ * Return: 0, or -EINVAL with the reason in @err.
+ */
+int fy_ops_copy(struct ferry_vmm_ops *dst, const struct ferry_vmm_ops *src,
+		char *err, size_t errlen)
+{
+	const size_t slot = sizeof(src->pause);
+	const size_t first = offsetof(struct ferry_vmm_ops, pause);
+	const size_t least = offsetof(struct ferry_vmm_ops, resume) + slot;
+	const uint8_t *raw = (const uint8_t *)src;
+	size_t size = src->struct_size;
+
+	memset(dst, 0, sizeof(*dst));
+	if (!size)
+		return refuse(err, errlen,
+			      "ops->struct_size is 0: set it to sizeof(struct ferry_vmm_ops) (FERRY_VMM_OPS_INIT in an initialiser)");
+	if (size < least || size > FERRY_VMM_OPS_MAX_SIZE ||
+	    (size - first) % slot)
+		return refuse(err, errlen,
+			      "ops->struct_size is %zu: not the size of any struct ferry_vmm_ops (%zu to %d bytes, whole callbacks up to resume at least); set it to sizeof(struct ferry_vmm_ops)",
+			      size, least, FERRY_VMM_OPS_MAX_SIZE);
+	/* A newer VMM's callback that this library would never call is a
+	 * request it cannot honour, not something to ignore. */
+	for (size_t at = sizeof(*dst); at < size; at += slot)
+		for (size_t b = 0; b < slot; b++)
+			if (raw[at + b])
+				return refuse(err, errlen,
+					      "ops sets callback slot %zu (pause is 0; byte %zu of %zu), which this library (%zu bytes, ferry %s) does not know",
+					      (at - first) / slot, at, size,
+					      sizeof(*dst), FERRY_VERSION_STRING);
+	memcpy(dst, src, size < sizeof(*dst) ? size : sizeof(*dst));
+	dst->struct_size = sizeof(*dst);
+	return 0;
+}
+
 /* The choices: known values, and what they need. */
-static int check_choices(const struct ferry_config *cfg, char *err,
+static int check_choices(const struct ferry_config *cfg,
+			 const struct ferry_vmm_ops *ops, char *err,
 			 size_t errlen)
 {
 	int lo, hi;
@@ -111,8 +161,7 @@ static int check_choices(const struct ferry_config *cfg, char *err,
 	if ((unsigned)cfg->dirty_mode > FERRY_DIRTY_BITMAP)
 		return OUT_OF("dirty_mode", cfg->dirty_mode, FERRY_DIRTY_AUTO,
 			      FERRY_DIRTY_BITMAP);
-	if (cfg->dirty_mode == FERRY_DIRTY_BITMAP &&
-	    !cfg->ops->get_dirty_bitmap)
+	if (cfg->dirty_mode == FERRY_DIRTY_BITMAP && !ops->get_dirty_bitmap)
 		return refuse(err, errlen,
 			      "dirty_mode is FERRY_DIRTY_BITMAP, but ops has no get_dirty_bitmap");
 	if ((unsigned)cfg->compress > FERRY_COMPRESS_ZSTD)
@@ -146,6 +195,7 @@ static int check_choices(const struct ferry_config *cfg, char *err,
 FERRY_API int ferry_config_check(const struct ferry_config *cfg, char *err,
 				 size_t errlen)
 {
+	struct ferry_vmm_ops ops;
 	int rc;
 
 	if (err && errlen)
@@ -158,12 +208,15 @@ FERRY_API int ferry_config_check(const struct ferry_config *cfg, char *err,
 			      cfg->struct_size, sizeof(*cfg));
 	if (!cfg->ops)
 		return refuse(err, errlen, "ops is NULL: the VMM's callbacks are required");
-	if (!cfg->ops->resume)
+	rc = fy_ops_copy(&ops, cfg->ops, err, errlen);
+	if (rc)
+		return rc;
+	if (!ops.resume)
 		return refuse(err, errlen,
 			      "ops has no resume: both a source and a destination need it");
 	rc = check_numbers(cfg, err, errlen);
 	if (!rc)
-		rc = check_choices(cfg, err, errlen);
+		rc = check_choices(cfg, &ops, err, errlen);
 	return rc;
 }
 

@@ -64,39 +64,84 @@ struct ferry_session {
 	struct fy_lazy *lazy;
 };
 
-/* A connection carrying records, with its own checksum state. */
-struct fy_chan {
-	ferry_session *s;
-	int fd;
+/* Words of a zero map for the largest record body. */
+#define FY_ZMAP_WORDS ((FY_REC_MAX_BODY / 4096 + 63) / 64)
+
+/* The sending direction of a connection: touched only by the thread that
+ * sends on it. */
+struct fy_chan_tx {
 	struct fy_csum csum;
-	struct fy_buf out; /* encoding scratch for control records */
-	struct fy_buf in;  /* received control bodies */
-	uint64_t wire_bytes;
-	uint64_t last_rx_ns;
-	bool is_file;	/* a snapshot file: plain read/write, no answers */
+	struct fy_buf out;	/* a control record, encoded */
+	_Atomic uint64_t wire_bytes; /* written; read by any thread */
 	int tee_fd;	/* --record-stream: a copy of what is sent, or -1 */
-	/* Memory encoding: set by the sender after negotiation. */
+	/* Memory encoding: set after negotiation, before the first send. */
 	bool zero_pages;	    /* send zero pages as a map */
 	struct fy_codec *codec;	    /* compress with it, or NULL */
-	struct fy_codec *dcodec[3]; /* receive: one per kind, on demand */
 	/* Scratch of a chunk's size, mapped once (on huge pages if any): */
 	struct fy_bulk gather;	    /* non-zero pages, contiguous */
 	struct fy_bulk packed;	    /* compressed payload */
-	uint64_t zmap[(FY_REC_MAX_BODY / 4096 + 63) / 64];
+	uint64_t zmap[FY_ZMAP_WORDS];
+	/* Small memory records not handed to the socket yet. */
+	struct fy_batch *batch;
+	/* Large runs of guest pages are spliced to the socket, by reference,
+	 * through this pipe (opened on first use, else -1) while splice is
+	 * set, unless the kernel refused once (splice_failed). */
+	int pipe[2];
+	bool splice, splice_failed;
+};
+
+/* The receiving direction: touched only by the thread that receives. */
+struct fy_chan_rx {
+	struct fy_csum csum;
+	struct fy_buf in;	/* received control bodies */
+	_Atomic uint64_t wire_bytes; /* read; read by any thread */
+	uint64_t last_rx_ns;
+	struct fy_codec *dcodec[3]; /* one per kind, on demand */
+	struct fy_bulk gather;	    /* unpacked pages */
+	struct fy_bulk packed;	    /* compressed payload */
+	uint64_t zmap[FY_ZMAP_WORDS];
 	/* Read ahead: bytes received past what a read asked for. */
 	uint8_t *rbuf;
 	uint32_t rpos, rlen;
 	bool after_bulk; /* the socket was last read for page data, or for
 			  * framing since then */
-	int lowat;	/* receiver: SO_RCVLOWAT as last set (0: the default, 1) */
-	/* Sender: small memory records not handed to the socket yet. */
-	struct fy_batch *batch;
-	/* Sender: large runs of guest pages are spliced to the socket, by
-	 * reference, through this pipe (opened on first use, else -1) while
-	 * splice is set, unless the kernel refused once (splice_failed). */
-	int pipe[2];
-	bool splice, splice_failed;
+	int lowat;	/* SO_RCVLOWAT as last set (0: the default, 1) */
 };
+
+/*
+ * A connection carrying records. Each direction has its own state
+ * (checksum, buffers, read-ahead, byte count), so one thread may send on
+ * it while another receives: at most one sender and one receiver at a
+ * time. The socket and the session are shared; the kernel takes a send
+ * and a receive on one socket at once, and what the session is asked
+ * (pacing, the cancel flag, buffer counts) is safe from any thread.
+ * Opening, fy_chan_prepare() and fy_chan_close() need both directions
+ * idle. A failure in one direction leaves the other's state as it was:
+ * after a send failed, the receiving side can still read the peer's
+ * ERROR that explains it.
+ */
+struct fy_chan {
+	ferry_session *s;
+	int fd;
+	bool is_file;	/* a snapshot file: plain read/write, no answers */
+	struct fy_chan_tx tx;
+	struct fy_chan_rx rx;
+};
+
+/* Count @n more bytes on a direction: one writer, readers anywhere. */
+static inline void fy_chan_count(_Atomic uint64_t *at, uint64_t n)
+{
+	atomic_store_explicit(at,
+			      atomic_load_explicit(at, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+/* Bytes the connection carried, both directions (any thread). */
+static inline uint64_t fy_chan_wire_bytes(const struct fy_chan *c)
+{
+	return atomic_load_explicit(&c->tx.wire_bytes, memory_order_relaxed) +
+	       atomic_load_explicit(&c->rx.wire_bytes, memory_order_relaxed);
+}
 
 /* Bytes one memory record of @chunk page bytes takes on the wire at most:
  * headers, a full zero map, padding and trailer. */
@@ -145,6 +190,8 @@ void fy_session_set_state(ferry_session *s, enum ferry_state st);
 /* Record the first error (later ones keep the first message). Returns
  * @code for convenience. printf-style message. */
 int fy_session_check_role(ferry_session *s, bool source);
+int fy_ops_copy(struct ferry_vmm_ops *dst, const struct ferry_vmm_ops *src,
+		char *err, size_t errlen);
 int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void fy_session_clear_error(ferry_session *s);
@@ -181,7 +228,7 @@ int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
 int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 		     const struct fy_mem_hdr *m, bool csum_data);
 int fy_chan_recv_hdr(struct fy_chan *c, struct fy_rec_hdr *h, int idle_ms);
-/* Read a control body into c->in (bounded), padding and trailer, and
+/* Read a control body into c->rx.in (bounded), padding and trailer, and
  * verify the checksum. */
 int fy_chan_recv_body(struct fy_chan *c, const struct fy_rec_hdr *h);
 /* Read a memory record body straight into guest memory after validating
@@ -189,6 +236,23 @@ int fy_chan_recv_body(struct fy_chan *c, const struct fy_rec_hdr *h);
 int fy_chan_recv_mem(struct fy_chan *c, const struct fy_rec_hdr *h,
 		     const struct fy_region *regions, size_t nregions,
 		     struct fy_mem_hdr *m, char *err, size_t errlen);
+/* Where a staged memory record goes (fy_chan_recv_staged()): @buf is
+ * page-aligned and @size a page multiple, at least the largest record's
+ * memory; place() gets a verified record's pages, as fy_lazy_place()
+ * takes them, and returns 0 or a negative code. */
+struct fy_stage {
+	uint8_t *buf;
+	size_t size;
+	int (*place)(void *opaque, uint32_t region, uint64_t offset,
+		     uint64_t len, const void *buf, const uint64_t *zero);
+	void *opaque;
+};
+/* Receive a memory record into @st->buf, verify its checksum, and only
+ * then hand its pages to @st->place(); guest memory is not written. */
+int fy_chan_recv_staged(struct fy_chan *c, const struct fy_rec_hdr *h,
+			const struct fy_region *regions, size_t nregions,
+			const struct fy_stage *st, struct fy_mem_hdr *m,
+			char *err, size_t errlen);
 int fy_chan_skip_body(struct fy_chan *c, const struct fy_rec_hdr *h);
 /* Send an ERROR (or ABORT) record carrying @code and @msg; best effort. */
 void fy_chan_send_error(struct fy_chan *c, uint32_t type, uint32_t seq,

@@ -56,7 +56,7 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	uint32_t min = s->cfg.version_min ? s->cfg.version_min
 					  : FY_PROTO_VERSION_MIN;
 
-	if (fy_hello_decode(x->ch.in.data, x->ch.in.len, &h)) {
+	if (fy_hello_decode(x->ch.rx.in.data, x->ch.rx.in.len, &h)) {
 		snprintf(x->err, sizeof(x->err), "malformed HELLO");
 		return -EBADMSG;
 	}
@@ -96,7 +96,7 @@ static int on_config(struct receiver *x)
 	ferry_session *s = x->s;
 	struct fy_config_msg m;
 
-	if (fy_config_decode(x->ch.in.data, x->ch.in.len, &m)) {
+	if (fy_config_decode(x->ch.rx.in.data, x->ch.rx.in.len, &m)) {
 		snprintf(x->err, sizeof(x->err), "malformed CONFIG");
 		return -EBADMSG;
 	}
@@ -134,7 +134,7 @@ static int on_pass_begin(struct receiver *x)
 {
 	ferry_session *s = x->s;
 
-	if (fy_pass_begin_decode(x->ch.in.data, x->ch.in.len, &x->pass)) {
+	if (fy_pass_begin_decode(x->ch.rx.in.data, x->ch.rx.in.len, &x->pass)) {
 		snprintf(x->err, sizeof(x->err), "malformed PASS_BEGIN");
 		return -EBADMSG;
 	}
@@ -172,7 +172,7 @@ static int on_memory(struct receiver *x, const struct fy_rec_hdr *h)
 	pthread_mutex_lock(&s->lock);
 	s->stats.bytes += m.length;
 	s->stats.pass_bytes += m.length;
-	s->stats.wire_bytes = x->ch.wire_bytes;
+	s->stats.wire_bytes = fy_chan_wire_bytes(&x->ch);
 	pthread_mutex_unlock(&s->lock);
 	fy_session_progress(s);
 	return 0;
@@ -210,7 +210,7 @@ static int on_pass_end(struct receiver *x, struct fy_buf *reply)
 	struct fy_pass_ack ack = { 0 };
 	int rc;
 
-	if (fy_pass_end_decode(x->ch.in.data, x->ch.in.len, &e)) {
+	if (fy_pass_end_decode(x->ch.rx.in.data, x->ch.rx.in.len, &e)) {
 		snprintf(x->err, sizeof(x->err), "malformed PASS_END");
 		return -EBADMSG;
 	}
@@ -256,7 +256,7 @@ static int on_state(struct receiver *x)
 			 "STATE before a complete final memory pass");
 		return FERRY_EPROTO;
 	}
-	rc = s->ops.load_state(s->cfg.opaque, x->ch.in.data, x->ch.in.len);
+	rc = s->ops.load_state(s->cfg.opaque, x->ch.rx.in.data, x->ch.rx.in.len);
 	if (rc) {
 		char why[256] = "";
 
@@ -268,7 +268,7 @@ static int on_state(struct receiver *x)
 		return FERRY_EVMM;
 	}
 	pthread_mutex_lock(&s->lock);
-	s->stats.bytes += x->ch.in.len;
+	s->stats.bytes += x->ch.rx.in.len;
 	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
@@ -340,7 +340,7 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 	case FY_RA_RELEASED:
 		return on_released(x, reply);
 	case FY_RA_ABORT:
-		if (fy_error_decode(x->ch.in.data, x->ch.in.len, &e))
+		if (fy_error_decode(x->ch.rx.in.data, x->ch.rx.in.len, &e))
 			snprintf(e.message, sizeof(e.message), "(no reason)");
 		snprintf(x->err, sizeof(x->err), "source aborted: %s",
 			 e.message);

@@ -60,7 +60,7 @@ static void salvage_peer_error(struct sender *x)
 		return;
 	if (fy_rec_number(h.type) != FY_REC_ERROR ||
 	    fy_chan_recv_body(&x->ch, &h) ||
-	    fy_error_decode(x->ch.in.data, x->ch.in.len, &e))
+	    fy_error_decode(x->ch.rx.in.data, x->ch.rx.in.len, &e))
 		return;
 	fy_session_fail(x->s, FERRY_EPEER, "destination: %s (%s)", e.message,
 			ferry_strerror(e.code));
@@ -96,7 +96,7 @@ static int await_response(struct sender *x, const char *what)
 	}
 	rc = fy_send_sm_response(&x->sm, fy_rec_number(h.type), h.seq);
 	if (rc == FERRY_EPEER) {
-		if (fy_error_decode(x->ch.in.data, x->ch.in.len, &e))
+		if (fy_error_decode(x->ch.rx.in.data, x->ch.rx.in.len, &e))
 			snprintf(e.message, sizeof(e.message), "(undecodable)");
 		return fy_session_fail(x->s, FERRY_EPEER,
 				       "destination refused %s: %s", what,
@@ -177,7 +177,7 @@ static int negotiate(struct sender *x)
 		rc = request(x, FY_REC_HELLO, &b, "HELLO");
 	if (rc)
 		goto out;
-	rc = fy_hello_reply_decode(x->ch.in.data, x->ch.in.len, &x->peer);
+	rc = fy_hello_reply_decode(x->ch.rx.in.data, x->ch.rx.in.len, &x->peer);
 	x->peer.capabilities &= fy_version_caps(x->peer.version);
 	if (rc || x->peer.version < hello.version_min ||
 	    x->peer.version > hello.version_max ||
@@ -220,10 +220,10 @@ out:
 /* Bytes on the wire over every connection; read while no worker runs. */
 static uint64_t wire_total(const struct sender *x)
 {
-	uint64_t n = x->ch.wire_bytes;
+	uint64_t n = fy_chan_wire_bytes(&x->ch);
 
 	for (unsigned i = 0; i < x->nextra; i++)
-		n += x->extra[i].wire_bytes;
+		n += fy_chan_wire_bytes(&x->extra[i]);
 	return n;
 }
 
@@ -263,7 +263,7 @@ static int take_lost(struct sender *x, uint32_t pass)
 	struct fy_pass_ack ack;
 	int rc;
 
-	if (fy_pass_ack_decode(x->ch.in.data, x->ch.in.len, &ack))
+	if (fy_pass_ack_decode(x->ch.rx.in.data, x->ch.rx.in.len, &ack))
 		return fy_session_fail(x->s, FERRY_EPROTO,
 				       "malformed answer to PASS_END");
 	for (uint32_t i = 0; i < ack.nlost; i++) {
@@ -472,8 +472,8 @@ static int choose_encoding(struct sender *x, struct fy_chan *c)
 	enum ferry_compress want = s->cfg.compress;
 	int rc;
 
-	c->zero_pages = x->peer.capabilities & FERRY_CAP_ZERO_PAGES;
-	if (want == FERRY_COMPRESS_NONE || c->codec)
+	c->tx.zero_pages = x->peer.capabilities & FERRY_CAP_ZERO_PAGES;
+	if (want == FERRY_COMPRESS_NONE || c->tx.codec)
 		return 0;
 	if (!(x->peer.capabilities & cap_of[want])) {
 		if (c == &x->ch)
@@ -483,7 +483,7 @@ static int choose_encoding(struct sender *x, struct fy_chan *c)
 		return 0;
 	}
 	rc = fy_codec_new((enum fy_codec_kind)want, s->cfg.compress_level,
-			  &c->codec);
+			  &c->tx.codec);
 	if (rc)
 		return fy_session_fail(s, rc, "cannot set up %s level %d: %s",
 				       fy_codec_name((enum fy_codec_kind)want),
@@ -542,7 +542,7 @@ static int join_answer(struct fy_chan *c, uint32_t seq, char *why, size_t len)
 	if (fy_rec_number(h.type) == FY_REC_OK && h.seq == seq)
 		return 0;
 	if (fy_rec_number(h.type) == FY_REC_ERROR &&
-	    !fy_error_decode(c->in.data, c->in.len, &e))
+	    !fy_error_decode(c->rx.in.data, c->rx.in.len, &e))
 		snprintf(why, len, "%s", e.message);
 	else
 		snprintf(why, len, "unexpected answer to JOIN");
@@ -956,7 +956,7 @@ static int handshake(struct sender *x)
 				  s->stats.error == FERRY_EPEER;
 		return rc;
 	}
-	if (fy_running_decode(x->ch.in.data, x->ch.in.len, &run))
+	if (fy_running_decode(x->ch.rx.in.data, x->ch.rx.in.len, &run))
 		memset(&run, 0, sizeof(run));
 	x->t_resumed = x->same_host && run.resumed_ns > x->t_pause
 			       ? run.resumed_ns : fy_now_ns();
@@ -1128,10 +1128,10 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 	setup_socket(x, fd, 0);
 	rc = fy_chan_init(&x->ch, x->s, fd);
 	if (!rc && x->s->cfg.record_stream) {
-		x->ch.tee_fd = open(x->s->cfg.record_stream,
+		x->ch.tx.tee_fd = open(x->s->cfg.record_stream,
 				    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 				    0644);
-		if (x->ch.tee_fd < 0)
+		if (x->ch.tx.tee_fd < 0)
 			return fy_session_fail(x->s, -errno,
 					       "cannot create %s: %s",
 					       x->s->cfg.record_stream,
@@ -1185,10 +1185,10 @@ static int open_main(struct sender *x, const struct fy_uri *u)
 		    fy_cancelled(x->s))
 			return rc;
 		fy_session_log(x->s, 2, "connection reset before HELLO was answered; retrying");
-		if (x->ch.tee_fd >= 0)
-			close(x->ch.tee_fd);
+		if (x->ch.tx.tee_fd >= 0)
+			close(x->ch.tx.tee_fd);
 		fy_chan_close(&x->ch);
-		x->ch.tee_fd = -1;
+		x->ch.tx.tee_fd = -1;
 		fy_send_sm_init(&x->sm);
 		fy_session_clear_error(x->s);
 		usleep(50 * 1000);
@@ -1225,8 +1225,8 @@ static void sender_free(struct sender *x)
 	fy_ranges_free(&x->ranges);
 	fy_ranges_free(&x->carry);
 	fy_snapw_free(x->snap);
-	if (x->ch.tee_fd >= 0)
-		close(x->ch.tee_fd);
+	if (x->ch.tx.tee_fd >= 0)
+		close(x->ch.tx.tee_fd);
 	fy_chan_close(&x->ch);
 	free(x);
 }
@@ -1270,7 +1270,7 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	if (!rc && !x->to_file && !s->cfg.record_stream)
 		rc = open_extra(x, &u);
 	/* Over one connection the pages go by reference (see chan.c). */
-	x->ch.splice = !x->nextra;
+	x->ch.tx.splice = !x->nextra;
 	if (!rc)
 		rc = start_tracking(x);
 	if (!rc && x->tracking)

@@ -123,7 +123,8 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 	if (!s)
 		return -ENOMEM;
 	s->cfg = *cfg;
-	s->ops = *cfg->ops;
+	/* ferry_config_check() took the table: this copy cannot fail. */
+	fy_ops_copy(&s->ops, cfg->ops, NULL, 0);
 	s->cfg.ops = &s->ops;
 	if (!s->cfg.max_passes)
 		s->cfg.max_passes = 30;

@@ -186,6 +186,7 @@ static int op_bitmap(void *o, uint32_t region, uint64_t *bitmap, size_t pages)
 }
 
 static const struct ferry_vmm_ops fake_ops = {
+	FERRY_VMM_OPS_INIT,
 	.pause = op_pause,
 	.resume = op_resume,
 	.save_state = op_save,

@@ -43,11 +43,13 @@ static int op_load(void *o, const void *d, size_t n)
 }
 
 static const struct ferry_vmm_ops all_ops = {
+	FERRY_VMM_OPS_INIT,
 	.pause = op_ok, .resume = op_ok, .save_state = op_save,
 	.load_state = op_load,
 };
 /* What a destination-only VMM has. */
 static const struct ferry_vmm_ops dest_ops = {
+	FERRY_VMM_OPS_INIT,
 	.resume = op_ok, .load_state = op_load,
 };
 
@@ -91,9 +93,25 @@ static void refused(void (*set)(struct ferry_config *), const char *want)
 	}
 
 REFUSED(no_ops, c->ops = NULL, "ops is NULL")
-static const struct ferry_vmm_ops no_resume_ops = { .pause = op_ok };
+static const struct ferry_vmm_ops no_resume_ops = { FERRY_VMM_OPS_INIT,
+						      .pause = op_ok };
 REFUSED(no_resume, c->ops = &no_resume_ops, "no resume")
 REFUSED(struct_size, c->struct_size -= 8, "ferry_config_init")
+/* Callback tables whose struct_size is not a size: a VMM that did not set
+ * it (0), a size that ends inside a callback, one that ends before the
+ * resume every session needs, and one far past any table. */
+static struct ferry_vmm_ops sized_ops = { .pause = op_ok, .resume = op_ok };
+REFUSED(ops_size_zero, (sized_ops.struct_size = 0, c->ops = &sized_ops),
+	"ops->struct_size is 0: set it to sizeof(struct ferry_vmm_ops)")
+REFUSED(ops_size_inside, (sized_ops.struct_size = sizeof(sized_ops) - 3,
+			  c->ops = &sized_ops),
+	"not the size of any struct ferry_vmm_ops")
+REFUSED(ops_size_before_resume,
+	(sized_ops.struct_size = offsetof(struct ferry_vmm_ops, resume),
+	 c->ops = &sized_ops),
+	"not the size of any struct ferry_vmm_ops")
+REFUSED(ops_size_huge, (sized_ops.struct_size = 0x5555a000u, c->ops = &sized_ops),
+	"ops->struct_size is 1431674880: not the size")
 REFUSED(connections_0, c->connections = 0,
 	"connections is 0: it must be from 1 to 64")
 REFUSED(connections_65, c->connections = 65,
@@ -179,6 +197,98 @@ static void test_destination_needs_no_source_callbacks(void **state)
 	munmap(mem, size);
 }
 
+static int op_never(void *o)
+{
+	(void)o;
+	fail_msg("a callback past the table's struct_size was called");
+	return -1;
+}
+
+static int op_never_bitmap(void *o, uint32_t r, uint64_t *b, size_t n)
+{
+	(void)o, (void)r, (void)b, (void)n;
+	fail_msg("a callback past the table's struct_size was called");
+	return -1;
+}
+
+/* A VMM built against an older header has a shorter table: what follows
+ * it in memory (here: callbacks that must never be called) is not read,
+ * and the callbacks it lacks are NULL, so asking for them is refused as
+ * for a table that leaves them out. */
+static void test_older_ops_table(void **state)
+{
+	struct ferry_vmm_ops mem = {
+		.pause = op_ok, .resume = op_ok, .save_state = op_save,
+		.load_state = op_load, .release = op_never,
+		.reacquire = op_never, .acquire = op_never,
+		.get_dirty_bitmap = op_never_bitmap,
+	};
+	struct ferry_config cfg;
+	ferry_session *s = NULL;
+	char err[256];
+
+	(void)state;
+	/* The table as it ended after load_state. */
+	mem.struct_size = offsetof(struct ferry_vmm_ops, release);
+	ferry_config_init(&cfg);
+	cfg.ops = &mem;
+	assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), 0);
+	cfg.dirty_mode = FERRY_DIRTY_BITMAP;
+	assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "no get_dirty_bitmap"));
+	cfg.dirty_mode = FERRY_DIRTY_AUTO;
+	assert_int_equal(ferry_session_new(&cfg, &s), 0);
+	ferry_session_destroy(s);
+
+	/* Shorter still, up to resume: a source is told save_state is missing
+	 * although the memory after the table holds one. */
+	mem.struct_size = offsetof(struct ferry_vmm_ops, save_state);
+	s = session_of(&mem);
+	{
+		size_t size = 1u << 20;
+		void *ram = mmap(NULL, size, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		struct ferry_region r = { .size = size, .host = ram, .fd = -1,
+					  .name = "ram0" };
+
+		assert_int_equal(ferry_session_add_region(s, &r), 0);
+		assert_int_equal(ferry_session_send(s, "unix:/nonexistent/x"),
+				 -EINVAL);
+		ferry_session_errmsg(s, err, sizeof(err));
+		assert_non_null(strstr(err, "ops has no save_state: a source needs it"));
+		ferry_session_destroy(s);
+		munmap(ram, size);
+	}
+}
+
+/* A VMM built against a newer header has a longer table: taken while the
+ * callbacks this library does not know are NULL, refused with the slot
+ * named once one is set (the VMM asks for something it cannot get). */
+static void test_newer_ops_table(void **state)
+{
+	struct {
+		struct ferry_vmm_ops known;
+		int (*future[2])(void *);
+	} newer = { .known = { .pause = op_ok, .resume = op_ok } };
+	const size_t slots = (sizeof(struct ferry_vmm_ops) -
+			      offsetof(struct ferry_vmm_ops, pause)) /
+			     sizeof(newer.future[0]);
+	struct ferry_config cfg;
+	char err[256], want[64];
+
+	(void)state;
+	newer.known.struct_size = sizeof(newer);
+	ferry_config_init(&cfg);
+	cfg.ops = &newer.known;
+	assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), 0);
+	newer.future[1] = op_ok;
+	assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), -EINVAL);
+	snprintf(want, sizeof(want), "ops sets callback slot %zu", slots + 1);
+	if (!strstr(err, want))
+		fail_msg("message \"%s\" does not say \"%s\"", err, want);
+	assert_non_null(strstr(err, "does not know"));
+}
+
 /* Regions: each refusal says why; an fd is read only with
  * FERRY_REGION_FD, and then must be open. */
 static void test_region_refusals(void **state)
@@ -235,6 +345,12 @@ int main(void)
 		cmocka_unit_test(test_no_ops),
 		cmocka_unit_test(test_no_resume),
 		cmocka_unit_test(test_struct_size),
+		cmocka_unit_test(test_ops_size_zero),
+		cmocka_unit_test(test_ops_size_inside),
+		cmocka_unit_test(test_ops_size_before_resume),
+		cmocka_unit_test(test_ops_size_huge),
+		cmocka_unit_test(test_older_ops_table),
+		cmocka_unit_test(test_newer_ops_table),
 		cmocka_unit_test(test_connections_0),
 		cmocka_unit_test(test_connections_65),
 		cmocka_unit_test(test_window),

@@ -223,6 +223,7 @@ static void op_note(void *o, char *note, size_t len)
 }
 
 static const struct ferry_vmm_ops ops = {
+	FERRY_VMM_OPS_INIT,
 	.pause = op_pause,
 	.resume = op_resume,
 	.save_state = op_save,
@@ -234,6 +235,7 @@ static const struct ferry_vmm_ops ops = {
 
 /* The same VMM with its own dirty log, for FERRY_DIRTY_BITMAP. */
 static const struct ferry_vmm_ops ops_bitmap = {
+	FERRY_VMM_OPS_INIT,
 	.pause = op_pause,
 	.resume = op_resume,
 	.save_state = op_save,
