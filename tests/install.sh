@@ -19,7 +19,7 @@ meson install -C "$build" --destdir "$D" --no-rebuild --quiet >"$D.log" 2>&1 ||
 rm -f "$D.log"
 
 expected=$(printf '%s\n' "$bindir/ferry" "$bindir/ferry-vm" "$incdir/ferry.h" \
-	"$libdir/libferry.so" "$libdir/libferry.so.0" "$libdir/libferry.so.0.1.0" \
+	"$libdir/libferry.so" "$libdir/libferry.so.1" "$libdir/libferry.so.1.0.0" \
 	"$libdir/pkgconfig/ferry.pc" "$mandir/man1/ferry.1" "$mandir/man1/ferry-vm.1" \
 	"$datadir/doc/ferry/LICENSE" | sort)
 got=$(find "$D" -type f -o -type l | sort)
@@ -27,9 +27,9 @@ got=$(find "$D" -type f -o -type l | sort)
 	fail "installed files differ from what a packager expects:$(diff <(echo "$expected") <(echo "$got") | sed 's/^/  /')"
 echo "ok: installed $(echo "$got" | wc -l) files: $(echo "$got" | sed "s|^$D||" | tr '\n' ' ')"
 
-soname=$(readelf -d "$libdir/libferry.so.0.1.0" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
-[ "$soname" = libferry.so.0 ] || fail "soname is '$soname', not libferry.so.0"
-[ "$(readlink "$libdir/libferry.so")" = libferry.so.0 ] || fail "libferry.so does not point to the soname"
+soname=$(readelf -d "$libdir/libferry.so.1.0.0" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+[ "$soname" = libferry.so.1 ] || fail "soname is '$soname', not libferry.so.1"
+[ "$(readlink "$libdir/libferry.so")" = libferry.so.1 ] || fail "libferry.so does not point to the soname"
 echo "ok: soname $soname"
 
 for page in ferry ferry-vm; do
@@ -43,7 +43,7 @@ echo "ok: man pages ferry(1) and ferry-vm(1)"
 
 export PKG_CONFIG_PATH="$libdir/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$D"
 flags=$(pkg-config --cflags --libs ferry) || fail "pkg-config does not find ferry"
-[ "$(pkg-config --modversion ferry)" = 0.1.0 ] || fail "ferry.pc version $(pkg-config --modversion ferry)"
+[ "$(pkg-config --modversion ferry)" = 0.2.0 ] || fail "ferry.pc version $(pkg-config --modversion ferry)"
 cat >"$D/use.c" <<'EOF'
 #include <ferry.h>
 #include <stdio.h>
