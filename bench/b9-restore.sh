@@ -18,9 +18,10 @@
 #   (no other option), timed from the start of the process to the first
 #   status whose guest runs (bench/restore.py polls the API socket), with
 #   the engine's own figures (total_ms, mb_per_s) from `ferry status`;
-#   then at once a second one ("warm"), which gets the memory the first
-#   one freed before the host took it back: what a restore does on a host
-#   whose free memory stays backed (any machine that is not such a guest);
+#   then the same on hugetlb memory (`--memory-backend hugetlb`) from a
+#   pool reserved before the rounds and used once by an unmeasured
+#   restore: pages in a hugetlb pool stay out of the free lists, so the
+#   host keeps backing them (as root; the pool is set back at the end);
 # - a lazy restore: the same with --lazy, timed to the guest running, then
 #   to every page in (lazy_placed = lazy_pages, or lazy_complete_ms), with
 #   the page waits the engine measured (page_faults, page_wait_p50_ms,
@@ -48,7 +49,22 @@ WARM=2
 SETTLE_S=${SETTLE_S:-8}
 FRESHMEM=$BUILD/bench/freshmem
 snap_dir
-trap snap_cleanup EXIT
+HUGE_ORIG=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || true)
+# huge_restore: the pool back to its size before the benchmark.
+huge_restore() {
+	[ -z "$HUGE_ORIG" ] || echo "$HUGE_ORIG" >/proc/sys/vm/nr_hugepages 2>/dev/null || true
+}
+trap 'huge_restore; snap_cleanup' EXIT
+# huge_reserve MIB: at least MIB of free 2 MiB pages in the hugetlb pool
+# (as root); 1 when it cannot be had.
+huge_reserve() {
+	local want=$(($1 / 2 + 8)) free
+	[ "$(id -u)" = 0 ] && grep -q '^Hugepagesize: *2048 kB' /proc/meminfo || return 1
+	free=$(awk '/^HugePages_Free/ {print $2}' /proc/meminfo)
+	[ "$free" -ge "$want" ] && return 0
+	echo $(($(cat /proc/sys/vm/nr_hugepages) + want - free)) >/proc/sys/vm/nr_hugepages 2>/dev/null
+	[ "$(awk '/^HugePages_Free/ {print $2}' /proc/meminfo)" -ge "$want" ]
+}
 if [ "$(id -u)" = 0 ]; then
 	CACHES="dropped before each measurement (echo 3 > /proc/sys/vm/drop_caches)"
 else
@@ -96,6 +112,13 @@ for size in "${SIZES[@]}"; do
 		rm -f "$file"
 		continue
 	fi
+	huge=
+	if huge_reserve "$mib"; then
+		huge=1
+		python3 "$BENCH_DIR/restore.py" "$FERRY_VM" "$sock" "$file" eager -- \
+			--memory-backend hugetlb >>"$LOG" 2>&1 || huge=
+	fi
+	[ -n "$huge" ] || meta "skip_hugetlb_$size" "no hugetlb pool of $mib MiB (needs root and free memory)"
 	for round in $(seq 1 "$ROUNDS"); do
 		# Rotate the order: dd, fresh, eager, lazy; fresh, eager, lazy, dd; ...
 		order=(dd fresh eager lazy dd fresh eager)
@@ -110,8 +133,11 @@ for size in "${SIZES[@]}"; do
 				;;
 			eager)
 				measure "eager-$size" "$round" python3 "$BENCH_DIR/restore.py" "$FERRY_VM" "$sock" "$file" eager
-				drop_caches || true
-				measure "eager-warm-$size" "$round" python3 "$BENCH_DIR/restore.py" "$FERRY_VM" "$sock" "$file" eager
+				[ -z "$huge" ] || {
+					cold
+					measure "eager-hugetlb-$size" "$round" python3 "$BENCH_DIR/restore.py" \
+						"$FERRY_VM" "$sock" "$file" eager -- --memory-backend hugetlb
+				}
 				;;
 			*) measure "$what-$size" "$round" python3 "$BENCH_DIR/restore.py" "$FERRY_VM" "$sock" \
 				"$file" "$what" ;;
@@ -119,6 +145,7 @@ for size in "${SIZES[@]}"; do
 		done
 	done
 	rm -f "$file" "$sock"
+	huge_restore
 done
 # shellcheck disable=SC2119
 report
@@ -126,7 +153,8 @@ cat <<EOF
 the snapshot: $FERRY snapshot SOCK FILE --json (snapshot_run), of a guest started as
   $FERRY_VM --api-socket SOCK --memory SIZE --workload random --dirty-rate $RATE
   (running, then $WARM s of its workload); restore.py starts
-  $FERRY_VM --api-socket SOCK --incoming file:FILE [--lazy]; dd_json ARGS = dd ARGS;
+  $FERRY_VM --api-socket SOCK --incoming file:FILE [--lazy | --memory-backend hugetlb];
+  dd_json ARGS = dd ARGS;
   fresh memory: $FRESHMEM --size MIB --threads 4 [--read FILE];
   cold = sync; echo 3 > /proc/sys/vm/drop_caches; sleep $SETTLE_S
 EOF

@@ -638,7 +638,7 @@ def b9(recs):
                 m, rg = spread([v for v in map(restore_rate, what) if v is not None])
                 tm, trg = spread(values(what, "total_ms"))
                 rows.append([size, text, runs_ok(what), "", "", tm, trg, "", m, rg, ""])
-        for mode, text in (("eager", "full restore"), ("eager-warm", "full restore, warm"),
+        for mode, text in (("eager", "full restore"), ("eager-hugetlb", "full restore, hugetlb pool"),
                            ("lazy", "lazy restore")):
             rs = of(recs, f"{mode}-{size}")
             if not rs:
@@ -677,12 +677,14 @@ def b9(recs):
                         bool(t) and len(t) == len(rs) and max(t) <= 100
         if fb:
             print(f"{size}: snapshot file {fb / 2**20:,.0f} MiB")
+        if META.get(f"skip_hugetlb_{size}"):
+            print(f"{size}: hugetlb row skipped: {META[f'skip_hugetlb_{size}']}")
     table(["size", "what", "ok", "running ms", "range", "all in ms", "range",
            "engine total ms", "MB/s", "range", "verified"], rows)
     print("running / all in: from the process start to the first status whose guest "
           "runs / has every page (dd, freshmem: their time); MB/s: file bytes / all in "
-          "(dd, freshmem: their own); warm: run at once after the first, on memory the "
-          "host still backs")
+          "(dd, freshmem: their own); hugetlb pool: --memory-backend hugetlb from a pool "
+          "reserved before the rounds, whose pages the host keeps backing")
     if lrows:
         print()
         table(["size", "page faults", "wait p50 ms", "range", "p99 ms", "range",

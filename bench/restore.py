@@ -13,7 +13,7 @@ over the time to all pages in, from the process start), "verified",
 page_wait_p50_ms, page_wait_p99_ms, page_wait_max_ms, lazy_complete_ms, as
 the VM names them), and those lazy figures copied to the top level}.
 
-usage: restore.py FERRY_VM SOCK FILE eager|lazy [TIMEOUT_S=600]
+usage: restore.py FERRY_VM SOCK FILE eager|lazy [TIMEOUT_S=600] [-- FERRY_VM_ARGS...]
 """
 import json
 import os
@@ -57,10 +57,14 @@ def main():
     if len(sys.argv) < 5:
         sys.exit(__doc__)
     vm, sock, path, mode = sys.argv[1:5]
-    limit = float(sys.argv[5]) if len(sys.argv) > 5 else 600.0
+    args = sys.argv[5:]
+    extra = args[args.index("--") + 1:] if "--" in args else []
+    args = args[:args.index("--")] if "--" in args else args
+    limit = float(args[0]) if args else 600.0
     cmd = [vm, "--api-socket", sock, "--incoming", "file:" + path]
     if mode == "lazy":
         cmd.append("--lazy")
+    cmd += extra
     out = {"status": "ok", "mode": mode, "first_answer_ms": None, "running_ms": None,
            "all_in_ms": None, "verified": None}
     try:
