@@ -123,6 +123,7 @@ struct fy_lazy {
 	uint64_t zeros_len;
 	uint64_t nbatches;
 	uint64_t pages;
+	uint64_t present_pages; /* placed before start, by the caller */
 	uint64_t t0_ns;
 	bool finished;
 
@@ -744,33 +745,35 @@ static int lz_probe(struct lz_region *r, char *err, size_t errlen)
 }
 
 /*
- * A unit that is present when the region is registered never faults, so
- * the source would never be asked for it and the guest would run on
- * whatever it holds (zeros, say, after a stray read mapped the zero page):
- * refuse such a region. A shmem file answers SEEK_DATA from its page cache
- * at once, whatever its size; other memory is asked with mincore(2), which
- * skips empty page tables (8 GiB of fresh anonymous memory: about 2 ms).
+ * A unit that is missing when the region is registered faults, so the
+ * source is asked for it; one that is populated never faults, and the
+ * guest would run on whatever it holds (zeros after a stray read mapped
+ * the zero page, or a precopy page the source dirtied since). Check that
+ * [start, start + len) of @r holds no page. A shmem file answers SEEK_DATA
+ * from its page cache at once, whatever its size; other memory is asked
+ * with mincore(2), which skips empty page tables (8 GiB of fresh anonymous
+ * memory: about 2 ms).
  */
 static int lz_check_fresh(const struct lz_region *r, const struct fy_region *in,
-			  char *err, size_t errlen)
+			  uint64_t start, uint64_t len, char *err, size_t errlen)
 {
 	unsigned char vec[4096];
-	uint64_t off, n, i;
+	uint64_t off, n, i, end = start + len;
 	off_t data;
 
 	if (in->fd >= 0 && r->shared && !r->hugetlb) {
-		data = lseek(in->fd, (off_t)in->fd_offset, SEEK_DATA);
+		data = lseek(in->fd, (off_t)(in->fd_offset + start), SEEK_DATA);
 		if (data < 0 && errno == ENXIO)
 			return 0;
-		if (data >= 0 && (uint64_t)data - in->fd_offset >= r->size)
+		if (data >= 0 && (uint64_t)data - in->fd_offset >= end)
 			return 0;
 		if (data >= 0) {
 			off = (uint64_t)data - in->fd_offset;
 			goto populated;
 		}
 	}
-	for (off = 0; off < r->size; off += n * FY_PAGE_SIZE) {
-		n = (r->size - off) / FY_PAGE_SIZE;
+	for (off = start; off < end; off += n * FY_PAGE_SIZE) {
+		n = (end - off) / FY_PAGE_SIZE;
 		if (n > sizeof(vec))
 			n = sizeof(vec);
 		if (mincore(r->host + off, n * FY_PAGE_SIZE, vec))
@@ -786,8 +789,124 @@ static int lz_check_fresh(const struct lz_region *r, const struct fy_region *in,
 populated:
 	return lz_err(err, errlen, -EINVAL,
 		      "region %s: the page at offset %#" PRIx64 " is already populated "
-		      "(lazy loading needs memory never touched, or dropped first)",
-		      r->name, off);
+		      "(lazy loading needs memory never touched, dropped first, or "
+		      "marked present)", r->name, off);
+}
+
+/*
+ * Drop [off, off + len) of @r so that it faults. Private memory takes
+ * MADV_DONTNEED. Shared memory (a memfd, hugetlb or not) takes
+ * MADV_REMOVE, which the kernel turns into fallocate(PUNCH_HOLE |
+ * KEEP_SIZE) on the mapping's own file at the mapping's own offset, and
+ * which unmaps the range from every mapping of the file: the same as
+ * punching through the region's descriptor, without trusting its
+ * fd_offset, and for a shared mapping the VMM gave no descriptor for.
+ * Units are whole huge pages on hugetlb, as its punch requires.
+ */
+static int lz_drop(const struct lz_region *r, uint64_t off, uint64_t len,
+		   char *err, size_t errlen)
+{
+	if (!madvise(r->host + off, len, r->shared ? MADV_REMOVE : MADV_DONTNEED))
+		return 0;
+	return lz_err(err, errlen, -errno,
+		      "region %s: dropping %#" PRIx64 " bytes at offset %#" PRIx64
+		      " with %s: %s", r->name, len, off,
+		      r->shared ? "MADV_REMOVE" : "MADV_DONTNEED", strerror(errno));
+}
+
+/*
+ * Mark the units of @r whose every 4 KiB page is set in @present as
+ * placed (a hugetlb unit with one page missing is missing whole: the
+ * kernel places it only whole). Return: the pages marked.
+ */
+static uint64_t lz_mark_present(struct lz_region *r, const uint64_t *present)
+{
+	uint64_t per = r->unit / FY_PAGE_SIZE, u, n = 0;
+
+	for (u = 0; present && u < r->units; u++) {
+		if (bits_count(present, u * per, per) != per)
+			continue;
+		atomic_fetch_or(&r->placed[u / 64], UINT64_C(1) << (u % 64));
+		n += per;
+	}
+	return n;
+}
+
+/*
+ * Make every missing unit of @r fault: with a present bitmap, drop the
+ * runs of missing units first (they may hold stale bytes, say precopy
+ * pages the source dirtied since), then check that each run holds no
+ * page (a drop that did not take, e.g. a private file mapping, is
+ * refused). Without one, nothing is dropped and a populated page is
+ * refused as before: a file restore's memory is fresh, and a page in it
+ * means the VMM touched guest memory it did not mean to.
+ */
+static int lz_prepare(const struct lz_region *r, const struct fy_region *in,
+		      bool drop, char *err, size_t errlen)
+{
+	uint64_t u = 0, first;
+	int rc;
+
+	while (u < r->units) {
+		if (unit_placed(r, u)) {
+			u++;
+			continue;
+		}
+		first = u;
+		while (u < r->units && !unit_placed(r, u))
+			u++;
+		if (drop) {
+			rc = lz_drop(r, first * r->unit, (u - first) * r->unit,
+				     err, errlen);
+			if (rc)
+				return rc;
+		}
+		rc = lz_check_fresh(r, in, first * r->unit, (u - first) * r->unit,
+				    err, errlen);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/*
+ * A present unit that is not in memory (never written: it reads as
+ * zeros) would fault once registered and be asked for although its bytes
+ * are known: place zeros there before anything runs. mincore(2) finds
+ * them; a unit that is there answers EEXIST, so a race is harmless.
+ */
+static int lz_zero_absent(struct fy_lazy *l, struct lz_region *r)
+{
+	unsigned char vec[4096];
+	uint64_t off, n, i, per = r->unit / FY_PAGE_SIZE, first = 0;
+	struct lz_run run = { .r = r };
+	bool open = false;
+	int rc = 0;
+
+	for (off = 0; off < r->size && !rc; off += n * FY_PAGE_SIZE) {
+		n = (r->size - off) / FY_PAGE_SIZE;
+		if (n > sizeof(vec))
+			n = sizeof(vec);
+		if (mincore(r->host + off, n * FY_PAGE_SIZE, vec))
+			return lz_failf(l, -errno, "mincore region %s: %s", r->name,
+					strerror(errno));
+		for (i = 0; i <= n && !rc; i += per) {
+			bool absent = i < n && unit_placed(r, (off / FY_PAGE_SIZE + i) / per) &&
+				      !(vec[i] & 1);
+
+			if (absent && !open) {
+				open = true;
+				first = off + i * FY_PAGE_SIZE;
+			} else if (!absent && open) {
+				open = false;
+				run.off = first;
+				run.len = off + i * FY_PAGE_SIZE - first;
+				rc = lz_place_kind(l, &run, r->zeropage ? LZ_ZERO :
+						   LZ_ZERO_COPY, NULL);
+			}
+		}
+	}
+	return rc;
 }
 
 /*
@@ -896,6 +1015,7 @@ static int lz_register(struct fy_lazy *l, struct lz_region *r, char *err,
 static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 		      char *err, size_t errlen)
 {
+	uint64_t present;
 	size_t i;
 	int rc;
 
@@ -920,13 +1040,15 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 			return lz_err(err, errlen, -EINVAL,
 				      "region %s: not aligned to its %" PRIu64 "-byte pages",
 				      r->name, r->unit);
-		rc = lz_check_fresh(r, &cfg->regions[i], err, errlen);
-		if (rc)
-			return rc;
 		r->units = r->size / r->unit;
 		r->placed = calloc((r->units + 63) / 64, sizeof(uint64_t));
 		if (!r->placed)
 			return lz_err(err, errlen, -ENOMEM, "out of memory");
+		present = lz_mark_present(r, cfg->present ? cfg->present[i] : NULL);
+		l->present_pages += present;
+		rc = lz_prepare(r, &cfg->regions[i], cfg->present != NULL, err, errlen);
+		if (rc)
+			return rc;
 		if (r->unit > l->max_unit)
 			l->max_unit = r->unit;
 		l->pages += r->size / FY_PAGE_SIZE;
@@ -1046,7 +1168,13 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 	rc = lz_uffd_setup(l, err, errlen);
 	for (i = 0; !rc && i < l->nrg; i++)
 		rc = lz_register(l, &l->rg[i], err, errlen);
-	if (!rc && !l->pages)
+	for (i = 0; !rc && cfg->present && i < l->nrg; i++) {
+		rc = lz_zero_absent(l, &l->rg[i]);
+		if (rc)
+			lz_err(err, errlen, rc, "%s", l->errmsg);
+	}
+	atomic_store(&l->placed, l->present_pages);
+	if (!rc && l->placed == l->pages)
 		lz_complete(l);
 	if (!rc)
 		rc = lz_threads(l, err, errlen);
@@ -1182,6 +1310,7 @@ void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out)
 	if (!l)
 		return;
 	out->pages = l->pages;
+	out->present = l->present_pages;
 	out->placed = atomic_load(&l->placed);
 	out->faults = atomic_load(&l->faults);
 	out->fault_pages = atomic_load(&l->fault_pages);

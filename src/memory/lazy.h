@@ -5,9 +5,13 @@
  * and behind postcopy, where only the page source differs (a file's
  * slots, or the network).
  *
- * The regions must be mapped and not yet populated (fresh anonymous
- * memory, a fresh memfd or hugetlb memfd, or MADV_DONTNEED'd / punched)
- * when fy_lazy_start() registers them. From then on a thread that touches
+ * The regions must be mapped when fy_lazy_start() registers them. Without
+ * a present bitmap they must also be unpopulated (fresh anonymous memory,
+ * a fresh memfd or hugetlb memfd, or MADV_DONTNEED'd / punched), which a
+ * lazy restore from a file guarantees. With one (postcopy: precopy left
+ * most pages in place), the pages it marks count as placed and keep their
+ * bytes, and every other page is dropped so that it faults (see
+ * fy_lazy_config.present). From then on a thread that touches
  * a missing page blocks in the kernel until the page is placed. The fault
  * thread reads each fault, asks the source for the page's unit (one page,
  * or the whole huge page of a hugetlb mapping), and places it atomically
@@ -64,14 +68,29 @@ struct fy_lazy_config {
 	/* Bytes a background thread fetches at once (a multiple of every
 	 * unit; 0 = 2 MiB, or the largest unit if that is larger). */
 	uint64_t batch_bytes;
+	/*
+	 * Pages already in place, NULL = none (a restore from a file):
+	 * present[i] is region i's bitmap (NULL = none of it), bit p = its
+	 * 4 KiB page p, whatever the backing, read at start only. A unit is
+	 * present when all its pages are (a hugetlb unit with one page
+	 * missing is missing whole). Present units count as placed and are
+	 * never asked for; a present unit that is not in memory reads as
+	 * zeros, so zeros are placed there at start. Every other unit is
+	 * dropped before registration, whatever it holds (private memory:
+	 * MADV_DONTNEED; shared memory, memfd or hugetlb: MADV_REMOVE, i.e. a
+	 * punched hole in its file), and start fails if a page stays
+	 * populated after that (a private mapping of a file, say).
+	 */
+	const uint64_t *const *present;
 };
 
 /* What the loader did so far. Wait times are from the moment the fault
  * thread read the fault to the moment the page was placed (the vCPU wakes
  * then), in microseconds. */
 struct fy_lazy_stats {
-	uint64_t pages;	       /* 4 KiB pages to place, in all */
-	uint64_t placed;       /* of them, placed (by any path) */
+	uint64_t pages;	       /* 4 KiB pages of the regions, in all */
+	uint64_t present;      /* of them, present at start */
+	uint64_t placed;       /* of them, placed (present, or by any path) */
 	uint64_t faults;       /* faults served (a vCPU waited) */
 	uint64_t fault_pages;  /* pages placed because of a fault */
 	uint64_t zero_pages;   /* pages placed as zeros */
@@ -90,7 +109,8 @@ struct fy_lazy_stats {
  * Return: 0 and *@out; -ENOSYS/-EPERM/-EINVAL when userfaultfd or a
  * feature the backing needs is missing (shmem, hugetlb), -EINVAL also for
  * a region not aligned to its pages or with a page already populated
- * (it would never be fetched), -ENOMEM; @err says which.
+ * that is not marked present (it would never be fetched), an error of
+ * dropping the missing pages, -ENOMEM; @err says which.
  */
 int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 		  char *err, size_t errlen);

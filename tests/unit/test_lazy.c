@@ -283,14 +283,18 @@ static bool uffd_missing_armed(const void *p)
 	return armed;
 }
 
-static struct fy_lazy *start(struct mem *m, struct tsrc *s, unsigned threads)
+/* Start a loader on @m from @src; @present as in fy_lazy_config. */
+static struct fy_lazy *start_with(struct mem *m, struct fy_lazy_source src,
+				  unsigned threads, const uint64_t *present)
 {
 	struct fy_region rg = { .host = m->p, .size = m->size, .fd = m->fd };
+	const uint64_t *const maps[1] = { present };
 	struct fy_lazy_config cfg = {
 		.regions = &rg,
 		.nregions = 1,
-		.source = { .fetch = tsrc_fetch, .opaque = s },
+		.source = src,
 		.background_threads = threads,
+		.present = present ? maps : NULL,
 	};
 	struct fy_lazy *l = NULL;
 	char err[256] = "";
@@ -308,6 +312,12 @@ static struct fy_lazy *start(struct mem *m, struct tsrc *s, unsigned threads)
 	assert_int_equal(rc, 0);
 	assert_non_null(l);
 	return l;
+}
+
+static struct fy_lazy *start(struct mem *m, struct tsrc *s, unsigned threads)
+{
+	return start_with(m, (struct fy_lazy_source){ .fetch = tsrc_fetch, .opaque = s },
+			  threads, NULL);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -775,6 +785,159 @@ static void test_fill_throughput(void **state)
 	}
 }
 
+/* ---------------------------------------------------------------------- */
+/* memory partly present (postcopy's destination at the switch)           */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Which units the caller marks present: runs of three pages on, three off
+ * on 4 KiB pages; every other unit on hugetlb.
+ */
+static bool unit_is_present(const struct mem *m, uint64_t u)
+{
+	return m->unit == PG ? (u / 3) % 2 == 0 : u % 2 == 0;
+}
+
+/*
+ * Postcopy's destination at the switch: every page holds stale bytes
+ * (0xEE), present units then get their right bytes, and present zero
+ * units are dropped (never written, as a receiver that skips zero pages
+ * leaves them). Fills @bm (one bit per 4 KiB page): the present units,
+ * plus on hugetlb all but the last page of unit 1, which stays missing
+ * because a huge page is present only whole. Returns the present pages.
+ */
+static uint64_t stage_present(struct mem *m, uint64_t *bm)
+{
+	uint64_t per = m->unit / PG, units = m->size / m->unit, u, pg, n = 0;
+	bool zero;
+
+	memset(m->p, 0xEE, m->size);
+	for (u = 0; u < units; u++) {
+		if (!unit_is_present(m, u))
+			continue;
+		zero = true;
+		for (pg = u * per; pg < (u + 1) * per; pg++) {
+			bm[pg / 64] |= UINT64_C(1) << (pg % 64);
+			zero &= page_is_zero(pg);
+			if (page_is_zero(pg))
+				memset(m->p + pg * PG, 0, PG);
+			else
+				page_fill(m->p + pg * PG, pg);
+		}
+		if (zero)
+			mem_drop(m, u * m->unit);
+		n += per;
+	}
+	if (per > 1)
+		for (pg = per; pg < 2 * per - 1; pg++)
+			bm[pg / 64] |= UINT64_C(1) << (pg % 64);
+	return n;
+}
+
+/* Read every page in a thread, failing if that takes 10 s. */
+static void *reader_all(void *arg)
+{
+	struct reader *r = arg;
+	uint64_t pg;
+
+	for (pg = 0; pg < r->m->size / PG; pg++)
+		r->wrong += !page_ok(r->m->p + pg * PG, pg);
+	return NULL;
+}
+
+static void read_all_in_thread(const struct mem *m)
+{
+	struct reader r = { .m = m };
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	assert_int_equal(pthread_create(&r.t, NULL, reader_all, &r), 0);
+	assert_int_equal(pthread_timedjoin_np(r.t, NULL, &ts), 0);
+	assert_int_equal(r.wrong, 0);
+}
+
+/*
+ * Start on memory that is half present with a file-like source and no
+ * background: present pages keep their bytes and are never fetched (the
+ * dropped zero ones read as zeros), missing ones lose their stale bytes
+ * and are fetched exactly once, on their fault.
+ */
+static void test_present_fetch(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t bm[8 * MIB / PG / 64] = { 0 };
+	uint64_t per, units, u, pg, present, missing_zero = 0;
+	struct fy_lazy_stats st;
+	struct tsrc s;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, 8 * MIB);
+	per = m.unit / PG;
+	units = m.size / m.unit;
+	tsrc_init(&s, m.size / PG, NO_PAGE);
+	present = stage_present(&m, bm);
+	l = start_with(&m, (struct fy_lazy_source){ .fetch = tsrc_fetch, .opaque = &s },
+		       0, bm);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.present, present);
+	assert_int_equal(st.placed, present);
+	for (u = 0; u < units; u++)
+		assert_int_equal(fy_lazy_has(l, 0, u * m.unit), unit_is_present(&m, u));
+	/* Present pages read in this thread: a fault would be served too,
+	 * but it would count a fetch. */
+	for (pg = 0; pg < m.size / PG; pg++)
+		if (unit_is_present(&m, pg / per))
+			assert_true(page_ok(m.p + pg * PG, pg));
+	read_all_in_thread(&m);
+	for (pg = 0; pg < m.size / PG; pg++) {
+		bool here = unit_is_present(&m, pg / per);
+
+		assert_int_equal(s.count[pg], !here);
+		missing_zero += !here && page_is_zero(pg);
+	}
+	assert_int_equal(fy_lazy_wait(l, 5000), 0);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.placed, st.pages);
+	assert_int_equal(st.fault_pages, st.pages - present);
+	assert_int_equal(st.zero_pages, missing_zero);
+	assert_int_equal(st.faults, (st.pages - present) / per);
+	check_all_pages(&m);
+	check_finish(l, &m);
+	fy_lazy_free(l);
+	free(s.count);
+	mem_unmap(&m);
+}
+
+/* Everything present: complete at start, nothing fetched, nothing lost. */
+static void test_all_present(void **state)
+{
+	uint64_t bm[4 * MIB / PG / 64];
+	struct fy_lazy_stats st;
+	struct tsrc s;
+	struct mem m;
+	struct fy_lazy *l;
+
+	(void)state;
+	mem_map(&m, MEMFD, 4 * MIB);
+	tsrc_init(&s, m.size / PG, NO_PAGE);
+	memset(bm, 0xff, sizeof(bm));
+	memset(m.p, 0x5A, m.size);
+	l = start_with(&m, (struct fy_lazy_source){ .fetch = tsrc_fetch, .opaque = &s },
+		       2, bm);
+	assert_int_equal(fy_lazy_wait(l, 1000), 0);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.placed, st.pages);
+	assert_int_equal(st.present, st.pages);
+	assert_int_equal(m.p[12345], 0x5A);
+	assert_int_equal(s.count[3], 0);
+	assert_int_equal(fy_lazy_finish(l), 0);
+	fy_lazy_free(l);
+	free(s.count);
+	mem_unmap(&m);
+}
+
 static int group_teardown(void **state)
 {
 	(void)state;
@@ -795,6 +958,8 @@ int main(void)
 		ALL_BACKINGS(test_fill),
 		ALL_BACKINGS(test_faults_then_place),
 		ALL_BACKINGS(test_source_error),
+		ALL_BACKINGS(test_present_fetch),
+		cmocka_unit_test(test_all_present),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_fill_throughput),
