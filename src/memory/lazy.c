@@ -9,18 +9,34 @@
  * by the path whose UFFDIO_COPY or UFFDIO_ZEROPAGE placed the unit, after
  * the kernel did, so the bitmap only ever lags the page tables and never
  * claims a unit that is missing. It is what lets the paths skip work: the
- * fault thread wakes instead of fetching a unit already placed, and
+ * fault thread wakes instead of asking for a unit already placed, and
  * background threads fetch only the runs of a batch still missing. Two
  * paths can still fetch the same unit when they race; the kernel then
  * places it once and answers the other with EEXIST, so a page is never
- * placed twice or torn.
+ * placed twice or torn. Units the caller marks present start with their
+ * bit set.
+ *
+ * A fault the fault thread cannot answer at once becomes a waiter (region,
+ * unit, the time it was read) in a list under wlock, and its unit gets a
+ * pending bit; only the fault that sets the pending bit asks the source,
+ * so a unit is asked for once however many threads wait for it. Every
+ * placement ends with lz_release(): the waiters of the range whose unit
+ * is now placed are counted (their wait ends there), their pending bits
+ * cleared, and their units woken with UFFDIO_WAKE. The placements never
+ * wake by themselves, so that a woken thread finds its fault counted, and
+ * so that the background's placements skip the kernel's wake check, which
+ * calls cond_resched() on every placement (a 256 MiB fill takes about 1.5x
+ * as long with it). A placer sets bits before it takes wlock, and the
+ * fault thread reads the bit again under wlock before it adds a waiter,
+ * so no wake is lost between the two.
  *
  * The placed count rises when a bit goes from clear to set. Only the
  * placing path sets bits, after it has counted its zero and fault pages,
  * so when the last bit is set (the loader is complete) every count is in.
  * A path answered EEXIST leaves the bit to the placer: setting it could
- * complete the loader before the placer has counted. start refuses regions
- * with pages already present, so every unit has a placer.
+ * complete the loader before the placer has counted. Every unit that is
+ * not present has no page when the regions are registered (start drops
+ * or refuses them), so every such unit has a placer.
  *
  * UFFDIO_COPY and UFFDIO_ZEROPAGE may place only part of a range: they
  * then fail (EAGAIN, or the error that stopped them) and report the bytes
@@ -67,18 +83,6 @@
 #define LZ_MSGS 64 /* fault messages read at once */
 
 /*
- * Whether background threads wake waiters when they place a run. They
- * need not: a thread that faulted on a unit stays queued on the
- * userfaultfd until the fault thread reads its fault, and the fault thread
- * wakes after every fault it serves, whether it placed the unit, found its
- * bit set, or got EEXIST. Waking is not free either: the kernel's wake
- * check calls cond_resched() on every placement, which on a busy machine
- * hands the filling thread's CPU away (a 256 MiB fill takes about 1.5x as
- * long with it).
- */
-#define LZ_BG_WAKE false
-
-/*
  * Wait-time histogram, log-linear over nanoseconds: values below 16 have a
  * bucket each, then 16 buckets per power of two (at most 6% wide).
  */
@@ -95,7 +99,15 @@ struct lz_region {
 	bool zeropage;	    /* UFFDIO_ZEROPAGE allowed on it */
 	uint64_t batch0;    /* its first batch in the background walk */
 	_Atomic uint64_t *placed; /* bit per unit */
+	_Atomic uint64_t *pending; /* bit per unit: a fault waits for it */
 	char name[64];
+};
+
+/* A fault read and not yet answered: the thread that took it is blocked. */
+struct lz_waiter {
+	uint32_t region;
+	uint64_t unit;
+	uint64_t t0;	    /* when the fault thread read it */
 };
 
 /* A thread of the loader and its buffers. */
@@ -132,6 +144,15 @@ struct fy_lazy {
 	_Atomic uint64_t placed, faults, fault_pages, zero_pages;
 	_Atomic uint64_t wait_max_ns;
 	_Atomic uint64_t hist[LZ_HIST_BUCKETS];
+	_Atomic uint64_t outstanding; /* units with their pending bit set */
+	_Atomic uint64_t requests, request_errors, rerequests;
+	_Atomic size_t nwaiting; /* a copy of nwt, read without wlock */
+
+	/* Guards the waiters and the pending bits' setting and clearing; no
+	 * system call is made with it held. */
+	pthread_mutex_t wlock;
+	struct lz_waiter *wt;
+	size_t nwt, capwt;
 
 	pthread_mutex_t lock; /* guards what follows */
 	pthread_cond_t cond;
@@ -213,6 +234,11 @@ static bool unit_placed(const struct lz_region *r, uint64_t u)
 	       (UINT64_C(1) << (u % 64));
 }
 
+static bool unit_pending(const struct lz_region *r, uint64_t u)
+{
+	return atomic_load(&r->pending[u / 64]) & (UINT64_C(1) << (u % 64));
+}
+
 /* Number of set bits among bits [first, first + n) of @bits. */
 static uint64_t bits_count(const uint64_t *bits, uint64_t first, uint64_t n)
 {
@@ -243,15 +269,17 @@ static void lz_complete(struct fy_lazy *l)
 
 /*
  * We placed units [off, off + len) of @r: count their zero pages (bits of
- * @zero from page @zp) and, for the fault path, fault pages; then set
- * their bits and count the ones that were clear. A unit placed again after
- * the VMM dropped it already has its bit and was counted the first time.
+ * @zero from page @zp) and fault pages (a fault waits for the unit,
+ * whichever path placed it); then set their bits and count the ones that
+ * were clear. A unit placed again after the VMM dropped it already has
+ * its bit and was counted the first time.
  */
 static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
-		    uint64_t len, const uint64_t *zero, uint64_t zp, bool fault)
+		    uint64_t len, const uint64_t *zero, uint64_t zp)
 {
 	uint64_t u, first = off / r->unit, end = (off + len) / r->unit;
 	uint64_t per = r->unit / FY_PAGE_SIZE, fresh = 0, zeros = 0, total;
+	uint64_t asked = 0;
 
 	/* Two paths can finish the same unit (one placed it, the other got
 	 * EEXIST): only the one that sets its bit counts it. */
@@ -262,12 +290,13 @@ static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 			continue;
 		if (zero)
 			zeros += bits_count(zero, zp + (u - first) * per, per);
+		asked += unit_pending(r, u);
 		fresh++;
 	}
 	if (zeros)
 		atomic_fetch_add(&l->zero_pages, zeros);
-	if (fault && fresh)
-		atomic_fetch_add(&l->fault_pages, fresh * per);
+	if (asked)
+		atomic_fetch_add(&l->fault_pages, asked * per);
 	if (!fresh)
 		return;
 	total = atomic_fetch_add(&l->placed, fresh * per) + fresh * per;
@@ -279,6 +308,9 @@ static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 /* placement                                                              */
 /* ---------------------------------------------------------------------- */
 
+static int lz_release(struct fy_lazy *l, struct lz_region *r, uint64_t off,
+		      uint64_t len);
+
 /* What one placement ioctl works on: a run of units of one kind. */
 struct lz_run {
 	struct lz_region *r;
@@ -286,7 +318,6 @@ struct lz_run {
 	const uint8_t *src; /* NULL: UFFDIO_ZEROPAGE */
 	const uint64_t *zero;
 	uint64_t zp;	    /* page of @zero at @off */
-	bool fault, wake;
 };
 
 /* One UFFDIO_COPY or UFFDIO_ZEROPAGE: bytes placed, and errno if short. */
@@ -298,7 +329,7 @@ static uint64_t lz_ioctl(struct fy_lazy *l, const struct lz_run *run, int *err)
 	if (run->src) {
 		struct uffdio_copy c = {
 			.dst = dst, .src = (uintptr_t)run->src, .len = run->len,
-			.mode = run->wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE,
+			.mode = UFFDIO_COPY_MODE_DONTWAKE,
 		};
 
 		if (!ioctl(l->uffd, UFFDIO_COPY, &c))
@@ -308,7 +339,7 @@ static uint64_t lz_ioctl(struct fy_lazy *l, const struct lz_run *run, int *err)
 	} else {
 		struct uffdio_zeropage z = {
 			.range = { .start = dst, .len = run->len },
-			.mode = run->wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+			.mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE,
 		};
 
 		if (!ioctl(l->uffd, UFFDIO_ZEROPAGE, &z))
@@ -332,7 +363,7 @@ static int lz_place_run(struct fy_lazy *l, struct lz_run *run)
 		n = lz_ioctl(l, run, &err);
 		step = n;
 		if (n) {
-			lz_done(l, r, run->off, n, run->zero, run->zp, run->fault);
+			lz_done(l, r, run->off, n, run->zero, run->zp);
 		} else if (err == EEXIST) {
 			step = r->unit;
 		} else if (err == EAGAIN) {
@@ -388,23 +419,24 @@ static int lz_place_kind(struct fy_lazy *l, struct lz_run *run,
 
 /*
  * Place the units of [off, off + len) of region @r that the bitmap says
- * are missing, from @buf (bytes of the range; the bytes of a zero page need
- * not be zero unless the unit is also data, see lz_scrub) and @zero (bit i
- * = page i of the range is zero). Consecutive units of one kind go in one
- * ioctl.
+ * are missing or that a fault waits for (a unit the VMM dropped after it
+ * was placed), from @buf (bytes of the range; the bytes of a zero page
+ * need not be zero unless the unit is also data, see lz_scrub) and @zero
+ * (bit i = page i of the range is zero). Consecutive units of one kind go
+ * in one ioctl. The ioctls do not wake: the faults waiting in the range
+ * are counted, then woken, by lz_release().
  */
 static int lz_place_range(struct fy_lazy *l, struct lz_region *r, uint64_t off,
-			  uint64_t len, const uint8_t *buf, const uint64_t *zero,
-			  bool fault, bool wake)
+			  uint64_t len, const uint8_t *buf, const uint64_t *zero)
 {
-	struct lz_run run = { .r = r, .zero = zero, .fault = fault, .wake = wake };
+	struct lz_run run = { .r = r, .zero = zero };
 	uint64_t u, end = (off + len) / r->unit, first = 0, pos;
 	enum lz_kind kind = LZ_DATA, k;
 	bool open = false;
 	int rc = 0;
 
 	for (u = off / r->unit; u <= end && !rc; u++) {
-		bool missing = u < end && !unit_placed(r, u);
+		bool missing = u < end && (!unit_placed(r, u) || unit_pending(r, u));
 
 		pos = u * r->unit - off;
 		k = missing ? unit_kind(r, zero, pos / FY_PAGE_SIZE) : kind;
@@ -421,6 +453,8 @@ static int lz_place_range(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 			kind = k;
 		}
 	}
+	if (!rc && atomic_load(&l->nwaiting))
+		rc = lz_release(l, r, off, len);
 	return rc;
 }
 
@@ -552,38 +586,165 @@ static bool lz_resident(uint64_t addr)
 	return v & 1;
 }
 
+static void lz_fault_done(struct fy_lazy *l, uint64_t t0)
+{
+	atomic_fetch_add(&l->faults, 1);
+	lz_hist_add(l, now_ns() - t0);
+}
+
 /*
- * Serve one fault read at @t0: fetch and place its unit unless another
- * path did, then wake. The placement does not wake by itself, so that the
- * statistics and fy_lazy_has() already count the unit when the faulting
- * thread runs again.
+ * Count and wake the faults waiting in [off, off + len) of @r whose unit
+ * is placed: the caller placed the range, or found its units there
+ * (EEXIST), and it holds no lock. A woken unit's pending bit is cleared.
+ * The counts come before the wake, so that a woken thread finds its fault
+ * in the statistics. Waking is per unit, since a wake over the range
+ * would also wake threads whose units are still missing (and they would
+ * fault again, counted twice).
+ */
+static int lz_release(struct fy_lazy *l, struct lz_region *r, uint64_t off,
+		      uint64_t len)
+{
+	uint32_t ri = (uint32_t)(r - l->rg);
+	uint64_t first = off / r->unit, end = (off + len) / r->unit, now, bit;
+	uint64_t wake[64];
+	size_t i, n, k;
+	bool full;
+	int rc = 0;
+
+	do {
+		n = 0;
+		full = false;
+		now = now_ns();
+		pthread_mutex_lock(&l->wlock);
+		for (i = 0; i < l->nwt && !full;) {
+			struct lz_waiter *w = &l->wt[i];
+
+			if (w->region != ri || w->unit < first || w->unit >= end ||
+			    !unit_placed(r, w->unit)) {
+				i++;
+				continue;
+			}
+			for (k = 0; k < n && wake[k] != w->unit; k++)
+				;
+			if (k == n) {
+				if (n == sizeof(wake) / sizeof(wake[0])) {
+					full = true;
+					break;
+				}
+				wake[n++] = w->unit;
+			}
+			bit = UINT64_C(1) << (w->unit % 64);
+			if (atomic_fetch_and(&r->pending[w->unit / 64], ~bit) & bit)
+				atomic_fetch_sub(&l->outstanding, 1);
+			atomic_fetch_add(&l->faults, 1);
+			lz_hist_add(l, now - w->t0);
+			*w = l->wt[--l->nwt];
+		}
+		atomic_store(&l->nwaiting, l->nwt);
+		pthread_mutex_unlock(&l->wlock);
+		for (k = 0; k < n && !rc; k++)
+			rc = lz_wake(l, r, wake[k] * r->unit);
+	} while (full && !rc);
+	return rc;
+}
+
+/*
+ * Record a fault on unit @u of region @ri read at @t0, unless the unit
+ * was placed meanwhile (@was: its bit when the caller looked). The bit is
+ * read again under wlock, which every placer takes after setting bits, so
+ * either the placer finds this waiter or this sees the bit.
+ * Return: 1 if the unit must be asked for (no fault waited for it yet),
+ * 0 if it is already asked for, 2 if it is there (wake now), or -ENOMEM.
+ */
+static int lz_wait_add(struct fy_lazy *l, uint32_t ri, uint64_t u, uint64_t t0,
+		       bool was)
+{
+	struct lz_region *r = &l->rg[ri];
+	uint64_t bit = UINT64_C(1) << (u % 64);
+	struct lz_waiter *nw;
+	int rc = 0;
+
+	pthread_mutex_lock(&l->wlock);
+	if (!was && unit_placed(r, u)) {
+		rc = 2;
+		goto out;
+	}
+	if (l->nwt == l->capwt) {
+		nw = realloc(l->wt, (l->capwt ? 2 * l->capwt : 64) * sizeof(*nw));
+		if (!nw) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		l->wt = nw;
+		l->capwt = l->capwt ? 2 * l->capwt : 64;
+	}
+	l->wt[l->nwt++] = (struct lz_waiter){ .region = ri, .unit = u, .t0 = t0 };
+	atomic_store(&l->nwaiting, l->nwt);
+	if (!(atomic_fetch_or(&r->pending[u / 64], bit) & bit)) {
+		atomic_fetch_add(&l->outstanding, 1);
+		rc = 1;
+	}
+out:
+	pthread_mutex_unlock(&l->wlock);
+	return rc;
+}
+
+/*
+ * Ask the source for unit @off of region @ri. An asynchronous source only
+ * sends a request: its failure (the link is down) leaves the unit pending
+ * for fy_lazy_rerequest(). A fetching source reads the unit here, and the
+ * placement releases the faults waiting for it.
+ */
+static int lz_ask(struct fy_lazy *l, struct lz_worker *w, uint32_t ri,
+		  uint64_t off)
+{
+	struct lz_region *r = &l->rg[ri];
+	int rc;
+
+	atomic_fetch_add(&l->requests, 1);
+	if (l->src.request) {
+		if (l->src.request(l->src.opaque, ri, off, r->unit) < 0)
+			atomic_fetch_add(&l->request_errors, 1);
+		return 0;
+	}
+	rc = lz_fetch(l, w, ri, off, r->unit);
+	if (!rc)
+		rc = lz_place_range(l, r, off, r->unit, w->buf, w->zero);
+	return rc;
+}
+
+/*
+ * Serve one fault read at @t0: wake at once if its unit is there, else
+ * record it as a waiter and ask for the unit unless a fault already did.
+ * The placement of the unit, by whichever path, wakes it (lz_release).
  */
 static int lz_serve(struct fy_lazy *l, struct lz_worker *w, uint64_t addr,
 		    uint64_t t0)
 {
-	struct lz_run run = { .zero = w->zero, .fault = true };
 	struct lz_region *r;
+	uint64_t off;
 	uint32_t ri;
+	bool was;
 	int rc;
 
 	r = lz_region_of(l, addr, &ri);
 	if (!r)
 		return lz_failf(l, -EFAULT, "fault at %#" PRIx64 " outside every region",
 				addr);
-	run.r = r;
-	run.off = (addr - (uintptr_t)r->host) / r->unit * r->unit;
-	run.len = r->unit;
-	if (!unit_placed(r, run.off / r->unit) || !lz_resident(addr)) {
-		rc = lz_fetch(l, w, ri, run.off, r->unit);
-		if (rc)
-			return rc;
-		rc = lz_place_kind(l, &run, unit_kind(r, w->zero, 0), w->buf);
-		if (rc)
-			return rc;
+	off = (addr - (uintptr_t)r->host) / r->unit * r->unit;
+	was = unit_placed(r, off / r->unit);
+	if (was && lz_resident(addr)) {
+		lz_fault_done(l, t0);
+		return lz_wake(l, r, off);
 	}
-	atomic_fetch_add(&l->faults, 1);
-	lz_hist_add(l, now_ns() - t0);
-	return lz_wake(l, r, (addr - (uintptr_t)r->host) / r->unit * r->unit);
+	rc = lz_wait_add(l, ri, off / r->unit, t0, was);
+	if (rc == 2) {
+		lz_fault_done(l, t0);
+		return lz_wake(l, r, off);
+	}
+	if (rc < 0)
+		return lz_fail(l, rc, "out of memory recording a fault");
+	return rc ? lz_ask(l, w, ri, off) : 0;
 }
 
 static void *lz_fault_main(void *arg)
@@ -671,7 +832,7 @@ static int lz_fill_batch(struct fy_lazy *l, struct lz_worker *w, uint64_t idx)
 		if (rc)
 			return rc;
 		rc = lz_place_range(l, r, first * r->unit, (u + 1 - first) * r->unit,
-				    w->buf, w->zero, false, LZ_BG_WAKE);
+				    w->buf, w->zero);
 		if (rc)
 			return rc;
 	}
@@ -1042,7 +1203,8 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 				      r->name, r->unit);
 		r->units = r->size / r->unit;
 		r->placed = calloc((r->units + 63) / 64, sizeof(uint64_t));
-		if (!r->placed)
+		r->pending = calloc((r->units + 63) / 64, sizeof(uint64_t));
+		if (!r->placed || !r->pending)
 			return lz_err(err, errlen, -ENOMEM, "out of memory");
 		present = lz_mark_present(r, cfg->present ? cfg->present[i] : NULL);
 		l->present_pages += present;
@@ -1137,8 +1299,13 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 	if (err && errlen)
 		err[0] = '\0';
 	*out = NULL;
-	if (!cfg || !cfg->source.fetch || (cfg->nregions && !cfg->regions))
-		return lz_err(err, errlen, -EINVAL, "lazy loader: no regions or no source");
+	if (!cfg || (cfg->nregions && !cfg->regions) ||
+	    !cfg->source.fetch == !cfg->source.request)
+		return lz_err(err, errlen, -EINVAL,
+			      "lazy loader: no regions, or not exactly one of fetch and request");
+	if (cfg->background_threads && !cfg->source.fetch)
+		return lz_err(err, errlen, -EINVAL,
+			      "lazy loader: background threads need a fetching source");
 	if (sysconf(_SC_PAGESIZE) != FY_PAGE_SIZE)
 		return lz_err(err, errlen, -EINVAL, "page size %ld is not %u",
 			      sysconf(_SC_PAGESIZE), FY_PAGE_SIZE);
@@ -1150,6 +1317,7 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 	l->src = cfg->source;
 	l->t0_ns = now_ns();
 	pthread_mutex_init(&l->lock, NULL);
+	pthread_mutex_init(&l->wlock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&l->cond, &ca);
@@ -1231,7 +1399,7 @@ int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
 		lz_scrub(r, bounce, len, zero);
 		buf = bounce;
 	}
-	rc = lz_place_range(l, r, offset, len, buf, zero, false, true);
+	rc = lz_place_range(l, r, offset, len, buf, zero);
 	if (bounce)
 		munmap(bounce, len);
 	return rc;
@@ -1314,6 +1482,11 @@ void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out)
 	out->placed = atomic_load(&l->placed);
 	out->faults = atomic_load(&l->faults);
 	out->fault_pages = atomic_load(&l->fault_pages);
+	out->missing = out->pages - out->placed;
+	out->requests = atomic_load(&l->requests);
+	out->request_errors = atomic_load(&l->request_errors);
+	out->outstanding = atomic_load(&l->outstanding);
+	out->waiting = atomic_load(&l->nwaiting);
 	out->zero_pages = atomic_load(&l->zero_pages);
 	for (i = 0; i < LZ_HIST_BUCKETS; i++) {
 		h[i] = atomic_load_explicit(&l->hist[i], memory_order_relaxed);
@@ -1414,9 +1587,13 @@ void fy_lazy_free(struct fy_lazy *l)
 	free(l->w);
 	if (l->zeros)
 		munmap(l->zeros, l->zeros_len);
-	for (i = 0; l->rg && i < l->nrg; i++)
+	for (i = 0; l->rg && i < l->nrg; i++) {
 		free(l->rg[i].placed);
+		free(l->rg[i].pending);
+	}
 	free(l->rg);
+	free(l->wt);
+	pthread_mutex_destroy(&l->wlock);
 	pthread_cond_destroy(&l->cond);
 	pthread_mutex_destroy(&l->lock);
 	free(l);

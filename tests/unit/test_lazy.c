@@ -938,6 +938,373 @@ static void test_all_present(void **state)
 	mem_unmap(&m);
 }
 
+/* ---------------------------------------------------------------------- */
+/* an asynchronous source: postcopy's network, in the process             */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Requests queue up; a "network" thread answers each after @delay_ms by
+ * placing the unit with fy_lazy_place(), as the engine does when a page
+ * arrives. While @hold, answers wait; while @cut, requests are lost (the
+ * source believes it sent them) or, with @refuse, fail.
+ */
+struct net {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct { uint32_t region; uint64_t off, len; } q[4096];
+	size_t nq;
+	bool hold, cut, refuse, stop;
+	int delay_ms;
+	struct fy_lazy *l;
+	struct tsrc remote;	/* the content, counted apart */
+	_Atomic uint32_t *asked; /* requests per page */
+	atomic_uint place_errors;
+	uint8_t *buf;
+	uint64_t buflen;
+	pthread_t t;
+};
+
+static int net_request(void *opaque, uint32_t region, uint64_t offset,
+		       uint64_t len)
+{
+	struct net *n = opaque;
+	uint64_t pg;
+	int rc = 0;
+
+	pthread_mutex_lock(&n->mu);
+	for (pg = offset / PG; pg < (offset + len) / PG; pg++)
+		atomic_fetch_add(&n->asked[pg], 1);
+	if (n->cut)
+		rc = n->refuse ? -ENOTCONN : 0;
+	else if (n->nq < sizeof(n->q) / sizeof(n->q[0]))
+		n->q[n->nq++] = (typeof(n->q[0])){ region, offset, len };
+	else
+		rc = -ENOBUFS;
+	pthread_cond_broadcast(&n->cv);
+	pthread_mutex_unlock(&n->mu);
+	return rc;
+}
+
+static void *net_main(void *arg)
+{
+	struct net *n = arg;
+	uint64_t zero[HUGE_SZ / PG / 64];
+	uint32_t region;
+	uint64_t off, len;
+	char err[128];
+
+	pthread_mutex_lock(&n->mu);
+	for (;;) {
+		while (!n->stop && (!n->nq || n->hold || !n->l))
+			pthread_cond_wait(&n->cv, &n->mu);
+		if (n->stop)
+			break;
+		region = n->q[0].region;
+		off = n->q[0].off;
+		len = n->q[0].len;
+		memmove(&n->q[0], &n->q[1], --n->nq * sizeof(n->q[0]));
+		pthread_mutex_unlock(&n->mu);
+		if (n->delay_ms)
+			usleep((useconds_t)n->delay_ms * 1000);
+		memset(zero, 0, sizeof(zero));
+		if (len > n->buflen ||
+		    tsrc_fetch(&n->remote, region, off, len, n->buf, zero, err,
+			       sizeof(err)) ||
+		    fy_lazy_place(n->l, region, off, len, n->buf, zero))
+			atomic_fetch_add(&n->place_errors, 1);
+		pthread_mutex_lock(&n->mu);
+	}
+	pthread_mutex_unlock(&n->mu);
+	return NULL;
+}
+
+static void net_init(struct net *n, const struct mem *m)
+{
+	memset(n, 0, sizeof(*n));
+	pthread_mutex_init(&n->mu, NULL);
+	pthread_cond_init(&n->cv, NULL);
+	tsrc_init(&n->remote, m->size / PG, NO_PAGE);
+	n->asked = calloc(m->size / PG, sizeof(*n->asked));
+	assert_non_null(n->asked);
+	n->buflen = m->unit;
+	n->buf = mmap(NULL, n->buflen, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(n->buf != MAP_FAILED);
+	assert_int_equal(pthread_create(&n->t, NULL, net_main, n), 0);
+}
+
+/* Change the network's behaviour under its lock. */
+#define NET_SET(n, field, value)                                            \
+	do {                                                                \
+		pthread_mutex_lock(&(n)->mu);                               \
+		(n)->field = (value);                                       \
+		pthread_cond_broadcast(&(n)->cv);                           \
+		pthread_mutex_unlock(&(n)->mu);                             \
+	} while (0)
+
+static void net_free(struct net *n)
+{
+	NET_SET(n, stop, true);
+	pthread_join(n->t, NULL);
+	assert_int_equal(atomic_load(&n->place_errors), 0);
+	munmap(n->buf, n->buflen);
+	free(n->remote.count);
+	free(n->asked);
+	pthread_cond_destroy(&n->cv);
+	pthread_mutex_destroy(&n->mu);
+}
+
+static struct fy_lazy *start_net(struct mem *m, struct net *n,
+				 const uint64_t *present)
+{
+	struct fy_lazy *l;
+
+	l = start_with(m, (struct fy_lazy_source){ .request = net_request,
+						   .opaque = n }, 0, present);
+	NET_SET(n, l, l);
+	return l;
+}
+
+/* A thread reading one page and checking it, timed. */
+struct vcpu {
+	pthread_t t;
+	const struct mem *m;
+	uint64_t pg;
+	atomic_bool done;
+	bool ok;
+	uint64_t ns;
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void *vcpu_main(void *arg)
+{
+	struct vcpu *v = arg;
+	uint64_t t0 = mono_ns();
+
+	v->ok = page_ok(v->m->p + v->pg * PG, v->pg);
+	v->ns = mono_ns() - t0;
+	atomic_store(&v->done, true);
+	return NULL;
+}
+
+static void vcpu_start(struct vcpu *v, const struct mem *m, uint64_t pg)
+{
+	memset(v, 0, sizeof(*v));
+	v->m = m;
+	v->pg = pg;
+	assert_int_equal(pthread_create(&v->t, NULL, vcpu_main, v), 0);
+}
+
+/* Join @v within 5 s; it must have read the right bytes. */
+static void vcpu_join(struct vcpu *v)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 5;
+	assert_int_equal(pthread_timedjoin_np(v->t, NULL, &ts), 0);
+	assert_true(v->ok);
+}
+
+/* Wait up to 5 s until @n faults wait in the loader. */
+static void wait_waiting(struct fy_lazy *l, uint64_t n)
+{
+	struct fy_lazy_stats st;
+	int i;
+
+	for (i = 0; i < 5000; i++) {
+		fy_lazy_stats(l, &st);
+		if (st.waiting == n)
+			return;
+		usleep(1000);
+	}
+	fail_msg("%llu faults wait, not %llu", (unsigned long long)st.waiting,
+		 (unsigned long long)n);
+}
+
+/* The first unit that is not present, and its middle page. */
+static uint64_t first_missing(const struct mem *m, uint64_t from)
+{
+	uint64_t u = from;
+
+	while (unit_is_present(m, u))
+		u++;
+	return u;
+}
+
+/*
+ * Postcopy's destination: half present, an asynchronous source, no
+ * background. Present pages read without a request; a missing one costs
+ * exactly one request, and reads the bytes the network thread placed, not
+ * the stale ones; at the end every missing unit was asked once.
+ */
+static void test_present_async(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t bm[8 * MIB / PG / 64] = { 0 };
+	uint64_t per, pg, u, present;
+	struct fy_lazy_stats st;
+	struct vcpu v;
+	struct net n;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, 8 * MIB);
+	per = m.unit / PG;
+	net_init(&n, &m);
+	present = stage_present(&m, bm);
+	l = start_net(&m, &n, bm);
+	for (pg = 0; pg < m.size / PG; pg++)
+		if (unit_is_present(&m, pg / per))
+			assert_true(page_ok(m.p + pg * PG, pg));
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.requests, 0);
+	assert_int_equal(st.faults, 0);
+	assert_int_equal(st.missing, st.pages - present);
+
+	u = first_missing(&m, 0);
+	vcpu_start(&v, &m, u * per + per / 2);
+	vcpu_join(&v);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.requests, 1);
+	assert_int_equal(st.faults, 1);
+	assert_int_equal(st.outstanding, 0);
+	assert_int_equal(st.waiting, 0);
+	assert_int_equal(st.fault_pages, per);
+	assert_int_equal(st.missing, st.pages - present - per);
+	for (pg = 0; pg < m.size / PG; pg++)
+		assert_int_equal(n.asked[pg], pg / per == u);
+
+	read_all_in_thread(&m);
+	for (pg = 0; pg < m.size / PG; pg++)
+		assert_int_equal(n.asked[pg], !unit_is_present(&m, pg / per));
+	assert_int_equal(fy_lazy_wait(l, 5000), 0);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.missing, 0);
+	assert_int_equal(st.requests, (st.pages - present) / per);
+	assert_int_equal(st.request_errors, 0);
+	assert_int_equal(st.outstanding, 0);
+	check_all_pages(&m);
+	check_finish(l, &m);
+	fy_lazy_free(l);
+	net_free(&n);
+	mem_unmap(&m);
+}
+
+/*
+ * Two threads fault on one unit while the network holds its answer: one
+ * request, two waiting faults; one answer wakes both, each wait counted.
+ * Then an answer that takes 50 ms: the wait statistics show it.
+ */
+static void test_shared_fault_and_delay(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t per, u, pg;
+	struct fy_lazy_stats st;
+	struct vcpu v[2];
+	struct net n;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, 8 * MIB);
+	per = m.unit / PG;
+	net_init(&n, &m);
+	NET_SET(&n, hold, true);
+	l = start_net(&m, &n, NULL);
+	u = 1;
+	vcpu_start(&v[0], &m, u * per);
+	vcpu_start(&v[1], &m, u * per + per - 1);
+	wait_waiting(l, 2);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.requests, 1);
+	assert_int_equal(st.outstanding, 1);
+	assert_int_equal(st.faults, 0);
+	assert_false(atomic_load(&v[0].done) || atomic_load(&v[1].done));
+	NET_SET(&n, hold, false);
+	vcpu_join(&v[0]);
+	vcpu_join(&v[1]);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.faults, 2);
+	assert_int_equal(st.requests, 1);
+	assert_int_equal(st.outstanding, 0);
+	assert_int_equal(st.waiting, 0);
+	for (pg = u * per; pg < (u + 1) * per; pg++)
+		assert_int_equal(n.asked[pg], 1);
+
+	NET_SET(&n, delay_ms, 50);
+	vcpu_start(&v[0], &m, 3 * per);
+	vcpu_join(&v[0]);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.faults, 3);
+	assert_true(v[0].ns >= 50000000);
+	assert_true(st.wait_max_us >= 50000);
+	assert_true(st.wait_max_us * 1000 <= (double)v[0].ns);
+	assert_true(st.wait_p99_us >= 45000); /* one bucket is 6% wide */
+	print_message("[ INFO     ] %s: a 50 ms answer: the thread waited %.1f ms, "
+		      "the loader counted %.1f ms\n", backing_name[b],
+		      (double)v[0].ns / 1e6, st.wait_max_us / 1e3);
+	fy_lazy_free(l);
+	net_free(&n);
+	mem_unmap(&m);
+}
+
+/*
+ * The round trip of one fault through an in-process network (request
+ * queued, a thread woken, the page placed, the faulting thread woken):
+ * measured and printed, not asserted.
+ */
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void qsort_u64(uint64_t *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), cmp_u64);
+}
+
+static void test_roundtrip(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t ns[256], i, per;
+	struct fy_lazy_stats st;
+	struct vcpu v;
+	struct net n;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, b == HUGETLB ? 32 * MIB : 4 * MIB);
+	per = m.unit / PG;
+	net_init(&n, &m);
+	l = start_net(&m, &n, NULL);
+	for (i = 0; i < m.size / m.unit && i < 256; i++) {
+		vcpu_start(&v, &m, i * per);
+		vcpu_join(&v);
+		ns[i] = v.ns;
+	}
+	fy_lazy_stats(l, &st);
+	qsort_u64(ns, i);
+	print_message("[ INFO     ] %s round trip of one fault over an in-process network, "
+		      "%llu faults: thread-side p50 %.1f us p99 %.1f us max %.1f us; "
+		      "loader-side p50 %.1f us p99 %.1f us\n", backing_name[b],
+		      (unsigned long long)i, (double)ns[i / 2] / 1e3,
+		      (double)ns[i - 1 - i / 100] / 1e3, (double)ns[i - 1] / 1e3,
+		      st.wait_p50_us, st.wait_p99_us);
+	assert_int_equal(st.faults, i);
+	fy_lazy_free(l);
+	net_free(&n);
+	mem_unmap(&m);
+}
+
 static int group_teardown(void **state)
 {
 	(void)state;
@@ -960,6 +1327,9 @@ int main(void)
 		ALL_BACKINGS(test_source_error),
 		ALL_BACKINGS(test_present_fetch),
 		cmocka_unit_test(test_all_present),
+		ALL_BACKINGS(test_present_async),
+		ALL_BACKINGS(test_shared_fault_and_delay),
+		ALL_BACKINGS(test_roundtrip),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_fill_throughput),
