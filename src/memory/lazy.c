@@ -1417,6 +1417,81 @@ bool fy_lazy_has(struct fy_lazy *l, uint32_t region, uint64_t offset)
 }
 
 /*
+ * fy_lazy_have_bitmap() - the pages placed in @region, one bit per 4 KiB
+ * page (see lazy.h). The bitmap lags the page tables, so a bit set here
+ * is a page in place.
+ */
+int fy_lazy_have_bitmap(struct fy_lazy *l, uint32_t region, uint64_t *bits,
+			size_t pages)
+{
+	struct lz_region *r;
+	uint64_t per, p;
+
+	if (!l || region >= l->nrg || !bits ||
+	    pages != l->rg[region].size / FY_PAGE_SIZE)
+		return -EINVAL;
+	r = &l->rg[region];
+	per = r->unit / FY_PAGE_SIZE;
+	if (per == 1) {
+		for (p = 0; p < (pages + 63) / 64; p++)
+			bits[p] = atomic_load_explicit(&r->placed[p], memory_order_acquire);
+		return 0;
+	}
+	memset(bits, 0, (pages + 63) / 64 * sizeof(uint64_t));
+	for (p = 0; p < pages; p++)
+		if (unit_placed(r, p / per))
+			bits[p / 64] |= UINT64_C(1) << (p % 64);
+	return 0;
+}
+
+/*
+ * fy_lazy_rerequest() - ask the source again for every unit a fault waits
+ * for (see lazy.h). The units are copied out under wlock and asked for
+ * without it, since a request may take a while.
+ */
+int fy_lazy_rerequest(struct fy_lazy *l)
+{
+	struct { uint32_t region; uint64_t unit; } *v = NULL;
+	size_t i, n = 0;
+	int rc;
+
+	if (!l || !l->src.request)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	rc = l->error;
+	pthread_mutex_unlock(&l->lock);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&l->wlock);
+	if (l->nwt)
+		v = malloc(l->nwt * sizeof(*v));
+	for (i = 0; v && i < l->nwt; i++) {
+		struct lz_waiter *w = &l->wt[i];
+		uint64_t bit = UINT64_C(1) << (w->unit % 64);
+		size_t k;
+
+		if (!(atomic_load(&l->rg[w->region].pending[w->unit / 64]) & bit))
+			continue;
+		for (k = 0; k < n && (v[k].region != w->region || v[k].unit != w->unit); k++)
+			;
+		if (k == n)
+			v[n++] = (typeof(*v)){ w->region, w->unit };
+	}
+	rc = l->nwt && !v ? -ENOMEM : 0;
+	pthread_mutex_unlock(&l->wlock);
+	for (i = 0; i < n; i++) {
+		struct lz_region *r = &l->rg[v[i].region];
+
+		atomic_fetch_add(&l->rerequests, 1);
+		if (l->src.request(l->src.opaque, v[i].region, v[i].unit * r->unit,
+				   r->unit) < 0)
+			atomic_fetch_add(&l->request_errors, 1);
+	}
+	free(v);
+	return rc ? rc : (int)(n < INT32_MAX ? n : INT32_MAX);
+}
+
+/*
  * fy_lazy_wait() - wait for completion, an error or @timeout_ms.
  * Return: 0, -ETIMEDOUT, or the error that stopped the loader.
  */
@@ -1485,6 +1560,7 @@ void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out)
 	out->missing = out->pages - out->placed;
 	out->requests = atomic_load(&l->requests);
 	out->request_errors = atomic_load(&l->request_errors);
+	out->rerequests = atomic_load(&l->rerequests);
 	out->outstanding = atomic_load(&l->outstanding);
 	out->waiting = atomic_load(&l->nwaiting);
 	out->zero_pages = atomic_load(&l->zero_pages);

@@ -126,6 +126,7 @@ struct fy_lazy_stats {
 	uint64_t fault_pages;  /* pages placed while a fault waited for them */
 	uint64_t requests;     /* units asked of the source for faults */
 	uint64_t request_errors; /* requests the source could not send */
+	uint64_t rerequests;   /* units asked for again by fy_lazy_rerequest */
 	uint64_t outstanding;  /* units asked for (by faults), not yet placed */
 	uint64_t waiting;      /* faults waiting now (blocked threads) */
 	uint64_t zero_pages;   /* pages placed as zeros */
@@ -174,6 +175,34 @@ int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
 
 /* Whether the unit holding byte @offset of @region is placed. */
 bool fy_lazy_has(struct fy_lazy *l, uint32_t region, uint64_t offset);
+
+/*
+ * fy_lazy_have_bitmap() - which pages are in place: bit p of @bits
+ * ((@pages + 63) / 64 words) = 4 KiB page p of @region, set when its
+ * unit was present at start or placed since. @pages must be the region's
+ * size in 4 KiB pages. A page placed while this runs may be missing from
+ * it, never the reverse, so a source that skips the pages set here skips
+ * only pages the destination has: what postcopy's destination sends at
+ * recovery. Any thread.
+ * Return: 0, or -EINVAL.
+ */
+int fy_lazy_have_bitmap(struct fy_lazy *l, uint32_t region, uint64_t *bits,
+			size_t pages);
+
+/*
+ * fy_lazy_rerequest() - with an asynchronous source, ask again for every
+ * unit that faults wait for (postcopy recovery: requests sent before the
+ * link broke, or refused while it was down, may never be answered). The
+ * loader keeps no timer: while the link is down it goes on recording
+ * faults and asking (the source may refuse, the units stay outstanding),
+ * the faulting threads stay blocked, nothing is lost; once the link is
+ * back the engine calls this, then sends the have-bitmap. A unit answered
+ * twice is placed once. Any thread (request() may then run on two threads
+ * at once).
+ * Return: the number of units asked for again, -EINVAL (a fetching
+ * source), -ENOMEM, or the error that stopped the loader.
+ */
+int fy_lazy_rerequest(struct fy_lazy *l);
 
 /*
  * fy_lazy_wait() - wait until every page is placed, the loader stopped

@@ -1260,6 +1260,102 @@ static void test_shared_fault_and_delay(void **state)
  * queued, a thread woken, the page placed, the faulting thread woken):
  * measured and printed, not asserted.
  */
+/* The loader's have-bitmap must be exactly the pages of units @has says. */
+static void check_have(struct fy_lazy *l, const struct mem *m,
+		       bool (*has)(const struct mem *, uint64_t, const void *),
+		       const void *arg)
+{
+	uint64_t bits[16 * MIB / PG / 64], pg, per = m->unit / PG;
+
+	assert_true(m->size <= 16 * MIB);
+	assert_int_equal(fy_lazy_have_bitmap(l, 0, bits, m->size / PG), 0);
+	for (pg = 0; pg < m->size / PG; pg++)
+		assert_int_equal(!!(bits[pg / 64] & (UINT64_C(1) << (pg % 64))),
+				 has(m, pg / per, arg));
+	assert_int_equal(fy_lazy_have_bitmap(l, 0, bits, m->size / PG - 1), -EINVAL);
+	assert_int_equal(fy_lazy_have_bitmap(l, 1, bits, m->size / PG), -EINVAL);
+}
+
+/* Present at start, or one of the units in @arg (UINT64_MAX-terminated). */
+static bool has_present_or(const struct mem *m, uint64_t u, const void *arg)
+{
+	const uint64_t *v = arg;
+
+	for (; v && *v != UINT64_MAX; v++)
+		if (*v == u)
+			return true;
+	return unit_is_present(m, u);
+}
+
+/*
+ * The link breaks: two requests are lost on the way, a third is refused.
+ * The three threads stay blocked, nothing is placed, the loader keeps the
+ * three units outstanding; the have-bitmap is what was present. The link
+ * comes back: fy_lazy_rerequest() asks for the three again, the threads
+ * complete with the right bytes, the have-bitmap gains their units.
+ */
+static void test_link_cut(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t bm[16 * MIB / PG / 64] = { 0 };
+	uint64_t per, u[4], pg, present, i;
+	struct fy_lazy_stats st;
+	struct vcpu v[3];
+	struct net n;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, b == HUGETLB ? 16 * MIB : 8 * MIB); /* 4 units missing */
+	per = m.unit / PG;
+	net_init(&n, &m);
+	present = stage_present(&m, bm);
+	NET_SET(&n, cut, true);
+	l = start_net(&m, &n, bm);
+	check_have(l, &m, has_present_or, NULL);
+	u[0] = first_missing(&m, 0);
+	u[1] = first_missing(&m, u[0] + 1);
+	u[2] = first_missing(&m, u[1] + 1);
+	u[3] = UINT64_MAX;
+	vcpu_start(&v[0], &m, u[0] * per);
+	vcpu_start(&v[1], &m, u[1] * per + per - 1);
+	wait_waiting(l, 2);
+	NET_SET(&n, refuse, true);
+	vcpu_start(&v[2], &m, u[2] * per);
+	wait_waiting(l, 3);
+	usleep(100000);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.requests, 3);
+	assert_int_equal(st.request_errors, 1);
+	assert_int_equal(st.outstanding, 3);
+	assert_int_equal(st.waiting, 3);
+	assert_int_equal(st.faults, 0);
+	assert_int_equal(st.missing, st.pages - present);
+	for (i = 0; i < 3; i++)
+		assert_false(atomic_load(&v[i].done));
+	check_have(l, &m, has_present_or, NULL);
+
+	NET_SET(&n, cut, false);
+	assert_int_equal(fy_lazy_rerequest(l), 3);
+	for (i = 0; i < 3; i++)
+		vcpu_join(&v[i]);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.rerequests, 3);
+	assert_int_equal(st.request_errors, 1);
+	assert_int_equal(st.outstanding, 0);
+	assert_int_equal(st.waiting, 0);
+	assert_int_equal(st.faults, 3);
+	assert_int_equal(st.missing, st.pages - present - 3 * per);
+	for (pg = 0; pg < m.size / PG; pg++)
+		assert_int_equal(n.asked[pg], has_present_or(&m, pg / per, u) &&
+					      !unit_is_present(&m, pg / per) ? 2 : 0);
+	check_have(l, &m, has_present_or, u);
+	/* Nothing waits: nothing to ask again. */
+	assert_int_equal(fy_lazy_rerequest(l), 0);
+	fy_lazy_free(l);
+	net_free(&n);
+	mem_unmap(&m);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -1329,6 +1425,7 @@ int main(void)
 		cmocka_unit_test(test_all_present),
 		ALL_BACKINGS(test_present_async),
 		ALL_BACKINGS(test_shared_fault_and_delay),
+		ALL_BACKINGS(test_link_cut),
 		ALL_BACKINGS(test_roundtrip),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_rejects),
