@@ -26,9 +26,8 @@
  * wake by themselves, so that a woken thread finds its fault counted, and
  * so that the background's placements skip the kernel's wake check, which
  * calls cond_resched() on every placement (a 256 MiB fill takes about 1.5x
- * as long with it). A placer sets bits before it takes wlock, and the
- * fault thread reads the bit again under wlock before it adds a waiter,
- * so no wake is lost between the two.
+ * as long with it). How a fault and a placement of its unit at the same
+ * moment never lose the wake is told at lz_wait_add().
  *
  * The placed count rises when a bit goes from clear to set. Only the
  * placing path sets bits, after it has counted its zero and fault pages,
@@ -58,20 +57,13 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "memory/lazy.h"
+#include "memory/lazy_region.h"
 
-/* Debian 12's kernel headers (6.1) have all of missing mode; only the
- * /dev/userfaultfd ioctl may be absent from older ones. */
-#ifndef USERFAULTFD_IOC
-#define USERFAULTFD_IOC 0xAA
-#endif
-#ifndef USERFAULTFD_IOC_NEW
-#define USERFAULTFD_IOC_NEW _IO(USERFAULTFD_IOC, 0x00)
-#endif
+/* Debian 12's kernel headers (6.1) have all of missing mode. */
 #ifndef UFFD_FEATURE_MISSING_HUGETLBFS
 #define UFFD_FEATURE_MISSING_HUGETLBFS (1 << 4)
 #endif
@@ -88,20 +80,6 @@
  */
 #define LZ_HIST_SUB 16
 #define LZ_HIST_BUCKETS (61 * LZ_HIST_SUB)
-
-struct lz_region {
-	uint8_t *host;
-	uint64_t size;
-	uint64_t unit;	    /* bytes, the mapping's page size */
-	uint64_t units;
-	bool hugetlb;
-	bool shared;
-	bool zeropage;	    /* UFFDIO_ZEROPAGE allowed on it */
-	uint64_t batch0;    /* its first batch in the background walk */
-	_Atomic uint64_t *placed; /* bit per unit */
-	_Atomic uint64_t *pending; /* bit per unit: a fault waits for it */
-	char name[64];
-};
 
 /* A fault read and not yet answered: the thread that took it is blocked. */
 struct lz_waiter {
@@ -170,19 +148,6 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-__attribute__((format(printf, 4, 5)))
-static int lz_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
-
 /* Wake the threads' poll and make every loop stop at its next check. */
 static void lz_signal_stop(struct fy_lazy *l)
 {
@@ -228,32 +193,9 @@ static int lz_failf(struct fy_lazy *l, int code, const char *fmt, ...)
 /* bits                                                                   */
 /* ---------------------------------------------------------------------- */
 
-static bool unit_placed(const struct lz_region *r, uint64_t u)
-{
-	return atomic_load_explicit(&r->placed[u / 64], memory_order_acquire) &
-	       (UINT64_C(1) << (u % 64));
-}
-
 static bool unit_pending(const struct lz_region *r, uint64_t u)
 {
 	return atomic_load(&r->pending[u / 64]) & (UINT64_C(1) << (u % 64));
-}
-
-/* Number of set bits among bits [first, first + n) of @bits. */
-static uint64_t bits_count(const uint64_t *bits, uint64_t first, uint64_t n)
-{
-	uint64_t c = 0, end = first + n, w, lo, hi, mask;
-
-	while (first < end) {
-		w = first / 64;
-		lo = first % 64;
-		hi = end - w * 64 < 64 ? end - w * 64 : 64;
-		mask = (hi == 64 ? ~UINT64_C(0) : (UINT64_C(1) << hi) - 1) &
-		       ~((UINT64_C(1) << lo) - 1);
-		c += (uint64_t)__builtin_popcountll(bits[w] & mask);
-		first = w * 64 + hi;
-	}
-	return c;
 }
 
 static void lz_complete(struct fy_lazy *l)
@@ -289,7 +231,7 @@ static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 		if (atomic_fetch_or(&r->placed[u / 64], bit) & bit)
 			continue;
 		if (zero)
-			zeros += bits_count(zero, zp + (u - first) * per, per);
+			zeros += fy_bits_count(zero, zp + (u - first) * per, per);
 		asked += unit_pending(r, u);
 		fresh++;
 	}
@@ -391,7 +333,7 @@ static enum lz_kind unit_kind(const struct lz_region *r, const uint64_t *zero,
 {
 	uint64_t per = r->unit / FY_PAGE_SIZE;
 
-	if (!zero || bits_count(zero, zp, per) != per)
+	if (!zero || fy_bits_count(zero, zp, per) != per)
 		return LZ_DATA;
 	return r->zeropage ? LZ_ZERO : LZ_ZERO_COPY;
 }
@@ -471,7 +413,7 @@ static void lz_scrub(const struct lz_region *r, uint8_t *buf, uint64_t len,
 	if (r->unit == FY_PAGE_SIZE || !zero)
 		return;
 	for (u = 0; u < len / r->unit; u++) {
-		n = bits_count(zero, u * per, per);
+		n = fy_bits_count(zero, u * per, per);
 		if (!n || n == per)
 			continue;
 		for (p = u * per; p < (u + 1) * per; p++)
@@ -650,9 +592,12 @@ static int lz_release(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 
 /*
  * Record a fault on unit @u of region @ri read at @t0, unless the unit
- * was placed meanwhile (@was: its bit when the caller looked). The bit is
- * read again under wlock, which every placer takes after setting bits, so
- * either the placer finds this waiter or this sees the bit.
+ * was placed meanwhile (@was: its bit when the caller looked). A placer
+ * sets the unit's bit, then reads nwaiting, and takes wlock to release
+ * waiters only if some are there; this adds the waiter and publishes
+ * nwaiting, then reads the bit again. Both orders are sequentially
+ * consistent, so at least one of the two sees the other's write, and
+ * under wlock exactly one of them takes the waiter: no wake is lost.
  * Return: 1 if the unit must be asked for (no fault waited for it yet),
  * 0 if it is already asked for, 2 if it is there (wake now), or -ENOMEM.
  */
@@ -665,10 +610,6 @@ static int lz_wait_add(struct fy_lazy *l, uint32_t ri, uint64_t u, uint64_t t0,
 	int rc = 0;
 
 	pthread_mutex_lock(&l->wlock);
-	if (!was && unit_placed(r, u)) {
-		rc = 2;
-		goto out;
-	}
 	if (l->nwt == l->capwt) {
 		nw = realloc(l->wt, (l->capwt ? 2 * l->capwt : 64) * sizeof(*nw));
 		if (!nw) {
@@ -680,6 +621,11 @@ static int lz_wait_add(struct fy_lazy *l, uint32_t ri, uint64_t u, uint64_t t0,
 	}
 	l->wt[l->nwt++] = (struct lz_waiter){ .region = ri, .unit = u, .t0 = t0 };
 	atomic_store(&l->nwaiting, l->nwt);
+	if (!was && (atomic_load(&r->placed[u / 64]) & bit)) {
+		atomic_store(&l->nwaiting, --l->nwt);
+		rc = 2;
+		goto out;
+	}
 	if (!(atomic_fetch_or(&r->pending[u / 64], bit) & bit)) {
 		atomic_fetch_add(&l->outstanding, 1);
 		rc = 1;
@@ -858,179 +804,6 @@ static void *lz_fill_main(void *arg)
 /* ---------------------------------------------------------------------- */
 
 /*
- * Read the page size and kind of the mapping holding @addr from
- * /proc/self/smaps. The file is produced one mapping at a time as it is
- * read, so stopping at ours spares the walk over the rest.
- */
-static int lz_probe(struct lz_region *r, char *err, size_t errlen)
-{
-	uint64_t addr = (uintptr_t)r->host, lo, hi, kb;
-	bool inside = false, found = false;
-	char *line = NULL;
-	size_t cap = 0;
-	FILE *f;
-	int n;
-
-	f = fopen("/proc/self/smaps", "re");
-	if (!f)
-		return lz_err(err, errlen, -errno, "/proc/self/smaps: %s",
-			      strerror(errno));
-	while (getline(&line, &cap, f) > 0) {
-		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %n", &lo, &hi, &n) == 2 &&
-		    n > 0) {
-			if (found)
-				break;
-			inside = addr >= lo && addr < hi;
-			continue;
-		}
-		if (!inside)
-			continue;
-		if (sscanf(line, "KernelPageSize: %" SCNu64 " kB", &kb) == 1) {
-			r->unit = kb * 1024;
-			found = true;
-		} else if (!strncmp(line, "VmFlags:", 8)) {
-			r->shared = strstr(line, " sh") != NULL;
-			r->hugetlb = strstr(line, " ht") != NULL;
-			break;
-		}
-	}
-	free(line);
-	fclose(f);
-	if (!found)
-		return lz_err(err, errlen, -EINVAL,
-			      "region %s: %p is not mapped", r->name, (void *)r->host);
-	if (r->unit < FY_PAGE_SIZE || r->unit & (r->unit - 1))
-		return lz_err(err, errlen, -EINVAL, "region %s: page size %" PRIu64,
-			      r->name, r->unit);
-	return 0;
-}
-
-/*
- * A unit that is missing when the region is registered faults, so the
- * source is asked for it; one that is populated never faults, and the
- * guest would run on whatever it holds (zeros after a stray read mapped
- * the zero page, or a precopy page the source dirtied since). Check that
- * [start, start + len) of @r holds no page. A shmem file answers SEEK_DATA
- * from its page cache at once, whatever its size; other memory is asked
- * with mincore(2), which skips empty page tables (8 GiB of fresh anonymous
- * memory: about 2 ms).
- */
-static int lz_check_fresh(const struct lz_region *r, const struct fy_region *in,
-			  uint64_t start, uint64_t len, char *err, size_t errlen)
-{
-	unsigned char vec[4096];
-	uint64_t off, n, i, end = start + len;
-	off_t data;
-
-	if (in->fd >= 0 && r->shared && !r->hugetlb) {
-		data = lseek(in->fd, (off_t)(in->fd_offset + start), SEEK_DATA);
-		if (data < 0 && errno == ENXIO)
-			return 0;
-		if (data >= 0 && (uint64_t)data - in->fd_offset >= end)
-			return 0;
-		if (data >= 0) {
-			off = (uint64_t)data - in->fd_offset;
-			goto populated;
-		}
-	}
-	for (off = start; off < end; off += n * FY_PAGE_SIZE) {
-		n = (end - off) / FY_PAGE_SIZE;
-		if (n > sizeof(vec))
-			n = sizeof(vec);
-		if (mincore(r->host + off, n * FY_PAGE_SIZE, vec))
-			return lz_err(err, errlen, -errno, "mincore region %s: %s",
-				      r->name, strerror(errno));
-		for (i = 0; i < n; i++)
-			if (vec[i] & 1) {
-				off += i * FY_PAGE_SIZE;
-				goto populated;
-			}
-	}
-	return 0;
-populated:
-	return lz_err(err, errlen, -EINVAL,
-		      "region %s: the page at offset %#" PRIx64 " is already populated "
-		      "(lazy loading needs memory never touched, dropped first, or "
-		      "marked present)", r->name, off);
-}
-
-/*
- * Drop [off, off + len) of @r so that it faults. Private memory takes
- * MADV_DONTNEED. Shared memory (a memfd, hugetlb or not) takes
- * MADV_REMOVE, which the kernel turns into fallocate(PUNCH_HOLE |
- * KEEP_SIZE) on the mapping's own file at the mapping's own offset, and
- * which unmaps the range from every mapping of the file: the same as
- * punching through the region's descriptor, without trusting its
- * fd_offset, and for a shared mapping the VMM gave no descriptor for.
- * Units are whole huge pages on hugetlb, as its punch requires.
- */
-static int lz_drop(const struct lz_region *r, uint64_t off, uint64_t len,
-		   char *err, size_t errlen)
-{
-	if (!madvise(r->host + off, len, r->shared ? MADV_REMOVE : MADV_DONTNEED))
-		return 0;
-	return lz_err(err, errlen, -errno,
-		      "region %s: dropping %#" PRIx64 " bytes at offset %#" PRIx64
-		      " with %s: %s", r->name, len, off,
-		      r->shared ? "MADV_REMOVE" : "MADV_DONTNEED", strerror(errno));
-}
-
-/*
- * Mark the units of @r whose every 4 KiB page is set in @present as
- * placed (a hugetlb unit with one page missing is missing whole: the
- * kernel places it only whole). Return: the pages marked.
- */
-static uint64_t lz_mark_present(struct lz_region *r, const uint64_t *present)
-{
-	uint64_t per = r->unit / FY_PAGE_SIZE, u, n = 0;
-
-	for (u = 0; present && u < r->units; u++) {
-		if (bits_count(present, u * per, per) != per)
-			continue;
-		atomic_fetch_or(&r->placed[u / 64], UINT64_C(1) << (u % 64));
-		n += per;
-	}
-	return n;
-}
-
-/*
- * Make every missing unit of @r fault: with a present bitmap, drop the
- * runs of missing units first (they may hold stale bytes, say precopy
- * pages the source dirtied since), then check that each run holds no
- * page (a drop that did not take, e.g. a private file mapping, is
- * refused). Without one, nothing is dropped and a populated page is
- * refused as before: a file restore's memory is fresh, and a page in it
- * means the VMM touched guest memory it did not mean to.
- */
-static int lz_prepare(const struct lz_region *r, const struct fy_region *in,
-		      bool drop, char *err, size_t errlen)
-{
-	uint64_t u = 0, first;
-	int rc;
-
-	while (u < r->units) {
-		if (unit_placed(r, u)) {
-			u++;
-			continue;
-		}
-		first = u;
-		while (u < r->units && !unit_placed(r, u))
-			u++;
-		if (drop) {
-			rc = lz_drop(r, first * r->unit, (u - first) * r->unit,
-				     err, errlen);
-			if (rc)
-				return rc;
-		}
-		rc = lz_check_fresh(r, in, first * r->unit, (u - first) * r->unit,
-				    err, errlen);
-		if (rc)
-			return rc;
-	}
-	return 0;
-}
-
-/*
  * A present unit that is not in memory (never written: it reads as
  * zeros) would fault once registered and be asked for although its bytes
  * are known: place zeros there before anything runs. mincore(2) finds
@@ -1071,37 +844,6 @@ static int lz_zero_absent(struct fy_lazy *l, struct lz_region *r)
 }
 
 /*
- * Open a userfaultfd that also serves faults taken in the kernel (a
- * read(2) into guest memory, KVM's accesses): UFFD_USER_MODE_ONLY would
- * turn those into EFAULT, so it is not a fallback here.
- */
-static int lz_uffd_open(char *err, size_t errlen)
-{
-	int flags = O_CLOEXEC | O_NONBLOCK, fd, dev, e;
-
-	fd = (int)syscall(SYS_userfaultfd, flags);
-	if (fd >= 0)
-		return fd;
-	e = errno;
-	if (e == ENOSYS)
-		return lz_err(err, errlen, -ENOSYS,
-			      "userfaultfd: not supported by this kernel (CONFIG_USERFAULTFD)");
-	if (e != EPERM)
-		return lz_err(err, errlen, -e, "userfaultfd: %s", strerror(e));
-	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
-		close(dev);
-		if (fd >= 0)
-			return fd;
-	}
-	return lz_err(err, errlen, -EPERM,
-		      "userfaultfd: %s (lazy loading serves kernel faults too: needs root, "
-		      "vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd)",
-		      strerror(EPERM));
-}
-
-/*
  * Open l->uffd with the features the regions need. UFFDIO_API may be
  * issued once per descriptor and fails outright on an unknown feature, so
  * the available set is read on a throwaway descriptor first, which lets
@@ -1120,30 +862,30 @@ static int lz_uffd_setup(struct fy_lazy *l, char *err, size_t errlen)
 		else if (l->rg[i].shared)
 			need |= UFFD_FEATURE_MISSING_SHMEM;
 	}
-	fd = lz_uffd_open(err, errlen);
+	fd = fy_lazy_uffd_open(err, errlen);
 	if (fd < 0)
 		return fd;
 	if (ioctl(fd, UFFDIO_API, &api)) {
 		e = errno;
 		close(fd);
-		return lz_err(err, errlen, -e, "UFFDIO_API: %s", strerror(e));
+		return fy_lazy_err(err, errlen, -e, "UFFDIO_API: %s", strerror(e));
 	}
 	close(fd);
 	if (need & ~api.features & UFFD_FEATURE_MISSING_HUGETLBFS)
-		return lz_err(err, errlen, -EINVAL,
-			      "userfaultfd: no UFFD_FEATURE_MISSING_HUGETLBFS (hugetlb backing)");
+		return fy_lazy_err(err, errlen, -EINVAL,
+				   "userfaultfd: no UFFD_FEATURE_MISSING_HUGETLBFS (hugetlb backing)");
 	if (need & ~api.features & UFFD_FEATURE_MISSING_SHMEM)
-		return lz_err(err, errlen, -EINVAL,
-			      "userfaultfd: no UFFD_FEATURE_MISSING_SHMEM (shared memory backing)");
+		return fy_lazy_err(err, errlen, -EINVAL,
+				   "userfaultfd: no UFFD_FEATURE_MISSING_SHMEM (shared memory backing)");
 
-	l->uffd = lz_uffd_open(err, errlen);
+	l->uffd = fy_lazy_uffd_open(err, errlen);
 	if (l->uffd < 0)
 		return l->uffd;
 	api = (struct uffdio_api){ .api = UFFD_API, .features = need };
 	if (ioctl(l->uffd, UFFDIO_API, &api)) {
 		e = errno;
-		return lz_err(err, errlen, -e, "UFFDIO_API (features %#" PRIx64 "): %s",
-			      need, strerror(e));
+		return fy_lazy_err(err, errlen, -e, "UFFDIO_API (features %#" PRIx64 "): %s",
+				   need, strerror(e));
 	}
 	return 0;
 }
@@ -1159,15 +901,15 @@ static int lz_register(struct fy_lazy *l, struct lz_region *r, char *err,
 
 	if (ioctl(l->uffd, UFFDIO_REGISTER, &reg)) {
 		e = errno;
-		return lz_err(err, errlen, -e, "UFFDIO_REGISTER region %s: %s%s",
-			      r->name, strerror(e),
-			      e == EINVAL ? " (missing mode takes anonymous, shmem or "
-					    "hugetlb memory only)" : "");
+		return fy_lazy_err(err, errlen, -e, "UFFDIO_REGISTER region %s: %s%s",
+				   r->name, strerror(e),
+				   e == EINVAL ? " (missing mode takes anonymous, shmem or "
+						 "hugetlb memory only)" : "");
 	}
 	if (!(reg.ioctls & (UINT64_C(1) << _UFFDIO_COPY)))
-		return lz_err(err, errlen, -EINVAL,
-			      "region %s: UFFDIO_COPY not available on this memory",
-			      r->name);
+		return fy_lazy_err(err, errlen, -EINVAL,
+				   "region %s: UFFDIO_COPY not available on this memory",
+				   r->name);
 	r->zeropage = reg.ioctls & (UINT64_C(1) << _UFFDIO_ZEROPAGE);
 	return 0;
 }
@@ -1182,7 +924,7 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 
 	l->rg = calloc(cfg->nregions ? cfg->nregions : 1, sizeof(*l->rg));
 	if (!l->rg)
-		return lz_err(err, errlen, -ENOMEM, "out of memory");
+		return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	l->nrg = cfg->nregions;
 	for (i = 0; i < l->nrg; i++) {
 		struct lz_region *r = &l->rg[i];
@@ -1192,23 +934,24 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 		snprintf(r->name, sizeof(r->name), "%s", cfg->regions[i].name[0] ?
 			 cfg->regions[i].name : "?");
 		if (!r->host || !r->size)
-			return lz_err(err, errlen, -EINVAL, "region %zu (%s) is empty",
-				      i, r->name);
-		rc = lz_probe(r, err, errlen);
+			return fy_lazy_err(err, errlen, -EINVAL, "region %zu (%s) is empty",
+					   i, r->name);
+		rc = fy_lazy_region_probe(r, err, errlen);
 		if (rc)
 			return rc;
 		if ((uintptr_t)r->host % r->unit || r->size % r->unit)
-			return lz_err(err, errlen, -EINVAL,
-				      "region %s: not aligned to its %" PRIu64 "-byte pages",
-				      r->name, r->unit);
+			return fy_lazy_err(err, errlen, -EINVAL,
+					   "region %s: not aligned to its %" PRIu64 "-byte pages",
+					   r->name, r->unit);
 		r->units = r->size / r->unit;
 		r->placed = calloc((r->units + 63) / 64, sizeof(uint64_t));
 		r->pending = calloc((r->units + 63) / 64, sizeof(uint64_t));
 		if (!r->placed || !r->pending)
-			return lz_err(err, errlen, -ENOMEM, "out of memory");
-		present = lz_mark_present(r, cfg->present ? cfg->present[i] : NULL);
+			return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
+		present = fy_lazy_region_mark(r, cfg->present ? cfg->present[i] : NULL);
 		l->present_pages += present;
-		rc = lz_prepare(r, &cfg->regions[i], cfg->present != NULL, err, errlen);
+		rc = fy_lazy_region_prepare(r, &cfg->regions[i], cfg->present != NULL,
+					    err, errlen);
 		if (rc)
 			return rc;
 		if (r->unit > l->max_unit)
@@ -1221,10 +964,10 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 		   (LZ_DEFAULT_BATCH > l->max_unit ? LZ_DEFAULT_BATCH : l->max_unit);
 	for (i = 0; i < l->nrg; i++) {
 		if (l->batch % l->rg[i].unit)
-			return lz_err(err, errlen, -EINVAL,
-				      "batch %" PRIu64 " is not a multiple of region %s's "
-				      "%" PRIu64 "-byte pages", l->batch, l->rg[i].name,
-				      l->rg[i].unit);
+			return fy_lazy_err(err, errlen, -EINVAL,
+					   "batch %" PRIu64 " is not a multiple of region %s's "
+					   "%" PRIu64 "-byte pages", l->batch, l->rg[i].name,
+					   l->rg[i].unit);
 		l->rg[i].batch0 = l->nbatches;
 		l->nbatches += (l->rg[i].size + l->batch - 1) / l->batch;
 	}
@@ -1247,7 +990,7 @@ static int lz_workers(struct fy_lazy *l, unsigned fillers, char *err,
 	l->nw = 1 + fillers;
 	l->w = calloc(l->nw, sizeof(*l->w));
 	if (!l->w)
-		return lz_err(err, errlen, -ENOMEM, "out of memory");
+		return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	for (i = 0; i < l->nw; i++) {
 		struct lz_worker *w = &l->w[i];
 
@@ -1258,13 +1001,13 @@ static int lz_workers(struct fy_lazy *l, unsigned fillers, char *err,
 		w->buf = lz_map(w->buflen, PROT_READ | PROT_WRITE, MAP_POPULATE);
 		w->zero = calloc((w->buflen / FY_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
 		if (!w->buf || !w->zero)
-			return lz_err(err, errlen, -ENOMEM, "out of memory");
+			return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	}
 	/* Never written, so it costs no memory: reads map the zero page. */
 	l->zeros_len = l->batch;
 	l->zeros = lz_map(l->zeros_len, PROT_READ, 0);
 	if (!l->zeros)
-		return lz_err(err, errlen, -ENOMEM, "out of memory");
+		return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	return 0;
 }
 
@@ -1277,8 +1020,8 @@ static int lz_threads(struct fy_lazy *l, char *err, size_t errlen)
 		e = pthread_create(&l->w[i].thread, NULL,
 				   i ? lz_fill_main : lz_fault_main, &l->w[i]);
 		if (e)
-			return lz_err(err, errlen, -e, "starting a loader thread: %s",
-				      strerror(e));
+			return fy_lazy_err(err, errlen, -e, "starting a loader thread: %s",
+					   strerror(e));
 		l->w[i].started = true;
 	}
 	return 0;
@@ -1301,17 +1044,17 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 	*out = NULL;
 	if (!cfg || (cfg->nregions && !cfg->regions) ||
 	    !cfg->source.fetch == !cfg->source.request)
-		return lz_err(err, errlen, -EINVAL,
-			      "lazy loader: no regions, or not exactly one of fetch and request");
+		return fy_lazy_err(err, errlen, -EINVAL,
+				   "lazy loader: no regions, or not exactly one of fetch and request");
 	if (cfg->background_threads && !cfg->source.fetch)
-		return lz_err(err, errlen, -EINVAL,
-			      "lazy loader: background threads need a fetching source");
+		return fy_lazy_err(err, errlen, -EINVAL,
+				   "lazy loader: background threads need a fetching source");
 	if (sysconf(_SC_PAGESIZE) != FY_PAGE_SIZE)
-		return lz_err(err, errlen, -EINVAL, "page size %ld is not %u",
-			      sysconf(_SC_PAGESIZE), FY_PAGE_SIZE);
+		return fy_lazy_err(err, errlen, -EINVAL, "page size %ld is not %u",
+				   sysconf(_SC_PAGESIZE), FY_PAGE_SIZE);
 	l = calloc(1, sizeof(*l));
 	if (!l)
-		return lz_err(err, errlen, -ENOMEM, "out of memory");
+		return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	l->uffd = -1;
 	l->cancel_fd = -1;
 	l->src = cfg->source;
@@ -1330,7 +1073,7 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 		goto fail;
 	l->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (l->cancel_fd < 0) {
-		rc = lz_err(err, errlen, -errno, "eventfd: %s", strerror(errno));
+		rc = fy_lazy_err(err, errlen, -errno, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
 	rc = lz_uffd_setup(l, err, errlen);
@@ -1339,7 +1082,7 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 	for (i = 0; !rc && cfg->present && i < l->nrg; i++) {
 		rc = lz_zero_absent(l, &l->rg[i]);
 		if (rc)
-			lz_err(err, errlen, rc, "%s", l->errmsg);
+			fy_lazy_err(err, errlen, rc, "%s", l->errmsg);
 	}
 	atomic_store(&l->placed, l->present_pages);
 	if (!rc && l->placed == l->pages)
@@ -1387,7 +1130,7 @@ int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
 		return rc;
 	per = r->unit / FY_PAGE_SIZE;
 	for (u = 0; zero && per > 1 && u < len / r->unit && !mixed; u++) {
-		uint64_t n = bits_count(zero, u * per, per);
+		uint64_t n = fy_bits_count(zero, u * per, per);
 
 		mixed = n && n != per;
 	}
@@ -1451,7 +1194,7 @@ int fy_lazy_have_bitmap(struct fy_lazy *l, uint32_t region, uint64_t *bits,
  */
 int fy_lazy_rerequest(struct fy_lazy *l)
 {
-	struct { uint32_t region; uint64_t unit; } *v = NULL;
+	struct lz_unit { uint32_t region; uint64_t unit; } *v = NULL;
 	size_t i, n = 0;
 	int rc;
 
@@ -1475,7 +1218,7 @@ int fy_lazy_rerequest(struct fy_lazy *l)
 		for (k = 0; k < n && (v[k].region != w->region || v[k].unit != w->unit); k++)
 			;
 		if (k == n)
-			v[n++] = (typeof(*v)){ w->region, w->unit };
+			v[n++] = (struct lz_unit){ w->region, w->unit };
 	}
 	rc = l->nwt && !v ? -ENOMEM : 0;
 	pthread_mutex_unlock(&l->wlock);
