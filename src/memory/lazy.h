@@ -36,9 +36,11 @@
  * VMM frees it only when its vCPUs are gone for good).
  *
  * Thread safety: start/wait/finish/stop/free from one thread;
- * fy_lazy_place(), fy_lazy_has(), fy_lazy_stats() and fy_lazy_cancel()
- * from any thread, concurrently with each other and with the loader's
- * threads. Placement itself takes no lock (the kernel serialises the
+ * fy_lazy_place(), fy_lazy_has(), fy_lazy_have_bitmap(),
+ * fy_lazy_rerequest(), fy_lazy_stats() and fy_lazy_cancel() from any
+ * thread, concurrently with each other and with the loader's threads,
+ * but not with fy_lazy_finish() or fy_lazy_free(): the engine stops the
+ * threads that place pages (its receivers) before it calls those. Placement itself takes no lock (the kernel serialises the
  * page tables, per-unit bits are atomic); a short mutex guards the list
  * of waiting faults and is never held across a system call or a source
  * callback.

@@ -1192,9 +1192,9 @@ static void test_present_async(void **state)
 	assert_int_equal(st.request_errors, 0);
 	assert_int_equal(st.outstanding, 0);
 	check_all_pages(&m);
+	net_free(&n); /* no fy_lazy_place() may run during finish or free */
 	check_finish(l, &m);
 	fy_lazy_free(l);
-	net_free(&n);
 	mem_unmap(&m);
 }
 
@@ -1250,8 +1250,8 @@ static void test_shared_fault_and_delay(void **state)
 	print_message("[ INFO     ] %s: a 50 ms answer: the thread waited %.1f ms, "
 		      "the loader counted %.1f ms\n", backing_name[b],
 		      (double)v[0].ns / 1e6, st.wait_max_us / 1e3);
-	fy_lazy_free(l);
 	net_free(&n);
+	fy_lazy_free(l);
 	mem_unmap(&m);
 }
 
@@ -1351,8 +1351,8 @@ static void test_link_cut(void **state)
 	check_have(l, &m, has_present_or, u);
 	/* Nothing waits: nothing to ask again. */
 	assert_int_equal(fy_lazy_rerequest(l), 0);
-	fy_lazy_free(l);
 	net_free(&n);
+	fy_lazy_free(l);
 	mem_unmap(&m);
 }
 
@@ -1396,8 +1396,8 @@ static void test_roundtrip(void **state)
 		      (double)ns[i - 1 - i / 100] / 1e3, (double)ns[i - 1] / 1e3,
 		      st.wait_p50_us, st.wait_p99_us);
 	assert_int_equal(st.faults, i);
-	fy_lazy_free(l);
 	net_free(&n);
+	fy_lazy_free(l);
 	mem_unmap(&m);
 }
 
