@@ -11,12 +11,12 @@
  * lazy restore from a file guarantees. With one (postcopy: precopy left
  * most pages in place), the pages it marks count as placed and keep their
  * bytes, and every other page is dropped so that it faults (see
- * fy_lazy_config.present). From then on a thread that touches
- * a missing page blocks in the kernel until the page is placed. The fault
- * thread reads each fault and asks the source for the page's unit (one
- * page, or the whole huge page of a hugetlb mapping), once however many
- * faults wait for it. A fetching source (a file) is read there and then;
- * an asynchronous one (postcopy's network) only sends a request, and the
+ * fy_lazy_config.present). From then on a thread that touches a missing
+ * page blocks in the kernel until the page is placed. The fault thread
+ * reads each fault and asks the source for the page's unit (one page, or
+ * the whole huge page of a hugetlb mapping), once however many faults
+ * wait for it. A fetching source (a file) is read there and then; an
+ * asynchronous one (postcopy's network) only sends a request, and the
  * unit arrives later through fy_lazy_place() from another thread, while
  * the fault thread goes on serving other faults. Units are placed
  * atomically with UFFDIO_COPY (UFFDIO_ZEROPAGE for a zero unit where the
@@ -27,6 +27,17 @@
  * never placed twice or torn. Whichever path places a unit, or finds it
  * placed, counts the faults waiting for it and wakes their threads
  * (UFFDIO_WAKE on the unit: the placement itself does not wake).
+ *
+ * Postcopy's destination uses it so: fy_lazy_start() with the pages
+ * precopy delivered as present, a request() that queues a page request
+ * on the return path, and background_threads = 0; every page that
+ * arrives (an answer, or the background push) is checked against its
+ * checksum in a staging buffer, then given to fy_lazy_place(). When the
+ * link breaks, requests fail or are lost, faulting vCPUs stay blocked and
+ * their units stay outstanding (stats.outstanding); after reconnecting,
+ * the engine sends fy_lazy_have_bitmap() to the source and calls
+ * fy_lazy_rerequest(). If the source is gone for good, stats.missing is
+ * what can no longer come.
  *
  * A source error (a slot that failed its checksum) stops the loader: the
  * failing unit is never placed, so any thread touching it stays blocked
@@ -40,10 +51,11 @@
  * fy_lazy_rerequest(), fy_lazy_stats() and fy_lazy_cancel() from any
  * thread, concurrently with each other and with the loader's threads,
  * but not with fy_lazy_finish() or fy_lazy_free(): the engine stops the
- * threads that place pages (its receivers) before it calls those. Placement itself takes no lock (the kernel serialises the
- * page tables, per-unit bits are atomic); a short mutex guards the list
- * of waiting faults and is never held across a system call or a source
- * callback.
+ * threads that place pages (its receivers) before it calls those.
+ * Placement takes no lock (the kernel serialises the page tables, the
+ * per-unit bits are atomic); a short mutex guards the list of waiting
+ * faults and is never held across a system call or a source callback,
+ * and fy_lazy_place()'s copy buffer is only ever try-locked.
  */
 #ifndef FY_LAZY_H
 #define FY_LAZY_H
