@@ -692,6 +692,9 @@ static void test_cancel(void **state)
 	mem_unmap(&m);
 }
 
+static int net_request(void *opaque, uint32_t region, uint64_t offset,
+		       uint64_t len);
+
 /* Bad configurations are refused with a message, nothing registered. */
 static void test_rejects(void **state)
 {
@@ -700,6 +703,8 @@ static void test_rejects(void **state)
 	struct fy_region rg;
 	struct fy_lazy_config cfg = { .regions = &rg, .nregions = 1 };
 	struct fy_lazy *l = (struct fy_lazy *)&cfg;
+	uint64_t bm[4 * MIB / PG / 64];
+	const uint64_t *const maps[1] = { bm };
 	char err[256];
 
 	(void)state;
@@ -708,6 +713,14 @@ static void test_rejects(void **state)
 	rg = (struct fy_region){ .host = m.p, .size = m.size, .fd = -1, .name = "r" };
 	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
 	assert_null(l);
+	cfg.source = (struct fy_lazy_source){ .fetch = tsrc_fetch, .request = net_request };
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "exactly one of fetch and request"));
+	cfg.source = (struct fy_lazy_source){ .request = net_request };
+	cfg.background_threads = 1;
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "background threads need a fetching source"));
+	cfg.background_threads = 0;
 	cfg.source = (struct fy_lazy_source){ .fetch = tsrc_fetch, .opaque = &s };
 	rg.size = m.size - 100;
 	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
@@ -729,6 +742,19 @@ static void test_rejects(void **state)
 	mem_map(&m, MEMFD, 4 * MIB);
 	rg = (struct fy_region){ .host = m.p, .size = m.size, .fd = m.fd, .name = "r" };
 	assert_int_equal(pwrite(m.fd, "x", 1, 9 * PG), 1);
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "offset 0x9000 is already populated"));
+	assert_false(uffd_missing_armed(m.p));
+
+	/* With a present bitmap the other pages are dropped, but a private
+	 * mapping of a file cannot drop the file's pages: still refused. */
+	munmap(m.p, m.size);
+	m.p = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_PRIVATE, m.fd, 0);
+	assert_true(m.p != MAP_FAILED);
+	rg.host = m.p;
+	memset(bm, 0, sizeof(bm));
+	bm[0] = 0xff; /* pages 0-7 present */
+	cfg.present = maps;
 	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "offset 0x9000 is already populated"));
 	assert_false(uffd_missing_armed(m.p));
