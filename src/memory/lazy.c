@@ -9,18 +9,33 @@
  * by the path whose UFFDIO_COPY or UFFDIO_ZEROPAGE placed the unit, after
  * the kernel did, so the bitmap only ever lags the page tables and never
  * claims a unit that is missing. It is what lets the paths skip work: the
- * fault thread wakes instead of fetching a unit already placed, and
+ * fault thread wakes instead of asking for a unit already placed, and
  * background threads fetch only the runs of a batch still missing. Two
  * paths can still fetch the same unit when they race; the kernel then
  * places it once and answers the other with EEXIST, so a page is never
- * placed twice or torn.
+ * placed twice or torn. Units the caller marks present start with their
+ * bit set.
+ *
+ * A fault the fault thread cannot answer at once becomes a waiter (region,
+ * unit, the time it was read) in a list under wlock, and its unit gets a
+ * pending bit; only the fault that sets the pending bit asks the source,
+ * so a unit is asked for once however many threads wait for it. Every
+ * placement ends with lz_release(): the waiters of the range whose unit
+ * is now placed are counted (their wait ends there), their pending bits
+ * cleared, and their units woken with UFFDIO_WAKE. The placements never
+ * wake by themselves, so that a woken thread finds its fault counted, and
+ * so that the background's placements skip the kernel's wake check, which
+ * calls cond_resched() on every placement (a 256 MiB fill takes about 1.5x
+ * as long with it). How a fault and a placement of its unit at the same
+ * moment never lose the wake is told at lz_wait_add().
  *
  * The placed count rises when a bit goes from clear to set. Only the
  * placing path sets bits, after it has counted its zero and fault pages,
  * so when the last bit is set (the loader is complete) every count is in.
  * A path answered EEXIST leaves the bit to the placer: setting it could
- * complete the loader before the placer has counted. start refuses regions
- * with pages already present, so every unit has a placer.
+ * complete the loader before the placer has counted. Every unit that is
+ * not present has no page when the regions are registered (start drops
+ * or refuses them), so every such unit has a placer.
  *
  * UFFDIO_COPY and UFFDIO_ZEROPAGE may place only part of a range: they
  * then fail (EAGAIN, or the error that stopped them) and report the bytes
@@ -42,20 +57,13 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "memory/lazy.h"
+#include "memory/lazy_region.h"
 
-/* Debian 12's kernel headers (6.1) have all of missing mode; only the
- * /dev/userfaultfd ioctl may be absent from older ones. */
-#ifndef USERFAULTFD_IOC
-#define USERFAULTFD_IOC 0xAA
-#endif
-#ifndef USERFAULTFD_IOC_NEW
-#define USERFAULTFD_IOC_NEW _IO(USERFAULTFD_IOC, 0x00)
-#endif
+/* Debian 12's kernel headers (6.1) have all of missing mode. */
 #ifndef UFFD_FEATURE_MISSING_HUGETLBFS
 #define UFFD_FEATURE_MISSING_HUGETLBFS (1 << 4)
 #endif
@@ -67,35 +75,17 @@
 #define LZ_MSGS 64 /* fault messages read at once */
 
 /*
- * Whether background threads wake waiters when they place a run. They
- * need not: a thread that faulted on a unit stays queued on the
- * userfaultfd until the fault thread reads its fault, and the fault thread
- * wakes after every fault it serves, whether it placed the unit, found its
- * bit set, or got EEXIST. Waking is not free either: the kernel's wake
- * check calls cond_resched() on every placement, which on a busy machine
- * hands the filling thread's CPU away (a 256 MiB fill takes about 1.5x as
- * long with it).
- */
-#define LZ_BG_WAKE false
-
-/*
  * Wait-time histogram, log-linear over nanoseconds: values below 16 have a
  * bucket each, then 16 buckets per power of two (at most 6% wide).
  */
 #define LZ_HIST_SUB 16
 #define LZ_HIST_BUCKETS (61 * LZ_HIST_SUB)
 
-struct lz_region {
-	uint8_t *host;
-	uint64_t size;
-	uint64_t unit;	    /* bytes, the mapping's page size */
-	uint64_t units;
-	bool hugetlb;
-	bool shared;
-	bool zeropage;	    /* UFFDIO_ZEROPAGE allowed on it */
-	uint64_t batch0;    /* its first batch in the background walk */
-	_Atomic uint64_t *placed; /* bit per unit */
-	char name[64];
+/* A fault read and not yet answered: the thread that took it is blocked. */
+struct lz_waiter {
+	uint32_t region;
+	uint64_t unit;
+	uint64_t t0;	    /* when the fault thread read it */
 };
 
 /* A thread of the loader and its buffers. */
@@ -121,8 +111,12 @@ struct fy_lazy {
 	size_t nw;
 	uint8_t *zeros;	    /* read-only zeros for hugetlb zero units */
 	uint64_t zeros_len;
+	pthread_mutex_t bounce_lock; /* guards bounce */
+	uint8_t *bounce;    /* fy_lazy_place()'s copy of one unit */
+	uint64_t bounce_len;
 	uint64_t nbatches;
 	uint64_t pages;
+	uint64_t present_pages; /* placed before start, by the caller */
 	uint64_t t0_ns;
 	bool finished;
 
@@ -131,6 +125,15 @@ struct fy_lazy {
 	_Atomic uint64_t placed, faults, fault_pages, zero_pages;
 	_Atomic uint64_t wait_max_ns;
 	_Atomic uint64_t hist[LZ_HIST_BUCKETS];
+	_Atomic uint64_t outstanding; /* units with their pending bit set */
+	_Atomic uint64_t requests, request_errors, rerequests;
+	_Atomic size_t nwaiting; /* a copy of nwt, read without wlock */
+
+	/* Guards the waiters and the pending bits' setting and clearing; no
+	 * system call is made with it held. */
+	pthread_mutex_t wlock;
+	struct lz_waiter *wt;
+	size_t nwt, capwt;
 
 	pthread_mutex_t lock; /* guards what follows */
 	pthread_cond_t cond;
@@ -146,19 +149,6 @@ static uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-__attribute__((format(printf, 4, 5)))
-static int lz_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
 }
 
 /* Wake the threads' poll and make every loop stop at its next check. */
@@ -206,27 +196,9 @@ static int lz_failf(struct fy_lazy *l, int code, const char *fmt, ...)
 /* bits                                                                   */
 /* ---------------------------------------------------------------------- */
 
-static bool unit_placed(const struct lz_region *r, uint64_t u)
+static bool unit_pending(const struct lz_region *r, uint64_t u)
 {
-	return atomic_load_explicit(&r->placed[u / 64], memory_order_acquire) &
-	       (UINT64_C(1) << (u % 64));
-}
-
-/* Number of set bits among bits [first, first + n) of @bits. */
-static uint64_t bits_count(const uint64_t *bits, uint64_t first, uint64_t n)
-{
-	uint64_t c = 0, end = first + n, w, lo, hi, mask;
-
-	while (first < end) {
-		w = first / 64;
-		lo = first % 64;
-		hi = end - w * 64 < 64 ? end - w * 64 : 64;
-		mask = (hi == 64 ? ~UINT64_C(0) : (UINT64_C(1) << hi) - 1) &
-		       ~((UINT64_C(1) << lo) - 1);
-		c += (uint64_t)__builtin_popcountll(bits[w] & mask);
-		first = w * 64 + hi;
-	}
-	return c;
+	return atomic_load(&r->pending[u / 64]) & (UINT64_C(1) << (u % 64));
 }
 
 static void lz_complete(struct fy_lazy *l)
@@ -242,15 +214,17 @@ static void lz_complete(struct fy_lazy *l)
 
 /*
  * We placed units [off, off + len) of @r: count their zero pages (bits of
- * @zero from page @zp) and, for the fault path, fault pages; then set
- * their bits and count the ones that were clear. A unit placed again after
- * the VMM dropped it already has its bit and was counted the first time.
+ * @zero from page @zp) and fault pages (a fault waits for the unit,
+ * whichever path placed it); then set their bits and count the ones that
+ * were clear. A unit placed again after the VMM dropped it already has
+ * its bit and was counted the first time.
  */
 static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
-		    uint64_t len, const uint64_t *zero, uint64_t zp, bool fault)
+		    uint64_t len, const uint64_t *zero, uint64_t zp)
 {
 	uint64_t u, first = off / r->unit, end = (off + len) / r->unit;
 	uint64_t per = r->unit / FY_PAGE_SIZE, fresh = 0, zeros = 0, total;
+	uint64_t asked = 0;
 
 	/* Two paths can finish the same unit (one placed it, the other got
 	 * EEXIST): only the one that sets its bit counts it. */
@@ -260,13 +234,14 @@ static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 		if (atomic_fetch_or(&r->placed[u / 64], bit) & bit)
 			continue;
 		if (zero)
-			zeros += bits_count(zero, zp + (u - first) * per, per);
+			zeros += fy_bits_count(zero, zp + (u - first) * per, per);
+		asked += unit_pending(r, u);
 		fresh++;
 	}
 	if (zeros)
 		atomic_fetch_add(&l->zero_pages, zeros);
-	if (fault && fresh)
-		atomic_fetch_add(&l->fault_pages, fresh * per);
+	if (asked)
+		atomic_fetch_add(&l->fault_pages, asked * per);
 	if (!fresh)
 		return;
 	total = atomic_fetch_add(&l->placed, fresh * per) + fresh * per;
@@ -278,6 +253,9 @@ static void lz_done(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 /* placement                                                              */
 /* ---------------------------------------------------------------------- */
 
+static int lz_release(struct fy_lazy *l, struct lz_region *r, uint64_t off,
+		      uint64_t len);
+
 /* What one placement ioctl works on: a run of units of one kind. */
 struct lz_run {
 	struct lz_region *r;
@@ -285,7 +263,6 @@ struct lz_run {
 	const uint8_t *src; /* NULL: UFFDIO_ZEROPAGE */
 	const uint64_t *zero;
 	uint64_t zp;	    /* page of @zero at @off */
-	bool fault, wake;
 };
 
 /* One UFFDIO_COPY or UFFDIO_ZEROPAGE: bytes placed, and errno if short. */
@@ -297,7 +274,7 @@ static uint64_t lz_ioctl(struct fy_lazy *l, const struct lz_run *run, int *err)
 	if (run->src) {
 		struct uffdio_copy c = {
 			.dst = dst, .src = (uintptr_t)run->src, .len = run->len,
-			.mode = run->wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE,
+			.mode = UFFDIO_COPY_MODE_DONTWAKE,
 		};
 
 		if (!ioctl(l->uffd, UFFDIO_COPY, &c))
@@ -307,7 +284,7 @@ static uint64_t lz_ioctl(struct fy_lazy *l, const struct lz_run *run, int *err)
 	} else {
 		struct uffdio_zeropage z = {
 			.range = { .start = dst, .len = run->len },
-			.mode = run->wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+			.mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE,
 		};
 
 		if (!ioctl(l->uffd, UFFDIO_ZEROPAGE, &z))
@@ -331,7 +308,7 @@ static int lz_place_run(struct fy_lazy *l, struct lz_run *run)
 		n = lz_ioctl(l, run, &err);
 		step = n;
 		if (n) {
-			lz_done(l, r, run->off, n, run->zero, run->zp, run->fault);
+			lz_done(l, r, run->off, n, run->zero, run->zp);
 		} else if (err == EEXIST) {
 			step = r->unit;
 		} else if (err == EAGAIN) {
@@ -359,7 +336,7 @@ static enum lz_kind unit_kind(const struct lz_region *r, const uint64_t *zero,
 {
 	uint64_t per = r->unit / FY_PAGE_SIZE;
 
-	if (!zero || bits_count(zero, zp, per) != per)
+	if (!zero || fy_bits_count(zero, zp, per) != per)
 		return LZ_DATA;
 	return r->zeropage ? LZ_ZERO : LZ_ZERO_COPY;
 }
@@ -387,23 +364,24 @@ static int lz_place_kind(struct fy_lazy *l, struct lz_run *run,
 
 /*
  * Place the units of [off, off + len) of region @r that the bitmap says
- * are missing, from @buf (bytes of the range; the bytes of a zero page need
- * not be zero unless the unit is also data, see lz_scrub) and @zero (bit i
- * = page i of the range is zero). Consecutive units of one kind go in one
- * ioctl.
+ * are missing or that a fault waits for (a unit the VMM dropped after it
+ * was placed), from @buf (bytes of the range; the bytes of a zero page
+ * need not be zero unless the unit is also data, see lz_scrub) and @zero
+ * (bit i = page i of the range is zero). Consecutive units of one kind go
+ * in one ioctl. The ioctls do not wake: the faults waiting in the range
+ * are counted, then woken, by lz_release().
  */
 static int lz_place_range(struct fy_lazy *l, struct lz_region *r, uint64_t off,
-			  uint64_t len, const uint8_t *buf, const uint64_t *zero,
-			  bool fault, bool wake)
+			  uint64_t len, const uint8_t *buf, const uint64_t *zero)
 {
-	struct lz_run run = { .r = r, .zero = zero, .fault = fault, .wake = wake };
+	struct lz_run run = { .r = r, .zero = zero };
 	uint64_t u, end = (off + len) / r->unit, first = 0, pos;
 	enum lz_kind kind = LZ_DATA, k;
 	bool open = false;
 	int rc = 0;
 
 	for (u = off / r->unit; u <= end && !rc; u++) {
-		bool missing = u < end && !unit_placed(r, u);
+		bool missing = u < end && (!unit_placed(r, u) || unit_pending(r, u));
 
 		pos = u * r->unit - off;
 		k = missing ? unit_kind(r, zero, pos / FY_PAGE_SIZE) : kind;
@@ -420,6 +398,8 @@ static int lz_place_range(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 			kind = k;
 		}
 	}
+	if (!rc && atomic_load(&l->nwaiting))
+		rc = lz_release(l, r, off, len);
 	return rc;
 }
 
@@ -436,7 +416,7 @@ static void lz_scrub(const struct lz_region *r, uint8_t *buf, uint64_t len,
 	if (r->unit == FY_PAGE_SIZE || !zero)
 		return;
 	for (u = 0; u < len / r->unit; u++) {
-		n = bits_count(zero, u * per, per);
+		n = fy_bits_count(zero, u * per, per);
 		if (!n || n == per)
 			continue;
 		for (p = u * per; p < (u + 1) * per; p++)
@@ -551,38 +531,169 @@ static bool lz_resident(uint64_t addr)
 	return v & 1;
 }
 
+static void lz_fault_done(struct fy_lazy *l, uint64_t t0)
+{
+	atomic_fetch_add(&l->faults, 1);
+	lz_hist_add(l, now_ns() - t0);
+}
+
 /*
- * Serve one fault read at @t0: fetch and place its unit unless another
- * path did, then wake. The placement does not wake by itself, so that the
- * statistics and fy_lazy_has() already count the unit when the faulting
- * thread runs again.
+ * Count and wake the faults waiting in [off, off + len) of @r whose unit
+ * is placed: the caller placed the range, or found its units there
+ * (EEXIST), and it holds no lock. A woken unit's pending bit is cleared.
+ * The counts come before the wake, so that a woken thread finds its fault
+ * in the statistics. Waking is per unit, since a wake over the range
+ * would also wake threads whose units are still missing (and they would
+ * fault again, counted twice).
+ */
+static int lz_release(struct fy_lazy *l, struct lz_region *r, uint64_t off,
+		      uint64_t len)
+{
+	uint32_t ri = (uint32_t)(r - l->rg);
+	uint64_t first = off / r->unit, end = (off + len) / r->unit, now, bit;
+	uint64_t wake[64];
+	size_t i, n, k;
+	bool full;
+	int rc = 0;
+
+	do {
+		n = 0;
+		full = false;
+		now = now_ns();
+		pthread_mutex_lock(&l->wlock);
+		for (i = 0; i < l->nwt && !full;) {
+			struct lz_waiter *w = &l->wt[i];
+
+			if (w->region != ri || w->unit < first || w->unit >= end ||
+			    !unit_placed(r, w->unit)) {
+				i++;
+				continue;
+			}
+			for (k = 0; k < n && wake[k] != w->unit; k++)
+				;
+			if (k == n) {
+				if (n == sizeof(wake) / sizeof(wake[0])) {
+					full = true;
+					break;
+				}
+				wake[n++] = w->unit;
+			}
+			bit = UINT64_C(1) << (w->unit % 64);
+			if (atomic_fetch_and(&r->pending[w->unit / 64], ~bit) & bit)
+				atomic_fetch_sub(&l->outstanding, 1);
+			atomic_fetch_add(&l->faults, 1);
+			lz_hist_add(l, now - w->t0);
+			*w = l->wt[--l->nwt];
+		}
+		atomic_store(&l->nwaiting, l->nwt);
+		pthread_mutex_unlock(&l->wlock);
+		for (k = 0; k < n && !rc; k++)
+			rc = lz_wake(l, r, wake[k] * r->unit);
+	} while (full && !rc);
+	return rc;
+}
+
+/*
+ * Record a fault on unit @u of region @ri read at @t0, unless the unit
+ * was placed meanwhile (@was: its bit when the caller looked). A placer
+ * sets the unit's bit, then reads nwaiting, and takes wlock to release
+ * waiters only if some are there; this adds the waiter and publishes
+ * nwaiting, then reads the bit again. Both orders are sequentially
+ * consistent, so at least one of the two sees the other's write, and
+ * under wlock exactly one of them takes the waiter: no wake is lost.
+ * Return: 1 if the unit must be asked for (no fault waited for it yet),
+ * 0 if it is already asked for, 2 if it is there (wake now), or -ENOMEM.
+ */
+static int lz_wait_add(struct fy_lazy *l, uint32_t ri, uint64_t u, uint64_t t0,
+		       bool was)
+{
+	struct lz_region *r = &l->rg[ri];
+	uint64_t bit = UINT64_C(1) << (u % 64);
+	struct lz_waiter *nw;
+	int rc = 0;
+
+	pthread_mutex_lock(&l->wlock);
+	if (l->nwt == l->capwt) {
+		nw = realloc(l->wt, (l->capwt ? 2 * l->capwt : 64) * sizeof(*nw));
+		if (!nw) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		l->wt = nw;
+		l->capwt = l->capwt ? 2 * l->capwt : 64;
+	}
+	l->wt[l->nwt++] = (struct lz_waiter){ .region = ri, .unit = u, .t0 = t0 };
+	atomic_store(&l->nwaiting, l->nwt);
+	if (!was && (atomic_load(&r->placed[u / 64]) & bit)) {
+		atomic_store(&l->nwaiting, --l->nwt);
+		rc = 2;
+		goto out;
+	}
+	if (!(atomic_fetch_or(&r->pending[u / 64], bit) & bit)) {
+		atomic_fetch_add(&l->outstanding, 1);
+		rc = 1;
+	}
+out:
+	pthread_mutex_unlock(&l->wlock);
+	return rc;
+}
+
+/*
+ * Ask the source for unit @off of region @ri. An asynchronous source only
+ * sends a request: its failure (the link is down) leaves the unit pending
+ * for fy_lazy_rerequest(). A fetching source reads the unit here, and the
+ * placement releases the faults waiting for it.
+ */
+static int lz_ask(struct fy_lazy *l, struct lz_worker *w, uint32_t ri,
+		  uint64_t off)
+{
+	struct lz_region *r = &l->rg[ri];
+	int rc;
+
+	atomic_fetch_add(&l->requests, 1);
+	if (l->src.request) {
+		if (l->src.request(l->src.opaque, ri, off, r->unit) < 0)
+			atomic_fetch_add(&l->request_errors, 1);
+		return 0;
+	}
+	rc = lz_fetch(l, w, ri, off, r->unit);
+	if (!rc)
+		rc = lz_place_range(l, r, off, r->unit, w->buf, w->zero);
+	return rc;
+}
+
+/*
+ * Serve one fault read at @t0: wake at once if its unit is there, else
+ * record it as a waiter and ask for the unit unless a fault already did.
+ * The placement of the unit, by whichever path, wakes it (lz_release).
  */
 static int lz_serve(struct fy_lazy *l, struct lz_worker *w, uint64_t addr,
 		    uint64_t t0)
 {
-	struct lz_run run = { .zero = w->zero, .fault = true };
 	struct lz_region *r;
+	uint64_t off;
 	uint32_t ri;
+	bool was;
 	int rc;
 
 	r = lz_region_of(l, addr, &ri);
 	if (!r)
 		return lz_failf(l, -EFAULT, "fault at %#" PRIx64 " outside every region",
 				addr);
-	run.r = r;
-	run.off = (addr - (uintptr_t)r->host) / r->unit * r->unit;
-	run.len = r->unit;
-	if (!unit_placed(r, run.off / r->unit) || !lz_resident(addr)) {
-		rc = lz_fetch(l, w, ri, run.off, r->unit);
-		if (rc)
-			return rc;
-		rc = lz_place_kind(l, &run, unit_kind(r, w->zero, 0), w->buf);
-		if (rc)
-			return rc;
+	off = (addr - (uintptr_t)r->host) / r->unit * r->unit;
+	was = unit_placed(r, off / r->unit);
+	if (was && lz_resident(addr)) {
+		lz_fault_done(l, t0);
+		return lz_wake(l, r, off);
 	}
-	atomic_fetch_add(&l->faults, 1);
-	lz_hist_add(l, now_ns() - t0);
-	return lz_wake(l, r, (addr - (uintptr_t)r->host) / r->unit * r->unit);
+	rc = lz_wait_add(l, ri, off / r->unit, t0, was);
+	if (rc == 2) {
+		lz_fault_done(l, t0);
+		return lz_wake(l, r, off);
+	}
+	if (rc < 0)
+		return lz_fail(l, rc, "out of memory recording a fault");
+	return rc ? lz_ask(l, w, ri, off) : 0;
 }
 
 static void *lz_fault_main(void *arg)
@@ -670,7 +781,7 @@ static int lz_fill_batch(struct fy_lazy *l, struct lz_worker *w, uint64_t idx)
 		if (rc)
 			return rc;
 		rc = lz_place_range(l, r, first * r->unit, (u + 1 - first) * r->unit,
-				    w->buf, w->zero, false, LZ_BG_WAKE);
+				    w->buf, w->zero);
 		if (rc)
 			return rc;
 	}
@@ -696,129 +807,43 @@ static void *lz_fill_main(void *arg)
 /* ---------------------------------------------------------------------- */
 
 /*
- * Read the page size and kind of the mapping holding @addr from
- * /proc/self/smaps. The file is produced one mapping at a time as it is
- * read, so stopping at ours spares the walk over the rest.
+ * A present unit that is not in memory (never written: it reads as
+ * zeros) would fault once registered and be asked for although its bytes
+ * are known: place zeros there before anything runs. mincore(2) finds
+ * them; a unit that is there answers EEXIST, so a race is harmless.
  */
-static int lz_probe(struct lz_region *r, char *err, size_t errlen)
-{
-	uint64_t addr = (uintptr_t)r->host, lo, hi, kb;
-	bool inside = false, found = false;
-	char *line = NULL;
-	size_t cap = 0;
-	FILE *f;
-	int n;
-
-	f = fopen("/proc/self/smaps", "re");
-	if (!f)
-		return lz_err(err, errlen, -errno, "/proc/self/smaps: %s",
-			      strerror(errno));
-	while (getline(&line, &cap, f) > 0) {
-		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %n", &lo, &hi, &n) == 2 &&
-		    n > 0) {
-			if (found)
-				break;
-			inside = addr >= lo && addr < hi;
-			continue;
-		}
-		if (!inside)
-			continue;
-		if (sscanf(line, "KernelPageSize: %" SCNu64 " kB", &kb) == 1) {
-			r->unit = kb * 1024;
-			found = true;
-		} else if (!strncmp(line, "VmFlags:", 8)) {
-			r->shared = strstr(line, " sh") != NULL;
-			r->hugetlb = strstr(line, " ht") != NULL;
-			break;
-		}
-	}
-	free(line);
-	fclose(f);
-	if (!found)
-		return lz_err(err, errlen, -EINVAL,
-			      "region %s: %p is not mapped", r->name, (void *)r->host);
-	if (r->unit < FY_PAGE_SIZE || r->unit & (r->unit - 1))
-		return lz_err(err, errlen, -EINVAL, "region %s: page size %" PRIu64,
-			      r->name, r->unit);
-	return 0;
-}
-
-/*
- * A unit that is present when the region is registered never faults, so
- * the source would never be asked for it and the guest would run on
- * whatever it holds (zeros, say, after a stray read mapped the zero page):
- * refuse such a region. A shmem file answers SEEK_DATA from its page cache
- * at once, whatever its size; other memory is asked with mincore(2), which
- * skips empty page tables (8 GiB of fresh anonymous memory: about 2 ms).
- */
-static int lz_check_fresh(const struct lz_region *r, const struct fy_region *in,
-			  char *err, size_t errlen)
+static int lz_zero_absent(struct fy_lazy *l, struct lz_region *r)
 {
 	unsigned char vec[4096];
-	uint64_t off, n, i;
-	off_t data;
+	uint64_t off, n, i, per = r->unit / FY_PAGE_SIZE, first = 0;
+	struct lz_run run = { .r = r };
+	bool open = false;
+	int rc = 0;
 
-	if (in->fd >= 0 && r->shared && !r->hugetlb) {
-		data = lseek(in->fd, (off_t)in->fd_offset, SEEK_DATA);
-		if (data < 0 && errno == ENXIO)
-			return 0;
-		if (data >= 0 && (uint64_t)data - in->fd_offset >= r->size)
-			return 0;
-		if (data >= 0) {
-			off = (uint64_t)data - in->fd_offset;
-			goto populated;
-		}
-	}
-	for (off = 0; off < r->size; off += n * FY_PAGE_SIZE) {
+	for (off = 0; off < r->size && !rc; off += n * FY_PAGE_SIZE) {
 		n = (r->size - off) / FY_PAGE_SIZE;
 		if (n > sizeof(vec))
 			n = sizeof(vec);
 		if (mincore(r->host + off, n * FY_PAGE_SIZE, vec))
-			return lz_err(err, errlen, -errno, "mincore region %s: %s",
-				      r->name, strerror(errno));
-		for (i = 0; i < n; i++)
-			if (vec[i] & 1) {
-				off += i * FY_PAGE_SIZE;
-				goto populated;
+			return lz_failf(l, -errno, "mincore region %s: %s", r->name,
+					strerror(errno));
+		for (i = 0; i <= n && !rc; i += per) {
+			bool absent = i < n && unit_placed(r, (off / FY_PAGE_SIZE + i) / per) &&
+				      !(vec[i] & 1);
+
+			if (absent && !open) {
+				open = true;
+				first = off + i * FY_PAGE_SIZE;
+			} else if (!absent && open) {
+				open = false;
+				run.off = first;
+				run.len = off + i * FY_PAGE_SIZE - first;
+				rc = lz_place_kind(l, &run, r->zeropage ? LZ_ZERO :
+						   LZ_ZERO_COPY, NULL);
 			}
+		}
 	}
-	return 0;
-populated:
-	return lz_err(err, errlen, -EINVAL,
-		      "region %s: the page at offset %#" PRIx64 " is already populated "
-		      "(lazy loading needs memory never touched, or dropped first)",
-		      r->name, off);
-}
-
-/*
- * Open a userfaultfd that also serves faults taken in the kernel (a
- * read(2) into guest memory, KVM's accesses): UFFD_USER_MODE_ONLY would
- * turn those into EFAULT, so it is not a fallback here.
- */
-static int lz_uffd_open(char *err, size_t errlen)
-{
-	int flags = O_CLOEXEC | O_NONBLOCK, fd, dev, e;
-
-	fd = (int)syscall(SYS_userfaultfd, flags);
-	if (fd >= 0)
-		return fd;
-	e = errno;
-	if (e == ENOSYS)
-		return lz_err(err, errlen, -ENOSYS,
-			      "userfaultfd: not supported by this kernel (CONFIG_USERFAULTFD)");
-	if (e != EPERM)
-		return lz_err(err, errlen, -e, "userfaultfd: %s", strerror(e));
-	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
-		close(dev);
-		if (fd >= 0)
-			return fd;
-	}
-	return lz_err(err, errlen, -EPERM,
-		      "userfaultfd: %s (lazy loading serves kernel faults too: needs root, "
-		      "vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd)",
-		      strerror(EPERM));
+	return rc;
 }
 
 /*
@@ -840,30 +865,30 @@ static int lz_uffd_setup(struct fy_lazy *l, char *err, size_t errlen)
 		else if (l->rg[i].shared)
 			need |= UFFD_FEATURE_MISSING_SHMEM;
 	}
-	fd = lz_uffd_open(err, errlen);
+	fd = fy_lazy_uffd_open(err, errlen);
 	if (fd < 0)
 		return fd;
 	if (ioctl(fd, UFFDIO_API, &api)) {
 		e = errno;
 		close(fd);
-		return lz_err(err, errlen, -e, "UFFDIO_API: %s", strerror(e));
+		return fy_lazy_err(err, errlen, -e, "UFFDIO_API: %s", strerror(e));
 	}
 	close(fd);
 	if (need & ~api.features & UFFD_FEATURE_MISSING_HUGETLBFS)
-		return lz_err(err, errlen, -EINVAL,
-			      "userfaultfd: no UFFD_FEATURE_MISSING_HUGETLBFS (hugetlb backing)");
+		return fy_lazy_err(err, errlen, -EINVAL,
+				   "userfaultfd: no UFFD_FEATURE_MISSING_HUGETLBFS (hugetlb backing)");
 	if (need & ~api.features & UFFD_FEATURE_MISSING_SHMEM)
-		return lz_err(err, errlen, -EINVAL,
-			      "userfaultfd: no UFFD_FEATURE_MISSING_SHMEM (shared memory backing)");
+		return fy_lazy_err(err, errlen, -EINVAL,
+				   "userfaultfd: no UFFD_FEATURE_MISSING_SHMEM (shared memory backing)");
 
-	l->uffd = lz_uffd_open(err, errlen);
+	l->uffd = fy_lazy_uffd_open(err, errlen);
 	if (l->uffd < 0)
 		return l->uffd;
 	api = (struct uffdio_api){ .api = UFFD_API, .features = need };
 	if (ioctl(l->uffd, UFFDIO_API, &api)) {
 		e = errno;
-		return lz_err(err, errlen, -e, "UFFDIO_API (features %#" PRIx64 "): %s",
-			      need, strerror(e));
+		return fy_lazy_err(err, errlen, -e, "UFFDIO_API (features %#" PRIx64 "): %s",
+				   need, strerror(e));
 	}
 	return 0;
 }
@@ -879,15 +904,15 @@ static int lz_register(struct fy_lazy *l, struct lz_region *r, char *err,
 
 	if (ioctl(l->uffd, UFFDIO_REGISTER, &reg)) {
 		e = errno;
-		return lz_err(err, errlen, -e, "UFFDIO_REGISTER region %s: %s%s",
-			      r->name, strerror(e),
-			      e == EINVAL ? " (missing mode takes anonymous, shmem or "
-					    "hugetlb memory only)" : "");
+		return fy_lazy_err(err, errlen, -e, "UFFDIO_REGISTER region %s: %s%s",
+				   r->name, strerror(e),
+				   e == EINVAL ? " (missing mode takes anonymous, shmem or "
+						 "hugetlb memory only)" : "");
 	}
 	if (!(reg.ioctls & (UINT64_C(1) << _UFFDIO_COPY)))
-		return lz_err(err, errlen, -EINVAL,
-			      "region %s: UFFDIO_COPY not available on this memory",
-			      r->name);
+		return fy_lazy_err(err, errlen, -EINVAL,
+				   "region %s: UFFDIO_COPY not available on this memory",
+				   r->name);
 	r->zeropage = reg.ioctls & (UINT64_C(1) << _UFFDIO_ZEROPAGE);
 	return 0;
 }
@@ -896,12 +921,13 @@ static int lz_register(struct fy_lazy *l, struct lz_region *r, char *err,
 static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 		      char *err, size_t errlen)
 {
+	uint64_t present;
 	size_t i;
 	int rc;
 
 	l->rg = calloc(cfg->nregions ? cfg->nregions : 1, sizeof(*l->rg));
 	if (!l->rg)
-		return lz_err(err, errlen, -ENOMEM, "out of memory");
+		return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	l->nrg = cfg->nregions;
 	for (i = 0; i < l->nrg; i++) {
 		struct lz_region *r = &l->rg[i];
@@ -911,22 +937,26 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 		snprintf(r->name, sizeof(r->name), "%s", cfg->regions[i].name[0] ?
 			 cfg->regions[i].name : "?");
 		if (!r->host || !r->size)
-			return lz_err(err, errlen, -EINVAL, "region %zu (%s) is empty",
-				      i, r->name);
-		rc = lz_probe(r, err, errlen);
+			return fy_lazy_err(err, errlen, -EINVAL, "region %zu (%s) is empty",
+					   i, r->name);
+		rc = fy_lazy_region_probe(r, err, errlen);
 		if (rc)
 			return rc;
 		if ((uintptr_t)r->host % r->unit || r->size % r->unit)
-			return lz_err(err, errlen, -EINVAL,
-				      "region %s: not aligned to its %" PRIu64 "-byte pages",
-				      r->name, r->unit);
-		rc = lz_check_fresh(r, &cfg->regions[i], err, errlen);
-		if (rc)
-			return rc;
+			return fy_lazy_err(err, errlen, -EINVAL,
+					   "region %s: not aligned to its %" PRIu64 "-byte pages",
+					   r->name, r->unit);
 		r->units = r->size / r->unit;
 		r->placed = calloc((r->units + 63) / 64, sizeof(uint64_t));
-		if (!r->placed)
-			return lz_err(err, errlen, -ENOMEM, "out of memory");
+		r->pending = calloc((r->units + 63) / 64, sizeof(uint64_t));
+		if (!r->placed || !r->pending)
+			return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
+		present = fy_lazy_region_mark(r, cfg->present ? cfg->present[i] : NULL);
+		l->present_pages += present;
+		rc = fy_lazy_region_prepare(r, &cfg->regions[i], cfg->present != NULL,
+					    err, errlen);
+		if (rc)
+			return rc;
 		if (r->unit > l->max_unit)
 			l->max_unit = r->unit;
 		l->pages += r->size / FY_PAGE_SIZE;
@@ -937,10 +967,10 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 		   (LZ_DEFAULT_BATCH > l->max_unit ? LZ_DEFAULT_BATCH : l->max_unit);
 	for (i = 0; i < l->nrg; i++) {
 		if (l->batch % l->rg[i].unit)
-			return lz_err(err, errlen, -EINVAL,
-				      "batch %" PRIu64 " is not a multiple of region %s's "
-				      "%" PRIu64 "-byte pages", l->batch, l->rg[i].name,
-				      l->rg[i].unit);
+			return fy_lazy_err(err, errlen, -EINVAL,
+					   "batch %" PRIu64 " is not a multiple of region %s's "
+					   "%" PRIu64 "-byte pages", l->batch, l->rg[i].name,
+					   l->rg[i].unit);
 		l->rg[i].batch0 = l->nbatches;
 		l->nbatches += (l->rg[i].size + l->batch - 1) / l->batch;
 	}
@@ -963,7 +993,7 @@ static int lz_workers(struct fy_lazy *l, unsigned fillers, char *err,
 	l->nw = 1 + fillers;
 	l->w = calloc(l->nw, sizeof(*l->w));
 	if (!l->w)
-		return lz_err(err, errlen, -ENOMEM, "out of memory");
+		return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	for (i = 0; i < l->nw; i++) {
 		struct lz_worker *w = &l->w[i];
 
@@ -974,13 +1004,20 @@ static int lz_workers(struct fy_lazy *l, unsigned fillers, char *err,
 		w->buf = lz_map(w->buflen, PROT_READ | PROT_WRITE, MAP_POPULATE);
 		w->zero = calloc((w->buflen / FY_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
 		if (!w->buf || !w->zero)
-			return lz_err(err, errlen, -ENOMEM, "out of memory");
+			return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	}
+	/* Populated now: a fresh mapping would cost a page fault per 4 KiB
+	 * page at every use (a 2 MiB unit: about 16 ms on this project's
+	 * virtualised machines). */
+	l->bounce_len = l->max_unit;
+	l->bounce = lz_map(l->bounce_len, PROT_READ | PROT_WRITE, MAP_POPULATE);
+	if (!l->bounce)
+		return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	/* Never written, so it costs no memory: reads map the zero page. */
 	l->zeros_len = l->batch;
 	l->zeros = lz_map(l->zeros_len, PROT_READ, 0);
 	if (!l->zeros)
-		return lz_err(err, errlen, -ENOMEM, "out of memory");
+		return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	return 0;
 }
 
@@ -993,8 +1030,8 @@ static int lz_threads(struct fy_lazy *l, char *err, size_t errlen)
 		e = pthread_create(&l->w[i].thread, NULL,
 				   i ? lz_fill_main : lz_fault_main, &l->w[i]);
 		if (e)
-			return lz_err(err, errlen, -e, "starting a loader thread: %s",
-				      strerror(e));
+			return fy_lazy_err(err, errlen, -e, "starting a loader thread: %s",
+					   strerror(e));
 		l->w[i].started = true;
 	}
 	return 0;
@@ -1015,19 +1052,26 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 	if (err && errlen)
 		err[0] = '\0';
 	*out = NULL;
-	if (!cfg || !cfg->source.fetch || (cfg->nregions && !cfg->regions))
-		return lz_err(err, errlen, -EINVAL, "lazy loader: no regions or no source");
+	if (!cfg || (cfg->nregions && !cfg->regions) ||
+	    !cfg->source.fetch == !cfg->source.request)
+		return fy_lazy_err(err, errlen, -EINVAL,
+				   "lazy loader: no regions, or not exactly one of fetch and request");
+	if (cfg->background_threads && !cfg->source.fetch)
+		return fy_lazy_err(err, errlen, -EINVAL,
+				   "lazy loader: background threads need a fetching source");
 	if (sysconf(_SC_PAGESIZE) != FY_PAGE_SIZE)
-		return lz_err(err, errlen, -EINVAL, "page size %ld is not %u",
-			      sysconf(_SC_PAGESIZE), FY_PAGE_SIZE);
+		return fy_lazy_err(err, errlen, -EINVAL, "page size %ld is not %u",
+				   sysconf(_SC_PAGESIZE), FY_PAGE_SIZE);
 	l = calloc(1, sizeof(*l));
 	if (!l)
-		return lz_err(err, errlen, -ENOMEM, "out of memory");
+		return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 	l->uffd = -1;
 	l->cancel_fd = -1;
 	l->src = cfg->source;
 	l->t0_ns = now_ns();
 	pthread_mutex_init(&l->lock, NULL);
+	pthread_mutex_init(&l->wlock, NULL);
+	pthread_mutex_init(&l->bounce_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&l->cond, &ca);
@@ -1040,13 +1084,19 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 		goto fail;
 	l->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (l->cancel_fd < 0) {
-		rc = lz_err(err, errlen, -errno, "eventfd: %s", strerror(errno));
+		rc = fy_lazy_err(err, errlen, -errno, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
 	rc = lz_uffd_setup(l, err, errlen);
 	for (i = 0; !rc && i < l->nrg; i++)
 		rc = lz_register(l, &l->rg[i], err, errlen);
-	if (!rc && !l->pages)
+	for (i = 0; !rc && cfg->present && i < l->nrg; i++) {
+		rc = lz_zero_absent(l, &l->rg[i]);
+		if (rc)
+			fy_lazy_err(err, errlen, rc, "%s", l->errmsg);
+	}
+	atomic_store(&l->placed, l->present_pages);
+	if (!rc && l->placed == l->pages)
 		lz_complete(l);
 	if (!rc)
 		rc = lz_threads(l, err, errlen);
@@ -1064,18 +1114,41 @@ fail:
 /* ---------------------------------------------------------------------- */
 
 /*
- * fy_lazy_place() - place pages that arrived from elsewhere (see lazy.h).
- * UFFDIO_COPY reads from page-aligned addresses only, and a hugetlb unit
- * with both zero and data pages needs zero bytes where the zero pages are,
- * so those two cases go through a copy.
+ * Whether @buf can be placed as it is. UFFDIO_COPY reads from page-aligned
+ * addresses only, and a hugetlb unit with both zero and data pages is
+ * copied whole, so its zero pages must read as zeros. Reading them costs
+ * far less than a copy, and a receiver that zero-fills its staging buffer
+ * passes.
+ */
+static bool lz_place_direct(const struct lz_region *r, const uint8_t *buf,
+			    uint64_t len, const uint64_t *zero)
+{
+	uint64_t per = r->unit / FY_PAGE_SIZE, u, p, n;
+
+	if ((uintptr_t)buf % FY_PAGE_SIZE)
+		return false;
+	for (u = 0; zero && per > 1 && u < len / r->unit; u++) {
+		n = fy_bits_count(zero, u * per, per);
+		if (!n || n == per)
+			continue;
+		for (p = u * per; p < (u + 1) * per; p++)
+			if ((zero[p / 64] >> (p % 64) & 1) &&
+			    !fy_page_is_zero(buf + p * FY_PAGE_SIZE))
+				return false;
+	}
+	return true;
+}
+
+/*
+ * fy_lazy_place() - place pages that arrived from elsewhere (see lazy.h);
+ * a buffer that cannot be placed as it is goes through a copy.
  */
 int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
 		  uint64_t len, const void *buf, const uint64_t *zero)
 {
 	struct lz_region *r;
 	uint8_t *bounce = NULL;
-	uint64_t per, u;
-	bool mixed = false;
+	bool own = false;
 	int rc;
 
 	if (!l || region >= l->nrg)
@@ -1089,23 +1162,26 @@ int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
 	pthread_mutex_unlock(&l->lock);
 	if (rc)
 		return rc;
-	per = r->unit / FY_PAGE_SIZE;
-	for (u = 0; zero && per > 1 && u < len / r->unit && !mixed; u++) {
-		uint64_t n = bits_count(zero, u * per, per);
-
-		mixed = n && n != per;
-	}
-	if (mixed || (uintptr_t)buf % FY_PAGE_SIZE) {
-		bounce = lz_map(len, PROT_READ | PROT_WRITE, 0);
-		if (!bounce)
-			return -ENOMEM;
+	if (!lz_place_direct(r, buf, len, zero)) {
+		/* The loader's own buffer holds a unit (a request's answer);
+		 * a larger range, or a concurrent call, maps one. */
+		if (len <= l->bounce_len && !pthread_mutex_trylock(&l->bounce_lock)) {
+			bounce = l->bounce;
+		} else {
+			bounce = lz_map(len, PROT_READ | PROT_WRITE, 0);
+			if (!bounce)
+				return -ENOMEM;
+			own = true;
+		}
 		memcpy(bounce, buf, len);
 		lz_scrub(r, bounce, len, zero);
 		buf = bounce;
 	}
-	rc = lz_place_range(l, r, offset, len, buf, zero, false, true);
-	if (bounce)
+	rc = lz_place_range(l, r, offset, len, buf, zero);
+	if (own)
 		munmap(bounce, len);
+	else if (bounce)
+		pthread_mutex_unlock(&l->bounce_lock);
 	return rc;
 }
 
@@ -1118,6 +1194,81 @@ bool fy_lazy_has(struct fy_lazy *l, uint32_t region, uint64_t offset)
 		return false;
 	r = &l->rg[region];
 	return unit_placed(r, offset / r->unit);
+}
+
+/*
+ * fy_lazy_have_bitmap() - the pages placed in @region, one bit per 4 KiB
+ * page (see lazy.h). The bitmap lags the page tables, so a bit set here
+ * is a page in place.
+ */
+int fy_lazy_have_bitmap(struct fy_lazy *l, uint32_t region, uint64_t *bits,
+			size_t pages)
+{
+	struct lz_region *r;
+	uint64_t per, p;
+
+	if (!l || region >= l->nrg || !bits ||
+	    pages != l->rg[region].size / FY_PAGE_SIZE)
+		return -EINVAL;
+	r = &l->rg[region];
+	per = r->unit / FY_PAGE_SIZE;
+	if (per == 1) {
+		for (p = 0; p < (pages + 63) / 64; p++)
+			bits[p] = atomic_load_explicit(&r->placed[p], memory_order_acquire);
+		return 0;
+	}
+	memset(bits, 0, (pages + 63) / 64 * sizeof(uint64_t));
+	for (p = 0; p < pages; p++)
+		if (unit_placed(r, p / per))
+			bits[p / 64] |= UINT64_C(1) << (p % 64);
+	return 0;
+}
+
+/*
+ * fy_lazy_rerequest() - ask the source again for every unit a fault waits
+ * for (see lazy.h). The units are copied out under wlock and asked for
+ * without it, since a request may take a while.
+ */
+int fy_lazy_rerequest(struct fy_lazy *l)
+{
+	struct lz_unit { uint32_t region; uint64_t unit; } *v = NULL;
+	size_t i, n = 0;
+	int rc;
+
+	if (!l || !l->src.request)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	rc = l->error;
+	pthread_mutex_unlock(&l->lock);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&l->wlock);
+	if (l->nwt)
+		v = malloc(l->nwt * sizeof(*v));
+	for (i = 0; v && i < l->nwt; i++) {
+		struct lz_waiter *w = &l->wt[i];
+		uint64_t bit = UINT64_C(1) << (w->unit % 64);
+		size_t k;
+
+		if (!(atomic_load(&l->rg[w->region].pending[w->unit / 64]) & bit))
+			continue;
+		for (k = 0; k < n && (v[k].region != w->region || v[k].unit != w->unit); k++)
+			;
+		if (k == n)
+			v[n++] = (struct lz_unit){ w->region, w->unit };
+	}
+	rc = l->nwt && !v ? -ENOMEM : 0;
+	pthread_mutex_unlock(&l->wlock);
+	for (i = 0; i < n; i++) {
+		struct lz_region *r = &l->rg[v[i].region];
+
+		atomic_fetch_add(&l->rerequests, 1);
+		if (l->src.request(l->src.opaque, v[i].region, v[i].unit * r->unit,
+				   r->unit) < 0)
+			atomic_fetch_add(&l->request_errors, 1);
+	}
+	free(v);
+	return rc ? rc : (int)(n < INT32_MAX ? n : INT32_MAX);
 }
 
 /*
@@ -1182,9 +1333,16 @@ void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out)
 	if (!l)
 		return;
 	out->pages = l->pages;
+	out->present = l->present_pages;
 	out->placed = atomic_load(&l->placed);
 	out->faults = atomic_load(&l->faults);
 	out->fault_pages = atomic_load(&l->fault_pages);
+	out->missing = out->pages - out->placed;
+	out->requests = atomic_load(&l->requests);
+	out->request_errors = atomic_load(&l->request_errors);
+	out->rerequests = atomic_load(&l->rerequests);
+	out->outstanding = atomic_load(&l->outstanding);
+	out->waiting = atomic_load(&l->nwaiting);
 	out->zero_pages = atomic_load(&l->zero_pages);
 	for (i = 0; i < LZ_HIST_BUCKETS; i++) {
 		h[i] = atomic_load_explicit(&l->hist[i], memory_order_relaxed);
@@ -1285,9 +1443,16 @@ void fy_lazy_free(struct fy_lazy *l)
 	free(l->w);
 	if (l->zeros)
 		munmap(l->zeros, l->zeros_len);
-	for (i = 0; l->rg && i < l->nrg; i++)
+	if (l->bounce)
+		munmap(l->bounce, l->bounce_len);
+	pthread_mutex_destroy(&l->bounce_lock);
+	for (i = 0; l->rg && i < l->nrg; i++) {
 		free(l->rg[i].placed);
+		free(l->rg[i].pending);
+	}
 	free(l->rg);
+	free(l->wt);
+	pthread_mutex_destroy(&l->wlock);
 	pthread_cond_destroy(&l->cond);
 	pthread_mutex_destroy(&l->lock);
 	free(l);

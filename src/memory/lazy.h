@@ -5,17 +5,39 @@
  * and behind postcopy, where only the page source differs (a file's
  * slots, or the network).
  *
- * The regions must be mapped and not yet populated (fresh anonymous
- * memory, a fresh memfd or hugetlb memfd, or MADV_DONTNEED'd / punched)
- * when fy_lazy_start() registers them. From then on a thread that touches
- * a missing page blocks in the kernel until the page is placed. The fault
- * thread reads each fault, asks the source for the page's unit (one page,
- * or the whole huge page of a hugetlb mapping), and places it atomically
- * with UFFDIO_COPY (UFFDIO_ZEROPAGE for a zero unit where the kernel
- * allows it, a copy of zeros on hugetlb). Background threads walk every
- * unit not yet placed, in large batches, and place them the same way; a
- * unit placed by one path is never placed again (the kernel answers
- * EEXIST, which counts as done), so a page is never placed twice or torn.
+ * The regions must be mapped when fy_lazy_start() registers them. Without
+ * a present bitmap they must also be unpopulated (fresh anonymous memory,
+ * a fresh memfd or hugetlb memfd, or MADV_DONTNEED'd / punched), which a
+ * lazy restore from a file guarantees. With one (postcopy: precopy left
+ * most pages in place), the pages it marks count as placed and keep their
+ * bytes, and every other page is dropped so that it faults (see
+ * fy_lazy_config.present). From then on a thread that touches a missing
+ * page blocks in the kernel until the page is placed. The fault thread
+ * reads each fault and asks the source for the page's unit (one page, or
+ * the whole huge page of a hugetlb mapping), once however many faults
+ * wait for it. A fetching source (a file) is read there and then; an
+ * asynchronous one (postcopy's network) only sends a request, and the
+ * unit arrives later through fy_lazy_place() from another thread, while
+ * the fault thread goes on serving other faults. Units are placed
+ * atomically with UFFDIO_COPY (UFFDIO_ZEROPAGE for a zero unit where the
+ * kernel allows it, a copy of zeros on hugetlb). Background threads (with
+ * a fetching source) walk every unit not yet placed, in large batches,
+ * and place them the same way; a unit placed by one path is never placed
+ * again (the kernel answers EEXIST, which counts as done), so a page is
+ * never placed twice or torn. Whichever path places a unit, or finds it
+ * placed, counts the faults waiting for it and wakes their threads
+ * (UFFDIO_WAKE on the unit: the placement itself does not wake).
+ *
+ * Postcopy's destination uses it so: fy_lazy_start() with the pages
+ * precopy delivered as present, a request() that queues a page request
+ * on the return path, and background_threads = 0; every page that
+ * arrives (an answer, or the background push) is checked against its
+ * checksum in a staging buffer, then given to fy_lazy_place(). When the
+ * link breaks, requests fail or are lost, faulting vCPUs stay blocked and
+ * their units stay outstanding (stats.outstanding); after reconnecting,
+ * the engine sends fy_lazy_have_bitmap() to the source and calls
+ * fy_lazy_rerequest(). If the source is gone for good, stats.missing is
+ * what can no longer come.
  *
  * A source error (a slot that failed its checksum) stops the loader: the
  * failing unit is never placed, so any thread touching it stays blocked
@@ -24,8 +46,16 @@
  * releases the registration (a blocked thread would then see zeros, so a
  * VMM frees it only when its vCPUs are gone for good).
  *
- * Thread safety: start/wait/finish/free from one thread; fy_lazy_place(),
- * fy_lazy_stats() and fy_lazy_cancel() from any thread.
+ * Thread safety: start/wait/finish/stop/free from one thread;
+ * fy_lazy_place(), fy_lazy_has(), fy_lazy_have_bitmap(),
+ * fy_lazy_rerequest(), fy_lazy_stats() and fy_lazy_cancel() from any
+ * thread, concurrently with each other and with the loader's threads,
+ * but not with fy_lazy_finish() or fy_lazy_free(): the engine stops the
+ * threads that place pages (its receivers) before it calls those.
+ * Placement takes no lock (the kernel serialises the page tables, the
+ * per-unit bits are atomic); a short mutex guards the list of waiting
+ * faults and is never held across a system call or a source callback,
+ * and fy_lazy_place()'s copy buffer is only ever try-locked.
  */
 #ifndef FY_LAZY_H
 #define FY_LAZY_H
@@ -39,19 +69,35 @@
 struct fy_lazy;
 
 /*
- * Where pages come from. fetch() fills @buf with @len bytes of region
- * @region starting at @offset (both multiples of the region's unit; @len
- * at most the config's batch) and sets bit i of @zero (ceil(len/4096/64)
- * words, zeroed by the caller) for each 4 KiB page i that is all zero,
- * whose bytes in @buf are then unspecified. It is called concurrently
- * from the fault thread and every background thread. Return 0, or a
- * negative code with a message in @err naming the page (the loader stops).
+ * Where pages come from: exactly one of fetch and request.
+ *
+ * fetch() fills @buf with @len bytes of region @region starting at
+ * @offset (both multiples of the region's unit; @len at most the config's
+ * batch) and sets bit i of @zero (ceil(len/4096/64) words, zeroed by the
+ * caller) for each 4 KiB page i that is all zero, whose bytes in @buf are
+ * then unspecified. It is called concurrently from the fault thread and
+ * every background thread. Return 0, or a negative code with a message in
+ * @err naming the page (the loader stops).
+ *
+ * request() asks for the unit of @len bytes at @offset of @region and
+ * returns without waiting for it: it must not block for long (queue the
+ * request, or a short non-blocking send), since the fault thread serves
+ * every other fault only after it returns. The unit comes back through
+ * fy_lazy_place(), from any thread. A unit is requested once while
+ * faults wait for it, however many; again only by fy_lazy_rerequest(),
+ * or when a fault hits it after the VMM dropped it. A negative return
+ * (the link is down) is counted in request_errors and leaves the unit
+ * outstanding: the loader goes on, the faulting threads stay blocked
+ * until fy_lazy_rerequest() asks again. Called from the fault thread and
+ * from the thread calling fy_lazy_rerequest(), possibly at once.
  */
 struct fy_lazy_source {
 	int (*fetch)(void *opaque, uint32_t region, uint64_t offset,
 		     uint64_t len, void *buf, uint64_t *zero, char *err,
 		     size_t errlen);
 	void *opaque;
+	int (*request)(void *opaque, uint32_t region, uint64_t offset,
+		       uint64_t len);
 };
 
 struct fy_lazy_config {
@@ -59,21 +105,44 @@ struct fy_lazy_config {
 	size_t nregions;
 	struct fy_lazy_source source;
 	/* Threads filling what was not asked for, 0 = none (postcopy pushes
-	 * from the outside with fy_lazy_place()); default for a file: 2. */
+	 * from the outside with fy_lazy_place()); default for a file: 2.
+	 * They need a fetching source. */
 	unsigned background_threads;
 	/* Bytes a background thread fetches at once (a multiple of every
 	 * unit; 0 = 2 MiB, or the largest unit if that is larger). */
 	uint64_t batch_bytes;
+	/*
+	 * Pages already in place, NULL = none (a restore from a file):
+	 * present[i] is region i's bitmap (NULL = none of it), bit p = its
+	 * 4 KiB page p, whatever the backing, read at start only. A unit is
+	 * present when all its pages are (a hugetlb unit with one page
+	 * missing is missing whole). Present units count as placed and are
+	 * never asked for; a present unit that is not in memory reads as
+	 * zeros, so zeros are placed there at start. Every other unit is
+	 * dropped before registration, whatever it holds (private memory:
+	 * MADV_DONTNEED; shared memory, memfd or hugetlb: MADV_REMOVE, i.e. a
+	 * punched hole in its file), and start fails if a page stays
+	 * populated after that (a private mapping of a file, say).
+	 */
+	const uint64_t *const *present;
 };
 
-/* What the loader did so far. Wait times are from the moment the fault
- * thread read the fault to the moment the page was placed (the vCPU wakes
- * then), in microseconds. */
+/* What the loader did so far, readable from any thread while it runs.
+ * Wait times are per fault, from the moment the fault thread read it to
+ * the moment its unit was found placed (the thread is woken then), in
+ * microseconds; two faults on one unit are two waits. */
 struct fy_lazy_stats {
-	uint64_t pages;	       /* 4 KiB pages to place, in all */
-	uint64_t placed;       /* of them, placed (by any path) */
+	uint64_t pages;	       /* 4 KiB pages of the regions, in all */
+	uint64_t present;      /* of them, present at start */
+	uint64_t placed;       /* of them, placed (present, or by any path) */
+	uint64_t missing;      /* pages - placed: what a dead source leaves */
 	uint64_t faults;       /* faults served (a vCPU waited) */
-	uint64_t fault_pages;  /* pages placed because of a fault */
+	uint64_t fault_pages;  /* pages placed while a fault waited for them */
+	uint64_t requests;     /* units asked of the source for faults */
+	uint64_t request_errors; /* requests the source could not send */
+	uint64_t rerequests;   /* units asked for again by fy_lazy_rerequest */
+	uint64_t outstanding;  /* units asked for (by faults), not yet placed */
+	uint64_t waiting;      /* faults waiting now (blocked threads) */
 	uint64_t zero_pages;   /* pages placed as zeros */
 	double wait_p50_us, wait_p99_us, wait_max_us;
 	double complete_ms;    /* start to the last page placed, or 0 */
@@ -90,16 +159,28 @@ struct fy_lazy_stats {
  * Return: 0 and *@out; -ENOSYS/-EPERM/-EINVAL when userfaultfd or a
  * feature the backing needs is missing (shmem, hugetlb), -EINVAL also for
  * a region not aligned to its pages or with a page already populated
- * (it would never be fetched), -ENOMEM; @err says which.
+ * that is not marked present (it would never be fetched), an error of
+ * dropping the missing pages, -ENOMEM; @err says which.
  */
 int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 		  char *err, size_t errlen);
 
 /*
- * fy_lazy_place() - place pages that arrived from elsewhere (postcopy's
- * background stream): @len bytes at @offset of @region, @zero as in
- * fetch(). Units already placed are skipped; a @buf that is not page
- * aligned (UFFDIO_COPY needs it) costs a copy. Any thread.
+ * fy_lazy_place() - place pages that arrived from elsewhere (the answer
+ * to a request, or postcopy's background stream): @len bytes at @offset
+ * of @region, @zero as in fetch(). Units already placed are skipped
+ * (unless a fault waits for a unit the VMM dropped: it is placed again);
+ * the faults waiting for units of the range are counted and woken. A
+ * @buf that is not page aligned (UFFDIO_COPY needs it) costs a copy.
+ *
+ * The bytes are taken as they are: checking them (postcopy's engine
+ * verifies each page's checksum in a staging buffer) is the caller's job,
+ * before this call. A unit is placed whole or not at all, never torn,
+ * and never twice: when another path (a background thread, a second
+ * answer to one request, a concurrent call) placed it first, the kernel
+ * answers EEXIST, which counts as done, and the faults waiting for it
+ * are woken all the same. After an error, the units before the failing
+ * one are placed. Any thread, concurrently.
  * Return: 0, or a negative code (the loader has stopped, or a range that
  * is not unit-aligned or outside the region: -EINVAL).
  */
@@ -108,6 +189,34 @@ int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
 
 /* Whether the unit holding byte @offset of @region is placed. */
 bool fy_lazy_has(struct fy_lazy *l, uint32_t region, uint64_t offset);
+
+/*
+ * fy_lazy_have_bitmap() - which pages are in place: bit p of @bits
+ * ((@pages + 63) / 64 words) = 4 KiB page p of @region, set when its
+ * unit was present at start or placed since. @pages must be the region's
+ * size in 4 KiB pages. A page placed while this runs may be missing from
+ * it, never the reverse, so a source that skips the pages set here skips
+ * only pages the destination has: what postcopy's destination sends at
+ * recovery. Any thread.
+ * Return: 0, or -EINVAL.
+ */
+int fy_lazy_have_bitmap(struct fy_lazy *l, uint32_t region, uint64_t *bits,
+			size_t pages);
+
+/*
+ * fy_lazy_rerequest() - with an asynchronous source, ask again for every
+ * unit that faults wait for (postcopy recovery: requests sent before the
+ * link broke, or refused while it was down, may never be answered). The
+ * loader keeps no timer: while the link is down it goes on recording
+ * faults and asking (the source may refuse, the units stay outstanding),
+ * the faulting threads stay blocked, nothing is lost; once the link is
+ * back the engine calls this, then sends the have-bitmap. A unit answered
+ * twice is placed once. Any thread (request() may then run on two threads
+ * at once).
+ * Return: the number of units asked for again, -EINVAL (a fetching
+ * source), -ENOMEM, or the error that stopped the loader.
+ */
+int fy_lazy_rerequest(struct fy_lazy *l);
 
 /*
  * fy_lazy_wait() - wait until every page is placed, the loader stopped

@@ -27,7 +27,9 @@ if [ "$backing" = damaged ]; then
 	# random workload gave every page data.
 	printf '\x5a' | dd of="$snap" bs=1 seek=$(( (2 << 20) + 8192 * 4096 + 100 )) \
 		conv=notrunc status=none
-	start_vm dst --incoming "file:$snap" --lazy
+	# The background fill can reach the page before start_vm sees the
+	# guest run, and start_vm fails on a failed guest: wait for that here.
+	start_vm_nowait dst --incoming "file:$snap" --lazy
 	wait_until 30 sh -c "[ \"\$($FERRY status $T/dst.sock --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"guest\"][\"state\"])')\" = failed ]" ||
 		fail "damaged page did not stop the guest: $("$FERRY" status "$T/dst.sock" --json)"
 	err=$(status_field dst 'd["guest"]["error"]')

@@ -283,14 +283,18 @@ static bool uffd_missing_armed(const void *p)
 	return armed;
 }
 
-static struct fy_lazy *start(struct mem *m, struct tsrc *s, unsigned threads)
+/* Start a loader on @m from @src; @present as in fy_lazy_config. */
+static struct fy_lazy *start_with(struct mem *m, struct fy_lazy_source src,
+				  unsigned threads, const uint64_t *present)
 {
 	struct fy_region rg = { .host = m->p, .size = m->size, .fd = m->fd };
+	const uint64_t *const maps[1] = { present };
 	struct fy_lazy_config cfg = {
 		.regions = &rg,
 		.nregions = 1,
-		.source = { .fetch = tsrc_fetch, .opaque = s },
+		.source = src,
 		.background_threads = threads,
+		.present = present ? maps : NULL,
 	};
 	struct fy_lazy *l = NULL;
 	char err[256] = "";
@@ -308,6 +312,12 @@ static struct fy_lazy *start(struct mem *m, struct tsrc *s, unsigned threads)
 	assert_int_equal(rc, 0);
 	assert_non_null(l);
 	return l;
+}
+
+static struct fy_lazy *start(struct mem *m, struct tsrc *s, unsigned threads)
+{
+	return start_with(m, (struct fy_lazy_source){ .fetch = tsrc_fetch, .opaque = s },
+			  threads, NULL);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -682,6 +692,9 @@ static void test_cancel(void **state)
 	mem_unmap(&m);
 }
 
+static int net_request(void *opaque, uint32_t region, uint64_t offset,
+		       uint64_t len);
+
 /* Bad configurations are refused with a message, nothing registered. */
 static void test_rejects(void **state)
 {
@@ -690,6 +703,8 @@ static void test_rejects(void **state)
 	struct fy_region rg;
 	struct fy_lazy_config cfg = { .regions = &rg, .nregions = 1 };
 	struct fy_lazy *l = (struct fy_lazy *)&cfg;
+	uint64_t bm[4 * MIB / PG / 64];
+	const uint64_t *const maps[1] = { bm };
 	char err[256];
 
 	(void)state;
@@ -698,6 +713,14 @@ static void test_rejects(void **state)
 	rg = (struct fy_region){ .host = m.p, .size = m.size, .fd = -1, .name = "r" };
 	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
 	assert_null(l);
+	cfg.source = (struct fy_lazy_source){ .fetch = tsrc_fetch, .request = net_request };
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "exactly one of fetch and request"));
+	cfg.source = (struct fy_lazy_source){ .request = net_request };
+	cfg.background_threads = 1;
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "background threads need a fetching source"));
+	cfg.background_threads = 0;
 	cfg.source = (struct fy_lazy_source){ .fetch = tsrc_fetch, .opaque = &s };
 	rg.size = m.size - 100;
 	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
@@ -719,6 +742,19 @@ static void test_rejects(void **state)
 	mem_map(&m, MEMFD, 4 * MIB);
 	rg = (struct fy_region){ .host = m.p, .size = m.size, .fd = m.fd, .name = "r" };
 	assert_int_equal(pwrite(m.fd, "x", 1, 9 * PG), 1);
+	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "offset 0x9000 is already populated"));
+	assert_false(uffd_missing_armed(m.p));
+
+	/* With a present bitmap the other pages are dropped, but a private
+	 * mapping of a file cannot drop the file's pages: still refused. */
+	munmap(m.p, m.size);
+	m.p = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_PRIVATE, m.fd, 0);
+	assert_true(m.p != MAP_FAILED);
+	rg.host = m.p;
+	memset(bm, 0, sizeof(bm));
+	bm[0] = 0xff; /* pages 0-7 present */
+	cfg.present = maps;
 	assert_int_equal(fy_lazy_start(&l, &cfg, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "offset 0x9000 is already populated"));
 	assert_false(uffd_missing_armed(m.p));
@@ -775,6 +811,641 @@ static void test_fill_throughput(void **state)
 	}
 }
 
+/* ---------------------------------------------------------------------- */
+/* memory partly present (postcopy's destination at the switch)           */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Which units the caller marks present: runs of three pages on, three off
+ * on 4 KiB pages; every other unit on hugetlb.
+ */
+static bool unit_is_present(const struct mem *m, uint64_t u)
+{
+	return m->unit == PG ? (u / 3) % 2 == 0 : u % 2 == 0;
+}
+
+/*
+ * Postcopy's destination at the switch: every page holds stale bytes
+ * (0xEE), present units then get their right bytes, and present zero
+ * units are dropped (never written, as a receiver that skips zero pages
+ * leaves them). Fills @bm (one bit per 4 KiB page): the present units,
+ * plus on hugetlb all but the last page of unit 1, which stays missing
+ * because a huge page is present only whole. Returns the present pages.
+ */
+static uint64_t stage_present(struct mem *m, uint64_t *bm)
+{
+	uint64_t per = m->unit / PG, units = m->size / m->unit, u, pg, n = 0;
+	bool zero;
+
+	memset(m->p, 0xEE, m->size);
+	for (u = 0; u < units; u++) {
+		if (!unit_is_present(m, u))
+			continue;
+		zero = true;
+		for (pg = u * per; pg < (u + 1) * per; pg++) {
+			bm[pg / 64] |= UINT64_C(1) << (pg % 64);
+			zero &= page_is_zero(pg);
+			if (page_is_zero(pg))
+				memset(m->p + pg * PG, 0, PG);
+			else
+				page_fill(m->p + pg * PG, pg);
+		}
+		if (zero)
+			mem_drop(m, u * m->unit);
+		n += per;
+	}
+	if (per > 1)
+		for (pg = per; pg < 2 * per - 1; pg++)
+			bm[pg / 64] |= UINT64_C(1) << (pg % 64);
+	return n;
+}
+
+/* Read every page in a thread, failing if that takes 10 s. */
+static void *reader_all(void *arg)
+{
+	struct reader *r = arg;
+	uint64_t pg;
+
+	for (pg = 0; pg < r->m->size / PG; pg++)
+		r->wrong += !page_ok(r->m->p + pg * PG, pg);
+	return NULL;
+}
+
+static void read_all_in_thread(const struct mem *m)
+{
+	struct reader r = { .m = m };
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	assert_int_equal(pthread_create(&r.t, NULL, reader_all, &r), 0);
+	assert_int_equal(pthread_timedjoin_np(r.t, NULL, &ts), 0);
+	assert_int_equal(r.wrong, 0);
+}
+
+/*
+ * Start on memory that is half present with a file-like source and no
+ * background: present pages keep their bytes and are never fetched (the
+ * dropped zero ones read as zeros), missing ones lose their stale bytes
+ * and are fetched exactly once, on their fault.
+ */
+static void test_present_fetch(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t bm[8 * MIB / PG / 64] = { 0 };
+	uint64_t per, units, u, pg, present, missing_zero = 0;
+	struct fy_lazy_stats st;
+	struct tsrc s;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, 8 * MIB);
+	per = m.unit / PG;
+	units = m.size / m.unit;
+	tsrc_init(&s, m.size / PG, NO_PAGE);
+	present = stage_present(&m, bm);
+	l = start_with(&m, (struct fy_lazy_source){ .fetch = tsrc_fetch, .opaque = &s },
+		       0, bm);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.present, present);
+	assert_int_equal(st.placed, present);
+	for (u = 0; u < units; u++)
+		assert_int_equal(fy_lazy_has(l, 0, u * m.unit), unit_is_present(&m, u));
+	/* Present pages read in this thread: a fault would be served too,
+	 * but it would count a fetch. */
+	for (pg = 0; pg < m.size / PG; pg++)
+		if (unit_is_present(&m, pg / per))
+			assert_true(page_ok(m.p + pg * PG, pg));
+	read_all_in_thread(&m);
+	for (pg = 0; pg < m.size / PG; pg++) {
+		bool here = unit_is_present(&m, pg / per);
+
+		assert_int_equal(s.count[pg], !here);
+		missing_zero += !here && page_is_zero(pg);
+	}
+	assert_int_equal(fy_lazy_wait(l, 5000), 0);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.placed, st.pages);
+	assert_int_equal(st.fault_pages, st.pages - present);
+	assert_int_equal(st.zero_pages, missing_zero);
+	assert_int_equal(st.faults, (st.pages - present) / per);
+	check_all_pages(&m);
+	check_finish(l, &m);
+	fy_lazy_free(l);
+	free(s.count);
+	mem_unmap(&m);
+}
+
+/* Everything present: complete at start, nothing fetched, nothing lost. */
+static void test_all_present(void **state)
+{
+	uint64_t bm[4 * MIB / PG / 64];
+	struct fy_lazy_stats st;
+	struct tsrc s;
+	struct mem m;
+	struct fy_lazy *l;
+
+	(void)state;
+	mem_map(&m, MEMFD, 4 * MIB);
+	tsrc_init(&s, m.size / PG, NO_PAGE);
+	memset(bm, 0xff, sizeof(bm));
+	memset(m.p, 0x5A, m.size);
+	l = start_with(&m, (struct fy_lazy_source){ .fetch = tsrc_fetch, .opaque = &s },
+		       2, bm);
+	assert_int_equal(fy_lazy_wait(l, 1000), 0);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.placed, st.pages);
+	assert_int_equal(st.present, st.pages);
+	assert_int_equal(m.p[12345], 0x5A);
+	assert_int_equal(s.count[3], 0);
+	assert_int_equal(fy_lazy_finish(l), 0);
+	fy_lazy_free(l);
+	free(s.count);
+	mem_unmap(&m);
+}
+
+/* ---------------------------------------------------------------------- */
+/* an asynchronous source: postcopy's network, in the process             */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Requests queue up; a "network" thread answers each after @delay_ms by
+ * placing the unit with fy_lazy_place(), as the engine does when a page
+ * arrives. While @hold, answers wait; while @cut, requests are lost (the
+ * source believes it sent them) or, with @refuse, fail.
+ */
+struct net {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct { uint32_t region; uint64_t off, len; } q[4096];
+	size_t nq;
+	bool hold, cut, refuse, stop;
+	bool clean_zero;	/* zero pages' bytes are zeros (else 0xAA) */
+	int delay_ms;
+	struct fy_lazy *l;
+	struct tsrc remote;	/* the content, counted apart */
+	_Atomic uint32_t *asked; /* requests per page */
+	atomic_uint place_errors;
+	_Atomic uint64_t fill_ns, place_ns, placed; /* time making and placing answers */
+	uint8_t *buf;
+	uint64_t buflen;
+	pthread_t t;
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int net_request(void *opaque, uint32_t region, uint64_t offset,
+		       uint64_t len)
+{
+	struct net *n = opaque;
+	uint64_t pg;
+	int rc = 0;
+
+	pthread_mutex_lock(&n->mu);
+	for (pg = offset / PG; pg < (offset + len) / PG; pg++)
+		atomic_fetch_add(&n->asked[pg], 1);
+	if (n->cut)
+		rc = n->refuse ? -ENOTCONN : 0;
+	else if (n->nq < sizeof(n->q) / sizeof(n->q[0]))
+		n->q[n->nq++] = (typeof(n->q[0])){ region, offset, len };
+	else
+		rc = -ENOBUFS;
+	pthread_cond_broadcast(&n->cv);
+	pthread_mutex_unlock(&n->mu);
+	return rc;
+}
+
+static void *net_main(void *arg)
+{
+	struct net *n = arg;
+	uint64_t zero[HUGE_SZ / PG / 64];
+	uint32_t region;
+	uint64_t off, len, t0, t1, pg;
+	char err[128];
+
+	pthread_mutex_lock(&n->mu);
+	for (;;) {
+		while (!n->stop && (!n->nq || n->hold || !n->l))
+			pthread_cond_wait(&n->cv, &n->mu);
+		if (n->stop)
+			break;
+		region = n->q[0].region;
+		off = n->q[0].off;
+		len = n->q[0].len;
+		memmove(&n->q[0], &n->q[1], --n->nq * sizeof(n->q[0]));
+		pthread_mutex_unlock(&n->mu);
+		if (n->delay_ms)
+			usleep((useconds_t)n->delay_ms * 1000);
+		memset(zero, 0, sizeof(zero));
+		t0 = mono_ns();
+		if (len > n->buflen ||
+		    tsrc_fetch(&n->remote, region, off, len, n->buf, zero, err,
+			       sizeof(err)))
+			atomic_fetch_add(&n->place_errors, 1);
+		for (pg = 0; n->clean_zero && pg < len / PG; pg++)
+			if (zero[pg / 64] & (UINT64_C(1) << (pg % 64)))
+				memset(n->buf + pg * PG, 0, PG);
+		t1 = mono_ns();
+		if (fy_lazy_place(n->l, region, off, len, n->buf, zero))
+			atomic_fetch_add(&n->place_errors, 1);
+		atomic_fetch_add(&n->fill_ns, t1 - t0);
+		atomic_fetch_add(&n->place_ns, mono_ns() - t1);
+		atomic_fetch_add(&n->placed, 1);
+		pthread_mutex_lock(&n->mu);
+	}
+	pthread_mutex_unlock(&n->mu);
+	return NULL;
+}
+
+static void net_init(struct net *n, const struct mem *m)
+{
+	memset(n, 0, sizeof(*n));
+	pthread_mutex_init(&n->mu, NULL);
+	pthread_cond_init(&n->cv, NULL);
+	tsrc_init(&n->remote, m->size / PG, NO_PAGE);
+	n->asked = calloc(m->size / PG, sizeof(*n->asked));
+	assert_non_null(n->asked);
+	n->buflen = m->unit;
+	n->buf = mmap(NULL, n->buflen, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(n->buf != MAP_FAILED);
+	assert_int_equal(pthread_create(&n->t, NULL, net_main, n), 0);
+}
+
+/* Change the network's behaviour under its lock. */
+#define NET_SET(n, field, value)                                            \
+	do {                                                                \
+		pthread_mutex_lock(&(n)->mu);                               \
+		(n)->field = (value);                                       \
+		pthread_cond_broadcast(&(n)->cv);                           \
+		pthread_mutex_unlock(&(n)->mu);                             \
+	} while (0)
+
+static void net_free(struct net *n)
+{
+	NET_SET(n, stop, true);
+	pthread_join(n->t, NULL);
+	assert_int_equal(atomic_load(&n->place_errors), 0);
+	munmap(n->buf, n->buflen);
+	free(n->remote.count);
+	free(n->asked);
+	pthread_cond_destroy(&n->cv);
+	pthread_mutex_destroy(&n->mu);
+}
+
+static struct fy_lazy *start_net(struct mem *m, struct net *n,
+				 const uint64_t *present)
+{
+	struct fy_lazy *l;
+
+	l = start_with(m, (struct fy_lazy_source){ .request = net_request,
+						   .opaque = n }, 0, present);
+	NET_SET(n, l, l);
+	return l;
+}
+
+/* A thread reading one page and checking it, timed. */
+struct vcpu {
+	pthread_t t;
+	const struct mem *m;
+	uint64_t pg;
+	atomic_bool done;
+	bool ok;
+	uint64_t ns;
+};
+
+static void *vcpu_main(void *arg)
+{
+	struct vcpu *v = arg;
+	uint64_t t0 = mono_ns();
+
+	v->ok = page_ok(v->m->p + v->pg * PG, v->pg);
+	v->ns = mono_ns() - t0;
+	atomic_store(&v->done, true);
+	return NULL;
+}
+
+static void vcpu_start(struct vcpu *v, const struct mem *m, uint64_t pg)
+{
+	memset(v, 0, sizeof(*v));
+	v->m = m;
+	v->pg = pg;
+	assert_int_equal(pthread_create(&v->t, NULL, vcpu_main, v), 0);
+}
+
+/* Join @v within 5 s; it must have read the right bytes. */
+static void vcpu_join(struct vcpu *v)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 5;
+	assert_int_equal(pthread_timedjoin_np(v->t, NULL, &ts), 0);
+	assert_true(v->ok);
+}
+
+/* Wait up to 5 s until @n faults wait in the loader. */
+static void wait_waiting(struct fy_lazy *l, uint64_t n)
+{
+	struct fy_lazy_stats st;
+	int i;
+
+	for (i = 0; i < 5000; i++) {
+		fy_lazy_stats(l, &st);
+		if (st.waiting == n)
+			return;
+		usleep(1000);
+	}
+	fail_msg("%llu faults wait, not %llu", (unsigned long long)st.waiting,
+		 (unsigned long long)n);
+}
+
+/* The first unit that is not present, and its middle page. */
+static uint64_t first_missing(const struct mem *m, uint64_t from)
+{
+	uint64_t u = from;
+
+	while (unit_is_present(m, u))
+		u++;
+	return u;
+}
+
+/*
+ * Postcopy's destination: half present, an asynchronous source, no
+ * background. Present pages read without a request; a missing one costs
+ * exactly one request, and reads the bytes the network thread placed, not
+ * the stale ones; at the end every missing unit was asked once.
+ */
+static void test_present_async(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t bm[8 * MIB / PG / 64] = { 0 };
+	uint64_t per, pg, u, present;
+	struct fy_lazy_stats st;
+	struct vcpu v;
+	struct net n;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, 8 * MIB);
+	per = m.unit / PG;
+	net_init(&n, &m);
+	present = stage_present(&m, bm);
+	l = start_net(&m, &n, bm);
+	for (pg = 0; pg < m.size / PG; pg++)
+		if (unit_is_present(&m, pg / per))
+			assert_true(page_ok(m.p + pg * PG, pg));
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.requests, 0);
+	assert_int_equal(st.faults, 0);
+	assert_int_equal(st.missing, st.pages - present);
+
+	u = first_missing(&m, 0);
+	vcpu_start(&v, &m, u * per + per / 2);
+	vcpu_join(&v);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.requests, 1);
+	assert_int_equal(st.faults, 1);
+	assert_int_equal(st.outstanding, 0);
+	assert_int_equal(st.waiting, 0);
+	assert_int_equal(st.fault_pages, per);
+	assert_int_equal(st.missing, st.pages - present - per);
+	for (pg = 0; pg < m.size / PG; pg++)
+		assert_int_equal(n.asked[pg], pg / per == u);
+
+	read_all_in_thread(&m);
+	for (pg = 0; pg < m.size / PG; pg++)
+		assert_int_equal(n.asked[pg], !unit_is_present(&m, pg / per));
+	assert_int_equal(fy_lazy_wait(l, 5000), 0);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.missing, 0);
+	assert_int_equal(st.requests, (st.pages - present) / per);
+	assert_int_equal(st.request_errors, 0);
+	assert_int_equal(st.outstanding, 0);
+	check_all_pages(&m);
+	net_free(&n); /* no fy_lazy_place() may run during finish or free */
+	check_finish(l, &m);
+	fy_lazy_free(l);
+	mem_unmap(&m);
+}
+
+/*
+ * An answer that takes 50 ms: the wait statistics show it. Then two
+ * threads fault on one unit while the network holds its answer: one
+ * request, two waiting faults; one answer wakes both, each wait counted.
+ */
+static void test_shared_fault_and_delay(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t per, u, pg;
+	struct fy_lazy_stats st;
+	struct vcpu v[2];
+	struct net n;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, 8 * MIB);
+	per = m.unit / PG;
+	net_init(&n, &m);
+	l = start_net(&m, &n, NULL);
+
+	/* The only fault so far: the loader's wait is this thread's. */
+	NET_SET(&n, delay_ms, 50);
+	vcpu_start(&v[0], &m, 3 * per);
+	vcpu_join(&v[0]);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.faults, 1);
+	assert_true(v[0].ns >= 50000000);
+	assert_true(st.wait_max_us >= 50000);
+	assert_true(st.wait_max_us * 1000 <= (double)v[0].ns);
+	assert_true(st.wait_p50_us >= 45000); /* one bucket is 6% wide */
+	print_message("[ INFO     ] %s: a 50 ms answer: the thread waited %.1f ms, "
+		      "the loader counted %.1f ms\n", backing_name[b],
+		      (double)v[0].ns / 1e6, st.wait_max_us / 1e3);
+
+	NET_SET(&n, delay_ms, 0);
+	NET_SET(&n, hold, true);
+	u = 1;
+	vcpu_start(&v[0], &m, u * per);
+	vcpu_start(&v[1], &m, u * per + per - 1);
+	wait_waiting(l, 2);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.requests, 2);
+	assert_int_equal(st.outstanding, 1);
+	assert_int_equal(st.faults, 1);
+	assert_false(atomic_load(&v[0].done) || atomic_load(&v[1].done));
+	NET_SET(&n, hold, false);
+	vcpu_join(&v[0]);
+	vcpu_join(&v[1]);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.faults, 3);
+	assert_int_equal(st.requests, 2);
+	assert_int_equal(st.outstanding, 0);
+	assert_int_equal(st.waiting, 0);
+	for (pg = u * per; pg < (u + 1) * per; pg++)
+		assert_int_equal(n.asked[pg], 1);
+	net_free(&n);
+	fy_lazy_free(l);
+	mem_unmap(&m);
+}
+
+/*
+ * The round trip of one fault through an in-process network (request
+ * queued, a thread woken, the page placed, the faulting thread woken):
+ * measured and printed, not asserted. The answers' zero pages hold zeros,
+ * as a receiver's staging buffer would: placed without a copy.
+ */
+/* The loader's have-bitmap must be exactly the pages of units @has says. */
+static void check_have(struct fy_lazy *l, const struct mem *m,
+		       bool (*has)(const struct mem *, uint64_t, const void *),
+		       const void *arg)
+{
+	uint64_t bits[16 * MIB / PG / 64], pg, per = m->unit / PG;
+
+	assert_true(m->size <= 16 * MIB);
+	assert_int_equal(fy_lazy_have_bitmap(l, 0, bits, m->size / PG), 0);
+	for (pg = 0; pg < m->size / PG; pg++)
+		assert_int_equal(!!(bits[pg / 64] & (UINT64_C(1) << (pg % 64))),
+				 has(m, pg / per, arg));
+	assert_int_equal(fy_lazy_have_bitmap(l, 0, bits, m->size / PG - 1), -EINVAL);
+	assert_int_equal(fy_lazy_have_bitmap(l, 1, bits, m->size / PG), -EINVAL);
+}
+
+/* Present at start, or one of the units in @arg (UINT64_MAX-terminated). */
+static bool has_present_or(const struct mem *m, uint64_t u, const void *arg)
+{
+	const uint64_t *v = arg;
+
+	for (; v && *v != UINT64_MAX; v++)
+		if (*v == u)
+			return true;
+	return unit_is_present(m, u);
+}
+
+/*
+ * The link breaks: two requests are lost on the way, a third is refused.
+ * The three threads stay blocked, nothing is placed, the loader keeps the
+ * three units outstanding; the have-bitmap is what was present. The link
+ * comes back: fy_lazy_rerequest() asks for the three again, the threads
+ * complete with the right bytes, the have-bitmap gains their units.
+ */
+static void test_link_cut(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t bm[16 * MIB / PG / 64] = { 0 };
+	uint64_t per, u[4], pg, present, i;
+	struct fy_lazy_stats st;
+	struct vcpu v[3];
+	struct net n;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, b == HUGETLB ? 16 * MIB : 8 * MIB); /* 4 units missing */
+	per = m.unit / PG;
+	net_init(&n, &m);
+	present = stage_present(&m, bm);
+	NET_SET(&n, cut, true);
+	l = start_net(&m, &n, bm);
+	check_have(l, &m, has_present_or, NULL);
+	u[0] = first_missing(&m, 0);
+	u[1] = first_missing(&m, u[0] + 1);
+	u[2] = first_missing(&m, u[1] + 1);
+	u[3] = UINT64_MAX;
+	vcpu_start(&v[0], &m, u[0] * per);
+	vcpu_start(&v[1], &m, u[1] * per + per - 1);
+	wait_waiting(l, 2);
+	NET_SET(&n, refuse, true);
+	vcpu_start(&v[2], &m, u[2] * per);
+	wait_waiting(l, 3);
+	usleep(100000);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.requests, 3);
+	assert_int_equal(st.request_errors, 1);
+	assert_int_equal(st.outstanding, 3);
+	assert_int_equal(st.waiting, 3);
+	assert_int_equal(st.faults, 0);
+	assert_int_equal(st.missing, st.pages - present);
+	for (i = 0; i < 3; i++)
+		assert_false(atomic_load(&v[i].done));
+	check_have(l, &m, has_present_or, NULL);
+
+	NET_SET(&n, cut, false);
+	assert_int_equal(fy_lazy_rerequest(l), 3);
+	for (i = 0; i < 3; i++)
+		vcpu_join(&v[i]);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.rerequests, 3);
+	assert_int_equal(st.request_errors, 1);
+	assert_int_equal(st.outstanding, 0);
+	assert_int_equal(st.waiting, 0);
+	assert_int_equal(st.faults, 3);
+	assert_int_equal(st.missing, st.pages - present - 3 * per);
+	for (pg = 0; pg < m.size / PG; pg++)
+		assert_int_equal(n.asked[pg], has_present_or(&m, pg / per, u) &&
+					      !unit_is_present(&m, pg / per) ? 2 : 0);
+	check_have(l, &m, has_present_or, u);
+	/* Nothing waits: nothing to ask again. */
+	assert_int_equal(fy_lazy_rerequest(l), 0);
+	net_free(&n);
+	fy_lazy_free(l);
+	mem_unmap(&m);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void qsort_u64(uint64_t *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), cmp_u64);
+}
+
+static void test_roundtrip(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t ns[256], i, per;
+	struct fy_lazy_stats st;
+	struct vcpu v;
+	struct net n;
+	struct mem m;
+	struct fy_lazy *l;
+
+	mem_map(&m, b, b == HUGETLB ? 32 * MIB : 4 * MIB);
+	per = m.unit / PG;
+	net_init(&n, &m);
+	NET_SET(&n, clean_zero, true);
+	l = start_net(&m, &n, NULL);
+	for (i = 0; i < m.size / m.unit && i < 256; i++) {
+		vcpu_start(&v, &m, i * per);
+		vcpu_join(&v);
+		ns[i] = v.ns;
+	}
+	fy_lazy_stats(l, &st);
+	qsort_u64(ns, i);
+	print_message("[ INFO     ] %s round trip of one fault over an in-process network, "
+		      "%llu faults: thread-side p50 %.1f us p99 %.1f us max %.1f us; "
+		      "loader-side p50 %.1f us p99 %.1f us; per answer %.1f us making "
+		      "the unit, %.1f us in fy_lazy_place\n", backing_name[b],
+		      (unsigned long long)i, (double)ns[i / 2] / 1e3,
+		      (double)ns[i - 1 - i / 100] / 1e3, (double)ns[i - 1] / 1e3,
+		      st.wait_p50_us, st.wait_p99_us,
+		      (double)n.fill_ns / (double)n.placed / 1e3,
+		      (double)n.place_ns / (double)n.placed / 1e3);
+	assert_int_equal(st.faults, i);
+	net_free(&n);
+	fy_lazy_free(l);
+	mem_unmap(&m);
+}
+
 static int group_teardown(void **state)
 {
 	(void)state;
@@ -795,6 +1466,12 @@ int main(void)
 		ALL_BACKINGS(test_fill),
 		ALL_BACKINGS(test_faults_then_place),
 		ALL_BACKINGS(test_source_error),
+		ALL_BACKINGS(test_present_fetch),
+		cmocka_unit_test(test_all_present),
+		ALL_BACKINGS(test_present_async),
+		ALL_BACKINGS(test_shared_fault_and_delay),
+		ALL_BACKINGS(test_link_cut),
+		ALL_BACKINGS(test_roundtrip),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_fill_throughput),
