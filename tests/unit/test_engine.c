@@ -667,6 +667,54 @@ static uint64_t table_offset(const char *path)
 	return v;
 }
 
+/* After the first pass of a snapshot, the guest frees the upper half of
+ * its memory to zeros (as a guest's balloon or allocator does). */
+static void zero_upper_half(void *opaque, const struct ferry_event *ev)
+{
+	struct fake_vm *vm = opaque;
+
+	if (ev->kind == FERRY_EVENT_PASS && ev->stats->pass == 1)
+		memset(vm->mem + vm->size / 2, 0, vm->size / 2);
+}
+
+/*
+ * A page whose slot got data in one pass and that is zero at a later one
+ * gives its disk blocks back: the file allocates about the half of RAM
+ * that still holds data, and restores to the guest's memory at the pause.
+ */
+static void test_snapshot_frees_pages_turned_zero(void **state)
+{
+	struct fake_vm src, dst;
+	struct ferry_config cfg;
+	struct ferry_stats st;
+	char path[128], uri[160], msg[512];
+	struct stat sb;
+	ferry_session *ss;
+
+	(void)state;
+	snprintf(path, sizeof(path), "/tmp/ferry-test-%d-zero.snap", getpid());
+	snprintf(uri, sizeof(uri), "file:%s", path);
+	unlink(path);
+	vm_init(&src, MEM, true, false);
+	base_config(&cfg, &src);
+	cfg.on_event = zero_upper_half;
+	ss = session_with(&src, &cfg);
+	assert_int_equal(send_verbose(ss, uri, 0), 0);
+	ferry_session_stats(ss, &st);
+	assert_int_equal(stat(path, &sb), 0);
+	print_message("pass 1 wrote every page, then half turned zero: %u passes, file %lld bytes, %lld allocated\n",
+		      st.pass, (long long)sb.st_size,
+		      (long long)sb.st_blocks * 512);
+	assert_true(st.pass >= 2);
+	assert_true((uint64_t)sb.st_blocks * 512 <= MEM / 2 + MEM / 20);
+	assert_int_equal(restore_into(&dst, uri, false, msg, sizeof(msg)), 0);
+	assert_memory_equal(src.mem, dst.mem, MEM);
+	vm_free(&dst);
+	ferry_session_destroy(ss);
+	vm_free(&src);
+	unlink(path);
+}
+
 /*
  * A snapshot of a running guest is a live migration into a file: passes
  * while the guest writes, and the restored memory is the source's at the
@@ -1400,6 +1448,7 @@ int main(void)
 		cmocka_unit_test(test_extra_connections_declined),
 		cmocka_unit_test(test_zero_pages_and_codecs),
 		cmocka_unit_test(test_snapshot_and_restore),
+		cmocka_unit_test(test_snapshot_frees_pages_turned_zero),
 		cmocka_unit_test(test_version_negotiation_and_recording),
 		cmocka_unit_test(test_mismatch_is_refused_and_source_runs),
 		cmocka_unit_test(test_load_failure_resumes_source),
