@@ -245,9 +245,11 @@ void fy_recv_sm_step(const struct fy_recv_sm *sm, uint32_t type, uint32_t seq,
 		recv_check_seq(sm, type, seq, name, out);
 	}
 	/* After the transition a rejection ends the connection, not the
-	 * guest. */
+	 * guest; a guest running here after the end stays running. */
 	if (out->action == FY_RA_REJECT && recv_transitioned(sm->state))
 		out->next = FY_RS_PC_PAUSED;
+	else if (out->action == FY_RA_REJECT && sm->state == FY_RS_RUNNING)
+		out->next = FY_RS_RUNNING;
 }
 
 /**
@@ -272,11 +274,15 @@ void fy_recv_sm_commit(struct fy_recv_sm *sm, const struct fy_recv_step *step,
  * fy_recv_sm_fail() - the action failed or the connection broke: the
  * attempt is over (ABORTED is terminal) -- unless the transition happened,
  * in which case the guest stays here, paused on its missing pages, and
- * the session waits for a recovery connection (PC_PAUSED).
+ * the session waits for a recovery connection (PC_PAUSED), or the guest
+ * already runs here (RUNNING stays: a late broken connection or a junk
+ * record cannot hand a running guest back to the source).
  * @sm: the machine.
  */
 void fy_recv_sm_fail(struct fy_recv_sm *sm)
 {
+	if (sm->state == FY_RS_RUNNING)
+		return; /* the guest runs here: nothing after can undo that */
 	sm->state = recv_transitioned(sm->state) ? FY_RS_PC_PAUSED
 						 : FY_RS_ABORTED;
 }
@@ -600,15 +606,19 @@ enum fy_send_input fy_send_sm_input(const struct fy_send_sm *sm,
 }
 
 /**
- * fy_send_sm_past_release() - has RELEASED been sent?
+ * fy_send_sm_past_release() - may the source no longer resume its guest on
+ * its own?
  * @sm: the machine.
  *
- * Return: true once RELEASED was sent, whatever happened after; a failure
- * then must not resume the source (FERRY_EUNCONFIRMED).
+ * Return: true once RELEASED or POSTCOPY was sent, whatever happened
+ * after (but for a not-run answer to POSTCOPY, which clears the
+ * transition): the destination may run the guest, so a failure must not
+ * resume the source (FERRY_EUNCONFIRMED; after POSTCOPY the session
+ * pauses for recovery).
  */
 bool fy_send_sm_past_release(const struct fy_send_sm *sm)
 {
-	return sm->released;
+	return sm->released || sm->transitioned;
 }
 
 /**

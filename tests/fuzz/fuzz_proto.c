@@ -94,8 +94,9 @@ static void recv_event(struct run *r, uint8_t op, uint32_t type, uint32_t seq)
 			return;
 		fy_recv_sm_init_resume(&r->rx);
 	} else {
-		/* The engine stops serving at RUNNING and ABORTED. */
-		if (before == FY_RS_RUNNING || before == FY_RS_ABORTED)
+		/* The engine stops serving at ABORTED; a record that
+		 * reaches a running destination must leave it running. */
+		if (before == FY_RS_ABORTED)
 			return;
 		fy_recv_sm_step(&r->rx, type, seq, &st);
 		FZ_ASSERT(st.action != FY_RA_REJECT || (st.msg[0] && st.respond),
@@ -115,6 +116,9 @@ static void recv_event(struct run *r, uint8_t op, uint32_t type, uint32_t seq)
 	FZ_ASSERT(!recv_after(before) ||
 			  fy_recv_owner(r->rx.state) == FY_OWNER_DESTINATION,
 		  "destination gave up a guest it may have run");
+	FZ_ASSERT(before != FY_RS_RUNNING || r->rx.state == FY_RS_RUNNING,
+		  "a guest running here went back to %s",
+		  fy_recv_state_name(r->rx.state));
 	FZ_ASSERT(strcmp(fy_recv_state_name(r->rx.state), "unknown"),
 		  "receiver state %d has no name", (int)r->rx.state);
 }
