@@ -816,20 +816,26 @@ static int lz_zero_absent(struct fy_lazy *l, struct lz_region *r)
 {
 	unsigned char vec[4096];
 	uint64_t off, n, i, per = r->unit / FY_PAGE_SIZE, first = 0;
+	/* Pages a mincore() call looks at: a vector's worth, or one page of
+	 * a unit larger than that (a 1 GiB page is present or not as a
+	 * whole), so that every chunk holds whole units. */
+	bool big = per > sizeof(vec);
+	uint64_t chunk = big ? per : sizeof(vec);
 	struct lz_run run = { .r = r };
 	bool open = false;
 	int rc = 0;
 
 	for (off = 0; off < r->size && !rc; off += n * FY_PAGE_SIZE) {
 		n = (r->size - off) / FY_PAGE_SIZE;
-		if (n > sizeof(vec))
-			n = sizeof(vec);
-		if (mincore(r->host + off, n * FY_PAGE_SIZE, vec))
+		if (n > chunk)
+			n = chunk;
+		if (mincore(r->host + off, (big ? 1 : n) * FY_PAGE_SIZE, vec))
 			return lz_failf(l, -errno, "mincore region %s: %s", r->name,
 					strerror(errno));
+		/* A run ends at the end of each chunk at the latest. */
 		for (i = 0; i <= n && !rc; i += per) {
 			bool absent = i < n && unit_placed(r, (off / FY_PAGE_SIZE + i) / per) &&
-				      !(vec[i] & 1);
+				      !(vec[big ? 0 : i] & 1);
 
 			if (absent && !open) {
 				open = true;
@@ -1403,6 +1409,17 @@ int fy_lazy_finish(struct fy_lazy *l)
 		return 0;
 	if (atomic_load(&l->placed) != l->pages)
 		return -EBUSY;
+	/* Every page placed is not enough while a fault still waits: a page
+	 * the VMM dropped after its placement faults again, and unregistering
+	 * now would let that thread read zeros instead of the source's page.
+	 * A placer releases the waiters of its unit right after setting its
+	 * bit, so give those a moment. */
+	for (i = 0; atomic_load(&l->nwaiting) || atomic_load(&l->outstanding);
+	     i++) {
+		if (i == 1000)
+			return -EBUSY;
+		usleep(1000);
+	}
 	lz_join(l);
 	/* Closing would unregister too, but not while a forked child holds
 	 * a copy of the descriptor. */

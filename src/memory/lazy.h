@@ -241,7 +241,9 @@ void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out);
 /*
  * fy_lazy_finish() - after a complete load: stop the threads, unregister
  * the regions and close the userfaultfd; the memory is then plain memory.
- * Return: 0, or -EBUSY when not every page is placed (nothing changes).
+ * Return: 0, or -EBUSY when not every page is placed, or a fault still
+ * waits a second later (a page dropped after its placement and asked for
+ * again); nothing changes then.
  */
 int fy_lazy_finish(struct fy_lazy *l);
 
