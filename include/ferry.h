@@ -39,7 +39,7 @@ extern "C" {
 #define FERRY_API
 #endif
 
-#define FERRY_VERSION_STRING "0.1.0"
+#define FERRY_VERSION_STRING "0.2.0"
 
 /* Errors specific to ferry (errno values are used where they fit). */
 enum {
@@ -114,8 +114,29 @@ enum ferry_event_kind {
  * included. */
 #define FERRY_URI_MAX 288
 
-/* Statistics of one session. All times are milliseconds. */
+/*
+ * Statistics of one session. All times are milliseconds.
+ *
+ * The struct grows: new members are added at its end, never in between.
+ * The caller sets struct_size to sizeof(struct ferry_stats) as its header
+ * knows it (FERRY_STATS_INIT does) before ferry_session_stats(), and the
+ * library writes that much at most:
+ * - a struct shorter than the library's (the program was built against an
+ *   older header) receives its prefix: every member it has;
+ * - a longer one (a newer header) receives the library's members, and the
+ *   members after them are left as they were; struct_size then says where
+ *   the library's end, so a program reads a member only when struct_size
+ *   covers it;
+ * - 0, a size that is not a multiple of 8 (the struct's alignment: no
+ *   sizeof is), or one outside FERRY_STATS_MIN_SIZE..FERRY_STATS_MAX_SIZE
+ *   is refused with -EINVAL and nothing is written.
+ * On return struct_size holds the bytes written, so a struct that is
+ * filled again keeps a valid size. ferry_event.stats points to the
+ * library's own, whole struct: its struct_size is the library's size.
+ */
 struct ferry_stats {
+	/* sizeof(struct ferry_stats) of the caller's header; required */
+	uint32_t struct_size;
 	enum ferry_state state;
 	int error;		  /* 0, or the code the session ended with */
 	uint32_t pass;		  /* current or last pass, 1-based */
@@ -164,7 +185,16 @@ struct ferry_stats {
 	double page_wait_p99_ms;
 	double page_wait_max_ms;
 	double lazy_complete_ms;
+	/* New members go here, at the end. */
 };
+
+/* Sets struct_size in an initialiser:
+ * struct ferry_stats st = { FERRY_STATS_INIT }; */
+#define FERRY_STATS_INIT .struct_size = sizeof(struct ferry_stats)
+/* The smallest struct_size taken (struct_size, state and error, padded)
+ * and the largest: anything outside is not a size. */
+#define FERRY_STATS_MIN_SIZE 16
+#define FERRY_STATS_MAX_SIZE 4096
 
 struct ferry_event {
 	enum ferry_event_kind kind;
@@ -476,8 +506,16 @@ FERRY_API void ferry_session_cancel(ferry_session *s);
 
 /**
  * ferry_session_stats() - copy the current statistics. Any thread.
+ * @s: the session.
+ * @out: receives them; its struct_size must be set (FERRY_STATS_INIT),
+ *	and at most that many bytes are written (see struct ferry_stats).
+ *
+ * Return: 0; -EINVAL when @s or @out is NULL or @out->struct_size is not
+ * a size (0, not a multiple of 8, outside FERRY_STATS_MIN_SIZE..
+ * FERRY_STATS_MAX_SIZE), with nothing written and the reason logged
+ * (level 0).
  */
-FERRY_API void ferry_session_stats(ferry_session *s, struct ferry_stats *out);
+FERRY_API int ferry_session_stats(ferry_session *s, struct ferry_stats *out);
 
 /**
  * ferry_session_errmsg() - the detail of the session's last error, or "".

@@ -511,6 +511,7 @@ static json_object *migration_json(struct vm *vm)
 	bool in;
 
 	memset(&st, 0, sizeof(st));
+	st.struct_size = sizeof(st);
 	pthread_mutex_lock(&vm->mig.lock);
 	failure = api_copy(vm->mig.last_failure);
 	in = vm->mig.receiving;
@@ -535,7 +536,7 @@ static json_object *migration_json(struct vm *vm)
  * kernel chose for --incoming tcp:HOST:0 included), else null. */
 static json_object *listening_json(struct vm *vm)
 {
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	bool waiting = false;
 
 	pthread_mutex_lock(&vm->mig.lock);

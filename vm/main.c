@@ -500,6 +500,7 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 	int rc;
 
 	memset(st, 0, sizeof(*st));
+	st->struct_size = sizeof(*st);
 	errmsg[0] = '\0';
 	rc = session_make(vm, &s);
 	if (rc) {
@@ -574,6 +575,7 @@ static int init_wait(struct vm *vm, struct ferry_stats *st, char *errmsg,
 		pthread_cond_wait(&vm->mig.cond, &vm->mig.lock);
 	if (state == VM_INIT_FAILED) {
 		memset(st, 0, sizeof(*st));
+		st->struct_size = sizeof(*st);
 		st->state = FERRY_STATE_FAILED;
 		st->error = FERRY_EVMM;
 		st->ram_bytes = vm->guest.mem_size;
@@ -593,7 +595,7 @@ static void *send_main(void *arg)
 {
 	struct vm *vm = arg;
 	uint64_t client = vm->mig.client;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	char errmsg[768];
 	json_object *report, *event, *v;
 	int rc;
@@ -706,7 +708,7 @@ static void recv_failed(struct vm *vm, int rc, const struct ferry_stats *st,
 static void *recv_main(void *arg)
 {
 	struct vm *vm = arg;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	char errmsg[768];
 	unsigned fails = 0;
 	bool stop;
@@ -1051,6 +1053,7 @@ const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
 	/* A restore from a file populates RAM as it places or reads pages. */
 	if (vm_restoring_file(vm)) {
 		memset(&ms, 0, sizeof(ms));
+		ms.struct_size = sizeof(ms);
 		if (vm->mig.session)
 			ferry_session_stats(vm->mig.session, &ms);
 		else if (vm->mig.have_last)

@@ -240,15 +240,41 @@ FERRY_API void ferry_session_cancel(ferry_session *s)
 		atomic_store(&s->cancel, true);
 }
 
-FERRY_API void ferry_session_stats(ferry_session *s, struct ferry_stats *out)
+/* Every member is whole in a size that is a multiple of the struct's
+ * alignment, and every sizeof of the struct is one. */
+static_assert(sizeof(struct ferry_stats) % 8 == 0 &&
+		      sizeof(struct ferry_stats) <= FERRY_STATS_MAX_SIZE &&
+		      offsetof(struct ferry_stats, error) + sizeof(int) <=
+			      FERRY_STATS_MIN_SIZE,
+	      "struct ferry_stats sizes are multiples of 8 within the range");
+
+FERRY_API int ferry_session_stats(ferry_session *s, struct ferry_stats *out)
 {
+	struct ferry_stats now;
+	size_t size;
+
 	if (!s || !out)
-		return;
+		return -EINVAL;
+	/* Writing past a struct the caller forgot to size would corrupt
+	 * its memory; refusing what no sizeof can be catches most of it. */
+	size = out->struct_size;
+	if (size < FERRY_STATS_MIN_SIZE || size > FERRY_STATS_MAX_SIZE ||
+	    size % 8) {
+		fy_session_log(s, 0,
+			       "ferry_session_stats: struct_size is %zu, not the size of any struct ferry_stats (a multiple of 8 from %d to %d); set it to sizeof(struct ferry_stats) (FERRY_STATS_INIT in an initialiser)",
+			       size, FERRY_STATS_MIN_SIZE, FERRY_STATS_MAX_SIZE);
+		return -EINVAL;
+	}
 	pthread_mutex_lock(&s->lock);
-	*out = s->stats;
+	now = s->stats;
 	if (atomic_load(&s->busy) && s->t_start_ns)
-		out->total_ms = fy_ms(fy_now_ns() - s->t_start_ns);
+		now.total_ms = fy_ms(fy_now_ns() - s->t_start_ns);
 	pthread_mutex_unlock(&s->lock);
+	if (size > sizeof(now))
+		size = sizeof(now);
+	memcpy(out, &now, size);
+	out->struct_size = (uint32_t)size;
+	return 0;
 }
 
 FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
@@ -487,7 +513,7 @@ void fy_session_log(ferry_session *s, int level, const char *fmt, ...)
  */
 void fy_session_event(ferry_session *s, enum ferry_event_kind kind)
 {
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	struct ferry_event ev;
 
 	if (!s->cfg.on_event)

@@ -362,7 +362,7 @@ static void test_congestion_control_config(void **state)
 	static const char *const bad[] = { "", "sixteen-chars-xx",
 					   "much-longer-than-sixteen" };
 	struct ferry_config cfg;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	struct fake_vm src, dst;
 	ferry_session *ss, *ds;
 
@@ -386,7 +386,7 @@ static void test_congestion_control_config(void **state)
 static void test_idle_guest_migrates(void **state)
 {
 	struct fake_vm src, dst;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 
 	vm_init(&src, MEM, true, false);
 	vm_init(&dst, MEM, false, false);
@@ -405,6 +405,94 @@ static void test_idle_guest_migrates(void **state)
 	assert_true(st.bytes >= MEM);
 	assert_string_equal(st.peer_note, "{\"verified\":true}");
 	assert_true(st.downtime_ms > 0);
+	end_pair(ss, ds, &src, &dst);
+}
+
+/* What the log heard last at level 0. */
+static char last_error_log[512];
+
+static void log_errors(void *opaque, int level, const char *msg)
+{
+	(void)opaque;
+	if (!level)
+		snprintf(last_error_log, sizeof(last_error_log), "%s", msg);
+}
+
+/* Is every byte of @p, @n long, @v? */
+static bool all_bytes(const void *p, size_t n, uint8_t v)
+{
+	for (size_t i = 0; i < n; i++)
+		if (((const uint8_t *)p)[i] != v)
+			return false;
+	return true;
+}
+
+/*
+ * struct ferry_stats by its size: an older header's shorter struct gets
+ * its prefix and not a byte more, a newer header's longer one the
+ * library's members with its own left alone and struct_size saying
+ * where they end, and a size that cannot be one is refused with nothing
+ * written and the reason logged.
+ */
+static void test_stats_struct_size(void **state)
+{
+	static const uint32_t bad[] = { 0, 8, 20, FERRY_STATS_MAX_SIZE + 8,
+					0xdeadbeefu };
+	const size_t older = offsetof(struct ferry_stats, wire_bytes);
+	struct ferry_stats full = { FERRY_STATS_INIT }, part;
+	struct {
+		struct ferry_stats known;
+		uint64_t newer[4];
+	} big;
+	struct fake_vm src, dst;
+	struct ferry_config cfg;
+	ferry_session *ss, *ds;
+
+	(void)state;
+	vm_init(&src, MEM, true, false);
+	vm_init(&dst, MEM, false, false);
+	base_config(&cfg, &src);
+	cfg.on_log = log_errors;
+	ss = session_with(&src, &cfg);
+	ds = session_for(&dst, 300);
+	migrate_equal(ss, ds, "statsize", &src, &dst);
+	assert_int_equal(ferry_session_stats(ss, &full), 0);
+	assert_int_equal(full.struct_size, sizeof(full));
+	assert_int_equal(full.state, FERRY_STATE_COMPLETED);
+	assert_true(full.bytes >= MEM);
+
+	memset(&part, 0xa5, sizeof(part));
+	part.struct_size = older;
+	assert_int_equal(ferry_session_stats(ss, &part), 0);
+	assert_int_equal(part.struct_size, older);
+	assert_int_equal(part.state, FERRY_STATE_COMPLETED);
+	assert_int_equal(part.bytes, full.bytes);
+	assert_true(all_bytes((uint8_t *)&part + older, sizeof(part) - older,
+			      0xa5));
+
+	memset(&big, 0x5a, sizeof(big));
+	big.known.struct_size = sizeof(big);
+	assert_int_equal(ferry_session_stats(ss, &big.known), 0);
+	assert_int_equal(big.known.struct_size, sizeof(struct ferry_stats));
+	assert_int_equal(big.known.bytes, full.bytes);
+	assert_true(all_bytes(big.newer, sizeof(big.newer), 0x5a));
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char want[64];
+
+		memset(&part, 0xa5, sizeof(part));
+		part.struct_size = bad[i];
+		last_error_log[0] = 0;
+		assert_int_equal(ferry_session_stats(ss, &part), -EINVAL);
+		assert_int_equal(part.struct_size, bad[i]);
+		assert_true(all_bytes((uint8_t *)&part + sizeof(part.struct_size),
+				      sizeof(part) - sizeof(part.struct_size),
+				      0xa5));
+		snprintf(want, sizeof(want), "struct_size is %u,", bad[i]);
+		assert_non_null(strstr(last_error_log, want));
+	}
+	assert_int_equal(ferry_session_stats(NULL, &full), -EINVAL);
+	assert_int_equal(ferry_session_stats(ss, NULL), -EINVAL);
 	end_pair(ss, ds, &src, &dst);
 }
 
@@ -461,7 +549,7 @@ static ferry_session *session_conns(struct fake_vm *vm, uint32_t conns,
 static void test_four_connections_converge(void **state)
 {
 	struct fake_vm src, dst;
-	struct ferry_stats ss_st, ds_st;
+	struct ferry_stats ss_st = { FERRY_STATS_INIT }, ds_st = { FERRY_STATS_INIT };
 
 	vm_init(&src, MEM, true, true);
 	vm_init(&dst, MEM, false, false);
@@ -501,7 +589,7 @@ static void test_zeroed_pages_in_small_records(void **state)
 static void test_extra_connections_declined(void **state)
 {
 	struct fake_vm src, dst;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 
 	vm_init(&src, MEM, true, false);
 	vm_init(&dst, MEM, false, false);
@@ -544,7 +632,7 @@ static void migrate_mixed(enum ferry_compress codec, uint64_t *wire)
 {
 	struct fake_vm src, dst;
 	struct ferry_config cfg;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	ferry_session *ss, *ds;
 
 	vm_init(&src, MEM, false, false);
@@ -677,7 +765,7 @@ static uint64_t table_offset(const char *path)
 static void test_snapshot_and_restore(void **state)
 {
 	struct fake_vm src, dst, bad;
-	struct ferry_stats st, rst;
+	struct ferry_stats st = { FERRY_STATS_INIT }, rst = { FERRY_STATS_INIT };
 	char path[128], uri[160], bpath[160], buri[200], msg[512];
 	struct stat sb;
 	ferry_session *ss;
@@ -806,7 +894,7 @@ static void test_version_negotiation_and_recording(void **state)
 {
 	struct fake_vm src, dst;
 	struct recv_job j;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	char rec[128], msg[512], magic[8];
 	FILE *f;
 
@@ -934,7 +1022,7 @@ static void test_refused_release_reacquires(void **state)
 static void *cancel_main(void *arg)
 {
 	ferry_session *s = arg;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 
 	/* Wait until memory is moving, then cancel from another thread. */
 	for (int i = 0; i < 5000; i++) {
@@ -951,7 +1039,7 @@ static void test_cancel_resumes_source(void **state)
 {
 	struct fake_vm src, dst;
 	struct recv_job j;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	pthread_t t;
 	char msg[512];
 
@@ -1049,7 +1137,7 @@ static void send_joined(ferry_session *ss, const char *uri, struct recv_job *j,
 static void test_tcp_port_0_is_reported(void **state)
 {
 	struct fake_vm src, dst;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	struct recv_job j;
 	char where[FERRY_URI_MAX];
 	unsigned port = 0;
@@ -1088,7 +1176,7 @@ static bool still_open(int fd)
 static void test_fd_uris(void **state)
 {
 	struct fake_vm src, dst;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	struct recv_job j;
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	socklen_t sl = sizeof(sa);
@@ -1392,6 +1480,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_guest_migrates),
+		cmocka_unit_test(test_stats_struct_size),
 		cmocka_unit_test(test_congestion_control_config),
 		cmocka_unit_test(test_running_guest_converges),
 		cmocka_unit_test(test_vmm_bitmap_mode_converges),
