@@ -95,6 +95,29 @@ enum ferry_state {
  */
 FERRY_API const char *ferry_state_name(enum ferry_state state);
 
+/*
+ * Who may run the guest (docs/api-guide.md, "Who owns the guest"). It
+ * changes at one point only, the point of no return: the source's sending
+ * of "released" (a snapshot's rename, when the file takes the guest over),
+ * the destination's running of the guest. "destination" includes "may
+ * have run there": a source that reports it must not resume the guest on
+ * its own.
+ */
+enum ferry_owner {
+	FERRY_OWNER_NONE = 0,	     /* this session knows of no guest: a
+					destination before a source reached
+					it, a restore before its file opened */
+	FERRY_OWNER_SOURCE = 1,	     /* the source's copy is the guest */
+	FERRY_OWNER_DESTINATION = 2, /* the destination's (or the snapshot
+					file's) copy is the guest */
+};
+
+/**
+ * ferry_owner_name() - "source", "destination" or "none" (also for a value
+ * outside the enum): the names the JSON reports use.
+ */
+FERRY_API const char *ferry_owner_name(enum ferry_owner owner);
+
 enum ferry_event_kind {
 	FERRY_EVENT_STATE = 1, /* the state changed */
 	FERRY_EVENT_PASS = 2,  /* a memory pass ended */
@@ -103,6 +126,8 @@ enum ferry_event_kind {
 	FERRY_EVENT_LISTENING = 5, /* destination: listening, at
 				      stats->listen_uri (the port chosen for
 				      "tcp:HOST:0" included) */
+	FERRY_EVENT_OWNER = 6,	   /* stats->owner changed within a run */
+	/* New kinds may follow: ignore a kind you do not know. */
 };
 
 /* The longest TCP congestion control name the kernel keeps (it cuts a
@@ -138,6 +163,9 @@ struct ferry_stats {
 	/* sizeof(struct ferry_stats) of the caller's header; required */
 	uint32_t struct_size;
 	enum ferry_state state;
+	/* Who may run the guest, as this side knows it: see enum
+	 * ferry_owner and docs/api-guide.md for every outcome. */
+	enum ferry_owner owner;
 	int error;		  /* 0, or the code the session ended with */
 	uint32_t pass;		  /* current or last pass, 1-based */
 	uint64_t bytes;		  /* payload bytes moved so far (memory+state) */
@@ -191,7 +219,7 @@ struct ferry_stats {
 /* Sets struct_size in an initialiser:
  * struct ferry_stats st = { FERRY_STATS_INIT }; */
 #define FERRY_STATS_INIT .struct_size = sizeof(struct ferry_stats)
-/* The smallest struct_size taken (struct_size, state and error, padded)
+/* The smallest struct_size taken (struct_size, state, owner and error)
  * and the largest: anything outside is not a size. */
 #define FERRY_STATS_MIN_SIZE 16
 #define FERRY_STATS_MAX_SIZE 4096

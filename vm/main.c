@@ -507,6 +507,8 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 		st->state = FERRY_STATE_FAILED;
 		st->error = rc;
 		st->ram_bytes = vm->guest.mem_size;
+		/* Nothing left this VM: a source keeps its guest. */
+		st->owner = send ? FERRY_OWNER_SOURCE : FERRY_OWNER_NONE;
 		snprintf(errmsg, errlen, "cannot create a session");
 		return rc;
 	}
@@ -579,6 +581,7 @@ static int init_wait(struct vm *vm, struct ferry_stats *st, char *errmsg,
 		st->state = FERRY_STATE_FAILED;
 		st->error = FERRY_EVMM;
 		st->ram_bytes = vm->guest.mem_size;
+		st->owner = FERRY_OWNER_SOURCE;
 		snprintf(errmsg, errlen, "the guest failed to initialize%s%s",
 			 vm->init.err[0] ? ": " : "", vm->init.err);
 		vm->mig.last = *st;

@@ -17,6 +17,7 @@
 
 #include "memory/lazy.h"
 #include "migrate/engine.h"
+#include "proto/proto.h"
 
 /**
  * fy_now_ns() - CLOCK_MONOTONIC in nanoseconds.
@@ -98,6 +99,17 @@ FERRY_API const char *ferry_state_name(enum ferry_state state)
 	if ((unsigned)state < sizeof(names) / sizeof(names[0]))
 		return names[state];
 	return "unknown";
+}
+
+/* One definition of the owners, proto's: the public enum is the same. */
+static_assert((int)FERRY_OWNER_NONE == (int)FY_OWNER_NONE &&
+		      (int)FERRY_OWNER_SOURCE == (int)FY_OWNER_SOURCE &&
+		      (int)FERRY_OWNER_DESTINATION == (int)FY_OWNER_DESTINATION,
+	      "enum ferry_owner is enum fy_owner");
+
+FERRY_API const char *ferry_owner_name(enum ferry_owner owner)
+{
+	return fy_owner_name((enum fy_owner)owner);
 }
 
 FERRY_API int ferry_session_new(const struct ferry_config *cfg,
@@ -349,8 +361,15 @@ int fy_session_pace(ferry_session *s, uint64_t bytes)
 /**
  * fy_session_begin() - reset per-migration state; refuses a second
  * concurrent run on the same session.
+ * @s: the session.
+ * @first: the state the run starts in.
+ * @owner: who owns the guest as the run starts (a source its own guest,
+ *	a destination none yet); set before the first event, silently.
+ *
+ * Return: 0, -EBUSY, -EINVAL.
  */
-int fy_session_begin(ferry_session *s, enum ferry_state first)
+int fy_session_begin(ferry_session *s, enum ferry_state first,
+		     enum ferry_owner owner)
 {
 	bool expected = false;
 
@@ -373,6 +392,7 @@ int fy_session_begin(ferry_session *s, enum ferry_state first)
 	}
 	pthread_mutex_lock(&s->lock);
 	memset(&s->stats, 0, sizeof(s->stats));
+	s->stats.owner = owner;
 	s->stats.ram_bytes = s->ram_bytes;
 	s->stats.connections = 1;
 	s->errmsg[0] = 0;
@@ -450,6 +470,27 @@ void fy_session_set_state(ferry_session *s, enum ferry_state st)
 	s->stats.total_ms = fy_ms(fy_now_ns() - s->t_start_ns);
 	pthread_mutex_unlock(&s->lock);
 	fy_session_event(s, FERRY_EVENT_STATE);
+}
+
+/**
+ * fy_session_set_owner() - record who may run the guest now; a change is
+ * logged as "old -> new" and announced with FERRY_EVENT_OWNER.
+ * @s: the session.
+ * @owner: the owner, from fy_send_owner() or fy_recv_owner().
+ */
+void fy_session_set_owner(ferry_session *s, enum ferry_owner owner)
+{
+	enum ferry_owner was;
+
+	pthread_mutex_lock(&s->lock);
+	was = s->stats.owner;
+	s->stats.owner = owner;
+	pthread_mutex_unlock(&s->lock);
+	if (was == owner)
+		return;
+	fy_session_log(s, 3, "owner: %s -> %s", ferry_owner_name(was),
+		       ferry_owner_name(owner));
+	fy_session_event(s, FERRY_EVENT_OWNER);
 }
 
 /**

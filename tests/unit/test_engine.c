@@ -57,6 +57,8 @@ struct fake_vm {
 	uint64_t *log;		/* dirty log for FERRY_DIRTY_BITMAP, or NULL */
 	bool zeroing;		/* the writer also zeroes pages, in clusters */
 	atomic_ulong zeroed;	/* pages it zeroed */
+	char owners[128];	/* each FERRY_EVENT_OWNER's owner, in order */
+	enum ferry_owner owner_after; /* restore_into(): the final owner */
 };
 
 static void *writer_main(void *arg)
@@ -246,6 +248,27 @@ static const struct ferry_vmm_ops ops_bitmap = {
 	.get_dirty_bitmap = op_bitmap,
 };
 
+/* Every owner change the session announces, in the VM's owners log (the
+ * thread that drives the session writes it; tests read it after). */
+static void note_owner(void *opaque, const struct ferry_event *ev)
+{
+	struct fake_vm *vm = opaque;
+	size_t n = strlen(vm->owners);
+
+	if (ev->kind == FERRY_EVENT_OWNER)
+		snprintf(vm->owners + n, sizeof(vm->owners) - n, "%s ",
+			 ferry_owner_name(ev->stats->owner));
+}
+
+/* Who a session says may run the guest now. */
+static enum ferry_owner owner_of(ferry_session *s)
+{
+	struct ferry_stats st = { FERRY_STATS_INIT };
+
+	assert_int_equal(ferry_session_stats(s, &st), 0);
+	return st.owner;
+}
+
 /* The config every test starts from. These tests are about what arrives,
  * not about convergence, which depends on how loaded the machine is: they
  * switch over rather than time out. */
@@ -254,6 +277,7 @@ static void base_config(struct ferry_config *cfg, struct fake_vm *vm)
 	ferry_config_init(cfg);
 	cfg->ops = &ops;
 	cfg->opaque = vm;
+	cfg->on_event = note_owner;
 	cfg->timeout_strategy = FERRY_TIMEOUT_SWITCHOVER;
 }
 
@@ -405,6 +429,13 @@ static void test_idle_guest_migrates(void **state)
 	assert_true(st.bytes >= MEM);
 	assert_string_equal(st.peer_note, "{\"verified\":true}");
 	assert_true(st.downtime_ms > 0);
+	/* Both sides say the destination runs the guest, and each said so
+	 * once: the source when it sent "released", the destination when
+	 * it ran the guest (after the source's, from HELLO on). */
+	assert_int_equal(st.owner, FERRY_OWNER_DESTINATION);
+	assert_int_equal(owner_of(ds), FERRY_OWNER_DESTINATION);
+	assert_string_equal(src.owners, "destination ");
+	assert_string_equal(dst.owners, "source destination ");
 	end_pair(ss, ds, &src, &dst);
 }
 
@@ -718,6 +749,7 @@ static int restore_into(struct fake_vm *dst, const char *uri, bool lazy,
 	ds = session_file(dst, false, lazy);
 	rc = ferry_session_receive(ds, uri);
 	ferry_session_errmsg(ds, msg, len);
+	dst->owner_after = owner_of(ds);
 	ferry_session_destroy(ds);
 	return rc;
 }
@@ -790,10 +822,17 @@ static void test_snapshot_and_restore(void **state)
 	assert_int_equal((uint64_t)sb.st_size, st.wire_bytes);
 	assert_true((uint64_t)sb.st_size < MEM + MEM / 20 + (4u << 20));
 	assert_int_equal(st.image_digest, image_digest(src.mem, MEM));
+	/* Renamed into place, the file holds the guest: the paused source
+	 * must not run it, and says so. */
+	assert_int_equal(st.owner, FERRY_OWNER_DESTINATION);
+	assert_string_equal(src.owners, "destination ");
 	assert_int_equal(restore_into(&dst, uri, false, msg, sizeof(msg)), 0);
 	assert_memory_equal(src.mem, dst.mem, MEM);
 	assert_int_equal(dst.state_token, src.state_token);
 	assert_int_equal(dst.resumes, 1);
+	/* A restore: the file's until the guest runs here. */
+	assert_int_equal(dst.owner_after, FERRY_OWNER_DESTINATION);
+	assert_string_equal(dst.owners, "source destination ");
 	vm_free(&dst);
 	ferry_session_destroy(ss);
 
@@ -805,8 +844,15 @@ static void test_snapshot_and_restore(void **state)
 	} else {
 		assert_memory_equal(src.mem, dst.mem, MEM);
 		assert_int_equal(dst.resumes, 1);
+		assert_int_equal(dst.owner_after, FERRY_OWNER_DESTINATION);
+		assert_string_equal(dst.owners, "source destination ");
 	}
 	vm_free(&dst);
+	/* No file, no guest. */
+	assert_int_equal(restore_into(&bad, "file:/nonexistent/ferry.snap",
+				      false, msg, sizeof(msg)), -ENOENT);
+	assert_int_equal(bad.owner_after, FERRY_OWNER_NONE);
+	vm_free(&bad);
 
 	/* A damaged data slot (the source filled every page). */
 	damage_copy(path, bpath, (2 << 20) + 5 * PAGE + 100);
@@ -814,6 +860,8 @@ static void test_snapshot_and_restore(void **state)
 			 FERRY_ECHECKSUM);
 	assert_non_null(strstr(msg, "page 5 of region ram0"));
 	assert_int_equal(bad.resumes, 0);
+	/* It never ran here: the file still holds the guest. */
+	assert_int_equal(bad.owner_after, FERRY_OWNER_SOURCE);
 	vm_free(&bad);
 	if (lazy_ok) {
 		assert_int_equal(restore_into(&bad, buri, true, msg,
@@ -821,6 +869,8 @@ static void test_snapshot_and_restore(void **state)
 				 FERRY_ECHECKSUM);
 		assert_non_null(strstr(msg, "page 5 of region ram0"));
 		assert_int_equal(bad.pauses, 1);
+		/* It ran here and stays stopped here. */
+		assert_int_equal(bad.owner_after, FERRY_OWNER_DESTINATION);
 		vm_free(&bad);
 	}
 	/* A damaged page table, read in pieces by several threads: nothing
@@ -876,6 +926,9 @@ static void test_snapshot_and_restore(void **state)
 	assert_int_equal(src.pauses, 1);
 	assert_int_equal(src.resumes, 1);
 	assert_true(atomic_load(&src.run_writer));
+	/* The file is a copy: the guest stays the source's throughout. */
+	assert_int_equal(st.owner, FERRY_OWNER_SOURCE);
+	assert_string_equal(src.owners, "");
 	assert_int_equal(restore_into(&dst, uri, false, msg, sizeof(msg)), 0);
 	assert_int_equal(image_digest(dst.mem, MEM), st.image_digest);
 	vm_free(&dst);
@@ -988,6 +1041,12 @@ static void test_load_failure_resumes_source(void **state)
 	assert_int_equal(src.releases, 0);
 	assert_true(atomic_load(&src.run_writer));
 	assert_int_equal(dst.resumes, 0);
+	/* Before the point of no return the guest never left the source,
+	 * and the destination says so too. */
+	assert_int_equal(owner_of(ss), FERRY_OWNER_SOURCE);
+	assert_int_equal(owner_of(ds), FERRY_OWNER_SOURCE);
+	assert_string_equal(src.owners, "");
+	assert_string_equal(dst.owners, "source ");
 	ferry_session_destroy(ss);
 	ferry_session_destroy(ds);
 	vm_free(&src);
@@ -1013,6 +1072,12 @@ static void test_refused_release_reacquires(void **state)
 	assert_int_equal(src.releases, 1);
 	assert_int_equal(src.reacquires, 1);
 	assert_int_equal(src.resumes, 1);
+	/* "released" made the destination the owner; its refusal gave the
+	 * guest back before the source resumed it. */
+	assert_int_equal(owner_of(ss), FERRY_OWNER_SOURCE);
+	assert_int_equal(owner_of(ds), FERRY_OWNER_SOURCE);
+	assert_string_equal(src.owners, "destination source ");
+	assert_string_equal(dst.owners, "source ");
 	ferry_session_destroy(ss);
 	ferry_session_destroy(ds);
 	vm_free(&src);
@@ -1055,9 +1120,13 @@ static void test_cancel_resumes_source(void **state)
 	pthread_join(j.t, NULL);
 	ferry_session_stats(ss, &st);
 	assert_int_equal(st.state, FERRY_STATE_CANCELLED);
-	/* The guest never stopped, or was resumed: it runs. */
+	/* The guest never stopped, or was resumed: it runs, and it is the
+	 * source's on both sides. */
 	assert_int_equal(src.pauses, src.resumes);
 	assert_true(atomic_load(&src.run_writer));
+	assert_int_equal(st.owner, FERRY_OWNER_SOURCE);
+	assert_int_equal(owner_of(ds), FERRY_OWNER_SOURCE);
+	assert_string_equal(src.owners, "");
 	/* The destination was told why and never ran the guest. */
 	assert_int_equal(j.rc, FERRY_EPEER);
 	ferry_session_errmsg(ds, msg, sizeof(msg));
