@@ -971,7 +971,10 @@ FERRY_API int ferry_state_dump_schemas_json(const void *data, size_t len,
  *            "section": the ferry_state_dump_json() object, or "error"
  *            when it does not decode}; ABORT and ERROR {"code", "error",
  *            "message"}; JOIN {"session_id", "token", "index",
- *            "channels"}; snapshot INDEX {"entries", "state_offset"} and
+ *            "channels"}; postcopy's DISCARD {"entries", "pages"},
+ *            POSTCOPY {"discarded"}, POSTCOPY_END {"records", "bytes"},
+ *            RESUME {"session_id", "token", "generation"} (a stream
+ *            that starts with RESUME is a recovery connection); snapshot INDEX {"entries", "state_offset"} and
  *            FOOTER {"index_offset", "index_size"}; an unknown optional
  *            record {"skipped": true}, an unknown mandatory one
  *            {"unknown": true}; empty bodies {}

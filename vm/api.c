@@ -139,10 +139,15 @@ static json_object *error_string(int code, const char *detail)
 static json_object *caps_array(uint64_t caps)
 {
 	static const char *const names[] = { "data-checksum", "multi-channel",
-					     "zero-pages", "lz4", "zstd" };
+					     "zero-pages", "lz4", "zstd",
+					     "postcopy" };
+	const unsigned n = sizeof(names) / sizeof(names[0]);
 	json_object *a = json_object_new_array();
 
-	for (unsigned i = 0; i < 5; i++)
+	static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
+			      (FERRY_CAP_ALL | FERRY_CAP_POSTCOPY),
+		      "every capability bit has a name");
+	for (unsigned i = 0; i < n; i++)
 		if (caps & (1ull << i))
 			json_object_array_add(a, json_object_new_string(names[i]));
 	return a;

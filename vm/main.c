@@ -93,7 +93,8 @@ static void usage(FILE *f)
 		"  --proto-version-min N, --proto-version-max N\n"
 		"                       speak only these protocol versions (1 or 2)\n"
 		"  --disable-cap NAME   do not offer a capability: data-checksum,\n"
-		"                       multi-channel, zero-pages, lz4, zstd (repeatable)\n"
+		"                       multi-channel, zero-pages, lz4, zstd, postcopy\n"
+		"                       (not offered by this version anyway) (repeatable)\n"
 		"  --self-test          pause/save/load/verify in-process, then exit\n"
 		"  --print-schemas      print the device-state schemas as JSON Schema\n"
 		"                       (one object keyed by device type), then exit\n"
@@ -237,14 +238,17 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		return 0;
 	case 'C': {
 		static const char *const names[] = { "data-checksum",
-			"multi-channel", "zero-pages", "lz4", "zstd" };
+			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy" };
 
-		for (unsigned i = 0; i < 5; i++)
+		static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
+				      (FERRY_CAP_ALL | FERRY_CAP_POSTCOPY),
+			      "every capability bit has a name");
+		for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 			if (!strcmp(arg, names[i])) {
 				o->disabled_caps |= 1ull << i;
 				return 0;
 			}
-		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4 or zstd", arg);
+		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4, zstd or postcopy", arg);
 	}
 	case 'T':
 		o->self_test = true;
