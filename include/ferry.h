@@ -39,7 +39,7 @@ extern "C" {
 #define FERRY_API
 #endif
 
-#define FERRY_VERSION_STRING "0.1.0"
+#define FERRY_VERSION_STRING "0.2.0"
 
 /* Errors specific to ferry (errno values are used where they fit). */
 enum {
@@ -95,6 +95,29 @@ enum ferry_state {
  */
 FERRY_API const char *ferry_state_name(enum ferry_state state);
 
+/*
+ * Who may run the guest (docs/api-guide.md, "Who owns the guest"). It
+ * changes at one point only, the point of no return: the source's sending
+ * of "released" (a snapshot's rename, when the file takes the guest over),
+ * the destination's running of the guest. "destination" includes "may
+ * have run there": a source that reports it must not resume the guest on
+ * its own.
+ */
+enum ferry_owner {
+	FERRY_OWNER_NONE = 0,	     /* this session knows of no guest: a
+					destination before a source reached
+					it, a restore before its file opened */
+	FERRY_OWNER_SOURCE = 1,	     /* the source's copy is the guest */
+	FERRY_OWNER_DESTINATION = 2, /* the destination's (or the snapshot
+					file's) copy is the guest */
+};
+
+/**
+ * ferry_owner_name() - "source", "destination" or "none" (also for a value
+ * outside the enum): the names the JSON reports use.
+ */
+FERRY_API const char *ferry_owner_name(enum ferry_owner owner);
+
 enum ferry_event_kind {
 	FERRY_EVENT_STATE = 1, /* the state changed */
 	FERRY_EVENT_PASS = 2,  /* a memory pass ended */
@@ -103,6 +126,8 @@ enum ferry_event_kind {
 	FERRY_EVENT_LISTENING = 5, /* destination: listening, at
 				      stats->listen_uri (the port chosen for
 				      "tcp:HOST:0" included) */
+	FERRY_EVENT_OWNER = 6,	   /* stats->owner changed within a run */
+	/* New kinds may follow: ignore a kind you do not know. */
 };
 
 /* The longest TCP congestion control name the kernel keeps (it cuts a
@@ -114,9 +139,33 @@ enum ferry_event_kind {
  * included. */
 #define FERRY_URI_MAX 288
 
-/* Statistics of one session. All times are milliseconds. */
+/*
+ * Statistics of one session. All times are milliseconds.
+ *
+ * The struct grows: new members are added at its end, never in between.
+ * The caller sets struct_size to sizeof(struct ferry_stats) as its header
+ * knows it (FERRY_STATS_INIT does) before ferry_session_stats(), and the
+ * library writes that much at most:
+ * - a struct shorter than the library's (the program was built against an
+ *   older header) receives its prefix: every member it has;
+ * - a longer one (a newer header) receives the library's members, and the
+ *   members after them are left as they were; struct_size then says where
+ *   the library's end, so a program reads a member only when struct_size
+ *   covers it;
+ * - 0, a size that is not a multiple of 8 (the struct's alignment: no
+ *   sizeof is), or one outside FERRY_STATS_MIN_SIZE..FERRY_STATS_MAX_SIZE
+ *   is refused with -EINVAL and nothing is written.
+ * On return struct_size holds the bytes written, so a struct that is
+ * filled again keeps a valid size. ferry_event.stats points to the
+ * library's own, whole struct: its struct_size is the library's size.
+ */
 struct ferry_stats {
+	/* sizeof(struct ferry_stats) of the caller's header; required */
+	uint32_t struct_size;
 	enum ferry_state state;
+	/* Who may run the guest, as this side knows it: see enum
+	 * ferry_owner and docs/api-guide.md for every outcome. */
+	enum ferry_owner owner;
 	int error;		  /* 0, or the code the session ended with */
 	uint32_t pass;		  /* current or last pass, 1-based */
 	uint64_t bytes;		  /* payload bytes moved so far (memory+state) */
@@ -164,7 +213,16 @@ struct ferry_stats {
 	double page_wait_p99_ms;
 	double page_wait_max_ms;
 	double lazy_complete_ms;
+	/* New members go here, at the end. */
 };
+
+/* Sets struct_size in an initialiser:
+ * struct ferry_stats st = { FERRY_STATS_INIT }; */
+#define FERRY_STATS_INIT .struct_size = sizeof(struct ferry_stats)
+/* The smallest struct_size taken (struct_size, state, owner and error)
+ * and the largest: anything outside is not a size. */
+#define FERRY_STATS_MIN_SIZE 16
+#define FERRY_STATS_MAX_SIZE 4096
 
 struct ferry_event {
 	enum ferry_event_kind kind;
@@ -476,8 +534,16 @@ FERRY_API void ferry_session_cancel(ferry_session *s);
 
 /**
  * ferry_session_stats() - copy the current statistics. Any thread.
+ * @s: the session.
+ * @out: receives them; its struct_size must be set (FERRY_STATS_INIT),
+ *	and at most that many bytes are written (see struct ferry_stats).
+ *
+ * Return: 0; -EINVAL when @s or @out is NULL or @out->struct_size is not
+ * a size (0, not a multiple of 8, outside FERRY_STATS_MIN_SIZE..
+ * FERRY_STATS_MAX_SIZE), with nothing written and the reason logged
+ * (level 0).
  */
-FERRY_API void ferry_session_stats(ferry_session *s, struct ferry_stats *out);
+FERRY_API int ferry_session_stats(ferry_session *s, struct ferry_stats *out);
 
 /**
  * ferry_session_errmsg() - the detail of the session's last error, or "".
@@ -905,7 +971,10 @@ FERRY_API int ferry_state_dump_schemas_json(const void *data, size_t len,
  *            "section": the ferry_state_dump_json() object, or "error"
  *            when it does not decode}; ABORT and ERROR {"code", "error",
  *            "message"}; JOIN {"session_id", "token", "index",
- *            "channels"}; snapshot INDEX {"entries", "state_offset"} and
+ *            "channels"}; postcopy's DISCARD {"entries", "pages"},
+ *            POSTCOPY {"discarded"}, POSTCOPY_END {"records", "bytes"},
+ *            RESUME {"session_id", "token", "generation"} (a stream
+ *            that starts with RESUME is a recovery connection); snapshot INDEX {"entries", "state_offset"} and
  *            FOOTER {"index_offset", "index_size"}; an unknown optional
  *            record {"skipped": true}, an unknown mandatory one
  *            {"unknown": true}; empty bodies {}

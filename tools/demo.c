@@ -766,6 +766,10 @@ static json_object *demo_report(struct demo *d, json_object *report,
 	json_object_object_add(r, "report_verified", copy_or_null(rv));
 	json_object_object_add(r, "destination_verified", copy_or_null(dv));
 	json_object_object_add(r, "destination_check_errors", copy_or_null(errs));
+	/* The report is the source's: the destination's view beside it, so
+	 * both sides' word on who runs the guest is in one place. */
+	json_object_object_add(r, "destination_owner",
+			       copy_or_null(cli_get(dst_st, "migration.owner")));
 	json_object_object_add(r, "workload", json_object_new_string(d->o.workload));
 	json_object_object_add(r, "memory",
 			       json_object_new_int64((int64_t)d->o.memory));

@@ -660,6 +660,8 @@ static void follow_event(void *opaque, const char *event, json_object *data)
 		progress_update(&f->prog, stats);
 	} else if (!strcmp(event, "THROTTLE")) {
 		progress_throttle(&f->prog, stats);
+	} else if (!strcmp(event, "OWNER") && !f->prog.tty) {
+		progress_plain(&f->prog, "owner %s", get_str(data, "owner", "?"));
 	}
 }
 
@@ -844,7 +846,7 @@ int cli_open_for_report(const char *cmd, const char *sock, bool json,
 struct json_object *cli_failed_report(const char *error)
 {
 	static const char *const nulls[] = {
-		"workload", "ram_bytes", "total_ms", "downtime_ms",
+		"owner", "workload", "ram_bytes", "total_ms", "downtime_ms",
 		"downtime_limit_ms", "guest_stall_ms", "bytes", "wire_bytes",
 		"passes", "connections", "protocol_version", "capabilities",
 		"dirty_mode", "mb_per_s",
@@ -958,6 +960,32 @@ static void print_snapshot(FILE *out, json_object *o)
 	fputc('\n', out);
 }
 
+/*
+ * Who may run the guest, in one line (a report, or the status's migration
+ * object). A snapshot writer's "destination" is the file: whoever
+ * restores it.
+ */
+static void print_owner(FILE *out, json_object *o)
+{
+	const char *owner = get_str(o, "owner", NULL);
+
+	if (!owner)
+		return;
+	if (!strcmp(owner, "none"))
+		fprintf(out, "owner         none: no guest has reached this side\n");
+	else if (!strcmp(owner, "destination") &&
+		 !strcmp(get_str(o, "snapshot", ""), "written"))
+		fprintf(out, "owner         destination: the snapshot file holds "
+			"the guest (whoever restores it runs it); the source "
+			"must not run it\n");
+	else if (!strcmp(owner, "destination"))
+		fprintf(out, "owner         destination: only the destination "
+			"may run the guest\n");
+	else
+		fprintf(out, "owner         %s: only the source may run the "
+			"guest\n", owner);
+}
+
 /**
  * cli_print_report() - print a migration report for humans.
  */
@@ -970,6 +998,7 @@ void cli_print_report(FILE *out, struct json_object *report)
 	fprintf(out, "status        %s\n", get_str(report, "status", "?"));
 	if (cli_get(report, "error"))
 		fprintf(out, "error         %s\n", get_str(report, "error", "?"));
+	print_owner(out, report);
 	if (cli_get(report, "ram_bytes")) {
 		cli_format_bytes(get_num(report, "ram_bytes", 0), a, sizeof(a));
 		fprintf(out, "guest         %s, workload %s\n", a,
@@ -1226,6 +1255,7 @@ static void print_migration(json_object *m)
 
 	if (!strcmp(state, "none")) {
 		printf("migration     none\n");
+		print_owner(stdout, m);
 		return;
 	}
 	cli_format_bytes(get_num(m, "bytes", 0), moved, sizeof(moved));
@@ -1237,6 +1267,7 @@ static void print_migration(json_object *m)
 	       "%.1f ms\n", get_num(m, "mb_per_s", 0),
 	       get_num(m, "dirty_mb_per_s", 0),
 	       get_num(m, "expected_downtime_ms", 0));
+	print_owner(stdout, m);
 	print_snapshot(stdout, m);
 	if (cli_get(m, "error"))
 		printf("error         %s\n", get_str(m, "error", "?"));

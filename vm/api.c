@@ -139,10 +139,15 @@ static json_object *error_string(int code, const char *detail)
 static json_object *caps_array(uint64_t caps)
 {
 	static const char *const names[] = { "data-checksum", "multi-channel",
-					     "zero-pages", "lz4", "zstd" };
+					     "zero-pages", "lz4", "zstd",
+					     "postcopy" };
+	const unsigned n = sizeof(names) / sizeof(names[0]);
 	json_object *a = json_object_new_array();
 
-	for (unsigned i = 0; i < 5; i++)
+	static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
+			      (FERRY_CAP_ALL | FERRY_CAP_POSTCOPY),
+		      "every capability bit has a name");
+	for (unsigned i = 0; i < n; i++)
 		if (caps & (1ull << i))
 			json_object_array_add(a, json_object_new_string(names[i]));
 	return a;
@@ -210,6 +215,7 @@ static json_object *stats_json(const struct ferry_stats *st, const char *err,
 	json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "state", jstr(ferry_state_name(st->state)));
+	json_object_object_add(o, "owner", jstr(ferry_owner_name(st->owner)));
 	json_object_object_add(o, "pass", ju64(st->pass));
 	json_object_object_add(o, "bytes", ju64(st->bytes));
 	add_link_fields(o, st);
@@ -390,6 +396,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 		stall = note_get(n, "guest_stall_ms", json_type_int);
 	json_object_object_add(o, "status", jstr(report_status(rc, st)));
 	json_object_object_add(o, "error", rc ? error_string(rc, errmsg) : NULL);
+	json_object_object_add(o, "owner", jstr(ferry_owner_name(st->owner)));
 	json_object_object_add(o, "workload", jstr(vm_workload_name(vm->guest.workload)));
 	json_object_object_add(o, "ram_bytes", ju64(st->ram_bytes ? st->ram_bytes :
 						     vm->guest.mem_size));
@@ -511,6 +518,7 @@ static json_object *migration_json(struct vm *vm)
 	bool in;
 
 	memset(&st, 0, sizeof(st));
+	st.struct_size = sizeof(st);
 	pthread_mutex_lock(&vm->mig.lock);
 	failure = api_copy(vm->mig.last_failure);
 	in = vm->mig.receiving;
@@ -524,6 +532,10 @@ static json_object *migration_json(struct vm *vm)
 	} else {
 		st.state = FERRY_STATE_NONE;
 		st.ram_bytes = vm->guest.mem_size;
+		/* Before any migration a VM owns the guest it runs; a
+		 * destination waiting for its guest knows of none. */
+		st.owner = vm->opts.incoming ? FERRY_OWNER_NONE
+					     : FERRY_OWNER_SOURCE;
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
 	o = stats_json(&st, err, in);
@@ -535,7 +547,7 @@ static json_object *migration_json(struct vm *vm)
  * kernel chose for --incoming tcp:HOST:0 included), else null. */
 static json_object *listening_json(struct vm *vm)
 {
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	bool waiting = false;
 
 	pthread_mutex_lock(&vm->mig.lock);
@@ -711,6 +723,7 @@ void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev)
 		[FERRY_EVENT_PASS] = "PASS",
 		[FERRY_EVENT_PROGRESS] = "PROGRESS",
 		[FERRY_EVENT_THROTTLE] = "THROTTLE",
+		[FERRY_EVENT_OWNER] = "OWNER",
 	};
 	json_object *msg, *data;
 	char err[512] = "";
@@ -728,6 +741,9 @@ void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev)
 	data = json_object_new_object();
 	if (ev->kind == FERRY_EVENT_STATE)
 		json_object_object_add(data, "state", jstr(ferry_state_name(ev->state)));
+	if (ev->kind == FERRY_EVENT_OWNER)
+		json_object_object_add(data, "owner",
+				       jstr(ferry_owner_name(ev->stats->owner)));
 	json_object_object_add(data, "stats", stats_json(ev->stats, err,
 							 vm->mig.receiving));
 	json_object_object_add(msg, "event", jstr(names[ev->kind]));

@@ -93,7 +93,8 @@ static void usage(FILE *f)
 		"  --proto-version-min N, --proto-version-max N\n"
 		"                       speak only these protocol versions (1 or 2)\n"
 		"  --disable-cap NAME   do not offer a capability: data-checksum,\n"
-		"                       multi-channel, zero-pages, lz4, zstd (repeatable)\n"
+		"                       multi-channel, zero-pages, lz4, zstd, postcopy\n"
+		"                       (not offered by this version anyway) (repeatable)\n"
 		"  --self-test          pause/save/load/verify in-process, then exit\n"
 		"  --print-schemas      print the device-state schemas as JSON Schema\n"
 		"                       (one object keyed by device type), then exit\n"
@@ -237,14 +238,17 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		return 0;
 	case 'C': {
 		static const char *const names[] = { "data-checksum",
-			"multi-channel", "zero-pages", "lz4", "zstd" };
+			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy" };
 
-		for (unsigned i = 0; i < 5; i++)
+		static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
+				      (FERRY_CAP_ALL | FERRY_CAP_POSTCOPY),
+			      "every capability bit has a name");
+		for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 			if (!strcmp(arg, names[i])) {
 				o->disabled_caps |= 1ull << i;
 				return 0;
 			}
-		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4 or zstd", arg);
+		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4, zstd or postcopy", arg);
 	}
 	case 'T':
 		o->self_test = true;
@@ -500,12 +504,15 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 	int rc;
 
 	memset(st, 0, sizeof(*st));
+	st->struct_size = sizeof(*st);
 	errmsg[0] = '\0';
 	rc = session_make(vm, &s);
 	if (rc) {
 		st->state = FERRY_STATE_FAILED;
 		st->error = rc;
 		st->ram_bytes = vm->guest.mem_size;
+		/* Nothing left this VM: a source keeps its guest. */
+		st->owner = send ? FERRY_OWNER_SOURCE : FERRY_OWNER_NONE;
 		snprintf(errmsg, errlen, "cannot create a session");
 		return rc;
 	}
@@ -574,9 +581,11 @@ static int init_wait(struct vm *vm, struct ferry_stats *st, char *errmsg,
 		pthread_cond_wait(&vm->mig.cond, &vm->mig.lock);
 	if (state == VM_INIT_FAILED) {
 		memset(st, 0, sizeof(*st));
+		st->struct_size = sizeof(*st);
 		st->state = FERRY_STATE_FAILED;
 		st->error = FERRY_EVMM;
 		st->ram_bytes = vm->guest.mem_size;
+		st->owner = FERRY_OWNER_SOURCE;
 		snprintf(errmsg, errlen, "the guest failed to initialize%s%s",
 			 vm->init.err[0] ? ": " : "", vm->init.err);
 		vm->mig.last = *st;
@@ -593,7 +602,7 @@ static void *send_main(void *arg)
 {
 	struct vm *vm = arg;
 	uint64_t client = vm->mig.client;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	char errmsg[768];
 	json_object *report, *event, *v;
 	int rc;
@@ -706,7 +715,7 @@ static void recv_failed(struct vm *vm, int rc, const struct ferry_stats *st,
 static void *recv_main(void *arg)
 {
 	struct vm *vm = arg;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	char errmsg[768];
 	unsigned fails = 0;
 	bool stop;
@@ -1051,6 +1060,7 @@ const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
 	/* A restore from a file populates RAM as it places or reads pages. */
 	if (vm_restoring_file(vm)) {
 		memset(&ms, 0, sizeof(ms));
+		ms.struct_size = sizeof(ms);
 		if (vm->mig.session)
 			ferry_session_stats(vm->mig.session, &ms);
 		else if (vm->mig.have_last)

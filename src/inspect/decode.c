@@ -18,9 +18,10 @@
 
 static const char *const cap_names[] = {
 	"data-checksum", "multi-channel", "zero-pages", "lz4", "zstd",
+	"postcopy",
 };
 static_assert((1ull << (sizeof(cap_names) / sizeof(cap_names[0]))) - 1 ==
-		      FERRY_CAP_ALL,
+		      (FERRY_CAP_ALL | FERRY_CAP_POSTCOPY),
 	      "every capability bit has a name");
 
 /**
@@ -70,6 +71,13 @@ static void hello_json(struct fy_insp *x, struct fy_js *j)
 	fy_js_cstr(j, "software", m.software);
 	x->hello = m;
 	x->have_hello = true;
+	/* A capture holds the source's HELLO only, not the answer: the
+	 * records after it may use postcopy when the source offered it (a
+	 * source sends them only after the destination accepted the bit),
+	 * as its highest version and the rule of multi-channel allow. */
+	x->sm.postcopy = (fy_caps_settle(m.capabilities &
+					 fy_version_caps(m.version_max)) &
+			  FERRY_CAP_POSTCOPY) != 0;
 	if (m.version_min == 0 || m.version_min > m.version_max)
 		fy_insp_problem(x, FY_P_CONTENT, FERRY_EVERSION,
 				"version range %u..%u is empty or starts at 0",
@@ -300,6 +308,51 @@ static void footer_json(struct fy_insp *x, struct fy_js *j)
 }
 #endif
 
+/* DISCARD: how many ranges and pages, each within CONFIG's regions. */
+static void discard_json(struct fy_insp *x, struct fy_js *j)
+{
+	uint64_t pages[FY_MAX_REGIONS];
+	struct fy_page_list l;
+	char err[160];
+
+	if (fy_discard_decode(x->body.data, x->body.len, &l, err, sizeof(err)))
+		return malformed(x, err);
+	fy_js_u64(j, "entries", l.count);
+	fy_js_u64(j, "pages", l.pages);
+	if (!x->have_config)
+		return;
+	for (uint32_t i = 0; i < x->cfg.nregions; i++)
+		pages[i] = x->cfg.regions[i].size / FY_MEM_PAGE;
+	if (fy_page_list_check(&l, pages, x->cfg.nregions, err, sizeof(err)))
+		fy_insp_problem(x, FY_P_CONTENT, -ERANGE, "%s", err);
+}
+
+/* POSTCOPY, POSTCOPY_END and RESUME: their few numbers. */
+static void postcopy_json(struct fy_insp *x, struct fy_js *j)
+{
+	struct fy_postcopy_end e;
+	struct fy_postcopy p;
+	struct fy_resume r;
+
+	switch (x->h.type) {
+	case FY_REC_POSTCOPY:
+		if (fy_postcopy_decode(x->body.data, x->body.len, &p))
+			return malformed(x, NULL);
+		return fy_js_u64(j, "discarded", p.discarded);
+	case FY_REC_POSTCOPY_END:
+		if (fy_postcopy_end_decode(x->body.data, x->body.len, &e))
+			return malformed(x, NULL);
+		fy_js_u64(j, "records", e.records);
+		return fy_js_u64(j, "bytes", e.bytes);
+	default:
+		if (fy_resume_decode(x->body.data, x->body.len, &r))
+			return malformed(x, NULL);
+		fy_js_u64(j, "session_id", r.session_id);
+		fy_js_hex(j, "token", r.token, sizeof(r.token));
+		return fy_js_u64(j, "generation", r.generation);
+	}
+}
+
 static void empty_json(struct fy_insp *x)
 {
 	if (x->body.len)
@@ -364,6 +417,10 @@ int fy_insp_control(struct fy_insp *x)
 	case FY_REC_JOIN: join_json(x, j); break;
 	case FY_REC_SWITCHOVER:
 	case FY_REC_RELEASED: empty_json(x); break;
+	case FY_REC_DISCARD: discard_json(x, j); break;
+	case FY_REC_POSTCOPY:
+	case FY_REC_POSTCOPY_END:
+	case FY_REC_RESUME: postcopy_json(x, j); break;
 	default: other_json(x, j); break;
 	}
 	fy_js_close(j, '}');

@@ -246,6 +246,9 @@ static void classify(struct fy_insp *x, struct fy_recv_step *st)
 {
 	if (x->records == 0 && x->h.type == FY_REC_JOIN)
 		x->data_conn = true;
+	/* A postcopy recovery connection starts with RESUME. */
+	if (x->records == 0 && x->h.type == FY_REC_RESUME)
+		fy_recv_sm_init_resume(&x->sm);
 	if (x->data_conn) {
 		fy_data_sm_step(x->ds, x->h.type, x->h.seq, st);
 	} else if (file_record(x->h.type) && x->sm.state == FY_RS_RUNNING) {

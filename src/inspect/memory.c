@@ -235,6 +235,13 @@ int fy_insp_memory(struct fy_insp *x, bool in_pass)
 		return rc;
 	fy_mem_hdr_decode(raw, &r.m);
 	fy_insp_index_add(x, &r.m, x->rec_off);
+	/* After the transition the destination places only what it could
+	 * verify first: a record whose checksum leaves its pages out is
+	 * refused there. */
+	if ((x->h.flags & FY_RF_CSUM_HEAD) && x->sm.state == FY_RS_POSTCOPY)
+		fy_insp_problem(x, FY_P_CONTENT, FERRY_EPROTO,
+				"a postcopy MEMORY record with CSUM_HEAD: its "
+				"checksum must cover its pages");
 	r.covered = fy_rec_csum_len(&x->h, raw) - FY_MEM_HDR_SIZE;
 	r.meta = fy_mem_meta_len(&r.m);
 	r.codec = (r.m.flags & FY_MEMF_CODEC_MASK) >> FY_MEMF_CODEC_SHIFT;

@@ -184,9 +184,13 @@ static inline double fy_ms(uint64_t ns)
 }
 
 /* session.c */
-int fy_session_begin(ferry_session *s, enum ferry_state first);
+int fy_session_begin(ferry_session *s, enum ferry_state first,
+		     enum ferry_owner owner);
 int fy_session_end(ferry_session *s, int rc);
 void fy_session_set_state(ferry_session *s, enum ferry_state st);
+/* Who may run the guest now (enum fy_owner's values): stats and, when it
+ * changes, FERRY_EVENT_OWNER. */
+void fy_session_set_owner(ferry_session *s, enum ferry_owner owner);
 /* Record the first error (later ones keep the first message). Returns
  * @code for convenience. printf-style message. */
 int fy_session_check_role(ferry_session *s, bool source);

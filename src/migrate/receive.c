@@ -294,6 +294,9 @@ static int on_released(struct receiver *x, struct fy_buf *reply)
 		return FERRY_EVMM;
 	}
 	x->resumed = true;
+	/* The guest runs here from now on, before the machine commits
+	 * RUNNING after the answer: the owner says so at once. */
+	fy_session_set_owner(s, (enum ferry_owner)fy_recv_owner(FY_RS_RUNNING));
 	run.resumed_ns = fy_now_ns();
 	pthread_mutex_lock(&s->lock);
 	if (x->t_final)
@@ -303,6 +306,14 @@ static int on_released(struct receiver *x, struct fy_buf *reply)
 		s->ops.running_note(s->cfg.opaque, run.note, sizeof(run.note));
 	run.note[sizeof(run.note) - 1] = 0;
 	return fy_running_encode(reply, &run);
+}
+
+/* Who may run the guest, from the receiver's state (proto's rule): none
+ * before HELLO, the source until RELEASED, this side after it. */
+static void sync_owner(struct receiver *x)
+{
+	fy_session_set_owner(x->s,
+			     (enum ferry_owner)fy_recv_owner(x->sm.state));
 }
 
 /* Perform one classified record; fills @reply for requests answered OK. */
@@ -362,6 +373,7 @@ static int serve(struct receiver *x)
 	while (x->sm.state != FY_RS_RUNNING) {
 		struct fy_rec_hdr h;
 		struct fy_recv_step st;
+		bool moved;
 
 		/* A cancel is seen between records, not only once the
 		 * stream goes quiet. */
@@ -425,11 +437,16 @@ static int serve(struct receiver *x)
 				break;
 			}
 		}
+		moved = st.next != x->sm.state;
 		fy_recv_sm_commit(&x->sm, &st, h.seq);
+		if (moved)
+			sync_owner(x);
 	}
 	fy_buf_free(&reply);
-	if (rc)
+	if (rc) {
 		fy_recv_sm_fail(&x->sm);
+		sync_owner(x);
+	}
 	return rc;
 }
 
@@ -545,7 +562,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	fy_chan_clear(&x.ch);
 	x.pool.lfd = -1;
 	x.pool.main_fd = -1;
-	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
+	rc = fy_session_begin(s, FERRY_STATE_CONNECTING, FERRY_OWNER_NONE);
 	if (rc)
 		return rc;
 	fy_recv_sm_init(&x.sm);

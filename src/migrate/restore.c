@@ -32,6 +32,7 @@
 
 #include "memory/lazy.h"
 #include "migrate/snapfile.h"
+#include "proto/proto.h"
 #include "transport/transport.h"
 
 struct restorer {
@@ -455,6 +456,19 @@ static int run_guest(struct restorer *x)
 
 static int restore_lazy(struct restorer *x);
 
+/*
+ * The owner of a restore, by proto's rule for a destination in the
+ * receiver state the restore is like: none until the file proves to be a
+ * snapshot; then the file, this restore's source, until the guest runs
+ * here (a failure leaves it there: the guest never ran here, and the file
+ * restores again); this side once it runs, lazily too, and also when a
+ * damaged page stopped it after it ran.
+ */
+static void restore_owner(ferry_session *s, enum fy_recv_state like)
+{
+	fy_session_set_owner(s, (enum ferry_owner)fy_recv_owner(like));
+}
+
 /**
  * fy_snap_restore() - see snapfile.h.
  */
@@ -466,6 +480,8 @@ int fy_snap_restore(ferry_session *s, const char *path)
 	pthread_mutex_init(&x.lock, NULL);
 	fy_session_set_state(s, FERRY_STATE_NEGOTIATING);
 	rc = open_file(&x);
+	if (!rc)
+		restore_owner(s, FY_RS_IDLE);
 	if (!rc && s->cfg.lazy) {
 		rc = restore_lazy(&x);
 		goto out;
@@ -480,6 +496,8 @@ int fy_snap_restore(ferry_session *s, const char *path)
 	}
 	if (!rc)
 		rc = run_guest(&x);
+	if (!rc)
+		restore_owner(s, FY_RS_RUNNING);
 out:
 	if (x.dfd >= 0)
 		close(x.dfd);
@@ -634,6 +652,7 @@ static int restore_lazy(struct restorer *x)
 		fy_lazy_free(l);
 		return rc;
 	}
+	restore_owner(s, FY_RS_POSTCOPY);
 	fy_session_set_state(s, FERRY_STATE_POSTCOPY);
 	rc = wait_loaded(s, l, &ls);
 	if (!rc) {

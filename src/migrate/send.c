@@ -36,6 +36,7 @@ struct sender {
 	bool paused;
 	bool released_ok;     /* VMM's release() succeeded */
 	bool peer_refused;    /* the destination said it will not run */
+	bool file_handed;     /* a snapshot's rename gave the file the guest */
 	uint32_t throttle;    /* auto-converge: vCPU throttle applied, % */
 	uint32_t slow_passes; /* consecutive passes that did not halve */
 	double bw;	      /* bytes per second, last pass */
@@ -110,6 +111,23 @@ static int await_response(struct sender *x, const char *what)
 	return 0;
 }
 
+/*
+ * Who may run the guest, seen from here: proto's rule (the destination
+ * from the send of RELEASED on) with two facts its machine does not hold.
+ * An ERROR answering RELEASED is the destination's word that it did not
+ * run the guest, which gives the guest back (as an ERROR answering
+ * POSTCOPY with not-run does in postcopy); and a snapshot's rename is a
+ * file's RELEASED: the file, whoever restores it, has the guest.
+ */
+static void sync_owner(struct sender *x)
+{
+	bool released = (x->sm.released || x->file_handed) && !x->peer_refused;
+
+	fy_session_set_owner(x->s, (enum ferry_owner)fy_send_owner(
+					   x->sm.state, released,
+					   x->sm.transitioned));
+}
+
 static int request(struct sender *x, uint32_t type, const struct fy_buf *body,
 		   const char *what)
 {
@@ -120,6 +138,9 @@ static int request(struct sender *x, uint32_t type, const struct fy_buf *body,
 		return fy_session_fail(x->s, FERRY_EPROTO,
 				       "internal: %s not valid in state %s", what,
 				       fy_send_state_name(x->sm.state));
+	/* RELEASED changes the owner as it is sent, not when answered: the
+	 * destination may run the guest from the moment it reads it. */
+	sync_owner(x);
 	rc = fy_chan_send_rec(&x->ch, type, seq, body ? body->data : NULL,
 			      body ? body->len : 0);
 	if (rc)
@@ -914,6 +935,11 @@ static int file_end(struct sender *x, uint64_t t1)
 	if (!rc)
 		rc = fy_snapw_finish(x->snap, st.b.data, st.b.len);
 	fy_buf_free(&st.b);
+	/* Renamed into place, a handover's file holds the guest. */
+	if (!rc && !s->cfg.keep_running) {
+		x->file_handed = true;
+		sync_owner(x);
+	}
 	if (!t_run)
 		t_run = fy_now_ns();
 	pthread_mutex_lock(&s->lock);
@@ -1054,8 +1080,12 @@ static int unwind(struct sender *x, int rc)
 		memcpy(msg, s->errmsg, sizeof(msg));
 		pthread_mutex_unlock(&s->lock);
 		fy_session_log(s, 0, "%s", msg);
+		sync_owner(x);
 		return FERRY_EUNCONFIRMED;
 	}
+	/* The guest is the source's again (it always was before RELEASED)
+	 * before it runs here. */
+	sync_owner(x);
 	lift_throttle(x);
 	if (x->released_ok && s->ops.reacquire &&
 	    s->ops.reacquire(s->cfg.opaque))
@@ -1241,7 +1271,7 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 
 	if (!s || !uri)
 		return -EINVAL;
-	rc = fy_session_begin(s, FERRY_STATE_CONNECTING);
+	rc = fy_session_begin(s, FERRY_STATE_CONNECTING, FERRY_OWNER_SOURCE);
 	if (rc)
 		return rc;
 	rc = fy_session_check_role(s, true);

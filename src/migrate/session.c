@@ -17,6 +17,7 @@
 
 #include "memory/lazy.h"
 #include "migrate/engine.h"
+#include "proto/proto.h"
 
 /**
  * fy_now_ns() - CLOCK_MONOTONIC in nanoseconds.
@@ -98,6 +99,17 @@ FERRY_API const char *ferry_state_name(enum ferry_state state)
 	if ((unsigned)state < sizeof(names) / sizeof(names[0]))
 		return names[state];
 	return "unknown";
+}
+
+/* One definition of the owners, proto's: the public enum is the same. */
+static_assert((int)FERRY_OWNER_NONE == (int)FY_OWNER_NONE &&
+		      (int)FERRY_OWNER_SOURCE == (int)FY_OWNER_SOURCE &&
+		      (int)FERRY_OWNER_DESTINATION == (int)FY_OWNER_DESTINATION,
+	      "enum ferry_owner is enum fy_owner");
+
+FERRY_API const char *ferry_owner_name(enum ferry_owner owner)
+{
+	return fy_owner_name((enum fy_owner)owner);
 }
 
 FERRY_API int ferry_session_new(const struct ferry_config *cfg,
@@ -240,15 +252,41 @@ FERRY_API void ferry_session_cancel(ferry_session *s)
 		atomic_store(&s->cancel, true);
 }
 
-FERRY_API void ferry_session_stats(ferry_session *s, struct ferry_stats *out)
+/* Every member is whole in a size that is a multiple of the struct's
+ * alignment, and every sizeof of the struct is one. */
+static_assert(sizeof(struct ferry_stats) % 8 == 0 &&
+		      sizeof(struct ferry_stats) <= FERRY_STATS_MAX_SIZE &&
+		      offsetof(struct ferry_stats, error) + sizeof(int) <=
+			      FERRY_STATS_MIN_SIZE,
+	      "struct ferry_stats sizes are multiples of 8 within the range");
+
+FERRY_API int ferry_session_stats(ferry_session *s, struct ferry_stats *out)
 {
+	struct ferry_stats now;
+	size_t size;
+
 	if (!s || !out)
-		return;
+		return -EINVAL;
+	/* Writing past a struct the caller forgot to size would corrupt
+	 * its memory; refusing what no sizeof can be catches most of it. */
+	size = out->struct_size;
+	if (size < FERRY_STATS_MIN_SIZE || size > FERRY_STATS_MAX_SIZE ||
+	    size % 8) {
+		fy_session_log(s, 0,
+			       "ferry_session_stats: struct_size is %zu, not the size of any struct ferry_stats (a multiple of 8 from %d to %d); set it to sizeof(struct ferry_stats) (FERRY_STATS_INIT in an initialiser)",
+			       size, FERRY_STATS_MIN_SIZE, FERRY_STATS_MAX_SIZE);
+		return -EINVAL;
+	}
 	pthread_mutex_lock(&s->lock);
-	*out = s->stats;
+	now = s->stats;
 	if (atomic_load(&s->busy) && s->t_start_ns)
-		out->total_ms = fy_ms(fy_now_ns() - s->t_start_ns);
+		now.total_ms = fy_ms(fy_now_ns() - s->t_start_ns);
 	pthread_mutex_unlock(&s->lock);
+	if (size > sizeof(now))
+		size = sizeof(now);
+	memcpy(out, &now, size);
+	out->struct_size = (uint32_t)size;
+	return 0;
 }
 
 FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
@@ -323,8 +361,15 @@ int fy_session_pace(ferry_session *s, uint64_t bytes)
 /**
  * fy_session_begin() - reset per-migration state; refuses a second
  * concurrent run on the same session.
+ * @s: the session.
+ * @first: the state the run starts in.
+ * @owner: who owns the guest as the run starts (a source its own guest,
+ *	a destination none yet); set before the first event, silently.
+ *
+ * Return: 0, -EBUSY, -EINVAL.
  */
-int fy_session_begin(ferry_session *s, enum ferry_state first)
+int fy_session_begin(ferry_session *s, enum ferry_state first,
+		     enum ferry_owner owner)
 {
 	bool expected = false;
 
@@ -347,6 +392,7 @@ int fy_session_begin(ferry_session *s, enum ferry_state first)
 	}
 	pthread_mutex_lock(&s->lock);
 	memset(&s->stats, 0, sizeof(s->stats));
+	s->stats.owner = owner;
 	s->stats.ram_bytes = s->ram_bytes;
 	s->stats.connections = 1;
 	s->errmsg[0] = 0;
@@ -427,6 +473,27 @@ void fy_session_set_state(ferry_session *s, enum ferry_state st)
 }
 
 /**
+ * fy_session_set_owner() - record who may run the guest now; a change is
+ * logged as "old -> new" and announced with FERRY_EVENT_OWNER.
+ * @s: the session.
+ * @owner: the owner, from fy_send_owner() or fy_recv_owner().
+ */
+void fy_session_set_owner(ferry_session *s, enum ferry_owner owner)
+{
+	enum ferry_owner was;
+
+	pthread_mutex_lock(&s->lock);
+	was = s->stats.owner;
+	s->stats.owner = owner;
+	pthread_mutex_unlock(&s->lock);
+	if (was == owner)
+		return;
+	fy_session_log(s, 3, "owner: %s -> %s", ferry_owner_name(was),
+		       ferry_owner_name(owner));
+	fy_session_event(s, FERRY_EVENT_OWNER);
+}
+
+/**
  * fy_session_fail() - remember why the session failed. The first error
  * wins: later ones are usually consequences of it.
  */
@@ -487,7 +554,7 @@ void fy_session_log(ferry_session *s, int level, const char *fmt, ...)
  */
 void fy_session_event(ferry_session *s, enum ferry_event_kind kind)
 {
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	struct ferry_event ev;
 
 	if (!s->cfg.on_event)

@@ -396,7 +396,7 @@ static void test_lost_parts_are_sent_again(void **state)
 {
 	struct script sc = { .fd = { -1, -1, -1 } };
 	struct src_job j = { 0 };
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	char msg[512];
 	pthread_t t;
 	uint8_t *src = mmap(NULL, MEM, PROT_READ | PROT_WRITE,

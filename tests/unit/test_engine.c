@@ -57,6 +57,8 @@ struct fake_vm {
 	uint64_t *log;		/* dirty log for FERRY_DIRTY_BITMAP, or NULL */
 	bool zeroing;		/* the writer also zeroes pages, in clusters */
 	atomic_ulong zeroed;	/* pages it zeroed */
+	char owners[128];	/* each FERRY_EVENT_OWNER's owner, in order */
+	enum ferry_owner owner_after; /* restore_into(): the final owner */
 };
 
 static void *writer_main(void *arg)
@@ -246,6 +248,27 @@ static const struct ferry_vmm_ops ops_bitmap = {
 	.get_dirty_bitmap = op_bitmap,
 };
 
+/* Every owner change the session announces, in the VM's owners log (the
+ * thread that drives the session writes it; tests read it after). */
+static void note_owner(void *opaque, const struct ferry_event *ev)
+{
+	struct fake_vm *vm = opaque;
+	size_t n = strlen(vm->owners);
+
+	if (ev->kind == FERRY_EVENT_OWNER)
+		snprintf(vm->owners + n, sizeof(vm->owners) - n, "%s ",
+			 ferry_owner_name(ev->stats->owner));
+}
+
+/* Who a session says may run the guest now. */
+static enum ferry_owner owner_of(ferry_session *s)
+{
+	struct ferry_stats st = { FERRY_STATS_INIT };
+
+	assert_int_equal(ferry_session_stats(s, &st), 0);
+	return st.owner;
+}
+
 /* The config every test starts from. These tests are about what arrives,
  * not about convergence, which depends on how loaded the machine is: they
  * switch over rather than time out. */
@@ -254,6 +277,7 @@ static void base_config(struct ferry_config *cfg, struct fake_vm *vm)
 	ferry_config_init(cfg);
 	cfg->ops = &ops;
 	cfg->opaque = vm;
+	cfg->on_event = note_owner;
 	cfg->timeout_strategy = FERRY_TIMEOUT_SWITCHOVER;
 }
 
@@ -362,7 +386,7 @@ static void test_congestion_control_config(void **state)
 	static const char *const bad[] = { "", "sixteen-chars-xx",
 					   "much-longer-than-sixteen" };
 	struct ferry_config cfg;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	struct fake_vm src, dst;
 	ferry_session *ss, *ds;
 
@@ -386,7 +410,7 @@ static void test_congestion_control_config(void **state)
 static void test_idle_guest_migrates(void **state)
 {
 	struct fake_vm src, dst;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 
 	vm_init(&src, MEM, true, false);
 	vm_init(&dst, MEM, false, false);
@@ -405,6 +429,101 @@ static void test_idle_guest_migrates(void **state)
 	assert_true(st.bytes >= MEM);
 	assert_string_equal(st.peer_note, "{\"verified\":true}");
 	assert_true(st.downtime_ms > 0);
+	/* Both sides say the destination runs the guest, and each said so
+	 * once: the source when it sent "released", the destination when
+	 * it ran the guest (after the source's, from HELLO on). */
+	assert_int_equal(st.owner, FERRY_OWNER_DESTINATION);
+	assert_int_equal(owner_of(ds), FERRY_OWNER_DESTINATION);
+	assert_string_equal(src.owners, "destination ");
+	assert_string_equal(dst.owners, "source destination ");
+	end_pair(ss, ds, &src, &dst);
+}
+
+/* What the log heard last at level 0. */
+static char last_error_log[512];
+
+static void log_errors(void *opaque, int level, const char *msg)
+{
+	(void)opaque;
+	if (!level)
+		snprintf(last_error_log, sizeof(last_error_log), "%s", msg);
+}
+
+/* Is every byte of @p, @n long, @v? */
+static bool all_bytes(const void *p, size_t n, uint8_t v)
+{
+	for (size_t i = 0; i < n; i++)
+		if (((const uint8_t *)p)[i] != v)
+			return false;
+	return true;
+}
+
+/*
+ * struct ferry_stats by its size: an older header's shorter struct gets
+ * its prefix and not a byte more, a newer header's longer one the
+ * library's members with its own left alone and struct_size saying
+ * where they end, and a size that cannot be one is refused with nothing
+ * written and the reason logged.
+ */
+static void test_stats_struct_size(void **state)
+{
+	static const uint32_t bad[] = { 0, 8, 20, FERRY_STATS_MAX_SIZE + 8,
+					0xdeadbeefu };
+	const size_t older = offsetof(struct ferry_stats, wire_bytes);
+	struct ferry_stats full = { FERRY_STATS_INIT }, part;
+	struct {
+		struct ferry_stats known;
+		uint64_t newer[4];
+	} big;
+	struct fake_vm src, dst;
+	struct ferry_config cfg;
+	ferry_session *ss, *ds;
+
+	(void)state;
+	vm_init(&src, MEM, true, false);
+	vm_init(&dst, MEM, false, false);
+	base_config(&cfg, &src);
+	cfg.on_log = log_errors;
+	ss = session_with(&src, &cfg);
+	ds = session_for(&dst, 300);
+	migrate_equal(ss, ds, "statsize", &src, &dst);
+	assert_int_equal(ferry_session_stats(ss, &full), 0);
+	assert_int_equal(full.struct_size, sizeof(full));
+	assert_int_equal(full.state, FERRY_STATE_COMPLETED);
+	assert_true(full.bytes >= MEM);
+
+	memset(&part, 0xa5, sizeof(part));
+	part.struct_size = older;
+	assert_int_equal(ferry_session_stats(ss, &part), 0);
+	assert_int_equal(part.struct_size, older);
+	assert_int_equal(part.state, FERRY_STATE_COMPLETED);
+	assert_int_equal(part.bytes, full.bytes);
+	assert_true(all_bytes((uint8_t *)&part + older, sizeof(part) - older,
+			      0xa5));
+
+	memset(&big, 0x5a, sizeof(big));
+	big.known.struct_size = sizeof(big);
+	assert_int_equal(ferry_session_stats(ss, &big.known), 0);
+	assert_int_equal(big.known.struct_size, sizeof(struct ferry_stats));
+	assert_int_equal(big.known.bytes, full.bytes);
+	assert_true(all_bytes(big.newer, sizeof(big.newer), 0x5a));
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char want[64];
+
+		memset(&part, 0xa5, sizeof(part));
+		part.struct_size = bad[i];
+		last_error_log[0] = 0;
+		assert_int_equal(ferry_session_stats(ss, &part), -EINVAL);
+		assert_int_equal(part.struct_size, bad[i]);
+		assert_true(all_bytes((uint8_t *)&part + sizeof(part.struct_size),
+				      sizeof(part) - sizeof(part.struct_size),
+				      0xa5));
+		snprintf(want, sizeof(want), "struct_size is %u,", bad[i]);
+		assert_non_null(strstr(last_error_log, want));
+	}
+	assert_int_equal(ferry_session_stats(NULL, &full), -EINVAL);
+	assert_int_equal(ferry_session_stats(ss, NULL), -EINVAL);
 	end_pair(ss, ds, &src, &dst);
 }
 
@@ -461,7 +580,7 @@ static ferry_session *session_conns(struct fake_vm *vm, uint32_t conns,
 static void test_four_connections_converge(void **state)
 {
 	struct fake_vm src, dst;
-	struct ferry_stats ss_st, ds_st;
+	struct ferry_stats ss_st = { FERRY_STATS_INIT }, ds_st = { FERRY_STATS_INIT };
 
 	vm_init(&src, MEM, true, true);
 	vm_init(&dst, MEM, false, false);
@@ -501,7 +620,7 @@ static void test_zeroed_pages_in_small_records(void **state)
 static void test_extra_connections_declined(void **state)
 {
 	struct fake_vm src, dst;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 
 	vm_init(&src, MEM, true, false);
 	vm_init(&dst, MEM, false, false);
@@ -544,7 +663,7 @@ static void migrate_mixed(enum ferry_compress codec, uint64_t *wire)
 {
 	struct fake_vm src, dst;
 	struct ferry_config cfg;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	ferry_session *ss, *ds;
 
 	vm_init(&src, MEM, false, false);
@@ -630,6 +749,7 @@ static int restore_into(struct fake_vm *dst, const char *uri, bool lazy,
 	ds = session_file(dst, false, lazy);
 	rc = ferry_session_receive(ds, uri);
 	ferry_session_errmsg(ds, msg, len);
+	dst->owner_after = owner_of(ds);
 	ferry_session_destroy(ds);
 	return rc;
 }
@@ -725,7 +845,7 @@ static void test_snapshot_frees_pages_turned_zero(void **state)
 static void test_snapshot_and_restore(void **state)
 {
 	struct fake_vm src, dst, bad;
-	struct ferry_stats st, rst;
+	struct ferry_stats st = { FERRY_STATS_INIT }, rst = { FERRY_STATS_INIT };
 	char path[128], uri[160], bpath[160], buri[200], msg[512];
 	struct stat sb;
 	ferry_session *ss;
@@ -750,10 +870,17 @@ static void test_snapshot_and_restore(void **state)
 	assert_int_equal((uint64_t)sb.st_size, st.wire_bytes);
 	assert_true((uint64_t)sb.st_size < MEM + MEM / 20 + (4u << 20));
 	assert_int_equal(st.image_digest, image_digest(src.mem, MEM));
+	/* Renamed into place, the file holds the guest: the paused source
+	 * must not run it, and says so. */
+	assert_int_equal(st.owner, FERRY_OWNER_DESTINATION);
+	assert_string_equal(src.owners, "destination ");
 	assert_int_equal(restore_into(&dst, uri, false, msg, sizeof(msg)), 0);
 	assert_memory_equal(src.mem, dst.mem, MEM);
 	assert_int_equal(dst.state_token, src.state_token);
 	assert_int_equal(dst.resumes, 1);
+	/* A restore: the file's until the guest runs here. */
+	assert_int_equal(dst.owner_after, FERRY_OWNER_DESTINATION);
+	assert_string_equal(dst.owners, "source destination ");
 	vm_free(&dst);
 	ferry_session_destroy(ss);
 
@@ -765,8 +892,15 @@ static void test_snapshot_and_restore(void **state)
 	} else {
 		assert_memory_equal(src.mem, dst.mem, MEM);
 		assert_int_equal(dst.resumes, 1);
+		assert_int_equal(dst.owner_after, FERRY_OWNER_DESTINATION);
+		assert_string_equal(dst.owners, "source destination ");
 	}
 	vm_free(&dst);
+	/* No file, no guest. */
+	assert_int_equal(restore_into(&bad, "file:/nonexistent/ferry.snap",
+				      false, msg, sizeof(msg)), -ENOENT);
+	assert_int_equal(bad.owner_after, FERRY_OWNER_NONE);
+	vm_free(&bad);
 
 	/* A damaged data slot (the source filled every page). */
 	damage_copy(path, bpath, (2 << 20) + 5 * PAGE + 100);
@@ -774,6 +908,8 @@ static void test_snapshot_and_restore(void **state)
 			 FERRY_ECHECKSUM);
 	assert_non_null(strstr(msg, "page 5 of region ram0"));
 	assert_int_equal(bad.resumes, 0);
+	/* It never ran here: the file still holds the guest. */
+	assert_int_equal(bad.owner_after, FERRY_OWNER_SOURCE);
 	vm_free(&bad);
 	if (lazy_ok) {
 		assert_int_equal(restore_into(&bad, buri, true, msg,
@@ -781,6 +917,8 @@ static void test_snapshot_and_restore(void **state)
 				 FERRY_ECHECKSUM);
 		assert_non_null(strstr(msg, "page 5 of region ram0"));
 		assert_int_equal(bad.pauses, 1);
+		/* It ran here and stays stopped here. */
+		assert_int_equal(bad.owner_after, FERRY_OWNER_DESTINATION);
 		vm_free(&bad);
 	}
 	/* A damaged page table, read in pieces by several threads: nothing
@@ -836,6 +974,9 @@ static void test_snapshot_and_restore(void **state)
 	assert_int_equal(src.pauses, 1);
 	assert_int_equal(src.resumes, 1);
 	assert_true(atomic_load(&src.run_writer));
+	/* The file is a copy: the guest stays the source's throughout. */
+	assert_int_equal(st.owner, FERRY_OWNER_SOURCE);
+	assert_string_equal(src.owners, "");
 	assert_int_equal(restore_into(&dst, uri, false, msg, sizeof(msg)), 0);
 	assert_int_equal(image_digest(dst.mem, MEM), st.image_digest);
 	vm_free(&dst);
@@ -854,7 +995,7 @@ static void test_version_negotiation_and_recording(void **state)
 {
 	struct fake_vm src, dst;
 	struct recv_job j;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	char rec[128], msg[512], magic[8];
 	FILE *f;
 
@@ -948,6 +1089,12 @@ static void test_load_failure_resumes_source(void **state)
 	assert_int_equal(src.releases, 0);
 	assert_true(atomic_load(&src.run_writer));
 	assert_int_equal(dst.resumes, 0);
+	/* Before the point of no return the guest never left the source,
+	 * and the destination says so too. */
+	assert_int_equal(owner_of(ss), FERRY_OWNER_SOURCE);
+	assert_int_equal(owner_of(ds), FERRY_OWNER_SOURCE);
+	assert_string_equal(src.owners, "");
+	assert_string_equal(dst.owners, "source ");
 	ferry_session_destroy(ss);
 	ferry_session_destroy(ds);
 	vm_free(&src);
@@ -973,6 +1120,12 @@ static void test_refused_release_reacquires(void **state)
 	assert_int_equal(src.releases, 1);
 	assert_int_equal(src.reacquires, 1);
 	assert_int_equal(src.resumes, 1);
+	/* "released" made the destination the owner; its refusal gave the
+	 * guest back before the source resumed it. */
+	assert_int_equal(owner_of(ss), FERRY_OWNER_SOURCE);
+	assert_int_equal(owner_of(ds), FERRY_OWNER_SOURCE);
+	assert_string_equal(src.owners, "destination source ");
+	assert_string_equal(dst.owners, "source ");
 	ferry_session_destroy(ss);
 	ferry_session_destroy(ds);
 	vm_free(&src);
@@ -982,7 +1135,7 @@ static void test_refused_release_reacquires(void **state)
 static void *cancel_main(void *arg)
 {
 	ferry_session *s = arg;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 
 	/* Wait until memory is moving, then cancel from another thread. */
 	for (int i = 0; i < 5000; i++) {
@@ -999,7 +1152,7 @@ static void test_cancel_resumes_source(void **state)
 {
 	struct fake_vm src, dst;
 	struct recv_job j;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	pthread_t t;
 	char msg[512];
 
@@ -1015,9 +1168,13 @@ static void test_cancel_resumes_source(void **state)
 	pthread_join(j.t, NULL);
 	ferry_session_stats(ss, &st);
 	assert_int_equal(st.state, FERRY_STATE_CANCELLED);
-	/* The guest never stopped, or was resumed: it runs. */
+	/* The guest never stopped, or was resumed: it runs, and it is the
+	 * source's on both sides. */
 	assert_int_equal(src.pauses, src.resumes);
 	assert_true(atomic_load(&src.run_writer));
+	assert_int_equal(st.owner, FERRY_OWNER_SOURCE);
+	assert_int_equal(owner_of(ds), FERRY_OWNER_SOURCE);
+	assert_string_equal(src.owners, "");
 	/* The destination was told why and never ran the guest. */
 	assert_int_equal(j.rc, FERRY_EPEER);
 	ferry_session_errmsg(ds, msg, sizeof(msg));
@@ -1097,7 +1254,7 @@ static void send_joined(ferry_session *ss, const char *uri, struct recv_job *j,
 static void test_tcp_port_0_is_reported(void **state)
 {
 	struct fake_vm src, dst;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	struct recv_job j;
 	char where[FERRY_URI_MAX];
 	unsigned port = 0;
@@ -1136,7 +1293,7 @@ static bool still_open(int fd)
 static void test_fd_uris(void **state)
 {
 	struct fake_vm src, dst;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	struct recv_job j;
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	socklen_t sl = sizeof(sa);
@@ -1440,6 +1597,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_guest_migrates),
+		cmocka_unit_test(test_stats_struct_size),
 		cmocka_unit_test(test_congestion_control_config),
 		cmocka_unit_test(test_running_guest_converges),
 		cmocka_unit_test(test_vmm_bitmap_mode_converges),
