@@ -806,7 +806,7 @@ static void test_snapshot_frees_pages_turned_zero(void **state)
 {
 	struct fake_vm src, dst;
 	struct ferry_config cfg;
-	struct ferry_stats st;
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	char path[128], uri[160], msg[512];
 	struct stat sb;
 	ferry_session *ss;
@@ -820,7 +820,7 @@ static void test_snapshot_frees_pages_turned_zero(void **state)
 	cfg.on_event = zero_upper_half;
 	ss = session_with(&src, &cfg);
 	assert_int_equal(send_verbose(ss, uri, 0), 0);
-	ferry_session_stats(ss, &st);
+	assert_int_equal(ferry_session_stats(ss, &st), 0);
 	assert_int_equal(stat(path, &sb), 0);
 	print_message("pass 1 wrote every page, then half turned zero: %u passes, file %lld bytes, %lld allocated\n",
 		      st.pass, (long long)sb.st_size,
