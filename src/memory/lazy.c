@@ -180,6 +180,17 @@ static int lz_fail(struct fy_lazy *l, int code, const char *msg)
 	return code;
 }
 
+/* The error that stopped the loader, or 0. */
+static int lz_error(struct fy_lazy *l)
+{
+	int rc;
+
+	pthread_mutex_lock(&l->lock);
+	rc = l->error;
+	pthread_mutex_unlock(&l->lock);
+	return rc;
+}
+
 __attribute__((format(printf, 3, 4)))
 static int lz_failf(struct fy_lazy *l, int code, const char *fmt, ...)
 {
@@ -1163,9 +1174,7 @@ int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
 	if (offset % r->unit || len % r->unit || offset > r->size ||
 	    len > r->size - offset || (!buf && len))
 		return -EINVAL;
-	pthread_mutex_lock(&l->lock);
-	rc = l->error;
-	pthread_mutex_unlock(&l->lock);
+	rc = lz_error(l);
 	if (rc)
 		return rc;
 	if (!lz_place_direct(r, buf, len, zero)) {
@@ -1243,9 +1252,7 @@ int fy_lazy_rerequest(struct fy_lazy *l)
 
 	if (!l || !l->src.request)
 		return -EINVAL;
-	pthread_mutex_lock(&l->lock);
-	rc = l->error;
-	pthread_mutex_unlock(&l->lock);
+	rc = lz_error(l);
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&l->wlock);
