@@ -250,6 +250,10 @@ void fy_recv_sm_step(const struct fy_recv_sm *sm, uint32_t type, uint32_t seq,
 		out->next = FY_RS_PC_PAUSED;
 	else if (out->action == FY_RA_REJECT && sm->state == FY_RS_RUNNING)
 		out->next = FY_RS_RUNNING;
+	/* A POSTCOPY refused before the transition: the guest never ran
+	 * here, and only this code lets the source take it back. */
+	else if (out->action == FY_RA_REJECT && type == FY_REC_POSTCOPY)
+		out->code = FY_ERR_NOT_RUN;
 }
 
 /**
@@ -285,6 +289,20 @@ void fy_recv_sm_fail(struct fy_recv_sm *sm)
 		return; /* the guest runs here: nothing after can undo that */
 	sm->state = recv_transitioned(sm->state) ? FY_RS_PC_PAUSED
 						 : FY_RS_ABORTED;
+}
+
+/**
+ * fy_recv_sm_transition() - see proto.h.
+ * @sm: the machine.
+ *
+ * Return: 0, or -EPROTO outside PC_LOADED.
+ */
+int fy_recv_sm_transition(struct fy_recv_sm *sm)
+{
+	if (sm->state != FY_RS_PC_LOADED)
+		return -EPROTO;
+	sm->state = FY_RS_POSTCOPY;
+	return 0;
 }
 
 /**

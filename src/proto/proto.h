@@ -114,6 +114,14 @@ void fy_recv_sm_commit(struct fy_recv_sm *sm, const struct fy_recv_step *step,
 /* The action failed or the connection broke: ABORTED (terminal), or
  * PC_PAUSED after the transition. */
 void fy_recv_sm_fail(struct fy_recv_sm *sm);
+/*
+ * fy_recv_sm_transition() - the engine is about to run the guest on a
+ * POSTCOPY it accepted: from now on the guest may have run here, so a
+ * failure before the commit (answering OK, say) leads to PC_PAUSED, not
+ * ABORTED. Call it before the first vCPU runs. Return: 0, or -EPROTO when
+ * the machine is not in PC_LOADED (nothing changes).
+ */
+int fy_recv_sm_transition(struct fy_recv_sm *sm);
 /* A machine for a recovery connection of a postcopy session: WAIT_RESUME. */
 void fy_recv_sm_init_resume(struct fy_recv_sm *sm);
 /* May the destination send PAGE_REQ now? (only in POSTCOPY) */

@@ -761,7 +761,10 @@ static void test_pc_recv_not_negotiated(void **state)
 			fy_recv_sm_step(&sm, pc_only[t], 11, &st);
 			assert_int_equal(st.action, FY_RA_REJECT);
 			assert_int_equal(st.next, FY_RS_ABORTED);
-			assert_int_equal(st.code, FERRY_EPROTO);
+			/* A refused POSTCOPY also says the guest never ran. */
+			assert_int_equal(st.code, pc_only[t] == FY_REC_POSTCOPY
+							  ? FY_ERR_NOT_RUN
+							  : FERRY_EPROTO);
 			assert_non_null(strstr(st.msg, "did not negotiate"));
 		}
 		for (size_t t = 0; t < NTYPES; t++) {
@@ -805,6 +808,41 @@ static void test_pc_recv_messages(void **state)
 	fy_recv_sm_step(&sm, FY_REC_ABORT, 6, &st);
 	assert_int_equal(st.action, FY_RA_ABORT);
 	assert_int_equal(st.next, FY_RS_ABORTED);
+}
+
+/*
+ * The engine commits the transition before the guest runs: a failure
+ * while it answers POSTCOPY then pauses (the guest may run here) instead
+ * of aborting. A POSTCOPY refused before that (a replayed seq) says the
+ * guest never ran.
+ */
+static void test_pc_recv_transition(void **state)
+{
+	struct fy_recv_sm sm = { FY_RS_PC_LOADED, 10, true };
+	struct fy_recv_step st;
+
+	(void)state;
+	fy_recv_sm_step(&sm, FY_REC_POSTCOPY, 10, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_int_equal(st.code, FY_ERR_NOT_RUN);
+	assert_int_equal(st.next, FY_RS_ABORTED);
+
+	fy_recv_sm_step(&sm, FY_REC_POSTCOPY, 11, &st);
+	assert_int_equal(st.action, FY_RA_POSTCOPY);
+	assert_int_equal(fy_recv_sm_transition(&sm), 0);
+	assert_int_equal(fy_recv_owner(sm.state), FY_OWNER_DESTINATION);
+	fy_recv_sm_fail(&sm); /* answering OK failed after the resume */
+	assert_int_equal(sm.state, FY_RS_PC_PAUSED);
+	assert_int_equal(fy_recv_owner(sm.state), FY_OWNER_DESTINATION);
+
+	/* Only from PC_LOADED. */
+	for (int s = 0; s < FY_RS_COUNT; s++) {
+		sm = (struct fy_recv_sm){ (enum fy_recv_state)s, 10, true };
+		if (s == FY_RS_PC_LOADED)
+			continue;
+		assert_int_equal(fy_recv_sm_transition(&sm), -EPROTO);
+		assert_int_equal(sm.state, s);
+	}
 }
 
 static void test_pc_recv_fail_and_resume(void **state)
@@ -1202,6 +1240,7 @@ int main(void)
 		cmocka_unit_test(test_pc_recv_table),
 		cmocka_unit_test(test_pc_recv_not_negotiated),
 		cmocka_unit_test(test_pc_recv_messages),
+		cmocka_unit_test(test_pc_recv_transition),
 		cmocka_unit_test(test_pc_recv_fail_and_resume),
 		cmocka_unit_test(test_pc_both_sides),
 		cmocka_unit_test(test_pc_send_table),
