@@ -970,10 +970,6 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 			return fy_lazy_err(err, errlen, -ENOMEM, "out of memory");
 		present = fy_lazy_region_mark(r, cfg->present ? cfg->present[i] : NULL);
 		l->present_pages += present;
-		rc = fy_lazy_region_prepare(r, &cfg->regions[i], cfg->present != NULL,
-					    err, errlen);
-		if (rc)
-			return rc;
 		if (r->unit > l->max_unit)
 			l->max_unit = r->unit;
 		l->pages += r->size / FY_PAGE_SIZE;
@@ -1107,6 +1103,13 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 	rc = lz_uffd_setup(l, err, errlen);
 	for (i = 0; !rc && i < l->nrg; i++)
 		rc = lz_register(l, &l->rg[i], err, errlen);
+	/* Drop what is not present only once every region is registered:
+	 * a region the kernel refuses (a shared mapping of an ordinary
+	 * file) loses nothing, and a page touched after its drop faults
+	 * instead of coming back behind the loader's back. */
+	for (i = 0; !rc && i < l->nrg; i++)
+		rc = fy_lazy_region_prepare(&l->rg[i], &cfg->regions[i],
+					    cfg->present != NULL, err, errlen);
 	for (i = 0; !rc && cfg->present && i < l->nrg; i++) {
 		rc = lz_zero_absent(l, &l->rg[i]);
 		if (rc)

@@ -119,7 +119,9 @@ struct fy_lazy_config {
 	 * missing is missing whole). Present units count as placed and are
 	 * never asked for; a present unit that is not in memory reads as
 	 * zeros, so zeros are placed there at start. Every other unit is
-	 * dropped before registration, whatever it holds (private memory:
+	 * dropped right after registration (a region the kernel will not
+	 * register loses nothing, and a page touched after its drop
+	 * faults), whatever it holds (private memory:
 	 * MADV_DONTNEED; shared memory, memfd or hugetlb: MADV_REMOVE, i.e. a
 	 * punched hole in its file), and start fails if a page stays
 	 * populated after that (a private mapping of a file, say).

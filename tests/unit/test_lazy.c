@@ -759,8 +759,33 @@ static void test_rejects(void **state)
 	assert_non_null(strstr(err, "offset 0x9000 is already populated"));
 	assert_false(uffd_missing_armed(m.p));
 	fy_lazy_free(NULL);
-	free(s.count);
 	mem_unmap(&m);
+
+	/* A shared mapping of an ordinary file cannot be registered: it is
+	 * refused before a page it holds is dropped, so the file keeps its
+	 * data. */
+	{
+		char path[] = "ferry-lazy-file-XXXXXX";
+		int fd = mkstemp(path);
+		uint8_t *p, b = 0;
+
+		assert_true(fd >= 0);
+		unlink(path);
+		assert_int_equal(ftruncate(fd, 4 * MIB), 0);
+		p = mmap(NULL, 4 * MIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		assert_true(p != MAP_FAILED);
+		memset(p, 0x5a, 4 * MIB);
+		rg = (struct fy_region){ .host = p, .size = 4 * MIB, .fd = fd,
+					 .name = "file" };
+		assert_true(fy_lazy_start(&l, &cfg, err, sizeof(err)) < 0);
+		print_message("ordinary shared file: %s\n", err);
+		assert_int_equal(p[9 * PG], 0x5a);
+		assert_int_equal(pread(fd, &b, 1, 9 * PG), 1);
+		assert_int_equal(b, 0x5a);
+		munmap(p, 4 * MIB);
+		close(fd);
+	}
+	free(s.count);
 }
 
 /* A source as cheap as a memcpy: what the loader itself costs. */
