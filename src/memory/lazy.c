@@ -84,6 +84,8 @@
 /* A fault read and not yet answered: the thread that took it is blocked. */
 struct lz_waiter {
 	uint32_t region;
+	uint32_t tid;	    /* the faulting thread (UFFD_FEATURE_THREAD_ID), 0
+			       when the kernel does not say */
 	uint64_t unit;
 	uint64_t t0;	    /* when the fault thread read it */
 };
@@ -119,6 +121,7 @@ struct fy_lazy {
 	uint64_t present_pages; /* placed before start, by the caller */
 	uint64_t t0_ns;
 	bool finished;
+	bool thread_id;	/* fault messages name the faulting thread */
 
 	atomic_bool stop;
 	_Atomic uint64_t next_batch;
@@ -615,15 +618,26 @@ static int lz_release(struct fy_lazy *l, struct lz_region *r, uint64_t off,
  * Return: 1 if the unit must be asked for (no fault waited for it yet),
  * 0 if it is already asked for, 2 if it is there (wake now), or -ENOMEM.
  */
-static int lz_wait_add(struct fy_lazy *l, uint32_t ri, uint64_t u, uint64_t t0,
-		       bool was)
+static int lz_wait_add(struct fy_lazy *l, uint32_t ri, uint64_t u, uint32_t tid,
+		       uint64_t t0, bool was)
 {
 	struct lz_region *r = &l->rg[ri];
 	uint64_t bit = UINT64_C(1) << (u % 64);
 	struct lz_waiter *nw;
+	size_t i;
 	int rc = 0;
 
 	pthread_mutex_lock(&l->wlock);
+	/* A thread that a signal took out of its wait (a VMM kicking its
+	 * vCPU) faults again on the same unit: it still waits since its
+	 * first fault, and is one waiter, however long the unit takes. */
+	for (i = 0; tid && i < l->nwt; i++)
+		if (l->wt[i].tid == tid && l->wt[i].unit == u &&
+		    l->wt[i].region == ri)
+			break;
+	if (tid && i < l->nwt)
+		goto out; /* whoever places the unit releases that waiter and
+			     wakes the unit, this thread's new wait with it */
 	if (l->nwt == l->capwt) {
 		nw = realloc(l->wt, (l->capwt ? 2 * l->capwt : 64) * sizeof(*nw));
 		if (!nw) {
@@ -633,7 +647,8 @@ static int lz_wait_add(struct fy_lazy *l, uint32_t ri, uint64_t u, uint64_t t0,
 		l->wt = nw;
 		l->capwt = l->capwt ? 2 * l->capwt : 64;
 	}
-	l->wt[l->nwt++] = (struct lz_waiter){ .region = ri, .unit = u, .t0 = t0 };
+	l->wt[l->nwt++] = (struct lz_waiter){ .region = ri, .tid = tid, .unit = u,
+					      .t0 = t0 };
 	atomic_store(&l->nwaiting, l->nwt);
 	if (!was && (atomic_load(&r->placed[u / 64]) & bit)) {
 		atomic_store(&l->nwaiting, --l->nwt);
@@ -679,7 +694,7 @@ static int lz_ask(struct fy_lazy *l, struct lz_worker *w, uint32_t ri,
  * The placement of the unit, by whichever path, wakes it (lz_release).
  */
 static int lz_serve(struct fy_lazy *l, struct lz_worker *w, uint64_t addr,
-		    uint64_t t0)
+		    uint32_t tid, uint64_t t0)
 {
 	struct lz_region *r;
 	uint64_t off;
@@ -697,7 +712,7 @@ static int lz_serve(struct fy_lazy *l, struct lz_worker *w, uint64_t addr,
 		lz_fault_done(l, t0);
 		return lz_wake(l, r, off);
 	}
-	rc = lz_wait_add(l, ri, off / r->unit, t0, was);
+	rc = lz_wait_add(l, ri, off / r->unit, tid, t0, was);
 	if (rc == 2) {
 		lz_fault_done(l, t0);
 		return lz_wake(l, r, off);
@@ -748,7 +763,9 @@ static void *lz_fault_main(void *arg)
 				break;
 			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
 				continue;
-			if (lz_serve(l, w, msg[i].arg.pagefault.address, t0))
+			if (lz_serve(l, w, msg[i].arg.pagefault.address,
+				     l->thread_id ? msg[i].arg.pagefault.feat.ptid : 0,
+				     t0))
 				break;
 		}
 	}
@@ -901,6 +918,11 @@ static int lz_uffd_setup(struct fy_lazy *l, char *err, size_t errlen)
 	l->uffd = fy_lazy_uffd_open(err, errlen);
 	if (l->uffd < 0)
 		return l->uffd;
+	/* Optional: with the faulting thread's id a fault repeated after a
+	 * signal is recognised (lz_wait_add()). */
+	l->thread_id = api.features & UFFD_FEATURE_THREAD_ID;
+	if (l->thread_id)
+		need |= UFFD_FEATURE_THREAD_ID;
 	api = (struct uffdio_api){ .api = UFFD_API, .features = need };
 	if (ioctl(l->uffd, UFFDIO_API, &api)) {
 		e = errno;

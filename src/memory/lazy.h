@@ -144,7 +144,9 @@ struct fy_lazy_stats {
 	uint64_t request_errors; /* requests the source could not send */
 	uint64_t rerequests;   /* units asked for again by fy_lazy_rerequest */
 	uint64_t outstanding;  /* units asked for (by faults), not yet placed */
-	uint64_t waiting;      /* faults waiting now (blocked threads) */
+	uint64_t waiting;      /* faults waiting now: blocked threads (a fault
+				  repeated after a signal is the same one
+				  where the kernel names the thread) */
 	uint64_t zero_pages;   /* pages placed as zeros */
 	double wait_p50_us, wait_p99_us, wait_max_us;
 	double complete_ms;    /* start to the last page placed, or 0 */

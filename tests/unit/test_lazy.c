@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1422,6 +1423,63 @@ static void test_link_cut(void **state)
 	mem_unmap(&m);
 }
 
+static void on_kick(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * A VMM kicks its vCPU threads with signals; a thread blocked on a missing
+ * page then leaves its wait, runs the handler and faults again on the same
+ * page. It is one waiter and one fault however often that happens (the
+ * kernel names the faulting thread), and a late answer still wakes it.
+ */
+static void test_signal_refault(void **state)
+{
+	enum backing b = *(enum backing *)*state;
+	uint64_t bm[16 * MIB / PG / 64] = { 0 };
+	struct sigaction sa = { .sa_handler = on_kick }, old;
+	struct fy_lazy_stats st;
+	struct vcpu v;
+	struct net n;
+	struct mem m;
+	struct fy_lazy *l;
+	uint64_t per, u;
+	int i;
+
+	mem_map(&m, b, b == HUGETLB ? 16 * MIB : 8 * MIB);
+	per = m.unit / PG;
+	net_init(&n, &m);
+	stage_present(&m, bm);
+	NET_SET(&n, cut, true);
+	l = start_net(&m, &n, bm);
+	u = first_missing(&m, 0);
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+	vcpu_start(&v, &m, u * per);
+	wait_waiting(l, 1);
+	for (i = 0; i < 50; i++) {
+		pthread_kill(v.t, SIGUSR1);
+		usleep(2000);
+	}
+	fy_lazy_stats(l, &st);
+	print_message("50 signals to a thread waiting for a page: %llu waiting, %llu requests\n",
+		      (unsigned long long)st.waiting, (unsigned long long)st.requests);
+	assert_false(atomic_load(&v.done));
+	assert_int_equal(st.requests, 1);
+	assert_int_equal(st.waiting, 1);
+	NET_SET(&n, cut, false);
+	assert_int_equal(fy_lazy_rerequest(l), 1);
+	vcpu_join(&v);
+	fy_lazy_stats(l, &st);
+	assert_int_equal(st.waiting, 0);
+	assert_int_equal(st.faults, 1);
+	assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+	net_free(&n);
+	fy_lazy_free(l);
+	mem_unmap(&m);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -1496,6 +1554,7 @@ int main(void)
 		ALL_BACKINGS(test_present_async),
 		ALL_BACKINGS(test_shared_fault_and_delay),
 		ALL_BACKINGS(test_link_cut),
+		ALL_BACKINGS(test_signal_refault),
 		ALL_BACKINGS(test_roundtrip),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_rejects),
