@@ -1191,6 +1191,15 @@ static int stage_check(const struct fy_stage *st, const struct fy_rec_hdr *h,
 			 r->name, (unsigned long long)m->offset);
 		return FERRY_EPROTO;
 	}
+	if (st->units && (m->offset % st->units[m->region] ||
+			  m->length % st->units[m->region])) {
+		snprintf(err, errlen,
+			 "memory record at %s+0x%llx (0x%llx bytes) does not cover whole 0x%llx-byte pages of its region: it cannot be placed atomically",
+			 r->name, (unsigned long long)m->offset,
+			 (unsigned long long)m->length,
+			 (unsigned long long)st->units[m->region]);
+		return FERRY_EPROTO;
+	}
 	if (m->length > st->size) {
 		snprintf(err, errlen,
 			 "memory record at %s+0x%llx carries 0x%llx bytes of memory, more than the staging buffer's 0x%zx: a record is verified whole before any of it is placed",

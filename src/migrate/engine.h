@@ -250,6 +250,10 @@ struct fy_stage {
 	int (*place)(void *opaque, uint32_t region, uint64_t offset,
 		     uint64_t len, const void *buf, const uint64_t *zero);
 	void *opaque;
+	/* Bytes placed at once in each region (2 MiB on hugetlb), or NULL
+	 * for 4 KiB everywhere: a record that covers part of one cannot be
+	 * placed atomically and is refused before it is read. */
+	const uint64_t *units;
 };
 /* Receive a memory record into @st->buf, verify its checksum, and only
  * then hand its pages to @st->place(); guest memory is not written. */

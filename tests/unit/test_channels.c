@@ -871,6 +871,14 @@ static void test_staged_refusals(void **state)
 	close(fd);
 	assert_non_null(strstr(err, "page-aligned"));
 	f.st.buf -= 512;
+	/* A region placed in 2 MiB pages (hugetlb) takes whole ones only. */
+	f.st.units = (const uint64_t[]){ 2u << 20 };
+	fd = encode(&f.p, true, 0, true, &m, 1);
+	assert_int_equal(recv_one(&f.p, fd, &f.st, &got, err, sizeof(err)),
+			 FERRY_EPROTO);
+	close(fd);
+	assert_non_null(strstr(err, "does not cover whole 0x200000-byte pages"));
+	f.st.units = NULL;
 	assert_int_equal(f.pl.calls, 0);
 	stage_close(&f);
 }
