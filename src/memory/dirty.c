@@ -38,7 +38,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "memory/memory.h"
@@ -49,15 +48,6 @@
  * (include/uapi/linux/userfaultfd.h and include/uapi/linux/fs.h); the
  * running kernel decides at run time whether they are understood.
  */
-#ifndef UFFD_USER_MODE_ONLY
-#define UFFD_USER_MODE_ONLY 1
-#endif
-#ifndef USERFAULTFD_IOC
-#define USERFAULTFD_IOC 0xAA
-#endif
-#ifndef USERFAULTFD_IOC_NEW
-#define USERFAULTFD_IOC_NEW _IO(USERFAULTFD_IOC, 0x00)
-#endif
 #ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
 #define UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1 << 12)
 #endif
@@ -137,41 +127,16 @@ static int dirty_fail(struct fy_dirty *d, int code, const char *fmt, ...)
 /* ---------------------------------------------------------------------- */
 
 /*
- * Open a userfaultfd. The syscall is refused to unprivileged processes
- * unless vm.unprivileged_userfaultfd=1; /dev/userfaultfd (Linux 6.1+) is
- * governed by its file permissions instead; and UFFD_USER_MODE_ONLY is
- * allowed to everyone. User-mode-only is enough here: async write-protect
+ * Open a userfaultfd. User-mode-only is enough here: async write-protect
  * faults are resolved by the kernel without ever reaching the uffd, so
  * kernel-mode writes (read(2) into guest memory) are still tracked.
  */
 static int uffd_open(struct fy_dirty *d)
 {
-	int flags = O_CLOEXEC | O_NONBLOCK;
-	int fd, dev, err;
+	char why[192];
+	int fd = fy_uffd_open(true, why, sizeof(why));
 
-	fd = (int)syscall(SYS_userfaultfd, flags);
-	if (fd >= 0)
-		return fd;
-	err = errno;
-	if (err == ENOSYS)
-		return dirty_fail(d, -ENOSYS,
-				  "userfaultfd: not supported by this kernel (CONFIG_USERFAULTFD)");
-	if (err != EPERM)
-		return dirty_fail(d, -err, "userfaultfd: %s", strerror(err));
-
-	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
-		close(dev);
-		if (fd >= 0)
-			return fd;
-	}
-	fd = (int)syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
-	if (fd >= 0)
-		return fd;
-	return dirty_fail(d, -EPERM,
-			  "userfaultfd: %s (needs root or vm.unprivileged_userfaultfd=1)",
-			  strerror(EPERM));
+	return fd >= 0 ? fd : dirty_fail(d, fd, "%s", why);
 }
 
 /*

@@ -14,18 +14,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "memory/lazy_region.h"
-
-/* Debian 12's kernel headers (6.1) may lack the /dev/userfaultfd ioctl. */
-#ifndef USERFAULTFD_IOC
-#define USERFAULTFD_IOC 0xAA
-#endif
-#ifndef USERFAULTFD_IOC_NEW
-#define USERFAULTFD_IOC_NEW _IO(USERFAULTFD_IOC, 0x00)
-#endif
 
 /* fy_lazy_err() - format a message into @err (if any); return @code. */
 int fy_lazy_err(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -243,26 +234,12 @@ int fy_lazy_region_prepare(const struct lz_region *r,
  */
 int fy_lazy_uffd_open(char *err, size_t errlen)
 {
-	int flags = O_CLOEXEC | O_NONBLOCK, fd, dev, e;
+	int fd = fy_uffd_open(false, err, errlen);
 
-	fd = (int)syscall(SYS_userfaultfd, flags);
-	if (fd >= 0)
-		return fd;
-	e = errno;
-	if (e == ENOSYS)
-		return fy_lazy_err(err, errlen, -ENOSYS,
-				   "userfaultfd: not supported by this kernel (CONFIG_USERFAULTFD)");
-	if (e != EPERM)
-		return fy_lazy_err(err, errlen, -e, "userfaultfd: %s", strerror(e));
-	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
-		close(dev);
-		if (fd >= 0)
-			return fd;
-	}
-	return fy_lazy_err(err, errlen, -EPERM,
-			   "userfaultfd: %s (lazy loading serves kernel faults too: needs root, "
-			   "vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd)",
-			   strerror(EPERM));
+	if (fd == -EPERM)
+		fy_lazy_err(err, errlen, -EPERM,
+			    "userfaultfd: %s (lazy loading serves kernel faults too: needs root, "
+			    "vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd)",
+			    strerror(EPERM));
+	return fd;
 }

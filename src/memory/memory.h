@@ -107,6 +107,11 @@ struct fy_dirty {
  */
 int fy_dirty_probe_uffd(char *why, size_t len);
 
+/* A non-blocking, close-on-exec userfaultfd (src/memory/uffd.c); with
+ * @user_mode_only it may be one that sees user-mode faults only. Return:
+ * the descriptor, or a negative code with the reason in @why. */
+int fy_uffd_open(bool user_mode_only, char *why, size_t len);
+
 /*
  * fy_dirty_start() - begin tracking: after it returns, every write to the
  * regions is reported by the next fy_dirty_collect().
