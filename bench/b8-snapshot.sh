@@ -134,13 +134,7 @@ fi
 echo "[b8] $ROUNDS rounds of each of ${SIZES[*]}: a random guest at $RATE MB/s, live snapshot into $SNAP_DIR ($SNAP_FS); dd; QEMU in the first $QEMU_ROUNDS rounds" >&2
 for size in "${SIZES[@]}"; do
 	mib=$(size_mib "$size")
-	need_disk=$((mib * 11 / 10 + 512))
-	free=$(free_mib "$SNAP_DIR")
-	if [ "$free" -lt "$need_disk" ]; then
-		meta "skip_$size" "needs $need_disk MiB free on $SNAP_DIR, $free free"
-		echo "[b8] $size skipped: a file needs $need_disk MiB free on $SNAP_DIR, $free free" >&2
-		continue
-	fi
+	snap_room "$size" "$mib" || continue
 	# The guest, then the dd source and QEMU's RAM image in /dev/shm.
 	need_mem=$((mib * 11 / 10 + 1024))
 	if [ "$(avail_mib)" -lt "$need_mem" ]; then

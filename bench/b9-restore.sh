@@ -85,13 +85,7 @@ cold() {
 echo "[b9] $ROUNDS rounds of each of ${SIZES[*]}: restore (full, lazy) and dd from one snapshot in $SNAP_DIR ($SNAP_FS); caches $CACHES" >&2
 for size in "${SIZES[@]}"; do
 	mib=$(size_mib "$size")
-	need_disk=$((mib * 11 / 10 + 512))
-	free=$(free_mib "$SNAP_DIR")
-	if [ "$free" -lt "$need_disk" ]; then
-		meta "skip_$size" "needs $need_disk MiB free on $SNAP_DIR, $free free"
-		echo "[b9] $size skipped: the file needs $need_disk MiB free on $SNAP_DIR, $free free" >&2
-		continue
-	fi
+	snap_room "$size" "$mib" || continue
 	need_mem=$((mib + 1024))
 	if [ "$(avail_mib)" -lt "$need_mem" ]; then
 		meta "skip_$size" "needs $need_mem MiB of memory available, $(avail_mib) available"

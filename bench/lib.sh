@@ -246,6 +246,18 @@ free_mib() {
 	df -Pk "$1" | awk 'NR == 2 { print int($4 / 1024) }'
 }
 
+# snap_room SIZE MIB: whether a snapshot file of a MIB guest fits in
+# SNAP_DIR (RAM plus a tenth and 512 MiB); if not, records skip_SIZE and
+# says so on stderr, and returns 1.
+snap_room() {
+	local need=$(($2 * 11 / 10 + 512)) free
+	free=$(free_mib "$SNAP_DIR")
+	[ "$free" -ge "$need" ] && return 0
+	meta "skip_$1" "needs $need MiB free on $SNAP_DIR, $free free"
+	echo "[$BENCH_NAME] $1 skipped: a file needs $need MiB free on $SNAP_DIR, $free free" >&2
+	return 1
+}
+
 # size_mib SIZE: "256M", "1G" as MiB.
 size_mib() {
 	case $1 in

@@ -22,6 +22,8 @@
 
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include "ferry.h"
 #include "state/state.h"
 #include "wire/wire.h"
@@ -36,16 +38,6 @@ struct ferry_buf {
 #define SKIP FERRY_FIELD_SKIPPABLE
 
 /* ---- helpers ---- */
-
-static uint8_t *dup_exact(const void *p, size_t n)
-{
-	uint8_t *q = malloc(n ? n : 1);
-
-	assert_non_null(q);
-	if (n)
-		memcpy(q, p, n);
-	return q;
-}
 
 static int load_exact(const struct fy_buf *sec, size_t len,
 		      const struct ferry_state_binding *b, size_t n,

@@ -20,23 +20,14 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "unit.h"
 #include <xxhash.h>
 
 #include "ferry.h"
 #include "wire/wire.h"
 
 /* ---- helpers ---- */
-
-/* A heap copy of exactly @n bytes of @p (a valid pointer even when n is 0). */
-static uint8_t *dup_exact(const void *p, size_t n)
-{
-	uint8_t *q = malloc(n ? n : 1);
-
-	assert_non_null(q);
-	if (n)
-		memcpy(q, p, n);
-	return q;
-}
 
 static void fill_str(char *s, size_t n, char c)
 {

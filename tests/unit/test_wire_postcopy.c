@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include "ferry.h"
 #include "wire/wire.h"
 
@@ -50,16 +52,6 @@ static void rentry(struct raw *r, uint32_t region, uint64_t first,
 	r32(r, 0);
 	r64(r, first);
 	r64(r, pages);
-}
-
-static uint8_t *dup_exact(const void *p, size_t n)
-{
-	uint8_t *q = malloc(n ? n : 1);
-
-	assert_non_null(q);
-	if (n)
-		memcpy(q, p, n);
-	return q;
 }
 
 typedef int (*list_dec)(const uint8_t *p, size_t n, struct fy_page_list *l,
