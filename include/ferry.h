@@ -55,8 +55,14 @@ enum {
 				       confirmed it runs: neither side runs
 				       the guest until an operator decides */
 	FERRY_EUNKNOWN = -1009,	    /* unknown mandatory record */
-	FERRY_ELAST = FERRY_EUNKNOWN, /* the lowest code above (not an error
-					 of its own): a new code moves it */
+	FERRY_EPOSTCOPY = -1010,    /* postcopy ended after the transition
+				       without completing: the guest may have
+				       run at the destination (the message
+				       says what is where, and what running
+				       the source's copy risks) */
+	FERRY_ELAST = FERRY_EPOSTCOPY, /* the lowest code above (not an
+					  error of its own): a new code
+					  moves it */
 };
 
 /**
@@ -71,6 +77,25 @@ FERRY_API const char *ferry_strerror(int err);
 enum ferry_timeout_strategy {
 	FERRY_TIMEOUT_CANCEL = 0,     /* give up; the source keeps running */
 	FERRY_TIMEOUT_SWITCHOVER = 1, /* pause anyway and finish */
+	FERRY_TIMEOUT_POSTCOPY = 2,   /* switch to postcopy (when the
+					 destination offers it; else as
+					 SWITCHOVER) */
+};
+
+/* When the source switches a precopy migration to postcopy: the guest
+ * resumes at the destination before all of its memory is there, and the
+ * rest follows on demand and in the background (docs/api-guide.md,
+ * "Postcopy"). Needs a destination that offers it (FERRY_CAP_POSTCOPY);
+ * with one that does not, the migration stays precopy and the log says
+ * why. */
+enum ferry_postcopy {
+	FERRY_POSTCOPY_OFF = 0,	  /* never (ferry_session_postcopy() still
+				     may, when both sides offer it) */
+	FERRY_POSTCOPY_AUTO = 1,  /* when precopy cannot meet the downtime
+				     limit: two passes in a row that do not
+				     halve what is left, or max_passes /
+				     max_precopy_ms reached */
+	FERRY_POSTCOPY_AFTER = 2, /* after postcopy_after_passes passes */
 };
 
 /* Where a migration is, as reported by events and statistics. */
@@ -84,9 +109,14 @@ enum ferry_state {
 	FERRY_STATE_COMPLETED,	 /* the destination runs the guest */
 	FERRY_STATE_FAILED,	 /* failed; see the error */
 	FERRY_STATE_CANCELLED,	 /* cancelled; the source runs the guest */
-	FERRY_STATE_POSTCOPY,	 /* destination: the guest runs here while
+	FERRY_STATE_POSTCOPY,	 /* the guest runs at the destination while
 				    its memory still arrives on demand (a
-				    lazy restore from a file; postcopy) */
+				    lazy restore from a file; postcopy, on
+				    both sides) */
+	FERRY_STATE_POSTCOPY_PAUSED, /* postcopy, the link is gone: the
+				    destination's vCPUs that need a missing
+				    page wait, the source stays paused;
+				    ferry_session_recover() goes on */
 	FERRY_STATE_COUNT,	 /* how many states there are; not a state */
 };
 
@@ -213,6 +243,18 @@ struct ferry_stats {
 	double page_wait_p99_ms;
 	double page_wait_max_ms;
 	double lazy_complete_ms;
+	/* Postcopy (both sides): whether this run switched; switch (the
+	 * source's POSTCOPY) to the last page placed; 4 KiB pages the
+	 * destination asked for (faults) and pages the source pushed in the
+	 * background; pages not at the destination yet (what a dead source
+	 * leaves); recoveries after a cut. The faults and their waits are
+	 * page_faults and page_wait_* above (destination). */
+	bool postcopy;
+	double postcopy_ms;
+	uint64_t pages_requested;
+	uint64_t pages_pushed;
+	uint64_t pages_missing;
+	uint32_t recoveries;
 	/* New members go here, at the end. */
 };
 
@@ -404,6 +446,10 @@ struct ferry_config {
 					paused, as after a migration. */
 	uint32_t io_threads;	     /* "file:" only: threads reading or
 					writing the file, 1..64; 0 = 4 */
+	enum ferry_postcopy postcopy; /* source: default OFF */
+	uint32_t postcopy_after_passes; /* FERRY_POSTCOPY_AFTER: precopy
+					   passes before the switch, 1..
+					   max_passes; 0 = 1 */
 	bool lazy;		     /* destination, "file:" only: run the
 					guest as soon as its state is loaded
 					and place memory on demand through
@@ -528,9 +574,55 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri);
  * cancel made before it starts stops it as soon as it does. The request is
  * cleared when the run ends. Safe from any thread and from signal
  * handlers. The source resumes its guest unless the point of no return was
- * passed.
+ * passed. After the switch to postcopy a cancel is ignored (and logged):
+ * neither side holds the whole guest any more, so stopping would lose it;
+ * see ferry_session_force_resume().
  */
 FERRY_API void ferry_session_cancel(ferry_session *s);
+
+/**
+ * ferry_session_postcopy() - switch the running precopy migration of this
+ * source to postcopy at the end of the current pass (QEMU's
+ * migrate-start-postcopy). Any thread.
+ *
+ * Return: 0 (the switch will happen, or postcopy already runs);
+ * -EINVAL (not a running source), -ENOTSUP (the destination does not
+ * offer postcopy: the message says why), -EALREADY (past the switchover:
+ * too late).
+ */
+FERRY_API int ferry_session_postcopy(ferry_session *s);
+
+/**
+ * ferry_session_recover() - go on with a postcopy whose link broke
+ * (state FERRY_STATE_POSTCOPY_PAUSED). Any thread; the send or receive
+ * that is paused does the work.
+ * @uri: on the destination, where to listen for the source's recovery
+ *	 connection ("tcp:HOST:PORT", "unix:PATH"; the port chosen for
+ *	 port 0 is reported as stats.listen_uri with FERRY_EVENT_LISTENING);
+ *	 on the source, where to connect.
+ *
+ * The source authenticates with the session's token and a generation
+ * that grows with every attempt; the destination says which pages it has
+ * and the source sends the rest. A cut during recovery pauses again, and
+ * another call tries again.
+ *
+ * Return: 0 (taken), -EINVAL (bad URI), -EBUSY (not paused: nothing to
+ * recover, or a recovery already runs).
+ */
+FERRY_API int ferry_session_recover(ferry_session *s, const char *uri);
+
+/**
+ * ferry_session_force_resume() - on a source whose postcopy is paused,
+ * give up the migration and run the source's copy of the guest: for an
+ * operator who knows the destination is gone for good. The guest may have
+ * run at the destination since the switch: if that copy still exists,
+ * two copies now run (with the same identity, disks, and connections), and
+ * whatever the destination's copy did since the switch is lost. The send
+ * returns FERRY_EPOSTCOPY with a message that says so. Any thread.
+ *
+ * Return: 0 (taken), -EBUSY (not a paused postcopy source).
+ */
+FERRY_API int ferry_session_force_resume(ferry_session *s);
 
 /**
  * ferry_session_stats() - copy the current statistics. Any thread.

@@ -155,9 +155,18 @@ static int check_choices(const struct ferry_config *cfg,
 {
 	int lo, hi;
 
-	if ((unsigned)cfg->timeout_strategy > FERRY_TIMEOUT_SWITCHOVER)
+	if ((unsigned)cfg->timeout_strategy > FERRY_TIMEOUT_POSTCOPY)
 		return OUT_OF("timeout_strategy", cfg->timeout_strategy,
-			      FERRY_TIMEOUT_CANCEL, FERRY_TIMEOUT_SWITCHOVER);
+			      FERRY_TIMEOUT_CANCEL, FERRY_TIMEOUT_POSTCOPY);
+	if ((unsigned)cfg->postcopy > FERRY_POSTCOPY_AFTER)
+		return OUT_OF("postcopy", cfg->postcopy, FERRY_POSTCOPY_OFF,
+			      FERRY_POSTCOPY_AFTER);
+	if (cfg->postcopy_after_passes &&
+	    cfg->postcopy_after_passes > (cfg->max_passes ? cfg->max_passes : 30))
+		return refuse(err, errlen,
+			      "postcopy_after_passes is %u: it must be from 1 to max_passes (%u; 0 = 1)",
+			      cfg->postcopy_after_passes,
+			      cfg->max_passes ? cfg->max_passes : 30);
 	if ((unsigned)cfg->dirty_mode > FERRY_DIRTY_BITMAP)
 		return OUT_OF("dirty_mode", cfg->dirty_mode, FERRY_DIRTY_AUTO,
 			      FERRY_DIRTY_BITMAP);

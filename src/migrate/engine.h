@@ -62,6 +62,19 @@ struct ferry_session {
 	/* A lazy restore stopped on a damaged page: kept so that vCPUs
 	 * blocked on missing pages stay blocked; freed with the session. */
 	struct fy_lazy *lazy;
+
+	/* Postcopy, driven from other threads (ferry_session_postcopy(),
+	 * _recover(), _force_resume(), _cancel()); see fy_session_pc_*(). */
+	atomic_bool pc_source;	   /* a send runs (may be asked to switch) */
+	atomic_int pc_avail;	   /* after HELLO: 1 usable, -1 not, 0 unknown */
+	atomic_bool pc_now;	   /* switch at the end of the current pass */
+	atomic_bool pc_stopped;	   /* the source paused for its switchover */
+	atomic_bool transitioned;  /* past POSTCOPY: cancel is ignored */
+	pthread_cond_t pc_cv;	   /* with lock: a recover or force arrived */
+	bool pc_paused;		   /* a run waits in postcopy-paused */
+	bool pc_force;		   /* ferry_session_force_resume() */
+	char pc_uri[FERRY_URI_MAX]; /* ferry_session_recover()'s, "" = none */
+	char pc_why[128];	   /* why postcopy is not usable (pc_avail -1) */
 };
 
 /* Words of a zero map for the largest record body. */
@@ -211,6 +224,18 @@ void fy_session_count_bytes(ferry_session *s, uint64_t n);
 int fy_session_pace(ferry_session *s, uint64_t bytes);
 /* Emit a progress event if the period has passed. */
 void fy_session_progress(ferry_session *s);
+/*
+ * Postcopy-paused: publish the state, then wait until an operator calls
+ * ferry_session_recover() (0, its URI in @uri) or, on a source,
+ * ferry_session_force_resume() (FERRY_EPOSTCOPY). There is no timeout:
+ * the guest's memory is split between the two sides and only an operator
+ * may decide. A cancel does not end the wait.
+ */
+int fy_session_pc_wait(ferry_session *s, char *uri, size_t len);
+/* The run has passed the transition: cancels are ignored from now on. */
+void fy_session_pc_transitioned(ferry_session *s);
+/* After HELLO on a source: whether postcopy can be used (@why: if not). */
+void fy_session_pc_avail(ferry_session *s, bool yes, const char *why);
 static inline bool fy_cancelled(ferry_session *s)
 {
 	return atomic_load_explicit(&s->cancel, memory_order_relaxed);

@@ -18,6 +18,7 @@
 #include "memory/lazy.h"
 #include "migrate/engine.h"
 #include "proto/proto.h"
+#include "transport/transport.h"
 
 /**
  * fy_now_ns() - CLOCK_MONOTONIC in nanoseconds.
@@ -63,6 +64,8 @@ static const char *const error_texts[] = {
 	[FERRY_EPROTO - FERRY_EUNCONFIRMED] =
 		"released, but the destination did not confirm it runs",
 	[FERRY_EPROTO - FERRY_EUNKNOWN] = "unknown mandatory record",
+	[FERRY_EPROTO - FERRY_EPOSTCOPY] =
+		"postcopy did not complete; the guest may have run at the destination",
 };
 static_assert(sizeof(error_texts) / sizeof(error_texts[0]) ==
 		      FERRY_EPROTO - FERRY_ELAST + 1,
@@ -92,6 +95,7 @@ FERRY_API const char *ferry_state_name(enum ferry_state state)
 		[FERRY_STATE_FAILED] = "failed",
 		[FERRY_STATE_CANCELLED] = "cancelled",
 		[FERRY_STATE_POSTCOPY] = "postcopy",
+		[FERRY_STATE_POSTCOPY_PAUSED] = "postcopy-paused",
 	};
 	static_assert(sizeof(names) / sizeof(names[0]) == FERRY_STATE_COUNT,
 		      "every state has a name");
@@ -153,6 +157,7 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 		s->cfg.congestion_control = s->cc_name;
 	}
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->pc_cv, NULL);
 	*out = s;
 	return 0;
 }
@@ -162,6 +167,7 @@ FERRY_API void ferry_session_destroy(ferry_session *s)
 	if (!s)
 		return;
 	fy_lazy_free(s->lazy);
+	pthread_cond_destroy(&s->pc_cv);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -248,8 +254,142 @@ FERRY_API int ferry_session_add_region(ferry_session *s,
 
 FERRY_API void ferry_session_cancel(ferry_session *s)
 {
-	if (s)
-		atomic_store(&s->cancel, true);
+	/* Past the transition, stopping would lose the guest: the flag is
+	 * not set. Atomics only: this runs in signal handlers. */
+	if (!s)
+		return;
+	if (atomic_load(&s->transitioned))
+		return;
+	atomic_store(&s->cancel, true);
+}
+
+FERRY_API int ferry_session_postcopy(ferry_session *s)
+{
+	char why[sizeof(s->pc_why)];
+	int avail;
+
+	if (!s || !atomic_load(&s->pc_source))
+		return -EINVAL;
+	if (atomic_load(&s->transitioned))
+		return 0;
+	if (atomic_load(&s->pc_stopped))
+		return refuse_call(s, -EALREADY,
+				   "the source is already in its switchover: too late for postcopy");
+	avail = atomic_load(&s->pc_avail);
+	if (avail < 0) {
+		pthread_mutex_lock(&s->lock);
+		memcpy(why, s->pc_why, sizeof(why));
+		pthread_mutex_unlock(&s->lock);
+		return refuse_call(s, -ENOTSUP, "postcopy is not possible: %s",
+				   why);
+	}
+	atomic_store(&s->pc_now, true);
+	fy_session_log(s, 1, "postcopy requested: switching at the end of the current pass");
+	return 0;
+}
+
+/* Hand @uri or a force to the run waiting in postcopy-paused. */
+static int pc_command(ferry_session *s, const char *uri)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (!s->pc_paused || s->pc_uri[0] || s->pc_force)
+		rc = -EBUSY;
+	else if (uri)
+		snprintf(s->pc_uri, sizeof(s->pc_uri), "%s", uri);
+	else
+		s->pc_force = true;
+	pthread_cond_broadcast(&s->pc_cv);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+FERRY_API int ferry_session_recover(ferry_session *s, const char *uri)
+{
+	struct fy_uri u;
+	char err[256];
+	int rc;
+
+	if (!s || !uri)
+		return -EINVAL;
+	if (strlen(uri) >= FERRY_URI_MAX)
+		return refuse_call(s, -EINVAL,
+				   "recovery URI of %zu bytes: at most %d",
+				   strlen(uri), FERRY_URI_MAX - 1);
+	rc = fy_uri_parse(uri, &u, err, sizeof(err));
+	if (!rc && u.kind == FY_URI_FILE) {
+		snprintf(err, sizeof(err),
+			 "%s: postcopy recovers over a connection, not a file",
+			 uri);
+		rc = -EINVAL;
+	}
+	if (rc)
+		return refuse_call(s, rc, "%s", err);
+	rc = pc_command(s, uri);
+	if (rc)
+		return refuse_call(s, rc,
+				   "nothing to recover: the session is not in postcopy-paused, or a recovery already runs");
+	return 0;
+}
+
+FERRY_API int ferry_session_force_resume(ferry_session *s)
+{
+	int rc;
+
+	if (!s)
+		return -EINVAL;
+	rc = atomic_load(&s->pc_source) ? pc_command(s, NULL) : -EBUSY;
+	if (rc)
+		return refuse_call(s, rc,
+				   "not a source in postcopy-paused (or a recovery runs)");
+	return 0;
+}
+
+/**
+ * fy_session_pc_wait() - see engine.h.
+ */
+int fy_session_pc_wait(ferry_session *s, char *uri, size_t len)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	s->pc_paused = true;
+	s->pc_uri[0] = 0;
+	s->pc_force = false;
+	pthread_mutex_unlock(&s->lock);
+	fy_session_set_state(s, FERRY_STATE_POSTCOPY_PAUSED);
+	pthread_mutex_lock(&s->lock);
+	while (!s->pc_uri[0] && !s->pc_force)
+		pthread_cond_wait(&s->pc_cv, &s->lock);
+	rc = s->pc_force ? FERRY_EPOSTCOPY : 0;
+	snprintf(uri, len, "%s", s->pc_uri);
+	s->pc_paused = false;
+	s->pc_uri[0] = 0;
+	s->pc_force = false;
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/**
+ * fy_session_pc_transitioned() - see engine.h.
+ */
+void fy_session_pc_transitioned(ferry_session *s)
+{
+	atomic_store(&s->transitioned, true);
+	if (atomic_exchange(&s->cancel, false))
+		fy_session_log(s, 1, "a cancel that came during the switch to postcopy is ignored: the guest may run at the destination now");
+}
+
+/**
+ * fy_session_pc_avail() - see engine.h.
+ */
+void fy_session_pc_avail(ferry_session *s, bool yes, const char *why)
+{
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->pc_why, sizeof(s->pc_why), "%s", yes ? "" : why);
+	pthread_mutex_unlock(&s->lock);
+	atomic_store(&s->pc_avail, yes ? 1 : -1);
 }
 
 /* Every member is whole in a size that is a multiple of the struct's
@@ -441,6 +581,11 @@ int fy_session_end(ferry_session *s, int rc)
 	fy_session_set_state(s, !rc ? FERRY_STATE_COMPLETED
 			     : rc == FERRY_ECANCELED ? FERRY_STATE_CANCELLED
 						     : FERRY_STATE_FAILED);
+	atomic_store(&s->pc_source, false);
+	atomic_store(&s->pc_avail, 0);
+	atomic_store(&s->pc_now, false);
+	atomic_store(&s->pc_stopped, false);
+	atomic_store(&s->transitioned, false);
 	atomic_store(&s->cancel, false);
 	atomic_store(&s->busy, false);
 	return rc;
