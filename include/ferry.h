@@ -651,15 +651,16 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
 #define FERRY_CAP_ZERO_PAGES (1ull << 2)    /* zero pages travel as a map */
 #define FERRY_CAP_LZ4 (1ull << 3)	    /* lz4-compressed memory */
 #define FERRY_CAP_ZSTD (1ull << 4)	    /* zstd-compressed memory */
+/* Postcopy records (0x0400-0x0404) and recovery; needs multi-channel.
+ * A destination offers it only when it can run it: a listener for the
+ * data connections and a working userfaultfd (missing mode); a source
+ * uses it only when ferry_config.postcopy or ferry_session_postcopy()
+ * asks. */
+#define FERRY_CAP_POSTCOPY (1ull << 5)
 #define FERRY_CAP_ALL                                                  \
 	(FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL |            \
-	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD)
-/* Postcopy records (0x0400-0x0404) and recovery; needs multi-channel.
- * Not in FERRY_CAP_ALL, the default offered set, and refused in
- * ferry_config.capabilities for now: the protocol is specified and its
- * codecs and state machines exist, but the engine does not run postcopy
- * yet, so offering the bit would promise what neither side can do. */
-#define FERRY_CAP_POSTCOPY (1ull << 5)
+	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD |         \
+	 FERRY_CAP_POSTCOPY)
 
 /* ---- snapshot files ---- */
 

@@ -1225,6 +1225,12 @@ int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
 	return rc;
 }
 
+/* fy_lazy_unit() - the placement unit of @region (see lazy.h). */
+uint64_t fy_lazy_unit(struct fy_lazy *l, uint32_t region)
+{
+	return l && region < l->nrg ? l->rg[region].unit : 0;
+}
+
 /* fy_lazy_has() - whether the unit holding @offset of @region is placed. */
 bool fy_lazy_has(struct fy_lazy *l, uint32_t region, uint64_t offset)
 {

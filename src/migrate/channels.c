@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "memory/lazy.h"
 #include "migrate/channels.h"
 #include "proto/proto.h"
 #include "transport/transport.h"
@@ -517,21 +518,68 @@ refuse:
 	return rc;
 }
 
+/* fy_stage.place for the lazy loader. */
+static int place_lazy(void *opaque, uint32_t region, uint64_t offset,
+		      uint64_t len, const void *buf, const uint64_t *zero)
+{
+	return fy_lazy_place(opaque, region, offset, len, buf, zero);
+}
+
+/*
+ * Postcopy: the guest runs, so a record is received into the
+ * connection's own staging buffer, verified whole, and only then placed
+ * atomically. Any failure, a broken connection included, fails the pool:
+ * the engine pauses and recovers every connection at once.
+ */
+static int on_staged(struct fy_recv_pool *p, struct rx_chan *c,
+		     const struct fy_rec_hdr *h, struct fy_mem_hdr *m)
+{
+	struct fy_stage st = { 0 };
+	char err[256] = "";
+	int rc = 0;
+
+	if (!c->stage.data)
+		rc = fy_bulk_alloc(&c->stage, p->stage_size);
+	if (rc) {
+		pool_fail(p, rc, "data connection %u: no staging buffer of %zu bytes",
+			  c->index, p->stage_size);
+		return rc;
+	}
+	st.buf = c->stage.data;
+	st.size = p->stage_size;
+	st.place = place_lazy;
+	st.opaque = p->lazy;
+	st.units = p->units;
+	rc = fy_chan_recv_staged(&c->ch, h, p->s->regions, p->s->nregions, &st,
+				 m, err, sizeof(err));
+	if (rc)
+		pool_fail(p, rc, "data connection %u: %s", c->index,
+			  err[0] ? err : ferry_strerror(rc));
+	return rc;
+}
+
 static int on_data(struct fy_recv_pool *p, struct rx_chan *c,
 		   const struct fy_rec_hdr *h)
 {
 	struct fy_mem_hdr m;
 	char err[256] = "";
+	bool staged = atomic_load(&p->staged);
 	int rc;
 
-	if (!atomic_load(&p->in_pass)) {
+	if (!staged && !atomic_load(&p->in_pass)) {
 		pool_fail(p, FERRY_EPROTO,
 			  "memory on data connection %u outside a pass",
 			  c->index);
 		return FERRY_EPROTO;
 	}
-	rc = fy_chan_recv_mem(&c->ch, h, p->s->regions, p->s->nregions, &m,
-			      err, sizeof(err));
+	if (staged) {
+		rc = on_staged(p, c, h, &m);
+		if (rc)
+			return rc;
+	} else {
+		rc = fy_chan_recv_mem(&c->ch, h, p->s->regions,
+				      p->s->nregions, &m, err, sizeof(err));
+	}
 	if (rc) {
 		/* A broken connection costs only itself (recv_worker); bad
 		 * bytes on it are the sender's fault and end the attempt. */
@@ -545,6 +593,8 @@ static int on_data(struct fy_recv_pool *p, struct rx_chan *c,
 	c->bytes += m.length;
 	p->records++;
 	p->bytes += m.length;
+	if (m.length > p->max_len)
+		p->max_len = m.length;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->lock);
 	fy_session_count_bytes(p->s, m.length);
@@ -635,7 +685,8 @@ static void *recv_worker(void *arg)
 	 * what it carried again, and PASS_END says what to wait for. Bad
 	 * records on it end the attempt. A connection that never joined is a
 	 * stranger: it is dropped and logged, and the session goes on. */
-	if (rc && st == FY_DS_JOINED && !fy_conn_broke(rc))
+	if (rc && st == FY_DS_JOINED &&
+	    (!fy_conn_broke(rc) || atomic_load(&p->staged)))
 		pool_fail(p, rc, "data connection %u failed: %s", c->index,
 			  ferry_strerror(rc));
 	/* Done with this connection: let the peer see it close now, not
@@ -671,6 +722,7 @@ static void reap(struct fy_recv_pool *p)
 		}
 		pthread_join(c->thread, NULL);
 		fy_chan_close(&c->ch);
+		fy_bulk_free(&c->stage);
 		free(c);
 	}
 	p->n = keep;
@@ -1098,6 +1150,7 @@ void fy_recv_pool_stop(struct fy_recv_pool *p)
 	for (unsigned i = 0; i < p->n; i++) {
 		pthread_join(p->chans[i]->thread, NULL);
 		fy_chan_close(&p->chans[i]->ch);
+		fy_bulk_free(&p->chans[i]->stage);
 		free(p->chans[i]);
 	}
 	fy_recv_pool_log(p);
@@ -1105,4 +1158,92 @@ void fy_recv_pool_stop(struct fy_recv_pool *p)
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->lock);
 	p->started = false;
+}
+
+/**
+ * fy_recv_pool_max_record() - the longest MEMORY record any data
+ * connection carried (its memory bytes), 0 if none.
+ */
+uint64_t fy_recv_pool_max_record(struct fy_recv_pool *p)
+{
+	uint64_t n;
+
+	if (!p->started)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	n = p->max_len;
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
+/**
+ * fy_recv_pool_postcopy() - receive staged from now on (see channels.h).
+ * Called before the answer that lets the source send postcopy memory, so
+ * no record of the new phase arrives before the switch.
+ */
+void fy_recv_pool_postcopy(struct fy_recv_pool *p, struct fy_lazy *l,
+			   const uint64_t *units, size_t stage_size,
+			   uint32_t channels)
+{
+	if (!p->started)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->lazy = l;
+	p->units = units;
+	p->stage_size = stage_size;
+	if (channels)
+		p->channels = channels;
+	p->records = 0;
+	p->bytes = 0;
+	for (unsigned i = 0; i < p->n; i++) {
+		p->chans[i]->records = 0;
+		p->chans[i]->bytes = 0;
+	}
+	/* Connections that end from now on are not "dropped": the pool
+	 * fails and the engine pauses. */
+	p->data_done = true;
+	atomic_store(&p->in_pass, false);
+	atomic_store(&p->staged, true);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/**
+ * fy_recv_pool_pc_counts() - what the data connections placed since the
+ * switch to postcopy, and the first failure of any of them.
+ */
+int fy_recv_pool_pc_counts(struct fy_recv_pool *p, uint64_t *records,
+			   uint64_t *bytes, char *err, size_t errlen)
+{
+	int rc;
+
+	*records = 0;
+	*bytes = 0;
+	if (!p->started)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	*records = p->records;
+	*bytes = p->bytes;
+	rc = p->err;
+	if (rc)
+		snprintf(err, errlen, "%s", p->errmsg);
+	pthread_mutex_unlock(&p->lock);
+	fy_recv_pool_log(p);
+	return rc;
+}
+
+/**
+ * fy_recv_pool_wait() - sleep until a data connection reports progress or
+ * a failure, or @ms pass.
+ */
+void fy_recv_pool_wait(struct fy_recv_pool *p, int ms)
+{
+	if (!p->started) {
+		struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+		nanosleep(&ts, NULL);
+		return;
+	}
+	pthread_mutex_lock(&p->lock);
+	cond_wait_ms(&p->cv, &p->lock, ms);
+	pthread_mutex_unlock(&p->lock);
 }
