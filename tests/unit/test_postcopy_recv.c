@@ -590,11 +590,127 @@ static void test_refusals_before_the_transition(void **state)
 	dst_free(&d);
 }
 
+
+/* A recovery connection to @path: stream header, RESUME. Returns the
+ * answer's type; with OK, the have-map is checked against what was
+ * placed: every page but the discarded ones. */
+static int resume(struct src *sc, const char *path, uint32_t generation,
+		  bool good_token)
+{
+	struct fy_resume r = { sc->session_id, { 0 }, generation };
+	struct fy_have_map hm;
+	struct fy_buf b;
+	char err[200];
+	int type;
+
+	memcpy(r.token, sc->token, sizeof(r.token));
+	if (!good_token)
+		r.token[3] ^= 0x40;
+	fy_chan_close(&sc->main);
+	fy_chan_clear(&sc->main);
+	chan_open(sc, &sc->main, path);
+	sc->seq = 0;
+	fy_buf_init(&b);
+	assert_int_equal(fy_resume_encode(&b, &r), 0);
+	type = request(sc, FY_REC_RESUME, &b);
+	fy_buf_free(&b);
+	sc->records = 0;
+	sc->bytes = 0;
+	sc->page_reqs = 0;
+	if (type != FY_REC_OK)
+		return type;
+	assert_int_equal(fy_have_map_decode(sc->main.rx.in.data,
+					    sc->main.rx.in.len, &hm, err,
+					    sizeof(err)), 0);
+	assert_int_equal(hm.flags, FY_HAVE_RAN | FY_HAVE_RUNNING);
+	assert_int_equal(hm.missing, DIRTY_PAGES);
+	assert_true(fy_have_map_test(&hm, 0, 0));
+	assert_true(fy_have_map_test(&hm, 0, 9));
+	assert_false(fy_have_map_test(&hm, 0, 10));
+	assert_false(fy_have_map_test(&hm, 0, TOUCH_PAGE));
+	assert_true(fy_have_map_test(&hm, 0, PAGES - 9));
+	assert_false(fy_have_map_test(&hm, 0, PAGES - 1));
+	return type;
+}
+
+/*
+ * A cut after the transition pauses the destination: its guest stays,
+ * the vCPU waiting on a missing page stays blocked, nothing returns.
+ * Recovery on a new listener refuses a stranger's token and a stale
+ * generation, survives a second cut, and completes the migration.
+ */
+static void test_cut_pauses_and_recovers(void **state)
+{
+	struct dst d;
+	struct src sc;
+	struct ferry_stats st;
+	char path2[120], uri2[140];
+
+	(void)state;
+	if (!userfaultfd_works())
+		skip();
+	dst_start(&d);
+	src_init(&sc);
+	snprintf(path2, sizeof(path2), "%s.2", d.path);
+	snprintf(uri2, sizeof(uri2), "unix:%s", path2);
+	unlink(path2);
+	hello_config(&sc, d.path);
+	join(&sc, d.path);
+	full_pass(&sc);
+	write_dirty(&sc);
+	discard_state(&sc);
+	assert_int_equal(postcopy(&sc, DIRTY_PAGES), FY_REC_OK);
+	wait_page_req(&sc);
+
+	/* Cut: a data connection breaks. */
+	fy_chan_close(&sc.data);
+	fy_chan_clear(&sc.data);
+	dst_wait_state(&d, FERRY_STATE_POSTCOPY_PAUSED);
+	st = dst_stats(&d);
+	assert_int_equal(st.owner, FERRY_OWNER_DESTINATION);
+	assert_int_equal(st.pages_missing, DIRTY_PAGES);
+	assert_true(st.postcopy);
+	usleep(200000);
+	assert_false(atomic_load(&d.done));
+	assert_false(atomic_load(&d.vcpu_done));
+	/* Nothing to recover with a file. */
+	assert_int_equal(ferry_session_recover(d.s, "file:/tmp/x"), -EINVAL);
+
+	assert_int_equal(ferry_session_recover(d.s, uri2), 0);
+	assert_int_equal(resume(&sc, path2, 1, false), FY_REC_ERROR);
+	assert_int_equal(error_code(&sc.main), -EACCES);
+	assert_int_equal(resume(&sc, path2, 1, true), FY_REC_OK);
+	/* A second cut, during the recovery: before the data connection is
+	 * back. */
+	dst_wait_state(&d, FERRY_STATE_POSTCOPY);
+	fy_chan_close(&sc.main);
+	fy_chan_clear(&sc.main);
+	dst_wait_state(&d, FERRY_STATE_POSTCOPY_PAUSED);
+	assert_false(atomic_load(&d.done));
+
+	assert_int_equal(ferry_session_recover(d.s, uri2), 0);
+	assert_int_equal(resume(&sc, path2, 1, true), FY_REC_ERROR);
+	assert_int_equal(error_code(&sc.main), -ESTALE);
+	assert_int_equal(resume(&sc, path2, 2, true), FY_REC_OK);
+	join(&sc, path2);
+	/* The waiting vCPU's page is asked for again on the new connection. */
+	serve_and_end(&sc);
+	assert_int_equal(sc.req_page, TOUCH_PAGE);
+	check_completed(&d, &sc);
+	st = dst_stats(&d);
+	assert_int_equal(st.recoveries, 2);
+	assert_int_equal(atomic_load(&d.resumes), 1);
+	src_free(&sc);
+	dst_free(&d);
+	unlink(path2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_postcopy_completes),
 		cmocka_unit_test(test_refusals_before_the_transition),
+		cmocka_unit_test(test_cut_pauses_and_recovers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
