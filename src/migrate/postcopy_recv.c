@@ -140,12 +140,24 @@ int fy_pc_discard(struct receiver *x)
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < s->nregions; i++) {
+		char why[256];
+
 		if (!x->pc.missing[i])
 			x->pc.missing[i] = calloc((pages[i] + 63) / 64,
 						  sizeof(uint64_t));
 		if (!x->pc.missing[i]) {
 			snprintf(x->err, sizeof(x->err), "out of memory");
 			return -ENOMEM;
+		}
+		/* What the loader will place at once in the region: the
+		 * source sends whole units from the switch on. */
+		rc = x->pc.units[i] ? 0
+				    : fy_lazy_unit_of(&s->regions[i],
+						      &x->pc.units[i], why,
+						      sizeof(why));
+		if (rc) {
+			snprintf(x->err, sizeof(x->err), "%s", why);
+			return rc;
 		}
 	}
 	for (uint32_t e = 0; e < l.count; e++) {

@@ -60,6 +60,7 @@ struct dst {
 	atomic_bool vcpu_done;
 	bool vcpu_started;
 	uint64_t seen; /* what the vCPU read */
+	int memfd;     /* a hugetlb backing, or -1 */
 };
 
 static void *vcpu_main(void *arg)
@@ -120,16 +121,45 @@ static void *dst_main(void *arg)
 	return NULL;
 }
 
-static void dst_start(struct dst *d)
+/* Guest memory on a hugetlb memfd (2 MiB units), or false with the
+ * reason printed when the host has none to give. */
+static bool map_hugetlb(struct dst *d)
+{
+	d->memfd = memfd_create("test-pcr", MFD_CLOEXEC | MFD_HUGETLB);
+	if (d->memfd < 0 || ftruncate(d->memfd, MEM)) {
+		printf("skipped: no hugetlb memfd: %s\n", strerror(errno));
+		return false;
+	}
+	d->mem = mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED, d->memfd,
+		      0);
+	if (d->mem == MAP_FAILED) {
+		printf("skipped: no 2 MiB pages for a hugetlb guest: %s\n",
+		       strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static bool dst_start_on(struct dst *d, bool hugetlb)
 {
 	struct ferry_config cfg;
 	struct ferry_region r = { .gpa = 0, .size = MEM, .fd = -1,
 				  .name = "ram0" };
 
 	memset(d, 0, sizeof(*d));
-	d->mem = mmap(NULL, MEM, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	assert_true(d->mem != MAP_FAILED);
+	d->memfd = -1;
+	if (hugetlb) {
+		if (!map_hugetlb(d)) {
+			if (d->memfd >= 0)
+				close(d->memfd);
+			return false;
+		}
+		r.fd = d->memfd;
+	} else {
+		d->mem = mmap(NULL, MEM, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		assert_true(d->mem != MAP_FAILED);
+	}
 	r.host = d->mem;
 	ferry_config_init(&cfg);
 	cfg.ops = &dst_ops;
@@ -141,6 +171,12 @@ static void dst_start(struct dst *d)
 	unlink(d->path);
 	snprintf(d->uri, sizeof(d->uri), "unix:%s", d->path);
 	pthread_create(&d->thread, NULL, dst_main, d);
+	return true;
+}
+
+static void dst_start(struct dst *d)
+{
+	dst_start_on(d, false);
 }
 
 static void dst_join(struct dst *d)
@@ -154,6 +190,8 @@ static void dst_free(struct dst *d)
 {
 	ferry_session_destroy(d->s);
 	munmap(d->mem, MEM);
+	if (d->memfd >= 0)
+		close(d->memfd);
 	unlink(d->path);
 }
 
@@ -190,6 +228,8 @@ struct src {
 	uint64_t records, bytes; /* MEMORY since the last OK of POSTCOPY */
 	uint32_t page_reqs;	 /* PAGE_REQ seen */
 	uint64_t req_page;	 /* the first page asked for */
+	uint64_t req_pages;	 /* and how many */
+	uint64_t unit;		 /* the destination's, in pages (1: 4 KiB) */
 };
 
 static const struct ferry_vmm_ops src_ops = {
@@ -215,6 +255,7 @@ static void src_init(struct src *sc)
 		*(uint64_t *)(sc->mem + i) = i * 0x9e3779b97f4a7c15ull + 1;
 	sc->r = (struct fy_region){ .size = MEM, .host = sc->mem, .fd = -1,
 				    .name = "ram0" };
+	sc->unit = 1;
 	fy_chan_clear(&sc->main);
 	fy_chan_clear(&sc->data);
 }
@@ -265,8 +306,10 @@ static void on_page_req(struct src *sc)
 					    sc->main.rx.in.len, &l, err,
 					    sizeof(err)), 0);
 	fy_page_list_get(&l, 0, &r);
-	if (!sc->page_reqs++)
+	if (!sc->page_reqs++) {
 		sc->req_page = r.first;
+		sc->req_pages = r.pages;
+	}
 }
 
 /* The next answer on the main connection (PAGE_REQs on the way are
@@ -454,8 +497,10 @@ static void wait_page_req(struct src *sc)
 static void send_pages(struct src *sc, struct fy_chan *c, uint64_t first,
 		       uint64_t pages)
 {
+	uint64_t most = CHUNK / 4096 > sc->unit ? CHUNK / 4096 : sc->unit;
+
 	while (pages) {
-		uint64_t n = pages < CHUNK / 4096 ? pages : CHUNK / 4096;
+		uint64_t n = pages < most ? pages : most;
 		struct fy_mem_hdr m = { 0, 0, first * 4096, n * 4096 };
 
 		assert_int_equal(fy_chan_send_mem(c, &sc->r, &m, true), 0);
@@ -475,9 +520,17 @@ static void serve_and_end(struct src *sc)
 	struct fy_buf b;
 
 	wait_page_req(sc);
-	send_pages(sc, &sc->main, sc->req_page, 1);
-	for (size_t i = 0; i < NDIRTY; i++)
-		send_pages(sc, &sc->data, dirty[i].first, dirty[i].pages);
+	send_pages(sc, &sc->main, sc->req_page, sc->req_pages);
+	/* Whole units of the destination's: a unit with a discarded page is
+	 * missing there whole. */
+	for (uint64_t u = 0, done = 0; u < PAGES; u += sc->unit) {
+		for (size_t i = 0; i < NDIRTY; i++)
+			if (dirty[i].first < u + sc->unit &&
+			    dirty[i].first + dirty[i].pages > u && u >= done) {
+				send_pages(sc, &sc->data, u, sc->unit);
+				done = u + sc->unit;
+			}
+	}
 	e.records = sc->records;
 	e.bytes = sc->bytes;
 	fy_buf_init(&b);
@@ -523,14 +576,14 @@ static void check_completed(struct dst *d, struct src *sc)
 
 static void test_postcopy_completes(void **state)
 {
+	bool hugetlb = *(bool *)*state;
 	struct dst d;
 	struct src sc;
 
-	(void)state;
-	if (!userfaultfd_works())
+	if (!userfaultfd_works() || !dst_start_on(&d, hugetlb))
 		skip();
-	dst_start(&d);
 	src_init(&sc);
+	sc.unit = hugetlb ? FY_HUGE_PAGE_SIZE / 4096 : 1;
 	hello_config(&sc, d.path);
 	join(&sc, d.path);
 	full_pass(&sc);
@@ -542,7 +595,9 @@ static void test_postcopy_completes(void **state)
 	assert_int_equal(dst_stats(&d).owner, FERRY_OWNER_DESTINATION);
 	assert_int_equal(atomic_load(&d.resumes), 1);
 	serve_and_end(&sc);
-	assert_int_equal(sc.req_page, TOUCH_PAGE);
+	/* The vCPU's unit, as the destination places it. */
+	assert_int_equal(sc.req_page, TOUCH_PAGE / sc.unit * sc.unit);
+	assert_int_equal(sc.req_pages, sc.unit);
 	check_completed(&d, &sc);
 	src_free(&sc);
 	dst_free(&d);
@@ -705,10 +760,13 @@ static void test_cut_pauses_and_recovers(void **state)
 	unlink(path2);
 }
 
+static bool anon = false, hugetlb = true;
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_postcopy_completes),
+		cmocka_unit_test_prestate(test_postcopy_completes, &anon),
+		cmocka_unit_test_prestate(test_postcopy_completes, &hugetlb),
 		cmocka_unit_test(test_refusals_before_the_transition),
 		cmocka_unit_test(test_cut_pauses_and_recovers),
 	};
