@@ -353,6 +353,53 @@ static void log_drops(struct fy_send_pool *p)
 			       alive == 1 ? "" : "s");
 }
 
+/* Bytes handed to the sockets in this pass so far. Locked. */
+static uint64_t sent_locked(const struct fy_send_pool *p)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < p->n; i++)
+		n += p->conn[i].dead ? 0 : p->conn[i].bytes;
+	return n;
+}
+
+/* Add what a cursor has not reached in @r to @out. */
+static int untaken(const struct fy_ranges *r, const struct fy_chunk_cursor *at,
+		   struct fy_ranges *out)
+{
+	int rc = 0;
+
+	for (size_t i = at->i; i < r->n && !rc; i++) {
+		uint64_t skip = i == at->i ? at->off : 0;
+
+		if (skip < r->v[i].length)
+			rc = fy_ranges_add(out, r->v[i].region,
+					   r->v[i].offset + skip,
+					   r->v[i].length - skip);
+	}
+	return rc;
+}
+
+/*
+ * Stop the pass where it is: what no worker has taken yet goes to @rest,
+ * and nothing more is taken. The chunks in flight finish, and PASS_END
+ * counts what went. Locked.
+ */
+static int rest_of(struct fy_send_pool *p, struct fy_ranges *rest)
+{
+	int rc = 0;
+
+	if (p->redo_left)
+		rc = untaken(&p->redo, &p->redo_at, rest);
+	if (!rc && p->ranges)
+		rc = untaken(p->ranges, &p->at, rest);
+	if (rc)
+		return rc;
+	p->ranges = NULL;
+	p->redo_left = 0;
+	return 0;
+}
+
 /**
  * fy_send_pool_pass() - send every range in chunks over all connections and
  * wait until the workers have handed all of them to their sockets.
@@ -360,15 +407,19 @@ static void log_drops(struct fy_send_pool *p)
  * @pe: receives the counts for PASS_END, per connection still in use.
  *
  * An extra connection that breaks meanwhile is given up and its chunks of
- * the pass are sent again over the others.
+ * the pass are sent again over the others. With @stop, the driving thread
+ * asks stop->now() at every tick whether to end the pass early (to switch
+ * to postcopy); if it says so, what no worker took yet is added to
+ * stop->rest and the pass ends with what went (a cut is asked for once).
  *
  * Return: 0, or the first worker's error (*chan says which connection).
  */
 int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
 		      uint32_t chunk, bool csum, struct fy_pass_end *pe,
-		      unsigned *chan)
+		      unsigned *chan, const struct fy_pass_stop *stop)
 {
 	ferry_session *s = p->s;
+	bool cut = false;
 	int rc;
 
 	pthread_mutex_lock(&p->lock);
@@ -379,12 +430,21 @@ int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
 	/* The workers take the chunks themselves; this thread only reports
 	 * progress (callbacks belong to it) until they are done. */
 	while (have_work(p) || p->active) {
+		bool ask;
+		uint64_t done;
+
 		cond_wait_ms(&p->idle, &p->lock, FY_POOL_TICK_MS);
+		ask = stop && !cut && have_work(p);
+		done = sent_locked(p);
 		pthread_mutex_unlock(&p->lock);
 		fy_session_progress(s);
+		/* Asked unlocked: it may take a while (a dirty scan). */
+		cut = ask && stop->now(stop->opaque, done);
 		pthread_mutex_lock(&p->lock);
 		if (fy_cancelled(s))
 			pass_fail(p, FERRY_ECANCELED, 0);
+		if (cut && !p->err && rest_of(p, stop->rest))
+			pass_fail(p, -ENOMEM, 0);
 	}
 	rc = p->err;
 	*chan = p->err_chan;

@@ -81,9 +81,15 @@ struct fy_send_pool {
 
 int fy_send_pool_start(struct fy_send_pool *p, ferry_session *s,
 		       struct fy_chan *const *chans, unsigned n);
+/* A pass that may end early: now() sees the bytes sent so far in it. */
+struct fy_pass_stop {
+	bool (*now)(void *opaque, uint64_t sent);
+	void *opaque;
+	struct fy_ranges *rest; /* receives what was not sent */
+};
 int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
 		      uint32_t chunk, bool csum, struct fy_pass_end *pe,
-		      unsigned *chan);
+		      unsigned *chan, const struct fy_pass_stop *stop);
 int fy_send_pool_lost(struct fy_send_pool *p, uint32_t index,
 		      struct fy_ranges *again);
 void fy_send_pool_stop(struct fy_send_pool *p);

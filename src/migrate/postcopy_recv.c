@@ -113,11 +113,13 @@ static uint64_t region_pages(const ferry_session *s, size_t i)
  * once every page arrived at least once (a whole first pass); each entry
  * is checked against the regions, and a page named twice counts once.
  * @x: the receiver, the body in x->ch.rx.in.
+ * @reply: receives the OK's body: the placement unit of every region.
  *
  * Return: 0, or a negative code with x->err set.
  */
-int fy_pc_discard(struct receiver *x)
+int fy_pc_discard(struct receiver *x, struct fy_buf *reply)
 {
+	struct fy_units un = { .nregions = (uint32_t)x->s->nregions };
 	ferry_session *s = x->s;
 	struct fy_page_list l;
 	struct fy_page_range r;
@@ -167,7 +169,8 @@ int fy_pc_discard(struct receiver *x)
 	}
 	fy_session_log(s, 2, "DISCARD of %u ranges: %llu pages missing here",
 		       l.count, (unsigned long long)x->pc.nmissing);
-	return 0;
+	memcpy(un.unit, x->pc.units, sizeof(un.unit));
+	return fy_units_encode(reply, &un);
 }
 
 /*

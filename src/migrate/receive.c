@@ -370,7 +370,7 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 	case FY_RA_RELEASED:
 		return on_released(x, reply);
 	case FY_RA_DISCARD:
-		return fy_pc_discard(x);
+		return fy_pc_discard(x, reply);
 	case FY_RA_POSTCOPY:
 		return fy_pc_postcopy(x, reply);
 	case FY_RA_ABORT:

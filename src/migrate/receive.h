@@ -81,7 +81,7 @@ void fy_pc_init(struct receiver *x);
 void fy_pc_free(struct receiver *x);
 /* At HELLO: may this destination offer postcopy? (@why: if not). */
 bool fy_pc_can_offer(struct receiver *x, char *why, size_t len);
-int fy_pc_discard(struct receiver *x);
+int fy_pc_discard(struct receiver *x, struct fy_buf *reply);
 /* POSTCOPY: count check, register memory, the transition, resume; fills
  * @reply with the OK's body. Before the transition a failure leaves
  * the machine in PC_LOADED (the caller answers not-run). */
