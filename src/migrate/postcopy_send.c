@@ -958,7 +958,7 @@ static bool auto_cut(struct sender *x, uint64_t sent)
 {
 	ferry_session *s = x->s;
 	uint64_t now = fy_now_ns();
-	double secs = (double)(now - x->t_pass) / 1e9, bw, dirty, left_ms;
+	double secs = (double)(now - x->t_pass) / 1e9, bw, dirty;
 
 	if (s->cfg.postcopy != FERRY_POSTCOPY_AUTO || x->pc_probed ||
 	    secs * 1e3 < FY_PC_SAMPLE_MS || !sent)
@@ -968,9 +968,10 @@ static bool auto_cut(struct sender *x, uint64_t sent)
 		return false; /* the pass-end collect reports it */
 	bw = (double)sent / secs;
 	dirty = (double)x->early.bytes * 1e9 / (double)(now - x->t_collect);
-	left_ms = (double)(x->ranges.bytes - sent) / bw * 1e3;
-	if (dirty * 2 < bw || left_ms + dirty * left_ms / bw <=
-				      s->cfg.downtime_limit_ms)
+	/* A guest whose whole memory crosses the link within the limit
+	 * converges whatever it writes. */
+	if (dirty * 2 < bw ||
+	    (double)s->ram_bytes / bw * 1e3 <= s->cfg.downtime_limit_ms)
 		return false;
 	fy_session_log(s, 1,
 		       "switching to postcopy during pass 1: the guest writes %.1f MB/s, the link carries %.1f MB/s, so precopy cannot converge",
