@@ -128,7 +128,7 @@ int fy_pc_discard(struct receiver *x, struct fy_buf *reply)
 
 	if (!x->pc.full_pass) {
 		snprintf(x->err, sizeof(x->err),
-			 "postcopy needs a complete first pass: not every page has arrived here once");
+			 "postcopy needs a complete first pass: no pass over all of the guest's memory has ended here");
 		return FERRY_EPROTO;
 	}
 	rc = fy_discard_decode(x->ch.rx.in.data, x->ch.rx.in.len, &l, x->err,

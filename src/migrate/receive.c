@@ -252,9 +252,10 @@ static int on_pass_end(struct receiver *x, struct fy_buf *reply)
 	}
 	/* A final pass with a lost part is followed by another one. */
 	x->final_done = x->pass.final && !ack.nlost;
-	/* Postcopy may follow only once every page arrived at least once:
-	 * a whole pass that planned all of RAM lost nothing. */
-	if (x->pass.planned == x->s->ram_bytes && !ack.nlost)
+	/* Postcopy may follow only a pass over all of RAM (the source's
+	 * first): what it did not deliver, cut short or lost with a
+	 * connection, the source names in its DISCARDs. */
+	if (x->pass.planned == x->s->ram_bytes)
 		x->pc.full_pass = true;
 	if (x->final_done)
 		fy_recv_pool_data_done(&x->pool);

@@ -449,6 +449,7 @@ static void write_dirty(struct src *sc)
 static void discard_state(struct src *sc)
 {
 	struct fy_page_range again = { 0, 600, 1 };
+	struct fy_units un;
 	struct fy_buf b;
 
 	fy_buf_init(&b);
@@ -460,6 +461,11 @@ static void discard_state(struct src *sc)
 	fy_buf_reset(&b);
 	assert_int_equal(fy_discard_encode(&b, dirty + 2, NDIRTY - 2), 0);
 	assert_int_equal(request(sc, FY_REC_DISCARD, &b), FY_REC_OK);
+	/* The answer says what the destination places at once. */
+	assert_int_equal(fy_units_decode(sc->main.rx.in.data,
+					 sc->main.rx.in.len, &un), 0);
+	assert_int_equal(un.nregions, 1);
+	assert_int_equal(un.unit[0], sc->unit * 4096);
 	fy_buf_reset(&b);
 	assert_int_equal(fy_buf_put(&b, "state", 5), 0);
 	assert_int_equal(request(sc, FY_REC_STATE, &b), FY_REC_OK);
