@@ -604,7 +604,10 @@ FERRY_API int ferry_session_postcopy(ferry_session *s);
  * The source authenticates with the session's token and a generation
  * that grows with every attempt; the destination says which pages it has
  * and the source sends the rest. A cut during recovery pauses again, and
- * another call tries again.
+ * another call tries again. A destination refuses connections that do
+ * not present the session's RESUME and goes on listening, up to 10
+ * minutes; then it pauses again (a URI it cannot listen on, or an fd:
+ * one, pauses at once), and the error and log say why.
  *
  * Return: 0 (taken), -EINVAL (bad URI), -EBUSY (not paused: nothing to
  * recover, or a recovery already runs).
