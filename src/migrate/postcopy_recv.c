@@ -715,6 +715,9 @@ static void pause_run(struct receiver *x, int rc)
 	fy_recv_sm_fail(&x->sm);
 	publish(x);
 	fy_lazy_stats(x->pc.lazy, &ls);
+	/* The latest reason is the one an operator needs: why the last
+	 * phase or recovery ended. */
+	fy_session_clear_error(s);
 	fy_session_fail(s, rc,
 			"postcopy paused: %s; %llu pages are missing here, vCPUs that touch one wait for a recovery (ferry_session_recover())",
 			x->err[0] ? x->err : ferry_strerror(rc),

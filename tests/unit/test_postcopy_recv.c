@@ -737,7 +737,19 @@ static void test_cut_pauses_and_recovers(void **state)
 	/* Nothing to recover with a file. */
 	assert_int_equal(ferry_session_recover(d.s, "file:/tmp/x"), -EINVAL);
 
-	assert_int_equal(ferry_session_recover(d.s, uri2), 0);
+	/* A URI it cannot listen on: paused again, saying why. */
+	assert_int_equal(ferry_session_recover(d.s, "unix:/nonexistent-dir/x.sock"), 0);
+	for (int i = 0; ferry_session_recover(d.s, uri2); i++) {
+		assert_true(i < WAIT_MS / 10);
+		usleep(10000);
+	}
+	{
+		char msg[512];
+
+		ferry_session_errmsg(d.s, msg, sizeof(msg));
+		assert_non_null(strstr(msg, "postcopy paused"));
+		assert_non_null(strstr(msg, "nonexistent-dir"));
+	}
 	assert_int_equal(resume(&sc, path2, 1, false), FY_REC_ERROR);
 	assert_int_equal(error_code(&sc.main), -EACCES);
 	assert_int_equal(resume(&sc, path2, 1, true), FY_REC_OK);
