@@ -599,7 +599,7 @@ static int on_staged(struct fy_recv_pool *p, struct rx_chan *c,
 	int rc = 0;
 
 	if (!c->stage.data)
-		rc = fy_bulk_alloc(&c->stage, p->stage_size);
+		rc = fy_stage_alloc(&c->stage, p->stage_size);
 	if (rc) {
 		pool_fail(p, rc, "data connection %u: no staging buffer of %zu bytes",
 			  c->index, p->stage_size);
@@ -653,8 +653,6 @@ static int on_data(struct fy_recv_pool *p, struct rx_chan *c,
 	c->bytes += m.length;
 	p->records++;
 	p->bytes += m.length;
-	if (m.length > p->max_len)
-		p->max_len = m.length;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->lock);
 	fy_session_count_bytes(p->s, m.length);
@@ -1221,19 +1219,13 @@ void fy_recv_pool_stop(struct fy_recv_pool *p)
 }
 
 /**
- * fy_recv_pool_max_record() - the longest MEMORY record any data
- * connection carried (its memory bytes), 0 if none.
+ * fy_stage_alloc() - a postcopy staging buffer (see channels.h).
  */
-uint64_t fy_recv_pool_max_record(struct fy_recv_pool *p)
+int fy_stage_alloc(struct fy_bulk *b, size_t size)
 {
-	uint64_t n;
-
-	if (!p->started)
+	if (!fy_bulk_alloc_as(b, size, FY_BULK_THP))
 		return 0;
-	pthread_mutex_lock(&p->lock);
-	n = p->max_len;
-	pthread_mutex_unlock(&p->lock);
-	return n;
+	return fy_bulk_alloc_as(b, size, FY_BULK_PLAIN);
 }
 
 /**

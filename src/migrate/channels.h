@@ -134,7 +134,6 @@ struct fy_recv_pool {
 	uint64_t session_id;
 	uint8_t token[16];
 	uint64_t records, bytes; /* this pass, extra connections only */
-	uint64_t max_len; /* the longest MEMORY record's memory so far */
 	/* Postcopy (fy_recv_pool_postcopy()): MEMORY is staged, verified
 	 * and placed through the lazy loader; records and bytes count since
 	 * the switch, and every connection is essential. */
@@ -160,9 +159,10 @@ void fy_recv_pool_log(struct fy_recv_pool *p);
 int fy_recv_pool_error(struct fy_recv_pool *p, char *err, size_t errlen);
 unsigned fy_recv_pool_channels(struct fy_recv_pool *p);
 void fy_recv_pool_close_door(struct fy_recv_pool *p);
-/* The longest MEMORY record (its memory bytes) any data connection
- * carried so far. */
-uint64_t fy_recv_pool_max_record(struct fy_recv_pool *p);
+/* A postcopy staging buffer of @size bytes: transparent huge pages, or
+ * plain ones (never the hugetlb pool: it is sized for the largest record
+ * and only what records use becomes resident). */
+int fy_stage_alloc(struct fy_bulk *b, size_t size);
 /*
  * fy_recv_pool_postcopy() - from now on MEMORY on the data connections is
  * received staged (a buffer of @stage_size bytes per connection, verified

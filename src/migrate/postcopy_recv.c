@@ -258,30 +258,33 @@ static int start_loader(struct receiver *x)
 
 /*
  * One staging buffer per connection holds a whole record, verified
- * before any of it is placed. The source's chunk size is not on the wire:
- * the longest record of the precopy passes (pass 1 covered all memory in
- * chunks) bounds it, and so do the configured chunk and every region's
- * unit; rounded up to 2 MiB.
+ * before any of it is placed. The source's chunk size is not on the wire,
+ * so the buffer holds the largest record a connection accepts at all (its
+ * zero map bounds it to FY_REC_MAX_BODY bytes of memory), or the largest
+ * region, whole units; it is mapped on transparent huge pages or plain
+ * ones, never from the hugetlb pool: only what records use becomes
+ * resident.
  */
 static int prepare_stage(struct receiver *x)
 {
 	ferry_session *s = x->s;
-	uint64_t want = x->pc.max_len, pool = fy_recv_pool_max_record(&x->pool);
+	uint64_t want = 0;
 	int rc;
 
-	if (pool > want)
-		want = pool;
-	if (s->cfg.chunk_bytes > want)
-		want = s->cfg.chunk_bytes;
 	for (size_t i = 0; i < s->nregions; i++) {
 		x->pc.units[i] = fy_lazy_unit(x->pc.lazy, (uint32_t)i);
+		if (s->regions[i].size > want)
+			want = s->regions[i].size;
+	}
+	if (want > FY_REC_MAX_BODY)
+		want = FY_REC_MAX_BODY;
+	for (size_t i = 0; i < s->nregions; i++)
 		if (x->pc.units[i] > want)
 			want = x->pc.units[i];
-	}
 	want = (want + FY_HUGE_PAGE_SIZE - 1) / FY_HUGE_PAGE_SIZE *
 	       FY_HUGE_PAGE_SIZE;
 	x->pc.stage_size = want;
-	rc = fy_bulk_alloc(&x->pc.stage, want);
+	rc = fy_stage_alloc(&x->pc.stage, want);
 	if (rc)
 		snprintf(x->err, sizeof(x->err),
 			 "no staging buffer of %llu bytes",

@@ -181,8 +181,6 @@ static int on_memory(struct receiver *x, const struct fy_rec_hdr *h)
 	}
 	x->pass_records++;
 	x->pass_bytes += m.length;
-	if (m.length > x->pc.max_len)
-		x->pc.max_len = m.length;
 	pthread_mutex_lock(&s->lock);
 	s->stats.bytes += m.length;
 	s->stats.pass_bytes += m.length;

@@ -17,7 +17,6 @@ struct fy_lazy;
 /* Postcopy's part of a receiver (postcopy_recv.c). */
 struct fy_pc_recv {
 	bool full_pass;	/* a pass that planned all of RAM has ended */
-	uint64_t max_len; /* longest MEMORY record (memory bytes) so far */
 	/* Pages the DISCARDs named, one bit per 4 KiB page per region. */
 	uint64_t *missing[FY_MAX_REGIONS];
 	uint64_t nmissing; /* distinct pages named */
