@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# What a user of postcopy meets before any postcopy runs: the commands
+# and options refuse what they cannot do with the reason (and the
+# documented exit codes), and the JSON fields are there, null, when a run
+# did not switch. The end-to-end runs are postcopy.sh's.
+. "$(dirname "$0")/lib.sh"
+
+# expect CODE PATTERN CMD...: CMD exits with CODE and says PATTERN on stderr
+expect() {
+	local code=$1 pat=$2 rc
+	shift 2
+	"$@" >"$T/out.txt" 2>"$T/err.txt"
+	rc=$?
+	[ "$rc" = "$code" ] || fail "$* exited $rc, not $code: $(cat "$T/out.txt" "$T/err.txt")"
+	grep -q -- "$pat" "$T/err.txt" || fail "$*: no '$pat' in: $(cat "$T/err.txt")"
+}
+
+port=$(free_port)
+start_vm dst --memory 64M --incoming "tcp:127.0.0.1:$port"
+start_vm src --memory 64M --workload ab
+S=$T/src.sock D=$T/dst.sock
+
+expect 1 "no migration is running" "$FERRY" postcopy "$S"
+expect 1 "this VM is the destination" "$FERRY" postcopy "$D"
+expect 2 "expected SOCKET" "$FERRY" postcopy
+expect 2 "\-\-force is required" "$FERRY" resume "$S"
+expect 1 "nothing to resume" "$FERRY" resume "$S" --force
+[ -z "$(cat "$T/out.txt")" ] || fail "a refused resume printed: $(cat "$T/out.txt")"
+expect 2 "not a file" "$FERRY" recover "$D" "file:$T/x"
+expect 1 "is a source" "$FERRY" recover "$S" "tcp:127.0.0.1:0"
+# The destination waits for its source: not paused, nothing to recover.
+expect 1 "not in postcopy-paused" "$FERRY" recover "$D" "tcp:127.0.0.1:0"
+pass "postcopy, resume and recover refuse with the reason"
+
+M=("$FERRY" migrate "$S" "tcp:127.0.0.1:$port")
+expect 2 "must be a whole number from 1" "${M[@]}" --postcopy-after-passes 0
+# Above max_passes (30 by default): the library's own words.
+expect 1 "postcopy_after_passes is 50: it must be from 1 to max_passes (30" \
+	"${M[@]}" --postcopy-after-passes 50
+expect 2 "give one of them" "${M[@]}" --postcopy --postcopy-after-passes 2
+expect 2 "takes no other migration option" "${M[@]}" --resume --connections 2
+expect 1 "nothing to recover" "${M[@]}" --resume
+expect 2 "cancel, switchover or postcopy" "${M[@]}" --timeout-strategy never
+expect 1 "cannot ask for pages" "$FERRY" migrate "$S" "file:$T/s.snap" --postcopy
+[ ! -e "$T/s.snap" ] || fail "a refused snapshot wrote a file"
+source_intact src
+pass "migrate refuses bad postcopy options, the source runs on"
+
+# The status carries the postcopy members, null when nothing switched.
+fields='["postcopy_ms", "faults", "fault_p50_us", "fault_p99_us", "fault_max_us", "pages_requested", "pages_pushed", "pages_missing", "recoveries"]'
+nulls() { # NAME|FILE EXPR: the members are there and null, postcopy false
+	local j
+	if [ -f "$1" ]; then j=$(json_field "$1" "[$2.get(k, 0) for k in $fields] + [$2.get('postcopy')]")
+	else j=$(status_field "$1" "[$2.get(k, 0) for k in $fields] + [$2.get('postcopy')]"); fi
+	[ "$j" = "[null, null, null, null, null, null, null, null, null, false]" ] ||
+		fail "$1: postcopy members $j"
+}
+nulls src 'd["migration"]'
+nulls dst 'd["migration"]'
+
+# --postcopy with a guest that converges: it completes in precopy, and
+# the report says it did not switch.
+"${M[@]}" --postcopy --json >"$T/m.json" 2>"$T/m.log" || fail "migration failed: $(cat "$T/m.log")"
+[ "$(json_field "$T/m.json" 'd["status"]')" = '"completed"' ] || fail "report: $(tail -n1 "$T/m.json")"
+nulls "$T/m.json" d
+nulls dst 'd["report"]'
+nulls src 'd["migration"]'
+# A migration that fails (nobody listens any more) says the same.
+"$FERRY" migrate "$T/dst.sock" "tcp:127.0.0.1:$port" --json >"$T/m2.json" 2>/dev/null &&
+	fail "a migration to a closed port completed"
+nulls "$T/m2.json" d
+# The report ferry makes itself when ferry-vm cannot be reached has them
+# all, postcopy included, null (it knows nothing).
+"$FERRY" migrate "$T/none.sock" "tcp:127.0.0.1:$port" --json >"$T/m3.json" 2>/dev/null
+[ "$(json_field "$T/m3.json" "[d[k] for k in $fields + ['postcopy']]")" = \
+	"[null, null, null, null, null, null, null, null, null, null]" ] ||
+	fail "ferry's own report: $(tail -n1 "$T/m3.json")"
+pass "status and reports carry the postcopy members, null without a switch"
