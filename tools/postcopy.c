@@ -346,6 +346,9 @@ void cli_print_postcopy(FILE *out, json_object *o)
 		cli_num(o, "pages_requested", 0), cli_num(o, "pages_pushed", 0),
 		cli_num(o, "pages_missing", 0), cli_num(o, "recoveries", 0),
 		cli_num(o, "recoveries", 0) == 1 ? "y" : "ies");
+	if (cli_get(o, "lazy_pages"))
+		fprintf(out, "placed        %.0f of %.0f pages at the destination\n",
+			cli_num(o, "lazy_placed", 0), cli_num(o, "lazy_pages", 0));
 	if (cli_get(o, "faults"))
 		fprintf(out, "page faults   %.0f, vCPU wait p50 %s, p99 %s, max %s\n",
 			cli_num(o, "faults", 0),

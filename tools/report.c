@@ -190,7 +190,9 @@ static void print_snapshot(FILE *out, json_object *o)
 			", the guest runs on (checkpoint)" :
 			", the guest stays paused here (handed over to the file)");
 	}
-	if (!cli_get(o, "lazy_pages"))
+	/* A postcopy destination's pages are postcopy's lines. */
+	if (!cli_get(o, "lazy_pages") ||
+	    !strcmp(cli_yesno(o, "postcopy"), "yes"))
 		return;
 	fprintf(out, "lazy restore  %.0f of %.0f pages placed, %.0f page faults, "
 		"page wait p50 %s, p99 %s, max %s", cli_num(o, "lazy_placed", 0),

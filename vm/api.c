@@ -213,22 +213,38 @@ static void add_snapshot_fields(json_object *o, const struct ferry_stats *st,
  * to follow, how pages moved and how long vCPUs waited for them (faults
  * are the destination's; microseconds), null when it did not switch.
  * Shared by status and report. */
-static void add_postcopy_fields(json_object *o, const struct ferry_stats *st)
+static void add_postcopy_fields(json_object *o, const struct ferry_stats *st,
+				json_object *note)
 {
 	static const char *const waits[] = { "fault_p50_us", "fault_p99_us",
 					     "fault_max_us" };
 	const double ms[] = { st->page_wait_p50_ms, st->page_wait_p99_ms,
 			      st->page_wait_max_ms };
 	bool pc = st->postcopy, faults = pc && st->lazy_pages > 0;
+	json_object *f = NULL;
 
 	json_object_object_add(o, "postcopy", json_object_new_boolean(pc));
 	json_object_object_add(o, "postcopy_ms",
 			       pc && st->postcopy_ms > 0 ?
 				       api_double(st->postcopy_ms) : NULL);
-	json_object_object_add(o, "faults", faults ? ju64(st->page_faults) : NULL);
-	for (unsigned i = 0; i < 3; i++)
-		json_object_object_add(o, waits[i], faults && st->page_faults ?
-				       api_double(ms[i] * 1000) : NULL);
+	/* A source knows the faults from the destination's note. */
+	if (pc && !faults && note &&
+	    json_object_object_get_ex(note, "postcopy_faults", &f) &&
+	    json_object_is_type(f, json_type_array) &&
+	    json_object_array_length(f) == 4) {
+		json_object_object_add(o, "faults", api_copy(
+				json_object_array_get_idx(f, 0)));
+		for (unsigned i = 0; i < 3; i++)
+			json_object_object_add(o, waits[i], api_copy(
+					json_object_array_get_idx(f, i + 1)));
+	} else {
+		json_object_object_add(o, "faults",
+				       faults ? ju64(st->page_faults) : NULL);
+		for (unsigned i = 0; i < 3; i++)
+			json_object_object_add(o, waits[i],
+					       faults && st->page_faults ?
+					       api_double(ms[i] * 1000) : NULL);
+	}
 	json_object_object_add(o, "pages_requested",
 			       pc ? ju64(st->pages_requested) : NULL);
 	json_object_object_add(o, "pages_pushed",
@@ -262,7 +278,7 @@ static json_object *stats_json(const struct ferry_stats *st, const char *err,
 	json_object_object_add(o, "state_ms", api_double(st->state_ms));
 	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
 	add_snapshot_fields(o, st, in);
-	add_postcopy_fields(o, st);
+	add_postcopy_fields(o, st, NULL);
 	json_object_object_add(o, "error", error_string(st->error, err));
 	return o;
 }
@@ -458,26 +474,44 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object_object_add(o, "keep_running", snap_out ?
 			       json_object_new_boolean(vm->mig.keep_running) : NULL);
 	add_snapshot_fields(o, st, !snap_out);
-	add_postcopy_fields(o, st);
+	add_postcopy_fields(o, st, n);
 	if (rc)
 		json_object_put(stall);
 	json_object_put(n);
 	return o;
 }
 
+/* A postcopy destination's faults, as the source's report shows them:
+ * [faults, p50, p99, max] (microseconds), or NULL. */
+static json_object *note_faults(const struct ferry_stats *pc)
+{
+	json_object *a;
+
+	if (!pc || !pc->postcopy || !pc->lazy_pages)
+		return NULL;
+	a = json_object_new_array();
+	json_object_array_add(a, ju64(pc->page_faults));
+	json_object_array_add(a, api_double(pc->page_wait_p50_ms * 1000));
+	json_object_array_add(a, api_double(pc->page_wait_p99_ms * 1000));
+	json_object_array_add(a, api_double(pc->page_wait_max_ms * 1000));
+	return a;
+}
+
 /**
  * api_note() - the destination's running note: a JSON object with the
- * verification result and the stall the guest saw.
+ * verification result and the stall the guest saw, and after a postcopy
+ * the vCPUs' faults when the note has room for them.
  * @verified: -1 (not checked), 0 or 1.
  * @stall_ms: the guest's stall across the migration.
  * @v: the check of the loaded image.
+ * @pc: the receive's statistics (postcopy faults), or NULL.
  * @note: receives the NUL-terminated JSON text ("" if it does not fit).
  * @len: size of @note.
  */
 void api_note(int verified, double stall_ms, const struct guest_verify *v,
-	      char *note, size_t len)
+	      const struct ferry_stats *pc, char *note, size_t len)
 {
-	json_object *o = json_object_new_object();
+	json_object *o = json_object_new_object(), *f = note_faults(pc);
 	char hex[17];
 	const char *s;
 
@@ -506,6 +540,16 @@ void api_note(int verified, double stall_ms, const struct guest_verify *v,
 		memcpy(note, s, strlen(s) + 1);
 	else if (len)
 		note[0] = '\0';
+	/* The faults are a figure for the source's report; the verdict
+	 * must never give way to them. */
+	if (f && len && note[0]) {
+		json_object_object_add(o, "postcopy_faults", f);
+		s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+		if (strlen(s) < len)
+			memcpy(note, s, strlen(s) + 1);
+	} else {
+		json_object_put(f);
+	}
 	json_object_put(o);
 }
 

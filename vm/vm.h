@@ -480,6 +480,6 @@ json_object *api_copy(json_object *o);
 void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 		    const char *errmsg, json_object *report);
 void api_note(int verified, double stall_ms, const struct guest_verify *v,
-	      char *note, size_t len);
+	      const struct ferry_stats *pc, char *note, size_t len);
 
 #endif /* FERRY_VM_H */
