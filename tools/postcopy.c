@@ -180,7 +180,7 @@ static int recover_wait(struct api_client *c, const char *uri)
 			json_object_put(st);
 			return CLI_EXIT_OK;
 		}
-		if (strcmp(state, "postcopy-paused")) {
+		if (!strcmp(state, "postcopy") || !strcmp(state, "completed")) {
 			printf("recovered: the source reconnected at %s (migration %s)\n",
 			       uri, state);
 			json_object_put(st);
