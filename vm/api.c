@@ -581,6 +581,11 @@ void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 		"ferry-vm: %s completed: %.1f ms total, downtime %.1f ms, %s%" PRIu64 " bytes in %u passes, verified %s\n",
 		what, st->total_ms, st->downtime_ms, stall, st->bytes, st->pass,
 		v ? (json_object_get_boolean(v) ? "true" : "false") : "null");
+	if (st->postcopy)
+		fprintf(stderr, "ferry-vm: postcopy: all memory in %.1f ms after the switch, %" PRIu64 " pages requested, %" PRIu64 " pushed, %" PRIu64 " faults here (p99 %.0f us), %u recoveries\n",
+			st->postcopy_ms, st->pages_requested, st->pages_pushed,
+			st->page_faults, st->page_wait_p99_ms * 1000,
+			st->recoveries);
 }
 
 /* The migration member of the status: the live session, else the last;
