@@ -331,18 +331,18 @@ static const char *fmt_us(json_object *o, const char *path, char *buf,
 void cli_print_postcopy(FILE *out, json_object *o)
 {
 	json_object *pc = cli_get(o, "postcopy");
-	char a[32], b[32], c[32];
+	char head[80], a[32], b[32], c[32];
 
 	if (!pc || !json_object_is_type(pc, json_type_boolean) ||
 	    !json_object_get_boolean(pc))
 		return;
 	if (cli_get(o, "postcopy_ms"))
-		snprintf(a, sizeof(a), "all memory in %s after the switch",
+		snprintf(head, sizeof(head), "all memory in %s after the switch",
 			 cli_fmt_ms(o, "postcopy_ms", b, sizeof(b)));
 	else
-		snprintf(a, sizeof(a), "memory still arriving");
+		snprintf(head, sizeof(head), "memory still arriving");
 	fprintf(out, "postcopy      %s; %.0f pages requested, %.0f pushed, "
-		"%.0f missing, %.0f recover%s\n", a,
+		"%.0f missing, %.0f recover%s\n", head,
 		cli_num(o, "pages_requested", 0), cli_num(o, "pages_pushed", 0),
 		cli_num(o, "pages_missing", 0), cli_num(o, "recoveries", 0),
 		cli_num(o, "recoveries", 0) == 1 ? "y" : "ies");

@@ -76,3 +76,54 @@ nulls "$T/m2.json" d
 	"[null, null, null, null, null, null, null, null, null, null]" ] ||
 	fail "ferry's own report: $(tail -n1 "$T/m3.json")"
 pass "status and reports carry the postcopy members, null without a switch"
+
+# How ferry follows a postcopy, against a stand-in that speaks ferry-vm's
+# API (docs/api-socket.md) and plays the events of one: the switch, a cut
+# (migrate ends with exit 4 and how to go on), then --resume (recover,
+# followed to DONE, whose postcopy lines the report prints).
+cat >"$T/fake.py" <<'PY'
+import json, os, socket, sys
+path = sys.argv[1]
+srv = socket.socket(socket.AF_UNIX); srv.bind(path); srv.listen(4)
+st = {"state": "precopy", "owner": "source", "pass": 1, "bytes": 1 << 20,
+      "ram_bytes": 64 << 20, "total_ms": 10.0, "postcopy": False}
+def stats(**kw):
+    d = dict(st); d.update(kw); return d
+pc = dict(postcopy=True, pages_requested=120, pages_pushed=16000,
+          pages_missing=300, recoveries=0, postcopy_ms=None, faults=None)
+for _ in range(2):
+    c, _a = srv.accept(); f = c.makefile("rw")
+    def send(o): f.write(json.dumps(o) + "\n"); f.flush()
+    send({"ferry-vm": {"version": "0.2.0", "role": "source", "pid": os.getpid()}})
+    req = json.loads(f.readline())
+    send({"return": {}, "id": req["id"]})
+    if req["execute"] == "migrate":
+        send({"event": "STATE", "data": {"state": "precopy", "stats": stats()}})
+        send({"event": "STATE", "data": {"state": "postcopy", "stats": stats(state="postcopy", owner="destination", **pc)}})
+        send({"event": "PROGRESS", "data": {"stats": stats(state="postcopy", owner="destination", **pc)}})
+        send({"event": "STATE", "data": {"state": "postcopy-paused", "stats": stats(state="postcopy-paused", owner="destination", error=None, **pc)}})
+    else:
+        assert req["execute"] == "recover" and req["arguments"] == {"uri": "tcp:127.0.0.1:9"}, req
+        send({"event": "STATE", "data": {"state": "postcopy", "stats": stats(state="postcopy", owner="destination", **pc)}})
+        rep = stats(status="completed", error=None, owner="destination", passes=1, downtime_ms=5.0,
+                    **dict(pc, pages_missing=0, recoveries=1, postcopy_ms=812.5, faults=120,
+                           fault_p50_us=85, fault_p99_us=640, fault_max_us=2100))
+        send({"event": "DONE", "data": rep})
+    f.readline()  # until ferry hangs up
+PY
+python3 "$T/fake.py" "$T/fake.sock" & PIDS+=($!)
+wait_until 5 test -S "$T/fake.sock" || fail "the stand-in did not listen"
+"$FERRY" migrate "$T/fake.sock" tcp:127.0.0.1:9 --postcopy >"$T/f1.txt" 2>"$T/f1.err"
+rc=$?
+[ "$rc" = 4 ] || fail "a paused postcopy: migrate exited $rc: $(cat "$T/f1.txt" "$T/f1.err")"
+grep -q "status        postcopy-paused" "$T/f1.txt" || fail "paused report: $(cat "$T/f1.txt")"
+grep -q "ferry recover DST_SOCKET URI" "$T/f1.err" || fail "no way out said: $(cat "$T/f1.err")"
+grep -q "postcopy: .* 120 pages requested, 16000 pushed, 300 missing" "$T/f1.err" ||
+	fail "no postcopy progress line: $(cat "$T/f1.err")"
+"$FERRY" migrate "$T/fake.sock" tcp:127.0.0.1:9 --resume >"$T/f2.txt" 2>"$T/f2.err" ||
+	fail "resume: $(cat "$T/f2.txt" "$T/f2.err")"
+grep -q "^postcopy      all memory in 812.5 ms after the switch; 120 pages requested, 16000 pushed, 0 missing, 1 recovery$" "$T/f2.txt" &&
+	grep -q "^page faults   120, vCPU wait p50 85 µs, p99 640 µs, max 2100 µs$" "$T/f2.txt" &&
+	grep -q "^owner         destination" "$T/f2.txt" ||
+	fail "report after --resume: $(cat "$T/f2.txt")"
+pass "migrate stops at a postcopy pause (exit 4), --resume recovers and reports postcopy"
