@@ -273,7 +273,9 @@ int cmd_resume(int argc, char **argv)
 		st = status("resume", c);
 		if (!st)
 			break;
-		if (!strcmp(cli_str(st, "guest.state", ""), "running")) {
+		/* Done when the guest runs and the send has ended. */
+		if (!strcmp(cli_str(st, "guest.state", ""), "running") &&
+		    strncmp(cli_str(st, "migration.state", ""), "postcopy", 8)) {
 			printf("the source's copy of the guest runs again (owner %s); "
 			       "the migration failed: %s\n",
 			       cli_str(st, "migration.owner", "?"),

@@ -91,25 +91,41 @@ def stats(**kw):
     d = dict(st); d.update(kw); return d
 pc = dict(postcopy=True, pages_requested=120, pages_pushed=16000,
           pages_missing=300, recoveries=0, postcopy_ms=None, faults=None)
-for _ in range(2):
-    c, _a = srv.accept(); f = c.makefile("rw")
-    def send(o): f.write(json.dumps(o) + "\n"); f.flush()
-    send({"ferry-vm": {"version": "0.2.0", "role": "source", "pid": os.getpid()}})
-    req = json.loads(f.readline())
-    send({"return": {}, "id": req["id"]})
-    if req["execute"] == "migrate":
+def serve(f, req, send, polls):
+    x = req["execute"]
+    if x == "migrate":
         send({"event": "STATE", "data": {"state": "precopy", "stats": stats()}})
         send({"event": "STATE", "data": {"state": "postcopy", "stats": stats(state="postcopy", owner="destination", **pc)}})
         send({"event": "PROGRESS", "data": {"stats": stats(state="postcopy", owner="destination", **pc)}})
         send({"event": "STATE", "data": {"state": "postcopy-paused", "stats": stats(state="postcopy-paused", owner="destination", error=None, **pc)}})
-    else:
-        assert req["execute"] == "recover" and req["arguments"] == {"uri": "tcp:127.0.0.1:9"}, req
+    elif x == "recover" and req["arguments"] == {"uri": "tcp:127.0.0.1:9"}:
         send({"event": "STATE", "data": {"state": "postcopy", "stats": stats(state="postcopy", owner="destination", **pc)}})
         rep = stats(status="completed", error=None, owner="destination", passes=1, downtime_ms=5.0,
                     **dict(pc, pages_missing=0, recoveries=1, postcopy_ms=812.5, faults=120,
                            fault_p50_us=85, fault_p99_us=640, fault_max_us=2100))
         send({"event": "DONE", "data": rep})
-    f.readline()  # until ferry hangs up
+    elif x == "status":  # a destination told to recover, then a forced source
+        polls.append(1)
+        return {"listening": "tcp:127.0.0.1:4242" if len(polls) > 1 else None,
+                "guest": {"state": "running"},
+                "migration": stats(state="postcopy-paused" if len(polls) < 3 else "failed",
+                                   owner="destination" if len(polls) < 3 else "source",
+                                   error=None if len(polls) < 3 else "postcopy did not complete")}
+    else:
+        assert x in ("recover", "resume"), req
+    return {}
+roles = ["source", "source", "destination", "source"]
+for role in roles:
+    c, _a = srv.accept(); f = c.makefile("rw"); polls = []
+    def send(o): f.write(json.dumps(o) + "\n"); f.flush()
+    send({"ferry-vm": {"version": "0.2.0", "role": role, "pid": os.getpid()}})
+    for line in f:
+        req = json.loads(line)
+        if req["execute"] == "status":
+            send({"return": serve(f, req, send, polls), "id": req["id"]})
+        else:  # the reply, then the events
+            send({"return": {}, "id": req["id"]})
+            serve(f, req, send, polls)
 PY
 python3 "$T/fake.py" "$T/fake.sock" & PIDS+=($!)
 wait_until 5 test -S "$T/fake.sock" || fail "the stand-in did not listen"
@@ -126,4 +142,12 @@ grep -q "^postcopy      all memory in 812.5 ms after the switch; 120 pages reque
 	grep -q "^page faults   120, vCPU wait p50 85 µs, p99 640 µs, max 2100 µs$" "$T/f2.txt" &&
 	grep -q "^owner         destination" "$T/f2.txt" ||
 	fail "report after --resume: $(cat "$T/f2.txt")"
-pass "migrate stops at a postcopy pause (exit 4), --resume recovers and reports postcopy"
+"$FERRY" recover "$T/fake.sock" tcp:127.0.0.1:0 >"$T/f3.txt" 2>"$T/f3.err" ||
+	fail "recover: $(cat "$T/f3.txt" "$T/f3.err")"
+[ "$(cat "$T/f3.txt")" = "listening at tcp:127.0.0.1:4242" ] || fail "recover said: $(cat "$T/f3.txt")"
+grep -q "ferry migrate SRC_SOCKET tcp:127.0.0.1:4242 --resume" "$T/f3.err" || fail "recover: $(cat "$T/f3.err")"
+"$FERRY" resume "$T/fake.sock" --force >"$T/f4.txt" 2>"$T/f4.err" ||
+	fail "resume: $(cat "$T/f4.txt" "$T/f4.err")"
+grep -q "two copies of the guest now run" "$T/f4.err" || fail "no warning: $(cat "$T/f4.err")"
+grep -q "runs again (owner source)" "$T/f4.txt" || fail "resume said: $(cat "$T/f4.txt")"
+pass "migrate stops at a postcopy pause (exit 4), --resume recovers and reports postcopy; recover says where it listens; resume --force warns"
