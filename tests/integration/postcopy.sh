@@ -65,13 +65,15 @@ check_both "after 1 pass" "$T/m1.json" src dst
 pass "$backing: postcopy after 1 pass: $(json_field "$T/m1.json" '{k: d.get(k) for k in ("total_ms", "postcopy_ms", "pages_requested", "pages_pushed")}')"
 
 # 2. Switched by hand. A precopy that cannot converge (1 ms) and whose
-# passes last seconds (20 MB/s) is in its second pass when it is told.
+# passes last seconds (20 MB/s) is in its second pass when it is told. No
+# postcopy mode, so the session needs a data connection for the pushes
+# (--connections 2); with one it refuses and says so.
 "$FERRY" postcopy "$T/dst.sock" >"$T/p0.log" 2>&1 && fail "ferry postcopy accepted on a VM that runs no migration"
 port2=$(free_port)
 start_vm dst2 "${vm[@]}" --incoming "tcp:127.0.0.1:$port2"
 start_vm src2 "${vm[@]}" --workload random --dirty-rate 50
 "$FERRY" migrate "$T/src2.sock" "tcp:127.0.0.1:$port2" --downtime-ms 1 --max-passes 100000 \
-	--max-bandwidth 20 --json >"$T/m2.json" 2>"$T/m2.log" &
+	--max-bandwidth 20 --connections 2 --json >"$T/m2.json" 2>"$T/m2.log" &
 MIG=$!
 wait_until 30 in_second_pass src2 || fail "migration never reached its second pass"
 "$FERRY" postcopy "$T/src2.sock" >"$T/p1.log" 2>&1 || fail "ferry postcopy refused: $(cat "$T/p1.log")"

@@ -30,7 +30,7 @@ CASE=${1:?case: cut, cut-twice, kill-destination, kill-source, cancel or strange
 command -v ss >/dev/null || { echo "skip: ss (iproute2) is not installed"; exit 77; }
 export FERRY_VM_LOG=2
 MEM=128M
-# Set by start_postcopy, recover_start and lib.sh's start_vm (through eval).
+# Set by start_pair, recover_start and lib.sh's start_vm (through eval).
 MIG_src="" PORT_src="" PORT_src2="" RES="" RPORT="" PID_src="" PID_dst=""
 
 # state_is NAME STATE: NAME's migration.state is STATE
@@ -38,10 +38,10 @@ state_is() { [ "$(status_field "$1" 'd["migration"]["state"]')" = "\"$2\"" ]; }
 state_of() { status_field "$1" 'd["migration"]["state"]' | tr -d '"'; }
 owner_of() { status_field "$1" 'd["migration"]["owner"]' | tr -d '"'; }
 
-# start_postcopy SRC DST: two VMs and a migration from SRC to DST that is
-# in postcopy on both sides when this returns. Sets PORT_<SRC> and
-# MIG_<SRC> (the ferry migrate pid, report in $T/SRC.m.json).
-start_postcopy() {
+# start_pair SRC DST: two VMs and a postcopy migration from SRC to DST in
+# the background. Sets PORT_<SRC> and MIG_<SRC> (the ferry migrate pid,
+# its report in $T/SRC.m.json).
+start_pair() {
 	local src=$1 dst=$2 port
 	port=$(free_port)
 	start_vm "$dst" --memory $MEM --incoming "tcp:127.0.0.1:$port"
@@ -49,13 +49,23 @@ start_postcopy() {
 	"$FERRY" migrate "$T/$src.sock" "tcp:127.0.0.1:$port" --postcopy-after-passes 1 \
 		--max-bandwidth 20 --json >"$T/$src.m.json" 2>"$T/$src.m.log" &
 	eval "MIG_$src=$! PORT_$src=$port"
-	wait_until 40 state_is "$src" postcopy ||
-		fail "$src never switched to postcopy: $(status_field "$src" 'd["migration"]')"
-	wait_until 10 state_is "$dst" postcopy ||
-		fail "$dst never ran in postcopy: $(status_field "$dst" 'd["migration"]')"
-	# A moment of postcopy, so pages are being requested and pushed.
+}
+
+# in_postcopy SRC DST: wait until both sides are in postcopy, then a
+# moment more, so pages are being requested and pushed.
+in_postcopy() {
+	wait_until 40 state_is "$1" postcopy ||
+		fail "$1 never switched to postcopy: $(status_field "$1" 'd["migration"]')"
+	wait_until 10 state_is "$2" postcopy ||
+		fail "$2 never ran in postcopy: $(status_field "$2" 'd["migration"]')"
 	sleep 0.5
-	state_is "$src" postcopy || fail "postcopy of $src ended too soon to break it: $(status_field "$src" 'd["migration"]')"
+	state_is "$1" postcopy || fail "postcopy of $1 ended too soon to break it: $(status_field "$1" 'd["migration"]')"
+}
+
+# start_postcopy SRC DST: both, for one pair.
+start_postcopy() {
+	start_pair "$1" "$2"
+	in_postcopy "$1" "$2"
 }
 
 # cut PORT: the kernel destroys every TCP connection to or from PORT on
@@ -204,9 +214,13 @@ cancel)
 	pass "cancel refused on both sides during postcopy ($out); the migration completed: $(brief "$T/src.m.json")"
 	;;
 stranger)
-	start_postcopy src dst
-	start_postcopy src2 dst2
+	# Both postcopy phases must overlap: the pairs run side by side, and
+	# each is cut as soon as it is in postcopy.
+	start_pair src dst
+	start_pair src2 dst2
+	in_postcopy src dst
 	cut "$PORT_src"
+	in_postcopy src2 dst2
 	cut "$PORT_src2"
 	paused src dst
 	paused src2 dst2
