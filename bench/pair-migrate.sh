@@ -12,8 +12,11 @@
 #   VM OPTIONS: --memory SIZE --workload W [--dirty-rate R]
 #               [--memory-backend B] [--no-verify] (without --memory-backend
 #               ferry-vm's default backing)
+#   PAIR_LIMIT_S=S: stop `ferry migrate` after S seconds (SIGINT, which
+#               cancels a precopy; SIGKILL 10 s later) so that no run hangs
+#               a benchmark; the report then says "timeout"
 # Exit status: that of `ferry migrate` (0 completed, 1 failed or cancelled),
-# 2 for a usage error or a missing program.
+# 124 when PAIR_LIMIT_S ran out, 2 for a usage error or a missing program.
 set -euo pipefail
 build=build vm=() src_only=() verify=1
 while [ $# -gt 0 ] && [ "$1" != -- ]; do
@@ -82,28 +85,41 @@ for _ in $(seq 1 1200); do
 done
 sleep 1 # let the guest's workload run before the migration, as the demo does
 rc=0
-report=$("$FERRY" migrate "$d/src.sock" "tcp:127.0.0.1:$port" --json "$@" | tail -n 1) || rc=$?
-dst=null
+limit=()
+[ -z "${PAIR_LIMIT_S:-}" ] || limit=(timeout -s INT -k 10 "$PAIR_LIMIT_S")
+report=$("${limit[@]}" "$FERRY" migrate "$d/src.sock" "tcp:127.0.0.1:$port" --json "$@" | tail -n 1) ||
+	rc=$?
+dst=$("$FERRY" status "$d/dst.sock" --json 2>/dev/null | tail -n 1) || dst=null
 if [ "$verify" = 1 ] && [ "$rc" = 0 ]; then
 	# The destination guest runs and publishes its verdict when its checks
-	# end, which may be after it resumed: wait for it, 10 s at most.
+	# end, which may be after it resumed: wait for it, 30 s at most.
 	sleep 0.3
-	for _ in $(seq 1 100); do
+	for _ in $(seq 1 300); do
 		dst=$("$FERRY" status "$d/dst.sock" --json 2>/dev/null | tail -n 1) || dst=null
 		python3 -c 'import json, sys; sys.exit(json.loads(sys.argv[1] or "null") is None or json.loads(sys.argv[1]).get("verified") is None)' "$dst" 2>/dev/null && break
 		sleep 0.1
 	done
 fi
-python3 - "$report" "$dst" "$verify" <<'PY'
+python3 - "$report" "$dst" "$verify" "$rc" <<'PY'
 import json, sys
 try:
     r = json.loads(sys.argv[1])
 except ValueError:
     r = {"status": "failed", "error": "ferry migrate printed no report"}
+if sys.argv[4] == "124":
+    r["status"], r["error"] = "timeout", "stopped by PAIR_LIMIT_S"
 try:
     d = json.loads(sys.argv[2]) or {}
 except ValueError:
     d = {}
+# The destination's word: its status's migration object, else its report.
+mig, rep = d.get("migration") or {}, d.get("report") or {}
+r["destination"] = {k: mig.get(k) if mig.get(k) is not None else rep.get(k)
+                    for k in ("state", "owner", "postcopy", "postcopy_ms", "faults",
+                              "fault_p50_us", "fault_p99_us", "fault_max_us",
+                              "page_faults", "page_wait_p50_ms", "page_wait_p99_ms",
+                              "page_wait_max_ms", "pages_requested", "pages_pushed",
+                              "pages_missing", "recoveries")} if d else None
 if sys.argv[3] == "1":
     errs = (d.get("guest") or {}).get("check_errors")
     r["destination_verified"] = d.get("verified")

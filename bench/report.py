@@ -152,6 +152,7 @@ def commands(recs):
     for x in recs:
         # qemu-peer.sh gets a fresh free port every run.
         c = re.sub(r"(qemu-peer\.sh \d+ \d+) \d+$", r"\1 PORT", x["cmd"])
+        c = re.sub(r"(qemu-postcopy\.sh \d+ \w+ \d+) \d+", r"\1 PORT", c)
         if (x["what"], c) not in seen:
             seen.append((x["what"], c))
     print("commands (each row):")
@@ -697,13 +698,170 @@ def b9(recs):
     failures(recs)
     commands(recs)
 
+# --- 10. postcopy ---------------------------------------------------------
+
+PC_ROWS = (("precopy", "ferry, precopy alone (--no-auto-converge)"),
+           ("autoconverge", "ferry, auto-converge (the defaults)"),
+           ("postcopy", "ferry, --postcopy"),
+           ("qemu-precopy", "QEMU, precopy"),
+           ("qemu-autoconverge", "QEMU, auto-converge"),
+           ("qemu-postcopy", "QEMU, postcopy-ram"))
+
+
+def pc(rec, key):
+    """A postcopy figure of one run: the source's report, else the
+    destination's word (bench/pair-migrate.sh's "destination"). Fault
+    waits in microseconds, from the page_wait_*_ms names as well."""
+    r = rec["r"] or {}
+    d = r.get("destination") or {}
+    for src in (r, d):
+        if src.get(key) is not None:
+            return float(src[key])
+    alias = {"faults": ("page_faults", 1), "fault_p50_us": ("page_wait_p50_ms", 1e3),
+             "fault_p99_us": ("page_wait_p99_ms", 1e3),
+             "fault_max_us": ("page_wait_max_ms", 1e3)}.get(key)
+    if alias:
+        for src in (r, d):
+            if src.get(alias[0]) is not None:
+                return float(src[alias[0]]) * alias[1]
+    return None
+
+
+def pcs(rs, key):
+    return [v for v in (pc(x, key) for x in rs if completed(x)) if v is not None]
+
+
+def outcome(rs):
+    """What the runs ended as: "completed 3/3", or the statuses."""
+    st = [(x["r"] or {}).get("status", "no report") for x in rs]
+    if all(s == "completed" for s in st):
+        return f"completed {len(st)}/{len(st)}"
+    return ", ".join(f"{s} {st.count(s)}/{len(st)}" for s in dict.fromkeys(st))
+
+
+def with_range(v, nd=0):
+    m, rg = spread(v, nd)
+    return m if len(v) < 2 else f"{m} ({rg})"
+
+
+def b10_part1(recs):
+    mib, cap = int(META.get("ram_mib", 0)), float(META.get("cap", 0))
+    one = mib * 1048576 / 1e6 / cap * 1e3 if cap else None  # RAM / bandwidth, ms
+    rows = []
+    for key, text in PC_ROWS:
+        rs = of(recs, key)
+        if not rs:
+            continue
+        q = key.startswith("qemu")
+        # Every run's time, the failed ones too: the outcome says how it ended.
+        tot = values(rs, "total_ms", only_ok=False)
+        wire = [float(x["r"]["transferred_mb"]) if q else float(x["r"]["wire_bytes"]) / 1e6
+                for x in rs if x["r"] and x["r"].get("transferred_mb" if q else "wire_bytes")]
+        peak = values(rs, "throttle_pct" if q else "throttle_peak_pct", only_ok=False)
+        rows.append([text, outcome(rs), with_range(tot),
+                     ratio(med(values(rs, "total_ms")), one),
+                     with_range(values(rs, "downtime_ms"), 1),
+                     f"{num(max(peak))}%" if peak else "n/a",
+                     num(med(values(rs, "passes", only_ok=False))), num(med(wire)),
+                     with_range(pcs(rs, "postcopy_ms")) if not q else
+                     with_range([float(x["r"]["total_ms"]) - float(x["r"]["switch_ms"])
+                                 for x in rs if completed(x) and x["r"].get("switch_ms")
+                                 and x["r"].get("total_ms")]),
+                     num(med(pcs(rs, "faults"))) if not q else "n/a",
+                     with_range(pcs(rs, "fault_p50_us")) if not q else "n/a",
+                     with_range(pcs(rs, "fault_p99_us")) if not q else "n/a",
+                     num(med(pcs(rs, "pages_requested"))) if not q else "n/a",
+                     num(med(pcs(rs, "pages_pushed"))) if not q else "n/a",
+                     verified_of(rs) if not q else "n/a"])
+    print(f"\n== 10.1 Postcopy: {mib} MiB random guest writing {META.get('rate')} MB/s "
+          f"over a {cap:.0f} MB/s cap, precopy limit "
+          f"{int(META.get('limit_ms', 0)) // 1000} s ==")
+    print(f"memory backing: ferry-vm's default ({META.get('default_backend', '?')}), "
+          "verification on; RAM / bandwidth = "
+          f"{num(one)} ms; QEMU: TCG, the ab boot-sector guest (writes one byte "
+          "per 4 KiB page over half its RAM, as fast as TCG runs; the other half "
+          "stays zero, which QEMU sends as zero pages), same RAM and cap; "
+          "wire MB: ferry's wire_bytes, QEMU's ram.transferred")
+    for k in ("skip_postcopy", "skip_qemu"):
+        if META.get(k):
+            print(f"left out: {META[k]}")
+    if rows:
+        table(["row", "outcome", "total ms", "/ (RAM/bw)", "downtime ms",
+               "throttle peak", "passes", "wire MB", "postcopy ms", "faults", "fault p50 us",
+               "fault p99 us", "pages requested", "pages pushed", "verified"], rows)
+    bt = [float(x["r"]["blocktime_ms"]) for x in of(recs, "qemu-postcopy")
+          if x["r"] and x["r"].get("blocktime_ms") is not None]
+    if bt:
+        print(f"QEMU postcopy-blocktime (total vCPU wait at the destination): "
+              f"{with_range(bt)} ms")
+    p = of(recs, "postcopy")
+    if p and one:
+        lim = 1.2 * one + 1000
+        t = values(p, "total_ms")
+        target(f"postcopy total <= 1.2 x RAM / bandwidth + 1 s = {num(lim)} ms "
+               f"(median {num(med(t))} ms, {ratio(med(t), one)} x RAM / bandwidth)",
+               bool(t) and len(t) == len(p) and med(t) <= lim)
+    pre = of(recs, "precopy")
+    if pre:
+        target("precopy alone does not converge", not any(completed(x) for x in pre))
+    for key in ("autoconverge", "postcopy"):
+        if of(recs, key):
+            target(f"{key}: every run completes and verifies ({verified_of(of(recs, key))})",
+                   all(completed(x) and x["r"].get("verified") is True
+                       for x in of(recs, key)))
+
+
+def b10_part2(recs):
+    rs = of(recs, "latency")
+    print(f"\n== 10.2 Fault latency on loopback: {META.get('lat_ram_mib')} MiB random "
+          f"guest writing {META.get('lat_rate')} MB/s, --postcopy-after-passes 1, "
+          f"no cap, {plural(len(rs), 'round')} ==")
+    if not rs:
+        print("not run" + (f": {META['skip_postcopy']}" if META.get("skip_postcopy") else ""))
+        return
+    rows = [[f"#{x['round']}", (x["r"] or {}).get("status", "no report"),
+             num(pc(x, "total_ms")), num(pc(x, "postcopy_ms")), num(pc(x, "faults")),
+             num(pc(x, "fault_p50_us")), num(pc(x, "fault_p99_us")),
+             num(pc(x, "fault_max_us")), num(pc(x, "pages_requested")),
+             num(pc(x, "pages_pushed")),
+             str((x["r"] or {}).get("verified")).lower()] for x in rs]
+    rows.append(["median (range)", outcome(rs), with_range(pcs(rs, "total_ms")),
+                 with_range(pcs(rs, "postcopy_ms")), with_range(pcs(rs, "faults")),
+                 with_range(pcs(rs, "fault_p50_us")), with_range(pcs(rs, "fault_p99_us")),
+                 with_range(pcs(rs, "fault_max_us")),
+                 with_range(pcs(rs, "pages_requested")), with_range(pcs(rs, "pages_pushed")),
+                 verified_of(rs)])
+    table(["run", "status", "total ms", "postcopy ms", "faults", "fault p50 us",
+           "fault p99 us", "fault max us", "pages requested", "pages pushed",
+           "verified"], rows)
+    p50, p99 = pcs(rs, "fault_p50_us"), pcs(rs, "fault_p99_us")
+    target(f"fault p50 <= 100 us (median {num(med(p50))})",
+           bool(p50) and len(p50) == len(rs) and med(p50) <= 100)
+    target(f"fault p99 <= 1 ms (median {num(med(p99))} us)",
+           bool(p99) and len(p99) == len(rs) and med(p99) <= 1000)
+    target(f"every run completes and verifies ({verified_of(rs)})",
+           all(completed(x) and x["r"].get("verified") is True for x in rs))
+
+
+def b10(recs):
+    b10_part1(recs)
+    b10_part2(recs)
+    for x in recs:
+        if not completed(x) and x["what"] not in ("precopy", "qemu-precopy"):
+            r = x["r"]
+            why = f"{r.get('status')}: {r.get('error') or 'no error given'}" if r \
+                else "no JSON output"
+            print(f"not completed: {x['what']} #{x['round']}: exit {x['rc']}, {why} "
+                  "(see the log)")
+    commands(recs)
+
 
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     name, recs = sys.argv[1], load(sys.argv[2])
     fn = {"b1": b1, "b2": b2, "b3": b3, "b4": b4, "b5": b5, "b6": b6,
-          "b8": b8, "b9": b9}.get(name)
+          "b8": b8, "b9": b9, "b10": b10}.get(name)
     if not fn:
         sys.exit(f"report.py: unknown benchmark {name}")
     if not recs:

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Postcopy that goes wrong, with real processes (issue 20, "Failure and
+# recovery"). A 128 MiB guest writing 50 MB/s migrates over a 20 MB/s cap
+# with --postcopy-after-passes 1: its first pass takes about 7 s and its
+# postcopy phase about as long, long enough to break it. CASE is one of:
+#   cut          the kernel destroys every TCP connection of the migration
+#                (ss -K) during postcopy: both sides say postcopy-paused and
+#                owner destination, the destination's guest stays up;
+#                `ferry recover DST URI2` + `ferry migrate SRC URI2 --resume`
+#                completes and verifies (recoveries 1)
+#   cut-twice    the same, and the recovered link is cut again during its
+#                postcopy: recovered a second time (recoveries 2)
+#   kill-destination  the destination dies during postcopy: the source
+#                stays paused and says owner destination; `ferry resume SRC
+#                --force` runs its copy and warns what that risks
+#   kill-source  the source dies during postcopy: the destination stays
+#                postcopy-paused with pages_missing > 0 and never says
+#                completed
+#   cancel       `ferry cancel` during postcopy is refused on both sides,
+#                with the reason, and the migration completes
+#   stranger     two migrations are cut; the destination of the first
+#                listens again, and the source of the second tries to
+#                resume there: refused (another session's token); the
+#                right source then completes
+. "$(dirname "$0")/lib.sh"
+CASE=${1:?case: cut, cut-twice, kill-destination, kill-source, cancel or stranger}
+"$FERRY" migrate --help 2>&1 | grep -q -- '--postcopy' ||
+	{ echo "skip: this ferry migrate has no --postcopy (the postcopy engine and CLI are not in this build)"; exit 77; }
+[ "$(id -u)" = 0 ] || { echo "skip: postcopy needs userfaultfd to serve faults taken in the kernel too, which needs root (or /dev/userfaultfd access) here"; exit 77; }
+command -v ss >/dev/null || { echo "skip: ss (iproute2) is not installed"; exit 77; }
+export FERRY_VM_LOG=2
+MEM=128M
+# Set by start_pair, recover_start and lib.sh's start_vm (through eval).
+MIG_src="" PORT_src="" PORT_src2="" RES="" RPORT="" PID_src="" PID_dst=""
+
+# state_is NAME STATE: NAME's migration.state is STATE
+state_is() { [ "$(status_field "$1" 'd["migration"]["state"]')" = "\"$2\"" ]; }
+state_of() { status_field "$1" 'd["migration"]["state"]' | tr -d '"'; }
+owner_of() { status_field "$1" 'd["migration"]["owner"]' | tr -d '"'; }
+
+# start_pair SRC DST: two VMs and a postcopy migration from SRC to DST in
+# the background. Sets PORT_<SRC> and MIG_<SRC> (the ferry migrate pid,
+# its report in $T/SRC.m.json).
+start_pair() {
+	local src=$1 dst=$2 port
+	port=$(free_port)
+	start_vm "$dst" --memory $MEM --incoming "tcp:127.0.0.1:$port"
+	start_vm "$src" --memory $MEM --workload random --dirty-rate 50
+	"$FERRY" migrate "$T/$src.sock" "tcp:127.0.0.1:$port" --postcopy-after-passes 1 \
+		--max-bandwidth 20 --json >"$T/$src.m.json" 2>"$T/$src.m.log" &
+	eval "MIG_$src=$! PORT_$src=$port"
+}
+
+# in_postcopy SRC DST: wait until both sides are in postcopy, then a
+# moment more, so pages are being requested and pushed.
+in_postcopy() {
+	wait_until 40 state_is "$1" postcopy ||
+		fail "$1 never switched to postcopy: $(status_field "$1" 'd["migration"]')"
+	wait_until 10 state_is "$2" postcopy ||
+		fail "$2 never ran in postcopy: $(status_field "$2" 'd["migration"]')"
+	sleep 0.5
+	state_is "$1" postcopy || fail "postcopy of $1 ended too soon to break it: $(status_field "$1" 'd["migration"]')"
+}
+
+# start_postcopy SRC DST: both, for one pair.
+start_postcopy() {
+	start_pair "$1" "$2"
+	in_postcopy "$1" "$2"
+}
+
+# cut PORT: the kernel destroys every TCP connection to or from PORT on
+# both ends, as a broken link would.
+cut() {
+	local killed
+	killed=$(ss -K -tn "( sport = :$1 or dport = :$1 )" 2>&1)
+	echo "$killed" >>"$T/ss.log"
+	[ "$(grep -c ESTAB <<<"$killed")" -ge 2 ] || fail "ss -K destroyed no connection on port $1: $killed"
+}
+
+# paused SRC DST: both sides say postcopy-paused and owner destination;
+# the destination's guest is still up (vCPUs that need a missing page
+# wait, which with this workload may soon be all of them).
+paused() {
+	wait_until 20 state_is "$1" postcopy-paused || fail "$1 not paused: $(status_field "$1" 'd["migration"]')"
+	wait_until 20 state_is "$2" postcopy-paused || fail "$2 not paused: $(status_field "$2" 'd["migration"]')"
+	[ "$(owner_of "$1")" = destination ] || fail "$1 paused, owner $(owner_of "$1")"
+	[ "$(owner_of "$2")" = destination ] || fail "$2 paused, owner $(owner_of "$2")"
+	[ "$(guest_state "$2")" = running ] || fail "$2's guest: $(guest_state "$2")"
+	[ "$(guest_state "$1")" != running ] || fail "$1's guest runs although the destination owns it"
+	[ "$(status_field "$2" 'd["migration"]["pages_missing"] > 0')" = true ] ||
+		fail "$2 paused with no page missing: $(status_field "$2" 'd["migration"]')"
+}
+
+# recover SRC DST N: the destination listens again at a new port and the
+# source resumes there; the migration completes and verifies, with N
+# recoveries. The resuming ferry migrate runs in the background (RES, its
+# report in $T/SRC.rN.json) so that a caller can break it again.
+recover_start() {
+	local port
+	port=$(free_port)
+	"$FERRY" recover "$T/$2.sock" "tcp:127.0.0.1:$port" >"$T/$2.rec$3.log" 2>&1 ||
+		fail "ferry recover $2 refused: $(cat "$T/$2.rec$3.log")"
+	grep -q "listening at tcp:127.0.0.1:$port" "$T/$2.rec$3.log" ||
+		fail "ferry recover did not say where it listens: $(cat "$T/$2.rec$3.log")"
+	"$FERRY" migrate "$T/$1.sock" "tcp:127.0.0.1:$port" --resume --json \
+		>"$T/$1.r$3.json" 2>"$T/$1.r$3.log" &
+	RES=$! RPORT=$port
+}
+
+# completed SRC DST REPORT N: REPORT says completed, verified, postcopy, N
+# recoveries; both statuses agree; the destination's guest runs clean.
+completed() {
+	local m=$3
+	[ "$(json_field "$m" 'd["status"]')" = '"completed"' ] || fail "status: $(tail -n1 "$m")"
+	[ "$(json_field "$m" 'd["verified"]')" = true ] || fail "not verified: $(tail -n1 "$m")"
+	[ "$(json_field "$m" 'd["postcopy"]')" = true ] || fail "not postcopy: $(tail -n1 "$m")"
+	[ "$(json_field "$m" 'd["recoveries"]')" = "$4" ] || fail "recoveries (want $4): $(tail -n1 "$m")"
+	[ "$(json_field "$m" 'd["owner"]')" = '"destination"' ] || fail "owner: $(tail -n1 "$m")"
+	state_is "$1" completed || fail "$1: $(status_field "$1" 'd["migration"]')"
+	[ "$(owner_of "$1")" = destination ] || fail "$1 owner: $(owner_of "$1")"
+	wait_until 10 state_is "$2" completed || fail "$2: $(status_field "$2" 'd["migration"]')"
+	[ "$(owner_of "$2")" = destination ] || fail "$2 owner: $(owner_of "$2")"
+	[ "$(status_field "$2" 'd["migration"]["pages_missing"]')" = 0 ] ||
+		fail "$2 completed with pages missing: $(status_field "$2" 'd["migration"]')"
+	[ "$(status_field "$2" 'd["migration"]["recoveries"]')" = "$4" ] ||
+		fail "$2 recoveries (want $4): $(status_field "$2" 'd["migration"]')"
+	guest_runs "$2" || fail "$2's guest does not run"
+	[ "$(status_field "$2" 'd["guest"]["check_errors"]')" = 0 ] || fail "$2's guest found bad pages"
+	[ "$(guest_state "$1")" = migrated ] || fail "$1's guest: $(guest_state "$1")"
+}
+
+brief() { json_field "$1" '{k: d.get(k) for k in ("status", "total_ms", "postcopy_ms", "pages_requested", "pages_pushed", "recoveries")}'; }
+
+case $CASE in
+cut | cut-twice)
+	start_postcopy src dst
+	cut "$PORT_src"
+	paused src dst
+	# The ferry migrate that followed the run ends and says it paused.
+	wait_until 20 sh -c "! kill -0 $MIG_src 2>/dev/null" || fail "ferry migrate still runs after the cut"
+	wait "$MIG_src"
+	rc=$?
+	[ "$rc" != 0 ] || fail "ferry migrate exited 0 on a paused migration: $(tail -n1 "$T/src.m.json")"
+	[ "$(json_field "$T/src.m.json" 'd["status"]')" != '"completed"' ] ||
+		fail "the paused run's report says completed"
+	grep -q "ferry recover" "$T/src.m.log" || fail "ferry migrate did not say how to go on: $(tail -n 5 "$T/src.m.log")"
+	steps0=$(steps dst)
+	recover_start src dst 1
+	if [ "$CASE" = cut-twice ]; then
+		wait_until 20 state_is src postcopy || fail "the recovery never reached postcopy: $(status_field src 'd["migration"]')"
+		sleep 0.5
+		state_is src postcopy || fail "the recovered postcopy ended too soon to break it again"
+		cut "$RPORT"
+		paused src dst
+		wait "$RES" && fail "ferry migrate --resume exited 0 although its link was cut"
+		recover_start src dst 2
+		n=2
+	else
+		n=1
+	fi
+	wait "$RES" || fail "ferry migrate --resume failed: $(tail -n1 "$T/src.r$n.json"; tail -n 5 "$T/src.r$n.log")"
+	completed src dst "$T/src.r$n.json" "$n"
+	[ "$(steps dst)" -gt "$steps0" ] || fail "the destination's guest made no progress"
+	pass "$CASE: paused on both sides (owner destination), recovered $n time(s), completed and verified: $(brief "$T/src.r$n.json")"
+	;;
+kill-destination)
+	start_postcopy src dst
+	kill -9 "$PID_dst"
+	wait_until 20 state_is src postcopy-paused || fail "source not paused: $(status_field src 'd["migration"]')"
+	[ "$(owner_of src)" = destination ] || fail "source owner: $(owner_of src)"
+	sleep 1
+	guest_runs src && fail "the source's guest runs on its own after the switch"
+	state_is src postcopy-paused || fail "the source left the pause by itself: $(status_field src 'd["migration"]')"
+	"$FERRY" resume "$T/src.sock" >"$T/res0.log" 2>&1 && fail "ferry resume without --force ran the source"
+	"$FERRY" resume "$T/src.sock" --force >"$T/res.log" 2>&1 || fail "ferry resume --force: $(cat "$T/res.log")"
+	grep -q "may have run at the destination" "$T/res.log" || fail "no warning: $(cat "$T/res.log")"
+	grep -q "two copies" "$T/res.log" || fail "the warning does not say what it risks: $(cat "$T/res.log")"
+	guest_runs src || fail "the source's guest does not run after ferry resume --force"
+	[ "$(owner_of src)" = source ] || fail "owner after the forced resume: $(owner_of src)"
+	[ "$(status_field src 'd["guest"]["check_errors"]')" = 0 ] || fail "the source's guest found bad pages"
+	[ "$(status_field src 'd["report"]["status"]')" != '"completed"' ] ||
+		fail "the forced resume's report says completed"
+	grep -qi "two copies\|may have run" <<<"$(status_field src 'd["report"]["error"]')" ||
+		fail "the report does not say what the forced resume risks: $(status_field src 'd["report"]')"
+	pass "destination killed: source paused (owner destination) until ferry resume --force, which warned: $(status_field src 'd["report"]["error"]')"
+	;;
+kill-source)
+	start_postcopy src dst
+	kill -9 "$PID_src"
+	wait_until 20 state_is dst postcopy-paused || fail "destination not paused: $(status_field dst 'd["migration"]')"
+	[ "$(owner_of dst)" = destination ] || fail "destination owner: $(owner_of dst)"
+	missing=$(status_field dst 'd["migration"]["pages_missing"]')
+	[ "$missing" -gt 0 ] || fail "pages_missing: $missing"
+	sleep 3
+	state_is dst postcopy-paused || fail "the destination left the pause: $(status_field dst 'd["migration"]')"
+	[ "$(status_field dst 'd["migration"]["pages_missing"]')" = "$missing" ] ||
+		fail "pages_missing changed without a source: $(status_field dst 'd["migration"]')"
+	[ "$(status_field dst 'd["verified"]')" != true ] || fail "the destination says verified"
+	[ "$(status_field dst '(d["report"] or {}).get("status")')" != '"completed"' ] ||
+		fail "the destination's report says completed"
+	"$FERRY" status "$T/dst.sock" >"$T/dst.st.txt" 2>&1
+	grep -q "$missing" "$T/dst.st.txt" || fail "ferry status does not show the missing pages: $(cat "$T/dst.st.txt")"
+	kill -0 "$PID_dst" || fail "the destination exited"
+	pass "source killed: destination postcopy-paused, owner destination, $missing pages missing, not completed"
+	;;
+cancel)
+	start_postcopy src dst
+	for side in src dst; do
+		out=$("$FERRY" cancel "$T/$side.sock" 2>&1) && fail "ferry cancel accepted on $side during postcopy: $out"
+		grep -qi "postcopy" <<<"$out" || fail "ferry cancel on $side gives no reason: $out"
+	done
+	wait "$MIG_src" || fail "the migration failed after the refused cancels: $(tail -n1 "$T/src.m.json")"
+	completed src dst "$T/src.m.json" 0
+	pass "cancel refused on both sides during postcopy ($out); the migration completed: $(brief "$T/src.m.json")"
+	;;
+stranger)
+	# Both postcopy phases must overlap: the pairs run side by side, and
+	# each is cut as soon as it is in postcopy.
+	start_pair src dst
+	start_pair src2 dst2
+	in_postcopy src dst
+	cut "$PORT_src"
+	in_postcopy src2 dst2
+	cut "$PORT_src2"
+	paused src dst
+	paused src2 dst2
+	port=$(free_port)
+	"$FERRY" recover "$T/dst.sock" "tcp:127.0.0.1:$port" >"$T/rec.log" 2>&1 ||
+		fail "ferry recover refused: $(cat "$T/rec.log")"
+	# The other session's source knocks at the recovery address.
+	timeout 60 "$FERRY" migrate "$T/src2.sock" "tcp:127.0.0.1:$port" --resume --json \
+		>"$T/x.json" 2>"$T/x.log" && fail "a stranger resumed the session: $(tail -n1 "$T/x.json")"
+	missing=$(status_field dst 'd["migration"]["pages_missing"]')
+	[ "$missing" -gt 0 ] || fail "the destination lost its missing pages to the stranger: $missing"
+	state_is dst completed && fail "the stranger completed the migration"
+	[ "$(status_field dst 'd["migration"]["recoveries"] or 0')" = 0 ] ||
+		fail "the stranger counts as a recovery: $(status_field dst 'd["migration"]')"
+	state_is src2 postcopy-paused || fail "the stranger left its own pause: $(status_field src2 'd["migration"]')"
+	# The right source: at the same address if the destination still
+	# listens there, else after another recover.
+	if [ "$(status_field dst 'd.get("listening")')" != "\"tcp:127.0.0.1:$port\"" ]; then
+		wait_until 10 state_is dst postcopy-paused || fail "destination after the stranger: $(status_field dst 'd["migration"]')"
+		port=$(free_port)
+		"$FERRY" recover "$T/dst.sock" "tcp:127.0.0.1:$port" >"$T/rec2.log" 2>&1 ||
+			fail "ferry recover after the stranger refused: $(cat "$T/rec2.log")"
+	fi
+	"$FERRY" migrate "$T/src.sock" "tcp:127.0.0.1:$port" --resume --json >"$T/r.json" 2>"$T/r.log" ||
+		fail "the right source could not resume: $(tail -n1 "$T/r.json"; tail -n 5 "$T/r.log")"
+	completed src dst "$T/r.json" 1
+	pass "stranger refused ($(tail -n 1 "$T/x.log")); the session's own source recovered: $(brief "$T/r.json")"
+	;;
+*) fail "unknown case '$CASE'" ;;
+esac
