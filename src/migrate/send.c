@@ -851,15 +851,18 @@ static int precopy(struct sender *x, uint32_t *pass)
 		pthread_mutex_unlock(&s->lock);
 		/* After the scan, so the event carries what this pass left. */
 		fy_session_event(s, FERRY_EVENT_PASS);
-		if (expect <= c->downtime_limit_ms &&
-		    !worth_another_pass(x, expect, *pass))
-			return 0;
+		/* A switch asked for (by hand, or after N passes) comes
+		 * first: the caller chose postcopy over a last precopy pause;
+		 * auto switches only when precopy cannot meet the limit. */
 		at_limit = *pass >= c->max_passes ||
 			   (c->max_precopy_ms && elapsed >= c->max_precopy_ms);
 		if (fy_pc_want(x, *pass, expect, at_limit)) {
 			x->pc_go = true;
 			return 0;
 		}
+		if (expect <= c->downtime_limit_ms &&
+		    !worth_another_pass(x, expect, *pass))
+			return 0;
 		if (expect <= c->downtime_limit_ms)
 			continue;
 		rc = auto_converge(x);
