@@ -604,7 +604,10 @@ FERRY_API int ferry_session_postcopy(ferry_session *s);
  * The source authenticates with the session's token and a generation
  * that grows with every attempt; the destination says which pages it has
  * and the source sends the rest. A cut during recovery pauses again, and
- * another call tries again.
+ * another call tries again. A destination refuses connections that do
+ * not present the session's RESUME and goes on listening, up to 10
+ * minutes; then it pauses again (a URI it cannot listen on, or an fd:
+ * one, pauses at once), and the error and log say why.
  *
  * Return: 0 (taken), -EINVAL (bad URI), -EBUSY (not paused: nothing to
  * recover, or a recovery already runs).
@@ -651,15 +654,16 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
 #define FERRY_CAP_ZERO_PAGES (1ull << 2)    /* zero pages travel as a map */
 #define FERRY_CAP_LZ4 (1ull << 3)	    /* lz4-compressed memory */
 #define FERRY_CAP_ZSTD (1ull << 4)	    /* zstd-compressed memory */
+/* Postcopy records (0x0400-0x0404) and recovery; needs multi-channel.
+ * A destination offers it only when it can run it: a listener for the
+ * data connections and a working userfaultfd (missing mode); a source
+ * uses it only when ferry_config.postcopy or ferry_session_postcopy()
+ * asks. */
+#define FERRY_CAP_POSTCOPY (1ull << 5)
 #define FERRY_CAP_ALL                                                  \
 	(FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL |            \
-	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD)
-/* Postcopy records (0x0400-0x0404) and recovery; needs multi-channel.
- * Not in FERRY_CAP_ALL, the default offered set, and refused in
- * ferry_config.capabilities for now: the protocol is specified and its
- * codecs and state machines exist, but the engine does not run postcopy
- * yet, so offering the bit would promise what neither side can do. */
-#define FERRY_CAP_POSTCOPY (1ull << 5)
+	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD |         \
+	 FERRY_CAP_POSTCOPY)
 
 /* ---- snapshot files ---- */
 

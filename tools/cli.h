@@ -2,7 +2,8 @@
 /*
  * cli.h - what the subcommands of the ferry command line share: exit codes,
  * argument parsing helpers, interrupt handling, the migration follower with
- * its progress display, and report printing (all in ferry.c).
+ * its progress display (ferry.c), and report and status printing
+ * (report.c).
  */
 #ifndef FERRY_TOOLS_CLI_H
 #define FERRY_TOOLS_CLI_H
@@ -23,6 +24,8 @@ enum {
 	CLI_EXIT_FAIL = 1,	  /* the operation failed or was cancelled */
 	CLI_EXIT_USAGE = 2,	  /* bad command line */
 	CLI_EXIT_UNREACHABLE = 3, /* the API socket cannot be reached */
+	CLI_EXIT_PAUSED = 4,	  /* a postcopy paused: it waits for an
+				     operator (recover, or resume --force) */
 	CLI_EXIT_INTERRUPTED = 130,
 };
 
@@ -70,6 +73,9 @@ struct cli_follow_opts {
 	 * negative return ends the wait (the callback fills @err). */
 	int (*tick)(void *opaque, char *err, size_t errlen);
 	void *opaque;
+	/* The command that starts it: NULL for "migrate"; "recover" (its
+	 * args {"uri"}) goes on with a postcopy paused on the source. */
+	const char *command;
 };
 
 int cli_follow_migration(struct api_client *c, struct json_object *args,
@@ -86,10 +92,24 @@ void cli_print_report(FILE *out, struct json_object *report);
 void cli_print_json(struct json_object *obj);
 bool cli_report_completed(struct json_object *report);
 struct json_object *cli_get(struct json_object *obj, const char *path);
+double cli_num(struct json_object *obj, const char *path, double dflt);
+const char *cli_str(struct json_object *obj, const char *path,
+		    const char *dflt);
+const char *cli_yesno(struct json_object *obj, const char *path);
+const char *cli_fmt_ms(struct json_object *obj, const char *path, char *buf,
+		       size_t len);
+void cli_print_status(struct json_object *greeting, struct json_object *st);
 
 int cmd_demo(int argc, char **argv);
 extern const char cli_demo_usage[];
 int cli_find_ferry_vm(char *out, size_t len, char *err, size_t errlen);
+
+/* postcopy.c: the commands of a migration in postcopy */
+int cmd_postcopy(int argc, char **argv);
+int cmd_recover(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+void cli_print_postcopy(FILE *out, struct json_object *o);
+void cli_paused_hint(const char *cmd);
 
 /* snapshot.c: live snapshots into a file */
 int cmd_snapshot(int argc, char **argv);

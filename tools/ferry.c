@@ -176,7 +176,11 @@ struct json_object *cli_get(struct json_object *obj, const char *path)
 	return obj;
 }
 
-static double get_num(json_object *obj, const char *path, double dflt)
+/**
+ * cli_num() - the number at a dotted path of @obj, or @dflt when absent,
+ * null or not a number.
+ */
+double cli_num(json_object *obj, const char *path, double dflt)
 {
 	json_object *v = cli_get(obj, path);
 
@@ -186,8 +190,10 @@ static double get_num(json_object *obj, const char *path, double dflt)
 	return json_object_get_double(v);
 }
 
-static const char *get_str(json_object *obj, const char *path,
-			   const char *dflt)
+/**
+ * cli_str() - the string at a dotted path of @obj (borrowed), or @dflt.
+ */
+const char *cli_str(json_object *obj, const char *path, const char *dflt)
 {
 	json_object *v = cli_get(obj, path);
 
@@ -195,8 +201,11 @@ static const char *get_str(json_object *obj, const char *path,
 		       json_object_get_string(v) : dflt;
 }
 
-/* "yes", "no", or "-" when null/absent. */
-static const char *get_yesno(json_object *obj, const char *path)
+/**
+ * cli_yesno() - a boolean at a dotted path of @obj as "yes" or "no", or
+ * "-" when null or absent.
+ */
+const char *cli_yesno(json_object *obj, const char *path)
 {
 	json_object *v = cli_get(obj, path);
 
@@ -205,11 +214,16 @@ static const char *get_yesno(json_object *obj, const char *path)
 	return json_object_get_boolean(v) ? "yes" : "no";
 }
 
-/* Format a millisecond figure, "-" when absent. */
-static const char *fmt_ms(json_object *obj, const char *path, char *buf,
-			  size_t len)
+/**
+ * cli_fmt_ms() - a millisecond figure at a dotted path of @obj as
+ * "12.3 ms" in @buf, or "-" when absent.
+ *
+ * Return: @buf.
+ */
+const char *cli_fmt_ms(json_object *obj, const char *path, char *buf,
+		       size_t len)
 {
-	double v = get_num(obj, path, NAN);
+	double v = cli_num(obj, path, NAN);
 
 	if (isnan(v))
 		snprintf(buf, len, "-");
@@ -454,8 +468,8 @@ static int term_columns(void)
 /* Track the transfer rate from successive samples of bytes moved. */
 static void progress_sample(struct progress *p, json_object *stats)
 {
-	double bytes = get_num(stats, "bytes", NAN);
-	double ms = get_num(stats, "total_ms", NAN);
+	double bytes = cli_num(stats, "bytes", NAN);
+	double ms = cli_num(stats, "total_ms", NAN);
 	double inst;
 
 	if (isnan(bytes) || isnan(ms))
@@ -471,13 +485,20 @@ static void progress_sample(struct progress *p, json_object *stats)
 	}
 }
 
+/* Past the switch to postcopy: the guest runs at the destination and
+ * pages follow. */
+static bool in_postcopy(const struct progress *p)
+{
+	return !strcmp(p->state, "postcopy");
+}
+
 /* "pass 3", "stopped pass 9", or just the state before the first pass. */
 static void progress_prefix(struct progress *p, json_object *stats, char *buf,
 			    size_t len)
 {
-	double pass = get_num(stats, "pass", 0);
+	double pass = cli_num(stats, "pass", 0);
 
-	if (pass < 1)
+	if (pass < 1 || in_postcopy(p))
 		snprintf(buf, len, "%s", p->state);
 	else if (!strcmp(p->state, "precopy"))
 		snprintf(buf, len, "pass %.0f", pass);
@@ -489,6 +510,24 @@ static void progress_prefix(struct progress *p, json_object *stats, char *buf,
 static bool final_pass(const struct progress *p)
 {
 	return !strcmp(p->state, "stopped");
+}
+
+/* Postcopy's progress: pages the destination asked for, pages pushed in
+ * the background, pages not there yet; @frac receives the share of RAM
+ * at the destination. */
+static void postcopy_text(json_object *stats, char *buf, size_t len,
+			  double *frac)
+{
+	double ram = cli_num(stats, "ram_bytes", 0);
+	double missing = cli_num(stats, "pages_missing", 0);
+
+	*frac = ram > 0 ? 1 - missing * 4096 / ram : 0;
+	if (*frac < 0)
+		*frac = 0;
+	snprintf(buf, len, "%3.0f%% at the destination: %.0f pages requested, "
+		 "%.0f pushed, %.0f missing", *frac * 100,
+		 cli_num(stats, "pages_requested", 0),
+		 cli_num(stats, "pages_pushed", 0), missing);
 }
 
 /* The bar takes whatever room the text leaves, within limits. */
@@ -503,9 +542,9 @@ static int bar_width(int cols, size_t text)
 
 static void progress_draw(struct progress *p, json_object *stats)
 {
-	double done = get_num(stats, "pass_bytes", 0);
-	double total = get_num(stats, "pass_total", 0);
-	double rate = p->rate > 0 ? p->rate : get_num(stats, "mb_per_s", 0) * 1e6;
+	double done = cli_num(stats, "pass_bytes", 0);
+	double total = cli_num(stats, "pass_total", 0);
+	double rate = p->rate > 0 ? p->rate : cli_num(stats, "mb_per_s", 0) * 1e6;
 	char prefix[48], text[160], bar[BAR_MAX + 1], moved[32], eta[24];
 	double frac = 0;
 	int cols = term_columns(), width, filled;
@@ -513,7 +552,7 @@ static void progress_draw(struct progress *p, json_object *stats)
 	if (total > 0)
 		frac = done >= total ? 1.0 : done / total;
 	progress_prefix(p, stats, prefix, sizeof(prefix));
-	cli_format_bytes(get_num(stats, "bytes", 0), moved, sizeof(moved));
+	cli_format_bytes(cli_num(stats, "bytes", 0), moved, sizeof(moved));
 	if (rate > 0 && total > done)
 		snprintf(eta, sizeof(eta), "%.1fs", (total - done) / rate);
 	else
@@ -521,22 +560,24 @@ static void progress_draw(struct progress *p, json_object *stats)
 	/* Fixed-width fields keep the line (and the bar) from jittering.
 	 * Once the guest is paused, the dirty rate and the predicted
 	 * downtime are those of the last precopy pass: not shown again. */
-	if (final_pass(p))
+	if (in_postcopy(p))
+		postcopy_text(stats, text, sizeof(text), &frac);
+	else if (final_pass(p))
 		snprintf(text, sizeof(text), "%3.0f%% %8s %4.0f MB/s guest paused",
 			 frac * 100, moved, rate / 1e6);
 	else
 		snprintf(text, sizeof(text), "%3.0f%% %8s %4.0f MB/s dirty %4.1f MB/s "
 			 "ETA %4s downtime %.1fms", frac * 100, moved, rate / 1e6,
-			 get_num(stats, "dirty_mb_per_s", 0), eta,
-			 get_num(stats, "expected_downtime_ms", 0));
-	width = get_num(stats, "pass", 0) < 1 ? 0 :
+			 cli_num(stats, "dirty_mb_per_s", 0), eta,
+			 cli_num(stats, "expected_downtime_ms", 0));
+	width = cli_num(stats, "pass", 0) < 1 ? 0 :
 		bar_width(cols, strlen(prefix) + strlen(text));
 	filled = (int)(frac * width + 0.5);
 	memset(bar, '#', (size_t)filled);
 	memset(bar + filled, '.', (size_t)(width - filled));
 	bar[width] = '\0';
 	/* A line that wraps can no longer be redrawn in place: cut it. */
-	if (get_num(stats, "pass", 0) < 1)
+	if (cli_num(stats, "pass", 0) < 1)
 		fprintf(stderr, "\r%.*s\033[K", cols - 1, prefix);
 	else if (width)
 		fprintf(stderr, "\r%s [%s] %.*s\033[K", prefix, bar,
@@ -567,14 +608,14 @@ static void progress_plain(struct progress *p, const char *fmt, ...)
 static void progress_state(struct progress *p, json_object *data)
 {
 	json_object *stats = cli_get(data, "stats");
-	const char *state = get_str(data, "state",
-				    get_str(stats, "state", "?"));
+	const char *state = cli_str(data, "state",
+				    cli_str(stats, "state", "?"));
 
 	if (!strcmp(state, p->state))
 		return;
 	snprintf(p->state, sizeof(p->state), "%s", state);
 	if (final_pass(p))
-		p->stopped_ms = get_num(stats, "total_ms", 0);
+		p->stopped_ms = cli_num(stats, "total_ms", 0);
 	if (p->tty)
 		progress_draw(p, stats);
 	else
@@ -590,31 +631,31 @@ static void progress_pass(struct progress *p, json_object *stats)
 		progress_draw(p, stats);
 		return;
 	}
-	cli_format_bytes(get_num(stats, "bytes", 0), moved, sizeof(moved));
+	cli_format_bytes(cli_num(stats, "bytes", 0), moved, sizeof(moved));
 	if (final_pass(p)) {
 		/* The rates and the prediction in @stats are still those of
 		 * the last precopy pass; what is new is this pass's size and
 		 * how long it kept the guest paused so far. */
-		cli_format_bytes(get_num(stats, "pass_bytes", 0), dirty,
+		cli_format_bytes(cli_num(stats, "pass_bytes", 0), dirty,
 				 sizeof(dirty));
 		progress_plain(p, "pass %.0f done (final, guest paused): %s in "
-			       "%.1f ms, %s moved", get_num(stats, "pass", 0),
-			       dirty, get_num(stats, "total_ms", 0) - p->stopped_ms,
+			       "%.1f ms, %s moved", cli_num(stats, "pass", 0),
+			       dirty, cli_num(stats, "total_ms", 0) - p->stopped_ms,
 			       moved);
 		return;
 	}
-	cli_format_bytes(get_num(stats, "dirty_bytes", 0), dirty, sizeof(dirty));
+	cli_format_bytes(cli_num(stats, "dirty_bytes", 0), dirty, sizeof(dirty));
 	progress_plain(p, "pass %.0f done: %s moved, %.0f MB/s, %s dirty "
 		       "(%.1f MB/s), expected downtime %.1f ms",
-		       get_num(stats, "pass", 0), moved,
-		       get_num(stats, "mb_per_s", 0), dirty,
-		       get_num(stats, "dirty_mb_per_s", 0),
-		       get_num(stats, "expected_downtime_ms", 0));
+		       cli_num(stats, "pass", 0), moved,
+		       cli_num(stats, "mb_per_s", 0), dirty,
+		       cli_num(stats, "dirty_mb_per_s", 0),
+		       cli_num(stats, "expected_downtime_ms", 0));
 }
 
 static void progress_throttle(struct progress *p, json_object *stats)
 {
-	double pct = get_num(stats, "throttle_pct", 0);
+	double pct = cli_num(stats, "throttle_pct", 0);
 
 	if (p->tty)
 		progress_clear(p);
@@ -628,18 +669,43 @@ static void progress_throttle(struct progress *p, json_object *stats)
 
 static void progress_update(struct progress *p, json_object *stats)
 {
+	char text[160];
+	double frac;
+
 	progress_sample(p, stats);
 	/* Redraw at most ten times a second. */
 	if (p->tty && now_ms() - p->last_draw >= 100)
 		progress_draw(p, stats);
+	/* Postcopy has no passes to mark its progress: a line a second. */
+	if (!p->tty && in_postcopy(p) && now_ms() - p->last_draw >= 1000) {
+		postcopy_text(stats, text, sizeof(text), &frac);
+		progress_plain(p, "postcopy: %s", text);
+		p->last_draw = now_ms();
+	}
 }
 
 /* ---- following a migration ------------------------------------------- */
 
 struct follow {
 	struct progress prog;
-	json_object *report;	/* from DONE */
+	json_object *report;	/* from DONE, or made when postcopy paused */
 };
+
+/* A postcopy whose link broke waits for an operator, who may be elsewhere:
+ * following ends with a report of the pause (status "postcopy-paused"),
+ * made from the stats. */
+static json_object *paused_report(json_object *stats)
+{
+	json_object *r = NULL;
+
+	if (!stats || json_object_deep_copy(stats, &r, NULL) < 0)
+		return cli_failed_report("postcopy paused (no statistics)");
+	json_object_object_add(r, "status",
+			       json_object_new_string("postcopy-paused"));
+	json_object_object_add(r, "passes", json_object_new_int64(
+				       (int64_t)cli_num(stats, "pass", 0)));
+	return r;
+}
 
 static void follow_event(void *opaque, const char *event, json_object *data)
 {
@@ -652,6 +718,10 @@ static void follow_event(void *opaque, const char *event, json_object *data)
 		progress_clear(&f->prog);
 		f->report = data ? json_object_get(data) : cli_failed_report(
 						"DONE event without a report");
+	} else if (!strcmp(event, "STATE") &&
+		   !strcmp(cli_str(data, "state", ""), "postcopy-paused")) {
+		progress_clear(&f->prog);
+		f->report = paused_report(stats);
 	} else if (!strcmp(event, "STATE")) {
 		progress_state(&f->prog, data);
 	} else if (!strcmp(event, "PASS")) {
@@ -661,7 +731,7 @@ static void follow_event(void *opaque, const char *event, json_object *data)
 	} else if (!strcmp(event, "THROTTLE")) {
 		progress_throttle(&f->prog, stats);
 	} else if (!strcmp(event, "OWNER") && !f->prog.tty) {
-		progress_plain(&f->prog, "owner %s", get_str(data, "owner", "?"));
+		progress_plain(&f->prog, "owner %s", cli_str(data, "owner", "?"));
 	}
 }
 
@@ -693,7 +763,11 @@ static int follow_interrupt(struct api_client *c, struct follow *f,
 	fprintf(stderr, "ferry: interrupted, cancelling the migration "
 			"(interrupt again to stop waiting)\n");
 	ret = api_client_execute(c, "cancel", NULL, CLI_REPLY_TIMEOUT_MS, NULL);
-	return ret == -EREMOTEIO ? 0 : ret; /* maybe it just ended */
+	/* Refused: in postcopy (the reason says what to do), or it just
+	 * ended. */
+	if (ret == -EREMOTEIO)
+		fprintf(stderr, "ferry: cancel refused: %s\n", api_client_errmsg(c));
+	return ret == -EREMOTEIO ? 0 : ret;
 }
 
 static int follow_loop(struct api_client *c, struct follow *f,
@@ -742,7 +816,9 @@ static int follow_loop(struct api_client *c, struct follow *f,
  * @errlen: size of @err.
  *
  * Shows progress on stderr: a bar redrawn in place on a terminal, else a
- * line per state change and per pass.
+ * line per state change and per pass (and a line a second in postcopy).
+ * A postcopy that pauses ends the wait with a report whose status is
+ * "postcopy-paused".
  *
  * Return: 0 with a report (whatever its status); negative when the
  * migration could not be started or followed (no report).
@@ -759,10 +835,11 @@ int cli_follow_migration(struct api_client *c, struct json_object *args,
 	f.report = NULL;
 	api_client_set_events(c, follow_event, &f);
 	api_client_set_interrupt(c, cli_interrupt_counter());
-	ret = api_client_execute(c, "migrate", args, CLI_REPLY_TIMEOUT_MS, NULL);
+	ret = api_client_execute(c, opts->command ? opts->command : "migrate",
+				 args, CLI_REPLY_TIMEOUT_MS, NULL);
 	if (ret < 0) {
-		snprintf(err, errlen, "cannot start the migration: %s",
-			 api_client_errmsg(c));
+		snprintf(err, errlen, "cannot %s the migration: %s",
+			 opts->command ? "resume" : "start", api_client_errmsg(c));
 	} else {
 		ret = follow_loop(c, &f, opts, err, errlen);
 	}
@@ -774,275 +851,6 @@ int cli_follow_migration(struct api_client *c, struct json_object *args,
 	}
 	*report = f.report;
 	return 0;
-}
-
-/* ---- reports --------------------------------------------------------- */
-
-/**
- * cli_finish_report() - show how a followed migration or snapshot ended
- * and turn it into the exit code.
- * @cmd: the command ("migrate"), for messages.
- * @what: what it ran ("migration"), for messages.
- * @report: its report (owned; released here), or NULL when @ret < 0.
- * @ret: what cli_follow_migration() returned.
- * @json: print the report as JSON on stdout instead of for humans.
- * @err: why, when @ret < 0.
- *
- * Return: CLI_EXIT_OK (completed), CLI_EXIT_FAIL, CLI_EXIT_INTERRUPTED.
- */
-int cli_finish_report(const char *cmd, const char *what, json_object *report,
-		      int ret, bool json, const char *err)
-{
-	if (ret < 0) {
-		fprintf(stderr, "ferry %s: %s\n", cmd, err);
-		report = cli_failed_report(err);
-	} else if (!json) {
-		cli_print_report(stdout, report);
-	}
-	if (json && ret == 0 && !cli_report_completed(report))
-		fprintf(stderr, "ferry %s: %s %s: %s\n", cmd, what,
-			get_str(report, "status", "?"),
-			get_str(report, "error", "no reason given"));
-	if (json)
-		cli_print_json(report);
-	if (ret == -EINTR)
-		ret = CLI_EXIT_INTERRUPTED;
-	else
-		ret = cli_report_completed(report) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-	json_object_put(report);
-	return ret;
-}
-
-/**
- * cli_open_for_report() - open the API socket at @sock for @cmd
- * ("migrate"); when it cannot be reached, say why on stderr and, with
- * @json, print a failed report, and release @args.
- *
- * Return: 0 with *@c open, or CLI_EXIT_UNREACHABLE.
- */
-int cli_open_for_report(const char *cmd, const char *sock, bool json,
-			struct json_object *args, struct api_client **c)
-{
-	json_object *report;
-	char err[512];
-
-	if (api_client_open(sock, CLI_REPLY_TIMEOUT_MS, c, err,
-			    sizeof(err)) >= 0)
-		return 0;
-	json_object_put(args);
-	fprintf(stderr, "ferry %s: %s\n", cmd, err);
-	if (json) {
-		report = cli_failed_report(err);
-		cli_print_json(report);
-		json_object_put(report);
-	}
-	return CLI_EXIT_UNREACHABLE;
-}
-
-/**
- * cli_failed_report() - a report for a migration that produced none (it
- * could not start, or the connection was lost), shaped like the real one.
- */
-struct json_object *cli_failed_report(const char *error)
-{
-	static const char *const nulls[] = {
-		"owner", "workload", "ram_bytes", "total_ms", "downtime_ms",
-		"downtime_limit_ms", "guest_stall_ms", "bytes", "wire_bytes",
-		"passes", "connections", "protocol_version", "capabilities",
-		"dirty_mode", "mb_per_s",
-		"verified",
-		"final_pass_ms", "state_ms", "switchover_ms", "verify_ms",
-		"keep_running", "snapshot", "image_digest", "lazy_pages",
-		"lazy_placed",
-		"page_faults", "page_wait_p50_ms", "page_wait_p99_ms",
-		"page_wait_max_ms", "lazy_complete_ms",
-	};
-	json_object *r = json_object_new_object();
-
-	json_object_object_add(r, "status", json_object_new_string("failed"));
-	json_object_object_add(r, "error", json_object_new_string(error));
-	for (size_t i = 0; i < sizeof(nulls) / sizeof(nulls[0]); i++)
-		json_object_object_add(r, nulls[i], NULL);
-	return r;
-}
-
-/**
- * cli_report_completed() - whether a report says "completed".
- */
-bool cli_report_completed(struct json_object *report)
-{
-	return !strcmp(get_str(report, "status", ""), "completed");
-}
-
-/**
- * cli_print_json() - print @obj as one line on stdout.
- */
-void cli_print_json(struct json_object *obj)
-{
-	printf("%s\n", json_object_to_json_string_ext(obj,
-		       JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-	fflush(stdout);
-}
-
-/* How the two sides talked: connections, protocol, dirty tracking. */
-static void print_link(FILE *out, json_object *report)
-{
-	static const struct { const char *mode, *what; } modes[] = {
-		{ "bitmap", "the VMM's dirty log (bitmap)" },
-		{ "uffd", "userfaultfd write-protect + PAGEMAP_SCAN (uffd)" },
-		{ "none", "none: stop-and-copy" },
-	};
-	json_object *caps = cli_get(report, "capabilities");
-	const char *mode = get_str(report, "dirty_mode", "");
-	double n = get_num(report, "connections", 0);
-	size_t i, len;
-
-	if (n >= 1) {
-		fprintf(out, "link          %.0f connection%s", n, n == 1 ? "" : "s");
-		if (get_str(report, "congestion_control", "")[0])
-			fprintf(out, ", TCP congestion control %s",
-				get_str(report, "congestion_control", ""));
-		fputc('\n', out);
-	}
-	if (get_num(report, "protocol_version", 0) >= 1) {
-		fprintf(out, "protocol      version %.0f, capabilities ",
-			get_num(report, "protocol_version", 0));
-		len = caps && json_object_is_type(caps, json_type_array) ?
-			      json_object_array_length(caps) : 0;
-		for (i = 0; i < len; i++)
-			fprintf(out, "%s%s", i ? ", " : "", json_object_get_string(
-					json_object_array_get_idx(caps, i)));
-		fputs(len ? "\n" : "none\n", out);
-	}
-	for (i = 0; *mode && i < sizeof(modes) / sizeof(modes[0]); i++)
-		if (!strcmp(mode, modes[i].mode))
-			break;
-	if (*mode)
-		fprintf(out, "dirty pages   %s\n",
-			i < sizeof(modes) / sizeof(modes[0]) ? modes[i].what : mode);
-}
-
-/* Snapshot files (a report, or the status's migration object): what the
- * file holds and, for a lazy restore, how far it is and how long the
- * guest waited for pages. Nothing for other migrations. */
-static void print_snapshot(FILE *out, json_object *o)
-{
-	json_object *keep = cli_get(o, "keep_running");
-	char size[32], a[32], b[32], c[32];
-
-	if (cli_get(o, "image_digest") &&
-	    !strcmp(get_str(o, "snapshot", ""), "read")) {
-		cli_format_bytes(get_num(o, "wire_bytes", 0), size, sizeof(size));
-		fprintf(out, "snapshot      restored from a file (%s read), image "
-			"digest %s\n", size, get_str(o, "image_digest", "?"));
-	} else if (cli_get(o, "image_digest")) {
-		cli_format_bytes(get_num(o, "wire_bytes", 0), size, sizeof(size));
-		fprintf(out, "snapshot      file %s, %.0f pass%s, pause %s, image "
-			"digest %s%s\n", size, get_num(o, "passes", get_num(o, "pass", 0)),
-			get_num(o, "passes", get_num(o, "pass", 0)) == 1 ? "" : "es",
-			fmt_ms(o, "downtime_ms", a, sizeof(a)),
-			get_str(o, "image_digest", "?"),
-			!keep ? "" : json_object_get_boolean(keep) ?
-			", the guest runs on (checkpoint)" :
-			", the guest stays paused here (handed over to the file)");
-	}
-	if (!cli_get(o, "lazy_pages"))
-		return;
-	fprintf(out, "lazy restore  %.0f of %.0f pages placed, %.0f page faults, "
-		"page wait p50 %s, p99 %s, max %s", get_num(o, "lazy_placed", 0),
-		get_num(o, "lazy_pages", 0), get_num(o, "page_faults", 0),
-		fmt_ms(o, "page_wait_p50_ms", a, sizeof(a)),
-		fmt_ms(o, "page_wait_p99_ms", b, sizeof(b)),
-		fmt_ms(o, "page_wait_max_ms", c, sizeof(c)));
-	if (cli_get(o, "lazy_complete_ms"))
-		fprintf(out, ", all in after %s",
-			fmt_ms(o, "lazy_complete_ms", a, sizeof(a)));
-	fputc('\n', out);
-}
-
-/*
- * Who may run the guest, in one line (a report, or the status's migration
- * object). A snapshot writer's "destination" is the file: whoever
- * restores it.
- */
-static void print_owner(FILE *out, json_object *o)
-{
-	const char *owner = get_str(o, "owner", NULL);
-
-	if (!owner)
-		return;
-	if (!strcmp(owner, "none"))
-		fprintf(out, "owner         none: no guest has reached this side\n");
-	else if (!strcmp(owner, "destination") &&
-		 !strcmp(get_str(o, "snapshot", ""), "written"))
-		fprintf(out, "owner         destination: the snapshot file holds "
-			"the guest (whoever restores it runs it); the source "
-			"must not run it\n");
-	else if (!strcmp(owner, "destination"))
-		fprintf(out, "owner         destination: only the destination "
-			"may run the guest\n");
-	else
-		fprintf(out, "owner         %s: only the source may run the "
-			"guest\n", owner);
-}
-
-/**
- * cli_print_report() - print a migration report for humans.
- */
-void cli_print_report(FILE *out, struct json_object *report)
-{
-	char a[32], b[32], c[32], d[32], bytes[32];
-	const char *verified = get_yesno(report, "verified");
-	double passes;
-
-	fprintf(out, "status        %s\n", get_str(report, "status", "?"));
-	if (cli_get(report, "error"))
-		fprintf(out, "error         %s\n", get_str(report, "error", "?"));
-	print_owner(out, report);
-	if (cli_get(report, "ram_bytes")) {
-		cli_format_bytes(get_num(report, "ram_bytes", 0), a, sizeof(a));
-		fprintf(out, "guest         %s, workload %s\n", a,
-			get_str(report, "workload", "-"));
-	}
-	fprintf(out, "total         %s\n", fmt_ms(report, "total_ms", a, sizeof(a)));
-	fprintf(out, "downtime      %s", fmt_ms(report, "downtime_ms", a, sizeof(a)));
-	if (cli_get(report, "downtime_limit_ms"))
-		fprintf(out, ", limit %.0f ms",
-			get_num(report, "downtime_limit_ms", 0));
-	fprintf(out, " (final pass %s, state %s, switchover %s)\n",
-		fmt_ms(report, "final_pass_ms", b, sizeof(b)),
-		fmt_ms(report, "state_ms", c, sizeof(c)),
-		fmt_ms(report, "switchover_ms", d, sizeof(d)));
-	fprintf(out, "guest stall   %s\n",
-		fmt_ms(report, "guest_stall_ms", a, sizeof(a)));
-	cli_format_bytes(get_num(report, "bytes", 0), bytes, sizeof(bytes));
-	passes = get_num(report, "passes", 0);
-	fprintf(out, "moved         %s in %.0f pass%s, %.1f MB/s\n", bytes, passes,
-		passes == 1 ? "" : "es", get_num(report, "mb_per_s", 0));
-	print_link(out, report);
-	print_snapshot(out, report);
-	if (get_num(report, "throttle_peak_pct", 0) > 0)
-		fprintf(out, "throttled     vCPUs held up to %.0f%% of the time "
-			"(auto-converge)\n", get_num(report, "throttle_peak_pct", 0));
-	if (cli_get(report, "verify.destination_ms") &&
-	    !strcmp(get_str(report, "verify.method", ""), "background"))
-		fprintf(out, "verified      %s (after the pause: destination %s, "
-			"source %s)\n", verified,
-			fmt_ms(report, "verify.destination_ms", a, sizeof(a)),
-			fmt_ms(report, "verify.source_ms", b, sizeof(b)));
-	else if (!strcmp(get_str(report, "verify.method", ""), "image"))
-		fprintf(out, "verified      %s (the source's RAM against the "
-			"image it wrote, after the pause: %s)\n", verified,
-			fmt_ms(report, "verify.source_ms", a, sizeof(a)));
-	else if (cli_get(report, "verify.note"))
-		fprintf(out, "verified      %s (%s)\n", verified,
-			get_str(report, "verify.note", ""));
-	else if (cli_get(report, "verify_ms"))
-		fprintf(out, "verified      %s (check %s, inside the pause)\n",
-			verified, fmt_ms(report, "verify_ms", a, sizeof(a)));
-	else
-		fprintf(out, "verified      %s\n", verified);
-	fflush(out);
 }
 
 /* ---- commands -------------------------------------------------------- */
@@ -1070,8 +878,22 @@ static const char migrate_usage[] =
 	"Options:\n"
 	"  --max-passes N           most precopy passes before the timeout strategy\n"
 	"  --max-precopy-ms N       longest precopy phase before it\n"
-	"  --timeout-strategy S     cancel (give up, the source keeps running) or\n"
-	"                           switchover (pause anyway and finish)\n"
+	"  --timeout-strategy S     cancel (give up, the source keeps running),\n"
+	"                           switchover (pause anyway and finish) or\n"
+	"                           postcopy (switch to postcopy; as switchover\n"
+	"                           when the destination does not offer it)\n"
+	"  --postcopy               switch to postcopy when precopy cannot meet\n"
+	"                           the downtime limit (passes stop shrinking, or\n"
+	"                           --max-passes / --max-precopy-ms is reached):\n"
+	"                           the destination runs the guest, its memory\n"
+	"                           follows on demand and in the background\n"
+	"                           ('ferry postcopy SOCKET' switches at once)\n"
+	"  --postcopy-after-passes N  switch to postcopy after N precopy passes\n"
+	"                           (1 to --max-passes, default 30)\n"
+	"  --resume                 go on with this source's migration paused in\n"
+	"                           postcopy, connecting to URI, where 'ferry\n"
+	"                           recover DST_SOCKET URI' made the destination\n"
+	"                           listen; takes no other migration option\n"
 	"  --record-stream FILE     also write the stream to FILE (ferry inspect\n"
 	"                           reads it); uses a single connection\n"
 	"  --json                   print the report as one JSON object on stdout\n"
@@ -1080,9 +902,13 @@ static const char migrate_usage[] =
 static const char migrate_usage_tail[] =
 	"\n"
 	"Progress goes to stderr. Ctrl-C cancels the migration; a second Ctrl-C\n"
-	"stops waiting for it.\n"
+	"stops waiting for it. In postcopy a cancel is refused (the guest may\n"
+	"run at the destination); when its link breaks, both sides pause and\n"
+	"this command ends saying how to recover.\n"
 	"Exit status: 0 completed, 1 failed or cancelled, 2 usage error,\n"
-	"3 SOCKET cannot be reached, 130 a second Ctrl-C stopped waiting.\n";
+	"3 SOCKET cannot be reached, 4 paused in postcopy (waiting for 'ferry\n"
+	"recover' and 'ferry migrate --resume', or 'ferry resume --force'),\n"
+	"130 a second Ctrl-C stopped waiting.\n";
 
 static const char status_usage[] =
 	"Usage: ferry status SOCKET [--json]\n"
@@ -1102,6 +928,9 @@ static const char cancel_usage[] =
 	"Cancel the migration running on the ferry-vm whose API socket is SOCKET.\n"
 	"The source keeps running its guest unless the destination already owns\n"
 	"it. The client that started the migration reports how it ended.\n"
+	"A migration in postcopy is not cancelled (the guest may already run at\n"
+	"the destination, and neither side holds all of its memory): the refusal\n"
+	"says why and what to do instead.\n"
 	"\n"
 	"Exit status: 0 requested, 1 refused, 2 usage error, 3 SOCKET cannot be\n"
 	"reached.\n";
@@ -1150,16 +979,45 @@ void cli_options_join(struct option *out, size_t cap, const struct option *own)
 	out[n] = (struct option){ 0 };
 }
 
+/* --postcopy and --postcopy-after-passes: two ways to say when. */
+static int postcopy_option(json_object *args, const char *mode,
+			   const char *passes)
+{
+	if (json_object_object_get_ex(args, "postcopy", NULL))
+		return cli_usage_error("migrate", "--postcopy and "
+				       "--postcopy-after-passes say when to switch: "
+				       "give one of them, once");
+	if (passes && tuning_uint("migrate", args, VM_ARG_POSTCOPY_AFTER, passes))
+		return CLI_EXIT_USAGE;
+	json_object_object_add(args, "postcopy", json_object_new_string(mode));
+	return 0;
+}
+
+/* --resume goes on with the migration as it was started: only the URI
+ * and --json go with it. */
+static int resume_check(json_object *args, bool resume)
+{
+	if (!resume || !json_object_object_length(args))
+		return 0;
+	return cli_usage_error("migrate", "--resume goes on with the migration "
+			       "paused in postcopy as it was started: it takes "
+			       "no other migration option");
+}
+
 /* Parse the options of migrate into the arguments of the command. */
 static int migrate_options(int argc, char **argv, json_object *args,
-			   bool *json)
+			   bool *json, bool *resume)
 {
-	static const char *const strategies[] = { "cancel", "switchover", NULL };
+	static const char *const strategies[] = { "cancel", "switchover",
+						  "postcopy", NULL };
 	static const struct option own[] = {
 		{ "max-passes", required_argument, NULL, 'p' },
 		{ "max-precopy-ms", required_argument, NULL, 'P' },
 		{ "timeout-strategy", required_argument, NULL, 's' },
 		{ "record-stream", required_argument, NULL, 'R' },
+		{ "postcopy", no_argument, NULL, 'o' },
+		{ "postcopy-after-passes", required_argument, NULL, 'O' },
+		{ "resume", no_argument, NULL, 'r' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -1184,6 +1042,15 @@ static int migrate_options(int argc, char **argv, json_object *args,
 			json_object_object_add(args, "record_stream",
 					       json_object_new_string(optarg));
 			break;
+		case 'o':
+			ret = postcopy_option(args, "auto", NULL);
+			break;
+		case 'O':
+			ret = postcopy_option(args, "after", optarg);
+			break;
+		case 'r':
+			*resume = true;
+			break;
 		case 'j':
 			*json = true;
 			break;
@@ -1198,25 +1065,27 @@ static int migrate_options(int argc, char **argv, json_object *args,
 	}
 	if (ret == 0 && argc - optind != 2)
 		return cli_usage_error("migrate", "expected SOCKET and URI");
-	return ret;
+	return ret ? ret : resume_check(args, *resume);
 }
 
 static int cmd_migrate(int argc, char **argv)
 {
-	const struct cli_follow_opts fo = { .cancel_on_interrupt = true,
-					    .timeout_ms = -1 };
+	struct cli_follow_opts fo = { .cancel_on_interrupt = true,
+				      .timeout_ms = -1 };
 	json_object *args = json_object_new_object(), *report = NULL;
 	struct api_client *c = NULL;
-	bool json = false;
-	char err[300];
+	bool json = false, resume = false;
+	char err[600];
 	int ret;
 
-	ret = migrate_options(argc, argv, args, &json);
+	ret = migrate_options(argc, argv, args, &json, &resume);
 	if (ret != 0) {
 		json_object_put(args);
 		return ret < 0 ? CLI_EXIT_OK : ret;
 	}
 	json_object_object_add(args, "uri", json_object_new_string(argv[optind + 1]));
+	if (resume)
+		fo.command = "recover";
 	cli_signals_install();
 	ret = cli_open_for_report("migrate", argv[optind], json, args, &c);
 	if (ret)
@@ -1224,80 +1093,6 @@ static int cmd_migrate(int argc, char **argv)
 	ret = cli_follow_migration(c, args, &fo, &report, err, sizeof(err));
 	api_client_close(c);
 	return cli_finish_report("migrate", "migration", report, ret, json, err);
-}
-
-static void print_guest(json_object *g)
-{
-	char mem[32], pop[48] = "";
-	json_object *settled = cli_get(g, "settled");
-	const char *state = get_str(g, "state", NULL);
-	double pct = get_num(g, "populated_pct", 100);
-
-	/* ferry-vm before guest.state said only running or not. */
-	if (!state)
-		state = !strcmp(get_yesno(g, "running"), "yes") ? "running" : "paused";
-	if (pct < 100)
-		snprintf(pop, sizeof(pop), ", RAM %.0f%% populated", pct);
-	cli_format_bytes(get_num(g, "memory", 0), mem, sizeof(mem));
-	printf("guest         %s%s, workload %s, %s, %.0f vCPUs, %.0f steps, "
-	       "%.0f check errors%s\n", state, pop,
-	       get_str(g, "workload", "?"), mem, get_num(g, "vcpus", 0),
-	       get_num(g, "steps", 0), get_num(g, "check_errors", 0),
-	       settled && !json_object_get_boolean(settled) ? ", settling" : "");
-	if (cli_get(g, "error"))
-		printf("guest error   %s\n", get_str(g, "error", "?"));
-}
-
-static void print_migration(json_object *m)
-{
-	const char *state = get_str(m, "state", "none");
-	char moved[32], wire[32];
-
-	if (!strcmp(state, "none")) {
-		printf("migration     none\n");
-		print_owner(stdout, m);
-		return;
-	}
-	cli_format_bytes(get_num(m, "bytes", 0), moved, sizeof(moved));
-	cli_format_bytes(get_num(m, "wire_bytes", 0), wire, sizeof(wire));
-	printf("migration     %s, pass %.0f, %s moved (%s on the wire), "
-	       "%.1f s elapsed\n", state, get_num(m, "pass", 0), moved, wire,
-	       get_num(m, "total_ms", 0) / 1000);
-	printf("rates         %.1f MB/s, dirty %.1f MB/s, expected downtime "
-	       "%.1f ms\n", get_num(m, "mb_per_s", 0),
-	       get_num(m, "dirty_mb_per_s", 0),
-	       get_num(m, "expected_downtime_ms", 0));
-	print_owner(stdout, m);
-	print_snapshot(stdout, m);
-	if (cli_get(m, "error"))
-		printf("error         %s\n", get_str(m, "error", "?"));
-}
-
-static void print_status(json_object *greeting, json_object *st)
-{
-	json_object *r = cli_get(st, "report");
-	char ms[32];
-
-	printf("ferry-vm      %s, pid %.0f, %s\n",
-	       get_str(greeting, "version", "?"), get_num(greeting, "pid", 0),
-	       get_str(st, "role", get_str(greeting, "role", "?")));
-	if (cli_get(st, "guest"))
-		print_guest(cli_get(st, "guest"));
-	if (cli_get(st, "listening"))
-		printf("listening     %s\n", get_str(st, "listening", "?"));
-	print_migration(cli_get(st, "migration"));
-	if (cli_get(st, "migration.last_failure"))
-		printf("last failure  %s at %s: %s\n",
-		       get_str(cli_get(st, "migration.last_failure"), "state", "?"),
-		       get_str(cli_get(st, "migration.last_failure"), "at", "?"),
-		       get_str(cli_get(st, "migration.last_failure"), "error", "?"));
-	printf("verified      %s\n", get_yesno(st, "verified"));
-	if (r)
-		printf("last report   %s in %s, downtime %.1f ms, %.0f passes, "
-		       "%.1f MB/s, verified %s\n", get_str(r, "status", "?"),
-		       fmt_ms(r, "total_ms", ms, sizeof(ms)),
-		       get_num(r, "downtime_ms", 0), get_num(r, "passes", 0),
-		       get_num(r, "mb_per_s", 0), get_yesno(r, "verified"));
 }
 
 static int cmd_status(int argc, char **argv)
@@ -1333,7 +1128,7 @@ static int cmd_status(int argc, char **argv)
 	if (json)
 		cli_print_json(st);
 	else
-		print_status(api_client_greeting(c), st);
+		cli_print_status(api_client_greeting(c), st);
 	json_object_put(st);
 	api_client_close(c);
 	return CLI_EXIT_OK;
@@ -1382,6 +1177,12 @@ static const struct command commands[] = {
 	  cmd_status },
 	{ "cancel", "cancel a ferry-vm's running migration",
 	  cmd_cancel },
+	{ "postcopy", "switch a running migration to postcopy now",
+	  cmd_postcopy },
+	{ "recover", "make a destination paused in postcopy listen again",
+	  cmd_recover },
+	{ "resume", "run a source's guest again, giving up its paused postcopy",
+	  cmd_resume },
 	{ "demo", "start two ferry-vms, migrate between them, verify",
 	  cmd_demo },
 	{ "inspect", "decode and check a recorded stream or a snapshot file",

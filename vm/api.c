@@ -209,6 +209,51 @@ static void add_snapshot_fields(json_object *o, const struct ferry_stats *st,
 				       api_double(st->lazy_complete_ms) : NULL);
 }
 
+/* Postcopy: whether the run switched, and then how long its memory took
+ * to follow, how pages moved and how long vCPUs waited for them (faults
+ * are the destination's; microseconds), null when it did not switch.
+ * Shared by status and report. */
+static void add_postcopy_fields(json_object *o, const struct ferry_stats *st,
+				json_object *note)
+{
+	static const char *const waits[] = { "fault_p50_us", "fault_p99_us",
+					     "fault_max_us" };
+	const double ms[] = { st->page_wait_p50_ms, st->page_wait_p99_ms,
+			      st->page_wait_max_ms };
+	bool pc = st->postcopy, faults = pc && st->lazy_pages > 0;
+	json_object *f = NULL;
+
+	json_object_object_add(o, "postcopy", json_object_new_boolean(pc));
+	json_object_object_add(o, "postcopy_ms",
+			       pc && st->postcopy_ms > 0 ?
+				       api_double(st->postcopy_ms) : NULL);
+	/* A source knows the faults from the destination's note. */
+	if (pc && !faults && note &&
+	    json_object_object_get_ex(note, "postcopy_faults", &f) &&
+	    json_object_is_type(f, json_type_array) &&
+	    json_object_array_length(f) == 4) {
+		json_object_object_add(o, "faults", api_copy(
+				json_object_array_get_idx(f, 0)));
+		for (unsigned i = 0; i < 3; i++)
+			json_object_object_add(o, waits[i], api_copy(
+					json_object_array_get_idx(f, i + 1)));
+	} else {
+		json_object_object_add(o, "faults",
+				       faults ? ju64(st->page_faults) : NULL);
+		for (unsigned i = 0; i < 3; i++)
+			json_object_object_add(o, waits[i],
+					       faults && st->page_faults ?
+					       api_double(ms[i] * 1000) : NULL);
+	}
+	json_object_object_add(o, "pages_requested",
+			       pc ? ju64(st->pages_requested) : NULL);
+	json_object_object_add(o, "pages_pushed",
+			       pc ? ju64(st->pages_pushed) : NULL);
+	json_object_object_add(o, "pages_missing",
+			       pc ? ju64(st->pages_missing) : NULL);
+	json_object_object_add(o, "recoveries", pc ? ju64(st->recoveries) : NULL);
+}
+
 static json_object *stats_json(const struct ferry_stats *st, const char *err,
 			       bool in)
 {
@@ -233,6 +278,7 @@ static json_object *stats_json(const struct ferry_stats *st, const char *err,
 	json_object_object_add(o, "state_ms", api_double(st->state_ms));
 	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
 	add_snapshot_fields(o, st, in);
+	add_postcopy_fields(o, st, NULL);
 	json_object_object_add(o, "error", error_string(st->error, err));
 	return o;
 }
@@ -428,25 +474,44 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	json_object_object_add(o, "keep_running", snap_out ?
 			       json_object_new_boolean(vm->mig.keep_running) : NULL);
 	add_snapshot_fields(o, st, !snap_out);
+	add_postcopy_fields(o, st, n);
 	if (rc)
 		json_object_put(stall);
 	json_object_put(n);
 	return o;
 }
 
+/* A postcopy destination's faults, as the source's report shows them:
+ * [faults, p50, p99, max] (microseconds), or NULL. */
+static json_object *note_faults(const struct ferry_stats *pc)
+{
+	json_object *a;
+
+	if (!pc || !pc->postcopy || !pc->lazy_pages)
+		return NULL;
+	a = json_object_new_array();
+	json_object_array_add(a, ju64(pc->page_faults));
+	json_object_array_add(a, api_double(pc->page_wait_p50_ms * 1000));
+	json_object_array_add(a, api_double(pc->page_wait_p99_ms * 1000));
+	json_object_array_add(a, api_double(pc->page_wait_max_ms * 1000));
+	return a;
+}
+
 /**
  * api_note() - the destination's running note: a JSON object with the
- * verification result and the stall the guest saw.
+ * verification result and the stall the guest saw, and after a postcopy
+ * the vCPUs' faults when the note has room for them.
  * @verified: -1 (not checked), 0 or 1.
  * @stall_ms: the guest's stall across the migration.
  * @v: the check of the loaded image.
+ * @pc: the receive's statistics (postcopy faults), or NULL.
  * @note: receives the NUL-terminated JSON text ("" if it does not fit).
  * @len: size of @note.
  */
 void api_note(int verified, double stall_ms, const struct guest_verify *v,
-	      char *note, size_t len)
+	      const struct ferry_stats *pc, char *note, size_t len)
 {
-	json_object *o = json_object_new_object();
+	json_object *o = json_object_new_object(), *f = note_faults(pc);
 	char hex[17];
 	const char *s;
 
@@ -475,6 +540,16 @@ void api_note(int verified, double stall_ms, const struct guest_verify *v,
 		memcpy(note, s, strlen(s) + 1);
 	else if (len)
 		note[0] = '\0';
+	/* The faults are a figure for the source's report; the verdict
+	 * must never give way to them. */
+	if (f && len && note[0]) {
+		json_object_object_add(o, "postcopy_faults", f);
+		s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+		if (strlen(s) < len)
+			memcpy(note, s, strlen(s) + 1);
+	} else {
+		json_object_put(f);
+	}
 	json_object_put(o);
 }
 
@@ -506,6 +581,11 @@ void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 		"ferry-vm: %s completed: %.1f ms total, downtime %.1f ms, %s%" PRIu64 " bytes in %u passes, verified %s\n",
 		what, st->total_ms, st->downtime_ms, stall, st->bytes, st->pass,
 		v ? (json_object_get_boolean(v) ? "true" : "false") : "null");
+	if (st->postcopy)
+		fprintf(stderr, "ferry-vm: postcopy: all memory in %.1f ms after the switch, %" PRIu64 " pages requested, %" PRIu64 " pushed, %" PRIu64 " faults here (p99 %.0f us), %u recoveries\n",
+			st->postcopy_ms, st->pages_requested, st->pages_pushed,
+			st->page_faults, st->page_wait_p99_ms * 1000,
+			st->recoveries);
 }
 
 /* The migration member of the status: the live session, else the last;
@@ -544,7 +624,8 @@ static json_object *migration_json(struct vm *vm)
 }
 
 /* A destination waiting for its source: where it listens (the port the
- * kernel chose for --incoming tcp:HOST:0 included), else null. */
+ * kernel chose for --incoming tcp:HOST:0 included), or where a postcopy
+ * paused since the last pause was told to listen ("recover"), else null. */
 static json_object *listening_json(struct vm *vm)
 {
 	struct ferry_stats st = { FERRY_STATS_INIT };
@@ -553,7 +634,11 @@ static json_object *listening_json(struct vm *vm)
 	pthread_mutex_lock(&vm->mig.lock);
 	if (vm->mig.session) {
 		ferry_session_stats(vm->mig.session, &st);
-		waiting = st.state == FERRY_STATE_CONNECTING && st.listen_uri[0];
+		waiting = st.listen_uri[0] &&
+			  (st.state == FERRY_STATE_CONNECTING ||
+			   (st.state == FERRY_STATE_POSTCOPY_PAUSED &&
+			    atomic_load(&vm->mig.listens) >
+				    atomic_load(&vm->mig.paused_at)));
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
 	return waiting ? jstr(st.listen_uri) : NULL;
@@ -779,171 +864,24 @@ static json_object *make_error(const char *cls, const char *desc)
 	return o;
 }
 
-/* An optional integer argument within its range (migrate_args.h); -1
- * when absent or null. Every way of missing the range gets one message. */
-static int arg_int(json_object *args, enum vm_arg_id id, int64_t *out,
-		   char *err, size_t errlen)
-{
-	const char *key = vm_arg_ranges[id].key;
-	char range[96];
-	json_object *v;
-	int64_t n;
-
-	*out = -1;
-	if (!json_object_object_get_ex(args, key, &v) || !v)
-		return 0;
-	errno = 0;
-	n = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
-	if (!json_object_is_type(v, json_type_int) || errno || !vm_arg_ok(id, n)) {
-		snprintf(err, errlen, "'%s' must be %s", key,
-			 vm_arg_range_text(id, range, sizeof(range)));
-		return -1;
-	}
-	*out = n;
-	return 0;
-}
-
-/* An optional boolean argument; -1 when absent or null. */
-static int arg_bool(json_object *args, const char *key, int *out, char *err,
-		    size_t errlen)
-{
-	json_object *v;
-
-	*out = -1;
-	if (!json_object_object_get_ex(args, key, &v) || !v)
-		return 0;
-	if (!json_object_is_type(v, json_type_boolean)) {
-		snprintf(err, errlen, "'%s' must be true or false", key);
-		return -1;
-	}
-	*out = json_object_get_boolean(v);
-	return 0;
-}
-
-/* An optional enumerated string argument; -1 when absent or null. */
-static int arg_enum(json_object *args, const char *key,
-		    const char *const *names, int n, int *out, char *err,
-		    size_t errlen)
-{
-	json_object *v;
-	int i;
-
-	*out = -1;
-	if (!json_object_object_get_ex(args, key, &v) || !v)
-		return 0;
-	for (i = 0; json_object_is_type(v, json_type_string) && i < n; i++) {
-		if (!strcmp(json_object_get_string(v), names[i])) {
-			*out = i;
-			return 0;
-		}
-	}
-	snprintf(err, errlen, "'%s' must be one of: %s%s%s%s%s", key, names[0],
-		 n > 1 ? ", " : "", n > 1 ? names[1] : "", n > 2 ? ", " : "",
-		 n > 2 ? names[2] : "");
-	return -1;
-}
-
-static int migrate_args(json_object *args, struct vm_migrate_args *a,
-			char *err, size_t errlen)
-{
-	static const char *const strategies[] = { "cancel", "switchover" };
-	static const char *const modes[] = { "auto", "uffd", "bitmap" };
-	static const char *const codecs[] = { "none", "lz4", "zstd" };
-	static const char *const known[] = { "uri", "downtime_ms", "max_passes",
-					     "max_precopy_ms", "timeout_strategy",
-					     "dirty_mode", "connections", "compress",
-					     "compress_level", "record_stream",
-					     "window", "chunk_bytes", "max_bandwidth",
-					     "auto_converge", "congestion_control",
-					     "keep_running", "io_threads" };
-	json_object *uri;
-	unsigned i;
-
-	json_object_object_foreach(args, key, val) {
-		(void)val;
-		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
-			if (!strcmp(key, known[i]))
-				break;
-		}
-		if (i == sizeof(known) / sizeof(known[0])) {
-			snprintf(err, errlen, "unknown argument '%.64s'", key);
-			return -1;
-		}
-	}
-	if (!json_object_object_get_ex(args, "uri", &uri) ||
-	    !json_object_is_type(uri, json_type_string) ||
-	    !json_object_get_string_len(uri) ||
-	    json_object_get_string_len(uri) >= 4096 ||
-	    strlen(json_object_get_string(uri)) !=
-		    (size_t)json_object_get_string_len(uri)) {
-		snprintf(err, errlen, "'uri' (a string like tcp:HOST:PORT) is required");
-		return -1;
-	}
-	a->uri = json_object_get_string(uri);
-	a->record_stream = NULL;
-	if (json_object_object_get_ex(args, "record_stream", &uri) && uri) {
-		if (!json_object_is_type(uri, json_type_string) ||
-		    !json_object_get_string_len(uri) ||
-		    json_object_get_string_len(uri) >= 4096) {
-			snprintf(err, errlen, "'record_stream' must be a file path");
-			return -1;
-		}
-		a->record_stream = json_object_get_string(uri);
-	}
-	a->congestion_control = NULL;
-	if (json_object_object_get_ex(args, "congestion_control", &uri) && uri) {
-		if (!json_object_is_type(uri, json_type_string) ||
-		    !json_object_get_string_len(uri) ||
-		    json_object_get_string_len(uri) >
-			    FERRY_CONGESTION_CONTROL_MAX) {
-			snprintf(err, errlen, "'congestion_control' must be the name of a kernel algorithm (1 to %d characters), such as cubic",
-				 FERRY_CONGESTION_CONTROL_MAX);
-			return -1;
-		}
-		a->congestion_control = json_object_get_string(uri);
-	}
-	if (arg_int(args, VM_ARG_DOWNTIME, &a->downtime_ms, err, errlen) ||
-	    arg_int(args, VM_ARG_MAX_PASSES, &a->max_passes, err, errlen) ||
-	    arg_int(args, VM_ARG_MAX_PRECOPY, &a->max_precopy_ms, err, errlen) ||
-	    arg_enum(args, "timeout_strategy", strategies, 2, &a->timeout_strategy, err, errlen) ||
-	    arg_enum(args, "dirty_mode", modes, 3, &a->dirty_mode, err, errlen) ||
-	    arg_int(args, VM_ARG_CONNECTIONS, &a->connections, err, errlen) ||
-	    arg_enum(args, "compress", codecs, 3, &a->compress, err, errlen) ||
-	    arg_int(args, VM_ARG_COMPRESS_LEVEL, &a->compress_level, err, errlen) ||
-	    arg_int(args, VM_ARG_WINDOW, &a->window, err, errlen) ||
-	    arg_int(args, VM_ARG_CHUNK, &a->chunk_bytes, err, errlen) ||
-	    arg_int(args, VM_ARG_MAX_BANDWIDTH, &a->max_bandwidth, err, errlen) ||
-	    arg_bool(args, "auto_converge", &a->auto_converge, err, errlen) ||
-	    arg_bool(args, "keep_running", &a->keep_running, err, errlen) ||
-	    arg_int(args, VM_ARG_IO_THREADS, &a->io_threads, err, errlen))
-		return -1;
-	/* They shape how a snapshot file is written; a stream has none. */
-	if (strncmp(a->uri, "file:", 5) &&
-	    (a->keep_running >= 0 || a->io_threads >= 0)) {
-		snprintf(err, errlen, "'%s' applies to a snapshot (a file:PATH uri) only",
-			 a->keep_running >= 0 ? "keep_running" : "io_threads");
-		return -1;
-	}
-	return 0;
-}
-
 static const char *err_class(enum vm_err e)
 {
-	return e == VM_ERR_STATE ? "InvalidState" : "GenericError";
+	return e == VM_ERR_STATE ? "InvalidState" :
+	       e == VM_ERR_ARG ? "InvalidArgument" : "GenericError";
 }
 
 static json_object *cmd_migrate(struct vm *vm, struct api_client *c,
 				json_object *args)
 {
 	struct vm_migrate_args a;
-	char err[256];
+	char err[512];
 	enum vm_err e;
 
 	if (!args) {
 		return make_error("InvalidArgument",
 				  "'uri' (a string like tcp:HOST:PORT) is required");
 	}
-	if (migrate_args(args, &a, err, sizeof(err)))
+	if (api_migrate_args(args, &a, err, sizeof(err)))
 		return make_error("InvalidArgument", err);
 	e = vm_migrate_start(vm, &a, c->id, err, sizeof(err));
 	if (e)
@@ -957,7 +895,7 @@ static json_object *dispatch(struct vm *vm, struct api_client *c,
 {
 	json_object *cmd, *args = NULL;
 	const char *name;
-	char err[256];
+	char err[512];
 	enum vm_err e;
 
 	if (!json_object_object_get_ex(req, "execute", &cmd) ||
@@ -971,16 +909,23 @@ static json_object *dispatch(struct vm *vm, struct api_client *c,
 		return cmd_migrate(vm, c, args);
 	if (!strcmp(name, "status"))
 		return make_return(status_json(vm));
-	if (!strcmp(name, "cancel")) {
-		e = vm_migrate_cancel(vm, err, sizeof(err));
-		return e ? make_error(err_class(e), err) : make_return(NULL);
-	}
 	if (!strcmp(name, "quit")) {
 		vm->api->quit = true;
 		return make_return(NULL);
 	}
-	snprintf(err, sizeof(err), "unknown command '%.64s'", name);
-	return make_error("CommandNotFound", err);
+	if (!strcmp(name, "cancel")) {
+		e = vm_migrate_cancel(vm, err, sizeof(err));
+	} else if (!strcmp(name, "postcopy")) {
+		e = vm_postcopy_switch(vm, args, err, sizeof(err));
+	} else if (!strcmp(name, "recover")) {
+		e = vm_postcopy_recover(vm, args, c->id, err, sizeof(err));
+	} else if (!strcmp(name, "resume")) {
+		e = vm_postcopy_resume(vm, args, err, sizeof(err));
+	} else {
+		snprintf(err, sizeof(err), "unknown command '%.64s'", name);
+		return make_error("CommandNotFound", err);
+	}
+	return e ? make_error(err_class(e), err) : make_return(NULL);
 }
 
 static void handle_line(struct vm *vm, struct api_client *c, char *line,
@@ -1445,6 +1390,26 @@ int api_open(struct vm *vm)
 	if (vm->opts.api_path)
 		return listen_socket(vm, vm->opts.api_path);
 	return 0;
+}
+
+/**
+ * api_abandon() - the process exits while a migration thread may still
+ * send events: stop listening and remove the socket file, but free
+ * nothing that thread could use (the process ends with it).
+ * @vm: the VM.
+ */
+void api_abandon(struct vm *vm)
+{
+	struct vm_api *api = vm->api;
+
+	if (!api)
+		return;
+	if (api->listen_fd >= 0)
+		close(api->listen_fd);
+	api->listen_fd = -1;
+	if (api->bound)
+		unlink(vm->opts.api_path);
+	api->bound = false;
 }
 
 /**

@@ -64,6 +64,10 @@ static void usage(FILE *f)
 		"                       the guest runs the workload and dirty rate the\n"
 		"                       source ran (--workload is ignored, with a note);\n"
 		"                       --memory and --vcpus must match the source's.\n"
+		"                       A source that switches to postcopy resumes the\n"
+		"                       guest here before all of its memory came: the\n"
+		"                       rest follows on demand (userfaultfd); after a\n"
+		"                       cut, 'ferry recover' makes it listen again.\n"
 		"                       Or restore the snapshot file:PATH that 'ferry\n"
 		"                       snapshot' or 'ferry migrate SOCKET file:PATH'\n"
 		"                       wrote: it needs no other option, memory size,\n"
@@ -94,7 +98,9 @@ static void usage(FILE *f)
 		"                       speak only these protocol versions (1 or 2)\n"
 		"  --disable-cap NAME   do not offer a capability: data-checksum,\n"
 		"                       multi-channel, zero-pages, lz4, zstd, postcopy\n"
-		"                       (not offered by this version anyway) (repeatable)\n"
+		"                       (offered where userfaultfd's missing mode\n"
+		"                       works and the library runs postcopy)\n"
+		"                       (repeatable)\n"
 		"  --self-test          pause/save/load/verify in-process, then exit\n"
 		"  --print-schemas      print the device-state schemas as JSON Schema\n"
 		"                       (one object keyed by device type), then exit\n"
@@ -324,28 +330,41 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 
 /* --- engine callbacks --------------------------------------------------- */
 
-/* A lazy restore is under way: the guest may run while pages arrive. */
-static bool lazy_loading(struct vm *vm)
+/*
+ * Memory is still arriving while the guest may run: a lazy restore, or a
+ * postcopy destination from its resume to the end of the receive (a
+ * vCPU that touches a page not placed yet waits for it). Called on the
+ * thread that drives the session (the engine's callbacks), which alone
+ * sets mig.session.
+ */
+static bool memory_arriving(struct vm *vm)
 {
+	struct ferry_stats st = { FERRY_STATS_INIT };
 	bool arrived;
 
-	if (!vm->opts.lazy)
+	if (!vm->opts.incoming)
 		return false;
 	pthread_mutex_lock(&vm->mig.lock);
 	arrived = vm->mig.arrived || vm->mig.lazy_done;
 	pthread_mutex_unlock(&vm->mig.lock);
-	return !arrived;
+	if (arrived)
+		return false;
+	if (vm->opts.lazy)
+		return true;
+	return vm->mig.session && !ferry_session_stats(vm->mig.session, &st) &&
+	       st.postcopy;
 }
 
-/* The engine pauses a lazily restored guest only to stop it for good (a
- * page failed its checksum): a vCPU blocked on a page that never comes
- * must not hang the pause, nor a verifier thread blocked the same way. */
+/* While memory arrives the engine pauses the guest only to stop it for
+ * good (a lazy restore's page failed its checksum): a vCPU blocked on a
+ * page that never comes must not hang the pause, nor a verifier thread
+ * blocked the same way. */
 static int cb_pause(void *opaque)
 {
 	struct vm *vm = opaque;
 	char stuck[256];
 
-	if (lazy_loading(vm)) {
+	if (memory_arriving(vm)) {
 		if (guest_pause_bounded(&vm->guest, LAZY_PAUSE_MS, stuck,
 					sizeof(stuck)))
 			fprintf(stderr, "ferry-vm: pause: %s did not park within "
@@ -371,7 +390,7 @@ static int cb_resume(void *opaque)
 {
 	struct vm *vm = opaque;
 
-	if (lazy_loading(vm))
+	if (memory_arriving(vm))
 		atomic_store(&vm->mig.lazy_ran, true);
 	vm_verify_resume(vm);
 	return 0;
@@ -403,6 +422,13 @@ static void cb_event(void *opaque, const struct ferry_event *ev)
 {
 	struct vm *vm = opaque;
 
+	/* A recovering destination's new listener is announced by a
+	 * LISTENING after the last pause (the status shows it). */
+	if (ev->kind == FERRY_EVENT_LISTENING)
+		atomic_fetch_add(&vm->mig.listens, 1);
+	if (ev->kind == FERRY_EVENT_STATE &&
+	    ev->state == FERRY_STATE_POSTCOPY_PAUSED)
+		atomic_store(&vm->mig.paused_at, atomic_load(&vm->mig.listens));
 	api_event(vm, vm->mig.client, ev);
 }
 
@@ -529,10 +555,10 @@ static int session_run(struct vm *vm, bool send, struct ferry_stats *st,
 
 	ferry_session_stats(s, st);
 	ferry_session_errmsg(s, errmsg, errlen);
-	/* A lazy restore that failed after the guest ran: its session is
-	 * never destroyed, because that would release the userfaultfd and a
-	 * vCPU waiting for a page would run on zeros. */
-	keep = rc && !send && atomic_load(&vm->mig.lazy_ran);
+	/* A lazy restore or a postcopy receive that failed after the guest
+	 * ran: its session is never destroyed, because that would release
+	 * the userfaultfd and a vCPU waiting for a page would run on zeros. */
+	keep = rc && !send && (atomic_load(&vm->mig.lazy_ran) || st->postcopy);
 	if (keep)
 		fprintf(stderr, "ferry-vm: the guest stopped for good: %s\n",
 			errmsg[0] ? errmsg : ferry_strerror(rc));
@@ -601,10 +627,10 @@ static int init_wait(struct vm *vm, struct ferry_stats *st, char *errmsg,
 static void *send_main(void *arg)
 {
 	struct vm *vm = arg;
-	uint64_t client = vm->mig.client;
 	struct ferry_stats st = { FERRY_STATS_INIT };
 	char errmsg[768];
 	json_object *report, *event, *v;
+	bool gone;
 	int rc;
 
 	rc = init_wait(vm, &st, errmsg, sizeof(errmsg));
@@ -619,15 +645,19 @@ static void *send_main(void *arg)
 	 * report is shared with the API thread's status replies. */
 	json_object_object_add(event, "data", api_copy(report));
 	v = json_object_object_get(report, "verified");
-	/* A checkpoint leaves the guest running here. */
-	mig_store_report(vm, report, v ? json_object_get_boolean(v) : -1,
-			 !rc && !vm->mig.keep_running);
+	/* A checkpoint leaves the guest running here. A postcopy that ended
+	 * without the source's copy running again leaves the guest to the
+	 * destination, whose copy may have run. */
+	gone = !rc ? !vm->mig.keep_running :
+	       rc == FERRY_EPOSTCOPY && st.owner == FERRY_OWNER_DESTINATION;
+	mig_store_report(vm, report, v ? json_object_get_boolean(v) : -1, gone);
 
-	/* A new migrate may start as soon as the client sees DONE. */
+	/* A new migrate may start as soon as the client sees DONE, which
+	 * goes to whoever follows the migration now (a recovery's client). */
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.active = false;
 	pthread_mutex_unlock(&vm->mig.lock);
-	api_send(vm, client, event);
+	api_send(vm, vm->mig.client, event);
 	json_object_put(event);
 	return NULL;
 }
@@ -761,8 +791,10 @@ static void *recv_main(void *arg)
 			api_log_result("incoming migration", rc, &st, errmsg, NULL);
 		recv_failed(vm, rc, &st, errmsg);
 		/* A snapshot file restores once: reading it again changes
-		 * nothing. The failure stays in the status. */
-		if (!strncmp(vm->mig.uri, "file:", 5))
+		 * nothing. A guest that ran before all of its memory came
+		 * stays as it is: no other migration may write its RAM. The
+		 * failure stays in the status. */
+		if (!strncmp(vm->mig.uri, "file:", 5) || vm->mig.kept)
 			break;
 		if (!recv_backoff(vm, rc, &fails))
 			break;
@@ -815,6 +847,10 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 	vm->mig.keep_running = cfg->keep_running;
 	if (a->io_threads > 0)
 		cfg->io_threads = (uint32_t)a->io_threads;
+	if (a->postcopy >= 0)
+		cfg->postcopy = (enum ferry_postcopy)a->postcopy;
+	if (a->postcopy_after_passes > 0)
+		cfg->postcopy_after_passes = (uint32_t)a->postcopy_after_passes;
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", a->uri);
 }
 
@@ -826,7 +862,8 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
  * @err: receives the reason on failure.
  * @errlen: size of @err.
  *
- * Return: VM_OK, VM_ERR_STATE when a migration cannot start now, or
+ * Return: VM_OK, VM_ERR_STATE when a migration cannot start now,
+ * VM_ERR_ARG when the library refuses the configuration, or
  * VM_ERR_GENERIC.
  */
 enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
@@ -864,6 +901,12 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 		vm->mig.joinable = false;
 	}
 	args_to_config(vm, a);
+	/* The library's own check, so that a refused combination (such as
+	 * postcopy_after_passes above max_passes) is the command's error. */
+	if (ferry_config_check(&vm->mig.cfg, err, errlen)) {
+		e = VM_ERR_ARG;
+		goto out;
+	}
 	vm->mig.client = client;
 	atomic_store(&vm->mig.cancel_requested, false);
 	vm->mig.active = true;
@@ -889,7 +932,8 @@ out:
  * @err: receives the reason on failure.
  * @errlen: size of @err.
  *
- * Return: VM_OK, or VM_ERR_STATE when nothing runs.
+ * Return: VM_OK, or VM_ERR_STATE when nothing runs or the migration is
+ * past the point where a cancel could give the guest back (postcopy).
  */
 enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen)
 {
@@ -905,6 +949,8 @@ enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen)
 		 * for good with its memory half loaded. */
 		snprintf(err, errlen, "the guest already runs from the snapshot "
 			 "while its memory loads; cancelling would stop it for good");
+		e = VM_ERR_STATE;
+	} else if (vm_postcopy_refuse_cancel(vm, err, errlen)) {
 		e = VM_ERR_STATE;
 	} else {
 		atomic_store(&vm->mig.cancel_requested, true);
@@ -938,6 +984,8 @@ static int incoming_start(struct vm *vm)
 
 static void mig_shutdown(struct vm *vm)
 {
+	if (vm_postcopy_abandon(vm))
+		return;
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.stopping = true;
 	atomic_store(&vm->mig.cancel_requested, true);
@@ -1071,6 +1119,10 @@ const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
 		else
 			*populated_pct = arrived ? 100 : ms.ram_bytes ?
 					 (unsigned)(ms.pass_bytes * 100 / ms.ram_bytes) : 0;
+	} else if (vm->opts.incoming && !arrived && vm_postcopy_live(vm, &ms) &&
+		   ms.lazy_pages) {
+		/* A postcopy destination's RAM fills as pages are placed. */
+		*populated_pct = (unsigned)(ms.lazy_placed * 100 / ms.lazy_pages);
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
 	if (st == VM_INIT_FAILED || lost)
@@ -1290,6 +1342,12 @@ out_stop:
 	/* A guest stopped for good by a failed lazy restore may have vCPUs
 	 * and verifier threads blocked on pages that never come: they can be
 	 * neither joined nor unmapped under, so the process ends with them. */
+	if (vm.mig.abandoned) {
+		/* A run in postcopy goes on using the guest and the API
+		 * until the process ends. */
+		api_abandon(&vm);
+		return 1;
+	}
 	if (vm.mig.kept || guest_is_stuck(&vm.guest)) {
 		api_close(&vm);
 		return 1;

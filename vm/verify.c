@@ -651,6 +651,7 @@ void vm_verify_poll(struct vm *vm)
  */
 void vm_verify_note(struct vm *vm, char *note, size_t len)
 {
+	struct ferry_stats pc = { FERRY_STATS_INIT };
 	struct guest_verify v;
 	double stall = 0;
 	uint64_t t0;
@@ -679,7 +680,10 @@ void vm_verify_note(struct vm *vm, char *note, size_t len)
 	if (v.background && !v.done)
 		fprintf(stderr, "ferry-vm: background verification still running after %d ms; the verdict is pending\n",
 			VFY_NOTE_WAIT_MS);
-	api_note(verified, stall, &v, note, len);
+	/* The callback runs on the thread that drives the session. */
+	if (!vm->mig.session || ferry_session_stats(vm->mig.session, &pc))
+		pc.postcopy = false;
+	api_note(verified, stall, &v, &pc, note, len);
 	pthread_mutex_lock(&vm->mig.lock);
 	snprintf(vm->mig.note, sizeof(vm->mig.note), "%s", len ? note : "");
 	pthread_mutex_unlock(&vm->mig.lock);
@@ -818,7 +822,7 @@ void vm_verify_restored(struct vm *vm, const struct ferry_stats *st)
 			VFY_NOTE_WAIT_MS);
 	/* The guest's stall across a snapshot spans the time the file lay
 	 * on disk: not a figure of the restore. */
-	api_note(verified, NAN, &v, note, sizeof(note));
+	api_note(verified, NAN, &v, NULL, note, sizeof(note));
 	pthread_mutex_lock(&vm->mig.lock);
 	snprintf(vm->mig.note, sizeof(vm->mig.note), "%s", note);
 	pthread_mutex_unlock(&vm->mig.lock);

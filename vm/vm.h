@@ -233,7 +233,10 @@ struct vm_mig {
 	bool arrived;  /* destination: the guest arrived; now it is an
 			  ordinary VM that may migrate on */
 	pthread_t thread;
-	uint64_t client; /* API client that started it (0 = none) */
+	/* API client that follows it (0 = none): the one that started it, or
+	 * on a source the one that recovered it last. Read by the migration
+	 * thread without mig.lock. */
+	_Atomic uint64_t client;
 
 	/* Arguments of the running migration. */
 	char uri[4096];
@@ -266,6 +269,11 @@ struct vm_mig {
 				      its userfaultfd keeps the vCPUs that wait
 				      for a page blocked */
 	char cc[16];		   /* source: congestion control, or "" */
+	atomic_uint listens;	   /* LISTENING events of the sessions */
+	atomic_uint paused_at;	   /* listens when postcopy last paused: a
+				      later one is a recovery's listener */
+	bool abandoned;		   /* exiting with a run in postcopy: its
+				      thread is never joined (postcopy.c) */
 };
 
 struct vm_api;
@@ -291,6 +299,8 @@ struct vm_migrate_args {
 	const char *congestion_control; /* or NULL: automatic */
 	int keep_running;	/* file: only; 0 or 1, or -1 */
 	int64_t io_threads;	/* file: only; or -1 */
+	int postcopy;		/* enum ferry_postcopy, or -1 */
+	int64_t postcopy_after_passes; /* or -1 */
 };
 
 /* Why a command could not be carried out (maps to the API error class). */
@@ -298,6 +308,7 @@ enum vm_err {
 	VM_OK = 0,
 	VM_ERR_STATE,	/* InvalidState */
 	VM_ERR_GENERIC, /* GenericError */
+	VM_ERR_ARG,	/* InvalidArgument */
 };
 
 struct vm_opts {
@@ -433,10 +444,32 @@ const char *vm_role(struct vm *vm);
 const char *vm_guest_state(struct vm *vm, unsigned *populated_pct,
 			   char *err, size_t errlen);
 
+/* postcopy.c */
+enum vm_err vm_postcopy_switch(struct vm *vm, json_object *args, char *err,
+			       size_t errlen);
+enum vm_err vm_postcopy_recover(struct vm *vm, json_object *args,
+				uint64_t client, char *err, size_t errlen);
+enum vm_err vm_postcopy_resume(struct vm *vm, json_object *args, char *err,
+			       size_t errlen);
+bool vm_postcopy_refuse_cancel(struct vm *vm, char *err, size_t errlen);
+bool vm_postcopy_live(struct vm *vm, struct ferry_stats *st);
+bool vm_postcopy_abandon(struct vm *vm);
+
+/* api_args.c */
+int api_migrate_args(json_object *args, struct vm_migrate_args *a, char *err,
+		     size_t errlen);
+int api_arg_bool(json_object *args, const char *key, int *out, char *err,
+		 size_t errlen);
+int api_arg_known(json_object *args, const char *const *known, size_t n,
+		  char *err, size_t errlen);
+int api_arg_uri(json_object *args, const char *key, const char **out,
+		char *err, size_t errlen);
+
 /* api.c */
 int api_open(struct vm *vm);
 int api_run(struct vm *vm);
 void api_close(struct vm *vm);
+void api_abandon(struct vm *vm);
 void api_wake(struct vm *vm);
 void api_send(struct vm *vm, uint64_t client, json_object *msg);
 void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev);
@@ -447,6 +480,6 @@ json_object *api_copy(json_object *o);
 void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 		    const char *errmsg, json_object *report);
 void api_note(int verified, double stall_ms, const struct guest_verify *v,
-	      char *note, size_t len);
+	      const struct ferry_stats *pc, char *note, size_t len);
 
 #endif /* FERRY_VM_H */

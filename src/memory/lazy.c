@@ -1225,6 +1225,26 @@ int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
 	return rc;
 }
 
+/* fy_lazy_unit() - the placement unit of @region (see lazy.h). */
+uint64_t fy_lazy_unit(struct fy_lazy *l, uint32_t region)
+{
+	return l && region < l->nrg ? l->rg[region].unit : 0;
+}
+
+/* fy_lazy_unit_of() - a region's unit before a loader starts (lazy.h). */
+int fy_lazy_unit_of(const struct fy_region *r, uint64_t *unit, char *err,
+		    size_t errlen)
+{
+	struct lz_region z = { .host = r->host, .size = r->size };
+	int rc;
+
+	snprintf(z.name, sizeof(z.name), "%s", r->name);
+	rc = fy_lazy_region_probe(&z, err, errlen);
+	if (!rc)
+		*unit = z.unit;
+	return rc;
+}
+
 /* fy_lazy_has() - whether the unit holding @offset of @region is placed. */
 bool fy_lazy_has(struct fy_lazy *l, uint32_t region, uint64_t offset)
 {

@@ -191,6 +191,15 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 int fy_lazy_place(struct fy_lazy *l, uint32_t region, uint64_t offset,
 		  uint64_t len, const void *buf, const uint64_t *zero);
 
+/* Bytes placed at once in @region (its mapping's page size: 4 KiB, or
+ * 2 MiB on hugetlb), 0 for a region it does not have. Any thread. */
+uint64_t fy_lazy_unit(struct fy_lazy *l, uint32_t region);
+
+/* The unit a loader would use for @r (its mapping's page size), before
+ * one starts: 0 and *@unit, or -EINVAL (not mapped) with @err. */
+int fy_lazy_unit_of(const struct fy_region *r, uint64_t *unit, char *err,
+		    size_t errlen);
+
 /* Whether the unit holding byte @offset of @region is placed. */
 bool fy_lazy_has(struct fy_lazy *l, uint32_t region, uint64_t offset);
 

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "memory/lazy.h"
 #include "migrate/channels.h"
 #include "proto/proto.h"
 #include "transport/transport.h"
@@ -352,6 +353,53 @@ static void log_drops(struct fy_send_pool *p)
 			       alive == 1 ? "" : "s");
 }
 
+/* Bytes handed to the sockets in this pass so far. Locked. */
+static uint64_t sent_locked(const struct fy_send_pool *p)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < p->n; i++)
+		n += p->conn[i].dead ? 0 : p->conn[i].bytes;
+	return n;
+}
+
+/* Add what a cursor has not reached in @r to @out. */
+static int untaken(const struct fy_ranges *r, const struct fy_chunk_cursor *at,
+		   struct fy_ranges *out)
+{
+	int rc = 0;
+
+	for (size_t i = at->i; i < r->n && !rc; i++) {
+		uint64_t skip = i == at->i ? at->off : 0;
+
+		if (skip < r->v[i].length)
+			rc = fy_ranges_add(out, r->v[i].region,
+					   r->v[i].offset + skip,
+					   r->v[i].length - skip);
+	}
+	return rc;
+}
+
+/*
+ * Stop the pass where it is: what no worker has taken yet goes to @rest,
+ * and nothing more is taken. The chunks in flight finish, and PASS_END
+ * counts what went. Locked.
+ */
+static int rest_of(struct fy_send_pool *p, struct fy_ranges *rest)
+{
+	int rc = 0;
+
+	if (p->redo_left)
+		rc = untaken(&p->redo, &p->redo_at, rest);
+	if (!rc && p->ranges)
+		rc = untaken(p->ranges, &p->at, rest);
+	if (rc)
+		return rc;
+	p->ranges = NULL;
+	p->redo_left = 0;
+	return 0;
+}
+
 /**
  * fy_send_pool_pass() - send every range in chunks over all connections and
  * wait until the workers have handed all of them to their sockets.
@@ -359,15 +407,19 @@ static void log_drops(struct fy_send_pool *p)
  * @pe: receives the counts for PASS_END, per connection still in use.
  *
  * An extra connection that breaks meanwhile is given up and its chunks of
- * the pass are sent again over the others.
+ * the pass are sent again over the others. With @stop, the driving thread
+ * asks stop->now() at every tick whether to end the pass early (to switch
+ * to postcopy); if it says so, what no worker took yet is added to
+ * stop->rest and the pass ends with what went (a cut is asked for once).
  *
  * Return: 0, or the first worker's error (*chan says which connection).
  */
 int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
 		      uint32_t chunk, bool csum, struct fy_pass_end *pe,
-		      unsigned *chan)
+		      unsigned *chan, const struct fy_pass_stop *stop)
 {
 	ferry_session *s = p->s;
+	bool cut = false;
 	int rc;
 
 	pthread_mutex_lock(&p->lock);
@@ -378,12 +430,21 @@ int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
 	/* The workers take the chunks themselves; this thread only reports
 	 * progress (callbacks belong to it) until they are done. */
 	while (have_work(p) || p->active) {
+		bool ask;
+		uint64_t done;
+
 		cond_wait_ms(&p->idle, &p->lock, FY_POOL_TICK_MS);
+		ask = stop && !cut && have_work(p);
+		done = sent_locked(p);
 		pthread_mutex_unlock(&p->lock);
 		fy_session_progress(s);
+		/* Asked unlocked: it may take a while (a dirty scan). */
+		cut = ask && stop->now(stop->opaque, done);
 		pthread_mutex_lock(&p->lock);
 		if (fy_cancelled(s))
 			pass_fail(p, FERRY_ECANCELED, 0);
+		if (cut && !p->err && rest_of(p, stop->rest))
+			pass_fail(p, -ENOMEM, 0);
 	}
 	rc = p->err;
 	*chan = p->err_chan;
@@ -517,21 +578,68 @@ refuse:
 	return rc;
 }
 
+/* fy_stage.place for the lazy loader. */
+static int place_lazy(void *opaque, uint32_t region, uint64_t offset,
+		      uint64_t len, const void *buf, const uint64_t *zero)
+{
+	return fy_lazy_place(opaque, region, offset, len, buf, zero);
+}
+
+/*
+ * Postcopy: the guest runs, so a record is received into the
+ * connection's own staging buffer, verified whole, and only then placed
+ * atomically. Any failure, a broken connection included, fails the pool:
+ * the engine pauses and recovers every connection at once.
+ */
+static int on_staged(struct fy_recv_pool *p, struct rx_chan *c,
+		     const struct fy_rec_hdr *h, struct fy_mem_hdr *m)
+{
+	struct fy_stage st = { 0 };
+	char err[256] = "";
+	int rc = 0;
+
+	if (!c->stage.data)
+		rc = fy_stage_alloc(&c->stage, p->stage_size);
+	if (rc) {
+		pool_fail(p, rc, "data connection %u: no staging buffer of %zu bytes",
+			  c->index, p->stage_size);
+		return rc;
+	}
+	st.buf = c->stage.data;
+	st.size = p->stage_size;
+	st.place = place_lazy;
+	st.opaque = p->lazy;
+	st.units = p->units;
+	rc = fy_chan_recv_staged(&c->ch, h, p->s->regions, p->s->nregions, &st,
+				 m, err, sizeof(err));
+	if (rc)
+		pool_fail(p, rc, "data connection %u: %s", c->index,
+			  err[0] ? err : ferry_strerror(rc));
+	return rc;
+}
+
 static int on_data(struct fy_recv_pool *p, struct rx_chan *c,
 		   const struct fy_rec_hdr *h)
 {
 	struct fy_mem_hdr m;
 	char err[256] = "";
+	bool staged = atomic_load(&p->staged);
 	int rc;
 
-	if (!atomic_load(&p->in_pass)) {
+	if (!staged && !atomic_load(&p->in_pass)) {
 		pool_fail(p, FERRY_EPROTO,
 			  "memory on data connection %u outside a pass",
 			  c->index);
 		return FERRY_EPROTO;
 	}
-	rc = fy_chan_recv_mem(&c->ch, h, p->s->regions, p->s->nregions, &m,
-			      err, sizeof(err));
+	if (staged) {
+		rc = on_staged(p, c, h, &m);
+		if (rc)
+			return rc;
+	} else {
+		rc = fy_chan_recv_mem(&c->ch, h, p->s->regions,
+				      p->s->nregions, &m, err, sizeof(err));
+	}
 	if (rc) {
 		/* A broken connection costs only itself (recv_worker); bad
 		 * bytes on it are the sender's fault and end the attempt. */
@@ -635,7 +743,8 @@ static void *recv_worker(void *arg)
 	 * what it carried again, and PASS_END says what to wait for. Bad
 	 * records on it end the attempt. A connection that never joined is a
 	 * stranger: it is dropped and logged, and the session goes on. */
-	if (rc && st == FY_DS_JOINED && !fy_conn_broke(rc))
+	if (rc && st == FY_DS_JOINED &&
+	    (!fy_conn_broke(rc) || atomic_load(&p->staged)))
 		pool_fail(p, rc, "data connection %u failed: %s", c->index,
 			  ferry_strerror(rc));
 	/* Done with this connection: let the peer see it close now, not
@@ -671,6 +780,7 @@ static void reap(struct fy_recv_pool *p)
 		}
 		pthread_join(c->thread, NULL);
 		fy_chan_close(&c->ch);
+		fy_bulk_free(&c->stage);
 		free(c);
 	}
 	p->n = keep;
@@ -1098,6 +1208,7 @@ void fy_recv_pool_stop(struct fy_recv_pool *p)
 	for (unsigned i = 0; i < p->n; i++) {
 		pthread_join(p->chans[i]->thread, NULL);
 		fy_chan_close(&p->chans[i]->ch);
+		fy_bulk_free(&p->chans[i]->stage);
 		free(p->chans[i]);
 	}
 	fy_recv_pool_log(p);
@@ -1105,4 +1216,86 @@ void fy_recv_pool_stop(struct fy_recv_pool *p)
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->lock);
 	p->started = false;
+}
+
+/**
+ * fy_stage_alloc() - a postcopy staging buffer (see channels.h).
+ */
+int fy_stage_alloc(struct fy_bulk *b, size_t size)
+{
+	if (!fy_bulk_alloc_as(b, size, FY_BULK_THP))
+		return 0;
+	return fy_bulk_alloc_as(b, size, FY_BULK_PLAIN);
+}
+
+/**
+ * fy_recv_pool_postcopy() - receive staged from now on (see channels.h).
+ * Called before the answer that lets the source send postcopy memory, so
+ * no record of the new phase arrives before the switch.
+ */
+void fy_recv_pool_postcopy(struct fy_recv_pool *p, struct fy_lazy *l,
+			   const uint64_t *units, size_t stage_size,
+			   uint32_t channels)
+{
+	if (!p->started)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->lazy = l;
+	p->units = units;
+	p->stage_size = stage_size;
+	if (channels)
+		p->channels = channels;
+	p->records = 0;
+	p->bytes = 0;
+	for (unsigned i = 0; i < p->n; i++) {
+		p->chans[i]->records = 0;
+		p->chans[i]->bytes = 0;
+	}
+	/* Connections that end from now on are not "dropped": the pool
+	 * fails and the engine pauses. */
+	p->data_done = true;
+	atomic_store(&p->in_pass, false);
+	atomic_store(&p->staged, true);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/**
+ * fy_recv_pool_pc_counts() - what the data connections placed since the
+ * switch to postcopy, and the first failure of any of them.
+ */
+int fy_recv_pool_pc_counts(struct fy_recv_pool *p, uint64_t *records,
+			   uint64_t *bytes, char *err, size_t errlen)
+{
+	int rc;
+
+	*records = 0;
+	*bytes = 0;
+	if (!p->started)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	*records = p->records;
+	*bytes = p->bytes;
+	rc = p->err;
+	if (rc)
+		snprintf(err, errlen, "%s", p->errmsg);
+	pthread_mutex_unlock(&p->lock);
+	fy_recv_pool_log(p);
+	return rc;
+}
+
+/**
+ * fy_recv_pool_wait() - sleep until a data connection reports progress or
+ * a failure, or @ms pass.
+ */
+void fy_recv_pool_wait(struct fy_recv_pool *p, int ms)
+{
+	if (!p->started) {
+		struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+		nanosleep(&ts, NULL);
+		return;
+	}
+	pthread_mutex_lock(&p->lock);
+	cond_wait_ms(&p->cv, &p->lock, ms);
+	pthread_mutex_unlock(&p->lock);
 }

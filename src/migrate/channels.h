@@ -9,6 +9,8 @@
 
 #include "migrate/engine.h"
 
+struct fy_lazy;
+
 /* How often the thread driving a pass reports progress while the
  * workers send. */
 #define FY_POOL_TICK_MS 50
@@ -79,9 +81,15 @@ struct fy_send_pool {
 
 int fy_send_pool_start(struct fy_send_pool *p, ferry_session *s,
 		       struct fy_chan *const *chans, unsigned n);
+/* A pass that may end early: now() sees the bytes sent so far in it. */
+struct fy_pass_stop {
+	bool (*now)(void *opaque, uint64_t sent);
+	void *opaque;
+	struct fy_ranges *rest; /* receives what was not sent */
+};
 int fy_send_pool_pass(struct fy_send_pool *p, const struct fy_ranges *ranges,
 		      uint32_t chunk, bool csum, struct fy_pass_end *pe,
-		      unsigned *chan);
+		      unsigned *chan, const struct fy_pass_stop *stop);
 int fy_send_pool_lost(struct fy_send_pool *p, uint32_t index,
 		      struct fy_ranges *again);
 void fy_send_pool_stop(struct fy_send_pool *p);
@@ -99,6 +107,7 @@ struct rx_chan {
 	int broke;	/* the connection broke (an fy_conn_broke() code) */
 	bool logged;	/* its end was reported to the log */
 	atomic_bool done; /* the worker ended: applies nothing any more */
+	struct fy_bulk stage; /* postcopy: where a record is verified */
 };
 
 struct fy_recv_pool {
@@ -125,6 +134,13 @@ struct fy_recv_pool {
 	uint64_t session_id;
 	uint8_t token[16];
 	uint64_t records, bytes; /* this pass, extra connections only */
+	/* Postcopy (fy_recv_pool_postcopy()): MEMORY is staged, verified
+	 * and placed through the lazy loader; records and bytes count since
+	 * the switch, and every connection is essential. */
+	atomic_bool staged;
+	struct fy_lazy *lazy;
+	const uint64_t *units; /* per region, as fy_stage.units */
+	size_t stage_size;
 	int err;
 	char errmsg[384];
 };
@@ -143,6 +159,27 @@ void fy_recv_pool_log(struct fy_recv_pool *p);
 int fy_recv_pool_error(struct fy_recv_pool *p, char *err, size_t errlen);
 unsigned fy_recv_pool_channels(struct fy_recv_pool *p);
 void fy_recv_pool_close_door(struct fy_recv_pool *p);
+/* A postcopy staging buffer of @size bytes: transparent huge pages, or
+ * plain ones (never the hugetlb pool: it is sized for the largest record
+ * and only what records use becomes resident). */
+int fy_stage_alloc(struct fy_bulk *b, size_t size);
+/*
+ * fy_recv_pool_postcopy() - from now on MEMORY on the data connections is
+ * received staged (a buffer of @stage_size bytes per connection, verified
+ * whole) and placed with fy_lazy_place() on @l, whole @units; counts
+ * start again at zero; a connection that breaks fails the pool (in
+ * postcopy every connection is essential). @channels: the number of
+ * connections a JOIN must name (0: the first JOIN's, as at the start).
+ */
+void fy_recv_pool_postcopy(struct fy_recv_pool *p, struct fy_lazy *l,
+			   const uint64_t *units, size_t stage_size,
+			   uint32_t channels);
+/* Records and page bytes the data connections placed since the switch;
+ * the first failure (0 if none, message in @err). */
+int fy_recv_pool_pc_counts(struct fy_recv_pool *p, uint64_t *records,
+			   uint64_t *bytes, char *err, size_t errlen);
+/* Sleep until a data connection makes progress or fails, at most @ms. */
+void fy_recv_pool_wait(struct fy_recv_pool *p, int ms);
 void fy_recv_pool_stop(struct fy_recv_pool *p);
 
 #endif /* FY_CHANNELS_H */

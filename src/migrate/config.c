@@ -184,19 +184,11 @@ static int check_choices(const struct ferry_config *cfg,
 			      cfg->compress_level,
 			      fy_codec_name((enum fy_codec_kind)cfg->compress),
 			      lo, hi);
-	if (cfg->capabilities & ~(FERRY_CAP_ALL | FERRY_CAP_POSTCOPY))
+	if (cfg->capabilities & ~FERRY_CAP_ALL)
 		return refuse(err, errlen,
 			      "capabilities 0x%llx has bits this library does not know (it knows 0x%llx)",
 			      (unsigned long long)cfg->capabilities,
-			      (unsigned long long)(FERRY_CAP_ALL |
-						   FERRY_CAP_POSTCOPY));
-	/* The protocol is specified and decoded, but no engine side runs
-	 * it: offering the bit would promise what neither side can do. */
-	if (cfg->capabilities & FERRY_CAP_POSTCOPY)
-		return refuse(err, errlen,
-			      "capabilities 0x%llx has FERRY_CAP_POSTCOPY (0x%llx): this library knows the postcopy protocol but its engine does not run postcopy yet, so it does not offer it",
-			      (unsigned long long)cfg->capabilities,
-			      (unsigned long long)FERRY_CAP_POSTCOPY);
+			      (unsigned long long)FERRY_CAP_ALL);
 	/* The kernel judges the name, but cuts one of 16 or more bytes short
 	 * without a word. */
 	if (cfg->congestion_control &&

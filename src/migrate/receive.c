@@ -12,45 +12,47 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "migrate/channels.h"
-#include "migrate/engine.h"
+#include "migrate/receive.h"
 #include "migrate/snapfile.h"
-#include "proto/proto.h"
-#include "transport/transport.h"
 
-struct receiver {
-	ferry_session *s;
-	struct fy_chan ch;
-	struct fy_recv_pool pool; /* extra data connections */
-	struct fy_recv_sm sm;
-	struct fy_pass_begin pass;
-	uint64_t pass_records;
-	uint64_t pass_bytes;
-	uint64_t t_final; /* final pass began: the source is paused */
-	bool final_done;  /* a final pass completed: STATE may follow */
-	bool resumed;
-	char err[384];
-};
-
-static int respond_ok(struct receiver *x, uint32_t seq, const struct fy_buf *b)
+/**
+ * fy_recv_respond_ok() - answer request @seq with OK and body @b (may be
+ * NULL). After the transition the fault thread sends PAGE_REQ on the same
+ * connection, so every answer takes the sending direction's lock.
+ */
+int fy_recv_respond_ok(struct receiver *x, uint32_t seq, const struct fy_buf *b)
 {
-	return fy_chan_send_rec(&x->ch, FY_REC_OK, seq, b ? b->data : NULL,
-				b ? b->len : 0);
+	int rc;
+
+	pthread_mutex_lock(&x->pc.tx_lock);
+	rc = fy_chan_send_rec(&x->ch, FY_REC_OK, seq, b ? b->data : NULL,
+			      b ? b->len : 0);
+	pthread_mutex_unlock(&x->pc.tx_lock);
+	return rc;
 }
 
-/* Answer with ERROR; the caller then aborts this attempt. */
-static void respond_error(struct receiver *x, uint32_t seq, int code,
-			  const char *msg)
+/**
+ * fy_recv_respond_error() - answer with ERROR; the caller then ends this
+ * attempt (or, after the transition, pauses).
+ */
+void fy_recv_respond_error(struct receiver *x, uint32_t seq, int code,
+			   const char *msg)
 {
 	fy_recv_pool_close_door(&x->pool);
+	pthread_mutex_lock(&x->pc.tx_lock);
 	fy_chan_send_error(&x->ch, FY_REC_ERROR, seq, code, msg);
+	pthread_mutex_unlock(&x->pc.tx_lock);
 }
+
+#define respond_ok fy_recv_respond_ok
+#define respond_error fy_recv_respond_error
 
 static int on_hello(struct receiver *x, struct fy_buf *reply)
 {
 	ferry_session *s = x->s;
 	struct fy_hello h;
 	struct fy_hello_reply r = { 0 };
+	char why[256];
 	uint32_t ours = s->cfg.version_max ? s->cfg.version_max
 					   : FY_PROTO_VERSION_MAX;
 	uint32_t min = s->cfg.version_min ? s->cfg.version_min
@@ -74,6 +76,12 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	 * (not so with fd:N, or when the acceptor could not start). */
 	if (!x->pool.started)
 		r.capabilities &= ~FERRY_CAP_MULTI_CHANNEL;
+	if ((r.capabilities & FERRY_CAP_POSTCOPY) &&
+	    !fy_pc_can_offer(x, why, sizeof(why))) {
+		fy_session_log(s, 2, "postcopy not offered: %s", why);
+		r.capabilities &= ~FERRY_CAP_POSTCOPY;
+	}
+	r.capabilities = fy_caps_settle(r.capabilities);
 	if (getrandom(&r.session_id, sizeof(r.session_id), 0) < 0 ||
 	    getrandom(r.token, sizeof(r.token), 0) < 0)
 		return -errno;
@@ -82,6 +90,10 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 		 FERRY_VERSION_STRING);
 	if (x->pool.started)
 		fy_recv_pool_set_session(&x->pool, r.session_id, r.token);
+	/* The machine takes the postcopy records from now on (proto.h). */
+	x->sm.postcopy = r.capabilities & FERRY_CAP_POSTCOPY;
+	x->pc.session_id = r.session_id;
+	memcpy(x->pc.token, r.token, sizeof(r.token));
 	pthread_mutex_lock(&s->lock);
 	s->stats.version = r.version;
 	s->stats.capabilities = r.capabilities;
@@ -238,6 +250,11 @@ static int on_pass_end(struct receiver *x, struct fy_buf *reply)
 	}
 	/* A final pass with a lost part is followed by another one. */
 	x->final_done = x->pass.final && !ack.nlost;
+	/* Postcopy may follow only a pass over all of RAM (the source's
+	 * first): what it did not deliver, cut short or lost with a
+	 * connection, the source names in its DISCARDs. */
+	if (x->pass.planned == x->s->ram_bytes)
+		x->pc.full_pass = true;
 	if (x->final_done)
 		fy_recv_pool_data_done(&x->pool);
 	fy_session_event(x->s, FERRY_EVENT_PASS);
@@ -250,8 +267,9 @@ static int on_state(struct receiver *x)
 	int rc;
 
 	/* Without a complete final pass, memory may be missing: a guest
-	 * loaded now could run on a partial image. */
-	if (!x->final_done) {
+	 * loaded now could run on a partial image. After DISCARD the
+	 * missing pages are known and follow in postcopy. */
+	if (!x->final_done && x->sm.state != FY_RS_PC_DISCARD) {
 		snprintf(x->err, sizeof(x->err),
 			 "STATE before a complete final memory pass");
 		return FERRY_EPROTO;
@@ -350,6 +368,10 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 		return 0;
 	case FY_RA_RELEASED:
 		return on_released(x, reply);
+	case FY_RA_DISCARD:
+		return fy_pc_discard(x, reply);
+	case FY_RA_POSTCOPY:
+		return fy_pc_postcopy(x, reply);
 	case FY_RA_ABORT:
 		if (fy_error_decode(x->ch.rx.in.data, x->ch.rx.in.len, &e))
 			snprintf(e.message, sizeof(e.message), "(no reason)");
@@ -363,14 +385,26 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 	}
 }
 
-/* Serve records until the guest runs here or the attempt fails. */
+/* The wire code of an ERROR answering @st's request with @rc: a POSTCOPY
+ * that failed before the transition says the guest never ran here, the
+ * only answer that gives it back to the source. */
+static int wire_code(const struct receiver *x, const struct fy_recv_step *st,
+		     int rc)
+{
+	if (st->action == FY_RA_POSTCOPY && x->sm.state == FY_RS_PC_LOADED)
+		return FY_ERR_NOT_RUN;
+	return rc;
+}
+
+/* Serve records until the guest runs here (completely, or in postcopy)
+ * or the attempt fails. */
 static int serve(struct receiver *x)
 {
 	struct fy_buf reply;
 	int rc = 0;
 
 	fy_buf_init(&reply);
-	while (x->sm.state != FY_RS_RUNNING) {
+	while (x->sm.state != FY_RS_RUNNING && x->sm.state != FY_RS_POSTCOPY) {
 		struct fy_rec_hdr h;
 		struct fy_recv_step st;
 		bool moved;
@@ -416,7 +450,8 @@ static int serve(struct receiver *x)
 			if (st.action == FY_RA_ABORT)
 				respond_ok(x, h.seq, NULL);
 			else if (rc != -ECONNRESET && rc != FERRY_ECANCELED)
-				respond_error(x, st.respond ? h.seq : 0, rc,
+				respond_error(x, st.respond ? h.seq : 0,
+					      wire_code(x, &st, rc),
 					      x->err[0] ? x->err
 							: ferry_strerror(rc));
 			break;
@@ -431,6 +466,10 @@ static int serve(struct receiver *x)
 					       ferry_strerror(rc));
 				rc = 0;
 			}
+			/* Past the transition the postcopy phase finds the
+			 * broken connection and pauses. */
+			if (rc && x->sm.state == FY_RS_POSTCOPY)
+				rc = 0;
 			if (rc) {
 				snprintf(x->err, sizeof(x->err),
 					 "answering: %s", ferry_strerror(rc));
@@ -510,6 +549,29 @@ static int open_listener(ferry_session *s, const struct fy_uri *u, int *lfd,
 	return 0;
 }
 
+/**
+ * fy_recv_listen() - a listener of our own on @u for a postcopy recovery:
+ * the source's recovery connection and its data connections come through
+ * it, so a connected or borrowed descriptor (fd:N) cannot serve.
+ */
+int fy_recv_listen(ferry_session *s, const struct fy_uri *u, int *lfd,
+		   char *err, size_t errlen)
+{
+	int rc;
+
+	if (u->kind != FY_URI_TCP && u->kind != FY_URI_UNIX) {
+		snprintf(err, errlen,
+			 "postcopy recovers on a tcp: or unix: listener of its own, for the recovery connection and the data connections");
+		return -EINVAL;
+	}
+	rc = fy_transport_listen(u, lfd, err, errlen);
+	if (rc)
+		return rc;
+	size_rcvbuf(s, *lfd);
+	announce(s, u, *lfd);
+	return 0;
+}
+
 /* Whether the file at @fd is in the mapped layout (a newer snapshot) rather
  * than a stream; reads its first bytes and rewinds. */
 static bool is_mapped(int fd)
@@ -565,6 +627,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	rc = fy_session_begin(s, FERRY_STATE_CONNECTING, FERRY_OWNER_NONE);
 	if (rc)
 		return rc;
+	fy_pc_init(&x);
 	fy_recv_sm_init(&x.sm);
 	rc = fy_session_check_role(s, false);
 	if (rc)
@@ -632,8 +695,14 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 		respond_error(&x, 0, rc, "not a ferry stream");
 		goto done;
 	}
+	x.pc.where = u;
+	x.pc.where_ours = lfd >= 0;
 	rc = serve(&x);
-	if (rc)
+	/* Past the transition the guest may run here: postcopy goes on,
+	 * or pauses, and never gives the guest up. */
+	if (x.sm.state == FY_RS_POSTCOPY || x.sm.state == FY_RS_PC_PAUSED)
+		rc = fy_pc_run(&x, rc);
+	else if (rc)
 		fy_session_fail(s, rc, "%s", x.err[0] ? x.err : ferry_strerror(rc));
 done:
 	pthread_mutex_lock(&s->lock);
@@ -641,7 +710,10 @@ done:
 	pthread_mutex_unlock(&s->lock);
 	fy_recv_pool_stop(&x.pool);
 	fy_chan_close(&x.ch);
-	if (lfd >= 0)
+	if (x.pc.where_ours)
+		fy_transport_unlink(&x.pc.where);
+	else if (lfd >= 0 && !x.pc.where.kind)
 		fy_transport_unlink(&u);
+	fy_pc_free(&x);
 	return fy_session_end(s, rc);
 }

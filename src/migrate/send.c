@@ -14,41 +14,11 @@
 
 #include "migrate/channels.h"
 #include "migrate/engine.h"
+#include "migrate/sender.h"
 #include "migrate/snapfile.h"
 #include "proto/proto.h"
 #include "transport/transport.h"
 
-struct sender {
-	ferry_session *s;
-	struct fy_chan ch; /* the main connection: control and data */
-	struct fy_chan extra[FY_MAX_CHANNELS - 1]; /* data only */
-	unsigned nextra;
-	struct fy_send_pool pool; /* when there are extra connections */
-	struct fy_send_sm sm;
-	struct fy_dirty dirty;
-	bool tracking;
-	struct fy_ranges ranges;
-	struct fy_ranges carry; /* lost with a broken connection: send again */
-	struct fy_hello_reply peer;
-	bool same_host;
-	uint32_t window;      /* chunks in flight per connection (HELLO) */
-	bool csum_data;	      /* negotiated: final pass checksums page data */
-	bool paused;
-	bool released_ok;     /* VMM's release() succeeded */
-	bool peer_refused;    /* the destination said it will not run */
-	bool file_handed;     /* a snapshot's rename gave the file the guest */
-	uint32_t throttle;    /* auto-converge: vCPU throttle applied, % */
-	uint32_t slow_passes; /* consecutive passes that did not halve */
-	double bw;	      /* bytes per second, last pass */
-	uint64_t rtt_ns;      /* control round trip on an idle channel */
-	uint64_t t_collect;   /* time of the last dirty collect */
-	uint64_t t_pause;
-	uint64_t t_resumed;   /* destination resumed (its clock if shared) */
-	uint64_t state_bytes; /* size of the state blob, once known */
-	uint64_t last_pass_bytes; /* memory bytes of the last pass */
-	bool to_file;	      /* a snapshot: memory goes into page slots */
-	struct fy_snapw *snap; /* the snapshot file being written */
-};
 
 /* The receiver may have explained a broken connection with an ERROR
  * record before closing: read it, briefly, to report its words. */
@@ -67,7 +37,7 @@ static void salvage_peer_error(struct sender *x)
 			ferry_strerror(e.code));
 }
 
-static int io_fail(struct sender *x, int rc, const char *what)
+int fy_snd_io_fail(struct sender *x, int rc, const char *what)
 {
 	if (rc == FERRY_ECANCELED)
 		return fy_session_fail(x->s, rc, "cancelled during %s", what);
@@ -88,7 +58,7 @@ static int await_response(struct sender *x, const char *what)
 		if (!rc)
 			rc = fy_chan_recv_body(&x->ch, &h);
 		if (rc)
-			return io_fail(x, rc, what);
+			return fy_snd_io_fail(x, rc, what);
 		if (fy_rec_optional(h.type) &&
 		    fy_rec_number(h.type) != FY_REC_OK &&
 		    fy_rec_number(h.type) != FY_REC_ERROR)
@@ -119,7 +89,7 @@ static int await_response(struct sender *x, const char *what)
  * POSTCOPY with not-run does in postcopy); and a snapshot's rename is a
  * file's RELEASED: the file, whoever restores it, has the guest.
  */
-static void sync_owner(struct sender *x)
+void fy_snd_sync_owner(struct sender *x)
 {
 	bool released = (x->sm.released || x->file_handed) && !x->peer_refused;
 
@@ -128,7 +98,7 @@ static void sync_owner(struct sender *x)
 					   x->sm.transitioned));
 }
 
-static int request(struct sender *x, uint32_t type, const struct fy_buf *body,
+int fy_snd_request(struct sender *x, uint32_t type, const struct fy_buf *body,
 		   const char *what)
 {
 	uint32_t seq;
@@ -140,11 +110,11 @@ static int request(struct sender *x, uint32_t type, const struct fy_buf *body,
 				       fy_send_state_name(x->sm.state));
 	/* RELEASED changes the owner as it is sent, not when answered: the
 	 * destination may run the guest from the moment it reads it. */
-	sync_owner(x);
+	fy_snd_sync_owner(x);
 	rc = fy_chan_send_rec(&x->ch, type, seq, body ? body->data : NULL,
 			      body ? body->len : 0);
 	if (rc)
-		return io_fail(x, rc, what);
+		return fy_snd_io_fail(x, rc, what);
 	return await_response(x, what);
 }
 
@@ -195,11 +165,12 @@ static int negotiate(struct sender *x)
 	snprintf(mine, sizeof(mine), "%s", hello.boot_id);
 	rc = fy_hello_encode(&b, &hello);
 	if (!rc)
-		rc = request(x, FY_REC_HELLO, &b, "HELLO");
+		rc = fy_snd_request(x, FY_REC_HELLO, &b, "HELLO");
 	if (rc)
 		goto out;
 	rc = fy_hello_reply_decode(x->ch.rx.in.data, x->ch.rx.in.len, &x->peer);
-	x->peer.capabilities &= fy_version_caps(x->peer.version);
+	x->peer.capabilities = fy_caps_settle(x->peer.capabilities &
+					      fy_version_caps(x->peer.version));
 	if (rc || x->peer.version < hello.version_min ||
 	    x->peer.version > hello.version_max ||
 	    (x->peer.capabilities & ~hello.capabilities)) {
@@ -216,6 +187,7 @@ static int negotiate(struct sender *x)
 		    : x->same_host ? FY_LOCAL_WINDOW : FY_DEFAULT_WINDOW;
 	size_send_buffer(x, x->ch.fd, 0);
 	x->csum_data = x->peer.capabilities & FERRY_CAP_DATA_CHECKSUM;
+	x->sm.postcopy = x->peer.capabilities & FERRY_CAP_POSTCOPY;
 	pthread_mutex_lock(&s->lock);
 	s->stats.version = x->peer.version;
 	s->stats.capabilities = x->peer.capabilities;
@@ -232,7 +204,7 @@ static int negotiate(struct sender *x)
 	fy_buf_reset(&b);
 	rc = fy_config_encode(&b, &cm);
 	if (!rc)
-		rc = request(x, FY_REC_CONFIG, &b, "CONFIG");
+		rc = fy_snd_request(x, FY_REC_CONFIG, &b, "CONFIG");
 out:
 	fy_buf_free(&b);
 	return rc;
@@ -266,7 +238,7 @@ static int send_ranges(struct sender *x, uint64_t *records)
 			rc = fy_chan_send_mem(&x->ch, &s->regions[r.region], &m,
 					      x->paused && x->csum_data);
 		if (rc)
-			return io_fail(x, rc, "sending memory");
+			return fy_snd_io_fail(x, rc, "sending memory");
 		(*records)++;
 		fy_session_count_bytes(s, m.length);
 		fy_session_progress(s);
@@ -354,21 +326,27 @@ static int send_pass(struct sender *x, uint32_t pass)
 	t0 = fy_now_ns();
 	rc = fy_pass_begin_encode(&b, &pb);
 	if (!rc)
-		rc = request(x, FY_REC_PASS_BEGIN, &b, "PASS_BEGIN");
+		rc = fy_snd_request(x, FY_REC_PASS_BEGIN, &b, "PASS_BEGIN");
 	if (rc)
 		goto out;
 	t1 = fy_now_ns();
 	x->rtt_ns = t1 - t0; /* the channel was idle: a clean round trip */
+	x->t_pass = t1;
 	if (x->nextra) {
+		struct fy_pass_stop stop = { fy_pc_cut, x, &x->carry };
 		unsigned chan;
 
+		/* A pass of a running guest may end early to switch to
+		 * postcopy: what it did not send goes with the next set. */
 		rc = fy_send_pool_pass(&x->pool, &x->ranges, s->cfg.chunk_bytes,
-				       x->paused && x->csum_data, &pe, &chan);
+				       x->paused && x->csum_data, &pe, &chan,
+				       x->pc_usable && !x->paused ? &stop
+								  : NULL);
 		if (rc) {
 			rc = chan ? fy_session_fail(s, rc,
 						    "data connection %u: %s",
 						    chan, ferry_strerror(rc))
-				  : io_fail(x, rc, "sending memory");
+				  : fy_snd_io_fail(x, rc, "sending memory");
 			goto out;
 		}
 	} else {
@@ -381,7 +359,7 @@ static int send_pass(struct sender *x, uint32_t pass)
 	fy_buf_reset(&b);
 	rc = fy_pass_end_encode(&b, &pe);
 	if (!rc)
-		rc = request(x, FY_REC_PASS_END, &b, "PASS_END");
+		rc = fy_snd_request(x, FY_REC_PASS_END, &b, "PASS_END");
 	if (!rc && x->nextra)
 		rc = take_lost(x, pass);
 	if (rc)
@@ -420,6 +398,14 @@ static int collect_dirty(struct sender *x, bool keep)
 	if (rc)
 		return fy_session_fail(x->s, rc, "dirty tracking: %s",
 				       x->dirty.err);
+	/* Pages a sample during the pass took out of the tracker. */
+	if (x->early.n) {
+		rc = fy_ranges_add_all(&x->ranges, &x->early);
+		if (rc)
+			return fy_session_fail(x->s, rc, "out of memory");
+		fy_ranges_normalize(&x->ranges);
+		fy_ranges_clear(&x->early);
+	}
 	if (keep) {
 		/* A union of two sets says nothing about the dirty rate. */
 		fy_ranges_normalize(&x->ranges);
@@ -449,7 +435,7 @@ static int take_carry(struct sender *x)
 
 /* The next pass's ranges: the dirty pages, and whatever a connection that
  * broke may not have delivered (no write marked those pages dirty). */
-static int collect(struct sender *x, bool keep)
+int fy_snd_collect(struct sender *x, bool keep)
 {
 	int rc = collect_dirty(x, keep);
 
@@ -513,7 +499,7 @@ static int choose_encoding(struct sender *x, struct fy_chan *c)
 }
 
 /* The encoding of @c, and the buffers it needs, mapped before any pass. */
-static int set_encoding(struct sender *x, struct fy_chan *c)
+int fy_snd_encoding(struct sender *x, struct fy_chan *c)
 {
 	int rc = choose_encoding(x, c);
 
@@ -528,7 +514,7 @@ static int set_encoding(struct sender *x, struct fy_chan *c)
  * and the automatic congestion control (a configured one was set before it
  * connected). Its send buffer waits for the window (size_send_buffer()).
  */
-static void setup_socket(struct sender *x, int fd, unsigned idx)
+void fy_snd_setup_socket(struct sender *x, int fd, unsigned idx)
 {
 	ferry_session *s = x->s;
 	char cc[sizeof(s->stats.congestion_control)];
@@ -570,7 +556,7 @@ static int join_answer(struct fy_chan *c, uint32_t seq, char *why, size_t len)
 	return FERRY_EPEER;
 }
 
-static int join_one(struct sender *x, const struct fy_uri *u, unsigned idx,
+int fy_snd_join(struct sender *x, const struct fy_uri *u, unsigned idx,
 		    unsigned total, char *why, size_t len)
 {
 	struct fy_chan *c = &x->extra[x->nextra];
@@ -584,7 +570,7 @@ static int join_one(struct sender *x, const struct fy_uri *u, unsigned idx,
 				  len);
 	if (rc)
 		return rc;
-	setup_socket(x, fd, idx);
+	fy_snd_setup_socket(x, fd, idx);
 	size_send_buffer(x, fd, idx);
 	rc = fy_chan_init(c, x->s, fd);
 	if (rc) {
@@ -609,7 +595,7 @@ static int join_one(struct sender *x, const struct fy_uri *u, unsigned idx,
 		return rc == FERRY_EPEER || rc == -ETIMEDOUT ? FERRY_EPEER : rc;
 	}
 	x->nextra++;
-	return set_encoding(x, c);
+	return fy_snd_encoding(x, c);
 }
 
 /*
@@ -626,6 +612,12 @@ static int open_extra(struct sender *x, const struct fy_uri *u)
 	char why[256];
 	int rc;
 
+	/* Postcopy pushes over data connections: a session that may switch
+	 * has at least one. */
+	if (s->cfg.postcopy != FERRY_POSTCOPY_OFF && x->sm.postcopy &&
+	    want < 2)
+		want = 2;
+
 	if (want > 1 && u->kind == FY_URI_FD) {
 		fy_session_log(s, 1,
 			       "fd:%d is one connection and there is no address to open more; using one",
@@ -638,7 +630,7 @@ static int open_extra(struct sender *x, const struct fy_uri *u)
 		want = 1;
 	}
 	for (unsigned i = 1; i < want; i++) {
-		rc = join_one(x, u, i, want, why, sizeof(why));
+		rc = fy_snd_join(x, u, i, want, why, sizeof(why));
 		if (rc == FERRY_EPEER)
 			return fy_session_fail(s, FERRY_EPEER,
 					       "destination refused data connection %u of %u: %s",
@@ -716,7 +708,7 @@ ok:
 	return 0;
 }
 
-static int do_pause(struct sender *x)
+int fy_snd_pause(struct sender *x)
 {
 	ferry_session *s = x->s;
 	int rc = s->ops.pause(s->cfg.opaque);
@@ -726,6 +718,7 @@ static int do_pause(struct sender *x)
 				       ferry_strerror(rc));
 	x->paused = true;
 	x->t_pause = fy_now_ns();
+	atomic_store(&s->pc_stopped, true);
 	fy_session_set_state(s, FERRY_STATE_STOPPED);
 	return 0;
 }
@@ -769,7 +762,7 @@ static int set_throttle(struct sender *x, uint32_t pct)
 }
 
 /* Give the vCPUs their full time back (guest paused, or migration over). */
-static void lift_throttle(struct sender *x)
+void fy_snd_lift_throttle(struct sender *x)
 {
 	if (x->throttle && set_throttle(x, 0))
 		fy_session_log(x->s, 0, "could not lift the vCPU throttle");
@@ -808,6 +801,29 @@ static int auto_converge(struct sender *x)
 	return set_throttle(x, next);
 }
 
+/*
+ * Whether this run can switch to postcopy, for ferry_session_postcopy()
+ * and the precopy loop: the destination offered it, a data connection
+ * carries the push, and writes are tracked (else there are no passes).
+ */
+static void postcopy_usable(struct sender *x)
+{
+	const char *why = NULL;
+
+	if (x->to_file)
+		why = "a snapshot file is not a destination that runs the guest";
+	else if (!(x->peer.capabilities & FERRY_CAP_POSTCOPY))
+		why = "the destination does not offer it (an older ferry, no userfaultfd there, or a single connection)";
+	else if (!x->nextra)
+		why = "the session has one connection, and postcopy pushes pages over a data connection: set connections to 2 or more, or a postcopy mode";
+	else if (!x->tracking)
+		why = "writes are not tracked here, so there is no precopy to switch from";
+	x->pc_usable = !why;
+	fy_session_pc_avail(x->s, !why, why);
+	if (why && x->s->cfg.postcopy != FERRY_POSTCOPY_OFF)
+		fy_session_log(x->s, 1, "postcopy is not possible: %s; migrating with precopy", why);
+}
+
 /* Passes while the guest runs, until the rest fits the downtime limit. */
 static int precopy(struct sender *x, uint32_t *pass)
 {
@@ -821,10 +837,11 @@ static int precopy(struct sender *x, uint32_t *pass)
 		return fy_session_fail(s, rc, "out of memory");
 	for (;;) {
 		double expect, elapsed;
+		bool at_limit;
 
 		rc = send_pass(x, ++*pass);
 		if (!rc)
-			rc = collect(x, false);
+			rc = fy_snd_collect(x, false);
 		if (rc)
 			return rc;
 		expect = predict_ms(x);
@@ -834,6 +851,15 @@ static int precopy(struct sender *x, uint32_t *pass)
 		pthread_mutex_unlock(&s->lock);
 		/* After the scan, so the event carries what this pass left. */
 		fy_session_event(s, FERRY_EVENT_PASS);
+		/* A switch asked for (by hand, or after N passes) comes
+		 * first: the caller chose postcopy over a last precopy pause;
+		 * auto switches only when precopy cannot meet the limit. */
+		at_limit = *pass >= c->max_passes ||
+			   (c->max_precopy_ms && elapsed >= c->max_precopy_ms);
+		if (fy_pc_want(x, *pass, expect, at_limit)) {
+			x->pc_go = true;
+			return 0;
+		}
 		if (expect <= c->downtime_limit_ms &&
 		    !worth_another_pass(x, expect, *pass))
 			return 0;
@@ -842,10 +868,9 @@ static int precopy(struct sender *x, uint32_t *pass)
 		rc = auto_converge(x);
 		if (rc)
 			return rc;
-		if (*pass < c->max_passes &&
-		    (!c->max_precopy_ms || elapsed < c->max_precopy_ms))
+		if (!at_limit)
 			continue;
-		if (c->timeout_strategy == FERRY_TIMEOUT_SWITCHOVER) {
+		if (c->timeout_strategy != FERRY_TIMEOUT_CANCEL) {
 			fy_session_log(s, 1,
 				       "not converged after %u passes (expected downtime %.1f ms); switching over anyway",
 				       *pass, expect);
@@ -877,7 +902,7 @@ static int save_state(struct sender *x, struct ferry_buf *st)
 	return 0;
 }
 
-static int send_state(struct sender *x)
+int fy_snd_state(struct sender *x)
 {
 	struct ferry_buf st;
 	int rc;
@@ -885,7 +910,7 @@ static int send_state(struct sender *x)
 	fy_buf_init(&st.b);
 	rc = save_state(x, &st);
 	if (!rc)
-		rc = request(x, FY_REC_STATE, &st.b, "STATE");
+		rc = fy_snd_request(x, FY_REC_STATE, &st.b, "STATE");
 	fy_buf_free(&st.b);
 	return rc;
 }
@@ -938,7 +963,7 @@ static int file_end(struct sender *x, uint64_t t1)
 	/* Renamed into place, a handover's file holds the guest. */
 	if (!rc && !s->cfg.keep_running) {
 		x->file_handed = true;
-		sync_owner(x);
+		fy_snd_sync_owner(x);
 	}
 	if (!t_run)
 		t_run = fy_now_ns();
@@ -963,7 +988,7 @@ static int handshake(struct sender *x)
 	int rc;
 
 	fy_session_set_state(s, FERRY_STATE_SWITCHOVER);
-	rc = request(x, FY_REC_SWITCHOVER, NULL, "SWITCHOVER");
+	rc = fy_snd_request(x, FY_REC_SWITCHOVER, NULL, "SWITCHOVER");
 	if (rc)
 		return rc;
 	if (s->ops.release) {
@@ -974,7 +999,7 @@ static int handshake(struct sender *x)
 					       ferry_strerror(rc));
 		x->released_ok = true;
 	}
-	rc = request(x, FY_REC_RELEASED, NULL, "RELEASED");
+	rc = fy_snd_request(x, FY_REC_RELEASED, NULL, "RELEASED");
 	if (rc) {
 		/* An ERROR answer is positive confirmation that the
 		 * destination did not start the guest. */
@@ -998,15 +1023,15 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 {
 	ferry_session *s = x->s;
 	uint64_t t1, t2;
-	int rc = do_pause(x);
+	int rc = fy_snd_pause(x);
 
 	/* Paused, the throttle has no more work; a resume after a failure
 	 * must find the vCPUs at full speed. */
 	if (!rc)
-		lift_throttle(x);
+		fy_snd_lift_throttle(x);
 	/* The last precopy pass's dirty set is still unsent: add to it. */
 	if (!rc)
-		rc = collect(x, true);
+		rc = fy_snd_collect(x, true);
 	if (!rc)
 		rc = send_pass(x, ++pass);
 	/* A connection broke with part of the final pass: another final
@@ -1024,7 +1049,7 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 	t1 = fy_now_ns();
 	if (x->snap)
 		return file_end(x, t1);
-	rc = send_state(x);
+	rc = fy_snd_state(x);
 	if (rc)
 		return rc;
 	t2 = fy_now_ns();
@@ -1080,13 +1105,13 @@ static int unwind(struct sender *x, int rc)
 		memcpy(msg, s->errmsg, sizeof(msg));
 		pthread_mutex_unlock(&s->lock);
 		fy_session_log(s, 0, "%s", msg);
-		sync_owner(x);
+		fy_snd_sync_owner(x);
 		return FERRY_EUNCONFIRMED;
 	}
 	/* The guest is the source's again (it always was before RELEASED)
 	 * before it runs here. */
-	sync_owner(x);
-	lift_throttle(x);
+	fy_snd_sync_owner(x);
+	fy_snd_lift_throttle(x);
 	if (x->released_ok && s->ops.reacquire &&
 	    s->ops.reacquire(s->cfg.opaque))
 		fy_session_log(s, 0, "reacquire failed after a failed handover");
@@ -1110,7 +1135,7 @@ static int unwind(struct sender *x, int rc)
  */
 #define FY_CONNECT_PATIENCE_MS 3000
 
-static int connect_patiently(ferry_session *s, const struct fy_uri *u, int *fd,
+int fy_snd_connect(ferry_session *s, const struct fy_uri *u, int *fd,
 			     char *err, size_t errlen)
 {
 	uint64_t until = fy_now_ns() + FY_CONNECT_PATIENCE_MS * 1000000ull;
@@ -1152,10 +1177,10 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 	char err[256];
 	int fd, rc;
 
-	rc = connect_patiently(x->s, u, &fd, err, sizeof(err));
+	rc = fy_snd_connect(x->s, u, &fd, err, sizeof(err));
 	if (rc)
 		return fy_session_fail(x->s, rc, "%s", err);
-	setup_socket(x, fd, 0);
+	fy_snd_setup_socket(x, fd, 0);
 	rc = fy_chan_init(&x->ch, x->s, fd);
 	if (!rc && x->s->cfg.record_stream) {
 		x->ch.tx.tee_fd = open(x->s->cfg.record_stream,
@@ -1175,7 +1200,7 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 	fy_stream_hdr_encode(sh);
 	rc = fy_chan_write_all(&x->ch, &iov, 1);
 	if (rc)
-		return io_fail(x, rc, "stream header");
+		return fy_snd_io_fail(x, rc, "stream header");
 	return negotiate(x);
 }
 
@@ -1243,6 +1268,7 @@ static struct sender *sender_new(ferry_session *s)
 	fy_send_sm_init(&x->sm);
 	fy_ranges_init(&x->ranges);
 	fy_ranges_init(&x->carry);
+	fy_ranges_init(&x->early);
 	return x;
 }
 
@@ -1254,6 +1280,7 @@ static void sender_free(struct sender *x)
 	fy_dirty_stop(&x->dirty);
 	fy_ranges_free(&x->ranges);
 	fy_ranges_free(&x->carry);
+	fy_ranges_free(&x->early);
 	fy_snapw_free(x->snap);
 	if (x->ch.tx.tee_fd >= 0)
 		close(x->ch.tx.tee_fd);
@@ -1293,9 +1320,11 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 				     "keep_running is for file: snapshots; a migration hands the guest over");
 		goto done;
 	}
+	x->uri = u;
+	atomic_store(&s->pc_source, true);
 	rc = x->to_file ? open_file(x, &u) : open_main(x, &u);
 	if (!rc && !x->to_file)
-		rc = set_encoding(x, &x->ch);
+		rc = fy_snd_encoding(x, &x->ch);
 	/* A recording holds one connection's bytes: keep it complete. */
 	if (!rc && !x->to_file && !s->cfg.record_stream)
 		rc = open_extra(x, &u);
@@ -1303,11 +1332,16 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	x->ch.tx.splice = !x->nextra;
 	if (!rc)
 		rc = start_tracking(x);
+	if (!rc)
+		postcopy_usable(x);
 	if (!rc && x->tracking)
 		rc = precopy(x, &pass);
-	if (!rc)
+	if (!rc && x->pc_go)
+		rc = fy_pc_send(x);
+	else if (!rc)
 		rc = stop_and_switch(x, pass);
-	if (rc)
+	/* A forced end of postcopy has resumed the guest already. */
+	if (rc && rc != FERRY_EPOSTCOPY)
 		rc = unwind(x, rc);
 done:
 	sender_free(x);

@@ -312,6 +312,66 @@ int fy_page_list_check(const struct fy_page_list *l,
 	return 0;
 }
 
+/* ---- the answer to DISCARD: placement units ---- */
+
+static bool unit_ok(uint64_t u)
+{
+	return u >= FY_MEM_PAGE && u <= FY_UNIT_MAX && !(u & (u - 1));
+}
+
+/**
+ * fy_units_encode() - append the body of the OK answering DISCARD.
+ * @b: the buffer.
+ * @m: the units; nregions 1..FY_MAX_REGIONS, each a power of two from
+ *     4096 to FY_UNIT_MAX.
+ *
+ * Return: 0, -ENOMEM, or -EINVAL (nothing appended).
+ */
+int fy_units_encode(struct fy_buf *b, const struct fy_units *m)
+{
+	size_t start = b->len;
+	int rc;
+
+	if (!m->nregions || m->nregions > FY_MAX_REGIONS)
+		return -EINVAL;
+	for (uint32_t i = 0; i < m->nregions; i++)
+		if (!unit_ok(m->unit[i]))
+			return -EINVAL;
+	rc = fy_buf_put_u32(b, m->nregions);
+	if (!rc)
+		rc = fy_buf_put_u32(b, 0);
+	for (uint32_t i = 0; i < m->nregions && !rc; i++)
+		rc = fy_buf_put_u64(b, m->unit[i]);
+	return enc_finish(b, start, rc);
+}
+
+/**
+ * fy_units_decode() - decode the body of the OK answering DISCARD.
+ * @p: the body.
+ * @n: its length.
+ * @m: receives the units.
+ *
+ * Return: 0, or -EBADMSG (a count, reserved field or unit out of range).
+ */
+int fy_units_decode(const uint8_t *p, size_t n, struct fy_units *m)
+{
+	struct fy_cur c;
+	uint32_t reserved = 0;
+
+	memset(m, 0, sizeof(*m));
+	fy_cur_init(&c, p, n);
+	fy_cur_u32(&c, &m->nregions);
+	if (fy_cur_u32(&c, &reserved) || reserved || !m->nregions ||
+	    m->nregions > FY_MAX_REGIONS || n != 8 + 8 * (size_t)m->nregions)
+		return -EBADMSG;
+	for (uint32_t i = 0; i < m->nregions; i++) {
+		fy_cur_u64(&c, &m->unit[i]);
+		if (!unit_ok(m->unit[i]))
+			return -EBADMSG;
+	}
+	return fy_cur_done(&c);
+}
+
 /* ---- fixed bodies: POSTCOPY, POSTCOPY_END, RESUME ---- */
 
 /**

@@ -449,6 +449,23 @@ int fy_page_list_check(const struct fy_page_list *l,
 		       const uint64_t *region_pages, uint32_t nregions,
 		       char *err, size_t errlen);
 
+/*
+ * OK body answering DISCARD: the destination's placement unit per region,
+ * the bytes it places at once (4096, or the huge page size of a hugetlb
+ * mapping): 0 u32 nregions (1..64), 4 u32 reserved (0), then nregions u64
+ * units, each a power of two from 4096 to 1 GiB. The source pushes and
+ * answers in whole units of the destination: a unit the destination
+ * misses is dropped whole, so a record covering part of it could never
+ * be placed.
+ */
+#define FY_UNIT_MAX (1ull << 30)
+struct fy_units {
+	uint32_t nregions;
+	uint64_t unit[FY_MAX_REGIONS];
+};
+int fy_units_encode(struct fy_buf *b, const struct fy_units *m);
+int fy_units_decode(const uint8_t *p, size_t n, struct fy_units *m);
+
 /* POSTCOPY: u64 discarded = distinct pages the DISCARD records named (the
  * destination checks its own count against it). OK body: struct
  * fy_running, as for RELEASED. */

@@ -316,6 +316,22 @@ out:
 		free(words[r]);
 }
 
+static void try_units(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	struct fy_units m;
+	int rc = fy_units_decode(p, n, &m);
+
+	decoded_rc("DISCARD answer", rc);
+	if (rc)
+		return;
+	for (uint32_t i = 0; i < m.nregions; i++)
+		FZ_ASSERT(m.unit[i] >= 4096 && m.unit[i] <= FY_UNIT_MAX &&
+				  !(m.unit[i] & (m.unit[i] - 1)),
+			  "units: region %u has unit %llu", i,
+			  (unsigned long long)m.unit[i]);
+	same_bytes("DISCARD answer", b, fy_units_encode(b, &m), p, n);
+}
+
 typedef void (*try_fn)(const uint8_t *p, size_t n, struct fy_buf *b);
 
 static void body(uint32_t type, const uint8_t *p, size_t n)
@@ -324,7 +340,7 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 		try_hello, try_hello_reply, try_config, try_pass_begin,
 		try_pass_end, try_pass_ack, try_error, try_running, try_join,
 		try_discard, try_page_req, try_postcopy, try_postcopy_end,
-		try_resume, try_have_map,
+		try_resume, try_have_map, try_units,
 	};
 	struct fy_buf b;
 
@@ -357,6 +373,8 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 		try_pass_ack(p, n, &b);
 		fy_buf_reset(&b);
 		try_have_map(p, n, &b);
+		fy_buf_reset(&b);
+		try_units(p, n, &b);
 		break;
 	case FY_REC_DISCARD:
 		try_discard(p, n, &b);

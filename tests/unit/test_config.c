@@ -138,9 +138,6 @@ REFUSED(version_min, (c->version_max = 1, c->version_min = 2),
 	"version_min (0: the oldest) is 2: it must be from 1 to 1")
 REFUSED(capabilities, c->capabilities = 1ull << 40,
 	"has bits this library does not know (it knows 0x3f)")
-/* Postcopy is a known bit, refused for what it is: not offered yet. */
-REFUSED(capabilities_postcopy, c->capabilities |= FERRY_CAP_POSTCOPY,
-	"FERRY_CAP_POSTCOPY (0x20): this library knows the postcopy protocol but its engine does not run postcopy yet")
 REFUSED(timeout_strategy, c->timeout_strategy = (enum ferry_timeout_strategy)9,
 	"timeout_strategy is 9")
 REFUSED(dirty_mode, c->dirty_mode = (enum ferry_dirty_mode)5, "dirty_mode is 5")
@@ -370,7 +367,6 @@ int main(void)
 		cmocka_unit_test(test_version_max),
 		cmocka_unit_test(test_version_min),
 		cmocka_unit_test(test_capabilities),
-		cmocka_unit_test(test_capabilities_postcopy),
 		cmocka_unit_test(test_timeout_strategy),
 		cmocka_unit_test(test_dirty_mode),
 		cmocka_unit_test(test_bitmap_without_callback),

@@ -288,6 +288,44 @@ static void test_page_list_regions(void **state)
 	fy_buf_free(&b);
 }
 
+/* The answer to DISCARD: units per region, each a power of two from
+ * 4 KiB to 1 GiB, exact length, reserved zero. */
+static void test_units(void **state)
+{
+	struct fy_units u = { 2, { 4096, 2u << 20 } }, u2;
+	struct raw want = { .n = 0 };
+	struct fy_buf b;
+
+	(void)state;
+	fy_buf_init(&b);
+	assert_int_equal(fy_units_encode(&b, &u), 0);
+	r32(&want, 2);
+	r32(&want, 0);
+	r64(&want, 4096);
+	r64(&want, 2u << 20);
+	assert_int_equal(b.len, want.n);
+	assert_memory_equal(b.data, want.b, want.n);
+	assert_int_equal(fy_units_decode(b.data, b.len, &u2), 0);
+	assert_int_equal(u2.nregions, 2);
+	assert_int_equal(u2.unit[1], 2u << 20);
+	for (size_t n = 0; n < b.len; n++)
+		assert_int_equal(fy_units_decode(b.data, n, &u2), -EBADMSG);
+	fy_put_u64(b.data + 16, 3u << 20); /* not a power of two */
+	assert_int_equal(fy_units_decode(b.data, b.len, &u2), -EBADMSG);
+	fy_put_u64(b.data + 16, 2048); /* below a page */
+	assert_int_equal(fy_units_decode(b.data, b.len, &u2), -EBADMSG);
+	fy_put_u64(b.data + 16, 2u << 20);
+	fy_put_u32(b.data + 4, 1); /* reserved */
+	assert_int_equal(fy_units_decode(b.data, b.len, &u2), -EBADMSG);
+	fy_buf_reset(&b);
+	u.unit[0] = 8192 + 4096;
+	assert_int_equal(fy_units_encode(&b, &u), -EINVAL);
+	u.nregions = 0;
+	assert_int_equal(fy_units_encode(&b, &u), -EINVAL);
+	assert_int_equal(b.len, 0);
+	fy_buf_free(&b);
+}
+
 static void test_fixed_bodies(void **state)
 {
 	struct fy_postcopy pc = { 0x0102030405060708ull }, pc2;
@@ -539,13 +577,13 @@ static void test_caps(void **state)
 {
 	(void)state;
 	assert_int_equal(FERRY_CAP_POSTCOPY, 1ull << 5);
-	/* Postcopy stays out of the default offered set for now. */
-	assert_int_equal(FERRY_CAP_ALL & FERRY_CAP_POSTCOPY, 0);
+	/* Postcopy is in the default offered set. */
+	assert_int_equal(FERRY_CAP_ALL & FERRY_CAP_POSTCOPY, FERRY_CAP_POSTCOPY);
 	assert_int_equal(fy_version_caps(1) & FERRY_CAP_POSTCOPY, 0);
 	assert_int_equal(fy_version_caps(2) & FERRY_CAP_POSTCOPY,
 			 FERRY_CAP_POSTCOPY);
-	/* Version 2's other bits are what they were. */
-	assert_int_equal(fy_version_caps(2) & ~FERRY_CAP_POSTCOPY, FERRY_CAP_ALL);
+	/* Version 2 carries every bit this library knows. */
+	assert_int_equal(fy_version_caps(2), FERRY_CAP_ALL);
 	assert_int_equal(fy_caps_settle(FERRY_CAP_POSTCOPY |
 					FERRY_CAP_DATA_CHECKSUM),
 			 FERRY_CAP_DATA_CHECKSUM);
@@ -553,11 +591,16 @@ static void test_caps(void **state)
 					FERRY_CAP_MULTI_CHANNEL),
 			 FERRY_CAP_POSTCOPY | FERRY_CAP_MULTI_CHANNEL);
 	assert_int_equal(fy_caps_settle(FERRY_CAP_ALL), FERRY_CAP_ALL);
-	/* Until the engine runs postcopy, a session does not offer it. */
+	assert_int_equal(fy_caps_settle(FERRY_CAP_ALL & ~FERRY_CAP_MULTI_CHANNEL),
+			 FERRY_CAP_ALL & ~FERRY_CAP_MULTI_CHANNEL &
+				 ~FERRY_CAP_POSTCOPY);
+	/* A session offers it by default (the destination only when it
+	 * can run it, see receive.c). */
 	struct ferry_config cfg;
 
 	ferry_config_init(&cfg);
-	assert_int_equal(cfg.capabilities & FERRY_CAP_POSTCOPY, 0);
+	assert_int_equal(cfg.capabilities & FERRY_CAP_POSTCOPY,
+			 FERRY_CAP_POSTCOPY);
 }
 
 static void test_names(void **state)
@@ -595,6 +638,7 @@ int main(void)
 		cmocka_unit_test(test_have_map_round_trip),
 		cmocka_unit_test(test_have_map_encoder_refuses),
 		cmocka_unit_test(test_have_map_decoder_refuses),
+		cmocka_unit_test(test_units),
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_names),
 	};

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * receive.h - the destination's run, shared by receive.c (connection,
+ * negotiation, precopy passes, switchover) and postcopy_recv.c (the
+ * postcopy phase after the transition, its pauses and its recoveries).
+ */
+#ifndef FY_RECEIVE_H
+#define FY_RECEIVE_H
+
+#include "migrate/channels.h"
+#include "migrate/engine.h"
+#include "proto/proto.h"
+#include "transport/transport.h"
+
+struct fy_lazy;
+
+/* Postcopy's part of a receiver (postcopy_recv.c). */
+struct fy_pc_recv {
+	bool full_pass;	/* a pass that planned all of RAM has ended */
+	/* Pages the DISCARDs named, one bit per 4 KiB page per region. */
+	uint64_t *missing[FY_MAX_REGIONS];
+	uint64_t nmissing; /* distinct pages named */
+	struct fy_lazy *lazy;
+	uint64_t units[FY_MAX_REGIONS]; /* per region, from the loader */
+	struct fy_bulk stage;	/* the main connection's staging buffer */
+	size_t stage_size;	/* every connection's, in bytes */
+	/* The main connection's sending direction is shared by the fault
+	 * thread (PAGE_REQ) and the main thread (answers) after the
+	 * transition: tx_lock guards it, and what follows. */
+	pthread_mutex_t tx_lock;
+	bool req_open;		/* PAGE_REQ may go out (after the OK) */
+	struct fy_buf req;	/* a PAGE_REQ, encoded */
+	_Atomic uint64_t pages_requested;
+	/* MEMORY records and bytes the main connection placed since the
+	 * last OK of POSTCOPY or RESUME. */
+	uint64_t records, bytes;
+	/* Credentials from HELLO's answer, for RESUME. */
+	uint64_t session_id;
+	uint8_t token[16];
+	uint32_t generation; /* the highest RESUME generation accepted */
+	uint32_t channels;   /* connections the source uses (from JOIN) */
+	uint32_t recoveries;
+	bool acquired;	     /* the VMM took the external resources */
+	bool resumed;	     /* the guest's vCPUs were resumed here */
+	uint64_t t_lazy_ns, t_resume_ns;
+	/* The listener the current connections came through, when it is
+	 * ours: its UNIX socket file goes with it. */
+	struct fy_uri where;
+	bool where_ours;
+};
+
+struct receiver {
+	ferry_session *s;
+	struct fy_chan ch;
+	struct fy_recv_pool pool; /* extra data connections */
+	struct fy_recv_sm sm;
+	struct fy_pass_begin pass;
+	uint64_t pass_records;
+	uint64_t pass_bytes;
+	uint64_t t_final; /* final pass began: the source is paused */
+	bool final_done;  /* a final pass completed: STATE may follow */
+	bool resumed;
+	struct fy_pc_recv pc;
+	char err[384];
+};
+
+/* receive.c */
+/* OK / ERROR on the main connection (under pc.tx_lock). */
+int fy_recv_respond_ok(struct receiver *x, uint32_t seq, const struct fy_buf *b);
+void fy_recv_respond_error(struct receiver *x, uint32_t seq, int code,
+			   const char *msg);
+/* Listen on @u (tcp: or unix: only, never a borrowed fd), sized for the
+ * session's window and announced as accept_one does. 0 and *@lfd, or a
+ * negative code with @err set. */
+int fy_recv_listen(ferry_session *s, const struct fy_uri *u, int *lfd,
+		   char *err, size_t errlen);
+
+/* postcopy_recv.c */
+void fy_pc_init(struct receiver *x);
+void fy_pc_free(struct receiver *x);
+/* At HELLO: may this destination offer postcopy? (@why: if not). */
+bool fy_pc_can_offer(struct receiver *x, char *why, size_t len);
+int fy_pc_discard(struct receiver *x, struct fy_buf *reply);
+/* POSTCOPY: count check, register memory, the transition, resume; fills
+ * @reply with the OK's body. Before the transition a failure leaves
+ * the machine in PC_LOADED (the caller answers not-run). */
+int fy_pc_postcopy(struct receiver *x, struct fy_buf *reply);
+/*
+ * The postcopy phase after the OK of POSTCOPY, with pauses and
+ * recoveries, until every page is placed and POSTCOPY_END is answered.
+ * @rc: 0, or the failure that already ended the transition's connection.
+ * Return: 0 (completed); it does not return while paused.
+ */
+int fy_pc_run(struct receiver *x, int rc);
+
+#endif /* FY_RECEIVE_H */
