@@ -840,8 +840,7 @@ def b10_part1(recs):
 def b10_part2(recs):
     rs = of(recs, "latency")
     print(f"\n== 10.2 Fault latency on loopback: {META.get('lat_ram_mib')} MiB random "
-          f"guest writing {META.get('lat_rate')} MB/s, --postcopy-after-passes 1 "
-          "--downtime-ms 1, "
+          f"guest writing {META.get('lat_rate')} MB/s, --postcopy-after-passes 1, "
           f"no cap, {plural(len(rs), 'round')} ==")
     if not rs:
         print("not run" + (f": {META['skip_postcopy']}" if META.get("skip_postcopy") else ""))

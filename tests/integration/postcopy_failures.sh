@@ -38,7 +38,7 @@ MIG_src="" PORT_src="" PORT_src2="" RES="" RPORT="" PID_src="" PID_dst=""
 # its report in $T/SRC.m.json).
 start_pair() {
 	local src=$1 dst=$2 port
-	port=$(free_port)
+	port=$(listen_port)
 	start_vm "$dst" --memory $MEM --incoming "tcp:127.0.0.1:$port"
 	start_vm "$src" --memory $MEM --workload random --dirty-rate 50
 	"$FERRY" migrate "$T/$src.sock" "tcp:127.0.0.1:$port" --postcopy-after-passes 1 \
@@ -89,7 +89,7 @@ paused() {
 # report in $T/SRC.rN.json) so that a caller can break it again.
 recover_start() {
 	local port
-	port=$(free_port)
+	port=$(listen_port)
 	"$FERRY" recover "$T/$2.sock" "tcp:127.0.0.1:$port" >"$T/$2.rec$3.log" 2>&1 ||
 		fail "ferry recover $2 refused: $(cat "$T/$2.rec$3.log")"
 	grep -q "listening at tcp:127.0.0.1:$port" "$T/$2.rec$3.log" ||
@@ -199,7 +199,7 @@ stranger)
 	cut "$PORT_src2"
 	paused src dst
 	paused src2 dst2
-	port=$(free_port)
+	port=$(listen_port)
 	"$FERRY" recover "$T/dst.sock" "tcp:127.0.0.1:$port" >"$T/rec.log" 2>&1 ||
 		fail "ferry recover refused: $(cat "$T/rec.log")"
 	# The other session's source knocks at the recovery address.
@@ -214,7 +214,7 @@ stranger)
 	# listens there, else after another recover.
 	if [ "$(json_field "$T/dst.now.json" 'd.get("listening")')" != "\"tcp:127.0.0.1:$port\"" ]; then
 		wait_until 10 state_is dst postcopy-paused || fail "destination after the stranger: $(status_field dst 'd["migration"]')"
-		port=$(free_port)
+		port=$(listen_port)
 		"$FERRY" recover "$T/dst.sock" "tcp:127.0.0.1:$port" >"$T/rec2.log" 2>&1 ||
 			fail "ferry recover after the stranger refused: $(cat "$T/rec2.log")"
 	fi

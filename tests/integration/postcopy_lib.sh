@@ -54,3 +54,24 @@ status_is() {
 	snap "$name"
 	assert_json "$T/$name.now.json" "$@"
 }
+
+# listen_port: a free loopback TCP port below the kernel's ephemeral range.
+# ss -K picks a migration's connections by the port they meet at; a port
+# from the ephemeral range (lib.sh's free_port) can come back, once its
+# listener closed, as the local port of another migration's connection,
+# which a cut would then break too.
+listen_port() {
+	python3 - <<'PY'
+import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    p = random.randrange(10000, max(lo, 10001))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    print(p)
+    break
+PY
+}
