@@ -17,7 +17,8 @@
 # at the same size and cap, R rounds; its precopy and auto-converge once
 # each (not with --quick).
 # Part 2, fault latency on loopback: a 2 GiB `random` guest writing
-# 400 MB/s, --postcopy-after-passes 1, no cap, R rounds: the
+# 400 MB/s, --postcopy-after-passes 1 (which switches even when what is
+# left after pass 1 would fit the downtime limit), no cap, R rounds: the
 # destination's fault p50/p99/max (targets p50 <= 100 us, p99 <= 1 ms),
 # postcopy_ms (the switch to the last page placed), pages requested vs
 # pushed.

@@ -24,26 +24,21 @@
 #                right source then completes
 . "$(dirname "$0")/lib.sh"
 CASE=${1:?case: cut, cut-twice, kill-destination, kill-source, cancel or stranger}
-"$FERRY" migrate --help 2>&1 | grep -q -- '--postcopy' ||
-	{ echo "skip: this ferry migrate has no --postcopy (the postcopy engine and CLI are not in this build)"; exit 77; }
-[ "$(id -u)" = 0 ] || { echo "skip: postcopy needs userfaultfd to serve faults taken in the kernel too, which needs root (or /dev/userfaultfd access) here"; exit 77; }
+# shellcheck source=tests/integration/postcopy_lib.sh
+. "$(dirname "$0")/postcopy_lib.sh"
+skip_unless_postcopy
 command -v ss >/dev/null || { echo "skip: ss (iproute2) is not installed"; exit 77; }
 export FERRY_VM_LOG=2
 MEM=128M
 # Set by start_pair, recover_start and lib.sh's start_vm (through eval).
 MIG_src="" PORT_src="" PORT_src2="" RES="" RPORT="" PID_src="" PID_dst=""
 
-# state_is NAME STATE: NAME's migration.state is STATE
-state_is() { [ "$(status_field "$1" 'd["migration"]["state"]')" = "\"$2\"" ]; }
-state_of() { status_field "$1" 'd["migration"]["state"]' | tr -d '"'; }
-owner_of() { status_field "$1" 'd["migration"]["owner"]' | tr -d '"'; }
-
 # start_pair SRC DST: two VMs and a postcopy migration from SRC to DST in
 # the background. Sets PORT_<SRC> and MIG_<SRC> (the ferry migrate pid,
 # its report in $T/SRC.m.json).
 start_pair() {
 	local src=$1 dst=$2 port
-	port=$(free_port)
+	port=$(listen_port)
 	start_vm "$dst" --memory $MEM --incoming "tcp:127.0.0.1:$port"
 	start_vm "$src" --memory $MEM --workload random --dirty-rate 50
 	"$FERRY" migrate "$T/$src.sock" "tcp:127.0.0.1:$port" --postcopy-after-passes 1 \
@@ -83,12 +78,9 @@ cut() {
 paused() {
 	wait_until 20 state_is "$1" postcopy-paused || fail "$1 not paused: $(status_field "$1" 'd["migration"]')"
 	wait_until 20 state_is "$2" postcopy-paused || fail "$2 not paused: $(status_field "$2" 'd["migration"]')"
-	[ "$(owner_of "$1")" = destination ] || fail "$1 paused, owner $(owner_of "$1")"
-	[ "$(owner_of "$2")" = destination ] || fail "$2 paused, owner $(owner_of "$2")"
-	[ "$(guest_state "$2")" = running ] || fail "$2's guest: $(guest_state "$2")"
-	[ "$(guest_state "$1")" != running ] || fail "$1's guest runs although the destination owns it"
-	[ "$(status_field "$2" 'd["migration"]["pages_missing"] > 0')" = true ] ||
-		fail "$2 paused with no page missing: $(status_field "$2" 'd["migration"]')"
+	status_is "$1" "$1 paused" 'm["owner"] == "destination"' 'd["guest"]["state"] != "running"'
+	status_is "$2" "$2 paused" 'm["owner"] == "destination"' 'd["guest"]["state"] == "running"' \
+		'm["pages_missing"] > 0'
 }
 
 # recover SRC DST N: the destination listens again at a new port and the
@@ -97,7 +89,7 @@ paused() {
 # report in $T/SRC.rN.json) so that a caller can break it again.
 recover_start() {
 	local port
-	port=$(free_port)
+	port=$(listen_port)
 	"$FERRY" recover "$T/$2.sock" "tcp:127.0.0.1:$port" >"$T/$2.rec$3.log" 2>&1 ||
 		fail "ferry recover $2 refused: $(cat "$T/$2.rec$3.log")"
 	grep -q "listening at tcp:127.0.0.1:$port" "$T/$2.rec$3.log" ||
@@ -110,23 +102,14 @@ recover_start() {
 # completed SRC DST REPORT N: REPORT says completed, verified, postcopy, N
 # recoveries; both statuses agree; the destination's guest runs clean.
 completed() {
-	local m=$3
-	[ "$(json_field "$m" 'd["status"]')" = '"completed"' ] || fail "status: $(tail -n1 "$m")"
-	[ "$(json_field "$m" 'd["verified"]')" = true ] || fail "not verified: $(tail -n1 "$m")"
-	[ "$(json_field "$m" 'd["postcopy"]')" = true ] || fail "not postcopy: $(tail -n1 "$m")"
-	[ "$(json_field "$m" 'd["recoveries"]')" = "$4" ] || fail "recoveries (want $4): $(tail -n1 "$m")"
-	[ "$(json_field "$m" 'd["owner"]')" = '"destination"' ] || fail "owner: $(tail -n1 "$m")"
-	state_is "$1" completed || fail "$1: $(status_field "$1" 'd["migration"]')"
-	[ "$(owner_of "$1")" = destination ] || fail "$1 owner: $(owner_of "$1")"
-	wait_until 10 state_is "$2" completed || fail "$2: $(status_field "$2" 'd["migration"]')"
-	[ "$(owner_of "$2")" = destination ] || fail "$2 owner: $(owner_of "$2")"
-	[ "$(status_field "$2" 'd["migration"]["pages_missing"]')" = 0 ] ||
-		fail "$2 completed with pages missing: $(status_field "$2" 'd["migration"]')"
-	[ "$(status_field "$2" 'd["migration"]["recoveries"]')" = "$4" ] ||
-		fail "$2 recoveries (want $4): $(status_field "$2" 'd["migration"]')"
+	assert_json "$3" "report" 'd["status"] == "completed"' 'd["verified"] is True' \
+		'd["postcopy"] is True' "d['recoveries'] == $4" 'd["owner"] == "destination"'
+	status_is "$1" "$1" 'm["state"] == "completed"' 'm["owner"] == "destination"' \
+		'd["guest"]["state"] == "migrated"'
+	wait_until 20 state_is "$2" completed || fail "$2: $(cat "$T/$2.now.json")"
+	status_is "$2" "$2" 'm["owner"] == "destination"' 'm["pages_missing"] == 0' \
+		"m['recoveries'] == $4" 'd["guest"]["check_errors"] == 0'
 	guest_runs "$2" || fail "$2's guest does not run"
-	[ "$(status_field "$2" 'd["guest"]["check_errors"]')" = 0 ] || fail "$2's guest found bad pages"
-	[ "$(guest_state "$1")" = migrated ] || fail "$1's guest: $(guest_state "$1")"
 }
 
 brief() { json_field "$1" '{k: d.get(k) for k in ("status", "total_ms", "postcopy_ms", "pages_requested", "pages_pushed", "recoveries")}'; }
@@ -141,8 +124,7 @@ cut | cut-twice)
 	wait "$MIG_src"
 	rc=$?
 	[ "$rc" != 0 ] || fail "ferry migrate exited 0 on a paused migration: $(tail -n1 "$T/src.m.json")"
-	[ "$(json_field "$T/src.m.json" 'd["status"]')" != '"completed"' ] ||
-		fail "the paused run's report says completed"
+	assert_json "$T/src.m.json" "the paused run's report" 'd["status"] != "completed"'
 	grep -q "ferry recover" "$T/src.m.log" || fail "ferry migrate did not say how to go on: $(tail -n 5 "$T/src.m.log")"
 	steps0=$(steps dst)
 	recover_start src dst 1
@@ -167,7 +149,7 @@ kill-destination)
 	start_postcopy src dst
 	kill -9 "$PID_dst"
 	wait_until 20 state_is src postcopy-paused || fail "source not paused: $(status_field src 'd["migration"]')"
-	[ "$(owner_of src)" = destination ] || fail "source owner: $(owner_of src)"
+	status_is src "source paused" 'm["owner"] == "destination"'
 	sleep 1
 	guest_runs src && fail "the source's guest runs on its own after the switch"
 	state_is src postcopy-paused || fail "the source left the pause by itself: $(status_field src 'd["migration"]')"
@@ -176,28 +158,21 @@ kill-destination)
 	grep -q "may have run at the destination" "$T/res.log" || fail "no warning: $(cat "$T/res.log")"
 	grep -q "two copies" "$T/res.log" || fail "the warning does not say what it risks: $(cat "$T/res.log")"
 	guest_runs src || fail "the source's guest does not run after ferry resume --force"
-	[ "$(owner_of src)" = source ] || fail "owner after the forced resume: $(owner_of src)"
-	[ "$(status_field src 'd["guest"]["check_errors"]')" = 0 ] || fail "the source's guest found bad pages"
-	[ "$(status_field src 'd["report"]["status"]')" != '"completed"' ] ||
-		fail "the forced resume's report says completed"
-	grep -qi "two copies\|may have run" <<<"$(status_field src 'd["report"]["error"]')" ||
-		fail "the report does not say what the forced resume risks: $(status_field src 'd["report"]')"
-	pass "destination killed: source paused (owner destination) until ferry resume --force, which warned: $(status_field src 'd["report"]["error"]')"
+	status_is src "after the forced resume" 'm["owner"] == "source"' 'd["guest"]["check_errors"] == 0' \
+		'd["report"]["status"] != "completed"' \
+		'"two copies" in d["report"]["error"] or "may have run" in d["report"]["error"]'
+	pass "destination killed: source paused (owner destination) until ferry resume --force, which warned: $(json_field "$T/src.now.json" 'd["report"]["error"]')"
 	;;
 kill-source)
 	start_postcopy src dst
 	kill -9 "$PID_src"
 	wait_until 20 state_is dst postcopy-paused || fail "destination not paused: $(status_field dst 'd["migration"]')"
-	[ "$(owner_of dst)" = destination ] || fail "destination owner: $(owner_of dst)"
-	missing=$(status_field dst 'd["migration"]["pages_missing"]')
-	[ "$missing" -gt 0 ] || fail "pages_missing: $missing"
+	status_is dst "destination paused" 'm["owner"] == "destination"' 'm["pages_missing"] > 0'
+	missing=$(json_field "$T/dst.now.json" 'd["migration"]["pages_missing"]')
 	sleep 3
-	state_is dst postcopy-paused || fail "the destination left the pause: $(status_field dst 'd["migration"]')"
-	[ "$(status_field dst 'd["migration"]["pages_missing"]')" = "$missing" ] ||
-		fail "pages_missing changed without a source: $(status_field dst 'd["migration"]')"
-	[ "$(status_field dst 'd["verified"]')" != true ] || fail "the destination says verified"
-	[ "$(status_field dst '(d["report"] or {}).get("status")')" != '"completed"' ] ||
-		fail "the destination's report says completed"
+	status_is dst "destination 3 s later" 'm["state"] == "postcopy-paused"' \
+		"m['pages_missing'] == $missing" 'd["verified"] is not True' \
+		'(d["report"] or {}).get("status") != "completed"'
 	"$FERRY" status "$T/dst.sock" >"$T/dst.st.txt" 2>&1
 	grep -q "$missing" "$T/dst.st.txt" || fail "ferry status does not show the missing pages: $(cat "$T/dst.st.txt")"
 	kill -0 "$PID_dst" || fail "the destination exited"
@@ -224,23 +199,22 @@ stranger)
 	cut "$PORT_src2"
 	paused src dst
 	paused src2 dst2
-	port=$(free_port)
+	port=$(listen_port)
 	"$FERRY" recover "$T/dst.sock" "tcp:127.0.0.1:$port" >"$T/rec.log" 2>&1 ||
 		fail "ferry recover refused: $(cat "$T/rec.log")"
 	# The other session's source knocks at the recovery address.
 	timeout 60 "$FERRY" migrate "$T/src2.sock" "tcp:127.0.0.1:$port" --resume --json \
 		>"$T/x.json" 2>"$T/x.log" && fail "a stranger resumed the session: $(tail -n1 "$T/x.json")"
-	missing=$(status_field dst 'd["migration"]["pages_missing"]')
-	[ "$missing" -gt 0 ] || fail "the destination lost its missing pages to the stranger: $missing"
-	state_is dst completed && fail "the stranger completed the migration"
-	[ "$(status_field dst 'd["migration"]["recoveries"] or 0')" = 0 ] ||
-		fail "the stranger counts as a recovery: $(status_field dst 'd["migration"]')"
-	state_is src2 postcopy-paused || fail "the stranger left its own pause: $(status_field src2 'd["migration"]')"
+	grep -q "wrong session or token" "$T/x.log" ||
+		fail "the stranger was not refused for its token: $(tail -n 3 "$T/x.log")"
+	status_is dst "after the stranger" 'm["pages_missing"] > 0' 'm["state"] != "completed"' \
+		'not m["recoveries"]' 'm["owner"] == "destination"'
+	status_is src2 "the stranger" 'm["state"] == "postcopy-paused"'
 	# The right source: at the same address if the destination still
 	# listens there, else after another recover.
-	if [ "$(status_field dst 'd.get("listening")')" != "\"tcp:127.0.0.1:$port\"" ]; then
+	if [ "$(json_field "$T/dst.now.json" 'd.get("listening")')" != "\"tcp:127.0.0.1:$port\"" ]; then
 		wait_until 10 state_is dst postcopy-paused || fail "destination after the stranger: $(status_field dst 'd["migration"]')"
-		port=$(free_port)
+		port=$(listen_port)
 		"$FERRY" recover "$T/dst.sock" "tcp:127.0.0.1:$port" >"$T/rec2.log" 2>&1 ||
 			fail "ferry recover after the stranger refused: $(cat "$T/rec2.log")"
 	fi
