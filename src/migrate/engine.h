@@ -229,9 +229,11 @@ void fy_session_progress(ferry_session *s);
  * ferry_session_recover() (0, its URI in @uri) or, on a source,
  * ferry_session_force_resume() (FERRY_EPOSTCOPY). There is no timeout:
  * the guest's memory is split between the two sides and only an operator
- * may decide. A cancel does not end the wait.
+ * may decide. A cancel does not end the wait. @tick (may be NULL) runs
+ * about once a second meanwhile, without the session's lock.
  */
-int fy_session_pc_wait(ferry_session *s, char *uri, size_t len);
+int fy_session_pc_wait(ferry_session *s, char *uri, size_t len,
+		       void (*tick)(void *opaque), void *opaque);
 /* The run has passed the transition: cancels are ignored from now on. */
 void fy_session_pc_transitioned(ferry_session *s);
 /* After HELLO on a source: whether postcopy can be used (@why: if not). */

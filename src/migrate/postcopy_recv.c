@@ -560,10 +560,16 @@ static int pc_end(struct receiver *x, uint32_t seq)
 			 ferry_strerror(rc));
 		return rc;
 	}
+	/* When the last page was placed (this host's monotonic clock): the
+	 * source's postcopy_ms ends there, not after the VMM's note. */
+	fy_lazy_stats(x->pc.lazy, &ls);
+	run.resumed_ns = ls.complete_ms > 0
+				 ? x->pc.t_lazy_ns +
+					   (uint64_t)(ls.complete_ms * 1e6)
+				 : fy_now_ns();
 	if (s->ops.running_note)
 		s->ops.running_note(s->cfg.opaque, run.note, sizeof(run.note));
 	run.note[sizeof(run.note) - 1] = 0;
-	run.resumed_ns = fy_now_ns();
 	fy_buf_init(&reply);
 	rc = fy_running_encode(&reply, &run);
 	if (!rc)
@@ -960,6 +966,12 @@ static int complete(struct receiver *x)
 	return 0;
 }
 
+/* While paused: the loader's figures keep coming. */
+static void pc_tick(void *opaque)
+{
+	publish(opaque);
+}
+
 /**
  * fy_pc_run() - see receive.h.
  * @x: the receiver, past the transition.
@@ -978,7 +990,7 @@ int fy_pc_run(struct receiver *x, int rc)
 		if (!rc)
 			return complete(x);
 		pause_run(x, rc);
-		while (fy_session_pc_wait(x->s, uri, sizeof(uri)))
+		while (fy_session_pc_wait(x->s, uri, sizeof(uri), pc_tick, x))
 			;
 		rc = recover(x, uri);
 	}

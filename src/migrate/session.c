@@ -349,8 +349,10 @@ FERRY_API int ferry_session_force_resume(ferry_session *s)
 /**
  * fy_session_pc_wait() - see engine.h.
  */
-int fy_session_pc_wait(ferry_session *s, char *uri, size_t len)
+int fy_session_pc_wait(ferry_session *s, char *uri, size_t len,
+		       void (*tick)(void *opaque), void *opaque)
 {
+	struct timespec ts;
 	int rc;
 
 	pthread_mutex_lock(&s->lock);
@@ -360,8 +362,18 @@ int fy_session_pc_wait(ferry_session *s, char *uri, size_t len)
 	pthread_mutex_unlock(&s->lock);
 	fy_session_set_state(s, FERRY_STATE_POSTCOPY_PAUSED);
 	pthread_mutex_lock(&s->lock);
-	while (!s->pc_uri[0] && !s->pc_force)
-		pthread_cond_wait(&s->pc_cv, &s->lock);
+	while (!s->pc_uri[0] && !s->pc_force) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (pthread_cond_timedwait(&s->pc_cv, &s->lock, &ts) &&
+		    tick) {
+			/* The statistics go on while paused (a vCPU that
+			 * faults meanwhile is a fault). */
+			pthread_mutex_unlock(&s->lock);
+			tick(opaque);
+			pthread_mutex_lock(&s->lock);
+		}
+	}
 	rc = s->pc_force ? FERRY_EPOSTCOPY : 0;
 	snprintf(uri, len, "%s", s->pc_uri);
 	s->pc_paused = false;
