@@ -266,6 +266,9 @@ static void *pusher(void *arg)
  * Answer one PAGE_REQ: every requested unit, on the main connection, now
  * (the destination's vCPU waits for it), whether or not the push sent it
  * already; the push then goes on from there, near the fault. Locked.
+ * Also after POSTCOPY_END, until its answer: the unit may be in flight in
+ * a data connection's tail, and the answer overtakes it (the destination
+ * places it without counting it).
  */
 static int answer(struct pc_src *p, const struct fy_page_list *l)
 {
@@ -315,7 +318,7 @@ static int on_page_req(struct pc_src *p)
 	pthread_mutex_lock(&p->lock);
 	if (rc)
 		pc_fail_locked(p, FERRY_EPROTO, "bad PAGE_REQ: %s", err);
-	else if (!p->ended) /* after POSTCOPY_END: every page was sent */
+	else if (!p->answered) /* also after POSTCOPY_END: see answer() */
 		rc = answer(p, &l);
 	if (rc && !p->err)
 		pc_fail_locked(p, rc, "answering a page request: %s",
