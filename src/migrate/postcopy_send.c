@@ -491,6 +491,8 @@ static int start_threads(struct pc_src *p)
 	p->bytes = 0;
 	p->npushers = 0;
 	p->pushing = 0;
+	/* Answers to page requests go before the push on a capped link. */
+	x->ch.tx.urgent = true;
 	if (pthread_create(&p->reader, NULL, reader, p))
 		return -EAGAIN;
 	p->reader_on = true;

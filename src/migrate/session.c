@@ -478,6 +478,28 @@ FERRY_API int ferry_buf_append(struct ferry_buf *buf, const void *data,
  *
  * Return: 0, or FERRY_ECANCELED if the session was cancelled meanwhile.
  */
+/**
+ * fy_session_pace_urgent() - book @bytes on the capped link without
+ * waiting: they go before everything booked and not yet sent (postcopy's
+ * answers to page requests, which a vCPU waits for), and the senders
+ * that booked before wait that much longer, so the cap holds over time.
+ * @s: the session.
+ * @bytes: what the caller is about to write.
+ */
+void fy_session_pace_urgent(ferry_session *s, uint64_t bytes)
+{
+	uint64_t rate = s->cfg.max_bandwidth, now;
+
+	if (!rate || !bytes)
+		return;
+	now = fy_now_ns();
+	pthread_mutex_lock(&s->lock);
+	if (s->pace_next_ns + FY_PACE_SLACK_NS < now)
+		s->pace_next_ns = now - FY_PACE_SLACK_NS;
+	s->pace_next_ns += (uint64_t)((double)bytes * 1e9 / (double)rate);
+	pthread_mutex_unlock(&s->lock);
+}
+
 int fy_session_pace(ferry_session *s, uint64_t bytes)
 {
 	uint64_t rate = s->cfg.max_bandwidth, now, start;
