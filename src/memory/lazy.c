@@ -44,6 +44,9 @@
  * address space was changing, e.g. during a fork).
  */
 #include <errno.h>
+#include <limits.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/userfaultfd.h>
@@ -102,6 +105,7 @@ struct lz_worker {
 };
 
 struct fy_lazy {
+	int fault_nice;	/* the fault thread's (fy_lazy_config.fault_nice) */
 	struct lz_region *rg;
 	size_t nrg;
 	struct fy_lazy_source src;
@@ -722,6 +726,31 @@ static int lz_serve(struct fy_lazy *l, struct lz_worker *w, uint64_t addr,
 	return rc ? lz_ask(l, w, ri, off) : 0;
 }
 
+/**
+ * fy_thread_nice() - see lazy.h.
+ */
+int fy_thread_nice(int nice)
+{
+	id_t tid = (id_t)syscall(SYS_gettid);
+	int old;
+
+	errno = 0;
+	old = getpriority(PRIO_PROCESS, tid);
+	if ((old == -1 && errno) || old == nice ||
+	    setpriority(PRIO_PROCESS, tid, nice))
+		return INT_MIN;
+	return old;
+}
+
+/**
+ * fy_thread_unnice() - see lazy.h.
+ */
+void fy_thread_unnice(int old)
+{
+	if (old != INT_MIN)
+		setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), old);
+}
+
 static void *lz_fault_main(void *arg)
 {
 	struct lz_worker *w = arg;
@@ -735,6 +764,8 @@ static void *lz_fault_main(void *arg)
 	uint64_t t0;
 	int err;
 
+	if (l->fault_nice)
+		fy_thread_nice(l->fault_nice);
 	while (!atomic_load(&l->stop)) {
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -998,6 +1029,7 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 	}
 	/* The default batch grows to a unit larger than itself (1 GiB
 	 * pages); a batch the caller sets must hold whole units. */
+	l->fault_nice = cfg->fault_nice;
 	l->batch = cfg->batch_bytes ? cfg->batch_bytes :
 		   (LZ_DEFAULT_BATCH > l->max_unit ? LZ_DEFAULT_BATCH : l->max_unit);
 	for (i = 0; i < l->nrg; i++) {

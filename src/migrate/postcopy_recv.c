@@ -223,6 +223,7 @@ static int start_loader(struct receiver *x)
 		.nregions = s->nregions,
 		.source = { .request = lazy_request, .opaque = x },
 		.background_threads = 0,
+		.fault_nice = FY_URGENT_NICE,
 		.present = present,
 	};
 	char why[256] = "";
@@ -693,7 +694,7 @@ static int pc_next(struct receiver *x, struct fy_rec_hdr *h)
  * until POSTCOPY_END is answered. Return: 0 (complete), or the failure
  * (x->err says it) after which the run pauses.
  */
-static int phase(struct receiver *x)
+static int phase_run(struct receiver *x)
 {
 	uint64_t last = UINT64_MAX, quiet = fy_now_ns();
 	struct fy_rec_hdr h;
@@ -733,6 +734,19 @@ static int phase(struct receiver *x)
 		if (x->sm.state == FY_RS_RUNNING)
 			return 0;
 	}
+}
+
+/*
+ * The session's thread reads the main connection, the urgent lane, in
+ * this phase: it runs at the lane's priority meanwhile (where the system
+ * allows it), and at the VMM's again after.
+ */
+static int phase(struct receiver *x)
+{
+	int old = fy_thread_nice(FY_URGENT_NICE), rc = phase_run(x);
+
+	fy_thread_unnice(old);
+	return rc;
 }
 
 /*

@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "memory/lazy.h"
 #include "migrate/sender.h"
 
 struct pc_src {
@@ -359,6 +360,9 @@ static void *reader(void *arg)
 	struct pc_src *p = arg;
 	struct sender *x = p->x;
 	char msg[160];
+
+	/* The urgent lane: a vCPU at the destination waits for each answer. */
+	fy_thread_nice(FY_URGENT_NICE);
 
 	for (;;) {
 		struct fy_rec_hdr h;
