@@ -176,8 +176,12 @@ static int region_drop(const struct lz_region *r, uint64_t off, uint64_t len,
 #ifndef SYS_process_madvise
 #define SYS_process_madvise 440
 #endif
-/* Runs dropped per system call: the kernel's limit on an iovec. */
+/* Runs dropped per system call: the kernel's limit on an iovec; and
+ * bytes per call: the kernel does at most MAX_RW_COUNT (2 GiB less a
+ * page) per process_madvise() and returns the bytes done, so a batch
+ * stays below 1 GiB and a longer run is split. */
 #define FY_DROP_BATCH 1024
+#define FY_DROP_BYTES (1ull << 30)
 
 /*
  * Drop @n runs at once: process_madvise(2) on this process flushes the
@@ -257,7 +261,7 @@ static int check_dropped(const struct lz_region *r, char *err, size_t errlen)
 static int drop_missing(const struct lz_region *r, char *err, size_t errlen)
 {
 	struct iovec iov[FY_DROP_BATCH];
-	uint64_t u = 0, first;
+	uint64_t u = 0, first, len, bytes = 0;
 	unsigned n = 0;
 	int pidfd = -1, rc = 0;
 
@@ -267,13 +271,26 @@ static int drop_missing(const struct lz_region *r, char *err, size_t errlen)
 			continue;
 		}
 		first = u;
-		while (u < r->units && !unit_placed(r, u))
+		while (u < r->units && !unit_placed(r, u) &&
+		       (u - first + 1) * r->unit <= FY_DROP_BYTES)
 			u++;
+		if (u == first)
+			u++; /* a unit of 1 GiB or more, alone */
+		len = (u - first) * r->unit;
+		if (n && bytes + len > FY_DROP_BYTES) {
+			rc = drop_runs(r, iov, n, &pidfd, err, errlen);
+			n = 0;
+			bytes = 0;
+			if (rc)
+				break;
+		}
 		iov[n].iov_base = r->host + first * r->unit;
-		iov[n].iov_len = (u - first) * r->unit;
+		iov[n].iov_len = len;
+		bytes += len;
 		if (++n == FY_DROP_BATCH) {
 			rc = drop_runs(r, iov, n, &pidfd, err, errlen);
 			n = 0;
+			bytes = 0;
 		}
 	}
 	if (!rc && n)

@@ -955,7 +955,11 @@ int fy_pc_send(struct sender *x)
 		if (p->unit[r] > unit)
 			unit = p->unit[r];
 	}
-	p->max_rec = s->cfg.chunk_bytes > unit ? s->cfg.chunk_bytes : unit;
+	/* Whole units in every record: units are powers of two, so a
+	 * multiple of the largest is one of every other. */
+	p->max_rec = s->cfg.chunk_bytes / unit * unit;
+	if (!p->max_rec)
+		p->max_rec = unit;
 	pthread_mutex_lock(&p->lock);
 	need_from_ranges(p, &x->ranges);
 	pthread_mutex_unlock(&p->lock);
