@@ -411,6 +411,9 @@ static void open_requests(struct receiver *x)
 {
 	int n;
 
+	/* A quiet lane is normal (no fault); a dead source is TCP's to see
+	 * (the data connections' silence is pc_idle()'s). */
+	fy_transport_watch(x->ch.fd, 10);
 	pthread_mutex_lock(&x->pc.tx_lock);
 	x->pc.req_open = true;
 	pthread_mutex_unlock(&x->pc.tx_lock);
@@ -562,6 +565,39 @@ static int pc_drain(struct receiver *x, const struct fy_postcopy_end *e)
 }
 
 /*
+ * After the answer to POSTCOPY_END: the source may still be writing a
+ * late answer to a page request. Closing now would turn it into a reset
+ * that can reach the source before it reads the answer, and the source
+ * would take a complete migration for a cut. So the sending side is shut
+ * first, and what still arrives is read and dropped until the source
+ * closes (it does once it has the answer), for a second at most.
+ */
+#define FY_LINGER_MS 1000
+
+static void linger(struct receiver *x)
+{
+	uint64_t until = fy_now_ns() + FY_LINGER_MS * 1000000ull;
+	char sink[16384];
+
+	if (shutdown(x->ch.fd, SHUT_WR))
+		return;
+	while (fy_now_ns() < until) {
+		struct pollfd pfd = { .fd = x->ch.fd, .events = POLLIN };
+		ssize_t n;
+
+		if (x->ch.rx.rlen > x->ch.rx.rpos) {
+			x->ch.rx.rpos = x->ch.rx.rlen; /* read ahead: dropped */
+			continue;
+		}
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		n = recv(x->ch.fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			return;
+	}
+}
+
+/*
  * POSTCOPY_END: everything the source sent has arrived; every page must
  * be placed now. Then the memory is plain memory again and the answer is
  * "running", with the VMM's note.
@@ -620,6 +656,8 @@ static int pc_end(struct receiver *x, uint32_t seq)
 		fy_session_log(s, 0,
 			       "postcopy complete, but the source did not get the confirmation: %s",
 			       ferry_strerror(rc));
+	else
+		linger(x);
 	return 0;
 }
 

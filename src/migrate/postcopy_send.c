@@ -27,6 +27,10 @@
 #include "memory/lazy.h"
 #include "migrate/sender.h"
 
+/* Seconds of silence before TCP probes a postcopy connection's peer;
+ * a dead one is seen within about three times that. */
+#define FY_PC_WATCH_S 10
+
 struct pc_src {
 	struct sender *x;
 	ferry_session *s;
@@ -47,6 +51,7 @@ struct pc_src {
 	char why[256];
 	bool ended;			/* POSTCOPY_END sent: no more data */
 	bool answered;			/* ... and answered */
+	bool late_failed;		/* an answer after it failed: no more */
 	uint64_t t_end;			/* when the answer came */
 	unsigned pushing;		/* pushers still running */
 	bool stop;
@@ -54,6 +59,9 @@ struct pc_src {
 	bool reader_on;
 	unsigned npushers;
 	uint32_t generation;		/* of the last RESUME */
+	unsigned conns;			/* connections at the start, the main
+					   one included: a recovery joins them
+					   all again */
 	uint64_t wire_base;		/* bytes of connections closed since */
 	uint64_t t_switch;		/* POSTCOPY sent */
 	uint64_t t_resumed;
@@ -319,8 +327,15 @@ static int on_page_req(struct pc_src *p)
 	pthread_mutex_lock(&p->lock);
 	if (rc)
 		pc_fail_locked(p, FERRY_EPROTO, "bad PAGE_REQ: %s", err);
-	else if (!p->answered) /* also after POSTCOPY_END: see answer() */
-		rc = answer(p, &l);
+	else if (!p->answered && !p->late_failed)
+		rc = answer(p, &l); /* also after POSTCOPY_END: see answer() */
+	if (rc && p->ended && !p->err) {
+		/* Every page went out before POSTCOPY_END: a late answer
+		 * that fails loses nothing, and the destination's answer to
+		 * POSTCOPY_END may be waiting to be read. */
+		p->late_failed = true;
+		rc = 0;
+	}
 	if (rc && !p->err)
 		pc_fail_locked(p, rc, "answering a page request: %s",
 			       ferry_strerror(rc));
@@ -371,7 +386,7 @@ static void *reader(void *arg)
 		int rc;
 
 		/* No idle limit: a guest that faults on nothing sends
-		 * nothing; a dead link is seen by TCP (fy_transport_tune). */
+		 * nothing; a dead link is seen by TCP (fy_transport_watch). */
 		rc = fy_chan_recv_hdr(&x->ch, &h, 0);
 		if (!rc)
 			rc = fy_chan_recv_body(&x->ch, &h);
@@ -491,12 +506,18 @@ static int start_threads(struct pc_src *p)
 	p->why[0] = 0;
 	p->ended = false;
 	p->answered = false;
+	p->late_failed = false;
 	p->records = 0;
 	p->bytes = 0;
 	p->npushers = 0;
 	p->pushing = 0;
 	/* Answers to page requests go before the push on a capped link. */
 	x->ch.tx.urgent = true;
+	/* The reader and the wait for POSTCOPY_END's answer have no
+	 * deadline: TCP tells a dead peer. */
+	fy_transport_watch(x->ch.fd, FY_PC_WATCH_S);
+	for (unsigned i = 0; i < x->nextra; i++)
+		fy_transport_watch(x->extra[i].fd, FY_PC_WATCH_S);
 	if (pthread_create(&p->reader, NULL, reader, p))
 		return -EAGAIN;
 	p->reader_on = true;
@@ -830,7 +851,7 @@ static int postcopy_loop(struct pc_src *p, int rc)
 {
 	struct sender *x = p->x;
 	ferry_session *s = p->s;
-	unsigned conns = 1 + x->nextra;
+	unsigned conns = p->conns;
 	char why[256], uri[FERRY_URI_MAX];
 
 	if (rc)
@@ -920,6 +941,29 @@ static struct pc_src *pc_new(struct sender *x)
 	return p;
 }
 
+/*
+ * Data connections that broke during precopy were given up by the pool
+ * (it went on without them); the push runs only on the others. Their
+ * indices stay taken: a recovery joins every index again.
+ */
+static void keep_alive(struct sender *x)
+{
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < x->nextra; i++) {
+		if (x->pool.started && x->pool.conn[i + 1].dead) {
+			fy_chan_close(&x->extra[i]);
+			continue;
+		}
+		if (k != i) {
+			x->extra[k] = x->extra[i];
+			fy_chan_clear(&x->extra[i]);
+		}
+		k++;
+	}
+	x->nextra = k;
+}
+
 /**
  * fy_pc_send() - see sender.h.
  */
@@ -934,7 +978,14 @@ int fy_pc_send(struct sender *x)
 		return fy_session_fail(s, -ENOMEM, "out of memory");
 	/* The send pool's workers are idle between passes; the phase has
 	 * threads of its own on the same connections. */
+	p->conns = 1 + x->nextra;
+	keep_alive(x);
 	fy_send_pool_stop(&x->pool);
+	if (!x->nextra) {
+		rc = fy_session_fail(s, -ENOTCONN,
+				     "every data connection broke during precopy: postcopy has none left to push over");
+		goto out;
+	}
 	rc = fy_snd_pause(x);
 	if (!rc)
 		fy_snd_lift_throttle(x);
@@ -979,6 +1030,23 @@ out:
 	return rc;
 }
 
+/* Is a data connection left for the push? (Read between the pool's
+ * chunks: a connection that breaks right after only fails the switch
+ * before the transition, and the source resumes.) */
+static bool data_alive(struct sender *x)
+{
+	unsigned alive;
+
+	pthread_mutex_lock(&x->pool.lock);
+	alive = x->pool.alive;
+	pthread_mutex_unlock(&x->pool.lock);
+	if (alive < 2 && !x->pc_dead_logged) {
+		x->pc_dead_logged = true;
+		fy_session_log(x->s, 1, "postcopy is not possible any more: every data connection broke");
+	}
+	return alive >= 2;
+}
+
 /*
  * Auto mode, in the first pass: once it has run FY_PC_SAMPLE_MS, sample
  * the dirty rate (the pages taken out of the tracker are kept for the
@@ -1021,7 +1089,7 @@ bool fy_pc_cut(void *opaque, uint64_t sent)
 {
 	struct sender *x = opaque;
 
-	if (!x->pc_usable)
+	if (!x->pc_usable || !data_alive(x))
 		return false;
 	if (atomic_load(&x->s->pc_now) || auto_cut(x, sent)) {
 		x->pc_cut = true;
@@ -1040,7 +1108,7 @@ bool fy_pc_want(struct sender *x, uint32_t pass, double expect, bool at_limit)
 	bool slow = x->ranges.bytes * 2 > x->last_pass_bytes;
 	const char *why = NULL;
 
-	if (!x->pc_usable)
+	if (!x->pc_usable || !data_alive(x))
 		return false;
 	if (atomic_exchange(&s->pc_now, false))
 		why = "asked for";

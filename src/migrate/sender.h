@@ -50,6 +50,7 @@ struct sender {
 	uint64_t t_pass;      /* the current pass began */
 	bool pc_probed;	      /* auto: the dirty rate was sampled in pass 1 */
 	bool pc_cut;	      /* a pass ended early to switch */
+	bool pc_dead_logged;  /* "no data connection left" was logged */
 	struct fy_ranges early; /* pages found dirty during a pass */
 };
 

@@ -383,6 +383,28 @@ int fy_transport_accept(int lfd, int *fd, int timeout_ms)
 }
 
 /**
+ * fy_transport_watch() - see a dead peer on an idle connection: TCP
+ * keepalive probes after @idle_s without traffic, and a limit of
+ * @idle_s * 3 on data the peer does not acknowledge (TCP_USER_TIMEOUT),
+ * after which reads and writes fail with ETIMEDOUT. Postcopy's
+ * connections may rightly stay silent (no fault, nothing left to push)
+ * and have no other deadline. UNIX sockets need none: they end with
+ * the process. Best effort.
+ */
+void fy_transport_watch(int fd, int idle_s)
+{
+	int one = 1, intvl = idle_s / 2 ? idle_s / 2 : 1, cnt = 4;
+	unsigned int user = (unsigned int)idle_s * 3000u;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)))
+		return; /* not a socket that has it */
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof(idle_s));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
+}
+
+/**
  * fy_transport_tune() - per-socket settings for migration channels.
  */
 void fy_transport_tune(int fd, int tick_ms)

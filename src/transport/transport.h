@@ -56,6 +56,8 @@ int fy_transport_accept(int lfd, int *fd, int timeout_ms);
  * @tick_ms so a blocked call returns regularly to check for cancellation.
  */
 void fy_transport_tune(int fd, int tick_ms);
+/* Keepalive and TCP_USER_TIMEOUT: a dead peer within about @idle_s * 3. */
+void fy_transport_watch(int fd, int idle_s);
 
 /*
  * fy_transport_set_buffer() - size the send (@send) or receive buffer of
