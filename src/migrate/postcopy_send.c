@@ -37,6 +37,8 @@ struct pc_src {
 	pthread_mutex_t lock; /* need, cursor, counts, main tx, sm */
 	pthread_cond_t cv;
 	uint64_t *need[FY_MAX_REGIONS]; /* bit = page still to send */
+	uint64_t *answered_map[FY_MAX_REGIONS]; /* bit = answered in this
+						   phase (per page) */
 	uint64_t pages[FY_MAX_REGIONS];
 	uint64_t unit[FY_MAX_REGIONS]; /* bytes */
 	uint64_t left;			/* set bits in need */
@@ -137,7 +139,8 @@ static int need_alloc(struct pc_src *p)
 	for (size_t r = 0; r < s->nregions; r++) {
 		p->pages[r] = s->regions[r].size / FY_PAGE_SIZE;
 		p->need[r] = calloc((p->pages[r] + 63) / 64, 8);
-		if (!p->need[r])
+		p->answered_map[r] = calloc((p->pages[r] + 63) / 64, 8);
+		if (!p->need[r] || !p->answered_map[r])
 			return -ENOMEM;
 	}
 	return 0;
@@ -272,6 +275,48 @@ static void *pusher(void *arg)
 }
 
 /*
+ * Send the units of [first, first + n) (whole units) of region @r that
+ * were not answered in this phase, in records of at most max_rec. Each
+ * unit goes once per phase on the main connection, which is ordered: a
+ * second request for it is already answered. This also bounds what a
+ * destination can make the source send by asking again and again (the
+ * answers go before the bandwidth cap) to one guest's memory. Locked.
+ */
+static int answer_range(struct pc_src *p, uint32_t r, uint64_t first,
+			uint64_t n)
+{
+	uint64_t up = p->unit[r] / FY_PAGE_SIZE, end = first + n, run = 0;
+	uint64_t at = first, pg = first, limit = p->max_rec / FY_PAGE_SIZE;
+	int rc = 0;
+
+	while (pg < end && !rc) {
+		uint64_t len = end - pg < up ? end - pg : up;
+
+		if (p->answered_map[r][pg / 64] >> (pg % 64) & 1) {
+			pg += len; /* answered before: ends the record */
+		} else {
+			if (!run)
+				at = pg;
+			for (uint64_t k = pg; k < pg + len; k++)
+				p->answered_map[r][k / 64] |= 1ull << (k % 64);
+			run += len;
+			pg += len;
+			if (run < limit && pg < end)
+				continue;
+		}
+		if (run) {
+			struct fy_range rg = { r, at * FY_PAGE_SIZE,
+					       run * FY_PAGE_SIZE };
+
+			rc = send_run(p, &p->x->ch, &rg, true);
+			p->req_pages += run;
+			run = 0;
+		}
+	}
+	return rc;
+}
+
+/*
  * Answer one PAGE_REQ: every requested unit, on the main connection, now
  * (the destination's vCPU waits for it), whether or not the push sent it
  * already; the push then goes on from there, near the fault. Locked.
@@ -281,7 +326,6 @@ static void *pusher(void *arg)
  */
 static int answer(struct pc_src *p, const struct fy_page_list *l)
 {
-	struct sender *x = p->x;
 	int rc = 0;
 
 	for (uint32_t i = 0; i < l->count && !rc; i++) {
@@ -293,22 +337,12 @@ static int answer(struct pc_src *p, const struct fy_page_list *l)
 		n = pr.pages;
 		widen(p, pr.region, &first, &n);
 		need_clear(p, pr.region, first, n);
-		p->req_pages += n;
-		while (n && !rc) {
-			uint64_t take = n * FY_PAGE_SIZE > p->max_rec
-						? p->max_rec / FY_PAGE_SIZE : n;
-			struct fy_range rg = { pr.region, first * FY_PAGE_SIZE,
-					       take * FY_PAGE_SIZE };
-
-			rc = send_run(p, &x->ch, &rg, true);
-			first += take;
-			n -= take;
-		}
+		rc = answer_range(p, pr.region, first, n);
 		p->at_region = pr.region;
-		p->at_page = first;
+		p->at_page = first + n;
 	}
 	if (!rc)
-		rc = fy_chan_flush(&x->ch);
+		rc = fy_chan_flush(&p->x->ch);
 	return rc;
 }
 
@@ -507,6 +541,10 @@ static int start_threads(struct pc_src *p)
 	p->ended = false;
 	p->answered = false;
 	p->late_failed = false;
+	/* A new phase's destination asks again for what its vCPUs wait on
+	 * (the old connection's answers may be lost). */
+	for (size_t r = 0; r < p->s->nregions; r++)
+		memset(p->answered_map[r], 0, (p->pages[r] + 63) / 64 * 8);
 	p->records = 0;
 	p->bytes = 0;
 	p->npushers = 0;
@@ -913,8 +951,10 @@ static void finish(struct pc_src *p)
 
 static void pc_free(struct pc_src *p)
 {
-	for (size_t r = 0; r < FY_MAX_REGIONS; r++)
+	for (size_t r = 0; r < FY_MAX_REGIONS; r++) {
 		free(p->need[r]);
+		free(p->answered_map[r]);
+	}
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
