@@ -692,6 +692,14 @@ static int transition(struct pc_src *p, uint64_t discarded)
 
 	if (rc)
 		return rc;
+	/* The external resources (connections, leases) go with the guest,
+	 * as before RELEASED; a not-run answer takes them back (unwind). */
+	if (s->ops.release) {
+		rc = s->ops.release(s->cfg.opaque);
+		if (rc)
+			return fy_session_vmm_fail(s, rc, "release");
+		x->released_ok = true;
+	}
 	/* From here the destination may run the guest: a cancel would
 	 * lose it, so cancels are ignored. */
 	fy_session_pc_transitioned(s);
@@ -761,11 +769,11 @@ static int pause_run(struct pc_src *p, const char *why, char *uri,
 	publish(p, false);
 	pthread_mutex_lock(&s->lock);
 	snprintf(s->errmsg, sizeof(s->errmsg),
-		 "postcopy paused: %s; the guest may run at the destination, and %llu pages were not sent to it yet: recover (ferry_session_recover) or force (ferry_session_force_resume)",
+		 "postcopy paused: %s; the guest may run at the destination, which misses at least %llu pages: recover (ferry_session_recover) or force (ferry_session_force_resume)",
 		 why, (unsigned long long)left);
 	pthread_mutex_unlock(&s->lock);
 	fy_session_log(s, 0,
-		       "postcopy paused: %s; %llu pages not sent yet; the source stays paused until an operator recovers the session or forces this copy to run",
+		       "postcopy paused: %s; at least %llu pages not at the destination yet; the source stays paused until an operator recovers the session or forces this copy to run",
 		       why, (unsigned long long)left);
 	return fy_session_pc_wait(s, uri, len, NULL, NULL);
 }
@@ -777,7 +785,12 @@ static int force(struct pc_src *p)
 	struct sender *x = p->x;
 	ferry_session *s = p->s;
 	double since = fy_ms(fy_now_ns() - p->t_switch) / 1e3;
-	int rc = s->ops.resume(s->cfg.opaque);
+	int rc;
+
+	if (x->released_ok && s->ops.reacquire &&
+	    s->ops.reacquire(s->cfg.opaque))
+		fy_session_log(s, 0, "forced resume: reacquire failed");
+	rc = s->ops.resume(s->cfg.opaque);
 
 	if (rc) {
 		fy_session_log(s, 0, "forced resume: resume failed: %s",

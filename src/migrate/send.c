@@ -820,7 +820,9 @@ static void postcopy_usable(struct sender *x)
 		why = "writes are not tracked here, so there is no precopy to switch from";
 	x->pc_usable = !why;
 	fy_session_pc_avail(x->s, !why, why);
-	if (why && x->s->cfg.postcopy != FERRY_POSTCOPY_OFF)
+	/* A ferry_session_postcopy() that came before this was known. */
+	if (why && (x->s->cfg.postcopy != FERRY_POSTCOPY_OFF ||
+		    atomic_exchange(&x->s->pc_now, false)))
 		fy_session_log(x->s, 1, "postcopy is not possible: %s; migrating with precopy", why);
 }
 
