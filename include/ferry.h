@@ -207,7 +207,9 @@ struct ferry_stats {
 	double mb_per_s;	  /* measured rate of the last pass (10^6 B/s) */
 	double dirty_mb_per_s;	  /* measured dirty rate (10^6 B/s) */
 	double expected_downtime_ms; /* prediction at the last decision */
-	double total_ms;	  /* start to completion (or now) */
+	double total_ms;	  /* start to completion (or now); after a
+				     postcopy, completion is the destination's
+				     last page placed */
 	double downtime_ms;	  /* pause to resume, see docs/stream-format.md, "Downtime" */
 	double final_pass_ms;	  /* the part of downtime spent on the last pass */
 	double state_ms;	  /* ... saving, sending and loading state */

@@ -58,6 +58,8 @@ struct ferry_session {
 	atomic_ullong bulk_bytes;
 	uint64_t t_start_ns;
 	uint64_t t_progress_ns; /* last progress event */
+	bool total_fixed;	/* stats.total_ms is final (postcopy: to the
+				   destination's last page), under lock */
 	uint64_t pace_next_ns;	/* cfg.max_bandwidth: when the link is free */
 	/* A lazy restore stopped on a damaged page: kept so that vCPUs
 	 * blocked on missing pages stay blocked; freed with the session. */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -825,6 +826,52 @@ static void pause_run(struct receiver *x, int rc)
 
 /* Read a recovery connection's stream header and RESUME and check its
  * credentials and generation (an ERROR answers a refusal). */
+/*
+ * A connection to the recovery listener has @ms in all to deliver the
+ * stream header and a whole RESUME record: one that trickles its bytes
+ * would otherwise hold the only acceptor for as long as it likes (the
+ * reads' limits are on silence) while the real source times out. Other
+ * records than RESUME are refused on their header, so waiting for the
+ * length of a RESUME is enough.
+ */
+static int wait_resume(int fd, int ms)
+{
+	struct fy_resume dummy = { .generation = 1 };
+	uint64_t end = fy_now_ns() + (uint64_t)ms * 1000000ull;
+	struct fy_buf b;
+	size_t want;
+	int avail;
+
+	fy_buf_init(&b);
+	if (fy_resume_encode(&b, &dummy)) {
+		fy_buf_free(&b);
+		return -ENOMEM;
+	}
+	want = FY_STREAM_HDR_SIZE + FY_REC_HDR_SIZE + fy_pad8(b.len) +
+	       FY_REC_TRAILER_SIZE;
+	fy_buf_free(&b);
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+		char c;
+
+		if (!ioctl(fd, FIONREAD, &avail) && avail >= 0 &&
+		    (size_t)avail >= want)
+			return 0;
+		if (fy_now_ns() >= end)
+			return -ETIMEDOUT;
+		if (poll(&pfd, 1, 10) <= 0)
+			continue;
+		/* Readable but short: the peer closed, or more is coming. */
+		n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		usleep(10 * 1000);
+	}
+}
+
 static int check_resume(struct receiver *x, struct fy_recv_step *st,
 			uint32_t *seq)
 {
@@ -836,7 +883,9 @@ static int check_resume(struct receiver *x, struct fy_recv_step *st,
 	int rc;
 
 	fy_recv_sm_init_resume(&x->sm);
-	rc = fy_chan_read_within(&x->ch, sh, sizeof(sh), FY_JOIN_WAIT_MS);
+	rc = wait_resume(x->ch.fd, FY_JOIN_WAIT_MS);
+	if (!rc)
+		rc = fy_chan_read_within(&x->ch, sh, sizeof(sh), FY_JOIN_WAIT_MS);
 	if (!rc)
 		rc = fy_stream_hdr_decode(sh, &ver);
 	if (!rc)

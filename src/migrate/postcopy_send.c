@@ -953,6 +953,10 @@ static void finish(struct pc_src *p)
 	snprintf(s->stats.peer_note, sizeof(s->stats.peer_note), "%s",
 		 run.note);
 	s->stats.postcopy_ms = fy_ms(done_ns - p->t_switch);
+	/* The migration is complete when the destination has every page:
+	 * what follows (the VMM's note) is not the migration's time. */
+	s->stats.total_ms = fy_ms(done_ns - s->t_start_ns);
+	s->total_fixed = true;
 	pthread_mutex_unlock(&s->lock);
 	fy_snd_sync_owner(x);
 	fy_session_log(s, 2,

@@ -431,7 +431,7 @@ FERRY_API int ferry_session_stats(ferry_session *s, struct ferry_stats *out)
 	}
 	pthread_mutex_lock(&s->lock);
 	now = s->stats;
-	if (atomic_load(&s->busy) && s->t_start_ns)
+	if (atomic_load(&s->busy) && s->t_start_ns && !s->total_fixed)
 		now.total_ms = fy_ms(fy_now_ns() - s->t_start_ns);
 	pthread_mutex_unlock(&s->lock);
 	if (size > sizeof(now))
@@ -571,6 +571,7 @@ int fy_session_begin(ferry_session *s, enum ferry_state first,
 	s->stats.connections = 1;
 	s->errmsg[0] = 0;
 	s->t_start_ns = fy_now_ns();
+	s->total_fixed = false;
 	s->t_progress_ns = s->t_start_ns;
 	s->pace_next_ns = 0;
 	pthread_mutex_unlock(&s->lock);
@@ -646,7 +647,8 @@ void fy_session_set_state(ferry_session *s, enum ferry_state st)
 {
 	pthread_mutex_lock(&s->lock);
 	s->stats.state = st;
-	s->stats.total_ms = fy_ms(fy_now_ns() - s->t_start_ns);
+	if (!s->total_fixed)
+		s->stats.total_ms = fy_ms(fy_now_ns() - s->t_start_ns);
 	pthread_mutex_unlock(&s->lock);
 	fy_session_event(s, FERRY_EVENT_STATE);
 }
