@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "memory/lazy_region.h"
@@ -168,6 +170,119 @@ static int region_drop(const struct lz_region *r, uint64_t off, uint64_t len,
 			   r->shared ? "MADV_REMOVE" : "MADV_DONTNEED", strerror(errno));
 }
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440
+#endif
+/* Runs dropped per system call: the kernel's limit on an iovec. */
+#define FY_DROP_BATCH 1024
+
+/*
+ * Drop @n runs at once: process_madvise(2) on this process flushes the
+ * TLB once per call instead of once per run. Postcopy's missing pages are
+ * scattered (a guest writing at random leaves thousands of 4 KiB runs);
+ * here, itself a guest whose TLB flushes are expensive, 13,655 runs in a
+ * 512 MiB region took 180-220 ms with one madvise(2) each and 13-14 ms in
+ * 14 calls. A kernel that refuses (before 6.13, or this advice) gets one
+ * madvise(2) per run, as before; so does shared memory (MADV_REMOVE).
+ */
+static int drop_runs(const struct lz_region *r, const struct iovec *iov,
+		     unsigned n, int *pidfd, char *err, size_t errlen)
+{
+	int advice = r->shared ? MADV_REMOVE : MADV_DONTNEED;
+	size_t want = 0;
+	long done;
+
+	for (unsigned i = 0; i < n; i++)
+		want += iov[i].iov_len;
+	/* MADV_REMOVE through process_madvise() reports success here and
+	 * leaves hugetlb pages mapped: shared memory is dropped run by run. */
+	if (*pidfd == -1 && !r->shared)
+		*pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (*pidfd >= 0) {
+		done = syscall(SYS_process_madvise, *pidfd, iov, n, advice, 0);
+		if (done == (long)want)
+			return 0;
+		if (done >= 0 || (errno != EINVAL && errno != ENOSYS &&
+				  errno != EPERM))
+			return fy_lazy_err(err, errlen, done < 0 ? -errno : -EIO,
+					   "region %s: dropping %u runs with process_madvise: %s",
+					   r->name, n, done < 0 ? strerror(errno)
+							: "only part of them dropped");
+		close(*pidfd);
+		*pidfd = -2; /* refused: one madvise(2) per run from now on */
+	}
+	for (unsigned i = 0; i < n; i++) {
+		int rc = region_drop(r, (uint64_t)((uint8_t *)iov[i].iov_base -
+						   r->host),
+				     iov[i].iov_len, err, errlen);
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* No unit of @r that is not placed holds a page: one mincore(2) pass. */
+static int check_dropped(const struct lz_region *r, char *err, size_t errlen)
+{
+	unsigned char vec[4096];
+	uint64_t off, n, i, ask, per = r->unit / FY_PAGE_SIZE;
+	/* A unit larger than the vector (1 GiB) is there or not as a
+	 * whole: its first page answers for it. */
+	bool big = per > sizeof(vec);
+
+	for (off = 0; off < r->size; off += n * FY_PAGE_SIZE) {
+		n = (r->size - off) / FY_PAGE_SIZE;
+		if (n > sizeof(vec) / per * per)
+			n = big ? per : sizeof(vec) / per * per;
+		ask = big ? 1 : n;
+		if (mincore(r->host + off, ask * FY_PAGE_SIZE, vec))
+			return fy_lazy_err(err, errlen, -errno, "mincore region %s: %s",
+					   r->name, strerror(errno));
+		for (i = 0; i < ask; i++)
+			if ((vec[i] & 1) &&
+			    !unit_placed(r, (off / FY_PAGE_SIZE + i) / per))
+				return fy_lazy_err(err, errlen, -EINVAL,
+						   "region %s: the page at offset %#" PRIx64 " is already populated, "
+						   "also after its drop (a private mapping of a file keeps the file's pages)",
+						   r->name, off + i * FY_PAGE_SIZE);
+	}
+	return 0;
+}
+
+/* Drop every run of units that are not placed, then check they are gone. */
+static int drop_missing(const struct lz_region *r, char *err, size_t errlen)
+{
+	struct iovec iov[FY_DROP_BATCH];
+	uint64_t u = 0, first;
+	unsigned n = 0;
+	int pidfd = -1, rc = 0;
+
+	while (u < r->units && !rc) {
+		if (unit_placed(r, u)) {
+			u++;
+			continue;
+		}
+		first = u;
+		while (u < r->units && !unit_placed(r, u))
+			u++;
+		iov[n].iov_base = r->host + first * r->unit;
+		iov[n].iov_len = (u - first) * r->unit;
+		if (++n == FY_DROP_BATCH) {
+			rc = drop_runs(r, iov, n, &pidfd, err, errlen);
+			n = 0;
+		}
+	}
+	if (!rc && n)
+		rc = drop_runs(r, iov, n, &pidfd, err, errlen);
+	if (pidfd >= 0)
+		close(pidfd);
+	return rc ? rc : check_dropped(r, err, errlen);
+}
+
 /*
  * fy_lazy_region_mark() - mark the units of @r whose every 4 KiB page is
  * set in @present as placed (a hugetlb unit with one page missing is
@@ -204,6 +319,8 @@ int fy_lazy_region_prepare(const struct lz_region *r,
 	uint64_t u = 0, first;
 	int rc;
 
+	if (drop)
+		return drop_missing(r, err, errlen);
 	while (u < r->units) {
 		if (unit_placed(r, u)) {
 			u++;
@@ -212,12 +329,6 @@ int fy_lazy_region_prepare(const struct lz_region *r,
 		first = u;
 		while (u < r->units && !unit_placed(r, u))
 			u++;
-		if (drop) {
-			rc = region_drop(r, first * r->unit, (u - first) * r->unit,
-					 err, errlen);
-			if (rc)
-				return rc;
-		}
 		rc = region_check_fresh(r, in, first * r->unit,
 					(u - first) * r->unit, err, errlen);
 		if (rc)

@@ -311,7 +311,9 @@ static int write_prepare(struct fy_chan *c, const struct iovec *iov, int n)
 
 	for (int i = 0; i < n; i++)
 		total += iov[i].iov_len;
-	rc = fy_session_pace(c->s, total);
+	if (c->tx.urgent)
+		fy_session_pace_urgent(c->s, total);
+	rc = c->tx.urgent ? 0 : fy_session_pace(c->s, total);
 	if (rc)
 		return rc;
 	/* The recording is what the connection carries; for page data of a

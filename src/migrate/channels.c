@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -572,6 +573,9 @@ static int on_join(struct fy_recv_pool *p, struct rx_chan *c,
 	if (rc)
 		goto refuse;
 	c->why = NULL;
+	/* After a recovery: ready before the source may send. */
+	if (atomic_load(&p->staged) && !c->stage.data)
+		fy_stage_alloc(&c->stage, p->stage_size);
 	return fy_chan_send_rec(ch, FY_REC_OK, h->seq, NULL, 0);
 refuse:
 	fy_chan_send_error(ch, FY_REC_ERROR, h->seq, rc, c->why);
@@ -1218,14 +1222,28 @@ void fy_recv_pool_stop(struct fy_recv_pool *p)
 	p->started = false;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+/* What a staging buffer has resident from the start: the records of a
+ * default chunk, so that the first records after the switch do not wait
+ * for the kernel to find (and perhaps compact) huge pages. */
+#define FY_STAGE_RESIDENT (4u << 20)
+
 /**
  * fy_stage_alloc() - a postcopy staging buffer (see channels.h).
  */
 int fy_stage_alloc(struct fy_bulk *b, size_t size)
 {
-	if (!fy_bulk_alloc_as(b, size, FY_BULK_THP))
-		return 0;
-	return fy_bulk_alloc_as(b, size, FY_BULK_PLAIN);
+	size_t warm = size < FY_STAGE_RESIDENT ? size : FY_STAGE_RESIDENT;
+
+	if (fy_bulk_alloc_as(b, size, FY_BULK_THP) &&
+	    fy_bulk_alloc_as(b, size, FY_BULK_PLAIN))
+		return -ENOMEM;
+	if (madvise(b->data, warm, MADV_POPULATE_WRITE))
+		for (size_t i = 0; i < warm; i += FY_PAGE_SIZE)
+			b->data[i] = 0;
+	return 0;
 }
 
 /**
@@ -1248,8 +1266,15 @@ void fy_recv_pool_postcopy(struct fy_recv_pool *p, struct fy_lazy *l,
 	p->records = 0;
 	p->bytes = 0;
 	for (unsigned i = 0; i < p->n; i++) {
-		p->chans[i]->records = 0;
-		p->chans[i]->bytes = 0;
+		struct rx_chan *c = p->chans[i];
+
+		c->records = 0;
+		c->bytes = 0;
+		/* Its reader waits for a record between passes, so the
+		 * buffer is ready before the first one (else on_staged()
+		 * maps it). */
+		if (c->index && !atomic_load(&c->done) && !c->stage.data)
+			fy_stage_alloc(&c->stage, stage_size);
 	}
 	/* Connections that end from now on are not "dropped": the pool
 	 * fails and the engine pauses. */

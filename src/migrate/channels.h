@@ -161,7 +161,7 @@ unsigned fy_recv_pool_channels(struct fy_recv_pool *p);
 void fy_recv_pool_close_door(struct fy_recv_pool *p);
 /* A postcopy staging buffer of @size bytes: transparent huge pages, or
  * plain ones (never the hugetlb pool: it is sized for the largest record
- * and only what records use becomes resident). */
+ * and only its first 4 MiB, and what larger records use, are resident). */
 int fy_stage_alloc(struct fy_bulk *b, size_t size);
 /*
  * fy_recv_pool_postcopy() - from now on MEMORY on the data connections is

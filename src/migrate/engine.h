@@ -101,6 +101,9 @@ struct fy_chan_tx {
 	 * set, unless the kernel refused once (splice_failed). */
 	int pipe[2];
 	bool splice, splice_failed;
+	/* Postcopy's urgent lane: its bytes go before what other
+	 * connections booked on a capped link (fy_session_pace_urgent). */
+	bool urgent;
 };
 
 /* The receiving direction: touched only by the thread that receives. */
@@ -222,6 +225,8 @@ void fy_session_event(ferry_session *s, enum ferry_event_kind kind);
 void fy_session_count_bytes(ferry_session *s, uint64_t n);
 /* Wait until @bytes may go out under cfg.max_bandwidth (any thread). */
 int fy_session_pace(ferry_session *s, uint64_t bytes);
+/* Book @bytes without waiting: they go first (any thread). */
+void fy_session_pace_urgent(ferry_session *s, uint64_t bytes);
 /* Emit a progress event if the period has passed. */
 void fy_session_progress(ferry_session *s);
 /*
@@ -229,9 +234,11 @@ void fy_session_progress(ferry_session *s);
  * ferry_session_recover() (0, its URI in @uri) or, on a source,
  * ferry_session_force_resume() (FERRY_EPOSTCOPY). There is no timeout:
  * the guest's memory is split between the two sides and only an operator
- * may decide. A cancel does not end the wait.
+ * may decide. A cancel does not end the wait. @tick (may be NULL) runs
+ * about once a second meanwhile, without the session's lock.
  */
-int fy_session_pc_wait(ferry_session *s, char *uri, size_t len);
+int fy_session_pc_wait(ferry_session *s, char *uri, size_t len,
+		       void (*tick)(void *opaque), void *opaque);
 /* The run has passed the transition: cancels are ignored from now on. */
 void fy_session_pc_transitioned(ferry_session *s);
 /* After HELLO on a source: whether postcopy can be used (@why: if not). */

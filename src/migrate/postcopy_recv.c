@@ -466,6 +466,7 @@ static int pc_memory(struct receiver *x, const struct fy_rec_hdr *h)
 	}
 	x->pc.records++;
 	x->pc.bytes += m.length;
+	x->pc.last_len = m.length;
 	fy_session_count_bytes(s, m.length);
 	return 0;
 }
@@ -480,6 +481,35 @@ static int pc_counts(struct receiver *x, uint64_t *records, uint64_t *bytes)
 	*records += x->pc.records;
 	*bytes += x->pc.bytes;
 	return rc;
+}
+
+static int pc_next(struct receiver *x, struct fy_rec_hdr *h);
+
+/*
+ * A record on the main connection after POSTCOPY_END: the source answers
+ * page requests until it has the answer to it, so a vCPU need not wait
+ * for the tail of the push. Such a record is placed, not counted
+ * (POSTCOPY_END counts what came before it). Return: 1, or an error.
+ */
+static int pc_late(struct receiver *x)
+{
+	struct fy_rec_hdr h;
+	int rc = pc_next(x, &h);
+
+	if (rc)
+		return rc;
+	if (fy_rec_number(h.type) != FY_REC_MEMORY || h.seq) {
+		snprintf(x->err, sizeof(x->err),
+			 "%s after POSTCOPY_END: only answers to page requests may follow it",
+			 fy_rec_name(h.type, (char[32]){ 0 }, 32));
+		return FERRY_EPROTO;
+	}
+	rc = pc_memory(x, &h);
+	if (rc)
+		return rc;
+	x->pc.records--; /* not one of POSTCOPY_END's */
+	x->pc.bytes -= x->pc.last_len;
+	return 1;
 }
 
 /* After POSTCOPY_END: wait until every record it counts has arrived,
@@ -518,7 +548,15 @@ static int pc_drain(struct receiver *x, const struct fy_postcopy_end *e)
 		}
 		publish(x);
 		fy_session_progress(x->s);
-		fy_recv_pool_wait(&x->pool, FY_TICK_MS);
+		/* A vCPU may still wait for a page that is in flight on a
+		 * data connection: its answer comes on the main one. */
+		rc = wait_readable(&x->ch, 1);
+		if (rc > 0)
+			rc = pc_late(x);
+		if (rc < 0)
+			return rc;
+		if (!rc)
+			fy_recv_pool_wait(&x->pool, 1);
 	}
 }
 
@@ -560,10 +598,16 @@ static int pc_end(struct receiver *x, uint32_t seq)
 			 ferry_strerror(rc));
 		return rc;
 	}
+	/* When the last page was placed (this host's monotonic clock): the
+	 * source's postcopy_ms ends there, not after the VMM's note. */
+	fy_lazy_stats(x->pc.lazy, &ls);
+	run.resumed_ns = ls.complete_ms > 0
+				 ? x->pc.t_lazy_ns +
+					   (uint64_t)(ls.complete_ms * 1e6)
+				 : fy_now_ns();
 	if (s->ops.running_note)
 		s->ops.running_note(s->cfg.opaque, run.note, sizeof(run.note));
 	run.note[sizeof(run.note) - 1] = 0;
-	run.resumed_ns = fy_now_ns();
 	fy_buf_init(&reply);
 	rc = fy_running_encode(&reply, &run);
 	if (!rc)
@@ -960,6 +1004,12 @@ static int complete(struct receiver *x)
 	return 0;
 }
 
+/* While paused: the loader's figures keep coming. */
+static void pc_tick(void *opaque)
+{
+	publish(opaque);
+}
+
 /**
  * fy_pc_run() - see receive.h.
  * @x: the receiver, past the transition.
@@ -978,7 +1028,7 @@ int fy_pc_run(struct receiver *x, int rc)
 		if (!rc)
 			return complete(x);
 		pause_run(x, rc);
-		while (fy_session_pc_wait(x->s, uri, sizeof(uri)))
+		while (fy_session_pc_wait(x->s, uri, sizeof(uri), pc_tick, x))
 			;
 		rc = recover(x, uri);
 	}

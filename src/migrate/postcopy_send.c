@@ -46,13 +46,14 @@ struct pc_src {
 	char why[256];
 	bool ended;			/* POSTCOPY_END sent: no more data */
 	bool answered;			/* ... and answered */
-	int end_rc;
+	uint64_t t_end;			/* when the answer came */
 	unsigned pushing;		/* pushers still running */
 	bool stop;
 	pthread_t reader, pusher[FY_MAX_CHANNELS];
 	bool reader_on;
 	unsigned npushers;
 	uint32_t generation;		/* of the last RESUME */
+	uint64_t wire_base;		/* bytes of connections closed since */
 	uint64_t t_switch;		/* POSTCOPY sent */
 	uint64_t t_resumed;
 };
@@ -265,6 +266,9 @@ static void *pusher(void *arg)
  * Answer one PAGE_REQ: every requested unit, on the main connection, now
  * (the destination's vCPU waits for it), whether or not the push sent it
  * already; the push then goes on from there, near the fault. Locked.
+ * Also after POSTCOPY_END, until its answer: the unit may be in flight in
+ * a data connection's tail, and the answer overtakes it (the destination
+ * places it without counting it).
  */
 static int answer(struct pc_src *p, const struct fy_page_list *l)
 {
@@ -314,7 +318,7 @@ static int on_page_req(struct pc_src *p)
 	pthread_mutex_lock(&p->lock);
 	if (rc)
 		pc_fail_locked(p, FERRY_EPROTO, "bad PAGE_REQ: %s", err);
-	else if (!p->ended) /* after POSTCOPY_END: every page was sent */
+	else if (!p->answered) /* also after POSTCOPY_END: see answer() */
 		rc = answer(p, &l);
 	if (rc && !p->err)
 		pc_fail_locked(p, rc, "answering a page request: %s",
@@ -343,7 +347,7 @@ static void on_answer(struct pc_src *p, uint32_t type, uint32_t seq)
 			       "an answer (seq %u) that answers nothing", seq);
 	} else {
 		p->answered = true;
-		p->end_rc = 0;
+		p->t_end = fy_now_ns();
 	}
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->lock);
@@ -420,10 +424,21 @@ static void wait_tick(struct pc_src *p)
 }
 
 /* Statistics and progress, from the thread that drives the session. */
+/* Bytes on the wire in all, the connections of earlier attempts too. */
+static uint64_t wire(const struct pc_src *p)
+{
+	const struct sender *x = p->x;
+	uint64_t n = p->wire_base + fy_chan_wire_bytes(&x->ch);
+
+	for (unsigned i = 0; i < x->nextra; i++)
+		n += fy_chan_wire_bytes(&x->extra[i]);
+	return n;
+}
+
 static void publish(struct pc_src *p, bool done)
 {
 	ferry_session *s = p->s;
-	uint64_t req, push, left, now = fy_now_ns();
+	uint64_t req, push, left, now = fy_now_ns(), bytes = wire(p);
 
 	pthread_mutex_lock(&p->lock);
 	req = p->req_pages;
@@ -436,6 +451,7 @@ static void publish(struct pc_src *p, bool done)
 	s->stats.pages_pushed = push;
 	s->stats.pages_missing = done ? 0 : left;
 	s->stats.postcopy_ms = fy_ms(now - p->t_switch);
+	s->stats.wire_bytes = bytes;
 	pthread_mutex_unlock(&s->lock);
 	fy_session_progress(s);
 }
@@ -475,6 +491,8 @@ static int start_threads(struct pc_src *p)
 	p->bytes = 0;
 	p->npushers = 0;
 	p->pushing = 0;
+	/* Answers to page requests go before the push on a capped link. */
+	x->ch.tx.urgent = true;
 	if (pthread_create(&p->reader, NULL, reader, p))
 		return -EAGAIN;
 	p->reader_on = true;
@@ -650,8 +668,11 @@ static bool refused_not_run(struct sender *x)
 
 /* ---- paused, recovery, force ---- */
 
-static void close_all(struct sender *x)
+static void close_all(struct pc_src *p)
 {
+	struct sender *x = p->x;
+
+	p->wire_base = wire(p);
 	for (unsigned i = 0; i < x->nextra; i++)
 		fy_chan_close(&x->extra[i]);
 	x->nextra = 0;
@@ -667,7 +688,7 @@ static int pause_run(struct pc_src *p, const char *why, char *uri,
 	ferry_session *s = p->s;
 	uint64_t left;
 
-	close_all(x);
+	close_all(p);
 	if (x->sm.state != FY_SS_PC_PAUSED)
 		fy_send_sm_fail(&x->sm);
 	fy_snd_sync_owner(x);
@@ -683,7 +704,7 @@ static int pause_run(struct pc_src *p, const char *why, char *uri,
 	fy_session_log(s, 0,
 		       "postcopy paused: %s; %llu pages not sent yet; the source stays paused until an operator recovers the session or forces this copy to run",
 		       why, (unsigned long long)left);
-	return fy_session_pc_wait(s, uri, len);
+	return fy_session_pc_wait(s, uri, len, NULL, NULL);
 }
 
 /* An operator forced the source's copy to run: resume it and say what
@@ -843,13 +864,19 @@ static void finish(struct pc_src *p)
 	ferry_session *s = p->s;
 	struct fy_running run;
 
+	uint64_t done_ns;
+
 	if (fy_running_decode(x->ch.rx.in.data, x->ch.rx.in.len, &run))
 		memset(&run, 0, sizeof(run));
 	publish(p, true);
+	/* The destination says when its last page was placed; on one host
+	 * its clock is ours. Elsewhere the answer's arrival bounds it. */
+	done_ns = x->same_host && run.resumed_ns > p->t_switch
+			  ? run.resumed_ns : p->t_end;
 	pthread_mutex_lock(&s->lock);
 	snprintf(s->stats.peer_note, sizeof(s->stats.peer_note), "%s",
 		 run.note);
-	s->stats.wire_bytes = 0;
+	s->stats.postcopy_ms = fy_ms(done_ns - p->t_switch);
 	pthread_mutex_unlock(&s->lock);
 	fy_snd_sync_owner(x);
 	fy_session_log(s, 2,

@@ -349,8 +349,10 @@ FERRY_API int ferry_session_force_resume(ferry_session *s)
 /**
  * fy_session_pc_wait() - see engine.h.
  */
-int fy_session_pc_wait(ferry_session *s, char *uri, size_t len)
+int fy_session_pc_wait(ferry_session *s, char *uri, size_t len,
+		       void (*tick)(void *opaque), void *opaque)
 {
+	struct timespec ts;
 	int rc;
 
 	pthread_mutex_lock(&s->lock);
@@ -360,8 +362,18 @@ int fy_session_pc_wait(ferry_session *s, char *uri, size_t len)
 	pthread_mutex_unlock(&s->lock);
 	fy_session_set_state(s, FERRY_STATE_POSTCOPY_PAUSED);
 	pthread_mutex_lock(&s->lock);
-	while (!s->pc_uri[0] && !s->pc_force)
-		pthread_cond_wait(&s->pc_cv, &s->lock);
+	while (!s->pc_uri[0] && !s->pc_force) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (pthread_cond_timedwait(&s->pc_cv, &s->lock, &ts) &&
+		    tick) {
+			/* The statistics go on while paused (a vCPU that
+			 * faults meanwhile is a fault). */
+			pthread_mutex_unlock(&s->lock);
+			tick(opaque);
+			pthread_mutex_lock(&s->lock);
+		}
+	}
 	rc = s->pc_force ? FERRY_EPOSTCOPY : 0;
 	snprintf(uri, len, "%s", s->pc_uri);
 	s->pc_paused = false;
@@ -466,6 +478,28 @@ FERRY_API int ferry_buf_append(struct ferry_buf *buf, const void *data,
  *
  * Return: 0, or FERRY_ECANCELED if the session was cancelled meanwhile.
  */
+/**
+ * fy_session_pace_urgent() - book @bytes on the capped link without
+ * waiting: they go before everything booked and not yet sent (postcopy's
+ * answers to page requests, which a vCPU waits for), and the senders
+ * that booked before wait that much longer, so the cap holds over time.
+ * @s: the session.
+ * @bytes: what the caller is about to write.
+ */
+void fy_session_pace_urgent(ferry_session *s, uint64_t bytes)
+{
+	uint64_t rate = s->cfg.max_bandwidth, now;
+
+	if (!rate || !bytes)
+		return;
+	now = fy_now_ns();
+	pthread_mutex_lock(&s->lock);
+	if (s->pace_next_ns + FY_PACE_SLACK_NS < now)
+		s->pace_next_ns = now - FY_PACE_SLACK_NS;
+	s->pace_next_ns += (uint64_t)((double)bytes * 1e9 / (double)rate);
+	pthread_mutex_unlock(&s->lock);
+}
+
 int fy_session_pace(ferry_session *s, uint64_t bytes)
 {
 	uint64_t rate = s->cfg.max_bandwidth, now, start;

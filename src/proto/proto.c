@@ -577,8 +577,9 @@ int fy_send_sm_not_run(struct fy_send_sm *sm)
  * @len: size of @msg.
  *
  * Responses go on to fy_send_sm_response(). PAGE_REQ is data (seq 0) and
- * valid only in POSTCOPY once its OK arrived; one that crosses
- * POSTCOPY_END asks for a page already on its way and is skipped.
+ * valid only in POSTCOPY once its OK arrived, until POSTCOPY_END is
+ * answered (one that crosses POSTCOPY_END is answered too: the page may
+ * still be in flight on a data connection).
  * Requests never travel towards the source.
  *
  * Return: what to do with the record.
@@ -615,11 +616,8 @@ enum fy_send_input fy_send_sm_input(const struct fy_send_sm *sm,
 			 (unsigned)seq, st);
 		return FY_SI_REJECT;
 	}
-	if (sm->pending_type == FY_REC_POSTCOPY_END) {
-		snprintf(msg, len,
-			 "PAGE_REQ crossed POSTCOPY_END: every page was sent");
-		return FY_SI_SKIP;
-	}
+	/* Also while POSTCOPY_END waits for its answer: the page may be in
+	 * the push's tail, and the answer overtakes it. */
 	return FY_SI_PAGE_REQ;
 }
 
