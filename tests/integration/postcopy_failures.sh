@@ -64,12 +64,15 @@ start_postcopy() {
 }
 
 # cut PORT: the kernel destroys every TCP connection to or from PORT on
-# both ends, as a broken link would.
+# both ends, as a broken link would. It lists the sockets it destroyed:
+# at least one; a destroyed socket resets its peer, and a side that sees
+# one of its connections fail closes the others, so fewer may be left to
+# list than there were.
 cut() {
 	local killed
 	killed=$(ss -K -tn "( sport = :$1 or dport = :$1 )" 2>&1)
 	echo "$killed" >>"$T/ss.log"
-	[ "$(grep -c ESTAB <<<"$killed")" -ge 2 ] || fail "ss -K destroyed no connection on port $1: $killed"
+	[ "$(grep -c ESTAB <<<"$killed")" -ge 1 ] || fail "ss -K destroyed no connection on port $1: $killed"
 }
 
 # paused SRC DST: both sides say postcopy-paused and owner destination;
