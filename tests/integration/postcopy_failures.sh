@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Postcopy that goes wrong, with real processes (issue 20, "Failure and
-# recovery"). A 128 MiB guest writing 50 MB/s migrates over a 20 MB/s cap
-# with --postcopy-after-passes 1: its first pass takes about 7 s and its
-# postcopy phase about as long, long enough to break it. CASE is one of:
+# recovery"). A 64 MiB guest writing 50 MB/s migrates over a 20 MB/s cap
+# with --postcopy-after-passes 1: its first pass takes about 3.5 s and its
+# postcopy phase about 3 s, long enough to break it. CASE is one of:
 #   cut          the kernel destroys every TCP connection of the migration
 #                (ss -K) during postcopy: both sides say postcopy-paused and
 #                owner destination, the destination's guest stays up;
@@ -29,7 +29,7 @@ CASE=${1:?case: cut, cut-twice, kill-destination, kill-source, cancel or strange
 skip_unless_postcopy
 command -v ss >/dev/null || { echo "skip: ss (iproute2) is not installed"; exit 77; }
 export FERRY_VM_LOG=2
-MEM=128M
+MEM=64M
 # Set by start_pair, recover_start and lib.sh's start_vm (through eval).
 MIG_src="" PORT_src="" PORT_src2="" RES="" RPORT="" PID_src="" PID_dst=""
 
@@ -64,12 +64,15 @@ start_postcopy() {
 }
 
 # cut PORT: the kernel destroys every TCP connection to or from PORT on
-# both ends, as a broken link would.
+# both ends, as a broken link would. It lists the sockets it destroyed:
+# at least one; a destroyed socket resets its peer, and a side that sees
+# one of its connections fail closes the others, so fewer may be left to
+# list than there were.
 cut() {
 	local killed
 	killed=$(ss -K -tn "( sport = :$1 or dport = :$1 )" 2>&1)
 	echo "$killed" >>"$T/ss.log"
-	[ "$(grep -c ESTAB <<<"$killed")" -ge 2 ] || fail "ss -K destroyed no connection on port $1: $killed"
+	[ "$(grep -c ESTAB <<<"$killed")" -ge 1 ] || fail "ss -K destroyed no connection on port $1: $killed"
 }
 
 # paused SRC DST: both sides say postcopy-paused and owner destination;
