@@ -740,13 +740,12 @@ def pcs(rs, key):
 
 def all_in(rec):
     """Milliseconds from the start to the last page at the destination:
-    the report's total_ms ends when the destination runs the guest, which
-    in postcopy is the switch; the pages that follow take postcopy_ms."""
+    the source's total_ms, which after a postcopy ends at the
+    destination's last page placed (include/ferry.h)."""
     r = rec["r"] or {}
     if r.get("total_ms") is None:
         return None
-    extra = pc(rec, "postcopy_ms") if r.get("postcopy") else 0
-    return float(r["total_ms"]) + (extra or 0)
+    return float(r["total_ms"])
 
 
 def all_ins(rs, only_ok=True):
@@ -801,9 +800,8 @@ def b10_part1(recs):
           f"over a {cap:.0f} MB/s cap, precopy limit "
           f"{int(META.get('limit_ms', 0)) // 1000} s ==")
     print(f"memory backing: ferry-vm's default ({META.get('default_backend', '?')}), "
-          "verification on; total ms: to the migration's end, for postcopy the "
-          "report's total_ms (to the switch) plus the destination's postcopy_ms "
-          "(to its last page); RAM / bandwidth = "
+          "verification on; total ms: the report's total_ms, to the migration's "
+          "end (after a postcopy: to the destination's last page); RAM / bandwidth = "
           f"{num(one)} ms; QEMU: TCG, the ab boot-sector guest (writes one byte "
           "per 4 KiB page over half its RAM, as fast as TCG runs; the other half "
           "stays zero, which QEMU sends as zero pages), same RAM and cap; "
