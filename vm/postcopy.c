@@ -25,8 +25,13 @@ static bool live_postcopy(struct vm *vm, struct ferry_stats *st)
 	st->struct_size = sizeof(*st);
 	if (!vm->mig.session || ferry_session_stats(vm->mig.session, st))
 		return false;
+	/* stats.postcopy is set at the transition, before the state says
+	 * postcopy (the source is still "stopped" while POSTCOPY goes out). */
 	return st->state == FERRY_STATE_POSTCOPY ||
-	       st->state == FERRY_STATE_POSTCOPY_PAUSED;
+	       st->state == FERRY_STATE_POSTCOPY_PAUSED ||
+	       (st->postcopy && st->state != FERRY_STATE_COMPLETED &&
+		st->state != FERRY_STATE_FAILED &&
+		st->state != FERRY_STATE_CANCELLED);
 }
 
 /* The live session a postcopy command acts on, or NULL with @err saying

@@ -1075,6 +1075,9 @@ int fy_pc_send(struct sender *x)
 	if (rc && !x->sm.transitioned)
 		goto out; /* before the transition: the caller resumes */
 	if (rc && refused_not_run(x)) {
+		pthread_mutex_lock(&s->lock);
+		s->stats.postcopy = false; /* it never ran there */
+		pthread_mutex_unlock(&s->lock);
 		fy_snd_sync_owner(x);
 		fy_session_log(s, 1, "the destination did not run the guest: it is the source's again");
 		goto out;

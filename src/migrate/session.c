@@ -388,6 +388,12 @@ int fy_session_pc_wait(ferry_session *s, char *uri, size_t len,
  */
 void fy_session_pc_transitioned(ferry_session *s)
 {
+	/* Said before the first byte of POSTCOPY leaves (or the destination
+	 * resumes): a VMM that reads the statistics meanwhile must already
+	 * refuse what would lose the guest. */
+	pthread_mutex_lock(&s->lock);
+	s->stats.postcopy = true;
+	pthread_mutex_unlock(&s->lock);
 	atomic_store(&s->transitioned, true);
 	if (atomic_exchange(&s->cancel, false))
 		fy_session_log(s, 1, "a cancel that came during the switch to postcopy is ignored: the guest may run at the destination now");
