@@ -1147,6 +1147,15 @@ void fy_recv_pool_data_done(struct fy_recv_pool *p)
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* The pool's first failure and its message, or 0. Locked. */
+static int pool_err_locked(const struct fy_recv_pool *p, char *err,
+			   size_t errlen)
+{
+	if (p->err)
+		snprintf(err, errlen, "%s", p->errmsg);
+	return p->err;
+}
+
 /**
  * fy_recv_pool_error() - the first data connection failure, if any.
  */
@@ -1157,9 +1166,7 @@ int fy_recv_pool_error(struct fy_recv_pool *p, char *err, size_t errlen)
 	if (!p->started)
 		return 0;
 	pthread_mutex_lock(&p->lock);
-	rc = p->err;
-	if (rc)
-		snprintf(err, errlen, "%s", p->errmsg);
+	rc = pool_err_locked(p, err, errlen);
 	pthread_mutex_unlock(&p->lock);
 	return rc;
 }
@@ -1300,9 +1307,7 @@ int fy_recv_pool_pc_counts(struct fy_recv_pool *p, uint64_t *records,
 	pthread_mutex_lock(&p->lock);
 	*records = p->records;
 	*bytes = p->bytes;
-	rc = p->err;
-	if (rc)
-		snprintf(err, errlen, "%s", p->errmsg);
+	rc = pool_err_locked(p, err, errlen);
 	pthread_mutex_unlock(&p->lock);
 	fy_recv_pool_log(p);
 	return rc;
