@@ -92,9 +92,11 @@ enum ferry_postcopy {
 	FERRY_POSTCOPY_OFF = 0,	  /* never (ferry_session_postcopy() still
 				     may, when both sides offer it) */
 	FERRY_POSTCOPY_AUTO = 1,  /* when precopy cannot meet the downtime
-				     limit: two passes in a row that do not
-				     halve what is left, or max_passes /
-				     max_precopy_ms reached */
+				     limit: a second into pass 1 the guest
+				     writes at half the link's rate or more
+				     (the pass is cut there), two passes in
+				     a row do not halve what is left, or
+				     max_passes / max_precopy_ms reached */
 	FERRY_POSTCOPY_AFTER = 2, /* after postcopy_after_passes passes */
 };
 
@@ -576,7 +578,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri);
  * cancel made before it starts stops it as soon as it does. The request is
  * cleared when the run ends. Safe from any thread and from signal
  * handlers. The source resumes its guest unless the point of no return was
- * passed. After the switch to postcopy a cancel is ignored (and logged):
+ * passed. After the switch to postcopy a cancel is ignored:
  * neither side holds the whole guest any more, so stopping would lose it;
  * see ferry_session_force_resume().
  */
@@ -584,8 +586,9 @@ FERRY_API void ferry_session_cancel(ferry_session *s);
 
 /**
  * ferry_session_postcopy() - switch the running precopy migration of this
- * source to postcopy at the end of the current pass (QEMU's
- * migrate-start-postcopy). Any thread.
+ * source to postcopy now (QEMU's migrate-start-postcopy): the running pass
+ * is cut within 50 ms, and what it did not send follows in postcopy. Any
+ * thread.
  *
  * Return: 0 (the switch will happen, or postcopy already runs);
  * -EINVAL (not a running source), -ENOTSUP (the destination does not
