@@ -28,8 +28,8 @@ static const char postcopy_usage[] =
 	"Usage: ferry postcopy SOCKET\n"
 	"\n"
 	"Switch the precopy migration running from the ferry-vm whose API socket\n"
-	"is SOCKET (the source) to postcopy at the end of its current pass: the\n"
-	"destination resumes the guest before all of its memory is there, and\n"
+	"is SOCKET (the source) to postcopy now: the running pass is cut short,\n"
+	"the destination resumes the guest before all of its memory is there, and\n"
 	"the rest follows, on demand for pages the guest touches and in the\n"
 	"background for the others. Needs a destination that offers postcopy.\n"
 	"The client that started the migration ('ferry migrate') follows it.\n"
@@ -141,7 +141,7 @@ static json_object *status(const char *cmd, struct api_client *c)
 
 /**
  * cmd_postcopy() - ferry postcopy SOCKET: switch the running precopy to
- * postcopy at the end of its pass.
+ * postcopy now (the running pass is cut short).
  *
  * Return: an exit code.
  */
@@ -154,7 +154,7 @@ int cmd_postcopy(int argc, char **argv)
 		return ret;
 	ret = run("postcopy", argv[optind], "postcopy", NULL, &c);
 	if (!ret)
-		printf("postcopy requested: the source switches at the end of its current pass\n");
+		printf("postcopy requested: the source cuts its running pass short and switches\n");
 	api_client_close(c);
 	return ret;
 }

@@ -59,7 +59,8 @@ static void session_reason(ferry_session *s, const char *dflt, char *err,
 
 /**
  * vm_postcopy_switch() - the "postcopy" command: switch the running
- * precopy migration from this VM to postcopy at the end of its pass.
+ * precopy migration from this VM to postcopy now (the running pass is
+ * cut short).
  * @vm: the VM.
  * @args: the command's arguments (none; may be NULL).
  * @err: receives the reason on failure.

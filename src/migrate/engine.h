@@ -69,7 +69,7 @@ struct ferry_session {
 	 * _recover(), _force_resume(), _cancel()); see fy_session_pc_*(). */
 	atomic_bool pc_source;	   /* a send runs (may be asked to switch) */
 	atomic_int pc_avail;	   /* after HELLO: 1 usable, -1 not, 0 unknown */
-	atomic_bool pc_now;	   /* switch at the end of the current pass */
+	atomic_bool pc_now;	   /* switch now: cut the running pass */
 	atomic_bool pc_stopped;	   /* the source paused for its switchover */
 	atomic_bool transitioned;  /* past POSTCOPY: cancel is ignored */
 	pthread_cond_t pc_cv;	   /* with lock: a recover or force arrived */

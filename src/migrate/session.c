@@ -284,7 +284,7 @@ FERRY_API int ferry_session_postcopy(ferry_session *s)
 				   why);
 	}
 	atomic_store(&s->pc_now, true);
-	fy_session_log(s, 1, "postcopy requested: switching at the end of the current pass");
+	fy_session_log(s, 1, "postcopy requested: the running pass is cut short to switch");
 	return 0;
 }
 
