@@ -448,7 +448,8 @@ static int wait_readable(struct fy_chan *c, int ms)
 }
 
 /* MEMORY on the main connection (answers to PAGE_REQ, or pushed). */
-static int pc_memory(struct receiver *x, const struct fy_rec_hdr *h)
+static int pc_memory(struct receiver *x, const struct fy_rec_hdr *h,
+		     bool counted)
 {
 	ferry_session *s = x->s;
 	struct fy_stage st = {
@@ -469,9 +470,10 @@ static int pc_memory(struct receiver *x, const struct fy_rec_hdr *h)
 				 ferry_strerror(rc));
 		return rc;
 	}
-	x->pc.records++;
-	x->pc.bytes += m.length;
-	x->pc.last_len = m.length;
+	if (counted) {
+		x->pc.records++;
+		x->pc.bytes += m.length;
+	}
 	fy_session_count_bytes(s, m.length);
 	return 0;
 }
@@ -509,12 +511,9 @@ static int pc_late(struct receiver *x)
 			 fy_rec_name(h.type, (char[32]){ 0 }, 32));
 		return FERRY_EPROTO;
 	}
-	rc = pc_memory(x, &h);
-	if (rc)
-		return rc;
-	x->pc.records--; /* not one of POSTCOPY_END's */
-	x->pc.bytes -= x->pc.last_len;
-	return 1;
+	/* Not one of POSTCOPY_END's. */
+	rc = pc_memory(x, &h, false);
+	return rc ? rc : 1;
 }
 
 /* After POSTCOPY_END: wait until every record it counts has arrived,
@@ -669,7 +668,7 @@ static int pc_dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 	int rc;
 
 	if (st->action == FY_RA_MEMORY)
-		return pc_memory(x, h);
+		return pc_memory(x, h, true);
 	if (st->action == FY_RA_SKIP)
 		return fy_chan_skip_body(&x->ch, h);
 	rc = fy_chan_recv_body(&x->ch, h);

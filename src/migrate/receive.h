@@ -34,7 +34,6 @@ struct fy_pc_recv {
 	/* MEMORY records and bytes the main connection placed since the
 	 * last OK of POSTCOPY or RESUME. */
 	uint64_t records, bytes;
-	uint64_t last_len; /* page bytes of the last MEMORY placed there */
 	/* Credentials from HELLO's answer, for RESUME. */
 	uint64_t session_id;
 	uint8_t token[16];

@@ -472,6 +472,41 @@ FERRY_API int ferry_buf_append(struct ferry_buf *buf, const void *data,
 /* Credit the pacer keeps across idle time and sleep overshoots. */
 #define FY_PACE_SLACK_NS (2 * 1000000ull)
 
+/*
+ * Book @bytes on the capped link's clock at @now: returns when they may
+ * start (@now when there is no cap). A sleep overshoots by the timer
+ * slack; a little credit (bounded, so no burst exceeds the cap by more
+ * than FY_PACE_SLACK_NS of bytes) gives that back instead of losing it on
+ * every small record.
+ */
+static uint64_t book(ferry_session *s, uint64_t bytes, uint64_t now)
+{
+	uint64_t rate = s->cfg.max_bandwidth, start;
+
+	if (!rate || !bytes)
+		return now;
+	pthread_mutex_lock(&s->lock);
+	if (s->pace_next_ns + FY_PACE_SLACK_NS < now)
+		s->pace_next_ns = now - FY_PACE_SLACK_NS;
+	start = s->pace_next_ns;
+	s->pace_next_ns += (uint64_t)((double)bytes * 1e9 / (double)rate);
+	pthread_mutex_unlock(&s->lock);
+	return start;
+}
+
+/**
+ * fy_session_pace_urgent() - book @bytes on the capped link without
+ * waiting: they go before everything booked and not yet sent (postcopy's
+ * answers to page requests, which a vCPU waits for), and the senders
+ * that booked before wait that much longer, so the cap holds over time.
+ * @s: the session.
+ * @bytes: what the caller is about to write.
+ */
+void fy_session_pace_urgent(ferry_session *s, uint64_t bytes)
+{
+	book(s, bytes, fy_now_ns());
+}
+
 /**
  * fy_session_pace() - hold a sender until the capped link has room.
  * @s: the session; its cfg.max_bandwidth is the cap (0: none).
@@ -484,44 +519,10 @@ FERRY_API int ferry_buf_append(struct ferry_buf *buf, const void *data,
  *
  * Return: 0, or FERRY_ECANCELED if the session was cancelled meanwhile.
  */
-/**
- * fy_session_pace_urgent() - book @bytes on the capped link without
- * waiting: they go before everything booked and not yet sent (postcopy's
- * answers to page requests, which a vCPU waits for), and the senders
- * that booked before wait that much longer, so the cap holds over time.
- * @s: the session.
- * @bytes: what the caller is about to write.
- */
-void fy_session_pace_urgent(ferry_session *s, uint64_t bytes)
-{
-	uint64_t rate = s->cfg.max_bandwidth, now;
-
-	if (!rate || !bytes)
-		return;
-	now = fy_now_ns();
-	pthread_mutex_lock(&s->lock);
-	if (s->pace_next_ns + FY_PACE_SLACK_NS < now)
-		s->pace_next_ns = now - FY_PACE_SLACK_NS;
-	s->pace_next_ns += (uint64_t)((double)bytes * 1e9 / (double)rate);
-	pthread_mutex_unlock(&s->lock);
-}
-
 int fy_session_pace(ferry_session *s, uint64_t bytes)
 {
-	uint64_t rate = s->cfg.max_bandwidth, now, start;
+	uint64_t now = fy_now_ns(), start = book(s, bytes, now);
 
-	if (!rate || !bytes)
-		return 0;
-	now = fy_now_ns();
-	pthread_mutex_lock(&s->lock);
-	/* A sleep overshoots by the timer slack; a little credit (bounded,
-	 * so no burst exceeds the cap by more than FY_PACE_SLACK_NS of bytes)
-	 * gives that back instead of losing it on every small record. */
-	if (s->pace_next_ns + FY_PACE_SLACK_NS < now)
-		s->pace_next_ns = now - FY_PACE_SLACK_NS;
-	start = s->pace_next_ns;
-	s->pace_next_ns += (uint64_t)((double)bytes * 1e9 / (double)rate);
-	pthread_mutex_unlock(&s->lock);
 	while (now < start) {
 		uint64_t ns = start - now;
 		struct timespec ts;
