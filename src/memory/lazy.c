@@ -45,6 +45,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <fcntl.h>
@@ -105,7 +106,7 @@ struct lz_worker {
 };
 
 struct fy_lazy {
-	int fault_nice;	/* the fault thread's (fy_lazy_config.fault_nice) */
+	bool fault_urgent; /* fy_lazy_config.fault_urgent */
 	struct lz_region *rg;
 	size_t nrg;
 	struct fy_lazy_source src;
@@ -726,29 +727,59 @@ static int lz_serve(struct fy_lazy *l, struct lz_worker *w, uint64_t addr,
 	return rc ? lz_ask(l, w, ri, off) : 0;
 }
 
-/**
- * fy_thread_nice() - see lazy.h.
- */
-int fy_thread_nice(int nice)
-{
-	id_t tid = (id_t)syscall(SYS_gettid);
-	int old;
+/* sched_setattr(2)'s argument (Debian 12's glibc has no wrapper). */
+struct fy_sched_attr {
+	uint32_t size, policy;
+	uint64_t flags;
+	int32_t nice;
+	uint32_t priority;
+	uint64_t runtime, deadline, period;
+};
 
-	errno = 0;
-	old = getpriority(PRIO_PROCESS, tid);
-	if ((old == -1 && errno) || old == nice ||
-	    setpriority(PRIO_PROCESS, tid, nice))
-		return INT_MIN;
-	return old;
+static int set_fair(pid_t tid, int nice, uint64_t slice_ns)
+{
+	struct fy_sched_attr a = {
+		.size = sizeof(a), .policy = SCHED_OTHER, .nice = nice,
+		.runtime = slice_ns,
+	};
+
+	return (int)syscall(SYS_sched_setattr, tid, &a, 0);
 }
 
 /**
- * fy_thread_unnice() - see lazy.h.
+ * fy_thread_urgent() - see lazy.h.
  */
-void fy_thread_unnice(int old)
+void fy_thread_urgent(struct fy_prio *old)
 {
-	if (old != INT_MIN)
-		setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), old);
+	pid_t tid = (pid_t)syscall(SYS_gettid);
+	int nice;
+
+	*old = (struct fy_prio){ 0 };
+	errno = 0;
+	nice = getpriority(PRIO_PROCESS, (id_t)tid);
+	if (nice == -1 && errno)
+		return;
+	old->nice = nice;
+	/* Both where allowed; the short slice needs no privilege, the
+	 * negative nice needs CAP_SYS_NICE; a kernel before 6.12 takes
+	 * the slice and ignores it. */
+	if (!set_fair(tid, FY_URGENT_NICE, FY_URGENT_SLICE_NS) ||
+	    !set_fair(tid, nice, FY_URGENT_SLICE_NS))
+		old->set = true;
+	else if (!setpriority(PRIO_PROCESS, (id_t)tid, FY_URGENT_NICE))
+		old->set = true;
+}
+
+/**
+ * fy_thread_restore() - see lazy.h.
+ */
+void fy_thread_restore(const struct fy_prio *old)
+{
+	pid_t tid = (pid_t)syscall(SYS_gettid);
+
+	/* A slice of 0 is the kernel's default again. */
+	if (old->set && set_fair(tid, old->nice, 0))
+		setpriority(PRIO_PROCESS, (id_t)tid, old->nice);
 }
 
 static void *lz_fault_main(void *arg)
@@ -760,12 +791,13 @@ static void *lz_fault_main(void *arg)
 		{ .fd = l->uffd, .events = POLLIN },
 		{ .fd = l->cancel_fd, .events = POLLIN },
 	};
+	struct fy_prio prio;
 	ssize_t n, i;
 	uint64_t t0;
 	int err;
 
-	if (l->fault_nice)
-		fy_thread_nice(l->fault_nice);
+	if (l->fault_urgent)
+		fy_thread_urgent(&prio);
 	while (!atomic_load(&l->stop)) {
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -1029,7 +1061,7 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 	}
 	/* The default batch grows to a unit larger than itself (1 GiB
 	 * pages); a batch the caller sets must hold whole units. */
-	l->fault_nice = cfg->fault_nice;
+	l->fault_urgent = cfg->fault_urgent;
 	l->batch = cfg->batch_bytes ? cfg->batch_bytes :
 		   (LZ_DEFAULT_BATCH > l->max_unit ? LZ_DEFAULT_BATCH : l->max_unit);
 	for (i = 0; i < l->nrg; i++) {

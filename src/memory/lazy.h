@@ -127,23 +127,40 @@ struct fy_lazy_config {
 	 * populated after that (a private mapping of a file, say).
 	 */
 	const uint64_t *const *present;
-	/* Nice value for the fault thread (it serves vCPUs that wait), set
-	 * where the system allows it (CAP_SYS_NICE for a negative one);
-	 * 0 = leave it. Postcopy: FY_URGENT_NICE. */
-	int fault_nice;
+	/* Run the fault thread (it serves vCPUs that wait) as an urgent
+	 * thread (fy_thread_urgent()). Postcopy sets it. */
+	bool fault_urgent;
 };
 
-/* The nice value of the threads on postcopy's urgent lane. On two cores
- * shared by the guest's vCPUs, the push and the loader, bench 10's
- * latency row had a fault p99 of 1.5-12 ms at nice 0 and 0.5-3.7 ms at
- * -15 (5 runs each, interleaved, under load). */
+/*
+ * Postcopy's urgent lane: the threads a vCPU waits for (the source's
+ * request reader, the destination's fault thread, and its session thread
+ * while it reads the lane) stay ordinary fair-class threads with a short
+ * time slice and a high weight. On a core that the guest's vCPUs and the
+ * push keep busy, the scheduler (EEVDF, Linux 6.6+) lets a woken thread
+ * preempt only when its slice is shorter than the running one's
+ * (PREEMPT_SHORT, 6.12+): with the default slice a woken lane thread
+ * waited for the running one's slice, milliseconds, even at nice -15.
+ * A real-time class would preempt at once, but it gives up the wake-up
+ * on the waker's core that a socket's synchronous wake-up asks for, and
+ * on one host each hop of the lane then crosses cores (docs/design-notes.md,
+ * "Postcopy's urgent lane, measured", has the figures).
+ */
 #define FY_URGENT_NICE (-15)
+#define FY_URGENT_SLICE_NS (100 * 1000ull) /* the kernel's minimum */
 
-/* Give the calling thread nice @nice if allowed: the old value, or
- * INT_MIN when it was left as it was. */
-int fy_thread_nice(int nice);
-/* Set it back (INT_MIN: nothing to do). */
-void fy_thread_unnice(int old);
+/* What fy_thread_urgent() changed, for fy_thread_restore(). */
+struct fy_prio {
+	bool set;
+	int nice;
+};
+
+/* Make the calling thread urgent where the system allows it: the short
+ * slice (no privilege needed) and nice FY_URGENT_NICE (CAP_SYS_NICE);
+ * a kernel without custom slices gets the nice value only. */
+void fy_thread_urgent(struct fy_prio *old);
+/* Give it back what it had. */
+void fy_thread_restore(const struct fy_prio *old);
 
 /* What the loader did so far, readable from any thread while it runs.
  * Wait times are per fault, from the moment the fault thread read it to

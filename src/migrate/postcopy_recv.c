@@ -224,7 +224,7 @@ static int start_loader(struct receiver *x)
 		.nregions = s->nregions,
 		.source = { .request = lazy_request, .opaque = x },
 		.background_threads = 0,
-		.fault_nice = FY_URGENT_NICE,
+		.fault_urgent = true,
 		.present = present,
 	};
 	char why[256] = "";
@@ -781,9 +781,12 @@ static int phase_run(struct receiver *x)
  */
 static int phase(struct receiver *x)
 {
-	int old = fy_thread_nice(FY_URGENT_NICE), rc = phase_run(x);
+	struct fy_prio old;
+	int rc;
 
-	fy_thread_unnice(old);
+	fy_thread_urgent(&old);
+	rc = phase_run(x);
+	fy_thread_restore(&old);
 	return rc;
 }
 

@@ -409,9 +409,10 @@ static void *reader(void *arg)
 	struct pc_src *p = arg;
 	struct sender *x = p->x;
 	char msg[160];
+	struct fy_prio prio;
 
 	/* The urgent lane: a vCPU at the destination waits for each answer. */
-	fy_thread_nice(FY_URGENT_NICE);
+	fy_thread_urgent(&prio);
 
 	for (;;) {
 		struct fy_rec_hdr h;

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1596,6 +1598,57 @@ static void test_present_over_2g(void **state)
 	free(bm);
 }
 
+/* sched_getattr(2)'s answer, as far as this test reads it. */
+struct sched_attr_view {
+	uint32_t size, policy;
+	uint64_t flags;
+	int32_t nice;
+	uint32_t priority;
+	uint64_t runtime, deadline, period;
+};
+
+static uint64_t my_slice(int *nice)
+{
+	struct sched_attr_view a = { 0 };
+
+	assert_int_equal(syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0), 0);
+	*nice = a.nice;
+	return a.runtime;
+}
+
+/*
+ * A thread made urgent runs with the short slice (a kernel with custom
+ * slices reports it) and, as root, at FY_URGENT_NICE; restored, it has
+ * its own nice value and the default slice again (the destination's
+ * session thread goes back to the VMM's priority after the phase).
+ */
+static void test_urgent_thread(void **state)
+{
+	uint64_t before, during, after;
+	struct fy_prio old;
+	int nice0, nice1, nice2;
+
+	(void)state;
+	before = my_slice(&nice0);
+	fy_thread_urgent(&old);
+	during = my_slice(&nice1);
+	if (!old.set) {
+		printf("# neither a custom slice nor a nice value could be set here\n");
+		return;
+	}
+	if (during == FY_URGENT_SLICE_NS)
+		assert_true(before != during);
+	else
+		printf("# this kernel keeps no custom slice (%llu ns)\n",
+		       (unsigned long long)during);
+	if (geteuid() == 0)
+		assert_int_equal(nice1, FY_URGENT_NICE);
+	fy_thread_restore(&old);
+	after = my_slice(&nice2);
+	assert_int_equal(nice2, nice0);
+	assert_true(after == before);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1613,6 +1666,7 @@ int main(void)
 		cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_present_over_2g),
 		cmocka_unit_test(test_fill_throughput),
+		cmocka_unit_test(test_urgent_thread),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, group_teardown);
