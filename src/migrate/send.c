@@ -91,7 +91,8 @@ static int await_response(struct sender *x, const char *what)
  */
 void fy_snd_sync_owner(struct sender *x)
 {
-	bool released = (x->sm.released || x->file_handed) && !x->peer_refused;
+	bool released = (x->sm.released || x->file_handed) &&
+			!x->peer_refused && !x->released_lost;
 
 	fy_session_set_owner(x->s, (enum ferry_owner)fy_send_owner(
 					   x->sm.state, released,
@@ -113,6 +114,11 @@ int fy_snd_request(struct sender *x, uint32_t type, const struct fy_buf *body,
 	fy_snd_sync_owner(x);
 	rc = fy_chan_send_rec(&x->ch, type, seq, body ? body->data : NULL,
 			      body ? body->len : 0);
+	if (type == FY_REC_RELEASED && rc)
+		x->released_unwritten = true;
+	else if (type == FY_REC_RELEASED)
+		x->released_marked = !fy_transport_sent_mark(x->ch.fd,
+							     &x->released_mark);
 	if (rc)
 		return fy_snd_io_fail(x, rc, what);
 	return await_response(x, what);
@@ -982,6 +988,23 @@ static int file_end(struct sender *x, uint64_t t1)
 	return rc;
 }
 
+/*
+ * RELEASED went unanswered: did it provably never reach the destination?
+ * Only when the destination closed its end (a reset, or its FIN: the
+ * stream format forbids a destination to shut its sending side before it
+ * answers RELEASED) and its TCP never acknowledged the record's last byte,
+ * or the record was not even written whole (no destination can read a
+ * part of one). A silent link (a timeout)
+ * proves nothing: the record may still arrive.
+ */
+static bool released_lost(struct sender *x, int rc)
+{
+	if (x->released_unwritten)
+		return true;
+	return x->released_marked && (rc == -ECONNRESET || rc == -EPIPE) &&
+	       fy_transport_acked_below(x->ch.fd, x->released_mark);
+}
+
 /* ready -> released -> running. */
 static int handshake(struct sender *x)
 {
@@ -1001,12 +1024,18 @@ static int handshake(struct sender *x)
 					       ferry_strerror(rc));
 		x->released_ok = true;
 	}
+	/* Gone since it said "ready" (killed, say): RELEASED would go
+	 * nowhere, and the guest is still ours to run. */
+	if (fy_transport_peer_closed(x->ch.fd))
+		return fy_session_fail(s, -ECONNRESET,
+				       "the destination closed its connection after it was ready, before RELEASED: it cannot have run the guest");
 	rc = fy_snd_request(x, FY_REC_RELEASED, NULL, "RELEASED");
 	if (rc) {
 		/* An ERROR answer is positive confirmation that the
 		 * destination did not start the guest. */
 		x->peer_refused = x->sm.state == FY_SS_FAILED &&
 				  s->stats.error == FERRY_EPEER;
+		x->released_lost = !x->peer_refused && released_lost(x, rc);
 		return rc;
 	}
 	if (fy_running_decode(x->ch.rx.in.data, x->ch.rx.in.len, &run))
@@ -1091,7 +1120,17 @@ static int unwind(struct sender *x, int rc)
 
 	if (!past)
 		send_abort(x, rc);
-	if (past && !x->peer_refused) {
+	if (past && x->released_lost) {
+		char why[256];
+
+		ferry_session_errmsg(s, why, sizeof(why));
+		pthread_mutex_lock(&s->lock);
+		snprintf(s->errmsg, sizeof(s->errmsg),
+			 "%s; RELEASED never reached the destination (it closed its connection first and never acknowledged it): the guest runs here again",
+			 why);
+		pthread_mutex_unlock(&s->lock);
+	}
+	if (past && !x->peer_refused && !x->released_lost) {
 		char why[256], msg[sizeof(s->errmsg)];
 
 		/* This outcome replaces whatever broke the connection: it is

@@ -30,6 +30,11 @@ struct sender {
 	bool paused;
 	bool released_ok;     /* VMM's release() succeeded */
 	bool peer_refused;    /* the destination said it will not run */
+	bool released_lost;   /* RELEASED provably never reached the
+				 destination (send.c: released_lost()) */
+	bool released_unwritten; /* RELEASED's write failed */
+	bool released_marked; /* released_mark is known (TCP) */
+	uint64_t released_mark; /* the stream's end, RELEASED included */
 	bool file_handed;     /* a snapshot's rename gave the file the guest */
 	uint32_t throttle;    /* auto-converge: vCPU throttle applied, % */
 	uint32_t slow_passes; /* consecutive passes that did not halve */

@@ -102,6 +102,17 @@ void fy_transport_listen_uri(const struct fy_uri *u, int lfd, char *buf,
 /* Remove the socket file of a UNIX listener. */
 void fy_transport_unlink(const struct fy_uri *u);
 
+/* What the kernel knows of a connected socket's peer (peer.c). Its end
+ * is closed (shut down for writing, or gone): a FIN or a reset arrived. */
+bool fy_transport_peer_closed(int fd);
+/* TCP: everything written so far, as the peer's acknowledgements count
+ * it (the bytes acknowledged plus those queued); -ENOTSUP for a socket
+ * that does not count acknowledgements (UNIX). */
+int fy_transport_sent_mark(int fd, uint64_t *mark);
+/* TCP: the peer never acknowledged everything up to @mark (it still
+ * counts after a reset); false when that is not known. */
+bool fy_transport_acked_below(int fd, uint64_t mark);
+
 /* Files read and written by offset (snapshots): whole buffers, EINTR
  * retried. fy_pread_full() stops early only at the end of the file
  * (*got < n). */
