@@ -462,6 +462,19 @@ struct ferry_config {
 					damaged page stops the guest). The
 					receive returns once every page is
 					in. */
+	uint32_t max_pause_ms;	     /* source: the longest the guest stays
+					paused before the destination says
+					it is ready to run it (the answer to
+					SWITCHOVER; before postcopy, to
+					POSTCOPY's discard); past it the
+					source aborts and resumes its guest
+					(FERRY_ETIMEOUT). 0 = 4 x
+					downtime_limit_ms, at least 2,000;
+					else at least downtime_limit_ms.
+					Not for "file:" (a snapshot's disk
+					may be slow), and not after
+					release(): the guest may run at the
+					destination from there on. */
 };
 
 /**

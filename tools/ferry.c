@@ -878,6 +878,10 @@ static const char migrate_usage[] =
 	"Options:\n"
 	"  --max-passes N           most precopy passes before the timeout strategy\n"
 	"  --max-precopy-ms N       longest precopy phase before it\n"
+	"  --max-pause-ms N         longest the guest may stay paused before the\n"
+	"                           destination is ready to run it; past it the\n"
+	"                           source gives up and resumes it (default 0:\n"
+	"                           4 x --downtime-ms, at least 2000)\n"
 	"  --timeout-strategy S     cancel (give up, the source keeps running),\n"
 	"                           switchover (pause anyway and finish) or\n"
 	"                           postcopy (switch to postcopy; as switchover\n"
@@ -1013,6 +1017,7 @@ static int migrate_options(int argc, char **argv, json_object *args,
 	static const struct option own[] = {
 		{ "max-passes", required_argument, NULL, 'p' },
 		{ "max-precopy-ms", required_argument, NULL, 'P' },
+		{ "max-pause-ms", required_argument, NULL, 'Z' },
 		{ "timeout-strategy", required_argument, NULL, 's' },
 		{ "record-stream", required_argument, NULL, 'R' },
 		{ "postcopy", no_argument, NULL, 'o' },
@@ -1033,6 +1038,9 @@ static int migrate_options(int argc, char **argv, json_object *args,
 			break;
 		case 'P':
 			ret = tuning_uint("migrate", args, VM_ARG_MAX_PRECOPY, optarg);
+			break;
+		case 'Z':
+			ret = tuning_uint("migrate", args, VM_ARG_MAX_PAUSE, optarg);
 			break;
 		case 's':
 			ret = tuning_name("migrate", args, "timeout_strategy",

@@ -230,7 +230,7 @@ int api_migrate_args(json_object *args, struct vm_migrate_args *a, char *err,
 					     "window", "chunk_bytes", "max_bandwidth",
 					     "auto_converge", "congestion_control",
 					     "keep_running", "io_threads", "postcopy",
-					     "postcopy_after_passes" };
+					     "postcopy_after_passes", "max_pause_ms" };
 
 	static_assert(sizeof(strategies) / sizeof(strategies[0]) ==
 			      FERRY_TIMEOUT_POSTCOPY + 1,
@@ -246,6 +246,7 @@ int api_migrate_args(json_object *args, struct vm_migrate_args *a, char *err,
 	if (arg_int(args, VM_ARG_DOWNTIME, &a->downtime_ms, err, errlen) ||
 	    arg_int(args, VM_ARG_MAX_PASSES, &a->max_passes, err, errlen) ||
 	    arg_int(args, VM_ARG_MAX_PRECOPY, &a->max_precopy_ms, err, errlen) ||
+	    arg_int(args, VM_ARG_MAX_PAUSE, &a->max_pause_ms, err, errlen) ||
 	    arg_enum(args, "timeout_strategy", strategies, 3, &a->timeout_strategy, err, errlen) ||
 	    arg_enum(args, "dirty_mode", modes, 3, &a->dirty_mode, err, errlen) ||
 	    arg_int(args, VM_ARG_CONNECTIONS, &a->connections, err, errlen) ||

@@ -111,7 +111,9 @@ static void usage(FILE *f)
 		"quiet for S seconds (default 60, 0 = never). FERRY_VM_FAULT=lose-writes\n"
 		"(tests only) makes the dirty bitmap report nothing, so verification\n"
 		"must fail; FERRY_VM_FAULT=corrupt-page (tests only) flips a byte of a\n"
-		"page a destination just loaded, which verification must catch.\n",
+		"page a destination just loaded, which verification must catch;\n"
+		"FERRY_VM_FAULT=stall-load:MS (tests only) makes a destination's\n"
+		"state load take MS longer.\n",
 		MAX_VCPUS);
 }
 
@@ -413,6 +415,17 @@ static int cb_dirty_bitmap(void *opaque, uint32_t region, uint64_t *bitmap,
 
 /* Destination, after resume: the verification result and the stall the
  * guest saw travel back to the source in the note. */
+/* load_state, after FERRY_VM_FAULT=stall-load:MS's stall (tests: a
+ * destination that stops answering while the source's guest is paused). */
+static int cb_load_state(void *opaque, const void *data, size_t len)
+{
+	struct vm *vm = opaque;
+
+	if (vm->fault_stall_load_ms)
+		usleep((useconds_t)vm->fault_stall_load_ms * 1000);
+	return vm_state_load(opaque, data, len);
+}
+
 static void cb_running_note(void *opaque, char *note, size_t len)
 {
 	vm_verify_note(opaque, note, len);
@@ -816,6 +829,8 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 		cfg->max_passes = (uint32_t)a->max_passes;
 	if (a->max_precopy_ms >= 0)
 		cfg->max_precopy_ms = (uint32_t)a->max_precopy_ms;
+	if (a->max_pause_ms >= 0)
+		cfg->max_pause_ms = (uint32_t)a->max_pause_ms;
 	if (a->timeout_strategy >= 0)
 		cfg->timeout_strategy = (enum ferry_timeout_strategy)a->timeout_strategy;
 	if (a->dirty_mode >= 0)
@@ -1255,11 +1270,13 @@ static void vm_setup(struct vm *vm)
 	vm->log_level = lvl && *lvl ? atoi(lvl) : -1;
 	vm->fault_lose_writes = fault && !strcmp(fault, "lose-writes");
 	vm->fault_corrupt_page = fault && !strcmp(fault, "corrupt-page");
+	if (fault && !strncmp(fault, "stall-load:", 11))
+		vm->fault_stall_load_ms = (unsigned)atoi(fault + 11);
 	vm->ops.struct_size = sizeof(vm->ops);
 	vm->ops.pause = cb_pause;
 	vm->ops.resume = cb_resume;
 	vm->ops.save_state = vm_state_save;
-	vm->ops.load_state = vm_state_load;
+	vm->ops.load_state = cb_load_state;
 	vm->ops.get_dirty_bitmap = cb_dirty_bitmap;
 	vm->ops.running_note = cb_running_note;
 	vm->ops.errmsg = cb_errmsg;

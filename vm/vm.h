@@ -301,6 +301,7 @@ struct vm_migrate_args {
 	int64_t io_threads;	/* file: only; or -1 */
 	int postcopy;		/* enum ferry_postcopy, or -1 */
 	int64_t postcopy_after_passes; /* or -1 */
+	int64_t max_pause_ms;	/* 0 = the library's choice, or -1 */
 };
 
 /* Why a command could not be carried out (maps to the API error class). */
@@ -367,6 +368,7 @@ struct vm {
 	int log_level; /* engine log messages up to this level go to stderr */
 	bool fault_lose_writes; /* test hook: the dirty bitmap reports nothing */
 	bool fault_corrupt_page; /* test hook: a loaded page is damaged */
+	unsigned fault_stall_load_ms; /* test hook: load_state stalls */
 };
 
 /* snapshot.c */

@@ -340,7 +340,8 @@ static int wrote(struct fy_chan *c, ssize_t w, uint64_t *since)
 		return 0;
 	if (errno != EAGAIN && errno != EWOULDBLOCK)
 		return -errno;
-	return tick(c, *since, FY_IDLE_TIMEOUT_MS);
+	return tick(c, *since, c->tx.limit_ms ? c->tx.limit_ms
+					     : FY_IDLE_TIMEOUT_MS);
 }
 
 /* Copy every byte of @iov (which it consumes) to the connection; @more:

@@ -167,6 +167,10 @@ static int check_choices(const struct ferry_config *cfg,
 			      "postcopy_after_passes is %u: it must be from 1 to max_passes (%u; 0 = 1)",
 			      cfg->postcopy_after_passes,
 			      cfg->max_passes ? cfg->max_passes : 30);
+	if (cfg->max_pause_ms && cfg->max_pause_ms < cfg->downtime_limit_ms)
+		return refuse(err, errlen,
+			      "max_pause_ms is %u: it must be at least downtime_limit_ms (%u), or 0 for 4 x that (at least 2,000)",
+			      cfg->max_pause_ms, cfg->downtime_limit_ms);
 	if ((unsigned)cfg->dirty_mode > FERRY_DIRTY_BITMAP)
 		return OUT_OF("dirty_mode", cfg->dirty_mode, FERRY_DIRTY_AUTO,
 			      FERRY_DIRTY_BITMAP);

@@ -25,6 +25,8 @@ struct ferry_buf {
 
 /* How often blocked socket calls come back to look at the cancel flag. */
 #define FY_TICK_MS 100
+/* How long the source tries to tell a failing destination why (ABORT). */
+#define FY_ABORT_WAIT_MS 1000
 /* Most data connections of one session. */
 #define FY_MAX_CHANNELS 64
 /* Chunks in flight per connection (ferry_config.window): the default, the
@@ -77,7 +79,31 @@ struct ferry_session {
 	bool pc_force;		   /* ferry_session_force_resume() */
 	char pc_uri[FERRY_URI_MAX]; /* ferry_session_recover()'s, "" = none */
 	char pc_why[128];	   /* why postcopy is not usable (pc_avail -1) */
+
+	/* The bounded pause (fy_session_pause_arm()): a watchdog thread. */
+	pthread_mutex_t pw_lock;
+	pthread_cond_t pw_cv;	   /* CLOCK_MONOTONIC */
+	pthread_t pw_thread;
+	bool pw_armed, pw_stop, pw_expired;
+	uint64_t pw_deadline_ns;
+	uint32_t pw_ms;
 };
+
+/* cfg.max_pause_ms as it applies (0 is 4 x the downtime limit, at least
+ * 2 s). */
+uint32_t fy_max_pause_ms(const struct ferry_config *cfg);
+/*
+ * The guest was paused for a handover: unless disarmed within
+ * fy_max_pause_ms(), the session fails with FERRY_ETIMEOUT (saying how
+ * long the guest was paused and where the run was) and is cancelled, so
+ * that the source unwinds and resumes its guest. Armed at most once per
+ * run; a failure to start the watchdog leaves the pause unbounded (and is
+ * logged).
+ */
+void fy_session_pause_arm(ferry_session *s);
+/* Stop the watchdog (nothing if not armed). Return: true if the pause had
+ * already expired (the session failed; the caller must not go on). */
+bool fy_session_pause_disarm(ferry_session *s);
 
 /* Words of a zero map for the largest record body. */
 #define FY_ZMAP_WORDS ((FY_REC_MAX_BODY / 4096 + 63) / 64)
@@ -106,6 +132,8 @@ struct fy_chan_tx {
 	/* Postcopy's urgent lane: its bytes go before what other
 	 * connections booked on a capped link (fy_session_pace_urgent). */
 	bool urgent;
+	/* How long a write may wait for room, in ms; 0 = the idle limit. */
+	int limit_ms;
 };
 
 /* The receiving direction: touched only by the thread that receives. */

@@ -693,6 +693,9 @@ static int transition(struct pc_src *p, uint64_t discarded)
 
 	if (rc)
 		return rc;
+	/* From release() on the pause is not bounded any more. */
+	if (fy_session_pause_disarm(s))
+		return FERRY_ETIMEOUT;
 	/* The external resources (connections, leases) go with the guest,
 	 * as before RELEASED; a not-run answer takes them back (unwind). */
 	if (s->ops.release) {

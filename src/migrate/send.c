@@ -724,6 +724,10 @@ int fy_snd_pause(struct sender *x)
 				       ferry_strerror(rc));
 	x->paused = true;
 	x->t_pause = fy_now_ns();
+	/* A snapshot's disk may be slow, and the file takes the guest
+	 * whenever it is written: only a migration bounds its pause. */
+	if (!x->to_file)
+		fy_session_pause_arm(s);
 	atomic_store(&s->pc_stopped, true);
 	fy_session_set_state(s, FERRY_STATE_STOPPED);
 	return 0;
@@ -1016,6 +1020,10 @@ static int handshake(struct sender *x)
 	rc = fy_snd_request(x, FY_REC_SWITCHOVER, NULL, "SWITCHOVER");
 	if (rc)
 		return rc;
+	/* Ready: from release() on the pause is not bounded any more (the
+	 * guest may run at the destination), unless it ran out already. */
+	if (fy_session_pause_disarm(s))
+		return FERRY_ETIMEOUT;
 	if (s->ops.release) {
 		rc = s->ops.release(s->cfg.opaque);
 		if (rc)
@@ -1102,6 +1110,9 @@ static void send_abort(struct sender *x, int code)
 	if (x->ch.fd < 0 || fy_send_sm_request(&x->sm, FY_REC_ABORT, &seq))
 		return;
 	ferry_session_errmsg(x->s, msg, sizeof(msg));
+	/* A destination that stopped reading would hold the source here
+	 * for another idle limit while its guest waits to run again. */
+	x->ch.tx.limit_ms = FY_ABORT_WAIT_MS;
 	fy_chan_send_error(&x->ch, FY_REC_ABORT, seq, code, msg);
 }
 
@@ -1118,6 +1129,7 @@ static int unwind(struct sender *x, int rc)
 	 * return. */
 	bool past = fy_send_sm_past_release(&x->sm);
 
+	fy_session_pause_disarm(s);
 	if (!past)
 		send_abort(x, rc);
 	if (past && x->released_lost) {
@@ -1144,6 +1156,8 @@ static int unwind(struct sender *x, int rc)
 			 "no answer to RELEASED (%s); the guest stays paused here until an operator decides which side runs it",
 			 why);
 		memcpy(msg, s->errmsg, sizeof(msg));
+		/* So far: the guest stays paused. */
+		s->stats.downtime_ms = fy_ms(fy_now_ns() - x->t_pause);
 		pthread_mutex_unlock(&s->lock);
 		fy_session_log(s, 0, "%s", msg);
 		fy_snd_sync_owner(x);
@@ -1164,6 +1178,10 @@ static int unwind(struct sender *x, int rc)
 				       ferry_strerror(r2));
 		else
 			x->paused = false;
+		/* The pause a failed handover cost the guest. */
+		pthread_mutex_lock(&s->lock);
+		s->stats.downtime_ms = fy_ms(fy_now_ns() - x->t_pause);
+		pthread_mutex_unlock(&s->lock);
 	}
 	return rc;
 }

@@ -158,6 +158,15 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->pc_cv, NULL);
+	pthread_mutex_init(&s->pw_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&s->pw_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	*out = s;
 	return 0;
 }
@@ -167,6 +176,9 @@ FERRY_API void ferry_session_destroy(ferry_session *s)
 	if (!s)
 		return;
 	fy_lazy_free(s->lazy);
+	fy_session_pause_disarm(s);
+	pthread_cond_destroy(&s->pw_cv);
+	pthread_mutex_destroy(&s->pw_lock);
 	pthread_cond_destroy(&s->pc_cv);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
@@ -614,6 +626,7 @@ static void log_bulk(ferry_session *s)
  */
 int fy_session_end(ferry_session *s, int rc)
 {
+	fy_session_pause_disarm(s);
 	log_bulk(s);
 	pthread_mutex_lock(&s->lock);
 	if (rc && !s->stats.error)
@@ -778,4 +791,98 @@ void fy_session_progress(ferry_session *s)
 		return;
 	s->t_progress_ns = now;
 	fy_session_event(s, FERRY_EVENT_PROGRESS);
+}
+
+/* ---- the bounded pause ---- */
+
+/**
+ * fy_max_pause_ms() - see engine.h.
+ */
+uint32_t fy_max_pause_ms(const struct ferry_config *cfg)
+{
+	uint64_t auto_ms = 4ull * cfg->downtime_limit_ms;
+
+	if (cfg->max_pause_ms)
+		return cfg->max_pause_ms;
+	return auto_ms < 2000 ? 2000 : auto_ms > UINT32_MAX ? UINT32_MAX
+							      : (uint32_t)auto_ms;
+}
+
+static void *pause_watch(void *arg)
+{
+	ferry_session *s = arg;
+	struct timespec ts = {
+		.tv_sec = (time_t)(s->pw_deadline_ns / 1000000000ull),
+		.tv_nsec = (long)(s->pw_deadline_ns % 1000000000ull),
+	};
+	bool expired;
+	char state[32];
+
+	pthread_mutex_lock(&s->pw_lock);
+	while (!s->pw_stop &&
+	       pthread_cond_timedwait(&s->pw_cv, &s->pw_lock, &ts) != ETIMEDOUT)
+		;
+	expired = !s->pw_stop;
+	s->pw_expired = expired;
+	pthread_mutex_unlock(&s->pw_lock);
+	if (!expired)
+		return NULL;
+	pthread_mutex_lock(&s->lock);
+	snprintf(state, sizeof(state), "%s",
+		 ferry_state_name(s->stats.state));
+	pthread_mutex_unlock(&s->lock);
+	/* The first failure is what the run reports: the cancel that
+	 * follows only stops it. */
+	fy_session_fail(s, FERRY_ETIMEOUT,
+			"the guest was paused for %u ms (max_pause_ms) and the destination had not said it was ready (state: %s): the source resumes it",
+			s->pw_ms, state);
+	atomic_store(&s->cancel, true);
+	return NULL;
+}
+
+/**
+ * fy_session_pause_arm() - see engine.h.
+ */
+void fy_session_pause_arm(ferry_session *s)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->pw_lock);
+	if (s->pw_armed) {
+		pthread_mutex_unlock(&s->pw_lock);
+		return;
+	}
+	s->pw_ms = fy_max_pause_ms(&s->cfg);
+	s->pw_deadline_ns = fy_now_ns() + (uint64_t)s->pw_ms * 1000000ull;
+	s->pw_stop = false;
+	s->pw_expired = false;
+	rc = pthread_create(&s->pw_thread, NULL, pause_watch, s);
+	s->pw_armed = !rc;
+	pthread_mutex_unlock(&s->pw_lock);
+	if (rc)
+		fy_session_log(s, 0, "cannot start the pause's watchdog (%s): this pause is not bounded",
+			       strerror(rc));
+}
+
+/**
+ * fy_session_pause_disarm() - see engine.h.
+ */
+bool fy_session_pause_disarm(ferry_session *s)
+{
+	bool expired;
+
+	pthread_mutex_lock(&s->pw_lock);
+	if (!s->pw_armed) {
+		pthread_mutex_unlock(&s->pw_lock);
+		return false;
+	}
+	s->pw_stop = true;
+	pthread_cond_signal(&s->pw_cv);
+	pthread_mutex_unlock(&s->pw_lock);
+	pthread_join(s->pw_thread, NULL);
+	pthread_mutex_lock(&s->pw_lock);
+	s->pw_armed = false;
+	expired = s->pw_expired;
+	pthread_mutex_unlock(&s->pw_lock);
+	return expired;
 }

@@ -42,6 +42,7 @@
 struct vmm {
 	uint8_t *mem;
 	atomic_int pauses, resumes, releases, reacquires, acquires;
+	unsigned load_delay_ms;	/* destination: a load_state that stalls */
 	void (*on_release)(void *arg);
 	void *arg;
 };
@@ -65,6 +66,7 @@ static int op_save(void *o, struct ferry_buf *out)
 
 static int op_load(void *o, const void *data, size_t len)
 {
+	usleep(((struct vmm *)o)->load_delay_ms * 1000u);
 	return len == 5 && !memcmp(data, "state", 5) ? 0 : -EINVAL;
 }
 
@@ -101,7 +103,7 @@ static const struct ferry_vmm_ops ops = {
 	.acquire = op_acquire,
 };
 
-static ferry_session *session(struct vmm *vm)
+static ferry_session *session(struct vmm *vm, uint32_t max_pause_ms)
 {
 	struct ferry_config cfg;
 	struct ferry_region r = { .size = MEM, .name = "ram0", .fd = -1 };
@@ -115,6 +117,7 @@ static ferry_session *session(struct vmm *vm)
 	ferry_config_init(&cfg);
 	cfg.ops = &ops;
 	cfg.opaque = vm;
+	cfg.max_pause_ms = max_pause_ms;
 	assert_int_equal(ferry_session_new(&cfg, &s), 0);
 	assert_int_equal(ferry_session_add_region(s, &r), 0);
 	return s;
@@ -122,7 +125,7 @@ static ferry_session *session(struct vmm *vm)
 
 /* ---- the proxy ---- */
 
-enum cut { CUT_CLOSE, CUT_CLOSE_LATER, CUT_SWALLOW };
+enum cut { CUT_NONE, CUT_CLOSE, CUT_CLOSE_LATER, CUT_SWALLOW };
 
 struct proxy {
 	int lfd;
@@ -279,10 +282,17 @@ static void *recv_main(void *arg)
 	return NULL;
 }
 
-static int run(enum cut how, struct vmm *src, ferry_session **sp, char *msg,
-	       size_t len, bool *dst_ran)
+/* What a run may change: the source's max_pause_ms, a stalling
+ * destination. */
+struct opts {
+	uint32_t max_pause_ms;
+	unsigned dst_load_delay_ms;
+};
+
+static int run_with(enum cut how, const struct opts *o, struct vmm *src,
+		    ferry_session **sp, char *msg, size_t len, bool *dst_ran)
 {
-	struct vmm dst = { 0 };
+	struct vmm dst = { .load_delay_ms = o->dst_load_delay_ms };
 	struct proxy px = { .how = how };
 	struct recv_job j = { 0 };
 	struct ferry_stats st = { FERRY_STATS_INIT };
@@ -291,8 +301,8 @@ static int run(enum cut how, struct vmm *src, ferry_session **sp, char *msg,
 	int lfd, rc;
 
 	memset(src, 0, sizeof(*src));
-	ss = session(src);
-	ds = session(&dst);
+	ss = session(src, o->max_pause_ms);
+	ds = session(&dst, 0);
 	/* The destination listens on a port of its own (taken, then freed:
 	 * loopback, nobody else binds it in between in practice). */
 	px.to_port = listen_any(&lfd);
@@ -309,7 +319,7 @@ static int run(enum cut how, struct vmm *src, ferry_session **sp, char *msg,
 	pthread_mutex_init(&px.lock, NULL);
 	px.port = listen_any(&px.lfd);
 	assert_int_equal(pthread_create(&px.acceptor, NULL, accept_main, &px), 0);
-	src->on_release = on_release;
+	src->on_release = how == CUT_NONE ? NULL : on_release;
 	src->arg = &px;
 
 	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%u", px.port);
@@ -328,6 +338,14 @@ static int run(enum cut how, struct vmm *src, ferry_session **sp, char *msg,
 	munmap(dst.mem, MEM);
 	*sp = ss;
 	return rc;
+}
+
+static int run(enum cut how, struct vmm *src, ferry_session **sp, char *msg,
+	       size_t len, bool *dst_ran)
+{
+	const struct opts o = { 0 };
+
+	return run_with(how, &o, src, sp, msg, len, dst_ran);
 }
 
 static enum ferry_owner owner_of(ferry_session *s)
@@ -416,6 +434,56 @@ static void test_closed_while_released(void **state)
 }
 
 /*
+ * A destination that stalls while the source's guest is paused (here in
+ * its load_state, for 2.5 s) does not hold it paused past max_pause_ms:
+ * the source gives up, resumes, says why and reports how long the guest
+ * was paused; the destination, told to stop, never runs the guest.
+ */
+static void test_pause_is_bounded(void **state)
+{
+	const struct opts o = { .max_pause_ms = 500, .dst_load_delay_ms = 2500 };
+	struct ferry_stats st = { FERRY_STATS_INIT };
+	struct vmm src;
+	ferry_session *ss;
+	char msg[512];
+	bool ran;
+	int rc;
+
+	(void)state;
+	rc = run_with(CUT_NONE, &o, &src, &ss, msg, sizeof(msg), &ran);
+	print_message("# %d, %s\n", rc, msg);
+	assert_int_equal(rc, FERRY_ETIMEOUT);
+	assert_false(ran);
+	assert_non_null(strstr(msg, "max_pause_ms"));
+	assert_int_equal(src.pauses, 1);
+	assert_int_equal(src.resumes, 1);
+	assert_int_equal(src.releases, 0);
+	ferry_session_stats(ss, &st);
+	assert_int_equal(st.owner, FERRY_OWNER_SOURCE);
+	assert_int_equal(st.state, FERRY_STATE_FAILED);
+	print_message("# paused %.1f ms\n", st.downtime_ms);
+	assert_true(st.downtime_ms >= 500 && st.downtime_ms < 2000);
+	ferry_session_destroy(ss);
+	munmap(src.mem, MEM);
+}
+
+/* A maximum pause shorter than the downtime limit is refused. */
+static void test_pause_limit_checked(void **state)
+{
+	struct ferry_config cfg;
+	char err[256];
+
+	(void)state;
+	ferry_config_init(&cfg);
+	cfg.ops = &ops;
+	cfg.max_pause_ms = 100;
+	assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "max_pause_ms"));
+	cfg.max_pause_ms = 300;
+	assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), 0);
+}
+
+/*
  * The mechanism itself: what a closed peer's TCP never acknowledged is
  * known after its reset, and what an open one took is acknowledged.
  */
@@ -490,6 +558,8 @@ int main(void)
 		cmocka_unit_test(test_closed_while_released),
 		cmocka_unit_test(test_acknowledged_released_stays_unconfirmed),
 		cmocka_unit_test(test_ack_mark),
+		cmocka_unit_test(test_pause_is_bounded),
+		cmocka_unit_test(test_pause_limit_checked),
 	};
 
 	/* The proxy writes into connections that were just reset. */
