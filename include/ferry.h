@@ -469,8 +469,11 @@ struct ferry_config {
 					POSTCOPY's discard); past it the
 					source aborts and resumes its guest
 					(FERRY_ETIMEOUT). 0 = 4 x
-					downtime_limit_ms, at least 2,000;
-					else at least downtime_limit_ms.
+					downtime_limit_ms, at least 2,000,
+					and at least 3 x the pause predicted
+					when it began (a switchover forced by
+					the timeout strategy; logged); else
+					at least downtime_limit_ms.
 					Not for "file:" (a snapshot's disk
 					may be slow), and not after
 					release(): the guest may run at the

@@ -89,9 +89,11 @@ struct ferry_session {
 	uint32_t pw_ms;
 };
 
-/* cfg.max_pause_ms as it applies (0 is 4 x the downtime limit, at least
- * 2 s). */
-uint32_t fy_max_pause_ms(const struct ferry_config *cfg);
+/* cfg.max_pause_ms as it applies: 0 is 4 x the downtime limit, at least
+ * 2 s, and at least 3 x @expect_ms, the pause predicted when it began (a
+ * switchover forced by the timeout strategy predicts more than the
+ * limit, and the operator asked for it). */
+uint32_t fy_max_pause_ms(const struct ferry_config *cfg, double expect_ms);
 /*
  * The guest was paused for a handover: unless disarmed within
  * fy_max_pause_ms(), the session fails with FERRY_ETIMEOUT (saying how

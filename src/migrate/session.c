@@ -798,14 +798,17 @@ void fy_session_progress(ferry_session *s)
 /**
  * fy_max_pause_ms() - see engine.h.
  */
-uint32_t fy_max_pause_ms(const struct ferry_config *cfg)
+uint32_t fy_max_pause_ms(const struct ferry_config *cfg, double expect_ms)
 {
-	uint64_t auto_ms = 4ull * cfg->downtime_limit_ms;
+	double auto_ms = 4.0 * cfg->downtime_limit_ms;
 
 	if (cfg->max_pause_ms)
 		return cfg->max_pause_ms;
-	return auto_ms < 2000 ? 2000 : auto_ms > UINT32_MAX ? UINT32_MAX
-							      : (uint32_t)auto_ms;
+	if (auto_ms < 2000)
+		auto_ms = 2000;
+	if (auto_ms < 3 * expect_ms)
+		auto_ms = 3 * expect_ms;
+	return auto_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)auto_ms;
 }
 
 static void *pause_watch(void *arg)
@@ -845,6 +848,7 @@ static void *pause_watch(void *arg)
  */
 void fy_session_pause_arm(ferry_session *s)
 {
+	double expect;
 	int rc;
 
 	pthread_mutex_lock(&s->pw_lock);
@@ -852,7 +856,10 @@ void fy_session_pause_arm(ferry_session *s)
 		pthread_mutex_unlock(&s->pw_lock);
 		return;
 	}
-	s->pw_ms = fy_max_pause_ms(&s->cfg);
+	pthread_mutex_lock(&s->lock);
+	expect = s->stats.expected_downtime_ms;
+	pthread_mutex_unlock(&s->lock);
+	s->pw_ms = fy_max_pause_ms(&s->cfg, expect);
 	s->pw_deadline_ns = fy_now_ns() + (uint64_t)s->pw_ms * 1000000ull;
 	s->pw_stop = false;
 	s->pw_expired = false;
@@ -862,6 +869,10 @@ void fy_session_pause_arm(ferry_session *s)
 	if (rc)
 		fy_session_log(s, 0, "cannot start the pause's watchdog (%s): this pause is not bounded",
 			       strerror(rc));
+	else if (!s->cfg.max_pause_ms &&
+		 s->pw_ms > 4ull * s->cfg.downtime_limit_ms && s->pw_ms > 2000)
+		fy_session_log(s, 1, "the pause may last up to %u ms: 3 x the %.0f ms predicted for it, above the %u ms downtime limit",
+			       s->pw_ms, expect, s->cfg.downtime_limit_ms);
 }
 
 /**

@@ -137,6 +137,8 @@ struct proxy {
 	int fds[32];		/* source side, destination side, ... */
 	unsigned nfds;
 	pthread_t acceptor;
+	pthread_t closer;	/* late_close(), joined by run() */
+	bool closing;
 };
 
 struct pump {
@@ -254,15 +256,14 @@ static void *late_close(void *arg)
 static void on_release(void *arg)
 {
 	struct proxy *px = arg;
-	pthread_t t;
 
 	atomic_store(&px->cut, px->how == CUT_SWALLOW);
 	if (px->how == CUT_CLOSE) {
 		close_all(px);
 		return;
 	}
-	assert_int_equal(pthread_create(&t, NULL, late_close, px), 0);
-	pthread_detach(t);
+	assert_int_equal(pthread_create(&px->closer, NULL, late_close, px), 0);
+	px->closing = true;
 }
 
 /* ---- the runs ---- */
@@ -330,6 +331,8 @@ static int run_with(enum cut how, const struct opts *o, struct vmm *src,
 	pthread_join(j.t, NULL);
 	*dst_ran = dst.resumes > 0;
 	assert_int_equal(*dst_ran, j.rc == 0);
+	if (px.closing)
+		pthread_join(px.closer, NULL);
 	shutdown(px.lfd, SHUT_RDWR);
 	pthread_join(px.acceptor, NULL);
 	close(px.lfd);
