@@ -140,12 +140,12 @@ static json_object *caps_array(uint64_t caps)
 {
 	static const char *const names[] = { "data-checksum", "multi-channel",
 					     "zero-pages", "lz4", "zstd",
-					     "postcopy" };
+					     "postcopy", "local-fds" };
 	const unsigned n = sizeof(names) / sizeof(names[0]);
 	json_object *a = json_object_new_array();
 
 	static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
-			      (FERRY_CAP_ALL | FERRY_CAP_POSTCOPY),
+			      FERRY_CAP_ALL,
 		      "every capability bit has a name");
 	for (unsigned i = 0; i < n; i++)
 		if (caps & (1ull << i))

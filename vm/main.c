@@ -99,7 +99,8 @@ static void usage(FILE *f)
 		"  --disable-cap NAME   do not offer a capability: data-checksum,\n"
 		"                       multi-channel, zero-pages, lz4, zstd, postcopy\n"
 		"                       (offered where userfaultfd's missing mode\n"
-		"                       works and the library runs postcopy)\n"
+		"                       works and the library runs postcopy),\n"
+		"                       local-fds (offered on unix: listeners)\n"
 		"                       (repeatable)\n"
 		"  --self-test          pause/save/load/verify in-process, then exit\n"
 		"  --print-schemas      print the device-state schemas as JSON Schema\n"
@@ -244,17 +245,18 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		return 0;
 	case 'C': {
 		static const char *const names[] = { "data-checksum",
-			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy" };
+			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy",
+			"local-fds" };
 
 		static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
-				      (FERRY_CAP_ALL | FERRY_CAP_POSTCOPY),
+				      FERRY_CAP_ALL,
 			      "every capability bit has a name");
 		for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 			if (!strcmp(arg, names[i])) {
 				o->disabled_caps |= 1ull << i;
 				return 0;
 			}
-		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4, zstd or postcopy", arg);
+		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4, zstd, postcopy or local-fds", arg);
 	}
 	case 'T':
 		o->self_test = true;

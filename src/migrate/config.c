@@ -167,6 +167,9 @@ static int check_choices(const struct ferry_config *cfg,
 			      "postcopy_after_passes is %u: it must be from 1 to max_passes (%u; 0 = 1)",
 			      cfg->postcopy_after_passes,
 			      cfg->max_passes ? cfg->max_passes : 30);
+	if (cfg->local_fds && cfg->postcopy != FERRY_POSTCOPY_OFF)
+		return refuse(err, errlen,
+			      "local_fds with postcopy: a local migration passes the memory itself, so nothing is left to follow after the switch");
 	if ((unsigned)cfg->dirty_mode > FERRY_DIRTY_BITMAP)
 		return OUT_OF("dirty_mode", cfg->dirty_mode, FERRY_DIRTY_AUTO,
 			      FERRY_DIRTY_BITMAP);
