@@ -798,11 +798,7 @@ static void *recv_main(void *arg)
 			api_log_result("incoming migration", 0, &st, errmsg, report);
 			mig_store_report(vm, report, -2, false);
 			/* The guest runs here now: an ordinary VM, which
-			 * may migrate on. Memory that came by fd is all
-			 * here (the source's pages). */
-			if (st.local_fds)
-				atomic_store(&vm->guest.populated,
-					     vm->guest.mem_size);
+			 * may migrate on. */
 			pthread_mutex_lock(&vm->mig.lock);
 			vm->mig.arrived = true;
 			pthread_mutex_unlock(&vm->mig.lock);
@@ -1039,8 +1035,10 @@ static int init_guest(struct vm *vm, char *err, size_t errlen)
 	 * writes every page that has data anyway, and populating first only
 	 * competes with its reads for the memory map's lock. */
 	/* A local destination maps the source's pages over its RAM: its
-	 * own would only be freed again. */
-	if (!vm_restoring_file(vm) && !vm->opts.local)
+	 * own would only be freed again, so there is nothing to prepare. */
+	if (vm->opts.local)
+		atomic_store(&vm->guest.populated, vm->guest.mem_size);
+	else if (!vm_restoring_file(vm))
 		rc = guest_ram_populate(&vm->guest, &vm->init.abort);
 	if (rc) {
 		snprintf(err, errlen, "cannot populate %" PRIu64 " MiB of guest RAM: %s",
