@@ -1105,7 +1105,10 @@ FERRY_API int ferry_state_dump_schemas_json(const void *data, size_t len,
  *            "channels"}; postcopy's DISCARD {"entries", "pages"},
  *            POSTCOPY {"discarded"}, POSTCOPY_END {"records", "bytes"},
  *            RESUME {"session_id", "token", "generation"} (a stream
- *            that starts with RESUME is a recovery connection); snapshot INDEX {"entries", "state_offset"} and
+ *            that starts with RESUME is a recovery connection); a local
+ *            migration's MEMORY_FDS {"regions": [{"index", "page_size",
+ *            "size", "fd_offset"}]} (the files themselves are not in a
+ *            capture); snapshot INDEX {"entries", "state_offset"} and
  *            FOOTER {"index_offset", "index_size"}; an unknown optional
  *            record {"skipped": true}, an unknown mandatory one
  *            {"unknown": true}; empty bodies {}

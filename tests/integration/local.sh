@@ -20,15 +20,15 @@ start_vm dst --memory $mem --memory-backend "$backing" --local \
 start_vm src --memory $mem --memory-backend "$backing" --workload random \
 	--dirty-rate 100
 grep -q 'memfd:ferry-guest' "/proc/$PID_src/maps" || fail "the source has no memfd mapping to begin with"
-"$FERRY" migrate "$T/src.sock" "unix:$T/mig.sock" --local --json >"$T/m.json" 2>"$T/m.log" ||
+"$FERRY" migrate "$T/src.sock" "unix:$T/mig.sock" --local --record-stream "$T/rec.ferry" \
+	--json >"$T/m.json" 2>"$T/m.log" ||
 	fail "local migration failed: $(tail -n1 "$T/m.json")"
 r=$T/m.json
 [ "$(json_field "$r" 'd["status"]')" = '"completed"' ] || fail "report: $(tail -n1 "$r")"
 [ "$(json_field "$r" 'd["verified"]')" = true ] || fail "not verified: $(tail -n1 "$r")"
 [ "$(json_field "$r" 'd["local_fds"]')" = true ] || fail "report does not say local_fds: $(tail -n1 "$r")"
 [ "$(json_field "$r" 'd["passes"]')" = 0 ] || fail "memory passes ran: $(tail -n1 "$r")"
-[ "$(json_field "$r" '"local-fds" in d["capabilities"]')" = True ] ||
-	[ "$(json_field "$r" '"local-fds" in d["capabilities"]')" = true ] || fail "capability not negotiated"
+[ "$(json_field "$r" '"local-fds" in d["capabilities"]')" = true ] || fail "capability not negotiated"
 # ~no bytes for memory: the records (HELLO ... RELEASED) and the state.
 [ "$(json_field "$r" 'd["wire_bytes"] < 65536 and d["bytes"] < 65536')" = true ] ||
 	fail "memory went over the wire: $(json_field "$r" '[d["wire_bytes"], d["bytes"]]')"
@@ -47,6 +47,11 @@ grep -q 'guest RAM unmapped' "$T/src.log" || fail "the source did not say it unm
 grep -q 'memfd:ferry-guest' "/proc/$PID_dst/maps" || fail "the destination does not map the memfd"
 [ "$(ls -l "/proc/$PID_dst/fd" | grep -c 'memfd:ferry-guest')" = 1 ] ||
 	fail "the destination holds $(ls -l "/proc/$PID_dst/fd" | grep -c 'memfd:ferry-guest') memfds"
+# The recorded stream checks, and holds no memory: MEMORY_FDS, then STATE.
+"$FERRY" inspect --check "$T/rec.ferry" >"$T/inspect.txt" 2>&1 || fail "inspect: $(tail -n 3 "$T/inspect.txt")"
+grep -q 'MEMORY_FDS .* 1 file passed' "$T/inspect.txt" || fail "no MEMORY_FDS in the recording"
+grep -q '^ok: .* 0 passes with 0 memory records.* ends in state running' "$T/inspect.txt" ||
+	fail "recording: $(tail -n 1 "$T/inspect.txt")"
 pass "$backing local migration: $(json_field "$r" '"downtime %.1f ms, %d wire bytes, verified %s" % (d["downtime_ms"], d["wire_bytes"], d["verified"])')"
 
 # The source exits cleanly: nothing touches the unmapped range on the way.
