@@ -227,9 +227,13 @@ static void unmap_one(struct receiver *x, unsigned i)
 	const struct fy_region *r = &x->s->regions[i];
 	void *p;
 
+	/* Without a reservation: a hugetlb file that was mapped so (a VMM
+	 * that expected its memory by fd) must not fail here for want of
+	 * free huge pages. */
 	if (r->fd >= 0)
 		p = mmap(r->host, r->size, PROT_READ | PROT_WRITE,
-			 MAP_SHARED | MAP_FIXED, r->fd, (off_t)r->fd_offset);
+			 MAP_SHARED | MAP_FIXED | MAP_NORESERVE, r->fd,
+			 (off_t)r->fd_offset);
 	else
 		p = mmap(r->host, r->size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,

@@ -317,8 +317,6 @@ static int on_released(struct receiver *x, struct fy_buf *reply)
 			 ferry_strerror(rc));
 		return FERRY_EVMM;
 	}
-	/* The source's files are this side's from here on. */
-	fy_local_commit(x);
 	rc = s->ops.resume(s->cfg.opaque);
 	if (rc) {
 		snprintf(x->err, sizeof(x->err), "resume failed: %s",
@@ -326,6 +324,10 @@ static int on_released(struct receiver *x, struct fy_buf *reply)
 		return FERRY_EVMM;
 	}
 	x->resumed = true;
+	/* The guest runs here: the source's files are this side's now (a
+	 * resume that failed left them to be unmapped, as the source
+	 * resumes its guest on the ERROR). */
+	fy_local_commit(x);
 	/* The guest runs here from now on, before the machine commits
 	 * RUNNING after the answer: the owner says so at once. */
 	fy_session_set_owner(s, (enum ferry_owner)fy_recv_owner(FY_RS_RUNNING));

@@ -42,7 +42,7 @@ struct vm {
 	int fd;		/* memfd, or -1 (anonymous) */
 	uint8_t *mem;
 	size_t size;
-	int pauses, resumes, fail_load;
+	int pauses, resumes, fail_load, fail_resume;
 	uint64_t token;
 	bool loaded;
 };
@@ -79,7 +79,11 @@ static int op_pause(void *o)
 
 static int op_resume(void *o)
 {
-	((struct vm *)o)->resumes++;
+	struct vm *vm = o;
+
+	if (vm->fail_resume)
+		return -EIO;
+	vm->resumes++;
 	return 0;
 }
 
@@ -340,6 +344,40 @@ static void test_load_failure_unmaps(void **state)
 	vm_free(&dst);
 }
 
+/* The destination cannot resume the guest after RELEASED: it answers
+ * ERROR, so the source takes its guest back and resumes it; the
+ * destination has let go of the source's pages and its region's fd is
+ * still its own file. */
+static void test_resume_failure_unmaps(void **state)
+{
+	struct vm src, dst;
+	struct stat a, b;
+	struct job j;
+	ferry_session *ss, *ds;
+
+	(void)state;
+	vm_init(&src, true, 0x55);
+	vm_init(&dst, true, 0x77);
+	dst.fail_resume = 1;
+	ss = session(&src, true, FERRY_CAP_ALL);
+	ds = session(&dst, false, FERRY_CAP_ALL);
+	recv_start(&j, ds, "resumefail");
+	assert_int_equal(ferry_session_send(ss, j.uri), FERRY_EPEER);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, FERRY_EVMM);
+	assert_int_equal(src.resumes, 1);
+	assert_int_equal(src.mem[0], 0x55);
+	assert_int_equal(dst.mem[0], 0x77);
+	assert_private(&src, &dst);
+	assert_int_equal(fstat(src.fd, &a), 0);
+	assert_int_equal(fstat(dst.fd, &b), 0);
+	assert_false(a.st_ino == b.st_ino && a.st_dev == b.st_dev);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
 /* A raw client: stream header, HELLO offering local-fds, CONFIG of one
  * region; returns the connected socket after both OKs. */
 static int hostile_open(const char *path, uint64_t size)
@@ -472,6 +510,7 @@ int main(void)
 		cmocka_unit_test(test_refused_before_sending),
 		cmocka_unit_test(test_destination_without_capability),
 		cmocka_unit_test(test_load_failure_unmaps),
+		cmocka_unit_test(test_resume_failure_unmaps),
 		cmocka_unit_test(test_hostile_memory_fds),
 	};
 
