@@ -6,8 +6,8 @@
  * VMM would notice: the destination maps the very same pages (nothing is
  * copied, a few KiB cross), its region's fd becomes the source's file,
  * and every refusal (a TCP URI, anonymous memory, a destination that does
- * not offer it, a destination that fails after mapping, a hostile
- * MEMORY_FDS) leaves the source running with its memory intact and the
+ * not offer it, a destination that fails after mapping, a source that
+ * fails after it, a hostile MEMORY_FDS) leaves the source running with its memory intact and the
  * destination with its own memory and no descriptor left open.
  */
 #include <dirent.h>
@@ -42,7 +42,7 @@ struct vm {
 	int fd;		/* memfd, or -1 (anonymous) */
 	uint8_t *mem;
 	size_t size;
-	int pauses, resumes, fail_load, fail_resume;
+	int pauses, resumes, fail_load, fail_resume, fail_save;
 	uint64_t token;
 	bool loaded;
 };
@@ -89,7 +89,11 @@ static int op_resume(void *o)
 
 static int op_save(void *o, struct ferry_buf *out)
 {
-	return ferry_buf_append(out, &((struct vm *)o)->token, 8);
+	struct vm *vm = o;
+
+	if (vm->fail_save)
+		return -EIO;
+	return ferry_buf_append(out, &vm->token, 8);
 }
 
 static int op_load(void *o, const void *data, size_t len)
@@ -344,6 +348,36 @@ static void test_load_failure_unmaps(void **state)
 	vm_free(&dst);
 }
 
+/* The source fails after the destination mapped its memory (its state
+ * cannot be saved): it sends ABORT and resumes; the destination, told
+ * so, unmaps the source's pages. */
+static void test_source_failure_aborts(void **state)
+{
+	struct vm src, dst;
+	struct job j;
+	ferry_session *ss, *ds;
+
+	(void)state;
+	vm_init(&src, true, 0x12);
+	vm_init(&dst, true, 0x34);
+	src.fail_save = 1;
+	ss = session(&src, true, FERRY_CAP_ALL);
+	ds = session(&dst, false, FERRY_CAP_ALL);
+	recv_start(&j, ds, "savefail");
+	assert_int_equal(ferry_session_send(ss, j.uri), FERRY_EVMM);
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, FERRY_EPEER);
+	assert_int_equal(src.pauses, 1);
+	assert_int_equal(src.resumes, 1);
+	assert_int_equal(dst.resumes, 0);
+	assert_int_equal(dst.mem[0], 0x34);
+	assert_private(&src, &dst);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
 /* The destination cannot resume the guest after RELEASED: it answers
  * ERROR, so the source takes its guest back and resumes it; the
  * destination has let go of the source's pages and its region's fd is
@@ -511,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_destination_without_capability),
 		cmocka_unit_test(test_load_failure_unmaps),
 		cmocka_unit_test(test_resume_failure_unmaps),
+		cmocka_unit_test(test_source_failure_aborts),
 		cmocka_unit_test(test_hostile_memory_fds),
 	};
 
