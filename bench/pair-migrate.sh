@@ -12,16 +12,21 @@
 #   VM OPTIONS: --memory SIZE --workload W [--dirty-rate R]
 #               [--memory-backend B] [--no-verify] (without --memory-backend
 #               ferry-vm's default backing)
+#               [--unix] migrate over a UNIX socket instead of loopback TCP
+#               [--local] a local migration by memory fds: --unix, the
+#               destination started with --local, `ferry migrate --local`
 #   PAIR_LIMIT_S=S: stop `ferry migrate` after S seconds (SIGINT, which
 #               cancels a precopy; SIGKILL 10 s later) so that no run hangs
 #               a benchmark; the report then says "timeout"
 # Exit status: that of `ferry migrate` (0 completed, 1 failed or cancelled),
 # 124 when PAIR_LIMIT_S ran out, 2 for a usage error or a missing program.
 set -euo pipefail
-build=build vm=() src_only=() verify=1
+build=build vm=() src_only=() dst_only=() mig_only=() verify=1 unix=0
 while [ $# -gt 0 ] && [ "$1" != -- ]; do
 	case $1 in
 	--build) build=$2; FERRY=''; FERRY_VM=''; shift ;;
+	--unix) unix=1 ;;
+	--local) unix=1; dst_only+=(--local); mig_only+=(--local) ;;
 	--dirty-rate) src_only+=("$1" "$2"); shift ;;
 	--no-verify) vm+=("$1"); verify=0 ;;
 	--memory | --workload | --memory-backend) vm+=("$1" "$2"); shift ;;
@@ -46,7 +51,9 @@ cleanup() {
 }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$FERRY_VM" "${vm[@]}" --incoming "tcp:127.0.0.1:$port" --api-socket "$d/dst.sock" >"$d/dst.log" 2>&1 &
+uri=tcp:127.0.0.1:$port
+[ "$unix" = 0 ] || uri=unix:$d/mig.sock
+"$FERRY_VM" "${vm[@]}" "${dst_only[@]}" --incoming "$uri" --api-socket "$d/dst.sock" >"$d/dst.log" 2>&1 &
 DST=$!
 "$FERRY_VM" "${vm[@]}" "${src_only[@]}" --api-socket "$d/src.sock" >"$d/src.log" 2>&1 &
 SRC=$!
@@ -87,7 +94,7 @@ sleep 1 # let the guest's workload run before the migration, as the demo does
 rc=0
 limit=()
 [ -z "${PAIR_LIMIT_S:-}" ] || limit=(timeout -s INT -k 10 "$PAIR_LIMIT_S")
-report=$("${limit[@]}" "$FERRY" migrate "$d/src.sock" "tcp:127.0.0.1:$port" --json "$@" | tail -n 1) ||
+report=$("${limit[@]}" "$FERRY" migrate "$d/src.sock" "$uri" --json "${mig_only[@]}" "$@" | tail -n 1) ||
 	rc=$?
 dst=$("$FERRY" status "$d/dst.sock" --json 2>/dev/null | tail -n 1) || dst=null
 if [ "$verify" = 1 ] && [ "$rc" = 0 ]; then

@@ -884,12 +884,61 @@ def b10(recs):
     commands(recs)
 
 
+# --- 12. local migration by memory fds -------------------------------------
+
+def b12(recs):
+    """Downtime and wire bytes: local (fds) against copy, per backing and
+    size."""
+    print(f"Benchmark 12: local migration by memory fds against a copying "
+          f"migration, `random` guest at {META.get('rate', '?')} MB/s, "
+          f"verification on, over a UNIX socket")
+    groups = []
+    for x in recs:
+        mode, _, rest = x["what"].partition("-")
+        backing, _, size = rest.partition("-")
+        if (backing, size) not in [(b, z) for b, z, _ in groups]:
+            groups.append((backing, size, []))
+    rows = []
+    for backing, size, _ in groups:
+        for mode in ("local", "copy"):
+            rs = of(recs, f"{mode}-{backing}-{size}")
+            if not rs:
+                if mode == "copy" and META.get(f"skip_copy_{backing}_{size}"):
+                    rows.append([backing, size, "copy", "-", "-", "-", "-", "-",
+                                 "not run: RAM twice does not fit"])
+                continue
+            dt, dtr = spread(values(rs, "downtime_ms"), 1)
+            wb = values(rs, "wire_bytes")
+            tot, _ = spread(values(rs, "total_ms"), 0)
+            passes = values(rs, "passes")
+            rows.append([backing, size, mode, dt, dtr,
+                         num(med(wb) / 2**20, 3) if wb else "-", tot,
+                         num(med(passes)) if passes else "-",
+                         f"{runs_ok(rs)} ok, {verified_of(rs)} verified"])
+    table(["backing", "size", "memory", "downtime ms", "range",
+           "wire MiB", "total ms", "passes", "runs"], rows)
+    for k, v in META.items():
+        if k.startswith("skip_") and not k.startswith("skip_copy_"):
+            print(f"skipped {k[5:]}: {v}")
+    loc = [x for x in recs if x["what"].startswith("local-")]
+    if loc:
+        worst = max(values(loc, "downtime_ms") or [0])
+        target(f"a local migration pauses the guest <= 5 ms (worst run "
+               f"{worst:.1f} ms)", all(completed(x) for x in loc) and worst <= 5)
+        wb = max(values(loc, "wire_bytes") or [0])
+        target(f"a local migration sends no memory (at most {wb / 1024:.1f} KiB "
+               f"on the wire, whatever the size)", wb < 1 << 20)
+    verified_target(recs, "local")
+    failures(recs)
+    commands(recs)
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     name, recs = sys.argv[1], load(sys.argv[2])
     fn = {"b1": b1, "b2": b2, "b3": b3, "b4": b4, "b5": b5, "b6": b6,
-          "b8": b8, "b9": b9, "b10": b10}.get(name)
+          "b8": b8, "b9": b9, "b10": b10, "b12": b12}.get(name)
     if not fn:
         sys.exit(f"report.py: unknown benchmark {name}")
     if not recs:

@@ -20,6 +20,9 @@
 #     precopy alone, auto-converge and postcopy, beside QEMU's
 #     postcopy-ram; fault latency of a 2 GiB guest on loopback
 #     (b10-postcopy.sh)
+#  12 local migration by memory fds: downtime and wire bytes of 1, 8 and
+#     16 GiB guests (memfd, hugetlb), beside a copying migration at 1 and
+#     8 GiB (b12-local.sh)
 #
 # The default is what we measure: ferry runs as a user types it, and
 # benchmarks 1 to 4 also run it with the best setting (the fastest memory
@@ -44,17 +47,17 @@ while [ $# -gt 0 ]; do
 	--quick) opts+=(--quick) ;;
 	--build) opts+=(--build "${2:?--build needs a directory}"); shift ;;
 	--out) BENCH_OUT=${2:?--out needs a directory}; shift ;;
-	[1-9] | 10) sel+=("$1") ;;
+	[1-9] | 10 | 12) sel+=("$1") ;;
 	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-	*) echo "bench/run.sh: unknown argument '$1' (benchmarks are 1 to 10)" >&2; exit 2 ;;
+	*) echo "bench/run.sh: unknown argument '$1' (benchmarks are 1 to 10 and 12)" >&2; exit 2 ;;
 	esac
 	shift
 done
 scripts=("" b1-throughput b2-zero b3-dirty b4-converge b5-compress b6-dirtyscan b7-startup
-	b8-snapshot b9-restore b10-postcopy)
+	b8-snapshot b9-restore b10-postcopy "" b12-local)
 if [ ${#sel[@]} = 0 ] && [ -z "${BENCH:-}" ]; then
 	# All of them; a script not in this tree yet is left out with a note.
-	for n in 1 2 3 4 5 6 7 8 9 10; do
+	for n in 1 2 3 4 5 6 7 8 9 10 12; do
 		if [ -x "$here/${scripts[$n]}.sh" ]; then
 			sel+=("$n")
 		else
@@ -66,7 +69,7 @@ elif [ ${#sel[@]} = 0 ]; then
 	sel=($BENCH)
 fi
 for n in "${sel[@]}"; do
-	case $n in [1-9] | 10) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 10)" >&2; exit 2 ;; esac
+	case $n in [1-9] | 10 | 12) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 10, 12)" >&2; exit 2 ;; esac
 	[ -x "$here/${scripts[$n]}.sh" ] || {
 		echo "bench/run.sh: benchmark $n needs bench/${scripts[$n]}.sh, which is not in this tree" >&2
 		exit 2

@@ -259,6 +259,9 @@ struct ferry_stats {
 	uint64_t pages_pushed;
 	uint64_t pages_missing;
 	uint32_t recoveries;
+	/* Local migration (both sides): the memory went by fd (MEMORY_FDS);
+	 * bytes and wire_bytes then count the state and the records only. */
+	bool local_fds;
 	/* New members go here, at the end. */
 };
 
@@ -478,6 +481,22 @@ struct ferry_config {
 					may be slow), and not after
 					release(): the guest may run at the
 					destination from there on. */
+	/* Source: local migration by memory fds (docs/api-guide.md, "Local
+	 * migration"). Instead of copying guest memory, the source passes
+	 * each region's backing descriptor (FERRY_REGION_FD, every region
+	 * needs one: a memfd or a hugetlb memfd) over the UNIX connection
+	 * (SCM_RIGHTS), and the destination maps the same pages: no pass
+	 * runs, no dirty tracking starts, the guest pauses for the state
+	 * and the handshake only. Only with "unix:" URIs (and "fd:" UNIX
+	 * sockets) and a destination that offers FERRY_CAP_LOCAL_FDS; else
+	 * the send fails before anything is sent, with a message that
+	 * says why. Not with postcopy (ferry_config_check() refuses the
+	 * pair); extra connections are not opened (the log says so).
+	 * Default false.
+	 * A destination ignores it: it takes memory the way the source
+	 * sends it. */
+	bool local_fds;
+	/* New members go here, at the end. */
 };
 
 /**
@@ -534,11 +553,17 @@ struct ferry_region {
 	uint64_t gpa;	/* guest-physical address */
 	uint64_t size;	/* bytes, a multiple of the page size */
 	void *host;	/* where the VMM maps it */
-	/* Backing fd (memfd, hugetlbfs) and the region's offset in it:
-	 * reserved for local migration by fd passing (a later version); this
-	 * version never uses, duplicates or closes it. Read only when flags
-	 * has FERRY_REGION_FD, so a region that leaves both zero does not
-	 * name descriptor 0; set fd to -1 when there is none. */
+	/* Backing fd (memfd, hugetlbfs) and the region's offset in it, for
+	 * local migration by fd passing (ferry_config.local_fds). Read only
+	 * when flags has FERRY_REGION_FD, so a region that leaves both zero
+	 * does not name descriptor 0; set fd to -1 when there is none.
+	 * A source passes the file (SCM_RIGHTS) and never closes it. On a
+	 * destination that received its memory by fd, the received file
+	 * replaces the region's own once the guest runs here (dup3() onto
+	 * the same descriptor number, close-on-exec as it was), when the
+	 * region has FERRY_REGION_FD and the same fd_offset as the
+	 * source's: the fd then backs the region again, so it can be passed
+	 * on. Otherwise the library never uses or closes it. */
 	int fd;
 	uint64_t fd_offset;
 	const char *name; /* copied; shown in errors ("ram0") */
@@ -681,10 +706,15 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
  * uses it only when ferry_config.postcopy or ferry_session_postcopy()
  * asks. */
 #define FERRY_CAP_POSTCOPY (1ull << 5)
+/* Local migration by memory fds (MEMORY_FDS, 0x0500; ferry_config.
+ * local_fds): a destination offers it only on a UNIX connection (unix:
+ * listeners, and fd: sockets that are AF_UNIX); a source uses it only when
+ * local_fds asks. */
+#define FERRY_CAP_LOCAL_FDS (1ull << 6)
 #define FERRY_CAP_ALL                                                  \
 	(FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL |            \
 	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD |         \
-	 FERRY_CAP_POSTCOPY)
+	 FERRY_CAP_POSTCOPY | FERRY_CAP_LOCAL_FDS)
 
 /* ---- snapshot files ---- */
 
@@ -1091,7 +1121,10 @@ FERRY_API int ferry_state_dump_schemas_json(const void *data, size_t len,
  *            "channels"}; postcopy's DISCARD {"entries", "pages"},
  *            POSTCOPY {"discarded"}, POSTCOPY_END {"records", "bytes"},
  *            RESUME {"session_id", "token", "generation"} (a stream
- *            that starts with RESUME is a recovery connection); snapshot INDEX {"entries", "state_offset"} and
+ *            that starts with RESUME is a recovery connection); a local
+ *            migration's MEMORY_FDS {"regions": [{"index", "page_size",
+ *            "size", "fd_offset"}]} (the files themselves are not in a
+ *            capture); snapshot INDEX {"entries", "state_offset"} and
  *            FOOTER {"index_offset", "index_size"}; an unknown optional
  *            record {"skipped": true}, an unknown mandatory one
  *            {"unknown": true}; empty bodies {}

@@ -901,6 +901,14 @@ static const char migrate_usage[] =
 	"                           listen; takes no other migration option\n"
 	"  --record-stream FILE     also write the stream to FILE (ferry inspect\n"
 	"                           reads it); uses a single connection\n"
+	"  --local                  local migration (URI unix:PATH, a destination\n"
+	"                           ferry-vm on this host): pass the guest RAM's\n"
+	"                           memfd over the socket instead of copying it;\n"
+	"                           the destination maps the same pages, the\n"
+	"                           guest pauses for its state only. Needs\n"
+	"                           --memory-backend memfd or hugetlb on the\n"
+	"                           source; the source's RAM is unmapped once the\n"
+	"                           destination runs the guest\n"
 	"  --json                   print the report as one JSON object on stdout\n"
 	"  -h, --help               show this help\n";
 
@@ -1024,6 +1032,7 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		{ "postcopy", no_argument, NULL, 'o' },
 		{ "postcopy-after-passes", required_argument, NULL, 'O' },
 		{ "resume", no_argument, NULL, 'r' },
+		{ "local", no_argument, NULL, 'l' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -1059,6 +1068,10 @@ static int migrate_options(int argc, char **argv, json_object *args,
 			break;
 		case 'r':
 			*resume = true;
+			break;
+		case 'l':
+			json_object_object_add(args, "local",
+					       json_object_new_boolean(true));
 			break;
 		case 'j':
 			*json = true;

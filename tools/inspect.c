@@ -192,6 +192,27 @@ static void text_state(json_object *b)
 	print_indented(sec, 12);
 }
 
+/* MEMORY_FDS: the files a local migration passed (not in the capture:
+ * only their description is). */
+static void text_memory_fds(json_object *b)
+{
+	json_object *regs = get(b, "regions");
+	size_t n = regs ? json_object_array_length(regs) : 0;
+	char sz[32];
+
+	printf("%zu file%s passed (SCM_RIGHTS, not in the capture)\n", n,
+	       n == 1 ? "" : "s");
+	for (size_t i = 0; i < n; i++) {
+		json_object *r = json_object_array_get_idx(regs, i);
+
+		printf("%48sregion %" PRIu64 ": %s at offset %" PRIu64
+		       " of its file, %" PRIu64 "-byte pages\n", "",
+		       get_u64(r, "index"),
+		       bytes(get_u64(r, "size"), sz, sizeof(sz)),
+		       get_u64(r, "fd_offset"), get_u64(r, "page_size"));
+	}
+}
+
 /* The decoded body of a record, after its offset, name and framing. */
 static void text_body(const struct ferry_inspect_item *it, json_object *b)
 {
@@ -205,6 +226,8 @@ static void text_body(const struct ferry_inspect_item *it, json_object *b)
 		return text_memory(b);
 	if (!strcmp(it->name, "STATE"))
 		return text_state(b);
+	if (!strcmp(it->name, "MEMORY_FDS"))
+		return text_memory_fds(b);
 	if (!strcmp(it->name, "PASS_BEGIN")) {
 		printf("pass %" PRIu64 "%s, planned %s\n", get_u64(b, "pass"),
 		       json_object_get_boolean(get(b, "final")) ? " (final)" : "",

@@ -99,7 +99,7 @@ struct json_object *cli_failed_report(const char *error)
 		"page_wait_max_ms", "lazy_complete_ms", "postcopy", "postcopy_ms",
 		"faults", "fault_p50_us", "fault_p99_us", "fault_max_us",
 		"pages_requested", "pages_pushed", "pages_missing",
-		"recoveries",
+		"recoveries", "local_fds",
 	};
 	json_object *r = json_object_new_object();
 
@@ -164,6 +164,9 @@ static void print_link(FILE *out, json_object *report)
 	if (*mode)
 		fprintf(out, "dirty pages   %s\n",
 			i < sizeof(modes) / sizeof(modes[0]) ? modes[i].what : mode);
+	if (!strcmp(cli_yesno(report, "local_fds"), "yes"))
+		fprintf(out, "memory        local: passed by fd (SCM_RIGHTS), "
+			"mapped by the destination, nothing copied\n");
 }
 
 /* Snapshot files (a report, or the status's migration object): what the

@@ -140,12 +140,12 @@ static json_object *caps_array(uint64_t caps)
 {
 	static const char *const names[] = { "data-checksum", "multi-channel",
 					     "zero-pages", "lz4", "zstd",
-					     "postcopy" };
+					     "postcopy", "local-fds" };
 	const unsigned n = sizeof(names) / sizeof(names[0]);
 	json_object *a = json_object_new_array();
 
 	static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
-			      (FERRY_CAP_ALL | FERRY_CAP_POSTCOPY),
+			      FERRY_CAP_ALL,
 		      "every capability bit has a name");
 	for (unsigned i = 0; i < n; i++)
 		if (caps & (1ull << i))
@@ -169,6 +169,9 @@ static void add_link_fields(json_object *o, const struct ferry_stats *st)
 				       NULL);
 	json_object_object_add(o, "dirty_mode",
 			       st->dirty_mode[0] ? jstr(st->dirty_mode) : NULL);
+	/* Local migration: the memory went by fd; wire_bytes are records. */
+	json_object_object_add(o, "local_fds",
+			       json_object_new_boolean(st->local_fds));
 }
 
 /* A 64-bit digest as 16 hex digits (JSON numbers lose bits past 2^53),
@@ -470,6 +473,13 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	verify = rc ? NULL : snap_out ? snapshot_verify_json(vm, &pause_ms) :
 		     verify_json(vm, n, &pause_ms);
 	json_object_object_add(o, "verify_ms", verify ? api_double(pause_ms) : NULL);
+	if (verify && st->local_fds)
+		json_object_object_add(verify, "note", jstr(
+			"local migration: both sides map the same memory, so "
+			"the source's copy is never hashed after the handover; "
+			"the destination checked what it loaded (every page "
+			"against the workload, the device state, and with "
+			"--verify strict the digests in the pause)"));
 	json_object_object_add(o, "verify", verify);
 	json_object_object_add(o, "keep_running", snap_out ?
 			       json_object_new_boolean(vm->mig.keep_running) : NULL);

@@ -196,6 +196,13 @@ static int migrate_combinations(struct vm_migrate_args *a, char *err,
 							    "timeout_strategy");
 		return -1;
 	}
+	/* Descriptors pass over UNIX sockets only; the library says the
+	 * same, but the command can refuse before anything starts. */
+	if (a->local > 0 && strncmp(a->uri, "unix:", 5)) {
+		snprintf(err, errlen, "'local' passes the guest's memory by fd, over a UNIX socket: the uri must be unix:PATH (a destination on this host), not %.200s",
+			 a->uri);
+		return -1;
+	}
 	/* They shape how a snapshot file is written; a stream has none. */
 	if (!file && (a->keep_running >= 0 || a->io_threads >= 0)) {
 		snprintf(err, errlen, "'%s' applies to a snapshot (a file:PATH uri) only",
@@ -230,7 +237,8 @@ int api_migrate_args(json_object *args, struct vm_migrate_args *a, char *err,
 					     "window", "chunk_bytes", "max_bandwidth",
 					     "auto_converge", "congestion_control",
 					     "keep_running", "io_threads", "postcopy",
-					     "postcopy_after_passes", "max_pause_ms" };
+					     "postcopy_after_passes", "max_pause_ms",
+					     "local" };
 
 	static_assert(sizeof(strategies) / sizeof(strategies[0]) ==
 			      FERRY_TIMEOUT_POSTCOPY + 1,
@@ -260,7 +268,8 @@ int api_migrate_args(json_object *args, struct vm_migrate_args *a, char *err,
 	    arg_int(args, VM_ARG_IO_THREADS, &a->io_threads, err, errlen) ||
 	    arg_enum(args, "postcopy", postcopy, 3, &a->postcopy, err, errlen) ||
 	    arg_int(args, VM_ARG_POSTCOPY_AFTER, &a->postcopy_after_passes, err,
-		    errlen))
+		    errlen) ||
+	    api_arg_bool(args, "local", &a->local, err, errlen))
 		return -1;
 	return migrate_combinations(a, err, errlen);
 }

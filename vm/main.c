@@ -40,8 +40,9 @@ static void usage(FILE *f)
 		"                         shmem THP is enabled); shared memory\n"
 		"                         hugetlb: shared 2 MiB hugetlb memfd; grows\n"
 		"                         the pool (root) if it is too small\n"
-		"                       Local migration by passing the RAM's fd (not\n"
-		"                       yet) will need a shared one: memfd or hugetlb\n"
+		"                       Local migration by passing the RAM's fd\n"
+		"                       ('ferry migrate --local') needs a shared one:\n"
+		"                       memfd or hugetlb\n"
 		"  --vcpus N            vCPU threads, 1-%u (default 2)\n"
 		"  --workload W         ab | random | fill | text | idle (default ab)\n"
 		"                         ab: sweep pages incrementing a counter\n"
@@ -84,6 +85,14 @@ static void usage(FILE *f)
 		"                       rest; 'ferry status' shows pages placed and how\n"
 		"                       long the guest waited for them. A damaged page\n"
 		"                       stops the guest for good with an error naming it\n"
+		"  --local              with --incoming unix:PATH: the guest's memory\n"
+		"                       comes by fd from a source on this host ('ferry\n"
+		"                       migrate --local'), so this side's own RAM is\n"
+		"                       neither populated nor reserved (a hugetlb\n"
+		"                       guest needs no second set of huge pages); a\n"
+		"                       copying migration still works, populating as\n"
+		"                       it writes. Needs --memory-backend memfd or\n"
+		"                       hugetlb, as the source's\n"
 		"  --downtime-ms N      downtime limit for migrations (default 300)\n"
 		"  --verify MODE        background | strict | off (default background):\n"
 		"                       how a migrated guest is checked (memory digests\n"
@@ -99,7 +108,8 @@ static void usage(FILE *f)
 		"  --disable-cap NAME   do not offer a capability: data-checksum,\n"
 		"                       multi-channel, zero-pages, lz4, zstd, postcopy\n"
 		"                       (offered where userfaultfd's missing mode\n"
-		"                       works and the library runs postcopy)\n"
+		"                       works and the library runs postcopy),\n"
+		"                       local-fds (offered on unix: listeners)\n"
 		"                       (repeatable)\n"
 		"  --self-test          pause/save/load/verify in-process, then exit\n"
 		"  --print-schemas      print the device-state schemas as JSON Schema\n"
@@ -113,7 +123,8 @@ static void usage(FILE *f)
 		"must fail; FERRY_VM_FAULT=corrupt-page (tests only) flips a byte of a\n"
 		"page a destination just loaded, which verification must catch;\n"
 		"FERRY_VM_FAULT=stall-load:MS (tests only) makes a destination's\n"
-		"state load take MS longer.\n",
+		"state load take MS longer; FERRY_VM_FAULT=stall-pause:MS (tests\n"
+		"only) keeps a source paused MS longer before its state is saved.\n",
 		MAX_VCPUS);
 }
 
@@ -246,18 +257,22 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		return 0;
 	case 'C': {
 		static const char *const names[] = { "data-checksum",
-			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy" };
+			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy",
+			"local-fds" };
 
 		static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
-				      (FERRY_CAP_ALL | FERRY_CAP_POSTCOPY),
+				      FERRY_CAP_ALL,
 			      "every capability bit has a name");
 		for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 			if (!strcmp(arg, names[i])) {
 				o->disabled_caps |= 1ull << i;
 				return 0;
 			}
-		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4, zstd or postcopy", arg);
+		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4, zstd, postcopy or local-fds", arg);
 	}
+	case 'F':
+		o->local = true;
+		return 0;
 	case 'T':
 		o->self_test = true;
 		return 0;
@@ -287,6 +302,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "proto-version-max", required_argument, NULL, 'X' },
 		{ "disable-cap", required_argument, NULL, 'C' },
 		{ "lazy", no_argument, NULL, 'l' },
+		{ "local", no_argument, NULL, 'F' },
 		{ "self-test", no_argument, NULL, 'T' },
 		{ "print-schemas", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
@@ -325,6 +341,13 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			       "hashes all of RAM before the guest runs, which "
 			       "would load every page first; use --verify "
 			       "background (the default)");
+	if (o->local && (!o->incoming || strncmp(o->incoming, "unix:", 5)))
+		return bad_arg("%s", "--local receives the guest's memory by fd: "
+			       "it needs --incoming unix:PATH");
+	if (o->local && o->backend == VM_MEM_ANON)
+		return bad_arg("%s", "--local maps the source's memory files: it "
+			       "needs --memory-backend memfd or hugetlb (as the "
+			       "source's)");
 	if (o->mem_size / VM_PAGE_SIZE < o->nvcpus)
 		return bad_arg("%s", "--memory is too small for that many vCPUs");
 	return -1;
@@ -511,16 +534,11 @@ static void config_base(struct vm *vm, struct ferry_config *cfg)
 
 static int session_make(struct vm *vm, ferry_session **out)
 {
-	struct ferry_region r = {
-		.gpa = 0,
-		.size = vm->guest.mem_size,
-		.host = vm->guest.ram,
-		.fd = vm->guest.memfd,
-		.fd_offset = 0,
-		.name = "ram0",
-	};
+	struct ferry_region r;
 	ferry_session *s;
 	int rc;
+
+	guest_ram_region(&vm->guest, &r);
 
 	rc = ferry_session_new(&vm->mig.cfg, &s);
 	if (rc)
@@ -649,6 +667,10 @@ static void *send_main(void *arg)
 	rc = init_wait(vm, &st, errmsg, sizeof(errmsg));
 	if (!rc)
 		rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
+	/* The destination maps the very pages of this guest and runs it:
+	 * this side must never touch them again, and cannot. */
+	if (!rc && st.local_fds)
+		guest_ram_release(&vm->guest);
 	vm_verify_source(vm, rc, &st);
 	report = api_report(vm, rc, &st, errmsg, st.peer_note);
 	api_log_result("migration", rc, &st, errmsg, report);
@@ -866,6 +888,7 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 		cfg->postcopy = (enum ferry_postcopy)a->postcopy;
 	if (a->postcopy_after_passes > 0)
 		cfg->postcopy_after_passes = (uint32_t)a->postcopy_after_passes;
+	cfg->local_fds = a->local > 0;
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", a->uri);
 }
 
@@ -1025,7 +1048,11 @@ static int init_guest(struct vm *vm, char *err, size_t errlen)
 	 * lazy restore places every page itself. A full restore from a file
 	 * writes every page that has data anyway, and populating first only
 	 * competes with its reads for the memory map's lock. */
-	if (!vm_restoring_file(vm))
+	/* A local destination maps the source's pages over its RAM: its
+	 * own would only be freed again, so there is nothing to prepare. */
+	if (vm->opts.local)
+		atomic_store(&vm->guest.populated, vm->guest.mem_size);
+	else if (!vm_restoring_file(vm))
 		rc = guest_ram_populate(&vm->guest, &vm->init.abort);
 	if (rc) {
 		snprintf(err, errlen, "cannot populate %" PRIu64 " MiB of guest RAM: %s",
@@ -1254,6 +1281,22 @@ static int self_test(struct vm *vm)
 
 /* --- main --------------------------------------------------------------- */
 
+/* FERRY_VM_FAULT=stall-pause:MS (tests only): the source stays paused
+ * MS longer before its state is saved, so that a test can kill the
+ * destination between the pause and "ready". */
+static int cb_pause_stalled(void *opaque)
+{
+	struct vm *vm = opaque;
+	struct timespec ts = { vm->fault_stall_pause_ms / 1000,
+			       (long)(vm->fault_stall_pause_ms % 1000) * 1000000 };
+	int rc = cb_pause(opaque);
+
+	fprintf(stderr, "ferry-vm: fault: paused, stalling %u ms\n",
+		vm->fault_stall_pause_ms);
+	nanosleep(&ts, NULL);
+	return rc;
+}
+
 static void vm_setup(struct vm *vm)
 {
 	const char *lvl = getenv("FERRY_VM_LOG");
@@ -1281,6 +1324,10 @@ static void vm_setup(struct vm *vm)
 	vm->ops.running_note = cb_running_note;
 	vm->ops.errmsg = cb_errmsg;
 	vm->ops.throttle = cb_throttle;
+	if (fault && !strncmp(fault, "stall-pause:", 12)) {
+		vm->fault_stall_pause_ms = (unsigned)atoi(fault + 12);
+		vm->ops.pause = cb_pause_stalled;
+	}
 }
 
 static void log_startup(struct vm *vm)
@@ -1321,6 +1368,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	vm_setup(&vm);
 
+	if (vm.opts.local)
+		guest_ram_by_fd();
 	rc = guest_init(&vm.guest, &vm.opts);
 	if (rc) {
 		fprintf(stderr, "ferry-vm: cannot create %" PRIu64 " MiB of guest RAM: %s\n",

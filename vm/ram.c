@@ -89,19 +89,37 @@ int vm_backend_parse(const char *s, enum vm_backend *out)
 	return 0;
 }
 
+/* RAM of a local destination (--local): the source's files replace it. */
+static bool ram_by_fd;
+
+/**
+ * guest_ram_by_fd() - the next guest_ram_map() makes RAM that a local
+ * migration maps the source's files over: a memfd as usual (untouched, it
+ * costs nothing), a hugetlb memfd mapped without reserving huge pages, so
+ * that a host with room for one guest's pages can replace the VMM under
+ * it.
+ */
+void guest_ram_by_fd(void)
+{
+	ram_by_fd = true;
+}
+
 /* memfd (and hugetlb): shared file memory, so it can also be handed to a
  * local destination by fd. shmem THP is off on the project's hosts, so a
  * plain memfd is backed by 4 KiB pages. */
 static int ram_memfd(struct guest *g, unsigned flags)
 {
+	int noreserve = ram_by_fd ? MAP_NORESERVE : 0;
+
 	g->memfd = memfd_create("ferry-guest", MFD_CLOEXEC | flags);
 	if (g->memfd < 0)
 		return -errno;
 	if (ftruncate(g->memfd, (off_t)g->mem_size) < 0)
 		return -errno;
-	/* For hugetlb this reserves every huge page, or fails now. */
-	g->ram = mmap(NULL, g->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		      g->memfd, 0);
+	/* For hugetlb this reserves every huge page, or fails now (not
+	 * for a local destination: the source's pages come instead). */
+	g->ram = mmap(NULL, g->mem_size, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | noreserve, g->memfd, 0);
 	if (g->ram == MAP_FAILED) {
 		g->ram = NULL;
 		return -errno;
@@ -227,6 +245,8 @@ static int ram_hugetlb(struct guest *g)
 			(unsigned long long)kb);
 		return -EINVAL;
 	}
+	if (ram_by_fd)
+		return ram_memfd(g, MFD_HUGETLB);
 	lock = hugetlb_lock();
 	rc = hugetlb_pool(g, g->mem_size / (kb << 10), kb << 10);
 	if (!rc)
@@ -316,4 +336,47 @@ int guest_ram_populate(struct guest *g, const atomic_bool *abort)
 		atomic_store(&g->populated, off + len);
 	}
 	return 0;
+}
+
+/**
+ * guest_ram_region() - guest RAM as one region for the engine: its memfd
+ * with FERRY_REGION_FD when it has one (memfd and hugetlb), so that a
+ * local migration can pass it; anonymous RAM has none.
+ * @g: the guest.
+ * @r: receives the region.
+ */
+void guest_ram_region(const struct guest *g, struct ferry_region *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->gpa = 0;
+	r->size = g->mem_size;
+	r->host = g->ram;
+	r->fd = g->memfd;
+	r->fd_offset = 0;
+	r->name = "ram0";
+	r->flags = g->memfd >= 0 ? FERRY_REGION_FD : 0;
+}
+
+/**
+ * guest_ram_release() - a local migration completed: the destination maps
+ * these very pages and runs the guest. Replace the mapping with an
+ * inaccessible one of the same size (nothing else can be mapped there,
+ * and a stray touch faults instead of writing into the running guest) and
+ * close the memfd, so this process holds no reference to the guest's
+ * memory.
+ * @g: the guest, its vCPUs parked for good.
+ */
+void guest_ram_release(struct guest *g)
+{
+	if (!g->ram)
+		return;
+	if (mmap(g->ram, g->mem_size, PROT_NONE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+		 0) == MAP_FAILED)
+		fprintf(stderr, "ferry-vm: cannot unmap the guest RAM handed over: %s\n",
+			strerror(errno));
+	if (g->memfd >= 0)
+		close(g->memfd);
+	g->memfd = -1;
+	fprintf(stderr, "ferry-vm: guest RAM unmapped: the destination owns it\n");
 }

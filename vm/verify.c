@@ -742,6 +742,16 @@ void vm_verify_source(struct vm *vm, int rc, const struct ferry_stats *st)
 	int match = -1;
 	double ms = 0;
 
+	/* A local migration's destination maps this guest's pages and runs
+	 * it: there is no frozen copy here to hash (it is unmapped), and
+	 * the destination's check of what it loaded is the verdict. */
+	if (!rc && st->local_fds) {
+		pthread_mutex_lock(&vm->mig.lock);
+		vm->mig.src_ram_match = -2;
+		vm->mig.src_verify_ms = 0;
+		pthread_mutex_unlock(&vm->mig.lock);
+		return;
+	}
 	if (!rc && vm->opts.verify && source_expects(vm, st, &theirs)) {
 		t0 = vm_now_ns();
 		mine = guest_page_digest(&vm->guest);

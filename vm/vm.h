@@ -257,7 +257,9 @@ struct vm_mig {
 	double src_digest_ms;	   /* source: hashing RAM inside the pause */
 	double src_verify_ms;	   /* source: hashing RAM after release */
 	int src_ram_match;	   /* source: -1 not compared, 0, 1; -2 on a
-				      destination (its source compares) */
+				      destination (its source compares),
+				      and on a local source (the
+				      destination's verdict stands) */
 	char record[4096];	   /* source: --record-stream path, or "" */
 	bool keep_running;	   /* source: the running send is a checkpoint */
 	bool receiving;		   /* the live or last session is a receive */
@@ -302,6 +304,7 @@ struct vm_migrate_args {
 	int postcopy;		/* enum ferry_postcopy, or -1 */
 	int64_t postcopy_after_passes; /* or -1 */
 	int64_t max_pause_ms;	/* 0 = the library's choice, or -1 */
+	int local;		/* by memory fds (unix: only); 0 or 1, or -1 */
 };
 
 /* Why a command could not be carried out (maps to the API error class). */
@@ -322,6 +325,7 @@ struct vm_opts {
 	const char *memory_arg; /* --memory as given, for messages */
 	double dirty_rate; /* < 0: workload default */
 	bool lazy;	   /* --lazy: restore the snapshot on demand */
+	bool local;	   /* --local: the memory comes by fd (incoming) */
 	const char *api_path;
 	const char *incoming;
 	uint32_t downtime_ms;
@@ -369,6 +373,7 @@ struct vm {
 	bool fault_lose_writes; /* test hook: the dirty bitmap reports nothing */
 	bool fault_corrupt_page; /* test hook: a loaded page is damaged */
 	unsigned fault_stall_load_ms; /* test hook: load_state stalls */
+	unsigned fault_stall_pause_ms; /* test hook: the pause takes this long */
 };
 
 /* snapshot.c */
@@ -377,6 +382,15 @@ bool vm_restoring_file(const struct vm *vm);
 
 /* ram.c */
 int guest_ram_map(struct guest *g);
+/* The next guest_ram_map() makes RAM for a local destination: the memfd
+ * without population, hugetlb without reserving huge pages. */
+void guest_ram_by_fd(void);
+/* ferry_session_add_region()'s description of guest RAM (with its memfd,
+ * FERRY_REGION_FD, when it has one). */
+void guest_ram_region(const struct guest *g, struct ferry_region *r);
+/* After a completed local migration: unmap guest RAM (an inaccessible
+ * range stays in its place) and close the memfd. */
+void guest_ram_release(struct guest *g);
 int guest_ram_populate(struct guest *g, const atomic_bool *abort);
 void guest_ram_unpool(struct guest *g);
 

@@ -18,10 +18,10 @@
 
 static const char *const cap_names[] = {
 	"data-checksum", "multi-channel", "zero-pages", "lz4", "zstd",
-	"postcopy",
+	"postcopy", "local-fds",
 };
 static_assert((1ull << (sizeof(cap_names) / sizeof(cap_names[0]))) - 1 ==
-		      (FERRY_CAP_ALL | FERRY_CAP_POSTCOPY),
+		      FERRY_CAP_ALL,
 	      "every capability bit has a name");
 
 /**
@@ -78,6 +78,8 @@ static void hello_json(struct fy_insp *x, struct fy_js *j)
 	x->sm.postcopy = (fy_caps_settle(m.capabilities &
 					 fy_version_caps(m.version_max)) &
 			  FERRY_CAP_POSTCOPY) != 0;
+	x->sm.local_fds = (m.capabilities & fy_version_caps(m.version_max) &
+			   FERRY_CAP_LOCAL_FDS) != 0;
 	if (m.version_min == 0 || m.version_min > m.version_max)
 		fy_insp_problem(x, FY_P_CONTENT, FERRY_EVERSION,
 				"version range %u..%u is empty or starts at 0",
@@ -353,6 +355,41 @@ static void postcopy_json(struct fy_insp *x, struct fy_js *j)
 	}
 }
 
+/* MEMORY_FDS: the regions' files as the source described them (the
+ * descriptors themselves are not in a capture), each against CONFIG. */
+static void memory_fds_json(struct fy_insp *x, struct fy_js *j)
+{
+	struct fy_memory_fds m;
+	char err[160];
+
+	if (fy_memory_fds_decode(x->body.data, x->body.len, &m, err,
+				 sizeof(err)))
+		return malformed(x, err);
+	fy_js_key(j, "regions");
+	fy_js_open(j, '[');
+	for (uint32_t i = 0; i < m.count; i++) {
+		fy_js_open(j, '{');
+		fy_js_u64(j, "index", m.e[i].region);
+		fy_js_u64(j, "page_size", m.e[i].page_size);
+		fy_js_u64(j, "size", m.e[i].size);
+		fy_js_u64(j, "fd_offset", m.e[i].fd_offset);
+		fy_js_close(j, '}');
+	}
+	fy_js_close(j, ']');
+	if (!x->have_config)
+		return;
+	if (m.count != x->cfg.nregions)
+		return fy_insp_problem(x, FY_P_CONTENT, -ERANGE,
+				       "%u files for %u regions", m.count,
+				       x->cfg.nregions);
+	for (uint32_t i = 0; i < m.count; i++)
+		if (m.e[i].region != i || m.e[i].size != x->cfg.regions[i].size)
+			return fy_insp_problem(x, FY_P_CONTENT, -ERANGE,
+					       "entry %u (region %u, %" PRIu64 " bytes) does not match CONFIG's region %u (%" PRIu64 " bytes)",
+					       i, m.e[i].region, m.e[i].size, i,
+					       x->cfg.regions[i].size);
+}
+
 static void empty_json(struct fy_insp *x)
 {
 	if (x->body.len)
@@ -421,6 +458,7 @@ int fy_insp_control(struct fy_insp *x)
 	case FY_REC_POSTCOPY:
 	case FY_REC_POSTCOPY_END:
 	case FY_REC_RESUME: postcopy_json(x, j); break;
+	case FY_REC_MEMORY_FDS: memory_fds_json(x, j); break;
 	default: other_json(x, j); break;
 	}
 	fy_js_close(j, '}');

@@ -214,6 +214,8 @@ void fy_chan_close(struct fy_chan *c)
 	fy_buf_free(&c->rx.in);
 	free(c->rx.rbuf);
 	c->rx.rbuf = NULL;
+	fy_fd_stash_clear(&c->rx.fds);
+	c->rx.take_fds = false;
 	c->rx.rpos = c->rx.rlen = 0;
 	free(c->tx.batch);
 	c->tx.batch = NULL;
@@ -573,6 +575,10 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 			{ p, n },
 			{ c->rx.rbuf, ahead },
 		};
+		union {
+			struct cmsghdr align;
+			char buf[FY_FDS_CMSG_SPACE];
+		} cm;
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
 		ssize_t r;
 
@@ -588,7 +594,17 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 		c->rx.rpos = c->rx.rlen = 0;
 		if (!c->is_file)
 			set_lowat(c, n);
-		r = c->is_file ? readv(c->fd, iov, 2) : recvmsg(c->fd, &mh, 0);
+		if (c->rx.take_fds) {
+			mh.msg_control = cm.buf;
+			mh.msg_controllen = sizeof(cm.buf);
+		}
+		r = c->is_file ? readv(c->fd, iov, 2)
+			       : recvmsg(c->fd, &mh,
+					 c->rx.take_fds ? MSG_CMSG_CLOEXEC : 0);
+		/* Descriptors come with the bytes they ride on, also with
+		 * a read that ends the connection: keep them to close. */
+		if (r >= 0 && c->rx.take_fds)
+			fy_fd_stash_take(&c->rx.fds, &mh);
 
 		if (r == 0)
 			return c->is_file ? -ENODATA : -ECONNRESET;
@@ -655,6 +671,45 @@ int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
 	iov.iov_base = c->tx.out.data;
 	iov.iov_len = c->tx.out.len;
 	return fy_chan_write_all(c, &iov, 1);
+}
+
+/**
+ * fy_chan_send_rec_fds() - send one control record with @fds attached
+ * to its first byte (SCM_RIGHTS); the rest of the record follows as
+ * usual if the first sendmsg() took only part of it.
+ */
+int fy_chan_send_rec_fds(struct fy_chan *c, uint32_t type, uint32_t seq,
+			 const void *body, size_t len, const int *fds,
+			 unsigned nfds)
+{
+	uint64_t since = fy_now_ns();
+	struct iovec iov;
+	ssize_t w;
+	int rc;
+
+	if (c->is_file)
+		return -EINVAL;
+	rc = fy_chan_flush(c);
+	fy_buf_reset(&c->tx.out);
+	if (!rc)
+		rc = fy_rec_encode(&c->tx.out, type, seq, 0, body, len);
+	iov.iov_base = c->tx.out.data;
+	iov.iov_len = c->tx.out.len;
+	if (!rc)
+		rc = write_prepare(c, &iov, 1);
+	while (!rc) {
+		w = fy_transport_sendmsg_fds(c->fd, &iov, 1, fds, nfds,
+					     MSG_NOSIGNAL);
+		rc = wrote(c, w, &since);
+		if (rc < 0)
+			return rc;
+		if (rc) {
+			iov.iov_base = (uint8_t *)iov.iov_base + w;
+			iov.iov_len -= (size_t)w;
+			return iov.iov_len ? send_iov(c, &iov, 1, false) : 0;
+		}
+	}
+	return rc;
 }
 
 /* Is page @i marked zero in the map? */

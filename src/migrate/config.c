@@ -171,6 +171,9 @@ static int check_choices(const struct ferry_config *cfg,
 		return refuse(err, errlen,
 			      "max_pause_ms is %u: it must be at least downtime_limit_ms (%u), or 0 for 4 x that (at least 2,000)",
 			      cfg->max_pause_ms, cfg->downtime_limit_ms);
+	if (cfg->local_fds && cfg->postcopy != FERRY_POSTCOPY_OFF)
+		return refuse(err, errlen,
+			      "local_fds with postcopy: a local migration passes the memory itself, so nothing is left to follow after the switch");
 	if ((unsigned)cfg->dirty_mode > FERRY_DIRTY_BITMAP)
 		return OUT_OF("dirty_mode", cfg->dirty_mode, FERRY_DIRTY_AUTO,
 			      FERRY_DIRTY_BITMAP);

@@ -16,6 +16,7 @@
 
 #include "ferry.h"
 #include "memory/memory.h"
+#include "transport/transport.h"
 #include "wire/wire.h"
 
 /* The public buffer type is the wire layer's growable buffer. */
@@ -154,6 +155,11 @@ struct fy_chan_rx {
 	bool after_bulk; /* the socket was last read for page data, or for
 			  * framing since then */
 	int lowat;	/* SO_RCVLOWAT as last set (0: the default, 1) */
+	/* A destination's UNIX main connection where local-fds may come:
+	 * reads take descriptors into @fds (SCM_RIGHTS); elsewhere the
+	 * kernel drops any that arrive. fy_chan_close() closes those left. */
+	bool take_fds;
+	struct fy_fd_stash fds;
 };
 
 /*
@@ -293,6 +299,11 @@ int fy_chan_read_full(struct fy_chan *c, void *buf, size_t n);
 int fy_chan_read_within(struct fy_chan *c, void *buf, size_t n, int idle_ms);
 int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
 		     const void *body, size_t len);
+/* A control record with @fds (1..FY_FDS_MAX) attached to its first byte;
+ * the connection must be a UNIX socket. The caller keeps its fds. */
+int fy_chan_send_rec_fds(struct fy_chan *c, uint32_t type, uint32_t seq,
+			 const void *body, size_t len, const int *fds,
+			 unsigned nfds);
 int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 		     const struct fy_mem_hdr *m, bool csum_data);
 int fy_chan_recv_hdr(struct fy_chan *c, struct fy_rec_hdr *h, int idle_ms);

@@ -76,6 +76,10 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	 * (not so with fd:N, or when the acceptor could not start). */
 	if (!x->pool.started)
 		r.capabilities &= ~FERRY_CAP_MULTI_CHANNEL;
+	/* Descriptors pass over UNIX sockets only. */
+	if ((r.capabilities & FERRY_CAP_LOCAL_FDS) &&
+	    (x->ch.is_file || !fy_transport_is_unix(x->ch.fd)))
+		r.capabilities &= ~FERRY_CAP_LOCAL_FDS;
 	if ((r.capabilities & FERRY_CAP_POSTCOPY) &&
 	    !fy_pc_can_offer(x, why, sizeof(why))) {
 		fy_session_log(s, 2, "postcopy not offered: %s", why);
@@ -92,6 +96,9 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 		fy_recv_pool_set_session(&x->pool, r.session_id, r.token);
 	/* The machine takes the postcopy records from now on (proto.h). */
 	x->sm.postcopy = r.capabilities & FERRY_CAP_POSTCOPY;
+	/* From the answer on, the source may attach its files. */
+	x->sm.local_fds = r.capabilities & FERRY_CAP_LOCAL_FDS;
+	x->ch.rx.take_fds = x->sm.local_fds;
 	x->pc.session_id = r.session_id;
 	memcpy(x->pc.token, r.token, sizeof(r.token));
 	pthread_mutex_lock(&s->lock);
@@ -269,7 +276,8 @@ static int on_state(struct receiver *x)
 	/* Without a complete final pass, memory may be missing: a guest
 	 * loaded now could run on a partial image. After DISCARD the
 	 * missing pages are known and follow in postcopy. */
-	if (!x->final_done && x->sm.state != FY_RS_PC_DISCARD) {
+	if (!x->final_done && x->sm.state != FY_RS_PC_DISCARD &&
+	    x->sm.state != FY_RS_MEMORY_FDS) {
 		snprintf(x->err, sizeof(x->err),
 			 "STATE before a complete final memory pass");
 		return FERRY_EPROTO;
@@ -285,6 +293,10 @@ static int on_state(struct receiver *x)
 			 ferry_strerror(rc), why[0] ? ": " : "", why);
 		return FERRY_EVMM;
 	}
+	/* A local source sends its state right after it paused: the pause
+	 * as this side sees it starts here. */
+	if (x->sm.state == FY_RS_MEMORY_FDS && !x->t_final)
+		x->t_final = fy_now_ns();
 	pthread_mutex_lock(&s->lock);
 	s->stats.bytes += x->ch.rx.in.len;
 	pthread_mutex_unlock(&s->lock);
@@ -312,6 +324,10 @@ static int on_released(struct receiver *x, struct fy_buf *reply)
 		return FERRY_EVMM;
 	}
 	x->resumed = true;
+	/* The guest runs here: the source's files are this side's now (a
+	 * resume that failed left them to be unmapped, as the source
+	 * resumes its guest on the ERROR). */
+	fy_local_commit(x);
 	/* The guest runs here from now on, before the machine commits
 	 * RUNNING after the answer: the owner says so at once. */
 	fy_session_set_owner(s, (enum ferry_owner)fy_recv_owner(FY_RS_RUNNING));
@@ -372,6 +388,8 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 		return fy_pc_discard(x, reply);
 	case FY_RA_POSTCOPY:
 		return fy_pc_postcopy(x, reply);
+	case FY_RA_MEMORY_FDS:
+		return fy_local_on_fds(x);
 	case FY_RA_ABORT:
 		if (fy_error_decode(x->ch.rx.in.data, x->ch.rx.in.len, &e))
 			snprintf(e.message, sizeof(e.message), "(no reason)");
@@ -628,6 +646,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	if (rc)
 		return rc;
 	fy_pc_init(&x);
+	fy_local_init(&x);
 	fy_recv_sm_init(&x.sm);
 	rc = fy_session_check_role(s, false);
 	if (rc)
@@ -698,6 +717,10 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	x.pc.where = u;
 	x.pc.where_ours = lfd >= 0;
 	rc = serve(&x);
+	/* The source may resume its guest: this side lets go of its
+	 * memory before anything here could write into it. */
+	if (rc && !x.resumed)
+		fy_local_undo(&x);
 	/* Past the transition the guest may run here: postcopy goes on,
 	 * or pauses, and never gives the guest up. */
 	if (x.sm.state == FY_RS_POSTCOPY || x.sm.state == FY_RS_PC_PAUSED)
@@ -709,6 +732,8 @@ done:
 	s->stats.connections = 1 + fy_recv_pool_channels(&x.pool);
 	pthread_mutex_unlock(&s->lock);
 	fy_recv_pool_stop(&x.pool);
+	if (x.local.n)
+		fy_local_undo(&x);
 	fy_chan_close(&x.ch);
 	if (x.pc.where_ours)
 		fy_transport_unlink(&x.pc.where);

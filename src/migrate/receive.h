@@ -49,6 +49,16 @@ struct fy_pc_recv {
 	bool where_ours;
 };
 
+/* Local migration by fds (local.c): the source's files, mapped over the
+ * regions from MEMORY_FDS until RELEASED (or the failure that unmaps
+ * them). */
+struct fy_local_recv {
+	int fd[FY_MAX_REGIONS];	/* received, -1 when closed */
+	uint64_t fd_offset[FY_MAX_REGIONS];
+	unsigned n;		/* descriptors held */
+	unsigned mapped;	/* regions 0..mapped-1 map the source's files */
+};
+
 struct receiver {
 	ferry_session *s;
 	struct fy_chan ch;
@@ -61,6 +71,7 @@ struct receiver {
 	bool final_done;  /* a final pass completed: STATE may follow */
 	bool resumed;
 	struct fy_pc_recv pc;
+	struct fy_local_recv local;
 	char err[384];
 };
 
@@ -74,6 +85,15 @@ void fy_recv_respond_error(struct receiver *x, uint32_t seq, int code,
  * negative code with @err set. */
 int fy_recv_listen(ferry_session *s, const struct fy_uri *u, int *lfd,
 		   char *err, size_t errlen);
+
+/* local.c */
+void fy_local_init(struct receiver *x);
+/* MEMORY_FDS: check and map the received files (x->err on failure). */
+int fy_local_on_fds(struct receiver *x);
+/* RELEASED: the files back the regions' fds; the received ones close. */
+void fy_local_commit(struct receiver *x);
+/* A failure before the guest ran here: own memory back, files closed. */
+void fy_local_undo(struct receiver *x);
 
 /* postcopy_recv.c */
 void fy_pc_init(struct receiver *x);

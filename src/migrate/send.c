@@ -102,6 +102,13 @@ void fy_snd_sync_owner(struct sender *x)
 int fy_snd_request(struct sender *x, uint32_t type, const struct fy_buf *body,
 		   const char *what)
 {
+	return fy_snd_request_fds(x, type, body, what, NULL, 0);
+}
+
+int fy_snd_request_fds(struct sender *x, uint32_t type,
+		       const struct fy_buf *body, const char *what,
+		       const int *fds, unsigned nfds)
+{
 	uint32_t seq;
 	int rc = fy_send_sm_request(&x->sm, type, &seq);
 
@@ -112,8 +119,12 @@ int fy_snd_request(struct sender *x, uint32_t type, const struct fy_buf *body,
 	/* RELEASED changes the owner as it is sent, not when answered: the
 	 * destination may run the guest from the moment it reads it. */
 	fy_snd_sync_owner(x);
-	rc = fy_chan_send_rec(&x->ch, type, seq, body ? body->data : NULL,
-			      body ? body->len : 0);
+	rc = nfds ? fy_chan_send_rec_fds(&x->ch, type, seq,
+					 body ? body->data : NULL,
+					 body ? body->len : 0, fds, nfds)
+		  : fy_chan_send_rec(&x->ch, type, seq,
+				     body ? body->data : NULL,
+				     body ? body->len : 0);
 	if (type == FY_REC_RELEASED && rc)
 		x->released_unwritten = true;
 	else if (type == FY_REC_RELEASED)
@@ -822,6 +833,8 @@ static void postcopy_usable(struct sender *x)
 
 	if (x->to_file)
 		why = "a snapshot file is not a destination that runs the guest";
+	else if (x->local)
+		why = "a local migration passes the memory by fd: nothing is left to follow";
 	else if (!(x->peer.capabilities & FERRY_CAP_POSTCOPY))
 		why = "the destination does not offer it (an older ferry, no userfaultfd there, or a single connection)";
 	else if (!x->nextra)
@@ -1068,15 +1081,16 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 	 * must find the vCPUs at full speed. */
 	if (!rc)
 		fy_snd_lift_throttle(x);
-	/* The last precopy pass's dirty set is still unsent: add to it. */
-	if (!rc)
+	/* The last precopy pass's dirty set is still unsent: add to it. A
+	 * local migration has no pass: the destination maps the memory. */
+	if (!rc && !x->local)
 		rc = fy_snd_collect(x, true);
-	if (!rc)
+	if (!rc && !x->local)
 		rc = send_pass(x, ++pass);
 	/* A connection broke with part of the final pass: another final
 	 * pass sends that part. Each such pass gives one connection up, so
 	 * this ends. */
-	while (!rc && x->carry.n) {
+	while (!rc && !x->local && x->carry.n) {
 		fy_ranges_clear(&x->ranges);
 		rc = take_carry(x);
 		if (!rc)
@@ -1084,7 +1098,8 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 	}
 	if (rc)
 		return rc;
-	fy_session_event(s, FERRY_EVENT_PASS);
+	if (!x->local)
+		fy_session_event(s, FERRY_EVENT_PASS);
 	t1 = fy_now_ns();
 	if (x->snap)
 		return file_end(x, t1);
@@ -1097,6 +1112,9 @@ static int stop_and_switch(struct sender *x, uint32_t pass)
 	s->stats.final_pass_ms = fy_ms(t1 - x->t_pause);
 	s->stats.state_ms = fy_ms(t2 - t1);
 	s->stats.switchover_ms = x->t_resumed > t2 ? fy_ms(x->t_resumed - t2) : 0;
+	/* Without passes nothing else counts the bytes a local run sent. */
+	if (x->local)
+		s->stats.wire_bytes = wire_total(x);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
@@ -1380,19 +1398,27 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 		goto done;
 	}
 	x->uri = u;
+	/* Refused before anything is sent: the URI and every region. */
+	if (s->cfg.local_fds) {
+		rc = fy_local_check(x, &u);
+		if (rc)
+			goto done;
+	}
 	atomic_store(&s->pc_source, true);
 	rc = x->to_file ? open_file(x, &u) : open_main(x, &u);
 	if (!rc && !x->to_file)
 		rc = fy_snd_encoding(x, &x->ch);
 	/* A recording holds one connection's bytes: keep it complete. */
-	if (!rc && !x->to_file && !s->cfg.record_stream)
+	if (!rc && !x->to_file && !s->cfg.record_stream && !x->local)
 		rc = open_extra(x, &u);
 	/* Over one connection the pages go by reference (see chan.c). */
 	x->ch.tx.splice = !x->nextra;
-	if (!rc)
+	if (!rc && !x->local)
 		rc = start_tracking(x);
 	if (!rc)
 		postcopy_usable(x);
+	if (!rc && x->local)
+		rc = fy_local_send(x);
 	if (!rc && x->tracking)
 		rc = precopy(x, &pass);
 	if (!rc && x->pc_go)

@@ -57,11 +57,18 @@ struct sender {
 	bool pc_cut;	      /* a pass ended early to switch */
 	bool pc_dead_logged;  /* "no data connection left" was logged */
 	struct fy_ranges early; /* pages found dirty during a pass */
+	/* Local migration by fds (local.c). */
+	bool local;	      /* cfg.local_fds, checked: no pass runs */
+	struct fy_memory_fds lfds; /* the regions' files, as MEMORY_FDS says */
 };
 
 /* send.c, for postcopy_send.c */
 int fy_snd_request(struct sender *x, uint32_t type, const struct fy_buf *body,
 		   const char *what);
+/* As fy_snd_request(), with @fds (1..FY_FDS_MAX) attached (SCM_RIGHTS). */
+int fy_snd_request_fds(struct sender *x, uint32_t type,
+		       const struct fy_buf *body, const char *what,
+		       const int *fds, unsigned nfds);
 int fy_snd_io_fail(struct sender *x, int rc, const char *what);
 int fy_snd_pause(struct sender *x);
 void fy_snd_lift_throttle(struct sender *x);
@@ -74,6 +81,12 @@ void fy_snd_setup_socket(struct sender *x, int fd, unsigned idx);
 int fy_snd_encoding(struct sender *x, struct fy_chan *c);
 int fy_snd_join(struct sender *x, const struct fy_uri *u, unsigned idx,
 		unsigned total, char *why, size_t len);
+
+/* local.c */
+/* Before connecting: a unix: URI and a file behind every region. */
+int fy_local_check(struct sender *x, const struct fy_uri *u);
+/* After HELLO, guest running: MEMORY_FDS with the files attached. */
+int fy_local_send(struct sender *x);
 
 /* postcopy_send.c */
 /* fy_send_pool_pass()'s stop: end this pass now to switch? */

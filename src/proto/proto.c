@@ -43,6 +43,9 @@ static const struct recv_rule {
 	{ FY_RS_POSTCOPY, FY_REC_MEMORY, FY_RA_MEMORY, FY_RS_POSTCOPY },
 	{ FY_RS_POSTCOPY, FY_REC_POSTCOPY_END, FY_RA_POSTCOPY_END, FY_RS_RUNNING },
 	{ FY_RS_WAIT_RESUME, FY_REC_RESUME, FY_RA_RESUME, FY_RS_POSTCOPY },
+	/* local fds: reached only when the capability was negotiated */
+	{ FY_RS_IDLE, FY_REC_MEMORY_FDS, FY_RA_MEMORY_FDS, FY_RS_MEMORY_FDS },
+	{ FY_RS_MEMORY_FDS, FY_REC_STATE, FY_RA_STATE, FY_RS_LOADED },
 };
 
 /**
@@ -54,6 +57,7 @@ void fy_recv_sm_init(struct fy_recv_sm *sm)
 	sm->state = FY_RS_WAIT_HELLO;
 	sm->last_seq = 0;
 	sm->postcopy = false;
+	sm->local_fds = false;
 }
 
 /**
@@ -66,6 +70,7 @@ void fy_recv_sm_init_resume(struct fy_recv_sm *sm)
 	sm->state = FY_RS_WAIT_RESUME;
 	sm->last_seq = 0;
 	sm->postcopy = true;
+	sm->local_fds = false;
 }
 
 /* Live states are those in which a connection carries records that may
@@ -83,6 +88,7 @@ static bool recv_live(enum fy_recv_state s)
 	case FY_RS_PC_LOADED:
 	case FY_RS_POSTCOPY:
 	case FY_RS_WAIT_RESUME:
+	case FY_RS_MEMORY_FDS:
 		return true;
 	case FY_RS_RUNNING:
 	case FY_RS_ABORTED:
@@ -124,6 +130,7 @@ static bool rec_known(uint32_t type)
 	case FY_REC_OK:
 	case FY_REC_ERROR:
 	case FY_REC_MEMORY:
+	case FY_REC_MEMORY_FDS:
 		return true;
 	}
 	return rec_postcopy(type);
@@ -230,6 +237,10 @@ void fy_recv_sm_step(const struct fy_recv_sm *sm, uint32_t type, uint32_t seq,
 	} else if (rec_postcopy(type) && !sm->postcopy) {
 		recv_reject(out, FERRY_EPROTO,
 			    "%s needs the postcopy capability, which this session did not negotiate",
+			    name);
+	} else if (type == FY_REC_MEMORY_FDS && !sm->local_fds) {
+		recv_reject(out, FERRY_EPROTO,
+			    "%s needs the local-fds capability, which this session did not negotiate",
 			    name);
 	} else if (type == FY_REC_PAGE_REQ) {
 		recv_reject(out, FERRY_EPROTO,
@@ -341,6 +352,7 @@ const char *fy_recv_state_name(enum fy_recv_state s)
 	case FY_RS_POSTCOPY:	return "postcopy";
 	case FY_RS_PC_PAUSED:	return "postcopy_paused";
 	case FY_RS_WAIT_RESUME:	return "wait_resume";
+	case FY_RS_MEMORY_FDS:	return "memory_fds";
 	}
 	return "unknown";
 }
@@ -366,6 +378,9 @@ static const struct send_rule {
 	{ FY_SS_PC_LOADED, FY_REC_POSTCOPY },
 	{ FY_SS_POSTCOPY, FY_REC_POSTCOPY_END },
 	{ FY_SS_PC_PAUSED, FY_REC_RESUME },
+	/* local fds: only when negotiated (send_allowed) */
+	{ FY_SS_CONFIGURED, FY_REC_MEMORY_FDS },
+	{ FY_SS_FDS_SENT, FY_REC_STATE },
 };
 
 /**
@@ -380,6 +395,7 @@ void fy_send_sm_init(struct fy_send_sm *sm)
 	sm->pending_seq = 0;
 	sm->released = false;
 	sm->postcopy = false;
+	sm->local_fds = false;
 	sm->transitioned = false;
 	sm->refused_type = 0;
 }
@@ -387,6 +403,8 @@ void fy_send_sm_init(struct fy_send_sm *sm)
 static bool send_allowed(const struct fy_send_sm *sm, uint32_t type)
 {
 	if (rec_postcopy(type) && !sm->postcopy)
+		return false;
+	if (type == FY_REC_MEMORY_FDS && !sm->local_fds)
 		return false;
 	for (size_t i = 0; i < sizeof(send_rules) / sizeof(send_rules[0]); i++)
 		if (send_rules[i].state == sm->state &&
@@ -487,6 +505,7 @@ static enum fy_send_state send_ok_next(uint32_t type)
 	case FY_REC_POSTCOPY:	return FY_SS_POSTCOPY;
 	case FY_REC_POSTCOPY_END: return FY_SS_DONE;
 	case FY_REC_RESUME:	return FY_SS_POSTCOPY;
+	case FY_REC_MEMORY_FDS:	return FY_SS_FDS_SENT;
 	}
 	return FY_SS_FAILED; /* ABORT, and anything that cannot be pending */
 }
@@ -660,6 +679,7 @@ const char *fy_send_state_name(enum fy_send_state s)
 	case FY_SS_POSTCOPY:	return "postcopy";
 	case FY_SS_PC_PAUSED:	return "postcopy_paused";
 	case FY_SS_PC_RESUMING:	return "postcopy_resuming";
+	case FY_SS_FDS_SENT:	return "fds_sent";
 	}
 	return "unknown";
 }
@@ -741,6 +761,7 @@ enum fy_owner fy_recv_owner(enum fy_recv_state state)
 	case FY_RS_ABORTED:
 	case FY_RS_PC_DISCARD:
 	case FY_RS_PC_LOADED:
+	case FY_RS_MEMORY_FDS:
 		return FY_OWNER_SOURCE;
 	case FY_RS_RUNNING:
 	case FY_RS_POSTCOPY:

@@ -26,6 +26,9 @@
  *   POSTCOPY     | MEMORY (data)       | MEMORY        | POSTCOPY
  *   POSTCOPY     | POSTCOPY_END        | POSTCOPY_END  | RUNNING
  *   WAIT_RESUME  | RESUME              | RESUME        | POSTCOPY
+ *   local fds only (capability negotiated, sm->local_fds):
+ *   IDLE         | MEMORY_FDS          | MEMORY_FDS    | MEMORY_FDS
+ *   MEMORY_FDS   | STATE               | STATE         | LOADED
  *   live, not *  | ABORT               | ABORT         | ABORTED
  *   any live     | unknown optional    | SKIP          | (same)
  *   any          | anything else       | REJECT        | ABORTED / PC_PAUSED
@@ -62,8 +65,11 @@ enum fy_recv_state {
 	FY_RS_POSTCOPY,	   /* after the transition: the guest runs here */
 	FY_RS_PC_PAUSED,   /* the link is gone; the guest waits for pages */
 	FY_RS_WAIT_RESUME, /* a recovery connection, before its RESUME */
+	/* local fds, appended likewise */
+	FY_RS_MEMORY_FDS,  /* every region maps the source's file: the
+			      memory is complete, the state follows */
 };
-#define FY_RS_COUNT (FY_RS_WAIT_RESUME + 1)
+#define FY_RS_COUNT (FY_RS_MEMORY_FDS + 1)
 
 enum fy_recv_action {
 	FY_RA_REJECT = 0, /* answer ERROR (code/msg in the step), abort */
@@ -82,12 +88,14 @@ enum fy_recv_action {
 	FY_RA_POSTCOPY,	    /* the transition: load, register, resume */
 	FY_RA_POSTCOPY_END,
 	FY_RA_RESUME,	    /* recovery: check credentials, send the have-map */
+	FY_RA_MEMORY_FDS,   /* check the received fds, map them */
 };
 
 struct fy_recv_sm {
 	enum fy_recv_state state;
 	uint32_t last_seq; /* last request seq seen; requests must increase */
 	bool postcopy;	   /* FERRY_CAP_POSTCOPY negotiated (set after HELLO) */
+	bool local_fds;	   /* FERRY_CAP_LOCAL_FDS negotiated (after HELLO) */
 };
 
 struct fy_recv_step {
@@ -147,6 +155,9 @@ const char *fy_recv_state_name(enum fy_recv_state s);
  *   PC_LOADED   | POSTCOPY -> POSTCOPY *  | POSTCOPY      | PC_PAUSED
  *   POSTCOPY    | MEMORY (data), POSTCOPY_END | DONE      | PC_PAUSED
  *   PC_PAUSED   | RESUME -> PC_RESUMING   | POSTCOPY      | PC_PAUSED
+ *   local fds only (sm->local_fds):
+ *   CONFIGURED  | MEMORY_FDS              | FDS_SENT      | FAILED
+ *   FDS_SENT    | STATE                   | STATE_SENT    | FAILED
  *   live, not * | ABORT                   | FAILED        | FAILED
  *
  * *: sending POSTCOPY is the transition (Xen's postcopy_transitioned):
@@ -172,8 +183,11 @@ enum fy_send_state {
 	FY_SS_POSTCOPY,	   /* POSTCOPY sent: the transition */
 	FY_SS_PC_PAUSED,   /* a failure after the transition */
 	FY_SS_PC_RESUMING, /* RESUME sent on a recovery connection */
+	/* local fds, appended likewise */
+	FY_SS_FDS_SENT,	   /* MEMORY_FDS answered: the destination maps
+			      the memory; no pass may follow */
 };
-#define FY_SS_COUNT (FY_SS_PC_RESUMING + 1)
+#define FY_SS_COUNT (FY_SS_FDS_SENT + 1)
 
 struct fy_send_sm {
 	enum fy_send_state state;
@@ -182,6 +196,7 @@ struct fy_send_sm {
 	uint32_t pending_seq;
 	bool released;		/* RELEASED was sent (sticky, even if FAILED) */
 	bool postcopy;		/* FERRY_CAP_POSTCOPY negotiated */
+	bool local_fds;		/* FERRY_CAP_LOCAL_FDS negotiated */
 	bool transitioned;	/* POSTCOPY was sent (sticky but for NOT_RUN) */
 	uint32_t refused_type;	/* request an ERROR just answered, or 0 */
 };

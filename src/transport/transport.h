@@ -13,6 +13,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 enum fy_uri_kind {
 	FY_URI_TCP = 1,
@@ -112,6 +115,39 @@ int fy_transport_sent_mark(int fd, uint64_t *mark);
 /* TCP: the peer never acknowledged everything up to @mark (it still
  * counts after a reset); false when that is not known. */
 bool fy_transport_acked_below(int fd, uint64_t mark);
+/*
+ * ---- descriptors over UNIX sockets (fdpass.c) ----
+ *
+ * A local migration passes the guest memory's files (SCM_RIGHTS). The
+ * descriptors ride on the first byte of one sendmsg(); the receiver takes
+ * them from whichever recvmsg() returns that byte, into a stash that the
+ * record which describes them empties. Every descriptor the kernel hands
+ * over is either in the stash or closed: nothing leaks, whatever arrives.
+ */
+#define FY_FDS_MAX 64
+struct fy_fd_stash {
+	int fd[FY_FDS_MAX];
+	unsigned n;
+	bool overflow; /* more arrived than fit, or the kernel truncated:
+			  the extra ones are closed */
+};
+/* Room for a control message carrying FY_FDS_MAX descriptors. */
+#define FY_FDS_CMSG_SPACE (64 + FY_FDS_MAX * sizeof(int))
+
+/* Is @fd a UNIX socket (the only kind that carries descriptors)? */
+bool fy_transport_is_unix(int fd);
+/*
+ * fy_transport_sendmsg_fds() - one sendmsg() of @iov with @fds (1..
+ * FY_FDS_MAX) attached. Return: the bytes sent, or -1 with errno (as
+ * sendmsg). The descriptors went with the first byte when it returns > 0.
+ */
+ssize_t fy_transport_sendmsg_fds(int sock, const struct iovec *iov, int niov,
+				 const int *fds, unsigned nfds, int flags);
+/* After a recvmsg() whose msg_control had FY_FDS_CMSG_SPACE bytes: move
+ * the descriptors it carried into @st (closing what does not fit). */
+void fy_fd_stash_take(struct fy_fd_stash *st, const struct msghdr *mh);
+/* Close every descriptor in @st and empty it. */
+void fy_fd_stash_clear(struct fy_fd_stash *st);
 
 /* Files read and written by offset (snapshots): whole buffers, EINTR
  * retried. fy_pread_full() stops early only at the end of the file

@@ -1207,6 +1207,7 @@ const char *fy_rec_name(uint32_t type, char *buf, size_t len)
 	case FY_REC_PAGE_REQ:	return "PAGE_REQ";
 	case FY_REC_POSTCOPY_END: return "POSTCOPY_END";
 	case FY_REC_RESUME:	return "RESUME";
+	case FY_REC_MEMORY_FDS:	return "MEMORY_FDS";
 	}
 	if (!buf || len == 0)
 		return "?";

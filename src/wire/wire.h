@@ -50,13 +50,13 @@
 
 /*
  * The capability bits a protocol version can carry at all. Version 2
- * carries postcopy (bit 5) too: an older version-2 peer never offers it,
- * so the intersection drops it, and postcopy needs the data connections
- * that only version 2 has.
+ * carries postcopy (bit 5) and local-fds (bit 6) too: an older version-2
+ * peer never offers them, so the intersection drops them; postcopy needs
+ * the data connections that only version 2 has.
  */
 static inline uint64_t fy_version_caps(uint32_t version)
 {
-	return version >= 2 ? 0x3full : 0x1ull;
+	return version >= 2 ? 0x7full : 0x1ull;
 }
 
 /*
@@ -76,7 +76,9 @@ uint64_t fy_caps_settle(uint64_t caps);
  *   0x0300-0x03ff device state (issue 3: schemas and values)
  *   0x0400-0x04ff postcopy and recovery (only with the postcopy
  *                 capability; see the postcopy section below)
- *   0x0500-0x05ff external resources (reserved: TCP handoff)
+ *   0x0500-0x05ff external resources: MEMORY_FDS (only with the
+ *                 local-fds capability, on a UNIX connection); the rest
+ *                 reserved
  *   0x7000-0x7fff vendor/experimental
  */
 enum fy_rec_type {
@@ -105,6 +107,9 @@ enum fy_rec_type {
 					 OK = all placed, complete */
 	FY_REC_RESUME = 0x0404,	  /* req, first on a recovery connection:
 				     credentials + generation; OK = have-map */
+
+	FY_REC_MEMORY_FDS = 0x0500, /* req: the regions' backing files, their
+				       descriptors attached (SCM_RIGHTS) */
 
 	/* Snapshot files (0x0600-0x06ff), optional: a live receiver skips
 	 * them. */
@@ -533,6 +538,39 @@ int fy_have_map_decode(const uint8_t *p, size_t n, struct fy_have_map *m,
  * out of range). */
 bool fy_have_map_test(const struct fy_have_map *m, uint32_t region,
 		      uint64_t page);
+
+/*
+ * ---- local migration by fds (src/wire/memfds.c; docs/stream-format.md,
+ * "Local migration") ----
+ *
+ * MEMORY_FDS body: 0 u32 count (1..FY_MAX_REGIONS), 4 u32 reserved (0),
+ * then count entries of 24 bytes:
+ *   0 u32 region (strictly increasing), 4 u32 page size of the backing
+ *   (a power of two, 4096 .. 1 GiB), 8 u64 size of the region (its
+ *   CONFIG size: a multiple of the page size, > 0), 16 u64 offset of the
+ *   region in its file (a multiple of the page size; offset + size does
+ *   not wrap).
+ * Entry i's descriptor is the i-th of the SCM_RIGHTS message that carries
+ * the record's first byte: exactly count of them.
+ */
+#define FY_FDS_HDR_SIZE 8
+#define FY_FDS_ENTRY_SIZE 24
+#define FY_FDS_PAGE_MIN 4096u
+#define FY_FDS_PAGE_MAX (1u << 30)
+struct fy_memfd_entry {
+	uint32_t region;
+	uint32_t page_size;
+	uint64_t size;
+	uint64_t fd_offset;
+};
+struct fy_memory_fds {
+	uint32_t count;
+	struct fy_memfd_entry e[FY_MAX_REGIONS];
+};
+int fy_memory_fds_encode(struct fy_buf *b, const struct fy_memory_fds *m);
+/* 0, or -EBADMSG with the reason in @err (may be NULL). */
+int fy_memory_fds_decode(const uint8_t *p, size_t n, struct fy_memory_fds *m,
+			 char *err, size_t errlen);
 
 /* A short name for a record type ("HELLO", "MEMORY", "0x7123?"). Static
  * storage for known types; @buf for unknown ones. */

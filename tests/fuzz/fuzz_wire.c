@@ -316,6 +316,17 @@ out:
 		free(words[r]);
 }
 
+static void try_memory_fds(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	struct fy_memory_fds m;
+	char err[160] = "";
+	int rc = fy_memory_fds_decode(p, n, &m, err, sizeof(err));
+
+	refused_with_reason("MEMORY_FDS", rc, err);
+	if (!rc)
+		same_bytes("MEMORY_FDS", b, fy_memory_fds_encode(b, &m), p, n);
+}
+
 static void try_units(const uint8_t *p, size_t n, struct fy_buf *b)
 {
 	struct fy_units m;
@@ -340,7 +351,7 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 		try_hello, try_hello_reply, try_config, try_pass_begin,
 		try_pass_end, try_pass_ack, try_error, try_running, try_join,
 		try_discard, try_page_req, try_postcopy, try_postcopy_end,
-		try_resume, try_have_map, try_units,
+		try_resume, try_have_map, try_units, try_memory_fds,
 	};
 	struct fy_buf b;
 
@@ -375,6 +386,9 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 		try_have_map(p, n, &b);
 		fy_buf_reset(&b);
 		try_units(p, n, &b);
+		break;
+	case FY_REC_MEMORY_FDS:
+		try_memory_fds(p, n, &b);
 		break;
 	case FY_REC_DISCARD:
 		try_discard(p, n, &b);

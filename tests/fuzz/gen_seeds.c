@@ -474,6 +474,33 @@ static void postcopy_wire_seeds(void)
 	fy_buf_free(&b);
 }
 
+/* ---- local migration (fuzz_memfds, fuzz_wire) ---- */
+
+static void memfds_seeds(void)
+{
+	struct fy_memory_fds m = { .count = 2 };
+	struct fy_buf b, body;
+
+	m.e[0] = (struct fy_memfd_entry){ 0, PAGE, 64ull << 20, 0 };
+	m.e[1] = (struct fy_memfd_entry){ 3, 2u << 20, 1ull << 30, 1ull << 30 };
+	fy_buf_init(&b);
+	fy_buf_init(&body);
+	check(fy_memory_fds_encode(&body, &m), "memory fds");
+	write_seed("fuzz_memfds", "body-two", &body);
+	rec(&b, FY_REC_MEMORY_FDS, 3, 0, &body);
+	placeholders(&b, 0);
+	write_seed("fuzz_memfds", "record-two", &b);
+	write_seed("fuzz_wire", "memory-fds", &b);
+	m.count = 1;
+	m.e[0].page_size = 1u << 30;
+	m.e[0].size = 1ull << 30;
+	fy_buf_reset(&body);
+	check(fy_memory_fds_encode(&body, &m), "memory fds");
+	write_seed("fuzz_memfds", "body-one-1g", &body);
+	fy_buf_free(&body);
+	fy_buf_free(&b);
+}
+
 /* ---- protocol scripts (fuzz_proto, proto_script.h) ---- */
 
 static void ev(struct fy_buf *b, enum fz_proto_op op, uint32_t type,
@@ -679,6 +706,7 @@ int main(int argc, char **argv)
 	receive_seeds();
 	wire_seeds();
 	postcopy_wire_seeds();
+	memfds_seeds();
 	proto_seeds();
 	snap_seeds();
 #ifdef FZ_HAVE_STATE

@@ -1002,5 +1002,13 @@ const struct hcase hostile_cases[] = {
 	CASE(nothing_after_error, INPROC),
 	CASE(abort_is_answered, 0),
 	CASE(unknown_optional_skipped, SUCCEEDS),
+#ifdef FERRY_CAP_LOCAL_FDS
+	CASE(memory_fds_without_fds, 0),
+	CASE(memory_fds_pipe, 0),
+	CASE(memory_fds_short_file, 0),
+	CASE(memory_fds_other_size, 0),
+	CASE(memory_fds_short_body, 0),
+	CASE(memory_fds_in_pass, 0),
+#endif
 };
 const size_t hostile_ncases = sizeof(hostile_cases) / sizeof(hostile_cases[0]);

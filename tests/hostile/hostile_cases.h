@@ -99,6 +99,14 @@ void c_stranger_join_long_body(struct ctx *c);
 void c_stranger_silent(struct ctx *c);
 void c_stranger_silent_flood(struct ctx *c);
 
+/* Local migration by fds (hostile_local.c). */
+void c_memory_fds_without_fds(struct ctx *c);
+void c_memory_fds_pipe(struct ctx *c);
+void c_memory_fds_short_file(struct ctx *c);
+void c_memory_fds_other_size(struct ctx *c);
+void c_memory_fds_short_body(struct ctx *c);
+void c_memory_fds_in_pass(struct ctx *c);
+
 extern const struct hcase hostile_cases[];
 extern const size_t hostile_ncases;
 

@@ -62,7 +62,7 @@ pass "recording of $(stat -c %s "$rec") bytes: $(tail -n 1 "$T/inspect.txt")"
 # One flipped byte in a control record's body is found, with its offset.
 bad="$T/bad.ferry"
 cp "$rec" "$bad"
-printf '\x7f' | dd of="$bad" bs=1 seek=40 conv=notrunc status=none
+printf '\x01' | dd of="$bad" bs=1 seek=40 conv=notrunc status=none
 if "$FERRY" inspect --check "$bad" >/dev/null 2>"$T/bad.log"; then
 	fail "a damaged recording passed --check"
 fi

@@ -713,6 +713,7 @@ static const struct expect pc_recv_table[FY_RS_COUNT][NPCTYPES] = {
 	[FY_RS_POSTCOPY]    = { P, P, P, P, P, P, P, P, PMEM, P, P, SK(POSTCOPY), P, P, P, P, GO(POSTCOPY_END, RUNNING), P },
 	[FY_RS_PC_PAUSED]   = { P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P },
 	[FY_RS_WAIT_RESUME] = { P, P, P, P, P, P, P, P, P, P, P, SK(WAIT_RESUME), P, P, P, P, P, GO(RESUME, POSTCOPY) },
+	[FY_RS_MEMORY_FDS]  = { X, X, X, X, GO(STATE, LOADED), X, X, AB, X, X, X, SK(MEMORY_FDS), X, X, X, X, X, X },
 };
 /* clang-format on */
 
@@ -977,6 +978,7 @@ static const int pc_send_table[FY_SS_COUNT][NPCTYPES] = {
 	[FY_SS_POSTCOPY]    = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, FY_SS_DONE, NO },
 	[FY_SS_PC_PAUSED]   = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, FY_SS_POSTCOPY },
 	[FY_SS_PC_RESUMING] = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_FDS_SENT]    = { NO, NO, NO, NO, FY_SS_STATE_SENT, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
 };
 /* clang-format on */
 
@@ -1150,6 +1152,7 @@ static void test_owner(void **state)
 		[FY_RS_POSTCOPY] = FY_OWNER_DESTINATION,
 		[FY_RS_PC_PAUSED] = FY_OWNER_DESTINATION,
 		[FY_RS_WAIT_RESUME] = FY_OWNER_DESTINATION,
+		[FY_RS_MEMORY_FDS] = FY_OWNER_SOURCE,
 	};
 
 	(void)state;
@@ -1218,6 +1221,86 @@ static void test_pc_state_names(void **state)
 	assert_string_equal(fy_send_state_name(FY_SS_PC_PAUSED), "postcopy_paused");
 }
 
+/* ---- local migration by fds ---- */
+
+/* MEMORY_FDS in every receiver state, with the capability negotiated:
+ * only IDLE takes it (before any pass or after one), and the state it
+ * leads to takes STATE and nothing that carries memory. */
+static void test_local_recv(void **state)
+{
+	(void)state;
+	for (int s = 0; s < FY_RS_COUNT; s++) {
+		struct fy_recv_sm sm = { (enum fy_recv_state)s, 10, false, true };
+		struct fy_recv_step st;
+
+		fy_recv_sm_step(&sm, FY_REC_MEMORY_FDS, 11, &st);
+		if (s == FY_RS_IDLE) {
+			assert_int_equal(st.action, FY_RA_MEMORY_FDS);
+			assert_int_equal(st.next, FY_RS_MEMORY_FDS);
+			assert_true(st.respond);
+		} else if (st.action != FY_RA_REJECT) {
+			fail_msg("state %s takes MEMORY_FDS", fy_recv_state_name(s));
+		}
+	}
+	struct fy_recv_sm sm = { FY_RS_MEMORY_FDS, 10, false, true };
+	struct fy_recv_step st;
+	const uint32_t no[] = { FY_REC_PASS_BEGIN, FY_REC_MEMORY_FDS,
+				FY_REC_SWITCHOVER, FY_REC_RELEASED };
+
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+		fy_recv_sm_step(&sm, no[i], 11, &st);
+		assert_int_equal(st.action, FY_RA_REJECT);
+		assert_int_equal(st.next, FY_RS_ABORTED);
+	}
+	fy_recv_sm_step(&sm, FY_REC_MEMORY, 0, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	fy_recv_sm_step(&sm, FY_REC_STATE, 11, &st);
+	assert_int_equal(st.action, FY_RA_STATE);
+	assert_int_equal(st.next, FY_RS_LOADED);
+	/* Without the capability it is refused, saying so. */
+	sm.state = FY_RS_IDLE;
+	sm.local_fds = false;
+	fy_recv_sm_step(&sm, FY_REC_MEMORY_FDS, 11, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_int_equal(st.code, FERRY_EPROTO);
+	assert_non_null(strstr(st.msg, "local-fds"));
+	assert_string_equal(fy_recv_state_name(FY_RS_MEMORY_FDS), "memory_fds");
+}
+
+/* The sender: MEMORY_FDS from CONFIGURED only, and then STATE, never a
+ * pass; without the capability never. */
+static void test_local_send(void **state)
+{
+	(void)state;
+	for (int s = 0; s < FY_SS_COUNT; s++) {
+		struct fy_send_sm sm = sender_in((enum fy_send_state)s, false);
+		uint32_t seq;
+		int rc;
+
+		sm.local_fds = true;
+		rc = fy_send_sm_request(&sm, FY_REC_MEMORY_FDS, &seq);
+		assert_int_equal(rc, s == FY_SS_CONFIGURED ? 0 : -EPROTO);
+		sm = sender_in((enum fy_send_state)s, false);
+		assert_int_equal(fy_send_sm_request(&sm, FY_REC_MEMORY_FDS, &seq),
+				 -EPROTO);
+	}
+	struct fy_send_sm sm = sender_in(FY_SS_CONFIGURED, false);
+	uint32_t seq;
+
+	sm.local_fds = true;
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_MEMORY_FDS, &seq), 0);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, seq), 0);
+	assert_int_equal(sm.state, FY_SS_FDS_SENT);
+	assert_int_equal(fy_send_sm_data(&sm), -EPROTO);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_PASS_BEGIN, &seq), -EPROTO);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_STATE, &seq), 0);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, seq), 0);
+	assert_int_equal(sm.state, FY_SS_STATE_SENT);
+	assert_int_equal(fy_send_owner(FY_SS_FDS_SENT, false, false),
+			 FY_OWNER_SOURCE);
+	assert_string_equal(fy_send_state_name(FY_SS_FDS_SENT), "fds_sent");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1248,6 +1331,8 @@ int main(void)
 		cmocka_unit_test(test_pc_send_input),
 		cmocka_unit_test(test_owner),
 		cmocka_unit_test(test_pc_state_names),
+		cmocka_unit_test(test_local_recv),
+		cmocka_unit_test(test_local_send),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
