@@ -685,6 +685,11 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 		goto done;
 	}
 	x.ch.is_file = u.kind == FY_URI_FILE;
+	rc = fy_chan_secure(&x.ch, true, x.err, sizeof(x.err));
+	if (rc) {
+		fy_session_fail(s, rc, "%s", x.err);
+		goto done;
+	}
 	fy_session_set_state(s, FERRY_STATE_NEGOTIATING);
 	rc = fy_chan_read_full(&x.ch, sh, sizeof(sh));
 	if (!rc)

@@ -593,10 +593,12 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 	}
 }
 
-/* What the peer's first bytes say about it, when it is not TLS. */
-static const char *not_tls(const struct fy_tls *t)
+/* What the peer's first bytes say about it, when it is not TLS; *@ferry:
+ * it is a ferry stream without TLS. */
+static const char *not_tls(const struct fy_tls *t, bool *ferry)
 {
-	if (t->nhead >= 5 && !memcmp(t->head, "FERRYMIG", t->nhead))
+	*ferry = t->nhead >= 5 && !memcmp(t->head, "FERRYMIG", t->nhead);
+	if (*ferry)
 		return "the peer sent a plaintext ferry stream: this side requires TLS (give the peer TLS credentials too)";
 	if (t->nhead >= 4 && t->head[0] == 0x01 && t->head[1] == 0x01 &&
 	    !t->head[2] && !t->head[3])
@@ -647,7 +649,8 @@ static void alert_words(struct fy_tls *t, char *err, size_t errlen)
 /* Say why the handshake failed with GnuTLS's @rc. */
 static int handshake_error(struct fy_tls *t, int rc, char *err, size_t errlen)
 {
-	const char *plain = not_tls(t);
+	bool ferry;
+	const char *plain = not_tls(t, &ferry);
 
 	if (t->why[0]) {
 		snprintf(err, errlen, "TLS: %s", t->why);
@@ -655,7 +658,8 @@ static int handshake_error(struct fy_tls *t, int rc, char *err, size_t errlen)
 	}
 	if (plain) {
 		snprintf(err, errlen, "TLS: %s", plain);
-		return -EPROTO;
+		/* A ferry peer without TLS: the caller may answer it so. */
+		return ferry ? -EPROTONOSUPPORT : -EPROTO;
 	}
 	if (t->io_err) {
 		snprintf(err, errlen, "TLS: during the handshake: %s",

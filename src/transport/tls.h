@@ -71,7 +71,8 @@ typedef int (*fy_tls_idle_fn)(void *opaque, bool sending, uint64_t since_ns);
  * peer's certificate and name are checked within @deadline_ms. @idle may
  * end it sooner (a cancel). 0 with *@out set, or a negative code with the
  * cause in @err ("TLS: the peer's certificate is not signed by the CA in
- * ca-cert.pem"). @fd stays the caller's.
+ * ca-cert.pem"; -EPROTONOSUPPORT: the peer sent a ferry stream without
+ * TLS). @fd stays the caller's.
  */
 int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 		 fy_tls_idle_fn idle, void *opaque, struct fy_tls **out,

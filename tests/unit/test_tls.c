@@ -442,7 +442,7 @@ static void test_plaintext_client(void **state)
 
 	(void)state;
 	against_plain(&srv, stream, sizeof(stream) - 1);
-	assert_int_equal(srv.rc, -EPROTO);
+	assert_int_equal(srv.rc, -EPROTONOSUPPORT);
 	assert_non_null(strstr(srv.err, "plaintext ferry stream"));
 }
 
