@@ -707,6 +707,30 @@ static int tls_idle(void *opaque, bool sending, uint64_t since_ns)
 	return tick(c, since_ns, c->tls_rx_limit_ms);
 }
 
+/*
+ * A ferry source without TLS reads this ERROR as any refusal. What it
+ * sent is still unread here, and a socket closed with unread bytes resets
+ * the connection, which would discard the ERROR at the source: so this
+ * side stops writing and reads until the source closes (up to a second).
+ */
+static void refuse_plaintext(struct fy_chan *c)
+{
+	uint64_t until = fy_now_ns() + 1000ull * 1000000;
+	char sink[4096];
+
+	fy_chan_send_error(c, FY_REC_ERROR, 0, FERRY_EPEER,
+			   "this destination requires TLS: give the source TLS credentials");
+	if (shutdown(c->fd, SHUT_WR))
+		return;
+	while (fy_now_ns() < until) {
+		ssize_t r = recv(c->fd, sink, sizeof(sink), 0);
+
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR &&
+			       errno != EWOULDBLOCK))
+			return;
+	}
+}
+
 /**
  * fy_chan_secure() - see engine.h.
  */
@@ -725,9 +749,7 @@ int fy_chan_secure(struct fy_chan *c, bool server, char *err, size_t len)
 	rc = fy_tls_start(cr, c->fd, FY_TLS_HANDSHAKE_MS, tls_idle, c, &c->tls,
 			  err, len);
 	if (rc == -EPROTONOSUPPORT && server)
-		/* A ferry source without TLS reads this as any refusal. */
-		fy_chan_send_error(c, FY_REC_ERROR, 0, FERRY_EPEER,
-				   "this destination requires TLS: give the source TLS credentials");
+		refuse_plaintext(c);
 	if (rc) {
 		/* Heard even where the caller keeps another message (a
 		 * stranger's connection, a recovery attempt). */

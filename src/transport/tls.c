@@ -819,9 +819,11 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 	if (rc) {
 		int code = handshake_error(t, rc, err, errlen);
 
-		/* The peer learns the class of refusal (best effort, and
-		 * not into a connection that already failed). */
-		if (!t->io_err)
+		/* The peer learns the class of refusal (best effort; not
+		 * into a connection that already failed, nor to a peer that
+		 * does not speak TLS: the caller may answer it in its own
+		 * words). */
+		if (!t->io_err && code != -EPROTONOSUPPORT && code != -EPROTO)
 			gnutls_alert_send_appropriate(t->s, rc);
 		fy_tls_free(t);
 		return code;
