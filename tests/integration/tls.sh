@@ -7,6 +7,7 @@
 #      source's certificate name (--tls-peer), the source only the
 #      destination's: the extra connections join inside TLS.
 #   3. PSK (identity:hexkey file), 2 connections.
+#   4. `ferry demo --tls` with its throwaway CA.
 # A TLS listener refuses plaintext (tls_refusals.sh), so a migration that
 # completes went through TLS; the destination's log names each handshake.
 . "$(dirname "$0")/lib.sh"
@@ -40,3 +41,11 @@ run x509 1 --tls-creds "$T/pki" -- --tls-creds "$T/pki"
 run x509peers 4 --tls-creds "$T/pki" --tls-peer ferry-client -- --tls-creds "$T/pki" --tls-peer localhost
 printf 'ferry:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$T/keys.psk"
 run psk 2 --tls-psk "$T/keys.psk" -- --tls-psk "$T/keys.psk"
+
+# 4. ferry demo --tls: its own throwaway CA, removed afterwards.
+mkdir "$T/demo-tmp"
+TMPDIR="$T/demo-tmp" "$FERRY" demo --tls --memory 64M --json >"$T/demo.json" 2>"$T/demo.log" ||
+	fail "ferry demo --tls: $(tail -n 3 "$T/demo.log")"
+[ "$(json_field "$T/demo.json" 'd["verified"]')" = true ] || fail "demo not verified: $(tail -n1 "$T/demo.json")"
+[ -z "$(ls -A "$T/demo-tmp")" ] || fail "ferry demo --tls left files behind: $(ls -R "$T/demo-tmp")"
+pass "ferry demo --tls: completed and verified, its CA removed"
