@@ -20,6 +20,9 @@
 #     precopy alone, auto-converge and postcopy, beside QEMU's
 #     postcopy-ram; fault latency of a 2 GiB guest on loopback
 #     (b10-postcopy.sh)
+#  13 TLS: a 2 GiB incompressible guest over 1/2/4 connections, plaintext,
+#     AES-128-GCM and CHACHA20-POLY1305, beside the cipher's single-core
+#     speed and QEMU's TLS migration (b13-tls.sh)
 #
 # The default is what we measure: ferry runs as a user types it, and
 # benchmarks 1 to 4 also run it with the best setting (the fastest memory
@@ -44,7 +47,7 @@ while [ $# -gt 0 ]; do
 	--quick) opts+=(--quick) ;;
 	--build) opts+=(--build "${2:?--build needs a directory}"); shift ;;
 	--out) BENCH_OUT=${2:?--out needs a directory}; shift ;;
-	[1-9] | 10) sel+=("$1") ;;
+	[1-9] | 10 | 13) sel+=("$1") ;;
 	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 	*) echo "bench/run.sh: unknown argument '$1' (benchmarks are 1 to 10)" >&2; exit 2 ;;
 	esac
@@ -52,9 +55,10 @@ while [ $# -gt 0 ]; do
 done
 scripts=("" b1-throughput b2-zero b3-dirty b4-converge b5-compress b6-dirtyscan b7-startup
 	b8-snapshot b9-restore b10-postcopy)
+scripts[13]=b13-tls
 if [ ${#sel[@]} = 0 ] && [ -z "${BENCH:-}" ]; then
 	# All of them; a script not in this tree yet is left out with a note.
-	for n in 1 2 3 4 5 6 7 8 9 10; do
+	for n in 1 2 3 4 5 6 7 8 9 10 13; do
 		if [ -x "$here/${scripts[$n]}.sh" ]; then
 			sel+=("$n")
 		else
@@ -66,7 +70,7 @@ elif [ ${#sel[@]} = 0 ]; then
 	sel=($BENCH)
 fi
 for n in "${sel[@]}"; do
-	case $n in [1-9] | 10) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 10)" >&2; exit 2 ;; esac
+	case $n in [1-9] | 10 | 13) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 10)" >&2; exit 2 ;; esac
 	[ -x "$here/${scripts[$n]}.sh" ] || {
 		echo "bench/run.sh: benchmark $n needs bench/${scripts[$n]}.sh, which is not in this tree" >&2
 		exit 2

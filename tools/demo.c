@@ -68,6 +68,7 @@ const char cli_demo_usage[] =
 	"  --tls-creds DIR      TLS with the certificates of DIR (ferry-vm\n"
 	"                       --tls-creds: both VMs use it)\n"
 	"  --tls-psk FILE       TLS with a pre-shared key (identity:hexkey)\n"
+	"  --tls-priority STR   GnuTLS priority string for both VMs (ciphers)\n"
 	"  --json               print the report as one JSON object on stdout\n"
 	"  --keep-logs          keep the temporary directory with the VMs' logs\n"
 	"  -h, --help           show this help\n"
@@ -93,6 +94,7 @@ struct demo_opts {
 	bool tls;		/* --tls: a throwaway CA in the demo's directory */
 	const char *tls_creds;	/* --tls-creds DIR (or that directory) */
 	const char *tls_psk;	/* --tls-psk FILE */
+	const char *tls_priority; /* --tls-priority STR */
 };
 
 struct vm_proc {
@@ -204,6 +206,9 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 	case CLI_OPT_TLS_PSK:
 		o->tls_psk = optarg;
 		break;
+	case CLI_OPT_TLS_PRIORITY:
+		o->tls_priority = optarg;
+		break;
 	case 'T':
 		o->tls = true;
 		break;
@@ -234,6 +239,7 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 		{ "tls", no_argument, NULL, 'T' },
 		{ "tls-creds", required_argument, NULL, CLI_OPT_TLS_CREDS },
 		{ "tls-psk", required_argument, NULL, CLI_OPT_TLS_PSK },
+		{ "tls-priority", required_argument, NULL, CLI_OPT_TLS_PRIORITY },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -411,6 +417,10 @@ static int spawn_vm(struct demo *d, struct vm_proc *vm, bool incoming,
 	} else if (d->o.tls_psk) {
 		argv[n++] = "--tls-psk";
 		argv[n++] = d->o.tls_psk;
+	}
+	if (d->o.tls_priority) {
+		argv[n++] = "--tls-priority";
+		argv[n++] = d->o.tls_priority;
 	}
 	argv[n++] = "--verify";
 	argv[n++] = d->o.verify_mode;
