@@ -618,13 +618,14 @@ static int tls_read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
 		p += r;
 		n -= (size_t)r;
 	}
-	if (c->rx.rpos == c->rx.rlen && fy_tls_pending(c->tls)) {
+	while (c->rx.rpos == c->rx.rlen && fy_tls_pending(c->tls)) {
 		ssize_t r = fy_tls_recv(c->tls, c->rx.rbuf, FY_RBUF_SIZE);
 
 		c->rx.rpos = 0;
 		c->rx.rlen = r > 0 ? (uint32_t)r : 0;
-		if (r > 0)
-			fy_chan_count(&c->rx.wire_bytes, (uint64_t)r);
+		if (r <= 0)
+			break; /* the next read meets it again */
+		fy_chan_count(&c->rx.wire_bytes, (uint64_t)r);
 	}
 	return 0;
 }

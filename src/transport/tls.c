@@ -70,6 +70,11 @@ struct fy_tls {
 	uint8_t head[8];      /* the peer's first bytes, to name a non-TLS peer */
 	size_t nhead;
 	char why[320];	      /* the verify callback's reason */
+	bool corked;	      /* TCP_CORK is on (a send is under way) */
+	/* Ciphertext read ahead: GnuTLS asks for a record's header, then its
+	 * body; one recv() takes several records instead. */
+	size_t rpos, rlen;
+	uint8_t rbuf[4 * FY_TLS_RECORD];
 	size_t staged;
 	uint8_t stage[FY_TLS_RECORD];
 };
@@ -563,12 +568,26 @@ static ssize_t push(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
 	}
 }
 
+/* Hand GnuTLS up to @len bytes of what was read ahead. */
+static ssize_t take_ahead(struct fy_tls *t, void *buf, size_t len)
+{
+	size_t k = t->rlen - t->rpos;
+
+	if (k > len)
+		k = len;
+	memcpy(buf, t->rbuf + t->rpos, k);
+	t->rpos += k;
+	return (ssize_t)k;
+}
+
 static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 {
 	struct fy_tls *t = p;
 
+	if (t->rpos < t->rlen)
+		return take_ahead(t, buf, len);
 	for (;;) {
-		ssize_t r = recv(t->fd, buf, len, 0);
+		ssize_t r = recv(t->fd, t->rbuf, sizeof(t->rbuf), 0);
 		int rc;
 
 		if (r > 0) {
@@ -576,10 +595,12 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 
 			if (k > (size_t)r)
 				k = (size_t)r;
-			memcpy(t->head + t->nhead, buf, k);
+			memcpy(t->head + t->nhead, t->rbuf, k);
 			t->nhead += k;
 			t->rx_since = now_ns();
-			return r;
+			t->rpos = 0;
+			t->rlen = (size_t)r;
+			return take_ahead(t, buf, len);
 		}
 		if (r == 0)
 			return 0;
@@ -838,6 +859,23 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 	return 0;
 }
 
+/*
+ * GnuTLS writes each record (16 KiB) by itself, and the socket has no
+ * Nagle delay: uncorked, every record would leave as a segment of its
+ * own and wake the receiver once per record. Corked while a send lasts,
+ * the kernel fills whole segments, and uncorking at its end sends the
+ * rest at once.
+ */
+static void cork(struct fy_tls *t, bool on)
+{
+	int v = on;
+
+	if (t->corked == on)
+		return;
+	if (!setsockopt(t->fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v)))
+		t->corked = on;
+}
+
 /* Send all of @p: GnuTLS takes one record per call. */
 static int send_all(struct fy_tls *t, const uint8_t *p, size_t len)
 {
@@ -862,6 +900,8 @@ static int send_all(struct fy_tls *t, const uint8_t *p, size_t len)
 int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 {
 	int rc = 0;
+
+	cork(t, true);
 
 	for (int i = 0; i < n && !rc; i++) {
 		const uint8_t *p = iov[i].iov_base;
@@ -892,6 +932,8 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 		rc = send_all(t, t->stage, t->staged);
 		t->staged = 0;
 	}
+	if (!more)
+		cork(t, false);
 	return rc;
 }
 
@@ -924,7 +966,7 @@ ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len)
  */
 size_t fy_tls_pending(struct fy_tls *t)
 {
-	return gnutls_record_check_pending(t->s);
+	return gnutls_record_check_pending(t->s) + (t->rlen - t->rpos);
 }
 
 /**

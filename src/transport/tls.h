@@ -92,7 +92,9 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more);
  */
 ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len);
 
-/* Decrypted bytes held inside the session, not yet taken by recv. */
+/* Bytes held inside the session, not yet taken by recv: decrypted, or
+ * read ahead from the socket (a record there may be incomplete: its rest
+ * is on the way, and a recv waits for it). */
 size_t fy_tls_pending(struct fy_tls *t);
 
 /* "TLS1.3 AES-128-GCM, x509" or similar, for logs. */
