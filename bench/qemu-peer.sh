@@ -9,6 +9,9 @@
 # prints one JSON line: {"peer":"qemu","ram_mib":..,"channels":..,"status":..,
 #   "total_ms":..,"downtime_ms":..,"transferred":..,"mb_per_s":..}
 # needs: qemu-system-x86 (Debian package) and python3; installs qemu if root.
+# QEMU_TLS_DIR=DIR: migrate over TLS with QEMU's tls-creds-x509 (DIR holds
+# ca-cert.pem, server-*.pem, client-*.pem; the server certificate must
+# name 127.0.0.1), verify-peer on both ends; the JSON then says "tls".
 set -euo pipefail
 RAM=${1:-2048}; CH=${2:-1}; PORT=${3:-4444}
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
@@ -21,17 +24,23 @@ cleanup() { kill "${SRC:-}" "${DST:-}" 2>/dev/null || true; wait 2>/dev/null || 
 trap cleanup EXIT
 head -c "$((RAM << 20))" /dev/urandom >"$img"
 common=(-M q35 -accel tcg -m "${RAM}M" -nographic -nodefaults -display none -S)
-qemu-system-x86_64 "${common[@]}" \
+tls_src=() tls_dst=()
+if [ -n "${QEMU_TLS_DIR:-}" ]; then
+	tls_src=(-object "tls-creds-x509,id=tls0,dir=$QEMU_TLS_DIR,endpoint=client,verify-peer=on")
+	tls_dst=(-object "tls-creds-x509,id=tls0,dir=$QEMU_TLS_DIR,endpoint=server,verify-peer=on")
+fi
+qemu-system-x86_64 "${common[@]}" "${tls_src[@]}" \
 	-object memory-backend-file,id=mem,size="${RAM}M",mem-path="$img",share=off,prealloc=on \
 	-machine memory-backend=mem -qmp unix:"$dir/src.sock",server=on,wait=off >"$dir/src.log" 2>&1 &
 SRC=$!
-qemu-system-x86_64 "${common[@]}" \
+qemu-system-x86_64 "${common[@]}" "${tls_dst[@]}" \
 	-object memory-backend-ram,id=mem,size="${RAM}M" -machine memory-backend=mem \
 	-qmp unix:"$dir/dst.sock",server=on,wait=off -incoming defer >"$dir/dst.log" 2>&1 &
 DST=$!
-python3 - "$dir" "$RAM" "$CH" "$PORT" <<'PY'
+python3 - "$dir" "$RAM" "$CH" "$PORT" "${QEMU_TLS_DIR:+tls}" <<'PY'
 import json, socket, sys, time
 d, ram, ch, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+tls = sys.argv[5] == "tls"
 class QMP:
     def __init__(self, path):
         for _ in range(200):
@@ -53,6 +62,8 @@ for q in (src, dst):
         q.cmd("migrate-set-capabilities", capabilities=[{"capability": "multifd", "state": True}])
         q.cmd("migrate-set-parameters", **{"multifd-channels": ch})
     q.cmd("migrate-set-parameters", **{"max-bandwidth": 100_000_000_000})
+    if tls:
+        q.cmd("migrate-set-parameters", **{"tls-creds": "tls0"})
 dst.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
 src.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
 st = {}
@@ -61,7 +72,7 @@ for _ in range(6000):
     if st.get("status") in ("completed", "failed", "cancelled"): break
     time.sleep(0.05)
 ram_st = st.get("ram", {}); total = st.get("total-time") or 0
-print(json.dumps({"peer": "qemu", "ram_mib": ram, "channels": ch, "status": st.get("status"),
+print(json.dumps({"peer": "qemu", "ram_mib": ram, "channels": ch, "tls": tls, "status": st.get("status"),
     "total_ms": total, "downtime_ms": st.get("downtime"), "transferred": ram_st.get("transferred"),
     "mb_per_s": int(ram_st.get("transferred", 0) / (total / 1000) / 1e6) if total else None,
     "error": st.get("error-desc")}))

@@ -23,6 +23,9 @@
 #  12 local migration by memory fds: downtime and wire bytes of 1, 8 and
 #     16 GiB guests (memfd, hugetlb), beside a copying migration at 1 and
 #     8 GiB (b12-local.sh)
+#  13 TLS: a 2 GiB incompressible guest over 1/2/4 connections, plaintext,
+#     AES-128-GCM and CHACHA20-POLY1305, beside the cipher's single-core
+#     speed and QEMU's TLS migration (b13-tls.sh)
 #
 # The default is what we measure: ferry runs as a user types it, and
 # benchmarks 1 to 4 also run it with the best setting (the fastest memory
@@ -47,17 +50,17 @@ while [ $# -gt 0 ]; do
 	--quick) opts+=(--quick) ;;
 	--build) opts+=(--build "${2:?--build needs a directory}"); shift ;;
 	--out) BENCH_OUT=${2:?--out needs a directory}; shift ;;
-	[1-9] | 10 | 12) sel+=("$1") ;;
+	[1-9] | 10 | 12 | 13) sel+=("$1") ;;
 	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 	*) echo "bench/run.sh: unknown argument '$1' (benchmarks are 1 to 10 and 12)" >&2; exit 2 ;;
 	esac
 	shift
 done
 scripts=("" b1-throughput b2-zero b3-dirty b4-converge b5-compress b6-dirtyscan b7-startup
-	b8-snapshot b9-restore b10-postcopy "" b12-local)
+	b8-snapshot b9-restore b10-postcopy "" b12-local b13-tls)
 if [ ${#sel[@]} = 0 ] && [ -z "${BENCH:-}" ]; then
 	# All of them; a script not in this tree yet is left out with a note.
-	for n in 1 2 3 4 5 6 7 8 9 10 12; do
+	for n in 1 2 3 4 5 6 7 8 9 10 12 13; do
 		if [ -x "$here/${scripts[$n]}.sh" ]; then
 			sel+=("$n")
 		else
@@ -69,7 +72,7 @@ elif [ ${#sel[@]} = 0 ]; then
 	sel=($BENCH)
 fi
 for n in "${sel[@]}"; do
-	case $n in [1-9] | 10 | 12) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 10, 12)" >&2; exit 2 ;; esac
+	case $n in [1-9] | 10 | 12 | 13) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 10, 12, 13)" >&2; exit 2 ;; esac
 	[ -x "$here/${scripts[$n]}.sh" ] || {
 		echo "bench/run.sh: benchmark $n needs bench/${scripts[$n]}.sh, which is not in this tree" >&2
 		exit 2

@@ -497,6 +497,32 @@ struct ferry_config {
 	 * sends it. */
 	bool local_fds;
 	/* New members go here, at the end. */
+	/* TLS (GnuTLS) on every connection of a migration when credentials
+	 * are given: the main one, the extra data connections and
+	 * postcopy's recovery connections; never a "file:" snapshot. Both
+	 * sides authenticate: with x509 the destination (the side that
+	 * accepts) requires the source's certificate, and each checks the
+	 * other's against its CA file; with PSK both hold one key. Files
+	 * are read when a run starts; a missing one fails the run with its
+	 * path. Strings are copied. See docs/api-guide.md, "TLS". */
+	const char *tls_ca_file;     /* x509: CA certificates (PEM) */
+	const char *tls_cert_file;   /* x509: own certificate (PEM): the
+					destination's server certificate,
+					the source's client certificate */
+	const char *tls_key_file;    /* x509: its private key (PEM) */
+	const char *tls_crl_file;    /* x509, optional: revocation list */
+	const char *tls_peer_names;  /* x509, optional: comma-separated
+					names; the peer's certificate must
+					carry one (SAN DNS name or address,
+					or CN). NULL: any certificate of the
+					CA */
+	const char *tls_psk_file;    /* PSK instead of x509: lines of
+					"identity:hexkey" (QEMU's
+					tls-creds-psk) */
+	const char *tls_psk_identity; /* source, PSK: the identity to use
+					 (NULL: the file's first) */
+	const char *tls_priority;    /* GnuTLS priority string (ciphers,
+					versions); NULL: "NORMAL" */
 };
 
 /**

@@ -49,7 +49,18 @@ enum {
 	CLI_OPT_MAX_BW,
 	CLI_OPT_NO_AC,
 	CLI_OPT_CC,
+	/* TLS (tls.c): migrate's options */
+	CLI_OPT_TLS_CREDS = 0x180,
+	CLI_OPT_TLS_PSK,
+	CLI_OPT_TLS_PEER,
+	CLI_OPT_TLS_PRIORITY,
 };
+
+/* tls.c */
+extern const char cli_tls_usage[];
+int cli_tls_option(const char *cmd, int c, const char *val,
+		   struct json_object *args);
+int cmd_tls_certs(int argc, char **argv);
 
 extern const struct option cli_tuning_options[];
 extern const char cli_tuning_usage[];

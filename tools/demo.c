@@ -11,6 +11,7 @@
  * and reaped before the command returns.
  */
 #include "cli.h"
+#include "tlsgen.h"
 
 #include "apiclient.h"
 
@@ -61,6 +62,13 @@ const char cli_demo_usage[] =
 	"                       not include it), strict (inside the pause, as part\n"
 	"                       of the downtime) or off\n"
 	"  --no-verify          the same as --verify off\n"
+	"  --tls                TLS with mutual x509 authentication on every\n"
+	"                       connection, with a throwaway CA made in the\n"
+	"                       demo's temporary directory (removed after)\n"
+	"  --tls-creds DIR      TLS with the certificates of DIR (ferry-vm\n"
+	"                       --tls-creds: both VMs use it)\n"
+	"  --tls-psk FILE       TLS with a pre-shared key (identity:hexkey)\n"
+	"  --tls-priority STR   GnuTLS priority string for both VMs (ciphers)\n"
 	"  --json               print the report as one JSON object on stdout\n"
 	"  --keep-logs          keep the temporary directory with the VMs' logs\n"
 	"  -h, --help           show this help\n"
@@ -83,6 +91,10 @@ struct demo_opts {
 	json_object *margs;	/* the migrate command's arguments (tuning) */
 	const char *verify_mode; /* background, strict or off */
 	bool verify, json, keep_logs;
+	bool tls;		/* --tls: a throwaway CA in the demo's directory */
+	const char *tls_creds;	/* --tls-creds DIR (or that directory) */
+	const char *tls_psk;	/* --tls-psk FILE */
+	const char *tls_priority; /* --tls-priority STR */
 };
 
 struct vm_proc {
@@ -188,6 +200,18 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 	case 'k':
 		o->keep_logs = true;
 		break;
+	case CLI_OPT_TLS_CREDS:
+		o->tls_creds = optarg;
+		break;
+	case CLI_OPT_TLS_PSK:
+		o->tls_psk = optarg;
+		break;
+	case CLI_OPT_TLS_PRIORITY:
+		o->tls_priority = optarg;
+		break;
+	case 'T':
+		o->tls = true;
+		break;
 	case 'h':
 		fputs(cli_demo_usage, stdout);
 		fputs(cli_tuning_usage, stdout);
@@ -212,6 +236,10 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 		{ "verify", required_argument, NULL, 'v' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "keep-logs", no_argument, NULL, 'k' },
+		{ "tls", no_argument, NULL, 'T' },
+		{ "tls-creds", required_argument, NULL, CLI_OPT_TLS_CREDS },
+		{ "tls-psk", required_argument, NULL, CLI_OPT_TLS_PSK },
+		{ "tls-priority", required_argument, NULL, CLI_OPT_TLS_PRIORITY },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -231,6 +259,9 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 	if (optind < argc)
 		return cli_usage_error("demo", "unexpected argument '%s'",
 				       argv[optind]);
+	if (o->tls + !!o->tls_creds + !!o->tls_psk > 1)
+		return cli_usage_error("demo", "--tls, --tls-creds and --tls-psk "
+				       "exclude each other");
 	format_size_arg(o->memory, o->memory_arg, sizeof(o->memory_arg));
 	return 0;
 }
@@ -379,6 +410,17 @@ static int spawn_vm(struct demo *d, struct vm_proc *vm, bool incoming,
 	if (d->o.backend) {
 		argv[n++] = "--memory-backend";
 		argv[n++] = d->o.backend;
+	}
+	if (d->o.tls_creds) {
+		argv[n++] = "--tls-creds";
+		argv[n++] = d->o.tls_creds;
+	} else if (d->o.tls_psk) {
+		argv[n++] = "--tls-psk";
+		argv[n++] = d->o.tls_psk;
+	}
+	if (d->o.tls_priority) {
+		argv[n++] = "--tls-priority";
+		argv[n++] = d->o.tls_priority;
 	}
 	argv[n++] = "--verify";
 	argv[n++] = d->o.verify_mode;
@@ -662,12 +704,27 @@ static void remove_dir(const char *dir)
 	rmdir(dir);
 }
 
+/* --tls: the throwaway CA and both certificates go into the demo's own
+ * directory (0700), removed with it. */
+static int demo_tls(struct demo *d, char *err, size_t errlen)
+{
+	if (!d->o.tls)
+		return 0;
+	if (tlsgen_make(d->dir, NULL, err, errlen))
+		return -1;
+	d->o.tls_creds = d->dir;
+	if (!d->o.json)
+		fprintf(stderr, "ferry demo: TLS with mutual x509 authentication, "
+			"a throwaway CA in %s\n", d->dir);
+	return 0;
+}
+
 /* Start both VMs and wait until the source guest is ready to migrate. */
 static int demo_setup(struct demo *d, char *err, size_t errlen)
 {
 	char mem[32];
 
-	if (make_dir(d, err, errlen) < 0)
+	if (make_dir(d, err, errlen) < 0 || demo_tls(d, err, errlen) < 0)
 		return -1;
 	d->port = free_port(err, errlen);
 	if (d->port < 0)

@@ -1034,6 +1034,10 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		{ "resume", no_argument, NULL, 'r' },
 		{ "local", no_argument, NULL, 'l' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "tls-creds", required_argument, NULL, CLI_OPT_TLS_CREDS },
+		{ "tls-psk", required_argument, NULL, CLI_OPT_TLS_PSK },
+		{ "tls-peer", required_argument, NULL, CLI_OPT_TLS_PEER },
+		{ "tls-priority", required_argument, NULL, CLI_OPT_TLS_PRIORITY },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -1076,8 +1080,15 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		case 'j':
 			*json = true;
 			break;
+		case CLI_OPT_TLS_CREDS:
+		case CLI_OPT_TLS_PSK:
+		case CLI_OPT_TLS_PEER:
+		case CLI_OPT_TLS_PRIORITY:
+			ret = cli_tls_option("migrate", c, optarg, args);
+			break;
 		case 'h':
 			fputs(migrate_usage, stdout);
+			fputs(cli_tls_usage, stdout);
 			fputs(cli_tuning_usage, stdout);
 			fputs(migrate_usage_tail, stdout);
 			return -1;
@@ -1211,6 +1222,8 @@ static const struct command commands[] = {
 	  cmd_inspect },
 	{ "schema", "show the device-state schemas of ferry-vm's devices",
 	  cmd_schema },
+	{ "tls-certs", "make a throwaway CA and TLS certificates (tests, demos)",
+	  cmd_tls_certs },
 	{ "help", "show help for a command", cmd_help },
 };
 

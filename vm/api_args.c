@@ -176,6 +176,36 @@ static int migrate_strings(json_object *args, struct vm_migrate_args *a,
 	return 0;
 }
 
+/* TLS for this migration: tls_creds (a directory), tls_psk (a file),
+ * tls_peer (names, comma-separated), tls_priority; checked as ferry-vm's
+ * --tls-* options are. */
+static int migrate_tls(json_object *args, struct vm_migrate_args *a,
+		       char *err, size_t errlen)
+{
+	static const char *const keys[] = { "tls_creds", "tls_psk", "tls_peer",
+					    "tls_priority" };
+	const char **out[] = { &a->tls_creds, &a->tls_psk, &a->tls_peer,
+			       &a->tls_priority };
+	struct vm_tls check = { 0 };
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		json_object *v;
+
+		*out[i] = NULL;
+		if (!json_object_object_get_ex(args, keys[i], &v) || !v)
+			continue;
+		if (!json_object_is_type(v, json_type_string)) {
+			snprintf(err, errlen, "'%s' must be a string", keys[i]);
+			return -1;
+		}
+		*out[i] = json_object_get_string(v);
+		if (i != 2 &&
+		    vm_tls_set(&check, keys[i] + 4, *out[i], err, errlen))
+			return -1;
+	}
+	return 0;
+}
+
 /* What only some destinations take: a snapshot file has no postcopy (no
  * page requests come back from a file), a stream no file options. */
 static int migrate_combinations(struct vm_migrate_args *a, char *err,
@@ -238,7 +268,8 @@ int api_migrate_args(json_object *args, struct vm_migrate_args *a, char *err,
 					     "auto_converge", "congestion_control",
 					     "keep_running", "io_threads", "postcopy",
 					     "postcopy_after_passes", "max_pause_ms",
-					     "local" };
+					     "local", "tls_creds", "tls_psk", "tls_peer",
+					     "tls_priority" };
 
 	static_assert(sizeof(strategies) / sizeof(strategies[0]) ==
 			      FERRY_TIMEOUT_POSTCOPY + 1,
@@ -249,7 +280,8 @@ int api_migrate_args(json_object *args, struct vm_migrate_args *a, char *err,
 	if (api_arg_known(args, known, sizeof(known) / sizeof(known[0]), err,
 			  errlen) ||
 	    api_arg_uri(args, "uri", &a->uri, err, errlen) ||
-	    migrate_strings(args, a, err, errlen))
+	    migrate_strings(args, a, err, errlen) ||
+	    migrate_tls(args, a, err, errlen))
 		return -1;
 	if (arg_int(args, VM_ARG_DOWNTIME, &a->downtime_ms, err, errlen) ||
 	    arg_int(args, VM_ARG_MAX_PASSES, &a->max_passes, err, errlen) ||

@@ -111,6 +111,22 @@ static void usage(FILE *f)
 		"                       works and the library runs postcopy),\n"
 		"                       local-fds (offered on unix: listeners)\n"
 		"                       (repeatable)\n"
+		"  --tls-creds DIR      TLS with x509 on every migration connection, in\n"
+		"                       and out: DIR holds QEMU's tls-creds-x509 files,\n"
+		"                       ca-cert.pem, server-cert.pem and server-key.pem\n"
+		"                       (presented when receiving), client-cert.pem and\n"
+		"                       client-key.pem (when sending), optional\n"
+		"                       ca-crl.pem. Both sides must present a\n"
+		"                       certificate of the CA ('ferry tls-certs DIR'\n"
+		"                       makes a throwaway set)\n"
+		"  --tls-psk FILE       TLS with a pre-shared key instead: lines of\n"
+		"                       identity:hexkey (QEMU's tls-creds-psk); a source\n"
+		"                       uses the first line\n"
+		"  --tls-peer NAME      accept only a peer whose certificate names NAME\n"
+		"                       (SAN or CN; repeatable; default: any certificate\n"
+		"                       of the CA)\n"
+		"  --tls-priority STR   GnuTLS priority string (ciphers), e.g.\n"
+		"                       NORMAL:-CIPHER-ALL:+CHACHA20-POLY1305\n"
 		"  --self-test          pause/save/load/verify in-process, then exit\n"
 		"  --print-schemas      print the device-state schemas as JSON Schema\n"
 		"                       (one object keyed by device type), then exit\n"
@@ -279,6 +295,15 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'l':
 		o->lazy = true;
 		return 0;
+	case 0x100: case 0x101: case 0x102: case 0x103: {
+		static const char *const keys[] = { "creds", "psk", "peer",
+						    "priority" };
+		char err[300];
+
+		if (vm_tls_set(&o->tls, keys[opt - 0x100], arg, err, sizeof(err)))
+			return bad_arg("--%s", err);
+		return 0;
+	}
 	default:
 		return bad_arg("%s", "invalid option");
 	}
@@ -303,6 +328,10 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "disable-cap", required_argument, NULL, 'C' },
 		{ "lazy", no_argument, NULL, 'l' },
 		{ "local", no_argument, NULL, 'F' },
+		{ "tls-creds", required_argument, NULL, 0x100 },
+		{ "tls-psk", required_argument, NULL, 0x101 },
+		{ "tls-peer", required_argument, NULL, 0x102 },
+		{ "tls-priority", required_argument, NULL, 0x103 },
 		{ "self-test", no_argument, NULL, 'T' },
 		{ "print-schemas", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
@@ -840,6 +869,36 @@ static void *recv_main(void *arg)
 	return NULL;
 }
 
+/* The migration's TLS: the migrate command's settings (checked by
+ * api_args.c) in place of the VM's own when it gives any. */
+static void tls_args(struct vm *vm, const struct vm_migrate_args *a)
+{
+	char err[300];
+
+	vm->mig.tls = vm->opts.tls;
+	if (!a->tls_creds && !a->tls_psk && !a->tls_peer && !a->tls_priority)
+		return;
+	if (a->tls_creds || a->tls_psk)
+		memset(&vm->mig.tls, 0, sizeof(vm->mig.tls));
+	if (a->tls_peer)
+		vm->mig.tls.peers[0] = 0;
+	if (a->tls_creds)
+		vm_tls_set(&vm->mig.tls, "creds", a->tls_creds, err, sizeof(err));
+	if (a->tls_psk)
+		vm_tls_set(&vm->mig.tls, "psk", a->tls_psk, err, sizeof(err));
+	if (a->tls_priority)
+		vm_tls_set(&vm->mig.tls, "priority", a->tls_priority, err,
+			   sizeof(err));
+	if (a->tls_peer) {
+		char peers[1024], *save = NULL;
+
+		snprintf(peers, sizeof(peers), "%s", a->tls_peer);
+		for (char *n = strtok_r(peers, ",", &save); n;
+		     n = strtok_r(NULL, ",", &save))
+			vm_tls_set(&vm->mig.tls, "peer", n, err, sizeof(err));
+	}
+}
+
 static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 {
 	struct ferry_config *cfg = &vm->mig.cfg;
@@ -890,6 +949,9 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 		cfg->postcopy_after_passes = (uint32_t)a->postcopy_after_passes;
 	cfg->local_fds = a->local > 0;
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", a->uri);
+	tls_args(vm, a);
+	if (strncmp(a->uri, "file:", 5))
+		vm_tls_apply(&vm->mig.tls, cfg, false);
 }
 
 /**
@@ -1006,6 +1068,9 @@ static int incoming_start(struct vm *vm)
 
 	config_base(vm, &vm->mig.cfg);
 	vm->mig.cfg.lazy = vm->opts.lazy;
+	vm->mig.tls = vm->opts.tls;
+	if (strncmp(vm->opts.incoming, "file:", 5))
+		vm_tls_apply(&vm->mig.tls, &vm->mig.cfg, true);
 	snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", vm->opts.incoming);
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.active = true;
@@ -1345,7 +1410,14 @@ static void log_startup(struct vm *vm)
 		fprintf(stderr, ", incoming %s", o->incoming);
 	if (o->api_path)
 		fprintf(stderr, ", api %s", o->api_path);
-	fprintf(stderr, ", verify %s\n", vm_verify_mode_name(o->verify));
+	fprintf(stderr, ", verify %s", vm_verify_mode_name(o->verify));
+	if (o->tls.dir[0] || o->tls.psk[0]) {
+		char tls[256];
+
+		vm_tls_describe(&o->tls, tls, sizeof(tls));
+		fprintf(stderr, ", TLS %s", tls);
+	}
+	fputc('\n', stderr);
 }
 
 int main(int argc, char **argv)

@@ -220,6 +220,19 @@ struct guest {
 
 /* The engine session currently driven by a migration thread, and the
  * results of the last one. Protected by mig.lock. */
+/* TLS settings (tls.c): the options as given, and the files of a role. */
+struct vm_tls {
+	char dir[4096];	  /* --tls-creds DIR, or "" */
+	char psk[4096];	  /* --tls-psk FILE, or "" */
+	char peers[1024]; /* --tls-peer NAMEs, comma-separated */
+	char prio[256];	  /* --tls-priority, or "" */
+	char ca[4112], cert[4112], key[4112], crl[4112]; /* vm_tls_apply() */
+};
+int vm_tls_set(struct vm_tls *t, const char *key, const char *arg, char *err,
+	       size_t errlen);
+void vm_tls_apply(struct vm_tls *t, struct ferry_config *cfg, bool server);
+void vm_tls_describe(const struct vm_tls *t, char *buf, size_t len);
+
 struct vm_mig {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* stop or cancel requested, or init done (wakes
@@ -276,6 +289,7 @@ struct vm_mig {
 				      later one is a recovery's listener */
 	bool abandoned;		   /* exiting with a run in postcopy: its
 				      thread is never joined (postcopy.c) */
+	struct vm_tls tls; /* the running migration's TLS files */
 };
 
 struct vm_api;
@@ -305,6 +319,9 @@ struct vm_migrate_args {
 	int64_t postcopy_after_passes; /* or -1 */
 	int64_t max_pause_ms;	/* 0 = the library's choice, or -1 */
 	int local;		/* by memory fds (unix: only); 0 or 1, or -1 */
+	/* TLS for this migration, each NULL when not given: the VM's own
+	 * --tls-* settings apply then. */
+	const char *tls_creds, *tls_psk, *tls_peer, *tls_priority;
 };
 
 /* Why a command could not be carried out (maps to the API error class). */
@@ -334,6 +351,7 @@ struct vm_opts {
 	uint64_t disabled_caps;	 /* capabilities not offered */
 	enum vm_verify_mode verify;
 	bool self_test;
+	struct vm_tls tls; /* --tls-*: this VM's own TLS settings */
 };
 
 /* Where the VM is in its start-up (main.c): the API answers from the

@@ -204,6 +204,8 @@ static void dir_free(struct fy_csum *csum, struct fy_bulk *gather,
  */
 void fy_chan_close(struct fy_chan *c)
 {
+	fy_tls_free(c->tls);
+	c->tls = NULL;
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -346,12 +348,31 @@ static int wrote(struct fy_chan *c, ssize_t w, uint64_t *since)
 					     : FY_IDLE_TIMEOUT_MS);
 }
 
+/* Through TLS: records gathered from @iov (the session keeps a partial
+ * record back while @more). */
+static int send_tls(struct fy_chan *c, const struct iovec *iov, int n,
+		    bool more)
+{
+	uint64_t total = 0;
+	int rc;
+
+	for (int i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	rc = fy_tls_send(c->tls, iov, n, more);
+	if (!rc)
+		fy_chan_count(&c->tx.wire_bytes, total);
+	return rc;
+}
+
 /* Copy every byte of @iov (which it consumes) to the connection; @more:
  * more of the record follows (MSG_MORE). */
 static int send_iov(struct fy_chan *c, struct iovec *iov, int n, bool more)
 {
 	uint64_t since = fy_now_ns();
 	int rc, flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
+
+	if (c->tls)
+		return send_tls(c, iov, n, more);
 
 	while (n > 0) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
@@ -433,7 +454,9 @@ static int splice_pages(struct fy_chan *c, struct iovec *iov, int n)
 		ssize_t v;
 		int rc;
 
-		if (c->tx.splice_failed || !pipe_open(c))
+		/* Pages for TLS are encrypted by the sender: nothing to
+		 * hand over by reference. */
+		if (c->tx.splice_failed || c->tls || !pipe_open(c))
 			return send_iov(c, iov, n, true);
 		v = vmsplice(c->tx.pipe[1], iov, (unsigned long)n, 0);
 		if (v <= 0) {
@@ -556,6 +579,60 @@ static void set_lowat(struct fy_chan *c, size_t n)
 		c->rx.lowat = want;
 }
 
+/*
+ * read_full() through TLS. A large read takes the records' plaintext
+ * straight into @buf; small ones fill the read-ahead. When it ends with
+ * the read-ahead empty, what the TLS session still holds decrypted moves
+ * there: nothing waits unseen inside the session while a caller polls
+ * the socket for the next record (postcopy does).
+ */
+static int tls_read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
+{
+	uint8_t *p = buf;
+
+	c->tls_rx_limit_ms = limit_ms;
+	while (n) {
+		size_t have = c->rx.rlen - c->rx.rpos;
+		bool direct = n >= FY_RBUF_BULK;
+		ssize_t r;
+
+		if (have) {
+			if (have > n)
+				have = n;
+			memcpy(p, c->rx.rbuf + c->rx.rpos, have);
+			c->rx.rpos += (uint32_t)have;
+			p += have;
+			n -= have;
+			continue;
+		}
+		c->rx.rpos = c->rx.rlen = 0;
+		r = direct ? fy_tls_recv(c->tls, p, n)
+			   : fy_tls_recv(c->tls, c->rx.rbuf, FY_RBUF_SIZE);
+		if (r == 0)
+			return -ECONNRESET;
+		if (r < 0)
+			return (int)r;
+		c->rx.last_rx_ns = fy_now_ns();
+		fy_chan_count(&c->rx.wire_bytes, (uint64_t)r);
+		if (!direct) {
+			c->rx.rlen = (uint32_t)r;
+			continue;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+	while (c->rx.rpos == c->rx.rlen && fy_tls_pending(c->tls)) {
+		ssize_t r = fy_tls_recv(c->tls, c->rx.rbuf, FY_RBUF_SIZE);
+
+		c->rx.rpos = 0;
+		c->rx.rlen = r > 0 ? (uint32_t)r : 0;
+		if (r <= 0)
+			break; /* the next read meets it again */
+		fy_chan_count(&c->rx.wire_bytes, (uint64_t)r);
+	}
+	return 0;
+}
+
 /* Read exactly @n bytes, or fail; @limit_ms bounds silence from the peer.
  * What was read ahead goes first, then the socket, asked for a little more
  * each time (see FY_RBUF_SIZE). @framing: @buf is framing between records'
@@ -566,6 +643,8 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 	uint8_t *p = buf;
 	bool bulk = n >= FY_RBUF_BULK;
 
+	if (c->tls)
+		return tls_read_full(c, buf, n, limit_ms);
 	while (n) {
 		size_t have = c->rx.rlen - c->rx.rpos;
 		size_t ahead = bulk ? FY_RBUF_AFTER_BULK
@@ -630,6 +709,73 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 		p += r;
 		n -= (size_t)r;
 	}
+	return 0;
+}
+
+/* TLS found the socket silent for a tick: the channel's rules decide
+ * (cancel; the idle limit of the running read, or of a send). */
+static int tls_idle(void *opaque, bool sending, uint64_t since_ns)
+{
+	struct fy_chan *c = opaque;
+
+	if (sending)
+		return tick(c, since_ns, FY_IDLE_TIMEOUT_MS);
+	if (c->rx.last_rx_ns > since_ns)
+		since_ns = c->rx.last_rx_ns;
+	return tick(c, since_ns, c->tls_rx_limit_ms);
+}
+
+/*
+ * A ferry source without TLS reads this ERROR as any refusal. What it
+ * sent is still unread here, and a socket closed with unread bytes resets
+ * the connection, which would discard the ERROR at the source: so this
+ * side stops writing and reads until the source closes (up to a second).
+ */
+static void refuse_plaintext(struct fy_chan *c)
+{
+	uint64_t until = fy_now_ns() + 1000ull * 1000000;
+	char sink[4096];
+
+	fy_chan_send_error(c, FY_REC_ERROR, 0, FERRY_EPEER,
+			   "this destination requires TLS: give the source TLS credentials");
+	if (shutdown(c->fd, SHUT_WR))
+		return;
+	while (fy_now_ns() < until) {
+		ssize_t r = recv(c->fd, sink, sizeof(sink), 0);
+
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR &&
+			       errno != EWOULDBLOCK))
+			return;
+	}
+}
+
+/**
+ * fy_chan_secure() - see engine.h.
+ */
+int fy_chan_secure(struct fy_chan *c, bool server, char *err, size_t len)
+{
+	struct fy_tls_creds *cr;
+	char what[96];
+	int rc;
+
+	if (c->is_file || c->tls || !fy_tls_config_on(&c->s->tls))
+		return 0;
+	rc = fy_session_tls_creds(c->s, server, &cr, err, len);
+	if (rc)
+		return rc;
+	c->tls_rx_limit_ms = FY_TLS_HANDSHAKE_MS;
+	rc = fy_tls_start(cr, c->fd, FY_TLS_HANDSHAKE_MS, tls_idle, c, &c->tls,
+			  err, len);
+	if (rc == -EPROTONOSUPPORT && server)
+		refuse_plaintext(c);
+	if (rc) {
+		/* Heard even where the caller keeps another message (a
+		 * stranger's connection, a recovery attempt). */
+		fy_session_log(c->s, 1, "%s", err);
+		return rc;
+	}
+	fy_tls_describe(c->tls, what, sizeof(what));
+	fy_session_log(c->s, 3, "TLS: %s", what);
 	return 0;
 }
 

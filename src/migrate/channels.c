@@ -690,8 +690,14 @@ static void *recv_worker(void *arg)
 	uint16_t ver;
 	int rc;
 
-	/* A stranger gets a few seconds to show its credentials. */
-	rc = fy_chan_read_within(&c->ch, sh, sizeof(sh), FY_JOIN_WAIT_MS);
+	/* A stranger gets a few seconds to show its credentials: TLS's,
+	 * then the session's token. */
+	rc = fy_chan_secure(&c->ch, true, c->tls_err, sizeof(c->tls_err));
+	if (rc)
+		c->why = c->tls_err;
+	else
+		rc = fy_chan_read_within(&c->ch, sh, sizeof(sh),
+					 FY_JOIN_WAIT_MS);
 	if (!rc) {
 		rc = fy_stream_hdr_decode(sh, &ver);
 		if (rc) {

@@ -108,6 +108,7 @@ struct rx_chan {
 	bool logged;	/* its end was reported to the log */
 	atomic_bool done; /* the worker ended: applies nothing any more */
 	struct fy_bulk stage; /* postcopy: where a record is verified */
+	char tls_err[256];    /* why its TLS handshake failed */
 };
 
 struct fy_recv_pool {

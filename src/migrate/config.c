@@ -15,6 +15,24 @@
 #include "migrate/engine.h"
 #include "wire/wire.h"
 
+/**
+ * fy_tls_config_from() - the TLS part of @cfg, as the transport layer
+ * takes it (the pointers are @cfg's).
+ */
+void fy_tls_config_from(struct fy_tls_config *t, const struct ferry_config *cfg)
+{
+	*t = (struct fy_tls_config){
+		.ca_file = cfg->tls_ca_file,
+		.cert_file = cfg->tls_cert_file,
+		.key_file = cfg->tls_key_file,
+		.crl_file = cfg->tls_crl_file,
+		.peer_names = cfg->tls_peer_names,
+		.psk_file = cfg->tls_psk_file,
+		.psk_identity = cfg->tls_psk_identity,
+		.priority = cfg->tls_priority,
+	};
+}
+
 FERRY_API void ferry_config_init(struct ferry_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
@@ -171,6 +189,10 @@ static int check_choices(const struct ferry_config *cfg,
 		return refuse(err, errlen,
 			      "max_pause_ms is %u: it must be at least downtime_limit_ms (%u), or 0 for 4 x that (at least 2,000)",
 			      cfg->max_pause_ms, cfg->downtime_limit_ms);
+	if (cfg->local_fds && (cfg->tls_ca_file || cfg->tls_cert_file ||
+			       cfg->tls_psk_file))
+		return refuse(err, errlen,
+			      "local_fds with TLS: a local migration passes the memory's descriptors beside the stream, between processes of one host, which TLS does not protect; drop one of the two");
 	if (cfg->local_fds && cfg->postcopy != FERRY_POSTCOPY_OFF)
 		return refuse(err, errlen,
 			      "local_fds with postcopy: a local migration passes the memory itself, so nothing is left to follow after the switch");
@@ -233,6 +255,12 @@ FERRY_API int ferry_config_check(const struct ferry_config *cfg, char *err,
 	rc = check_numbers(cfg, err, errlen);
 	if (!rc)
 		rc = check_choices(cfg, &ops, err, errlen);
+	if (!rc) {
+		struct fy_tls_config tls;
+
+		fy_tls_config_from(&tls, cfg);
+		rc = fy_tls_config_check(&tls, err, errlen);
+	}
 	return rc;
 }
 

@@ -17,6 +17,7 @@
 #include "ferry.h"
 #include "memory/memory.h"
 #include "transport/transport.h"
+#include "transport/tls.h"
 #include "wire/wire.h"
 
 /* The public buffer type is the wire layer's growable buffer. */
@@ -88,6 +89,11 @@ struct ferry_session {
 	bool pw_armed, pw_stop, pw_expired;
 	uint64_t pw_deadline_ns;
 	uint32_t pw_ms;
+	/* TLS: the config's strings, copied (tls.* point into tls_str),
+	 * and the credentials of each role, read once per run (under lock). */
+	struct fy_tls_config tls;
+	char *tls_str[8];
+	struct fy_tls_creds *tls_creds[2]; /* [0] client, [1] server */
 };
 
 /* cfg.max_pause_ms as it applies: 0 is 4 x the downtime limit, at least
@@ -180,6 +186,10 @@ struct fy_chan {
 	bool is_file;	/* a snapshot file: plain read/write, no answers */
 	struct fy_chan_tx tx;
 	struct fy_chan_rx rx;
+	/* TLS on this connection (fy_chan_secure()), or NULL: every byte
+	 * goes through it. */
+	struct fy_tls *tls;
+	int tls_rx_limit_ms; /* the running read's idle limit */
 };
 
 /* Count @n more bytes on a direction: one writer, readers anywhere. */
@@ -286,8 +296,26 @@ static inline bool fy_cancelled(ferry_session *s)
 	return atomic_load_explicit(&s->cancel, memory_order_relaxed);
 }
 
+/* config.c */
+void fy_tls_config_from(struct fy_tls_config *t, const struct ferry_config *cfg);
+
+/* How long a TLS handshake (with the peer's checks) may take. */
+#define FY_TLS_HANDSHAKE_MS 10000
+/* The run's credentials for one role, read on first use. 0 or a
+ * negative code with the path and reason in @err. */
+int fy_session_tls_creds(ferry_session *s, bool server,
+			 struct fy_tls_creds **out, char *err, size_t len);
+
 /* chan.c */
 void fy_chan_clear(struct fy_chan *c);
+/*
+ * fy_chan_secure() - when the session has TLS credentials, run the
+ * handshake on @c (@server: the accepting side) before anything else is
+ * read or written on it; a plaintext ferry peer hears why in an ERROR
+ * record. 0 (also without TLS, and for files), or a negative code with
+ * the cause in @err.
+ */
+int fy_chan_secure(struct fy_chan *c, bool server, char *err, size_t len);
 int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd);
 /* Sender, after the encoding is set: map the scratch buffers it needs, at
  * their full size, so that no chunk allocates. */

@@ -973,7 +973,9 @@ static int accept_resume(struct receiver *x, int lfd, struct fy_recv_step *st,
 			snprintf(x->err, sizeof(x->err), "out of memory");
 			return rc;
 		}
-		rc = check_resume(x, st, seq);
+		rc = fy_chan_secure(&x->ch, true, x->err, sizeof(x->err));
+		if (!rc)
+			rc = check_resume(x, st, seq);
 		if (!rc)
 			return 0;
 		fy_session_log(x->s, 1, "recovery: dropped a connection: %s",

@@ -873,7 +873,9 @@ static int recover(struct pc_src *p, const char *uri_s, unsigned conns,
 	fy_stream_hdr_encode(sh);
 	memcpy(r.token, x->peer.token, sizeof(r.token));
 	fy_buf_init(&b);
-	rc = fy_chan_write_all(&x->ch, &iov, 1);
+	rc = fy_chan_secure(&x->ch, false, why, len);
+	if (!rc)
+		rc = fy_chan_write_all(&x->ch, &iov, 1);
 	if (!rc)
 		rc = fy_snd_encoding(x, &x->ch);
 	if (!rc)

@@ -76,9 +76,10 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	 * (not so with fd:N, or when the acceptor could not start). */
 	if (!x->pool.started)
 		r.capabilities &= ~FERRY_CAP_MULTI_CHANNEL;
-	/* Descriptors pass over UNIX sockets only. */
+	/* Descriptors pass over UNIX sockets only, and beside a TLS
+	 * stream, not in it. */
 	if ((r.capabilities & FERRY_CAP_LOCAL_FDS) &&
-	    (x->ch.is_file || !fy_transport_is_unix(x->ch.fd)))
+	    (x->ch.is_file || x->ch.tls || !fy_transport_is_unix(x->ch.fd)))
 		r.capabilities &= ~FERRY_CAP_LOCAL_FDS;
 	if ((r.capabilities & FERRY_CAP_POSTCOPY) &&
 	    !fy_pc_can_offer(x, why, sizeof(why))) {
@@ -704,6 +705,11 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 		goto done;
 	}
 	x.ch.is_file = u.kind == FY_URI_FILE;
+	rc = fy_chan_secure(&x.ch, true, x.err, sizeof(x.err));
+	if (rc) {
+		fy_session_fail(s, rc, "%s", x.err);
+		goto done;
+	}
 	fy_session_set_state(s, FERRY_STATE_NEGOTIATING);
 	rc = fy_chan_read_full(&x.ch, sh, sizeof(sh));
 	if (!rc)

@@ -590,6 +590,8 @@ int fy_snd_join(struct sender *x, const struct fy_uri *u, unsigned idx,
 	fy_snd_setup_socket(x, fd, idx);
 	size_send_buffer(x, fd, idx);
 	rc = fy_chan_init(c, x->s, fd);
+	if (!rc)
+		rc = fy_chan_secure(c, false, why, len);
 	if (rc) {
 		fy_chan_close(c);
 		return rc;
@@ -1273,6 +1275,9 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 		fy_chan_close(&x->ch);
 		return fy_session_fail(x->s, rc, "out of memory");
 	}
+	rc = fy_chan_secure(&x->ch, false, err, sizeof(err));
+	if (rc)
+		return fy_session_fail(x->s, rc, "%s", err);
 	fy_session_set_state(x->s, FERRY_STATE_NEGOTIATING);
 	fy_stream_hdr_encode(sh);
 	rc = fy_chan_write_all(&x->ch, &iov, 1);

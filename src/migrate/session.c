@@ -116,6 +116,77 @@ FERRY_API const char *ferry_owner_name(enum ferry_owner owner)
 	return fy_owner_name((enum fy_owner)owner);
 }
 
+/* Copy the config's TLS strings into the session: s->tls points there. */
+static int tls_copy(ferry_session *s)
+{
+	const char **f[] = { &s->tls.ca_file,	  &s->tls.cert_file,
+			     &s->tls.key_file,	  &s->tls.crl_file,
+			     &s->tls.peer_names,  &s->tls.psk_file,
+			     &s->tls.psk_identity, &s->tls.priority };
+
+	static_assert(sizeof(f) / sizeof(f[0]) ==
+		      sizeof(s->tls_str) / sizeof(s->tls_str[0]),
+		      "one copy per TLS string");
+	fy_tls_config_from(&s->tls, &s->cfg);
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		if (!*f[i])
+			continue;
+		s->tls_str[i] = strdup(*f[i]);
+		if (!s->tls_str[i])
+			return -ENOMEM;
+		*f[i] = s->tls_str[i];
+	}
+	/* The config's own pointers are the caller's: not kept. */
+	s->cfg.tls_ca_file = s->tls.ca_file;
+	s->cfg.tls_cert_file = s->tls.cert_file;
+	s->cfg.tls_key_file = s->tls.key_file;
+	s->cfg.tls_crl_file = s->tls.crl_file;
+	s->cfg.tls_peer_names = s->tls.peer_names;
+	s->cfg.tls_psk_file = s->tls.psk_file;
+	s->cfg.tls_psk_identity = s->tls.psk_identity;
+	s->cfg.tls_priority = s->tls.priority;
+	return 0;
+}
+
+/* Drop the credentials read for a run. */
+static void tls_creds_drop(ferry_session *s)
+{
+	for (int i = 0; i < 2; i++) {
+		fy_tls_creds_free(s->tls_creds[i]);
+		s->tls_creds[i] = NULL;
+	}
+}
+
+static void tls_free(ferry_session *s)
+{
+	tls_creds_drop(s);
+	for (size_t i = 0; i < sizeof(s->tls_str) / sizeof(s->tls_str[0]); i++) {
+		if (s->tls_str[i])
+			explicit_bzero(s->tls_str[i], strlen(s->tls_str[i]));
+		free(s->tls_str[i]);
+		s->tls_str[i] = NULL;
+	}
+}
+
+/**
+ * fy_session_tls_creds() - see engine.h. Read at the first connection of
+ * a run that needs them, so a run sees the files as they are when it
+ * starts; every later connection of the run shares them.
+ */
+int fy_session_tls_creds(ferry_session *s, bool server,
+			 struct fy_tls_creds **out, char *err, size_t len)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (!s->tls_creds[server])
+		rc = fy_tls_creds_load(&s->tls, server, &s->tls_creds[server],
+				       err, len);
+	*out = s->tls_creds[server];
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
 FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 				ferry_session **out)
 {
@@ -156,6 +227,11 @@ FERRY_API int ferry_session_new(const struct ferry_config *cfg,
 			 cfg->congestion_control);
 		s->cfg.congestion_control = s->cc_name;
 	}
+	if (tls_copy(s)) {
+		tls_free(s);
+		free(s);
+		return -ENOMEM;
+	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->pc_cv, NULL);
 	pthread_mutex_init(&s->pw_lock, NULL);
@@ -179,6 +255,7 @@ FERRY_API void ferry_session_destroy(ferry_session *s)
 	fy_session_pause_disarm(s);
 	pthread_cond_destroy(&s->pw_cv);
 	pthread_mutex_destroy(&s->pw_lock);
+	tls_free(s);
 	pthread_cond_destroy(&s->pc_cv);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
@@ -584,6 +661,7 @@ int fy_session_begin(ferry_session *s, enum ferry_state first,
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&s->lock);
+	tls_creds_drop(s); /* a run reads the files afresh */
 	memset(&s->stats, 0, sizeof(s->stats));
 	s->stats.owner = owner;
 	s->stats.ram_bytes = s->ram_bytes;

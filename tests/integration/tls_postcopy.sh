@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Postcopy under TLS (x509, mutual): the return path, the data connections
+# and the recovery connection are all TLS. A 64 MiB guest writing 50 MB/s
+# over a 20 MB/s cap switches to postcopy after one pass (2 connections);
+# the kernel then destroys every connection (ss -K), both sides pause, and
+# `ferry recover` + `ferry migrate --resume` complete it over new TLS
+# connections: verified, one recovery, and the destination's log shows
+# the handshakes of the recovery.
+. "$(dirname "$0")/lib.sh"
+# shellcheck source=tests/integration/postcopy_lib.sh
+. "$(dirname "$0")/postcopy_lib.sh"
+skip_unless_postcopy
+command -v ss >/dev/null || { echo "skip: ss (iproute2) is not installed"; exit 77; }
+export FERRY_VM_LOG=3
+"$FERRY" tls-certs "$T/pki" >/dev/null || fail "tls-certs"
+tls=(--tls-creds "$T/pki")
+
+port=$(listen_port)
+start_vm dst --memory 64M --incoming "tcp:127.0.0.1:$port" "${tls[@]}"
+start_vm src --memory 64M --workload random --dirty-rate 50 "${tls[@]}"
+"$FERRY" migrate "$T/src.sock" "tcp:127.0.0.1:$port" --postcopy-after-passes 1 \
+	--max-bandwidth 20 --connections 2 --json >"$T/m.json" 2>"$T/m.log" &
+MIG=$!
+wait_until 40 state_is src postcopy || fail "never switched to postcopy: $(status_field src 'd["migration"]')"
+wait_until 10 state_is dst postcopy || fail "destination never in postcopy: $(status_field dst 'd["migration"]')"
+sleep 0.5
+state_is src postcopy || fail "postcopy ended too soon to cut it"
+before=$(grep -c "TLS: TLS1.3" "$T/dst.log")
+[ "$before" -ge 2 ] || fail "$before TLS handshakes before the cut, expected 2"
+ss -K -tn "( sport = :$port or dport = :$port )" >"$T/ss.log" 2>&1
+wait_until 20 state_is src postcopy-paused || fail "source not paused: $(status_field src 'd["migration"]')"
+wait_until 20 state_is dst postcopy-paused || fail "destination not paused: $(status_field dst 'd["migration"]')"
+wait "$MIG"
+rport=$(listen_port)
+"$FERRY" recover "$T/dst.sock" "tcp:127.0.0.1:$rport" >"$T/rec.log" 2>&1 ||
+	fail "ferry recover refused: $(cat "$T/rec.log")"
+"$FERRY" migrate "$T/src.sock" "tcp:127.0.0.1:$rport" --resume --json >"$T/r.json" 2>"$T/r.log" ||
+	fail "resume failed: $(tail -n1 "$T/r.json")"
+assert_json "$T/r.json" "report" 'd["status"] == "completed"' 'd["verified"] is True' \
+	'd["postcopy"] is True' 'd["recoveries"] == 1'
+wait_until 20 state_is dst completed || fail "destination: $(status_field dst 'd["migration"]')"
+after=$(grep -c "TLS: TLS1.3" "$T/dst.log")
+[ "$after" -ge $((before + 2)) ] || fail "$after TLS handshakes after the recovery (before: $before), expected 2 more"
+guest_runs dst || fail "destination guest does not run"
+pass "postcopy over TLS, cut and recovered: $((after - before)) new handshakes; $(json_field "$T/r.json" '{k: d.get(k) for k in ("status", "total_ms", "postcopy_ms", "pages_requested", "recoveries")}')"
