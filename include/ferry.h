@@ -480,7 +480,11 @@ struct ferry_config {
 					Not for "file:" (a snapshot's disk
 					may be slow), and not after
 					release(): the guest may run at the
-					destination from there on. */
+					destination from there on. A VMM
+					callback that never returns (a
+					save_state that hangs) is not
+					interrupted: the limit takes effect
+					when it returns. */
 	/* Source: local migration by memory fds (docs/api-guide.md, "Local
 	 * migration"). Instead of copying guest memory, the source passes
 	 * each region's backing descriptor (FERRY_REGION_FD, every region

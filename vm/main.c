@@ -465,8 +465,6 @@ static int cb_dirty_bitmap(void *opaque, uint32_t region, uint64_t *bitmap,
 	return rc;
 }
 
-/* Destination, after resume: the verification result and the stall the
- * guest saw travel back to the source in the note. */
 /* load_state, after FERRY_VM_FAULT=stall-load:MS's stall (tests: a
  * destination that stops answering while the source's guest is paused). */
 static int cb_load_state(void *opaque, const void *data, size_t len)
@@ -478,6 +476,8 @@ static int cb_load_state(void *opaque, const void *data, size_t len)
 	return vm_state_load(opaque, data, len);
 }
 
+/* Destination, after resume: the verification result and the stall the
+ * guest saw travel back to the source in the note. */
 static void cb_running_note(void *opaque, char *note, size_t len)
 {
 	vm_verify_note(opaque, note, len);

@@ -736,15 +736,18 @@ struct fy_sched_attr {
 	uint64_t runtime, deadline, period;
 };
 
-static int set_fair(pid_t tid, int nice, uint64_t slice_ns)
+static int set_fair(pid_t tid, int nice, uint64_t slice_ns, uint64_t flags)
 {
 	struct fy_sched_attr a = {
 		.size = sizeof(a), .policy = SCHED_OTHER, .nice = nice,
-		.runtime = slice_ns,
+		.runtime = slice_ns, .flags = flags,
 	};
 
 	return (int)syscall(SYS_sched_setattr, tid, &a, 0);
 }
+
+/* sched_setattr(2)'s flag that a thread may carry and set back. */
+#define FY_SCHED_RESET_ON_FORK 0x01ull
 
 /**
  * fy_thread_urgent() - see lazy.h.
@@ -752,21 +755,23 @@ static int set_fair(pid_t tid, int nice, uint64_t slice_ns)
 void fy_thread_urgent(struct fy_prio *old)
 {
 	pid_t tid = (pid_t)syscall(SYS_gettid);
-	int nice;
+	struct fy_sched_attr a = { .size = sizeof(a) };
 
 	*old = (struct fy_prio){ 0 };
-	errno = 0;
-	nice = getpriority(PRIO_PROCESS, (id_t)tid);
-	if (nice == -1 && errno)
+	/* Only an ordinary thread: a VMM's real-time, batch or idle thread
+	 * keeps the class it was given. */
+	if (syscall(SYS_sched_getattr, tid, &a, sizeof(a), 0) ||
+	    a.policy != SCHED_OTHER)
 		return;
-	old->nice = nice;
+	old->nice = a.nice;
+	old->slice_ns = a.runtime;
+	old->flags = a.flags & FY_SCHED_RESET_ON_FORK;
 	/* Both where allowed; the short slice needs no privilege, the
 	 * negative nice needs CAP_SYS_NICE; a kernel before 6.12 takes
 	 * the slice and ignores it. */
-	if (!set_fair(tid, FY_URGENT_NICE, FY_URGENT_SLICE_NS) ||
-	    !set_fair(tid, nice, FY_URGENT_SLICE_NS))
-		old->set = true;
-	else if (!setpriority(PRIO_PROCESS, (id_t)tid, FY_URGENT_NICE))
+	if (!set_fair(tid, FY_URGENT_NICE, FY_URGENT_SLICE_NS, old->flags) ||
+	    !set_fair(tid, a.nice, FY_URGENT_SLICE_NS, old->flags) ||
+	    !setpriority(PRIO_PROCESS, (id_t)tid, FY_URGENT_NICE))
 		old->set = true;
 }
 
@@ -777,8 +782,8 @@ void fy_thread_restore(const struct fy_prio *old)
 {
 	pid_t tid = (pid_t)syscall(SYS_gettid);
 
-	/* A slice of 0 is the kernel's default again. */
-	if (old->set && set_fair(tid, old->nice, 0))
+	if (old->set &&
+	    set_fair(tid, old->nice, old->slice_ns, old->flags))
 		setpriority(PRIO_PROCESS, (id_t)tid, old->nice);
 }
 

@@ -149,15 +149,19 @@ struct fy_lazy_config {
 #define FY_URGENT_NICE (-15)
 #define FY_URGENT_SLICE_NS (100 * 1000ull) /* the kernel's minimum */
 
-/* What fy_thread_urgent() changed, for fy_thread_restore(). */
+/* What fy_thread_urgent() changed, for fy_thread_restore(): the thread's
+ * own nice value, slice (0: the default) and reset-on-fork flag. */
 struct fy_prio {
 	bool set;
 	int nice;
+	uint64_t slice_ns;
+	uint64_t flags;
 };
 
 /* Make the calling thread urgent where the system allows it: the short
  * slice (no privilege needed) and nice FY_URGENT_NICE (CAP_SYS_NICE);
- * a kernel without custom slices gets the nice value only. */
+ * a kernel without custom slices gets the nice value only. A thread of
+ * another class than SCHED_OTHER (a VMM's real-time one) is left alone. */
 void fy_thread_urgent(struct fy_prio *old);
 /* Give it back what it had. */
 void fy_thread_restore(const struct fy_prio *old);

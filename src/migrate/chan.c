@@ -608,8 +608,10 @@ static int tls_read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
 		c->rx.rpos = c->rx.rlen = 0;
 		r = direct ? fy_tls_recv(c->tls, p, n)
 			   : fy_tls_recv(c->tls, c->rx.rbuf, FY_RBUF_SIZE);
-		if (r == 0)
+		if (r == 0) {
+			c->rx.eof = true;
 			return -ECONNRESET;
+		}
 		if (r < 0)
 			return (int)r;
 		c->rx.last_rx_ns = fy_now_ns();
@@ -685,8 +687,10 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 		if (r >= 0 && c->rx.take_fds)
 			fy_fd_stash_take(&c->rx.fds, &mh);
 
-		if (r == 0)
+		if (r == 0) {
+			c->rx.eof = !c->is_file;
 			return c->is_file ? -ENODATA : -ECONNRESET;
+		}
 		if (r < 0) {
 			int rc;
 

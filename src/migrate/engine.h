@@ -151,6 +151,7 @@ struct fy_chan_rx {
 	struct fy_buf in;	/* received control bodies */
 	_Atomic uint64_t wire_bytes; /* read; read by any thread */
 	uint64_t last_rx_ns;
+	bool eof;		/* the peer ended its stream (a FIN, not a reset) */
 	struct fy_codec *dcodec[3]; /* one per kind, on demand */
 	struct fy_bulk gather;	    /* unpacked pages */
 	struct fy_bulk packed;	    /* compressed payload */

@@ -292,6 +292,42 @@ static int take_fds(struct receiver *x, const struct fy_memory_fds *m)
 	return 0;
 }
 
+/*
+ * Region @i has a descriptor of its own, which the received file replaces
+ * once the guest runs here (fy_local_commit()): refuse now, before
+ * anything is mapped, what would leave that descriptor naming a file that
+ * does not back the region (another offset, or this side's regions
+ * sharing a descriptor that the source backs with different files).
+ */
+static int check_own_fd(struct receiver *x, const struct fy_memory_fds *m,
+			unsigned i)
+{
+	const struct fy_region *r = &x->s->regions[i];
+	struct stat a, b;
+
+	if (r->fd < 0)
+		return 0;
+	if (r->fd_offset != m->e[i].fd_offset) {
+		snprintf(x->err, sizeof(x->err),
+			 "region %s: its file is at offset %llu here, the source's at %llu",
+			 r->name, (unsigned long long)r->fd_offset,
+			 (unsigned long long)m->e[i].fd_offset);
+		return FERRY_EMISMATCH;
+	}
+	for (unsigned j = 0; j < i; j++) {
+		if (x->s->regions[j].fd != r->fd)
+			continue;
+		if (fstat(x->local.fd[i], &a) || fstat(x->local.fd[j], &b) ||
+		    a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+			snprintf(x->err, sizeof(x->err),
+				 "regions %s and %s share a descriptor here, but the source backs them with different files",
+				 x->s->regions[j].name, r->name);
+			return FERRY_EMISMATCH;
+		}
+	}
+	return 0;
+}
+
 /**
  * fy_local_on_fds() - MEMORY_FDS: check every file, then map each over
  * its region. A failure leaves nothing mapped and nothing open.
@@ -324,18 +360,21 @@ int fy_local_on_fds(struct receiver *x)
 			rc = check_file(x, &s->regions[i], &m.e[i], x->local.fd[i]);
 		}
 	}
+	for (unsigned i = 0; !rc && i < m.count; i++)
+		rc = check_own_fd(x, &m, i);
 	for (unsigned i = 0; !rc && i < m.count; i++) {
 		const struct fy_region *r = &s->regions[i];
 
 		x->local.fd_offset[i] = m.e[i].fd_offset;
+		/* Counted first: a MAP_FIXED that fails may already have
+		 * taken this side's mapping away, and undo must put it back. */
+		x->local.mapped = i + 1;
 		if (mmap(r->host, r->size, PROT_READ | PROT_WRITE,
 			 MAP_SHARED | MAP_FIXED, x->local.fd[i],
 			 (off_t)m.e[i].fd_offset) == MAP_FAILED) {
 			rc = -errno;
 			snprintf(x->err, sizeof(x->err), "region %s: mapping the source's file: %s",
 				 r->name, strerror(errno));
-		} else {
-			x->local.mapped = i + 1;
 		}
 	}
 	if (rc) {

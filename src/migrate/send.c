@@ -1009,19 +1009,30 @@ static int file_end(struct sender *x, uint64_t t1)
 
 /*
  * RELEASED went unanswered: did it provably never reach the destination?
- * Only when the destination closed its end (a reset, or its FIN: the
- * stream format forbids a destination to shut its sending side before it
- * answers RELEASED) and its TCP never acknowledged the record's last byte,
- * or the record was not even written whole (no destination can read a
- * part of one). A silent link (a timeout)
- * proves nothing: the record may still arrive.
+ * Only when the record was not even written whole (no destination can
+ * read a part of one); over TCP, when the destination closed its end (its
+ * FIN: the stream format forbids a destination to shut its sending side
+ * before it answers RELEASED) and its TCP never acknowledged the record's
+ * last byte; over a UNIX socket, when the destination closed with the
+ * record unread. A silent link (a timeout) proves nothing: the record may
+ * still arrive.
  */
 static bool released_lost(struct sender *x, int rc)
 {
 	if (x->released_unwritten)
 		return true;
-	return x->released_marked && (rc == -ECONNRESET || rc == -EPIPE) &&
-	       fy_transport_acked_below(x->ch.fd, x->released_mark);
+	/* TCP: the destination's FIN acknowledges everything it received
+	 * before it closed; data after it is answered with a reset that
+	 * acknowledges nothing. A reset alone proves nothing (a rebooted
+	 * host, a firewall): RELEASED may have been read before it. */
+	if (x->released_marked)
+		return (x->ch.rx.eof || rc == -EPIPE) &&
+		       fy_transport_acked_below(x->ch.fd, x->released_mark);
+	/* UNIX: a peer that closes with bytes unread resets the
+	 * connection, and RELEASED, the last bytes sent, is among them; a
+	 * plain end of stream means it read everything. */
+	return rc == -ECONNRESET && !x->ch.rx.eof &&
+	       fy_transport_is_unix(x->ch.fd);
 }
 
 /* ready -> released -> running. */

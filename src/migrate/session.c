@@ -914,9 +914,13 @@ static void *pause_watch(void *arg)
 	pthread_mutex_unlock(&s->lock);
 	/* The first failure is what the run reports: the cancel that
 	 * follows only stops it. */
+	/* Stopped: the final pass or the state was still going (either
+	 * side may be slow); later, the destination's answer was. */
 	fy_session_fail(s, FERRY_ETIMEOUT,
-			"the guest was paused for %u ms (max_pause_ms) and the destination had not said it was ready (state: %s): the source resumes it",
-			s->pw_ms, state);
+			"the guest was paused for %u ms (max_pause_ms) and the destination was not ready to run it yet (%s): the migration stops and the guest resumes here",
+			s->pw_ms,
+			!strcmp(state, "stopped") ? "the final pass or the device state was still on its way"
+						  : "no answer to the switchover yet");
 	atomic_store(&s->cancel, true);
 	return NULL;
 }

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1647,6 +1648,18 @@ static void test_urgent_thread(void **state)
 	after = my_slice(&nice2);
 	assert_int_equal(nice2, nice0);
 	assert_true(after == before);
+
+	/* A thread of another class (a VMM's batch or real-time thread)
+	 * keeps it. */
+	struct sched_param sp = { 0 };
+
+	assert_int_equal(sched_setscheduler(0, SCHED_BATCH, &sp), 0);
+	fy_thread_urgent(&old);
+	assert_false(old.set);
+	assert_int_equal(sched_getscheduler(0), SCHED_BATCH);
+	fy_thread_restore(&old);
+	assert_int_equal(sched_getscheduler(0), SCHED_BATCH);
+	assert_int_equal(sched_setscheduler(0, SCHED_OTHER, &sp), 0);
 }
 
 int main(void)
