@@ -9,7 +9,7 @@ DEMO_ARGS ?=
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = meson ninja-build pkgconf gcc clang libxxhash-dev libjson-c-dev \
 	libcmocka-dev libzstd-dev liblz4-dev libgnutls28-dev libclang-rt-14-dev \
-	iproute2 python3
+	iproute2 python3 redis-tools redis-server
 
 .PHONY: all deps build demo check test-unit test-integration clean bench help
 

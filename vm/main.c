@@ -14,7 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kv.h"
 #include "migrate_args.h"
+#include "net.h"
 #include "vm.h"
 
 #define MAX_VCPUS VM_MAX_VCPUS
@@ -43,7 +45,7 @@ static void usage(FILE *f)
 		"                       Local migration by passing the RAM's fd (not\n"
 		"                       yet) will need a shared one: memfd or hugetlb\n"
 		"  --vcpus N            vCPU threads, 1-%u (default 2)\n"
-		"  --workload W         ab | random | fill | text | idle (default ab)\n"
+		"  --workload W         ab | random | fill | text | idle | kv (default ab)\n"
 		"                         ab: sweep pages incrementing a counter\n"
 		"                         random: rewrite random self-checking pages\n"
 		"                           (every page holds one from the start)\n"
@@ -51,6 +53,20 @@ static void usage(FILE *f)
 		"                         text: fill RAM once with text-like words\n"
 		"                         (compressible), then idle\n"
 		"                         idle: no writes\n"
+		"                         kv: vCPU 0 serves the Redis protocol (PING,\n"
+		"                           ECHO, SET, GET, INCR, DEL, EXISTS, CONFIG\n"
+		"                           GET) on --listen, its keys in guest RAM;\n"
+		"                           needs --memory 32M or more (the network\n"
+		"                           device takes the last %llu MiB)\n"
+		"  --listen tcp:ADDR:PORT  kv: the guest's service socket\n"
+		"  --connect tcp:HOST:PORT kv: the guest keeps one connection to a Redis\n"
+		"                       server and sends INCR ferry:counter on it\n"
+		"  --connect-rate N     INCRs per second (default 100)\n"
+		"  --connect-count N    stop after N INCRs (default 0: never)\n"
+		"  --net-address A/P --net-dev IFACE\n"
+		"                       the guest's address: added to IFACE at start\n"
+		"                       and when the guest arrives, removed when it\n"
+		"                       leaves (root)\n"
 		"  --dirty-rate MB/s    pages written per second, whole guest (default\n"
 		"                       50 for ab, 100 for random, fill and text\n"
 		"                       unpaced; 0 = unpaced)\n"
@@ -112,7 +128,7 @@ static void usage(FILE *f)
 		"(tests only) makes the dirty bitmap report nothing, so verification\n"
 		"must fail; FERRY_VM_FAULT=corrupt-page (tests only) flips a byte of a\n"
 		"page a destination just loaded, which verification must catch.\n",
-		MAX_VCPUS);
+		MAX_VCPUS, (unsigned long long)(net_region_size() >> 20) + 1);
 }
 
 static int bad_arg(const char *fmt, const char *what)
@@ -194,7 +210,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		return 0;
 	case 'w':
 		if (vm_workload_parse(arg, &o->workload))
-			return bad_arg("--workload '%s': need ab, random, fill, text or idle", arg);
+			return bad_arg("--workload '%s': need ab, random, fill, text, idle or kv", arg);
 		o->workload_given = true;
 		return 0;
 	case 'r':
@@ -262,9 +278,45 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'l':
 		o->lazy = true;
 		return 0;
+	case 'L':
+		o->listen = arg;
+		return 0;
+	case 'K':
+		o->connect = arg;
+		return 0;
+	case 'R':
+		if (parse_uint(arg, 1, 1000000, &o->connect_rate))
+			return bad_arg("--connect-rate '%s': need INCRs per second, 1 to 1000000", arg);
+		return 0;
+	case 'U':
+		if (parse_uint(arg, 0, UINT64_MAX, &o->connect_count))
+			return bad_arg("--connect-count '%s': need a count", arg);
+		return 0;
+	case 'A':
+		o->net_address = arg;
+		return 0;
+	case 'D':
+		o->net_dev = arg;
+		return 0;
 	default:
 		return bad_arg("%s", "invalid option");
 	}
+}
+
+/* The network options fit together and with the workload; -1 to go on. */
+static int net_args_check(const struct vm_opts *o)
+{
+	bool kv = o->workload == VM_WL_KV;
+
+	if (!o->incoming && !kv && (o->listen || o->connect))
+		return bad_arg("%s", "--listen and --connect serve the kv workload: "
+			       "add --workload kv");
+	if ((kv || o->listen || o->connect) &&
+	    o->mem_size < net_region_size() + (16ull << 20))
+		return bad_arg("%s", "--workload kv needs --memory 32M or more");
+	if (!o->net_address != !o->net_dev)
+		return bad_arg("%s", "--net-address and --net-dev go together");
+	return -1;
 }
 
 /* Returns -1 to go on, else the exit code. */
@@ -285,6 +337,12 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "proto-version-max", required_argument, NULL, 'X' },
 		{ "disable-cap", required_argument, NULL, 'C' },
 		{ "lazy", no_argument, NULL, 'l' },
+		{ "listen", required_argument, NULL, 'L' },
+		{ "connect", required_argument, NULL, 'K' },
+		{ "connect-rate", required_argument, NULL, 'R' },
+		{ "connect-count", required_argument, NULL, 'U' },
+		{ "net-address", required_argument, NULL, 'A' },
+		{ "net-dev", required_argument, NULL, 'D' },
 		{ "self-test", no_argument, NULL, 'T' },
 		{ "print-schemas", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
@@ -298,6 +356,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	o->workload = VM_WL_AB;
 	o->dirty_rate = -1;
 	o->verify = VM_VERIFY_BACKGROUND;
+	o->connect_rate = 100;
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		if (opt == 'h') {
 			usage(stdout);
@@ -325,7 +384,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			       "background (the default)");
 	if (o->mem_size / VM_PAGE_SIZE < o->nvcpus)
 		return bad_arg("%s", "--memory is too small for that many vCPUs");
-	return -1;
+	return net_args_check(o);
 }
 
 /* --- engine callbacks --------------------------------------------------- */
@@ -374,6 +433,7 @@ static int cb_pause(void *opaque)
 		return 0;
 	}
 	guest_pause(&vm->guest);
+	net_pause(vm->net);
 	vm_verify_pause(vm);
 	return 0;
 }
@@ -393,6 +453,8 @@ static int cb_resume(void *opaque)
 	if (memory_arriving(vm))
 		atomic_store(&vm->mig.lazy_ran, true);
 	vm_verify_resume(vm);
+	if (vm->guest.workload == VM_WL_KV)
+		net_resume(vm->net);
 	return 0;
 }
 
@@ -1019,6 +1081,11 @@ static int init_guest(struct vm *vm, char *err, size_t errlen)
 	}
 	if (vm->opts.incoming)
 		return 0; /* started parked, and listening, by main() */
+	if (vm->guest.workload == VM_WL_KV) {
+		rc = net_start(vm->net, true, err, errlen);
+		if (rc)
+			return rc;
+	}
 	rc = guest_start(&vm->guest, false);
 	if (rc)
 		snprintf(err, errlen, "cannot start vCPUs: %s", strerror(-rc));
@@ -1284,6 +1351,31 @@ static void log_startup(struct vm *vm)
 	fprintf(stderr, ", verify %s\n", vm_verify_mode_name(o->verify));
 }
 
+/* The network device and the kv service, for a guest that may run kv:
+ * a source that does, or a destination (the stream says what it runs). */
+static int net_setup(struct vm *vm)
+{
+	char err[256] = "";
+	int rc;
+
+	if (vm->guest.workload != VM_WL_KV &&
+	    (!vm->opts.incoming || vm->guest.mem_size < net_region_size() + (16ull << 20)))
+		return 0;
+	rc = net_create(vm, &vm->net, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferry-vm: %s\n", err);
+		return rc;
+	}
+	vm->kv = kv_create(vm);
+	if (!vm->kv) {
+		fprintf(stderr, "ferry-vm: out of memory\n");
+		return -ENOMEM;
+	}
+	vm->guest.serve = kv_serve;
+	vm->guest.serve_opaque = vm->kv;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct vm vm = { 0 };
@@ -1316,6 +1408,9 @@ int main(int argc, char **argv)
 			strerror(-rc));
 		goto out_guest;
 	}
+	rc = net_setup(&vm);
+	if (rc)
+		goto out_guest;
 	if (vm.opts.self_test) {
 		init_main(&vm);
 		rc = atomic_load(&vm.init.state) == VM_INIT_DONE ? self_test(&vm) : 1;
@@ -1355,6 +1450,8 @@ out_stop:
 	guest_stop(&vm.guest);
 	api_close(&vm);
 out_guest:
+	net_destroy(vm.net);
+	kv_destroy(vm.kv);
 	guest_fini(&vm.guest);
 	vm_state_fini(&vm);
 	json_object_put(vm.mig.report);
