@@ -434,8 +434,46 @@ static int cb_pause(void *opaque)
 	}
 	guest_pause(&vm->guest);
 	net_pause(vm->net);
+	if (vm->guest.workload == VM_WL_KV) {
+		char err[256] = "";
+		int rc = net_freeze(vm->net, err, sizeof(err));
+
+		if (rc) {
+			/* The engine resumes only a guest whose pause
+			 * succeeded: this one runs on as it was. */
+			fprintf(stderr, "ferry-vm: net: %s\n", err);
+			pthread_mutex_lock(&vm->mig.lock);
+			snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err),
+				 "net: %.200s", err);
+			pthread_mutex_unlock(&vm->mig.lock);
+			net_resume(vm->net);
+			guest_resume(&vm->guest);
+			return rc;
+		}
+	}
 	vm_verify_pause(vm);
 	return 0;
+}
+
+/* The point of no return on a source: the connections go. */
+static int cb_release(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	if (vm->guest.workload == VM_WL_KV)
+		net_release(vm->net);
+	return 0;
+}
+
+/* A destination takes the connections over (or, on a source whose
+ * "released" was refused, takes them back) from the saved dumps. */
+static int cb_acquire(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	if (vm->guest.workload != VM_WL_KV || !vm->net)
+		return 0;
+	return net_acquire(vm->net);
 }
 
 static int cb_throttle(void *opaque, uint32_t percent)
@@ -453,8 +491,10 @@ static int cb_resume(void *opaque)
 	if (memory_arriving(vm))
 		atomic_store(&vm->mig.lazy_ran, true);
 	vm_verify_resume(vm);
-	if (vm->guest.workload == VM_WL_KV)
+	if (vm->guest.workload == VM_WL_KV) {
+		net_resume_frozen(vm->net);
 		net_resume(vm->net);
+	}
 	return 0;
 }
 
@@ -698,6 +738,7 @@ static void *send_main(void *arg)
 	rc = init_wait(vm, &st, errmsg, sizeof(errmsg));
 	if (!rc)
 		rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
+	net_outcome(vm->net, rc);
 	vm_verify_source(vm, rc, &st);
 	report = api_report(vm, rc, &st, errmsg, st.peer_note);
 	api_log_result("migration", rc, &st, errmsg, report);
@@ -954,6 +995,11 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 		snprintf(err, errlen, "the guest is not running");
 		e = VM_ERR_STATE;
 	}
+	if (e)
+		goto out;
+	if (vm->guest.workload == VM_WL_KV &&
+	    net_handoff_check(vm->net, a->uri, err, errlen))
+		e = VM_ERR_GENERIC;
 	if (e)
 		goto out;
 	if (vm->mig.joinable) {
@@ -1331,6 +1377,9 @@ static void vm_setup(struct vm *vm)
 	vm->ops.running_note = cb_running_note;
 	vm->ops.errmsg = cb_errmsg;
 	vm->ops.throttle = cb_throttle;
+	vm->ops.release = cb_release;
+	vm->ops.reacquire = cb_acquire;
+	vm->ops.acquire = cb_acquire;
 }
 
 static void log_startup(struct vm *vm)

@@ -493,6 +493,18 @@ int net_create(struct vm *vm, struct net **out, char *err, size_t len)
 	    (rc = net_parse_tcp(vm->opts.connect, &n->connect_addr,
 				&n->connect_len, err, len)))
 		goto fail;
+	if (vm->opts.net_address) {
+		rc = netaddr_parse(vm->opts.net_address, &n->addr, err, len);
+		if (rc)
+			goto fail;
+		n->has_addr = true;
+	}
+	rc = -ENOMEM;
+	n->saved = calloc(1, sizeof(*n->saved));
+	if (!n->saved) {
+		snprintf(err, len, "out of memory");
+		goto fail;
+	}
 	n->epfd = epoll_create1(EPOLL_CLOEXEC);
 	n->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	n->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -633,7 +645,9 @@ int net_start(struct net *n, bool connect, char *err, size_t len)
 	n->hdr->client_rate = o->connect_rate;
 	n->hdr->client_limit = o->connect_count;
 	guest_write_end(n->g, ram_off(n, n->hdr), sizeof(*n->hdr));
-	rc = net_listen_open(n, err, len);
+	rc = net_address_add(n, err, len);
+	if (!rc)
+		rc = net_listen_open(n, err, len);
 	if (!rc && connect && o->connect)
 		rc = client_connect(n, err, len);
 	if (!rc)
@@ -802,5 +816,7 @@ void net_destroy(struct net *n)
 		close(n->ctl_fd);
 	pthread_mutex_destroy(&n->lock);
 	pthread_cond_destroy(&n->cond);
+	net_state_clear(n->saved);
+	free(n->saved);
 	free(n);
 }

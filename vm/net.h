@@ -21,6 +21,7 @@
 #define FERRY_VM_NET_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define NET_SLOTS 1040u	     /* connections at once: 1,000 clients and room */
@@ -99,6 +100,17 @@ void net_resume(struct net *n);
 void net_kick(struct net *n);
 void net_counts(struct net *n, unsigned *conns, unsigned *listeners);
 struct json_object *net_json(struct vm *vm);
+
+/* net_handoff.c */
+struct net_state;
+int net_handoff_check(struct net *n, const char *uri, char *err, size_t len);
+int net_freeze(struct net *n, char *err, size_t len);
+int net_save(struct net *n, struct net_state *s, char *err, size_t len);
+void net_release(struct net *n);
+int net_acquire(struct net *n);
+void net_resume_frozen(struct net *n);
+void net_outcome(struct net *n, int rc);
+int net_address_add(struct net *n, char *err, size_t len);
 
 static inline struct net_hdr *net_hdr_of(uint8_t *ram, uint64_t mem_size)
 {

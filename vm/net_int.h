@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 
 #include "net.h"
+#include "netaddr.h"
+#include "tcprepair.h"
 #include "vm.h"
 
 /* Where the guest's connections are, as the report says. */
@@ -19,6 +21,23 @@ enum net_where {
 	NET_WHERE_AWAY = 1, /* a source: handed to the destination */
 	NET_WHERE_LOST = 2, /* released, and the destination never ran */
 };
+
+/* The "net0" device state: the connections handed over, each with the
+ * slot its rings are in. */
+struct net_saved {
+	uint32_t slot;
+	struct tcpr_conn c;
+};
+
+struct net_state {
+	char listen[128];  /* --listen as given (informative) */
+	uint32_t reset;	   /* connections not carried (a snapshot) */
+	uint64_t client_sent, client_answered; /* informative: in guest RAM */
+	uint32_t nconns;
+	struct net_saved conns[NET_SLOTS];
+};
+
+extern const struct ferry_device_type net_state_type;
 
 /* The host side of one slot. */
 struct net_conn {
@@ -50,6 +69,10 @@ struct net {
 	atomic_uint handed;   /* connections handed over (or lost) last time */
 	atomic_uint reset;    /* connections a snapshot or a loss reset */
 	struct net_conn conns[NET_SLOTS];
+	bool has_addr;	       /* --net-address */
+	struct netaddr addr;
+	struct net_state *saved; /* the dumps: a source's since save_state, a
+				    destination's from load_state */
 };
 
 int net_slot_open(struct net *n, int fd, uint32_t kind);
@@ -58,5 +81,6 @@ void net_slot_reset(struct net *n, uint32_t i, bool count);
 int net_listen_open(struct net *n, char *err, size_t len);
 void net_listen_close(struct net *n);
 int net_kick_fd(struct net *n);
+void net_state_clear(struct net_state *s);
 
 #endif /* FERRY_VM_NET_INT_H */
