@@ -36,6 +36,8 @@ struct tcpr_conn {              /* one established TCP socket, frozen */
 	uint32_t ts_val;            /* TCP_TIMESTAMP at dump */
 	struct { uint32_t snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup; } win;
 	bool nodelay;               /* and any other socket option worth keeping */
+	uint32_t sndbuf, rcvbuf;    /* SO_SNDBUF/SO_RCVBUF at dump (informative: a
+				       restore grows its buffers only to fit the queues) */
 };
 
 /* All return 0 or -errno and write a one-line reason into err. */
