@@ -13,6 +13,15 @@
  * Needs CAP_NET_ADMIN in the socket's network namespace (tcpr_available()
  * says whether it is there). Listening sockets are not frozen: the device
  * records their address and re-creates them.
+ *
+ * A frozen socket sends nothing (repair mode) and takes nothing in (a
+ * socket filter drops what arrives, so no byte is acknowledged after the
+ * dump; the peer retransmits it after the thaw, to whichever socket then
+ * holds the connection). tcpr_restore() returns a non-blocking socket and
+ * keeps the never-sent tail of the send queue aside, keyed by the fd:
+ * tcpr_thaw() queues it, tcpr_discard() drops it, so call one of the two
+ * on every restored fd (not plain close()). The functions are thread-safe
+ * for different fds.
  */
 #ifndef FY_VM_TCPREPAIR_H
 #define FY_VM_TCPREPAIR_H
@@ -36,6 +45,8 @@ struct tcpr_conn {              /* one established TCP socket, frozen */
 	uint32_t ts_val;            /* TCP_TIMESTAMP at dump */
 	struct { uint32_t snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup; } win;
 	bool nodelay;               /* and any other socket option worth keeping */
+	uint32_t sndbuf, rcvbuf;    /* SO_SNDBUF/SO_RCVBUF at dump (informative: a
+				       restore grows its buffers only to fit the queues) */
 };
 
 /* All return 0 or -errno and write a one-line reason into err. */
