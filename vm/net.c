@@ -772,6 +772,9 @@ struct json_object *net_json(struct vm *vm)
 		json_object_object_add(o, "client", c);
 	}
 	json_object_object_add(o, "keys", json_object_new_int64((int64_t)n->hdr->kv_used));
+	/* Connections the guest ever accepted or opened: a client that had
+	 * to reconnect shows here. */
+	json_object_object_add(o, "accepted", json_object_new_int64((int64_t)n->hdr->accepted));
 	return o;
 }
 

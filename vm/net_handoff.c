@@ -285,6 +285,24 @@ void net_release(struct net *n)
 	atomic_store(&n->where, NET_WHERE_AWAY);
 }
 
+/* An acquire that fails hands the connections back as a release does:
+ * frozen and closed without a FIN or RST, for the source to restore. */
+static void give_back(struct net *n)
+{
+	char err[200];
+
+	for (uint32_t i = 0; i < NET_SLOTS; i++) {
+		int fd = n->conns[i].fd;
+
+		if (fd < 0)
+			continue;
+		if (tcpr_freeze(fd, err, sizeof(err)))
+			fprintf(stderr, "ferry-vm: net: slot %u: %s\n", i, err);
+		net_conn_drop(n, i, false);
+		tcpr_discard(fd);
+	}
+}
+
 /* Put @fd, restored and thawed, into slot @i (open in guest RAM). */
 static int attach(struct net *n, uint32_t i, int fd)
 {
@@ -313,7 +331,7 @@ int net_acquire(struct net *n)
 	const struct net_state *s = n ? n->saved : NULL;
 	char err[256] = "";
 	unsigned ok = 0;
-	int fd, rc;
+	int fd, rc, one = 1;
 
 	if (!n)
 		return 0;
@@ -326,6 +344,13 @@ int net_acquire(struct net *n)
 		rc = tcpr_restore(&s->conns[k].c, &fd, err, sizeof(err));
 		if (!rc)
 			rc = tcpr_thaw(fd, err, sizeof(err));
+		/* Leaving repair mode clears the socket's address reuse; an
+		 * accepted socket had it from its listener, and without it
+		 * the next connection on the same local port, or the
+		 * listener, could not bind. */
+		if (!rc && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one,
+				      sizeof(one)))
+			rc = -errno;
 		if (!rc && (rc = attach(n, i, fd)))
 			snprintf(err, sizeof(err), "slot %u is taken", i);
 		if (rc) {
@@ -337,12 +362,19 @@ int net_acquire(struct net *n)
 		}
 		ok++;
 	}
+	/* The listener comes last: a restored connection cannot bind its
+	 * local port while a socket listens on it. */
+	rc = net_listen_open(n, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferry-vm: net: %s; the connections go back\n",
+			err);
+		give_back(n);
+		address_del(n);
+		return rc;
+	}
 	atomic_store(&n->handed, ok);
 	atomic_store(&n->where, NET_WHERE_HERE);
-	rc = net_listen_open(n, err, sizeof(err));
-	if (rc)
-		fprintf(stderr, "ferry-vm: net: %s\n", err);
-	return rc;
+	return 0;
 }
 
 /**
