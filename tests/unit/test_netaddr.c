@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -306,6 +307,90 @@ static void test_announce_v6(void **state)
 	netaddr_del(&a, "fyv0", err, sizeof(err));
 }
 
+/* Run @cmd (through the shell: test setup only); fail the test on error. */
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	if (system(cmd))
+		fail_msg("%s failed", cmd);
+}
+
+/* The neighbour's side, in a namespace of its own: fyv1 with 10.77.0.3,
+ * a stale entry for the guest's address at an old MAC; after the
+ * announcement it must hold @want. Exits 0 when it does. */
+static int neighbour(int ready, int go, const char *want)
+{
+	char c, line[256] = "";
+	double end;
+
+	if (unshare(CLONE_NEWNET) || write(ready, "1", 1) != 1 ||
+	    read(go, &c, 1) != 1)
+		return 2;
+	if (system("ip link set fyv1 up && ip addr add 10.77.0.3/24 dev fyv1 "
+		   "&& ip neigh replace 10.77.0.10 lladdr 02:00:00:00:00:01 "
+		   "dev fyv1 nud stale") || write(ready, "2", 1) != 1 ||
+	    read(go, &c, 1) != 1)
+		return 3;
+	for (end = now_s() + 1.5; now_s() < end; usleep(20000)) {
+		FILE *f = popen("ip neigh show 10.77.0.10 dev fyv1", "r");
+
+		if (!f)
+			return 4;
+		if (!fgets(line, sizeof(line), f))
+			line[0] = '\0';
+		pclose(f);
+		if (strstr(line, want))
+			return 0;
+	}
+	fprintf(stderr, "neighbour entry after the announcement: %s\n", line);
+	return 1;
+}
+
+/* What the announcement is for: a neighbour that knew the address at the
+ * old host's MAC now sends to the new one. Moves fyv1 away (the pair is
+ * gone afterwards), so it runs last. */
+static void test_announce_updates_neighbour(void **state)
+{
+	struct netaddr a = parse_ok("10.77.0.10/24");
+	char err[256] = "", want[32], c;
+	uint8_t mac[6];
+	int up[2], down[2], st;
+	pid_t pid;
+
+	(void)state;
+	NEED_ENV();
+	if_mac("fyv0", mac);
+	snprintf(want, sizeof(want), "%02x:%02x:%02x:%02x:%02x:%02x", mac[0],
+		 mac[1], mac[2], mac[3], mac[4], mac[5]);
+	assert_int_equal(pipe(up), 0);
+	assert_int_equal(pipe(down), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(neighbour(up[1], down[0], want));
+	assert_int_equal(read(up[0], &c, 1), 1);
+	sh("ip link set fyv1 netns %d", (int)pid);
+	assert_int_equal(write(down[1], "g", 1), 1);
+	assert_int_equal(read(up[0], &c, 1), 1);
+	if (netaddr_add(&a, "fyv0", err, sizeof(err)) ||
+	    netaddr_announce(&a, "fyv0", err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(write(down[1], "g", 1), 1);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	for (int i = 0; i < 2; i++) {
+		close(up[i]);
+		close(down[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -315,6 +400,7 @@ int main(void)
 		cmocka_unit_test(test_no_such_interface),
 		cmocka_unit_test(test_announce_v4),
 		cmocka_unit_test(test_announce_v6),
+		cmocka_unit_test(test_announce_updates_neighbour),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, NULL);
