@@ -293,6 +293,7 @@ static void handoff(int family)
 	struct stream up = { .seed = 0x5a }, down = { .seed = 0xa5 };
 	struct tcpr_conn c;
 	int peer, dev, dev2;
+	double t0;
 
 	make_pair(family, &peer, &dev);
 	up = (struct stream){ .wfd = peer, .rfd = dev, .seed = 0x5a };
@@ -328,7 +329,10 @@ static void handoff(int family)
 	down.wfd = dev2;
 	up.target = up.written + (1u << 20);
 	down.target = down.written + (1u << 20);
+	t0 = now_s();
 	pump(&up, &down, 30);
+	print_message("# queues and 1 MiB each way after the restore in %.0f "
+		      "ms\n", (now_s() - t0) * 1000);
 	assert_int_equal(up.read, up.target);
 	assert_int_equal(down.read, down.target);
 	assert_peer_unharmed(peer);
@@ -486,6 +490,7 @@ static void test_unacked_resent(void **state)
 	struct tcpr_conn c;
 	char err[256] = "";
 	int peer, dev, dev2;
+	double t0;
 
 	(void)state;
 	NEED_ENV();
@@ -509,7 +514,10 @@ static void test_unacked_resent(void **state)
 	down.wfd = dev2;
 	up.target = 1u << 20;
 	down.target = down.written + (1u << 20);
+	t0 = now_s();
 	pump(&up, &down, 30);
+	print_message("# unacked bytes resent and 1 MiB each way in %.0f ms\n",
+		      (now_s() - t0) * 1000);
 	assert_peer_unharmed(peer);
 	close(peer);
 	close(dev2);
