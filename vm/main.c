@@ -127,7 +127,10 @@ static void usage(FILE *f)
 		"quiet for S seconds (default 60, 0 = never). FERRY_VM_FAULT=lose-writes\n"
 		"(tests only) makes the dirty bitmap report nothing, so verification\n"
 		"must fail; FERRY_VM_FAULT=corrupt-page (tests only) flips a byte of a\n"
-		"page a destination just loaded, which verification must catch.\n",
+		"page a destination just loaded, which verification must catch.\n"
+		"FERRY_VM_FAULT=acquire-fail or acquire-die (tests only): a destination's\n"
+		"acquire fails, or the process exits there (after the source released\n"
+		"the guest's connections).\n",
 		MAX_VCPUS, (unsigned long long)(net_region_size() >> 20) + 1);
 }
 
@@ -473,6 +476,20 @@ static int cb_acquire(void *opaque)
 
 	if (vm->guest.workload != VM_WL_KV || !vm->net)
 		return 0;
+	/* Test hooks for the failure points after "released": a refusal
+	 * (the source takes its connections back) and a death (they are
+	 * lost with this process). */
+	if (vm->opts.incoming && !vm->mig.arrived) {
+		if (vm->fault_acquire_fail) {
+			pthread_mutex_lock(&vm->mig.lock);
+			snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err),
+				 "FERRY_VM_FAULT=acquire-fail");
+			pthread_mutex_unlock(&vm->mig.lock);
+			return -EIO;
+		}
+		if (vm->fault_acquire_die)
+			_exit(9);
+	}
 	return net_acquire(vm->net);
 }
 
@@ -1368,6 +1385,8 @@ static void vm_setup(struct vm *vm)
 	vm->log_level = lvl && *lvl ? atoi(lvl) : -1;
 	vm->fault_lose_writes = fault && !strcmp(fault, "lose-writes");
 	vm->fault_corrupt_page = fault && !strcmp(fault, "corrupt-page");
+	vm->fault_acquire_fail = fault && !strcmp(fault, "acquire-fail");
+	vm->fault_acquire_die = fault && !strcmp(fault, "acquire-die");
 	vm->ops.struct_size = sizeof(vm->ops);
 	vm->ops.pause = cb_pause;
 	vm->ops.resume = cb_resume;

@@ -388,6 +388,8 @@ struct vm {
 	int log_level; /* engine log messages up to this level go to stderr */
 	bool fault_lose_writes; /* test hook: the dirty bitmap reports nothing */
 	bool fault_corrupt_page; /* test hook: a loaded page is damaged */
+	bool fault_acquire_fail; /* test hook: a destination's acquire fails */
+	bool fault_acquire_die;	 /* test hook: a destination dies in acquire */
 };
 
 /* snapshot.c */
