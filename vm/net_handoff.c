@@ -332,6 +332,7 @@ int net_acquire(struct net *n)
 	char err[256] = "";
 	unsigned ok = 0;
 	int fd, rc, one = 1;
+	uint64_t t0 = vm_now_ns(), t_restore = 0, t_thaw = 0, t;
 
 	if (!n)
 		return 0;
@@ -341,9 +342,13 @@ int net_acquire(struct net *n)
 		uint32_t i = s->conns[k].slot;
 
 		fd = -1;
+		t = vm_now_ns();
 		rc = tcpr_restore(&s->conns[k].c, &fd, err, sizeof(err));
+		t_restore += vm_now_ns() - t;
+		t = vm_now_ns();
 		if (!rc)
 			rc = tcpr_thaw(fd, err, sizeof(err));
+		t_thaw += vm_now_ns() - t;
 		/* Leaving repair mode clears the socket's address reuse; an
 		 * accepted socket had it from its listener, and without it
 		 * the next connection on the same local port, or the
@@ -374,6 +379,11 @@ int net_acquire(struct net *n)
 	}
 	atomic_store(&n->handed, ok);
 	atomic_store(&n->where, NET_WHERE_HERE);
+	if (s && s->nconns)
+		fprintf(stderr, "ferry-vm: net: %u of %u connections taken over in "
+			"%.1f ms (restore %.1f ms, thaw %.1f ms)\n", ok, s->nconns,
+			(double)(vm_now_ns() - t0) / 1e6, (double)t_restore / 1e6,
+			(double)t_thaw / 1e6);
 	return 0;
 }
 
