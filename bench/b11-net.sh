@@ -54,7 +54,9 @@ rep() { json_field "$T/$1.json" "$2"; }
 start_in() {
 	local ns=$1 name=$2; shift 2
 	if [ "$ns" = - ]; then start_vm "$name" "$@"; return; fi
-	in_ns "$ns" "$FERRY_VM" --api-socket "$T/$name.sock" "$@" <&- >"$T/$name.log" 2>&1 &
+	# ip execs ferry-vm: $! is the VM's pid (in_ns, a function, would
+	# put a subshell in between).
+	ip netns exec "$(ns_name "$ns")" "$FERRY_VM" --api-socket "$T/$name.sock" "$@" <&- >"$T/$name.log" 2>&1 &
 	PIDS+=($!)
 	eval "PID_$name=$!"
 	for _ in $(seq 1 200); do
@@ -80,6 +82,7 @@ one_bench() {
 	local mport=$(free_port)
 	start_in "$srcns" bs --memory 256M --workload kv --listen "tcp:$host:$port" "${extra[@]}"
 	[ "$mig" = yes ] && start_in "$dstns" bd --memory 256M --incoming "tcp:$mhost:$mport" --listen "tcp:$host:$port" "${extra[@]}"
+	run_cli "$clins" redis-cli -h "$host" -p "$port" DEL counter:__rand_int__ >/dev/null
 	local a0; a0=$(net bs '["accepted"]')
 	run_cli "$clins" redis-benchmark -h "$host" -p "$port" -t set,get,incr -n "$N" -c 50 \
 		$([ "$pipe" = 16 ] && echo -P 16) >"$T/bench.out" 2>&1 &
@@ -97,7 +100,15 @@ one_bench() {
 	echo "$acc $(errors_in "$T/bench.out") $(max_latency "$T/bench.out") $down $ctr"
 	kill "$(eval echo "\$PID_bs")" 2>/dev/null
 	[ "$mig" = yes ] && kill "$(eval echo "\$PID_bd")" 2>/dev/null
-	sleep 0.3
+	# The next run's VMs take the same names (and the guest's port).
+	wait "$(eval echo "\$PID_bs")" 2>/dev/null
+	[ "$mig" = yes ] && wait "$(eval echo "\$PID_bd")" 2>/dev/null
+	# A killed VM leaves the guest's address where it was.
+	if [ "$topo" = two ]; then
+		in_ns src ip addr del "$GUEST_CIDR" dev "$NET_DEV" 2>/dev/null
+		in_ns dst ip addr del "$GUEST_CIDR" dev "$NET_DEV" 2>/dev/null
+	fi
+	return 0
 }
 
 echo "## 1. redis-benchmark -t set,get,incr -n $N -c 50 through a migration ($RUNS runs each)"
@@ -141,7 +152,7 @@ for r in $(seq 1 "$RUNS"); do
 	age() { sed 's/.* age=\([0-9]*\) .*/\1/'; }
 	echo "| $r | $(id <<<"$before") | $(id <<<"$after") | $(age <<<"$before") | $(age <<<"$after") | $(redis-cli -p "$rport" GET ferry:counter) | $(net cd '["client"]["answered"]') | $(net cd '["client"]["errors"]') |"
 	kill "$PID_cs" "$PID_cd"
-	sleep 0.3
+	wait "$PID_cs" "$PID_cd" 2>/dev/null
 done
 
 echo
@@ -182,7 +193,7 @@ for c in "1" "100" "1000" "1 16777216"; do
 		"$FERRY" migrate "$T/hs.sock" "tcp:127.0.0.1:$mport" --json >"$T/h.json" 2>>"$T/m.log"
 		downs+=("$(rep h 'd["downtime_ms"]')") sm+=("$(rep h 'd["state_ms"]')") sw+=("$(rep h 'd["switchover_ms"]')") hd+=("$(rep h 'd["net"]["handed"]')")
 		kill "$HOLD" "$PID_hs" "$PID_hd" 2>/dev/null
-		sleep 0.3
+		wait "$HOLD" "$PID_hs" "$PID_hd" 2>/dev/null
 	done
 	read -r n q <<<"$c"
 	echo "| $n connection(s)${q:+, one sent $((q >> 20)) MiB unread} | ${downs[*]} | ${sm[*]} | ${sw[*]} | ${hd[*]} |"

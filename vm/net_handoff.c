@@ -187,11 +187,12 @@ int net_freeze(struct net *n, char *err, size_t len)
  * @err: receives the reason on failure.
  * @len: size of @err.
  *
- * Return: 0 or a negative errno.
+ * Return: 0 (a connection that cannot be dumped is not handed over).
  */
 int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 {
-	int rc;
+	char why[200] = "";
+	unsigned skipped = 0;
 
 	net_state_clear(s);
 	snprintf(s->listen, sizeof(s->listen), "%s",
@@ -204,16 +205,29 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 
 		if (c->fd < 0)
 			continue;
+		c->carried = false;
 		if (!c->frozen) {
 			s->reset++;
 			continue;
 		}
 		s->conns[s->nconns].slot = i;
-		rc = tcpr_dump(c->fd, &s->conns[s->nconns].c, err, len);
-		if (rc)
-			return rc;
+		/* A connection its peer is closing (CLOSE_WAIT, say) is not
+		 * handed over: it ends at release, and the guest that
+		 * arrives sees it reset. The others still move. */
+		if (tcpr_dump(c->fd, &s->conns[s->nconns].c, why, sizeof(why))) {
+			tcpr_conn_clear(&s->conns[s->nconns].c);
+			skipped++;
+			s->reset++;
+			continue;
+		}
+		c->carried = true;
 		s->nconns++;
 	}
+	if (skipped)
+		fprintf(stderr, "ferry-vm: net: %u connection%s not handed over "
+			"(the last: %s)\n", skipped, skipped == 1 ? "" : "s", why);
+	(void)err;
+	(void)len;
 	return 0;
 }
 
@@ -259,6 +273,8 @@ void net_release(struct net *n)
 {
 	struct linger lg = { 1, 0 };
 	unsigned moved = 0, reset = 0;
+	char err[200];
+	int one = 1;
 
 	if (!n)
 		return;
@@ -267,16 +283,25 @@ void net_release(struct net *n)
 
 		if (c->fd < 0)
 			continue;
-		if (c->frozen) {
+		if (c->frozen && c->carried) {
 			tcpr_discard(c->fd);
 			net_conn_drop(n, i, false);
-			c->frozen = false;
 			moved++;
+		} else if (c->frozen) {
+			/* Not in the state: it ends here, normally (the kernel
+			 * still sends what is queued). Leaving repair mode
+			 * cleared its address reuse, which the listener the
+			 * destination opens on this port needs. */
+			tcpr_thaw(c->fd, err, sizeof(err));
+			setsockopt(c->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+			net_conn_drop(n, i, true);
+			reset++;
 		} else {
 			setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 			net_conn_drop(n, i, true);
 			reset++;
 		}
+		c->frozen = c->carried = false;
 	}
 	net_listen_close(n);
 	address_del(n);

@@ -46,6 +46,7 @@ struct net_conn {
 			 again when the guest makes room */
 	bool tx_wait; /* the send buffer is full: write again on EPOLLOUT */
 	bool frozen;  /* in TCP_REPAIR mode (a handoff is under way) */
+	bool carried; /* dumped into the state: it moves at release */
 };
 
 struct net {

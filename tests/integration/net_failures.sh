@@ -85,3 +85,34 @@ read -r -t 5 reply <&8
 [ "${reply%$'\r'}" = :1 ] || fail "the connection after the refusal: '$reply'"
 [ "$(guest_state nocap)" = running ] || fail "the unprivileged guest: $(guest_state nocap)"
 pass "no CAP_NET_ADMIN: the migration is refused ($(grep -h -o 'TCP_REPAIR[^"]*' "$T/n.log" "$T/n.json" | head -n1)); the connection goes on"
+
+# 4. A connection its client is closing (CLOSE_WAIT, replies unread) is
+# not handed over; the migration completes with the others.
+port=$(free_port) mport=$(free_port)
+start_vm hsrc --memory 64M --workload kv --listen "tcp:127.0.0.1:$port"
+start_vm hdst --memory 64M --incoming "tcp:127.0.0.1:$mport" --listen "tcp:127.0.0.1:$port"
+python3 -c '
+import socket, sys, time
+port = int(sys.argv[1])
+live = socket.create_connection(("127.0.0.1", port))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: no autotuning
+s.connect(("127.0.0.1", port))
+s.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nv\r\n$1000\r\n" + b"x" * 1000 + b"\r\n")
+s.sendall(b"*2\r\n$3\r\nGET\r\n$1\r\nv\r\n" * 3000)   # 3 MB of replies it never reads
+s.shutdown(socket.SHUT_WR)
+print("ready", flush=True)
+sys.stdin.readline()
+live.sendall(b"PING\r\n")
+print(live.recv(100).decode().strip(), flush=True)
+' "$port" <"$T/go" >"$T/half.out" 2>&1 &
+wait_until 10 grep -q ready "$T/half.out" || fail "half-closed client: $(cat "$T/half.out")"
+sleep 0.5
+"$FERRY" migrate "$T/hsrc.sock" "tcp:127.0.0.1:$mport" --json >"$T/h.json" 2>"$T/h.log" ||
+	fail "migration with a half-closed connection: $(tail -n1 "$T/h.json")"
+[ "$(json_field "$T/h.json" 'd["net"]["handed"]')" = 1 ] && [ "$(json_field "$T/h.json" 'd["net"]["reset"]')" = 1 ] ||
+	fail "handed/reset: $(json_field "$T/h.json" 'd["net"]')"
+echo go >&7
+ponged() { grep -q PONG "$T/half.out"; }
+wait_until 10 ponged || fail "the live connection after the migration: $(cat "$T/half.out")"
+pass "a half-closed connection at the pause is left behind (reset), the live one moves and answers"

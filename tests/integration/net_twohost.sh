@@ -15,7 +15,9 @@ netns_setup
 # start_in NS NAME ARGS... : ferry-vm in namespace NS, API socket $T/NAME.sock
 start_in() {
 	local ns=$1 name=$2; shift 2
-	in_ns "$ns" "$FERRY_VM" --api-socket "$T/$name.sock" "$@" <&- >"$T/$name.log" 2>&1 &
+	# ip execs ferry-vm: $! is the VM's pid (in_ns, a function, would
+	# put a subshell in between).
+	ip netns exec "$(ns_name "$ns")" "$FERRY_VM" --api-socket "$T/$name.sock" "$@" <&- >"$T/$name.log" 2>&1 &
 	PIDS+=($!)
 	eval "PID_$name=$!"
 	for _ in $(seq 1 200); do
