@@ -165,11 +165,18 @@ hold() { # hold PORT N [QUEUE_BYTES]: N idle connections, or one that sends Q by
 import socket, sys, time
 port, n = int(sys.argv[1]), int(sys.argv[2])
 q = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-ss = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+ss = [socket.create_connection(("127.0.0.1", port)) for _ in range(n - (1 if q else 0))]
 if q:
-    s = ss[0]
+    # GETs of a 1000-byte value whose replies it never reads (a small
+    # receive buffer, set before connect): the guest stops reading once
+    # its replies cannot go out, and the rest waits in the queues.
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    ss.append(s)
+    s.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\n" + b"x" * 1000 + b"\r\n")
     s.setblocking(False)
-    cmd = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\n" + b"x" * 1000 + b"\r\n"
+    cmd = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
     data = cmd * (q // len(cmd) + 1)
     sent, end = 0, time.time() + 10
     while sent < q and time.time() < end:
@@ -196,7 +203,7 @@ for c in "1" "100" "1000" "1 16777216"; do
 		wait "$HOLD" "$PID_hs" "$PID_hd" 2>/dev/null
 	done
 	read -r n q <<<"$c"
-	echo "| $n connection(s)${q:+, one sent $((q >> 20)) MiB unread} | ${downs[*]} | ${sm[*]} | ${sw[*]} | ${hd[*]} |"
+	echo "| $n connection(s)${q:+, one sent $(awk '/sent/ { printf "%.1f", $2 / 1048576 }' "$T/hold.out") MiB of GETs, replies unread} | ${downs[*]} | ${sm[*]} | ${sw[*]} | ${hd[*]} |"
 done
 echo
 echo "raw reports and logs: $T"
