@@ -570,6 +570,93 @@ static void test_restore_rejects_bad_dump(void **state)
 			 -EAFNOSUPPORT);
 }
 
+/* Many connections of one listener's port at once, as a device holds
+ * them: restored one after the other, each carries one request and one
+ * answer after the handoff, and the listener can be bound again. Prints
+ * the cost per connection of each step (the handoff's share of the
+ * downtime). */
+#define MANY 256
+
+static void test_many_connections(void **state)
+{
+	static int peer[MANY], dev[MANY];
+	static struct tcpr_conn c[MANY];
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	double t[5];
+	char err[256] = "", b;
+	int l;
+
+	(void)state;
+	NEED_ENV();
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(l, (void *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l, MANY), 0);
+	assert_int_equal(getsockname(l, (void *)&sa, &sl), 0);
+	for (int i = 0; i < MANY; i++) {
+		peer[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_int_equal(connect(peer[i], (void *)&sa, sizeof(sa)), 0);
+		dev[i] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+		assert_true(dev[i] >= 0);
+		assert_int_equal(send(peer[i], "q", 1, 0), 1);
+	}
+	close(l);
+	usleep(20000);
+	t[0] = now_s();
+	for (int i = 0; i < MANY; i++)
+		if (tcpr_freeze(dev[i], err, sizeof(err)))
+			fail_msg("%s", err);
+	t[1] = now_s();
+	for (int i = 0; i < MANY; i++)
+		if (tcpr_dump(dev[i], &c[i], err, sizeof(err)))
+			fail_msg("%s", err);
+	t[2] = now_s();
+	for (int i = 0; i < MANY; i++)
+		tcpr_discard(dev[i]);
+	t[3] = now_s();
+	for (int i = 0; i < MANY; i++)
+		if (tcpr_restore(&c[i], &dev[i], err, sizeof(err)) ||
+		    tcpr_thaw(dev[i], err, sizeof(err)))
+			fail_msg("%s", err);
+	t[4] = now_s();
+	print_message("# %d connections, per connection: freeze %.1f us, dump "
+		      "%.1f us, discard %.1f us, restore+thaw %.1f us\n", MANY,
+		      (t[1] - t[0]) * 1e6 / MANY, (t[2] - t[1]) * 1e6 / MANY,
+		      (t[3] - t[2]) * 1e6 / MANY, (t[4] - t[3]) * 1e6 / MANY);
+	/* The device re-creates its listener on the connections' port. */
+	l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 },
+				    sizeof(int)), 0);
+	assert_int_equal(bind(l, (void *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l, 1), 0);
+	{
+		int p2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), d2;
+
+		assert_int_equal(connect(p2, (void *)&sa, sizeof(sa)), 0);
+		d2 = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+		assert_true(d2 >= 0);
+		close(d2);
+		close(p2);
+		close(l);
+	}
+	for (int i = 0; i < MANY; i++) {
+		struct pollfd p = { .fd = dev[i], .events = POLLIN };
+
+		assert_int_equal(c[i].rcvq_len, 1);
+		tcpr_conn_clear(&c[i]);
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		assert_int_equal(recv(dev[i], &b, 1, 0), 1);
+		assert_int_equal(b, 'q');
+		assert_int_equal(send(dev[i], "a", 1, MSG_NOSIGNAL), 1);
+		assert_int_equal(recv(peer[i], &b, 1, 0), 1);
+		assert_int_equal(b, 'a');
+		assert_peer_unharmed(peer[i]);
+		close(peer[i]);
+		close(dev[i]);
+	}
+}
+
 /* ---- the other topology: the address moves to another host ---- */
 
 /* A network namespace kept by an fd: a child creates it and waits until
@@ -758,6 +845,7 @@ int main(void)
 		cmocka_unit_test(test_unacked_resent),
 		cmocka_unit_test(test_discard_is_silent),
 		cmocka_unit_test(test_restore_rejects_bad_dump),
+		cmocka_unit_test(test_many_connections),
 		cmocka_unit_test(test_move_to_other_host),
 	};
 
