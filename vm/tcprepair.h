@@ -20,8 +20,10 @@
  * holds the connection). tcpr_restore() returns a non-blocking socket and
  * keeps the never-sent tail of the send queue aside, keyed by the fd:
  * tcpr_thaw() queues it, tcpr_discard() drops it, so call one of the two
- * on every restored fd (not plain close()). The functions are thread-safe
- * for different fds.
+ * on every restored fd (not plain close()). A thawed socket has
+ * SO_REUSEADDR on (leaving repair mode clears it, which would keep the
+ * port's listener and the next restored connection from binding). The
+ * functions are thread-safe for different fds.
  */
 #ifndef FY_VM_TCPREPAIR_H
 #define FY_VM_TCPREPAIR_H

@@ -10,6 +10,7 @@
  * the reason otherwise.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,8 +20,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -29,6 +32,7 @@
 #include <cmocka.h>
 
 #include "unit.h"
+#include "netaddr.h"
 #include "tcprepair.h"
 
 static char skip_reason[256];
@@ -566,6 +570,271 @@ static void test_restore_rejects_bad_dump(void **state)
 			 -EAFNOSUPPORT);
 }
 
+/* Many connections of one listener's port at once, as a device holds
+ * them: restored one after the other, each carries one request and one
+ * answer after the handoff, and the listener can be bound again. Prints
+ * the cost per connection of each step (the handoff's share of the
+ * downtime). */
+#define MANY 256
+
+static void test_many_connections(void **state)
+{
+	static int peer[MANY], dev[MANY];
+	static struct tcpr_conn c[MANY];
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	double t[5];
+	char err[256] = "", b;
+	int l;
+
+	(void)state;
+	NEED_ENV();
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(l, (void *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l, MANY), 0);
+	assert_int_equal(getsockname(l, (void *)&sa, &sl), 0);
+	for (int i = 0; i < MANY; i++) {
+		peer[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_int_equal(connect(peer[i], (void *)&sa, sizeof(sa)), 0);
+		dev[i] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+		assert_true(dev[i] >= 0);
+		assert_int_equal(send(peer[i], "q", 1, 0), 1);
+	}
+	close(l);
+	usleep(20000);
+	t[0] = now_s();
+	for (int i = 0; i < MANY; i++)
+		if (tcpr_freeze(dev[i], err, sizeof(err)))
+			fail_msg("%s", err);
+	t[1] = now_s();
+	for (int i = 0; i < MANY; i++)
+		if (tcpr_dump(dev[i], &c[i], err, sizeof(err)))
+			fail_msg("%s", err);
+	t[2] = now_s();
+	for (int i = 0; i < MANY; i++)
+		tcpr_discard(dev[i]);
+	t[3] = now_s();
+	for (int i = 0; i < MANY; i++)
+		if (tcpr_restore(&c[i], &dev[i], err, sizeof(err)) ||
+		    tcpr_thaw(dev[i], err, sizeof(err)))
+			fail_msg("%s", err);
+	t[4] = now_s();
+	print_message("# %d connections, per connection: freeze %.1f us, dump "
+		      "%.1f us, discard %.1f us, restore+thaw %.1f us\n", MANY,
+		      (t[1] - t[0]) * 1e6 / MANY, (t[2] - t[1]) * 1e6 / MANY,
+		      (t[3] - t[2]) * 1e6 / MANY, (t[4] - t[3]) * 1e6 / MANY);
+	/* The device re-creates its listener on the connections' port. */
+	l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 },
+				    sizeof(int)), 0);
+	assert_int_equal(bind(l, (void *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l, 1), 0);
+	{
+		int p2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), d2;
+
+		assert_int_equal(connect(p2, (void *)&sa, sizeof(sa)), 0);
+		d2 = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+		assert_true(d2 >= 0);
+		close(d2);
+		close(p2);
+		close(l);
+	}
+	for (int i = 0; i < MANY; i++) {
+		struct pollfd p = { .fd = dev[i], .events = POLLIN };
+
+		assert_int_equal(c[i].rcvq_len, 1);
+		tcpr_conn_clear(&c[i]);
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		assert_int_equal(recv(dev[i], &b, 1, 0), 1);
+		assert_int_equal(b, 'q');
+		assert_int_equal(send(dev[i], "a", 1, MSG_NOSIGNAL), 1);
+		assert_int_equal(recv(peer[i], &b, 1, 0), 1);
+		assert_int_equal(b, 'a');
+		assert_peer_unharmed(peer[i]);
+		close(peer[i]);
+		close(dev[i]);
+	}
+}
+
+/* ---- the other topology: the address moves to another host ---- */
+
+/* A network namespace kept by an fd: a child creates it and waits until
+ * its interfaces are moved in, then exits. */
+struct host {
+	pid_t pid;
+	int nsfd;
+	int go;	/* the child exits when a byte arrives */
+};
+
+static void host_new(struct host *h)
+{
+	int ready[2], go[2];
+	char path[64], c;
+
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	h->pid = fork();
+	assert_true(h->pid >= 0);
+	if (h->pid == 0) {
+		close(go[1]);
+		if (unshare(CLONE_NEWNET) || write(ready[1], "r", 1) != 1)
+			_exit(1);
+		_exit(read(go[0], &c, 1) < 0);
+	}
+	close(ready[1]);
+	close(go[0]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)h->pid);
+	h->nsfd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(h->nsfd >= 0);
+	h->go = go[1];
+}
+
+static void host_release(struct host *h)
+{
+	int st;
+
+	/* A byte, not the close: the other host's child holds a copy. */
+	assert_int_equal(write(h->go, "x", 1), 1);
+	close(h->go);
+	assert_int_equal(waitpid(h->pid, &st, 0), h->pid);
+}
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	if (system(cmd))
+		fail_msg("%s failed", cmd);
+}
+
+static void mac_of(const char *ifname, char *buf, size_t len)
+{
+	struct ifreq ifr = { 0 };
+	const uint8_t *m = (const uint8_t *)ifr.ifr_hwaddr.sa_data;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+	assert_int_equal(ioctl(fd, SIOCGIFHWADDR, &ifr), 0);
+	close(fd);
+	snprintf(buf, len, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2],
+		 m[3], m[4], m[5]);
+}
+
+static void enter(int nsfd)
+{
+	assert_int_equal(setns(nsfd, CLONE_NEWNET), 0);
+}
+
+/*
+ * Two hosts A and B (namespaces) and the client (the test's namespace) on
+ * a bridge. The guest's address 10.77.0.10 is on A, where the connection
+ * is accepted; the connection is frozen and dumped, A lets go of the
+ * address, B takes it, announces it and restores the connection. The
+ * client goes on as if nothing happened; without the announcement its
+ * ARP entry would still point at A.
+ */
+static void test_move_to_other_host(void **state)
+{
+	struct stream up, down;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct netaddr guest;
+	struct host a, b;
+	struct tcpr_conn c;
+	socklen_t sl = sizeof(sa);
+	char err[256] = "", client_mac[32];
+	int client_ns, l, peer, dev, dev2;
+	double t0;
+
+	(void)state;
+	NEED_ENV();
+	if (system("ip -V >/dev/null 2>&1"))
+		skip();
+	client_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	assert_true(client_ns >= 0);
+	host_new(&a);
+	host_new(&b);
+	sh("ip link add br0 type bridge && ip link set br0 up && "
+	   "ip addr add 10.77.0.3/24 dev br0 && "
+	   "ip link add vA type veth peer name eth0 netns %d && "
+	   "ip link add vB type veth peer name eth0 netns %d && "
+	   "ip link set vA master br0 up && ip link set vB master br0 up",
+	   (int)a.pid, (int)b.pid);
+	host_release(&a);
+	host_release(&b);
+	mac_of("br0", client_mac, sizeof(client_mac));
+	enter(a.nsfd);
+	sh("ip link set lo up && ip link set eth0 up && "
+	   "ip addr add 10.77.0.1/24 dev eth0");
+	assert_int_equal(netaddr_parse("10.77.0.10/24", &guest, err,
+				       sizeof(err)), 0);
+	if (netaddr_add(&guest, "eth0", err, sizeof(err)))
+		fail_msg("%s", err);
+	l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	memcpy(&sa.sin_addr, guest.addr, 4);
+	assert_int_equal(bind(l, (void *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l, 1), 0);
+	assert_int_equal(getsockname(l, (void *)&sa, &sl), 0);
+	enter(b.nsfd);
+	sh("ip link set lo up && ip link set eth0 up && "
+	   "ip addr add 10.77.0.2/24 dev eth0");
+	/* B knows the client already, as a host that talked to it would:
+	 * it sends no ARP request of its own that would tell the client
+	 * where the address went, only the announcement does. */
+	sh("ip neigh replace 10.77.0.3 lladdr %s dev eth0 nud permanent",
+	   client_mac);
+	enter(client_ns);
+	peer = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(peer, (void *)&sa, sizeof(sa)), 0);
+	dev = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(dev >= 0);
+	close(l);
+	set_nonblock(peer);
+	set_nonblock(dev);
+	up = (struct stream){ .wfd = peer, .rfd = dev, .seed = 7 };
+	down = (struct stream){ .wfd = dev, .rfd = peer, .seed = 8 };
+	load_queues(&up, &down);
+
+	/* Release on A, acquire on B: the order of issue 21's handoff. */
+	t0 = now_s();
+	freeze_dump(dev, &c);
+	tcpr_discard(dev);
+	enter(a.nsfd);
+	if (netaddr_del(&guest, "eth0", err, sizeof(err)))
+		fail_msg("%s", err);
+	enter(b.nsfd);
+	if (netaddr_add(&guest, "eth0", err, sizeof(err)) ||
+	    netaddr_announce(&guest, "eth0", err, sizeof(err)))
+		fail_msg("%s", err);
+	restore_thaw(&c, &dev2);
+	tcpr_conn_clear(&c);
+	enter(client_ns);
+	print_message("# moved to host B in %.1f ms\n", (now_s() - t0) * 1000);
+
+	up.rfd = dev2;
+	down.wfd = dev2;
+	up.target = up.written + (1u << 20);
+	down.target = down.written + (1u << 20);
+	t0 = now_s();
+	pump(&up, &down, 30);
+	print_message("# queues and 1 MiB each way from host B in %.0f ms\n",
+		      (now_s() - t0) * 1000);
+	assert_peer_unharmed(peer);
+	close(peer);
+	close(dev2);
+	close(a.nsfd);
+	close(b.nsfd);
+	close(client_ns);
+	sh("ip link del br0");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -576,6 +845,8 @@ int main(void)
 		cmocka_unit_test(test_unacked_resent),
 		cmocka_unit_test(test_discard_is_silent),
 		cmocka_unit_test(test_restore_rejects_bad_dump),
+		cmocka_unit_test(test_many_connections),
+		cmocka_unit_test(test_move_to_other_host),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, NULL);
