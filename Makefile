@@ -9,7 +9,7 @@ DEMO_ARGS ?=
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = meson ninja-build pkgconf gcc clang libxxhash-dev libjson-c-dev \
 	libcmocka-dev libzstd-dev liblz4-dev libgnutls28-dev gnutls-bin libclang-rt-14-dev \
-	iproute2 python3
+	iproute2 python3 redis-tools redis-server
 
 .PHONY: all deps build demo check test-unit test-integration clean bench help
 
@@ -19,7 +19,7 @@ help:
 	@echo "make demo    - install missing packages (as root), build, migrate a running guest, print the report"
 	@echo "make check   - install missing packages (as root), build, run every test"
 	@echo "make build   - configure and build into $(BUILD)/"
-	@echo "make bench   - the benchmarks of docs/benchmarks.md (1-10, 12), tables with median and"
+	@echo "make bench   - the benchmarks of docs/benchmarks.md (1-13), tables with median and"
 	@echo "               range, ferry's defaults against its best setting side by side"
 	@echo "               (1-7: about 40-45 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
 	@echo "make fuzz    - build the libFuzzer harnesses with clang, run each FUZZ_SECONDS (60) on its corpus"

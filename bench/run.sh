@@ -20,6 +20,9 @@
 #     precopy alone, auto-converge and postcopy, beside QEMU's
 #     postcopy-ram; fault latency of a 2 GiB guest on loopback
 #     (b10-postcopy.sh)
+#  11 live TCP connections: redis-benchmark against a kv guest through a
+#     migration (one namespace, two namespace hosts), the guest as a
+#     redis-server client, downtime by open connections (b11-net.sh)
 #  12 local migration by memory fds: downtime and wire bytes of 1, 8 and
 #     16 GiB guests (memfd, hugetlb), beside a copying migration at 1 and
 #     8 GiB (b12-local.sh)
@@ -50,17 +53,17 @@ while [ $# -gt 0 ]; do
 	--quick) opts+=(--quick) ;;
 	--build) opts+=(--build "${2:?--build needs a directory}"); shift ;;
 	--out) BENCH_OUT=${2:?--out needs a directory}; shift ;;
-	[1-9] | 10 | 12 | 13) sel+=("$1") ;;
+	[1-9] | 1[0-3]) sel+=("$1") ;;
 	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 	*) echo "bench/run.sh: unknown argument '$1' (benchmarks are 1 to 10 and 12)" >&2; exit 2 ;;
 	esac
 	shift
 done
 scripts=("" b1-throughput b2-zero b3-dirty b4-converge b5-compress b6-dirtyscan b7-startup
-	b8-snapshot b9-restore b10-postcopy "" b12-local b13-tls)
+	b8-snapshot b9-restore b10-postcopy b11-net b12-local b13-tls)
 if [ ${#sel[@]} = 0 ] && [ -z "${BENCH:-}" ]; then
 	# All of them; a script not in this tree yet is left out with a note.
-	for n in 1 2 3 4 5 6 7 8 9 10 12 13; do
+	for n in 1 2 3 4 5 6 7 8 9 10 11 12 13; do
 		if [ -x "$here/${scripts[$n]}.sh" ]; then
 			sel+=("$n")
 		else
@@ -72,7 +75,7 @@ elif [ ${#sel[@]} = 0 ]; then
 	sel=($BENCH)
 fi
 for n in "${sel[@]}"; do
-	case $n in [1-9] | 10 | 12 | 13) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 10, 12, 13)" >&2; exit 2 ;; esac
+	case $n in [1-9] | 1[0-3]) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 13)" >&2; exit 2 ;; esac
 	[ -x "$here/${scripts[$n]}.sh" ] || {
 		echo "bench/run.sh: benchmark $n needs bench/${scripts[$n]}.sh, which is not in this tree" >&2
 		exit 2

@@ -936,6 +936,19 @@ FERRY_API int ferry_visit_bytes_var(ferry_visitor *v, const char *name,
 				    unsigned flags);
 
 /**
+ * ferry_visit_bytes_alloc() - *@len bytes at *@buf, at most @max (default:
+ * length 0, *@buf NULL): a variable byte field whose buffer is allocated
+ * on load, for contents of any size up to @max (network queues of MiBs).
+ * Saving reads *@len bytes from *@buf. Loading frees *@buf, which must be
+ * NULL or a malloc()ed buffer, and stores a new malloc()ed one of exactly
+ * the stream's length (NULL when it is 0); the caller frees it. On the
+ * wire it is the same variable bytes field as ferry_visit_bytes_var()'s.
+ */
+FERRY_API int ferry_visit_bytes_alloc(ferry_visitor *v, const char *name,
+				      void **buf, uint32_t *len, size_t max,
+				      unsigned flags);
+
+/**
  * ferry_visit_struct_begin() - open a nested struct; its fields follow,
  * then ferry_visit_struct_end(). Inside an array it is an element (NULL
  * name).

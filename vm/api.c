@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "migrate_args.h"
+#include "net.h"
 #include "vm.h"
 
 #define API_LINE_MAX 65536u	 /* longest request line, newline included */
@@ -485,6 +486,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 			       json_object_new_boolean(vm->mig.keep_running) : NULL);
 	add_snapshot_fields(o, st, !snap_out);
 	add_postcopy_fields(o, st, n);
+	json_object_object_add(o, "net", net_json(vm));
 	if (rc)
 		json_object_put(stall);
 	json_object_put(n);
@@ -677,6 +679,7 @@ static json_object *status_json(struct vm *vm)
 	json_object_object_add(gj, "settled", json_object_new_boolean(guest_settled(g)));
 
 	json_object_object_add(o, "role", jstr(vm_role(vm)));
+	json_object_object_add(o, "net", net_json(vm));
 	if (vm->opts.incoming)
 		json_object_object_add(o, "listening", listening_json(vm));
 	json_object_object_add(o, "guest", gj);

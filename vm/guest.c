@@ -84,6 +84,7 @@ static const char *const wl_names[] = {
 	[VM_WL_FILL] = "fill",
 	[VM_WL_IDLE] = "idle",
 	[VM_WL_TEXT] = "text",
+	[VM_WL_KV] = "kv",
 };
 
 /**
@@ -260,6 +261,30 @@ static void futex_sleep_until(int *word, uint64_t deadline_ns)
 		FUTEX_BITSET_MATCH_ANY);
 }
 
+/* Sleep until @deadline_ns or until *word != @val (or a wake-up). */
+static void futex_wait_until(int *word, int val, uint64_t deadline_ns)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)(deadline_ns / 1000000000ull),
+		.tv_nsec = (long)(deadline_ns % 1000000000ull),
+	};
+
+	syscall(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, val, &ts, NULL,
+		FUTEX_BITSET_MATCH_ANY);
+}
+
+/**
+ * guest_doorbell() - wake a vCPU that sleeps on the doorbell (the kv
+ * workload's): the device has work for it, or a pause wants it parked.
+ * @g: the guest.
+ */
+void guest_doorbell(struct guest *g)
+{
+	__atomic_add_fetch(&g->doorbell, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &g->doorbell, FUTEX_WAKE_PRIVATE, INT_MAX, NULL,
+		NULL, 0);
+}
+
 static inline void mark_dirty(struct guest *g, uint64_t pg)
 {
 	/* After the store: a scan that clears the bit before this point
@@ -277,6 +302,37 @@ static inline void before_write(struct guest *g, uint64_t pg)
 {
 	if (atomic_load_explicit(&g->verify_armed, memory_order_acquire))
 		guest_verifier_page(g, pg);
+}
+
+/**
+ * guest_write_begin() - before a device or the kv workload writes
+ * [@off, @off + @len) of guest RAM: a background verification hashes each
+ * page as it arrived first.
+ * @g: the guest.
+ * @off: the first byte.
+ * @len: bytes, at least 1.
+ */
+void guest_write_begin(struct guest *g, uint64_t off, uint64_t len)
+{
+	if (!atomic_load_explicit(&g->verify_armed, memory_order_acquire))
+		return;
+	for (uint64_t pg = off / VM_PAGE_SIZE; pg <= (off + len - 1) / VM_PAGE_SIZE;
+	     pg++)
+		guest_verifier_page(g, pg);
+}
+
+/**
+ * guest_write_end() - after writing [@off, @off + @len) of guest RAM: the
+ * pages are dirty for the VMM's bitmap.
+ * @g: the guest.
+ * @off: the first byte.
+ * @len: bytes, at least 1.
+ */
+void guest_write_end(struct guest *g, uint64_t off, uint64_t len)
+{
+	for (uint64_t pg = off / VM_PAGE_SIZE; pg <= (off + len - 1) / VM_PAGE_SIZE;
+	     pg++)
+		mark_dirty(g, pg);
 }
 
 static inline void check_error(struct guest *g)
@@ -502,6 +558,28 @@ static void vcpu_sleep(struct vcpu *c, uint64_t now, uint64_t period)
 	futex_sleep_until(&c->g->pause_word, c->next_ns);
 }
 
+/* The kv workload's vCPU: serve what the device brought, then sleep on
+ * the doorbell until the device rings it, a pause does, or the service
+ * wants to run again. The doorbell is read before the rings are looked
+ * at, so a ring in between makes the wait return at once. */
+static void serve_period(struct vcpu *c, uint64_t now)
+{
+	struct guest *g = c->g;
+	int bell = __atomic_load_n(&g->doorbell, __ATOMIC_ACQUIRE);
+	uint64_t next = now + IDLE_PERIOD_NS, n;
+
+	n = g->serve(g->serve_opaque, c, now, &next);
+	vcpu_tick(c, vm_now_ns());
+	if (n) {
+		atomic_fetch_add_explicit(&c->steps, n, memory_order_relaxed);
+		return;
+	}
+	if (next > now + IDLE_PERIOD_NS)
+		next = now + IDLE_PERIOD_NS;
+	if (!pause_requested(g))
+		futex_wait_until(&g->doorbell, bell, next);
+}
+
 /* One period: the steps that are due (each a tick), or a heartbeat tick,
  * then sleep until the next period. Unpaced work does not sleep. */
 static void vcpu_period(struct vcpu *c)
@@ -509,6 +587,10 @@ static void vcpu_period(struct vcpu *c)
 	struct guest *g = c->g;
 	uint64_t now = vm_now_ns(), n;
 
+	if (g->workload == VM_WL_KV && c->idx == 0 && g->serve) {
+		serve_period(c, now);
+		return;
+	}
 	if (!vcpu_has_work(c)) {
 		vcpu_tick(c, now);
 		vcpu_sleep(c, now, IDLE_PERIOD_NS);
@@ -730,6 +812,7 @@ void guest_pause(struct guest *g)
 	__atomic_store_n(&g->pause_word, 1, __ATOMIC_SEQ_CST);
 	pthread_mutex_unlock(&g->lock);
 	futex_wake_all(&g->pause_word);
+	guest_doorbell(g);
 	/* Parking takes tens of microseconds; sleeping on the condition
 	 * variable would add a second wake-up to the downtime, so spin a
 	 * little first. */
@@ -771,6 +854,7 @@ int guest_pause_bounded(struct guest *g, int timeout_ms, char *stuck,
 	__atomic_store_n(&g->pause_word, 1, __ATOMIC_SEQ_CST);
 	pthread_mutex_unlock(&g->lock);
 	futex_wake_all(&g->pause_word);
+	guest_doorbell(g);
 	pthread_mutex_lock(&g->lock);
 	while (g->parked < n && !g->stop &&
 	       pthread_cond_timedwait(&g->parked_cond, &g->lock, &ts) == 0)
@@ -836,6 +920,7 @@ void guest_stop(struct guest *g)
 	g->stop = true;
 	__atomic_store_n(&g->pause_word, 1, __ATOMIC_SEQ_CST);
 	futex_wake_all(&g->pause_word);
+	guest_doorbell(g);
 	pthread_cond_broadcast(&g->run_cond);
 	pthread_cond_broadcast(&g->parked_cond);
 	pthread_mutex_unlock(&g->lock);

@@ -14,7 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kv.h"
 #include "migrate_args.h"
+#include "net.h"
 #include "vm.h"
 
 #define MAX_VCPUS VM_MAX_VCPUS
@@ -44,7 +46,7 @@ static void usage(FILE *f)
 		"                       ('ferry migrate --local') needs a shared one:\n"
 		"                       memfd or hugetlb\n"
 		"  --vcpus N            vCPU threads, 1-%u (default 2)\n"
-		"  --workload W         ab | random | fill | text | idle (default ab)\n"
+		"  --workload W         ab | random | fill | text | idle | kv (default ab)\n"
 		"                         ab: sweep pages incrementing a counter\n"
 		"                         random: rewrite random self-checking pages\n"
 		"                           (every page holds one from the start)\n"
@@ -52,6 +54,20 @@ static void usage(FILE *f)
 		"                         text: fill RAM once with text-like words\n"
 		"                         (compressible), then idle\n"
 		"                         idle: no writes\n"
+		"                         kv: vCPU 0 serves the Redis protocol (PING,\n"
+		"                           ECHO, SET, GET, INCR, DEL, EXISTS, CONFIG\n"
+		"                           GET) on --listen, its keys in guest RAM;\n"
+		"                           needs --memory 32M or more (the network\n"
+		"                           device takes the last %llu MiB)\n"
+		"  --listen tcp:ADDR:PORT  kv: the guest's service socket\n"
+		"  --connect tcp:HOST:PORT kv: the guest keeps one connection to a Redis\n"
+		"                       server and sends INCR ferry:counter on it\n"
+		"  --connect-rate N     INCRs per second (default 100)\n"
+		"  --connect-count N    stop after N INCRs (default 0: never)\n"
+		"  --net-address A/P --net-dev IFACE\n"
+		"                       the guest's address: added to IFACE at start\n"
+		"                       and when the guest arrives, removed when it\n"
+		"                       leaves (root)\n"
 		"  --dirty-rate MB/s    pages written per second, whole guest (default\n"
 		"                       50 for ab, 100 for random, fill and text\n"
 		"                       unpaced; 0 = unpaced)\n"
@@ -140,8 +156,11 @@ static void usage(FILE *f)
 		"page a destination just loaded, which verification must catch;\n"
 		"FERRY_VM_FAULT=stall-load:MS (tests only) makes a destination's\n"
 		"state load take MS longer; FERRY_VM_FAULT=stall-pause:MS (tests\n"
-		"only) keeps a source paused MS longer before its state is saved.\n",
-		MAX_VCPUS);
+		"only) keeps a source paused MS longer before its state is saved;\n"
+		"FERRY_VM_FAULT=acquire-fail or acquire-die (tests only): a destination's\n"
+		"acquire fails, or the process exits there (after the source released\n"
+		"the guest's connections).\n",
+		MAX_VCPUS, (unsigned long long)(net_region_size() >> 20) + 1);
 }
 
 static int bad_arg(const char *fmt, const char *what)
@@ -223,7 +242,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		return 0;
 	case 'w':
 		if (vm_workload_parse(arg, &o->workload))
-			return bad_arg("--workload '%s': need ab, random, fill, text or idle", arg);
+			return bad_arg("--workload '%s': need ab, random, fill, text, idle or kv", arg);
 		o->workload_given = true;
 		return 0;
 	case 'r':
@@ -304,9 +323,45 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 			return bad_arg("--%s", err);
 		return 0;
 	}
+	case 'L':
+		o->listen = arg;
+		return 0;
+	case 'K':
+		o->connect = arg;
+		return 0;
+	case 'R':
+		if (parse_uint(arg, 1, 1000000, &o->connect_rate))
+			return bad_arg("--connect-rate '%s': need INCRs per second, 1 to 1000000", arg);
+		return 0;
+	case 'U':
+		if (parse_uint(arg, 0, UINT64_MAX, &o->connect_count))
+			return bad_arg("--connect-count '%s': need a count", arg);
+		return 0;
+	case 'A':
+		o->net_address = arg;
+		return 0;
+	case 'D':
+		o->net_dev = arg;
+		return 0;
 	default:
 		return bad_arg("%s", "invalid option");
 	}
+}
+
+/* The network options fit together and with the workload; -1 to go on. */
+static int net_args_check(const struct vm_opts *o)
+{
+	bool kv = o->workload == VM_WL_KV;
+
+	if (!o->incoming && !kv && (o->listen || o->connect))
+		return bad_arg("%s", "--listen and --connect serve the kv workload: "
+			       "add --workload kv");
+	if ((kv || o->listen || o->connect) &&
+	    o->mem_size < net_region_size() + (16ull << 20))
+		return bad_arg("%s", "--workload kv needs --memory 32M or more");
+	if (!o->net_address != !o->net_dev)
+		return bad_arg("%s", "--net-address and --net-dev go together");
+	return -1;
 }
 
 /* Returns -1 to go on, else the exit code. */
@@ -332,6 +387,12 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "tls-psk", required_argument, NULL, 0x101 },
 		{ "tls-peer", required_argument, NULL, 0x102 },
 		{ "tls-priority", required_argument, NULL, 0x103 },
+		{ "listen", required_argument, NULL, 'L' },
+		{ "connect", required_argument, NULL, 'K' },
+		{ "connect-rate", required_argument, NULL, 'R' },
+		{ "connect-count", required_argument, NULL, 'U' },
+		{ "net-address", required_argument, NULL, 'A' },
+		{ "net-dev", required_argument, NULL, 'D' },
 		{ "self-test", no_argument, NULL, 'T' },
 		{ "print-schemas", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
@@ -345,6 +406,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	o->workload = VM_WL_AB;
 	o->dirty_rate = -1;
 	o->verify = VM_VERIFY_BACKGROUND;
+	o->connect_rate = 100;
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		if (opt == 'h') {
 			usage(stdout);
@@ -379,7 +441,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			       "source's)");
 	if (o->mem_size / VM_PAGE_SIZE < o->nvcpus)
 		return bad_arg("%s", "--memory is too small for that many vCPUs");
-	return -1;
+	return net_args_check(o);
 }
 
 /* --- engine callbacks --------------------------------------------------- */
@@ -428,8 +490,61 @@ static int cb_pause(void *opaque)
 		return 0;
 	}
 	guest_pause(&vm->guest);
+	net_pause(vm->net);
+	if (vm->guest.workload == VM_WL_KV) {
+		char err[256] = "";
+		int rc = net_freeze(vm->net, err, sizeof(err));
+
+		if (rc) {
+			/* The engine resumes only a guest whose pause
+			 * succeeded: this one runs on as it was. */
+			fprintf(stderr, "ferry-vm: net: %s\n", err);
+			pthread_mutex_lock(&vm->mig.lock);
+			snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err),
+				 "net: %.200s", err);
+			pthread_mutex_unlock(&vm->mig.lock);
+			net_resume(vm->net);
+			guest_resume(&vm->guest);
+			return rc;
+		}
+	}
 	vm_verify_pause(vm);
 	return 0;
+}
+
+/* The point of no return on a source: the connections go. */
+static int cb_release(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	if (vm->guest.workload == VM_WL_KV)
+		net_release(vm->net);
+	return 0;
+}
+
+/* A destination takes the connections over (or, on a source whose
+ * "released" was refused, takes them back) from the saved dumps. */
+static int cb_acquire(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	if (vm->guest.workload != VM_WL_KV || !vm->net)
+		return 0;
+	/* Test hooks for the failure points after "released": a refusal
+	 * (the source takes its connections back) and a death (they are
+	 * lost with this process). */
+	if (vm->opts.incoming && !vm->mig.arrived) {
+		if (vm->fault_acquire_fail) {
+			pthread_mutex_lock(&vm->mig.lock);
+			snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err),
+				 "FERRY_VM_FAULT=acquire-fail");
+			pthread_mutex_unlock(&vm->mig.lock);
+			return -EIO;
+		}
+		if (vm->fault_acquire_die)
+			_exit(9);
+	}
+	return net_acquire(vm->net);
 }
 
 static int cb_throttle(void *opaque, uint32_t percent)
@@ -447,6 +562,10 @@ static int cb_resume(void *opaque)
 	if (memory_arriving(vm))
 		atomic_store(&vm->mig.lazy_ran, true);
 	vm_verify_resume(vm);
+	if (vm->guest.workload == VM_WL_KV) {
+		net_resume_frozen(vm->net);
+		net_resume(vm->net);
+	}
 	return 0;
 }
 
@@ -696,6 +815,7 @@ static void *send_main(void *arg)
 	rc = init_wait(vm, &st, errmsg, sizeof(errmsg));
 	if (!rc)
 		rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
+	net_outcome(vm->net, rc);
 	/* The destination maps the very pages of this guest and runs it:
 	 * this side must never touch them again, and cannot. */
 	if (!rc && st.local_fds)
@@ -994,6 +1114,11 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 	}
 	if (e)
 		goto out;
+	if (vm->guest.workload == VM_WL_KV &&
+	    net_handoff_check(vm->net, a->uri, err, errlen))
+		e = VM_ERR_GENERIC;
+	if (e)
+		goto out;
 	if (vm->mig.joinable) {
 		/* The last thread cleared "active" as its final use of the
 		 * lock, so joining here cannot deadlock. */
@@ -1126,6 +1251,11 @@ static int init_guest(struct vm *vm, char *err, size_t errlen)
 	}
 	if (vm->opts.incoming)
 		return 0; /* started parked, and listening, by main() */
+	if (vm->guest.workload == VM_WL_KV) {
+		rc = net_start(vm->net, true, err, errlen);
+		if (rc)
+			return rc;
+	}
 	rc = guest_start(&vm->guest, false);
 	if (rc)
 		snprintf(err, errlen, "cannot start vCPUs: %s", strerror(-rc));
@@ -1380,6 +1510,8 @@ static void vm_setup(struct vm *vm)
 	vm->fault_corrupt_page = fault && !strcmp(fault, "corrupt-page");
 	if (fault && !strncmp(fault, "stall-load:", 11))
 		vm->fault_stall_load_ms = (unsigned)atoi(fault + 11);
+	vm->fault_acquire_fail = fault && !strcmp(fault, "acquire-fail");
+	vm->fault_acquire_die = fault && !strcmp(fault, "acquire-die");
 	vm->ops.struct_size = sizeof(vm->ops);
 	vm->ops.pause = cb_pause;
 	vm->ops.resume = cb_resume;
@@ -1393,6 +1525,9 @@ static void vm_setup(struct vm *vm)
 		vm->fault_stall_pause_ms = (unsigned)atoi(fault + 12);
 		vm->ops.pause = cb_pause_stalled;
 	}
+	vm->ops.release = cb_release;
+	vm->ops.reacquire = cb_acquire;
+	vm->ops.acquire = cb_acquire;
 }
 
 static void log_startup(struct vm *vm)
@@ -1418,6 +1553,31 @@ static void log_startup(struct vm *vm)
 		fprintf(stderr, ", TLS %s", tls);
 	}
 	fputc('\n', stderr);
+}
+
+/* The network device and the kv service, for a guest that may run kv:
+ * a source that does, or a destination (the stream says what it runs). */
+static int net_setup(struct vm *vm)
+{
+	char err[256] = "";
+	int rc;
+
+	if (vm->guest.workload != VM_WL_KV &&
+	    (!vm->opts.incoming || vm->guest.mem_size < net_region_size() + (16ull << 20)))
+		return 0;
+	rc = net_create(vm, &vm->net, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferry-vm: %s\n", err);
+		return rc;
+	}
+	vm->kv = kv_create(vm);
+	if (!vm->kv) {
+		fprintf(stderr, "ferry-vm: out of memory\n");
+		return -ENOMEM;
+	}
+	vm->guest.serve = kv_serve;
+	vm->guest.serve_opaque = vm->kv;
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -1454,6 +1614,9 @@ int main(int argc, char **argv)
 			strerror(-rc));
 		goto out_guest;
 	}
+	rc = net_setup(&vm);
+	if (rc)
+		goto out_guest;
 	if (vm.opts.self_test) {
 		init_main(&vm);
 		rc = atomic_load(&vm.init.state) == VM_INIT_DONE ? self_test(&vm) : 1;
@@ -1493,6 +1656,8 @@ out_stop:
 	guest_stop(&vm.guest);
 	api_close(&vm);
 out_guest:
+	net_destroy(vm.net);
+	kv_destroy(vm.kv);
 	guest_fini(&vm.guest);
 	vm_state_fini(&vm);
 	json_object_put(vm.mig.report);

@@ -13,6 +13,10 @@
  *   console   "console0"  a serial console: a byte ring, its indexes, the
  *                         registers of a 16550-style UART, and the most
  *                         recent lines
+ *   net       "net0"      the kv guest's network device: its connections
+ *                         handed over with TCP_REPAIR (net_handoff.c); not
+ *                         in the state digest (its queues are checked by
+ *                         TCP itself, end to end)
  *
  * The console is a real device of the guest: vCPU 0 prints a progress line
  * into it every CON_PERIOD_NS of its own time, so its state differs from
@@ -41,6 +45,7 @@
 
 #include <xxhash.h>
 
+#include "net_int.h"
 #include "vm.h"
 
 #define MUST FERRY_FIELD_MUST
@@ -264,7 +269,7 @@ static const struct ferry_device_type console_type = {
 };
 
 static const struct ferry_device_type *const all_types[] = {
-	&machine_type, &vcpu_type, &console_type,
+	&machine_type, &vcpu_type, &console_type, &net_state_type,
 };
 
 /* ---- the console ---- */
@@ -377,6 +382,7 @@ static int state_fail(struct vm *vm, int rc, const char *fmt, ...)
 struct devices {
 	struct machine_state machine;
 	struct vm_console *console;
+	struct net_state *net; /* the device's, saved or to be loaded, or NULL */
 	unsigned nvcpus;
 	struct vcpu_regs vcpus[];
 };
@@ -487,6 +493,9 @@ static int save_all(struct devices *d, struct ferry_buf *out, char *err,
 	if (!rc)
 		rc = ferry_state_save(out, &console_type, "console0", d->console,
 				      err, errlen);
+	if (!rc && d->net)
+		rc = ferry_state_save(out, &net_state_type, "net0", d->net, err,
+				      errlen);
 	if (!rc)
 		rc = ferry_state_end(out);
 	return rc;
@@ -522,6 +531,10 @@ int vm_state_save(void *opaque, struct ferry_buf *out)
 	}
 	if (vm->opts.verify)
 		rc = state_digest(d, &d->machine.state_digest, err, sizeof(err));
+	if (!rc && vm->net && vm->guest.workload == VM_WL_KV) {
+		d->net = vm->net->saved;
+		rc = net_save(vm->net, d->net, err, sizeof(err));
+	}
 	if (!rc)
 		rc = save_all(d, out, err, sizeof(err));
 	free(d);
@@ -737,7 +750,7 @@ static struct ferry_state_binding *bindings_new(struct vm *vm,
 						char (*names)[16], size_t *n)
 {
 	const struct guest *g = &vm->guest;
-	struct ferry_state_binding *b = calloc(LOAD_VCPUS + 2, sizeof(*b));
+	struct ferry_state_binding *b = calloc(LOAD_VCPUS + 3, sizeof(*b));
 
 	if (!b)
 		return NULL;
@@ -754,6 +767,10 @@ static struct ferry_state_binding *bindings_new(struct vm *vm,
 							  "console0", d->console,
 							  0 };
 	*n = LOAD_VCPUS + 2;
+	if (d->net)
+		b[(*n)++] = (struct ferry_state_binding){ &net_state_type, "net0",
+							  d->net,
+							  FERRY_BINDING_OPTIONAL };
 	return b;
 }
 
@@ -782,7 +799,9 @@ int vm_state_load(void *opaque, const void *data, size_t len)
 
 	if (d)
 		d->console = calloc(1, sizeof(*d->console));
-	if (d && d->console && names)
+	if (d && vm->net)
+		d->net = calloc(1, sizeof(*d->net));
+	if (d && d->console && names && (!vm->net || d->net))
 		b = bindings_new(vm, d, names, &n);
 	if (!b) {
 		state_fail(vm, rc, "out of memory");
@@ -800,14 +819,24 @@ int vm_state_load(void *opaque, const void *data, size_t len)
 	if (!rc) {
 		d->nvcpus = vm->guest.nvcpus;
 		devices_to_vm(vm, d);
+		if (d->net) {
+			/* The dumps wait for acquire; the old ones go. */
+			struct net_state *old = vm->net->saved;
+
+			vm->net->saved = d->net;
+			d->net = old;
+		}
 		vm_verify_loaded_page_fault(vm);
 		verify_loaded(vm, d);
 	}
 out:
 	free(b);
 	free(names);
-	if (d)
+	if (d) {
 		free(d->console);
+		net_state_clear(d->net);
+		free(d->net);
+	}
 	free(d);
 	return rc;
 }

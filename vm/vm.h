@@ -66,6 +66,7 @@ enum vm_workload {
 	VM_WL_FILL = 2,
 	VM_WL_IDLE = 3,
 	VM_WL_TEXT = 4,
+	VM_WL_KV = 5, /* a Redis-protocol service over the net device */
 };
 
 /* What guest RAM is made of (--memory-backend). */
@@ -216,6 +217,16 @@ struct guest {
 	 * prints through it); set between guest_init() and guest_start(). */
 	void (*tick_hook)(void *opaque, const struct vcpu *c, uint64_t now);
 	void *tick_opaque;
+
+	/* The kv workload: vCPU 0 calls serve() every period; it returns how
+	 * many requests it handled, and sets *next_ns to when it wants to run
+	 * again if nothing wakes it. Between periods the vCPU sleeps on the
+	 * doorbell, a futex word the device and a pause bump. Set before
+	 * guest_start(). */
+	uint64_t (*serve)(void *opaque, struct vcpu *c, uint64_t now,
+			  uint64_t *next_ns);
+	void *serve_opaque;
+	int doorbell;
 };
 
 /* The engine session currently driven by a migration thread, and the
@@ -352,6 +363,14 @@ struct vm_opts {
 	enum vm_verify_mode verify;
 	bool self_test;
 	struct vm_tls tls; /* --tls-*: this VM's own TLS settings */
+	/* The network device (net.c): --listen, --connect, --connect-rate,
+	 * --connect-count, --net-address, --net-dev; NULL when not given. */
+	const char *listen;
+	const char *connect;
+	uint64_t connect_rate;
+	uint64_t connect_count;
+	const char *net_address;
+	const char *net_dev;
 };
 
 /* Where the VM is in its start-up (main.c): the API answers from the
@@ -386,12 +405,16 @@ struct vm {
 	struct vm_mig mig;
 	struct vm_api *api;
 	struct vm_console *console; /* state.c */
+	struct net *net; /* net.c: the network device, or NULL */
+	struct kv *kv;	 /* kv.c: the kv workload's service, or NULL */
 	struct ferry_vmm_ops ops;
 	int log_level; /* engine log messages up to this level go to stderr */
 	bool fault_lose_writes; /* test hook: the dirty bitmap reports nothing */
 	bool fault_corrupt_page; /* test hook: a loaded page is damaged */
 	unsigned fault_stall_load_ms; /* test hook: load_state stalls */
 	unsigned fault_stall_pause_ms; /* test hook: the pause takes this long */
+	bool fault_acquire_fail; /* test hook: a destination's acquire fails */
+	bool fault_acquire_die;	 /* test hook: a destination dies in acquire */
 };
 
 /* snapshot.c */
@@ -438,6 +461,9 @@ bool guest_page_ok(struct guest *g, const struct guest_regs *r, uint64_t pg,
 		   const char **what);
 void guest_page_report(struct guest *g, unsigned vcpu, uint64_t pg,
 		       const char *what);
+void guest_write_begin(struct guest *g, uint64_t off, uint64_t len);
+void guest_write_end(struct guest *g, uint64_t off, uint64_t len);
+void guest_doorbell(struct guest *g);
 void vm_par_run(size_t n, void (*fn)(void *, size_t), void *ctx);
 int guest_wait_first_ticks(struct guest *g, int timeout_ms, double *stall_ms);
 uint64_t vm_now_ns(void);

@@ -129,6 +129,10 @@ static int rd_default(struct ferry_visitor *v, struct fy_fval *fv)
 			memset(fv->ptr, 0, fv->size);
 		else
 			*fv->lenp = 0;
+		if (fv->alloc) {
+			free(*(void **)fv->ptr);
+			*(void **)fv->ptr = NULL;
+		}
 		return 0;
 	case FY_K_BOOL:
 		*(bool *)fv->ptr = fv->def != 0;
@@ -139,6 +143,27 @@ static int rd_default(struct ferry_visitor *v, struct fy_fval *fv)
 }
 
 /* ---- values ---- */
+
+/* ferry_visit_bytes_alloc(): a buffer of exactly the stream's length
+ * replaces the caller's (NULL for none). */
+static int rd_alloc(struct ferry_visitor *v, const struct fy_fval *fv,
+		    const uint8_t *p, uint32_t len)
+{
+	void **bufp = fv->ptr;
+	void *b = NULL;
+
+	if (len) {
+		b = malloc(len);
+		if (!b)
+			return fy_vfail(v, -ENOMEM, fv, NULL,
+					"%" PRIu32 " bytes", len);
+		memcpy(b, p, len);
+	}
+	free(*bufp);
+	*bufp = b;
+	*fv->lenp = len;
+	return 0;
+}
 
 static int rd_sized(struct ferry_visitor *v, const struct fy_fval *fv,
 		    const struct fy_snode *n, struct fy_cur *c)
@@ -163,6 +188,8 @@ static int rd_sized(struct ferry_visitor *v, const struct fy_fval *fv,
 		((char *)fv->ptr)[len] = '\0';
 		return 0;
 	}
+	if (fv->alloc)
+		return rd_alloc(v, fv, p, len);
 	memcpy(fv->ptr, p, len);
 	if (!(fv->flags & FY_SF_FIXED))
 		*fv->lenp = len;

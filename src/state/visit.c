@@ -439,6 +439,16 @@ FERRY_API int ferry_visit_bytes_var(ferry_visitor *v, const char *name,
 	return visit(v, &fv, flags, cap);
 }
 
+FERRY_API int ferry_visit_bytes_alloc(ferry_visitor *v, const char *name,
+				      void **buf, uint32_t *len, size_t max,
+				      unsigned flags)
+{
+	struct fy_fval fv = { .kind = FY_K_BYTES, .name = name, .ptr = buf,
+			      .lenp = len, .alloc = true };
+
+	return visit(v, &fv, flags, max);
+}
+
 FERRY_API int ferry_visit_struct_begin(ferry_visitor *v, const char *name,
 				       unsigned flags)
 {

@@ -28,6 +28,8 @@ struct fy_fval {
 	uint32_t size;	  /* string: max bytes; bytes: size/capacity;
 			     array: count/max */
 	uint32_t *lenp;	  /* variable bytes: length; arrays: count */
+	bool alloc;	  /* bytes: ptr is a void ** to a malloc()ed buffer
+			     the reader replaces (ferry_visit_bytes_alloc) */
 };
 
 /*

@@ -174,6 +174,7 @@ static int wr_scalar(struct ferry_visitor *v, const struct fy_fval *fv)
 
 static int wr_sized(struct ferry_visitor *v, const struct fy_fval *fv)
 {
+	const void *data = fv->ptr;
 	uint32_t len;
 
 	if (fv->kind == FY_K_STRING) {
@@ -191,9 +192,16 @@ static int wr_sized(struct ferry_visitor *v, const struct fy_fval *fv)
 					"length %" PRIu32 " exceeds the "
 					"capacity %" PRIu32, len, fv->size);
 	}
+	if (fv->alloc) {
+		data = *(void *const *)fv->ptr;
+		if (len && !data)
+			return fy_vfail(v, -EINVAL, fv, NULL,
+					"length %" PRIu32 " but no buffer",
+					len);
+	}
 	if (wr_u32(v, fv, len))
 		return v->err;
-	return wr_put(v, fv, fv->ptr, len);
+	return wr_put(v, fv, data, len);
 }
 
 static int wr_open(struct ferry_visitor *v, const struct fy_fval *fv,

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * net_int.h - what net.c, net_handoff.c and kv.c share about the device:
+ * its host side. The guest side (the rings) is net.h's.
+ */
+#ifndef FERRY_VM_NET_INT_H
+#define FERRY_VM_NET_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "net.h"
+#include "netaddr.h"
+#include "tcprepair.h"
+#include "vm.h"
+
+/* Where the guest's connections are, as the report says. */
+enum net_where {
+	NET_WHERE_HERE = 0, /* this VM owns them (or has none) */
+	NET_WHERE_AWAY = 1, /* a source: handed to the destination */
+	NET_WHERE_LOST = 2, /* released, and the destination never ran */
+};
+
+/* The "net0" device state: the connections handed over, each with the
+ * slot its rings are in. */
+struct net_saved {
+	uint32_t slot;
+	struct tcpr_conn c;
+};
+
+struct net_state {
+	char listen[128];  /* --listen as given (informative) */
+	uint32_t reset;	   /* connections not carried (a snapshot) */
+	uint64_t client_sent, client_answered; /* informative: in guest RAM */
+	uint32_t nconns;
+	struct net_saved conns[NET_SLOTS];
+};
+
+extern const struct ferry_device_type net_state_type;
+
+/* The host side of one slot. */
+struct net_conn {
+	int fd;	      /* the connection's socket, or -1 */
+	bool rx_full; /* the ring filled before the socket was drained: read
+			 again when the guest makes room */
+	bool tx_wait; /* the send buffer is full: write again on EPOLLOUT */
+	bool frozen;  /* in TCP_REPAIR mode (a handoff is under way) */
+	bool carried; /* dumped into the state: it moves at release */
+};
+
+struct net {
+	struct vm *vm;
+	struct guest *g;
+	struct net_hdr *hdr;	/* in guest RAM */
+	struct net_slot *slots; /* in guest RAM */
+	int epfd, kick_fd, ctl_fd, listen_fd;
+	struct sockaddr_storage listen_addr, connect_addr;
+	uint32_t listen_len, connect_len;
+
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* parked, or the pause ended */
+	bool pause_req, parked, stop;
+	bool rescan; /* backend only: look at every slot */
+	uint32_t free_hint;
+	atomic_uint nconns;
+	atomic_int where;     /* enum net_where */
+	atomic_uint handed;   /* connections handed over (or lost) last time */
+	atomic_uint reset;    /* connections a snapshot or a loss reset */
+	struct net_conn conns[NET_SLOTS];
+	bool has_addr;	       /* --net-address */
+	struct netaddr addr;
+	struct net_state *saved; /* the dumps: a source's since save_state, a
+				    destination's from load_state */
+};
+
+int net_slot_open(struct net *n, int fd, uint32_t kind);
+void net_conn_drop(struct net *n, uint32_t i, bool do_close);
+void net_slot_reset(struct net *n, uint32_t i, bool count);
+int net_listen_open(struct net *n, char *err, size_t len);
+void net_listen_close(struct net *n);
+int net_kick_fd(struct net *n);
+void net_state_clear(struct net_state *s);
+
+#endif /* FERRY_VM_NET_INT_H */

@@ -1,0 +1,842 @@
+// SPDX-License-Identifier: MIT
+/*
+ * tcprepair.c - freeze, dump, restore and thaw established TCP sockets with
+ * the kernel's TCP_REPAIR mode (see tcprepair.h).
+ *
+ * A frozen socket is in repair mode, so it sends nothing, and carries a
+ * socket filter that drops every segment addressed to it, so it accepts
+ * nothing either: data the peer sends while the socket is frozen is neither
+ * queued nor acknowledged, and the peer retransmits it to whichever socket
+ * holds the connection once it is thawed. Without the filter the kernel
+ * would still take in and acknowledge data after the dump, and a restored
+ * copy would never see those bytes.
+ *
+ * The sequence numbers and queues, as the kernel shows them in repair mode:
+ *
+ *   send:     snd_una ........ snd_nxt ........ write_seq  (= snd_seq)
+ *             |<- sent, unacked ->|<--- unsent --->|
+ *   receive:  copied_seq ........ rcv_nxt                  (= rcv_seq)
+ *             |<----- unread ----->|
+ *
+ * A restore sets each queue's sequence to where its saved bytes start and
+ * writes them back, which moves the sequence to where it was. The sent part
+ * of the send queue is written in repair mode, where the kernel takes it as
+ * sent and retransmits it if the peer never acknowledges it. The unsent
+ * part must stay unsent, or it would only reach the peer by retransmission
+ * beyond the peer's window: tcpr_restore() keeps it aside and tcpr_thaw()
+ * queues it normally once repair mode is off (CRIU and passt do the same).
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/bpf.h>
+#include <linux/filter.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "tcprepair.h"
+
+/* Older C library headers lack some of these; the values are the
+ * kernel's ABI (include/uapi/linux/tcp.h, sockios.h). */
+#ifndef TCP_REPAIR_ON
+#define TCP_REPAIR_ON 1
+#endif
+#ifndef TCP_REPAIR_OFF
+#define TCP_REPAIR_OFF 0
+#endif
+#ifndef TCP_REPAIR_WINDOW
+#define TCP_REPAIR_WINDOW 29
+#endif
+#ifndef SIOCOUTQNSD
+#define SIOCOUTQNSD 0x894B
+#endif
+#ifndef SO_PEEK_OFF
+#define SO_PEEK_OFF 42
+#endif
+#ifndef TCPOPT_MAXSEG
+#define TCPOPT_MAXSEG 2
+#endif
+#ifndef TCPOPT_WINDOW
+#define TCPOPT_WINDOW 3
+#endif
+#ifndef TCPOPT_SACK_PERMITTED
+#define TCPOPT_SACK_PERMITTED 4
+#endif
+#ifndef TCPOPT_TIMESTAMP
+#define TCPOPT_TIMESTAMP 8
+#endif
+
+/* The repair queues (enum in the kernel's uapi header). */
+enum { TCPR_NO_QUEUE = 0, TCPR_RECV_QUEUE = 1, TCPR_SEND_QUEUE = 2 };
+
+/* TCP_REPAIR_OPTIONS takes an array of these. */
+struct tcpr_opt {
+	uint32_t code;
+	uint32_t val;
+};
+
+/* The 20-byte TCP_REPAIR_WINDOW layout every kernel since 4.8 accepts. */
+struct tcpr_wnd {
+	uint32_t snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup;
+};
+_Static_assert(sizeof(struct tcpr_wnd) == 20, "TCP_REPAIR_WINDOW is 20 bytes");
+_Static_assert(sizeof(int) == sizeof(int32_t), "family is visited as i32");
+
+/* Queues are written back in chunks the kernel can allocate at once. */
+#define TCPR_CHUNK (256u << 10)
+#define TCPR_CHUNK_MIN 4096u
+/* Largest queue tcpr_visit() carries (the state layer's field limit). */
+#define TCPR_QUEUE_MAX (64u << 20)
+/* How long tcpr_thaw() waits for room to queue the unsent bytes. */
+#define TCPR_THAW_WAIT_MS 2000
+
+static int fail(char *err, size_t len, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Write "<text>: <strerror>" into @err and return @code (negative). */
+static int fail(char *err, size_t len, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int n = 0;
+
+	if (err && len) {
+		va_start(ap, fmt);
+		n = vsnprintf(err, len, fmt, ap);
+		va_end(ap);
+		if (n >= 0 && (size_t)n < len)
+			snprintf(err + n, len - (size_t)n, ": %s",
+				 strerror(-code));
+	}
+	return code;
+}
+
+static int sopt(int fd, int level, int name, int val)
+{
+	return setsockopt(fd, level, name, &val, sizeof(val)) ? -errno : 0;
+}
+
+static int gopt(int fd, int level, int name, int *val)
+{
+	socklen_t sl = sizeof(*val);
+
+	*val = 0;
+	return getsockopt(fd, level, name, val, &sl) ? -errno : 0;
+}
+
+/* ---- the drop-everything filter of a frozen socket ---- */
+
+/*
+ * One eBPF program "return 0" (drop), loaded once and attached to every
+ * frozen socket: attaching a loaded program costs about a microsecond,
+ * while a classic filter is translated and compiled for each socket
+ * (over 100 us, which a thousand connections would add to the downtime).
+ * The classic filter remains the fallback where bpf() is refused.
+ */
+static pthread_once_t drop_once = PTHREAD_ONCE_INIT;
+static int drop_prog = -1;
+
+static void drop_prog_load(void)
+{
+	struct bpf_insn insns[] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+	a.insns = (uintptr_t)insns;
+	a.insn_cnt = 2;
+	a.license = (uintptr_t)"MIT";
+	drop_prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof(a));
+}
+
+static int filter_attach(int fd)
+{
+	struct sock_filter drop[] = { BPF_STMT(BPF_RET | BPF_K, 0) };
+	struct sock_fprog prog = { .len = 1, .filter = drop };
+
+	pthread_once(&drop_once, drop_prog_load);
+	if (drop_prog >= 0 &&
+	    !setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &drop_prog,
+			sizeof(drop_prog)))
+		return 0;
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)))
+		return -errno;
+	return 0;
+}
+
+static int filter_detach(int fd)
+{
+	int dummy = 0;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &dummy,
+		       sizeof(dummy)) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+/* ---- unsent bytes of restored sockets, queued at thaw ---- */
+
+struct pending {
+	int fd;
+	uint8_t *buf;
+	uint32_t len;
+};
+
+static pthread_mutex_t pend_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pending *pend;
+static size_t npend, cappend;
+
+/* Take @fd's entry out of the table (buf NULL when there is none). */
+static struct pending pend_take(int fd)
+{
+	struct pending p = { .fd = fd };
+
+	pthread_mutex_lock(&pend_lock);
+	for (size_t i = 0; i < npend; i++) {
+		if (pend[i].fd != fd)
+			continue;
+		p = pend[i];
+		pend[i] = pend[--npend];
+		break;
+	}
+	pthread_mutex_unlock(&pend_lock);
+	return p;
+}
+
+static int pend_put(int fd, const uint8_t *data, uint32_t len)
+{
+	struct pending p = { .fd = fd, .len = len };
+	int rc = 0;
+
+	free(pend_take(fd).buf); /* a stale entry of a reused number */
+	p.buf = malloc(len);
+	if (!p.buf)
+		return -ENOMEM;
+	memcpy(p.buf, data, len);
+	pthread_mutex_lock(&pend_lock);
+	if (npend == cappend) {
+		size_t ncap = cappend ? 2 * cappend : 16;
+		struct pending *np = realloc(pend, ncap * sizeof(*np));
+
+		if (!np) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		pend = np;
+		cappend = ncap;
+	}
+	pend[npend++] = p;
+	p.buf = NULL;
+out:
+	pthread_mutex_unlock(&pend_lock);
+	free(p.buf);
+	return rc;
+}
+
+/* ---- probe, freeze, thaw, discard ---- */
+
+/**
+ * tcpr_available() - can this process freeze and restore TCP sockets?
+ * @err: receives the reason when not.
+ * @len: size of @err.
+ *
+ * Tries repair mode on a fresh socket: it needs CAP_NET_ADMIN in the
+ * current network namespace and a kernel built with TCP_REPAIR.
+ *
+ * Return: 0, or -EPERM / -ENOPROTOOPT / another -errno.
+ */
+int tcpr_available(char *err, size_t len)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+	int rc;
+
+	if (fd < 0)
+		return fail(err, len, -errno, "TCP_REPAIR probe: socket");
+	rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON);
+	if (rc == -EPERM)
+		fail(err, len, rc, "TCP_REPAIR needs CAP_NET_ADMIN "
+		     "(run as root)");
+	else if (rc)
+		fail(err, len, rc, "TCP_REPAIR not supported by the kernel");
+	else if ((rc = filter_attach(fd)))
+		fail(err, len, rc, "TCP_REPAIR probe: SO_ATTACH_FILTER");
+	close(fd);
+	return rc;
+}
+
+/**
+ * tcpr_freeze() - stop a connected socket: repair mode on (it sends
+ * nothing) and a filter that drops what arrives (it accepts nothing).
+ * @fd: an established TCP socket.
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * Return: 0, or -errno with the socket left as it was.
+ */
+int tcpr_freeze(int fd, char *err, size_t len)
+{
+	int rc = filter_attach(fd);
+
+	if (rc)
+		return fail(err, len, rc, "freeze: SO_ATTACH_FILTER");
+	rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON);
+	if (rc) {
+		filter_detach(fd);
+		return fail(err, len, rc, "freeze: TCP_REPAIR on");
+	}
+	return 0;
+}
+
+/* Queue bytes normally on a thawed socket, waiting a little for room. */
+static int send_all(int fd, const uint8_t *p, uint32_t n)
+{
+	int waited = 0;
+
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w > 0) {
+			p += w;
+			n -= (uint32_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno != EAGAIN)
+			return -errno;
+		if (waited >= TCPR_THAW_WAIT_MS)
+			return -ETIMEDOUT;
+		poll(&(struct pollfd){ .fd = fd, .events = POLLOUT }, 1, 100);
+		waited += 100;
+	}
+	return 0;
+}
+
+/**
+ * tcpr_thaw() - let a frozen or restored socket run again.
+ * @fd: the socket.
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * Leaving repair mode sends a window probe, so the peer learns the window
+ * at once; then the unsent part of a restored send queue is queued like
+ * any write. The peer saw a stall, nothing else.
+ *
+ * Return: 0 or -errno.
+ */
+int tcpr_thaw(int fd, char *err, size_t len)
+{
+	struct pending p;
+	int rc = filter_detach(fd);
+
+	if (rc)
+		return fail(err, len, rc, "thaw: SO_DETACH_FILTER");
+	rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF);
+	if (rc)
+		return fail(err, len, rc, "thaw: TCP_REPAIR off");
+	/* Leaving repair mode clears the socket's address reuse, and a bound
+	 * connection without it makes every later bind of its port fail: the
+	 * next restored connection of a listener's port, or the listener
+	 * itself. Turn it back on, as an accepted socket has it. */
+	rc = sopt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (rc)
+		return fail(err, len, rc, "thaw: SO_REUSEADDR");
+	p = pend_take(fd);
+	if (p.buf) {
+		rc = send_all(fd, p.buf, p.len);
+		free(p.buf);
+		if (rc)
+			return fail(err, len, rc, "thaw: queueing the %u "
+				    "unsent bytes", p.len);
+	}
+	return 0;
+}
+
+/**
+ * tcpr_discard() - close a frozen socket without a FIN or a RST: in repair
+ * mode the kernel drops the connection silently.
+ * @fd: the socket (negative: nothing to do).
+ */
+void tcpr_discard(int fd)
+{
+	if (fd < 0)
+		return;
+	free(pend_take(fd).buf);
+	/* Repair mode is what makes close() silent; make sure it is on. */
+	sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON);
+	close(fd);
+}
+
+/**
+ * tcpr_conn_clear() - free a dump's queues and zero it.
+ * @c: the dump (may be NULL).
+ */
+void tcpr_conn_clear(struct tcpr_conn *c)
+{
+	if (!c)
+		return;
+	free(c->sndq);
+	free(c->rcvq);
+	memset(c, 0, sizeof(*c));
+}
+
+/* ---- dump ---- */
+
+static int dump_addrs(int fd, struct tcpr_conn *c, char *err, size_t len)
+{
+	struct sockaddr_storage l, r;
+	socklen_t ll = sizeof(l), rl = sizeof(r);
+
+	if (getsockname(fd, (struct sockaddr *)&l, &ll) ||
+	    getpeername(fd, (struct sockaddr *)&r, &rl))
+		return fail(err, len, -errno, "dump: socket addresses");
+	c->family = l.ss_family;
+	if (c->family == AF_INET) {
+		const struct sockaddr_in *a = (void *)&l, *b = (void *)&r;
+
+		memcpy(c->laddr, &a->sin_addr, 4);
+		memcpy(c->raddr, &b->sin_addr, 4);
+		c->lport = ntohs(a->sin_port);
+		c->rport = ntohs(b->sin_port);
+	} else if (c->family == AF_INET6) {
+		const struct sockaddr_in6 *a = (void *)&l, *b = (void *)&r;
+
+		memcpy(c->laddr, &a->sin6_addr, 16);
+		memcpy(c->raddr, &b->sin6_addr, 16);
+		c->lport = ntohs(a->sin6_port);
+		c->rport = ntohs(b->sin6_port);
+	} else {
+		return fail(err, len, -EAFNOSUPPORT, "dump: family %d",
+			    c->family);
+	}
+	return 0;
+}
+
+/* TCP_INFO (state, options), MSS clamp, timestamp, window, options. */
+static int dump_params(int fd, struct tcpr_conn *c, char *err, size_t len)
+{
+	struct tcp_info ti;
+	struct tcpr_wnd w;
+	socklen_t sl = sizeof(ti);
+	int v, rc;
+
+	if (getsockopt(fd, SOL_TCP, TCP_INFO, &ti, &sl))
+		return fail(err, len, -errno, "dump: TCP_INFO");
+	if (ti.tcpi_state != TCP_ESTABLISHED)
+		return fail(err, len, -ENOTCONN, "dump: TCP state %u, only "
+			    "established connections are handed over",
+			    ti.tcpi_state);
+	c->sack = ti.tcpi_options & TCPI_OPT_SACK;
+	c->tstamp = ti.tcpi_options & TCPI_OPT_TIMESTAMPS;
+	c->wscale_ok = ti.tcpi_options & TCPI_OPT_WSCALE;
+	c->snd_wscale = c->wscale_ok ? ti.tcpi_snd_wscale : 0;
+	c->rcv_wscale = c->wscale_ok ? ti.tcpi_rcv_wscale : 0;
+	/* In repair mode TCP_MAXSEG reads the MSS clamp, which is what
+	 * TCP_REPAIR_OPTIONS sets back. */
+	if ((rc = gopt(fd, SOL_TCP, TCP_MAXSEG, &v)))
+		return fail(err, len, rc, "dump: TCP_MAXSEG");
+	c->mss = (uint32_t)v;
+	if (c->tstamp) {
+		if ((rc = gopt(fd, SOL_TCP, TCP_TIMESTAMP, &v)))
+			return fail(err, len, rc, "dump: TCP_TIMESTAMP");
+		c->ts_val = (uint32_t)v;
+	}
+	sl = sizeof(w);
+	if (getsockopt(fd, SOL_TCP, TCP_REPAIR_WINDOW, &w, &sl))
+		return fail(err, len, -errno, "dump: TCP_REPAIR_WINDOW");
+	c->win.snd_wl1 = w.snd_wl1;
+	c->win.snd_wnd = w.snd_wnd;
+	c->win.max_window = w.max_window;
+	c->win.rcv_wnd = w.rcv_wnd;
+	c->win.rcv_wup = w.rcv_wup;
+	if ((rc = gopt(fd, SOL_TCP, TCP_NODELAY, &v)))
+		return fail(err, len, rc, "dump: TCP_NODELAY");
+	c->nodelay = v != 0;
+	if ((rc = gopt(fd, SOL_SOCKET, SO_SNDBUF, &v)))
+		return fail(err, len, rc, "dump: SO_SNDBUF");
+	c->sndbuf = (uint32_t)v;
+	if ((rc = gopt(fd, SOL_SOCKET, SO_RCVBUF, &v)))
+		return fail(err, len, rc, "dump: SO_RCVBUF");
+	c->rcvbuf = (uint32_t)v;
+	return 0;
+}
+
+/* Select @queue, read its sequence, and peek its @n bytes. */
+static int dump_queue(int fd, int queue, uint32_t *seq, uint8_t **buf,
+		      uint32_t n, char *err, size_t len)
+{
+	const char *what = queue == TCPR_SEND_QUEUE ? "send" : "receive";
+	socklen_t sl = sizeof(*seq);
+	ssize_t got;
+	int rc;
+
+	if ((rc = sopt(fd, SOL_TCP, TCP_REPAIR_QUEUE, queue)))
+		return fail(err, len, rc, "dump: selecting the %s queue", what);
+	if (getsockopt(fd, SOL_TCP, TCP_QUEUE_SEQ, seq, &sl))
+		return fail(err, len, -errno, "dump: %s queue sequence", what);
+	if (!n)
+		return 0;
+	if (n > TCPR_QUEUE_MAX)
+		return fail(err, len, -EFBIG, "dump: %s queue of %u bytes "
+			    "(at most %u can be handed over)", what, n,
+			    TCPR_QUEUE_MAX);
+	*buf = malloc((size_t)n + 1);
+	if (!*buf)
+		return fail(err, len, -ENOMEM, "dump: %s queue", what);
+	/* One byte more than the kernel counted: a longer queue would
+	 * mean the count and the bytes disagree. */
+	got = recv(fd, *buf, (size_t)n + 1, MSG_PEEK | MSG_DONTWAIT);
+	if (got < 0)
+		return fail(err, len, -errno, "dump: reading the %s queue",
+			    what);
+	if ((size_t)got != n)
+		return fail(err, len, -EIO, "dump: %s queue has %zd bytes, "
+			    "the kernel counted %u", what, got, n);
+	return 0;
+}
+
+/**
+ * tcpr_dump() - record everything a restore needs of a frozen socket.
+ * @fd: a socket tcpr_freeze() froze; it stays frozen and unchanged.
+ * @c: receives the dump (queues malloc()ed; tcpr_conn_clear() frees them).
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * Return: 0, or -errno with @c cleared.
+ */
+int tcpr_dump(int fd, struct tcpr_conn *c, char *err, size_t len)
+{
+	int outq = 0, unsent = 0, inq = 0, peek_off = -1, rc;
+
+	memset(c, 0, sizeof(*c));
+	if ((rc = dump_addrs(fd, c, err, len)) ||
+	    (rc = dump_params(fd, c, err, len)))
+		goto fail;
+	/* A peek offset would make the queues read from the middle. */
+	if (!gopt(fd, SOL_SOCKET, SO_PEEK_OFF, &peek_off) && peek_off >= 0)
+		sopt(fd, SOL_SOCKET, SO_PEEK_OFF, -1);
+	if (ioctl(fd, SIOCOUTQ, &outq) || ioctl(fd, SIOCOUTQNSD, &unsent) ||
+	    ioctl(fd, SIOCINQ, &inq)) {
+		rc = fail(err, len, -errno, "dump: queue sizes");
+		goto fail;
+	}
+	if (outq < 0 || inq < 0 || unsent < 0 || unsent > outq) {
+		rc = fail(err, len, -EIO, "dump: queue sizes %d/%d/%d make no "
+			  "sense", outq, unsent, inq);
+		goto fail;
+	}
+	c->sndq_len = (uint32_t)outq;
+	c->sndq_unsent = (uint32_t)unsent;
+	c->rcvq_len = (uint32_t)inq;
+	if ((rc = dump_queue(fd, TCPR_SEND_QUEUE, &c->snd_seq, &c->sndq,
+			     c->sndq_len, err, len)) ||
+	    (rc = dump_queue(fd, TCPR_RECV_QUEUE, &c->rcv_seq, &c->rcvq,
+			     c->rcvq_len, err, len)))
+		goto fail;
+	sopt(fd, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_NO_QUEUE);
+	if (peek_off >= 0)
+		sopt(fd, SOL_SOCKET, SO_PEEK_OFF, peek_off);
+	return 0;
+fail:
+	sopt(fd, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_NO_QUEUE);
+	if (peek_off >= 0)
+		sopt(fd, SOL_SOCKET, SO_PEEK_OFF, peek_off);
+	tcpr_conn_clear(c);
+	return rc;
+}
+
+/* ---- restore ---- */
+
+static socklen_t conn_sockaddr(const struct tcpr_conn *c, bool local,
+			       struct sockaddr_storage *ss)
+{
+	const uint8_t *addr = local ? c->laddr : c->raddr;
+	uint16_t port = htons(local ? c->lport : c->rport);
+
+	memset(ss, 0, sizeof(*ss));
+	if (c->family == AF_INET) {
+		struct sockaddr_in *a = (void *)ss;
+
+		a->sin_family = AF_INET;
+		a->sin_port = port;
+		memcpy(&a->sin_addr, addr, 4);
+		return sizeof(*a);
+	}
+	struct sockaddr_in6 *a = (void *)ss;
+
+	a->sin6_family = AF_INET6;
+	a->sin6_port = port;
+	memcpy(&a->sin6_addr, addr, 16);
+	return sizeof(*a);
+}
+
+static int conn_check(const struct tcpr_conn *c, char *err, size_t len)
+{
+	if (c->family != AF_INET && c->family != AF_INET6)
+		return fail(err, len, -EAFNOSUPPORT, "restore: family %d",
+			    c->family);
+	if (!c->lport || !c->rport)
+		return fail(err, len, -EINVAL, "restore: port 0");
+	if ((c->sndq_len && !c->sndq) || (c->rcvq_len && !c->rcvq) ||
+	    c->sndq_unsent > c->sndq_len || c->sndq_len > TCPR_QUEUE_MAX ||
+	    c->rcvq_len > TCPR_QUEUE_MAX)
+		return fail(err, len, -EINVAL, "restore: inconsistent queues "
+			    "(send %u, unsent %u, receive %u)", c->sndq_len,
+			    c->sndq_unsent, c->rcvq_len);
+	if (c->snd_wscale > 14 || c->rcv_wscale > 14 || !c->mss ||
+	    c->mss > 65535)
+		return fail(err, len, -EINVAL, "restore: window scales %u/%u "
+			    "or MSS %u out of range", c->snd_wscale,
+			    c->rcv_wscale, c->mss);
+	return 0;
+}
+
+/* Make room for the queues: a frozen socket never frees any, so writes
+ * that do not fit would fail. Only grows, so autotuning stays on for the
+ * common case of small queues. */
+static int grow_buf(int fd, int opt, int force, uint32_t need)
+{
+	int cur;
+
+	if (!need || gopt(fd, SOL_SOCKET, opt, &cur) || cur < 0 ||
+	    (uint64_t)cur >= 2ull * need + 65536)
+		return 0;
+	/* The kernel doubles the value it is given. */
+	return sopt(fd, SOL_SOCKET, force, (int)(need + 32768));
+}
+
+/* Repair mode, bind, queue sequences, connect (no SYN in repair mode). */
+static int restore_connect(int s, const struct tcpr_conn *c, char *err,
+			   size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	uint32_t seq;
+	int rc;
+
+	if ((rc = filter_attach(s)))
+		return fail(err, len, rc, "restore: SO_ATTACH_FILTER");
+	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)))
+		return fail(err, len, rc, "restore: TCP_REPAIR on");
+	if ((rc = sopt(s, SOL_SOCKET, SO_REUSEADDR, 1)))
+		return fail(err, len, rc, "restore: SO_REUSEADDR");
+	if ((rc = grow_buf(s, SO_SNDBUF, SO_SNDBUFFORCE, c->sndq_len)) ||
+	    (rc = grow_buf(s, SO_RCVBUF, SO_RCVBUFFORCE, c->rcvq_len)))
+		return fail(err, len, rc, "restore: growing the buffers");
+	sl = conn_sockaddr(c, true, &ss);
+	if (bind(s, (struct sockaddr *)&ss, sl))
+		return fail(err, len, -errno, "restore: bind to the local "
+			    "address and port %u", c->lport);
+	seq = c->rcv_seq - c->rcvq_len;
+	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_RECV_QUEUE)) ||
+	    setsockopt(s, SOL_TCP, TCP_QUEUE_SEQ, &seq, sizeof(seq)))
+		return fail(err, len, rc ? rc : -errno,
+			    "restore: receive sequence");
+	seq = c->snd_seq - c->sndq_len;
+	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_SEND_QUEUE)) ||
+	    setsockopt(s, SOL_TCP, TCP_QUEUE_SEQ, &seq, sizeof(seq)))
+		return fail(err, len, rc ? rc : -errno,
+			    "restore: send sequence");
+	sl = conn_sockaddr(c, false, &ss);
+	if (connect(s, (struct sockaddr *)&ss, sl))
+		return fail(err, len, -errno, "restore: connect to the peer "
+			    "port %u", c->rport);
+	return 0;
+}
+
+static int restore_options(int s, const struct tcpr_conn *c, char *err,
+			   size_t len)
+{
+	struct tcpr_opt o[4];
+	unsigned n = 0;
+
+	o[n++] = (struct tcpr_opt){ TCPOPT_MAXSEG, c->mss };
+	if (c->wscale_ok)
+		o[n++] = (struct tcpr_opt){ TCPOPT_WINDOW,
+					    c->snd_wscale |
+						    (c->rcv_wscale << 16) };
+	if (c->sack)
+		o[n++] = (struct tcpr_opt){ TCPOPT_SACK_PERMITTED, 0 };
+	if (c->tstamp)
+		o[n++] = (struct tcpr_opt){ TCPOPT_TIMESTAMP, 0 };
+	if (setsockopt(s, SOL_TCP, TCP_REPAIR_OPTIONS, o, n * sizeof(o[0])))
+		return fail(err, len, -errno, "restore: TCP_REPAIR_OPTIONS");
+	return 0;
+}
+
+/* Write @n bytes into the selected repair queue, halving the chunk when
+ * the kernel cannot allocate one that large. */
+static int queue_write(int s, const uint8_t *p, uint32_t n)
+{
+	uint32_t chunk = TCPR_CHUNK;
+
+	while (n) {
+		ssize_t w = send(s, p, n < chunk ? n : chunk, MSG_NOSIGNAL);
+
+		if (w > 0) {
+			p += w;
+			n -= (uint32_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == ENOMEM || errno == ENOBUFS) &&
+		    chunk > TCPR_CHUNK_MIN) {
+			chunk /= 2;
+			continue;
+		}
+		return w < 0 ? -errno : -EIO;
+	}
+	return 0;
+}
+
+static int restore_queues(int s, const struct tcpr_conn *c, char *err,
+			  size_t len)
+{
+	uint32_t sent = c->sndq_len - c->sndq_unsent;
+	int rc;
+
+	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_RECV_QUEUE)) ||
+	    (rc = queue_write(s, c->rcvq, c->rcvq_len)))
+		return fail(err, len, rc, "restore: %u bytes of the receive "
+			    "queue", c->rcvq_len);
+	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_SEND_QUEUE)) ||
+	    (rc = queue_write(s, c->sndq, sent)))
+		return fail(err, len, rc, "restore: %u sent bytes of the send "
+			    "queue", sent);
+	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_NO_QUEUE)))
+		return fail(err, len, rc, "restore: TCP_REPAIR_QUEUE");
+	return 0;
+}
+
+/* The window goes after the queues: the kernel checks it against rcv_nxt,
+ * which only reaches its dumped value once the receive queue is back. */
+static int restore_window(int s, const struct tcpr_conn *c, char *err,
+			  size_t len)
+{
+	struct tcpr_wnd w = {
+		.snd_wl1 = c->win.snd_wl1, .snd_wnd = c->win.snd_wnd,
+		.max_window = c->win.max_window, .rcv_wnd = c->win.rcv_wnd,
+		.rcv_wup = c->win.rcv_wup,
+	};
+	int rc;
+
+	if (setsockopt(s, SOL_TCP, TCP_REPAIR_WINDOW, &w, sizeof(w)))
+		return fail(err, len, -errno, "restore: TCP_REPAIR_WINDOW");
+	if (c->tstamp &&
+	    (rc = sopt(s, SOL_TCP, TCP_TIMESTAMP, (int)c->ts_val)))
+		return fail(err, len, rc, "restore: TCP_TIMESTAMP");
+	if ((rc = sopt(s, SOL_TCP, TCP_NODELAY, c->nodelay)))
+		return fail(err, len, rc, "restore: TCP_NODELAY");
+	return 0;
+}
+
+/**
+ * tcpr_restore() - re-create a dumped connection, frozen.
+ * @c: the dump.
+ * @fd: receives the new socket (non-blocking, close-on-exec), or -1.
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * The socket is bound and connected to the dump's addresses without a
+ * packet on the wire; its sequences, options, window, timestamp clock and
+ * queues are the dump's. It stays frozen until tcpr_thaw(), which also
+ * queues the send queue's unsent part; tcpr_discard() drops it silently.
+ * The 4-tuple must be free: the source has discarded its socket, or lives
+ * in another network namespace.
+ *
+ * Return: 0, or -errno with nothing left behind.
+ */
+int tcpr_restore(const struct tcpr_conn *c, int *fd, char *err, size_t len)
+{
+	uint32_t sent;
+	int s, rc;
+
+	*fd = -1;
+	if ((rc = conn_check(c, err, len)))
+		return rc;
+	s = socket(c->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		   IPPROTO_TCP);
+	if (s < 0)
+		return fail(err, len, -errno, "restore: socket");
+	if ((rc = restore_connect(s, c, err, len)) ||
+	    (rc = restore_options(s, c, err, len)) ||
+	    (rc = restore_queues(s, c, err, len)) ||
+	    (rc = restore_window(s, c, err, len)))
+		goto fail;
+	sent = c->sndq_len - c->sndq_unsent;
+	if (c->sndq_unsent &&
+	    (rc = pend_put(s, c->sndq + sent, c->sndq_unsent))) {
+		fail(err, len, rc, "restore: keeping the unsent bytes");
+		goto fail;
+	}
+	*fd = s;
+	return 0;
+fail:
+	tcpr_discard(s);
+	return rc;
+}
+
+/* ---- state ---- */
+
+/**
+ * tcpr_visit() - the dump's fields, for a device's visit function. The
+ * queues are variable byte fields allocated on load (free them with
+ * tcpr_conn_clear()).
+ * @v: the visitor.
+ * @c: the dump: saved, or loaded into (queues NULL or malloc()ed).
+ */
+void tcpr_visit(ferry_visitor *v, struct tcpr_conn *c)
+{
+	const unsigned MUST = FERRY_FIELD_MUST, SKIP = FERRY_FIELD_SKIPPABLE;
+
+	ferry_visit_i32(v, "family", (int32_t *)&c->family, 0, MUST);
+	ferry_visit_bytes(v, "laddr", c->laddr, sizeof(c->laddr), MUST);
+	ferry_visit_bytes(v, "raddr", c->raddr, sizeof(c->raddr), MUST);
+	ferry_visit_u16(v, "lport", &c->lport, 0, MUST);
+	ferry_visit_u16(v, "rport", &c->rport, 0, MUST);
+	ferry_visit_u32(v, "snd_seq", &c->snd_seq, 0, MUST);
+	ferry_visit_u32(v, "rcv_seq", &c->rcv_seq, 0, MUST);
+	ferry_visit_bytes_alloc(v, "sndq", (void **)&c->sndq, &c->sndq_len,
+				TCPR_QUEUE_MAX, MUST);
+	ferry_visit_u32(v, "sndq_unsent", &c->sndq_unsent, 0, MUST);
+	ferry_visit_bytes_alloc(v, "rcvq", (void **)&c->rcvq, &c->rcvq_len,
+				TCPR_QUEUE_MAX, MUST);
+	ferry_visit_u32(v, "mss", &c->mss, 0, MUST);
+	ferry_visit_u32(v, "snd_wscale", &c->snd_wscale, 0, MUST);
+	ferry_visit_u32(v, "rcv_wscale", &c->rcv_wscale, 0, MUST);
+	ferry_visit_bool(v, "sack", &c->sack, false, MUST);
+	ferry_visit_bool(v, "tstamp", &c->tstamp, false, MUST);
+	ferry_visit_bool(v, "wscale_ok", &c->wscale_ok, false, MUST);
+	ferry_visit_u32(v, "ts_val", &c->ts_val, 0, MUST);
+	if (ferry_visit_struct_begin(v, "win", MUST) == 0) {
+		ferry_visit_u32(v, "snd_wl1", &c->win.snd_wl1, 0, MUST);
+		ferry_visit_u32(v, "snd_wnd", &c->win.snd_wnd, 0, MUST);
+		ferry_visit_u32(v, "max_window", &c->win.max_window, 0, MUST);
+		ferry_visit_u32(v, "rcv_wnd", &c->win.rcv_wnd, 0, MUST);
+		ferry_visit_u32(v, "rcv_wup", &c->win.rcv_wup, 0, MUST);
+		ferry_visit_struct_end(v);
+	}
+	ferry_visit_bool(v, "nodelay", &c->nodelay, false, SKIP);
+	ferry_visit_u32(v, "sndbuf", &c->sndbuf, 0, SKIP);
+	ferry_visit_u32(v, "rcvbuf", &c->rcvbuf, 0, SKIP);
+	/* A zeroed dump (schema capture) passes; restore checks the rest. */
+	if (c->sndq_unsent > c->sndq_len ||
+	    (c->family && c->family != AF_INET && c->family != AF_INET6))
+		ferry_visit_fail(v, -EINVAL, "family %d, unsent %u of a %u-byte "
+				 "send queue", c->family, c->sndq_unsent,
+				 c->sndq_len);
+}

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcprepair.h - freeze, dump, restore and thaw established TCP sockets with
+ * the kernel's TCP_REPAIR mode, so a device can hand its live connections
+ * to another process (same or another network namespace) without the peer
+ * seeing anything but a stall.
+ *
+ * Life of a connection across a migration:
+ *   source:      tcpr_freeze() -> tcpr_dump() -> (failure: tcpr_thaw())
+ *                                             -> (release: tcpr_discard())
+ *   destination: tcpr_restore() -> tcpr_thaw()
+ *
+ * Needs CAP_NET_ADMIN in the socket's network namespace (tcpr_available()
+ * says whether it is there). Listening sockets are not frozen: the device
+ * records their address and re-creates them.
+ *
+ * A frozen socket sends nothing (repair mode) and takes nothing in (a
+ * socket filter drops what arrives, so no byte is acknowledged after the
+ * dump; the peer retransmits it after the thaw, to whichever socket then
+ * holds the connection). tcpr_restore() returns a non-blocking socket and
+ * keeps the never-sent tail of the send queue aside, keyed by the fd:
+ * tcpr_thaw() queues it, tcpr_discard() drops it, so call one of the two
+ * on every restored fd (not plain close()). A thawed socket has
+ * SO_REUSEADDR on (leaving repair mode clears it, which would keep the
+ * port's listener and the next restored connection from binding). The
+ * functions are thread-safe for different fds.
+ */
+#ifndef FY_VM_TCPREPAIR_H
+#define FY_VM_TCPREPAIR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry.h"
+
+struct tcpr_conn {              /* one established TCP socket, frozen */
+	int family;                 /* AF_INET or AF_INET6 */
+	uint8_t laddr[16], raddr[16];   /* network byte order; v4 in the first 4 */
+	uint16_t lport, rport;      /* host byte order */
+	uint32_t snd_seq, rcv_seq;  /* TCP_QUEUE_SEQ of each queue */
+	uint8_t *sndq; uint32_t sndq_len;   /* whole send queue (unacked + unsent), malloc'd */
+	uint32_t sndq_unsent;       /* of which not yet sent (SIOCOUTQNSD) */
+	uint8_t *rcvq; uint32_t rcvq_len;   /* unread receive queue, malloc'd */
+	uint32_t mss, snd_wscale, rcv_wscale;
+	bool sack, tstamp, wscale_ok;
+	uint32_t ts_val;            /* TCP_TIMESTAMP at dump */
+	struct { uint32_t snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup; } win;
+	bool nodelay;               /* and any other socket option worth keeping */
+	uint32_t sndbuf, rcvbuf;    /* SO_SNDBUF/SO_RCVBUF at dump (informative: a
+				       restore grows its buffers only to fit the queues) */
+};
+
+/* All return 0 or -errno and write a one-line reason into err. */
+int  tcpr_available(char *err, size_t len);      /* CAP_NET_ADMIN + kernel support probe */
+int  tcpr_freeze(int fd, char *err, size_t len); /* TCP_REPAIR on (no packets sent while on) */
+int  tcpr_thaw(int fd, char *err, size_t len);   /* TCP_REPAIR off: back to normal, peer saw a stall only */
+int  tcpr_dump(int fd, struct tcpr_conn *c, char *err, size_t len);   /* fd frozen */
+int  tcpr_restore(const struct tcpr_conn *c, int *fd, char *err, size_t len);
+				/* new socket, repair mode, bound+connected, queues and options
+				   restored; still FROZEN: call tcpr_thaw() to let it run */
+void tcpr_discard(int fd);      /* close a frozen socket: no FIN, no RST ever */
+void tcpr_conn_clear(struct tcpr_conn *c);       /* frees the queues */
+void tcpr_visit(ferry_visitor *v, struct tcpr_conn *c); /* its fields for the state layer,
+				   schema'd (queues as variable byte fields of any size) */
+
+#endif /* FY_VM_TCPREPAIR_H */
