@@ -463,9 +463,13 @@ static uint64_t serve_slot(struct kv *k, uint32_t i, bool *kick)
 				ring_put(k, i, th, k->out, rl);
 				th += (uint32_t)rl;
 			}
+			/* The indexes first: the backend frees the slot once
+			 * it sees CLOSE, and the reply must be in it. */
+			slot_store(k, &s->tx_head, th);
+			slot_store(k, &s->rx_tail, tail + (uint32_t)avail);
 			slot_store(k, &s->gflags, NET_G_CLOSE);
-			pos = avail;
-			break;
+			*kick = true;
+			return done;
 		}
 		rl = argc ? kv_exec(k, a, argc) : 0;
 		if (NET_RING - (th - tt) < rl)

@@ -227,6 +227,12 @@ static bool do_rx(struct net *n, uint32_t i)
 		struct iovec iov[2];
 		ssize_t r;
 
+		/* The indexes live in guest RAM (and arrive with a
+		 * migration): ones that cannot be take the slot down. */
+		if (head - tail > NET_RING) {
+			net_slot_reset(n, i, false);
+			return true;
+		}
 		if (!space) {
 			c->rx_full = true;
 			return news;
@@ -762,6 +768,10 @@ struct json_object *net_json(struct vm *vm)
 	json_object_object_add(o, "where", json_object_new_string(where));
 	json_object_object_add(o, "reset", json_object_new_int64(atomic_load(&n->reset)));
 	json_object_object_add(o, "handed", json_object_new_int64(atomic_load(&n->handed)));
+	/* After a local migration the RAM with the guest's counters is the
+	 * destination's (unmapped here): they are reported there. */
+	if (atomic_load(&n->g->ram_released))
+		return o;
 	if (n->hdr->magic == NET_HDR_MAGIC && n->hdr->client_slot != NET_NO_SLOT) {
 		c = json_object_new_object();
 		json_object_object_add(c, "sent", json_object_new_int64((int64_t)n->hdr->client_sent));

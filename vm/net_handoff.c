@@ -344,7 +344,8 @@ static int attach(struct net *n, uint32_t i, int fd)
 /**
  * net_acquire() - take the connections over from the saved dumps (a
  * destination's acquire, a source's reacquire): the address, then each connection
- * restored in repair mode and thawed in its slot, then the listener. A
+ * restored in repair mode in its slot, then the listener, then each
+ * connection thawed. A
  * connection that cannot be restored is reset for the guest (and said
  * on stderr); the guest runs anyway.
  * @n: the device (NULL: nothing).
@@ -363,6 +364,8 @@ int net_acquire(struct net *n)
 		return 0;
 	if (net_address_add(n, err, sizeof(err)))
 		fprintf(stderr, "ferry-vm: net: %s\n", err);
+	/* Every connection restored, still frozen: a listener that then
+	 * cannot open gives them back before any of them took a byte. */
 	for (uint32_t k = 0; s && k < s->nconns; k++) {
 		uint32_t i = s->conns[k].slot;
 
@@ -370,30 +373,19 @@ int net_acquire(struct net *n)
 		t = vm_now_ns();
 		rc = tcpr_restore(&s->conns[k].c, &fd, err, sizeof(err));
 		t_restore += vm_now_ns() - t;
-		t = vm_now_ns();
-		if (!rc)
-			rc = tcpr_thaw(fd, err, sizeof(err));
-		t_thaw += vm_now_ns() - t;
-		/* Leaving repair mode clears the socket's address reuse; an
-		 * accepted socket had it from its listener, and without it
-		 * the next connection on the same local port, or the
-		 * listener, could not bind. */
-		if (!rc && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one,
-				      sizeof(one)))
-			rc = -errno;
 		if (!rc && (rc = attach(n, i, fd)))
 			snprintf(err, sizeof(err), "slot %u is taken", i);
 		if (rc) {
 			if (fd >= 0)
-				close(fd);
+				tcpr_discard(fd);
 			fprintf(stderr, "ferry-vm: net: slot %u not restored: %s\n",
 				i, err);
 			continue; /* net_resume() resets it for the guest */
 		}
-		ok++;
 	}
-	/* The listener comes last: a restored connection cannot bind its
-	 * local port while a socket listens on it. */
+	/* The listener after them: a restored connection cannot bind its
+	 * local port while a socket listens on it (frozen ones keep their
+	 * address reuse, so the listener can). */
 	rc = net_listen_open(n, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry-vm: net: %s; the connections go back\n",
@@ -401,6 +393,31 @@ int net_acquire(struct net *n)
 		give_back(n);
 		address_del(n);
 		return rc;
+	}
+	for (uint32_t k = 0; s && k < s->nconns; k++) {
+		uint32_t i = s->conns[k].slot;
+
+		fd = n->conns[i].fd;
+		if (fd < 0)
+			continue;
+		t = vm_now_ns();
+		rc = tcpr_thaw(fd, err, sizeof(err));
+		t_thaw += vm_now_ns() - t;
+		/* Leaving repair mode clears the socket's address reuse; an
+		 * accepted socket had it from its listener, and without it
+		 * the next connection on the same local port could not
+		 * bind. */
+		if (!rc && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one,
+				      sizeof(one)))
+			rc = -errno;
+		if (rc) {
+			fprintf(stderr, "ferry-vm: net: slot %u not restored: %s\n",
+				i, err);
+			net_conn_drop(n, i, false);
+			tcpr_discard(fd);
+			continue;
+		}
+		ok++;
 	}
 	atomic_store(&n->handed, ok);
 	atomic_store(&n->where, NET_WHERE_HERE);

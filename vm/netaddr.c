@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errf.h"
 #include "netaddr.h"
 
 /* QEMU's announce-self defaults: 5 rounds, the first gap 50 ms, each gap
@@ -44,25 +45,6 @@
 #define ANNOUNCE_FIRST_MS 50
 #define ANNOUNCE_STEP_MS 100
 
-static int fail(char *err, size_t len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-/* Write "<text>: <strerror>" into @err and return @code (negative). */
-static int fail(char *err, size_t len, int code, const char *fmt, ...)
-{
-	va_list ap;
-	int n = 0;
-
-	if (err && len) {
-		va_start(ap, fmt);
-		n = vsnprintf(err, len, fmt, ap);
-		va_end(ap);
-		if (n >= 0 && (size_t)n < len)
-			snprintf(err + n, len - (size_t)n, ": %s",
-				 strerror(-code));
-	}
-	return code;
-}
 
 static size_t addr_len(const struct netaddr *a)
 {
@@ -86,7 +68,7 @@ int netaddr_parse(const char *s, struct netaddr *a, char *err, size_t len)
 
 	memset(a, 0, sizeof(*a));
 	if (!s || strlen(s) >= sizeof(buf))
-		return fail(err, len, -EINVAL, "address '%s'", s ? s : "");
+		return vm_errf(err, len, -EINVAL, "address '%s'", s ? s : "");
 	strcpy(buf, s);
 	slash = strchr(buf, '/');
 	if (slash)
@@ -96,7 +78,7 @@ int netaddr_parse(const char *s, struct netaddr *a, char *err, size_t len)
 	else if (inet_pton(AF_INET6, buf, a->addr) == 1)
 		a->family = AF_INET6;
 	else
-		return fail(err, len, -EINVAL, "address '%s' is neither IPv4 "
+		return vm_errf(err, len, -EINVAL, "address '%s' is neither IPv4 "
 			    "nor IPv6 (want ADDR/PREFIX)", s);
 	a->prefix = (uint8_t)(addr_len(a) * 8);
 	if (!slash)
@@ -105,7 +87,7 @@ int netaddr_parse(const char *s, struct netaddr *a, char *err, size_t len)
 	prefix = strtoul(slash, &end, 10);
 	if (!*slash || *end || errno || prefix < 1 ||
 	    prefix > addr_len(a) * 8)
-		return fail(err, len, -EINVAL, "prefix '/%s' of '%s' out of "
+		return vm_errf(err, len, -EINVAL, "prefix '/%s' of '%s' out of "
 			    "range (1..%zu)", slash, s, addr_len(a) * 8);
 	a->prefix = (uint8_t)prefix;
 	return 0;
@@ -185,11 +167,11 @@ static int addr_msg(const struct netaddr *a, const char *ifname, int type,
 
 	inet_ntop(a->family, a->addr, text, sizeof(text));
 	if (a->family != AF_INET && a->family != AF_INET6)
-		return fail(err, len, -EAFNOSUPPORT, "%s address: family %d",
+		return vm_errf(err, len, -EAFNOSUPPORT, "%s address: family %d",
 			    what, a->family);
 	idx = if_nametoindex(ifname ? ifname : "");
 	if (!idx)
-		return fail(err, len, -ENODEV, "%s %s/%u: interface '%s'",
+		return vm_errf(err, len, -ENODEV, "%s %s/%u: interface '%s'",
 			    what, text, a->prefix, ifname ? ifname : "");
 	memset(&r, 0, sizeof(r));
 	r.nh.nlmsg_len = NLMSG_LENGTH(sizeof(r.ifa));
@@ -207,7 +189,7 @@ static int addr_msg(const struct netaddr *a, const char *ifname, int type,
 		rta_add(&r, IFA_FLAGS, &ifa_flags, sizeof(ifa_flags));
 	rc = nl_talk(&r.nh);
 	if (rc)
-		return fail(err, len, rc, "%s %s/%u on %s", what, text,
+		return vm_errf(err, len, rc, "%s %s/%u on %s", what, text,
 			    a->prefix, ifname);
 	return 0;
 }
@@ -407,17 +389,17 @@ int netaddr_announce(const struct netaddr *a, const char *ifname, char *err,
 	int rc;
 
 	if (!idx)
-		return fail(err, len, -ENODEV, "announce: interface '%s'",
+		return vm_errf(err, len, -ENODEV, "announce: interface '%s'",
 			    ifname ? ifname : "");
 	if (a->family != AF_INET && a->family != AF_INET6)
-		return fail(err, len, -EAFNOSUPPORT, "announce: family %d",
+		return vm_errf(err, len, -EAFNOSUPPORT, "announce: family %d",
 			    a->family);
 	if ((rc = if_mac(ifname, mac)))
-		return fail(err, len, rc, "announce: %s is not an Ethernet "
+		return vm_errf(err, len, rc, "announce: %s is not an Ethernet "
 			    "interface", ifname);
 	an = calloc(1, sizeof(*an));
 	if (!an)
-		return fail(err, len, -ENOMEM, "announce");
+		return vm_errf(err, len, -ENOMEM, "announce");
 	an->family = a->family;
 	if (a->family == AF_INET)
 		arp_build(an, a, mac, idx);
@@ -425,16 +407,16 @@ int netaddr_announce(const struct netaddr *a, const char *ifname, char *err,
 		na_build(an, a, mac, idx);
 	an->fd = announce_socket(a, ifname);
 	if (an->fd < 0) {
-		rc = fail(err, len, -errno, "announce: socket on %s", ifname);
+		rc = vm_errf(err, len, -errno, "announce: socket on %s", ifname);
 		free(an);
 		return rc;
 	}
 	if ((rc = announce_send(an))) {
-		fail(err, len, rc, "announce: sending on %s", ifname);
+		vm_errf(err, len, rc, "announce: sending on %s", ifname);
 		goto fail;
 	}
 	if ((rc = pthread_create(&t, NULL, announce_rounds, an))) {
-		fail(err, len, -rc, "announce: thread");
+		vm_errf(err, len, -rc, "announce: thread");
 		rc = -rc;
 		goto fail;
 	}

@@ -378,5 +378,6 @@ void guest_ram_release(struct guest *g)
 	if (g->memfd >= 0)
 		close(g->memfd);
 	g->memfd = -1;
+	atomic_store(&g->ram_released, true);
 	fprintf(stderr, "ferry-vm: guest RAM unmapped: the destination owns it\n");
 }

@@ -45,6 +45,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "errf.h"
 #include "tcprepair.h"
 
 /* Older C library headers lack some of these; the values are the
@@ -101,25 +102,6 @@ _Static_assert(sizeof(int) == sizeof(int32_t), "family is visited as i32");
 /* How long tcpr_thaw() waits for room to queue the unsent bytes. */
 #define TCPR_THAW_WAIT_MS 2000
 
-static int fail(char *err, size_t len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-/* Write "<text>: <strerror>" into @err and return @code (negative). */
-static int fail(char *err, size_t len, int code, const char *fmt, ...)
-{
-	va_list ap;
-	int n = 0;
-
-	if (err && len) {
-		va_start(ap, fmt);
-		n = vsnprintf(err, len, fmt, ap);
-		va_end(ap);
-		if (n >= 0 && (size_t)n < len)
-			snprintf(err + n, len - (size_t)n, ": %s",
-				 strerror(-code));
-	}
-	return code;
-}
 
 static int sopt(int fd, int level, int name, int val)
 {
@@ -264,15 +246,15 @@ int tcpr_available(char *err, size_t len)
 	int rc;
 
 	if (fd < 0)
-		return fail(err, len, -errno, "TCP_REPAIR probe: socket");
+		return vm_errf(err, len, -errno, "TCP_REPAIR probe: socket");
 	rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON);
 	if (rc == -EPERM)
-		fail(err, len, rc, "TCP_REPAIR needs CAP_NET_ADMIN "
+		vm_errf(err, len, rc, "TCP_REPAIR needs CAP_NET_ADMIN "
 		     "(run as root)");
 	else if (rc)
-		fail(err, len, rc, "TCP_REPAIR not supported by the kernel");
+		vm_errf(err, len, rc, "TCP_REPAIR not supported by the kernel");
 	else if ((rc = filter_attach(fd)))
-		fail(err, len, rc, "TCP_REPAIR probe: SO_ATTACH_FILTER");
+		vm_errf(err, len, rc, "TCP_REPAIR probe: SO_ATTACH_FILTER");
 	close(fd);
 	return rc;
 }
@@ -291,11 +273,11 @@ int tcpr_freeze(int fd, char *err, size_t len)
 	int rc = filter_attach(fd);
 
 	if (rc)
-		return fail(err, len, rc, "freeze: SO_ATTACH_FILTER");
+		return vm_errf(err, len, rc, "freeze: SO_ATTACH_FILTER");
 	rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON);
 	if (rc) {
 		filter_detach(fd);
-		return fail(err, len, rc, "freeze: TCP_REPAIR on");
+		return vm_errf(err, len, rc, "freeze: TCP_REPAIR on");
 	}
 	return 0;
 }
@@ -343,23 +325,23 @@ int tcpr_thaw(int fd, char *err, size_t len)
 	int rc = filter_detach(fd);
 
 	if (rc)
-		return fail(err, len, rc, "thaw: SO_DETACH_FILTER");
+		return vm_errf(err, len, rc, "thaw: SO_DETACH_FILTER");
 	rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF);
 	if (rc)
-		return fail(err, len, rc, "thaw: TCP_REPAIR off");
+		return vm_errf(err, len, rc, "thaw: TCP_REPAIR off");
 	/* Leaving repair mode clears the socket's address reuse, and a bound
 	 * connection without it makes every later bind of its port fail: the
 	 * next restored connection of a listener's port, or the listener
 	 * itself. Turn it back on, as an accepted socket has it. */
 	rc = sopt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
 	if (rc)
-		return fail(err, len, rc, "thaw: SO_REUSEADDR");
+		return vm_errf(err, len, rc, "thaw: SO_REUSEADDR");
 	p = pend_take(fd);
 	if (p.buf) {
 		rc = send_all(fd, p.buf, p.len);
 		free(p.buf);
 		if (rc)
-			return fail(err, len, rc, "thaw: queueing the %u "
+			return vm_errf(err, len, rc, "thaw: queueing the %u "
 				    "unsent bytes", p.len);
 	}
 	return 0;
@@ -402,7 +384,7 @@ static int dump_addrs(int fd, struct tcpr_conn *c, char *err, size_t len)
 
 	if (getsockname(fd, (struct sockaddr *)&l, &ll) ||
 	    getpeername(fd, (struct sockaddr *)&r, &rl))
-		return fail(err, len, -errno, "dump: socket addresses");
+		return vm_errf(err, len, -errno, "dump: socket addresses");
 	c->family = l.ss_family;
 	if (c->family == AF_INET) {
 		const struct sockaddr_in *a = (void *)&l, *b = (void *)&r;
@@ -419,7 +401,7 @@ static int dump_addrs(int fd, struct tcpr_conn *c, char *err, size_t len)
 		c->lport = ntohs(a->sin6_port);
 		c->rport = ntohs(b->sin6_port);
 	} else {
-		return fail(err, len, -EAFNOSUPPORT, "dump: family %d",
+		return vm_errf(err, len, -EAFNOSUPPORT, "dump: family %d",
 			    c->family);
 	}
 	return 0;
@@ -434,9 +416,9 @@ static int dump_params(int fd, struct tcpr_conn *c, char *err, size_t len)
 	int v, rc;
 
 	if (getsockopt(fd, SOL_TCP, TCP_INFO, &ti, &sl))
-		return fail(err, len, -errno, "dump: TCP_INFO");
+		return vm_errf(err, len, -errno, "dump: TCP_INFO");
 	if (ti.tcpi_state != TCP_ESTABLISHED)
-		return fail(err, len, -ENOTCONN, "dump: TCP state %u, only "
+		return vm_errf(err, len, -ENOTCONN, "dump: TCP state %u, only "
 			    "established connections are handed over",
 			    ti.tcpi_state);
 	c->sack = ti.tcpi_options & TCPI_OPT_SACK;
@@ -447,29 +429,29 @@ static int dump_params(int fd, struct tcpr_conn *c, char *err, size_t len)
 	/* In repair mode TCP_MAXSEG reads the MSS clamp, which is what
 	 * TCP_REPAIR_OPTIONS sets back. */
 	if ((rc = gopt(fd, SOL_TCP, TCP_MAXSEG, &v)))
-		return fail(err, len, rc, "dump: TCP_MAXSEG");
+		return vm_errf(err, len, rc, "dump: TCP_MAXSEG");
 	c->mss = (uint32_t)v;
 	if (c->tstamp) {
 		if ((rc = gopt(fd, SOL_TCP, TCP_TIMESTAMP, &v)))
-			return fail(err, len, rc, "dump: TCP_TIMESTAMP");
+			return vm_errf(err, len, rc, "dump: TCP_TIMESTAMP");
 		c->ts_val = (uint32_t)v;
 	}
 	sl = sizeof(w);
 	if (getsockopt(fd, SOL_TCP, TCP_REPAIR_WINDOW, &w, &sl))
-		return fail(err, len, -errno, "dump: TCP_REPAIR_WINDOW");
+		return vm_errf(err, len, -errno, "dump: TCP_REPAIR_WINDOW");
 	c->win.snd_wl1 = w.snd_wl1;
 	c->win.snd_wnd = w.snd_wnd;
 	c->win.max_window = w.max_window;
 	c->win.rcv_wnd = w.rcv_wnd;
 	c->win.rcv_wup = w.rcv_wup;
 	if ((rc = gopt(fd, SOL_TCP, TCP_NODELAY, &v)))
-		return fail(err, len, rc, "dump: TCP_NODELAY");
+		return vm_errf(err, len, rc, "dump: TCP_NODELAY");
 	c->nodelay = v != 0;
 	if ((rc = gopt(fd, SOL_SOCKET, SO_SNDBUF, &v)))
-		return fail(err, len, rc, "dump: SO_SNDBUF");
+		return vm_errf(err, len, rc, "dump: SO_SNDBUF");
 	c->sndbuf = (uint32_t)v;
 	if ((rc = gopt(fd, SOL_SOCKET, SO_RCVBUF, &v)))
-		return fail(err, len, rc, "dump: SO_RCVBUF");
+		return vm_errf(err, len, rc, "dump: SO_RCVBUF");
 	c->rcvbuf = (uint32_t)v;
 	return 0;
 }
@@ -484,26 +466,26 @@ static int dump_queue(int fd, int queue, uint32_t *seq, uint8_t **buf,
 	int rc;
 
 	if ((rc = sopt(fd, SOL_TCP, TCP_REPAIR_QUEUE, queue)))
-		return fail(err, len, rc, "dump: selecting the %s queue", what);
+		return vm_errf(err, len, rc, "dump: selecting the %s queue", what);
 	if (getsockopt(fd, SOL_TCP, TCP_QUEUE_SEQ, seq, &sl))
-		return fail(err, len, -errno, "dump: %s queue sequence", what);
+		return vm_errf(err, len, -errno, "dump: %s queue sequence", what);
 	if (!n)
 		return 0;
 	if (n > TCPR_QUEUE_MAX)
-		return fail(err, len, -EFBIG, "dump: %s queue of %u bytes "
+		return vm_errf(err, len, -EFBIG, "dump: %s queue of %u bytes "
 			    "(at most %u can be handed over)", what, n,
 			    TCPR_QUEUE_MAX);
 	*buf = malloc((size_t)n + 1);
 	if (!*buf)
-		return fail(err, len, -ENOMEM, "dump: %s queue", what);
+		return vm_errf(err, len, -ENOMEM, "dump: %s queue", what);
 	/* One byte more than the kernel counted: a longer queue would
 	 * mean the count and the bytes disagree. */
 	got = recv(fd, *buf, (size_t)n + 1, MSG_PEEK | MSG_DONTWAIT);
 	if (got < 0)
-		return fail(err, len, -errno, "dump: reading the %s queue",
+		return vm_errf(err, len, -errno, "dump: reading the %s queue",
 			    what);
 	if ((size_t)got != n)
-		return fail(err, len, -EIO, "dump: %s queue has %zd bytes, "
+		return vm_errf(err, len, -EIO, "dump: %s queue has %zd bytes, "
 			    "the kernel counted %u", what, got, n);
 	return 0;
 }
@@ -530,11 +512,11 @@ int tcpr_dump(int fd, struct tcpr_conn *c, char *err, size_t len)
 		sopt(fd, SOL_SOCKET, SO_PEEK_OFF, -1);
 	if (ioctl(fd, SIOCOUTQ, &outq) || ioctl(fd, SIOCOUTQNSD, &unsent) ||
 	    ioctl(fd, SIOCINQ, &inq)) {
-		rc = fail(err, len, -errno, "dump: queue sizes");
+		rc = vm_errf(err, len, -errno, "dump: queue sizes");
 		goto fail;
 	}
 	if (outq < 0 || inq < 0 || unsent < 0 || unsent > outq) {
-		rc = fail(err, len, -EIO, "dump: queue sizes %d/%d/%d make no "
+		rc = vm_errf(err, len, -EIO, "dump: queue sizes %d/%d/%d make no "
 			  "sense", outq, unsent, inq);
 		goto fail;
 	}
@@ -586,19 +568,19 @@ static socklen_t conn_sockaddr(const struct tcpr_conn *c, bool local,
 static int conn_check(const struct tcpr_conn *c, char *err, size_t len)
 {
 	if (c->family != AF_INET && c->family != AF_INET6)
-		return fail(err, len, -EAFNOSUPPORT, "restore: family %d",
+		return vm_errf(err, len, -EAFNOSUPPORT, "restore: family %d",
 			    c->family);
 	if (!c->lport || !c->rport)
-		return fail(err, len, -EINVAL, "restore: port 0");
+		return vm_errf(err, len, -EINVAL, "restore: port 0");
 	if ((c->sndq_len && !c->sndq) || (c->rcvq_len && !c->rcvq) ||
 	    c->sndq_unsent > c->sndq_len || c->sndq_len > TCPR_QUEUE_MAX ||
 	    c->rcvq_len > TCPR_QUEUE_MAX)
-		return fail(err, len, -EINVAL, "restore: inconsistent queues "
+		return vm_errf(err, len, -EINVAL, "restore: inconsistent queues "
 			    "(send %u, unsent %u, receive %u)", c->sndq_len,
 			    c->sndq_unsent, c->rcvq_len);
 	if (c->snd_wscale > 14 || c->rcv_wscale > 14 || !c->mss ||
 	    c->mss > 65535)
-		return fail(err, len, -EINVAL, "restore: window scales %u/%u "
+		return vm_errf(err, len, -EINVAL, "restore: window scales %u/%u "
 			    "or MSS %u out of range", c->snd_wscale,
 			    c->rcv_wscale, c->mss);
 	return 0;
@@ -628,31 +610,31 @@ static int restore_connect(int s, const struct tcpr_conn *c, char *err,
 	int rc;
 
 	if ((rc = filter_attach(s)))
-		return fail(err, len, rc, "restore: SO_ATTACH_FILTER");
+		return vm_errf(err, len, rc, "restore: SO_ATTACH_FILTER");
 	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)))
-		return fail(err, len, rc, "restore: TCP_REPAIR on");
+		return vm_errf(err, len, rc, "restore: TCP_REPAIR on");
 	if ((rc = sopt(s, SOL_SOCKET, SO_REUSEADDR, 1)))
-		return fail(err, len, rc, "restore: SO_REUSEADDR");
+		return vm_errf(err, len, rc, "restore: SO_REUSEADDR");
 	if ((rc = grow_buf(s, SO_SNDBUF, SO_SNDBUFFORCE, c->sndq_len)) ||
 	    (rc = grow_buf(s, SO_RCVBUF, SO_RCVBUFFORCE, c->rcvq_len)))
-		return fail(err, len, rc, "restore: growing the buffers");
+		return vm_errf(err, len, rc, "restore: growing the buffers");
 	sl = conn_sockaddr(c, true, &ss);
 	if (bind(s, (struct sockaddr *)&ss, sl))
-		return fail(err, len, -errno, "restore: bind to the local "
+		return vm_errf(err, len, -errno, "restore: bind to the local "
 			    "address and port %u", c->lport);
 	seq = c->rcv_seq - c->rcvq_len;
 	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_RECV_QUEUE)) ||
 	    setsockopt(s, SOL_TCP, TCP_QUEUE_SEQ, &seq, sizeof(seq)))
-		return fail(err, len, rc ? rc : -errno,
+		return vm_errf(err, len, rc ? rc : -errno,
 			    "restore: receive sequence");
 	seq = c->snd_seq - c->sndq_len;
 	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_SEND_QUEUE)) ||
 	    setsockopt(s, SOL_TCP, TCP_QUEUE_SEQ, &seq, sizeof(seq)))
-		return fail(err, len, rc ? rc : -errno,
+		return vm_errf(err, len, rc ? rc : -errno,
 			    "restore: send sequence");
 	sl = conn_sockaddr(c, false, &ss);
 	if (connect(s, (struct sockaddr *)&ss, sl))
-		return fail(err, len, -errno, "restore: connect to the peer "
+		return vm_errf(err, len, -errno, "restore: connect to the peer "
 			    "port %u", c->rport);
 	return 0;
 }
@@ -673,7 +655,7 @@ static int restore_options(int s, const struct tcpr_conn *c, char *err,
 	if (c->tstamp)
 		o[n++] = (struct tcpr_opt){ TCPOPT_TIMESTAMP, 0 };
 	if (setsockopt(s, SOL_TCP, TCP_REPAIR_OPTIONS, o, n * sizeof(o[0])))
-		return fail(err, len, -errno, "restore: TCP_REPAIR_OPTIONS");
+		return vm_errf(err, len, -errno, "restore: TCP_REPAIR_OPTIONS");
 	return 0;
 }
 
@@ -711,14 +693,14 @@ static int restore_queues(int s, const struct tcpr_conn *c, char *err,
 
 	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_RECV_QUEUE)) ||
 	    (rc = queue_write(s, c->rcvq, c->rcvq_len)))
-		return fail(err, len, rc, "restore: %u bytes of the receive "
+		return vm_errf(err, len, rc, "restore: %u bytes of the receive "
 			    "queue", c->rcvq_len);
 	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_SEND_QUEUE)) ||
 	    (rc = queue_write(s, c->sndq, sent)))
-		return fail(err, len, rc, "restore: %u sent bytes of the send "
+		return vm_errf(err, len, rc, "restore: %u sent bytes of the send "
 			    "queue", sent);
 	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_NO_QUEUE)))
-		return fail(err, len, rc, "restore: TCP_REPAIR_QUEUE");
+		return vm_errf(err, len, rc, "restore: TCP_REPAIR_QUEUE");
 	return 0;
 }
 
@@ -735,12 +717,12 @@ static int restore_window(int s, const struct tcpr_conn *c, char *err,
 	int rc;
 
 	if (setsockopt(s, SOL_TCP, TCP_REPAIR_WINDOW, &w, sizeof(w)))
-		return fail(err, len, -errno, "restore: TCP_REPAIR_WINDOW");
+		return vm_errf(err, len, -errno, "restore: TCP_REPAIR_WINDOW");
 	if (c->tstamp &&
 	    (rc = sopt(s, SOL_TCP, TCP_TIMESTAMP, (int)c->ts_val)))
-		return fail(err, len, rc, "restore: TCP_TIMESTAMP");
+		return vm_errf(err, len, rc, "restore: TCP_TIMESTAMP");
 	if ((rc = sopt(s, SOL_TCP, TCP_NODELAY, c->nodelay)))
-		return fail(err, len, rc, "restore: TCP_NODELAY");
+		return vm_errf(err, len, rc, "restore: TCP_NODELAY");
 	return 0;
 }
 
@@ -771,7 +753,7 @@ int tcpr_restore(const struct tcpr_conn *c, int *fd, char *err, size_t len)
 	s = socket(c->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 		   IPPROTO_TCP);
 	if (s < 0)
-		return fail(err, len, -errno, "restore: socket");
+		return vm_errf(err, len, -errno, "restore: socket");
 	if ((rc = restore_connect(s, c, err, len)) ||
 	    (rc = restore_options(s, c, err, len)) ||
 	    (rc = restore_queues(s, c, err, len)) ||
@@ -780,7 +762,7 @@ int tcpr_restore(const struct tcpr_conn *c, int *fd, char *err, size_t len)
 	sent = c->sndq_len - c->sndq_unsent;
 	if (c->sndq_unsent &&
 	    (rc = pend_put(s, c->sndq + sent, c->sndq_unsent))) {
-		fail(err, len, rc, "restore: keeping the unsent bytes");
+		vm_errf(err, len, rc, "restore: keeping the unsent bytes");
 		goto fail;
 	}
 	*fd = s;

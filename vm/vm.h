@@ -183,6 +183,7 @@ struct guest {
 	uint8_t *ram;
 	uint64_t huge_added; /* hugetlb pages this guest added to the pool */
 	atomic_uint_fast64_t populated; /* bytes of RAM populated so far */
+	atomic_bool ram_released; /* guest_ram_release(): nothing may read it */
 
 	/* One bit per page, set after every store to the page; handed to the
 	 * engine (and cleared) by guest_dirty_bitmap(). */

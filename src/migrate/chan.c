@@ -723,7 +723,8 @@ static int tls_idle(void *opaque, bool sending, uint64_t since_ns)
 	struct fy_chan *c = opaque;
 
 	if (sending)
-		return tick(c, since_ns, FY_IDLE_TIMEOUT_MS);
+		return tick(c, since_ns, c->tx.limit_ms ? c->tx.limit_ms
+						      : FY_IDLE_TIMEOUT_MS);
 	if (c->rx.last_rx_ns > since_ns)
 		since_ns = c->rx.last_rx_ns;
 	return tick(c, since_ns, c->tls_rx_limit_ms);
@@ -837,6 +838,10 @@ int fy_chan_send_rec_fds(struct fy_chan *c, uint32_t type, uint32_t seq,
 	ssize_t w;
 	int rc;
 
+	/* Descriptors pass beside the stream: never under TLS (the config
+	 * check and HELLO keep the two apart). */
+	if (c->tls)
+		return -EINVAL;
 	if (c->is_file)
 		return -EINVAL;
 	rc = fy_chan_flush(c);

@@ -536,6 +536,25 @@ static int wait_more(struct fy_tls *t, bool sending)
 		       : 0;
 }
 
+/* During the handshake, before every read or write, not only when the
+ * peer is silent: a stranger that trickles a byte per tick must not hold
+ * the connection past the deadline, nor past a cancel. */
+static int handshake_allowed(struct fy_tls *t, bool sending)
+{
+	uint64_t now;
+
+	if (!t->deadline_ns)
+		return 0;
+	now = now_ns();
+	if (now > t->deadline_ns) {
+		snprintf(t->why, sizeof(t->why),
+			 "the handshake did not complete in time");
+		return -ETIMEDOUT;
+	}
+	/* Since now: only a cancel can end it here. */
+	return t->idle ? t->idle(t->opaque, sending, now) : 0;
+}
+
 /* A failed push or pull: keep the code, tell GnuTLS it failed. */
 static ssize_t io_fail(struct fy_tls *t, int code)
 {
@@ -551,9 +570,12 @@ static ssize_t push(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
 			     .msg_iovlen = (size_t)n };
 
 	for (;;) {
-		ssize_t w = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
-		int rc;
+		int rc = handshake_allowed(t, true);
+		ssize_t w;
 
+		if (rc)
+			return io_fail(t, rc);
+		w = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
 		if (w >= 0) {
 			t->tx_since = now_ns();
 			return w;
@@ -587,9 +609,12 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 	if (t->rpos < t->rlen)
 		return take_ahead(t, buf, len);
 	for (;;) {
-		ssize_t r = recv(t->fd, t->rbuf, sizeof(t->rbuf), 0);
-		int rc;
+		int rc = handshake_allowed(t, false);
+		ssize_t r;
 
+		if (rc)
+			return io_fail(t, rc);
+		r = recv(t->fd, t->rbuf, sizeof(t->rbuf), 0);
 		if (r > 0) {
 			size_t k = sizeof(t->head) - t->nhead;
 
