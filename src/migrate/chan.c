@@ -579,6 +579,18 @@ static void set_lowat(struct fy_chan *c, size_t n)
 		c->rx.lowat = want;
 }
 
+/* Move up to @have bytes read ahead into *@p (at most *@n), advancing
+ * both. */
+static void take_ahead(struct fy_chan *c, uint8_t **p, size_t *n, size_t have)
+{
+	if (have > *n)
+		have = *n;
+	memcpy(*p, c->rx.rbuf + c->rx.rpos, have);
+	c->rx.rpos += (uint32_t)have;
+	*p += have;
+	*n -= have;
+}
+
 /*
  * read_full() through TLS. A large read takes the records' plaintext
  * straight into @buf; small ones fill the read-ahead. When it ends with
@@ -597,12 +609,7 @@ static int tls_read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
 		ssize_t r;
 
 		if (have) {
-			if (have > n)
-				have = n;
-			memcpy(p, c->rx.rbuf + c->rx.rpos, have);
-			c->rx.rpos += (uint32_t)have;
-			p += have;
-			n -= have;
+			take_ahead(c, &p, &n, have);
 			continue;
 		}
 		c->rx.rpos = c->rx.rlen = 0;
@@ -664,12 +671,7 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 		ssize_t r;
 
 		if (have) {
-			if (have > n)
-				have = n;
-			memcpy(p, c->rx.rbuf + c->rx.rpos, have);
-			c->rx.rpos += (uint32_t)have;
-			p += have;
-			n -= have;
+			take_ahead(c, &p, &n, have);
 			continue;
 		}
 		c->rx.rpos = c->rx.rlen = 0;
