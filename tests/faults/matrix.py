@@ -192,6 +192,7 @@ class Cell:
                     'why': ''}
         self.problems = []
         self.proxy = None
+        self.client = None
 
     # --- processes -------------------------------------------------------
     def sock(self, name):
@@ -403,9 +404,21 @@ class Cell:
             return
         if then:
             t0 = self.apply(then, side)
+        self.client = client
         self.observe(t0, mig)
-        if client:
-            client.close()
+
+    def client_kept(self, client):
+        """The kv client's connection answers on whichever side runs the
+        guest (the handoff's point); a guest lost with its source loses it."""
+        try:
+            client.sendall(b'PING\r\n')
+            kept = client.recv(64).startswith(b'+PONG')
+        except OSError:
+            kept = False
+        client.close()
+        self.row['why'] += '; kv client %s' % ('kept' if kept else 'lost')
+        if not kept and 'yes' in (self.row['runs_src'], self.row['runs_dst']):
+            self.problems.append('the kv client lost its connection although the guest runs')
 
     def reach(self, side, action, mig):
         """Wait for the hook to fire; the fault's time in ms."""
@@ -531,6 +544,8 @@ class Cell:
             self.problems.append('the source runs but says owner %s' % st['src']['migration']['owner'])
         if got == 'dst' and st.get('dst') and st['dst']['migration']['owner'] != 'destination':
             self.problems.append('the destination runs but says owner %s' % st['dst']['migration']['owner'])
+        if self.client:
+            self.client_kept(self.client)
         self.again(got, st, rep)
 
     def check_reasons(self, st, rep):
@@ -698,10 +713,10 @@ class Harness:
         self.ferry, self.ferry_vm, self.keep = a.ferry, a.ferry_vm, a.keep
         h = subprocess.run([a.ferry, 'migrate', '--help'], capture_output=True, text=True)
         self.stall = 'stall-timeout' in h.stdout + h.stderr
+        self.postcopy = '--postcopy' in h.stdout + h.stderr and os.geteuid() == 0
         h = subprocess.run([a.ferry_vm, '--help'], capture_output=True, text=True)
         # The destination's own limit, when ferry-vm has the option.
         self.vm_stall = 'stall-timeout' in h.stdout + h.stderr
-        self.postcopy = '--postcopy' in h.stdout + h.stderr and os.geteuid() == 0
 
 
 def cells(subset, only):
