@@ -46,7 +46,7 @@ SEEN = {
     'handoff': ('src',),
 }
 FAST = [('kill-dst', 'after-ready', 1), ('cut', 'pass1', 1),
-        ('kill-src', 'state', 1)]
+        ('kill-src', 'state', 1), ('kill-dst', 'after-released', 1)]
 # A snapshot's moments: it has no switchover, no postcopy, no handoff.
 # (A snapshot of this guest is written in one pass while it runs, 80 ms
 # here, and --max-bandwidth does not slow a file: no later pass to hit.)
