@@ -493,18 +493,24 @@ class Cell:
             time.sleep(0.02)
         # A frozen side goes on now (the stall is over): what it does
         # then must not make a second copy run.
-        for s in ('src', 'dst'):
-            if self.alive(s) and self.stopped(s):
-                if self.proxy:
-                    self.proxy.cut()
-                os.kill(self.procs[s].pid, signal.SIGCONT)
+        thawed = [s for s in ('src', 'dst') if self.alive(s) and self.stopped(s)]
         if self.proxy:
             self.proxy.cut()
+        for s in thawed:
+            os.kill(self.procs[s].pid, signal.SIGCONT)
         try:
             mig.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.problems.append('ferry migrate did not end')
             mig.kill()
+        # A destination that was frozen in postcopy finds out only now
+        # that its link is gone.
+        end = time.time() + 10
+        while 'dst' in thawed and time.time() < end:
+            st = self.status('dst', 0.5)
+            if not st or st['migration']['state'] != 'postcopy':
+                break
+            time.sleep(0.05)
         time.sleep(0.3)
         self.row['detect'] = ' '.join('%s %d' % (s, det[s]) for s in ('src', 'dst') if s in det) or '-'
         self.judge(det)
@@ -538,6 +544,10 @@ class Cell:
         rep = self.report('m1')
         if want == 'none':
             self.check_reasons(st, rep)
+            # A source that does not run its guest must not claim it.
+            if got == 'none' and st.get('src') and \
+               st['src']['migration']['owner'] == 'source':
+                self.problems.append('the source does not run the guest but says owner source')
         if got == 'dst' and 'src' in want.split('|') and rep.get('status') != 'completed':
             self.problems.append('the destination runs but the source says %s' % rep.get('status'))
         if got == 'src' and st.get('src') and st['src']['migration']['owner'] != 'source':
