@@ -11,7 +11,7 @@ DEB_PKGS = meson ninja-build pkgconf gcc clang libxxhash-dev libjson-c-dev \
 	libcmocka-dev libzstd-dev liblz4-dev libgnutls28-dev gnutls-bin libclang-rt-14-dev \
 	iproute2 python3 redis-tools redis-server
 
-.PHONY: all deps build demo check test-unit test-integration clean bench help
+.PHONY: all deps build demo check test-unit test-integration clean bench help faults
 
 all: build
 
@@ -22,6 +22,8 @@ help:
 	@echo "make bench   - the benchmarks of docs/benchmarks.md (1-13), tables with median and"
 	@echo "               range, ferry's defaults against its best setting side by side"
 	@echo "               (1-7: about 40-45 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
+	@echo "make faults  - the fault matrix (tests/faults): every fault at every moment of a migration,"
+	@echo "               a table, also written into docs/faults.md (FAULTS_ONLY=kill-dst runs part)"
 	@echo "make fuzz    - build the libFuzzer harnesses with clang, run each FUZZ_SECONDS (60) on its corpus"
 	@echo "make clean   - remove $(BUILD)/"
 
@@ -54,6 +56,15 @@ bench: build
 
 clean:
 	rm -rf $(BUILD)
+
+# The fault matrix (tests/faults/matrix.py): kill -9 of either side, a cut
+# connection, a stall, ENOSPC, at every moment, for 1 and 4 connections;
+# prints a table and writes it into docs/faults.md. FAULTS_ONLY=FAULT or
+# FAULT:MOMENT[:CONNS] runs part of it and leaves docs/faults.md alone.
+FAULTS_ONLY ?=
+faults: build
+	python3 tests/faults/matrix.py --ferry $(BUILD)/tools/ferry --ferry-vm $(BUILD)/vm/ferry-vm \
+		$(if $(FAULTS_ONLY),--only $(FAULTS_ONLY),--markdown docs/faults.md)
 
 # libFuzzer harnesses (tests/fuzz), built with clang in their own directory
 # and run one after the other; prints executions and executions/s of each.

@@ -58,14 +58,18 @@ static const char resume_usage[] =
 	"\n"
 	"On the source ferry-vm whose API socket is SOCKET, paused in postcopy,\n"
 	"give the migration up and run the source's copy of the guest: for a\n"
-	"destination that is gone for good. Since the switch to postcopy the\n"
-	"guest may have run at the destination: what it did there is lost, and if\n"
-	"that copy still exists, two copies of the guest now run, with the same\n"
-	"identity, disks and network connections. --force says you know.\n"
+	"destination that is gone for good. The same for a source whose last\n"
+	"migration ended unconfirmed (\"released\" sent, the destination never\n"
+	"said it runs; the guest stays paused there): it takes the guest's\n"
+	"resources back and runs its copy. Since the switch to postcopy, or the\n"
+	"\"released\", the guest may have run at the destination: what it did\n"
+	"there is lost, and if that copy still exists, two copies of the guest\n"
+	"now run, with the same identity, disks and network connections.\n"
+	"--force says you know.\n"
 	"\n"
 	"Exit status: 0 the source runs its guest again, 1 refused (not a source\n"
-	"paused in postcopy), 2 usage error (--force missing), 3 SOCKET cannot be\n"
-	"reached.\n";
+	"paused in postcopy or unconfirmed), 2 usage error (--force missing), 3\n"
+	"SOCKET cannot be reached.\n";
 
 static int64_t now_ms(void)
 {
@@ -264,7 +268,8 @@ int cmd_resume(int argc, char **argv)
 	ret = run("resume", argv[optind], "resume", args, &c);
 	if (!ret)
 		fprintf(stderr, "ferry resume: warning: the guest may have run at "
-			"the destination since the switch to postcopy. Whatever it "
+			"the destination since the switch to postcopy (or since "
+			"the \"released\" of an unconfirmed switchover). Whatever it "
 			"did there is lost, and if that copy still exists, two "
 			"copies of the guest now run, with the same identity, disks "
 			"and network connections.\n");

@@ -159,7 +159,10 @@ static void usage(FILE *f)
 		"only) keeps a source paused MS longer before its state is saved;\n"
 		"FERRY_VM_FAULT=acquire-fail or acquire-die (tests only): a destination's\n"
 		"acquire fails, or the process exits there (after the source released\n"
-		"the guest's connections).\n",
+		"the guest's connections). FERRY_VM_FAULT=at:MOMENT:ACTION[,...] (tests\n"
+		"only, vm/fault.c) kills (kill), freezes (stop) or cuts the migration's\n"
+		"TCP connections (cut) at negotiation, pass1, passN, stopped, state,\n"
+		"before-ready, after-ready, after-released, postcopy or handoff.\n",
 		MAX_VCPUS, (unsigned long long)(net_region_size() >> 20) + 1);
 }
 
@@ -508,6 +511,7 @@ static int cb_pause(void *opaque)
 			return rc;
 		}
 	}
+	vm_fault_at(vm, VM_AT_HANDOFF);
 	vm_verify_pause(vm);
 	return 0;
 }
@@ -517,6 +521,7 @@ static int cb_release(void *opaque)
 {
 	struct vm *vm = opaque;
 
+	vm_fault_at(vm, VM_AT_AFTER_READY);
 	if (vm->guest.workload == VM_WL_KV)
 		net_release(vm->net);
 	return 0;
@@ -528,6 +533,8 @@ static int cb_acquire(void *opaque)
 {
 	struct vm *vm = opaque;
 
+	if (vm->opts.incoming && !vm->mig.arrived)
+		vm_fault_at(vm, VM_AT_AFTER_RELEASED);
 	if (vm->guest.workload != VM_WL_KV || !vm->net)
 		return 0;
 	/* Test hooks for the failure points after "released": a refusal
@@ -590,6 +597,7 @@ static int cb_load_state(void *opaque, const void *data, size_t len)
 {
 	struct vm *vm = opaque;
 
+	vm_fault_at(vm, VM_AT_STATE);
 	if (vm->fault_stall_load_ms)
 		usleep((useconds_t)vm->fault_stall_load_ms * 1000);
 	return vm_state_load(opaque, data, len);
@@ -614,6 +622,14 @@ static void cb_event(void *opaque, const struct ferry_event *ev)
 	    ev->state == FERRY_STATE_POSTCOPY_PAUSED)
 		atomic_store(&vm->mig.paused_at, atomic_load(&vm->mig.listens));
 	api_event(vm, vm->mig.client, ev);
+	vm_fault_event(vm, ev);
+}
+
+/* save_state, after the FERRY_VM_FAULT hook of the moment "state". */
+static int cb_save_state(void *opaque, struct ferry_buf *out)
+{
+	vm_fault_at(opaque, VM_AT_STATE);
+	return vm_state_save(opaque, out);
 }
 
 static void cb_log(void *opaque, int level, const char *msg)
@@ -1492,8 +1508,9 @@ static int cb_pause_stalled(void *opaque)
 	return rc;
 }
 
-static void vm_setup(struct vm *vm)
+static int vm_setup(struct vm *vm)
 {
+	char err[512];
 	const char *lvl = getenv("FERRY_VM_LOG");
 	const char *fault = getenv("FERRY_VM_FAULT");
 	pthread_condattr_t ca;
@@ -1515,7 +1532,7 @@ static void vm_setup(struct vm *vm)
 	vm->ops.struct_size = sizeof(vm->ops);
 	vm->ops.pause = cb_pause;
 	vm->ops.resume = cb_resume;
-	vm->ops.save_state = vm_state_save;
+	vm->ops.save_state = cb_save_state;
 	vm->ops.load_state = cb_load_state;
 	vm->ops.get_dirty_bitmap = cb_dirty_bitmap;
 	vm->ops.running_note = cb_running_note;
@@ -1528,6 +1545,11 @@ static void vm_setup(struct vm *vm)
 	vm->ops.release = cb_release;
 	vm->ops.reacquire = cb_acquire;
 	vm->ops.acquire = cb_acquire;
+	if (vm_fault_parse(vm, fault, err, sizeof(err))) {
+		fprintf(stderr, "ferry-vm: %s\n", err);
+		return 2;
+	}
+	return 0;
 }
 
 static void log_startup(struct vm *vm)
@@ -1598,7 +1620,8 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	vm_setup(&vm);
+	if (vm_setup(&vm))
+		return 2;
 
 	if (vm.opts.local)
 		guest_ram_by_fd();

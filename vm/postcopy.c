@@ -14,6 +14,7 @@
  * VMM says so to whoever asks, with what to do instead.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "vm.h"
 
@@ -153,17 +154,71 @@ out:
 	return e;
 }
 
+/* Whether the last migration from this source ended unconfirmed:
+ * "released" went out, the destination never said it runs, and the guest
+ * stays paused here with its resources given up. Caller holds mig.lock. */
+static bool unconfirmed(struct vm *vm)
+{
+	return !vm->mig.active && vm->mig.have_last && !vm->mig.receiving &&
+	       !vm->mig.migrated && vm->mig.last.error == FERRY_EUNCONFIRMED &&
+	       !guest_running(&vm->guest);
+}
+
+/*
+ * The operator's way out of an unconfirmed switchover (the fault matrix's
+ * row "kill-dst at after-released"): the session has ended, so the VMM
+ * takes its resources back and runs its copy itself. The destination may
+ * have read "released" and run the guest: if it did and still does, two
+ * copies now run; the status and the report say so.
+ */
+static enum vm_err resume_unconfirmed(struct vm *vm, char *err, size_t errlen)
+{
+	static const char risk[] = "resumed here by force after an unconfirmed "
+		"switchover: if the destination received \"released\" and runs "
+		"its copy, two copies of the guest run";
+	int rc = vm->ops.reacquire ? vm->ops.reacquire(vm) : 0;
+
+	if (rc) {
+		snprintf(err, errlen, "cannot take the guest's resources back: %s",
+			 strerror(-rc));
+		return VM_ERR_GENERIC;
+	}
+	rc = vm->ops.resume(vm);
+	if (rc) {
+		snprintf(err, errlen, "cannot resume the guest: %s", strerror(-rc));
+		return VM_ERR_GENERIC;
+	}
+	pthread_mutex_lock(&vm->mig.lock);
+	vm->mig.last.owner = FERRY_OWNER_SOURCE;
+	snprintf(vm->mig.last_err + strlen(vm->mig.last_err),
+		 sizeof(vm->mig.last_err) - strlen(vm->mig.last_err), "; %s",
+		 risk);
+	if (vm->mig.report) {
+		json_object_object_add(vm->mig.report, "owner",
+				       json_object_new_string("source"));
+		json_object_object_add(vm->mig.report, "forced",
+				       json_object_new_string(risk));
+	}
+	pthread_mutex_unlock(&vm->mig.lock);
+	fprintf(stderr, "ferry-vm: forced: the source's copy of the guest runs "
+		"again; %s\n", risk);
+	return VM_OK;
+}
+
 /**
  * vm_postcopy_resume() - the "resume" command: on a source paused in
- * postcopy, give the migration up and run the source's copy of the guest.
+ * postcopy, give the migration up and run the source's copy of the guest;
+ * on a source whose last migration ended unconfirmed (FERRY_EUNCONFIRMED),
+ * take its resources back and run its copy.
  * @vm: the VM.
  * @args: {"force": true}, required: the guest may have run at the
  *	  destination since the switch.
  * @err: receives the reason on failure.
  * @errlen: size of @err.
  *
- * Return: VM_OK (the send ends with FERRY_EPOSTCOPY and the guest runs
- * here), VM_ERR_ARG, or VM_ERR_STATE.
+ * Return: VM_OK (the send ends with FERRY_EPOSTCOPY, or had ended
+ * unconfirmed, and the guest runs here), VM_ERR_ARG, VM_ERR_STATE, or
+ * VM_ERR_GENERIC (the resources or the resume failed).
  */
 enum vm_err vm_postcopy_resume(struct vm *vm, json_object *args, char *err,
 			       size_t errlen)
@@ -181,6 +236,10 @@ enum vm_err vm_postcopy_resume(struct vm *vm, json_object *args, char *err,
 		return VM_ERR_ARG;
 	}
 	pthread_mutex_lock(&vm->mig.lock);
+	if (unconfirmed(vm)) {
+		pthread_mutex_unlock(&vm->mig.lock);
+		return resume_unconfirmed(vm, err, errlen);
+	}
 	s = command_session(vm, "resume", err, errlen);
 	if (!s)
 		goto out;

@@ -398,6 +398,29 @@ struct vm_snap {
 	uint32_t passes;
 };
 
+/* FERRY_VM_FAULT's "at:MOMENT:ACTION" hooks (fault.c, tests only). */
+enum vm_fault_moment {
+	VM_AT_NEGOTIATION,
+	VM_AT_PASS1,
+	VM_AT_PASSN,
+	VM_AT_STOPPED,
+	VM_AT_STATE,
+	VM_AT_BEFORE_READY,
+	VM_AT_AFTER_READY,
+	VM_AT_AFTER_RELEASED,
+	VM_AT_POSTCOPY,
+	VM_AT_HANDOFF,
+	VM_AT_COUNT,
+};
+
+enum vm_fault_action {
+	VM_FA_NONE,
+	VM_FA_KILL, /* SIGKILL to itself */
+	VM_FA_STOP, /* SIGSTOP to itself */
+	VM_FA_CUT,  /* shut the migration's TCP connections down */
+	VM_FA_COUNT,
+};
+
 struct vm {
 	struct vm_opts opts;
 	struct vm_snap snap;
@@ -416,6 +439,8 @@ struct vm {
 	unsigned fault_stall_pause_ms; /* test hook: the pause takes this long */
 	bool fault_acquire_fail; /* test hook: a destination's acquire fails */
 	bool fault_acquire_die;	 /* test hook: a destination dies in acquire */
+	unsigned char fault_at[VM_AT_COUNT]; /* enum vm_fault_action per moment */
+	atomic_bool fault_fired[VM_AT_COUNT]; /* each hook fires once */
 };
 
 /* snapshot.c */
@@ -542,5 +567,9 @@ void api_log_result(const char *what, int rc, const struct ferry_stats *st,
 		    const char *errmsg, json_object *report);
 void api_note(int verified, double stall_ms, const struct guest_verify *v,
 	      const struct ferry_stats *pc, char *note, size_t len);
+
+int vm_fault_parse(struct vm *vm, const char *spec, char *err, size_t errlen);
+void vm_fault_at(struct vm *vm, enum vm_fault_moment m);
+void vm_fault_event(struct vm *vm, const struct ferry_event *ev);
 
 #endif /* FERRY_VM_H */

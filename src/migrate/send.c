@@ -1322,7 +1322,8 @@ static int open_file(struct sender *x, const struct fy_uri *u)
 static int open_main(struct sender *x, const struct fy_uri *u)
 {
 	uint64_t until = fy_now_ns() + FY_CONNECT_PATIENCE_MS * 1000000ull;
-	int rc;
+	char first[256] = "";
+	int rc, first_rc = 0;
 
 	for (;;) {
 		rc = open_main_once(x, u);
@@ -1331,7 +1332,15 @@ static int open_main(struct sender *x, const struct fy_uri *u)
 		    u->kind == FY_URI_FD ||
 		    x->sm.state != FY_SS_START || fy_now_ns() > until ||
 		    fy_cancelled(x->s))
-			return rc;
+			break;
+		/* The retries end in their own error (a destination that
+		 * died refuses the next connect): the reset that started
+		 * them is the reason to report (fault matrix row "kill-dst
+		 * at negotiation"). */
+		if (!first[0]) {
+			ferry_session_errmsg(x->s, first, sizeof(first));
+			first_rc = rc;
+		}
 		fy_session_log(x->s, 2, "connection reset before HELLO was answered; retrying");
 		if (x->ch.tx.tee_fd >= 0)
 			close(x->ch.tx.tee_fd);
@@ -1341,6 +1350,19 @@ static int open_main(struct sender *x, const struct fy_uri *u)
 		fy_session_clear_error(x->s);
 		usleep(50 * 1000);
 	}
+	if (rc && first[0]) {
+		char last[sizeof(x->s->errmsg)];
+
+		ferry_session_errmsg(x->s, last, sizeof(last));
+		pthread_mutex_lock(&x->s->lock);
+		snprintf(x->s->errmsg, sizeof(x->s->errmsg),
+			 "%s (before HELLO was answered; connecting again for %d s: %.200s)",
+			 first, FY_CONNECT_PATIENCE_MS / 1000, last);
+		x->s->stats.error = first_rc;
+		pthread_mutex_unlock(&x->s->lock);
+		rc = first_rc;
+	}
+	return rc;
 }
 
 /* A sender with every descriptor -1. It is large (a channel per possible

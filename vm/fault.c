@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: MIT
+/*
+ * fault.c - FERRY_VM_FAULT's "at:MOMENT:ACTION" hooks (tests only): the
+ * fault matrix (tests/faults/) kills, freezes or cuts a ferry-vm at a
+ * named moment of a migration, found from what the VMM sees of it (the
+ * engine's events and the VMM callbacks), so the library carries no code
+ * of its own for tests.
+ *
+ * Moments, and where each is seen:
+ *   negotiation     the state event NEGOTIATING (both sides)
+ *   pass1           a progress event of pass 1 (source)
+ *   passN           a progress event of pass 2 or later (source)
+ *   stopped         the state event STOPPED (both sides)
+ *   state           save_state (source), load_state (destination)
+ *   before-ready    the state event SWITCHOVER: the source asks, the
+ *                   destination has not answered "ready" yet (both)
+ *   after-ready     release(): the source has "ready" and has not sent
+ *                   "released" yet (source)
+ *   after-released  acquire() on a destination: "released" has arrived
+ *   postcopy        the state event POSTCOPY (both sides)
+ *   handoff         the pause, once the network device's connections are
+ *                   frozen (source, kv workload)
+ * Actions: kill (SIGKILL to itself), stop (SIGSTOP to itself: a frozen
+ * process, which the harness also uses as a breakpoint), cut (shutdown of
+ * the migration's TCP connections: those to the URI's port on a source,
+ * those accepted on it on a destination).
+ *
+ * Each hook fires once, with a line on stderr giving the moment, the
+ * action and the wall-clock time in ms, from which the harness measures
+ * how long detection took.
+ */
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vm.h"
+
+static const char *const moment_names[] = {
+	[VM_AT_NEGOTIATION] = "negotiation",
+	[VM_AT_PASS1] = "pass1",
+	[VM_AT_PASSN] = "passN",
+	[VM_AT_STOPPED] = "stopped",
+	[VM_AT_STATE] = "state",
+	[VM_AT_BEFORE_READY] = "before-ready",
+	[VM_AT_AFTER_READY] = "after-ready",
+	[VM_AT_AFTER_RELEASED] = "after-released",
+	[VM_AT_POSTCOPY] = "postcopy",
+	[VM_AT_HANDOFF] = "handoff",
+};
+static_assert(sizeof(moment_names) / sizeof(moment_names[0]) == VM_AT_COUNT,
+	      "every moment has a name");
+
+static const char *const action_names[] = {
+	[VM_FA_NONE] = "none",
+	[VM_FA_KILL] = "kill",
+	[VM_FA_STOP] = "stop",
+	[VM_FA_CUT] = "cut",
+};
+static_assert(sizeof(action_names) / sizeof(action_names[0]) == VM_FA_COUNT,
+	      "every action has a name");
+
+static int lookup(const char *const *names, int n, const char *s, size_t len)
+{
+	for (int i = 0; i < n; i++)
+		if (strlen(names[i]) == len && !strncmp(names[i], s, len))
+			return i;
+	return -1;
+}
+
+/**
+ * vm_fault_parse() - read the "at:MOMENT:ACTION" items of FERRY_VM_FAULT.
+ * @vm: the VM whose hooks are armed.
+ * @spec: the variable's value, or NULL; items are comma-separated, and
+ *        items that do not start with "at:" (the older hooks, read by
+ *        main.c) are left alone.
+ * @err: receives what is wrong with a bad item.
+ * @errlen: size of @err.
+ *
+ * Return: 0, or -EINVAL with @err set.
+ */
+int vm_fault_parse(struct vm *vm, const char *spec, char *err, size_t errlen)
+{
+	const char *p = spec, *end, *m, *a;
+	int mi, ai;
+
+	while (p && *p) {
+		end = strchr(p, ',');
+		if (!end)
+			end = p + strlen(p);
+		if (!strncmp(p, "at:", 3)) {
+			m = p + 3;
+			a = memchr(m, ':', (size_t)(end - m));
+			mi = a ? lookup(moment_names, VM_AT_COUNT, m,
+					(size_t)(a - m)) : -1;
+			ai = a ? lookup(action_names, VM_FA_COUNT, a + 1,
+					(size_t)(end - a - 1)) : -1;
+			if (mi < 0 || ai <= VM_FA_NONE) {
+				snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s': "
+					 "need at:MOMENT:ACTION, MOMENT one of "
+					 "negotiation, pass1, passN, stopped, state, "
+					 "before-ready, after-ready, after-released, "
+					 "postcopy, handoff; ACTION kill, stop or cut",
+					 (int)(end - p), p);
+				return -EINVAL;
+			}
+			vm->fault_at[mi] = (unsigned char)ai;
+		}
+		p = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+/* The TCP port of "tcp:HOST:PORT", or 0. */
+static unsigned uri_port(const char *uri)
+{
+	const char *c = strrchr(uri, ':');
+
+	if (strncmp(uri, "tcp:", 4) || !c)
+		return 0;
+	return (unsigned)strtoul(c + 1, NULL, 10);
+}
+
+static unsigned sa_port(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	if (ss->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	return 0;
+}
+
+/* Whether @fd is a connected TCP socket of the migration: to @port on a
+ * source, accepted on @port on a destination. */
+static bool migration_socket(int fd, unsigned port, bool incoming)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int type = 0, listening = 0;
+	socklen_t il = sizeof(int);
+	struct stat st;
+
+	if (fstat(fd, &st) || !S_ISSOCK(st.st_mode))
+		return false;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &il) ||
+	    type != SOCK_STREAM)
+		return false;
+	il = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &il) ||
+	    listening)
+		return false;
+	if (incoming ? getsockname(fd, (struct sockaddr *)&ss, &len) :
+		       getpeername(fd, (struct sockaddr *)&ss, &len))
+		return false;
+	return sa_port(&ss) == port;
+}
+
+/* Shut down every connection of the migration; returns how many. */
+static int cut_connections(struct vm *vm, const char *listen_uri)
+{
+	bool incoming = vm->opts.incoming && !vm->mig.arrived;
+	unsigned port = uri_port(incoming && listen_uri && *listen_uri ?
+				 listen_uri : vm->mig.uri);
+	struct dirent *e;
+	DIR *d;
+	int n = 0, fd;
+
+	if (!port)
+		return 0;
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return 0;
+	while ((e = readdir(d))) {
+		fd = atoi(e->d_name);
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d))
+			continue;
+		if (migration_socket(fd, port, incoming) &&
+		    !shutdown(fd, SHUT_RDWR))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void fire(struct vm *vm, enum vm_fault_moment m, const char *listen_uri)
+{
+	int a = vm->fault_at[m];
+	struct timespec now;
+	long long ms;
+
+	if (!a || atomic_exchange(&vm->fault_fired[m], true))
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	fprintf(stderr, "ferry-vm: fault: at %s: %s (pid %d, t=%lld ms)\n",
+		moment_names[m], action_names[a], (int)getpid(), ms);
+	fflush(stderr);
+	switch (a) {
+	case VM_FA_KILL:
+		raise(SIGKILL);
+		break;
+	case VM_FA_STOP:
+		raise(SIGSTOP);
+		break;
+	case VM_FA_CUT:
+		fprintf(stderr, "ferry-vm: fault: cut %d connections\n",
+			cut_connections(vm, listen_uri));
+		break;
+	default:
+		break;
+	}
+}
+
+/**
+ * vm_fault_at() - reach a moment seen in a VMM callback: the hook armed
+ * for it, if any, fires (once).
+ * @vm: the VM.
+ * @m: the moment.
+ */
+void vm_fault_at(struct vm *vm, enum vm_fault_moment m)
+{
+	fire(vm, m, NULL);
+}
+
+/**
+ * vm_fault_event() - the moments the engine's events mark.
+ * @vm: the VM.
+ * @ev: the event, as the engine gave it to the VMM.
+ */
+void vm_fault_event(struct vm *vm, const struct ferry_event *ev)
+{
+	const struct ferry_stats *st = ev->stats;
+	const char *lu = st ? st->listen_uri : NULL;
+
+	if (ev->kind == FERRY_EVENT_STATE) {
+		switch (ev->state) {
+		case FERRY_STATE_NEGOTIATING:
+			fire(vm, VM_AT_NEGOTIATION, lu);
+			break;
+		case FERRY_STATE_STOPPED:
+			fire(vm, VM_AT_STOPPED, lu);
+			break;
+		case FERRY_STATE_SWITCHOVER:
+			fire(vm, VM_AT_BEFORE_READY, lu);
+			break;
+		case FERRY_STATE_POSTCOPY:
+			fire(vm, VM_AT_POSTCOPY, lu);
+			break;
+		default:
+			break;
+		}
+		return;
+	}
+	if (ev->kind != FERRY_EVENT_PROGRESS || !st ||
+	    ev->state != FERRY_STATE_PRECOPY || !st->pass_bytes)
+		return;
+	fire(vm, st->pass >= 2 ? VM_AT_PASSN : VM_AT_PASS1, lu);
+}
