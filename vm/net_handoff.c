@@ -42,8 +42,10 @@
 #include "tcprepair.h"
 
 /* From this many connections on, the pause's per-connection system calls
- * are shared with a second thread (on a 2-core host that halves them). */
-#define NET_PAR_MIN 32
+ * are shared with a second thread (on a 2-core host that halves them).
+ * Below it they take a few milliseconds of CPU at most, and on a busy host
+ * waiting for a second thread to be scheduled can cost more than that. */
+#define NET_PAR_MIN 256
 
 /*
  * The handoff's per-connection work (freeze, dump, restore, thaw) is a
