@@ -202,6 +202,7 @@ if q:
         except BlockingIOError:
             time.sleep(0.01)
     print("sent", sent, flush=True)
+print("ready", flush=True)
 time.sleep(600)
 PY
 	HOLD=$!
@@ -215,7 +216,10 @@ for c in "1" "100" "1000" "1 16777216"; do
 		# covers the other rows).
 		start_vm hd --memory 128M --incoming "tcp:127.0.0.1:$mport" --listen "tcp:127.0.0.1:$port" --net-prepare 1040
 		hold "$port" $c >"$T/hold.out"
-		sleep 2
+		# Every connection open (under load, 1,000 take seconds), then
+		# a moment for the guest to accept the last ones.
+		for _ in $(seq 1 600); do grep -q ready "$T/hold.out" && break; sleep 0.1; done
+		sleep 1
 		"$FERRY" migrate "$T/hs.sock" "tcp:127.0.0.1:$mport" --json >"$T/h.json" 2>>"$T/m.log"
 		grep -h 'net:.*connections' "$T/hs.log" "$T/hd.log" >>"$T/handoff-steps.log"
 		downs+=("$(rep h 'd["downtime_ms"]')") sm+=("$(rep h 'd["state_ms"]')") sw+=("$(rep h 'd["switchover_ms"]')") hd+=("$(rep h 'd["net"]["handed"]')")
