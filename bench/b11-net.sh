@@ -13,6 +13,11 @@
 #     before and after, the server's counter against the guest's count.
 #   3 downtime against open connections (1, 100, 1,000 idle ones) and
 #     with one client that sent 16 MiB the guest has not read.
+#   4 a live update: the same redis-benchmark against a memfd kv guest of
+#     B11_LOCAL_SIZE (full: 8G, --quick: 512M) taken over by a new
+#     ferry-vm process in the same namespace (`ferry migrate --local`:
+#     memory by fd, connections by TCP_REPAIR). Target: pause <= 5 ms,
+#     no error.
 #
 # usage: bench/b11-net.sh [--quick] [--build DIR] [--runs N]
 #   --quick: 1 run of each row and 50000 requests per test, otherwise 3
@@ -32,7 +37,11 @@ while [ $# -gt 0 ]; do
 	shift
 done
 RUNS=${RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo 3)}
+LOCAL_SIZE=${B11_LOCAL_SIZE:-$([ "$QUICK" = 1 ] && echo 512M || echo 8G)}
 N=$([ "$QUICK" = 1 ] && echo 50000 || echo 200000)
+# Pipelined clients go about ten times faster: ten times the requests keep
+# the benchmark running through the migration.
+nreq() { if [ "$1" = 16 ]; then echo $((N * 10)); else echo "$N"; fi; }
 export FERRY=$PWD/$BUILD/tools/ferry FERRY_VM=$PWD/$BUILD/vm/ferry-vm
 export KEEP=${KEEP:-1}
 [ "$(id -u)" = 0 ] || { echo "b11: needs root (TCP_REPAIR, network namespaces)"; exit 2; }
@@ -73,31 +82,39 @@ errors_in() { tr '\r' '\n' < "$1" | grep -ci error; }
 # one_bench TOPO PIPELINE MIGRATE: one redis-benchmark run, as a table row
 one_bench() {
 	local topo=$1 pipe=$2 mig=$3 host port=6379 mhost srcns=- dstns=- clins=- extra=()
-	if [ "$topo" = two ]; then
+	local mem=(--memory 256M) incoming murl mopt=()
+	if [ "$topo" = local ]; then
+		host=127.0.0.1 port=$(free_port)
+		mem=(--memory "$LOCAL_SIZE" --memory-backend memfd)
+		incoming=(--local --incoming "unix:$T/mig.sock") murl=unix:$T/mig.sock mopt=(--local)
+		rm -f "$T/mig.sock"
+	elif [ "$topo" = two ]; then
 		host=$GUEST_ADDR mhost=$ADDR_DST srcns=src dstns=dst clins=cli
 		extra=(--net-address "$GUEST_CIDR" --net-dev "$NET_DEV")
 	else
 		host=127.0.0.1 mhost=127.0.0.1 port=$(free_port)
 	fi
 	local mport=$(free_port)
-	start_in "$srcns" bs --memory 256M --workload kv --listen "tcp:$host:$port" "${extra[@]}"
-	[ "$mig" = yes ] && start_in "$dstns" bd --memory 256M --incoming "tcp:$mhost:$mport" --listen "tcp:$host:$port" "${extra[@]}"
+	[ "$topo" = local ] || incoming=(--incoming "tcp:$mhost:$mport") murl=tcp:$mhost:$mport
+	start_in "$srcns" bs "${mem[@]}" --workload kv --listen "tcp:$host:$port" "${extra[@]}"
+	[ "$mig" = yes ] && start_in "$dstns" bd "${mem[@]}" "${incoming[@]}" --listen "tcp:$host:$port" "${extra[@]}"
 	run_cli "$clins" redis-cli -h "$host" -p "$port" DEL counter:__rand_int__ >/dev/null
 	local a0; a0=$(net bs '["accepted"]')
-	run_cli "$clins" redis-benchmark -h "$host" -p "$port" -t set,get,incr -n "$N" -c 50 \
+	run_cli "$clins" redis-benchmark -h "$host" -p "$port" -t set,get,incr -n "$(nreq "$pipe")" -c 50 \
 		$([ "$pipe" = 16 ] && echo -P 16) >"$T/bench.out" 2>&1 &
 	local b=$!
 	sleep 0.5
 	local down=- owner=bs
 	if [ "$mig" = yes ]; then
-		"$FERRY" migrate "$T/bs.sock" "tcp:$mhost:$mport" --json >"$T/m.json" 2>>"$T/m.log"
+		"$FERRY" migrate "$T/bs.sock" "$murl" "${mopt[@]}" --json >"$T/m.json" 2>>"$T/m.log"
 		down=$(json_field "$T/m.json" 'd["downtime_ms"]')
+		[ "$topo" = local ] && down="$down ($(json_field "$T/m.json" 'd["net"]["handed"]') conns, $(json_field "$T/m.json" 'd["bytes"]') B)"
 		owner=bd
 	fi
 	wait "$b"
 	local acc=$(( $(net "$owner" '["accepted"]') - a0 ))
 	local ctr; ctr=$(run_cli "$clins" redis-cli -h "$host" -p "$port" GET counter:__rand_int__)
-	echo "$acc $(errors_in "$T/bench.out") $(max_latency "$T/bench.out") $down $ctr"
+	echo "$acc $(errors_in "$T/bench.out") $(max_latency "$T/bench.out") $ctr $down"
 	kill "$(eval echo "\$PID_bs")" 2>/dev/null
 	[ "$mig" = yes ] && kill "$(eval echo "\$PID_bd")" 2>/dev/null
 	# The next run's VMs take the same names (and the guest's port).
@@ -111,7 +128,7 @@ one_bench() {
 	return 0
 }
 
-echo "## 1. redis-benchmark -t set,get,incr -n $N -c 50 through a migration ($RUNS runs each)"
+echo "## 1. redis-benchmark -t set,get,incr -n $N (-P 16: $(nreq 16)) -c 50 through a migration ($RUNS runs each)"
 echo
 echo "| topology | pipeline | errors | reconnects | longest reply ms | downtime ms | INCR counter |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
@@ -120,10 +137,10 @@ for topo in one two; do
 		read -r base _ <<<"$(one_bench "$topo" "$pipe" no)"
 		errs=() recon=() lat=() down=() ctrs=()
 		for _ in $(seq 1 "$RUNS"); do
-			read -r acc e l d c <<<"$(one_bench "$topo" "$pipe" yes)"
+			read -r acc e l c d <<<"$(one_bench "$topo" "$pipe" yes)"
 			errs+=("$e") recon+=("$((acc - base))") lat+=("$l") down+=("$d") ctrs+=("$c")
 		done
-		echo "| $([ $topo = one ] && echo "one namespace" || echo "two hosts") | $pipe | ${errs[*]} | ${recon[*]} | ${lat[*]} | ${down[*]} | ${ctrs[*]} (of $N) |"
+		echo "| $([ $topo = one ] && echo "one namespace" || echo "two hosts") | $pipe | ${errs[*]} | ${recon[*]} | ${lat[*]} | ${down[*]} | ${ctrs[*]} (of $(nreq "$pipe")) |"
 	done
 done
 
@@ -185,6 +202,7 @@ if q:
         except BlockingIOError:
             time.sleep(0.01)
     print("sent", sent, flush=True)
+print("ready", flush=True)
 time.sleep(600)
 PY
 	HOLD=$!
@@ -194,10 +212,16 @@ for c in "1" "100" "1000" "1 16777216"; do
 	for _ in $(seq 1 "$RUNS"); do
 		port=$(free_port) mport=$(free_port)
 		start_vm hs --memory 128M --workload kv --listen "tcp:127.0.0.1:$port"
-		start_vm hd --memory 128M --incoming "tcp:127.0.0.1:$mport" --listen "tcp:127.0.0.1:$port"
+		# Sockets for up to 1,040 connections made ahead (the default 64
+		# covers the other rows).
+		start_vm hd --memory 128M --incoming "tcp:127.0.0.1:$mport" --listen "tcp:127.0.0.1:$port" --net-prepare 1040
 		hold "$port" $c >"$T/hold.out"
-		sleep 2
+		# Every connection open (under load, 1,000 take seconds), then
+		# a moment for the guest to accept the last ones.
+		for _ in $(seq 1 600); do grep -q ready "$T/hold.out" && break; sleep 0.1; done
+		sleep 1
 		"$FERRY" migrate "$T/hs.sock" "tcp:127.0.0.1:$mport" --json >"$T/h.json" 2>>"$T/m.log"
+		grep -h 'net:.*connections' "$T/hs.log" "$T/hd.log" >>"$T/handoff-steps.log"
 		downs+=("$(rep h 'd["downtime_ms"]')") sm+=("$(rep h 'd["state_ms"]')") sw+=("$(rep h 'd["switchover_ms"]')") hd+=("$(rep h 'd["net"]["handed"]')")
 		kill "$HOLD" "$PID_hs" "$PID_hd" 2>/dev/null
 		wait "$HOLD" "$PID_hs" "$PID_hd" 2>/dev/null
@@ -205,5 +229,24 @@ for c in "1" "100" "1000" "1 16777216"; do
 	read -r n q <<<"$c"
 	echo "| $n connection(s)${q:+, one sent $(awk '/sent/ { printf "%.1f", $2 / 1048576 }' "$T/hold.out") MiB of GETs, replies unread} | ${downs[*]} | ${sm[*]} | ${sw[*]} | ${hd[*]} |"
 done
+
+echo
+echo "## 4. A live update: redis-benchmark -t set,get,incr -n $N (-P 16: $(nreq 16)) -c 50 while a new ferry-vm takes a $LOCAL_SIZE memfd kv guest over (--local, one namespace; $RUNS runs each)"
+echo
+echo "| pipeline | errors | reconnects | longest reply ms | downtime ms (connections handed, bytes sent) | INCR counter |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for pipe in 1 16; do
+	read -r base _ <<<"$(one_bench local "$pipe" no)"
+	errs=() recon=() lat=() down=() ctrs=()
+	for _ in $(seq 1 "$RUNS"); do
+		read -r acc e l c d <<<"$(one_bench local "$pipe" yes)"
+		errs+=("$e") recon+=("$((acc - base))") lat+=("$l") down+=("$d") ctrs+=("$c")
+	done
+	echo "| $pipe | ${errs[*]} | ${recon[*]} | ${lat[*]} | ${down[*]} | ${ctrs[*]} (of $(nreq "$pipe")) |"
+done
+echo
+echo "The handoff's steps as ferry-vm logged them (section 3, in order):"
+echo
+sed 's/^/    /' "$T/handoff-steps.log"
 echo
 echo "raw reports and logs: $T"

@@ -68,6 +68,12 @@ static void usage(FILE *f)
 		"                       the guest's address: added to IFACE at start\n"
 		"                       and when the guest arrives, removed when it\n"
 		"                       leaves (root)\n"
+		"  --net-prepare N      with --incoming and --listen on an address (not a\n"
+		"                       wildcard): make N sockets for the connections\n"
+		"                       that may come (repair mode, bound to the\n"
+		"                       address) when the VM starts, so the takeover\n"
+		"                       does less in the pause (default 64, at most\n"
+		"                       %u; 0: none)\n"
 		"  --dirty-rate MB/s    pages written per second, whole guest (default\n"
 		"                       50 for ab, 100 for random, fill and text\n"
 		"                       unpaced; 0 = unpaced)\n"
@@ -163,7 +169,8 @@ static void usage(FILE *f)
 		"only, vm/fault.c) kills (kill), freezes (stop) or cuts the migration's\n"
 		"TCP connections (cut) at negotiation, pass1, passN, stopped, state,\n"
 		"before-ready, after-ready, after-released, postcopy or handoff.\n",
-		MAX_VCPUS, (unsigned long long)(net_region_size() >> 20) + 1);
+		MAX_VCPUS, (unsigned long long)(net_region_size() >> 20) + 1,
+		NET_SLOTS);
 }
 
 static int bad_arg(const char *fmt, const char *what)
@@ -346,6 +353,14 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'D':
 		o->net_dev = arg;
 		return 0;
+	case 'P':
+		if (parse_uint(arg, 0, NET_SLOTS, &o->net_prepare)) {
+			fprintf(stderr, "ferry-vm: --net-prepare '%s': need a count "
+				"of sockets, 0 to %u\nTry 'ferry-vm --help'.\n",
+				arg, NET_SLOTS);
+			return 2;
+		}
+		return 0;
 	default:
 		return bad_arg("%s", "invalid option");
 	}
@@ -396,6 +411,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "connect-count", required_argument, NULL, 'U' },
 		{ "net-address", required_argument, NULL, 'A' },
 		{ "net-dev", required_argument, NULL, 'D' },
+		{ "net-prepare", required_argument, NULL, 'P' },
 		{ "self-test", no_argument, NULL, 'T' },
 		{ "print-schemas", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
@@ -410,6 +426,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	o->dirty_rate = -1;
 	o->verify = VM_VERIFY_BACKGROUND;
 	o->connect_rate = 100;
+	o->net_prepare = 64;
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		if (opt == 'h') {
 			usage(stdout);

@@ -146,6 +146,9 @@ int net_slot_open(struct net *n, int fd, uint32_t kind)
 	if (epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev))
 		return -errno;
 	n->conns[i] = (struct net_conn){ .fd = fd, .rx_full = true };
+	/* Read now, while the guest runs, what a handoff needs and what
+	 * never changes: the pause then reads only what moves. */
+	n->conns[i].id_ok = !tcpr_ident(fd, &n->conns[i].id, NULL, 0);
 	slot_write(n, &n->slots[i]);
 	n->slots[i].kind = kind;
 	n->slots[i].bflags = 0;
@@ -490,6 +493,7 @@ int net_create(struct vm *vm, struct net **out, char *err, size_t len)
 		n->conns[i].fd = -1;
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_cond_init(&n->cond, NULL);
+	pthread_mutex_init(&n->pool_lock, NULL);
 	atomic_init(&n->nconns, 0);
 	if (vm->opts.listen &&
 	    (rc = net_parse_tcp(vm->opts.listen, &n->listen_addr, &n->listen_len,
@@ -526,6 +530,7 @@ int net_create(struct vm *vm, struct net **out, char *err, size_t len)
 	}
 	n->hdr = net_hdr_of(n->g->ram, n->g->mem_size);
 	n->slots = net_slots_of(n->g->ram, n->g->mem_size);
+	net_pool_start(n);
 	*out = n;
 	return 0;
 fail:
@@ -808,6 +813,7 @@ void net_destroy(struct net *n)
 {
 	if (!n)
 		return;
+	net_pool_stop(n);
 	if (n->thread_started) {
 		pthread_mutex_lock(&n->lock);
 		n->stop = true;
@@ -829,6 +835,7 @@ void net_destroy(struct net *n)
 		close(n->ctl_fd);
 	pthread_mutex_destroy(&n->lock);
 	pthread_cond_destroy(&n->cond);
+	pthread_mutex_destroy(&n->pool_lock);
 	net_state_clear(n->saved);
 	free(n->saved);
 	free(n);

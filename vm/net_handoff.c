@@ -30,17 +30,85 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "net_int.h"
 #include "netaddr.h"
 #include "tcprepair.h"
 
-/* Queues larger than this are refused on load (and cannot occur: a
- * socket's buffers are far smaller). */
-#define NET_QUEUE_MAX (256u << 20)
+/* From this many connections on, the pause's per-connection system calls
+ * are shared with a second thread (on a 2-core host that halves them).
+ * Below it they take a few milliseconds of CPU at most, and on a busy host
+ * waiting for a second thread to be scheduled can cost more than that. */
+#define NET_PAR_MIN 256
+
+/*
+ * The handoff's per-connection work (freeze, dump, restore, thaw) is a
+ * few system calls each, and with a thousand connections they are the
+ * downtime: par_run() gives every other item to a helper thread when
+ * there is a second CPU. @fn must be safe on different items at once
+ * (each works on its own slot and socket).
+ */
+struct par {
+	void (*fn)(struct net *n, void *arg, uint32_t k);
+	struct net *n;
+	void *arg;
+	uint32_t first, count;
+};
+
+static void *par_main(void *p)
+{
+	struct par *w = p;
+
+	for (uint32_t k = w->first; k < w->count; k += 2)
+		w->fn(w->n, w->arg, k);
+	return NULL;
+}
+
+static void par_run(struct net *n, uint32_t count,
+		    void (*fn)(struct net *n, void *arg, uint32_t k), void *arg)
+{
+	struct par a = { fn, n, arg, 0, count }, b = { fn, n, arg, 1, count };
+	static long cpus;
+	pthread_t t;
+
+	if (!cpus)
+		cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (count < NET_PAR_MIN || cpus < 2 ||
+	    pthread_create(&t, NULL, par_main, &b)) {
+		for (uint32_t k = 0; k < count; k++)
+			fn(n, arg, k);
+		return;
+	}
+	par_main(&a);
+	pthread_join(t, NULL);
+}
+
+/* This thread's CPU time: under load the wall clock of a step says more
+ * about the other jobs on the host than about the step. */
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The slots with a socket, in order; returns how many. */
+static uint32_t open_slots(struct net *n, uint32_t *idx)
+{
+	uint32_t m = 0;
+
+	for (uint32_t i = 0; i < NET_SLOTS; i++)
+		if (n->conns[i].fd >= 0)
+			idx[m++] = i;
+	return m;
+}
 
 static int net_state_visit(ferry_visitor *v, void *dev)
 {
@@ -157,25 +225,51 @@ static void thaw_all(struct net *n)
  *
  * Return: 0, or a negative errno with every socket thawed again.
  */
+struct freeze_job {
+	const uint32_t *idx;
+	atomic_int rc;
+	atomic_uint_fast64_t cpu_ns;
+	char err[2][200];
+};
+
+static void freeze_one(struct net *n, void *arg, uint32_t k)
+{
+	struct freeze_job *j = arg;
+	struct net_conn *c = &n->conns[j->idx[k]];
+	int rc;
+
+	uint64_t t = cpu_ns();
+
+	if (atomic_load(&j->rc))
+		return; /* one failed: the others are thawed anyway */
+	rc = tcpr_freeze(c->fd, j->err[k & 1], sizeof(j->err[0]));
+	atomic_fetch_add(&j->cpu_ns, cpu_ns() - t);
+	if (rc)
+		atomic_store(&j->rc, rc);
+	else
+		c->frozen = true;
+}
+
 int net_freeze(struct net *n, char *err, size_t len)
 {
+	static uint32_t idx[NET_SLOTS];
+	struct freeze_job j = { .idx = idx };
+	uint64_t t0 = vm_now_ns();
 	int rc;
 
 	if (!n || !handing_off(n))
 		return 0;
-	for (uint32_t i = 0; i < NET_SLOTS; i++) {
-		struct net_conn *c = &n->conns[i];
-
-		if (c->fd < 0)
-			continue;
-		rc = tcpr_freeze(c->fd, err, len);
-		if (rc) {
-			thaw_all(n);
-			return rc;
-		}
-		c->frozen = true;
+	atomic_init(&j.rc, 0);
+	atomic_init(&j.cpu_ns, 0);
+	par_run(n, open_slots(n, idx), freeze_one, &j);
+	n->freeze_ns = vm_now_ns() - t0;
+	n->freeze_cpu_ns = atomic_load(&j.cpu_ns);
+	rc = atomic_load(&j.rc);
+	if (rc) {
+		snprintf(err, len, "%s", j.err[0][0] ? j.err[0] : j.err[1]);
+		thaw_all(n);
 	}
-	return 0;
+	return rc;
 }
 
 /**
@@ -189,10 +283,38 @@ int net_freeze(struct net *n, char *err, size_t len)
  *
  * Return: 0 (a connection that cannot be dumped is not handed over).
  */
+struct dump_job {
+	struct net_state *s;
+	atomic_uint_fast64_t cpu_ns;
+	int rc[NET_SLOTS];
+	char why[2][200];
+};
+
+/* Dump slot s->conns[k].slot: only what moves when its identity was read
+ * as it came. */
+static void dump_one(struct net *n, void *arg, uint32_t k)
+{
+	struct dump_job *j = arg;
+	struct net_saved *d = &j->s->conns[k];
+	struct net_conn *c = &n->conns[d->slot];
+	char *why = j->why[k & 1];
+	uint64_t t = cpu_ns();
+
+	if (c->id_ok) {
+		d->c = c->id;
+		j->rc[k] = tcpr_dump_live(c->fd, &d->c, why, sizeof(j->why[0]));
+	} else {
+		j->rc[k] = tcpr_dump(c->fd, &d->c, why, sizeof(j->why[0]));
+	}
+	atomic_fetch_add(&j->cpu_ns, cpu_ns() - t);
+}
+
 int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 {
-	char why[200] = "";
+	static struct dump_job j;
+	uint64_t t0 = vm_now_ns();
 	unsigned skipped = 0;
+	uint32_t m = 0;
 
 	net_state_clear(s);
 	snprintf(s->listen, sizeof(s->listen), "%s",
@@ -206,26 +328,44 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 		if (c->fd < 0)
 			continue;
 		c->carried = false;
-		if (!c->frozen) {
+		if (!c->frozen)
 			s->reset++;
-			continue;
-		}
-		s->conns[s->nconns].slot = i;
-		/* A connection its peer is closing (CLOSE_WAIT, say) is not
-		 * handed over: it ends at release, and the guest that
-		 * arrives sees it reset. The others still move. */
-		if (tcpr_dump(c->fd, &s->conns[s->nconns].c, why, sizeof(why))) {
-			tcpr_conn_clear(&s->conns[s->nconns].c);
+		else
+			s->conns[m++].slot = i;
+	}
+	j.s = s;
+	j.why[0][0] = j.why[1][0] = 0;
+	atomic_init(&j.cpu_ns, 0);
+	par_run(n, m, dump_one, &j);
+	/* A connection its peer is closing (CLOSE_WAIT, say) is not handed
+	 * over: it ends at release, and the guest that arrives sees it
+	 * reset. The others still move. */
+	for (uint32_t k = 0; k < m; k++) {
+		if (j.rc[k]) {
+			tcpr_conn_clear(&s->conns[k].c);
 			skipped++;
 			s->reset++;
 			continue;
 		}
-		c->carried = true;
+		n->conns[s->conns[k].slot].carried = true;
+		if (s->nconns != k) {
+			s->conns[s->nconns] = s->conns[k];
+			memset(&s->conns[k].c, 0, sizeof(s->conns[k].c));
+		}
 		s->nconns++;
 	}
 	if (skipped)
 		fprintf(stderr, "ferry-vm: net: %u connection%s not handed over "
-			"(the last: %s)\n", skipped, skipped == 1 ? "" : "s", why);
+			"(one: %s)\n", skipped, skipped == 1 ? "" : "s",
+			j.why[0][0] ? j.why[0] : j.why[1]);
+	if (m)
+		fprintf(stderr, "ferry-vm: net: %u connections frozen in %.1f ms, "
+			"dumped in %.1f ms (CPU time of both threads: freeze "
+			"%.1f ms, dump %.1f ms)\n", s->nconns,
+			(double)n->freeze_ns / 1e6,
+			(double)(vm_now_ns() - t0) / 1e6,
+			(double)n->freeze_cpu_ns / 1e6,
+			(double)atomic_load(&j.cpu_ns) / 1e6);
 	(void)err;
 	(void)len;
 	return 0;
@@ -284,8 +424,11 @@ void net_release(struct net *n)
 		if (c->fd < 0)
 			continue;
 		if (c->frozen && c->carried) {
-			tcpr_discard(c->fd);
-			net_conn_drop(n, i, false);
+			/* Closing the frozen socket is silent and takes it
+			 * out of the epoll set as well: one system call. */
+			tcpr_close_frozen(c->fd);
+			c->fd = -1;
+			atomic_fetch_sub(&n->nconns, 1);
 			moved++;
 		} else if (c->frozen) {
 			/* Not in the state: it ends here, normally (the kernel
@@ -328,26 +471,237 @@ static void give_back(struct net *n)
 	}
 }
 
-/* Put @fd, restored and thawed, into slot @i (open in guest RAM). */
-static int attach(struct net *n, uint32_t i, int fd)
+/* Put @fd, restored and still frozen, into slot @i (open in guest RAM),
+ * with the identity of its dump. */
+static int attach(struct net *n, uint32_t i, int fd, const struct tcpr_conn *d)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP |
 					    EPOLLET, .data.u32 = i };
 
 	if (n->conns[i].fd >= 0 || epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev))
 		return -EBUSY;
-	n->conns[i] = (struct net_conn){ .fd = fd, .rx_full = true };
+	n->conns[i] = (struct net_conn){ .fd = fd, .rx_full = true,
+					 .id_ok = true, .id = *d };
+	n->conns[i].id.sndq = n->conns[i].id.rcvq = NULL;
+	n->conns[i].id.sndq_len = n->conns[i].id.rcvq_len = 0;
+	n->conns[i].id.sndq_unsent = 0;
 	atomic_fetch_add(&n->nconns, 1);
 	return 0;
 }
 
+/* ---- sockets made ahead (--net-prepare) ---- */
+
+/* The listen address is one a connection's local end can be: not a
+ * wildcard, whose connections each have their own local address. */
+static bool listen_specific(const struct net *n)
+{
+	const struct sockaddr_in *a = (const void *)&n->listen_addr;
+	const struct sockaddr_in6 *b = (const void *)&n->listen_addr;
+
+	if (n->listen_addr.ss_family == AF_INET)
+		return a->sin_addr.s_addr != htonl(INADDR_ANY);
+	return n->listen_addr.ss_family == AF_INET6 &&
+	       !IN6_IS_ADDR_UNSPECIFIED(&b->sin6_addr);
+}
+
+/* Does the dump's local end equal the listen address (a prepared socket
+ * is bound there)? */
+static bool local_is_listen(const struct net *n, const struct tcpr_conn *c)
+{
+	const struct sockaddr_in *a = (const void *)&n->listen_addr;
+	const struct sockaddr_in6 *b = (const void *)&n->listen_addr;
+
+	if (c->family != n->listen_addr.ss_family)
+		return false;
+	if (c->family == AF_INET)
+		return ntohs(a->sin_port) == c->lport &&
+		       !memcmp(&a->sin_addr, c->laddr, 4);
+	return ntohs(b->sin6_port) == c->lport &&
+	       !memcmp(&b->sin6_addr, c->laddr, 16);
+}
+
+static void *pool_main(void *arg)
+{
+	struct net *n = arg;
+	uint32_t want = (uint32_t)n->vm->opts.net_prepare;
+	char err[200] = "";
+	int fd;
+
+	for (uint32_t k = 0; k < want; k++) {
+		if (tcpr_prepare(n->listen_addr.ss_family,
+				 (const struct sockaddr *)&n->listen_addr,
+				 n->listen_len, &fd, err, sizeof(err))) {
+			fprintf(stderr, "ferry-vm: net: %u of %u sockets made "
+				"ahead: %s\n", k, want, err);
+			break;
+		}
+		pthread_mutex_lock(&n->pool_lock);
+		n->pool[n->npool++] = fd;
+		pthread_mutex_unlock(&n->pool_lock);
+	}
+	return NULL;
+}
+
+/**
+ * net_pool_start() - on a destination that will listen on an address,
+ * make --net-prepare sockets for the connections that may come, in a
+ * thread of their own while the VM waits: socket, drop filter, repair
+ * mode and bind are then out of the pause, and a takeover only sets the
+ * sequences, connects and restores the options, queues and window. The
+ * source needs nothing of it: repair mode forces address reuse, so the
+ * binds succeed while the source still listens and owns the connections
+ * in the same namespace, and a socket that never connects sends nothing.
+ * @n: the device.
+ */
+void net_pool_start(struct net *n)
+{
+	const struct vm_opts *o = &n->vm->opts;
+
+	if (!o->incoming || !strncmp(o->incoming, "file:", 5) || !o->listen ||
+	    !o->net_prepare || !listen_specific(n) || tcpr_available(NULL, 0))
+		return;
+	n->pool = calloc(o->net_prepare, sizeof(*n->pool));
+	if (!n->pool)
+		return;
+	n->pool_started = !pthread_create(&n->pool_thread, NULL, pool_main, n);
+}
+
+/* Wait for the pool to be made (it is long done unless the migration
+ * came at once). */
+static void pool_join(struct net *n)
+{
+	if (n->pool_started) {
+		pthread_join(n->pool_thread, NULL);
+		n->pool_started = false;
+	}
+}
+
+/* A prepared socket bound to @c's local end, or -1. */
+static int pool_take(struct net *n, const struct tcpr_conn *c)
+{
+	int fd = -1;
+
+	if (!local_is_listen(n, c))
+		return -1;
+	pthread_mutex_lock(&n->pool_lock);
+	if (n->npool)
+		fd = n->pool[--n->npool];
+	pthread_mutex_unlock(&n->pool_lock);
+	return fd;
+}
+
+static void *close_all(void *arg)
+{
+	int *fds = arg;
+
+	for (int k = 0; fds[k] >= 0; k++)
+		close(fds[k]);
+	free(fds);
+	return NULL;
+}
+
+/* The sockets no connection took are closed by a thread of their own, out
+ * of the pause (they never connected: closing sends nothing). */
+static void pool_leftovers(struct net *n)
+{
+	pthread_attr_t at;
+	pthread_t t;
+	int *fds;
+
+	pthread_mutex_lock(&n->pool_lock);
+	fds = n->npool ? malloc((n->npool + 1) * sizeof(int)) : NULL;
+	if (fds) {
+		memcpy(fds, n->pool, n->npool * sizeof(int));
+		fds[n->npool] = -1;
+		n->npool = 0;
+	}
+	pthread_mutex_unlock(&n->pool_lock);
+	if (!fds)
+		return;
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &at, close_all, fds))
+		close_all(fds);
+	pthread_attr_destroy(&at);
+}
+
+/**
+ * net_pool_stop() - close what is left of the prepared sockets.
+ * @n: the device.
+ */
+void net_pool_stop(struct net *n)
+{
+	pool_join(n);
+	pthread_mutex_lock(&n->pool_lock);
+	while (n->npool)
+		close(n->pool[--n->npool]);
+	pthread_mutex_unlock(&n->pool_lock);
+	free(n->pool);
+	n->pool = NULL;
+}
+
+struct acquire_job {
+	const struct net_state *s;
+	atomic_uint ok;
+	atomic_uint_fast64_t restore_ns, thaw_ns;
+};
+
+static void restore_one(struct net *n, void *arg, uint32_t k)
+{
+	struct acquire_job *j = arg;
+	const struct net_saved *d = &j->s->conns[k];
+	uint64_t t = cpu_ns();
+	char err[256] = "";
+	int fd = -1, rc;
+
+	fd = pool_take(n, &d->c);
+	if (fd >= 0)
+		rc = tcpr_restore_prepared(fd, &d->c, &fd, err, sizeof(err));
+	else
+		rc = tcpr_restore(&d->c, &fd, err, sizeof(err));
+	if (!rc && (rc = attach(n, d->slot, fd, &d->c)))
+		snprintf(err, sizeof(err), "slot %u is taken", d->slot);
+	if (rc) {
+		if (fd >= 0)
+			tcpr_discard(fd);
+		fprintf(stderr, "ferry-vm: net: slot %u not restored: %s\n",
+			d->slot, err);
+		/* net_resume() resets it for the guest */
+	}
+	atomic_fetch_add(&j->restore_ns, cpu_ns() - t);
+}
+
+static void thaw_one(struct net *n, void *arg, uint32_t k)
+{
+	struct acquire_job *j = arg;
+	uint32_t i = j->s->conns[k].slot;
+	int fd = n->conns[i].fd;
+	uint64_t t = cpu_ns();
+	char err[256] = "";
+
+	if (fd < 0)
+		return;
+	/* tcpr_thaw() also gives the socket its address reuse back (an
+	 * accepted socket had it from its listener); without it the next
+	 * connection on the same local port could not bind. */
+	if (tcpr_thaw(fd, err, sizeof(err))) {
+		fprintf(stderr, "ferry-vm: net: slot %u not restored: %s\n", i,
+			err);
+		net_conn_drop(n, i, false);
+		tcpr_discard(fd);
+	} else {
+		atomic_fetch_add(&j->ok, 1);
+	}
+	atomic_fetch_add(&j->thaw_ns, cpu_ns() - t);
+}
+
 /**
  * net_acquire() - take the connections over from the saved dumps (a
- * destination's acquire, a source's reacquire): the address, then each connection
- * restored in repair mode in its slot, then the listener, then each
- * connection thawed. A
- * connection that cannot be restored is reset for the guest (and said
- * on stderr); the guest runs anyway.
+ * destination's acquire, a source's reacquire): the address, then each
+ * connection restored in repair mode in its slot, then the listener, then
+ * each connection thawed. A connection that cannot be restored is reset
+ * for the guest (and said on stderr); the guest runs anyway. With many
+ * connections two threads share the restores and the thaws.
  * @n: the device (NULL: nothing).
  *
  * Return: 0, or a negative errno when the listener cannot be opened.
@@ -355,37 +709,27 @@ static int attach(struct net *n, uint32_t i, int fd)
 int net_acquire(struct net *n)
 {
 	const struct net_state *s = n ? n->saved : NULL;
+	struct acquire_job j = { .s = s };
+	uint32_t count = s ? s->nconns : 0;
+	uint64_t t0 = vm_now_ns(), t1;
 	char err[256] = "";
-	unsigned ok = 0;
-	int fd, rc, one = 1;
-	uint64_t t0 = vm_now_ns(), t_restore = 0, t_thaw = 0, t;
+	int rc;
 
 	if (!n)
 		return 0;
+	atomic_init(&j.ok, 0);
+	atomic_init(&j.restore_ns, 0);
+	atomic_init(&j.thaw_ns, 0);
+	pool_join(n);
 	if (net_address_add(n, err, sizeof(err)))
 		fprintf(stderr, "ferry-vm: net: %s\n", err);
 	/* Every connection restored, still frozen: a listener that then
 	 * cannot open gives them back before any of them took a byte. */
-	for (uint32_t k = 0; s && k < s->nconns; k++) {
-		uint32_t i = s->conns[k].slot;
-
-		fd = -1;
-		t = vm_now_ns();
-		rc = tcpr_restore(&s->conns[k].c, &fd, err, sizeof(err));
-		t_restore += vm_now_ns() - t;
-		if (!rc && (rc = attach(n, i, fd)))
-			snprintf(err, sizeof(err), "slot %u is taken", i);
-		if (rc) {
-			if (fd >= 0)
-				tcpr_discard(fd);
-			fprintf(stderr, "ferry-vm: net: slot %u not restored: %s\n",
-				i, err);
-			continue; /* net_resume() resets it for the guest */
-		}
-	}
-	/* The listener after them: a restored connection cannot bind its
-	 * local port while a socket listens on it (frozen ones keep their
-	 * address reuse, so the listener can). */
+	par_run(n, count, restore_one, &j);
+	t1 = vm_now_ns();
+	/* The listener after them: repair mode forces address reuse at each
+	 * restored connection's bind, and frozen connections keep it, so the
+	 * listener binds beside them. */
 	rc = net_listen_open(n, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry-vm: net: %s; the connections go back\n",
@@ -394,38 +738,19 @@ int net_acquire(struct net *n)
 		address_del(n);
 		return rc;
 	}
-	for (uint32_t k = 0; s && k < s->nconns; k++) {
-		uint32_t i = s->conns[k].slot;
-
-		fd = n->conns[i].fd;
-		if (fd < 0)
-			continue;
-		t = vm_now_ns();
-		rc = tcpr_thaw(fd, err, sizeof(err));
-		t_thaw += vm_now_ns() - t;
-		/* Leaving repair mode clears the socket's address reuse; an
-		 * accepted socket had it from its listener, and without it
-		 * the next connection on the same local port could not
-		 * bind. */
-		if (!rc && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one,
-				      sizeof(one)))
-			rc = -errno;
-		if (rc) {
-			fprintf(stderr, "ferry-vm: net: slot %u not restored: %s\n",
-				i, err);
-			net_conn_drop(n, i, false);
-			tcpr_discard(fd);
-			continue;
-		}
-		ok++;
-	}
-	atomic_store(&n->handed, ok);
+	par_run(n, count, thaw_one, &j);
+	pool_leftovers(n);
+	atomic_store(&n->handed, atomic_load(&j.ok));
 	atomic_store(&n->where, NET_WHERE_HERE);
-	if (s && s->nconns)
+	if (count)
 		fprintf(stderr, "ferry-vm: net: %u of %u connections taken over in "
-			"%.1f ms (restore %.1f ms, thaw %.1f ms)\n", ok, s->nconns,
-			(double)(vm_now_ns() - t0) / 1e6, (double)t_restore / 1e6,
-			(double)t_thaw / 1e6);
+			"%.1f ms (restore %.1f ms, thaw %.1f ms; CPU time "
+			"of both threads: restore %.1f ms, thaw %.1f ms)\n",
+			atomic_load(&j.ok), count,
+			(double)(vm_now_ns() - t0) / 1e6, (double)(t1 - t0) / 1e6,
+			(double)(vm_now_ns() - t1) / 1e6,
+			(double)atomic_load(&j.restore_ns) / 1e6,
+			(double)atomic_load(&j.thaw_ns) / 1e6);
 	return 0;
 }
 

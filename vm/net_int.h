@@ -47,6 +47,10 @@ struct net_conn {
 	bool tx_wait; /* the send buffer is full: write again on EPOLLOUT */
 	bool frozen;  /* in TCP_REPAIR mode (a handoff is under way) */
 	bool carried; /* dumped into the state: it moves at release */
+	bool id_ok;   /* id holds the connection's tcpr_ident() */
+	struct tcpr_conn id; /* what never changes (addresses, options),
+				read when the connection came, so that the
+				pause reads only what moves */
 };
 
 struct net {
@@ -74,6 +78,15 @@ struct net {
 	struct netaddr addr;
 	struct net_state *saved; /* the dumps: a source's since save_state, a
 				    destination's from load_state */
+	uint64_t freeze_ns;	 /* the last freeze took this long */
+	uint64_t freeze_cpu_ns;	 /* and this much CPU time */
+	/* A destination's sockets made ahead of the pause (--net-prepare):
+	 * repair mode, bound to the listen address; taken by restores. */
+	pthread_mutex_t pool_lock;
+	int *pool;
+	uint32_t npool;
+	pthread_t pool_thread;
+	bool pool_started;
 };
 
 int net_slot_open(struct net *n, int fd, uint32_t kind);
@@ -83,5 +96,7 @@ int net_listen_open(struct net *n, char *err, size_t len);
 void net_listen_close(struct net *n);
 int net_kick_fd(struct net *n);
 void net_state_clear(struct net_state *s);
+void net_pool_start(struct net *n);
+void net_pool_stop(struct net *n);
 
 #endif /* FERRY_VM_NET_INT_H */

@@ -6,7 +6,8 @@
  * seeing anything but a stall.
  *
  * Life of a connection across a migration:
- *   source:      tcpr_freeze() -> tcpr_dump() -> (failure: tcpr_thaw())
+ *   source:      (tcpr_ident() while it runs)
+ *                tcpr_freeze() -> tcpr_dump() -> (failure: tcpr_thaw())
  *                                             -> (release: tcpr_discard())
  *   destination: tcpr_restore() -> tcpr_thaw()
  *
@@ -32,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/socket.h>
+
 #include "ferry.h"
 
 struct tcpr_conn {              /* one established TCP socket, frozen */
@@ -56,10 +59,22 @@ int  tcpr_available(char *err, size_t len);      /* CAP_NET_ADMIN + kernel suppo
 int  tcpr_freeze(int fd, char *err, size_t len); /* TCP_REPAIR on (no packets sent while on) */
 int  tcpr_thaw(int fd, char *err, size_t len);   /* TCP_REPAIR off: back to normal, peer saw a stall only */
 int  tcpr_dump(int fd, struct tcpr_conn *c, char *err, size_t len);   /* fd frozen */
+int  tcpr_ident(int fd, struct tcpr_conn *c, char *err, size_t len);  /* what never changes:
+				   addresses, ports, options; read ahead of the pause */
+int  tcpr_dump_live(int fd, struct tcpr_conn *c, char *err, size_t len);
+				/* fd frozen, c holds tcpr_ident()'s fields: the rest of tcpr_dump() */
 int  tcpr_restore(const struct tcpr_conn *c, int *fd, char *err, size_t len);
 				/* new socket, repair mode, bound+connected, queues and options
 				   restored; still FROZEN: call tcpr_thaw() to let it run */
+int  tcpr_prepare(int family, const struct sockaddr *local, socklen_t llen, int *fd,
+		  char *err, size_t len);
+				/* ahead of the pause: socket, repair mode, filter, bound to
+				   local (IP_FREEBIND); for tcpr_restore_prepared() */
+int  tcpr_restore_prepared(int s, const struct tcpr_conn *c, int *fd, char *err, size_t len);
+				/* tcpr_restore() onto a prepared socket bound to c's local
+				   address; s is used up either way */
 void tcpr_discard(int fd);      /* close a frozen socket: no FIN, no RST ever */
+void tcpr_close_frozen(int fd); /* the same for a socket known to be frozen (one syscall) */
 void tcpr_conn_clear(struct tcpr_conn *c);       /* frees the queues */
 void tcpr_visit(ferry_visitor *v, struct tcpr_conn *c); /* its fields for the state layer,
 				   schema'd (queues as variable byte fields of any size) */

@@ -365,13 +365,15 @@ struct vm_opts {
 	bool self_test;
 	struct vm_tls tls; /* --tls-*: this VM's own TLS settings */
 	/* The network device (net.c): --listen, --connect, --connect-rate,
-	 * --connect-count, --net-address, --net-dev; NULL when not given. */
+	 * --connect-count, --net-address, --net-dev (NULL when not given),
+	 * --net-prepare. */
 	const char *listen;
 	const char *connect;
 	uint64_t connect_rate;
 	uint64_t connect_count;
 	const char *net_address;
 	const char *net_dev;
+	uint64_t net_prepare; /* --net-prepare: sockets made ahead (default 64) */
 };
 
 /* Where the VM is in its start-up (main.c): the API answers from the

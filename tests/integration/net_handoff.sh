@@ -99,8 +99,15 @@ kill -9 "$PID_dead"
 wait "$MIG"
 mig_over() { [ "$(status_field src 'd["migration"]["state"]')" = '"failed"' ]; }
 wait_until 5 mig_over || fail "the migration to a killed destination: $(status_field src 'd["migration"]')"
-[ "$(net src '["where"]')" = '"source"' ] && [ "$(net src '["connections"]')" -ge 50 ] || fail "after a killed destination: $(net src '')"
+a1=$(net src '["accepted"]')
+# The benchmark may have finished by now on a quick machine; if it still
+# runs after the status was read, its connections were on the source.
+where=$(net src '["where"]')
+if kill -0 "$B" 2>/dev/null; then
+	[ "$where" = '"source"' ] || fail "after a killed destination: $(net src '')"
+fi
 bench_ok "$B" "$T/b4.out"
+[ "$(net src '["accepted"]')" = "$a1" ] || fail "a reconnect on the source after a killed destination"
 [ "$(redis-cli -p "$port" GET counter)" = 150000 ] || fail "counter after 150000 INCRs: $(redis-cli -p "$port" GET counter)"
 pass "a refused state (sockets frozen, then thawed) and a killed destination: the benchmarks never saw an error, counter 150000 exact on the source"
 
