@@ -1007,6 +1007,21 @@ void fy_tls_describe(struct fy_tls *t, char *buf, size_t len)
 }
 
 /**
+ * fy_tls_names() - see tls.h.
+ */
+void fy_tls_names(struct fy_tls *t, char *version, size_t vlen,
+		  char *cipher, size_t clen, char *kx, size_t klen)
+{
+	const char *v = gnutls_protocol_get_name(gnutls_protocol_get_version(t->s));
+	const char *c = gnutls_cipher_get_name(gnutls_cipher_get(t->s));
+	const char *k = gnutls_kx_get_name(gnutls_kx_get(t->s));
+
+	snprintf(version, vlen, "%s", v ? v : "");
+	snprintf(cipher, clen, "%s", c ? c : "");
+	snprintf(kx, klen, "%s", k ? k : "");
+}
+
+/**
  * fy_tls_last_error() - see tls.h.
  */
 const char *fy_tls_last_error(struct fy_tls *t)
