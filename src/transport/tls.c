@@ -451,8 +451,26 @@ static int load_psk(struct fy_tls_creds *cr, const struct fy_tls_config *c,
 	return 0;
 }
 
-/* The priority string: the caller's or GnuTLS's default, PSK key
- * exchanges added for PSK. */
+/*
+ * The default priorities: GnuTLS's NORMAL, except that on a CPU with AES
+ * and carry-less multiply instructions ChaCha20-Poly1305 goes last. NORMAL
+ * lists it before AES-128-GCM, and a TLS 1.3 PSK session (whose binder
+ * hash is SHA-256, which rules out AES-256-GCM-SHA384) would take it: here
+ * it encrypts at 0.24 GB/s against 2.6-2.8 GB/s for AES-GCM (GnuTLS's
+ * AES-NI/PCLMUL code; bench 13). Without those instructions ChaCha20 is
+ * the faster one and NORMAL stays as it is.
+ */
+static const char *default_priority(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	if (__builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul"))
+		return "NORMAL:-CHACHA20-POLY1305:+CHACHA20-POLY1305";
+#endif
+	return "NORMAL";
+}
+
+/* The priority string: the caller's or the default, PSK key exchanges
+ * added for PSK. */
 static int load_priority(struct fy_tls_creds *cr, const struct fy_tls_config *c,
 			 char *err, size_t errlen)
 {
@@ -461,7 +479,7 @@ static int load_priority(struct fy_tls_creds *cr, const struct fy_tls_config *c,
 	int rc;
 
 	snprintf(prio, sizeof(prio), "%s%s",
-		 given(c->priority) ? c->priority : "NORMAL",
+		 given(c->priority) ? c->priority : default_priority(),
 		 cr->psk ? ":+ECDHE-PSK:+DHE-PSK:+PSK" : "");
 	rc = gnutls_priority_init(&cr->prio, prio, &at);
 	if (rc < 0) {
