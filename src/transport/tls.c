@@ -77,6 +77,7 @@ struct fy_tls {
 	/* Ciphertext of whole records waiting for one sendmsg() (see
 	 * push()); t->batch while fy_tls_send() runs. */
 	bool batch;
+	bool corked;	      /* TCP_CORK is on (a send is under way) */
 	size_t wlen;
 	uint8_t *wbuf;
 	/* Ciphertext read ahead: GnuTLS asks for a record's header, then its
@@ -977,6 +978,24 @@ static int send_all(struct fy_tls *t, const uint8_t *p, size_t len)
 	return 0;
 }
 
+/*
+ * Four records are a little more than 64 KiB, the loopback's segment: a
+ * socket that is not corked sends their tail as a small segment of its
+ * own, and the receiver wakes for it. Corked while a send lasts, the
+ * kernel fills whole segments, and uncorking at its end sends the rest at
+ * once (interleaved runs under load: 119-164 MB/s corked against 80-87
+ * without).
+ */
+static void cork(struct fy_tls *t, bool on)
+{
+	int v = on;
+
+	if (t->corked == on)
+		return;
+	if (!setsockopt(t->fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v)))
+		t->corked = on;
+}
+
 /**
  * fy_tls_send() - see tls.h. Pieces smaller than a record are gathered in
  * the stage (one copy of a few bytes of framing); a long run with the
@@ -986,6 +1005,7 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 {
 	int rc = 0, frc;
 
+	cork(t, true);
 	t->batch = true;
 	for (int i = 0; i < n && !rc; i++) {
 		const uint8_t *p = iov[i].iov_base;
@@ -1024,6 +1044,8 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 		return rc;
 	}
 	frc = t->wlen ? wflush(t) : 0;
+	if (!more)
+		cork(t, false);
 	return frc;
 }
 
