@@ -983,8 +983,7 @@ static int send_all(struct fy_tls *t, const uint8_t *p, size_t len)
  * socket that is not corked sends their tail as a small segment of its
  * own, and the receiver wakes for it. Corked while a send lasts, the
  * kernel fills whole segments, and uncorking at its end sends the rest at
- * once (interleaved runs under load: 119-164 MB/s corked against 80-87
- * without).
+ * once (uncorked batches were slower: docs/benchmarks.md, bench 13).
  */
 static void cork(struct fy_tls *t, bool on)
 {
