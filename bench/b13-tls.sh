@@ -98,6 +98,12 @@ for key, name, cipher in (("plain", "plaintext", None), ("aes", "TLS AES-128-GCM
     cs = c.get(cipher) if cipher else None
     print(f"{name:<22}{cells[0]:>22}{cells[1]:>22}{cells[2]:>22}{(f'{cs:,.0f}' if cs else '-'):>16}"
           f"{(f'{best / cs:.2f}' if cs and best else '-'):>13}")
+    # What the reports say was negotiated (tls_version, tls_cipher).
+    seen = sorted({" ".join(x for x in (r["r"].get("tls_version"), r["r"].get("tls_cipher")) if x) or "none"
+                   for n in (1, 2, 4) for r in rs(f"{key}-{n}")})
+    if seen:
+        ok = seen == ([f"TLS1.3 {cipher}"] if cipher else ["none"])
+        print(f"  negotiated (reports): {', '.join(seen)}{'' if ok else '  <- not what the row asked for'}")
     if cipher and best:
         t1 = cs and best >= 0.6 * cs
         t2 = qbest and best >= 10 * qbest

@@ -99,7 +99,7 @@ struct json_object *cli_failed_report(const char *error)
 		"page_wait_max_ms", "lazy_complete_ms", "postcopy", "postcopy_ms",
 		"faults", "fault_p50_us", "fault_p99_us", "fault_max_us",
 		"pages_requested", "pages_pushed", "pages_missing",
-		"recoveries", "local_fds",
+		"recoveries", "local_fds", "tls_cipher", "tls_version", "tls_kx",
 	};
 	json_object *r = json_object_new_object();
 
@@ -148,6 +148,12 @@ static void print_link(FILE *out, json_object *report)
 				cli_str(report, "congestion_control", ""));
 		fputc('\n', out);
 	}
+	if (cli_str(report, "tls_cipher", "")[0])
+		fprintf(out, "encryption    %s %s%s%s\n",
+			cli_str(report, "tls_version", "TLS"),
+			cli_str(report, "tls_cipher", ""),
+			cli_str(report, "tls_kx", "")[0] ? ", key exchange " : "",
+			cli_str(report, "tls_kx", ""));
 	if (cli_num(report, "protocol_version", 0) >= 1) {
 		fprintf(out, "protocol      version %.0f, capabilities ",
 			cli_num(report, "protocol_version", 0));

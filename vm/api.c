@@ -170,6 +170,13 @@ static void add_link_fields(json_object *o, const struct ferry_stats *st)
 				       NULL);
 	json_object_object_add(o, "dirty_mode",
 			       st->dirty_mode[0] ? jstr(st->dirty_mode) : NULL);
+	/* TLS: what the connections negotiated, null without TLS. */
+	json_object_object_add(o, "tls_cipher",
+			       st->tls_cipher[0] ? jstr(st->tls_cipher) : NULL);
+	json_object_object_add(o, "tls_version",
+			       st->tls_version[0] ? jstr(st->tls_version) : NULL);
+	json_object_object_add(o, "tls_kx",
+			       st->tls_kx[0] ? jstr(st->tls_kx) : NULL);
 	/* Local migration: the memory went by fd; wire_bytes are records. */
 	json_object_object_add(o, "local_fds",
 			       json_object_new_boolean(st->local_fds));

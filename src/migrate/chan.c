@@ -756,6 +756,20 @@ static void refuse_plaintext(struct fy_chan *c)
 	}
 }
 
+/* The session's stats name what the first secured connection
+ * negotiated (every connection of a run uses the same priorities). */
+static void tls_note_stats(struct fy_chan *c)
+{
+	struct ferry_stats *st = &c->s->stats;
+
+	pthread_mutex_lock(&c->s->lock);
+	if (!st->tls_cipher[0])
+		fy_tls_names(c->tls, st->tls_version, sizeof(st->tls_version),
+			     st->tls_cipher, sizeof(st->tls_cipher),
+			     st->tls_kx, sizeof(st->tls_kx));
+	pthread_mutex_unlock(&c->s->lock);
+}
+
 /**
  * fy_chan_secure() - see engine.h.
  */
@@ -783,6 +797,7 @@ int fy_chan_secure(struct fy_chan *c, bool server, char *err, size_t len)
 	}
 	fy_tls_describe(c->tls, what, sizeof(what));
 	fy_session_log(c->s, 3, "TLS: %s", what);
+	tls_note_stats(c);
 	return 0;
 }
 

@@ -100,6 +100,11 @@ size_t fy_tls_pending(struct fy_tls *t);
 /* "TLS1.3 AES-128-GCM, x509" or similar, for logs. */
 void fy_tls_describe(struct fy_tls *t, char *buf, size_t len);
 
+/* The negotiated protocol ("TLS1.3"), cipher ("AES-128-GCM") and key
+ * exchange ("ECDHE-RSA"), as GnuTLS names them, each cut to its buffer. */
+void fy_tls_names(struct fy_tls *t, char *version, size_t vlen,
+		  char *cipher, size_t clen, char *kx, size_t klen);
+
 /* The session's last I/O error, in words (for logs). */
 const char *fy_tls_last_error(struct fy_tls *t);
 

@@ -73,6 +73,9 @@ wait $MIG || fail "migration with reno failed: $(tail -n1 "$T/reno.json")"
 [ "$(json_field "$T/reno.json" 'd["verified"]')" = true ] || fail "not verified: $(tail -n1 "$T/reno.json")"
 [ "$(json_field "$T/reno.json" 'd["congestion_control"]')" = '"reno"' ] ||
 	fail "report: $(tail -n1 "$T/reno.json")"
+# A plaintext migration names no TLS.
+[ "$(json_field "$T/reno.json" '[d["tls_cipher"], d["tls_version"], d["tls_kx"]]')" = '[null, null, null]' ] ||
+	fail "a plaintext report names TLS: $(tail -n1 "$T/reno.json")"
 guest_runs dst || fail "destination guest does not run"
 pass "reno on both connections (ss), migration verified"
 
