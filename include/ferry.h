@@ -49,7 +49,8 @@ enum {
 	FERRY_EMISMATCH = -1003, /* memory layout differs between the sides */
 	FERRY_EPEER = -1004,	 /* the peer reported an error */
 	FERRY_ECANCELED = -1005, /* cancelled by the user */
-	FERRY_ETIMEOUT = -1006,	 /* did not converge within its limits */
+	FERRY_ETIMEOUT = -1006,	 /* a time limit ran out: convergence,
+				    max_pause_ms, or stall_timeout_ms */
 	FERRY_EVMM = -1007,	 /* a VMM callback failed */
 	FERRY_EUNCONFIRMED = -1008, /* released, but the destination never
 				       confirmed it runs: neither side runs
@@ -262,6 +263,12 @@ struct ferry_stats {
 	/* Local migration (both sides): the memory went by fd (MEMORY_FDS);
 	 * bytes and wire_bytes then count the state and the records only. */
 	bool local_fds;
+	/* Both sides: the stall limit in force (ferry_config.stall_timeout_ms
+	 * with the default applied); when the run failed because the peer
+	 * fell silent, how long it had been silent when that was detected
+	 * (else 0). */
+	uint32_t stall_timeout_ms;
+	double stall_detect_ms;
 	/* New members go here, at the end. */
 };
 
@@ -527,7 +534,23 @@ struct ferry_config {
 					 (NULL: the file's first) */
 	const char *tls_priority;    /* GnuTLS priority string (ciphers,
 					versions); NULL: "NORMAL" */
+	/* Both roles: the stall limit. A peer that sends nothing, or takes
+	 * nothing, for this long (its process frozen, the link black-holed)
+	 * fails the migration with FERRY_ETIMEOUT, as any failure does: a
+	 * source before its point of no return resumes its guest, a
+	 * destination gives the attempt up. TCP connections also get it as
+	 * TCP_USER_TIMEOUT, with keepalive probes within it. Not for
+	 * "file:" runs, and after postcopy's transition a stall pauses
+	 * postcopy instead. FERRY_STALL_TIMEOUT_MS (10 s)
+	 * when 0; else FERRY_STALL_TIMEOUT_MIN_MS (500 ms) to
+	 * FERRY_STALL_TIMEOUT_MAX_MS (1 h). */
+	uint32_t stall_timeout_ms;
 };
+
+/* ferry_config.stall_timeout_ms: the default and the range. */
+#define FERRY_STALL_TIMEOUT_MS 10000
+#define FERRY_STALL_TIMEOUT_MIN_MS 500
+#define FERRY_STALL_TIMEOUT_MAX_MS 3600000
 
 /**
  * ferry_config_init() - fill a config with defaults.

@@ -99,7 +99,7 @@ struct json_object *cli_failed_report(const char *error)
 		"page_wait_max_ms", "lazy_complete_ms", "postcopy", "postcopy_ms",
 		"faults", "fault_p50_us", "fault_p99_us", "fault_max_us",
 		"pages_requested", "pages_pushed", "pages_missing",
-		"recoveries", "local_fds",
+		"recoveries", "local_fds", "stall_timeout_ms", "stall_detect_ms",
 	};
 	json_object *r = json_object_new_object();
 

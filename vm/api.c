@@ -175,6 +175,19 @@ static void add_link_fields(json_object *o, const struct ferry_stats *st)
 			       json_object_new_boolean(st->local_fds));
 }
 
+/* The stall limit in force and, when the run failed on a silent peer,
+ * how long it had been silent when that was seen (else null). Shared by
+ * status and report. */
+static void add_stall_fields(json_object *o, const struct ferry_stats *st)
+{
+	json_object_object_add(o, "stall_timeout_ms",
+			       st->stall_timeout_ms ? ju64(st->stall_timeout_ms)
+						    : NULL);
+	json_object_object_add(o, "stall_detect_ms",
+			       st->stall_detect_ms > 0 ?
+				       api_double(st->stall_detect_ms) : NULL);
+}
+
 /* A 64-bit digest as 16 hex digits (JSON numbers lose bits past 2^53),
  * null when there is none. */
 static json_object *digest_json(uint64_t d)
@@ -283,6 +296,7 @@ static json_object *stats_json(const struct ferry_stats *st, const char *err,
 	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
 	add_snapshot_fields(o, st, in);
 	add_postcopy_fields(o, st, NULL);
+	add_stall_fields(o, st);
 	json_object_object_add(o, "error", error_string(st->error, err));
 	return o;
 }
@@ -486,6 +500,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 			       json_object_new_boolean(vm->mig.keep_running) : NULL);
 	add_snapshot_fields(o, st, !snap_out);
 	add_postcopy_fields(o, st, n);
+	add_stall_fields(o, st);
 	json_object_object_add(o, "net", net_json(vm));
 	if (rc)
 		json_object_put(stall);

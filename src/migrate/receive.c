@@ -220,8 +220,12 @@ static int pass_end_conns(struct receiver *x, const struct fy_pass_end *e,
 			 (unsigned long long)x->pass_bytes);
 		return FERRY_EPROTO;
 	}
-	return fy_recv_pool_end_pass_conns(&x->pool, e, ack, x->err,
-					   sizeof(x->err));
+	int rc = fy_recv_pool_end_pass_conns(&x->pool, e, ack, x->err,
+					     sizeof(x->err));
+
+	if (rc == -ETIMEDOUT)
+		x->stall_ns = (uint64_t)fy_stall_ms(x->s) * 1000000ull;
+	return rc;
 }
 
 static int on_pass_end(struct receiver *x, struct fy_buf *reply)
@@ -415,6 +419,21 @@ static int wire_code(const struct receiver *x, const struct fy_recv_step *st,
 	return rc;
 }
 
+/*
+ * The attempt ended on a silent source: its main connection (a read that
+ * gave up, or TCP that did), or the data connections in the pass
+ * barrier, whose own message then stands. FERRY_ETIMEOUT.
+ */
+static int stalled(struct receiver *x)
+{
+	uint64_t ns = x->stall_ns;
+
+	if (!ns)
+		ns = fy_chan_stalled(&x->ch, "the source", x->err,
+				     sizeof(x->err));
+	return fy_session_stall_fail(x->s, ns, "giving the attempt up", x->err);
+}
+
 /* Serve records until the guest runs here (completely, or in postcopy)
  * or the attempt fails. */
 static int serve(struct receiver *x)
@@ -432,7 +451,7 @@ static int serve(struct receiver *x)
 		 * stream goes quiet. */
 		rc = fy_cancelled(x->s)
 			     ? FERRY_ECANCELED
-			     : fy_chan_recv_hdr(&x->ch, &h, FY_IDLE_TIMEOUT_MS);
+			     : fy_chan_recv_hdr(&x->ch, &h, x->ch.idle_ms);
 		if (rc) {
 			int prc = fy_recv_pool_error(&x->pool, x->err,
 						     sizeof(x->err));
@@ -705,6 +724,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 		goto done;
 	}
 	x.ch.is_file = u.kind == FY_URI_FILE;
+	fy_chan_log_watch(&x.ch, "main connection");
 	rc = fy_chan_secure(&x.ch, true, x.err, sizeof(x.err));
 	if (rc) {
 		fy_session_fail(s, rc, "%s", x.err);
@@ -731,6 +751,8 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	 * or pauses, and never gives the guest up. */
 	if (x.sm.state == FY_RS_POSTCOPY || x.sm.state == FY_RS_PC_PAUSED)
 		rc = fy_pc_run(&x, rc);
+	else if (rc == -ETIMEDOUT)
+		rc = stalled(&x);
 	else if (rc)
 		fy_session_fail(s, rc, "%s", x.err[0] ? x.err : ferry_strerror(rc));
 done:

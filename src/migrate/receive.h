@@ -70,6 +70,7 @@ struct receiver {
 	uint64_t t_final; /* final pass began: the source is paused */
 	bool final_done;  /* a final pass completed: STATE may follow */
 	bool resumed;
+	uint64_t stall_ns; /* the pass barrier waited this long for data */
 	struct fy_pc_recv pc;
 	struct fy_local_recv local;
 	char err[384];

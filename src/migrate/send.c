@@ -37,10 +37,24 @@ static void salvage_peer_error(struct sender *x)
 			ferry_strerror(e.code));
 }
 
+/* Connection @c (the main one, or a data connection) timed out: the
+ * destination stalled. */
+int fy_snd_stall_fail(struct sender *x, struct fy_chan *c, const char *what)
+{
+	char why[160];
+	uint64_t ns = fy_chan_stalled(c, "the destination", why, sizeof(why));
+
+	return fy_session_stall_fail(x->s, ns, what, why);
+}
+
 int fy_snd_io_fail(struct sender *x, int rc, const char *what)
 {
 	if (rc == FERRY_ECANCELED)
 		return fy_session_fail(x->s, rc, "cancelled during %s", what);
+	/* A silent destination has no ERROR to salvage, and waiting for
+	 * one would only hold the guest longer. */
+	if (rc == -ETIMEDOUT)
+		return fy_snd_stall_fail(x, &x->ch, what);
 	salvage_peer_error(x);
 	return fy_session_fail(x->s, rc, "%s: %s", what, ferry_strerror(rc));
 }
@@ -54,7 +68,7 @@ static int await_response(struct sender *x, const char *what)
 	int rc;
 
 	for (;;) {
-		rc = fy_chan_recv_hdr(&x->ch, &h, FY_IDLE_TIMEOUT_MS);
+		rc = fy_chan_recv_hdr(&x->ch, &h, x->ch.idle_ms);
 		if (!rc)
 			rc = fy_chan_recv_body(&x->ch, &h);
 		if (rc)
@@ -359,6 +373,13 @@ static int send_pass(struct sender *x, uint32_t pass)
 				       x->paused && x->csum_data, &pe, &chan,
 				       x->pc_usable && !x->paused ? &stop
 								  : NULL);
+		if (rc && chan && rc == -ETIMEDOUT && chan <= x->nextra) {
+			char what[48];
+
+			snprintf(what, sizeof(what), "data connection %u", chan);
+			rc = fy_snd_stall_fail(x, &x->extra[chan - 1], what);
+			goto out;
+		}
 		if (rc) {
 			rc = chan ? fy_session_fail(s, rc,
 						    "data connection %u: %s",
@@ -1138,7 +1159,10 @@ static void send_abort(struct sender *x, int code)
 	char msg[FY_MSG_MAX];
 	uint32_t seq;
 
-	if (x->ch.fd < 0 || fy_send_sm_request(&x->sm, FY_REC_ABORT, &seq))
+	/* A destination that took nothing for the stall limit takes no
+	 * ABORT either: trying would hold the guest paused a second more. */
+	if (x->ch.fd < 0 || x->ch.tx.stall_ns ||
+	    fy_send_sm_request(&x->sm, FY_REC_ABORT, &seq))
 		return;
 	ferry_session_errmsg(x->s, msg, sizeof(msg));
 	/* A destination that stopped reading would hold the source here
@@ -1286,6 +1310,7 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 		fy_chan_close(&x->ch);
 		return fy_session_fail(x->s, rc, "out of memory");
 	}
+	fy_chan_log_watch(&x->ch, "main connection");
 	rc = fy_chan_secure(&x->ch, false, err, sizeof(err));
 	if (rc)
 		return fy_session_fail(x->s, rc, "%s", err);

@@ -70,6 +70,8 @@ int fy_snd_request_fds(struct sender *x, uint32_t type,
 		       const struct fy_buf *body, const char *what,
 		       const int *fds, unsigned nfds);
 int fy_snd_io_fail(struct sender *x, int rc, const char *what);
+/* Connection @c timed out: FERRY_ETIMEOUT naming the destination's silence. */
+int fy_snd_stall_fail(struct sender *x, struct fy_chan *c, const char *what);
 int fy_snd_pause(struct sender *x);
 void fy_snd_lift_throttle(struct sender *x);
 int fy_snd_collect(struct sender *x, bool keep);
