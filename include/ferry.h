@@ -539,9 +539,13 @@ struct ferry_config {
 	 * fails the migration with FERRY_ETIMEOUT, as any failure does: a
 	 * source before its point of no return resumes its guest, a
 	 * destination gives the attempt up. TCP connections also get it as
-	 * TCP_USER_TIMEOUT, with keepalive probes within it. Not for
-	 * "file:" runs, and after postcopy's transition a stall pauses
-	 * postcopy instead. FERRY_STALL_TIMEOUT_MS (10 s)
+	 * TCP_USER_TIMEOUT, with keepalive probes within it. A peer that is
+	 * busy but alive (loading a large state, scanning a dirty log,
+	 * held back by max_bandwidth) sends keep-alive records meanwhile
+	 * (FERRY_CAP_KEEPALIVE); against a peer without them, silence
+	 * while it answers a request is allowed up to 60 s, or this limit
+	 * if longer. Not for "file:" runs, and after postcopy's transition
+	 * a stall pauses postcopy instead. FERRY_STALL_TIMEOUT_MS (10 s)
 	 * when 0; else FERRY_STALL_TIMEOUT_MIN_MS (500 ms) to
 	 * FERRY_STALL_TIMEOUT_MAX_MS (1 h). */
 	uint32_t stall_timeout_ms;
@@ -764,10 +768,17 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
  * listeners, and fd: sockets that are AF_UNIX); a source uses it only when
  * local_fds asks. */
 #define FERRY_CAP_LOCAL_FDS (1ull << 6)
+/* Either side, while busy (loading a state, scanning a dirty log, held
+ * back by max_bandwidth), sends a KEEPALIVE record on the main connection
+ * when it has written nothing there for a quarter of the shortest stall
+ * limit (125 ms): a silent peer is then a stalled one (ferry_config.
+ * stall_timeout_ms). Offered by this library; a peer that does not take
+ * it is allowed its old silence while it answers (60 s). */
+#define FERRY_CAP_KEEPALIVE (1ull << 7)
 #define FERRY_CAP_ALL                                                  \
 	(FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL |            \
 	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD |         \
-	 FERRY_CAP_POSTCOPY | FERRY_CAP_LOCAL_FDS)
+	 FERRY_CAP_POSTCOPY | FERRY_CAP_LOCAL_FDS | FERRY_CAP_KEEPALIVE)
 
 /* ---- snapshot files ---- */
 

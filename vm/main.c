@@ -133,8 +133,10 @@ static void usage(FILE *f)
 		"                       multi-channel, zero-pages, lz4, zstd, postcopy\n"
 		"                       (offered where userfaultfd's missing mode\n"
 		"                       works and the library runs postcopy),\n"
-		"                       local-fds (offered on unix: listeners)\n"
-		"                       (repeatable)\n"
+		"                       local-fds (offered on unix: listeners),\n"
+		"                       keepalive (this VM sends keep-alive records\n"
+		"                       while busy; without it a busy peer is\n"
+		"                       allowed 60 s of silence) (repeatable)\n"
 		"  --tls-creds DIR      TLS with x509 on every migration connection, in\n"
 		"                       and out: DIR holds QEMU's tls-creds-x509 files,\n"
 		"                       ca-cert.pem, server-cert.pem and server-key.pem\n"
@@ -313,7 +315,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'C': {
 		static const char *const names[] = { "data-checksum",
 			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy",
-			"local-fds" };
+			"local-fds", "keepalive" };
 
 		static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
 				      FERRY_CAP_ALL,

@@ -162,6 +162,7 @@ static bool pipe_open(struct fy_chan *c)
 void fy_chan_clear(struct fy_chan *c)
 {
 	memset(c, 0, sizeof(*c));
+	c->tx_mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 	c->fd = -1;
 	c->tx.tee_fd = -1;
 	c->tx.pipe[0] = c->tx.pipe[1] = -1;
@@ -183,6 +184,7 @@ int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd)
 	c->rx.last_rx_ns = fy_now_ns();
 	atomic_store(&c->tx.last_tx_ns, c->rx.last_rx_ns);
 	c->idle_ms = fy_stall_ms(s);
+	c->answer_ms = c->idle_ms;
 	/* Every connection of a session comes through here (main, data,
 	 * postcopy's recovery): TCP watches each one within the limit. */
 	c->watch_rc = fd >= 0 ? fy_transport_stall_opts(fd, (uint32_t)c->idle_ms,
@@ -421,12 +423,30 @@ static int send_iov(struct fy_chan *c, struct iovec *iov, int n, bool more)
 	return 0;
 }
 
+/* A record's bytes go out whole: a keep-alive writer waits its turn. */
+static void tx_lock(struct fy_chan *c)
+{
+	if (c->tx_shared)
+		pthread_mutex_lock(&c->tx_mu);
+}
+
+static void tx_unlock(struct fy_chan *c)
+{
+	if (c->tx_shared)
+		pthread_mutex_unlock(&c->tx_mu);
+}
+
 /* Write every byte of @iov (which it consumes). */
 static int write_iov(struct fy_chan *c, struct iovec *iov, int n)
 {
 	int rc = write_prepare(c, iov, n);
 
-	return rc ? rc : send_iov(c, iov, n, false);
+	if (rc)
+		return rc;
+	tx_lock(c);
+	rc = send_iov(c, iov, n, false);
+	tx_unlock(c);
+	return rc;
 }
 
 /* Move @len bytes from the pipe to the socket (the record's trailer
@@ -544,11 +564,16 @@ static int send_spliced(struct fy_chan *c, struct iovec *iov, int n,
 
 	if (!rc)
 		rc = write_prepare(c, iov, n);
-	if (!rc)
-		rc = send_iov(c, iov, first, true);
+	if (rc)
+		return rc;
+	tx_lock(c);
+	rc = send_iov(c, iov, first, true);
 	if (!rc)
 		rc = splice_quietly(c, iov + first, end - first);
-	return rc ? rc : send_iov(c, iov + end, n - end, false);
+	if (!rc)
+		rc = send_iov(c, iov + end, n - end, false);
+	tx_unlock(c);
+	return rc;
 }
 
 static void batch_empty(struct fy_batch *b)
@@ -929,18 +954,62 @@ int fy_chan_send_rec_fds(struct fy_chan *c, uint32_t type, uint32_t seq,
 	iov.iov_len = c->tx.out.len;
 	if (!rc)
 		rc = write_prepare(c, &iov, 1);
+	if (rc)
+		return rc;
+	tx_lock(c);
 	while (!rc) {
 		w = fy_transport_sendmsg_fds(c->fd, &iov, 1, fds, nfds,
 					     MSG_NOSIGNAL);
 		rc = wrote(c, w, &since);
-		if (rc < 0)
-			return rc;
-		if (rc) {
+		if (rc > 0) {
 			iov.iov_base = (uint8_t *)iov.iov_base + w;
 			iov.iov_len -= (size_t)w;
-			return iov.iov_len ? send_iov(c, &iov, 1, false) : 0;
+			rc = iov.iov_len ? send_iov(c, &iov, 1, false) : 0;
+			break;
 		}
 	}
+	tx_unlock(c);
+	return rc;
+}
+
+/**
+ * fy_chan_peer_keeps() - see engine.h.
+ */
+void fy_chan_peer_keeps(struct fy_chan *c, bool keeps)
+{
+	c->answer_ms = keeps || c->idle_ms >= FY_QUIET_PEER_MS
+			       ? c->idle_ms : FY_QUIET_PEER_MS;
+}
+
+/**
+ * fy_chan_share_tx() - see engine.h.
+ */
+void fy_chan_share_tx(struct fy_chan *c)
+{
+	c->tx_shared = true;
+}
+
+/**
+ * fy_chan_send_keepalive() - see engine.h. The owner's records are
+ * written whole under tx_mu, so this one goes between two of them; if
+ * the lock is taken, a record is going out and the peer hears from this
+ * side anyway. The recording (record_stream) leaves it out: the owner
+ * writes there outside the lock, and a reader skips the record anyway.
+ */
+int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec)
+{
+	struct iovec iov = { rec->data, rec->len };
+	uint64_t before;
+	int rc;
+
+	if (pthread_mutex_trylock(&c->tx_mu))
+		return 0;
+	before = atomic_load(&c->tx.wire_bytes);
+	rc = send_iov(c, &iov, 1, false);
+	/* Part of a record would garble whatever follows it. */
+	if (rc && atomic_load(&c->tx.wire_bytes) != before)
+		shutdown(c->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&c->tx_mu);
 	return rc;
 }
 

@@ -196,6 +196,14 @@ struct fy_chan {
 	int tls_rx_limit_ms; /* the running read's idle limit */
 	/* The stall limit on this connection (ms): the session's. */
 	int idle_ms;
+	/* How long a wait for the peer's next record (an answer, the next
+	 * request) may last: idle_ms, or, once HELLO showed that the peer
+	 * sends no keep-alives, FY_QUIET_PEER_MS if that is longer. */
+	int answer_ms;
+	/* A keep-alive writer shares the sending direction: each record is
+	 * written under tx_mu (fy_chan_share_tx()). */
+	pthread_mutex_t tx_mu;
+	bool tx_shared;
 	/* TCP_USER_TIMEOUT and keepalive, set by fy_chan_init(): 0, 1 when
 	 * the socket is not TCP, or the setsockopt() error and the option
 	 * it refused (fy_chan_log_watch() tells the log). */
@@ -383,6 +391,37 @@ int fy_chan_recv_staged(struct fy_chan *c, const struct fy_rec_hdr *h,
 			const struct fy_stage *st, struct fy_mem_hdr *m,
 			char *err, size_t errlen);
 int fy_chan_skip_body(struct fy_chan *c, const struct fy_rec_hdr *h);
+/* A peer without FERRY_CAP_KEEPALIVE may be silent this long while it
+ * works on an answer (the fixed limit of older versions). */
+#define FY_QUIET_PEER_MS 60000
+/* After HELLO: does the peer send KEEPALIVE while busy? Sets answer_ms. */
+void fy_chan_peer_keeps(struct fy_chan *c, bool keeps);
+/* From now on a keep-alive writer may write between this connection's
+ * records (the owner's writes take tx_mu). Call while no write runs. */
+void fy_chan_share_tx(struct fy_chan *c);
+/* Write the encoded KEEPALIVE record @rec unless a record is being
+ * written (then it is not needed). 0, or the write's error (a record
+ * written in part has the connection shut down). Any thread. */
+int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec);
+
+/* keepalive.c: a thread that keeps the main connection from falling
+ * silent while its side is busy (FERRY_CAP_KEEPALIVE). */
+struct fy_keeper {
+	struct fy_chan *c;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cv; /* CLOCK_MONOTONIC */
+	bool running, stop;
+	uint32_t every_ms;
+	struct fy_buf rec;
+};
+/* Start sending KEEPALIVE on @c whenever it wrote nothing for a quarter
+ * of the shortest stall limit (125 ms). 0, or a negative errno (logged; the run goes on
+ * without: only the peer's patience is at stake). Session thread. */
+int fy_keeper_start(struct fy_keeper *k, struct fy_chan *c);
+/* Stop it and wait until it has (nothing when not running). */
+void fy_keeper_stop(struct fy_keeper *k);
+
 /* Log, on the session's thread, what fy_chan_init() could not set on a
  * TCP connection (TCP_USER_TIMEOUT, keepalive); @what names it. */
 void fy_chan_log_watch(struct fy_chan *c, const char *what);

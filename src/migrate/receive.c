@@ -97,6 +97,9 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 		fy_recv_pool_set_session(&x->pool, r.session_id, r.token);
 	/* The machine takes the postcopy records from now on (proto.h). */
 	x->sm.postcopy = r.capabilities & FERRY_CAP_POSTCOPY;
+	/* Keep-alives both ways once the answer is out (serve()). */
+	x->keep = r.capabilities & FERRY_CAP_KEEPALIVE;
+	fy_chan_peer_keeps(&x->ch, x->keep);
 	/* From the answer on, the source may attach its files. */
 	x->sm.local_fds = r.capabilities & FERRY_CAP_LOCAL_FDS;
 	x->ch.rx.take_fds = x->sm.local_fds;
@@ -390,8 +393,12 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 	case FY_RA_RELEASED:
 		return on_released(x, reply);
 	case FY_RA_DISCARD:
+		/* Postcopy has deadlines of its own and readers that other
+		 * records must not reach: keep-alives end here. */
+		fy_keeper_stop(&x->keeper);
 		return fy_pc_discard(x, reply);
 	case FY_RA_POSTCOPY:
+		fy_keeper_stop(&x->keeper);
 		return fy_pc_postcopy(x, reply);
 	case FY_RA_MEMORY_FDS:
 		return fy_local_on_fds(x);
@@ -451,7 +458,7 @@ static int serve(struct receiver *x)
 		 * stream goes quiet. */
 		rc = fy_cancelled(x->s)
 			     ? FERRY_ECANCELED
-			     : fy_chan_recv_hdr(&x->ch, &h, x->ch.idle_ms);
+			     : fy_chan_recv_hdr(&x->ch, &h, x->ch.answer_ms);
 		if (rc) {
 			int prc = fy_recv_pool_error(&x->pool, x->err,
 						     sizeof(x->err));
@@ -513,6 +520,10 @@ static int serve(struct receiver *x)
 					 "answering: %s", ferry_strerror(rc));
 				break;
 			}
+		}
+		if (x->keep) {
+			x->keep = false;
+			fy_keeper_start(&x->keeper, &x->ch);
 		}
 		moved = st.next != x->sm.state;
 		fy_recv_sm_commit(&x->sm, &st, h.seq);
@@ -743,6 +754,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	x.pc.where = u;
 	x.pc.where_ours = lfd >= 0;
 	rc = serve(&x);
+	fy_keeper_stop(&x.keeper);
 	/* The source may resume its guest: this side lets go of its
 	 * memory before anything here could write into it. */
 	if (rc && !x.resumed)
@@ -759,6 +771,7 @@ done:
 	pthread_mutex_lock(&s->lock);
 	s->stats.connections = 1 + fy_recv_pool_channels(&x.pool);
 	pthread_mutex_unlock(&s->lock);
+	fy_keeper_stop(&x.keeper);
 	fy_recv_pool_stop(&x.pool);
 	if (x.local.n)
 		fy_local_undo(&x);

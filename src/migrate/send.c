@@ -26,9 +26,14 @@ static void salvage_peer_error(struct sender *x)
 {
 	struct fy_rec_hdr h;
 	struct fy_error_msg e;
+	int skip = 4;
 
-	if (x->ch.fd < 0 || fy_chan_recv_hdr(&x->ch, &h, 500))
-		return;
+	/* Keep-alives the destination sent before its ERROR come first. */
+	do {
+		if (x->ch.fd < 0 || fy_chan_recv_hdr(&x->ch, &h, 500))
+			return;
+	} while (h.type == FY_REC_KEEPALIVE && !fy_chan_skip_body(&x->ch, &h) &&
+		 --skip);
 	if (fy_rec_number(h.type) != FY_REC_ERROR ||
 	    fy_chan_recv_body(&x->ch, &h) ||
 	    fy_error_decode(x->ch.rx.in.data, x->ch.rx.in.len, &e))
@@ -68,7 +73,7 @@ static int await_response(struct sender *x, const char *what)
 	int rc;
 
 	for (;;) {
-		rc = fy_chan_recv_hdr(&x->ch, &h, x->ch.idle_ms);
+		rc = fy_chan_recv_hdr(&x->ch, &h, x->ch.answer_ms);
 		if (!rc)
 			rc = fy_chan_recv_body(&x->ch, &h);
 		if (rc)
@@ -212,6 +217,11 @@ static int negotiate(struct sender *x)
 		goto out;
 	}
 	x->same_host = mine[0] && !strcmp(mine, x->peer.boot_id);
+	/* From here a busy moment on either side is filled with keep-alives,
+	 * or, with an older destination, its answers may take longer. */
+	fy_chan_peer_keeps(&x->ch, x->peer.capabilities & FERRY_CAP_KEEPALIVE);
+	if (x->peer.capabilities & FERRY_CAP_KEEPALIVE)
+		fy_keeper_start(&x->keeper, &x->ch);
 	/* Within the host there is no round trip to cover, and fewer bytes
 	 * queued stay in the caches the two ends share (see design-notes). */
 	x->window = s->cfg.window ? s->cfg.window
@@ -1392,6 +1402,7 @@ static struct sender *sender_new(ferry_session *s)
 
 static void sender_free(struct sender *x)
 {
+	fy_keeper_stop(&x->keeper);
 	fy_send_pool_stop(&x->pool);
 	for (unsigned i = 0; i < x->nextra; i++)
 		fy_chan_close(&x->extra[i]);
@@ -1462,10 +1473,15 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 		rc = fy_local_send(x);
 	if (!rc && x->tracking)
 		rc = precopy(x, &pass);
+	/* Postcopy has deadlines of its own and a reader that other records
+	 * must not reach: the keep-alives end before its first DISCARD. */
+	if (!rc && x->pc_go)
+		fy_keeper_stop(&x->keeper);
 	if (!rc && x->pc_go)
 		rc = fy_pc_send(x);
 	else if (!rc)
 		rc = stop_and_switch(x, pass);
+	fy_keeper_stop(&x->keeper);
 	/* A forced end of postcopy has resumed the guest already. */
 	if (rc && rc != FERRY_EPOSTCOPY)
 		rc = unwind(x, rc);

@@ -15,6 +15,7 @@
 struct sender {
 	ferry_session *s;
 	struct fy_chan ch; /* the main connection: control and data */
+	struct fy_keeper keeper; /* KEEPALIVE on ch while this side works */
 	struct fy_chan extra[FY_MAX_CHANNELS - 1]; /* data only */
 	unsigned nextra;
 	struct fy_send_pool pool; /* when there are extra connections */

@@ -11,7 +11,10 @@
 #      limit, says so in its status, and listens again; the thawed source
 #      runs on;
 #   d) with a long limit (60 s), 'ferry cancel' ends a migration stalled on a
-#      frozen destination at once.
+#      frozen destination at once;
+#   e) a destination that is busy, not stalled (its state load takes 2.5 s,
+#      FERRY_VM_FAULT=stall-load), sends keep-alives: a source with a 1 s
+#      limit waits for it, and the guest that survived a-d arrives verified.
 . "$(dirname "$0")/lib.sh"
 LIMIT=2000
 
@@ -85,6 +88,8 @@ start_vm dsta --memory 64M --incoming "tcp:127.0.0.1:$pa"
 start_vm dstb --memory 64M --incoming "tcp:127.0.0.1:$pbd"
 start_vm dstc --memory 64M --incoming "tcp:127.0.0.1:$pc" --stall-timeout-ms $LIMIT
 start_vm dstd --memory 64M --incoming "tcp:127.0.0.1:$pd"
+pe=$(free_port)
+FERRY_VM_FAULT=stall-load:2500 start_vm dste --memory 64M --incoming "tcp:127.0.0.1:$pe"
 
 # a) SIGSTOP of the destination.
 migrate_capped src "$pa" --stall-timeout-ms $LIMIT
@@ -149,8 +154,12 @@ kill -CONT "$PID_dstd"
 check_report d "d['status'] == 'cancelled' and d['owner'] == 'source'"
 source_intact src
 
-# The guest that survived all of that migrates and verifies.
-"$FERRY" migrate "$T/src.sock" "tcp:127.0.0.1:$pa" --json >"$T/m2.json" 2>"$T/m2.log" ||
-	fail "migration to a good destination failed: $(tail -n1 "$T/m2.json")"
-[ "$(json_field "$T/m2.json" 'd["verified"]')" = true ] || fail "not verified: $(tail -n1 "$T/m2.json")"
-pass "d: cancel of a stalled migration took $took ms; then migrated and verified"
+pass "d: cancel of a stalled migration took $took ms"
+
+# e) A busy destination is not a stalled one.
+"$FERRY" migrate "$T/src.sock" "tcp:127.0.0.1:$pe" --stall-timeout-ms 1000 \
+	--max-pause-ms 10000 --json >"$T/m2.json" 2>"$T/m2.log" ||
+	fail "e: migration to a busy destination failed: $(tail -n1 "$T/m2.json")"
+[ "$(json_field "$T/m2.json" 'd["verified"] == True and "keepalive" in d["capabilities"] and d["state_ms"] >= 2500')" = true ] ||
+	fail "e: report: $(tail -n1 "$T/m2.json")"
+pass "e: a destination busy for 2.5 s kept a 1 s limit at bay with keep-alives; migrated and verified"
