@@ -17,6 +17,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -999,13 +1000,24 @@ void fy_chan_share_tx(struct fy_chan *c)
 int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec)
 {
 	struct iovec iov = { rec->data, rec->len };
+	struct pollfd pf = { .fd = c->fd, .events = POLLOUT };
 	uint64_t before;
-	int rc;
+	int rc, limit;
 
 	if (pthread_mutex_trylock(&c->tx_mu))
 		return 0;
+	/* A socket with no room holds bytes the peer has not taken: it is
+	 * not starved of them, and a keep-alive would only wait there,
+	 * holding up the next record. */
+	if (poll(&pf, 1, 0) != 1 || !(pf.revents & POLLOUT)) {
+		pthread_mutex_unlock(&c->tx_mu);
+		return 0;
+	}
+	limit = c->tx.limit_ms;
+	c->tx.limit_ms = FY_ABORT_WAIT_MS;
 	before = atomic_load(&c->tx.wire_bytes);
 	rc = send_iov(c, &iov, 1, false);
+	c->tx.limit_ms = limit;
 	/* Part of a record would garble whatever follows it. */
 	if (rc && atomic_load(&c->tx.wire_bytes) != before)
 		shutdown(c->fd, SHUT_RDWR);

@@ -38,6 +38,8 @@ int fy_recv_respond_ok(struct receiver *x, uint32_t seq, const struct fy_buf *b)
 void fy_recv_respond_error(struct receiver *x, uint32_t seq, int code,
 			   const char *msg)
 {
+	/* Nothing follows an ERROR on the connection. */
+	fy_keeper_stop(&x->keeper);
 	fy_recv_pool_close_door(&x->pool);
 	pthread_mutex_lock(&x->pc.tx_lock);
 	fy_chan_send_error(&x->ch, FY_REC_ERROR, seq, code, msg);
