@@ -29,6 +29,9 @@
 #  13 TLS: a 2 GiB incompressible guest over 1/2/4 connections, plaintext,
 #     AES-128-GCM and CHACHA20-POLY1305, beside the cipher's single-core
 #     speed and QEMU's TLS migration (b13-tls.sh)
+#  14 stall detection: time to notice a frozen destination, a frozen
+#     source and a black-holed link against --stall-timeout-ms
+#     (b14-stall.sh)
 #
 # The default is what we measure: ferry runs as a user types it, and
 # benchmarks 1 to 4 also run it with the best setting (the fastest memory
@@ -53,17 +56,17 @@ while [ $# -gt 0 ]; do
 	--quick) opts+=(--quick) ;;
 	--build) opts+=(--build "${2:?--build needs a directory}"); shift ;;
 	--out) BENCH_OUT=${2:?--out needs a directory}; shift ;;
-	[1-9] | 1[0-3]) sel+=("$1") ;;
+	[1-9] | 1[0-4]) sel+=("$1") ;;
 	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-	*) echo "bench/run.sh: unknown argument '$1' (benchmarks are 1 to 10 and 12)" >&2; exit 2 ;;
+	*) echo "bench/run.sh: unknown argument '$1' (benchmarks are 1 to 14)" >&2; exit 2 ;;
 	esac
 	shift
 done
 scripts=("" b1-throughput b2-zero b3-dirty b4-converge b5-compress b6-dirtyscan b7-startup
-	b8-snapshot b9-restore b10-postcopy b11-net b12-local b13-tls)
+	b8-snapshot b9-restore b10-postcopy b11-net b12-local b13-tls b14-stall)
 if [ ${#sel[@]} = 0 ] && [ -z "${BENCH:-}" ]; then
 	# All of them; a script not in this tree yet is left out with a note.
-	for n in 1 2 3 4 5 6 7 8 9 10 11 12 13; do
+	for n in 1 2 3 4 5 6 7 8 9 10 11 12 13 14; do
 		if [ -x "$here/${scripts[$n]}.sh" ]; then
 			sel+=("$n")
 		else
@@ -75,7 +78,7 @@ elif [ ${#sel[@]} = 0 ]; then
 	sel=($BENCH)
 fi
 for n in "${sel[@]}"; do
-	case $n in [1-9] | 1[0-3]) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 13)" >&2; exit 2 ;; esac
+	case $n in [1-9] | 1[0-4]) ;; *) echo "bench/run.sh: no benchmark '$n' (1 to 14)" >&2; exit 2 ;; esac
 	[ -x "$here/${scripts[$n]}.sh" ] || {
 		echo "bench/run.sh: benchmark $n needs bench/${scripts[$n]}.sh, which is not in this tree" >&2
 		exit 2

@@ -49,7 +49,8 @@ enum {
 	FERRY_EMISMATCH = -1003, /* memory layout differs between the sides */
 	FERRY_EPEER = -1004,	 /* the peer reported an error */
 	FERRY_ECANCELED = -1005, /* cancelled by the user */
-	FERRY_ETIMEOUT = -1006,	 /* did not converge within its limits */
+	FERRY_ETIMEOUT = -1006,	 /* a time limit ran out: convergence,
+				    max_pause_ms, or stall_timeout_ms */
 	FERRY_EVMM = -1007,	 /* a VMM callback failed */
 	FERRY_EUNCONFIRMED = -1008, /* released, but the destination never
 				       confirmed it runs: neither side runs
@@ -268,6 +269,12 @@ struct ferry_stats {
 	char tls_cipher[32];
 	char tls_version[16];
 	char tls_kx[16];
+	/* Both sides: the stall limit in force (ferry_config.stall_timeout_ms
+	 * with the default applied); when the run failed because the peer
+	 * fell silent, how long it had been silent when that was detected
+	 * (else 0). */
+	uint32_t stall_timeout_ms;
+	double stall_detect_ms;
 	/* New members go here, at the end. */
 };
 
@@ -539,7 +546,27 @@ struct ferry_config {
 					 (NULL: the file's first) */
 	const char *tls_priority;    /* GnuTLS priority string (ciphers,
 					versions); NULL: "NORMAL" */
+	/* Both roles: the stall limit. A peer that sends nothing, or takes
+	 * nothing, for this long (its process frozen, the link black-holed)
+	 * fails the migration with FERRY_ETIMEOUT, as any failure does: a
+	 * source before its point of no return resumes its guest, a
+	 * destination gives the attempt up. TCP connections also get it as
+	 * TCP_USER_TIMEOUT, with keepalive probes within it. A peer that is
+	 * busy but alive (loading a large state, scanning a dirty log,
+	 * held back by max_bandwidth) sends keep-alive records meanwhile
+	 * (FERRY_CAP_KEEPALIVE); against a peer without them, silence
+	 * while it answers a request is allowed up to 60 s, or this limit
+	 * if longer. Not for "file:" runs, and after postcopy's transition
+	 * a stall pauses postcopy instead. FERRY_STALL_TIMEOUT_MS (10 s)
+	 * when 0; else FERRY_STALL_TIMEOUT_MIN_MS (500 ms) to
+	 * FERRY_STALL_TIMEOUT_MAX_MS (1 h). */
+	uint32_t stall_timeout_ms;
 };
+
+/* ferry_config.stall_timeout_ms: the default and the range. */
+#define FERRY_STALL_TIMEOUT_MS 10000
+#define FERRY_STALL_TIMEOUT_MIN_MS 500
+#define FERRY_STALL_TIMEOUT_MAX_MS 3600000
 
 /**
  * ferry_config_init() - fill a config with defaults.
@@ -753,10 +780,17 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
  * listeners, and fd: sockets that are AF_UNIX); a source uses it only when
  * local_fds asks. */
 #define FERRY_CAP_LOCAL_FDS (1ull << 6)
+/* Either side, while busy (loading a state, scanning a dirty log, held
+ * back by max_bandwidth), sends a KEEPALIVE record on the main connection
+ * when it has written nothing there for a quarter of the shortest stall
+ * limit (125 ms): a silent peer is then a stalled one (ferry_config.
+ * stall_timeout_ms). Offered by this library; a peer that does not take
+ * it is allowed its old silence while it answers (60 s). */
+#define FERRY_CAP_KEEPALIVE (1ull << 7)
 #define FERRY_CAP_ALL                                                  \
 	(FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL |            \
 	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD |         \
-	 FERRY_CAP_POSTCOPY | FERRY_CAP_LOCAL_FDS)
+	 FERRY_CAP_POSTCOPY | FERRY_CAP_LOCAL_FDS | FERRY_CAP_KEEPALIVE)
 
 /* ---- snapshot files ---- */
 

@@ -883,6 +883,13 @@ static const char migrate_usage[] =
 	"                           source gives up and resumes it (default 0:\n"
 	"                           4 x --downtime-ms, at least 2000, and at\n"
 	"                           least 3 x the pause predicted when it began)\n"
+	"  --stall-timeout-ms N     the stall limit (500 to 3600000; default: the\n"
+	"                           ferry-vm's --stall-timeout-ms, else 10000): a\n"
+	"                           destination that sends or takes nothing for\n"
+	"                           that long (frozen, or the link black-holed)\n"
+	"                           fails the migration with 'timeout'; before the\n"
+	"                           point of no return the guest resumes here.\n"
+	"                           'ferry cancel' ends a stalled migration at once\n"
 	"  --timeout-strategy S     cancel (give up, the source keeps running),\n"
 	"                           switchover (pause anyway and finish) or\n"
 	"                           postcopy (switch to postcopy; as switchover\n"
@@ -1027,6 +1034,7 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		{ "max-passes", required_argument, NULL, 'p' },
 		{ "max-precopy-ms", required_argument, NULL, 'P' },
 		{ "max-pause-ms", required_argument, NULL, 'Z' },
+		{ "stall-timeout-ms", required_argument, NULL, 'T' },
 		{ "timeout-strategy", required_argument, NULL, 's' },
 		{ "record-stream", required_argument, NULL, 'R' },
 		{ "postcopy", no_argument, NULL, 'o' },
@@ -1055,6 +1063,10 @@ static int migrate_options(int argc, char **argv, json_object *args,
 			break;
 		case 'Z':
 			ret = tuning_uint("migrate", args, VM_ARG_MAX_PAUSE, optarg);
+			break;
+		case 'T':
+			ret = tuning_uint("migrate", args, VM_ARG_STALL_TIMEOUT,
+					  optarg);
 			break;
 		case 's':
 			ret = tuning_name("migrate", args, "timeout_strategy",

@@ -100,6 +100,7 @@ struct json_object *cli_failed_report(const char *error)
 		"faults", "fault_p50_us", "fault_p99_us", "fault_max_us",
 		"pages_requested", "pages_pushed", "pages_missing",
 		"recoveries", "local_fds", "tls_cipher", "tls_version", "tls_kx",
+		"stall_timeout_ms", "stall_detect_ms",
 	};
 	json_object *r = json_object_new_object();
 

@@ -141,7 +141,7 @@ static json_object *caps_array(uint64_t caps)
 {
 	static const char *const names[] = { "data-checksum", "multi-channel",
 					     "zero-pages", "lz4", "zstd",
-					     "postcopy", "local-fds" };
+					     "postcopy", "local-fds", "keepalive" };
 	const unsigned n = sizeof(names) / sizeof(names[0]);
 	json_object *a = json_object_new_array();
 
@@ -180,6 +180,19 @@ static void add_link_fields(json_object *o, const struct ferry_stats *st)
 	/* Local migration: the memory went by fd; wire_bytes are records. */
 	json_object_object_add(o, "local_fds",
 			       json_object_new_boolean(st->local_fds));
+}
+
+/* The stall limit in force and, when the run failed on a silent peer,
+ * how long it had been silent when that was seen (else null). Shared by
+ * status and report. */
+static void add_stall_fields(json_object *o, const struct ferry_stats *st)
+{
+	json_object_object_add(o, "stall_timeout_ms",
+			       st->stall_timeout_ms ? ju64(st->stall_timeout_ms)
+						    : NULL);
+	json_object_object_add(o, "stall_detect_ms",
+			       st->stall_detect_ms > 0 ?
+				       api_double(st->stall_detect_ms) : NULL);
 }
 
 /* A 64-bit digest as 16 hex digits (JSON numbers lose bits past 2^53),
@@ -290,6 +303,7 @@ static json_object *stats_json(const struct ferry_stats *st, const char *err,
 	json_object_object_add(o, "switchover_ms", api_double(st->switchover_ms));
 	add_snapshot_fields(o, st, in);
 	add_postcopy_fields(o, st, NULL);
+	add_stall_fields(o, st);
 	json_object_object_add(o, "error", error_string(st->error, err));
 	return o;
 }
@@ -493,6 +507,7 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 			       json_object_new_boolean(vm->mig.keep_running) : NULL);
 	add_snapshot_fields(o, st, !snap_out);
 	add_postcopy_fields(o, st, n);
+	add_stall_fields(o, st);
 	json_object_object_add(o, "net", net_json(vm));
 	if (rc)
 		json_object_put(stall);

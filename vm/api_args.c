@@ -268,6 +268,7 @@ int api_migrate_args(json_object *args, struct vm_migrate_args *a, char *err,
 					     "auto_converge", "congestion_control",
 					     "keep_running", "io_threads", "postcopy",
 					     "postcopy_after_passes", "max_pause_ms",
+					     "stall_timeout_ms",
 					     "local", "tls_creds", "tls_psk", "tls_peer",
 					     "tls_priority" };
 
@@ -287,6 +288,8 @@ int api_migrate_args(json_object *args, struct vm_migrate_args *a, char *err,
 	    arg_int(args, VM_ARG_MAX_PASSES, &a->max_passes, err, errlen) ||
 	    arg_int(args, VM_ARG_MAX_PRECOPY, &a->max_precopy_ms, err, errlen) ||
 	    arg_int(args, VM_ARG_MAX_PAUSE, &a->max_pause_ms, err, errlen) ||
+	    arg_int(args, VM_ARG_STALL_TIMEOUT, &a->stall_timeout_ms, err,
+		    errlen) ||
 	    arg_enum(args, "timeout_strategy", strategies, 3, &a->timeout_strategy, err, errlen) ||
 	    arg_enum(args, "dirty_mode", modes, 3, &a->dirty_mode, err, errlen) ||
 	    arg_int(args, VM_ARG_CONNECTIONS, &a->connections, err, errlen) ||

@@ -116,6 +116,14 @@ static void usage(FILE *f)
 		"                       it writes. Needs --memory-backend memfd or\n"
 		"                       hugetlb, as the source's\n"
 		"  --downtime-ms N      downtime limit for migrations (default 300)\n"
+		"  --stall-timeout-ms N the stall limit of every migration, in and out\n"
+		"                       (500 to 3600000, default 10000): a peer that\n"
+		"                       sends or takes nothing that long (frozen, or\n"
+		"                       the link black-holed) fails the migration; a\n"
+		"                       source then resumes its guest, an incoming\n"
+		"                       attempt is given up and this VM listens again.\n"
+		"                       'ferry migrate --stall-timeout-ms' overrides it\n"
+		"                       for one migration\n"
 		"  --verify MODE        background | strict | off (default background):\n"
 		"                       how a migrated guest is checked (memory digests\n"
 		"                       on both sides, the workload invariant on every\n"
@@ -131,8 +139,10 @@ static void usage(FILE *f)
 		"                       multi-channel, zero-pages, lz4, zstd, postcopy\n"
 		"                       (offered where userfaultfd's missing mode\n"
 		"                       works and the library runs postcopy),\n"
-		"                       local-fds (offered on unix: listeners)\n"
-		"                       (repeatable)\n"
+		"                       local-fds (offered on unix: listeners),\n"
+		"                       keepalive (this VM sends keep-alive records\n"
+		"                       while busy; without it a busy peer is\n"
+		"                       allowed 60 s of silence) (repeatable)\n"
 		"  --tls-creds DIR      TLS with x509 on every migration connection, in\n"
 		"                       and out: DIR holds QEMU's tls-creds-x509 files,\n"
 		"                       ca-cert.pem, server-cert.pem and server-key.pem\n"
@@ -274,6 +284,18 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		o->downtime_ms = (uint32_t)v;
 		return 0;
 	}
+	case 0x110: {
+		const struct vm_arg_range *r = &vm_arg_ranges[VM_ARG_STALL_TIMEOUT];
+		char range[96];
+
+		if (parse_uint(arg, (uint64_t)r->min, (uint64_t)r->max, &v)) {
+			fprintf(stderr, "ferry-vm: --stall-timeout-ms must be %s, not '%s'\nTry 'ferry-vm --help'.\n",
+				vm_arg_range_text(VM_ARG_STALL_TIMEOUT, range, sizeof(range)), arg);
+			return 2;
+		}
+		o->stall_timeout_ms = (uint32_t)v;
+		return 0;
+	}
 	case 's':
 		if (!*arg || strlen(arg) >= 108)
 			return bad_arg("--api-socket '%s': need a path shorter than 108 bytes", arg);
@@ -303,7 +325,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'C': {
 		static const char *const names[] = { "data-checksum",
 			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy",
-			"local-fds" };
+			"local-fds", "keepalive" };
 
 		static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
 				      FERRY_CAP_ALL,
@@ -394,6 +416,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "api-socket", required_argument, NULL, 's' },
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "downtime-ms", required_argument, NULL, 'd' },
+		{ "stall-timeout-ms", required_argument, NULL, 0x110 },
 		{ "no-verify", no_argument, NULL, 'n' },
 		{ "verify", required_argument, NULL, 'v' },
 		{ "proto-version-min", required_argument, NULL, 'V' },
@@ -711,6 +734,7 @@ static void config_base(struct vm *vm, struct ferry_config *cfg)
 	cfg->version_min = vm->opts.version_min;
 	cfg->version_max = vm->opts.version_max;
 	cfg->capabilities &= ~vm->opts.disabled_caps;
+	cfg->stall_timeout_ms = vm->opts.stall_timeout_ms;
 }
 
 static int session_make(struct vm *vm, ferry_session **out)
@@ -1065,6 +1089,8 @@ static void args_to_config(struct vm *vm, const struct vm_migrate_args *a)
 		cfg->max_precopy_ms = (uint32_t)a->max_precopy_ms;
 	if (a->max_pause_ms >= 0)
 		cfg->max_pause_ms = (uint32_t)a->max_pause_ms;
+	if (a->stall_timeout_ms >= 0)
+		cfg->stall_timeout_ms = (uint32_t)a->stall_timeout_ms;
 	if (a->timeout_strategy >= 0)
 		cfg->timeout_strategy = (enum ferry_timeout_strategy)a->timeout_strategy;
 	if (a->dirty_mode >= 0)

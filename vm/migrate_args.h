@@ -34,7 +34,9 @@
 	X(IO_THREADS, "io_threads", "--io-threads", 1, 64, 1, "")               \
 	X(POSTCOPY_AFTER, "postcopy_after_passes", "--postcopy-after-passes",   \
 	  1, 1000000, 1, "")                                                   \
-	X(MAX_PAUSE, "max_pause_ms", "--max-pause-ms", 0, UINT32_MAX, 1, " ms")
+	X(MAX_PAUSE, "max_pause_ms", "--max-pause-ms", 0, UINT32_MAX, 1, " ms") \
+	X(STALL_TIMEOUT, "stall_timeout_ms", "--stall-timeout-ms", 500, 3600000,  \
+	  1, " ms")
 
 #define VM_ARG_ENUM(id, key, opt, lo, hi, step, unit) VM_ARG_##id,
 enum vm_arg_id { VM_MIGRATE_ARGS(VM_ARG_ENUM) VM_ARG_COUNT };

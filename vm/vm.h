@@ -330,6 +330,7 @@ struct vm_migrate_args {
 	int postcopy;		/* enum ferry_postcopy, or -1 */
 	int64_t postcopy_after_passes; /* or -1 */
 	int64_t max_pause_ms;	/* 0 = the library's choice, or -1 */
+	int64_t stall_timeout_ms; /* the stall limit, or -1 (the VM's own) */
 	int local;		/* by memory fds (unix: only); 0 or 1, or -1 */
 	/* TLS for this migration, each NULL when not given: the VM's own
 	 * --tls-* settings apply then. */
@@ -358,6 +359,7 @@ struct vm_opts {
 	const char *api_path;
 	const char *incoming;
 	uint32_t downtime_ms;
+	uint32_t stall_timeout_ms; /* 0 = the library's default */
 	uint32_t version_min;	 /* protocol versions: 0 = the library's */
 	uint32_t version_max;
 	uint64_t disabled_caps;	 /* capabilities not offered */

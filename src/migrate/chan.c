@@ -17,6 +17,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -162,6 +163,7 @@ static bool pipe_open(struct fy_chan *c)
 void fy_chan_clear(struct fy_chan *c)
 {
 	memset(c, 0, sizeof(*c));
+	c->tx_mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 	c->fd = -1;
 	c->tx.tee_fd = -1;
 	c->tx.pipe[0] = c->tx.pipe[1] = -1;
@@ -181,6 +183,14 @@ int fy_chan_init(struct fy_chan *c, ferry_session *s, int fd)
 	fy_buf_init(&c->tx.out);
 	fy_buf_init(&c->rx.in);
 	c->rx.last_rx_ns = fy_now_ns();
+	atomic_store(&c->tx.last_tx_ns, c->rx.last_rx_ns);
+	c->idle_ms = fy_stall_ms(s);
+	c->answer_ms = c->idle_ms;
+	/* Every connection of a session comes through here (main, data,
+	 * postcopy's recovery): TCP watches each one within the limit. */
+	c->watch_rc = fd >= 0 ? fy_transport_stall_opts(fd, (uint32_t)c->idle_ms,
+							&c->watch_failed)
+			      : 1;
 	c->rx.rbuf = malloc(FY_RBUF_SIZE);
 	if (!c->rx.rbuf)
 		return -ENOMEM;
@@ -276,14 +286,27 @@ int fy_chan_prepare(struct fy_chan *c)
 	return rc;
 }
 
-/* A blocked call timed out: decide whether to keep waiting. */
-static int tick(struct fy_chan *c, uint64_t since_ns, int limit_ms)
+/* A blocked call timed out: decide whether to keep waiting. A stall
+ * (@limit_ms of silence since @since_ns) is measured into *@silent. */
+static int tick(struct fy_chan *c, uint64_t since_ns, int limit_ms,
+		uint64_t *silent)
 {
+	uint64_t now;
+
 	if (fy_cancelled(c->s))
 		return FERRY_ECANCELED;
-	if (limit_ms > 0 && fy_now_ns() - since_ns > (uint64_t)limit_ms * 1000000)
+	now = fy_now_ns();
+	if (limit_ms > 0 && now - since_ns > (uint64_t)limit_ms * 1000000) {
+		*silent = now - since_ns;
 		return -ETIMEDOUT;
+	}
 	return 0;
+}
+
+/* The write limit: a bounded one (ABORT's), else the stall limit. */
+static int tx_limit(const struct fy_chan *c)
+{
+	return c->tx.limit_ms ? c->tx.limit_ms : c->idle_ms;
 }
 
 /* Write a copy of @iov (not consumed) to @fd. */
@@ -337,6 +360,8 @@ static int wrote(struct fy_chan *c, ssize_t w, uint64_t *since)
 {
 	if (w >= 0) {
 		*since = fy_now_ns();
+		atomic_store_explicit(&c->tx.last_tx_ns, *since,
+				      memory_order_relaxed);
 		fy_chan_count(&c->tx.wire_bytes, (uint64_t)w);
 		return 1;
 	}
@@ -344,8 +369,7 @@ static int wrote(struct fy_chan *c, ssize_t w, uint64_t *since)
 		return 0;
 	if (errno != EAGAIN && errno != EWOULDBLOCK)
 		return -errno;
-	return tick(c, *since, c->tx.limit_ms ? c->tx.limit_ms
-					     : FY_IDLE_TIMEOUT_MS);
+	return tick(c, *since, tx_limit(c), &c->tx.stall_ns);
 }
 
 /* Through TLS: records gathered from @iov (the session keeps a partial
@@ -359,8 +383,11 @@ static int send_tls(struct fy_chan *c, const struct iovec *iov, int n,
 	for (int i = 0; i < n; i++)
 		total += iov[i].iov_len;
 	rc = fy_tls_send(c->tls, iov, n, more);
-	if (!rc)
+	if (!rc) {
+		atomic_store_explicit(&c->tx.last_tx_ns, fy_now_ns(),
+				      memory_order_relaxed);
 		fy_chan_count(&c->tx.wire_bytes, total);
+	}
 	return rc;
 }
 
@@ -397,12 +424,30 @@ static int send_iov(struct fy_chan *c, struct iovec *iov, int n, bool more)
 	return 0;
 }
 
+/* A record's bytes go out whole: a keep-alive writer waits its turn. */
+static void tx_lock(struct fy_chan *c)
+{
+	if (c->tx_shared)
+		pthread_mutex_lock(&c->tx_mu);
+}
+
+static void tx_unlock(struct fy_chan *c)
+{
+	if (c->tx_shared)
+		pthread_mutex_unlock(&c->tx_mu);
+}
+
 /* Write every byte of @iov (which it consumes). */
 static int write_iov(struct fy_chan *c, struct iovec *iov, int n)
 {
 	int rc = write_prepare(c, iov, n);
 
-	return rc ? rc : send_iov(c, iov, n, false);
+	if (rc)
+		return rc;
+	tx_lock(c);
+	rc = send_iov(c, iov, n, false);
+	tx_unlock(c);
+	return rc;
 }
 
 /* Move @len bytes from the pipe to the socket (the record's trailer
@@ -520,11 +565,16 @@ static int send_spliced(struct fy_chan *c, struct iovec *iov, int n,
 
 	if (!rc)
 		rc = write_prepare(c, iov, n);
-	if (!rc)
-		rc = send_iov(c, iov, first, true);
+	if (rc)
+		return rc;
+	tx_lock(c);
+	rc = send_iov(c, iov, first, true);
 	if (!rc)
 		rc = splice_quietly(c, iov + first, end - first);
-	return rc ? rc : send_iov(c, iov + end, n - end, false);
+	if (!rc)
+		rc = send_iov(c, iov + end, n - end, false);
+	tx_unlock(c);
+	return rc;
 }
 
 static void batch_empty(struct fy_batch *b)
@@ -700,7 +750,8 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
 				return -errno;
-			rc = tick(c, c->rx.last_rx_ns, limit_ms);
+			rc = tick(c, c->rx.last_rx_ns, limit_ms,
+				  &c->rx.stall_ns);
 			if (rc)
 				return rc;
 			continue;
@@ -725,11 +776,10 @@ static int tls_idle(void *opaque, bool sending, uint64_t since_ns)
 	struct fy_chan *c = opaque;
 
 	if (sending)
-		return tick(c, since_ns, c->tx.limit_ms ? c->tx.limit_ms
-						      : FY_IDLE_TIMEOUT_MS);
+		return tick(c, since_ns, tx_limit(c), &c->tx.stall_ns);
 	if (c->rx.last_rx_ns > since_ns)
 		since_ns = c->rx.last_rx_ns;
-	return tick(c, since_ns, c->tls_rx_limit_ms);
+	return tick(c, since_ns, c->tls_rx_limit_ms, &c->rx.stall_ns);
 }
 
 /*
@@ -802,11 +852,62 @@ int fy_chan_secure(struct fy_chan *c, bool server, char *err, size_t len)
 }
 
 /**
+ * fy_chan_log_watch() - see engine.h. A UNIX socket needs no watch (it
+ * ends with its process) and is only noted at debug level.
+ */
+void fy_chan_log_watch(struct fy_chan *c, const char *what)
+{
+	if (c->is_file || c->fd < 0)
+		return;
+	if (c->watch_rc == 1)
+		fy_session_log(c->s, 3, "%s: not TCP, no keepalive or TCP_USER_TIMEOUT (the stall limit of %d ms still holds)",
+			       what, c->idle_ms);
+	else if (c->watch_rc)
+		fy_session_log(c->s, 1, "%s: the kernel refused %s (%s): a dead link is noticed by the stall limit of %d ms alone",
+			       what, c->watch_failed ? c->watch_failed : "?",
+			       strerror(-c->watch_rc), c->idle_ms);
+	else
+		fy_session_log(c->s, 3, "%s: TCP_USER_TIMEOUT and keepalive within %d ms",
+			       what, c->idle_ms);
+}
+
+/**
+ * fy_chan_stalled() - see engine.h. A read or write that gave up says how
+ * long it waited; a connection the kernel ended (TCP_USER_TIMEOUT, or
+ * keepalive probes unanswered) is measured from the last bytes that
+ * moved either way.
+ */
+uint64_t fy_chan_stalled(struct fy_chan *c, const char *peer, char *buf,
+			 size_t len)
+{
+	uint64_t now = fy_now_ns(), last, ns;
+	const char *how = "sent nothing";
+
+	if (c->rx.stall_ns) {
+		ns = c->rx.stall_ns;
+	} else if (c->tx.stall_ns) {
+		ns = c->tx.stall_ns;
+		how = "took nothing";
+	} else {
+		last = atomic_load(&c->tx.last_tx_ns);
+		if (c->rx.last_rx_ns > last)
+			last = c->rx.last_rx_ns;
+		ns = now > last ? now - last : 0;
+		how = "acknowledged nothing";
+	}
+	snprintf(buf, len, "%s %s for %.1f s (%sthe stall limit, --stall-timeout-ms %d)",
+		 peer, how, (double)ns / 1e9,
+		 c->rx.stall_ns || c->tx.stall_ns ? "" : "TCP_USER_TIMEOUT: ",
+		 c->idle_ms);
+	return ns;
+}
+
+/**
  * fy_chan_read_full() - read exactly @n bytes within the idle limit.
  */
 int fy_chan_read_full(struct fy_chan *c, void *buf, size_t n)
 {
-	return read_full(c, buf, n, FY_IDLE_TIMEOUT_MS, false);
+	return read_full(c, buf, n, c->idle_ms, false);
 }
 
 /**
@@ -869,18 +970,73 @@ int fy_chan_send_rec_fds(struct fy_chan *c, uint32_t type, uint32_t seq,
 	iov.iov_len = c->tx.out.len;
 	if (!rc)
 		rc = write_prepare(c, &iov, 1);
+	if (rc)
+		return rc;
+	tx_lock(c);
 	while (!rc) {
 		w = fy_transport_sendmsg_fds(c->fd, &iov, 1, fds, nfds,
 					     MSG_NOSIGNAL);
 		rc = wrote(c, w, &since);
-		if (rc < 0)
-			return rc;
-		if (rc) {
+		if (rc > 0) {
 			iov.iov_base = (uint8_t *)iov.iov_base + w;
 			iov.iov_len -= (size_t)w;
-			return iov.iov_len ? send_iov(c, &iov, 1, false) : 0;
+			rc = iov.iov_len ? send_iov(c, &iov, 1, false) : 0;
+			break;
 		}
 	}
+	tx_unlock(c);
+	return rc;
+}
+
+/**
+ * fy_chan_peer_keeps() - see engine.h.
+ */
+void fy_chan_peer_keeps(struct fy_chan *c, bool keeps)
+{
+	c->answer_ms = keeps || c->idle_ms >= FY_QUIET_PEER_MS
+			       ? c->idle_ms : FY_QUIET_PEER_MS;
+}
+
+/**
+ * fy_chan_share_tx() - see engine.h.
+ */
+void fy_chan_share_tx(struct fy_chan *c)
+{
+	c->tx_shared = true;
+}
+
+/**
+ * fy_chan_send_keepalive() - see engine.h. The owner's records are
+ * written whole under tx_mu, so this one goes between two of them; if
+ * the lock is taken, a record is going out and the peer hears from this
+ * side anyway. The recording (record_stream) leaves it out: the owner
+ * writes there outside the lock, and a reader skips the record anyway.
+ */
+int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec)
+{
+	struct iovec iov = { rec->data, rec->len };
+	struct pollfd pf = { .fd = c->fd, .events = POLLOUT };
+	uint64_t before;
+	int rc, limit;
+
+	if (pthread_mutex_trylock(&c->tx_mu))
+		return 0;
+	/* A socket with no room holds bytes the peer has not taken: it is
+	 * not starved of them, and a keep-alive would only wait there,
+	 * holding up the next record. */
+	if (poll(&pf, 1, 0) != 1 || !(pf.revents & POLLOUT)) {
+		pthread_mutex_unlock(&c->tx_mu);
+		return 0;
+	}
+	limit = c->tx.limit_ms;
+	c->tx.limit_ms = FY_ABORT_WAIT_MS;
+	before = atomic_load(&c->tx.wire_bytes);
+	rc = send_iov(c, &iov, 1, false);
+	c->tx.limit_ms = limit;
+	/* Part of a record would garble whatever follows it. */
+	if (rc && atomic_load(&c->tx.wire_bytes) != before)
+		shutdown(c->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&c->tx_mu);
 	return rc;
 }
 
@@ -1091,7 +1247,7 @@ static int finish_record(struct fy_chan *c, size_t body_len)
 	uint8_t tail[16];
 	size_t pad = fy_pad8(body_len) - body_len;
 	int rc = read_full(c, tail, pad + FY_REC_TRAILER_SIZE,
-			   FY_IDLE_TIMEOUT_MS, true);
+			   c->idle_ms, true);
 
 	if (rc)
 		return rc;
@@ -1262,7 +1418,7 @@ static int recv_mem_meta(struct fy_chan *c, const struct fy_rec_hdr *h,
 			 h->length);
 		return -EBADMSG;
 	}
-	rc = read_full(c, raw, sizeof(raw), FY_IDLE_TIMEOUT_MS, true);
+	rc = read_full(c, raw, sizeof(raw), c->idle_ms, true);
 	if (rc)
 		return rc;
 	fy_csum_update(&c->rx.csum, raw, sizeof(raw));
@@ -1275,7 +1431,7 @@ static int recv_mem_meta(struct fy_chan *c, const struct fy_rec_hdr *h,
 	mm->map = m->flags & FY_MEMF_ZMAP;
 	mm->kind = (m->flags & FY_MEMF_CODEC_MASK) >> FY_MEMF_CODEC_SHIFT;
 	if (mm->map) {
-		rc = read_full(c, c->rx.zmap, words * 8, FY_IDLE_TIMEOUT_MS, true);
+		rc = read_full(c, c->rx.zmap, words * 8, c->idle_ms, true);
 		if (rc)
 			return rc;
 		fy_csum_update(&c->rx.csum, c->rx.zmap, words * 8);

@@ -1089,9 +1089,12 @@ int fy_recv_pool_end_pass_conns(struct fy_recv_pool *p,
 			rc = FERRY_ECANCELED;
 			snprintf(err, errlen, "cancelled in the pass barrier");
 		} else if (fy_now_ns() - quiet_since >
-			   FY_IDLE_TIMEOUT_MS * 1000000ull) {
+			   (uint64_t)fy_stall_ms(p->s) * 1000000ull) {
 			rc = -ETIMEDOUT;
-			snprintf(err, errlen, "data connections stalled in the pass barrier");
+			snprintf(err, errlen,
+				 "the source's data connections brought nothing for %.1f s in the pass barrier (the stall limit, --stall-timeout-ms %d)",
+				 (double)(fy_now_ns() - quiet_since) / 1e9,
+				 fy_stall_ms(p->s));
 		} else {
 			wait_tick(p);
 		}

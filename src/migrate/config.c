@@ -103,6 +103,13 @@ static int check_numbers(const struct ferry_config *cfg, char *err,
 	if (cfg->throttle_step_pct > cfg->throttle_max_pct)
 		return OUT_OF("throttle_step_pct", cfg->throttle_step_pct, 0,
 			      cfg->throttle_max_pct);
+	if (cfg->stall_timeout_ms &&
+	    (cfg->stall_timeout_ms < FERRY_STALL_TIMEOUT_MIN_MS ||
+	     cfg->stall_timeout_ms > FERRY_STALL_TIMEOUT_MAX_MS))
+		return refuse(err, errlen,
+			      "stall_timeout_ms is %u: it must be from %d (0.5 s) to %d (1 h), or 0 for the default (%d)",
+			      cfg->stall_timeout_ms, FERRY_STALL_TIMEOUT_MIN_MS,
+			      FERRY_STALL_TIMEOUT_MAX_MS, FERRY_STALL_TIMEOUT_MS);
 	if (cfg->version_max &&
 	    (cfg->version_max < FY_PROTO_VERSION_MIN ||
 	     cfg->version_max > FY_PROTO_VERSION_MAX))

@@ -38,8 +38,6 @@ struct ferry_buf {
 #define FY_DEFAULT_WINDOW 2
 #define FY_LOCAL_WINDOW 1
 #define FY_MAX_WINDOW 64
-/* A peer that sends nothing for this long is considered gone. */
-#define FY_IDLE_TIMEOUT_MS 60000
 
 struct ferry_session {
 	struct ferry_config cfg;
@@ -141,8 +139,12 @@ struct fy_chan_tx {
 	/* Postcopy's urgent lane: its bytes go before what other
 	 * connections booked on a capped link (fy_session_pace_urgent). */
 	bool urgent;
-	/* How long a write may wait for room, in ms; 0 = the idle limit. */
+	/* How long a write may wait for room, in ms; 0 = the stall limit. */
 	int limit_ms;
+	/* The last write that made progress (any thread reads it), and how
+	 * long the peer had taken nothing when a write gave up. */
+	_Atomic uint64_t last_tx_ns;
+	uint64_t stall_ns;
 };
 
 /* The receiving direction: touched only by the thread that receives. */
@@ -151,6 +153,7 @@ struct fy_chan_rx {
 	struct fy_buf in;	/* received control bodies */
 	_Atomic uint64_t wire_bytes; /* read; read by any thread */
 	uint64_t last_rx_ns;
+	uint64_t stall_ns; /* silence when a read gave up (-ETIMEDOUT) */
 	bool eof;		/* the peer ended its stream (a FIN, not a reset) */
 	struct fy_codec *dcodec[3]; /* one per kind, on demand */
 	struct fy_bulk gather;	    /* unpacked pages */
@@ -191,6 +194,21 @@ struct fy_chan {
 	 * goes through it. */
 	struct fy_tls *tls;
 	int tls_rx_limit_ms; /* the running read's idle limit */
+	/* The stall limit on this connection (ms): the session's. */
+	int idle_ms;
+	/* How long a wait for the peer's next record (an answer, the next
+	 * request) may last: idle_ms, or, once HELLO showed that the peer
+	 * sends no keep-alives, FY_QUIET_PEER_MS if that is longer. */
+	int answer_ms;
+	/* A keep-alive writer shares the sending direction: each record is
+	 * written under tx_mu (fy_chan_share_tx()). */
+	pthread_mutex_t tx_mu;
+	bool tx_shared;
+	/* TCP_USER_TIMEOUT and keepalive, set by fy_chan_init(): 0, 1 when
+	 * the socket is not TCP, or the setsockopt() error and the option
+	 * it refused (fy_chan_log_watch() tells the log). */
+	int watch_rc;
+	const char *watch_failed;
 };
 
 /* Count @n more bytes on a direction: one writer, readers anywhere. */
@@ -238,6 +256,13 @@ static inline bool fy_conn_broke(int rc)
 	default:
 		return false;
 	}
+}
+
+/* The stall limit in force: cfg.stall_timeout_ms with its default. */
+static inline int fy_stall_ms(const ferry_session *s)
+{
+	return s->cfg.stall_timeout_ms ? (int)s->cfg.stall_timeout_ms
+				       : FERRY_STALL_TIMEOUT_MS;
 }
 
 uint64_t fy_now_ns(void);
@@ -366,6 +391,52 @@ int fy_chan_recv_staged(struct fy_chan *c, const struct fy_rec_hdr *h,
 			const struct fy_stage *st, struct fy_mem_hdr *m,
 			char *err, size_t errlen);
 int fy_chan_skip_body(struct fy_chan *c, const struct fy_rec_hdr *h);
+/* A peer without FERRY_CAP_KEEPALIVE may be silent this long while it
+ * works on an answer (the fixed limit of older versions). */
+#define FY_QUIET_PEER_MS 60000
+/* After HELLO: does the peer send KEEPALIVE while busy? Sets answer_ms. */
+void fy_chan_peer_keeps(struct fy_chan *c, bool keeps);
+/* From now on a keep-alive writer may write between this connection's
+ * records (the owner's writes take tx_mu). Call while no write runs. */
+void fy_chan_share_tx(struct fy_chan *c);
+/* Write the encoded KEEPALIVE record @rec unless a record is being
+ * written (then it is not needed). 0, or the write's error (a record
+ * written in part has the connection shut down). Any thread. */
+int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec);
+
+/* keepalive.c: a thread that keeps the main connection from falling
+ * silent while its side is busy (FERRY_CAP_KEEPALIVE). */
+struct fy_keeper {
+	struct fy_chan *c;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cv; /* CLOCK_MONOTONIC */
+	bool running, stop;
+	uint32_t every_ms;
+	struct fy_buf rec;
+};
+/* Start sending KEEPALIVE on @c whenever it wrote nothing for a quarter
+ * of the shortest stall limit (125 ms). 0, or a negative errno (logged; the run goes on
+ * without: only the peer's patience is at stake). Session thread. */
+int fy_keeper_start(struct fy_keeper *k, struct fy_chan *c);
+/* Stop it and wait until it has (nothing when not running). */
+void fy_keeper_stop(struct fy_keeper *k);
+
+/* Log, on the session's thread, what fy_chan_init() could not set on a
+ * TCP connection (TCP_USER_TIMEOUT, keepalive); @what names it. */
+void fy_chan_log_watch(struct fy_chan *c, const char *what);
+/*
+ * fy_chan_stalled() - after a read or write on @c failed with -ETIMEDOUT,
+ * say how long the peer (@peer, "the destination") had been silent, or
+ * had taken nothing, in @buf: "the destination sent nothing for 10.0 s
+ * (the stall limit, --stall-timeout-ms 10000)". Return: the silence in ns.
+ */
+uint64_t fy_chan_stalled(struct fy_chan *c, const char *peer, char *buf,
+			 size_t len);
+/* Fail the session with FERRY_ETIMEOUT for a stall of @silent_ns
+ * (stats.stall_detect_ms), the message "@what: @why". */
+int fy_session_stall_fail(ferry_session *s, uint64_t silent_ns,
+			  const char *what, const char *why);
 /* Send an ERROR (or ABORT) record carrying @code and @msg; best effort. */
 void fy_chan_send_error(struct fy_chan *c, uint32_t type, uint32_t seq,
 			int code, const char *msg);

@@ -543,7 +543,7 @@ static int pc_drain(struct receiver *x, const struct fy_postcopy_end *e)
 			last = records;
 			quiet = fy_now_ns();
 		} else if (fy_now_ns() - quiet >
-			   FY_IDLE_TIMEOUT_MS * 1000000ull) {
+			   (uint64_t)fy_stall_ms(x->s) * 1000000ull) {
 			snprintf(x->err, sizeof(x->err),
 				 "data connections stalled after POSTCOPY_END: %llu of %llu records arrived",
 				 (unsigned long long)records,
@@ -697,9 +697,9 @@ static int pc_idle(struct receiver *x, uint64_t *last, uint64_t *quiet)
 	if (records != *last) {
 		*last = records;
 		*quiet = now;
-	} else if (now - *quiet > FY_IDLE_TIMEOUT_MS * 1000000ull) {
+	} else if (now - *quiet > (uint64_t)fy_stall_ms(x->s) * 1000000ull) {
 		snprintf(x->err, sizeof(x->err),
-			 "no memory arrived for %d s", FY_IDLE_TIMEOUT_MS / 1000);
+			 "no memory arrived for %.1f s", fy_stall_ms(x->s) / 1e3);
 		return -ETIMEDOUT;
 	}
 	return 0;
@@ -709,7 +709,7 @@ static int pc_idle(struct receiver *x, uint64_t *last, uint64_t *quiet)
  * caused by a data connection (it shut our reading side) says so. */
 static int pc_next(struct receiver *x, struct fy_rec_hdr *h)
 {
-	int rc = fy_chan_recv_hdr(&x->ch, h, FY_IDLE_TIMEOUT_MS);
+	int rc = fy_chan_recv_hdr(&x->ch, h, x->ch.idle_ms);
 	uint64_t r, b;
 	int prc;
 

@@ -38,6 +38,8 @@ int fy_recv_respond_ok(struct receiver *x, uint32_t seq, const struct fy_buf *b)
 void fy_recv_respond_error(struct receiver *x, uint32_t seq, int code,
 			   const char *msg)
 {
+	/* Nothing follows an ERROR on the connection. */
+	fy_keeper_stop(&x->keeper);
 	fy_recv_pool_close_door(&x->pool);
 	pthread_mutex_lock(&x->pc.tx_lock);
 	fy_chan_send_error(&x->ch, FY_REC_ERROR, seq, code, msg);
@@ -97,6 +99,9 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 		fy_recv_pool_set_session(&x->pool, r.session_id, r.token);
 	/* The machine takes the postcopy records from now on (proto.h). */
 	x->sm.postcopy = r.capabilities & FERRY_CAP_POSTCOPY;
+	/* Keep-alives both ways once the answer is out (serve()). */
+	x->keep = r.capabilities & FERRY_CAP_KEEPALIVE;
+	fy_chan_peer_keeps(&x->ch, x->keep);
 	/* From the answer on, the source may attach its files. */
 	x->sm.local_fds = r.capabilities & FERRY_CAP_LOCAL_FDS;
 	x->ch.rx.take_fds = x->sm.local_fds;
@@ -220,8 +225,12 @@ static int pass_end_conns(struct receiver *x, const struct fy_pass_end *e,
 			 (unsigned long long)x->pass_bytes);
 		return FERRY_EPROTO;
 	}
-	return fy_recv_pool_end_pass_conns(&x->pool, e, ack, x->err,
-					   sizeof(x->err));
+	int rc = fy_recv_pool_end_pass_conns(&x->pool, e, ack, x->err,
+					     sizeof(x->err));
+
+	if (rc == -ETIMEDOUT)
+		x->stall_ns = (uint64_t)fy_stall_ms(x->s) * 1000000ull;
+	return rc;
 }
 
 static int on_pass_end(struct receiver *x, struct fy_buf *reply)
@@ -386,8 +395,12 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 	case FY_RA_RELEASED:
 		return on_released(x, reply);
 	case FY_RA_DISCARD:
+		/* Postcopy has deadlines of its own and readers that other
+		 * records must not reach: keep-alives end here. */
+		fy_keeper_stop(&x->keeper);
 		return fy_pc_discard(x, reply);
 	case FY_RA_POSTCOPY:
+		fy_keeper_stop(&x->keeper);
 		return fy_pc_postcopy(x, reply);
 	case FY_RA_MEMORY_FDS:
 		return fy_local_on_fds(x);
@@ -415,6 +428,21 @@ static int wire_code(const struct receiver *x, const struct fy_recv_step *st,
 	return rc;
 }
 
+/*
+ * The attempt ended on a silent source: its main connection (a read that
+ * gave up, or TCP that did), or the data connections in the pass
+ * barrier, whose own message then stands. FERRY_ETIMEOUT.
+ */
+static int stalled(struct receiver *x)
+{
+	uint64_t ns = x->stall_ns;
+
+	if (!ns)
+		ns = fy_chan_stalled(&x->ch, "the source", x->err,
+				     sizeof(x->err));
+	return fy_session_stall_fail(x->s, ns, "giving the attempt up", x->err);
+}
+
 /* Serve records until the guest runs here (completely, or in postcopy)
  * or the attempt fails. */
 static int serve(struct receiver *x)
@@ -432,7 +460,7 @@ static int serve(struct receiver *x)
 		 * stream goes quiet. */
 		rc = fy_cancelled(x->s)
 			     ? FERRY_ECANCELED
-			     : fy_chan_recv_hdr(&x->ch, &h, FY_IDLE_TIMEOUT_MS);
+			     : fy_chan_recv_hdr(&x->ch, &h, x->ch.answer_ms);
 		if (rc) {
 			int prc = fy_recv_pool_error(&x->pool, x->err,
 						     sizeof(x->err));
@@ -494,6 +522,10 @@ static int serve(struct receiver *x)
 					 "answering: %s", ferry_strerror(rc));
 				break;
 			}
+		}
+		if (x->keep) {
+			x->keep = false;
+			fy_keeper_start(&x->keeper, &x->ch);
 		}
 		moved = st.next != x->sm.state;
 		fy_recv_sm_commit(&x->sm, &st, h.seq);
@@ -705,6 +737,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 		goto done;
 	}
 	x.ch.is_file = u.kind == FY_URI_FILE;
+	fy_chan_log_watch(&x.ch, "main connection");
 	rc = fy_chan_secure(&x.ch, true, x.err, sizeof(x.err));
 	if (rc) {
 		fy_session_fail(s, rc, "%s", x.err);
@@ -723,6 +756,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	x.pc.where = u;
 	x.pc.where_ours = lfd >= 0;
 	rc = serve(&x);
+	fy_keeper_stop(&x.keeper);
 	/* The source may resume its guest: this side lets go of its
 	 * memory before anything here could write into it. */
 	if (rc && !x.resumed)
@@ -731,12 +765,15 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	 * or pauses, and never gives the guest up. */
 	if (x.sm.state == FY_RS_POSTCOPY || x.sm.state == FY_RS_PC_PAUSED)
 		rc = fy_pc_run(&x, rc);
+	else if (rc == -ETIMEDOUT)
+		rc = stalled(&x);
 	else if (rc)
 		fy_session_fail(s, rc, "%s", x.err[0] ? x.err : ferry_strerror(rc));
 done:
 	pthread_mutex_lock(&s->lock);
 	s->stats.connections = 1 + fy_recv_pool_channels(&x.pool);
 	pthread_mutex_unlock(&s->lock);
+	fy_keeper_stop(&x.keeper);
 	fy_recv_pool_stop(&x.pool);
 	if (x.local.n)
 		fy_local_undo(&x);

@@ -70,6 +70,9 @@ struct receiver {
 	uint64_t t_final; /* final pass began: the source is paused */
 	bool final_done;  /* a final pass completed: STATE may follow */
 	bool resumed;
+	uint64_t stall_ns; /* the pass barrier waited this long for data */
+	bool keep;	   /* HELLO negotiated keep-alives: start the keeper */
+	struct fy_keeper keeper; /* KEEPALIVE on ch while this side works */
 	struct fy_pc_recv pc;
 	struct fy_local_recv local;
 	char err[384];

@@ -26,9 +26,14 @@ static void salvage_peer_error(struct sender *x)
 {
 	struct fy_rec_hdr h;
 	struct fy_error_msg e;
+	int skip = 4;
 
-	if (x->ch.fd < 0 || fy_chan_recv_hdr(&x->ch, &h, 500))
-		return;
+	/* Keep-alives the destination sent before its ERROR come first. */
+	do {
+		if (x->ch.fd < 0 || fy_chan_recv_hdr(&x->ch, &h, 500))
+			return;
+	} while (h.type == FY_REC_KEEPALIVE && !fy_chan_skip_body(&x->ch, &h) &&
+		 --skip);
 	if (fy_rec_number(h.type) != FY_REC_ERROR ||
 	    fy_chan_recv_body(&x->ch, &h) ||
 	    fy_error_decode(x->ch.rx.in.data, x->ch.rx.in.len, &e))
@@ -37,10 +42,24 @@ static void salvage_peer_error(struct sender *x)
 			ferry_strerror(e.code));
 }
 
+/* Connection @c (the main one, or a data connection) timed out: the
+ * destination stalled. */
+int fy_snd_stall_fail(struct sender *x, struct fy_chan *c, const char *what)
+{
+	char why[160];
+	uint64_t ns = fy_chan_stalled(c, "the destination", why, sizeof(why));
+
+	return fy_session_stall_fail(x->s, ns, what, why);
+}
+
 int fy_snd_io_fail(struct sender *x, int rc, const char *what)
 {
 	if (rc == FERRY_ECANCELED)
 		return fy_session_fail(x->s, rc, "cancelled during %s", what);
+	/* A silent destination has no ERROR to salvage, and waiting for
+	 * one would only hold the guest longer. */
+	if (rc == -ETIMEDOUT)
+		return fy_snd_stall_fail(x, &x->ch, what);
 	salvage_peer_error(x);
 	return fy_session_fail(x->s, rc, "%s: %s", what, ferry_strerror(rc));
 }
@@ -54,7 +73,7 @@ static int await_response(struct sender *x, const char *what)
 	int rc;
 
 	for (;;) {
-		rc = fy_chan_recv_hdr(&x->ch, &h, FY_IDLE_TIMEOUT_MS);
+		rc = fy_chan_recv_hdr(&x->ch, &h, x->ch.answer_ms);
 		if (!rc)
 			rc = fy_chan_recv_body(&x->ch, &h);
 		if (rc)
@@ -198,6 +217,11 @@ static int negotiate(struct sender *x)
 		goto out;
 	}
 	x->same_host = mine[0] && !strcmp(mine, x->peer.boot_id);
+	/* From here a busy moment on either side is filled with keep-alives,
+	 * or, with an older destination, its answers may take longer. */
+	fy_chan_peer_keeps(&x->ch, x->peer.capabilities & FERRY_CAP_KEEPALIVE);
+	if (x->peer.capabilities & FERRY_CAP_KEEPALIVE)
+		fy_keeper_start(&x->keeper, &x->ch);
 	/* Within the host there is no round trip to cover, and fewer bytes
 	 * queued stay in the caches the two ends share (see design-notes). */
 	x->window = s->cfg.window ? s->cfg.window
@@ -359,6 +383,13 @@ static int send_pass(struct sender *x, uint32_t pass)
 				       x->paused && x->csum_data, &pe, &chan,
 				       x->pc_usable && !x->paused ? &stop
 								  : NULL);
+		if (rc && chan && rc == -ETIMEDOUT && chan <= x->nextra) {
+			char what[48];
+
+			snprintf(what, sizeof(what), "data connection %u", chan);
+			rc = fy_snd_stall_fail(x, &x->extra[chan - 1], what);
+			goto out;
+		}
 		if (rc) {
 			rc = chan ? fy_session_fail(s, rc,
 						    "data connection %u: %s",
@@ -1138,7 +1169,10 @@ static void send_abort(struct sender *x, int code)
 	char msg[FY_MSG_MAX];
 	uint32_t seq;
 
-	if (x->ch.fd < 0 || fy_send_sm_request(&x->sm, FY_REC_ABORT, &seq))
+	/* A destination that took nothing for the stall limit takes no
+	 * ABORT either: trying would hold the guest paused a second more. */
+	if (x->ch.fd < 0 || x->ch.tx.stall_ns ||
+	    fy_send_sm_request(&x->sm, FY_REC_ABORT, &seq))
 		return;
 	ferry_session_errmsg(x->s, msg, sizeof(msg));
 	/* A destination that stopped reading would hold the source here
@@ -1286,6 +1320,7 @@ static int open_main_once(struct sender *x, const struct fy_uri *u)
 		fy_chan_close(&x->ch);
 		return fy_session_fail(x->s, rc, "out of memory");
 	}
+	fy_chan_log_watch(&x->ch, "main connection");
 	rc = fy_chan_secure(&x->ch, false, err, sizeof(err));
 	if (rc)
 		return fy_session_fail(x->s, rc, "%s", err);
@@ -1389,6 +1424,7 @@ static struct sender *sender_new(ferry_session *s)
 
 static void sender_free(struct sender *x)
 {
+	fy_keeper_stop(&x->keeper);
 	fy_send_pool_stop(&x->pool);
 	for (unsigned i = 0; i < x->nextra; i++)
 		fy_chan_close(&x->extra[i]);
@@ -1459,10 +1495,15 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 		rc = fy_local_send(x);
 	if (!rc && x->tracking)
 		rc = precopy(x, &pass);
+	/* Postcopy has deadlines of its own and a reader that other records
+	 * must not reach: the keep-alives end before its first DISCARD. */
+	if (!rc && x->pc_go)
+		fy_keeper_stop(&x->keeper);
 	if (!rc && x->pc_go)
 		rc = fy_pc_send(x);
 	else if (!rc)
 		rc = stop_and_switch(x, pass);
+	fy_keeper_stop(&x->keeper);
 	/* A forced end of postcopy has resumed the guest already. */
 	if (rc && rc != FERRY_EPOSTCOPY)
 		rc = unwind(x, rc);

@@ -15,6 +15,7 @@
 struct sender {
 	ferry_session *s;
 	struct fy_chan ch; /* the main connection: control and data */
+	struct fy_keeper keeper; /* KEEPALIVE on ch while this side works */
 	struct fy_chan extra[FY_MAX_CHANNELS - 1]; /* data only */
 	unsigned nextra;
 	struct fy_send_pool pool; /* when there are extra connections */
@@ -70,6 +71,8 @@ int fy_snd_request_fds(struct sender *x, uint32_t type,
 		       const struct fy_buf *body, const char *what,
 		       const int *fds, unsigned nfds);
 int fy_snd_io_fail(struct sender *x, int rc, const char *what);
+/* Connection @c timed out: FERRY_ETIMEOUT naming the destination's silence. */
+int fy_snd_stall_fail(struct sender *x, struct fy_chan *c, const char *what);
 int fy_snd_pause(struct sender *x);
 void fy_snd_lift_throttle(struct sender *x);
 int fy_snd_collect(struct sender *x, bool keep);

@@ -59,7 +59,8 @@ static const char *const error_texts[] = {
 		"memory layout differs between source and destination",
 	[FERRY_EPROTO - FERRY_EPEER] = "the peer reported an error",
 	[FERRY_EPROTO - FERRY_ECANCELED] = "cancelled",
-	[FERRY_EPROTO - FERRY_ETIMEOUT] = "did not converge within the limits",
+	[FERRY_EPROTO - FERRY_ETIMEOUT] =
+		"a time limit ran out (convergence, pause, or a silent peer)",
 	[FERRY_EPROTO - FERRY_EVMM] = "a VMM callback failed",
 	[FERRY_EPROTO - FERRY_EUNCONFIRMED] =
 		"released, but the destination did not confirm it runs",
@@ -666,6 +667,7 @@ int fy_session_begin(ferry_session *s, enum ferry_state first,
 	s->stats.owner = owner;
 	s->stats.ram_bytes = s->ram_bytes;
 	s->stats.connections = 1;
+	s->stats.stall_timeout_ms = (uint32_t)fy_stall_ms(s);
 	s->errmsg[0] = 0;
 	s->t_start_ns = fy_now_ns();
 	s->total_fixed = false;
@@ -799,6 +801,24 @@ int fy_session_fail(ferry_session *s, int code, const char *fmt, ...)
 	else
 		fy_session_log(s, 2, "then: %s", msg);
 	return code;
+}
+
+/**
+ * fy_session_stall_fail() - see engine.h. The detection time goes into
+ * the statistics only when this is the run's first failure: a stall that
+ * follows another failure is its consequence.
+ */
+int fy_session_stall_fail(ferry_session *s, uint64_t silent_ns,
+			  const char *what, const char *why)
+{
+	bool first;
+
+	pthread_mutex_lock(&s->lock);
+	first = !s->stats.error;
+	if (first)
+		s->stats.stall_detect_ms = fy_ms(silent_ns);
+	pthread_mutex_unlock(&s->lock);
+	return fy_session_fail(s, FERRY_ETIMEOUT, "%s: %s", what, why);
 }
 
 /**

@@ -405,6 +405,56 @@ void fy_transport_watch(int fd, int idle_s)
 }
 
 /**
+ * fy_transport_stall_opts() - let TCP notice a dead or black-holed peer
+ * within @limit_ms. TCP_USER_TIMEOUT ends the connection (ETIMEDOUT) once
+ * data stays unacknowledged that long; keepalive probes, which only an
+ * idle connection sends, start after half the limit (at least 1 s, the
+ * option's unit) and repeat so that one is outstanding when the limit
+ * ends, when the user timeout ends the connection too. A frozen peer
+ * process still has its kernel acknowledge: only the engine's own limit
+ * sees that.
+ * @fd: a connected socket.
+ * @limit_ms: the stall limit.
+ * @failed: receives the option the kernel refused, on failure.
+ *
+ * Return: 0, 1 when @fd is not a TCP socket (nothing to set: a UNIX
+ * socket ends with its process), or the negative errno of the first
+ * option refused.
+ */
+int fy_transport_stall_opts(int fd, uint32_t limit_ms, const char **failed)
+{
+	int domain = 0, one = 1;
+	socklen_t dl = sizeof(domain);
+	unsigned int user = limit_ms;
+	int idle = (int)(limit_ms / 2000), intvl = (int)(limit_ms / 4000), cnt;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) ||
+	    (domain != AF_INET && domain != AF_INET6))
+		return 1;
+	idle = idle < 1 ? 1 : idle;
+	intvl = intvl < 1 ? 1 : intvl;
+	cnt = ((int)(limit_ms / 1000) - idle) / intvl + 1;
+	cnt = cnt < 1 ? 1 : cnt > 127 ? 127 : cnt;
+	*failed = "TCP_USER_TIMEOUT";
+	if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user)))
+		return -errno;
+	*failed = "SO_KEEPALIVE";
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)))
+		return -errno;
+	*failed = "TCP_KEEPIDLE";
+	if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)))
+		return -errno;
+	*failed = "TCP_KEEPINTVL";
+	if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)))
+		return -errno;
+	*failed = "TCP_KEEPCNT";
+	if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)))
+		return -errno;
+	*failed = NULL;
+	return 0;
+}
+
+/**
  * fy_transport_tune() - per-socket settings for migration channels.
  */
 void fy_transport_tune(int fd, int tick_ms)

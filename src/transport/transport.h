@@ -59,6 +59,12 @@ int fy_transport_accept(int lfd, int *fd, int timeout_ms);
  * @tick_ms so a blocked call returns regularly to check for cancellation.
  */
 void fy_transport_tune(int fd, int tick_ms);
+/*
+ * fy_transport_stall_opts() - TCP_USER_TIMEOUT of @limit_ms and keepalive
+ * probes within it. Return: 0, 1 for a socket that is not TCP (skipped),
+ * or a negative errno with the option refused in *@failed.
+ */
+int fy_transport_stall_opts(int fd, uint32_t limit_ms, const char **failed);
 /* Keepalive and TCP_USER_TIMEOUT: a dead peer within about @idle_s * 3. */
 void fy_transport_watch(int fd, int idle_s);
 

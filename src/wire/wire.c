@@ -1114,6 +1114,40 @@ int fy_join_encode(struct fy_buf *b, const struct fy_join *m)
 }
 
 /**
+ * fy_keepalive_encode() - encode the body of KEEPALIVE (wire.h).
+ */
+int fy_keepalive_encode(struct fy_buf *b, uint32_t interval_ms)
+{
+	size_t start = b->len;
+	int rc = fy_buf_put_u32(b, interval_ms);
+
+	if (!rc)
+		rc = fy_buf_put_u32(b, 0);
+	return enc_finish(b, start, rc);
+}
+
+/**
+ * fy_keepalive_decode() - decode the body of KEEPALIVE. Bytes past the
+ * first 8 are a later version's and are ignored, as the record is.
+ * @p: the body.
+ * @n: its length.
+ * @interval_ms: receives the sender's period.
+ *
+ * Return: 0, or -EBADMSG.
+ */
+int fy_keepalive_decode(const uint8_t *p, size_t n, uint32_t *interval_ms)
+{
+	uint32_t reserved;
+	struct fy_cur c;
+
+	*interval_ms = 0;
+	fy_cur_init(&c, p, n);
+	fy_cur_u32(&c, interval_ms);
+	fy_cur_u32(&c, &reserved);
+	return c.bad || !*interval_ms ? -EBADMSG : 0;
+}
+
+/**
  * fy_join_decode() - decode the body of JOIN.
  * @p: the body.
  * @n: its length.
@@ -1208,6 +1242,7 @@ const char *fy_rec_name(uint32_t type, char *buf, size_t len)
 	case FY_REC_POSTCOPY_END: return "POSTCOPY_END";
 	case FY_REC_RESUME:	return "RESUME";
 	case FY_REC_MEMORY_FDS:	return "MEMORY_FDS";
+	case FY_REC_KEEPALIVE:	return "KEEPALIVE";
 	}
 	if (!buf || len == 0)
 		return "?";

@@ -56,7 +56,7 @@
  */
 static inline uint64_t fy_version_caps(uint32_t version)
 {
-	return version >= 2 ? 0x7full : 0x1ull;
+	return version >= 2 ? 0xffull : 0x1ull;
 }
 
 /*
@@ -79,6 +79,10 @@ uint64_t fy_caps_settle(uint64_t caps);
  *   0x0500-0x05ff external resources: MEMORY_FDS (only with the
  *                 local-fds capability, on a UNIX connection); the rest
  *                 reserved
+ *   0x0600-0x06ff snapshot files (optional)
+ *   0x0700-0x07ff upkeep of a session, both directions, optional:
+ *                 KEEPALIVE (sent only with the keep-alive capability;
+ *                 every reader skips it)
  *   0x7000-0x7fff vendor/experimental
  */
 enum fy_rec_type {
@@ -116,6 +120,9 @@ enum fy_rec_type {
 	FY_REC_INDEX = 0x80000600u,  /* where each memory record and the state
 					are in the file */
 	FY_REC_FOOTER = 0x80000601u, /* last 40 bytes: where the index is */
+
+	/* Optional, on the main connection, both ways: "alive, busy". */
+	FY_REC_KEEPALIVE = 0x80000700u,
 };
 
 /* INDEX body: u32 count, u32 reserved, u64 state record offset, then per
@@ -400,6 +407,15 @@ int fy_pass_ack_decode(const uint8_t *p, size_t n, struct fy_pass_ack *m);
 int fy_error_encode(struct fy_buf *b, const struct fy_error_msg *m);
 int fy_error_decode(const uint8_t *p, size_t n, struct fy_error_msg *m);
 int fy_join_encode(struct fy_buf *b, const struct fy_join *m);
+/*
+ * KEEPALIVE body (8 bytes; a longer one is read for its first 8): u32
+ * interval_ms, how often the sender promises a record while it has
+ * nothing else to send; u32 reserved, 0. Decode: 0 or -EBADMSG (short,
+ * or an interval of 0).
+ */
+#define FY_KEEPALIVE_BODY_SIZE 8
+int fy_keepalive_encode(struct fy_buf *b, uint32_t interval_ms);
+int fy_keepalive_decode(const uint8_t *p, size_t n, uint32_t *interval_ms);
 int fy_join_decode(const uint8_t *p, size_t n, struct fy_join *m);
 int fy_running_encode(struct fy_buf *b, const struct fy_running *m);
 int fy_running_decode(const uint8_t *p, size_t n, struct fy_running *m);

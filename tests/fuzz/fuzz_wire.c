@@ -343,6 +343,22 @@ static void try_units(const uint8_t *p, size_t n, struct fy_buf *b)
 	same_bytes("DISCARD answer", b, fy_units_encode(b, &m), p, n);
 }
 
+/* KEEPALIVE: a body of exactly 8 bytes encodes back to itself; a longer
+ * one is read for its first 8. */
+static void try_keepalive(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	uint32_t every;
+	int rc = fy_keepalive_decode(p, n, &every);
+
+	decoded_rc("KEEPALIVE", rc);
+	if (rc)
+		return;
+	FZ_ASSERT(every > 0 && n >= FY_KEEPALIVE_BODY_SIZE,
+		  "KEEPALIVE: interval %u from %zu bytes", every, n);
+	if (n == FY_KEEPALIVE_BODY_SIZE && !fy_get_u32(p + 4))
+		same_bytes("KEEPALIVE", b, fy_keepalive_encode(b, every), p, n);
+}
+
 typedef void (*try_fn)(const uint8_t *p, size_t n, struct fy_buf *b);
 
 static void body(uint32_t type, const uint8_t *p, size_t n)
@@ -352,6 +368,7 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 		try_pass_end, try_pass_ack, try_error, try_running, try_join,
 		try_discard, try_page_req, try_postcopy, try_postcopy_end,
 		try_resume, try_have_map, try_units, try_memory_fds,
+		try_keepalive,
 	};
 	struct fy_buf b;
 
@@ -389,6 +406,9 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 		break;
 	case FY_REC_MEMORY_FDS:
 		try_memory_fds(p, n, &b);
+		break;
+	case FY_REC_KEEPALIVE:
+		try_keepalive(p, n, &b);
 		break;
 	case FY_REC_DISCARD:
 		try_discard(p, n, &b);

@@ -447,6 +447,8 @@ static void postcopy_wire_seeds(void)
 		write_seed("fuzz_wire", name, &b);         \
 	} while (0)
 	ONE("discard", page_list(&b, FY_REC_DISCARD, false));
+	ONE("keepalive", check(fy_keepalive_encode(&body, 2500), "keepalive");
+	    rec(&b, FY_REC_KEEPALIVE, 0, 0, &body));
 	ONE("discard-empty", check(fy_discard_encode(&body, NULL, 0), "discard");
 	    rec(&b, FY_REC_DISCARD, 9, 0, &body));
 	ONE("page-req", page_list(&b, FY_REC_PAGE_REQ, true));

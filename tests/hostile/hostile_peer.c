@@ -119,10 +119,15 @@ int next_rec_within(struct ctx *c, struct fy_rec_hdr *h, uint8_t *body,
 		int rc = fy_rec_decode(c->rbuf, c->rlen, h, &b, &used);
 
 		if (rc == 0) {
+			bool keepalive = h->type == FY_REC_KEEPALIVE;
+
 			*blen = h->length < cap ? h->length : cap;
 			memcpy(body, b, *blen);
 			memmove(c->rbuf, c->rbuf + used, c->rlen - used);
 			c->rlen -= used;
+			/* Skipped, as a source skips them. */
+			if (keepalive)
+				continue;
 			return 0;
 		}
 		if (rc != -EAGAIN)

@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -1001,9 +1002,55 @@ static void test_staged_throughput(void **state)
 	pair_close(&p);
 }
 
+/* A TCP connection on loopback gets TCP_USER_TIMEOUT = the limit and
+ * keepalive probes that start within it; a UNIX socket is skipped. */
+static void test_stall_socket_options(void **state)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t alen = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0);
+	int u[2] = { -1, -1 }, v = 0, idle = 0, intvl = 0, cnt = 0;
+	unsigned int user = 0;
+	socklen_t n = sizeof(v);
+	const char *failed = "x";
+
+	(void)state;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true(l >= 0 && c >= 0);
+	assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(l, 1), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+	assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(fy_transport_stall_opts(c, 10000, &failed), 0);
+	assert_null(failed);
+	n = sizeof(user);
+	getsockopt(c, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, &n);
+	assert_int_equal(user, 10000);
+	n = sizeof(v);
+	getsockopt(c, SOL_SOCKET, SO_KEEPALIVE, &v, &n);
+	assert_int_equal(v, 1);
+	getsockopt(c, IPPROTO_TCP, TCP_KEEPIDLE, &idle, &n);
+	getsockopt(c, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, &n);
+	getsockopt(c, IPPROTO_TCP, TCP_KEEPCNT, &cnt, &n);
+	/* The first probe within the limit, the last one at it or past. */
+	assert_true(idle >= 1 && idle < 10);
+	assert_true(intvl >= 1 && idle + cnt * intvl >= 10);
+	/* The shortest limit still gets whole seconds. */
+	assert_int_equal(fy_transport_stall_opts(c, 500, &failed), 0);
+	getsockopt(c, IPPROTO_TCP, TCP_KEEPIDLE, &idle, &n);
+	assert_int_equal(idle, 1);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, u), 0);
+	assert_int_equal(fy_transport_stall_opts(u[0], 10000, &failed), 1);
+	close(u[0]);
+	close(u[1]);
+	close(c);
+	close(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_stall_socket_options),
 		cmocka_unit_test(test_lost_parts_are_sent_again),
 		cmocka_unit_test(test_both_directions_at_once),
 		cmocka_unit_test(test_staged_good_records),

@@ -137,7 +137,7 @@ REFUSED(version_max, c->version_max = 9, "version_max (0: the newest) is 9")
 REFUSED(version_min, (c->version_max = 1, c->version_min = 2),
 	"version_min (0: the oldest) is 2: it must be from 1 to 1")
 REFUSED(capabilities, c->capabilities = 1ull << 40,
-	"has bits this library does not know (it knows 0x7f)")
+	"has bits this library does not know (it knows 0xff)")
 REFUSED(timeout_strategy, c->timeout_strategy = (enum ferry_timeout_strategy)9,
 	"timeout_strategy is 9")
 REFUSED(dirty_mode, c->dirty_mode = (enum ferry_dirty_mode)5, "dirty_mode is 5")
@@ -145,6 +145,28 @@ REFUSED(bitmap_without_callback, c->dirty_mode = FERRY_DIRTY_BITMAP,
 	"no get_dirty_bitmap")
 REFUSED(congestion_control, c->congestion_control = "much-longer-than-sixteen",
 	"a name of 1 to 15 characters")
+REFUSED(stall_short, c->stall_timeout_ms = 499,
+	"stall_timeout_ms is 499: it must be from 500 (0.5 s) to 3600000 (1 h), or 0 for the default (10000)")
+REFUSED(stall_long, c->stall_timeout_ms = 3600001,
+	"stall_timeout_ms is 3600001: it must be from 500")
+
+/* The stall limit's ends and 0 (the default) are taken. */
+static void test_stall_range(void **state)
+{
+	const uint32_t ok[] = { 0, FERRY_STALL_TIMEOUT_MIN_MS, 2000,
+				FERRY_STALL_TIMEOUT_MAX_MS };
+	struct ferry_config cfg;
+	char err[256];
+
+	(void)state;
+	ferry_config_init(&cfg);
+	assert_int_equal(cfg.stall_timeout_ms, 0);
+	cfg.ops = &all_ops;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		cfg.stall_timeout_ms = ok[i];
+		assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), 0);
+	}
+}
 
 /* The defaults pass, and the message is empty. */
 static void test_defaults_pass(void **state)
@@ -371,6 +393,9 @@ int main(void)
 		cmocka_unit_test(test_dirty_mode),
 		cmocka_unit_test(test_bitmap_without_callback),
 		cmocka_unit_test(test_congestion_control),
+		cmocka_unit_test(test_stall_short),
+		cmocka_unit_test(test_stall_long),
+		cmocka_unit_test(test_stall_range),
 		cmocka_unit_test(test_destination_needs_no_source_callbacks),
 		cmocka_unit_test(test_region_refusals),
 	};

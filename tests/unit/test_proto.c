@@ -130,6 +130,37 @@ static void test_recv_messages(void **state)
 	assert_int_equal(st.next, FY_RS_IDLE);
 }
 
+/* KEEPALIVE is skipped in every live state of both machines, with or
+ * without postcopy, and never moves a machine or its seq. */
+static void test_keepalive_skipped(void **state)
+{
+	(void)state;
+	for (int st = FY_RS_WAIT_HELLO; st < FY_RS_COUNT; st++) {
+		struct fy_recv_sm sm = { (enum fy_recv_state)st, 5 };
+		struct fy_recv_step step;
+
+		/* Not live: no connection reads anything there. */
+		if (st == FY_RS_ABORTED || st == FY_RS_RUNNING ||
+		    st == FY_RS_PC_PAUSED)
+			continue;
+		for (int pc = 0; pc < 2; pc++) {
+			sm.postcopy = pc;
+			fy_recv_sm_step(&sm, FY_REC_KEEPALIVE, 0, &step);
+			assert_int_equal(step.action, FY_RA_SKIP);
+			assert_int_equal(step.next, st);
+			assert_false(step.respond);
+		}
+	}
+	for (int st = FY_SS_START; st < FY_SS_COUNT; st++) {
+		struct fy_send_sm sm;
+
+		fy_send_sm_init(&sm);
+		sm.state = (enum fy_send_state)st;
+		assert_int_equal(fy_send_sm_input(&sm, FY_REC_KEEPALIVE, 0, NULL, 0),
+				 FY_SI_SKIP);
+	}
+}
+
 static void test_recv_seq(void **state)
 {
 	struct fy_recv_sm sm;
@@ -1307,6 +1338,7 @@ int main(void)
 		cmocka_unit_test(test_recv_table),
 		cmocka_unit_test(test_recv_messages),
 		cmocka_unit_test(test_recv_seq),
+		cmocka_unit_test(test_keepalive_skipped),
 		cmocka_unit_test(test_recv_happy_path),
 		cmocka_unit_test(test_recv_abort_and_fail),
 		cmocka_unit_test(test_state_names),

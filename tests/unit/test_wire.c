@@ -1197,6 +1197,34 @@ static void test_rec_name(void **state)
 	assert_non_null(fy_rec_name(0x7123, buf, 0));
 }
 
+/* KEEPALIVE: 8 bytes that decode to the period; shorter or a period of 0
+ * is refused; a longer (later) body is read for its first 8 bytes; the
+ * record is optional, so any reader may skip it, and it has a name. */
+static void test_keepalive_round_trip(void **state)
+{
+	struct fy_buf b;
+	uint32_t every = 0;
+	char name[16];
+
+	(void)state;
+	fy_buf_init(&b);
+	assert_int_equal(fy_keepalive_encode(&b, 2500), 0);
+	assert_int_equal(b.len, FY_KEEPALIVE_BODY_SIZE);
+	assert_int_equal(fy_keepalive_decode(b.data, b.len, &every), 0);
+	assert_int_equal(every, 2500);
+	for (size_t n = 0; n < b.len; n++)
+		assert_int_equal(fy_keepalive_decode(b.data, n, &every), -EBADMSG);
+	assert_int_equal(fy_buf_put_u32(&b, 77), 0);
+	assert_int_equal(fy_keepalive_decode(b.data, b.len, &every), 0);
+	assert_int_equal(every, 2500);
+	fy_put_u32(b.data, 0);
+	assert_int_equal(fy_keepalive_decode(b.data, b.len, &every), -EBADMSG);
+	assert_true(fy_rec_optional(FY_REC_KEEPALIVE));
+	assert_string_equal(fy_rec_name(FY_REC_KEEPALIVE, name, sizeof(name)),
+			    "KEEPALIVE");
+	fy_buf_free(&b);
+}
+
 static void test_join_round_trip(void **state)
 {
 	struct fy_join in = { 0x1122334455667788ull, { 0 }, 3, 4 }, out;
@@ -1255,6 +1283,7 @@ int main(void)
 		cmocka_unit_test(test_stream_hdr),
 		cmocka_unit_test(test_rec_name),
 		cmocka_unit_test(test_join_round_trip),
+		cmocka_unit_test(test_keepalive_round_trip),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
