@@ -23,6 +23,11 @@ help:
 	@echo "               range, ferry's defaults against its best setting side by side"
 	@echo "               (1-7: about 40-45 minutes; BENCH=3 picks one, QUICK=1 a minute each)"
 	@echo "make fuzz    - build the libFuzzer harnesses with clang, run each FUZZ_SECONDS (60) on its corpus"
+	@echo "make soak    - ASan+UBSan build ($(ASAN_BUILD)/), then SOAK_N (1000) migrations in a ring"
+	@echo "               of three ferry-vms, half with a fault; fds and RSS must stay flat"
+	@echo "               (docs/soak.md; about 40 minutes for 1000 on 2 cores)"
+	@echo "make tsan    - ThreadSanitizer build ($(TSAN_BUILD)/): the unit tests and the"
+	@echo "               two-process integration tests must run without a report"
 	@echo "make clean   - remove $(BUILD)/"
 
 deps:
@@ -62,3 +67,18 @@ FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz: deps
 	tests/fuzz/run.sh --build $(FUZZ_BUILD) --seconds $(FUZZ_SECONDS)
+
+# Sanitizer runs (docs/soak.md), each in its own build directory; neither
+# is part of `make check` (minutes to an hour).
+ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
+SOAK_N ?= 1000
+SOAK_ARGS ?=
+.PHONY: soak tsan
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false \
+		-Dtests=false $(MESON_OPTS)
+
+soak: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD) vm/ferry-vm tools/ferry
+	python3 tests/soak/soak.py --build $(ASAN_BUILD) -n $(SOAK_N) $(SOAK_ARGS)
