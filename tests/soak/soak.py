@@ -37,6 +37,7 @@ import time
 
 SLOTS = ("A", "B", "C")
 FAULTS = ("cut", "sigstop", "refuse", "cancel")
+ACTIVE = ("connecting", "negotiating", "precopy", "stopped", "switchover")
 
 
 def now():
@@ -368,6 +369,7 @@ class Soak:
                 proxy.close()
         elif fault == "sigstop":
             p = self.migrate_popen(src, uri)
+            self.wait_started(src, p)
             time.sleep(self.rng.uniform(0.0, 0.6))
             os.kill(dst.pid, signal.SIGSTOP)
             try:
@@ -390,6 +392,7 @@ class Soak:
                 rc, rep, err = self.wait_migrate(self.migrate_popen(src, uri), src)
         elif fault == "cancel":
             p = self.migrate_popen(src, uri)
+            self.wait_started(src, p)
             time.sleep(self.rng.uniform(0.0, 0.5))
             self.run_cli(["cancel", src.sock], 10)
             rc, rep, err = self.wait_migrate(p, src)
@@ -400,6 +403,20 @@ class Soak:
         self.count("fault:%s:%s" % (kind, outcome))
         self.settle(hop, kind, src, dst, rc, rep, err)
         return kind, outcome
+
+    def wait_started(self, src, p, limit=20):
+        """Until the source runs the migration (or it ended already): a
+        cancel that came before the migrate command would find nothing
+        to cancel, and a frozen destination would then hold the source
+        for its whole idle limit."""
+        end = now() + limit
+        while now() < end and p.poll() is None:
+            try:
+                if status(src.sock)["migration"]["state"] in ACTIVE:
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
 
     def stranger(self, port):
         """Garbage at the destination's listener: it must refuse it."""
@@ -488,8 +505,12 @@ class Soak:
     def check_guest(self, vm):
         """The guest's own check: it runs and found no bad page."""
         a = status(vm.sock)["guest"]
-        time.sleep(0.2)
-        b = status(vm.sock)["guest"]
+        end = now() + 5  # a vCPU thread may wait for a CPU a while here
+        while True:
+            time.sleep(0.1)
+            b = status(vm.sock)["guest"]
+            if b["steps"] > a["steps"] or now() > end:
+                break
         if b["check_errors"]:
             raise SoakError("%s's guest found %d bad pages" % (vm.slot, b["check_errors"]))
         if not b["steps"] > a["steps"]:
