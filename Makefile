@@ -82,3 +82,10 @@ $(ASAN_BUILD)/build.ninja:
 soak: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD) vm/ferry-vm tools/ferry
 	python3 tests/soak/soak.py --build $(ASAN_BUILD) -n $(SOAK_N) $(SOAK_ARGS)
+
+$(TSAN_BUILD)/build.ninja:
+	meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false $(MESON_OPTS)
+
+tsan: deps $(TSAN_BUILD)/build.ninja
+	ninja -C $(TSAN_BUILD)
+	tests/soak/tsan.sh $(TSAN_BUILD)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# make tsan: the engine's unit tests and the integration tests that run a
+# source and a destination ferry-vm, built with ThreadSanitizer, must run
+# without a single report (docs/soak.md).
+#
+# usage: tests/soak/tsan.sh BUILD_DIR [TEST...]   (default: the list below)
+set -uo pipefail
+build=${1:?usage: tsan.sh BUILD_DIR [TEST...]}
+shift
+here=$(cd "$(dirname "$0")" && pwd)
+# Two processes over real sockets: precopy over 1 and 4 connections, with
+# compression, cancelled, a connection destroyed, the owner handshake,
+# postcopy and a cut in it, TLS.
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=(migrate-random migrate-random-4conn migrate-ab-zstd
+	cancel drop-connection-extra owner postcopy-anon postcopy-cut tls)
+
+logs=$build/tsan-logs
+rm -rf "$logs"
+mkdir -p "$logs"
+# halt_on_error: the first report ends the process, so its test fails;
+# log_path: every process's reports land in $logs, also those of a
+# ferry-vm whose exit status no test looks at.
+export TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 \
+suppressions=$here/tsan.supp log_path=$PWD/$logs/tsan"
+
+# ThreadSanitizer maps its shadow memory at fixed addresses; with the
+# address-space randomisation of recent kernels (vm.mmap_rnd_bits above
+# 28, as on many 6.x kernels) a mapping can land there and the program
+# dies at start ("unexpected memory mapping"). setarch -R turns the
+# randomisation off for the run and everything it starts.
+run=()
+if setarch "$(uname -m)" -R true 2>/dev/null; then
+	run=(setarch "$(uname -m)" -R)
+else
+	bits=$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null || echo '?')
+	echo "tsan: setarch -R is not allowed here; vm.mmap_rnd_bits is $bits" \
+		"(28 or less is needed, e.g. sysctl vm.mmap_rnd_bits=28)" >&2
+fi
+
+status=0
+"${run[@]}" meson test -C "$build" --suite unit --print-errorlogs \
+	--timeout-multiplier 6 || status=1
+"${run[@]}" meson test -C "$build" --print-errorlogs --timeout-multiplier 6 \
+	"${tests[@]}" || status=1
+
+reports=$(ls "$logs")
+if [ -n "$reports" ]; then
+	status=1
+	for f in $reports; do
+		echo "--- $logs/$f"
+		grep -E 'WARNING|SUMMARY|^    #[0-5] ' "$logs/$f" | head -30
+	done
+fi
+echo "tsan: unit suite and ${#tests[@]} two-process tests: $(echo "$reports" | grep -c . || true) ThreadSanitizer report(s)"
+[ $status = 0 ] && echo "tsan: clean" || echo "tsan: FAILED"
+exit $status
