@@ -449,7 +449,10 @@ class Soak:
         while True:
             ss, sst = src.state()
             ds, dst_st = dst.state()
-            settled = ss in ("running", "migrated") and ds in ("running", "incoming")
+            # A source left unconfirmed stays paused for an operator.
+            gone = ("migrated", "paused") if (rep or {}).get("owner") == "destination" \
+                else ("migrated",)
+            settled = (ss == "running" or ss in gone) and ds in ("running", "incoming")
             if settled and ds == "incoming" and not dst_st.get("listening"):
                 settled = False
             if settled or now() > end:
@@ -651,6 +654,40 @@ class Soak:
 RSS_TOL = 0.10
 
 
+def report(path, step):
+    """Re-read a soak's CSV (also of a run stopped early): outcomes by
+    fault, and every STEP hops the descriptors and median RSS per role."""
+    import csv
+    rows = list(csv.DictReader(open(path)))
+    hops = {}
+    for r in rows:
+        hops[int(r["hop"])] = (r["fault"], r["outcome"])
+    counts = {}
+    for f, o in hops.values():
+        counts.setdefault(f, {}).setdefault(o, 0)
+        counts[f][o] += 1
+    print("%d attempts; faults and outcomes:" % len(hops))
+    for f in sorted(counts):
+        print("  %-16s %4d  (%s)" % (f, sum(counts[f].values()),
+                                     ", ".join("%s %d" % kv for kv in sorted(counts[f].items()))))
+    print("| hops | running fds | running RSS MiB | incoming fds | incoming RSS MiB | migrated fds | migrated RSS MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    last = max(hops)
+    for lo in range(0, last, step):
+        cells = []
+        for role in ("running", "incoming", "migrated"):
+            sel = [r for r in rows if r["state"] == role and lo < int(r["hop"]) <= lo + step]
+            if not sel:
+                cells += ["-", "-"]
+                continue
+            f = sorted({int(r["fds"]) for r in sel})
+            m = statistics.median(int(r["rss_kb"]) for r in sel) / 1024
+            cells += ["%d-%d" % (f[0], f[-1]) if len(f) > 1 else str(f[0]), "%.1f" % m]
+        print("| %d-%d | %s |" % (lo + 1, min(lo + step, last), " | ".join(cells)))
+    ms = sorted(float(r["hop_ms"]) for r in rows)
+    print("attempt time: median %.1f s, max %.1f s" % (ms[len(ms) // 2] / 1000, ms[-1] / 1000))
+
+
 def parse_size(s):
     mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     return int(s[:-1]) * mult[s[-1]] if s[-1] in mult else int(s)
@@ -658,13 +695,20 @@ def parse_size(s):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--build", required=True, help="build directory (sanitized)")
+    p.add_argument("--build", help="build directory (sanitized); required to run")
     p.add_argument("-n", type=int, default=1000, help="migration attempts (default 1000)")
     p.add_argument("--memory", default="32M", help="guest memory (default 32M)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: time)")
     p.add_argument("--out", default=None, help="output directory (default BUILD/soak)")
     p.add_argument("--keep-logs", action="store_true", help="keep every process's log")
+    p.add_argument("--report", metavar="CSV", help="only summarise an earlier run's CSV")
+    p.add_argument("--step", type=int, default=100, help="--report: rows of STEP hops")
     a = p.parse_args()
+    if a.report:
+        report(a.report, a.step)
+        return
+    if not a.build:
+        p.error("--build is required")
     if a.seed is None:
         a.seed = int(time.time())
     if a.out is None:

@@ -8,12 +8,15 @@ set -uo pipefail
 build=${1:?usage: tsan.sh BUILD_DIR [TEST...]}
 shift
 here=$(cd "$(dirname "$0")" && pwd)
-# Two processes over real sockets: precopy over 1 and 4 connections, with
+# Two processes over real sockets: precopy over 1 and 2 connections, with
 # compression, cancelled, a connection destroyed, the owner handshake,
-# postcopy and a cut in it, TLS.
+# postcopy and a cut in it, TLS. (The 256 MiB `random` guests of
+# migrate-random* write all their memory at start, which under
+# ThreadSanitizer outlasts `ferry demo`'s 10 s start limit.)
+# TSAN_UNIT=0 skips the unit suite (a rerun of integration tests).
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(migrate-random migrate-random-4conn migrate-ab-zstd
-	cancel drop-connection-extra owner postcopy-anon postcopy-cut tls)
+[ ${#tests[@]} -gt 0 ] || tests=(migrate-ab migrate-ab-zstd cancel drop-connection-extra
+	owner postcopy-anon postcopy-cut tls)
 
 logs=$build/tsan-logs
 rm -rf "$logs"
@@ -39,8 +42,10 @@ else
 fi
 
 status=0
-"${run[@]}" meson test -C "$build" --suite unit --print-errorlogs \
-	--timeout-multiplier 6 || status=1
+if [ "${TSAN_UNIT:-1}" != 0 ]; then
+	"${run[@]}" meson test -C "$build" --suite unit --print-errorlogs \
+		--timeout-multiplier 6 || status=1
+fi
 "${run[@]}" meson test -C "$build" --print-errorlogs --timeout-multiplier 6 \
 	"${tests[@]}" || status=1
 
