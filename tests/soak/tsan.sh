@@ -9,14 +9,15 @@ build=${1:?usage: tsan.sh BUILD_DIR [TEST...]}
 shift
 here=$(cd "$(dirname "$0")" && pwd)
 # Two processes over real sockets: precopy over 1 and 2 connections, with
-# compression, cancelled, a connection destroyed, the owner handshake,
-# postcopy and a cut in it, TLS. (The 256 MiB `random` guests of
-# migrate-random* write all their memory at start, which under
-# ThreadSanitizer outlasts `ferry demo`'s 10 s start limit.)
+# compression, who owns the guest at each step, postcopy and a cut in
+# it, TLS. Left out, too slow under ThreadSanitizer here (no report, a
+# time limit of the test): migrate-random* (a 256 MiB random guest's start
+# outlasts `ferry demo`'s 10 s), cancel and drop-connection-* (pass 2 of a
+# 256-512 MiB random guest does not come within their 20 s).
 # TSAN_UNIT=0 skips the unit suite (a rerun of integration tests).
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(migrate-ab migrate-ab-zstd cancel drop-connection-extra
-	owner postcopy-anon postcopy-cut tls)
+[ ${#tests[@]} -gt 0 ] || tests=(migrate-ab migrate-ab-zstd owner postcopy-anon
+	postcopy-cut tls)
 
 logs=$build/tsan-logs
 rm -rf "$logs"
