@@ -25,7 +25,7 @@ help:
 	@echo "make fuzz    - build the libFuzzer harnesses with clang, run each FUZZ_SECONDS (60) on its corpus"
 	@echo "make soak    - ASan+UBSan build ($(ASAN_BUILD)/), then SOAK_N (1000) migrations in a ring"
 	@echo "               of three ferry-vms, half with a fault; fds and RSS must stay flat"
-	@echo "               (docs/soak.md; about 40 minutes for 1000 on 2 cores)"
+	@echo "               (docs/soak.md; 32 minutes for 1000 on 2 loaded cores)"
 	@echo "make tsan    - ThreadSanitizer build ($(TSAN_BUILD)/): the unit tests and the"
 	@echo "               two-process integration tests must run without a report"
 	@echo "make clean   - remove $(BUILD)/"
