@@ -22,6 +22,7 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -44,7 +45,10 @@
 struct api_client {
 	int fd;
 	uint64_t id;
-	bool dead;
+	/* Set by the API thread without the lock (a read that ends) and by a
+	 * migration thread with it (a reply queue overflowing): atomic, as
+	 * ThreadSanitizer found when it was a plain bool. */
+	atomic_bool dead;
 	bool skipping;	    /* discarding the rest of an over-long line */
 	uint64_t active_ns; /* last request taken or message queued */
 	size_t in_len;

@@ -12,6 +12,33 @@
 
 #define FY_PAGE_SIZE 4096u
 
+/*
+ * A source reads guest memory while the guest's vCPUs write it: that race
+ * is what dirty tracking is for (a page written while it is read is dirty
+ * and goes again in the next pass), so it is not a bug. The code that
+ * reads guest pages on a source (zero test, compression, checksum, the
+ * send itself) runs between these two marks, ThreadSanitizer's own
+ * annotations: the thread's memory accesses between them, its system
+ * calls' buffers and what libraries it calls read, are not checked;
+ * its locks still are. Everything else stays checked.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define FY_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FY_TSAN 1
+#endif
+#endif
+#ifdef FY_TSAN
+__attribute__((visibility("default"))) void AnnotateIgnoreReadsBegin(const char *file, int line);
+__attribute__((visibility("default"))) void AnnotateIgnoreReadsEnd(const char *file, int line);
+#define FY_GUEST_READS_BEGIN() AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
+#define FY_GUEST_READS_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
+#else
+#define FY_GUEST_READS_BEGIN() ((void)0)
+#define FY_GUEST_READS_END() ((void)0)
+#endif
+
 struct fy_region {
 	uint64_t gpa;
 	uint64_t size;

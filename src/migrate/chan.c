@@ -346,8 +346,13 @@ static int write_prepare(struct fy_chan *c, const struct iovec *iov, int n)
 	/* The recording is what the connection carries; for page data of a
 	 * running guest it may differ from the socket's copy in bytes that no
 	 * checksum covers (see docs/stream-format.md). */
-	if (c->tx.tee_fd >= 0 && tee_all(c->tx.tee_fd, iov, n))
-		return -EIO;
+	if (c->tx.tee_fd >= 0) {
+		FY_GUEST_READS_BEGIN(); /* pages the guest may be writing */
+		rc = tee_all(c->tx.tee_fd, iov, n);
+		FY_GUEST_READS_END();
+		if (rc)
+			return -EIO;
+	}
 	return 0;
 }
 
@@ -398,14 +403,20 @@ static int send_iov(struct fy_chan *c, struct iovec *iov, int n, bool more)
 	uint64_t since = fy_now_ns();
 	int rc, flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
 
-	if (c->tls)
-		return send_tls(c, iov, n, more);
-
+	/* @iov may point into pages the guest is writing (memory.h). */
+	if (c->tls) {
+		FY_GUEST_READS_BEGIN();
+		rc = send_tls(c, iov, n, more);
+		FY_GUEST_READS_END();
+		return rc;
+	}
 	while (n > 0) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-		ssize_t w = c->is_file ? writev(c->fd, iov, n)
-				       : sendmsg(c->fd, &mh, flags);
+		ssize_t w;
 
+		FY_GUEST_READS_BEGIN();
+		w = c->is_file ? writev(c->fd, iov, n) : sendmsg(c->fd, &mh, flags);
+		FY_GUEST_READS_END();
 		rc = wrote(c, w, &since);
 		if (rc < 0)
 			return rc;
@@ -1065,7 +1076,9 @@ static int nonzero_runs(const uint8_t *data, size_t pages, const uint64_t *zmap,
 		while (j < pages && !zbit(zmap, j))
 			j++;
 		if (dst) {
+			FY_GUEST_READS_BEGIN();
 			memcpy(dst, data + i * FY_PAGE_SIZE, (j - i) * FY_PAGE_SIZE);
+			FY_GUEST_READS_END();
 			dst += (j - i) * FY_PAGE_SIZE;
 		} else if (n < max) {
 			iov[n].iov_base = (void *)(data + i * FY_PAGE_SIZE);
@@ -1148,6 +1161,7 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 	bool from_guest = true; /* the payload iovecs point at guest pages */
 
 	m.flags = 0;
+	FY_GUEST_READS_BEGIN();
 	if (c->tx.zero_pages) {
 		memset(c->tx.zmap, 0, words * 8);
 		zeros = fy_zero_scan(data, pages, c->tx.zmap);
@@ -1156,6 +1170,7 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 	}
 	if (c->tx.codec && zeros < pages)
 		packed = pack(c, data, pages, pages - zeros, zeros);
+	FY_GUEST_READS_END();
 	if (packed)
 		m.flags |= (uint32_t)fy_codec_kind_of(c->tx.codec)
 			   << FY_MEMF_CODEC_SHIFT;
@@ -1205,8 +1220,10 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 	fy_csum_update(&c->tx.csum, meta->head + FY_REC_HDR_SIZE, FY_MEM_HDR_SIZE);
 	if (zeros)
 		fy_csum_update(&c->tx.csum, zmap, words * 8);
+	FY_GUEST_READS_BEGIN();
 	for (int i = first; csum_data && i < n; i++)
 		fy_csum_update(&c->tx.csum, iov[i].iov_base, iov[i].iov_len);
+	FY_GUEST_READS_END();
 	memset(meta->tail, 0, sizeof(meta->tail));
 	fy_put_u64(meta->tail + pad, fy_csum_digest(&c->tx.csum));
 	iov[n++] = (struct iovec){ meta->tail, pad + FY_REC_TRAILER_SIZE };

@@ -210,8 +210,13 @@ static int write_run(struct fy_snapw *w, const struct fy_range *r,
 {
 	uint64_t off = w->sb.regions[r->region].slot_offset + r->offset +
 		       run * FY_PAGE_SIZE;
-	int rc = n ? write_at(w, base + run * FY_PAGE_SIZE, n * FY_PAGE_SIZE,
-			      off) : 0;
+	int rc = 0;
+
+	/* The guest may be writing these pages (FY_GUEST_READS_BEGIN). */
+	FY_GUEST_READS_BEGIN();
+	if (n)
+		rc = write_at(w, base + run * FY_PAGE_SIZE, n * FY_PAGE_SIZE, off);
+	FY_GUEST_READS_END();
 
 	if (rc)
 		fail_pass(w, rc, "writing %llu pages of %s at file offset %llu: %s",
@@ -234,9 +239,13 @@ static int write_range(struct fy_snapw *w, const struct fy_range *r)
 	for (uint64_t p = 0; p < npages; p++) {
 		const uint8_t *pg = base + p * FY_PAGE_SIZE;
 		uint64_t g = g0 + p, bit = 1ull << (g % 64);
+		bool zero;
 
+		FY_GUEST_READS_BEGIN();
 		w->table[g] = fy_snap_page_hash(pg, g);
-		if (!fy_page_is_zero(pg)) {
+		zero = fy_page_is_zero(pg);
+		FY_GUEST_READS_END();
+		if (!zero) {
 			if (!runlen)
 				run = p;
 			runlen++;

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -434,7 +435,7 @@ static void test_uffd_two_regions(void **state)
 struct writer {
 	uint8_t *base;
 	size_t pages;
-	volatile int stop;
+	atomic_int stop;	/* a volatile int raced (ThreadSanitizer) */
 	uint64_t seed;
 	uint64_t writes;
 };
@@ -444,7 +445,7 @@ static void *writer_thread(void *arg)
 	struct writer *w = arg;
 	uint64_t x = w->seed;
 
-	while (!w->stop) {
+	while (!atomic_load(&w->stop)) {
 		uint64_t page;
 
 		x ^= x << 13;
@@ -462,8 +463,11 @@ static void apply(uint8_t *copy, const uint8_t *src, const struct fy_ranges *r)
 {
 	size_t i;
 
+	/* The writer runs meanwhile: the race dirty tracking is for. */
+	FY_GUEST_READS_BEGIN();
 	for (i = 0; i < r->n; i++)
 		memcpy(copy + r->v[i].offset, src + r->v[i].offset, r->v[i].length);
+	FY_GUEST_READS_END();
 }
 
 static void test_uffd_concurrent_writer_copy_converges(void **state)
@@ -490,7 +494,9 @@ static void test_uffd_concurrent_writer_copy_converges(void **state)
 	start_uffd(&d, &rg, 1);
 	assert_int_equal(pthread_create(&t, NULL, writer_thread, &w), 0);
 	/* First pass: everything, copied after tracking started. */
+	FY_GUEST_READS_BEGIN();
 	memcpy(copy, m.p, m.size);
+	FY_GUEST_READS_END();
 	for (pass = 0; pass < 50; pass++) {
 		fy_ranges_clear(&got);
 		rc = fy_dirty_collect(&d, &got);
@@ -499,7 +505,7 @@ static void test_uffd_concurrent_writer_copy_converges(void **state)
 		assert_int_equal(rc, 0);
 		apply(copy, m.p, &got);
 	}
-	w.stop = 1;
+	atomic_store(&w.stop, 1);
 	assert_int_equal(pthread_join(t, NULL), 0);
 	fy_ranges_clear(&got);
 	assert_int_equal(fy_dirty_collect(&d, &got), 0);

@@ -43,6 +43,7 @@ struct vm {
 	bool source;
 	pthread_t cpu;
 	atomic_bool live, run, quit;
+	atomic_bool busy;	/* source: the vCPU may be writing a page */
 	atomic_ulong touched;	/* destination: pages the vCPU read */
 	atomic_int pauses, resumes;
 	uint64_t token;		/* "device state" */
@@ -72,8 +73,15 @@ static void *cpu_main(void *arg)
 		if (vm->source) {
 			uint64_t *p = (uint64_t *)(vm->mem + seed % pages * PAGE);
 
-			p[0]++;
-			p[1] = seed;
+			/* "busy" before the look at "run", op_pause() the
+			 * other way round: one of them sees the other, so no
+			 * write follows a pause (sequentially consistent). */
+			atomic_store(&vm->busy, true);
+			if (atomic_load(&vm->run)) {
+				p[0]++;
+				p[1] = seed;
+			}
+			atomic_store(&vm->busy, false);
 			if (seed % 64 == 0)
 				usleep(50);
 		} else if (next < pages) {
@@ -121,7 +129,10 @@ static int op_pause(void *o)
 	struct vm *vm = o;
 
 	atomic_store(&vm->run, false);
-	usleep(2000); /* let a write in progress finish */
+	/* A write in progress finishes before the pause does (it was
+	 * only a 2 ms sleep, which ThreadSanitizer rightly flagged). */
+	while (atomic_load(&vm->busy))
+		usleep(50);
 	atomic_fetch_add(&vm->pauses, 1);
 	return 0;
 }

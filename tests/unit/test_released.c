@@ -136,6 +136,8 @@ struct proxy {
 	pthread_mutex_t lock;
 	int fds[32];		/* source side, destination side, ... */
 	unsigned nfds;
+	pthread_t pumps[32];	/* joined by close_all() */
+	unsigned npumps;
 	pthread_t acceptor;
 	pthread_t closer;	/* late_close(), joined by run() */
 	bool closing;
@@ -173,7 +175,9 @@ static void start_pump(struct proxy *px, int from, int to, bool from_source)
 	assert_non_null(p);
 	*p = (struct pump){ px, from, to, from_source };
 	assert_int_equal(pthread_create(&t, NULL, pump_main, p), 0);
-	pthread_detach(t);
+	pthread_mutex_lock(&px->lock);
+	px->pumps[px->npumps++] = t;
+	pthread_mutex_unlock(&px->lock);
 }
 
 static void *accept_main(void *arg)
@@ -195,10 +199,14 @@ static void *accept_main(void *arg)
 			continue;
 		}
 		pthread_mutex_lock(&px->lock);
-		if (px->nfds + 2 <= 32) {
-			px->fds[px->nfds++] = c;
-			px->fds[px->nfds++] = d;
+		if (px->nfds + 2 > 32) {
+			pthread_mutex_unlock(&px->lock);
+			close(c);
+			close(d);
+			continue;
 		}
+		px->fds[px->nfds++] = c;
+		px->fds[px->nfds++] = d;
 		pthread_mutex_unlock(&px->lock);
 		start_pump(px, c, d, true);
 		start_pump(px, d, c, false);
@@ -226,6 +234,12 @@ static void close_all(struct proxy *px)
 	pthread_mutex_lock(&px->lock);
 	for (unsigned i = 0; i < px->nfds; i++)
 		shutdown(px->fds[i], SHUT_RDWR);
+	/* The shutdown ends the pumps: joined before the descriptors close,
+	 * none still reads one (or a number the kernel gave to another
+	 * file meanwhile). ThreadSanitizer found the close racing a read. */
+	for (unsigned i = 0; i < px->npumps; i++)
+		pthread_join(px->pumps[i], NULL);
+	px->npumps = 0;
 	for (unsigned i = 0; i < px->nfds; i++)
 		close(px->fds[i]);
 	px->nfds = 0;
