@@ -513,12 +513,6 @@ struct ferry_config {
 	 * A destination ignores it: it takes memory the way the source
 	 * sends it. */
 	bool local_fds;
-	/* TLS (both sides): what the connections negotiated, as GnuTLS names
-	 * it: the cipher ("AES-128-GCM"), the protocol ("TLS1.3") and the
-	 * key exchange ("ECDHE-RSA", "ECDHE-PSK"); "" without TLS. */
-	char tls_cipher[32];
-	char tls_version[16];
-	char tls_kx[16];
 	/* New members go here, at the end. */
 	/* TLS (GnuTLS) on every connection of a migration when credentials
 	 * are given: the main one, the extra data connections and
