@@ -29,39 +29,7 @@ read -r -a LIMITS <<<"$(pick "1000 2000" "1000 2000 5000 10000")"
 CASES=(dst-stop src-stop black-hole)
 need_memory 512
 
-PROXY=$OUT/b14-proxy.py
-cat >"$PROXY" <<'PY'
-import os, selectors, socket, sys
-lport, dport, hole = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", lport)); ls.listen(16)
-open(hole + ".ready", "w").close()
-sel = selectors.DefaultSelector(); sel.register(ls, selectors.EVENT_READ)
-peer = {}
-while True:
-    for key, _ in sel.select(0.02):
-        s = key.fileobj
-        if s is ls:
-            a, _ = ls.accept(); b = socket.create_connection(("127.0.0.1", dport))
-            peer[a], peer[b] = b, a
-            sel.register(a, selectors.EVENT_READ); sel.register(b, selectors.EVENT_READ)
-            continue
-        if os.path.exists(hole):
-            continue
-        try:
-            d = s.recv(1 << 20)
-        except OSError:
-            d = b""
-        if not d:
-            for x in (s, peer.pop(s)):
-                sel.unregister(x); x.close(); peer.pop(x, None)
-            continue
-        peer[s].sendall(d)
-    if os.path.exists(hole):
-        for s in list(peer):
-            try: sel.unregister(s)
-            except (KeyError, ValueError): pass
-PY
+PROXY=$BENCH_DIR/../tests/integration/blackhole_proxy.py
 
 # one LIMIT CASE: a run; prints {"status", "limit_ms", "case",
 # "detected_ms", "stall_detect_ms"}.

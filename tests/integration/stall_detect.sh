@@ -21,38 +21,7 @@ LIMIT=2000
 # A TCP proxy that forwards until the file $T/blackhole exists, then
 # forwards nothing more, in either direction, and keeps the connections
 # open: what a silent partition looks like to both ends.
-cat >"$T/proxy.py" <<'EOF'
-import os, selectors, socket, sys
-lport, dport, hole = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", lport)); ls.listen(16)
-open(hole + ".ready", "w").close()
-sel = selectors.DefaultSelector(); sel.register(ls, selectors.EVENT_READ)
-peer = {}
-while True:
-    for key, _ in sel.select(0.05):
-        s = key.fileobj
-        if s is ls:
-            a, _ = ls.accept(); b = socket.create_connection(("127.0.0.1", dport))
-            peer[a], peer[b] = b, a
-            sel.register(a, selectors.EVENT_READ); sel.register(b, selectors.EVENT_READ)
-            continue
-        if os.path.exists(hole):
-            continue
-        try:
-            d = s.recv(1 << 20)
-        except OSError:
-            d = b""
-        if not d:
-            for x in (s, peer.pop(s)):
-                sel.unregister(x); x.close(); peer.pop(x, None)
-            continue
-        peer[s].sendall(d)
-    if os.path.exists(hole):
-        for s in list(peer):
-            try: sel.unregister(s)
-            except (KeyError, ValueError): pass
-EOF
+PROXY=$(dirname "$0")/blackhole_proxy.py
 
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 
@@ -110,7 +79,7 @@ guest_runs src || fail "a: the source's guest does not run"
 pass "a: frozen destination noticed after $took ms: $err"
 
 # b) A proxy that stops forwarding.
-python3 "$T/proxy.py" "$pb" "$pbd" "$T/blackhole" >"$T/proxy.log" 2>&1 &
+python3 "$PROXY" "$pb" "$pbd" "$T/blackhole" >"$T/proxy.log" 2>&1 &
 PIDS+=($!)
 wait_until 15 test -e "$T/blackhole.ready" || fail "b: the proxy does not listen"
 migrate_capped src "$pb" --stall-timeout-ms $LIMIT
