@@ -121,10 +121,21 @@ static uint32_t open_slots(struct net *n, uint32_t *idx)
 	return m;
 }
 
+/* The first of the connections before @i that is in @slot. */
+static uint32_t first_in(const struct net_state *s, uint32_t i, uint32_t slot)
+{
+	uint32_t k = 0;
+
+	while (k < i && s->conns[k].slot != slot)
+		k++;
+	return k;
+}
+
 static int net_state_visit(ferry_visitor *v, void *dev)
 {
 	struct net_state *s = dev;
-	uint32_t n = s->nconns;
+	uint64_t seen[(NET_SLOTS + 63) / 64] = { 0 };
+	uint32_t n = s->nconns, slot;
 
 	ferry_visit_string(v, "listen", s->listen, sizeof(s->listen), "",
 			   FERRY_FIELD_SKIPPABLE);
@@ -144,10 +155,19 @@ static int net_state_visit(ferry_visitor *v, void *dev)
 					FERRY_FIELD_MUST);
 			tcpr_visit(v, &s->conns[i].c);
 			ferry_visit_struct_end(v);
-			if (s->conns[i].slot >= NET_SLOTS)
+			slot = s->conns[i].slot;
+			/* Two connections in one slot would be restored at
+			 * once on two threads, both into the same slot. */
+			if (slot >= NET_SLOTS)
 				ferry_visit_fail(v, -ERANGE, "connection %u is in slot %u, "
 						 "beyond the device's %u", i,
-						 s->conns[i].slot, NET_SLOTS);
+						 slot, NET_SLOTS);
+			else if (seen[slot / 64] & (1ull << (slot % 64)))
+				ferry_visit_fail(v, -EINVAL, "connection %u is in slot %u, "
+						 "which connection %u before it has too",
+						 i, slot, first_in(s, i, slot));
+			else
+				seen[slot / 64] |= 1ull << (slot % 64);
 		}
 		ferry_visit_array_end(v);
 	}
