@@ -750,6 +750,9 @@ int net_acquire(struct net *n)
 		fprintf(stderr, "ferry-vm: net: %s; the connections go back\n",
 			err);
 		give_back(n);
+		/* The prepared sockets are bound to the guest's port too:
+		 * the source that takes the connections back needs it. */
+		pool_leftovers(n);
 		address_del(n);
 		return rc;
 	}
