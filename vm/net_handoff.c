@@ -47,6 +47,16 @@
  * waiting for a second thread to be scheduled can cost more than that. */
 #define NET_PAR_MIN 256
 
+/* This thread's CPU time: under load the wall clock of a step says more
+ * about the other jobs on the host than about the step. */
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /*
  * The handoff's per-connection work (freeze, dump, restore, thaw) is a
  * few system calls each, and with a thousand connections they are the
@@ -58,22 +68,32 @@ struct par {
 	void (*fn)(struct net *n, void *arg, uint32_t k);
 	struct net *n;
 	void *arg;
-	uint32_t first, count;
+	uint32_t first, step, count;
+	uint64_t spent_ns; /* the CPU time this thread spent on its items */
 };
 
+/* The CPU time is read once per thread and step, not per item: the clock
+ * is a system call (not in the vDSO), and a thousand connections would
+ * otherwise add thousands of them to the pause. */
 static void *par_main(void *p)
 {
 	struct par *w = p;
+	uint64_t t = cpu_ns();
 
-	for (uint32_t k = w->first; k < w->count; k += 2)
+	for (uint32_t k = w->first; k < w->count; k += w->step)
 		w->fn(w->n, w->arg, k);
+	w->spent_ns = cpu_ns() - t;
 	return NULL;
 }
 
-static void par_run(struct net *n, uint32_t count,
-		    void (*fn)(struct net *n, void *arg, uint32_t k), void *arg)
+/* Run fn on items [0, @count), on two threads from NET_PAR_MIN items on.
+ * Returns the CPU time both threads spent on them. */
+static uint64_t par_run(struct net *n, uint32_t count,
+			void (*fn)(struct net *n, void *arg, uint32_t k),
+			void *arg)
 {
-	struct par a = { fn, n, arg, 0, count }, b = { fn, n, arg, 1, count };
+	struct par a = { fn, n, arg, 0, 2, count, 0 };
+	struct par b = { fn, n, arg, 1, 2, count, 0 };
 	static long cpus;
 	pthread_t t;
 
@@ -81,22 +101,13 @@ static void par_run(struct net *n, uint32_t count,
 		cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	if (count < NET_PAR_MIN || cpus < 2 ||
 	    pthread_create(&t, NULL, par_main, &b)) {
-		for (uint32_t k = 0; k < count; k++)
-			fn(n, arg, k);
-		return;
+		a.step = 1;
+		par_main(&a);
+		return a.spent_ns;
 	}
 	par_main(&a);
 	pthread_join(t, NULL);
-}
-
-/* This thread's CPU time: under load the wall clock of a step says more
- * about the other jobs on the host than about the step. */
-static uint64_t cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return a.spent_ns + b.spent_ns;
 }
 
 /* The slots with a socket, in order; returns how many. */
@@ -110,10 +121,21 @@ static uint32_t open_slots(struct net *n, uint32_t *idx)
 	return m;
 }
 
+/* The first of the connections before @i that is in @slot. */
+static uint32_t first_in(const struct net_state *s, uint32_t i, uint32_t slot)
+{
+	uint32_t k = 0;
+
+	while (k < i && s->conns[k].slot != slot)
+		k++;
+	return k;
+}
+
 static int net_state_visit(ferry_visitor *v, void *dev)
 {
 	struct net_state *s = dev;
-	uint32_t n = s->nconns;
+	uint64_t seen[(NET_SLOTS + 63) / 64] = { 0 };
+	uint32_t n = s->nconns, slot;
 
 	ferry_visit_string(v, "listen", s->listen, sizeof(s->listen), "",
 			   FERRY_FIELD_SKIPPABLE);
@@ -133,10 +155,19 @@ static int net_state_visit(ferry_visitor *v, void *dev)
 					FERRY_FIELD_MUST);
 			tcpr_visit(v, &s->conns[i].c);
 			ferry_visit_struct_end(v);
-			if (s->conns[i].slot >= NET_SLOTS)
+			slot = s->conns[i].slot;
+			/* Two connections in one slot would be restored at
+			 * once on two threads, both into the same slot. */
+			if (slot >= NET_SLOTS)
 				ferry_visit_fail(v, -ERANGE, "connection %u is in slot %u, "
 						 "beyond the device's %u", i,
-						 s->conns[i].slot, NET_SLOTS);
+						 slot, NET_SLOTS);
+			else if (seen[slot / 64] & (1ull << (slot % 64)))
+				ferry_visit_fail(v, -EINVAL, "connection %u is in slot %u, "
+						 "which connection %u before it has too",
+						 i, slot, first_in(s, i, slot));
+			else
+				seen[slot / 64] |= 1ull << (slot % 64);
 		}
 		ferry_visit_array_end(v);
 	}
@@ -228,7 +259,6 @@ static void thaw_all(struct net *n)
 struct freeze_job {
 	const uint32_t *idx;
 	atomic_int rc;
-	atomic_uint_fast64_t cpu_ns;
 	char err[2][200];
 };
 
@@ -238,12 +268,9 @@ static void freeze_one(struct net *n, void *arg, uint32_t k)
 	struct net_conn *c = &n->conns[j->idx[k]];
 	int rc;
 
-	uint64_t t = cpu_ns();
-
 	if (atomic_load(&j->rc))
 		return; /* one failed: the others are thawed anyway */
 	rc = tcpr_freeze(c->fd, j->err[k & 1], sizeof(j->err[0]));
-	atomic_fetch_add(&j->cpu_ns, cpu_ns() - t);
 	if (rc)
 		atomic_store(&j->rc, rc);
 	else
@@ -260,10 +287,8 @@ int net_freeze(struct net *n, char *err, size_t len)
 	if (!n || !handing_off(n))
 		return 0;
 	atomic_init(&j.rc, 0);
-	atomic_init(&j.cpu_ns, 0);
-	par_run(n, open_slots(n, idx), freeze_one, &j);
+	n->freeze_cpu_ns = par_run(n, open_slots(n, idx), freeze_one, &j);
 	n->freeze_ns = vm_now_ns() - t0;
-	n->freeze_cpu_ns = atomic_load(&j.cpu_ns);
 	rc = atomic_load(&j.rc);
 	if (rc) {
 		snprintf(err, len, "%s", j.err[0][0] ? j.err[0] : j.err[1]);
@@ -285,7 +310,6 @@ int net_freeze(struct net *n, char *err, size_t len)
  */
 struct dump_job {
 	struct net_state *s;
-	atomic_uint_fast64_t cpu_ns;
 	int rc[NET_SLOTS];
 	char why[2][200];
 };
@@ -298,7 +322,6 @@ static void dump_one(struct net *n, void *arg, uint32_t k)
 	struct net_saved *d = &j->s->conns[k];
 	struct net_conn *c = &n->conns[d->slot];
 	char *why = j->why[k & 1];
-	uint64_t t = cpu_ns();
 
 	if (c->id_ok) {
 		d->c = c->id;
@@ -306,7 +329,6 @@ static void dump_one(struct net *n, void *arg, uint32_t k)
 	} else {
 		j->rc[k] = tcpr_dump(c->fd, &d->c, why, sizeof(j->why[0]));
 	}
-	atomic_fetch_add(&j->cpu_ns, cpu_ns() - t);
 }
 
 int net_save(struct net *n, struct net_state *s, char *err, size_t len)
@@ -314,6 +336,7 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 	static struct dump_job j;
 	uint64_t t0 = vm_now_ns();
 	unsigned skipped = 0;
+	uint64_t dump_cpu;
 	uint32_t m = 0;
 
 	net_state_clear(s);
@@ -335,8 +358,7 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 	}
 	j.s = s;
 	j.why[0][0] = j.why[1][0] = 0;
-	atomic_init(&j.cpu_ns, 0);
-	par_run(n, m, dump_one, &j);
+	dump_cpu = par_run(n, m, dump_one, &j);
 	/* A connection its peer is closing (CLOSE_WAIT, say) is not handed
 	 * over: it ends at release, and the guest that arrives sees it
 	 * reset. The others still move. */
@@ -365,7 +387,7 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 			(double)n->freeze_ns / 1e6,
 			(double)(vm_now_ns() - t0) / 1e6,
 			(double)n->freeze_cpu_ns / 1e6,
-			(double)atomic_load(&j.cpu_ns) / 1e6);
+			(double)dump_cpu / 1e6);
 	(void)err;
 	(void)len;
 	return 0;
@@ -643,14 +665,12 @@ void net_pool_stop(struct net *n)
 struct acquire_job {
 	const struct net_state *s;
 	atomic_uint ok;
-	atomic_uint_fast64_t restore_ns, thaw_ns;
 };
 
 static void restore_one(struct net *n, void *arg, uint32_t k)
 {
 	struct acquire_job *j = arg;
 	const struct net_saved *d = &j->s->conns[k];
-	uint64_t t = cpu_ns();
 	char err[256] = "";
 	int fd = -1, rc;
 
@@ -668,7 +688,6 @@ static void restore_one(struct net *n, void *arg, uint32_t k)
 			d->slot, err);
 		/* net_resume() resets it for the guest */
 	}
-	atomic_fetch_add(&j->restore_ns, cpu_ns() - t);
 }
 
 static void thaw_one(struct net *n, void *arg, uint32_t k)
@@ -676,7 +695,6 @@ static void thaw_one(struct net *n, void *arg, uint32_t k)
 	struct acquire_job *j = arg;
 	uint32_t i = j->s->conns[k].slot;
 	int fd = n->conns[i].fd;
-	uint64_t t = cpu_ns();
 	char err[256] = "";
 
 	if (fd < 0)
@@ -692,7 +710,6 @@ static void thaw_one(struct net *n, void *arg, uint32_t k)
 	} else {
 		atomic_fetch_add(&j->ok, 1);
 	}
-	atomic_fetch_add(&j->thaw_ns, cpu_ns() - t);
 }
 
 /**
@@ -711,21 +728,19 @@ int net_acquire(struct net *n)
 	const struct net_state *s = n ? n->saved : NULL;
 	struct acquire_job j = { .s = s };
 	uint32_t count = s ? s->nconns : 0;
-	uint64_t t0 = vm_now_ns(), t1;
+	uint64_t t0 = vm_now_ns(), t1, restore_cpu, thaw_cpu;
 	char err[256] = "";
 	int rc;
 
 	if (!n)
 		return 0;
 	atomic_init(&j.ok, 0);
-	atomic_init(&j.restore_ns, 0);
-	atomic_init(&j.thaw_ns, 0);
 	pool_join(n);
 	if (net_address_add(n, err, sizeof(err)))
 		fprintf(stderr, "ferry-vm: net: %s\n", err);
 	/* Every connection restored, still frozen: a listener that then
 	 * cannot open gives them back before any of them took a byte. */
-	par_run(n, count, restore_one, &j);
+	restore_cpu = par_run(n, count, restore_one, &j);
 	t1 = vm_now_ns();
 	/* The listener after them: repair mode forces address reuse at each
 	 * restored connection's bind, and frozen connections keep it, so the
@@ -735,10 +750,13 @@ int net_acquire(struct net *n)
 		fprintf(stderr, "ferry-vm: net: %s; the connections go back\n",
 			err);
 		give_back(n);
+		/* The prepared sockets are bound to the guest's port too:
+		 * the source that takes the connections back needs it. */
+		pool_leftovers(n);
 		address_del(n);
 		return rc;
 	}
-	par_run(n, count, thaw_one, &j);
+	thaw_cpu = par_run(n, count, thaw_one, &j);
 	pool_leftovers(n);
 	atomic_store(&n->handed, atomic_load(&j.ok));
 	atomic_store(&n->where, NET_WHERE_HERE);
@@ -749,8 +767,7 @@ int net_acquire(struct net *n)
 			atomic_load(&j.ok), count,
 			(double)(vm_now_ns() - t0) / 1e6, (double)(t1 - t0) / 1e6,
 			(double)(vm_now_ns() - t1) / 1e6,
-			(double)atomic_load(&j.restore_ns) / 1e6,
-			(double)atomic_load(&j.thaw_ns) / 1e6);
+			(double)restore_cpu / 1e6, (double)thaw_cpu / 1e6);
 	return 0;
 }
 

@@ -176,20 +176,40 @@ static enum vm_err resume_unconfirmed(struct vm *vm, char *err, size_t errlen)
 	static const char risk[] = "resumed here by force after an unconfirmed "
 		"switchover: if the destination received \"released\" and runs "
 		"its copy, two copies of the guest run";
-	int rc = vm->ops.reacquire ? vm->ops.reacquire(vm) : 0;
+	/* One forced resume at a time: two at once would both take the
+	 * resources back. */
+	static pthread_mutex_t force_lock = PTHREAD_MUTEX_INITIALIZER;
+	enum vm_err e = VM_ERR_GENERIC;
+	bool held;
+	int rc = 0;
 
+	pthread_mutex_lock(&force_lock);
+	/* The owner turns "source" when the resources are back: a retry
+	 * after a resume that failed only retries the resume. Taking them
+	 * twice would restore connections that are already live, fail, and
+	 * drop them all with the guest's address. */
+	pthread_mutex_lock(&vm->mig.lock);
+	held = vm->mig.last.owner == FERRY_OWNER_SOURCE;
+	pthread_mutex_unlock(&vm->mig.lock);
+	if (!held && vm->ops.reacquire)
+		rc = vm->ops.reacquire(vm);
 	if (rc) {
 		snprintf(err, errlen, "cannot take the guest's resources back: %s",
 			 strerror(-rc));
-		return VM_ERR_GENERIC;
-	}
-	rc = vm->ops.resume(vm);
-	if (rc) {
-		snprintf(err, errlen, "cannot resume the guest: %s", strerror(-rc));
-		return VM_ERR_GENERIC;
+		goto out;
 	}
 	pthread_mutex_lock(&vm->mig.lock);
 	vm->mig.last.owner = FERRY_OWNER_SOURCE;
+	pthread_mutex_unlock(&vm->mig.lock);
+	rc = vm->ops.resume(vm);
+	if (rc) {
+		snprintf(err, errlen, "cannot resume the guest (its resources "
+			 "are back here; 'resume --force' again retries only "
+			 "the resume): %s", strerror(-rc));
+		goto out;
+	}
+	e = VM_OK;
+	pthread_mutex_lock(&vm->mig.lock);
 	snprintf(vm->mig.last_err + strlen(vm->mig.last_err),
 		 sizeof(vm->mig.last_err) - strlen(vm->mig.last_err), "; %s",
 		 risk);
@@ -202,7 +222,9 @@ static enum vm_err resume_unconfirmed(struct vm *vm, char *err, size_t errlen)
 	pthread_mutex_unlock(&vm->mig.lock);
 	fprintf(stderr, "ferry-vm: forced: the source's copy of the guest runs "
 		"again; %s\n", risk);
-	return VM_OK;
+out:
+	pthread_mutex_unlock(&force_lock);
+	return e;
 }
 
 /**
