@@ -18,8 +18,8 @@
  * switchover (restore, thaw), on one thread or two (-t 2, as the device
  * does from 32 connections on).
  *
- * Built with -DTCPRSTEPS_OLD against an older vm/tcprepair.c, the module
- * round runs that module's calls (for a before/after comparison:
+ * Built with -DTCPRSTEPS_OLD against an older vm/tcprepair.c, only the
+ * module round runs, with that module's calls (for a before/after comparison:
  * git show 4e2bd71:vm/tcprepair.c > /tmp/old.c; cc -O2 -DTCPRSTEPS_OLD
  * -Iinclude -Isrc -Ivm bench/tcprsteps.c /tmp/old.c vm/netaddr.c
  * build/src/libferry.a -lpthread).
@@ -175,22 +175,6 @@ static int sopt(int fd, int lvl, int name, int v)
 	return setsockopt(fd, lvl, name, &v, sizeof(v));
 }
 
-static int drop_prog(void)
-{
-	struct bpf_insn insns[] = {
-		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0 },
-		{ .code = BPF_JMP | BPF_EXIT },
-	};
-	union bpf_attr a;
-
-	memset(&a, 0, sizeof(a));
-	a.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
-	a.insns = (uintptr_t)insns;
-	a.insn_cnt = 2;
-	a.license = (uintptr_t)"MIT";
-	return (int)syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof(a));
-}
-
 #define STEP(name, ...)                                     \
 	do {                                               \
 		double t0_ = now_ms(), c0_ = cpu_ms();     \
@@ -212,7 +196,7 @@ struct raw {
 static void round_syscalls(void)
 {
 	struct raw *c = calloc(nconn, sizeof(*c));
-	int prog = drop_prog(), v, d = 0;
+	int prog = tcpr_drop_filter(), v, d = 0;
 	socklen_t sl;
 
 	if (prog < 0)
@@ -411,7 +395,9 @@ int main(int argc, char **argv)
 	peer = calloc(nconn, sizeof(int));
 	dev = calloc(nconn, sizeof(int));
 	for (int r = 0; r < rounds; r++) {
-		round_syscalls();
+#ifndef TCPRSTEPS_OLD
+		round_syscalls(); /* its filter is the module's own */
+#endif
 		round_module();
 	}
 	return 0;

@@ -144,13 +144,19 @@ static void drop_prog_load(void)
 	drop_prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof(a));
 }
 
+/* tcpr_drop_filter() - see tcprepair.h. */
+int tcpr_drop_filter(void)
+{
+	pthread_once(&drop_once, drop_prog_load);
+	return drop_prog;
+}
+
 static int filter_attach(int fd)
 {
 	struct sock_filter drop[] = { BPF_STMT(BPF_RET | BPF_K, 0) };
 	struct sock_fprog prog = { .len = 1, .filter = drop };
 
-	pthread_once(&drop_once, drop_prog_load);
-	if (drop_prog >= 0 &&
+	if (tcpr_drop_filter() >= 0 &&
 	    !setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &drop_prog,
 			sizeof(drop_prog)))
 		return 0;

@@ -73,6 +73,7 @@ int  tcpr_prepare(int family, const struct sockaddr *local, socklen_t llen, int 
 int  tcpr_restore_prepared(int s, const struct tcpr_conn *c, int *fd, char *err, size_t len);
 				/* tcpr_restore() onto a prepared socket bound to c's local
 				   address; s is used up either way */
+int  tcpr_drop_filter(void); /* the shared eBPF "drop" program (loaded once), or -1 */
 void tcpr_discard(int fd);      /* close a frozen socket: no FIN, no RST ever */
 void tcpr_close_frozen(int fd); /* the same for a socket known to be frozen (one syscall) */
 void tcpr_conn_clear(struct tcpr_conn *c);       /* frees the queues */
