@@ -16,7 +16,7 @@
  * guest still runs (tcpr_ident() when a connection comes), what runs in
  * the pause (freeze, dump), at the point of no return (close) and in the
  * switchover (restore, thaw), on one thread or two (-t 2, as the device
- * does from 32 connections on).
+ * does from 256 connections on).
  *
  * Built with -DTCPRSTEPS_OLD against an older vm/tcprepair.c, only the
  * module round runs, with that module's calls (for a before/after comparison:
