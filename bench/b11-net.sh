@@ -23,6 +23,7 @@
 #   --quick: 1 run of each row and 50000 requests per test, otherwise 3
 #   runs and 200000. Prints markdown tables; the
 #   raw reports stay in the temporary directory it names (KEEP=1).
+#   B11_SECTIONS="3 4" runs some of the four sections (default all).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD:-build} RUNS= QUICK=0
@@ -128,57 +129,65 @@ one_bench() {
 	return 0
 }
 
-echo "## 1. redis-benchmark -t set,get,incr -n $N (-P 16: $(nreq 16)) -c 50 through a migration ($RUNS runs each)"
-echo
-echo "| topology | pipeline | errors | reconnects | longest reply ms | downtime ms | INCR counter |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
-for topo in one two; do
-	for pipe in 1 16; do
-		read -r base _ <<<"$(one_bench "$topo" "$pipe" no)"
-		errs=() recon=() lat=() down=() ctrs=()
-		for _ in $(seq 1 "$RUNS"); do
-			read -r acc e l c d <<<"$(one_bench "$topo" "$pipe" yes)"
-			errs+=("$e") recon+=("$((acc - base))") lat+=("$l") down+=("$d") ctrs+=("$c")
+# B11_SECTIONS="3 4" runs some of the four sections (default all).
+SECTIONS=${B11_SECTIONS:-1 2 3 4}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+touch "$T/handoff-steps.log"
+
+if want 1; then
+	echo "## 1. redis-benchmark -t set,get,incr -n $N (-P 16: $(nreq 16)) -c 50 through a migration ($RUNS runs each)"
+	echo
+	echo "| topology | pipeline | errors | reconnects | longest reply ms | downtime ms | INCR counter |"
+	echo "| --- | --- | --- | --- | --- | --- | --- |"
+	for topo in one two; do
+		for pipe in 1 16; do
+			read -r base _ <<<"$(one_bench "$topo" "$pipe" no)"
+			errs=() recon=() lat=() down=() ctrs=()
+			for _ in $(seq 1 "$RUNS"); do
+				read -r acc e l c d <<<"$(one_bench "$topo" "$pipe" yes)"
+				errs+=("$e") recon+=("$((acc - base))") lat+=("$l") down+=("$d") ctrs+=("$c")
+			done
+			echo "| $([ $topo = one ] && echo "one namespace" || echo "two hosts") | $pipe | ${errs[*]} | ${recon[*]} | ${lat[*]} | ${down[*]} | ${ctrs[*]} (of $(nreq "$pipe")) |"
 		done
-		echo "| $([ $topo = one ] && echo "one namespace" || echo "two hosts") | $pipe | ${errs[*]} | ${recon[*]} | ${lat[*]} | ${down[*]} | ${ctrs[*]} (of $(nreq "$pipe")) |"
 	done
-done
-
-echo
-echo "## 2. The guest as a client of redis-server (INCR at 200/s, 1000 in all)"
-echo
-rport=$(free_port)
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$T/redis.log" 2>&1 &
-PIDS+=($!)
-sleep 0.5
-echo "| run | id before | id after | age before s | age after s | server counter | guest answered | errors |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-cl() { redis-cli -p "$rport" CLIENT LIST | grep 'cmd=incr'; }
-for r in $(seq 1 "$RUNS"); do
-	redis-cli -p "$rport" DEL ferry:counter >/dev/null
-	mport=$(free_port)
-	start_vm cs --memory 64M --workload kv --connect "tcp:127.0.0.1:$rport" --connect-rate 200 --connect-count 1000
-	start_vm cd --memory 64M --incoming "tcp:127.0.0.1:$mport"
-	sleep 2
-	before=$(cl)
-	"$FERRY" migrate "$T/cs.sock" "tcp:127.0.0.1:$mport" --json >"$T/c.json" 2>>"$T/m.log"
-	sleep 1.5
-	after=$(cl)
-	for _ in $(seq 1 100); do [ "$(net cd '["client"]["answered"]')" = 1000 ] && break; sleep 0.1; done
-	id() { sed 's/^id=\([0-9]*\) .*/\1/'; }
-	age() { sed 's/.* age=\([0-9]*\) .*/\1/'; }
-	echo "| $r | $(id <<<"$before") | $(id <<<"$after") | $(age <<<"$before") | $(age <<<"$after") | $(redis-cli -p "$rport" GET ferry:counter) | $(net cd '["client"]["answered"]') | $(net cd '["client"]["errors"]') |"
-	kill "$PID_cs" "$PID_cd"
-	wait "$PID_cs" "$PID_cd" 2>/dev/null
-done
-
-echo
-echo "## 3. Downtime against open connections and queued bytes (one namespace, idle guest otherwise)"
-echo
-echo "| case | downtime ms (each run) | state_ms | switchover_ms | handed |"
-echo "| --- | --- | --- | --- | --- |"
-hold() { # hold PORT N [QUEUE_BYTES]: N idle connections, or one that sends Q bytes unread
-	python3 - "$@" <<'PY' &
+fi
+if want 2; then
+	echo
+	echo "## 2. The guest as a client of redis-server (INCR at 200/s, 1000 in all)"
+	echo
+	rport=$(free_port)
+	redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$T/redis.log" 2>&1 &
+	PIDS+=($!)
+	sleep 0.5
+	echo "| run | id before | id after | age before s | age after s | server counter | guest answered | errors |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+	cl() { redis-cli -p "$rport" CLIENT LIST | grep 'cmd=incr'; }
+	for r in $(seq 1 "$RUNS"); do
+		redis-cli -p "$rport" DEL ferry:counter >/dev/null
+		mport=$(free_port)
+		start_vm cs --memory 64M --workload kv --connect "tcp:127.0.0.1:$rport" --connect-rate 200 --connect-count 1000
+		start_vm cd --memory 64M --incoming "tcp:127.0.0.1:$mport"
+		sleep 2
+		before=$(cl)
+		"$FERRY" migrate "$T/cs.sock" "tcp:127.0.0.1:$mport" --json >"$T/c.json" 2>>"$T/m.log"
+		sleep 1.5
+		after=$(cl)
+		for _ in $(seq 1 100); do [ "$(net cd '["client"]["answered"]')" = 1000 ] && break; sleep 0.1; done
+		id() { sed 's/^id=\([0-9]*\) .*/\1/'; }
+		age() { sed 's/.* age=\([0-9]*\) .*/\1/'; }
+		echo "| $r | $(id <<<"$before") | $(id <<<"$after") | $(age <<<"$before") | $(age <<<"$after") | $(redis-cli -p "$rport" GET ferry:counter) | $(net cd '["client"]["answered"]') | $(net cd '["client"]["errors"]') |"
+		kill "$PID_cs" "$PID_cd"
+		wait "$PID_cs" "$PID_cd" 2>/dev/null
+	done
+fi
+if want 3; then
+	echo
+	echo "## 3. Downtime against open connections and queued bytes (one namespace, idle guest otherwise)"
+	echo
+	echo "| case | downtime ms (each run) | state_ms | switchover_ms | handed |"
+	echo "| --- | --- | --- | --- | --- |"
+	hold() { # hold PORT N [QUEUE_BYTES]: N idle connections, or one that sends Q bytes unread
+		python3 - "$@" <<'PY' &
 import socket, sys, time
 port, n = int(sys.argv[1]), int(sys.argv[2])
 q = int(sys.argv[3]) if len(sys.argv) > 3 else 0
@@ -205,45 +214,47 @@ if q:
 print("ready", flush=True)
 time.sleep(600)
 PY
-	HOLD=$!
-}
-for c in "1" "100" "1000" "1 16777216"; do
-	downs=() sm=() sw=() hd=()
-	for _ in $(seq 1 "$RUNS"); do
-		port=$(free_port) mport=$(free_port)
-		start_vm hs --memory 128M --workload kv --listen "tcp:127.0.0.1:$port"
-		# Sockets for up to 1,040 connections made ahead (the default 64
-		# covers the other rows).
-		start_vm hd --memory 128M --incoming "tcp:127.0.0.1:$mport" --listen "tcp:127.0.0.1:$port" --net-prepare 1040
-		hold "$port" $c >"$T/hold.out"
-		# Every connection open (under load, 1,000 take seconds), then
-		# a moment for the guest to accept the last ones.
-		for _ in $(seq 1 600); do grep -q ready "$T/hold.out" && break; sleep 0.1; done
-		sleep 1
-		"$FERRY" migrate "$T/hs.sock" "tcp:127.0.0.1:$mport" --json >"$T/h.json" 2>>"$T/m.log"
-		grep -h 'net:.*connections' "$T/hs.log" "$T/hd.log" >>"$T/handoff-steps.log"
-		downs+=("$(rep h 'd["downtime_ms"]')") sm+=("$(rep h 'd["state_ms"]')") sw+=("$(rep h 'd["switchover_ms"]')") hd+=("$(rep h 'd["net"]["handed"]')")
-		kill "$HOLD" "$PID_hs" "$PID_hd" 2>/dev/null
-		wait "$HOLD" "$PID_hs" "$PID_hd" 2>/dev/null
+		HOLD=$!
+	}
+	for c in "1" "100" "1000" "1 16777216"; do
+		downs=() sm=() sw=() hd=()
+		for _ in $(seq 1 "$RUNS"); do
+			port=$(free_port) mport=$(free_port)
+			start_vm hs --memory 128M --workload kv --listen "tcp:127.0.0.1:$port"
+			# Sockets for up to 1,040 connections made ahead (the default 64
+			# covers the other rows).
+			start_vm hd --memory 128M --incoming "tcp:127.0.0.1:$mport" --listen "tcp:127.0.0.1:$port" --net-prepare 1040
+			hold "$port" $c >"$T/hold.out"
+			# Every connection open (under load, 1,000 take seconds), then
+			# a moment for the guest to accept the last ones.
+			for _ in $(seq 1 600); do grep -q ready "$T/hold.out" && break; sleep 0.1; done
+			sleep 1
+			"$FERRY" migrate "$T/hs.sock" "tcp:127.0.0.1:$mport" --json >"$T/h.json" 2>>"$T/m.log"
+			grep -h 'net:.*connections' "$T/hs.log" "$T/hd.log" >>"$T/handoff-steps.log"
+			downs+=("$(rep h 'd["downtime_ms"]')") sm+=("$(rep h 'd["state_ms"]')") sw+=("$(rep h 'd["switchover_ms"]')") hd+=("$(rep h 'd["net"]["handed"]')")
+			kill "$HOLD" "$PID_hs" "$PID_hd" 2>/dev/null
+			wait "$HOLD" "$PID_hs" "$PID_hd" 2>/dev/null
+		done
+		read -r n q <<<"$c"
+		echo "| $n connection(s)${q:+, one sent $(awk '/sent/ { printf "%.1f", $2 / 1048576 }' "$T/hold.out") MiB of GETs, replies unread} | ${downs[*]} | ${sm[*]} | ${sw[*]} | ${hd[*]} |"
 	done
-	read -r n q <<<"$c"
-	echo "| $n connection(s)${q:+, one sent $(awk '/sent/ { printf "%.1f", $2 / 1048576 }' "$T/hold.out") MiB of GETs, replies unread} | ${downs[*]} | ${sm[*]} | ${sw[*]} | ${hd[*]} |"
-done
-
-echo
-echo "## 4. A live update: redis-benchmark -t set,get,incr -n $N (-P 16: $(nreq 16)) -c 50 while a new ferry-vm takes a $LOCAL_SIZE memfd kv guest over (--local, one namespace; $RUNS runs each)"
-echo
-echo "| pipeline | errors | reconnects | longest reply ms | downtime ms (connections handed, bytes sent) | INCR counter |"
-echo "| --- | --- | --- | --- | --- | --- |"
-for pipe in 1 16; do
-	read -r base _ <<<"$(one_bench local "$pipe" no)"
-	errs=() recon=() lat=() down=() ctrs=()
-	for _ in $(seq 1 "$RUNS"); do
-		read -r acc e l c d <<<"$(one_bench local "$pipe" yes)"
-		errs+=("$e") recon+=("$((acc - base))") lat+=("$l") down+=("$d") ctrs+=("$c")
+fi
+if want 4; then
+	echo
+	echo "## 4. A live update: redis-benchmark -t set,get,incr -n $N (-P 16: $(nreq 16)) -c 50 while a new ferry-vm takes a $LOCAL_SIZE memfd kv guest over (--local, one namespace; $RUNS runs each)"
+	echo
+	echo "| pipeline | errors | reconnects | longest reply ms | downtime ms (connections handed, bytes sent) | INCR counter |"
+	echo "| --- | --- | --- | --- | --- | --- |"
+	for pipe in 1 16; do
+		read -r base _ <<<"$(one_bench local "$pipe" no)"
+		errs=() recon=() lat=() down=() ctrs=()
+		for _ in $(seq 1 "$RUNS"); do
+			read -r acc e l c d <<<"$(one_bench local "$pipe" yes)"
+			errs+=("$e") recon+=("$((acc - base))") lat+=("$l") down+=("$d") ctrs+=("$c")
+		done
+		echo "| $pipe | ${errs[*]} | ${recon[*]} | ${lat[*]} | ${down[*]} | ${ctrs[*]} (of $(nreq "$pipe")) |"
 	done
-	echo "| $pipe | ${errs[*]} | ${recon[*]} | ${lat[*]} | ${down[*]} | ${ctrs[*]} (of $(nreq "$pipe")) |"
-done
+fi
 echo
 echo "The handoff's steps as ferry-vm logged them (section 3, in order):"
 echo
