@@ -1094,6 +1094,12 @@ static int handshake(struct sender *x)
 	if (fy_transport_peer_closed(x->ch.fd))
 		return fy_session_fail(s, -ECONNRESET,
 				       "the destination closed its connection after it was ready, before RELEASED: it cannot have run the guest");
+	/* RELEASED must be the last bytes this side sends: released_lost()
+	 * reasons from that (a UNIX reset with it unread, a TCP mark at its
+	 * end). The keeper stops first: from here this side only waits for
+	 * the answer, and the destination, which keeps sending its own
+	 * keep-alives while it resumes, needs to hear nothing more from it. */
+	fy_keeper_stop(&x->keeper);
 	rc = fy_snd_request(x, FY_REC_RELEASED, NULL, "RELEASED");
 	if (rc) {
 		/* An ERROR answer is positive confirmation that the
