@@ -74,6 +74,7 @@ struct ferry_session {
 	atomic_bool pc_now;	   /* switch now: cut the running pass */
 	atomic_bool pc_stopped;	   /* the source paused for its switchover */
 	atomic_bool transitioned;  /* past POSTCOPY: cancel is ignored */
+	atomic_bool released;	   /* RELEASED goes out: cancel is ignored */
 	pthread_cond_t pc_cv;	   /* with lock: a recover or force arrived */
 	bool pc_paused;		   /* a run waits in postcopy-paused */
 	bool pc_force;		   /* ferry_session_force_resume() */
@@ -315,11 +316,20 @@ int fy_session_pc_wait(ferry_session *s, char *uri, size_t len,
 		       void (*tick)(void *opaque), void *opaque);
 /* The run has passed the transition: cancels are ignored from now on. */
 void fy_session_pc_transitioned(ferry_session *s);
+/*
+ * A source is about to write RELEASED: from here the destination may run
+ * the guest, so cancels are ignored (one that already came is dropped,
+ * with a log line), and the wait for its answer is not cut short.
+ */
+void fy_session_releasing(ferry_session *s);
 /* After HELLO on a source: whether postcopy can be used (@why: if not). */
 void fy_session_pc_avail(ferry_session *s, bool yes, const char *why);
 static inline bool fy_cancelled(ferry_session *s)
 {
-	return atomic_load_explicit(&s->cancel, memory_order_relaxed);
+	/* A cancel that slipped in while RELEASED was being marked (see
+	 * ferry_session_cancel()) must not cut the wait for the answer. */
+	return atomic_load_explicit(&s->cancel, memory_order_relaxed) &&
+	       !atomic_load_explicit(&s->released, memory_order_relaxed);
 }
 
 /* config.c */

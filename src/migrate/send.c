@@ -1100,6 +1100,12 @@ static int handshake(struct sender *x)
 	 * the answer, and the destination, which keeps sending its own
 	 * keep-alives while it resumes, needs to hear nothing more from it. */
 	fy_keeper_stop(&x->keeper);
+	/* A cancel that came before this point still stops the run (the
+	 * guest resumes here); from here on, cancels are ignored. */
+	if (fy_cancelled(s))
+		return fy_session_fail(s, FERRY_ECANCELED,
+				       "cancelled before RELEASED was sent");
+	fy_session_releasing(s);
 	rc = fy_snd_request(x, FY_REC_RELEASED, NULL, "RELEASED");
 	if (rc) {
 		/* An ERROR answer is positive confirmation that the
