@@ -422,6 +422,7 @@ struct fy_keeper {
 	pthread_mutex_t lock;
 	pthread_cond_t cv; /* CLOCK_MONOTONIC */
 	bool running, stop;
+	atomic_bool held;  /* send nothing: the peer is not listening */
 	uint32_t every_ms;
 	struct fy_buf rec;
 };
@@ -431,6 +432,15 @@ struct fy_keeper {
 int fy_keeper_start(struct fy_keeper *k, struct fy_chan *c);
 /* Stop it and wait until it has (nothing when not running). */
 void fy_keeper_stop(struct fy_keeper *k);
+/*
+ * Hold the keeper (@held: it sends nothing) or let it go on; it keeps
+ * running. Set before fy_keeper_start() to start it held. Any thread; a
+ * keep-alive being written as the hold comes still goes out whole.
+ */
+static inline void fy_keeper_hold(struct fy_keeper *k, bool held)
+{
+	atomic_store_explicit(&k->held, held, memory_order_relaxed);
+}
 
 /* Log, on the session's thread, what fy_chan_init() could not set on a
  * TCP connection (TCP_USER_TIMEOUT, keepalive); @what names it. */

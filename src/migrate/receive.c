@@ -492,6 +492,19 @@ static int serve(struct receiver *x)
 		}
 		fy_buf_reset(&reply);
 		x->err[0] = 0;
+		/*
+		 * Keep-alives go out only while the source waits for an
+		 * answer: it reads the main connection only then. Sent
+		 * during a pass (while it writes pages and reads nothing)
+		 * they would pile up in its receive buffer until its window
+		 * closes, and a zero window held longer than
+		 * TCP_USER_TIMEOUT aborts the connection (Linux >= 5.11).
+		 * Holding the keeper here is simpler than making the source
+		 * drain them between chunks, and every record but MEMORY is
+		 * a request the source waits on.
+		 */
+		if (st.respond)
+			fy_keeper_hold(&x->keeper, false);
 		rc = dispatch(x, &h, &st, &reply);
 		if (rc) {
 			if (st.action == FY_RA_ABORT)
@@ -525,8 +538,10 @@ static int serve(struct receiver *x)
 		}
 		if (x->keep) {
 			x->keep = false;
+			fy_keeper_hold(&x->keeper, true);
 			fy_keeper_start(&x->keeper, &x->ch);
 		}
+		fy_keeper_hold(&x->keeper, true);
 		moved = st.next != x->sm.state;
 		fy_recv_sm_commit(&x->sm, &st, h.seq);
 		if (moved)
