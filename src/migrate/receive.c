@@ -102,6 +102,9 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	/* Keep-alives both ways once the answer is out (serve()). */
 	x->keep = r.capabilities & FERRY_CAP_KEEPALIVE;
 	fy_chan_peer_keeps(&x->ch, x->keep);
+	/* A stream file has no reader to keep waiting. */
+	if (x->ch.is_file)
+		x->keep = false;
 	/* From the answer on, the source may attach its files. */
 	x->sm.local_fds = r.capabilities & FERRY_CAP_LOCAL_FDS;
 	x->ch.rx.take_fds = x->sm.local_fds;
