@@ -403,7 +403,10 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 		fy_keeper_stop(&x->keeper);
 		return fy_pc_discard(x, reply);
 	case FY_RA_POSTCOPY:
-		fy_keeper_stop(&x->keeper);
+		/* The keeper goes on through acquire and resume (the source
+		 * waits for the answer, and its await skips keep-alives) and
+		 * stops once the OK is out (serve()'s caller); the source's
+		 * postcopy reader skips any that crossed it. */
 		return fy_pc_postcopy(x, reply);
 	case FY_RA_MEMORY_FDS:
 		return fy_local_on_fds(x);
