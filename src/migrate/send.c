@@ -1397,7 +1397,12 @@ static int open_main(struct sender *x, const struct fy_uri *u)
 		fy_session_clear_error(x->s);
 		usleep(50 * 1000);
 	}
-	if (rc && first[0]) {
+	/* Only a refusal (the destination died and nothing listens, or its
+	 * socket file is gone) is
+	 * explained better by the reset; a cancel, or a new listener's own
+	 * answer (a TLS refusal, a version mismatch), is the news. */
+	if ((rc == -ECONNREFUSED || rc == -ENOENT) && first[0] &&
+	    !fy_cancelled(x->s)) {
 		char last[sizeof(x->s->errmsg)];
 
 		ferry_session_errmsg(x->s, last, sizeof(last));
