@@ -1398,9 +1398,9 @@ static int open_main(struct sender *x, const struct fy_uri *u)
 		usleep(50 * 1000);
 	}
 	/* Only a refusal (the destination died and nothing listens, or its
-	 * socket file is gone) is
-	 * explained better by the reset; a cancel, or a new listener's own
-	 * answer (a TLS refusal, a version mismatch), is the news. */
+	 * socket file is gone) is explained better by the reset; a cancel,
+	 * or a new listener's own answer (a TLS refusal, a version
+	 * mismatch), is the news. */
 	if ((rc == -ECONNREFUSED || rc == -ENOENT) && first[0] &&
 	    !fy_cancelled(x->s)) {
 		char last[sizeof(x->s->errmsg)];
