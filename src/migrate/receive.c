@@ -374,6 +374,7 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 		return on_memory(x, h);
 	rc = fy_chan_recv_body(&x->ch, h);
 	if (rc) {
+		x->link_timeout = rc == -ETIMEDOUT;
 		snprintf(x->err, sizeof(x->err), "reading %s body: %s",
 			 fy_rec_name(h->type, (char[32]){ 0 }, 32),
 			 ferry_strerror(rc));
@@ -435,6 +436,18 @@ static int wire_code(const struct receiver *x, const struct fy_recv_step *st,
 }
 
 /*
+ * Whether an -ETIMEDOUT is the source's silence (a read or write that
+ * gave up, the kernel's timeout on a read, a silent data connection or
+ * pass barrier) rather than, say, a VMM callback's own timeout, whose
+ * message then stands.
+ */
+static bool is_stall(const struct receiver *x)
+{
+	return x->stall_ns || x->ch.rx.stall_ns || x->ch.tx.stall_ns ||
+	       x->link_timeout;
+}
+
+/*
  * The attempt ended on a silent source: its main connection (a read that
  * gave up, or TCP that did), or the data connections in the pass
  * barrier, whose own message then stands. FERRY_ETIMEOUT.
@@ -472,12 +485,17 @@ static int serve(struct receiver *x)
 						     sizeof(x->err));
 
 			/* A failed data connection shut our reading side to
-			 * get here: answer with its reason. */
+			 * get here: answer with its reason (which stands,
+			 * a stall included: see stalled()). */
+			if (prc == -ETIMEDOUT && !x->stall_ns)
+				x->stall_ns = (uint64_t)fy_stall_ms(x->s) *
+					      1000000ull;
 			if (prc) {
 				rc = prc;
 				respond_error(x, 0, rc, x->err);
 				break;
 			}
+			x->link_timeout = rc == -ETIMEDOUT;
 			snprintf(x->err, sizeof(x->err), "%s",
 				 rc == -EBADMSG || rc == -EMSGSIZE
 					 ? "malformed record header"
@@ -786,7 +804,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	 * or pauses, and never gives the guest up. */
 	if (x.sm.state == FY_RS_POSTCOPY || x.sm.state == FY_RS_PC_PAUSED)
 		rc = fy_pc_run(&x, rc);
-	else if (rc == -ETIMEDOUT)
+	else if (rc == -ETIMEDOUT && is_stall(&x))
 		rc = stalled(&x);
 	else if (rc)
 		fy_session_fail(s, rc, "%s", x.err[0] ? x.err : ferry_strerror(rc));
