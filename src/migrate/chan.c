@@ -289,7 +289,7 @@ int fy_chan_prepare(struct fy_chan *c)
 /* A blocked call timed out: decide whether to keep waiting. A stall
  * (@limit_ms of silence since @since_ns) is measured into *@silent. */
 static int tick(struct fy_chan *c, uint64_t since_ns, int limit_ms,
-		uint64_t *silent)
+		_Atomic uint64_t *silent)
 {
 	uint64_t now;
 
@@ -303,9 +303,16 @@ static int tick(struct fy_chan *c, uint64_t since_ns, int limit_ms,
 	return 0;
 }
 
+/* The keeper's own bound on its writes: per thread, so that it never
+ * changes the channel's limit under the owner (who may set or read it at
+ * the same time, outside tx_mu). */
+static _Thread_local int keeper_limit_ms;
+
 /* The write limit: a bounded one (ABORT's), else the stall limit. */
 static int tx_limit(const struct fy_chan *c)
 {
+	if (keeper_limit_ms)
+		return keeper_limit_ms;
 	return c->tx.limit_ms ? c->tx.limit_ms : c->idle_ms;
 }
 
@@ -1028,7 +1035,7 @@ int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec)
 	struct iovec iov = { rec->data, rec->len };
 	struct pollfd pf = { .fd = c->fd, .events = POLLOUT };
 	uint64_t before;
-	int rc, limit;
+	int rc;
 
 	if (pthread_mutex_trylock(&c->tx_mu))
 		return 0;
@@ -1039,11 +1046,10 @@ int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec)
 		pthread_mutex_unlock(&c->tx_mu);
 		return 0;
 	}
-	limit = c->tx.limit_ms;
-	c->tx.limit_ms = FY_ABORT_WAIT_MS;
+	keeper_limit_ms = FY_ABORT_WAIT_MS;
 	before = atomic_load(&c->tx.wire_bytes);
 	rc = send_iov(c, &iov, 1, false);
-	c->tx.limit_ms = limit;
+	keeper_limit_ms = 0;
 	/* Part of a record would garble whatever follows it. */
 	if (rc && atomic_load(&c->tx.wire_bytes) != before)
 		shutdown(c->fd, SHUT_RDWR);

@@ -145,7 +145,7 @@ struct fy_chan_tx {
 	/* The last write that made progress (any thread reads it), and how
 	 * long the peer had taken nothing when a write gave up. */
 	_Atomic uint64_t last_tx_ns;
-	uint64_t stall_ns;
+	_Atomic uint64_t stall_ns; /* the keeper's writes may set it too */
 };
 
 /* The receiving direction: touched only by the thread that receives. */
@@ -154,7 +154,8 @@ struct fy_chan_rx {
 	struct fy_buf in;	/* received control bodies */
 	_Atomic uint64_t wire_bytes; /* read; read by any thread */
 	uint64_t last_rx_ns;
-	uint64_t stall_ns; /* silence when a read gave up (-ETIMEDOUT) */
+	_Atomic uint64_t stall_ns; /* silence when a read gave up (-ETIMEDOUT);
+				      atomic for tick()'s sake */
 	bool eof;		/* the peer ended its stream (a FIN, not a reset) */
 	struct fy_codec *dcodec[3]; /* one per kind, on demand */
 	struct fy_bulk gather;	    /* unpacked pages */
