@@ -399,9 +399,9 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 	case FY_RA_RELEASED:
 		return on_released(x, reply);
 	case FY_RA_DISCARD:
-		/* Postcopy has deadlines of its own and readers that other
-		 * records must not reach: keep-alives end here. */
-		fy_keeper_stop(&x->keeper);
+		/* Keep-alives go on (held between answers, see serve()):
+		 * the source reads DISCARD's answer with await_response(),
+		 * which skips them, as its postcopy reader does later. */
 		return fy_pc_discard(x, reply);
 	case FY_RA_POSTCOPY:
 		/* The keeper goes on through acquire and resume (the source
