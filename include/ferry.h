@@ -682,7 +682,9 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri);
  * cancel made before it starts stops it as soon as it does. The request is
  * cleared when the run ends. Safe from any thread and from signal
  * handlers. The source resumes its guest unless the point of no return was
- * passed. After the switch to postcopy a cancel is ignored:
+ * passed. From the moment a source sends "released" a cancel is ignored
+ * (the destination may run the guest: the source waits for its answer),
+ * and so it is after the switch to postcopy:
  * neither side holds the whole guest any more, so stopping would lose it;
  * see ferry_session_force_resume().
  */

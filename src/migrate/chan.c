@@ -289,7 +289,7 @@ int fy_chan_prepare(struct fy_chan *c)
 /* A blocked call timed out: decide whether to keep waiting. A stall
  * (@limit_ms of silence since @since_ns) is measured into *@silent. */
 static int tick(struct fy_chan *c, uint64_t since_ns, int limit_ms,
-		uint64_t *silent)
+		_Atomic uint64_t *silent)
 {
 	uint64_t now;
 
@@ -303,9 +303,16 @@ static int tick(struct fy_chan *c, uint64_t since_ns, int limit_ms,
 	return 0;
 }
 
+/* The keeper's own bound on its writes: per thread, so that it never
+ * changes the channel's limit under the owner (who may set or read it at
+ * the same time, outside tx_mu). */
+static _Thread_local int keeper_limit_ms;
+
 /* The write limit: a bounded one (ABORT's), else the stall limit. */
 static int tx_limit(const struct fy_chan *c)
 {
+	if (keeper_limit_ms)
+		return keeper_limit_ms;
 	return c->tx.limit_ms ? c->tx.limit_ms : c->idle_ms;
 }
 
@@ -330,6 +337,25 @@ static int tee_all(int fd, const struct iovec *iov, int n)
 	return 0;
 }
 
+/*
+ * Set (per thread) while the bytes going out may include guest pages: a
+ * memory record, or a batch of them. Only those reads are hidden from
+ * ThreadSanitizer (FY_GUEST_READS_*), so that a race on the channel's
+ * own buffers in a control record or a keep-alive is still reported.
+ */
+static _Thread_local int guest_iov;
+
+#define GUEST_READS_BEGIN()                    \
+	do {                                   \
+		if (guest_iov)                 \
+			FY_GUEST_READS_BEGIN(); \
+	} while (0)
+#define GUEST_READS_END()                    \
+	do {                                 \
+		if (guest_iov)               \
+			FY_GUEST_READS_END(); \
+	} while (0)
+
 /* Before bytes go out: wait for the bandwidth cap, copy to the recording. */
 static int write_prepare(struct fy_chan *c, const struct iovec *iov, int n)
 {
@@ -347,9 +373,9 @@ static int write_prepare(struct fy_chan *c, const struct iovec *iov, int n)
 	 * running guest it may differ from the socket's copy in bytes that no
 	 * checksum covers (see docs/stream-format.md). */
 	if (c->tx.tee_fd >= 0) {
-		FY_GUEST_READS_BEGIN(); /* pages the guest may be writing */
+		GUEST_READS_BEGIN(); /* pages the guest may be writing */
 		rc = tee_all(c->tx.tee_fd, iov, n);
-		FY_GUEST_READS_END();
+		GUEST_READS_END();
 		if (rc)
 			return -EIO;
 	}
@@ -405,18 +431,18 @@ static int send_iov(struct fy_chan *c, struct iovec *iov, int n, bool more)
 
 	/* @iov may point into pages the guest is writing (memory.h). */
 	if (c->tls) {
-		FY_GUEST_READS_BEGIN();
+		GUEST_READS_BEGIN();
 		rc = send_tls(c, iov, n, more);
-		FY_GUEST_READS_END();
+		GUEST_READS_END();
 		return rc;
 	}
 	while (n > 0) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
 		ssize_t w;
 
-		FY_GUEST_READS_BEGIN();
+		GUEST_READS_BEGIN();
 		w = c->is_file ? writev(c->fd, iov, n) : sendmsg(c->fd, &mh, flags);
-		FY_GUEST_READS_END();
+		GUEST_READS_END();
 		rc = wrote(c, w, &since);
 		if (rc < 0)
 			return rc;
@@ -604,7 +630,9 @@ int fy_chan_flush(struct fy_chan *c)
 
 	if (!c->tx.batch || !c->tx.batch->nrec)
 		return 0;
+	guest_iov++; /* batched memory records */
 	rc = write_iov(c, c->tx.batch->iov, c->tx.batch->niov);
+	guest_iov--;
 	batch_empty(c->tx.batch);
 	return rc;
 }
@@ -1028,7 +1056,7 @@ int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec)
 	struct iovec iov = { rec->data, rec->len };
 	struct pollfd pf = { .fd = c->fd, .events = POLLOUT };
 	uint64_t before;
-	int rc, limit;
+	int rc;
 
 	if (pthread_mutex_trylock(&c->tx_mu))
 		return 0;
@@ -1039,11 +1067,10 @@ int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec)
 		pthread_mutex_unlock(&c->tx_mu);
 		return 0;
 	}
-	limit = c->tx.limit_ms;
-	c->tx.limit_ms = FY_ABORT_WAIT_MS;
+	keeper_limit_ms = FY_ABORT_WAIT_MS;
 	before = atomic_load(&c->tx.wire_bytes);
 	rc = send_iov(c, &iov, 1, false);
-	c->tx.limit_ms = limit;
+	keeper_limit_ms = 0;
 	/* Part of a record would garble whatever follows it. */
 	if (rc && atomic_load(&c->tx.wire_bytes) != before)
 		shutdown(c->fd, SHUT_RDWR);
@@ -1135,19 +1162,9 @@ static int record_place(struct fy_chan *c, bool small, struct fy_rec_meta **meta
 	return 1;
 }
 
-/**
- * fy_chan_send_mem() - send one memory record, from guest memory.
- * @csum_data: the checksum covers the payload too. Only sound while the
- * guest is paused: a running guest may change a page between hashing and
- * sending, and such a page is sent again in the next pass anyway.
- *
- * Zero pages (when c->tx.zero_pages) travel as bits of a map; the other pages
- * go raw, straight from guest memory with no copy, or compressed when
- * c->tx.codec is set and compression shrinks them. A small raw record may
- * wait in the connection's batch until fy_chan_flush() or the next write.
- */
-int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
-		     const struct fy_mem_hdr *m_in, bool csum_data)
+/* fy_chan_send_mem()'s work; its caller marks the guest pages. */
+static int send_mem(struct fy_chan *c, const struct fy_region *r,
+		    const struct fy_mem_hdr *m_in, bool csum_data)
 {
 	struct fy_rec_meta own, *meta = &own;
 	struct fy_mem_hdr m = *m_in;
@@ -1236,6 +1253,28 @@ int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
 	c->tx.batch->niov += n;
 	c->tx.batch->bytes += FY_REC_HDR_SIZE + body + pad + FY_REC_TRAILER_SIZE;
 	return c->tx.batch->bytes >= FY_BATCH_BYTES ? fy_chan_flush(c) : 0;
+}
+
+/**
+ * fy_chan_send_mem() - send one memory record, from guest memory.
+ * @csum_data: the checksum covers the payload too. Only sound while the
+ * guest is paused: a running guest may change a page between hashing and
+ * sending, and such a page is sent again in the next pass anyway.
+ *
+ * Zero pages (when c->tx.zero_pages) travel as bits of a map; the other pages
+ * go raw, straight from guest memory with no copy, or compressed when
+ * c->tx.codec is set and compression shrinks them. A small raw record may
+ * wait in the connection's batch until fy_chan_flush() or the next write.
+ */
+int fy_chan_send_mem(struct fy_chan *c, const struct fy_region *r,
+		     const struct fy_mem_hdr *m_in, bool csum_data)
+{
+	int rc;
+
+	guest_iov++;
+	rc = send_mem(c, r, m_in, csum_data);
+	guest_iov--;
+	return rc;
 }
 
 /**

@@ -1079,8 +1079,12 @@ int fy_recv_pool_end_pass_conns(struct fy_recv_pool *p,
 		if (rc <= 0)
 			break;
 		rc = 0;
+		/* Progress is any byte arriving, not only whole records: on
+		 * a link capped so low that one chunk takes longer than the
+		 * stall limit, a healthy connection is still busy. */
 		for (unsigned i = 0; i < p->n; i++)
-			now += atomic_load(&p->chans[i]->done);
+			now += atomic_load(&p->chans[i]->done) +
+			       atomic_load(&p->chans[i]->ch.rx.wire_bytes);
 		if (now != progress) {
 			progress = now;
 			quiet_since = fy_now_ns();
@@ -1320,6 +1324,23 @@ int fy_recv_pool_pc_counts(struct fy_recv_pool *p, uint64_t *records,
 	pthread_mutex_unlock(&p->lock);
 	fy_recv_pool_log(p);
 	return rc;
+}
+
+/**
+ * fy_recv_pool_wire() - the bytes the data connections have read so far
+ * (any thread): progress that a record still on its way shows too.
+ */
+uint64_t fy_recv_pool_wire(struct fy_recv_pool *p)
+{
+	uint64_t n = 0;
+
+	if (!p->started)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	for (unsigned i = 0; i < p->n; i++)
+		n += atomic_load(&p->chans[i]->ch.rx.wire_bytes);
+	pthread_mutex_unlock(&p->lock);
+	return n;
 }
 
 /**

@@ -177,6 +177,8 @@ void fy_recv_pool_postcopy(struct fy_recv_pool *p, struct fy_lazy *l,
 			   uint32_t channels);
 /* Records and page bytes the data connections placed since the switch;
  * the first failure (0 if none, message in @err). */
+/* Bytes the data connections have read so far (any thread). */
+uint64_t fy_recv_pool_wire(struct fy_recv_pool *p);
 int fy_recv_pool_pc_counts(struct fy_recv_pool *p, uint64_t *records,
 			   uint64_t *bytes, char *err, size_t errlen);
 /* Sleep until a data connection makes progress or fails, at most @ms. */

@@ -74,6 +74,7 @@ struct ferry_session {
 	atomic_bool pc_now;	   /* switch now: cut the running pass */
 	atomic_bool pc_stopped;	   /* the source paused for its switchover */
 	atomic_bool transitioned;  /* past POSTCOPY: cancel is ignored */
+	atomic_bool released;	   /* RELEASED goes out: cancel is ignored */
 	pthread_cond_t pc_cv;	   /* with lock: a recover or force arrived */
 	bool pc_paused;		   /* a run waits in postcopy-paused */
 	bool pc_force;		   /* ferry_session_force_resume() */
@@ -144,7 +145,7 @@ struct fy_chan_tx {
 	/* The last write that made progress (any thread reads it), and how
 	 * long the peer had taken nothing when a write gave up. */
 	_Atomic uint64_t last_tx_ns;
-	uint64_t stall_ns;
+	_Atomic uint64_t stall_ns; /* the keeper's writes may set it too */
 };
 
 /* The receiving direction: touched only by the thread that receives. */
@@ -153,7 +154,8 @@ struct fy_chan_rx {
 	struct fy_buf in;	/* received control bodies */
 	_Atomic uint64_t wire_bytes; /* read; read by any thread */
 	uint64_t last_rx_ns;
-	uint64_t stall_ns; /* silence when a read gave up (-ETIMEDOUT) */
+	_Atomic uint64_t stall_ns; /* silence when a read gave up (-ETIMEDOUT);
+				      atomic for tick()'s sake */
 	bool eof;		/* the peer ended its stream (a FIN, not a reset) */
 	struct fy_codec *dcodec[3]; /* one per kind, on demand */
 	struct fy_bulk gather;	    /* unpacked pages */
@@ -315,11 +317,20 @@ int fy_session_pc_wait(ferry_session *s, char *uri, size_t len,
 		       void (*tick)(void *opaque), void *opaque);
 /* The run has passed the transition: cancels are ignored from now on. */
 void fy_session_pc_transitioned(ferry_session *s);
+/*
+ * A source is about to write RELEASED: from here the destination may run
+ * the guest, so cancels are ignored (one that already came is dropped,
+ * with a log line), and the wait for its answer is not cut short.
+ */
+void fy_session_releasing(ferry_session *s);
 /* After HELLO on a source: whether postcopy can be used (@why: if not). */
 void fy_session_pc_avail(ferry_session *s, bool yes, const char *why);
 static inline bool fy_cancelled(ferry_session *s)
 {
-	return atomic_load_explicit(&s->cancel, memory_order_relaxed);
+	/* A cancel that slipped in while RELEASED was being marked (see
+	 * ferry_session_cancel()) must not cut the wait for the answer. */
+	return atomic_load_explicit(&s->cancel, memory_order_relaxed) &&
+	       !atomic_load_explicit(&s->released, memory_order_relaxed);
 }
 
 /* config.c */
@@ -412,6 +423,7 @@ struct fy_keeper {
 	pthread_mutex_t lock;
 	pthread_cond_t cv; /* CLOCK_MONOTONIC */
 	bool running, stop;
+	atomic_bool held;  /* send nothing: the peer is not listening */
 	uint32_t every_ms;
 	struct fy_buf rec;
 };
@@ -421,6 +433,15 @@ struct fy_keeper {
 int fy_keeper_start(struct fy_keeper *k, struct fy_chan *c);
 /* Stop it and wait until it has (nothing when not running). */
 void fy_keeper_stop(struct fy_keeper *k);
+/*
+ * Hold the keeper (@held: it sends nothing) or let it go on; it keeps
+ * running. Set before fy_keeper_start() to start it held. Any thread; a
+ * keep-alive being written as the hold comes still goes out whole.
+ */
+static inline void fy_keeper_hold(struct fy_keeper *k, bool held)
+{
+	atomic_store_explicit(&k->held, held, memory_order_relaxed);
+}
 
 /* Log, on the session's thread, what fy_chan_init() could not set on a
  * TCP connection (TCP_USER_TIMEOUT, keepalive); @what names it. */

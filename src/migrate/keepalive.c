@@ -37,7 +37,8 @@ static void *keeper_main(void *arg)
 			 last = atomic_load(&k->c->tx.last_tx_ns), next;
 		struct timespec ts;
 
-		if (now > last && now - last >= every) {
+		if (now > last && now - last >= every &&
+		    !atomic_load_explicit(&k->held, memory_order_relaxed)) {
 			int rc;
 
 			pthread_mutex_unlock(&k->lock);

@@ -480,6 +480,14 @@ static int pc_memory(struct receiver *x, const struct fy_rec_hdr *h,
 
 /* Records and bytes placed over every connection since the last OK of
  * POSTCOPY or RESUME; a data connection's failure. */
+/* Progress, for the stall limit: records placed and bytes read on the
+ * data connections (a record still on its way on a slow link counts;
+ * the main connection's bytes do not: keep-alives are no memory). */
+static uint64_t pc_moved(struct receiver *x, uint64_t records)
+{
+	return records + fy_recv_pool_wire(&x->pool);
+}
+
 static int pc_counts(struct receiver *x, uint64_t *records, uint64_t *bytes)
 {
 	int rc = fy_recv_pool_pc_counts(&x->pool, records, bytes, x->err,
@@ -539,8 +547,8 @@ static int pc_drain(struct receiver *x, const struct fy_postcopy_end *e)
 		}
 		if (records == e->records)
 			return 0;
-		if (records != last) {
-			last = records;
+		if (pc_moved(x, records) != last) {
+			last = pc_moved(x, records);
 			quiet = fy_now_ns();
 		} else if (fy_now_ns() - quiet >
 			   (uint64_t)fy_stall_ms(x->s) * 1000000ull) {
@@ -694,8 +702,8 @@ static int pc_idle(struct receiver *x, uint64_t *last, uint64_t *quiet)
 
 	if (rc)
 		return rc;
-	if (records != *last) {
-		*last = records;
+	if (pc_moved(x, records) != *last) {
+		*last = pc_moved(x, records);
 		*quiet = now;
 	} else if (now - *quiet > (uint64_t)fy_stall_ms(x->s) * 1000000ull) {
 		snprintf(x->err, sizeof(x->err),

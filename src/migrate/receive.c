@@ -102,6 +102,9 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	/* Keep-alives both ways once the answer is out (serve()). */
 	x->keep = r.capabilities & FERRY_CAP_KEEPALIVE;
 	fy_chan_peer_keeps(&x->ch, x->keep);
+	/* A stream file has no reader to keep waiting. */
+	if (x->ch.is_file)
+		x->keep = false;
 	/* From the answer on, the source may attach its files. */
 	x->sm.local_fds = r.capabilities & FERRY_CAP_LOCAL_FDS;
 	x->ch.rx.take_fds = x->sm.local_fds;
@@ -371,6 +374,7 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 		return on_memory(x, h);
 	rc = fy_chan_recv_body(&x->ch, h);
 	if (rc) {
+		x->link_timeout = rc == -ETIMEDOUT;
 		snprintf(x->err, sizeof(x->err), "reading %s body: %s",
 			 fy_rec_name(h->type, (char[32]){ 0 }, 32),
 			 ferry_strerror(rc));
@@ -395,12 +399,15 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 	case FY_RA_RELEASED:
 		return on_released(x, reply);
 	case FY_RA_DISCARD:
-		/* Postcopy has deadlines of its own and readers that other
-		 * records must not reach: keep-alives end here. */
-		fy_keeper_stop(&x->keeper);
+		/* Keep-alives go on (held between answers, see serve()):
+		 * the source reads DISCARD's answer with await_response(),
+		 * which skips them, as its postcopy reader does later. */
 		return fy_pc_discard(x, reply);
 	case FY_RA_POSTCOPY:
-		fy_keeper_stop(&x->keeper);
+		/* The keeper goes on through acquire and resume (the source
+		 * waits for the answer, and its await skips keep-alives) and
+		 * stops once the OK is out (serve()'s caller); the source's
+		 * postcopy reader skips any that crossed it. */
 		return fy_pc_postcopy(x, reply);
 	case FY_RA_MEMORY_FDS:
 		return fy_local_on_fds(x);
@@ -426,6 +433,18 @@ static int wire_code(const struct receiver *x, const struct fy_recv_step *st,
 	if (st->action == FY_RA_POSTCOPY && x->sm.state == FY_RS_PC_LOADED)
 		return FY_ERR_NOT_RUN;
 	return rc;
+}
+
+/*
+ * Whether an -ETIMEDOUT is the source's silence (a read or write that
+ * gave up, the kernel's timeout on a read, a silent data connection or
+ * pass barrier) rather than, say, a VMM callback's own timeout, whose
+ * message then stands.
+ */
+static bool is_stall(const struct receiver *x)
+{
+	return x->stall_ns || x->ch.rx.stall_ns || x->ch.tx.stall_ns ||
+	       x->link_timeout;
 }
 
 /*
@@ -466,12 +485,17 @@ static int serve(struct receiver *x)
 						     sizeof(x->err));
 
 			/* A failed data connection shut our reading side to
-			 * get here: answer with its reason. */
+			 * get here: answer with its reason (which stands,
+			 * a stall included: see stalled()). */
+			if (prc == -ETIMEDOUT && !x->stall_ns)
+				x->stall_ns = (uint64_t)fy_stall_ms(x->s) *
+					      1000000ull;
 			if (prc) {
 				rc = prc;
 				respond_error(x, 0, rc, x->err);
 				break;
 			}
+			x->link_timeout = rc == -ETIMEDOUT;
 			snprintf(x->err, sizeof(x->err), "%s",
 				 rc == -EBADMSG || rc == -EMSGSIZE
 					 ? "malformed record header"
@@ -492,6 +516,19 @@ static int serve(struct receiver *x)
 		}
 		fy_buf_reset(&reply);
 		x->err[0] = 0;
+		/*
+		 * Keep-alives go out only while the source waits for an
+		 * answer: it reads the main connection only then. Sent
+		 * during a pass (while it writes pages and reads nothing)
+		 * they would pile up in its receive buffer until its window
+		 * closes, and a zero window held longer than
+		 * TCP_USER_TIMEOUT aborts the connection (Linux >= 5.11).
+		 * Holding the keeper here is simpler than making the source
+		 * drain them between chunks, and every record but MEMORY is
+		 * a request the source waits on.
+		 */
+		if (st.respond)
+			fy_keeper_hold(&x->keeper, false);
 		rc = dispatch(x, &h, &st, &reply);
 		if (rc) {
 			if (st.action == FY_RA_ABORT)
@@ -525,8 +562,10 @@ static int serve(struct receiver *x)
 		}
 		if (x->keep) {
 			x->keep = false;
+			fy_keeper_hold(&x->keeper, true);
 			fy_keeper_start(&x->keeper, &x->ch);
 		}
+		fy_keeper_hold(&x->keeper, true);
 		moved = st.next != x->sm.state;
 		fy_recv_sm_commit(&x->sm, &st, h.seq);
 		if (moved)
@@ -765,7 +804,7 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	 * or pauses, and never gives the guest up. */
 	if (x.sm.state == FY_RS_POSTCOPY || x.sm.state == FY_RS_PC_PAUSED)
 		rc = fy_pc_run(&x, rc);
-	else if (rc == -ETIMEDOUT)
+	else if (rc == -ETIMEDOUT && is_stall(&x))
 		rc = stalled(&x);
 	else if (rc)
 		fy_session_fail(s, rc, "%s", x.err[0] ? x.err : ferry_strerror(rc));

@@ -71,6 +71,8 @@ struct receiver {
 	bool final_done;  /* a final pass completed: STATE may follow */
 	bool resumed;
 	uint64_t stall_ns; /* the pass barrier waited this long for data */
+	bool link_timeout; /* a read of the main connection timed out (the
+			      kernel's TCP_USER_TIMEOUT, say): a stall too */
 	bool keep;	   /* HELLO negotiated keep-alives: start the keeper */
 	struct fy_keeper keeper; /* KEEPALIVE on ch while this side works */
 	struct fy_pc_recv pc;

@@ -1094,6 +1094,18 @@ static int handshake(struct sender *x)
 	if (fy_transport_peer_closed(x->ch.fd))
 		return fy_session_fail(s, -ECONNRESET,
 				       "the destination closed its connection after it was ready, before RELEASED: it cannot have run the guest");
+	/* RELEASED must be the last bytes this side sends: released_lost()
+	 * reasons from that (a UNIX reset with it unread, a TCP mark at its
+	 * end). The keeper stops first: from here this side only waits for
+	 * the answer, and the destination, which keeps sending its own
+	 * keep-alives while it resumes, needs to hear nothing more from it. */
+	fy_keeper_stop(&x->keeper);
+	/* A cancel that came before this point still stops the run (the
+	 * guest resumes here); from here on, cancels are ignored. */
+	if (fy_cancelled(s))
+		return fy_session_fail(s, FERRY_ECANCELED,
+				       "cancelled before RELEASED was sent");
+	fy_session_releasing(s);
 	rc = fy_snd_request(x, FY_REC_RELEASED, NULL, "RELEASED");
 	if (rc) {
 		/* An ERROR answer is positive confirmation that the
@@ -1385,7 +1397,12 @@ static int open_main(struct sender *x, const struct fy_uri *u)
 		fy_session_clear_error(x->s);
 		usleep(50 * 1000);
 	}
-	if (rc && first[0]) {
+	/* Only a refusal (the destination died and nothing listens, or its
+	 * socket file is gone) is explained better by the reset; a cancel,
+	 * or a new listener's own answer (a TLS refusal, a version
+	 * mismatch), is the news. */
+	if ((rc == -ECONNREFUSED || rc == -ENOENT) && first[0] &&
+	    !fy_cancelled(x->s)) {
 		char last[sizeof(x->s->errmsg)];
 
 		ferry_session_errmsg(x->s, last, sizeof(last));

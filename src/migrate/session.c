@@ -344,11 +344,12 @@ FERRY_API int ferry_session_add_region(ferry_session *s,
 
 FERRY_API void ferry_session_cancel(ferry_session *s)
 {
-	/* Past the transition, stopping would lose the guest: the flag is
-	 * not set. Atomics only: this runs in signal handlers. */
+	/* Past the transition, or once RELEASED goes out, stopping would
+	 * lose the guest (or leave the source unsure who runs it): the flag
+	 * is not set. Atomics only: this runs in signal handlers. */
 	if (!s)
 		return;
-	if (atomic_load(&s->transitioned))
+	if (atomic_load(&s->transitioned) || atomic_load(&s->released))
 		return;
 	atomic_store(&s->cancel, true);
 }
@@ -487,6 +488,16 @@ void fy_session_pc_transitioned(ferry_session *s)
 	atomic_store(&s->transitioned, true);
 	if (atomic_exchange(&s->cancel, false))
 		fy_session_log(s, 1, "a cancel that came during the switch to postcopy is ignored: the guest may run at the destination now");
+}
+
+/**
+ * fy_session_releasing() - see engine.h.
+ */
+void fy_session_releasing(ferry_session *s)
+{
+	atomic_store(&s->released, true);
+	if (atomic_exchange(&s->cancel, false))
+		fy_session_log(s, 1, "a cancel that came as RELEASED was being sent is ignored: the destination may run the guest now, so this side waits for its answer");
 }
 
 /**
@@ -721,6 +732,7 @@ int fy_session_end(ferry_session *s, int rc)
 	atomic_store(&s->pc_now, false);
 	atomic_store(&s->pc_stopped, false);
 	atomic_store(&s->transitioned, false);
+	atomic_store(&s->released, false);
 	atomic_store(&s->cancel, false);
 	atomic_store(&s->busy, false);
 	return rc;

@@ -627,8 +627,12 @@ static int wflush(struct fy_tls *t)
 		struct iovec v = { t->wbuf + done, t->wlen - done };
 		ssize_t w = send_once(t, &v, 1);
 
-		if (w < 0)
+		/* Part of the buffer may be out: the stream is broken, and
+		 * a later send must not repeat what went. */
+		if (w < 0) {
+			t->wlen = 0;
 			return t->io_err ? t->io_err : -EIO;
+		}
 		done += (size_t)w;
 	}
 	t->wlen = 0;

@@ -43,6 +43,7 @@ struct vmm {
 	uint8_t *mem;
 	atomic_int pauses, resumes, releases, reacquires, acquires;
 	unsigned load_delay_ms;	/* destination: a load_state that stalls */
+	ferry_session *cancel_at_acquire; /* destination: cancel this source */
 	void (*on_release)(void *arg);
 	void *arg;
 };
@@ -88,7 +89,15 @@ static int op_reacquire(void *o)
 
 static int op_acquire(void *o)
 {
-	((struct vmm *)o)->acquires++;
+	struct vmm *vm = o;
+
+	vm->acquires++;
+	/* RELEASED was read: the source waits for the answer, which the
+	 * cancel must not cut short. */
+	if (vm->cancel_at_acquire) {
+		ferry_session_cancel(vm->cancel_at_acquire);
+		usleep(200 * 1000);
+	}
 	return 0;
 }
 
@@ -302,7 +311,14 @@ static void *recv_main(void *arg)
 struct opts {
 	uint32_t max_pause_ms;
 	unsigned dst_load_delay_ms;
+	bool cancel_at_release;	 /* cancel the source as it releases */
+	bool cancel_after_released; /* ... as the destination acquires */
 };
+
+static void cancel_source(void *arg)
+{
+	ferry_session_cancel(arg);
+}
 
 static int run_with(enum cut how, const struct opts *o, struct vmm *src,
 		    ferry_session **sp, char *msg, size_t len, bool *dst_ran)
@@ -336,6 +352,12 @@ static int run_with(enum cut how, const struct opts *o, struct vmm *src,
 	assert_int_equal(pthread_create(&px.acceptor, NULL, accept_main, &px), 0);
 	src->on_release = how == CUT_NONE ? NULL : on_release;
 	src->arg = &px;
+	if (o->cancel_at_release) {
+		src->on_release = cancel_source;
+		src->arg = ss;
+	}
+	if (o->cancel_after_released)
+		dst.cancel_at_acquire = ss;
 
 	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%u", px.port);
 	rc = ferry_session_send(ss, uri);
@@ -568,6 +590,38 @@ static void test_acknowledged_released_stays_unconfirmed(void **state)
 	munmap(src.mem, MEM);
 }
 
+/*
+ * A cancel is honoured up to the moment RELEASED goes out (the source
+ * takes the guest back) and ignored after it (the source waits for the
+ * destination's answer, and the guest runs there): never "unconfirmed"
+ * because of a cancel.
+ */
+static void test_cancel_around_released(void **state)
+{
+	for (int after = 0; after < 2; after++) {
+		const struct opts o = { .cancel_at_release = !after,
+					.cancel_after_released = after };
+		struct vmm src;
+		ferry_session *ss;
+		char msg[512];
+		bool ran;
+		int rc;
+
+		(void)state;
+		rc = run_with(CUT_NONE, &o, &src, &ss, msg, sizeof(msg), &ran);
+		print_message("# cancel %s RELEASED: %d, %s\n",
+			      after ? "after" : "before", rc, msg);
+		assert_int_equal(rc, after ? 0 : FERRY_ECANCELED);
+		assert_int_equal(ran, after);
+		assert_int_equal(src.resumes, !after);
+		assert_int_equal(src.reacquires, !after);
+		assert_int_equal(owner_of(ss), after ? FERRY_OWNER_DESTINATION
+						     : FERRY_OWNER_SOURCE);
+		ferry_session_destroy(ss);
+		munmap(src.mem, MEM);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -577,6 +631,7 @@ int main(void)
 		cmocka_unit_test(test_ack_mark),
 		cmocka_unit_test(test_pause_is_bounded),
 		cmocka_unit_test(test_pause_limit_checked),
+		cmocka_unit_test(test_cancel_around_released),
 	};
 
 	/* The proxy writes into connections that were just reset. */
