@@ -27,7 +27,8 @@
  *
  * Each hook fires once, with a line on stderr giving the moment, the
  * action and the wall-clock time in ms, from which the harness measures
- * how long detection took.
+ * how long detection took. A cut adds "cut N connections" (N >= 1), or
+ * "cut FAILED: why" when it found nothing to cut, which fails the cell.
  */
 #include <assert.h>
 #include <dirent.h>
@@ -163,21 +164,47 @@ static bool migration_socket(int fd, unsigned port, bool incoming)
 	return sa_port(&ss) == port;
 }
 
-/* Shut down every connection of the migration; returns how many. */
+/*
+ * Where the destination listens, as the engine last reported it: the
+ * events carry stats.listen_uri (with the port actually bound, also for
+ * "--incoming tcp:HOST:0"), the VMM callbacks (load_state, acquire) do
+ * not, so the hooks fired from them use this copy. One VM per process.
+ */
+static char bound_uri[FERRY_URI_MAX];
+
+/* The port whose connections a cut shuts down, or 0 when none is known. */
+static unsigned cut_port(struct vm *vm, const char *listen_uri, bool incoming)
+{
+	unsigned port;
+
+	if (!incoming)
+		return uri_port(vm->mig.uri);
+	if (listen_uri && *listen_uri && (port = uri_port(listen_uri)))
+		return port;
+	if ((port = uri_port(bound_uri)))
+		return port;
+	/* "--incoming tcp:HOST:0" before any report: not a port to match. */
+	return uri_port(vm->mig.uri);
+}
+
+/*
+ * Shut down every connection of the migration; returns how many, or -1
+ * when the port is unknown. The caller says so loudly: a cut that cuts
+ * nothing must not pass for a fault that was survived.
+ */
 static int cut_connections(struct vm *vm, const char *listen_uri)
 {
 	bool incoming = vm->opts.incoming && !vm->mig.arrived;
-	unsigned port = uri_port(incoming && listen_uri && *listen_uri ?
-				 listen_uri : vm->mig.uri);
+	unsigned port = cut_port(vm, listen_uri, incoming);
 	struct dirent *e;
 	DIR *d;
 	int n = 0, fd;
 
 	if (!port)
-		return 0;
+		return -1;
 	d = opendir("/proc/self/fd");
 	if (!d)
-		return 0;
+		return -1;
 	while ((e = readdir(d))) {
 		fd = atoi(e->d_name);
 		if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d))
@@ -192,7 +219,7 @@ static int cut_connections(struct vm *vm, const char *listen_uri)
 
 static void fire(struct vm *vm, enum vm_fault_moment m, const char *listen_uri)
 {
-	int a = vm->fault_at[m];
+	int a = vm->fault_at[m], n;
 	struct timespec now;
 	long long ms;
 
@@ -211,8 +238,13 @@ static void fire(struct vm *vm, enum vm_fault_moment m, const char *listen_uri)
 		raise(SIGSTOP);
 		break;
 	case VM_FA_CUT:
-		fprintf(stderr, "ferry-vm: fault: cut %d connections\n",
-			cut_connections(vm, listen_uri));
+		n = cut_connections(vm, listen_uri);
+		if (n > 0)
+			fprintf(stderr, "ferry-vm: fault: cut %d connections\n", n);
+		else
+			fprintf(stderr, "ferry-vm: fault: cut FAILED: %s\n",
+				n < 0 ? "the migration's port is unknown" :
+				"no connection of the migration was found");
 		break;
 	default:
 		break;
@@ -240,6 +272,8 @@ void vm_fault_event(struct vm *vm, const struct ferry_event *ev)
 	const struct ferry_stats *st = ev->stats;
 	const char *lu = st ? st->listen_uri : NULL;
 
+	if (lu && *lu && uri_port(lu))
+		snprintf(bound_uri, sizeof(bound_uri), "%s", lu);
 	if (ev->kind == FERRY_EVENT_STATE) {
 		switch (ev->state) {
 		case FERRY_STATE_NEGOTIATING:

@@ -405,6 +405,7 @@ class Cell:
         if then:
             t0 = self.apply(then, side)
         self.client = client
+        self.hook = (side, action)
         self.observe(t0, mig)
 
     def client_kept(self, client):
@@ -429,14 +430,45 @@ class Cell:
                 if action == 'stop':
                     while not self.stopped(side) and time.time() < end:
                         time.sleep(0.005)
+                    if not self.stopped(side):
+                        self.problems.append('the hook said stop but %s '
+                                             'did not stop' % side)
                 return t
-            if mig.poll() is not None:
+            # A cut can end the migration within a millisecond of the
+            # hook's line: look once more before saying it never fired.
+            if mig.poll() is not None and self.fault_time(side) is None:
                 self.problems.append('the migration ended (%s) before the '
                                      'moment was reached' % self.report('m1').get('status'))
                 return None
             time.sleep(0.005)
         self.problems.append('the moment was not reached in 60 s')
         return None
+
+    def fired(self):
+        """The fault did what it says (after the point of no return a
+        fault that did nothing has the no-fault outcome, so the outcome
+        alone cannot tell): the hook's line is there and a cut cut at
+        least one connection."""
+        side, action = self.hook
+        try:
+            lines = open(self.log(side)).read().splitlines()
+        except OSError:
+            lines = []
+        at = 'fault: at %s: %s ' % (self.moment, action)
+        if not any(at in ln for ln in lines):
+            self.problems.append('the hook did not fire (no "%s" line in '
+                                 'the %s log)' % (at.strip(), side))
+            return
+        if action != 'cut':
+            return
+        cut = [ln for ln in lines if 'fault: cut ' in ln]
+        n = 0
+        if cut and cut[0].split('fault: cut ', 1)[1].split()[0].isdigit():
+            n = int(cut[0].split('fault: cut ', 1)[1].split()[0])
+        if n < 1:
+            self.problems.append('the cut did nothing: %s' %
+                                 (cut[0].split('ferry-vm: ', 1)[-1]
+                                  if cut else 'no "cut N connections" line'))
 
     def apply(self, what, side):
         t = now_ms()
@@ -541,7 +573,13 @@ class Cell:
         elif got not in want.split('|'):
             self.problems.append('expected %s to run (%s), got %s' % (want, why, got))
         self.row['why'] = why
+        self.fired()
         rep = self.report('m1')
+        # The migration failed (or is unconfirmed) in these cells: a source
+        # that says completed means the fault missed it.
+        if 'dst' not in want.split('|') and rep.get('status') == 'completed':
+            self.problems.append('the source says completed, expected the '
+                                 'migration to fail (%s)' % why)
         if want == 'none':
             self.check_reasons(st, rep)
             # A source that does not run its guest must not claim it.
