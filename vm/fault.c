@@ -77,12 +77,37 @@ static int lookup(const char *const *names, int n, const char *s, size_t len)
 	return -1;
 }
 
+/*
+ * Whether @item (of @len bytes) is one of the older hooks main.c reads:
+ * a name, or a name with ":MS".
+ */
+static bool older_hook(const char *item, size_t len)
+{
+	static const char *const names[] = { "lose-writes", "corrupt-page",
+		"acquire-fail", "acquire-die" };
+	static const char *const timed[] = { "stall-load:", "stall-pause:" };
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == len && !strncmp(item, names[i], len))
+			return true;
+	for (size_t i = 0; i < sizeof(timed) / sizeof(timed[0]); i++) {
+		n = strlen(timed[i]);
+		if (len > n && !strncmp(item, timed[i], n) &&
+		    strspn(item + n, "0123456789") == len - n)
+			return true;
+	}
+	return false;
+}
+
 /**
  * vm_fault_parse() - read the "at:MOMENT:ACTION" items of FERRY_VM_FAULT.
  * @vm: the VM whose hooks are armed.
- * @spec: the variable's value, or NULL; items are comma-separated, and
- *        items that do not start with "at:" (the older hooks, read by
- *        main.c) are left alone.
+ * @spec: the variable's value, or NULL; items are comma-separated. An
+ *        older hook (read by main.c, which takes only the whole value)
+ *        must stand alone; any other item is a mistake, which is refused
+ *        rather than ignored, so a mistyped hook cannot pass for a fault
+ *        that was survived.
  * @err: receives what is wrong with a bad item.
  * @errlen: size of @err.
  *
@@ -114,6 +139,18 @@ int vm_fault_parse(struct vm *vm, const char *spec, char *err, size_t errlen)
 				return -EINVAL;
 			}
 			vm->fault_at[mi] = (unsigned char)ai;
+		} else if (!older_hook(p, (size_t)(end - p))) {
+			snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s' is "
+				 "unknown: need at:MOMENT:ACTION, or one of "
+				 "lose-writes, corrupt-page, stall-load:MS, "
+				 "stall-pause:MS, acquire-fail, acquire-die",
+				 (int)(end - p), p);
+			return -EINVAL;
+		} else if (p != spec || *end) {
+			snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s' must "
+				 "stand alone (the older hooks do not combine "
+				 "with other items)", (int)(end - p), p);
+			return -EINVAL;
 		}
 		p = *end ? end + 1 : end;
 	}
