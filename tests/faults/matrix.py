@@ -278,21 +278,45 @@ class Cell:
         if a['migration']['state'] == 'postcopy-paused':
             return 'paused'
         if a['guest']['workload'] == 'kv':
-            return self.kv_answers()
-        time.sleep(0.4)
-        b = self.status(name)
-        return bool(b) and b['guest']['steps'] > a['guest']['steps']
+            return self.kv_answers(name, a)
+        # A vCPU thread may wait for a CPU a while on a loaded machine:
+        # the guest runs if its steps grow within 5 s.
+        end = time.time() + 5
+        while time.time() < end:
+            time.sleep(0.1)
+            b = self.status(name)
+            if b and b['guest']['steps'] > a['guest']['steps']:
+                return True
+        return False
 
-    def kv_answers(self):
-        """The kv guest answers PING on a new connection (its vCPUs
-        step only when there are requests)."""
+    def accepted(self, st):
+        """The kv guest's count of connections it ever accepted (kept in
+        the guest's own memory, so each process counts its own)."""
+        return ((st or {}).get('net') or {}).get('accepted')
+
+    def kv_answers(self, name, a):
+        """The kv guest of @name answers PING on a new connection (its
+        vCPUs step only when there are requests). Both processes listen
+        on the same port in turn, so an answer alone does not say which
+        one gave it: @name's own accepted count must grow too."""
+        before = self.accepted(a)
+        if before is None:
+            return False
         try:
             with socket.create_connection(('127.0.0.1', self.kvport), 2) as c:
-                c.settimeout(2)
+                c.settimeout(5)
                 c.sendall(b'PING\r\n')
-                return c.recv(64).startswith(b'+PONG')
+                if not c.recv(64).startswith(b'+PONG'):
+                    return False
         except OSError:
             return False
+        end = time.time() + 5
+        while time.time() < end:
+            n = self.accepted(self.status(name))
+            if n is not None and n > before:
+                return True
+            time.sleep(0.1)
+        return False
 
     def migrate(self, src, port, extra, out):
         cmd = [self.h.ferry, 'migrate', self.sock(src),
