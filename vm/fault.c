@@ -34,6 +34,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,6 +209,18 @@ static bool migration_socket(int fd, unsigned port, bool incoming)
  * not, so the hooks fired from them use this copy. One VM per process.
  */
 static char bound_uri[FERRY_URI_MAX];
+/* Events come from the channels' threads too, the callbacks from others. */
+static pthread_mutex_t bound_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned bound_port(void)
+{
+	unsigned port;
+
+	pthread_mutex_lock(&bound_lock);
+	port = uri_port(bound_uri);
+	pthread_mutex_unlock(&bound_lock);
+	return port;
+}
 
 /* The port whose connections a cut shuts down, or 0 when none is known. */
 static unsigned cut_port(struct vm *vm, const char *listen_uri, bool incoming)
@@ -218,7 +231,7 @@ static unsigned cut_port(struct vm *vm, const char *listen_uri, bool incoming)
 		return uri_port(vm->mig.uri);
 	if (listen_uri && *listen_uri && (port = uri_port(listen_uri)))
 		return port;
-	if ((port = uri_port(bound_uri)))
+	if ((port = bound_port()))
 		return port;
 	/* "--incoming tcp:HOST:0" before any report: not a port to match. */
 	return uri_port(vm->mig.uri);
@@ -309,8 +322,11 @@ void vm_fault_event(struct vm *vm, const struct ferry_event *ev)
 	const struct ferry_stats *st = ev->stats;
 	const char *lu = st ? st->listen_uri : NULL;
 
-	if (lu && *lu && uri_port(lu))
+	if (lu && *lu && uri_port(lu)) {
+		pthread_mutex_lock(&bound_lock);
 		snprintf(bound_uri, sizeof(bound_uri), "%s", lu);
+		pthread_mutex_unlock(&bound_lock);
+	}
 	if (ev->kind == FERRY_EVENT_STATE) {
 		switch (ev->state) {
 		case FERRY_STATE_NEGOTIATING:
