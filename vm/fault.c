@@ -27,12 +27,14 @@
  *
  * Each hook fires once, with a line on stderr giving the moment, the
  * action and the wall-clock time in ms, from which the harness measures
- * how long detection took.
+ * how long detection took. A cut adds "cut N connections" (N >= 1), or
+ * "cut FAILED: why" when it found nothing to cut, which fails the cell.
  */
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,12 +78,37 @@ static int lookup(const char *const *names, int n, const char *s, size_t len)
 	return -1;
 }
 
+/*
+ * Whether @item (of @len bytes) is one of the older hooks main.c reads:
+ * a name, or a name with ":MS".
+ */
+static bool older_hook(const char *item, size_t len)
+{
+	static const char *const names[] = { "lose-writes", "corrupt-page",
+		"acquire-fail", "acquire-die" };
+	static const char *const timed[] = { "stall-load:", "stall-pause:" };
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == len && !strncmp(item, names[i], len))
+			return true;
+	for (size_t i = 0; i < sizeof(timed) / sizeof(timed[0]); i++) {
+		n = strlen(timed[i]);
+		if (len > n && !strncmp(item, timed[i], n) &&
+		    strspn(item + n, "0123456789") == len - n)
+			return true;
+	}
+	return false;
+}
+
 /**
  * vm_fault_parse() - read the "at:MOMENT:ACTION" items of FERRY_VM_FAULT.
  * @vm: the VM whose hooks are armed.
- * @spec: the variable's value, or NULL; items are comma-separated, and
- *        items that do not start with "at:" (the older hooks, read by
- *        main.c) are left alone.
+ * @spec: the variable's value, or NULL; items are comma-separated. An
+ *        older hook (read by main.c, which takes only the whole value)
+ *        must stand alone; any other item is a mistake, which is refused
+ *        rather than ignored, so a mistyped hook cannot pass for a fault
+ *        that was survived.
  * @err: receives what is wrong with a bad item.
  * @errlen: size of @err.
  *
@@ -113,6 +140,18 @@ int vm_fault_parse(struct vm *vm, const char *spec, char *err, size_t errlen)
 				return -EINVAL;
 			}
 			vm->fault_at[mi] = (unsigned char)ai;
+		} else if (!older_hook(p, (size_t)(end - p))) {
+			snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s' is "
+				 "unknown: need at:MOMENT:ACTION, or one of "
+				 "lose-writes, corrupt-page, stall-load:MS, "
+				 "stall-pause:MS, acquire-fail, acquire-die",
+				 (int)(end - p), p);
+			return -EINVAL;
+		} else if (p != spec || *end) {
+			snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s' must "
+				 "stand alone (the older hooks do not combine "
+				 "with other items)", (int)(end - p), p);
+			return -EINVAL;
 		}
 		p = *end ? end + 1 : end;
 	}
@@ -163,21 +202,59 @@ static bool migration_socket(int fd, unsigned port, bool incoming)
 	return sa_port(&ss) == port;
 }
 
-/* Shut down every connection of the migration; returns how many. */
+/*
+ * Where the destination listens, as the engine last reported it: the
+ * events carry stats.listen_uri (with the port actually bound, also for
+ * "--incoming tcp:HOST:0"), the VMM callbacks (load_state, acquire) do
+ * not, so the hooks fired from them use this copy. One VM per process.
+ */
+static char bound_uri[FERRY_URI_MAX];
+/* Events come from the channels' threads too, the callbacks from others. */
+static pthread_mutex_t bound_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned bound_port(void)
+{
+	unsigned port;
+
+	pthread_mutex_lock(&bound_lock);
+	port = uri_port(bound_uri);
+	pthread_mutex_unlock(&bound_lock);
+	return port;
+}
+
+/* The port whose connections a cut shuts down, or 0 when none is known. */
+static unsigned cut_port(struct vm *vm, const char *listen_uri, bool incoming)
+{
+	unsigned port;
+
+	if (!incoming)
+		return uri_port(vm->mig.uri);
+	if (listen_uri && *listen_uri && (port = uri_port(listen_uri)))
+		return port;
+	if ((port = bound_port()))
+		return port;
+	/* "--incoming tcp:HOST:0" before any report: not a port to match. */
+	return uri_port(vm->mig.uri);
+}
+
+/*
+ * Shut down every connection of the migration; returns how many, or -1
+ * when the port is unknown. The caller says so loudly: a cut that cuts
+ * nothing must not pass for a fault that was survived.
+ */
 static int cut_connections(struct vm *vm, const char *listen_uri)
 {
 	bool incoming = vm->opts.incoming && !vm->mig.arrived;
-	unsigned port = uri_port(incoming && listen_uri && *listen_uri ?
-				 listen_uri : vm->mig.uri);
+	unsigned port = cut_port(vm, listen_uri, incoming);
 	struct dirent *e;
 	DIR *d;
 	int n = 0, fd;
 
 	if (!port)
-		return 0;
+		return -1;
 	d = opendir("/proc/self/fd");
 	if (!d)
-		return 0;
+		return -1;
 	while ((e = readdir(d))) {
 		fd = atoi(e->d_name);
 		if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d))
@@ -192,7 +269,7 @@ static int cut_connections(struct vm *vm, const char *listen_uri)
 
 static void fire(struct vm *vm, enum vm_fault_moment m, const char *listen_uri)
 {
-	int a = vm->fault_at[m];
+	int a = vm->fault_at[m], n;
 	struct timespec now;
 	long long ms;
 
@@ -211,8 +288,13 @@ static void fire(struct vm *vm, enum vm_fault_moment m, const char *listen_uri)
 		raise(SIGSTOP);
 		break;
 	case VM_FA_CUT:
-		fprintf(stderr, "ferry-vm: fault: cut %d connections\n",
-			cut_connections(vm, listen_uri));
+		n = cut_connections(vm, listen_uri);
+		if (n > 0)
+			fprintf(stderr, "ferry-vm: fault: cut %d connections\n", n);
+		else
+			fprintf(stderr, "ferry-vm: fault: cut FAILED: %s\n",
+				n < 0 ? "the migration's port is unknown" :
+				"no connection of the migration was found");
 		break;
 	default:
 		break;
@@ -240,6 +322,11 @@ void vm_fault_event(struct vm *vm, const struct ferry_event *ev)
 	const struct ferry_stats *st = ev->stats;
 	const char *lu = st ? st->listen_uri : NULL;
 
+	if (lu && *lu && uri_port(lu)) {
+		pthread_mutex_lock(&bound_lock);
+		snprintf(bound_uri, sizeof(bound_uri), "%s", lu);
+		pthread_mutex_unlock(&bound_lock);
+	}
 	if (ev->kind == FERRY_EVENT_STATE) {
 		switch (ev->state) {
 		case FERRY_STATE_NEGOTIATING:

@@ -96,6 +96,10 @@ def expected(fault, moment):
                             'the source stays paused')
         return 'src', 'before the point of no return the source resumes'
     # cut and the stalls: both processes live on.
+    if fault == 'stall-dst' and moment == 'after-ready':
+        return 'dst', ('"released" lands in the frozen destination\'s socket: '
+                       'the source says unconfirmed (owner destination), '
+                       'the thawed destination reads it and runs')
     if fault == 'stall-link' and moment == 'after-ready':
         return 'src|none', ('the proxy took "released" and kept it: the '
                             'source resumes, or says unconfirmed')
@@ -278,21 +282,45 @@ class Cell:
         if a['migration']['state'] == 'postcopy-paused':
             return 'paused'
         if a['guest']['workload'] == 'kv':
-            return self.kv_answers()
-        time.sleep(0.4)
-        b = self.status(name)
-        return bool(b) and b['guest']['steps'] > a['guest']['steps']
+            return self.kv_answers(name, a)
+        # A vCPU thread may wait for a CPU a while on a loaded machine:
+        # the guest runs if its steps grow within 5 s.
+        end = time.time() + 5
+        while time.time() < end:
+            time.sleep(0.1)
+            b = self.status(name)
+            if b and b['guest']['steps'] > a['guest']['steps']:
+                return True
+        return False
 
-    def kv_answers(self):
-        """The kv guest answers PING on a new connection (its vCPUs
-        step only when there are requests)."""
+    def accepted(self, st):
+        """The kv guest's count of connections it ever accepted (kept in
+        the guest's own memory, so each process counts its own)."""
+        return ((st or {}).get('net') or {}).get('accepted')
+
+    def kv_answers(self, name, a):
+        """The kv guest of @name answers PING on a new connection (its
+        vCPUs step only when there are requests). Both processes listen
+        on the same port in turn, so an answer alone does not say which
+        one gave it: @name's own accepted count must grow too."""
+        before = self.accepted(a)
+        if before is None:
+            return False
         try:
             with socket.create_connection(('127.0.0.1', self.kvport), 2) as c:
-                c.settimeout(2)
+                c.settimeout(5)
                 c.sendall(b'PING\r\n')
-                return c.recv(64).startswith(b'+PONG')
+                if not c.recv(64).startswith(b'+PONG'):
+                    return False
         except OSError:
             return False
+        end = time.time() + 5
+        while time.time() < end:
+            n = self.accepted(self.status(name))
+            if n is not None and n > before:
+                return True
+            time.sleep(0.1)
+        return False
 
     def migrate(self, src, port, extra, out):
         cmd = [self.h.ferry, 'migrate', self.sock(src),
@@ -405,6 +433,7 @@ class Cell:
         if then:
             t0 = self.apply(then, side)
         self.client = client
+        self.hook = (side, action)
         self.observe(t0, mig)
 
     def client_kept(self, client):
@@ -429,14 +458,45 @@ class Cell:
                 if action == 'stop':
                     while not self.stopped(side) and time.time() < end:
                         time.sleep(0.005)
+                    if not self.stopped(side):
+                        self.problems.append('the hook said stop but %s '
+                                             'did not stop' % side)
                 return t
-            if mig.poll() is not None:
+            # A cut can end the migration within a millisecond of the
+            # hook's line: look once more before saying it never fired.
+            if mig.poll() is not None and self.fault_time(side) is None:
                 self.problems.append('the migration ended (%s) before the '
                                      'moment was reached' % self.report('m1').get('status'))
                 return None
             time.sleep(0.005)
         self.problems.append('the moment was not reached in 60 s')
         return None
+
+    def fired(self):
+        """The fault did what it says (after the point of no return a
+        fault that did nothing has the no-fault outcome, so the outcome
+        alone cannot tell): the hook's line is there and a cut cut at
+        least one connection."""
+        side, action = self.hook
+        try:
+            lines = open(self.log(side)).read().splitlines()
+        except OSError:
+            lines = []
+        at = 'fault: at %s: %s ' % (self.moment, action)
+        if not any(at in ln for ln in lines):
+            self.problems.append('the hook did not fire (no "%s" line in '
+                                 'the %s log)' % (at.strip(), side))
+            return
+        if action != 'cut':
+            return
+        cut = [ln for ln in lines if 'fault: cut ' in ln]
+        n = 0
+        if cut and cut[0].split('fault: cut ', 1)[1].split()[0].isdigit():
+            n = int(cut[0].split('fault: cut ', 1)[1].split()[0])
+        if n < 1:
+            self.problems.append('the cut did nothing: %s' %
+                                 (cut[0].split('ferry-vm: ', 1)[-1]
+                                  if cut else 'no "cut N connections" line'))
 
     def apply(self, what, side):
         t = now_ms()
@@ -541,7 +601,17 @@ class Cell:
         elif got not in want.split('|'):
             self.problems.append('expected %s to run (%s), got %s' % (want, why, got))
         self.row['why'] = why
+        self.fired()
         rep = self.report('m1')
+        # The migration failed (or is unconfirmed) in these cells: a source
+        # that says completed means the fault missed it.
+        # Also where the destination runs only because the stall held its
+        # confirmation past the limit (without the fault: completed).
+        if ('dst' not in want.split('|') or
+                (self.fault, self.moment) == ('stall-dst', 'after-ready')) and \
+                rep.get('status') == 'completed':
+            self.problems.append('the source says completed, expected the '
+                                 'migration to fail (%s)' % why)
         if want == 'none':
             self.check_reasons(st, rep)
             # A source that does not run its guest must not claim it.

@@ -18,8 +18,11 @@ leak check runs at that exit) and started again as a destination in the
 same slot. docs/soak.md says what that means for the resource curves.
 
 At every attempt the descriptors (/proc/PID/fd) and VmRSS of the three
-processes go into a CSV; at the end both must be flat (the last 10% of the
-run against the 10%-20% window, per role) and a summary is printed.
+processes go into a CSV; after each failed attempt every process must have
+no more descriptors than when it entered its role (the windows below cannot
+see a descriptor leaked per failed attempt: processes restart every hop or
+two); at the end both must be flat (the last 10% of the run against the
+10%-20% window, per role) and a summary is printed.
 Exit status: 0 clean, 1 a failure or a sanitizer finding, 2 usage.
 """
 import argparse
@@ -118,9 +121,9 @@ class Vm:
             try:
                 st = status(self.sock)
                 g = st["guest"]["state"]
-                if incoming and g == "incoming" and st.get("listening"):
-                    return
-                if not incoming and g == "running":
+                if (incoming and g == "incoming" and st.get("listening")) or \
+                        (not incoming and g == "running"):
+                    s.entered(self, g)
                     return
             except (OSError, ValueError):
                 pass
@@ -306,6 +309,10 @@ class Soak:
         self.counts = {}
         self.failures = []
         self.restarts = 0
+        # (slot, incarnation, role) -> descriptors when that process
+        # entered that role; a failed attempt must not leave it more.
+        self.fd_entry = {}
+        self.fd_checks = 0
 
     def count(self, key):
         self.counts[key] = self.counts.get(key, 0) + 1
@@ -496,14 +503,48 @@ class Soak:
                             % owner.slot)
         self.check_guest(owner)
         self.record(hop, kind, rep)
+        if owner is src:
+            self.check_fds(kind)
         if owner is dst:
             self.count("moved" if unconfirmed else "completed")
             src.stop("sent its guest away", any_exit=unconfirmed)
             src.start(incoming=True)
             self.restarts += 1
             self.owner = (self.owner + 1) % 3
+            self.entered(dst, "running")
         else:
             self.count("kept")
+
+    def entered(self, vm, role):
+        """The descriptors of @vm as it enters @role (started, or the
+        guest arrived): what its failed attempts are measured against."""
+        self.fd_entry[(vm.slot, vm.incarnation, role)] = vm.resources()[0]
+
+    def check_fds(self, kind):
+        """After a failed attempt each process has no more descriptors
+        than when it entered its role (plus FD_SLACK, see there): a
+        descriptor leaked per failed attempt shows at once, although the
+        processes restart every hop or two. Sockets may still be closing
+        as the report arrives, so a count above is measured again for 2 s
+        before it counts as a leak."""
+        for v in self.vms:
+            role = v.state()[0]
+            base = self.fd_entry.get((v.slot, v.incarnation, role))
+            if base is None or base < 0:
+                continue
+            limit = base + FD_SLACK.get(role, 0)
+            end = now() + 2
+            fds = v.resources()[0]
+            while fds > limit and now() < end:
+                time.sleep(0.1)
+                fds = v.resources()[0]
+            self.fd_checks += 1
+            if fds > limit:
+                raise SoakError("%s (pid %d, %s) has %d descriptors after a failed "
+                                "attempt (%s), %d when it entered that role (+%d allowed): "
+                                "a leak per failed attempt; open: %s" %
+                                (v.slot, v.pid, role, fds, kind, base,
+                                 FD_SLACK.get(role, 0), fd_list(v.pid)))
 
     def check_guest(self, vm):
         """The guest's own check: it runs and found no bad page."""
@@ -641,6 +682,10 @@ class Soak:
             print("  %s  fds %d %d %d %d   RSS %d %d %d %d   (%d processes)" % (
                 s, f[0], min(f), max(f), f[-1], m[0], min(m), max(m), m[-1],
                 self.vms[SLOTS.index(s)].incarnation))
+        print("descriptors after each failed attempt, against each process's own count "
+              "when it entered its role: %d checks, %s" %
+              (self.fd_checks, "none grew" if not any("descriptors after a failed" in f
+                                                       for f in self.failures) else "a LEAK"))
         lines, ok = self.flat()
         print("flatness (per role, hops %d%%-%d%% against the last 10%%):" % (10, 20))
         for l in lines:
@@ -652,6 +697,23 @@ class Soak:
 
 
 RSS_TOL = 0.10
+# Descriptors a process may hold after a failed attempt beyond its count
+# when it entered the role (see check_fds; docs/soak.md says why).
+FD_SLACK = {"running": 0, "incoming": 0}
+
+
+def fd_list(pid):
+    """What the process's descriptors point at, for a leak's message."""
+    out = []
+    try:
+        for fd in sorted(os.listdir("/proc/%d/fd" % pid), key=int):
+            try:
+                out.append("%s->%s" % (fd, os.readlink("/proc/%d/fd/%s" % (pid, fd))))
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return " ".join(out)
 
 
 def report(path, step):
