@@ -48,15 +48,6 @@
 
 #include "tcprepair.h"
 
-#ifndef TCP_REPAIR_WINDOW
-#define TCP_REPAIR_WINDOW 29
-#endif
-#ifndef SIOCOUTQNSD
-#define SIOCOUTQNSD 0x894B
-#endif
-#ifndef SO_PEEK_OFF
-#define SO_PEEK_OFF 42
-#endif
 
 static int nconn = 1000, qbytes, rounds = 1;
 static int *peer, *dev;

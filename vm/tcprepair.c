@@ -56,15 +56,6 @@
 #ifndef TCP_REPAIR_OFF
 #define TCP_REPAIR_OFF 0
 #endif
-#ifndef TCP_REPAIR_WINDOW
-#define TCP_REPAIR_WINDOW 29
-#endif
-#ifndef SIOCOUTQNSD
-#define SIOCOUTQNSD 0x894B
-#endif
-#ifndef SO_PEEK_OFF
-#define SO_PEEK_OFF 42
-#endif
 #ifndef TCPOPT_MAXSEG
 #define TCPOPT_MAXSEG 2
 #endif

@@ -37,6 +37,17 @@
 
 #include "ferry.h"
 
+/* Newer than some distributions' headers (Debian 12's among them). */
+#ifndef TCP_REPAIR_WINDOW
+#define TCP_REPAIR_WINDOW 29
+#endif
+#ifndef SIOCOUTQNSD
+#define SIOCOUTQNSD 0x894B
+#endif
+#ifndef SO_PEEK_OFF
+#define SO_PEEK_OFF 42
+#endif
+
 struct tcpr_conn {              /* one established TCP socket, frozen */
 	int family;                 /* AF_INET or AF_INET6 */
 	uint8_t laddr[16], raddr[16];   /* network byte order; v4 in the first 4 */
