@@ -29,7 +29,7 @@ while [ $# -gt 0 ] && [ "$1" != -- ]; do
 	--local) unix=1; dst_only+=(--local); mig_only+=(--local) ;;
 	--dirty-rate) src_only+=("$1" "$2"); shift ;;
 	--no-verify) vm+=("$1"); verify=0 ;;
-	--memory | --workload | --memory-backend) vm+=("$1" "$2"); shift ;;
+	--memory | --workload | --memory-backend | --lane-cpu) vm+=("$1" "$2"); shift ;;
 	*) echo "pair-migrate: unknown VM option '$1'" >&2; exit 2 ;;
 	esac
 	shift

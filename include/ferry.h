@@ -555,7 +555,22 @@ struct ferry_config {
 	 * when 0; else FERRY_STALL_TIMEOUT_MIN_MS (500 ms) to
 	 * FERRY_STALL_TIMEOUT_MAX_MS (1 h). */
 	uint32_t stall_timeout_ms;
+	/* Both roles, postcopy: the CPU that the urgent lane's threads (the
+	 * ones a vCPU waiting for a page depends on: the source's request
+	 * reader, the destination's fault thread and its reader of the
+	 * answers) keep to while postcopy runs. One CPU for all of them
+	 * makes each hop a wake-up on the CPU it runs on, which on a
+	 * virtual host costs far less than waking another, idle CPU.
+	 * FERRY_LANE_CPU_AUTO (0, the default): the last CPU the session's
+	 * thread may run on (two processes on one host pick the same);
+	 * FERRY_LANE_CPU_NONE (-1): wherever the scheduler puts them;
+	 * N > 0: CPU N - 1 (ignored if the thread may not run there). */
+	int32_t lane_cpu;
 };
+
+/* ferry_config.lane_cpu's special values. */
+#define FERRY_LANE_CPU_AUTO 0
+#define FERRY_LANE_CPU_NONE (-1)
 
 /* ferry_config.stall_timeout_ms: the default and the range. */
 #define FERRY_STALL_TIMEOUT_MS 10000

@@ -5,6 +5,7 @@
  * and device state, and its verification, are state.c's.
  */
 #include <errno.h>
+#include <sched.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -124,6 +125,12 @@ static void usage(FILE *f)
 		"                       attempt is given up and this VM listens again.\n"
 		"                       'ferry migrate --stall-timeout-ms' overrides it\n"
 		"                       for one migration\n"
+		"  --lane-cpu CPU       auto | none | N (default auto): the CPU that\n"
+		"                       postcopy's page requests are served on, in and\n"
+		"                       out (the threads a waiting vCPU depends on);\n"
+		"                       auto takes the last CPU ferry-vm may run on,\n"
+		"                       so a source and a destination on one host\n"
+		"                       meet on it\n"
 		"  --verify MODE        background | strict | off (default background):\n"
 		"                       how a migrated guest is checked (memory digests\n"
 		"                       on both sides, the workload invariant on every\n"
@@ -296,6 +303,19 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 		o->stall_timeout_ms = (uint32_t)v;
 		return 0;
 	}
+	case 0x111:
+		if (!strcmp(arg, "auto")) {
+			o->lane_cpu = FERRY_LANE_CPU_AUTO;
+		} else if (!strcmp(arg, "none")) {
+			o->lane_cpu = FERRY_LANE_CPU_NONE;
+		} else if (!parse_uint(arg, 0, CPU_SETSIZE - 1, &v)) {
+			o->lane_cpu = (int32_t)v + 1;
+		} else {
+			fprintf(stderr, "ferry-vm: --lane-cpu must be auto, none or a CPU's number from 0 to %d, not '%s'\nTry 'ferry-vm --help'.\n",
+				CPU_SETSIZE - 1, arg);
+			return 2;
+		}
+		return 0;
 	case 's':
 		if (!*arg || strlen(arg) >= 108)
 			return bad_arg("--api-socket '%s': need a path shorter than 108 bytes", arg);
@@ -417,6 +437,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "stall-timeout-ms", required_argument, NULL, 0x110 },
+		{ "lane-cpu", required_argument, NULL, 0x111 },
 		{ "no-verify", no_argument, NULL, 'n' },
 		{ "verify", required_argument, NULL, 'v' },
 		{ "proto-version-min", required_argument, NULL, 'V' },
@@ -735,6 +756,7 @@ static void config_base(struct vm *vm, struct ferry_config *cfg)
 	cfg->version_max = vm->opts.version_max;
 	cfg->capabilities &= ~vm->opts.disabled_caps;
 	cfg->stall_timeout_ms = vm->opts.stall_timeout_ms;
+	cfg->lane_cpu = vm->opts.lane_cpu;
 }
 
 static int session_make(struct vm *vm, ferry_session **out)

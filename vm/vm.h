@@ -360,6 +360,7 @@ struct vm_opts {
 	const char *incoming;
 	uint32_t downtime_ms;
 	uint32_t stall_timeout_ms; /* 0 = the library's default */
+	int32_t lane_cpu;	   /* ferry_config.lane_cpu (0: auto) */
 	uint32_t version_min;	 /* protocol versions: 0 = the library's */
 	uint32_t version_max;
 	uint64_t disabled_caps;	 /* capabilities not offered */

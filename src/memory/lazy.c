@@ -107,6 +107,7 @@ struct lz_worker {
 
 struct fy_lazy {
 	bool fault_urgent; /* fy_lazy_config.fault_urgent */
+	int lane_cpu;	   /* fy_lazy_config.lane_cpu */
 	struct lz_region *rg;
 	size_t nrg;
 	struct fy_lazy_source src;
@@ -750,9 +751,41 @@ static int set_fair(pid_t tid, int nice, uint64_t slice_ns, uint64_t flags)
 #define FY_SCHED_RESET_ON_FORK 0x01ull
 
 /**
+ * fy_lane_cpu() - see lazy.h.
+ */
+int fy_lane_cpu(int32_t setting)
+{
+	cpu_set_t set;
+	int cpu;
+
+	if (setting > 0)
+		return setting - 1;
+	if (setting < 0 || sched_getaffinity(0, sizeof(set), &set) ||
+	    CPU_COUNT(&set) < 2)
+		return -1;
+	for (cpu = CPU_SETSIZE - 1; cpu >= 0 && !CPU_ISSET(cpu, &set); cpu--)
+		;
+	return cpu;
+}
+
+/* Keep the calling thread @tid to @cpu, remembering where it could run. */
+static void lane_pin(pid_t tid, int cpu, struct fy_prio *old)
+{
+	cpu_set_t one;
+
+	if (cpu < 0 || cpu >= CPU_SETSIZE ||
+	    sched_getaffinity(tid, sizeof(old->cpus), &old->cpus) ||
+	    !CPU_ISSET(cpu, &old->cpus))
+		return;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	old->pinned = !sched_setaffinity(tid, sizeof(one), &one);
+}
+
+/**
  * fy_thread_urgent() - see lazy.h.
  */
-void fy_thread_urgent(struct fy_prio *old)
+void fy_thread_urgent(struct fy_prio *old, int cpu)
 {
 	pid_t tid = (pid_t)syscall(SYS_gettid);
 	struct fy_sched_attr a = { .size = sizeof(a) };
@@ -763,6 +796,7 @@ void fy_thread_urgent(struct fy_prio *old)
 	if (syscall(SYS_sched_getattr, tid, &a, sizeof(a), 0) ||
 	    a.policy != SCHED_OTHER)
 		return;
+	lane_pin(tid, cpu, old);
 	old->nice = a.nice;
 	old->slice_ns = a.runtime;
 	old->flags = a.flags & FY_SCHED_RESET_ON_FORK;
@@ -785,6 +819,8 @@ void fy_thread_restore(const struct fy_prio *old)
 	if (old->set &&
 	    set_fair(tid, old->nice, old->slice_ns, old->flags))
 		setpriority(PRIO_PROCESS, (id_t)tid, old->nice);
+	if (old->pinned)
+		sched_setaffinity(tid, sizeof(old->cpus), &old->cpus);
 }
 
 static void *lz_fault_main(void *arg)
@@ -802,7 +838,7 @@ static void *lz_fault_main(void *arg)
 	int err;
 
 	if (l->fault_urgent)
-		fy_thread_urgent(&prio);
+		fy_thread_urgent(&prio, l->lane_cpu);
 	while (!atomic_load(&l->stop)) {
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -1067,6 +1103,7 @@ static int lz_regions(struct fy_lazy *l, const struct fy_lazy_config *cfg,
 	/* The default batch grows to a unit larger than itself (1 GiB
 	 * pages); a batch the caller sets must hold whole units. */
 	l->fault_urgent = cfg->fault_urgent;
+	l->lane_cpu = cfg->fault_urgent ? cfg->lane_cpu : -1;
 	l->batch = cfg->batch_bytes ? cfg->batch_bytes :
 		   (LZ_DEFAULT_BATCH > l->max_unit ? LZ_DEFAULT_BATCH : l->max_unit);
 	for (i = 0; i < l->nrg; i++) {

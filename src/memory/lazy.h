@@ -60,6 +60,7 @@
 #ifndef FY_LAZY_H
 #define FY_LAZY_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -128,8 +129,10 @@ struct fy_lazy_config {
 	 */
 	const uint64_t *const *present;
 	/* Run the fault thread (it serves vCPUs that wait) as an urgent
-	 * thread (fy_thread_urgent()). Postcopy sets it. */
+	 * thread (fy_thread_urgent()), kept to CPU lane_cpu (-1: any).
+	 * Postcopy sets them. */
 	bool fault_urgent;
+	int lane_cpu;
 };
 
 /*
@@ -150,19 +153,37 @@ struct fy_lazy_config {
 #define FY_URGENT_SLICE_NS (100 * 1000ull) /* the kernel's minimum */
 
 /* What fy_thread_urgent() changed, for fy_thread_restore(): the thread's
- * own nice value, slice (0: the default) and reset-on-fork flag. */
+ * own nice value, slice (0: the default) and reset-on-fork flag, and the
+ * CPUs it could run on. */
 struct fy_prio {
 	bool set;
 	int nice;
 	uint64_t slice_ns;
 	uint64_t flags;
+	bool pinned;
+	cpu_set_t cpus;
 };
+
+/*
+ * The lane's threads also keep to one CPU, the same one in both
+ * processes of a migration on one host: every hop of a page request then
+ * wakes a thread on the CPU it runs on. A wake-up on another, idle CPU
+ * costs more than the hop's work on a virtual machine (the host has to
+ * run that vCPU again: 150-200 us for a loopback round trip with 1 ms
+ * pauses between, against 15-25 us on one CPU), and sparse faults pay it
+ * twice. fy_lane_cpu() turns ferry_config.lane_cpu into the CPU: for
+ * FERRY_LANE_CPU_AUTO the last one the calling thread may run on (both
+ * processes of a pair started alike pick the same), -1 for none or when
+ * the thread may run on one CPU only (nothing to choose).
+ */
+int fy_lane_cpu(int32_t setting);
 
 /* Make the calling thread urgent where the system allows it: the short
  * slice (no privilege needed) and nice FY_URGENT_NICE (CAP_SYS_NICE);
  * a kernel without custom slices gets the nice value only. A thread of
- * another class than SCHED_OTHER (a VMM's real-time one) is left alone. */
-void fy_thread_urgent(struct fy_prio *old);
+ * another class than SCHED_OTHER (a VMM's real-time one) is left alone.
+ * With @cpu >= 0 (fy_lane_cpu()), it also keeps to that CPU, if allowed. */
+void fy_thread_urgent(struct fy_prio *old, int cpu);
 /* Give it back what it had. */
 void fy_thread_restore(const struct fy_prio *old);
 

@@ -6,6 +6,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -110,6 +111,11 @@ static int check_numbers(const struct ferry_config *cfg, char *err,
 			      "stall_timeout_ms is %u: it must be from %d (0.5 s) to %d (1 h), or 0 for the default (%d)",
 			      cfg->stall_timeout_ms, FERRY_STALL_TIMEOUT_MIN_MS,
 			      FERRY_STALL_TIMEOUT_MAX_MS, FERRY_STALL_TIMEOUT_MS);
+	if (cfg->lane_cpu < FERRY_LANE_CPU_NONE || cfg->lane_cpu > CPU_SETSIZE)
+		return refuse(err, errlen,
+			      "lane_cpu is %d: it must be %d (auto), %d (none) or a CPU's number plus one, up to %d",
+			      cfg->lane_cpu, FERRY_LANE_CPU_AUTO,
+			      FERRY_LANE_CPU_NONE, CPU_SETSIZE);
 	if (cfg->version_max &&
 	    (cfg->version_max < FY_PROTO_VERSION_MIN ||
 	     cfg->version_max > FY_PROTO_VERSION_MAX))

@@ -225,6 +225,7 @@ static int start_loader(struct receiver *x)
 		.source = { .request = lazy_request, .opaque = x },
 		.background_threads = 0,
 		.fault_urgent = true,
+		.lane_cpu = fy_lane_cpu(s->cfg.lane_cpu),
 		.present = present,
 	};
 	char why[256] = "";
@@ -792,7 +793,7 @@ static int phase(struct receiver *x)
 	struct fy_prio old;
 	int rc;
 
-	fy_thread_urgent(&old);
+	fy_thread_urgent(&old, fy_lane_cpu(x->s->cfg.lane_cpu));
 	rc = phase_run(x);
 	fy_thread_restore(&old);
 	return rc;

@@ -61,6 +61,7 @@ struct pc_src {
 	bool reader_on;
 	unsigned npushers;
 	uint32_t generation;		/* of the last RESUME */
+	int lane_cpu;			/* the reader's CPU (fy_lane_cpu) */
 	unsigned conns;			/* connections at the start, the main
 					   one included: a recovery joins them
 					   all again */
@@ -412,7 +413,7 @@ static void *reader(void *arg)
 	struct fy_prio prio;
 
 	/* The urgent lane: a vCPU at the destination waits for each answer. */
-	fy_thread_urgent(&prio);
+	fy_thread_urgent(&prio, p->lane_cpu);
 
 	for (;;) {
 		struct fy_rec_hdr h;
@@ -550,6 +551,8 @@ static int start_threads(struct pc_src *p)
 	p->bytes = 0;
 	p->npushers = 0;
 	p->pushing = 0;
+	/* Chosen on the session's thread, whose CPUs auto mode looks at. */
+	p->lane_cpu = fy_lane_cpu(p->s->cfg.lane_cpu);
 	/* Answers to page requests go before the push on a capped link. */
 	x->ch.tx.urgent = true;
 	/* The reader and the wait for POSTCOPY_END's answer have no

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,10 @@ REFUSED(stall_short, c->stall_timeout_ms = 499,
 	"stall_timeout_ms is 499: it must be from 500 (0.5 s) to 3600000 (1 h), or 0 for the default (10000)")
 REFUSED(stall_long, c->stall_timeout_ms = 3600001,
 	"stall_timeout_ms is 3600001: it must be from 500")
+REFUSED(lane_cpu_negative, c->lane_cpu = -2,
+	"lane_cpu is -2: it must be 0 (auto), -1 (none) or a CPU's number plus one")
+REFUSED(lane_cpu_large, c->lane_cpu = CPU_SETSIZE + 1,
+	"lane_cpu is 1025")
 
 /* The stall limit's ends and 0 (the default) are taken. */
 static void test_stall_range(void **state)
@@ -395,6 +400,8 @@ int main(void)
 		cmocka_unit_test(test_congestion_control),
 		cmocka_unit_test(test_stall_short),
 		cmocka_unit_test(test_stall_long),
+		cmocka_unit_test(test_lane_cpu_negative),
+		cmocka_unit_test(test_lane_cpu_large),
 		cmocka_unit_test(test_stall_range),
 		cmocka_unit_test(test_destination_needs_no_source_callbacks),
 		cmocka_unit_test(test_region_refusals),

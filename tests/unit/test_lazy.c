@@ -26,6 +26,7 @@
 
 #include <cmocka.h>
 
+#include "ferry.h"
 #include "memory/lazy.h"
 
 #define PG FY_PAGE_SIZE
@@ -1631,7 +1632,7 @@ static void test_urgent_thread(void **state)
 
 	(void)state;
 	before = my_slice(&nice0);
-	fy_thread_urgent(&old);
+	fy_thread_urgent(&old, -1);
 	during = my_slice(&nice1);
 	if (!old.set) {
 		printf("# neither a custom slice nor a nice value could be set here\n");
@@ -1654,12 +1655,55 @@ static void test_urgent_thread(void **state)
 	struct sched_param sp = { 0 };
 
 	assert_int_equal(sched_setscheduler(0, SCHED_BATCH, &sp), 0);
-	fy_thread_urgent(&old);
+	fy_thread_urgent(&old, -1);
 	assert_false(old.set);
 	assert_int_equal(sched_getscheduler(0), SCHED_BATCH);
 	fy_thread_restore(&old);
 	assert_int_equal(sched_getscheduler(0), SCHED_BATCH);
 	assert_int_equal(sched_setscheduler(0, SCHED_OTHER, &sp), 0);
+}
+
+/*
+ * The lane's CPU: auto picks the last CPU the caller may run on, so two
+ * processes started alike meet there; an urgent thread keeps to it and
+ * gets all its CPUs back when restored. A CPU the thread may not use
+ * leaves it where it was.
+ */
+static void test_lane_cpu(void **state)
+{
+	cpu_set_t all, now;
+	struct fy_prio old;
+	int cpu, last = -1;
+
+	(void)state;
+	assert_int_equal(fy_lane_cpu(FERRY_LANE_CPU_NONE), -1);
+	assert_int_equal(fy_lane_cpu(3), 2);
+	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+	for (int i = 0; i < CPU_SETSIZE; i++)
+		if (CPU_ISSET(i, &all))
+			last = i;
+	cpu = fy_lane_cpu(FERRY_LANE_CPU_AUTO);
+	if (CPU_COUNT(&all) < 2) {
+		assert_int_equal(cpu, -1);
+		printf("# one CPU allowed here: no lane CPU to pick\n");
+		return;
+	}
+	assert_int_equal(cpu, last);
+	fy_thread_urgent(&old, cpu);
+	assert_true(old.pinned);
+	assert_int_equal(sched_getaffinity(0, sizeof(now), &now), 0);
+	assert_int_equal(CPU_COUNT(&now), 1);
+	assert_true(CPU_ISSET(cpu, &now));
+	fy_thread_restore(&old);
+	assert_int_equal(sched_getaffinity(0, sizeof(now), &now), 0);
+	assert_true(CPU_EQUAL(&now, &all));
+
+	/* Not allowed: a CPU beyond the set. */
+	fy_thread_urgent(&old, CPU_SETSIZE - 1 > last ? CPU_SETSIZE - 1 : -1);
+	assert_false(old.pinned);
+	assert_int_equal(sched_getaffinity(0, sizeof(now), &now), 0);
+	assert_true(CPU_EQUAL(&now, &all));
+	fy_thread_restore(&old);
 }
 
 int main(void)
@@ -1680,6 +1724,7 @@ int main(void)
 		cmocka_unit_test(test_present_over_2g),
 		cmocka_unit_test(test_fill_throughput),
 		cmocka_unit_test(test_urgent_thread),
+		cmocka_unit_test(test_lane_cpu),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, group_teardown);
