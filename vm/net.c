@@ -472,8 +472,6 @@ static int add_ctl(struct net *n, int fd, uint32_t tag)
 	return epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
 }
 
-static int backend_thread(struct net *n);
-
 /**
  * net_create() - the device of @vm, with its options parsed; it binds,
  * connects and runs nothing yet (net_start()).
@@ -538,16 +536,6 @@ int net_create(struct vm *vm, struct net **out, char *err, size_t len)
 	n->hdr = net_hdr_of(n->g->ram, n->g->mem_size);
 	n->slots = net_slots_of(n->g->ram, n->g->mem_size);
 	net_pool_start(n);
-	/* A destination's backend is made now and waits parked: creating
-	 * and naming the thread is then out of the pause (0.1-1 ms in the
-	 * takeover here), and a parked backend touches neither guest RAM
-	 * nor a socket until net_resume(). */
-	if (vm->opts.incoming) {
-		n->pause_req = true;
-		if (backend_thread(n))
-			fprintf(stderr, "ferry-vm: net: cannot start the backend "
-				"thread ahead; it starts at the resume\n");
-	}
 	*out = n;
 	return 0;
 fail:
