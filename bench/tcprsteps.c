@@ -4,7 +4,11 @@
  * goes (issue 21's "1,000 connections add <= 20 ms"), measured at module
  * level in a network namespace of its own (root).
  *
- * usage: tcprsteps [-n CONNS] [-q BYTES] [-r ROUNDS] [-t THREADS (1 or 2)]
+ * usage: tcprsteps [-g] [-n CONNS] [-q BYTES] [-r ROUNDS] [-t THREADS (1 or 2)]
+ *
+ * -g: the module round freezes and thaws as the device does with the gate
+ * (one eBPF filter for all sockets, inherited from the listener, shut and
+ * opened by one map update) instead of a filter per socket.
  *
  * Round "syscalls": CONNS loopback connections, each with BYTES unread on
  * the device's side, go through the handoff's system calls by hand, one
@@ -50,6 +54,7 @@
 
 
 static int nconn = 1000, qbytes, rounds = 1;
+static bool gated; /* -g: the device's gate instead of a filter per socket */
 static int *peer, *dev;
 static struct sockaddr_in where;
 
@@ -104,6 +109,9 @@ static void pairs(void)
 	where.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (q)
 		memset(q, 'q', qbytes);
+	/* The accepted sockets inherit the listener's gate. */
+	if (gated && tcpr_gate_attach(l))
+		die("the gate (eBPF)");
 	if (l < 0 || bind(l, (void *)&where, sizeof(where)) || listen(l, 4096) ||
 	    getsockname(l, (void *)&where, &sl))
 		die("listener");
@@ -306,12 +314,12 @@ static void *phase_main(void *arg)
 #else
 		switch (w->ph) {
 		case P_IDENT: rc = tcpr_ident(dev[i], &mc[i], err, sizeof(err)); break;
-		case P_PREPARE: rc = tcpr_prepare(AF_INET, (void *)&where, sizeof(where), &pre[i], err, sizeof(err)); break;
-		case P_FREEZE: rc = tcpr_freeze(dev[i], err, sizeof(err)); break;
+		case P_PREPARE: rc = tcpr_prepare_gated(AF_INET, (void *)&where, sizeof(where), gated, &pre[i], err, sizeof(err)); break;
+		case P_FREEZE: rc = gated ? tcpr_freeze_gated(dev[i], err, sizeof(err)) : tcpr_freeze(dev[i], err, sizeof(err)); break;
 		case P_DUMP: rc = tcpr_dump_live(dev[i], &mc[i], err, sizeof(err)); break;
 		case P_DISCARD: tcpr_close_frozen(dev[i]); break;
 		case P_RESTORE: rc = tcpr_restore_prepared(pre[i], &mc[i], &dev[i], err, sizeof(err)); break;
-		case P_THAW: rc = tcpr_thaw(dev[i], err, sizeof(err)); break;
+		case P_THAW: rc = gated ? tcpr_thaw_gated(dev[i], err, sizeof(err)) : tcpr_thaw(dev[i], err, sizeof(err)); break;
 		}
 #endif
 		if (rc) {
@@ -327,12 +335,90 @@ static void phase(const char *name, enum phase ph)
 	struct worker w[2] = { { ph, 0 }, { ph, 1 } };
 	double t = now_ms(), c = cpu_ms();
 
+	/* With the gate, one map update shuts (freeze) and opens (thaw)
+	 * every socket: it counts in the phase. */
+	if (gated && ph == P_FREEZE && tcpr_gate_set(true))
+		die("closing the gate");
 	if (nthreads > 1 && pthread_create(&w[1].t, NULL, phase_main, &w[1]))
 		die("pthread_create");
 	phase_main(&w[0]);
 	if (nthreads > 1)
 		pthread_join(w[1].t, NULL);
+	if (gated && ph == P_THAW && tcpr_gate_set(false))
+		die("opening the gate");
 	line(name, now_ms() - t, cpu_ms() - c);
+}
+
+/* The dumps as the net0 device carries them: an array of connections,
+ * each its slot and tcpr_visit()'s fields. */
+struct dumps {
+	uint32_t n;
+	struct tcpr_conn *c;
+};
+
+static int dumps_visit(ferry_visitor *v, void *obj)
+{
+	static struct tcpr_conn scratch; /* the schema's capture has no array */
+	struct dumps *d = obj;
+	uint32_t n = d->n, slot;
+
+	if (ferry_visit_array_begin(v, "connections", &n, (uint32_t)nconn,
+				    FERRY_FIELD_MUST) == 0) {
+		for (uint32_t i = 0; i < n; i++) {
+			if (ferry_visit_struct_begin(v, NULL, 0))
+				break;
+			slot = i;
+			ferry_visit_u32(v, "slot", &slot, 0, FERRY_FIELD_MUST);
+			tcpr_visit(v, d->c ? &d->c[i] : &scratch);
+			ferry_visit_struct_end(v);
+		}
+		ferry_visit_array_end(v);
+	}
+	d->n = n;
+	return ferry_visit_error(v);
+}
+
+static const struct ferry_device_type dumps_type = {
+	.name = "net", .version = 1, .size = sizeof(struct dumps),
+	.visit = dumps_visit,
+};
+
+/* The state's part of the pause: every dump encoded (source), then
+ * decoded (destination) into the dumps the restore uses, as ferry-vm's
+ * save_state and load_state do with the net0 device. */
+static void state_round_trip(void)
+{
+	struct dumps out = { (uint32_t)nconn, mc }, in = { 0, NULL };
+	struct ferry_state_binding b = { &dumps_type, "net0", &in, 0 };
+	struct ferry_buf *buf = ferry_buf_new();
+	const void *data;
+	char err[256] = "";
+	double t = now_ms(), c = cpu_ms();
+	size_t len;
+
+	if (!buf ||
+	    ferry_state_save(buf, &dumps_type, "net0", &out, err, sizeof(err)) ||
+	    ferry_state_end(buf)) {
+		fprintf(stderr, "tcprsteps: state save: %s\n", err);
+		exit(1);
+	}
+	line("state: encode (save_state)", now_ms() - t, cpu_ms() - c);
+	data = ferry_buf_data(buf, &len);
+	in.c = calloc(nconn, sizeof(*in.c));
+	t = now_ms(), c = cpu_ms();
+	if (ferry_state_load(data, len, &b, 1, err, sizeof(err)) ||
+	    in.n != (uint32_t)nconn) {
+		fprintf(stderr, "tcprsteps: state load: %s\n", err);
+		exit(1);
+	}
+	line("state: decode (load_state)", now_ms() - t, cpu_ms() - c);
+	printf("\n(state: %zu bytes, %.0f per connection)\n\n", len,
+	       (double)len / nconn);
+	for (int i = 0; i < nconn; i++)
+		tcpr_conn_clear(&mc[i]);
+	free(mc);
+	mc = in.c;
+	ferry_buf_free(buf);
 }
 
 static void round_module(void)
@@ -343,11 +429,12 @@ static void round_module(void)
 	printf("\n### vm/tcprepair.c as the device calls it (%d connections, "
 	       "%d bytes queued each, %d thread%s)\n\n| phase | us/conn | ms all | CPU us/conn | CPU ms all |\n"
 	       "| --- | ---: | ---: | ---: | ---: |\n", nconn, qbytes, nthreads,
-	       nthreads > 1 ? "s" : "");
+	       nthreads > 1 ? (gated ? "s, the gate" : "s") : (gated ? ", the gate" : ""));
 	phase("precopy: tcpr_ident (at accept)", P_IDENT);
 	phase("precopy: tcpr_prepare (destination)", P_PREPARE);
 	phase("pause: tcpr_freeze", P_FREEZE);
 	phase("pause: tcpr_dump_live", P_DUMP);
+	state_round_trip();
 	phase("release: tcpr_close_frozen", P_DISCARD);
 	phase("switchover: tcpr_restore_prepared", P_RESTORE);
 	phase("switchover: tcpr_thaw", P_THAW);
@@ -362,7 +449,7 @@ int main(int argc, char **argv)
 {
 	int o;
 
-	while ((o = getopt(argc, argv, "n:q:r:t:")) != -1) {
+	while ((o = getopt(argc, argv, "gn:q:r:t:")) != -1) {
 		if (o == 'n')
 			nconn = atoi(optarg);
 		else if (o == 'q')
@@ -371,8 +458,10 @@ int main(int argc, char **argv)
 			rounds = atoi(optarg);
 		else if (o == 't')
 			nthreads = atoi(optarg) > 1 ? 2 : 1;
+		else if (o == 'g')
+			gated = true;
 		else
-			return fprintf(stderr, "usage: tcprsteps [-n CONNS] [-q "
+			return fprintf(stderr, "usage: tcprsteps [-g] [-n CONNS] [-q "
 				       "BYTES] [-r ROUNDS] [-t 1|2]\n"), 2;
 	}
 	if (nconn < 1 || qbytes < 0 || qbytes > 65536 || rounds < 1)

@@ -535,6 +535,26 @@ static bool memory_arriving(struct vm *vm)
 	       st.postcopy;
 }
 
+/* FERRY_VM_TRACE=1: each migration callback's start and end (and each
+ * engine event) go to stderr with the monotonic clock in microseconds,
+ * which both processes of a live update share, so that their two logs
+ * merge into one timeline of the pause (docs/network.md). */
+static bool trace_on;
+
+static void trace(const char *what)
+{
+	struct timespec ts;
+
+	if (!trace_on)
+		return;
+	/* The thread's CPU time next to the clock: under load the wall
+	 * clock of a step says more about the other jobs than about it. */
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	fprintf(stderr, "ferry-vm: trace %.1f us (thread CPU %.1f us) %s\n",
+		(double)vm_now_ns() / 1e3,
+		(double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3, what);
+}
+
 /* While memory arrives the engine pauses the guest only to stop it for
  * good (a lazy restore's page failed its checksum): a vCPU blocked on a
  * page that never comes must not hang the pause, nor a verifier thread
@@ -553,8 +573,11 @@ static int cb_pause(void *opaque)
 		vm_verify_abandon(vm);
 		return 0;
 	}
+	trace("pause");
 	guest_pause(&vm->guest);
+	trace("pause: vcpus parked");
 	net_pause(vm->net);
+	trace("pause: backend parked");
 	if (vm->guest.workload == VM_WL_KV) {
 		char err[256] = "";
 		int rc = net_freeze(vm->net, err, sizeof(err));
@@ -574,6 +597,7 @@ static int cb_pause(void *opaque)
 	}
 	vm_fault_at(vm, VM_AT_HANDOFF);
 	vm_verify_pause(vm);
+	trace("pause: done");
 	return 0;
 }
 
@@ -583,8 +607,10 @@ static int cb_release(void *opaque)
 	struct vm *vm = opaque;
 
 	vm_fault_at(vm, VM_AT_AFTER_READY);
+	trace("release");
 	if (vm->guest.workload == VM_WL_KV)
 		net_release(vm->net);
+	trace("release: done");
 	return 0;
 }
 
@@ -593,9 +619,11 @@ static int cb_release(void *opaque)
 static int cb_acquire(void *opaque)
 {
 	struct vm *vm = opaque;
+	int rc;
 
 	if (vm->opts.incoming && !vm->mig.arrived)
 		vm_fault_at(vm, VM_AT_AFTER_RELEASED);
+	trace("acquire");
 	if (vm->guest.workload != VM_WL_KV || !vm->net)
 		return 0;
 	/* Test hooks for the failure points after "released": a refusal
@@ -612,7 +640,9 @@ static int cb_acquire(void *opaque)
 		if (vm->fault_acquire_die)
 			_exit(9);
 	}
-	return net_acquire(vm->net);
+	rc = net_acquire(vm->net);
+	trace("acquire: done");
+	return rc;
 }
 
 static int cb_throttle(void *opaque, uint32_t percent)
@@ -627,13 +657,16 @@ static int cb_resume(void *opaque)
 {
 	struct vm *vm = opaque;
 
+	trace("resume");
 	if (memory_arriving(vm))
 		atomic_store(&vm->mig.lazy_ran, true);
 	vm_verify_resume(vm);
+	trace("resume: vcpus go");
 	if (vm->guest.workload == VM_WL_KV) {
 		net_resume_frozen(vm->net);
 		net_resume(vm->net);
 	}
+	trace("resume: done");
 	return 0;
 }
 
@@ -657,11 +690,15 @@ static int cb_dirty_bitmap(void *opaque, uint32_t region, uint64_t *bitmap,
 static int cb_load_state(void *opaque, const void *data, size_t len)
 {
 	struct vm *vm = opaque;
+	int rc;
 
+	trace("load_state");
 	vm_fault_at(vm, VM_AT_STATE);
 	if (vm->fault_stall_load_ms)
 		usleep((useconds_t)vm->fault_stall_load_ms * 1000);
-	return vm_state_load(opaque, data, len);
+	rc = vm_state_load(opaque, data, len);
+	trace("load_state: done");
+	return rc;
 }
 
 /* Destination, after resume: the verification result and the stall the
@@ -677,6 +714,13 @@ static void cb_event(void *opaque, const struct ferry_event *ev)
 
 	/* A recovering destination's new listener is announced by a
 	 * LISTENING after the last pause (the status shows it). */
+	if (trace_on) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "event %d state %d", ev->kind,
+			 ev->state);
+		trace(what);
+	}
 	if (ev->kind == FERRY_EVENT_LISTENING)
 		atomic_fetch_add(&vm->mig.listens, 1);
 	if (ev->kind == FERRY_EVENT_STATE &&
@@ -684,13 +728,19 @@ static void cb_event(void *opaque, const struct ferry_event *ev)
 		atomic_store(&vm->mig.paused_at, atomic_load(&vm->mig.listens));
 	api_event(vm, vm->mig.client, ev);
 	vm_fault_event(vm, ev);
+	trace("event: done");
 }
 
 /* save_state, after the FERRY_VM_FAULT hook of the moment "state". */
 static int cb_save_state(void *opaque, struct ferry_buf *out)
 {
+	int rc;
+
+	trace("save_state");
 	vm_fault_at(opaque, VM_AT_STATE);
-	return vm_state_save(opaque, out);
+	rc = vm_state_save(opaque, out);
+	trace("save_state: done");
+	return rc;
 }
 
 static void cb_log(void *opaque, int level, const char *msg)
@@ -1588,6 +1638,7 @@ static int vm_setup(struct vm *vm)
 	vm->mig.verified = -1;
 	vm->mig.src_ram_match = -1;
 	vm->log_level = lvl && *lvl ? atoi(lvl) : -1;
+	trace_on = getenv("FERRY_VM_TRACE") && *getenv("FERRY_VM_TRACE") == '1';
 	vm->fault_lose_writes = fault && !strcmp(fault, "lose-writes");
 	vm->fault_corrupt_page = fault && !strcmp(fault, "corrupt-page");
 	if (fault && !strncmp(fault, "stall-load:", 11))

@@ -145,7 +145,12 @@ int net_slot_open(struct net *n, int fd, uint32_t kind)
 	ev.data.u32 = i;
 	if (epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev))
 		return -errno;
-	n->conns[i] = (struct net_conn){ .fd = fd, .rx_full = true };
+	/* An accepted socket inherits its listener's filter; the client's
+	 * gets the gate now, out of any pause. */
+	n->conns[i] = (struct net_conn){ .fd = fd, .rx_full = true,
+					 .gated = kind == NET_KIND_SERVER
+							  ? n->listen_gated
+							  : !tcpr_gate_attach(fd) };
 	/* Read now, while the guest runs, what a handoff needs and what
 	 * never changes: the pause then reads only what moves. */
 	n->conns[i].id_ok = !tcpr_ident(fd, &n->conns[i].id, NULL, 0);
@@ -561,6 +566,9 @@ int net_listen_open(struct net *n, char *err, size_t len)
 		goto fail;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Its accepted sockets inherit the gate: none of them needs a filter
+	 * attached in the pause. Without eBPF they get one each there. */
+	n->listen_gated = !tcpr_gate_attach(fd);
 	if (bind(fd, (struct sockaddr *)&n->listen_addr, n->listen_len) ||
 	    listen(fd, NET_BACKLOG) || epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev)) {
 		rc = -errno;

@@ -48,6 +48,7 @@ struct net_conn {
 	bool frozen;  /* in TCP_REPAIR mode (a handoff is under way) */
 	bool carried; /* dumped into the state: it moves at release */
 	bool id_ok;   /* id holds the connection's tcpr_ident() */
+	bool gated;   /* the socket has the process's gate filter (tcprepair.h) */
 	struct tcpr_conn id; /* what never changes (addresses, options),
 				read when the connection came, so that the
 				pause reads only what moves */
@@ -87,6 +88,10 @@ struct net {
 	uint32_t npool;
 	pthread_t pool_thread;
 	bool pool_started;
+	/* The gate (tcprepair.h): the listener has it, so every accepted
+	 * socket does; the prepared sockets have it; it is closed from the
+	 * freeze (or a destination's acquire) to the end of the thaw. */
+	bool listen_gated, pool_gated, gate_closed;
 };
 
 int net_slot_open(struct net *n, int fd, uint32_t kind);

@@ -166,6 +166,90 @@ static int filter_detach(int fd)
 	return 0;
 }
 
+/* ---- the gate: one filter for all of a process's sockets ---- */
+
+/*
+ * The gate is an eBPF socket filter that drops everything while a
+ * one-element array map holds 1 and lets everything through while it
+ * holds 0. Attached to a socket ahead of the pause (a listener's accepted
+ * sockets inherit it), it lets one map update shut every connection of
+ * the process at the freeze and open them all again at the thaw, instead
+ * of a filter attached to and detached from each socket in the pause
+ * (about 2 us each, twice per connection).
+ */
+static pthread_once_t gate_once = PTHREAD_ONCE_INIT;
+static int gate_map = -1, gate_prog = -1;
+
+static void gate_load(void)
+{
+	union bpf_attr a;
+	struct bpf_insn insns[] = {
+		/* key = 0 on the stack; r0 = lookup(map, &key) */
+		{ .code = BPF_ST | BPF_MEM | BPF_W, .dst_reg = BPF_REG_10, .off = -4 },
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = BPF_REG_2, .src_reg = BPF_REG_10 },
+		{ .code = BPF_ALU64 | BPF_ADD | BPF_K, .dst_reg = BPF_REG_2, .imm = -4 },
+		{ .code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = BPF_REG_1,
+		  .src_reg = BPF_PSEUDO_MAP_FD, .imm = 0 /* the map, below */ },
+		{ 0 },
+		{ .code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_map_lookup_elem },
+		/* no value, or a closed gate: drop (insn 11) */
+		{ .code = BPF_JMP | BPF_JEQ | BPF_K, .dst_reg = BPF_REG_0, .off = 4 },
+		{ .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = BPF_REG_0, .src_reg = BPF_REG_0 },
+		{ .code = BPF_JMP | BPF_JNE | BPF_K, .dst_reg = BPF_REG_0, .off = 2 },
+		/* open: keep the whole packet */
+		{ .code = BPF_ALU | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = -1 },
+		{ .code = BPF_JMP | BPF_EXIT },
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+
+	memset(&a, 0, sizeof(a));
+	a.map_type = BPF_MAP_TYPE_ARRAY;
+	a.key_size = a.value_size = sizeof(uint32_t);
+	a.max_entries = 1;
+	gate_map = (int)syscall(SYS_bpf, BPF_MAP_CREATE, &a, sizeof(a));
+	if (gate_map < 0)
+		return;
+	insns[3].imm = gate_map;
+	memset(&a, 0, sizeof(a));
+	a.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+	a.insns = (uintptr_t)insns;
+	a.insn_cnt = sizeof(insns) / sizeof(insns[0]);
+	a.license = (uintptr_t)"MIT";
+	gate_prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof(a));
+	if (gate_prog < 0) {
+		close(gate_map);
+		gate_map = -1;
+	}
+}
+
+/* tcpr_gate_attach() - see tcprepair.h. */
+int tcpr_gate_attach(int fd)
+{
+	pthread_once(&gate_once, gate_load);
+	if (gate_prog < 0)
+		return -EOPNOTSUPP;
+	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &gate_prog,
+			  sizeof(gate_prog)) ? -errno : 0;
+}
+
+/* tcpr_gate_set() - see tcprepair.h. */
+int tcpr_gate_set(bool closed)
+{
+	uint32_t key = 0, val = closed;
+	union bpf_attr a;
+
+	pthread_once(&gate_once, gate_load);
+	if (gate_map < 0)
+		return -EOPNOTSUPP;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = (uint32_t)gate_map;
+	a.key = (uintptr_t)&key;
+	a.value = (uintptr_t)&val;
+	a.flags = BPF_ANY;
+	return syscall(SYS_bpf, BPF_MAP_UPDATE_ELEM, &a, sizeof(a)) ? -errno : 0;
+}
+
 /* ---- unsent bytes of restored sockets, queued at thaw ---- */
 
 struct pending {
@@ -265,6 +349,14 @@ int tcpr_available(char *err, size_t len)
  *
  * Return: 0, or -errno with the socket left as it was.
  */
+/* tcpr_freeze_gated() - see tcprepair.h. */
+int tcpr_freeze_gated(int fd, char *err, size_t len)
+{
+	int rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON);
+
+	return rc ? vm_errf(err, len, rc, "freeze: TCP_REPAIR on") : 0;
+}
+
 int tcpr_freeze(int fd, char *err, size_t len)
 {
 	int rc = filter_attach(fd);
@@ -318,12 +410,19 @@ static int send_all(int fd, const uint8_t *p, uint32_t n)
  */
 int tcpr_thaw(int fd, char *err, size_t len)
 {
-	struct pending p;
 	int rc = filter_detach(fd);
 
 	if (rc)
 		return vm_errf(err, len, rc, "thaw: SO_DETACH_FILTER");
-	rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF);
+	return tcpr_thaw_gated(fd, err, len);
+}
+
+/* tcpr_thaw_gated() - see tcprepair.h. */
+int tcpr_thaw_gated(int fd, char *err, size_t len)
+{
+	struct pending p;
+	int rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF);
+
 	if (rc)
 		return vm_errf(err, len, rc, "thaw: TCP_REPAIR off");
 	/* Leaving repair mode clears the socket's address reuse, and a bound
@@ -676,11 +775,11 @@ static int grow_buf(int fd, int opt, int force, uint32_t need)
 /* The drop filter, repair mode, and the bind to @local when given (what a
  * restore can do before the dump is known). */
 static int restore_prep(int s, const struct sockaddr *local, socklen_t llen,
-			char *err, size_t len)
+			bool gated, char *err, size_t len)
 {
 	int rc;
 
-	if ((rc = filter_attach(s)))
+	if ((rc = gated ? tcpr_gate_attach(s) : filter_attach(s)))
 		return vm_errf(err, len, rc, "restore: SO_ATTACH_FILTER");
 	/* Repair mode also forces address reuse at bind, which skips the
 	 * check against every socket already bound to the port (a listener's
@@ -842,7 +941,7 @@ int tcpr_restore(const struct tcpr_conn *c, int *fd, char *err, size_t len)
 	if (s < 0)
 		return vm_errf(err, len, -errno, "restore: socket");
 	sl = conn_sockaddr(c, true, &ss);
-	rc = restore_prep(s, (struct sockaddr *)&ss, sl, err, len);
+	rc = restore_prep(s, (struct sockaddr *)&ss, sl, false, err, len);
 	if (rc) {
 		tcpr_discard(s);
 		return rc;
@@ -868,6 +967,14 @@ int tcpr_restore(const struct tcpr_conn *c, int *fd, char *err, size_t len)
 int tcpr_prepare(int family, const struct sockaddr *local, socklen_t llen,
 		 int *fd, char *err, size_t len)
 {
+	return tcpr_prepare_gated(family, local, llen, false, fd, err, len);
+}
+
+/* tcpr_prepare_gated() - see tcprepair.h. */
+int tcpr_prepare_gated(int family, const struct sockaddr *local,
+		       socklen_t llen, bool gated, int *fd, char *err,
+		       size_t len)
+{
 	int s, rc;
 
 	*fd = -1;
@@ -879,7 +986,7 @@ int tcpr_prepare(int family, const struct sockaddr *local, socklen_t llen,
 		close(s);
 		return vm_errf(err, len, rc, "prepare: IP_FREEBIND");
 	}
-	rc = restore_prep(s, local, llen, err, len);
+	rc = restore_prep(s, local, llen, gated, err, len);
 	if (rc) {
 		tcpr_discard(s);
 		return rc;

@@ -85,6 +85,19 @@ int  tcpr_restore_prepared(int s, const struct tcpr_conn *c, int *fd, char *err,
 				/* tcpr_restore() onto a prepared socket bound to c's local
 				   address; s is used up either way */
 int  tcpr_drop_filter(void); /* the shared eBPF "drop" program (loaded once), or -1 */
+/* The gate: one eBPF filter for all of the process's sockets, which drops
+ * everything while closed (tcpr_gate_set(true)) and nothing while open (the
+ * start). A socket that has it (attached, or inherited from a listener that
+ * has it) is frozen by tcpr_freeze_gated() with the gate closed and thawed
+ * by tcpr_thaw_gated(), one system call less each than tcpr_freeze() and
+ * tcpr_thaw(), which attach and detach a filter of the socket's own. */
+int  tcpr_gate_attach(int fd);  /* 0, -EOPNOTSUPP (no eBPF here) or -errno */
+int  tcpr_gate_set(bool closed);
+int  tcpr_freeze_gated(int fd, char *err, size_t len); /* TCP_REPAIR on only */
+int  tcpr_thaw_gated(int fd, char *err, size_t len);   /* tcpr_thaw() but the filter stays */
+int  tcpr_prepare_gated(int family, const struct sockaddr *local, socklen_t llen,
+			bool gated, int *fd, char *err, size_t len);
+				/* tcpr_prepare() with the gate instead of a filter of its own */
 void tcpr_discard(int fd);      /* close a frozen socket: no FIN, no RST ever */
 void tcpr_close_frozen(int fd); /* the same for a socket known to be frozen (one syscall) */
 void tcpr_conn_clear(struct tcpr_conn *c);       /* frees the queues */
