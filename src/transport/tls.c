@@ -18,10 +18,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,94 +31,16 @@
 #include <gnutls/x509.h>
 
 #include "transport/tls.h"
-#include "transport/tls_rec.h"
+#include "transport/tls_int.h"
 
 #ifndef TCP_ULP
 #define TCP_ULP 31
 #endif
 
-#define FY_TLS_MAX_KEYS 64
-/* Records per sendmsg() in a bulk send, and the buffer they need (a
- * record's header, inner type, tag and padding fit in 256 bytes). */
-#define FY_TLS_BATCH 4
-#define FY_TLS_WBUF (FY_TLS_BATCH * (FY_TLS_RECORD + 256))
-#define FY_TLS_PATH 4096
-/* Our own record layer (TLS 1.3): records sealed per write() and the
- * ciphertext one read() may take. */
-#define FY_TLS_OWN_BATCH 16
-#define FY_TLS_OWN_WBUF (FY_TLS_OWN_BATCH * FY_TLS_REC_WIRE)
-#define FY_TLS_OWN_CBUF (16 * FY_TLS_REC_WIRE)
-/*
- * Records sent under one key before a KeyUpdate. RFC 8446 5.5 allows
- * AES-GCM 2^24.5 full-size records per key (and AES-CCM 2^23.5); 2^23,
- * every 128 GiB, stays below both for every cipher.
+/**
+ * fy_tls_now_ns() - the monotonic clock, in nanoseconds.
  */
-#define FY_TLS_REKEY_RECORDS (1ull << 23)
-
-struct psk_key {
-	char identity[128];
-	char hex[257]; /* up to 128 key bytes, as hex */
-};
-
-struct fy_tls_creds {
-	bool server, psk;
-	gnutls_certificate_credentials_t x509;
-	gnutls_psk_client_credentials_t psk_client;
-	gnutls_psk_server_credentials_t psk_server;
-	gnutls_priority_t prio;
-	char ca_file[FY_TLS_PATH];
-	char crl_file[FY_TLS_PATH];
-	char psk_file[FY_TLS_PATH];
-	char peer_names[1024];
-	struct psk_key *keys;
-	size_t nkeys;
-};
-
-struct fy_tls {
-	gnutls_session_t s;
-	int fd;
-	const struct fy_tls_creds *cr;
-	fy_tls_idle_fn idle;
-	void *opaque;
-	uint64_t tx_since, rx_since;
-	uint64_t deadline_ns; /* during the handshake, else 0 */
-	int io_err;	      /* what ended the last push or pull, or 0 */
-	uint8_t head[8];      /* the peer's first bytes, to name a non-TLS peer */
-	size_t nhead;
-	char why[320];	      /* the verify callback's reason */
-	/* Ciphertext of whole records waiting for one sendmsg() (see
-	 * push()); t->batch while fy_tls_send() runs. */
-	bool batch;
-	bool corked;	      /* TCP_CORK is on (a send is under way) */
-	size_t wlen;
-	uint8_t *wbuf;
-	/* Ciphertext read ahead: GnuTLS asks for a record's header, then its
-	 * body; one recv() takes several records instead. */
-	size_t rpos, rlen;
-	uint8_t rbuf[4 * FY_TLS_RECORD];
-	size_t staged;
-	uint8_t stage[FY_TLS_RECORD];
-	/* TLS 1.3 application data through our own record layer (see
-	 * own_start()): the traffic secrets GnuTLS logged, the keys of
-	 * each direction, the ciphertext read ahead (cbuf) and the
-	 * plaintext of a record the caller has not taken whole (pbuf). */
-	bool own;
-	uint8_t have_secrets; /* 1: client's, 2: server's */
-	unsigned secret_len;
-	uint8_t client_secret[FY_TLS_SECRET_MAX];
-	uint8_t server_secret[FY_TLS_SECRET_MAX];
-	gnutls_keylog_func keylog_next;
-	struct fy_tls_key tx, rx;
-	uint64_t rekey_every;
-	atomic_bool update_asked; /* the peer asked for our KeyUpdate */
-	uint8_t *cbuf, *pbuf;
-	size_t cpos, clen, ppos, plen;
-	bool rx_eof;
-	int rx_err;
-	char rx_why[200];
-};
-
-static uint64_t now_ns(void)
+uint64_t fy_tls_now_ns(void)
 {
 	struct timespec ts;
 
@@ -581,11 +501,13 @@ void fy_tls_creds_free(struct fy_tls_creds *cr)
 	free(cr);
 }
 
-/* Nothing moved within the socket's timeout: the deadline of the
- * handshake, then the caller, decide. */
-static int wait_more(struct fy_tls *t, bool sending)
+/**
+ * fy_tls_wait_more() - nothing moved within the socket's timeout: the
+ * deadline of the handshake, then the caller, decide.
+ */
+int fy_tls_wait_more(struct fy_tls *t, bool sending)
 {
-	if (t->deadline_ns && now_ns() > t->deadline_ns) {
+	if (t->deadline_ns && fy_tls_now_ns() > t->deadline_ns) {
 		snprintf(t->why, sizeof(t->why),
 			 "the handshake did not complete in time");
 		return -ETIMEDOUT;
@@ -604,7 +526,7 @@ static int handshake_allowed(struct fy_tls *t, bool sending)
 
 	if (!t->deadline_ns)
 		return 0;
-	now = now_ns();
+	now = fy_tls_now_ns();
 	if (now > t->deadline_ns) {
 		snprintf(t->why, sizeof(t->why),
 			 "the handshake did not complete in time");
@@ -637,21 +559,23 @@ static ssize_t send_once(struct fy_tls *t, const struct iovec *iov, int n)
 			return io_fail(t, rc);
 		w = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
 		if (w >= 0) {
-			t->tx_since = now_ns();
+			t->tx_since = fy_tls_now_ns();
 			return w;
 		}
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return io_fail(t, -errno);
-		rc = wait_more(t, true);
+		rc = fy_tls_wait_more(t, true);
 		if (rc)
 			return io_fail(t, rc);
 	}
 }
 
-/* Send the records gathered in the write buffer: 0, or the code. */
-static int wflush(struct fy_tls *t)
+/**
+ * fy_tls_wflush() - Send the records gathered in the write buffer: 0, or the code.
+ */
+int fy_tls_wflush(struct fy_tls *t)
 {
 	size_t done = 0;
 
@@ -671,14 +595,14 @@ static int wflush(struct fy_tls *t)
 	return 0;
 }
 
-/*
- * Four records are a little more than 64 KiB, the loopback's segment: a
+/**
+ * fy_tls_cork() - Four records are a little more than 64 KiB, the loopback's segment: a
  * socket that is not corked sends their tail as a small segment of its
  * own, and the receiver wakes for it. Corked while a send lasts, the
  * kernel fills whole segments, and uncorking at its end sends the rest at
  * once (uncorked batches were slower: docs/benchmarks.md, bench 13).
  */
-static void cork(struct fy_tls *t, bool on)
+void fy_tls_cork(struct fy_tls *t, bool on)
 {
 	int v = on;
 
@@ -705,7 +629,7 @@ static ssize_t push(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
 	for (int i = 0; i < n; i++)
 		len += iov[i].iov_len;
 	if (t->wlen + len > FY_TLS_WBUF) {
-		int rc = wflush(t);
+		int rc = fy_tls_wflush(t);
 
 		if (rc)
 			return io_fail(t, rc);
@@ -751,7 +675,7 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 				k = (size_t)r;
 			memcpy(t->head + t->nhead, t->rbuf, k);
 			t->nhead += k;
-			t->rx_since = now_ns();
+			t->rx_since = fy_tls_now_ns();
 			t->rpos = 0;
 			t->rlen = (size_t)r;
 			return take_ahead(t, buf, len);
@@ -762,7 +686,7 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return io_fail(t, -errno);
-		rc = wait_more(t, false);
+		rc = fy_tls_wait_more(t, false);
 		if (rc)
 			return io_fail(t, rc);
 	}
@@ -875,364 +799,6 @@ static int handshake_error(struct fy_tls *t, int rc, char *err, size_t errlen)
 	}
 }
 
-/*
- * GnuTLS logs each traffic secret as the handshake derives it (as for
- * SSLKEYLOGFILE, which the previous function still serves): the secrets
- * of application data ("*_TRAFFIC_SECRET_0") are what our record layer
- * needs to follow the peer's KeyUpdates and send its own.
- */
-static int keylog(gnutls_session_t s, const char *label,
-		  const gnutls_datum_t *secret)
-{
-	struct fy_tls *t = gnutls_session_get_ptr(s);
-	bool client = !strcmp(label, "CLIENT_TRAFFIC_SECRET_0");
-
-	if ((client || !strcmp(label, "SERVER_TRAFFIC_SECRET_0")) &&
-	    secret->size <= FY_TLS_SECRET_MAX) {
-		memcpy(client ? t->client_secret : t->server_secret,
-		       secret->data, secret->size);
-		t->secret_len = secret->size;
-		t->have_secrets |= client ? 1 : 2;
-	}
-	return t->keylog_next ? t->keylog_next(s, label, secret) : 0;
-}
-
-/* One direction's keys from GnuTLS's current state, checked against
- * the ones our key schedule derives from the logged secret. */
-static int own_key(struct fy_tls *t, bool read, struct fy_tls_key *k)
-{
-	bool mine_client = !t->cr->server;
-	const uint8_t *secret = mine_client == !read ? t->client_secret
-						     : t->server_secret;
-	gnutls_datum_t key, iv;
-	uint8_t seq[8];
-	uint64_t n = 0;
-	int rc = gnutls_record_get_state(t->s, read, NULL, &iv, &key, seq);
-
-	if (rc)
-		return -EINVAL;
-	for (int i = 0; i < 8; i++)
-		n = n << 8 | seq[i];
-	rc = fy_tls_key_init(k, gnutls_cipher_get(t->s),
-			     (gnutls_mac_algorithm_t)gnutls_prf_hash_get(t->s),
-			     secret, t->secret_len, n);
-	if (!rc && !fy_tls_key_same(k, &key, &iv))
-		rc = -EINVAL;
-	return rc;
-}
-
-/*
- * After a TLS 1.3 handshake application data leaves GnuTLS's record
- * layer for ours (the wire stays TLS 1.3): sealed straight from the
- * caller's memory into large writes, opened straight into the caller's
- * buffer. GnuTLS keeps the session for names and nothing else. Anything
- * unexpected (TLS 1.2, a cipher without a 12-byte IV, keys that differ
- * from what GnuTLS holds, data GnuTLS already decrypted) keeps GnuTLS's
- * record layer, which is slower but always right.
- */
-static void own_start(struct fy_tls *t)
-{
-	size_t ahead = t->rlen - t->rpos;
-
-	if (gnutls_protocol_get_version(t->s) != GNUTLS_TLS1_3 ||
-	    t->have_secrets != 3 || gnutls_record_check_pending(t->s) ||
-	    ahead > FY_TLS_OWN_CBUF)
-		return;
-	if (own_key(t, false, &t->tx) || own_key(t, true, &t->rx))
-		goto fail;
-	t->cbuf = malloc(FY_TLS_OWN_CBUF);
-	t->pbuf = malloc(FY_TLS_REC_WIRE);
-	free(t->wbuf);
-	t->wbuf = malloc(FY_TLS_OWN_WBUF);
-	if (!t->cbuf || !t->pbuf || !t->wbuf)
-		goto fail;
-	/* Ciphertext that pull() read ahead of the verdict is ours now. */
-	memcpy(t->cbuf, t->rbuf + t->rpos, ahead);
-	t->clen = ahead;
-	t->rpos = t->rlen = 0;
-	t->rekey_every = FY_TLS_REKEY_RECORDS;
-	t->own = true;
-	return;
-fail:
-	fy_tls_key_free(&t->tx);
-	fy_tls_key_free(&t->rx);
-	free(t->cbuf);
-	free(t->pbuf);
-	t->cbuf = t->pbuf = NULL;
-	if (!t->wbuf)
-		t->wbuf = malloc(FY_TLS_WBUF);
-}
-
-/* Seal one record of @type into the write buffer, sending the buffer
- * first when it is full, and a KeyUpdate first when this key has sealed
- * its share of records or the peer asked for one. */
-static int own_seal(struct fy_tls *t, uint8_t type, const struct iovec *iov,
-		    int n, size_t len)
-{
-	ssize_t w;
-	int rc;
-
-	if (t->wlen + 2 * FY_TLS_REC_WIRE > FY_TLS_OWN_WBUF) {
-		rc = wflush(t);
-		if (rc)
-			return rc;
-	}
-	if (t->tx.seq >= t->rekey_every ||
-	    atomic_exchange(&t->update_asked, false)) {
-		uint8_t msg[5];
-		struct iovec v = { msg, sizeof(msg) };
-
-		fy_tls_rec_key_update_msg(msg, false);
-		w = fy_tls_rec_seal(&t->tx, FY_TLS_HANDSHAKE, &v, 1,
-				    sizeof(msg), t->wbuf + t->wlen);
-		if (w < 0)
-			return (int)w;
-		t->wlen += (size_t)w;
-		rc = fy_tls_key_next(&t->tx);
-		if (rc)
-			return rc;
-	}
-	w = fy_tls_rec_seal(&t->tx, type, iov, n, len, t->wbuf + t->wlen);
-	if (w < 0)
-		return (int)w;
-	t->wlen += (size_t)w;
-	return 0;
-}
-
-/* The pieces of a record being gathered. */
-struct gather {
-	struct iovec v[64];
-	int n;
-	size_t len;
-};
-
-/* Seal what @g holds as one record. */
-static int gather_seal(struct fy_tls *t, struct gather *g)
-{
-	int rc = own_seal(t, FY_TLS_APPDATA, g->v, g->n, g->len);
-
-	g->n = 0;
-	g->len = 0;
-	t->staged = 0; /* the stage, if it was the first piece, is sealed */
-	return rc;
-}
-
-/*
- * fy_tls_send() on our record layer: full records gathered from @iov and
- * encrypted straight from it into the write buffer, which leaves in one
- * write per FY_TLS_OWN_BATCH records and at the end of the call. With
- * @more a partial last record is copied to the stage, to be completed by
- * the next call.
- */
-static int own_send(struct fy_tls *t, const struct iovec *iov, int n,
-		    bool more)
-{
-	struct gather g = { .n = 0 };
-	int rc = 0;
-
-	if (t->staged) {
-		g.v[g.n++] = (struct iovec){ t->stage, t->staged };
-		g.len = t->staged;
-	}
-	for (int i = 0; i < n && !rc; i++) {
-		const uint8_t *p = iov[i].iov_base;
-		size_t len = iov[i].iov_len;
-
-		while (len && !rc) {
-			size_t k = FY_TLS_REC_PLAIN - g.len;
-
-			if (k > len)
-				k = len;
-			g.v[g.n++] = (struct iovec){ (void *)p, k };
-			g.len += k;
-			p += k;
-			len -= k;
-			if (g.len == FY_TLS_REC_PLAIN ||
-			    g.n == (int)(sizeof(g.v) / sizeof(g.v[0])))
-				rc = gather_seal(t, &g);
-		}
-	}
-	if (!rc && g.len && !more) {
-		rc = gather_seal(t, &g);
-	} else if (!rc && g.len) {
-		/* The stage, when it is the first piece, is in place. */
-		int first = g.v[0].iov_base == t->stage ? 1 : 0;
-		size_t at = first ? g.v[0].iov_len : 0;
-
-		for (int i = first; i < g.n; i++) {
-			memcpy(t->stage + at, g.v[i].iov_base, g.v[i].iov_len);
-			at += g.v[i].iov_len;
-		}
-		t->staged = at;
-	}
-	if (rc) {
-		t->wlen = 0; /* the stream is broken: nothing more goes out */
-		return rc;
-	}
-	rc = t->wlen ? wflush(t) : 0;
-	if (!more)
-		cork(t, false);
-	return rc;
-}
-
-/* A receive error: kept (every later call returns it), said in words. */
-static ssize_t own_fail(struct fy_tls *t, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static ssize_t own_fail(struct fy_tls *t, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(t->rx_why, sizeof(t->rx_why), fmt, ap);
-	va_end(ap);
-	t->rx_err = code;
-	return code;
-}
-
-/* Read more ciphertext (making room for a whole record first): > 0, 0
- * at the end of the stream, or a negative errno. */
-static ssize_t own_fill(struct fy_tls *t)
-{
-	if (t->cpos == t->clen) {
-		t->cpos = t->clen = 0;
-	} else if (FY_TLS_OWN_CBUF - t->cpos < FY_TLS_REC_WIRE) {
-		memmove(t->cbuf, t->cbuf + t->cpos, t->clen - t->cpos);
-		t->clen -= t->cpos;
-		t->cpos = 0;
-	}
-	for (;;) {
-		ssize_t r = recv(t->fd, t->cbuf + t->clen,
-				 FY_TLS_OWN_CBUF - t->clen, 0);
-		int rc;
-
-		if (r > 0) {
-			t->rx_since = now_ns();
-			t->clen += (size_t)r;
-			return r;
-		}
-		if (r == 0)
-			return 0;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
-		rc = wait_more(t, false);
-		if (rc)
-			return rc;
-	}
-}
-
-/* What a record that is not application data means: 0 to go on, or the
- * error. @p holds its content. */
-static ssize_t own_control(struct fy_tls *t, const struct fy_tls_opened *o,
-			   const uint8_t *p)
-{
-	enum fy_tls_hs_action act;
-	char why[160];
-	const char *name;
-
-	switch (o->type) {
-	case FY_TLS_HANDSHAKE:
-		if (fy_tls_rec_handshake(p, o->len, &act, why, sizeof(why)))
-			return own_fail(t, -EPROTO, "TLS: %s", why);
-		if (act == FY_TLS_HS_NONE)
-			return 0;
-		if (act == FY_TLS_HS_UPDATE_BACK)
-			atomic_store(&t->update_asked, true);
-		if (fy_tls_key_next(&t->rx))
-			return own_fail(t, -EIO, "TLS: cannot derive the peer's next keys");
-		return 0;
-	case FY_TLS_ALERT:
-		if (o->len == 2 && p[1] == GNUTLS_A_CLOSE_NOTIFY) {
-			t->rx_eof = true;
-			return 0;
-		}
-		if (o->len == 2 && p[1] == GNUTLS_A_USER_CANCELED)
-			return 0; /* a close_notify follows */
-		name = o->len == 2 ? gnutls_alert_get_name(p[1]) : NULL;
-		return own_fail(t, -ECONNRESET, "TLS: the peer sent the alert \"%s\"",
-				name ? name : "?");
-	default:
-		return own_fail(t, -EPROTO, "TLS: a record of content type %u after the handshake",
-				o->type);
-	}
-}
-
-/*
- * fy_tls_recv() on our record layer. A record whose plaintext fits in
- * what is left of @buf is decrypted straight into it; another goes to
- * pbuf and is handed out from there. Once some data is there, the call
- * takes only the records already read, and none that would go through
- * pbuf: it never waits with data in hand, nor copies what the next call
- * could take straight.
- */
-static ssize_t own_recv(struct fy_tls *t, uint8_t *buf, size_t len)
-{
-	size_t done = 0;
-
-	if (t->rx_err)
-		return t->rx_err;
-	while (done < len) {
-		struct fy_tls_opened o;
-		ssize_t w, r;
-		size_t room;
-		uint8_t *dst;
-		int rc;
-
-		if (t->ppos < t->plen) {
-			size_t k = t->plen - t->ppos;
-
-			if (k > len - done)
-				k = len - done;
-			memcpy(buf + done, t->pbuf + t->ppos, k);
-			t->ppos += k;
-			done += k;
-			continue;
-		}
-		if (t->rx_eof)
-			break;
-		w = fy_tls_rec_size(&t->rx, t->cbuf + t->cpos, t->clen - t->cpos);
-		if (w < 0)
-			return own_fail(t, -EPROTO, "TLS: the peer sent bytes that are no TLS 1.3 record (type %u)",
-					t->cbuf[t->cpos]);
-		if (!w || t->clen - t->cpos < (size_t)w) {
-			if (done)
-				break;
-			r = own_fill(t);
-			/* Not kept: the caller's idle() may have ended a
-			 * wait it can start again. */
-			if (r < 0)
-				return r;
-			if (!r && t->cpos == t->clen)
-				return 0; /* the stream ended between records */
-			if (!r)
-				return own_fail(t, -EPROTO, "TLS: the connection ended inside a record");
-			continue;
-		}
-		room = fy_tls_rec_room(&t->rx, (size_t)w);
-		if (done && len - done < room)
-			break;
-		dst = len - done >= room ? buf + done : t->pbuf;
-		rc = fy_tls_rec_open(&t->rx, t->cbuf + t->cpos, (size_t)w, dst, &o);
-		if (rc == -EBADMSG)
-			return own_fail(t, rc, "TLS: a record did not authenticate (the stream was altered or is not from this session)");
-		if (rc)
-			return own_fail(t, rc, "TLS: a record holds no content type");
-		t->cpos += (size_t)w;
-		if (o.type != FY_TLS_APPDATA) {
-			r = own_control(t, &o, dst);
-			if (r)
-				return r;
-		} else if (dst == t->pbuf) {
-			t->ppos = 0;
-			t->plen = o.len;
-		} else {
-			done += o.len;
-		}
-	}
-	return (ssize_t)done;
-}
-
 static int session_setup(struct fy_tls *t)
 {
 	const struct fy_tls_creds *cr = t->cr;
@@ -1261,7 +827,7 @@ static int session_setup(struct fy_tls *t)
 		gnutls_certificate_send_x509_rdn_sequence(t->s, 1);
 	}
 	t->keylog_next = gnutls_session_get_keylog_function(t->s);
-	gnutls_session_set_keylog_function(t->s, keylog);
+	gnutls_session_set_keylog_function(t->s, fy_tls_keylog);
 	gnutls_transport_set_ptr(t->s, t);
 	gnutls_transport_set_vec_push_function(t->s, push);
 	gnutls_transport_set_pull_function(t->s, pull);
@@ -1338,7 +904,7 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 	t->cr = cr;
 	t->idle = idle;
 	t->opaque = opaque;
-	t->tx_since = t->rx_since = now_ns();
+	t->tx_since = t->rx_since = fy_tls_now_ns();
 	t->deadline_ns = t->tx_since + (uint64_t)deadline_ms * 1000000ull;
 	rc = session_setup(t);
 	if (rc) {
@@ -1371,7 +937,7 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 	t->deadline_ns = 0;
 	/* Without the buffer, records go out one by one. */
 	t->wbuf = malloc(FY_TLS_WBUF);
-	own_start(t);
+	fy_tls_own_start(t);
 	*out = t;
 	return 0;
 }
@@ -1401,9 +967,9 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 {
 	int rc = 0, frc;
 
-	cork(t, true);
+	fy_tls_cork(t, true);
 	if (t->own)
-		return own_send(t, iov, n, more);
+		return fy_tls_own_send(t, iov, n, more);
 	t->batch = true;
 	for (int i = 0; i < n && !rc; i++) {
 		const uint8_t *p = iov[i].iov_base;
@@ -1441,9 +1007,9 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 		t->wlen = 0; /* the stream is broken: nothing more goes out */
 		return rc;
 	}
-	frc = t->wlen ? wflush(t) : 0;
+	frc = t->wlen ? fy_tls_wflush(t) : 0;
 	if (!more)
-		cork(t, false);
+		fy_tls_cork(t, false);
 	return frc;
 }
 
@@ -1453,7 +1019,7 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len)
 {
 	if (t->own)
-		return own_recv(t, buf, len);
+		return fy_tls_own_recv(t, buf, len);
 	for (;;) {
 		ssize_t r = gnutls_record_recv(t->s, buf, len);
 
@@ -1599,30 +1165,4 @@ bool fy_tls_ktls_probe(char *why, size_t len)
 		 "the kernel offers no kTLS: tcp_available_ulp lists \"%s\" and setting TCP_ULP \"tls\" fails (%s)",
 		 list, strerror(e));
 	return false;
-}
-
-/**
- * fy_tls_own_records() - see tls.h.
- */
-bool fy_tls_own_records(const struct fy_tls *t)
-{
-	return t->own;
-}
-
-/**
- * fy_tls_set_rekey() - see tls.h.
- */
-void fy_tls_set_rekey(struct fy_tls *t, uint64_t records)
-{
-	t->rekey_every = records ? records : FY_TLS_REKEY_RECORDS;
-}
-
-/**
- * fy_tls_key_updates() - see tls.h.
- */
-void fy_tls_key_updates(const struct fy_tls *t, uint64_t *sent,
-			uint64_t *received)
-{
-	*sent = t->tx.generation;
-	*received = t->rx.generation;
 }
