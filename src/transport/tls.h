@@ -80,9 +80,11 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 
 /*
  * fy_tls_send() - send @n iovecs whole, gathered into full records
- * (FY_TLS_RECORD): small pieces are copied into one record, long runs
- * are encrypted straight from their memory. With @more the last partial
- * record is held back for the next call. 0 or a negative errno.
+ * (FY_TLS_RECORD). TLS 1.3 (ferry's record layer): every piece is
+ * encrypted straight from its memory; TLS 1.2 (GnuTLS's): small pieces
+ * are copied into one record, long runs encrypted from their memory. With
+ * @more the last partial record is copied aside and held back for the
+ * next call. 0 or a negative errno.
  */
 int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more);
 
