@@ -573,7 +573,8 @@ static ssize_t send_once(struct fy_tls *t, const struct iovec *iov, int n)
 }
 
 /**
- * fy_tls_wflush() - Send the records gathered in the write buffer: 0, or the code.
+ * fy_tls_wflush() - send the records gathered in the write buffer: 0,
+ * or the code.
  */
 int fy_tls_wflush(struct fy_tls *t)
 {
@@ -596,7 +597,9 @@ int fy_tls_wflush(struct fy_tls *t)
 }
 
 /**
- * fy_tls_cork() - Four records are a little more than 64 KiB, the loopback's segment: a
+ * fy_tls_cork() - TCP_CORK on or off.
+ *
+ * Four records are a little more than 64 KiB, the loopback's segment: a
  * socket that is not corked sends their tail as a small segment of its
  * own, and the receiver wakes for it. Corked while a send lasts, the
  * kernel fills whole segments, and uncorking at its end sends the rest at

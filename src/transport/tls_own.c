@@ -16,7 +16,9 @@
 #include "transport/tls_int.h"
 
 /**
- * fy_tls_keylog() - GnuTLS logs each traffic secret as the handshake derives it (as for
+ * fy_tls_keylog() - keep the application traffic secrets.
+ *
+ * GnuTLS logs each traffic secret as the handshake derives it (as for
  * SSLKEYLOGFILE, which the previous function still serves): the secrets
  * of application data ("*_TRAFFIC_SECRET_0") are what our record layer
  * needs to follow the peer's KeyUpdates and send its own.
@@ -62,7 +64,9 @@ static int own_key(struct fy_tls *t, bool read, struct fy_tls_key *k)
 }
 
 /**
- * fy_tls_own_start() - After a TLS 1.3 handshake application data leaves GnuTLS's record
+ * fy_tls_own_start() - move a TLS 1.3 session to our record layer.
+ *
+ * After a TLS 1.3 handshake application data leaves GnuTLS's record
  * layer for ours (the wire stays TLS 1.3): sealed straight from the
  * caller's memory into large writes, opened straight into the caller's
  * buffer. GnuTLS keeps the session for names and nothing else. Anything
@@ -158,9 +162,11 @@ static int gather_seal(struct fy_tls *t, struct gather *g)
 }
 
 /**
- * fy_tls_own_send() - fy_tls_send() on our record layer: full records gathered from @iov and
- * encrypted straight from it into the write buffer, which leaves in one
- * write per FY_TLS_OWN_BATCH records and at the end of the call. With
+ * fy_tls_own_send() - fy_tls_send() on our record layer.
+ *
+ * Full records are gathered from @iov and encrypted straight from it
+ * into the write buffer, which leaves in one write per FY_TLS_OWN_BATCH
+ * records and at the end of the call. With
  * @more a partial last record is copied to the stage, to be completed by
  * the next call.
  */
@@ -299,8 +305,9 @@ static ssize_t own_control(struct fy_tls *t, const struct fy_tls_opened *o,
 }
 
 /**
- * fy_tls_own_recv() - fy_tls_recv() on our record layer. A record whose plaintext fits in
- * what is left of @buf is decrypted straight into it; another goes to
+ * fy_tls_own_recv() - fy_tls_recv() on our record layer.
+ *
+ * A record whose plaintext fits in what is left of @buf is decrypted straight into it; another goes to
  * pbuf and is handed out from there. Once some data is there, the call
  * takes only the records already read, and none that would go through
  * pbuf: it never waits with data in hand, nor copies what the next call
