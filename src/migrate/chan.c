@@ -14,6 +14,7 @@
  * for pages while the source's pages arrive. Two senders, or two
  * receivers, on one connection at once are not allowed.
  */
+#include <assert.h>
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -680,6 +681,13 @@ static void take_ahead(struct fy_chan *c, uint8_t **p, size_t *n, size_t have)
 	*n -= have;
 }
 
+/* A small read under TLS asks for one record at most: a record is
+ * decrypted whole, and what the caller does not take of it is copied
+ * once more, so the read-ahead takes no records that a following large
+ * read could have had straight. */
+#define FY_TLS_AHEAD (FY_TLS_RECORD + 256)
+static_assert(FY_TLS_AHEAD <= FY_RBUF_SIZE, "the read-ahead holds a record");
+
 /*
  * read_full() through TLS. A large read takes the records' plaintext
  * straight into @buf; small ones fill the read-ahead. When it ends with
@@ -703,13 +711,20 @@ static int tls_read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
 		}
 		c->rx.rpos = c->rx.rlen = 0;
 		r = direct ? fy_tls_recv(c->tls, p, n)
-			   : fy_tls_recv(c->tls, c->rx.rbuf, FY_RBUF_SIZE);
+			   : fy_tls_recv(c->tls, c->rx.rbuf, FY_TLS_AHEAD);
 		if (r == 0) {
 			c->rx.eof = true;
 			return -ECONNRESET;
 		}
-		if (r < 0)
+		if (r < 0) {
+			/* A record that is no TLS, altered or cut: say
+			 * which in the log (the code alone says "bad
+			 * message"). */
+			if (r == -EBADMSG || r == -EPROTO)
+				fy_session_log(c->s, 1, "%s",
+					       fy_tls_last_error(c->tls));
 			return (int)r;
+		}
 		c->rx.last_rx_ns = fy_now_ns();
 		fy_chan_count(&c->rx.wire_bytes, (uint64_t)r);
 		if (!direct) {
@@ -720,7 +735,7 @@ static int tls_read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
 		n -= (size_t)r;
 	}
 	while (c->rx.rpos == c->rx.rlen && fy_tls_pending(c->tls)) {
-		ssize_t r = fy_tls_recv(c->tls, c->rx.rbuf, FY_RBUF_SIZE);
+		ssize_t r = fy_tls_recv(c->tls, c->rx.rbuf, FY_TLS_AHEAD);
 
 		c->rx.rpos = 0;
 		c->rx.rlen = r > 0 ? (uint32_t)r : 0;

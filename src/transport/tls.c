@@ -31,64 +31,16 @@
 #include <gnutls/x509.h>
 
 #include "transport/tls.h"
+#include "transport/tls_int.h"
 
 #ifndef TCP_ULP
 #define TCP_ULP 31
 #endif
 
-#define FY_TLS_MAX_KEYS 64
-/* Records per sendmsg() in a bulk send, and the buffer they need (a
- * record's header, inner type, tag and padding fit in 256 bytes). */
-#define FY_TLS_BATCH 4
-#define FY_TLS_WBUF (FY_TLS_BATCH * (FY_TLS_RECORD + 256))
-#define FY_TLS_PATH 4096
-
-struct psk_key {
-	char identity[128];
-	char hex[257]; /* up to 128 key bytes, as hex */
-};
-
-struct fy_tls_creds {
-	bool server, psk;
-	gnutls_certificate_credentials_t x509;
-	gnutls_psk_client_credentials_t psk_client;
-	gnutls_psk_server_credentials_t psk_server;
-	gnutls_priority_t prio;
-	char ca_file[FY_TLS_PATH];
-	char crl_file[FY_TLS_PATH];
-	char psk_file[FY_TLS_PATH];
-	char peer_names[1024];
-	struct psk_key *keys;
-	size_t nkeys;
-};
-
-struct fy_tls {
-	gnutls_session_t s;
-	int fd;
-	const struct fy_tls_creds *cr;
-	fy_tls_idle_fn idle;
-	void *opaque;
-	uint64_t tx_since, rx_since;
-	uint64_t deadline_ns; /* during the handshake, else 0 */
-	int io_err;	      /* what ended the last push or pull, or 0 */
-	uint8_t head[8];      /* the peer's first bytes, to name a non-TLS peer */
-	size_t nhead;
-	char why[320];	      /* the verify callback's reason */
-	/* Ciphertext of whole records waiting for one sendmsg() (see
-	 * push()); t->batch while fy_tls_send() runs. */
-	bool batch;
-	bool corked;	      /* TCP_CORK is on (a send is under way) */
-	size_t wlen;
-	uint8_t *wbuf;
-	/* Ciphertext read ahead: GnuTLS asks for a record's header, then its
-	 * body; one recv() takes several records instead. */
-	size_t rpos, rlen;
-	uint8_t rbuf[4 * FY_TLS_RECORD];
-	size_t staged;
-	uint8_t stage[FY_TLS_RECORD];
-};
-
-static uint64_t now_ns(void)
+/**
+ * fy_tls_now_ns() - the monotonic clock, in nanoseconds.
+ */
+uint64_t fy_tls_now_ns(void)
 {
 	struct timespec ts;
 
@@ -549,11 +501,13 @@ void fy_tls_creds_free(struct fy_tls_creds *cr)
 	free(cr);
 }
 
-/* Nothing moved within the socket's timeout: the deadline of the
- * handshake, then the caller, decide. */
-static int wait_more(struct fy_tls *t, bool sending)
+/**
+ * fy_tls_wait_more() - nothing moved within the socket's timeout: the
+ * deadline of the handshake, then the caller, decide.
+ */
+int fy_tls_wait_more(struct fy_tls *t, bool sending)
 {
-	if (t->deadline_ns && now_ns() > t->deadline_ns) {
+	if (t->deadline_ns && fy_tls_now_ns() > t->deadline_ns) {
 		snprintf(t->why, sizeof(t->why),
 			 "the handshake did not complete in time");
 		return -ETIMEDOUT;
@@ -572,7 +526,7 @@ static int handshake_allowed(struct fy_tls *t, bool sending)
 
 	if (!t->deadline_ns)
 		return 0;
-	now = now_ns();
+	now = fy_tls_now_ns();
 	if (now > t->deadline_ns) {
 		snprintf(t->why, sizeof(t->why),
 			 "the handshake did not complete in time");
@@ -605,21 +559,24 @@ static ssize_t send_once(struct fy_tls *t, const struct iovec *iov, int n)
 			return io_fail(t, rc);
 		w = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
 		if (w >= 0) {
-			t->tx_since = now_ns();
+			t->tx_since = fy_tls_now_ns();
 			return w;
 		}
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return io_fail(t, -errno);
-		rc = wait_more(t, true);
+		rc = fy_tls_wait_more(t, true);
 		if (rc)
 			return io_fail(t, rc);
 	}
 }
 
-/* Send the records gathered in the write buffer: 0, or the code. */
-static int wflush(struct fy_tls *t)
+/**
+ * fy_tls_wflush() - send the records gathered in the write buffer: 0,
+ * or the code.
+ */
+int fy_tls_wflush(struct fy_tls *t)
 {
 	size_t done = 0;
 
@@ -639,6 +596,25 @@ static int wflush(struct fy_tls *t)
 	return 0;
 }
 
+/**
+ * fy_tls_cork() - TCP_CORK on or off.
+ *
+ * Four records are a little more than 64 KiB, the loopback's segment: a
+ * socket that is not corked sends their tail as a small segment of its
+ * own, and the receiver wakes for it. Corked while a send lasts, the
+ * kernel fills whole segments, and uncorking at its end sends the rest at
+ * once (uncorked batches were slower: docs/benchmarks.md, bench 13).
+ */
+void fy_tls_cork(struct fy_tls *t, bool on)
+{
+	int v = on;
+
+	if (t->corked == on)
+		return;
+	if (!setsockopt(t->fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v)))
+		t->corked = on;
+}
+
 /*
  * GnuTLS hands over each record (16 KiB) as it is encrypted. While a
  * bulk send lasts (t->batch), records are gathered in the write buffer
@@ -656,7 +632,7 @@ static ssize_t push(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
 	for (int i = 0; i < n; i++)
 		len += iov[i].iov_len;
 	if (t->wlen + len > FY_TLS_WBUF) {
-		int rc = wflush(t);
+		int rc = fy_tls_wflush(t);
 
 		if (rc)
 			return io_fail(t, rc);
@@ -702,7 +678,7 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 				k = (size_t)r;
 			memcpy(t->head + t->nhead, t->rbuf, k);
 			t->nhead += k;
-			t->rx_since = now_ns();
+			t->rx_since = fy_tls_now_ns();
 			t->rpos = 0;
 			t->rlen = (size_t)r;
 			return take_ahead(t, buf, len);
@@ -713,7 +689,7 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return io_fail(t, -errno);
-		rc = wait_more(t, false);
+		rc = fy_tls_wait_more(t, false);
 		if (rc)
 			return io_fail(t, rc);
 	}
@@ -853,6 +829,8 @@ static int session_setup(struct fy_tls *t)
 		 * that, rather than sending none. */
 		gnutls_certificate_send_x509_rdn_sequence(t->s, 1);
 	}
+	t->keylog_next = gnutls_session_get_keylog_function(t->s);
+	gnutls_session_set_keylog_function(t->s, fy_tls_keylog);
 	gnutls_transport_set_ptr(t->s, t);
 	gnutls_transport_set_vec_push_function(t->s, push);
 	gnutls_transport_set_pull_function(t->s, pull);
@@ -929,7 +907,7 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 	t->cr = cr;
 	t->idle = idle;
 	t->opaque = opaque;
-	t->tx_since = t->rx_since = now_ns();
+	t->tx_since = t->rx_since = fy_tls_now_ns();
 	t->deadline_ns = t->tx_since + (uint64_t)deadline_ms * 1000000ull;
 	rc = session_setup(t);
 	if (rc) {
@@ -962,6 +940,7 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 	t->deadline_ns = 0;
 	/* Without the buffer, records go out one by one. */
 	t->wbuf = malloc(FY_TLS_WBUF);
+	fy_tls_own_start(t);
 	*out = t;
 	return 0;
 }
@@ -982,23 +961,6 @@ static int send_all(struct fy_tls *t, const uint8_t *p, size_t len)
 	return 0;
 }
 
-/*
- * Four records are a little more than 64 KiB, the loopback's segment: a
- * socket that is not corked sends their tail as a small segment of its
- * own, and the receiver wakes for it. Corked while a send lasts, the
- * kernel fills whole segments, and uncorking at its end sends the rest at
- * once (uncorked batches were slower: docs/benchmarks.md, bench 13).
- */
-static void cork(struct fy_tls *t, bool on)
-{
-	int v = on;
-
-	if (t->corked == on)
-		return;
-	if (!setsockopt(t->fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v)))
-		t->corked = on;
-}
-
 /**
  * fy_tls_send() - see tls.h. Pieces smaller than a record are gathered in
  * the stage (one copy of a few bytes of framing); a long run with the
@@ -1008,7 +970,9 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 {
 	int rc = 0, frc;
 
-	cork(t, true);
+	fy_tls_cork(t, true);
+	if (t->own)
+		return fy_tls_own_send(t, iov, n, more);
 	t->batch = true;
 	for (int i = 0; i < n && !rc; i++) {
 		const uint8_t *p = iov[i].iov_base;
@@ -1046,9 +1010,9 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 		t->wlen = 0; /* the stream is broken: nothing more goes out */
 		return rc;
 	}
-	frc = t->wlen ? wflush(t) : 0;
+	frc = t->wlen ? fy_tls_wflush(t) : 0;
 	if (!more)
-		cork(t, false);
+		fy_tls_cork(t, false);
 	return frc;
 }
 
@@ -1057,6 +1021,8 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
  */
 ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len)
 {
+	if (t->own)
+		return fy_tls_own_recv(t, buf, len);
 	for (;;) {
 		ssize_t r = gnutls_record_recv(t->s, buf, len);
 
@@ -1070,6 +1036,8 @@ ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len)
 			return 0;
 		if (r == GNUTLS_E_PULL_ERROR && t->io_err)
 			return t->io_err;
+		snprintf(t->rx_why, sizeof(t->rx_why), "TLS: %s",
+			 gnutls_strerror((int)r));
 		if (r == GNUTLS_E_DECRYPTION_FAILED)
 			return -EBADMSG;
 		return -EPROTO;
@@ -1081,6 +1049,8 @@ ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len)
  */
 size_t fy_tls_pending(struct fy_tls *t)
 {
+	if (t->own)
+		return (t->plen - t->ppos) + (t->clen - t->cpos);
 	return gnutls_record_check_pending(t->s) + (t->rlen - t->rpos);
 }
 
@@ -1092,8 +1062,9 @@ void fy_tls_describe(struct fy_tls *t, char *buf, size_t len)
 	const char *v = gnutls_protocol_get_name(gnutls_protocol_get_version(t->s));
 	const char *c = gnutls_cipher_get_name(gnutls_cipher_get(t->s));
 
-	snprintf(buf, len, "%s %s, %s", v ? v : "?", c ? c : "?",
-		 t->cr->psk ? "PSK" : "x509, mutual");
+	snprintf(buf, len, "%s %s, %s, %s", v ? v : "?", c ? c : "?",
+		 t->cr->psk ? "PSK" : "x509, mutual",
+		 t->own ? "ferry's records" : "GnuTLS's records");
 }
 
 /**
@@ -1116,6 +1087,8 @@ void fy_tls_names(struct fy_tls *t, char *version, size_t vlen,
  */
 const char *fy_tls_last_error(struct fy_tls *t)
 {
+	if (t->rx_why[0])
+		return t->rx_why;
 	return t->io_err ? strerror(t->io_err < 0 && t->io_err > -4096
 					    ? -t->io_err : EIO)
 			 : "no error";
@@ -1131,6 +1104,14 @@ void fy_tls_free(struct fy_tls *t)
 	if (t->s)
 		gnutls_deinit(t->s);
 	explicit_bzero(t->stage, sizeof(t->stage));
+	explicit_bzero(t->client_secret, sizeof(t->client_secret));
+	explicit_bzero(t->server_secret, sizeof(t->server_secret));
+	fy_tls_key_free(&t->tx);
+	fy_tls_key_free(&t->rx);
+	if (t->pbuf)
+		explicit_bzero(t->pbuf, FY_TLS_REC_WIRE);
+	free(t->pbuf);
+	free(t->cbuf);
 	free(t->wbuf);
 	free(t);
 }

@@ -80,15 +80,21 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 
 /*
  * fy_tls_send() - send @n iovecs whole, gathered into full records
- * (FY_TLS_RECORD): small pieces are copied into one record, long runs
- * are encrypted straight from their memory. With @more the last partial
- * record is held back for the next call. 0 or a negative errno.
+ * (FY_TLS_RECORD). TLS 1.3 (ferry's record layer): every piece is
+ * encrypted straight from its memory; TLS 1.2 (GnuTLS's): small pieces
+ * are copied into one record, long runs encrypted from their memory. With
+ * @more the last partial record is copied aside and held back for the
+ * next call. 0 or a negative errno.
  */
 int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more);
 
 /*
  * fy_tls_recv() - up to @len bytes: > 0, 0 when the peer closed, or a
- * negative errno (-EBADMSG: the record did not decrypt).
+ * negative errno (-EBADMSG: a record did not authenticate; -EPROTO: the
+ * peer sent what is no TLS record, or cut one; fy_tls_last_error() says
+ * which). A failed receive stays failed. Bytes of @buf after those
+ * returned may have been written (a record is decrypted in place there
+ * when it fits), and hold nothing.
  */
 ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len);
 
@@ -111,6 +117,19 @@ const char *fy_tls_last_error(struct fy_tls *t);
 /* Free the session (no close_notify: the stream's own records end it);
  * the socket stays open. NULL is harmless. */
 void fy_tls_free(struct fy_tls *t);
+
+/*
+ * fy_tls_own_records() - whether application data goes through ferry's
+ * own TLS 1.3 record layer (on GnuTLS's keys) rather than GnuTLS's: true
+ * for TLS 1.3 sessions, false for TLS 1.2 ones.
+ */
+bool fy_tls_own_records(const struct fy_tls *t);
+
+/* For tests: send a KeyUpdate after every @records records (0: the
+ * default, 2^23), and the KeyUpdates sent and received so far. */
+void fy_tls_set_rekey(struct fy_tls *t, uint64_t records);
+void fy_tls_key_updates(const struct fy_tls *t, uint64_t *sent,
+			uint64_t *received);
 
 /*
  * fy_tls_ktls_probe() - whether the kernel offers TLS offload (the "tls"

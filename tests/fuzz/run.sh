@@ -10,7 +10,7 @@
 # --seconds N   time per harness (default 60)
 # --no-build    use the harnesses already in DIR (meson tests of a fuzz build)
 # HARNESS       fuzz_wire, fuzz_receive, fuzz_state, fuzz_snapfile,
-#               fuzz_proto, fuzz_memfds (default: all built)
+#               fuzz_proto, fuzz_memfds, fuzz_tlsrec (default: all built)
 #
 # New inputs go to DIR/fuzz-work/HARNESS (the committed corpus is only
 # read); crashes to DIR/fuzz-artifacts/. Exit status: 0, 1 on a crash or a
@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 case $build in /*) ;; *) build=$PWD/$build ;; esac
-all=(fuzz_wire fuzz_receive fuzz_state fuzz_snapfile fuzz_proto fuzz_memfds)
+all=(fuzz_wire fuzz_receive fuzz_state fuzz_snapfile fuzz_proto fuzz_memfds fuzz_tlsrec)
 
 if [ "$do_build" = 1 ]; then
 	t0=$SECONDS

@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tls_int.h - what tls.c (credentials, handshake, GnuTLS's record layer)
+ * and tls_own.c (our own TLS 1.3 record layer after the handshake) share:
+ * the session and the socket I/O that keeps the caller's waiting rules.
+ */
+#ifndef FY_TLS_INT_H
+#define FY_TLS_INT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <gnutls/gnutls.h>
+
+#include "transport/tls.h"
+#include "transport/tls_rec.h"
+
+#define FY_TLS_MAX_KEYS 64
+/* Records per sendmsg() in a bulk send, and the buffer they need (a
+ * record's header, inner type, tag and padding fit in 256 bytes). */
+#define FY_TLS_BATCH 4
+#define FY_TLS_WBUF (FY_TLS_BATCH * (FY_TLS_RECORD + 256))
+#define FY_TLS_PATH 4096
+
+/* Our own record layer (TLS 1.3): records sealed per write() and the
+ * ciphertext one read() may take. */
+#define FY_TLS_OWN_BATCH 16
+#define FY_TLS_OWN_WBUF (FY_TLS_OWN_BATCH * FY_TLS_REC_WIRE)
+#define FY_TLS_OWN_CBUF (16 * FY_TLS_REC_WIRE)
+/*
+ * Records sent under one key before a KeyUpdate. RFC 8446 5.5 allows
+ * AES-GCM 2^24.5 full-size records per key (and AES-CCM 2^23.5); 2^23,
+ * every 128 GiB, stays below both for every cipher.
+ */
+#define FY_TLS_REKEY_RECORDS (1ull << 23)
+
+struct psk_key {
+	char identity[128];
+	char hex[257]; /* up to 128 key bytes, as hex */
+};
+
+struct fy_tls_creds {
+	bool server, psk;
+	gnutls_certificate_credentials_t x509;
+	gnutls_psk_client_credentials_t psk_client;
+	gnutls_psk_server_credentials_t psk_server;
+	gnutls_priority_t prio;
+	char ca_file[FY_TLS_PATH];
+	char crl_file[FY_TLS_PATH];
+	char psk_file[FY_TLS_PATH];
+	char peer_names[1024];
+	struct psk_key *keys;
+	size_t nkeys;
+};
+
+struct fy_tls {
+	gnutls_session_t s;
+	int fd;
+	const struct fy_tls_creds *cr;
+	fy_tls_idle_fn idle;
+	void *opaque;
+	uint64_t tx_since, rx_since;
+	uint64_t deadline_ns; /* during the handshake, else 0 */
+	int io_err;	      /* what ended the last push or pull, or 0 */
+	uint8_t head[8];      /* the peer's first bytes, to name a non-TLS peer */
+	size_t nhead;
+	char why[320];	      /* the verify callback's reason */
+	/* Ciphertext of whole records waiting for one sendmsg() (see
+	 * push()); t->batch while fy_tls_send() runs. */
+	bool batch;
+	bool corked;	      /* TCP_CORK is on (a send is under way) */
+	size_t wlen;
+	uint8_t *wbuf;
+	/* Ciphertext read ahead: GnuTLS asks for a record's header, then its
+	 * body; one recv() takes several records instead. */
+	size_t rpos, rlen;
+	uint8_t rbuf[4 * FY_TLS_RECORD];
+	size_t staged;
+	uint8_t stage[FY_TLS_RECORD];
+	/* TLS 1.3 application data through our own record layer (see
+	 * own_start()): the traffic secrets GnuTLS logged, the keys of
+	 * each direction, the ciphertext read ahead (cbuf) and the
+	 * plaintext of a record the caller has not taken whole (pbuf). */
+	bool own;
+	uint8_t have_secrets; /* 1: client's, 2: server's */
+	unsigned secret_len;
+	uint8_t client_secret[FY_TLS_SECRET_MAX];
+	uint8_t server_secret[FY_TLS_SECRET_MAX];
+	gnutls_keylog_func keylog_next;
+	struct fy_tls_key tx, rx;
+	uint64_t rekey_every;
+	atomic_bool update_asked; /* the peer asked for our KeyUpdate */
+	uint8_t *cbuf, *pbuf;
+	size_t cpos, clen, ppos, plen;
+	bool rx_eof;
+	int rx_err;
+	char rx_why[200];
+};
+
+uint64_t fy_tls_now_ns(void);
+/* Nothing moved within the socket's timeout: 0 to wait on, or the code. */
+int fy_tls_wait_more(struct fy_tls *t, bool sending);
+/* Send the records gathered in the write buffer: 0, or the code. */
+int fy_tls_wflush(struct fy_tls *t);
+/* TCP_CORK on or off (only when it changes). */
+void fy_tls_cork(struct fy_tls *t, bool on);
+
+/* GnuTLS's keylog callback: keeps the application traffic secrets. */
+int fy_tls_keylog(gnutls_session_t s, const char *label,
+		  const gnutls_datum_t *secret);
+/* After the handshake: move a TLS 1.3 session to our record layer
+ * (t->own), or leave it on GnuTLS's. */
+void fy_tls_own_start(struct fy_tls *t);
+/* fy_tls_send() and fy_tls_recv() on our record layer. */
+int fy_tls_own_send(struct fy_tls *t, const struct iovec *iov, int n,
+		    bool more);
+ssize_t fy_tls_own_recv(struct fy_tls *t, uint8_t *buf, size_t len);
+
+#endif /* FY_TLS_INT_H */
