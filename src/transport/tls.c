@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,12 @@ struct fy_tls {
 	const struct fy_tls_creds *cr;
 	fy_tls_idle_fn idle;
 	void *opaque;
-	uint64_t tx_since, rx_since;
+	/* When bytes last moved each way. Each is written and read by its
+	 * own direction's thread only (a keep-alive sends while the owner
+	 * reads); atomic, so that the compiler cannot load both to pick
+	 * one (GCC turns wait_more()'s choice into two loads and a cmov,
+	 * which ThreadSanitizer reports as a race with the sender). */
+	_Atomic uint64_t tx_since, rx_since;
 	uint64_t deadline_ns; /* during the handshake, else 0 */
 	int io_err;	      /* what ended the last push or pull, or 0 */
 	uint8_t head[8];      /* the peer's first bytes, to name a non-TLS peer */
@@ -558,9 +564,11 @@ static int wait_more(struct fy_tls *t, bool sending)
 			 "the handshake did not complete in time");
 		return -ETIMEDOUT;
 	}
-	return t->idle ? t->idle(t->opaque, sending,
-				 sending ? t->tx_since : t->rx_since)
-		       : 0;
+	if (!t->idle)
+		return 0;
+	return t->idle(t->opaque, sending,
+		       atomic_load_explicit(sending ? &t->tx_since : &t->rx_since,
+					    memory_order_relaxed));
 }
 
 /* During the handshake, before every read or write, not only when the
@@ -605,7 +613,8 @@ static ssize_t send_once(struct fy_tls *t, const struct iovec *iov, int n)
 			return io_fail(t, rc);
 		w = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
 		if (w >= 0) {
-			t->tx_since = now_ns();
+			atomic_store_explicit(&t->tx_since, now_ns(),
+					      memory_order_relaxed);
 			return w;
 		}
 		if (errno == EINTR)
@@ -702,7 +711,8 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 				k = (size_t)r;
 			memcpy(t->head + t->nhead, t->rbuf, k);
 			t->nhead += k;
-			t->rx_since = now_ns();
+			atomic_store_explicit(&t->rx_since, now_ns(),
+					      memory_order_relaxed);
 			t->rpos = 0;
 			t->rlen = (size_t)r;
 			return take_ahead(t, buf, len);
@@ -929,8 +939,10 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 	t->cr = cr;
 	t->idle = idle;
 	t->opaque = opaque;
-	t->tx_since = t->rx_since = now_ns();
-	t->deadline_ns = t->tx_since + (uint64_t)deadline_ms * 1000000ull;
+	t->deadline_ns = now_ns();
+	atomic_init(&t->tx_since, t->deadline_ns);
+	atomic_init(&t->rx_since, t->deadline_ns);
+	t->deadline_ns += (uint64_t)deadline_ms * 1000000ull;
 	rc = session_setup(t);
 	if (rc) {
 		snprintf(err, errlen, "TLS: cannot set up a session");
