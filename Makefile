@@ -65,11 +65,15 @@ clean:
 # The fault matrix (tests/faults/matrix.py): kill -9 of either side, a cut
 # connection, a stall, ENOSPC, at every moment, for 1 and 4 connections;
 # prints a table and writes it into docs/faults.md. FAULTS_ONLY=FAULT or
-# FAULT:MOMENT[:CONNS] runs part of it and leaves docs/faults.md alone.
+# FAULT:MOMENT[:CONNS] (several, comma-separated) runs part of it and
+# leaves docs/faults.md alone; FAULTS_STALL_MS sets the stall limit of
+# every cell (default 2000).
 FAULTS_ONLY ?=
+FAULTS_STALL_MS ?=
 faults: build
 	python3 tests/faults/matrix.py --ferry $(BUILD)/tools/ferry --ferry-vm $(BUILD)/vm/ferry-vm \
-		$(if $(FAULTS_ONLY),--only $(FAULTS_ONLY),--markdown docs/faults.md)
+		$(if $(FAULTS_ONLY),--only $(FAULTS_ONLY),--markdown docs/faults.md) \
+		$(if $(FAULTS_STALL_MS),--stall-ms $(FAULTS_STALL_MS))
 
 # libFuzzer harnesses (tests/fuzz), built with clang in their own directory
 # and run one after the other; prints executions and executions/s of each.

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * fault.c - FERRY_VM_FAULT's "at:MOMENT:ACTION" hooks (tests only): the
- * fault matrix (tests/faults/) kills, freezes or cuts a ferry-vm at a
+ * fault.c - FERRY_VM_FAULT, the test hooks: the one parser of all its
+ * items (vm_fault_parse()), and the "at:MOMENT:ACTION" hooks, with which
+ * the fault matrix (tests/faults/) kills, freezes or cuts a ferry-vm at a
  * named moment of a migration, found from what the VMM sees of it (the
  * engine's events and the VMM callbacks), so the library carries no code
  * of its own for tests.
@@ -78,82 +79,178 @@ static int lookup(const char *const *names, int n, const char *s, size_t len)
 	return -1;
 }
 
-/*
- * Whether @item (of @len bytes) is one of the older hooks main.c reads:
- * a name, or a name with ":MS".
- */
-static bool older_hook(const char *item, size_t len)
-{
-	static const char *const names[] = { "lose-writes", "corrupt-page",
-		"acquire-fail", "acquire-die" };
-	static const char *const timed[] = { "stall-load:", "stall-pause:" };
-	size_t n;
+/* The hooks not tied to a moment: a name, or a name and ":MS". */
+enum vm_fault_hook {
+	VM_FH_LOSE_WRITES,
+	VM_FH_CORRUPT_PAGE,
+	VM_FH_ACQUIRE_FAIL,
+	VM_FH_ACQUIRE_DIE,
+	VM_FH_STALL_LOAD,
+	VM_FH_STALL_PAUSE,
+	VM_FH_COUNT,
+};
 
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strlen(names[i]) == len && !strncmp(item, names[i], len))
-			return true;
-	for (size_t i = 0; i < sizeof(timed) / sizeof(timed[0]); i++) {
-		n = strlen(timed[i]);
-		if (len > n && !strncmp(item, timed[i], n) &&
-		    strspn(item + n, "0123456789") == len - n)
-			return true;
+static const struct {
+	const char *name;
+	bool timed; /* takes ":MS" */
+} hooks[] = {
+	[VM_FH_LOSE_WRITES] = { "lose-writes", false },
+	[VM_FH_CORRUPT_PAGE] = { "corrupt-page", false },
+	[VM_FH_ACQUIRE_FAIL] = { "acquire-fail", false },
+	[VM_FH_ACQUIRE_DIE] = { "acquire-die", false },
+	[VM_FH_STALL_LOAD] = { "stall-load", true },
+	[VM_FH_STALL_PAUSE] = { "stall-pause", true },
+};
+static_assert(sizeof(hooks) / sizeof(hooks[0]) == VM_FH_COUNT,
+	      "every hook has a name");
+static_assert(VM_FH_COUNT + VM_AT_COUNT <= 32, "one bit each in a seen mask");
+
+/* The longest stall a hook may ask for: 10 minutes (usleep's range is
+ * far wider), longer than any test waits. */
+#define VM_FAULT_MAX_MS 600000u
+
+#define FAULT_HELP \
+	"need at:MOMENT:ACTION (MOMENT one of negotiation, pass1, passN, " \
+	"stopped, state, before-ready, after-ready, after-released, " \
+	"postcopy, handoff; ACTION kill, stop or cut), or one of " \
+	"lose-writes, corrupt-page, acquire-fail, acquire-die, " \
+	"stall-load:MS, stall-pause:MS (MS from 1 to 600000)"
+
+/* "MS" of a timed hook: digits only, 1 to VM_FAULT_MAX_MS. */
+static int parse_ms(const char *s, size_t len, unsigned *ms)
+{
+	unsigned long v = 0;
+
+	if (!len || len > 6 || strspn(s, "0123456789") < len)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++)
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	if (!v || v > VM_FAULT_MAX_MS)
+		return -EINVAL;
+	*ms = (unsigned)v;
+	return 0;
+}
+
+/* Arm hook @h (with @ms for a timed one). */
+static void arm_hook(struct vm *vm, enum vm_fault_hook h, unsigned ms)
+{
+	switch (h) {
+	case VM_FH_LOSE_WRITES: vm->fault_lose_writes = true; break;
+	case VM_FH_CORRUPT_PAGE: vm->fault_corrupt_page = true; break;
+	case VM_FH_ACQUIRE_FAIL: vm->fault_acquire_fail = true; break;
+	case VM_FH_ACQUIRE_DIE: vm->fault_acquire_die = true; break;
+	case VM_FH_STALL_LOAD: vm->fault_stall_load_ms = ms; break;
+	case VM_FH_STALL_PAUSE: vm->fault_stall_pause_ms = ms; break;
+	case VM_FH_COUNT: break;
 	}
-	return false;
+}
+
+/*
+ * One item of @len bytes: its bit in the seen mask (a moment's, or
+ * VM_AT_COUNT + a hook's) into @bit, the hook armed in @vm. Return: 0, or
+ * -EINVAL with @err set.
+ */
+static int parse_item(struct vm *vm, const char *p, size_t len,
+		      unsigned *bit, char *err, size_t errlen)
+{
+	const char *end = p + len, *m = p + 3, *a, *colon;
+	unsigned ms = 0;
+	int mi, ai;
+
+	if (len >= 3 && !strncmp(p, "at:", 3)) {
+		a = memchr(m, ':', (size_t)(end - m));
+		mi = a ? lookup(moment_names, VM_AT_COUNT, m, (size_t)(a - m)) : -1;
+		ai = a ? lookup(action_names, VM_FA_COUNT, a + 1,
+				(size_t)(end - a - 1)) : -1;
+		if (mi < 0 || ai <= VM_FA_NONE)
+			goto unknown;
+		vm->fault_at[mi] = (unsigned char)ai;
+		*bit = (unsigned)mi;
+		return 0;
+	}
+	colon = memchr(p, ':', len);
+	for (int h = 0; h < VM_FH_COUNT; h++) {
+		size_t n = strlen(hooks[h].name);
+
+		if ((colon ? (size_t)(colon - p) : len) != n ||
+		    strncmp(p, hooks[h].name, n))
+			continue;
+		if (hooks[h].timed &&
+		    (!colon || parse_ms(colon + 1, (size_t)(end - colon - 1), &ms))) {
+			snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s': %s "
+				 "needs :MS, a whole number of milliseconds from "
+				 "1 to %u", (int)len, p, hooks[h].name,
+				 VM_FAULT_MAX_MS);
+			return -EINVAL;
+		}
+		if (!hooks[h].timed && colon) {
+			snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s': %s "
+				 "takes no value", (int)len, p, hooks[h].name);
+			return -EINVAL;
+		}
+		arm_hook(vm, (enum vm_fault_hook)h, ms);
+		*bit = VM_AT_COUNT + (unsigned)h;
+		return 0;
+	}
+unknown:
+	snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s' is unknown: " FAULT_HELP,
+		 (int)len, p);
+	return -EINVAL;
 }
 
 /**
- * vm_fault_parse() - read the "at:MOMENT:ACTION" items of FERRY_VM_FAULT.
+ * vm_fault_parse() - read FERRY_VM_FAULT, every item of it, and arm its
+ * hooks in @vm: the one parser of the variable, so that nothing in it is
+ * ignored.
  * @vm: the VM whose hooks are armed.
- * @spec: the variable's value, or NULL; items are comma-separated. An
- *        older hook (read by main.c, which takes only the whole value)
- *        must stand alone; any other item is a mistake, which is refused
- *        rather than ignored, so a mistyped hook cannot pass for a fault
- *        that was survived.
- * @err: receives what is wrong with a bad item.
+ * @spec: the variable's value, or NULL; items are comma-separated:
+ *        at:MOMENT:ACTION, or one of the hooks not tied to a moment
+ *        (lose-writes, corrupt-page, acquire-fail, acquire-die,
+ *        stall-load:MS, stall-pause:MS). An unknown item, a bad or
+ *        missing MS, an empty item, or a hook or moment given twice is a
+ *        mistake, refused rather than ignored, so a mistyped hook cannot
+ *        pass for a fault that was survived.
+ * @err: receives what is wrong, naming the item.
  * @errlen: size of @err.
  *
- * Return: 0, or -EINVAL with @err set.
+ * Return: 0, or -EINVAL with @err set (some hooks may be armed then: the
+ * caller exits).
  */
 int vm_fault_parse(struct vm *vm, const char *spec, char *err, size_t errlen)
 {
-	const char *p = spec, *end, *m, *a;
-	int mi, ai;
+	const char *p = spec, *end;
+	unsigned seen = 0, bit;
+	int rc;
 
 	while (p && *p) {
 		end = strchr(p, ',');
 		if (!end)
 			end = p + strlen(p);
-		if (!strncmp(p, "at:", 3)) {
-			m = p + 3;
-			a = memchr(m, ':', (size_t)(end - m));
-			mi = a ? lookup(moment_names, VM_AT_COUNT, m,
-					(size_t)(a - m)) : -1;
-			ai = a ? lookup(action_names, VM_FA_COUNT, a + 1,
-					(size_t)(end - a - 1)) : -1;
-			if (mi < 0 || ai <= VM_FA_NONE) {
-				snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s': "
-					 "need at:MOMENT:ACTION, MOMENT one of "
-					 "negotiation, pass1, passN, stopped, state, "
-					 "before-ready, after-ready, after-released, "
-					 "postcopy, handoff; ACTION kill, stop or cut",
-					 (int)(end - p), p);
-				return -EINVAL;
-			}
-			vm->fault_at[mi] = (unsigned char)ai;
-		} else if (!older_hook(p, (size_t)(end - p))) {
-			snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s' is "
-				 "unknown: need at:MOMENT:ACTION, or one of "
-				 "lose-writes, corrupt-page, stall-load:MS, "
-				 "stall-pause:MS, acquire-fail, acquire-die",
-				 (int)(end - p), p);
-			return -EINVAL;
-		} else if (p != spec || *end) {
-			snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s' must "
-				 "stand alone (the older hooks do not combine "
-				 "with other items)", (int)(end - p), p);
+		if (end == p) {
+			snprintf(err, errlen, "FERRY_VM_FAULT '%s' has an empty "
+				 "item (two commas, or one at an end)", spec);
 			return -EINVAL;
 		}
-		p = *end ? end + 1 : end;
+		rc = parse_item(vm, p, (size_t)(end - p), &bit, err, errlen);
+		if (rc)
+			return rc;
+		if (seen & (1u << bit)) {
+			snprintf(err, errlen, "FERRY_VM_FAULT item '%.*s': %s "
+				 "'%s' is given twice", (int)(end - p), p,
+				 bit < VM_AT_COUNT ? "the moment" : "the hook",
+				 bit < VM_AT_COUNT ? moment_names[bit]
+						   : hooks[bit - VM_AT_COUNT].name);
+			return -EINVAL;
+		}
+		seen |= 1u << bit;
+		if (!*end)
+			break;
+		p = end + 1;
+		if (!*p) {
+			snprintf(err, errlen, "FERRY_VM_FAULT '%s' has an empty "
+				 "item (two commas, or one at an end)", spec);
+			return -EINVAL;
+		}
 	}
 	return 0;
 }

@@ -182,10 +182,12 @@ static void usage(FILE *f)
 		"only) keeps a source paused MS longer before its state is saved;\n"
 		"FERRY_VM_FAULT=acquire-fail or acquire-die (tests only): a destination's\n"
 		"acquire fails, or the process exits there (after the source released\n"
-		"the guest's connections). FERRY_VM_FAULT=at:MOMENT:ACTION[,...] (tests\n"
+		"the guest's connections). FERRY_VM_FAULT=at:MOMENT:ACTION (tests\n"
 		"only, vm/fault.c) kills (kill), freezes (stop) or cuts the migration's\n"
 		"TCP connections (cut) at negotiation, pass1, passN, stopped, state,\n"
-		"before-ready, after-ready, after-released, postcopy or handoff.\n",
+		"before-ready, after-ready, after-released, postcopy or handoff.\n"
+		"Items combine, comma-separated (MS: 1 to 600000); a bad item, or one\n"
+		"given twice, makes ferry-vm exit with status 2, naming it.\n",
 		MAX_VCPUS, (unsigned long long)(net_region_size() >> 20) + 1,
 		NET_SLOTS);
 }
@@ -1639,12 +1641,11 @@ static int vm_setup(struct vm *vm)
 	vm->mig.src_ram_match = -1;
 	vm->log_level = lvl && *lvl ? atoi(lvl) : -1;
 	trace_on = getenv("FERRY_VM_TRACE") && *getenv("FERRY_VM_TRACE") == '1';
-	vm->fault_lose_writes = fault && !strcmp(fault, "lose-writes");
-	vm->fault_corrupt_page = fault && !strcmp(fault, "corrupt-page");
-	if (fault && !strncmp(fault, "stall-load:", 11))
-		vm->fault_stall_load_ms = (unsigned)atoi(fault + 11);
-	vm->fault_acquire_fail = fault && !strcmp(fault, "acquire-fail");
-	vm->fault_acquire_die = fault && !strcmp(fault, "acquire-die");
+	/* Every item of FERRY_VM_FAULT, or a refusal naming the bad one. */
+	if (vm_fault_parse(vm, fault, err, sizeof(err))) {
+		fprintf(stderr, "ferry-vm: %s\n", err);
+		return 2;
+	}
 	vm->ops.struct_size = sizeof(vm->ops);
 	vm->ops.pause = cb_pause;
 	vm->ops.resume = cb_resume;
@@ -1654,17 +1655,11 @@ static int vm_setup(struct vm *vm)
 	vm->ops.running_note = cb_running_note;
 	vm->ops.errmsg = cb_errmsg;
 	vm->ops.throttle = cb_throttle;
-	if (fault && !strncmp(fault, "stall-pause:", 12)) {
-		vm->fault_stall_pause_ms = (unsigned)atoi(fault + 12);
+	if (vm->fault_stall_pause_ms)
 		vm->ops.pause = cb_pause_stalled;
-	}
 	vm->ops.release = cb_release;
 	vm->ops.reacquire = cb_acquire;
 	vm->ops.acquire = cb_acquire;
-	if (vm_fault_parse(vm, fault, err, sizeof(err))) {
-		fprintf(stderr, "ferry-vm: %s\n", err);
-		return 2;
-	}
 	return 0;
 }
 

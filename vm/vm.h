@@ -403,7 +403,8 @@ struct vm_snap {
 	uint32_t passes;
 };
 
-/* FERRY_VM_FAULT's "at:MOMENT:ACTION" hooks (fault.c, tests only). */
+/* FERRY_VM_FAULT's "at:MOMENT:ACTION" hooks (fault.c, tests only; fault.c
+ * parses every item of the variable). */
 enum vm_fault_moment {
 	VM_AT_NEGOTIATION,
 	VM_AT_PASS1,

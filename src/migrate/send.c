@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "migrate/channels.h"
@@ -498,13 +499,18 @@ int fy_snd_collect(struct sender *x, bool keep)
  * trips (final pass barrier, state, switchover, released) and a
  * millisecond for pausing and resuming vCPUs.
  */
-static double predict_ms(const struct sender *x)
+static double predict_ms_of(const struct sender *x, uint64_t dirty)
 {
-	double bytes = (double)x->ranges.bytes +
+	double bytes = (double)dirty +
 		       (double)(x->state_bytes ? x->state_bytes : 65536);
 	double xfer = x->bw > 0 ? bytes / x->bw * 1e3 : 1e9;
 
 	return xfer + 5.0 * fy_ms(x->rtt_ns) + 1.0;
+}
+
+static double predict_ms(const struct sender *x)
+{
+	return predict_ms_of(x, x->ranges.bytes);
 }
 
 /*
@@ -882,6 +888,52 @@ static void postcopy_usable(struct sender *x)
 		fy_session_log(x->s, 1, "postcopy is not possible: %s; migrating with precopy", why);
 }
 
+/*
+ * How soon a pass may follow the one before when no pass can meet the
+ * downtime limit. An idle guest then has nothing to send, and passes
+ * back to back are bare round trips: 17,500 in 3 s were measured, each
+ * a PASS event, enough to flood a VMM's event client. At this interval
+ * a pass still re-measures the link and keeps the destination current,
+ * 20 times a second.
+ */
+#define FY_HOLD_PASS_MS 50
+
+/*
+ * Wait before the next pass while the pause predicted with nothing
+ * dirty (the state and the switchover's round trips) exceeds the
+ * downtime limit: more passes cannot converge then (limit 0, or one
+ * below the switchover's own cost), and precopy ends only at
+ * max_passes or max_precopy_ms, by a switch to postcopy or by a cancel.
+ * The next pass starts FY_HOLD_PASS_MS after the last one began; a
+ * cancel or a postcopy request ends the wait at once.
+ */
+static int hold_passes(struct sender *x, double floor)
+{
+	ferry_session *s = x->s;
+	const struct ferry_config *c = &s->cfg;
+	uint64_t until = x->t_pass + FY_HOLD_PASS_MS * 1000000ull;
+	struct timespec ts = { 0, 5 * 1000000L };
+
+	if (!x->hold_logged) {
+		x->hold_logged = true;
+		fy_session_log(s, 1,
+			       "the downtime limit (%u ms) is below the pause predicted with nothing dirty (%.1f ms): passes cannot converge, so they run every %d ms until max passes or max precopy time",
+			       c->downtime_limit_ms, floor, FY_HOLD_PASS_MS);
+	}
+	if (c->max_precopy_ms &&
+	    s->t_start_ns + c->max_precopy_ms * 1000000ull < until)
+		until = s->t_start_ns + c->max_precopy_ms * 1000000ull;
+	while (fy_now_ns() < until) {
+		if (fy_cancelled(s))
+			return fy_session_fail(s, FERRY_ECANCELED,
+					       "cancelled during a memory pass");
+		if (atomic_load(&s->pc_now))
+			break;
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
 /* Passes while the guest runs, until the rest fits the downtime limit. */
 static int precopy(struct sender *x, uint32_t *pass)
 {
@@ -924,6 +976,10 @@ static int precopy(struct sender *x, uint32_t *pass)
 		if (expect <= c->downtime_limit_ms)
 			continue;
 		rc = auto_converge(x);
+		if (rc)
+			return rc;
+		if (!at_limit && predict_ms_of(x, 0) > c->downtime_limit_ms)
+			rc = hold_passes(x, predict_ms_of(x, 0));
 		if (rc)
 			return rc;
 		if (!at_limit)

@@ -54,6 +54,7 @@ struct sender {
 	struct fy_uri uri;    /* where the destination is (recovery JOINs) */
 	struct fy_units units; /* the destination's, from DISCARD's answer */
 	uint64_t t_pass;      /* the current pass began */
+	bool hold_logged;     /* "passes cannot converge" was logged */
 	bool pc_probed;	      /* auto: the dirty rate was sampled in pass 1 */
 	bool pc_cut;	      /* a pass ended early to switch */
 	bool pc_dead_logged;  /* "no data connection left" was logged */

@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -512,9 +513,11 @@ int fy_tls_wait_more(struct fy_tls *t, bool sending)
 			 "the handshake did not complete in time");
 		return -ETIMEDOUT;
 	}
-	return t->idle ? t->idle(t->opaque, sending,
-				 sending ? t->tx_since : t->rx_since)
-		       : 0;
+	if (!t->idle)
+		return 0;
+	return t->idle(t->opaque, sending,
+		       atomic_load_explicit(sending ? &t->tx_since : &t->rx_since,
+					    memory_order_relaxed));
 }
 
 /* During the handshake, before every read or write, not only when the
@@ -559,7 +562,8 @@ static ssize_t send_once(struct fy_tls *t, const struct iovec *iov, int n)
 			return io_fail(t, rc);
 		w = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
 		if (w >= 0) {
-			t->tx_since = fy_tls_now_ns();
+			atomic_store_explicit(&t->tx_since, fy_tls_now_ns(),
+					      memory_order_relaxed);
 			return w;
 		}
 		if (errno == EINTR)
@@ -678,7 +682,8 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 				k = (size_t)r;
 			memcpy(t->head + t->nhead, t->rbuf, k);
 			t->nhead += k;
-			t->rx_since = fy_tls_now_ns();
+			atomic_store_explicit(&t->rx_since, fy_tls_now_ns(),
+					      memory_order_relaxed);
 			t->rpos = 0;
 			t->rlen = (size_t)r;
 			return take_ahead(t, buf, len);
@@ -907,8 +912,10 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 	t->cr = cr;
 	t->idle = idle;
 	t->opaque = opaque;
-	t->tx_since = t->rx_since = fy_tls_now_ns();
-	t->deadline_ns = t->tx_since + (uint64_t)deadline_ms * 1000000ull;
+	t->deadline_ns = fy_tls_now_ns();
+	atomic_init(&t->tx_since, t->deadline_ns);
+	atomic_init(&t->rx_since, t->deadline_ns);
+	t->deadline_ns += (uint64_t)deadline_ms * 1000000ull;
 	rc = session_setup(t);
 	if (rc) {
 		snprintf(err, errlen, "TLS: cannot set up a session");

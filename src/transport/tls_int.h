@@ -60,7 +60,12 @@ struct fy_tls {
 	const struct fy_tls_creds *cr;
 	fy_tls_idle_fn idle;
 	void *opaque;
-	uint64_t tx_since, rx_since;
+	/* When bytes last moved each way. Each is written and read by its
+	 * own direction's thread only (a keep-alive sends while the owner
+	 * reads); atomic, so that the compiler cannot load both to pick
+	 * one (GCC turns fy_tls_wait_more()'s choice into two loads and a
+	 * cmov, which ThreadSanitizer reports as a race with the sender). */
+	_Atomic uint64_t tx_since, rx_since;
 	uint64_t deadline_ns; /* during the handshake, else 0 */
 	int io_err;	      /* what ended the last push or pull, or 0 */
 	uint8_t head[8];      /* the peer's first bytes, to name a non-TLS peer */

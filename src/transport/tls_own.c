@@ -252,7 +252,8 @@ static ssize_t own_fill(struct fy_tls *t)
 		int rc;
 
 		if (r > 0) {
-			t->rx_since = fy_tls_now_ns();
+			atomic_store_explicit(&t->rx_since, fy_tls_now_ns(),
+					      memory_order_relaxed);
 			t->clen += (size_t)r;
 			return r;
 		}

@@ -14,8 +14,12 @@ reported: the source's `ferry migrate` ending, the destination's status
 showing the failed attempt).
 
 Usage: matrix.py [--ferry PATH --ferry-vm PATH] [--subset fast|full]
-                 [--only FAULT[:MOMENT[:CONNS]]] [--markdown FILE] [--keep]
+                 [--only FAULT[:MOMENT[:CONNS]][,...]] [--stall-ms MS]
+                 [--markdown FILE] [--keep]
 (FERRY and FERRY_VM in the environment stand for the first two.)
+--only picks cells (several, comma-separated); --stall-ms is the stall
+limit of both sides in every cell (default 2000), which the stall cells
+detect.
 Exit status: 0 every cell passed or was skipped, 1 a cell failed, 77 all
 skipped.
 """
@@ -51,7 +55,7 @@ FAST = [('kill-dst', 'after-ready', 1), ('cut', 'pass1', 1),
 # (A snapshot of this guest is written in one pass while it runs, 80 ms
 # here, and --max-bandwidth does not slow a file: no later pass to hit.)
 SNAPSHOT_MOMENTS = ('pass1', 'stopped', 'state')
-STALL_MS = 2000
+STALL_MS = 2000  # --stall-ms
 MEM = '64M'
 
 
@@ -536,7 +540,8 @@ class Cell:
     def observe(self, t0, mig):
         """Wait for both sides to report; then what runs, owners, again."""
         det = {}
-        end = time.time() + (40 if self.fault.startswith('stall') else 30)
+        end = time.time() + (max(40, 30 + 3 * STALL_MS / 1000)
+                             if self.fault.startswith('stall') else 30)
         while time.time() < end:
             if 'src' not in det and mig.poll() is not None and \
                self.alive('src'):
@@ -805,10 +810,10 @@ def cells(subset, only):
     else:
         out = [(f, m, c) for f in FAULTS for m in MOMENTS for c in (1, 4)]
     if only:
-        parts = only.split(':')
-        out = [x for x in out if x[0] == parts[0] and
-               (len(parts) < 2 or x[1] == parts[1]) and
-               (len(parts) < 3 or x[2] == int(parts[2]))]
+        picks = [p.split(':') for p in only.split(',')]
+        out = [x for x in out if any(
+            x[0] == parts[0] and (len(parts) < 2 or x[1] == parts[1]) and
+            (len(parts) < 3 or x[2] == int(parts[2])) for parts in picks)]
     return out
 
 
@@ -850,9 +855,9 @@ def table(f, rows, cmd, secs):
     n = {k: sum(1 for r in rows if r['result'] == k)
          for k in ('PASS', 'FAIL', 'SKIP')}
     f.write('- command: `%s`\n- date: %s\n- load average (1, 5, 15 min): '
-            '%s\n- duration: %.0f s\n\n' %
+            '%s\n- duration: %.0f s\n- stall limit: %d ms\n\n' %
             (cmd, time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-             ' '.join(load), secs))
+             ' '.join(load), secs, STALL_MS))
     f.write('%d passed, %d failed, %d skipped.\n\n' %
             (n['PASS'], n['FAIL'], n['SKIP']))
     f.write('| ' + ' | '.join(t for _, t in COLS) + ' |\n')
@@ -863,6 +868,7 @@ def table(f, rows, cmd, secs):
 
 
 def main():
+    global STALL_MS
     ap = argparse.ArgumentParser()
     ap.add_argument('--ferry', default=os.environ.get('FERRY'))
     ap.add_argument('--ferry-vm', default=os.environ.get('FERRY_VM'))
@@ -870,7 +876,12 @@ def main():
     ap.add_argument('--only')
     ap.add_argument('--markdown')
     ap.add_argument('--keep', action='store_true')
+    ap.add_argument('--stall-ms', type=int, default=STALL_MS,
+                    help='stall limit of both sides (--stall-timeout-ms)')
     a = ap.parse_args()
+    if not 500 <= a.stall_ms <= 3600000:
+        ap.error('--stall-ms must be from 500 to 3600000')
+    STALL_MS = a.stall_ms
     if not a.ferry or not a.ferry_vm:
         ap.error('--ferry and --ferry-vm (or FERRY and FERRY_VM) are needed')
     h = Harness(a)
@@ -886,7 +897,8 @@ def main():
     n = {k: sum(1 for r in rows if r['result'] == k) for k in ('PASS', 'FAIL', 'SKIP')}
     print('%d passed, %d failed, %d skipped in %.0f s' % (n['PASS'], n['FAIL'], n['SKIP'], secs))
     if a.markdown:
-        markdown(rows, a.markdown, ' '.join(['make faults'] if a.subset == 'full' else sys.argv), secs)
+        whole = a.subset == 'full' and not a.only and STALL_MS == 2000
+        markdown(rows, a.markdown, 'make faults' if whole else ' '.join(sys.argv), secs)
     if n['FAIL']:
         return 1
     return 77 if not n['PASS'] else 0
