@@ -106,11 +106,19 @@ wait_until() {
 # Guest progress (total steps), to show a guest really runs.
 steps() { status_field "$1" 'd["guest"]["steps"]'; }
 
-# guest_runs NAME : its step counter moves within a second
+# guest_runs NAME : its step counter moves within a second (read every
+# 0.05 s: a running guest shows it at the first or second read)
 guest_runs() {
-	local a b
-	a=$(steps "$1"); sleep 0.5; b=$(steps "$1")
-	[ -n "$a" ] && [ -n "$b" ] && [ "$b" -gt "$a" ]
+	local a b end
+	a=$(steps "$1")
+	[ -n "$a" ] || return 1
+	end=$(( $(date +%s%N) + 1000000000 ))
+	while :; do
+		sleep 0.05
+		b=$(steps "$1")
+		[ -n "$b" ] && [ "$b" -gt "$a" ] && return 0
+		[ "$(date +%s%N)" -lt "$end" ] || return 1
+	done
 }
 
 # migrate_in_background SRC URI [OPTIONS...]: start a migration that will
