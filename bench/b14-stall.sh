@@ -29,7 +29,7 @@ read -r -a LIMITS <<<"$(pick "1000 2000" "1000 2000 5000 10000")"
 CASES=(dst-stop src-stop black-hole)
 need_memory 512
 
-PROXY=$BENCH_DIR/../tests/integration/blackhole_proxy.py
+PROXY=$BENCH_DIR/../tests/lib/tcpproxy.py
 
 # one LIMIT CASE: a run; prints {"status", "limit_ms", "case",
 # "detected_ms", "stall_detect_ms"}.

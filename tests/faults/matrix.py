@@ -33,8 +33,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', 'lib'))
+from tcpproxy import TcpProxy  # noqa: E402 (tests/lib: the shared proxy)
 
 MOMENTS = ['negotiation', 'pass1', 'passN', 'stopped', 'state',
            'before-ready', 'after-ready', 'after-released', 'postcopy',
@@ -113,80 +116,6 @@ def expected(fault, moment):
     if released:
         return 'dst', 'the destination had "released": it owns the guest'
     return 'src', 'before the point of no return the source resumes'
-
-
-class Proxy:
-    """A TCP proxy that can black-hole (stop forwarding, keep the
-    connections open) and cut (close every connection)."""
-
-    def __init__(self, target_port):
-        self.target = target_port
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(('127.0.0.1', 0))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self.socks = []
-        self.lock = threading.Lock()
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            try:
-                u = socket.create_connection(('127.0.0.1', self.target))
-            except OSError:
-                c.close()
-                continue
-            with self.lock:
-                self.socks += [c, u]
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pump, args=(a, b),
-                                 daemon=True).start()
-
-    def _pump(self, a, b):
-        while True:
-            self.flowing.wait()
-            try:
-                data = a.recv(65536)
-            except OSError:
-                data = b''
-            if not data:
-                try:
-                    b.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                return
-            self.flowing.wait()
-            try:
-                b.sendall(data)
-            except OSError:
-                return
-
-    def blackhole(self):
-        self.flowing.clear()
-
-    def cut(self):
-        with self.lock:
-            for s in self.socks:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-            self.socks = []
-        self.flowing.set()
-
-    def close(self):
-        self.closed = True
-        self.cut()
-        self.lsock.close()
 
 
 class Cell:
@@ -422,7 +351,7 @@ class Cell:
             client.recv(64)
         port = mport
         if self.fault == 'stall-link':
-            self.proxy = Proxy(mport)
+            self.proxy = TcpProxy(mport)
             port = self.proxy.port
         extra = ['--connections', str(self.conns), '--max-bandwidth', '40',
                  '--max-passes', '8', '--timeout-strategy', 'switchover']

@@ -3,12 +3,15 @@
 # run each for a set time on a working copy of its committed corpus; print
 # executions, executions per second and coverage of each.
 #
-#   tests/fuzz/run.sh [--build DIR] [--seconds N] [--no-build] [HARNESS...]
+#   tests/fuzz/run.sh [--build DIR] [--seconds N] [--jobs N] [--no-build | --build-only]
+#                     [HARNESS...]
 #
 # --build DIR   the clang build directory (default build-fuzz), configured
 #               here when it does not exist yet
 # --seconds N   time per harness (default 60)
+# --jobs N      harnesses that run at the same time (default 1)
 # --no-build    use the harnesses already in DIR (meson tests of a fuzz build)
+# --build-only  build the harnesses and run none
 # HARNESS       fuzz_wire, fuzz_receive, fuzz_state, fuzz_snapfile,
 #               fuzz_proto, fuzz_memfds, fuzz_tlsrec (default: all built)
 #
@@ -20,14 +23,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 build=$src/build-fuzz
 secs=60
+jobs=1
 do_build=1
+build_only=0
 want=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--build) build=$2; shift 2 ;;
 	--seconds) secs=$2; shift 2 ;;
+	--jobs) jobs=$2; shift 2 ;;
 	--no-build) do_build=0; shift ;;
-	-*) echo "usage: $0 [--build DIR] [--seconds N] [--no-build] [HARNESS...]" >&2; exit 2 ;;
+	--build-only) build_only=1; shift ;;
+	-*) echo "usage: $0 [--build DIR] [--seconds N] [--jobs N] [--no-build | --build-only] [HARNESS...]" >&2; exit 2 ;;
 	*) want+=("$1"); shift ;;
 	esac
 done
@@ -47,6 +54,10 @@ if [ "$do_build" = 1 ]; then
 		echo "SKIP: clang cannot link libFuzzer (install libclang-rt-14-dev): $(tail -n 1 "$probe/log")"
 		exit 77
 	fi
+	# Two runs on one directory (fuzz-build and fuzz-short in `make check`)
+	# take turns: the second waits for the first's build, then finds it done.
+	exec 8>"$build.lock"
+	flock 8
 	if [ ! -f "$build/build.ninja" ]; then
 		echo "configuring $build (clang, libFuzzer, ASan+UBSan)"
 		CC=clang meson setup "$build" "$src" -Dfuzz=true \
@@ -70,27 +81,31 @@ if [ "$do_build" = 1 ]; then
 	if grep -q "warning:" "$build/fuzz-build.log"; then
 		grep "warning:" "$build/fuzz-build.log" | sort -u | head -n 20
 	fi
+	exec 8>&-
 	echo "harnesses built in $((SECONDS - t0)) s"
 fi
+[ "$build_only" = 1 ] && exit 0
 
 [ ${#want[@]} -gt 0 ] || want=("${all[@]}")
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-mkdir -p "$build/fuzz-artifacts"
-failed=0
-summary=()
-for h in "${want[@]}"; do
-	exe=$build/tests/fuzz/$h
+mkdir -p "$build/fuzz-artifacts" "$build/fuzz-work"
+
+# run_one HARNESS: run it for $secs seconds; what it prints goes to
+# fuzz-work/HARNESS.out, its summary line to .summary, 1 to .failed on a
+# crash. Several run at once with --jobs, each on its own output files.
+run_one() {
+	local h=$1 exe=$build/tests/fuzz/$1 work=$build/fuzz-work/$1
+	local log=$build/fuzz-work/$1.log rc runs rate cov corp
+	local dict=()
+	exec >"$work.out" 2>&1
 	if [ ! -x "$exe" ]; then
 		echo "skip $h: not built (its layer is not in this tree)"
-		summary+=("$(printf '%-13s not built' "$h")")
-		continue
+		printf '%-13s not built\n' "$h" >"$work.summary"
+		return 0
 	fi
-	work=$build/fuzz-work/$h
-	log=$build/fuzz-work/$h.log
 	mkdir -p "$work"
 	echo "running $h for ${secs}s"
-	dict=()
 	[ -f "$here/$h.dict" ] && dict=(-dict="$here/$h.dict")
 	"$exe" -max_total_time="$secs" -print_final_stats=1 -timeout=25 \
 		-rss_limit_mb=4096 -artifact_prefix="$build/fuzz-artifacts/$h-" \
@@ -101,15 +116,27 @@ for h in "${want[@]}"; do
 	cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
 	corp=$(grep -o 'corp: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
 	if [ "$rc" -ne 0 ]; then
-		failed=1
+		echo 1 >"$work.failed"
 		echo "FAIL: $h exited $rc; the end of its log ($log):"
 		grep -v '^#\|^INFO\|^MS:\|^base64' "$log" | tail -n 40
 		ls "$build"/fuzz-artifacts/"$h"-* 2>/dev/null | sed 's/^/artifact: /'
 	fi
-	summary+=("$(printf '%-13s %5ss %11s runs %8s exec/s  cov %-5s corpus %s%s' \
+	printf '%-13s %5ss %11s runs %8s exec/s  cov %-5s corpus %s%s\n' \
 		"$h" "$secs" "${runs:-?}" "${rate:-?}" "${cov:-?}" "${corp:-?}" \
-		"$([ "$rc" -ne 0 ] && echo '  CRASH')")")
+		"$([ "$rc" -ne 0 ] && echo '  CRASH')" >"$work.summary"
+}
+
+for h in "${want[@]}"; do
+	rm -f "$build/fuzz-work/$h.failed"
+	while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+	run_one "$h" &
+done
+wait
+failed=0
+for h in "${want[@]}"; do
+	cat "$build/fuzz-work/$h.out"
+	[ -f "$build/fuzz-work/$h.failed" ] && failed=1
 done
 echo
-printf '%s\n' "${summary[@]}"
+for h in "${want[@]}"; do cat "$build/fuzz-work/$h.summary"; done
 exit $failed

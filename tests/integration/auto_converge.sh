@@ -6,8 +6,8 @@
 . "$(dirname "$0")/lib.sh"
 CAP=40 # MB/s, against a guest dirtying 200 MB/s
 port=$(free_port)
-start_vm dst --memory 64M --workload random --incoming "tcp:127.0.0.1:$port"
-start_vm src --memory 64M --workload random --dirty-rate 200
+start_vm dst --memory 32M --workload random --incoming "tcp:127.0.0.1:$port"
+start_vm src --memory 32M --workload random --dirty-rate 200
 uri="tcp:127.0.0.1:$port"
 common=(--max-bandwidth "$CAP" --downtime-ms 50 --json)
 

@@ -21,7 +21,7 @@ LIMIT=2000
 # A TCP proxy that forwards until the file $T/blackhole exists, then
 # forwards nothing more, in either direction, and keeps the connections
 # open: what a silent partition looks like to both ends.
-PROXY=$(dirname "$0")/blackhole_proxy.py
+PROXY=$(dirname "$0")/../lib/tcpproxy.py
 
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 

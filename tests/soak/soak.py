@@ -35,8 +35,11 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "lib"))
+from tcpproxy import TcpProxy  # noqa: E402 (tests/lib: the shared proxy)
 
 SLOTS = ("A", "B", "C")
 FAULTS = ("cut", "sigstop", "refuse", "cancel")
@@ -182,96 +185,6 @@ class Vm:
             return "unreachable", None
 
 
-# --- a proxy that cuts -----------------------------------------------------
-
-class CutProxy:
-    """Forwards to the destination and cuts every connection once
-    cut_after bytes went from source to destination (all connections
-    together): by FIN (shutdown) or by RST (SO_LINGER 0), at random."""
-
-    def __init__(self, target_port, cut_after, rst):
-        self.target = ("127.0.0.1", target_port)
-        self.cut_after = cut_after
-        self.rst = rst
-        self.sent = 0
-        self.cut = False
-        self.lock = threading.Lock()
-        self.socks = []
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(16)
-        self.port = self.ls.getsockname()[1]
-        self.done = False
-        self.t = threading.Thread(target=self.accept_loop, daemon=True)
-        self.t.start()
-
-    def accept_loop(self):
-        while not self.done:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            try:
-                u = socket.create_connection(self.target)
-            except OSError:
-                c.close()
-                continue
-            with self.lock:
-                self.socks += [c, u]
-                if self.cut:
-                    self.kill_all()
-            threading.Thread(target=self.pump, args=(c, u, True), daemon=True).start()
-            threading.Thread(target=self.pump, args=(u, c, False), daemon=True).start()
-
-    def kill_all(self):
-        # shutdown() first: it wakes the pumps blocked in recv() on these
-        # sockets (a plain close() would not, and the kernel would keep
-        # the connection open while they wait). Then close(): with
-        # SO_LINGER 0 the peers get a reset at once, else a FIN, and a
-        # reset if they send more.
-        self.cut = True
-        for s in self.socks:
-            try:
-                if self.rst:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                 b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def pump(self, a, b, forward):
-        try:
-            while True:
-                data = a.recv(1 << 20)
-                if not data:
-                    b.shutdown(socket.SHUT_WR)
-                    return
-                if self.cut:
-                    return
-                if forward:
-                    with self.lock:
-                        room = self.cut_after - self.sent
-                        if room <= 0 or self.cut:
-                            self.kill_all()
-                            return
-                        data = data[:room]
-                        self.sent += len(data)
-                b.sendall(data)
-        except OSError:
-            return
-
-    def close(self):
-        self.done = True
-        self.ls.close()
-        with self.lock:
-            for s in self.socks:
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-
 # --- the soak ----------------------------------------------------------------
 
 class Soak:
@@ -366,8 +279,10 @@ class Soak:
             rc, rep, err = self.wait_migrate(self.migrate_popen(src, uri), src)
         elif fault == "cut":
             mem = parse_size(self.memory)
-            proxy = CutProxy(port, self.rng.randint(0, mem + mem // 4),
-                             self.rng.random() < 0.5)
+            # Cut once a random byte count went to the destination, by
+            # FIN or by RST at random.
+            proxy = TcpProxy(port, cut_after=self.rng.randint(0, mem + mem // 4),
+                             rst=self.rng.random() < 0.5)
             kind += "-rst" if proxy.rst else "-fin"
             try:
                 rc, rep, err = self.wait_migrate(
