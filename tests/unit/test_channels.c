@@ -397,7 +397,14 @@ static void script_listen(struct script *sc)
 	assert_int_equal(listen(sc->lfd, 8), 0);
 }
 
-static void test_lost_parts_are_sent_again(void **state)
+/*
+ * One migration by the script's rule. Connection 2 loses its part of the
+ * first final pass only if it carried one: the pool's queue is shared, so
+ * the main connection may take every chunk of that pass first. Returns
+ * whether connection 2 lost a part (the test wants that case at least
+ * once); either way, every page arrived and the counts match the case.
+ */
+static bool lost_parts_once(void)
 {
 	struct script sc = { .fd = { -1, -1, -1 } };
 	struct src_job j = { 0 };
@@ -407,7 +414,8 @@ static void test_lost_parts_are_sent_again(void **state)
 	uint8_t *src = mmap(NULL, MEM, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	(void)state;
+	bool second;
+
 	assert_true(src != MAP_FAILED);
 	for (size_t i = 0; i < MEM; i += 8)
 		*(uint64_t *)(src + i) = i * 0x9e3779b97f4a7c15ull + 1;
@@ -438,13 +446,15 @@ static void test_lost_parts_are_sent_again(void **state)
 	/* Connection 1's part of pass 1 (about a third of 256 chunks) went
 	 * again in the final pass, pass 2, over the main connection and
 	 * connection 2; connection 2 lost its part of that, which a second
-	 * final pass sent over the main connection alone. */
+	 * final pass sent over the main connection alone. If connection 2
+	 * carried nothing in pass 2, that pass was the last one. */
+	second = sc.lost_in[2] != 0;
 	assert_int_equal(sc.lost_in[1], 1);
-	assert_int_equal(sc.lost_in[2], 2);
-	assert_int_equal(sc.finals, 2);
-	assert_int_equal(sc.passes, 3);
-	assert_int_equal(st.pass, 3);
-	assert_int_equal(st.connections, 1);
+	assert_int_equal(sc.lost_in[2], second ? 2 : 0);
+	assert_int_equal(sc.finals, second ? 2 : 1);
+	assert_int_equal(sc.passes, second ? 3 : 2);
+	assert_int_equal(st.pass, second ? 3 : 2);
+	assert_int_equal(st.connections, second ? 1 : 2);
 	assert_memory_equal(sc.mem, src, MEM);
 
 	for (unsigned i = 0; i < CONNS; i++)
@@ -455,6 +465,19 @@ static void test_lost_parts_are_sent_again(void **state)
 	ferry_session_destroy(j.s);
 	free(sc.mem);
 	munmap(src, MEM);
+	return second;
+}
+
+/* Both losses, each part sent again, until the second one happened (it
+ * needs connection 2 to carry part of the final pass: almost always). */
+static void test_lost_parts_are_sent_again(void **state)
+{
+	unsigned tries = 0;
+
+	(void)state;
+	while (!lost_parts_once())
+		if (++tries == 8)
+			fail_msg("in 8 migrations, connection 2 never carried part of the first final pass");
 }
 
 /* Two ends of a loopback TCP connection, each wrapped as a channel. */
