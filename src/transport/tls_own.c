@@ -354,7 +354,7 @@ ssize_t fy_tls_own_recv(struct fy_tls *t, uint8_t *buf, size_t len)
 			if (!r && t->cpos == t->clen)
 				return 0; /* the stream ended between records */
 			if (!r)
-				return own_fail(t, -EPROTO, "TLS: the connection ended inside a record");
+				return own_fail(t, -ECONNRESET, "TLS: the connection ended inside a record");
 			continue;
 		}
 		room = fy_tls_rec_room(&t->rx, (size_t)w);

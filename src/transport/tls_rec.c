@@ -247,8 +247,12 @@ int fy_tls_rec_open(struct fy_tls_key *k, const uint8_t *rec, size_t wire,
 					FY_TLS_REC_HDR, k->tag_len,
 					rec + FY_TLS_REC_HDR,
 					wire - FY_TLS_REC_HDR, dst, &got);
-	if (rc || got != room)
+	if (rc || got != room) {
+		/* GnuTLS leaves what it decrypted in @dst: nothing of a
+		 * record that did not authenticate may stay there. */
+		explicit_bzero(dst, room);
 		return -EBADMSG;
+	}
 	k->seq++;
 	while (got && !dst[got - 1])
 		got--;
