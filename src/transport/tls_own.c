@@ -361,9 +361,13 @@ ssize_t fy_tls_own_recv(struct fy_tls *t, uint8_t *buf, size_t len)
 		if (done && len - done < room)
 			break;
 		dst = len - done >= room ? buf + done : t->pbuf;
+		if (room > FY_TLS_REC_PLAIN + 1)
+			return own_fail(t, -EPROTO, "TLS: a record holds more than 2^14 + 1 bytes of plaintext (record_overflow)");
 		rc = fy_tls_rec_open(&t->rx, t->cbuf + t->cpos, (size_t)w, dst, &o);
 		if (rc == -EBADMSG)
 			return own_fail(t, rc, "TLS: a record did not authenticate (the stream was altered or is not from this session)");
+		if (rc == -EOVERFLOW)
+			return own_fail(t, rc, "TLS: the record sequence number ran out");
 		if (rc)
 			return own_fail(t, rc, "TLS: a record holds no content type");
 		t->cpos += (size_t)w;

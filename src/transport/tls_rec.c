@@ -240,6 +240,10 @@ int fy_tls_rec_open(struct fy_tls_key *k, const uint8_t *rec, size_t wire,
 
 	if (fy_tls_rec_size(k, rec, wire) != (ssize_t)wire || !k->h)
 		return -EPROTO;
+	/* RFC 8446 5.4: the inner plaintext (data, type, padding) is at most
+	 * 2^14 + 1 bytes, though the record may be longer (record_overflow). */
+	if (room > FY_TLS_REC_PLAIN + 1)
+		return -EPROTO;
 	if (k->seq == UINT64_MAX)
 		return -EOVERFLOW;
 	nonce(k, iv);

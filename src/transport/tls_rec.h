@@ -102,7 +102,9 @@ size_t fy_tls_rec_room(const struct fy_tls_key *k, size_t wire);
  * (fy_tls_rec_size()) into @dst, which must have fy_tls_rec_room() bytes:
  * the content goes to @dst's start, the bytes after it are scratch (the
  * inner type, padding). 0 with @o filled, -EBADMSG when it does not
- * authenticate, -EPROTO when its plaintext has no content type.
+ * authenticate (nothing of it is left in @dst), -EPROTO when its
+ * plaintext would exceed 2^14 + 1 bytes (refused before decrypting) or
+ * has no content type, -EOVERFLOW when the sequence number ran out.
  */
 int fy_tls_rec_open(struct fy_tls_key *k, const uint8_t *rec, size_t wire,
 		    uint8_t *dst, struct fy_tls_opened *o);

@@ -444,6 +444,15 @@ static void test_not_a_record(void **state)
 	assert_int_equal(send(l.sv[1], big, sizeof(big), 0), 5);
 	expect_recv(&l, -EPROTO, "no TLS 1.3 record");
 	link_down(&l);
+
+	/* A record of allowed length whose plaintext would exceed 2^14 + 1
+	 * bytes (AES-GCM's tag is 16): refused before it is decrypted. */
+	static uint8_t over[5 + 16384 + 16 + 2] = { 23, 3, 3, 0x40, 0x12 };
+
+	link_up(&l, AES, false);
+	assert_int_equal(send(l.sv[1], over, sizeof(over), 0), sizeof(over));
+	expect_recv(&l, -EPROTO, "record_overflow");
+	link_down(&l);
 }
 
 /* A record cut by the end of the connection is a broken connection, as
