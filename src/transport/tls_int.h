@@ -101,6 +101,10 @@ struct fy_tls {
 	bool rx_eof;
 	int rx_err;
 	char rx_why[200];
+	/* A send that failed left records unsent or half written: every
+	 * later send returns this, so that nothing goes out with sequence
+	 * numbers the peer never saw the records before of. */
+	int tx_err;
 };
 
 uint64_t fy_tls_now_ns(void);

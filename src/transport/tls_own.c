@@ -176,6 +176,8 @@ int fy_tls_own_send(struct fy_tls *t, const struct iovec *iov, int n,
 	struct gather g = { .n = 0 };
 	int rc = 0;
 
+	if (t->tx_err)
+		return t->tx_err;
 	if (t->staged) {
 		g.v[g.n++] = (struct iovec){ t->stage, t->staged };
 		g.len = t->staged;
@@ -211,11 +213,13 @@ int fy_tls_own_send(struct fy_tls *t, const struct iovec *iov, int n,
 		}
 		t->staged = at;
 	}
+	if (!rc && t->wlen)
+		rc = fy_tls_wflush(t);
 	if (rc) {
 		t->wlen = 0; /* the stream is broken: nothing more goes out */
+		t->tx_err = rc;
 		return rc;
 	}
-	rc = t->wlen ? fy_tls_wflush(t) : 0;
 	if (!more)
 		fy_tls_cork(t, false);
 	return rc;
