@@ -1301,14 +1301,17 @@ enum vm_err vm_migrate_cancel(struct vm *vm, char *err, size_t errlen)
 	if (!vm->mig.active) {
 		snprintf(err, errlen, "no migration is running");
 		e = VM_ERR_STATE;
-	} else if (vm_postcopy_refuse_cancel(vm, err, errlen)) {
-		e = VM_ERR_STATE;
-	} else if (vm->opts.lazy && atomic_load(&vm->mig.lazy_ran) &&
-		   !vm->mig.arrived && !vm->mig.lazy_done) {
+	} else if (vm->opts.lazy && !vm->mig.arrived && !vm->mig.lazy_done &&
+		   (atomic_load(&vm->mig.lazy_ran) ||
+		    vm_postcopy_refuse_cancel(vm, err, errlen))) {
 		/* There is no source to go back to: the guest would stop
-		 * for good with its memory half loaded. */
+		 * for good with its memory half loaded. (The library's lazy
+		 * restore reports postcopy's state before lazy_ran is set:
+		 * the snapshot is no source that recovery could reach.) */
 		snprintf(err, errlen, "the guest already runs from the snapshot "
 			 "while its memory loads; cancelling would stop it for good");
+		e = VM_ERR_STATE;
+	} else if (vm_postcopy_refuse_cancel(vm, err, errlen)) {
 		e = VM_ERR_STATE;
 	} else {
 		atomic_store(&vm->mig.cancel_requested, true);

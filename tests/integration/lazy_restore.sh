@@ -59,6 +59,8 @@ fi
 start_vm dst --incoming "file:$snap" --lazy
 # While pages still arrive there is no source to go back to: a cancel is
 # refused (unless every page is in already, when nothing runs to cancel).
+# Only once the guest runs: before, the restore can still be cancelled.
+wait_until 10 guest_runs dst || fail "the lazily restored guest does not run"
 out=$("$FERRY" cancel "$T/dst.sock" 2>&1) && fail "cancel accepted during a lazy restore: $out"
 grep -q "cancelling would stop it for good\|no migration is running" <<<"$out" || fail "cancel: $out"
 wait_until 30 sh -c "[ \"\$($FERRY status $T/dst.sock --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"verified\"])')\" = True ]" ||
