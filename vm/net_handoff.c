@@ -306,13 +306,15 @@ static void freeze_one(struct net *n, void *arg, uint32_t k)
 
 int net_freeze(struct net *n, char *err, size_t len)
 {
-	static uint32_t idx[NET_SLOTS];
-	struct freeze_job j = { .idx = idx };
+	struct freeze_job j = { 0 };
+	uint32_t *idx;
 	uint64_t t0 = vm_now_ns();
 	int rc;
 
 	if (!n || !handing_off(n))
 		return 0;
+	idx = n->pause_idx;
+	j.idx = idx;
 	atomic_init(&j.rc, 0);
 	/* One map update shuts every gated socket (the listener too: a
 	 * handshake that comes now waits for the resume, or for the
@@ -478,14 +480,15 @@ static void close_one(struct net *n, void *arg, uint32_t k)
  */
 void net_release(struct net *n)
 {
-	static uint32_t idx[NET_SLOTS];
 	struct linger lg = { 1, 0 };
 	unsigned moved = 0, reset = 0;
+	uint32_t *idx;
 	char err[200];
 	int one = 1;
 
 	if (!n)
 		return;
+	idx = n->pause_idx;
 	for (uint32_t i = 0; i < NET_SLOTS; i++)
 		if (n->conns[i].fd >= 0 && n->conns[i].frozen &&
 		    n->conns[i].carried)

@@ -70,6 +70,9 @@ struct net {
 	bool pause_req, parked, stop;
 	bool rescan; /* backend only: look at every slot */
 	uint32_t free_hint;
+	/* The slots a step of the pause works on (freeze, release), split
+	 * over its threads; one handoff at a time. */
+	uint32_t pause_idx[NET_SLOTS];
 	atomic_uint nconns;
 	atomic_int where;     /* enum net_where */
 	atomic_uint handed;   /* connections handed over (or lost) last time */
