@@ -905,7 +905,9 @@ static void postcopy_usable(struct sender *x)
  * below the switchover's own cost), and precopy ends only at
  * max_passes or max_precopy_ms, by a switch to postcopy or by a cancel.
  * The next pass starts FY_HOLD_PASS_MS after the last one began; a
- * cancel or a postcopy request ends the wait at once.
+ * cancel or a postcopy request ends the wait at once. Auto-converge
+ * stays off meanwhile: a throttle cannot lower that floor, it would only
+ * take the guest's CPU for nothing.
  */
 static int hold_passes(struct sender *x, double floor)
 {
@@ -917,7 +919,7 @@ static int hold_passes(struct sender *x, double floor)
 	if (!x->hold_logged) {
 		x->hold_logged = true;
 		fy_session_log(s, 1,
-			       "the downtime limit (%u ms) is below the pause predicted with nothing dirty (%.1f ms): passes cannot converge, so they run every %d ms until max passes or max precopy time",
+			       "the downtime limit (%u ms) is below the pause predicted with nothing dirty (%.1f ms): passes cannot converge and a vCPU throttle cannot help, so the guest is not throttled and passes run every %d ms until max passes or max precopy time",
 			       c->downtime_limit_ms, floor, FY_HOLD_PASS_MS);
 	}
 	if (c->max_precopy_ms &&
@@ -946,7 +948,7 @@ static int precopy(struct sender *x, uint32_t *pass)
 	if (rc)
 		return fy_session_fail(s, rc, "out of memory");
 	for (;;) {
-		double expect, elapsed;
+		double expect, elapsed, floor;
 		bool at_limit;
 
 		rc = send_pass(x, ++*pass);
@@ -975,11 +977,13 @@ static int precopy(struct sender *x, uint32_t *pass)
 			return 0;
 		if (expect <= c->downtime_limit_ms)
 			continue;
-		rc = auto_converge(x);
-		if (rc)
-			return rc;
-		if (!at_limit && predict_ms_of(x, 0) > c->downtime_limit_ms)
-			rc = hold_passes(x, predict_ms_of(x, 0));
+		/* With nothing dirty the pause would still exceed the limit:
+		 * no throttle can help then, so the guest keeps its CPU. */
+		floor = predict_ms_of(x, 0);
+		if (floor <= c->downtime_limit_ms)
+			rc = auto_converge(x);
+		else if (!at_limit)
+			rc = hold_passes(x, floor);
 		if (rc)
 			return rc;
 		if (!at_limit)

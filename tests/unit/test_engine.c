@@ -49,6 +49,7 @@ struct fake_vm {
 	pthread_cond_t cond;
 	bool parked;
 	int pauses, resumes, releases, reacquires;
+	atomic_uint throttle_peak; /* the highest throttle asked for, % */
 	uint64_t state_token;	/* "device state" */
 	int fail_load;		/* destination: load_state fails */
 	int fail_resume;	/* destination: resume fails */
@@ -223,6 +224,28 @@ static void op_note(void *o, char *note, size_t len)
 {
 	snprintf(note, len, "{\"verified\":true}");
 }
+
+static int op_throttle(void *o, uint32_t pct)
+{
+	struct fake_vm *vm = o;
+
+	if (pct > atomic_load(&vm->throttle_peak))
+		atomic_store(&vm->throttle_peak, pct);
+	return 0;
+}
+
+/* The same VMM, able to throttle its vCPU (auto-converge). */
+static const struct ferry_vmm_ops ops_throttle = {
+	FERRY_VMM_OPS_INIT,
+	.pause = op_pause,
+	.resume = op_resume,
+	.save_state = op_save,
+	.load_state = op_load,
+	.release = op_release,
+	.reacquire = op_reacquire,
+	.running_note = op_note,
+	.throttle = op_throttle,
+};
 
 static const struct ferry_vmm_ops ops = {
 	FERRY_VMM_OPS_INIT,
@@ -484,6 +507,40 @@ static void test_held_idle_guest_paces_passes(void **state)
 			      atomic_load(&pass_events), st.total_ms);
 	assert_true(st.pass <= 40);
 	assert_true(atomic_load(&pass_events) <= 40);
+	end_pair(ss, ds, &src, &dst);
+}
+
+/*
+ * A writing guest under a downtime limit that even a pause with nothing
+ * dirty cannot meet (0) is not throttled: auto-converge cannot bring the
+ * pause under that limit, so taking the vCPU's time would only slow the
+ * guest. The passes are held, and the migration completes at
+ * max_precopy_ms as its timeout strategy says.
+ */
+static void test_unreachable_limit_does_not_throttle(void **state)
+{
+	struct fake_vm src, dst;
+	struct ferry_stats st = { FERRY_STATS_INIT };
+	struct ferry_config cfg;
+
+	(void)state;
+	vm_init(&src, MEM, true, true);
+	vm_init(&dst, MEM, false, false);
+	base_config(&cfg, &src);
+	cfg.ops = &ops_throttle;
+	cfg.auto_converge = true;
+	cfg.downtime_limit_ms = 0;
+	cfg.max_passes = 1000000;
+	cfg.max_precopy_ms = 1000;
+	ferry_session *ss = session_with(&src, &cfg), *ds = session_for(&dst, 300);
+
+	migrate_equal(ss, ds, "unreachable", &src, &dst);
+	ferry_session_stats(ss, &st);
+	assert_int_equal(st.state, FERRY_STATE_COMPLETED);
+	assert_true(st.pass >= 2);
+	assert_true(atomic_load(&src.writes) > 0);
+	assert_int_equal(atomic_load(&src.throttle_peak), 0);
+	assert_int_equal(st.throttle_peak_pct, 0);
 	end_pair(ss, ds, &src, &dst);
 }
 
@@ -1646,6 +1703,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_guest_migrates),
 		cmocka_unit_test(test_held_idle_guest_paces_passes),
+		cmocka_unit_test(test_unreachable_limit_does_not_throttle),
 		cmocka_unit_test(test_stats_struct_size),
 		cmocka_unit_test(test_congestion_control_config),
 		cmocka_unit_test(test_running_guest_converges),
