@@ -975,8 +975,10 @@ static int send_all(struct fy_tls *t, const uint8_t *p, size_t len)
  */
 int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 {
-	int rc = 0, frc;
+	int rc = 0;
 
+	if (t->tx_err)
+		return t->tx_err;
 	fy_tls_cork(t, true);
 	if (t->own)
 		return fy_tls_own_send(t, iov, n, more);
@@ -1013,14 +1015,19 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 	/* What was gathered leaves now: the caller may wait for an answer
 	 * next. A partial record stays staged while @more. */
 	t->batch = false;
+	if (!rc && t->wlen)
+		rc = fy_tls_wflush(t);
 	if (rc) {
-		t->wlen = 0; /* the stream is broken: nothing more goes out */
+		/* The stream is broken: nothing more goes out, and every
+		 * later send (a keep-alive) returns this failure rather than
+		 * records the peer could not place after the lost ones. */
+		t->wlen = 0;
+		t->tx_err = rc;
 		return rc;
 	}
-	frc = t->wlen ? fy_tls_wflush(t) : 0;
 	if (!more)
 		fy_tls_cork(t, false);
-	return frc;
+	return 0;
 }
 
 /**

@@ -84,7 +84,9 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
  * encrypted straight from its memory; TLS 1.2 (GnuTLS's): small pieces
  * are copied into one record, long runs encrypted from their memory. With
  * @more the last partial record is copied aside and held back for the
- * next call. 0 or a negative errno.
+ * next call. 0 or a negative errno; after a failure the stream is broken
+ * (records may be lost or half written), and every later call returns
+ * the first failure's code.
  */
 int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more);
 

@@ -102,8 +102,9 @@ struct fy_tls {
 	int rx_err;
 	char rx_why[200];
 	/* A send that failed left records unsent or half written: every
-	 * later send returns this, so that nothing goes out with sequence
-	 * numbers the peer never saw the records before of. */
+	 * later send, on either record layer, returns this, so that nothing
+	 * goes out with sequence numbers the peer never saw the records
+	 * before of. */
 	int tx_err;
 };
 

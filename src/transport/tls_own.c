@@ -176,8 +176,6 @@ int fy_tls_own_send(struct fy_tls *t, const struct iovec *iov, int n,
 	struct gather g = { .n = 0 };
 	int rc = 0;
 
-	if (t->tx_err)
-		return t->tx_err;
 	if (t->staged) {
 		g.v[g.n++] = (struct iovec){ t->stage, t->staged };
 		g.len = t->staged;

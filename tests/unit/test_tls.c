@@ -495,6 +495,122 @@ static void test_missing_files(void **state)
 	assert_non_null(strstr(err, "exclude each other"));
 }
 
+/* A failed send is kept: the peer that stopped reading -------------- */
+
+struct stall {
+	const char *prio;
+	int fd;
+	int rc;
+	char err[512];
+	pthread_barrier_t step;
+};
+
+/* Ends a wait on a full socket with -ETIMEDOUT while *@opaque is set. */
+static int idle_fail(void *opaque, bool sending, uint64_t since)
+{
+	(void)sending;
+	(void)since;
+	return *(volatile int *)opaque ? -ETIMEDOUT : 0;
+}
+
+/* The server: handshake, then read nothing until the client's send has
+ * failed, then take every byte off the socket so that a later send
+ * would find room. */
+static void *stall_server(void *arg)
+{
+	struct stall *s = arg;
+	const char *keys = psk_file("stall.psk", "ferry:00112233445566778899aabbccddeeff\n");
+	struct fy_tls_config c = { .psk_file = keys, .priority = s->prio };
+	struct fy_tls_creds *cr = NULL;
+	struct fy_tls *t = NULL;
+	uint8_t junk[65536];
+
+	s->rc = fy_tls_creds_load(&c, true, &cr, s->err, sizeof(s->err));
+	if (!s->rc)
+		s->rc = fy_tls_start(cr, s->fd, 3000, idle_ok, NULL, &t,
+				     s->err, sizeof(s->err));
+	pthread_barrier_wait(&s->step); /* handshake done */
+	pthread_barrier_wait(&s->step); /* the client's send failed */
+	while (recv(s->fd, junk, sizeof(junk), MSG_DONTWAIT) > 0)
+		;
+	pthread_barrier_wait(&s->step); /* drained */
+	pthread_barrier_wait(&s->step); /* the client is done */
+	fy_tls_free(t);
+	fy_tls_creds_free(cr);
+	return NULL;
+}
+
+/* A send that failed (here: the caller's idle() ended a wait on a full
+ * socket, with records already sealed) is returned by every later send, even once the socket has
+ * room again: records sent after lost ones would carry sequence numbers
+ * the peer cannot follow. Both record layers: ours (TLS 1.3) and
+ * GnuTLS's (TLS 1.2). */
+static void failed_send_is_kept(const char *prio, const char *layer)
+{
+	struct stall s = { .prio = prio };
+	const char *keys = psk_file("stall.psk", "ferry:00112233445566778899aabbccddeeff\n");
+	struct fy_tls_config c = { .psk_file = keys, .priority = prio };
+	struct fy_tls_creds *cr = NULL;
+	struct fy_tls *t = NULL;
+	size_t big = 8 << 20;
+	uint8_t *buf = calloc(1, big);
+	volatile int fail = 0;
+	char err[512], what[200];
+	pthread_t th;
+	int sv[2];
+
+	assert_non_null(buf);
+	socket_pair(sv);
+	s.fd = sv[1];
+	pthread_barrier_init(&s.step, NULL, 2);
+	assert_int_equal(pthread_create(&th, NULL, stall_server, &s), 0);
+	assert_int_equal(fy_tls_creds_load(&c, false, &cr, err, sizeof(err)), 0);
+	assert_int_equal(fy_tls_start(cr, sv[0], 3000, idle_fail, (void *)&fail,
+				      &t, err, sizeof(err)), 0);
+	pthread_barrier_wait(&s.step);
+	assert_int_equal(s.rc, 0);
+	fy_tls_describe(t, what, sizeof(what));
+	print_message("%s\n", what);
+	assert_non_null(strstr(what, layer));
+	/* Fill the socket behind the session's back, so that the records
+	 * of a small send are sealed (GnuTLS's sequence numbers move on)
+	 * and then find no room. */
+	for (size_t k = 65536; k; k /= 2)
+		while (send(sv[0], buf, k, MSG_DONTWAIT) > 0)
+			;
+	fail = 1;
+	struct iovec v = { buf, 1000 };
+	assert_int_equal(fy_tls_send(t, &v, 1, false), -ETIMEDOUT);
+	pthread_barrier_wait(&s.step);
+	pthread_barrier_wait(&s.step);
+	fail = 0;
+	v.iov_len = 100;
+	assert_int_equal(fy_tls_send(t, &v, 1, false), -ETIMEDOUT);
+	fail = 1; /* a wrong answer must not hang the test */
+	v.iov_len = big;
+	assert_int_equal(fy_tls_send(t, &v, 1, true), -ETIMEDOUT);
+	pthread_barrier_wait(&s.step);
+	pthread_join(th, NULL);
+	pthread_barrier_destroy(&s.step);
+	fy_tls_free(t);
+	fy_tls_creds_free(cr);
+	close(sv[0]);
+	close(sv[1]);
+	free(buf);
+}
+
+static void test_failed_send_kept_tls13(void **state)
+{
+	(void)state;
+	failed_send_is_kept(NULL, "ferry's records");
+}
+
+static void test_failed_send_kept_tls12(void **state)
+{
+	(void)state;
+	failed_send_is_kept("NORMAL:-VERS-ALL:+VERS-TLS1.2", "GnuTLS's records");
+}
+
 static void test_ktls_probe(void **state)
 {
 	char why[256];
@@ -523,6 +639,8 @@ int main(void)
 		cmocka_unit_test(test_plaintext_server),
 		cmocka_unit_test(test_silent_peer_deadline),
 		cmocka_unit_test(test_missing_files),
+		cmocka_unit_test(test_failed_send_kept_tls13),
+		cmocka_unit_test(test_failed_send_kept_tls12),
 		cmocka_unit_test(test_ktls_probe),
 	};
 
