@@ -223,7 +223,7 @@ PY
 			start_vm hs --memory 128M --workload kv --listen "tcp:127.0.0.1:$port"
 			# Sockets for up to 1,040 connections made ahead (the default 64
 			# covers the other rows).
-			start_vm hd --memory 128M --incoming "tcp:127.0.0.1:$mport" --listen "tcp:127.0.0.1:$port" --net-prepare 1040
+			start_vm hd --memory 128M --incoming "tcp:127.0.0.1:$mport" --listen "tcp:127.0.0.1:$port"
 			hold "$port" $c >"$T/hold.out"
 			# Every connection open (under load, 1,000 take seconds), then
 			# a moment for the guest to accept the last ones.

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -154,6 +155,8 @@ int net_slot_open(struct net *n, int fd, uint32_t kind)
 	/* Read now, while the guest runs, what a handoff needs and what
 	 * never changes: the pause then reads only what moves. */
 	n->conns[i].id_ok = !tcpr_ident(fd, &n->conns[i].id, NULL, 0);
+	if (atomic_load(&n->ahead_want))
+		net_read_ahead(n, i);
 	slot_write(n, &n->slots[i]);
 	n->slots[i].kind = kind;
 	n->slots[i].bflags = 0;
@@ -252,6 +255,7 @@ static bool do_rx(struct net *n, uint32_t i)
 		guest_write_begin(n->g, ram_off(n, ring), NET_RING);
 		r = readv(c->fd, iov, iov[1].iov_len ? 2 : 1);
 		if (r > 0) {
+			c->rx_read += (uint64_t)r;
 			guest_write_end(n->g, ram_off(n, ring), NET_RING);
 			slot_write(n, s);
 			__atomic_store_n(&s->rx_head, head + (uint32_t)r,
@@ -442,6 +446,8 @@ static void *backend_main(void *arg)
 		pthread_mutex_unlock(&n->lock);
 		n->rescan = false;
 		backend_events(n, ev, k, &news);
+		if (atomic_exchange(&n->ahead_scan, false))
+			net_read_ahead_all(n);
 		if (all || n->rescan) {
 			n->rescan = false;
 			news |= scan_all(n);
@@ -470,6 +476,23 @@ static int add_ctl(struct net *n, int fd, uint32_t tag)
 	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = tag };
 
 	return epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+}
+
+/* Every slot's socket, and on a destination as many made ahead
+ * (--net-prepare), need more fds than the soft limit many systems start
+ * processes with (1,024, kept low for select()'s sake; the device uses
+ * epoll): raise it to what the device may use, as far as the hard limit
+ * allows. */
+static void raise_fd_limit(void)
+{
+	const rlim_t want = 2 * (rlim_t)NET_SLOTS + 512;
+	struct rlimit r;
+
+	if (getrlimit(RLIMIT_NOFILE, &r) || r.rlim_cur >= want)
+		return;
+	r.rlim_cur = r.rlim_max == RLIM_INFINITY || r.rlim_max > want
+			     ? want : r.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &r);
 }
 
 /**
@@ -535,6 +558,7 @@ int net_create(struct vm *vm, struct net **out, char *err, size_t len)
 	}
 	n->hdr = net_hdr_of(n->g->ram, n->g->mem_size);
 	n->slots = net_slots_of(n->g->ram, n->g->mem_size);
+	raise_fd_limit();
 	net_pool_start(n);
 	*out = n;
 	return 0;

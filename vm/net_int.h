@@ -51,7 +51,11 @@ struct net_conn {
 	bool gated;   /* the socket has the process's gate filter (tcprepair.h) */
 	struct tcpr_conn id; /* what never changes (addresses, options),
 				read when the connection came, so that the
-				pause reads only what moves */
+				pause reads only what moves; and id.ahead,
+				read while a migration's precopy runs */
+	uint64_t rx_read;    /* bytes the backend read from fd: all it
+				received, when TCP_INFO counts as many */
+	uint8_t ahead_tries; /* tcpr_read_ahead() attempts traffic foiled */
 };
 
 struct net {
@@ -95,6 +99,13 @@ struct net {
 	 * socket does; the prepared sockets have it; it is closed from the
 	 * freeze (or a destination's acquire) to the end of the thaw. */
 	bool listen_gated, pool_gated, gate_closed;
+	atomic_bool pool_stop; /* the takeover needs the pool now */
+	/* A migration is under way: the backend reads ahead (tcpr_read_ahead())
+	 * what the pause would otherwise read, for the connections it has
+	 * (ahead_scan: look at all of them again) and for each new one. */
+	atomic_bool ahead_want, ahead_scan;
+	atomic_uint ahead_gen;	 /* migrations that wanted it */
+	unsigned ahead_gen_seen; /* backend only: the last one it served */
 };
 
 int net_slot_open(struct net *n, int fd, uint32_t kind);
@@ -106,5 +117,7 @@ int net_kick_fd(struct net *n);
 void net_state_clear(struct net_state *s);
 void net_pool_start(struct net *n);
 void net_pool_stop(struct net *n);
+void net_read_ahead(struct net *n, uint32_t i);
+void net_read_ahead_all(struct net *n);
 
 #endif /* FERRY_VM_NET_INT_H */
