@@ -155,6 +155,7 @@ int net_slot_open(struct net *n, int fd, uint32_t kind)
 	/* Read now, while the guest runs, what a handoff needs and what
 	 * never changes: the pause then reads only what moves. */
 	n->conns[i].id_ok = !tcpr_ident(fd, &n->conns[i].id, NULL, 0);
+	n->conns[i].born_ms = tcpr_clock_ms();
 	if (atomic_load(&n->ahead_want))
 		net_read_ahead(n, i);
 	slot_write(n, &n->slots[i]);
@@ -432,7 +433,8 @@ static void *backend_main(void *arg)
 				if (n->conns[i].fd >= 0)
 					n->conns[i].rx_full = true;
 		}
-		k = epoll_wait(n->epfd, ev, NET_EVENTS, all ? 0 : 1000);
+		k = epoll_wait(n->epfd, ev, NET_EVENTS,
+			       all ? 0 : n->ahead_more ? 10 : 1000);
 		if (k < 0)
 			k = 0;
 		/* A pause may have come while it waited: touch nothing. */
@@ -448,6 +450,8 @@ static void *backend_main(void *arg)
 		backend_events(n, ev, k, &news);
 		if (atomic_exchange(&n->ahead_scan, false))
 			net_read_ahead_all(n);
+		else
+			net_read_ahead_due(n);
 		if (all || n->rescan) {
 			n->rescan = false;
 			news |= scan_all(n);

@@ -222,26 +222,31 @@ static bool handing_off(struct net *n)
  * be taken as repair data.
  * @n: the device.
  * @i: an open slot.
+ *
+ * Return: true when traffic got in the way and it is worth another try.
  */
-void net_read_ahead(struct net *n, uint32_t i)
+bool net_read_ahead(struct net *n, uint32_t i)
 {
 	struct net_conn *c = &n->conns[i];
 	int rc;
 
 	if (c->fd < 0 || !c->id_ok || c->id.ahead.seq_ok ||
 	    c->ahead_tries >= AHEAD_TRIES)
-		return;
+		return false;
 	rc = tcpr_read_ahead(c->fd, &c->id, NULL, 0);
 	if (rc == -EAGAIN && ++c->ahead_tries < AHEAD_TRIES)
-		atomic_store(&n->ahead_scan, true);
-	else if (rc)
+		return true;
+	if (rc)
 		c->ahead_tries = AHEAD_TRIES;
+	return false;
 }
 
 /**
  * net_read_ahead_all() - net_read_ahead() for every connection that lacks
  * it, until a pause asks for the backend: passt's lesson from vhost-user,
- * collect the device state when the migration starts, not in its pause.
+ * collect the device state when the migration starts, not in its pause
+ * (most connections were read ahead once they had lived a second,
+ * net_read_ahead_due(); this is for the younger ones).
  * @n: the device.
  */
 void net_read_ahead_all(struct net *n)
@@ -260,6 +265,47 @@ void net_read_ahead_all(struct net *n)
 		 * moment (a dozen system calls) stands between them. */
 		if (__atomic_load_n(&n->pause_req, __ATOMIC_ACQUIRE)) {
 			atomic_store(&n->ahead_scan, true);
+			return;
+		}
+		if (net_read_ahead(n, i))
+			atomic_store(&n->ahead_scan, true);
+	}
+}
+
+/* A connection that has lived this long is likely to live on: it is
+ * read ahead then, so that short-lived ones never pay for it. */
+#define AHEAD_AGE_MS 1000
+/* How often the backend looks, and how many it reads ahead at once
+ * (about 16 us each: a look delays the backend's traffic by 2 ms at
+ * most). */
+#define AHEAD_EVERY_MS 100
+#define AHEAD_BATCH 128
+
+/**
+ * net_read_ahead_due() - read ahead the connections that have lived
+ * AHEAD_AGE_MS, a batch at a time, so that a migration finds them ready
+ * however short its precopy. The backend's, between its events.
+ * @n: the device.
+ */
+void net_read_ahead_due(struct net *n)
+{
+	uint64_t now = tcpr_clock_ms();
+	unsigned done = 0;
+
+	if (now < n->ahead_next_ms)
+		return;
+	n->ahead_next_ms = now + AHEAD_EVERY_MS;
+	n->ahead_more = false;
+	for (uint32_t i = 0; i < NET_SLOTS; i++) {
+		struct net_conn *c = &n->conns[i];
+
+		if (c->fd < 0 || !c->id_ok || c->id.ahead.seq_ok ||
+		    c->ahead_tries >= AHEAD_TRIES ||
+		    now - c->born_ms < AHEAD_AGE_MS)
+			continue;
+		if (done++ == AHEAD_BATCH ||
+		    __atomic_load_n(&n->pause_req, __ATOMIC_ACQUIRE)) {
+			n->ahead_more = true;
 			return;
 		}
 		net_read_ahead(n, i);

@@ -56,6 +56,7 @@ struct net_conn {
 	uint64_t rx_read;    /* bytes the backend read from fd: all it
 				received, when TCP_INFO counts as many */
 	uint8_t ahead_tries; /* tcpr_read_ahead() attempts traffic foiled */
+	uint64_t born_ms;    /* tcpr_clock_ms() when it came */
 };
 
 struct net {
@@ -106,6 +107,9 @@ struct net {
 	atomic_bool ahead_want, ahead_scan;
 	atomic_uint ahead_gen;	 /* migrations that wanted it */
 	unsigned ahead_gen_seen; /* backend only: the last one it served */
+	uint64_t ahead_next_ms;	 /* backend only: the next look for
+				    connections old enough to read ahead */
+	bool ahead_more;	 /* backend only: that look left some over */
 };
 
 int net_slot_open(struct net *n, int fd, uint32_t kind);
@@ -117,7 +121,8 @@ int net_kick_fd(struct net *n);
 void net_state_clear(struct net_state *s);
 void net_pool_start(struct net *n);
 void net_pool_stop(struct net *n);
-void net_read_ahead(struct net *n, uint32_t i);
+bool net_read_ahead(struct net *n, uint32_t i);
 void net_read_ahead_all(struct net *n);
+void net_read_ahead_due(struct net *n);
 
 #endif /* FERRY_VM_NET_INT_H */
