@@ -273,12 +273,13 @@ void net_read_ahead_all(struct net *n)
 }
 
 /* A connection that has lived this long is likely to live on: it is
- * read ahead then, so that short-lived ones never pay for it. */
-#define AHEAD_AGE_MS 1000
+ * read ahead then, so that the shortest-lived (a request each) never pay
+ * for it. */
+#define AHEAD_AGE_MS 250
 /* How often the backend looks, and how many it reads ahead at once
  * (about 16 us each: a look delays the backend's traffic by 2 ms at
  * most). */
-#define AHEAD_EVERY_MS 100
+#define AHEAD_EVERY_MS 50
 #define AHEAD_BATCH 128
 
 /**
@@ -730,6 +731,8 @@ static int attach(struct net *n, uint32_t i, int fd, const struct tcpr_conn *d,
 
 /* ---- sockets made ahead (--net-prepare) ---- */
 
+static void stage_join(struct net *n);
+
 /* The listen address is one a connection's local end can be: not a
  * wildcard, whose connections each have their own local address. */
 static bool listen_specific(const struct net *n)
@@ -908,6 +911,7 @@ static void pool_leftovers(struct net *n)
  */
 void net_pool_stop(struct net *n)
 {
+	net_stage_stop(n);
 	pool_join(n);
 	pthread_mutex_lock(&n->pool_lock);
 	while (n->npool)
@@ -917,9 +921,107 @@ void net_pool_stop(struct net *n)
 	n->pool = NULL;
 }
 
+/* ---- restores staged before the takeover ---- */
+
+static void stage_one(struct net *n, void *arg, uint32_t k)
+{
+	const struct net_state *s = arg;
+	const struct tcpr_conn *c = &s->conns[k].c;
+	uint64_t before;
+	int fd;
+
+	if (atomic_load(&n->stage_stop) || (fd = pool_take(n, c)) < 0)
+		return;
+	before = tcpr_clock_ms();
+	/* A socket that cannot be staged is gone; the takeover makes the
+	 * connection a fresh one. */
+	if (tcpr_restore_stage(fd, c, NULL, 0))
+		return;
+	n->stage_ms[k] = before;
+	n->stage_fd[k] = fd;
+}
+
+static void *stage_main(void *arg)
+{
+	struct net *n = arg;
+
+	/* One thread: on one host the source's release runs meanwhile,
+	 * and the engine's "ready" goes out meanwhile, on the other CPU. */
+	for (uint32_t k = 0; k < n->stage_n; k++)
+		stage_one(n, n->saved, k);
+	return NULL;
+}
+
+/**
+ * net_stage_start() - a destination has the dumps (load_state): while it
+ * says "ready" and the source closes its sockets, a thread sets on the
+ * prepared sockets what needs neither the 4-tuple nor the peer (the
+ * queues' sequences and the timestamp clock: four system calls of the
+ * eight a takeover makes per connection), so that acquire connects
+ * and sets only options and window. Nothing is sent: the staged sockets
+ * are not connected.
+ * @n: the device (NULL: nothing).
+ */
+void net_stage_start(struct net *n)
+{
+	uint32_t m = n && n->saved ? n->saved->nconns : 0;
+
+	if (!m || !n->pool)
+		return;
+	for (uint32_t k = 0; k < m; k++)
+		n->stage_fd[k] = -1;
+	n->stage_n = m;
+	atomic_store(&n->stage_stop, false);
+	n->stage_started = !pthread_create(&n->stage_thread, NULL, stage_main,
+					   n);
+	if (!n->stage_started)
+		n->stage_n = 0;
+}
+
+/* The takeover: the staging ends where it is (a connection it did not
+ * reach is restored the whole way). */
+static void stage_join(struct net *n)
+{
+	if (!n->stage_started)
+		return;
+	atomic_store(&n->stage_stop, true);
+	pthread_join(n->stage_thread, NULL);
+	n->stage_started = false;
+}
+
+/* Connection @k's staged socket and when its clock was set, or -1. */
+static int stage_take(struct net *n, uint32_t k, uint64_t *ms)
+{
+	int fd;
+
+	if (k >= n->stage_n || n->stage_fd[k] < 0)
+		return -1;
+	fd = n->stage_fd[k];
+	n->stage_fd[k] = -1;
+	*ms = n->stage_ms[k];
+	return fd;
+}
+
+/**
+ * net_stage_stop() - drop what was staged (new dumps are coming, or the
+ * device goes): the sockets were never connected, closing them is silent.
+ * @n: the device (NULL: nothing).
+ */
+void net_stage_stop(struct net *n)
+{
+	if (!n)
+		return;
+	stage_join(n);
+	for (uint32_t k = 0; k < n->stage_n; k++)
+		if (n->stage_fd[k] >= 0)
+			tcpr_discard(n->stage_fd[k]);
+	n->stage_n = 0;
+}
+
 struct acquire_job {
 	const struct net_state *s;
 	atomic_uint ok;
+	atomic_uint staged; /* restores that found their socket staged */
 };
 
 static void restore_one(struct net *n, void *arg, uint32_t k)
@@ -931,12 +1033,17 @@ static void restore_one(struct net *n, void *arg, uint32_t k)
 	int fd = -1, rc;
 	bool gated;
 
-	fd = pool_take(n, &d->c);
-	gated = fd >= 0 && n->pool_gated;
-	if (fd >= 0)
+	if ((fd = stage_take(n, k, &before)) >= 0) {
+		atomic_fetch_add(&j->staged, 1);
+		gated = n->pool_gated;
+		rc = tcpr_restore_finish(fd, &d->c, &fd, err, sizeof(err));
+	} else if ((fd = pool_take(n, &d->c)) >= 0) {
+		gated = n->pool_gated;
 		rc = tcpr_restore_prepared(fd, &d->c, &fd, err, sizeof(err));
-	else
+	} else {
+		gated = false;
 		rc = tcpr_restore(&d->c, &fd, err, sizeof(err));
+	}
 	if (!rc && (rc = attach(n, d->slot, fd, &d->c, gated, before)))
 		snprintf(err, sizeof(err), "slot %u is taken", d->slot);
 	if (rc) {
@@ -995,6 +1102,8 @@ int net_acquire(struct net *n)
 	if (!n)
 		return 0;
 	atomic_init(&j.ok, 0);
+	atomic_init(&j.staged, 0);
+	stage_join(n);
 	pool_join(n);
 	/* Connected, a prepared socket must take nothing in until it is
 	 * thawed: the gate shuts them all (a source that takes its
@@ -1030,11 +1139,12 @@ int net_acquire(struct net *n)
 	if (count)
 		fprintf(stderr, "ferry-vm: net: %u of %u connections taken over in "
 			"%.1f ms (restore %.1f ms, thaw %.1f ms; CPU time "
-			"of both threads: restore %.1f ms, thaw %.1f ms)\n",
-			atomic_load(&j.ok), count,
+			"of both threads: restore %.1f ms, thaw %.1f ms; %u "
+			"staged before)\n", atomic_load(&j.ok), count,
 			(double)(vm_now_ns() - t0) / 1e6, (double)(t1 - t0) / 1e6,
 			(double)(vm_now_ns() - t1) / 1e6,
-			(double)restore_cpu / 1e6, (double)thaw_cpu / 1e6);
+			(double)restore_cpu / 1e6, (double)thaw_cpu / 1e6,
+			atomic_load(&j.staged));
 	return 0;
 }
 

@@ -101,6 +101,15 @@ struct net {
 	 * freeze (or a destination's acquire) to the end of the thaw. */
 	bool listen_gated, pool_gated, gate_closed;
 	atomic_bool pool_stop; /* the takeover needs the pool now */
+	/* A destination's restores staged between load_state and acquire
+	 * (tcpr_restore_stage()): stage_fd[k] is connection k's socket, its
+	 * sequences and clock set at stage_ms[k], or -1; k < stage_n. */
+	int stage_fd[NET_SLOTS];
+	uint64_t stage_ms[NET_SLOTS];
+	uint32_t stage_n;
+	pthread_t stage_thread;
+	bool stage_started;
+	atomic_bool stage_stop;
 	/* A migration is under way: the backend reads ahead (tcpr_read_ahead())
 	 * what the pause would otherwise read, for the connections it has
 	 * (ahead_scan: look at all of them again) and for each new one. */

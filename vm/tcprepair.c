@@ -1154,13 +1154,11 @@ static int restore_prep(int s, const struct sockaddr *local, socklen_t llen,
 	return 0;
 }
 
-/* Buffers, queue sequences, connect (no SYN in repair mode), on a socket
- * restore_prep() bound to the dump's local address. */
-static int restore_connect(int s, const struct tcpr_conn *c, char *err,
-			   size_t len)
+/* What a restore can set before the connect: buffers, the queues'
+ * sequences, the timestamp clock. */
+static int restore_seqs(int s, const struct tcpr_conn *c, char *err,
+			size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl;
 	uint32_t seq;
 	int rc;
 
@@ -1176,7 +1174,23 @@ static int restore_connect(int s, const struct tcpr_conn *c, char *err,
 	    setsockopt(s, SOL_TCP, TCP_QUEUE_SEQ, &seq, sizeof(seq)))
 		return vm_errf(err, len, rc ? rc : -errno,
 			    "restore: send sequence");
-	sl = conn_sockaddr(c, false, &ss);
+	/* The clock runs from here: a connect in repair mode keeps the
+	 * offset, and a restore staged early only moves it on by the wait,
+	 * as if the pause had been that much longer. */
+	if (c->tstamp &&
+	    (rc = sopt(s, SOL_TCP, TCP_TIMESTAMP, (int)c->ts_val)))
+		return vm_errf(err, len, rc, "restore: TCP_TIMESTAMP");
+	return 0;
+}
+
+/* The connect (no SYN in repair mode), on a socket restore_prep() bound
+ * to the dump's local address. */
+static int restore_connect(int s, const struct tcpr_conn *c, char *err,
+			   size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = conn_sockaddr(c, false, &ss);
+
 	if (connect(s, (struct sockaddr *)&ss, sl))
 		return vm_errf(err, len, -errno, "restore: connect to the peer "
 			    "port %u", c->rport);
@@ -1263,9 +1277,6 @@ static int restore_window(int s, const struct tcpr_conn *c, char *err,
 
 	if (setsockopt(s, SOL_TCP, TCP_REPAIR_WINDOW, &w, sizeof(w)))
 		return vm_errf(err, len, -errno, "restore: TCP_REPAIR_WINDOW");
-	if (c->tstamp &&
-	    (rc = sopt(s, SOL_TCP, TCP_TIMESTAMP, (int)c->ts_val)))
-		return vm_errf(err, len, rc, "restore: TCP_TIMESTAMP");
 	if (!c->nodelay && (rc = sopt(s, SOL_TCP, TCP_NODELAY, 0)))
 		return vm_errf(err, len, rc, "restore: TCP_NODELAY");
 	return 0;
@@ -1356,27 +1367,48 @@ int tcpr_prepare_gated(int family, const struct sockaddr *local,
 }
 
 /**
- * tcpr_restore_prepared() - tcpr_restore() onto a socket tcpr_prepare()
- * made, bound to the dump's local address: what is left at the takeover
- * is the sequences, the connect, the options, the queues and the window.
- * @s: the prepared socket; it becomes the connection (in *@fd) or is
- *     discarded.
+ * tcpr_restore_stage() - the part of tcpr_restore_prepared() that needs
+ * neither the 4-tuple free nor the peer: the buffers, the queues'
+ * sequences and the timestamp clock, on a socket tcpr_prepare() made. A
+ * destination does it while the source still owns the connections.
+ * @s: the prepared socket; discarded on failure.
  * @c: the dump.
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * Return: 0, or -errno with @s discarded.
+ */
+int tcpr_restore_stage(int s, const struct tcpr_conn *c, char *err,
+		       size_t len)
+{
+	int rc;
+
+	if ((rc = conn_check(c, err, len)) ||
+	    (rc = restore_seqs(s, c, err, len)))
+		tcpr_discard(s);
+	return rc;
+}
+
+/**
+ * tcpr_restore_finish() - the rest of tcpr_restore_prepared() on a socket
+ * tcpr_restore_stage() staged: the connect, the options, the queues and
+ * the window.
+ * @s: the staged socket; it becomes the connection (in *@fd) or is
+ *     discarded.
+ * @c: the dump it was staged from.
  * @fd: receives @s restored, or -1.
  * @err: receives the reason on failure.
  * @len: size of @err.
  *
  * Return: 0, or -errno with @s discarded.
  */
-int tcpr_restore_prepared(int s, const struct tcpr_conn *c, int *fd,
-			  char *err, size_t len)
+int tcpr_restore_finish(int s, const struct tcpr_conn *c, int *fd,
+			char *err, size_t len)
 {
 	uint32_t sent;
 	int rc;
 
 	*fd = -1;
-	if ((rc = conn_check(c, err, len)))
-		goto fail;
 	if ((rc = restore_connect(s, c, err, len)) ||
 	    (rc = restore_options(s, c, err, len)) ||
 	    (rc = restore_queues(s, c, err, len)) ||
@@ -1393,6 +1425,31 @@ int tcpr_restore_prepared(int s, const struct tcpr_conn *c, int *fd,
 fail:
 	tcpr_discard(s);
 	return rc;
+}
+
+/**
+ * tcpr_restore_prepared() - tcpr_restore() onto a socket tcpr_prepare()
+ * made, bound to the dump's local address: what is left at the takeover
+ * is the sequences, the connect, the options, the queues and the window
+ * (tcpr_restore_stage(), then tcpr_restore_finish()).
+ * @s: the prepared socket; it becomes the connection (in *@fd) or is
+ *     discarded.
+ * @c: the dump.
+ * @fd: receives @s restored, or -1.
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * Return: 0, or -errno with @s discarded.
+ */
+int tcpr_restore_prepared(int s, const struct tcpr_conn *c, int *fd,
+			  char *err, size_t len)
+{
+	int rc;
+
+	*fd = -1;
+	if ((rc = tcpr_restore_stage(s, c, err, len)))
+		return rc;
+	return tcpr_restore_finish(s, c, fd, err, len);
 }
 
 /* ---- state ---- */

@@ -127,6 +127,12 @@ int  tcpr_prepare(int family, const struct sockaddr *local, socklen_t llen, int 
 int  tcpr_restore_prepared(int s, const struct tcpr_conn *c, int *fd, char *err, size_t len);
 				/* tcpr_restore() onto a prepared socket bound to c's local
 				   address; s is used up either way */
+int  tcpr_restore_stage(int s, const struct tcpr_conn *c, char *err, size_t len);
+int  tcpr_restore_finish(int s, const struct tcpr_conn *c, int *fd, char *err,
+			 size_t len);
+				/* tcpr_restore_prepared() in two: what needs neither the
+				   4-tuple nor the peer (buffers, sequences, timestamp),
+				   then the rest (connect, options, queues, window) */
 int  tcpr_drop_filter(void); /* the shared eBPF "drop" program (loaded once), or -1 */
 /* The gate: one eBPF filter for all of the process's sockets, which drops
  * everything while closed (tcpr_gate_set(true)) and nothing while open (the
