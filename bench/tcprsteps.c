@@ -291,9 +291,10 @@ static int nthreads = 1;
 
 static int *pre;
 
-enum phase { P_IDENT, P_AHEAD, P_PREPARE, P_FREEZE, P_DUMP, P_DISCARD, P_RESTORE, P_THAW };
+enum phase { P_IDENT, P_AHEAD, P_PREPARE, P_FREEZE, P_DUMP, P_STAGE, P_DISCARD, P_RESTORE, P_THAW };
 
 static atomic_uint quick_dumps;
+static uint64_t *stage_ms;
 
 struct worker {
 	enum phase ph;
@@ -312,7 +313,7 @@ static void *phase_main(void *arg)
 		/* The base's module (4e2bd71): no identity read ahead, no
 		 * prepared sockets, tcpr_discard() at release. */
 		switch (w->ph) {
-		case P_IDENT: case P_AHEAD: case P_PREPARE: break;
+		case P_IDENT: case P_AHEAD: case P_PREPARE: case P_STAGE: break;
 		case P_FREEZE: rc = tcpr_freeze(dev[i], err, sizeof(err)); break;
 		case P_DUMP: rc = tcpr_dump(dev[i], &mc[i], err, sizeof(err)); break;
 		case P_DISCARD: tcpr_discard(dev[i]); break;
@@ -334,11 +335,15 @@ static void *phase_main(void *arg)
 			if (quick)
 				atomic_fetch_add(&quick_dumps, 1);
 			break;
+		case P_STAGE:
+			stage_ms[i] = tcpr_clock_ms();
+			rc = tcpr_restore_stage(pre[i], &mc[i], err, sizeof(err));
+			break;
 		case P_DISCARD: tcpr_close_frozen(dev[i]); break;
 		case P_RESTORE:
-			rc = tcpr_restore_prepared(pre[i], &mc[i], &dev[i], err, sizeof(err));
+			rc = tcpr_restore_finish(pre[i], &mc[i], &dev[i], err, sizeof(err));
 			if (!rc)
-				tcpr_ahead_restored(&mc[i], tcpr_clock_ms(), &mc[i].ahead);
+				tcpr_ahead_restored(&mc[i], stage_ms[i], &mc[i].ahead);
 			break;
 		case P_THAW: rc = tcpr_thaw_restored(dev[i], &mc[i], gated, err, sizeof(err)); break;
 		}
@@ -446,6 +451,7 @@ static void round_module(void)
 {
 	mc = calloc(nconn, sizeof(*mc));
 	pre = calloc(nconn, sizeof(*pre));
+	stage_ms = calloc(nconn, sizeof(*stage_ms));
 	pairs();
 	printf("\n### vm/tcprepair.c as the device calls it (%d connections, "
 	       "%d bytes queued each, %d thread%s)\n\n| phase | us/conn | ms all | CPU us/conn | CPU ms all |\n"
@@ -457,8 +463,9 @@ static void round_module(void)
 	phase("pause: tcpr_freeze", P_FREEZE);
 	phase("pause: tcpr_dump_quick", P_DUMP);
 	state_round_trip();
+	phase("before release: tcpr_restore_stage (dest.)", P_STAGE);
 	phase("release: tcpr_close_frozen", P_DISCARD);
-	phase("switchover: tcpr_restore_prepared", P_RESTORE);
+	phase("switchover: tcpr_restore_finish", P_RESTORE);
 	phase("switchover: tcpr_thaw_restored", P_THAW);
 #ifndef TCPRSTEPS_OLD
 	printf("\n(%u of %d dumps quick: TCP_INFO and TCP_REPAIR_WINDOW)\n",
@@ -469,6 +476,7 @@ static void round_module(void)
 	check();
 	free(mc);
 	free(pre);
+	free(stage_ms);
 }
 
 int main(int argc, char **argv)
