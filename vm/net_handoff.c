@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errf.h"
 #include "net_int.h"
 #include "netaddr.h"
 #include "tcprepair.h"
@@ -476,6 +477,38 @@ struct dump_job {
 	char differ_why[200];
 };
 
+/* 0 when the quick dump @q restores what @f, the full one of the same
+ * frozen socket read at most @ms_apart before, does; else -EPROTO and
+ * why. The timestamp of @q may be ahead of @f's by the time between them
+ * (and the estimate's few ms), never behind. */
+static int dump_cmp(const struct tcpr_conn *q, const struct tcpr_conn *f,
+		  uint32_t ms_apart, char *why, size_t len)
+{
+	int32_t ts = (int32_t)(q->ts_val - f->ts_val);
+
+	if (q->snd_seq != f->snd_seq || q->rcv_seq != f->rcv_seq)
+		return vm_errf(why, len, -EPROTO, "port %u: sequences %u/%u, "
+			    "the kernel's %u/%u", q->rport, q->snd_seq,
+			    q->rcv_seq, f->snd_seq, f->rcv_seq);
+	if (q->sndq_len != f->sndq_len || q->rcvq_len != f->rcvq_len ||
+	    q->sndq_unsent != f->sndq_unsent)
+		return vm_errf(why, len, -EPROTO, "port %u: queues %u/%u, the "
+			    "kernel's %u/%u", q->rport, q->sndq_len,
+			    q->rcvq_len, f->sndq_len, f->rcvq_len);
+	if (q->mss != f->mss || q->snd_wscale != f->snd_wscale ||
+	    q->rcv_wscale != f->rcv_wscale || q->sack != f->sack ||
+	    q->tstamp != f->tstamp || q->wscale_ok != f->wscale_ok ||
+	    memcmp(&q->win, &f->win, sizeof(q->win)))
+		return vm_errf(why, len, -EPROTO, "port %u: MSS %u, options or "
+			    "window differ from the kernel's (MSS %u)",
+			    q->rport, q->mss, f->mss);
+	if (f->tstamp && (ts < 0 || ts > (int32_t)ms_apart + 4))
+		return vm_errf(why, len, -EPROTO, "port %u: timestamp %u, %d ms "
+			    "from the kernel's %u", q->rport, q->ts_val, ts,
+			    f->ts_val);
+	return 0;
+}
+
 /* FERRY_VM_NET_VERIFY=1 (tests): each quick dump is checked against the
  * full one of the same frozen socket, read just before it (@f, read at
  * @full_ms); the quick one is what moves, as without the check. */
@@ -484,7 +517,7 @@ static void dump_verify(struct dump_job *j, const struct tcpr_conn *q,
 {
 	char why[200] = "";
 
-	if (tcpr_dump_cmp(q, f, (uint32_t)(tcpr_clock_ms() - full_ms), why,
+	if (dump_cmp(q, f, (uint32_t)(tcpr_clock_ms() - full_ms), why,
 			  sizeof(why)) &&
 	    atomic_fetch_add(&j->differ, 1) == 0)
 		snprintf(j->differ_why, sizeof(j->differ_why), "%s", why);

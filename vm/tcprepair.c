@@ -989,37 +989,6 @@ int tcpr_read_ahead(int fd, struct tcpr_conn *c, char *err, size_t len)
 	return 0;
 }
 
-/* tcpr_dump_cmp() - see tcprepair.h. The timestamp of @q may be ahead
- * of @f's by the time between them (and the estimate's few ms), never
- * behind. */
-int tcpr_dump_cmp(const struct tcpr_conn *q, const struct tcpr_conn *f,
-		  uint32_t ms_apart, char *why, size_t len)
-{
-	int32_t ts = (int32_t)(q->ts_val - f->ts_val);
-
-	if (q->snd_seq != f->snd_seq || q->rcv_seq != f->rcv_seq)
-		return vm_errf(why, len, -EPROTO, "port %u: sequences %u/%u, "
-			    "the kernel's %u/%u", q->rport, q->snd_seq,
-			    q->rcv_seq, f->snd_seq, f->rcv_seq);
-	if (q->sndq_len != f->sndq_len || q->rcvq_len != f->rcvq_len ||
-	    q->sndq_unsent != f->sndq_unsent)
-		return vm_errf(why, len, -EPROTO, "port %u: queues %u/%u, the "
-			    "kernel's %u/%u", q->rport, q->sndq_len,
-			    q->rcvq_len, f->sndq_len, f->rcvq_len);
-	if (q->mss != f->mss || q->snd_wscale != f->snd_wscale ||
-	    q->rcv_wscale != f->rcv_wscale || q->sack != f->sack ||
-	    q->tstamp != f->tstamp || q->wscale_ok != f->wscale_ok ||
-	    memcmp(&q->win, &f->win, sizeof(q->win)))
-		return vm_errf(why, len, -EPROTO, "port %u: MSS %u, options or "
-			    "window differ from the kernel's (MSS %u)",
-			    q->rport, q->mss, f->mss);
-	if (f->tstamp && (ts < 0 || ts > (int32_t)ms_apart + 4))
-		return vm_errf(why, len, -EPROTO, "port %u: timestamp %u, %d ms "
-			    "from the kernel's %u", q->rport, q->ts_val, ts,
-			    f->ts_val);
-	return 0;
-}
-
 /**
  * tcpr_ahead_restored() - the read-ahead of a socket restored from @c, at
  * no cost: the restore set write_seq where the send queue starts (the

@@ -112,11 +112,6 @@ void tcpr_ahead_restored(const struct tcpr_conn *c, uint64_t before_ms,
 				/* the read-ahead of a socket restored from c: nothing to
 				   read (before_ms: CLOCK_MONOTONIC ms before the restore) */
 uint64_t tcpr_clock_ms(void);   /* the clock of before_ms and ts_ms */
-int  tcpr_dump_cmp(const struct tcpr_conn *q, const struct tcpr_conn *f,
-		   uint32_t ms_apart, char *why, size_t len);
-				/* 0 when the dump q (a quick one) restores what f
-				   (the full one of the same frozen socket, read at
-				   most ms_apart before) does; else -EPROTO and why */
 int  tcpr_restore(const struct tcpr_conn *c, int *fd, char *err, size_t len);
 				/* new socket, repair mode, bound+connected, queues and options
 				   restored; still FROZEN: call tcpr_thaw() to let it run */
