@@ -448,16 +448,17 @@ static void *backend_main(void *arg)
 		pthread_mutex_unlock(&n->lock);
 		n->rescan = false;
 		backend_events(n, ev, k, &news);
-		if (atomic_exchange(&n->ahead_scan, false))
-			net_read_ahead_all(n);
-		else
-			net_read_ahead_due(n);
 		if (all || n->rescan) {
 			n->rescan = false;
 			news |= scan_all(n);
 		}
 		if (news)
 			guest_doorbell(n->g);
+		/* After the traffic: what a handoff would read in its pause. */
+		if (atomic_exchange(&n->ahead_scan, false))
+			net_read_ahead_all(n);
+		else
+			net_read_ahead_due(n);
 	}
 	return NULL;
 }

@@ -210,7 +210,7 @@ static bool handing_off(struct net *n)
 		       !to_file(n) && !n->vm->mig.keep_running : false;
 }
 
-/* ---- read ahead while precopy runs ---- */
+/* ---- read ahead of the pause ---- */
 
 /* A connection foiled by its own traffic this many times is left to the
  * pause (it would have queues to read there anyway). */
@@ -246,7 +246,7 @@ bool net_read_ahead(struct net *n, uint32_t i)
  * net_read_ahead_all() - net_read_ahead() for every connection that lacks
  * it, until a pause asks for the backend: passt's lesson from vhost-user,
  * collect the device state when the migration starts, not in its pause
- * (most connections were read ahead once they had lived a second,
+ * (most connections were read ahead once they had lived 250 ms,
  * net_read_ahead_due(); this is for the younger ones).
  * @n: the device.
  */
@@ -764,8 +764,6 @@ static int attach(struct net *n, uint32_t i, int fd, const struct tcpr_conn *d,
 
 /* ---- sockets made ahead (--net-prepare) ---- */
 
-static void stage_join(struct net *n);
-
 /* The listen address is one a connection's local end can be: not a
  * wildcard, whose connections each have their own local address. */
 static bool listen_specific(const struct net *n)
@@ -822,9 +820,10 @@ static void *pool_main(void *arg)
 	uint32_t want = pool_size(n);
 	uint64_t t0 = vm_now_ns(), c0 = cpu_ns();
 	char err[200] = "";
+	uint32_t k;
 	int fd;
 
-	for (uint32_t k = 0; k < want && !atomic_load(&n->pool_stop); k++) {
+	for (k = 0; k < want && !atomic_load(&n->pool_stop); k++) {
 		if (tcpr_prepare_gated(n->listen_addr.ss_family,
 				       (const struct sockaddr *)&n->listen_addr,
 				       n->listen_len, n->pool_gated, &fd, err,
@@ -839,7 +838,7 @@ static void *pool_main(void *arg)
 	}
 	if (getenv("FERRY_VM_TRACE") && !strcmp(getenv("FERRY_VM_TRACE"), "1"))
 		fprintf(stderr, "ferry-vm: net: %u of %u sockets made ahead in "
-			"%.1f ms (CPU %.1f ms)\n", n->npool, want,
+			"%.1f ms (CPU %.1f ms)\n", k, want,
 			(double)(vm_now_ns() - t0) / 1e6,
 			(double)(cpu_ns() - c0) / 1e6);
 	return NULL;
@@ -866,7 +865,7 @@ void net_pool_start(struct net *n)
 	if (!o->incoming || !strncmp(o->incoming, "file:", 5) || !o->listen ||
 	    !o->net_prepare || !listen_specific(n) || tcpr_available(NULL, 0))
 		return;
-	n->pool = calloc(o->net_prepare ? o->net_prepare : 1, sizeof(*n->pool));
+	n->pool = calloc(o->net_prepare, sizeof(*n->pool));
 	if (!n->pool)
 		return;
 	/* The prepared sockets get the gate (open: they take nothing in

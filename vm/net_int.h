@@ -52,7 +52,8 @@ struct net_conn {
 	struct tcpr_conn id; /* what never changes (addresses, options),
 				read when the connection came, so that the
 				pause reads only what moves; and id.ahead,
-				read while a migration's precopy runs */
+				read once it lived 250 ms or when a
+				migration starts (net_read_ahead_due()) */
 	uint64_t rx_read;    /* bytes the backend read from fd: all it
 				received, when TCP_INFO counts as many */
 	uint8_t ahead_tries; /* tcpr_read_ahead() attempts traffic foiled */
@@ -110,9 +111,10 @@ struct net {
 	pthread_t stage_thread;
 	bool stage_started;
 	atomic_bool stage_stop;
-	/* A migration is under way: the backend reads ahead (tcpr_read_ahead())
-	 * what the pause would otherwise read, for the connections it has
-	 * (ahead_scan: look at all of them again) and for each new one. */
+	/* The backend reads ahead (tcpr_read_ahead()) what the pause would
+	 * otherwise read: for a connection that has lived 250 ms, and while
+	 * a migration is under way (ahead_want) for every connection it has
+	 * (ahead_scan: look at all of them again) and each new one. */
 	atomic_bool ahead_want, ahead_scan;
 	atomic_uint ahead_gen;	 /* migrations that wanted it */
 	unsigned ahead_gen_seen; /* backend only: the last one it served */
