@@ -6,10 +6,14 @@
  * seeing anything but a stall.
  *
  * Life of a connection across a migration:
- *   source:      (tcpr_ident() while it runs)
- *                tcpr_freeze() -> tcpr_dump() -> (failure: tcpr_thaw())
- *                                             -> (release: tcpr_discard())
- *   destination: tcpr_restore() -> tcpr_thaw()
+ *   source:      (tcpr_ident() and tcpr_read_ahead() while it runs)
+ *                tcpr_freeze() -> tcpr_dump_quick() or tcpr_dump()
+ *                              -> (failure: tcpr_thaw())
+ *                              -> (release: tcpr_discard())
+ *   destination: (tcpr_prepare() while it waits)
+ *                tcpr_restore_stage() (while the source releases)
+ *                -> tcpr_restore_finish() -> tcpr_thaw_restored()
+ *                (or tcpr_restore() -> tcpr_thaw() in one go)
  *
  * Needs CAP_NET_ADMIN in the socket's network namespace (tcpr_available()
  * says whether it is there). Listening sockets are not frozen: the device
