@@ -48,6 +48,9 @@
  * Below it they take a few milliseconds of CPU at most, and on a busy host
  * waiting for a second thread to be scheduled can cost more than that. */
 #define NET_PAR_MIN 256
+/* From this many connections on, a destination stages their restores
+ * (net_stage_start()). */
+#define NET_STAGE_MIN 32
 
 /* This thread's CPU time: under load the wall clock of a step says more
  * about the other jobs on the host than about the step. */
@@ -998,7 +1001,9 @@ void net_stage_start(struct net *n)
 {
 	uint32_t m = n && n->saved ? n->saved->nconns : 0;
 
-	if (!m || !n->pool)
+	/* A few connections are restored in less time than a thread takes
+	 * to start. */
+	if (m < NET_STAGE_MIN || !n->pool)
 		return;
 	for (uint32_t k = 0; k < m; k++)
 		n->stage_fd[k] = -1;

@@ -12,7 +12,7 @@
 # - megabytes queued in a connection (requests unread, replies unsent or
 #   unacknowledged) arrive byte for byte after the migration;
 # - idle connections are dumped from TCP_INFO and what was read ahead
-#   during precopy (the quick dump), a busy one beside them takes the full
+#   (the quick dump), a busy one beside them takes the full
 #   way, and the quick dumps equal the full ones (FERRY_VM_NET_VERIFY=1
 #   dumps every connection both ways): all answer after two migrations.
 . "$(dirname "$0")/lib.sh"
@@ -194,10 +194,11 @@ grep -q "replies ok" "$T/q.out" || fail "after the migration: $(cat "$T/q.out")"
 pass "queued requests and replies (megabytes) moved with the connection: 20000 replies byte for byte; downtime $(json_field "$T/q.json" 'd["downtime_ms"]') ms"
 kill "$PID_qsrc" "$PID_qdst"
 
-# 6. The quick dump. 20 idle connections (each answered a PING) and one
+# 6. The quick dump. 40 idle connections (each answered a PING) and one
 # with megabytes queued; both ferry-vm check each quick dump against the
 # full one of the same socket. Then the destination hands them on to a
-# third process: restored sockets know their read-ahead without reading.
+# third process: restored sockets know their read-ahead without reading
+# (the second destination stages their restores: 32 connections or more).
 export FERRY_VM_NET_VERIFY=1
 port=$(free_port) mport=$(free_port) mport2=$(free_port)
 start_vm isrc --memory 64M --workload kv --listen "tcp:127.0.0.1:$port"
@@ -209,7 +210,7 @@ exec 8<>"$T/igo"
 cat >"$T/idle.py" <<'PY'
 import socket, sys
 port = int(sys.argv[1])
-idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
 def ping_all(tag):
     for s in idle:
         s.sendall(b"PING\r\n")
@@ -244,10 +245,14 @@ wait_until 20 grep -q ready "$T/idle6.out" || fail "the clients: $(cat "$T/idle6
 sleep 0.5
 "$FERRY" migrate "$T/isrc.sock" "tcp:127.0.0.1:$mport" --json >"$T/i.json" 2>"$T/i.log" ||
 	fail "migration with idle and busy connections: $(tail -n1 "$T/i.json")"
-[ "$(json_field "$T/i.json" 'd["net"]["handed"]')" = 21 ] || fail "handed: $(json_field "$T/i.json" 'd["net"]')"
+[ "$(json_field "$T/i.json" 'd["net"]["handed"]')" = 41 ] || fail "handed: $(json_field "$T/i.json" 'd["net"]')"
 v1=$(grep 'verify:' "$T/isrc.log")
-# The 20 idle ones, read ahead in precopy; the busy one had bytes queued.
-[[ $v1 == *": 20 quick dumps, 0 differ"* ]] || fail "the source's quick dumps: ${v1:-none} ($(grep 'net:' "$T/isrc.log"))"
+# The 40 idle ones, read ahead; the busy one had bytes queued.
+[[ $v1 == *": 40 quick dumps, 0 differ"* ]] || fail "the source's quick dumps: ${v1:-none} ($(grep 'net:' "$T/isrc.log"))"
+# The destination staged restores before the takeover (all of them, or
+# as many as it reached before acquire).
+staged=$(sed -n 's/.* \([0-9]*\) staged before.*/\1/p' "$T/idst.log")
+[ "${staged:-0}" -gt 0 ] || fail "no restore staged: $(grep 'net:' "$T/idst.log")"
 echo go >&8
 busy_done() { grep -q "busy" "$T/idle6.out"; }
 wait_until 40 busy_done || fail "after the migration: $(cat "$T/idle6.out")"
@@ -257,9 +262,9 @@ grep -q "busy ok" "$T/idle6.out" || fail "after the migration: $(cat "$T/idle6.o
 v2=$(grep 'verify:' "$T/idst.log")
 # Every one of them quick now: the busy one's queues are gone, and the
 # read-ahead of restored sockets comes with the restore.
-[[ $v2 == *": 21 quick dumps, 0 differ"* ]] || fail "the second source's quick dumps: ${v2:-none} ($(grep 'net:' "$T/idst.log"))"
+[[ $v2 == *": 41 quick dumps, 0 differ"* ]] || fail "the second source's quick dumps: ${v2:-none} ($(grep 'net:' "$T/idst.log"))"
 echo go >&8
 all_done() { grep -q "all ok\|WRONG" "$T/idle6.out"; }
 wait_until 20 all_done || fail "after the second migration: $(cat "$T/idle6.out")"
 grep -q "all ok" "$T/idle6.out" || fail "after the second migration: $(cat "$T/idle6.out")"
-pass "quick dumps: 20 idle connections from TCP_INFO and the read-ahead (equal to the full dumps), the busy one the full way, 20000 replies byte for byte; all 21 quick the second time, and all answer"
+pass "quick dumps: 40 idle connections from TCP_INFO and the read-ahead (equal to the full dumps), the busy one the full way, 20000 replies byte for byte; all 41 quick the second time (restores staged), and all answer"
