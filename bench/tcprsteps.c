@@ -17,8 +17,10 @@
  *
  * Round "module": a fresh set goes through vm/tcprepair.c as the device
  * uses it, split the way the migration splits it: what runs while the
- * guest still runs (tcpr_ident() when a connection comes), what runs in
- * the pause (freeze, dump), at the point of no return (close) and in the
+ * guest still runs (tcpr_ident() when a connection comes, tcpr_read_ahead()
+ * while precopy runs, the destination's tcpr_prepare()), what runs in the
+ * pause (freeze, dump: the quick one for an idle connection, the full one
+ * with -q BYTES unread), at the point of no return (close) and in the
  * switchover (restore, thaw), on one thread or two (-t 2, as the device
  * does from 256 connections on).
  *
@@ -41,6 +43,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,6 +275,9 @@ static void round_syscalls(void)
 	STEP("dst: TCP_NODELAY", sopt(dev[i], SOL_TCP, TCP_NODELAY, 0));
 	STEP("dst: SO_DETACH_FILTER", setsockopt(dev[i], SOL_SOCKET, SO_DETACH_FILTER, &d, 4));
 	STEP("dst: TCP_REPAIR off", if (sopt(dev[i], SOL_TCP, TCP_REPAIR, 0)) die("off"));
+	STEP("dst: TCP_REPAIR on again", if (sopt(dev[i], SOL_TCP, TCP_REPAIR, 1)) die("on"));
+	STEP("dst: TCP_REPAIR off, no window probe",
+	     if (sopt(dev[i], SOL_TCP, TCP_REPAIR, -1)) die("off, no probe"));
 	STEP("dst: SO_REUSEADDR", sopt(dev[i], SOL_SOCKET, SO_REUSEADDR, 1));
 	check();
 	close(prog);
@@ -285,7 +291,10 @@ static int nthreads = 1;
 
 static int *pre;
 
-enum phase { P_IDENT, P_PREPARE, P_FREEZE, P_DUMP, P_DISCARD, P_RESTORE, P_THAW };
+enum phase { P_IDENT, P_AHEAD, P_PREPARE, P_FREEZE, P_DUMP, P_STAGE, P_DISCARD, P_RESTORE, P_THAW };
+
+static atomic_uint quick_dumps;
+static uint64_t *stage_ms;
 
 struct worker {
 	enum phase ph;
@@ -304,7 +313,7 @@ static void *phase_main(void *arg)
 		/* The base's module (4e2bd71): no identity read ahead, no
 		 * prepared sockets, tcpr_discard() at release. */
 		switch (w->ph) {
-		case P_IDENT: case P_PREPARE: break;
+		case P_IDENT: case P_AHEAD: case P_PREPARE: case P_STAGE: break;
 		case P_FREEZE: rc = tcpr_freeze(dev[i], err, sizeof(err)); break;
 		case P_DUMP: rc = tcpr_dump(dev[i], &mc[i], err, sizeof(err)); break;
 		case P_DISCARD: tcpr_discard(dev[i]); break;
@@ -312,14 +321,31 @@ static void *phase_main(void *arg)
 		case P_THAW: rc = tcpr_thaw(dev[i], err, sizeof(err)); break;
 		}
 #else
+		bool quick = false;
+
 		switch (w->ph) {
 		case P_IDENT: rc = tcpr_ident(dev[i], &mc[i], err, sizeof(err)); break;
+		case P_AHEAD: rc = tcpr_read_ahead(dev[i], &mc[i], err, sizeof(err)); break;
 		case P_PREPARE: rc = tcpr_prepare_gated(AF_INET, (void *)&where, sizeof(where), gated, &pre[i], err, sizeof(err)); break;
 		case P_FREEZE: rc = gated ? tcpr_freeze_gated(dev[i], err, sizeof(err)) : tcpr_freeze(dev[i], err, sizeof(err)); break;
-		case P_DUMP: rc = tcpr_dump_live(dev[i], &mc[i], err, sizeof(err)); break;
+		/* Nothing was read from the device's sockets: the queued
+		 * bytes (-q) are unread, and take the full way. */
+		case P_DUMP:
+			rc = tcpr_dump_quick(dev[i], &mc[i], 0, &quick, err, sizeof(err));
+			if (quick)
+				atomic_fetch_add(&quick_dumps, 1);
+			break;
+		case P_STAGE:
+			stage_ms[i] = tcpr_clock_ms();
+			rc = tcpr_restore_stage(pre[i], &mc[i], err, sizeof(err));
+			break;
 		case P_DISCARD: tcpr_close_frozen(dev[i]); break;
-		case P_RESTORE: rc = tcpr_restore_prepared(pre[i], &mc[i], &dev[i], err, sizeof(err)); break;
-		case P_THAW: rc = gated ? tcpr_thaw_gated(dev[i], err, sizeof(err)) : tcpr_thaw(dev[i], err, sizeof(err)); break;
+		case P_RESTORE:
+			rc = tcpr_restore_finish(pre[i], &mc[i], &dev[i], err, sizeof(err));
+			if (!rc)
+				tcpr_ahead_restored(&mc[i], stage_ms[i], &mc[i].ahead);
+			break;
+		case P_THAW: rc = tcpr_thaw_restored(dev[i], &mc[i], gated, err, sizeof(err)); break;
 		}
 #endif
 		if (rc) {
@@ -425,24 +451,32 @@ static void round_module(void)
 {
 	mc = calloc(nconn, sizeof(*mc));
 	pre = calloc(nconn, sizeof(*pre));
+	stage_ms = calloc(nconn, sizeof(*stage_ms));
 	pairs();
 	printf("\n### vm/tcprepair.c as the device calls it (%d connections, "
 	       "%d bytes queued each, %d thread%s)\n\n| phase | us/conn | ms all | CPU us/conn | CPU ms all |\n"
 	       "| --- | ---: | ---: | ---: | ---: |\n", nconn, qbytes, nthreads,
 	       nthreads > 1 ? (gated ? "s, the gate" : "s") : (gated ? ", the gate" : ""));
 	phase("precopy: tcpr_ident (at accept)", P_IDENT);
+	phase("precopy: tcpr_read_ahead (source)", P_AHEAD);
 	phase("precopy: tcpr_prepare (destination)", P_PREPARE);
 	phase("pause: tcpr_freeze", P_FREEZE);
-	phase("pause: tcpr_dump_live", P_DUMP);
+	phase("pause: tcpr_dump_quick", P_DUMP);
 	state_round_trip();
+	phase("before release: tcpr_restore_stage (dest.)", P_STAGE);
 	phase("release: tcpr_close_frozen", P_DISCARD);
-	phase("switchover: tcpr_restore_prepared", P_RESTORE);
-	phase("switchover: tcpr_thaw", P_THAW);
+	phase("switchover: tcpr_restore_finish", P_RESTORE);
+	phase("switchover: tcpr_thaw_restored", P_THAW);
+#ifndef TCPRSTEPS_OLD
+	printf("\n(%u of %d dumps quick: TCP_INFO and TCP_REPAIR_WINDOW)\n",
+	       atomic_exchange(&quick_dumps, 0), nconn);
+#endif
 	for (int i = 0; i < nconn; i++)
 		tcpr_conn_clear(&mc[i]);
 	check();
 	free(mc);
 	free(pre);
+	free(stage_ms);
 }
 
 int main(int argc, char **argv)

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -154,6 +155,9 @@ int net_slot_open(struct net *n, int fd, uint32_t kind)
 	/* Read now, while the guest runs, what a handoff needs and what
 	 * never changes: the pause then reads only what moves. */
 	n->conns[i].id_ok = !tcpr_ident(fd, &n->conns[i].id, NULL, 0);
+	n->conns[i].born_ms = tcpr_clock_ms();
+	if (atomic_load(&n->ahead_want))
+		net_read_ahead(n, i);
 	slot_write(n, &n->slots[i]);
 	n->slots[i].kind = kind;
 	n->slots[i].bflags = 0;
@@ -252,6 +256,7 @@ static bool do_rx(struct net *n, uint32_t i)
 		guest_write_begin(n->g, ram_off(n, ring), NET_RING);
 		r = readv(c->fd, iov, iov[1].iov_len ? 2 : 1);
 		if (r > 0) {
+			c->rx_read += (uint64_t)r;
 			guest_write_end(n->g, ram_off(n, ring), NET_RING);
 			slot_write(n, s);
 			__atomic_store_n(&s->rx_head, head + (uint32_t)r,
@@ -428,7 +433,8 @@ static void *backend_main(void *arg)
 				if (n->conns[i].fd >= 0)
 					n->conns[i].rx_full = true;
 		}
-		k = epoll_wait(n->epfd, ev, NET_EVENTS, all ? 0 : 1000);
+		k = epoll_wait(n->epfd, ev, NET_EVENTS,
+			       all ? 0 : n->ahead_more ? 10 : 1000);
 		if (k < 0)
 			k = 0;
 		/* A pause may have come while it waited: touch nothing. */
@@ -448,6 +454,11 @@ static void *backend_main(void *arg)
 		}
 		if (news)
 			guest_doorbell(n->g);
+		/* After the traffic: what a handoff would read in its pause. */
+		if (atomic_exchange(&n->ahead_scan, false))
+			net_read_ahead_all(n);
+		else
+			net_read_ahead_due(n);
 	}
 	return NULL;
 }
@@ -470,6 +481,23 @@ static int add_ctl(struct net *n, int fd, uint32_t tag)
 	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = tag };
 
 	return epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+}
+
+/* Every slot's socket, and on a destination as many made ahead
+ * (--net-prepare), need more fds than the soft limit many systems start
+ * processes with (1,024, kept low for select()'s sake; the device uses
+ * epoll): raise it to what the device may use, as far as the hard limit
+ * allows. */
+static void raise_fd_limit(void)
+{
+	const rlim_t want = 2 * (rlim_t)NET_SLOTS + 512;
+	struct rlimit r;
+
+	if (getrlimit(RLIMIT_NOFILE, &r) || r.rlim_cur >= want)
+		return;
+	r.rlim_cur = r.rlim_max == RLIM_INFINITY || r.rlim_max > want
+			     ? want : r.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &r);
 }
 
 /**
@@ -535,6 +563,7 @@ int net_create(struct vm *vm, struct net **out, char *err, size_t len)
 	}
 	n->hdr = net_hdr_of(n->g->ram, n->g->mem_size);
 	n->slots = net_slots_of(n->g->ram, n->g->mem_size);
+	raise_fd_limit();
 	net_pool_start(n);
 	*out = n;
 	return 0;

@@ -111,6 +111,8 @@ int net_acquire(struct net *n);
 void net_resume_frozen(struct net *n);
 void net_outcome(struct net *n, int rc);
 int net_address_add(struct net *n, char *err, size_t len);
+void net_stage_start(struct net *n);
+void net_stage_stop(struct net *n);
 
 static inline struct net_hdr *net_hdr_of(uint8_t *ram, uint64_t mem_size)
 {

@@ -33,10 +33,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "errf.h"
 #include "net_int.h"
 #include "netaddr.h"
 #include "tcprepair.h"
@@ -46,6 +48,9 @@
  * Below it they take a few milliseconds of CPU at most, and on a busy host
  * waiting for a second thread to be scheduled can cost more than that. */
 #define NET_PAR_MIN 256
+/* From this many connections on, a destination stages their restores
+ * (net_stage_start()). */
+#define NET_STAGE_MIN 32
 
 /* This thread's CPU time: under load the wall clock of a step says more
  * about the other jobs on the host than about the step. */
@@ -208,9 +213,127 @@ static bool handing_off(struct net *n)
 		       !to_file(n) && !n->vm->mig.keep_running : false;
 }
 
+/* ---- read ahead of the pause ---- */
+
+/* A connection foiled by its own traffic this many times is left to the
+ * pause (it would have queues to read there anyway). */
+#define AHEAD_TRIES 4
+
+/**
+ * net_read_ahead() - read ahead, for slot @i's connection, what its dump
+ * would read in the pause (tcpr_read_ahead()). The backend's: the socket
+ * spends a moment in repair mode, where a write of the backend's would
+ * be taken as repair data.
+ * @n: the device.
+ * @i: an open slot.
+ *
+ * Return: true when traffic got in the way and it is worth another try.
+ */
+bool net_read_ahead(struct net *n, uint32_t i)
+{
+	struct net_conn *c = &n->conns[i];
+	int rc;
+
+	if (c->fd < 0 || !c->id_ok || c->id.ahead.seq_ok ||
+	    c->ahead_tries >= AHEAD_TRIES)
+		return false;
+	rc = tcpr_read_ahead(c->fd, &c->id, NULL, 0);
+	if (rc == -EAGAIN && ++c->ahead_tries < AHEAD_TRIES)
+		return true;
+	if (rc)
+		c->ahead_tries = AHEAD_TRIES;
+	return false;
+}
+
+/**
+ * net_read_ahead_all() - net_read_ahead() for every connection that lacks
+ * it, until a pause asks for the backend: passt's lesson from vhost-user,
+ * collect the device state when the migration starts, not in its pause
+ * (most connections were read ahead once they had lived 250 ms,
+ * net_read_ahead_due(); this is for the younger ones).
+ * @n: the device.
+ */
+void net_read_ahead_all(struct net *n)
+{
+	unsigned gen = atomic_load(&n->ahead_gen);
+
+	/* Another migration: the connections traffic foiled may be idle
+	 * now. */
+	if (gen != n->ahead_gen_seen) {
+		n->ahead_gen_seen = gen;
+		for (uint32_t i = 0; i < NET_SLOTS; i++)
+			n->conns[i].ahead_tries = 0;
+	}
+	for (uint32_t i = 0; i < NET_SLOTS; i++) {
+		/* A pause waits for the backend: at most one connection's
+		 * moment (a dozen system calls) stands between them. */
+		if (__atomic_load_n(&n->pause_req, __ATOMIC_ACQUIRE)) {
+			atomic_store(&n->ahead_scan, true);
+			return;
+		}
+		if (net_read_ahead(n, i))
+			atomic_store(&n->ahead_scan, true);
+	}
+}
+
+/* A connection that has lived this long is likely to live on: it is
+ * read ahead then, so that the shortest-lived (a request each) never pay
+ * for it. */
+#define AHEAD_AGE_MS 250
+/* How often the backend looks, and how many it reads ahead at once
+ * (about 16 us each: a look delays the backend's traffic by 2 ms at
+ * most). */
+#define AHEAD_EVERY_MS 50
+#define AHEAD_BATCH 128
+
+/**
+ * net_read_ahead_due() - read ahead the connections that have lived
+ * AHEAD_AGE_MS, a batch at a time, so that a migration finds them ready
+ * however short its precopy. The backend's, between its events.
+ * @n: the device.
+ */
+void net_read_ahead_due(struct net *n)
+{
+	uint64_t now = tcpr_clock_ms();
+	unsigned done = 0;
+
+	if (now < n->ahead_next_ms)
+		return;
+	n->ahead_next_ms = now + AHEAD_EVERY_MS;
+	n->ahead_more = false;
+	for (uint32_t i = 0; i < NET_SLOTS; i++) {
+		struct net_conn *c = &n->conns[i];
+
+		if (c->fd < 0 || !c->id_ok || c->id.ahead.seq_ok ||
+		    c->ahead_tries >= AHEAD_TRIES ||
+		    now - c->born_ms < AHEAD_AGE_MS)
+			continue;
+		if (done++ == AHEAD_BATCH ||
+		    __atomic_load_n(&n->pause_req, __ATOMIC_ACQUIRE)) {
+			n->ahead_more = true;
+			return;
+		}
+		net_read_ahead(n, i);
+	}
+}
+
+/* A migration starts: the backend reads ahead from now on. */
+static void read_ahead_start(struct net *n)
+{
+	uint64_t one = 1;
+
+	atomic_fetch_add(&n->ahead_gen, 1);
+	atomic_store(&n->ahead_want, true);
+	atomic_store(&n->ahead_scan, true);
+	if (write(n->ctl_fd, &one, sizeof(one)) < 0) {
+		/* A full counter: the backend is being woken already. */
+	}
+}
+
 /**
  * net_handoff_check() - before a migration starts: connections can move
- * only with TCP_REPAIR.
+ * only with TCP_REPAIR. When they can, the backend starts reading ahead
+ * what their dumps need (net_read_ahead_all()) while precopy runs.
  * @n: the device (NULL: nothing to check).
  * @uri: where the guest goes.
  * @err: receives the reason.
@@ -224,8 +347,12 @@ int net_handoff_check(struct net *n, const char *uri, char *err, size_t len)
 	char why[200] = "";
 	unsigned c = n ? atomic_load(&n->nconns) : 0;
 
-	if (!c || !strncmp(uri, "file:", 5) || !tcpr_available(why, sizeof(why)))
+	if (!c || !strncmp(uri, "file:", 5))
 		return 0;
+	if (!tcpr_available(why, sizeof(why))) {
+		read_ahead_start(n);
+		return 0;
+	}
 	snprintf(err, len, "the guest has %u open TCP connection%s, which "
 		 "migrate only with TCP_REPAIR: %s", c, c == 1 ? "" : "s", why);
 	return -EPERM;
@@ -347,23 +474,89 @@ struct dump_job {
 	struct net_state *s;
 	int rc[NET_SLOTS];
 	char why[2][200];
+	atomic_uint quick;    /* dumps that took tcpr_dump_quick()'s two calls */
+	bool verify;	      /* FERRY_VM_NET_VERIFY=1 */
+	atomic_uint differ;   /* quick dumps the full one contradicts */
+	char differ_why[200];
 };
 
+/* 0 when the quick dump @q restores what @f, the full one of the same
+ * frozen socket read at most @ms_apart before, does; else -EPROTO and
+ * why. The timestamp of @q may be ahead of @f's by the time between them
+ * (and the estimate's few ms), never behind. */
+static int dump_cmp(const struct tcpr_conn *q, const struct tcpr_conn *f,
+		  uint32_t ms_apart, char *why, size_t len)
+{
+	int32_t ts = (int32_t)(q->ts_val - f->ts_val);
+
+	if (q->snd_seq != f->snd_seq || q->rcv_seq != f->rcv_seq)
+		return vm_errf(why, len, -EPROTO, "port %u: sequences %u/%u, "
+			    "the kernel's %u/%u", q->rport, q->snd_seq,
+			    q->rcv_seq, f->snd_seq, f->rcv_seq);
+	if (q->sndq_len != f->sndq_len || q->rcvq_len != f->rcvq_len ||
+	    q->sndq_unsent != f->sndq_unsent)
+		return vm_errf(why, len, -EPROTO, "port %u: queues %u/%u, the "
+			    "kernel's %u/%u", q->rport, q->sndq_len,
+			    q->rcvq_len, f->sndq_len, f->rcvq_len);
+	if (q->mss != f->mss || q->snd_wscale != f->snd_wscale ||
+	    q->rcv_wscale != f->rcv_wscale || q->sack != f->sack ||
+	    q->tstamp != f->tstamp || q->wscale_ok != f->wscale_ok ||
+	    memcmp(&q->win, &f->win, sizeof(q->win)))
+		return vm_errf(why, len, -EPROTO, "port %u: MSS %u, options or "
+			    "window differ from the kernel's (MSS %u)",
+			    q->rport, q->mss, f->mss);
+	if (f->tstamp && (ts < 0 || ts > (int32_t)ms_apart + 4))
+		return vm_errf(why, len, -EPROTO, "port %u: timestamp %u, %d ms "
+			    "from the kernel's %u", q->rport, q->ts_val, ts,
+			    f->ts_val);
+	return 0;
+}
+
+/* FERRY_VM_NET_VERIFY=1 (tests): each quick dump is checked against the
+ * full one of the same frozen socket, read just before it (@f, read at
+ * @full_ms); the quick one is what moves, as without the check. */
+static void dump_verify(struct dump_job *j, const struct tcpr_conn *q,
+			const struct tcpr_conn *f, uint64_t full_ms)
+{
+	char why[200] = "";
+
+	if (dump_cmp(q, f, (uint32_t)(tcpr_clock_ms() - full_ms), why,
+			  sizeof(why)) &&
+	    atomic_fetch_add(&j->differ, 1) == 0)
+		snprintf(j->differ_why, sizeof(j->differ_why), "%s", why);
+}
+
 /* Dump slot s->conns[k].slot: only what moves when its identity was read
- * as it came. */
+ * as it came, and, with nothing in flight, from TCP_INFO and what was read
+ * ahead. */
 static void dump_one(struct net *n, void *arg, uint32_t k)
 {
 	struct dump_job *j = arg;
 	struct net_saved *d = &j->s->conns[k];
 	struct net_conn *c = &n->conns[d->slot];
 	char *why = j->why[k & 1];
+	struct tcpr_conn f = c->id;
+	uint64_t t = 0;
+	bool quick = false, full = false;
 
-	if (c->id_ok) {
-		d->c = c->id;
-		j->rc[k] = tcpr_dump_live(c->fd, &d->c, why, sizeof(j->why[0]));
-	} else {
+	if (!c->id_ok) {
 		j->rc[k] = tcpr_dump(c->fd, &d->c, why, sizeof(j->why[0]));
+		return;
 	}
+	if (j->verify) {
+		t = tcpr_clock_ms();
+		full = !tcpr_dump_live(c->fd, &f, why, sizeof(j->why[0]));
+	}
+	d->c = c->id;
+	j->rc[k] = tcpr_dump_quick(c->fd, &d->c, c->rx_read, &quick, why,
+				   sizeof(j->why[0]));
+	if (!j->rc[k] && quick) {
+		atomic_fetch_add(&j->quick, 1);
+		if (full)
+			dump_verify(j, &d->c, &f, t);
+	}
+	if (full)
+		tcpr_conn_clear(&f);
 }
 
 int net_save(struct net *n, struct net_state *s, char *err, size_t len)
@@ -393,6 +586,10 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 	}
 	j.s = s;
 	j.why[0][0] = j.why[1][0] = 0;
+	atomic_init(&j.quick, 0);
+	atomic_init(&j.differ, 0);
+	j.verify = getenv("FERRY_VM_NET_VERIFY") &&
+		   !strcmp(getenv("FERRY_VM_NET_VERIFY"), "1");
 	dump_cpu = par_run(n, m, dump_one, &j);
 	/* A connection its peer is closing (CLOSE_WAIT, say) is not handed
 	 * over: it ends at release, and the guest that arrives sees it
@@ -418,11 +615,16 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 	if (m)
 		fprintf(stderr, "ferry-vm: net: %u connections frozen in %.1f ms, "
 			"dumped in %.1f ms (CPU time of both threads: freeze "
-			"%.1f ms, dump %.1f ms)\n", s->nconns,
-			(double)n->freeze_ns / 1e6,
+			"%.1f ms, dump %.1f ms; %u from what was read ahead)\n",
+			s->nconns, (double)n->freeze_ns / 1e6,
 			(double)(vm_now_ns() - t0) / 1e6,
 			(double)n->freeze_cpu_ns / 1e6,
-			(double)dump_cpu / 1e6);
+			(double)dump_cpu / 1e6, atomic_load(&j.quick));
+	if (j.verify)
+		fprintf(stderr, "ferry-vm: net: verify: %u quick dumps, %u "
+			"differ from the full one%s%s\n", atomic_load(&j.quick),
+			atomic_load(&j.differ), j.differ_why[0] ? ": " : "",
+			j.differ_why);
 	(void)err;
 	(void)len;
 	return 0;
@@ -544,7 +746,7 @@ static void give_back(struct net *n)
 /* Put @fd, restored and still frozen, into slot @i (open in guest RAM),
  * with the identity of its dump. */
 static int attach(struct net *n, uint32_t i, int fd, const struct tcpr_conn *d,
-		  bool gated)
+		  bool gated, uint64_t before_ms)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP |
 					    EPOLLET, .data.u32 = i };
@@ -557,6 +759,8 @@ static int attach(struct net *n, uint32_t i, int fd, const struct tcpr_conn *d,
 	n->conns[i].id.sndq = n->conns[i].id.rcvq = NULL;
 	n->conns[i].id.sndq_len = n->conns[i].id.rcvq_len = 0;
 	n->conns[i].id.sndq_unsent = 0;
+	/* What the next handoff would read ahead, it knows already. */
+	tcpr_ahead_restored(d, before_ms, &n->conns[i].id.ahead);
 	atomic_fetch_add(&n->nconns, 1);
 	return 0;
 }
@@ -592,14 +796,37 @@ static bool local_is_listen(const struct net *n, const struct tcpr_conn *c)
 	       !memcmp(&b->sin6_addr, c->laddr, 16);
 }
 
+/* Room for the sockets made ahead: each takes an fd until a connection
+ * takes it over or the takeover closes it, and the destination needs
+ * fds of its own meanwhile (the migration's, the listener, fresh sockets
+ * for connections on other addresses). */
+#define POOL_FD_RESERVE 256
+
+/* How many sockets to make: --net-prepare (every slot by default), as
+ * far as the fd limit leaves room. */
+static uint32_t pool_size(const struct net *n)
+{
+	uint32_t want = (uint32_t)n->vm->opts.net_prepare;
+	struct rlimit r;
+
+	if (!getrlimit(RLIMIT_NOFILE, &r) && r.rlim_cur != RLIM_INFINITY &&
+	    r.rlim_cur < (rlim_t)want + POOL_FD_RESERVE)
+		want = r.rlim_cur > POOL_FD_RESERVE
+			       ? (uint32_t)(r.rlim_cur - POOL_FD_RESERVE)
+			       : 0;
+	return want;
+}
+
 static void *pool_main(void *arg)
 {
 	struct net *n = arg;
-	uint32_t want = (uint32_t)n->vm->opts.net_prepare;
+	uint32_t want = pool_size(n);
+	uint64_t t0 = vm_now_ns(), c0 = cpu_ns();
 	char err[200] = "";
+	uint32_t k;
 	int fd;
 
-	for (uint32_t k = 0; k < want; k++) {
+	for (k = 0; k < want && !atomic_load(&n->pool_stop); k++) {
 		if (tcpr_prepare_gated(n->listen_addr.ss_family,
 				       (const struct sockaddr *)&n->listen_addr,
 				       n->listen_len, n->pool_gated, &fd, err,
@@ -612,18 +839,26 @@ static void *pool_main(void *arg)
 		n->pool[n->npool++] = fd;
 		pthread_mutex_unlock(&n->pool_lock);
 	}
+	if (getenv("FERRY_VM_TRACE") && !strcmp(getenv("FERRY_VM_TRACE"), "1"))
+		fprintf(stderr, "ferry-vm: net: %u of %u sockets made ahead in "
+			"%.1f ms (CPU %.1f ms)\n", k, want,
+			(double)(vm_now_ns() - t0) / 1e6,
+			(double)(cpu_ns() - c0) / 1e6);
 	return NULL;
 }
 
 /**
  * net_pool_start() - on a destination that will listen on an address,
- * make --net-prepare sockets for the connections that may come, in a
- * thread of their own while the VM waits: socket, drop filter, repair
- * mode and bind are then out of the pause, and a takeover only sets the
+ * make --net-prepare sockets (by default one per slot) for the
+ * connections that may come, in a thread of their own while the VM waits:
+ * socket, gate, repair mode, the receive queue's selection, TCP_NODELAY
+ * and bind are then out of the pause, and a takeover only sets the
  * sequences, connects and restores the options, queues and window. The
  * source needs nothing of it: repair mode forces address reuse, so the
  * binds succeed while the source still listens and owns the connections
  * in the same namespace, and a socket that never connects sends nothing.
+ * Each socket costs about 12 us of CPU and an fd (about 1,040 fds and
+ * 12 ms for the default, measured in docs/benchmarks.md section 11).
  * @n: the device.
  */
 void net_pool_start(struct net *n)
@@ -643,11 +878,14 @@ void net_pool_start(struct net *n)
 	n->pool_started = !pthread_create(&n->pool_thread, NULL, pool_main, n);
 }
 
-/* Wait for the pool to be made (it is long done unless the migration
- * came at once). */
+/* Stop making the pool and wait for its thread (long done unless the
+ * migration came at once: then the connections beyond what it made get
+ * fresh sockets, which is cheaper than waiting in the pause). */
 static void pool_join(struct net *n)
 {
 	if (n->pool_started) {
+		/* What is made is used; the rest get fresh sockets. */
+		atomic_store(&n->pool_stop, true);
 		pthread_join(n->pool_thread, NULL);
 		n->pool_started = false;
 	}
@@ -708,6 +946,7 @@ static void pool_leftovers(struct net *n)
  */
 void net_pool_stop(struct net *n)
 {
+	net_stage_stop(n);
 	pool_join(n);
 	pthread_mutex_lock(&n->pool_lock);
 	while (n->npool)
@@ -717,9 +956,109 @@ void net_pool_stop(struct net *n)
 	n->pool = NULL;
 }
 
+/* ---- restores staged before the takeover ---- */
+
+static void stage_one(struct net *n, void *arg, uint32_t k)
+{
+	const struct net_state *s = arg;
+	const struct tcpr_conn *c = &s->conns[k].c;
+	uint64_t before;
+	int fd;
+
+	if (atomic_load(&n->stage_stop) || (fd = pool_take(n, c)) < 0)
+		return;
+	before = tcpr_clock_ms();
+	/* A socket that cannot be staged is gone; the takeover makes the
+	 * connection a fresh one. */
+	if (tcpr_restore_stage(fd, c, NULL, 0))
+		return;
+	n->stage_ms[k] = before;
+	n->stage_fd[k] = fd;
+}
+
+static void *stage_main(void *arg)
+{
+	struct net *n = arg;
+
+	/* One thread: on one host the source's release runs meanwhile,
+	 * and the engine's "ready" goes out meanwhile, on the other CPU. */
+	for (uint32_t k = 0; k < n->stage_n; k++)
+		stage_one(n, n->saved, k);
+	return NULL;
+}
+
+/**
+ * net_stage_start() - a destination has the dumps (load_state): while it
+ * says "ready" and the source closes its sockets, a thread sets on the
+ * prepared sockets what needs neither the 4-tuple nor the peer (the
+ * queues' sequences and the timestamp clock: four system calls of the
+ * eight a takeover makes per connection), so that acquire connects
+ * and sets only options and window. Nothing is sent: the staged sockets
+ * are not connected.
+ * @n: the device (NULL: nothing).
+ */
+void net_stage_start(struct net *n)
+{
+	uint32_t m = n && n->saved ? n->saved->nconns : 0;
+
+	/* A few connections are restored in less time than a thread takes
+	 * to start. */
+	if (m < NET_STAGE_MIN || !n->pool)
+		return;
+	for (uint32_t k = 0; k < m; k++)
+		n->stage_fd[k] = -1;
+	n->stage_n = m;
+	atomic_store(&n->stage_stop, false);
+	n->stage_started = !pthread_create(&n->stage_thread, NULL, stage_main,
+					   n);
+	if (!n->stage_started)
+		n->stage_n = 0;
+}
+
+/* The takeover: the staging ends where it is (a connection it did not
+ * reach is restored the whole way). */
+static void stage_join(struct net *n)
+{
+	if (!n->stage_started)
+		return;
+	atomic_store(&n->stage_stop, true);
+	pthread_join(n->stage_thread, NULL);
+	n->stage_started = false;
+}
+
+/* Connection @k's staged socket and when its clock was set, or -1. */
+static int stage_take(struct net *n, uint32_t k, uint64_t *ms)
+{
+	int fd;
+
+	if (k >= n->stage_n || n->stage_fd[k] < 0)
+		return -1;
+	fd = n->stage_fd[k];
+	n->stage_fd[k] = -1;
+	*ms = n->stage_ms[k];
+	return fd;
+}
+
+/**
+ * net_stage_stop() - drop what was staged (new dumps are coming, or the
+ * device goes): the sockets were never connected, closing them is silent.
+ * @n: the device (NULL: nothing).
+ */
+void net_stage_stop(struct net *n)
+{
+	if (!n)
+		return;
+	stage_join(n);
+	for (uint32_t k = 0; k < n->stage_n; k++)
+		if (n->stage_fd[k] >= 0)
+			tcpr_discard(n->stage_fd[k]);
+	n->stage_n = 0;
+}
+
 struct acquire_job {
 	const struct net_state *s;
 	atomic_uint ok;
+	atomic_uint staged; /* restores that found their socket staged */
 };
 
 static void restore_one(struct net *n, void *arg, uint32_t k)
@@ -727,17 +1066,22 @@ static void restore_one(struct net *n, void *arg, uint32_t k)
 	struct acquire_job *j = arg;
 	const struct net_saved *d = &j->s->conns[k];
 	char err[256] = "";
+	uint64_t before = tcpr_clock_ms();
 	int fd = -1, rc;
-
 	bool gated;
 
-	fd = pool_take(n, &d->c);
-	gated = fd >= 0 && n->pool_gated;
-	if (fd >= 0)
+	if ((fd = stage_take(n, k, &before)) >= 0) {
+		atomic_fetch_add(&j->staged, 1);
+		gated = n->pool_gated;
+		rc = tcpr_restore_finish(fd, &d->c, &fd, err, sizeof(err));
+	} else if ((fd = pool_take(n, &d->c)) >= 0) {
+		gated = n->pool_gated;
 		rc = tcpr_restore_prepared(fd, &d->c, &fd, err, sizeof(err));
-	else
+	} else {
+		gated = false;
 		rc = tcpr_restore(&d->c, &fd, err, sizeof(err));
-	if (!rc && (rc = attach(n, d->slot, fd, &d->c, gated)))
+	}
+	if (!rc && (rc = attach(n, d->slot, fd, &d->c, gated, before)))
 		snprintf(err, sizeof(err), "slot %u is taken", d->slot);
 	if (rc) {
 		if (fd >= 0)
@@ -759,8 +1103,10 @@ static void thaw_one(struct net *n, void *arg, uint32_t k)
 		return;
 	/* tcpr_thaw() also gives the socket its address reuse back (an
 	 * accepted socket had it from its listener); without it the next
-	 * connection on the same local port could not bind. */
-	if (thaw_fd(&n->conns[i], err, sizeof(err))) {
+	 * connection on the same local port could not bind. The window probe
+	 * goes out only where it can matter (tcpr_thaw_restored()). */
+	if (tcpr_thaw_restored(fd, &j->s->conns[k].c, n->conns[i].gated, err,
+			       sizeof(err))) {
 		fprintf(stderr, "ferry-vm: net: slot %u not restored: %s\n", i,
 			err);
 		net_conn_drop(n, i, false);
@@ -793,6 +1139,8 @@ int net_acquire(struct net *n)
 	if (!n)
 		return 0;
 	atomic_init(&j.ok, 0);
+	atomic_init(&j.staged, 0);
+	stage_join(n);
 	pool_join(n);
 	/* Connected, a prepared socket must take nothing in until it is
 	 * thawed: the gate shuts them all (a source that takes its
@@ -828,11 +1176,12 @@ int net_acquire(struct net *n)
 	if (count)
 		fprintf(stderr, "ferry-vm: net: %u of %u connections taken over in "
 			"%.1f ms (restore %.1f ms, thaw %.1f ms; CPU time "
-			"of both threads: restore %.1f ms, thaw %.1f ms)\n",
-			atomic_load(&j.ok), count,
+			"of both threads: restore %.1f ms, thaw %.1f ms; %u "
+			"staged before)\n", atomic_load(&j.ok), count,
 			(double)(vm_now_ns() - t0) / 1e6, (double)(t1 - t0) / 1e6,
 			(double)(vm_now_ns() - t1) / 1e6,
-			(double)restore_cpu / 1e6, (double)thaw_cpu / 1e6);
+			(double)restore_cpu / 1e6, (double)thaw_cpu / 1e6,
+			atomic_load(&j.staged));
 	return 0;
 }
 
@@ -848,13 +1197,16 @@ void net_resume_frozen(struct net *n)
 }
 
 /**
- * net_outcome() - a source's migration ended: connections released to a
- * destination that never confirmed it runs are lost.
+ * net_outcome() - a source's migration ended: new connections are no
+ * longer read ahead, and connections released to a destination that
+ * never confirmed it runs are lost.
  * @n: the device (NULL: nothing).
  * @rc: the migration's result.
  */
 void net_outcome(struct net *n, int rc)
 {
+	if (n)
+		atomic_store(&n->ahead_want, false);
 	if (n && rc && atomic_load(&n->where) == NET_WHERE_AWAY)
 		atomic_store(&n->where, NET_WHERE_LOST);
 }

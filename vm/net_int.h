@@ -51,7 +51,13 @@ struct net_conn {
 	bool gated;   /* the socket has the process's gate filter (tcprepair.h) */
 	struct tcpr_conn id; /* what never changes (addresses, options),
 				read when the connection came, so that the
-				pause reads only what moves */
+				pause reads only what moves; and id.ahead,
+				read once it lived 250 ms or when a
+				migration starts (net_read_ahead_due()) */
+	uint64_t rx_read;    /* bytes the backend read from fd: all it
+				received, when TCP_INFO counts as many */
+	uint8_t ahead_tries; /* tcpr_read_ahead() attempts traffic foiled */
+	uint64_t born_ms;    /* tcpr_clock_ms() when it came */
 };
 
 struct net {
@@ -95,6 +101,26 @@ struct net {
 	 * socket does; the prepared sockets have it; it is closed from the
 	 * freeze (or a destination's acquire) to the end of the thaw. */
 	bool listen_gated, pool_gated, gate_closed;
+	atomic_bool pool_stop; /* the takeover needs the pool now */
+	/* A destination's restores staged between load_state and acquire
+	 * (tcpr_restore_stage()): stage_fd[k] is connection k's socket, its
+	 * sequences and clock set at stage_ms[k], or -1; k < stage_n. */
+	int stage_fd[NET_SLOTS];
+	uint64_t stage_ms[NET_SLOTS];
+	uint32_t stage_n;
+	pthread_t stage_thread;
+	bool stage_started;
+	atomic_bool stage_stop;
+	/* The backend reads ahead (tcpr_read_ahead()) what the pause would
+	 * otherwise read: for a connection that has lived 250 ms, and while
+	 * a migration is under way (ahead_want) for every connection it has
+	 * (ahead_scan: look at all of them again) and each new one. */
+	atomic_bool ahead_want, ahead_scan;
+	atomic_uint ahead_gen;	 /* migrations that wanted it */
+	unsigned ahead_gen_seen; /* backend only: the last one it served */
+	uint64_t ahead_next_ms;	 /* backend only: the next look for
+				    connections old enough to read ahead */
+	bool ahead_more;	 /* backend only: that look left some over */
 };
 
 int net_slot_open(struct net *n, int fd, uint32_t kind);
@@ -106,5 +132,8 @@ int net_kick_fd(struct net *n);
 void net_state_clear(struct net_state *s);
 void net_pool_start(struct net *n);
 void net_pool_stop(struct net *n);
+bool net_read_ahead(struct net *n, uint32_t i);
+void net_read_ahead_all(struct net *n);
+void net_read_ahead_due(struct net *n);
 
 #endif /* FERRY_VM_NET_INT_H */

@@ -35,6 +35,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "errf.h"
@@ -55,6 +57,9 @@
 #endif
 #ifndef TCP_REPAIR_OFF
 #define TCP_REPAIR_OFF 0
+#endif
+#ifndef TCP_REPAIR_OFF_NO_WP
+#define TCP_REPAIR_OFF_NO_WP -1
 #endif
 #ifndef TCPOPT_MAXSEG
 #define TCPOPT_MAXSEG 2
@@ -417,11 +422,24 @@ int tcpr_thaw(int fd, char *err, size_t len)
 	return tcpr_thaw_gated(fd, err, len);
 }
 
-/* tcpr_thaw_gated() - see tcprepair.h. */
-int tcpr_thaw_gated(int fd, char *err, size_t len)
+/* Leave repair mode, with or without the window probe (kernels before
+ * 4.14 know only the probe). */
+static int repair_off(int fd, bool probe)
+{
+	int rc = -EINVAL;
+
+	if (!probe)
+		rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP);
+	if (rc == -EINVAL)
+		rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF);
+	return rc;
+}
+
+/* The thaw of a socket whose filter is out of the way. */
+static int thaw_mode(int fd, bool probe, char *err, size_t len)
 {
 	struct pending p;
-	int rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF);
+	int rc = repair_off(fd, probe);
 
 	if (rc)
 		return vm_errf(err, len, rc, "thaw: TCP_REPAIR off");
@@ -441,6 +459,45 @@ int tcpr_thaw_gated(int fd, char *err, size_t len)
 				    "unsent bytes", p.len);
 	}
 	return 0;
+}
+
+/* tcpr_thaw_gated() - see tcprepair.h. */
+int tcpr_thaw_gated(int fd, char *err, size_t len)
+{
+	return thaw_mode(fd, true, err, len);
+}
+
+/**
+ * tcpr_thaw_restored() - let a socket restored from @c run again, sending
+ * the window probe only when it can matter.
+ * @fd: the socket tcpr_restore() or tcpr_restore_prepared() made.
+ * @c: its dump.
+ * @gated: it has the gate (tcprepair.h) rather than a filter of its own.
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * The probe (a segment below snd_una) makes the peer answer at once with
+ * an ACK and its window. That acknowledges at once what the source had
+ * sent and whose ACK the freeze dropped, and acknowledges for the peer
+ * what the source had received without acknowledging yet (rcv_wup, the
+ * last window sent, short of rcv_nxt), instead of each side waiting for
+ * a retransmission. With nothing in either queue, nothing owed and an open
+ * window, the restored window is the peer's last word and the probe would
+ * only cost a round trip of the loopback's softirq in the thaw: about
+ * 3 us per connection of the pause here.
+ *
+ * Return: 0 or -errno.
+ */
+int tcpr_thaw_restored(int fd, const struct tcpr_conn *c, bool gated,
+		       char *err, size_t len)
+{
+	bool probe = c->sndq_len || c->rcvq_len || !c->win.snd_wnd ||
+		     c->win.rcv_wup != c->rcv_seq;
+	int rc;
+
+	if (!gated && (rc = filter_detach(fd)))
+		return vm_errf(err, len, rc, "thaw: SO_DETACH_FILTER");
+	return thaw_mode(fd, probe, err, len);
 }
 
 /**
@@ -552,32 +609,102 @@ int tcpr_ident(int fd, struct tcpr_conn *c, char *err, size_t len)
 	return 0;
 }
 
-/* TCP_INFO (state, options), MSS clamp, timestamp, window. */
-static int dump_params(int fd, struct tcpr_conn *c, char *err, size_t len)
-{
-	struct tcp_info ti;
-	struct tcpr_wnd w;
-	socklen_t sl = sizeof(ti);
-	int v, rc;
+/* TCP_INFO as the kernel fills it (include/uapi/linux/tcp.h): the C
+ * library's struct tcp_info stops before the byte counters. The kernel
+ * only ever appends to it, copies what fits, and says how much. */
+struct tcpr_info {
+	struct tcp_info ti; /* up to tcpi_total_retrans */
+	uint64_t pacing_rate, max_pacing_rate;
+	uint64_t bytes_acked, bytes_received;
+	uint32_t segs_out, segs_in;
+	uint32_t notsent_bytes;
+};
+_Static_assert(offsetof(struct tcpr_info, bytes_acked) == 120 &&
+		       offsetof(struct tcpr_info, notsent_bytes) == 144,
+	       "struct tcpr_info follows the kernel's struct tcp_info");
 
-	if (getsockopt(fd, SOL_TCP, TCP_INFO, &ti, &sl))
-		return vm_errf(err, len, -errno, "dump: TCP_INFO");
-	if (ti.tcpi_state != TCP_ESTABLISHED)
+/* Read TCP_INFO; *counters says whether the kernel filled the byte
+ * counters (4.6 and later). */
+static int get_info(int fd, struct tcpr_info *i, bool *counters)
+{
+	socklen_t sl = sizeof(*i);
+
+	memset(i, 0, sizeof(*i));
+	if (getsockopt(fd, SOL_TCP, TCP_INFO, i, &sl))
+		return -errno;
+	*counters = sl >= offsetof(struct tcpr_info, notsent_bytes) +
+				 sizeof(i->notsent_bytes);
+	return 0;
+}
+
+/* tcpr_clock_ms() - see tcprepair.h: the kernel's TCP timestamps count
+ * milliseconds of CLOCK_MONOTONIC (tcp_clock_ns()). */
+uint64_t tcpr_clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/*
+ * The timestamp clock now, from a reference read ahead: never behind the
+ * kernel's (the peer discards segments whose timestamp goes back, PAWS),
+ * at most a few milliseconds ahead, which the peer takes as time passing.
+ * ts_ref was read at a kernel time no earlier than ts_ms, and kernels from
+ * 6.7 on clear its low bit in millisecond mode, so the clock was at most
+ * ts_ref + 1 then; and the value goes back even, since setting it takes
+ * the low bit as the microsecond flag.
+ */
+static uint32_t ts_estimate(const struct tcpr_ahead *a)
+{
+	uint32_t v = a->ts_ref + (uint32_t)(tcpr_clock_ms() - a->ts_ms) + 1;
+
+	return (v + 1) & ~1u;
+}
+
+/* TCP_INFO: the state (only an established connection moves), the
+ * options and window scales. */
+static int dump_info(int fd, struct tcpr_conn *c, struct tcpr_info *i,
+		     bool *counters, char *err, size_t len)
+{
+	int rc = get_info(fd, i, counters);
+
+	if (rc)
+		return vm_errf(err, len, rc, "dump: TCP_INFO");
+	if (i->ti.tcpi_state != TCP_ESTABLISHED)
 		return vm_errf(err, len, -ENOTCONN, "dump: TCP state %u, only "
 			    "established connections are handed over",
-			    ti.tcpi_state);
-	c->sack = ti.tcpi_options & TCPI_OPT_SACK;
-	c->tstamp = ti.tcpi_options & TCPI_OPT_TIMESTAMPS;
-	c->wscale_ok = ti.tcpi_options & TCPI_OPT_WSCALE;
-	c->snd_wscale = c->wscale_ok ? ti.tcpi_snd_wscale : 0;
-	c->rcv_wscale = c->wscale_ok ? ti.tcpi_rcv_wscale : 0;
+			    i->ti.tcpi_state);
+	c->sack = i->ti.tcpi_options & TCPI_OPT_SACK;
+	c->tstamp = i->ti.tcpi_options & TCPI_OPT_TIMESTAMPS;
+	c->wscale_ok = i->ti.tcpi_options & TCPI_OPT_WSCALE;
+	c->snd_wscale = c->wscale_ok ? i->ti.tcpi_snd_wscale : 0;
+	c->rcv_wscale = c->wscale_ok ? i->ti.tcpi_rcv_wscale : 0;
+	return 0;
+}
+
+/* MSS clamp, timestamp (read ahead when they can be), window. */
+static int dump_params(int fd, struct tcpr_conn *c, char *err, size_t len)
+{
+	struct tcpr_wnd w;
+	socklen_t sl;
+	int v, rc;
+
 	/* In repair mode TCP_MAXSEG reads the MSS clamp, which is what
-	 * TCP_REPAIR_OPTIONS sets back (outside it reads the current MSS,
-	 * so this cannot be read ahead of the pause). */
-	if ((rc = gopt(fd, SOL_TCP, TCP_MAXSEG, &v)))
-		return vm_errf(err, len, rc, "dump: TCP_MAXSEG");
-	c->mss = (uint32_t)v;
-	if (c->tstamp) {
+	 * TCP_REPAIR_OPTIONS sets back (outside it reads the current MSS).
+	 * The clamp is settled by the handshake: tcpr_read_ahead() reads it
+	 * in a moment of repair mode out of the pause. */
+	if (c->ahead.mss) {
+		c->mss = c->ahead.mss;
+	} else {
+		if ((rc = gopt(fd, SOL_TCP, TCP_MAXSEG, &v)))
+			return vm_errf(err, len, rc, "dump: TCP_MAXSEG");
+		c->mss = (uint32_t)v;
+	}
+	if (c->tstamp && c->ahead.ts_ok) {
+		c->ts_val = ts_estimate(&c->ahead);
+	} else if (c->tstamp) {
 		if ((rc = gopt(fd, SOL_TCP, TCP_TIMESTAMP, &v)))
 			return vm_errf(err, len, rc, "dump: TCP_TIMESTAMP");
 		c->ts_val = (uint32_t)v;
@@ -659,6 +786,17 @@ static int dump_queues(int fd, struct tcpr_conn *c, char *err, size_t len)
 	return rc;
 }
 
+/* A dump that failed leaves no queue selected and no queue behind. */
+static int dump_failed(int fd, struct tcpr_conn *c, int rc)
+{
+	sopt(fd, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_NO_QUEUE);
+	free(c->sndq);
+	free(c->rcvq);
+	c->sndq = c->rcvq = NULL;
+	c->sndq_len = c->rcvq_len = c->sndq_unsent = 0;
+	return rc;
+}
+
 /**
  * tcpr_dump_live() - record what moves of a frozen socket whose
  * tcpr_ident() fields @c already holds: state, options, MSS, window,
@@ -675,20 +813,204 @@ static int dump_queues(int fd, struct tcpr_conn *c, char *err, size_t len)
  */
 int tcpr_dump_live(int fd, struct tcpr_conn *c, char *err, size_t len)
 {
+	struct tcpr_info i;
+	bool counters;
 	int rc;
 
 	c->sndq = c->rcvq = NULL;
 	c->sndq_len = c->rcvq_len = c->sndq_unsent = 0;
-	if ((rc = dump_params(fd, c, err, len)) ||
-	    (rc = dump_queues(fd, c, err, len))) {
-		sopt(fd, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_NO_QUEUE);
-		free(c->sndq);
-		free(c->rcvq);
-		c->sndq = c->rcvq = NULL;
-		c->sndq_len = c->rcvq_len = c->sndq_unsent = 0;
-		return rc;
-	}
+	if ((rc = dump_info(fd, c, &i, &counters, err, len)) ||
+	    (rc = dump_params(fd, c, err, len)) ||
+	    (rc = dump_queues(fd, c, err, len)))
+		return dump_failed(fd, c, rc);
 	return 0;
+}
+
+/* The sequences of a connection whose queues are empty, from the byte
+ * counters and the bases read ahead. False when the window the kernel
+ * reports does not fit them: then the queues are read as usual. */
+static bool quick_seqs(struct tcpr_conn *c, const struct tcpr_info *i)
+{
+	c->snd_seq = c->ahead.snd_base + (uint32_t)i->bytes_acked;
+	c->rcv_seq = c->ahead.rcv_base + (uint32_t)i->bytes_received;
+	/* rcv_wup (rcv_nxt when the last window went out) is at most
+	 * rcv_nxt, which is at most about a window beyond it (a segment may
+	 * straddle the edge), and a restore refuses snd_wl1 beyond rcv_nxt
+	 * + rcv_wnd: a wrong base would pass both only by chance. */
+	return c->rcv_seq - c->win.rcv_wup <= c->win.rcv_wnd + 65535u &&
+	       (int32_t)(c->win.snd_wl1 - (c->rcv_seq + c->win.rcv_wnd)) <= 0;
+}
+
+/**
+ * tcpr_dump_quick() - tcpr_dump_live(), with the sequences of a
+ * connection whose queues are empty taken from TCP_INFO.
+ * @fd: a socket tcpr_freeze() froze; it stays frozen and unchanged.
+ * @c: the dump to complete; c->ahead as tcpr_read_ahead() or
+ *     tcpr_ahead_restored() left it (zeroed: the full dump).
+ * @rx_read: the bytes the socket's owner ever read from it (since the
+ *           accept, connect or restore): every byte it received is read
+ *           when this equals tcpi_bytes_received.
+ * @quick: receives whether the two calls sufficed.
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * TCP_INFO says whether anything is in flight (tcpi_unacked,
+ * tcpi_notsent_bytes) and what was ever acknowledged and received; with
+ * nothing in flight and everything read, write_seq is snd_una and
+ * copied_seq is rcv_nxt, which the bases turn into sequence numbers.
+ * Then TCP_REPAIR_WINDOW is the only other call: MSS clamp and timestamp
+ * come from the read-ahead. Anything else (a byte in flight, unread, a
+ * counter or window that does not fit) takes tcpr_dump_live()'s way:
+ * both queues selected, their sequences and bytes read.
+ *
+ * Return: 0, or -errno with @c's queues freed.
+ */
+int tcpr_dump_quick(int fd, struct tcpr_conn *c, uint64_t rx_read,
+		    bool *quick, char *err, size_t len)
+{
+	struct tcpr_info i;
+	bool counters;
+	int rc;
+
+	*quick = false;
+	c->sndq = c->rcvq = NULL;
+	c->sndq_len = c->rcvq_len = c->sndq_unsent = 0;
+	if ((rc = dump_info(fd, c, &i, &counters, err, len)) ||
+	    (rc = dump_params(fd, c, err, len)))
+		return dump_failed(fd, c, rc);
+	if (counters && c->ahead.seq_ok && !i.ti.tcpi_unacked &&
+	    !i.notsent_bytes && i.bytes_received == rx_read &&
+	    quick_seqs(c, &i)) {
+		*quick = true;
+		return 0;
+	}
+	if ((rc = dump_queues(fd, c, err, len)))
+		return dump_failed(fd, c, rc);
+	return 0;
+}
+
+/* Select @queue and read its sequence. */
+static int queue_seq(int fd, int queue, uint32_t *seq)
+{
+	socklen_t sl = sizeof(*seq);
+	int rc = sopt(fd, SOL_TCP, TCP_REPAIR_QUEUE, queue);
+
+	if (!rc && getsockopt(fd, SOL_TCP, TCP_QUEUE_SEQ, seq, &sl))
+		rc = -errno;
+	return rc;
+}
+
+/* In repair mode: both queues' sequences, the MSS clamp, the timestamp. */
+static int ahead_in_repair(int fd, bool tstamp, struct tcpr_ahead *a,
+			   uint32_t *wseq, uint32_t *rseq)
+{
+	int v, rc;
+
+	if ((rc = queue_seq(fd, TCPR_SEND_QUEUE, wseq)) ||
+	    (rc = queue_seq(fd, TCPR_RECV_QUEUE, rseq)) ||
+	    (rc = gopt(fd, SOL_TCP, TCP_MAXSEG, &v)))
+		return rc;
+	a->mss = (uint32_t)v;
+	if (!tstamp)
+		return 0;
+	a->ts_ms = tcpr_clock_ms();
+	if ((rc = gopt(fd, SOL_TCP, TCP_TIMESTAMP, &v)))
+		return rc;
+	a->ts_ref = (uint32_t)v;
+	/* An odd value is a microsecond clock (6.7 and later, a route's
+	 * choice), which ts_estimate() does not model: the pause reads it. */
+	a->ts_ok = !(v & 1);
+	return 0;
+}
+
+/**
+ * tcpr_read_ahead() - read, while a connection runs, what tcpr_dump_quick()
+ * needs: the sequence bases, the MSS clamp and a timestamp reference.
+ * @fd: an established socket, not frozen, with nothing in flight; its
+ *      owner writes nothing to it meanwhile (the moment in repair mode
+ *      takes writes as repair data).
+ * @c: its ->ahead is filled on success, untouched otherwise.
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * The sequences and the clamp are readable only in repair mode, so the
+ * socket enters it for five calls and leaves it without a window probe
+ * (the peer has nothing to learn), with its address reuse as before.
+ * Nothing is sent meanwhile (there is nothing to send) and segments that
+ * arrive are taken in as usual: the two TCP_INFO around the moment show
+ * whether one moved the counters, and then the bases are not trusted.
+ *
+ * Return: 0, -EAGAIN (bytes in flight or arriving: try again later),
+ * -EOPNOTSUPP (no byte counters in TCP_INFO), or another -errno.
+ */
+int tcpr_read_ahead(int fd, struct tcpr_conn *c, char *err, size_t len)
+{
+	struct tcpr_ahead a = { 0 };
+	struct tcpr_info i, j;
+	uint32_t wseq = 0, rseq = 0;
+	bool counters;
+	int reuse, rc, off;
+
+	if ((rc = get_info(fd, &i, &counters)))
+		return vm_errf(err, len, rc, "read ahead: TCP_INFO");
+	if (!counters)
+		return vm_errf(err, len, -EOPNOTSUPP, "read ahead: TCP_INFO has "
+			    "no byte counters (kernel before 4.6)");
+	if (i.ti.tcpi_state != TCP_ESTABLISHED)
+		return vm_errf(err, len, -ENOTCONN, "read ahead: TCP state %u",
+			    i.ti.tcpi_state);
+	if (i.ti.tcpi_unacked || i.notsent_bytes)
+		return vm_errf(err, len, -EAGAIN, "read ahead: bytes in flight");
+	if ((rc = gopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse)))
+		return vm_errf(err, len, rc, "read ahead: SO_REUSEADDR");
+	if ((rc = sopt(fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)))
+		return vm_errf(err, len, rc, "read ahead: TCP_REPAIR on");
+	rc = ahead_in_repair(fd, i.ti.tcpi_options & TCPI_OPT_TIMESTAMPS, &a,
+			     &wseq, &rseq);
+	/* Leaving repair mode drops the reuse an accepted socket had from
+	 * its listener (the port's next listener needs it). */
+	off = repair_off(fd, false);
+	if (!off && reuse)
+		off = sopt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (rc || off)
+		return vm_errf(err, len, rc ? rc : off, "read ahead: %s",
+			    rc ? "in repair mode" : "leaving repair mode");
+	if ((rc = get_info(fd, &j, &counters)))
+		return vm_errf(err, len, rc, "read ahead: TCP_INFO");
+	if (j.bytes_acked != i.bytes_acked ||
+	    j.bytes_received != i.bytes_received || j.ti.tcpi_unacked ||
+	    j.notsent_bytes)
+		return vm_errf(err, len, -EAGAIN, "read ahead: traffic meanwhile");
+	/* Nothing in flight: write_seq is snd_una. */
+	a.snd_base = wseq - (uint32_t)i.bytes_acked;
+	a.rcv_base = rseq - (uint32_t)i.bytes_received;
+	a.seq_ok = true;
+	c->ahead = a;
+	return 0;
+}
+
+/**
+ * tcpr_ahead_restored() - the read-ahead of a socket restored from @c, at
+ * no cost: the restore set write_seq where the send queue starts (the
+ * connect makes it snd_una) and rcv_nxt where the receive queue starts,
+ * with both byte counters at 0, and writing the receive queue back counts
+ * its bytes as received.
+ * @c: the dump it was restored from.
+ * @before_ms: tcpr_clock_ms() before the restore set the timestamp.
+ * @a: receives the read-ahead.
+ */
+void tcpr_ahead_restored(const struct tcpr_conn *c, uint64_t before_ms,
+			 struct tcpr_ahead *a)
+{
+	*a = (struct tcpr_ahead){
+		.seq_ok = true,
+		.snd_base = c->snd_seq - c->sndq_len,
+		.rcv_base = c->rcv_seq - c->rcvq_len,
+		.mss = c->mss,
+		.ts_ok = c->tstamp && !(c->ts_val & 1),
+		.ts_ref = c->ts_val,
+		.ts_ms = before_ms,
+	};
 }
 
 /**
@@ -787,36 +1109,57 @@ static int restore_prep(int s, const struct sockaddr *local, socklen_t llen,
 	 * the forced reuse with the ordinary one. tcpr_thaw() sets it. */
 	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)))
 		return vm_errf(err, len, rc, "restore: TCP_REPAIR on");
+	/* Two calls the takeover need not make: the receive queue selected
+	 * for its sequence (a selection lasts until changed), and
+	 * TCP_NODELAY on, as servers' connections mostly have it (a restore
+	 * turns it off for one that had it off). */
+	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_RECV_QUEUE)))
+		return vm_errf(err, len, rc, "restore: TCP_REPAIR_QUEUE");
+	if ((rc = sopt(s, SOL_TCP, TCP_NODELAY, 1)))
+		return vm_errf(err, len, rc, "restore: TCP_NODELAY");
 	if (local && bind(s, local, llen))
 		return vm_errf(err, len, -errno, "restore: bind to the local "
 			       "address");
 	return 0;
 }
 
-/* Buffers, queue sequences, connect (no SYN in repair mode), on a socket
- * restore_prep() bound to the dump's local address. */
-static int restore_connect(int s, const struct tcpr_conn *c, char *err,
-			   size_t len)
+/* What a restore can set before the connect: buffers, the queues'
+ * sequences, the timestamp clock. */
+static int restore_seqs(int s, const struct tcpr_conn *c, char *err,
+			size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl;
 	uint32_t seq;
 	int rc;
 
 	if ((rc = grow_buf(s, SO_SNDBUF, SO_SNDBUFFORCE, c->sndq_len)) ||
 	    (rc = grow_buf(s, SO_RCVBUF, SO_RCVBUFFORCE, c->rcvq_len)))
 		return vm_errf(err, len, rc, "restore: growing the buffers");
+	/* restore_prep() selected the receive queue. */
 	seq = c->rcv_seq - c->rcvq_len;
-	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_RECV_QUEUE)) ||
-	    setsockopt(s, SOL_TCP, TCP_QUEUE_SEQ, &seq, sizeof(seq)))
-		return vm_errf(err, len, rc ? rc : -errno,
-			    "restore: receive sequence");
+	if (setsockopt(s, SOL_TCP, TCP_QUEUE_SEQ, &seq, sizeof(seq)))
+		return vm_errf(err, len, -errno, "restore: receive sequence");
 	seq = c->snd_seq - c->sndq_len;
 	if ((rc = sopt(s, SOL_TCP, TCP_REPAIR_QUEUE, TCPR_SEND_QUEUE)) ||
 	    setsockopt(s, SOL_TCP, TCP_QUEUE_SEQ, &seq, sizeof(seq)))
 		return vm_errf(err, len, rc ? rc : -errno,
 			    "restore: send sequence");
-	sl = conn_sockaddr(c, false, &ss);
+	/* The clock runs from here: a connect in repair mode keeps the
+	 * offset, and a restore staged early only moves it on by the wait,
+	 * as if the pause had been that much longer. */
+	if (c->tstamp &&
+	    (rc = sopt(s, SOL_TCP, TCP_TIMESTAMP, (int)c->ts_val)))
+		return vm_errf(err, len, rc, "restore: TCP_TIMESTAMP");
+	return 0;
+}
+
+/* The connect (no SYN in repair mode), on a socket restore_prep() bound
+ * to the dump's local address. */
+static int restore_connect(int s, const struct tcpr_conn *c, char *err,
+			   size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = conn_sockaddr(c, false, &ss);
+
 	if (connect(s, (struct sockaddr *)&ss, sl))
 		return vm_errf(err, len, -errno, "restore: connect to the peer "
 			    "port %u", c->rport);
@@ -903,10 +1246,7 @@ static int restore_window(int s, const struct tcpr_conn *c, char *err,
 
 	if (setsockopt(s, SOL_TCP, TCP_REPAIR_WINDOW, &w, sizeof(w)))
 		return vm_errf(err, len, -errno, "restore: TCP_REPAIR_WINDOW");
-	if (c->tstamp &&
-	    (rc = sopt(s, SOL_TCP, TCP_TIMESTAMP, (int)c->ts_val)))
-		return vm_errf(err, len, rc, "restore: TCP_TIMESTAMP");
-	if (c->nodelay && (rc = sopt(s, SOL_TCP, TCP_NODELAY, 1)))
+	if (!c->nodelay && (rc = sopt(s, SOL_TCP, TCP_NODELAY, 0)))
 		return vm_errf(err, len, rc, "restore: TCP_NODELAY");
 	return 0;
 }
@@ -996,27 +1336,48 @@ int tcpr_prepare_gated(int family, const struct sockaddr *local,
 }
 
 /**
- * tcpr_restore_prepared() - tcpr_restore() onto a socket tcpr_prepare()
- * made, bound to the dump's local address: what is left at the takeover
- * is the sequences, the connect, the options, the queues and the window.
- * @s: the prepared socket; it becomes the connection (in *@fd) or is
- *     discarded.
+ * tcpr_restore_stage() - the part of tcpr_restore_prepared() that needs
+ * neither the 4-tuple free nor the peer: the buffers, the queues'
+ * sequences and the timestamp clock, on a socket tcpr_prepare() made. A
+ * destination does it while the source still owns the connections.
+ * @s: the prepared socket; discarded on failure.
  * @c: the dump.
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * Return: 0, or -errno with @s discarded.
+ */
+int tcpr_restore_stage(int s, const struct tcpr_conn *c, char *err,
+		       size_t len)
+{
+	int rc;
+
+	if ((rc = conn_check(c, err, len)) ||
+	    (rc = restore_seqs(s, c, err, len)))
+		tcpr_discard(s);
+	return rc;
+}
+
+/**
+ * tcpr_restore_finish() - the rest of tcpr_restore_prepared() on a socket
+ * tcpr_restore_stage() staged: the connect, the options, the queues and
+ * the window.
+ * @s: the staged socket; it becomes the connection (in *@fd) or is
+ *     discarded.
+ * @c: the dump it was staged from.
  * @fd: receives @s restored, or -1.
  * @err: receives the reason on failure.
  * @len: size of @err.
  *
  * Return: 0, or -errno with @s discarded.
  */
-int tcpr_restore_prepared(int s, const struct tcpr_conn *c, int *fd,
-			  char *err, size_t len)
+int tcpr_restore_finish(int s, const struct tcpr_conn *c, int *fd,
+			char *err, size_t len)
 {
 	uint32_t sent;
 	int rc;
 
 	*fd = -1;
-	if ((rc = conn_check(c, err, len)))
-		goto fail;
 	if ((rc = restore_connect(s, c, err, len)) ||
 	    (rc = restore_options(s, c, err, len)) ||
 	    (rc = restore_queues(s, c, err, len)) ||
@@ -1033,6 +1394,31 @@ int tcpr_restore_prepared(int s, const struct tcpr_conn *c, int *fd,
 fail:
 	tcpr_discard(s);
 	return rc;
+}
+
+/**
+ * tcpr_restore_prepared() - tcpr_restore() onto a socket tcpr_prepare()
+ * made, bound to the dump's local address: what is left at the takeover
+ * is the sequences, the connect, the options, the queues and the window
+ * (tcpr_restore_stage(), then tcpr_restore_finish()).
+ * @s: the prepared socket; it becomes the connection (in *@fd) or is
+ *     discarded.
+ * @c: the dump.
+ * @fd: receives @s restored, or -1.
+ * @err: receives the reason on failure.
+ * @len: size of @err.
+ *
+ * Return: 0, or -errno with @s discarded.
+ */
+int tcpr_restore_prepared(int s, const struct tcpr_conn *c, int *fd,
+			  char *err, size_t len)
+{
+	int rc;
+
+	*fd = -1;
+	if ((rc = tcpr_restore_stage(s, c, err, len)))
+		return rc;
+	return tcpr_restore_finish(s, c, fd, err, len);
 }
 
 /* ---- state ---- */

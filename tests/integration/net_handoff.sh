@@ -10,7 +10,11 @@
 #   sockets) or is killed leaves the connections working on the source;
 # - a snapshot does not carry connections: both reports count them reset;
 # - megabytes queued in a connection (requests unread, replies unsent or
-#   unacknowledged) arrive byte for byte after the migration.
+#   unacknowledged) arrive byte for byte after the migration;
+# - idle connections are dumped from TCP_INFO and what was read ahead
+#   (the quick dump), a busy one beside them takes the full
+#   way, and the quick dumps equal the full ones (FERRY_VM_NET_VERIFY=1
+#   dumps every connection both ways): all answer after two migrations.
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "SKIP: TCP_REPAIR needs root (CAP_NET_ADMIN)"; exit 77; }
 for p in redis-cli redis-benchmark redis-server; do
@@ -188,3 +192,79 @@ replied() { grep -q replies "$T/q.out"; }
 wait_until 40 replied || fail "the client's replies: $(cat "$T/q.out")"
 grep -q "replies ok" "$T/q.out" || fail "after the migration: $(cat "$T/q.out")"
 pass "queued requests and replies (megabytes) moved with the connection: 20000 replies byte for byte; downtime $(json_field "$T/q.json" 'd["downtime_ms"]') ms"
+kill "$PID_qsrc" "$PID_qdst"
+
+# 6. The quick dump. 40 idle connections (each answered a PING) and one
+# with megabytes queued; both ferry-vm check each quick dump against the
+# full one of the same socket. Then the destination hands them on to a
+# third process: restored sockets know their read-ahead without reading
+# (the second destination stages their restores: 32 connections or more).
+export FERRY_VM_NET_VERIFY=1
+port=$(free_port) mport=$(free_port) mport2=$(free_port)
+start_vm isrc --memory 64M --workload kv --listen "tcp:127.0.0.1:$port"
+start_vm idst --memory 64M --incoming "tcp:127.0.0.1:$mport" --listen "tcp:127.0.0.1:$port"
+start_vm idst2 --memory 64M --incoming "tcp:127.0.0.1:$mport2" --listen "tcp:127.0.0.1:$port"
+unset FERRY_VM_NET_VERIFY
+mkfifo "$T/igo"
+exec 8<>"$T/igo"
+cat >"$T/idle.py" <<'PY'
+import socket, sys
+port = int(sys.argv[1])
+idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+def ping_all(tag):
+    for s in idle:
+        s.sendall(b"PING\r\n")
+        if s.recv(100) != b"+PONG\r\n":
+            print("idle WRONG", tag, flush=True)
+            sys.exit(1)
+ping_all("before")
+busy = socket.socket()
+busy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+busy.connect(("127.0.0.1", port))
+val, n = (b"fedcba9876543210" * 64)[:1000], 20000
+busy.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\n" + val + b"\r\n" + b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" * n)
+print("ready", flush=True)
+sys.stdin.readline()
+ping_all("after one")
+want = b"+OK\r\n" + (b"$1000\r\n" + val + b"\r\n") * n
+got = bytearray()
+busy.settimeout(30)
+while len(got) < len(want):
+    b = busy.recv(1 << 20)
+    if not b:
+        break
+    got += b
+print("busy ok" if bytes(got) == want else "busy WRONG: %d of %d bytes" % (len(got), len(want)), flush=True)
+sys.stdin.readline()
+ping_all("after two")
+busy.sendall(b"PING\r\n")
+print("all ok" if busy.recv(100) == b"+PONG\r\n" else "busy WRONG after two", flush=True)
+PY
+python3 "$T/idle.py" "$port" <&8 >"$T/idle6.out" 2>&1 &
+wait_until 20 grep -q ready "$T/idle6.out" || fail "the clients: $(cat "$T/idle6.out")"
+sleep 0.5
+"$FERRY" migrate "$T/isrc.sock" "tcp:127.0.0.1:$mport" --json >"$T/i.json" 2>"$T/i.log" ||
+	fail "migration with idle and busy connections: $(tail -n1 "$T/i.json")"
+[ "$(json_field "$T/i.json" 'd["net"]["handed"]')" = 41 ] || fail "handed: $(json_field "$T/i.json" 'd["net"]')"
+v1=$(grep 'verify:' "$T/isrc.log")
+# The 40 idle ones, read ahead; the busy one had bytes queued.
+[[ $v1 == *": 40 quick dumps, 0 differ"* ]] || fail "the source's quick dumps: ${v1:-none} ($(grep 'net:' "$T/isrc.log"))"
+# The destination staged restores before the takeover (all of them, or
+# as many as it reached before acquire).
+staged=$(sed -n 's/.* \([0-9]*\) staged before.*/\1/p' "$T/idst.log")
+[ "${staged:-0}" -gt 0 ] || fail "no restore staged: $(grep 'net:' "$T/idst.log")"
+echo go >&8
+busy_done() { grep -q "busy" "$T/idle6.out"; }
+wait_until 40 busy_done || fail "after the migration: $(cat "$T/idle6.out")"
+grep -q "busy ok" "$T/idle6.out" || fail "after the migration: $(cat "$T/idle6.out")"
+"$FERRY" migrate "$T/idst.sock" "tcp:127.0.0.1:$mport2" --json >"$T/i2.json" 2>"$T/i2.log" ||
+	fail "the second migration: $(tail -n1 "$T/i2.json")"
+v2=$(grep 'verify:' "$T/idst.log")
+# Every one of them quick now: the busy one's queues are gone, and the
+# read-ahead of restored sockets comes with the restore.
+[[ $v2 == *": 41 quick dumps, 0 differ"* ]] || fail "the second source's quick dumps: ${v2:-none} ($(grep 'net:' "$T/idst.log"))"
+echo go >&8
+all_done() { grep -q "all ok\|WRONG" "$T/idle6.out"; }
+wait_until 20 all_done || fail "after the second migration: $(cat "$T/idle6.out")"
+grep -q "all ok" "$T/idle6.out" || fail "after the second migration: $(cat "$T/idle6.out")"
+pass "quick dumps: 40 idle connections from TCP_INFO and the read-ahead (equal to the full dumps), the busy one the full way, 20000 replies byte for byte; all 41 quick the second time (restores staged), and all answer"

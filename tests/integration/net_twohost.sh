@@ -40,7 +40,11 @@ start_in dst dst --incoming "tcp:$ADDR_DST:4444" "${guest[@]}"
 a0=$(net src '["accepted"]')
 in_ns cli redis-benchmark -h "$GUEST_ADDR" -p 6379 -n 100000 -c 50 INCR counter >"$T/b.out" 2>&1 &
 B=$!
-sleep 0.5
+# All 50 clients connected (under load that can take longer than the
+# half second the test used to sleep: then it handed over nothing).
+clients_in() { [ "$(net src '["connections"]')" -ge 50 ]; }
+wait_until 20 clients_in || fail "redis-benchmark's clients: $(net src '')"
+sleep 0.2
 "$FERRY" migrate "$T/src.sock" "tcp:$ADDR_DST:4444" --json >"$T/m.json" 2>"$T/m.log" ||
 	fail "migration: $(tail -n1 "$T/m.json")"
 [ "$(json_field "$T/m.json" 'd["net"]["handed"]')" -ge 50 ] || fail "connections handed over: $(json_field "$T/m.json" 'd["net"]')"

@@ -444,6 +444,231 @@ static void test_gate_freeze_thaw(void **state)
 	close(dev);
 }
 
+/* ---- the quick dump: sequences from TCP_INFO and what was read ahead ---- */
+
+/* Freeze @fd and dump it both ways: the quick dump (which must take the
+ * way @want_quick says) into @q, and the full one into @f. The socket is
+ * frozen and takes nothing in between, so both describe the same moment. */
+static void dump_both(int fd, const struct tcpr_ahead *ahead, uint64_t rx_read,
+		      bool want_quick, struct tcpr_conn *q, struct tcpr_conn *f)
+{
+	char err[256] = "";
+	bool quick = !want_quick;
+	uint64_t t0, t1;
+
+	memset(q, 0, sizeof(*q));
+	memset(f, 0, sizeof(*f));
+	if (tcpr_freeze(fd, err, sizeof(err)) ||
+	    tcpr_ident(fd, q, err, sizeof(err)) ||
+	    tcpr_ident(fd, f, err, sizeof(err)))
+		fail_msg("%s", err);
+	q->ahead = *ahead;
+	t0 = tcpr_clock_ms();
+	if (tcpr_dump_live(fd, f, err, sizeof(err)) ||
+	    tcpr_dump_quick(fd, q, rx_read, &quick, err, sizeof(err)))
+		fail_msg("%s", err);
+	t1 = tcpr_clock_ms();
+	assert_int_equal(quick, want_quick);
+	/* What a restore takes: the same, but for the timestamp, which the
+	 * quick dump estimates: never behind the kernel's clock (the peer
+	 * would drop the segments), a few milliseconds ahead at most (here
+	 * plus the time between the two dumps, which read the queues). */
+	assert_int_equal(q->snd_seq, f->snd_seq);
+	assert_int_equal(q->rcv_seq, f->rcv_seq);
+	assert_int_equal(q->mss, f->mss);
+	assert_int_equal(q->snd_wscale, f->snd_wscale);
+	assert_int_equal(q->rcv_wscale, f->rcv_wscale);
+	assert_int_equal(q->sack, f->sack);
+	assert_int_equal(q->tstamp, f->tstamp);
+	assert_memory_equal(&q->win, &f->win, sizeof(q->win));
+	assert_int_equal(q->sndq_len, f->sndq_len);
+	assert_int_equal(q->sndq_unsent, f->sndq_unsent);
+	assert_int_equal(q->rcvq_len, f->rcvq_len);
+	if (q->sndq_len)
+		assert_memory_equal(q->sndq, f->sndq, q->sndq_len);
+	if (q->rcvq_len)
+		assert_memory_equal(q->rcvq, f->rcvq, q->rcvq_len);
+	if (f->tstamp) {
+		int32_t ahead_by = (int32_t)(q->ts_val - f->ts_val);
+
+		if (ahead_by < 0 || ahead_by > (int32_t)(t1 - t0) + 5)
+			fail_msg("timestamp %u, %d ms from the kernel's %u read "
+				 "up to %d ms before", q->ts_val, ahead_by,
+				 f->ts_val, (int)(t1 - t0));
+		assert_int_equal(q->ts_val & 1, 0);
+	}
+}
+
+/* Restore @c (taking its read-ahead as a device does), thaw, and give the
+ * socket to both streams. */
+static int restore_quick(struct tcpr_conn *c, struct tcpr_ahead *ahead)
+{
+	uint64_t before = tcpr_clock_ms();
+	char err[256] = "";
+	int fd;
+
+	if (tcpr_restore(c, &fd, err, sizeof(err)) ||
+	    tcpr_thaw_restored(fd, c, false, err, sizeof(err)))
+		fail_msg("%s", err);
+	tcpr_ahead_restored(c, before, ahead);
+	return fd;
+}
+
+/* An idle connection, read ahead while it ran, is dumped from TCP_INFO
+ * alone, and the sequences are the kernel's; then once more from its
+ * restored copy, whose read-ahead costs nothing; every byte arrives. */
+static void test_quick_dump(void **state)
+{
+	struct stream up, down;
+	struct tcpr_conn q, f;
+	struct tcpr_ahead ahead = { 0 };
+	struct tcpr_conn id = { 0 };
+	char err[256] = "";
+	uint64_t base;
+	int peer, dev;
+
+	(void)state;
+	NEED_ENV();
+	make_pair(AF_INET, &peer, &dev);
+	up = (struct stream){ .wfd = peer, .rfd = dev, .seed = 7 };
+	down = (struct stream){ .wfd = dev, .rfd = peer, .seed = 8 };
+	up.target = down.target = 100000;
+	pump(&up, &down, 10);
+	usleep(20000);
+	if (tcpr_read_ahead(dev, &id, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_true(id.ahead.seq_ok && id.ahead.mss > 0);
+	ahead = id.ahead;
+	/* The bases hold whatever flows afterwards. */
+	up.target = up.written + 300000;
+	down.target = down.written + 500000;
+	pump(&up, &down, 10);
+	usleep(50000);
+	dump_both(dev, &ahead, up.read, true, &q, &f);
+	tcpr_conn_clear(&f);
+	tcpr_discard(dev);
+	dev = restore_quick(&q, &ahead);
+	base = up.read;
+	up.rfd = down.wfd = dev;
+	up.target = up.written + (1u << 20);
+	down.target = down.written + (1u << 20);
+	pump(&up, &down, 30);
+	tcpr_conn_clear(&q);
+	usleep(50000);
+	/* The restored socket: its bytes counted from the restore. */
+	dump_both(dev, &ahead, up.read - base, true, &q, &f);
+	tcpr_conn_clear(&f);
+	tcpr_discard(dev);
+	dev = restore_quick(&q, &ahead);
+	tcpr_conn_clear(&q);
+	up.rfd = down.wfd = dev;
+	up.target = up.written + (1u << 20);
+	down.target = down.written + (1u << 20);
+	pump(&up, &down, 30);
+	assert_peer_unharmed(peer);
+	close(peer);
+	close(dev);
+}
+
+/* Bytes unread, unsent and unacknowledged: the quick dump takes the full
+ * way and every byte arrives once; the copy restored with those queues
+ * then dumps quickly once they are gone (its read-ahead counts the
+ * receive queue it was given). A reader that says it read less than it
+ * did gets the full way too. */
+static void test_quick_dump_full_way(void **state)
+{
+	struct stream up, down;
+	struct tcpr_conn q, f, id = { 0 };
+	struct tcpr_ahead ahead;
+	char err[256] = "";
+	uint64_t base;
+	int peer, dev;
+
+	(void)state;
+	NEED_ENV();
+	make_pair(AF_INET, &peer, &dev);
+	up = (struct stream){ .wfd = peer, .rfd = dev, .seed = 9 };
+	down = (struct stream){ .wfd = dev, .rfd = peer, .seed = 10 };
+	usleep(20000);
+	if (tcpr_read_ahead(dev, &id, err, sizeof(err)))
+		fail_msg("%s", err);
+	ahead = id.ahead;
+	load_queues(&up, &down);
+	dump_both(dev, &ahead, up.read, false, &q, &f);
+	assert_int_equal(q.rcvq_len, 100000);
+	assert_true(q.sndq_len > 0 && q.sndq_unsent > 0);
+	tcpr_conn_clear(&f);
+	tcpr_discard(dev);
+	dev = restore_quick(&q, &ahead);
+	tcpr_conn_clear(&q);
+	base = up.read;
+	up.rfd = down.wfd = dev;
+	up.target = up.written + (1u << 20);
+	down.target = down.written + (1u << 20);
+	pump(&up, &down, 30);
+	usleep(50000);
+	/* rx_read one short: a byte could be unread. */
+	dump_both(dev, &ahead, up.read - base - 1, false, &q, &f);
+	tcpr_conn_clear(&q);
+	tcpr_conn_clear(&f);
+	if (tcpr_thaw(dev, err, sizeof(err)))
+		fail_msg("%s", err);
+	dump_both(dev, &ahead, up.read - base, true, &q, &f);
+	tcpr_conn_clear(&f);
+	tcpr_discard(dev);
+	dev = restore_quick(&q, &ahead);
+	tcpr_conn_clear(&q);
+	up.rfd = down.wfd = dev;
+	up.target = up.written + (1u << 20);
+	down.target = down.written + (1u << 20);
+	pump(&up, &down, 30);
+	assert_peer_unharmed(peer);
+	close(peer);
+	close(dev);
+}
+
+/* Reading ahead refuses a connection with bytes in flight (its moment in
+ * repair mode would take the device's writes as repair data, and the
+ * sequences would not be one moment's) and leaves it as it was. */
+static void test_read_ahead_refuses_traffic(void **state)
+{
+	struct stream up, down;
+	struct tcpr_conn id = { 0 };
+	char err[256] = "";
+	int peer, dev, reuse = 0;
+	socklen_t sl = sizeof(reuse);
+
+	(void)state;
+	NEED_ENV();
+	make_pair(AF_INET, &peer, &dev);
+	up = (struct stream){ .wfd = peer, .rfd = dev, .seed = 11 };
+	down = (struct stream){ .wfd = dev, .rfd = peer, .seed = 12 };
+	load_queues(&up, &down);
+	assert_int_equal(tcpr_read_ahead(dev, &id, err, sizeof(err)), -EAGAIN);
+	assert_false(id.ahead.seq_ok);
+	/* An idle one: read ahead, and out of repair mode with its reuse. */
+	close(peer);
+	close(dev);
+	make_pair(AF_INET, &peer, &dev);
+	assert_int_equal(setsockopt(dev, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 },
+				    sizeof(int)), 0);
+	usleep(20000);
+	if (tcpr_read_ahead(dev, &id, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(getsockopt(dev, SOL_TCP, TCP_REPAIR, &reuse, &sl), 0);
+	assert_int_equal(reuse, 0);
+	assert_int_equal(getsockopt(dev, SOL_SOCKET, SO_REUSEADDR, &reuse, &sl),
+			 0);
+	assert_int_equal(reuse, 1);
+	up = (struct stream){ .wfd = peer, .rfd = dev, .seed = 13 };
+	down = (struct stream){ .wfd = dev, .rfd = peer, .seed = 14 };
+	up.target = down.target = 1u << 20;
+	pump(&up, &down, 30);
+	assert_peer_unharmed(peer);
+	close(peer);
+	close(dev);
+}
+
 /* ---- through libferry's state layer ---- */
 
 static int conn_visit(ferry_visitor *v, void *dev)
@@ -890,6 +1115,9 @@ int main(void)
 		cmocka_unit_test(test_handoff_v6),
 		cmocka_unit_test(test_freeze_thaw_invisible),
 		cmocka_unit_test(test_gate_freeze_thaw),
+		cmocka_unit_test(test_quick_dump),
+		cmocka_unit_test(test_quick_dump_full_way),
+		cmocka_unit_test(test_read_ahead_refuses_traffic),
 		cmocka_unit_test(test_visit_round_trip),
 		cmocka_unit_test(test_unacked_resent),
 		cmocka_unit_test(test_discard_is_silent),
