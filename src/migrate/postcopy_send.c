@@ -11,8 +11,7 @@
  * Threads in the postcopy phase: this one (progress, the end), one that
  * reads the main connection (page requests and the answer to
  * POSTCOPY_END) and answers requests on it, and one pusher per data
- * connection, which give way at a gate (pc_gate.c) while a request is
- * answered. The pages still to send are a bitmap per region, in the
+ * connection. The pages still to send are a bitmap per region, in the
  * destination's placement units; whoever sends a unit clears its bits
  * under the lock first, so the push and the answers rarely send a page
  * twice (it would be harmless: the destination places a page once).
@@ -26,7 +25,6 @@
 #include <unistd.h>
 
 #include "memory/lazy.h"
-#include "migrate/pc_gate.h"
 #include "migrate/sender.h"
 
 /* Seconds of silence before TCP probes a postcopy connection's peer;
@@ -70,8 +68,6 @@ struct pc_src {
 	uint64_t wire_base;		/* bytes of connections closed since */
 	uint64_t t_switch;		/* POSTCOPY sent */
 	uint64_t t_resumed;
-	struct fy_pc_gate gate;		/* the push waits there while a
-					   request is answered */
 };
 
 /* Record the first failure of the phase; wakes the main thread. Locked. */
@@ -245,29 +241,21 @@ struct pusher_arg {
 	unsigned idx;
 };
 
-/* One data connection's push: records from the cursor on until no page
- * is left, each after the gate. */
 static void *pusher(void *arg)
 {
 	struct pusher_arg *a = arg;
 	struct pc_src *p = a->p;
-	struct fy_pc_pass ps = { 0 };
 	struct fy_range rg;
 	int rc = 0;
 
-	for (;;) {
-		/* Before the record, not inside it: the answer moves the
-		 * cursor near the fault, and take_run() starts there. */
-		fy_pc_gate_pass(&p->gate, &ps);
-		pthread_mutex_lock(&p->lock);
-		if (p->stop || p->err || !take_run(p, &rg))
-			break;
+	pthread_mutex_lock(&p->lock);
+	while (!p->stop && !p->err && take_run(p, &rg)) {
 		p->push_pages += rg.length / FY_PAGE_SIZE;
 		pthread_mutex_unlock(&p->lock);
 		rc = send_run(p, a->c, &rg, false);
+		pthread_mutex_lock(&p->lock);
 		if (rc) {
 			/* Not sent: the destination may lack it. */
-			pthread_mutex_lock(&p->lock);
 			need_set(p, rg.region, rg.offset / FY_PAGE_SIZE,
 				 rg.length / FY_PAGE_SIZE);
 			break;
@@ -436,9 +424,6 @@ static void *reader(void *arg)
 		/* No idle limit: a guest that faults on nothing sends
 		 * nothing; a dead link is seen by TCP (fy_transport_watch). */
 		rc = fy_chan_recv_hdr(&x->ch, &h, 0);
-		/* From the header on: the push waits while this is read and
-		 * answered (a request, nearly always). */
-		fy_pc_gate_enter(&p->gate);
 		if (!rc)
 			rc = fy_chan_recv_body(&x->ch, &h);
 		pthread_mutex_lock(&p->lock);
@@ -469,15 +454,12 @@ static void *reader(void *arg)
 			pthread_mutex_unlock(&p->lock);
 			rc = FERRY_EPROTO;
 		}
-		fy_pc_gate_leave(&p->gate);
 		pthread_mutex_lock(&p->lock);
 		over = p->answered || p->err;
 		pthread_mutex_unlock(&p->lock);
 		if (rc || over)
 			break;
 	}
-	/* Nothing is answered any more: no pusher waits for it. */
-	fy_pc_gate_open(&p->gate);
 	return NULL;
 }
 
@@ -569,7 +551,6 @@ static int start_threads(struct pc_src *p)
 	p->bytes = 0;
 	p->npushers = 0;
 	p->pushing = 0;
-	fy_pc_gate_reset(&p->gate);
 	/* Chosen on the session's thread, whose CPUs auto mode looks at. */
 	p->lane_cpu = fy_lane_cpu(p->s->cfg.lane_cpu);
 	/* Answers to page requests go before the push on a capped link. */
@@ -613,7 +594,6 @@ static void stop_threads(struct pc_src *p, bool failed)
 	p->stop = true;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->lock);
-	fy_pc_gate_open(&p->gate);
 	if (failed) {
 		if (x->ch.fd >= 0)
 			shutdown(x->ch.fd, SHUT_RDWR);
@@ -989,12 +969,10 @@ static void finish(struct pc_src *p)
 	pthread_mutex_unlock(&s->lock);
 	fy_snd_sync_owner(x);
 	fy_session_log(s, 2,
-		       "postcopy complete in %.0f ms: %llu pages asked for, %llu pushed; the push gave way %llu times, %.1f ms in all",
+		       "postcopy complete in %.0f ms: %llu pages asked for, %llu pushed",
 		       fy_ms(fy_now_ns() - p->t_switch),
 		       (unsigned long long)p->req_pages,
-		       (unsigned long long)p->push_pages,
-		       (unsigned long long)atomic_load(&p->gate.waits),
-		       fy_ms(atomic_load(&p->gate.waited_ns)));
+		       (unsigned long long)p->push_pages);
 }
 
 static void pc_free(struct pc_src *p)
@@ -1003,7 +981,6 @@ static void pc_free(struct pc_src *p)
 		free(p->need[r]);
 		free(p->answered_map[r]);
 	}
-	fy_pc_gate_destroy(&p->gate);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
@@ -1023,8 +1000,6 @@ static struct pc_src *pc_new(struct sender *x)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&p->cv, &ca);
 	pthread_condattr_destroy(&ca);
-	fy_pc_gate_init(&p->gate, FY_PC_GATE_MAX_WAIT_NS, FY_PC_GATE_GRACE_NS,
-			FY_PC_GATE_SHARE);
 	if (need_alloc(p)) {
 		pc_free(p);
 		return NULL;
