@@ -18,6 +18,10 @@
 #   PAIR_LIMIT_S=S: stop `ferry migrate` after S seconds (SIGINT, which
 #               cancels a precopy; SIGKILL 10 s later) so that no run hangs
 #               a benchmark; the report then says "timeout"
+#   PAIR_KEEP_LOGS=DIR: copy both ferry-vm logs there at the end
+#               (src-PID.log, dst-PID.log; with FERRY_VM_LOG=2 they hold
+#               the engine's own lines, e.g. how often the postcopy push
+#               gave way to the answers of page requests)
 # Exit status: that of `ferry migrate` (0 completed, 1 failed or cancelled),
 # 124 when PAIR_LIMIT_S ran out, 2 for a usage error or a missing program.
 set -euo pipefail
@@ -47,6 +51,11 @@ cleanup() {
 	local p
 	for p in $SRC $DST; do kill "$p" 2>/dev/null || true; done
 	for p in $SRC $DST; do wait "$p" 2>/dev/null || true; done
+	if [ -n "${PAIR_KEEP_LOGS:-}" ]; then
+		mkdir -p "$PAIR_KEEP_LOGS"
+		cp "$d/src.log" "$PAIR_KEEP_LOGS/src-$$.log" 2>/dev/null || true
+		cp "$d/dst.log" "$PAIR_KEEP_LOGS/dst-$$.log" 2>/dev/null || true
+	fi
 	rm -rf "$d"
 }
 trap cleanup EXIT
