@@ -145,7 +145,8 @@ static json_object *caps_array(uint64_t caps)
 {
 	static const char *const names[] = { "data-checksum", "multi-channel",
 					     "zero-pages", "lz4", "zstd",
-					     "postcopy", "local-fds", "keepalive" };
+					     "postcopy", "local-fds", "keepalive",
+					     "device-fds" };
 	const unsigned n = sizeof(names) / sizeof(names[0]);
 	json_object *a = json_object_new_array();
 

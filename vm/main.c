@@ -347,7 +347,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'C': {
 		static const char *const names[] = { "data-checksum",
 			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy",
-			"local-fds", "keepalive" };
+			"local-fds", "keepalive", "device-fds" };
 
 		static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
 				      FERRY_CAP_ALL,

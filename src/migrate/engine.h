@@ -364,8 +364,9 @@ int fy_chan_read_full(struct fy_chan *c, void *buf, size_t n);
 int fy_chan_read_within(struct fy_chan *c, void *buf, size_t n, int idle_ms);
 int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
 		     const void *body, size_t len);
-/* A control record with @fds (1..FY_FDS_MAX) attached to its first byte;
- * the connection must be a UNIX socket. The caller keeps its fds. */
+/* A control record with @fds (1..FY_DEVFDS_MAX + a few) attached, at
+ * most FY_FDS_PER_MSG per segment of it; the connection must be a UNIX
+ * socket. The caller keeps its fds. */
 int fy_chan_send_rec_fds(struct fy_chan *c, uint32_t type, uint32_t seq,
 			 const void *body, size_t len, const int *fds,
 			 unsigned nfds);

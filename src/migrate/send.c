@@ -1021,8 +1021,12 @@ int fy_snd_state(struct sender *x)
 	struct ferry_buf st;
 	int rc;
 
+	/* A local session may pass the devices' descriptors first: the VMM
+	 * then saves a state that refers to them. */
+	rc = x->sm.device_fds ? fy_local_send_devices(x) : 0;
 	fy_buf_init(&st.b);
-	rc = save_state(x, &st);
+	if (!rc)
+		rc = save_state(x, &st);
 	if (!rc)
 		rc = fy_snd_request(x, FY_REC_STATE, &st.b, "STATE");
 	fy_buf_free(&st.b);
@@ -1506,6 +1510,7 @@ static void sender_free(struct sender *x)
 	fy_ranges_free(&x->carry);
 	fy_ranges_free(&x->early);
 	fy_snapw_free(x->snap);
+	fy_local_free(x);
 	if (x->ch.tx.tee_fd >= 0)
 		close(x->ch.tx.tee_fd);
 	fy_chan_close(&x->ch);
