@@ -185,6 +185,9 @@ static void add_link_fields(json_object *o, const struct ferry_stats *st)
 	/* Local migration: the memory went by fd; wire_bytes are records. */
 	json_object_object_add(o, "local_fds",
 			       json_object_new_boolean(st->local_fds));
+	/* ... and the devices' descriptors (sockets) passed with it. */
+	json_object_object_add(o, "device_fds",
+			       json_object_new_int64(st->device_fds));
 }
 
 /* The stall limit in force and, when the run failed on a silent peer,

@@ -31,7 +31,7 @@
 
 #include "net_int.h"
 
-#define EV_LISTEN NET_SLOTS
+#define EV_LISTEN NET_EV_LISTEN
 #define EV_KICK (NET_SLOTS + 1)
 #define EV_CTL (NET_SLOTS + 2)
 #define NET_BACKLOG 4096
@@ -781,6 +781,9 @@ struct json_object *net_json(struct vm *vm)
 	json_object_object_add(o, "where", json_object_new_string(where));
 	json_object_object_add(o, "reset", json_object_new_int64(atomic_load(&n->reset)));
 	json_object_object_add(o, "handed", json_object_new_int64(atomic_load(&n->handed)));
+	json_object_object_add(o, "handoff", json_object_new_string(
+		atomic_load(&n->handoff) == NET_HANDOFF_FDS ? "fds" :
+		atomic_load(&n->handoff) == NET_HANDOFF_REPAIR ? "repair" : "none"));
 	/* After a local migration the RAM with the guest's counters is the
 	 * destination's (unmapped here): they are reported there. */
 	if (atomic_load(&n->g->ram_released))
@@ -846,5 +849,6 @@ void net_destroy(struct net *n)
 	pthread_mutex_destroy(&n->pool_lock);
 	net_state_clear(n->saved);
 	free(n->saved);
+	net_fdpass_discard(n);
 	free(n);
 }

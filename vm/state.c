@@ -269,7 +269,7 @@ static const struct ferry_device_type console_type = {
 };
 
 static const struct ferry_device_type *const all_types[] = {
-	&machine_type, &vcpu_type, &console_type, &net_state_type,
+	&machine_type, &vcpu_type, &console_type, &net_state_type, &net_fds_type,
 };
 
 /* ---- the console ---- */
@@ -383,6 +383,7 @@ struct devices {
 	struct machine_state machine;
 	struct vm_console *console;
 	struct net_state *net; /* the device's, saved or to be loaded, or NULL */
+	struct net_fds_state *netfds; /* its sockets by fd (live update), or NULL */
 	unsigned nvcpus;
 	struct vcpu_regs vcpus[];
 };
@@ -496,6 +497,9 @@ static int save_all(struct devices *d, struct ferry_buf *out, char *err,
 	if (!rc && d->net)
 		rc = ferry_state_save(out, &net_state_type, "net0", d->net, err,
 				      errlen);
+	if (!rc && d->netfds)
+		rc = ferry_state_save(out, &net_fds_type, "net0fds", d->netfds,
+				      err, errlen);
 	if (!rc)
 		rc = ferry_state_end(out);
 	return rc;
@@ -533,7 +537,13 @@ int vm_state_save(void *opaque, struct ferry_buf *out)
 		rc = state_digest(d, &d->machine.state_digest, err, sizeof(err));
 	if (!rc && vm->net && vm->guest.workload == VM_WL_KV) {
 		d->net = vm->net->saved;
-		rc = net_save(vm->net, d->net, err, sizeof(err));
+		/* A live update passes the sockets themselves: no dump. */
+		if (vm->net->fdp.active) {
+			net_fdpass_fill(vm->net, d->net);
+			d->netfds = &vm->net->fdp.st;
+		} else {
+			rc = net_save(vm->net, d->net, err, sizeof(err));
+		}
 	}
 	if (!rc)
 		rc = save_all(d, out, err, sizeof(err));
@@ -750,7 +760,7 @@ static struct ferry_state_binding *bindings_new(struct vm *vm,
 						char (*names)[16], size_t *n)
 {
 	const struct guest *g = &vm->guest;
-	struct ferry_state_binding *b = calloc(LOAD_VCPUS + 3, sizeof(*b));
+	struct ferry_state_binding *b = calloc(LOAD_VCPUS + 4, sizeof(*b));
 
 	if (!b)
 		return NULL;
@@ -770,6 +780,10 @@ static struct ferry_state_binding *bindings_new(struct vm *vm,
 	if (d->net)
 		b[(*n)++] = (struct ferry_state_binding){ &net_state_type, "net0",
 							  d->net,
+							  FERRY_BINDING_OPTIONAL };
+	if (d->netfds)
+		b[(*n)++] = (struct ferry_state_binding){ &net_fds_type, "net0fds",
+							  d->netfds,
 							  FERRY_BINDING_OPTIONAL };
 	return b;
 }
@@ -799,9 +813,11 @@ int vm_state_load(void *opaque, const void *data, size_t len)
 
 	if (d)
 		d->console = calloc(1, sizeof(*d->console));
-	if (d && vm->net)
+	if (d && vm->net) {
 		d->net = calloc(1, sizeof(*d->net));
-	if (d && d->console && names && (!vm->net || d->net))
+		d->netfds = calloc(1, sizeof(*d->netfds));
+	}
+	if (d && d->console && names && (!vm->net || (d->net && d->netfds)))
 		b = bindings_new(vm, d, names, &n);
 	if (!b) {
 		state_fail(vm, rc, "out of memory");
@@ -816,6 +832,12 @@ int vm_state_load(void *opaque, const void *data, size_t len)
 		if (!d->vcpus[i].present)
 			rc = state_fail(vm, FERRY_EMISMATCH, "device vcpu%u "
 					"(type vcpu) is missing from the stream", i);
+	/* Sockets passed by fd must be those the state names. */
+	if (!rc && vm->net) {
+		rc = net_fdpass_bind(vm->net, d->netfds, err, sizeof(err));
+		if (rc)
+			state_fail(vm, rc, "net0fds: %s", err);
+	}
 	if (!rc) {
 		d->nvcpus = vm->guest.nvcpus;
 		devices_to_vm(vm, d);
@@ -836,6 +858,7 @@ out:
 		free(d->console);
 		net_state_clear(d->net);
 		free(d->net);
+		free(d->netfds);
 	}
 	free(d);
 	return rc;
