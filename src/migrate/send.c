@@ -1560,6 +1560,10 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	rc = x->to_file ? open_file(x, &u) : open_main(x, &u);
 	if (!rc && !x->to_file)
 		rc = fy_snd_encoding(x, &x->ch);
+	/* The pause's watchdog waits, idle, from now on: arming it is then
+	 * a signal, not a thread to create in the pause. */
+	if (!rc && !x->to_file)
+		fy_session_pause_prepare(s);
 	/* A recording holds one connection's bytes: keep it complete. */
 	if (!rc && !x->to_file && !s->cfg.record_stream && !x->local)
 		rc = open_extra(x, &u);
