@@ -1035,6 +1035,8 @@ static void *send_main(void *arg)
 	vm_verify_source(vm, rc, &st);
 	report = api_report(vm, rc, &st, errmsg, st.peer_note);
 	api_log_result("migration", rc, &st, errmsg, report);
+	/* The events the pause deferred come before DONE. */
+	api_events_flush(vm);
 	event = json_object_new_object();
 	json_object_object_add(event, "event", json_object_new_string("DONE"));
 	/* A copy: json-c reference counts are not atomic and the stored
@@ -1157,6 +1159,7 @@ static void *recv_main(void *arg)
 		if (stop)
 			break;
 		rc = session_run(vm, false, &st, errmsg, sizeof(errmsg));
+		api_events_flush(vm);
 		/* Sockets the source passed stay the source's after a
 		 * failure: this side's duplicates go; once the guest runs
 		 * here, the sockets made ahead for a TCP_REPAIR handoff do. */
