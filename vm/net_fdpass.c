@@ -297,8 +297,12 @@ int net_fdpass_bind(struct net *n, const struct net_fds_state *s, char *err,
 {
 	if (s && !s->present)
 		s = NULL;
-	if (!s && !n->fdp.received)
+	/* A source without connections to pass (another workload) sends
+	 * none and says nothing. */
+	if (!s && (!n->fdp.received || !n->fdp.nfds)) {
+		n->fdp.received = false;
 		return 0;
+	}
 	if (!s || !n->fdp.received) {
 		snprintf(err, len, s ? "the source passed its connections by fd, but no descriptor came"
 				     : "%u descriptors came, but the state does not say what they are",
