@@ -465,6 +465,8 @@ void net_kick(struct net *n)
 		return; /* the counter is full: the backend is awake anyway */
 }
 
+static int backend_thread(struct net *n);
+
 static int add_ctl(struct net *n, int fd, uint32_t tag)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = tag };
@@ -536,6 +538,13 @@ int net_create(struct vm *vm, struct net **out, char *err, size_t len)
 	n->hdr = net_hdr_of(n->g->ram, n->g->mem_size);
 	n->slots = net_slots_of(n->g->ram, n->g->mem_size);
 	net_pool_start(n);
+	/* A destination's backend waits parked from now on: the resume that
+	 * ends the pause then wakes it instead of creating it. */
+	if (vm->opts.incoming) {
+		n->pause_req = true;
+		if (backend_thread(n))
+			n->pause_req = false; /* net_resume() tries again */
+	}
 	*out = n;
 	return 0;
 fail:
