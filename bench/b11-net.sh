@@ -16,8 +16,8 @@
 #   4 a live update: the same redis-benchmark against a memfd kv guest of
 #     B11_LOCAL_SIZE (full: 8G, --quick: 512M) taken over by a new
 #     ferry-vm process in the same namespace (`ferry migrate --local`:
-#     memory by fd, connections by TCP_REPAIR). Target: pause <= 5 ms,
-#     no error.
+#     memory by fd, the sockets by fd too: DEVICE_FDS; "repair" in the
+#     row when they went by TCP_REPAIR). Target: pause <= 5 ms, no error.
 #
 # usage: bench/b11-net.sh [--quick] [--build DIR] [--runs N]
 #   --quick: 1 run of each row and 50000 requests per test, otherwise 3
@@ -109,7 +109,7 @@ one_bench() {
 	if [ "$mig" = yes ]; then
 		"$FERRY" migrate "$T/bs.sock" "$murl" "${mopt[@]}" --json >"$T/m.json" 2>>"$T/m.log"
 		down=$(json_field "$T/m.json" 'd["downtime_ms"]')
-		[ "$topo" = local ] && down="$down ($(json_field "$T/m.json" 'd["net"]["handed"]') conns, $(json_field "$T/m.json" 'd["bytes"]') B)"
+		[ "$topo" = local ] && down="$down ($(json_field "$T/m.json" 'd["net"]["handed"]') conns $(json_field "$T/m.json" 'd["net"].get("handoff", "repair")' | tr -d '"'), $(json_field "$T/m.json" 'd["bytes"]') B)"
 		owner=bd
 	fi
 	wait "$b"
@@ -243,7 +243,7 @@ if want 4; then
 	echo
 	echo "## 4. A live update: redis-benchmark -t set,get,incr -n $N (-P 16: $(nreq 16)) -c 50 while a new ferry-vm takes a $LOCAL_SIZE memfd kv guest over (--local, one namespace; $RUNS runs each)"
 	echo
-	echo "| pipeline | errors | reconnects | longest reply ms | downtime ms (connections handed, bytes sent) | INCR counter |"
+	echo "| pipeline | errors | reconnects | longest reply ms | downtime ms (connections handed and how, bytes sent) | INCR counter |"
 	echo "| --- | --- | --- | --- | --- | --- |"
 	for pipe in 1 16; do
 		read -r base _ <<<"$(one_bench local "$pipe" no)"

@@ -275,6 +275,10 @@ struct ferry_stats {
 	 * (else 0). */
 	uint32_t stall_timeout_ms;
 	double stall_detect_ms;
+	/* Local migration (both sides): the descriptors the VMM's devices
+	 * handed over by fd (DEVICE_FDS: save_fds / load_fds), e.g. the
+	 * sockets of live connections; 0 when none went that way. */
+	uint32_t device_fds;
 	/* New members go here, at the end. */
 };
 
@@ -368,6 +372,27 @@ struct ferry_vmm_ops {
 	 * throttle. The library always lifts a throttle it set before the
 	 * session ends (after pausing the guest when it hands it over). */
 	int (*throttle)(void *opaque, uint32_t percent);
+	/* Source, optional, local migration only (docs/api-guide.md,
+	 * "Device descriptors"): right after pause, before save_state, on a
+	 * session whose memory goes by fd (stats.local_fds) and whose
+	 * destination offers FERRY_CAP_DEVICE_FDS (stats.capabilities; both
+	 * are known when pause is called, so the VMM can tell there whether
+	 * this is such a handoff). Fill @fds with at most @max
+	 * (FERRY_DEVICE_FDS_MAX) descriptors and set *@n; they travel over
+	 * the UNIX connection (SCM_RIGHTS) and the destination's load_fds
+	 * receives duplicates of them, in the same order. The VMM keeps
+	 * owning its descriptors (the library never closes them) and must
+	 * not read or write them until it resumes here (a failure) or for
+	 * good: after the migration succeeded, the destination owns what
+	 * they refer to. *@n = 0 is allowed. */
+	int (*save_fds)(void *opaque, int *fds, size_t max, size_t *n);
+	/* Destination, optional (offering FERRY_CAP_DEVICE_FDS needs it):
+	 * the source's descriptors, in its order, before load_state. On
+	 * success the VMM owns them (@fds itself is the library's, valid
+	 * during the call); on failure the library closes them. An attempt
+	 * that fails later leaves them with the VMM, which closes its
+	 * copies: closing a duplicate changes nothing for the source. */
+	int (*load_fds)(void *opaque, const int *fds, size_t n);
 	/* New callbacks go here, at the end. */
 };
 
@@ -798,10 +823,19 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
  * stall_timeout_ms). Offered by this library; a peer that does not take
  * it is allowed its old silence while it answers (60 s). */
 #define FERRY_CAP_KEEPALIVE (1ull << 7)
+/* Device descriptors by fd (DEVICE_FDS, 0x0501): with local-fds, the
+ * source's VMM hands descriptors (its live sockets, say) to the
+ * destination's through ops->save_fds / ops->load_fds. A destination
+ * offers it only with local-fds and a load_fds callback; a source uses it
+ * only with a save_fds callback. */
+#define FERRY_CAP_DEVICE_FDS (1ull << 8)
 #define FERRY_CAP_ALL                                                  \
 	(FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL |            \
 	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD |         \
-	 FERRY_CAP_POSTCOPY | FERRY_CAP_LOCAL_FDS | FERRY_CAP_KEEPALIVE)
+	 FERRY_CAP_POSTCOPY | FERRY_CAP_LOCAL_FDS | FERRY_CAP_KEEPALIVE | \
+	 FERRY_CAP_DEVICE_FDS)
+/* The most descriptors one migration's devices hand over (save_fds). */
+#define FERRY_DEVICE_FDS_MAX 4096
 
 /* ---- snapshot files ---- */
 

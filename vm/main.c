@@ -18,6 +18,7 @@
 #include "kv.h"
 #include "migrate_args.h"
 #include "net.h"
+#include "net_fdpass.h"
 #include "vm.h"
 
 #define MAX_VCPUS VM_MAX_VCPUS
@@ -349,7 +350,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'C': {
 		static const char *const names[] = { "data-checksum",
 			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy",
-			"local-fds", "keepalive" };
+			"local-fds", "keepalive", "device-fds" };
 
 		static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
 				      FERRY_CAP_ALL,
@@ -559,6 +560,26 @@ static void trace(const char *what)
 		(double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3, what);
 }
 
+/* The session of the running migration (callbacks run inside it). */
+static ferry_session *mig_session(struct vm *vm)
+{
+	ferry_session *s;
+
+	pthread_mutex_lock(&vm->mig.lock);
+	s = vm->mig.session;
+	pthread_mutex_unlock(&vm->mig.lock);
+	return s;
+}
+
+/* A migration or its reacquire, not a snapshot's file. */
+static bool live_uri(struct vm *vm)
+{
+	const char *u = vm->opts.incoming && !vm->mig.arrived ? vm->opts.incoming
+							       : vm->mig.uri;
+
+	return strncmp(u, "file:", 5) != 0;
+}
+
 /* While memory arrives the engine pauses the guest only to stop it for
  * good (a lazy restore's page failed its checksum): a vCPU blocked on a
  * page that never comes must not hang the pause, nor a verifier thread
@@ -582,7 +603,9 @@ static int cb_pause(void *opaque)
 	trace("pause: vcpus parked");
 	net_pause(vm->net);
 	trace("pause: backend parked");
-	if (vm->guest.workload == VM_WL_KV) {
+	/* A live update passes the sockets by fd: nothing to freeze. */
+	if (vm->guest.workload == VM_WL_KV &&
+	    !net_fdpass_want(vm->net, mig_session(vm))) {
 		char err[256] = "";
 		int rc = net_freeze(vm->net, err, sizeof(err));
 
@@ -612,8 +635,13 @@ static int cb_release(void *opaque)
 
 	vm_fault_at(vm, VM_AT_AFTER_READY);
 	trace("release");
-	if (vm->guest.workload == VM_WL_KV)
+	if (vm->guest.workload == VM_WL_KV && net_fdpass_active(vm->net)) {
+		net_fdpass_release(vm->net);
+	} else if (vm->guest.workload == VM_WL_KV) {
 		net_release(vm->net);
+		if (live_uri(vm))
+			net_note_repair(vm->net);
+	}
 	trace("release: done");
 	return 0;
 }
@@ -630,6 +658,12 @@ static int cb_acquire(void *opaque)
 	trace("acquire");
 	if (vm->guest.workload != VM_WL_KV || !vm->net)
 		return 0;
+	/* A source whose "released" was refused: its sockets never left. */
+	if (net_fdpass_active(vm->net)) {
+		net_fdpass_back(vm->net);
+		trace("acquire: done");
+		return 0;
+	}
 	/* Test hooks for the failure points after "released": a refusal
 	 * (the source takes its connections back) and a death (they are
 	 * lost with this process). */
@@ -644,7 +678,13 @@ static int cb_acquire(void *opaque)
 		if (vm->fault_acquire_die)
 			_exit(9);
 	}
-	rc = net_acquire(vm->net);
+	if (net_fdpass_pending(vm->net)) {
+		rc = net_fdpass_acquire(vm->net);
+	} else {
+		rc = net_acquire(vm->net);
+		if (live_uri(vm))
+			net_note_repair(vm->net);
+	}
 	trace("acquire: done");
 	return rc;
 }
@@ -667,6 +707,8 @@ static int cb_resume(void *opaque)
 	vm_verify_resume(vm);
 	trace("resume: vcpus go");
 	if (vm->guest.workload == VM_WL_KV) {
+		/* A source resumes only when it keeps its guest. */
+		net_fdpass_back(vm->net);
 		net_resume_frozen(vm->net);
 		net_resume(vm->net);
 	}
@@ -738,6 +780,44 @@ static void cb_event(void *opaque, const struct ferry_event *ev)
 	api_event(vm, vm->mig.client, ev);
 	vm_fault_event(vm, ev);
 	trace("event: done");
+}
+
+/* save_fds: on a live update, the network device's sockets. */
+static int cb_save_fds(void *opaque, int *fds, size_t max, size_t *n)
+{
+	struct vm *vm = opaque;
+	int rc;
+
+	trace("save_fds");
+	rc = net_fdpass_save(vm->guest.workload == VM_WL_KV ? vm->net : NULL,
+			     fds, max, n);
+	if (rc) {
+		pthread_mutex_lock(&vm->mig.lock);
+		snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err),
+			 "net: more sockets than %zu descriptors", max);
+		pthread_mutex_unlock(&vm->mig.lock);
+	}
+	trace("save_fds: done");
+	return rc;
+}
+
+/* load_fds: the source's sockets, kept until the state names them. */
+static int cb_load_fds(void *opaque, const int *fds, size_t n)
+{
+	struct vm *vm = opaque;
+	char err[200] = "";
+	int rc;
+
+	trace("load_fds");
+	rc = net_fdpass_load(vm->net,
+			     fds, n, err, sizeof(err));
+	if (rc) {
+		pthread_mutex_lock(&vm->mig.lock);
+		snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err), "net: %s", err);
+		pthread_mutex_unlock(&vm->mig.lock);
+	}
+	trace("load_fds: done");
+	return rc;
 }
 
 /* save_state, after the FERRY_VM_FAULT hook of the moment "state". */
@@ -954,6 +1034,7 @@ static void *send_main(void *arg)
 	if (!rc)
 		rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
 	net_outcome(vm->net, rc);
+	net_fdpass_outcome(vm->net, rc);
 	/* The destination maps the very pages of this guest and runs it:
 	 * this side must never touch them again, and cannot. */
 	if (!rc && st.local_fds)
@@ -961,6 +1042,8 @@ static void *send_main(void *arg)
 	vm_verify_source(vm, rc, &st);
 	report = api_report(vm, rc, &st, errmsg, st.peer_note);
 	api_log_result("migration", rc, &st, errmsg, report);
+	/* The events the pause deferred come before DONE. */
+	api_events_flush(vm);
 	event = json_object_new_object();
 	json_object_object_add(event, "event", json_object_new_string("DONE"));
 	/* A copy: json-c reference counts are not atomic and the stored
@@ -1083,6 +1166,14 @@ static void *recv_main(void *arg)
 		if (stop)
 			break;
 		rc = session_run(vm, false, &st, errmsg, sizeof(errmsg));
+		api_events_flush(vm);
+		/* Sockets the source passed stay the source's after a
+		 * failure: this side's duplicates go; once the guest runs
+		 * here, the sockets made ahead for a TCP_REPAIR handoff do. */
+		if (rc)
+			net_fdpass_discard(vm->net);
+		else
+			net_fdpass_arrived(vm->net);
 		/* Every page is in: the verdict may take a while, but nothing
 		 * is loading any more (a cancel or a pause is ordinary). */
 		pthread_mutex_lock(&vm->mig.lock);
@@ -1670,6 +1761,8 @@ static int vm_setup(struct vm *vm)
 	vm->ops.release = cb_release;
 	vm->ops.reacquire = cb_acquire;
 	vm->ops.acquire = cb_acquire;
+	vm->ops.save_fds = cb_save_fds;
+	vm->ops.load_fds = cb_load_fds;
 	return 0;
 }
 

@@ -32,7 +32,7 @@
 
 #include "net_int.h"
 
-#define EV_LISTEN NET_SLOTS
+#define EV_LISTEN NET_EV_LISTEN
 #define EV_KICK (NET_SLOTS + 1)
 #define EV_CTL (NET_SLOTS + 2)
 #define NET_BACKLOG 4096
@@ -476,6 +476,8 @@ void net_kick(struct net *n)
 		return; /* the counter is full: the backend is awake anyway */
 }
 
+static int backend_thread(struct net *n);
+
 static int add_ctl(struct net *n, int fd, uint32_t tag)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = tag };
@@ -565,6 +567,13 @@ int net_create(struct vm *vm, struct net **out, char *err, size_t len)
 	n->slots = net_slots_of(n->g->ram, n->g->mem_size);
 	raise_fd_limit();
 	net_pool_start(n);
+	/* A destination's backend waits parked from now on: the resume that
+	 * ends the pause then wakes it instead of creating it. */
+	if (vm->opts.incoming) {
+		n->pause_req = true;
+		if (backend_thread(n))
+			n->pause_req = false; /* net_resume() tries again */
+	}
 	*out = n;
 	return 0;
 fail:
@@ -810,6 +819,9 @@ struct json_object *net_json(struct vm *vm)
 	json_object_object_add(o, "where", json_object_new_string(where));
 	json_object_object_add(o, "reset", json_object_new_int64(atomic_load(&n->reset)));
 	json_object_object_add(o, "handed", json_object_new_int64(atomic_load(&n->handed)));
+	json_object_object_add(o, "handoff", json_object_new_string(
+		atomic_load(&n->handoff) == NET_HANDOFF_FDS ? "fds" :
+		atomic_load(&n->handoff) == NET_HANDOFF_REPAIR ? "repair" : "none"));
 	/* After a local migration the RAM with the guest's counters is the
 	 * destination's (unmapped here): they are reported there. */
 	if (atomic_load(&n->g->ram_released))
@@ -875,5 +887,6 @@ void net_destroy(struct net *n)
 	pthread_mutex_destroy(&n->pool_lock);
 	net_state_clear(n->saved);
 	free(n->saved);
+	net_fdpass_discard(n);
 	free(n);
 }

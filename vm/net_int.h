@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "net.h"
+#include "net_fdpass.h"
 #include "netaddr.h"
 #include "tcprepair.h"
 #include "vm.h"
@@ -21,6 +22,16 @@ enum net_where {
 	NET_WHERE_AWAY = 1, /* a source: handed to the destination */
 	NET_WHERE_LOST = 2, /* released, and the destination never ran */
 };
+
+/* How the last handoff moved the connections, as the report says. */
+enum net_handoff {
+	NET_HANDOFF_NONE = 0,
+	NET_HANDOFF_REPAIR = 1, /* frozen, dumped, re-created (TCP_REPAIR) */
+	NET_HANDOFF_FDS = 2,	/* the sockets themselves, by fd */
+};
+
+/* The epoll tag of the listener (net.c's EV_LISTEN). */
+#define NET_EV_LISTEN NET_SLOTS
 
 /* The "net0" device state: the connections handed over, each with the
  * slot its rings are in. */
@@ -121,6 +132,8 @@ struct net {
 	uint64_t ahead_next_ms;	 /* backend only: the next look for
 				    connections old enough to read ahead */
 	bool ahead_more;	 /* backend only: that look left some over */
+	atomic_int handoff;   /* enum net_handoff, of the last handoff */
+	struct net_fdp fdp;   /* a live update's sockets by fd */
 };
 
 int net_slot_open(struct net *n, int fd, uint32_t kind);

@@ -115,7 +115,14 @@ struct machine_state {
 	bool ram_after_release; /* the source compares RAM after release */
 	uint64_t ram_digest;
 	uint64_t state_digest;
+	uint32_t digest_kind; /* how state_digest hashes: DIGEST_* */
 };
+
+/* The state digest over each device's JSON text (the first kind, and an
+ * older source's), or over its encoded record (a fifth of the CPU time:
+ * it is computed in the source's pause). */
+#define DIGEST_JSON 1u
+#define DIGEST_ENCODED 2u
 
 /* ---- device descriptions ---- */
 
@@ -162,6 +169,8 @@ static void machine_fields(ferry_visitor *v, struct machine_state *m,
 		ferry_visit_u64(v, "state_digest", &m->state_digest, 0, SKIP);
 		ferry_visit_bool(v, "ram_after_release", &m->ram_after_release,
 				 false, SKIP);
+		ferry_visit_u32(v, "digest_kind", &m->digest_kind, DIGEST_JSON,
+				SKIP);
 		ferry_visit_struct_end(v);
 	}
 }
@@ -269,7 +278,7 @@ static const struct ferry_device_type console_type = {
 };
 
 static const struct ferry_device_type *const all_types[] = {
-	&machine_type, &vcpu_type, &console_type, &net_state_type,
+	&machine_type, &vcpu_type, &console_type, &net_state_type, &net_fds_type,
 };
 
 /* ---- the console ---- */
@@ -383,6 +392,7 @@ struct devices {
 	struct machine_state machine;
 	struct vm_console *console;
 	struct net_state *net; /* the device's, saved or to be loaded, or NULL */
+	struct net_fds_state *netfds; /* its sockets by fd (live update), or NULL */
 	unsigned nvcpus;
 	struct vcpu_regs vcpus[];
 };
@@ -441,12 +451,17 @@ static void devices_from_vm(struct vm *vm, struct devices *d)
 	d->console = vm->console;
 }
 
-static int hash_device(XXH3_state_t *h, const struct ferry_device_type *t,
-		       void *dev, char *err, size_t errlen)
+static int hash_device(XXH3_state_t *h, struct ferry_buf *scratch,
+		       uint32_t kind, const struct ferry_device_type *t,
+		       const char *name, void *dev, char *err, size_t errlen)
 {
 	char *json;
-	int rc = ferry_state_print_json(t, dev, &json, err, errlen);
+	int rc;
 
+	/* Encoded: the records gather in @scratch, hashed at the end. */
+	if (kind != DIGEST_JSON)
+		return ferry_state_save(scratch, t, name, dev, err, errlen);
+	rc = ferry_state_print_json(t, dev, &json, err, errlen);
 	if (rc)
 		return rc;
 	XXH3_64bits_update(h, json, strlen(json) + 1);
@@ -454,26 +469,45 @@ static int hash_device(XXH3_state_t *h, const struct ferry_device_type *t,
 	return 0;
 }
 
-/* The digest of the state: the JSON text of every device in save order,
- * the machine's digests left out. */
-static int state_digest(struct devices *d, uint64_t *out, char *err,
-			size_t errlen)
+/* The digest of the state, of @kind: every device in save order (as JSON
+ * text, or encoded as a state section's records), the machine's digests
+ * left out. */
+static int state_digest(struct devices *d, uint32_t kind, uint64_t *out,
+			char *err, size_t errlen)
 {
 	struct machine_state m = d->machine;
 	XXH3_state_t *h = XXH3_createState();
+	struct ferry_buf *scratch = kind == DIGEST_JSON ? NULL : ferry_buf_new();
+	char name[32];
 	int rc;
 
-	if (!h)
+	if (!h || (kind != DIGEST_JSON && !scratch)) {
+		XXH3_freeState(h);
+		ferry_buf_free(scratch);
 		return -ENOMEM;
+	}
 	XXH3_64bits_reset(h);
 	m.state_digest = 0;
-	rc = hash_device(h, &machine_digest_type, &m, err, errlen);
-	for (unsigned i = 0; !rc && i < d->nvcpus; i++)
-		rc = hash_device(h, &vcpu_type, &d->vcpus[i], err, errlen);
+	m.digest_kind = 0;
+	rc = hash_device(h, scratch, kind, &machine_digest_type, "machine", &m,
+			 err, errlen);
+	for (unsigned i = 0; !rc && i < d->nvcpus; i++) {
+		snprintf(name, sizeof(name), "vcpu%u", i);
+		rc = hash_device(h, scratch, kind, &vcpu_type, name,
+				 &d->vcpus[i], err, errlen);
+	}
 	if (!rc)
-		rc = hash_device(h, &console_type, d->console, err, errlen);
+		rc = hash_device(h, scratch, kind, &console_type, "console0",
+				 d->console, err, errlen);
+	if (!rc && kind != DIGEST_JSON) {
+		size_t len;
+		const void *p = ferry_buf_data(scratch, &len);
+
+		XXH3_64bits_update(h, p, len);
+	}
 	*out = XXH3_64bits_digest(h);
 	XXH3_freeState(h);
+	ferry_buf_free(scratch);
 	return rc;
 }
 
@@ -496,6 +530,9 @@ static int save_all(struct devices *d, struct ferry_buf *out, char *err,
 	if (!rc && d->net)
 		rc = ferry_state_save(out, &net_state_type, "net0", d->net, err,
 				      errlen);
+	if (!rc && d->netfds)
+		rc = ferry_state_save(out, &net_fds_type, "net0fds", d->netfds,
+				      err, errlen);
 	if (!rc)
 		rc = ferry_state_end(out);
 	return rc;
@@ -529,11 +566,20 @@ int vm_state_save(void *opaque, struct ferry_buf *out)
 	} else if (vm->opts.verify) {
 		d->machine.ram_after_release = true;
 	}
-	if (vm->opts.verify)
-		rc = state_digest(d, &d->machine.state_digest, err, sizeof(err));
+	if (vm->opts.verify) {
+		d->machine.digest_kind = DIGEST_ENCODED;
+		rc = state_digest(d, DIGEST_ENCODED, &d->machine.state_digest,
+				  err, sizeof(err));
+	}
 	if (!rc && vm->net && vm->guest.workload == VM_WL_KV) {
 		d->net = vm->net->saved;
-		rc = net_save(vm->net, d->net, err, sizeof(err));
+		/* A live update passes the sockets themselves: no dump. */
+		if (vm->net->fdp.active) {
+			net_fdpass_fill(vm->net, d->net);
+			d->netfds = &vm->net->fdp.st;
+		} else {
+			rc = net_save(vm->net, d->net, err, sizeof(err));
+		}
 	}
 	if (!rc)
 		rc = save_all(d, out, err, sizeof(err));
@@ -617,7 +663,8 @@ static void state_check(struct devices *d, struct guest_verify *v)
 	char err[STATE_ERR_LEN] = "";
 	uint64_t sd = 0;
 
-	v->state_ok = !state_digest(d, &sd, err, sizeof(err)) &&
+	v->state_ok = !state_digest(d, d->machine.digest_kind, &sd, err,
+				    sizeof(err)) &&
 		      sd == d->machine.state_digest;
 	v->state_done = true;
 	if (!v->state_ok)
@@ -750,7 +797,7 @@ static struct ferry_state_binding *bindings_new(struct vm *vm,
 						char (*names)[16], size_t *n)
 {
 	const struct guest *g = &vm->guest;
-	struct ferry_state_binding *b = calloc(LOAD_VCPUS + 3, sizeof(*b));
+	struct ferry_state_binding *b = calloc(LOAD_VCPUS + 4, sizeof(*b));
 
 	if (!b)
 		return NULL;
@@ -770,6 +817,10 @@ static struct ferry_state_binding *bindings_new(struct vm *vm,
 	if (d->net)
 		b[(*n)++] = (struct ferry_state_binding){ &net_state_type, "net0",
 							  d->net,
+							  FERRY_BINDING_OPTIONAL };
+	if (d->netfds)
+		b[(*n)++] = (struct ferry_state_binding){ &net_fds_type, "net0fds",
+							  d->netfds,
 							  FERRY_BINDING_OPTIONAL };
 	return b;
 }
@@ -799,9 +850,11 @@ int vm_state_load(void *opaque, const void *data, size_t len)
 
 	if (d)
 		d->console = calloc(1, sizeof(*d->console));
-	if (d && vm->net)
+	if (d && vm->net) {
 		d->net = calloc(1, sizeof(*d->net));
-	if (d && d->console && names && (!vm->net || d->net))
+		d->netfds = calloc(1, sizeof(*d->netfds));
+	}
+	if (d && d->console && names && (!vm->net || (d->net && d->netfds)))
 		b = bindings_new(vm, d, names, &n);
 	if (!b) {
 		state_fail(vm, rc, "out of memory");
@@ -816,6 +869,12 @@ int vm_state_load(void *opaque, const void *data, size_t len)
 		if (!d->vcpus[i].present)
 			rc = state_fail(vm, FERRY_EMISMATCH, "device vcpu%u "
 					"(type vcpu) is missing from the stream", i);
+	/* Sockets passed by fd must be those the state names. */
+	if (!rc && vm->net) {
+		rc = net_fdpass_bind(vm->net, d->netfds, err, sizeof(err));
+		if (rc)
+			state_fail(vm, rc, "net0fds: %s", err);
+	}
 	if (!rc) {
 		d->nvcpus = vm->guest.nvcpus;
 		devices_to_vm(vm, d);
@@ -836,6 +895,7 @@ out:
 		free(d->console);
 		net_state_clear(d->net);
 		free(d->net);
+		free(d->netfds);
 	}
 	free(d);
 	return rc;

@@ -255,6 +255,51 @@ int tcpr_gate_set(bool closed)
 	return syscall(SYS_bpf, BPF_MAP_UPDATE_ELEM, &a, sizeof(a)) ? -errno : 0;
 }
 
+/* tcpr_gate_fds() - see tcprepair.h. */
+int tcpr_gate_fds(int *map, int *prog)
+{
+	/* Loaded once, before any socket could have it (pthread_once). */
+	if (gate_map < 0 || gate_prog < 0)
+		return -ENOENT;
+	*map = gate_map;
+	*prog = gate_prog;
+	return 0;
+}
+
+static int adopt_map = -1, adopt_prog = -1;
+
+static void gate_adopted(void)
+{
+	gate_map = adopt_map;
+	gate_prog = adopt_prog;
+}
+
+/* tcpr_gate_adopt() - see tcprepair.h. */
+int tcpr_gate_adopt(int map, int prog)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	int old_map, old_prog;
+
+	pthread_mutex_lock(&lock);
+	adopt_map = map;
+	adopt_prog = prog;
+	pthread_once(&gate_once, gate_adopted);
+	old_map = gate_map;
+	old_prog = gate_prog;
+	/* This process made a gate of its own (for its prepared sockets, or
+	 * no eBPF): the passed one replaces it. Sockets that have the old
+	 * one keep it through their filter's reference; none of them is
+	 * handed off again (prepared sockets only serve this arrival). */
+	gate_map = map;
+	gate_prog = prog;
+	pthread_mutex_unlock(&lock);
+	if (old_map >= 0 && old_map != map)
+		close(old_map);
+	if (old_prog >= 0 && old_prog != prog)
+		close(old_prog);
+	return 0;
+}
+
 /* ---- unsent bytes of restored sockets, queued at thaw ---- */
 
 struct pending {

@@ -141,6 +141,13 @@ int  tcpr_drop_filter(void); /* the shared eBPF "drop" program (loaded once), or
  * tcpr_thaw(), which attach and detach a filter of the socket's own. */
 int  tcpr_gate_attach(int fd);  /* 0, -EOPNOTSUPP (no eBPF here) or -errno */
 int  tcpr_gate_set(bool closed);
+/* This process's gate (its eBPF map and program), to pass to a process
+ * that takes its sockets over: 0, or -ENOENT when none was made. */
+int  tcpr_gate_fds(int *map, int *prog);
+/* Make a passed gate this process's (it owns @map and @prog from then
+ * on): tcpr_gate_set() then shuts and opens the sockets whose filter is
+ * the passed program. Returns 0. */
+int  tcpr_gate_adopt(int map, int prog);
 int  tcpr_freeze_gated(int fd, char *err, size_t len); /* TCP_REPAIR on only */
 int  tcpr_thaw_gated(int fd, char *err, size_t len);   /* tcpr_thaw() but the filter stays */
 int  tcpr_thaw_restored(int fd, const struct tcpr_conn *c, bool gated, char *err,

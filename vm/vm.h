@@ -565,6 +565,7 @@ void api_abandon(struct vm *vm);
 void api_wake(struct vm *vm);
 void api_send(struct vm *vm, uint64_t client, json_object *msg);
 void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev);
+void api_events_flush(struct vm *vm);
 json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 			const char *errmsg, const char *note);
 json_object *api_double(double v);

@@ -18,7 +18,7 @@
 
 static const char *const cap_names[] = {
 	"data-checksum", "multi-channel", "zero-pages", "lz4", "zstd",
-	"postcopy", "local-fds", "keepalive",
+	"postcopy", "local-fds", "keepalive", "device-fds",
 };
 static_assert((1ull << (sizeof(cap_names) / sizeof(cap_names[0]))) - 1 ==
 		      FERRY_CAP_ALL,
@@ -80,6 +80,8 @@ static void hello_json(struct fy_insp *x, struct fy_js *j)
 			  FERRY_CAP_POSTCOPY) != 0;
 	x->sm.local_fds = (m.capabilities & fy_version_caps(m.version_max) &
 			   FERRY_CAP_LOCAL_FDS) != 0;
+	x->sm.device_fds = x->sm.local_fds &&
+			   (m.capabilities & FERRY_CAP_DEVICE_FDS) != 0;
 	if (m.version_min == 0 || m.version_min > m.version_max)
 		fy_insp_problem(x, FY_P_CONTENT, FERRY_EVERSION,
 				"version range %u..%u is empty or starts at 0",
@@ -355,6 +357,29 @@ static void postcopy_json(struct fy_insp *x, struct fy_js *j)
 	}
 }
 
+/* DEVICE_FDS: the kinds of the devices' descriptors (the descriptors
+ * themselves are not in a capture). */
+static void device_fds_json(struct fy_insp *x, struct fy_js *j)
+{
+	uint32_t *kind = calloc(FY_DEVFDS_MAX, sizeof(*kind));
+	struct fy_device_fds m = { .kind = kind };
+	uint32_t sockets = 0;
+	char err[160];
+
+	if (!kind)
+		return malformed(x, "out of memory");
+	if (fy_device_fds_decode(x->body.data, x->body.len, &m, err,
+				 sizeof(err))) {
+		free(kind);
+		return malformed(x, err);
+	}
+	for (uint32_t i = 0; i < m.count; i++)
+		sockets += kind[i] == FY_DEVFD_SOCKET;
+	fy_js_u64(j, "descriptors", m.count);
+	fy_js_u64(j, "sockets", sockets);
+	free(kind);
+}
+
 /* MEMORY_FDS: the regions' files as the source described them (the
  * descriptors themselves are not in a capture), each against CONFIG. */
 static void memory_fds_json(struct fy_insp *x, struct fy_js *j)
@@ -459,6 +484,7 @@ int fy_insp_control(struct fy_insp *x)
 	case FY_REC_POSTCOPY_END:
 	case FY_REC_RESUME: postcopy_json(x, j); break;
 	case FY_REC_MEMORY_FDS: memory_fds_json(x, j); break;
+	case FY_REC_DEVICE_FDS: device_fds_json(x, j); break;
 	default: other_json(x, j); break;
 	}
 	fy_js_close(j, '}');

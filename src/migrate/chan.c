@@ -996,47 +996,72 @@ int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
 	return fy_chan_write_all(c, &iov, 1);
 }
 
+/* One segment of a record with @fds (1..FY_FDS_PER_MSG) on its first
+ * byte; the rest of the segment follows without them if the sendmsg()
+ * took only part of it. Under tx_lock. */
+static int send_segment(struct fy_chan *c, struct iovec *iov, const int *fds,
+			unsigned nfds)
+{
+	uint64_t since = fy_now_ns();
+	ssize_t w;
+	int rc = 0;
+
+	while (!rc) {
+		w = fy_transport_sendmsg_fds(c->fd, iov, 1, fds, nfds,
+					     MSG_NOSIGNAL);
+		rc = wrote(c, w, &since);
+		if (rc > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+			return iov->iov_len ? send_iov(c, iov, 1, false) : 0;
+		}
+	}
+	return rc;
+}
+
 /**
  * fy_chan_send_rec_fds() - send one control record with @fds attached
- * to its first byte (SCM_RIGHTS); the rest of the record follows as
- * usual if the first sendmsg() took only part of it.
+ * (SCM_RIGHTS): at most FY_FDS_PER_MSG ride on the first byte of each of
+ * consecutive segments of the record, in order, so that a receiver that
+ * reads the whole record has them all, in order.
  */
 int fy_chan_send_rec_fds(struct fy_chan *c, uint32_t type, uint32_t seq,
 			 const void *body, size_t len, const int *fds,
 			 unsigned nfds)
 {
-	uint64_t since = fy_now_ns();
+	unsigned segs = (nfds + FY_FDS_PER_MSG - 1) / FY_FDS_PER_MSG;
 	struct iovec iov;
-	ssize_t w;
+	size_t total;
 	int rc;
 
 	/* Descriptors pass beside the stream: never under TLS (the config
 	 * check and HELLO keep the two apart). */
-	if (c->tls)
-		return -EINVAL;
-	if (c->is_file)
+	if (c->tls || c->is_file || !nfds)
 		return -EINVAL;
 	rc = fy_chan_flush(c);
 	fy_buf_reset(&c->tx.out);
 	if (!rc)
 		rc = fy_rec_encode(&c->tx.out, type, seq, 0, body, len);
+	total = c->tx.out.len;
+	/* Every segment needs a byte to carry its descriptors. */
+	if (!rc && segs > total)
+		rc = -EINVAL;
 	iov.iov_base = c->tx.out.data;
-	iov.iov_len = c->tx.out.len;
+	iov.iov_len = total;
 	if (!rc)
 		rc = write_prepare(c, &iov, 1);
 	if (rc)
 		return rc;
 	tx_lock(c);
-	while (!rc) {
-		w = fy_transport_sendmsg_fds(c->fd, &iov, 1, fds, nfds,
-					     MSG_NOSIGNAL);
-		rc = wrote(c, w, &since);
-		if (rc > 0) {
-			iov.iov_base = (uint8_t *)iov.iov_base + w;
-			iov.iov_len -= (size_t)w;
-			rc = iov.iov_len ? send_iov(c, &iov, 1, false) : 0;
-			break;
-		}
+	for (unsigned k = 0; !rc && k < segs; k++) {
+		size_t a = total * k / segs, b = total * (k + 1) / segs;
+		unsigned f = k * FY_FDS_PER_MSG;
+
+		iov.iov_base = c->tx.out.data + a;
+		iov.iov_len = b - a;
+		rc = send_segment(c, &iov, fds + f,
+				  nfds - f < FY_FDS_PER_MSG ? nfds - f
+							    : FY_FDS_PER_MSG);
 	}
 	tx_unlock(c);
 	return rc;

@@ -81,11 +81,13 @@ struct ferry_session {
 	char pc_uri[FERRY_URI_MAX]; /* ferry_session_recover()'s, "" = none */
 	char pc_why[128];	   /* why postcopy is not usable (pc_avail -1) */
 
-	/* The bounded pause (fy_session_pause_arm()): a watchdog thread. */
+	/* The bounded pause (fy_session_pause_arm()): a watchdog thread,
+	 * started before the pause and kept to the end of the run. */
 	pthread_mutex_t pw_lock;
 	pthread_cond_t pw_cv;	   /* CLOCK_MONOTONIC */
 	pthread_t pw_thread;
-	bool pw_armed, pw_stop, pw_expired;
+	bool pw_running, pw_quit;  /* the thread exists; it must end */
+	bool pw_armed, pw_expired;
 	uint64_t pw_deadline_ns;
 	uint32_t pw_ms;
 	/* TLS: the config's strings, copied (tls.* point into tls_str),
@@ -109,9 +111,17 @@ uint32_t fy_max_pause_ms(const struct ferry_config *cfg, double expect_ms);
  * logged).
  */
 void fy_session_pause_arm(ferry_session *s);
-/* Stop the watchdog (nothing if not armed). Return: true if the pause had
- * already expired (the session failed; the caller must not go on). */
+/* Stop the watchdog (nothing if not armed); it does not wait for the
+ * thread. Return: true if the pause had already expired (the session
+ * failed; the caller must not go on). */
 bool fy_session_pause_disarm(ferry_session *s);
+/* Start the watchdog's thread ahead of the pause (a run that may pause
+ * calls it while the guest still runs), so that arming and disarming it
+ * in the pause are a signal each, not a thread's creation and join. A
+ * failure is left to fy_session_pause_arm(), which tries again. */
+void fy_session_pause_prepare(ferry_session *s);
+/* Disarm and end the thread (the run is over). */
+void fy_session_pause_retire(ferry_session *s);
 
 /* Words of a zero map for the largest record body. */
 #define FY_ZMAP_WORDS ((FY_REC_MAX_BODY / 4096 + 63) / 64)
@@ -364,8 +374,9 @@ int fy_chan_read_full(struct fy_chan *c, void *buf, size_t n);
 int fy_chan_read_within(struct fy_chan *c, void *buf, size_t n, int idle_ms);
 int fy_chan_send_rec(struct fy_chan *c, uint32_t type, uint32_t seq,
 		     const void *body, size_t len);
-/* A control record with @fds (1..FY_FDS_MAX) attached to its first byte;
- * the connection must be a UNIX socket. The caller keeps its fds. */
+/* A control record with @fds (1..FY_DEVFDS_MAX + a few) attached, at
+ * most FY_FDS_PER_MSG per segment of it; the connection must be a UNIX
+ * socket. The caller keeps its fds. */
 int fy_chan_send_rec_fds(struct fy_chan *c, uint32_t type, uint32_t seq,
 			 const void *body, size_t len, const int *fds,
 			 unsigned nfds);

@@ -14,9 +14,18 @@
  * RELEASED, and a destination whose attempt fails puts its own memory
  * back over the region (its region's file, or fresh anonymous memory), so
  * that a later attempt cannot write into the source's guest.
+ *
+ * Device descriptors (DEVICE_FDS, FERRY_CAP_DEVICE_FDS): once the guest is
+ * paused, the VMM's save_fds names descriptors its devices own (a network
+ * device's sockets), and they travel the same way, before STATE; the
+ * destination's load_fds takes duplicates. Both processes then hold the
+ * same open files (sockets, listener included): nothing is re-created
+ * and, while either holds one, closing the other's copy sends nothing.
+ * Who may read or write them follows the guest's owner (docs/network.md).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -136,6 +145,14 @@ int fy_local_send(struct sender *x)
 	for (uint32_t i = 0; i < x->lfds.count; i++)
 		fds[i] = s->regions[i].fd;
 	x->sm.local_fds = true;
+	x->sm.device_fds = s->ops.save_fds &&
+			   (x->peer.capabilities & FERRY_CAP_DEVICE_FDS);
+	if (x->sm.device_fds) {
+		x->devfds = calloc(FY_DEVFDS_MAX, sizeof(*x->devfds));
+		x->devkind = calloc(FY_DEVFDS_MAX, sizeof(*x->devkind));
+		if (!x->devfds || !x->devkind)
+			return fy_session_fail(s, -ENOMEM, "out of memory");
+	}
 	pthread_mutex_lock(&s->lock);
 	s->stats.local_fds = true;
 	s->stats.connections = 1;
@@ -153,6 +170,79 @@ int fy_local_send(struct sender *x)
 		fy_session_log(s, 2, "the destination maps the memory of %u region%s from our files",
 			       x->lfds.count, x->lfds.count == 1 ? "" : "s");
 	return rc;
+}
+
+/* The kind DEVICE_FDS gives descriptor @fd; -EBADF for one not open. */
+static int fd_kind(int fd, uint32_t *kind)
+{
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -EBADF;
+	*kind = S_ISSOCK(st.st_mode) ? FY_DEVFD_SOCKET : FY_DEVFD_OTHER;
+	return 0;
+}
+
+/**
+ * fy_local_send_devices() - the guest paused, on a session with device
+ * fds: ask the VMM for its devices' descriptors (save_fds) and pass them
+ * (DEVICE_FDS), before the state.
+ * @x: the sender, fy_local_send() passed with device fds negotiated.
+ *
+ * Return: 0 once the destination's VMM holds them; a failure (the VMM's,
+ * a descriptor that is not open, the request's) with the session's
+ * message. Either way the VMM keeps its own descriptors.
+ */
+int fy_local_send_devices(struct sender *x)
+{
+	ferry_session *s = x->s;
+	struct fy_device_fds m = { .kind = x->devkind };
+	size_t n = 0;
+	struct fy_buf b;
+	int rc;
+
+	rc = s->ops.save_fds(s->cfg.opaque, x->devfds, FY_DEVFDS_MAX, &n);
+	if (rc)
+		return fy_session_vmm_fail(s, rc, "save_fds");
+	if (n > FY_DEVFDS_MAX)
+		return fy_session_fail(s, FERRY_EVMM,
+				       "save_fds returned %zu descriptors, at most %u fit",
+				       n, FY_DEVFDS_MAX);
+	for (size_t i = 0; i < n; i++)
+		if (fd_kind(x->devfds[i], &x->devkind[i]))
+			return fy_session_fail(s, FERRY_EVMM,
+					       "save_fds: descriptor %zu (%d) is not open",
+					       i, x->devfds[i]);
+	m.count = (uint32_t)n;
+	fy_buf_init(&b);
+	rc = fy_device_fds_encode(&b, &m);
+	if (rc)
+		rc = fy_session_fail(s, rc, "encoding DEVICE_FDS: %s",
+				     ferry_strerror(rc));
+	else
+		rc = fy_snd_request_fds(x, FY_REC_DEVICE_FDS, &b, "DEVICE_FDS",
+					x->devfds, (unsigned)n);
+	fy_buf_free(&b);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&s->lock);
+	s->stats.device_fds = (uint32_t)n;
+	pthread_mutex_unlock(&s->lock);
+	fy_session_log(s, 2, "the destination's VMM holds the %zu descriptor%s of our devices",
+		       n, n == 1 ? "" : "s");
+	return 0;
+}
+
+/**
+ * fy_local_free() - the sender's arrays for device descriptors.
+ * @x: the sender.
+ */
+void fy_local_free(struct sender *x)
+{
+	free(x->devfds);
+	free(x->devkind);
+	x->devfds = NULL;
+	x->devkind = NULL;
 }
 
 /* ---- destination ---- */
@@ -425,4 +515,90 @@ void fy_local_commit(struct receiver *x)
 	pthread_mutex_lock(&s->lock);
 	s->stats.wire_bytes = fy_chan_wire_bytes(&x->ch);
 	pthread_mutex_unlock(&s->lock);
+}
+
+/* The descriptors of DEVICE_FDS are those in the stash, of the kinds the
+ * body says: x->err and a code when not. */
+static int check_devices(struct receiver *x, const struct fy_device_fds *m)
+{
+	struct fy_fd_stash *st = &x->ch.rx.fds;
+	uint32_t k = 0;
+
+	if (st->overflow || st->n != m->count) {
+		snprintf(x->err, sizeof(x->err),
+			 "DEVICE_FDS describes %u descriptors but %s%u came with it",
+			 m->count, st->overflow ? "more than " : "", st->n);
+		return FERRY_EPROTO;
+	}
+	for (uint32_t i = 0; i < m->count; i++) {
+		if (fd_kind(st->fd[i], &k) || k != m->kind[i]) {
+			snprintf(x->err, sizeof(x->err),
+				 "DEVICE_FDS: descriptor %u is %s, the source says %s",
+				 i, k == FY_DEVFD_SOCKET ? "a socket" : "not a socket",
+				 m->kind[i] == FY_DEVFD_SOCKET ? "a socket" : "not a socket");
+			return FERRY_EMISMATCH;
+		}
+	}
+	return 0;
+}
+
+/**
+ * fy_local_on_device_fds() - DEVICE_FDS: check the descriptors that came
+ * with it against the body and hand them to the VMM (load_fds), which
+ * owns them from then on. On any failure they are closed here.
+ * @x: the receiver; the body in x->ch.rx.in, the descriptors in the
+ *     connection's stash.
+ *
+ * Return: 0, or a negative code with x->err set.
+ */
+int fy_local_on_device_fds(struct receiver *x)
+{
+	ferry_session *s = x->s;
+	struct fy_fd_stash *st = &x->ch.rx.fds;
+	struct fy_device_fds m;
+	char why[160];
+	int rc;
+
+	/* The source paused before it sent this: its pause starts here. */
+	if (!x->t_final)
+		x->t_final = fy_now_ns();
+	m.kind = calloc(FY_DEVFDS_MAX, sizeof(*m.kind));
+	if (!m.kind) {
+		fy_fd_stash_clear(st);
+		snprintf(x->err, sizeof(x->err), "out of memory");
+		return -ENOMEM;
+	}
+	if (fy_device_fds_decode(x->ch.rx.in.data, x->ch.rx.in.len, &m, why,
+				 sizeof(why))) {
+		snprintf(x->err, sizeof(x->err), "malformed DEVICE_FDS: %s", why);
+		rc = -EBADMSG;
+	} else {
+		rc = check_devices(x, &m);
+	}
+	free(m.kind);
+	if (!rc) {
+		rc = s->ops.load_fds(s->cfg.opaque, st->n ? st->fd : NULL, st->n);
+		if (rc) {
+			char vmm[256] = "";
+
+			if (s->ops.errmsg)
+				s->ops.errmsg(s->cfg.opaque, vmm, sizeof(vmm));
+			vmm[sizeof(vmm) - 1] = 0;
+			snprintf(x->err, sizeof(x->err), "load_fds failed: %s%s%s",
+				 ferry_strerror(rc), vmm[0] ? ": " : "", vmm);
+			rc = FERRY_EVMM;
+		}
+	}
+	if (rc) {
+		fy_fd_stash_clear(st);
+		return rc;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->stats.device_fds = m.count;
+	pthread_mutex_unlock(&s->lock);
+	/* The VMM owns them now: forget them without closing. */
+	st->n = 0;
+	fy_session_log(s, 2, "the VMM took the %u descriptor%s of the source's devices",
+		       m.count, m.count == 1 ? "" : "s");
+	return 0;
 }

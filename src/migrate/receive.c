@@ -83,6 +83,9 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	if ((r.capabilities & FERRY_CAP_LOCAL_FDS) &&
 	    (x->ch.is_file || x->ch.tls || !fy_transport_is_unix(x->ch.fd)))
 		r.capabilities &= ~FERRY_CAP_LOCAL_FDS;
+	/* Device descriptors go the same way, to a VMM that takes them. */
+	if (!(r.capabilities & FERRY_CAP_LOCAL_FDS) || !s->ops.load_fds)
+		r.capabilities &= ~FERRY_CAP_DEVICE_FDS;
 	if ((r.capabilities & FERRY_CAP_POSTCOPY) &&
 	    !fy_pc_can_offer(x, why, sizeof(why))) {
 		fy_session_log(s, 2, "postcopy not offered: %s", why);
@@ -107,6 +110,7 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 		x->keep = false;
 	/* From the answer on, the source may attach its files. */
 	x->sm.local_fds = r.capabilities & FERRY_CAP_LOCAL_FDS;
+	x->sm.device_fds = r.capabilities & FERRY_CAP_DEVICE_FDS;
 	x->ch.rx.take_fds = x->sm.local_fds;
 	x->pc.session_id = r.session_id;
 	memcpy(x->pc.token, r.token, sizeof(r.token));
@@ -290,7 +294,8 @@ static int on_state(struct receiver *x)
 	 * loaded now could run on a partial image. After DISCARD the
 	 * missing pages are known and follow in postcopy. */
 	if (!x->final_done && x->sm.state != FY_RS_PC_DISCARD &&
-	    x->sm.state != FY_RS_MEMORY_FDS) {
+	    x->sm.state != FY_RS_MEMORY_FDS &&
+	    x->sm.state != FY_RS_DEVICE_FDS) {
 		snprintf(x->err, sizeof(x->err),
 			 "STATE before a complete final memory pass");
 		return FERRY_EPROTO;
@@ -411,6 +416,8 @@ static int dispatch(struct receiver *x, const struct fy_rec_hdr *h,
 		return fy_pc_postcopy(x, reply);
 	case FY_RA_MEMORY_FDS:
 		return fy_local_on_fds(x);
+	case FY_RA_DEVICE_FDS:
+		return fy_local_on_device_fds(x);
 	case FY_RA_ABORT:
 		if (fy_error_decode(x->ch.rx.in.data, x->ch.rx.in.len, &e))
 			snprintf(e.message, sizeof(e.message), "(no reason)");

@@ -95,6 +95,8 @@ int fy_recv_listen(ferry_session *s, const struct fy_uri *u, int *lfd,
 void fy_local_init(struct receiver *x);
 /* MEMORY_FDS: check and map the received files (x->err on failure). */
 int fy_local_on_fds(struct receiver *x);
+/* DEVICE_FDS: check the received descriptors, hand them to load_fds. */
+int fy_local_on_device_fds(struct receiver *x);
 /* RELEASED: the files back the regions' fds; the received ones close. */
 void fy_local_commit(struct receiver *x);
 /* A failure before the guest ran here: own memory back, files closed. */

@@ -1025,8 +1025,12 @@ int fy_snd_state(struct sender *x)
 	struct ferry_buf st;
 	int rc;
 
+	/* A local session may pass the devices' descriptors first: the VMM
+	 * then saves a state that refers to them. */
+	rc = x->sm.device_fds ? fy_local_send_devices(x) : 0;
 	fy_buf_init(&st.b);
-	rc = save_state(x, &st);
+	if (!rc)
+		rc = save_state(x, &st);
 	if (!rc)
 		rc = fy_snd_request(x, FY_REC_STATE, &st.b, "STATE");
 	fy_buf_free(&st.b);
@@ -1510,6 +1514,7 @@ static void sender_free(struct sender *x)
 	fy_ranges_free(&x->carry);
 	fy_ranges_free(&x->early);
 	fy_snapw_free(x->snap);
+	fy_local_free(x);
 	if (x->ch.tx.tee_fd >= 0)
 		close(x->ch.tx.tee_fd);
 	fy_chan_close(&x->ch);
@@ -1559,6 +1564,10 @@ FERRY_API int ferry_session_send(ferry_session *s, const char *uri)
 	rc = x->to_file ? open_file(x, &u) : open_main(x, &u);
 	if (!rc && !x->to_file)
 		rc = fy_snd_encoding(x, &x->ch);
+	/* The pause's watchdog waits, idle, from now on: arming it is then
+	 * a signal, not a thread to create in the pause. */
+	if (!rc && !x->to_file)
+		fy_session_pause_prepare(s);
 	/* A recording holds one connection's bytes: keep it complete. */
 	if (!rc && !x->to_file && !s->cfg.record_stream && !x->local)
 		rc = open_extra(x, &u);

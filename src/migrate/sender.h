@@ -62,6 +62,8 @@ struct sender {
 	/* Local migration by fds (local.c). */
 	bool local;	      /* cfg.local_fds, checked: no pass runs */
 	struct fy_memory_fds lfds; /* the regions' files, as MEMORY_FDS says */
+	int *devfds;	      /* device fds negotiated: save_fds's room */
+	uint32_t *devkind;    /* and their kinds (FY_DEVFDS_MAX each) */
 };
 
 /* send.c, for postcopy_send.c */
@@ -91,6 +93,9 @@ int fy_snd_join(struct sender *x, const struct fy_uri *u, unsigned idx,
 int fy_local_check(struct sender *x, const struct fy_uri *u);
 /* After HELLO, guest running: MEMORY_FDS with the files attached. */
 int fy_local_send(struct sender *x);
+/* Paused, device fds negotiated: save_fds, then DEVICE_FDS. */
+int fy_local_send_devices(struct sender *x);
+void fy_local_free(struct sender *x);
 
 /* postcopy_send.c */
 /* fy_send_pool_pass()'s stop: end this pass now to switch? */

@@ -253,7 +253,7 @@ FERRY_API void ferry_session_destroy(ferry_session *s)
 	if (!s)
 		return;
 	fy_lazy_free(s->lazy);
-	fy_session_pause_disarm(s);
+	fy_session_pause_retire(s);
 	pthread_cond_destroy(&s->pw_cv);
 	pthread_mutex_destroy(&s->pw_lock);
 	tls_free(s);
@@ -717,7 +717,7 @@ static void log_bulk(ferry_session *s)
  */
 int fy_session_end(ferry_session *s, int rc)
 {
-	fy_session_pause_disarm(s);
+	fy_session_pause_retire(s);
 	log_bulk(s);
 	pthread_mutex_lock(&s->lock);
 	if (rc && !s->stats.error)
@@ -921,40 +921,79 @@ uint32_t fy_max_pause_ms(const struct ferry_config *cfg, double expect_ms)
 	return auto_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)auto_ms;
 }
 
-static void *pause_watch(void *arg)
+/* What an expired pause does: fail the run and cancel it, so that the
+ * source unwinds and resumes its guest. */
+static void pause_expired(ferry_session *s)
 {
-	ferry_session *s = arg;
-	struct timespec ts = {
-		.tv_sec = (time_t)(s->pw_deadline_ns / 1000000000ull),
-		.tv_nsec = (long)(s->pw_deadline_ns % 1000000000ull),
-	};
-	bool expired;
 	char state[32];
 
-	pthread_mutex_lock(&s->pw_lock);
-	while (!s->pw_stop &&
-	       pthread_cond_timedwait(&s->pw_cv, &s->pw_lock, &ts) != ETIMEDOUT)
-		;
-	expired = !s->pw_stop;
-	s->pw_expired = expired;
-	pthread_mutex_unlock(&s->pw_lock);
-	if (!expired)
-		return NULL;
 	pthread_mutex_lock(&s->lock);
 	snprintf(state, sizeof(state), "%s",
 		 ferry_state_name(s->stats.state));
 	pthread_mutex_unlock(&s->lock);
 	/* The first failure is what the run reports: the cancel that
-	 * follows only stops it. */
-	/* Stopped: the final pass or the state was still going (either
-	 * side may be slow); later, the destination's answer was. */
+	 * follows only stops it. Stopped: the final pass or the state was
+	 * still going (either side may be slow); later, the destination's
+	 * answer was. */
 	fy_session_fail(s, FERRY_ETIMEOUT,
 			"the guest was paused for %u ms (max_pause_ms) and the destination was not ready to run it yet (%s): the migration stops and the guest resumes here",
 			s->pw_ms,
 			!strcmp(state, "stopped") ? "the final pass or the device state was still on its way"
 						  : "no answer to the switchover yet");
 	atomic_store(&s->cancel, true);
+}
+
+/* The watchdog: idle until armed, then waits for the deadline or the
+ * disarm, until told to quit. */
+static void *pause_watch(void *arg)
+{
+	ferry_session *s = arg;
+
+	pthread_mutex_lock(&s->pw_lock);
+	while (!s->pw_quit) {
+		struct timespec ts;
+
+		if (!s->pw_armed) {
+			pthread_cond_wait(&s->pw_cv, &s->pw_lock);
+			continue;
+		}
+		ts.tv_sec = (time_t)(s->pw_deadline_ns / 1000000000ull);
+		ts.tv_nsec = (long)(s->pw_deadline_ns % 1000000000ull);
+		if (pthread_cond_timedwait(&s->pw_cv, &s->pw_lock, &ts) !=
+			    ETIMEDOUT ||
+		    !s->pw_armed || s->pw_quit)
+			continue;
+		s->pw_armed = false;
+		s->pw_expired = true;
+		pthread_mutex_unlock(&s->pw_lock);
+		pause_expired(s);
+		pthread_mutex_lock(&s->pw_lock);
+	}
+	pthread_mutex_unlock(&s->pw_lock);
 	return NULL;
+}
+
+/* Start the thread; under pw_lock. Returns pthread_create()'s code. */
+static int pause_start(ferry_session *s)
+{
+	int rc = 0;
+
+	if (!s->pw_running) {
+		s->pw_quit = false;
+		rc = pthread_create(&s->pw_thread, NULL, pause_watch, s);
+		s->pw_running = !rc;
+	}
+	return rc;
+}
+
+/**
+ * fy_session_pause_prepare() - see engine.h.
+ */
+void fy_session_pause_prepare(ferry_session *s)
+{
+	pthread_mutex_lock(&s->pw_lock);
+	(void)pause_start(s);
+	pthread_mutex_unlock(&s->pw_lock);
 }
 
 /**
@@ -975,10 +1014,11 @@ void fy_session_pause_arm(ferry_session *s)
 	pthread_mutex_unlock(&s->lock);
 	s->pw_ms = fy_max_pause_ms(&s->cfg, expect);
 	s->pw_deadline_ns = fy_now_ns() + (uint64_t)s->pw_ms * 1000000ull;
-	s->pw_stop = false;
 	s->pw_expired = false;
-	rc = pthread_create(&s->pw_thread, NULL, pause_watch, s);
+	rc = pause_start(s);
 	s->pw_armed = !rc;
+	if (!rc)
+		pthread_cond_signal(&s->pw_cv);
 	pthread_mutex_unlock(&s->pw_lock);
 	if (rc)
 		fy_session_log(s, 0, "cannot start the pause's watchdog (%s): this pause is not bounded",
@@ -997,17 +1037,33 @@ bool fy_session_pause_disarm(ferry_session *s)
 	bool expired;
 
 	pthread_mutex_lock(&s->pw_lock);
-	if (!s->pw_armed) {
-		pthread_mutex_unlock(&s->pw_lock);
-		return false;
-	}
-	s->pw_stop = true;
-	pthread_cond_signal(&s->pw_cv);
-	pthread_mutex_unlock(&s->pw_lock);
-	pthread_join(s->pw_thread, NULL);
-	pthread_mutex_lock(&s->pw_lock);
-	s->pw_armed = false;
+	/* An expiry that is still failing the session (pause_expired())
+	 * has set pw_expired first: the caller stops either way. */
 	expired = s->pw_expired;
+	s->pw_expired = false;
+	if (s->pw_armed) {
+		s->pw_armed = false;
+		pthread_cond_signal(&s->pw_cv);
+	}
 	pthread_mutex_unlock(&s->pw_lock);
 	return expired;
+}
+
+/**
+ * fy_session_pause_retire() - see engine.h.
+ */
+void fy_session_pause_retire(ferry_session *s)
+{
+	bool running;
+
+	pthread_mutex_lock(&s->pw_lock);
+	s->pw_armed = false;
+	s->pw_expired = false;
+	s->pw_quit = true;
+	running = s->pw_running;
+	s->pw_running = false;
+	pthread_cond_signal(&s->pw_cv);
+	pthread_mutex_unlock(&s->pw_lock);
+	if (running)
+		pthread_join(s->pw_thread, NULL);
 }

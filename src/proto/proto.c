@@ -46,6 +46,9 @@ static const struct recv_rule {
 	/* local fds: reached only when the capability was negotiated */
 	{ FY_RS_IDLE, FY_REC_MEMORY_FDS, FY_RA_MEMORY_FDS, FY_RS_MEMORY_FDS },
 	{ FY_RS_MEMORY_FDS, FY_REC_STATE, FY_RA_STATE, FY_RS_LOADED },
+	/* device fds: with local fds, when negotiated too */
+	{ FY_RS_MEMORY_FDS, FY_REC_DEVICE_FDS, FY_RA_DEVICE_FDS, FY_RS_DEVICE_FDS },
+	{ FY_RS_DEVICE_FDS, FY_REC_STATE, FY_RA_STATE, FY_RS_LOADED },
 };
 
 /**
@@ -58,6 +61,7 @@ void fy_recv_sm_init(struct fy_recv_sm *sm)
 	sm->last_seq = 0;
 	sm->postcopy = false;
 	sm->local_fds = false;
+	sm->device_fds = false;
 }
 
 /**
@@ -71,6 +75,7 @@ void fy_recv_sm_init_resume(struct fy_recv_sm *sm)
 	sm->last_seq = 0;
 	sm->postcopy = true;
 	sm->local_fds = false;
+	sm->device_fds = false;
 }
 
 /* Live states are those in which a connection carries records that may
@@ -89,6 +94,7 @@ static bool recv_live(enum fy_recv_state s)
 	case FY_RS_POSTCOPY:
 	case FY_RS_WAIT_RESUME:
 	case FY_RS_MEMORY_FDS:
+	case FY_RS_DEVICE_FDS:
 		return true;
 	case FY_RS_RUNNING:
 	case FY_RS_ABORTED:
@@ -131,6 +137,7 @@ static bool rec_known(uint32_t type)
 	case FY_REC_ERROR:
 	case FY_REC_MEMORY:
 	case FY_REC_MEMORY_FDS:
+	case FY_REC_DEVICE_FDS:
 		return true;
 	}
 	return rec_postcopy(type);
@@ -241,6 +248,10 @@ void fy_recv_sm_step(const struct fy_recv_sm *sm, uint32_t type, uint32_t seq,
 	} else if (type == FY_REC_MEMORY_FDS && !sm->local_fds) {
 		recv_reject(out, FERRY_EPROTO,
 			    "%s needs the local-fds capability, which this session did not negotiate",
+			    name);
+	} else if (type == FY_REC_DEVICE_FDS && !sm->device_fds) {
+		recv_reject(out, FERRY_EPROTO,
+			    "%s needs the device-fds capability, which this session did not negotiate",
 			    name);
 	} else if (type == FY_REC_PAGE_REQ) {
 		recv_reject(out, FERRY_EPROTO,
@@ -353,6 +364,7 @@ const char *fy_recv_state_name(enum fy_recv_state s)
 	case FY_RS_PC_PAUSED:	return "postcopy_paused";
 	case FY_RS_WAIT_RESUME:	return "wait_resume";
 	case FY_RS_MEMORY_FDS:	return "memory_fds";
+	case FY_RS_DEVICE_FDS:	return "device_fds";
 	}
 	return "unknown";
 }
@@ -381,6 +393,8 @@ static const struct send_rule {
 	/* local fds: only when negotiated (send_allowed) */
 	{ FY_SS_CONFIGURED, FY_REC_MEMORY_FDS },
 	{ FY_SS_FDS_SENT, FY_REC_STATE },
+	{ FY_SS_FDS_SENT, FY_REC_DEVICE_FDS },
+	{ FY_SS_DEVFDS_SENT, FY_REC_STATE },
 };
 
 /**
@@ -396,6 +410,7 @@ void fy_send_sm_init(struct fy_send_sm *sm)
 	sm->released = false;
 	sm->postcopy = false;
 	sm->local_fds = false;
+	sm->device_fds = false;
 	sm->transitioned = false;
 	sm->refused_type = 0;
 }
@@ -405,6 +420,8 @@ static bool send_allowed(const struct fy_send_sm *sm, uint32_t type)
 	if (rec_postcopy(type) && !sm->postcopy)
 		return false;
 	if (type == FY_REC_MEMORY_FDS && !sm->local_fds)
+		return false;
+	if (type == FY_REC_DEVICE_FDS && !sm->device_fds)
 		return false;
 	for (size_t i = 0; i < sizeof(send_rules) / sizeof(send_rules[0]); i++)
 		if (send_rules[i].state == sm->state &&
@@ -506,6 +523,7 @@ static enum fy_send_state send_ok_next(uint32_t type)
 	case FY_REC_POSTCOPY_END: return FY_SS_DONE;
 	case FY_REC_RESUME:	return FY_SS_POSTCOPY;
 	case FY_REC_MEMORY_FDS:	return FY_SS_FDS_SENT;
+	case FY_REC_DEVICE_FDS:	return FY_SS_DEVFDS_SENT;
 	}
 	return FY_SS_FAILED; /* ABORT, and anything that cannot be pending */
 }
@@ -680,6 +698,7 @@ const char *fy_send_state_name(enum fy_send_state s)
 	case FY_SS_PC_PAUSED:	return "postcopy_paused";
 	case FY_SS_PC_RESUMING:	return "postcopy_resuming";
 	case FY_SS_FDS_SENT:	return "fds_sent";
+	case FY_SS_DEVFDS_SENT:	return "device_fds_sent";
 	}
 	return "unknown";
 }
@@ -762,6 +781,7 @@ enum fy_owner fy_recv_owner(enum fy_recv_state state)
 	case FY_RS_PC_DISCARD:
 	case FY_RS_PC_LOADED:
 	case FY_RS_MEMORY_FDS:
+	case FY_RS_DEVICE_FDS:
 		return FY_OWNER_SOURCE;
 	case FY_RS_RUNNING:
 	case FY_RS_POSTCOPY:

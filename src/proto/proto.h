@@ -29,6 +29,9 @@
  *   local fds only (capability negotiated, sm->local_fds):
  *   IDLE         | MEMORY_FDS          | MEMORY_FDS    | MEMORY_FDS
  *   MEMORY_FDS   | STATE               | STATE         | LOADED
+ *   device fds too (sm->device_fds):
+ *   MEMORY_FDS   | DEVICE_FDS          | DEVICE_FDS    | DEVICE_FDS
+ *   DEVICE_FDS   | STATE               | STATE         | LOADED
  *   live, not *  | ABORT               | ABORT         | ABORTED
  *   any live     | unknown optional    | SKIP          | (same)
  *   any          | anything else       | REJECT        | ABORTED / PC_PAUSED
@@ -68,8 +71,11 @@ enum fy_recv_state {
 	/* local fds, appended likewise */
 	FY_RS_MEMORY_FDS,  /* every region maps the source's file: the
 			      memory is complete, the state follows */
+	FY_RS_DEVICE_FDS,  /* the source paused and its devices'
+			      descriptors are the VMM's here; the state
+			      follows */
 };
-#define FY_RS_COUNT (FY_RS_MEMORY_FDS + 1)
+#define FY_RS_COUNT (FY_RS_DEVICE_FDS + 1)
 
 enum fy_recv_action {
 	FY_RA_REJECT = 0, /* answer ERROR (code/msg in the step), abort */
@@ -89,6 +95,7 @@ enum fy_recv_action {
 	FY_RA_POSTCOPY_END,
 	FY_RA_RESUME,	    /* recovery: check credentials, send the have-map */
 	FY_RA_MEMORY_FDS,   /* check the received fds, map them */
+	FY_RA_DEVICE_FDS,   /* check the received fds, hand them to the VMM */
 };
 
 struct fy_recv_sm {
@@ -96,6 +103,7 @@ struct fy_recv_sm {
 	uint32_t last_seq; /* last request seq seen; requests must increase */
 	bool postcopy;	   /* FERRY_CAP_POSTCOPY negotiated (set after HELLO) */
 	bool local_fds;	   /* FERRY_CAP_LOCAL_FDS negotiated (after HELLO) */
+	bool device_fds;   /* FERRY_CAP_DEVICE_FDS negotiated (after HELLO) */
 };
 
 struct fy_recv_step {
@@ -158,6 +166,9 @@ const char *fy_recv_state_name(enum fy_recv_state s);
  *   local fds only (sm->local_fds):
  *   CONFIGURED  | MEMORY_FDS              | FDS_SENT      | FAILED
  *   FDS_SENT    | STATE                   | STATE_SENT    | FAILED
+ *   device fds too (sm->device_fds), paused:
+ *   FDS_SENT    | DEVICE_FDS              | DEVFDS_SENT   | FAILED
+ *   DEVFDS_SENT | STATE                   | STATE_SENT    | FAILED
  *   live, not * | ABORT                   | FAILED        | FAILED
  *
  * *: sending POSTCOPY is the transition (Xen's postcopy_transitioned):
@@ -186,8 +197,10 @@ enum fy_send_state {
 	/* local fds, appended likewise */
 	FY_SS_FDS_SENT,	   /* MEMORY_FDS answered: the destination maps
 			      the memory; no pass may follow */
+	FY_SS_DEVFDS_SENT, /* DEVICE_FDS answered: the destination's VMM
+			      holds the devices' descriptors too */
 };
-#define FY_SS_COUNT (FY_SS_FDS_SENT + 1)
+#define FY_SS_COUNT (FY_SS_DEVFDS_SENT + 1)
 
 struct fy_send_sm {
 	enum fy_send_state state;
@@ -197,6 +210,7 @@ struct fy_send_sm {
 	bool released;		/* RELEASED was sent (sticky, even if FAILED) */
 	bool postcopy;		/* FERRY_CAP_POSTCOPY negotiated */
 	bool local_fds;		/* FERRY_CAP_LOCAL_FDS negotiated */
+	bool device_fds;	/* FERRY_CAP_DEVICE_FDS negotiated */
 	bool transitioned;	/* POSTCOPY was sent (sticky but for NOT_RUN) */
 	uint32_t refused_type;	/* request an ERROR just answered, or 0 */
 };

@@ -1,17 +1,20 @@
 // SPDX-License-Identifier: MIT
 /*
  * fdpass.c - passing descriptors over UNIX stream sockets (SCM_RIGHTS),
- * for local migration by memory fds.
+ * for local migration: the memory's files, and the devices' descriptors.
  *
  * The receiving side's one rule: a descriptor the kernel installed in this
  * process is either kept in a stash, whose owner closes it, or closed at
- * once. recvmsg() is always given room for FY_FDS_MAX descriptors and
- * MSG_CMSG_CLOEXEC, so none escapes into a child; when more arrive than
- * the room holds, the kernel closes the rest itself and says MSG_CTRUNC.
+ * once. recvmsg() is always given room for FY_FDS_PER_MSG descriptors (the
+ * most one sendmsg() carries, and a stream recvmsg() never returns those
+ * of two) and MSG_CMSG_CLOEXEC, so none escapes into a child; when more
+ * arrive than the room holds, the kernel closes the rest itself and says
+ * MSG_CTRUNC. The stash grows as descriptors come, up to FY_FDS_MAX.
  */
 #include "transport/transport.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -37,7 +40,7 @@ bool fy_transport_is_unix(int fd)
  * @sock: a connected UNIX stream socket.
  * @iov: what to send (at least one byte).
  * @niov: its entries.
- * @fds: the descriptors, 1..FY_FDS_MAX of them.
+ * @fds: the descriptors, 1..FY_FDS_PER_MSG of them.
  * @nfds: how many.
  * @flags: sendmsg() flags.
  *
@@ -49,7 +52,7 @@ ssize_t fy_transport_sendmsg_fds(int sock, const struct iovec *iov, int niov,
 {
 	union {
 		struct cmsghdr align;
-		char buf[CMSG_SPACE(FY_FDS_MAX * sizeof(int))];
+		char buf[CMSG_SPACE(FY_FDS_PER_MSG * sizeof(int))];
 	} u;
 	struct msghdr mh = {
 		.msg_iov = (struct iovec *)iov,
@@ -57,7 +60,7 @@ ssize_t fy_transport_sendmsg_fds(int sock, const struct iovec *iov, int niov,
 	};
 	struct cmsghdr *cm;
 
-	if (!nfds || nfds > FY_FDS_MAX) {
+	if (!nfds || nfds > FY_FDS_PER_MSG) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -72,15 +75,37 @@ ssize_t fy_transport_sendmsg_fds(int sock, const struct iovec *iov, int niov,
 	return sendmsg(sock, &mh, flags);
 }
 
+/* Room for one more descriptor in @st; false at FY_FDS_MAX or without
+ * memory (the caller closes it then). */
+static bool stash_room(struct fy_fd_stash *st)
+{
+	unsigned cap;
+	int *p;
+
+	if (st->n < st->cap)
+		return true;
+	if (st->cap >= FY_FDS_MAX)
+		return false;
+	cap = st->cap ? st->cap * 4 : 64;
+	if (cap > FY_FDS_MAX)
+		cap = FY_FDS_MAX;
+	p = realloc(st->fd, cap * sizeof(*p));
+	if (!p)
+		return false;
+	st->fd = p;
+	st->cap = cap;
+	return true;
+}
+
 /**
  * fy_fd_stash_take() - keep the descriptors a recvmsg() received.
  * @st: the stash.
  * @mh: the message header recvmsg() filled.
  *
- * Descriptors past FY_FDS_MAX are closed and mark the stash overflowed, as
- * does a truncated control buffer: a record that then describes them
- * cannot be trusted to be whole. Control messages of other kinds carry no
- * descriptors and are ignored.
+ * Descriptors past FY_FDS_MAX (or that find no memory) are closed and
+ * mark the stash overflowed, as does a truncated control buffer: a record
+ * that then describes them cannot be trusted to be whole. Control
+ * messages of other kinds carry no descriptors and are ignored.
  */
 void fy_fd_stash_take(struct fy_fd_stash *st, const struct msghdr *mh)
 {
@@ -102,7 +127,7 @@ void fy_fd_stash_take(struct fy_fd_stash *st, const struct msghdr *mh)
 			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(fd));
 			if (fd < 0)
 				continue;
-			if (st->n < FY_FDS_MAX) {
+			if (stash_room(st)) {
 				st->fd[st->n++] = fd;
 			} else {
 				close(fd);
@@ -113,7 +138,7 @@ void fy_fd_stash_take(struct fy_fd_stash *st, const struct msghdr *mh)
 }
 
 /**
- * fy_fd_stash_clear() - close every kept descriptor.
+ * fy_fd_stash_clear() - close every kept descriptor and free the array.
  * @st: the stash; empty afterwards.
  */
 void fy_fd_stash_clear(struct fy_fd_stash *st)
@@ -121,6 +146,8 @@ void fy_fd_stash_clear(struct fy_fd_stash *st)
 	for (unsigned i = 0; i < st->n; i++)
 		if (st->fd[i] >= 0)
 			close(st->fd[i]);
-	st->n = 0;
+	free(st->fd);
+	st->fd = NULL;
+	st->n = st->cap = 0;
 	st->overflow = false;
 }

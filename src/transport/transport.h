@@ -130,21 +130,23 @@ bool fy_transport_acked_below(int fd, uint64_t mark);
  * record which describes them empties. Every descriptor the kernel hands
  * over is either in the stash or closed: nothing leaks, whatever arrives.
  */
-#define FY_FDS_MAX 64
+#define FY_FDS_PER_MSG 253 /* the kernel's SCM_MAX_FD: one sendmsg()'s most */
+#define FY_FDS_MAX 4098	   /* a stash's most: FY_DEVFDS_MAX and a margin */
 struct fy_fd_stash {
-	int fd[FY_FDS_MAX];
-	unsigned n;
-	bool overflow; /* more arrived than fit, or the kernel truncated:
-			  the extra ones are closed */
+	int *fd;       /* allocated as descriptors arrive; freed by clear */
+	unsigned n, cap;
+	bool overflow; /* more arrived than fit (or no memory for them), or
+			  the kernel truncated: the extra ones are closed */
 };
-/* Room for a control message carrying FY_FDS_MAX descriptors. */
-#define FY_FDS_CMSG_SPACE (64 + FY_FDS_MAX * sizeof(int))
+/* Room for a control message carrying FY_FDS_PER_MSG descriptors: one
+ * recvmsg() returns the descriptors of one sendmsg() at most. */
+#define FY_FDS_CMSG_SPACE (64 + FY_FDS_PER_MSG * sizeof(int))
 
 /* Is @fd a UNIX socket (the only kind that carries descriptors)? */
 bool fy_transport_is_unix(int fd);
 /*
  * fy_transport_sendmsg_fds() - one sendmsg() of @iov with @fds (1..
- * FY_FDS_MAX) attached. Return: the bytes sent, or -1 with errno (as
+ * FY_FDS_PER_MSG) attached. Return: the bytes sent, or -1 with errno (as
  * sendmsg). The descriptors went with the first byte when it returns > 0.
  */
 ssize_t fy_transport_sendmsg_fds(int sock, const struct iovec *iov, int niov,
@@ -152,7 +154,7 @@ ssize_t fy_transport_sendmsg_fds(int sock, const struct iovec *iov, int niov,
 /* After a recvmsg() whose msg_control had FY_FDS_CMSG_SPACE bytes: move
  * the descriptors it carried into @st (closing what does not fit). */
 void fy_fd_stash_take(struct fy_fd_stash *st, const struct msghdr *mh);
-/* Close every descriptor in @st and empty it. */
+/* Close every descriptor in @st, empty it and free its array. */
 void fy_fd_stash_clear(struct fy_fd_stash *st);
 
 /* Files read and written by offset (snapshots): whole buffers, EINTR

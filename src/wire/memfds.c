@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * memfds.c - the body of MEMORY_FDS (0x0500), the record of a local
- * migration: which file backs each memory region, at which offset and in
+ * memfds.c - the bodies of MEMORY_FDS (0x0500) and DEVICE_FDS (0x0501),
+ * the records of a local migration. MEMORY_FDS says which file backs each memory region, at which offset and in
  * which page size. The descriptors themselves travel beside the bytes
  * (SCM_RIGHTS on the UNIX connection, src/transport); this body says what
  * each one is, so the destination can check it before it maps anything.
@@ -138,6 +138,90 @@ int fy_memory_fds_decode(const uint8_t *p, size_t n, struct fy_memory_fds *m,
 		rc = entry_check(e, i ? &m->e[i - 1] : NULL, i, err, errlen);
 		if (rc)
 			return rc;
+	}
+	return fy_cur_done(&c) ? refuse(err, errlen, "malformed") : 0;
+}
+
+/* Is @k a descriptor kind this version knows? */
+static bool devfd_kind_ok(uint32_t k)
+{
+	return k == FY_DEVFD_SOCKET || k == FY_DEVFD_OTHER;
+}
+
+/**
+ * fy_device_fds_encode() - append the body of DEVICE_FDS.
+ * @b: the buffer.
+ * @m: the kinds of the descriptors, in the order they travel.
+ *
+ * Return: 0, -EINVAL (a count over FY_DEVFDS_MAX or an unknown kind),
+ * -ENOMEM.
+ */
+int fy_device_fds_encode(struct fy_buf *b, const struct fy_device_fds *m)
+{
+	size_t start = b->len;
+	int rc;
+
+	if (m->count > FY_DEVFDS_MAX)
+		return -EINVAL;
+	for (uint32_t i = 0; i < m->count; i++)
+		if (!devfd_kind_ok(m->kind[i]))
+			return -EINVAL;
+	rc = fy_buf_put_u32(b, m->count);
+	if (!rc)
+		rc = fy_buf_put_u32(b, 0);
+	for (uint32_t i = 0; !rc && i < m->count; i++) {
+		rc = fy_buf_put_u32(b, m->kind[i]);
+		if (!rc)
+			rc = fy_buf_put_u32(b, 0);
+	}
+	if (rc)
+		b->len = start;
+	return rc;
+}
+
+/**
+ * fy_device_fds_decode() - decode and check the body of DEVICE_FDS.
+ * @p: the body.
+ * @n: its length.
+ * @m: receives the count; m->kind (room for FY_DEVFDS_MAX) the kinds.
+ * @err: receives why a body is refused (may be NULL).
+ * @errlen: size of @err.
+ *
+ * Return: 0, or -EBADMSG (short, long, a reserved word not zero, a count
+ * over FY_DEVFDS_MAX, an unknown kind).
+ */
+int fy_device_fds_decode(const uint8_t *p, size_t n, struct fy_device_fds *m,
+			 char *err, size_t errlen)
+{
+	struct fy_cur c;
+	uint32_t reserved = 0;
+
+	m->count = 0;
+	if (n < FY_DEVFDS_HDR_SIZE)
+		return refuse(err, errlen, "%zu bytes, shorter than its 8-byte header", n);
+	fy_cur_init(&c, p, n);
+	fy_cur_u32(&c, &m->count);
+	fy_cur_u32(&c, &reserved);
+	if (reserved)
+		return refuse(err, errlen, "reserved word is 0x%x, not 0", reserved);
+	if (m->count > FY_DEVFDS_MAX) {
+		uint32_t k = m->count;
+
+		m->count = 0;
+		return refuse(err, errlen, "%u descriptors: at most %u", k,
+			      FY_DEVFDS_MAX);
+	}
+	if (n != FY_DEVFDS_HDR_SIZE + (size_t)m->count * FY_DEVFDS_ENTRY_SIZE)
+		return refuse(err, errlen, "%zu bytes for %u entries (%zu expected)",
+			      n, m->count,
+			      FY_DEVFDS_HDR_SIZE +
+				      (size_t)m->count * FY_DEVFDS_ENTRY_SIZE);
+	for (uint32_t i = 0; i < m->count; i++) {
+		fy_cur_u32(&c, &m->kind[i]);
+		fy_cur_u32(&c, &reserved);
+		if (!devfd_kind_ok(m->kind[i]) || reserved)
+			return refuse(err, errlen, "entry %u: kind %u (reserved 0x%x): a kind is 1 (socket) or 2 (other), the reserved word 0",
+				      i, m->kind[i], reserved);
 	}
 	return fy_cur_done(&c) ? refuse(err, errlen, "malformed") : 0;
 }

@@ -1242,6 +1242,7 @@ const char *fy_rec_name(uint32_t type, char *buf, size_t len)
 	case FY_REC_POSTCOPY_END: return "POSTCOPY_END";
 	case FY_REC_RESUME:	return "RESUME";
 	case FY_REC_MEMORY_FDS:	return "MEMORY_FDS";
+	case FY_REC_DEVICE_FDS:	return "DEVICE_FDS";
 	case FY_REC_KEEPALIVE:	return "KEEPALIVE";
 	}
 	if (!buf || len == 0)

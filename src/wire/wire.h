@@ -50,13 +50,14 @@
 
 /*
  * The capability bits a protocol version can carry at all. Version 2
- * carries postcopy (bit 5) and local-fds (bit 6) too: an older version-2
+ * carries postcopy (bit 5), local-fds (bit 6), keep-alive (bit 7) and
+ * device-fds (bit 8) too: an older version-2
  * peer never offers them, so the intersection drops them; postcopy needs
  * the data connections that only version 2 has.
  */
 static inline uint64_t fy_version_caps(uint32_t version)
 {
-	return version >= 2 ? 0xffull : 0x1ull;
+	return version >= 2 ? 0x1ffull : 0x1ull;
 }
 
 /*
@@ -77,8 +78,8 @@ uint64_t fy_caps_settle(uint64_t caps);
  *   0x0400-0x04ff postcopy and recovery (only with the postcopy
  *                 capability; see the postcopy section below)
  *   0x0500-0x05ff external resources: MEMORY_FDS (only with the
- *                 local-fds capability, on a UNIX connection); the rest
- *                 reserved
+ *                 local-fds capability, on a UNIX connection),
+ *                 DEVICE_FDS (with device-fds too); the rest reserved
  *   0x0600-0x06ff snapshot files (optional)
  *   0x0700-0x07ff upkeep of a session, both directions, optional:
  *                 KEEPALIVE (sent only with the keep-alive capability;
@@ -114,6 +115,8 @@ enum fy_rec_type {
 
 	FY_REC_MEMORY_FDS = 0x0500, /* req: the regions' backing files, their
 				       descriptors attached (SCM_RIGHTS) */
+	FY_REC_DEVICE_FDS = 0x0501, /* req, source paused: the devices'
+				       descriptors (sockets), attached */
 
 	/* Snapshot files (0x0600-0x06ff), optional: a live receiver skips
 	 * them. */
@@ -586,6 +589,31 @@ struct fy_memory_fds {
 int fy_memory_fds_encode(struct fy_buf *b, const struct fy_memory_fds *m);
 /* 0, or -EBADMSG with the reason in @err (may be NULL). */
 int fy_memory_fds_decode(const uint8_t *p, size_t n, struct fy_memory_fds *m,
+			 char *err, size_t errlen);
+
+/*
+ * DEVICE_FDS body (src/wire/memfds.c; docs/stream-format.md, "Device
+ * descriptors"): 0 u32 count (0..FY_DEVFDS_MAX), 4 u32 reserved (0), then
+ * count entries of 8 bytes: 0 u32 kind (FY_DEVFD_SOCKET or FY_DEVFD_OTHER,
+ * what fstat() says of the descriptor at the source), 4 u32 reserved (0).
+ * The descriptors ride on the record's bytes in order, at most
+ * FY_FDS_PER_MSG per sendmsg(): exactly count of them.
+ */
+#define FY_DEVFDS_HDR_SIZE 8
+#define FY_DEVFDS_ENTRY_SIZE 8
+#define FY_DEVFDS_MAX 4096u /* FERRY_DEVICE_FDS_MAX */
+enum fy_devfd_kind {
+	FY_DEVFD_SOCKET = 1,
+	FY_DEVFD_OTHER = 2,
+};
+struct fy_device_fds {
+	uint32_t count;
+	uint32_t *kind; /* count entries; the caller's array */
+};
+int fy_device_fds_encode(struct fy_buf *b, const struct fy_device_fds *m);
+/* 0, or -EBADMSG with the reason in @err (may be NULL). @kind must have
+ * room for FY_DEVFDS_MAX entries. */
+int fy_device_fds_decode(const uint8_t *p, size_t n, struct fy_device_fds *m,
 			 char *err, size_t errlen);
 
 /* A short name for a record type ("HELLO", "MEMORY", "0x7123?"). Static

@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: MIT
 /*
- * fuzz_memfds.c - libFuzzer harness for MEMORY_FDS (src/wire/memfds.c),
- * the record of a local migration that tells a destination which file
- * backs each region before it maps them over its own memory.
+ * fuzz_memfds.c - libFuzzer harness for MEMORY_FDS and DEVICE_FDS
+ * (src/wire/memfds.c), the records of a local migration that tell a
+ * destination which file backs each region before it maps them over its
+ * own memory, and what the devices' descriptors are before its VMM takes
+ * them.
  *
- * The input is a record body, or a whole record when it starts with
- * 0x0500 as its type (its checksum filled in when it is a placeholder,
- * fuzz_common.h), so mutations reach the decoder both ways.
+ * The input is a body (tried as both), or a whole record when it starts
+ * with 0x0500 or 0x0501 as its type (its checksum filled in when it is a
+ * placeholder, fuzz_common.h), so mutations reach the decoders both ways.
+ * DEVICE_FDS: the decoder fails only with -EBADMSG and a reason; an
+ * accepted body has at most 4096 entries, each of kind 1 or 2, encodes
+ * again to exactly its bytes, and one byte more or less is refused.
  *
  * Properties checked beyond "no crash, no sanitizer report":
  *  - the decoder fails only with -EBADMSG, and always says why;
@@ -84,6 +89,45 @@ static void try_body(const uint8_t *p, size_t n)
 	free(copy);
 }
 
+static void try_devices(const uint8_t *p, size_t n)
+{
+	static uint32_t kind[FY_DEVFDS_MAX];
+	struct fy_device_fds m = { .kind = kind };
+	struct fy_buf b;
+	char err[160] = "";
+	uint8_t *copy = malloc(n + 1);
+	int rc;
+
+	if (!copy)
+		return;
+	memcpy(copy, p, n);
+	rc = fy_device_fds_decode(copy, n, &m, err, sizeof(err));
+	FZ_ASSERT(rc == 0 || rc == -EBADMSG, "DEVICE_FDS decoder returned %d", rc);
+	FZ_ASSERT(rc == 0 || err[0], "DEVICE_FDS refused without a reason");
+	if (!rc) {
+		FZ_ASSERT(m.count <= FY_DEVFDS_MAX, "accepted %u descriptors",
+			  m.count);
+		for (uint32_t i = 0; i < m.count; i++)
+			FZ_ASSERT(kind[i] == FY_DEVFD_SOCKET ||
+					  kind[i] == FY_DEVFD_OTHER,
+				  "entry %u: kind %u", i, kind[i]);
+		fy_buf_init(&b);
+		rc = fy_device_fds_encode(&b, &m);
+		FZ_ASSERT(!rc && b.len == n && !memcmp(b.data, copy, n),
+			  "accepted DEVICE_FDS encodes to other bytes (%d, %zu vs %zu)",
+			  rc, b.len, n);
+		fy_buf_free(&b);
+		FZ_ASSERT(fy_device_fds_decode(copy, n - 1, &m, NULL, 0) ==
+				  -EBADMSG,
+			  "a DEVICE_FDS one byte short is accepted");
+		copy[n] = 0;
+		FZ_ASSERT(fy_device_fds_decode(copy, n + 1, &m, NULL, 0) ==
+				  -EBADMSG,
+			  "a DEVICE_FDS one byte long is accepted");
+	}
+	free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fy_rec_hdr h;
@@ -92,15 +136,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t *rec;
 
 	try_body(data, size);
-	if (size < FY_REC_HDR_SIZE || fy_get_u32(data) != FY_REC_MEMORY_FDS)
+	try_devices(data, size);
+	if (size < FY_REC_HDR_SIZE || (fy_get_u32(data) != FY_REC_MEMORY_FDS &&
+				       fy_get_u32(data) != FY_REC_DEVICE_FDS))
 		return 0;
 	rec = malloc(size);
 	if (!rec)
 		return 0;
 	memcpy(rec, data, size);
 	fz_fix_checksums(rec, size, false);
-	if (!fy_rec_decode(rec, size, &h, &body, &used))
-		try_body(body, h.length);
+	if (!fy_rec_decode(rec, size, &h, &body, &used)) {
+		if (h.type == FY_REC_MEMORY_FDS)
+			try_body(body, h.length);
+		else
+			try_devices(body, h.length);
+	}
 	free(rec);
 	return 0;
 }

@@ -3,8 +3,9 @@
  * fuzz_proto.c - libFuzzer harness for the protocol state machines of
  * src/proto, postcopy and recovery included.
  *
- * The input is a script. Byte 0 sets the negotiated capability (bit 0:
- * receiver, bit 1: sender). Then each event is three bytes, op, type,
+ * The input is a script. Byte 0 sets the negotiated capabilities (bit 0:
+ * postcopy at the receiver, bit 1: at the sender; bit 2: local fds on
+ * both, bit 3: device fds on both). Then each event is three bytes, op, type,
  * seq:
  *   op % 8 (enum fz_proto_op in proto_script.h): 0 the receiver classifies a record and the engine applies the
  *           step (commit, which also moves a REJECT to its next state);
@@ -25,7 +26,8 @@
  *    WAIT_RESUME; sender transitioned) nothing leads to ABORTED or FAILED,
  *    and the owner stays the destination; only fy_send_sm_not_run(),
  *    right after an ERROR that answered POSTCOPY, gives the guest back;
- *  - without the capability no postcopy state is ever entered;
+ *  - without the capability no postcopy state is ever entered, and
+ *    without device fds no DEVICE_FDS state;
  *  - a REJECT always has a message and an answer, data never has one;
  *  - the seq numbers the sender hands out strictly increase on a
  *    connection, and a RESUME starts a new one at 1;
@@ -225,6 +227,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fy_send_sm_init(&r.tx);
 	r.rx_cap = r.rx.postcopy = data[0] & 1;
 	r.tx_cap = r.tx.postcopy = (data[0] >> 1) & 1;
+	r.rx.local_fds = r.tx.local_fds = (data[0] >> 2) & 1;
+	r.rx.device_fds = r.tx.device_fds = (data[0] >> 3) & 1;
 	for (size_t i = 1; i + 3 <= size; i += 3) {
 		uint8_t op = data[i] % 8;
 		uint32_t type = fz_proto_types[data[i + 1] % FZ_PROTO_NTYPES];
@@ -236,6 +240,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			recv_event(&r, op, type, seq);
 		else
 			send_event(&r, op, type, seq);
+		FZ_ASSERT(r.rx.device_fds || r.rx.state != FY_RS_DEVICE_FDS,
+			  "receiver in device_fds without the capability");
+		FZ_ASSERT(r.tx.device_fds || r.tx.state != FY_SS_DEVFDS_SENT,
+			  "sender in device_fds_sent without the capability");
 	}
 	if (getenv("FUZZ_VERBOSE"))
 		fprintf(stderr, "receiver %s (owner %s), sender %s (owner %s)\n",

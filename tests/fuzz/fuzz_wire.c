@@ -327,6 +327,18 @@ static void try_memory_fds(const uint8_t *p, size_t n, struct fy_buf *b)
 		same_bytes("MEMORY_FDS", b, fy_memory_fds_encode(b, &m), p, n);
 }
 
+static void try_device_fds(const uint8_t *p, size_t n, struct fy_buf *b)
+{
+	static uint32_t kind[FY_DEVFDS_MAX];
+	struct fy_device_fds m = { .kind = kind };
+	char err[160] = "";
+	int rc = fy_device_fds_decode(p, n, &m, err, sizeof(err));
+
+	refused_with_reason("DEVICE_FDS", rc, err);
+	if (!rc)
+		same_bytes("DEVICE_FDS", b, fy_device_fds_encode(b, &m), p, n);
+}
+
 static void try_units(const uint8_t *p, size_t n, struct fy_buf *b)
 {
 	struct fy_units m;
@@ -406,6 +418,9 @@ static void body(uint32_t type, const uint8_t *p, size_t n)
 		break;
 	case FY_REC_MEMORY_FDS:
 		try_memory_fds(p, n, &b);
+		break;
+	case FY_REC_DEVICE_FDS:
+		try_device_fds(p, n, &b);
 		break;
 	case FY_REC_KEEPALIVE:
 		try_keepalive(p, n, &b);

@@ -499,6 +499,20 @@ static void memfds_seeds(void)
 	fy_buf_reset(&body);
 	check(fy_memory_fds_encode(&body, &m), "memory fds");
 	write_seed("fuzz_memfds", "body-one-1g", &body);
+	{
+		uint32_t kind[3] = { FY_DEVFD_SOCKET, FY_DEVFD_SOCKET,
+				     FY_DEVFD_OTHER };
+		struct fy_device_fds d = { .count = 3, .kind = kind };
+
+		fy_buf_reset(&body);
+		fy_buf_reset(&b);
+		check(fy_device_fds_encode(&body, &d), "device fds");
+		write_seed("fuzz_memfds", "devices-body-three", &body);
+		rec(&b, FY_REC_DEVICE_FDS, 4, 0, &body);
+		placeholders(&b, 0);
+		write_seed("fuzz_memfds", "devices-record-three", &b);
+		write_seed("fuzz_wire", "device-fds", &b);
+	}
 	fy_buf_free(&body);
 	fy_buf_free(&b);
 }
@@ -592,6 +606,24 @@ static void proto_seeds(void)
 	/* Without the capability a DISCARD is refused on both sides. */
 	exchange(&b, FY_REC_DISCARD, false);
 	write_seed("fuzz_proto", "precopy", &b);
+
+	/* A live update: memory and then the devices' descriptors by fd,
+	 * the state, the switchover; a second DEVICE_FDS is refused. */
+	fy_buf_reset(&b);
+	{
+		const uint8_t fds = 12;
+
+		check(fy_buf_put(&b, &fds, 1), "caps");
+	}
+	exchange(&b, FY_REC_HELLO, false);
+	exchange(&b, FY_REC_CONFIG, false);
+	exchange(&b, FY_REC_MEMORY_FDS, false);
+	exchange(&b, FY_REC_DEVICE_FDS, false);
+	exchange(&b, FY_REC_DEVICE_FDS, false);
+	exchange(&b, FY_REC_STATE, false);
+	exchange(&b, FY_REC_SWITCHOVER, false);
+	exchange(&b, FY_REC_RELEASED, false);
+	write_seed("fuzz_proto", "local-device-fds", &b);
 	fy_buf_free(&b);
 }
 

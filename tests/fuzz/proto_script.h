@@ -18,6 +18,7 @@ static const uint32_t fz_proto_types[] = {
 	FY_REC_DISCARD, FY_REC_POSTCOPY, FY_REC_PAGE_REQ, FY_REC_POSTCOPY_END,
 	FY_REC_RESUME, FY_REC_OPTIONAL | 0x7123u, 0x7123u,
 	FY_REC_OPTIONAL | FY_REC_DISCARD,
+	FY_REC_MEMORY_FDS, FY_REC_DEVICE_FDS,
 };
 #define FZ_PROTO_NTYPES (sizeof(fz_proto_types) / sizeof(fz_proto_types[0]))
 

@@ -45,6 +45,11 @@ struct vm {
 	int pauses, resumes, fail_load, fail_resume, fail_save;
 	uint64_t token;
 	bool loaded;
+	/* Device descriptors: a source's to hand over, a destination's
+	 * received (owned by the test once load_fds took them). */
+	int dev[512];
+	size_t ndev;
+	int fail_load_fds;
 };
 
 static void vm_init(struct vm *vm, bool memfd, uint8_t fill)
@@ -107,12 +112,36 @@ static int op_load(void *o, const void *data, size_t len)
 	return 0;
 }
 
+static int op_save_fds(void *o, int *fds, size_t max, size_t *n)
+{
+	struct vm *vm = o;
+
+	if (vm->ndev > max)
+		return -ENOSPC;
+	memcpy(fds, vm->dev, vm->ndev * sizeof(int));
+	*n = vm->ndev;
+	return 0;
+}
+
+static int op_load_fds(void *o, const int *fds, size_t n)
+{
+	struct vm *vm = o;
+
+	if (vm->fail_load_fds || n > sizeof(vm->dev) / sizeof(vm->dev[0]))
+		return -EIO;
+	memcpy(vm->dev, fds, n * sizeof(int));
+	vm->ndev = n;
+	return 0;
+}
+
 static const struct ferry_vmm_ops ops = {
 	FERRY_VMM_OPS_INIT,
 	.pause = op_pause,
 	.resume = op_resume,
 	.save_state = op_save,
 	.load_state = op_load,
+	.save_fds = op_save_fds,
+	.load_fds = op_load_fds,
 };
 
 static ferry_session *session(struct vm *vm, bool local, uint64_t caps)
@@ -244,6 +273,85 @@ static void test_local_migration(void **state)
 	assert_int_equal(st.owner, FERRY_OWNER_DESTINATION);
 	assert_true(st.downtime_ms > 0);
 	assert_string_equal(st.dirty_mode, "");
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+}
+
+/* Device descriptors (DEVICE_FDS): 300 sockets and a pipe, more than one
+ * sendmsg() carries, reach the destination's VMM in order as the same
+ * open files; both sides count them. Without the capability at the
+ * destination none travel and save_fds is not called. */
+static void test_device_fds(void **state)
+{
+	struct vm src, dst;
+	struct ferry_stats st = { FERRY_STATS_INIT }, dt = { FERRY_STATS_INIT };
+	struct stat a, b;
+	struct job j;
+	ferry_session *ss, *ds;
+	int pipefd[2];
+
+	(void)state;
+	vm_init(&src, true, 0x21);
+	vm_init(&dst, true, 0);
+	for (unsigned i = 0; i < 300; i += 2)
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+					    &src.dev[i]), 0);
+	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+	src.dev[300] = pipefd[0];
+	src.ndev = 301;
+	ss = session(&src, true, FERRY_CAP_ALL);
+	ds = session(&dst, false, FERRY_CAP_ALL);
+	recv_start(&j, ds, "dev");
+	if (ferry_session_send(ss, j.uri))
+		fail_msg("send: %s", errmsg(ss));
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, 0);
+	assert_int_equal(dst.ndev, 301);
+	for (unsigned i = 0; i < 301; i++) {
+		assert_int_not_equal(dst.dev[i], src.dev[i]);
+		assert_int_equal(fstat(src.dev[i], &a), 0);
+		assert_int_equal(fstat(dst.dev[i], &b), 0);
+		if (a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+			fail_msg("descriptor %u is another file", i);
+		assert_true(fcntl(dst.dev[i], F_GETFD) & FD_CLOEXEC);
+	}
+	/* The same socket: what one side's copy of a pair end writes, the
+	 * other end reads. */
+	assert_int_equal(write(dst.dev[0], "x", 1), 1);
+	assert_int_equal(read(src.dev[1], &a, 1), 1);
+	ferry_session_stats(ss, &st);
+	ferry_session_stats(ds, &dt);
+	assert_int_equal(st.device_fds, 301);
+	assert_int_equal(dt.device_fds, 301);
+	assert_true(st.capabilities & FERRY_CAP_DEVICE_FDS);
+	for (unsigned i = 0; i < 301; i++) {
+		close(dst.dev[i]);
+		close(src.dev[i]);
+	}
+	close(pipefd[1]);
+	ferry_session_destroy(ss);
+	ferry_session_destroy(ds);
+	vm_free(&src);
+	vm_free(&dst);
+
+	/* A destination that does not offer it: no DEVICE_FDS. */
+	vm_init(&src, true, 0x22);
+	vm_init(&dst, true, 0);
+	src.ndev = 1;
+	src.dev[0] = -1; /* save_fds would fail on it */
+	ss = session(&src, true, FERRY_CAP_ALL);
+	ds = session(&dst, false, FERRY_CAP_ALL & ~FERRY_CAP_DEVICE_FDS);
+	recv_start(&j, ds, "nodev");
+	if (ferry_session_send(ss, j.uri))
+		fail_msg("send: %s", errmsg(ss));
+	pthread_join(j.t, NULL);
+	assert_int_equal(j.rc, 0);
+	assert_int_equal(dst.ndev, 0);
+	ferry_session_stats(ss, &st);
+	assert_int_equal(st.device_fds, 0);
+	assert_false(st.capabilities & FERRY_CAP_DEVICE_FDS);
 	ferry_session_destroy(ss);
 	ferry_session_destroy(ds);
 	vm_free(&src);
@@ -448,16 +556,17 @@ static int hostile_open(const char *path, uint64_t size)
 	return fd;
 }
 
-/* Send MEMORY_FDS with @body and @fds attached (@nfds may be 0). */
-static void hostile_send(int sock, const struct fy_buf *body, const int *fds,
-			 unsigned nfds)
+/* Send a record of @type with @body and @fds attached (@nfds may be 0). */
+static void hostile_send_rec(int sock, uint32_t type, uint32_t seq,
+			     const struct fy_buf *body, const int *fds,
+			     unsigned nfds)
 {
 	struct fy_buf rec;
 	struct iovec iov;
 
 	fy_buf_init(&rec);
-	assert_int_equal(fy_rec_encode(&rec, FY_REC_MEMORY_FDS, 3, 0,
-				       body->data, body->len), 0);
+	assert_int_equal(fy_rec_encode(&rec, type, seq, 0, body->data,
+				       body->len), 0);
 	iov.iov_base = rec.data;
 	iov.iov_len = rec.len;
 	if (nfds)
@@ -467,6 +576,13 @@ static void hostile_send(int sock, const struct fy_buf *body, const int *fds,
 	else
 		assert_int_equal(write(sock, rec.data, rec.len), (ssize_t)rec.len);
 	fy_buf_free(&rec);
+}
+
+/* Send MEMORY_FDS with @body and @fds attached (@nfds may be 0). */
+static void hostile_send(int sock, const struct fy_buf *body, const int *fds,
+			 unsigned nfds)
+{
+	hostile_send_rec(sock, FY_REC_MEMORY_FDS, 3, body, fds, nfds);
 }
 
 /*
@@ -537,6 +653,88 @@ static void test_hostile_memory_fds(void **state)
 	vm_free(&dst);
 }
 
+/*
+ * Hostile DEVICE_FDS after a sound MEMORY_FDS: fewer or more descriptors
+ * than the body says, one of another kind, and a VMM that refuses them.
+ * Each is answered with ERROR, the destination's memory is its own again,
+ * the VMM holds nothing, and every descriptor that came is closed.
+ */
+static void test_hostile_device_fds(void **state)
+{
+	struct fy_memory_fds good = { .count = 1 };
+	uint32_t kinds[2] = { FY_DEVFD_SOCKET, FY_DEVFD_SOCKET };
+	struct vm dst;
+	int pipefd[2], sp[2], file;
+	struct {
+		const char *what;
+		uint32_t count;	 /* what the body says */
+		unsigned nfds;	 /* what comes */
+		int fds[2];
+		int fail_load;
+	} cases[] = {
+		{ "one missing", 2, 1, { 0 }, 0 },
+		{ "one too many", 1, 2, { 0 }, 0 },
+		{ "none for two", 2, 0, { 0 }, 0 },
+		{ "a pipe for a socket", 1, 1, { 0 }, 0 },
+		{ "the VMM refuses", 2, 2, { 0 }, 1 },
+	};
+
+	(void)state;
+	vm_init(&dst, true, 0x66);
+	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+	cases[0].fds[0] = sp[0];
+	cases[1].fds[0] = sp[0];
+	cases[1].fds[1] = sp[1];
+	cases[3].fds[0] = pipefd[0];
+	cases[4].fds[0] = sp[0];
+	cases[4].fds[1] = sp[1];
+	file = memfd_create("other", MFD_CLOEXEC);
+	assert_int_equal(ftruncate(file, MEM), 0);
+	good.e[0] = (struct fy_memfd_entry){ 0, 4096, MEM, 0 };
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ferry_session *ds = session(&dst, false, FERRY_CAP_ALL);
+		struct fy_device_fds d = { .count = cases[i].count, .kind = kinds };
+		struct fy_buf body;
+		struct job j;
+		int before = open_fds(), sock;
+		uint8_t junk[512];
+
+		dst.fail_load_fds = cases[i].fail_load;
+		dst.ndev = 0;
+		recv_start(&j, ds, "hostile-dev");
+		sock = hostile_open(j.uri + 5, MEM);
+		fy_buf_init(&body);
+		assert_int_equal(fy_memory_fds_encode(&body, &good), 0);
+		hostile_send(sock, &body, &file, 1);
+		usleep(50000);
+		assert_true(recv(sock, junk, sizeof(junk), 0) > 0); /* its OK */
+		fy_buf_reset(&body);
+		assert_int_equal(fy_device_fds_encode(&body, &d), 0);
+		hostile_send_rec(sock, FY_REC_DEVICE_FDS, 4, &body, cases[i].fds,
+				 cases[i].nfds);
+		fy_buf_free(&body);
+		pthread_join(j.t, NULL);
+		if (j.rc == 0)
+			fail_msg("%s: accepted", cases[i].what);
+		assert_true(read(sock, junk, sizeof(junk)) > 0);
+		close(sock);
+		assert_int_equal(dst.mem[0], 0x66);
+		assert_false(dst.loaded);
+		assert_int_equal(dst.ndev, 0);
+		if (open_fds() != before)
+			fail_msg("%s: %d descriptors open, %d before",
+				 cases[i].what, open_fds(), before);
+		ferry_session_destroy(ds);
+	}
+	close(pipefd[0]);
+	close(pipefd[1]);
+	close(sp[0]);
+	close(sp[1]);
+	close(file);
+	vm_free(&dst);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -547,6 +745,8 @@ int main(void)
 		cmocka_unit_test(test_resume_failure_unmaps),
 		cmocka_unit_test(test_source_failure_aborts),
 		cmocka_unit_test(test_hostile_memory_fds),
+		cmocka_unit_test(test_device_fds),
+		cmocka_unit_test(test_hostile_device_fds),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

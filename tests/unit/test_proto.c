@@ -745,6 +745,7 @@ static const struct expect pc_recv_table[FY_RS_COUNT][NPCTYPES] = {
 	[FY_RS_PC_PAUSED]   = { P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P },
 	[FY_RS_WAIT_RESUME] = { P, P, P, P, P, P, P, P, P, P, P, SK(WAIT_RESUME), P, P, P, P, P, GO(RESUME, POSTCOPY) },
 	[FY_RS_MEMORY_FDS]  = { X, X, X, X, GO(STATE, LOADED), X, X, AB, X, X, X, SK(MEMORY_FDS), X, X, X, X, X, X },
+	[FY_RS_DEVICE_FDS]  = { X, X, X, X, GO(STATE, LOADED), X, X, AB, X, X, X, SK(DEVICE_FDS), X, X, X, X, X, X },
 };
 /* clang-format on */
 
@@ -1010,6 +1011,7 @@ static const int pc_send_table[FY_SS_COUNT][NPCTYPES] = {
 	[FY_SS_PC_PAUSED]   = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, FY_SS_POSTCOPY },
 	[FY_SS_PC_RESUMING] = { NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
 	[FY_SS_FDS_SENT]    = { NO, NO, NO, NO, FY_SS_STATE_SENT, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
+	[FY_SS_DEVFDS_SENT] = { NO, NO, NO, NO, FY_SS_STATE_SENT, NO, NO, FY_SS_FAILED, NO, NO, NO, NO, NO, NO, NO, NO, NO, NO },
 };
 /* clang-format on */
 
@@ -1184,6 +1186,7 @@ static void test_owner(void **state)
 		[FY_RS_PC_PAUSED] = FY_OWNER_DESTINATION,
 		[FY_RS_WAIT_RESUME] = FY_OWNER_DESTINATION,
 		[FY_RS_MEMORY_FDS] = FY_OWNER_SOURCE,
+		[FY_RS_DEVICE_FDS] = FY_OWNER_SOURCE,
 	};
 
 	(void)state;
@@ -1332,6 +1335,84 @@ static void test_local_send(void **state)
 	assert_string_equal(fy_send_state_name(FY_SS_FDS_SENT), "fds_sent");
 }
 
+/* DEVICE_FDS in every receiver state, with local and device fds
+ * negotiated: only MEMORY_FDS takes it (the memory is the source's files,
+ * the guest paused), and the state it leads to takes STATE only; without
+ * the device-fds capability it is refused, saying so. */
+static void test_device_fds_recv(void **state)
+{
+	(void)state;
+	for (int s = 0; s < FY_RS_COUNT; s++) {
+		struct fy_recv_sm sm = { (enum fy_recv_state)s, 10, false, true,
+					 true };
+		struct fy_recv_step st;
+
+		fy_recv_sm_step(&sm, FY_REC_DEVICE_FDS, 11, &st);
+		if (s == FY_RS_MEMORY_FDS) {
+			assert_int_equal(st.action, FY_RA_DEVICE_FDS);
+			assert_int_equal(st.next, FY_RS_DEVICE_FDS);
+			assert_true(st.respond);
+		} else if (st.action != FY_RA_REJECT) {
+			fail_msg("state %s takes DEVICE_FDS", fy_recv_state_name(s));
+		}
+	}
+	struct fy_recv_sm sm = { FY_RS_DEVICE_FDS, 10, false, true, true };
+	struct fy_recv_step st;
+	const uint32_t no[] = { FY_REC_PASS_BEGIN, FY_REC_MEMORY_FDS,
+				FY_REC_DEVICE_FDS, FY_REC_SWITCHOVER,
+				FY_REC_RELEASED };
+
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+		fy_recv_sm_step(&sm, no[i], 11, &st);
+		assert_int_equal(st.action, FY_RA_REJECT);
+		assert_int_equal(st.next, FY_RS_ABORTED);
+	}
+	fy_recv_sm_step(&sm, FY_REC_STATE, 11, &st);
+	assert_int_equal(st.action, FY_RA_STATE);
+	assert_int_equal(st.next, FY_RS_LOADED);
+	assert_int_equal(fy_recv_owner(FY_RS_DEVICE_FDS), FY_OWNER_SOURCE);
+	sm.state = FY_RS_MEMORY_FDS;
+	sm.device_fds = false;
+	fy_recv_sm_step(&sm, FY_REC_DEVICE_FDS, 11, &st);
+	assert_int_equal(st.action, FY_RA_REJECT);
+	assert_int_equal(st.code, FERRY_EPROTO);
+	assert_non_null(strstr(st.msg, "device-fds"));
+	assert_string_equal(fy_recv_state_name(FY_RS_DEVICE_FDS), "device_fds");
+}
+
+/* The sender: DEVICE_FDS after MEMORY_FDS's answer only, then STATE; not
+ * without the capability. */
+static void test_device_fds_send(void **state)
+{
+	(void)state;
+	for (int s = 0; s < FY_SS_COUNT; s++) {
+		struct fy_send_sm sm = sender_in((enum fy_send_state)s, false);
+		uint32_t seq;
+
+		sm.local_fds = sm.device_fds = true;
+		assert_int_equal(fy_send_sm_request(&sm, FY_REC_DEVICE_FDS, &seq),
+				 s == FY_SS_FDS_SENT ? 0 : -EPROTO);
+	}
+	struct fy_send_sm sm = sender_in(FY_SS_FDS_SENT, false);
+	uint32_t seq;
+
+	sm.local_fds = true;
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_DEVICE_FDS, &seq), -EPROTO);
+	sm.device_fds = true;
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_DEVICE_FDS, &seq), 0);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, seq), 0);
+	assert_int_equal(sm.state, FY_SS_DEVFDS_SENT);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_DEVICE_FDS, &seq), -EPROTO);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_SWITCHOVER, &seq), -EPROTO);
+	assert_int_equal(fy_send_sm_request(&sm, FY_REC_STATE, &seq), 0);
+	assert_int_equal(fy_send_sm_response(&sm, FY_REC_OK, seq), 0);
+	assert_int_equal(sm.state, FY_SS_STATE_SENT);
+	assert_int_equal(fy_send_owner(FY_SS_DEVFDS_SENT, false, false),
+			 FY_OWNER_SOURCE);
+	assert_string_equal(fy_send_state_name(FY_SS_DEVFDS_SENT),
+			    "device_fds_sent");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1365,6 +1446,8 @@ int main(void)
 		cmocka_unit_test(test_pc_state_names),
 		cmocka_unit_test(test_local_recv),
 		cmocka_unit_test(test_local_send),
+		cmocka_unit_test(test_device_fds_recv),
+		cmocka_unit_test(test_device_fds_send),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

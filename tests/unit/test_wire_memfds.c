@@ -174,12 +174,80 @@ static void test_encoder_refuses(void **state)
 	fy_buf_free(&b);
 }
 
+/* DEVICE_FDS: what is encoded decodes to the same kinds and bytes, at
+ * the documented offsets; counts, kinds, reserved words and lengths out of
+ * the rules are refused with a reason; the encoder refuses what the
+ * decoder would. */
+static void test_device_fds(void **state)
+{
+	static uint32_t kinds[FY_DEVFDS_MAX + 1], got[FY_DEVFDS_MAX];
+	struct fy_device_fds m = { .count = 3, .kind = kinds }, d = { .kind = got };
+	struct fy_buf b, again;
+	char err[160] = "";
+
+	(void)state;
+	kinds[0] = FY_DEVFD_SOCKET;
+	kinds[1] = FY_DEVFD_OTHER;
+	kinds[2] = FY_DEVFD_SOCKET;
+	fy_buf_init(&b);
+	fy_buf_init(&again);
+	assert_int_equal(fy_device_fds_encode(&b, &m), 0);
+	assert_int_equal(b.len, FY_DEVFDS_HDR_SIZE + 3 * FY_DEVFDS_ENTRY_SIZE);
+	assert_int_equal(fy_get_u32(b.data), 3);
+	assert_int_equal(fy_get_u32(b.data + 4), 0);
+	assert_int_equal(fy_get_u32(b.data + 8 + 8), FY_DEVFD_OTHER);
+	assert_int_equal(fy_device_fds_decode(b.data, b.len, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.count, 3);
+	assert_memory_equal(got, kinds, 3 * sizeof(kinds[0]));
+	assert_int_equal(fy_device_fds_encode(&again, &d), 0);
+	assert_memory_equal(again.data, b.data, b.len);
+	/* One byte short or long, a reserved word, an unknown kind. */
+	assert_int_equal(fy_device_fds_decode(b.data, b.len - 1, &d, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "expected"));
+	fy_put_u32(b.data + 4, 1);
+	assert_int_equal(fy_device_fds_decode(b.data, b.len, &d, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "reserved"));
+	fy_put_u32(b.data + 4, 0);
+	fy_put_u32(b.data + 8 + 16, 3);
+	assert_int_equal(fy_device_fds_decode(b.data, b.len, &d, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "entry 2"));
+	fy_put_u32(b.data + 8 + 16, FY_DEVFD_SOCKET);
+	fy_put_u32(b.data + 8 + 20, 7);
+	assert_int_equal(fy_device_fds_decode(b.data, b.len, &d, err, sizeof(err)), -EBADMSG);
+	/* A count over the limit is refused before any entry is read. */
+	fy_put_u32(b.data, FY_DEVFDS_MAX + 1);
+	assert_int_equal(fy_device_fds_decode(b.data, b.len, &d, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "at most"));
+	assert_int_equal(fy_device_fds_decode(b.data, 7, &d, err, sizeof(err)), -EBADMSG);
+	/* None is a valid message (a VMM with nothing to hand over). */
+	fy_buf_reset(&b);
+	m.count = 0;
+	assert_int_equal(fy_device_fds_encode(&b, &m), 0);
+	assert_int_equal(fy_device_fds_decode(b.data, b.len, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.count, 0);
+	/* The encoder: too many, an unknown kind. */
+	for (unsigned i = 0; i <= FY_DEVFDS_MAX; i++)
+		kinds[i] = FY_DEVFD_SOCKET;
+	m.count = FY_DEVFDS_MAX + 1;
+	assert_int_equal(fy_device_fds_encode(&b, &m), -EINVAL);
+	m.count = FY_DEVFDS_MAX;
+	fy_buf_reset(&b);
+	assert_int_equal(fy_device_fds_encode(&b, &m), 0);
+	assert_int_equal(fy_device_fds_decode(b.data, b.len, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.count, FY_DEVFDS_MAX);
+	kinds[5] = 0;
+	assert_int_equal(fy_device_fds_encode(&b, &m), -EINVAL);
+	fy_buf_free(&b);
+	fy_buf_free(&again);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_encoder_refuses),
+		cmocka_unit_test(test_device_fds),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
