@@ -865,8 +865,10 @@ void net_pool_start(struct net *n)
 {
 	const struct vm_opts *o = &n->vm->opts;
 
+	/* A local destination (--local) takes the source's own sockets by
+	 * fd (vm/net_fdpass.c): it would close a prepared pool unused. */
 	if (!o->incoming || !strncmp(o->incoming, "file:", 5) || !o->listen ||
-	    !o->net_prepare || !listen_specific(n) || tcpr_available(NULL, 0))
+	    o->local || !o->net_prepare || !listen_specific(n) || tcpr_available(NULL, 0))
 		return;
 	n->pool = calloc(o->net_prepare, sizeof(*n->pool));
 	if (!n->pool)
