@@ -40,13 +40,14 @@ MIG_src="" PORT_src="" PORT_src2="" RES="" RPORT="" PID_src="" PID_dst=""
 # start_pair SRC DST [FAULT]: two VMs and a postcopy migration from SRC to
 # DST in the background; SRC runs with FERRY_VM_FAULT=FAULT if given. Sets
 # PORT_<SRC> and MIG_<SRC> (the ferry migrate pid, its report in
-# $T/SRC.m.json). DST's stall limit is a minute: a source frozen by FAULT
-# is the test's doing, and the cut, not DST's silence detection, must end
-# its postcopy.
+# $T/SRC.m.json). With FAULT, DST's stall limit is a minute: a source
+# frozen by FAULT is the test's doing, and the cut, not DST's silence
+# detection, must end its postcopy.
 start_pair() {
-	local src=$1 dst=$2 port
+	local src=$1 dst=$2 port stall=()
 	port=$(listen_port)
-	start_vm "$dst" --memory $MEM --incoming "tcp:127.0.0.1:$port" --stall-timeout-ms 60000
+	[ -z "${3:-}" ] || stall=(--stall-timeout-ms 60000)
+	start_vm "$dst" --memory $MEM --incoming "tcp:127.0.0.1:$port" "${stall[@]}"
 	FERRY_VM_FAULT=${3:-} start_vm "$src" --memory $MEM --workload random --dirty-rate 50
 	"$FERRY" migrate "$T/$src.sock" "tcp:127.0.0.1:$port" --postcopy-after-passes 1 \
 		--max-bandwidth 20 --json >"$T/$src.m.json" 2>"$T/$src.m.log" &
