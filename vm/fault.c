@@ -21,6 +21,11 @@
  *   postcopy        the state event POSTCOPY (both sides)
  *   handoff         the pause, once the network device's connections are
  *                   frozen (source, kv workload)
+ *   pushing         a progress event of postcopy once pages were pushed,
+ *                   before any recovery: the phase's threads serve and
+ *                   push (source)
+ *   repushing       the same after a recovery, from its first progress
+ *                   event on (source)
  * Actions: kill (SIGKILL to itself), stop (SIGSTOP to itself: a frozen
  * process, which the harness also uses as a breakpoint), cut (shutdown of
  * the migration's TCP connections: those to the URI's port on a source,
@@ -58,6 +63,8 @@ static const char *const moment_names[] = {
 	[VM_AT_AFTER_RELEASED] = "after-released",
 	[VM_AT_POSTCOPY] = "postcopy",
 	[VM_AT_HANDOFF] = "handoff",
+	[VM_AT_PUSHING] = "pushing",
+	[VM_AT_REPUSHING] = "repushing",
 };
 static_assert(sizeof(moment_names) / sizeof(moment_names[0]) == VM_AT_COUNT,
 	      "every moment has a name");
@@ -112,7 +119,8 @@ static_assert(VM_FH_COUNT + VM_AT_COUNT <= 32, "one bit each in a seen mask");
 #define FAULT_HELP \
 	"need at:MOMENT:ACTION (MOMENT one of negotiation, pass1, passN, " \
 	"stopped, state, before-ready, after-ready, after-released, " \
-	"postcopy, handoff; ACTION kill, stop or cut), or one of " \
+	"postcopy, handoff, pushing, repushing; ACTION kill, stop or " \
+	"cut), or one of " \
 	"lose-writes, corrupt-page, acquire-fail, acquire-die, " \
 	"stall-load:MS, stall-pause:MS (MS from 1 to 600000)"
 
@@ -443,8 +451,21 @@ void vm_fault_event(struct vm *vm, const struct ferry_event *ev)
 		}
 		return;
 	}
-	if (ev->kind != FERRY_EVENT_PROGRESS || !st ||
-	    ev->state != FERRY_STATE_PRECOPY || !st->pass_bytes)
+	if (ev->kind != FERRY_EVENT_PROGRESS || !st)
+		return;
+	/* Postcopy's progress comes from the loop that drives its phase,
+	 * once its threads run (and once more as it pauses, which the
+	 * fired flag of an earlier hook makes harmless). A test that must
+	 * break a postcopy under way stops the source here, however fast
+	 * the rest of the phase would go. */
+	if (ev->state == FERRY_STATE_POSTCOPY) {
+		if (st->recoveries)
+			fire(vm, VM_AT_REPUSHING, lu);
+		else if (st->pages_pushed)
+			fire(vm, VM_AT_PUSHING, lu);
+		return;
+	}
+	if (ev->state != FERRY_STATE_PRECOPY || !st->pass_bytes)
 		return;
 	fire(vm, st->pass >= 2 ? VM_AT_PASSN : VM_AT_PASS1, lu);
 }

@@ -189,7 +189,9 @@ static void usage(FILE *f)
 		"the guest's connections). FERRY_VM_FAULT=at:MOMENT:ACTION (tests\n"
 		"only, vm/fault.c) kills (kill), freezes (stop) or cuts the migration's\n"
 		"TCP connections (cut) at negotiation, pass1, passN, stopped, state,\n"
-		"before-ready, after-ready, after-released, postcopy or handoff.\n"
+		"before-ready, after-ready, after-released, postcopy, handoff,\n"
+		"pushing or repushing (postcopy's phase under way, before and after\n"
+		"a recovery).\n"
 		"Items combine, comma-separated (MS: 1 to 600000); a bad item, or one\n"
 		"given twice, makes ferry-vm exit with status 2, naming it.\n",
 		MAX_VCPUS, (unsigned long long)(net_region_size() >> 20) + 1,

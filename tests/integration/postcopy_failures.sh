@@ -2,7 +2,11 @@
 # Postcopy that goes wrong, with real processes (issue 20, "Failure and
 # recovery"). A 64 MiB guest writing 50 MB/s migrates over a 20 MB/s cap
 # with --postcopy-after-passes 1: its first pass takes about 3.5 s and its
-# postcopy phase about 3 s, long enough to break it. CASE is one of:
+# postcopy phase about 3 s on a quiet machine. The cuts do not race that:
+# the source stops itself (FERRY_VM_FAULT=at:pushing:stop, vm/fault.c)
+# while its postcopy phase serves and pushes pages, the test cuts while it
+# is frozen and then lets it go on (a slow poll on a loaded machine saw
+# postcopy end before it could break it). CASE is one of:
 #   cut          the kernel destroys every TCP connection of the migration
 #                (ss -K) during postcopy: both sides say postcopy-paused and
 #                owner destination, the destination's guest stays up;
@@ -33,14 +37,18 @@ MEM=64M
 # Set by start_pair, recover_start and lib.sh's start_vm (through eval).
 MIG_src="" PORT_src="" PORT_src2="" RES="" RPORT="" PID_src="" PID_dst=""
 
-# start_pair SRC DST: two VMs and a postcopy migration from SRC to DST in
-# the background. Sets PORT_<SRC> and MIG_<SRC> (the ferry migrate pid,
-# its report in $T/SRC.m.json).
+# start_pair SRC DST [FAULT]: two VMs and a postcopy migration from SRC to
+# DST in the background; SRC runs with FERRY_VM_FAULT=FAULT if given. Sets
+# PORT_<SRC> and MIG_<SRC> (the ferry migrate pid, its report in
+# $T/SRC.m.json). With FAULT, DST's stall limit is a minute: a source
+# frozen by FAULT is the test's doing, and the cut, not DST's silence
+# detection, must end its postcopy.
 start_pair() {
-	local src=$1 dst=$2 port
+	local src=$1 dst=$2 port stall=()
 	port=$(listen_port)
-	start_vm "$dst" --memory $MEM --incoming "tcp:127.0.0.1:$port"
-	start_vm "$src" --memory $MEM --workload random --dirty-rate 50
+	[ -z "${3:-}" ] || stall=(--stall-timeout-ms 60000)
+	start_vm "$dst" --memory $MEM --incoming "tcp:127.0.0.1:$port" "${stall[@]}"
+	FERRY_VM_FAULT=${3:-} start_vm "$src" --memory $MEM --workload random --dirty-rate 50
 	"$FERRY" migrate "$T/$src.sock" "tcp:127.0.0.1:$port" --postcopy-after-passes 1 \
 		--max-bandwidth 20 --json >"$T/$src.m.json" 2>"$T/$src.m.log" &
 	eval "MIG_$src=$! PORT_$src=$port"
@@ -56,6 +64,36 @@ in_postcopy() {
 	sleep 0.5
 	state_is "$1" postcopy || fail "postcopy of $1 ended too soon to break it: $(status_field "$1" 'd["migration"]')"
 }
+
+# stopped_at SRC MOMENT: SRC's hook at MOMENT fired and SRC is stopped.
+stopped_at() {
+	local pid st
+	pid=$(eval echo "\$PID_$1")
+	grep -q "fault: at $2: stop" "$T/$1.log" || return 1
+	st=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+	st=${st##*) }
+	[ "${st%% *}" = T ]
+}
+
+# frozen SRC DST MOMENT: SRC stopped itself at MOMENT (pushing or
+# repushing: its postcopy phase runs and has pushed pages), so this
+# postcopy cannot end before the test breaks it, however slowly the test
+# runs; DST is in postcopy meanwhile (paused checks after the cut that
+# its guest runs and misses pages). The caller cuts, then lets SRC go on
+# (thaw) at once: the ferry migrate that follows SRC gives up on a
+# ferry-vm silent for 11 s (1 s without events, then a status request's
+# 10 s), so nothing slow (a python start: up to seconds on a loaded
+# machine) runs while SRC is frozen.
+frozen() {
+	wait_until 60 stopped_at "$1" "$3" ||
+		fail "$1 never stopped at the moment $3: $(grep 'fault:' "$T/$1.log"; status_field "$1" 'd["migration"]')"
+	wait_until 10 state_is "$2" postcopy ||
+		{ thaw "$1"; fail "$2 never ran in postcopy: $(status_field "$2" 'd["migration"]')"; }
+}
+
+# thaw SRC: SRC, stopped by its hook, goes on (and finds its connections
+# cut).
+thaw() { kill -CONT "$(eval echo "\$PID_$1")"; }
 
 # start_postcopy SRC DST: both, for one pair.
 start_postcopy() {
@@ -119,8 +157,12 @@ brief() { json_field "$1" '{k: d.get(k) for k in ("status", "total_ms", "postcop
 
 case $CASE in
 cut | cut-twice)
-	start_postcopy src dst
+	fault=at:pushing:stop
+	[ "$CASE" = cut ] || fault=$fault,at:repushing:stop
+	start_pair src dst "$fault"
+	frozen src dst pushing
 	cut "$PORT_src"
+	thaw src
 	paused src dst
 	# The ferry migrate that followed the run ends and says it paused.
 	wait_until 20 sh -c "! kill -0 $MIG_src 2>/dev/null" || fail "ferry migrate still runs after the cut"
@@ -132,10 +174,9 @@ cut | cut-twice)
 	steps0=$(steps dst)
 	recover_start src dst 1
 	if [ "$CASE" = cut-twice ]; then
-		wait_until 20 state_is src postcopy || fail "the recovery never reached postcopy: $(status_field src 'd["migration"]')"
-		sleep 0.5
-		state_is src postcopy || fail "the recovered postcopy ended too soon to break it again"
+		frozen src dst repushing
 		cut "$RPORT"
+		thaw src
 		paused src dst
 		wait "$RES" && fail "ferry migrate --resume exited 0 although its link was cut"
 		recover_start src dst 2
@@ -193,13 +234,16 @@ cancel)
 	;;
 stranger)
 	# Both postcopy phases must overlap: the pairs run side by side, and
-	# each is cut as soon as it is in postcopy.
-	start_pair src dst
-	start_pair src2 dst2
-	in_postcopy src dst
+	# each source stops itself in postcopy until it is cut (so the
+	# second's postcopy cannot end while the first is cut).
+	start_pair src dst at:pushing:stop
+	start_pair src2 dst2 at:pushing:stop
+	frozen src dst pushing
 	cut "$PORT_src"
-	in_postcopy src2 dst2
+	thaw src
+	frozen src2 dst2 pushing
 	cut "$PORT_src2"
+	thaw src2
 	paused src dst
 	paused src2 dst2
 	port=$(listen_port)
