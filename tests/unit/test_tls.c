@@ -499,6 +499,7 @@ static void test_missing_files(void **state)
 
 struct stall {
 	const char *prio;
+	const char *keys; /* written once, before the server starts */
 	int fd;
 	int rc;
 	char err[512];
@@ -519,8 +520,7 @@ static int idle_fail(void *opaque, bool sending, uint64_t since)
 static void *stall_server(void *arg)
 {
 	struct stall *s = arg;
-	const char *keys = psk_file("stall.psk", "ferry:00112233445566778899aabbccddeeff\n");
-	struct fy_tls_config c = { .psk_file = keys, .priority = s->prio };
+	struct fy_tls_config c = { .psk_file = s->keys, .priority = s->prio };
 	struct fy_tls_creds *cr = NULL;
 	struct fy_tls *t = NULL;
 	uint8_t junk[65536];
@@ -547,8 +547,11 @@ static void *stall_server(void *arg)
  * GnuTLS's (TLS 1.2). */
 static void failed_send_is_kept(const char *prio, const char *layer)
 {
-	struct stall s = { .prio = prio };
+	/* One file for both ends, written before the server thread reads
+	 * it (psk_file() is not for two threads, and rewriting the file
+	 * while the other end loads it gave that end an empty key file). */
 	const char *keys = psk_file("stall.psk", "ferry:00112233445566778899aabbccddeeff\n");
+	struct stall s = { .prio = prio, .keys = keys };
 	struct fy_tls_config c = { .psk_file = keys, .priority = prio };
 	struct fy_tls_creds *cr = NULL;
 	struct fy_tls *t = NULL;
