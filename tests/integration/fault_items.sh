@@ -26,6 +26,10 @@ refused acquire-dies "item 'acquire-dies' is unknown"
 refused at:pass1:kil "item 'at:pass1:kil' is unknown"
 refused corrupt-page,stall-load:5x "item 'stall-load:5x'"
 refused at:state:kill,at:state:stop "item 'at:state:stop': the moment 'state' is given twice"
+# postcopy's moments under way (known names: the second item is the one
+# refused, for being given twice, not the first for being unknown)
+refused at:pushing:stop,at:pushing:kill "item 'at:pushing:kill': the moment 'pushing' is given twice"
+refused at:repushing:stop,at:repushing:cut "item 'at:repushing:cut': the moment 'repushing' is given twice"
 refused stall-load:10,stall-load:20 "item 'stall-load:20': the hook 'stall-load' is given twice"
 refused corrupt-page, "has an empty item"
 
