@@ -13,6 +13,7 @@
  */
 #include "wire/wire.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -95,6 +96,38 @@ int fy_memory_fds_encode(struct fy_buf *b, const struct fy_memory_fds *m)
 	return rc;
 }
 
+/*
+ * The header both bodies share (a count, a reserved word) and the length
+ * it implies: the count must lie in @min..@max and the body hold exactly
+ * that many @entry-byte entries. Leaves @c at the first entry.
+ */
+static_assert(FY_DEVFDS_HDR_SIZE == FY_FDS_HDR_SIZE,
+	      "MEMORY_FDS and DEVICE_FDS share their header");
+
+static int fds_header(struct fy_cur *c, const uint8_t *p, size_t n,
+		      size_t entry, uint32_t min, uint32_t max,
+		      uint32_t *count, char *err, size_t errlen)
+{
+	uint32_t k = 0, reserved = 0;
+
+	*count = 0;
+	if (n < FY_FDS_HDR_SIZE)
+		return refuse(err, errlen, "%zu bytes, shorter than its 8-byte header", n);
+	fy_cur_init(c, p, n);
+	fy_cur_u32(c, &k);
+	fy_cur_u32(c, &reserved);
+	if (reserved)
+		return refuse(err, errlen, "reserved word is 0x%x, not 0", reserved);
+	if (k < min || k > max)
+		return refuse(err, errlen, "%u entries: it must be %u to %u", k,
+			      min, max);
+	if (n != FY_FDS_HDR_SIZE + (size_t)k * entry)
+		return refuse(err, errlen, "%zu bytes for %u entries (%zu expected)",
+			      n, k, FY_FDS_HDR_SIZE + (size_t)k * entry);
+	*count = k;
+	return 0;
+}
+
 /**
  * fy_memory_fds_decode() - decode and check the body of MEMORY_FDS.
  * @p: the body.
@@ -110,26 +143,15 @@ int fy_memory_fds_decode(const uint8_t *p, size_t n, struct fy_memory_fds *m,
 			 char *err, size_t errlen)
 {
 	struct fy_cur c;
-	uint32_t reserved = 0;
+	int rc;
 
 	memset(m, 0, sizeof(*m));
-	if (n < FY_FDS_HDR_SIZE)
-		return refuse(err, errlen, "%zu bytes, shorter than its 8-byte header", n);
-	fy_cur_init(&c, p, n);
-	fy_cur_u32(&c, &m->count);
-	fy_cur_u32(&c, &reserved);
-	if (reserved)
-		return refuse(err, errlen, "reserved word is 0x%x, not 0", reserved);
-	if (!m->count || m->count > FY_MAX_REGIONS)
-		return refuse(err, errlen, "%u entries: it must be 1 to %u",
-			      m->count, FY_MAX_REGIONS);
-	if (n != FY_FDS_HDR_SIZE + (size_t)m->count * FY_FDS_ENTRY_SIZE)
-		return refuse(err, errlen, "%zu bytes for %u entries (%u expected)",
-			      n, m->count,
-			      FY_FDS_HDR_SIZE + m->count * FY_FDS_ENTRY_SIZE);
+	rc = fds_header(&c, p, n, FY_FDS_ENTRY_SIZE, 1, FY_MAX_REGIONS,
+			&m->count, err, errlen);
+	if (rc)
+		return rc;
 	for (uint32_t i = 0; i < m->count; i++) {
 		struct fy_memfd_entry *e = &m->e[i];
-		int rc;
 
 		fy_cur_u32(&c, &e->region);
 		fy_cur_u32(&c, &e->page_size);
@@ -195,27 +217,12 @@ int fy_device_fds_decode(const uint8_t *p, size_t n, struct fy_device_fds *m,
 {
 	struct fy_cur c;
 	uint32_t reserved = 0;
+	int rc;
 
-	m->count = 0;
-	if (n < FY_DEVFDS_HDR_SIZE)
-		return refuse(err, errlen, "%zu bytes, shorter than its 8-byte header", n);
-	fy_cur_init(&c, p, n);
-	fy_cur_u32(&c, &m->count);
-	fy_cur_u32(&c, &reserved);
-	if (reserved)
-		return refuse(err, errlen, "reserved word is 0x%x, not 0", reserved);
-	if (m->count > FY_DEVFDS_MAX) {
-		uint32_t k = m->count;
-
-		m->count = 0;
-		return refuse(err, errlen, "%u descriptors: at most %u", k,
-			      FY_DEVFDS_MAX);
-	}
-	if (n != FY_DEVFDS_HDR_SIZE + (size_t)m->count * FY_DEVFDS_ENTRY_SIZE)
-		return refuse(err, errlen, "%zu bytes for %u entries (%zu expected)",
-			      n, m->count,
-			      FY_DEVFDS_HDR_SIZE +
-				      (size_t)m->count * FY_DEVFDS_ENTRY_SIZE);
+	rc = fds_header(&c, p, n, FY_DEVFDS_ENTRY_SIZE, 0, FY_DEVFDS_MAX,
+			&m->count, err, errlen);
+	if (rc)
+		return rc;
 	for (uint32_t i = 0; i < m->count; i++) {
 		fy_cur_u32(&c, &m->kind[i]);
 		fy_cur_u32(&c, &reserved);
