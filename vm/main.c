@@ -1349,7 +1349,7 @@ enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
 	if (e)
 		goto out;
 	if (vm->guest.workload == VM_WL_KV &&
-	    net_handoff_check(vm->net, a->uri, err, errlen))
+	    net_handoff_check(vm->net, a->uri, a->local > 0, err, errlen))
 		e = VM_ERR_GENERIC;
 	if (e)
 		goto out;

@@ -103,7 +103,8 @@ struct json_object *net_json(struct vm *vm);
 
 /* net_handoff.c */
 struct net_state;
-int net_handoff_check(struct net *n, const char *uri, char *err, size_t len);
+int net_handoff_check(struct net *n, const char *uri, bool local, char *err,
+		      size_t len);
 int net_freeze(struct net *n, char *err, size_t len);
 int net_save(struct net *n, struct net_state *s, char *err, size_t len);
 void net_release(struct net *n);

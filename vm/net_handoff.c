@@ -332,22 +332,29 @@ static void read_ahead_start(struct net *n)
 
 /**
  * net_handoff_check() - before a migration starts: connections can move
- * only with TCP_REPAIR. When they can, the backend starts reading ahead
- * what their dumps need (net_read_ahead_all()) while precopy runs.
+ * only with TCP_REPAIR, or on a local migration by fd. With TCP_REPAIR
+ * the backend starts reading ahead what their dumps need
+ * (net_read_ahead_all()) while precopy runs.
  * @n: the device (NULL: nothing to check).
  * @uri: where the guest goes.
+ * @local: a local migration (memory by fd): the sockets go by fd when the
+ *         destination takes them (net_fdpass.c), which needs neither
+ *         TCP_REPAIR nor a read-ahead; a destination that does not take
+ *         them makes the pause dump them, and a pause that cannot freeze
+ *         them fails with the guest running on here.
  * @err: receives the reason.
  * @len: size of @err.
  *
  * Return: 0, or -EPERM when there are connections and TCP_REPAIR is not
  * available (the message names it).
  */
-int net_handoff_check(struct net *n, const char *uri, char *err, size_t len)
+int net_handoff_check(struct net *n, const char *uri, bool local, char *err,
+		      size_t len)
 {
 	char why[200] = "";
 	unsigned c = n ? atomic_load(&n->nconns) : 0;
 
-	if (!c || !strncmp(uri, "file:", 5))
+	if (!c || !strncmp(uri, "file:", 5) || local)
 		return 0;
 	if (!tcpr_available(why, sizeof(why))) {
 		read_ahead_start(n);

@@ -62,3 +62,33 @@ wait "$B" || fail "redis-benchmark exit $?: $(tr '\r' '\n' < "$T/b.out" | grep .
 [ "$(net d3 '["accepted"]')" = $((a0 + 51)) ] || fail "a reconnect: $(( $(net d3 '["accepted"]') - a0 )) connections for 50 clients and CONFIG GET"
 [ "$(redis-cli -p "$port" GET counter)" = $N ] || fail "counter after $N INCRs: $(redis-cli -p "$port" GET counter)"
 pass "two failed live updates and one that worked under redis-benchmark (50 clients): no error, no reconnect, counter $N exact; downtimes $(json_field "$T/m1.json" 'd["downtime_ms"]'), $(json_field "$T/m2.json" 'd["downtime_ms"]'), $(json_field "$T/m3.json" 'd["downtime_ms"]') ms"
+
+# 4. Without CAP_NET_ADMIN there is no TCP_REPAIR: a migration to another
+# host is refused before it starts, naming it, while a live update needs
+# none (the sockets go by fd) and still works.
+command -v setpriv >/dev/null || { echo "SKIP: setpriv is not installed (Debian: util-linux)"; exit 77; }
+cat >"$T/noadmin" <<WRAP
+#!/bin/sh
+exec setpriv --bounding-set -net_admin "$FERRY_VM" "\$@"
+WRAP
+chmod +x "$T/noadmin"
+port4=$(free_port)
+FERRY_VM="$T/noadmin" start_vm s4 --memory 64M --memory-backend memfd --workload kv \
+	--listen "tcp:127.0.0.1:$port4"
+redis-benchmark -p "$port4" -n 100000 -c 10 INCR counter4 >"$T/b4.out" 2>&1 &
+B4=$!
+wait_until 20 eval '[ "$(net s4 "[\"connections\"] >= 10")" = true ]' ||
+	fail "redis-benchmark did not open its 10 clients on s4"
+"$FERRY" migrate "$T/s4.sock" "tcp:127.0.0.1:$(free_port)" --json >"$T/m4t.json" 2>"$T/m4t.log" &&
+	fail "a tcp: migration with open connections and no TCP_REPAIR was accepted"
+grep -q "CAP_NET_ADMIN" "$T/m4t.json" "$T/m4t.log" ||
+	fail "the refusal does not name CAP_NET_ADMIN: $(cat "$T/m4t.log") $(tail -n1 "$T/m4t.json")"
+FERRY_VM="$T/noadmin" start_vm d4 --memory 64M --memory-backend memfd --local \
+	--incoming "unix:$T/m4.sock" --listen "tcp:127.0.0.1:$port4"
+"$FERRY" migrate "$T/s4.sock" "unix:$T/m4.sock" --local --json >"$T/m4.json" 2>"$T/m4.log" ||
+	fail "a live update without CAP_NET_ADMIN: $(tail -n1 "$T/m4.json") $(cat "$T/m4.log")"
+[ "$(json_field "$T/m4.json" 'd["net"]["handoff"]')" = '"fds"' ] || fail "without CAP_NET_ADMIN: $(json_field "$T/m4.json" 'd["net"]')"
+wait "$B4" || fail "redis-benchmark (s4) exit $?: $(tr '\r' '\n' < "$T/b4.out" | grep . | tail -n 3)"
+[ "$(errors_in "$T/b4.out")" = 0 ] || fail "redis-benchmark (s4) saw errors"
+[ "$(redis-cli -p "$port4" GET counter4)" = 100000 ] || fail "counter4: $(redis-cli -p "$port4" GET counter4)"
+pass "without CAP_NET_ADMIN: tcp: refused ($(grep -ho 'TCP_REPAIR needs CAP_NET_ADMIN' "$T/m4t.json" "$T/m4t.log" | head -n1)); the live update went by fd, 0 errors, counter exact"
