@@ -857,25 +857,20 @@ void api_send(struct vm *vm, uint64_t client, json_object *msg)
 	pthread_mutex_unlock(&api->lock);
 }
 
-/**
- * api_event() - forward an engine event to the client that started the
- * migration (the on_event callback). Migration thread.
- * @vm: the VM.
- * @client: the client id (0: nobody).
- * @ev: the event.
- */
+/* The events a client hears, by their names in the protocol. */
+static const char *const event_names[] = {
+	[FERRY_EVENT_STATE] = "STATE",
+	[FERRY_EVENT_PASS] = "PASS",
+	[FERRY_EVENT_PROGRESS] = "PROGRESS",
+	[FERRY_EVENT_THROTTLE] = "THROTTLE",
+	[FERRY_EVENT_OWNER] = "OWNER",
+};
+
 /* Build and send one event's message. */
 static void event_send(struct vm *vm, uint64_t client, enum ferry_event_kind kind,
 		       enum ferry_state state, const struct ferry_stats *st,
 		       const char *err, bool receiving)
 {
-	static const char *const names[] = {
-		[FERRY_EVENT_STATE] = "STATE",
-		[FERRY_EVENT_PASS] = "PASS",
-		[FERRY_EVENT_PROGRESS] = "PROGRESS",
-		[FERRY_EVENT_THROTTLE] = "THROTTLE",
-		[FERRY_EVENT_OWNER] = "OWNER",
-	};
 	json_object *msg, *data;
 
 	msg = json_object_new_object();
@@ -886,7 +881,7 @@ static void event_send(struct vm *vm, uint64_t client, enum ferry_event_kind kin
 		json_object_object_add(data, "owner",
 				       jstr(ferry_owner_name(st->owner)));
 	json_object_object_add(data, "stats", stats_json(st, err, receiving));
-	json_object_object_add(msg, "event", jstr(names[kind]));
+	json_object_object_add(msg, "event", jstr(event_names[kind]));
 	json_object_object_add(msg, "data", data);
 	api_send(vm, client, msg);
 	json_object_put(msg);
@@ -980,13 +975,23 @@ static int evq_tick(struct vm *vm)
 	return ms;
 }
 
+/**
+ * api_event() - forward an engine event to the client that started the
+ * migration (the on_event callback). Migration thread.
+ * @vm: the VM.
+ * @client: the client id (0: nobody).
+ * @ev: the event.
+ *
+ * While the guest is paused for a handover the event waits, copied, and
+ * goes out after the pause (evq_defer()).
+ */
 void api_event(struct vm *vm, uint64_t client, const struct ferry_event *ev)
 {
 	char err[512] = "";
 
 	if (!client || !ev || !ev->stats ||
-	    ev->kind < FERRY_EVENT_STATE || ev->kind > FERRY_EVENT_OWNER ||
-	    ev->kind == FERRY_EVENT_LISTENING)
+	    (unsigned)ev->kind >= sizeof(event_names) / sizeof(event_names[0]) ||
+	    !event_names[ev->kind])
 		return;
 	/* Events come from the thread that drives the session, the only one
 	 * that sets mig.session: it can be read here without the lock (and
