@@ -88,6 +88,9 @@ struct ferry_session {
 	pthread_t pw_thread;
 	bool pw_running, pw_quit;  /* the thread exists; it must end */
 	bool pw_armed, pw_expired;
+	/* An expiry is failing the session (pause_expired()): a disarm waits
+	 * for it, so that the run's message is set before anyone reads it. */
+	bool pw_firing;
 	uint64_t pw_deadline_ns;
 	uint32_t pw_ms;
 	/* TLS: the config's strings, copied (tls.* point into tls_str),

@@ -964,10 +964,13 @@ static void *pause_watch(void *arg)
 		    !s->pw_armed || s->pw_quit)
 			continue;
 		s->pw_armed = false;
-		s->pw_expired = true;
+		s->pw_firing = true;
 		pthread_mutex_unlock(&s->pw_lock);
 		pause_expired(s);
 		pthread_mutex_lock(&s->pw_lock);
+		s->pw_firing = false;
+		s->pw_expired = true;
+		pthread_cond_broadcast(&s->pw_cv);
 	}
 	pthread_mutex_unlock(&s->pw_lock);
 	return NULL;
@@ -1037,8 +1040,10 @@ bool fy_session_pause_disarm(ferry_session *s)
 	bool expired;
 
 	pthread_mutex_lock(&s->pw_lock);
-	/* An expiry that is still failing the session (pause_expired())
-	 * has set pw_expired first: the caller stops either way. */
+	/* An expiry under way is waited for: the caller then unwinds (and
+	 * sends ABORT) with the run's failure and its message already set. */
+	while (s->pw_firing)
+		pthread_cond_wait(&s->pw_cv, &s->pw_lock);
 	expired = s->pw_expired;
 	s->pw_expired = false;
 	if (s->pw_armed) {
