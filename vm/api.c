@@ -711,7 +711,7 @@ static json_object *status_json(struct vm *vm)
 	struct guest *g = &vm->guest;
 	json_object *o = json_object_new_object();
 	json_object *gj = json_object_new_object(), *report = NULL;
-	int verified = vm_verified(vm);
+	int verified = vm_verified(vm), vpct;
 	char err[256];
 	unsigned pct;
 	const char *state = vm_guest_state(vm, &pct, err, sizeof(err));
@@ -725,6 +725,9 @@ static json_object *status_json(struct vm *vm)
 	json_object_object_add(gj, "vcpus", ju64(g->nvcpus));
 	json_object_object_add(gj, "steps", ju64(guest_steps(g)));
 	json_object_object_add(gj, "check_errors", ju64(guest_check_errors(g)));
+	/* A large guest's check runs on long after the resume: how far. */
+	vpct = vm_verify_pct(vm);
+	json_object_object_add(gj, "verify_pct", vpct < 0 ? NULL : ju64((unsigned)vpct));
 	json_object_object_add(gj, "throttle_pct", ju64(atomic_load(&g->throttle_pct)));
 	json_object_object_add(gj, "settled", json_object_new_boolean(guest_settled(g)));
 

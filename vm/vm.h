@@ -525,6 +525,7 @@ void vm_verify_resume(struct vm *vm);
 void vm_verify_pause(struct vm *vm);
 void vm_verify_note(struct vm *vm, char *note, size_t len);
 void vm_verify_poll(struct vm *vm);
+int vm_verify_pct(struct vm *vm);
 void vm_verify_source(struct vm *vm, int rc, const struct ferry_stats *st);
 void vm_verify_abandon(struct vm *vm);
 void vm_verify_restored(struct vm *vm, const struct ferry_stats *st);
