@@ -64,7 +64,10 @@ static const char resume_usage[] =
 	"resources back and runs its copy. Since the switch to postcopy, or the\n"
 	"\"released\", the guest may have run at the destination: what it did\n"
 	"there is lost, and if that copy still exists, two copies of the guest\n"
-	"now run, with the same identity, disks and network connections.\n"
+	"now run, with the same identity, disks and network connections. After a\n"
+	"local migration (memory by fd) the memory is shared instead: the source\n"
+	"refuses while the destination process exists, and otherwise resumes its\n"
+	"state of the pause over whatever the destination wrote.\n"
 	"--force says you know.\n"
 	"\n"
 	"Exit status: 0 the source runs its guest again, 1 refused (not a source\n"
@@ -242,6 +245,14 @@ int cmd_recover(int argc, char **argv)
 	return ret;
 }
 
+/* What a forced resume risks, when the VM does not say it better. */
+static const char generic_risk[] =
+	"the guest may have run at the destination since the switch to "
+	"postcopy (or since the \"released\" of an unconfirmed switchover). "
+	"Whatever it did there is lost, and if that copy still exists, two "
+	"copies of the guest now run, with the same identity, disks and "
+	"network connections.";
+
 /**
  * cmd_resume() - ferry resume SOCKET --force: a source paused in postcopy
  * runs its own copy of the guest again.
@@ -266,21 +277,18 @@ int cmd_resume(int argc, char **argv)
 	args = json_object_new_object();
 	json_object_object_add(args, "force", json_object_new_boolean(true));
 	ret = run("resume", argv[optind], "resume", args, &c);
-	if (!ret)
-		fprintf(stderr, "ferry resume: warning: the guest may have run at "
-			"the destination since the switch to postcopy (or since "
-			"the \"released\" of an unconfirmed switchover). Whatever it "
-			"did there is lost, and if that copy still exists, two "
-			"copies of the guest now run, with the same identity, disks "
-			"and network connections.\n");
 	for (end = now_ms() + CLI_REPLY_TIMEOUT_MS; !ret && now_ms() < end;
 	     sleep_ms(POLL_MS)) {
 		st = status("resume", c);
 		if (!st)
 			break;
-		/* Done when the guest runs and the send has ended. */
+		/* Done when the guest runs and the send has ended. The VM
+		 * says what this resume risked when it knows better (a local
+		 * migration shares the memory: nothing there is "lost"). */
 		if (!strcmp(cli_str(st, "guest.state", ""), "running") &&
 		    strncmp(cli_str(st, "migration.state", ""), "postcopy", 8)) {
+			fprintf(stderr, "ferry resume: warning: %s\n",
+				cli_str(st, "report.forced", generic_risk));
 			printf("the source's copy of the guest runs again (owner %s); "
 			       "the migration failed: %s\n",
 			       cli_str(st, "migration.owner", "?"),
@@ -291,6 +299,8 @@ int cmd_resume(int argc, char **argv)
 		}
 		json_object_put(st);
 	}
+	if (!ret)
+		fprintf(stderr, "ferry resume: warning: %s\n", generic_risk);
 	if (!ret)
 		printf("resume requested: the source's guest was not running yet "
 		       "after %d s ('ferry status' shows it)\n",

@@ -459,6 +459,25 @@ static const char *report_status(int rc, const struct ferry_stats *st)
 	return "failed";
 }
 
+/* A local migration's unconfirmed end: the guest's memory (and sockets)
+ * are still held here and shared with the destination process; whether
+ * it still exists says what a forced resume risks. */
+static json_object *local_unconfirmed_json(void)
+{
+	json_object *o = json_object_new_object();
+	char risk[400];
+	pid_t pid;
+	int alive = vm_peer_state(&pid, 0);
+
+	vm_local_risk(alive, pid, risk, sizeof(risk));
+	json_object_object_add(o, "held_here", json_object_new_boolean(true));
+	json_object_object_add(o, "destination_pid", pid ? ju64((uint64_t)pid) : NULL);
+	json_object_object_add(o, "destination", jstr(alive > 0 ? "exists" :
+						      alive == 0 ? "exited" : "unknown"));
+	json_object_object_add(o, "resume_force_risk", jstr(risk));
+	return o;
+}
+
 /**
  * api_report() - build a migration report (docs/api-socket.md, "Report").
  * @vm: the VM.
@@ -537,6 +556,8 @@ json_object *api_report(struct vm *vm, int rc, const struct ferry_stats *st,
 	add_postcopy_fields(o, st, n);
 	add_stall_fields(o, st);
 	json_object_object_add(o, "net", net_json(vm));
+	if (rc == FERRY_EUNCONFIRMED && st->local_fds)
+		json_object_object_add(o, "unconfirmed", local_unconfirmed_json());
 	if (rc)
 		json_object_put(stall);
 	json_object_put(n);

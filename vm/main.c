@@ -794,6 +794,9 @@ static int cb_save_fds(void *opaque, int *fds, size_t max, size_t *n)
 	trace("save_fds");
 	rc = net_fdpass_save(vm->guest.workload == VM_WL_KV ? vm->net : NULL,
 			     fds, max, n);
+	/* The destination shares the guest's memory (and now its sockets):
+	 * an unconfirmed end must be able to say whether it still exists. */
+	vm_peer_track(vm);
 	if (rc) {
 		pthread_mutex_lock(&vm->mig.lock);
 		snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err),
@@ -1024,6 +1027,32 @@ static int init_wait(struct vm *vm, struct ferry_stats *st, char *errmsg,
 	return state == VM_INIT_FAILED ? FERRY_EVMM : 0;
 }
 
+/*
+ * A local migration ended unconfirmed: the memory (and on a live update
+ * the sockets) went by fd, so nothing was lost here, but the destination
+ * process shares them. The error the operator reads says where the
+ * connections are, whether that process still exists, and what a
+ * forced resume risks (the report's "unconfirmed" says it in fields).
+ */
+static void local_unconfirmed(struct vm *vm, char *errmsg, size_t len)
+{
+	size_t at = strlen(errmsg);
+	unsigned conns = 0, listeners = 0;
+	char risk[400];
+	pid_t pid;
+	int alive = vm_peer_state(&pid, PEER_EXIT_WAIT_MS);
+
+	vm_local_risk(alive, pid, risk, sizeof(risk));
+	net_counts(vm->guest.workload == VM_WL_KV ? vm->net : NULL, &conns,
+		   &listeners);
+	snprintf(errmsg + at, len - at, "; the guest's memory%s still held "
+		 "here (passed by fd, the guest paused%s); 'ferry resume "
+		 "--force' runs it here: %s", conns ? " and its connections are" :
+		 " is",
+		 conns ? ", the sockets parked: their clients wait, nothing is "
+			 "reset" : "", risk);
+}
+
 static void *send_main(void *arg)
 {
 	struct vm *vm = arg;
@@ -1038,6 +1067,10 @@ static void *send_main(void *arg)
 		rc = session_run(vm, true, &st, errmsg, sizeof(errmsg));
 	net_outcome(vm->net, rc);
 	net_fdpass_outcome(vm->net, rc);
+	if (rc == FERRY_EUNCONFIRMED && st.local_fds)
+		local_unconfirmed(vm, errmsg, sizeof(errmsg));
+	else
+		vm_peer_forget();
 	/* The destination maps the very pages of this guest and runs it:
 	 * this side must never touch them again, and cannot. */
 	if (!rc && st.local_fds)

@@ -209,8 +209,11 @@ void net_fdpass_back(struct net *n)
 /**
  * net_fdpass_outcome() - a source's migration ended. On success the
  * destination runs with the sockets: this side closes its copies, which
- * sends nothing while the destination holds them. Otherwise they stay
- * (the guest resumed here, or it stays paused for an operator).
+ * sends nothing while the destination holds them. Otherwise they stay:
+ * the guest resumed here, or, released but unconfirmed, it stays paused
+ * for an operator, and the connections are here, held and parked, not
+ * lost (as they are after a TCP_REPAIR release): a forced resume serves
+ * them again, this process's exit ends them.
  * @n: the device (NULL: nothing).
  * @rc: the migration's result.
  */
@@ -218,8 +221,18 @@ void net_fdpass_outcome(struct net *n, int rc)
 {
 	const struct net_fds_state *s;
 
-	if (!n || !n->fdp.active || rc)
+	if (!n || !n->fdp.active)
 		return;
+	if (rc) {
+		atomic_store(&n->where, NET_WHERE_HERE);
+		fprintf(stderr, "ferry-vm: net: %u connection%s held here by fd "
+			"and parked while the guest's owner is not confirmed: "
+			"their clients wait, nothing is answered or reset until "
+			"the guest runs here again ('ferry resume --force') or "
+			"this process exits\n", atomic_load(&n->nconns),
+			atomic_load(&n->nconns) == 1 ? "" : "s");
+		return;
+	}
 	s = &n->fdp.st;
 	for (uint32_t k = 0; k < s->nconns; k++)
 		net_conn_drop(n, s->conns[k].slot, true);

@@ -180,10 +180,38 @@ static enum vm_err resume_unconfirmed(struct vm *vm, char *err, size_t errlen)
 	 * resources back. */
 	static pthread_mutex_t force_lock = PTHREAD_MUTEX_INITIALIZER;
 	enum vm_err e = VM_ERR_GENERIC;
-	bool held;
+	char local[512], what[400];
+	const char *why = risk;
+	bool held, shared;
+	pid_t pid;
 	int rc = 0;
 
 	pthread_mutex_lock(&force_lock);
+	pthread_mutex_lock(&vm->mig.lock);
+	shared = vm->mig.last.local_fds;
+	pthread_mutex_unlock(&vm->mig.lock);
+	/* A local migration shares the memory and the sockets with the
+	 * destination process: while it exists, resuming here would have two
+	 * processes drive them, which is never what an operator wants. */
+	if (shared) {
+		int alive = vm_peer_state(&pid, 0);
+
+		if (alive > 0) {
+			snprintf(err, errlen, "the destination process (pid %d) "
+				 "still exists and holds this guest's memory and "
+				 "sockets: if it runs the guest ('ferry status' on "
+				 "its socket), leave it to it and stop this process "
+				 "(its copies close without a FIN or RST); if not, "
+				 "stop it (kill %d), then 'resume --force' again",
+				 (int)pid, (int)pid);
+			e = VM_ERR_STATE;
+			goto out;
+		}
+		vm_local_risk(alive, pid, what, sizeof(what));
+		snprintf(local, sizeof(local), "resumed here by force after an "
+			 "unconfirmed local switchover: %s", what);
+		why = local;
+	}
 	/* The owner turns "source" when the resources are back: a retry
 	 * after a resume that failed only retries the resume. Taking them
 	 * twice would restore connections that are already live, fail, and
@@ -212,16 +240,17 @@ static enum vm_err resume_unconfirmed(struct vm *vm, char *err, size_t errlen)
 	pthread_mutex_lock(&vm->mig.lock);
 	snprintf(vm->mig.last_err + strlen(vm->mig.last_err),
 		 sizeof(vm->mig.last_err) - strlen(vm->mig.last_err), "; %s",
-		 risk);
+		 why);
 	if (vm->mig.report) {
 		json_object_object_add(vm->mig.report, "owner",
 				       json_object_new_string("source"));
 		json_object_object_add(vm->mig.report, "forced",
-				       json_object_new_string(risk));
+				       json_object_new_string(why));
 	}
 	pthread_mutex_unlock(&vm->mig.lock);
+	vm_peer_forget();
 	fprintf(stderr, "ferry-vm: forced: the source's copy of the guest runs "
-		"again; %s\n", risk);
+		"again; %s\n", why);
 out:
 	pthread_mutex_unlock(&force_lock);
 	return e;

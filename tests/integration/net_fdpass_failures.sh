@@ -8,8 +8,18 @@
 #    nothing while the source holds its own);
 # 2. the destination refuses "released" (its acquire fails): the source
 #    takes its sockets back without rebuilding anything;
-# 3. then an update to a sound destination succeeds by fd, and the
-#    counter is exact across all three.
+# 3. the destination is killed after "released" (at its acquire): the run
+#    is unconfirmed, but nothing is lost, since the memory and the sockets
+#    went by fd and the source still holds them: its report says the
+#    connections are here (held, parked: the clients stall, no reset),
+#    that the destination process has exited, and what a forced resume
+#    risks (the memory is shared); `ferry resume --force` serves them
+#    again, and no descriptor is left over;
+# 4. the destination is stopped after "released" (it still exists, holding
+#    the same memory and sockets): `ferry resume --force` refuses, naming
+#    its pid, until it has been killed;
+# 5. then an update to a sound destination succeeds by fd and verifies,
+#    and the counter is exact across all of them.
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "SKIP: the kv guest's handoff tests need root (network namespaces, TCP_REPAIR)"; exit 77; }
 for p in redis-cli redis-benchmark; do
@@ -20,10 +30,33 @@ errors_in() { tr '\r' '\n' < "$1" | grep -ci error; }
 port=$(free_port)
 start_vm src --memory 64M --memory-backend memfd --workload kv --listen "tcp:127.0.0.1:$port"
 redis-cli -p "$port" SET counter 0 >/dev/null
+# Three idle clients beside the benchmark, which may end before the last
+# failure: each INCRs once now and once after case 3, and says what it got.
+mkfifo "$T/go"
+exec 7<>"$T/go"
+python3 -c '
+import socket, sys
+ss = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(3)]
+for s in ss:
+    s.sendall(b"INCR idle\r\n"); s.recv(100)
+print("open", flush=True)
+sys.stdin.readline()
+for s in ss:
+    s.settimeout(10)
+    try:
+        s.sendall(b"INCR idle\r\n")
+        r = s.recv(100)
+        print("answered %s" % r.decode().strip() if r else "eof", flush=True)
+    except OSError as e:
+        print("reset" if isinstance(e, ConnectionResetError) else "error %s" % e, flush=True)
+' "$port" <"$T/go" >"$T/idle.out" 2>&1 &
+PIDS+=($!) # killed on a failure: it waits on the fifo
+wait_until 10 grep -q open "$T/idle.out" || fail "idle clients: $(cat "$T/idle.out")"
 a0=$(net src '["accepted"]')
-N=150000
+N=200000
 redis-benchmark -p "$port" -n $N -c 50 INCR counter >"$T/b.out" 2>&1 &
 B=$!
+PIDS+=($B)
 clients_open() { [ "$(net src '["connections"] >= 50')" = true ]; }
 wait_until 20 clients_open || fail "redis-benchmark did not open its 50 clients: $(net src '["connections"]')"
 
@@ -36,7 +69,7 @@ FERRY_VM_FAULT=at:before-ready:kill start_vm d1 --memory 64M --memory-backend me
 [ "$(json_field "$T/m1.json" 'd["net"]["where"]')" = '"source"' ] || fail "after the destination died: $(json_field "$T/m1.json" 'd["net"]')"
 [ "$(json_field "$T/m1.json" 'd["owner"]')" = '"source"' ] || fail "owner: $(json_field "$T/m1.json" 'd["owner"]')"
 grep -q 'connections frozen' "$T/src.log" && fail "the source froze its connections on an fd handoff"
-kill -0 "$B" 2>/dev/null || fail "redis-benchmark ended before the second failure: $(tr '\r' '\n' < "$T/b.out" | grep . | tail -n 2)"
+kill -0 "$B" 2>/dev/null || echo "note: redis-benchmark ended before the second failure (the idle clients stay)"
 pass "destination killed before ready: the source resumed with its $(json_field "$T/m1.json" 'd["device_fds"]') descriptors ($(json_field "$T/m1.json" 'd["error"]' | head -c 70)...)"
 
 # 2. "released" refused.
@@ -50,20 +83,87 @@ grep -q 'acquire' "$T/m2.json" || fail "the failure does not say why: $(tail -n1
 pass "released refused: the source took its sockets back as they were"
 kill "$PID_d2" 2>/dev/null
 
-# 3. A sound destination.
-start_vm d3 --memory 64M --memory-backend memfd --local --incoming "unix:$T/m3.sock" \
+# 3. Killed after "released", at its acquire: it never ran the guest, but
+# the source cannot know that; it knows the process has exited.
+# fds_of PID: "FD TARGET" for each descriptor still open when read.
+fds_of() {
+	local f l
+	for f in /proc/"$1"/fd/*; do
+		l=$(readlink "$f") && echo "${f##*/} $l"
+	done | sort
+}
+fds_of "$PID_src" >"$T/fds.before"
+FERRY_VM_FAULT=at:after-released:kill start_vm d3 --memory 64M --memory-backend memfd --local \
+	--incoming "unix:$T/m3.sock" --listen "tcp:127.0.0.1:$port"
+"$FERRY" migrate "$T/src.sock" "unix:$T/m3.sock" --local --json >"$T/m3.json" 2>"$T/m3.log" &&
+	fail "a live update whose destination died after released succeeded"
+grep -q 'fault: at after-released: kill' "$T/d3.log" || fail "the destination was not killed at after-released: $(tail -n 2 "$T/d3.log")"
+wait "$PID_d3" 2>/dev/null
+[ "$(json_field "$T/m3.json" 'd["owner"]')" = '"destination"' ] || fail "owner after an unconfirmed release: $(json_field "$T/m3.json" 'd["owner"]')"
+[ "$(json_field "$T/m3.json" 'd["net"]["where"]')" = '"source"' ] && [ "$(json_field "$T/m3.json" 'd["net"]["connections"] >= 3')" = true ] ||
+	fail "where the connections are, after the destination died: $(json_field "$T/m3.json" 'd["net"]')"
+[ "$(json_field "$T/m3.json" 'd["unconfirmed"]["destination"]')" = '"exited"' ] &&
+	[ "$(json_field "$T/m3.json" 'd["unconfirmed"]["destination_pid"]')" = "$PID_d3" ] ||
+	fail "the report does not say the destination exited: $(json_field "$T/m3.json" 'd.get("unconfirmed")')"
+for say in 'did not confirm' 'connections are still held here' 'nothing is reset' "pid $PID_d3) has exited" \
+	'memory is shared' "resume --force"; do
+	json_field "$T/m3.json" 'd["error"]' | grep -qF "$say" || fail "the error does not say '$say': $(json_field "$T/m3.json" 'd["error"]')"
+done
+[ "$(guest_state src)" = paused ] || fail "the source guest after an unconfirmed release: $(guest_state src)"
+[ "$(net src '["where"]')" = '"source"' ] || fail "the source's status: $(net src '')"
+sleep 1 # the clients wait: nothing answers them, and nothing resets them
+[ "$(errors_in "$T/b.out")" = 0 ] || fail "redis-benchmark saw errors while the guest was paused: $(tr '\r' '\n' < "$T/b.out" | grep -i error | head -n 3)"
+"$FERRY" resume "$T/src.sock" --force >"$T/r3.out" 2>"$T/r3.err" ||
+	fail "resume --force after the destination died: $(cat "$T/r3.out" "$T/r3.err")"
+grep -q "warning: resumed here by force after an unconfirmed local switchover: the destination process (pid $PID_d3) has exited" "$T/r3.err" ||
+	fail "resume --force does not warn of what it risks: $(cat "$T/r3.err")"
+[ "$(guest_state src)" = running ] && [ "$(status_field src 'd["migration"]["owner"]')" = '"source"' ] ||
+	fail "after resume --force: guest $(guest_state src), owner $(status_field src 'd["migration"]["owner"]')"
+status_field src 'd["report"]["forced"]' | grep -q 'memory is shared' || fail "the report's forced: $(status_field src 'd["report"]')"
+fds_of "$PID_src" >"$T/fds.after"
+grep -q pidfd "$T/fds.after" && fail "a pidfd was left open: $(grep pidfd "$T/fds.after")"
+extra=$(comm -13 "$T/fds.before" "$T/fds.after")
+[ -z "$extra" ] || fail "descriptors the update left open at the source: $extra"
+echo go >&7
+answered() { [ "$(grep -c answered "$T/idle.out")" = 3 ]; }
+wait_until 15 answered || fail "the idle clients after resume --force saw: $(cat "$T/idle.out")"
+[ "$(redis-cli -p "$port" GET idle)" = 6 ] || fail "the idle clients' counter: $(redis-cli -p "$port" GET idle) $(cat "$T/idle.out")"
+pass "destination killed after released: unconfirmed, owner destination, $(json_field "$T/m3.json" 'd["net"]["connections"]') connections held at the source (clients stalled, no error); resume --force ran the guest with them (held clients answered, idle counter 6), no descriptor left over"
+
+# 4. Stopped after "released": the process exists, holding the same memory
+# and sockets, so a forced resume would have two processes drive them.
+FERRY_VM_FAULT=at:after-released:stop start_vm d4 --memory 64M --memory-backend memfd --local \
+	--incoming "unix:$T/m4s.sock" --listen "tcp:127.0.0.1:$port"
+"$FERRY" migrate "$T/src.sock" "unix:$T/m4s.sock" --local --stall-timeout-ms 2000 --json \
+	>"$T/m4s.json" 2>"$T/m4s.log" && fail "a live update whose destination stopped after released succeeded"
+[ "$(json_field "$T/m4s.json" 'd["unconfirmed"]["destination"]')" = '"exists"' ] ||
+	fail "the report does not say the destination still exists: $(json_field "$T/m4s.json" 'd.get("unconfirmed")')"
+"$FERRY" resume "$T/src.sock" --force >"$T/r4.out" 2>"$T/r4.err" &&
+	fail "resume --force while the destination (pid $PID_d4) still exists succeeded"
+grep -q "pid $PID_d4) still exists" "$T/r4.out" "$T/r4.err" || fail "the refusal does not name the destination: $(cat "$T/r4.out" "$T/r4.err")"
+[ "$(guest_state src)" = paused ] || fail "the source guest after a refused resume: $(guest_state src)"
+kill -9 "$PID_d4"
+wait "$PID_d4" 2>/dev/null
+"$FERRY" resume "$T/src.sock" --force >"$T/r4.out" 2>"$T/r4.err" ||
+	fail "resume --force once the destination was killed: $(cat "$T/r4.out" "$T/r4.err")"
+[ "$(guest_state src)" = running ] || fail "the source guest after resume --force: $(guest_state src)"
+pass "destination stopped after released: resume --force refused while pid $PID_d4 existed, then ran the guest here"
+
+# 5. A sound destination.
+start_vm d5 --memory 64M --memory-backend memfd --local --incoming "unix:$T/m5.sock" \
 	--listen "tcp:127.0.0.1:$port"
 kill -0 "$B" 2>/dev/null || echo "note: redis-benchmark ended before the last update"
-"$FERRY" migrate "$T/src.sock" "unix:$T/m3.sock" --local --json >"$T/m3.json" 2>"$T/m3.log" ||
-	fail "the update after two failures: $(tail -n1 "$T/m3.json")"
-[ "$(json_field "$T/m3.json" 'd["net"]["handoff"]')" = '"fds"' ] || fail "the last update: $(json_field "$T/m3.json" 'd["net"]')"
+"$FERRY" migrate "$T/src.sock" "unix:$T/m5.sock" --local --json >"$T/m5.json" 2>"$T/m5.log" ||
+	fail "the update after four failures: $(tail -n1 "$T/m5.json")"
+[ "$(json_field "$T/m5.json" 'd["net"]["handoff"]')" = '"fds"' ] || fail "the last update: $(json_field "$T/m5.json" 'd["net"]')"
+[ "$(json_field "$T/m5.json" 'd["verified"]')" = true ] || fail "the guest after a forced resume did not verify: $(tail -n1 "$T/m5.json")"
 wait "$B" || fail "redis-benchmark exit $?: $(tr '\r' '\n' < "$T/b.out" | grep . | tail -n 3)"
 [ "$(errors_in "$T/b.out")" = 0 ] || fail "redis-benchmark saw errors: $(tr '\r' '\n' < "$T/b.out" | grep -i error | head -n 3)"
-[ "$(net d3 '["accepted"]')" = $((a0 + 51)) ] || fail "a reconnect: $(( $(net d3 '["accepted"]') - a0 )) connections for 50 clients and CONFIG GET"
+[ "$(net d5 '["accepted"]')" = $((a0 + 52)) ] || fail "a reconnect: $(( $(net d5 '["accepted"]') - a0 )) connections for 50 clients, CONFIG GET and one redis-cli"
 [ "$(redis-cli -p "$port" GET counter)" = $N ] || fail "counter after $N INCRs: $(redis-cli -p "$port" GET counter)"
-pass "two failed live updates and one that worked under redis-benchmark (50 clients): no error, no reconnect, counter $N exact; downtimes $(json_field "$T/m1.json" 'd["downtime_ms"]'), $(json_field "$T/m2.json" 'd["downtime_ms"]'), $(json_field "$T/m3.json" 'd["downtime_ms"]') ms"
+pass "four failed live updates and one that worked under redis-benchmark (50 clients): no error, no reconnect, counter $N exact, verified; downtimes $(json_field "$T/m1.json" 'd["downtime_ms"]'), $(json_field "$T/m2.json" 'd["downtime_ms"]'), $(json_field "$T/m3.json" 'd["downtime_ms"]'), $(json_field "$T/m4s.json" 'd["downtime_ms"]'), $(json_field "$T/m5.json" 'd["downtime_ms"]') ms"
 
-# 4. Without CAP_NET_ADMIN there is no TCP_REPAIR: a migration to another
+# 6. Without CAP_NET_ADMIN there is no TCP_REPAIR: a migration to another
 # host is refused before it starts, naming it, while a live update needs
 # none (the sockets go by fd) and still works.
 command -v setpriv >/dev/null || { echo "SKIP: setpriv is not installed (Debian: util-linux)"; exit 77; }
