@@ -777,6 +777,13 @@ static void cb_event(void *opaque, const struct ferry_event *ev)
 	}
 	if (ev->kind == FERRY_EVENT_LISTENING)
 		atomic_fetch_add(&vm->mig.listens, 1);
+	/* A source on a UNIX socket may pass its memory and sockets by fd:
+	 * an unconfirmed end must be able to say whether the process that
+	 * shares them still exists. Read now, connected, not in the pause. */
+	if (ev->kind == FERRY_EVENT_STATE &&
+	    ev->state == FERRY_STATE_NEGOTIATING &&
+	    !strcmp(vm_role(vm), "source"))
+		vm_peer_track(vm);
 	if (ev->kind == FERRY_EVENT_STATE &&
 	    ev->state == FERRY_STATE_POSTCOPY_PAUSED)
 		atomic_store(&vm->mig.paused_at, atomic_load(&vm->mig.listens));
@@ -794,9 +801,6 @@ static int cb_save_fds(void *opaque, int *fds, size_t max, size_t *n)
 	trace("save_fds");
 	rc = net_fdpass_save(vm->guest.workload == VM_WL_KV ? vm->net : NULL,
 			     fds, max, n);
-	/* The destination shares the guest's memory (and now its sockets):
-	 * an unconfirmed end must be able to say whether it still exists. */
-	vm_peer_track(vm);
 	if (rc) {
 		pthread_mutex_lock(&vm->mig.lock);
 		snprintf(vm->mig.vmm_err, sizeof(vm->mig.vmm_err),
