@@ -7,10 +7,11 @@
  * process still exists decides who can own the guest and what
  * `ferry resume --force` risks, so the source keeps a pidfd of it.
  *
- * The migration's UNIX socket names the peer (SO_PEERCRED). It is read at
- * save_fds, while the handshake holds the connection open and the peer is
- * certainly alive; the pidfd then follows that very process (a pid alone
- * could be reused once it exits).
+ * The migration's UNIX socket names the peer (SO_PEERCRED). It is read
+ * when the session negotiates (the NEGOTIATING event: connected, the peer
+ * certainly alive, and before the pause, which a scan of /proc/self/fd
+ * must not lengthen); the pidfd then follows that very process (a pid
+ * alone could be reused once it exits).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -71,8 +72,8 @@ static pid_t find_peer(const char *path)
 }
 
 /**
- * vm_peer_track() - a source passing its guest by fd: remember the
- * destination process at the other end of the migration's UNIX socket.
+ * vm_peer_track() - a source migrating over a UNIX socket (which may pass
+ * its guest by fd): remember the destination process at its other end.
  * @vm: the VM (its migration URI is "unix:PATH").
  */
 void vm_peer_track(struct vm *vm)
