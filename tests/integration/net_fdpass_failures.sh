@@ -56,7 +56,7 @@ a0=$(net src '["accepted"]')
 N=200000
 redis-benchmark -p "$port" -n $N -c 50 INCR counter >"$T/b.out" 2>&1 &
 B=$!
-PIDS+=($B)
+PIDS+=("$B")
 clients_open() { [ "$(net src '["connections"] >= 50')" = true ]; }
 wait_until 20 clients_open || fail "redis-benchmark did not open its 50 clients: $(net src '["connections"]')"
 
@@ -91,7 +91,7 @@ FERRY_VM_FAULT=at:after-released:kill start_vm d3 --memory 64M --memory-backend 
 	--incoming "unix:$T/m3.sock" --listen "tcp:127.0.0.1:$port"
 redis-benchmark -p "$port" -n $N3 -c 50 INCR counter3 >"$T/b3.out" 2>&1 &
 B3=$!
-PIDS+=($B3)
+PIDS+=("$B3")
 b3_runs() { grep -q 'counter3: rps' "$T/b3.out"; }
 wait_until 20 b3_runs || fail "the second redis-benchmark did not start: $(tr '\r' '\n' < "$T/b3.out" | tail -n 2)"
 # fds_of PID: "FD TARGET" for each descriptor still open when read.
