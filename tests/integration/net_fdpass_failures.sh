@@ -144,8 +144,12 @@ FERRY_VM_FAULT=at:after-released:stop start_vm d4 --memory 64M --memory-backend 
 	--incoming "unix:$T/m4s.sock" --listen "tcp:127.0.0.1:$port"
 "$FERRY" migrate "$T/src.sock" "unix:$T/m4s.sock" --local --stall-timeout-ms 2000 --json \
 	>"$T/m4s.json" 2>"$T/m4s.log" && fail "a live update whose destination stopped after released succeeded"
-[ "$(json_field "$T/m4s.json" 'd["unconfirmed"]["destination"]')" = '"exists"' ] ||
+[ "$(json_field "$T/m4s.json" 'd["unconfirmed"]["destination"]')" = '"exists"' ] &&
+	[ "$(json_field "$T/m4s.json" 'd["unconfirmed"]["destination_pid"]')" = "$PID_d4" ] ||
 	fail "the report does not say the destination still exists: $(json_field "$T/m4s.json" 'd.get("unconfirmed")')"
+[ "$(json_field "$T/m4s.json" 'd["net"]["where"]')" = '"source"' ] && [ "$(json_field "$T/m4s.json" 'd["owner"]')" = '"destination"' ] ||
+	fail "where the connections are, the destination stopped: $(json_field "$T/m4s.json" 'd["net"]') owner $(json_field "$T/m4s.json" 'd["owner"]')"
+json_field "$T/m4s.json" 'd["error"]' | grep -qF "pid $PID_d4) still exists" || fail "the error does not name the live destination: $(json_field "$T/m4s.json" 'd["error"]')"
 "$FERRY" resume "$T/src.sock" --force >"$T/r4.out" 2>"$T/r4.err" &&
 	fail "resume --force while the destination (pid $PID_d4) still exists succeeded"
 grep -q "pid $PID_d4) still exists" "$T/r4.out" "$T/r4.err" || fail "the refusal does not name the destination: $(cat "$T/r4.out" "$T/r4.err")"
