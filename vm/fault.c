@@ -26,6 +26,9 @@
  *                   push (source)
  *   repushing       the same after a recovery, from its first progress
  *                   event on (source)
+ *   running         the running note: the destination's guest has run
+ *                   (and its check ended), "running" is not sent yet
+ *                   (destination)
  * Actions: kill (SIGKILL to itself), stop (SIGSTOP to itself: a frozen
  * process, which the harness also uses as a breakpoint), cut (shutdown of
  * the migration's TCP connections: those to the URI's port on a source,
@@ -65,6 +68,7 @@ static const char *const moment_names[] = {
 	[VM_AT_HANDOFF] = "handoff",
 	[VM_AT_PUSHING] = "pushing",
 	[VM_AT_REPUSHING] = "repushing",
+	[VM_AT_RUNNING] = "running",
 };
 static_assert(sizeof(moment_names) / sizeof(moment_names[0]) == VM_AT_COUNT,
 	      "every moment has a name");
@@ -119,8 +123,8 @@ static_assert(VM_FH_COUNT + VM_AT_COUNT <= 32, "one bit each in a seen mask");
 #define FAULT_HELP \
 	"need at:MOMENT:ACTION (MOMENT one of negotiation, pass1, passN, " \
 	"stopped, state, before-ready, after-ready, after-released, " \
-	"postcopy, handoff, pushing, repushing; ACTION kill, stop or " \
-	"cut), or one of " \
+	"postcopy, handoff, pushing, repushing, running; ACTION kill, " \
+	"stop or cut), or one of " \
 	"lose-writes, corrupt-page, acquire-fail, acquire-die, " \
 	"stall-load:MS, stall-pause:MS (MS from 1 to 600000)"
 

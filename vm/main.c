@@ -760,6 +760,7 @@ static int cb_load_state(void *opaque, const void *data, size_t len)
 static void cb_running_note(void *opaque, char *note, size_t len)
 {
 	vm_verify_note(opaque, note, len);
+	vm_fault_at(opaque, VM_AT_RUNNING);
 }
 
 static void cb_event(void *opaque, const struct ferry_event *ev)

@@ -418,6 +418,7 @@ enum vm_fault_moment {
 	VM_AT_HANDOFF,
 	VM_AT_PUSHING,
 	VM_AT_REPUSHING,
+	VM_AT_RUNNING,
 	VM_AT_COUNT,
 };
 
