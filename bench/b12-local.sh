@@ -16,7 +16,11 @@
 # host (two processes each holding all of it), and 16 GiB twice does not
 # fit this machine's 24 GiB; the fd migration needs it once.
 # Columns: downtime (median and range), wire bytes (the source's, all
-# records), total time, passes, and the runs that verified.
+# records), total time, passes, and the runs that verified. The verdict
+# of a large guest comes with its row: the destination's running note
+# waits for its check of every page as long as the check advances (its
+# stderr says how far every 10 s, its status has guest.verify_pct), where
+# a fixed 30 s once left a 16 GiB row unverified.
 #
 # usage: bench/b12-local.sh [--quick] [--build DIR] [--runs N] [--out DIR]
 #   full: 3 rounds of 1G, 8G, 16G; --quick: 1 round of 256M and 1G.
