@@ -148,6 +148,10 @@ enum vm_err vm_postcopy_recover(struct vm *vm, json_object *args,
 		e = rc == -EINVAL ? VM_ERR_ARG : VM_ERR_STATE;
 		goto out;
 	}
+	/* A source's migration goes on to the new URI: a cut at the
+	 * moment repushing (vm/fault.c) shuts down connections to it. */
+	if (!vm->mig.receiving)
+		snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", uri);
 	e = VM_OK;
 out:
 	pthread_mutex_unlock(&vm->mig.lock);

@@ -41,7 +41,7 @@ from tcpproxy import TcpProxy  # noqa: E402 (tests/lib: the shared proxy)
 
 MOMENTS = ['negotiation', 'pass1', 'passN', 'stopped', 'state',
            'before-ready', 'after-ready', 'after-released', 'postcopy',
-           'handoff']
+           'handoff', 'pushing', 'repushing']
 FAULTS = ['kill-src', 'kill-dst', 'cut', 'stall-src', 'stall-dst',
           'stall-link', 'enospc']
 # The sides that see each moment (vm/fault.c), the preferred one first.
@@ -50,10 +50,17 @@ SEEN = {
     'stopped': ('src', 'dst'), 'state': ('src', 'dst'),
     'before-ready': ('src', 'dst'), 'after-ready': ('src',),
     'after-released': ('dst',), 'postcopy': ('src', 'dst'),
-    'handoff': ('src',),
+    'handoff': ('src',), 'pushing': ('src',), 'repushing': ('src',),
 }
+# The moments after the switch to postcopy: the destination runs the
+# guest while its memory still arrives. pushing and repushing are inside
+# the source's postcopy phase (its threads serve and push), before and
+# after a recovery; the harness reaches repushing by cutting at pushing
+# (FERRY_VM_FAULT=at:pushing:cut) and recovering.
+POSTCOPY = ('postcopy', 'pushing', 'repushing')
 FAST = [('kill-dst', 'after-ready', 1), ('cut', 'pass1', 1),
-        ('kill-src', 'state', 1), ('kill-dst', 'after-released', 1)]
+        ('kill-src', 'state', 1), ('kill-dst', 'after-released', 1),
+        ('kill-src', 'pushing', 1)]
 # A snapshot's moments: it has no switchover, no postcopy, no handoff.
 # (A snapshot of this guest is written in one pass while it runs, 80 ms
 # here, and --max-bandwidth does not slow a file: no later pass to hit.)
@@ -83,13 +90,13 @@ def free_port():
 
 def expected(fault, moment):
     """Who must run the guest after the fault, and why."""
-    released = moment in ('after-released', 'postcopy')
+    released = moment == 'after-released' or moment in POSTCOPY
     if fault == 'enospc':
         return 'src', 'the snapshot fails, the source runs on'
     if fault == 'kill-src':
         if moment == 'after-released':
             return 'dst', 'the destination had "released": it runs'
-        if moment == 'postcopy':
+        if moment in POSTCOPY:
             return 'none', ('the destination waits on pages that never '
                             'come and says how many are missing')
         return 'none', ('the guest died with its source; the destination '
@@ -98,7 +105,7 @@ def expected(fault, moment):
         if moment == 'after-released':
             return 'none', ('"released" was sent and may have been read: '
                             'the source says unconfirmed')
-        if moment == 'postcopy':
+        if moment in POSTCOPY:
             return 'none', ('the guest may have run at the destination: '
                             'the source stays paused')
         return 'src', 'before the point of no return the source resumes'
@@ -294,10 +301,11 @@ class Cell:
         return side, 'stop', self.fault
 
     def fault_time(self, side):
-        """The hook's own clock: 't=MS' on its line."""
+        """The hook's own clock: 't=MS' on the cell's moment's line."""
+        at = 'fault: at %s: ' % self.moment
         try:
             for line in open(self.log(side)):
-                if 'fault: at ' in line and 't=' in line:
+                if at in line and 't=' in line:
                     return float(line.rsplit('t=', 1)[1].split()[0])
         except OSError:
             pass
@@ -324,12 +332,14 @@ class Cell:
             return self.skip('needs stall detection (h/stall)')
         if self.fault == 'enospc':
             return self.run_enospc()
-        if self.moment == 'postcopy' and not self.h.postcopy:
+        if self.moment in POSTCOPY and not self.h.postcopy:
             return self.skip('postcopy needs root (userfaultfd)')
         if self.moment == 'handoff' and os.geteuid() != 0:
             return self.skip('handoff needs root (TCP_REPAIR)')
         side, action, then = self.plan()
         hook = 'at:%s:%s' % (self.moment, action)
+        if self.moment == 'repushing':
+            hook = 'at:pushing:cut,' + hook
         mport = free_port()
         kv = []
         if self.moment == 'handoff':
@@ -339,8 +349,15 @@ class Cell:
         self.start_vm('dst', ['--memory', MEM, '--incoming',
                               'tcp:127.0.0.1:%d' % mport] + kv + vst,
                       fault=hook if side == 'dst' else None)
+        # Inside postcopy's phase: a guest that dirties more over a
+        # slower link leaves more to push after the switch (about 3 s
+        # of it, as in tests/integration/postcopy_failures.sh), so the
+        # phase is still under way when the fault lands, also after a
+        # recovery (repushing).
+        inside = self.moment in ('pushing', 'repushing')
+        rate, bw = ('50', '20') if inside else ('10', '40')
         wl = ['--workload', 'kv'] if kv else ['--workload', 'random',
-                                              '--dirty-rate', '10']
+                                              '--dirty-rate', rate]
         self.start_vm('src', ['--memory', MEM] + wl + kv,
                       fault=hook if side == 'src' else None)
         client = None
@@ -350,16 +367,22 @@ class Cell:
             client.sendall(b'PING\r\n')
             client.recv(64)
         port = mport
-        if self.fault == 'stall-link':
+        if self.fault == 'stall-link' and self.moment != 'repushing':
             self.proxy = TcpProxy(mport)
             port = self.proxy.port
-        extra = ['--connections', str(self.conns), '--max-bandwidth', '40',
+        extra = ['--connections', str(self.conns), '--max-bandwidth', bw,
                  '--max-passes', '8', '--timeout-strategy', 'switchover']
-        if self.moment == 'postcopy':
+        if self.moment in POSTCOPY:
             extra += ['--postcopy-after-passes', '1']
         if self.h.stall:
             extra += ['--stall-timeout-ms', str(STALL_MS)]
-        mig = self.migrate('src', port, extra, os.path.join(self.dir, 'm1.json'))
+        first = 'm0' if self.moment == 'repushing' else 'm1'
+        mig = self.migrate('src', port, extra,
+                           os.path.join(self.dir, first + '.json'))
+        if self.moment == 'repushing':
+            mig = self.recovered(mig)
+            if mig is None:
+                return
         t0 = self.reach(side, action, mig)
         if t0 is None:
             return
@@ -368,6 +391,44 @@ class Cell:
         self.client = client
         self.hook = (side, action)
         self.observe(t0, mig)
+
+    def recovered(self, mig):
+        """repushing: the first postcopy phase was cut at pushing; once
+        both sides say postcopy-paused the destination listens again
+        (`ferry recover`) and the source resumes there (through the
+        proxy in a stall-link cell). The resumed `ferry migrate` (its
+        report m1, the one the cell judges), or None."""
+        end = time.time() + 60
+        while time.time() < end:
+            a, b = self.status('src', 0.5), self.status('dst', 0.5)
+            if mig.poll() is not None and a and b and all(
+                    x['migration']['state'] == 'postcopy-paused'
+                    for x in (a, b)):
+                break
+            if not (self.alive('src') and self.alive('dst')):
+                end = 0
+            time.sleep(0.05)
+        else:
+            self.problems.append('the cut at pushing did not pause both '
+                                 'sides: src %s, dst %s' % (
+                                     self.report('m0').get('status'),
+                                     ((self.status('dst') or {}).get(
+                                         'migration') or {}).get('state')))
+            return None
+        rport = free_port()
+        r = subprocess.run([self.h.ferry, 'recover', self.sock('dst'),
+                            'tcp:127.0.0.1:%d' % rport],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode:
+            self.problems.append('ferry recover: %s' %
+                                 (r.stdout + r.stderr).strip()[:200])
+            return None
+        port = rport
+        if self.fault == 'stall-link':
+            self.proxy = TcpProxy(rport)
+            port = self.proxy.port
+        return self.migrate('src', port, ['--resume'],
+                            os.path.join(self.dir, 'm1.json'))
 
     def client_kept(self, client):
         """The kv client's connection answers on whichever side runs the
@@ -422,7 +483,10 @@ class Cell:
             return
         if action != 'cut':
             return
-        cut = [ln for ln in lines if 'fault: cut ' in ln]
+        # The cut's own line follows its moment's (a repushing cell
+        # cut at pushing before).
+        first = next(i for i, ln in enumerate(lines) if at in ln)
+        cut = [ln for ln in lines[first:] if 'fault: cut ' in ln]
         n = 0
         if cut and cut[0].split('fault: cut ', 1)[1].split()[0].isdigit():
             n = int(cut[0].split('fault: cut ', 1)[1].split()[0])
@@ -462,6 +526,11 @@ class Cell:
         if not st:
             return False
         m = st.get('migration') or {}
+        # Inside postcopy's phase the destination runs the guest (and a
+        # repushing cell's has the first cut's failure) all along: it has
+        # seen the fault when it pauses or ends.
+        if self.moment in ('pushing', 'repushing'):
+            return m.get('state') in ('postcopy-paused', 'completed', 'failed')
         return bool(m.get('last_failure')) or \
             m.get('state') in ('postcopy-paused', 'completed', 'failed') or \
             st['guest']['state'] in ('running', 'failed')
@@ -469,8 +538,10 @@ class Cell:
     def observe(self, t0, mig):
         """Wait for both sides to report; then what runs, owners, again."""
         det = {}
-        end = time.time() + (max(40, 30 + 3 * STALL_MS / 1000)
-                             if self.fault.startswith('stall') else 30)
+        window = (max(40, 30 + 3 * STALL_MS / 1000)
+                  if self.fault.startswith('stall') else 30)
+        end = time.time() + window
+        need = []
         while time.time() < end:
             if 'src' not in det and mig.poll() is not None and \
                self.alive('src'):
@@ -485,6 +556,13 @@ class Cell:
                (mig.poll() is not None or self.stopped('src')):
                 break
             time.sleep(0.02)
+        # A live side that never reported is a fault not detected (the
+        # harness ends it below: the proxy closes, a frozen side goes on).
+        for s in need:
+            if s not in det:
+                self.problems.append('%s did not report the fault within '
+                                     '%.0f s (stall limit %d ms)' %
+                                     (s, window, STALL_MS))
         # A frozen side goes on now (the stall is over): what it does
         # then must not make a second copy run.
         thawed = [s for s in ('src', 'dst') if self.alive(s) and self.stopped(s)]
@@ -541,11 +619,16 @@ class Cell:
         # that says completed means the fault missed it.
         # Also where the destination runs only because the stall held its
         # confirmation past the limit (without the fault: completed).
+        # Inside postcopy's phase every fault breaks it: a source that
+        # says completed was hit after the phase had ended.
         if ('dst' not in want.split('|') or
-                (self.fault, self.moment) == ('stall-dst', 'after-ready')) and \
+                (self.fault, self.moment) == ('stall-dst', 'after-ready') or
+                self.moment in ('pushing', 'repushing')) and \
                 rep.get('status') == 'completed':
             self.problems.append('the source says completed, expected the '
                                  'migration to fail (%s)' % why)
+        if self.moment in POSTCOPY:
+            self.paused_reasons(st, rep)
         if want == 'none':
             self.check_reasons(st, rep)
             # A source that does not run its guest must not claim it.
@@ -561,6 +644,19 @@ class Cell:
         if self.client:
             self.client_kept(self.client)
         self.again(got, st, rep)
+
+    def paused_reasons(self, st, rep):
+        """A side paused in postcopy says why: the source in its report
+        (what `ferry migrate` prints), the destination in its status."""
+        src = ((st.get('src') or {}).get('migration') or {})
+        if src.get('state') == 'postcopy-paused' and not rep.get('error'):
+            self.problems.append('the source is postcopy-paused but its '
+                                 'report gives no reason')
+        dst = ((st.get('dst') or {}).get('migration') or {})
+        if dst.get('state') == 'postcopy-paused' and \
+                not (dst.get('last_failure') or dst.get('error')):
+            self.problems.append('the destination is postcopy-paused but '
+                                 'its status gives no reason')
 
     def check_reasons(self, st, rep):
         """None runs: every live side says why."""
@@ -593,7 +689,7 @@ class Cell:
     def again(self, got, st, rep):
         """The survivor migrates again to a fresh destination and
         verifies (after a postcopy cut: recovers and completes)."""
-        if got == 'dst' and self.moment == 'postcopy' and \
+        if got == 'dst' and self.moment in POSTCOPY and \
            (st.get('src') or {}).get('migration', {}).get('state') == 'postcopy-paused':
             rport = free_port()
             subprocess.run([self.h.ferry, 'recover', self.sock('dst'),
@@ -624,7 +720,7 @@ class Cell:
             if not ok:
                 self.problems.append('after resume --force: %s %s' % (r.get('status'), r.get('error')))
             return
-        if self.alive('dst') and self.moment != 'postcopy':
+        if self.alive('dst') and self.moment not in POSTCOPY:
             # No guest anywhere: the destination receives a fresh one.
             m = (st.get('dst') or {}).get('migration', {})
             lst = (st.get('dst') or {}).get('listening')
