@@ -759,7 +759,7 @@ static void close_all(struct pc_src *p)
 
 /* Wait in postcopy-paused for an operator: 0 and @uri, or
  * FERRY_EPOSTCOPY (forced). */
-static int pause_run(struct pc_src *p, const char *why, char *uri,
+static int pause_run(struct pc_src *p, int err, const char *why, char *uri,
 		     size_t len)
 {
 	struct sender *x = p->x;
@@ -775,6 +775,10 @@ static int pause_run(struct pc_src *p, const char *why, char *uri,
 	pthread_mutex_unlock(&p->lock);
 	publish(p, false);
 	pthread_mutex_lock(&s->lock);
+	/* The report says why it paused: a failure of the phase's threads
+	 * is theirs (p->err), not yet the session's. */
+	if (!s->stats.error)
+		s->stats.error = err ? err : -EIO;
 	snprintf(s->errmsg, sizeof(s->errmsg),
 		 "postcopy paused: %s; the guest may run at the destination, which misses at least %llu pages: recover (ferry_session_recover) or force (ferry_session_force_resume)",
 		 why, (unsigned long long)left);
@@ -923,9 +927,13 @@ static int postcopy_loop(struct pc_src *p, int rc)
 				return 0;
 			snprintf(why, sizeof(why), "%s", p->why);
 		}
-		rc = pause_run(p, why, uri, sizeof(uri));
+		rc = pause_run(p, rc, why, uri, sizeof(uri));
 		if (rc == FERRY_EPOSTCOPY)
 			return force(p);
+		/* The pause's reason gives way to this attempt's: a refused
+		 * recovery must say why it was refused (fy_session_fail()
+		 * keeps only a run's first failure). */
+		fy_session_clear_error(s);
 		why[0] = 0;
 		rc = recover(p, uri, conns, why, sizeof(why));
 		if (rc) {

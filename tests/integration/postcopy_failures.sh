@@ -113,13 +113,15 @@ cut() {
 	[ "$(grep -c ESTAB <<<"$killed")" -ge 1 ] || fail "ss -K destroyed no connection on port $1: $killed"
 }
 
-# paused SRC DST: both sides say postcopy-paused and owner destination;
+# paused SRC DST: both sides say postcopy-paused and owner destination,
+# the source with its reason;
 # the destination's guest is still up (vCPUs that need a missing page
 # wait, which with this workload may soon be all of them).
 paused() {
 	wait_until 20 state_is "$1" postcopy-paused || fail "$1 not paused: $(status_field "$1" 'd["migration"]')"
 	wait_until 20 state_is "$2" postcopy-paused || fail "$2 not paused: $(status_field "$2" 'd["migration"]')"
-	status_is "$1" "$1 paused" 'm["owner"] == "destination"' 'd["guest"]["state"] != "running"'
+	status_is "$1" "$1 paused" 'm["owner"] == "destination"' 'd["guest"]["state"] != "running"' \
+		'"postcopy paused" in (m["error"] or "")'
 	status_is "$2" "$2 paused" 'm["owner"] == "destination"' 'd["guest"]["state"] == "running"' \
 		'm["pages_missing"] > 0'
 }
