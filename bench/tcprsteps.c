@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -125,6 +126,19 @@ static void pairs(void)
 		dev[i] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
 		if (dev[i] < 0)
 			die("accept");
+		/* TCPRSTEPS_EPOLL=1: in an epoll set, as the device's are
+		 * (their close then takes them out of it). */
+		if (getenv("TCPRSTEPS_EPOLL")) {
+			static int ep = -1;
+			struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT |
+						  EPOLLRDHUP | EPOLLET };
+
+			if (ep < 0)
+				ep = epoll_create1(EPOLL_CLOEXEC);
+			ev.data.u32 = i;
+			if (epoll_ctl(ep, EPOLL_CTL_ADD, dev[i], &ev))
+				die("epoll");
+		}
 		if (q && send(peer[i], q, qbytes, 0) != qbytes)
 			die("queue");
 	}
@@ -242,7 +256,15 @@ static void round_syscalls(void)
 	     if (recv(dev[i], c[i].rq, c[i].inq, MSG_PEEK | MSG_DONTWAIT) != c[i].inq) die("peek"); });
 	STEP("src: TCP_REPAIR_QUEUE none",
 	     sopt(dev[i], SOL_TCP, TCP_REPAIR_QUEUE, 0));
-	STEP("release: close (repair mode: silent)", close(dev[i]));
+	if (getenv("TCPRSTEPS_DISCONNECT")) {
+		struct sockaddr un = { .sa_family = AF_UNSPEC };
+
+		STEP("release: connect(AF_UNSPEC) (TCPRSTEPS_DISCONNECT=1)",
+		     if (connect(dev[i], &un, sizeof(un))) die("disconnect"));
+		STEP("release: close after it", close(dev[i]));
+	} else {
+		STEP("release: close (repair mode: silent)", close(dev[i]));
+	}
 	STEP("dst: socket()",
 	     dev[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 	STEP("dst: SO_ATTACH_BPF",

@@ -871,6 +871,7 @@ void net_destroy(struct net *n)
 		net_kick(n);
 		pthread_join(n->thread, NULL);
 	}
+	net_release_close(n);
 	for (uint32_t i = 0; i < NET_SLOTS; i++)
 		if (n->conns[i].fd >= 0)
 			close(n->conns[i].fd);

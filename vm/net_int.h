@@ -90,6 +90,10 @@ struct net {
 	/* The slots a step of the pause works on (freeze, release), split
 	 * over its threads; one handoff at a time. */
 	uint32_t pause_idx[NET_SLOTS];
+	/* The sockets the release disconnected, still open until
+	 * net_release_close() (-1: closed already); ngone of them. */
+	int gone_fd[NET_SLOTS];
+	uint32_t ngone;
 	atomic_uint nconns;
 	atomic_int where;     /* enum net_where */
 	atomic_uint handed;   /* connections handed over (or lost) last time */
@@ -148,5 +152,6 @@ void net_pool_stop(struct net *n);
 bool net_read_ahead(struct net *n, uint32_t i);
 void net_read_ahead_all(struct net *n);
 void net_read_ahead_due(struct net *n);
+void net_release_close(struct net *n);
 
 #endif /* FERRY_VM_NET_INT_H */

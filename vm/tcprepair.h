@@ -160,6 +160,8 @@ int  tcpr_prepare_gated(int family, const struct sockaddr *local, socklen_t llen
 				/* tcpr_prepare() with the gate instead of a filter of its own */
 void tcpr_discard(int fd);      /* close a frozen socket: no FIN, no RST ever */
 void tcpr_close_frozen(int fd); /* the same for a socket known to be frozen (one syscall) */
+int  tcpr_unhash_frozen(int fd); /* a frozen socket's 4-tuple freed, silently; the
+				   socket stays open (tcpr_close_frozen() it later) */
 void tcpr_conn_clear(struct tcpr_conn *c);       /* frees the queues */
 void tcpr_visit(ferry_visitor *v, struct tcpr_conn *c); /* its fields for the state layer,
 				   schema'd (queues as variable byte fields of any size) */
