@@ -567,6 +567,11 @@ int net_create(struct vm *vm, struct net **out, char *err, size_t len)
 	n->slots = net_slots_of(n->g->ram, n->g->mem_size);
 	raise_fd_limit();
 	net_pool_start(n);
+	/* A destination's takeover helpers wait from now on (a local one
+	 * takes the sockets by fd: no takeover to share). */
+	if (vm->opts.incoming && strncmp(vm->opts.incoming, "file:", 5) &&
+	    !vm->opts.local)
+		net_par_start(n);
 	/* A destination's backend waits parked from now on: the resume that
 	 * ends the pause then wakes it instead of creating it. */
 	if (vm->opts.incoming) {
@@ -863,6 +868,7 @@ void net_destroy(struct net *n)
 	if (!n)
 		return;
 	net_pool_stop(n);
+	net_par_stop(n);
 	if (n->thread_started) {
 		pthread_mutex_lock(&n->lock);
 		n->stop = true;

@@ -43,11 +43,6 @@
 #include "netaddr.h"
 #include "tcprepair.h"
 
-/* From this many connections on, the pause's per-connection system calls
- * are shared with a second thread (on a 2-core host that halves them).
- * Below it they take a few milliseconds of CPU at most, and on a busy host
- * waiting for a second thread to be scheduled can cost more than that. */
-#define NET_PAR_MIN 256
 /* From this many connections on, a destination stages their restores
  * (net_stage_start()). */
 #define NET_STAGE_MIN 32
@@ -60,59 +55,6 @@ static uint64_t cpu_ns(void)
 
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/*
- * The handoff's per-connection work (freeze, dump, restore, thaw) is a
- * few system calls each, and with a thousand connections they are the
- * downtime: par_run() gives every other item to a helper thread when
- * there is a second CPU. @fn must be safe on different items at once
- * (each works on its own slot and socket).
- */
-struct par {
-	void (*fn)(struct net *n, void *arg, uint32_t k);
-	struct net *n;
-	void *arg;
-	uint32_t first, step, count;
-	uint64_t spent_ns; /* the CPU time this thread spent on its items */
-};
-
-/* The CPU time is read once per thread and step, not per item: the clock
- * is a system call (not in the vDSO), and a thousand connections would
- * otherwise add thousands of them to the pause. */
-static void *par_main(void *p)
-{
-	struct par *w = p;
-	uint64_t t = cpu_ns();
-
-	for (uint32_t k = w->first; k < w->count; k += w->step)
-		w->fn(w->n, w->arg, k);
-	w->spent_ns = cpu_ns() - t;
-	return NULL;
-}
-
-/* Run fn on items [0, @count), on two threads from NET_PAR_MIN items on.
- * Returns the CPU time both threads spent on them. */
-static uint64_t par_run(struct net *n, uint32_t count,
-			void (*fn)(struct net *n, void *arg, uint32_t k),
-			void *arg)
-{
-	struct par a = { fn, n, arg, 0, 2, count, 0 };
-	struct par b = { fn, n, arg, 1, 2, count, 0 };
-	static long cpus;
-	pthread_t t;
-
-	if (!cpus)
-		cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	if (count < NET_PAR_MIN || cpus < 2 ||
-	    pthread_create(&t, NULL, par_main, &b)) {
-		a.step = 1;
-		par_main(&a);
-		return a.spent_ns;
-	}
-	par_main(&a);
-	pthread_join(t, NULL);
-	return a.spent_ns + b.spent_ns;
 }
 
 /* The slots with a socket, in order; returns how many. */
@@ -358,6 +300,8 @@ int net_handoff_check(struct net *n, const char *uri, bool local, char *err,
 		return 0;
 	if (!tcpr_available(why, sizeof(why))) {
 		read_ahead_start(n);
+		/* The pause's helpers, made now rather than in it. */
+		net_par_start(n);
 		return 0;
 	}
 	snprintf(err, len, "the guest has %u open TCP connection%s, which "
@@ -414,28 +358,29 @@ static void thaw_all(struct net *n)
 struct freeze_job {
 	const uint32_t *idx;
 	atomic_int rc;
-	char err[2][200];
+	char err[200]; /* the first failure's, written by its thread alone */
 };
 
 static void freeze_one(struct net *n, void *arg, uint32_t k)
 {
 	struct freeze_job *j = arg;
 	struct net_conn *c = &n->conns[j->idx[k]];
-	int rc;
+	char err[200] = "";
+	int rc, none = 0;
 
 	if (atomic_load(&j->rc))
 		return; /* one failed: the others are thawed anyway */
 	if (c->gated && n->gate_closed) {
-		rc = tcpr_freeze_gated(c->fd, j->err[k & 1], sizeof(j->err[0]));
+		rc = tcpr_freeze_gated(c->fd, err, sizeof(err));
 	} else {
 		/* A filter of its own replaces the gate, if it had it. */
-		rc = tcpr_freeze(c->fd, j->err[k & 1], sizeof(j->err[0]));
+		rc = tcpr_freeze(c->fd, err, sizeof(err));
 		c->gated = false;
 	}
-	if (rc)
-		atomic_store(&j->rc, rc);
-	else
+	if (!rc)
 		c->frozen = true;
+	else if (atomic_compare_exchange_strong(&j->rc, &none, rc))
+		memcpy(j->err, err, sizeof(err));
 }
 
 int net_freeze(struct net *n, char *err, size_t len)
@@ -456,11 +401,11 @@ int net_freeze(struct net *n, char *err, size_t len)
 	 * when the listener closes at release). */
 	if (!tcpr_gate_set(true))
 		n->gate_closed = true;
-	n->freeze_cpu_ns = par_run(n, open_slots(n, idx), freeze_one, &j);
+	n->freeze_cpu_ns = net_par_run(n, open_slots(n, idx), freeze_one, &j);
 	n->freeze_ns = vm_now_ns() - t0;
 	rc = atomic_load(&j.rc);
 	if (rc) {
-		snprintf(err, len, "%s", j.err[0][0] ? j.err[0] : j.err[1]);
+		snprintf(err, len, "%s", j.err);
 		thaw_all(n);
 	}
 	return rc;
@@ -480,7 +425,8 @@ int net_freeze(struct net *n, char *err, size_t len)
 struct dump_job {
 	struct net_state *s;
 	int rc[NET_SLOTS];
-	char why[2][200];
+	atomic_bool why_set; /* why holds the first failure's reason */
+	char why[200];
 	atomic_uint quick;    /* dumps that took tcpr_dump_quick()'s two calls */
 	bool verify;	      /* FERRY_VM_NET_VERIFY=1 */
 	atomic_uint differ;   /* quick dumps the full one contradicts */
@@ -541,22 +487,22 @@ static void dump_one(struct net *n, void *arg, uint32_t k)
 	struct dump_job *j = arg;
 	struct net_saved *d = &j->s->conns[k];
 	struct net_conn *c = &n->conns[d->slot];
-	char *why = j->why[k & 1];
+	char why[200] = "";
 	struct tcpr_conn f = c->id;
 	uint64_t t = 0;
 	bool quick = false, full = false;
 
 	if (!c->id_ok) {
-		j->rc[k] = tcpr_dump(c->fd, &d->c, why, sizeof(j->why[0]));
-		return;
+		j->rc[k] = tcpr_dump(c->fd, &d->c, why, sizeof(why));
+		goto out;
 	}
 	if (j->verify) {
 		t = tcpr_clock_ms();
-		full = !tcpr_dump_live(c->fd, &f, why, sizeof(j->why[0]));
+		full = !tcpr_dump_live(c->fd, &f, why, sizeof(why));
 	}
 	d->c = c->id;
 	j->rc[k] = tcpr_dump_quick(c->fd, &d->c, c->rx_read, &quick, why,
-				   sizeof(j->why[0]));
+				   sizeof(why));
 	if (!j->rc[k] && quick) {
 		atomic_fetch_add(&j->quick, 1);
 		if (full)
@@ -564,6 +510,9 @@ static void dump_one(struct net *n, void *arg, uint32_t k)
 	}
 	if (full)
 		tcpr_conn_clear(&f);
+out:
+	if (j->rc[k] && !atomic_exchange(&j->why_set, true))
+		memcpy(j->why, why, sizeof(why));
 }
 
 int net_save(struct net *n, struct net_state *s, char *err, size_t len)
@@ -592,12 +541,13 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 			s->conns[m++].slot = i;
 	}
 	j.s = s;
-	j.why[0][0] = j.why[1][0] = 0;
+	j.why[0] = 0;
+	atomic_init(&j.why_set, false);
 	atomic_init(&j.quick, 0);
 	atomic_init(&j.differ, 0);
 	j.verify = getenv("FERRY_VM_NET_VERIFY") &&
 		   !strcmp(getenv("FERRY_VM_NET_VERIFY"), "1");
-	dump_cpu = par_run(n, m, dump_one, &j);
+	dump_cpu = net_par_run(n, m, dump_one, &j);
 	/* A connection its peer is closing (CLOSE_WAIT, say) is not handed
 	 * over: it ends at release, and the guest that arrives sees it
 	 * reset. The others still move. */
@@ -618,7 +568,7 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 	if (skipped)
 		fprintf(stderr, "ferry-vm: net: %u connection%s not handed over "
 			"(one: %s)\n", skipped, skipped == 1 ? "" : "s",
-			j.why[0][0] ? j.why[0] : j.why[1]);
+			j.why);
 	if (m)
 		fprintf(stderr, "ferry-vm: net: %u connections frozen in %.1f ms, "
 			"dumped in %.1f ms (CPU time of both threads: freeze "
@@ -725,7 +675,7 @@ void net_release(struct net *n)
 		if (n->conns[i].fd >= 0 && n->conns[i].frozen &&
 		    n->conns[i].carried)
 			idx[moved++] = i;
-	par_run(n, moved, close_one, idx);
+	net_par_run(n, moved, close_one, idx);
 	n->ngone = moved;
 	atomic_fetch_sub(&n->nconns, moved);
 	for (uint32_t i = 0; i < NET_SLOTS; i++) {
@@ -1187,7 +1137,7 @@ int net_acquire(struct net *n)
 		fprintf(stderr, "ferry-vm: net: %s\n", err);
 	/* Every connection restored, still frozen: a listener that then
 	 * cannot open gives them back before any of them took a byte. */
-	restore_cpu = par_run(n, count, restore_one, &j);
+	restore_cpu = net_par_run(n, count, restore_one, &j);
 	t1 = vm_now_ns();
 	/* The listener after them: repair mode forces address reuse at each
 	 * restored connection's bind, and frozen connections keep it, so the
@@ -1204,7 +1154,7 @@ int net_acquire(struct net *n)
 		gate_open(n);
 		return rc;
 	}
-	thaw_cpu = par_run(n, count, thaw_one, &j);
+	thaw_cpu = net_par_run(n, count, thaw_one, &j);
 	gate_open(n);
 	pool_leftovers(n);
 	atomic_store(&n->handed, atomic_load(&j.ok));

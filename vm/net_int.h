@@ -33,6 +33,36 @@ enum net_handoff {
 /* The epoll tag of the listener (net.c's EV_LISTEN). */
 #define NET_EV_LISTEN NET_SLOTS
 
+/* The helper threads of the handoff's per-connection steps (net_par.c):
+ * from NET_PAR_MIN connections on, at most NET_PAR_MAX threads with the
+ * caller's. Below NET_PAR_MIN the steps take a few milliseconds of CPU at
+ * most, and on a busy host waking a helper can cost more than that. */
+#define NET_PAR_MIN 256
+#define NET_PAR_MAX 4
+
+struct net;
+
+struct net_par {
+	pthread_t thread[NET_PAR_MAX - 1];
+	uint32_t nthreads;
+	bool started, stop;
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* a job, or stop */
+	/* The job (set under lock; gen counts them). */
+	uint32_t gen, count;
+	void (*fn)(struct net *n, void *arg, uint32_t k);
+	void *arg;
+	_Atomic uint64_t next;	/* gen << 32 | the next item to claim */
+	atomic_uint done;	/* items done */
+	_Atomic uint64_t spent_ns; /* the helpers' CPU time on them */
+};
+
+void net_par_start(struct net *n);
+void net_par_stop(struct net *n);
+uint64_t net_par_run(struct net *n, uint32_t count,
+		     void (*fn)(struct net *n, void *arg, uint32_t k),
+		     void *arg);
+
 /* The "net0" device state: the connections handed over, each with the
  * slot its rings are in. */
 struct net_saved {
@@ -138,6 +168,7 @@ struct net {
 	bool ahead_more;	 /* backend only: that look left some over */
 	atomic_int handoff;   /* enum net_handoff, of the last handoff */
 	struct net_fdp fdp;   /* a live update's sockets by fd */
+	struct net_par par;   /* the handoff's helper threads */
 };
 
 int net_slot_open(struct net *n, int fd, uint32_t kind);

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: MIT
+/*
+ * net_par.c - the helper threads that share the handoff's per-connection
+ * work (freeze, dump, release, restore, thaw: a few system calls each,
+ * and with a thousand connections they are the downtime).
+ *
+ * The threads are made before the pause (net_par_start(): when a source's
+ * migration starts, when a destination starts waiting), one per online
+ * CPU beside the caller's, and then wait on a condition variable: a
+ * thread made in the pause cost a create and a join per step, which
+ * under load took milliseconds.
+ *
+ * The caller works on the items too, and takes them a chunk at a time
+ * from a counter the helpers share: a helper that the scheduler wakes
+ * late finds the work done instead of being waited for, so a busy host
+ * costs at most one chunk's wait.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "net_int.h"
+
+/* Items a thread takes at once: a few tens of microseconds of system
+ * calls, so that a late helper delays the caller by that much at most. */
+#define PAR_CHUNK 16
+
+/* This thread's CPU time: under load the wall clock of a step says more
+ * about the other jobs on the host than about the step. Read once per
+ * thread and step, not per item: the clock is a system call (not in the
+ * vDSO). */
+static uint64_t par_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Claim the next chunk of job @gen: its first item, or -1 when the job is
+ * done or another one replaced it. The claim counter carries the job's
+ * generation in its high half, so a helper that slept through a job never
+ * takes an item of the next one with the old one's function. */
+static int64_t par_claim(struct net_par *p, uint32_t gen, uint32_t count)
+{
+	uint64_t v = atomic_load(&p->next);
+
+	for (;;) {
+		uint32_t k = (uint32_t)v;
+
+		if ((uint32_t)(v >> 32) != gen || k >= count)
+			return -1;
+		if (atomic_compare_exchange_weak(&p->next, &v, v + PAR_CHUNK))
+			return k;
+	}
+}
+
+/* Work on job @gen until no chunk is left. A helper (@helper) adds its
+ * CPU time to the job's chunk by chunk, before the chunk counts as done:
+ * the caller, which returns once every item is done, then has it all. */
+static void par_work(struct net_par *p, struct net *n, uint32_t gen,
+		     void (*fn)(struct net *, void *, uint32_t), void *arg,
+		     uint32_t count, bool helper)
+{
+	uint64_t t = helper ? par_cpu_ns() : 0, now;
+	int64_t k;
+
+	while ((k = par_claim(p, gen, count)) >= 0) {
+		uint32_t end = (uint32_t)k + PAR_CHUNK;
+
+		if (end > count)
+			end = count;
+		for (uint32_t i = (uint32_t)k; i < end; i++)
+			fn(n, arg, i);
+		if (helper) {
+			now = par_cpu_ns();
+			atomic_fetch_add(&p->spent_ns, now - t);
+			t = now;
+		}
+		atomic_fetch_add(&p->done, end - (uint32_t)k);
+	}
+}
+
+static void *par_main(void *arg)
+{
+	struct net *n = arg;
+	struct net_par *p = &n->par;
+	uint32_t seen = 0;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		void (*fn)(struct net *, void *, uint32_t);
+		uint32_t gen, count;
+		void *fa;
+
+		while (!p->stop && p->gen == seen)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (p->stop)
+			break;
+		seen = gen = p->gen;
+		fn = p->fn;
+		fa = p->arg;
+		count = p->count;
+		pthread_mutex_unlock(&p->lock);
+		par_work(p, n, gen, fn, fa, count, true);
+		pthread_mutex_lock(&p->lock);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/**
+ * net_par_start() - make the helper threads, ahead of any pause: one per
+ * online CPU beside the caller's (NET_PAR_MAX in all at most); none on a
+ * single CPU. Idempotent; a thread that cannot be made leaves fewer.
+ * @n: the device (NULL: nothing).
+ */
+void net_par_start(struct net *n)
+{
+	struct net_par *p = n ? &n->par : NULL;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (!p || p->started)
+		return;
+	p->started = true;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	if (cpus > NET_PAR_MAX)
+		cpus = NET_PAR_MAX;
+	for (long i = 1; i < cpus; i++) {
+		if (pthread_create(&p->thread[p->nthreads], NULL, par_main, n))
+			break;
+		p->nthreads++;
+	}
+}
+
+/**
+ * net_par_stop() - end the helper threads (the device goes).
+ * @n: the device (NULL: nothing).
+ */
+void net_par_stop(struct net *n)
+{
+	struct net_par *p = n ? &n->par : NULL;
+
+	if (!p || !p->started)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	for (uint32_t i = 0; i < p->nthreads; i++)
+		pthread_join(p->thread[i], NULL);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	p->nthreads = 0;
+	p->started = false;
+}
+
+/**
+ * net_par_run() - @fn on items [0, @count), shared with the helper threads
+ * from NET_PAR_MIN items on. @fn must be safe on different items at once
+ * (each works on its own slot and socket). The caller's thread only.
+ * @n: the device.
+ * @count: how many items.
+ * @fn: the work of one item.
+ * @arg: passed to @fn.
+ *
+ * Return: the CPU time all threads spent on the items.
+ */
+uint64_t net_par_run(struct net *n, uint32_t count,
+		     void (*fn)(struct net *n, void *arg, uint32_t k),
+		     void *arg)
+{
+	struct net_par *p = &n->par;
+	uint64_t t = par_cpu_ns(), spent;
+	uint32_t gen;
+
+	if (count < NET_PAR_MIN || !p->nthreads) {
+		for (uint32_t k = 0; k < count; k++)
+			fn(n, arg, k);
+		return par_cpu_ns() - t;
+	}
+	pthread_mutex_lock(&p->lock);
+	gen = ++p->gen;
+	p->fn = fn;
+	p->arg = arg;
+	p->count = count;
+	atomic_store(&p->done, 0);
+	atomic_store(&p->spent_ns, 0);
+	atomic_store(&p->next, (uint64_t)gen << 32);
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	par_work(p, n, gen, fn, arg, count, false);
+	/* What is left is a chunk a helper has in hand. */
+	while (atomic_load(&p->done) < count)
+		sched_yield();
+	spent = par_cpu_ns() - t;
+	return spent + atomic_load(&p->spent_ns);
+}
