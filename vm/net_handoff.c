@@ -46,6 +46,8 @@
 /* From this many connections on, a destination stages their restores
  * (net_stage_start()). */
 #define NET_STAGE_MIN 32
+/* The events a connection's socket is registered for, with its slot. */
+#define CONN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
 /* This thread's CPU time: under load the wall clock of a step says more
  * about the other jobs on the host than about the step. */
@@ -725,14 +727,15 @@ static void give_back(struct net *n)
 }
 
 /* Put @fd, restored and still frozen, into slot @i (open in guest RAM),
- * with the identity of its dump. */
+ * with the identity of its dump; @in_ep: staging registered it for the
+ * slot already. */
 static int attach(struct net *n, uint32_t i, int fd, const struct tcpr_conn *d,
-		  bool gated, uint64_t before_ms)
+		  bool gated, bool in_ep, uint64_t before_ms)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP |
-					    EPOLLET, .data.u32 = i };
+	struct epoll_event ev = { .events = CONN_EVENTS, .data.u32 = i };
 
-	if (n->conns[i].fd >= 0 || epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev))
+	if (n->conns[i].fd >= 0 ||
+	    (!in_ep && epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev)))
 		return -EBUSY;
 	n->conns[i] = (struct net_conn){ .fd = fd, .rx_full = true,
 					 .id_ok = true, .id = *d,
@@ -944,57 +947,54 @@ void net_pool_stop(struct net *n)
 static void stage_one(struct net *n, void *arg, uint32_t k)
 {
 	const struct net_state *s = arg;
-	const struct tcpr_conn *c = &s->conns[k].c;
+	const struct net_saved *d = &s->conns[k];
+	struct epoll_event ev = { .events = CONN_EVENTS, .data.u32 = d->slot };
 	uint64_t before;
 	int fd;
 
-	if (atomic_load(&n->stage_stop) || (fd = pool_take(n, c)) < 0)
+	if (atomic_load(&n->stage_stop) || (fd = pool_take(n, &d->c)) < 0)
 		return;
 	before = tcpr_clock_ms();
 	/* A socket that cannot be staged is gone; the takeover makes the
 	 * connection a fresh one. */
-	if (tcpr_restore_stage(fd, c, NULL, 0))
+	if (tcpr_restore_stage(fd, &d->c, NULL, 0))
 		return;
+	/* Its slot's epoll entry too, one system call less in the takeover.
+	 * The backend stays parked until the resume, and when it runs, its
+	 * epoll_wait() reports the socket as it is then (connected), not as
+	 * it was here; a staged socket closed unused leaves the set. */
+	n->stage_ep[k] = !epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev);
 	n->stage_ms[k] = before;
 	n->stage_fd[k] = fd;
 }
 
-static void *stage_main(void *arg)
-{
-	struct net *n = arg;
-
-	/* One thread: on one host the source's release runs meanwhile,
-	 * and the engine's "ready" goes out meanwhile, on the other CPU. */
-	for (uint32_t k = 0; k < n->stage_n; k++)
-		stage_one(n, n->saved, k);
-	return NULL;
-}
-
 /**
  * net_stage_start() - a destination has the dumps (load_state): while it
- * says "ready" and the source closes its sockets, a thread sets on the
- * prepared sockets what needs neither the 4-tuple nor the peer (the
- * queues' sequences and the timestamp clock: four system calls of the
- * eight a takeover makes per connection), so that acquire connects
- * and sets only options and window. Nothing is sent: the staged sockets
- * are not connected.
+ * says "ready" and the source lets the connections go, a helper thread
+ * (net_par.c) sets on the prepared sockets what needs neither the
+ * 4-tuple nor the peer (the queues' sequences and the timestamp clock:
+ * four system calls of the eight a takeover makes per connection) and
+ * registers them in the epoll set, so that acquire connects and sets
+ * only options and window. Nothing is sent: the staged sockets are not
+ * connected. The helper was made before the pause; a thread made here
+ * would cost its creation in it.
  * @n: the device (NULL: nothing).
  */
 void net_stage_start(struct net *n)
 {
 	uint32_t m = n && n->saved ? n->saved->nconns : 0;
 
-	/* A few connections are restored in less time than a thread takes
-	 * to start. */
+	/* A few connections are restored in less time than a helper takes
+	 * to wake. */
 	if (m < NET_STAGE_MIN || !n->pool)
 		return;
-	for (uint32_t k = 0; k < m; k++)
+	for (uint32_t k = 0; k < m; k++) {
 		n->stage_fd[k] = -1;
+		n->stage_ep[k] = false;
+	}
 	n->stage_n = m;
 	atomic_store(&n->stage_stop, false);
-	n->stage_started = !pthread_create(&n->stage_thread, NULL, stage_main,
-					   n);
-	if (!n->stage_started)
+	if (!net_par_post(n, m, stage_one, n->saved))
 		n->stage_n = 0;
 }
 
@@ -1002,15 +1002,13 @@ void net_stage_start(struct net *n)
  * reach is restored the whole way). */
 static void stage_join(struct net *n)
 {
-	if (!n->stage_started)
-		return;
 	atomic_store(&n->stage_stop, true);
-	pthread_join(n->stage_thread, NULL);
-	n->stage_started = false;
+	net_par_finish(n);
 }
 
-/* Connection @k's staged socket and when its clock was set, or -1. */
-static int stage_take(struct net *n, uint32_t k, uint64_t *ms)
+/* Connection @k's staged socket, when its clock was set and whether it is
+ * in the epoll set, or -1. */
+static int stage_take(struct net *n, uint32_t k, uint64_t *ms, bool *in_ep)
 {
 	int fd;
 
@@ -1019,6 +1017,7 @@ static int stage_take(struct net *n, uint32_t k, uint64_t *ms)
 	fd = n->stage_fd[k];
 	n->stage_fd[k] = -1;
 	*ms = n->stage_ms[k];
+	*in_ep = n->stage_ep[k];
 	return fd;
 }
 
@@ -1051,9 +1050,9 @@ static void restore_one(struct net *n, void *arg, uint32_t k)
 	char err[256] = "";
 	uint64_t before = tcpr_clock_ms();
 	int fd = -1, rc;
-	bool gated;
+	bool gated, in_ep = false;
 
-	if ((fd = stage_take(n, k, &before)) >= 0) {
+	if ((fd = stage_take(n, k, &before, &in_ep)) >= 0) {
 		atomic_fetch_add(&j->staged, 1);
 		gated = n->pool_gated;
 		rc = tcpr_restore_finish(fd, &d->c, &fd, err, sizeof(err));
@@ -1064,7 +1063,7 @@ static void restore_one(struct net *n, void *arg, uint32_t k)
 		gated = false;
 		rc = tcpr_restore(&d->c, &fd, err, sizeof(err));
 	}
-	if (!rc && (rc = attach(n, d->slot, fd, &d->c, gated, before)))
+	if (!rc && (rc = attach(n, d->slot, fd, &d->c, gated, in_ep, before)))
 		snprintf(err, sizeof(err), "slot %u is taken", d->slot);
 	if (rc) {
 		if (fd >= 0)

@@ -46,6 +46,7 @@ struct net_par {
 	pthread_t thread[NET_PAR_MAX - 1];
 	uint32_t nthreads;
 	bool started, stop;
+	bool posted; /* a job is under way (the caller's thread only) */
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a job, or stop */
 	/* The job (set under lock; gen counts them). */
@@ -62,6 +63,9 @@ void net_par_stop(struct net *n);
 uint64_t net_par_run(struct net *n, uint32_t count,
 		     void (*fn)(struct net *n, void *arg, uint32_t k),
 		     void *arg);
+bool net_par_post(struct net *n, uint32_t count,
+		  void (*fn)(struct net *n, void *arg, uint32_t k), void *arg);
+void net_par_finish(struct net *n);
 
 /* The "net0" device state: the connections handed over, each with the
  * slot its rings are in. */
@@ -153,8 +157,7 @@ struct net {
 	int stage_fd[NET_SLOTS];
 	uint64_t stage_ms[NET_SLOTS];
 	uint32_t stage_n;
-	pthread_t stage_thread;
-	bool stage_started;
+	bool stage_ep[NET_SLOTS]; /* stage_fd[k] is in the epoll set */
 	atomic_bool stage_stop;
 	/* The backend reads ahead (tcpr_read_ahead()) what the pause would
 	 * otherwise read: for a connection that has lived 250 ms, and while

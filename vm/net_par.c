@@ -159,10 +159,41 @@ void net_par_stop(struct net *n)
 	p->started = false;
 }
 
+/* Post a job: the helpers start on it. */
+static void par_post(struct net_par *p, uint32_t count,
+		     void (*fn)(struct net *n, void *arg, uint32_t k),
+		     void *arg)
+{
+	pthread_mutex_lock(&p->lock);
+	p->fn = fn;
+	p->arg = arg;
+	p->count = count;
+	atomic_store(&p->done, 0);
+	atomic_store(&p->spent_ns, 0);
+	atomic_store(&p->next, (uint64_t)++p->gen << 32);
+	p->posted = true;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* The caller takes what is left of the posted job, waits for the chunks
+ * the helpers have in hand, and returns their CPU time. */
+static uint64_t par_finish(struct net *n)
+{
+	struct net_par *p = &n->par;
+
+	par_work(p, n, p->gen, p->fn, p->arg, p->count, false);
+	while (atomic_load(&p->done) < p->count)
+		sched_yield();
+	p->posted = false;
+	return atomic_load(&p->spent_ns);
+}
+
 /**
  * net_par_run() - @fn on items [0, @count), shared with the helper threads
  * from NET_PAR_MIN items on. @fn must be safe on different items at once
- * (each works on its own slot and socket). The caller's thread only.
+ * (each works on its own slot and socket). The caller's thread only, with
+ * no job of net_par_post() under way.
  * @n: the device.
  * @count: how many items.
  * @fn: the work of one item.
@@ -175,28 +206,52 @@ uint64_t net_par_run(struct net *n, uint32_t count,
 		     void *arg)
 {
 	struct net_par *p = &n->par;
-	uint64_t t = par_cpu_ns(), spent;
-	uint32_t gen;
+	uint64_t t = par_cpu_ns(), helpers;
 
 	if (count < NET_PAR_MIN || !p->nthreads) {
 		for (uint32_t k = 0; k < count; k++)
 			fn(n, arg, k);
 		return par_cpu_ns() - t;
 	}
-	pthread_mutex_lock(&p->lock);
-	gen = ++p->gen;
-	p->fn = fn;
-	p->arg = arg;
-	p->count = count;
-	atomic_store(&p->done, 0);
-	atomic_store(&p->spent_ns, 0);
-	atomic_store(&p->next, (uint64_t)gen << 32);
-	pthread_cond_broadcast(&p->cond);
-	pthread_mutex_unlock(&p->lock);
-	par_work(p, n, gen, fn, arg, count, false);
-	/* What is left is a chunk a helper has in hand. */
-	while (atomic_load(&p->done) < count)
-		sched_yield();
-	spent = par_cpu_ns() - t;
-	return spent + atomic_load(&p->spent_ns);
+	par_post(p, count, fn, arg);
+	helpers = par_finish(n);
+	return par_cpu_ns() - t + helpers;
+}
+
+/**
+ * net_par_post() - give the helper threads @fn on items [0, @count) and
+ * return at once: work in the background (a destination's staging, while
+ * it says "ready"), which net_par_finish() ends. @fn must be safe on
+ * different items at once, and should return at once when told to stop
+ * (the caller's own flag), since the caller finishes the items no helper
+ * took.
+ * @n: the device.
+ * @count: how many items.
+ * @fn: the work of one item.
+ * @arg: passed to @fn.
+ *
+ * Return: true when posted; false without helper threads (nothing done).
+ */
+bool net_par_post(struct net *n, uint32_t count,
+		  void (*fn)(struct net *n, void *arg, uint32_t k), void *arg)
+{
+	struct net_par *p = &n->par;
+
+	if (!p->nthreads || !count)
+		return false;
+	par_post(p, count, fn, arg);
+	return true;
+}
+
+/**
+ * net_par_finish() - end the job net_par_post() gave the helpers: the
+ * caller works on the items no helper took (stop them first if they are
+ * not wanted any more) and waits for the chunks the helpers have in hand.
+ * Nothing when no job is under way.
+ * @n: the device.
+ */
+void net_par_finish(struct net *n)
+{
+	if (n->par.posted)
+		par_finish(n);
 }
