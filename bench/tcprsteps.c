@@ -313,7 +313,9 @@ static int nthreads = 1;
 
 static int *pre;
 
-enum phase { P_IDENT, P_AHEAD, P_PREPARE, P_FREEZE, P_DUMP, P_STAGE, P_DISCARD, P_RESTORE, P_THAW };
+enum phase { P_IDENT, P_AHEAD, P_PREPARE, P_FREEZE, P_DUMP, P_STAGE, P_DISCARD, P_RESTORE, P_THAW, P_CLOSE };
+
+static int *old; /* the source's sockets, disconnected at release */
 
 static atomic_uint quick_dumps;
 static uint64_t *stage_ms;
@@ -361,7 +363,16 @@ static void *phase_main(void *arg)
 			stage_ms[i] = tcpr_clock_ms();
 			rc = tcpr_restore_stage(pre[i], &mc[i], err, sizeof(err));
 			break;
-		case P_DISCARD: tcpr_close_frozen(dev[i]); break;
+		case P_DISCARD:
+			/* The device's release: the 4-tuple freed, the close
+			 * after the pause (P_CLOSE). */
+			old[i] = dev[i];
+			if (tcpr_unhash_frozen(dev[i])) {
+				snprintf(err, sizeof(err), "disconnect: %s", strerror(errno));
+				rc = -1;
+			}
+			break;
+		case P_CLOSE: tcpr_close_frozen(old[i]); break;
 		case P_RESTORE:
 			rc = tcpr_restore_finish(pre[i], &mc[i], &dev[i], err, sizeof(err));
 			if (!rc)
@@ -486,9 +497,18 @@ static void round_module(void)
 	phase("pause: tcpr_dump_quick", P_DUMP);
 	state_round_trip();
 	phase("before release: tcpr_restore_stage (dest.)", P_STAGE);
-	phase("release: tcpr_close_frozen", P_DISCARD);
+#ifdef TCPRSTEPS_OLD
+	phase("release: tcpr_discard", P_DISCARD);
+#else
+	old = calloc(nconn, sizeof(*old));
+	phase("release: tcpr_unhash_frozen", P_DISCARD);
+#endif
 	phase("switchover: tcpr_restore_finish", P_RESTORE);
 	phase("switchover: tcpr_thaw_restored", P_THAW);
+#ifndef TCPRSTEPS_OLD
+	phase("after the pause: tcpr_close_frozen (source)", P_CLOSE);
+	free(old);
+#endif
 #ifndef TCPRSTEPS_OLD
 	printf("\n(%u of %d dumps quick: TCP_INFO and TCP_REPAIR_WINDOW)\n",
 	       atomic_exchange(&quick_dumps, 0), nconn);
