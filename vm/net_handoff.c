@@ -1074,19 +1074,23 @@ static void restore_one(struct net *n, void *arg, uint32_t k)
 	}
 }
 
-static void thaw_one(struct net *n, void *arg, uint32_t k)
+/* Restore connection @k into its slot, then thaw it (a listener is open
+ * already, so nothing waits for the others). */
+static void takeover_one(struct net *n, void *arg, uint32_t k)
 {
 	struct acquire_job *j = arg;
 	uint32_t i = j->s->conns[k].slot;
-	int fd = n->conns[i].fd;
 	char err[256] = "";
+	int fd;
 
-	if (fd < 0)
+	restore_one(n, arg, k);
+	if ((fd = n->conns[i].fd) < 0)
 		return;
 	/* tcpr_thaw() also gives the socket its address reuse back (an
 	 * accepted socket had it from its listener); without it the next
 	 * connection on the same local port could not bind. The window probe
-	 * goes out only where it can matter (tcpr_thaw_restored()). */
+	 * goes out only where it can matter (tcpr_thaw_restored()). The gate
+	 * keeps the socket deaf until every connection is thawed. */
 	if (tcpr_thaw_restored(fd, &j->s->conns[k].c, n->conns[i].gated, err,
 			       sizeof(err))) {
 		fprintf(stderr, "ferry-vm: net: slot %u not restored: %s\n", i,
@@ -1100,11 +1104,11 @@ static void thaw_one(struct net *n, void *arg, uint32_t k)
 
 /**
  * net_acquire() - take the connections over from the saved dumps (a
- * destination's acquire, a source's reacquire): the address, then each
- * connection restored in repair mode in its slot, then the listener, then
- * each connection thawed. A connection that cannot be restored is reset
- * for the guest (and said on stderr); the guest runs anyway. With many
- * connections two threads share the restores and the thaws.
+ * destination's acquire, a source's reacquire): the address, then the
+ * listener, then each connection restored in repair mode in its slot and
+ * thawed, the gate opened once all are. A connection that cannot be
+ * restored is reset for the guest (and said on stderr); the guest runs
+ * anyway. With many connections the helper threads share them.
  * @n: the device (NULL: nothing).
  *
  * Return: 0, or a negative errno when the listener cannot be opened.
@@ -1114,7 +1118,7 @@ int net_acquire(struct net *n)
 	const struct net_state *s = n ? n->saved : NULL;
 	struct acquire_job j = { .s = s };
 	uint32_t count = s ? s->nconns : 0;
-	uint64_t t0 = vm_now_ns(), t1, restore_cpu, thaw_cpu;
+	uint64_t t0 = vm_now_ns(), t1, cpu;
 	char err[256] = "";
 	int rc;
 
@@ -1134,13 +1138,13 @@ int net_acquire(struct net *n)
 		n->gate_closed = true;
 	if (net_address_add(n, err, sizeof(err)))
 		fprintf(stderr, "ferry-vm: net: %s\n", err);
-	/* Every connection restored, still frozen: a listener that then
-	 * cannot open gives them back before any of them took a byte. */
-	restore_cpu = net_par_run(n, count, restore_one, &j);
-	t1 = vm_now_ns();
-	/* The listener after them: repair mode forces address reuse at each
-	 * restored connection's bind, and frozen connections keep it, so the
-	 * listener binds beside them. */
+	/* The listener first: a listener that cannot open leaves every
+	 * connection to the source (none restored here, none took a byte).
+	 * It binds beside the prepared sockets (repair mode forces address
+	 * reuse at their binds), and a connection restored on a fresh socket
+	 * binds beside it the same way. With the gate shut it drops what
+	 * comes for a connection not restored yet, where no socket at all
+	 * would answer with a RST. */
 	rc = net_listen_open(n, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry-vm: net: %s; the connections go back\n",
@@ -1153,19 +1157,21 @@ int net_acquire(struct net *n)
 		gate_open(n);
 		return rc;
 	}
-	thaw_cpu = net_par_run(n, count, thaw_one, &j);
+	t1 = vm_now_ns();
+	/* Each connection restored and thawed in one go: one pass over
+	 * them, one wait for the helpers. */
+	cpu = net_par_run(n, count, takeover_one, &j);
 	gate_open(n);
 	pool_leftovers(n);
 	atomic_store(&n->handed, atomic_load(&j.ok));
 	atomic_store(&n->where, NET_WHERE_HERE);
 	if (count)
 		fprintf(stderr, "ferry-vm: net: %u of %u connections taken over in "
-			"%.1f ms (restore %.1f ms, thaw %.1f ms; CPU time "
-			"of both threads: restore %.1f ms, thaw %.1f ms; %u "
-			"staged before)\n", atomic_load(&j.ok), count,
+			"%.1f ms (listener %.1f ms, restore and thaw %.1f ms; CPU "
+			"time of all threads: %.1f ms; %u staged before)\n",
+			atomic_load(&j.ok), count,
 			(double)(vm_now_ns() - t0) / 1e6, (double)(t1 - t0) / 1e6,
-			(double)(vm_now_ns() - t1) / 1e6,
-			(double)restore_cpu / 1e6, (double)thaw_cpu / 1e6,
+			(double)(vm_now_ns() - t1) / 1e6, (double)cpu / 1e6,
 			atomic_load(&j.staged));
 	return 0;
 }
