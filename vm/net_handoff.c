@@ -665,6 +665,7 @@ void net_release(struct net *n)
 {
 	struct linger lg = { 1, 0 };
 	unsigned moved = 0, reset = 0;
+	uint64_t t0 = vm_now_ns(), cpu;
 	uint32_t *idx;
 	char err[200];
 	int one = 1;
@@ -677,7 +678,7 @@ void net_release(struct net *n)
 		if (n->conns[i].fd >= 0 && n->conns[i].frozen &&
 		    n->conns[i].carried)
 			idx[moved++] = i;
-	net_par_run(n, moved, close_one, idx);
+	cpu = net_par_run(n, moved, close_one, idx);
 	n->ngone = moved;
 	atomic_fetch_sub(&n->nconns, moved);
 	for (uint32_t i = 0; i < NET_SLOTS; i++) {
@@ -703,6 +704,10 @@ void net_release(struct net *n)
 	}
 	net_listen_close(n);
 	address_del(n);
+	if (moved)
+		fprintf(stderr, "ferry-vm: net: %u connections released in %.1f "
+			"ms (CPU time of all threads: %.1f ms)\n", moved,
+			(double)(vm_now_ns() - t0) / 1e6, (double)cpu / 1e6);
 	atomic_store(&n->handed, moved);
 	atomic_fetch_add(&n->reset, reset);
 	atomic_store(&n->where, NET_WHERE_AWAY);
