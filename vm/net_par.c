@@ -84,6 +84,34 @@ static void par_work(struct net_par *p, struct net *n, uint32_t gen,
 	}
 }
 
+/* After a job a helper stays awake this long before it sleeps: the
+ * handoff's steps come in bursts (freeze then dump, staging then the
+ * takeover), and a helper that sleeps is woken a hundred microseconds or
+ * more later (a halted CPU, on a guest host). It yields meanwhile, so
+ * that any other thread of the host runs first. */
+#define PAR_SPIN_NS 300000ull
+
+static uint64_t par_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Called and returns with p->lock held. */
+static void par_spin(struct net_par *p, uint32_t seen)
+{
+	uint64_t end = par_mono_ns() + PAR_SPIN_NS;
+
+	pthread_mutex_unlock(&p->lock);
+	while (__atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) == seen &&
+	       !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE) &&
+	       par_mono_ns() < end)
+		sched_yield();
+	pthread_mutex_lock(&p->lock);
+}
+
 static void *par_main(void *arg)
 {
 	struct net *n = arg;
@@ -96,6 +124,8 @@ static void *par_main(void *arg)
 		uint32_t gen, count;
 		void *fa;
 
+		if (!p->stop && p->gen == seen)
+			par_spin(p, seen);
 		while (!p->stop && p->gen == seen)
 			pthread_cond_wait(&p->cond, &p->lock);
 		if (p->stop)
@@ -148,7 +178,7 @@ void net_par_stop(struct net *n)
 	if (!p || !p->started)
 		return;
 	pthread_mutex_lock(&p->lock);
-	p->stop = true;
+	__atomic_store_n(&p->stop, true, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
 	for (uint32_t i = 0; i < p->nthreads; i++)
@@ -170,7 +200,9 @@ static void par_post(struct net_par *p, uint32_t count,
 	p->count = count;
 	atomic_store(&p->done, 0);
 	atomic_store(&p->spent_ns, 0);
-	atomic_store(&p->next, (uint64_t)++p->gen << 32);
+	atomic_store(&p->next, (uint64_t)(p->gen + 1) << 32);
+	/* Last: a spinning helper reads it without the lock. */
+	__atomic_store_n(&p->gen, p->gen + 1, __ATOMIC_RELEASE);
 	p->posted = true;
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
