@@ -224,8 +224,7 @@ static uint64_t par_finish(struct net *n)
 /**
  * net_par_run() - @fn on items [0, @count), shared with the helper threads
  * from NET_PAR_MIN items on. @fn must be safe on different items at once
- * (each works on its own slot and socket). The caller's thread only, with
- * no job of net_par_post() under way.
+ * (each works on its own slot and socket). The caller's thread only.
  * @n: the device.
  * @count: how many items.
  * @fn: the work of one item.
@@ -240,6 +239,9 @@ uint64_t net_par_run(struct net *n, uint32_t count,
 	struct net_par *p = &n->par;
 	uint64_t t = par_cpu_ns(), helpers;
 
+	/* A background job still under way ends first (its items are
+	 * never dropped: its owner stops them with its own flag). */
+	net_par_finish(n);
 	if (count < NET_PAR_MIN || !p->nthreads) {
 		for (uint32_t k = 0; k < count; k++)
 			fn(n, arg, k);
