@@ -9,7 +9,9 @@
  *   source:      (tcpr_ident() and tcpr_read_ahead() while it runs)
  *                tcpr_freeze() -> tcpr_dump_quick() or tcpr_dump()
  *                              -> (failure: tcpr_thaw())
- *                              -> (release: tcpr_discard())
+ *                              -> (release: tcpr_discard(), or
+ *                                  tcpr_unhash_frozen() and, after the
+ *                                  pause, tcpr_close_frozen())
  *   destination: (tcpr_prepare() while it waits)
  *                tcpr_restore_stage() (while the source releases)
  *                -> tcpr_restore_finish() -> tcpr_thaw_restored()
