@@ -124,7 +124,7 @@ static void *par_main(void *arg)
 		uint32_t gen, count;
 		void *fa;
 
-		if (!p->stop && p->gen == seen)
+		if (seen && !p->stop && p->gen == seen)
 			par_spin(p, seen);
 		while (!p->stop && p->gen == seen)
 			pthread_cond_wait(&p->cond, &p->lock);
