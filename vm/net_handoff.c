@@ -1042,6 +1042,20 @@ void net_stage_stop(struct net *n)
 	n->stage_n = 0;
 }
 
+/**
+ * net_stage_expect() - a destination is about to load dumps (load_state):
+ * what was staged from older ones goes (net_stage_stop()), and with
+ * enough prepared sockets to stage on, a helper is woken now, while the
+ * dumps decode, so that it stages at once when they are in.
+ * @n: the device (NULL: nothing).
+ */
+void net_stage_expect(struct net *n)
+{
+	net_stage_stop(n);
+	if (n && n->pool)
+		net_par_wake(n);
+}
+
 struct acquire_job {
 	const struct net_state *s;
 	atomic_uint ok;

@@ -66,6 +66,7 @@ uint64_t net_par_run(struct net *n, uint32_t count,
 bool net_par_post(struct net *n, uint32_t count,
 		  void (*fn)(struct net *n, void *arg, uint32_t k), void *arg);
 void net_par_finish(struct net *n);
+void net_par_wake(struct net *n);
 
 /* The "net0" device state: the connections handed over, each with the
  * slot its rings are in. */
