@@ -403,7 +403,8 @@ int net_freeze(struct net *n, char *err, size_t len)
 	 * when the listener closes at release). */
 	if (!tcpr_gate_set(true))
 		n->gate_closed = true;
-	n->freeze_cpu_ns = net_par_run(n, open_slots(n, idx), freeze_one, &j);
+	n->freeze_cpu_ns = net_par_run(n, open_slots(n, idx), freeze_one, &j,
+					 true);
 	n->freeze_ns = vm_now_ns() - t0;
 	rc = atomic_load(&j.rc);
 	if (rc) {
@@ -549,7 +550,7 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 	atomic_init(&j.differ, 0);
 	j.verify = getenv("FERRY_VM_NET_VERIFY") &&
 		   !strcmp(getenv("FERRY_VM_NET_VERIFY"), "1");
-	dump_cpu = net_par_run(n, m, dump_one, &j);
+	dump_cpu = net_par_run(n, m, dump_one, &j, false);
 	/* A connection its peer is closing (CLOSE_WAIT, say) is not handed
 	 * over: it ends at release, and the guest that arrives sees it
 	 * reset. The others still move. */
@@ -678,7 +679,7 @@ void net_release(struct net *n)
 		if (n->conns[i].fd >= 0 && n->conns[i].frozen &&
 		    n->conns[i].carried)
 			idx[moved++] = i;
-	cpu = net_par_run(n, moved, close_one, idx);
+	cpu = net_par_run(n, moved, close_one, idx, false);
 	n->ngone = moved;
 	atomic_fetch_sub(&n->nconns, moved);
 	for (uint32_t i = 0; i < NET_SLOTS; i++) {
@@ -1179,7 +1180,7 @@ int net_acquire(struct net *n)
 	t1 = vm_now_ns();
 	/* Each connection restored and thawed in one go: one pass over
 	 * them, one wait for the helpers. */
-	cpu = net_par_run(n, count, takeover_one, &j);
+	cpu = net_par_run(n, count, takeover_one, &j, false);
 	gate_open(n);
 	pool_leftovers(n);
 	atomic_store(&n->handed, atomic_load(&j.ok));

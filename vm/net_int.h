@@ -47,6 +47,7 @@ struct net_par {
 	uint32_t nthreads;
 	bool started, stop;
 	bool posted; /* a job is under way (the caller's thread only) */
+	bool more;   /* the job's: another follows at once, stay awake */
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a job, or stop */
 	/* The job (set under lock; gen counts them). */
@@ -62,7 +63,7 @@ void net_par_start(struct net *n);
 void net_par_stop(struct net *n);
 uint64_t net_par_run(struct net *n, uint32_t count,
 		     void (*fn)(struct net *n, void *arg, uint32_t k),
-		     void *arg);
+		     void *arg, bool more);
 bool net_par_post(struct net *n, uint32_t count,
 		  void (*fn)(struct net *n, void *arg, uint32_t k), void *arg);
 void net_par_finish(struct net *n);

@@ -84,11 +84,13 @@ static void par_work(struct net_par *p, struct net *n, uint32_t gen,
 	}
 }
 
-/* After a job a helper stays awake this long before it sleeps: the
- * handoff's steps come in bursts (freeze then dump, staging then the
- * takeover), and a helper that sleeps is woken a hundred microseconds or
- * more later (a halted CPU, on a guest host). It yields meanwhile, so
- * that any other thread of the host runs first. */
+/* After a job that another follows at once (the freeze, then the dump;
+ * a wake, then the staging) a helper stays awake this long before it
+ * sleeps: one that sleeps is woken a hundred microseconds or more later
+ * (a halted CPU, on a guest host). It yields meanwhile, so that any
+ * other thread of the host runs first; after other jobs it sleeps at
+ * once, since the other process of a pair on one host may want the CPU
+ * (the destination decoding, the source releasing). */
 #define PAR_SPIN_NS 300000ull
 
 static uint64_t par_mono_ns(void)
@@ -117,6 +119,7 @@ static void *par_main(void *arg)
 	struct net *n = arg;
 	struct net_par *p = &n->par;
 	uint32_t seen = 0;
+	bool more = false;
 
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
@@ -124,7 +127,7 @@ static void *par_main(void *arg)
 		uint32_t gen, count;
 		void *fa;
 
-		if (seen && !p->stop && p->gen == seen)
+		if (more && !p->stop && p->gen == seen)
 			par_spin(p, seen);
 		while (!p->stop && p->gen == seen)
 			pthread_cond_wait(&p->cond, &p->lock);
@@ -134,6 +137,7 @@ static void *par_main(void *arg)
 		fn = p->fn;
 		fa = p->arg;
 		count = p->count;
+		more = p->more;
 		pthread_mutex_unlock(&p->lock);
 		par_work(p, n, gen, fn, fa, count, true);
 		pthread_mutex_lock(&p->lock);
@@ -192,9 +196,10 @@ void net_par_stop(struct net *n)
 /* Post a job: the helpers start on it. */
 static void par_post(struct net_par *p, uint32_t count,
 		     void (*fn)(struct net *n, void *arg, uint32_t k),
-		     void *arg)
+		     void *arg, bool more)
 {
 	pthread_mutex_lock(&p->lock);
+	p->more = more;
 	p->fn = fn;
 	p->arg = arg;
 	p->count = count;
@@ -229,12 +234,13 @@ static uint64_t par_finish(struct net *n)
  * @count: how many items.
  * @fn: the work of one item.
  * @arg: passed to @fn.
+ * @more: another step follows at once (the helpers stay awake a moment).
  *
  * Return: the CPU time all threads spent on the items.
  */
 uint64_t net_par_run(struct net *n, uint32_t count,
 		     void (*fn)(struct net *n, void *arg, uint32_t k),
-		     void *arg)
+		     void *arg, bool more)
 {
 	struct net_par *p = &n->par;
 	uint64_t t = par_cpu_ns(), helpers;
@@ -247,7 +253,7 @@ uint64_t net_par_run(struct net *n, uint32_t count,
 			fn(n, arg, k);
 		return par_cpu_ns() - t;
 	}
-	par_post(p, count, fn, arg);
+	par_post(p, count, fn, arg, more);
 	helpers = par_finish(n);
 	return par_cpu_ns() - t + helpers;
 }
@@ -273,7 +279,7 @@ bool net_par_post(struct net *n, uint32_t count,
 
 	if (!p->nthreads || !count)
 		return false;
-	par_post(p, count, fn, arg);
+	par_post(p, count, fn, arg, false);
 	return true;
 }
 
@@ -297,7 +303,7 @@ void net_par_wake(struct net *n)
 {
 	if (!n || !n->par.nthreads || n->par.posted)
 		return;
-	par_post(&n->par, 0, par_none, NULL);
+	par_post(&n->par, 0, par_none, NULL, true);
 	n->par.posted = false; /* nothing to finish */
 }
 
