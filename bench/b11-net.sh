@@ -24,6 +24,8 @@
 #   runs and 200000. Prints markdown tables; the
 #   raw reports stay in the temporary directory it names (KEEP=1).
 #   B11_SECTIONS="3 4" runs some of the four sections (default all).
+#   B11_CASES="1 1000" runs some of section 3's rows (connections; "1q":
+#   the queued one), so that an A/B can alternate trees run by run.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD:-build} RUNS= QUICK=0
@@ -216,7 +218,11 @@ time.sleep(600)
 PY
 		HOLD=$!
 	}
-	for c in "1" "100" "1000" "1 16777216"; do
+	cases=()
+	for c in ${B11_CASES:-1 100 1000 1q}; do
+		if [ "$c" = 1q ]; then cases+=("1 16777216"); else cases+=("$c"); fi
+	done
+	for c in "${cases[@]}"; do
 		downs=() sm=() sw=() hd=()
 		for _ in $(seq 1 "$RUNS"); do
 			port=$(free_port) mport=$(free_port)

@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -125,6 +126,19 @@ static void pairs(void)
 		dev[i] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
 		if (dev[i] < 0)
 			die("accept");
+		/* TCPRSTEPS_EPOLL=1: in an epoll set, as the device's are
+		 * (their close then takes them out of it). */
+		if (getenv("TCPRSTEPS_EPOLL")) {
+			static int ep = -1;
+			struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT |
+						  EPOLLRDHUP | EPOLLET };
+
+			if (ep < 0)
+				ep = epoll_create1(EPOLL_CLOEXEC);
+			ev.data.u32 = i;
+			if (epoll_ctl(ep, EPOLL_CTL_ADD, dev[i], &ev))
+				die("epoll");
+		}
 		if (q && send(peer[i], q, qbytes, 0) != qbytes)
 			die("queue");
 	}
@@ -242,7 +256,15 @@ static void round_syscalls(void)
 	     if (recv(dev[i], c[i].rq, c[i].inq, MSG_PEEK | MSG_DONTWAIT) != c[i].inq) die("peek"); });
 	STEP("src: TCP_REPAIR_QUEUE none",
 	     sopt(dev[i], SOL_TCP, TCP_REPAIR_QUEUE, 0));
-	STEP("release: close (repair mode: silent)", close(dev[i]));
+	if (getenv("TCPRSTEPS_DISCONNECT")) {
+		struct sockaddr un = { .sa_family = AF_UNSPEC };
+
+		STEP("release: connect(AF_UNSPEC) (TCPRSTEPS_DISCONNECT=1)",
+		     if (connect(dev[i], &un, sizeof(un))) die("disconnect"));
+		STEP("release: close after it", close(dev[i]));
+	} else {
+		STEP("release: close (repair mode: silent)", close(dev[i]));
+	}
 	STEP("dst: socket()",
 	     dev[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 	STEP("dst: SO_ATTACH_BPF",
@@ -291,7 +313,9 @@ static int nthreads = 1;
 
 static int *pre;
 
-enum phase { P_IDENT, P_AHEAD, P_PREPARE, P_FREEZE, P_DUMP, P_STAGE, P_DISCARD, P_RESTORE, P_THAW };
+enum phase { P_IDENT, P_AHEAD, P_PREPARE, P_FREEZE, P_DUMP, P_STAGE, P_DISCARD, P_RESTORE, P_THAW, P_CLOSE };
+
+static int *old; /* the source's sockets, disconnected at release */
 
 static atomic_uint quick_dumps;
 static uint64_t *stage_ms;
@@ -339,7 +363,16 @@ static void *phase_main(void *arg)
 			stage_ms[i] = tcpr_clock_ms();
 			rc = tcpr_restore_stage(pre[i], &mc[i], err, sizeof(err));
 			break;
-		case P_DISCARD: tcpr_close_frozen(dev[i]); break;
+		case P_DISCARD:
+			/* The device's release: the 4-tuple freed, the close
+			 * after the pause (P_CLOSE). */
+			old[i] = dev[i];
+			if (tcpr_unhash_frozen(dev[i])) {
+				snprintf(err, sizeof(err), "disconnect: %s", strerror(errno));
+				rc = -1;
+			}
+			break;
+		case P_CLOSE: tcpr_close_frozen(old[i]); break;
 		case P_RESTORE:
 			rc = tcpr_restore_finish(pre[i], &mc[i], &dev[i], err, sizeof(err));
 			if (!rc)
@@ -464,9 +497,18 @@ static void round_module(void)
 	phase("pause: tcpr_dump_quick", P_DUMP);
 	state_round_trip();
 	phase("before release: tcpr_restore_stage (dest.)", P_STAGE);
-	phase("release: tcpr_close_frozen", P_DISCARD);
+#ifdef TCPRSTEPS_OLD
+	phase("release: tcpr_discard", P_DISCARD);
+#else
+	old = calloc(nconn, sizeof(*old));
+	phase("release: tcpr_unhash_frozen", P_DISCARD);
+#endif
 	phase("switchover: tcpr_restore_finish", P_RESTORE);
 	phase("switchover: tcpr_thaw_restored", P_THAW);
+#ifndef TCPRSTEPS_OLD
+	phase("after the pause: tcpr_close_frozen (source)", P_CLOSE);
+	free(old);
+#endif
 #ifndef TCPRSTEPS_OLD
 	printf("\n(%u of %d dumps quick: TCP_INFO and TCP_REPAIR_WINDOW)\n",
 	       atomic_exchange(&quick_dumps, 0), nconn);

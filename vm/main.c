@@ -747,7 +747,7 @@ static int cb_load_state(void *opaque, const void *data, size_t len)
 		usleep((useconds_t)vm->fault_stall_load_ms * 1000);
 	/* The connections' restores are staged while the source lets them
 	 * go (net_handoff.c); new dumps replace any staged from old ones. */
-	net_stage_stop(vm->net);
+	net_stage_expect(vm->net);
 	rc = vm_state_load(opaque, data, len);
 	if (!rc)
 		net_stage_start(vm->net);

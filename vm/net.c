@@ -165,7 +165,9 @@ int net_slot_open(struct net *n, int fd, uint32_t kind)
 	n->slots[i].rx_head = n->slots[i].rx_tail = 0;
 	n->slots[i].tx_head = n->slots[i].tx_tail = 0;
 	guest_write_begin(n->g, ram_off(n, n->hdr), sizeof(*n->hdr));
-	n->slots[i].serial = ++n->hdr->accepted;
+	/* The status reads the count from the API thread (net_json()). */
+	n->slots[i].serial = __atomic_add_fetch(&n->hdr->accepted, 1,
+						__ATOMIC_RELAXED);
 	guest_write_end(n->g, ram_off(n, n->hdr), sizeof(*n->hdr));
 	__atomic_store_n(&n->slots[i].state, NET_SLOT_OPEN, __ATOMIC_RELEASE);
 	slot_written(n, &n->slots[i]);
@@ -567,6 +569,11 @@ int net_create(struct vm *vm, struct net **out, char *err, size_t len)
 	n->slots = net_slots_of(n->g->ram, n->g->mem_size);
 	raise_fd_limit();
 	net_pool_start(n);
+	/* A destination's takeover helpers wait from now on (a local one
+	 * takes the sockets by fd: no takeover to share). */
+	if (vm->opts.incoming && strncmp(vm->opts.incoming, "file:", 5) &&
+	    !vm->opts.local)
+		net_par_start(n);
 	/* A destination's backend waits parked from now on: the resume that
 	 * ends the pause then wakes it instead of creating it. */
 	if (vm->opts.incoming) {
@@ -613,7 +620,8 @@ int net_listen_open(struct net *n, char *err, size_t len)
 		close(fd);
 		goto fail;
 	}
-	n->listen_fd = fd;
+	/* The status reads it from the API thread (net_counts()). */
+	__atomic_store_n(&n->listen_fd, fd, __ATOMIC_RELAXED);
 	return 0;
 fail:
 	snprintf(err, len, "cannot listen on %s: %s", n->vm->opts.listen,
@@ -631,7 +639,7 @@ void net_listen_close(struct net *n)
 		return;
 	epoll_ctl(n->epfd, EPOLL_CTL_DEL, n->listen_fd, NULL);
 	close(n->listen_fd);
-	n->listen_fd = -1;
+	__atomic_store_n(&n->listen_fd, -1, __ATOMIC_RELAXED);
 }
 
 static int client_connect(struct net *n, char *err, size_t len)
@@ -695,7 +703,7 @@ int net_start(struct net *n, bool connect, char *err, size_t len)
 	int rc;
 
 	guest_write_begin(n->g, ram_off(n, n->hdr), sizeof(*n->hdr));
-	n->hdr->magic = NET_HDR_MAGIC;
+	__atomic_store_n(&n->hdr->magic, NET_HDR_MAGIC, __ATOMIC_RELEASE);
 	n->hdr->nslots = NET_SLOTS;
 	n->hdr->ring = NET_RING;
 	n->hdr->client_slot = NET_NO_SLOT;
@@ -780,7 +788,7 @@ void net_resume(struct net *n)
 void net_counts(struct net *n, unsigned *conns, unsigned *listeners)
 {
 	*conns = n ? atomic_load(&n->nconns) : 0;
-	*listeners = n && n->listen_fd >= 0;
+	*listeners = n && __atomic_load_n(&n->listen_fd, __ATOMIC_RELAXED) >= 0;
 }
 
 /**
@@ -826,7 +834,8 @@ struct json_object *net_json(struct vm *vm)
 	 * destination's (unmapped here): they are reported there. */
 	if (atomic_load(&n->g->ram_released))
 		return o;
-	if (n->hdr->magic == NET_HDR_MAGIC && n->hdr->client_slot != NET_NO_SLOT) {
+	if (__atomic_load_n(&n->hdr->magic, __ATOMIC_ACQUIRE) == NET_HDR_MAGIC &&
+	    n->hdr->client_slot != NET_NO_SLOT) {
 		c = json_object_new_object();
 		json_object_object_add(c, "sent", json_object_new_int64((int64_t)n->hdr->client_sent));
 		json_object_object_add(c, "answered", json_object_new_int64((int64_t)n->hdr->client_answered));
@@ -838,7 +847,8 @@ struct json_object *net_json(struct vm *vm)
 	json_object_object_add(o, "keys", json_object_new_int64((int64_t)n->hdr->kv_used));
 	/* Connections the guest ever accepted or opened: a client that had
 	 * to reconnect shows here. */
-	json_object_object_add(o, "accepted", json_object_new_int64((int64_t)n->hdr->accepted));
+	json_object_object_add(o, "accepted", json_object_new_int64((int64_t)
+		__atomic_load_n(&n->hdr->accepted, __ATOMIC_RELAXED)));
 	return o;
 }
 
@@ -863,6 +873,7 @@ void net_destroy(struct net *n)
 	if (!n)
 		return;
 	net_pool_stop(n);
+	net_par_stop(n);
 	if (n->thread_started) {
 		pthread_mutex_lock(&n->lock);
 		n->stop = true;
@@ -871,6 +882,7 @@ void net_destroy(struct net *n)
 		net_kick(n);
 		pthread_join(n->thread, NULL);
 	}
+	net_release_close(n);
 	for (uint32_t i = 0; i < NET_SLOTS; i++)
 		if (n->conns[i].fd >= 0)
 			close(n->conns[i].fd);

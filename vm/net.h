@@ -114,6 +114,7 @@ void net_outcome(struct net *n, int rc);
 int net_address_add(struct net *n, char *err, size_t len);
 void net_stage_start(struct net *n);
 void net_stage_stop(struct net *n);
+void net_stage_expect(struct net *n);
 
 static inline struct net_hdr *net_hdr_of(uint8_t *ram, uint64_t mem_size)
 {

@@ -43,14 +43,11 @@
 #include "netaddr.h"
 #include "tcprepair.h"
 
-/* From this many connections on, the pause's per-connection system calls
- * are shared with a second thread (on a 2-core host that halves them).
- * Below it they take a few milliseconds of CPU at most, and on a busy host
- * waiting for a second thread to be scheduled can cost more than that. */
-#define NET_PAR_MIN 256
 /* From this many connections on, a destination stages their restores
  * (net_stage_start()). */
 #define NET_STAGE_MIN 32
+/* The events a connection's socket is registered for, with its slot. */
+#define CONN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
 /* This thread's CPU time: under load the wall clock of a step says more
  * about the other jobs on the host than about the step. */
@@ -60,59 +57,6 @@ static uint64_t cpu_ns(void)
 
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/*
- * The handoff's per-connection work (freeze, dump, restore, thaw) is a
- * few system calls each, and with a thousand connections they are the
- * downtime: par_run() gives every other item to a helper thread when
- * there is a second CPU. @fn must be safe on different items at once
- * (each works on its own slot and socket).
- */
-struct par {
-	void (*fn)(struct net *n, void *arg, uint32_t k);
-	struct net *n;
-	void *arg;
-	uint32_t first, step, count;
-	uint64_t spent_ns; /* the CPU time this thread spent on its items */
-};
-
-/* The CPU time is read once per thread and step, not per item: the clock
- * is a system call (not in the vDSO), and a thousand connections would
- * otherwise add thousands of them to the pause. */
-static void *par_main(void *p)
-{
-	struct par *w = p;
-	uint64_t t = cpu_ns();
-
-	for (uint32_t k = w->first; k < w->count; k += w->step)
-		w->fn(w->n, w->arg, k);
-	w->spent_ns = cpu_ns() - t;
-	return NULL;
-}
-
-/* Run fn on items [0, @count), on two threads from NET_PAR_MIN items on.
- * Returns the CPU time both threads spent on them. */
-static uint64_t par_run(struct net *n, uint32_t count,
-			void (*fn)(struct net *n, void *arg, uint32_t k),
-			void *arg)
-{
-	struct par a = { fn, n, arg, 0, 2, count, 0 };
-	struct par b = { fn, n, arg, 1, 2, count, 0 };
-	static long cpus;
-	pthread_t t;
-
-	if (!cpus)
-		cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	if (count < NET_PAR_MIN || cpus < 2 ||
-	    pthread_create(&t, NULL, par_main, &b)) {
-		a.step = 1;
-		par_main(&a);
-		return a.spent_ns;
-	}
-	par_main(&a);
-	pthread_join(t, NULL);
-	return a.spent_ns + b.spent_ns;
 }
 
 /* The slots with a socket, in order; returns how many. */
@@ -358,6 +302,8 @@ int net_handoff_check(struct net *n, const char *uri, bool local, char *err,
 		return 0;
 	if (!tcpr_available(why, sizeof(why))) {
 		read_ahead_start(n);
+		/* The pause's helpers, made now rather than in it. */
+		net_par_start(n);
 		return 0;
 	}
 	snprintf(err, len, "the guest has %u open TCP connection%s, which "
@@ -414,28 +360,29 @@ static void thaw_all(struct net *n)
 struct freeze_job {
 	const uint32_t *idx;
 	atomic_int rc;
-	char err[2][200];
+	char err[200]; /* the first failure's, written by its thread alone */
 };
 
 static void freeze_one(struct net *n, void *arg, uint32_t k)
 {
 	struct freeze_job *j = arg;
 	struct net_conn *c = &n->conns[j->idx[k]];
-	int rc;
+	char err[200] = "";
+	int rc, none = 0;
 
 	if (atomic_load(&j->rc))
 		return; /* one failed: the others are thawed anyway */
 	if (c->gated && n->gate_closed) {
-		rc = tcpr_freeze_gated(c->fd, j->err[k & 1], sizeof(j->err[0]));
+		rc = tcpr_freeze_gated(c->fd, err, sizeof(err));
 	} else {
 		/* A filter of its own replaces the gate, if it had it. */
-		rc = tcpr_freeze(c->fd, j->err[k & 1], sizeof(j->err[0]));
+		rc = tcpr_freeze(c->fd, err, sizeof(err));
 		c->gated = false;
 	}
-	if (rc)
-		atomic_store(&j->rc, rc);
-	else
+	if (!rc)
 		c->frozen = true;
+	else if (atomic_compare_exchange_strong(&j->rc, &none, rc))
+		memcpy(j->err, err, sizeof(err));
 }
 
 int net_freeze(struct net *n, char *err, size_t len)
@@ -456,11 +403,12 @@ int net_freeze(struct net *n, char *err, size_t len)
 	 * when the listener closes at release). */
 	if (!tcpr_gate_set(true))
 		n->gate_closed = true;
-	n->freeze_cpu_ns = par_run(n, open_slots(n, idx), freeze_one, &j);
+	n->freeze_cpu_ns = net_par_run(n, open_slots(n, idx), freeze_one, &j,
+					 true);
 	n->freeze_ns = vm_now_ns() - t0;
 	rc = atomic_load(&j.rc);
 	if (rc) {
-		snprintf(err, len, "%s", j.err[0][0] ? j.err[0] : j.err[1]);
+		snprintf(err, len, "%s", j.err);
 		thaw_all(n);
 	}
 	return rc;
@@ -480,7 +428,8 @@ int net_freeze(struct net *n, char *err, size_t len)
 struct dump_job {
 	struct net_state *s;
 	int rc[NET_SLOTS];
-	char why[2][200];
+	atomic_bool why_set; /* why holds the first failure's reason */
+	char why[200];
 	atomic_uint quick;    /* dumps that took tcpr_dump_quick()'s two calls */
 	bool verify;	      /* FERRY_VM_NET_VERIFY=1 */
 	atomic_uint differ;   /* quick dumps the full one contradicts */
@@ -541,22 +490,22 @@ static void dump_one(struct net *n, void *arg, uint32_t k)
 	struct dump_job *j = arg;
 	struct net_saved *d = &j->s->conns[k];
 	struct net_conn *c = &n->conns[d->slot];
-	char *why = j->why[k & 1];
+	char why[200] = "";
 	struct tcpr_conn f = c->id;
 	uint64_t t = 0;
 	bool quick = false, full = false;
 
 	if (!c->id_ok) {
-		j->rc[k] = tcpr_dump(c->fd, &d->c, why, sizeof(j->why[0]));
-		return;
+		j->rc[k] = tcpr_dump(c->fd, &d->c, why, sizeof(why));
+		goto out;
 	}
 	if (j->verify) {
 		t = tcpr_clock_ms();
-		full = !tcpr_dump_live(c->fd, &f, why, sizeof(j->why[0]));
+		full = !tcpr_dump_live(c->fd, &f, why, sizeof(why));
 	}
 	d->c = c->id;
 	j->rc[k] = tcpr_dump_quick(c->fd, &d->c, c->rx_read, &quick, why,
-				   sizeof(j->why[0]));
+				   sizeof(why));
 	if (!j->rc[k] && quick) {
 		atomic_fetch_add(&j->quick, 1);
 		if (full)
@@ -564,6 +513,9 @@ static void dump_one(struct net *n, void *arg, uint32_t k)
 	}
 	if (full)
 		tcpr_conn_clear(&f);
+out:
+	if (j->rc[k] && !atomic_exchange(&j->why_set, true))
+		memcpy(j->why, why, sizeof(why));
 }
 
 int net_save(struct net *n, struct net_state *s, char *err, size_t len)
@@ -592,12 +544,13 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 			s->conns[m++].slot = i;
 	}
 	j.s = s;
-	j.why[0][0] = j.why[1][0] = 0;
+	j.why[0] = 0;
+	atomic_init(&j.why_set, false);
 	atomic_init(&j.quick, 0);
 	atomic_init(&j.differ, 0);
 	j.verify = getenv("FERRY_VM_NET_VERIFY") &&
 		   !strcmp(getenv("FERRY_VM_NET_VERIFY"), "1");
-	dump_cpu = par_run(n, m, dump_one, &j);
+	dump_cpu = net_par_run(n, m, dump_one, &j, false);
 	/* A connection its peer is closing (CLOSE_WAIT, say) is not handed
 	 * over: it ends at release, and the guest that arrives sees it
 	 * reset. The others still move. */
@@ -618,7 +571,7 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 	if (skipped)
 		fprintf(stderr, "ferry-vm: net: %u connection%s not handed over "
 			"(one: %s)\n", skipped, skipped == 1 ? "" : "s",
-			j.why[0][0] ? j.why[0] : j.why[1]);
+			j.why);
 	if (m)
 		fprintf(stderr, "ferry-vm: net: %u connections frozen in %.1f ms, "
 			"dumped in %.1f ms (CPU time of both threads: freeze "
@@ -669,16 +622,38 @@ int net_address_add(struct net *n, char *err, size_t len)
 	return rc;
 }
 
-/* Closing a frozen socket is silent and takes it out of the epoll set as
- * well: one system call, about 5 us each, which with a thousand
- * connections is worth the second thread. */
+/* A frozen socket leaves the kernel's table of connections (its 4-tuple
+ * is the destination's from here) but stays open until the pause is over
+ * (net_release_close()): the disconnect is a third of what the close
+ * costs, and the close also takes it out of the epoll set. A socket that
+ * cannot be disconnected is closed now. */
 static void close_one(struct net *n, void *arg, uint32_t k)
 {
 	struct net_conn *c = &n->conns[((const uint32_t *)arg)[k]];
 
-	tcpr_close_frozen(c->fd);
+	if (tcpr_unhash_frozen(c->fd)) {
+		tcpr_close_frozen(c->fd);
+		n->gone_fd[k] = -1;
+	} else {
+		n->gone_fd[k] = c->fd;
+	}
 	c->fd = -1;
 	c->frozen = c->carried = false;
+}
+
+/**
+ * net_release_close() - close the sockets the release disconnected (they
+ * are silent: closed and frozen). Before the source's backend runs again
+ * (a reacquire, a resume) and once the migration ended, out of its pause.
+ * @n: the device (NULL: nothing).
+ */
+void net_release_close(struct net *n)
+{
+	if (!n)
+		return;
+	for (uint32_t k = 0; k < n->ngone; k++)
+		tcpr_close_frozen(n->gone_fd[k]);
+	n->ngone = 0;
 }
 
 /**
@@ -691,6 +666,7 @@ void net_release(struct net *n)
 {
 	struct linger lg = { 1, 0 };
 	unsigned moved = 0, reset = 0;
+	uint64_t t0 = vm_now_ns(), cpu;
 	uint32_t *idx;
 	char err[200];
 	int one = 1;
@@ -698,11 +674,13 @@ void net_release(struct net *n)
 	if (!n)
 		return;
 	idx = n->pause_idx;
+	net_release_close(n);
 	for (uint32_t i = 0; i < NET_SLOTS; i++)
 		if (n->conns[i].fd >= 0 && n->conns[i].frozen &&
 		    n->conns[i].carried)
 			idx[moved++] = i;
-	par_run(n, moved, close_one, idx);
+	cpu = net_par_run(n, moved, close_one, idx, false);
+	n->ngone = moved;
 	atomic_fetch_sub(&n->nconns, moved);
 	for (uint32_t i = 0; i < NET_SLOTS; i++) {
 		struct net_conn *c = &n->conns[i];
@@ -727,6 +705,10 @@ void net_release(struct net *n)
 	}
 	net_listen_close(n);
 	address_del(n);
+	if (moved)
+		fprintf(stderr, "ferry-vm: net: %u connections released in %.1f "
+			"ms (CPU time of all threads: %.1f ms)\n", moved,
+			(double)(vm_now_ns() - t0) / 1e6, (double)cpu / 1e6);
 	atomic_store(&n->handed, moved);
 	atomic_fetch_add(&n->reset, reset);
 	atomic_store(&n->where, NET_WHERE_AWAY);
@@ -751,14 +733,15 @@ static void give_back(struct net *n)
 }
 
 /* Put @fd, restored and still frozen, into slot @i (open in guest RAM),
- * with the identity of its dump. */
+ * with the identity of its dump; @in_ep: staging registered it for the
+ * slot already. */
 static int attach(struct net *n, uint32_t i, int fd, const struct tcpr_conn *d,
-		  bool gated, uint64_t before_ms)
+		  bool gated, bool in_ep, uint64_t before_ms)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP |
-					    EPOLLET, .data.u32 = i };
+	struct epoll_event ev = { .events = CONN_EVENTS, .data.u32 = i };
 
-	if (n->conns[i].fd >= 0 || epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev))
+	if (n->conns[i].fd >= 0 ||
+	    (!in_ep && epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev)))
 		return -EBUSY;
 	n->conns[i] = (struct net_conn){ .fd = fd, .rx_full = true,
 					 .id_ok = true, .id = *d,
@@ -970,57 +953,54 @@ void net_pool_stop(struct net *n)
 static void stage_one(struct net *n, void *arg, uint32_t k)
 {
 	const struct net_state *s = arg;
-	const struct tcpr_conn *c = &s->conns[k].c;
+	const struct net_saved *d = &s->conns[k];
+	struct epoll_event ev = { .events = CONN_EVENTS, .data.u32 = d->slot };
 	uint64_t before;
 	int fd;
 
-	if (atomic_load(&n->stage_stop) || (fd = pool_take(n, c)) < 0)
+	if (atomic_load(&n->stage_stop) || (fd = pool_take(n, &d->c)) < 0)
 		return;
 	before = tcpr_clock_ms();
 	/* A socket that cannot be staged is gone; the takeover makes the
 	 * connection a fresh one. */
-	if (tcpr_restore_stage(fd, c, NULL, 0))
+	if (tcpr_restore_stage(fd, &d->c, NULL, 0))
 		return;
+	/* Its slot's epoll entry too, one system call less in the takeover.
+	 * The backend stays parked until the resume, and when it runs, its
+	 * epoll_wait() reports the socket as it is then (connected), not as
+	 * it was here; a staged socket closed unused leaves the set. */
+	n->stage_ep[k] = !epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev);
 	n->stage_ms[k] = before;
 	n->stage_fd[k] = fd;
 }
 
-static void *stage_main(void *arg)
-{
-	struct net *n = arg;
-
-	/* One thread: on one host the source's release runs meanwhile,
-	 * and the engine's "ready" goes out meanwhile, on the other CPU. */
-	for (uint32_t k = 0; k < n->stage_n; k++)
-		stage_one(n, n->saved, k);
-	return NULL;
-}
-
 /**
  * net_stage_start() - a destination has the dumps (load_state): while it
- * says "ready" and the source closes its sockets, a thread sets on the
- * prepared sockets what needs neither the 4-tuple nor the peer (the
- * queues' sequences and the timestamp clock: four system calls of the
- * eight a takeover makes per connection), so that acquire connects
- * and sets only options and window. Nothing is sent: the staged sockets
- * are not connected.
+ * says "ready" and the source lets the connections go, a helper thread
+ * (net_par.c) sets on the prepared sockets what needs neither the
+ * 4-tuple nor the peer (the queues' sequences and the timestamp clock:
+ * four system calls of the eight a takeover makes per connection) and
+ * registers them in the epoll set, so that acquire connects and sets
+ * only options and window. Nothing is sent: the staged sockets are not
+ * connected. The helper was made before the pause; a thread made here
+ * would cost its creation in it.
  * @n: the device (NULL: nothing).
  */
 void net_stage_start(struct net *n)
 {
 	uint32_t m = n && n->saved ? n->saved->nconns : 0;
 
-	/* A few connections are restored in less time than a thread takes
-	 * to start. */
+	/* A few connections are restored in less time than a helper takes
+	 * to wake. */
 	if (m < NET_STAGE_MIN || !n->pool)
 		return;
-	for (uint32_t k = 0; k < m; k++)
+	for (uint32_t k = 0; k < m; k++) {
 		n->stage_fd[k] = -1;
+		n->stage_ep[k] = false;
+	}
 	n->stage_n = m;
 	atomic_store(&n->stage_stop, false);
-	n->stage_started = !pthread_create(&n->stage_thread, NULL, stage_main,
-					   n);
-	if (!n->stage_started)
+	if (!net_par_post(n, m, stage_one, n->saved))
 		n->stage_n = 0;
 }
 
@@ -1028,15 +1008,13 @@ void net_stage_start(struct net *n)
  * reach is restored the whole way). */
 static void stage_join(struct net *n)
 {
-	if (!n->stage_started)
-		return;
 	atomic_store(&n->stage_stop, true);
-	pthread_join(n->stage_thread, NULL);
-	n->stage_started = false;
+	net_par_finish(n);
 }
 
-/* Connection @k's staged socket and when its clock was set, or -1. */
-static int stage_take(struct net *n, uint32_t k, uint64_t *ms)
+/* Connection @k's staged socket, when its clock was set and whether it is
+ * in the epoll set, or -1. */
+static int stage_take(struct net *n, uint32_t k, uint64_t *ms, bool *in_ep)
 {
 	int fd;
 
@@ -1045,6 +1023,7 @@ static int stage_take(struct net *n, uint32_t k, uint64_t *ms)
 	fd = n->stage_fd[k];
 	n->stage_fd[k] = -1;
 	*ms = n->stage_ms[k];
+	*in_ep = n->stage_ep[k];
 	return fd;
 }
 
@@ -1064,6 +1043,20 @@ void net_stage_stop(struct net *n)
 	n->stage_n = 0;
 }
 
+/**
+ * net_stage_expect() - a destination is about to load dumps (load_state):
+ * what was staged from older ones goes (net_stage_stop()), and with
+ * enough prepared sockets to stage on, a helper is woken now, while the
+ * dumps decode, so that it stages at once when they are in.
+ * @n: the device (NULL: nothing).
+ */
+void net_stage_expect(struct net *n)
+{
+	net_stage_stop(n);
+	if (n && n->pool)
+		net_par_wake(n);
+}
+
 struct acquire_job {
 	const struct net_state *s;
 	atomic_uint ok;
@@ -1077,9 +1070,9 @@ static void restore_one(struct net *n, void *arg, uint32_t k)
 	char err[256] = "";
 	uint64_t before = tcpr_clock_ms();
 	int fd = -1, rc;
-	bool gated;
+	bool gated, in_ep = false;
 
-	if ((fd = stage_take(n, k, &before)) >= 0) {
+	if ((fd = stage_take(n, k, &before, &in_ep)) >= 0) {
 		atomic_fetch_add(&j->staged, 1);
 		gated = n->pool_gated;
 		rc = tcpr_restore_finish(fd, &d->c, &fd, err, sizeof(err));
@@ -1090,7 +1083,7 @@ static void restore_one(struct net *n, void *arg, uint32_t k)
 		gated = false;
 		rc = tcpr_restore(&d->c, &fd, err, sizeof(err));
 	}
-	if (!rc && (rc = attach(n, d->slot, fd, &d->c, gated, before)))
+	if (!rc && (rc = attach(n, d->slot, fd, &d->c, gated, in_ep, before)))
 		snprintf(err, sizeof(err), "slot %u is taken", d->slot);
 	if (rc) {
 		if (fd >= 0)
@@ -1101,19 +1094,23 @@ static void restore_one(struct net *n, void *arg, uint32_t k)
 	}
 }
 
-static void thaw_one(struct net *n, void *arg, uint32_t k)
+/* Restore connection @k into its slot, then thaw it (a listener is open
+ * already, so nothing waits for the others). */
+static void takeover_one(struct net *n, void *arg, uint32_t k)
 {
 	struct acquire_job *j = arg;
 	uint32_t i = j->s->conns[k].slot;
-	int fd = n->conns[i].fd;
 	char err[256] = "";
+	int fd;
 
-	if (fd < 0)
+	restore_one(n, arg, k);
+	if ((fd = n->conns[i].fd) < 0)
 		return;
 	/* tcpr_thaw() also gives the socket its address reuse back (an
 	 * accepted socket had it from its listener); without it the next
 	 * connection on the same local port could not bind. The window probe
-	 * goes out only where it can matter (tcpr_thaw_restored()). */
+	 * goes out only where it can matter (tcpr_thaw_restored()). The gate
+	 * keeps the socket deaf until every connection is thawed. */
 	if (tcpr_thaw_restored(fd, &j->s->conns[k].c, n->conns[i].gated, err,
 			       sizeof(err))) {
 		fprintf(stderr, "ferry-vm: net: slot %u not restored: %s\n", i,
@@ -1127,11 +1124,11 @@ static void thaw_one(struct net *n, void *arg, uint32_t k)
 
 /**
  * net_acquire() - take the connections over from the saved dumps (a
- * destination's acquire, a source's reacquire): the address, then each
- * connection restored in repair mode in its slot, then the listener, then
- * each connection thawed. A connection that cannot be restored is reset
- * for the guest (and said on stderr); the guest runs anyway. With many
- * connections two threads share the restores and the thaws.
+ * destination's acquire, a source's reacquire): the address, then the
+ * listener, then each connection restored in repair mode in its slot and
+ * thawed, the gate opened once all are. A connection that cannot be
+ * restored is reset for the guest (and said on stderr); the guest runs
+ * anyway. With many connections the helper threads share them.
  * @n: the device (NULL: nothing).
  *
  * Return: 0, or a negative errno when the listener cannot be opened.
@@ -1141,12 +1138,15 @@ int net_acquire(struct net *n)
 	const struct net_state *s = n ? n->saved : NULL;
 	struct acquire_job j = { .s = s };
 	uint32_t count = s ? s->nconns : 0;
-	uint64_t t0 = vm_now_ns(), t1, restore_cpu, thaw_cpu;
+	uint64_t t0 = vm_now_ns(), t1, cpu;
 	char err[256] = "";
 	int rc;
 
 	if (!n)
 		return 0;
+	/* A source taking its connections back: the sockets it let go of
+	 * are closed first (their epoll entries point at the slots). */
+	net_release_close(n);
 	atomic_init(&j.ok, 0);
 	atomic_init(&j.staged, 0);
 	stage_join(n);
@@ -1158,13 +1158,13 @@ int net_acquire(struct net *n)
 		n->gate_closed = true;
 	if (net_address_add(n, err, sizeof(err)))
 		fprintf(stderr, "ferry-vm: net: %s\n", err);
-	/* Every connection restored, still frozen: a listener that then
-	 * cannot open gives them back before any of them took a byte. */
-	restore_cpu = par_run(n, count, restore_one, &j);
-	t1 = vm_now_ns();
-	/* The listener after them: repair mode forces address reuse at each
-	 * restored connection's bind, and frozen connections keep it, so the
-	 * listener binds beside them. */
+	/* The listener first: a listener that cannot open leaves every
+	 * connection to the source (none restored here, none took a byte).
+	 * It binds beside the prepared sockets (repair mode forces address
+	 * reuse at their binds), and a connection restored on a fresh socket
+	 * binds beside it the same way. With the gate shut it drops what
+	 * comes for a connection not restored yet, where no socket at all
+	 * would answer with a RST. */
 	rc = net_listen_open(n, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry-vm: net: %s; the connections go back\n",
@@ -1177,19 +1177,21 @@ int net_acquire(struct net *n)
 		gate_open(n);
 		return rc;
 	}
-	thaw_cpu = par_run(n, count, thaw_one, &j);
+	t1 = vm_now_ns();
+	/* Each connection restored and thawed in one go: one pass over
+	 * them, one wait for the helpers. */
+	cpu = net_par_run(n, count, takeover_one, &j, false);
 	gate_open(n);
 	pool_leftovers(n);
 	atomic_store(&n->handed, atomic_load(&j.ok));
 	atomic_store(&n->where, NET_WHERE_HERE);
 	if (count)
 		fprintf(stderr, "ferry-vm: net: %u of %u connections taken over in "
-			"%.1f ms (restore %.1f ms, thaw %.1f ms; CPU time "
-			"of both threads: restore %.1f ms, thaw %.1f ms; %u "
-			"staged before)\n", atomic_load(&j.ok), count,
+			"%.1f ms (listener %.1f ms, restore and thaw %.1f ms; CPU "
+			"time of all threads: %.1f ms; %u staged before)\n",
+			atomic_load(&j.ok), count,
 			(double)(vm_now_ns() - t0) / 1e6, (double)(t1 - t0) / 1e6,
-			(double)(vm_now_ns() - t1) / 1e6,
-			(double)restore_cpu / 1e6, (double)thaw_cpu / 1e6,
+			(double)(vm_now_ns() - t1) / 1e6, (double)cpu / 1e6,
 			atomic_load(&j.staged));
 	return 0;
 }
@@ -1201,19 +1203,22 @@ int net_acquire(struct net *n)
  */
 void net_resume_frozen(struct net *n)
 {
+	net_release_close(n);
 	if (n)
 		thaw_all(n);
 }
 
 /**
- * net_outcome() - a source's migration ended: new connections are no
- * longer read ahead, and connections released to a destination that
- * never confirmed it runs are lost.
+ * net_outcome() - a source's migration ended: the sockets the release
+ * disconnected are closed, new connections are no longer read ahead, and
+ * connections released to a destination that never confirmed it runs
+ * are lost.
  * @n: the device (NULL: nothing).
  * @rc: the migration's result.
  */
 void net_outcome(struct net *n, int rc)
 {
+	net_release_close(n);
 	if (n)
 		atomic_store(&n->ahead_want, false);
 	if (n && rc && atomic_load(&n->where) == NET_WHERE_AWAY)

@@ -33,6 +33,42 @@ enum net_handoff {
 /* The epoll tag of the listener (net.c's EV_LISTEN). */
 #define NET_EV_LISTEN NET_SLOTS
 
+/* The helper threads of the handoff's per-connection steps (net_par.c):
+ * from NET_PAR_MIN connections on, at most NET_PAR_MAX threads with the
+ * caller's. Below NET_PAR_MIN the steps take a few milliseconds of CPU at
+ * most, and on a busy host waking a helper can cost more than that. */
+#define NET_PAR_MIN 256
+#define NET_PAR_MAX 4
+
+struct net;
+
+struct net_par {
+	pthread_t thread[NET_PAR_MAX - 1];
+	uint32_t nthreads;
+	bool started, stop;
+	bool posted; /* a job is under way (the caller's thread only) */
+	bool more;   /* the job's: another follows at once, stay awake */
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* a job, or stop */
+	/* The job (set under lock; gen counts them). */
+	uint32_t gen, count;
+	void (*fn)(struct net *n, void *arg, uint32_t k);
+	void *arg;
+	_Atomic uint64_t next;	/* gen << 32 | the next item to claim */
+	atomic_uint done;	/* items done */
+	_Atomic uint64_t spent_ns; /* the helpers' CPU time on them */
+};
+
+void net_par_start(struct net *n);
+void net_par_stop(struct net *n);
+uint64_t net_par_run(struct net *n, uint32_t count,
+		     void (*fn)(struct net *n, void *arg, uint32_t k),
+		     void *arg, bool more);
+bool net_par_post(struct net *n, uint32_t count,
+		  void (*fn)(struct net *n, void *arg, uint32_t k), void *arg);
+void net_par_finish(struct net *n);
+void net_par_wake(struct net *n);
+
 /* The "net0" device state: the connections handed over, each with the
  * slot its rings are in. */
 struct net_saved {
@@ -90,6 +126,10 @@ struct net {
 	/* The slots a step of the pause works on (freeze, release), split
 	 * over its threads; one handoff at a time. */
 	uint32_t pause_idx[NET_SLOTS];
+	/* The sockets the release disconnected, still open until
+	 * net_release_close() (-1: closed already); ngone of them. */
+	int gone_fd[NET_SLOTS];
+	uint32_t ngone;
 	atomic_uint nconns;
 	atomic_int where;     /* enum net_where */
 	atomic_uint handed;   /* connections handed over (or lost) last time */
@@ -119,8 +159,7 @@ struct net {
 	int stage_fd[NET_SLOTS];
 	uint64_t stage_ms[NET_SLOTS];
 	uint32_t stage_n;
-	pthread_t stage_thread;
-	bool stage_started;
+	bool stage_ep[NET_SLOTS]; /* stage_fd[k] is in the epoll set */
 	atomic_bool stage_stop;
 	/* The backend reads ahead (tcpr_read_ahead()) what the pause would
 	 * otherwise read: for a connection that has lived 250 ms, and while
@@ -134,6 +173,7 @@ struct net {
 	bool ahead_more;	 /* backend only: that look left some over */
 	atomic_int handoff;   /* enum net_handoff, of the last handoff */
 	struct net_fdp fdp;   /* a live update's sockets by fd */
+	struct net_par par;   /* the handoff's helper threads */
 };
 
 int net_slot_open(struct net *n, int fd, uint32_t kind);
@@ -148,5 +188,6 @@ void net_pool_stop(struct net *n);
 bool net_read_ahead(struct net *n, uint32_t i);
 void net_read_ahead_all(struct net *n);
 void net_read_ahead_due(struct net *n);
+void net_release_close(struct net *n);
 
 #endif /* FERRY_VM_NET_INT_H */

@@ -9,7 +9,9 @@
  *   source:      (tcpr_ident() and tcpr_read_ahead() while it runs)
  *                tcpr_freeze() -> tcpr_dump_quick() or tcpr_dump()
  *                              -> (failure: tcpr_thaw())
- *                              -> (release: tcpr_discard())
+ *                              -> (release: tcpr_discard(), or
+ *                                  tcpr_unhash_frozen() and, after the
+ *                                  pause, tcpr_close_frozen())
  *   destination: (tcpr_prepare() while it waits)
  *                tcpr_restore_stage() (while the source releases)
  *                -> tcpr_restore_finish() -> tcpr_thaw_restored()
@@ -160,6 +162,8 @@ int  tcpr_prepare_gated(int family, const struct sockaddr *local, socklen_t llen
 				/* tcpr_prepare() with the gate instead of a filter of its own */
 void tcpr_discard(int fd);      /* close a frozen socket: no FIN, no RST ever */
 void tcpr_close_frozen(int fd); /* the same for a socket known to be frozen (one syscall) */
+int  tcpr_unhash_frozen(int fd); /* a frozen socket's 4-tuple freed, silently; the
+				   socket stays open (tcpr_close_frozen() it later) */
 void tcpr_conn_clear(struct tcpr_conn *c);       /* frees the queues */
 void tcpr_visit(ferry_visitor *v, struct tcpr_conn *c); /* its fields for the state layer,
 				   schema'd (queues as variable byte fields of any size) */

@@ -1090,8 +1090,11 @@ void fy_chan_share_tx(struct fy_chan *c)
  * the lock is taken, a record is going out and the peer hears from this
  * side anyway. The recording (record_stream) leaves it out: the owner
  * writes there outside the lock, and a reader skips the record anyway.
+ * @held is read under the lock, so that fy_keeper_quiet() can end the
+ * keep-alives without waiting for the keeper's thread.
  */
-int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec)
+int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec,
+			   const atomic_bool *held)
 {
 	struct iovec iov = { rec->data, rec->len };
 	struct pollfd pf = { .fd = c->fd, .events = POLLOUT };
@@ -1100,6 +1103,10 @@ int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec)
 
 	if (pthread_mutex_trylock(&c->tx_mu))
 		return 0;
+	if (atomic_load(held)) {
+		pthread_mutex_unlock(&c->tx_mu);
+		return 0;
+	}
 	/* A socket with no room holds bytes the peer has not taken: it is
 	 * not starved of them, and a keep-alive would only wait there,
 	 * holding up the next record. */

@@ -425,9 +425,11 @@ void fy_chan_peer_keeps(struct fy_chan *c, bool keeps);
  * records (the owner's writes take tx_mu). Call while no write runs. */
 void fy_chan_share_tx(struct fy_chan *c);
 /* Write the encoded KEEPALIVE record @rec unless a record is being
- * written (then it is not needed). 0, or the write's error (a record
- * written in part has the connection shut down). Any thread. */
-int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec);
+ * written (then it is not needed) or @held is set. 0, or the write's
+ * error (a record written in part has the connection shut down). Any
+ * thread. */
+int fy_chan_send_keepalive(struct fy_chan *c, const struct fy_buf *rec,
+			   const atomic_bool *held);
 
 /* keepalive.c: a thread that keeps the main connection from falling
  * silent while its side is busy (FERRY_CAP_KEEPALIVE). */
@@ -447,6 +449,12 @@ struct fy_keeper {
 int fy_keeper_start(struct fy_keeper *k, struct fy_chan *c);
 /* Stop it and wait until it has (nothing when not running). */
 void fy_keeper_stop(struct fy_keeper *k);
+/* Hold it for good and return once no keep-alive can go out any more (one
+ * being written has gone out whole), without waiting for its thread to
+ * run: the sender's last record must be the last bytes it sends, and
+ * waking the thread to join it cost milliseconds of the pause on a busy
+ * host. fy_keeper_stop() still ends the thread. Session thread. */
+void fy_keeper_quiet(struct fy_keeper *k);
 /*
  * Hold the keeper (@held: it sends nothing) or let it go on; it keeps
  * running. Set before fy_keeper_start() to start it held. Any thread; a

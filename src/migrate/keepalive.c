@@ -42,7 +42,7 @@ static void *keeper_main(void *arg)
 			int rc;
 
 			pthread_mutex_unlock(&k->lock);
-			rc = fy_chan_send_keepalive(k->c, &k->rec);
+			rc = fy_chan_send_keepalive(k->c, &k->rec, &k->held);
 			pthread_mutex_lock(&k->lock);
 			if (rc)
 				break;
@@ -107,6 +107,21 @@ fail:
 	fy_session_log(c->s, 1, "no keep-alive records (%s): a busy moment here may look like a stall to the peer",
 		       ferry_strerror(rc));
 	return rc;
+}
+
+/**
+ * fy_keeper_quiet() - see engine.h. A keep-alive is written under the
+ * connection's tx_mu, and fy_chan_send_keepalive() reads the hold under
+ * it: once this side has had the lock after setting the hold, every
+ * keep-alive is either out or never goes.
+ */
+void fy_keeper_quiet(struct fy_keeper *k)
+{
+	if (!k->running)
+		return;
+	atomic_store(&k->held, true);
+	pthread_mutex_lock(&k->c->tx_mu);
+	pthread_mutex_unlock(&k->c->tx_mu);
 }
 
 /**

@@ -1160,10 +1160,12 @@ static int handshake(struct sender *x)
 				       "the destination closed its connection after it was ready, before RELEASED: it cannot have run the guest");
 	/* RELEASED must be the last bytes this side sends: released_lost()
 	 * reasons from that (a UNIX reset with it unread, a TCP mark at its
-	 * end). The keeper stops first: from here this side only waits for
-	 * the answer, and the destination, which keeps sending its own
-	 * keep-alives while it resumes, needs to hear nothing more from it. */
-	fy_keeper_stop(&x->keeper);
+	 * end). The keeper goes quiet first: from here this side only waits
+	 * for the answer, and the destination, which keeps sending its own
+	 * keep-alives while it resumes, needs to hear nothing more from it.
+	 * Its thread is joined after the answer (the caller's
+	 * fy_keeper_stop()), out of the pause. */
+	fy_keeper_quiet(&x->keeper);
 	/* A cancel that came before this point still stops the run (the
 	 * guest resumes here); from here on, cancels are ignored. */
 	if (fy_cancelled(s))

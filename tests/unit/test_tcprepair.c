@@ -823,6 +823,47 @@ static void test_discard_is_silent(void **state)
 	close(peer);
 }
 
+/* The release's disconnect (tcpr_unhash_frozen()): the peer sees nothing,
+ * and the connection's 4-tuple is free for a restore in the same
+ * namespace while the old socket is still open (it is not before the
+ * disconnect); the old socket's close later is silent too. */
+static void test_unhash_frees_the_tuple(void **state)
+{
+	struct stream up, down;
+	struct tcpr_conn c;
+	char err[256] = "";
+	int peer, dev, dev2 = -1;
+
+	(void)state;
+	NEED_ENV();
+	make_pair(AF_INET, &peer, &dev);
+	up = (struct stream){ .wfd = peer, .rfd = dev, .seed = 0x11 };
+	down = (struct stream){ .wfd = dev, .rfd = peer, .seed = 0x22 };
+	stream_write(&up, 5000);
+	stream_write(&down, 7000);
+	usleep(20000);
+	freeze_dump(dev, &c);
+	assert_int_not_equal(tcpr_restore(&c, &dev2, err, sizeof(err)), 0);
+	assert_int_equal(dev2, -1);
+	assert_int_equal(tcpr_unhash_frozen(dev), 0);
+	usleep(50000);
+	assert_peer_unharmed(peer);
+	restore_thaw(&c, &dev2);
+	tcpr_conn_clear(&c);
+	tcpr_close_frozen(dev);
+	up.rfd = dev2;
+	down.wfd = dev2;
+	up.target = up.written + (256u << 10);
+	down.target = down.written + (256u << 10);
+	pump(&up, &down, 30);
+	assert_int_equal(up.read, up.target);
+	assert_int_equal(down.read, down.target);
+	usleep(20000);
+	assert_peer_unharmed(peer);
+	close(peer);
+	close(dev2);
+}
+
 /* A dump that makes no sense is refused with a reason, nothing created. */
 static void test_restore_rejects_bad_dump(void **state)
 {
@@ -1121,6 +1162,7 @@ int main(void)
 		cmocka_unit_test(test_visit_round_trip),
 		cmocka_unit_test(test_unacked_resent),
 		cmocka_unit_test(test_discard_is_silent),
+		cmocka_unit_test(test_unhash_frees_the_tuple),
 		cmocka_unit_test(test_restore_rejects_bad_dump),
 		cmocka_unit_test(test_many_connections),
 		cmocka_unit_test(test_move_to_other_host),
