@@ -135,7 +135,7 @@ static void usage(FILE *f)
 		"                       auto takes the last CPU ferry-vm may run on,\n"
 		"                       so a source and a destination on one host\n"
 		"                       meet on it\n"
-		"  --lane-poll-us US    0 to 10000 (default 200): how long the lane's\n"
+		"  --lane-poll-us US    0 to 10000 (default 0): how long the lane's\n"
 		"                       CPU is kept from halting after each event of\n"
 		"                       a postcopy page request (an idle-class thread\n"
 		"                       spins there: it takes only CPU time that no\n"

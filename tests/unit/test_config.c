@@ -176,10 +176,10 @@ static void test_stall_range(void **state)
 	}
 }
 
-/* The lane's polling: on by default, and off (0) and the longest taken. */
+/* The lane's keeper: the default, off (0), and the longest are taken. */
 static void test_lane_poll_range(void **state)
 {
-	const uint32_t ok[] = { 0, 1, FERRY_LANE_POLL_US, FERRY_LANE_POLL_MAX_US };
+	const uint32_t ok[] = { FERRY_LANE_POLL_US, 0, 1, 1000, FERRY_LANE_POLL_MAX_US };
 	struct ferry_config cfg;
 	char err[256];
 
