@@ -35,6 +35,11 @@
 #   --quick: 1 round, 256 MiB and 512 MiB, 30 s, no QEMU precopy rows.
 #   B10_ROWS="precopy autoconverge postcopy qemu-postcopy qemu-precopy
 #   qemu-autoconverge latency" chooses rows (default all).
+#   B10_LANE_POLL="US ..." runs each round of the latency row once per
+#   value of ferry-vm --lane-poll-us (both processes), interleaved, the
+#   rows named latency-pollUS (default: one row, ferry-vm's default).
+#   Measure it quiet and with SCHED_IDLE busy loops on every CPU: the
+#   keeper only matters where a CPU would otherwise halt.
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 bench_init b10 "$@"
@@ -74,7 +79,8 @@ if ! command -v qemu-system-x86_64 >/dev/null 2>&1 && [ "$(id -u)" != 0 ]; then
 fi
 
 meta default_backend "$(default_backend)" ram_mib "$MIB" rate "$RATE" cap "$CAP" \
-	limit_ms "$LIMIT_MS" lat_ram_mib "$LAT_MIB" lat_rate "$LAT_RATE" rows "$ROWS"
+	limit_ms "$LIMIT_MS" lat_ram_mib "$LAT_MIB" lat_rate "$LAT_RATE" rows "$ROWS" \
+	lane_poll "${B10_LANE_POLL:-default}"
 echo "[b10] part 1: $MIB MiB random guest at $RATE MB/s over a $CAP MB/s cap, precopy limit $((LIMIT_MS / 1000)) s; part 2: $LAT_MIB MiB at $LAT_RATE MB/s, postcopy after 1 pass; $N rounds; rows: $ROWS" >&2
 
 vm=(--build "$BUILD" --memory "${MIB}M" --workload random --dirty-rate "$RATE")
@@ -111,8 +117,13 @@ for r in qemu-precopy qemu-autoconverge; do want "$r" && row "$r" 1; done
 
 if want latency && [ "$PC" = 1 ]; then
 	for i in $(seq 1 "$N"); do
-		measure latency "$i" "$PAIR" --build "$BUILD" --memory "${LAT_MIB}M" \
-			--workload random --dirty-rate "$LAT_RATE" -- --postcopy-after-passes 1
+		for us in ${B10_LANE_POLL:-default}; do
+			row=latency poll=()
+			[ "$us" = default ] || { row=latency-poll$us; poll=(--lane-poll-us "$us"); }
+			measure "$row" "$i" "$PAIR" --build "$BUILD" --memory "${LAT_MIB}M" \
+				--workload random --dirty-rate "$LAT_RATE" "${poll[@]}" \
+				-- --postcopy-after-passes 1
+		done
 	done
 fi
 report

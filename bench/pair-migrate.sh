@@ -12,6 +12,7 @@
 #   VM OPTIONS: --memory SIZE --workload W [--dirty-rate R]
 #               [--memory-backend B] [--no-verify] (without --memory-backend
 #               ferry-vm's default backing)
+#               [--lane-cpu C] [--lane-poll-us US] for both ferry-vm processes
 #               [--unix] migrate over a UNIX socket instead of loopback TCP
 #               [--local] a local migration by memory fds: --unix, the
 #               destination started with --local, `ferry migrate --local`
@@ -33,7 +34,7 @@ while [ $# -gt 0 ] && [ "$1" != -- ]; do
 	--local) unix=1; dst_only+=(--local); mig_only+=(--local) ;;
 	--dirty-rate) src_only+=("$1" "$2"); shift ;;
 	--no-verify) vm+=("$1"); verify=0 ;;
-	--memory | --workload | --memory-backend | --lane-cpu) vm+=("$1" "$2"); shift ;;
+	--memory | --workload | --memory-backend | --lane-cpu | --lane-poll-us) vm+=("$1" "$2"); shift ;;
 	*) echo "pair-migrate: unknown VM option '$1'" >&2; exit 2 ;;
 	esac
 	shift

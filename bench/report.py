@@ -835,11 +835,13 @@ def b10_part1(recs):
                        for x in of(recs, key)))
 
 
-def b10_part2(recs):
-    rs = of(recs, "latency")
+def b10_part2(recs, what="latency"):
+    rs = of(recs, what)
+    poll = f", ferry-vm --lane-poll-us {what[len('latency-poll'):]}" \
+        if what.startswith("latency-poll") else ""
     print(f"\n== 10.2 Fault latency on loopback: {META.get('lat_ram_mib')} MiB random "
           f"guest writing {META.get('lat_rate')} MB/s, --postcopy-after-passes 1, "
-          f"no cap, {plural(len(rs), 'round')} ==")
+          f"no cap{poll}, {plural(len(rs), 'round')} ==")
     if not rs:
         print("not run" + (f": {META['skip_postcopy']}" if META.get("skip_postcopy") else ""))
         return
@@ -873,7 +875,10 @@ def b10_part2(recs):
 
 def b10(recs):
     b10_part1(recs)
-    b10_part2(recs)
+    lat = [w for w in dict.fromkeys(x["what"] for x in recs)
+           if w.startswith("latency-poll")]
+    for w in lat or ["latency"]:
+        b10_part2(recs, w)
     for x in recs:
         if not completed(x) and x["what"] not in ("precopy", "qemu-precopy"):
             r = x["r"]

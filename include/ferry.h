@@ -591,11 +591,29 @@ struct ferry_config {
 	 * FERRY_LANE_CPU_NONE (-1): wherever the scheduler puts them;
 	 * N > 0: CPU N - 1 (ignored if the thread may not run there). */
 	int32_t lane_cpu;
+	/* Both roles, postcopy: microseconds that the lane's CPU is kept
+	 * from halting after each event of a page request (the
+	 * destination: a fault read, a page placed that a vCPU waited for;
+	 * the source: a request answered). On a virtual host a halted CPU
+	 * is the host's to run again, which on a quiet machine is most of
+	 * a sparse fault's wait. Each side then runs a keeper: a thread of
+	 * the idle class (SCHED_IDLE) kept to lane_cpu, in a busy loop until
+	 * the window after the last event runs out, asleep otherwise. It
+	 * runs only when no other thread wants that CPU and is preempted by
+	 * any that wakes, so it takes no time from the guest; it costs the
+	 * host's CPU time while it spins. 0: no keeper (the default,
+	 * FERRY_LANE_POLL_US: no gain was measured on a loaded host); at
+	 * most FERRY_LANE_POLL_MAX_US. */
+	uint32_t lane_poll_us;
 };
 
 /* ferry_config.lane_cpu's special values. */
 #define FERRY_LANE_CPU_AUTO 0
 #define FERRY_LANE_CPU_NONE (-1)
+
+/* ferry_config.lane_poll_us: the default and the largest. */
+#define FERRY_LANE_POLL_US 0
+#define FERRY_LANE_POLL_MAX_US 10000
 
 /* ferry_config.stall_timeout_ms: the default and the range. */
 #define FERRY_STALL_TIMEOUT_MS 10000

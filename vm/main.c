@@ -135,6 +135,11 @@ static void usage(FILE *f)
 		"                       auto takes the last CPU ferry-vm may run on,\n"
 		"                       so a source and a destination on one host\n"
 		"                       meet on it\n"
+		"  --lane-poll-us US    0 to 10000 (default 0): how long the lane's\n"
+		"                       CPU is kept from halting after each event of\n"
+		"                       a postcopy page request (an idle-class thread\n"
+		"                       spins there: it takes only CPU time that no\n"
+		"                       other thread wants); 0: never\n"
 		"  --verify MODE        background | strict | off (default background):\n"
 		"                       how a migrated guest is checked (memory digests\n"
 		"                       on both sides, the workload invariant on every\n"
@@ -324,6 +329,14 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 			return 2;
 		}
 		return 0;
+	case 0x112:
+		if (parse_uint(arg, 0, FERRY_LANE_POLL_MAX_US, &v)) {
+			fprintf(stderr, "ferry-vm: --lane-poll-us must be a number of microseconds from 0 to %d, not '%s'\nTry 'ferry-vm --help'.\n",
+				FERRY_LANE_POLL_MAX_US, arg);
+			return 2;
+		}
+		o->lane_poll_us = (int32_t)v;
+		return 0;
 	case 's':
 		if (!*arg || strlen(arg) >= 108)
 			return bad_arg("--api-socket '%s': need a path shorter than 108 bytes", arg);
@@ -446,6 +459,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "stall-timeout-ms", required_argument, NULL, 0x110 },
 		{ "lane-cpu", required_argument, NULL, 0x111 },
+		{ "lane-poll-us", required_argument, NULL, 0x112 },
 		{ "no-verify", no_argument, NULL, 'n' },
 		{ "verify", required_argument, NULL, 'v' },
 		{ "proto-version-min", required_argument, NULL, 'V' },
@@ -477,6 +491,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	o->workload = VM_WL_AB;
 	o->dirty_rate = -1;
 	o->verify = VM_VERIFY_BACKGROUND;
+	o->lane_poll_us = -1;
 	o->connect_rate = 100;
 	o->net_prepare = NET_SLOTS;
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -907,6 +922,8 @@ static void config_base(struct vm *vm, struct ferry_config *cfg)
 	cfg->capabilities &= ~vm->opts.disabled_caps;
 	cfg->stall_timeout_ms = vm->opts.stall_timeout_ms;
 	cfg->lane_cpu = vm->opts.lane_cpu;
+	if (vm->opts.lane_poll_us >= 0)
+		cfg->lane_poll_us = (uint32_t)vm->opts.lane_poll_us;
 }
 
 static int session_make(struct vm *vm, ferry_session **out)

@@ -361,6 +361,8 @@ struct vm_opts {
 	uint32_t downtime_ms;
 	uint32_t stall_timeout_ms; /* 0 = the library's default */
 	int32_t lane_cpu;	   /* ferry_config.lane_cpu (0: auto) */
+	int32_t lane_poll_us;	   /* ferry_config.lane_poll_us (-1: the
+				      library's default) */
 	uint32_t version_min;	 /* protocol versions: 0 = the library's */
 	uint32_t version_max;
 	uint64_t disabled_caps;	 /* capabilities not offered */

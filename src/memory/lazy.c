@@ -108,6 +108,8 @@ struct lz_worker {
 struct fy_lazy {
 	bool fault_urgent; /* fy_lazy_config.fault_urgent */
 	int lane_cpu;	   /* fy_lazy_config.lane_cpu */
+	struct fy_lane_keeper *keeper; /* fy_lazy_config.poll_us; NULL: none */
+	_Atomic uint64_t keeper_cpu_ns, keeper_windows; /* once it stopped */
 	struct lz_region *rg;
 	size_t nrg;
 	struct fy_lazy_source src;
@@ -137,6 +139,7 @@ struct fy_lazy {
 	_Atomic uint64_t outstanding; /* units with their pending bit set */
 	_Atomic uint64_t requests, request_errors, rerequests;
 	_Atomic size_t nwaiting; /* a copy of nwt, read without wlock */
+	_Atomic uint64_t fault_cpu_ns; /* the fault thread's CPU time */
 
 	/* Guards the waiters and the pending bits' setting and clearing; no
 	 * system call is made with it held. */
@@ -607,6 +610,9 @@ static int lz_release(struct fy_lazy *l, struct lz_region *r, uint64_t off,
 		}
 		atomic_store(&l->nwaiting, l->nwt);
 		pthread_mutex_unlock(&l->wlock);
+		/* A vCPU runs again and may fault soon. */
+		if (n)
+			fy_lane_keeper_note(l->keeper);
 		for (k = 0; k < n && !rc; k++)
 			rc = lz_wake(l, r, wake[k] * r->unit);
 	} while (full && !rc);
@@ -823,6 +829,18 @@ void fy_thread_restore(const struct fy_prio *old)
 		sched_setaffinity(tid, sizeof(old->cpus), &old->cpus);
 }
 
+/**
+ * fy_thread_cpu_ns() - see lazy.h.
+ */
+uint64_t fy_thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts))
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void *lz_fault_main(void *arg)
 {
 	struct lz_worker *w = arg;
@@ -840,6 +858,8 @@ static void *lz_fault_main(void *arg)
 	if (l->fault_urgent)
 		fy_thread_urgent(&prio, l->lane_cpu);
 	while (!atomic_load(&l->stop)) {
+		atomic_store_explicit(&l->fault_cpu_ns, fy_thread_cpu_ns(),
+				      memory_order_relaxed);
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -862,6 +882,7 @@ static void *lz_fault_main(void *arg)
 			break;
 		}
 		t0 = now_ns();
+		fy_lane_keeper_note(l->keeper);
 		for (i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
 			if (atomic_load(&l->stop))
 				break;
@@ -873,6 +894,8 @@ static void *lz_fault_main(void *arg)
 				break;
 		}
 	}
+	atomic_store_explicit(&l->fault_cpu_ns, fy_thread_cpu_ns(),
+			      memory_order_relaxed);
 	return NULL;
 }
 
@@ -1248,6 +1271,13 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 		lz_complete(l);
 	if (!rc)
 		rc = lz_threads(l, err, errlen);
+	if (!rc) {
+		rc = fy_lane_keeper_start(&l->keeper, l->lane_cpu,
+					  (uint64_t)cfg->poll_us * 1000);
+		if (rc)
+			fy_lazy_err(err, errlen, rc,
+				    "lazy loader: cannot start the lane's keeper thread");
+	}
 	if (rc)
 		goto fail;
 	*out = l;
@@ -1508,6 +1538,9 @@ void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out)
 	out->outstanding = atomic_load(&l->outstanding);
 	out->waiting = atomic_load(&l->nwaiting);
 	out->zero_pages = atomic_load(&l->zero_pages);
+	out->fault_cpu_ns = atomic_load(&l->fault_cpu_ns);
+	out->keeper_cpu_ns = atomic_load(&l->keeper_cpu_ns);
+	out->keeper_windows = atomic_load(&l->keeper_windows);
 	for (i = 0; i < LZ_HIST_BUCKETS; i++) {
 		h[i] = atomic_load_explicit(&l->hist[i], memory_order_relaxed);
 		n += h[i];
@@ -1541,6 +1574,14 @@ static void lz_join(struct fy_lazy *l)
 		if (l->w[i].started)
 			pthread_join(l->w[i].thread, NULL);
 		l->w[i].started = false;
+	}
+	if (l->keeper) {
+		uint64_t cpu = 0, windows = 0;
+
+		fy_lane_keeper_stop(l->keeper, &cpu, &windows);
+		l->keeper = NULL;
+		atomic_fetch_add(&l->keeper_cpu_ns, cpu);
+		atomic_fetch_add(&l->keeper_windows, windows);
 	}
 }
 

@@ -133,6 +133,10 @@ struct fy_lazy_config {
 	 * Postcopy sets them. */
 	bool fault_urgent;
 	int lane_cpu;
+	/* Keep CPU lane_cpu from halting for this long after a fault is
+	 * read and after a unit that a fault waited for is placed (the
+	 * lane's keeper, fy_lane_keeper_start()); 0: no keeper. */
+	uint32_t poll_us;
 };
 
 /*
@@ -187,6 +191,29 @@ void fy_thread_urgent(struct fy_prio *old, int cpu);
 /* Give it back what it had. */
 void fy_thread_restore(const struct fy_prio *old);
 
+/*
+ * The lane's keeper (lane_keep.c): an idle-class thread kept to @cpu (-1:
+ * any) that runs a busy loop for @window_ns after each
+ * fy_lane_keeper_note() and sleeps otherwise, so that the CPU does not
+ * halt between the events of a page request; it takes only time that no
+ * other thread wants. fy_lane_keeper_start() with @window_ns 0 starts
+ * nothing (*@out NULL; every call takes NULL). Return: 0, -ENOMEM, -EAGAIN.
+ * fy_lane_keeper_note(): an event now (any thread, cheap: a futex wake
+ * only when the keeper sleeps). fy_lane_keeper_stop(): end and free it,
+ * adding its CPU time and the windows it kept to @cpu_ns and @windows
+ * (either may be NULL).
+ */
+struct fy_lane_keeper;
+
+int fy_lane_keeper_start(struct fy_lane_keeper **out, int cpu,
+			 uint64_t window_ns);
+void fy_lane_keeper_note(struct fy_lane_keeper *k);
+void fy_lane_keeper_stop(struct fy_lane_keeper *k, uint64_t *cpu_ns,
+			 uint64_t *windows);
+
+/* The calling thread's CPU time in nanoseconds (0 if unknown). */
+uint64_t fy_thread_cpu_ns(void);
+
 /* What the loader did so far, readable from any thread while it runs.
  * Wait times are per fault, from the moment the fault thread read it to
  * the moment its unit was found placed (the thread is woken then), in
@@ -208,6 +235,9 @@ struct fy_lazy_stats {
 	uint64_t zero_pages;   /* pages placed as zeros */
 	double wait_p50_us, wait_p99_us, wait_max_us;
 	double complete_ms;    /* start to the last page placed, or 0 */
+	uint64_t fault_cpu_ns; /* the fault thread's CPU time so far */
+	uint64_t keeper_cpu_ns; /* the keeper's, once the loader stopped */
+	uint64_t keeper_windows; /* times the keeper woke to keep its CPU */
 	int error;	       /* the error that stopped it, or 0 */
 	char errmsg[256];
 };

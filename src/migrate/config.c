@@ -50,6 +50,7 @@ FERRY_API void ferry_config_init(struct ferry_config *cfg)
 	cfg->throttle_initial_pct = 20;
 	cfg->throttle_step_pct = 10;
 	cfg->throttle_max_pct = 99;
+	cfg->lane_poll_us = FERRY_LANE_POLL_US;
 }
 
 static int refuse(char *err, size_t errlen, const char *fmt, ...)
@@ -116,6 +117,10 @@ static int check_numbers(const struct ferry_config *cfg, char *err,
 			      "lane_cpu is %d: it must be %d (auto), %d (none) or a CPU's number plus one, up to %d",
 			      cfg->lane_cpu, FERRY_LANE_CPU_AUTO,
 			      FERRY_LANE_CPU_NONE, CPU_SETSIZE);
+	if (cfg->lane_poll_us > FERRY_LANE_POLL_MAX_US)
+		return refuse(err, errlen,
+			      "lane_poll_us is %u: it must be from 0 (no polling) to %d (10 ms)",
+			      cfg->lane_poll_us, FERRY_LANE_POLL_MAX_US);
 	if (cfg->version_max &&
 	    (cfg->version_max < FY_PROTO_VERSION_MIN ||
 	     cfg->version_max > FY_PROTO_VERSION_MAX))

@@ -226,6 +226,7 @@ static int start_loader(struct receiver *x)
 		.background_threads = 0,
 		.fault_urgent = true,
 		.lane_cpu = fy_lane_cpu(s->cfg.lane_cpu),
+		.poll_us = s->cfg.lane_poll_us,
 		.present = present,
 	};
 	char why[256] = "";
@@ -647,6 +648,12 @@ static int pc_end(struct receiver *x, uint32_t seq)
 	/* When the last page was placed (this host's monotonic clock): the
 	 * source's postcopy_ms ends there, not after the VMM's note. */
 	fy_lazy_stats(x->pc.lazy, &ls);
+	fy_session_log(s, 2,
+		       "postcopy lane: the fault thread used %.1f ms of CPU in %.0f ms for %llu faults; its CPU's keeper %.1f ms in %llu windows",
+		       (double)ls.fault_cpu_ns / 1e6, ls.complete_ms,
+		       (unsigned long long)ls.faults,
+		       (double)ls.keeper_cpu_ns / 1e6,
+		       (unsigned long long)ls.keeper_windows);
 	run.resumed_ns = ls.complete_ms > 0
 				 ? x->pc.t_lazy_ns +
 					   (uint64_t)(ls.complete_ms * 1e6)

@@ -62,6 +62,13 @@ struct pc_src {
 	unsigned npushers;
 	uint32_t generation;		/* of the last RESUME */
 	int lane_cpu;			/* the reader's CPU (fy_lane_cpu) */
+	/* The lane's keeper of the phase (ferry_config.lane_poll_us), or
+	 * NULL, and over the whole postcopy, written by the reader or at
+	 * its join: */
+	struct fy_lane_keeper *keeper;
+	uint64_t reader_cpu_ns;		/* the reader's CPU time */
+	uint64_t nreq;			/* PAGE_REQs it read */
+	uint64_t keeper_cpu_ns, keeper_windows;
 	unsigned conns;			/* connections at the start, the main
 					   one included: a recovery joins them
 					   all again */
@@ -411,6 +418,7 @@ static void *reader(void *arg)
 	struct sender *x = p->x;
 	char msg[160];
 	struct fy_prio prio;
+	uint64_t cpu0 = fy_thread_cpu_ns();
 
 	/* The urgent lane: a vCPU at the destination waits for each answer. */
 	fy_thread_urgent(&prio, p->lane_cpu);
@@ -442,6 +450,8 @@ static void *reader(void *arg)
 		switch (in) {
 		case FY_SI_PAGE_REQ:
 			rc = on_page_req(p);
+			fy_lane_keeper_note(p->keeper);
+			p->nreq++;
 			break;
 		case FY_SI_RESPONSE:
 			on_answer(p, fy_rec_number(h.type), h.seq);
@@ -460,6 +470,7 @@ static void *reader(void *arg)
 		if (rc || over)
 			break;
 	}
+	p->reader_cpu_ns += fy_thread_cpu_ns() - cpu0;
 	return NULL;
 }
 
@@ -560,6 +571,11 @@ static int start_threads(struct pc_src *p)
 	fy_transport_watch(x->ch.fd, FY_PC_WATCH_S);
 	for (unsigned i = 0; i < x->nextra; i++)
 		fy_transport_watch(x->extra[i].fd, FY_PC_WATCH_S);
+	/* Between requests the reader sleeps: its CPU is kept awake for a
+	 * while after each, for the next of a burst. */
+	if (fy_lane_keeper_start(&p->keeper, p->lane_cpu,
+				 (uint64_t)p->s->cfg.lane_poll_us * 1000))
+		return -EAGAIN;
 	if (pthread_create(&p->reader, NULL, reader, p))
 		return -EAGAIN;
 	p->reader_on = true;
@@ -607,6 +623,8 @@ static void stop_threads(struct pc_src *p, bool failed)
 	for (unsigned i = 0; i < p->npushers; i++)
 		pthread_join(p->pusher[i], NULL);
 	p->npushers = 0;
+	fy_lane_keeper_stop(p->keeper, &p->keeper_cpu_ns, &p->keeper_windows);
+	p->keeper = NULL;
 }
 
 /*
@@ -981,6 +999,12 @@ static void finish(struct pc_src *p)
 		       fy_ms(fy_now_ns() - p->t_switch),
 		       (unsigned long long)p->req_pages,
 		       (unsigned long long)p->push_pages);
+	fy_session_log(s, 2,
+		       "postcopy lane: the request reader used %.1f ms of CPU for %llu requests; its CPU's keeper %.1f ms in %llu windows",
+		       (double)p->reader_cpu_ns / 1e6,
+		       (unsigned long long)p->nreq,
+		       (double)p->keeper_cpu_ns / 1e6,
+		       (unsigned long long)p->keeper_windows);
 }
 
 static void pc_free(struct pc_src *p)

@@ -154,6 +154,9 @@ REFUSED(lane_cpu_negative, c->lane_cpu = -2,
 	"lane_cpu is -2: it must be 0 (auto), -1 (none) or a CPU's number plus one")
 REFUSED(lane_cpu_large, c->lane_cpu = CPU_SETSIZE + 1,
 	"lane_cpu is 1025")
+REFUSED(lane_poll_long, c->lane_poll_us = FERRY_LANE_POLL_MAX_US + 1,
+	"lane_poll_us is 10001: it must be from 0 (no polling) to 10000 (10 ms)")
+REFUSED(lane_poll_huge, c->lane_poll_us = UINT32_MAX, "lane_poll_us is 4294967295")
 
 /* The stall limit's ends and 0 (the default) are taken. */
 static void test_stall_range(void **state)
@@ -169,6 +172,23 @@ static void test_stall_range(void **state)
 	cfg.ops = &all_ops;
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		cfg.stall_timeout_ms = ok[i];
+		assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), 0);
+	}
+}
+
+/* The lane's keeper: the default, off (0), and the longest are taken. */
+static void test_lane_poll_range(void **state)
+{
+	const uint32_t ok[] = { FERRY_LANE_POLL_US, 0, 1, 1000, FERRY_LANE_POLL_MAX_US };
+	struct ferry_config cfg;
+	char err[256];
+
+	(void)state;
+	ferry_config_init(&cfg);
+	assert_int_equal(cfg.lane_poll_us, FERRY_LANE_POLL_US);
+	cfg.ops = &all_ops;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		cfg.lane_poll_us = ok[i];
 		assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), 0);
 	}
 }
@@ -402,6 +422,9 @@ int main(void)
 		cmocka_unit_test(test_stall_long),
 		cmocka_unit_test(test_lane_cpu_negative),
 		cmocka_unit_test(test_lane_cpu_large),
+		cmocka_unit_test(test_lane_poll_long),
+		cmocka_unit_test(test_lane_poll_huge),
+		cmocka_unit_test(test_lane_poll_range),
 		cmocka_unit_test(test_stall_range),
 		cmocka_unit_test(test_destination_needs_no_source_callbacks),
 		cmocka_unit_test(test_region_refusals),

@@ -5,6 +5,7 @@
  * shared, and a hugetlb memfd (2 MiB units), each filled from a page
  * source that serves known content and counts what it is asked for.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -1663,6 +1664,86 @@ static void test_urgent_thread(void **state)
 	assert_int_equal(sched_setscheduler(0, SCHED_OTHER, &sp), 0);
 }
 
+/* The scheduling policy (stat's field 41) of thread @tid, or -1. */
+static int task_policy(const char *tid)
+{
+	char path[64], buf[1024], *p;
+	int policy = -1;
+	size_t n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%s/stat", tid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	/* Field 3 (state) follows the name; field 41 is 38 further on. */
+	for (int i = 0; p && i < 39; i++)
+		p = strchr(p + 1, ' ');
+	if (p)
+		policy = atoi(p + 1);
+	return policy;
+}
+
+/* The thread of this process in the idle class, or 0 when none is. */
+static pid_t idle_thread(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	pid_t tid = 0;
+
+	while (d && !tid && (e = readdir(d)))
+		if (e->d_name[0] != '.' && task_policy(e->d_name) == SCHED_IDLE)
+			tid = atoi(e->d_name);
+	if (d)
+		closedir(d);
+	return tid;
+}
+
+/*
+ * The lane's keeper: none for a window of 0 (and NULL is harmless
+ * everywhere); otherwise a thread of the idle class, which takes no CPU
+ * time that another thread wants, kept to the lane's CPU.
+ */
+static void test_lane_keeper(void **state)
+{
+	struct fy_lane_keeper *k = (void *)1;
+	uint64_t cpu_ns = 0, windows = 0;
+	cpu_set_t all, on;
+	pid_t tid = 0;
+	int cpu;
+
+	(void)state;
+	assert_int_equal(fy_lane_keeper_start(&k, 0, 0), 0);
+	assert_null(k);
+	fy_lane_keeper_note(NULL);
+	fy_lane_keeper_stop(NULL, &cpu_ns, &windows);
+
+	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+	cpu = fy_lane_cpu(FERRY_LANE_CPU_AUTO);
+	assert_int_equal(fy_lane_keeper_start(&k, cpu, 1000 * 1000), 0);
+	assert_non_null(k);
+	fy_lane_keeper_note(k);
+	/* The keeper lowers its own class as it starts: wait for it. */
+	for (int i = 0; i < 10000 && !tid; i++) {
+		tid = idle_thread();
+		if (!tid)
+			usleep(1000);
+	}
+	assert_int_not_equal(tid, 0);
+	if (cpu >= 0) {
+		assert_int_equal(sched_getaffinity(tid, sizeof(on), &on), 0);
+		assert_int_equal(CPU_COUNT(&on), 1);
+		assert_true(CPU_ISSET(cpu, &on));
+	}
+	fy_lane_keeper_note(k);
+	fy_lane_keeper_stop(k, &cpu_ns, &windows);
+	assert_int_equal(idle_thread(), 0);
+}
+
 /*
  * The lane's CPU: auto picks the last CPU the caller may run on, so two
  * processes started alike meet there; an urgent thread keeps to it and
@@ -1725,6 +1806,7 @@ int main(void)
 		cmocka_unit_test(test_fill_throughput),
 		cmocka_unit_test(test_urgent_thread),
 		cmocka_unit_test(test_lane_cpu),
+		cmocka_unit_test(test_lane_keeper),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, group_teardown);
