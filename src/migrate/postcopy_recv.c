@@ -417,6 +417,15 @@ static void open_requests(struct receiver *x)
 	/* A quiet lane is normal (no fault); a dead source is TCP's to see
 	 * (the data connections' silence is pc_idle()'s). */
 	fy_transport_watch(x->ch.fd, 10);
+	/* The source reads this connection throughout the phase: with the
+	 * capability, keep-alives fill the lane's silences, and a source
+	 * that hears nothing for its stall limit knows this side stalled
+	 * (frozen, or cut off by a link that still acknowledges). Started
+	 * before the lane opens: no PAGE_REQ is being written yet. */
+	if (x->pc.keep) {
+		fy_keeper_hold(&x->keeper, false);
+		fy_keeper_start(&x->keeper, &x->ch);
+	}
 	pthread_mutex_lock(&x->pc.tx_lock);
 	x->pc.req_open = true;
 	pthread_mutex_unlock(&x->pc.tx_lock);
@@ -661,6 +670,8 @@ static int pc_end(struct receiver *x, uint32_t seq)
 	if (s->ops.running_note)
 		s->ops.running_note(s->cfg.opaque, run.note, sizeof(run.note));
 	run.note[sizeof(run.note) - 1] = 0;
+	/* The answer is the last record: the source reads nothing after. */
+	fy_keeper_stop(&x->keeper);
 	fy_buf_init(&reply);
 	rc = fy_running_encode(&reply, &run);
 	if (!rc)
@@ -816,9 +827,11 @@ static void pause_run(struct receiver *x, int rc)
 	ferry_session *s = x->s;
 	struct fy_lazy_stats ls;
 
-	/* A PAGE_REQ stuck on a dead link lets go of the lane first. */
+	/* A PAGE_REQ (or a keep-alive) stuck on a dead link lets go of
+	 * the lane first. */
 	if (x->ch.fd >= 0)
 		shutdown(x->ch.fd, SHUT_RDWR);
+	fy_keeper_stop(&x->keeper);
 	pthread_mutex_lock(&x->pc.tx_lock);
 	x->pc.req_open = false;
 	pthread_mutex_unlock(&x->pc.tx_lock);

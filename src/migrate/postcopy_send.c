@@ -51,6 +51,8 @@ struct pc_src {
 	uint64_t req_pages, push_pages; /* the whole postcopy */
 	int err;			/* the first failure: pause */
 	char why[256];
+	uint64_t stall_ns;		/* ... a stalled destination, silent
+					   this long (stats.stall_detect_ms) */
 	bool ended;			/* POSTCOPY_END sent: no more data */
 	bool answered;			/* ... and answered */
 	bool late_failed;		/* an answer after it failed: no more */
@@ -91,6 +93,22 @@ static void pc_fail_locked(struct pc_src *p, int rc, const char *fmt, ...)
 		va_end(ap);
 	}
 	pthread_cond_broadcast(&p->cv);
+}
+
+/*
+ * Connection @c of the phase gave up on a silent destination (-ETIMEDOUT:
+ * the stall limit on a read or a write, or the kernel's
+ * TCP_USER_TIMEOUT): the phase fails saying so and for how long. Locked.
+ */
+static void pc_stall_locked(struct pc_src *p, struct fy_chan *c,
+			    const char *what)
+{
+	char why[200];
+	uint64_t ns = fy_chan_stalled(c, "the destination", why, sizeof(why));
+
+	if (!p->err)
+		p->stall_ns = ns;
+	pc_fail_locked(p, FERRY_ETIMEOUT, "%s stalled: %s", what, why);
 }
 
 /* ---- the pages still to send ---- */
@@ -272,9 +290,15 @@ static void *pusher(void *arg)
 	if (!rc)
 		rc = fy_chan_flush(a->c);
 	pthread_mutex_lock(&p->lock);
-	if (rc)
+	if (rc == -ETIMEDOUT) {
+		char what[32];
+
+		snprintf(what, sizeof(what), "data connection %u", a->idx);
+		pc_stall_locked(p, a->c, what);
+	} else if (rc) {
 		pc_fail_locked(p, rc, "data connection %u: %s", a->idx,
 			       ferry_strerror(rc));
+	}
 	p->pushing--;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->lock);
@@ -378,7 +402,9 @@ static int on_page_req(struct pc_src *p)
 		p->late_failed = true;
 		rc = 0;
 	}
-	if (rc && !p->err)
+	if (rc == -ETIMEDOUT && !p->err)
+		pc_stall_locked(p, &x->ch, "answering a page request: main connection");
+	else if (rc && !p->err)
 		pc_fail_locked(p, rc, "answering a page request: %s",
 			       ferry_strerror(rc));
 	pthread_mutex_unlock(&p->lock);
@@ -411,11 +437,22 @@ static void on_answer(struct pc_src *p, uint32_t type, uint32_t seq)
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* The main connection's reader: requests in, answers out. */
+/*
+ * The main connection's reader: requests in, answers out. A destination
+ * with the keepalive capability writes KEEPALIVE there whenever it wrote
+ * nothing else for a while (its keeper runs through its postcopy phase),
+ * so silence for the stall limit is a stalled destination: frozen, or
+ * behind a link that stopped forwarding, which TCP does not see as long
+ * as the frozen kernel, or a proxy, acknowledges. An older destination
+ * is silent while its guest faults on nothing: no limit then, and a dead
+ * link is TCP's to see (fy_transport_watch).
+ */
 static void *reader(void *arg)
 {
 	struct pc_src *p = arg;
 	struct sender *x = p->x;
+	int idle = x->peer.capabilities & FERRY_CAP_KEEPALIVE ? x->ch.idle_ms
+							       : 0;
 	char msg[160];
 	struct fy_prio prio;
 	uint64_t cpu0 = fy_thread_cpu_ns();
@@ -429,13 +466,16 @@ static void *reader(void *arg)
 		bool over;
 		int rc;
 
-		/* No idle limit: a guest that faults on nothing sends
-		 * nothing; a dead link is seen by TCP (fy_transport_watch). */
-		rc = fy_chan_recv_hdr(&x->ch, &h, 0);
+		rc = fy_chan_recv_hdr(&x->ch, &h, idle);
 		if (!rc)
 			rc = fy_chan_recv_body(&x->ch, &h);
 		pthread_mutex_lock(&p->lock);
 		if (p->stop || p->answered) {
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+		if (rc == -ETIMEDOUT) {
+			pc_stall_locked(p, &x->ch, "main connection");
 			pthread_mutex_unlock(&p->lock);
 			break;
 		}
@@ -551,6 +591,7 @@ static int start_threads(struct pc_src *p)
 	p->stop = false;
 	p->err = 0;
 	p->why[0] = 0;
+	p->stall_ns = 0;
 	p->ended = false;
 	p->answered = false;
 	p->late_failed = false;
@@ -566,8 +607,8 @@ static int start_threads(struct pc_src *p)
 	p->lane_cpu = fy_lane_cpu(p->s->cfg.lane_cpu);
 	/* Answers to page requests go before the push on a capped link. */
 	x->ch.tx.urgent = true;
-	/* The reader and the wait for POSTCOPY_END's answer have no
-	 * deadline: TCP tells a dead peer. */
+	/* TCP probes a dead peer; a frozen one, whose kernel still
+	 * acknowledges, is the stall limit's (reader()). */
 	fy_transport_watch(x->ch.fd, FY_PC_WATCH_S);
 	for (unsigned i = 0; i < x->nextra; i++)
 		fy_transport_watch(x->extra[i].fd, FY_PC_WATCH_S);
@@ -944,6 +985,11 @@ static int postcopy_loop(struct pc_src *p, int rc)
 			if (!rc)
 				return 0;
 			snprintf(why, sizeof(why), "%s", p->why);
+			if (p->stall_ns) {
+				pthread_mutex_lock(&s->lock);
+				s->stats.stall_detect_ms = fy_ms(p->stall_ns);
+				pthread_mutex_unlock(&s->lock);
+			}
 		}
 		rc = pause_run(p, rc, why, uri, sizeof(uri));
 		if (rc == FERRY_EPOSTCOPY)

@@ -108,6 +108,7 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	/* A stream file has no reader to keep waiting. */
 	if (x->ch.is_file)
 		x->keep = false;
+	x->pc.keep = x->keep;
 	/* From the answer on, the source may attach its files. */
 	x->sm.local_fds = r.capabilities & FERRY_CAP_LOCAL_FDS;
 	x->sm.device_fds = r.capabilities & FERRY_CAP_DEVICE_FDS;

@@ -29,6 +29,9 @@ struct fy_pc_recv {
 	 * transition: tx_lock guards it, and what follows. */
 	pthread_mutex_t tx_lock;
 	bool req_open;		/* PAGE_REQ may go out (after the OK) */
+	/* HELLO negotiated keep-alives: the keeper runs through each
+	 * phase, and the source takes silence for a stall. */
+	bool keep;
 	struct fy_buf req;	/* a PAGE_REQ, encoded */
 	_Atomic uint64_t pages_requested;
 	/* MEMORY records and bytes the main connection placed since the

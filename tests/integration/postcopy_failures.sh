@@ -22,12 +22,20 @@
 #                completed
 #   cancel       `ferry cancel` during postcopy is refused on both sides,
 #                with the reason, and the migration completes
+#   stall-destination  the destination freezes (SIGSTOP) during postcopy,
+#                a small guest over 4 connections: what is left to push
+#                fits in the socket buffers and the frozen kernel still
+#                acknowledges, so TCP never tells; the source, whose
+#                stall limit is 2 s, pauses anyway (the destination's
+#                keep-alives stopped) and says it stalled and for how
+#                long; the thawed destination pauses too, and a
+#                recovery completes and verifies
 #   stranger     two migrations are cut; the destination of the first
 #                listens again, and the source of the second tries to
 #                resume there: refused (another session's token); the
 #                right source then completes
 . "$(dirname "$0")/lib.sh"
-CASE=${1:?case: cut, cut-twice, kill-destination, kill-source, cancel or stranger}
+CASE=${1:?case: cut, cut-twice, kill-destination, kill-source, cancel, stall-destination or stranger}
 # shellcheck source=tests/integration/postcopy_lib.sh
 . "$(dirname "$0")/postcopy_lib.sh"
 skip_unless_postcopy
@@ -233,6 +241,36 @@ cancel)
 	wait "$MIG_src" || fail "the migration failed after the refused cancels: $(tail -n1 "$T/src.m.json")"
 	completed src dst "$T/src.m.json" 0
 	pass "cancel refused on both sides during postcopy ($out); the migration completed: $(brief "$T/src.m.json")"
+	;;
+stall-destination)
+	port=$(listen_port)
+	start_vm dst --memory 16M --incoming "tcp:127.0.0.1:$port"
+	FERRY_VM_FAULT=at:pushing:stop start_vm src --memory 16M --workload random --dirty-rate 50
+	"$FERRY" migrate "$T/src.sock" "tcp:127.0.0.1:$port" --postcopy-after-passes 1 \
+		--max-bandwidth 20 --connections 4 --stall-timeout-ms 2000 --json \
+		>"$T/src.m.json" 2>"$T/src.m.log" &
+	MIG_src=$!
+	frozen src dst pushing
+	kill -STOP "$PID_dst"
+	thaw src
+	# No timed assertion: the source must pause at all (without the
+	# destination's keep-alives and the limit on their silence it waits
+	# for as long as the frozen kernel acknowledges) and say why.
+	wait_until 60 state_is src postcopy-paused ||
+		{ kill -CONT "$PID_dst"; fail "the source did not notice the frozen destination: $(status_field src 'd["migration"]')"; }
+	snap src
+	kill -CONT "$PID_dst"
+	assert_json "$T/src.now.json" "source paused on a stall" 'm["owner"] == "destination"' \
+		'd["guest"]["state"] != "running"' '"postcopy paused" in (m["error"] or "")' \
+		'" stalled: the destination " in m["error"]' \
+		'"--stall-timeout-ms 2000)" in m["error"]' 'm["stall_detect_ms"] >= 2000'
+	why=$(json_field "$T/src.now.json" 'd["migration"]["error"]')
+	wait_until 20 state_is dst postcopy-paused || fail "the thawed destination is not paused: $(status_field dst 'd["migration"]')"
+	wait "$MIG_src" && fail "ferry migrate exited 0 on a paused migration"
+	recover_start src dst 1
+	wait "$RES" || fail "ferry migrate --resume failed: $(tail -n1 "$T/src.r1.json"; tail -n 5 "$T/src.r1.log")"
+	completed src dst "$T/src.r1.json" 1
+	pass "stall-destination: the source paused on its own (owner destination): $why; recovered and verified: $(brief "$T/src.r1.json")"
 	;;
 stranger)
 	# Both postcopy phases must overlap: the pairs run side by side, and

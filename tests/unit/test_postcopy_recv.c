@@ -227,6 +227,8 @@ struct src {
 	uint32_t seq;
 	uint64_t records, bytes; /* MEMORY since the last OK of POSTCOPY */
 	uint32_t page_reqs;	 /* PAGE_REQ seen */
+	uint32_t keepalives;	 /* KEEPALIVE seen since the last OK of
+				    POSTCOPY or RESUME */
 	uint64_t req_page;	 /* the first page asked for */
 	uint64_t req_pages;	 /* and how many */
 	uint64_t unit;		 /* the destination's, in pages (1: 4 KiB) */
@@ -487,20 +489,44 @@ static int postcopy(struct src *sc, uint64_t discarded)
 	fy_buf_free(&b);
 	sc->records = 0;
 	sc->bytes = 0;
+	sc->keepalives = 0;
 	return rc;
+}
+
+/* Read one record the destination sends unasked on the main connection
+ * in postcopy: a PAGE_REQ or a KEEPALIVE. */
+static void next_unasked(struct src *sc)
+{
+	struct fy_rec_hdr h;
+
+	assert_int_equal(fy_chan_recv_hdr(&sc->main, &h, WAIT_MS), 0);
+	assert_int_equal(fy_chan_recv_body(&sc->main, &h), 0);
+	if (h.type == FY_REC_KEEPALIVE) {
+		sc->keepalives++;
+		return;
+	}
+	assert_int_equal(h.type, FY_REC_PAGE_REQ);
+	on_page_req(sc);
 }
 
 /* Wait on the main connection for a PAGE_REQ. */
 static void wait_page_req(struct src *sc)
 {
-	struct fy_rec_hdr h;
+	while (!sc->page_reqs)
+		next_unasked(sc);
+}
 
-	while (!sc->page_reqs) {
-		assert_int_equal(fy_chan_recv_hdr(&sc->main, &h, WAIT_MS), 0);
-		assert_int_equal(fy_chan_recv_body(&sc->main, &h), 0);
-		assert_int_equal(h.type, FY_REC_PAGE_REQ);
-		on_page_req(sc);
-	}
+/*
+ * Wait for a KEEPALIVE: with the capability, the destination writes them
+ * through its postcopy phase whenever the lane is quiet (here its vCPU
+ * waits for a page the source has not sent yet), so that the source can
+ * take silence for a stalled destination. Without them the read times
+ * out and the test fails.
+ */
+static void wait_keepalive(struct src *sc)
+{
+	while (!sc->keepalives)
+		next_unasked(sc);
 }
 
 static void send_pages(struct src *sc, struct fy_chan *c, uint64_t first,
@@ -603,6 +629,10 @@ static void test_postcopy_completes(void **state)
 	dst_wait_state(&d, FERRY_STATE_POSTCOPY);
 	assert_int_equal(dst_stats(&d).owner, FERRY_OWNER_DESTINATION);
 	assert_int_equal(atomic_load(&d.resumes), 1);
+	/* The vCPU waits for its page: the lane is quiet but for
+	 * keep-alives (hello_config offered the capability). */
+	wait_page_req(&sc);
+	wait_keepalive(&sc);
 	serve_and_end(&sc);
 	/* The vCPU's unit, as the destination places it. */
 	assert_int_equal(sc.req_page, TOUCH_PAGE / sc.unit * sc.unit);
@@ -681,6 +711,7 @@ static int resume(struct src *sc, const char *path, uint32_t generation,
 	sc->records = 0;
 	sc->bytes = 0;
 	sc->page_reqs = 0;
+	sc->keepalives = 0;
 	if (type != FY_REC_OK)
 		return type;
 	assert_int_equal(fy_have_map_decode(sc->main.rx.in.data,
@@ -769,6 +800,8 @@ static void test_cut_pauses_and_recovers(void **state)
 	assert_int_equal(error_code(&sc.main), -ESTALE);
 	assert_int_equal(resume(&sc, path2, 2, true), FY_REC_OK);
 	join(&sc, path2);
+	/* The recovered phase has its keep-alives again. */
+	wait_keepalive(&sc);
 	/* The waiting vCPU's page is asked for again on the new connection. */
 	serve_and_end(&sc);
 	assert_int_equal(sc.req_page, TOUCH_PAGE);
