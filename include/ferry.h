@@ -847,11 +847,17 @@ FERRY_API const char *ferry_session_errmsg(ferry_session *s, char *buf,
  * offers it only with local-fds and a load_fds callback; a source uses it
  * only with a save_fds callback. */
 #define FERRY_CAP_DEVICE_FDS (1ull << 8)
+/* With keepalive: the destination's keep-alives go on through postcopy
+ * (its guest may fault on nothing for long), so the source takes a
+ * silent destination in postcopy for a stalled one after its stall
+ * limit. Without it, a source in postcopy waits on TCP alone, as
+ * destinations that keep quiet there need. */
+#define FERRY_CAP_POSTCOPY_KEEPALIVE (1ull << 9)
 #define FERRY_CAP_ALL                                                  \
 	(FERRY_CAP_DATA_CHECKSUM | FERRY_CAP_MULTI_CHANNEL |            \
 	 FERRY_CAP_ZERO_PAGES | FERRY_CAP_LZ4 | FERRY_CAP_ZSTD |         \
 	 FERRY_CAP_POSTCOPY | FERRY_CAP_LOCAL_FDS | FERRY_CAP_KEEPALIVE | \
-	 FERRY_CAP_DEVICE_FDS)
+	 FERRY_CAP_DEVICE_FDS | FERRY_CAP_POSTCOPY_KEEPALIVE)
 /* The most descriptors one migration's devices hand over (save_fds). */
 #define FERRY_DEVICE_FDS_MAX 4096
 

@@ -166,7 +166,7 @@ static json_object *caps_array(uint64_t caps)
 	static const char *const names[] = { "data-checksum", "multi-channel",
 					     "zero-pages", "lz4", "zstd",
 					     "postcopy", "local-fds", "keepalive",
-					     "device-fds" };
+					     "device-fds", "postcopy-keepalive" };
 	const unsigned n = sizeof(names) / sizeof(names[0]);
 	json_object *a = json_object_new_array();
 

@@ -158,7 +158,11 @@ static void usage(FILE *f)
 		"                       local-fds (offered on unix: listeners),\n"
 		"                       keepalive (this VM sends keep-alive records\n"
 		"                       while busy; without it a busy peer is\n"
-		"                       allowed 60 s of silence) (repeatable)\n"
+		"                       allowed 60 s of silence), device-fds (the\n"
+		"                       net device's sockets by fd on a --local\n"
+		"                       migration), postcopy-keepalive (keep-alives\n"
+		"                       go on through postcopy; without it a source\n"
+		"                       in postcopy waits on TCP alone) (repeatable)\n"
 		"  --tls-creds DIR      TLS with x509 on every migration connection, in\n"
 		"                       and out: DIR holds QEMU's tls-creds-x509 files,\n"
 		"                       ca-cert.pem, server-cert.pem and server-key.pem\n"
@@ -366,7 +370,8 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'C': {
 		static const char *const names[] = { "data-checksum",
 			"multi-channel", "zero-pages", "lz4", "zstd", "postcopy",
-			"local-fds", "keepalive", "device-fds" };
+			"local-fds", "keepalive", "device-fds",
+			"postcopy-keepalive" };
 
 		static_assert((1ull << (sizeof(names) / sizeof(names[0]))) - 1 ==
 				      FERRY_CAP_ALL,
@@ -376,7 +381,7 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 				o->disabled_caps |= 1ull << i;
 				return 0;
 			}
-		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4, zstd, postcopy or local-fds", arg);
+		return bad_arg("--disable-cap '%s': data-checksum, multi-channel, zero-pages, lz4, zstd, postcopy, local-fds, keepalive, device-fds or postcopy-keepalive", arg);
 	}
 	case 'F':
 		o->local = true;

@@ -19,6 +19,7 @@
 static const char *const cap_names[] = {
 	"data-checksum", "multi-channel", "zero-pages", "lz4", "zstd",
 	"postcopy", "local-fds", "keepalive", "device-fds",
+	"postcopy-keepalive",
 };
 static_assert((1ull << (sizeof(cap_names) / sizeof(cap_names[0]))) - 1 ==
 		      FERRY_CAP_ALL,

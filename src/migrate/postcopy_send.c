@@ -439,7 +439,7 @@ static void on_answer(struct pc_src *p, uint32_t type, uint32_t seq)
 
 /*
  * The main connection's reader: requests in, answers out. A destination
- * with the keepalive capability writes KEEPALIVE there whenever it wrote
+ * with the keepalive and postcopy-keepalive capabilities writes KEEPALIVE there whenever it wrote
  * nothing else for a while (its keeper runs through its postcopy phase),
  * so silence for the stall limit is a stalled destination: frozen, or
  * behind a link that stopped forwarding, which TCP does not see as long
@@ -451,8 +451,8 @@ static void *reader(void *arg)
 {
 	struct pc_src *p = arg;
 	struct sender *x = p->x;
-	int idle = x->peer.capabilities & FERRY_CAP_KEEPALIVE ? x->ch.idle_ms
-							       : 0;
+	const uint64_t both = FERRY_CAP_KEEPALIVE | FERRY_CAP_POSTCOPY_KEEPALIVE;
+	int idle = (x->peer.capabilities & both) == both ? x->ch.idle_ms : 0;
 	char msg[160];
 	struct fy_prio prio;
 	uint64_t cpu0 = fy_thread_cpu_ns();

@@ -108,7 +108,10 @@ static int on_hello(struct receiver *x, struct fy_buf *reply)
 	/* A stream file has no reader to keep waiting. */
 	if (x->ch.is_file)
 		x->keep = false;
-	x->pc.keep = x->keep;
+	/* Through postcopy too when the source knows to expect it (a source
+	 * without the bit waits on TCP alone there). */
+	x->pc.keep = x->keep &&
+		     (r.capabilities & FERRY_CAP_POSTCOPY_KEEPALIVE);
 	/* From the answer on, the source may attach its files. */
 	x->sm.local_fds = r.capabilities & FERRY_CAP_LOCAL_FDS;
 	x->sm.device_fds = r.capabilities & FERRY_CAP_DEVICE_FDS;

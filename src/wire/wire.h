@@ -50,14 +50,14 @@
 
 /*
  * The capability bits a protocol version can carry at all. Version 2
- * carries postcopy (bit 5), local-fds (bit 6), keep-alive (bit 7) and
- * device-fds (bit 8) too: an older version-2
+ * carries postcopy (bit 5), local-fds (bit 6), keep-alive (bit 7),
+ * device-fds (bit 8) and postcopy-keepalive (bit 9) too: an older version-2
  * peer never offers them, so the intersection drops them; postcopy needs
  * the data connections that only version 2 has.
  */
 static inline uint64_t fy_version_caps(uint32_t version)
 {
-	return version >= 2 ? 0x1ffull : 0x1ull;
+	return version >= 2 ? 0x3ffull : 0x1ull;
 }
 
 /*

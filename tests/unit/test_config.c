@@ -138,7 +138,7 @@ REFUSED(version_max, c->version_max = 9, "version_max (0: the newest) is 9")
 REFUSED(version_min, (c->version_max = 1, c->version_min = 2),
 	"version_min (0: the oldest) is 2: it must be from 1 to 1")
 REFUSED(capabilities, c->capabilities = 1ull << 40,
-	"has bits this library does not know (it knows 0x1ff)")
+	"has bits this library does not know (it knows 0x3ff)")
 REFUSED(timeout_strategy, c->timeout_strategy = (enum ferry_timeout_strategy)9,
 	"timeout_strategy is 9")
 REFUSED(dirty_mode, c->dirty_mode = (enum ferry_dirty_mode)5, "dirty_mode is 5")

@@ -1408,7 +1408,7 @@ static void test_postcopy_stream(void **state)
 	}
 	if (rc)
 		fail_msg("%d: %s", rc, err);
-	assert_contains(seen, "\"postcopy\",\"local-fds\",\"keepalive\",\"device-fds\"]");
+	assert_contains(seen, "\"postcopy\",\"local-fds\",\"keepalive\",\"device-fds\",\"postcopy-keepalive\"]");
 	assert_contains(seen, "DISCARD {\"entries\":2,\"pages\":5}");
 	assert_contains(seen, "POSTCOPY {\"discarded\":5}");
 	assert_contains(seen, "POSTCOPY_END {\"records\":1,\"bytes\":8192}");

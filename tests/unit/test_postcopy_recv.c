@@ -219,6 +219,7 @@ static void dst_wait_state(struct dst *d, enum ferry_state state)
 
 struct src {
 	ferry_session *s; /* only for the connections' bookkeeping */
+	uint64_t caps;	  /* offered in HELLO (0: FERRY_CAP_ALL) */
 	uint8_t *mem;
 	struct fy_region r;
 	struct fy_chan main, data;
@@ -362,7 +363,8 @@ static int error_code(struct fy_chan *c)
 static void hello_config(struct src *sc, const char *path)
 {
 	struct fy_hello h = { FY_PROTO_VERSION_MIN, FY_PROTO_VERSION_MAX,
-			      FERRY_CAP_ALL, "", "script" };
+			      sc->caps ? sc->caps : FERRY_CAP_ALL, "",
+			      "script" };
 	struct fy_hello_reply r;
 	static struct fy_config_msg m;
 	struct fy_buf b;
@@ -642,6 +644,39 @@ static void test_postcopy_completes(void **state)
 	dst_free(&d);
 }
 
+/*
+ * A source that does not offer postcopy-keepalive (an older one) applies
+ * no limit to the lane's silence, and may not expect records there it
+ * does not wait for: the destination's keeper stays off through
+ * postcopy. 600 ms is nearly five of its periods (FY_KEEP_EVERY_MS).
+ */
+static void test_postcopy_quiet_for_an_older_source(void **state)
+{
+	struct fy_rec_hdr h;
+	struct dst d;
+	struct src sc;
+
+	(void)state;
+	if (!userfaultfd_works() || !dst_start_on(&d, false))
+		skip();
+	src_init(&sc);
+	sc.caps = FERRY_CAP_ALL & ~FERRY_CAP_POSTCOPY_KEEPALIVE;
+	sc.unit = 1;
+	hello_config(&sc, d.path);
+	join(&sc, d.path);
+	full_pass(&sc);
+	write_dirty(&sc);
+	discard_state(&sc);
+	assert_int_equal(postcopy(&sc, DIRTY_PAGES), FY_REC_OK);
+	dst_wait_state(&d, FERRY_STATE_POSTCOPY);
+	wait_page_req(&sc);
+	assert_int_equal(fy_chan_recv_hdr(&sc.main, &h, 600), -ETIMEDOUT);
+	serve_and_end(&sc);
+	check_completed(&d, &sc);
+	src_free(&sc);
+	dst_free(&d);
+}
+
 /* Before the transition a refusal gives the guest back: a DISCARD before
  * a whole pass, and a POSTCOPY whose count disagrees (not-run). */
 static void test_refusals_before_the_transition(void **state)
@@ -821,6 +856,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_prestate(test_postcopy_completes, &anon),
 		cmocka_unit_test_prestate(test_postcopy_completes, &hugetlb),
+		cmocka_unit_test(test_postcopy_quiet_for_an_older_source),
 		cmocka_unit_test(test_refusals_before_the_transition),
 		cmocka_unit_test(test_cut_pauses_and_recovers),
 	};
