@@ -611,6 +611,24 @@ static void check_completed(struct dst *d, struct src *sc)
 	assert_memory_equal(d->mem, sc->mem, MEM);
 }
 
+/* A session offering @caps (0: all) through one pass and the dirty
+ * pages' discard to POSTCOPY, accepted: the destination runs the guest. */
+static void reach_postcopy(struct src *sc, struct dst *d, uint64_t caps,
+			   bool hugetlb)
+{
+	src_init(sc);
+	sc->caps = caps;
+	sc->unit = hugetlb ? FY_HUGE_PAGE_SIZE / 4096 : 1;
+	hello_config(sc, d->path);
+	join(sc, d->path);
+	full_pass(sc);
+	write_dirty(sc);
+	discard_state(sc);
+	assert_int_equal(postcopy(sc, DIRTY_PAGES), FY_REC_OK);
+	/* The guest runs here before its memory is all here. */
+	dst_wait_state(d, FERRY_STATE_POSTCOPY);
+}
+
 static void test_postcopy_completes(void **state)
 {
 	bool hugetlb = *(bool *)*state;
@@ -619,16 +637,7 @@ static void test_postcopy_completes(void **state)
 
 	if (!userfaultfd_works() || !dst_start_on(&d, hugetlb))
 		skip();
-	src_init(&sc);
-	sc.unit = hugetlb ? FY_HUGE_PAGE_SIZE / 4096 : 1;
-	hello_config(&sc, d.path);
-	join(&sc, d.path);
-	full_pass(&sc);
-	write_dirty(&sc);
-	discard_state(&sc);
-	assert_int_equal(postcopy(&sc, DIRTY_PAGES), FY_REC_OK);
-	/* The guest runs here before its memory is all here. */
-	dst_wait_state(&d, FERRY_STATE_POSTCOPY);
+	reach_postcopy(&sc, &d, 0, hugetlb);
 	assert_int_equal(dst_stats(&d).owner, FERRY_OWNER_DESTINATION);
 	assert_int_equal(atomic_load(&d.resumes), 1);
 	/* The vCPU waits for its page: the lane is quiet but for
@@ -659,16 +668,8 @@ static void test_postcopy_quiet_for_an_older_source(void **state)
 	(void)state;
 	if (!userfaultfd_works() || !dst_start_on(&d, false))
 		skip();
-	src_init(&sc);
-	sc.caps = FERRY_CAP_ALL & ~FERRY_CAP_POSTCOPY_KEEPALIVE;
-	sc.unit = 1;
-	hello_config(&sc, d.path);
-	join(&sc, d.path);
-	full_pass(&sc);
-	write_dirty(&sc);
-	discard_state(&sc);
-	assert_int_equal(postcopy(&sc, DIRTY_PAGES), FY_REC_OK);
-	dst_wait_state(&d, FERRY_STATE_POSTCOPY);
+	reach_postcopy(&sc, &d, FERRY_CAP_ALL & ~FERRY_CAP_POSTCOPY_KEEPALIVE,
+		       false);
 	wait_page_req(&sc);
 	assert_int_equal(fy_chan_recv_hdr(&sc.main, &h, 600), -ETIMEDOUT);
 	serve_and_end(&sc);
