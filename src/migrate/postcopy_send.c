@@ -439,8 +439,9 @@ static void on_answer(struct pc_src *p, uint32_t type, uint32_t seq)
 
 /*
  * The main connection's reader: requests in, answers out. A destination
- * with the keepalive and postcopy-keepalive capabilities writes KEEPALIVE there whenever it wrote
- * nothing else for a while (its keeper runs through its postcopy phase),
+ * with the keepalive and postcopy-keepalive capabilities writes
+ * KEEPALIVE there whenever it wrote nothing else for a while (its keeper
+ * runs through its postcopy phase),
  * so silence for the stall limit is a stalled destination: frozen, or
  * behind a link that stopped forwarding, which TCP does not see as long
  * as the frozen kernel, or a proxy, acknowledges. An older destination
