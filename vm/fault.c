@@ -96,6 +96,7 @@ enum vm_fault_hook {
 	VM_FH_CORRUPT_PAGE,
 	VM_FH_ACQUIRE_FAIL,
 	VM_FH_ACQUIRE_DIE,
+	VM_FH_HOLD_ACCEPT,
 	VM_FH_STALL_LOAD,
 	VM_FH_STALL_PAUSE,
 	VM_FH_COUNT,
@@ -109,6 +110,7 @@ static const struct {
 	[VM_FH_CORRUPT_PAGE] = { "corrupt-page", false },
 	[VM_FH_ACQUIRE_FAIL] = { "acquire-fail", false },
 	[VM_FH_ACQUIRE_DIE] = { "acquire-die", false },
+	[VM_FH_HOLD_ACCEPT] = { "hold-accept", false },
 	[VM_FH_STALL_LOAD] = { "stall-load", true },
 	[VM_FH_STALL_PAUSE] = { "stall-pause", true },
 };
@@ -125,7 +127,7 @@ static_assert(VM_FH_COUNT + VM_AT_COUNT <= 32, "one bit each in a seen mask");
 	"stopped, state, before-ready, after-ready, after-released, " \
 	"postcopy, handoff, pushing, repushing, running; ACTION kill, " \
 	"stop or cut), or one of " \
-	"lose-writes, corrupt-page, acquire-fail, acquire-die, " \
+	"lose-writes, corrupt-page, acquire-fail, acquire-die, hold-accept, " \
 	"stall-load:MS, stall-pause:MS (MS from 1 to 600000)"
 
 /* "MS" of a timed hook: digits only, 1 to VM_FAULT_MAX_MS. */
@@ -151,6 +153,7 @@ static void arm_hook(struct vm *vm, enum vm_fault_hook h, unsigned ms)
 	case VM_FH_CORRUPT_PAGE: vm->fault_corrupt_page = true; break;
 	case VM_FH_ACQUIRE_FAIL: vm->fault_acquire_fail = true; break;
 	case VM_FH_ACQUIRE_DIE: vm->fault_acquire_die = true; break;
+	case VM_FH_HOLD_ACCEPT: vm->fault_hold_accept = true; break;
 	case VM_FH_STALL_LOAD: vm->fault_stall_load_ms = ms; break;
 	case VM_FH_STALL_PAUSE: vm->fault_stall_pause_ms = ms; break;
 	case VM_FH_COUNT: break;
@@ -218,7 +221,7 @@ unknown:
  * @spec: the variable's value, or NULL; items are comma-separated:
  *        at:MOMENT:ACTION, or one of the hooks not tied to a moment
  *        (lose-writes, corrupt-page, acquire-fail, acquire-die,
- *        stall-load:MS, stall-pause:MS). An unknown item, a bad or
+ *        hold-accept, stall-load:MS, stall-pause:MS). An unknown item, a bad or
  *        missing MS, an empty item, or a hook or moment given twice is a
  *        mistake, refused rather than ignored, so a mistyped hook cannot
  *        pass for a fault that was survived.

@@ -195,12 +195,14 @@ static void usage(FILE *f)
 		"only) keeps a source paused MS longer before its state is saved;\n"
 		"FERRY_VM_FAULT=acquire-fail or acquire-die (tests only): a destination's\n"
 		"acquire fails, or the process exits there (after the source released\n"
-		"the guest's connections). FERRY_VM_FAULT=at:MOMENT:ACTION (tests\n"
+		"the guest's connections); FERRY_VM_FAULT=hold-accept (tests only):\n"
+		"the kv guest's device accepts no connection, which waits in the\n"
+		"listener's queue until a pause takes it. FERRY_VM_FAULT=at:MOMENT:ACTION (tests\n"
 		"only, vm/fault.c) kills (kill), freezes (stop) or cuts the migration's\n"
 		"TCP connections (cut) at negotiation, pass1, passN, stopped, state,\n"
 		"before-ready, after-ready, after-released, postcopy, handoff,\n"
-		"pushing or repushing (postcopy's phase under way, before and after\n"
-		"a recovery).\n"
+		"pushing, repushing (postcopy's phase under way, before and after\n"
+		"a recovery) or running.\n"
 		"Items combine, comma-separated (MS: 1 to 600000); a bad item, or one\n"
 		"given twice, makes ferry-vm exit with status 2, naming it.\n",
 		MAX_VCPUS, (unsigned long long)(net_region_size() >> 20) + 1,

@@ -325,8 +325,19 @@ static bool do_tx(struct net *n, uint32_t i)
 	return news;
 }
 
-static void do_accept(struct net *n)
+/**
+ * net_accept_queued() - give a slot to every connection waiting in the
+ * listener's queue. The backend calls it when the listener is readable;
+ * a pause calls it with the backend parked, so that a handshake that
+ * completed just before is handed over with the rest instead of being
+ * reset when the listener closes at release.
+ * @n: the device.
+ *
+ * Return: how many were accepted.
+ */
+unsigned net_accept_queued(struct net *n)
 {
+	unsigned got = 0;
 	int fd, one = 1;
 
 	while (n->listen_fd >= 0) {
@@ -334,13 +345,16 @@ static void do_accept(struct net *n)
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			return;
+			break;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		/* No slot: the client sees the connection reset at once. */
 		if (net_slot_open(n, fd, NET_KIND_SERVER) < 0)
 			close(fd);
+		else
+			got++;
 	}
+	return got;
 }
 
 /* Every open slot: send, read where the guest made room, and free the
@@ -405,7 +419,7 @@ static void backend_events(struct net *n, struct epoll_event *ev, int k,
 		uint32_t i = ev[e].data.u32;
 
 		if (i == EV_LISTEN) {
-			do_accept(n);
+			net_accept_queued(n);
 		} else if (i == EV_KICK || i == EV_CTL) {
 			drain_fd(i == EV_KICK ? n->kick_fd : n->ctl_fd);
 			n->rescan = true;
@@ -614,8 +628,12 @@ int net_listen_open(struct net *n, char *err, size_t len)
 	/* Its accepted sockets inherit the gate: none of them needs a filter
 	 * attached in the pause. Without eBPF they get one each there. */
 	n->listen_gated = !tcpr_gate_attach(fd);
+	/* FERRY_VM_FAULT=hold-accept: the backend never hears of a
+	 * handshake; only a pause accepts what waits. */
 	if (bind(fd, (struct sockaddr *)&n->listen_addr, n->listen_len) ||
-	    listen(fd, NET_BACKLOG) || epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev)) {
+	    listen(fd, NET_BACKLOG) ||
+	    (!n->vm->fault_hold_accept &&
+	     epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev))) {
 		rc = -errno;
 		close(fd);
 		goto fail;

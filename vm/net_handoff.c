@@ -390,6 +390,7 @@ int net_freeze(struct net *n, char *err, size_t len)
 	struct freeze_job j = { 0 };
 	uint32_t *idx;
 	uint64_t t0 = vm_now_ns();
+	unsigned queued;
 	int rc;
 
 	if (!n || !handing_off(n))
@@ -403,6 +404,15 @@ int net_freeze(struct net *n, char *err, size_t len)
 	 * when the listener closes at release). */
 	if (!tcpr_gate_set(true))
 		n->gate_closed = true;
+	/* What completed its handshake before the gate shut waits in the
+	 * listener's queue, and the kernel resets it when the listener
+	 * closes at release: it is a connection like the others, so it is
+	 * taken now (the backend is parked) and handed over with them. */
+	queued = net_accept_queued(n);
+	if (queued)
+		fprintf(stderr, "ferry-vm: net: %u connection%s accepted from "
+			"the listener's queue in the pause\n", queued,
+			queued == 1 ? "" : "s");
 	n->freeze_cpu_ns = net_par_run(n, open_slots(n, idx), freeze_one, &j,
 					 true);
 	n->freeze_ns = vm_now_ns() - t0;

@@ -177,6 +177,7 @@ struct net {
 };
 
 int net_slot_open(struct net *n, int fd, uint32_t kind);
+unsigned net_accept_queued(struct net *n);
 void net_conn_drop(struct net *n, uint32_t i, bool do_close);
 void net_slot_reset(struct net *n, uint32_t i, bool count);
 int net_listen_open(struct net *n, char *err, size_t len);

@@ -450,6 +450,9 @@ struct vm {
 	unsigned fault_stall_pause_ms; /* test hook: the pause takes this long */
 	bool fault_acquire_fail; /* test hook: a destination's acquire fails */
 	bool fault_acquire_die;	 /* test hook: a destination dies in acquire */
+	bool fault_hold_accept;	 /* test hook: the net backend accepts nothing
+				    (handshakes wait in the listener's queue,
+				    as one just before a pause does) */
 	unsigned char fault_at[VM_AT_COUNT]; /* enum vm_fault_action per moment */
 	atomic_bool fault_fired[VM_AT_COUNT]; /* each hook fires once */
 };

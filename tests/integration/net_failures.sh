@@ -7,7 +7,10 @@
 # - the destination dies after "released": the connections are lost with
 #   it, the source's report says "lost", a client's next request is reset;
 # - without CAP_NET_ADMIN a migration with open connections is refused
-#   before the pause, naming TCP_REPAIR, and the connections go on.
+#   before the pause, naming TCP_REPAIR, and the connections go on;
+# - a half-closed connection is left behind, the live one moves;
+# - a connection still in the listener's queue at the pause is accepted
+#   there and moves too (its client sees no reset).
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "SKIP: TCP_REPAIR needs root (CAP_NET_ADMIN)"; exit 77; }
 for p in redis-cli redis-benchmark setpriv; do
@@ -116,3 +119,39 @@ echo go >&7
 ponged() { grep -q PONG "$T/half.out"; }
 wait_until 10 ponged || fail "the live connection after the migration: $(cat "$T/half.out")"
 pass "a half-closed connection at the pause is left behind (reset), the live one moves and answers"
+
+# 5. A connection whose handshake completed just before the pause, still
+# in the listener's queue (FERRY_VM_FAULT=hold-accept: the source's
+# device accepts nothing, so the queue is deterministic): the pause
+# accepts it and it moves with the others. Its request, sent before the
+# migration, is answered by the destination, and nothing is reset (the
+# kernel resets whatever is still queued when the listener closes).
+port=$(free_port) mport=$(free_port)
+FERRY_VM_FAULT=hold-accept start_vm qsrc --memory 64M --workload kv --listen "tcp:127.0.0.1:$port"
+start_vm qdst --memory 64M --incoming "tcp:127.0.0.1:$mport" --listen "tcp:127.0.0.1:$port"
+python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"INCR q\r\n")
+print("queued", flush=True)
+sys.stdin.readline()
+s.settimeout(10)
+try:
+    print("reply1 " + s.recv(100).decode().strip(), flush=True)
+    s.sendall(b"INCR q\r\n")
+    print("reply2 " + s.recv(100).decode().strip(), flush=True)
+except OSError as e:
+    print("reset" if isinstance(e, ConnectionResetError) else "error %s" % e, flush=True)
+' "$port" <"$T/go" >"$T/queued.out" 2>&1 &
+wait_until 10 grep -q queued "$T/queued.out" || fail "queued client: $(cat "$T/queued.out")"
+[ "$(status_field qsrc 'd["net"]["accepted"]')" = 0 ] || fail "the held source accepted: $(status_field qsrc 'd["net"]')"
+"$FERRY" migrate "$T/qsrc.sock" "tcp:127.0.0.1:$mport" --json >"$T/q.json" 2>"$T/q.log" ||
+	fail "migration with a queued connection: $(tail -n1 "$T/q.json")"
+echo go >&7
+[ "$(json_field "$T/q.json" 'd["net"]["handed"]')" = 1 ] || fail "handed: $(json_field "$T/q.json" 'd["net"]')"
+answered() { grep -q reply2 "$T/queued.out" || grep -q -e reset -e error "$T/queued.out"; }
+wait_until 15 answered || fail "the queued client after the migration: $(cat "$T/queued.out")"
+grep -q '^reply1 :1' "$T/queued.out" && grep -q '^reply2 :2' "$T/queued.out" ||
+	fail "the queued client saw: $(cat "$T/queued.out")"
+grep -q "accepted from the listener's queue" "$T/qsrc.log" || fail "the source's log does not say it accepted in the pause: $(tail -n 5 "$T/qsrc.log")"
+pass "a connection waiting in the listener's queue at the pause is accepted there and handed over: its request answered by the destination (:1, then :2), no reset"
