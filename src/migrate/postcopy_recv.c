@@ -423,8 +423,14 @@ static void open_requests(struct receiver *x)
 	 * (frozen, or cut off by a link that still acknowledges). Started
 	 * before the lane opens: no PAGE_REQ is being written yet. */
 	if (x->pc.keep) {
+		int rc;
+
 		fy_keeper_hold(&x->keeper, false);
-		fy_keeper_start(&x->keeper, &x->ch);
+		rc = fy_keeper_start(&x->keeper, &x->ch);
+		if (rc)
+			fy_session_log(x->s, 0,
+				       "postcopy: no keep-alive thread (%s): while no vCPU faults, the source may take this side for a stalled one after its stall limit and pause (recoverable)",
+				       ferry_strerror(rc));
 	}
 	pthread_mutex_lock(&x->pc.tx_lock);
 	x->pc.req_open = true;
