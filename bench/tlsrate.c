@@ -10,8 +10,11 @@
  * transport), instead of a UNIX socketpair ("unix"). PAGES sets the
  * pages of a run (64; ferry's default chunk of 1 MiB is 256).
  *
- * usage: tlsrate MIB [PRIORITY [tcp|unix [PAGES]]]
- *   e.g. tlsrate 512 NORMAL:-CIPHER-ALL:+AES-128-GCM tcp 256
+ * ENGINE seals and opens the records (src/transport/tls_aead.h): auto (the
+ * default: ipsec-mb where built in), gnutls or ipsec-mb.
+ *
+ * usage: tlsrate MIB [PRIORITY [tcp|unix [PAGES [ENGINE]]]]
+ *   e.g. tlsrate 512 NORMAL:-CIPHER-ALL:+AES-128-GCM tcp 256 gnutls
  */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -26,10 +30,12 @@
 #include <unistd.h>
 
 #include "transport/tls.h"
+#include "transport/tls_aead.h"
 
 
 static size_t total, pages = 64;
 static const char *prio;
+static int engine;
 static char psk[64];
 static int sv[2];
 static double rx_cpu;
@@ -62,7 +68,8 @@ static double clock_s(clockid_t id)
 
 static struct fy_tls *start(bool server, struct fy_tls_creds **cr)
 {
-	struct fy_tls_config c = { .psk_file = psk, .priority = prio };
+	struct fy_tls_config c = { .psk_file = psk, .priority = prio,
+				   .engine = engine };
 	struct fy_tls *t = NULL;
 	char err[256];
 
@@ -137,7 +144,7 @@ int main(int argc, char **argv)
 	FILE *f;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: tlsrate MIB [PRIORITY [tcp|unix [PAGES]]]\n");
+		fprintf(stderr, "usage: tlsrate MIB [PRIORITY [tcp|unix [PAGES [ENGINE]]]]\n");
 		return 2;
 	}
 	if (argc > 4)
@@ -149,6 +156,10 @@ int main(int argc, char **argv)
 	run = 40 + pages * 4096;
 	total = (size_t)atoi(argv[1]) * 256 / pages * run;
 	prio = argc > 2 && argv[2][0] ? argv[2] : NULL;
+	if (argc > 5)
+		engine = !strcmp(argv[5], "gnutls")	? FY_AEAD_GNUTLS
+			 : !strcmp(argv[5], "ipsec-mb") ? FY_AEAD_IPSEC_MB
+							: FY_AEAD_AUTO;
 	snprintf(psk, sizeof(psk), "/tmp/tlsrate-%d.psk", (int)getpid());
 	f = fopen(psk, "w");
 	if (!f)
@@ -166,7 +177,13 @@ int main(int argc, char **argv)
 	t = start(false, &cr);
 	unlink(psk);
 	fy_tls_describe(t, what, sizeof(what));
-	src = malloc(mem);
+	/* Backed as ferry-vm backs a guest by default (transparent huge
+	 * pages), so that reading it costs what reading a guest does. */
+	src = mmap(NULL, mem, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (src == MAP_FAILED)
+		return 1;
+	(void)madvise(src, mem, MADV_HUGEPAGE);
 	for (size_t i = 0; i < mem; i++)
 		src[i] = (uint8_t)(i * 131 + (i >> 12));
 	memset(hdr, 1, sizeof(hdr));
@@ -196,6 +213,6 @@ int main(int argc, char **argv)
 	       (double)rx_sw / gib);
 	fy_tls_free(t);
 	fy_tls_creds_free(cr);
-	free(src);
+	munmap(src, mem);
 	return 0;
 }

@@ -84,6 +84,8 @@ int fy_tls_config_check(const struct fy_tls_config *c, char *err,
 		why = "TLS: tls_psk_identity needs tls_psk_file";
 	else if (!fy_tls_config_on(c) && given(c->priority))
 		why = "TLS: tls_priority needs x509 files or a PSK file";
+	else if (!fy_aead_engine_name((enum fy_aead_engine)c->engine))
+		why = "TLS: tls_engine is none of FERRY_TLS_ENGINE_AUTO, _GNUTLS and _IPSEC_MB";
 	if (!why)
 		return 0;
 	snprintf(err, errlen, "%s", why);
@@ -453,6 +455,7 @@ int fy_tls_creds_load(const struct fy_tls_config *c, bool server,
 {
 	struct fy_tls_creds *cr;
 	int rc = fy_tls_config_check(c, err, errlen);
+	char why[160];
 
 	*out = NULL;
 	if (rc)
@@ -466,6 +469,13 @@ int fy_tls_creds_load(const struct fy_tls_config *c, bool server,
 		return -ENOMEM;
 	cr->server = server;
 	cr->psk = given(c->psk_file);
+	cr->engine = (enum fy_aead_engine)c->engine;
+	if (!fy_aead_usable(cr->engine, GNUTLS_CIPHER_AES_128_GCM, why,
+			    sizeof(why))) {
+		snprintf(err, errlen, "TLS: tls_engine ipsec-mb: %s", why);
+		free(cr);
+		return -EOPNOTSUPP;
+	}
 	rc = cr->psk ? load_psk(cr, c, err, errlen)
 		     : load_x509(cr, c, err, errlen);
 	if (!rc)
@@ -947,7 +957,11 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 	t->deadline_ns = 0;
 	/* Without the buffer, records go out one by one. */
 	t->wbuf = malloc(FY_TLS_WBUF);
-	fy_tls_own_start(t);
+	rc = fy_tls_own_start(t, err, errlen);
+	if (rc) {
+		fy_tls_free(t);
+		return rc;
+	}
 	*out = t;
 	return 0;
 }
@@ -1076,9 +1090,27 @@ void fy_tls_describe(struct fy_tls *t, char *buf, size_t len)
 	const char *v = gnutls_protocol_get_name(gnutls_protocol_get_version(t->s));
 	const char *c = gnutls_cipher_get_name(gnutls_cipher_get(t->s));
 
+	char eng[64];
+
+	fy_tls_engine(t, eng, sizeof(eng));
 	snprintf(buf, len, "%s %s, %s, %s", v ? v : "?", c ? c : "?",
-		 t->cr->psk ? "PSK" : "x509, mutual",
-		 t->own ? "ferry's records" : "GnuTLS's records");
+		 t->cr->psk ? "PSK" : "x509, mutual", eng);
+}
+
+/**
+ * fy_tls_engine() - see tls.h.
+ */
+void fy_tls_engine(struct fy_tls *t, char *buf, size_t len)
+{
+	char name[48];
+
+	if (!t->own) {
+		snprintf(buf, len, "GnuTLS %s, GnuTLS's records",
+			 gnutls_check_version(NULL));
+		return;
+	}
+	fy_aead_name(&t->tx.aead, name, sizeof(name));
+	snprintf(buf, len, "%s, ferry's records", name);
 }
 
 /**

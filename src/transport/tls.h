@@ -31,6 +31,8 @@ struct fy_tls_config {
 	const char *psk_file;	  /* "identity:hexkey" lines */
 	const char *psk_identity; /* client: which line (NULL: the first) */
 	const char *priority;	  /* GnuTLS priority string, NULL: default */
+	int engine;		  /* what seals ferry's TLS 1.3 records: 0
+				     auto, 1 GnuTLS, 2 ipsec-mb (tls_aead.h) */
 };
 
 struct fy_tls_creds;
@@ -112,6 +114,10 @@ void fy_tls_describe(struct fy_tls *t, char *buf, size_t len);
  * exchange ("ECDHE-RSA"), as GnuTLS names them, each cut to its buffer. */
 void fy_tls_names(struct fy_tls *t, char *version, size_t vlen,
 		  char *cipher, size_t clen, char *kx, size_t klen);
+
+/* Who seals and opens the records: "ipsec-mb 1.3.0 (AVX512, VAES),
+ * ferry's records", "GnuTLS 3.7.9, GnuTLS's records" (TLS 1.2). */
+void fy_tls_engine(struct fy_tls *t, char *buf, size_t len);
 
 /* The session's last I/O error, in words (for logs). */
 const char *fy_tls_last_error(struct fy_tls *t);

@@ -42,6 +42,7 @@ struct psk_key {
 
 struct fy_tls_creds {
 	bool server, psk;
+	enum fy_aead_engine engine; /* what seals ferry's TLS 1.3 records */
 	gnutls_certificate_credentials_t x509;
 	gnutls_psk_client_credentials_t psk_client;
 	gnutls_psk_server_credentials_t psk_server;
@@ -120,8 +121,9 @@ void fy_tls_cork(struct fy_tls *t, bool on);
 int fy_tls_keylog(gnutls_session_t s, const char *label,
 		  const gnutls_datum_t *secret);
 /* After the handshake: move a TLS 1.3 session to our record layer
- * (t->own), or leave it on GnuTLS's. */
-void fy_tls_own_start(struct fy_tls *t);
+ * (t->own), or leave it on GnuTLS's; an error (in @err) only when the
+ * caller asked for an engine only our record layer runs. */
+int fy_tls_own_start(struct fy_tls *t, char *err, size_t errlen);
 /* fy_tls_send() and fy_tls_recv() on our record layer. */
 int fy_tls_own_send(struct fy_tls *t, const struct iovec *iov, int n,
 		    bool more);

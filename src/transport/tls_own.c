@@ -55,7 +55,7 @@ static int own_key(struct fy_tls *t, bool read, struct fy_tls_key *k)
 		return -EINVAL;
 	for (int i = 0; i < 8; i++)
 		n = n << 8 | seq[i];
-	rc = fy_tls_key_init(k, gnutls_cipher_get(t->s),
+	rc = fy_tls_key_init(k, t->cr->engine, gnutls_cipher_get(t->s),
 			     (gnutls_mac_algorithm_t)gnutls_prf_hash_get(t->s),
 			     secret, t->secret_len, n);
 	if (!rc && !fy_tls_key_same(k, &key, &iv))
@@ -72,31 +72,45 @@ static int own_key(struct fy_tls *t, bool read, struct fy_tls_key *k)
  * buffer. GnuTLS keeps the session for names and nothing else. Anything
  * unexpected (TLS 1.2, a cipher without a 12-byte IV, keys that differ
  * from what GnuTLS holds, data GnuTLS already decrypted) keeps GnuTLS's
- * record layer, which is slower but always right.
+ * record layer, which is slower but always right; unless the caller
+ * asked for ipsec-mb by name, which only our record layer runs: then the
+ * session fails with the reason in @err.
  */
-void fy_tls_own_start(struct fy_tls *t)
+int fy_tls_own_start(struct fy_tls *t, char *err, size_t errlen)
 {
 	size_t ahead = t->rlen - t->rpos;
+	gnutls_cipher_algorithm_t alg = gnutls_cipher_get(t->s);
+	char why[160] = "";
+	int rc = 0;
 
-	if (gnutls_protocol_get_version(t->s) != GNUTLS_TLS1_3 ||
-	    t->have_secrets != 3 || gnutls_record_check_pending(t->s) ||
-	    ahead > FY_TLS_OWN_CBUF)
-		return;
-	if (own_key(t, false, &t->tx) || own_key(t, true, &t->rx))
+	if (gnutls_protocol_get_version(t->s) != GNUTLS_TLS1_3)
+		snprintf(why, sizeof(why), "the session negotiated %s, not TLS1.3",
+			 gnutls_protocol_get_name(gnutls_protocol_get_version(t->s)));
+	else if (t->have_secrets != 3 || gnutls_record_check_pending(t->s) ||
+		 ahead > FY_TLS_OWN_CBUF)
+		snprintf(why, sizeof(why), "the session's records could not be taken from GnuTLS");
+	else if (!fy_aead_usable(t->cr->engine, alg, why, sizeof(why)))
+		;
+	else if ((rc = own_key(t, false, &t->tx)) || (rc = own_key(t, true, &t->rx)))
+		snprintf(why, sizeof(why), "the session's keys could not be derived (%s)",
+			 strerror(-rc));
+	if (why[0])
 		goto fail;
 	t->cbuf = malloc(FY_TLS_OWN_CBUF);
 	t->pbuf = malloc(FY_TLS_REC_WIRE);
 	free(t->wbuf);
 	t->wbuf = malloc(FY_TLS_OWN_WBUF);
-	if (!t->cbuf || !t->pbuf || !t->wbuf)
+	if (!t->cbuf || !t->pbuf || !t->wbuf) {
+		snprintf(why, sizeof(why), "out of memory");
 		goto fail;
+	}
 	/* Ciphertext that pull() read ahead of the verdict is ours now. */
 	memcpy(t->cbuf, t->rbuf + t->rpos, ahead);
 	t->clen = ahead;
 	t->rpos = t->rlen = 0;
 	t->rekey_every = FY_TLS_REKEY_RECORDS;
 	t->own = true;
-	return;
+	return 0;
 fail:
 	fy_tls_key_free(&t->tx);
 	fy_tls_key_free(&t->rx);
@@ -105,6 +119,11 @@ fail:
 	t->cbuf = t->pbuf = NULL;
 	if (!t->wbuf)
 		t->wbuf = malloc(FY_TLS_WBUF);
+	if (t->cr->engine != FY_AEAD_IPSEC_MB)
+		return 0;
+	snprintf(err, errlen, "TLS: tls_engine ipsec-mb cannot run this session: %s",
+		 why);
+	return -EOPNOTSUPP;
 }
 
 /* Seal one record of @type into the write buffer, sending the buffer

@@ -11,10 +11,10 @@
  * 64-bit sequence number, left-padded with zeros to the IV's length.
  *
  * Sealing encrypts straight from the caller's scattered plaintext into
- * the output buffer (gnutls_aead_cipher_encryptv()); opening decrypts in
- * one pass from the received record into its destination
- * (gnutls_aead_cipher_decrypt(), which GnuTLS runs in its stitched
- * AES-GCM code): neither copies the data once more.
+ * the output buffer; opening decrypts in one pass from the received
+ * record into its destination: neither copies the data once more. The
+ * AEAD itself is tls_aead.c's (ipsec-mb's or GnuTLS's); the key schedule
+ * is GnuTLS's HKDF.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -54,7 +54,6 @@ static int expand_label(gnutls_mac_algorithm_t prf, const uint8_t *secret,
 static int derive(struct fy_tls_key *k)
 {
 	uint8_t key[32];
-	gnutls_datum_t d = { key, k->key_len };
 	int rc;
 
 	if (k->key_len > sizeof(key))
@@ -65,11 +64,8 @@ static int derive(struct fy_tls_key *k)
 		rc = expand_label(k->prf, k->secret, k->secret_len, "iv", k->iv,
 				  FY_TLS_IV);
 	if (!rc) {
-		if (k->h)
-			gnutls_aead_cipher_deinit(k->h);
-		k->h = NULL;
-		if (gnutls_aead_cipher_init(&k->h, k->alg, &d))
-			rc = -EINVAL;
+		fy_aead_free(&k->aead);
+		rc = fy_aead_init(&k->aead, k->want, k->alg, key, k->key_len);
 	}
 	explicit_bzero(key, sizeof(key));
 	return rc;
@@ -78,11 +74,12 @@ static int derive(struct fy_tls_key *k)
 /**
  * fy_tls_key_init() - see tls_rec.h.
  */
-int fy_tls_key_init(struct fy_tls_key *k, gnutls_cipher_algorithm_t alg,
-		    gnutls_mac_algorithm_t prf, const uint8_t *secret,
-		    unsigned len, uint64_t seq)
+int fy_tls_key_init(struct fy_tls_key *k, enum fy_aead_engine eng,
+		    gnutls_cipher_algorithm_t alg, gnutls_mac_algorithm_t prf,
+		    const uint8_t *secret, unsigned len, uint64_t seq)
 {
 	memset(k, 0, sizeof(*k));
+	k->want = eng;
 	switch (alg) {
 	case GNUTLS_CIPHER_AES_128_GCM:
 	case GNUTLS_CIPHER_AES_256_GCM:
@@ -150,8 +147,7 @@ int fy_tls_key_next(struct fy_tls_key *k)
  */
 void fy_tls_key_free(struct fy_tls_key *k)
 {
-	if (k->h)
-		gnutls_aead_cipher_deinit(k->h);
+	fy_aead_free(&k->aead);
 	explicit_bzero(k, sizeof(*k));
 }
 
@@ -169,12 +165,12 @@ ssize_t fy_tls_rec_seal(struct fy_tls_key *k, uint8_t type,
 			const struct iovec *iov, int n, size_t len,
 			uint8_t *out)
 {
-	giovec_t v[FY_TLS_REC_IOV + 1], aad = { out, FY_TLS_REC_HDR };
-	size_t clen = len + 1 + k->tag_len, got = clen;
+	struct iovec v[FY_TLS_REC_IOV + 1];
+	size_t clen = len + 1 + k->tag_len;
 	uint8_t iv[FY_TLS_IV];
-	int rc;
 
-	if (n < 0 || n > FY_TLS_REC_IOV || len > FY_TLS_REC_PLAIN || !k->h)
+	if (n < 0 || n > FY_TLS_REC_IOV || len > FY_TLS_REC_PLAIN ||
+	    !k->tag_len)
 		return -EINVAL;
 	/* A sequence number never wraps (RFC 8446 5.3); KeyUpdates come
 	 * long before. */
@@ -190,10 +186,8 @@ ssize_t fy_tls_rec_seal(struct fy_tls_key *k, uint8_t type,
 	out[3] = (uint8_t)(clen >> 8);
 	out[4] = (uint8_t)clen;
 	nonce(k, iv);
-	rc = gnutls_aead_cipher_encryptv(k->h, iv, FY_TLS_IV, &aad, 1,
-					 k->tag_len, v, n + 1,
-					 out + FY_TLS_REC_HDR, &got);
-	if (rc || got != clen)
+	if (fy_aead_seal(&k->aead, iv, out, FY_TLS_REC_HDR, v, n + 1, len + 1,
+			 out + FY_TLS_REC_HDR))
 		return -EIO;
 	k->seq++;
 	return (ssize_t)(FY_TLS_REC_HDR + clen);
@@ -236,9 +230,8 @@ int fy_tls_rec_open(struct fy_tls_key *k, const uint8_t *rec, size_t wire,
 {
 	size_t room = fy_tls_rec_room(k, wire), got = room;
 	uint8_t iv[FY_TLS_IV];
-	int rc;
 
-	if (fy_tls_rec_size(k, rec, wire) != (ssize_t)wire || !k->h)
+	if (fy_tls_rec_size(k, rec, wire) != (ssize_t)wire || !k->tag_len)
 		return -EPROTO;
 	/* RFC 8446 5.4: the inner plaintext (data, type, padding) is at most
 	 * 2^14 + 1 bytes, though the record may be longer (record_overflow). */
@@ -247,16 +240,10 @@ int fy_tls_rec_open(struct fy_tls_key *k, const uint8_t *rec, size_t wire,
 	if (k->seq == UINT64_MAX)
 		return -EOVERFLOW;
 	nonce(k, iv);
-	rc = gnutls_aead_cipher_decrypt(k->h, iv, FY_TLS_IV, rec,
-					FY_TLS_REC_HDR, k->tag_len,
-					rec + FY_TLS_REC_HDR,
-					wire - FY_TLS_REC_HDR, dst, &got);
-	if (rc || got != room) {
-		/* GnuTLS leaves what it decrypted in @dst: nothing of a
-		 * record that did not authenticate may stay there. */
-		explicit_bzero(dst, room);
+	/* A record that does not authenticate leaves zeros in @dst. */
+	if (fy_aead_open(&k->aead, iv, rec, FY_TLS_REC_HDR,
+			 rec + FY_TLS_REC_HDR, wire - FY_TLS_REC_HDR, dst))
 		return -EBADMSG;
-	}
 	k->seq++;
 	while (got && !dst[got - 1])
 		got--;

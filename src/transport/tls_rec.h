@@ -20,6 +20,8 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/crypto.h>
 
+#include "transport/tls_aead.h"
+
 /* Record header; the largest plaintext; the largest record on the wire
  * (RFC 8446 5.2: TLSCiphertext.length <= 2^14 + 256). */
 #define FY_TLS_REC_HDR 5
@@ -38,7 +40,8 @@
 /* One direction's keys: the traffic secret of this generation, the AEAD
  * key and IV it gives, and the next record's sequence number. */
 struct fy_tls_key {
-	gnutls_aead_cipher_hd_t h;
+	struct fy_aead aead;
+	enum fy_aead_engine want; /* what each generation's key asks for */
 	gnutls_cipher_algorithm_t alg;
 	gnutls_mac_algorithm_t prf;
 	unsigned secret_len, key_len, tag_len;
@@ -50,12 +53,13 @@ struct fy_tls_key {
 
 /*
  * fy_tls_key_init() - keys of @alg from the traffic @secret (@len bytes,
- * the length of @prf's hash), the next record numbered @seq. 0, or a
- * negative errno (-EOPNOTSUPP: not a TLS 1.3 AEAD cipher).
+ * the length of @prf's hash), the next record numbered @seq, sealed and
+ * opened by @eng (tls_aead.h). 0, or a negative errno (-EOPNOTSUPP: not
+ * a TLS 1.3 AEAD cipher, or one @eng cannot run).
  */
-int fy_tls_key_init(struct fy_tls_key *k, gnutls_cipher_algorithm_t alg,
-		    gnutls_mac_algorithm_t prf, const uint8_t *secret,
-		    unsigned len, uint64_t seq);
+int fy_tls_key_init(struct fy_tls_key *k, enum fy_aead_engine eng,
+		    gnutls_cipher_algorithm_t alg, gnutls_mac_algorithm_t prf,
+		    const uint8_t *secret, unsigned len, uint64_t seq);
 
 /* Does @k hold this key and IV (what gnutls_record_get_state() gave)? */
 bool fy_tls_key_same(const struct fy_tls_key *k, const gnutls_datum_t *key,

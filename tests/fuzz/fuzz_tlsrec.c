@@ -4,7 +4,9 @@
  * (src/transport/tls_rec.c): the bytes a peer sends after the handshake.
  *
  * Byte 0 picks the cipher (AES-128-GCM, AES-256-GCM with SHA-384,
- * CHACHA20-POLY1305), byte 1 the mode:
+ * CHACHA20-POLY1305), byte 1 the engines (bit 1: the sender's is GnuTLS,
+ * bit 2: the receiver's; otherwise the default, ipsec-mb where ferry was
+ * built with it, so records cross between the two) and the mode (bit 0):
  *  - raw (even): the rest is a stream of records read under a fixed key,
  *    as a receiver would: header, size, decryption, inner type, and the
  *    post-handshake messages of a handshake record. Nearly every input
@@ -35,17 +37,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const uint8_t secret[48] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 };
 
-static int keys(uint8_t pick, struct fy_tls_key *k)
+/* @pick's cipher; the engine: @gnutls, or the default (ipsec-mb where
+ * built in), so that records cross from one engine to the other. */
+static int keys(uint8_t pick, bool gnutls, struct fy_tls_key *k)
 {
+	enum fy_aead_engine e = gnutls ? FY_AEAD_GNUTLS : FY_AEAD_AUTO;
+
 	switch (pick % 3) {
 	case 0:
-		return fy_tls_key_init(k, GNUTLS_CIPHER_AES_128_GCM,
+		return fy_tls_key_init(k, e, GNUTLS_CIPHER_AES_128_GCM,
 				       GNUTLS_MAC_SHA256, secret, 32, 0);
 	case 1:
-		return fy_tls_key_init(k, GNUTLS_CIPHER_AES_256_GCM,
+		return fy_tls_key_init(k, e, GNUTLS_CIPHER_AES_256_GCM,
 				       GNUTLS_MAC_SHA384, secret, 48, 0);
 	default:
-		return fy_tls_key_init(k, GNUTLS_CIPHER_CHACHA20_POLY1305,
+		return fy_tls_key_init(k, e, GNUTLS_CIPHER_CHACHA20_POLY1305,
 				       GNUTLS_MAC_SHA256, secret, 32, 0);
 	}
 }
@@ -159,7 +165,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 2)
 		return 0;
-	FZ_ASSERT(keys(data[0], &tx) == 0 && keys(data[0], &rx) == 0,
+	FZ_ASSERT(keys(data[0], data[1] & 2, &tx) == 0 &&
+			  keys(data[0], data[1] & 4, &rx) == 0,
 		  "keys");
 	if (data[1] & 1)
 		sealed(&tx, &rx, data + 2, size - 2);

@@ -8,7 +8,8 @@
  * and the reverse, for AES-128-GCM and CHACHA20-POLY1305, 1 byte to
  * several MiB, with KeyUpdates both ways; a TLS 1.2 session keeps
  * GnuTLS's records; a record that is altered, cut, or not TLS 1.3 is a
- * clean error; close_notify ends the stream.
+ * clean error; close_notify ends the stream. Records are sealed by each
+ * of ferry's AEAD engines in turn (GnuTLS's, ipsec-mb's).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -27,6 +28,7 @@
 #include <gnutls/gnutls.h>
 
 #include "transport/tls.h"
+#include "transport/tls_aead.h"
 
 #define KEY_HEX "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 #define AES "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM"
@@ -38,6 +40,7 @@ static char psk_path[64];
 /* One connection: ferry on one end, GnuTLS on the other. */
 struct link {
 	const char *prio;
+	int engine; /* ferry's AEAD (tls_aead.h) */
 	bool ferry_server;
 	int sv[2]; /* ferry's end, GnuTLS's end */
 	struct fy_tls_creds *cr;
@@ -125,7 +128,8 @@ static ssize_t g_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 static void *ferry_end(void *arg)
 {
 	struct link *l = arg;
-	struct fy_tls_config c = { .psk_file = psk_path, .priority = l->prio };
+	struct fy_tls_config c = { .psk_file = psk_path, .priority = l->prio,
+				   .engine = l->engine };
 
 	l->rc = fy_tls_creds_load(&c, l->ferry_server, &l->cr, l->err,
 				  sizeof(l->err));
@@ -173,6 +177,8 @@ static void gnutls_end(struct link *l)
 	assert_int_equal(b, 1);
 }
 
+static int engine = FY_AEAD_AUTO; /* the next links' */
+
 static void link_up(struct link *l, const char *prio, bool ferry_server)
 {
 	struct timeval tv = { 0, 100 * 1000 };
@@ -180,6 +186,7 @@ static void link_up(struct link *l, const char *prio, bool ferry_server)
 
 	memset(l, 0, sizeof(*l));
 	l->prio = prio;
+	l->engine = engine;
 	l->ferry_server = ferry_server;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l->sv), 0);
 	setsockopt(l->sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -348,16 +355,69 @@ static void both_ways(const char *prio, bool ferry_server, bool own)
 	link_down(&l);
 }
 
+/*
+ * Each engine that seals ferry's records (tls_aead.h) against GnuTLS's
+ * record layer: GnuTLS's AEAD, and ipsec-mb's where ferry was built with
+ * it (x86-64 with Debian's libipsec-mb-dev, as CI is), else skipped
+ * with the reason.
+ */
+static bool use_engine(int e)
+{
+	char why[160];
+
+	if (!fy_aead_usable(e, GNUTLS_CIPHER_AES_128_GCM, why, sizeof(why))) {
+		print_message("skipped, %s\n", why);
+		return false;
+	}
+	engine = e;
+	return true;
+}
+
 static void test_aes_gcm(void **state)
 {
 	(void)state;
-	both_ways(AES, false, true);
+	if (use_engine(FY_AEAD_GNUTLS))
+		both_ways(AES, false, true);
+	if (use_engine(FY_AEAD_IPSEC_MB))
+		both_ways(AES, true, true);
+	engine = FY_AEAD_AUTO;
 }
 
 static void test_chacha20(void **state)
 {
 	(void)state;
-	both_ways(CHACHA, true, true);
+	if (use_engine(FY_AEAD_GNUTLS))
+		both_ways(CHACHA, true, true);
+	if (use_engine(FY_AEAD_IPSEC_MB))
+		both_ways(CHACHA, false, true);
+	engine = FY_AEAD_AUTO;
+}
+
+/* Asked for by name, ipsec-mb is used or the session fails saying why:
+ * only ferry's records run it, and a TLS 1.2 session keeps GnuTLS's. */
+static void test_ipsec_mb_refuses_tls12(void **state)
+{
+	struct link l;
+	pthread_t th;
+
+	(void)state;
+	if (!use_engine(FY_AEAD_IPSEC_MB))
+		return;
+	memset(&l, 0, sizeof(l));
+	l.prio = TLS12;
+	l.engine = FY_AEAD_IPSEC_MB;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l.sv), 0);
+	assert_int_equal(pthread_create(&th, NULL, ferry_end, &l), 0);
+	/* The handshake and the verdict complete; then ferry's end gives
+	 * up instead of moving to records ipsec-mb cannot seal. */
+	gnutls_end(&l);
+	pthread_join(th, NULL);
+	engine = FY_AEAD_AUTO;
+	assert_int_equal(l.rc, -EOPNOTSUPP);
+	assert_non_null(strstr(l.err, "ipsec-mb"));
+	assert_non_null(strstr(l.err, "TLS1.2"));
+	print_message("%s\n", l.err);
+	link_down(&l);
 }
 
 /* A TLS 1.2 session keeps GnuTLS's record layer, and works. */
@@ -502,6 +562,7 @@ int main(void)
 		cmocka_unit_test(test_aes_gcm),
 		cmocka_unit_test(test_chacha20),
 		cmocka_unit_test(test_tls12_keeps_gnutls),
+		cmocka_unit_test(test_ipsec_mb_refuses_tls12),
 		cmocka_unit_test(test_key_updates),
 		cmocka_unit_test(test_bad_tag),
 		cmocka_unit_test(test_not_a_record),
