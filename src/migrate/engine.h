@@ -441,6 +441,7 @@ struct fy_keeper {
 	bool running, stop;
 	atomic_bool held;  /* send nothing: the peer is not listening */
 	uint32_t every_ms;
+	_Atomic uint64_t rounds; /* times its thread woke (tests) */
 	struct fy_buf rec;
 };
 /* Start sending KEEPALIVE on @c whenever it wrote nothing for a quarter

@@ -37,6 +37,8 @@ static void *keeper_main(void *arg)
 			 last = atomic_load(&k->c->tx.last_tx_ns), next;
 		struct timespec ts;
 
+		atomic_fetch_add_explicit(&k->rounds, 1, memory_order_relaxed);
+
 		if (now > last && now - last >= every &&
 		    !atomic_load_explicit(&k->held, memory_order_relaxed)) {
 			int rc;
@@ -51,6 +53,13 @@ static void *keeper_main(void *arg)
 				last = now; /* a record is going out: later */
 		}
 		next = last + every;
+		/* Held, it writes nothing however old the last write is:
+		 * look again a period from now, rather than wait for a
+		 * deadline already past, which returns at once (a loop that
+		 * took a quarter of a core all through a destination's
+		 * passes, when the keeper is held). */
+		if (next <= now)
+			next = now + every;
 		ts.tv_sec = (time_t)(next / 1000000000ull);
 		ts.tv_nsec = (long)(next % 1000000000ull);
 		if (!k->stop)

@@ -24,10 +24,12 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
@@ -541,6 +543,48 @@ static void pair_close(struct conn_pair *p)
 	munmap(p->src.host, CMEM);
 	munmap(p->dst.host, CMEM);
 	ferry_session_destroy(p->s);
+}
+
+/*
+ * A held keeper (the destination's, all through a pass: the source reads
+ * nothing then) sends nothing and sleeps a period at a time. Its wait
+ * once ran to a deadline already past, which returns at once: a loop that
+ * took a quarter of a core from every migration's receiving side.
+ */
+static void test_held_keeper_sleeps(void **state)
+{
+	struct conn_pair p;
+	struct fy_keeper k = { 0 };
+	uint64_t before = 0, rounds;
+	int queued = -1;
+
+	(void)state;
+	pair_open(&p, CREC);
+	fy_keeper_hold(&k, true);
+	assert_int_equal(fy_keeper_start(&k, &p.b), 0);
+	/* Nothing written for longer than a period: a free keeper would
+	 * send now; this one is held. */
+	usleep(600 * 1000);
+	rounds = atomic_load(&k.rounds);
+	fy_keeper_stop(&k);
+	ioctl(p.a.fd, FIONREAD, &queued);
+	assert_int_equal(queued, 0);
+	/* 600 ms at one look per 125 ms period: about 5; spinning, hundreds
+	 * of thousands. */
+	if (rounds > 20)
+		fail_msg("the held keeper woke %" PRIu64 " times in 600 ms", rounds);
+	print_message("held keeper: %" PRIu64 " wake-ups in 600 ms\n", rounds);
+	/* Let go, it sends within a period or two. */
+	fy_keeper_hold(&k, false);
+	assert_int_equal(fy_keeper_start(&k, &p.b), 0);
+	for (int i = 0; i < 100 && before == 0; i++) {
+		usleep(10 * 1000);
+		ioctl(p.a.fd, FIONREAD, &queued);
+		before = queued > 0;
+	}
+	fy_keeper_stop(&k);
+	assert_true(before);
+	pair_close(&p);
 }
 
 /* Send every record of the source's memory, @rounds times, and flush. */
@@ -1084,6 +1128,7 @@ int main(void)
 		cmocka_unit_test(test_staged_bad_record_never_placed),
 		cmocka_unit_test(test_staged_refusals),
 		cmocka_unit_test(test_staged_throughput),
+		cmocka_unit_test(test_held_keeper_sleeps),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
