@@ -1275,8 +1275,9 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 	atomic_store(&l->placed, l->present_pages);
 	if (!rc && l->placed == l->pages)
 		lz_complete(l);
-	if (!rc)
-		rc = lz_threads(l, err, errlen);
+	/* The keeper first: the fault thread reads l->keeper, which must
+	 * be set before that thread exists (ThreadSanitizer saw the write
+	 * race the thread's first read when it came second). */
 	if (!rc) {
 		rc = fy_lane_keeper_start(&l->keeper, l->lane_cpu,
 					  (uint64_t)cfg->poll_us * 1000);
@@ -1284,6 +1285,8 @@ int fy_lazy_start(struct fy_lazy **out, const struct fy_lazy_config *cfg,
 			fy_lazy_err(err, errlen, rc,
 				    "lazy loader: cannot start the lane's keeper thread");
 	}
+	if (!rc)
+		rc = lz_threads(l, err, errlen);
 	if (rc)
 		goto fail;
 	*out = l;
