@@ -279,6 +279,12 @@ struct ferry_stats {
 	 * handed over by fd (DEVICE_FDS: save_fds / load_fds), e.g. the
 	 * sockets of live connections; 0 when none went that way. */
 	uint32_t device_fds;
+	/* TLS (both sides): who sealed and opened the records of the first
+	 * secured connection (ferry_config.tls_engine): "ipsec-mb 1.3.0
+	 * (AVX512, VAES), ferry's records", "GnuTLS 3.7.9, ferry's
+	 * records", or "GnuTLS 3.7.9, GnuTLS's records" (TLS 1.2: GnuTLS's
+	 * record layer); "" without TLS. */
+	char tls_engine[64];
 	/* New members go here, at the end. */
 };
 
@@ -605,7 +611,26 @@ struct ferry_config {
 	 * FERRY_LANE_POLL_US: no gain was measured on a loaded host); at
 	 * most FERRY_LANE_POLL_MAX_US. */
 	uint32_t lane_poll_us;
+	/* Both roles, TLS 1.3: what seals and opens the records of the
+	 * migration's data (GnuTLS does the handshake, certificates and
+	 * keys either way, and the records on the wire are the same; each
+	 * side picks its own, so the two sides need not agree).
+	 * FERRY_TLS_ENGINE_AUTO (0, the default): Intel's ipsec-mb, the
+	 * faster (AES-GCM stitched over scattered pages, VAES/AVX-512 where
+	 * the CPU has them), where the library was built with it and the
+	 * CPU has AES-NI, else GnuTLS. FERRY_TLS_ENGINE_GNUTLS: GnuTLS's AEAD always, e.g. where
+	 * a policy allows only GnuTLS's (a certified module's) crypto, or
+	 * to compare. FERRY_TLS_ENGINE_IPSEC_MB: ipsec-mb or a failed
+	 * connection saying why (a build without it, a CPU without AES-NI,
+	 * TLS 1.2 or a cipher it does not do). ferry_stats.tls_engine says
+	 * which sealed the records. Ignored without TLS. */
+	uint32_t tls_engine;
 };
+
+/* ferry_config.tls_engine's values. */
+#define FERRY_TLS_ENGINE_AUTO 0
+#define FERRY_TLS_ENGINE_GNUTLS 1
+#define FERRY_TLS_ENGINE_IPSEC_MB 2
 
 /* ferry_config.lane_cpu's special values. */
 #define FERRY_LANE_CPU_AUTO 0

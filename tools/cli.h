@@ -54,6 +54,7 @@ enum {
 	CLI_OPT_TLS_PSK,
 	CLI_OPT_TLS_PEER,
 	CLI_OPT_TLS_PRIORITY,
+	CLI_OPT_TLS_ENGINE,
 };
 
 /* tls.c */

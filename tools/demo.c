@@ -11,6 +11,7 @@
  * and reaped before the command returns.
  */
 #include "cli.h"
+#include "migrate_args.h" /* the TLS engines' names */
 #include "tlsgen.h"
 
 #include "apiclient.h"
@@ -69,6 +70,12 @@ const char cli_demo_usage[] =
 	"                       --tls-creds: both VMs use it)\n"
 	"  --tls-psk FILE       TLS with a pre-shared key (identity:hexkey)\n"
 	"  --tls-priority STR   GnuTLS priority string for both VMs (ciphers)\n"
+	"  --tls-engine E       what seals and opens TLS 1.3 records, for both\n"
+	"                       VMs: auto (default: Intel's ipsec-mb where ferry\n"
+	"                       was built with it and the CPU has AES-NI, else\n"
+	"                       GnuTLS), gnutls or ipsec-mb (ipsec-mb or the\n"
+	"                       migration fails, saying why); ferry-vm\n"
+	"                       --tls-engine\n"
 	"  --json               print the report as one JSON object on stdout\n"
 	"  --keep-logs          keep the temporary directory with the VMs' logs\n"
 	"  -h, --help           show this help\n"
@@ -95,6 +102,7 @@ struct demo_opts {
 	const char *tls_creds;	/* --tls-creds DIR (or that directory) */
 	const char *tls_psk;	/* --tls-psk FILE */
 	const char *tls_priority; /* --tls-priority STR */
+	const char *tls_engine;	/* --tls-engine E */
 };
 
 struct vm_proc {
@@ -209,6 +217,10 @@ static int demo_option(struct demo_opts *o, int c, char **argv)
 	case CLI_OPT_TLS_PRIORITY:
 		o->tls_priority = optarg;
 		break;
+	case CLI_OPT_TLS_ENGINE:
+		o->tls_engine = optarg;
+		return cli_check_name("demo", "--tls-engine", optarg,
+				      vm_tls_engines);
 	case 'T':
 		o->tls = true;
 		break;
@@ -240,6 +252,7 @@ static int demo_options(int argc, char **argv, struct demo_opts *o)
 		{ "tls-creds", required_argument, NULL, CLI_OPT_TLS_CREDS },
 		{ "tls-psk", required_argument, NULL, CLI_OPT_TLS_PSK },
 		{ "tls-priority", required_argument, NULL, CLI_OPT_TLS_PRIORITY },
+		{ "tls-engine", required_argument, NULL, CLI_OPT_TLS_ENGINE },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -421,6 +434,10 @@ static int spawn_vm(struct demo *d, struct vm_proc *vm, bool incoming,
 	if (d->o.tls_priority) {
 		argv[n++] = "--tls-priority";
 		argv[n++] = d->o.tls_priority;
+	}
+	if (d->o.tls_engine) {
+		argv[n++] = "--tls-engine";
+		argv[n++] = d->o.tls_engine;
 	}
 	argv[n++] = "--verify";
 	argv[n++] = d->o.verify_mode;

@@ -1046,6 +1046,7 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		{ "tls-psk", required_argument, NULL, CLI_OPT_TLS_PSK },
 		{ "tls-peer", required_argument, NULL, CLI_OPT_TLS_PEER },
 		{ "tls-priority", required_argument, NULL, CLI_OPT_TLS_PRIORITY },
+		{ "tls-engine", required_argument, NULL, CLI_OPT_TLS_ENGINE },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -1096,6 +1097,7 @@ static int migrate_options(int argc, char **argv, json_object *args,
 		case CLI_OPT_TLS_PSK:
 		case CLI_OPT_TLS_PEER:
 		case CLI_OPT_TLS_PRIORITY:
+		case CLI_OPT_TLS_ENGINE:
 			ret = cli_tls_option("migrate", c, optarg, args);
 			break;
 		case 'h':

@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "migrate_args.h" /* the TLS engines' names */
 #include "tlsgen.h"
 
 const char cli_tls_usage[] =
@@ -27,7 +28,16 @@ const char cli_tls_usage[] =
 	"                           lines; the first is used)\n"
 	"  --tls-peer NAME          accept only a destination whose certificate\n"
 	"                           names NAME (repeatable)\n"
-	"  --tls-priority STR       GnuTLS priority string (ciphers)\n";
+	"  --tls-priority STR       GnuTLS priority string (ciphers)\n"
+	"  --tls-engine E           what seals and opens the source's TLS 1.3\n"
+	"                           records: auto (Intel's ipsec-mb where ferry\n"
+	"                           was built with it and the CPU has AES-NI, the\n"
+	"                           faster; else GnuTLS), gnutls (GnuTLS's AEAD\n"
+	"                           always: a policy that allows only GnuTLS's\n"
+	"                           crypto, or to compare) or ipsec-mb (ipsec-mb\n"
+	"                           or the migration fails, saying why). Default:\n"
+	"                           the source ferry-vm's --tls-engine (auto). The\n"
+	"                           destination's is its own ferry-vm --tls-engine\n";
 
 /* Add @path to @args under @key as an absolute path. */
 static int add_path(const char *cmd, json_object *args, const char *key,
@@ -43,8 +53,8 @@ static int add_path(const char *cmd, json_object *args, const char *key,
 }
 
 /**
- * cli_tls_option() - apply --tls-creds, --tls-psk, --tls-peer or
- * --tls-priority (@c) to the migrate command's @args.
+ * cli_tls_option() - apply --tls-creds, --tls-psk, --tls-peer,
+ * --tls-priority or --tls-engine (@c) to the migrate command's @args.
  *
  * Return: 0, or CLI_EXIT_USAGE after saying why.
  */
@@ -60,6 +70,12 @@ int cli_tls_option(const char *cmd, int c, const char *val, json_object *args)
 		return add_path(cmd, args, "tls_psk", "--tls-psk", val);
 	case CLI_OPT_TLS_PRIORITY:
 		json_object_object_add(args, "tls_priority",
+				       json_object_new_string(val));
+		return 0;
+	case CLI_OPT_TLS_ENGINE:
+		if (cli_check_name(cmd, "--tls-engine", val, vm_tls_engines))
+			return CLI_EXIT_USAGE;
+		json_object_object_add(args, "tls_engine",
 				       json_object_new_string(val));
 		return 0;
 	case CLI_OPT_TLS_PEER:

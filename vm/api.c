@@ -202,6 +202,9 @@ static void add_link_fields(json_object *o, const struct ferry_stats *st)
 			       st->tls_version[0] ? jstr(st->tls_version) : NULL);
 	json_object_object_add(o, "tls_kx",
 			       st->tls_kx[0] ? jstr(st->tls_kx) : NULL);
+	/* ... and who sealed its records (ferry_config.tls_engine). */
+	json_object_object_add(o, "tls_engine",
+			       st->tls_engine[0] ? jstr(st->tls_engine) : NULL);
 	/* Local migration: the memory went by fd; wire_bytes are records. */
 	json_object_object_add(o, "local_fds",
 			       json_object_new_boolean(st->local_fds));

@@ -177,8 +177,8 @@ static int migrate_strings(json_object *args, struct vm_migrate_args *a,
 }
 
 /* TLS for this migration: tls_creds (a directory), tls_psk (a file),
- * tls_peer (names, comma-separated), tls_priority; checked as ferry-vm's
- * --tls-* options are. */
+ * tls_peer (names, comma-separated), tls_priority, tls_engine (a name of
+ * vm_tls_engines); checked as ferry-vm's --tls-* options are. */
 static int migrate_tls(json_object *args, struct vm_migrate_args *a,
 		       char *err, size_t errlen)
 {
@@ -203,7 +203,9 @@ static int migrate_tls(json_object *args, struct vm_migrate_args *a,
 		    vm_tls_set(&check, keys[i] + 4, *out[i], err, errlen))
 			return -1;
 	}
-	return 0;
+	return arg_enum(args, "tls_engine", vm_tls_engines,
+			FERRY_TLS_ENGINE_IPSEC_MB + 1, &a->tls_engine, err,
+			errlen);
 }
 
 /* What only some destinations take: a snapshot file has no postcopy (no
@@ -270,7 +272,7 @@ int api_migrate_args(json_object *args, struct vm_migrate_args *a, char *err,
 					     "postcopy_after_passes", "max_pause_ms",
 					     "stall_timeout_ms",
 					     "local", "tls_creds", "tls_psk", "tls_peer",
-					     "tls_priority" };
+					     "tls_priority", "tls_engine" };
 
 	static_assert(sizeof(strategies) / sizeof(strategies[0]) ==
 			      FERRY_TIMEOUT_POSTCOPY + 1,

@@ -179,6 +179,15 @@ static void usage(FILE *f)
 		"                       of the CA)\n"
 		"  --tls-priority STR   GnuTLS priority string (ciphers), e.g.\n"
 		"                       NORMAL:-CIPHER-ALL:+CHACHA20-POLY1305\n"
+		"  --tls-engine E       what seals and opens TLS 1.3 records: auto\n"
+		"                       (default: Intel's ipsec-mb where ferry was\n"
+		"                       built with it and the CPU has AES-NI, the\n"
+		"                       faster; else GnuTLS), gnutls (GnuTLS's AEAD\n"
+		"                       always, e.g. where only GnuTLS's crypto is\n"
+		"                       allowed, or to compare) or ipsec-mb (ipsec-mb\n"
+		"                       or the connection fails, saying why). GnuTLS\n"
+		"                       does the handshake either way; the report's\n"
+		"                       tls_engine names who sealed the records\n"
 		"  --self-test          pause/save/load/verify in-process, then exit\n"
 		"  --print-schemas      print the device-state schemas as JSON Schema\n"
 		"                       (one object keyed by device type), then exit\n"
@@ -394,9 +403,9 @@ static int parse_opt(struct vm_opts *o, int opt, const char *arg)
 	case 'l':
 		o->lazy = true;
 		return 0;
-	case 0x100: case 0x101: case 0x102: case 0x103: {
+	case 0x100: case 0x101: case 0x102: case 0x103: case 0x104: {
 		static const char *const keys[] = { "creds", "psk", "peer",
-						    "priority" };
+						    "priority", "engine" };
 		char err[300];
 
 		if (vm_tls_set(&o->tls, keys[opt - 0x100], arg, err, sizeof(err)))
@@ -478,6 +487,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "tls-psk", required_argument, NULL, 0x101 },
 		{ "tls-peer", required_argument, NULL, 0x102 },
 		{ "tls-priority", required_argument, NULL, 0x103 },
+		{ "tls-engine", required_argument, NULL, 0x104 },
 		{ "listen", required_argument, NULL, 'L' },
 		{ "connect", required_argument, NULL, 'K' },
 		{ "connect-rate", required_argument, NULL, 'R' },
@@ -1290,7 +1300,8 @@ static void tls_args(struct vm *vm, const struct vm_migrate_args *a)
 	char err[300];
 
 	vm->mig.tls = vm->opts.tls;
-	if (!a->tls_creds && !a->tls_psk && !a->tls_peer && !a->tls_priority)
+	if (!a->tls_creds && !a->tls_psk && !a->tls_peer && !a->tls_priority &&
+	    a->tls_engine < 0)
 		return;
 	if (a->tls_creds || a->tls_psk)
 		memset(&vm->mig.tls, 0, sizeof(vm->mig.tls));
@@ -1303,6 +1314,8 @@ static void tls_args(struct vm *vm, const struct vm_migrate_args *a)
 	if (a->tls_priority)
 		vm_tls_set(&vm->mig.tls, "priority", a->tls_priority, err,
 			   sizeof(err));
+	if (a->tls_engine >= 0)
+		vm->mig.tls.engine = a->tls_engine;
 	if (a->tls_peer) {
 		char peers[1024], *save = NULL;
 

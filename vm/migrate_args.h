@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * migrate_args.h - the numeric arguments of ferry-vm's migrate command
- * (docs/api-socket.md) and their ranges, declared once. ferry-vm checks
+ * (docs/api-socket.md) and their ranges, and the names of its choices
+ * that ferry-vm's options share, declared once. ferry-vm checks
  * requests against this table and the ferry command line checks its
  * options against it, and both say what is allowed with the same words,
  * whichever side of the range a value misses.
@@ -13,6 +14,8 @@
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "ferry.h"
 
 /*
  * X(id, JSON key, CLI option, min, max, step, unit): a value must be a
@@ -80,5 +83,18 @@ static inline const char *vm_arg_range_text(enum vm_arg_id id, char *buf,
 			 "%s", r->min, r->max, r->unit);
 	return buf;
 }
+
+/* ferry_config.tls_engine's values by name, in order, NULL-terminated:
+ * ferry-vm's --tls-engine, the migrate command's tls_engine and the ferry
+ * command line's --tls-engine take these. */
+static const char *const vm_tls_engines[] = {
+	[FERRY_TLS_ENGINE_AUTO] = "auto",
+	[FERRY_TLS_ENGINE_GNUTLS] = "gnutls",
+	[FERRY_TLS_ENGINE_IPSEC_MB] = "ipsec-mb",
+	NULL,
+};
+static_assert(sizeof(vm_tls_engines) / sizeof(vm_tls_engines[0]) ==
+		      FERRY_TLS_ENGINE_IPSEC_MB + 2,
+	      "every TLS engine has a name");
 
 #endif /* FERRY_VM_MIGRATE_ARGS_H */

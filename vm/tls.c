@@ -2,11 +2,11 @@
 /*
  * tls.c - ferry-vm's TLS options: --tls-creds DIR (the files of QEMU's
  * tls-creds-x509 directory), --tls-psk FILE (identity:hexkey lines, as
- * QEMU's tls-creds-psk), --tls-peer NAME and --tls-priority STRING, and
- * the same as arguments of the migrate command. The role picks the
- * files: a destination (the side that accepts) presents server-*.pem, a
- * source client-*.pem; both trust ca-cert.pem and honour ca-crl.pem when
- * the directory has one.
+ * QEMU's tls-creds-psk), --tls-peer NAME, --tls-priority STRING and
+ * --tls-engine auto|gnutls|ipsec-mb, and the same as arguments of the
+ * migrate command. The role picks the files: a destination (the side
+ * that accepts) presents server-*.pem, a source client-*.pem; both trust
+ * ca-cert.pem and honour ca-crl.pem when the directory has one.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "migrate_args.h"
 #include "vm.h"
 
 /* Is @path a directory? */
@@ -36,9 +37,19 @@ static int add_peer(char *list, size_t len, const char *name)
 	return 0;
 }
 
+/* @arg as a FERRY_TLS_ENGINE_* value, or -1. */
+static int engine_of(const char *arg)
+{
+	for (int i = 0; vm_tls_engines[i]; i++)
+		if (!strcmp(arg, vm_tls_engines[i]))
+			return i;
+	return -1;
+}
+
 /**
  * vm_tls_set() - take one TLS setting (@key: "creds", "psk", "peer",
- * "priority") into @t, with the reason in @err when it is refused.
+ * "priority", "engine") into @t, with the reason in @err when it is
+ * refused.
  * Return: 0 or -1.
  */
 int vm_tls_set(struct vm_tls *t, const char *key, const char *arg, char *err,
@@ -67,6 +78,13 @@ int vm_tls_set(struct vm_tls *t, const char *key, const char *arg, char *err,
 			return -1;
 		}
 		snprintf(t->prio, sizeof(t->prio), "%s", arg);
+	} else if (!strcmp(key, "engine")) {
+		t->engine = engine_of(arg);
+		if (t->engine < 0) {
+			t->engine = FERRY_TLS_ENGINE_AUTO;
+			snprintf(err, errlen, "tls-engine '%.64s': need auto, gnutls or ipsec-mb", arg);
+			return -1;
+		}
 	} else {
 		snprintf(err, errlen, "unknown TLS setting '%s'", key);
 		return -1;
@@ -114,18 +132,24 @@ void vm_tls_apply(struct vm_tls *t, struct ferry_config *cfg, bool server)
 		cfg->tls_psk_file = t->psk;
 	if (t->prio[0] && (t->dir[0] || t->psk[0]))
 		cfg->tls_priority = t->prio;
+	cfg->tls_engine = (uint32_t)t->engine;
 }
 
 /**
- * vm_tls_describe() - "x509 (DIR)", "PSK (FILE)" or "off", for the
- * start-up line.
+ * vm_tls_describe() - "x509 DIR", "PSK FILE" (and the engine when one is
+ * asked for: "x509 DIR, engine gnutls") or "off", for the start-up line.
  */
 void vm_tls_describe(const struct vm_tls *t, char *buf, size_t len)
 {
+	const char *eng = t->engine != FERRY_TLS_ENGINE_AUTO ?
+				  vm_tls_engines[t->engine] : NULL;
+
 	if (t->dir[0])
 		snprintf(buf, len, "x509 %.200s", t->dir);
 	else if (t->psk[0])
 		snprintf(buf, len, "PSK %.200s", t->psk);
 	else
 		snprintf(buf, len, "off");
+	if (eng && (t->dir[0] || t->psk[0]))
+		snprintf(buf + strlen(buf), len - strlen(buf), ", engine %s", eng);
 }

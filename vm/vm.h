@@ -238,6 +238,7 @@ struct vm_tls {
 	char psk[4096];	  /* --tls-psk FILE, or "" */
 	char peers[1024]; /* --tls-peer NAMEs, comma-separated */
 	char prio[256];	  /* --tls-priority, or "" */
+	int engine;	  /* --tls-engine: FERRY_TLS_ENGINE_* (0: auto) */
 	char ca[4112], cert[4112], key[4112], crl[4112]; /* vm_tls_apply() */
 };
 int vm_tls_set(struct vm_tls *t, const char *key, const char *arg, char *err,
@@ -335,6 +336,7 @@ struct vm_migrate_args {
 	/* TLS for this migration, each NULL when not given: the VM's own
 	 * --tls-* settings apply then. */
 	const char *tls_creds, *tls_psk, *tls_peer, *tls_priority;
+	int tls_engine;		/* FERRY_TLS_ENGINE_*, or -1 */
 };
 
 /* Why a command could not be carried out (maps to the API error class). */

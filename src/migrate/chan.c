@@ -861,16 +861,19 @@ static void refuse_plaintext(struct fy_chan *c)
 }
 
 /* The session's stats name what the first secured connection
- * negotiated (every connection of a run uses the same priorities). */
+ * negotiated and who seals its records (every connection of a run uses
+ * the same priorities and engine). */
 static void tls_note_stats(struct fy_chan *c)
 {
 	struct ferry_stats *st = &c->s->stats;
 
 	pthread_mutex_lock(&c->s->lock);
-	if (!st->tls_cipher[0])
+	if (!st->tls_cipher[0]) {
 		fy_tls_names(c->tls, st->tls_version, sizeof(st->tls_version),
 			     st->tls_cipher, sizeof(st->tls_cipher),
 			     st->tls_kx, sizeof(st->tls_kx));
+		fy_tls_engine(c->tls, st->tls_engine, sizeof(st->tls_engine));
+	}
 	pthread_mutex_unlock(&c->s->lock);
 }
 

@@ -14,7 +14,14 @@
 
 #include "memory/memory.h"
 #include "migrate/engine.h"
+#include "transport/tls_aead.h"
 #include "wire/wire.h"
+
+/* ferry.h's engine numbers are the transport's, passed through as they are. */
+static_assert(FERRY_TLS_ENGINE_AUTO == FY_AEAD_AUTO &&
+		      FERRY_TLS_ENGINE_GNUTLS == FY_AEAD_GNUTLS &&
+		      FERRY_TLS_ENGINE_IPSEC_MB == FY_AEAD_IPSEC_MB,
+	      "one numbering of the TLS engines");
 
 /**
  * fy_tls_config_from() - the TLS part of @cfg, as the transport layer
@@ -31,6 +38,7 @@ void fy_tls_config_from(struct fy_tls_config *t, const struct ferry_config *cfg)
 		.psk_file = cfg->tls_psk_file,
 		.psk_identity = cfg->tls_psk_identity,
 		.priority = cfg->tls_priority,
+		.engine = (int)cfg->tls_engine,
 	};
 }
 
@@ -214,6 +222,10 @@ static int check_choices(const struct ferry_config *cfg,
 	if (cfg->local_fds && cfg->postcopy != FERRY_POSTCOPY_OFF)
 		return refuse(err, errlen,
 			      "local_fds with postcopy: a local migration passes the memory itself, so nothing is left to follow after the switch");
+	if (cfg->tls_engine > FERRY_TLS_ENGINE_IPSEC_MB)
+		return refuse(err, errlen,
+			      "tls_engine is %u: it must be FERRY_TLS_ENGINE_AUTO (0), FERRY_TLS_ENGINE_GNUTLS (1) or FERRY_TLS_ENGINE_IPSEC_MB (2)",
+			      cfg->tls_engine);
 	if ((unsigned)cfg->dirty_mode > FERRY_DIRTY_BITMAP)
 		return OUT_OF("dirty_mode", cfg->dirty_mode, FERRY_DIRTY_AUTO,
 			      FERRY_DIRTY_BITMAP);

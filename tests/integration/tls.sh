@@ -8,24 +8,47 @@
 #      destination's: the extra connections join inside TLS.
 #   3. PSK (identity:hexkey file), 2 connections.
 #   4. `ferry demo --tls` with its throwaway CA.
+#   5. What seals the records (--tls-engine), named in both sides'
+#      reports: by default (auto), ipsec-mb where ferry was built with it
+#      and the CPU has AES-NI, else GnuTLS; GnuTLS when asked for (ferry-vm
+#      on both sides; ferry demo, whose text report says "sealed by");
+#      ipsec-mb when ferry migrate asks for it over the source VM's own
+#      gnutls, or, where it cannot run, a refusal saying why; an unknown
+#      engine refused by ferry-vm, its API and the CLI, naming the
+#      accepted ones.
 # A TLS listener refuses plaintext (tls_refusals.sh), so a migration that
 # completes went through TLS; the destination's log names each handshake.
 . "$(dirname "$0")/lib.sh"
+: "${FERRY_IPSEC_MB:?1 when ferry was built with ipsec-mb, else 0 (set by meson)}"
 "$FERRY" tls-certs "$T/pki" >/dev/null || fail "tls-certs"
 export FERRY_VM_LOG=3
 
-# run TAG CONNECTIONS DST_TLS_ARGS -- SRC_TLS_ARGS
+# Who seals TLS 1.3 records by default: ipsec-mb where the build has it
+# and the CPU has AES-NI (CI's x86-64 with libipsec-mb-dev), else GnuTLS.
+if [ "$FERRY_IPSEC_MB" = 1 ] && grep -qw aes /proc/cpuinfo; then
+	auto_engine="ipsec-mb "
+else
+	auto_engine="GnuTLS "
+fi
+# What run() expects in both sides' tls_engine (it starts with this), and
+# the guests' size.
+want_engine=$auto_engine
+mem=128M
+
+# run TAG CONNECTIONS DST_TLS_ARGS -- SRC_TLS_ARGS [-- MIGRATE_ARGS]
 run() {
-	local tag=$1 conns=$2 dst=() src=() port
+	local tag=$1 conns=$2 dst=() src=() mig=() port
 	shift 2
 	while [ "$1" != -- ]; do dst+=("$1"); shift; done
 	shift
-	src=("$@")
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do src+=("$1"); shift; done
+	[ $# -gt 0 ] && shift
+	mig=("$@")
 	port=$(free_port)
-	start_vm "dst$tag" --memory 128M --incoming "tcp:127.0.0.1:$port" "${dst[@]}"
-	start_vm "src$tag" --memory 128M --workload random --dirty-rate 50 "${src[@]}"
+	start_vm "dst$tag" --memory "$mem" --incoming "tcp:127.0.0.1:$port" "${dst[@]}"
+	start_vm "src$tag" --memory "$mem" --workload random --dirty-rate 50 "${src[@]}"
 	"$FERRY" migrate "$T/src$tag.sock" "tcp:127.0.0.1:$port" --connections "$conns" \
-		--json >"$T/m$tag.json" 2>"$T/m$tag.log" ||
+		"${mig[@]}" --json >"$T/m$tag.json" 2>"$T/m$tag.log" ||
 		fail "$tag: migration failed: $(tail -n1 "$T/m$tag.json")"
 	[ "$(json_field "$T/m$tag.json" 'd["verified"]')" = true ] || fail "$tag: not verified: $(tail -n1 "$T/m$tag.json")"
 	[ "$(json_field "$T/m$tag.json" 'd["connections"]')" = "$conns" ] ||
@@ -41,11 +64,23 @@ run() {
 	fi
 	dcipher=$(status_field "dst$tag" 'd["migration"]["tls_version"] + " " + d["migration"]["tls_cipher"] + " " + d["migration"]["tls_kx"]' | tr -d '"')
 	[ "$dcipher" = "$cipher" ] || fail "$tag: the destination's status says TLS is \"$dcipher\", the source's report \"$cipher\""
+	# Both name who sealed their records, in ferry's record layer.
+	local eng deng
+	eng=$(json_field "$T/m$tag.json" 'd["tls_engine"]' | tr -d '"')
+	deng=$(status_field "dst$tag" 'd["migration"]["tls_engine"]' | tr -d '"')
+	case $eng in
+	"$want_engine"*", ferry's records") ;;
+	*) fail "$tag: the source's records were sealed by \"$eng\", expected $want_engine..." ;;
+	esac
+	case $deng in
+	"$want_engine"*", ferry's records") ;;
+	*) fail "$tag: the destination's records were sealed by \"$deng\", expected $want_engine..." ;;
+	esac
 	local n
 	n=$(grep -c "TLS: TLS1.3" "$T/dst$tag.log")
 	[ "$n" -ge "$conns" ] || fail "$tag: $n TLS handshakes in the destination's log, expected $conns"
 	guest_runs "dst$tag" || fail "$tag: destination guest does not run"
-	pass "$tag: $conns connection(s), $cipher in both reports, $n handshakes; $(tail -n1 "$T/m$tag.json" | head -c 200)"
+	pass "$tag: $conns connection(s), $cipher in both reports, sealed by $eng / $deng, $n handshakes; $(tail -n1 "$T/m$tag.json" | head -c 200)"
 }
 
 run x509 1 --tls-creds "$T/pki" -- --tls-creds "$T/pki"
@@ -59,5 +94,66 @@ TMPDIR="$T/demo-tmp" "$FERRY" demo --tls --memory 64M --json >"$T/demo.json" 2>"
 	fail "ferry demo --tls: $(tail -n 3 "$T/demo.log")"
 [ "$(json_field "$T/demo.json" 'd["verified"]')" = true ] || fail "demo not verified: $(tail -n1 "$T/demo.json")"
 [ "$(json_field "$T/demo.json" 'd["tls_version"]')" = '"TLS1.3"' ] || fail "demo: tls_version: $(tail -n1 "$T/demo.json")"
+case $(json_field "$T/demo.json" 'd["tls_engine"]') in "\"$auto_engine"*) ;; *) fail "demo: tls_engine: $(tail -n1 "$T/demo.json")" ;; esac
 [ -z "$(ls -A "$T/demo-tmp")" ] || fail "ferry demo --tls left files behind: $(ls -R "$T/demo-tmp")"
 pass "ferry demo --tls: completed and verified, its CA removed"
+
+# 5. The AEAD engine. GnuTLS's when asked for, on both sides (ferry-vm's
+# --tls-engine), and through ferry demo (both VMs).
+want_engine="GnuTLS " mem=64M
+run gnutls 1 --tls-creds "$T/pki" --tls-engine gnutls -- --tls-creds "$T/pki" --tls-engine gnutls
+# Exit status 0: completed and verified. The human report's encryption
+# line says who sealed the source's records, the destination's log its own.
+mkdir "$T/demo-gnutls"
+TMPDIR="$T/demo-gnutls" "$FERRY" demo --tls-psk "$T/keys.psk" --tls-engine gnutls --memory 64M \
+	--keep-logs >"$T/demo-gnutls.txt" 2>"$T/demo-gnutls.log" ||
+	fail "ferry demo --tls-engine gnutls: $(tail -n 3 "$T/demo-gnutls.log")"
+enc=$(grep "^encryption " "$T/demo-gnutls.txt")
+grep -q "^encryption    TLS1.3 [A-Z0-9-]*, key exchange ECDHE-PSK, sealed by GnuTLS [0-9.]*$" <<<"$enc" ||
+	fail "demo --tls-engine gnutls: $(cat "$T/demo-gnutls.txt")"
+grep -q "TLS: TLS1.3 .*, GnuTLS [0-9.]*, ferry's records" "$T"/demo-gnutls/*/dst.log ||
+	fail "demo --tls-engine gnutls: the destination's log: $(grep "TLS" "$T"/demo-gnutls/*/dst.log)"
+pass "ferry demo --tls-engine gnutls: completed, verified; $enc"
+
+# ipsec-mb asked for: the destination by ferry-vm's option, the source by
+# ferry migrate's (the migrate command's tls_engine, in place of the
+# source VM's own gnutls). Where it cannot run, the migration is refused
+# saying why, and the source keeps its guest.
+if [ "$auto_engine" = "ipsec-mb " ]; then
+	want_engine="ipsec-mb "
+	run ipsecmb 2 --tls-psk "$T/keys.psk" --tls-engine ipsec-mb -- \
+		--tls-psk "$T/keys.psk" --tls-engine gnutls -- --tls-engine ipsec-mb
+else
+	if [ "$FERRY_IPSEC_MB" = 1 ]; then why="the CPU has no AES-NI"; else why="ferry was built without ipsec-mb"; fi
+	port=$(free_port)
+	start_vm dstno --memory 64M --incoming "tcp:127.0.0.1:$port" --tls-psk "$T/keys.psk" --tls-engine ipsec-mb
+	start_vm srcno --memory 64M --workload random --tls-psk "$T/keys.psk"
+	"$FERRY" migrate "$T/srcno.sock" "tcp:127.0.0.1:$port" --tls-engine ipsec-mb --json \
+		>"$T/mno.json" 2>"$T/mno.log" && fail "ipsec-mb asked for without it: the migration completed"
+	grep -q "TLS: tls_engine ipsec-mb: .*$why" "$T/mno.json" ||
+		fail "ipsec-mb asked for without it: the refusal does not say \"$why\": $(tail -n1 "$T/mno.json")"
+	source_intact srcno
+	pass "ipsec-mb asked for where it cannot run: refused ($why), the source runs its guest"
+fi
+
+# An unknown engine: ferry-vm, its API and the command line refuse it,
+# naming the accepted ones.
+out=$("$FERRY_VM" --memory 16M --tls-engine aesni 2>&1) && fail "ferry-vm --tls-engine aesni accepted"
+grep -q -- "--tls-engine 'aesni': need auto, gnutls or ipsec-mb" <<<"$out" || fail "ferry-vm --tls-engine aesni: $out"
+out=$("$FERRY" migrate "$T/srcgnutls.sock" tcp:127.0.0.1:1 --tls-engine aesni 2>&1); rc=$?
+[ $rc = 2 ] || fail "ferry migrate --tls-engine aesni: exit $rc: $out"
+grep -q -- "--tls-engine is auto, gnutls or ipsec-mb, not 'aesni'" <<<"$out" || fail "ferry migrate --tls-engine aesni: $out"
+python3 - "$T/srcgnutls.sock" <<'PY' || fail "the migrate command took an unknown tls_engine"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(5)
+f = s.makefile("rb")
+assert b"ferry-vm" in f.readline()
+for v in ("aesni", 1, ""):
+    s.sendall(json.dumps({"execute": "migrate", "arguments":
+                          {"uri": "tcp:127.0.0.1:1", "tls_engine": v}}).encode() + b"\n")
+    r = json.loads(f.readline())
+    assert r["error"]["desc"] == "'tls_engine' must be one of: auto, gnutls, ipsec-mb", r
+PY
+pass "an unknown engine refused by ferry-vm, its migrate command and ferry migrate, naming auto, gnutls, ipsec-mb"

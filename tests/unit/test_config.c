@@ -157,6 +157,32 @@ REFUSED(lane_cpu_large, c->lane_cpu = CPU_SETSIZE + 1,
 REFUSED(lane_poll_long, c->lane_poll_us = FERRY_LANE_POLL_MAX_US + 1,
 	"lane_poll_us is 10001: it must be from 0 (no polling) to 10000 (10 ms)")
 REFUSED(lane_poll_huge, c->lane_poll_us = UINT32_MAX, "lane_poll_us is 4294967295")
+REFUSED(tls_engine, c->tls_engine = 3,
+	"tls_engine is 3: it must be FERRY_TLS_ENGINE_AUTO (0), FERRY_TLS_ENGINE_GNUTLS (1) or FERRY_TLS_ENGINE_IPSEC_MB (2)")
+/* Past INT_MAX: not taken for a negative engine number on the way down. */
+REFUSED(tls_engine_huge, c->tls_engine = UINT32_MAX, "tls_engine is 4294967295")
+
+/* Every engine is a valid choice, with TLS or without: whether it can
+ * run is found when a connection is secured. */
+static void test_tls_engine_range(void **state)
+{
+	const uint32_t ok[] = { FERRY_TLS_ENGINE_AUTO, FERRY_TLS_ENGINE_GNUTLS,
+				FERRY_TLS_ENGINE_IPSEC_MB };
+	struct ferry_config cfg;
+	char err[256];
+
+	(void)state;
+	ferry_config_init(&cfg);
+	assert_int_equal(cfg.tls_engine, FERRY_TLS_ENGINE_AUTO);
+	cfg.ops = &all_ops;
+	for (int psk = 0; psk < 2; psk++) {
+		cfg.tls_psk_file = psk ? "/nonexistent/keys.psk" : NULL;
+		for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+			cfg.tls_engine = ok[i];
+			assert_int_equal(ferry_config_check(&cfg, err, sizeof(err)), 0);
+		}
+	}
+}
 
 /* The stall limit's ends and 0 (the default) are taken. */
 static void test_stall_range(void **state)
@@ -426,6 +452,9 @@ int main(void)
 		cmocka_unit_test(test_lane_poll_huge),
 		cmocka_unit_test(test_lane_poll_range),
 		cmocka_unit_test(test_stall_range),
+		cmocka_unit_test(test_tls_engine),
+		cmocka_unit_test(test_tls_engine_huge),
+		cmocka_unit_test(test_tls_engine_range),
 		cmocka_unit_test(test_destination_needs_no_source_callbacks),
 		cmocka_unit_test(test_region_refusals),
 	};
