@@ -23,11 +23,12 @@ tests=("$@")
 logs=$build/tsan-logs
 rm -rf "$logs"
 mkdir -p "$logs"
+logs=$(cd "$logs" && pwd) # absolute: processes start in other directories
 # halt_on_error: the first report ends the process, so its test fails;
 # log_path: every process's reports land in $logs, also those of a
 # ferry-vm whose exit status no test looks at.
 export TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 \
-suppressions=$here/tsan.supp log_path=$PWD/$logs/tsan"
+suppressions=$here/tsan.supp log_path=$logs/tsan"
 
 # ThreadSanitizer maps its shadow memory at fixed addresses; with the
 # address-space randomisation of recent kernels (vm.mmap_rnd_bits above
