@@ -13,6 +13,11 @@
 # with QEMU_TLS_DIR) with 1 channel and with 4 multifd channels, in the
 # first round. Targets: each TLS row's best connection count >= 0.6 x the
 # cipher's single-core speed, and >= 10 x QEMU's best TLS row.
+# ferry seals its TLS 1.3 records with Intel's ipsec-mb where built in
+# (src/transport/tls_aead.h): the table also gives that engine's own
+# single-core speed (bench/aeadrate, measured as gnutls-cli measures
+# GnuTLS's), and an AES-128-GCM row with --tls-engine gnutls, GnuTLS's
+# AEAD, for comparison (B13_GNUTLS_ROW=0 leaves it out).
 # kTLS: the table says whether the kernel offers it (this engine does not
 # use it; see docs/api-guide.md, "TLS").
 #
@@ -52,6 +57,8 @@ print(json.dumps({"status": "completed", "ulp": ulp, "ktls": "tls" in ulp}))'
 }
 measure ciphers 1 cipher_speed
 measure ktls 1 ktls
+AEADRATE="$BUILD/bench/aeadrate"
+[ -x "$AEADRATE" ] && measure engines 1 "$AEADRATE" 1
 
 demo=("$FERRY" demo --memory "${MIB}M" --workload fill --json)
 row() { # ROW ROUND CONNECTIONS
@@ -59,11 +66,13 @@ row() { # ROW ROUND CONNECTIONS
 	plain) measure "plain-$3" "$2" "${demo[@]}" --connections "$3" ;;
 	aes) measure "aes-$3" "$2" "${demo[@]}" --connections "$3" --tls-creds "$PKI" --tls-priority "$AES" ;;
 	chacha) measure "chacha-$3" "$2" "${demo[@]}" --connections "$3" --tls-creds "$PKI" --tls-priority "$CHACHA" ;;
+	aesg) measure "aesg-$3" "$2" "${demo[@]}" --connections "$3" --tls-creds "$PKI" --tls-priority "$AES" --tls-engine gnutls ;;
 	esac
 }
 for i in $(seq 1 "$N"); do
 	for c in 1 2 4; do
 		for r in plain aes chacha; do row "$r" "$i" "$c"; done
+		[ "${B13_GNUTLS_ROW:-1}" != 0 ] && row aesg "$i" "$c"
 	done
 	if [ "$i" = 1 ] && [ "${QEMU_PEER:-1}" != 0 ]; then
 		for ch in 1 4; do
@@ -87,12 +96,18 @@ def fmt(v):
     return f"{m:,.0f}" + (f" ({min(v):,.0f}-{max(v):,.0f})" if len(v) > 1 else "")
 c = (rs("ciphers") or [{"r": {"mb_per_s_by_cipher": {}}}])[0]["r"]["mb_per_s_by_cipher"]
 k = (rs("ktls") or [{"r": {"ulp": [], "ktls": False}}])[0]["r"]
+eng = (rs("engines") or [{"r": {"engines": {}}}])[0]["r"]["engines"]
 print(f"\nBenchmark 13: {mib} MiB fill guest, ferry demo (defaults, verification on), MB/s median (range)")
 print(f"kTLS: {'offered' if k['ktls'] else 'not offered'} by the kernel (tcp_available_ulp: {' '.join(k['ulp']) or '-'})")
+for e, by in eng.items():
+    print(f"AEAD engine {e}, 1 core (bench/aeadrate, 16 KiB): " + ", ".join(f"{c} {v:,.0f} MB/s" for c, v in by.items()))
 print(f"{'row':<22}{'1 conn':>22}{'2 conns':>22}{'4 conns':>22}{'cipher 1 core':>16}{'best/cipher':>13}")
 qbest = max([statistics.median(rates(f"qemu-tls-{ch}")) for ch in (1, 4) if rates(f"qemu-tls-{ch}")] or [0])
 for key, name, cipher in (("plain", "plaintext", None), ("aes", "TLS AES-128-GCM", "AES-128-GCM"),
-                          ("chacha", "TLS CHACHA20-POLY1305", "CHACHA20-POLY1305")):
+                          ("chacha", "TLS CHACHA20-POLY1305", "CHACHA20-POLY1305"),
+                          ("aesg", "TLS AES-128-GCM gnutls", "AES-128-GCM")):
+    if key == "aesg" and not any(rs(f"aesg-{n}") for n in (1, 2, 4)):
+        continue
     cells = [fmt(rates(f"{key}-{n}")) for n in (1, 2, 4)]
     best = max([statistics.median(rates(f"{key}-{n}")) for n in (1, 2, 4) if rates(f"{key}-{n}")] or [0])
     cs = c.get(cipher) if cipher else None
@@ -104,6 +119,12 @@ for key, name, cipher in (("plain", "plaintext", None), ("aes", "TLS AES-128-GCM
     if seen:
         ok = seen == ([f"TLS1.3 {cipher}"] if cipher else ["none"])
         print(f"  negotiated (reports): {', '.join(seen)}{'' if ok else '  <- not what the row asked for'}")
+    sealed = sorted({r["r"].get("tls_engine") or "?" for n in (1, 2, 4) for r in rs(f"{key}-{n}")})
+    if cipher and sealed:
+        print(f"  sealed by (reports): {', '.join(sealed)}")
+        own = [by.get(cipher) for e, by in eng.items() if any(e.split(",")[0] in x for x in sealed)]
+        if own and own[0] and best:
+            print(f"  best / that engine's own 1-core speed ({own[0]:,.0f} MB/s): {best / own[0]:.2f}")
     if cipher and best:
         t1 = cs and best >= 0.6 * cs
         t2 = qbest and best >= 10 * qbest
