@@ -206,16 +206,20 @@ static int imb_seal(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
 	return 0;
 }
 
+/* @len bytes of ciphertext at @ct (the tag after them): all but the
+ * last to @dst, the last to *@last. */
 static int imb_open(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
-		    size_t aad_len, const uint8_t *ct, size_t len, uint8_t *dst)
+		    size_t aad_len, const uint8_t *ct, size_t len, uint8_t *dst,
+		    uint8_t *last)
 {
 	uint8_t tag[FY_AEAD_TAG];
 	union imb_ctx c;
 	bool ok;
 
 	imb_start(a, &c, iv, aad, aad_len);
-	if (len)
-		imb_update(a, &c, false, dst, ct, len);
+	if (len > 1)
+		imb_update(a, &c, false, dst, ct, len - 1);
+	imb_update(a, &c, false, last, ct + len - 1, 1);
 	imb_finish(a, &c, false, tag);
 	ok = same_tag(tag, ct + len, FY_AEAD_TAG);
 	explicit_bzero(&c, sizeof(c));
@@ -227,7 +231,7 @@ static int gnutls_seal(struct fy_aead *a, const uint8_t *iv,
 		       const struct iovec *v, int n, size_t len, uint8_t *out);
 static int gnutls_open(struct fy_aead *a, const uint8_t *iv,
 		       const uint8_t *aad, size_t aad_len, const uint8_t *ct,
-		       size_t ct_len, uint8_t *dst);
+		       size_t ct_len, uint8_t *dst, uint8_t *last);
 
 /*
  * One algorithm's check: a message in pieces of awkward lengths (a
@@ -240,6 +244,7 @@ static bool imb_agrees(gnutls_cipher_algorithm_t alg)
 	static const size_t cut[] = { 0, 7, 16, 33, 0, 200, 1 };
 	uint8_t key[32], iv[FY_AEAD_IV], aad[5] = { 23, 3, 3, 1, 2 };
 	uint8_t msg[257], x[257 + FY_AEAD_TAG], y[257 + FY_AEAD_TAG], back[257];
+	uint8_t last;
 	struct iovec v[sizeof(cut) / sizeof(cut[0])];
 	struct fy_aead g = { 0 }, m = { 0 };
 	size_t off = 0;
@@ -266,14 +271,15 @@ static bool imb_agrees(gnutls_cipher_algorithm_t alg)
 	     !gnutls_seal(&g, iv, aad, sizeof(aad), v, n, off, x) &&
 	     !imb_seal(&m, iv, aad, sizeof(aad), v, n, y) &&
 	     !memcmp(x, y, off + FY_AEAD_TAG) &&
-	     !imb_open(&m, iv, aad, sizeof(aad), x, off, back) &&
-	     !memcmp(back, msg, off) &&
+	     !imb_open(&m, iv, aad, sizeof(aad), x, off, back, &last) &&
+	     !memcmp(back, msg, off - 1) && last == msg[off - 1] &&
 	     !gnutls_open(&g, iv, aad, sizeof(aad), y, off + FY_AEAD_TAG,
-			  back) &&
-	     !memcmp(back, msg, off);
+			  back, &last) &&
+	     !memcmp(back, msg, off - 1) && last == msg[off - 1];
 	/* A forged tag is refused. */
 	y[off] ^= 1;
-	ok = ok && imb_open(&m, iv, aad, sizeof(aad), y, off, back) == -EBADMSG;
+	ok = ok && imb_open(&m, iv, aad, sizeof(aad), y, off, back, &last) ==
+			   -EBADMSG;
 	fy_aead_free(&g);
 	fy_aead_free(&m);
 	return ok;
@@ -351,7 +357,8 @@ static int imb_seal(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
 }
 
 static int imb_open(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
-		    size_t aad_len, const uint8_t *ct, size_t len, uint8_t *dst)
+		    size_t aad_len, const uint8_t *ct, size_t len, uint8_t *dst,
+		    uint8_t *last)
 {
 	return -EBADMSG;
 }
@@ -435,9 +442,10 @@ static int gnutls_seal(struct fy_aead *a, const uint8_t *iv,
 	return 0;
 }
 
+/* GnuTLS decrypts in one call, the last byte into @dst too. */
 static int gnutls_open(struct fy_aead *a, const uint8_t *iv,
 		       const uint8_t *aad, size_t aad_len, const uint8_t *ct,
-		       size_t ct_len, uint8_t *dst)
+		       size_t ct_len, uint8_t *dst, uint8_t *last)
 {
 	size_t room = ct_len - a->tag_len, got = room;
 
@@ -445,6 +453,7 @@ static int gnutls_open(struct fy_aead *a, const uint8_t *iv,
 				       a->tag_len, ct, ct_len, dst, &got) ||
 	    got != room)
 		return -EBADMSG;
+	*last = dst[room - 1];
 	return 0;
 }
 
@@ -467,21 +476,24 @@ int fy_aead_seal(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
  */
 int fy_aead_open(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
 		 size_t aad_len, const uint8_t *ct, size_t ct_len,
-		 uint8_t *dst)
+		 uint8_t *dst, uint8_t *last)
 {
 	size_t room;
 	int rc;
 
-	if (ct_len < a->tag_len || (!a->h && !a->imb))
+	*last = 0;
+	if (ct_len <= a->tag_len || (!a->h && !a->imb))
 		return -EBADMSG;
 	room = ct_len - a->tag_len;
 	rc = a->eng == FY_AEAD_IPSEC_MB
-		     ? imb_open(a, iv, aad, aad_len, ct, room, dst)
-		     : gnutls_open(a, iv, aad, aad_len, ct, ct_len, dst);
-	/* Both engines leave what they decrypted in @dst: nothing of a
-	 * record that did not authenticate may stay there. */
-	if (rc)
+		     ? imb_open(a, iv, aad, aad_len, ct, room, dst, last)
+		     : gnutls_open(a, iv, aad, aad_len, ct, ct_len, dst, last);
+	/* Both engines leave what they decrypted: nothing of a record that
+	 * did not authenticate may stay. */
+	if (rc) {
 		explicit_bzero(dst, room);
+		*last = 0;
+	}
 	return rc;
 }
 

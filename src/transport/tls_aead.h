@@ -74,12 +74,16 @@ int fy_aead_seal(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
 
 /*
  * fy_aead_open() - decrypt @ct (@ct_len bytes: the ciphertext, then the
- * tag) into @dst (@ct_len - tag bytes) and check it: 0, or -EBADMSG when
- * it does not authenticate (then @dst holds zeros).
+ * tag) and check it: the plaintext's last byte goes to *@last, the rest
+ * to @dst (@ct_len - tag - 1 bytes; @dst may be written one byte
+ * further). 0, or -EBADMSG when it does not authenticate (then @dst and
+ * *@last hold zeros). The last byte apart: a TLS 1.3 record's inner
+ * type is read there, and reading it back from @dst (guest memory just
+ * written, its line still on its way from memory) would stall.
  */
 int fy_aead_open(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
 		 size_t aad_len, const uint8_t *ct, size_t ct_len,
-		 uint8_t *dst);
+		 uint8_t *dst, uint8_t *last);
 
 /* "ipsec-mb 1.3.0 (AVX512, VAES)", "GnuTLS 3.7.9": who seals @a's records. */
 void fy_aead_name(const struct fy_aead *a, char *buf, size_t len);

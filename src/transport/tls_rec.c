@@ -228,8 +228,8 @@ size_t fy_tls_rec_room(const struct fy_tls_key *k, size_t wire)
 int fy_tls_rec_open(struct fy_tls_key *k, const uint8_t *rec, size_t wire,
 		    uint8_t *dst, struct fy_tls_opened *o)
 {
-	size_t room = fy_tls_rec_room(k, wire), got = room;
-	uint8_t iv[FY_TLS_IV];
+	size_t room = fy_tls_rec_room(k, wire), got;
+	uint8_t iv[FY_TLS_IV], last;
 
 	if (fy_tls_rec_size(k, rec, wire) != (ssize_t)wire || !k->tag_len)
 		return -EPROTO;
@@ -242,9 +242,18 @@ int fy_tls_rec_open(struct fy_tls_key *k, const uint8_t *rec, size_t wire,
 	nonce(k, iv);
 	/* A record that does not authenticate leaves zeros in @dst. */
 	if (fy_aead_open(&k->aead, iv, rec, FY_TLS_REC_HDR,
-			 rec + FY_TLS_REC_HDR, wire - FY_TLS_REC_HDR, dst))
+			 rec + FY_TLS_REC_HDR, wire - FY_TLS_REC_HDR, dst,
+			 &last))
 		return -EBADMSG;
 	k->seq++;
+	/* Unpadded, as every record of ferry's and GnuTLS's is: the last
+	 * byte is the type, and @dst is not read back. */
+	if (last) {
+		o->type = last;
+		o->len = room - 1;
+		return 0;
+	}
+	got = room - 1;
 	while (got && !dst[got - 1])
 		got--;
 	if (!got)
