@@ -618,9 +618,10 @@ struct ferry_config {
 	 * FERRY_TLS_ENGINE_AUTO (0, the default): Intel's ipsec-mb, the
 	 * faster (AES-GCM stitched over scattered pages, VAES/AVX-512 where
 	 * the CPU has them), where the library was built with it and the
-	 * CPU has AES-NI, else GnuTLS. FERRY_TLS_ENGINE_GNUTLS: GnuTLS's AEAD always, e.g. where
-	 * a policy allows only GnuTLS's (a certified module's) crypto, or
-	 * to compare. FERRY_TLS_ENGINE_IPSEC_MB: ipsec-mb or a failed
+	 * CPU has AES-NI, else GnuTLS. FERRY_TLS_ENGINE_GNUTLS: GnuTLS's
+	 * AEAD always, e.g. where a policy allows only GnuTLS's (a
+	 * certified module's) crypto, or to compare.
+	 * FERRY_TLS_ENGINE_IPSEC_MB: ipsec-mb or a failed
 	 * connection saying why (a build without it, a CPU without AES-NI,
 	 * TLS 1.2 or a cipher it does not do). ferry_stats.tls_engine says
 	 * which sealed the records. Ignored without TLS. */

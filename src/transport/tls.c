@@ -1089,7 +1089,6 @@ void fy_tls_describe(struct fy_tls *t, char *buf, size_t len)
 {
 	const char *v = gnutls_protocol_get_name(gnutls_protocol_get_version(t->s));
 	const char *c = gnutls_cipher_get_name(gnutls_cipher_get(t->s));
-
 	char eng[64];
 
 	fy_tls_engine(t, eng, sizeof(eng));
