@@ -47,10 +47,20 @@ static bool imb_alg(gnutls_cipher_algorithm_t alg)
 
 #ifdef FY_HAVE_IPSEC_MB
 
+/* One GCM key size's functions, as init_mb_mgr_auto() picked them for
+ * this CPU; [0] decrypts, [1] encrypts. */
+struct imb_gcm {
+	aes_gcm_pre_t pre;
+	aes_gcm_init_t init;
+	aes_gcm_enc_dec_update_t update[2];
+	aes_gcm_enc_dec_finalize_t finish[2];
+};
+
 static struct {
 	pthread_once_t once;
 	IMB_MGR *mgr;
 	IMB_ARCH arch;
+	struct imb_gcm gcm[2]; /* AES-128, AES-256 */
 	char name[64];
 	char why[160]; /* set: ipsec-mb is not used */
 } imb = { .once = PTHREAD_ONCE_INIT };
@@ -71,35 +81,32 @@ static const char *arch_name(IMB_ARCH a)
 	}
 }
 
-static int imb_init(struct fy_aead *a, const uint8_t *key)
+static bool chacha(const struct fy_aead *a)
 {
-	size_t sz = a->alg == GNUTLS_CIPHER_CHACHA20_POLY1305
-			    ? 32
-			    : sizeof(struct gcm_key_data);
+	return a->alg == GNUTLS_CIPHER_CHACHA20_POLY1305;
+}
 
-	/* Rounded up: aligned_alloc() takes multiples of the alignment. */
-	a->imb = aligned_alloc(64, (sz + 63) & ~(size_t)63);
-	if (!a->imb)
-		return -ENOMEM;
-	switch (a->alg) {
-	case GNUTLS_CIPHER_AES_128_GCM:
-		IMB_AES128_GCM_PRE(imb.mgr, key, a->imb);
-		break;
-	case GNUTLS_CIPHER_AES_256_GCM:
-		IMB_AES256_GCM_PRE(imb.mgr, key, a->imb);
-		break;
-	default:
-		memcpy(a->imb, key, 32);
-		break;
-	}
-	return 0;
+static const struct imb_gcm *gcm_of(const struct fy_aead *a)
+{
+	return &imb.gcm[a->alg == GNUTLS_CIPHER_AES_256_GCM];
 }
 
 static size_t imb_key_size(const struct fy_aead *a)
 {
-	return a->alg == GNUTLS_CIPHER_CHACHA20_POLY1305
-		       ? 32
-		       : sizeof(struct gcm_key_data);
+	return chacha(a) ? 32 : sizeof(struct gcm_key_data);
+}
+
+static int imb_init(struct fy_aead *a, const uint8_t *key)
+{
+	/* Rounded up: aligned_alloc() takes multiples of the alignment. */
+	a->imb = aligned_alloc(64, (imb_key_size(a) + 63) & ~(size_t)63);
+	if (!a->imb)
+		return -ENOMEM;
+	if (chacha(a))
+		memcpy(a->imb, key, 32);
+	else
+		gcm_of(a)->pre(key, a->imb);
+	return 0;
 }
 
 /* Each algorithm's three steps, so that seal and open share one shape. */
@@ -111,82 +118,36 @@ union imb_ctx {
 static void imb_start(struct fy_aead *a, union imb_ctx *c, const uint8_t *iv,
 		      const uint8_t *aad, size_t aad_len)
 {
-	switch (a->alg) {
-	case GNUTLS_CIPHER_AES_128_GCM:
-		IMB_AES128_GCM_INIT(imb.mgr, a->imb, &c->gcm, iv, aad, aad_len);
-		break;
-	case GNUTLS_CIPHER_AES_256_GCM:
-		IMB_AES256_GCM_INIT(imb.mgr, a->imb, &c->gcm, iv, aad, aad_len);
-		break;
-	default:
+	if (chacha(a))
 		IMB_CHACHA20_POLY1305_INIT(imb.mgr, a->imb, &c->chacha, iv, aad,
 					   aad_len);
-		break;
-	}
+	else
+		gcm_of(a)->init(a->imb, &c->gcm, iv, aad, aad_len);
 }
 
 static void imb_update(struct fy_aead *a, union imb_ctx *c, bool enc,
 		       uint8_t *dst, const uint8_t *src, size_t len)
 {
-	switch (a->alg) {
-	case GNUTLS_CIPHER_AES_128_GCM:
-		if (enc)
-			IMB_AES128_GCM_ENC_UPDATE(imb.mgr, a->imb, &c->gcm, dst,
-						  src, len);
-		else
-			IMB_AES128_GCM_DEC_UPDATE(imb.mgr, a->imb, &c->gcm, dst,
-						  src, len);
-		break;
-	case GNUTLS_CIPHER_AES_256_GCM:
-		if (enc)
-			IMB_AES256_GCM_ENC_UPDATE(imb.mgr, a->imb, &c->gcm, dst,
-						  src, len);
-		else
-			IMB_AES256_GCM_DEC_UPDATE(imb.mgr, a->imb, &c->gcm, dst,
-						  src, len);
-		break;
-	default:
-		if (enc)
-			IMB_CHACHA20_POLY1305_ENC_UPDATE(imb.mgr, a->imb,
-							 &c->chacha, dst, src,
-							 len);
-		else
-			IMB_CHACHA20_POLY1305_DEC_UPDATE(imb.mgr, a->imb,
-							 &c->chacha, dst, src,
-							 len);
-		break;
-	}
+	if (!chacha(a))
+		gcm_of(a)->update[enc](a->imb, &c->gcm, dst, src, len);
+	else if (enc)
+		IMB_CHACHA20_POLY1305_ENC_UPDATE(imb.mgr, a->imb, &c->chacha,
+						 dst, src, len);
+	else
+		IMB_CHACHA20_POLY1305_DEC_UPDATE(imb.mgr, a->imb, &c->chacha,
+						 dst, src, len);
 }
 
+/* The tag (GCM's finalize differs by direction; ChaCha20-Poly1305's does
+ * not). */
 static void imb_finish(struct fy_aead *a, union imb_ctx *c, bool enc,
 		       uint8_t *tag)
 {
-	switch (a->alg) {
-	case GNUTLS_CIPHER_AES_128_GCM:
-		if (enc)
-			IMB_AES128_GCM_ENC_FINALIZE(imb.mgr, a->imb, &c->gcm,
-						    tag, FY_AEAD_TAG);
-		else
-			IMB_AES128_GCM_DEC_FINALIZE(imb.mgr, a->imb, &c->gcm,
-						    tag, FY_AEAD_TAG);
-		break;
-	case GNUTLS_CIPHER_AES_256_GCM:
-		if (enc)
-			IMB_AES256_GCM_ENC_FINALIZE(imb.mgr, a->imb, &c->gcm,
-						    tag, FY_AEAD_TAG);
-		else
-			IMB_AES256_GCM_DEC_FINALIZE(imb.mgr, a->imb, &c->gcm,
-						    tag, FY_AEAD_TAG);
-		break;
-	default:
-		if (enc)
-			IMB_CHACHA20_POLY1305_ENC_FINALIZE(imb.mgr, &c->chacha,
-							   tag, FY_AEAD_TAG);
-		else
-			IMB_CHACHA20_POLY1305_DEC_FINALIZE(imb.mgr, &c->chacha,
-							   tag, FY_AEAD_TAG);
-		break;
-	}
+	if (chacha(a))
+		IMB_CHACHA20_POLY1305_ENC_FINALIZE(imb.mgr, &c->chacha, tag,
+						   FY_AEAD_TAG);
+	else
+		gcm_of(a)->finish[enc](a->imb, &c->gcm, tag, FY_AEAD_TAG);
 }
 
 static int imb_seal(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
@@ -298,6 +259,16 @@ static void imb_setup(void)
 		return;
 	}
 	init_mb_mgr_auto(imb.mgr, &imb.arch);
+	imb.gcm[0] = (struct imb_gcm){
+		imb.mgr->gcm128_pre, imb.mgr->gcm128_init,
+		{ imb.mgr->gcm128_dec_update, imb.mgr->gcm128_enc_update },
+		{ imb.mgr->gcm128_dec_finalize, imb.mgr->gcm128_enc_finalize },
+	};
+	imb.gcm[1] = (struct imb_gcm){
+		imb.mgr->gcm256_pre, imb.mgr->gcm256_init,
+		{ imb.mgr->gcm256_dec_update, imb.mgr->gcm256_enc_update },
+		{ imb.mgr->gcm256_dec_finalize, imb.mgr->gcm256_enc_finalize },
+	};
 	if (imb_get_errno(imb.mgr) || imb.arch < IMB_ARCH_SSE) {
 		snprintf(imb.why, sizeof(imb.why),
 			 "ipsec-mb: the CPU has no AES-NI (or the library refused it)");
