@@ -32,7 +32,8 @@ struct fy_tls_config {
 	const char *psk_identity; /* client: which line (NULL: the first) */
 	const char *priority;	  /* GnuTLS priority string, NULL: default */
 	int engine;		  /* what seals ferry's TLS 1.3 records: 0
-				     auto, 1 GnuTLS, 2 ipsec-mb (tls_aead.h) */
+				     auto, 1 GnuTLS, 2 ipsec-mb, 3 the
+				     kernel (tls_aead.h) */
 };
 
 struct fy_tls_creds;

@@ -31,6 +31,8 @@ enum fy_aead_engine {
 	FY_AEAD_AUTO = 0,     /* ipsec-mb when it can, else GnuTLS */
 	FY_AEAD_GNUTLS = 1,
 	FY_AEAD_IPSEC_MB = 2, /* ipsec-mb or an error */
+	FY_AEAD_KTLS = 3,     /* the kernel's TLS (tls_ktls.c) or an error;
+				 never picked by AUTO */
 };
 
 /* One key of one AEAD algorithm, ready to seal or open records. */
@@ -88,7 +90,8 @@ int fy_aead_open(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
 /* "ipsec-mb 1.3.0 (AVX512, VAES)", "GnuTLS 3.7.9": who seals @a's records. */
 void fy_aead_name(const struct fy_aead *a, char *buf, size_t len);
 
-/* The engine's name for a user ("auto", "gnutls", "ipsec-mb"), or NULL. */
+/* The engine's name for a user ("auto", "gnutls", "ipsec-mb", "ktls"), or
+ * NULL. */
 const char *fy_aead_engine_name(enum fy_aead_engine eng);
 
 #endif /* FY_TLS_AEAD_H */
