@@ -117,7 +117,8 @@ void fy_tls_names(struct fy_tls *t, char *version, size_t vlen,
 		  char *cipher, size_t clen, char *kx, size_t klen);
 
 /* Who seals and opens the records: "ipsec-mb 1.3.0 (AVX512, VAES),
- * ferry's records", "GnuTLS 3.7.9, GnuTLS's records" (TLS 1.2). */
+ * ferry's records", "kernel kTLS (Linux 6.14), ferry's keys" (ktls),
+ * "GnuTLS 3.7.9, GnuTLS's records" (TLS 1.2). */
 void fy_tls_engine(struct fy_tls *t, char *buf, size_t len);
 
 /* The session's last I/O error, in words (for logs). */
@@ -142,7 +143,8 @@ void fy_tls_key_updates(const struct fy_tls *t, uint64_t *sent,
 
 /*
  * fy_tls_ktls_probe() - whether the kernel offers TLS offload (the "tls"
- * upper layer protocol); @why says what was found.
+ * upper layer protocol), which tls_engine ktls needs; @why says what was
+ * found.
  */
 bool fy_tls_ktls_probe(char *why, size_t len);
 

@@ -12,7 +12,9 @@
  * does everything else: the handshake, certificates, PSK, the key
  * schedule, TLS 1.2. The records on the wire are the same whichever
  * engine seals them (unit test tls_rec checks both against GnuTLS's own
- * record layer and against each other).
+ * record layer and against each other). A third, FY_AEAD_KTLS, is no
+ * AEAD of ferry's: the kernel's record layer on ferry's keys
+ * (tls_ktls.c), only when asked for by name.
  */
 #ifndef FY_TLS_AEAD_H
 #define FY_TLS_AEAD_H

@@ -151,6 +151,27 @@ static int ktls_set(struct fy_tls *t, bool tx, const struct fy_tls_key *k)
 	return rc;
 }
 
+/*
+ * Does the kernel take new keys (TLS 1.3 rekey)? Asked without changing
+ * anything: a second TLS_TX that names another cipher is refused by a
+ * kernel with rekey for the cipher (EINVAL: the cipher may not change),
+ * by one without for being a second (EBUSY), before either reads a key.
+ * A rekey kernel counts it in TlsTxRekeyError. Were the answer wrong, the
+ * first KeyUpdate would fail the connection saying so, not corrupt it.
+ */
+static bool ktls_can_rekey(struct fy_tls *t)
+{
+	struct tls_crypto_info other = {
+		.version = TLS_1_3_VERSION,
+		.cipher_type = ktls_cipher(t->tx.alg) == TLS_CIPHER_AES_GCM_128
+				       ? TLS_CIPHER_AES_GCM_256
+				       : TLS_CIPHER_AES_GCM_128,
+	};
+
+	return setsockopt(t->fd, SOL_TLS, TLS_TX, &other, sizeof(other)) &&
+	       errno == EINVAL;
+}
+
 /**
  * fy_tls_ktls_usable() - see tls_int.h. @why is written only on refusal.
  */
@@ -177,10 +198,7 @@ bool fy_tls_ktls_usable(gnutls_cipher_algorithm_t alg, char *why, size_t len)
  *
  * The kernel parses the stream from where GnuTLS stopped reading: pull()
  * reads no further than GnuTLS asks for on such a session, so nothing was
- * read ahead; were anything, it is refused rather than lost. Whether the
- * kernel takes new keys is learnt by giving it the send key once more,
- * before any record went out under it: a rekey that changes nothing, and
- * EBUSY from a kernel without rekey.
+ * read ahead; were anything, it is refused rather than lost.
  */
 int fy_tls_ktls_start(struct fy_tls *t, char *why, size_t len)
 {
@@ -206,7 +224,7 @@ int fy_tls_ktls_start(struct fy_tls *t, char *why, size_t len)
 			 strerror(-rc));
 		return rc;
 	}
-	t->ktls_rekey = !ktls_set(t, true, &t->tx);
+	t->ktls_rekey = ktls_can_rekey(t);
 	rc = ktls_set(t, false, &t->rx);
 	if (rc) {
 		snprintf(why, len, "kTLS refused the receive key (TLS_RX: %s)",
