@@ -131,7 +131,8 @@ void fy_tls_free(struct fy_tls *t);
 /*
  * fy_tls_own_records() - whether application data goes through ferry's
  * own TLS 1.3 record layer (on GnuTLS's keys) rather than GnuTLS's: true
- * for TLS 1.3 sessions, false for TLS 1.2 ones.
+ * for TLS 1.3 sessions, false for TLS 1.2 ones and for those the kernel's
+ * TLS runs (tls_engine ktls; fy_tls_engine() names it).
  */
 bool fy_tls_own_records(const struct fy_tls *t);
 
