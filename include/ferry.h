@@ -623,8 +623,19 @@ struct ferry_config {
 	 * certified module's) crypto, or to compare.
 	 * FERRY_TLS_ENGINE_IPSEC_MB: ipsec-mb or a failed
 	 * connection saying why (a build without it, a CPU without AES-NI,
-	 * TLS 1.2 or a cipher it does not do). ferry_stats.tls_engine says
-	 * which sealed the records. Ignored without TLS. */
+	 * TLS 1.2 or a cipher it does not do).
+	 * FERRY_TLS_ENGINE_KTLS: the kernel's TLS (kTLS, Linux) seals and
+	 * opens the records on the keys GnuTLS negotiated, which saves the
+	 * copy of sealed records into the socket and of received ones out
+	 * of it; or a failed connection saying why (a kernel without kTLS,
+	 * TLS 1.2, a cipher other than AES-GCM or ChaCha20-Poly1305, a
+	 * connection that is not TCP). Only by name: AUTO never picks it,
+	 * as this project's machines have no kTLS to test it on. Without
+	 * the kernel's TLS 1.3 rekey (Linux 6.14) a connection cannot take
+	 * the peer's KeyUpdate and fails on it, and one that sends with
+	 * AES-GCM fails before its 2^24.5th record (about 380 GiB, RFC 8446
+	 * 5.5). ferry_stats.tls_engine says which sealed the records.
+	 * Ignored without TLS. */
 	uint32_t tls_engine;
 };
 
@@ -632,6 +643,7 @@ struct ferry_config {
 #define FERRY_TLS_ENGINE_AUTO 0
 #define FERRY_TLS_ENGINE_GNUTLS 1
 #define FERRY_TLS_ENGINE_IPSEC_MB 2
+#define FERRY_TLS_ENGINE_KTLS 3
 
 /* ferry_config.lane_cpu's special values. */
 #define FERRY_LANE_CPU_AUTO 0

@@ -34,8 +34,10 @@ const char cli_tls_usage[] =
 	"                           was built with it and the CPU has AES-NI, the\n"
 	"                           faster; else GnuTLS), gnutls (GnuTLS's AEAD\n"
 	"                           always: a policy that allows only GnuTLS's\n"
-	"                           crypto, or to compare) or ipsec-mb (ipsec-mb\n"
-	"                           or the migration fails, saying why). Default:\n"
+	"                           crypto, or to compare), ipsec-mb (ipsec-mb\n"
+	"                           or the migration fails, saying why) or ktls\n"
+	"                           (the kernel's TLS, opt-in, or the migration\n"
+	"                           fails, saying why). Default:\n"
 	"                           the source ferry-vm's --tls-engine (auto). The\n"
 	"                           destination's is its own ferry-vm --tls-engine\n";
 

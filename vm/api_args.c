@@ -78,9 +78,12 @@ static int arg_enum(json_object *args, const char *key,
 			return 0;
 		}
 	}
-	snprintf(err, errlen, "'%s' must be one of: %s%s%s%s%s", key, names[0],
-		 n > 1 ? ", " : "", n > 1 ? names[1] : "", n > 2 ? ", " : "",
-		 n > 2 ? names[2] : "");
+	snprintf(err, errlen, "'%s' must be one of: %s", key, names[0]);
+	for (i = 1; i < n; i++) {
+		size_t used = strlen(err);
+
+		snprintf(err + used, errlen - used, ", %s", names[i]);
+	}
 	return -1;
 }
 
@@ -204,7 +207,7 @@ static int migrate_tls(json_object *args, struct vm_migrate_args *a,
 			return -1;
 	}
 	return arg_enum(args, "tls_engine", vm_tls_engines,
-			FERRY_TLS_ENGINE_IPSEC_MB + 1, &a->tls_engine, err,
+			FERRY_TLS_ENGINE_KTLS + 1, &a->tls_engine, err,
 			errlen);
 }
 

@@ -91,10 +91,11 @@ static const char *const vm_tls_engines[] = {
 	[FERRY_TLS_ENGINE_AUTO] = "auto",
 	[FERRY_TLS_ENGINE_GNUTLS] = "gnutls",
 	[FERRY_TLS_ENGINE_IPSEC_MB] = "ipsec-mb",
+	[FERRY_TLS_ENGINE_KTLS] = "ktls",
 	NULL,
 };
 static_assert(sizeof(vm_tls_engines) / sizeof(vm_tls_engines[0]) ==
-		      FERRY_TLS_ENGINE_IPSEC_MB + 2,
+		      FERRY_TLS_ENGINE_KTLS + 2,
 	      "every TLS engine has a name");
 
 #endif /* FERRY_VM_MIGRATE_ARGS_H */

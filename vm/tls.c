@@ -3,7 +3,7 @@
  * tls.c - ferry-vm's TLS options: --tls-creds DIR (the files of QEMU's
  * tls-creds-x509 directory), --tls-psk FILE (identity:hexkey lines, as
  * QEMU's tls-creds-psk), --tls-peer NAME, --tls-priority STRING and
- * --tls-engine auto|gnutls|ipsec-mb, and the same as arguments of the
+ * --tls-engine auto|gnutls|ipsec-mb|ktls, and the same as arguments of the
  * migrate command. The role picks the files: a destination (the side
  * that accepts) presents server-*.pem, a source client-*.pem; both trust
  * ca-cert.pem and honour ca-crl.pem when the directory has one.
@@ -82,7 +82,7 @@ int vm_tls_set(struct vm_tls *t, const char *key, const char *arg, char *err,
 		t->engine = engine_of(arg);
 		if (t->engine < 0) {
 			t->engine = FERRY_TLS_ENGINE_AUTO;
-			snprintf(err, errlen, "tls-engine '%.64s': need auto, gnutls or ipsec-mb", arg);
+			snprintf(err, errlen, "tls-engine '%.64s': need auto, gnutls, ipsec-mb or ktls", arg);
 			return -1;
 		}
 	} else {

@@ -419,6 +419,10 @@ static int send_tls(struct fy_chan *c, const struct iovec *iov, int n,
 		atomic_store_explicit(&c->tx.last_tx_ns, fy_now_ns(),
 				      memory_order_relaxed);
 		fy_chan_count(&c->tx.wire_bytes, total);
+	} else if (rc == -EOVERFLOW) {
+		/* The kernel's TLS (ktls) cannot take a new key and the
+		 * key's records ran out: the code alone says too little. */
+		fy_session_log(c->s, 1, "%s", fy_tls_last_error(c->tls));
 	}
 	return rc;
 }

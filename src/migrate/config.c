@@ -20,7 +20,8 @@
 /* ferry.h's engine numbers are the transport's, passed through as they are. */
 static_assert(FERRY_TLS_ENGINE_AUTO == FY_AEAD_AUTO &&
 		      FERRY_TLS_ENGINE_GNUTLS == FY_AEAD_GNUTLS &&
-		      FERRY_TLS_ENGINE_IPSEC_MB == FY_AEAD_IPSEC_MB,
+		      FERRY_TLS_ENGINE_IPSEC_MB == FY_AEAD_IPSEC_MB &&
+		      FERRY_TLS_ENGINE_KTLS == FY_AEAD_KTLS,
 	      "one numbering of the TLS engines");
 
 /**
@@ -222,9 +223,9 @@ static int check_choices(const struct ferry_config *cfg,
 	if (cfg->local_fds && cfg->postcopy != FERRY_POSTCOPY_OFF)
 		return refuse(err, errlen,
 			      "local_fds with postcopy: a local migration passes the memory itself, so nothing is left to follow after the switch");
-	if (cfg->tls_engine > FERRY_TLS_ENGINE_IPSEC_MB)
+	if (cfg->tls_engine > FERRY_TLS_ENGINE_KTLS)
 		return refuse(err, errlen,
-			      "tls_engine is %u: it must be FERRY_TLS_ENGINE_AUTO (0), FERRY_TLS_ENGINE_GNUTLS (1) or FERRY_TLS_ENGINE_IPSEC_MB (2)",
+			      "tls_engine is %u: it must be FERRY_TLS_ENGINE_AUTO (0), FERRY_TLS_ENGINE_GNUTLS (1), FERRY_TLS_ENGINE_IPSEC_MB (2) or FERRY_TLS_ENGINE_KTLS (3)",
 			      cfg->tls_engine);
 	if ((unsigned)cfg->dirty_mode > FERRY_DIRTY_BITMAP)
 		return OUT_OF("dirty_mode", cfg->dirty_mode, FERRY_DIRTY_AUTO,

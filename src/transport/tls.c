@@ -85,7 +85,7 @@ int fy_tls_config_check(const struct fy_tls_config *c, char *err,
 	else if (!fy_tls_config_on(c) && given(c->priority))
 		why = "TLS: tls_priority needs x509 files or a PSK file";
 	else if (!fy_aead_engine_name((enum fy_aead_engine)c->engine))
-		why = "TLS: tls_engine is none of FERRY_TLS_ENGINE_AUTO, _GNUTLS and _IPSEC_MB";
+		why = "TLS: tls_engine is none of FERRY_TLS_ENGINE_AUTO, _GNUTLS, _IPSEC_MB and _KTLS";
 	if (!why)
 		return 0;
 	snprintf(err, errlen, "%s", why);
@@ -684,7 +684,11 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 
 		if (rc)
 			return io_fail(t, rc);
-		r = recv(t->fd, t->rbuf, sizeof(t->rbuf), 0);
+		/* The kernel's record layer (ktls) parses the stream from
+		 * where GnuTLS stops: nothing past what it asks for. */
+		r = recv(t->fd, t->rbuf,
+			 t->cr->engine == FY_AEAD_KTLS && len < sizeof(t->rbuf)
+				 ? len : sizeof(t->rbuf), 0);
 		if (r > 0) {
 			size_t k = sizeof(t->head) - t->nhead;
 
@@ -996,6 +1000,8 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 	fy_tls_cork(t, true);
 	if (t->own)
 		return fy_tls_own_send(t, iov, n, more);
+	if (t->ktls)
+		return fy_tls_ktls_send(t, iov, n, more);
 	t->batch = true;
 	for (int i = 0; i < n && !rc; i++) {
 		const uint8_t *p = iov[i].iov_base;
@@ -1051,6 +1057,8 @@ ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len)
 {
 	if (t->own)
 		return fy_tls_own_recv(t, buf, len);
+	if (t->ktls)
+		return fy_tls_ktls_recv(t, buf, len);
 	for (;;) {
 		ssize_t r = gnutls_record_recv(t->s, buf, len);
 
@@ -1079,6 +1087,8 @@ size_t fy_tls_pending(struct fy_tls *t)
 {
 	if (t->own)
 		return (t->plen - t->ppos) + (t->clen - t->cpos);
+	if (t->ktls)
+		return t->plen - t->ppos;
 	return gnutls_record_check_pending(t->s) + (t->rlen - t->rpos);
 }
 
@@ -1103,6 +1113,10 @@ void fy_tls_engine(struct fy_tls *t, char *buf, size_t len)
 {
 	char name[48];
 
+	if (t->ktls) {
+		fy_tls_ktls_name(t, buf, len);
+		return;
+	}
 	if (!t->own) {
 		snprintf(buf, len, "GnuTLS %s, GnuTLS's records",
 			 gnutls_check_version(NULL));
@@ -1134,6 +1148,8 @@ const char *fy_tls_last_error(struct fy_tls *t)
 {
 	if (t->rx_why[0])
 		return t->rx_why;
+	if (t->tx_why[0])
+		return t->tx_why;
 	return t->io_err ? strerror(t->io_err < 0 && t->io_err > -4096
 					    ? -t->io_err : EIO)
 			 : "no error";

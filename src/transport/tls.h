@@ -32,7 +32,8 @@ struct fy_tls_config {
 	const char *psk_identity; /* client: which line (NULL: the first) */
 	const char *priority;	  /* GnuTLS priority string, NULL: default */
 	int engine;		  /* what seals ferry's TLS 1.3 records: 0
-				     auto, 1 GnuTLS, 2 ipsec-mb (tls_aead.h) */
+				     auto, 1 GnuTLS, 2 ipsec-mb, 3 the
+				     kernel (tls_aead.h) */
 };
 
 struct fy_tls_creds;
@@ -116,7 +117,8 @@ void fy_tls_names(struct fy_tls *t, char *version, size_t vlen,
 		  char *cipher, size_t clen, char *kx, size_t klen);
 
 /* Who seals and opens the records: "ipsec-mb 1.3.0 (AVX512, VAES),
- * ferry's records", "GnuTLS 3.7.9, GnuTLS's records" (TLS 1.2). */
+ * ferry's records", "kernel kTLS (Linux 6.14), ferry's keys" (ktls),
+ * "GnuTLS 3.7.9, GnuTLS's records" (TLS 1.2). */
 void fy_tls_engine(struct fy_tls *t, char *buf, size_t len);
 
 /* The session's last I/O error, in words (for logs). */
@@ -129,7 +131,8 @@ void fy_tls_free(struct fy_tls *t);
 /*
  * fy_tls_own_records() - whether application data goes through ferry's
  * own TLS 1.3 record layer (on GnuTLS's keys) rather than GnuTLS's: true
- * for TLS 1.3 sessions, false for TLS 1.2 ones.
+ * for TLS 1.3 sessions, false for TLS 1.2 ones and for those the kernel's
+ * TLS runs (tls_engine ktls; fy_tls_engine() names it).
  */
 bool fy_tls_own_records(const struct fy_tls *t);
 
@@ -141,7 +144,8 @@ void fy_tls_key_updates(const struct fy_tls *t, uint64_t *sent,
 
 /*
  * fy_tls_ktls_probe() - whether the kernel offers TLS offload (the "tls"
- * upper layer protocol); @why says what was found.
+ * upper layer protocol), which tls_engine ktls needs; @why says what was
+ * found.
  */
 bool fy_tls_ktls_probe(char *why, size_t len);
 

@@ -374,6 +374,10 @@ int fy_aead_init(struct fy_aead *a, enum fy_aead_engine eng,
 	if (eng == FY_AEAD_AUTO)
 		eng = imb_alg(alg) && !imb_unusable() ? FY_AEAD_IPSEC_MB
 						      : FY_AEAD_GNUTLS;
+	/* The kernel seals a kTLS session's records; the key kept here
+	 * serves its key schedule only, and GnuTLS's AEAD holds it. */
+	if (eng == FY_AEAD_KTLS)
+		eng = FY_AEAD_GNUTLS;
 	if (!fy_aead_usable(eng, alg, why, sizeof(why)))
 		return -EOPNOTSUPP;
 	a->eng = eng;
@@ -494,6 +498,8 @@ const char *fy_aead_engine_name(enum fy_aead_engine eng)
 		return "gnutls";
 	case FY_AEAD_IPSEC_MB:
 		return "ipsec-mb";
+	case FY_AEAD_KTLS:
+		return "ktls";
 	}
 	return NULL;
 }

@@ -12,7 +12,9 @@
  * does everything else: the handshake, certificates, PSK, the key
  * schedule, TLS 1.2. The records on the wire are the same whichever
  * engine seals them (unit test tls_rec checks both against GnuTLS's own
- * record layer and against each other).
+ * record layer and against each other). A third, FY_AEAD_KTLS, is no
+ * AEAD of ferry's: the kernel's record layer on ferry's keys
+ * (tls_ktls.c), only when asked for by name.
  */
 #ifndef FY_TLS_AEAD_H
 #define FY_TLS_AEAD_H
@@ -31,6 +33,8 @@ enum fy_aead_engine {
 	FY_AEAD_AUTO = 0,     /* ipsec-mb when it can, else GnuTLS */
 	FY_AEAD_GNUTLS = 1,
 	FY_AEAD_IPSEC_MB = 2, /* ipsec-mb or an error */
+	FY_AEAD_KTLS = 3,     /* the kernel's TLS (tls_ktls.c) or an error;
+				 never picked by AUTO */
 };
 
 /* One key of one AEAD algorithm, ready to seal or open records. */
@@ -88,7 +92,8 @@ int fy_aead_open(struct fy_aead *a, const uint8_t *iv, const uint8_t *aad,
 /* "ipsec-mb 1.3.0 (AVX512, VAES)", "GnuTLS 3.7.9": who seals @a's records. */
 void fy_aead_name(const struct fy_aead *a, char *buf, size_t len);
 
-/* The engine's name for a user ("auto", "gnutls", "ipsec-mb"), or NULL. */
+/* The engine's name for a user ("auto", "gnutls", "ipsec-mb", "ktls"), or
+ * NULL. */
 const char *fy_aead_engine_name(enum fy_aead_engine eng);
 
 #endif /* FY_TLS_AEAD_H */

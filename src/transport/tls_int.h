@@ -105,8 +105,18 @@ struct fy_tls {
 	/* A send that failed left records unsent or half written: every
 	 * later send, on either record layer, returns this, so that nothing
 	 * goes out with sequence numbers the peer never saw the records
-	 * before of. */
+	 * before of. tx_why: its reason, where a record layer gave one. */
 	int tx_err;
+	char tx_why[240];
+	/* The kernel's record layer (kTLS, tls_ktls.c) on the same keys,
+	 * in place of ours (tls_engine ktls): whether it takes new keys
+	 * (TLS 1.3 rekey), an upper bound of the records sealed under the
+	 * send key, whether a MSG_MORE left a record open, and the kernel
+	 * ("Linux 6.14"). pbuf and the keys' sequence numbers serve it as
+	 * they serve ours. */
+	bool ktls, ktls_rekey, ktls_open;
+	uint64_t ktls_sent;
+	char ktls_kernel[48];
 };
 
 uint64_t fy_tls_now_ns(void);
@@ -128,5 +138,20 @@ int fy_tls_own_start(struct fy_tls *t, char *err, size_t errlen);
 int fy_tls_own_send(struct fy_tls *t, const struct iovec *iov, int n,
 		    bool more);
 ssize_t fy_tls_own_recv(struct fy_tls *t, uint8_t *buf, size_t len);
+
+/* Can the kernel's TLS (kTLS) run a TLS 1.3 session of @alg here? true,
+ * or false with the reason in @why (a cipher it does not take from
+ * ferry, or fy_tls_ktls_probe()'s words). */
+bool fy_tls_ktls_usable(gnutls_cipher_algorithm_t alg, char *why, size_t len);
+/* Hand the session's keys (t->tx, t->rx) to the kernel (t->ktls): 0, or
+ * a negative errno with the reason in @why; the socket may then be
+ * half-configured, and the session is over. */
+int fy_tls_ktls_start(struct fy_tls *t, char *why, size_t len);
+/* fy_tls_send() and fy_tls_recv() through the kernel's record layer. */
+int fy_tls_ktls_send(struct fy_tls *t, const struct iovec *iov, int n,
+		     bool more);
+ssize_t fy_tls_ktls_recv(struct fy_tls *t, uint8_t *buf, size_t len);
+/* "kernel kTLS (Linux 6.14), ferry's keys": for fy_tls_engine(). */
+void fy_tls_ktls_name(const struct fy_tls *t, char *buf, size_t len);
 
 #endif /* FY_TLS_INT_H */

@@ -73,14 +73,16 @@ static int own_key(struct fy_tls *t, bool read, struct fy_tls_key *k)
  * unexpected (TLS 1.2, a cipher without a 12-byte IV, keys that differ
  * from what GnuTLS holds, data GnuTLS already decrypted) keeps GnuTLS's
  * record layer, which is slower but always right; unless the caller
- * asked for ipsec-mb by name, which only our record layer runs: then the
+ * asked for ipsec-mb by name, which only our record layer runs, or for
+ * the kernel's record layer (ktls), which takes our keys: then the
  * session fails with the reason in @err.
  */
 int fy_tls_own_start(struct fy_tls *t, char *err, size_t errlen)
 {
 	size_t ahead = t->rlen - t->rpos;
 	gnutls_cipher_algorithm_t alg = gnutls_cipher_get(t->s);
-	char why[160] = "";
+	bool ktls = t->cr->engine == FY_AEAD_KTLS;
+	char why[320] = "";
 	int rc = 0;
 
 	if (gnutls_protocol_get_version(t->s) != GNUTLS_TLS1_3)
@@ -89,13 +91,19 @@ int fy_tls_own_start(struct fy_tls *t, char *err, size_t errlen)
 	else if (t->have_secrets != 3 || gnutls_record_check_pending(t->s) ||
 		 ahead > FY_TLS_OWN_CBUF)
 		snprintf(why, sizeof(why), "the session's records could not be taken from GnuTLS");
-	else if (!fy_aead_usable(t->cr->engine, alg, why, sizeof(why)))
+	else if (ktls ? !fy_tls_ktls_usable(alg, why, sizeof(why))
+		      : !fy_aead_usable(t->cr->engine, alg, why, sizeof(why)))
 		;
 	else if ((rc = own_key(t, false, &t->tx)) || (rc = own_key(t, true, &t->rx)))
 		snprintf(why, sizeof(why), "the session's keys could not be derived (%s)",
 			 strerror(-rc));
 	if (why[0])
 		goto fail;
+	if (ktls) {
+		if (fy_tls_ktls_start(t, why, sizeof(why)))
+			goto fail;
+		return 0;
+	}
 	t->cbuf = malloc(FY_TLS_OWN_CBUF);
 	t->pbuf = malloc(FY_TLS_REC_WIRE);
 	free(t->wbuf);
@@ -119,10 +127,10 @@ fail:
 	t->cbuf = t->pbuf = NULL;
 	if (!t->wbuf)
 		t->wbuf = malloc(FY_TLS_WBUF);
-	if (t->cr->engine != FY_AEAD_IPSEC_MB)
+	if (t->cr->engine != FY_AEAD_IPSEC_MB && !ktls)
 		return 0;
-	snprintf(err, errlen, "TLS: tls_engine ipsec-mb cannot run this session: %s",
-		 why);
+	snprintf(err, errlen, "TLS: tls_engine %s cannot run this session: %s",
+		 fy_aead_engine_name(t->cr->engine), why);
 	return -EOPNOTSUPP;
 }
 

@@ -125,6 +125,18 @@ bool fy_tls_key_same(const struct fy_tls_key *k, const gnutls_datum_t *key,
 }
 
 /**
+ * fy_tls_key_bytes() - see tls_rec.h. The same expansion as derive()'s,
+ * for a record layer that is not ours (the kernel's).
+ */
+int fy_tls_key_bytes(const struct fy_tls_key *k, uint8_t *out, size_t len)
+{
+	if (len < k->key_len || !k->key_len)
+		return -EINVAL;
+	return expand_label(k->prf, k->secret, k->secret_len, "key", out,
+			    k->key_len);
+}
+
+/**
  * fy_tls_key_next() - see tls_rec.h.
  */
 int fy_tls_key_next(struct fy_tls_key *k)

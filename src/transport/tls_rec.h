@@ -66,6 +66,13 @@ bool fy_tls_key_same(const struct fy_tls_key *k, const gnutls_datum_t *key,
 		     const gnutls_datum_t *iv);
 
 /*
+ * fy_tls_key_bytes() - the AEAD key of @k's generation (@k->key_len bytes)
+ * into @out (@len bytes of room), for the kernel's record layer (kTLS).
+ * 0, or -EINVAL. The caller wipes @out.
+ */
+int fy_tls_key_bytes(const struct fy_tls_key *k, uint8_t *out, size_t len);
+
+/*
  * fy_tls_key_next() - the next generation (RFC 8446 7.2: the secret
  * expanded with "traffic upd"), sequence numbers from 0. 0 or -errno.
  */

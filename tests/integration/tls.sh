@@ -13,9 +13,10 @@
 #      and the CPU has AES-NI, else GnuTLS; GnuTLS when asked for (ferry-vm
 #      on both sides; ferry demo, whose text report says "sealed by");
 #      ipsec-mb when ferry migrate asks for it over the source VM's own
-#      gnutls, or, where it cannot run, a refusal saying why; an unknown
-#      engine refused by ferry-vm, its API and the CLI, naming the
-#      accepted ones.
+#      gnutls, or, where it cannot run, a refusal saying why; the kernel's
+#      TLS (ktls, opt-in) where the kernel offers kTLS, else a refusal
+#      naming kTLS and what the probe found; an unknown engine refused by
+#      ferry-vm, its API and the CLI, naming the accepted ones.
 # A TLS listener refuses plaintext (tls_refusals.sh), so a migration that
 # completes went through TLS; the destination's log names each handshake.
 . "$(dirname "$0")/lib.sh"
@@ -30,9 +31,10 @@ if [ "$FERRY_IPSEC_MB" = 1 ] && grep -qw aes /proc/cpuinfo; then
 else
 	auto_engine="GnuTLS "
 fi
-# What run() expects in both sides' tls_engine (it starts with this), and
-# the guests' size.
+# What run() expects in both sides' tls_engine (it starts with this, and
+# ends with want_tail), and the guests' size.
 want_engine=$auto_engine
+want_tail=", ferry's records"
 mem=128M
 
 # run TAG CONNECTIONS DST_TLS_ARGS -- SRC_TLS_ARGS [-- MIGRATE_ARGS]
@@ -69,11 +71,11 @@ run() {
 	eng=$(json_field "$T/m$tag.json" 'd["tls_engine"]' | tr -d '"')
 	deng=$(status_field "dst$tag" 'd["migration"]["tls_engine"]' | tr -d '"')
 	case $eng in
-	"$want_engine"*", ferry's records") ;;
+	"$want_engine"*"$want_tail") ;;
 	*) fail "$tag: the source's records were sealed by \"$eng\", expected $want_engine..." ;;
 	esac
 	case $deng in
-	"$want_engine"*", ferry's records") ;;
+	"$want_engine"*"$want_tail") ;;
 	*) fail "$tag: the destination's records were sealed by \"$deng\", expected $want_engine..." ;;
 	esac
 	local n
@@ -136,13 +138,45 @@ else
 	pass "ipsec-mb asked for where it cannot run: refused ($why), the source runs its guest"
 fi
 
+# The kernel's TLS (ktls), asked for by name on both sides: where the
+# kernel offers kTLS the migration completes with both sides' records
+# sealed by the kernel; elsewhere (this project's machines) it is refused
+# naming kTLS and what the probe found, and the source keeps its guest.
+ktls_why=$(python3 - <<'PY'
+import errno, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+try:
+    s.setsockopt(socket.IPPROTO_TCP, 31, b"tls")   # TCP_ULP
+    print("")
+except OSError as e:
+    # ENOTCONN: the module is there, the socket merely unconnected.
+    print("" if e.errno == errno.ENOTCONN else "no kTLS")
+PY
+)
+if [ -z "$ktls_why" ]; then
+	want_engine="kernel kTLS " want_tail=", ferry's keys" mem=64M
+	run ktls 1 --tls-psk "$T/keys.psk" --tls-engine ktls -- \
+		--tls-psk "$T/keys.psk" --tls-engine ktls
+	want_tail=", ferry's records"
+else
+	port=$(free_port)
+	start_vm dstk --memory 64M --incoming "tcp:127.0.0.1:$port" --tls-psk "$T/keys.psk" --tls-engine ktls
+	start_vm srck --memory 64M --workload random --tls-psk "$T/keys.psk"
+	"$FERRY" migrate "$T/srck.sock" "tcp:127.0.0.1:$port" --tls-engine ktls --json \
+		>"$T/mk.json" 2>"$T/mk.log" && fail "ktls asked for without kTLS: the migration completed"
+	grep -q "TLS: tls_engine ktls cannot run this session: the kernel offers no kTLS: tcp_available_ulp lists" "$T/mk.json" ||
+		fail "ktls asked for without kTLS: the refusal does not name kTLS and the probe's finding: $(tail -n1 "$T/mk.json")"
+	source_intact srck
+	pass "ktls asked for without kTLS: refused ($(json_field "$T/mk.json" 'd["error"]')), the source runs its guest"
+fi
+
 # An unknown engine: ferry-vm, its API and the command line refuse it,
 # naming the accepted ones.
 out=$("$FERRY_VM" --memory 16M --tls-engine aesni 2>&1) && fail "ferry-vm --tls-engine aesni accepted"
-grep -q -- "--tls-engine 'aesni': need auto, gnutls or ipsec-mb" <<<"$out" || fail "ferry-vm --tls-engine aesni: $out"
+grep -q -- "--tls-engine 'aesni': need auto, gnutls, ipsec-mb or ktls" <<<"$out" || fail "ferry-vm --tls-engine aesni: $out"
 out=$("$FERRY" migrate "$T/srcgnutls.sock" tcp:127.0.0.1:1 --tls-engine aesni 2>&1); rc=$?
 [ $rc = 2 ] || fail "ferry migrate --tls-engine aesni: exit $rc: $out"
-grep -q -- "--tls-engine is auto, gnutls or ipsec-mb, not 'aesni'" <<<"$out" || fail "ferry migrate --tls-engine aesni: $out"
+grep -q -- "--tls-engine is auto, gnutls, ipsec-mb or ktls, not 'aesni'" <<<"$out" || fail "ferry migrate --tls-engine aesni: $out"
 python3 - "$T/srcgnutls.sock" <<'PY' || fail "the migrate command took an unknown tls_engine"
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
@@ -154,6 +188,6 @@ for v in ("aesni", 1, ""):
     s.sendall(json.dumps({"execute": "migrate", "arguments":
                           {"uri": "tcp:127.0.0.1:1", "tls_engine": v}}).encode() + b"\n")
     r = json.loads(f.readline())
-    assert r["error"]["desc"] == "'tls_engine' must be one of: auto, gnutls, ipsec-mb", r
+    assert r["error"]["desc"] == "'tls_engine' must be one of: auto, gnutls, ipsec-mb, ktls", r
 PY
-pass "an unknown engine refused by ferry-vm, its migrate command and ferry migrate, naming auto, gnutls, ipsec-mb"
+pass "an unknown engine refused by ferry-vm, its migrate command and ferry migrate, naming auto, gnutls, ipsec-mb, ktls"

@@ -157,8 +157,8 @@ REFUSED(lane_cpu_large, c->lane_cpu = CPU_SETSIZE + 1,
 REFUSED(lane_poll_long, c->lane_poll_us = FERRY_LANE_POLL_MAX_US + 1,
 	"lane_poll_us is 10001: it must be from 0 (no polling) to 10000 (10 ms)")
 REFUSED(lane_poll_huge, c->lane_poll_us = UINT32_MAX, "lane_poll_us is 4294967295")
-REFUSED(tls_engine, c->tls_engine = 3,
-	"tls_engine is 3: it must be FERRY_TLS_ENGINE_AUTO (0), FERRY_TLS_ENGINE_GNUTLS (1) or FERRY_TLS_ENGINE_IPSEC_MB (2)")
+REFUSED(tls_engine, c->tls_engine = 4,
+	"tls_engine is 4: it must be FERRY_TLS_ENGINE_AUTO (0), FERRY_TLS_ENGINE_GNUTLS (1), FERRY_TLS_ENGINE_IPSEC_MB (2) or FERRY_TLS_ENGINE_KTLS (3)")
 /* Past INT_MAX: not taken for a negative engine number on the way down. */
 REFUSED(tls_engine_huge, c->tls_engine = UINT32_MAX, "tls_engine is 4294967295")
 
@@ -167,7 +167,7 @@ REFUSED(tls_engine_huge, c->tls_engine = UINT32_MAX, "tls_engine is 4294967295")
 static void test_tls_engine_range(void **state)
 {
 	const uint32_t ok[] = { FERRY_TLS_ENGINE_AUTO, FERRY_TLS_ENGINE_GNUTLS,
-				FERRY_TLS_ENGINE_IPSEC_MB };
+				FERRY_TLS_ENGINE_IPSEC_MB, FERRY_TLS_ENGINE_KTLS };
 	struct ferry_config cfg;
 	char err[256];
 

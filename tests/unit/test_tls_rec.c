@@ -9,9 +9,13 @@
  * several MiB, with KeyUpdates both ways; a TLS 1.2 session keeps
  * GnuTLS's records; a record that is altered, cut, or not TLS 1.3 is a
  * clean error; close_notify ends the stream. Records are sealed by each
- * of ferry's AEAD engines in turn (GnuTLS's, ipsec-mb's).
+ * of ferry's AEAD engines in turn (GnuTLS's, ipsec-mb's), and by the
+ * kernel's TLS on ferry's keys (ktls) where the kernel offers it (over
+ * TCP: kTLS takes no other socket), else skipped saying why; asked for
+ * where it cannot run, ktls fails the session saying why.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -179,6 +184,26 @@ static void gnutls_end(struct link *l)
 
 static int engine = FY_AEAD_AUTO; /* the next links' */
 
+/* A connected pair over TCP loopback, for the kernel's TLS. */
+static void tcp_pair(int sv[2])
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(ls >= 0);
+	assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(ls, 1), 0);
+	assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &alen), 0);
+	sv[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(sv[0] >= 0);
+	assert_int_equal(connect(sv[0], (struct sockaddr *)&a, sizeof(a)), 0);
+	sv[1] = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(sv[1] >= 0);
+	close(ls);
+}
+
 static void link_up(struct link *l, const char *prio, bool ferry_server)
 {
 	struct timeval tv = { 0, 100 * 1000 };
@@ -188,7 +213,10 @@ static void link_up(struct link *l, const char *prio, bool ferry_server)
 	l->prio = prio;
 	l->engine = engine;
 	l->ferry_server = ferry_server;
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l->sv), 0);
+	if (engine == FY_AEAD_KTLS)
+		tcp_pair(l->sv);
+	else
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l->sv), 0);
 	setsockopt(l->sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(l->sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	assert_int_equal(pthread_create(&th, NULL, ferry_end, l), 0);
@@ -559,6 +587,110 @@ static void test_alerts(void **state)
 	link_down(&l);
 }
 
+/*
+ * The kernel's TLS on ferry's keys (tls_engine ktls), where the kernel
+ * offers it: both ways against GnuTLS's record layer for AES-128-GCM and
+ * ChaCha20-Poly1305; KeyUpdates both ways where the kernel takes new keys
+ * (TLS 1.3 rekey), else a peer's KeyUpdate refused saying why;
+ * close_notify ends the stream. Elsewhere skipped with the probe's
+ * reason (this project's machines: no kTLS).
+ */
+static void test_ktls(void **state)
+{
+	struct link l;
+	pthread_t th;
+	uint64_t sent, received, before;
+	char why[256], eng[96];
+
+	(void)state;
+	if (!fy_tls_ktls_probe(why, sizeof(why))) {
+		print_message("skipped, %s\n", why);
+		return;
+	}
+	engine = FY_AEAD_KTLS;
+	both_ways(AES, false, false);
+	both_ways(CHACHA, true, false);
+	link_up(&l, AES, false);
+	fy_tls_engine(l.f, eng, sizeof(eng));
+	print_message("%s\n", eng);
+	assert_non_null(strstr(eng, "kTLS"));
+	if (strstr(eng, "no rekey")) {
+		assert_int_equal(gnutls_session_key_update(l.g, 0), 0);
+		assert_int_equal(gnutls_record_send(l.g, "x", 1), 1);
+		expect_recv(&l, -EPROTO, "KeyUpdate");
+		link_down(&l);
+		engine = FY_AEAD_AUTO;
+		return;
+	}
+	fy_tls_set_rekey(l.f, 64);
+	assert_int_equal(pthread_create(&th, NULL, ferry_sends, &l), 0);
+	gnutls_reads(&l, 1);
+	pthread_join(th, NULL);
+	assert_int_equal(l.rc, 0);
+	fy_tls_key_updates(l.f, &sent, &received);
+	print_message("kTLS: %" PRIu64 " KeyUpdates sent\n", sent);
+	assert_true(sent >= 3);
+	fy_tls_set_rekey(l.f, 0);
+	assert_int_equal(gnutls_session_key_update(l.g, GNUTLS_KU_PEER), 0);
+	assert_int_equal(pthread_create(&th, NULL, gnutls_sends, &l), 0);
+	ferry_reads(&l);
+	pthread_join(th, NULL);
+	fy_tls_key_updates(l.f, &sent, &received);
+	assert_int_equal(received, 1);
+	/* Our answer goes before the next data, which GnuTLS reads. */
+	before = sent;
+	assert_int_equal(pthread_create(&th, NULL, ferry_sends, &l), 0);
+	gnutls_reads(&l, 1);
+	pthread_join(th, NULL);
+	fy_tls_key_updates(l.f, &sent, &received);
+	assert_int_equal(sent, before + 1);
+	assert_int_equal(gnutls_bye(l.g, GNUTLS_SHUT_WR), 0);
+	expect_recv(&l, 0, NULL);
+	link_down(&l);
+	engine = FY_AEAD_AUTO;
+}
+
+/* ktls asked for where it cannot run: the handshake completes, then
+ * ferry's end fails with -EOPNOTSUPP and @words in its message. */
+static void ktls_refused(const char *prio, const char *words)
+{
+	struct link l;
+	pthread_t th;
+
+	memset(&l, 0, sizeof(l));
+	l.prio = prio;
+	l.engine = FY_AEAD_KTLS;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l.sv), 0);
+	assert_int_equal(pthread_create(&th, NULL, ferry_end, &l), 0);
+	gnutls_end(&l);
+	pthread_join(th, NULL);
+	print_message("%s\n", l.err);
+	assert_int_equal(l.rc, -EOPNOTSUPP);
+	assert_null(l.f);
+	assert_non_null(strstr(l.err, "tls_engine ktls"));
+	if (!strstr(l.err, words))
+		fail_msg("\"%s\" does not say \"%s\"", l.err, words);
+	link_down(&l);
+}
+
+/* Refusals that hold on every kernel (TLS 1.2; AES-128-CCM, which ferry
+ * does not give the kernel), and on one without kTLS (this project's
+ * machines) the refusal of any session, naming kTLS and what the probe
+ * found. */
+static void test_ktls_refusals(void **state)
+{
+	char why[256];
+
+	(void)state;
+	ktls_refused(TLS12, "TLS1.2");
+	ktls_refused("NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-CCM",
+		     "not AES-128-CCM");
+	if (fy_tls_ktls_probe(why, sizeof(why)))
+		return;
+	ktls_refused(AES, why);
+	assert_non_null(strstr(why, "kTLS"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -571,6 +703,8 @@ int main(void)
 		cmocka_unit_test(test_not_a_record),
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_alerts),
+		cmocka_unit_test(test_ktls),
+		cmocka_unit_test(test_ktls_refusals),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
