@@ -130,6 +130,11 @@ void fy_tls_cork(struct fy_tls *t, bool on);
 /* GnuTLS's keylog callback: keeps the application traffic secrets. */
 int fy_tls_keylog(gnutls_session_t s, const char *label,
 		  const gnutls_datum_t *secret);
+/* Keep a failure of one direction (@tx: sending), which every later call
+ * that way returns, with its reason in words (fy_tls_last_error()):
+ * @code, for the caller to return. */
+int fy_tls_fail(struct fy_tls *t, bool tx, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* After the handshake: move a TLS 1.3 session to our record layer
  * (t->own), or leave it on GnuTLS's; an error (in @err) only when the
  * caller asked for an engine only our record layer runs. */

@@ -252,18 +252,7 @@ int fy_tls_ktls_start(struct fy_tls *t, char *why, size_t len)
 }
 
 /* A send error, kept (every later send returns it), said in words. */
-static int ktls_tx_fail(struct fy_tls *t, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int ktls_tx_fail(struct fy_tls *t, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(t->tx_why, sizeof(t->tx_why), fmt, ap);
-	va_end(ap);
-	t->tx_err = code;
-	return code;
-}
+#define ktls_tx_fail(t, ...) fy_tls_fail(t, true, __VA_ARGS__)
 
 /* Records one key may seal before the next: ferry's rekey interval when
  * the kernel takes new keys, else what RFC 8446 allows the cipher. */
@@ -497,18 +486,7 @@ int fy_tls_ktls_send(struct fy_tls *t, const struct iovec *iov, int n,
 }
 
 /* A receive error: kept (every later call returns it), said in words. */
-static ssize_t ktls_rx_fail(struct fy_tls *t, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static ssize_t ktls_rx_fail(struct fy_tls *t, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(t->rx_why, sizeof(t->rx_why), fmt, ap);
-	va_end(ap);
-	t->rx_err = code;
-	return code;
-}
+#define ktls_rx_fail(t, ...) fy_tls_fail(t, false, __VA_ARGS__)
 
 /* One recvmsg() into @dst (@len bytes) and the content type of what it
  * returned: > 0, 0 at the end of the stream, or a negative errno. */

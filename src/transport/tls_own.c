@@ -250,19 +250,28 @@ int fy_tls_own_send(struct fy_tls *t, const struct iovec *iov, int n,
 	return rc;
 }
 
-/* A receive error: kept (every later call returns it), said in words. */
-static ssize_t own_fail(struct fy_tls *t, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static ssize_t own_fail(struct fy_tls *t, int code, const char *fmt, ...)
+/**
+ * fy_tls_fail() - see tls_int.h.
+ */
+int fy_tls_fail(struct fy_tls *t, bool tx, int code, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(t->rx_why, sizeof(t->rx_why), fmt, ap);
+	if (tx)
+		vsnprintf(t->tx_why, sizeof(t->tx_why), fmt, ap);
+	else
+		vsnprintf(t->rx_why, sizeof(t->rx_why), fmt, ap);
 	va_end(ap);
-	t->rx_err = code;
+	if (tx)
+		t->tx_err = code;
+	else
+		t->rx_err = code;
 	return code;
 }
+
+/* A receive error: kept, said in words. */
+#define own_fail(t, ...) fy_tls_fail(t, false, __VA_ARGS__)
 
 /* Read more ciphertext (making room for a whole record first): > 0, 0
  * at the end of the stream, or a negative errno. */

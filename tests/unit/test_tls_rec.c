@@ -424,31 +424,41 @@ static void test_chacha20(void **state)
 	each_engine(CHACHA, true);
 }
 
+/* @engine asked for by name where it cannot run this session: the
+ * handshake and the verdict complete, then ferry's end fails with
+ * -EOPNOTSUPP, naming the engine and saying @words. */
+static void refused(int e, const char *prio, const char *words)
+{
+	char name[32];
+	struct link l;
+	pthread_t th;
+
+	memset(&l, 0, sizeof(l));
+	l.prio = prio;
+	l.engine = e;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l.sv), 0);
+	assert_int_equal(pthread_create(&th, NULL, ferry_end, &l), 0);
+	gnutls_end(&l);
+	pthread_join(th, NULL);
+	print_message("%s\n", l.err);
+	assert_int_equal(l.rc, -EOPNOTSUPP);
+	assert_null(l.f);
+	snprintf(name, sizeof(name), "tls_engine %s", fy_aead_engine_name(e));
+	assert_non_null(strstr(l.err, name));
+	if (!strstr(l.err, words))
+		fail_msg("\"%s\" does not say \"%s\"", l.err, words);
+	link_down(&l);
+}
+
 /* Asked for by name, ipsec-mb is used or the session fails saying why:
  * only ferry's records run it, and a TLS 1.2 session keeps GnuTLS's. */
 static void test_ipsec_mb_refuses_tls12(void **state)
 {
-	struct link l;
-	pthread_t th;
-
 	(void)state;
 	if (!use_engine(FY_AEAD_IPSEC_MB))
 		return;
-	memset(&l, 0, sizeof(l));
-	l.prio = TLS12;
-	l.engine = FY_AEAD_IPSEC_MB;
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l.sv), 0);
-	assert_int_equal(pthread_create(&th, NULL, ferry_end, &l), 0);
-	/* The handshake and the verdict complete; then ferry's end gives
-	 * up instead of moving to records ipsec-mb cannot seal. */
-	gnutls_end(&l);
-	pthread_join(th, NULL);
 	engine = FY_AEAD_AUTO;
-	assert_int_equal(l.rc, -EOPNOTSUPP);
-	assert_non_null(strstr(l.err, "ipsec-mb"));
-	assert_non_null(strstr(l.err, "TLS1.2"));
-	print_message("%s\n", l.err);
-	link_down(&l);
+	refused(FY_AEAD_IPSEC_MB, TLS12, "TLS1.2");
 }
 
 /* A TLS 1.2 session keeps GnuTLS's record layer, and works. */
@@ -650,29 +660,6 @@ static void test_ktls(void **state)
 	engine = FY_AEAD_AUTO;
 }
 
-/* ktls asked for where it cannot run: the handshake completes, then
- * ferry's end fails with -EOPNOTSUPP and @words in its message. */
-static void ktls_refused(const char *prio, const char *words)
-{
-	struct link l;
-	pthread_t th;
-
-	memset(&l, 0, sizeof(l));
-	l.prio = prio;
-	l.engine = FY_AEAD_KTLS;
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l.sv), 0);
-	assert_int_equal(pthread_create(&th, NULL, ferry_end, &l), 0);
-	gnutls_end(&l);
-	pthread_join(th, NULL);
-	print_message("%s\n", l.err);
-	assert_int_equal(l.rc, -EOPNOTSUPP);
-	assert_null(l.f);
-	assert_non_null(strstr(l.err, "tls_engine ktls"));
-	if (!strstr(l.err, words))
-		fail_msg("\"%s\" does not say \"%s\"", l.err, words);
-	link_down(&l);
-}
-
 /* Refusals that hold on every kernel (TLS 1.2; AES-128-CCM, which ferry
  * does not give the kernel), and on one without kTLS (this project's
  * machines) the refusal of any session, naming kTLS and what the probe
@@ -682,12 +669,13 @@ static void test_ktls_refusals(void **state)
 	char why[256];
 
 	(void)state;
-	ktls_refused(TLS12, "TLS1.2");
-	ktls_refused("NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-CCM",
-		     "not AES-128-CCM");
+	refused(FY_AEAD_KTLS, TLS12, "TLS1.2");
+	refused(FY_AEAD_KTLS,
+		"NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-CCM",
+		"not AES-128-CCM");
 	if (fy_tls_ktls_probe(why, sizeof(why)))
 		return;
-	ktls_refused(AES, why);
+	refused(FY_AEAD_KTLS, AES, why);
 	assert_non_null(strstr(why, "kTLS"));
 }
 
