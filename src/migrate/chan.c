@@ -699,7 +699,8 @@ static_assert(FY_TLS_AHEAD <= FY_RBUF_SIZE, "the read-ahead holds a record");
  * there: nothing waits unseen inside the session while a caller polls
  * the socket for the next record (postcopy does).
  */
-static int tls_read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
+static int tls_read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
+			 bool cold)
 {
 	uint8_t *p = buf;
 
@@ -714,8 +715,9 @@ static int tls_read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms)
 			continue;
 		}
 		c->rx.rpos = c->rx.rlen = 0;
-		r = direct ? fy_tls_recv(c->tls, p, n)
-			   : fy_tls_recv(c->tls, c->rx.rbuf, FY_TLS_AHEAD);
+		r = !direct ? fy_tls_recv(c->tls, c->rx.rbuf, FY_TLS_AHEAD)
+		    : cold  ? fy_tls_recv_cold(c->tls, p, n)
+			    : fy_tls_recv(c->tls, p, n);
 		if (r == 0) {
 			c->rx.eof = true;
 			return -ECONNRESET;
@@ -761,7 +763,7 @@ static int read_full(struct fy_chan *c, void *buf, size_t n, int limit_ms,
 	bool bulk = n >= FY_RBUF_BULK;
 
 	if (c->tls)
-		return tls_read_full(c, buf, n, limit_ms);
+		return tls_read_full(c, buf, n, limit_ms, false);
 	while (n) {
 		size_t have = c->rx.rlen - c->rx.rpos;
 		size_t ahead = bulk ? FY_RBUF_AFTER_BULK
@@ -1468,6 +1470,16 @@ static int zmap_count(const uint64_t *zmap, size_t pages, size_t *zeros)
 	return 0;
 }
 
+/* Read @n bytes of pages into guest memory that nothing reads again
+ * soon: under TLS the plaintext goes there by non-temporal stores
+ * (fy_tls_recv_cold()). */
+static int read_pages_cold(struct fy_chan *c, void *buf, size_t n)
+{
+	if (c->tls)
+		return tls_read_full(c, buf, n, c->idle_ms, true);
+	return fy_chan_read_full(c, buf, n);
+}
+
 /* Receive raw non-zero pages straight into guest memory, run by run. */
 static int recv_runs(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
 		     bool hash)
@@ -1486,7 +1498,9 @@ static int recv_runs(struct fy_chan *c, uint8_t *dst, size_t pages, bool map,
 		for (size_t p = i; p < j;) {
 			size_t k = hash && j - p > 64 ? 64 : j - p;
 			uint8_t *at = dst + p * FY_PAGE_SIZE;
-			int rc = fy_chan_read_full(c, at, k * FY_PAGE_SIZE);
+			/* Hashed pages are read again at once: cached. */
+			int rc = hash ? fy_chan_read_full(c, at, k * FY_PAGE_SIZE)
+				      : read_pages_cold(c, at, k * FY_PAGE_SIZE);
 
 			if (rc)
 				return rc;

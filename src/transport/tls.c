@@ -1056,7 +1056,7 @@ int fy_tls_send(struct fy_tls *t, const struct iovec *iov, int n, bool more)
 ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len)
 {
 	if (t->own)
-		return fy_tls_own_recv(t, buf, len);
+		return fy_tls_own_recv(t, buf, len, false);
 	if (t->ktls)
 		return fy_tls_ktls_recv(t, buf, len);
 	for (;;) {
@@ -1078,6 +1078,16 @@ ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len)
 			return -EBADMSG;
 		return -EPROTO;
 	}
+}
+
+/**
+ * fy_tls_recv_cold() - see tls.h.
+ */
+ssize_t fy_tls_recv_cold(struct fy_tls *t, void *buf, size_t len)
+{
+	if (t->own)
+		return fy_tls_own_recv(t, buf, len, true);
+	return fy_tls_recv(t, buf, len);
 }
 
 /**

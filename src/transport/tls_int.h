@@ -142,7 +142,8 @@ int fy_tls_own_start(struct fy_tls *t, char *err, size_t errlen);
 /* fy_tls_send() and fy_tls_recv() on our record layer. */
 int fy_tls_own_send(struct fy_tls *t, const struct iovec *iov, int n,
 		    bool more);
-ssize_t fy_tls_own_recv(struct fy_tls *t, uint8_t *buf, size_t len);
+ssize_t fy_tls_own_recv(struct fy_tls *t, uint8_t *buf, size_t len,
+			bool cold);
 
 /* Can the kernel's TLS (kTLS) run a TLS 1.3 session of @alg here? true,
  * or false with the reason in @why (a cipher it does not take from

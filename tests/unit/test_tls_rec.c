@@ -349,7 +349,11 @@ static void ferry_reads(struct link *l)
 
 		if (want > total - got)
 			want = total - got;
-		r = fy_tls_recv(l->f, buf + got, want);
+		/* Large reads take turns with fy_tls_recv_cold() (plaintext
+		 * by non-temporal stores, at any alignment of @buf). */
+		r = want >= 16384 && (k / 6) % 2
+			    ? fy_tls_recv_cold(l->f, buf + got, want)
+			    : fy_tls_recv(l->f, buf + got, want);
 		if (r <= 0)
 			fail_msg("fy_tls_recv: %zd (%s) after %zu bytes", r,
 				 fy_tls_last_error(l->f), got);
