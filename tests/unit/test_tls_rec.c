@@ -472,6 +472,24 @@ static void test_tls12_keeps_gnutls(void **state)
 	both_ways(TLS12, false, false);
 }
 
+/* GnuTLS's end updates its keys and asks for ferry's, then sends; ferry
+ * reads it all on the peer's next key. The KeyUpdates ferry sent so far
+ * (its answer goes before its next data). */
+static uint64_t peer_key_update(struct link *l)
+{
+	uint64_t sent, received;
+	pthread_t th;
+
+	fy_tls_set_rekey(l->f, 0);
+	assert_int_equal(gnutls_session_key_update(l->g, GNUTLS_KU_PEER), 0);
+	assert_int_equal(pthread_create(&th, NULL, gnutls_sends, l), 0);
+	ferry_reads(l);
+	pthread_join(th, NULL);
+	fy_tls_key_updates(l->f, &sent, &received);
+	assert_int_equal(received, 1);
+	return sent;
+}
+
 /* KeyUpdates: ferry sends one every 64 records (GnuTLS takes at most
  * 8 a second), GnuTLS updates its keys and asks for ours. */
 static void test_key_updates(void **state)
@@ -490,13 +508,7 @@ static void test_key_updates(void **state)
 	fy_tls_key_updates(l.f, &sent, &received);
 	assert_int_equal(sent, 3); /* 196 records + 1 before them */
 	assert_int_equal(received, 0);
-	fy_tls_set_rekey(l.f, 0);
-	assert_int_equal(gnutls_session_key_update(l.g, GNUTLS_KU_PEER), 0);
-	assert_int_equal(pthread_create(&th, NULL, gnutls_sends, &l), 0);
-	ferry_reads(&l);
-	pthread_join(th, NULL);
-	fy_tls_key_updates(l.f, &sent, &received);
-	assert_int_equal(received, 1);
+	sent = peer_key_update(&l);
 	/* Our answer goes before the next data, which GnuTLS reads. */
 	assert_int_equal(pthread_create(&th, NULL, ferry_sends, &l), 0);
 	gnutls_reads(&l, 1);
@@ -644,13 +656,7 @@ static void test_ktls(void **state)
 	fy_tls_key_updates(l.f, &sent, &received);
 	print_message("kTLS: %" PRIu64 " KeyUpdates sent\n", sent);
 	assert_true(sent >= 3);
-	fy_tls_set_rekey(l.f, 0);
-	assert_int_equal(gnutls_session_key_update(l.g, GNUTLS_KU_PEER), 0);
-	assert_int_equal(pthread_create(&th, NULL, gnutls_sends, &l), 0);
-	ferry_reads(&l);
-	pthread_join(th, NULL);
-	fy_tls_key_updates(l.f, &sent, &received);
-	assert_int_equal(received, 1);
+	sent = peer_key_update(&l);
 	/* Our answer goes before the next data, which GnuTLS reads. */
 	before = sent;
 	assert_int_equal(pthread_create(&th, NULL, ferry_sends, &l), 0);
