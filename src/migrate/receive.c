@@ -798,8 +798,12 @@ FERRY_API int ferry_session_receive(ferry_session *s, const char *uri)
 	if (!rc)
 		rc = fy_stream_hdr_decode(sh, &ver);
 	if (rc) {
+		/* Under TLS the session may know more than the code (the
+		 * source refused after the handshake, with an alert). */
+		const char *why = x.ch.tls ? fy_tls_rx_error(x.ch.tls) : NULL;
+
 		fy_session_fail(s, rc, "not a ferry stream: %s",
-				ferry_strerror(rc));
+				why ? why : ferry_strerror(rc));
 		respond_error(&x, 0, rc, "not a ferry stream");
 		goto done;
 	}

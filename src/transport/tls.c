@@ -963,6 +963,13 @@ int fy_tls_start(const struct fy_tls_creds *cr, int fd, int deadline_ms,
 	t->wbuf = malloc(FY_TLS_WBUF);
 	rc = fy_tls_own_start(t, err, errlen);
 	if (rc) {
+		/* The peer finished its handshake and waits for the stream:
+		 * it hears a refusal in TLS, not a closed connection it
+		 * would take for a broken one (best effort; not once the
+		 * socket is the kernel's TLS, which would seal it again). */
+		if (!t->ktls_ulp)
+			gnutls_alert_send(t->s, GNUTLS_AL_FATAL,
+					  GNUTLS_A_HANDSHAKE_FAILURE);
 		fy_tls_free(t);
 		return rc;
 	}
@@ -1072,6 +1079,15 @@ ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len)
 			return 0;
 		if (r == GNUTLS_E_PULL_ERROR && t->io_err)
 			return t->io_err;
+		if (r == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+			const char *a = gnutls_alert_get_name(gnutls_alert_get(t->s));
+
+			/* As ferry's own records say it. */
+			snprintf(t->rx_why, sizeof(t->rx_why),
+				 "TLS: the peer sent the alert \"%s\"",
+				 a ? a : "?");
+			return -ECONNRESET;
+		}
 		snprintf(t->rx_why, sizeof(t->rx_why), "TLS: %s",
 			 gnutls_strerror((int)r));
 		if (r == GNUTLS_E_DECRYPTION_FAILED)
@@ -1149,6 +1165,14 @@ void fy_tls_names(struct fy_tls *t, char *version, size_t vlen,
 	snprintf(version, vlen, "%s", v ? v : "");
 	snprintf(cipher, clen, "%s", c ? c : "");
 	snprintf(kx, klen, "%s", k ? k : "");
+}
+
+/**
+ * fy_tls_rx_error() - see tls.h.
+ */
+const char *fy_tls_rx_error(const struct fy_tls *t)
+{
+	return t->rx_why[0] ? t->rx_why : NULL;
 }
 
 /**

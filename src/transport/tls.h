@@ -135,6 +135,10 @@ void fy_tls_engine(struct fy_tls *t, char *buf, size_t len);
 /* The session's last I/O error, in words (for logs). */
 const char *fy_tls_last_error(struct fy_tls *t);
 
+/* Why receiving failed, when the session knows ("TLS: the peer sent the
+ * alert ..."), else NULL (the connection ended, or nothing failed). */
+const char *fy_tls_rx_error(const struct fy_tls *t);
+
 /* Free the session (no close_notify: the stream's own records end it);
  * the socket stays open. NULL is harmless. */
 void fy_tls_free(struct fy_tls *t);

@@ -115,6 +115,7 @@ struct fy_tls {
 	 * ("Linux 6.14"). pbuf and the keys' sequence numbers serve it as
 	 * they serve ours. */
 	bool ktls, ktls_rekey, ktls_open;
+	bool ktls_ulp; /* the socket has the kernel's TLS (even if unkeyed) */
 	uint64_t ktls_sent;
 	char ktls_kernel[48];
 };

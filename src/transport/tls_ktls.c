@@ -218,6 +218,7 @@ int fy_tls_ktls_start(struct fy_tls *t, char *why, size_t len)
 			 strerror(-rc));
 		return rc;
 	}
+	t->ktls_ulp = true;
 	rc = ktls_set(t, true, &t->tx);
 	if (rc) {
 		snprintf(why, len, "kTLS refused the send key (TLS_TX: %s)",

@@ -60,6 +60,14 @@ refused() {
 	pass "$tag: refused; source: $(grep -ohF -- "$smsg" "$T/r$n.json" | head -n1)${dmsg:+; destination: $dmsg}"
 }
 
+# An engine the session cannot run, found after the handshake (ktls over
+# TLS 1.2, refused on every kernel): the source says why and sends a
+# fatal alert, which the destination names instead of "not a ferry
+# stream" alone.
+refused "an engine that cannot run the session (ktls over TLS 1.2)" \
+	"tls_engine ktls cannot run this session: the session negotiated TLS1.2" \
+	'Handshake failed' --tls-creds "$T/pki" \
+	--tls-priority "NORMAL:-VERS-ALL:+VERS-TLS1.2" --tls-engine ktls
 refused "client certificate of another CA" "did not accept our certificate" \
 	"the peer's certificate is not signed by the CA in $T/dst-pki/ca-cert.pem" --tls-creds "$T/src-other"
 refused "expired client certificate" "did not accept our certificate" \
