@@ -108,7 +108,7 @@ ssize_t fy_tls_recv(struct fy_tls *t, void *buf, size_t len);
  * again soon (guest memory a pass fills): ferry's records are decrypted
  * and checked in a buffer that stays in the cache, and their plaintext
  * written to @buf by non-temporal stores, which need not read each line
- * first (1.4-1.6 x less CPU for the cipher's side of it here). The same
+ * first (1.3-1.7 x less CPU for the cipher's side of it here). The same
  * results as fy_tls_recv() otherwise; with the kernel's or GnuTLS's
  * records, fy_tls_recv() itself.
  */

@@ -7,8 +7,9 @@
  * Why two: GnuTLS 3.7.9 stitches AES and GHASH only for one contiguous
  * plaintext, and uses neither VAES nor AVX-512; ipsec-mb's GCM runs
  * stitched over scattered pieces (init, update per piece, finalize) and
- * with VAES/AVX-512 where the CPU has them: 1.8-2.6 x GnuTLS's speed on
- * this project's machine (docs/benchmarks.md, section 13). GnuTLS still
+ * with VAES/AVX-512 where the CPU has them: 1.8-2.0 x GnuTLS's speed from
+ * cold memory, 2.8 x on a cached buffer, on this project's machine
+ * (docs/design-notes.md, "TLS records are sealed by ipsec-mb"). GnuTLS still
  * does everything else: the handshake, certificates, PSK, the key
  * schedule, TLS 1.2. The records on the wire are the same whichever
  * engine seals them (unit test tls_rec checks both against GnuTLS's own

@@ -393,7 +393,7 @@ static void cold_fence(void)
  * memory a pass fills). A record is then decrypted and checked in pbuf,
  * which stays in the cache, and its plaintext copied to @buf by
  * non-temporal stores: decrypting straight into memory that is not
- * cached read every line before writing it, and took 1.4-1.6 x the CPU
+ * cached read every line before writing it, and took 1.3-1.7 x the CPU
  * (docs/benchmarks.md, bench 13, session 22). No plaintext of a record
  * that does not authenticate reaches @buf then.
  */
