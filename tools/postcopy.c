@@ -299,12 +299,12 @@ int cmd_resume(int argc, char **argv)
 		}
 		json_object_put(st);
 	}
-	if (!ret)
+	if (!ret) {
 		fprintf(stderr, "ferry resume: warning: %s\n", generic_risk);
-	if (!ret)
 		printf("resume requested: the source's guest was not running yet "
 		       "after %d s ('ferry status' shows it)\n",
 		       CLI_REPLY_TIMEOUT_MS / 1000);
+	}
 	api_client_close(c);
 	return ret;
 }

@@ -141,8 +141,6 @@ struct fy_lazy {
 	_Atomic size_t nwaiting; /* a copy of nwt, read without wlock */
 	_Atomic uint64_t fault_cpu_ns; /* the fault thread's CPU time, once
 					  it ended */
-	_Atomic int fault_clock;       /* its CPU clock while it runs */
-	atomic_bool fault_clock_on;
 
 	/* Guards the waiters and the pending bits' setting and clearing; no
 	 * system call is made with it held. */
@@ -856,15 +854,10 @@ static void *lz_fault_main(void *arg)
 	struct fy_prio prio;
 	ssize_t n, i;
 	uint64_t t0;
-	clockid_t clock;
 	int err;
 
 	if (l->fault_urgent)
 		fy_thread_urgent(&prio, l->lane_cpu);
-	if (!pthread_getcpuclockid(pthread_self(), &clock)) {
-		atomic_store(&l->fault_clock, (int)clock);
-		atomic_store(&l->fault_clock_on, true);
-	}
 	while (!atomic_load(&l->stop)) {
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -901,7 +894,6 @@ static void *lz_fault_main(void *arg)
 		}
 	}
 	atomic_store(&l->fault_cpu_ns, fy_thread_cpu_ns());
-	atomic_store(&l->fault_clock_on, false);
 	return NULL;
 }
 
@@ -1525,24 +1517,6 @@ void fy_lazy_cancel(struct fy_lazy *l)
 		lz_fail(l, -ECANCELED, "lazy loading cancelled");
 }
 
-/* The fault thread's CPU time, read from its CPU clock while it runs
- * (the thread itself never reads it: the clock is a system call, not in
- * the vDSO, and this is the urgent lane), else as it left it. */
-static uint64_t lz_fault_cpu_ns(struct fy_lazy *l)
-{
-	struct timespec ts;
-	clockid_t id;
-
-	/* The clock of a thread that just ended fails (then the value it
-	 * left is read). */
-	if (atomic_load(&l->fault_clock_on) &&
-	    (id = (clockid_t)atomic_load(&l->fault_clock), 1) &&
-	    !clock_gettime(id, &ts))
-		return (uint64_t)ts.tv_sec * 1000000000ull +
-		       (uint64_t)ts.tv_nsec;
-	return atomic_load(&l->fault_cpu_ns);
-}
-
 /* fy_lazy_stats() - what the loader did so far (see lazy.h). */
 void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out)
 {
@@ -1565,7 +1539,7 @@ void fy_lazy_stats(struct fy_lazy *l, struct fy_lazy_stats *out)
 	out->outstanding = atomic_load(&l->outstanding);
 	out->waiting = atomic_load(&l->nwaiting);
 	out->zero_pages = atomic_load(&l->zero_pages);
-	out->fault_cpu_ns = lz_fault_cpu_ns(l);
+	out->fault_cpu_ns = atomic_load(&l->fault_cpu_ns);
 	out->keeper_cpu_ns = atomic_load(&l->keeper_cpu_ns);
 	out->keeper_windows = atomic_load(&l->keeper_windows);
 	for (i = 0; i < LZ_HIST_BUCKETS; i++) {

@@ -235,7 +235,9 @@ struct fy_lazy_stats {
 	uint64_t zero_pages;   /* pages placed as zeros */
 	double wait_p50_us, wait_p99_us, wait_max_us;
 	double complete_ms;    /* start to the last page placed, or 0 */
-	uint64_t fault_cpu_ns; /* the fault thread's CPU time so far */
+	uint64_t fault_cpu_ns; /* the fault thread's CPU time, once it
+				  ended (fy_lazy_finish(), fy_lazy_stop());
+				  0 while it runs */
 	uint64_t keeper_cpu_ns; /* the keeper's, once the loader stopped */
 	uint64_t keeper_windows; /* times the keeper woke to keep its CPU */
 	int error;	       /* the error that stopped it, or 0 */

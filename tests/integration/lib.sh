@@ -138,6 +138,17 @@ in_second_pass() {
 	[ "$(status_field "$1" 'd["migration"]["state"] == "precopy" and d["migration"]["pass"] >= 2')" = true ]
 }
 
+# stopped_at NAME MOMENT: NAME's FERRY_VM_FAULT hook at:MOMENT:stop fired
+# (vm/fault.c) and NAME is stopped (T in /proc).
+stopped_at() {
+	local pid st
+	pid=$(eval echo "\$PID_$1")
+	grep -q "fault: at $2: stop" "$T/$1.log" || return 1
+	st=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+	st=${st##*) }
+	[ "${st%% *}" = T ]
+}
+
 # The source's guest runs and found no bad page.
 source_intact() {
 	guest_runs "$1" || fail "$1 guest does not run"

@@ -73,16 +73,6 @@ in_postcopy() {
 	state_is "$1" postcopy || fail "postcopy of $1 ended too soon to break it: $(status_field "$1" 'd["migration"]')"
 }
 
-# stopped_at SRC MOMENT: SRC's hook at MOMENT fired and SRC is stopped.
-stopped_at() {
-	local pid st
-	pid=$(eval echo "\$PID_$1")
-	grep -q "fault: at $2: stop" "$T/$1.log" || return 1
-	st=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-	st=${st##*) }
-	[ "${st%% *}" = T ]
-}
-
 # frozen SRC DST MOMENT: SRC stopped itself at MOMENT (pushing or
 # repushing: its postcopy phase runs and has pushed pages), so this
 # postcopy cannot end before the test breaks it, however slowly the test

@@ -25,14 +25,7 @@ FERRY_VM_FAULT=at:pushing:stop start_vm src --memory 64M --workload random --dir
 	--max-bandwidth 20 --connections 2 --json >"$T/m.json" 2>"$T/m.log" &
 MIG=$!
 # The source is frozen once its hook fired and it shows stopped (T).
-frozen() {
-	local st
-	grep -q "fault: at pushing: stop" "$T/src.log" || return 1
-	st=$(cat "/proc/$PID_src/stat" 2>/dev/null) || return 1
-	st=${st##*) }
-	[ "${st%% *}" = T ]
-}
-wait_until 60 frozen || fail "the source never stopped while pushing in postcopy: $(grep 'fault:' "$T/src.log"; status_field src 'd["migration"]')"
+wait_until 60 stopped_at src pushing || fail "the source never stopped while pushing in postcopy: $(grep 'fault:' "$T/src.log"; status_field src 'd["migration"]')"
 # Nothing slow while the source is frozen: the ferry migrate following it
 # gives up on a ferry-vm silent for 11 s.
 wait_until 10 state_is dst postcopy ||

@@ -11,15 +11,6 @@
 . "$(dirname "$0")/lib.sh"
 command -v ss >/dev/null || { echo "SKIP: ss (iproute2) is not installed"; exit 77; }
 
-# stopped NAME: NAME's hook at passN fired and NAME is stopped.
-stopped() {
-	local st
-	grep -q "fault: at passN: stop" "$T/$1.log" || return 1
-	st=$(cat "/proc/$(eval echo "\$PID_$1")/stat" 2>/dev/null) || return 1
-	st=${st##*) }
-	[ "${st%% *}" = T ]
-}
-
 # both_connections PORT FILE: ss shows the source's two connections to
 # :PORT, with their socket memory, in FILE. The second one opens after
 # HELLO, so the main one's buffer is final by then.
@@ -44,7 +35,7 @@ send_buffers() {
 		--downtime-ms 1 --max-passes 100000 --max-precopy-ms 1500 \
 		--timeout-strategy switchover "$@" --json >"$T/$name.json" 2>"$T/$name.log" &
 	MIG=$!
-	wait_until 60 stopped "${name}_src" ||
+	wait_until 60 stopped_at "${name}_src" passN ||
 		fail "$name: the source never stopped in its second pass: $(grep 'fault:' "$T/${name}_src.log")"
 	# Only ss while it is stopped: the ferry migrate that follows the
 	# source gives up on a ferry-vm silent for about 11 s.
