@@ -574,7 +574,7 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 			j.why);
 	if (m)
 		fprintf(stderr, "ferry-vm: net: %u connections frozen in %.1f ms, "
-			"dumped in %.1f ms (CPU time of both threads: freeze "
+			"dumped in %.1f ms (CPU time of all threads: freeze "
 			"%.1f ms, dump %.1f ms; %u from what was read ahead)\n",
 			s->nconns, (double)n->freeze_ns / 1e6,
 			(double)(vm_now_ns() - t0) / 1e6,
