@@ -49,16 +49,6 @@
 /* The events a connection's socket is registered for, with its slot. */
 #define CONN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
-/* This thread's CPU time: under load the wall clock of a step says more
- * about the other jobs on the host than about the step. */
-static uint64_t cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* The slots with a socket, in order; returns how many. */
 static uint32_t open_slots(struct net *n, uint32_t *idx)
 {
@@ -584,7 +574,7 @@ int net_save(struct net *n, struct net_state *s, char *err, size_t len)
 			j.why);
 	if (m)
 		fprintf(stderr, "ferry-vm: net: %u connections frozen in %.1f ms, "
-			"dumped in %.1f ms (CPU time of both threads: freeze "
+			"dumped in %.1f ms (CPU time of all threads: freeze "
 			"%.1f ms, dump %.1f ms; %u from what was read ahead)\n",
 			s->nconns, (double)n->freeze_ns / 1e6,
 			(double)(vm_now_ns() - t0) / 1e6,
@@ -821,7 +811,7 @@ static void *pool_main(void *arg)
 {
 	struct net *n = arg;
 	uint32_t want = pool_size(n);
-	uint64_t t0 = vm_now_ns(), c0 = cpu_ns();
+	uint64_t t0 = vm_now_ns(), c0 = net_cpu_ns();
 	char err[200] = "";
 	uint32_t k;
 	int fd;
@@ -843,7 +833,7 @@ static void *pool_main(void *arg)
 		fprintf(stderr, "ferry-vm: net: %u of %u sockets made ahead in "
 			"%.1f ms (CPU %.1f ms)\n", k, want,
 			(double)(vm_now_ns() - t0) / 1e6,
-			(double)(cpu_ns() - c0) / 1e6);
+			(double)(net_cpu_ns() - c0) / 1e6);
 	return NULL;
 }
 

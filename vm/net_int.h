@@ -68,6 +68,7 @@ bool net_par_post(struct net *n, uint32_t count,
 		  void (*fn)(struct net *n, void *arg, uint32_t k), void *arg);
 void net_par_finish(struct net *n);
 void net_par_wake(struct net *n);
+uint64_t net_cpu_ns(void);
 
 /* The "net0" device state: the connections handed over, each with the
  * slot its rings are in. */

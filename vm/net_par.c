@@ -28,11 +28,15 @@
  * calls, so that a late helper delays the caller by that much at most. */
 #define PAR_CHUNK 16
 
-/* This thread's CPU time: under load the wall clock of a step says more
- * about the other jobs on the host than about the step. Read once per
- * thread and step, not per item: the clock is a system call (not in the
- * vDSO). */
-static uint64_t par_cpu_ns(void)
+/**
+ * net_cpu_ns() - this thread's CPU time: under load the wall clock of a
+ * step says more about the other jobs on the host than about the step.
+ * Read once per thread and step, not per item: the clock is a system call
+ * (not in the vDSO).
+ *
+ * Return: the calling thread's CPU time in ns.
+ */
+uint64_t net_cpu_ns(void)
 {
 	struct timespec ts;
 
@@ -65,7 +69,7 @@ static void par_work(struct net_par *p, struct net *n, uint32_t gen,
 		     void (*fn)(struct net *, void *, uint32_t), void *arg,
 		     uint32_t count, bool helper)
 {
-	uint64_t t = helper ? par_cpu_ns() : 0, now;
+	uint64_t t = helper ? net_cpu_ns() : 0, now;
 	int64_t k;
 
 	while ((k = par_claim(p, gen, count)) >= 0) {
@@ -76,7 +80,7 @@ static void par_work(struct net_par *p, struct net *n, uint32_t gen,
 		for (uint32_t i = (uint32_t)k; i < end; i++)
 			fn(n, arg, i);
 		if (helper) {
-			now = par_cpu_ns();
+			now = net_cpu_ns();
 			atomic_fetch_add(&p->spent_ns, now - t);
 			t = now;
 		}
@@ -93,23 +97,15 @@ static void par_work(struct net_par *p, struct net *n, uint32_t gen,
  * (the destination decoding, the source releasing). */
 #define PAR_SPIN_NS 300000ull
 
-static uint64_t par_mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Called and returns with p->lock held. */
 static void par_spin(struct net_par *p, uint32_t seen)
 {
-	uint64_t end = par_mono_ns() + PAR_SPIN_NS;
+	uint64_t end = vm_now_ns() + PAR_SPIN_NS;
 
 	pthread_mutex_unlock(&p->lock);
 	while (__atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) == seen &&
 	       !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE) &&
-	       par_mono_ns() < end)
+	       vm_now_ns() < end)
 		sched_yield();
 	pthread_mutex_lock(&p->lock);
 }
@@ -243,7 +239,7 @@ uint64_t net_par_run(struct net *n, uint32_t count,
 		     void *arg, bool more)
 {
 	struct net_par *p = &n->par;
-	uint64_t t = par_cpu_ns(), helpers;
+	uint64_t t = net_cpu_ns(), helpers;
 
 	/* A background job still under way ends first (its items are
 	 * never dropped: its owner stops them with its own flag). */
@@ -251,11 +247,11 @@ uint64_t net_par_run(struct net *n, uint32_t count,
 	if (count < NET_PAR_MIN || !p->nthreads) {
 		for (uint32_t k = 0; k < count; k++)
 			fn(n, arg, k);
-		return par_cpu_ns() - t;
+		return net_cpu_ns() - t;
 	}
 	par_post(p, count, fn, arg, more);
 	helpers = par_finish(n);
-	return par_cpu_ns() - t + helpers;
+	return net_cpu_ns() - t + helpers;
 }
 
 /**

@@ -534,6 +534,9 @@ void vm_verify_pause(struct vm *vm);
 void vm_verify_note(struct vm *vm, char *note, size_t len);
 void vm_verify_poll(struct vm *vm);
 int vm_verify_pct(struct vm *vm);
+void vm_verify_source(struct vm *vm, int rc, const struct ferry_stats *st);
+void vm_verify_abandon(struct vm *vm);
+void vm_verify_restored(struct vm *vm, const struct ferry_stats *st);
 
 /* local_peer.c */
 /* How long an unconfirmed local end waits for a destination whose
@@ -543,9 +546,6 @@ void vm_peer_track(struct vm *vm);
 int vm_peer_state(pid_t *pid, int wait_ms);
 void vm_peer_forget(void);
 void vm_local_risk(int alive, pid_t pid, char *buf, size_t len);
-void vm_verify_source(struct vm *vm, int rc, const struct ferry_stats *st);
-void vm_verify_abandon(struct vm *vm);
-void vm_verify_restored(struct vm *vm, const struct ferry_stats *st);
 
 /* main.c */
 enum vm_err vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a,
