@@ -1088,8 +1088,8 @@ static void local_unconfirmed(struct vm *vm, char *errmsg, size_t len)
 	net_counts(vm->guest.workload == VM_WL_KV ? vm->net : NULL, &conns,
 		   &listeners);
 	snprintf(errmsg + at, len - at, "; the guest's memory%s still held "
-		 "here (passed by fd, the guest paused%s); 'ferry resume "
-		 "--force' runs it here: %s", conns ? " and its connections are" :
+		 "here (passed by fd, the guest paused%s); what 'ferry "
+		 "resume --force' would risk: %s", conns ? " and its connections are" :
 		 " is",
 		 conns ? ", the sockets parked: their clients wait, nothing is "
 			 "reset" : "", risk);
